@@ -1,0 +1,272 @@
+"""``fleet agent``: keeps one Docker host in line with the desired set it is sent.
+
+Three loops share one state:
+- the connection loop keeps a stream to any control plane in ``--server`` (with
+  backoff), registers, sends heartbeats with the containers' status, and stores every
+  desired set pushed to it;
+- the reconcile loop compares desired with observed and runs the tasks, on every
+  push, every Docker event and a timer (level-triggered: a missed wake-up costs
+  nothing);
+- a thread follows Docker's events and wakes the reconcile loop.
+
+Until the first desired set arrives (after a restart, or while the control plane is
+away) the agent takes the containers it finds as desired: it adopts them, never
+duplicates or removes them, and keeps their restart policies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import grpc.aio
+
+from fleet.agent.reconcile import Backoff, Create, Remove, RestartBook, Start, Task, plan
+from fleet.agent.runtime import DockerRuntime, ObservedContainer, container_name
+from fleet.errors import FleetError
+from fleet.proto import fleet_pb2 as pb
+from fleet.proto import fleet_pb2_grpc as pb_grpc
+
+__all__ = ["Agent", "AgentConfig"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    servers: Sequence[str]
+    host_id: str
+    labels: dict[str, str] = field(default_factory=dict)
+    resync_seconds: float = 10.0
+    parallel_tasks: int = 8  # docker create+start scales to about 8 threads here
+    reconnect_max: float = 10.0
+    backoff: Backoff = field(default_factory=Backoff)
+
+
+def _adopted(containers: list[ObservedContainer]) -> list[pb.ContainerSpec]:
+    """Desired specs that keep what runs as it is (before any desired set arrived)."""
+    return [
+        pb.ContainerSpec(
+            app=c.app,
+            slot=c.slot,
+            revision=c.revision,
+            spec_hash=c.spec_hash,
+            restart=c.restart,
+            stop_grace_seconds=c.stop_grace,
+        )
+        for c in containers
+    ]
+
+
+def _statuses(containers: list[ObservedContainer]) -> set[tuple[str, str, int]]:
+    return {(c.container_id, c.state, c.exit_code) for c in containers}
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, runtime: DockerRuntime) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.desired: list[pb.ContainerSpec] | None = None
+        self.desired_version = 0
+        self.applied_version = 0
+        self.observed: list[ObservedContainer] = []
+        self.restarts = RestartBook()
+        self.connected = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._report_now = asyncio.Event()
+        self._parallel = asyncio.Semaphore(config.parallel_tasks)
+        self._stop_events = threading.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        loop = asyncio.get_running_loop()
+        events = loop.run_in_executor(None, self._follow_docker_events, loop)
+        try:
+            await asyncio.gather(self._connection_loop(), self._reconcile_loop())
+        finally:
+            self._stop_events.set()
+            events.cancel()
+
+    # ------------------------------------------------------------------ docker events
+
+    def _wake_from_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.call_soon_threadsafe(self.wake)
+
+    def _follow_docker_events(self, loop: asyncio.AbstractEventLoop) -> None:
+        delay = 0.2
+        while not self._stop_events.is_set():
+            try:
+                self.runtime.events(lambda _event: self._wake_from_thread(loop), self._stop_events)
+                delay = 0.2
+            except Exception as error:  # dockerd restarting: follow again after a pause
+                log.debug("docker events stream broke: %s", error)
+                loop.call_soon_threadsafe(self.wake)
+                if self._stop_events.wait(delay):
+                    return
+                delay = min(delay * 2, 5.0)
+
+    # ------------------------------------------------------------------ reconcile
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            look_again: float | None = None
+            try:
+                look_again = await self.reconcile_once()
+            except FleetError as error:
+                log.warning("reconcile failed: %s", error)
+                look_again = time.time() + 2.0
+            timeout = self.config.resync_seconds
+            if look_again is not None:
+                timeout = max(0.05, min(timeout, look_again - time.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+
+    async def reconcile_once(self) -> float | None:
+        """One round: observe, plan, act. Returns when a backoff wants a look again."""
+        version = self.desired_version
+        observed_before = self.observed
+        observed = await asyncio.to_thread(self.runtime.list)
+        self.observed = observed
+        desired = self.desired if self.desired is not None else _adopted(observed)
+        tasks, look_again = plan(desired, observed, self.restarts, time.time(), self.config.backoff)
+        # Each phase runs concurrently (stops wait out grace periods in parallel); a new
+        # desired set arriving meanwhile ends the round early, to plan again on it.
+        for phase in (Remove, Create, Start):
+            if self.desired_version != version:
+                break
+            await asyncio.gather(*(self._bounded(t) for t in tasks if isinstance(t, phase)))
+        if tasks:
+            self.observed = await asyncio.to_thread(self.runtime.list)
+        if _statuses(self.observed) != _statuses(observed_before):
+            self._report_now.set()  # tell the control plane now, not at the next beat
+        self.restarts.forget_except(c.container_id for c in self.observed)
+        if self.desired is not None and self.desired_version == version:
+            self.applied_version = version
+        return look_again
+
+    async def _bounded(self, task: Task) -> None:
+        async with self._parallel:
+            await self._execute(task)
+
+    async def _execute(self, task: Task) -> None:
+        try:
+            if isinstance(task, Remove):
+                log.info("removing %s: %s", task.container.name, task.reason)
+                await asyncio.to_thread(
+                    self.runtime.stop_and_remove,
+                    task.container.container_id,
+                    task.container.stop_grace,
+                )
+            elif isinstance(task, Create):
+                spec = task.spec
+                await asyncio.to_thread(self.runtime.ensure_image, spec.image)
+                await asyncio.to_thread(
+                    self.runtime.remove_by_name, container_name(spec.app, spec.slot, spec.spec_hash)
+                )
+                container_id = await asyncio.to_thread(self.runtime.create, spec)
+                await asyncio.to_thread(self.runtime.start, container_id)
+                log.info("started %s.%d (%s)", spec.app, spec.slot, container_id[:12])
+            elif isinstance(task, Start):
+                log.info("starting %s: %s", task.container.name, task.reason)
+                if task.container.state != "created":
+                    self.restarts.record(task.container.container_id)
+                await asyncio.to_thread(self.runtime.start, task.container.container_id)
+        except FleetError as error:
+            log.warning("task %s failed: %s", type(task).__name__, error)
+        except Exception as error:  # one bad container must not stop the others
+            log.exception("task %s failed: %s", type(task).__name__, error)
+
+    # ------------------------------------------------------------------ connection
+
+    async def _connection_loop(self) -> None:
+        delay = 0.2
+        attempt = 0
+        while True:
+            server = self.config.servers[attempt % len(self.config.servers)]
+            attempt += 1
+            try:
+                await self._session(server)
+                delay = 0.2
+            except (grpc.aio.AioRpcError, FleetError, OSError) as error:
+                detail = error.details() if isinstance(error, grpc.aio.AioRpcError) else error
+                log.warning("control plane %s: %s; retrying in %.1fs", server, detail, delay)
+            finally:
+                self.connected.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.config.reconnect_max)
+
+    async def _register_message(self) -> pb.AgentMessage:
+        cpus, memory, facts = await asyncio.to_thread(self.runtime.host_facts)
+        return pb.AgentMessage(
+            register=pb.Register(
+                host_id=self.config.host_id,
+                capacity=pb.Resources(cpu=cpus, memory_bytes=memory),
+                labels=self.config.labels,
+                facts=facts,
+            )
+        )
+
+    def _heartbeat(self) -> pb.AgentMessage:
+        return pb.AgentMessage(
+            heartbeat=pb.Heartbeat(
+                usage=pb.Resources(),
+                containers=[c.to_status() for c in self.observed],
+                applied_version=self.applied_version,
+            )
+        )
+
+    async def _session(self, server: str) -> None:
+        outbox: asyncio.Queue[pb.AgentMessage] = asyncio.Queue()
+        await outbox.put(await self._register_message())
+
+        async def outgoing() -> AsyncIterator[pb.AgentMessage]:
+            while True:
+                yield await outbox.get()
+
+        async with grpc.aio.insecure_channel(server) as channel:
+            stub = pb_grpc.AgentServiceStub(channel)
+            call = stub.Connect(outgoing())
+            heartbeats: asyncio.Task[None] | None = None
+            first_set = True
+            try:
+                async for message in call:
+                    kind = message.WhichOneof("kind")
+                    if kind == "registered":
+                        log.info("registered with %s as %s", server, message.registered.host_id)
+                        self.connected.set()
+                        heartbeats = asyncio.create_task(
+                            self._send_heartbeats(outbox, message.registered.heartbeat_seconds)
+                        )
+                    elif kind == "desired" and (
+                        # Versions rise with etcd's revision; an older set from a lagging
+                        # server is ignored, except the first one of a new stream.
+                        first_set or message.desired.version >= self.desired_version
+                    ):
+                        self.desired = list(message.desired.containers)
+                        self.desired_version = message.desired.version
+                        first_set = False
+                        self.wake()
+            finally:
+                if heartbeats is not None:
+                    heartbeats.cancel()
+                call.cancel()
+
+    async def _send_heartbeats(self, outbox: asyncio.Queue[pb.AgentMessage], every: float) -> None:
+        while True:
+            self._report_now.clear()
+            await outbox.put(self._heartbeat())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._report_now.wait(), max(every, 0.1))
+
+    def __repr__(self) -> str:
+        return f"Agent({self.config.host_id!r})"

@@ -1,0 +1,134 @@
+"""The agent's reconcile step: desired vs observed -> an ordered list of tasks. Pure.
+
+Order matters: stale containers go first (so a replaced container frees its fixed host
+port and its name), then missing ones are created, then stopped ones are restarted as
+their policy says. Time comes in as ``now``; a restart held back by its backoff comes
+out as the time to look again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from fleet.agent.runtime import ObservedContainer
+from fleet.proto import fleet_pb2 as pb
+
+__all__ = [
+    "Backoff",
+    "Create",
+    "Remove",
+    "RestartBook",
+    "Start",
+    "Task",
+    "plan",
+    "restart_wanted",
+]
+
+
+@dataclass(frozen=True)
+class Remove:
+    container: ObservedContainer
+    reason: str
+
+
+@dataclass(frozen=True)
+class Create:
+    spec: pb.ContainerSpec
+
+
+@dataclass(frozen=True)
+class Start:
+    container: ObservedContainer
+    reason: str
+
+
+Task = Remove | Create | Start
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delay before the n-th restart: ``initial * 2**n``, capped (as kubelet does)."""
+
+    initial: float = 1.0
+    cap: float = 300.0
+
+    def delay(self, restarts: int) -> float:
+        return float(min(self.cap, self.initial * 2.0 ** min(restarts, 32)))
+
+
+@dataclass
+class RestartBook:
+    """Restarts done per container id (the agent keeps this between rounds)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def count(self, container_id: str) -> int:
+        return self.counts.get(container_id, 0)
+
+    def record(self, container_id: str) -> None:
+        self.counts[container_id] = self.count(container_id) + 1
+
+    def forget_except(self, container_ids: Iterable[str]) -> None:
+        keep = set(container_ids)
+        self.counts = {cid: n for cid, n in self.counts.items() if cid in keep}
+
+
+def restart_wanted(policy: str, exit_code: int, oom_killed: bool, restarts: int) -> bool:
+    """Docker's words: ``no``, ``always``, ``on-failure``, ``on-failure:N``."""
+    kind, _, limit = policy.partition(":")
+    if kind == "always":
+        return True
+    if kind == "on-failure":
+        failed = exit_code != 0 or oom_killed
+        return failed and (not limit or restarts < int(limit))
+    return False
+
+
+def plan(
+    desired: list[pb.ContainerSpec],
+    observed: list[ObservedContainer],
+    restarts: RestartBook,
+    now: float,
+    backoff: Backoff = Backoff(),
+) -> tuple[list[Task], float | None]:
+    """The tasks that bring ``observed`` to ``desired``, and when to look again (None:
+    nothing is waiting on a backoff)."""
+    wanted = {(c.app, c.slot): c for c in desired}
+    removes: list[Task] = []
+    keep: dict[tuple[str, int], ObservedContainer] = {}
+
+    # Prefer a running container when several match one replica (never two at once).
+    ranked = sorted(observed, key=lambda c: (c.state != "running", c.name, c.container_id))
+    for container in ranked:
+        spec = wanted.get(container.key)
+        if spec is None:
+            removes.append(Remove(container, "no longer desired on this host"))
+        elif container.spec_hash != spec.spec_hash:
+            removes.append(Remove(container, f"replaced by template {spec.spec_hash[:8]}"))
+        elif container.key in keep:
+            removes.append(Remove(container, "duplicate of a replica that already runs"))
+        else:
+            keep[container.key] = container
+
+    creates: list[Task] = [Create(spec) for key, spec in sorted(wanted.items()) if key not in keep]
+
+    starts: list[Task] = []
+    look_again: float | None = None
+    for container in keep.values():
+        if container.state == "created":
+            starts.append(Start(container, "created, not yet started"))
+            continue
+        if container.state not in ("exited", "dead"):
+            continue
+        count = restarts.count(container.container_id)
+        if not restart_wanted(container.restart, container.exit_code, container.oom_killed, count):
+            continue
+        due = (container.finished_at or now) + backoff.delay(count)
+        if due <= now:
+            starts.append(
+                Start(container, f"restart {count + 1} (exit code {container.exit_code})")
+            )
+        else:
+            look_again = due if look_again is None else min(look_again, due)
+    return removes + creates + starts, look_again

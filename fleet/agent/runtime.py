@@ -1,0 +1,261 @@
+"""The Docker adapter: the only module of the agent that talks to dockerd.
+
+It speaks the docker SDK (blocking), so the agent calls it from worker threads. Every
+container it creates carries ``fleet.*`` labels; it lists, stops and removes only
+containers with those labels, so anything else on the host is left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.utils import parse_repository_tag
+
+from fleet.errors import Unavailable
+from fleet.proto import fleet_pb2 as pb
+
+__all__ = ["LABEL_APP", "DockerRuntime", "ObservedContainer", "container_name"]
+
+log = logging.getLogger(__name__)
+
+LABEL_APP = "fleet.app"
+LABEL_SLOT = "fleet.slot"
+LABEL_REVISION = "fleet.revision"
+LABEL_SPEC_HASH = "fleet.spec-hash"
+LABEL_RESTART = "fleet.restart"
+LABEL_GRACE = "fleet.stop-grace"
+
+
+def container_name(app: str, slot: int, spec_hash: str) -> str:
+    """``web.0.1a2b3c4d``: readable, and distinct per template so a replacement can be
+    created before the old container is removed."""
+    return f"{app}.{slot}.{spec_hash[:8]}"
+
+
+@dataclass(frozen=True)
+class ObservedContainer:
+    """A fleet container as dockerd reports it."""
+
+    container_id: str
+    name: str
+    app: str
+    slot: int
+    revision: int
+    spec_hash: str
+    restart: str
+    stop_grace: float
+    state: str  # created | running | paused | restarting | exited | dead
+    exit_code: int
+    oom_killed: bool
+    started_at: str
+    finished_at: float | None  # epoch seconds of the last exit, None if it never exited
+    ports: tuple[tuple[int, int, str], ...]  # (host port, container port, protocol)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.app, self.slot)
+
+    def to_status(self) -> pb.ContainerStatus:
+        return pb.ContainerStatus(
+            app=self.app,
+            slot=self.slot,
+            revision=self.revision,
+            spec_hash=self.spec_hash,
+            container_id=self.container_id,
+            name=self.name,
+            state=self.state,
+            exit_code=self.exit_code,
+            started_at=self.started_at,
+            ports=[
+                pb.PortMapping(host_port=h, container_port=c, protocol=p) for h, c, p in self.ports
+            ],
+        )
+
+
+def _epoch(text: str) -> float | None:
+    if not text or text.startswith("0001-"):
+        return None
+    # Docker reports nanoseconds; Python parses microseconds.
+    head, _, tail = text.rstrip("Z").partition(".")
+    return datetime.fromisoformat(f"{head}.{tail[:6] or '0'}+00:00").timestamp()
+
+
+def _observe(attrs: dict[str, Any]) -> ObservedContainer:
+    labels = attrs["Config"]["Labels"] or {}
+    state = attrs["State"]
+    ports: list[tuple[int, int, str]] = []
+    for spec, bindings in (attrs["NetworkSettings"].get("Ports") or {}).items():
+        container_port, _, protocol = spec.partition("/")
+        for binding in bindings or []:
+            if binding.get("HostIp") in ("0.0.0.0", ""):
+                ports.append((int(binding["HostPort"]), int(container_port), protocol))
+    return ObservedContainer(
+        container_id=attrs["Id"],
+        name=attrs["Name"].lstrip("/"),
+        app=labels[LABEL_APP],
+        slot=int(labels.get(LABEL_SLOT, "0")),
+        revision=int(labels.get(LABEL_REVISION, "0")),
+        spec_hash=labels.get(LABEL_SPEC_HASH, ""),
+        restart=labels.get(LABEL_RESTART, "always"),
+        stop_grace=float(labels.get(LABEL_GRACE, "10")),
+        state=state["Status"],
+        exit_code=int(state.get("ExitCode") or 0),
+        oom_killed=bool(state.get("OOMKilled")),
+        started_at=state.get("StartedAt", ""),
+        finished_at=_epoch(state.get("FinishedAt", "")),
+        ports=tuple(sorted(ports)),
+    )
+
+
+class DockerRuntime:
+    """Create, start, stop and list fleet's containers on one dockerd."""
+
+    def __init__(self, base_url: str | None = None, *, timeout: int = 60) -> None:
+        self._base_url = base_url
+        self._timeout = timeout
+        self._client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> docker.DockerClient:
+        with self._lock:
+            if self._client is None:
+                if self._base_url:
+                    self._client = docker.DockerClient(
+                        base_url=self._base_url, timeout=self._timeout
+                    )
+                else:
+                    self._client = docker.from_env(timeout=self._timeout)
+            return self._client
+
+    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except docker.errors.NotFound:
+            raise
+        except (docker.errors.DockerException, OSError) as error:
+            raise Unavailable(f"docker: {what}: {error}") from error
+
+    def ping(self) -> None:
+        self._call("ping", self.client.ping)
+
+    def host_facts(self) -> tuple[float, int, dict[str, str]]:
+        """(cpus, memory bytes, facts) as the daemon reports them."""
+        info = self._call("info", self.client.info)
+        facts = {
+            "os": info.get("OperatingSystem", ""),
+            "os_type": info.get("OSType", ""),
+            "arch": info.get("Architecture", ""),
+            "kernel": info.get("KernelVersion", ""),
+            "docker_version": info.get("ServerVersion", ""),
+        }
+        boot_id = Path("/proc/sys/kernel/random/boot_id")
+        if boot_id.exists():
+            facts["boot_id"] = boot_id.read_text().strip()
+        return float(info.get("NCPU", 0)), int(info.get("MemTotal", 0)), facts
+
+    def list(self) -> list[ObservedContainer]:
+        """Every fleet container on the host, running or not."""
+
+        def inspect_all() -> list[ObservedContainer]:
+            found = []
+            for summary in self.client.api.containers(all=True, filters={"label": LABEL_APP}):
+                try:
+                    found.append(_observe(self.client.api.inspect_container(summary["Id"])))
+                except docker.errors.NotFound:
+                    continue  # removed between the list and the inspect
+            return found
+
+        result: list[ObservedContainer] = self._call("list containers", inspect_all)
+        return result
+
+    def ensure_image(self, image: str) -> bool:
+        """Pull ``image`` unless the daemon has it; True when it was pulled."""
+        try:
+            self._call("inspect image", lambda: self.client.images.get(image))
+            return False
+        except docker.errors.ImageNotFound:
+            pass
+        repository, tag = parse_repository_tag(image)
+        log.info("pulling %s", image)
+        self._call(
+            f"pull {image}", lambda: self.client.images.pull(repository, tag=tag or "latest")
+        )
+        return True
+
+    def create(self, spec: pb.ContainerSpec) -> str:
+        """Create (not start) the container for ``spec``; returns its id."""
+        labels = {
+            **dict(spec.labels),
+            LABEL_APP: spec.app,
+            LABEL_SLOT: str(spec.slot),
+            LABEL_REVISION: str(spec.revision),
+            LABEL_SPEC_HASH: spec.spec_hash,
+            LABEL_RESTART: spec.restart,
+            LABEL_GRACE: f"{spec.stop_grace_seconds:g}",
+        }
+        ports: dict[str, int | None] = {
+            f"{p.container_port}/{p.protocol}": (p.host_port or None) for p in spec.ports
+        }
+        kwargs: dict[str, Any] = {
+            "name": container_name(spec.app, spec.slot, spec.spec_hash),
+            "labels": labels,
+            "environment": dict(spec.env),
+            "ports": ports,
+            "detach": True,
+            # fleet's agent enforces restart policies itself: one authority, not two.
+            "restart_policy": {"Name": "no"},
+            "security_opt": ["no-new-privileges"],
+        }
+        if spec.command:
+            kwargs["command"] = list(spec.command)
+        if spec.resources.cpu:
+            kwargs["nano_cpus"] = int(spec.resources.cpu * 1e9)
+        if spec.resources.memory_bytes:
+            kwargs["mem_limit"] = spec.resources.memory_bytes
+        container = self._call(
+            f"create {kwargs['name']}", lambda: self.client.containers.create(spec.image, **kwargs)
+        )
+        return str(container.id)
+
+    def start(self, container_id: str) -> None:
+        self._call("start", lambda: self.client.api.start(container_id))
+
+    def stop_and_remove(self, container_id: str, grace: float) -> None:
+        """SIGTERM, SIGKILL after ``grace`` seconds, then remove."""
+        try:
+            self._call("stop", lambda: self.client.api.stop(container_id, timeout=int(grace)))
+            self._call("remove", lambda: self.client.api.remove_container(container_id, force=True))
+        except docker.errors.NotFound:
+            pass  # already gone: what we wanted
+
+    def remove_by_name(self, name: str) -> None:
+        """Remove a leftover fleet container that holds ``name`` (a create that failed
+        half-way, or one whose labels were stripped: only if it is fleet's)."""
+        try:
+            attrs = self.client.api.inspect_container(name)
+        except docker.errors.NotFound:
+            return
+        if LABEL_APP in (attrs["Config"]["Labels"] or {}):
+            self.stop_and_remove(attrs["Id"], 0)
+
+    def events(self, on_event: Callable[[dict[str, Any]], None], stop: threading.Event) -> None:
+        """Follow fleet containers' events until ``stop`` is set or the stream breaks."""
+        stream = self.client.api.events(
+            decode=True, filters={"type": "container", "label": LABEL_APP}
+        )
+        try:
+            for event in stream:
+                if stop.is_set():
+                    return
+                on_event(event)
+        finally:
+            stream.close()

@@ -1,0 +1,1 @@
+"""The ``fleet`` command line (typer), a thin layer over ``fleet.client``."""

@@ -1,0 +1,434 @@
+"""``fleet``: the command line. A thin layer over ``fleet.client`` and the daemons."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import json
+import logging
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+import yaml
+
+from fleet.cli.output import Format, console, err_console, human_memory, print_records
+from fleet.client import FleetClient, servers_from
+from fleet.errors import FleetError, SpecError
+from fleet.proto import fleet_pb2 as pb
+from fleet.spec import AppSpec, json_schema, load_file
+
+app = typer.Typer(
+    name="fleet",
+    help="Run containers on a pool of Docker hosts: declare apps, fleet places and keeps them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+ServerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        "-s",
+        help="Control plane address(es), HOST:PORT[,HOST:PORT...]. Default: $FLEET_SERVER "
+        "or 127.0.0.1:7400.",
+        show_default=False,
+    ),
+]
+OutputOpt = Annotated[
+    Format, typer.Option("--output", "-o", help="Output format.", case_sensitive=False)
+]
+FileOpt = Annotated[
+    Path,
+    typer.Option("--filename", "-f", help="App file (YAML, one or more documents; - for stdin)."),
+]
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err_console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _client(server: str | None) -> FleetClient:
+    return FleetClient(servers_from(server))
+
+
+def _load(path: Path) -> list[AppSpec]:
+    return load_file(str(path))
+
+
+# ---------------------------------------------------------------------- apps
+
+
+@app.command()
+def apply(
+    filename: FileOpt,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would change and where; store nothing.")
+    ] = False,
+    server: ServerOpt = None,
+    output: OutputOpt = Format.table,
+) -> None:
+    """Create or update the apps in FILE (declarative: re-applying changes nothing)."""
+    specs = _load(filename)
+    with _client(server) as client:
+        changes = client.apply(specs, dry_run=dry_run)
+    if output in (Format.json, Format.yaml):
+        print_records(changes, output, [], [])
+        return
+    suffix = " (dry run)" if dry_run else ""
+    for change in changes:
+        detail = f" ({', '.join(change.fields)})" if change.action == "changed" else ""
+        console.print(f"app/{change.app} {change.action}{detail}{suffix}")
+        for placement in change.placements:
+            console.print(f"  {placement.app}.{placement.slot} -> {placement.host}")
+        for pending in change.pending:
+            console.print(f"  {pending.app}.{pending.slot} pending: {pending.reason}")
+
+
+@app.command()
+def diff(filename: FileOpt, server: ServerOpt = None) -> None:
+    """Show how FILE differs from what the control plane stores (exit 1 if it differs)."""
+    specs = _load(filename)
+    changed = False
+    with _client(server) as client:
+        stored = {a.name: a for a in client.apps()}
+    for spec in specs:
+        before = ""
+        if spec.name in stored:
+            before = yaml.safe_dump(json.loads(stored[spec.name].spec_json), sort_keys=False)
+        after = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+        lines = list(
+            difflib.unified_diff(
+                before.splitlines(keepends=True),
+                after.splitlines(keepends=True),
+                fromfile=f"app/{spec.name} (stored)" if before else "/dev/null",
+                tofile=f"app/{spec.name} ({filename})",
+            )
+        )
+        if lines:
+            changed = True
+            sys.stdout.writelines(lines)
+    if changed:
+        raise typer.Exit(1)
+
+
+class Kind(StrEnum):
+    apps = "apps"
+    hosts = "hosts"
+    containers = "containers"
+
+
+_KIND_ALIASES = {"app": "apps", "host": "hosts", "container": "containers", "ps": "containers"}
+
+
+def _kind(value: str) -> Kind:
+    try:
+        return Kind(_KIND_ALIASES.get(value, value))
+    except ValueError:
+        _fail(f"unknown kind {value!r}: use apps, hosts or containers", 2)
+
+
+def _ports(status: pb.ContainerStatus) -> str:
+    return ",".join(f"{p.host_port}->{p.container_port}/{p.protocol}" for p in status.ports) or "-"
+
+
+def _print_apps(apps: list[pb.AppInfo], output: Format) -> None:
+    rows, wide = [], []
+    for a in apps:
+        spec = json.loads(a.spec_json)
+        rows.append(
+            [
+                a.name,
+                f"{a.running}/{a.desired}",
+                str(len(a.pending)),
+                str(a.revision),
+                spec["image"],
+            ]
+        )
+        wide.append([str(a.generation), ",".join(spec["ports"]) or "-", a.updated_at])
+    print_records(
+        apps,
+        output,
+        ["NAME", "RUNNING", "PENDING", "REVISION", "IMAGE"],
+        rows,
+        wide_columns=["GENERATION", "PORTS", "UPDATED"],
+        wide_rows=wide,
+    )
+
+
+def _print_hosts(hosts: list[pb.HostInfo], output: Format) -> None:
+    rows, wide = [], []
+    for h in hosts:
+        rows.append(
+            [
+                h.host_id,
+                h.state,
+                str(h.containers),
+                f"{h.reserved.cpu:g}/{h.capacity.cpu:g}",
+                f"{human_memory(h.reserved.memory_bytes)}/{human_memory(h.capacity.memory_bytes)}",
+            ]
+        )
+        labels = ",".join(f"{k}={v}" for k, v in sorted(h.labels.items())) or "-"
+        wide.append([labels, h.facts.get("os", "-"), h.facts.get("docker_version", "-")])
+    print_records(
+        hosts,
+        output,
+        ["HOST", "STATE", "CONTAINERS", "CPU (RESERVED/CAP)", "MEMORY (RESERVED/CAP)"],
+        rows,
+        wide_columns=["LABELS", "OS", "DOCKER"],
+        wide_rows=wide,
+    )
+
+
+def _print_containers(containers: list[pb.ContainerInfo], output: Format) -> None:
+    rows, wide = [], []
+    for c in containers:
+        state = c.status.state or "pending"
+        if c.status.state == "exited":
+            state = f"exited ({c.status.exit_code})"
+        if not c.desired:
+            state += " (stale)"
+        rows.append(
+            [
+                f"{c.app}.{c.slot}",
+                c.host,
+                state,
+                _ports(c.status),
+                c.status.container_id[:12] or "-",
+            ]
+        )
+        wide.append([str(c.revision), c.status.name or "-", c.status.started_at or "-"])
+    print_records(
+        containers,
+        output,
+        ["REPLICA", "HOST", "STATE", "PORTS", "CONTAINER"],
+        rows,
+        wide_columns=["REVISION", "NAME", "STARTED"],
+        wide_rows=wide,
+    )
+
+
+@app.command()
+def get(
+    kind: Annotated[str, typer.Argument(help="apps, hosts or containers.", show_default=False)],
+    name: Annotated[str, typer.Argument(help="Only this one.")] = "",
+    server: ServerOpt = None,
+    output: OutputOpt = Format.table,
+) -> None:
+    """List apps, hosts or containers."""
+    which = _kind(kind)
+    with _client(server) as client:
+        if which == Kind.apps:
+            _print_apps(client.apps(name), output)
+        elif which == Kind.hosts:
+            _print_hosts(client.hosts(name), output)
+        else:
+            _print_containers(client.containers(app=name), output)
+
+
+@app.command()
+def ps(
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="Only this app.")] = "",
+    host: Annotated[str, typer.Option("--host", help="Only this host.")] = "",
+    server: ServerOpt = None,
+    output: OutputOpt = Format.table,
+) -> None:
+    """List the containers of every app (or one), with their host, state and ports."""
+    with _client(server) as client:
+        _print_containers(client.containers(app=app_name, host=host), output)
+
+
+@app.command()
+def describe(
+    kind: Annotated[str, typer.Argument(help="app or host.", show_default=False)],
+    name: Annotated[str, typer.Argument(help="Its name.", show_default=False)],
+    server: ServerOpt = None,
+) -> None:
+    """Show one app (spec, replicas, why any are pending) or one host in detail."""
+    which = _kind(kind)
+    with _client(server) as client:
+        if which == Kind.apps:
+            info = client.apps(name)[0]
+            spec = json.loads(info.spec_json)
+            console.print(
+                f"[bold]app/{info.name}[/bold]  generation {info.generation}, "
+                f"revision {info.revision}, updated {info.updated_at}"
+            )
+            console.print(
+                f"replicas: {info.running} running / {info.placed} placed / {info.desired} desired"
+            )
+            print(yaml.safe_dump(spec, sort_keys=False), end="")
+            if info.pending:
+                console.print("[bold]pending[/bold]")
+                for p in info.pending:
+                    console.print(f"  {info.name}.{p.slot}: {p.reason}")
+            console.print("[bold]containers[/bold]")
+            _print_containers(client.containers(app=name), Format.table)
+        elif which == Kind.hosts:
+            host = client.hosts(name)[0]
+            _print_hosts([host], Format.wide)
+            for key, value in sorted(host.facts.items()):
+                console.print(f"  {key}: {value}")
+            console.print("[bold]containers[/bold]")
+            _print_containers(client.containers(host=name), Format.table)
+        else:
+            _fail("describe takes app or host", 2)
+
+
+@app.command()
+def scale(
+    app_name: Annotated[str, typer.Argument(metavar="APP", show_default=False)],
+    replicas: Annotated[int, typer.Argument(metavar="N", min=0, show_default=False)],
+    server: ServerOpt = None,
+) -> None:
+    """Set the number of replicas of APP."""
+    with _client(server) as client:
+        result = client.scale(app_name, replicas)
+    console.print(f"app/{app_name} scaled {result.previous} -> {replicas}")
+
+
+@app.command()
+def delete(
+    kind: Annotated[str, typer.Argument(help="app", show_default=False)] = "",
+    name: Annotated[str, typer.Argument(show_default=False)] = "",
+    filename: Annotated[
+        Path | None, typer.Option("--filename", "-f", help="Delete the apps in this file.")
+    ] = None,
+    server: ServerOpt = None,
+) -> None:
+    """Delete an app (`fleet delete app NAME`) or the apps of a file (`-f FILE`); its
+    containers are stopped on every host."""
+    if filename is not None:
+        names = [s.name for s in _load(filename)]
+    elif _kind(kind or "?") == Kind.apps and name:
+        names = [name]
+    else:
+        _fail("use `fleet delete app NAME` or `fleet delete -f FILE`", 2)
+    with _client(server) as client:
+        for app_name in names:
+            client.delete_app(app_name)
+            console.print(f"app/{app_name} deleted")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of app files (for editors and linters)."""
+    print(json.dumps(json_schema(), indent=2))
+
+
+# ---------------------------------------------------------------------- daemons
+
+
+LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Libraries speak only when something is wrong, even at --log-level debug.
+    for noisy in ("grpc", "urllib3", "docker", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.command()
+def server(
+    etcd: Annotated[
+        str, typer.Option("--etcd", help="etcd endpoint(s), HOST:PORT[,HOST:PORT...].")
+    ] = "127.0.0.1:2379",
+    listen: Annotated[
+        str, typer.Option("--listen", help="gRPC listen address.")
+    ] = "127.0.0.1:7400",
+    prefix: Annotated[str, typer.Option("--prefix", help="etcd key prefix.")] = "/fleet/",
+    log_level: LogLevel = "info",
+) -> None:
+    """Run the control plane (API for the CLI, stream for agents) against etcd."""
+    from fleet.controlplane.server import ServerConfig, run_server
+
+    _logging(log_level)
+    config = ServerConfig(etcd=[e for e in etcd.split(",") if e], listen=listen, prefix=prefix)
+    asyncio.run(run_server(config))
+
+
+def _labels(values: list[str]) -> dict[str, str]:
+    labels = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"--label {item!r} must be KEY=VALUE", 2)
+        labels[key] = value
+    return labels
+
+
+@app.command()
+def agent(
+    host_id: Annotated[str, typer.Option("--host-id", help="This host's name in the pool.")],
+    server_: Annotated[
+        str | None, typer.Option("--server", "-s", help="Control plane address(es).")
+    ] = None,
+    docker_url: Annotated[
+        str | None,
+        typer.Option("--docker", help="Docker daemon URL. Default: $DOCKER_HOST or the socket."),
+    ] = None,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", "-l", help="Host label KEY=VALUE (repeat).")
+    ] = None,
+    log_level: LogLevel = "info",
+) -> None:
+    """Run the agent for one Docker host: it runs what the control plane places here."""
+    from fleet.agent import Agent, AgentConfig, DockerRuntime
+
+    _logging(log_level)
+    config = AgentConfig(
+        servers=servers_from(server_), host_id=host_id, labels=_labels(label or [])
+    )
+    asyncio.run(Agent(config, DockerRuntime(docker_url)).run())
+
+
+@app.command()
+def up(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Where etcd keeps its data.")] = Path(
+        ".fleet"
+    ),
+    listen: Annotated[
+        str, typer.Option("--listen", help="Control plane address.")
+    ] = "127.0.0.1:7400",
+    etcd_port: Annotated[int, typer.Option("--etcd-port", help="etcd client port.")] = 7479,
+    host_id: Annotated[str | None, typer.Option("--host-id", help="This host's id.")] = None,
+    docker_url: Annotated[str | None, typer.Option("--docker", help="Docker daemon URL.")] = None,
+    log_level: LogLevel = "info",
+) -> None:
+    """Run fleet on this one machine: etcd, the control plane and an agent, in the
+    foreground (Ctrl-C stops all three). A later `fleet up` finds the same apps."""
+    from fleet.up import UpConfig, run_up
+
+    _logging(log_level)
+    config = UpConfig(
+        data_dir=data_dir,
+        listen=listen,
+        etcd_port=etcd_port,
+        host_id=host_id,
+        docker_url=docker_url,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_up(config))
+
+
+def main() -> None:
+    """Entry point: fleet errors become one clear line and an exit status."""
+    try:
+        app()
+    except SpecError as error:
+        for problem in error.problems:
+            err_console.print(f"[red]error:[/red] {problem}", soft_wrap=True)
+        sys.exit(2)
+    except FleetError as error:
+        err_console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+        sys.exit(1)

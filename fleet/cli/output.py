@@ -1,0 +1,75 @@
+"""How the CLI prints: tables for people, JSON and YAML for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from enum import StrEnum
+from typing import Any
+
+import yaml
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["Format", "console", "err_console", "human_memory", "print_records", "to_dict"]
+
+# Not a terminal (a pipe, a script): never wrap or truncate table cells.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 4096)
+err_console = Console(stderr=True, highlight=False)
+
+
+class Format(StrEnum):
+    table = "table"
+    wide = "wide"
+    json = "json"
+    yaml = "yaml"
+
+
+def to_dict(message: Message) -> dict[str, Any]:
+    """A proto message as plain data; an embedded ``spec_json`` becomes ``spec``."""
+    data = MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    if "spec_json" in data:
+        data["spec"] = json.loads(data.pop("spec_json"))
+    return data
+
+
+def human_memory(n: int) -> str:
+    """Memory for people: ``96Mi``, ``23.5Gi`` (exact spec values use ``format_memory``)."""
+    if not n:
+        return "-"
+    for unit, size in (("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f}".removesuffix(".0") + unit
+    return str(n)
+
+
+def print_records(
+    messages: Sequence[Message],
+    fmt: Format,
+    columns: list[str],
+    rows: list[list[str]],
+    *,
+    wide_columns: list[str] | None = None,
+    wide_rows: list[list[str]] | None = None,
+) -> None:
+    """Print ``messages`` as JSON/YAML, or ``rows`` as a table (``wide`` adds columns)."""
+    if fmt == Format.json:
+        console.print_json(json.dumps([to_dict(m) for m in messages]))
+        return
+    if fmt == Format.yaml:
+        print(yaml.safe_dump([to_dict(m) for m in messages], sort_keys=False), end="")
+        return
+    if fmt == Format.wide and wide_columns and wide_rows:
+        columns = columns + wide_columns
+        rows = [row + extra for row, extra in zip(rows, wide_rows, strict=True)]
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)

@@ -1,0 +1,112 @@
+"""The client library the CLI is built on, for anyone who wants to script fleet.
+
+    with FleetClient(["127.0.0.1:7400"]) as fleet:
+        changes = fleet.apply(load_file("app.yaml"))
+
+Every call raises fleet's own errors (``fleet.errors``), never ``grpc.RpcError``; with
+several server endpoints a call that finds one unreachable tries the next.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import grpc
+
+from fleet.errors import InvalidArgument, Unavailable, error_from_grpc
+from fleet.proto import fleet_pb2 as pb
+from fleet.proto import fleet_pb2_grpc as pb_grpc
+from fleet.spec import AppSpec
+
+__all__ = ["DEFAULT_SERVER", "FleetClient", "servers_from"]
+
+DEFAULT_SERVER = "127.0.0.1:7400"
+
+T = TypeVar("T")
+
+
+def servers_from(value: str | None) -> list[str]:
+    """Endpoints from ``--server``, else ``FLEET_SERVER``, else the local default."""
+    text = value or os.environ.get("FLEET_SERVER") or DEFAULT_SERVER
+    servers = [s.strip() for s in text.split(",") if s.strip()]
+    for server in servers:
+        host, sep, port = server.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise InvalidArgument(f"server address {server!r} must be HOST:PORT")
+    return servers
+
+
+class FleetClient:
+    def __init__(self, servers: Sequence[str], *, timeout: float = 30.0) -> None:
+        if not servers:
+            raise InvalidArgument("no server address given")
+        self.servers = list(servers)
+        self.timeout = timeout
+        self._channels: dict[str, grpc.Channel] = {}
+
+    def __enter__(self) -> FleetClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
+
+    def _stub(self, server: str) -> pb_grpc.FleetServiceStub:
+        if server not in self._channels:
+            self._channels[server] = grpc.insecure_channel(server)
+        return pb_grpc.FleetServiceStub(self._channels[server])
+
+    def _call(self, method: Callable[[pb_grpc.FleetServiceStub], T]) -> T:
+        last: grpc.RpcError | None = None
+        for server in self.servers:
+            try:
+                return method(self._stub(server))
+            except grpc.RpcError as error:
+                code = error.code()
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    last = error
+                    continue  # try the next endpoint
+                raise error_from_grpc(code, error.details()) from None
+        detail = last.details() if last is not None else ""
+        raise Unavailable(
+            f"cannot reach the fleet control plane at {', '.join(self.servers)}"
+            + (f" ({detail})" if detail else "")
+            + "; is `fleet server` (or `fleet up`) running? Set --server or FLEET_SERVER."
+        )
+
+    # ------------------------------------------------------------------ calls
+
+    def apply(self, specs: Sequence[AppSpec], *, dry_run: bool = False) -> list[pb.AppChange]:
+        request = pb.ApplyRequest(specs_json=[s.model_dump_json() for s in specs], dry_run=dry_run)
+        response = self._call(lambda s: s.Apply(request, timeout=self.timeout))
+        return list(response.changes)
+
+    def apps(self, name: str = "") -> list[pb.AppInfo]:
+        request = pb.GetRequest(name=name)
+        return list(self._call(lambda s: s.GetApps(request, timeout=self.timeout)).apps)
+
+    def hosts(self, name: str = "") -> list[pb.HostInfo]:
+        request = pb.GetRequest(name=name)
+        return list(self._call(lambda s: s.GetHosts(request, timeout=self.timeout)).hosts)
+
+    def containers(self, app: str = "", host: str = "") -> list[pb.ContainerInfo]:
+        request = pb.GetRequest(app=app, host=host)
+        response = self._call(lambda s: s.GetContainers(request, timeout=self.timeout))
+        return list(response.containers)
+
+    def scale(self, name: str, replicas: int) -> pb.ScaleResponse:
+        if replicas < 0:
+            raise InvalidArgument("replicas must be 0 or more")
+        request = pb.ScaleRequest(name=name, replicas=replicas)
+        response: pb.ScaleResponse = self._call(lambda s: s.Scale(request, timeout=self.timeout))
+        return response
+
+    def delete_app(self, name: str) -> None:
+        request = pb.DeleteAppRequest(name=name)
+        self._call(lambda s: s.DeleteApp(request, timeout=self.timeout))

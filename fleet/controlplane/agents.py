@@ -1,0 +1,216 @@
+"""The agent stream: registration, heartbeats and reports in; desired sets out.
+
+Each connected agent holds one bidirectional stream. Registering binds the host's
+liveness key to an etcd lease that every heartbeat refreshes, so a host whose agent
+goes silent disappears from ``alive/`` by itself (no timestamps written for others).
+The server pushes the host's whole desired set whenever the informer sees it change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+import grpc.aio
+
+from fleet._time import now_iso
+from fleet.controlplane.desired import desired_containers, fingerprint
+from fleet.errors import FleetError, InvalidArgument, grpc_code_for
+from fleet.proto import fleet_pb2 as pb
+from fleet.proto import fleet_pb2_grpc as pb_grpc
+from fleet.store import Informer, Store, check_host_id
+from fleet.store.records import (
+    ContainerReport,
+    HostRecord,
+    LiveRecord,
+    PortBinding,
+    ResourceAmounts,
+    StatusRecord,
+)
+
+__all__ = ["AgentService"]
+
+log = logging.getLogger(__name__)
+
+_MAX_LABELS = 64
+_MAX_TEXT = 1024
+_REGISTER_TIMEOUT = 10.0
+_STATUS_REFRESH = 10.0  # seconds: usage is rewritten at most this often when nothing else changed
+
+
+def _check_map(what: str, values: dict[str, str]) -> dict[str, str]:
+    if len(values) > _MAX_LABELS:
+        raise InvalidArgument(f"too many {what}: {len(values)} (at most {_MAX_LABELS})")
+    for key, value in values.items():
+        if not key or len(key) > 253 or len(value) > _MAX_TEXT or "\0" in key + value:
+            raise InvalidArgument(f"invalid {what} entry {key[:64]!r}")
+    return dict(values)
+
+
+def host_record(register: pb.Register, old: HostRecord | None) -> HostRecord:
+    """The registration as stored; the operator-set state survives re-registration."""
+    host_id = check_host_id(register.host_id)
+    if register.capacity.cpu < 0 or register.capacity.memory_bytes < 0:
+        raise InvalidArgument("capacity must not be negative")
+    return HostRecord(
+        host_id=host_id,
+        capacity=ResourceAmounts(cpu=register.capacity.cpu, memory=register.capacity.memory_bytes),
+        labels=_check_map("labels", dict(register.labels)),
+        facts=_check_map("facts", dict(register.facts)),
+        state=old.state if old else "ready",
+        registered_at=now_iso(),
+    )
+
+
+def status_record(host_id: str, heartbeat: pb.Heartbeat) -> StatusRecord:
+    return StatusRecord(
+        host_id=host_id,
+        reported_at=now_iso(),
+        applied_version=heartbeat.applied_version,
+        usage=ResourceAmounts(cpu=heartbeat.usage.cpu, memory=heartbeat.usage.memory_bytes),
+        containers=[
+            ContainerReport(
+                app=c.app,
+                slot=c.slot,
+                revision=c.revision,
+                spec_hash=c.spec_hash,
+                container_id=c.container_id,
+                name=c.name,
+                state=c.state,
+                exit_code=c.exit_code,
+                started_at=c.started_at,
+                ports=[
+                    PortBinding(
+                        host_port=p.host_port, container_port=p.container_port, protocol=p.protocol
+                    )
+                    for p in c.ports
+                ],
+                message=c.message[:_MAX_TEXT],
+            )
+            for c in heartbeat.containers
+        ],
+    )
+
+
+class AgentService(pb_grpc.AgentServiceServicer):
+    def __init__(
+        self,
+        store: Store,
+        informer: Informer,
+        *,
+        server_id: str,
+        heartbeat_seconds: float = 2.0,
+        lease_ttl: int = 15,
+    ) -> None:
+        self._store = store
+        self._informer = informer
+        self._server_id = server_id
+        self._heartbeat_seconds = heartbeat_seconds
+        self._lease_ttl = lease_ttl
+        self.connected: dict[str, float] = {}  # host id -> monotonic time of last heartbeat
+
+    async def Connect(
+        self,
+        request_iterator: AsyncIterator[pb.AgentMessage],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.ServerMessage]:
+        try:
+            first = await asyncio.wait_for(anext(request_iterator), _REGISTER_TIMEOUT)
+            if first.WhichOneof("kind") != "register":
+                raise InvalidArgument("the first message on the agent stream must be Register")
+            host_id, lease = await self._register(first.register)
+        except FleetError as error:
+            log.warning("agent registration refused: %s", error)
+            await context.abort(grpc_code_for(error), str(error))
+            return
+        except (TimeoutError, StopAsyncIteration):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no Register message received")
+            return
+
+        log.info("host %s connected", host_id)
+        yield pb.ServerMessage(
+            registered=pb.Registered(host_id=host_id, heartbeat_seconds=self._heartbeat_seconds)
+        )
+        outbox: asyncio.Queue[pb.ServerMessage] = asyncio.Queue()
+        reader = asyncio.create_task(self._read(host_id, lease, request_iterator))
+        pusher = asyncio.create_task(self._push(host_id, outbox))
+        try:
+            while not reader.done():
+                getter = asyncio.create_task(outbox.get())
+                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    yield getter.result()
+                else:
+                    getter.cancel()
+            reader.result()  # surfaces a refusal raised while reading
+        except FleetError as error:
+            log.warning("host %s: %s", host_id, error)
+            await context.abort(grpc_code_for(error), str(error))
+        finally:
+            pusher.cancel()
+            reader.cancel()
+            self.connected.pop(host_id, None)
+            log.info("host %s disconnected", host_id)
+            try:
+                await self._store.mark_gone(lease)
+            except FleetError as error:
+                log.warning("host %s: could not revoke its lease: %s", host_id, error)
+
+    async def _register(self, register: pb.Register) -> tuple[str, int]:
+        host_id = check_host_id(register.host_id)
+        for _ in range(3):
+            state = await self._store.snapshot()
+            old = state.hosts.get(host_id)
+            record = host_record(register, old.value if old else None)
+            try:
+                await self._store.write_host(
+                    record, expected_mod_revision=old.mod_revision if old else 0
+                )
+                break
+            except FleetError:
+                continue  # someone else wrote the host meanwhile: read again
+        live = LiveRecord(server=self._server_id, connected_at=now_iso())
+        lease = await self._store.mark_alive(host_id, live, self._lease_ttl)
+        self.connected[host_id] = time.monotonic()
+        return host_id, lease
+
+    async def _read(
+        self, host_id: str, lease: int, request_iterator: AsyncIterator[pb.AgentMessage]
+    ) -> None:
+        last_report: bytes = b""
+        last_written = 0.0
+        async for message in request_iterator:
+            if message.WhichOneof("kind") != "heartbeat":
+                raise InvalidArgument("only heartbeats may follow Register")
+            self.connected[host_id] = time.monotonic()
+            if not await self._store.keep_alive(lease):
+                raise InvalidArgument(f"host {host_id}'s lease expired; reconnect")
+            status = status_record(host_id, message.heartbeat)
+            # Write the report when what runs changed, and the usage now and then.
+            report = status.model_dump_json(exclude={"reported_at", "usage"}).encode()
+            now = time.monotonic()
+            if report != last_report or now - last_written > _STATUS_REFRESH:
+                await self._store.report_status(status, lease)
+                last_report, last_written = report, now
+
+    async def _push(self, host_id: str, outbox: asyncio.Queue[pb.ServerMessage]) -> None:
+        subscription = self._informer.subscribe()
+        sent = ""
+        try:
+            while True:
+                await subscription.wait()
+                state = self._informer.state()
+                containers = desired_containers(state, host_id)
+                print_ = fingerprint(containers)
+                if print_ != sent:
+                    await outbox.put(
+                        pb.ServerMessage(
+                            desired=pb.DesiredSet(version=state.revision, containers=containers)
+                        )
+                    )
+                    sent = print_
+        finally:
+            self._informer.unsubscribe(subscription)

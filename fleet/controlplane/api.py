@@ -1,0 +1,313 @@
+"""The API the CLI speaks: apply, get, scale, delete.
+
+Reads come from the informer's cache; every write is a compare-and-swap on the
+revision it was planned on, and returns only once the cache has seen it, so a client
+reads its own writes. Specs arrive as JSON and are validated by ``fleet.spec`` here,
+whatever the client checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import grpc.aio
+
+from fleet._time import now_iso
+from fleet.controlplane._errors import grpc_errors
+from fleet.controlplane.apps import plan_apply, plan_scale
+from fleet.controlplane.replicas import plan_replicas
+from fleet.errors import InvalidArgument, NotFound, Unavailable
+from fleet.proto import fleet_pb2 as pb
+from fleet.proto import fleet_pb2_grpc as pb_grpc
+from fleet.spec import AppSpec, parse_spec_json
+from fleet.store import AppWrite, ClusterState, Informer, Store, Versioned, check_name
+from fleet.store.records import AppRecord, ContainerReport, ReplicaRecord
+
+__all__ = ["FleetService"]
+
+MAX_APPS_PER_APPLY = 100
+MAX_REPLICAS = 10_000
+_CACHE_WAIT = 10.0
+
+
+def _dry_run_state(state: ClusterState, writes: list[AppWrite]) -> ClusterState:
+    """``state`` as it would be after ``writes``, for planning without writing."""
+    apps = dict(state.apps)
+    revisions = dict(state.revisions)
+    for write in writes:
+        apps[write.record.spec.name] = Versioned(write.record, 0)
+        if write.new_revision is not None:
+            key = (write.record.spec.name, write.new_revision.revision)
+            revisions[key] = Versioned(write.new_revision, 0)
+    return ClusterState(
+        revision=state.revision,
+        apps=apps,
+        revisions=revisions,
+        replicas=state.replicas,
+        hosts=state.hosts,
+        alive=state.alive,
+        status=state.status,
+    )
+
+
+def _reports(state: ClusterState) -> dict[tuple[str, str, int], pb.ContainerStatus]:
+    """Every reported fleet container, keyed by (host, app, slot)."""
+    found: dict[tuple[str, str, int], pb.ContainerStatus] = {}
+    for host_id, versioned in state.status.items():
+        for c in versioned.value.containers:
+            found[(host_id, c.app, c.slot)] = _status_proto(c)
+    return found
+
+
+def _status_proto(c: ContainerReport) -> pb.ContainerStatus:
+    return pb.ContainerStatus(
+        app=c.app,
+        slot=c.slot,
+        revision=c.revision,
+        spec_hash=c.spec_hash,
+        container_id=c.container_id,
+        name=c.name,
+        state=c.state,
+        exit_code=c.exit_code,
+        started_at=c.started_at,
+        ports=[
+            pb.PortMapping(
+                host_port=p.host_port, container_port=p.container_port, protocol=p.protocol
+            )
+            for p in c.ports
+        ],
+        message=c.message,
+    )
+
+
+class FleetService(pb_grpc.FleetServiceServicer):
+    def __init__(self, store: Store, informer: Informer) -> None:
+        self._store = store
+        self._informer = informer
+
+    async def _state(self) -> ClusterState:
+        await self._informer.wait_synced()
+        return self._informer.state()
+
+    async def _caught_up(self, revision: int) -> None:
+        try:
+            await asyncio.wait_for(self._informer.wait_for_revision(revision), _CACHE_WAIT)
+        except TimeoutError:
+            raise Unavailable(
+                "the change was stored, but this server's view of etcd is behind; "
+                "check `fleet get` again shortly"
+            ) from None
+
+    # ------------------------------------------------------------------ writes
+
+    @grpc_errors
+    async def Apply(
+        self, request: pb.ApplyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ApplyResponse:
+        if not request.specs_json:
+            raise InvalidArgument("apply needs at least one app spec")
+        if len(request.specs_json) > MAX_APPS_PER_APPLY:
+            raise InvalidArgument(f"at most {MAX_APPS_PER_APPLY} apps per apply")
+        specs: list[AppSpec] = []
+        for i, text in enumerate(request.specs_json, start=1):
+            spec = parse_spec_json(text, source=f"<request spec {i}>")
+            if any(s.name == spec.name for s in specs):
+                raise InvalidArgument(f"app {spec.name!r} appears twice in one apply")
+            specs.append(spec)
+
+        state = await self._state()
+        now = now_iso()
+        changes: list[pb.AppChange] = []
+        writes: list[AppWrite] = []
+        for spec in specs:
+            stored = state.apps.get(spec.name)
+            kept = [n for (app, n) in state.revisions if app == spec.name]
+            plan = plan_apply(stored.value if stored else None, spec, now, kept)
+            changes.append(
+                pb.AppChange(
+                    app=spec.name,
+                    action=plan.action,
+                    fields=plan.fields,
+                    generation=plan.record.generation,
+                    revision=plan.record.revision,
+                )
+            )
+            if plan.action != "unchanged":
+                writes.append(
+                    AppWrite(
+                        plan.record,
+                        stored.mod_revision if stored else 0,
+                        plan.new_revision,
+                        plan.prune_revisions,
+                    )
+                )
+        if request.dry_run:
+            future = _dry_run_state(state, writes)
+            for change in changes:
+                replica_plan = plan_replicas(future, change.app)
+                change.placements.extend(
+                    pb.Placement(app=change.app, slot=r.slot, host=r.host)
+                    for r, mod in replica_plan.put
+                    if mod == 0
+                )
+                change.pending.extend(
+                    pb.Pending(app=change.app, slot=slot, reason=reason)
+                    for slot, reason in sorted(replica_plan.pending.items())
+                )
+        elif writes:
+            await self._caught_up(await self._store.write_apps(writes))
+        return pb.ApplyResponse(changes=changes)
+
+    @grpc_errors
+    async def Scale(
+        self, request: pb.ScaleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ScaleResponse:
+        name = check_name(request.name)
+        if request.replicas > MAX_REPLICAS:
+            raise InvalidArgument(f"replicas must be at most {MAX_REPLICAS}")
+        stored = self._app(await self._state(), name)
+        previous = stored.value.spec.replicas
+        if previous == request.replicas:
+            return pb.ScaleResponse(generation=stored.value.generation, previous=previous)
+        record = plan_scale(stored.value, request.replicas, now_iso())
+        await self._caught_up(await self._store.write_apps([AppWrite(record, stored.mod_revision)]))
+        return pb.ScaleResponse(generation=record.generation, previous=previous)
+
+    @grpc_errors
+    async def DeleteApp(
+        self, request: pb.DeleteAppRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteAppResponse:
+        name = check_name(request.name)
+        stored = self._app(await self._state(), name)
+        revision = await self._store.delete_app(name, expected_mod_revision=stored.mod_revision)
+        await self._caught_up(revision)
+        return pb.DeleteAppResponse(deleted=True)
+
+    @staticmethod
+    def _app(state: ClusterState, name: str) -> Versioned[AppRecord]:
+        stored = state.apps.get(name)
+        if stored is None:
+            raise NotFound(f"app {name!r} not found (see `fleet get apps`)")
+        return stored
+
+    # ------------------------------------------------------------------ reads
+
+    @grpc_errors
+    async def GetApps(
+        self, request: pb.GetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AppList:
+        state = await self._state()
+        names = [check_name(request.name)] if request.name else sorted(state.apps)
+        if request.name:
+            self._app(state, request.name)
+        running = Counter(
+            c.app
+            for status in state.status.values()
+            for c in status.value.containers
+            if c.state == "running"
+            and (replica := state.replicas.get((c.app, c.slot))) is not None
+            and replica.value.host == status.value.host_id
+        )
+        apps = []
+        for name in names:
+            record = state.apps[name].value
+            pending = plan_replicas(state, name).pending
+            apps.append(
+                pb.AppInfo(
+                    name=name,
+                    spec_json=record.spec.model_dump_json(),
+                    generation=record.generation,
+                    revision=record.revision,
+                    desired=record.spec.replicas,
+                    placed=len(state.replicas_of(name)),
+                    running=running[name],
+                    pending=[
+                        pb.Pending(app=name, slot=slot, reason=reason)
+                        for slot, reason in sorted(pending.items())
+                    ],
+                    created_at=record.created_at,
+                    updated_at=record.updated_at,
+                )
+            )
+        return pb.AppList(apps=apps)
+
+    @grpc_errors
+    async def GetHosts(
+        self, request: pb.GetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.HostList:
+        state = await self._state()
+        if request.name and request.name not in state.hosts:
+            raise NotFound(f"host {request.name!r} not found (see `fleet get hosts`)")
+        hosts = []
+        for host_id in [request.name] if request.name else sorted(state.hosts):
+            record = state.hosts[host_id].value
+            replicas = state.replicas_on(host_id)
+            status = state.status.get(host_id)
+            connected = host_id in state.alive
+            hosts.append(
+                pb.HostInfo(
+                    host_id=host_id,
+                    state=record.state if connected else "down",
+                    connected=connected,
+                    capacity=pb.Resources(
+                        cpu=record.capacity.cpu, memory_bytes=record.capacity.memory
+                    ),
+                    reserved=pb.Resources(
+                        cpu=sum(r.resources.cpu for r in replicas),
+                        memory_bytes=sum(r.resources.memory for r in replicas),
+                    ),
+                    usage=pb.Resources(
+                        cpu=status.value.usage.cpu if status else 0.0,
+                        memory_bytes=status.value.usage.memory if status else 0,
+                    ),
+                    labels=record.labels,
+                    facts=record.facts,
+                    containers=len(replicas),
+                    registered_at=record.registered_at,
+                    last_heartbeat_at=status.value.reported_at if status else "",
+                )
+            )
+        return pb.HostList(hosts=hosts)
+
+    @grpc_errors
+    async def GetContainers(
+        self, request: pb.GetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ContainerList:
+        state = await self._state()
+        app_filter = request.app or request.name
+        if app_filter:
+            check_name(app_filter)
+        reports = _reports(state)
+        containers: list[pb.ContainerInfo] = []
+        desired_keys: set[tuple[str, str, int]] = set()
+        replicas: list[ReplicaRecord] = [v.value for v in state.replicas.values()]
+        for replica in sorted(replicas, key=lambda r: (r.app, r.slot)):
+            key = (replica.host, replica.app, replica.slot)
+            desired_keys.add(key)
+            if (app_filter and replica.app != app_filter) or (
+                request.host and replica.host != request.host
+            ):
+                continue
+            info = pb.ContainerInfo(
+                app=replica.app,
+                slot=replica.slot,
+                host=replica.host,
+                revision=replica.revision,
+                desired="running",
+            )
+            if key in reports:
+                info.status.CopyFrom(reports[key])
+            containers.append(info)
+        # Containers a host still runs although they are no longer desired there.
+        for (host_id, app, slot), report in sorted(reports.items()):
+            if (host_id, app, slot) in desired_keys:
+                continue
+            if (app_filter and app != app_filter) or (request.host and host_id != request.host):
+                continue
+            containers.append(
+                pb.ContainerInfo(
+                    app=app, slot=slot, host=host_id, revision=report.revision, status=report
+                )
+            )
+        return pb.ContainerList(containers=containers)

@@ -1,0 +1,196 @@
+"""The replica controller: keeps each app's replica records in line with its spec.
+
+Level-triggered: on every wake-up it compares the whole desired state (apps) with the
+replica records and writes the difference, one compare-and-swap transaction per app.
+``plan_replicas`` is the pure part; ``ReplicaController`` runs it and commits.
+
+Slots are numbered 0..replicas-1, so scaling down removes the highest slots and
+scaling up fills the gaps, and a replica keeps its slot (and its host) for life.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from fleet.errors import Conflict, Unavailable
+from fleet.scheduler import HostView, PlacedReplica, Plan, ReplicaRequest, Snapshot, schedule
+from fleet.spec import AppSpec
+from fleet.store import ClusterState, Informer, Store
+from fleet.store.records import ReplicaRecord, ResourceAmounts
+
+__all__ = ["ReplicaController", "ReplicaPlan", "plan_replicas", "scheduler_snapshot"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReplicaPlan:
+    put: list[tuple[ReplicaRecord, int]] = field(default_factory=list)  # record, mod revision
+    delete: list[tuple[int, int]] = field(default_factory=list)  # slot, mod revision
+    pending: dict[int, str] = field(default_factory=dict)  # slot -> why it is unplaced
+
+    def is_empty(self) -> bool:
+        return not self.put and not self.delete
+
+
+def fixed_host_ports(spec: AppSpec) -> list[str]:
+    return sorted(f"{p.host_port}/{p.protocol}" for p in spec.ports if p.host_port)
+
+
+def _request(spec: AppSpec, slot: int) -> ReplicaRequest:
+    return ReplicaRequest(
+        app=spec.name,
+        slot=slot,
+        cpu=spec.resources.cpu,
+        memory=spec.resources.memory,
+        host_ports=frozenset(fixed_host_ports(spec)),
+        constraints=tuple(spec.constraints),
+    )
+
+
+def scheduler_snapshot(state: ClusterState, *, exclude_app: str | None = None) -> Snapshot:
+    """The scheduler's view: registered hosts (connected or not) and every placed
+    replica's reservation, optionally leaving out one app's replicas."""
+    hosts = tuple(
+        HostView(
+            host_id=host_id,
+            cpu=h.value.capacity.cpu,
+            memory=h.value.capacity.memory,
+            labels={**h.value.facts, **h.value.labels},
+            state=h.value.state,
+            connected=host_id in state.alive,
+        )
+        for host_id, h in state.hosts.items()
+    )
+    placed = tuple(
+        PlacedReplica(
+            app=r.value.app,
+            slot=r.value.slot,
+            host=r.value.host,
+            cpu=r.value.resources.cpu,
+            memory=r.value.resources.memory,
+            host_ports=frozenset(r.value.host_ports),
+        )
+        for r in state.replicas.values()
+        if r.value.app != exclude_app
+    )
+    return Snapshot(hosts=hosts, placed=placed)
+
+
+def plan_replicas(state: ClusterState, app: str) -> ReplicaPlan:
+    """What to write so ``app``'s replicas match its spec in ``state``."""
+    plan = ReplicaPlan()
+    stored = state.apps.get(app)
+    existing = {slot: v for (a, slot), v in state.replicas.items() if a == app}
+    if stored is None:
+        plan.delete = [(slot, v.mod_revision) for slot, v in sorted(existing.items())]
+        return plan
+    record = stored.value
+    spec = record.spec
+    wanted = set(range(spec.replicas))
+
+    # Scale down: slots beyond the count go.
+    plan.delete = [
+        (slot, v.mod_revision) for slot, v in sorted(existing.items()) if slot not in wanted
+    ]
+
+    # Kept replicas move to the current revision in place (the rollout controller will
+    # gate this; the skeleton replaces them at once).
+    revision = state.revision_spec(app, record.revision)
+    template = revision.spec if revision is not None else spec
+    resources = ResourceAmounts(cpu=template.resources.cpu, memory=template.resources.memory)
+    ports = fixed_host_ports(template)
+    for slot, v in sorted(existing.items()):
+        if slot in wanted and (
+            v.value.revision != record.revision
+            or v.value.resources != resources
+            or v.value.host_ports != ports
+        ):
+            updated = v.value.model_copy(
+                update={"revision": record.revision, "resources": resources, "host_ports": ports}
+            )
+            plan.put.append((updated, v.mod_revision))
+
+    # Place the missing slots through the scheduler, on a snapshot that already counts
+    # this app's kept replicas.
+    missing = sorted(wanted - existing.keys())
+    if missing:
+        snapshot = scheduler_snapshot(state)
+        placed: Plan = schedule(snapshot, [_request(template, slot) for slot in missing])
+        for placement in placed.placements:
+            plan.put.append(
+                (
+                    ReplicaRecord(
+                        app=app,
+                        slot=placement.slot,
+                        revision=record.revision,
+                        host=placement.host,
+                        resources=resources,
+                        host_ports=ports,
+                    ),
+                    0,
+                )
+            )
+        for (_, slot), _reasons in placed.unplaced.items():
+            plan.pending[slot] = placed.explain(app, slot, len(snapshot.hosts))
+    return plan
+
+
+class ReplicaController:
+    """Runs ``plan_replicas`` for every app whenever the informer sees a change."""
+
+    def __init__(self, store: Store, informer: Informer, *, resync: float = 30.0) -> None:
+        self._store = store
+        self._informer = informer
+        self._resync = resync
+        self.pending: dict[str, dict[int, str]] = {}  # app -> slot -> reason (for the API)
+
+    async def run(self) -> None:
+        subscription = self._informer.subscribe()
+        await self._informer.wait_synced()
+        while True:
+            # Wake on a change, or resync after a while even without one.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(subscription.wait(), self._resync)
+            await self.reconcile_all()
+
+    async def reconcile_all(self) -> None:
+        state = self._informer.state()
+        apps = set(state.apps) | {app for app, _ in state.replicas}
+        pending: dict[str, dict[int, str]] = {}
+        for app in sorted(apps):
+            plan = plan_replicas(state, app)
+            if plan.pending:
+                pending[app] = plan.pending
+            if plan.is_empty():
+                continue
+            stored = state.apps.get(app)
+            try:
+                revision = await self._store.commit_replicas(
+                    app,
+                    app_mod_revision=stored.mod_revision if stored else 0,
+                    put=plan.put,
+                    delete=plan.delete,
+                )
+                log.info(
+                    "app %s: %d replica(s) written, %d removed",
+                    app,
+                    len(plan.put),
+                    len(plan.delete),
+                )
+                # The next app must be planned on a state that counts these placements.
+                try:
+                    await asyncio.wait_for(self._informer.wait_for_revision(revision), 10)
+                except TimeoutError:
+                    log.warning("the watch is behind; planning the other apps later")
+                    break
+                state = self._informer.state()
+            except Conflict:
+                # The state moved on under us; the watch will wake us with the new one.
+                log.debug("app %s: replica plan lost a race; re-planning on the next change", app)
+            except Unavailable as error:
+                log.warning("app %s: cannot commit replicas: %s", app, error)
+        self.pending = pending

@@ -1,0 +1,112 @@
+"""``fleet server``: the control plane process, wired from its parts.
+
+One grpc.aio server hosts the API (for the CLI) and the agent stream; an informer
+keeps a watch-driven cache of etcd that both read; the replica controller places
+replicas whenever that cache changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc.aio
+
+from fleet.controlplane.agents import AgentService
+from fleet.controlplane.api import FleetService
+from fleet.controlplane.replicas import ReplicaController
+from fleet.proto import fleet_pb2_grpc as pb_grpc
+from fleet.store import DEFAULT_PREFIX, Etcd, Informer, KeyLayout, Store
+
+__all__ = ["ControlPlane", "ServerConfig", "run_server"]
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    etcd: Sequence[str]
+    listen: str = "127.0.0.1:7400"
+    prefix: str = DEFAULT_PREFIX
+    heartbeat_seconds: float = 2.0
+    host_lease_ttl: int = 15
+    server_id: str = ""
+
+
+class ControlPlane:
+    """A running control plane; ``start()`` then ``stop()``, or ``async with``."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.server_id = config.server_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.etcd = Etcd(config.etcd)
+        self.store = Store(self.etcd, KeyLayout(config.prefix))
+        self.informer = Informer(self.etcd, self.store.keys)
+        self.controller = ReplicaController(self.store, self.informer)
+        self.agents = AgentService(
+            self.store,
+            self.informer,
+            server_id=self.server_id,
+            heartbeat_seconds=config.heartbeat_seconds,
+            lease_ttl=config.host_lease_ttl,
+        )
+        self.api = FleetService(self.store, self.informer)
+        self._server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                ("grpc.keepalive_time_ms", 20_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ]
+        )
+        pb_grpc.add_FleetServiceServicer_to_server(self.api, self._server)
+        pb_grpc.add_AgentServiceServicer_to_server(self.agents, self._server)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.port = 0
+
+    async def start(self) -> None:
+        self.port = self._server.add_insecure_port(self.config.listen)
+        if not self.port:
+            raise OSError(f"cannot listen on {self.config.listen}")
+        self._tasks = [
+            asyncio.create_task(self.informer.run(), name="informer"),
+            asyncio.create_task(self.controller.run(), name="replica-controller"),
+        ]
+        await asyncio.wait_for(self.informer.wait_synced(), 30)
+        await self._server.start()
+        log.info("control plane %s listening on %s", self.server_id, self.config.listen)
+
+    async def stop(self, grace: float = 2.0) -> None:
+        await self._server.stop(grace)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.etcd.close()
+
+    async def __aenter__(self) -> ControlPlane:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def wait(self) -> None:
+        """Run until a background task fails (its error is raised) or we are cancelled."""
+        done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()
+
+
+async def run_server(config: ServerConfig) -> None:
+    async with ControlPlane(config) as plane:
+        await plane.wait()

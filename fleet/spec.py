@@ -1,0 +1,910 @@
+"""The app spec: what an app file asks fleet to run, validated with pydantic.
+
+An app file is YAML holding one app per document. ``load_file`` and ``load_documents`` turn it
+into ``AppSpec`` objects or raise one ``SpecError`` listing every problem with its line; the
+server re-validates specs sent over the API (``spec.model_dump_json()``) with
+``parse_spec_json``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import hashlib
+import json
+import math
+import re
+import shlex
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_serializer,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
+
+from fleet.errors import SpecError, SpecProblem
+
+__all__ = [
+    "DNS_LABEL",
+    "MAX_FILE_BYTES",
+    "MIN_MEMORY",
+    "RESERVED_LABEL_PREFIX",
+    "AppSpec",
+    "Constraint",
+    "PortSpec",
+    "Resources",
+    "RestartPolicy",
+    "format_memory",
+    "is_dns_label",
+    "json_schema",
+    "load_documents",
+    "load_file",
+    "parse_duration",
+    "parse_memory",
+    "parse_spec_json",
+]
+
+MAX_FILE_BYTES = 1 << 20
+MIN_MEMORY = 6 << 20  # dockerd refuses memory limits below 6 MiB
+_MAX_MEMORY = (1 << 63) - 1  # memory travels as int64 in the protobuf messages
+_MAX_REPLICAS = 10_000
+_MAX_CPU = 1024.0
+_MAX_GRACE = 3600.0
+RESERVED_LABEL_PREFIX = "fleet."  # fleet labels its containers with keys under this prefix
+_RESERVED_FIELDS = {"health": "health checks", "update": "rolling update settings"}
+
+# \A...\Z rather than ^...$: "$" would also accept a trailing newline.
+DNS_LABEL = re.compile(r"\A[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+_DNS_LABEL_TEXT = (
+    "a DNS label (lowercase letters, digits and '-', at most 63 characters, "
+    "starting and ending with a letter or digit)"
+)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
+_SELECTOR_VALUE = re.compile(r"[^\s=!]+")
+_PORT = re.compile(r"(?:([0-9]+):)?([0-9]+)(?:/([A-Za-z]+))?")
+_MEMORY = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i|[kKMGT])?")
+_MEMORY_UNITS: dict[str | None, int] = {
+    None: 1,
+    **{f"{u}i": 1 << (10 * (i + 1)) for i, u in enumerate("KMGT")},
+    **{u: 10 ** (3 * (i + 1)) for i, u in enumerate("kMGT")},
+    "K": 1000,
+}
+_DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h))+")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": Decimal("0.001"), "s": Decimal(1), "m": Decimal(60), "h": Decimal(3600)}
+_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
+def is_dns_label(s: str) -> bool:
+    """Whether ``s`` is an RFC 1123 DNS label, the form of app names."""
+    return DNS_LABEL.match(s) is not None
+
+
+def _show(value: object) -> str:
+    """How a rejected input is quoted in messages, in YAML terms rather than Python's."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and len(value) > 60:
+        return repr(value[:60]) + "..."
+    if isinstance(value, int | float | str):
+        return repr(value)
+    if isinstance(value, list):
+        return "a list" if value else "an empty list"
+    return "a mapping" if isinstance(value, dict) else type(value).__name__
+
+
+def _is_number(value: object) -> bool:
+    # YAML's true/false are bools, and bool is an int subclass; a bool is never a count here.
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _scalar_text(value: object, what: str) -> str:
+    """A string field's value; numbers and booleans become their text, as docker compose does."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if _is_number(value):
+        return str(value)
+    raise ValueError(f"expected {what}, got {_show(value)}")
+
+
+def parse_memory(value: str | int) -> int:
+    """Bytes from an int or a size string: binary suffixes Ki Mi Gi Ti, decimal k/K M G T."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"expected a size of at least 0 bytes, got {value}")
+        return value
+    match = _MEMORY.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(
+            "expected a size in bytes like 512, 64Mi or 1G (suffixes Ki Mi Gi Ti are powers "
+            f"of 1024, k M G T powers of 1000), got {_show(value)}"
+        )
+    size = Decimal(match[1]) * _MEMORY_UNITS[match[2]]
+    if size != size.to_integral_value():
+        raise ValueError(f"expected a whole number of bytes, got {_show(value)} = {size} bytes")
+    return int(size)
+
+
+def format_memory(n: int) -> str:
+    """The shortest exact size string for ``n`` bytes: "64Mi", or plain bytes like "1000"."""
+    if n < 0:
+        raise ValueError(f"a size cannot be negative, got {n}")
+    for suffix in ("Ti", "Gi", "Mi", "Ki"):
+        unit = _MEMORY_UNITS[suffix]
+        if n and n % unit == 0:
+            return f"{n // unit}{suffix}"
+    return str(n)
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds from a number of seconds or a string like "10s", "500ms", "1m30s" or "2h"."""
+    if _is_number(value):
+        seconds = float(value)
+    elif isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        seconds = float(value.strip())
+    elif isinstance(value, str) and _DURATION.fullmatch(value.strip()):
+        parts = _DURATION_PART.findall(value.strip())
+        seconds = float(sum(Decimal(n) * _DURATION_UNITS[unit] for n, unit in parts))
+    else:
+        raise ValueError(
+            "expected a duration like 10s, 500ms, 1m30s or 2h, or a number of seconds, "
+            f"got {_show(value)}"
+        )
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"expected a duration of at least 0 seconds, got {_show(value)}")
+    return seconds
+
+
+def _none_as(empty: Callable[[], object]) -> BeforeValidator:
+    # "env:" with every entry commented out is null in YAML; it means "none", not an error.
+    return BeforeValidator(lambda v: empty() if v is None else v)
+
+
+def _schema(**schema: Any) -> WithJsonSchema:
+    # Describes what users write (e.g. "64Mi"), not the parsed type, so editors accept it.
+    return WithJsonSchema(schema, mode="validation")
+
+
+class _Model(BaseModel):
+    """Frozen so a validated spec cannot drift; extra fields are typos and are rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PortSpec(_Model):
+    """A published port, written like docker's ``-p``: ``[HOST:]CONTAINER[/PROTOCOL]``."""
+
+    host_port: int = Field(default=0, ge=0, le=65535, description="0: an ephemeral host port")
+    container_port: int = Field(ge=1, le=65535)
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, data: object) -> object:
+        if isinstance(data, int) and not isinstance(data, bool):
+            data = str(data)
+        if isinstance(data, dict | PortSpec):
+            return data
+        match = _PORT.fullmatch(data.strip()) if isinstance(data, str) else None
+        if match is None:
+            raise ValueError(
+                "expected a port like 8080, 80:8080 or 9000/udp ([HOST:]CONTAINER[/PROTOCOL]), "
+                f"got {_show(data)}"
+            )
+        host, container, protocol = int(match[1] or 0), int(match[2]), (match[3] or "tcp")
+        if protocol.lower() not in ("tcp", "udp"):
+            raise ValueError(f"expected protocol tcp or udp, got {protocol!r} in {data!r}")
+        if not 1 <= container <= 65535:
+            raise ValueError(f"expected a container port from 1 to 65535, got {container}")
+        if host > 65535:
+            raise ValueError(f"expected a host port from 1 to 65535, got {host}")
+        return {"host_port": host, "container_port": container, "protocol": protocol.lower()}
+
+    def __str__(self) -> str:
+        text = str(self.container_port)
+        if self.host_port:
+            text = f"{self.host_port}:{text}"
+        return text if self.protocol == "tcp" else f"{text}/{self.protocol}"
+
+
+def _cpu(value: object) -> float:
+    cores = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        cores = float(value)
+    elif isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        cores = float(value)  # compose users write cpus: "0.5"
+    if cores is None or not 0 <= cores <= _MAX_CPU:
+        raise ValueError(f"expected a number of CPU cores from 0 to 1024, got {_show(value)}")
+    return cores
+
+
+def _memory(value: object) -> int:
+    if isinstance(value, float):
+        value = str(value)  # 1.5 is no whole number of bytes, but 1e9 is
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"expected a size like 64Mi or 1G, got {_show(value)}")
+    size = parse_memory(value)
+    if 0 < size < MIN_MEMORY:
+        raise ValueError(
+            f"Docker needs at least 6Mi ({MIN_MEMORY} bytes) for a memory limit, "
+            f"got {_show(value)}; use 0 for no limit"
+        )
+    if size > _MAX_MEMORY:
+        raise ValueError(f"expected a size below 8Ei, got {_show(value)}")
+    return size
+
+
+_NUMBER_SCHEMA = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"}
+
+
+class Resources(_Model):
+    """What each replica reserves on its host and is limited to; 0 means none."""
+
+    cpu: Annotated[
+        float,
+        BeforeValidator(_cpu),
+        _schema(
+            anyOf=[{"type": "number", "minimum": 0, "maximum": _MAX_CPU}, _NUMBER_SCHEMA],
+            description="CPU cores, 0 to 1024; 0 = no reservation or limit",
+            examples=[0.25, "0.5"],
+        ),
+    ] = 0.0
+    memory: Annotated[
+        int,
+        BeforeValidator(_memory),
+        _schema(
+            anyOf=[
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?\s*([KMGT]i|[kKMGT])?$"},
+            ],
+            description="bytes, or a size with Ki Mi Gi Ti / k M G T; 0 = no limit, else >= 6Mi",
+            examples=["64Mi", "1G", 134217728],
+        ),
+    ] = 0
+
+
+class RestartPolicy(_Model):
+    """Docker's restart policy: ``no``, ``always``, ``on-failure`` or ``on-failure:N``."""
+
+    kind: Literal["no", "always", "on-failure"] = "always"
+    max_retries: int | None = Field(default=None, ge=0, description="only with on-failure")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, data: object) -> object:
+        if isinstance(data, dict | RestartPolicy):
+            return data
+        if not isinstance(data, str):
+            raise ValueError(f"expected no, always, on-failure or on-failure:N, got {_show(data)}")
+        kind, colon, retries = data.strip().partition(":")
+        if kind not in ("no", "always", "on-failure") or (colon and kind != "on-failure"):
+            raise ValueError(f"expected no, always, on-failure or on-failure:N, got {_show(data)}")
+        if not colon:
+            return {"kind": kind}
+        if not retries.isascii() or not retries.isdigit():
+            raise ValueError(f"expected on-failure:N with N a whole number >= 0, got {_show(data)}")
+        return {"kind": kind, "max_retries": int(retries)}
+
+    @model_validator(mode="after")
+    def _retries_only_on_failure(self) -> Self:
+        if self.max_retries is not None and self.kind != "on-failure":
+            raise ValueError(f"max_retries applies only to on-failure, not {self.kind}")
+        return self
+
+    def __str__(self) -> str:
+        return self.kind if self.max_retries is None else f"{self.kind}:{self.max_retries}"
+
+
+class Constraint(_Model):
+    """A host label selector: ``k=v`` (equal), ``k!=v`` (absent or different) or ``k`` (exists)."""
+
+    key: str
+    op: Literal["=", "!=", "exists"]
+    value: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, data: object) -> object:
+        if isinstance(data, dict | Constraint):
+            return data
+        if not isinstance(data, str):
+            raise ValueError(_selector_message(data))
+        text = data.strip()
+        for op in ("!=", "="):  # "!=" first: "k!=v" also contains "="
+            if op in text:
+                key, _, value = text.partition(op)
+                parsed = {"key": key.strip(), "op": op, "value": value.strip()}
+                break
+        else:
+            parsed = {"key": text, "op": "exists", "value": ""}
+        if _selector_problem(**parsed):
+            raise ValueError(_selector_message(data))
+        return parsed
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if _selector_problem(self.key, self.op, self.value):
+            raise ValueError(_selector_message(str(self)))
+        return self
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Whether a host with ``labels`` satisfies this selector."""
+        if self.op == "exists":
+            return self.key in labels
+        if self.op == "=":
+            return labels.get(self.key) == self.value
+        return labels.get(self.key) != self.value  # like Kubernetes: a missing label matches
+
+    def __str__(self) -> str:
+        return self.key if self.op == "exists" else f"{self.key}{self.op}{self.value}"
+
+
+def _selector_problem(key: str, op: str, value: str) -> bool:
+    if _LABEL_KEY.fullmatch(key) is None or len(key) > 253:
+        return True
+    return (value != "") if op == "exists" else (_SELECTOR_VALUE.fullmatch(value) is None)
+
+
+def _selector_message(text: object) -> str:
+    return (
+        "expected a host label selector KEY=VALUE, KEY!=VALUE or KEY (the label exists), "
+        f"e.g. role=edge, got {_show(text)}"
+    )
+
+
+def _name(value: object) -> str:
+    if not isinstance(value, str) or not is_dns_label(value):
+        raise ValueError(f"expected {_DNS_LABEL_TEXT}, got {_show(value)}")
+    return value
+
+
+def _image(value: object) -> str:
+    if not isinstance(value, str) or not value or len(value) > 512 or _has_space(value):
+        raise ValueError(
+            "expected an image reference like nginx:1.27 or registry:5000/web:v1 "
+            f"(no spaces, at most 512 characters), got {_show(value)}"
+        )
+    return value
+
+
+def _has_space(text: str) -> bool:
+    return any(c.isspace() for c in text)
+
+
+def _replicas(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_REPLICAS:
+        raise ValueError(f"expected a whole number from 0 to 10000, got {_show(value)}")
+    return value
+
+
+def _command(value: object) -> list[str] | None:
+    if value is None:
+        return None  # the image's CMD
+    if isinstance(value, str):
+        try:
+            value = shlex.split(value)  # compose splits a string command the same way
+        except ValueError as exc:
+            raise ValueError(f"cannot split the command into words: {exc}") from None
+    if not isinstance(value, list) or not value:
+        raise ValueError(
+            "expected a non-empty list of strings like [httpd, -f] (leave command out "
+            f"to run the image's CMD), got {_show(value)}"
+        )
+    return [_scalar_text(arg, f"a string for command[{i}]") for i, arg in enumerate(value)]
+
+
+def _env_name(value: object) -> str:
+    if not isinstance(value, str) or _ENV_NAME.fullmatch(value) is None:
+        raise ValueError(
+            "expected an environment variable name (letters, digits and '_', not starting "
+            f"with a digit), got {_show(value)}"
+        )
+    return value
+
+
+def _env_value(value: object) -> str:
+    if value is None:
+        raise ValueError("expected a value, got nothing (null); write '' for an empty value")
+    return _scalar_text(value, "a string value")
+
+
+def _label_key(value: object) -> str:
+    if not isinstance(value, str) or _LABEL_KEY.fullmatch(value) is None or len(value) > 253:
+        raise ValueError(
+            "expected a label key (letters, digits and . _ / -, starting with a letter or "
+            f"digit, at most 253 characters), got {_show(value)}"
+        )
+    if value.startswith(RESERVED_LABEL_PREFIX):
+        raise ValueError(
+            f"label keys starting with {RESERVED_LABEL_PREFIX!r} are reserved for the labels "
+            f"fleet puts on containers, got {value!r}"
+        )
+    return value
+
+
+def _label_value(value: object) -> str:
+    text = _scalar_text(value, "a string value")
+    if len(text) > 1024:
+        raise ValueError(f"expected a label value of at most 1024 characters, got {len(text)}")
+    return text
+
+
+def _grace(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"expected a duration like 10s or 1m30s, got {_show(value)}")
+    seconds = parse_duration(value)
+    if seconds > _MAX_GRACE:
+        raise ValueError(f"expected a duration from 0 to 1h (3600s), got {_show(value)}")
+    return seconds
+
+
+def _string_map(key_pattern: str, description: str, example: dict[str, str]) -> WithJsonSchema:
+    values = {"type": ["string", "number", "boolean"]}
+    return _schema(
+        type="object",
+        propertyNames={"pattern": key_pattern},
+        additionalProperties=values,
+        description=description,
+        examples=[example],
+    )
+
+
+_EnvName = Annotated[str, BeforeValidator(_env_name)]
+_EnvValue = Annotated[str, BeforeValidator(_env_value)]
+_LabelKey = Annotated[str, BeforeValidator(_label_key)]
+_LabelValue = Annotated[str, BeforeValidator(_label_value)]
+_PORT_PATTERN = r"^([0-9]{1,5}:)?[0-9]{1,5}(/(tcp|udp))?$"
+_PortItem = Annotated[
+    PortSpec, _schema(anyOf=[{"type": "string", "pattern": _PORT_PATTERN}, {"type": "integer"}])
+]
+_SELECTOR_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]*((!=|=)[^\s=!]+)?$"
+_ConstraintItem = Annotated[Constraint, _schema(type="string", pattern=_SELECTOR_PATTERN)]
+
+
+class AppSpec(_Model):
+    """One app: the container template its replicas run, how many, and where they may run."""
+
+    name: Annotated[
+        str,
+        BeforeValidator(_name),
+        _schema(
+            type="string",
+            pattern="^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+            description=f"the app's name, {_DNS_LABEL_TEXT}",
+            examples=["web"],
+        ),
+    ]
+    image: Annotated[
+        str,
+        BeforeValidator(_image),
+        _schema(type="string", pattern=r"^\S{1,512}$", examples=["127.0.0.1:5000/web:v1"]),
+    ]
+    replicas: Annotated[
+        int,
+        BeforeValidator(_replicas),
+        _schema(type="integer", minimum=0, maximum=_MAX_REPLICAS, description="how many to run"),
+    ] = 1
+    command: Annotated[
+        list[str] | None,
+        BeforeValidator(_command),
+        _schema(
+            anyOf=[{"type": "array", "items": {"type": "string"}}, {"type": "string"}],
+            description="replaces the image's CMD; a string is split into words like a shell",
+            examples=[["httpd", "-f", "-p", "8080"]],
+        ),
+    ] = None
+    env: Annotated[
+        dict[_EnvName, _EnvValue],
+        _none_as(dict),
+        _string_map(
+            "^[A-Za-z_][A-Za-z0-9_]*$",
+            "environment variables; numbers and true/false become their text",
+            {"GREETING": "hello"},
+        ),
+    ] = Field(default_factory=dict)
+    ports: Annotated[
+        list[_PortItem],
+        _none_as(list),
+        Field(
+            description="published ports, [HOST:]CONTAINER[/tcp|udp]; no HOST = ephemeral",
+            examples=[["8080", "9090:9000/udp"]],
+        ),
+    ] = Field(default_factory=list)
+    resources: Annotated[
+        Resources,
+        _none_as(dict),
+        Field(description="CPU and memory per replica", examples=[{"cpu": 0.25, "memory": "64Mi"}]),
+    ] = Resources()
+    restart: Annotated[
+        RestartPolicy,
+        _schema(
+            type="string",
+            pattern="^(no|always|on-failure(:[0-9]+)?)$",
+            description="no, always, on-failure or on-failure:N",
+            examples=["on-failure:3"],
+        ),
+        Field(json_schema_extra={"default": "always"}),
+    ] = RestartPolicy()
+    labels: Annotated[
+        dict[_LabelKey, _LabelValue],
+        _none_as(dict),
+        _string_map(
+            r"^(?!fleet\.)[A-Za-z0-9][A-Za-z0-9._/-]*$",
+            "labels put on the containers; keys starting with fleet. are reserved",
+            {"team": "web"},
+        ),
+    ] = Field(default_factory=dict)
+    constraints: Annotated[
+        list[_ConstraintItem],
+        _none_as(list),
+        Field(
+            description="host label selectors: k=v, k!=v or k (the label exists)",
+            examples=[["role=edge", "disk!=hdd", "gpu"]],
+        ),
+    ] = Field(default_factory=list)
+    stop_grace_period: Annotated[
+        float,
+        BeforeValidator(_grace),
+        _schema(
+            anyOf=[
+                {"type": "number", "minimum": 0, "maximum": _MAX_GRACE},
+                {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"},
+            ],
+            description="time between SIGTERM and SIGKILL, 0 to 1h",
+            examples=["10s", "1m30s"],
+        ),
+    ] = 10.0
+
+    @model_validator(mode="after")
+    def _ports_unique(self) -> Self:
+        # Raising a ValidationError keeps the offending entry's own location ("ports[1]").
+        errors: list[InitErrorDetails] = []
+        hosts: dict[tuple[int, str], int] = {}
+        containers: dict[tuple[int, str], int] = {}
+        for i, port in enumerate(self.ports):
+            host = (port.host_port, port.protocol)
+            container = (port.container_port, port.protocol)
+            if port.host_port and host in hosts:
+                message = f"host port {port.host_port}/{port.protocol} is already published"
+                earlier = hosts[host]
+            elif container in containers:
+                message = f"container port {port.container_port}/{port.protocol} is already mapped"
+                earlier = containers[container]
+            else:
+                hosts.setdefault(host, i)
+                containers[container] = i
+                continue
+            message += f" by ports[{earlier}]"
+            errors.append(
+                InitErrorDetails(
+                    type=PydanticCustomError("duplicate_port", message),
+                    loc=("ports", i),
+                    input=str(port),
+                )
+            )
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
+
+    @field_serializer("ports")
+    def _ports_text(self, ports: list[PortSpec]) -> list[str]:
+        return [str(p) for p in ports]
+
+    @field_serializer("restart")
+    def _restart_text(self, restart: RestartPolicy) -> str:
+        return str(restart)
+
+    @field_serializer("constraints")
+    def _constraints_text(self, constraints: list[Constraint]) -> list[str]:
+        return [str(c) for c in constraints]
+
+    def template(self) -> dict[str, Any]:
+        """The container template: what each replica runs, without the count and placement."""
+        return self.model_dump(mode="json", exclude={"name", "replicas", "constraints"})
+
+    def template_hash(self) -> str:
+        """A stable short hash of ``template()``: containers with another hash are outdated."""
+        canonical = json.dumps(self.template(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+_NESTED_MODELS: dict[str, type[BaseModel]] = {
+    "resources": Resources,
+    "restart": RestartPolicy,
+    "ports": PortSpec,
+    "constraints": Constraint,
+}
+_EXPECTED = {
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+}
+
+
+def _message(error: ErrorDetails) -> str:
+    """A plain-words message for one pydantic error."""
+    kind, loc = error["type"], error["loc"]
+    if kind == "value_error":
+        return error["msg"].removeprefix("Value error, ")
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "json_invalid":
+        return f"invalid JSON: {error['ctx']['error'] if 'ctx' in error else error['msg']}"
+    if kind == "extra_forbidden":
+        field = str(loc[-1])
+        if len(loc) == 1 and field in _RESERVED_FIELDS:
+            return (
+                f"the field {field!r} is reserved for {_RESERVED_FIELDS[field]}, which come "
+                "with rolling upgrades and are not supported yet"
+            )
+        model = AppSpec if len(loc) == 1 else _NESTED_MODELS.get(str(loc[0]), AppSpec)
+        known = list(model.model_fields)
+        close = difflib.get_close_matches(field, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown field {field!r}{hint}; known fields: {', '.join(known)}"
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, got {_show(error['input'])}"
+    return error["msg"]
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if part == "[key]":
+            continue  # the error is about the key just named
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path
+
+
+def _problems(
+    error: ValidationError,
+    source: str,
+    document: int,
+    line_of: Callable[[tuple[int | str, ...], bool], int | None],
+) -> list[SpecProblem]:
+    problems = []
+    for e in error.errors(include_url=False):
+        loc = e["loc"]
+        at_key = e["type"] == "extra_forbidden" or loc[-1:] == ("[key]",)
+        problems.append(
+            SpecProblem(source, document, _path(loc), line_of(loc, at_key), _message(e))
+        )
+    return problems
+
+
+def _node_line(root: yaml.Node, loc: tuple[int | str, ...], at_key: bool) -> int:
+    """The 1-based line of the YAML node at ``loc``, or of its nearest ancestor found."""
+    node = root
+    parts = [p for p in loc if p != "[key]"]
+    for i, part in enumerate(parts):
+        found: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:  # the last duplicate wins, as in the loaded data
+                if isinstance(key, yaml.ScalarNode) and key.value in (str(part), str(part).lower()):
+                    found = key if at_key and i == len(parts) - 1 else value
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            found = node.value[part] if 0 <= part < len(node.value) else None
+        if found is None:
+            break
+        node = found
+    return int(node.start_mark.line) + 1
+
+
+def _duplicate_keys(
+    node: yaml.Node, path: str = "", seen: set[int] | None = None
+) -> Iterator[tuple[str, int]]:
+    """(path, line) of every key repeated in its mapping: YAML loaders silently keep the last."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return  # an alias already walked (aliases can even make cycles)
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        keys: set[str] = set()
+        for key, value in node.value:
+            name = str(key.value) if isinstance(key, yaml.ScalarNode) else ""
+            here = f"{path}.{name}" if path else name
+            if name and name in keys:
+                yield here, key.start_mark.line + 1
+            keys.add(name)
+            yield from _duplicate_keys(value, here, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _duplicate_keys(item, f"{path}[{i}]", seen)
+
+
+class _Loader(yaml.SafeLoader):
+    """A SafeLoader reading scalars like YAML 1.2 (as docker compose does): only true/false are
+    booleans, so ``restart: no`` and ``DEBUG: yes`` stay strings and ``"22:22"`` is no integer."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [
+        (tag, rx)
+        for tag, rx in resolvers
+        if tag.rsplit(":", 1)[-1] not in ("bool", "int", "float", "timestamp")
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+    list("-+0123456789"),
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+    # YAML 1.2: "010" is ten (1.1 read it as octal), "0o10" is eight.
+    assert isinstance(node, yaml.ScalarNode)
+    text = str(loader.construct_scalar(node))
+    base = {"0o": 8, "0x": 16}.get(text[:2], 10)
+    return int(text[2:] if base != 10 else text, base)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def _yaml_problem(exc: Exception, text: str, source: str, document: int) -> SpecProblem:
+    if isinstance(exc, RecursionError):
+        return SpecProblem(source, document, "", None, "the YAML is nested too deeply")
+    line = None
+    if isinstance(exc, yaml.reader.ReaderError):  # a control character, before any parsing
+        line = text.count("\n", 0, exc.position) + 1
+        detail = f"character #x{exc.character:04x} is not allowed in YAML"
+    elif isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        line = None if mark is None else mark.line + 1
+        context = exc.context or ""
+        if context and exc.context_mark and exc.context_mark.line != getattr(mark, "line", None):
+            context += f" started on line {exc.context_mark.line + 1}"
+        detail = ", ".join(t for t in (context, exc.problem) if t)
+    else:
+        detail = str(exc)
+    return SpecProblem(source, document, "", line, f"invalid YAML: {detail}")
+
+
+def _too_large(source: str, what: str = "file") -> SpecError:
+    message = f"the {what} is larger than {MAX_FILE_BYTES >> 20} MiB"
+    return SpecError([SpecProblem(source, 0, "", None, message)])
+
+
+def _documents(
+    text: str, source: str
+) -> tuple[list[tuple[int, yaml.Node, object]], list[SpecProblem]]:
+    """Every document as (1-based index, node, data); YAML errors end the reading."""
+    try:
+        loader = _Loader(text)
+    except yaml.YAMLError as exc:
+        return [], [_yaml_problem(exc, text, source, 1)]
+    documents: list[tuple[int, yaml.Node, object]] = []
+    try:
+        index = 0
+        while True:
+            index += 1
+            try:
+                if not loader.check_node():
+                    return documents, []
+                node = loader.get_node()
+                assert node is not None  # check_node() said a document follows
+                data = loader.construct_document(node)
+            except (yaml.YAMLError, RecursionError) as exc:
+                return documents, [_yaml_problem(exc, text, source, index)]
+            documents.append((index, node, data))
+    finally:
+        loader.dispose()
+
+
+def load_documents(text: str, source: str = "<stdin>") -> list[AppSpec]:
+    """Validate every app in a YAML text; raise one ``SpecError`` with all problems found."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise _too_large(source)
+    documents, problems = _documents(text, source)
+    specs: list[AppSpec] = []
+    names: dict[str, tuple[int, int]] = {}  # app name -> (document, line) of its first use
+    for document, node, data in documents:
+        if data is None:
+            continue  # an empty document, e.g. after a trailing "---"
+        start = node.start_mark.line + 1
+        if not isinstance(data, dict):
+            message = f"expected a mapping of app fields (name, image, ...), got {_show(data)}"
+            problems.append(SpecProblem(source, document, "", start, message))
+            continue
+        for path, line in _duplicate_keys(node):
+            message = "duplicate key: YAML would silently keep only the last one"
+            problems.append(SpecProblem(source, document, path, line, message))
+        try:
+            spec = AppSpec.model_validate(data)
+        except ValidationError as exc:
+            problems.extend(_problems(exc, source, document, functools.partial(_node_line, node)))
+            continue
+        line = _node_line(node, ("name",), False)
+        if spec.name in names:
+            first_document, first_line = names[spec.name]
+            message = (
+                f"the app name {spec.name!r} is already used by document {first_document} "
+                f"(line {first_line}); app names must be unique"
+            )
+            problems.append(SpecProblem(source, document, "name", line, message))
+            continue
+        names[spec.name] = (document, line)
+        specs.append(spec)
+    if not problems and not specs:
+        message = "no apps in the file: expected YAML documents with at least name and image"
+        problems.append(SpecProblem(source, 0, "", None, message))
+    if problems:
+        problems.sort(key=lambda p: (p.document, p.line or 0))
+        raise SpecError(problems)
+    return specs
+
+
+def load_file(path: str | Path) -> list[AppSpec]:
+    """Load the apps in a YAML file ("-" reads stdin); raise ``SpecError`` on any problem."""
+    source = str(path)
+    try:
+        if source == "-":
+            source = "<stdin>"
+            text = sys.stdin.read(MAX_FILE_BYTES + 1)
+        else:
+            with open(path, "rb") as f:
+                raw = f.read(MAX_FILE_BYTES + 1)
+            if len(raw) > MAX_FILE_BYTES:
+                raise _too_large(source)
+            text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        message = f"the file is not UTF-8 text (bad byte at offset {exc.start})"
+        raise SpecError([SpecProblem(source, 0, "", None, message)]) from None
+    except OSError as exc:
+        message = f"cannot read the app file: {exc.strerror or exc}"
+        raise SpecError([SpecProblem(source, 0, "", None, message)]) from None
+    return load_documents(text, source)
+
+
+def parse_spec_json(text: str | bytes, source: str = "<request>") -> AppSpec:
+    """Validate one JSON app spec, as sent over the API; raise ``SpecError`` with field paths."""
+    if len(text.encode() if isinstance(text, str) else text) > MAX_FILE_BYTES:
+        raise _too_large(source, "spec")
+    try:
+        return AppSpec.model_validate_json(text)
+    except ValidationError as exc:
+        raise SpecError(_problems(exc, source, 1, lambda loc, at_key: None)) from None
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of an app document as users write it, for editors and linters."""
+    schema = AppSpec.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "fleet app"
+    return schema

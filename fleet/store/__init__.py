@@ -1,0 +1,24 @@
+"""Everything etcd: the key layout, typed records, compare-and-swap writes, the
+watch-driven informer cache and leases. Nothing outside this package builds keys."""
+
+from __future__ import annotations
+
+from fleet.store._etcd import Etcd
+from fleet.store.informer import Informer, Subscription
+from fleet.store.keys import DEFAULT_PREFIX, KeyLayout, check_host_id, check_name
+from fleet.store.state import ClusterState, Versioned
+from fleet.store.store import AppWrite, Store
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "AppWrite",
+    "ClusterState",
+    "Etcd",
+    "Informer",
+    "KeyLayout",
+    "Store",
+    "Subscription",
+    "Versioned",
+    "check_host_id",
+    "check_name",
+]

@@ -1,0 +1,301 @@
+"""A small etcd v3 client over aetcd's generated stubs, on a grpc.aio channel we build.
+
+aetcd's own ``Client`` dials one ``host:port`` over an insecure channel and its watches
+die with the connection; fleet needs several endpoints, TLS later, and watches that
+resume from a revision. So this module keeps aetcd's protobuf stubs (``aetcd.rpc``)
+and owns the channel, the calls and the error mapping. Nothing outside ``fleet.store``
+imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import grpc.aio
+from aetcd import rpc
+
+from fleet.errors import Unavailable
+
+__all__ = [
+    "Compare",
+    "Delete",
+    "DeletePrefix",
+    "Etcd",
+    "KeyValue",
+    "Put",
+    "TxnResult",
+    "WatchCompacted",
+    "WatchEvent",
+    "prefix_end",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    key: bytes
+    value: bytes
+    mod_revision: int
+    lease: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One change: ``value`` is None for a delete."""
+
+    key: bytes
+    value: bytes | None
+    mod_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """A transaction guard on a key's mod revision (0 means "the key does not exist")."""
+
+    key: bytes
+    mod_revision: int
+
+    def to_proto(self) -> Any:
+        return rpc.Compare(
+            key=self.key,
+            target=rpc.Compare.MOD,
+            result=rpc.Compare.EQUAL,
+            mod_revision=self.mod_revision,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    key: bytes
+    value: bytes
+    lease: int = 0
+
+    def to_proto(self) -> Any:
+        return rpc.RequestOp(
+            request_put=rpc.PutRequest(key=self.key, value=self.value, lease=self.lease)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    key: bytes
+
+    def to_proto(self) -> Any:
+        return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self.key))
+
+
+@dataclass(frozen=True, slots=True)
+class DeletePrefix:
+    prefix: bytes
+
+    def to_proto(self) -> Any:
+        return rpc.RequestOp(
+            request_delete_range=rpc.DeleteRangeRequest(
+                key=self.prefix, range_end=prefix_end(self.prefix)
+            )
+        )
+
+
+Op = Put | Delete | DeletePrefix
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    succeeded: bool
+    revision: int
+
+
+class WatchCompacted(Exception):
+    """The revision a watch asked for was compacted away: list again, then watch."""
+
+    def __init__(self, compact_revision: int) -> None:
+        super().__init__(f"revision compacted; oldest available is {compact_revision}")
+        self.compact_revision = compact_revision
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The exclusive end of the key range that starts with ``prefix``."""
+    end = bytearray(prefix)
+    for i in range(len(end) - 1, -1, -1):
+        if end[i] < 0xFF:
+            end[i] += 1
+            return bytes(end[: i + 1])
+    return b"\0"
+
+
+def _target(endpoints: Sequence[str]) -> str:
+    """One gRPC target for all endpoints; several IP endpoints fail over (pick_first)."""
+    cleaned = [e.removeprefix("http://").removeprefix("https://").rstrip("/") for e in endpoints]
+    if len(cleaned) == 1:
+        return cleaned[0]
+    for endpoint in cleaned:
+        host = endpoint.rsplit(":", 1)[0].strip("[]")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(
+                f"several etcd endpoints must be IP:PORT (got {endpoint!r}); "
+                "use one DNS name that resolves to every member instead"
+            ) from None
+    return "ipv4:" + ",".join(cleaned)
+
+
+def _unavailable(error: grpc.aio.AioRpcError) -> Unavailable:
+    return Unavailable(f"etcd: {error.code().name}: {error.details()}")
+
+
+class Etcd:
+    """An etcd connection: reads, transactions, leases and resumable prefix watches."""
+
+    def __init__(self, endpoints: Sequence[str], *, timeout: float = 5.0) -> None:
+        if not endpoints:
+            raise ValueError("at least one etcd endpoint is needed")
+        self.endpoints = list(endpoints)
+        self.timeout = timeout
+        self._channel = grpc.aio.insecure_channel(
+            _target(self.endpoints),
+            options=[
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                ("grpc.keepalive_time_ms", 10_000),
+                ("grpc.keepalive_timeout_ms", 5_000),
+            ],
+        )
+        self._kv = rpc.KVStub(self._channel)
+        self._watch = rpc.WatchStub(self._channel)
+        self._lease = rpc.LeaseStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> Etcd:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ reads
+
+    async def get(self, key: bytes) -> KeyValue | None:
+        try:
+            response = await self._kv.Range(rpc.RangeRequest(key=key), timeout=self.timeout)
+        except grpc.aio.AioRpcError as error:
+            raise _unavailable(error) from error
+        if not response.kvs:
+            return None
+        kv = response.kvs[0]
+        return KeyValue(kv.key, kv.value, kv.mod_revision, kv.lease)
+
+    async def get_prefix(self, prefix: bytes) -> tuple[list[KeyValue], int]:
+        """Every key under ``prefix`` at one revision, and that revision."""
+        try:
+            response = await self._kv.Range(
+                rpc.RangeRequest(key=prefix, range_end=prefix_end(prefix)),
+                timeout=self.timeout,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise _unavailable(error) from error
+        kvs = [KeyValue(kv.key, kv.value, kv.mod_revision, kv.lease) for kv in response.kvs]
+        return kvs, response.header.revision
+
+    # ------------------------------------------------------------------ writes
+
+    async def txn(self, compare: Sequence[Compare], success: Sequence[Op]) -> TxnResult:
+        """Apply ``success`` atomically if every guard in ``compare`` holds."""
+        request = rpc.TxnRequest(
+            compare=[c.to_proto() for c in compare],
+            success=[op.to_proto() for op in success],
+        )
+        try:
+            response = await self._kv.Txn(request, timeout=self.timeout)
+        except grpc.aio.AioRpcError as error:
+            raise _unavailable(error) from error
+        return TxnResult(response.succeeded, response.header.revision)
+
+    async def put(self, key: bytes, value: bytes, *, lease: int = 0) -> int:
+        """An unguarded put: only for keys one writer owns (liveness, reports)."""
+        try:
+            response = await self._kv.Put(
+                rpc.PutRequest(key=key, value=value, lease=lease), timeout=self.timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            raise _unavailable(error) from error
+        return int(response.header.revision)
+
+    # ------------------------------------------------------------------ leases
+
+    async def grant(self, ttl: int) -> int:
+        try:
+            response = await self._lease.LeaseGrant(
+                rpc.LeaseGrantRequest(TTL=ttl), timeout=self.timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            raise _unavailable(error) from error
+        return int(response.ID)
+
+    async def keepalive(self, lease_id: int) -> int:
+        """Refresh a lease once; returns its remaining TTL, 0 when it has expired."""
+        try:
+            call = self._lease.LeaseKeepAlive(iter([rpc.LeaseKeepAliveRequest(ID=lease_id)]))
+            async for response in call:
+                return int(response.TTL)
+        except grpc.aio.AioRpcError as error:
+            raise _unavailable(error) from error
+        return 0
+
+    async def revoke(self, lease_id: int) -> None:
+        try:
+            await self._lease.LeaseRevoke(rpc.LeaseRevokeRequest(ID=lease_id), timeout=self.timeout)
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                raise _unavailable(error) from error
+
+    # ------------------------------------------------------------------ watches
+
+    async def watch_prefix(
+        self, prefix: bytes, start_revision: int
+    ) -> AsyncIterator[list[WatchEvent]]:
+        """Yield batches of changes under ``prefix`` from ``start_revision`` on.
+
+        Raises ``WatchCompacted`` when that revision is gone and ``Unavailable`` when the
+        stream breaks (etcd restarted, member lost); callers resume from the last
+        revision they saw, as Kubernetes informers do.
+        """
+        create = rpc.WatchRequest(
+            create_request=rpc.WatchCreateRequest(
+                key=prefix,
+                range_end=prefix_end(prefix),
+                start_revision=start_revision,
+                progress_notify=True,
+            )
+        )
+
+        async def requests() -> AsyncIterator[Any]:
+            yield create
+            # Keep the request side open for as long as the watch lives.
+            await asyncio.Event().wait()
+
+        call = self._watch.Watch(requests())
+        try:
+            async for response in call:
+                if response.compact_revision:
+                    raise WatchCompacted(response.compact_revision)
+                if response.canceled:
+                    raise Unavailable(f"etcd cancelled the watch: {response.cancel_reason}")
+                if response.events:
+                    yield [
+                        WatchEvent(
+                            e.kv.key,
+                            None if e.type == rpc.Event.DELETE else e.kv.value,
+                            e.kv.mod_revision,
+                        )
+                        for e in response.events
+                    ]
+        except grpc.aio.AioRpcError as error:
+            raise _unavailable(error) from error
+        finally:
+            call.cancel()
+        raise Unavailable("etcd closed the watch stream")

@@ -1,0 +1,117 @@
+"""A watch-driven cache of everything under the prefix, as Kubernetes' informers do.
+
+It lists once, then follows a watch from the next revision. When the watch breaks
+(etcd restarted, a member was lost) it resumes from the last revision it saw; when that
+revision was compacted it lists again. Subscribers are woken on every change; they read
+the whole state (level-triggered), so a wake-up that was coalesced loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fleet.errors import Unavailable
+from fleet.store._etcd import Etcd, KeyValue, WatchCompacted
+from fleet.store.keys import KeyLayout
+from fleet.store.state import ClusterState, decode_state
+
+__all__ = ["Informer", "Subscription"]
+
+log = logging.getLogger(__name__)
+
+
+class Subscription:
+    """A wake-up flag: ``wait()`` returns once something changed since the last call."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+        self._event.clear()
+
+
+class Informer:
+    def __init__(self, etcd: Etcd, layout: KeyLayout, *, retry_max: float = 2.0) -> None:
+        self._etcd = etcd
+        self._layout = layout
+        self._retry_max = retry_max
+        self._items: dict[bytes, KeyValue] = {}
+        self._revision = 0
+        self._decoded: ClusterState | None = None
+        self._subscriptions: list[Subscription] = []
+        self._synced = asyncio.Event()
+        self._advanced = asyncio.Condition()
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    async def wait_synced(self) -> None:
+        await self._synced.wait()
+
+    async def wait_for_revision(self, revision: int) -> None:
+        """Return once the cache has seen ``revision`` (e.g. a write of our own)."""
+        async with self._advanced:
+            await self._advanced.wait_for(lambda: self._revision >= revision)
+
+    def state(self) -> ClusterState:
+        """The decoded state at the latest revision seen (decoded once per revision)."""
+        if self._decoded is None or self._decoded.revision != self._revision:
+            self._decoded = decode_state(self._layout, self._items.values(), self._revision)
+        return self._decoded
+
+    def subscribe(self) -> Subscription:
+        subscription = Subscription()
+        self._subscriptions.append(subscription)
+        subscription.notify()  # a new subscriber looks at the state once
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+
+    async def _notify(self) -> None:
+        for subscription in self._subscriptions:
+            subscription.notify()
+        async with self._advanced:
+            self._advanced.notify_all()
+
+    async def _list(self) -> None:
+        kvs, revision = await self._etcd.get_prefix(self._layout.root)
+        self._items = {kv.key: kv for kv in kvs}
+        self._revision = revision
+        self._synced.set()
+        await self._notify()
+
+    async def run(self) -> None:
+        """List, then follow the watch forever; never returns unless cancelled."""
+        delay = 0.1
+        listed = False
+        while True:
+            try:
+                if not listed:
+                    await self._list()
+                    listed = True
+                async for events in self._etcd.watch_prefix(self._layout.root, self._revision + 1):
+                    for event in events:
+                        if event.value is None:
+                            self._items.pop(event.key, None)
+                        else:
+                            self._items[event.key] = KeyValue(
+                                event.key, event.value, event.mod_revision
+                            )
+                        self._revision = max(self._revision, event.mod_revision)
+                    await self._notify()
+                    delay = 0.1
+            except WatchCompacted as compacted:
+                log.warning("watch fell behind compaction (%s); listing again", compacted)
+                listed = False
+            except Unavailable as error:
+                log.warning("etcd watch broke (%s); resuming in %.1fs", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max)

@@ -1,0 +1,117 @@
+"""The etcd key layout: the one place that builds or parses fleet's key strings.
+
+Every key lives under one configurable prefix (``/fleet/`` by default) so several fleets
+can share an etcd. Desired state, observed state and liveness sit under separate
+top-level folders, so a prefix read or watch of one never drags in the others::
+
+    apps/<app>                      desired AppSpec, generation, current revision
+    revisions/<app>/<n>             the spec of revision n (bounded history)
+    replicas/<app>/<slot>           a desired replica: slot, revision, host
+    hosts/<host>                    registration: capacity, labels, facts, state
+    alive/<host>                    bound to the host's lease while its agent is connected
+    status/<host>                   what the agent last reported running (same lease)
+
+Segments are validated before they become keys, so no input can escape its folder.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from fleet.errors import InvalidArgument
+
+__all__ = ["DEFAULT_PREFIX", "KeyLayout", "ParsedKey", "check_host_id", "check_name"]
+
+DEFAULT_PREFIX = "/fleet/"
+
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# Host ids may be DNS names with dots (h1.example.com), never '/', '..' or NUL.
+_HOST_ID = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_SLOT_DIGITS = 6
+_REVISION_DIGITS = 10
+
+
+def check_name(name: str, what: str = "app name") -> str:
+    """``name`` if it is a DNS label, else InvalidArgument saying what is expected."""
+    if not _NAME.match(name):
+        raise InvalidArgument(
+            f"invalid {what} {name!r}: expected a DNS label (lowercase letters, digits "
+            "and '-', at most 63 characters, starting and ending with a letter or digit)"
+        )
+    return name
+
+
+def check_host_id(host_id: str) -> str:
+    """``host_id`` if it is a lowercase DNS name, else InvalidArgument."""
+    if not _HOST_ID.match(host_id) or ".." in host_id:
+        raise InvalidArgument(
+            f"invalid host id {host_id!r}: expected a lowercase DNS name (letters, digits, "
+            "'-' and '.', at most 253 characters)"
+        )
+    return host_id
+
+
+@dataclass(frozen=True)
+class ParsedKey:
+    """What a key names: ``kind`` is its folder, ``parts`` the segments after it."""
+
+    kind: str
+    parts: tuple[str, ...]
+
+
+class KeyLayout:
+    """Builds and parses every key under one prefix."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        if not prefix.startswith("/") or not prefix.endswith("/") or "//" in prefix:
+            raise InvalidArgument(f"etcd prefix must look like /name/ (got {prefix!r})")
+        self.prefix = prefix
+        self.root = prefix.encode()
+
+    def _key(self, *segments: str) -> bytes:
+        return (self.prefix + "/".join(segments)).encode()
+
+    def _folder(self, *segments: str) -> bytes:
+        return (self.prefix + "/".join(segments) + "/").encode()
+
+    # apps and their revisions
+    def app(self, name: str) -> bytes:
+        return self._key("apps", check_name(name))
+
+    def apps(self) -> bytes:
+        return self._folder("apps")
+
+    def revision(self, app: str, n: int) -> bytes:
+        return self._key("revisions", check_name(app), f"{n:0{_REVISION_DIGITS}d}")
+
+    def revisions(self, app: str) -> bytes:
+        return self._folder("revisions", check_name(app))
+
+    # replicas
+    def replica(self, app: str, slot: int) -> bytes:
+        return self._key("replicas", check_name(app), f"{slot:0{_SLOT_DIGITS}d}")
+
+    def replicas(self, app: str | None = None) -> bytes:
+        if app is None:
+            return self._folder("replicas")
+        return self._folder("replicas", check_name(app))
+
+    # hosts, liveness and reports
+    def host(self, host_id: str) -> bytes:
+        return self._key("hosts", check_host_id(host_id))
+
+    def alive(self, host_id: str) -> bytes:
+        return self._key("alive", check_host_id(host_id))
+
+    def status(self, host_id: str) -> bytes:
+        return self._key("status", check_host_id(host_id))
+
+    def parse(self, key: bytes) -> ParsedKey | None:
+        """What ``key`` names, or None for a key that is not fleet's."""
+        text = key.decode(errors="replace")
+        if not text.startswith(self.prefix):
+            return None
+        kind, _, rest = text[len(self.prefix) :].partition("/")
+        parts = tuple(rest.split("/")) if rest else ()
+        return ParsedKey(kind, parts)

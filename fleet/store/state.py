@@ -1,0 +1,102 @@
+"""A decoded, consistent view of everything under the prefix at one etcd revision.
+
+Built from a prefix read (``Store.snapshot``) or from the informer's cache; controllers
+and the API read it, never raw keys. Every record keeps the mod revision it was read at,
+which is what a later compare-and-swap is guarded on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from fleet.store._etcd import KeyValue
+from fleet.store.keys import KeyLayout
+from fleet.store.records import (
+    AppRecord,
+    HostRecord,
+    LiveRecord,
+    ReplicaRecord,
+    RevisionRecord,
+    StatusRecord,
+)
+
+__all__ = ["ClusterState", "Versioned", "decode_state"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Versioned(Generic[T]):
+    """A record and the mod revision of its key when it was read."""
+
+    value: T
+    mod_revision: int
+
+
+@dataclass
+class ClusterState:
+    revision: int
+    apps: dict[str, Versioned[AppRecord]] = field(default_factory=dict)
+    revisions: dict[tuple[str, int], Versioned[RevisionRecord]] = field(default_factory=dict)
+    replicas: dict[tuple[str, int], Versioned[ReplicaRecord]] = field(default_factory=dict)
+    hosts: dict[str, Versioned[HostRecord]] = field(default_factory=dict)
+    alive: dict[str, Versioned[LiveRecord]] = field(default_factory=dict)
+    status: dict[str, Versioned[StatusRecord]] = field(default_factory=dict)
+
+    def replicas_of(self, app: str) -> list[ReplicaRecord]:
+        return sorted(
+            (v.value for (a, _), v in self.replicas.items() if a == app), key=lambda r: r.slot
+        )
+
+    def replicas_on(self, host: str) -> list[ReplicaRecord]:
+        return sorted(
+            (v.value for v in self.replicas.values() if v.value.host == host),
+            key=lambda r: (r.app, r.slot),
+        )
+
+    def revision_spec(self, app: str, revision: int) -> RevisionRecord | None:
+        found = self.revisions.get((app, revision))
+        return found.value if found else None
+
+
+def _decode(model: type[T], kv: KeyValue) -> Versioned[T] | None:
+    try:
+        return Versioned(model.model_validate_json(kv.value), kv.mod_revision)
+    except ValidationError as error:
+        # A record this version cannot read is skipped, not fatal: it is logged so an
+        # operator can see it, and the rest of the state stays usable.
+        log.error("skipping unreadable record %s: %s", kv.key.decode(errors="replace"), error)
+        return None
+
+
+def decode_state(layout: KeyLayout, kvs: Iterable[KeyValue], revision: int) -> ClusterState:
+    """Sort raw keys into typed records."""
+    state = ClusterState(revision=revision)
+    # folder -> (record type, where it goes, how its key segments index it)
+    table: dict[str, tuple[type[BaseModel], dict[Any, Any], Callable[[tuple[str, ...]], Any]]] = {
+        "apps": (AppRecord, state.apps, lambda p: p[0]),
+        "revisions": (RevisionRecord, state.revisions, lambda p: (p[0], int(p[1]))),
+        "replicas": (ReplicaRecord, state.replicas, lambda p: (p[0], int(p[1]))),
+        "hosts": (HostRecord, state.hosts, lambda p: p[0]),
+        "alive": (LiveRecord, state.alive, lambda p: p[0]),
+        "status": (StatusRecord, state.status, lambda p: p[0]),
+    }
+    depth = {"revisions": 2, "replicas": 2}
+    for kv in kvs:
+        parsed = layout.parse(kv.key)
+        if parsed is None or parsed.kind not in table:
+            continue
+        if len(parsed.parts) != depth.get(parsed.kind, 1):
+            continue
+        model, target, index = table[parsed.kind]
+        record = _decode(model, kv)
+        if record is not None:
+            target[index(parsed.parts)] = record
+    return state

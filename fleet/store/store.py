@@ -1,0 +1,161 @@
+"""Typed reads and writes of fleet's state in etcd.
+
+Every write of desired state is one transaction guarded by the mod revisions it was
+based on (a compare-and-swap, as Kubernetes' ``GuaranteedUpdate``): if anything changed
+since it was read, nothing is written and ``Conflict`` is raised for the caller to
+re-read and decide again. Liveness and reports are bound to the host's lease instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fleet.errors import Conflict
+from fleet.store._etcd import Compare, Delete, DeletePrefix, Etcd, Put
+from fleet.store.keys import KeyLayout
+from fleet.store.records import (
+    AppRecord,
+    HostRecord,
+    LiveRecord,
+    ReplicaRecord,
+    RevisionRecord,
+    StatusRecord,
+)
+from fleet.store.state import ClusterState, decode_state
+
+__all__ = ["AppWrite", "Store"]
+
+
+@dataclass(frozen=True)
+class AppWrite:
+    """One app's part of an apply: its new record, guarded on the revision it was read at."""
+
+    record: AppRecord
+    expected_mod_revision: int
+    new_revision: RevisionRecord | None = None
+    prune_revisions: tuple[int, ...] = ()
+
+
+class Store:
+    """fleet's state in one etcd under one prefix."""
+
+    def __init__(self, etcd: Etcd, layout: KeyLayout | None = None) -> None:
+        self.etcd = etcd
+        self.keys = layout or KeyLayout()
+
+    async def snapshot(self) -> ClusterState:
+        """Everything under the prefix, read at one revision."""
+        kvs, revision = await self.etcd.get_prefix(self.keys.root)
+        return decode_state(self.keys, kvs, revision)
+
+    # ------------------------------------------------------------------ apps
+
+    async def write_apps(self, changes: Sequence[AppWrite]) -> int:
+        """Create or update several apps in one transaction: all or none.
+
+        Each app's key must still be at the mod revision its change was planned on (0:
+        it must not exist yet); returns the new etcd revision.
+        """
+        guards: list[Compare] = []
+        ops: list[Put | Delete | DeletePrefix] = []
+        for change in changes:
+            name = change.record.spec.name
+            guards.append(Compare(self.keys.app(name), change.expected_mod_revision))
+            ops.append(Put(self.keys.app(name), change.record.dump()))
+            if change.new_revision is not None:
+                revision = change.new_revision
+                ops.append(Put(self.keys.revision(name, revision.revision), revision.dump()))
+            ops.extend(Delete(self.keys.revision(name, n)) for n in change.prune_revisions)
+        names = ", ".join(repr(c.record.spec.name) for c in changes)
+        return await self._guarded(
+            guards, ops, f"app {names} changed since this change was planned; run it again"
+        )
+
+    async def delete_app(self, name: str, *, expected_mod_revision: int) -> int:
+        """Delete an app with its revisions and replicas (the agents then stop them)."""
+        return await self._guarded(
+            [Compare(self.keys.app(name), expected_mod_revision)],
+            [
+                Delete(self.keys.app(name)),
+                DeletePrefix(self.keys.revisions(name)),
+                DeletePrefix(self.keys.replicas(name)),
+            ],
+            f"app {name!r} changed while it was being deleted",
+        )
+
+    async def commit_replicas(
+        self,
+        app: str,
+        *,
+        app_mod_revision: int,
+        put: Sequence[tuple[ReplicaRecord, int]],
+        delete: Sequence[tuple[int, int]],
+    ) -> int:
+        """Write and delete replicas of one app in one transaction.
+
+        ``put`` pairs each record with the mod revision its key had when the plan was
+        made (0 for a new slot); ``delete`` pairs slots with theirs. The app's own mod
+        revision guards against planning on a spec that has since changed.
+        """
+        guards = [Compare(self.keys.app(app), app_mod_revision)]
+        ops: list[Put | Delete | DeletePrefix] = []
+        for record, mod in put:
+            key = self.keys.replica(app, record.slot)
+            guards.append(Compare(key, mod))
+            ops.append(Put(key, record.dump()))
+        for slot, mod in delete:
+            key = self.keys.replica(app, slot)
+            guards.append(Compare(key, mod))
+            ops.append(Delete(key))
+        return await self._guarded(guards, ops, f"replicas of {app!r} changed meanwhile")
+
+    # ------------------------------------------------------------------ hosts
+
+    async def write_host(self, host: HostRecord, *, expected_mod_revision: int) -> int:
+        return await self._guarded(
+            [Compare(self.keys.host(host.host_id), expected_mod_revision)],
+            [Put(self.keys.host(host.host_id), host.dump())],
+            f"host {host.host_id!r} changed while it was being registered",
+        )
+
+    async def mark_alive(self, host_id: str, live: LiveRecord, ttl: int) -> int:
+        """Grant a lease for a connected host and bind its liveness key to it.
+
+        A new connection of the same host takes over: the previous session's lease is
+        revoked (an agent that reconnects after a server restart need not wait for it
+        to expire). The put is guarded on the key being absent, so two sessions racing
+        cannot both hold it.
+        """
+        key = self.keys.alive(host_id)
+        previous = await self.etcd.get(key)
+        if previous is not None and previous.lease:
+            await self.etcd.revoke(previous.lease)
+        lease = await self.etcd.grant(ttl)
+        result = await self.etcd.txn([Compare(key, 0)], [Put(key, live.dump(), lease)])
+        if not result.succeeded:
+            await self.etcd.revoke(lease)
+            raise Conflict(f"host {host_id!r} is already connected")
+        return lease
+
+    async def keep_alive(self, lease: int) -> bool:
+        """Refresh a host's lease; False when it had already expired."""
+        return await self.etcd.keepalive(lease) > 0
+
+    async def report_status(self, status: StatusRecord, lease: int) -> None:
+        """The agent's report; only that host's session writes it, bound to its lease."""
+        await self.etcd.put(self.keys.status(status.host_id), status.dump(), lease=lease)
+
+    async def mark_gone(self, lease: int) -> None:
+        """Revoke a host's lease: its liveness and report keys vanish with it."""
+        await self.etcd.revoke(lease)
+
+    # ------------------------------------------------------------------
+
+    async def _guarded(
+        self, guards: list[Compare], ops: Sequence[Put | Delete | DeletePrefix], conflict: str
+    ) -> int:
+        result = await self.etcd.txn(guards, ops)
+        if not result.succeeded:
+            raise Conflict(conflict)
+        return result.revision

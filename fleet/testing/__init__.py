@@ -1,0 +1,41 @@
+"""Test tools for fleet: a real etcd, real dockerds in network namespaces, a real registry.
+
+Used by the tests, by `deploy/local-cluster` and by the benchmarks; never by fleet's
+production code paths, which must not import this package.
+"""
+
+from __future__ import annotations
+
+from fleet.testing.dockerhosts import DockerHost, HostPool, cleanup_stale
+from fleet.testing.etcd import EtcdServer
+from fleet.testing.images import (
+    DEFAULT_CMD,
+    HTTP_PORT,
+    HTTPD_CMD,
+    busybox_rootfs_tar,
+    ensure_image,
+    graceful_cmd,
+    import_image,
+)
+from fleet.testing.procs import ManagedProcess, ProcessError, free_port, wait_until
+from fleet.testing.registry import Registry, push_image
+
+__all__ = [
+    "DEFAULT_CMD",
+    "HTTPD_CMD",
+    "HTTP_PORT",
+    "DockerHost",
+    "EtcdServer",
+    "HostPool",
+    "ManagedProcess",
+    "ProcessError",
+    "Registry",
+    "busybox_rootfs_tar",
+    "cleanup_stale",
+    "ensure_image",
+    "free_port",
+    "graceful_cmd",
+    "import_image",
+    "push_image",
+    "wait_until",
+]

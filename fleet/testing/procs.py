@@ -1,0 +1,268 @@
+"""Process and polling helpers shared by the test harness.
+
+Every wait in the harness goes through `wait_until` (a deadline, never a fixed sleep), and
+every long-running binary goes through `ManagedProcess` so its log tail shows up in errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, TypeVar
+
+T = TypeVar("T")
+
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class ProcessError(RuntimeError):
+    """A managed process failed to start, died early or misbehaved; the message has its log."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that was free on `host` a moment ago, picked by the kernel (bind to 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    interval: float = 0.05,
+    what: str = "a condition",
+    *,
+    ignore: tuple[type[BaseException], ...] = (),
+) -> T:
+    """Poll `predicate` until it returns a truthy value and return that value.
+
+    Exceptions of the types in `ignore` count as "not yet"; on the deadline a `TimeoutError`
+    is raised, chained to the last ignored exception so the cause stays visible.
+    """
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            result = predicate()
+        except ignore as exc:
+            last_exc = exc
+        else:
+            if result:
+                return result
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}") from last_exc
+        time.sleep(interval)
+
+
+def require_binary(name: str, *fallbacks: str) -> str:
+    """Return the absolute path of a binary from PATH (plus sbin dirs) or fail with a clear hint."""
+    found = shutil.which(name, path=os.environ.get("PATH", "") + ":" + SYSTEM_PATH)
+    if found:
+        return found
+    for candidate in fallbacks:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    raise FileNotFoundError(f"{name!r} not found; run scripts/bootstrap.sh to install it")
+
+
+def run(args: Sequence[str], *, check: bool = True, timeout: float = 60) -> str:
+    """Run a short command, return its stdout, and raise with its stderr when it fails."""
+    proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise ProcessError(f"{' '.join(args)} exited with {proc.returncode}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """Return the last `lines` lines of a text file, or a note that it does not exist."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return f"<no log at {path}: {exc.strerror}>"
+    text = data[-64 * 1024 :].decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def pid_alive(pid: int) -> bool:
+    """Tell whether a process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    # The state field follows the parenthesised command name.
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def pid_start_time(pid: int) -> int | None:
+    """Return a process's start time in clock ticks since boot, to tell a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
+            fields = f.read().rsplit(")", 1)[-1].split()
+    except OSError:
+        return None
+    return int(fields[19])
+
+
+def pid_cmdline(pid: int) -> list[str]:
+    """Return a process's argv, or an empty list when it is gone or a kernel thread."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return []
+    return [part.decode("utf-8", errors="replace") for part in raw.split(b"\0") if part]
+
+
+def kill_pid(pid: int, timeout: float = 10.0) -> None:
+    """Send SIGTERM to a process we do not parent, then SIGKILL if it outlives `timeout`."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: not pid_alive(pid), wait, what=f"pid {pid} to exit")
+            return
+
+
+class ManagedProcess:
+    """A subprocess whose stdout/stderr go to a log file and whose stop is SIGTERM then SIGKILL.
+
+    Errors raised by its methods carry the tail of the log, which is what one needs to see
+    when a daemon did not come up.
+    """
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        log_path: Path,
+        *,
+        name: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.args = list(args)
+        self.log_path = log_path
+        self.name = name or Path(self.args[0]).name
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> ManagedProcess:
+        """Start the process (appending to its log) in its own session so ^C reaches us first."""
+        if self.running:
+            raise ProcessError(f"{self.name} is already running (pid {self.pid})")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._close_log()
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - kept open while the process runs
+        self._log.write(f"--- start: {' '.join(self.args)}\n".encode())
+        self._log.flush()
+        self._popen = subprocess.Popen(
+            self.args,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.cwd,
+            start_new_session=True,
+        )
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the current (or last) process, None before the first start."""
+        return self._popen.pid if self._popen is not None else None
+
+    @property
+    def running(self) -> bool:
+        """True while the process has not exited."""
+        return self._popen is not None and self._popen.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once the process has exited, else None."""
+        return self._popen.poll() if self._popen is not None else None
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the process's log file."""
+        return tail(self.log_path, lines)
+
+    def error(self, message: str) -> ProcessError:
+        """Build an error about this process that ends with the tail of its log."""
+        return ProcessError(
+            f"{self.name}: {message}\n--- last lines of {self.log_path} ---\n{self.log_tail()}"
+        )
+
+    def check_running(self) -> None:
+        """Raise a `ProcessError` with the log tail if the process has exited."""
+        if not self.running:
+            raise self.error(f"exited with status {self.returncode}")
+
+    def wait_ready(
+        self,
+        predicate: Callable[[], object],
+        timeout: float,
+        what: str,
+        ignore: tuple[type[BaseException], ...] = (Exception,),
+    ) -> None:
+        """Wait until `predicate` holds while the process lives; raise with the log tail if not."""
+
+        last: list[BaseException] = []
+
+        def ready() -> bool:
+            self.check_running()
+            try:
+                return bool(predicate())
+            except ignore as exc:
+                last[:] = [exc]
+                return False
+
+        try:
+            wait_until(ready, timeout, what=what)
+        except TimeoutError as exc:
+            cause = f" (last error: {last[0]!r})" if last else ""
+            raise self.error(f"{exc}{cause}") from exc
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Send SIGTERM, wait up to `timeout`, then SIGKILL; return the exit status (idempotent)."""
+        popen = self._popen
+        if popen is None:
+            return None
+        if popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                popen.send_signal(signal.SIGTERM)
+            try:
+                popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    popen.kill()
+                popen.wait(10)
+        self._close_log()
+        return popen.returncode
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> ManagedProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

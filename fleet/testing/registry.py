@@ -1,0 +1,135 @@
+"""A real image registry (Debian's `docker-registry`, distribution 2.8) for push/pull tests.
+
+It listens on the address the caller chooses: loopback for one daemon in the root namespace,
+or a `HostPool`'s gateway so that every namespace host can pull from it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from fleet.testing.procs import ManagedProcess, ProcessError, free_port, require_binary
+
+
+class Registry:
+    """One `docker-registry serve` process with filesystem storage in a temporary directory."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        *,
+        start_timeout: float = 30.0,
+    ) -> None:
+        self.host = host
+        self.port = port if port is not None else free_port(host)
+        self.start_timeout = start_timeout
+        self.base_dir = Path(tempfile.mkdtemp(prefix="fleet-registry-"))
+        self.config_path = self.base_dir / "config.yml"
+        self.log_path = self.base_dir / "registry.log"
+        self.start_seconds: float | None = None
+        self._proc: ManagedProcess | None = None
+
+    @property
+    def address(self) -> str:
+        """`ADDR:PORT`, the prefix of image references in this registry."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The registry's base URL."""
+        return f"http://{self.address}"
+
+    def _write_config(self) -> None:
+        # JSON is YAML: no YAML writer needed for a config this small.
+        config = {
+            "version": 0.1,
+            "log": {"level": "warn", "accesslog": {"disabled": True}},
+            "storage": {
+                "filesystem": {"rootdirectory": str(self.base_dir / "storage")},
+                "delete": {"enabled": True},
+            },
+            "http": {"addr": self.address},
+        }
+        self.config_path.write_text(json.dumps(config, indent=2) + "\n")
+
+    def answers(self) -> bool:
+        """Tell whether `GET /v2/` answers 200, the API version check every client starts with."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/v2/", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except (OSError, urllib.error.HTTPError):
+            return False
+
+    def start(self) -> Registry:
+        """Start the registry and wait until `/v2/` answers; raise with its log tail if not."""
+        if self._proc is not None and self._proc.running:
+            return self
+        self._write_config()
+        binary = require_binary("docker-registry", "/usr/bin/docker-registry")
+        began = time.monotonic()
+        self._proc = ManagedProcess(
+            [binary, "serve", str(self.config_path)], self.log_path, name="docker-registry"
+        ).start()
+        self._proc.wait_ready(self.answers, self.start_timeout, what=f"registry at {self.url}")
+        self.start_seconds = time.monotonic() - began
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the registry and delete its storage. Idempotent."""
+        if self._proc is not None:
+            self._proc.stop(timeout)
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def catalog(self) -> list[str]:
+        """The repositories the registry holds (`GET /v2/_catalog`)."""
+        with urllib.request.urlopen(f"{self.url}/v2/_catalog", timeout=5) as resp:
+            body = json.loads(resp.read())
+        return list(body.get("repositories") or [])
+
+    def __enter__(self) -> Registry:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"Registry(address={self.address!r})"
+
+
+def push_image(
+    docker_client: Any,
+    local_ref: str,
+    registry_address: str,
+    repository: str,
+    tag: str,
+) -> str:
+    """Tag `local_ref` as `registry_address/repository:tag`, push it, and return that reference.
+
+    The push goes through the daemon behind `docker_client` (a `docker.DockerClient`), which
+    must trust the registry (`--insecure-registry`); errors in the push stream are raised.
+    """
+    remote_repo = f"{registry_address}/{repository}"
+    if not docker_client.api.tag(local_ref, remote_repo, tag):
+        raise ProcessError(f"could not tag {local_ref} as {remote_repo}:{tag}")
+    errors: list[str] = []
+    for msg in docker_client.api.push(remote_repo, tag=tag, stream=True, decode=True):
+        if isinstance(msg, dict) and (msg.get("error") or msg.get("errorDetail")):
+            detail = msg.get("errorDetail") or {}
+            errors.append(str(msg.get("error") or detail.get("message") or msg))
+    if errors:
+        raise ProcessError(f"pushing {remote_repo}:{tag} failed: {'; '.join(errors)}")
+    return f"{remote_repo}:{tag}"

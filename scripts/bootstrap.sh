@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what fleet needs on a Debian 12 machine, idempotently: Debian packages
+# (docker engine, etcd, busybox for test images, a registry, iproute2) and a virtualenv
+# with the package. Safe to run again; does nothing when everything is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have dockerd || need+=(docker.io)
+have etcd || need+=(etcd-server)
+[ -x /bin/busybox ] || need+=(busybox-static)
+have docker-registry || need+=(docker-registry)
+have ip || need+=(iproute2)
+have iptables || need+=(iptables)
+have nsenter || need+=(util-linux)
+have curl || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "bootstrap: missing ${need[*]}; run as root (or install them) first" >&2
+        exit 1
+    fi
+    echo "bootstrap: installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "bootstrap: creating .venv"
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.fleet-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "bootstrap: installing fleet and its dev tools into .venv"
+    .venv/bin/pip install -q --upgrade pip >/dev/null
+    .venv/bin/pip install -q -e '.[dev]'
+    touch "$stamp"
+fi

@@ -1,0 +1,1 @@
+"""End-to-end tests: several docker hosts in network namespaces (see tests/conftest.py)."""

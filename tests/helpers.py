@@ -1,0 +1,69 @@
+"""Small helpers shared by the tests: read etcd back over its JSON gateway (independent of
+fleet's own store code), fetch over HTTP, and list fleet containers through the Docker SDK."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from fleet.testing import EtcdServer, wait_until
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def etcd_post(server: EtcdServer, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        server.url + path, data=json.dumps(body).encode(), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        result: dict[str, Any] = json.loads(response.read())
+        return result
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+def etcd_prefix(server: EtcdServer, prefix: str) -> dict[str, bytes]:
+    """Every key under ``prefix`` and its raw value, read straight from etcd."""
+    key = prefix.encode()
+    result = etcd_post(server, "/v3/kv/range", {"key": b64(key), "range_end": b64(prefix_end(key))})
+    return {
+        base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", ""))
+        for kv in result.get("kvs") or []
+    }
+
+
+def etcd_json(server: EtcdServer, key: str) -> dict[str, Any] | None:
+    found = etcd_prefix(server, key).get(key)
+    return json.loads(found) if found is not None else None
+
+
+def http_get(address: str, port: int, timeout: float = 2.0) -> str:
+    with urllib.request.urlopen(f"http://{address}:{port}/", timeout=timeout) as response:
+        body: bytes = response.read()
+        return body.decode()
+
+
+def wait_http(address: str, port: int, expected: str, timeout: float = 20.0) -> str:
+    def serves() -> str | None:
+        body = http_get(address, port)
+        return body if expected in body else None
+
+    return wait_until(
+        serves,
+        timeout,
+        what=f"http://{address}:{port}/ to answer {expected!r}",
+        ignore=(urllib.error.URLError, OSError),
+    )
+
+
+def fleet_containers(docker_client: Any, app: str | None = None, *, all: bool = False) -> list[Any]:
+    """fleet's containers on one daemon, read through the Docker SDK."""
+    label = f"fleet.app={app}" if app else "fleet.app"
+    return list(docker_client.containers.list(all=all, filters={"label": label}))

@@ -1,0 +1,90 @@
+"""A running fleet for integration tests: a real ``fleet server`` and ``fleet agent``
+(processes) against the session's real etcd and the single namespaced docker host.
+
+Every test gets its own etcd prefix, so tests share one etcd without seeing each other.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from docker.errors import NotFound
+
+from fleet.client import FleetClient
+from fleet.testing import DockerHost, EtcdServer, wait_until
+from fleet.testing.fleetprocs import FleetAgentProcess, FleetServerProcess
+from tests.conftest import ensure_image
+
+
+@dataclass
+class Fleet:
+    etcd: EtcdServer
+    prefix: str
+    server: FleetServerProcess
+    agent: FleetAgentProcess
+    host: DockerHost
+    client: FleetClient
+    docker: Any
+    image: str
+
+    def wait_connected(self, timeout: float = 20.0) -> None:
+        def connected() -> bool:
+            return any(h.connected for h in self.client.hosts() if h.host_id == self.host.name)
+
+        self.agent.process.wait_ready(connected, timeout, what="the agent to connect")
+
+
+def _prefix(request: pytest.FixtureRequest) -> str:
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40]
+    return f"/t-{name}/"
+
+
+@pytest.fixture
+def fleet(
+    request: pytest.FixtureRequest,
+    etcd_server: EtcdServer,
+    clean_host: DockerHost,
+    tmp_path: Path,
+) -> Iterator[Fleet]:
+    image = ensure_image(clean_host)
+    prefix = _prefix(request)
+    server = FleetServerProcess(etcd_server.endpoint, prefix, tmp_path).start()
+    agent = FleetAgentProcess([server.address], clean_host.name, clean_host.docker_url, tmp_path)
+    agent.start()
+    client = server.client()
+    running = Fleet(
+        etcd_server, prefix, server, agent, clean_host, client, clean_host.client(), image
+    )
+    try:
+        running.wait_connected()
+        yield running
+    finally:
+        client.close()
+        agent.stop()
+        server.stop()
+        # pytest shows captured output only for a failed test: the daemons' last words.
+        print(server.process.log_tail(80))
+        print(agent.process.log_tail(80))
+
+
+def wait_containers(fleet: Fleet, app: str, count: int, timeout: float = 60.0) -> list[Any]:
+    """Wait until the host has exactly ``count`` containers of ``app``, all running (read
+    through the Docker SDK, not through fleet); returns them."""
+    found: list[Any] = []
+
+    def settled() -> bool:
+        nonlocal found
+        found = fleet.docker.containers.list(filters={"label": f"fleet.app={app}"}, all=True)
+        return len(found) == count and all(c.status == "running" for c in found)
+
+    # A container removed between the list and its inspect is "not settled yet".
+    wait_until(settled, timeout, what=f"{count} running containers of {app}", ignore=(NotFound,))
+    return found
+
+
+__all__ = ["Fleet", "wait_containers", "wait_until"]

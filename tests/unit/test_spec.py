@@ -1,0 +1,523 @@
+"""Tests of fleet.spec: parsing app files, the messages and lines of every rejection, and the
+JSON round trip the API relies on."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fleet.errors import SpecError, SpecProblem
+from fleet.spec import (
+    AppSpec,
+    Constraint,
+    PortSpec,
+    Resources,
+    RestartPolicy,
+    format_memory,
+    is_dns_label,
+    json_schema,
+    load_documents,
+    load_file,
+    parse_duration,
+    parse_memory,
+    parse_spec_json,
+)
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+Mi = 1 << 20
+
+FULL = """\
+name: web
+image: 127.0.0.1:5000/web:v1
+replicas: 3
+command: [httpd, -f, -p, "8080", -h, /www]
+env: {GREETING: hello}
+ports: ["8080", "9090:9000/udp"]
+resources: {cpu: 0.25, memory: 64Mi}
+restart: on-failure:3
+labels: {team: web}
+constraints: ["role=edge", "disk!=hdd", "gpu"]
+stop_grace_period: 10s
+"""
+BASE = "name: web\nimage: img\n"  # what follows starts on line 3
+
+
+def problems(text: str) -> list[SpecProblem]:
+    with pytest.raises(SpecError) as info:
+        load_documents(text, "app.yaml")
+    return info.value.problems
+
+
+def one_problem(text: str) -> SpecProblem:
+    found = problems(text)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_full_spec_parses_to_the_expected_values() -> None:
+    [spec] = load_documents(FULL)
+    assert spec.name == "web"
+    assert spec.image == "127.0.0.1:5000/web:v1"
+    assert spec.replicas == 3
+    assert spec.command == ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    assert spec.env == {"GREETING": "hello"}
+    assert spec.ports == [
+        PortSpec(host_port=0, container_port=8080, protocol="tcp"),
+        PortSpec(host_port=9090, container_port=9000, protocol="udp"),
+    ]
+    assert spec.resources == Resources(cpu=0.25, memory=64 * Mi)
+    assert spec.restart == RestartPolicy(kind="on-failure", max_retries=3)
+    assert spec.labels == {"team": "web"}
+    assert spec.constraints == [
+        Constraint(key="role", op="=", value="edge"),
+        Constraint(key="disk", op="!=", value="hdd"),
+        Constraint(key="gpu", op="exists"),
+    ]
+    assert spec.stop_grace_period == 10.0
+
+
+def test_defaults() -> None:
+    [spec] = load_documents(BASE)
+    assert spec.replicas == 1
+    assert spec.command is None
+    assert spec.env == {} and spec.labels == {}
+    assert spec.ports == [] and spec.constraints == []
+    assert spec.resources == Resources(cpu=0.0, memory=0)
+    assert str(spec.restart) == "always"
+    assert spec.stop_grace_period == 10.0
+
+
+def test_null_collections_mean_empty() -> None:
+    [spec] = load_documents(BASE + "env:\nlabels:\nports:\nconstraints:\nresources:\n")
+    assert spec.env == {} and spec.labels == {} and spec.ports == [] and spec.constraints == []
+    assert spec.resources == Resources()
+
+
+def test_multi_document_file() -> None:
+    text = "---\nname: a\nimage: img\n---\n---\nname: b\nimage: img\nreplicas: 0\n---\n"
+    specs = load_documents(text)
+    assert [(s.name, s.replicas) for s in specs] == [("a", 1), ("b", 0)]
+
+
+def test_yaml_is_read_like_yaml_1_2_as_compose_does() -> None:
+    text = BASE + "restart: no\nenv: {DEBUG: yes, N: 010, F: 1.5, T: true}\nports: [22:22]\n"
+    [spec] = load_documents(text)
+    assert str(spec.restart) == "no"
+    assert spec.env == {"DEBUG": "yes", "N": "10", "F": "1.5", "T": "true"}
+    assert spec.ports == [PortSpec(host_port=22, container_port=22)]
+
+
+def test_command_string_is_split_into_words() -> None:
+    [spec] = load_documents(BASE + "command: sh -c 'echo $HOME'\n")
+    assert spec.command == ["sh", "-c", "echo $HOME"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "path", "line", "expected"),
+    [
+        ("replicas: -1", "replicas", 3, "expected a whole number from 0 to 10000, got -1"),
+        ("replicas: true", "replicas", 3, "expected a whole number from 0 to 10000, got true"),
+        ("replicas: '3'", "replicas", 3, "expected a whole number from 0 to 10000, got '3'"),
+        ("ports: ['0']", "ports[0]", 3, "expected a container port from 1 to 65535, got 0"),
+        ("ports: ['70000']", "ports[0]", 3, "expected a container port from 1 to 65535, got 70000"),
+        ("ports: ['1:2', 'a:b']", "ports[1]", 3, "expected a port like 8080, 80:8080 or 9000/udp"),
+        ("ports:\n  - 80\n  - 80/sctp", "ports[1]", 5, "expected protocol tcp or udp, got 'sctp'"),
+        ("ports: ['80', '8080:80']", "ports[1]", 3, "container port 80/tcp is already mapped by"),
+        (
+            "ports:\n- 90:1\n- 90:2",
+            "ports[1]",
+            5,
+            "host port 90/tcp is already published by ports[0]",
+        ),
+        ("resources:\n  memory: 64Mb", "resources.memory", 4, "expected a size in bytes like 512"),
+        ("resources: {memory: 3Mi}", "resources.memory", 3, "Docker needs at least 6Mi"),
+        ("resources: {cpu: 2000}", "resources.cpu", 3, "expected a number of CPU cores from 0"),
+        ("resources: {mem: 1}", "resources.mem", 3, "unknown field 'mem' (did you mean 'memory'?)"),
+        ("stop_grace_period: 10 sec", "stop_grace_period", 3, "expected a duration like 10s"),
+        ("stop_grace_period: 2h", "stop_grace_period", 3, "expected a duration from 0 to 1h"),
+        ("restart: sometimes", "restart", 3, "expected no, always, on-failure or on-failure:N"),
+        ("restart: on-failure:-1", "restart", 3, "expected on-failure:N with N a whole number"),
+        ("constraints: ['=x']", "constraints[0]", 3, "expected a host label selector KEY=VALUE"),
+        ("constraints:\n- a\n- a==b", "constraints[1]", 5, "KEY!=VALUE or KEY (the label exists)"),
+        ("labels:\n  fleet.app: x", "labels.fleet.app", 4, "starting with 'fleet.' are reserved"),
+        ("env:\n  OK: 1\n  1BAD: x", "env.1BAD", 5, "expected an environment variable name"),
+        ("env: {A: null}", "env.A", 3, "expected a value, got nothing (null)"),
+        ("command: []", "command", 3, "expected a non-empty list of strings"),
+        ("image: x", "image", 3, "duplicate key: YAML would silently keep only the last"),
+        ("health: {}", "health", 3, "'health' is reserved for health checks"),
+        ("update: {}", "update", 3, "'update' is reserved for rolling update settings"),
+    ],
+)
+def test_invalid_field(extra: str, path: str, line: int, expected: str) -> None:
+    problem = one_problem(BASE + extra + "\n")
+    assert (problem.source, problem.document, problem.path, problem.line) == (
+        "app.yaml",
+        1,
+        path,
+        line,
+    )
+    assert expected in problem.message
+    assert not problem.message.startswith("Value error")
+
+
+def test_reserved_fields_say_not_supported_yet() -> None:
+    assert "not supported yet" in one_problem(BASE + "health: {}\n").message
+
+
+def test_bad_name_message() -> None:
+    problem = one_problem("name: Web_1\nimage: img\n")
+    assert (problem.path, problem.line) == ("name", 1)
+    assert problem.message == (
+        "expected a DNS label (lowercase letters, digits and '-', at most 63 characters, "
+        "starting and ending with a letter or digit), got 'Web_1'"
+    )
+
+
+def test_unknown_field_names_it_and_lists_the_known_ones() -> None:
+    problem = one_problem(BASE + "imgae: x\n")
+    assert (problem.path, problem.line) == ("imgae", 3)
+    assert problem.message.startswith("unknown field 'imgae' (did you mean 'image'?)")
+    assert "known fields: name, image, replicas, command" in problem.message
+
+
+def test_missing_fields_point_at_the_document() -> None:
+    found = problems("# web\n\nreplicas: 2\n")
+    assert [(p.path, p.line, p.message) for p in found] == [
+        ("name", 3, "required field is missing"),
+        ("image", 3, "required field is missing"),
+    ]
+
+
+def test_all_problems_of_a_file_are_reported_at_once() -> None:
+    text = "name: Web\nimage: img\nreplicas: -1\n---\nname: ok\nimage: img\nrestart: maybe\n"
+    found = problems(text)
+    assert [(p.document, p.path, p.line) for p in found] == [
+        (1, "name", 1),
+        (1, "replicas", 3),
+        (2, "restart", 7),
+    ]
+
+
+def test_yaml_syntax_error_has_its_line() -> None:
+    text = "name: a\nimage: img\n---\nname: b\nimage: [x\nreplicas: 2\n"
+    problem = one_problem(text)
+    assert (problem.document, problem.path, problem.line) == (2, "", 6)
+    assert problem.message == (
+        "invalid YAML: while parsing a flow sequence started on line 5, "
+        "expected ',' or ']', but got ':'"
+    )
+
+
+def test_control_character_has_its_line() -> None:
+    problem = one_problem(BASE + "env: {A: \x07}\n")
+    assert (problem.document, problem.line) == (1, 3)
+    assert problem.message == "invalid YAML: character #x0007 is not allowed in YAML"
+
+
+def test_yaml_syntax_error_line_is_the_mark() -> None:
+    problem = one_problem("name: a\nimage: b\n  bad: indent\n")
+    assert (problem.document, problem.line) == (1, 3)
+    assert problem.message.startswith("invalid YAML:")
+
+
+def test_document_that_is_not_a_mapping() -> None:
+    problem = one_problem(BASE + "---\n- name: b\n")
+    assert (problem.document, problem.path, problem.line) == (2, "", 4)
+    assert problem.message == "expected a mapping of app fields (name, image, ...), got a list"
+
+
+def test_duplicate_app_names() -> None:
+    problem = one_problem(BASE + "---\nimage: other\nname: web\n")
+    assert (problem.document, problem.path, problem.line) == (2, "name", 5)
+    assert "'web' is already used by document 1 (line 1)" in problem.message
+
+
+@pytest.mark.parametrize("text", ["", "# nothing here\n", "---\n---\n"])
+def test_file_without_apps(text: str) -> None:
+    problem = one_problem(text)
+    assert (problem.document, problem.line) == (0, None)
+    assert problem.message.startswith("no apps in the file")
+
+
+def test_file_larger_than_1_mib() -> None:
+    problem = one_problem(BASE + "# " + "x" * (1 << 20) + "\n")
+    assert (problem.document, problem.line) == (0, None)
+    assert "larger than 1 MiB" in problem.message
+
+
+def test_load_file(tmp_path: Path) -> None:
+    path = tmp_path / "app.yaml"
+    path.write_text(FULL)
+    [spec] = load_file(path)
+    assert spec == load_documents(FULL)[0]
+    path.write_text("name: x\n")
+    with pytest.raises(SpecError) as info:
+        load_file(str(path))
+    assert info.value.problems[0].source == str(path)
+
+
+def test_load_file_missing(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(SpecError) as info:
+        load_file(missing)
+    [problem] = info.value.problems
+    assert (problem.source, problem.document, problem.path, problem.line) == (
+        str(missing),
+        0,
+        "",
+        None,
+    )
+    assert "cannot read the app file: No such file or directory" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"name: \xff\n", "the file is not UTF-8 text (bad byte at offset 6)"),
+        (b"#" * (1 << 20) + b"\n", "the file is larger than 1 MiB"),
+    ],
+)
+def test_load_file_unusable_content(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "app.yaml"
+    path.write_bytes(content)
+    with pytest.raises(SpecError) as info:
+        load_file(path)
+    assert [(p.document, p.line, p.message) for p in info.value.problems] == [(0, None, message)]
+
+
+def test_duplicate_keys_are_reported_where_they_are() -> None:
+    problem = one_problem(BASE + "env:\n  A: x\n  B: y\n  A: z\n")
+    assert (problem.path, problem.line) == ("env.A", 6)
+
+
+def test_specs_are_frozen() -> None:
+    [spec] = load_documents(BASE)
+    with pytest.raises(ValueError, match="frozen"):
+        spec.replicas = 2
+
+
+def test_load_file_dash_reads_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(BASE))
+    assert [s.name for s in load_file("-")] == ["web"]
+
+
+@pytest.mark.parametrize("name", ["hello.yaml", "multi.yaml"])
+def test_examples_load(name: str) -> None:
+    specs = load_file(EXAMPLES / name)
+    assert specs
+    for spec in specs:
+        assert parse_spec_json(spec.model_dump_json()) == spec
+
+
+def test_hello_example() -> None:
+    [hello] = load_file(EXAMPLES / "hello.yaml")
+    assert (hello.name, hello.image, hello.replicas) == ("hello", "fleet-demo/hello:v1", 3)
+    assert [str(p) for p in hello.ports] == ["8080"]
+    assert hello.resources == Resources(cpu=0.1, memory=32 * Mi)
+    assert hello.labels == {"app": "hello"} and hello.env == {"GREETING": "hello"}
+
+
+def test_json_round_trip_and_wire_form() -> None:
+    [spec] = load_documents(FULL)
+    text = spec.model_dump_json()
+    assert AppSpec.model_validate_json(text) == spec
+    assert parse_spec_json(text.encode()) == spec
+    dumped = spec.model_dump(mode="json")
+    assert dumped["ports"] == ["8080", "9090:9000/udp"]
+    assert dumped["restart"] == "on-failure:3"
+    assert dumped["constraints"] == ["role=edge", "disk!=hdd", "gpu"]
+    assert dumped["resources"] == {"cpu": 0.25, "memory": 64 * Mi}
+    assert dumped["stop_grace_period"] == 10.0
+
+
+def test_parse_spec_json_errors_have_paths_and_no_lines() -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec_json('{"name": "A", "image": "b", "ports": ["80/sctp"], "imagee": 1}')
+    found = [(p.source, p.document, p.path, p.line) for p in info.value.problems]
+    assert found == [
+        ("<request>", 1, "name", None),
+        ("<request>", 1, "ports[0]", None),
+        ("<request>", 1, "imagee", None),
+    ]
+    for text, message in [("{", "invalid JSON"), ("[]", "expected a mapping, got an empty list")]:
+        with pytest.raises(SpecError) as info:
+            parse_spec_json(text)
+        assert info.value.problems[0].message.startswith(message)
+
+
+def test_duplicate_ports_in_json() -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec_json('{"name": "a", "image": "b", "ports": ["80", "9000:80/udp", "80/udp"]}')
+    [problem] = info.value.problems
+    assert (problem.path, problem.line) == ("ports[2]", None)
+    assert problem.message == "container port 80/udp is already mapped by ports[1]"
+
+
+def test_template_hash() -> None:
+    [spec] = load_documents(FULL)
+    assert spec.template_hash() == load_documents(FULL)[0].template_hash()
+    assert len(spec.template_hash()) == 12
+    assert set(spec.template()) == {
+        "image",
+        "command",
+        "env",
+        "ports",
+        "resources",
+        "restart",
+        "labels",
+        "stop_grace_period",
+    }
+    scaled = spec.model_copy(update={"replicas": 7, "constraints": []})
+    assert scaled.template_hash() == spec.template_hash()
+    changed = load_documents(FULL.replace("GREETING: hello", "GREETING: bye"))[0]
+    assert changed.template_hash() != spec.template_hash()
+
+
+def test_port_forms() -> None:
+    assert PortSpec.model_validate(8080) == PortSpec(container_port=8080)
+    assert str(PortSpec.model_validate("8080/tcp")) == "8080"
+    assert str(PortSpec.model_validate("80:8080")) == "80:8080"
+    assert str(PortSpec.model_validate("9090:9000/UDP")) == "9090:9000/udp"
+
+
+def test_restart_and_constraint_forms() -> None:
+    for text in ["no", "always", "on-failure", "on-failure:0", "on-failure:3"]:
+        assert str(RestartPolicy.model_validate(text)) == text
+    with pytest.raises(ValueError, match="max_retries applies only to on-failure"):
+        RestartPolicy(kind="always", max_retries=2)
+    for text in ["role=edge", "disk!=hdd", "gpu", "topology.io/zone=a"]:
+        assert str(Constraint.model_validate(text)) == text
+
+
+def test_constraint_matches() -> None:
+    labels = {"role": "edge", "gpu": ""}
+    assert Constraint.model_validate("role=edge").matches(labels)
+    assert not Constraint.model_validate("role=core").matches(labels)
+    assert Constraint.model_validate("disk!=hdd").matches(labels)  # absent counts as different
+    assert not Constraint.model_validate("role!=edge").matches(labels)
+    assert Constraint.model_validate("gpu").matches(labels)
+    assert not Constraint.model_validate("ssd").matches(labels)
+
+
+def test_memory_and_duration_helpers() -> None:
+    assert parse_memory("64Mi") == 64 * Mi
+    assert parse_memory("1G") == 10**9
+    assert parse_memory("2k") == parse_memory("2K") == 2000
+    assert parse_memory("512") == parse_memory(512) == 512
+    assert parse_memory("1.5Gi") == 1536 * Mi
+    assert format_memory(67108864) == "64Mi"
+    assert format_memory(0) == "0" and format_memory(1000) == "1000"
+    for bad in ["64Mb", "-1", "", "1.5"]:
+        with pytest.raises(ValueError):
+            parse_memory(bad)
+    assert parse_duration("10s") == 10.0
+    assert parse_duration("500ms") == 0.5
+    assert parse_duration("1m30s") == 90.0
+    assert parse_duration("2h") == 7200.0
+    assert parse_duration(5) == 5.0 and parse_duration("2.5") == 2.5
+    for bad_duration in ["1d", "-1s", "s", "1s2", ""]:
+        with pytest.raises(ValueError):
+            parse_duration(bad_duration)
+
+
+def test_dns_label() -> None:
+    assert is_dns_label("web-1") and is_dns_label("a" * 63) and is_dns_label("0")
+    for bad in ["", "Web", "-a", "a-", "a_b", "a" * 64, "web\n"]:
+        assert not is_dns_label(bad)
+
+
+def test_json_schema_describes_what_users_write() -> None:
+    schema = json_schema()
+    props = schema["properties"]
+    assert schema["additionalProperties"] is False and schema["required"] == ["name", "image"]
+    assert {"type": "string", "pattern": props["ports"]["items"]["anyOf"][0]["pattern"]} in props[
+        "ports"
+    ]["items"]["anyOf"]
+    assert props["restart"]["type"] == "string" and props["restart"]["default"] == "always"
+    assert props["constraints"]["items"]["type"] == "string"
+    assert {a["type"] for a in props["stop_grace_period"]["anyOf"]} == {"number", "string"}
+    memory = schema["$defs"]["Resources"]["properties"]["memory"]
+    assert {a["type"] for a in memory["anyOf"]} == {"integer", "string"}
+    assert all("description" in p or "examples" in p for p in props.values())
+
+
+# Property tests: generated valid specs survive the wire, and the text forms re-parse.
+
+ports = st.builds(
+    PortSpec,
+    host_port=st.one_of(st.just(0), st.integers(1, 65535)),
+    container_port=st.integers(1, 65535),
+    protocol=st.sampled_from(["tcp", "udp"]),
+)
+label_keys = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,20}", fullmatch=True).filter(
+    lambda k: not k.startswith("fleet.")
+)
+specs = st.builds(
+    AppSpec.model_validate,
+    st.fixed_dictionaries(
+        {
+            "name": st.from_regex(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", fullmatch=True),
+            "image": st.from_regex(r"[a-z0-9][a-z0-9./:_-]{0,40}", fullmatch=True),
+            "replicas": st.integers(0, 10_000),
+            "command": st.one_of(st.none(), st.lists(st.text(), min_size=1, max_size=4)),
+            "env": st.dictionaries(
+                st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True), st.text()
+            ),
+            "ports": st.lists(
+                ports,
+                max_size=5,
+                unique_by=(
+                    lambda p: (p.container_port, p.protocol),
+                    lambda p: (p.host_port, p.protocol) if p.host_port else id(p),
+                ),
+            ),
+            "resources": st.fixed_dictionaries(
+                {
+                    "cpu": st.floats(0, 1024, allow_nan=False),
+                    "memory": st.one_of(st.just(0), st.integers(6 * Mi, 1 << 40)),
+                }
+            ),
+            "restart": st.one_of(
+                st.sampled_from(["no", "always", "on-failure"]),
+                st.integers(0, 100).map(lambda n: f"on-failure:{n}"),
+            ),
+            "labels": st.dictionaries(label_keys, st.text(max_size=30), max_size=3),
+            "constraints": st.lists(
+                st.one_of(
+                    label_keys,
+                    st.tuples(label_keys, st.sampled_from(["=", "!="]), label_keys).map("".join),
+                ),
+                max_size=3,
+            ),
+            "stop_grace_period": st.floats(0, 3600, allow_nan=False),
+        }
+    ),
+)
+
+
+@given(specs)
+def test_json_round_trip_property(spec: AppSpec) -> None:
+    assert parse_spec_json(spec.model_dump_json()) == spec
+    assert spec.template_hash() == parse_spec_json(spec.model_dump_json()).template_hash()
+
+
+@given(st.integers(0, 1 << 40).map(lambda n: n * 1024))
+def test_memory_format_round_trip_binary(n: int) -> None:
+    assert parse_memory(format_memory(n)) == n
+
+
+@given(st.integers(0, 1 << 62))
+def test_memory_format_round_trip_any(n: int) -> None:
+    text = format_memory(n)
+    assert parse_memory(text) == n
+    if n % 1024:
+        assert text == str(n)
+
+
+@given(ports)
+def test_port_text_round_trip(port: PortSpec) -> None:
+    assert PortSpec.model_validate(str(port)) == port
