@@ -94,6 +94,7 @@ class Agent:
             await asyncio.gather(self._connection_loop(), self._reconcile_loop())
         finally:
             self._stop_events.set()
+            self.runtime.stop_events()
             events.cancel()
 
     # ------------------------------------------------------------------ docker events

@@ -124,7 +124,9 @@ def plan(
         count = restarts.count(container.container_id)
         if not restart_wanted(container.restart, container.exit_code, container.oom_killed, count):
             continue
-        due = (container.finished_at or now) + backoff.delay(count)
+        # Docker stamps every exit; a container without a stamp is due at once rather
+        # than postponed on every round.
+        due = (container.finished_at or 0.0) + backoff.delay(count)
         if due <= now:
             starts.append(
                 Start(container, f"restart {count + 1} (exit code {container.exit_code})")

@@ -123,6 +123,7 @@ class DockerRuntime:
         self._timeout = timeout
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
+        self._events_stream: Any = None
 
     @property
     def client(self) -> docker.DockerClient:
@@ -252,10 +253,18 @@ class DockerRuntime:
         stream = self.client.api.events(
             decode=True, filters={"type": "container", "label": LABEL_APP}
         )
+        self._events_stream = stream
         try:
             for event in stream:
                 if stop.is_set():
                     return
                 on_event(event)
         finally:
+            self._events_stream = None
+            stream.close()
+
+    def stop_events(self) -> None:
+        """Unblock ``events`` from another thread: closing the stream ends its read."""
+        stream = self._events_stream
+        if stream is not None:
             stream.close()

@@ -137,21 +137,22 @@ class AgentService(pb_grpc.AgentServiceServicer):
         outbox: asyncio.Queue[pb.ServerMessage] = asyncio.Queue()
         reader = asyncio.create_task(self._read(host_id, lease, request_iterator))
         pusher = asyncio.create_task(self._push(host_id, outbox))
+        getter: asyncio.Task[pb.ServerMessage] | None = None
         try:
             while not reader.done():
                 getter = asyncio.create_task(outbox.get())
                 done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
                 if getter in done:
                     yield getter.result()
-                else:
-                    getter.cancel()
+                getter.cancel()
             reader.result()  # surfaces a refusal raised while reading
         except FleetError as error:
             log.warning("host %s: %s", host_id, error)
             await context.abort(grpc_code_for(error), str(error))
         finally:
-            pusher.cancel()
-            reader.cancel()
+            for task in (pusher, reader, getter):
+                if task is not None:
+                    task.cancel()
             self.connected.pop(host_id, None)
             log.info("host %s disconnected", host_id)
             try:

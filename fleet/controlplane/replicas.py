@@ -114,11 +114,24 @@ def plan_replicas(state: ClusterState, app: str) -> ReplicaPlan:
             )
             plan.put.append((updated, v.mod_revision))
 
-    # Place the missing slots through the scheduler, on a snapshot that already counts
-    # this app's kept replicas.
+    # Place the missing slots through the scheduler, on a snapshot that counts this
+    # app's kept replicas with what they reserve after the update above.
     missing = sorted(wanted - existing.keys())
     if missing:
-        snapshot = scheduler_snapshot(state)
+        others = scheduler_snapshot(state, exclude_app=app)
+        kept = tuple(
+            PlacedReplica(
+                app=app,
+                slot=slot,
+                host=v.value.host,
+                cpu=resources.cpu,
+                memory=resources.memory,
+                host_ports=frozenset(ports),
+            )
+            for slot, v in sorted(existing.items())
+            if slot in wanted
+        )
+        snapshot = Snapshot(hosts=others.hosts, placed=others.placed + kept)
         placed: Plan = schedule(snapshot, [_request(template, slot) for slot in missing])
         for placement in placed.placements:
             plan.put.append(

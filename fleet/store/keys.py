@@ -25,16 +25,16 @@ __all__ = ["DEFAULT_PREFIX", "KeyLayout", "ParsedKey", "check_host_id", "check_n
 
 DEFAULT_PREFIX = "/fleet/"
 
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 # Host ids may be DNS names with dots (h1.example.com), never '/', '..' or NUL.
-_HOST_ID = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_HOST_ID = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 _SLOT_DIGITS = 6
 _REVISION_DIGITS = 10
 
 
 def check_name(name: str, what: str = "app name") -> str:
     """``name`` if it is a DNS label, else InvalidArgument saying what is expected."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):  # fullmatch: '$' would let a trailing newline in
         raise InvalidArgument(
             f"invalid {what} {name!r}: expected a DNS label (lowercase letters, digits "
             "and '-', at most 63 characters, starting and ending with a letter or digit)"
@@ -44,7 +44,7 @@ def check_name(name: str, what: str = "app name") -> str:
 
 def check_host_id(host_id: str) -> str:
     """``host_id`` if it is a lowercase DNS name, else InvalidArgument."""
-    if not _HOST_ID.match(host_id) or ".." in host_id:
+    if not _HOST_ID.fullmatch(host_id) or ".." in host_id:
         raise InvalidArgument(
             f"invalid host id {host_id!r}: expected a lowercase DNS name (letters, digits, "
             "'-' and '.', at most 253 characters)"

@@ -96,7 +96,12 @@ def decode_state(layout: KeyLayout, kvs: Iterable[KeyValue], revision: int) -> C
         if len(parsed.parts) != depth.get(parsed.kind, 1):
             continue
         model, target, index = table[parsed.kind]
+        try:
+            position = index(parsed.parts)
+        except ValueError:
+            log.error("skipping key with a malformed segment: %s", kv.key.decode(errors="replace"))
+            continue
         record = _decode(model, kv)
         if record is not None:
-            target[index(parsed.parts)] = record
+            target[position] = record
     return state

@@ -1,0 +1,411 @@
+"""Tests of the replica controller's pure part, ``plan_replicas``, of the scheduler's view
+of the cluster, and of the desired container set each agent receives."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleet.controlplane.desired import desired_containers, fingerprint
+from fleet.controlplane.replicas import ReplicaPlan, plan_replicas, scheduler_snapshot
+from fleet.scheduler import HostView, PlacedReplica
+from fleet.spec import AppSpec, load_documents
+from fleet.store import ClusterState, Versioned
+from fleet.store.records import (
+    AppRecord,
+    HostRecord,
+    HostState,
+    LiveRecord,
+    ReplicaRecord,
+    ResourceAmounts,
+    RevisionRecord,
+)
+
+Mi = 1 << 20
+Gi = 1 << 30
+
+
+def spec(text: str = "") -> AppSpec:
+    [parsed] = load_documents("name: web\nimage: img:v1\n" + text, "app.yaml")
+    return parsed
+
+
+def cluster(*hosts: tuple[str, float, int], revision: int = 100) -> ClusterState:
+    """A state with ready, connected hosts given as (id, cpu, memory)."""
+    state = ClusterState(revision=revision)
+    for host_id, cpu, memory in hosts:
+        add_host(state, host_id, cpu=cpu, memory=memory)
+    return state
+
+
+def add_host(
+    state: ClusterState,
+    host_id: str,
+    *,
+    cpu: float = 4.0,
+    memory: int = 8 * Gi,
+    labels: dict[str, str] | None = None,
+    facts: dict[str, str] | None = None,
+    host_state: HostState = "ready",
+    connected: bool = True,
+) -> None:
+    record = HostRecord(
+        host_id=host_id,
+        capacity=ResourceAmounts(cpu=cpu, memory=memory),
+        labels=labels or {},
+        facts=facts or {},
+        state=host_state,
+        registered_at="t0",
+    )
+    state.hosts[host_id] = Versioned(record, 10)
+    if connected:
+        state.alive[host_id] = Versioned(LiveRecord(server="cp1", connected_at="t0"), 11)
+
+
+def add_app(state: ClusterState, app: AppSpec, *, revision: int = 1, mod: int = 20) -> None:
+    """The app record at ``revision`` and that revision's record, of the same spec."""
+    state.apps[app.name] = Versioned(
+        AppRecord(spec=app, generation=revision, revision=revision, created_at="t", updated_at="t"),
+        mod,
+    )
+    add_revision(state, app, revision)
+
+
+def add_revision(state: ClusterState, app: AppSpec, revision: int) -> None:
+    state.revisions[(app.name, revision)] = Versioned(
+        RevisionRecord(
+            app=app.name,
+            revision=revision,
+            template_hash=app.template_hash(),
+            spec=app,
+            created_at="t",
+        ),
+        21,
+    )
+
+
+def add_replica(
+    state: ClusterState,
+    app: str,
+    slot: int,
+    host: str,
+    *,
+    revision: int = 1,
+    cpu: float = 0.0,
+    memory: int = 0,
+    ports: list[str] | None = None,
+    mod: int | None = None,
+) -> ReplicaRecord:
+    record = ReplicaRecord(
+        app=app,
+        slot=slot,
+        revision=revision,
+        host=host,
+        resources=ResourceAmounts(cpu=cpu, memory=memory),
+        host_ports=ports or [],
+    )
+    state.replicas[(app, slot)] = Versioned(record, 50 + slot if mod is None else mod)
+    return record
+
+
+def new_records(plan: ReplicaPlan) -> list[ReplicaRecord]:
+    """The replicas the plan creates (mod revision 0), by slot."""
+    return sorted((r for r, mod in plan.put if mod == 0), key=lambda r: r.slot)
+
+
+# ------------------------------------------------------------------ plan_replicas
+
+
+def test_new_app_places_slots_0_to_n_minus_1_on_connected_ready_hosts() -> None:
+    """A new app gets one record per slot, each on a connected ready host, spread out."""
+    state = cluster(("h1", 4, 8 * Gi), ("h2", 4, 8 * Gi), ("h3", 4, 8 * Gi))
+    add_host(state, "h4", connected=False)
+    add_host(state, "h5", host_state="cordoned")
+    app = spec("replicas: 3\nports: ['80:8080', '9000']\nresources: {cpu: 0.5, memory: 64Mi}\n")
+    add_app(state, app)
+    plan = plan_replicas(state, "web")
+    assert plan.delete == []
+    assert plan.pending == {}
+    assert all(mod == 0 for _, mod in plan.put)
+    records = new_records(plan)
+    assert [r.slot for r in records] == [0, 1, 2]
+    assert sorted(r.host for r in records) == ["h1", "h2", "h3"]
+    for record in records:
+        assert record.app == "web"
+        assert record.revision == 1
+        assert record.resources == ResourceAmounts(cpu=0.5, memory=64 * Mi)
+        assert record.host_ports == ["80/tcp"]  # only fixed host ports are reserved
+
+
+def test_app_at_its_count_needs_nothing() -> None:
+    """Replicas at the current revision, one per slot: the plan is empty."""
+    state = cluster(("h1", 4, 8 * Gi))
+    add_app(state, spec("replicas: 2\n"))
+    add_replica(state, "web", 0, "h1")
+    add_replica(state, "web", 1, "h1")
+    plan = plan_replicas(state, "web")
+    assert plan.is_empty()
+    assert plan.pending == {}
+
+
+def test_scale_up_fills_the_missing_slots() -> None:
+    """Existing slots stay where they are; only the missing ones are placed."""
+    state = cluster(("h1", 4, 8 * Gi), ("h2", 4, 8 * Gi))
+    add_app(state, spec("replicas: 4\n"))
+    add_replica(state, "web", 0, "h1")
+    add_replica(state, "web", 2, "h2")
+    plan = plan_replicas(state, "web")
+    assert [(r.slot, r.host) for r in new_records(plan)] == [(1, "h1"), (3, "h2")]
+    assert len(plan.put) == 2
+    assert plan.delete == []
+
+
+def test_scale_down_deletes_the_highest_slots_with_their_mod_revisions() -> None:
+    """Slots at or beyond the count are deleted, each guarded on its own mod revision."""
+    state = cluster(("h1", 4, 8 * Gi))
+    add_app(state, spec("replicas: 2\n"))
+    for slot in range(5):
+        add_replica(state, "web", slot, "h1", mod=100 + slot)
+    plan = plan_replicas(state, "web")
+    assert plan.delete == [(2, 102), (3, 103), (4, 104)]
+    assert plan.put == []
+
+
+def test_scale_to_zero_deletes_every_replica() -> None:
+    """``replicas: 0`` keeps the app but deletes all its replicas."""
+    state = cluster(("h1", 4, 8 * Gi))
+    add_app(state, spec("replicas: 0\n"))
+    add_replica(state, "web", 0, "h1", mod=7)
+    add_replica(state, "web", 1, "h1", mod=8)
+    assert plan_replicas(state, "web").delete == [(0, 7), (1, 8)]
+
+
+def test_revision_change_updates_kept_replicas_in_place() -> None:
+    """A new revision rewrites each kept replica (same slot and host) at that revision, with
+    its reservations and fixed ports, guarded on the record's mod revision."""
+    state = cluster(("h1", 4, 8 * Gi), ("h2", 4, 8 * Gi))
+    v1 = spec("replicas: 2\nresources: {cpu: 0.5}\nports: ['80:80']\n")
+    v2 = spec("replicas: 2\nresources: {cpu: 1, memory: 64Mi}\nports: ['81:80', '9090']\n")
+    add_revision(state, v1, 1)
+    add_app(state, v2, revision=2)
+    add_replica(state, "web", 0, "h2", cpu=0.5, ports=["80/tcp"], mod=70)
+    add_replica(state, "web", 1, "h1", cpu=0.5, ports=["80/tcp"], mod=71)
+    plan = plan_replicas(state, "web")
+    assert plan.delete == []
+    assert plan.pending == {}
+    assert [(r.slot, r.host, r.revision, mod) for r, mod in plan.put] == [
+        (0, "h2", 2, 70),
+        (1, "h1", 2, 71),
+    ]
+    for record, _ in plan.put:
+        assert record.resources == ResourceAmounts(cpu=1.0, memory=64 * Mi)
+        assert record.host_ports == ["81/tcp"]
+
+
+@pytest.mark.parametrize(
+    ("cpu", "ports"),
+    [(0.25, ["80/tcp"]), (0.5, []), (0.5, ["81/tcp"])],
+    ids=["cpu", "no-port", "port"],
+)
+def test_replica_copy_that_disagrees_with_its_revision_is_rewritten(
+    cpu: float, ports: list[str]
+) -> None:
+    """A replica at the current revision whose copied reservation or fixed ports differ
+    from the revision's is rewritten in place with the revision's values."""
+    state = cluster(("h1", 4, 8 * Gi))
+    add_app(state, spec("resources: {cpu: 0.5}\nports: ['80:80']\n"))
+    add_replica(state, "web", 0, "h1", cpu=cpu, ports=ports, mod=80)
+    plan = plan_replicas(state, "web")
+    [(record, mod)] = plan.put
+    assert (record.slot, record.host, record.revision, mod) == (0, "h1", 1, 80)
+    assert (record.resources.cpu, record.host_ports) == (0.5, ["80/tcp"])
+
+
+def test_revision_change_with_scale_down_and_up() -> None:
+    """Kept slots are updated in place, extra ones deleted, missing ones placed: all at once."""
+    state = cluster(("h1", 4, 8 * Gi))
+    add_revision(state, spec(), 1)
+    add_app(state, spec("replicas: 2\nenv: {A: '1'}\n"), revision=2)
+    add_replica(state, "web", 0, "h1", mod=60)
+    add_replica(state, "web", 5, "h1", mod=65)
+    plan = plan_replicas(state, "web")
+    assert plan.delete == [(5, 65)]
+    assert [(r.slot, r.revision, mod) for r, mod in plan.put] == [(0, 2, 60), (1, 2, 0)]
+
+
+def test_template_comes_from_the_revision_record() -> None:
+    """Reservations are the current revision's, as stored in its revision record."""
+    state = cluster(("h1", 4, 8 * Gi))
+    add_app(state, spec("resources: {cpu: 0.25}\n"))
+    state.revisions[("web", 1)] = Versioned(
+        RevisionRecord(
+            app="web",
+            revision=1,
+            template_hash="x",
+            spec=spec("resources: {cpu: 2}\n"),
+            created_at="t",
+        ),
+        21,
+    )
+    [record] = new_records(plan_replicas(state, "web"))
+    assert record.resources.cpu == 2.0
+
+
+def test_unplaceable_slots_are_pending_with_the_explanation() -> None:
+    """A slot no host can take is not written; ``pending`` says why, per host."""
+    state = cluster(("h1", 4, Gi), ("h2", 4, Gi))
+    add_host(state, "h3", host_state="draining")
+    add_app(state, spec("replicas: 2\nresources: {memory: 2Gi}\n"))
+    plan = plan_replicas(state, "web")
+    assert plan.put == []
+    assert plan.pending == {
+        0: "0/3 hosts fit: 2 insufficient memory, 1 draining",
+        1: "0/3 hosts fit: 2 insufficient memory, 1 draining",
+    }
+
+
+def test_some_slots_placed_and_the_rest_pending() -> None:
+    """A fixed host port fits once per host: the slots beyond the hosts stay pending."""
+    state = cluster(("h1", 4, 8 * Gi), ("h2", 4, 8 * Gi))
+    add_app(state, spec("replicas: 3\nports: ['80:8080']\n"))
+    plan = plan_replicas(state, "web")
+    assert [(r.slot, r.host) for r in new_records(plan)] == [(0, "h1"), (1, "h2")]
+    assert plan.pending == {2: "0/2 hosts fit: 2 port 80/tcp taken"}
+
+
+def test_placement_counts_other_apps_reservations() -> None:
+    """Hosts already full with other apps' reservations are rejected."""
+    state = cluster(("h1", 2, 8 * Gi), ("h2", 2, 8 * Gi))
+    add_replica(state, "db", 0, "h1", cpu=2.0)
+    add_app(state, spec("resources: {cpu: 1}\n"))
+    [record] = new_records(plan_replicas(state, "web"))
+    assert record.host == "h2"
+
+
+def test_deleted_app_deletes_all_its_replicas() -> None:
+    """Replicas of an app that no longer exists are all deleted; other apps' stay."""
+    state = cluster(("h1", 4, 8 * Gi))
+    add_replica(state, "web", 0, "h1", mod=30)
+    add_replica(state, "web", 3, "h1", mod=33)
+    add_replica(state, "db", 0, "h1", mod=40)
+    plan = plan_replicas(state, "web")
+    assert plan.delete == [(0, 30), (3, 33)]
+    assert plan.put == []
+    assert plan.pending == {}
+
+
+def test_unknown_app_without_replicas_is_empty() -> None:
+    assert plan_replicas(cluster(), "nope").is_empty()
+
+
+def test_growing_template_does_not_over_commit_with_new_slots() -> None:
+    """A revision that raises cpu, together with a scale up, never reserves more cpu on a
+    host than it has: the new slot must not go where the kept one grows."""
+    state = cluster(("h1", 2, 8 * Gi))
+    add_revision(state, spec("resources: {cpu: 0.5}\n"), 1)
+    add_app(state, spec("replicas: 2\nresources: {cpu: 1.5}\n"), revision=2)
+    add_replica(state, "web", 0, "h1", revision=1, cpu=0.5)
+    plan = plan_replicas(state, "web")
+    reserved = sum(r.resources.cpu for r, _ in plan.put if r.host == "h1")
+    assert reserved <= 2.0, plan
+
+
+def test_changed_fixed_port_is_not_planned_twice_on_a_host() -> None:
+    """When a revision moves the fixed host port, a new slot must not land on the host
+    where a kept replica now publishes that same port."""
+    state = cluster(("h1", 4, 8 * Gi))
+    add_revision(state, spec("ports: ['80:8080']\n"), 1)
+    add_app(state, spec("replicas: 2\nports: ['81:8080']\n"), revision=2)
+    add_replica(state, "web", 0, "h1", revision=1, ports=["80/tcp"])
+    plan = plan_replicas(state, "web")
+    on_h1 = [r for r, _ in plan.put if r.host == "h1"]
+    assert len(on_h1) <= 1, plan
+
+
+# ------------------------------------------------------------------ scheduler_snapshot
+
+
+def test_scheduler_snapshot() -> None:
+    """Hosts keep their state and connection; labels override facts of the same name;
+    every replica's reservation is listed, except the excluded app's."""
+    state = ClusterState(revision=1)
+    add_host(
+        state,
+        "h1",
+        cpu=2,
+        memory=Gi,
+        labels={"role": "edge", "os": "custom"},
+        facts={"os": "linux", "arch": "x86_64"},
+    )
+    add_host(state, "h2", host_state="cordoned", connected=False)
+    add_replica(state, "web", 0, "h1", cpu=0.5, memory=Mi, ports=["80/tcp"])
+    add_replica(state, "db", 1, "h2")
+    snapshot = scheduler_snapshot(state)
+    assert sorted(snapshot.hosts, key=lambda h: h.host_id) == [
+        HostView("h1", 2.0, Gi, {"role": "edge", "os": "custom", "arch": "x86_64"}),
+        HostView("h2", 4.0, 8 * Gi, {}, state="cordoned", connected=False),
+    ]
+    assert set(snapshot.placed) == {
+        PlacedReplica("web", 0, "h1", 0.5, Mi, frozenset({"80/tcp"})),
+        PlacedReplica("db", 1, "h2", 0.0, 0),
+    }
+    assert scheduler_snapshot(state, exclude_app="web").placed == (
+        PlacedReplica("db", 1, "h2", 0.0, 0),
+    )
+
+
+# ------------------------------------------------------------------ desired containers
+
+
+def test_desired_containers_of_a_host() -> None:
+    """A host's desired set is its replicas, by (app, slot), each from its revision."""
+    state = cluster(("h1", 4, 8 * Gi), ("h2", 4, 8 * Gi))
+    web = spec(
+        "replicas: 2\ncommand: [httpd, -f]\nenv: {A: '1'}\nports: ['80:8080/udp', '9000']\n"
+        "resources: {cpu: 0.5, memory: 64Mi}\nrestart: on-failure:3\nlabels: {team: web}\n"
+        "stop_grace_period: 30s\n"
+    )
+    add_app(state, web, revision=3)
+    db = load_documents("name: db\nimage: pg:16\n")[0]
+    add_app(state, db)
+    add_replica(state, "web", 1, "h1", revision=3)
+    add_replica(state, "web", 0, "h2", revision=3)
+    add_replica(state, "db", 0, "h1")
+    containers = desired_containers(state, "h1")
+    assert [(c.app, c.slot) for c in containers] == [("db", 0), ("web", 1)]
+    c = containers[1]
+    assert (c.revision, c.spec_hash, c.image) == (3, web.template_hash(), "img:v1")
+    assert list(c.command) == ["httpd", "-f"]
+    assert dict(c.env) == {"A": "1"}
+    assert [(p.host_port, p.container_port, p.protocol) for p in c.ports] == [
+        (80, 8080, "udp"),
+        (0, 9000, "tcp"),
+    ]
+    assert (c.resources.cpu, c.resources.memory_bytes) == (0.5, 64 * Mi)
+    assert c.restart == "on-failure:3"
+    assert dict(c.labels) == {"team": "web"}
+    assert c.stop_grace_seconds == 30.0
+    assert list(containers[0].command) == []  # the image's CMD
+    assert desired_containers(state, "h3") == []
+
+
+def test_desired_containers_skip_a_replica_without_its_revision() -> None:
+    """A replica whose revision record is not (yet) known is left out, not guessed."""
+    state = cluster(("h1", 4, 8 * Gi))
+    add_app(state, spec())
+    add_replica(state, "web", 0, "h1", revision=2)
+    assert desired_containers(state, "h1") == []
+
+
+def test_fingerprint_identifies_a_desired_set() -> None:
+    """Equal sets have equal fingerprints; any change, even of order, gives another."""
+    state = cluster(("h1", 4, 8 * Gi))
+    add_app(state, spec("replicas: 2\n"))
+    add_replica(state, "web", 0, "h1")
+    add_replica(state, "web", 1, "h1")
+    containers = desired_containers(state, "h1")
+    assert fingerprint(containers) == fingerprint(desired_containers(state, "h1"))
+    assert fingerprint(containers) != fingerprint(containers[::-1])
+    assert fingerprint(containers) != fingerprint(containers[:1])
+    assert fingerprint([]) != fingerprint(containers)
+    add_app(state, spec("replicas: 2\nenv: {A: '2'}\n"))
+    assert fingerprint(containers) != fingerprint(desired_containers(state, "h1"))
