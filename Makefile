@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: deps proto test lint unit demo demo-down clean
+.PHONY: deps proto test lint unit demo demo-down clean constraints
 
 deps:
 	@./scripts/bootstrap.sh
@@ -17,7 +17,7 @@ lint: deps
 	$(VENV)/bin/mypy
 
 test: deps lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=8
 
 unit: deps
 	$(PY) -m pytest -q tests/unit
@@ -30,3 +30,8 @@ demo-down:
 
 clean:
 	rm -rf $(VENV) .fleet .mypy_cache .ruff_cache .pytest_cache
+
+# Pin the versions in the current virtualenv as the tested set.
+constraints: deps
+	@{ echo "# Exact versions the suite was last run with; \`make constraints\` regenerates this file."; \
+	  $(VENV)/bin/pip freeze --exclude-editable | grep -v '^py-spy=='; } > constraints.txt

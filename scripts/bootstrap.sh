@@ -32,9 +32,10 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 stamp=.venv/.fleet-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
     echo "bootstrap: installing fleet and its dev tools into .venv"
     .venv/bin/pip install -q --upgrade pip >/dev/null
-    .venv/bin/pip install -q -e '.[dev]'
+    # constraints.txt pins what was tested (regenerate: make constraints)
+    .venv/bin/pip install -q -c constraints.txt -e '.[dev]'
     touch "$stamp"
 fi

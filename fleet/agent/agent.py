@@ -89,13 +89,17 @@ class Agent:
     async def run(self) -> None:
         """Run until cancelled."""
         loop = asyncio.get_running_loop()
-        events = loop.run_in_executor(None, self._follow_docker_events, loop)
+        # A daemon thread: a blocking read of Docker's event stream must never hold up
+        # the process's exit.
+        events = threading.Thread(
+            target=self._follow_docker_events, args=(loop,), name="docker-events", daemon=True
+        )
+        events.start()
         try:
             await asyncio.gather(self._connection_loop(), self._reconcile_loop())
         finally:
             self._stop_events.set()
             self.runtime.stop_events()
-            events.cancel()
 
     # ------------------------------------------------------------------ docker events
 

@@ -255,6 +255,8 @@ class DockerRuntime:
         )
         self._events_stream = stream
         try:
+            if stop.is_set():  # stop_events() ran before the stream existed
+                return
             for event in stream:
                 if stop.is_set():
                     return

@@ -1,0 +1,105 @@
+"""``fleet up``: etcd, control plane and agent in one foreground process; Ctrl-C stops
+all three, and a second ``fleet up`` on the same data dir finds the apps it left."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from fleet.client import FleetClient
+from fleet.spec import load_documents
+from fleet.testing import DockerHost, ManagedProcess, free_port, wait_until
+from tests.conftest import ensure_image
+from tests.helpers import fleet_containers
+
+
+def _free_port_pair() -> int:
+    """A port p with p+1 free too (fleet up's etcd uses p for clients, p+1 for peers)."""
+    import socket
+
+    def taken(port: int) -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    return wait_until(
+        lambda: next((p for p in [free_port()] if not taken(p + 1)), None),
+        10,
+        what="two adjacent free ports",
+    )
+
+
+def _etcd_running(data_dir: Path) -> bool:
+    found = subprocess.run(["pgrep", "-f", f"--data-dir={data_dir}"], capture_output=True)
+    return found.returncode == 0
+
+
+def test_up_runs_everything_and_a_second_up_finds_the_apps(
+    clean_host: DockerHost, tmp_path: Path
+) -> None:
+    image = ensure_image(clean_host)
+    data_dir = tmp_path / "data"
+    listen = f"127.0.0.1:{free_port()}"
+    args = [
+        sys.executable,
+        "-m",
+        "fleet",
+        "up",
+        "--data-dir",
+        str(data_dir),
+        "--listen",
+        listen,
+        "--etcd-port",
+        str(_free_port_pair()),
+        "--docker",
+        clean_host.docker_url,
+        "--host-id",
+        "solo",
+    ]
+    up = ManagedProcess(args, tmp_path / "up.log", name="fleet up")
+    client = FleetClient([listen], timeout=5)
+    try:
+        up.start()
+        up.wait_ready(
+            lambda: any(h.connected for h in client.hosts()), 60, what="the local host to join"
+        )
+        spec = load_documents(f"name: solo-web\nimage: {image}\nreplicas: 2\n", "app.yaml")[0]
+        client.apply([spec])
+
+        def two_running() -> set[str] | None:
+            found = fleet_containers(clean_host.client(), "solo-web")
+            ids = {c.id for c in found if c.status == "running"}
+            return ids if len(found) == 2 and len(ids) == 2 else None
+
+        ids = wait_until(two_running, 60, what="2 running replicas")
+
+        # Ctrl-C: the process and its etcd stop; the containers keep running, as Docker's do.
+        assert up.pid is not None
+        up_pid = up.pid
+        import os
+
+        os.kill(up_pid, signal.SIGINT)
+        wait_until(lambda: not up.running, 30, what="fleet up to exit on SIGINT")
+        assert up.returncode == 0, up.log_tail()
+        wait_until(lambda: not _etcd_running(data_dir), 10, what="etcd to stop with fleet up")
+        assert two_running() == ids
+
+        # A second `fleet up` on the same data dir has the app and adopts its containers.
+        up.start()
+        up.wait_ready(
+            lambda: any(h.connected for h in client.hosts()), 60, what="the host to rejoin"
+        )
+        assert [a.name for a in client.apps()] == ["solo-web"]
+
+        def reported() -> bool:
+            return sorted(c.status.container_id for c in client.containers("solo-web")) == sorted(
+                ids
+            )
+
+        wait_until(reported, 30, what="the restarted agent to report the adopted containers")
+        assert two_running() == ids
+    finally:
+        client.close()
+        up.stop()
+        print(up.log_tail(60))  # shown only when the test failed
