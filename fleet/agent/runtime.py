@@ -8,6 +8,7 @@ containers with those labels, so anything else on the host is left alone.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -203,29 +204,33 @@ class DockerRuntime:
             LABEL_RESTART: spec.restart,
             LABEL_GRACE: f"{spec.stop_grace_seconds:g}",
         }
-        ports: dict[str, int | None] = {
-            f"{p.container_port}/{p.protocol}": (p.host_port or None) for p in spec.ports
-        }
-        kwargs: dict[str, Any] = {
-            "name": container_name(spec.app, spec.slot, spec.spec_hash),
-            "labels": labels,
-            "environment": dict(spec.env),
-            "ports": ports,
-            "detach": True,
+        api = self.client.api
+        name = container_name(spec.app, spec.slot, spec.spec_hash)
+        host_config = api.create_host_config(
+            port_bindings={
+                f"{p.container_port}/{p.protocol}": p.host_port or None for p in spec.ports
+            },
             # fleet's agent enforces restart policies itself: one authority, not two.
-            "restart_policy": {"Name": "no"},
-            "security_opt": ["no-new-privileges"],
-        }
-        if spec.command:
-            kwargs["command"] = list(spec.command)
-        if spec.resources.cpu:
-            kwargs["nano_cpus"] = int(spec.resources.cpu * 1e9)
-        if spec.resources.memory_bytes:
-            kwargs["mem_limit"] = spec.resources.memory_bytes
-        container = self._call(
-            f"create {kwargs['name']}", lambda: self.client.containers.create(spec.image, **kwargs)
+            restart_policy={"Name": "no"},
+            security_opt=["no-new-privileges"],
+            nano_cpus=int(spec.resources.cpu * 1e9) if spec.resources.cpu else None,
+            mem_limit=spec.resources.memory_bytes or None,
         )
-        return str(container.id)
+        created = self._call(
+            f"create {name}",
+            lambda: api.create_container(
+                spec.image,
+                command=list(spec.command) or None,
+                name=name,
+                labels=labels,
+                environment=dict(spec.env),
+                ports=[(p.container_port, p.protocol) for p in spec.ports],
+                host_config=host_config,
+                # So that a manual `docker stop` honours the app's grace period too.
+                stop_timeout=math.ceil(spec.stop_grace_seconds),
+            ),
+        )
+        return str(created["Id"])
 
     def start(self, container_id: str) -> None:
         self._call("start", lambda: self.client.api.start(container_id))
@@ -233,7 +238,7 @@ class DockerRuntime:
     def stop_and_remove(self, container_id: str, grace: float) -> None:
         """SIGTERM, SIGKILL after ``grace`` seconds, then remove."""
         try:
-            self._call("stop", lambda: self.client.api.stop(container_id, timeout=int(grace)))
+            self._call("stop", lambda: self.client.api.stop(container_id, timeout=math.ceil(grace)))
             self._call("remove", lambda: self.client.api.remove_container(container_id, force=True))
         except docker.errors.NotFound:
             pass  # already gone: what we wanted

@@ -12,6 +12,7 @@ is connected, and holds everything until SIGTERM/SIGINT; then it tears down in r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import os
@@ -381,7 +382,7 @@ def _teardown(
     errors: list[str] = []
     for proc in hooked:
         try:
-            proc.stop()
+            _stop_group(proc)
         except Exception as exc:
             errors.append(f"{proc.name}: {exc!r}")
     if local is not None:
@@ -391,6 +392,18 @@ def _teardown(
     except Exception as exc:
         errors.append(repr(exc))
     return errors
+
+
+def _stop_group(proc: ManagedProcess) -> None:
+    """Stop a hook's shell and whatever it started: it leads its own session and group."""
+    pgid = proc.pid
+    if pgid is not None and proc.running:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+    proc.stop()
+    if pgid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)  # children that ignored SIGTERM or outlived sh
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -476,17 +489,29 @@ def _cmd_down(args: argparse.Namespace) -> int:
     if running:
         assert pid is not None
         kill_pid(pid, timeout=args.timeout)
-    # In case `up` died or its teardown was cut short by SIGKILL: what it recorded, then
-    # the hosts (cleanup_stale only touches pools whose owner is gone).
+    _sweep(args.state_dir, state)
+    if running:
+        print(f"local-cluster: stopped (pid {pid})")
+    elif state is not None:
+        print(f"local-cluster: was not running (pid {pid} is gone); removed what it left")
+    else:
+        print("local-cluster: not running")
+    return 0
+
+
+def _sweep(state_dir: Path, state: dict[str, Any] | None) -> None:
+    """Remove what an `up` that died (or whose teardown was cut short by SIGKILL) left: the
+    processes it recorded, its hosts (cleanup_stale only touches pools whose owner is gone),
+    its state file and etcd data."""
     for _name, child, started in _recorded_processes(state or {}):
         if pid_alive(child) and (started is None or pid_start_time(child) == started):
             kill_pid(child, timeout=10)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child, signal.SIGKILL)  # it led its own group: what it started
     cleanup_stale()
-    state_path(args.state_dir).unlink(missing_ok=True)
+    state_path(state_dir).unlink(missing_ok=True)
     if etcd_data := ((state or {}).get("fleet") or {}).get("etcd", {}).get("data_dir"):
         shutil.rmtree(etcd_data, ignore_errors=True)
-    print(f"local-cluster: stopped (pid {pid})" if running else "local-cluster: not running")
-    return 0
 
 
 def _is_cluster_process(pid: int) -> bool:
@@ -501,6 +526,12 @@ def _label(value: str) -> tuple[str, str]:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
+    previous = read_state(args.state_dir)
+    if previous is not None:
+        if pid_alive(int(previous["pid"])) and _is_cluster_process(int(previous["pid"])):
+            print(f"local-cluster: already running (pid {previous['pid']})", file=sys.stderr)
+            return 1
+        _sweep(args.state_dir, previous)
     hook = shell_hook(args.on_ready, args.state_dir) if args.on_ready else None
     fleet = None
     if not args.no_fleet:

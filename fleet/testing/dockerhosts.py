@@ -639,7 +639,10 @@ def _remove_network(
             try:
                 _ip("link", "del", link)
             except ProcessError as exc:
-                errors.append(str(exc))
+                # Deleting a namespace destroys its veth pair asynchronously: the link
+                # may vanish between the check and the delete, which is what we wanted.
+                if _link_exists(link):
+                    errors.append(str(exc))
     if iptables_rule is not None:
         # -I may have run twice on a retry; delete until the rule is gone.
         for _ in range(10):

@@ -25,6 +25,7 @@ env: {{GREETING: hello}}
 ports: ["8080"]
 resources: {{cpu: 0.25, memory: 64Mi}}
 labels: {{team: web}}
+stop_grace_period: 1s  # busybox httpd as PID 1 ignores SIGTERM; SIGKILL follows after 1 s
 """
     spec = load_documents(text, "web.yaml")[0]
     return spec.model_copy(update=changes) if changes else spec
@@ -49,6 +50,8 @@ def test_apply_runs_replicas_with_labels_env_ports_and_limits(fleet: Fleet) -> N
         assert attrs["HostConfig"]["NanoCpus"] == 250_000_000
         assert attrs["HostConfig"]["Memory"] == 64 * 1024 * 1024
         assert attrs["HostConfig"]["RestartPolicy"]["Name"] in ("", "no")
+        assert attrs["Config"]["StopTimeout"] == 1
+        assert attrs["Config"]["Cmd"] == ["httpd", "-f", "-p", "8080", "-h", "/www"]
         # Each replica answers on its own ephemeral host port at the host's address.
         wait_http(fleet.host.address, host_port(container), "hello from v1")
 
