@@ -19,6 +19,7 @@ from fleet.errors import InvalidArgument, Unavailable, error_from_grpc
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.spec import AppSpec
+from fleet.transport import Transport
 
 __all__ = ["DEFAULT_SERVER", "FleetClient", "servers_from"]
 
@@ -39,10 +40,13 @@ def servers_from(value: str | None) -> list[str]:
 
 
 class FleetClient:
-    def __init__(self, servers: Sequence[str], *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, servers: Sequence[str], transport: Transport, *, timeout: float = 30.0
+    ) -> None:
         if not servers:
             raise InvalidArgument("no server address given")
         self.servers = list(servers)
+        self.transport = transport
         self.timeout = timeout
         self._channels: dict[str, grpc.Channel] = {}
 
@@ -59,7 +63,7 @@ class FleetClient:
 
     def _stub(self, server: str) -> pb_grpc.FleetServiceStub:
         if server not in self._channels:
-            self._channels[server] = grpc.insecure_channel(server)
+            self._channels[server] = self.transport.channel(server)
         return pb_grpc.FleetServiceStub(self._channels[server])
 
     def _call(self, method: Callable[[pb_grpc.FleetServiceStub], T]) -> T:

@@ -14,6 +14,7 @@ import logging
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -24,6 +25,8 @@ from pathlib import Path
 from fleet.agent import Agent, AgentConfig, DockerRuntime
 from fleet.controlplane import ControlPlane, ServerConfig
 from fleet.errors import FleetError, Unavailable
+from fleet.pki import CertPaths, Kind, LocalPKI, Role, ensure_local_pki, issue
+from fleet.transport import TlsFiles, Transport
 
 __all__ = ["UpConfig", "run_up"]
 
@@ -45,15 +48,38 @@ def _default_host_id() -> str:
     return cleaned[:63] or "local"
 
 
-def _start_etcd(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    """Start etcd and wait (blocking, up to 30 s) until it reports healthy."""
+def _etcd_healthy(url: str, tls: TlsFiles) -> bool:
+    context = ssl.create_default_context(cafile=str(tls.ca))
+    context.load_cert_chain(str(tls.cert), str(tls.key))
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=1, context=context) as response:
+            return b"true" in response.read()
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _start_etcd(
+    data_dir: Path, port: int, server: TlsFiles, client: TlsFiles
+) -> subprocess.Popen[bytes]:
+    """Start etcd with TLS for clients and peers, and wait (blocking, up to 30 s) until
+    it reports healthy. Only holders of a certificate from this CA may talk to it."""
     binary = shutil.which("etcd")
     if binary is None:
         raise Unavailable("the etcd binary is not installed (Debian: apt-get install etcd-server)")
     data_dir.mkdir(parents=True, exist_ok=True)
-    url = f"http://127.0.0.1:{port}"
-    peer = f"http://127.0.0.1:{port + 1}"
+    url = f"https://127.0.0.1:{port}"
+    peer = f"https://127.0.0.1:{port + 1}"
     log_file = (data_dir / "etcd.log").open("ab")
+    tls = [
+        f"--trusted-ca-file={server.ca}",
+        f"--cert-file={server.cert}",
+        f"--key-file={server.key}",
+    ]
+    peer_tls = [
+        f"--peer-trusted-ca-file={server.ca}",
+        f"--peer-cert-file={server.cert}",
+        f"--peer-key-file={server.key}",
+    ]
     process = subprocess.Popen(
         [
             binary,
@@ -64,6 +90,9 @@ def _start_etcd(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
             f"--listen-peer-urls={peer}",
             f"--initial-advertise-peer-urls={peer}",
             f"--initial-cluster=fleet-up={peer}",
+            "--client-cert-auth",
+            *tls,
+            *peer_tls,
         ],
         stdout=log_file,
         stderr=subprocess.STDOUT,
@@ -73,15 +102,21 @@ def _start_etcd(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise Unavailable(f"etcd exited at start; see {data_dir / 'etcd.log'}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
-                if b"true" in response.read():
-                    return process
-        except (urllib.error.URLError, OSError):
-            pass
+        if _etcd_healthy(url, client):
+            return process
         time.sleep(0.1)  # etcd's health is polled until it answers, within the deadline
     process.terminate()
     raise Unavailable(f"etcd did not become healthy in 30 s; see {data_dir / 'etcd.log'}")
+
+
+def _local_pki(directory: Path, host_id: str) -> tuple[LocalPKI, TlsFiles]:
+    """fleet up's own CA and certificates (made once, reused), and etcd's client cert."""
+    pki = ensure_local_pki(directory, host_id=host_id)
+    etcd_client = CertPaths.for_leaf(directory, Kind.client, "controlplane-etcd")
+    if not etcd_client.cert.exists():
+        # Its role only matters if someone misuses it against the API: the least one.
+        issue(directory, Kind.client, "controlplane-etcd", role=Role.viewer)
+    return pki, TlsFiles(pki.ca.cert, etcd_client.cert, etcd_client.key)
 
 
 async def run_up(config: UpConfig) -> None:
@@ -92,18 +127,28 @@ async def run_up(config: UpConfig) -> None:
         raise Unavailable(
             f"no Docker daemon answers ({error}); start dockerd or pass --docker URL"
         ) from error
-    etcd = await asyncio.to_thread(_start_etcd, config.data_dir.resolve(), config.etcd_port)
+    data_dir = config.data_dir.resolve()
+    host_id = config.host_id or _default_host_id()
+    pki, etcd_client = await asyncio.to_thread(_local_pki, data_dir / "pki", host_id)
+    server_tls = TlsFiles(pki.ca.cert, pki.server.cert, pki.server.key)
+    etcd = await asyncio.to_thread(_start_etcd, data_dir, config.etcd_port, server_tls, etcd_client)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
         plane = ControlPlane(
-            ServerConfig(etcd=[f"127.0.0.1:{config.etcd_port}"], listen=config.listen)
+            ServerConfig(
+                etcd=[f"127.0.0.1:{config.etcd_port}"],
+                etcd_tls=etcd_client,
+                transport=Transport(server_tls),
+                listen=config.listen,
+            )
         )
         await plane.start()
+        agent_tls = TlsFiles(pki.ca.cert, pki.agent.cert, pki.agent.key)
         agent = Agent(
-            AgentConfig(servers=[config.listen], host_id=config.host_id or _default_host_id()),
+            AgentConfig(servers=[config.listen], host_id=host_id, transport=Transport(agent_tls)),
             runtime,
         )
         agent_task = asyncio.create_task(agent.run())

@@ -60,7 +60,9 @@ print("fleet-demo/hello:v1 ready")
 PY
 
         step "starting fleet up (etcd, control plane, agent) in the background; log: $STATE/up.log"
-        nohup "$FLEET" up --data-dir "$STATE/data" >"$STATE/up.log" 2>&1 &
+        # The default data dir, .fleet: its pki/ holds the CLI's admin certificate, which
+        # the CLI finds there by itself when run from this directory.
+        nohup "$FLEET" up >"$STATE/up.log" 2>&1 &
         echo $! >"$STATE/up.pid"
         host_ready() { "$FLEET" get hosts -o json | grep -q '"connected": true'; }
         wait_for 60 "the local host to join" host_ready || { tail -30 "$STATE/up.log"; exit 1; }

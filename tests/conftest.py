@@ -14,6 +14,7 @@ import pytest
 
 from fleet.testing import DockerHost, EtcdServer, HostPool, Registry, cleanup_stale
 from fleet.testing import images as _images
+from fleet.testing.certs import TestPKI
 
 TESTS_DIR = Path(__file__).resolve().parent
 WEB_REPOSITORY = "fleet-test/web"
@@ -44,6 +45,12 @@ def ensure_image(
     """Import the busybox web image into `host`'s daemon unless it is there; return `repo:tag`."""
     _images.ensure_image(host.client(), repo, tag, index_html)
     return f"{repo}:{tag}"
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
+    """fleet's own CA for the session; certificates are issued as tests ask for them."""
+    return TestPKI(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ from fleet.agent.runtime import DockerRuntime, ObservedContainer, container_name
 from fleet.errors import FleetError
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
+from fleet.transport import Transport
 
 __all__ = ["Agent", "AgentConfig"]
 
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 class AgentConfig:
     servers: Sequence[str]
     host_id: str
+    transport: Transport  # the agent's own certificate names host_id
     labels: dict[str, str] = field(default_factory=dict)
     resync_seconds: float = 10.0
     parallel_tasks: int = 8  # docker create+start scales to about 8 threads here
@@ -238,7 +240,7 @@ class Agent:
             while True:
                 yield await outbox.get()
 
-        async with grpc.aio.insecure_channel(server) as channel:
+        async with self.config.transport.aio_channel(server) as channel:
             stub = pb_grpc.AgentServiceStub(channel)
             call = stub.Connect(outgoing())
             heartbeats: asyncio.Task[None] | None = None

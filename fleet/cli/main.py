@@ -15,11 +15,13 @@ from typing import Annotated, NoReturn
 import typer
 import yaml
 
+from fleet.cli import certs
 from fleet.cli.output import Format, console, err_console, human_memory, print_records
 from fleet.client import FleetClient, servers_from
 from fleet.errors import FleetError, SpecError
 from fleet.proto import fleet_pb2 as pb
 from fleet.spec import AppSpec, json_schema, load_file
+from fleet.transport import TlsFiles, client_transport
 
 app = typer.Typer(
     name="fleet",
@@ -29,6 +31,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+app.add_typer(certs.app, name="certs")
 
 ServerOpt = Annotated[
     str | None,
@@ -43,6 +47,38 @@ ServerOpt = Annotated[
 OutputOpt = Annotated[
     Format, typer.Option("--output", "-o", help="Output format.", case_sensitive=False)
 ]
+TlsCaOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-ca",
+        help="CA certificate (PEM). Default: $FLEET_TLS_CA, or ca.crt "
+        "in $FLEET_PKI_DIR or ./.fleet/pki.",
+        show_default=False,
+    ),
+]
+TlsCertOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-cert",
+        help="Client certificate. Default: $FLEET_TLS_CERT, or client-admin.crt in the PKI dir.",
+        show_default=False,
+    ),
+]
+TlsKeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-key",
+        help="Client key. Default: $FLEET_TLS_KEY, or client-admin.key in the PKI dir.",
+        show_default=False,
+    ),
+]
+InsecureOpt = Annotated[
+    bool,
+    typer.Option(
+        "--insecure",
+        help="Plaintext, no authentication (only for a server started with --insecure).",
+    ),
+]
 FileOpt = Annotated[
     Path,
     typer.Option("--filename", "-f", help="App file (YAML, one or more documents; - for stdin)."),
@@ -54,8 +90,15 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _client(server: str | None) -> FleetClient:
-    return FleetClient(servers_from(server))
+def _client(
+    server: str | None,
+    tls_ca: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    insecure: bool,
+) -> FleetClient:
+    transport = client_transport(ca=tls_ca, cert=tls_cert, key=tls_key, insecure=insecure)
+    return FleetClient(servers_from(server), transport)
 
 
 def _load(path: Path) -> list[AppSpec]:
@@ -72,11 +115,15 @@ def apply(
         bool, typer.Option("--dry-run", help="Show what would change and where; store nothing.")
     ] = False,
     server: ServerOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    insecure: InsecureOpt = False,
     output: OutputOpt = Format.table,
 ) -> None:
     """Create or update the apps in FILE (declarative: re-applying changes nothing)."""
     specs = _load(filename)
-    with _client(server) as client:
+    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
         changes = client.apply(specs, dry_run=dry_run)
     if output in (Format.json, Format.yaml):
         print_records(changes, output, [], [])
@@ -92,11 +139,18 @@ def apply(
 
 
 @app.command()
-def diff(filename: FileOpt, server: ServerOpt = None) -> None:
+def diff(
+    filename: FileOpt,
+    server: ServerOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    insecure: InsecureOpt = False,
+) -> None:
     """Show how FILE differs from what the control plane stores (exit 1 if it differs)."""
     specs = _load(filename)
     changed = False
-    with _client(server) as client:
+    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
         stored = {a.name: a for a in client.apps()}
     for spec in specs:
         before = ""
@@ -219,11 +273,15 @@ def get(
     kind: Annotated[str, typer.Argument(help="apps, hosts or containers.", show_default=False)],
     name: Annotated[str, typer.Argument(help="Only this one.")] = "",
     server: ServerOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    insecure: InsecureOpt = False,
     output: OutputOpt = Format.table,
 ) -> None:
     """List apps, hosts or containers."""
     which = _kind(kind)
-    with _client(server) as client:
+    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
         if which == Kind.apps:
             _print_apps(client.apps(name), output)
         elif which == Kind.hosts:
@@ -237,10 +295,14 @@ def ps(
     app_name: Annotated[str, typer.Argument(metavar="APP", help="Only this app.")] = "",
     host: Annotated[str, typer.Option("--host", help="Only this host.")] = "",
     server: ServerOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    insecure: InsecureOpt = False,
     output: OutputOpt = Format.table,
 ) -> None:
     """List the containers of every app (or one), with their host, state and ports."""
-    with _client(server) as client:
+    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
         _print_containers(client.containers(app=app_name, host=host), output)
 
 
@@ -249,10 +311,14 @@ def describe(
     kind: Annotated[str, typer.Argument(help="app or host.", show_default=False)],
     name: Annotated[str, typer.Argument(help="Its name.", show_default=False)],
     server: ServerOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    insecure: InsecureOpt = False,
 ) -> None:
     """Show one app (spec, replicas, why any are pending) or one host in detail."""
     which = _kind(kind)
-    with _client(server) as client:
+    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
         if which == Kind.apps:
             info = client.apps(name)[0]
             spec = json.loads(info.spec_json)
@@ -286,9 +352,13 @@ def scale(
     app_name: Annotated[str, typer.Argument(metavar="APP", show_default=False)],
     replicas: Annotated[int, typer.Argument(metavar="N", min=0, show_default=False)],
     server: ServerOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    insecure: InsecureOpt = False,
 ) -> None:
     """Set the number of replicas of APP."""
-    with _client(server) as client:
+    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
         result = client.scale(app_name, replicas)
     console.print(f"app/{app_name} scaled {result.previous} -> {replicas}")
 
@@ -301,6 +371,10 @@ def delete(
         Path | None, typer.Option("--filename", "-f", help="Delete the apps in this file.")
     ] = None,
     server: ServerOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    insecure: InsecureOpt = False,
 ) -> None:
     """Delete an app (`fleet delete app NAME`) or the apps of a file (`-f FILE`); its
     containers are stopped on every host."""
@@ -310,7 +384,7 @@ def delete(
         names = [name]
     else:
         _fail("use `fleet delete app NAME` or `fleet delete -f FILE`", 2)
-    with _client(server) as client:
+    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
         for app_name in names:
             client.delete_app(app_name)
             console.print(f"app/{app_name} deleted")
@@ -347,13 +421,45 @@ def server(
         str, typer.Option("--listen", help="gRPC listen address.")
     ] = "127.0.0.1:7400",
     prefix: Annotated[str, typer.Option("--prefix", help="etcd key prefix.")] = "/fleet/",
+    tls_ca: Annotated[
+        Path | None, typer.Option("--tls-ca", help="CA that signs agents' and clients' certs.")
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Server certificate.")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Server key.")] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option("--insecure", help="Serve plaintext with no authentication (tests only)."),
+    ] = False,
+    etcd_cacert: Annotated[Path | None, typer.Option("--etcd-cacert", help="etcd's CA.")] = None,
+    etcd_cert: Annotated[
+        Path | None, typer.Option("--etcd-cert", help="Client cert for etcd.")
+    ] = None,
+    etcd_key: Annotated[
+        Path | None, typer.Option("--etcd-key", help="Client key for etcd.")
+    ] = None,
     log_level: LogLevel = "info",
 ) -> None:
-    """Run the control plane (API for the CLI, stream for agents) against etcd."""
+    """Run the control plane (API for the CLI, stream for agents) against etcd.
+
+    TLS is required: --tls-ca/--tls-cert/--tls-key (or FLEET_TLS_*), or server-*.crt in
+    $FLEET_PKI_DIR; --insecure must be asked for.
+    """
     from fleet.controlplane.server import ServerConfig, run_server
 
     _logging(log_level)
-    config = ServerConfig(etcd=[e for e in etcd.split(",") if e], listen=listen, prefix=prefix)
+    transport = client_transport(
+        ca=tls_ca, cert=tls_cert, key=tls_key, insecure=insecure, kind="server", name="controlplane"
+    )
+    etcd_files = (etcd_cacert, etcd_cert, etcd_key)
+    if any(etcd_files) and not all(etcd_files):
+        _fail("etcd TLS needs all of --etcd-cacert, --etcd-cert and --etcd-key", 2)
+    config = ServerConfig(
+        etcd=[e for e in etcd.split(",") if e],
+        transport=transport,
+        etcd_tls=TlsFiles(*etcd_files) if all(etcd_files) else None,  # type: ignore[arg-type]
+        listen=listen,
+        prefix=prefix,
+    )
     asyncio.run(run_server(config))
 
 
@@ -380,14 +486,32 @@ def agent(
     label: Annotated[
         list[str] | None, typer.Option("--label", "-l", help="Host label KEY=VALUE (repeat).")
     ] = None,
+    tls_ca: Annotated[Path | None, typer.Option("--tls-ca", help="fleet's CA.")] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="This host's agent certificate.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Its key.")] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Plaintext to a server started with --insecure.")
+    ] = False,
     log_level: LogLevel = "info",
 ) -> None:
-    """Run the agent for one Docker host: it runs what the control plane places here."""
+    """Run the agent for one Docker host: it runs what the control plane places here.
+
+    It authenticates with an agent certificate naming HOST_ID (--tls-*, FLEET_TLS_*, or
+    agent-HOST_ID.crt in $FLEET_PKI_DIR).
+    """
     from fleet.agent import Agent, AgentConfig, DockerRuntime
 
     _logging(log_level)
+    transport = client_transport(
+        ca=tls_ca, cert=tls_cert, key=tls_key, insecure=insecure, kind="agent", name=host_id
+    )
     config = AgentConfig(
-        servers=servers_from(server_), host_id=host_id, labels=_labels(label or [])
+        servers=servers_from(server_),
+        host_id=host_id,
+        transport=transport,
+        labels=_labels(label or []),
     )
     asyncio.run(Agent(config, DockerRuntime(docker_url)).run())
 

@@ -17,8 +17,9 @@ import grpc
 import grpc.aio
 
 from fleet._time import now_iso
+from fleet.controlplane.auth import caller
 from fleet.controlplane.desired import desired_containers, fingerprint
-from fleet.errors import FleetError, InvalidArgument, grpc_code_for
+from fleet.errors import FleetError, InvalidArgument, PermissionDenied, grpc_code_for
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.store import Informer, Store, check_host_id
@@ -104,7 +105,9 @@ class AgentService(pb_grpc.AgentServiceServicer):
         server_id: str,
         heartbeat_seconds: float = 2.0,
         lease_ttl: int = 15,
+        insecure: bool = False,
     ) -> None:
+        self.insecure = insecure
         self._store = store
         self._informer = informer
         self._server_id = server_id
@@ -121,9 +124,10 @@ class AgentService(pb_grpc.AgentServiceServicer):
             first = await asyncio.wait_for(anext(request_iterator), _REGISTER_TIMEOUT)
             if first.WhichOneof("kind") != "register":
                 raise InvalidArgument("the first message on the agent stream must be Register")
+            self._check_identity(context, first.register.host_id)
             host_id, lease = await self._register(first.register)
         except FleetError as error:
-            log.warning("agent registration refused: %s", error)
+            log.warning("agent registration from %s refused: %s", context.peer(), error)
             await context.abort(grpc_code_for(error), str(error))
             return
         except (TimeoutError, StopAsyncIteration):
@@ -159,6 +163,21 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 await self._store.mark_gone(lease)
             except FleetError as error:
                 log.warning("host %s: could not revoke its lease: %s", host_id, error)
+
+    def _check_identity(self, context: grpc.aio.ServicerContext, host_id: str) -> None:
+        """An agent speaks only as the host its certificate names (never as another)."""
+        if self.insecure:
+            return
+        identity = caller(context, insecure=False)
+        if identity.kind != "agent":
+            raise PermissionDenied(
+                f"{identity.kind} certificate {identity.name!r} cannot register a host: "
+                "agents need an agent certificate (fleet certs issue agent HOST_ID)"
+            )
+        if identity.name != host_id:
+            raise PermissionDenied(
+                f"agent certificate for {identity.name!r} cannot register as {host_id!r}"
+            )
 
     async def _register(self, register: pb.Register) -> tuple[str, int]:
         host_id = check_host_id(register.host_id)

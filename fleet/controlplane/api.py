@@ -14,8 +14,8 @@ from collections import Counter
 import grpc.aio
 
 from fleet._time import now_iso
-from fleet.controlplane._errors import grpc_errors
 from fleet.controlplane.apps import plan_apply, plan_scale
+from fleet.controlplane.auth import Permission, rpc
 from fleet.controlplane.replicas import plan_replicas
 from fleet.errors import InvalidArgument, NotFound, Unavailable
 from fleet.proto import fleet_pb2 as pb
@@ -82,9 +82,10 @@ def _status_proto(c: ContainerReport) -> pb.ContainerStatus:
 
 
 class FleetService(pb_grpc.FleetServiceServicer):
-    def __init__(self, store: Store, informer: Informer) -> None:
+    def __init__(self, store: Store, informer: Informer, *, insecure: bool = False) -> None:
         self._store = store
         self._informer = informer
+        self.insecure = insecure  # every caller is an anonymous admin (logged at start)
 
     async def _state(self) -> ClusterState:
         await self._informer.wait_synced()
@@ -101,7 +102,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
 
     # ------------------------------------------------------------------ writes
 
-    @grpc_errors
+    @rpc(Permission.APPS_WRITE)
     async def Apply(
         self, request: pb.ApplyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ApplyResponse:
@@ -159,7 +160,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
             await self._caught_up(await self._store.write_apps(writes))
         return pb.ApplyResponse(changes=changes)
 
-    @grpc_errors
+    @rpc(Permission.APPS_WRITE)
     async def Scale(
         self, request: pb.ScaleRequest, context: grpc.aio.ServicerContext
     ) -> pb.ScaleResponse:
@@ -174,7 +175,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
         await self._caught_up(await self._store.write_apps([AppWrite(record, stored.mod_revision)]))
         return pb.ScaleResponse(generation=record.generation, previous=previous)
 
-    @grpc_errors
+    @rpc(Permission.APPS_WRITE)
     async def DeleteApp(
         self, request: pb.DeleteAppRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteAppResponse:
@@ -193,7 +194,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
 
     # ------------------------------------------------------------------ reads
 
-    @grpc_errors
+    @rpc(Permission.APPS_READ)
     async def GetApps(
         self, request: pb.GetRequest, context: grpc.aio.ServicerContext
     ) -> pb.AppList:
@@ -232,7 +233,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
             )
         return pb.AppList(apps=apps)
 
-    @grpc_errors
+    @rpc(Permission.HOSTS_READ)
     async def GetHosts(
         self, request: pb.GetRequest, context: grpc.aio.ServicerContext
     ) -> pb.HostList:
@@ -270,7 +271,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
             )
         return pb.HostList(hosts=hosts)
 
-    @grpc_errors
+    @rpc(Permission.APPS_READ)
     async def GetContainers(
         self, request: pb.GetRequest, context: grpc.aio.ServicerContext
     ) -> pb.ContainerList:

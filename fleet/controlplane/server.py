@@ -22,6 +22,7 @@ from fleet.controlplane.api import FleetService
 from fleet.controlplane.replicas import ReplicaController
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.store import DEFAULT_PREFIX, Etcd, Informer, KeyLayout, Store
+from fleet.transport import TlsFiles, Transport
 
 __all__ = ["ControlPlane", "ServerConfig", "run_server"]
 
@@ -33,6 +34,8 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 @dataclass(frozen=True)
 class ServerConfig:
     etcd: Sequence[str]
+    transport: Transport  # mutual TLS for agents and clients, or explicitly insecure
+    etcd_tls: TlsFiles | None = None
     listen: str = "127.0.0.1:7400"
     prefix: str = DEFAULT_PREFIX
     heartbeat_seconds: float = 2.0
@@ -46,7 +49,7 @@ class ControlPlane:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.server_id = config.server_id or f"{socket.gethostname()}-{os.getpid()}"
-        self.etcd = Etcd(config.etcd)
+        self.etcd = Etcd(config.etcd, tls=config.etcd_tls)
         self.store = Store(self.etcd, KeyLayout(config.prefix))
         self.informer = Informer(self.etcd, self.store.keys)
         self.controller = ReplicaController(self.store, self.informer)
@@ -56,8 +59,9 @@ class ControlPlane:
             server_id=self.server_id,
             heartbeat_seconds=config.heartbeat_seconds,
             lease_ttl=config.host_lease_ttl,
+            insecure=config.transport.insecure,
         )
-        self.api = FleetService(self.store, self.informer)
+        self.api = FleetService(self.store, self.informer, insecure=config.transport.insecure)
         self._server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -73,7 +77,7 @@ class ControlPlane:
         self.port = 0
 
     async def start(self) -> None:
-        self.port = self._server.add_insecure_port(self.config.listen)
+        self.port = self.config.transport.add_port(self._server, self.config.listen)
         if not self.port:
             raise OSError(f"cannot listen on {self.config.listen}")
         self._tasks = [

@@ -20,6 +20,7 @@ import grpc.aio
 from aetcd import rpc
 
 from fleet.errors import Unavailable
+from fleet.transport import TlsFiles, Transport
 
 __all__ = [
     "Compare",
@@ -151,12 +152,15 @@ def _unavailable(error: grpc.aio.AioRpcError) -> Unavailable:
 class Etcd:
     """An etcd connection: reads, transactions, leases and resumable prefix watches."""
 
-    def __init__(self, endpoints: Sequence[str], *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, endpoints: Sequence[str], *, tls: TlsFiles | None = None, timeout: float = 5.0
+    ) -> None:
         if not endpoints:
             raise ValueError("at least one etcd endpoint is needed")
         self.endpoints = list(endpoints)
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(
+        # etcd's own TLS (--etcd-cacert/--etcd-cert/--etcd-key), with fleet's file loader.
+        self._channel = Transport(tls).aio_channel(
             _target(self.endpoints),
             options=[
                 ("grpc.max_receive_message_length", 64 * 1024 * 1024),

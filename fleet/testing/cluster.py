@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleet.client import FleetClient
 from fleet.errors import FleetError
+from fleet.testing.certs import TestPKI
 from fleet.testing.dockerhosts import HostPool, cleanup_stale
 from fleet.testing.etcd import EtcdServer
 from fleet.testing.fleetprocs import FleetAgentProcess, FleetServerProcess
@@ -133,6 +133,7 @@ def shell_hook(command: str, state_dir: Path) -> OnReady:
         fleet = state.get("fleet")
         if fleet:
             env["FLEET_SERVER"] = fleet["server"]["address"]
+            env["FLEET_PKI_DIR"] = str((state_dir / "pki").resolve())
         proc = ManagedProcess(
             ["/bin/sh", "-c", command], state_dir / "on-ready.log", name="on-ready", env=env
         ).start()
@@ -149,18 +150,6 @@ def _process_record(proc: ManagedProcess) -> dict[str, Any]:
         "start_time": pid_start_time(pid) if pid is not None else None,
         "log": str(proc.log_path),
     }
-
-
-class _Server(FleetServerProcess):
-    """`FleetServerProcess` on a chosen address (not a free port) with a fixed log name."""
-
-    def __init__(self, etcd_endpoint: str, prefix: str, log_dir: Path, listen: str) -> None:
-        super().__init__(etcd_endpoint, prefix, log_dir)
-        args = list(self.process.args)
-        args[args.index("--listen") + 1] = listen
-        self.address = listen
-        self.port = split_address(listen)[1]
-        self.process = ManagedProcess(args, log_dir / SERVER_LOG, name="fleet server")
 
 
 @dataclass
@@ -184,7 +173,8 @@ class LocalFleet:
         self.state_dir = state_dir
         self.options = options
         self.etcd = EtcdServer(name="etcd", data_dir=state_dir / ETCD_DIR / "data")
-        self.server: _Server | None = None
+        self.server: FleetServerProcess | None = None
+        self.pki = TestPKI(state_dir / "pki")  # clients: export FLEET_PKI_DIR=<state>/pki
         self.agents: list[FleetAgentProcess] = []
 
     @property
@@ -220,12 +210,24 @@ class LocalFleet:
             )
         checkpoint()
         check_listen_free(self.address)  # again: the hosts took a while to start
-        self.server = _Server(self.etcd.endpoint, self.options.prefix, self.state_dir, self.address)
+        self.server = FleetServerProcess(
+            self.etcd.endpoint,
+            self.options.prefix,
+            self.state_dir,
+            self.pki,
+            listen=self.address,
+            log_name=SERVER_LOG,
+        )
         self.server.start()
         checkpoint()
         for h in self.pool.hosts:
             agent = FleetAgentProcess(
-                [self.address], h.name, h.docker_url, self.state_dir, self.agent_labels(h.name)
+                [self.address],
+                h.name,
+                h.docker_url,
+                self.state_dir,
+                self.pki,
+                self.agent_labels(h.name),
             )
             self.agents.append(agent.start())
         checkpoint()
@@ -235,7 +237,7 @@ class LocalFleet:
         want = {h.name for h in self.pool.hosts}
         server = self.server
         assert server is not None
-        with FleetClient([self.address], timeout=5) as client:
+        with server.client(timeout=5) as client:
 
             def all_connected() -> bool:
                 checkpoint()
@@ -441,6 +443,9 @@ def format_state(state: dict[str, Any]) -> str:
             f"fleet server {address} (etcd {fleet['etcd']['endpoint']}, image {fleet['image']})",
             f"  export FLEET_SERVER={address}",
         ]
+        if state.get("state_dir"):
+            pki = Path(state["state_dir"]).resolve() / "pki"
+            lines.append(f"  export FLEET_PKI_DIR={pki}   # the CLI's admin certificate")
     for h in hosts:
         lines.append(f"{h['name']:<4} {h['address']:<15} {h['docker_url']}")
     if state.get("state_dir"):

@@ -1,7 +1,8 @@
 """fleet's own daemons as real processes (``python -m fleet server|agent``), for tests.
 
 Tests drive them through the client library or the CLI and check what really happened
-through etcd and the Docker SDK; killing one of them is a real SIGKILL.
+through etcd and the Docker SDK; killing one of them is a real SIGKILL. With a
+``TestPKI`` they speak mutual TLS, as in production; with ``pki=None``, ``--insecure``.
 """
 
 from __future__ import annotations
@@ -12,40 +13,41 @@ import sys
 from pathlib import Path
 
 from fleet.client import FleetClient
+from fleet.testing.certs import TestPKI, tls_args
 from fleet.testing.procs import ManagedProcess, free_port
+from fleet.transport import Transport
 
 __all__ = ["FleetAgentProcess", "FleetServerProcess"]
 
 
 class FleetServerProcess:
-    """``fleet server`` on a free loopback port, against one etcd under one prefix."""
+    """``fleet server`` on a loopback port (a free one unless ``listen`` is given),
+    against one etcd under one prefix."""
 
-    def __init__(self, etcd_endpoint: str, prefix: str, log_dir: Path) -> None:
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
+    def __init__(
+        self,
+        etcd_endpoint: str,
+        prefix: str,
+        log_dir: Path,
+        pki: TestPKI | None,
+        *,
+        listen: str | None = None,
+        log_name: str | None = None,
+    ) -> None:
+        self.address = listen or f"127.0.0.1:{free_port()}"
+        self.pki = pki
+        args = [sys.executable, "-m", "fleet", "server", "--etcd", etcd_endpoint]
+        args += ["--listen", self.address, "--prefix", prefix, "--log-level", "debug"]
+        args += tls_args(pki.server() if pki else None)
+        port = self.address.rsplit(":", 1)[1]
         self.process = ManagedProcess(
-            [
-                sys.executable,
-                "-m",
-                "fleet",
-                "server",
-                "--etcd",
-                etcd_endpoint,
-                "--listen",
-                self.address,
-                "--prefix",
-                prefix,
-                "--log-level",
-                "debug",
-            ],
-            log_dir / f"server-{self.port}.log",
-            name="fleet server",
+            args, log_dir / (log_name or f"server-{port}.log"), name="fleet server"
         )
 
     def start(self, timeout: float = 30.0) -> FleetServerProcess:
         self.process.start()
         try:
-            with FleetClient([self.address], timeout=2) as client:
+            with self.client(timeout=2) as client:
                 self.process.wait_ready(
                     lambda: client.hosts() is not None, timeout, what="fleet server to answer"
                 )
@@ -57,12 +59,18 @@ class FleetServerProcess:
     def stop(self) -> None:
         self.process.stop()
 
-    def client(self) -> FleetClient:
-        return FleetClient([self.address])
+    def transport(self, name: str = "admin", role: str = "admin") -> Transport:
+        return self.pki.client_transport(name, role) if self.pki else Transport(None)
+
+    def client(
+        self, name: str = "admin", role: str = "admin", timeout: float = 30.0
+    ) -> FleetClient:
+        """A client with a certificate of ``role`` (admin by default)."""
+        return FleetClient([self.address], self.transport(name, role), timeout=timeout)
 
 
 class FleetAgentProcess:
-    """``fleet agent`` for one Docker daemon."""
+    """``fleet agent`` for one Docker daemon, with an agent certificate for ``host_id``."""
 
     def __init__(
         self,
@@ -70,22 +78,12 @@ class FleetAgentProcess:
         host_id: str,
         docker_url: str,
         log_dir: Path,
+        pki: TestPKI | None,
         labels: dict[str, str] | None = None,
     ) -> None:
-        args = [
-            sys.executable,
-            "-m",
-            "fleet",
-            "agent",
-            "--host-id",
-            host_id,
-            "--server",
-            ",".join(servers),
-            "--docker",
-            docker_url,
-            "--log-level",
-            "debug",
-        ]
+        args = [sys.executable, "-m", "fleet", "agent", "--host-id", host_id]
+        args += ["--server", ",".join(servers), "--docker", docker_url, "--log-level", "debug"]
+        args += tls_args(pki.agent(host_id) if pki else None)
         for key, value in (labels or {}).items():
             args += ["--label", f"{key}={value}"]
         self.host_id = host_id

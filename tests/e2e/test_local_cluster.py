@@ -60,6 +60,7 @@ def test_local_cluster_up_apply_hello_and_down(tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"
     env = dict(os.environ, FLEET_CLUSTER_STATE_DIR=str(state_dir), PYTHON=sys.executable)
     env.pop("FLEET_SERVER", None)
+    env["FLEET_PKI_DIR"] = str(state_dir / "pki")  # the cluster's CA and admin certificate
     fleet = [sys.executable, "-m", "fleet"]
     app_file = tmp_path / "hello.yaml"
     text, n = re.subn(

@@ -15,6 +15,7 @@ import pytest
 from fleet.client import FleetClient
 from fleet.spec import load_documents
 from fleet.testing import EtcdServer, HostPool, Registry, push_image, wait_until
+from fleet.testing.certs import TestPKI
 from fleet.testing.fleetprocs import FleetAgentProcess, FleetServerProcess
 from tests.conftest import ensure_image
 from tests.helpers import fleet_containers, wait_http
@@ -22,11 +23,11 @@ from tests.helpers import fleet_containers, wait_http
 
 @pytest.fixture
 def pool_fleet(
-    etcd_server: EtcdServer, clean_pool: HostPool, tmp_path: Path
+    etcd_server: EtcdServer, clean_pool: HostPool, pki: TestPKI, tmp_path: Path
 ) -> Iterator[tuple[FleetClient, list[FleetAgentProcess]]]:
-    server = FleetServerProcess(etcd_server.endpoint, "/e2e-two-hosts/", tmp_path).start()
+    server = FleetServerProcess(etcd_server.endpoint, "/e2e-two-hosts/", tmp_path, pki).start()
     agents = [
-        FleetAgentProcess([server.address], h.name, h.docker_url, tmp_path).start()
+        FleetAgentProcess([server.address], h.name, h.docker_url, tmp_path, pki).start()
         for h in clean_pool.hosts
     ]
     client = server.client()

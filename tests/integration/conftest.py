@@ -17,6 +17,7 @@ from docker.errors import NotFound
 
 from fleet.client import FleetClient
 from fleet.testing import DockerHost, EtcdServer, wait_until
+from fleet.testing.certs import TestPKI
 from fleet.testing.fleetprocs import FleetAgentProcess, FleetServerProcess
 from tests.conftest import ensure_image
 
@@ -27,6 +28,7 @@ class Fleet:
     prefix: str
     server: FleetServerProcess
     agent: FleetAgentProcess
+    pki: TestPKI
     host: DockerHost
     client: FleetClient
     docker: Any
@@ -49,16 +51,19 @@ def fleet(
     request: pytest.FixtureRequest,
     etcd_server: EtcdServer,
     clean_host: DockerHost,
+    pki: TestPKI,
     tmp_path: Path,
 ) -> Iterator[Fleet]:
     image = ensure_image(clean_host)
     prefix = _prefix(request)
-    server = FleetServerProcess(etcd_server.endpoint, prefix, tmp_path).start()
-    agent = FleetAgentProcess([server.address], clean_host.name, clean_host.docker_url, tmp_path)
+    server = FleetServerProcess(etcd_server.endpoint, prefix, tmp_path, pki).start()
+    agent = FleetAgentProcess(
+        [server.address], clean_host.name, clean_host.docker_url, tmp_path, pki
+    )
     agent.start()
     client = server.client()
     running = Fleet(
-        etcd_server, prefix, server, agent, clean_host, client, clean_host.client(), image
+        etcd_server, prefix, server, agent, pki, clean_host, client, clean_host.client(), image
     )
     try:
         running.wait_connected()

@@ -11,6 +11,7 @@ from pathlib import Path
 from fleet.client import FleetClient
 from fleet.spec import load_documents
 from fleet.testing import DockerHost, ManagedProcess, free_port, wait_until
+from fleet.transport import TlsFiles, Transport
 from tests.conftest import ensure_image
 from tests.helpers import fleet_containers
 
@@ -58,7 +59,9 @@ def test_up_runs_everything_and_a_second_up_finds_the_apps(
         "solo",
     ]
     up = ManagedProcess(args, tmp_path / "up.log", name="fleet up")
-    client = FleetClient([listen], timeout=5)
+    # fleet up makes its own PKI in the data dir; the CLI's admin certificate is there.
+    admin = TlsFiles.in_dir(data_dir / "pki", "client", "admin")
+    client = FleetClient([listen], Transport(admin), timeout=5)
     try:
         up.start()
         up.wait_ready(

@@ -1,0 +1,138 @@
+"""``fleet certs``: make a CA, issue certificates from it, and show what one says.
+
+A thin layer over ``fleet.pki``; the subject convention is documented there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from fleet import pki
+from fleet.errors import FleetError
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Mutual TLS certificates: a CA, then server, agent and client certificates.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+DirOpt = Annotated[
+    Path,
+    typer.Option(
+        "--dir",
+        "-d",
+        envvar="FLEET_PKI_DIR",
+        help="The PKI directory (ca.crt, ca.key, <kind>-<name>.crt/.key). "
+        "Default: $FLEET_PKI_DIR or ./.fleet/pki.",
+        show_default=False,
+    ),
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace existing files.")]
+_DEFAULT_DIR = Path(".fleet/pki")
+
+
+def _fail(error: FleetError) -> NoReturn:
+    typer.echo(f"error: {error}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def init(
+    dir: DirOpt = _DEFAULT_DIR,
+    days: Annotated[int, typer.Option("--days", help="Validity in days.")] = 3650,
+    force: ForceOpt = False,
+) -> None:
+    """Make a new CA (ca.crt, ca.key). Refuses to replace one without --force."""
+    try:
+        paths = pki.init_ca(dir, days=days, force=force)
+    except FleetError as error:
+        _fail(error)
+    typer.echo(paths.cert)
+    typer.echo(paths.key)
+
+
+@app.command()
+def issue(
+    kind: Annotated[pki.Kind, typer.Argument(help="What the certificate is for.")],
+    name: Annotated[str, typer.Argument(help="Server or client name; for an agent, its host id.")],
+    dir: DirOpt = _DEFAULT_DIR,
+    san: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--san",
+            metavar="ADDRESS",
+            help="Server address, an IP or DNS name (repeatable). "
+            "Default: localhost, 127.0.0.1, ::1.",
+            show_default=False,
+        ),
+    ] = None,
+    role: Annotated[
+        pki.Role | None,
+        typer.Option("--role", help="Client role (default admin).", show_default=False),
+    ] = None,
+    days: Annotated[int, typer.Option("--days", help="Validity in days.")] = 365,
+    force: ForceOpt = False,
+) -> None:
+    """Issue a KIND certificate for NAME, signed by the CA in --dir."""
+    try:
+        paths = pki.issue(dir, kind, name, sans=san or (), role=role, days=days, force=force)
+    except FleetError as error:
+        _fail(error)
+    typer.echo(paths.cert)
+    typer.echo(paths.key)
+
+
+@app.command()
+def show(
+    file: Annotated[Path, typer.Argument(help="A PEM certificate.")],
+) -> None:
+    """Print what a certificate says: subject, fleet identity, SANs, validity."""
+    try:
+        cert = x509.load_pem_x509_certificate(file.read_bytes())
+    except OSError as error:
+        typer.echo(f"error: cannot read {file}: {error.strerror}", err=True)
+        raise typer.Exit(2) from None
+    except ValueError:
+        typer.echo(f"error: {file} is not a PEM certificate", err=True)
+        raise typer.Exit(2) from None
+    rows = [("subject", cert.subject.rfc4514_string()), ("issuer", cert.issuer.rfc4514_string())]
+    rows += _identity_rows(cert)
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        rows.append(("sans", ", ".join(str(n.value) for n in sans)))
+    except x509.ExtensionNotFound:
+        pass
+    rows += [
+        ("not before", f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC"),
+        ("not after", f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC"),
+        ("sha256", cert.fingerprint(hashes.SHA256()).hex(":")),
+    ]
+    for label, value in rows:
+        typer.echo(f"{label + ':':<12}{value}")
+
+
+def _identity_rows(cert: x509.Certificate) -> list[tuple[str, str]]:
+    try:
+        identity = pki.identity_from_subject(cert.subject)
+    except FleetError as error:
+        if _is_ca(cert):
+            return [("kind", "ca")]
+        return [("kind", f"- ({error})")]
+    rows = [("kind", identity.kind.value), ("name", identity.name)]
+    if identity.role is not None:
+        rows.append(("role", identity.role.value))
+    return rows
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False

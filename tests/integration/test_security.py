@@ -1,0 +1,155 @@
+"""Mutual TLS and access control on a real control plane: who may call, as whom, and
+what a refusal says. Every refusal is checked to have changed nothing in etcd."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from fleet.client import FleetClient
+from fleet.errors import PermissionDenied, Unavailable
+from fleet.pki import Role
+from fleet.proto import fleet_pb2 as pb
+from fleet.proto import fleet_pb2_grpc as pb_grpc
+from fleet.spec import AppSpec, load_documents
+from fleet.testing.certs import TestPKI
+from fleet.transport import TlsFiles, Transport
+from tests.helpers import etcd_prefix
+from tests.integration.conftest import Fleet, wait_containers
+
+
+def _spec(image: str, replicas: int = 1) -> AppSpec:
+    return load_documents(f"name: sec\nimage: {image}\nreplicas: {replicas}\n", "sec.yaml")[0]
+
+
+def _client(fleet: Fleet, files: TlsFiles | None) -> FleetClient:
+    return FleetClient([fleet.server.address], Transport(files), timeout=5)
+
+
+def _expired_client_cert(pki: TestPKI, directory: Path) -> TlsFiles:
+    """A client certificate signed by the right CA whose validity ended yesterday."""
+    ca_cert = x509.load_pem_x509_certificate(pki.ca.read_bytes())
+    ca_key = serialization.load_pem_private_key((pki.dir / "ca.key").read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fleet"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "client"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "role:admin"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "expired"),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=10))
+        .not_valid_after(now - datetime.timedelta(days=1))
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    (directory / "expired.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "expired.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return TlsFiles(pki.ca, directory / "expired.crt", directory / "expired.key")
+
+
+def test_clients_without_a_valid_certificate_are_refused(fleet: Fleet, tmp_path: Path) -> None:
+    before = etcd_prefix(fleet.etcd, fleet.prefix)
+    other = TestPKI(tmp_path / "other-ca")
+    attempts = {
+        "plaintext": None,
+        "another CA": other.client(),
+        "expired": _expired_client_cert(fleet.pki, tmp_path),
+    }
+    for what, files in attempts.items():
+        with _client(fleet, files) as client, pytest.raises(Unavailable):
+            client.apply([_spec(fleet.image)])
+        assert etcd_prefix(fleet.etcd, f"{fleet.prefix}apps/") == {}, what
+    assert etcd_prefix(fleet.etcd, f"{fleet.prefix}apps/") == {
+        k: v for k, v in before.items() if "/apps/" in k
+    }
+
+
+def test_roles_decide_what_a_client_may_do(fleet: Fleet) -> None:
+    viewer = fleet.pki.client("vera", Role.viewer)
+    deployer = fleet.pki.client("dan", Role.deployer)
+
+    with _client(fleet, viewer) as client:
+        assert client.apps() == []  # a viewer reads
+        with pytest.raises(PermissionDenied, match="viewer 'vera' may not change apps"):
+            client.apply([_spec(fleet.image)])
+    assert etcd_prefix(fleet.etcd, f"{fleet.prefix}apps/") == {}
+
+    with _client(fleet, deployer) as client:
+        client.apply([_spec(fleet.image)])  # a deployer deploys
+        wait_containers(fleet, "sec", 1)
+        client.scale("sec", 2)
+        wait_containers(fleet, "sec", 2)
+
+    with (
+        _client(fleet, viewer) as client,
+        pytest.raises(PermissionDenied, match="needs the role admin or deployer"),
+    ):
+        client.delete_app("sec")
+    assert wait_containers(fleet, "sec", 2)
+
+
+def test_an_agent_certificate_cannot_use_the_api(fleet: Fleet) -> None:
+    agent_cert = fleet.pki.agent(fleet.host.name)
+    with _client(fleet, agent_cert) as client, pytest.raises(PermissionDenied, match="'h1'"):
+        client.apps()
+
+
+def _register(fleet: Fleet, files: TlsFiles, host_id: str) -> grpc.RpcError:
+    """Open the agent stream with ``files`` and register as ``host_id``; the error."""
+    channel = Transport(files).channel(fleet.server.address)
+    try:
+        stub = pb_grpc.AgentServiceStub(channel)
+        register = pb.AgentMessage(
+            register=pb.Register(
+                host_id=host_id, capacity=pb.Resources(cpu=1, memory_bytes=1 << 30)
+            )
+        )
+        with pytest.raises(grpc.RpcError) as raised:
+            for _ in stub.Connect(iter([register]), timeout=10):
+                pass
+        return raised.value
+    finally:
+        channel.close()
+
+
+def test_an_agent_can_register_only_as_the_host_its_certificate_names(fleet: Fleet) -> None:
+    error = _register(fleet, fleet.pki.agent("h1"), "h2")
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+    assert "agent certificate for 'h1' cannot register as 'h2'" in error.details()  # type: ignore[attr-defined]
+
+    error = _register(fleet, fleet.pki.client(), "h9")
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+    assert not etcd_prefix(fleet.etcd, f"{fleet.prefix}hosts/h2")
+    assert not etcd_prefix(fleet.etcd, f"{fleet.prefix}hosts/h9")
+    assert "cannot register as 'h2'" in fleet.server.process.log_tail(200)  # refusals are logged
+
+
+def test_issued_server_certificate_is_not_a_client_certificate(fleet: Fleet) -> None:
+    """A stolen server key cannot call the API: its certificate is for serverAuth only."""
+    with _client(fleet, fleet.pki.server()) as client, pytest.raises(Unavailable):
+        client.apps()
