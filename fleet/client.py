@@ -114,3 +114,25 @@ class FleetClient:
     def delete_app(self, name: str) -> None:
         request = pb.DeleteAppRequest(name=name)
         self._call(lambda s: s.DeleteApp(request, timeout=self.timeout))
+
+    def set_secret(self, name: str, value: bytes) -> pb.SecretInfo:
+        request = pb.SetSecretRequest(name=name, value=value)
+        response: pb.SecretInfo = self._call(lambda s: s.SetSecret(request, timeout=self.timeout))
+        return response
+
+    def secrets(self, name: str = "") -> list[pb.SecretInfo]:
+        request = pb.GetRequest(name=name)
+        return list(self._call(lambda s: s.ListSecrets(request, timeout=self.timeout)).secrets)
+
+    def delete_secret(self, name: str) -> None:
+        request = pb.DeleteSecretRequest(name=name)
+        self._call(lambda s: s.DeleteSecret(request, timeout=self.timeout))
+
+    def policy(self) -> pb.Policy:
+        request = pb.GetRequest()
+        response: pb.Policy = self._call(lambda s: s.GetPolicy(request, timeout=self.timeout))
+        return response
+
+    def set_policy(self, policy: pb.Policy) -> pb.Policy:
+        response: pb.Policy = self._call(lambda s: s.SetPolicy(policy, timeout=self.timeout))
+        return response

@@ -5,6 +5,7 @@
     ├── InvalidArgument      a request is malformed (bad name, value out of range)
     ├── NotFound             the named app, host or container does not exist
     ├── Conflict             someone else changed the state first; re-read and retry
+    ├── FailedPrecondition   the state does not allow it now (a secret still in use)
     ├── PermissionDenied     the caller may not do this
     └── Unavailable          the control plane or etcd cannot be reached
 
@@ -21,6 +22,7 @@ import grpc
 __all__ = [
     "GRPC_CODE_BY_ERROR",
     "Conflict",
+    "FailedPrecondition",
     "FleetError",
     "InvalidArgument",
     "NotFound",
@@ -47,6 +49,10 @@ class NotFound(FleetError):
 
 class Conflict(FleetError):
     """A compare-and-swap lost: the state changed since it was read."""
+
+
+class FailedPrecondition(FleetError):
+    """The request is valid but the current state does not allow it."""
 
 
 class PermissionDenied(FleetError):
@@ -89,6 +95,7 @@ GRPC_CODE_BY_ERROR: dict[type[FleetError], grpc.StatusCode] = {
     SpecError: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
     Conflict: grpc.StatusCode.ABORTED,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
@@ -97,7 +104,7 @@ _ERROR_BY_GRPC_CODE: dict[grpc.StatusCode, type[FleetError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.ABORTED: Conflict,
-    grpc.StatusCode.FAILED_PRECONDITION: Conflict,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.UNAUTHENTICATED: PermissionDenied,
     grpc.StatusCode.UNAVAILABLE: Unavailable,

@@ -46,6 +46,7 @@ __all__ = [
     "PortSpec",
     "Resources",
     "RestartPolicy",
+    "SecretRef",
     "format_memory",
     "is_dns_label",
     "json_schema",
@@ -394,6 +395,35 @@ def _replicas(value: object) -> int:
     return value
 
 
+def _strict_bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {_show(value)}")
+    return value
+
+
+_CAPABILITY = re.compile(r"[A-Z][A-Z_]{1,31}")
+
+
+def _capability(value: object) -> str:
+    if not isinstance(value, str) or not _CAPABILITY.fullmatch(value.upper().removeprefix("CAP_")):
+        raise ValueError(f"expected a Linux capability such as NET_ADMIN, got {_show(value)}")
+    return value.upper().removeprefix("CAP_")
+
+
+_VOLUME = re.compile(r"(?:(/[^:\0]*)|([A-Za-z0-9][A-Za-z0-9_.-]*)):(/[^:\0]*)(?::(ro|rw))?")
+
+
+def _volume(value: object) -> str:
+    text = value if isinstance(value, str) else ""
+    match = _VOLUME.fullmatch(text)
+    if match is None or ".." in text.split(":")[0].split("/") or ".." in match[3].split("/"):
+        raise ValueError(
+            "expected NAME:/path or /host/path:/path with an optional :ro or :rw, "
+            f"without '..', got {_show(value)}"
+        )
+    return text
+
+
 def _command(value: object) -> list[str] | None:
     if value is None:
         return None  # the image's CMD
@@ -419,10 +449,26 @@ def _env_name(value: object) -> str:
     return value
 
 
-def _env_value(value: object) -> str:
+class SecretRef(_Model):
+    """``{secret: NAME}`` in ``env``: the value of a secret (``fleet secrets set NAME``),
+    resolved by the control plane for the host that runs the replica, never stored in
+    the spec."""
+
+    secret: str
+
+
+def _env_value(value: object) -> str | SecretRef:
     if value is None:
         raise ValueError("expected a value, got nothing (null); write '' for an empty value")
-    return _scalar_text(value, "a string value")
+    if isinstance(value, SecretRef):
+        return value
+    if isinstance(value, dict):
+        if set(value) != {"secret"} or not isinstance(value["secret"], str):
+            raise ValueError(f"expected a string or {{secret: NAME}}, got {_show(value)}")
+        if not is_dns_label(value["secret"]):
+            raise ValueError(f"expected a secret name that is {_DNS_LABEL_TEXT}")
+        return SecretRef(secret=value["secret"])
+    return _scalar_text(value, "a string value or {secret: NAME}")
 
 
 def _label_key(value: object) -> str:
@@ -456,7 +502,19 @@ def _grace(value: object) -> float:
 
 
 def _string_map(key_pattern: str, description: str, example: dict[str, str]) -> WithJsonSchema:
-    values = {"type": ["string", "number", "boolean"]}
+    values: dict[str, Any] = {"type": ["string", "number", "boolean"]}
+    if "secret" in description:
+        values = {
+            "anyOf": [
+                values,
+                {
+                    "type": "object",
+                    "properties": {"secret": {"type": "string"}},
+                    "required": ["secret"],
+                    "additionalProperties": False,
+                },
+            ]
+        }
     return _schema(
         type="object",
         propertyNames={"pattern": key_pattern},
@@ -467,7 +525,7 @@ def _string_map(key_pattern: str, description: str, example: dict[str, str]) -> 
 
 
 _EnvName = Annotated[str, BeforeValidator(_env_name)]
-_EnvValue = Annotated[str, BeforeValidator(_env_value)]
+_EnvValue = Annotated[str | SecretRef, BeforeValidator(_env_value)]
 _LabelKey = Annotated[str, BeforeValidator(_label_key)]
 _LabelValue = Annotated[str, BeforeValidator(_label_value)]
 _PORT_PATTERN = r"^([0-9]{1,5}:)?[0-9]{1,5}(/(tcp|udp))?$"
@@ -515,7 +573,8 @@ class AppSpec(_Model):
         _none_as(dict),
         _string_map(
             "^[A-Za-z_][A-Za-z0-9_]*$",
-            "environment variables; numbers and true/false become their text",
+            "environment variables; numbers and true/false become their text; "
+            "{secret: NAME} takes a secret's value",
             {"GREETING": "hello"},
         ),
     ] = Field(default_factory=dict)
@@ -571,6 +630,35 @@ class AppSpec(_Model):
             examples=["10s", "1m30s"],
         ),
     ] = 10.0
+    # Privileges: all refused unless the cluster policy (`fleet policy set`) and the
+    # host's agent (`fleet agent --allow ...`) both allow them.
+    privileged: Annotated[
+        bool, BeforeValidator(_strict_bool), Field(description="run privileged (policy)")
+    ] = False
+    host_network: Annotated[
+        bool, BeforeValidator(_strict_bool), Field(description="share the host's network (policy)")
+    ] = False
+    host_pid: Annotated[
+        bool, BeforeValidator(_strict_bool), Field(description="share the host's PIDs (policy)")
+    ] = False
+    cap_add: Annotated[
+        list[Annotated[str, BeforeValidator(_capability)]],
+        _none_as(list),
+        Field(description="Linux capabilities to add, e.g. NET_ADMIN (policy)"),
+    ] = Field(default_factory=list)
+    volumes: Annotated[
+        list[Annotated[str, BeforeValidator(_volume)]],
+        _none_as(list),
+        Field(
+            description="like docker -v: NAME:/path (a named volume) or /host/path:/path[:ro] "
+            "(a bind mount: policy)",
+            examples=[["data:/var/lib/app", "/var/log:/host-logs:ro"]],
+        ),
+    ] = Field(default_factory=list)
+
+    def bind_mounts(self) -> list[str]:
+        """The host paths this app mounts."""
+        return [v.split(":", 1)[0] for v in self.volumes if v.startswith("/")]
 
     @model_validator(mode="after")
     def _ports_unique(self) -> Self:
@@ -618,6 +706,10 @@ class AppSpec(_Model):
     def template(self) -> dict[str, Any]:
         """The container template: what each replica runs, without the count and placement."""
         return self.model_dump(mode="json", exclude={"name", "replicas", "constraints"})
+
+    def secret_names(self) -> set[str]:
+        """The secrets this app's env refers to."""
+        return {v.secret for v in self.env.values() if isinstance(v, SecretRef)}
 
     def template_hash(self) -> str:
         """A stable short hash of ``template()``: containers with another hash are outdated."""

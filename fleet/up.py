@@ -26,6 +26,7 @@ from fleet.agent import Agent, AgentConfig, DockerRuntime
 from fleet.controlplane import ControlPlane, ServerConfig
 from fleet.errors import FleetError, Unavailable
 from fleet.pki import CertPaths, Kind, LocalPKI, Role, ensure_local_pki, issue
+from fleet.secrets import ensure_key_file
 from fleet.transport import TlsFiles, Transport
 
 __all__ = ["UpConfig", "run_up"]
@@ -143,6 +144,7 @@ async def run_up(config: UpConfig) -> None:
                 etcd_tls=etcd_client,
                 transport=Transport(server_tls),
                 listen=config.listen,
+                secrets_key=ensure_key_file(data_dir / "secrets.key"),
             )
         )
         await plane.start()

@@ -30,6 +30,7 @@ import grpc.aio
 from fleet.agent.reconcile import Backoff, Create, Remove, RestartBook, Start, Task, plan
 from fleet.agent.runtime import DockerRuntime, ObservedContainer, container_name
 from fleet.errors import FleetError
+from fleet.policy import Policy, Privileges, violations
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.transport import Transport
@@ -44,6 +45,8 @@ class AgentConfig:
     servers: Sequence[str]
     host_id: str
     transport: Transport  # the agent's own certificate names host_id
+    # What containers may ask of this host, whatever the control plane says.
+    policy: Policy = field(default_factory=Policy)
     labels: dict[str, str] = field(default_factory=dict)
     resync_seconds: float = 10.0
     parallel_tasks: int = 8  # docker create+start scales to about 8 threads here
@@ -78,6 +81,7 @@ class Agent:
         self.desired_version = 0
         self.applied_version = 0
         self.observed: list[ObservedContainer] = []
+        self.refused: dict[tuple[str, int], str] = {}  # replicas this host's policy refused
         self.restarts = RestartBook()
         self.connected = asyncio.Event()
         self._wake = asyncio.Event()
@@ -146,6 +150,8 @@ class Agent:
         self.observed = observed
         desired = self.desired if self.desired is not None else _adopted(observed)
         tasks, look_again = plan(desired, observed, self.restarts, time.time(), self.config.backoff)
+        wanted = {(c.app, c.slot) for c in desired}
+        self.refused = {k: v for k, v in self.refused.items() if k in wanted}
         # Each phase runs concurrently (stops wait out grace periods in parallel); a new
         # desired set arriving meanwhile ends the round early, to plan again on it.
         for phase in (Remove, Create, Start):
@@ -176,6 +182,13 @@ class Agent:
                 )
             elif isinstance(task, Create):
                 spec = task.spec
+                refused = violations(Privileges.of_container(spec), self.config.policy)
+                if refused:
+                    message = f"refused by this host's policy: {', '.join(refused)}"
+                    if self.refused.get((spec.app, spec.slot)) != message:
+                        log.warning("not starting %s.%d: %s", spec.app, spec.slot, message)
+                    self.refused[(spec.app, spec.slot)] = message
+                    return
                 await asyncio.to_thread(self.runtime.ensure_image, spec.image)
                 await asyncio.to_thread(
                     self.runtime.remove_by_name, container_name(spec.app, spec.slot, spec.spec_hash)
@@ -227,7 +240,11 @@ class Agent:
         return pb.AgentMessage(
             heartbeat=pb.Heartbeat(
                 usage=pb.Resources(),
-                containers=[c.to_status() for c in self.observed],
+                containers=[c.to_status() for c in self.observed]
+                + [
+                    pb.ContainerStatus(app=app, slot=slot, state="refused", message=message)
+                    for (app, slot), message in sorted(self.refused.items())
+                ],
                 applied_version=self.applied_version,
             )
         )

@@ -215,6 +215,12 @@ class DockerRuntime:
             security_opt=["no-new-privileges"],
             nano_cpus=int(spec.resources.cpu * 1e9) if spec.resources.cpu else None,
             mem_limit=spec.resources.memory_bytes or None,
+            # Only what the agent's policy allowed reaches this point (see fleet.policy).
+            privileged=spec.privileged,
+            network_mode="host" if spec.host_network else None,
+            pid_mode="host" if spec.host_pid else None,
+            cap_add=list(spec.cap_add) or None,
+            binds=list(spec.volumes) or None,
         )
         created = self._call(
             f"create {name}",

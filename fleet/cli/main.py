@@ -19,6 +19,7 @@ from fleet.cli import certs
 from fleet.cli.output import Format, console, err_console, human_memory, print_records
 from fleet.client import FleetClient, servers_from
 from fleet.errors import FleetError, SpecError
+from fleet.policy import ALLOW_WORDS, Policy
 from fleet.proto import fleet_pb2 as pb
 from fleet.spec import AppSpec, json_schema, load_file
 from fleet.transport import TlsFiles, client_transport
@@ -390,6 +391,141 @@ def delete(
             console.print(f"app/{app_name} deleted")
 
 
+secrets_app = typer.Typer(
+    help="Secrets for env values ({secret: NAME}): stored encrypted, never printed.",
+    no_args_is_help=True,
+)
+app.add_typer(secrets_app, name="secrets")
+
+
+@secrets_app.command("set")
+def secrets_set(
+    name: Annotated[str, typer.Argument(show_default=False)],
+    from_file: Annotated[
+        Path | None,
+        typer.Option("--from-file", help="Read the value from this file (default: stdin)."),
+    ] = None,
+    server: ServerOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    insecure: InsecureOpt = False,
+) -> None:
+    """Create or replace secret NAME with the value on stdin (or --from-file); admin only.
+    Running replicas keep the old value until they are replaced."""
+    if from_file is not None:
+        value = from_file.read_bytes()
+    else:
+        if sys.stdin.isatty():
+            err_console.print("Enter the value, then Ctrl-D:")
+        value = sys.stdin.buffer.read()
+    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+        info = client.set_secret(name, value)
+    console.print(f"secret/{info.name} set (version {info.version})")
+
+
+@secrets_app.command("list")
+def secrets_list(
+    server: ServerOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    insecure: InsecureOpt = False,
+    output: OutputOpt = Format.table,
+) -> None:
+    """List secrets: names, versions and the apps using them (never values)."""
+    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+        found = client.secrets()
+    rows = [[s.name, str(s.version), s.updated_at, ",".join(s.used_by) or "-"] for s in found]
+    print_records(found, output, ["NAME", "VERSION", "UPDATED", "USED BY"], rows)
+
+
+@secrets_app.command("delete")
+def secrets_delete(
+    name: Annotated[str, typer.Argument(show_default=False)],
+    server: ServerOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    insecure: InsecureOpt = False,
+) -> None:
+    """Delete secret NAME (refused while an app uses it)."""
+    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+        client.delete_secret(name)
+    console.print(f"secret/{name} deleted")
+
+
+policy_app = typer.Typer(
+    help="What containers may ask of hosts (privileged, host network/PID, capabilities, "
+    "bind mounts). By default: nothing.",
+    no_args_is_help=True,
+)
+app.add_typer(policy_app, name="policy")
+
+AllowOpt = Annotated[
+    list[str] | None,
+    typer.Option("--allow", help="privileged, host-network or host-pid (repeat)."),
+]
+AllowCapOpt = Annotated[
+    list[str] | None, typer.Option("--allow-cap", help="A capability, or ALL (repeat).")
+]
+AllowBindOpt = Annotated[
+    list[str] | None,
+    typer.Option("--allow-bind", help="Host path prefix that may be bind-mounted (repeat)."),
+]
+
+
+def _policy(allow: list[str], caps: list[str], binds: list[str]) -> Policy:
+    flags = {}
+    for word in allow:
+        if word not in ALLOW_WORDS:
+            _fail(f"--allow {word!r}: use one of {', '.join(ALLOW_WORDS)}", 2)
+        flags[ALLOW_WORDS[word]] = True
+    return Policy(**flags, allow_capabilities=[c.upper() for c in caps], allow_bind_mounts=binds)
+
+
+def _print_policy(policy: pb.Policy, output: Format) -> None:
+    if output in (Format.json, Format.yaml):
+        print_records([policy], output, [], [])
+        return
+    allowed = [w for w, f in ALLOW_WORDS.items() if getattr(policy, f)]
+    allowed += [f"capability {c}" for c in policy.allow_capabilities]
+    allowed += [f"bind mounts under {p}" for p in policy.allow_bind_mounts]
+    console.print("containers may ask for: " + (", ".join(allowed) or "nothing beyond the default"))
+
+
+@policy_app.command("get")
+def policy_get(
+    server: ServerOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    insecure: InsecureOpt = False,
+    output: OutputOpt = Format.table,
+) -> None:
+    """Show the cluster's container policy."""
+    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+        _print_policy(client.policy(), output)
+
+
+@policy_app.command("set")
+def policy_set(
+    allow: AllowOpt = None,
+    allow_cap: AllowCapOpt = None,
+    allow_bind: AllowBindOpt = None,
+    server: ServerOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    insecure: InsecureOpt = False,
+) -> None:
+    """Replace the cluster's container policy (admin only); with no option, back to
+    allowing nothing. Agents must allow the same (fleet agent --allow ...)."""
+    policy = _policy(allow or [], allow_cap or [], allow_bind or [])
+    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+        _print_policy(client.set_policy(policy.to_proto()), Format.table)
+
+
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of app files (for editors and linters)."""
@@ -437,6 +573,13 @@ def server(
     etcd_key: Annotated[
         Path | None, typer.Option("--etcd-key", help="Client key for etcd.")
     ] = None,
+    secrets_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--secrets-key-file",
+            help="Key that encrypts secrets at rest (32 random bytes, base64); made if missing.",
+        ),
+    ] = None,
     log_level: LogLevel = "info",
 ) -> None:
     """Run the control plane (API for the CLI, stream for agents) against etcd.
@@ -445,6 +588,7 @@ def server(
     $FLEET_PKI_DIR; --insecure must be asked for.
     """
     from fleet.controlplane.server import ServerConfig, run_server
+    from fleet.secrets import ensure_key_file
 
     _logging(log_level)
     transport = client_transport(
@@ -459,6 +603,7 @@ def server(
         etcd_tls=TlsFiles(*etcd_files) if all(etcd_files) else None,  # type: ignore[arg-type]
         listen=listen,
         prefix=prefix,
+        secrets_key=ensure_key_file(secrets_key_file) if secrets_key_file else None,
     )
     asyncio.run(run_server(config))
 
@@ -494,6 +639,9 @@ def agent(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Plaintext to a server started with --insecure.")
     ] = False,
+    allow: AllowOpt = None,
+    allow_cap: AllowCapOpt = None,
+    allow_bind: AllowBindOpt = None,
     log_level: LogLevel = "info",
 ) -> None:
     """Run the agent for one Docker host: it runs what the control plane places here.
@@ -512,6 +660,7 @@ def agent(
         host_id=host_id,
         transport=transport,
         labels=_labels(label or []),
+        policy=_policy(allow or [], allow_cap or [], allow_bind or []),
     )
     asyncio.run(Agent(config, DockerRuntime(docker_url)).run())
 

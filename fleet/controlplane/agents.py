@@ -22,6 +22,7 @@ from fleet.controlplane.desired import desired_containers, fingerprint
 from fleet.errors import FleetError, InvalidArgument, PermissionDenied, grpc_code_for
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
+from fleet.secrets import SecretBox
 from fleet.store import Informer, Store, check_host_id
 from fleet.store.records import (
     ContainerReport,
@@ -106,8 +107,10 @@ class AgentService(pb_grpc.AgentServiceServicer):
         heartbeat_seconds: float = 2.0,
         lease_ttl: int = 15,
         insecure: bool = False,
+        secrets: SecretBox | None = None,
     ) -> None:
         self.insecure = insecure
+        self._secrets = secrets
         self._store = store
         self._informer = informer
         self._server_id = server_id
@@ -223,7 +226,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             while True:
                 await subscription.wait()
                 state = self._informer.state()
-                containers = desired_containers(state, host_id)
+                containers = desired_containers(state, host_id, self._secrets)
                 print_ = fingerprint(containers)
                 if print_ != sent:
                     await outbox.put(

@@ -17,12 +17,20 @@ from fleet._time import now_iso
 from fleet.controlplane.apps import plan_apply, plan_scale
 from fleet.controlplane.auth import Permission, rpc
 from fleet.controlplane.replicas import plan_replicas
-from fleet.errors import InvalidArgument, NotFound, Unavailable
+from fleet.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
+from fleet.policy import Policy, Privileges, violations
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
+from fleet.secrets import SecretBox
 from fleet.spec import AppSpec, parse_spec_json
 from fleet.store import AppWrite, ClusterState, Informer, Store, Versioned, check_name
-from fleet.store.records import AppRecord, ContainerReport, ReplicaRecord
+from fleet.store.records import AppRecord, ContainerReport, ReplicaRecord, SecretRecord
 
 __all__ = ["FleetService"]
 
@@ -82,9 +90,17 @@ def _status_proto(c: ContainerReport) -> pb.ContainerStatus:
 
 
 class FleetService(pb_grpc.FleetServiceServicer):
-    def __init__(self, store: Store, informer: Informer, *, insecure: bool = False) -> None:
+    def __init__(
+        self,
+        store: Store,
+        informer: Informer,
+        *,
+        insecure: bool = False,
+        secrets: SecretBox | None = None,
+    ) -> None:
         self._store = store
         self._informer = informer
+        self._secrets = secrets
         self.insecure = insecure  # every caller is an anonymous admin (logged at start)
 
     async def _state(self) -> ClusterState:
@@ -118,6 +134,21 @@ class FleetService(pb_grpc.FleetServiceServicer):
             specs.append(spec)
 
         state = await self._state()
+        for spec in specs:
+            missing = sorted(spec.secret_names() - state.secrets.keys())
+            if missing:
+                raise NotFound(
+                    f"app {spec.name!r} uses secret {missing[0]!r}, which does not exist; "
+                    f"create it with `fleet secrets set {missing[0]}`"
+                )
+        policy = state.current_policy
+        for spec in specs:
+            refused = violations(Privileges.of_spec(spec), policy)
+            if refused:
+                raise PermissionDenied(
+                    f"app {spec.name!r} asks for {', '.join(refused)}, which the cluster policy "
+                    "does not allow; an admin can allow it with `fleet policy set` (see --help)"
+                )
         now = now_iso()
         changes: list[pb.AppChange] = []
         writes: list[AppWrite] = []
@@ -312,3 +343,102 @@ class FleetService(pb_grpc.FleetServiceServicer):
                 )
             )
         return pb.ContainerList(containers=containers)
+
+    # ------------------------------------------------------------------ secrets
+
+    @rpc(Permission.SECRETS_WRITE)
+    async def SetSecret(
+        self, request: pb.SetSecretRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SecretInfo:
+        name = check_name(request.name, "secret name")
+        if self._secrets is None:
+            raise FailedPrecondition(
+                "this control plane has no secrets key; start it with --secrets-key-file"
+            )
+        state = await self._state()
+        stored = state.secrets.get(name)
+        nonce, ciphertext = self._secrets.seal(name, request.value)
+        now = now_iso()
+        record = SecretRecord(
+            name=name,
+            key_id=self._secrets.key_id,
+            nonce=nonce,
+            ciphertext=ciphertext,
+            version=stored.value.version + 1 if stored else 1,
+            created_at=stored.value.created_at if stored else now,
+            updated_at=now,
+        )
+        revision = await self._store.write_secret(
+            record, expected_mod_revision=stored.mod_revision if stored else 0
+        )
+        await self._caught_up(revision)
+        return _secret_info(record, _users(self._informer.state(), name))
+
+    @rpc(Permission.SECRETS_READ)
+    async def ListSecrets(
+        self, request: pb.GetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SecretList:
+        state = await self._state()
+        return pb.SecretList(
+            secrets=[
+                _secret_info(record.value, _users(state, name))
+                for name, record in sorted(state.secrets.items())
+                if not request.name or name == request.name
+            ]
+        )
+
+    @rpc(Permission.SECRETS_WRITE)
+    async def DeleteSecret(
+        self, request: pb.DeleteSecretRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteSecretResponse:
+        name = check_name(request.name, "secret name")
+        state = await self._state()
+        stored = state.secrets.get(name)
+        if stored is None:
+            raise NotFound(f"secret {name!r} not found (see `fleet secrets list`)")
+        users = _users(state, name)
+        if users:
+            raise FailedPrecondition(
+                f"secret {name!r} is used by app {', '.join(users)}; change those apps first"
+            )
+        await self._caught_up(
+            await self._store.delete_secret(name, expected_mod_revision=stored.mod_revision)
+        )
+        return pb.DeleteSecretResponse()
+
+    # ------------------------------------------------------------------ policy
+
+    @rpc(Permission.APPS_READ)
+    async def GetPolicy(
+        self, request: pb.GetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Policy:
+        return (await self._state()).current_policy.to_proto()
+
+    @rpc(Permission.POLICY_WRITE)
+    async def SetPolicy(self, request: pb.Policy, context: grpc.aio.ServicerContext) -> pb.Policy:
+        policy = Policy.from_proto(request)
+        for prefix in policy.allow_bind_mounts:
+            if not prefix.startswith("/") or ".." in prefix.split("/") or "\0" in prefix:
+                raise InvalidArgument(f"bind mount prefix {prefix!r} must be an absolute path")
+        state = await self._state()
+        stored = state.policy
+        await self._caught_up(
+            await self._store.write_policy(
+                policy, expected_mod_revision=stored.mod_revision if stored else 0
+            )
+        )
+        return policy.to_proto()
+
+
+def _users(state: ClusterState, secret: str) -> list[str]:
+    return sorted(n for n, a in state.apps.items() if secret in a.value.spec.secret_names())
+
+
+def _secret_info(record: SecretRecord, used_by: list[str]) -> pb.SecretInfo:
+    return pb.SecretInfo(
+        name=record.name,
+        version=record.version,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        used_by=used_by,
+    )

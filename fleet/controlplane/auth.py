@@ -5,8 +5,8 @@ its subject says the kind (server, agent, client), the name and, for people and 
 the role (see ``fleet.pki``). Nothing a caller sends in a message decides who it is.
 
     role        may
-    admin       everything
-    deployer    read apps and hosts; apply, scale and delete apps
+    admin       everything (the only role that sets secrets and the container policy)
+    deployer    read apps and hosts; apply, scale and delete apps; list secret names
     viewer      read apps and hosts
     (agent)     only its own stream, as the host its certificate names
 """
@@ -35,11 +35,21 @@ class Permission(StrEnum):
     APPS_WRITE = "change apps"
     HOSTS_READ = "read hosts"
     HOSTS_WRITE = "change hosts"
+    SECRETS_READ = "list secrets"
+    SECRETS_WRITE = "change secrets"
+    POLICY_WRITE = "change the container policy"
 
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "admin": frozenset(Permission),
-    "deployer": frozenset({Permission.APPS_READ, Permission.APPS_WRITE, Permission.HOSTS_READ}),
+    "deployer": frozenset(
+        {
+            Permission.APPS_READ,
+            Permission.APPS_WRITE,
+            Permission.HOSTS_READ,
+            Permission.SECRETS_READ,
+        }
+    ),
     "viewer": frozenset({Permission.APPS_READ, Permission.HOSTS_READ}),
 }
 

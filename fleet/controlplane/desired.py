@@ -7,15 +7,51 @@ missed is repaired by the next one.
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections.abc import Mapping
 
+from fleet.errors import InvalidArgument, NotFound
 from fleet.proto import fleet_pb2 as pb
-from fleet.spec import AppSpec
+from fleet.secrets import SecretBox
+from fleet.spec import AppSpec, SecretRef
 from fleet.store import ClusterState
 
-__all__ = ["container_spec", "desired_containers", "fingerprint"]
+__all__ = [
+    "MissingSecret",
+    "container_spec",
+    "desired_containers",
+    "fingerprint",
+    "open_secrets",
+    "resolve_env",
+]
+
+log = logging.getLogger(__name__)
 
 
-def container_spec(spec: AppSpec, slot: int, revision: int, template_hash: str) -> pb.ContainerSpec:
+class MissingSecret(NotFound):
+    """A replica's env names a secret that does not exist (or cannot be opened)."""
+
+
+def resolve_env(spec: AppSpec, secrets: Mapping[str, bytes]) -> dict[str, str]:
+    """The env with every ``{secret: NAME}`` replaced by the secret's value."""
+    env = {}
+    for name, value in spec.env.items():
+        if isinstance(value, SecretRef):
+            if value.secret not in secrets:
+                raise MissingSecret(f"app {spec.name!r}: secret {value.secret!r} not found")
+            env[name] = secrets[value.secret].decode(errors="replace")
+        else:
+            env[name] = value
+    return env
+
+
+def container_spec(
+    spec: AppSpec,
+    slot: int,
+    revision: int,
+    template_hash: str,
+    secrets: Mapping[str, bytes] | None = None,
+) -> pb.ContainerSpec:
     return pb.ContainerSpec(
         app=spec.name,
         slot=slot,
@@ -23,7 +59,7 @@ def container_spec(spec: AppSpec, slot: int, revision: int, template_hash: str) 
         spec_hash=template_hash,
         image=spec.image,
         command=spec.command or [],
-        env=spec.env,
+        env=resolve_env(spec, secrets or {}),
         ports=[
             pb.PortMapping(
                 host_port=p.host_port, container_port=p.container_port, protocol=p.protocol
@@ -34,19 +70,51 @@ def container_spec(spec: AppSpec, slot: int, revision: int, template_hash: str) 
         restart=str(spec.restart),
         labels=spec.labels,
         stop_grace_seconds=spec.stop_grace_period,
+        privileged=spec.privileged,
+        host_network=spec.host_network,
+        host_pid=spec.host_pid,
+        cap_add=spec.cap_add,
+        volumes=spec.volumes,
     )
 
 
-def desired_containers(state: ClusterState, host_id: str) -> list[pb.ContainerSpec]:
-    """Every container ``host_id`` should run, in a stable order."""
-    containers = []
+def open_secrets(state: ClusterState, names: set[str], box: SecretBox | None) -> dict[str, bytes]:
+    """The plaintext of the named secrets that exist and open with ``box``."""
+    opened: dict[str, bytes] = {}
+    for name in names:
+        record = state.secrets.get(name)
+        if record is None or box is None:
+            continue
+        try:
+            opened[name] = box.open(name, record.value.nonce, record.value.ciphertext)
+        except InvalidArgument as error:
+            log.error("%s", error)
+    return opened
+
+
+def desired_containers(
+    state: ClusterState, host_id: str, box: SecretBox | None = None
+) -> list[pb.ContainerSpec]:
+    """Every container ``host_id`` should run, in a stable order, with secrets resolved
+    (only those this host's replicas use are opened)."""
+    placed = []
     for replica in state.replicas_on(host_id):
         revision = state.revision_spec(replica.app, replica.revision)
         if revision is None:
             continue  # the revision record lands in the same transaction; never seen apart
-        containers.append(
-            container_spec(revision.spec, replica.slot, replica.revision, revision.template_hash)
-        )
+        placed.append((replica, revision))
+    secrets = open_secrets(state, {n for _, r in placed for n in r.spec.secret_names()}, box)
+    containers = []
+    for replica, revision in placed:
+        try:
+            containers.append(
+                container_spec(
+                    revision.spec, replica.slot, replica.revision, revision.template_hash, secrets
+                )
+            )
+        except MissingSecret as error:
+            # The replica waits for its secret rather than starting without it.
+            log.warning("host %s: not sending %s.%d: %s", host_id, replica.app, replica.slot, error)
     return containers
 
 

@@ -14,6 +14,7 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc.aio
 
@@ -21,6 +22,7 @@ from fleet.controlplane.agents import AgentService
 from fleet.controlplane.api import FleetService
 from fleet.controlplane.replicas import ReplicaController
 from fleet.proto import fleet_pb2_grpc as pb_grpc
+from fleet.secrets import load_key_file
 from fleet.store import DEFAULT_PREFIX, Etcd, Informer, KeyLayout, Store
 from fleet.transport import TlsFiles, Transport
 
@@ -36,6 +38,7 @@ class ServerConfig:
     etcd: Sequence[str]
     transport: Transport  # mutual TLS for agents and clients, or explicitly insecure
     etcd_tls: TlsFiles | None = None
+    secrets_key: Path | None = None  # without one, secrets cannot be set
     listen: str = "127.0.0.1:7400"
     prefix: str = DEFAULT_PREFIX
     heartbeat_seconds: float = 2.0
@@ -50,6 +53,7 @@ class ControlPlane:
         self.config = config
         self.server_id = config.server_id or f"{socket.gethostname()}-{os.getpid()}"
         self.etcd = Etcd(config.etcd, tls=config.etcd_tls)
+        box = load_key_file(config.secrets_key) if config.secrets_key else None
         self.store = Store(self.etcd, KeyLayout(config.prefix))
         self.informer = Informer(self.etcd, self.store.keys)
         self.controller = ReplicaController(self.store, self.informer)
@@ -60,8 +64,11 @@ class ControlPlane:
             heartbeat_seconds=config.heartbeat_seconds,
             lease_ttl=config.host_lease_ttl,
             insecure=config.transport.insecure,
+            secrets=box,
         )
-        self.api = FleetService(self.store, self.informer, insecure=config.transport.insecure)
+        self.api = FleetService(
+            self.store, self.informer, insecure=config.transport.insecure, secrets=box
+        )
         self._server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

@@ -384,6 +384,11 @@ class ContainerSpec(_message.Message):
     RESTART_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     STOP_GRACE_SECONDS_FIELD_NUMBER: _builtins.int
+    PRIVILEGED_FIELD_NUMBER: _builtins.int
+    HOST_NETWORK_FIELD_NUMBER: _builtins.int
+    HOST_PID_FIELD_NUMBER: _builtins.int
+    CAP_ADD_FIELD_NUMBER: _builtins.int
+    VOLUMES_FIELD_NUMBER: _builtins.int
     app: _builtins.str
     slot: _builtins.int
     revision: _builtins.int
@@ -393,6 +398,10 @@ class ContainerSpec(_message.Message):
     restart: _builtins.str
     """no | always | on-failure | on-failure:N"""
     stop_grace_seconds: _builtins.float
+    privileged: _builtins.bool
+    """each of these also needs the agent's --allow"""
+    host_network: _builtins.bool
+    host_pid: _builtins.bool
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -403,6 +412,12 @@ class ContainerSpec(_message.Message):
     def resources(self) -> Global___Resources: ...
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def cap_add(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def volumes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """NAME:/path or /host/path:/path[:ro]"""
+
     def __init__(
         self,
         *,
@@ -418,10 +433,15 @@ class ContainerSpec(_message.Message):
         restart: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         stop_grace_seconds: _builtins.float = ...,
+        privileged: _builtins.bool = ...,
+        host_network: _builtins.bool = ...,
+        host_pid: _builtins.bool = ...,
+        cap_add: _abc.Iterable[_builtins.str] | None = ...,
+        volumes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "command", b"command", "env", b"env", "image", b"image", "labels", b"labels", "ports", b"ports", "resources", b"resources", "restart", b"restart", "revision", b"revision", "slot", b"slot", "spec_hash", b"spec_hash", "stop_grace_seconds", b"stop_grace_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "cap_add", b"cap_add", "command", b"command", "env", b"env", "host_network", b"host_network", "host_pid", b"host_pid", "image", b"image", "labels", b"labels", "ports", b"ports", "privileged", b"privileged", "resources", b"resources", "restart", b"restart", "revision", b"revision", "slot", b"slot", "spec_hash", b"spec_hash", "stop_grace_seconds", b"stop_grace_seconds", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -918,3 +938,153 @@ class ScaleResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ScaleResponse: _TypeAlias = ScaleResponse  # noqa: Y015
+
+@_typing.final
+class SetSecretRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    value: _builtins.bytes
+    """never stored in plain, never returned"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        value: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetSecretRequest: _TypeAlias = SetSecretRequest  # noqa: Y015
+
+@_typing.final
+class SecretInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    USED_BY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    version: _builtins.int
+    created_at: _builtins.str
+    updated_at: _builtins.str
+    @_builtins.property
+    def used_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """apps whose env references it"""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        created_at: _builtins.str = ...,
+        updated_at: _builtins.str = ...,
+        used_by: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "name", b"name", "updated_at", b"updated_at", "used_by", b"used_by", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecretInfo: _TypeAlias = SecretInfo  # noqa: Y015
+
+@_typing.final
+class SecretList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECRETS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def secrets(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecretInfo]: ...
+    def __init__(
+        self,
+        *,
+        secrets: _abc.Iterable[Global___SecretInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["secrets", b"secrets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecretList: _TypeAlias = SecretList  # noqa: Y015
+
+@_typing.final
+class DeleteSecretRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSecretRequest: _TypeAlias = DeleteSecretRequest  # noqa: Y015
+
+@_typing.final
+class DeleteSecretResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSecretResponse: _TypeAlias = DeleteSecretResponse  # noqa: Y015
+
+@_typing.final
+class Policy(_message.Message):
+    """What containers may ask of hosts (fleet/policy.py); everything false/empty = nothing."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALLOW_PRIVILEGED_FIELD_NUMBER: _builtins.int
+    ALLOW_HOST_NETWORK_FIELD_NUMBER: _builtins.int
+    ALLOW_HOST_PID_FIELD_NUMBER: _builtins.int
+    ALLOW_CAPABILITIES_FIELD_NUMBER: _builtins.int
+    ALLOW_BIND_MOUNTS_FIELD_NUMBER: _builtins.int
+    allow_privileged: _builtins.bool
+    allow_host_network: _builtins.bool
+    allow_host_pid: _builtins.bool
+    @_builtins.property
+    def allow_capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """"ALL" allows any"""
+
+    @_builtins.property
+    def allow_bind_mounts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """host path prefixes"""
+
+    def __init__(
+        self,
+        *,
+        allow_privileged: _builtins.bool = ...,
+        allow_host_network: _builtins.bool = ...,
+        allow_host_pid: _builtins.bool = ...,
+        allow_capabilities: _abc.Iterable[_builtins.str] | None = ...,
+        allow_bind_mounts: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_bind_mounts", b"allow_bind_mounts", "allow_capabilities", b"allow_capabilities", "allow_host_network", b"allow_host_network", "allow_host_pid", b"allow_host_pid", "allow_privileged", b"allow_privileged"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Policy: _TypeAlias = Policy  # noqa: Y015

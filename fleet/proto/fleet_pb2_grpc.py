@@ -146,6 +146,31 @@ class FleetServiceStub:
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.ScaleRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.ScaleResponse.FromString,
                 _registered_method=True)
+        self.SetSecret = channel.unary_unary(
+                '/fleet.v1.FleetService/SetSecret',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.SetSecretRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.SecretInfo.FromString,
+                _registered_method=True)
+        self.ListSecrets = channel.unary_unary(
+                '/fleet.v1.FleetService/ListSecrets',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.SecretList.FromString,
+                _registered_method=True)
+        self.DeleteSecret = channel.unary_unary(
+                '/fleet.v1.FleetService/DeleteSecret',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.DeleteSecretRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.DeleteSecretResponse.FromString,
+                _registered_method=True)
+        self.GetPolicy = channel.unary_unary(
+                '/fleet.v1.FleetService/GetPolicy',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.Policy.FromString,
+                _registered_method=True)
+        self.SetPolicy = channel.unary_unary(
+                '/fleet.v1.FleetService/SetPolicy',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.Policy.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.Policy.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -189,6 +214,36 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetSecret(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSecrets(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSecret(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -221,6 +276,31 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.Scale,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.ScaleRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.ScaleResponse.SerializeToString,
+            ),
+            'SetSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSecret,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.SetSecretRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.SecretInfo.SerializeToString,
+            ),
+            'ListSecrets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSecrets,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.SecretList.SerializeToString,
+            ),
+            'DeleteSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSecret,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.DeleteSecretRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.DeleteSecretResponse.SerializeToString,
+            ),
+            'GetPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPolicy,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.Policy.SerializeToString,
+            ),
+            'SetPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPolicy,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.Policy.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.Policy.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -387,6 +467,141 @@ class FleetService:
             '/fleet.v1.FleetService/Scale',
             fleet_dot_proto_dot_fleet__pb2.ScaleRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.ScaleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/SetSecret',
+            fleet_dot_proto_dot_fleet__pb2.SetSecretRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.SecretInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSecrets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/ListSecrets',
+            fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.SecretList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/DeleteSecret',
+            fleet_dot_proto_dot_fleet__pb2.DeleteSecretRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.DeleteSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/GetPolicy',
+            fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.Policy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/SetPolicy',
+            fleet_dot_proto_dot_fleet__pb2.Policy.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.Policy.FromString,
             options,
             channel_credentials,
             insecure,

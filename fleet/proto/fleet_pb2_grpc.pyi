@@ -80,6 +80,11 @@ class FleetServiceStub:
     GetContainers: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.ContainerList]
     DeleteApp: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.DeleteAppRequest, _fleet_pb2.DeleteAppResponse]
     Scale: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.ScaleRequest, _fleet_pb2.ScaleResponse]
+    SetSecret: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.SetSecretRequest, _fleet_pb2.SecretInfo]
+    ListSecrets: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.SecretList]
+    DeleteSecret: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.DeleteSecretRequest, _fleet_pb2.DeleteSecretResponse]
+    GetPolicy: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.Policy]
+    SetPolicy: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.Policy, _fleet_pb2.Policy]
 
 @_typing.type_check_only
 class FleetServiceAsyncStub(FleetServiceStub):
@@ -92,6 +97,11 @@ class FleetServiceAsyncStub(FleetServiceStub):
     GetContainers: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.ContainerList]  # type: ignore[assignment]
     DeleteApp: _aio.UnaryUnaryMultiCallable[_fleet_pb2.DeleteAppRequest, _fleet_pb2.DeleteAppResponse]  # type: ignore[assignment]
     Scale: _aio.UnaryUnaryMultiCallable[_fleet_pb2.ScaleRequest, _fleet_pb2.ScaleResponse]  # type: ignore[assignment]
+    SetSecret: _aio.UnaryUnaryMultiCallable[_fleet_pb2.SetSecretRequest, _fleet_pb2.SecretInfo]  # type: ignore[assignment]
+    ListSecrets: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.SecretList]  # type: ignore[assignment]
+    DeleteSecret: _aio.UnaryUnaryMultiCallable[_fleet_pb2.DeleteSecretRequest, _fleet_pb2.DeleteSecretResponse]  # type: ignore[assignment]
+    GetPolicy: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.Policy]  # type: ignore[assignment]
+    SetPolicy: _aio.UnaryUnaryMultiCallable[_fleet_pb2.Policy, _fleet_pb2.Policy]  # type: ignore[assignment]
 
 class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------- API for the CLI"""
@@ -137,5 +147,40 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fleet_pb2.ScaleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fleet_pb2.ScaleResponse, _abc.Awaitable[_fleet_pb2.ScaleResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetSecret(
+        self,
+        request: _fleet_pb2.SetSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.SecretInfo, _abc.Awaitable[_fleet_pb2.SecretInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def ListSecrets(
+        self,
+        request: _fleet_pb2.GetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.SecretList, _abc.Awaitable[_fleet_pb2.SecretList]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteSecret(
+        self,
+        request: _fleet_pb2.DeleteSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.DeleteSecretResponse, _abc.Awaitable[_fleet_pb2.DeleteSecretResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetPolicy(
+        self,
+        request: _fleet_pb2.GetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.Policy, _abc.Awaitable[_fleet_pb2.Policy]]: ...
+
+    @_abc_1.abstractmethod
+    def SetPolicy(
+        self,
+        request: _fleet_pb2.Policy,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.Policy, _abc.Awaitable[_fleet_pb2.Policy]]: ...
 
 def add_FleetServiceServicer_to_server(servicer: FleetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

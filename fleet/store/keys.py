@@ -10,6 +10,8 @@ top-level folders, so a prefix read or watch of one never drags in the others::
     hosts/<host>                    registration: capacity, labels, facts, state
     alive/<host>                    bound to the host's lease while its agent is connected
     status/<host>                   what the agent last reported running (same lease)
+    secrets/<name>                  an encrypted secret (AES-GCM; the key is not in etcd)
+    policy                          what containers may ask of hosts (fleet policy set)
 
 Segments are validated before they become keys, so no input can escape its folder.
 """
@@ -106,6 +108,13 @@ class KeyLayout:
 
     def status(self, host_id: str) -> bytes:
         return self._key("status", check_host_id(host_id))
+
+    def policy(self) -> bytes:
+        return self._key("policy")
+
+    # secrets
+    def secret(self, name: str) -> bytes:
+        return self._key("secrets", check_name(name, "secret name"))
 
     def parse(self, key: bytes) -> ParsedKey | None:
         """What ``key`` names, or None for a key that is not fleet's."""

@@ -22,6 +22,7 @@ __all__ = [
     "ReplicaRecord",
     "ResourceAmounts",
     "RevisionRecord",
+    "SecretRecord",
     "StatusRecord",
 ]
 
@@ -113,6 +114,18 @@ class ContainerReport(_Record):
     started_at: str = ""
     ports: list[PortBinding] = []
     message: str = ""
+
+
+class SecretRecord(_Record):
+    """A secret's value, sealed with the control plane's key (never stored in plain)."""
+
+    name: str
+    key_id: str
+    nonce: str
+    ciphertext: str
+    version: int
+    created_at: str
+    updated_at: str
 
 
 class StatusRecord(_Record):

@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from fleet.policy import Policy
 from fleet.store._etcd import KeyValue
 from fleet.store.keys import KeyLayout
 from fleet.store.records import (
@@ -22,6 +23,7 @@ from fleet.store.records import (
     LiveRecord,
     ReplicaRecord,
     RevisionRecord,
+    SecretRecord,
     StatusRecord,
 )
 
@@ -49,6 +51,12 @@ class ClusterState:
     hosts: dict[str, Versioned[HostRecord]] = field(default_factory=dict)
     alive: dict[str, Versioned[LiveRecord]] = field(default_factory=dict)
     status: dict[str, Versioned[StatusRecord]] = field(default_factory=dict)
+    secrets: dict[str, Versioned[SecretRecord]] = field(default_factory=dict)
+    policy: Versioned[Policy] | None = None  # None: the default, which allows nothing
+
+    @property
+    def current_policy(self) -> Policy:
+        return self.policy.value if self.policy else Policy()
 
     def replicas_of(self, app: str) -> list[ReplicaRecord]:
         return sorted(
@@ -87,10 +95,14 @@ def decode_state(layout: KeyLayout, kvs: Iterable[KeyValue], revision: int) -> C
         "hosts": (HostRecord, state.hosts, lambda p: p[0]),
         "alive": (LiveRecord, state.alive, lambda p: p[0]),
         "status": (StatusRecord, state.status, lambda p: p[0]),
+        "secrets": (SecretRecord, state.secrets, lambda p: p[0]),
     }
     depth = {"revisions": 2, "replicas": 2}
     for kv in kvs:
         parsed = layout.parse(kv.key)
+        if parsed is not None and parsed.kind == "policy" and not parsed.parts:
+            state.policy = _decode(Policy, kv)
+            continue
         if parsed is None or parsed.kind not in table:
             continue
         if len(parsed.parts) != depth.get(parsed.kind, 1):

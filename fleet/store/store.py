@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fleet.errors import Conflict
+from fleet.policy import Policy
 from fleet.store._etcd import Compare, Delete, DeletePrefix, Etcd, Put
 from fleet.store.keys import KeyLayout
 from fleet.store.records import (
@@ -20,6 +21,7 @@ from fleet.store.records import (
     LiveRecord,
     ReplicaRecord,
     RevisionRecord,
+    SecretRecord,
     StatusRecord,
 )
 from fleet.store.state import ClusterState, decode_state
@@ -109,6 +111,29 @@ class Store:
             guards.append(Compare(key, mod))
             ops.append(Delete(key))
         return await self._guarded(guards, ops, f"replicas of {app!r} changed meanwhile")
+
+    async def write_policy(self, policy: Policy, *, expected_mod_revision: int) -> int:
+        return await self._guarded(
+            [Compare(self.keys.policy(), expected_mod_revision)],
+            [Put(self.keys.policy(), policy.model_dump_json().encode())],
+            "the policy changed meanwhile; run it again",
+        )
+
+    # ------------------------------------------------------------------ secrets
+
+    async def write_secret(self, secret: SecretRecord, *, expected_mod_revision: int) -> int:
+        return await self._guarded(
+            [Compare(self.keys.secret(secret.name), expected_mod_revision)],
+            [Put(self.keys.secret(secret.name), secret.dump())],
+            f"secret {secret.name!r} changed meanwhile; run it again",
+        )
+
+    async def delete_secret(self, name: str, *, expected_mod_revision: int) -> int:
+        return await self._guarded(
+            [Compare(self.keys.secret(name), expected_mod_revision)],
+            [Delete(self.keys.secret(name))],
+            f"secret {name!r} changed meanwhile; run it again",
+        )
 
     # ------------------------------------------------------------------ hosts
 

@@ -347,9 +347,23 @@ class DockerHost:
         client = self.client()
         containers = client.containers.list(all=True, filters=filters)
 
+        def gone(container: Any) -> bool:
+            try:
+                container.reload()
+            except docker.errors.NotFound:
+                return True
+            return False
+
         def remove(container: Any) -> None:
-            with contextlib.suppress(docker.errors.NotFound):
+            try:
                 container.remove(force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as error:
+                # An agent's own removal may still be running: wait for it to finish.
+                if error.status_code != 409:
+                    raise
+                wait_until(lambda: gone(container), 30, what=f"{container.name} to be removed")
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(remove, containers))

@@ -39,6 +39,7 @@ class FleetServerProcess:
         args = [sys.executable, "-m", "fleet", "server", "--etcd", etcd_endpoint]
         args += ["--listen", self.address, "--prefix", prefix, "--log-level", "debug"]
         args += tls_args(pki.server() if pki else None)
+        args += ["--secrets-key-file", str(log_dir / "secrets.key")]
         port = self.address.rsplit(":", 1)[1]
         self.process = ManagedProcess(
             args, log_dir / (log_name or f"server-{port}.log"), name="fleet server"
@@ -80,8 +81,9 @@ class FleetAgentProcess:
         log_dir: Path,
         pki: TestPKI | None,
         labels: dict[str, str] | None = None,
+        extra_args: list[str] | None = None,
     ) -> None:
-        args = [sys.executable, "-m", "fleet", "agent", "--host-id", host_id]
+        args = [sys.executable, "-m", "fleet", "agent", "--host-id", host_id, *(extra_args or [])]
         args += ["--server", ",".join(servers), "--docker", docker_url, "--log-level", "debug"]
         args += tls_args(pki.agent(host_id) if pki else None)
         for key, value in (labels or {}).items():

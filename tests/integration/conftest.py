@@ -70,11 +70,11 @@ def fleet(
         yield running
     finally:
         client.close()
-        agent.stop()
+        running.agent.stop()  # a test may have replaced the agent with another process
         server.stop()
         # pytest shows captured output only for a failed test: the daemons' last words.
         print(server.process.log_tail(80))
-        print(agent.process.log_tail(80))
+        print(running.agent.process.log_tail(80))
 
 
 def wait_containers(fleet: Fleet, app: str, count: int, timeout: float = 60.0) -> list[Any]:
