@@ -29,6 +29,7 @@ import grpc.aio
 
 from fleet.agent.reconcile import Backoff, Create, Remove, RestartBook, Start, Task, plan
 from fleet.agent.runtime import DockerRuntime, ObservedContainer, container_name
+from fleet.agent.stats import HostUsage, UsageSampler
 from fleet.errors import FleetError
 from fleet.policy import Policy, Privileges, violations
 from fleet.proto import fleet_pb2 as pb
@@ -50,6 +51,7 @@ class AgentConfig:
     labels: dict[str, str] = field(default_factory=dict)
     resync_seconds: float = 10.0
     parallel_tasks: int = 8  # docker create+start scales to about 8 threads here
+    stats_seconds: float = 3.0  # how often live usage is sampled
     reconnect_max: float = 10.0
     backoff: Backoff = field(default_factory=Backoff)
 
@@ -82,6 +84,8 @@ class Agent:
         self.applied_version = 0
         self.observed: list[ObservedContainer] = []
         self.refused: dict[tuple[str, int], str] = {}  # replicas this host's policy refused
+        self._sampler = UsageSampler(lambda: runtime.client)
+        self.usage = HostUsage(0.0, 0, 0, 0.0)
         self.restarts = RestartBook()
         self.connected = asyncio.Event()
         self._wake = asyncio.Event()
@@ -102,7 +106,11 @@ class Agent:
         )
         events.start()
         try:
-            await asyncio.gather(self._connection_loop(), self._reconcile_loop())
+            await asyncio.gather(
+                self._connection_loop(),
+                self._reconcile_loop(),
+                self._sample_usage_forever(self.config.stats_seconds),
+            )
         finally:
             self._stop_events.set()
             self.runtime.stop_events()
@@ -236,10 +244,19 @@ class Agent:
             )
         )
 
+    async def _sample_usage_forever(self, every: float) -> None:
+        """Keep ``self.usage`` fresh for heartbeats; a failed round keeps the last one."""
+        while True:
+            try:
+                self.usage = await asyncio.to_thread(self._sampler.sample)
+            except Exception as error:  # dockerd away: usage is simply not refreshed
+                log.debug("usage sampling failed: %s", error)
+            await asyncio.sleep(every)
+
     def _heartbeat(self) -> pb.AgentMessage:
         return pb.AgentMessage(
             heartbeat=pb.Heartbeat(
-                usage=pb.Resources(),
+                usage=pb.Resources(cpu=self.usage.cpu, memory_bytes=self.usage.memory),
                 containers=[c.to_status() for c in self.observed]
                 + [
                     pb.ContainerStatus(app=app, slot=slot, state="refused", message=message)

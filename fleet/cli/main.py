@@ -230,13 +230,21 @@ def _print_hosts(hosts: list[pb.HostInfo], output: Format) -> None:
             ]
         )
         labels = ",".join(f"{k}={v}" for k, v in sorted(h.labels.items())) or "-"
-        wide.append([labels, h.facts.get("os", "-"), h.facts.get("docker_version", "-")])
+        wide.append(
+            [
+                f"{h.usage.cpu:.2f}",
+                human_memory(h.usage.memory_bytes),
+                labels,
+                h.facts.get("os", "-"),
+                h.facts.get("docker_version", "-"),
+            ]
+        )
     print_records(
         hosts,
         output,
         ["HOST", "STATE", "CONTAINERS", "CPU (RESERVED/CAP)", "MEMORY (RESERVED/CAP)"],
         rows,
-        wide_columns=["LABELS", "OS", "DOCKER"],
+        wide_columns=["CPU USED", "MEMORY USED", "LABELS", "OS", "DOCKER"],
         wide_rows=wide,
     )
 

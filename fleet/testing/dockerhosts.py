@@ -154,6 +154,12 @@ def _cgroup_dirs(parent: str) -> list[Path]:
     return dirs
 
 
+def _subdirs(root: Path) -> list[Path]:
+    """Every directory under `root`, itself included. os.walk, unlike Path.rglob, shrugs
+    off cgroups that the kernel removes while we walk them."""
+    return [Path(top) for top, _, _ in os.walk(root)]
+
+
 def _kill_cgroup(parent: str) -> None:
     """Kill every process left in cgroup `parent` (containers of a dead dockerd), remove it."""
     dirs = _cgroup_dirs(parent)
@@ -161,7 +167,7 @@ def _kill_cgroup(parent: str) -> None:
     def pids() -> set[int]:
         found: set[int] = set()
         for d in dirs:
-            for procs in d.rglob("cgroup.procs"):
+            for procs in (sub / "cgroup.procs" for sub in _subdirs(d)):
                 with contextlib.suppress(OSError, ValueError):
                     found.update(int(p) for p in procs.read_text().split())
         return found
@@ -172,7 +178,7 @@ def _kill_cgroup(parent: str) -> None:
     with contextlib.suppress(TimeoutError):
         wait_until(lambda: not pids(), 10, what=f"cgroup {parent} to empty")
     for d in dirs:
-        for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        for sub in sorted(_subdirs(d)[1:], key=lambda p: -len(p.parts)):
             with contextlib.suppress(OSError):
                 sub.rmdir()
         with contextlib.suppress(OSError):

@@ -370,6 +370,11 @@ def test_template_hash() -> None:
         "restart",
         "labels",
         "stop_grace_period",
+        "privileged",
+        "host_network",
+        "host_pid",
+        "cap_add",
+        "volumes",
     }
     scaled = spec.model_copy(update={"replicas": 7, "constraints": []})
     assert scaled.template_hash() == spec.template_hash()
