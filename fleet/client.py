@@ -10,7 +10,7 @@ several server endpoints a call that finds one unreachable tries the next.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 import grpc
@@ -136,3 +136,42 @@ class FleetClient:
     def set_policy(self, policy: pb.Policy) -> pb.Policy:
         response: pb.Policy = self._call(lambda s: s.SetPolicy(policy, timeout=self.timeout))
         return response
+
+    def events(
+        self, *, app: str = "", host: str = "", since_seconds: float = 0.0, follow: bool = False
+    ) -> Iterator[pb.Event]:
+        """Recent events, oldest first; with ``follow`` the iterator waits for new ones."""
+        request = pb.EventsRequest(app=app, host=host, since_seconds=since_seconds, follow=follow)
+        stream = self._call(lambda s: s.Events(request, timeout=None if follow else self.timeout))
+        try:
+            yield from stream
+        except grpc.RpcError as error:
+            raise error_from_grpc(error.code(), error.details()) from None
+
+    def logs(
+        self,
+        app: str,
+        *,
+        slot: int = -1,
+        follow: bool = False,
+        tail: int = -1,
+        timestamps: bool = False,
+    ) -> Iterator[pb.LogChunk]:
+        """The replicas' log output as it arrives (each chunk says which replica)."""
+        request = pb.LogsRequest(
+            app=app, slot=slot, follow=follow, tail=tail, timestamps=timestamps
+        )
+        stream = self._call(lambda s: s.Logs(request, timeout=None if follow else self.timeout))
+        try:
+            yield from stream
+        except grpc.RpcError as error:
+            raise error_from_grpc(error.code(), error.details()) from None
+
+    def exec(self, app: str, command: Sequence[str], *, slot: int = -1) -> pb.ExecResponse:
+        request = pb.ExecRequest(app=app, slot=slot, command=list(command))
+        response: pb.ExecResponse = self._call(lambda s: s.Exec(request, timeout=self.timeout))
+        return response
+
+    def top(self, *, app: str = "", host: str = "") -> list[pb.TopResponse]:
+        request = pb.TopRequest(app=app, host=host)
+        return list(self._call(lambda s: s.Top(request, timeout=self.timeout)).entries)

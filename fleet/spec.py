@@ -424,6 +424,23 @@ def _volume(value: object) -> str:
     return text
 
 
+def _placement(value: object) -> str:
+    if not isinstance(value, str) or value not in ("binpack", "spread"):
+        raise ValueError(f"expected binpack or spread, got {_show(value)}")
+    return value
+
+
+def _max_per_host(value: object) -> int | None:
+    if value is None:
+        return None  # no limit
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= _MAX_REPLICAS:
+        raise ValueError(
+            "expected a whole number from 1 to 10000 (leave it out for no limit), "
+            f"got {_show(value)}"
+        )
+    return value
+
+
 def _command(value: object) -> list[str] | None:
     if value is None:
         return None  # the image's CMD
@@ -618,6 +635,25 @@ class AppSpec(_Model):
             examples=[["role=edge", "disk!=hdd", "gpu"]],
         ),
     ] = Field(default_factory=list)
+    placement: Annotated[
+        Literal["binpack", "spread"],
+        BeforeValidator(_placement),
+        _schema(
+            type="string",
+            enum=["binpack", "spread"],
+            description="binpack: fill the hosts in use first (the default); "
+            "spread: the emptiest host first",
+        ),
+    ] = "binpack"
+    max_per_host: Annotated[
+        int | None,
+        BeforeValidator(_max_per_host),
+        _schema(
+            anyOf=[{"type": "integer", "minimum": 1, "maximum": _MAX_REPLICAS}, {"type": "null"}],
+            description="at most this many replicas on one host; no limit when left out",
+            examples=[1],
+        ),
+    ] = None
     stop_grace_period: Annotated[
         float,
         BeforeValidator(_grace),
@@ -705,7 +741,8 @@ class AppSpec(_Model):
 
     def template(self) -> dict[str, Any]:
         """The container template: what each replica runs, without the count and placement."""
-        return self.model_dump(mode="json", exclude={"name", "replicas", "constraints"})
+        placement = {"name", "replicas", "constraints", "placement", "max_per_host"}
+        return self.model_dump(mode="json", exclude=placement)
 
     def secret_names(self) -> set[str]:
         """The secrets this app's env refers to."""

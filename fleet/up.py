@@ -150,7 +150,12 @@ async def run_up(config: UpConfig) -> None:
         await plane.start()
         agent_tls = TlsFiles(pki.ca.cert, pki.agent.cert, pki.agent.key)
         agent = Agent(
-            AgentConfig(servers=[config.listen], host_id=host_id, transport=Transport(agent_tls)),
+            AgentConfig(
+                servers=[config.listen],
+                host_id=host_id,
+                transport=Transport(agent_tls),
+                state_dir=data_dir / "agent",
+            ),
             runtime,
         )
         agent_task = asyncio.create_task(agent.run())

@@ -9,6 +9,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+import docker.errors
+
 from fleet.testing import EtcdServer, wait_until
 
 
@@ -64,6 +66,13 @@ def wait_http(address: str, port: int, expected: str, timeout: float = 20.0) -> 
 
 
 def fleet_containers(docker_client: Any, app: str | None = None, *, all: bool = False) -> list[Any]:
-    """fleet's containers on one daemon, read through the Docker SDK."""
+    """fleet's containers on one daemon, read through the Docker SDK (a container
+    removed between the list and its inspect is left out)."""
     label = f"fleet.app={app}" if app else "fleet.app"
-    return list(docker_client.containers.list(all=all, filters={"label": label}))
+    found = []
+    for summary in docker_client.api.containers(all=all, filters={"label": label}):
+        try:
+            found.append(docker_client.containers.get(summary["Id"]))
+        except docker.errors.NotFound:
+            continue
+    return found

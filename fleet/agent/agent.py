@@ -23,11 +23,15 @@ import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import grpc
 import grpc.aio
 
+from fleet.agent.events import EventQueue, from_docker, own, restart_events
 from fleet.agent.reconcile import Backoff, Create, Remove, RestartBook, Start, Task, plan
+from fleet.agent.requests import RequestHandler
 from fleet.agent.runtime import DockerRuntime, ObservedContainer, container_name
 from fleet.agent.stats import HostUsage, UsageSampler
 from fleet.errors import FleetError
@@ -52,6 +56,12 @@ class AgentConfig:
     resync_seconds: float = 10.0
     parallel_tasks: int = 8  # docker create+start scales to about 8 threads here
     stats_seconds: float = 3.0  # how often live usage is sampled
+    # What the host offers fleet, when less than the daemon reports (room kept for the
+    # OS and other tenants); None: what `docker info` says.
+    cpus: float | None = None
+    memory: int | None = None
+    # Where restart counts are kept so they survive an agent restart (None: in memory).
+    state_dir: Path | None = None
     reconnect_max: float = 10.0
     backoff: Backoff = field(default_factory=Backoff)
 
@@ -86,7 +96,15 @@ class Agent:
         self.refused: dict[tuple[str, int], str] = {}  # replicas this host's policy refused
         self._sampler = UsageSampler(lambda: runtime.client)
         self.usage = HostUsage(0.0, 0, 0, 0.0)
-        self.restarts = RestartBook()
+        self._restarts_file = config.state_dir / "restarts.json" if config.state_dir else None
+        self.restarts = (
+            RestartBook.load(self._restarts_file) if self._restarts_file else RestartBook()
+        )
+        self.events = EventQueue()
+        self._raised: set[tuple[str, int, str]] = set()  # restart events already raised
+        self._first_round = True
+        self._starting: set[str] = set()  # containers being restarted this round
+        self._requests = RequestHandler(runtime, lambda: self.observed)
         self.connected = asyncio.Event()
         self._wake = asyncio.Event()
         self._report_now = asyncio.Event()
@@ -117,14 +135,18 @@ class Agent:
 
     # ------------------------------------------------------------------ docker events
 
-    def _wake_from_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _on_docker_event(self, loop: asyncio.AbstractEventLoop, raw: dict[str, Any]) -> None:
+        """Runs in the events thread: queue the event and wake the reconcile loop."""
+        event = from_docker(raw)
+        if event is not None:
+            loop.call_soon_threadsafe(self.events.put, event)
         loop.call_soon_threadsafe(self.wake)
 
     def _follow_docker_events(self, loop: asyncio.AbstractEventLoop) -> None:
         delay = 0.2
         while not self._stop_events.is_set():
             try:
-                self.runtime.events(lambda _event: self._wake_from_thread(loop), self._stop_events)
+                self.runtime.events(lambda e: self._on_docker_event(loop, e), self._stop_events)
                 delay = 0.2
             except Exception as error:  # dockerd restarting: follow again after a pause
                 log.debug("docker events stream broke: %s", error)
@@ -154,10 +176,19 @@ class Agent:
         """One round: observe, plan, act. Returns when a backoff wants a look again."""
         version = self.desired_version
         observed_before = self.observed
-        observed = await asyncio.to_thread(self.runtime.list)
+        observed = await asyncio.to_thread(self.runtime.list_containers)
         self.observed = observed
+        if self._first_round:
+            for container in observed:
+                self.events.put(own("adopted", f"found running as {container.name}", container))
+            self._first_round = False
         desired = self.desired if self.desired is not None else _adopted(observed)
-        tasks, look_again = plan(desired, observed, self.restarts, time.time(), self.config.backoff)
+        now = time.time()
+        tasks, look_again = plan(desired, observed, self.restarts, now, self.config.backoff)
+        for key, event in restart_events(observed, self.restarts, self.config.backoff, now):
+            if key not in self._raised:
+                self._raised.add(key)
+                self.events.put(event)
         wanted = {(c.app, c.slot) for c in desired}
         self.refused = {k: v for k, v in self.refused.items() if k in wanted}
         # Each phase runs concurrently (stops wait out grace periods in parallel); a new
@@ -167,10 +198,15 @@ class Agent:
                 break
             await asyncio.gather(*(self._bounded(t) for t in tasks if isinstance(t, phase)))
         if tasks:
-            self.observed = await asyncio.to_thread(self.runtime.list)
+            self.observed = await asyncio.to_thread(self.runtime.list_containers)
+        self._starting.clear()
         if _statuses(self.observed) != _statuses(observed_before):
             self._report_now.set()  # tell the control plane now, not at the next beat
         self.restarts.forget_except(c.container_id for c in self.observed)
+        live_ids = {c.container_id for c in self.observed}
+        self._raised = {k for k in self._raised if k[0] in live_ids}
+        if self._restarts_file is not None and tasks:
+            await asyncio.to_thread(self.restarts.save, self._restarts_file)
         if self.desired is not None and self.desired_version == version:
             self.applied_version = version
         return look_again
@@ -195,9 +231,11 @@ class Agent:
                     message = f"refused by this host's policy: {', '.join(refused)}"
                     if self.refused.get((spec.app, spec.slot)) != message:
                         log.warning("not starting %s.%d: %s", spec.app, spec.slot, message)
+                        self.events.put(own("refused", message, app=spec.app, slot=spec.slot))
                     self.refused[(spec.app, spec.slot)] = message
                     return
-                await asyncio.to_thread(self.runtime.ensure_image, spec.image)
+                if await asyncio.to_thread(self.runtime.ensure_image, spec.image):
+                    self.events.put(own("image-pulled", spec.image, app=spec.app, slot=spec.slot))
                 await asyncio.to_thread(
                     self.runtime.remove_by_name, container_name(spec.app, spec.slot, spec.spec_hash)
                 )
@@ -206,8 +244,13 @@ class Agent:
                 log.info("started %s.%d (%s)", spec.app, spec.slot, container_id[:12])
             elif isinstance(task, Start):
                 log.info("starting %s: %s", task.container.name, task.reason)
+                # Until the round lists containers again, `observed` still shows this one
+                # exited: it must not look failed in a heartbeat meanwhile.
+                self._starting.add(task.container.container_id)
                 if task.container.state != "created":
                     self.restarts.record(task.container.container_id)
+                    if self._restarts_file is not None:  # before the start: a crash keeps it
+                        await asyncio.to_thread(self.restarts.save, self._restarts_file)
                 await asyncio.to_thread(self.runtime.start, task.container.container_id)
         except FleetError as error:
             log.warning("task %s failed: %s", type(task).__name__, error)
@@ -235,6 +278,8 @@ class Agent:
 
     async def _register_message(self) -> pb.AgentMessage:
         cpus, memory, facts = await asyncio.to_thread(self.runtime.host_facts)
+        cpus = min(cpus, self.config.cpus) if self.config.cpus is not None else cpus
+        memory = min(memory, self.config.memory) if self.config.memory is not None else memory
         return pb.AgentMessage(
             register=pb.Register(
                 host_id=self.config.host_id,
@@ -253,11 +298,18 @@ class Agent:
                 log.debug("usage sampling failed: %s", error)
             await asyncio.sleep(every)
 
+    def _status(self, container: ObservedContainer) -> pb.ContainerStatus:
+        status = container.to_status()
+        if container.container_id not in self._starting and self.restarts.failed(container):
+            status.state = "failed"
+            status.message = f"restart limit of {container.restart} reached; left for ops"
+        return status
+
     def _heartbeat(self) -> pb.AgentMessage:
         return pb.AgentMessage(
             heartbeat=pb.Heartbeat(
                 usage=pb.Resources(cpu=self.usage.cpu, memory_bytes=self.usage.memory),
-                containers=[c.to_status() for c in self.observed]
+                containers=[self._status(c) for c in self.observed]
                 + [
                     pb.ContainerStatus(app=app, slot=slot, state="refused", message=message)
                     for (app, slot), message in sorted(self.refused.items())
@@ -278,6 +330,11 @@ class Agent:
             stub = pb_grpc.AgentServiceStub(channel)
             call = stub.Connect(outgoing())
             heartbeats: asyncio.Task[None] | None = None
+            senders: asyncio.Task[None] | None = None
+
+            async def respond(response: pb.ContainerResponse) -> None:
+                await outbox.put(pb.AgentMessage(response=response))
+
             first_set = True
             try:
                 async for message in call:
@@ -288,6 +345,9 @@ class Agent:
                         heartbeats = asyncio.create_task(
                             self._send_heartbeats(outbox, message.registered.heartbeat_seconds)
                         )
+                        senders = asyncio.create_task(self._send_events(outbox))
+                    elif kind == "request":
+                        self._requests.submit(message.request, respond)
                     elif kind == "desired" and (
                         # Versions rise with etcd's revision; an older set from a lagging
                         # server is ignored, except the first one of a new stream.
@@ -298,9 +358,18 @@ class Agent:
                         first_set = False
                         self.wake()
             finally:
-                if heartbeats is not None:
-                    heartbeats.cancel()
+                for task in (heartbeats, senders):
+                    if task is not None:
+                        task.cancel()
+                self._requests.cancel_all()
                 call.cancel()
+
+    async def _send_events(self, outbox: asyncio.Queue[pb.AgentMessage]) -> None:
+        while True:
+            await self.events.ready.wait()
+            batch = self.events.take()
+            if batch:
+                await outbox.put(pb.AgentMessage(events=pb.EventBatch(events=batch)))
 
     async def _send_heartbeats(self, outbox: asyncio.Queue[pb.AgentMessage], every: float) -> None:
         while True:

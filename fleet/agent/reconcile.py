@@ -8,8 +8,10 @@ out as the time to look again.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fleet.agent.runtime import ObservedContainer
 from fleet.proto import fleet_pb2 as pb
@@ -72,6 +74,37 @@ class RestartBook:
     def forget_except(self, container_ids: Iterable[str]) -> None:
         keep = set(container_ids)
         self.counts = {cid: n for cid, n in self.counts.items() if cid in keep}
+
+    def failed(self, container: ObservedContainer) -> bool:
+        """Stopped for good: a failure after the last restart ``on-failure:N`` allows."""
+        return (
+            container.state in ("exited", "dead")
+            and container.restart.startswith("on-failure:")
+            and (container.exit_code != 0 or container.oom_killed)
+            and not restart_wanted(
+                container.restart,
+                container.exit_code,
+                container.oom_killed,
+                self.count(container.container_id),
+            )
+        )
+
+    def save(self, path: Path) -> None:
+        """Write the counts (atomically), so they survive an agent restart."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.counts, sort_keys=True))
+        temporary.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> RestartBook:
+        try:
+            counts = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return cls()
+        if not isinstance(counts, dict):
+            return cls()
+        return cls({str(k): int(v) for k, v in counts.items() if isinstance(v, int)})
 
 
 def restart_wanted(policy: str, exit_code: int, oom_killed: bool, restarts: int) -> bool:

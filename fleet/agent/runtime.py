@@ -164,7 +164,7 @@ class DockerRuntime:
             facts["boot_id"] = boot_id.read_text().strip()
         return float(info.get("NCPU", 0)), int(info.get("MemTotal", 0)), facts
 
-    def list(self) -> list[ObservedContainer]:
+    def list_containers(self) -> list[ObservedContainer]:
         """Every fleet container on the host, running or not."""
 
         def inspect_all() -> list[ObservedContainer]:
@@ -258,6 +258,49 @@ class DockerRuntime:
             return
         if LABEL_APP in (attrs["Config"]["Labels"] or {}):
             self.stop_and_remove(attrs["Id"], 0)
+
+    def logs(
+        self,
+        container_id: str,
+        *,
+        follow: bool,
+        tail: int,
+        timestamps: bool,
+        on_chunk: Callable[[bytes], None],
+        streams: dict[str, Any],
+        key: str,
+    ) -> None:
+        """Send the container's log to ``on_chunk`` (blocking). The stream is kept in
+        ``streams[key]`` so another thread can close it to stop a followed log."""
+        stream = self._call(
+            "logs",
+            lambda: self.client.api.logs(
+                container_id,
+                stream=True,
+                follow=follow,
+                tail="all" if tail < 0 else tail,
+                timestamps=timestamps,
+            ),
+        )
+        streams[key] = stream
+        try:
+            for chunk in stream:
+                on_chunk(chunk)
+        finally:
+            streams.pop(key, None)
+            stream.close()
+
+    def exec(self, container_id: str, command: list[str], limit: int) -> tuple[int, bytes]:
+        """Run ``command`` in the container; (exit code, first ``limit`` bytes of output)."""
+        api = self.client.api
+        created = self._call("exec", lambda: api.exec_create(container_id, command))
+        output = self._call("exec", lambda: api.exec_start(created["Id"]))
+        code = self._call("exec", lambda: api.exec_inspect(created["Id"]))["ExitCode"]
+        return int(code if code is not None else -1), bytes(output)[:limit]
+
+    def top(self, container_id: str) -> tuple[list[str], list[list[str]]]:
+        found = self._call("top", lambda: self.client.api.top(container_id))
+        return list(found.get("Titles") or []), [list(p) for p in found.get("Processes") or []]
 
     def events(self, on_event: Callable[[dict[str, Any]], None], stop: threading.Event) -> None:
         """Follow fleet containers' events until ``stop`` is set or the stream breaks."""

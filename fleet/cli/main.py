@@ -7,6 +7,7 @@ import contextlib
 import difflib
 import json
 import logging
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -16,12 +17,12 @@ import typer
 import yaml
 
 from fleet.cli import certs
-from fleet.cli.output import Format, console, err_console, human_memory, print_records
+from fleet.cli.output import Format, console, err_console, human_memory, print_records, to_dict
 from fleet.client import FleetClient, servers_from
 from fleet.errors import FleetError, SpecError
 from fleet.policy import ALLOW_WORDS, Policy
 from fleet.proto import fleet_pb2 as pb
-from fleet.spec import AppSpec, json_schema, load_file
+from fleet.spec import AppSpec, json_schema, load_file, parse_duration, parse_memory
 from fleet.transport import TlsFiles, client_transport
 
 app = typer.Typer(
@@ -356,6 +357,121 @@ def describe(
             _fail("describe takes app or host", 2)
 
 
+def _parse_since(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        _fail(f"--since {text!r}: {error}", 2)
+
+
+@app.command()
+def events(
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events.")
+    ] = False,
+    app_name: Annotated[str, typer.Option("--app", help="Only this app.")] = "",
+    host: Annotated[str, typer.Option("--host", help="Only this host.")] = "",
+    since: Annotated[
+        str, typer.Option("--since", help="Only events newer than this, e.g. 10m, 1h.")
+    ] = "",
+    server: ServerOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    insecure: InsecureOpt = False,
+    output: OutputOpt = Format.table,
+) -> None:
+    """Show what happened across the pool: container starts, exits, restarts, pulls,
+    unschedulable replicas (kept about an hour). -o json prints one object per line."""
+    seconds = _parse_since(since) if since else 0.0
+    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+        for event in client.events(app=app_name, host=host, since_seconds=seconds, follow=follow):
+            if output == Format.json:
+                print(json.dumps(to_dict(event)), flush=True)
+            elif output == Format.yaml:
+                print(yaml.safe_dump([to_dict(event)], sort_keys=False), end="", flush=True)
+            else:
+                where = f"{event.app}.{event.slot}" if event.app else "-"
+                console.print(
+                    f"{event.time}  {event.host or event.source:<12} {where:<16} "
+                    f"{event.kind:<18} {event.message}",
+                    soft_wrap=True,
+                )
+
+
+@app.command()
+def logs(
+    target: Annotated[str, typer.Argument(metavar="APP", help="The app.", show_default=False)],
+    slot: Annotated[int, typer.Option("--slot", help="Only this replica.")] = -1,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing.")] = False,
+    tail: Annotated[int, typer.Option("--tail", help="Lines from the end (-1: all).")] = -1,
+    timestamps: Annotated[bool, typer.Option("--timestamps", "-t")] = False,
+    server: ServerOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    insecure: InsecureOpt = False,
+) -> None:
+    """Print the replicas' logs, each line prefixed with its replica (like docker compose)."""
+    partial: dict[str, str] = {}
+    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+        chunks = client.logs(target, slot=slot, follow=follow, tail=tail, timestamps=timestamps)
+        for chunk in chunks:
+            who = f"{chunk.app}.{chunk.slot}"
+            text = partial.pop(who, "") + chunk.data.decode(errors="replace")
+            *lines, rest = text.split("\n")
+            if rest:
+                partial[who] = rest
+            for line in lines:
+                print(f"{who:<12}| {line}", flush=True)
+    for who, rest in partial.items():
+        print(f"{who:<12}| {rest}")
+
+
+@app.command("exec")
+def exec_(
+    target: Annotated[
+        str, typer.Argument(metavar="APP[/SLOT]", help="The app, and which replica.")
+    ],
+    command: Annotated[list[str], typer.Argument(help="The command, after --.")],
+    server: ServerOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    insecure: InsecureOpt = False,
+) -> None:
+    """Run a command in a replica (admin only) and exit with its exit code:
+    `fleet exec web/0 -- cat /etc/hostname`."""
+    app_name, _, slot_text = target.partition("/")
+    if slot_text and not slot_text.isdigit():
+        _fail(f"{target!r}: expected APP or APP/SLOT", 2)
+    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+        result = client.exec(app_name, command, slot=int(slot_text) if slot_text else -1)
+    sys.stdout.buffer.write(result.output)
+    sys.stdout.flush()
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def top(
+    target: Annotated[str, typer.Argument(metavar="APP|HOST", show_default=False)],
+    server: ServerOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    insecure: InsecureOpt = False,
+) -> None:
+    """The processes of an app's replicas, or of every fleet container on a host."""
+    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+        is_host = any(h.host_id == target for h in client.hosts())
+        entries = client.top(host=target) if is_host else client.top(app=target)
+    for entry in entries:
+        console.print(f"[bold]{entry.app}.{entry.slot}[/bold] on {entry.host}")
+        print_records(
+            [], Format.table, list(entry.titles), [list(p.fields) for p in entry.processes]
+        )
+
+
 @app.command()
 def scale(
     app_name: Annotated[str, typer.Argument(metavar="APP", show_default=False)],
@@ -616,6 +732,19 @@ def server(
     asyncio.run(run_server(config))
 
 
+def _memory_option(text: str) -> int:
+    try:
+        return parse_memory(text)
+    except ValueError as error:
+        _fail(f"--memory {text!r}: {error}", 2)
+
+
+def _default_state_dir(host_id: str) -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/fleet-agent") / host_id
+    return Path.home() / ".fleet" / f"agent-{host_id}"
+
+
 def _labels(values: list[str]) -> dict[str, str]:
     labels = {}
     for item in values:
@@ -650,6 +779,22 @@ def agent(
     allow: AllowOpt = None,
     allow_cap: AllowCapOpt = None,
     allow_bind: AllowBindOpt = None,
+    cpus: Annotated[
+        float | None,
+        typer.Option("--cpus", help="Cores this host offers fleet (default: all it has)."),
+    ] = None,
+    memory: Annotated[
+        str | None,
+        typer.Option("--memory", help="Memory this host offers fleet, e.g. 6Gi (default: all)."),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            help="Keeps restart counts across agent restarts. Default: "
+            "/var/lib/fleet-agent/HOST_ID as root, else ~/.fleet/agent-HOST_ID.",
+        ),
+    ] = None,
     log_level: LogLevel = "info",
 ) -> None:
     """Run the agent for one Docker host: it runs what the control plane places here.
@@ -669,6 +814,9 @@ def agent(
         transport=transport,
         labels=_labels(label or []),
         policy=_policy(allow or [], allow_cap or [], allow_bind or []),
+        state_dir=state_dir or _default_state_dir(host_id),
+        cpus=cpus,
+        memory=_memory_option(memory) if memory else None,
     )
     asyncio.run(Agent(config, DockerRuntime(docker_url)).run())
 

@@ -9,9 +9,11 @@ The server pushes the host's whole desired set whenever the informer sees it cha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 import grpc.aio
@@ -19,11 +21,18 @@ import grpc.aio
 from fleet._time import now_iso
 from fleet.controlplane.auth import caller
 from fleet.controlplane.desired import desired_containers, fingerprint
-from fleet.errors import FleetError, InvalidArgument, PermissionDenied, grpc_code_for
+from fleet.errors import (
+    FailedPrecondition,
+    FleetError,
+    InvalidArgument,
+    PermissionDenied,
+    grpc_code_for,
+)
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.secrets import SecretBox
 from fleet.store import Informer, Store, check_host_id
+from fleet.store.events import EventLog
 from fleet.store.records import (
     ContainerReport,
     HostRecord,
@@ -40,7 +49,8 @@ log = logging.getLogger(__name__)
 _MAX_LABELS = 64
 _MAX_TEXT = 1024
 _REGISTER_TIMEOUT = 10.0
-_STATUS_REFRESH = 10.0  # seconds: usage is rewritten at most this often when nothing else changed
+_MAX_EVENTS_PER_BATCH = 500
+_STATUS_REFRESH = 5.0  # seconds: usage is rewritten at most this often when nothing else changed
 
 
 def _check_map(what: str, values: dict[str, str]) -> dict[str, str]:
@@ -97,6 +107,20 @@ def status_record(host_id: str, heartbeat: pb.Heartbeat) -> StatusRecord:
     )
 
 
+class _Session:
+    """One connected agent: its outgoing queue and the requests awaiting its answers."""
+
+    def __init__(self, host_id: str, outbox: asyncio.Queue[pb.ServerMessage]) -> None:
+        self.host_id = host_id
+        self.outbox = outbox
+        self.pending: dict[str, asyncio.Queue[pb.ContainerResponse]] = {}
+
+    def close(self) -> None:
+        for queue in self.pending.values():
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(pb.ContainerResponse(done=True, error="the host disconnected"))
+
+
 class AgentService(pb_grpc.AgentServiceServicer):
     def __init__(
         self,
@@ -106,9 +130,11 @@ class AgentService(pb_grpc.AgentServiceServicer):
         server_id: str,
         heartbeat_seconds: float = 2.0,
         lease_ttl: int = 15,
+        events: EventLog,
         insecure: bool = False,
         secrets: SecretBox | None = None,
     ) -> None:
+        self._events = events
         self.insecure = insecure
         self._secrets = secrets
         self._store = store
@@ -117,6 +143,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self._heartbeat_seconds = heartbeat_seconds
         self._lease_ttl = lease_ttl
         self.connected: dict[str, float] = {}  # host id -> monotonic time of last heartbeat
+        self._sessions: dict[str, _Session] = {}
 
     async def Connect(
         self,
@@ -142,7 +169,9 @@ class AgentService(pb_grpc.AgentServiceServicer):
             registered=pb.Registered(host_id=host_id, heartbeat_seconds=self._heartbeat_seconds)
         )
         outbox: asyncio.Queue[pb.ServerMessage] = asyncio.Queue()
-        reader = asyncio.create_task(self._read(host_id, lease, request_iterator))
+        session = _Session(host_id, outbox)
+        self._sessions[host_id] = session
+        reader = asyncio.create_task(self._read(session, lease, request_iterator))
         pusher = asyncio.create_task(self._push(host_id, outbox))
         getter: asyncio.Task[pb.ServerMessage] | None = None
         try:
@@ -160,6 +189,9 @@ class AgentService(pb_grpc.AgentServiceServicer):
             for task in (pusher, reader, getter):
                 if task is not None:
                     task.cancel()
+            if self._sessions.get(host_id) is session:
+                del self._sessions[host_id]
+            session.close()
             self.connected.pop(host_id, None)
             log.info("host %s disconnected", host_id)
             try:
@@ -201,13 +233,26 @@ class AgentService(pb_grpc.AgentServiceServicer):
         return host_id, lease
 
     async def _read(
-        self, host_id: str, lease: int, request_iterator: AsyncIterator[pb.AgentMessage]
+        self, session: _Session, lease: int, request_iterator: AsyncIterator[pb.AgentMessage]
     ) -> None:
+        host_id = session.host_id
         last_report: bytes = b""
         last_written = 0.0
         async for message in request_iterator:
-            if message.WhichOneof("kind") != "heartbeat":
-                raise InvalidArgument("only heartbeats may follow Register")
+            kind = message.WhichOneof("kind")
+            if kind == "events":
+                await self._record_events(host_id, message.events.events)
+                continue
+            if kind == "response":
+                queue = session.pending.get(message.response.id)
+                if queue is not None:
+                    try:
+                        queue.put_nowait(message.response)
+                    except asyncio.QueueFull:  # a reader that does not keep up loses pieces
+                        log.warning("host %s: dropped a response piece", host_id)
+                continue
+            if kind != "heartbeat":
+                raise InvalidArgument("only heartbeats and events may follow Register")
             self.connected[host_id] = time.monotonic()
             if not await self._store.keep_alive(lease):
                 raise InvalidArgument(f"host {host_id}'s lease expired; reconnect")
@@ -218,6 +263,51 @@ class AgentService(pb_grpc.AgentServiceServicer):
             if report != last_report or now - last_written > _STATUS_REFRESH:
                 await self._store.report_status(status, lease)
                 last_report, last_written = report, now
+
+    async def relay(
+        self, host_id: str, request: pb.ContainerRequest
+    ) -> AsyncIterator[pb.ContainerResponse]:
+        """Ask ``host_id``'s agent for logs, exec or top; yield its answer's pieces."""
+        session = self._sessions.get(host_id)
+        if session is None:
+            raise FailedPrecondition(f"host {host_id} is not connected to this control plane")
+        request.id = uuid.uuid4().hex
+        queue: asyncio.Queue[pb.ContainerResponse] = asyncio.Queue(maxsize=1024)
+        session.pending[request.id] = queue
+        finished = False
+        try:
+            await session.outbox.put(pb.ServerMessage(request=request))
+            while not finished:
+                response = await queue.get()
+                finished = response.done
+                if response.error:
+                    raise FailedPrecondition(f"{host_id}: {response.error}")
+                yield response
+        finally:
+            session.pending.pop(request.id, None)
+            if not finished:  # the caller went away: stop the agent's side too
+                cancel = pb.ContainerRequest(id=request.id, cancel=True)
+                await session.outbox.put(pb.ServerMessage(request=cancel))
+
+    async def _record_events(self, host_id: str, events: Sequence[pb.Event]) -> None:
+        """Store an agent's events as its own: host and source come from the session
+        (its certificate), never from what the agent wrote."""
+        if len(events) > _MAX_EVENTS_PER_BATCH:
+            raise InvalidArgument(f"at most {_MAX_EVENTS_PER_BATCH} events per batch")
+        cleaned = []
+        for event in events:
+            copy = pb.Event()
+            copy.CopyFrom(event)
+            copy.host = host_id
+            copy.source = "agent"
+            copy.message = copy.message[:_MAX_TEXT]
+            copy.kind = copy.kind[:64]
+            copy.app = copy.app[:63]
+            cleaned.append(copy)
+        try:
+            await self._events.append(host_id, cleaned)
+        except FleetError as error:
+            log.warning("host %s: %d event(s) not stored: %s", host_id, len(cleaned), error)
 
     async def _push(self, host_id: str, outbox: asyncio.Queue[pb.ServerMessage]) -> None:
         subscription = self._informer.subscribe()

@@ -9,30 +9,46 @@ whatever the client checked.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
+from collections.abc import AsyncIterator, Callable
 
 import grpc.aio
 
-from fleet._time import now_iso
+from fleet._time import iso_seconds_ago, now_iso
 from fleet.controlplane.apps import plan_apply, plan_scale
-from fleet.controlplane.auth import Permission, rpc
+from fleet.controlplane.auth import Permission, caller, check, rpc
 from fleet.controlplane.replicas import plan_replicas
 from fleet.errors import (
     FailedPrecondition,
+    FleetError,
     InvalidArgument,
     NotFound,
     PermissionDenied,
     Unavailable,
+    grpc_code_for,
 )
 from fleet.policy import Policy, Privileges, violations
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.secrets import SecretBox
 from fleet.spec import AppSpec, parse_spec_json
-from fleet.store import AppWrite, ClusterState, Informer, Store, Versioned, check_name
+from fleet.store import (
+    AppWrite,
+    ClusterState,
+    Informer,
+    Store,
+    Versioned,
+    check_host_id,
+    check_name,
+)
+from fleet.store.events import EventLog
 from fleet.store.records import AppRecord, ContainerReport, ReplicaRecord, SecretRecord
 
-__all__ = ["FleetService"]
+__all__ = ["FleetService", "Relay"]
+
+# Sends a request to one host's agent and yields its answer (AgentService.relay).
+Relay = Callable[[str, pb.ContainerRequest], AsyncIterator[pb.ContainerResponse]]
 
 MAX_APPS_PER_APPLY = 100
 MAX_REPLICAS = 10_000
@@ -94,12 +110,16 @@ class FleetService(pb_grpc.FleetServiceServicer):
         self,
         store: Store,
         informer: Informer,
+        events: EventLog,
+        relay: Relay,
         *,
         insecure: bool = False,
         secrets: SecretBox | None = None,
     ) -> None:
         self._store = store
         self._informer = informer
+        self._events = events
+        self._relay = relay
         self._secrets = secrets
         self.insecure = insecure  # every caller is an anonymous admin (logged at start)
 
@@ -177,7 +197,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
         if request.dry_run:
             future = _dry_run_state(state, writes)
             for change in changes:
-                replica_plan = plan_replicas(future, change.app)
+                replica_plan = plan_replicas(future, change.app, time.time())
                 change.placements.extend(
                     pb.Placement(app=change.app, slot=r.slot, host=r.host)
                     for r, mod in replica_plan.put
@@ -244,7 +264,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
         apps = []
         for name in names:
             record = state.apps[name].value
-            pending = plan_replicas(state, name).pending
+            pending = plan_replicas(state, name, time.time()).pending
             apps.append(
                 pb.AppInfo(
                     name=name,
@@ -428,6 +448,133 @@ class FleetService(pb_grpc.FleetServiceServicer):
             )
         )
         return policy.to_proto()
+
+    # ------------------------------------------------------------------ events
+
+    async def Events(
+        self, request: pb.EventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Event]:
+        """Recent events, filtered; with ``follow``, then every new one as it is stored."""
+        try:
+            check(caller(context, insecure=self.insecure), Permission.APPS_READ)
+            history, revision = await self._events.history()
+        except FleetError as error:
+            await context.abort(grpc_code_for(error), str(error))
+            return
+        since = ""
+        if request.since_seconds > 0:
+            since = iso_seconds_ago(request.since_seconds)
+
+        def wanted(event: pb.Event) -> bool:
+            return (
+                (not request.app or event.app == request.app)
+                and (not request.host or event.host == request.host)
+                and event.time >= since
+            )
+
+        for event in history:
+            if wanted(event):
+                yield event
+        if request.follow:
+            async for event in self._events.follow(revision):
+                if wanted(event):
+                    yield event
+
+    # ------------------------------------------------------------------ logs, exec, top
+
+    def _replicas(self, app: str, slot: int = -1, host: str = "") -> list[ReplicaRecord]:
+        state = self._informer.state()
+        self._app(state, check_name(app))
+        found = [
+            r
+            for r in state.replicas_of(app)
+            if (slot < 0 or r.slot == slot) and (not host or r.host == host)
+        ]
+        if not found:
+            which = "" if slot < 0 else f" {slot}"
+            raise NotFound(f"app {app!r} has no replica{which} placed")
+        return found
+
+    async def Logs(
+        self, request: pb.LogsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.LogChunk]:
+        """The replicas' logs, interleaved as they come (one stream per replica)."""
+        try:
+            check(caller(context, insecure=self.insecure), Permission.LOGS)
+            await self._informer.wait_synced()
+            replicas = self._replicas(request.app, request.slot)
+        except FleetError as error:
+            await context.abort(grpc_code_for(error), str(error))
+            return
+        merged: asyncio.Queue[pb.LogChunk | None] = asyncio.Queue(maxsize=1024)
+
+        async def follow(replica: ReplicaRecord) -> None:
+            ask = pb.ContainerRequest(
+                app=replica.app,
+                slot=replica.slot,
+                logs=pb.LogsRequest(
+                    follow=request.follow, tail=request.tail, timestamps=request.timestamps
+                ),
+            )
+
+            def chunk(data: bytes) -> pb.LogChunk:
+                return pb.LogChunk(app=replica.app, slot=replica.slot, host=replica.host, data=data)
+
+            try:
+                async for piece in self._relay(replica.host, ask):
+                    if piece.data:
+                        await merged.put(chunk(piece.data))
+            except FleetError as error:
+                await merged.put(chunk(f"fleet: {error}\n".encode()))
+            finally:
+                await merged.put(None)
+
+        readers = [asyncio.create_task(follow(r)) for r in replicas]
+        try:
+            remaining = len(readers)
+            while remaining:
+                chunk = await merged.get()
+                if chunk is None:
+                    remaining -= 1
+                else:
+                    yield chunk
+        finally:
+            for reader in readers:
+                reader.cancel()
+
+    @rpc(Permission.EXEC)
+    async def Exec(
+        self, request: pb.ExecRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExecResponse:
+        if not request.command:
+            raise InvalidArgument("exec needs a command")
+        await self._informer.wait_synced()
+        replica = self._replicas(request.app, request.slot)[0]
+        ask = pb.ContainerRequest(
+            app=replica.app, slot=replica.slot, exec=pb.ExecRequest(command=request.command)
+        )
+        answer = pb.ExecResponse(host=replica.host, slot=replica.slot)
+        async for piece in self._relay(replica.host, ask):
+            answer.output += piece.data
+            if not piece.done:
+                answer.exit_code = piece.exit_code
+        return answer
+
+    @rpc(Permission.APPS_READ)
+    async def Top(self, request: pb.TopRequest, context: grpc.aio.ServicerContext) -> pb.TopList:
+        await self._informer.wait_synced()
+        if request.app:
+            replicas = self._replicas(request.app, host=request.host)
+        else:
+            replicas = self._informer.state().replicas_on(check_host_id(request.host))
+        entries = []
+        for replica in replicas:
+            ask = pb.ContainerRequest(app=replica.app, slot=replica.slot, top=pb.TopRequest())
+            async for piece in self._relay(replica.host, ask):
+                if piece.HasField("top"):
+                    piece.top.host = replica.host
+                    entries.append(piece.top)
+        return pb.TopList(entries=entries)
 
 
 def _users(state: ClusterState, secret: str) -> list[str]:

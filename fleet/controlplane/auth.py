@@ -5,8 +5,9 @@ its subject says the kind (server, agent, client), the name and, for people and 
 the role (see ``fleet.pki``). Nothing a caller sends in a message decides who it is.
 
     role        may
-    admin       everything (the only role that sets secrets and the container policy)
-    deployer    read apps and hosts; apply, scale and delete apps; list secret names
+    admin       everything (the only role that sets secrets and the container policy, and
+                execs into containers)
+    deployer    read apps and hosts; apply, scale and delete apps; logs; list secret names
     viewer      read apps and hosts
     (agent)     only its own stream, as the host its certificate names
 """
@@ -38,6 +39,8 @@ class Permission(StrEnum):
     SECRETS_READ = "list secrets"
     SECRETS_WRITE = "change secrets"
     POLICY_WRITE = "change the container policy"
+    LOGS = "read container logs"
+    EXEC = "run commands in containers"
 
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
@@ -48,6 +51,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
             Permission.APPS_WRITE,
             Permission.HOSTS_READ,
             Permission.SECRETS_READ,
+            Permission.LOGS,
         }
     ),
     "viewer": frozenset({Permission.APPS_READ, Permission.HOSTS_READ}),

@@ -13,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 
+from fleet._time import epoch, now_iso
 from fleet.errors import Conflict, Unavailable
+from fleet.proto import fleet_pb2 as pb
 from fleet.scheduler import HostView, PlacedReplica, Plan, ReplicaRequest, Snapshot, schedule
 from fleet.spec import AppSpec
-from fleet.store import ClusterState, Informer, Store
+from fleet.store import ClusterState, EventLog, Informer, Store
 from fleet.store.records import ReplicaRecord, ResourceAmounts
 
 __all__ = ["ReplicaController", "ReplicaPlan", "plan_replicas", "scheduler_snapshot"]
@@ -40,31 +43,51 @@ def fixed_host_ports(spec: AppSpec) -> list[str]:
     return sorted(f"{p.host_port}/{p.protocol}" for p in spec.ports if p.host_port)
 
 
-def _request(spec: AppSpec, slot: int) -> ReplicaRequest:
+def _request(spec: AppSpec, template: AppSpec, slot: int) -> ReplicaRequest:
+    """What one slot asks of a host: the container ``template``'s reservations, ports and
+    image, and where the app's current ``spec`` lets it run (a change of constraints or
+    placement alone makes no new revision, so the revision's copy may be older)."""
     return ReplicaRequest(
         app=spec.name,
         slot=slot,
-        cpu=spec.resources.cpu,
-        memory=spec.resources.memory,
-        host_ports=frozenset(fixed_host_ports(spec)),
+        cpu=template.resources.cpu,
+        memory=template.resources.memory,
+        host_ports=frozenset(fixed_host_ports(template)),
         constraints=tuple(spec.constraints),
+        image=template.image,
+        placement=spec.placement,
+        max_per_host=spec.max_per_host,
     )
 
 
-def scheduler_snapshot(state: ClusterState, *, exclude_app: str | None = None) -> Snapshot:
-    """The scheduler's view: registered hosts (connected or not) and every placed
-    replica's reservation, optionally leaving out one app's replicas."""
-    hosts = tuple(
-        HostView(
-            host_id=host_id,
-            cpu=h.value.capacity.cpu,
-            memory=h.value.capacity.memory,
-            labels={**h.value.facts, **h.value.labels},
-            state=h.value.state,
-            connected=host_id in state.alive,
-        )
-        for host_id, h in state.hosts.items()
+# Live usage older than this counts as none (reservations alone): a few of the agents'
+# status reports, which are rewritten at least every STATUS_REFRESH seconds.
+STATS_STALE_AFTER = 15.0
+
+
+def _host_view(state: ClusterState, host_id: str) -> HostView:
+    host = state.hosts[host_id].value
+    status = state.status.get(host_id)
+    return HostView(
+        host_id=host_id,
+        cpu=host.capacity.cpu,
+        memory=host.capacity.memory,
+        labels={**host.facts, **host.labels},
+        state=host.state,
+        connected=host_id in state.alive,
+        used_cpu=status.value.usage.cpu if status else 0.0,
+        used_memory=status.value.usage.memory if status else 0,
+        stats_at=epoch(status.value.reported_at) if status else None,
     )
+
+
+def scheduler_snapshot(
+    state: ClusterState, *, exclude_app: str | None = None, now: float | None = None
+) -> Snapshot:
+    """The scheduler's view: registered hosts (connected or not) with their live usage,
+    and every placed replica's reservation, optionally leaving out one app's replicas.
+    Without ``now`` live usage is ignored."""
+    hosts = tuple(_host_view(state, host_id) for host_id in state.hosts)
     placed = tuple(
         PlacedReplica(
             app=r.value.app,
@@ -77,11 +100,12 @@ def scheduler_snapshot(state: ClusterState, *, exclude_app: str | None = None) -
         for r in state.replicas.values()
         if r.value.app != exclude_app
     )
-    return Snapshot(hosts=hosts, placed=placed)
+    return Snapshot(hosts=hosts, placed=placed, now=now, stale_after=STATS_STALE_AFTER)
 
 
-def plan_replicas(state: ClusterState, app: str) -> ReplicaPlan:
-    """What to write so ``app``'s replicas match its spec in ``state``."""
+def plan_replicas(state: ClusterState, app: str, now: float | None = None) -> ReplicaPlan:
+    """What to write so ``app``'s replicas match its spec in ``state``; ``now`` (epoch
+    seconds) lets fresh live usage count."""
     plan = ReplicaPlan()
     stored = state.apps.get(app)
     existing = {slot: v for (a, slot), v in state.replicas.items() if a == app}
@@ -118,7 +142,7 @@ def plan_replicas(state: ClusterState, app: str) -> ReplicaPlan:
     # app's kept replicas with what they reserve after the update above.
     missing = sorted(wanted - existing.keys())
     if missing:
-        others = scheduler_snapshot(state, exclude_app=app)
+        others = scheduler_snapshot(state, exclude_app=app, now=now)
         kept = tuple(
             PlacedReplica(
                 app=app,
@@ -131,8 +155,10 @@ def plan_replicas(state: ClusterState, app: str) -> ReplicaPlan:
             for slot, v in sorted(existing.items())
             if slot in wanted
         )
-        snapshot = Snapshot(hosts=others.hosts, placed=others.placed + kept)
-        placed: Plan = schedule(snapshot, [_request(template, slot) for slot in missing])
+        snapshot = Snapshot(
+            hosts=others.hosts, placed=others.placed + kept, now=now, stale_after=others.stale_after
+        )
+        placed: Plan = schedule(snapshot, [_request(spec, template, slot) for slot in missing])
         for placement in placed.placements:
             plan.put.append(
                 (
@@ -155,9 +181,12 @@ def plan_replicas(state: ClusterState, app: str) -> ReplicaPlan:
 class ReplicaController:
     """Runs ``plan_replicas`` for every app whenever the informer sees a change."""
 
-    def __init__(self, store: Store, informer: Informer, *, resync: float = 30.0) -> None:
+    def __init__(
+        self, store: Store, informer: Informer, events: EventLog, *, resync: float = 30.0
+    ) -> None:
         self._store = store
         self._informer = informer
+        self._events = events
         self._resync = resync
         self.pending: dict[str, dict[int, str]] = {}  # app -> slot -> reason (for the API)
 
@@ -175,7 +204,7 @@ class ReplicaController:
         apps = set(state.apps) | {app for app, _ in state.replicas}
         pending: dict[str, dict[int, str]] = {}
         for app in sorted(apps):
-            plan = plan_replicas(state, app)
+            plan = plan_replicas(state, app, time.time())
             if plan.pending:
                 pending[app] = plan.pending
             if plan.is_empty():
@@ -206,4 +235,25 @@ class ReplicaController:
                 log.debug("app %s: replica plan lost a race; re-planning on the next change", app)
             except Unavailable as error:
                 log.warning("app %s: cannot commit replicas: %s", app, error)
+        await self._report_unschedulable(pending)
         self.pending = pending
+
+    async def _report_unschedulable(self, pending: dict[str, dict[int, str]]) -> None:
+        """One event per replica when it becomes unschedulable or its reason changes."""
+        new = [
+            pb.Event(
+                time=now_iso(),
+                source="controlplane",
+                app=app,
+                slot=slot,
+                kind="unschedulable",
+                message=reason,
+            )
+            for app, slots in sorted(pending.items())
+            for slot, reason in sorted(slots.items())
+            if self.pending.get(app, {}).get(slot) != reason
+        ]
+        try:
+            await self._events.append("controlplane", new)
+        except Unavailable as error:
+            log.warning("could not record %d event(s): %s", len(new), error)

@@ -23,7 +23,7 @@ from fleet.controlplane.api import FleetService
 from fleet.controlplane.replicas import ReplicaController
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.secrets import load_key_file
-from fleet.store import DEFAULT_PREFIX, Etcd, Informer, KeyLayout, Store
+from fleet.store import DEFAULT_PREFIX, Etcd, EventLog, Informer, KeyLayout, Store
 from fleet.transport import TlsFiles, Transport
 
 __all__ = ["ControlPlane", "ServerConfig", "run_server"]
@@ -56,18 +56,25 @@ class ControlPlane:
         box = load_key_file(config.secrets_key) if config.secrets_key else None
         self.store = Store(self.etcd, KeyLayout(config.prefix))
         self.informer = Informer(self.etcd, self.store.keys)
-        self.controller = ReplicaController(self.store, self.informer)
+        self.events = EventLog(self.etcd, self.store.keys)
+        self.controller = ReplicaController(self.store, self.informer, self.events)
         self.agents = AgentService(
             self.store,
             self.informer,
             server_id=self.server_id,
             heartbeat_seconds=config.heartbeat_seconds,
             lease_ttl=config.host_lease_ttl,
+            events=self.events,
             insecure=config.transport.insecure,
             secrets=box,
         )
         self.api = FleetService(
-            self.store, self.informer, insecure=config.transport.insecure, secrets=box
+            self.store,
+            self.informer,
+            self.events,
+            self.agents.relay,
+            insecure=config.transport.insecure,
+            secrets=box,
         )
         self._server = grpc.aio.server(
             options=[

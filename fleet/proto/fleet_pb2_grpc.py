@@ -166,6 +166,26 @@ class FleetServiceStub:
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.Policy.FromString,
                 _registered_method=True)
+        self.Events = channel.unary_stream(
+                '/fleet.v1.FleetService/Events',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.EventsRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.Event.FromString,
+                _registered_method=True)
+        self.Logs = channel.unary_stream(
+                '/fleet.v1.FleetService/Logs',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.LogsRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.LogChunk.FromString,
+                _registered_method=True)
+        self.Exec = channel.unary_unary(
+                '/fleet.v1.FleetService/Exec',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.ExecRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.ExecResponse.FromString,
+                _registered_method=True)
+        self.Top = channel.unary_unary(
+                '/fleet.v1.FleetService/Top',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.TopRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.TopList.FromString,
+                _registered_method=True)
         self.SetPolicy = channel.unary_unary(
                 '/fleet.v1.FleetService/SetPolicy',
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.Policy.SerializeToString,
@@ -238,6 +258,30 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Events(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Logs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Exec(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Top(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetPolicy(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -296,6 +340,26 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.GetPolicy,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.Policy.SerializeToString,
+            ),
+            'Events': grpc.unary_stream_rpc_method_handler(
+                    servicer.Events,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.EventsRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.Event.SerializeToString,
+            ),
+            'Logs': grpc.unary_stream_rpc_method_handler(
+                    servicer.Logs,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.LogsRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.LogChunk.SerializeToString,
+            ),
+            'Exec': grpc.unary_unary_rpc_method_handler(
+                    servicer.Exec,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.ExecRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.ExecResponse.SerializeToString,
+            ),
+            'Top': grpc.unary_unary_rpc_method_handler(
+                    servicer.Top,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.TopRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.TopList.SerializeToString,
             ),
             'SetPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.SetPolicy,
@@ -575,6 +639,114 @@ class FleetService:
             '/fleet.v1.FleetService/GetPolicy',
             fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.Policy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Events(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fleet.v1.FleetService/Events',
+            fleet_dot_proto_dot_fleet__pb2.EventsRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fleet.v1.FleetService/Logs',
+            fleet_dot_proto_dot_fleet__pb2.LogsRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.LogChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exec(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/Exec',
+            fleet_dot_proto_dot_fleet__pb2.ExecRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.ExecResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Top(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/Top',
+            fleet_dot_proto_dot_fleet__pb2.TopRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.TopList.FromString,
             options,
             channel_credentials,
             insecure,

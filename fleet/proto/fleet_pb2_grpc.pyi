@@ -84,6 +84,10 @@ class FleetServiceStub:
     ListSecrets: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.SecretList]
     DeleteSecret: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.DeleteSecretRequest, _fleet_pb2.DeleteSecretResponse]
     GetPolicy: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.Policy]
+    Events: _grpc.UnaryStreamMultiCallable[_fleet_pb2.EventsRequest, _fleet_pb2.Event]
+    Logs: _grpc.UnaryStreamMultiCallable[_fleet_pb2.LogsRequest, _fleet_pb2.LogChunk]
+    Exec: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.ExecRequest, _fleet_pb2.ExecResponse]
+    Top: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.TopRequest, _fleet_pb2.TopList]
     SetPolicy: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.Policy, _fleet_pb2.Policy]
 
 @_typing.type_check_only
@@ -101,6 +105,10 @@ class FleetServiceAsyncStub(FleetServiceStub):
     ListSecrets: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.SecretList]  # type: ignore[assignment]
     DeleteSecret: _aio.UnaryUnaryMultiCallable[_fleet_pb2.DeleteSecretRequest, _fleet_pb2.DeleteSecretResponse]  # type: ignore[assignment]
     GetPolicy: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.Policy]  # type: ignore[assignment]
+    Events: _aio.UnaryStreamMultiCallable[_fleet_pb2.EventsRequest, _fleet_pb2.Event]  # type: ignore[assignment]
+    Logs: _aio.UnaryStreamMultiCallable[_fleet_pb2.LogsRequest, _fleet_pb2.LogChunk]  # type: ignore[assignment]
+    Exec: _aio.UnaryUnaryMultiCallable[_fleet_pb2.ExecRequest, _fleet_pb2.ExecResponse]  # type: ignore[assignment]
+    Top: _aio.UnaryUnaryMultiCallable[_fleet_pb2.TopRequest, _fleet_pb2.TopList]  # type: ignore[assignment]
     SetPolicy: _aio.UnaryUnaryMultiCallable[_fleet_pb2.Policy, _fleet_pb2.Policy]  # type: ignore[assignment]
 
 class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -175,6 +183,34 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fleet_pb2.GetRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fleet_pb2.Policy, _abc.Awaitable[_fleet_pb2.Policy]]: ...
+
+    @_abc_1.abstractmethod
+    def Events(
+        self,
+        request: _fleet_pb2.EventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_fleet_pb2.Event], _abc.AsyncIterator[_fleet_pb2.Event]]: ...
+
+    @_abc_1.abstractmethod
+    def Logs(
+        self,
+        request: _fleet_pb2.LogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_fleet_pb2.LogChunk], _abc.AsyncIterator[_fleet_pb2.LogChunk]]: ...
+
+    @_abc_1.abstractmethod
+    def Exec(
+        self,
+        request: _fleet_pb2.ExecRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.ExecResponse, _abc.Awaitable[_fleet_pb2.ExecResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Top(
+        self,
+        request: _fleet_pb2.TopRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.TopList, _abc.Awaitable[_fleet_pb2.TopList]]: ...
 
     @_abc_1.abstractmethod
     def SetPolicy(

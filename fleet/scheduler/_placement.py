@@ -1,116 +1,190 @@
-"""The placement pipeline: feasibility filters first, then a score, one host per replica.
+"""The placement pipeline: feasibility filters, then weighted scores, one host per replica.
 
-This is the walking skeleton's placement: correct (never over-commits reservations,
-honours constraints and fixed host ports) and explainable (every rejection has a
-reason), but a linear scan per replica. The bin-packing scheduler replaces the scoring
-and the scan behind the same ``schedule`` signature.
+Every stage judges all hosts at once (numpy arrays over the cluster, see ``_cluster``),
+so a placement costs a few dozen array operations whatever the number of hosts, and
+replicas of one app, which ask for the same things, share the stages that do not
+depend on what is placed. Explanations are worked out only for replicas left unplaced.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-from fleet.scheduler._types import HostView, Placement, Plan, ReplicaRequest, Snapshot
+import numpy as np
 
-__all__ = ["schedule"]
+from fleet.scheduler._cluster import Bools, Cluster, nanocores
+from fleet.scheduler._filters import (
+    Constraints,
+    Cpu,
+    Filter,
+    HostState,
+    MaxPerHost,
+    Memory,
+    Ports,
+    Rejection,
+)
+from fleet.scheduler._scorers import (
+    ImageLocality,
+    LeastAllocated,
+    MostAllocated,
+    SameAppPenalty,
+    Scorer,
+)
+from fleet.scheduler._types import Placement, Plan, ReplicaRequest, Snapshot
+
+__all__ = ["FILTERS", "STRATEGIES", "Weighted", "schedule"]
+
+# Cheap and decisive filters first; the first one that rejects a host gives its reason.
+FILTERS: tuple[Filter, ...] = (
+    HostState(),  # only connected, ready hosts take new replicas
+    Constraints(),  # the app's label selectors, over host labels and facts
+    Cpu(),  # capacity less the larger of reserved and (freshly) used must hold it
+    Memory(),  # the same for memory
+    Ports(),  # no two replicas on one fixed host port
+    MaxPerHost(),  # the app's max_per_host
+)
+
+Weighted = tuple[Scorer, float]
+
+# A host's total is the weighted sum of its 0-100 scores; the highest total wins, ties go
+# to the lowest host id. The same-app penalty outweighs all else together, so the last of
+# an app's replicas never joins all the others on one host while another can take it.
+_SHARED: tuple[Weighted, ...] = (
+    (SameAppPenalty(), -1.2),  # not all of an app on one host while others can take it
+    (ImageLocality(), 0.05),  # a small edge to hosts that have the image
+)
+# The app's ``placement`` picks the fit score.
+STRATEGIES: Mapping[str, tuple[Weighted, ...]] = {
+    "binpack": ((MostAllocated(), 1.0), *_SHARED),  # fullest host after placing first
+    "spread": ((LeastAllocated(), 1.0), *_SHARED),  # emptiest host after placing first
+}
+
+
+def _kind(r: ReplicaRequest) -> tuple[object, ...]:
+    """What a request asks for, all but its slot: requests of one kind are judged alike."""
+    return (
+        r.app,
+        r.cpu,
+        r.memory,
+        r.host_ports,
+        r.constraints,
+        r.image,
+        r.placement,
+        r.max_per_host,
+    )
+
+
+def _interleave(requests: Sequence[ReplicaRequest]) -> list[ReplicaRequest]:
+    """The order to place in: each app's requests by slot, the apps interleaved in
+    proportion to their counts. Hosts then fill with a mix of shapes, which packs cpu and
+    memory together far better than one app after another, and when capacity runs short
+    every app gets its share of it."""
+    by_app: dict[str, list[ReplicaRequest]] = {}
+    for r in sorted(requests, key=lambda r: (r.app, r.slot)):
+        by_app.setdefault(r.app, []).append(r)
+    ranked = [
+        ((i + 0.5) / len(replicas), app, i, r)
+        for app, replicas in by_app.items()
+        for i, r in enumerate(replicas)
+    ]
+    ranked.sort(key=lambda x: x[:3])
+    return [x[3] for x in ranked]
+
+
+def _explain(cluster: Cluster, rejections: Sequence[Rejection]) -> Counter[str]:
+    """Hosts rejected per reason, each host counted once, for the first reason given."""
+    reasons: Counter[str] = Counter()
+    counted = np.zeros(cluster.size, dtype=bool)
+    for reason, hosts in rejections:
+        new = hosts & ~counted
+        if n := int(np.count_nonzero(new)):
+            reasons[reason] += n
+            counted |= new
+    return reasons
 
 
 @dataclass
-class _HostLoad:
-    """What is reserved on one host while a plan is being built."""
+class _Kind:
+    """What requests of one kind share: their demand in the cluster's units, the static
+    filters' verdicts and the scorers of their placement strategy."""
 
-    host: HostView
-    cpu: float = 0.0
-    memory: int = 0
-    ports: set[str] = field(default_factory=set)
-    per_app: Counter[str] = field(default_factory=Counter)
-
-    def add(self, app: str, cpu: float, memory: int, ports: frozenset[str]) -> None:
-        self.cpu += cpu
-        self.memory += memory
-        self.ports |= ports
-        self.per_app[app] += 1
+    cpu: int
+    memory: int
+    rejections: list[Rejection]  # by the static filters
+    fits: Bools  # passes every static filter
+    scorers: Sequence[Weighted]
 
 
-# A filter returns None when the host can take the replica, else the reason it cannot.
-_Filter = Callable[[_HostLoad, ReplicaRequest], str | None]
+def _judge(
+    cluster: Cluster, request: ReplicaRequest, strategies: Mapping[str, Sequence[Weighted]]
+) -> _Kind:
+    """The static filters' verdicts for ``request``'s kind: once per kind, not per replica."""
+    rejections = [r for f in FILTERS if f.static for r in f.reject(cluster, request)]
+    fits = np.ones(cluster.size, dtype=bool)
+    for _, hosts in rejections:
+        fits &= ~hosts
+    cpu, memory = nanocores(request.cpu), request.memory
+    return _Kind(cpu, memory, rejections, fits, strategies[request.placement])
 
 
-def _host_state(load: _HostLoad, _: ReplicaRequest) -> str | None:
-    if not load.host.connected:
-        return "not connected"
-    return None if load.host.state == "ready" else load.host.state
+def schedule(
+    snapshot: Snapshot,
+    requests: Sequence[ReplicaRequest],
+    *,
+    strategies: Mapping[str, Sequence[Weighted]] = STRATEGIES,
+) -> Plan:
+    """Place ``requests`` on ``snapshot``'s hosts; replicas already placed stay where they
+    are. The plan lists placements and unplaced replicas by app and slot, and is the
+    same for the same input, whatever the order of its lists. ``strategies`` replaces
+    the scoring table (the benchmark's first-fit has no scorers)."""
+    ordered = _interleave(requests)
+    cluster = Cluster(snapshot, ordered)
+    dynamic = [f for f in FILTERS if not f.static]
+    kinds: dict[tuple[object, ...], _Kind] = {}
+    failed: dict[tuple[object, ...], Counter[str]] = {}  # kinds failed since the last placement
+    placed: dict[tuple[str, int], Placement] = {}
+    unplaced: dict[tuple[str, int], Counter[str]] = {}
 
-
-def _constraints(load: _HostLoad, request: ReplicaRequest) -> str | None:
-    for constraint in request.constraints:
-        if not constraint.matches(load.host.labels):
-            return f"constraint {constraint} not met"
-    return None
-
-
-def _cpu(load: _HostLoad, request: ReplicaRequest) -> str | None:
-    if request.cpu and load.cpu + request.cpu > load.host.cpu + 1e-9:
-        return "insufficient cpu"
-    return None
-
-
-def _memory(load: _HostLoad, request: ReplicaRequest) -> str | None:
-    if request.memory and load.memory + request.memory > load.host.memory:
-        return "insufficient memory"
-    return None
-
-
-def _ports(load: _HostLoad, request: ReplicaRequest) -> str | None:
-    taken = sorted(request.host_ports & load.ports)
-    return f"port {taken[0]} taken" if taken else None
-
-
-# Cheap and decisive filters first; the first one that rejects a host gives its reason.
-_FILTERS: tuple[_Filter, ...] = (
-    _host_state,  # only connected, ready hosts take new replicas
-    _constraints,  # the app's label selectors
-    _cpu,  # reservations must fit the host's capacity
-    _memory,
-    _ports,  # no two replicas on one fixed host port
-)
-
-
-def _score(load: _HostLoad, request: ReplicaRequest) -> tuple[int, float, str]:
-    """Lower is better: fewest replicas of this app on the host (so one host's loss
-    does not take an app down), then the least reserved share, then the host id."""
-    share = max(
-        (load.cpu + request.cpu) / load.host.cpu if load.host.cpu else 0.0,
-        (load.memory + request.memory) / load.host.memory if load.host.memory else 0.0,
-    )
-    return (load.per_app[request.app], share, load.host.host_id)
-
-
-def schedule(snapshot: Snapshot, requests: list[ReplicaRequest]) -> Plan:
-    """Place ``requests`` on ``snapshot``'s hosts; deterministic for the same input."""
-    loads = {h.host_id: _HostLoad(h) for h in sorted(snapshot.hosts, key=lambda h: h.host_id)}
-    for replica in snapshot.placed:
-        if replica.host in loads:
-            loads[replica.host].add(replica.app, replica.cpu, replica.memory, replica.host_ports)
-
-    plan = Plan()
-    for request in sorted(requests, key=lambda r: (r.app, r.slot)):
-        reasons: Counter[str] = Counter()
-        best: _HostLoad | None = None
-        best_score: tuple[int, float, str] | None = None
-        for load in loads.values():
-            reason = next((r for f in _FILTERS if (r := f(load, request)) is not None), None)
-            if reason is not None:
-                reasons[reason] += 1
-                continue
-            score = _score(load, request)
-            if best_score is None or score < best_score:
-                best, best_score = load, score
-        if best is None:
-            plan.unplaced[(request.app, request.slot)] = reasons
+    for request in ordered:
+        key = (request.app, request.slot)
+        if not cluster.size:
+            unplaced[key] = Counter()
             continue
-        best.add(request.app, request.cpu, request.memory, request.host_ports)
-        plan.placements.append(Placement(request.app, request.slot, best.host.host_id))
-    return plan
+        if (name := _kind(request)) in failed:
+            # Nothing was placed since a request of this kind failed: neither will this.
+            unplaced[key] = failed[name].copy()
+            continue
+        if (kind := kinds.get(name)) is None:
+            kind = kinds[name] = _judge(cluster, request, strategies)
+
+        # Feasible: passes the kind's static filters and those that depend on what is placed.
+        rejections = [r for f in dynamic for r in f.reject(cluster, request)]
+        feasible = kind.fits
+        if rejections:
+            rejected = rejections[0][1]
+            for _, hosts in rejections[1:]:
+                rejected = rejected | hosts
+            feasible = feasible & ~rejected
+        # Best: the highest weighted sum among feasible hosts; argmax takes the lowest id.
+        if kind.scorers:
+            total = cluster.zeros
+            for scorer, weight in kind.scorers:
+                score = scorer.score(cluster, request, feasible)
+                total = total + (score if weight == 1.0 else weight * score)
+            best = int(np.where(feasible, total, -np.inf).argmax())
+        else:
+            best = int(feasible.argmax())  # no scores: the first host that fits
+        if not feasible[best]:  # then no host fits
+            failed[name] = _explain(cluster, kind.rejections + rejections)
+            unplaced[key] = failed[name].copy()
+            continue
+        cluster.place(best, request, kind.cpu, kind.memory)
+        failed.clear()
+        placed[key] = Placement(request.app, request.slot, cluster.host_ids[best])
+
+    return Plan(
+        placements=[placed[k] for k in sorted(placed)],
+        unplaced={k: unplaced[k] for k in sorted(unplaced)},
+    )

@@ -4,16 +4,32 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Literal
 
 from fleet.spec import Constraint
 
-__all__ = ["HostView", "PlacedReplica", "Placement", "Plan", "ReplicaRequest", "Snapshot"]
+__all__ = [
+    "HostView",
+    "PlacedReplica",
+    "Placement",
+    "PlacementStrategy",
+    "Plan",
+    "ReplicaRequest",
+    "Snapshot",
+]
+
+PlacementStrategy = Literal["binpack", "spread"]
 
 
 @dataclass(frozen=True)
 class HostView:
     """A host as the scheduler sees it. ``labels`` holds the operator's labels and the
-    facts its agent reported (os, arch, ...), so constraints can use either."""
+    facts its agent reported (os, arch, ...), so constraints can use either.
+
+    ``used_cpu``/``used_memory`` are what the host actually uses, from the agent's latest
+    stats taken at ``stats_at`` (seconds, the snapshot's clock); ``stats_at=None`` means
+    no stats, and the host is judged by its reservations alone. ``images`` are the images
+    its daemon already has."""
 
     host_id: str
     cpu: float
@@ -21,11 +37,16 @@ class HostView:
     labels: dict[str, str]
     state: str = "ready"
     connected: bool = True
+    used_cpu: float = 0.0
+    used_memory: int = 0
+    stats_at: float | None = None
+    images: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
 class PlacedReplica:
-    """A replica already on a host: what it reserves there."""
+    """A replica already on a host: what it reserves there. ``evicted`` marks one an
+    operator asked to move off its (cordoned or draining) host."""
 
     app: str
     slot: int
@@ -33,11 +54,13 @@ class PlacedReplica:
     cpu: float
     memory: int
     host_ports: frozenset[str] = frozenset()
+    evicted: bool = False
 
 
 @dataclass(frozen=True)
 class ReplicaRequest:
-    """A replica to place, with what it needs from a host."""
+    """A replica to place, with what it needs from a host and how its app likes to be
+    placed (``placement``, ``max_per_host``; ``image`` for the image-locality score)."""
 
     app: str
     slot: int
@@ -45,12 +68,21 @@ class ReplicaRequest:
     memory: int
     host_ports: frozenset[str] = frozenset()  # fixed host ports, "8080/tcp"
     constraints: tuple[Constraint, ...] = ()
+    image: str = ""
+    placement: PlacementStrategy = "binpack"
+    max_per_host: int | None = None
 
 
 @dataclass(frozen=True)
 class Snapshot:
+    """Hosts and the replicas already placed on them. Live usage counts only when fresh:
+    taken at most ``stale_after`` seconds before ``now`` (a few agent heartbeats); without
+    ``now`` no stats count."""
+
     hosts: tuple[HostView, ...]
     placed: tuple[PlacedReplica, ...] = ()
+    now: float | None = None
+    stale_after: float = 6.0
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ watch-driven informer cache and leases. Nothing outside this package builds keys
 from __future__ import annotations
 
 from fleet.store._etcd import Etcd
+from fleet.store.events import EventLog
 from fleet.store.informer import Informer, Subscription
 from fleet.store.keys import DEFAULT_PREFIX, KeyLayout, check_host_id, check_name
 from fleet.store.state import ClusterState, Versioned
@@ -14,6 +15,7 @@ __all__ = [
     "AppWrite",
     "ClusterState",
     "Etcd",
+    "EventLog",
     "Informer",
     "KeyLayout",
     "Store",

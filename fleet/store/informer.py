@@ -41,6 +41,8 @@ class Informer:
         self._layout = layout
         self._retry_max = retry_max
         self._items: dict[bytes, KeyValue] = {}
+        # Events are many and read only by `fleet events`: kept out of the cache.
+        self._skip = layout.events()
         self._revision = 0
         self._decoded: ClusterState | None = None
         self._subscriptions: list[Subscription] = []
@@ -83,7 +85,7 @@ class Informer:
 
     async def _list(self) -> None:
         kvs, revision = await self._etcd.get_prefix(self._layout.root)
-        self._items = {kv.key: kv for kv in kvs}
+        self._items = {kv.key: kv for kv in kvs if not kv.key.startswith(self._skip)}
         self._revision = revision
         self._synced.set()
         await self._notify()
@@ -99,6 +101,9 @@ class Informer:
                     listed = True
                 async for events in self._etcd.watch_prefix(self._layout.root, self._revision + 1):
                     for event in events:
+                        if event.key.startswith(self._skip):
+                            self._revision = max(self._revision, event.mod_revision)
+                            continue
                         if event.value is None:
                             self._items.pop(event.key, None)
                         else:

@@ -12,6 +12,8 @@ top-level folders, so a prefix read or watch of one never drags in the others::
     status/<host>                   what the agent last reported running (same lease)
     secrets/<name>                  an encrypted secret (AES-GCM; the key is not in etcd)
     policy                          what containers may ask of hosts (fleet policy set)
+    events/<time>-<source>-<n>      recent events, bound to a lease (kept about an hour);
+                                    not in the informer's cache (see EventLog)
 
 Segments are validated before they become keys, so no input can escape its folder.
 """
@@ -108,6 +110,12 @@ class KeyLayout:
 
     def status(self, host_id: str) -> bytes:
         return self._key("status", check_host_id(host_id))
+
+    def event(self, time_ns: int, source: str, seq: int) -> bytes:
+        return self._key("events", f"{time_ns:020d}-{check_host_id(source)}-{seq:06d}")
+
+    def events(self) -> bytes:
+        return self._folder("events")
 
     def policy(self) -> bytes:
         return self._key("policy")

@@ -86,6 +86,7 @@ class FleetAgentProcess:
         args = [sys.executable, "-m", "fleet", "agent", "--host-id", host_id, *(extra_args or [])]
         args += ["--server", ",".join(servers), "--docker", docker_url, "--log-level", "debug"]
         args += tls_args(pki.agent(host_id) if pki else None)
+        args += ["--state-dir", str(log_dir / f"agent-{host_id}-state")]
         for key, value in (labels or {}).items():
             args += ["--label", f"{key}={value}"]
         self.host_id = host_id

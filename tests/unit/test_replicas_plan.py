@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from fleet.controlplane.desired import desired_containers, fingerprint
-from fleet.controlplane.replicas import ReplicaPlan, plan_replicas, scheduler_snapshot
-from fleet.scheduler import HostView, PlacedReplica
-from fleet.spec import AppSpec, load_documents
+from fleet.controlplane.replicas import ReplicaPlan, _request, plan_replicas, scheduler_snapshot
+from fleet.scheduler import HostView, PlacedReplica, ReplicaRequest
+from fleet.spec import AppSpec, Constraint, load_documents
 from fleet.store import ClusterState, Versioned
 from fleet.store.records import (
     AppRecord,
@@ -319,6 +319,83 @@ def test_changed_fixed_port_is_not_planned_twice_on_a_host() -> None:
     plan = plan_replicas(state, "web")
     on_h1 = [r for r, _ in plan.put if r.host == "h1"]
     assert len(on_h1) <= 1, plan
+
+
+def test_four_small_replicas_on_two_equal_hosts_go_two_and_two() -> None:
+    """Bin-packing by default, yet a small app is split over hosts (the e2e test's case)."""
+    state = cluster(("h1", 4, 8 * Gi), ("h2", 4, 8 * Gi))
+    add_app(state, spec("replicas: 4\nresources: {cpu: 0.1, memory: 32Mi}\n"))
+    hosts = [r.host for r in new_records(plan_replicas(state, "web"))]
+    assert sorted(hosts) == ["h1", "h1", "h2", "h2"]
+
+
+@pytest.mark.parametrize(("placement", "host"), [("binpack", "h1"), ("spread", "h2")])
+def test_placement_comes_from_the_spec(placement: str, host: str) -> None:
+    """``placement: binpack`` fills the host in use; ``spread`` takes the emptiest."""
+    state = cluster(("h1", 4, 8 * Gi), ("h2", 4, 8 * Gi))
+    add_replica(state, "db", 0, "h1", cpu=1.0)
+    add_app(state, spec(f"placement: {placement}\nresources: {{cpu: 1}}\n"))
+    [record] = new_records(plan_replicas(state, "web"))
+    assert record.host == host
+
+
+def test_max_per_host_comes_from_the_spec() -> None:
+    state = cluster(("h1", 4, 8 * Gi), ("h2", 4, 8 * Gi))
+    add_app(state, spec("replicas: 3\nmax_per_host: 1\n"))
+    plan = plan_replicas(state, "web")
+    assert sorted(r.host for r in new_records(plan)) == ["h1", "h2"]
+    assert plan.pending == {2: "0/2 hosts fit: 2 max_per_host 1 reached"}
+
+
+def test_constraints_and_placement_come_from_the_current_spec() -> None:
+    """A change of constraints or placement alone makes no new revision: the scheduler
+    takes them from the app's spec, not from the (older) revision record."""
+    state = cluster()
+    add_host(state, "h1", labels={"role": "edge"})
+    add_host(state, "h2", labels={"role": "core"})
+    add_revision(state, spec("constraints: [role=edge]\n"), 1)
+    state.apps["web"] = Versioned(
+        AppRecord(
+            spec=spec("constraints: [role=core]\n"),
+            generation=2,
+            revision=1,
+            created_at="t",
+            updated_at="t",
+        ),
+        20,
+    )
+    [record] = new_records(plan_replicas(state, "web"))
+    assert record.host == "h2"
+
+
+def test_constraints_match_host_facts() -> None:
+    """Facts the agent reports (os, arch, ...) are selectable like labels."""
+    state = cluster()
+    add_host(state, "h1", facts={"arch": "x86_64"})
+    add_host(state, "h2", facts={"arch": "aarch64"})
+    add_app(state, spec("constraints: [arch=aarch64]\n"))
+    [record] = new_records(plan_replicas(state, "web"))
+    assert record.host == "h2"
+
+
+def test_request_of_a_slot() -> None:
+    """What the scheduler gets for a slot: the template's reservations, fixed ports and
+    image; the spec's constraints, placement and max_per_host."""
+    template = spec("resources: {cpu: 0.5, memory: 64Mi}\nports: ['80:8080']\n")
+    template = template.model_copy(update={"image": "img:v2"})
+    current = spec("constraints: [gpu]\nplacement: spread\nmax_per_host: 2\n")
+    request = _request(current, template, 3)
+    assert request == ReplicaRequest(
+        app="web",
+        slot=3,
+        cpu=0.5,
+        memory=64 * Mi,
+        host_ports=frozenset({"80/tcp"}),
+        constraints=(Constraint.model_validate("gpu"),),
+        image="img:v2",
+        placement="spread",
+        max_per_host=2,
+    )
 
 
 # ------------------------------------------------------------------ scheduler_snapshot

@@ -1,11 +1,14 @@
-"""Tests of fleet.scheduler: every filter's rejection reason as ``Plan.explain`` words it,
-spreading, determinism, and properties over random clusters (no over-commit, constraints
-and host state honoured, no shared fixed host port, every request accounted for once)."""
+"""Tests of fleet.scheduler through ``schedule``: every filter's rejection reason as
+``Plan.explain`` words it, the scores' effect on where replicas go, determinism, and
+properties over random clusters (no over-commit, counting fresh live usage; constraints,
+host state, max_per_host and fixed host ports honoured; every request accounted for once;
+the same plan for the same input)."""
 
 from __future__ import annotations
 
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -15,6 +18,7 @@ from fleet.scheduler import (
     HostView,
     PlacedReplica,
     Placement,
+    PlacementStrategy,
     Plan,
     ReplicaRequest,
     Snapshot,
@@ -46,6 +50,9 @@ def request(
     memory: int = 0,
     ports: tuple[str, ...] = (),
     constraints: tuple[str, ...] = (),
+    image: str = "",
+    placement: PlacementStrategy = "binpack",
+    max_per_host: int | None = None,
 ) -> ReplicaRequest:
     return ReplicaRequest(
         app,
@@ -54,6 +61,9 @@ def request(
         memory,
         frozenset(ports),
         tuple(Constraint.model_validate(c) for c in constraints),
+        image=image,
+        placement=placement,
+        max_per_host=max_per_host,
     )
 
 
@@ -227,11 +237,65 @@ def test_placed_replicas_on_unknown_hosts_are_ignored() -> None:
     assert schedule(snapshot, [request(cpu=1.0)]).placements == [Placement("web", 0, "h1")]
 
 
-# ------------------------------------------------------------------ spreading, determinism
+# ------------------------------------------------------------------ live usage, max_per_host
 
 
-def test_one_app_spreads_across_hosts() -> None:
-    """Replicas of one app go to distinct hosts before any host gets a second."""
+def test_fresh_live_usage_above_reservations_counts() -> None:
+    """A host using more than is reserved on it has only capacity less usage free."""
+    busy = HostView("h1", 4.0, 8 * Gi, {}, used_cpu=3.5, used_memory=7 * Gi, stats_at=98.0)
+    snapshot = Snapshot((busy,), (placed("db", 0, "h1", cpu=1.0, memory=Gi),), now=100.0)
+    assert explain_one(snapshot, request(cpu=1.0)) == "0/1 hosts fit: 1 insufficient cpu"
+    assert explain_one(snapshot, request(memory=2 * Gi)) == "0/1 hosts fit: 1 insufficient memory"
+    assert schedule(snapshot, [request(cpu=0.5, memory=Gi)]).placements == [
+        Placement("web", 0, "h1")
+    ]
+
+
+def test_reservations_above_live_usage_count() -> None:
+    """A host using less than is reserved on it is judged by its reservations."""
+    idle = HostView("h1", 4.0, 8 * Gi, {}, used_cpu=0.5, stats_at=100.0)
+    snapshot = Snapshot((idle,), (placed("db", 0, "h1", cpu=3.5),), now=100.0)
+    assert explain_one(snapshot, request(cpu=1.0)) == "0/1 hosts fit: 1 insufficient cpu"
+
+
+@pytest.mark.parametrize(
+    ("now", "stats_at"),
+    [(100.0, 93.9), (100.0, None), (None, 100.0)],
+    ids=["stale", "no-stats", "no-clock"],
+)
+def test_without_fresh_stats_reservations_alone_count(
+    now: float | None, stats_at: float | None
+) -> None:
+    """Stats older than ``stale_after`` (or none, or no clock to judge them by) are ignored."""
+    busy = HostView("h1", 4.0, 8 * Gi, {}, used_cpu=4.0, used_memory=8 * Gi, stats_at=stats_at)
+    snapshot = Snapshot((busy,), now=now, stale_after=6.0)
+    plan = schedule(snapshot, [request(cpu=4.0, memory=8 * Gi)])
+    assert plan.placements == [Placement("web", 0, "h1")]
+
+
+def test_a_plan_adds_its_replicas_to_live_usage() -> None:
+    """What a plan places comes on top of what the host uses now, not under it."""
+    busy = HostView("h1", 4.0, 8 * Gi, {}, used_cpu=2.0, stats_at=100.0)
+    plan = schedule(Snapshot((busy,), now=100.0), [request(slot=s, cpu=1.0) for s in range(4)])
+    assert [p.slot for p in plan.placements] == [0, 1]
+    assert plan.explain("web", 2, 1) == "0/1 hosts fit: 1 insufficient cpu"
+
+
+def test_max_per_host() -> None:
+    """An app with ``max_per_host`` never gets more replicas on a host, counting those there."""
+    snapshot = Snapshot((host("h1"), host("h2")), (placed("web", 0, "h1"),))
+    plan = schedule(snapshot, [request(slot=s, max_per_host=1) for s in (1, 2)])
+    assert plan.placements == [Placement("web", 1, "h2")]
+    assert plan.explain("web", 2, 2) == "0/2 hosts fit: 2 max_per_host 1 reached"
+    plan = schedule(snapshot, [request(slot=s, max_per_host=2) for s in (1, 2, 3, 4)])
+    assert sorted(p.host for p in plan.placements) == ["h1", "h2", "h2"]
+
+
+# ------------------------------------------------------------------ scores, determinism
+
+
+def test_small_app_spreads_across_hosts() -> None:
+    """Replicas of a small app go to distinct hosts before any host gets a second."""
     snapshot = Snapshot(tuple(host(f"h{i}") for i in range(1, 4)))
     plan = schedule(snapshot, [request(slot=s) for s in range(6)])
     per_host: dict[str, int] = defaultdict(int)
@@ -241,35 +305,67 @@ def test_one_app_spreads_across_hosts() -> None:
     assert dict(per_host) == {"h1": 2, "h2": 2, "h3": 2}
 
 
-def test_spreading_counts_replicas_already_placed() -> None:
+def test_four_small_replicas_on_two_equal_hosts_go_two_and_two() -> None:
+    """Bin-packing would put all four on one host; the same-app penalty splits them."""
+    snapshot = Snapshot((host("h1"), host("h2")))
+    plan = schedule(snapshot, [request(slot=s, cpu=0.1, memory=32 * Mi) for s in range(4)])
+    assert [p.host for p in plan.placements] == ["h1", "h2", "h1", "h2"]
+
+
+def test_same_app_penalty_counts_replicas_already_placed() -> None:
     """A host already running a replica of the app is chosen last."""
     snapshot = Snapshot((host("h1"), host("h2")), (placed("web", 0, "h1"),))
     assert schedule(snapshot, [request(slot=1)]).placements == [Placement("web", 1, "h2")]
 
 
-def test_spreading_ignores_other_apps() -> None:
-    """Other apps' replicas do not count for spreading, only for the reserved share."""
-    snapshot = Snapshot((host("h1"), host("h2")), (placed("db", 0, "h1"), placed("db", 1, "h1")))
-    # No reservations at all: the tie is broken by host id.
-    assert schedule(snapshot, [request()]).placements == [Placement("web", 0, "h1")]
+def test_binpack_prefers_a_host_in_use() -> None:
+    """Other apps' replicas make a host in use: it is filled before an empty one is opened."""
+    snapshot = Snapshot((host("h1"), host("h2")), (placed("db", 0, "h2"),))
+    assert schedule(snapshot, [request()]).placements == [Placement("web", 0, "h2")]
 
 
-def test_least_reserved_host_wins() -> None:
-    """Among hosts with as many replicas of the app, the least reserved share wins."""
-    snapshot = Snapshot((host("h1", cpu=4), host("h2", cpu=4)), (placed("db", 0, "h1", cpu=2),))
+def test_binpack_fullest_host_wins_and_spread_emptiest() -> None:
+    """Bin-pack places on the fullest host after placing; spread on the emptiest."""
+    snapshot = Snapshot(
+        (host("h1", cpu=4), host("h2", cpu=4)),
+        (placed("db", 0, "h1", cpu=1), placed("db", 1, "h2", cpu=2)),
+    )
     assert schedule(snapshot, [request(cpu=1)]).placements == [Placement("web", 0, "h2")]
+    spread = request(cpu=1, placement="spread")
+    assert schedule(snapshot, [spread]).placements == [Placement("web", 0, "h1")]
 
 
-def test_share_is_the_larger_of_cpu_and_memory() -> None:
-    """A host full on memory but idle on cpu scores as full."""
+def test_fullness_is_that_of_the_scarcer_resource() -> None:
+    """A host full on memory but idle on cpu counts as full."""
     snapshot = Snapshot(
         (host("h1", cpu=4, memory=Gi), host("h2", cpu=4, memory=Gi)),
         (placed("db", 0, "h1", memory=768 * Mi), placed("db", 1, "h2", cpu=2)),
     )
-    assert schedule(snapshot, [request(cpu=0.5)]).placements == [Placement("web", 0, "h2")]
+    assert schedule(snapshot, [request(cpu=0.5)]).placements == [Placement("web", 0, "h1")]
+    spread = request(cpu=0.5, placement="spread")
+    assert schedule(snapshot, [spread]).placements == [Placement("web", 0, "h2")]
 
 
-def test_requests_are_placed_in_app_and_slot_order() -> None:
+def test_binpack_opens_the_roomiest_empty_host() -> None:
+    """When no host in use fits, the empty host with the most room is opened."""
+    snapshot = Snapshot(
+        (host("h1", cpu=2, memory=4 * Gi), host("h2", cpu=16, memory=64 * Gi), host("h3")),
+        (placed("db", 0, "h3", cpu=4.0),),
+    )
+    assert schedule(snapshot, [request(cpu=1.0)]).placements == [Placement("web", 0, "h2")]
+
+
+def test_image_locality_is_a_small_preference() -> None:
+    """Among like hosts the one with the image wins; it does not outweigh fullness."""
+    snapshot = Snapshot((host("h1"), HostView("h2", 4.0, 8 * Gi, {}, images=frozenset({"i:1"}))))
+    plan = schedule(snapshot, [request(image="i:1", cpu=0.5)])
+    assert plan.placements == [Placement("web", 0, "h2")]
+    fuller = Snapshot(snapshot.hosts, (placed("db", 0, "h1", cpu=1.0),))
+    plan = schedule(fuller, [request(image="i:1", cpu=0.5)])
+    assert plan.placements == [Placement("web", 0, "h1")]
+
+
+def test_plan_lists_requests_in_app_and_slot_order() -> None:
     """The plan does not depend on the order the requests come in."""
     snapshot = Snapshot((host("h1"), host("h2")))
     requests = [request("web", 2), request("api", 0), request("web", 0), request("web", 1)]
@@ -281,6 +377,20 @@ def test_requests_are_placed_in_app_and_slot_order() -> None:
         ("web", 2),
     ]
     assert plan == schedule(snapshot, list(reversed(requests)))
+
+
+def test_apps_share_capacity_that_runs_short() -> None:
+    """Apps are placed interleaved: when capacity runs out each got its share of it."""
+    snapshot = Snapshot((host("h1", cpu=2.0),))
+    requests = [request(app, s, cpu=0.5) for app in ("api", "web") for s in range(4)]
+    plan = schedule(snapshot, requests)
+    assert sorted((p.app, p.slot) for p in plan.placements) == [
+        ("api", 0),
+        ("api", 1),
+        ("web", 0),
+        ("web", 1),
+    ]
+    assert list(plan.unplaced) == [("api", 2), ("api", 3), ("web", 2), ("web", 3)]
 
 
 def test_same_input_same_plan() -> None:
@@ -313,6 +423,10 @@ labels_st = st.dictionaries(
 ports_st = st.frozensets(st.sampled_from(PORTS), max_size=2)
 
 
+NOW = 100.0
+STATS_AT = [None, 90.0, 95.0, 100.0]  # none, stale, fresh, fresh (stale_after 6s)
+
+
 @st.composite
 def hosts_st(draw: st.DrawFn) -> tuple[HostView, ...]:
     ids = draw(st.lists(st.sampled_from(HOST_IDS), min_size=0, max_size=5, unique=True))
@@ -324,6 +438,10 @@ def hosts_st(draw: st.DrawFn) -> tuple[HostView, ...]:
             draw(labels_st),
             state=draw(st.sampled_from(HOST_STATES)),
             connected=draw(st.booleans()),
+            used_cpu=draw(st.sampled_from([0.0, 0.5, 1.0, 4.0])),
+            used_memory=draw(st.sampled_from([0, 256 * Mi, Gi, 4 * Gi])),
+            stats_at=draw(st.sampled_from(STATS_AT)),
+            images=draw(st.frozensets(st.sampled_from([f"img-{app}" for app in APPS]))),
         )
         for host_id in ids
     )
@@ -345,6 +463,10 @@ def requests_st(draw: st.DrawFn) -> list[ReplicaRequest]:
     keys = draw(
         st.lists(st.tuples(st.sampled_from(APPS), st.integers(0, 9)), max_size=12, unique=True)
     )
+    # How an app likes to be placed is the app's; what each replica asks for varies here
+    # (it does across revisions), which makes a harder test than one shape per app.
+    placement = {app: draw(st.sampled_from(["binpack", "spread"])) for app in APPS}
+    max_per_host = {app: draw(st.sampled_from([None, None, 1, 2])) for app in APPS}
     return [
         ReplicaRequest(
             app,
@@ -353,6 +475,9 @@ def requests_st(draw: st.DrawFn) -> list[ReplicaRequest]:
             draw(st.sampled_from(MEMORIES)),
             draw(ports_st),
             tuple(draw(st.lists(st.sampled_from(CONSTRAINTS), max_size=2))),
+            image=f"img-{app}",
+            placement="spread" if placement[app] == "spread" else "binpack",
+            max_per_host=max_per_host[app],
         )
         for app, slot in keys
     ]
@@ -360,9 +485,17 @@ def requests_st(draw: st.DrawFn) -> list[ReplicaRequest]:
 
 @st.composite
 def scenario_st(draw: st.DrawFn) -> tuple[Snapshot, list[ReplicaRequest]]:
-    return Snapshot(draw(hosts_st()), tuple(draw(st.lists(placed_st, max_size=8)))), draw(
-        requests_st()
-    )
+    hosts, placed = draw(hosts_st()), tuple(draw(st.lists(placed_st, max_size=8)))
+    now = draw(st.sampled_from([None, NOW]))
+    return Snapshot(hosts, placed, now=now, stale_after=6.0), draw(requests_st())
+
+
+def fresh_usage(snapshot: Snapshot, h: HostView) -> tuple[float, int]:
+    """What the host uses now, if its stats are fresh; else nothing."""
+    now, at = snapshot.now, h.stats_at
+    if now is None or at is None or now - at > snapshot.stale_after:
+        return 0.0, 0
+    return h.used_cpu, h.used_memory
 
 
 @settings(max_examples=200, deadline=None)
@@ -370,17 +503,20 @@ def scenario_st(draw: st.DrawFn) -> tuple[Snapshot, list[ReplicaRequest]]:
 def test_property_no_host_is_over_committed(
     scenario: tuple[Snapshot, list[ReplicaRequest]],
 ) -> None:
-    """On a host given a replica that reserves cpu (memory), the cpu (memory) reserved by
-    the replicas already there plus the plan's stays within the host's capacity."""
+    """On a host given a replica that reserves cpu (memory), the larger of the cpu (memory)
+    reserved there and its fresh live usage, plus what the plan adds, stays within the
+    host's capacity."""
     snapshot, requests = scenario
     plan = schedule(snapshot, requests)
     by_key = {(r.app, r.slot): r for r in requests}
     hosts = {h.host_id: h for h in snapshot.hosts}
+    reserved_cpu: dict[str, float] = defaultdict(float)
+    reserved_memory: dict[str, int] = defaultdict(int)
+    for replica in snapshot.placed:
+        reserved_cpu[replica.host] += replica.cpu
+        reserved_memory[replica.host] += replica.memory
     cpu: dict[str, float] = defaultdict(float)
     memory: dict[str, int] = defaultdict(int)
-    for replica in snapshot.placed:
-        cpu[replica.host] += replica.cpu
-        memory[replica.host] += replica.memory
     wants_cpu: set[str] = set()
     wants_memory: set[str] = set()
     for placement in plan.placements:
@@ -392,9 +528,55 @@ def test_property_no_host_is_over_committed(
         if req.memory:
             wants_memory.add(placement.host)
     for host_id in wants_cpu:
-        assert cpu[host_id] <= hosts[host_id].cpu + 1e-9, (host_id, plan)
+        used, _ = fresh_usage(snapshot, hosts[host_id])
+        taken = max(reserved_cpu[host_id], used) + cpu[host_id]
+        assert taken <= hosts[host_id].cpu + 1e-9, (host_id, plan)
     for host_id in wants_memory:
-        assert memory[host_id] <= hosts[host_id].memory, (host_id, plan)
+        _, used_memory = fresh_usage(snapshot, hosts[host_id])
+        taken_memory = max(reserved_memory[host_id], used_memory) + memory[host_id]
+        assert taken_memory <= hosts[host_id].memory, (host_id, plan)
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenario_st())
+def test_property_max_per_host_holds(scenario: tuple[Snapshot, list[ReplicaRequest]]) -> None:
+    """A host given a replica of an app with ``max_per_host`` holds at most that many of
+    the app's replicas, counting those already there."""
+    snapshot, requests = scenario
+    plan = schedule(snapshot, requests)
+    limits = {r.app: r.max_per_host for r in requests}
+    count: Counter[tuple[str, str]] = Counter((r.app, r.host) for r in snapshot.placed)
+    given_to: set[tuple[str, str]] = set()
+    for placement in plan.placements:
+        count[(placement.app, placement.host)] += 1
+        given_to.add((placement.app, placement.host))
+    for app, host_id in given_to:
+        limit = limits[app]
+        assert limit is None or count[(app, host_id)] <= limit, (app, host_id, plan)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    replicas=st.integers(2, 12),
+    hosts=st.integers(2, 4),
+    cpu=st.sampled_from(CPUS),
+    memory=st.sampled_from(MEMORIES),
+    placement=st.sampled_from(["binpack", "spread"]),
+)
+def test_property_an_app_never_lands_on_one_host_alone(
+    replicas: int, hosts: int, cpu: float, memory: int, placement: PlacementStrategy
+) -> None:
+    """On empty hosts that could each hold the whole app, an app of several replicas is
+    never put on one host only: losing a host never takes it down when capacity allows."""
+    snapshot = Snapshot(
+        tuple(host(f"h{i}", cpu=replicas * cpu, memory=replicas * memory) for i in range(hosts))
+    )
+    requests = [
+        request(slot=s, cpu=cpu, memory=memory, placement=placement) for s in range(replicas)
+    ]
+    plan = schedule(snapshot, requests)
+    assert len(plan.placements) == replicas
+    assert len({p.host for p in plan.placements}) >= 2
 
 
 @settings(max_examples=200, deadline=None)
@@ -448,7 +630,7 @@ def test_property_same_input_same_plan(
     rnd.shuffle(hosts)
     rnd.shuffle(existing)
     rnd.shuffle(shuffled)
-    again = schedule(Snapshot(tuple(hosts), tuple(existing)), shuffled)
+    again = schedule(replace(snapshot, hosts=tuple(hosts), placed=tuple(existing)), shuffled)
     assert again == first
     count = len(hosts)
     assert [again.explain(a, s, count) for a, s in again.unplaced] == [

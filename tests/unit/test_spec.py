@@ -450,6 +450,54 @@ def test_json_schema_describes_what_users_write() -> None:
     assert all("description" in p or "examples" in p for p in props.values())
 
 
+def test_placement_and_max_per_host() -> None:
+    """``placement`` is binpack (the default) or spread; ``max_per_host`` is no limit (the
+    default) or a whole number of at least 1."""
+    [default] = load_documents(BASE)
+    assert (default.placement, default.max_per_host) == ("binpack", None)
+    [spread] = load_documents(BASE + "placement: spread\nmax_per_host: 2\n")
+    assert (spread.placement, spread.max_per_host) == ("spread", 2)
+    [unset] = load_documents(BASE + "max_per_host:\n")  # null: no limit
+    assert unset.max_per_host is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "path", "expected"),
+    [
+        ("placement: pack", "placement", "expected binpack or spread, got 'pack'"),
+        ("placement: Spread", "placement", "expected binpack or spread, got 'Spread'"),
+        ("placement: 1", "placement", "expected binpack or spread, got 1"),
+        ("max_per_host: 0", "max_per_host", "expected a whole number from 1 to 10000"),
+        ("max_per_host: -1", "max_per_host", "expected a whole number from 1 to 10000"),
+        ("max_per_host: 1.5", "max_per_host", "expected a whole number from 1 to 10000"),
+        ("max_per_host: true", "max_per_host", "expected a whole number from 1 to 10000"),
+        ("max_per_host: '2'", "max_per_host", "expected a whole number from 1 to 10000"),
+        ("max_per_host: 10001", "max_per_host", "expected a whole number from 1 to 10000"),
+    ],
+)
+def test_invalid_placement_fields(extra: str, path: str, expected: str) -> None:
+    problem = one_problem(BASE + extra + "\n")
+    assert (problem.path, problem.line) == (path, 3)
+    assert problem.message.startswith(expected), problem.message
+    if path == "max_per_host":
+        assert problem.message.endswith(f"(leave it out for no limit), got {extra.split(': ')[1]}")
+
+
+def test_placement_fields_in_json_and_schema_but_not_the_template() -> None:
+    """Both fields travel in the JSON form, are described in the schema, and, like the
+    count and constraints, leave the container template (and its hash) alone."""
+    [spec] = load_documents(FULL + "placement: spread\nmax_per_host: 1\n")
+    assert parse_spec_json(spec.model_dump_json()) == spec
+    assert spec.template_hash() == load_documents(FULL)[0].template_hash()
+    assert not {"placement", "max_per_host"} & set(spec.template())
+    props = json_schema()["properties"]
+    assert props["placement"]["enum"] == ["binpack", "spread"]
+    assert props["placement"]["default"] == "binpack"
+    assert {"type": "integer", "minimum": 1, "maximum": 10000} in props["max_per_host"]["anyOf"]
+    assert props["max_per_host"]["default"] is None
+    assert "description" in props["placement"] and "description" in props["max_per_host"]
+
+
 # Property tests: generated valid specs survive the wire, and the text forms re-parse.
 
 ports = st.builds(
@@ -499,6 +547,8 @@ specs = st.builds(
                 max_size=3,
             ),
             "stop_grace_period": st.floats(0, 3600, allow_nan=False),
+            "placement": st.sampled_from(["binpack", "spread"]),
+            "max_per_host": st.one_of(st.none(), st.integers(1, 10_000)),
         }
     ),
 )

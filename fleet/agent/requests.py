@@ -1,0 +1,131 @@
+"""Logs, exec and top for one container, asked by the control plane over the agent's
+stream and answered on it in pieces (so hosts open no port of their own)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fleet.agent.runtime import DockerRuntime, ObservedContainer
+from fleet.errors import FleetError
+from fleet.proto import fleet_pb2 as pb
+
+__all__ = ["RequestHandler"]
+
+log = logging.getLogger(__name__)
+
+MAX_EXEC_OUTPUT = 1 << 20
+Send = Callable[[pb.ContainerResponse], Awaitable[None]]
+
+
+class RequestHandler:
+    """Runs requests concurrently; a followed log runs until cancelled or the stream ends."""
+
+    def __init__(self, runtime: DockerRuntime, containers: Callable[[], list[ObservedContainer]]):
+        self._runtime = runtime
+        self._containers = containers
+        self._streams: dict[str, Any] = {}  # request id -> open docker log stream
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    async def _find(self, app: str, slot: int) -> ObservedContainer | None:
+        """The replica's container (a running one first); asks dockerd when the last
+        reconcile round has not seen it yet."""
+        for containers in (self._containers(), None):
+            if containers is None:
+                containers = await asyncio.to_thread(self._runtime.list_containers)
+            matches = [c for c in containers if c.app == app and c.slot == slot]
+            matches.sort(key=lambda c: c.state != "running")
+            if matches:
+                return matches[0]
+        return None
+
+    def submit(self, request: pb.ContainerRequest, send: Send) -> None:
+        if request.WhichOneof("action") == "cancel":
+            self.cancel(request.id)
+            return
+        task = asyncio.create_task(self._run(request, send))
+        self._tasks[request.id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(request.id, None))
+
+    def cancel(self, request_id: str) -> None:
+        stream = self._streams.pop(request_id, None)
+        if stream is not None:
+            stream.close()  # ends the blocking read in its thread
+        task = self._tasks.get(request_id)
+        if task is not None:
+            task.cancel()
+
+    def cancel_all(self) -> None:
+        for request_id in list(self._tasks):
+            self.cancel(request_id)
+
+    async def _run(self, request: pb.ContainerRequest, send: Send) -> None:
+        container = await self._find(request.app, request.slot)
+        if container is None:
+            await send(
+                pb.ContainerResponse(
+                    id=request.id,
+                    done=True,
+                    error=f"no container of {request.app}.{request.slot} on this host",
+                )
+            )
+            return
+        try:
+            action = request.WhichOneof("action")
+            if action == "logs":
+                await self._logs(request, container, send)
+            elif action == "exec":
+                code, output = await asyncio.to_thread(
+                    self._runtime.exec,
+                    container.container_id,
+                    list(request.exec.command),
+                    MAX_EXEC_OUTPUT,
+                )
+                await send(pb.ContainerResponse(id=request.id, data=output, exit_code=code))
+            elif action == "top":
+                titles, rows = await asyncio.to_thread(self._runtime.top, container.container_id)
+                top = pb.TopResponse(
+                    app=request.app,
+                    slot=request.slot,
+                    titles=titles,
+                    processes=[pb.ProcessRow(fields=r) for r in rows],
+                )
+                await send(pb.ContainerResponse(id=request.id, top=top))
+            await send(pb.ContainerResponse(id=request.id, done=True))
+        except FleetError as error:
+            await send(pb.ContainerResponse(id=request.id, done=True, error=str(error)))
+
+    async def _logs(self, request: pb.ContainerRequest, c: ObservedContainer, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=256)
+
+        def on_chunk(chunk: bytes) -> None:  # in the reading thread
+            asyncio.run_coroutine_threadsafe(chunks.put(chunk), loop).result()
+
+        def read() -> None:
+            try:
+                self._runtime.logs(
+                    c.container_id,
+                    follow=request.logs.follow,
+                    tail=request.logs.tail,
+                    timestamps=request.logs.timestamps,
+                    on_chunk=on_chunk,
+                    streams=self._streams,
+                    key=request.id,
+                )
+            except Exception as error:  # closed by a cancel, or dockerd went away
+                log.debug("log stream %s ended: %s", request.id, error)
+            finally:
+                asyncio.run_coroutine_threadsafe(chunks.put(None), loop)
+
+        reader = loop.run_in_executor(None, read)
+        try:
+            while (chunk := await chunks.get()) is not None:
+                await send(pb.ContainerResponse(id=request.id, data=chunk))
+        finally:
+            stream = self._streams.pop(request.id, None)
+            if stream is not None:
+                stream.close()
+            await asyncio.wait([reader], timeout=5)

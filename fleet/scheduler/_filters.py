@@ -1,0 +1,109 @@
+"""Feasibility filters: each judges every host at once and names why it rejects one.
+
+A filter has one method, ``reject``, returning ``(reason, hosts)`` pairs: the hosts it
+rejects and the constant reason it records for them ("insufficient memory"). A filter
+whose pairs depend only on the hosts and the request, never on what is placed, is
+``static``: the pipeline computes it once per kind of request.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from fleet.scheduler._cluster import Bools, Cluster, nanocores
+from fleet.scheduler._types import ReplicaRequest
+
+__all__ = [
+    "Constraints",
+    "Cpu",
+    "Filter",
+    "HostState",
+    "MaxPerHost",
+    "Memory",
+    "Ports",
+    "Rejection",
+]
+
+Rejection = tuple[str, Bools]  # a reason, and the hosts rejected for it
+
+
+class Filter(Protocol):
+    static: bool  # depends only on the hosts and the request
+
+    def reject(self, cluster: Cluster, request: ReplicaRequest) -> list[Rejection]:
+        """The hosts that cannot take ``request``, by reason, in the order to report them."""
+        ...
+
+
+class HostState:
+    """Only connected, ready hosts take new replicas: "not connected", or the host's state
+    (cordoned, draining, drained, down, ...) as the reason."""
+
+    static = True
+
+    def reject(self, cluster: Cluster, request: ReplicaRequest) -> list[Rejection]:
+        hosts = cluster.hosts
+        rejections = [("not connected", np.array([not h.connected for h in hosts], dtype=bool))]
+        for state in sorted({h.state for h in hosts if h.connected} - {"ready"}):
+            at = np.array([h.connected and h.state == state for h in hosts], dtype=bool)
+            rejections.append((state, at))
+        return rejections
+
+
+class Constraints:
+    """The app's label selectors (k=v, k!=v, k) over the host's labels and facts; a host
+    is rejected for the first selector it fails."""
+
+    static = True
+
+    def reject(self, cluster: Cluster, request: ReplicaRequest) -> list[Rejection]:
+        return [(f"constraint {c} not met", cluster.unmet(c)) for c in request.constraints]
+
+
+class Cpu:
+    """Free cpu (capacity less the larger of reserved and used) must hold the request; a
+    request without a reservation fits any host, even a full one."""
+
+    static = False
+
+    def reject(self, cluster: Cluster, request: ReplicaRequest) -> list[Rejection]:
+        cpu = nanocores(request.cpu)
+        return [("insufficient cpu", cluster.free_cpu < cpu)] if cpu else []
+
+
+class Memory:
+    """Free memory must hold the request, as for cpu."""
+
+    static = False
+
+    def reject(self, cluster: Cluster, request: ReplicaRequest) -> list[Rejection]:
+        memory = request.memory
+        return [("insufficient memory", cluster.free_memory < memory)] if memory else []
+
+
+class Ports:
+    """No two replicas, of any app, on one fixed host port ("port 8080/tcp taken")."""
+
+    static = False
+
+    def reject(self, cluster: Cluster, request: ReplicaRequest) -> list[Rejection]:
+        rejections = []
+        for port in sorted(request.host_ports):
+            taken = cluster.port_taken(port)
+            if taken is not None:
+                rejections.append((f"port {port} taken", taken))
+        return rejections
+
+
+class MaxPerHost:
+    """At most the app's ``max_per_host`` replicas on one host."""
+
+    static = False
+
+    def reject(self, cluster: Cluster, request: ReplicaRequest) -> list[Rejection]:
+        limit = request.max_per_host
+        if limit is None:
+            return []
+        return [(f"max_per_host {limit} reached", cluster.app_counts(request.app) >= limit)]

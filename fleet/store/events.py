@@ -1,0 +1,72 @@
+"""Recent events in etcd: appended in batches, kept about an hour by a lease, listed and
+followed by ``fleet events``. History survives a control-plane restart; old events
+expire by themselves."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import AsyncIterator, Sequence
+
+from google.protobuf import json_format
+
+from fleet.proto import fleet_pb2 as pb
+from fleet.store._etcd import Etcd, Put
+from fleet.store.keys import KeyLayout
+
+__all__ = ["EventLog"]
+
+KEEP_SECONDS = 3600
+_LEASE_EVERY = 600  # a new lease every 10 minutes, each living KEEP + 10 minutes
+
+
+def _encode(event: pb.Event) -> bytes:
+    return json_format.MessageToJson(event, indent=None).encode()
+
+
+def _decode(raw: bytes) -> pb.Event | None:
+    try:
+        return json_format.Parse(raw, pb.Event())
+    except json_format.ParseError:
+        return None
+
+
+class EventLog:
+    """Appends events under ``events/`` with a rolling lease; lists and follows them."""
+
+    def __init__(self, etcd: Etcd, layout: KeyLayout) -> None:
+        self._etcd = etcd
+        self._keys = layout
+        self._lease = 0
+        self._lease_at = 0.0
+        self._seq = itertools.count()
+
+    async def _current_lease(self) -> int:
+        now = time.monotonic()
+        if not self._lease or now - self._lease_at > _LEASE_EVERY:
+            self._lease = await self._etcd.grant(KEEP_SECONDS + _LEASE_EVERY)
+            self._lease_at = now
+        return self._lease
+
+    async def append(self, source: str, events: Sequence[pb.Event]) -> None:
+        """Store ``events`` (one transaction); keys sort by time."""
+        if not events:
+            return
+        lease = await self._current_lease()
+        now_ns = time.time_ns()
+        ops = [
+            Put(self._keys.event(now_ns, source, next(self._seq) % 1_000_000), _encode(e), lease)
+            for e in events
+        ]
+        await self._etcd.txn([], ops)
+
+    async def history(self) -> tuple[list[pb.Event], int]:
+        kvs, revision = await self._etcd.get_prefix(self._keys.events())
+        found = [e for kv in kvs if (e := _decode(kv.value)) is not None]
+        return found, revision
+
+    async def follow(self, after_revision: int) -> AsyncIterator[pb.Event]:
+        async for batch in self._etcd.watch_prefix(self._keys.events(), after_revision + 1):
+            for change in batch:
+                if change.value is not None and (e := _decode(change.value)) is not None:
+                    yield e

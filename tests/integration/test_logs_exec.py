@@ -1,0 +1,87 @@
+"""Logs, exec and top through the control plane, relayed over the agents' own streams."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fleet.errors import PermissionDenied
+from fleet.pki import Role
+from fleet.spec import load_documents
+from fleet.testing import wait_until
+from tests.integration.conftest import Fleet, wait_containers
+
+TICKER = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"
+
+
+def _cli(fleet: Fleet, *args: str) -> tuple[list[str], dict[str, str]]:
+    """The CLI command line and environment, with the admin certificate."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    env["FLEET_PKI_DIR"] = str(fleet.pki.dir)
+    fleet.pki.client()
+    # Options go before a `--` that starts the command to run.
+    cut = args.index("--") if "--" in args else len(args)
+    command = [*args[:cut], "--server", fleet.server.address, *args[cut:]]
+    return [sys.executable, "-m", "fleet", *command], env
+
+
+def test_logs_follow_shows_lines_written_after_it_started(fleet: Fleet, tmp_path: Path) -> None:
+    spec = f"name: ticker\nimage: {fleet.image}\nreplicas: 2\ncommand: [sh, -c, '{TICKER}']\n"
+    fleet.client.apply(load_documents(spec, "ticker.yaml"))
+    wait_containers(fleet, "ticker", 2)
+
+    command, env = _cli(fleet, "logs", "ticker", "--follow", "--tail", "0")
+    out = (tmp_path / "logs.txt").open("w")
+    follower = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, text=True)
+    try:
+        # --tail 0: nothing old; every line seen was written after `logs` started.
+        def both_replicas_ticking() -> bool:
+            lines = (tmp_path / "logs.txt").read_text().splitlines()
+            who = {line.split("|")[0].strip() for line in lines if "| tick " in line}
+            return who == {"ticker.0", "ticker.1"}
+
+        wait_until(both_replicas_ticking, 30, what="lines from both replicas")
+    finally:
+        follower.terminate()
+        follower.wait(10)
+        out.close()
+    first = (tmp_path / "logs.txt").read_text().splitlines()[0]
+    assert int(first.rsplit(" ", 1)[1]) > 0  # not the container's first line: a new one
+
+    chunks = list(fleet.client.logs("ticker", slot=1, tail=3))
+    assert {(c.app, c.slot, c.host) for c in chunks} == {("ticker", 1, fleet.host.name)}
+    assert b"".join(c.data for c in chunks).decode().count("tick") == 3
+
+
+def test_exec_returns_output_and_exit_code_and_top_lists_processes(fleet: Fleet) -> None:
+    spec = f"name: box\nimage: {fleet.image}\ncommand: [sh, -c, 'sleep 3600']\n"
+    fleet.client.apply(load_documents(spec, "box.yaml"))
+    wait_containers(fleet, "box", 1)
+
+    result = fleet.client.exec("box", ["sh", "-c", "echo hello from $HOSTNAME; exit 7"], slot=0)
+    assert result.exit_code == 7 and result.output.startswith(b"hello from ")
+
+    command, env = _cli(fleet, "exec", "box/0", "--", "sh", "-c", "exit 3")
+    assert subprocess.run(command, env=env, timeout=60).returncode == 3
+
+    [entry] = fleet.client.top(app="box")
+    assert "CMD" in entry.titles
+    assert any("sleep 3600" in " ".join(p.fields) for p in entry.processes)
+    [entry] = fleet.client.top(host=fleet.host.name)
+    assert (entry.app, entry.host) == ("box", fleet.host.name)
+
+
+def test_logs_and_exec_are_guarded_by_roles(fleet: Fleet) -> None:
+    fleet.client.apply(load_documents(f"name: quiet\nimage: {fleet.image}\n", "q.yaml"))
+    wait_containers(fleet, "quiet", 1)
+    viewer = fleet.server.client("vera", Role.viewer)
+    with viewer, pytest.raises(PermissionDenied, match="read container logs"):
+        list(viewer.logs("quiet"))
+    with fleet.server.client("dan", Role.deployer) as deployer:
+        assert list(deployer.logs("quiet")) is not None
+        with pytest.raises(PermissionDenied, match="run commands in containers"):
+            deployer.exec("quiet", ["true"])

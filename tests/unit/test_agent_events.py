@@ -1,0 +1,59 @@
+"""Translating Docker's events, raising the agent's own, and the bounded queue."""
+
+from __future__ import annotations
+
+from fleet.agent.events import EventQueue, from_docker, restart_events
+from fleet.agent.reconcile import Backoff, RestartBook
+from fleet.agent.runtime import ObservedContainer
+from fleet.proto import fleet_pb2 as pb
+
+
+def _docker(action: str, **attributes: str) -> dict[str, object]:
+    return {
+        "Type": "container",
+        "Action": action,
+        "timeNano": 1_700_000_000_123_000_000,
+        "Actor": {"ID": "abc", "Attributes": {"fleet.app": "web", "fleet.slot": "2", **attributes}},
+    }
+
+
+def test_docker_die_becomes_a_fleet_event_with_its_exit_code() -> None:
+    event = from_docker(_docker("die", exitCode="3"))
+    assert event is not None
+    assert (event.kind, event.app, event.slot, event.exit_code) == ("die", "web", 2, 3)
+    assert (event.container_id, event.message) == ("abc", "exit code 3")
+    assert event.time == "2023-11-14T22:13:20.123Z"
+
+
+def test_health_status_keeps_its_detail_and_noise_is_dropped() -> None:
+    event = from_docker(_docker("health_status: unhealthy"))
+    assert event is not None and (event.kind, event.message) == ("health_status", "unhealthy")
+    assert from_docker(_docker("exec_create: sh")) is None
+    assert from_docker({"Type": "network", "Action": "connect"}) is None
+
+
+def _exited(restart: str, code: int, finished: float) -> ObservedContainer:
+    return ObservedContainer(
+        "c1", "web.0.x", "web", 0, 1, "x", restart, 1.0, "exited", code, False, "", finished, ()
+    )
+
+
+def test_restart_scheduled_then_limit_reached() -> None:
+    book = RestartBook({"c1": 1})
+    [(key, event)] = restart_events([_exited("on-failure:2", 1, 100.0)], book, Backoff(), 100.5)
+    assert key == ("c1", 1, "restart-scheduled")
+    assert (event.kind, event.message) == ("restart-scheduled", "restart 2 in 2s")
+    book.record("c1")
+    [(key, event)] = restart_events([_exited("on-failure:2", 1, 100.0)], book, Backoff(), 100.5)
+    assert event.kind == "restart-limit" and book.failed(_exited("on-failure:2", 1, 100.0))
+    assert restart_events([_exited("no", 1, 100.0)], book, Backoff(), 100.5) == []
+
+
+def test_the_queue_keeps_the_newest_and_gives_back_in_order() -> None:
+    queue = EventQueue(limit=3)
+    for n in range(5):
+        queue.put(pb.Event(kind=str(n)))
+    batch = queue.take()
+    assert [e.kind for e in batch] == ["2", "3", "4"] and not queue.ready.is_set()
+    queue.give_back(batch)
+    assert [e.kind for e in queue.take(2)] == ["2", "3"] and queue.ready.is_set()
