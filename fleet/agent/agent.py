@@ -248,7 +248,7 @@ class Agent:
                 # exited: it must not look failed in a heartbeat meanwhile.
                 self._starting.add(task.container.container_id)
                 if task.container.state != "created":
-                    self.restarts.record(task.container.container_id)
+                    self.restarts.record(task.container, self.config.backoff)
                     if self._restarts_file is not None:  # before the start: a crash keeps it
                         await asyncio.to_thread(self.restarts.save, self._restarts_file)
                 await asyncio.to_thread(self.runtime.start, task.container.container_id)
@@ -315,6 +315,7 @@ class Agent:
                     for (app, slot), message in sorted(self.refused.items())
                 ],
                 applied_version=self.applied_version,
+                images=self.usage.images,
             )
         )
 

@@ -69,7 +69,7 @@ def restart_events(
             continue
         count = restarts.count(c.container_id)
         if restart_wanted(c.restart, c.exit_code, c.oom_killed, count):
-            delay = backoff.delay(count)
+            delay = backoff.delay(restarts.streak(c, backoff))
             due = (c.finished_at or 0.0) + delay
             if due > now:
                 found.append(

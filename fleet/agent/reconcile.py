@@ -54,6 +54,7 @@ class Backoff:
 
     initial: float = 1.0
     cap: float = 300.0
+    reset_after: float = 600.0  # a run this long starts the backoff from `initial` again
 
     def delay(self, restarts: int) -> float:
         return float(min(self.cap, self.initial * 2.0 ** min(restarts, 32)))
@@ -61,19 +62,29 @@ class Backoff:
 
 @dataclass
 class RestartBook:
-    """Restarts done per container id (the agent keeps this between rounds)."""
+    """Restarts per container id: ``counts`` all of them (for ``on-failure:N``),
+    ``streaks`` those since the last long run (for the backoff). The agent keeps it
+    between rounds and on disk."""
 
     counts: dict[str, int] = field(default_factory=dict)
+    streaks: dict[str, int] = field(default_factory=dict)
 
     def count(self, container_id: str) -> int:
         return self.counts.get(container_id, 0)
 
-    def record(self, container_id: str) -> None:
-        self.counts[container_id] = self.count(container_id) + 1
+    def streak(self, container: ObservedContainer, backoff: Backoff) -> int:
+        """Restarts that count for the backoff: none once a run lasted ``reset_after``."""
+        return 0 if _ran_long(container, backoff) else self.streaks.get(container.container_id, 0)
+
+    def record(self, container: ObservedContainer, backoff: Backoff) -> None:
+        cid = container.container_id
+        self.streaks[cid] = self.streak(container, backoff) + 1
+        self.counts[cid] = self.count(cid) + 1
 
     def forget_except(self, container_ids: Iterable[str]) -> None:
         keep = set(container_ids)
         self.counts = {cid: n for cid, n in self.counts.items() if cid in keep}
+        self.streaks = {cid: n for cid, n in self.streaks.items() if cid in keep}
 
     def failed(self, container: ObservedContainer) -> bool:
         """Stopped for good: a failure after the last restart ``on-failure:N`` allows."""
@@ -93,18 +104,34 @@ class RestartBook:
         """Write the counts (atomically), so they survive an agent restart."""
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.counts, sort_keys=True))
+        temporary.write_text(
+            json.dumps({"counts": self.counts, "streaks": self.streaks}, sort_keys=True)
+        )
         temporary.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> RestartBook:
         try:
-            counts = json.loads(path.read_text())
+            saved = json.loads(path.read_text())
         except (OSError, ValueError):
             return cls()
-        if not isinstance(counts, dict):
+        if not isinstance(saved, dict):
             return cls()
-        return cls({str(k): int(v) for k, v in counts.items() if isinstance(v, int)})
+
+        def ints(key: str) -> dict[str, int]:
+            found = saved.get(key)
+            if not isinstance(found, dict):
+                return {}
+            return {str(k): v for k, v in found.items() if isinstance(v, int)}
+
+        return cls(ints("counts"), ints("streaks"))
+
+
+def _ran_long(container: ObservedContainer, backoff: Backoff) -> bool:
+    started, finished = container.started_epoch, container.finished_at
+    return (
+        started is not None and finished is not None and finished - started >= backoff.reset_after
+    )
 
 
 def restart_wanted(policy: str, exit_code: int, oom_killed: bool, restarts: int) -> bool:
@@ -159,7 +186,7 @@ def plan(
             continue
         # Docker stamps every exit; a container without a stamp is due at once rather
         # than postponed on every round.
-        due = (container.finished_at or 0.0) + backoff.delay(count)
+        due = (container.finished_at or 0.0) + backoff.delay(restarts.streak(container, backoff))
         if due <= now:
             starts.append(
                 Start(container, f"restart {count + 1} (exit code {container.exit_code})")

@@ -59,6 +59,7 @@ class ObservedContainer:
     started_at: str
     finished_at: float | None  # epoch seconds of the last exit, None if it never exited
     ports: tuple[tuple[int, int, str], ...]  # (host port, container port, protocol)
+    started_epoch: float | None = None  # epoch seconds of the last start
 
     @property
     def key(self) -> tuple[str, int]:
@@ -113,6 +114,7 @@ def _observe(attrs: dict[str, Any]) -> ObservedContainer:
         started_at=state.get("StartedAt", ""),
         finished_at=_epoch(state.get("FinishedAt", "")),
         ports=tuple(sorted(ports)),
+        started_epoch=_epoch(state.get("StartedAt", "")),
     )
 
 

@@ -26,6 +26,7 @@ class HostUsage:
     memory: int  # bytes in use, summed over containers
     containers: int
     seconds: float  # how long the sampling round took
+    images: tuple[str, ...] = ()  # what the daemon has, by reference
 
 
 def memory_in_use(stats: dict[str, Any]) -> int:
@@ -71,4 +72,7 @@ class UsageSampler:
             memory += used
             seen[container_id] = (total, now)
         self._last = seen
-        return HostUsage(cpu, memory, len(results), now - started)
+        images = sorted(
+            tag for image in self._client().api.images() for tag in image.get("RepoTags") or []
+        )
+        return HostUsage(cpu, memory, len(results), now - started, tuple(images))

@@ -50,6 +50,7 @@ _MAX_LABELS = 64
 _MAX_TEXT = 1024
 _REGISTER_TIMEOUT = 10.0
 _MAX_EVENTS_PER_BATCH = 500
+_MAX_IMAGES = 1000
 _STATUS_REFRESH = 5.0  # seconds: usage is rewritten at most this often when nothing else changed
 
 
@@ -83,6 +84,7 @@ def status_record(host_id: str, heartbeat: pb.Heartbeat) -> StatusRecord:
         reported_at=now_iso(),
         applied_version=heartbeat.applied_version,
         usage=ResourceAmounts(cpu=heartbeat.usage.cpu, memory=heartbeat.usage.memory_bytes),
+        images=sorted(i[:512] for i in heartbeat.images[:_MAX_IMAGES]),
         containers=[
             ContainerReport(
                 app=c.app,

@@ -78,6 +78,7 @@ def _host_view(state: ClusterState, host_id: str) -> HostView:
         used_cpu=status.value.usage.cpu if status else 0.0,
         used_memory=status.value.usage.memory if status else 0,
         stats_at=epoch(status.value.reported_at) if status else None,
+        images=frozenset(status.value.images) if status else frozenset(),
     )
 
 

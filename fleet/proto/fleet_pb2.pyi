@@ -301,6 +301,7 @@ class Heartbeat(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     CONTAINERS_FIELD_NUMBER: _builtins.int
     APPLIED_VERSION_FIELD_NUMBER: _builtins.int
+    IMAGES_FIELD_NUMBER: _builtins.int
     applied_version: _builtins.int
     """the DesiredSet version the agent last applied"""
     @_builtins.property
@@ -309,16 +310,21 @@ class Heartbeat(_message.Message):
 
     @_builtins.property
     def containers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerStatus]: ...
+    @_builtins.property
+    def images(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """image references the daemon has (placement prefers them)"""
+
     def __init__(
         self,
         *,
         usage: Global___Resources | None = ...,
         containers: _abc.Iterable[Global___ContainerStatus] | None = ...,
         applied_version: _builtins.int = ...,
+        images: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_version", b"applied_version", "containers", b"containers", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_version", b"applied_version", "containers", b"containers", "images", b"images", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

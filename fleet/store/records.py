@@ -136,3 +136,4 @@ class StatusRecord(_Record):
     applied_version: int
     usage: ResourceAmounts
     containers: list[ContainerReport]
+    images: list[str] = []

@@ -158,3 +158,25 @@ def test_the_agent_reconciles_after_dockerd_restarts(fleet: Fleet) -> None:
         60,
         what="the agent to bring the container back after dockerd restarted",
     )
+
+
+def test_an_oom_kill_is_an_event_and_counts_as_a_failure(fleet: Fleet) -> None:
+    text = (
+        f"name: hungry\nimage: {fleet.image}\nresources: {{memory: 16Mi}}\nrestart: on-failure:1\n"
+        "command: [sh, -c, 'head -c 64m /dev/zero | tail']\n"
+    )
+    fleet.client.apply(load_documents(text, "hungry.yaml"))
+    wait_until(
+        lambda: [c.status.state for c in fleet.client.containers("hungry")] == ["failed"],
+        60,
+        what="the OOM-killed replica to fail after its one restart",
+    )
+    container = _only(fleet, "hungry")
+    assert container.attrs["State"]["OOMKilled"] is True
+
+    def oom_events() -> list[dict[str, Any]] | None:
+        events = _fleet_events(fleet, "hungry")
+        return events if any(e["kind"] == "oom" for e in events) else None
+
+    kinds = [e["kind"] for e in wait_until(oom_events, 30, what="an oom event")]
+    assert kinds.count("restart-scheduled") == 1 and "restart-limit" in kinds

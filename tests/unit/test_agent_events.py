@@ -39,11 +39,11 @@ def _exited(restart: str, code: int, finished: float) -> ObservedContainer:
 
 
 def test_restart_scheduled_then_limit_reached() -> None:
-    book = RestartBook({"c1": 1})
+    book = RestartBook({"c1": 1}, {"c1": 1})
     [(key, event)] = restart_events([_exited("on-failure:2", 1, 100.0)], book, Backoff(), 100.5)
     assert key == ("c1", 1, "restart-scheduled")
     assert (event.kind, event.message) == ("restart-scheduled", "restart 2 in 2s")
-    book.record("c1")
+    book.record(_exited("on-failure:2", 1, 100.0), Backoff())
     [(key, event)] = restart_events([_exited("on-failure:2", 1, 100.0)], book, Backoff(), 100.5)
     assert event.kind == "restart-limit" and book.failed(_exited("on-failure:2", 1, 100.0))
     assert restart_events([_exited("no", 1, 100.0)], book, Backoff(), 100.5) == []

@@ -246,7 +246,7 @@ def test_on_failure_2_stops_after_two_restarts() -> None:
         for task in tasks:
             assert isinstance(task, Start)
             reasons.append(task.reason)
-            book.record(task.container.container_id)
+            book.record(task.container, Backoff())
     assert reasons == ["restart 1 (exit code 1)", "restart 2 (exit code 1)"]
     assert book.count(stopped.container_id) == 2
 
@@ -261,13 +261,33 @@ def test_dead_container_is_restarted_like_an_exited_one() -> None:
 def test_restart_book() -> None:
     """The book counts restarts per container id and forgets containers that are gone."""
     book = RestartBook()
+    a = dataclasses.replace(exited(), container_id="a")
+    b = dataclasses.replace(exited(), container_id="b")
     assert book.count("a") == 0
-    book.record("a")
-    book.record("a")
-    book.record("b")
+    book.record(a, Backoff())
+    book.record(a, Backoff())
+    book.record(b, Backoff())
     assert (book.count("a"), book.count("b")) == (2, 1)
     book.forget_except(["b", "c"])
-    assert book.counts == {"b": 1}
+    assert book.counts == {"b": 1} and book.streaks == {"b": 1}
+
+
+def test_a_long_run_resets_the_backoff_but_not_the_restart_count() -> None:
+    """After a run of ``reset_after`` the next restart waits ``initial`` again, while
+    ``on-failure:N`` still counts every restart."""
+    backoff = Backoff(initial=1.0, cap=300.0, reset_after=600.0)
+    book = RestartBook({"c": 5}, {"c": 5})
+    short = dataclasses.replace(
+        exited(), container_id="c", started_epoch=NOW - 20, finished_at=NOW - 10
+    )
+    long = dataclasses.replace(short, started_epoch=NOW - 1000)
+    assert book.streak(short, backoff) == 5 and book.streak(long, backoff) == 0
+    tasks, look_again = plan([spec()], [short], book, NOW, backoff)
+    assert tasks == [] and look_again == NOW - 10 + 32  # 1 s * 2**5
+    tasks, _ = plan([spec()], [long], book, NOW, backoff)
+    assert [t.reason for t in tasks] == ["restart 6 (exit code 1)"]  # due at once
+    book.record(long, backoff)
+    assert (book.count("c"), book.streaks["c"]) == (6, 1)
 
 
 # ------------------------------------------------------------------ backoff
@@ -275,7 +295,7 @@ def test_restart_book() -> None:
 
 def test_restart_is_held_until_finished_at_plus_delay() -> None:
     """A restart waits ``delay(restarts)`` after the exit; ``look_again`` is that time."""
-    book = RestartBook({"web-0-aaaa1111-exited": 2})  # the next delay is 1 * 2**2 = 4 s
+    book = RestartBook({"web-0-aaaa1111-exited": 2}, {"web-0-aaaa1111-exited": 2})  # 4 s next
     stopped = exited(finished_at=NOW - 1)
     tasks, look_again = plan([spec()], [stopped], book, NOW)
     assert tasks == []
