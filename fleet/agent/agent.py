@@ -300,6 +300,9 @@ class Agent:
 
     def _status(self, container: ObservedContainer) -> pb.ContainerStatus:
         status = container.to_status()
+        usage = self.usage.per_container.get(container.container_id)
+        if usage is not None and container.state == "running":
+            status.cpu, status.memory_bytes, status.memory_limit = usage
         if container.container_id not in self._starting and self.restarts.failed(container):
             status.state = "failed"
             status.message = f"restart limit of {container.restart} reached; left for ops"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import docker.errors
@@ -27,6 +27,8 @@ class HostUsage:
     containers: int
     seconds: float  # how long the sampling round took
     images: tuple[str, ...] = ()  # what the daemon has, by reference
+    # container id -> (cores, bytes in use, memory limit)
+    per_container: dict[str, tuple[float, int, int]] = field(default_factory=dict)
 
 
 def memory_in_use(stats: dict[str, Any]) -> int:
@@ -52,13 +54,14 @@ class UsageSampler:
         self._threads = threads
         self._last: dict[str, tuple[int, float]] = {}
 
-    def _one(self, container_id: str) -> tuple[str, int, int] | None:
+    def _one(self, container_id: str) -> tuple[str, int, int, int] | None:
         try:
             stats = self._client().api.stats(container_id, stream=False, one_shot=True)
         except docker.errors.NotFound:
             return None  # exited between the list and the sample
         total = int(((stats.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage", 0))
-        return container_id, total, memory_in_use(stats)
+        limit = int((stats.get("memory_stats") or {}).get("limit", 0))
+        return container_id, total, memory_in_use(stats), limit
 
     def sample(self) -> HostUsage:
         started = time.monotonic()
@@ -66,13 +69,15 @@ class UsageSampler:
         with ThreadPoolExecutor(max_workers=self._threads) as pool:
             results = [r for r in pool.map(self._one, ids) if r is not None]
         now = time.monotonic()
-        cpu, memory, seen = 0.0, 0, {}
-        for container_id, total, used in results:
-            cpu += cpu_rate(self._last.get(container_id), (total, now))
+        cpu, memory, seen, each = 0.0, 0, {}, {}
+        for container_id, total, used, limit in results:
+            rate = cpu_rate(self._last.get(container_id), (total, now))
+            cpu += rate
             memory += used
             seen[container_id] = (total, now)
+            each[container_id] = (rate, used, limit)
         self._last = seen
         images = sorted(
             tag for image in self._client().api.images() for tag in image.get("RepoTags") or []
         )
-        return HostUsage(cpu, memory, len(results), now - started, tuple(images))
+        return HostUsage(cpu, memory, len(results), now - started, tuple(images), each)

@@ -9,12 +9,15 @@ import json
 import logging
 import os
 import sys
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
 import yaml
+from rich.live import Live
+from rich.table import Table
 
 from fleet.cli import certs
 from fleet.cli.output import Format, console, err_console, human_memory, print_records, to_dict
@@ -397,6 +400,56 @@ def events(
                     f"{event.kind:<18} {event.message}",
                     soft_wrap=True,
                 )
+
+
+def _stats_table(containers: list[pb.ContainerInfo]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("REPLICA", "HOST", "CONTAINER", "CPU %", "MEM USAGE / LIMIT", "MEM %"):
+        table.add_column(column)
+    for c in containers:
+        if c.status.state != "running":
+            continue
+        limit = c.status.memory_limit
+        share = f"{100 * c.status.memory_bytes / limit:.2f}%" if limit else "-"
+        table.add_row(
+            f"{c.app}.{c.slot}",
+            c.host,
+            c.status.container_id[:12],
+            f"{100 * c.status.cpu:.2f}%",
+            f"{human_memory(c.status.memory_bytes)} / {human_memory(limit)}",
+            share,
+        )
+    return table
+
+
+@app.command()
+def stats(
+    app_name: Annotated[str, typer.Argument(metavar="[APP]", help="Only this app.")] = "",
+    host: Annotated[str, typer.Option("--host", help="Only this host.")] = "",
+    no_stream: Annotated[
+        bool, typer.Option("--no-stream", help="Print once instead of refreshing.")
+    ] = False,
+    server: ServerOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    insecure: InsecureOpt = False,
+    output: OutputOpt = Format.table,
+) -> None:
+    """Live cpu and memory of running replicas, like `docker stats` across the pool
+    (sampled by the agents every few seconds). Ctrl-C stops the refresh."""
+    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+        if no_stream or output in (Format.json, Format.yaml):
+            found = client.containers(app=app_name, host=host)
+            if output in (Format.json, Format.yaml):
+                print_records([c for c in found if c.status.state == "running"], output, [], [])
+            else:
+                console.print(_stats_table(found))
+            return
+        with contextlib.suppress(KeyboardInterrupt), Live(console=console) as live:
+            while True:
+                live.update(_stats_table(client.containers(app=app_name, host=host)))
+                time.sleep(2)  # the agents sample every few seconds: no use asking faster
 
 
 @app.command()

@@ -103,6 +103,9 @@ def status_record(host_id: str, heartbeat: pb.Heartbeat) -> StatusRecord:
                     for p in c.ports
                 ],
                 message=c.message[:_MAX_TEXT],
+                cpu=max(0.0, c.cpu),
+                memory=max(0, c.memory_bytes),
+                memory_limit=max(0, c.memory_limit),
             )
             for c in heartbeat.containers
         ],
@@ -260,7 +263,13 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 raise InvalidArgument(f"host {host_id}'s lease expired; reconnect")
             status = status_record(host_id, message.heartbeat)
             # Write the report when what runs changed, and the usage now and then.
-            report = status.model_dump_json(exclude={"reported_at", "usage"}).encode()
+            report = status.model_dump_json(
+                exclude={
+                    "reported_at": True,
+                    "usage": True,
+                    "containers": {"__all__": {"cpu", "memory"}},
+                }
+            ).encode()
             now = time.monotonic()
             if report != last_report or now - last_written > _STATUS_REFRESH:
                 await self._store.report_status(status, lease)

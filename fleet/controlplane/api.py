@@ -102,6 +102,9 @@ def _status_proto(c: ContainerReport) -> pb.ContainerStatus:
             for p in c.ports
         ],
         message=c.message,
+        cpu=c.cpu,
+        memory_bytes=c.memory,
+        memory_limit=c.memory_limit,
     )
 
 

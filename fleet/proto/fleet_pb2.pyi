@@ -345,6 +345,9 @@ class ContainerStatus(_message.Message):
     STARTED_AT_FIELD_NUMBER: _builtins.int
     PORTS_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    CPU_FIELD_NUMBER: _builtins.int
+    MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    MEMORY_LIMIT_FIELD_NUMBER: _builtins.int
     app: _builtins.str
     slot: _builtins.int
     revision: _builtins.int
@@ -356,6 +359,11 @@ class ContainerStatus(_message.Message):
     exit_code: _builtins.int
     started_at: _builtins.str
     message: _builtins.str
+    cpu: _builtins.float
+    """cores in use (live stats)"""
+    memory_bytes: _builtins.int
+    """memory in use"""
+    memory_limit: _builtins.int
     @_builtins.property
     def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortMapping]:
         """host ports as published"""
@@ -374,10 +382,13 @@ class ContainerStatus(_message.Message):
         started_at: _builtins.str = ...,
         ports: _abc.Iterable[Global___PortMapping] | None = ...,
         message: _builtins.str = ...,
+        cpu: _builtins.float = ...,
+        memory_bytes: _builtins.int = ...,
+        memory_limit: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "container_id", b"container_id", "exit_code", b"exit_code", "message", b"message", "name", b"name", "ports", b"ports", "revision", b"revision", "slot", b"slot", "spec_hash", b"spec_hash", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "container_id", b"container_id", "cpu", b"cpu", "exit_code", b"exit_code", "memory_bytes", b"memory_bytes", "memory_limit", b"memory_limit", "message", b"message", "name", b"name", "ports", b"ports", "revision", b"revision", "slot", b"slot", "spec_hash", b"spec_hash", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

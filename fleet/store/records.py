@@ -114,6 +114,9 @@ class ContainerReport(_Record):
     started_at: str = ""
     ports: list[PortBinding] = []
     message: str = ""
+    cpu: float = 0.0  # live usage
+    memory: int = 0
+    memory_limit: int = 0
 
 
 class SecretRecord(_Record):

@@ -18,7 +18,8 @@ from tests.conftest import ensure_image
 from tests.helpers import fleet_containers
 
 OFFERED = "512Mi"  # each host offers fleet this much, so 300 MiB of use matters
-BURN = "head -c 300m /dev/zero | tail"  # busybox tail keeps the unterminated line in memory
+# The shell holds 300 MB in a variable while it waits (not `exec sleep`: that frees it).
+BURN = "x=$(head -c 300000000 /dev/zero | tr '\\0' a); sleep 3600 & wait"
 
 
 @pytest.fixture

@@ -85,3 +85,26 @@ def test_logs_and_exec_are_guarded_by_roles(fleet: Fleet) -> None:
         assert list(deployer.logs("quiet")) is not None
         with pytest.raises(PermissionDenied, match="run commands in containers"):
             deployer.exec("quiet", ["true"])
+
+
+def test_stats_shows_live_memory_of_each_replica(fleet: Fleet) -> None:
+    spec = (
+        f"name: hog\nimage: {fleet.image}\nresources: {{memory: 128Mi}}\n"
+        "command: [sh, -c, 'x=$(head -c 50000000 /dev/zero | tr \"\\\\0\" a); sleep 3600 & wait']\n"
+    )
+    fleet.client.apply(load_documents(spec, "hog.yaml"))
+    wait_containers(fleet, "hog", 1)
+
+    def sampled() -> bool:
+        [replica] = fleet.client.containers("hog")
+        return replica.status.memory_bytes > 40 << 20
+
+    wait_until(sampled, 30, what="the agent to report the replica's memory")
+    [replica] = fleet.client.containers("hog")
+    assert replica.status.memory_limit == 128 << 20
+
+    command, env = _cli(fleet, "stats", "hog", "--no-stream")
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    [row] = [line for line in result.stdout.splitlines() if line.startswith("hog.0")]
+    assert "/ 128Mi" in row and fleet.host.name in row
