@@ -30,6 +30,7 @@ import grpc
 import grpc.aio
 
 from fleet.agent.events import EventQueue, from_docker, own, restart_events
+from fleet.agent.images import ImageKeeper, stale_images
 from fleet.agent.reconcile import Backoff, Create, Remove, RestartBook, Start, Task, plan
 from fleet.agent.requests import RequestHandler
 from fleet.agent.runtime import DockerRuntime, ObservedContainer, container_name
@@ -60,6 +61,8 @@ class AgentConfig:
     # OS and other tenants); None: what `docker info` says.
     cpus: float | None = None
     memory: int | None = None
+    # Remove images fleet containers have not used for this long (None: keep them all).
+    image_gc_after: float | None = None
     # Where restart counts are kept so they survive an agent restart (None: in memory).
     state_dir: Path | None = None
     reconnect_max: float = 10.0
@@ -102,6 +105,8 @@ class Agent:
         )
         self.events = EventQueue()
         self._raised: set[tuple[str, int, str]] = set()  # restart events already raised
+        self._images = ImageKeeper(config.state_dir / "images.json" if config.state_dir else None)
+        self._images_due = 0.0  # monotonic time of the next image collection
         self._first_round = True
         self._starting: set[str] = set()  # containers being restarted this round
         self._requests = RequestHandler(runtime, lambda: self.observed)
@@ -209,7 +214,25 @@ class Agent:
             await asyncio.to_thread(self.restarts.save, self._restarts_file)
         if self.desired is not None and self.desired_version == version:
             self.applied_version = version
+        # Every image desired now counts as used now, even between two collections.
+        self._images.saw([c.image for c in desired if c.image], time.time())
+        if self.config.image_gc_after is not None and time.monotonic() >= self._images_due:
+            self._images_due = time.monotonic() + min(30.0, self.config.image_gc_after)
+            await self._collect_images()
         return look_again
+
+    async def _collect_images(self) -> None:
+        """Forget-and-remove images no container has used for ``image_gc_after``."""
+        now = time.time()
+        in_use = await asyncio.to_thread(self.runtime.images_in_use)
+        self._images.saw(in_use & set(self._images.last_used), now)
+        assert self.config.image_gc_after is not None
+        for image in stale_images(self._images.last_used, in_use, now, self.config.image_gc_after):
+            if await asyncio.to_thread(self.runtime.remove_image, image):
+                log.info("removed image %s: unused for %gs", image, self.config.image_gc_after)
+                self.events.put(own("image-removed", image))
+                self._images.forget(image)
+        await asyncio.to_thread(self._images.save)
 
     async def _bounded(self, task: Task) -> None:
         async with self._parallel:

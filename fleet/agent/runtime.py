@@ -240,6 +240,26 @@ class DockerRuntime:
         )
         return str(created["Id"])
 
+    def images_in_use(self) -> set[str]:
+        """The image references of every container on the host, fleet's or not, and
+        their image ids (a container may name its image either way)."""
+        used: set[str] = set()
+        for summary in self._call("list", lambda: self.client.api.containers(all=True)):
+            used.add(summary.get("Image", ""))
+            used.add(summary.get("ImageID", ""))
+        return used
+
+    def remove_image(self, image: str) -> bool:
+        """Remove ``image`` unless a container uses it (Docker refuses then): True if gone."""
+        try:
+            self.client.api.remove_image(image)
+            return True
+        except docker.errors.NotFound:
+            return True
+        except docker.errors.APIError as error:  # in use (409), or the daemon is away
+            log.info("keeping image %s: %s", image, error.explanation or error)
+            return False
+
     def start(self, container_id: str) -> None:
         self._call("start", lambda: self.client.api.start(container_id))
 

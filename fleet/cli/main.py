@@ -360,11 +360,11 @@ def describe(
             _fail("describe takes app or host", 2)
 
 
-def _parse_since(text: str) -> float:
+def _duration_option(flag: str, text: str) -> float:
     try:
         return parse_duration(text)
     except ValueError as error:
-        _fail(f"--since {text!r}: {error}", 2)
+        _fail(f"{flag} {text!r}: {error}", 2)
 
 
 @app.command()
@@ -386,7 +386,7 @@ def events(
 ) -> None:
     """Show what happened across the pool: container starts, exits, restarts, pulls,
     unschedulable replicas (kept about an hour). -o json prints one object per line."""
-    seconds = _parse_since(since) if since else 0.0
+    seconds = _duration_option("--since", since) if since else 0.0
     with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
         for event in client.events(app=app_name, host=host, since_seconds=seconds, follow=follow):
             if output == Format.json:
@@ -840,6 +840,14 @@ def agent(
         str | None,
         typer.Option("--memory", help="Memory this host offers fleet, e.g. 6Gi (default: all)."),
     ] = None,
+    image_gc_after: Annotated[
+        str | None,
+        typer.Option(
+            "--image-gc-after",
+            help="Remove images fleet containers have not used for this long, e.g. 24h "
+            "(never one a container uses). Default: keep them.",
+        ),
+    ] = None,
     state_dir: Annotated[
         Path | None,
         typer.Option(
@@ -870,6 +878,9 @@ def agent(
         state_dir=state_dir or _default_state_dir(host_id),
         cpus=cpus,
         memory=_memory_option(memory) if memory else None,
+        image_gc_after=_duration_option("--image-gc-after", image_gc_after)
+        if image_gc_after
+        else None,
     )
     asyncio.run(Agent(config, DockerRuntime(docker_url)).run())
 

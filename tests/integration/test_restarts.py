@@ -8,10 +8,15 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
+
+import docker.errors
 
 from fleet.spec import load_documents
 from fleet.testing import wait_until
+from fleet.testing.fleetprocs import FleetAgentProcess
+from tests.conftest import ensure_image
 from tests.helpers import fleet_containers
 from tests.integration.conftest import Fleet
 
@@ -180,3 +185,36 @@ def test_an_oom_kill_is_an_event_and_counts_as_a_failure(fleet: Fleet) -> None:
 
     kinds = [e["kind"] for e in wait_until(oom_events, 30, what="an oom event")]
     assert kinds.count("restart-scheduled") == 1 and "restart-limit" in kinds
+
+
+def test_images_fleet_stopped_using_are_removed_and_no_other(fleet: Fleet, tmp_path: Path) -> None:
+    ensure_image(fleet.host, "fleet-test/web", "gc", "old release\n")
+    ensure_image(fleet.host, "fleet-test/other", "v1", "not fleet's\n")
+    fleet.agent.stop()
+    fleet.agent = FleetAgentProcess(
+        [fleet.server.address],
+        fleet.host.name,
+        fleet.host.docker_url,
+        tmp_path,
+        fleet.pki,
+        extra_args=["--image-gc-after", "1s"],
+    ).start()
+    fleet.wait_connected()
+    fleet.client.apply(load_documents(f"name: keep\nimage: {fleet.image}\n", "keep.yaml"))
+    fleet.client.apply(load_documents("name: old\nimage: fleet-test/web:gc\n", "old.yaml"))
+    wait_until(
+        lambda: len(fleet_containers(fleet.docker, "old")) == 1, 30, what="the old release to run"
+    )
+    fleet.client.delete_app("old")
+
+    def removed() -> bool:
+        try:
+            fleet.docker.images.get("fleet-test/web:gc")
+        except docker.errors.ImageNotFound:
+            return True
+        return False
+
+    wait_until(removed, 60, what="the unused image to be removed")
+    assert fleet.docker.images.get(fleet.image)  # its container still runs
+    assert fleet.docker.images.get("fleet-test/other:v1")  # fleet never used it
+    assert any(e["kind"] == "image-removed" for e in _fleet_events(fleet, ""))
