@@ -20,8 +20,9 @@ from rich.live import Live
 from rich.table import Table
 
 from fleet.cli import certs
+from fleet.cli.connection import CONNECTION, Connection, connected
 from fleet.cli.output import Format, console, err_console, human_memory, print_records, to_dict
-from fleet.client import FleetClient, servers_from
+from fleet.client import servers_from
 from fleet.errors import FleetError, SpecError
 from fleet.policy import ALLOW_WORDS, Policy
 from fleet.proto import fleet_pb2 as pb
@@ -39,50 +40,8 @@ app = typer.Typer(
 
 app.add_typer(certs.app, name="certs")
 
-ServerOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--server",
-        "-s",
-        help="Control plane address(es), HOST:PORT[,HOST:PORT...]. Default: $FLEET_SERVER "
-        "or 127.0.0.1:7400.",
-        show_default=False,
-    ),
-]
 OutputOpt = Annotated[
     Format, typer.Option("--output", "-o", help="Output format.", case_sensitive=False)
-]
-TlsCaOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--tls-ca",
-        help="CA certificate (PEM). Default: $FLEET_TLS_CA, or ca.crt "
-        "in $FLEET_PKI_DIR or ./.fleet/pki.",
-        show_default=False,
-    ),
-]
-TlsCertOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--tls-cert",
-        help="Client certificate. Default: $FLEET_TLS_CERT, or client-admin.crt in the PKI dir.",
-        show_default=False,
-    ),
-]
-TlsKeyOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--tls-key",
-        help="Client key. Default: $FLEET_TLS_KEY, or client-admin.key in the PKI dir.",
-        show_default=False,
-    ),
-]
-InsecureOpt = Annotated[
-    bool,
-    typer.Option(
-        "--insecure",
-        help="Plaintext, no authentication (only for a server started with --insecure).",
-    ),
 ]
 FileOpt = Annotated[
     Path,
@@ -95,17 +54,6 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _client(
-    server: str | None,
-    tls_ca: Path | None,
-    tls_cert: Path | None,
-    tls_key: Path | None,
-    insecure: bool,
-) -> FleetClient:
-    transport = client_transport(ca=tls_ca, cert=tls_cert, key=tls_key, insecure=insecure)
-    return FleetClient(servers_from(server), transport)
-
-
 def _load(path: Path) -> list[AppSpec]:
     return load_file(str(path))
 
@@ -114,21 +62,18 @@ def _load(path: Path) -> list[AppSpec]:
 
 
 @app.command()
+@connected
 def apply(
     filename: FileOpt,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would change and where; store nothing.")
     ] = False,
-    server: ServerOpt = None,
-    tls_ca: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
-    insecure: InsecureOpt = False,
+    conn: Connection = CONNECTION,
     output: OutputOpt = Format.table,
 ) -> None:
     """Create or update the apps in FILE (declarative: re-applying changes nothing)."""
     specs = _load(filename)
-    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+    with conn.client() as client:
         changes = client.apply(specs, dry_run=dry_run)
     if output in (Format.json, Format.yaml):
         print_records(changes, output, [], [])
@@ -144,18 +89,15 @@ def apply(
 
 
 @app.command()
+@connected
 def diff(
     filename: FileOpt,
-    server: ServerOpt = None,
-    tls_ca: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
-    insecure: InsecureOpt = False,
+    conn: Connection = CONNECTION,
 ) -> None:
     """Show how FILE differs from what the control plane stores (exit 1 if it differs)."""
     specs = _load(filename)
     changed = False
-    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+    with conn.client() as client:
         stored = {a.name: a for a in client.apps()}
     for spec in specs:
         before = ""
@@ -282,19 +224,16 @@ def _print_containers(containers: list[pb.ContainerInfo], output: Format) -> Non
 
 
 @app.command()
+@connected
 def get(
     kind: Annotated[str, typer.Argument(help="apps, hosts or containers.", show_default=False)],
     name: Annotated[str, typer.Argument(help="Only this one.")] = "",
-    server: ServerOpt = None,
-    tls_ca: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
-    insecure: InsecureOpt = False,
+    conn: Connection = CONNECTION,
     output: OutputOpt = Format.table,
 ) -> None:
     """List apps, hosts or containers."""
     which = _kind(kind)
-    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+    with conn.client() as client:
         if which == Kind.apps:
             _print_apps(client.apps(name), output)
         elif which == Kind.hosts:
@@ -304,34 +243,28 @@ def get(
 
 
 @app.command()
+@connected
 def ps(
     app_name: Annotated[str, typer.Argument(metavar="APP", help="Only this app.")] = "",
     host: Annotated[str, typer.Option("--host", help="Only this host.")] = "",
-    server: ServerOpt = None,
-    tls_ca: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
-    insecure: InsecureOpt = False,
+    conn: Connection = CONNECTION,
     output: OutputOpt = Format.table,
 ) -> None:
     """List the containers of every app (or one), with their host, state and ports."""
-    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+    with conn.client() as client:
         _print_containers(client.containers(app=app_name, host=host), output)
 
 
 @app.command()
+@connected
 def describe(
     kind: Annotated[str, typer.Argument(help="app or host.", show_default=False)],
     name: Annotated[str, typer.Argument(help="Its name.", show_default=False)],
-    server: ServerOpt = None,
-    tls_ca: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
-    insecure: InsecureOpt = False,
+    conn: Connection = CONNECTION,
 ) -> None:
     """Show one app (spec, replicas, why any are pending) or one host in detail."""
     which = _kind(kind)
-    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+    with conn.client() as client:
         if which == Kind.apps:
             info = client.apps(name)[0]
             spec = json.loads(info.spec_json)
@@ -368,6 +301,7 @@ def _duration_option(flag: str, text: str) -> float:
 
 
 @app.command()
+@connected
 def events(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new events.")
@@ -377,17 +311,13 @@ def events(
     since: Annotated[
         str, typer.Option("--since", help="Only events newer than this, e.g. 10m, 1h.")
     ] = "",
-    server: ServerOpt = None,
-    tls_ca: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
-    insecure: InsecureOpt = False,
+    conn: Connection = CONNECTION,
     output: OutputOpt = Format.table,
 ) -> None:
     """Show what happened across the pool: container starts, exits, restarts, pulls,
     unschedulable replicas (kept about an hour). -o json prints one object per line."""
     seconds = _duration_option("--since", since) if since else 0.0
-    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+    with conn.client() as client:
         for event in client.events(app=app_name, host=host, since_seconds=seconds, follow=follow):
             if output == Format.json:
                 print(json.dumps(to_dict(event)), flush=True)
@@ -423,22 +353,19 @@ def _stats_table(containers: list[pb.ContainerInfo]) -> Table:
 
 
 @app.command()
+@connected
 def stats(
     app_name: Annotated[str, typer.Argument(metavar="[APP]", help="Only this app.")] = "",
     host: Annotated[str, typer.Option("--host", help="Only this host.")] = "",
     no_stream: Annotated[
         bool, typer.Option("--no-stream", help="Print once instead of refreshing.")
     ] = False,
-    server: ServerOpt = None,
-    tls_ca: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
-    insecure: InsecureOpt = False,
+    conn: Connection = CONNECTION,
     output: OutputOpt = Format.table,
 ) -> None:
     """Live cpu and memory of running replicas, like `docker stats` across the pool
     (sampled by the agents every few seconds). Ctrl-C stops the refresh."""
-    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+    with conn.client() as client:
         if no_stream or output in (Format.json, Format.yaml):
             found = client.containers(app=app_name, host=host)
             if output in (Format.json, Format.yaml):
@@ -453,21 +380,18 @@ def stats(
 
 
 @app.command()
+@connected
 def logs(
     target: Annotated[str, typer.Argument(metavar="APP", help="The app.", show_default=False)],
     slot: Annotated[int, typer.Option("--slot", help="Only this replica.")] = -1,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing.")] = False,
     tail: Annotated[int, typer.Option("--tail", help="Lines from the end (-1: all).")] = -1,
     timestamps: Annotated[bool, typer.Option("--timestamps", "-t")] = False,
-    server: ServerOpt = None,
-    tls_ca: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
-    insecure: InsecureOpt = False,
+    conn: Connection = CONNECTION,
 ) -> None:
     """Print the replicas' logs, each line prefixed with its replica (like docker compose)."""
     partial: dict[str, str] = {}
-    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+    with conn.client() as client:
         chunks = client.logs(target, slot=slot, follow=follow, tail=tail, timestamps=timestamps)
         for chunk in chunks:
             who = f"{chunk.app}.{chunk.slot}"
@@ -482,23 +406,20 @@ def logs(
 
 
 @app.command("exec")
+@connected
 def exec_(
     target: Annotated[
         str, typer.Argument(metavar="APP[/SLOT]", help="The app, and which replica.")
     ],
     command: Annotated[list[str], typer.Argument(help="The command, after --.")],
-    server: ServerOpt = None,
-    tls_ca: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
-    insecure: InsecureOpt = False,
+    conn: Connection = CONNECTION,
 ) -> None:
     """Run a command in a replica (admin only) and exit with its exit code:
     `fleet exec web/0 -- cat /etc/hostname`."""
     app_name, _, slot_text = target.partition("/")
     if slot_text and not slot_text.isdigit():
         _fail(f"{target!r}: expected APP or APP/SLOT", 2)
-    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+    with conn.client() as client:
         result = client.exec(app_name, command, slot=int(slot_text) if slot_text else -1)
     sys.stdout.buffer.write(result.output)
     sys.stdout.flush()
@@ -506,16 +427,13 @@ def exec_(
 
 
 @app.command()
+@connected
 def top(
     target: Annotated[str, typer.Argument(metavar="APP|HOST", show_default=False)],
-    server: ServerOpt = None,
-    tls_ca: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
-    insecure: InsecureOpt = False,
+    conn: Connection = CONNECTION,
 ) -> None:
     """The processes of an app's replicas, or of every fleet container on a host."""
-    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+    with conn.client() as client:
         is_host = any(h.host_id == target for h in client.hosts())
         entries = client.top(host=target) if is_host else client.top(app=target)
     for entry in entries:
@@ -526,33 +444,27 @@ def top(
 
 
 @app.command()
+@connected
 def scale(
     app_name: Annotated[str, typer.Argument(metavar="APP", show_default=False)],
     replicas: Annotated[int, typer.Argument(metavar="N", min=0, show_default=False)],
-    server: ServerOpt = None,
-    tls_ca: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
-    insecure: InsecureOpt = False,
+    conn: Connection = CONNECTION,
 ) -> None:
     """Set the number of replicas of APP."""
-    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+    with conn.client() as client:
         result = client.scale(app_name, replicas)
     console.print(f"app/{app_name} scaled {result.previous} -> {replicas}")
 
 
 @app.command()
+@connected
 def delete(
     kind: Annotated[str, typer.Argument(help="app", show_default=False)] = "",
     name: Annotated[str, typer.Argument(show_default=False)] = "",
     filename: Annotated[
         Path | None, typer.Option("--filename", "-f", help="Delete the apps in this file.")
     ] = None,
-    server: ServerOpt = None,
-    tls_ca: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
-    insecure: InsecureOpt = False,
+    conn: Connection = CONNECTION,
 ) -> None:
     """Delete an app (`fleet delete app NAME`) or the apps of a file (`-f FILE`); its
     containers are stopped on every host."""
@@ -562,7 +474,7 @@ def delete(
         names = [name]
     else:
         _fail("use `fleet delete app NAME` or `fleet delete -f FILE`", 2)
-    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+    with conn.client() as client:
         for app_name in names:
             client.delete_app(app_name)
             console.print(f"app/{app_name} deleted")
@@ -576,17 +488,14 @@ app.add_typer(secrets_app, name="secrets")
 
 
 @secrets_app.command("set")
+@connected
 def secrets_set(
     name: Annotated[str, typer.Argument(show_default=False)],
     from_file: Annotated[
         Path | None,
         typer.Option("--from-file", help="Read the value from this file (default: stdin)."),
     ] = None,
-    server: ServerOpt = None,
-    tls_ca: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
-    insecure: InsecureOpt = False,
+    conn: Connection = CONNECTION,
 ) -> None:
     """Create or replace secret NAME with the value on stdin (or --from-file); admin only.
     Running replicas keep the old value until they are replaced."""
@@ -596,38 +505,32 @@ def secrets_set(
         if sys.stdin.isatty():
             err_console.print("Enter the value, then Ctrl-D:")
         value = sys.stdin.buffer.read()
-    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+    with conn.client() as client:
         info = client.set_secret(name, value)
     console.print(f"secret/{info.name} set (version {info.version})")
 
 
 @secrets_app.command("list")
+@connected
 def secrets_list(
-    server: ServerOpt = None,
-    tls_ca: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
-    insecure: InsecureOpt = False,
+    conn: Connection = CONNECTION,
     output: OutputOpt = Format.table,
 ) -> None:
     """List secrets: names, versions and the apps using them (never values)."""
-    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+    with conn.client() as client:
         found = client.secrets()
     rows = [[s.name, str(s.version), s.updated_at, ",".join(s.used_by) or "-"] for s in found]
     print_records(found, output, ["NAME", "VERSION", "UPDATED", "USED BY"], rows)
 
 
 @secrets_app.command("delete")
+@connected
 def secrets_delete(
     name: Annotated[str, typer.Argument(show_default=False)],
-    server: ServerOpt = None,
-    tls_ca: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
-    insecure: InsecureOpt = False,
+    conn: Connection = CONNECTION,
 ) -> None:
     """Delete secret NAME (refused while an app uses it)."""
-    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+    with conn.client() as client:
         client.delete_secret(name)
     console.print(f"secret/{name} deleted")
 
@@ -672,34 +575,28 @@ def _print_policy(policy: pb.Policy, output: Format) -> None:
 
 
 @policy_app.command("get")
+@connected
 def policy_get(
-    server: ServerOpt = None,
-    tls_ca: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
-    insecure: InsecureOpt = False,
+    conn: Connection = CONNECTION,
     output: OutputOpt = Format.table,
 ) -> None:
     """Show the cluster's container policy."""
-    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+    with conn.client() as client:
         _print_policy(client.policy(), output)
 
 
 @policy_app.command("set")
+@connected
 def policy_set(
     allow: AllowOpt = None,
     allow_cap: AllowCapOpt = None,
     allow_bind: AllowBindOpt = None,
-    server: ServerOpt = None,
-    tls_ca: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
-    insecure: InsecureOpt = False,
+    conn: Connection = CONNECTION,
 ) -> None:
     """Replace the cluster's container policy (admin only); with no option, back to
     allowing nothing. Agents must allow the same (fleet agent --allow ...)."""
     policy = _policy(allow or [], allow_cap or [], allow_bind or [])
-    with _client(server, tls_ca, tls_cert, tls_key, insecure) as client:
+    with conn.client() as client:
         _print_policy(client.set_policy(policy.to_proto()), Format.table)
 
 

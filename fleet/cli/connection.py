@@ -1,0 +1,122 @@
+"""The options every command that talks to the control plane takes, added in one place.
+
+``@connected`` gives a command ``--server``, ``--tls-ca``, ``--tls-cert``, ``--tls-key``
+and ``--insecure``, and hands it a ``Connection`` in place of those five parameters.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from fleet.client import FleetClient, servers_from
+from fleet.transport import client_transport
+
+__all__ = ["CONNECTION", "Connection", "connected"]
+
+R = TypeVar("R")
+
+_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "server": (
+        Annotated[
+            str | None,
+            typer.Option(
+                "--server",
+                "-s",
+                help="Control plane address(es), HOST:PORT[,HOST:PORT...]. Default: "
+                "$FLEET_SERVER or 127.0.0.1:7400.",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    "tls_ca": (
+        Annotated[
+            Path | None,
+            typer.Option(
+                "--tls-ca",
+                help="CA certificate (PEM). Default: $FLEET_TLS_CA, or ca.crt in "
+                "$FLEET_PKI_DIR or ./.fleet/pki.",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    "tls_cert": (
+        Annotated[
+            Path | None,
+            typer.Option(
+                "--tls-cert",
+                help="Client certificate. Default: $FLEET_TLS_CERT, or client-admin.crt "
+                "in the PKI dir.",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    "tls_key": (
+        Annotated[
+            Path | None,
+            typer.Option(
+                "--tls-key",
+                help="Client key. Default: $FLEET_TLS_KEY, or client-admin.key in the PKI dir.",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    "insecure": (
+        Annotated[
+            bool,
+            typer.Option(
+                "--insecure",
+                help="Plaintext, no authentication (only for a server started with --insecure).",
+            ),
+        ],
+        False,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Connection:
+    server: str | None
+    tls_ca: Path | None
+    tls_cert: Path | None
+    tls_key: Path | None
+    insecure: bool
+
+    def client(self) -> FleetClient:
+        transport = client_transport(
+            ca=self.tls_ca, cert=self.tls_cert, key=self.tls_key, insecure=self.insecure
+        )
+        return FleetClient(servers_from(self.server), transport)
+
+
+def connected(command: Callable[..., R]) -> Callable[..., R]:
+    """Replace the command's ``conn: Connection`` parameter by the connection options."""
+    signature = inspect.signature(command, eval_str=True)
+    kept = [p for name, p in signature.parameters.items() if name != "conn"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=hint)
+        for name, (hint, default) in _OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> R:
+        options = {name: kwargs.pop(name) for name in _OPTIONS}
+        return command(*args, conn=Connection(**options), **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=kept + added)  # type: ignore[attr-defined]
+    return wrapper
+
+
+# The default a command's ``conn`` parameter declares; ``@connected`` always passes the
+# real one, built from the options.
+CONNECTION = Connection(server=None, tls_ca=None, tls_cert=None, tls_key=None, insecure=False)
