@@ -1,0 +1,48 @@
+"""The app spec: what an app file asks fleet to run, validated with pydantic.
+
+An app file is YAML holding one app per document. ``load_file`` and ``load_documents`` turn
+it into ``AppSpec`` objects or raise one ``SpecError`` listing every problem with its line;
+the server re-validates specs sent over the API (``spec.model_dump_json()``) with
+``parse_spec_json``. The models live in ``_model``, file reading in ``_files``.
+"""
+
+from __future__ import annotations
+
+from fleet.spec._files import json_schema, load_documents, load_file, parse_spec_json
+from fleet.spec._model import (
+    DNS_LABEL,
+    MAX_FILE_BYTES,
+    MIN_MEMORY,
+    RESERVED_LABEL_PREFIX,
+    AppSpec,
+    Constraint,
+    PortSpec,
+    Resources,
+    RestartPolicy,
+    SecretRef,
+    format_memory,
+    is_dns_label,
+    parse_duration,
+    parse_memory,
+)
+
+__all__ = [
+    "DNS_LABEL",
+    "MAX_FILE_BYTES",
+    "MIN_MEMORY",
+    "RESERVED_LABEL_PREFIX",
+    "AppSpec",
+    "Constraint",
+    "PortSpec",
+    "Resources",
+    "RestartPolicy",
+    "SecretRef",
+    "format_memory",
+    "is_dns_label",
+    "json_schema",
+    "load_documents",
+    "load_file",
+    "parse_duration",
+    "parse_memory",
+    "parse_spec_json",
+]
