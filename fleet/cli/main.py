@@ -647,6 +647,17 @@ def server(
     etcd_key: Annotated[
         Path | None, typer.Option("--etcd-key", help="Client key for etcd.")
     ] = None,
+    host_down_after: Annotated[
+        str,
+        typer.Option("--host-down-after", help="A host silent this long is down (whole seconds)."),
+    ] = "15s",
+    reschedule_after: Annotated[
+        str | None,
+        typer.Option(
+            "--reschedule-after",
+            help="Then, after this long, its replicas are placed elsewhere (default: the same).",
+        ),
+    ] = None,
     secrets_key_file: Annotated[
         Path | None,
         typer.Option(
@@ -678,6 +689,10 @@ def server(
         listen=listen,
         prefix=prefix,
         secrets_key=ensure_key_file(secrets_key_file) if secrets_key_file else None,
+        host_lease_ttl=max(1, round(_duration_option("--host-down-after", host_down_after))),
+        reschedule_after=_duration_option("--reschedule-after", reschedule_after)
+        if reschedule_after
+        else None,
     )
     asyncio.run(run_server(config))
 

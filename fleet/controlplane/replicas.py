@@ -104,9 +104,16 @@ def scheduler_snapshot(
     return Snapshot(hosts=hosts, placed=placed, now=now, stale_after=STATS_STALE_AFTER)
 
 
-def plan_replicas(state: ClusterState, app: str, now: float | None = None) -> ReplicaPlan:
+def plan_replicas(
+    state: ClusterState,
+    app: str,
+    now: float | None = None,
+    lost_hosts: frozenset[str] = frozenset(),
+) -> ReplicaPlan:
     """What to write so ``app``'s replicas match its spec in ``state``; ``now`` (epoch
-    seconds) lets fresh live usage count."""
+    seconds) lets fresh live usage count. Replicas on ``lost_hosts`` (down for longer
+    than the controller waits) are placed again elsewhere, keeping their slots; where
+    nothing fits they stay, pending."""
     plan = ReplicaPlan()
     stored = state.apps.get(app)
     existing = {slot: v for (a, slot), v in state.replicas.items() if a == app}
@@ -139,9 +146,11 @@ def plan_replicas(state: ClusterState, app: str, now: float | None = None) -> Re
             )
             plan.put.append((updated, v.mod_revision))
 
-    # Place the missing slots through the scheduler, on a snapshot that counts this
-    # app's kept replicas with what they reserve after the update above.
-    missing = sorted(wanted - existing.keys())
+    # Place the missing slots, and those on lost hosts, through the scheduler, on a
+    # snapshot that counts this app's kept replicas with what they reserve after the
+    # update above. Placements that still fit are never moved.
+    moving = {s for s, v in existing.items() if s in wanted and v.value.host in lost_hosts}
+    missing = sorted((wanted - existing.keys()) | moving)
     if missing:
         others = scheduler_snapshot(state, exclude_app=app, now=now)
         kept = tuple(
@@ -154,58 +163,110 @@ def plan_replicas(state: ClusterState, app: str, now: float | None = None) -> Re
                 host_ports=frozenset(ports),
             )
             for slot, v in sorted(existing.items())
-            if slot in wanted
+            if slot in wanted and slot not in moving
         )
         snapshot = Snapshot(
             hosts=others.hosts, placed=others.placed + kept, now=now, stale_after=others.stale_after
         )
         placed: Plan = schedule(snapshot, [_request(spec, template, slot) for slot in missing])
+        updated_slots = {r.slot: n for n, (r, _) in enumerate(plan.put)}
         for placement in placed.placements:
-            plan.put.append(
-                (
-                    ReplicaRecord(
-                        app=app,
-                        slot=placement.slot,
-                        revision=record.revision,
-                        host=placement.host,
-                        resources=resources,
-                        host_ports=ports,
-                    ),
-                    0,
-                )
+            replica = ReplicaRecord(
+                app=app,
+                slot=placement.slot,
+                revision=record.revision,
+                host=placement.host,
+                resources=resources,
+                host_ports=ports,
             )
+            if placement.slot in moving:  # same key, a new host: guarded on what we read
+                mod = existing[placement.slot].mod_revision
+                if placement.slot in updated_slots:
+                    plan.put[updated_slots[placement.slot]] = (replica, mod)
+                else:
+                    plan.put.append((replica, mod))
+            else:
+                plan.put.append((replica, 0))
         for (_, slot), _reasons in placed.unplaced.items():
             plan.pending[slot] = placed.explain(app, slot, len(snapshot.hosts))
     return plan
 
 
+def lost_hosts(
+    state: ClusterState, down_since: dict[str, float], now: float, reschedule_after: float
+) -> frozenset[str]:
+    """Hosts whose replicas go elsewhere: down for ``reschedule_after``, or gone."""
+    gone = {r.value.host for r in state.replicas.values()} - state.hosts.keys()
+    waited = {h for h, since in down_since.items() if now - since >= reschedule_after}
+    return frozenset(gone | waited)
+
+
 class ReplicaController:
-    """Runs ``plan_replicas`` for every app whenever the informer sees a change."""
+    """Runs ``plan_replicas`` for every app whenever the informer sees a change, and
+    moves the replicas of hosts that stay down for ``reschedule_after`` seconds."""
 
     def __init__(
-        self, store: Store, informer: Informer, events: EventLog, *, resync: float = 30.0
+        self,
+        store: Store,
+        informer: Informer,
+        events: EventLog,
+        *,
+        resync: float = 30.0,
+        reschedule_after: float = 15.0,
     ) -> None:
         self._store = store
         self._informer = informer
         self._events = events
         self._resync = resync
+        self._reschedule_after = reschedule_after
+        # When each registered host was first seen without its liveness key. In memory: a
+        # new leader waits the full time again, which errs on the side of not moving.
+        self._down_since: dict[str, float] = {}
         self.pending: dict[str, dict[int, str]] = {}  # app -> slot -> reason (for the API)
 
     async def run(self) -> None:
         subscription = self._informer.subscribe()
         await self._informer.wait_synced()
         while True:
-            # Wake on a change, or resync after a while even without one.
+            # Wake on a change, when a down host's wait is over, or after a while anyway.
+            timeout = self._resync
+            if self._down_since:
+                due = min(self._down_since.values()) + self._reschedule_after - time.time()
+                timeout = max(0.1, min(timeout, due)) if due > 0 else self._resync
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(subscription.wait(), self._resync)
+                await asyncio.wait_for(subscription.wait(), timeout)
             await self.reconcile_all()
+
+    async def _track_liveness(self, state: ClusterState, now: float) -> None:
+        """Note hosts going down and coming back, with an event for each."""
+        changes = []
+        for host_id in sorted(state.hosts.keys() - state.alive.keys()):
+            if host_id not in self._down_since:
+                self._down_since[host_id] = now
+                changes.append(("host-down", host_id, "the agent is not connected"))
+        for host_id in sorted(self._down_since.keys() & state.alive.keys()):
+            del self._down_since[host_id]
+            changes.append(("host-up", host_id, "the agent is connected again"))
+        for host_id in sorted(self._down_since.keys() - state.hosts.keys()):
+            del self._down_since[host_id]
+        events = [
+            pb.Event(time=now_iso(), source="controlplane", host=h, kind=k, message=m)
+            for k, h, m in changes
+        ]
+        try:
+            await self._events.append("controlplane", events)
+        except Unavailable as error:
+            log.warning("could not record %d event(s): %s", len(events), error)
 
     async def reconcile_all(self) -> None:
         state = self._informer.state()
+        now = time.time()
+        await self._track_liveness(state, now)
+        lost = lost_hosts(state, self._down_since, now, self._reschedule_after)
         apps = set(state.apps) | {app for app, _ in state.replicas}
         pending: dict[str, dict[int, str]] = {}
         for app in sorted(apps):
-            plan = plan_replicas(state, app, time.time())
+            plan = plan_replicas(state, app, time.time(), lost)
             if plan.pending:
                 pending[app] = plan.pending
             if plan.is_empty():

@@ -42,7 +42,8 @@ class ServerConfig:
     listen: str = "127.0.0.1:7400"
     prefix: str = DEFAULT_PREFIX
     heartbeat_seconds: float = 2.0
-    host_lease_ttl: int = 15
+    host_lease_ttl: int = 15  # host_down_after: a silent host's liveness key expires then
+    reschedule_after: float | None = None  # then its replicas move (None: host_lease_ttl)
     server_id: str = ""
 
 
@@ -57,7 +58,14 @@ class ControlPlane:
         self.store = Store(self.etcd, KeyLayout(config.prefix))
         self.informer = Informer(self.etcd, self.store.keys)
         self.events = EventLog(self.etcd, self.store.keys)
-        self.controller = ReplicaController(self.store, self.informer, self.events)
+        self.controller = ReplicaController(
+            self.store,
+            self.informer,
+            self.events,
+            reschedule_after=config.reschedule_after
+            if config.reschedule_after is not None
+            else config.host_lease_ttl,
+        )
         self.agents = AgentService(
             self.store,
             self.informer,

@@ -33,13 +33,14 @@ class FleetServerProcess:
         *,
         listen: str | None = None,
         log_name: str | None = None,
+        extra_args: list[str] | None = None,
     ) -> None:
         self.address = listen or f"127.0.0.1:{free_port()}"
         self.pki = pki
         args = [sys.executable, "-m", "fleet", "server", "--etcd", etcd_endpoint]
         args += ["--listen", self.address, "--prefix", prefix, "--log-level", "debug"]
         args += tls_args(pki.server() if pki else None)
-        args += ["--secrets-key-file", str(log_dir / "secrets.key")]
+        args += ["--secrets-key-file", str(log_dir / "secrets.key"), *(extra_args or [])]
         port = self.address.rsplit(":", 1)[1]
         self.process = ManagedProcess(
             args, log_dir / (log_name or f"server-{port}.log"), name="fleet server"

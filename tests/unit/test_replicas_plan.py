@@ -486,3 +486,23 @@ def test_fingerprint_identifies_a_desired_set() -> None:
     assert fingerprint([]) != fingerprint(containers)
     add_app(state, spec("replicas: 2\nenv: {A: '2'}\n"))
     assert fingerprint(containers) != fingerprint(desired_containers(state, "h1"))
+
+
+def test_replicas_on_lost_hosts_move_and_the_others_stay() -> None:
+    """A lost host's replica keeps its slot and key (guarded on its mod revision) but
+    gets a new host; a replica on a healthy host is not touched."""
+    from fleet.controlplane.replicas import lost_hosts
+
+    state = cluster(("h1", 4.0, 8 * Gi), ("h2", 4.0, 8 * Gi))
+    add_app(state, spec("replicas: 2\n"))
+    add_replica(state, "web", 0, "h1")
+    add_replica(state, "web", 1, "h2")
+    state.alive.pop("h1")
+    lost = lost_hosts(state, {"h1": 100.0}, now=120.0, reschedule_after=15.0)
+    assert lost == frozenset({"h1"})
+    assert lost_hosts(state, {"h1": 100.0}, now=110.0, reschedule_after=15.0) == frozenset()
+    plan = plan_replicas(state, "web", None, lost)
+    [(record, mod)] = plan.put
+    assert (record.slot, record.host) == (0, "h2")
+    assert mod == state.replicas[("web", 0)].mod_revision
+    assert plan.delete == [] and plan.pending == {}
