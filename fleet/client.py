@@ -175,3 +175,9 @@ class FleetClient:
     def top(self, *, app: str = "", host: str = "") -> list[pb.TopResponse]:
         request = pb.TopRequest(app=app, host=host)
         return list(self._call(lambda s: s.Top(request, timeout=self.timeout)).entries)
+
+    def set_host_state(self, host_id: str, state: str) -> pb.HostInfo:
+        """``cordoned``: the host takes no new replicas; ``ready``: it does again."""
+        request = pb.SetHostStateRequest(host_id=host_id, state=state)
+        response: pb.HostInfo = self._call(lambda s: s.SetHostState(request, timeout=self.timeout))
+        return response

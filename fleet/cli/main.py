@@ -445,6 +445,30 @@ def top(
 
 @app.command()
 @connected
+def cordon(
+    host: Annotated[str, typer.Argument(metavar="HOST", show_default=False)],
+    conn: Connection = CONNECTION,
+) -> None:
+    """Take no new replicas on HOST; what runs there stays (admin only)."""
+    with conn.client() as client:
+        info = client.set_host_state(host, "cordoned")
+    console.print(f"host/{info.host_id} {info.state}")
+
+
+@app.command()
+@connected
+def uncordon(
+    host: Annotated[str, typer.Argument(metavar="HOST", show_default=False)],
+    conn: Connection = CONNECTION,
+) -> None:
+    """Let HOST take new replicas again (admin only)."""
+    with conn.client() as client:
+        info = client.set_host_state(host, "ready")
+    console.print(f"host/{info.host_id} {info.state}")
+
+
+@app.command()
+@connected
 def scale(
     app_name: Annotated[str, typer.Argument(metavar="APP", show_default=False)],
     replicas: Annotated[int, typer.Argument(metavar="N", min=0, show_default=False)],

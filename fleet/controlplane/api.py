@@ -579,6 +579,27 @@ class FleetService(pb_grpc.FleetServiceServicer):
                     entries.append(piece.top)
         return pb.TopList(entries=entries)
 
+    # ------------------------------------------------------------------ hosts
+
+    @rpc(Permission.HOSTS_WRITE)
+    async def SetHostState(
+        self, request: pb.SetHostStateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.HostInfo:
+        """Cordon (no new replicas; what runs stays) or uncordon a host."""
+        host_id = check_host_id(request.host_id)
+        if request.state not in ("ready", "cordoned"):
+            raise InvalidArgument(f"host state {request.state!r}: use ready or cordoned")
+        stored = (await self._state()).hosts.get(host_id)
+        if stored is None:
+            raise NotFound(f"host {host_id!r} not found (see `fleet get hosts`)")
+        if stored.value.state != request.state:
+            record = stored.value.model_copy(update={"state": request.state})
+            await self._caught_up(
+                await self._store.write_host(record, expected_mod_revision=stored.mod_revision)
+            )
+        [info] = (await self.GetHosts(pb.GetRequest(name=host_id), context)).hosts
+        return info
+
 
 def _users(state: ClusterState, secret: str) -> list[str]:
     return sorted(n for n, a in state.apps.items() if secret in a.value.spec.secret_names())

@@ -1519,3 +1519,26 @@ class TopList(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TopList: _TypeAlias = TopList  # noqa: Y015
+
+@_typing.final
+class SetHostStateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    host_id: _builtins.str
+    state: _builtins.str
+    """ready (uncordon) | cordoned"""
+    def __init__(
+        self,
+        *,
+        host_id: _builtins.str = ...,
+        state: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_id", b"host_id", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetHostStateRequest: _TypeAlias = SetHostStateRequest  # noqa: Y015

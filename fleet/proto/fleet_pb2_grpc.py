@@ -186,6 +186,11 @@ class FleetServiceStub:
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.TopRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.TopList.FromString,
                 _registered_method=True)
+        self.SetHostState = channel.unary_unary(
+                '/fleet.v1.FleetService/SetHostState',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.SetHostStateRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.HostInfo.FromString,
+                _registered_method=True)
         self.SetPolicy = channel.unary_unary(
                 '/fleet.v1.FleetService/SetPolicy',
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.Policy.SerializeToString,
@@ -282,6 +287,12 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetHostState(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetPolicy(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -360,6 +371,11 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.Top,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.TopRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.TopList.SerializeToString,
+            ),
+            'SetHostState': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetHostState,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.SetHostStateRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.HostInfo.SerializeToString,
             ),
             'SetPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.SetPolicy,
@@ -747,6 +763,33 @@ class FleetService:
             '/fleet.v1.FleetService/Top',
             fleet_dot_proto_dot_fleet__pb2.TopRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.TopList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetHostState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/SetHostState',
+            fleet_dot_proto_dot_fleet__pb2.SetHostStateRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.HostInfo.FromString,
             options,
             channel_credentials,
             insecure,

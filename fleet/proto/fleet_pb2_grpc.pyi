@@ -88,6 +88,7 @@ class FleetServiceStub:
     Logs: _grpc.UnaryStreamMultiCallable[_fleet_pb2.LogsRequest, _fleet_pb2.LogChunk]
     Exec: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.ExecRequest, _fleet_pb2.ExecResponse]
     Top: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.TopRequest, _fleet_pb2.TopList]
+    SetHostState: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.SetHostStateRequest, _fleet_pb2.HostInfo]
     SetPolicy: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.Policy, _fleet_pb2.Policy]
 
 @_typing.type_check_only
@@ -109,6 +110,7 @@ class FleetServiceAsyncStub(FleetServiceStub):
     Logs: _aio.UnaryStreamMultiCallable[_fleet_pb2.LogsRequest, _fleet_pb2.LogChunk]  # type: ignore[assignment]
     Exec: _aio.UnaryUnaryMultiCallable[_fleet_pb2.ExecRequest, _fleet_pb2.ExecResponse]  # type: ignore[assignment]
     Top: _aio.UnaryUnaryMultiCallable[_fleet_pb2.TopRequest, _fleet_pb2.TopList]  # type: ignore[assignment]
+    SetHostState: _aio.UnaryUnaryMultiCallable[_fleet_pb2.SetHostStateRequest, _fleet_pb2.HostInfo]  # type: ignore[assignment]
     SetPolicy: _aio.UnaryUnaryMultiCallable[_fleet_pb2.Policy, _fleet_pb2.Policy]  # type: ignore[assignment]
 
 class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -211,6 +213,13 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fleet_pb2.TopRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fleet_pb2.TopList, _abc.Awaitable[_fleet_pb2.TopList]]: ...
+
+    @_abc_1.abstractmethod
+    def SetHostState(
+        self,
+        request: _fleet_pb2.SetHostStateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.HostInfo, _abc.Awaitable[_fleet_pb2.HostInfo]]: ...
 
     @_abc_1.abstractmethod
     def SetPolicy(

@@ -8,6 +8,7 @@ import contextlib
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import docker.errors
 import pytest
@@ -23,9 +24,14 @@ from tests.helpers import fleet_containers, wait_http
 
 @pytest.fixture
 def pool_fleet(
-    etcd_server: EtcdServer, clean_pool: HostPool, pki: TestPKI, tmp_path: Path
+    request: pytest.FixtureRequest,
+    etcd_server: EtcdServer,
+    clean_pool: HostPool,
+    pki: TestPKI,
+    tmp_path: Path,
 ) -> Iterator[tuple[FleetClient, list[FleetAgentProcess]]]:
-    server = FleetServerProcess(etcd_server.endpoint, "/e2e-two-hosts/", tmp_path, pki).start()
+    prefix = f"/e2e-{request.node.name[:40].replace('_', '-')}/"  # each test its own state
+    server = FleetServerProcess(etcd_server.endpoint, prefix, tmp_path, pki).start()
     agents = [
         FleetAgentProcess([server.address], h.name, h.docker_url, tmp_path, pki).start()
         for h in clean_pool.hosts
@@ -104,3 +110,28 @@ resources: {{cpu: 0.1, memory: 32Mi}}
         ]
 
     wait_until(reported, 30, what="fleet to report the 4 replicas running")
+
+
+def test_a_cordoned_host_takes_no_new_replicas_until_uncordoned(
+    pool_fleet: tuple[FleetClient, list[FleetAgentProcess]], clean_pool: HostPool, pki: TestPKI
+) -> None:
+    client, _agents = pool_fleet
+    h1, h2 = clean_pool.hosts
+    for host in (h1, h2):
+        ensure_image(host)
+    assert client.set_host_state("h1", "cordoned").state == "cordoned"
+    spec = load_documents("name: web\nimage: fleet-test/web:v1\nreplicas: 2\n", "web.yaml")[0]
+    [change] = client.apply([spec], dry_run=True)
+    assert [p.host for p in change.placements] == ["h2", "h2"]
+    client.apply([spec])
+
+    def running(host: Any) -> int:
+        return sum(1 for c in fleet_containers(host.client(), "web") if c.status == "running")
+
+    wait_until(lambda: running(h2) == 2, 60, what="both replicas on h2")
+    assert running(h1) == 0
+
+    client.set_host_state("h1", "ready")
+    client.scale("web", 3)
+    wait_until(lambda: running(h1) == 1, 60, what="the new replica on the uncordoned h1")
+    assert running(h2) == 2  # placements that still fit are never moved
