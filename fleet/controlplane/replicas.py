@@ -222,6 +222,8 @@ class ReplicaController:
         # When each registered host was first seen without its liveness key. In memory: a
         # new leader waits the full time again, which errs on the side of not moving.
         self._down_since: dict[str, float] = {}
+        self._announced: set[str] = set()  # hosts with a host-down event and no host-up yet
+        self._started = False  # past the first look at the state
         self.pending: dict[str, dict[int, str]] = {}  # app -> slot -> reason (for the API)
 
     async def run(self) -> None:
@@ -243,10 +245,17 @@ class ReplicaController:
         for host_id in sorted(state.hosts.keys() - state.alive.keys()):
             if host_id not in self._down_since:
                 self._down_since[host_id] = now
-                changes.append(("host-down", host_id, "the agent is not connected"))
+                # Hosts already down when this controller started are timed but not
+                # announced: at a restart every agent is briefly away and reconnecting.
+                if self._started:
+                    changes.append(("host-down", host_id, "the agent is not connected"))
+                    self._announced.add(host_id)
         for host_id in sorted(self._down_since.keys() & state.alive.keys()):
             del self._down_since[host_id]
-            changes.append(("host-up", host_id, "the agent is connected again"))
+            if host_id in self._announced:
+                self._announced.discard(host_id)
+                changes.append(("host-up", host_id, "the agent is connected again"))
+        self._started = True
         for host_id in sorted(self._down_since.keys() - state.hosts.keys()):
             del self._down_since[host_id]
         events = [
