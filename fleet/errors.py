@@ -30,6 +30,7 @@ __all__ = [
     "SpecError",
     "SpecProblem",
     "Unavailable",
+    "details",
     "error_from_grpc",
     "grpc_code_for",
 ]
@@ -110,6 +111,15 @@ _ERROR_BY_GRPC_CODE: dict[grpc.StatusCode, type[FleetError]] = {
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
 }
+
+
+MAX_DETAILS = 2000  # gRPC trailers are limited (16 KiB); echoed input must not blow them
+
+
+def details(error: FleetError) -> str:
+    """The status details a server sends for ``error``: bounded, whatever it quotes."""
+    text = str(error)
+    return text if len(text) <= MAX_DETAILS else text[:MAX_DETAILS] + "... (cut)"
 
 
 def grpc_code_for(error: FleetError) -> grpc.StatusCode:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -22,10 +23,12 @@ from fleet._time import now_iso
 from fleet.controlplane.auth import caller
 from fleet.controlplane.desired import desired_containers, fingerprint
 from fleet.errors import (
+    Conflict,
     FailedPrecondition,
     FleetError,
     InvalidArgument,
     PermissionDenied,
+    details,
     grpc_code_for,
 )
 from fleet.proto import fleet_pb2 as pb
@@ -50,6 +53,7 @@ _MAX_LABELS = 64
 _MAX_TEXT = 1024
 _REGISTER_TIMEOUT = 10.0
 _MAX_EVENTS_PER_BATCH = 500
+_MAX_REPORT_BYTES = 512 * 1024  # etcd takes values up to about 1.5 MiB
 _MAX_IMAGES = 1000
 _STATUS_REFRESH = 5.0  # seconds: usage is rewritten at most this often when nothing else changed
 
@@ -66,8 +70,10 @@ def _check_map(what: str, values: dict[str, str]) -> dict[str, str]:
 def host_record(register: pb.Register, old: HostRecord | None) -> HostRecord:
     """The registration as stored; the operator-set state survives re-registration."""
     host_id = check_host_id(register.host_id)
-    if register.capacity.cpu < 0 or register.capacity.memory_bytes < 0:
-        raise InvalidArgument("capacity must not be negative")
+    if not (math.isfinite(register.capacity.cpu) and 0 <= register.capacity.cpu <= 1e6):
+        raise InvalidArgument("capacity cpu must be a number of cores, 0 or more")
+    if register.capacity.memory_bytes < 0:
+        raise InvalidArgument("capacity memory must not be negative")
     return HostRecord(
         host_id=host_id,
         capacity=ResourceAmounts(cpu=register.capacity.cpu, memory=register.capacity.memory_bytes),
@@ -79,6 +85,12 @@ def host_record(register: pb.Register, old: HostRecord | None) -> HostRecord:
 
 
 def status_record(host_id: str, heartbeat: pb.Heartbeat) -> StatusRecord:
+    """The report as stored, refused whole when it is malformed or too large for etcd."""
+    if heartbeat.ByteSize() > _MAX_REPORT_BYTES:
+        raise InvalidArgument(f"a heartbeat may hold at most {_MAX_REPORT_BYTES} bytes")
+    numbers = [heartbeat.usage.cpu] + [c.cpu for c in heartbeat.containers]
+    if not all(math.isfinite(n) and n >= 0 for n in numbers):
+        raise InvalidArgument("cpu usage must be a finite number, 0 or more")
     return StatusRecord(
         host_id=host_id,
         reported_at=now_iso(),
@@ -163,7 +175,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             host_id, lease = await self._register(first.register)
         except FleetError as error:
             log.warning("agent registration from %s refused: %s", context.peer(), error)
-            await context.abort(grpc_code_for(error), str(error))
+            await context.abort(grpc_code_for(error), details(error))
             return
         except (TimeoutError, StopAsyncIteration):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no Register message received")
@@ -189,7 +201,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             reader.result()  # surfaces a refusal raised while reading
         except FleetError as error:
             log.warning("host %s: %s", host_id, error)
-            await context.abort(grpc_code_for(error), str(error))
+            await context.abort(grpc_code_for(error), details(error))
         finally:
             for task in (pusher, reader, getter):
                 if task is not None:
@@ -230,8 +242,10 @@ class AgentService(pb_grpc.AgentServiceServicer):
                     record, expected_mod_revision=old.mod_revision if old else 0
                 )
                 break
-            except FleetError:
+            except Conflict:
                 continue  # someone else wrote the host meanwhile: read again
+        else:
+            raise Conflict(f"host {host_id!r} changed three times while registering; retry")
         live = LiveRecord(server=self._server_id, connected_at=now_iso())
         lease = await self._store.mark_alive(host_id, live, self._lease_ttl)
         self.connected[host_id] = time.monotonic()

@@ -26,6 +26,7 @@ from fleet.errors import (
     NotFound,
     PermissionDenied,
     Unavailable,
+    details,
     grpc_code_for,
 )
 from fleet.policy import Policy, Privileges, violations
@@ -462,7 +463,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
             check(caller(context, insecure=self.insecure), Permission.APPS_READ)
             history, revision = await self._events.history()
         except FleetError as error:
-            await context.abort(grpc_code_for(error), str(error))
+            await context.abort(grpc_code_for(error), details(error))
             return
         since = ""
         if request.since_seconds > 0:
@@ -507,7 +508,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
             await self._informer.wait_synced()
             replicas = self._replicas(request.app, request.slot)
         except FleetError as error:
-            await context.abort(grpc_code_for(error), str(error))
+            await context.abort(grpc_code_for(error), details(error))
             return
         merged: asyncio.Queue[pb.LogChunk | None] = asyncio.Queue(maxsize=1024)
 

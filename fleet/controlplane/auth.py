@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
-from fleet.errors import FleetError, PermissionDenied, grpc_code_for
+from fleet.errors import FleetError, PermissionDenied, details, grpc_code_for
 from fleet.pki import Identity, Kind, Role, identity_from_auth_context
 
 __all__ = ["ANONYMOUS_ADMIN", "Permission", "caller", "check", "rpc"]
@@ -100,10 +100,10 @@ def rpc(permission: Permission) -> Callable[[Handler[R]], Handler[R]]:
                 return await method(self, request, context)
             except PermissionDenied as error:
                 log.warning("refused %s: %s", context.peer(), error)
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(error))
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, details(error))
                 raise
             except FleetError as error:
-                await context.abort(grpc_code_for(error), str(error))
+                await context.abort(grpc_code_for(error), details(error))
                 raise  # abort raises; this line only satisfies the type checker
 
         return wrapper

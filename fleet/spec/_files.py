@@ -28,6 +28,7 @@ from fleet.spec._model import (
     Resources,
     RestartPolicy,
     _show,
+    clean_text,
 )
 
 _NESTED_MODELS: dict[str, type[BaseModel]] = {
@@ -59,7 +60,7 @@ def _message(error: ErrorDetails) -> str:
     if kind == "json_invalid":
         return f"invalid JSON: {error['ctx']['error'] if 'ctx' in error else error['msg']}"
     if kind == "extra_forbidden":
-        field = str(loc[-1])
+        field = clean_text(str(loc[-1]))
         if len(loc) == 1 and field in _RESERVED_FIELDS:
             return (
                 f"the field {field!r} is reserved for {_RESERVED_FIELDS[field]}, which come "
@@ -80,7 +81,8 @@ def _path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if part == "[key]":
             continue  # the error is about the key just named
-        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+        name = clean_text(str(part))
+        path += f"[{part}]" if isinstance(part, int) else f".{name}" if path else name
     return path
 
 
@@ -130,7 +132,7 @@ def _duplicate_keys(
         keys: set[str] = set()
         for key, value in node.value:
             name = str(key.value) if isinstance(key, yaml.ScalarNode) else ""
-            here = f"{path}.{name}" if path else name
+            here = f"{path}.{clean_text(name)}" if path else clean_text(name)
             if name and name in keys:
                 yield here, key.start_mark.line + 1
             keys.add(name)
@@ -176,7 +178,12 @@ def _construct_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
     assert isinstance(node, yaml.ScalarNode)
     text = str(loader.construct_scalar(node))
     base = {"0o": 8, "0x": 16}.get(text[:2], 10)
-    return int(text[2:] if base != 10 else text, base)
+    try:
+        return int(text[2:] if base != 10 else text, base)
+    except ValueError:  # beyond Python's limit on digits: no field takes such a number
+        raise yaml.constructor.ConstructorError(
+            None, None, "this number has far too many digits", node.start_mark
+        ) from None
 
 
 _Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
@@ -206,6 +213,27 @@ def _too_large(source: str, what: str = "file") -> SpecError:
     return SpecError([SpecProblem(source, 0, "", None, message)])
 
 
+def _expands_beyond(data: object, limit: int) -> bool:
+    """True once the document, with every alias expanded, passes ``limit`` characters;
+    stops counting there, so an alias bomb costs no more than ``limit`` steps."""
+    total = 0
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+            total += 2 * len(item)
+        elif isinstance(item, list):
+            stack.extend(item)
+            total += len(item)
+        else:
+            total += len(item) if isinstance(item, str) else 8
+        if total > limit:
+            return True
+    return False
+
+
 def _documents(
     text: str, source: str
 ) -> tuple[list[tuple[int, yaml.Node, object]], list[SpecProblem]]:
@@ -227,6 +255,10 @@ def _documents(
                 data = loader.construct_document(node)
             except (yaml.YAMLError, RecursionError) as exc:
                 return documents, [_yaml_problem(exc, text, source, index)]
+            if _expands_beyond(data, MAX_FILE_BYTES):
+                message = "this document expands to more than 1 MiB (YAML aliases?)"
+                line = node.start_mark.line + 1
+                return documents, [SpecProblem(source, index, "", line, message)]
             documents.append((index, node, data))
     finally:
         loader.dispose()
@@ -299,10 +331,16 @@ def load_file(path: str | Path) -> list[AppSpec]:
 
 def parse_spec_json(text: str | bytes, source: str = "<request>") -> AppSpec:
     """Validate one JSON app spec, as sent over the API; raise ``SpecError`` with field paths."""
-    if len(text.encode() if isinstance(text, str) else text) > MAX_FILE_BYTES:
+    try:
+        data = text.encode() if isinstance(text, str) else text
+    except UnicodeEncodeError:
+        raise SpecError(
+            [SpecProblem(source, 1, "", None, "the spec is not valid UTF-8 text")]
+        ) from None
+    if len(data) > MAX_FILE_BYTES:
         raise _too_large(source, "spec")
     try:
-        return AppSpec.model_validate_json(text)
+        return AppSpec.model_validate_json(data)
     except ValidationError as exc:
         raise SpecError(_problems(exc, source, 1, lambda loc, at_key: None)) from None
 

@@ -66,15 +66,24 @@ def is_dns_label(s: str) -> bool:
     return DNS_LABEL.match(s) is not None
 
 
+def clean_text(text: str, limit: int = 64) -> str:
+    """``text`` safe to print in a message: control characters escaped, at most
+    ``limit`` characters (hostile input must not reach a terminal or a gRPC trailer raw)."""
+    escaped = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text[: limit + 1])
+    return escaped[:limit] + ("..." if len(text) > limit or len(escaped) > limit else "")
+
+
 def _show(value: object) -> str:
     """How a rejected input is quoted in messages, in YAML terms rather than Python's."""
     if value is None:
         return "nothing (null)"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str) and len(value) > 60:
-        return repr(value[:60]) + "..."
-    if isinstance(value, int | float | str):
+    if isinstance(value, str):
+        return repr(clean_text(value, 60))
+    if isinstance(value, int) and value.bit_length() > 64:
+        return "a number far too large"
+    if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, list):
         return "a list" if value else "an empty list"
@@ -89,6 +98,8 @@ def _is_number(value: object) -> bool:
 def _scalar_text(value: object, what: str) -> str:
     """A string field's value; numbers and booleans become their text, as docker compose does."""
     if isinstance(value, str):
+        if "\0" in value:
+            raise ValueError(f"expected {what} without NUL characters")
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -349,7 +360,13 @@ def _name(value: object) -> str:
 
 
 def _image(value: object) -> str:
-    if not isinstance(value, str) or not value or len(value) > 512 or _has_space(value):
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > 512
+        or _has_space(value)
+        or not value.isprintable()
+    ):
         raise ValueError(
             "expected an image reference like nginx:1.27 or registry:5000/web:v1 "
             f"(no spaces, at most 512 characters), got {_show(value)}"

@@ -40,7 +40,7 @@ def check_name(name: str, what: str = "app name") -> str:
     """``name`` if it is a DNS label, else InvalidArgument saying what is expected."""
     if not _NAME.fullmatch(name):  # fullmatch: '$' would let a trailing newline in
         raise InvalidArgument(
-            f"invalid {what} {name!r}: expected a DNS label (lowercase letters, digits "
+            f"invalid {what} {name[:64]!r}: expected a DNS label (lowercase letters, digits "
             "and '-', at most 63 characters, starting and ending with a letter or digit)"
         )
     return name
@@ -50,7 +50,7 @@ def check_host_id(host_id: str) -> str:
     """``host_id`` if it is a lowercase DNS name, else InvalidArgument."""
     if not _HOST_ID.fullmatch(host_id) or ".." in host_id:
         raise InvalidArgument(
-            f"invalid host id {host_id!r}: expected a lowercase DNS name (letters, digits, "
+            f"invalid host id {host_id[:64]!r}: expected a lowercase DNS name (letters, digits, "
             "'-' and '.', at most 253 characters)"
         )
     return host_id

@@ -500,6 +500,9 @@ def test_placement_fields_in_json_and_schema_but_not_the_template() -> None:
 
 # Property tests: generated valid specs survive the wire, and the text forms re-parse.
 
+# Strings fleet hands to Docker never hold NUL (refused as input).
+_TEXT = st.text(alphabet=st.characters(blacklist_characters="\0"))
+
 ports = st.builds(
     PortSpec,
     host_port=st.one_of(st.just(0), st.integers(1, 65535)),
@@ -516,9 +519,9 @@ specs = st.builds(
             "name": st.from_regex(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", fullmatch=True),
             "image": st.from_regex(r"[a-z0-9][a-z0-9./:_-]{0,40}", fullmatch=True),
             "replicas": st.integers(0, 10_000),
-            "command": st.one_of(st.none(), st.lists(st.text(), min_size=1, max_size=4)),
+            "command": st.one_of(st.none(), st.lists(_TEXT, min_size=1, max_size=4)),
             "env": st.dictionaries(
-                st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True), st.text()
+                st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True), _TEXT
             ),
             "ports": st.lists(
                 ports,
@@ -538,7 +541,7 @@ specs = st.builds(
                 st.sampled_from(["no", "always", "on-failure"]),
                 st.integers(0, 100).map(lambda n: f"on-failure:{n}"),
             ),
-            "labels": st.dictionaries(label_keys, st.text(max_size=30), max_size=3),
+            "labels": st.dictionaries(label_keys, _TEXT.filter(lambda t: len(t) <= 30), max_size=3),
             "constraints": st.lists(
                 st.one_of(
                     label_keys,
