@@ -159,7 +159,6 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self._server_id = server_id
         self._heartbeat_seconds = heartbeat_seconds
         self._lease_ttl = lease_ttl
-        self.connected: dict[str, float] = {}  # host id -> monotonic time of last heartbeat
         self._sessions: dict[str, _Session] = {}
 
     async def Connect(
@@ -209,7 +208,6 @@ class AgentService(pb_grpc.AgentServiceServicer):
             if self._sessions.get(host_id) is session:
                 del self._sessions[host_id]
             session.close()
-            self.connected.pop(host_id, None)
             log.info("host %s disconnected", host_id)
             try:
                 await self._store.mark_gone(lease)
@@ -248,7 +246,6 @@ class AgentService(pb_grpc.AgentServiceServicer):
             raise Conflict(f"host {host_id!r} changed three times while registering; retry")
         live = LiveRecord(server=self._server_id, connected_at=now_iso())
         lease = await self._store.mark_alive(host_id, live, self._lease_ttl)
-        self.connected[host_id] = time.monotonic()
         return host_id, lease
 
     async def _read(
@@ -272,7 +269,6 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 continue
             if kind != "heartbeat":
                 raise InvalidArgument("only heartbeats and events may follow Register")
-            self.connected[host_id] = time.monotonic()
             if not await self._store.keep_alive(lease):
                 raise InvalidArgument(f"host {host_id}'s lease expired; reconnect")
             status = status_record(host_id, message.heartbeat)
