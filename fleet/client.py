@@ -86,8 +86,20 @@ class FleetClient:
 
     # ------------------------------------------------------------------ calls
 
-    def apply(self, specs: Sequence[AppSpec], *, dry_run: bool = False) -> list[pb.AppChange]:
-        request = pb.ApplyRequest(specs_json=[s.model_dump_json() for s in specs], dry_run=dry_run)
+    def apply(
+        self,
+        specs: Sequence[AppSpec],
+        *,
+        dry_run: bool = False,
+        base_generations: dict[str, int] | None = None,
+    ) -> list[pb.AppChange]:
+        """Create or update ``specs``. With ``base_generations`` (app -> the generation it
+        was planned on, 0 for new) a concurrent change raises ``Conflict``, not an overwrite."""
+        request = pb.ApplyRequest(
+            specs_json=[s.model_dump_json() for s in specs],
+            dry_run=dry_run,
+            base_generations=base_generations or {},
+        )
         response = self._call(lambda s: s.Apply(request, timeout=self.timeout))
         return list(response.changes)
 

@@ -74,7 +74,11 @@ def apply(
     """Create or update the apps in FILE (declarative: re-applying changes nothing)."""
     specs = _load(filename)
     with conn.client() as client:
-        changes = client.apply(specs, dry_run=dry_run)
+        # Plan on what is stored now; if someone changes one of these apps before ours
+        # lands, the server refuses instead of overwriting their change.
+        stored = {a.name: a.generation for a in client.apps()}
+        base = {s.name: stored.get(s.name, 0) for s in specs}
+        changes = client.apply(specs, dry_run=dry_run, base_generations=base)
     if output in (Format.json, Format.yaml):
         print_records(changes, output, [], [])
         return

@@ -20,6 +20,7 @@ from fleet.controlplane.apps import plan_apply, plan_scale
 from fleet.controlplane.auth import Permission, caller, check, rpc
 from fleet.controlplane.replicas import plan_replicas
 from fleet.errors import (
+    Conflict,
     FailedPrecondition,
     FleetError,
     InvalidArgument,
@@ -159,6 +160,16 @@ class FleetService(pb_grpc.FleetServiceServicer):
 
         state = await self._state()
         for spec in specs:
+            if spec.name in request.base_generations:
+                stored_app = state.apps.get(spec.name)
+                now_at = stored_app.value.generation if stored_app else 0
+                based_on = request.base_generations[spec.name]
+                if now_at != based_on:
+                    raise Conflict(
+                        f"app {spec.name!r} changed since this apply was planned (generation "
+                        f"{based_on}, now {now_at}): someone else applied meanwhile; "
+                        "run it again to plan on the new state"
+                    )
             missing = sorted(spec.secret_names() - state.secrets.keys())
             if missing:
                 raise NotFound(

@@ -640,22 +640,50 @@ Global___ContainerSpec: _TypeAlias = ContainerSpec  # noqa: Y015
 class ApplyRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class BaseGenerationsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     SPECS_JSON_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
+    BASE_GENERATIONS_FIELD_NUMBER: _builtins.int
     dry_run: _builtins.bool
     @_builtins.property
     def specs_json(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """one JSON AppSpec per app"""
+
+    @_builtins.property
+    def base_generations(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """The generation each app had when the client planned this apply (0: it did not
+        exist); a different one now means someone else changed it: ABORTED, re-plan.
+        """
 
     def __init__(
         self,
         *,
         specs_json: _abc.Iterable[_builtins.str] | None = ...,
         dry_run: _builtins.bool = ...,
+        base_generations: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "specs_json", b"specs_json"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_generations", b"base_generations", "dry_run", b"dry_run", "specs_json", b"specs_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from fleet.spec import AppSpec, load_documents
 from fleet.testing import wait_until
 from fleet.testing.certs import TestPKI
@@ -216,3 +218,22 @@ def test_cli_says_plainly_when_the_server_is_unreachable(pki: TestPKI) -> None:
     assert "cannot reach the fleet control plane" in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_apply_planned_on_an_old_generation_is_refused_not_merged(fleet: Fleet) -> None:
+    from fleet.errors import Conflict
+
+    spec = web_spec(fleet.image, replicas=1)
+    [created] = fleet.client.apply([spec], base_generations={"web": 0})
+    assert created.generation == 1
+    # Someone else scales it in between.
+    fleet.client.scale("web", 2)
+    mine = spec.model_copy(update={"env": {"GREETING": "mine"}})
+    with pytest.raises(Conflict, match="changed since this apply was planned"):
+        fleet.client.apply([mine], base_generations={"web": 1})
+    stored = etcd_json(fleet.etcd, f"{fleet.prefix}apps/web")
+    assert stored is not None
+    assert (stored["generation"], stored["spec"]["replicas"]) == (2, 2)
+    assert stored["spec"]["env"] == {"GREETING": "hello"}  # nothing of mine was written
+    [changed] = fleet.client.apply([mine], base_generations={"web": 2})
+    assert changed.action == "changed"
