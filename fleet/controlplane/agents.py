@@ -20,6 +20,7 @@ import grpc
 import grpc.aio
 
 from fleet._time import now_iso
+from fleet.controlplane._handlers import check_well_formed
 from fleet.controlplane.auth import caller
 from fleet.controlplane.desired import desired_containers, fingerprint
 from fleet.errors import (
@@ -168,6 +169,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
     ) -> AsyncIterator[pb.ServerMessage]:
         try:
             first = await asyncio.wait_for(anext(request_iterator), _REGISTER_TIMEOUT)
+            check_well_formed(first)
             if first.WhichOneof("kind") != "register":
                 raise InvalidArgument("the first message on the agent stream must be Register")
             self._check_identity(context, first.register.host_id)
@@ -255,6 +257,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         last_report: bytes = b""
         last_written = 0.0
         async for message in request_iterator:
+            check_well_formed(message)
             kind = message.WhichOneof("kind")
             if kind == "events":
                 await self._record_events(host_id, message.events.events)

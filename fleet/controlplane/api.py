@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 import grpc.aio
 
 from fleet._time import iso_seconds_ago, now_iso
+from fleet.controlplane._handlers import check_well_formed
 from fleet.controlplane.apps import plan_apply, plan_scale
 from fleet.controlplane.auth import Permission, caller, check, rpc
 from fleet.controlplane.replicas import plan_replicas
@@ -472,6 +473,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
         """Recent events, filtered; with ``follow``, then every new one as it is stored."""
         try:
             check(caller(context, insecure=self.insecure), Permission.APPS_READ)
+            check_well_formed(request)
             history, revision = await self._events.history()
         except FleetError as error:
             await context.abort(grpc_code_for(error), details(error))
@@ -516,6 +518,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
         """The replicas' logs, interleaved as they come (one stream per replica)."""
         try:
             check(caller(context, insecure=self.insecure), Permission.LOGS)
+            check_well_formed(request)
             await self._informer.wait_synced()
             replicas = self._replicas(request.app, request.slot)
         except FleetError as error:

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
+from fleet.controlplane._handlers import check_well_formed
 from fleet.errors import FleetError, PermissionDenied, details, grpc_code_for
 from fleet.pki import Identity, Kind, Role, identity_from_auth_context
 
@@ -97,6 +98,7 @@ def rpc(permission: Permission) -> Callable[[Handler[R]], Handler[R]]:
             try:
                 identity = caller(context, insecure=self.insecure)
                 check(identity, permission)
+                check_well_formed(request)
                 return await method(self, request, context)
             except PermissionDenied as error:
                 log.warning("refused %s: %s", context.peer(), error)

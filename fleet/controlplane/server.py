@@ -18,10 +18,10 @@ from pathlib import Path
 
 import grpc.aio
 
+from fleet.controlplane._handlers import service_handler
 from fleet.controlplane.agents import AgentService
 from fleet.controlplane.api import FleetService
 from fleet.controlplane.replicas import ReplicaController
-from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.secrets import load_key_file
 from fleet.store import DEFAULT_PREFIX, Etcd, EventLog, Informer, KeyLayout, Store
 from fleet.transport import TlsFiles, Transport
@@ -93,8 +93,12 @@ class ControlPlane:
                 ("grpc.keepalive_permit_without_calls", 1),
             ]
         )
-        pb_grpc.add_FleetServiceServicer_to_server(self.api, self._server)
-        pb_grpc.add_AgentServiceServicer_to_server(self.agents, self._server)
+        self._server.add_generic_rpc_handlers(
+            (
+                service_handler("FleetService", self.api),
+                service_handler("AgentService", self.agents),
+            )
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
 

@@ -10,7 +10,7 @@ certificate these tests hold) writes by registering:
     hosts/fuzzhost, alive/fuzzhost, status/fuzzhost
     new events/... keys whose event is about fuzzhost (its own, and host-up/-down)
 
-Known bugs are ``xfail(strict=True)`` tests at the end of the file.
+The tests at the end of the file pin bugs this fuzzing found, since fixed.
 """
 
 from __future__ import annotations
@@ -57,8 +57,6 @@ REFUSALS = frozenset(
 LEAK = re.compile(r"Traceback|<class '|\b[A-Z][A-Za-z]*(?:Exception|Error)\b")
 # What the client library says when the server's answer never arrived whole.
 TRANSPORT_STAND_INS = ("Stream removed", "Received RST_STREAM", "Socket closed")
-# A malformed protobuf body is answered by grpcio itself (see the xfail test below).
-KNOWN_DECODE_FAILURE = "Unexpected <class 'google.protobuf.message.DecodeError'>"
 
 _SLOW_IS_FINE = [
     HealthCheck.too_slow,
@@ -178,24 +176,20 @@ def assert_etcd_unchanged(plane: Plane) -> None:
     assert not changed, f"etcd changed: {changed}"
 
 
-def check_refusal(error: grpc.RpcError, *, tolerate_decode: bool = False) -> None:
+def check_refusal(error: grpc.RpcError) -> None:
     code, details = error.code(), error.details() or ""  # type: ignore[attr-defined]
-    if tolerate_decode and code == grpc.StatusCode.UNKNOWN and KNOWN_DECODE_FAILURE in details:
-        return  # the known bug of test_malformed_protobuf_is_invalid_argument
     assert code in REFUSALS, (code, details[:500])
     assert details.strip(), code
     assert not LEAK.search(details), details[:500]
     assert not details.startswith(TRANSPORT_STAND_INS), details[:500]
 
 
-def call(
-    family: str, rpc: Callable[[], object], *, tolerate_decode: bool = False
-) -> grpc.RpcError | None:
+def call(family: str, rpc: Callable[[], object]) -> grpc.RpcError | None:
     """Make one call; a refusal is checked; the outcome is counted."""
     try:
         rpc()
     except grpc.RpcError as error:
-        check_refusal(error, tolerate_decode=tolerate_decode)
+        check_refusal(error)
         STATS[f"{family}: {error.code().name}"] += 1  # type: ignore[attr-defined]
         return error
     STATS[f"{family}: accepted"] += 1
@@ -354,7 +348,7 @@ UNARY_METHODS = ["Apply", "Scale", "DeleteApp", "GetApps", "GetHosts", "GetConta
 def test_raw_bytes_to_each_method(plane: Plane, method: str, body: bytes) -> None:
     """Arbitrary bytes as the request body: valid protobuf or not."""
     rpc = plane.raw.unary_unary(f"/fleet.v1.FleetService/{method}")
-    call(f"raw {method}", lambda: rpc(body, timeout=CALL_TIMEOUT), tolerate_decode=True)
+    call(f"raw {method}", lambda: rpc(body, timeout=CALL_TIMEOUT))
     plane.server.process.check_running()
     assert_etcd_unchanged(plane)
 
@@ -600,8 +594,7 @@ def test_oversized_messages_are_refused(plane: Plane) -> None:
     assert_etcd_unchanged(plane)
 
 
-# ---------------------------------------------------------------- bugs the fuzzing found
-# (one is still open: a strict xfail)
+# ------------------------------------------------------------ bugs the fuzzing found, since fixed
 
 LONG = "x" * 100_000
 
@@ -656,13 +649,6 @@ def test_long_inputs_get_their_own_refusal(plane: Plane, what: str) -> None:
     assert not details.startswith(TRANSPORT_STAND_INS), details[:200]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a request body that is no valid protobuf (corrupt wire format, bad UTF-8 in a "
-    'string) is answered by grpcio with UNKNOWN "Unexpected <class '
-    "'google.protobuf.message.DecodeError'>: ...\", not INVALID_ARGUMENT",
-)
 @pytest.mark.parametrize("body", [b"\xff\xff\xff", b"\x0a\x02\xff\xfe"], ids=["corrupt", "utf8"])
 def test_malformed_protobuf_is_invalid_argument(plane: Plane, body: bytes) -> None:
     rpc = plane.raw.unary_unary("/fleet.v1.FleetService/Apply")

@@ -1,0 +1,65 @@
+"""gRPC handlers for fleet's services, built from the proto's descriptors, whose request
+decoding never raises: a body that is not the expected protobuf becomes ``Malformed``,
+which the service answers with INVALID_ARGUMENT (grpcio itself would say UNKNOWN)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from fleet.errors import InvalidArgument
+from fleet.proto import fleet_pb2 as pb
+
+__all__ = ["Malformed", "check_well_formed", "service_handler"]
+
+
+class Malformed:
+    """What a request that did not decode is handed to the servicer as."""
+
+    def __init__(self, message_type: str, error: str) -> None:
+        self.message_type = message_type
+        self.error = error
+
+
+def check_well_formed(request: object) -> None:
+    if isinstance(request, Malformed):
+        raise InvalidArgument(
+            f"the request is not a valid {request.message_type} message: {request.error}"
+        )
+
+
+def _decoder(message_class: Any) -> Callable[[bytes], object]:
+    def decode(data: bytes) -> object:
+        try:
+            return message_class.FromString(data)
+        except DecodeError as error:
+            return Malformed(message_class.DESCRIPTOR.name, str(error)[:200])
+
+    return decode
+
+
+_KINDS = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+def service_handler(service_name: str, servicer: object) -> grpc.GenericRpcHandler:
+    """Every method of ``service_name`` (as in fleet.proto) bound to ``servicer``."""
+    service = pb.DESCRIPTOR.services_by_name[service_name]
+    handlers = {}
+    for method in service.methods:
+        request_class = getattr(pb, method.input_type.name)
+        response_class = getattr(pb, method.output_type.name)
+        make = _KINDS[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = make(
+            getattr(servicer, method.name),
+            request_deserializer=_decoder(request_class),
+            response_serializer=response_class.SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
