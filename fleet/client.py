@@ -193,3 +193,19 @@ class FleetClient:
         request = pb.SetHostStateRequest(host_id=host_id, state=state)
         response: pb.HostInfo = self._call(lambda s: s.SetHostState(request, timeout=self.timeout))
         return response
+
+    def create_token(self, name: str, role: str) -> pb.CreateTokenResponse:
+        """A new bearer token (admin only); its secret is in the answer, and nowhere else."""
+        request = pb.CreateTokenRequest(name=name, role=role)
+        response: pb.CreateTokenResponse = self._call(
+            lambda s: s.CreateToken(request, timeout=self.timeout)
+        )
+        return response
+
+    def tokens(self) -> list[pb.TokenInfo]:
+        request = pb.GetRequest()
+        return list(self._call(lambda s: s.ListTokens(request, timeout=self.timeout)).tokens)
+
+    def delete_token(self, token_id: str) -> None:
+        request = pb.DeleteTokenRequest(id=token_id)
+        self._call(lambda s: s.DeleteToken(request, timeout=self.timeout))

@@ -67,13 +67,16 @@ class TlsFiles:
 
 @dataclass(frozen=True)
 class Transport:
-    """Either mutual TLS with ``tls``, or plaintext (``tls is None``, explicitly asked)."""
+    """Either mutual TLS with ``tls``, or plaintext (``tls is None``, explicitly asked);
+    or, with ``token``, TLS checked against ``token_ca`` and a bearer token."""
 
     tls: TlsFiles | None
+    token: str | None = None
+    token_ca: Path | None = None
 
     @property
     def insecure(self) -> bool:
-        return self.tls is None
+        return self.tls is None and self.token is None
 
     def server_credentials(self) -> grpc.ServerCredentials | None:
         if self.tls is None:
@@ -84,6 +87,12 @@ class Transport:
         )
 
     def channel_credentials(self) -> grpc.ChannelCredentials | None:
+        if self.token is not None:
+            ca = self.token_ca.read_bytes() if self.token_ca else None
+            return grpc.composite_channel_credentials(
+                grpc.ssl_channel_credentials(root_certificates=ca),
+                grpc.access_token_call_credentials(self.token),
+            )
         if self.tls is None:
             return None
         ca, cert, key = self.tls.read()
@@ -102,6 +111,14 @@ class Transport:
         if credentials is None:
             return grpc.insecure_channel(target, options=list(options))
         return grpc.secure_channel(target, credentials, options=list(options))
+
+    def add_token_port(self, server: grpc.aio.Server, address: str) -> int:
+        """A TLS port that asks no client certificate: callers present bearer tokens."""
+        if self.tls is None:
+            raise InvalidArgument("a token port needs TLS: give the server its certificate")
+        _, cert, key = self.tls.read()
+        credentials = grpc.ssl_server_credentials([(key, cert)], require_client_auth=False)
+        return int(server.add_secure_port(address, credentials))
 
     def add_port(self, server: grpc.aio.Server, address: str) -> int:
         credentials = self.server_credentials()
@@ -128,6 +145,7 @@ def client_transport(
     insecure: bool = False,
     kind: str = "client",
     name: str = "admin",
+    token: str | None = None,
 ) -> Transport:
     """The transport from flags, else ``FLEET_TLS_CA/CERT/KEY``, else the default PKI dirs.
 
@@ -136,6 +154,9 @@ def client_transport(
     """
     if insecure:
         return Transport(None)
+    token = token or os.environ.get("FLEET_TOKEN") or None
+    if token is not None:  # for the server's token port: TLS, and the token instead of a cert
+        return Transport(None, token=token, token_ca=ca or _env("FLEET_TLS_CA"))
     given = (
         ca or _env("FLEET_TLS_CA"),
         cert or _env("FLEET_TLS_CERT"),

@@ -71,6 +71,18 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
         ],
         None,
     ),
+    "token": (
+        Annotated[
+            str | None,
+            typer.Option(
+                "--token",
+                help="A bearer token (fleet tokens create) for the server's token port, "
+                "instead of a client certificate. Default: $FLEET_TOKEN.",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
     "insecure": (
         Annotated[
             bool,
@@ -90,11 +102,16 @@ class Connection:
     tls_ca: Path | None
     tls_cert: Path | None
     tls_key: Path | None
+    token: str | None
     insecure: bool
 
     def client(self) -> FleetClient:
         transport = client_transport(
-            ca=self.tls_ca, cert=self.tls_cert, key=self.tls_key, insecure=self.insecure
+            ca=self.tls_ca,
+            cert=self.tls_cert,
+            key=self.tls_key,
+            insecure=self.insecure,
+            token=self.token,
         )
         return FleetClient(servers_from(self.server), transport)
 
@@ -119,4 +136,6 @@ def connected(command: Callable[..., R]) -> Callable[..., R]:
 
 # The default a command's ``conn`` parameter declares; ``@connected`` always passes the
 # real one, built from the options.
-CONNECTION = Connection(server=None, tls_ca=None, tls_cert=None, tls_key=None, insecure=False)
+CONNECTION = Connection(
+    server=None, tls_ca=None, tls_cert=None, tls_key=None, token=None, insecure=False
+)

@@ -628,6 +628,49 @@ def policy_set(
         _print_policy(client.set_policy(policy.to_proto()), Format.table)
 
 
+tokens_app = typer.Typer(
+    help="Bearer tokens for the API (for CI and scripts without a client certificate).",
+    no_args_is_help=True,
+)
+app.add_typer(tokens_app, name="tokens")
+
+
+@tokens_app.command("create")
+@connected
+def tokens_create(
+    name: Annotated[str, typer.Argument(help="Who or what uses it, e.g. ci.")],
+    role: Annotated[str, typer.Option("--role", help="admin, deployer or viewer.")] = "viewer",
+    conn: Connection = CONNECTION,
+) -> None:
+    """Create a token (admin only) and print it once: only its hash is kept. Use it with
+    --token (or FLEET_TOKEN) against the server's --token-listen address."""
+    with conn.client() as client:
+        made = client.create_token(name, role)
+    err_console.print(f"token {made.id} for {name} ({role}); it is shown this once:")
+    print(made.token)
+
+
+@tokens_app.command("list")
+@connected
+def tokens_list(conn: Connection = CONNECTION, output: OutputOpt = Format.table) -> None:
+    """List tokens: id, name, role (never the secret)."""
+    with conn.client() as client:
+        found = client.tokens()
+    rows = [[t.id, t.name, t.role, t.created_at] for t in found]
+    print_records(found, output, ["ID", "NAME", "ROLE", "CREATED"], rows)
+
+
+@tokens_app.command("delete")
+@connected
+def tokens_delete(
+    token_id: Annotated[str, typer.Argument(metavar="ID")], conn: Connection = CONNECTION
+) -> None:
+    """Revoke a token at once."""
+    with conn.client() as client:
+        client.delete_token(token_id)
+    console.print(f"token/{token_id} deleted")
+
+
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of app files (for editors and linters)."""
@@ -675,6 +718,13 @@ def server(
     etcd_key: Annotated[
         Path | None, typer.Option("--etcd-key", help="Client key for etcd.")
     ] = None,
+    token_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--token-listen",
+            help="Also serve clients with bearer tokens (no client certificate) here.",
+        ),
+    ] = None,
     host_down_after: Annotated[
         str,
         typer.Option("--host-down-after", help="A host silent this long is down (whole seconds)."),
@@ -718,6 +768,7 @@ def server(
         prefix=prefix,
         secrets_key=ensure_key_file(secrets_key_file) if secrets_key_file else None,
         host_lease_ttl=max(1, round(_duration_option("--host-down-after", host_down_after))),
+        token_listen=token_listen,
         reschedule_after=_duration_option("--reschedule-after", reschedule_after)
         if reschedule_after
         else None,

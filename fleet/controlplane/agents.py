@@ -220,7 +220,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         """An agent speaks only as the host its certificate names (never as another)."""
         if self.insecure:
             return
-        identity = caller(context, insecure=False)
+        identity = caller(context, insecure=False, tokens=lambda _token: None)
         if identity.kind != "agent":
             raise PermissionDenied(
                 f"{identity.kind} certificate {identity.name!r} cannot register a host: "

@@ -9,6 +9,9 @@ whatever the client checked.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import secrets as secrets_module
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -31,6 +34,7 @@ from fleet.errors import (
     details,
     grpc_code_for,
 )
+from fleet.pki import Identity, Kind, Role
 from fleet.policy import Policy, Privileges, violations
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
@@ -46,7 +50,13 @@ from fleet.store import (
     check_name,
 )
 from fleet.store.events import EventLog
-from fleet.store.records import AppRecord, ContainerReport, ReplicaRecord, SecretRecord
+from fleet.store.records import (
+    AppRecord,
+    ContainerReport,
+    ReplicaRecord,
+    SecretRecord,
+    TokenRecord,
+)
 
 __all__ = ["FleetService", "Relay"]
 
@@ -614,6 +624,73 @@ class FleetService(pb_grpc.FleetServiceServicer):
             )
         [info] = (await self.GetHosts(pb.GetRequest(name=host_id), context)).hosts
         return info
+
+    # ------------------------------------------------------------------ tokens
+
+    def token_identity(self, token: str) -> Identity | None:
+        """Who a bearer token ``fleet_<id>_<secret>`` stands for, if it is one of ours."""
+        prefix, _, rest = token.partition("_")
+        token_id, _, secret = rest.partition("_")
+        if prefix != "fleet" or not token_id or not secret:
+            return None
+        stored = self._informer.state().tokens.get(token_id)
+        if stored is None:
+            return None
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        if not hmac.compare_digest(digest, stored.value.secret_sha256):
+            return None
+        return Identity(
+            kind=Kind.client, name=f"token:{stored.value.name}", role=Role(stored.value.role)
+        )
+
+    @rpc(Permission.TOKENS)
+    async def CreateToken(
+        self, request: pb.CreateTokenRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateTokenResponse:
+        name = check_name(request.name, "token name")
+        if request.role not in ("admin", "deployer", "viewer"):
+            raise InvalidArgument(f"role {request.role[:32]!r}: use admin, deployer or viewer")
+        token_id = secrets_module.token_hex(6)
+        secret = secrets_module.token_urlsafe(32).replace("_", "-")
+        record = TokenRecord(
+            id=token_id,
+            name=name,
+            role=request.role,
+            secret_sha256=hashlib.sha256(secret.encode()).hexdigest(),
+            created_at=now_iso(),
+        )
+        await self._caught_up(await self._store.write_token(record))
+        return pb.CreateTokenResponse(id=token_id, token=f"fleet_{token_id}_{secret}")
+
+    @rpc(Permission.TOKENS)
+    async def ListTokens(
+        self, request: pb.GetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TokenList:
+        state = await self._state()
+        return pb.TokenList(
+            tokens=[
+                pb.TokenInfo(
+                    id=t.value.id,
+                    name=t.value.name,
+                    role=t.value.role,
+                    created_at=t.value.created_at,
+                )
+                for _, t in sorted(state.tokens.items())
+            ]
+        )
+
+    @rpc(Permission.TOKENS)
+    async def DeleteToken(
+        self, request: pb.DeleteTokenRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteTokenResponse:
+        token_id = check_name(request.id, "token id")
+        stored = (await self._state()).tokens.get(token_id)
+        if stored is None:
+            raise NotFound(f"token {token_id!r} not found (see `fleet tokens list`)")
+        await self._caught_up(
+            await self._store.delete_token(token_id, expected_mod_revision=stored.mod_revision)
+        )
+        return pb.DeleteTokenResponse()
 
 
 def _users(state: ClusterState, secret: str) -> list[str]:

@@ -5,8 +5,8 @@ its subject says the kind (server, agent, client), the name and, for people and 
 the role (see ``fleet.pki``). Nothing a caller sends in a message decides who it is.
 
     role        may
-    admin       everything (the only role that sets secrets and the container policy, and
-                execs into containers)
+    admin       everything (the only role that sets secrets and the container policy,
+                manages tokens and execs into containers)
     deployer    read apps and hosts; apply, scale and delete apps; logs; list secret names
     viewer      read apps and hosts
     (agent)     only its own stream, as the host its certificate names
@@ -40,6 +40,7 @@ class Permission(StrEnum):
     SECRETS_READ = "list secrets"
     SECRETS_WRITE = "change secrets"
     POLICY_WRITE = "change the container policy"
+    TOKENS = "manage API tokens"
     LOGS = "read container logs"
     EXEC = "run commands in containers"
 
@@ -62,11 +63,27 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
 ANONYMOUS_ADMIN = Identity(kind=Kind.client, name="anonymous", role=Role.admin)
 
 
-def caller(context: grpc.aio.ServicerContext, *, insecure: bool) -> Identity:
-    """The identity in the peer's certificate (verified by TLS against fleet's CA)."""
+# Looks a presented bearer token up: the identity it stands for, or None.
+TokenLookup = Callable[[str], Identity | None]
+
+
+def caller(
+    context: grpc.aio.ServicerContext, *, insecure: bool, tokens: TokenLookup | None = None
+) -> Identity:
+    """The identity in the peer's certificate (verified by TLS against fleet's CA), or,
+    on the token port where there is none, the one the bearer token stands for."""
     if insecure:
         return ANONYMOUS_ADMIN
-    return identity_from_auth_context(context.auth_context())
+    auth = context.auth_context()
+    if not auth.get("x509_pem_cert") and tokens is not None:
+        metadata = dict(context.invocation_metadata() or ())
+        bearer = str(metadata.get("authorization", ""))
+        if bearer.startswith("Bearer "):
+            identity = tokens(bearer.removeprefix("Bearer ").strip())
+            if identity is None:
+                raise PermissionDenied("unknown or revoked token")
+            return identity
+    return identity_from_auth_context(auth)
 
 
 def check(identity: Identity, permission: Permission) -> None:
@@ -96,7 +113,9 @@ def rpc(permission: Permission) -> Callable[[Handler[R]], Handler[R]]:
         @functools.wraps(method)
         async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
             try:
-                identity = caller(context, insecure=self.insecure)
+                identity = caller(
+                    context, insecure=self.insecure, tokens=getattr(self, "token_identity", None)
+                )
                 check(identity, permission)
                 check_well_formed(request)
                 return await method(self, request, context)

@@ -40,6 +40,9 @@ class ServerConfig:
     etcd_tls: TlsFiles | None = None
     secrets_key: Path | None = None  # without one, secrets cannot be set
     listen: str = "127.0.0.1:7400"
+    # A second port for clients with bearer tokens instead of certificates: TLS with the
+    # server's certificate, no client certificate asked for (None: no such port).
+    token_listen: str | None = None
     prefix: str = DEFAULT_PREFIX
     heartbeat_seconds: float = 2.0
     host_lease_ttl: int = 15  # host_down_after: a silent host's liveness key expires then
@@ -101,9 +104,14 @@ class ControlPlane:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
+        self.token_port = 0
 
     async def start(self) -> None:
         self.port = self.config.transport.add_port(self._server, self.config.listen)
+        if self.config.token_listen is not None:
+            self.token_port = self.config.transport.add_token_port(
+                self._server, self.config.token_listen
+            )
         if not self.port:
             raise OSError(f"cannot listen on {self.config.listen}")
         self._tasks = [

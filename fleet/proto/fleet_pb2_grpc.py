@@ -191,6 +191,21 @@ class FleetServiceStub:
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.SetHostStateRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.HostInfo.FromString,
                 _registered_method=True)
+        self.CreateToken = channel.unary_unary(
+                '/fleet.v1.FleetService/CreateToken',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.CreateTokenRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.CreateTokenResponse.FromString,
+                _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/fleet.v1.FleetService/ListTokens',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.TokenList.FromString,
+                _registered_method=True)
+        self.DeleteToken = channel.unary_unary(
+                '/fleet.v1.FleetService/DeleteToken',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.DeleteTokenRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.DeleteTokenResponse.FromString,
+                _registered_method=True)
         self.SetPolicy = channel.unary_unary(
                 '/fleet.v1.FleetService/SetPolicy',
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.Policy.SerializeToString,
@@ -293,6 +308,24 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetPolicy(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -376,6 +409,21 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.SetHostState,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.SetHostStateRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.HostInfo.SerializeToString,
+            ),
+            'CreateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateToken,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.CreateTokenRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.CreateTokenResponse.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.TokenList.SerializeToString,
+            ),
+            'DeleteToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteToken,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.DeleteTokenRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.DeleteTokenResponse.SerializeToString,
             ),
             'SetPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.SetPolicy,
@@ -790,6 +838,87 @@ class FleetService:
             '/fleet.v1.FleetService/SetHostState',
             fleet_dot_proto_dot_fleet__pb2.SetHostStateRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.HostInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/CreateToken',
+            fleet_dot_proto_dot_fleet__pb2.CreateTokenRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.CreateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/ListTokens',
+            fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.TokenList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/DeleteToken',
+            fleet_dot_proto_dot_fleet__pb2.DeleteTokenRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.DeleteTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -89,6 +89,9 @@ class FleetServiceStub:
     Exec: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.ExecRequest, _fleet_pb2.ExecResponse]
     Top: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.TopRequest, _fleet_pb2.TopList]
     SetHostState: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.SetHostStateRequest, _fleet_pb2.HostInfo]
+    CreateToken: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.CreateTokenRequest, _fleet_pb2.CreateTokenResponse]
+    ListTokens: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.TokenList]
+    DeleteToken: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.DeleteTokenRequest, _fleet_pb2.DeleteTokenResponse]
     SetPolicy: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.Policy, _fleet_pb2.Policy]
 
 @_typing.type_check_only
@@ -111,6 +114,9 @@ class FleetServiceAsyncStub(FleetServiceStub):
     Exec: _aio.UnaryUnaryMultiCallable[_fleet_pb2.ExecRequest, _fleet_pb2.ExecResponse]  # type: ignore[assignment]
     Top: _aio.UnaryUnaryMultiCallable[_fleet_pb2.TopRequest, _fleet_pb2.TopList]  # type: ignore[assignment]
     SetHostState: _aio.UnaryUnaryMultiCallable[_fleet_pb2.SetHostStateRequest, _fleet_pb2.HostInfo]  # type: ignore[assignment]
+    CreateToken: _aio.UnaryUnaryMultiCallable[_fleet_pb2.CreateTokenRequest, _fleet_pb2.CreateTokenResponse]  # type: ignore[assignment]
+    ListTokens: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.TokenList]  # type: ignore[assignment]
+    DeleteToken: _aio.UnaryUnaryMultiCallable[_fleet_pb2.DeleteTokenRequest, _fleet_pb2.DeleteTokenResponse]  # type: ignore[assignment]
     SetPolicy: _aio.UnaryUnaryMultiCallable[_fleet_pb2.Policy, _fleet_pb2.Policy]  # type: ignore[assignment]
 
 class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -220,6 +226,27 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fleet_pb2.SetHostStateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fleet_pb2.HostInfo, _abc.Awaitable[_fleet_pb2.HostInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateToken(
+        self,
+        request: _fleet_pb2.CreateTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.CreateTokenResponse, _abc.Awaitable[_fleet_pb2.CreateTokenResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListTokens(
+        self,
+        request: _fleet_pb2.GetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.TokenList, _abc.Awaitable[_fleet_pb2.TokenList]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteToken(
+        self,
+        request: _fleet_pb2.DeleteTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.DeleteTokenResponse, _abc.Awaitable[_fleet_pb2.DeleteTokenResponse]]: ...
 
     @_abc_1.abstractmethod
     def SetPolicy(

@@ -24,6 +24,7 @@ __all__ = [
     "RevisionRecord",
     "SecretRecord",
     "StatusRecord",
+    "TokenRecord",
 ]
 
 HostState = Literal["ready", "cordoned", "draining", "drained", "maintenance"]
@@ -129,6 +130,16 @@ class SecretRecord(_Record):
     version: int
     created_at: str
     updated_at: str
+
+
+class TokenRecord(_Record):
+    """A bearer token for the API: only the SHA-256 of its secret is kept."""
+
+    id: str
+    name: str
+    role: str
+    secret_sha256: str
+    created_at: str
 
 
 class StatusRecord(_Record):

@@ -25,6 +25,7 @@ from fleet.store.records import (
     RevisionRecord,
     SecretRecord,
     StatusRecord,
+    TokenRecord,
 )
 
 __all__ = ["ClusterState", "Versioned", "decode_state"]
@@ -52,6 +53,7 @@ class ClusterState:
     alive: dict[str, Versioned[LiveRecord]] = field(default_factory=dict)
     status: dict[str, Versioned[StatusRecord]] = field(default_factory=dict)
     secrets: dict[str, Versioned[SecretRecord]] = field(default_factory=dict)
+    tokens: dict[str, Versioned[TokenRecord]] = field(default_factory=dict)
     policy: Versioned[Policy] | None = None  # None: the default, which allows nothing
 
     @property
@@ -96,6 +98,7 @@ def decode_state(layout: KeyLayout, kvs: Iterable[KeyValue], revision: int) -> C
         "alive": (LiveRecord, state.alive, lambda p: p[0]),
         "status": (StatusRecord, state.status, lambda p: p[0]),
         "secrets": (SecretRecord, state.secrets, lambda p: p[0]),
+        "tokens": (TokenRecord, state.tokens, lambda p: p[0]),
     }
     depth = {"revisions": 2, "replicas": 2}
     for kv in kvs:

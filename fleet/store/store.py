@@ -23,6 +23,7 @@ from fleet.store.records import (
     RevisionRecord,
     SecretRecord,
     StatusRecord,
+    TokenRecord,
 )
 from fleet.store.state import ClusterState, decode_state
 
@@ -117,6 +118,20 @@ class Store:
             [Compare(self.keys.policy(), expected_mod_revision)],
             [Put(self.keys.policy(), policy.model_dump_json().encode())],
             "the policy changed meanwhile; run it again",
+        )
+
+    async def write_token(self, token: TokenRecord) -> int:
+        return await self._guarded(
+            [Compare(self.keys.token(token.id), 0)],
+            [Put(self.keys.token(token.id), token.dump())],
+            f"token {token.id!r} exists already",
+        )
+
+    async def delete_token(self, token_id: str, *, expected_mod_revision: int) -> int:
+        return await self._guarded(
+            [Compare(self.keys.token(token_id), expected_mod_revision)],
+            [Delete(self.keys.token(token_id))],
+            f"token {token_id!r} changed meanwhile",
         )
 
     # ------------------------------------------------------------------ secrets

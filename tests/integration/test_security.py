@@ -19,7 +19,9 @@ from fleet.pki import Role
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.spec import AppSpec, load_documents
+from fleet.testing import EtcdServer, free_port
 from fleet.testing.certs import TestPKI
+from fleet.testing.fleetprocs import FleetServerProcess
 from fleet.transport import TlsFiles, Transport
 from tests.helpers import etcd_prefix
 from tests.integration.conftest import Fleet, wait_containers
@@ -153,3 +155,50 @@ def test_issued_server_certificate_is_not_a_client_certificate(fleet: Fleet) -> 
     """A stolen server key cannot call the API: its certificate is for serverAuth only."""
     with _client(fleet, fleet.pki.server()) as client, pytest.raises(Unavailable):
         client.apps()
+
+
+def test_bearer_tokens_carry_a_role_are_stored_hashed_and_can_be_revoked(
+    etcd_server: EtcdServer, pki: TestPKI, tmp_path: Path
+) -> None:
+    token_port = f"127.0.0.1:{free_port()}"
+    server = FleetServerProcess(
+        etcd_server.endpoint, "/t-tokens/", tmp_path, pki, extra_args=["--token-listen", token_port]
+    ).start()
+    try:
+        with server.client() as admin:
+            made = admin.create_token("ci", "deployer")
+            viewer_token = admin.create_token("dash", "viewer").token
+            with (
+                server.client("dan", Role.deployer) as deployer,
+                pytest.raises(PermissionDenied, match="manage API tokens"),
+            ):
+                deployer.create_token("x", "admin")
+
+        def by_token(token: str) -> FleetClient:
+            return FleetClient([token_port], Transport(None, token=token, token_ca=pki.ca))
+
+        spec = load_documents("name: tok\nimage: x:v1\nreplicas: 0\n", "tok.yaml")
+        with by_token(made.token) as ci:
+            [change] = ci.apply(spec)  # a deployer token deploys
+            assert change.action == "created"
+        with by_token(viewer_token) as dash:
+            assert [a.name for a in dash.apps()] == ["tok"]
+            with pytest.raises(PermissionDenied, match="viewer 'token:dash' may not change apps"):
+                dash.scale("tok", 2)
+        forged = by_token(made.token.rsplit("_", 1)[0] + "_wrong")
+        with forged, pytest.raises(PermissionDenied, match="unknown or revoked token"):
+            forged.apps()
+
+        # Only the hash is kept; the secret appears nowhere in etcd.
+        secret = made.token.rsplit("_", 1)[1]
+        assert not [
+            k for k, v in etcd_prefix(etcd_server, "/t-tokens/").items() if secret.encode() in v
+        ]
+
+        # A revoked token stops working at once.
+        with server.client() as admin:
+            admin.delete_token(made.id)
+        with by_token(made.token) as ci, pytest.raises(PermissionDenied, match="revoked"):
+            ci.apps()
+    finally:
+        server.stop()
