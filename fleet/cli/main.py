@@ -725,6 +725,10 @@ def server(
             help="Also serve clients with bearer tokens (no client certificate) here.",
         ),
     ] = None,
+    metrics_listen: Annotated[
+        str | None,
+        typer.Option("--metrics-listen", help="Serve Prometheus /metrics here, e.g. :7401."),
+    ] = None,
     host_down_after: Annotated[
         str,
         typer.Option("--host-down-after", help="A host silent this long is down (whole seconds)."),
@@ -769,6 +773,7 @@ def server(
         secrets_key=ensure_key_file(secrets_key_file) if secrets_key_file else None,
         host_lease_ttl=max(1, round(_duration_option("--host-down-after", host_down_after))),
         token_listen=token_listen,
+        metrics_listen=metrics_listen,
         reschedule_after=_duration_option("--reschedule-after", reschedule_after)
         if reschedule_after
         else None,

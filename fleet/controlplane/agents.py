@@ -288,6 +288,11 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 await self._store.report_status(status, lease)
                 last_report, last_written = report, now
 
+    @property
+    def streams(self) -> int:
+        """How many agents hold a stream to this server."""
+        return len(self._sessions)
+
     async def relay(
         self, host_id: str, request: pb.ContainerRequest
     ) -> AsyncIterator[pb.ContainerResponse]:

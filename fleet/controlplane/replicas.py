@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from fleet._time import epoch, now_iso
+from fleet.controlplane.metrics import Metrics
 from fleet.errors import Conflict, Unavailable
 from fleet.proto import fleet_pb2 as pb
 from fleet.scheduler import HostView, PlacedReplica, Plan, ReplicaRequest, Snapshot, schedule
@@ -213,7 +214,9 @@ class ReplicaController:
         *,
         resync: float = 30.0,
         reschedule_after: float = 15.0,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._store = store
         self._informer = informer
         self._events = events
@@ -268,6 +271,14 @@ class ReplicaController:
             log.warning("could not record %d event(s): %s", len(events), error)
 
     async def reconcile_all(self) -> None:
+        started = time.monotonic()
+        try:
+            await self._reconcile_all()
+        finally:
+            if self._metrics is not None:
+                self._metrics.reconcile.observe(time.monotonic() - started)
+
+    async def _reconcile_all(self) -> None:
         state = self._informer.state()
         now = time.time()
         await self._track_liveness(state, now)
@@ -275,7 +286,10 @@ class ReplicaController:
         apps = set(state.apps) | {app for app, _ in state.replicas}
         pending: dict[str, dict[int, str]] = {}
         for app in sorted(apps):
+            planning = time.monotonic()
             plan = plan_replicas(state, app, time.time(), lost)
+            if self._metrics is not None:
+                self._metrics.scheduling.observe(time.monotonic() - planning)
             if plan.pending:
                 pending[app] = plan.pending
             if plan.is_empty():
@@ -306,6 +320,8 @@ class ReplicaController:
                 log.debug("app %s: replica plan lost a race; re-planning on the next change", app)
             except Unavailable as error:
                 log.warning("app %s: cannot commit replicas: %s", app, error)
+                if self._metrics is not None:
+                    self._metrics.etcd_errors.inc()
         await self._report_unschedulable(pending)
         self.pending = pending
 

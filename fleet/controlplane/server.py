@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from fleet.controlplane._handlers import service_handler
 from fleet.controlplane.agents import AgentService
 from fleet.controlplane.api import FleetService
+from fleet.controlplane.metrics import Metrics
 from fleet.controlplane.replicas import ReplicaController
 from fleet.secrets import load_key_file
 from fleet.store import DEFAULT_PREFIX, Etcd, EventLog, Informer, KeyLayout, Store
@@ -43,6 +46,7 @@ class ServerConfig:
     # A second port for clients with bearer tokens instead of certificates: TLS with the
     # server's certificate, no client certificate asked for (None: no such port).
     token_listen: str | None = None
+    metrics_listen: str | None = None  # Prometheus /metrics over plain HTTP (None: off)
     prefix: str = DEFAULT_PREFIX
     heartbeat_seconds: float = 2.0
     host_lease_ttl: int = 15  # host_down_after: a silent host's liveness key expires then
@@ -61,6 +65,7 @@ class ControlPlane:
         self.store = Store(self.etcd, KeyLayout(config.prefix))
         self.informer = Informer(self.etcd, self.store.keys)
         self.events = EventLog(self.etcd, self.store.keys)
+        self.metrics = Metrics(self.informer.state, lambda: self.agents.streams)
         self.controller = ReplicaController(
             self.store,
             self.informer,
@@ -68,6 +73,7 @@ class ControlPlane:
             reschedule_after=config.reschedule_after
             if config.reschedule_after is not None
             else config.host_lease_ttl,
+            metrics=self.metrics,
         )
         self.agents = AgentService(
             self.store,
@@ -102,9 +108,22 @@ class ControlPlane:
                 service_handler("AgentService", self.agents),
             )
         )
+        # The standard health service (for load balancers and probes) and reflection.
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            [
+                "fleet.v1.FleetService",
+                "fleet.v1.AgentService",
+                health.SERVICE_NAME,
+                reflection.SERVICE_NAME,
+            ],
+            self._server,
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
         self.token_port = 0
+        self.metrics_port = 0
 
     async def start(self) -> None:
         self.port = self.config.transport.add_port(self._server, self.config.listen)
@@ -120,9 +139,14 @@ class ControlPlane:
         ]
         await asyncio.wait_for(self.informer.wait_synced(), 30)
         await self._server.start()
+        for service in ("", "fleet.v1.FleetService", "fleet.v1.AgentService"):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if self.config.metrics_listen is not None:
+            self.metrics_port = self.metrics.serve(self.config.metrics_listen)
         log.info("control plane %s listening on %s", self.server_id, self.config.listen)
 
     async def stop(self, grace: float = 2.0) -> None:
+        self.metrics.stop()
         await self._server.stop(grace)
         for task in self._tasks:
             task.cancel()

@@ -1,0 +1,87 @@
+"""Prometheus metrics of a control plane, on their own HTTP port (``--metrics-listen``).
+
+State-derived figures (hosts by state, replicas per app, connected agents) are read
+from the informer's cache at scrape time; timings and error counts are recorded where
+they happen. Each control plane has its own registry, so several can share a process.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from fleet.store import ClusterState
+
+__all__ = ["Metrics"]
+
+
+class _StateCollector(Collector):
+    def __init__(self, state: Callable[[], ClusterState], streams: Callable[[], int]) -> None:
+        self._state = state
+        self._streams = streams
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = self._state()
+        hosts = GaugeMetricFamily("fleet_hosts", "Registered hosts by state.", labels=["state"])
+        states = Tally(
+            h.value.state if host_id in state.alive else "down"
+            for host_id, h in state.hosts.items()
+        )
+        for name in ("ready", "cordoned", "draining", "drained", "maintenance", "down"):
+            hosts.add_metric([name], states.get(name, 0))
+        yield hosts
+        replicas = GaugeMetricFamily(
+            "fleet_replicas",
+            "Replicas per app: desired (spec), placed (on a host), running (reported).",
+            labels=["app", "kind"],
+        )
+        running = Tally(
+            c.app
+            for status in state.status.values()
+            for c in status.value.containers
+            if c.state == "running"
+        )
+        for name, app in sorted(state.apps.items()):
+            replicas.add_metric([name, "desired"], app.value.spec.replicas)
+            replicas.add_metric([name, "placed"], len(state.replicas_of(name)))
+            replicas.add_metric([name, "running"], running.get(name, 0))
+        yield replicas
+        streams = GaugeMetricFamily("fleet_agent_streams", "Agents connected to this server.")
+        streams.add_metric([], self._streams())
+        yield streams
+
+
+class Metrics:
+    def __init__(self, state: Callable[[], ClusterState], streams: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_StateCollector(state, streams))
+        self.scheduling = Histogram(
+            "fleet_scheduling_seconds",
+            "Time to plan one app's replicas (placement included).",
+            registry=self.registry,
+        )
+        self.reconcile = Histogram(
+            "fleet_reconcile_seconds",
+            "Time of one replica-controller round over every app.",
+            registry=self.registry,
+        )
+        self.etcd_errors = Counter(
+            "fleet_etcd_errors", "etcd requests that failed.", registry=self.registry
+        )
+        self._server: Any = None
+
+    def serve(self, address: str) -> int:
+        """Serve /metrics on ``address`` (HOST:PORT); returns the port."""
+        host, _, port = address.rpartition(":")
+        self._server, _thread = start_http_server(int(port), host, registry=self.registry)
+        return int(self._server.server_port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
