@@ -214,8 +214,9 @@ class Agent:
             await asyncio.to_thread(self.restarts.save, self._restarts_file)
         if self.desired is not None and self.desired_version == version:
             self.applied_version = version
-        # Every image desired now counts as used now, even between two collections.
-        self._images.saw([c.image for c in desired if c.image], time.time())
+        if self.config.image_gc_after is not None:
+            # Every image desired now counts as used now, even between two collections.
+            self._images.saw([c.image for c in desired if c.image], time.time())
         if self.config.image_gc_after is not None and time.monotonic() >= self._images_due:
             self._images_due = time.monotonic() + min(30.0, self.config.image_gc_after)
             await self._collect_images()

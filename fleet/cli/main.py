@@ -454,9 +454,7 @@ def cordon(
     conn: Connection = CONNECTION,
 ) -> None:
     """Take no new replicas on HOST; what runs there stays (admin only)."""
-    with conn.client() as client:
-        info = client.set_host_state(host, "cordoned")
-    console.print(f"host/{info.host_id} {info.state}")
+    _set_host_state(conn, host, "cordoned")
 
 
 @app.command()
@@ -466,8 +464,12 @@ def uncordon(
     conn: Connection = CONNECTION,
 ) -> None:
     """Let HOST take new replicas again (admin only)."""
+    _set_host_state(conn, host, "ready")
+
+
+def _set_host_state(conn: Connection, host: str, state: str) -> None:
     with conn.client() as client:
-        info = client.set_host_state(host, "ready")
+        info = client.set_host_state(host, state)
     console.print(f"host/{info.host_id} {info.state}")
 
 

@@ -234,8 +234,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
     async def _register(self, register: pb.Register) -> tuple[str, int]:
         host_id = check_host_id(register.host_id)
         for _ in range(3):
-            state = await self._store.snapshot()
-            old = state.hosts.get(host_id)
+            old = await self._store.get_host(host_id)
             record = host_record(register, old.value if old else None)
             try:
                 await self._store.write_host(

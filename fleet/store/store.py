@@ -25,7 +25,7 @@ from fleet.store.records import (
     StatusRecord,
     TokenRecord,
 )
-from fleet.store.state import ClusterState, decode_state
+from fleet.store.state import ClusterState, Versioned, decode_state
 
 __all__ = ["AppWrite", "Store"]
 
@@ -151,6 +151,13 @@ class Store:
         )
 
     # ------------------------------------------------------------------ hosts
+
+    async def get_host(self, host_id: str) -> Versioned[HostRecord] | None:
+        """One host's record, read from etcd now (not from a cache)."""
+        kv = await self.etcd.get(self.keys.host(host_id))
+        if kv is None:
+            return None
+        return Versioned(HostRecord.model_validate_json(kv.value), kv.mod_revision)
 
     async def write_host(self, host: HostRecord, *, expected_mod_revision: int) -> int:
         return await self._guarded(

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.spec import load_documents
-from fleet.testing import EtcdServer
+from fleet.testing import EtcdServer, wait_until
 from fleet.testing.certs import TestPKI
 from fleet.testing.fleetprocs import FleetServerProcess
 from fleet.transport import Transport
@@ -213,10 +213,12 @@ def stream(
 
 def wait_disconnected(plane: Plane, host: str = HOST, timeout: float = 10.0) -> None:
     """Until the host's previous session is gone (its lease revoked)."""
-    deadline = time.monotonic() + timeout
-    while etcd_prefix(plane.etcd, f"{PREFIX}alive/{host}"):
-        assert time.monotonic() < deadline, f"{host} is still connected"
-        time.sleep(0.02)
+    wait_until(
+        lambda: not etcd_prefix(plane.etcd, f"{PREFIX}alive/{host}"),
+        timeout,
+        interval=0.02,
+        what=f"{host}'s previous session to end",
+    )
 
 
 def assert_still_serving(plane: Plane) -> None:

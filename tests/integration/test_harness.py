@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -25,51 +21,17 @@ from fleet.testing import (
     cleanup_stale,
     ensure_image,
     push_image,
-    wait_until,
 )
 from fleet.testing.dockerhosts import STATE_ROOT
 from fleet.testing.procs import pid_alive
+from tests.helpers import b64, etcd_post, etcd_prefix, http_get, wait_http
 
 APP = {"fleet.app": "harness-test"}
 
 
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
-def _etcd_post(server: EtcdServer, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    req = urllib.request.Request(
-        f"{server.url}{path}",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        result: dict[str, Any] = json.loads(resp.read())
-        return result
-
-
 def _etcd_get(server: EtcdServer, key: str) -> str | None:
-    kvs = _etcd_post(server, "/v3/kv/range", {"key": _b64(key)}).get("kvs") or []
-    return base64.b64decode(kvs[0]["value"]).decode() if kvs else None
-
-
-def _http_get(address: str, port: int, timeout: float = 2.0) -> str:
-    with urllib.request.urlopen(f"http://{address}:{port}/", timeout=timeout) as resp:
-        return resp.read().decode()  # type: ignore[no-any-return]
-
-
-def _wait_http(address: str, port: int, expected: str, timeout: float = 20.0) -> str:
-    def serves() -> str | None:
-        body = _http_get(address, port)
-        return body if expected in body else None
-
-    return wait_until(
-        serves,
-        timeout,
-        what=f"http://{address}:{port}/ to serve {expected!r}",
-        ignore=(OSError,),
-    )
+    value = etcd_prefix(server, key).get(key)
+    return value.decode() if value is not None else None
 
 
 def _run_web(host: DockerHost, image: str) -> tuple[Any, int]:
@@ -84,7 +46,7 @@ def _run_web(host: DockerHost, image: str) -> tuple[Any, int]:
 
 
 def test_etcd_put_get_survives_restart(etcd_server: EtcdServer) -> None:
-    _etcd_post(etcd_server, "/v3/kv/put", {"key": _b64("/harness/k"), "value": _b64("v1")})
+    etcd_post(etcd_server, "/v3/kv/put", {"key": b64(b"/harness/k"), "value": b64(b"v1")})
     assert _etcd_get(etcd_server, "/harness/k") == "v1"
     old_pid = etcd_server.pid
 
@@ -101,7 +63,7 @@ def test_single_host_serves_http_at_namespace_address(
     image = busybox_image(clean_host)
     _container, port = _run_web(clean_host, image)
 
-    assert _wait_http(clean_host.address, port, "hello from v1") == "hello from v1\n"
+    assert wait_http(clean_host.address, port, "hello from v1") == "hello from v1\n"
 
 
 def test_dockerd_restart_in_place_keeps_images(clean_host: DockerHost, busybox_image: Any) -> None:
@@ -116,7 +78,7 @@ def test_dockerd_restart_in_place_keeps_images(clean_host: DockerHost, busybox_i
     assert clean_host.daemon_pid not in (None, old_pid)
     assert clean_host.client().images.get(image).tags == [image]
     _container, port = _run_web(clean_host, image)
-    assert _wait_http(clean_host.address, port, "hello from v1") == "hello from v1\n"
+    assert wait_http(clean_host.address, port, "hello from v1") == "hello from v1\n"
 
 
 def test_container_on_h1_reaches_web_on_h2(clean_pool: HostPool, busybox_image: Any) -> None:
@@ -124,7 +86,7 @@ def test_container_on_h1_reaches_web_on_h2(clean_pool: HostPool, busybox_image: 
     image = busybox_image(h1)
     assert busybox_image(h2) == image
     _web, port = _run_web(h2, image)
-    _wait_http(h2.address, port, "hello from v1")
+    wait_http(h2.address, port, "hello from v1")
 
     # busybox 1.35's `wget -T` dies with SIGSEGV (exit 139) here: bound it with `timeout`.
     out = h1.client().containers.run(
@@ -140,15 +102,15 @@ def test_container_on_h1_reaches_web_on_h2(clean_pool: HostPool, busybox_image: 
 def test_cut_network_partitions_a_host(clean_pool: HostPool, busybox_image: Any) -> None:
     h2 = clean_pool.hosts[1]
     _web, port = _run_web(h2, busybox_image(h2))
-    _wait_http(h2.address, port, "hello from v1")
+    wait_http(h2.address, port, "hello from v1")
 
     h2.cut_network()
     with pytest.raises(OSError):
-        _http_get(h2.address, port, timeout=0.5)
+        http_get(h2.address, port, timeout=0.5)
     assert h2.ping()  # the host lives on; only its network is gone
 
     h2.restore_network()
-    assert _wait_http(h2.address, port, "hello from v1") == "hello from v1\n"
+    assert wait_http(h2.address, port, "hello from v1") == "hello from v1\n"
 
 
 def test_image_pushed_from_h1_is_pulled_and_run_on_both_hosts(
@@ -168,7 +130,7 @@ def test_image_pushed_from_h1_is_pulled_and_run_on_both_hosts(
     for host in (h1, h2):
         host.client().images.pull(remote)
         _container, port = _run_web(host, remote)
-        assert _wait_http(host.address, port, "hello from v2") == "hello from v2\n"
+        assert wait_http(host.address, port, "hello from v2") == "hello from v2\n"
 
 
 def test_cleanup_stale_removes_what_a_killed_run_left() -> None:
