@@ -209,3 +209,52 @@ class FleetClient:
     def delete_token(self, token_id: str) -> None:
         request = pb.DeleteTokenRequest(id=token_id)
         self._call(lambda s: s.DeleteToken(request, timeout=self.timeout))
+
+    # ------------------------------------------------------------------ rollouts
+
+    def set_image(self, app: str, image: str) -> pb.AppChange:
+        """Point ``app`` at ``image`` (a new revision, rolled out like an apply)."""
+        request = pb.SetImageRequest(app=app, image=image)
+        response: pb.AppChange = self._call(lambda s: s.SetImage(request, timeout=self.timeout))
+        return response
+
+    def rollout_status(self, app: str) -> pb.RolloutInfo:
+        request = pb.RolloutRequest(app=app)
+        response: pb.RolloutInfo = self._call(
+            lambda s: s.RolloutStatus(request, timeout=self.timeout)
+        )
+        return response
+
+    def rollout_history(self, app: str) -> pb.RevisionList:
+        request = pb.RolloutRequest(app=app)
+        response: pb.RevisionList = self._call(
+            lambda s: s.RolloutHistory(request, timeout=self.timeout)
+        )
+        return response
+
+    def rollout_undo(self, app: str, to_revision: int = 0) -> pb.RolloutInfo:
+        """Back to ``to_revision`` (0: the revision before the current one)."""
+        request = pb.RolloutRequest(app=app, to_revision=to_revision)
+        response: pb.RolloutInfo = self._call(
+            lambda s: s.RolloutUndo(request, timeout=self.timeout)
+        )
+        return response
+
+    def rollout_pause(self, app: str, paused: bool = True) -> pb.RolloutInfo:
+        request = pb.RolloutRequest(app=app, paused=paused)
+        response: pb.RolloutInfo = self._call(
+            lambda s: s.RolloutPause(request, timeout=self.timeout)
+        )
+        return response
+
+    def rollout_restart(self, app: str) -> pb.RolloutInfo:
+        request = pb.RolloutRequest(app=app)
+        response: pb.RolloutInfo = self._call(
+            lambda s: s.RolloutRestart(request, timeout=self.timeout)
+        )
+        return response
+
+    def endpoints(self, app: str) -> list[pb.Endpoint]:
+        """host:port of every available replica of ``app``."""
+        request = pb.GetRequest(name=app)
+        return list(self._call(lambda s: s.Endpoints(request, timeout=self.timeout)).endpoints)

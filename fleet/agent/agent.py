@@ -19,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ import grpc
 import grpc.aio
 
 from fleet.agent.events import EventQueue, from_docker, own, restart_events
+from fleet.agent.health import Prober
 from fleet.agent.images import ImageKeeper, stale_images
 from fleet.agent.reconcile import Backoff, Create, Remove, RestartBook, Start, Task, plan
 from fleet.agent.requests import RequestHandler
@@ -67,6 +70,8 @@ class AgentConfig:
     state_dir: Path | None = None
     reconnect_max: float = 10.0
     backoff: Backoff = field(default_factory=Backoff)
+    # Where this host's published ports answer, for `fleet endpoints` ("" : unknown).
+    address: str = ""
 
 
 def _adopted(containers: list[ObservedContainer]) -> list[pb.ContainerSpec]:
@@ -84,8 +89,26 @@ def _adopted(containers: list[ObservedContainer]) -> list[pb.ContainerSpec]:
     ]
 
 
-def _statuses(containers: list[ObservedContainer]) -> set[tuple[str, str, int]]:
-    return {(c.container_id, c.state, c.exit_code) for c in containers}
+def _statuses(containers: list[ObservedContainer]) -> set[tuple[str, str, int, str]]:
+    return {(c.container_id, c.state, c.exit_code, c.docker_health) for c in containers}
+
+
+def _iso(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    moment = datetime.fromtimestamp(seconds, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _address_towards(server: str) -> str:
+    """This host's address on the route to ``server`` (no packet is sent)."""
+    host = server.rpartition(":")[0].strip("[]") or "127.0.0.1"
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((host, 9))
+            return str(probe.getsockname()[0])
+    except OSError:
+        return ""
 
 
 class Agent:
@@ -96,7 +119,8 @@ class Agent:
         self.desired_version = 0
         self.applied_version = 0
         self.observed: list[ObservedContainer] = []
-        self.refused: dict[tuple[str, int], str] = {}  # replicas this host's policy refused
+        # Containers this host's policy refused: (app, slot, revision) -> why.
+        self.refused: dict[tuple[str, int, int], str] = {}
         self._sampler = UsageSampler(lambda: runtime.client)
         self.usage = HostUsage(0.0, 0, 0, 0.0)
         self._restarts_file = config.state_dir / "restarts.json" if config.state_dir else None
@@ -115,6 +139,7 @@ class Agent:
         self._report_now = asyncio.Event()
         self._parallel = asyncio.Semaphore(config.parallel_tasks)
         self._stop_events = threading.Event()
+        self._prober = Prober(self._report_now.set)
 
     def wake(self) -> None:
         self._wake.set()
@@ -183,6 +208,7 @@ class Agent:
         observed_before = self.observed
         observed = await asyncio.to_thread(self.runtime.list_containers)
         self.observed = observed
+        self._prober.sync(observed)
         if self._first_round:
             for container in observed:
                 self.events.put(own("adopted", f"found running as {container.name}", container))
@@ -194,8 +220,11 @@ class Agent:
             if key not in self._raised:
                 self._raised.add(key)
                 self.events.put(event)
-        wanted = {(c.app, c.slot) for c in desired}
+        wanted = {(c.app, c.slot, c.revision) for c in desired}
         self.refused = {k: v for k, v in self.refused.items() if k in wanted}
+        # New images are pulled before anything stops: a replica replaced in place must
+        # not be down for the length of a pull (or for good, if the pull fails).
+        await asyncio.gather(*(self._pull(t) for t in tasks if isinstance(t, Create)))
         # Each phase runs concurrently (stops wait out grace periods in parallel); a new
         # desired set arriving meanwhile ends the round early, to plan again on it.
         for phase in (Remove, Create, Start):
@@ -204,6 +233,7 @@ class Agent:
             await asyncio.gather(*(self._bounded(t) for t in tasks if isinstance(t, phase)))
         if tasks:
             self.observed = await asyncio.to_thread(self.runtime.list_containers)
+            self._prober.sync(self.observed)
         self._starting.clear()
         if _statuses(self.observed) != _statuses(observed_before):
             self._report_now.set()  # tell the control plane now, not at the next beat
@@ -235,7 +265,28 @@ class Agent:
                 self._images.forget(image)
         await asyncio.to_thread(self._images.save)
 
+    async def _pull(self, task: Create) -> None:
+        spec = task.spec
+        if violations(Privileges.of_container(spec), self.config.policy):
+            return  # refused when its turn comes; nothing to pull for it
+        async with self._parallel:
+            try:
+                if await asyncio.to_thread(self.runtime.ensure_image, spec.image):
+                    self.events.put(own("image-pulled", spec.image, app=spec.app, slot=spec.slot))
+            except FleetError as error:
+                log.warning(
+                    "pulling %s for %s.%d failed: %s", spec.image, spec.app, spec.slot, error
+                )
+                self.events.put(own("pull-failed", str(error), app=spec.app, slot=spec.slot))
+
     async def _bounded(self, task: Task) -> None:
+        if isinstance(task, Remove) and task.container.state == "running":
+            delay = task.container.shutdown_delay
+            if delay:
+                # The control plane already took it out of the endpoints; let load
+                # balancers catch up before it stops serving.
+                log.info("stopping %s in %gs: %s", task.container.name, delay, task.reason)
+                await asyncio.sleep(delay)
         async with self._parallel:
             await self._execute(task)
 
@@ -253,10 +304,10 @@ class Agent:
                 refused = violations(Privileges.of_container(spec), self.config.policy)
                 if refused:
                     message = f"refused by this host's policy: {', '.join(refused)}"
-                    if self.refused.get((spec.app, spec.slot)) != message:
+                    if self.refused.get((spec.app, spec.slot, spec.revision)) != message:
                         log.warning("not starting %s.%d: %s", spec.app, spec.slot, message)
                         self.events.put(own("refused", message, app=spec.app, slot=spec.slot))
-                    self.refused[(spec.app, spec.slot)] = message
+                    self.refused[(spec.app, spec.slot, spec.revision)] = message
                     return
                 if await asyncio.to_thread(self.runtime.ensure_image, spec.image):
                     self.events.put(own("image-pulled", spec.image, app=spec.app, slot=spec.slot))
@@ -310,6 +361,8 @@ class Agent:
                 capacity=pb.Resources(cpu=cpus, memory_bytes=memory),
                 labels=self.config.labels,
                 facts=facts,
+                address=self.config.address
+                or await asyncio.to_thread(_address_towards, self.config.servers[0]),
             )
         )
 
@@ -322,8 +375,31 @@ class Agent:
                 log.debug("usage sampling failed: %s", error)
             await asyncio.sleep(every)
 
+    def _health(self, container: ObservedContainer) -> tuple[str, str, str]:
+        """(health, ready since, message) as reported to the control plane."""
+        if container.state != "running":
+            return ("", "", "")
+        check = container.health_check
+        if check is None:
+            return ("", _iso(container.started_epoch), "")
+        if check.kind == "exec":
+            since = container.docker_healthy_since
+            return (
+                container.docker_health or "starting",
+                _iso(since),
+                container.docker_health_output,
+            )
+        probed = self._prober.statuses.get(container.container_id)
+        if probed is None:
+            return ("starting", "", "")
+        return (probed.status, _iso(probed.healthy_since), probed.message)
+
     def _status(self, container: ObservedContainer) -> pb.ContainerStatus:
         status = container.to_status()
+        status.health, status.ready_since, message = self._health(container)
+        if status.health == "unhealthy":
+            status.message = message
+        status.restarts = self.restarts.count(container.container_id)
         usage = self.usage.per_container.get(container.container_id)
         if usage is not None and container.state == "running":
             status.cpu, status.memory_bytes, status.memory_limit = usage
@@ -338,8 +414,10 @@ class Agent:
                 usage=pb.Resources(cpu=self.usage.cpu, memory_bytes=self.usage.memory),
                 containers=[self._status(c) for c in self.observed]
                 + [
-                    pb.ContainerStatus(app=app, slot=slot, state="refused", message=message)
-                    for (app, slot), message in sorted(self.refused.items())
+                    pb.ContainerStatus(
+                        app=app, slot=slot, revision=revision, state="refused", message=message
+                    )
+                    for (app, slot, revision), message in sorted(self.refused.items())
                 ],
                 applied_version=self.applied_version,
                 images=self.usage.images,

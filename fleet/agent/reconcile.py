@@ -154,18 +154,25 @@ def plan(
 ) -> tuple[list[Task], float | None]:
     """The tasks that bring ``observed`` to ``desired``, and when to look again (None:
     nothing is waiting on a backoff)."""
-    wanted = {(c.app, c.slot): c for c in desired}
+    # A slot may want two containers at once (its own and its replacement, each with
+    # its template), so a container is matched on its slot and its template.
+    wanted = {(c.app, c.slot, c.spec_hash): c for c in desired}
+    slots = {(c.app, c.slot): c for c in desired}
     removes: list[Task] = []
-    keep: dict[tuple[str, int], ObservedContainer] = {}
+    keep: dict[tuple[str, int, str], ObservedContainer] = {}
 
     # Prefer a running container when several match one replica (never two at once).
     ranked = sorted(observed, key=lambda c: (c.state != "running", c.name, c.container_id))
     for container in ranked:
         spec = wanted.get(container.key)
         if spec is None:
-            removes.append(Remove(container, "no longer desired on this host"))
-        elif container.spec_hash != spec.spec_hash:
-            removes.append(Remove(container, f"replaced by template {spec.spec_hash[:8]}"))
+            replacement = slots.get((container.app, container.slot))
+            reason = (
+                f"replaced by template {replacement.spec_hash[:8]}"
+                if replacement is not None
+                else "no longer desired on this host"
+            )
+            removes.append(Remove(container, reason))
         elif container.key in keep:
             removes.append(Remove(container, "duplicate of a replica that already runs"))
         else:

@@ -7,6 +7,7 @@ containers with those labels, so anything else on the host is left alone.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -19,6 +20,7 @@ from typing import Any
 import docker
 import docker.errors
 from docker.utils import parse_repository_tag
+from google.protobuf import json_format
 
 from fleet.errors import Unavailable
 from fleet.proto import fleet_pb2 as pb
@@ -33,6 +35,8 @@ LABEL_REVISION = "fleet.revision"
 LABEL_SPEC_HASH = "fleet.spec-hash"
 LABEL_RESTART = "fleet.restart"
 LABEL_GRACE = "fleet.stop-grace"
+LABEL_SHUTDOWN_DELAY = "fleet.shutdown-delay"
+LABEL_HEALTH = "fleet.health"  # the health check, so a restarted agent still knows it
 
 
 def container_name(app: str, slot: int, spec_hash: str) -> str:
@@ -60,10 +64,19 @@ class ObservedContainer:
     finished_at: float | None  # epoch seconds of the last exit, None if it never exited
     ports: tuple[tuple[int, int, str], ...]  # (host port, container port, protocol)
     started_epoch: float | None = None  # epoch seconds of the last start
+    shutdown_delay: float = 0.0  # serves on this long once it is no longer desired
+    pid: int = 0  # of its main process while it runs (its network namespace is there)
+    health_check: pb.HealthCheck | None = None
+    # Docker's own health status (exec checks run as its HEALTHCHECK): starting,
+    # healthy or unhealthy; when it turned healthy; the last check's output.
+    docker_health: str = ""
+    docker_healthy_since: float | None = None
+    docker_health_output: str = ""
 
     @property
-    def key(self) -> tuple[str, int]:
-        return (self.app, self.slot)
+    def key(self) -> tuple[str, int, str]:
+        """The replica and template it runs: a slot may briefly run two templates."""
+        return (self.app, self.slot, self.spec_hash)
 
     def to_status(self) -> pb.ContainerStatus:
         return pb.ContainerStatus(
@@ -90,9 +103,37 @@ def _epoch(text: str) -> float | None:
     return datetime.fromisoformat(f"{head}.{tail[:6] or '0'}+00:00").timestamp()
 
 
+def _health_check(text: str | None) -> pb.HealthCheck | None:
+    if not text:
+        return None
+    try:
+        return json_format.Parse(text, pb.HealthCheck())
+    except json_format.ParseError:
+        log.warning("ignoring an unreadable %s label: %.80s", LABEL_HEALTH, text)
+        return None
+
+
+def _docker_health(state: dict[str, Any]) -> tuple[str, float | None, str]:
+    """Docker's health status, since when it has been healthy (the start of the run of
+    passing checks that ends its log), and the last check's output."""
+    health = state.get("Health") or {}
+    status = str(health.get("Status") or "")
+    log_entries = health.get("Log") or []
+    output = str(log_entries[-1].get("Output") or "").strip()[:200] if log_entries else ""
+    if status != "healthy":
+        return status, None, output
+    since = None
+    for entry in reversed(log_entries):
+        if entry.get("ExitCode") != 0:
+            break
+        since = _epoch(str(entry.get("Start") or ""))
+    return status, since, output
+
+
 def _observe(attrs: dict[str, Any]) -> ObservedContainer:
     labels = attrs["Config"]["Labels"] or {}
     state = attrs["State"]
+    health, healthy_since, output = _docker_health(state)
     ports: list[tuple[int, int, str]] = []
     for spec, bindings in (attrs["NetworkSettings"].get("Ports") or {}).items():
         container_port, _, protocol = spec.partition("/")
@@ -115,7 +156,17 @@ def _observe(attrs: dict[str, Any]) -> ObservedContainer:
         finished_at=_epoch(state.get("FinishedAt", "")),
         ports=tuple(sorted(ports)),
         started_epoch=_epoch(state.get("StartedAt", "")),
+        pid=int(state.get("Pid") or 0),
+        shutdown_delay=float(labels.get(LABEL_SHUTDOWN_DELAY, "0") or 0),
+        health_check=_health_check(labels.get(LABEL_HEALTH)),
+        docker_health=health,
+        docker_healthy_since=healthy_since,
+        docker_health_output=output,
     )
+
+
+def _nanos(seconds: float) -> int:
+    return int(seconds * 1e9)
 
 
 class DockerRuntime:
@@ -206,6 +257,26 @@ class DockerRuntime:
             LABEL_RESTART: spec.restart,
             LABEL_GRACE: f"{spec.stop_grace_seconds:g}",
         }
+        if spec.shutdown_delay_seconds:
+            labels[LABEL_SHUTDOWN_DELAY] = f"{spec.shutdown_delay_seconds:g}"
+        healthcheck = None
+        if spec.HasField("health"):
+            check = spec.health
+            labels[LABEL_HEALTH] = json.dumps(
+                json_format.MessageToDict(check, preserving_proto_field_name=True),
+                sort_keys=True,
+                separators=(",", ":"),
+            )
+            if check.kind == "exec":
+                # Docker runs exec checks itself (in the container, with its timeouts)
+                # and the agent reads the status back; http and tcp run from the agent.
+                healthcheck = {
+                    "test": ["CMD", *check.command],
+                    "interval": _nanos(check.interval_seconds),
+                    "timeout": _nanos(check.timeout_seconds),
+                    "retries": check.retries,
+                    "start_period": _nanos(check.start_period_seconds),
+                }
         api = self.client.api
         name = container_name(spec.app, spec.slot, spec.spec_hash)
         host_config = api.create_host_config(
@@ -236,6 +307,7 @@ class DockerRuntime:
                 host_config=host_config,
                 # So that a manual `docker stop` honours the app's grace period too.
                 stop_timeout=math.ceil(spec.stop_grace_seconds),
+                healthcheck=healthcheck,
             ),
         )
         return str(created["Id"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import ipaddress
 import json
 import logging
 import os
@@ -19,9 +20,10 @@ import yaml
 from rich.live import Live
 from rich.table import Table
 
-from fleet.cli import certs
+from fleet.cli import certs, rollouts
 from fleet.cli.connection import CONNECTION, Connection, connected
 from fleet.cli.output import Format, console, err_console, human_memory, print_records, to_dict
+from fleet.cli.rollouts import TimeoutOpt, WaitOpt, follow_changes, parse_timeout
 from fleet.client import servers_from
 from fleet.errors import FleetError, SpecError
 from fleet.policy import ALLOW_WORDS, Policy
@@ -68,11 +70,14 @@ def apply(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would change and where; store nothing.")
     ] = False,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = "10m",
     conn: Connection = CONNECTION,
     output: OutputOpt = Format.table,
 ) -> None:
     """Create or update the apps in FILE (declarative: re-applying changes nothing)."""
     specs = _load(filename)
+    seconds = parse_timeout(timeout)
     with conn.client() as client:
         # Plan on what is stored now; if someone changes one of these apps before ours
         # lands, the server refuses instead of overwriting their change.
@@ -81,15 +86,17 @@ def apply(
         changes = client.apply(specs, dry_run=dry_run, base_generations=base)
     if output in (Format.json, Format.yaml):
         print_records(changes, output, [], [])
-        return
-    suffix = " (dry run)" if dry_run else ""
-    for change in changes:
-        detail = f" ({', '.join(change.fields)})" if change.action == "changed" else ""
-        console.print(f"app/{change.app} {change.action}{detail}{suffix}")
-        for placement in change.placements:
-            console.print(f"  {placement.app}.{placement.slot} -> {placement.host}")
-        for pending in change.pending:
-            console.print(f"  {pending.app}.{pending.slot} pending: {pending.reason}")
+    else:
+        suffix = " (dry run)" if dry_run else ""
+        for change in changes:
+            detail = f" ({', '.join(change.fields)})" if change.action == "changed" else ""
+            console.print(f"app/{change.app} {change.action}{detail}{suffix}")
+            for placement in change.placements:
+                console.print(f"  {placement.app}.{placement.slot} -> {placement.host}")
+            for pending in change.pending:
+                console.print(f"  {pending.app}.{pending.slot} pending: {pending.reason}")
+    if wait and not dry_run:
+        follow_changes(conn, changes, seconds, output)
 
 
 @app.command()
@@ -510,6 +517,11 @@ def delete(
             console.print(f"app/{app_name} deleted")
 
 
+app.add_typer(rollouts.rollout_app, name="rollout")
+app.add_typer(rollouts.set_app, name="set")
+app.command()(rollouts.endpoints)
+
+
 secrets_app = typer.Typer(
     help="Secrets for env values ({secret: NAME}): stored encrypted, never printed.",
     no_args_is_help=True,
@@ -790,6 +802,13 @@ def _memory_option(text: str) -> int:
         _fail(f"--memory {text!r}: {error}", 2)
 
 
+def _address_option(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        _fail(f"--advertise-address must be an IP address, got {text!r}", 2)
+
+
 def _default_state_dir(host_id: str) -> Path:
     if os.geteuid() == 0:
         return Path("/var/lib/fleet-agent") / host_id
@@ -854,6 +873,14 @@ def agent(
             "/var/lib/fleet-agent/HOST_ID as root, else ~/.fleet/agent-HOST_ID.",
         ),
     ] = None,
+    advertise_address: Annotated[
+        str | None,
+        typer.Option(
+            "--advertise-address",
+            help="Where this host's published ports answer (`fleet endpoints`). Default: "
+            "its address on the route to the control plane.",
+        ),
+    ] = None,
     log_level: LogLevel = "info",
 ) -> None:
     """Run the agent for one Docker host: it runs what the control plane places here.
@@ -879,6 +906,7 @@ def agent(
         image_gc_after=_duration_option("--image-gc-after", image_gc_after)
         if image_gc_after
         else None,
+        address=_address_option(advertise_address) if advertise_address else "",
     )
     asyncio.run(Agent(config, DockerRuntime(docker_url)).run())
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import math
 import time
@@ -19,7 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 import grpc.aio
 
-from fleet._time import now_iso
+from fleet._time import epoch, now_iso
 from fleet.controlplane._handlers import check_well_formed
 from fleet.controlplane.auth import caller
 from fleet.controlplane.desired import desired_containers, fingerprint
@@ -68,6 +69,32 @@ def _check_map(what: str, values: dict[str, str]) -> dict[str, str]:
     return dict(values)
 
 
+_HEALTH = frozenset({"", "starting", "healthy", "unhealthy"})
+
+
+def _check_health(value: str) -> str:
+    if value not in _HEALTH:
+        raise InvalidArgument(
+            f"health must be one of starting, healthy, unhealthy, got {value[:32]!r}"
+        )
+    return value
+
+
+def _check_stamp(value: str) -> str:
+    if value and (len(value) > 40 or epoch(value) is None):
+        raise InvalidArgument(f"ready_since must be an RFC 3339 time, got {value[:40]!r}")
+    return value
+
+
+def _check_address(value: str) -> str:
+    if not value:
+        return ""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise InvalidArgument(f"address must be an IP address, got {value[:64]!r}") from None
+
+
 def host_record(register: pb.Register, old: HostRecord | None) -> HostRecord:
     """The registration as stored; the operator-set state survives re-registration."""
     host_id = check_host_id(register.host_id)
@@ -82,6 +109,7 @@ def host_record(register: pb.Register, old: HostRecord | None) -> HostRecord:
         facts=_check_map("facts", dict(register.facts)),
         state=old.state if old else "ready",
         registered_at=now_iso(),
+        address=_check_address(register.address),
     )
 
 
@@ -116,6 +144,9 @@ def status_record(host_id: str, heartbeat: pb.Heartbeat) -> StatusRecord:
                     for p in c.ports
                 ],
                 message=c.message[:_MAX_TEXT],
+                health=_check_health(c.health),
+                ready_since=_check_stamp(c.ready_since),
+                restarts=c.restarts,
                 cpu=max(0.0, c.cpu),
                 memory=max(0, c.memory_bytes),
                 memory_limit=max(0, c.memory_limit),

@@ -11,18 +11,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import secrets as secrets_module
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
 
 import grpc.aio
 
 from fleet._time import iso_seconds_ago, now_iso
 from fleet.controlplane._handlers import check_well_formed
-from fleet.controlplane.apps import plan_apply, plan_scale
+from fleet.controlplane.apps import plan_apply, plan_restart, plan_scale, plan_undo
 from fleet.controlplane.auth import Permission, caller, check, rpc
 from fleet.controlplane.replicas import plan_replicas
+from fleet.controlplane.rollout import RolloutCounts, endpoints, revisions_in_use, rollout_counts
 from fleet.errors import (
     Conflict,
     FailedPrecondition,
@@ -88,12 +89,12 @@ def _dry_run_state(state: ClusterState, writes: list[AppWrite]) -> ClusterState:
     )
 
 
-def _reports(state: ClusterState) -> dict[tuple[str, str, int], pb.ContainerStatus]:
-    """Every reported fleet container, keyed by (host, app, slot)."""
-    found: dict[tuple[str, str, int], pb.ContainerStatus] = {}
+def _reports(state: ClusterState) -> dict[tuple[str, str, int, int], pb.ContainerStatus]:
+    """Every reported fleet container, keyed by (host, app, slot, revision)."""
+    found: dict[tuple[str, str, int, int], pb.ContainerStatus] = {}
     for host_id, versioned in state.status.items():
         for c in versioned.value.containers:
-            found[(host_id, c.app, c.slot)] = _status_proto(c)
+            found[(host_id, c.app, c.slot, c.revision)] = _status_proto(c)
     return found
 
 
@@ -118,6 +119,9 @@ def _status_proto(c: ContainerReport) -> pb.ContainerStatus:
         cpu=c.cpu,
         memory_bytes=c.memory,
         memory_limit=c.memory_limit,
+        health=c.health,
+        ready_since=c.ready_since,
+        restarts=c.restarts,
     )
 
 
@@ -201,7 +205,13 @@ class FleetService(pb_grpc.FleetServiceServicer):
         for spec in specs:
             stored = state.apps.get(spec.name)
             kept = [n for (app, n) in state.revisions if app == spec.name]
-            plan = plan_apply(stored.value if stored else None, spec, now, kept)
+            plan = plan_apply(
+                stored.value if stored else None,
+                spec,
+                now,
+                kept,
+                in_use=revisions_in_use(state, spec.name),
+            )
             changes.append(
                 pb.AppChange(
                     app=spec.name,
@@ -262,6 +272,184 @@ class FleetService(pb_grpc.FleetServiceServicer):
         await self._caught_up(revision)
         return pb.DeleteAppResponse(deleted=True)
 
+    # ------------------------------------------------------------------ rollouts
+
+    @rpc(Permission.APPS_WRITE)
+    async def SetImage(
+        self, request: pb.SetImageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AppChange:
+        state = await self._state()
+        stored = self._app(state, check_name(request.app))
+        data = stored.value.spec.model_dump(mode="json")
+        data["image"] = request.image
+        spec = parse_spec_json(json.dumps(data), source=f"<image for {request.app}>")
+        plan = plan_apply(
+            stored.value,
+            spec,
+            now_iso(),
+            [n for (a, n) in state.revisions if a == request.app],
+            cause=f"fleet set image {spec.image}",
+            in_use=revisions_in_use(state, request.app),
+        )
+        if plan.action != "unchanged":
+            write = AppWrite(
+                plan.record, stored.mod_revision, plan.new_revision, plan.prune_revisions
+            )
+            await self._caught_up(await self._store.write_apps([write]))
+        return pb.AppChange(
+            app=request.app,
+            action=plan.action,
+            fields=plan.fields,
+            generation=plan.record.generation,
+            revision=plan.record.revision,
+        )
+
+    def _rollout_info(self, state: ClusterState, name: str) -> pb.RolloutInfo:
+        record = self._app(state, name).value
+        counts: RolloutCounts = rollout_counts(state, name, time.time())
+        info = pb.RolloutInfo(
+            app=name,
+            replicas=record.spec.replicas,
+            updated=counts.updated,
+            available=counts.available,
+            updated_available=counts.updated_available,
+            total=counts.total,
+            image=record.spec.image,
+            generation=record.generation,
+            min_ready_seconds=record.spec.update.min_ready,
+        )
+        stored = state.rollouts.get(name)
+        if stored is None or stored.value.revision != record.revision:
+            # The controller has not picked this revision up yet.
+            info.revision, info.state = record.revision, "progressing"
+            info.message = f"waiting for the controller to start revision {record.revision}"
+            return info
+        rollout = stored.value
+        info.revision = rollout.revision
+        info.from_revision = rollout.from_revision
+        info.state = rollout.state
+        info.message = rollout.message
+        info.paused = rollout.paused
+        info.rollback_of = rollout.rollback_of
+        info.started_at = rollout.started_at
+        info.updated_at = rollout.updated_at
+        return info
+
+    @rpc(Permission.APPS_READ)
+    async def RolloutStatus(
+        self, request: pb.RolloutRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RolloutInfo:
+        return self._rollout_info(await self._state(), check_name(request.app))
+
+    @rpc(Permission.APPS_READ)
+    async def RolloutHistory(
+        self, request: pb.RolloutRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RevisionList:
+        state = await self._state()
+        current = self._app(state, check_name(request.app)).value.revision
+        revisions = sorted(
+            (v.value for (a, _), v in state.revisions.items() if a == request.app),
+            key=lambda r: r.revision,
+        )
+        return pb.RevisionList(
+            app=request.app,
+            revisions=[
+                pb.RevisionInfo(
+                    revision=r.revision,
+                    image=r.spec.image,
+                    created_at=r.created_at,
+                    cause=r.cause,
+                    current=r.revision == current,
+                    template_hash=r.template_hash,
+                )
+                for r in revisions
+            ],
+        )
+
+    @rpc(Permission.APPS_WRITE)
+    async def RolloutUndo(
+        self, request: pb.RolloutRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RolloutInfo:
+        state = await self._state()
+        name = check_name(request.app)
+        stored = self._app(state, name)
+        current = stored.value.revision
+        kept = sorted(n for (a, n) in state.revisions if a == name)
+        if request.to_revision < 0:
+            raise InvalidArgument("--to-revision must be a revision number (see rollout history)")
+        if request.to_revision:
+            to = request.to_revision
+            if (name, to) not in state.revisions:
+                raise NotFound(
+                    f"app {name!r} has no revision {to} (kept: "
+                    f"{', '.join(map(str, kept)) or 'none'}; see `fleet rollout history {name}`)"
+                )
+        else:
+            rollout = state.rollouts.get(name)
+            older = [n for n in kept if n < current]
+            if rollout is not None and rollout.value.from_revision != current:
+                to = rollout.value.from_revision
+            elif older:
+                to = older[-1]
+            else:
+                raise FailedPrecondition(
+                    f"app {name!r} has no revision before {current} to go back to"
+                )
+        if to == current:
+            raise FailedPrecondition(f"app {name!r} already runs revision {to}")
+        record = plan_undo(stored.value, state.revisions[(name, to)].value, now_iso())
+        await self._caught_up(await self._store.write_apps([AppWrite(record, stored.mod_revision)]))
+        return self._rollout_info(self._informer.state(), name)
+
+    @rpc(Permission.APPS_WRITE)
+    async def RolloutPause(
+        self, request: pb.RolloutRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RolloutInfo:
+        state = await self._state()
+        name = check_name(request.app)
+        self._app(state, name)
+        stored = state.rollouts.get(name)
+        if stored is None:
+            raise FailedPrecondition(
+                f"app {name!r} has no rollout yet; try again once the controller started it"
+            )
+        if stored.value.paused != request.paused:
+            now = now_iso()
+            changed = stored.value.model_copy(
+                update={"paused": request.paused, "updated_at": now, "progress_at": now}
+            )
+            revision = await self._store.write_rollout(
+                changed, expected_mod_revision=stored.mod_revision
+            )
+            await self._caught_up(revision)
+        return self._rollout_info(self._informer.state(), name)
+
+    @rpc(Permission.APPS_WRITE)
+    async def RolloutRestart(
+        self, request: pb.RolloutRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RolloutInfo:
+        state = await self._state()
+        name = check_name(request.app)
+        stored = self._app(state, name)
+        plan = plan_restart(
+            stored.value,
+            now_iso(),
+            [n for (a, n) in state.revisions if a == name],
+            revisions_in_use(state, name),
+        )
+        write = AppWrite(plan.record, stored.mod_revision, plan.new_revision, plan.prune_revisions)
+        await self._caught_up(await self._store.write_apps([write]))
+        return self._rollout_info(self._informer.state(), name)
+
+    @rpc(Permission.APPS_READ)
+    async def Endpoints(
+        self, request: pb.GetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EndpointList:
+        state = await self._state()
+        name = check_name(request.name)
+        self._app(state, name)
+        return pb.EndpointList(endpoints=endpoints(state, name, time.time()))
+
     @staticmethod
     def _app(state: ClusterState, name: str) -> Versioned[AppRecord]:
         stored = state.apps.get(name)
@@ -279,18 +467,13 @@ class FleetService(pb_grpc.FleetServiceServicer):
         names = [check_name(request.name)] if request.name else sorted(state.apps)
         if request.name:
             self._app(state, request.name)
-        running = Counter(
-            c.app
-            for status in state.status.values()
-            for c in status.value.containers
-            if c.state == "running"
-            and (replica := state.replicas.get((c.app, c.slot))) is not None
-            and replica.value.host == status.value.host_id
-        )
+        now = time.time()
         apps = []
         for name in names:
             record = state.apps[name].value
-            pending = plan_replicas(state, name, time.time()).pending
+            pending = plan_replicas(state, name, now).pending
+            counts = rollout_counts(state, name, now)
+            rollout = state.rollouts.get(name)
             apps.append(
                 pb.AppInfo(
                     name=name,
@@ -299,7 +482,10 @@ class FleetService(pb_grpc.FleetServiceServicer):
                     revision=record.revision,
                     desired=record.spec.replicas,
                     placed=len(state.replicas_of(name)),
-                    running=running[name],
+                    running=counts.running,
+                    available=counts.available,
+                    updated=counts.updated,
+                    rollout=rollout.value.state if rollout else "",
                     pending=[
                         pb.Pending(app=name, slot=slot, reason=reason)
                         for slot, reason in sorted(pending.items())
@@ -320,7 +506,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
         hosts = []
         for host_id in [request.name] if request.name else sorted(state.hosts):
             record = state.hosts[host_id].value
-            replicas = state.replicas_on(host_id)
+            replicas = [r for r, _ in state.containers_on(host_id)]
             status = state.status.get(host_id)
             connected = host_id in state.alive
             hosts.append(
@@ -344,6 +530,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
                     containers=len(replicas),
                     registered_at=record.registered_at,
                     last_heartbeat_at=status.value.reported_at if status else "",
+                    address=record.address,
                 )
             )
         return pb.HostList(hosts=hosts)
@@ -358,28 +545,29 @@ class FleetService(pb_grpc.FleetServiceServicer):
             check_name(app_filter)
         reports = _reports(state)
         containers: list[pb.ContainerInfo] = []
-        desired_keys: set[tuple[str, str, int]] = set()
+        desired_keys: set[tuple[str, str, int, int]] = set()
         replicas: list[ReplicaRecord] = [v.value for v in state.replicas.values()]
         for replica in sorted(replicas, key=lambda r: (r.app, r.slot)):
-            key = (replica.host, replica.app, replica.slot)
-            desired_keys.add(key)
-            if (app_filter and replica.app != app_filter) or (
-                request.host and replica.host != request.host
-            ):
-                continue
-            info = pb.ContainerInfo(
-                app=replica.app,
-                slot=replica.slot,
-                host=replica.host,
-                revision=replica.revision,
-                desired="running",
-            )
-            if key in reports:
-                info.status.CopyFrom(reports[key])
-            containers.append(info)
+            for revision, host in replica.instances():
+                key = (host, replica.app, replica.slot, revision)
+                desired_keys.add(key)
+                if (app_filter and replica.app != app_filter) or (
+                    request.host and host != request.host
+                ):
+                    continue
+                info = pb.ContainerInfo(
+                    app=replica.app,
+                    slot=replica.slot,
+                    host=host,
+                    revision=revision,
+                    desired="running",
+                )
+                if key in reports:
+                    info.status.CopyFrom(reports[key])
+                containers.append(info)
         # Containers a host still runs although they are no longer desired there.
-        for (host_id, app, slot), report in sorted(reports.items()):
-            if (host_id, app, slot) in desired_keys:
+        for (host_id, app, slot, revision), report in sorted(reports.items()):
+            if (host_id, app, slot, revision) in desired_keys:
                 continue
             if (app_filter and app != app_filter) or (request.host and host_id != request.host):
                 continue

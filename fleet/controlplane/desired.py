@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from fleet.errors import InvalidArgument, NotFound
 from fleet.proto import fleet_pb2 as pb
 from fleet.secrets import SecretBox
-from fleet.spec import AppSpec, SecretRef
+from fleet.spec import AppSpec, HealthCheck, SecretRef
 from fleet.store import ClusterState
 
 __all__ = [
@@ -75,7 +75,28 @@ def container_spec(
         host_pid=spec.host_pid,
         cap_add=spec.cap_add,
         volumes=spec.volumes,
+        health=health_message(spec.health),
+        shutdown_delay_seconds=spec.shutdown_delay,
     )
+
+
+def health_message(check: HealthCheck | None) -> pb.HealthCheck | None:
+    if check is None:
+        return None
+    message = pb.HealthCheck(
+        kind=check.kind,
+        interval_seconds=check.interval,
+        timeout_seconds=check.timeout,
+        retries=check.retries,
+        start_period_seconds=check.start_period,
+    )
+    if check.http is not None:
+        message.port, message.path = check.http_target()
+    elif check.tcp is not None:
+        message.port = check.tcp
+    else:
+        message.command.extend(check.exec or [])
+    return message
 
 
 def open_secrets(state: ClusterState, names: set[str], box: SecretBox | None) -> dict[str, bytes]:
@@ -98,8 +119,8 @@ def desired_containers(
     """Every container ``host_id`` should run, in a stable order, with secrets resolved
     (only those this host's replicas use are opened)."""
     placed = []
-    for replica in state.replicas_on(host_id):
-        revision = state.revision_spec(replica.app, replica.revision)
+    for replica, number in state.containers_on(host_id):
+        revision = state.revision_spec(replica.app, number)
         if revision is None:
             continue  # the revision record lands in the same transaction; never seen apart
         placed.append((replica, revision))
@@ -109,7 +130,7 @@ def desired_containers(
         try:
             containers.append(
                 container_spec(
-                    revision.spec, replica.slot, replica.revision, revision.template_hash, secrets
+                    revision.spec, replica.slot, revision.revision, revision.template_hash, secrets
                 )
             )
         except MissingSecret as error:

@@ -5,7 +5,9 @@ replica records and writes the difference, one compare-and-swap transaction per 
 ``plan_replicas`` is the pure part; ``ReplicaController`` runs it and commits.
 
 Slots are numbered 0..replicas-1, so scaling down removes the highest slots and
-scaling up fills the gaps, and a replica keeps its slot (and its host) for life.
+scaling up fills the gaps, and a replica keeps its slot for life. A new revision moves
+through the slots as ``fleet.controlplane.rollout`` describes, in the same transaction
+as the rollout's own record.
 """
 
 from __future__ import annotations
@@ -15,15 +17,23 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from fleet._time import epoch, now_iso
 from fleet.controlplane.metrics import Metrics
+from fleet.controlplane.rollout import Instance, crash_reason, instances, observe, template_of
 from fleet.errors import Conflict, Unavailable
 from fleet.proto import fleet_pb2 as pb
 from fleet.scheduler import HostView, PlacedReplica, Plan, ReplicaRequest, Snapshot, schedule
 from fleet.spec import AppSpec
 from fleet.store import ClusterState, EventLog, Informer, Store
-from fleet.store.records import ReplicaRecord, ResourceAmounts
+from fleet.store.records import (
+    AppRecord,
+    ReplicaRecord,
+    ReplicaTarget,
+    ResourceAmounts,
+    RolloutRecord,
+)
 
 __all__ = ["ReplicaController", "ReplicaPlan", "plan_replicas", "scheduler_snapshot"]
 
@@ -35,9 +45,21 @@ class ReplicaPlan:
     put: list[tuple[ReplicaRecord, int]] = field(default_factory=list)  # record, mod revision
     delete: list[tuple[int, int]] = field(default_factory=list)  # slot, mod revision
     pending: dict[int, str] = field(default_factory=dict)  # slot -> why it is unplaced
+    # The rollout record to write (with the mod revision it was read at), or None.
+    rollout: tuple[RolloutRecord, int] | None = None
+    delete_rollout: int | None = None  # the mod revision of a rollout record to delete
+    app: AppRecord | None = None  # an automatic rollback rewrites the app (same guard)
+    events: list[tuple[str, int | None, str]] = field(default_factory=list)  # kind, slot, text
+    wake_at: float | None = None  # when a replica becomes available or a deadline passes
 
     def is_empty(self) -> bool:
-        return not self.put and not self.delete
+        return (
+            not self.put
+            and not self.delete
+            and self.rollout is None
+            and self.delete_rollout is None
+            and self.app is None
+        )
 
 
 def fixed_host_ports(spec: AppSpec) -> list[str]:
@@ -83,26 +105,316 @@ def _host_view(state: ClusterState, host_id: str) -> HostView:
     )
 
 
+def _placed(replica: ReplicaRecord) -> list[PlacedReplica]:
+    """What a replica holds on hosts: its own container and its next one, if any."""
+    placed = [
+        PlacedReplica(
+            app=replica.app,
+            slot=replica.slot,
+            host=replica.host,
+            cpu=replica.resources.cpu,
+            memory=replica.resources.memory,
+            host_ports=frozenset(replica.host_ports),
+        )
+    ]
+    if replica.next is not None:
+        placed.append(
+            PlacedReplica(
+                app=replica.app,
+                slot=replica.slot,
+                host=replica.next.host,
+                cpu=replica.next.resources.cpu,
+                memory=replica.next.resources.memory,
+                host_ports=frozenset(replica.next.host_ports),
+            )
+        )
+    return placed
+
+
 def scheduler_snapshot(
     state: ClusterState, *, exclude_app: str | None = None, now: float | None = None
 ) -> Snapshot:
     """The scheduler's view: registered hosts (connected or not) with their live usage,
-    and every placed replica's reservation, optionally leaving out one app's replicas.
-    Without ``now`` live usage is ignored."""
+    and every placed replica's reservation (a replacement being started counts too),
+    optionally leaving out one app's replicas. Without ``now`` live usage is ignored."""
     hosts = tuple(_host_view(state, host_id) for host_id in state.hosts)
     placed = tuple(
-        PlacedReplica(
-            app=r.value.app,
-            slot=r.value.slot,
-            host=r.value.host,
-            cpu=r.value.resources.cpu,
-            memory=r.value.resources.memory,
-            host_ports=frozenset(r.value.host_ports),
-        )
-        for r in state.replicas.values()
-        if r.value.app != exclude_app
+        p for r in state.replicas.values() if r.value.app != exclude_app for p in _placed(r.value)
     )
     return Snapshot(hosts=hosts, placed=placed, now=now, stale_after=STATS_STALE_AFTER)
+
+
+class _AppPlanner:
+    """Plans one app: the slots it should have, where, and the rollout's next step."""
+
+    def __init__(
+        self, state: ClusterState, app: str, now: float | None, lost: frozenset[str]
+    ) -> None:
+        self.state = state
+        self.app = app
+        self.now = now
+        self.clock = now if now is not None else 0.0  # without a clock nothing is available
+        self.lost = lost
+        self.plan = ReplicaPlan()
+        stored = state.apps[app]
+        self.stored = stored
+        self.record = stored.value
+        self.spec = stored.value.spec
+        self.target = stored.value.revision
+        revision = state.revision_spec(app, self.target)
+        self.template = revision.spec if revision is not None else self.spec
+        self.resources = ResourceAmounts(
+            cpu=self.template.resources.cpu, memory=self.template.resources.memory
+        )
+        self.ports = fixed_host_ports(self.template)
+        self.min_ready = self.spec.update.min_ready
+        self.observed = observe(state, app)
+        existing = {slot: v for (a, slot), v in state.replicas.items() if a == app}
+        self.mods = {slot: v.mod_revision for slot, v in existing.items()}
+        self.wanted = set(range(self.spec.replicas))
+        # The slots' records as this plan leaves them (what is written is what differs).
+        self.slots: dict[int, ReplicaRecord] = {
+            slot: v.value for slot, v in existing.items() if slot in self.wanted
+        }
+        self.original = dict(self.slots)
+        # A slot's reservations and fixed ports are copies of its revision's: repair any
+        # copy that disagrees, so the scheduler counts what the containers really ask.
+        for slot, replica in sorted(self.slots.items()):
+            own = self._own(slot, replica.revision, replica.host)
+            if (own.resources, own.host_ports) != (replica.resources, replica.host_ports):
+                self.slots[slot] = replica.model_copy(
+                    update={"resources": own.resources, "host_ports": own.host_ports}
+                )
+        self.plan.delete = [
+            (slot, v.mod_revision)
+            for slot, v in sorted(existing.items())
+            if slot not in self.wanted
+        ]
+
+    # ---------------------------------------------------------------- scheduling
+
+    def _snapshot(self, leave_out: frozenset[int] = frozenset()) -> Snapshot:
+        others = scheduler_snapshot(self.state, exclude_app=self.app, now=self.now)
+        kept = tuple(
+            p for slot, r in sorted(self.slots.items()) if slot not in leave_out for p in _placed(r)
+        )
+        return Snapshot(
+            hosts=others.hosts,
+            placed=others.placed + kept,
+            now=self.now,
+            stale_after=others.stale_after,
+        )
+
+    def _schedule(
+        self, slots: list[int], template: AppSpec, leave_out: frozenset[int] = frozenset()
+    ) -> dict[int, str]:
+        """Hosts for ``slots`` (to run ``template``); the others get a pending reason."""
+        if not slots:
+            return {}
+        snapshot = self._snapshot(leave_out)
+        placed: Plan = schedule(snapshot, [_request(self.spec, template, s) for s in slots])
+        for (_, slot), _reasons in placed.unplaced.items():
+            self.plan.pending[slot] = placed.explain(self.app, slot, len(snapshot.hosts))
+        return {p.slot: p.host for p in placed.placements}
+
+    def _own(self, slot: int, revision: int, host: str) -> ReplicaRecord:
+        """A slot running ``revision`` on ``host``, with what that revision reserves."""
+        spec = self._template(revision)
+        return ReplicaRecord(
+            app=self.app,
+            slot=slot,
+            revision=revision,
+            host=host,
+            resources=ResourceAmounts(cpu=spec.resources.cpu, memory=spec.resources.memory),
+            host_ports=fixed_host_ports(spec),
+        )
+
+    def _template(self, revision: int) -> AppSpec:
+        found = self.state.revision_spec(self.app, revision)
+        return found.spec if found is not None else self.template
+
+    # ---------------------------------------------------------------- steps
+
+    def place_missing_and_lost(self) -> None:
+        """New slots get the current revision; a slot whose host is lost keeps its
+        revision and moves (its replacement, if it had one started, takes over)."""
+        moving: list[int] = []
+        for slot, replica in sorted(self.slots.items()):
+            nxt = replica.next
+            if nxt is not None and nxt.host in self.lost:
+                replica = replica.model_copy(update={"next": None})
+                self.slots[slot] = replica
+            if replica.host in self.lost:
+                if replica.next is not None:
+                    self.slots[slot] = self._promoted(replica)
+                else:
+                    moving.append(slot)
+        missing = sorted(self.wanted - self.slots.keys())
+        hosts = self._schedule(missing, self.template)
+        for slot in missing:
+            if slot in hosts:
+                self.slots[slot] = self._own(slot, self.target, hosts[slot])
+        by_revision: dict[int, list[int]] = {}
+        for slot in moving:
+            by_revision.setdefault(self.slots[slot].revision, []).append(slot)
+        for revision, slots in sorted(by_revision.items()):
+            hosts = self._schedule(slots, self._template(revision), leave_out=frozenset(slots))
+            for slot in slots:
+                if slot in hosts:
+                    self.slots[slot] = self._own(slot, revision, hosts[slot])
+
+    @staticmethod
+    def _promoted(replica: ReplicaRecord) -> ReplicaRecord:
+        assert replica.next is not None
+        nxt = replica.next
+        return replica.model_copy(
+            update={
+                "revision": nxt.revision,
+                "host": nxt.host,
+                "resources": nxt.resources,
+                "host_ports": nxt.host_ports,
+                "next": None,
+            }
+        )
+
+    def promote_and_prune(self) -> int:
+        """Replacements that are available take their slot over; those the rollout no
+        longer wants (the target changed) are dropped. Returns how many took over."""
+        promoted = 0
+        for slot, replica in sorted(self.slots.items()):
+            nxt = replica.next
+            if nxt is None:
+                continue
+            if nxt.revision not in (self.target, replica.revision):
+                self.slots[slot] = replica.model_copy(update={"next": None})
+                continue
+            instance = Instance(slot, nxt.revision, nxt.host, next=True)
+            if self.observed.available(instance, self.min_ready, self.clock):
+                self.slots[slot] = self._promoted(replica)
+                promoted += 1
+        return promoted
+
+    def available_count(self) -> int:
+        return sum(
+            self.observed.available(i, self.min_ready, self.clock)
+            for r in self.slots.values()
+            for i in instances(r)
+        )
+
+    def replace_outdated(self) -> int:
+        """One step of the rollout within the surge and availability budgets; returns
+        how many replacements it started."""
+        replicas = self.spec.replicas
+        update = self.spec.update
+        max_total = replicas + update.surge(replicas)
+        min_available = replicas - update.unavailable(replicas)
+        total = len(self.slots) + sum(r.next is not None for r in self.slots.values())
+        available = self.available_count()
+
+        def is_available(r: ReplicaRecord) -> bool:
+            own = Instance(r.slot, r.revision, r.host, next=False)
+            return self.observed.available(own, self.min_ready, self.clock)
+
+        outdated = [r for r in self.slots.values() if r.revision != self.target and r.next is None]
+        # Replicas that serve nothing are replaced first: that costs no availability.
+        outdated.sort(key=lambda r: (is_available(r), r.slot))
+        started = 0
+        in_place = [r.slot for r in outdated if not is_available(r)]
+        serving = [r for r in outdated if is_available(r)]
+        surge_room = max(0, max_total - total)
+        surging = [r.slot for r in serving[:surge_room]]
+        hosts = self._schedule(surging, self.template)
+        for slot in surging:
+            if slot in hosts:
+                replica = self.slots[slot]
+                self.slots[slot] = replica.model_copy(
+                    update={
+                        "next": ReplicaTarget(
+                            revision=self.target,
+                            host=hosts[slot],
+                            resources=self.resources,
+                            host_ports=self.ports,
+                        )
+                    }
+                )
+                started += 1
+        for replica in serving:
+            if replica.slot in hosts or available - 1 < min_available:
+                continue
+            in_place.append(replica.slot)
+            available -= 1
+        return started + self._replace_in_place(in_place)
+
+    def _replace_in_place(self, slots: list[int]) -> int:
+        """Stop-then-start ``slots`` at the target revision: on the same host where the
+        new template still fits there, else wherever the scheduler finds room."""
+        remaining = set(slots)
+        by_host: dict[str, list[int]] = {}
+        for slot in slots:
+            by_host.setdefault(self.slots[slot].host, []).append(slot)
+        for host, group in sorted(by_host.items()):
+            snapshot = self._snapshot(leave_out=frozenset(remaining))
+            only = Snapshot(
+                hosts=tuple(h for h in snapshot.hosts if h.host_id == host),
+                placed=snapshot.placed,
+                now=snapshot.now,
+                stale_after=snapshot.stale_after,
+            )
+            placed = schedule(only, [_request(self.spec, self.template, s) for s in sorted(group)])
+            for placement in placed.placements:
+                self.slots[placement.slot] = self._own(placement.slot, self.target, host)
+                remaining.discard(placement.slot)
+        elsewhere = sorted(remaining)
+        hosts = self._schedule(elsewhere, self.template, leave_out=frozenset(remaining))
+        for slot in elsewhere:
+            if slot in hosts:
+                self.slots[slot] = self._own(slot, self.target, hosts[slot])
+        return len(slots) - len(remaining) + len(hosts)
+
+    def wake_at(self) -> float | None:
+        """The next time a replica becomes available (nothing else would wake us)."""
+        times = [
+            at
+            for r in self.slots.values()
+            for i in instances(r)
+            if (at := self.observed.available_at(i, self.min_ready)) is not None and at > self.clock
+        ]
+        return min(times) if times else None
+
+    def updated_counts(self) -> tuple[int, int]:
+        """Slots with a container of the target revision, and with an available one."""
+        updated = [
+            i for r in self.slots.values() for i in instances(r) if i.revision == self.target
+        ]
+        ready = {i.slot for i in updated if self.observed.available(i, self.min_ready, self.clock)}
+        return len({i.slot for i in updated}), len(ready)
+
+    def crashed(self) -> str | None:
+        """Why the target revision is failing, if a container of it crashes."""
+        for r in sorted(self.slots.values(), key=lambda r: r.slot):
+            for i in instances(r):
+                if i.revision == self.target:
+                    reason = crash_reason(self.observed.report(i))
+                    if reason is not None:
+                        return reason
+        return None
+
+    def finish(self) -> ReplicaPlan:
+        if self.plan.app is not None:
+            return self.plan  # a rollback is this round's change; the slots follow it next
+        for slot, replica in sorted(self.slots.items()):
+            before = self.original.get(slot)
+            if before != replica:
+                self.plan.put.append((replica, self.mods.get(slot, 0)))
+        return self.plan
+
+
+def _iso(seconds: float) -> str:
+    return (
+        datetime.fromtimestamp(seconds, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 def plan_replicas(
@@ -111,86 +423,150 @@ def plan_replicas(
     now: float | None = None,
     lost_hosts: frozenset[str] = frozenset(),
 ) -> ReplicaPlan:
-    """What to write so ``app``'s replicas match its spec in ``state``; ``now`` (epoch
-    seconds) lets fresh live usage count. Replicas on ``lost_hosts`` (down for longer
+    """What to write so ``app``'s replicas match its spec in ``state``, and the next step
+    of its rollout. ``now`` (epoch seconds) lets fresh live usage and availability count
+    (without it no replica is available). Replicas on ``lost_hosts`` (down for longer
     than the controller waits) are placed again elsewhere, keeping their slots; where
-    nothing fits they stay, pending."""
-    plan = ReplicaPlan()
+    nothing fits they stay, pending. Placements that still fit are never moved."""
     stored = state.apps.get(app)
-    existing = {slot: v for (a, slot), v in state.replicas.items() if a == app}
     if stored is None:
+        plan = ReplicaPlan()
+        existing = {slot: v for (a, slot), v in state.replicas.items() if a == app}
         plan.delete = [(slot, v.mod_revision) for slot, v in sorted(existing.items())]
+        rollout = state.rollouts.get(app)
+        if rollout is not None:
+            plan.delete_rollout = rollout.mod_revision
         return plan
-    record = stored.value
-    spec = record.spec
-    wanted = set(range(spec.replicas))
+    planner = _AppPlanner(state, app, now, lost_hosts)
+    planner.place_missing_and_lost()
+    promoted = planner.promote_and_prune()
+    _step_rollout(planner, promoted)
+    return planner.finish()
 
-    # Scale down: slots beyond the count go.
-    plan.delete = [
-        (slot, v.mod_revision) for slot, v in sorted(existing.items()) if slot not in wanted
-    ]
 
-    # Kept replicas move to the current revision in place (the rollout controller will
-    # gate this; the skeleton replaces them at once).
-    revision = state.revision_spec(app, record.revision)
-    template = revision.spec if revision is not None else spec
-    resources = ResourceAmounts(cpu=template.resources.cpu, memory=template.resources.memory)
-    ports = fixed_host_ports(template)
-    for slot, v in sorted(existing.items()):
-        if slot in wanted and (
-            v.value.revision != record.revision
-            or v.value.resources != resources
-            or v.value.host_ports != ports
+def _step_rollout(planner: _AppPlanner, promoted: int) -> None:
+    """Advance (or fail, or roll back) the app's rollout and keep its record."""
+    plan, state, app = planner.plan, planner.state, planner.app
+    stored_rollout = state.rollouts.get(app)
+    old = stored_rollout.value if stored_rollout is not None else None
+    mod = stored_rollout.mod_revision if stored_rollout is not None else 0
+    now_text = _iso(planner.clock)
+    target = planner.target
+    if old is None or old.revision != target:
+        # A new target: an apply, an undo, or the first look at a new app.
+        if old is None:
+            start_from = target
+        elif old.state == "complete":
+            start_from = old.revision
+        else:
+            start_from = old.from_revision
+        rollout = RolloutRecord(
+            app=app,
+            revision=target,
+            from_revision=start_from,
+            state="progressing",
+            started_at=now_text,
+            progress_at=now_text,
+            updated_at=now_text,
+            paused=old.paused if old is not None else False,
+            message=f"rolling out revision {target}",
+        )
+    else:
+        rollout = old
+
+    update = planner.spec.update
+    if rollout.state == "progressing" and not rollout.paused:
+        failure = planner.crashed()
+        deadline = epoch(rollout.progress_at)
+        if (
+            failure is None
+            and deadline is not None
+            and planner.clock - deadline > update.progress_deadline
         ):
-            updated = v.value.model_copy(
-                update={"revision": record.revision, "resources": resources, "host_ports": ports}
+            failure = (
+                f"no progress for {update.progress_deadline:g}s "
+                f"(progress_deadline): revision {target} did not become available"
             )
-            plan.put.append((updated, v.mod_revision))
+        if failure is not None:
+            _fail(planner, rollout, mod, failure)
+            return
+        started = planner.replace_outdated()
+        moved = started + promoted
+        updated, ready = planner.updated_counts()
+        done = (
+            updated == len(planner.slots) == planner.spec.replicas
+            and all(r.next is None for r in planner.slots.values())
+            and ready >= planner.spec.replicas
+        )
+        if done:
+            rollout = rollout.model_copy(
+                update={
+                    "ready": ready,
+                    "state": "complete",
+                    "message": f"revision {target} is available on all "
+                    f"{planner.spec.replicas} replica(s)",
+                    "progress_at": now_text,
+                    "updated_at": now_text,
+                }
+            )
+            plan.events.append(("rollout-complete", None, rollout.message))
+        elif moved or ready > rollout.ready:
+            rollout = rollout.model_copy(
+                update={"progress_at": now_text, "updated_at": now_text, "ready": ready}
+            )
+        deadline_at = (epoch(rollout.progress_at) or planner.clock) + update.progress_deadline
+        wake = planner.wake_at()
+        if not done:
+            wake = min(wake, deadline_at + 0.1) if wake is not None else deadline_at + 0.1
+        plan.wake_at = wake
+    if rollout != old:
+        plan.rollout = (rollout, mod)
 
-    # Place the missing slots, and those on lost hosts, through the scheduler, on a
-    # snapshot that counts this app's kept replicas with what they reserve after the
-    # update above. Placements that still fit are never moved.
-    moving = {s for s, v in existing.items() if s in wanted and v.value.host in lost_hosts}
-    missing = sorted((wanted - existing.keys()) | moving)
-    if missing:
-        others = scheduler_snapshot(state, exclude_app=app, now=now)
-        kept = tuple(
-            PlacedReplica(
-                app=app,
-                slot=slot,
-                host=v.value.host,
-                cpu=resources.cpu,
-                memory=resources.memory,
-                host_ports=frozenset(ports),
-            )
-            for slot, v in sorted(existing.items())
-            if slot in wanted and slot not in moving
+
+def _fail(planner: _AppPlanner, rollout: RolloutRecord, mod: int, reason: str) -> None:
+    """Mark the rollout failed; with auto_rollback, point the app back at the revision
+    the rollout started from (written with the same guard as everything else)."""
+    plan, target = planner.plan, planner.target
+    now_text = _iso(planner.clock)
+    back = rollout.from_revision
+    back_spec = planner.state.revision_spec(planner.app, back)
+    plan.events.append(("rollout-failed", None, f"revision {target} failed: {reason}"))
+    if planner.spec.update.auto_rollback and back != target and back_spec is not None:
+        record = planner.record
+        plan.app = record.model_copy(
+            update={
+                "spec": template_of(record.spec, back_spec.spec),
+                "revision": back,
+                "generation": record.generation + 1,
+                "updated_at": now_text,
+            }
         )
-        snapshot = Snapshot(
-            hosts=others.hosts, placed=others.placed + kept, now=now, stale_after=others.stale_after
+        message = f"revision {target} failed: {reason}; rolling back to revision {back}"
+        plan.rollout = (
+            RolloutRecord(
+                app=planner.app,
+                revision=back,
+                from_revision=back,
+                state="progressing",
+                started_at=now_text,
+                progress_at=now_text,
+                updated_at=now_text,
+                message=message,
+                paused=rollout.paused,
+                rollback_of=target,
+            ),
+            mod,
         )
-        placed: Plan = schedule(snapshot, [_request(spec, template, slot) for slot in missing])
-        updated_slots = {r.slot: n for n, (r, _) in enumerate(plan.put)}
-        for placement in placed.placements:
-            replica = ReplicaRecord(
-                app=app,
-                slot=placement.slot,
-                revision=record.revision,
-                host=placement.host,
-                resources=resources,
-                host_ports=ports,
-            )
-            if placement.slot in moving:  # same key, a new host: guarded on what we read
-                mod = existing[placement.slot].mod_revision
-                if placement.slot in updated_slots:
-                    plan.put[updated_slots[placement.slot]] = (replica, mod)
-                else:
-                    plan.put.append((replica, mod))
-            else:
-                plan.put.append((replica, 0))
-        for (_, slot), _reasons in placed.unplaced.items():
-            plan.pending[slot] = placed.explain(app, slot, len(snapshot.hosts))
-    return plan
+        plan.events.append(("rollback", None, message))
+        return
+    failed = rollout.model_copy(
+        update={
+            "state": "failed",
+            "message": f"revision {target} failed: {reason}",
+            "updated_at": now_text,
+        }
+    )
+    plan.rollout = (failed, mod)
 
 
 def lost_hosts(
@@ -228,6 +604,7 @@ class ReplicaController:
         self._announced: set[str] = set()  # hosts with a host-down event and no host-up yet
         self._started = False  # past the first look at the state
         self.pending: dict[str, dict[int, str]] = {}  # app -> slot -> reason (for the API)
+        self._wake_at: float | None = None  # a replica becomes available, a deadline passes
 
     async def run(self) -> None:
         subscription = self._informer.subscribe()
@@ -238,6 +615,8 @@ class ReplicaController:
             if self._down_since:
                 due = min(self._down_since.values()) + self._reschedule_after - time.time()
                 timeout = max(0.1, min(timeout, due)) if due > 0 else self._resync
+            if self._wake_at is not None:
+                timeout = max(0.05, min(timeout, self._wake_at - time.time()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(subscription.wait(), timeout)
             await self.reconcile_all()
@@ -283,8 +662,9 @@ class ReplicaController:
         now = time.time()
         await self._track_liveness(state, now)
         lost = lost_hosts(state, self._down_since, now, self._reschedule_after)
-        apps = set(state.apps) | {app for app, _ in state.replicas}
+        apps = set(state.apps) | {app for app, _ in state.replicas} | set(state.rollouts)
         pending: dict[str, dict[int, str]] = {}
+        wake_at: float | None = None
         for app in sorted(apps):
             planning = time.monotonic()
             plan = plan_replicas(state, app, time.time(), lost)
@@ -292,6 +672,8 @@ class ReplicaController:
                 self._metrics.scheduling.observe(time.monotonic() - planning)
             if plan.pending:
                 pending[app] = plan.pending
+            if plan.wake_at is not None:
+                wake_at = plan.wake_at if wake_at is None else min(wake_at, plan.wake_at)
             if plan.is_empty():
                 continue
             stored = state.apps.get(app)
@@ -301,7 +683,11 @@ class ReplicaController:
                     app_mod_revision=stored.mod_revision if stored else 0,
                     put=plan.put,
                     delete=plan.delete,
+                    rollout=plan.rollout,
+                    delete_rollout=plan.delete_rollout,
+                    app_record=plan.app,
                 )
+                await self._record_rollout_events(app, plan)
                 log.info(
                     "app %s: %d replica(s) written, %d removed",
                     app,
@@ -324,6 +710,26 @@ class ReplicaController:
                     self._metrics.etcd_errors.inc()
         await self._report_unschedulable(pending)
         self.pending = pending
+        self._wake_at = wake_at
+
+    async def _record_rollout_events(self, app: str, plan: ReplicaPlan) -> None:
+        events = [
+            pb.Event(
+                time=now_iso(),
+                source="controlplane",
+                app=app,
+                slot=slot or 0,
+                kind=kind,
+                message=message,
+            )
+            for kind, slot, message in plan.events
+        ]
+        for event in events:
+            log.info("app %s: %s: %s", app, event.kind, event.message)
+        try:
+            await self._events.append("controlplane", events)
+        except Unavailable as error:
+            log.warning("could not record %d event(s): %s", len(events), error)
 
     async def _report_unschedulable(self, pending: dict[str, dict[int, str]]) -> None:
         """One event per replica when it becomes unschedulable or its reason changes."""

@@ -269,7 +269,10 @@ class Register(_message.Message):
     CAPACITY_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     FACTS_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
     host_id: _builtins.str
+    address: _builtins.str
+    """where the host's published ports answer (endpoints)"""
     @_builtins.property
     def capacity(self) -> Global___Resources: ...
     @_builtins.property
@@ -285,10 +288,11 @@ class Register(_message.Message):
         capacity: Global___Resources | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         facts: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "facts", b"facts", "host_id", b"host_id", "labels", b"labels"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capacity", b"capacity", "facts", b"facts", "host_id", b"host_id", "labels", b"labels"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -348,6 +352,9 @@ class ContainerStatus(_message.Message):
     CPU_FIELD_NUMBER: _builtins.int
     MEMORY_BYTES_FIELD_NUMBER: _builtins.int
     MEMORY_LIMIT_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
+    READY_SINCE_FIELD_NUMBER: _builtins.int
+    RESTARTS_FIELD_NUMBER: _builtins.int
     app: _builtins.str
     slot: _builtins.int
     revision: _builtins.int
@@ -364,6 +371,12 @@ class ContainerStatus(_message.Message):
     memory_bytes: _builtins.int
     """memory in use"""
     memory_limit: _builtins.int
+    health: _builtins.str
+    """"" (no check), starting, healthy, unhealthy"""
+    ready_since: _builtins.str
+    """RFC 3339: healthy (or running, without a check) since"""
+    restarts: _builtins.int
+    """restarts the agent made of this container"""
     @_builtins.property
     def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortMapping]:
         """host ports as published"""
@@ -385,10 +398,13 @@ class ContainerStatus(_message.Message):
         cpu: _builtins.float = ...,
         memory_bytes: _builtins.int = ...,
         memory_limit: _builtins.int = ...,
+        health: _builtins.str = ...,
+        ready_since: _builtins.str = ...,
+        restarts: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "container_id", b"container_id", "cpu", b"cpu", "exit_code", b"exit_code", "memory_bytes", b"memory_bytes", "memory_limit", b"memory_limit", "message", b"message", "name", b"name", "ports", b"ports", "revision", b"revision", "slot", b"slot", "spec_hash", b"spec_hash", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "container_id", b"container_id", "cpu", b"cpu", "exit_code", b"exit_code", "health", b"health", "memory_bytes", b"memory_bytes", "memory_limit", b"memory_limit", "message", b"message", "name", b"name", "ports", b"ports", "ready_since", b"ready_since", "restarts", b"restarts", "revision", b"revision", "slot", b"slot", "spec_hash", b"spec_hash", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -578,6 +594,8 @@ class ContainerSpec(_message.Message):
     HOST_PID_FIELD_NUMBER: _builtins.int
     CAP_ADD_FIELD_NUMBER: _builtins.int
     VOLUMES_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
+    SHUTDOWN_DELAY_SECONDS_FIELD_NUMBER: _builtins.int
     app: _builtins.str
     slot: _builtins.int
     revision: _builtins.int
@@ -591,6 +609,8 @@ class ContainerSpec(_message.Message):
     """each of these also needs the agent's --allow"""
     host_network: _builtins.bool
     host_pid: _builtins.bool
+    shutdown_delay_seconds: _builtins.float
+    """kept running this long once it is not desired"""
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -606,6 +626,10 @@ class ContainerSpec(_message.Message):
     @_builtins.property
     def volumes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """NAME:/path or /host/path:/path[:ro]"""
+
+    @_builtins.property
+    def health(self) -> Global___HealthCheck:
+        """unset: none"""
 
     def __init__(
         self,
@@ -627,14 +651,311 @@ class ContainerSpec(_message.Message):
         host_pid: _builtins.bool = ...,
         cap_add: _abc.Iterable[_builtins.str] | None = ...,
         volumes: _abc.Iterable[_builtins.str] | None = ...,
+        health: Global___HealthCheck | None = ...,
+        shutdown_delay_seconds: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["resources", b"resources"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "cap_add", b"cap_add", "command", b"command", "env", b"env", "host_network", b"host_network", "host_pid", b"host_pid", "image", b"image", "labels", b"labels", "ports", b"ports", "privileged", b"privileged", "resources", b"resources", "restart", b"restart", "revision", b"revision", "slot", b"slot", "spec_hash", b"spec_hash", "stop_grace_seconds", b"stop_grace_seconds", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "cap_add", b"cap_add", "command", b"command", "env", b"env", "health", b"health", "host_network", b"host_network", "host_pid", b"host_pid", "image", b"image", "labels", b"labels", "ports", b"ports", "privileged", b"privileged", "resources", b"resources", "restart", b"restart", "revision", b"revision", "shutdown_delay_seconds", b"shutdown_delay_seconds", "slot", b"slot", "spec_hash", b"spec_hash", "stop_grace_seconds", b"stop_grace_seconds", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ContainerSpec: _TypeAlias = ContainerSpec  # noqa: Y015
+
+@_typing.final
+class HealthCheck(_message.Message):
+    """The app's health check as the agent runs it: http and tcp from the agent inside the
+    container's network namespace, exec as Docker's HEALTHCHECK.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    RETRIES_FIELD_NUMBER: _builtins.int
+    START_PERIOD_SECONDS_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """http | tcp | exec"""
+    port: _builtins.int
+    """http, tcp: the container port"""
+    path: _builtins.str
+    """http"""
+    interval_seconds: _builtins.float
+    timeout_seconds: _builtins.float
+    retries: _builtins.int
+    start_period_seconds: _builtins.float
+    @_builtins.property
+    def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """exec"""
+
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        port: _builtins.int = ...,
+        path: _builtins.str = ...,
+        command: _abc.Iterable[_builtins.str] | None = ...,
+        interval_seconds: _builtins.float = ...,
+        timeout_seconds: _builtins.float = ...,
+        retries: _builtins.int = ...,
+        start_period_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "interval_seconds", b"interval_seconds", "kind", b"kind", "path", b"path", "port", b"port", "retries", b"retries", "start_period_seconds", b"start_period_seconds", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealthCheck: _TypeAlias = HealthCheck  # noqa: Y015
+
+@_typing.final
+class SetImageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    app: _builtins.str
+    image: _builtins.str
+    def __init__(
+        self,
+        *,
+        app: _builtins.str = ...,
+        image: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "image", b"image"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetImageRequest: _TypeAlias = SetImageRequest  # noqa: Y015
+
+@_typing.final
+class RolloutRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_FIELD_NUMBER: _builtins.int
+    TO_REVISION_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    app: _builtins.str
+    to_revision: _builtins.int
+    """undo: 0 = the revision before the current one"""
+    paused: _builtins.bool
+    """pause: true, resume: false"""
+    def __init__(
+        self,
+        *,
+        app: _builtins.str = ...,
+        to_revision: _builtins.int = ...,
+        paused: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "paused", b"paused", "to_revision", b"to_revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RolloutRequest: _TypeAlias = RolloutRequest  # noqa: Y015
+
+@_typing.final
+class RolloutInfo(_message.Message):
+    """An app's rollout as the controller keeps it in etcd, with counts from the agents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    FROM_REVISION_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    ROLLBACK_OF_FIELD_NUMBER: _builtins.int
+    REPLICAS_FIELD_NUMBER: _builtins.int
+    UPDATED_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    UPDATED_AVAILABLE_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    MIN_READY_SECONDS_FIELD_NUMBER: _builtins.int
+    app: _builtins.str
+    revision: _builtins.int
+    """the revision being rolled out (or rolled back to)"""
+    from_revision: _builtins.int
+    """the last revision that completed before it"""
+    state: _builtins.str
+    """progressing | complete | failed"""
+    message: _builtins.str
+    paused: _builtins.bool
+    rollback_of: _builtins.int
+    """set when this rollout undoes a failed revision"""
+    replicas: _builtins.int
+    """desired"""
+    updated: _builtins.int
+    """replicas at `revision`"""
+    available: _builtins.int
+    """available replicas, of any revision"""
+    updated_available: _builtins.int
+    """available replicas at `revision`"""
+    total: _builtins.int
+    """replicas of any revision, surge included"""
+    started_at: _builtins.str
+    updated_at: _builtins.str
+    image: _builtins.str
+    generation: _builtins.int
+    min_ready_seconds: _builtins.float
+    def __init__(
+        self,
+        *,
+        app: _builtins.str = ...,
+        revision: _builtins.int = ...,
+        from_revision: _builtins.int = ...,
+        state: _builtins.str = ...,
+        message: _builtins.str = ...,
+        paused: _builtins.bool = ...,
+        rollback_of: _builtins.int = ...,
+        replicas: _builtins.int = ...,
+        updated: _builtins.int = ...,
+        available: _builtins.int = ...,
+        updated_available: _builtins.int = ...,
+        total: _builtins.int = ...,
+        started_at: _builtins.str = ...,
+        updated_at: _builtins.str = ...,
+        image: _builtins.str = ...,
+        generation: _builtins.int = ...,
+        min_ready_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "available", b"available", "from_revision", b"from_revision", "generation", b"generation", "image", b"image", "message", b"message", "min_ready_seconds", b"min_ready_seconds", "paused", b"paused", "replicas", b"replicas", "revision", b"revision", "rollback_of", b"rollback_of", "started_at", b"started_at", "state", b"state", "total", b"total", "updated", b"updated", "updated_at", b"updated_at", "updated_available", b"updated_available"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RolloutInfo: _TypeAlias = RolloutInfo  # noqa: Y015
+
+@_typing.final
+class RevisionInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISION_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
+    CURRENT_FIELD_NUMBER: _builtins.int
+    TEMPLATE_HASH_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    image: _builtins.str
+    created_at: _builtins.str
+    cause: _builtins.str
+    current: _builtins.bool
+    template_hash: _builtins.str
+    def __init__(
+        self,
+        *,
+        revision: _builtins.int = ...,
+        image: _builtins.str = ...,
+        created_at: _builtins.str = ...,
+        cause: _builtins.str = ...,
+        current: _builtins.bool = ...,
+        template_hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "created_at", b"created_at", "current", b"current", "image", b"image", "revision", b"revision", "template_hash", b"template_hash"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevisionInfo: _TypeAlias = RevisionInfo  # noqa: Y015
+
+@_typing.final
+class RevisionList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_FIELD_NUMBER: _builtins.int
+    REVISIONS_FIELD_NUMBER: _builtins.int
+    app: _builtins.str
+    @_builtins.property
+    def revisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RevisionInfo]: ...
+    def __init__(
+        self,
+        *,
+        app: _builtins.str = ...,
+        revisions: _abc.Iterable[Global___RevisionInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "revisions", b"revisions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevisionList: _TypeAlias = RevisionList  # noqa: Y015
+
+@_typing.final
+class Endpoint(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_FIELD_NUMBER: _builtins.int
+    SLOT_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    HOST_PORT_FIELD_NUMBER: _builtins.int
+    CONTAINER_PORT_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    app: _builtins.str
+    slot: _builtins.int
+    host: _builtins.str
+    address: _builtins.str
+    """the host's address"""
+    host_port: _builtins.int
+    container_port: _builtins.int
+    protocol: _builtins.str
+    revision: _builtins.int
+    def __init__(
+        self,
+        *,
+        app: _builtins.str = ...,
+        slot: _builtins.int = ...,
+        host: _builtins.str = ...,
+        address: _builtins.str = ...,
+        host_port: _builtins.int = ...,
+        container_port: _builtins.int = ...,
+        protocol: _builtins.str = ...,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "app", b"app", "container_port", b"container_port", "host", b"host", "host_port", b"host_port", "protocol", b"protocol", "revision", b"revision", "slot", b"slot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Endpoint: _TypeAlias = Endpoint  # noqa: Y015
+
+@_typing.final
+class EndpointList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def endpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___Endpoint]: ...
+    def __init__(
+        self,
+        *,
+        endpoints: _abc.Iterable[Global___Endpoint] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoints", b"endpoints"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EndpointList: _TypeAlias = EndpointList  # noqa: Y015
 
 @_typing.final
 class ApplyRequest(_message.Message):
@@ -848,6 +1169,9 @@ class AppInfo(_message.Message):
     PENDING_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    UPDATED_FIELD_NUMBER: _builtins.int
+    ROLLOUT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     spec_json: _builtins.str
     generation: _builtins.int
@@ -857,6 +1181,11 @@ class AppInfo(_message.Message):
     running: _builtins.int
     created_at: _builtins.str
     updated_at: _builtins.str
+    available: _builtins.int
+    updated: _builtins.int
+    """replicas at the current revision"""
+    rollout: _builtins.str
+    """the rollout's state: progressing, complete, failed"""
     @_builtins.property
     def pending(self) -> _containers.RepeatedCompositeFieldContainer[Global___Pending]: ...
     def __init__(
@@ -872,10 +1201,13 @@ class AppInfo(_message.Message):
         pending: _abc.Iterable[Global___Pending] | None = ...,
         created_at: _builtins.str = ...,
         updated_at: _builtins.str = ...,
+        available: _builtins.int = ...,
+        updated: _builtins.int = ...,
+        rollout: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "desired", b"desired", "generation", b"generation", "name", b"name", "pending", b"pending", "placed", b"placed", "revision", b"revision", "running", b"running", "spec_json", b"spec_json", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "created_at", b"created_at", "desired", b"desired", "generation", b"generation", "name", b"name", "pending", b"pending", "placed", b"placed", "revision", b"revision", "rollout", b"rollout", "running", b"running", "spec_json", b"spec_json", "updated", b"updated", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -956,6 +1288,7 @@ class HostInfo(_message.Message):
     CONTAINERS_FIELD_NUMBER: _builtins.int
     REGISTERED_AT_FIELD_NUMBER: _builtins.int
     LAST_HEARTBEAT_AT_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
     host_id: _builtins.str
     state: _builtins.str
     """ready | down"""
@@ -963,6 +1296,7 @@ class HostInfo(_message.Message):
     containers: _builtins.int
     registered_at: _builtins.str
     last_heartbeat_at: _builtins.str
+    address: _builtins.str
     @_builtins.property
     def capacity(self) -> Global___Resources: ...
     @_builtins.property
@@ -987,10 +1321,11 @@ class HostInfo(_message.Message):
         containers: _builtins.int = ...,
         registered_at: _builtins.str = ...,
         last_heartbeat_at: _builtins.str = ...,
+        address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "reserved", b"reserved", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "connected", b"connected", "containers", b"containers", "facts", b"facts", "host_id", b"host_id", "labels", b"labels", "last_heartbeat_at", b"last_heartbeat_at", "registered_at", b"registered_at", "reserved", b"reserved", "state", b"state", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capacity", b"capacity", "connected", b"connected", "containers", b"containers", "facts", b"facts", "host_id", b"host_id", "labels", b"labels", "last_heartbeat_at", b"last_heartbeat_at", "registered_at", b"registered_at", "reserved", b"reserved", "state", b"state", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

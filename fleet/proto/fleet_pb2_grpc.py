@@ -211,6 +211,41 @@ class FleetServiceStub:
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.Policy.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.Policy.FromString,
                 _registered_method=True)
+        self.SetImage = channel.unary_unary(
+                '/fleet.v1.FleetService/SetImage',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.SetImageRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.AppChange.FromString,
+                _registered_method=True)
+        self.RolloutStatus = channel.unary_unary(
+                '/fleet.v1.FleetService/RolloutStatus',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.RolloutRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.RolloutInfo.FromString,
+                _registered_method=True)
+        self.RolloutHistory = channel.unary_unary(
+                '/fleet.v1.FleetService/RolloutHistory',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.RolloutRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.RevisionList.FromString,
+                _registered_method=True)
+        self.RolloutUndo = channel.unary_unary(
+                '/fleet.v1.FleetService/RolloutUndo',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.RolloutRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.RolloutInfo.FromString,
+                _registered_method=True)
+        self.RolloutPause = channel.unary_unary(
+                '/fleet.v1.FleetService/RolloutPause',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.RolloutRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.RolloutInfo.FromString,
+                _registered_method=True)
+        self.RolloutRestart = channel.unary_unary(
+                '/fleet.v1.FleetService/RolloutRestart',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.RolloutRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.RolloutInfo.FromString,
+                _registered_method=True)
+        self.Endpoints = channel.unary_unary(
+                '/fleet.v1.FleetService/Endpoints',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.EndpointList.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -332,6 +367,48 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetImage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RolloutStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RolloutHistory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RolloutUndo(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RolloutPause(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RolloutRestart(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Endpoints(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -429,6 +506,41 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.SetPolicy,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.Policy.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.Policy.SerializeToString,
+            ),
+            'SetImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetImage,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.SetImageRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.AppChange.SerializeToString,
+            ),
+            'RolloutStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.RolloutStatus,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.RolloutRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.RolloutInfo.SerializeToString,
+            ),
+            'RolloutHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.RolloutHistory,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.RolloutRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.RevisionList.SerializeToString,
+            ),
+            'RolloutUndo': grpc.unary_unary_rpc_method_handler(
+                    servicer.RolloutUndo,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.RolloutRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.RolloutInfo.SerializeToString,
+            ),
+            'RolloutPause': grpc.unary_unary_rpc_method_handler(
+                    servicer.RolloutPause,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.RolloutRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.RolloutInfo.SerializeToString,
+            ),
+            'RolloutRestart': grpc.unary_unary_rpc_method_handler(
+                    servicer.RolloutRestart,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.RolloutRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.RolloutInfo.SerializeToString,
+            ),
+            'Endpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.Endpoints,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.EndpointList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -946,6 +1058,195 @@ class FleetService:
             '/fleet.v1.FleetService/SetPolicy',
             fleet_dot_proto_dot_fleet__pb2.Policy.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.Policy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/SetImage',
+            fleet_dot_proto_dot_fleet__pb2.SetImageRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.AppChange.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RolloutStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/RolloutStatus',
+            fleet_dot_proto_dot_fleet__pb2.RolloutRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.RolloutInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RolloutHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/RolloutHistory',
+            fleet_dot_proto_dot_fleet__pb2.RolloutRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.RevisionList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RolloutUndo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/RolloutUndo',
+            fleet_dot_proto_dot_fleet__pb2.RolloutRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.RolloutInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RolloutPause(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/RolloutPause',
+            fleet_dot_proto_dot_fleet__pb2.RolloutRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.RolloutInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RolloutRestart(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/RolloutRestart',
+            fleet_dot_proto_dot_fleet__pb2.RolloutRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.RolloutInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Endpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/Endpoints',
+            fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.EndpointList.FromString,
             options,
             channel_credentials,
             insecure,

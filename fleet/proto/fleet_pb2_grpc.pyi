@@ -93,6 +93,13 @@ class FleetServiceStub:
     ListTokens: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.TokenList]
     DeleteToken: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.DeleteTokenRequest, _fleet_pb2.DeleteTokenResponse]
     SetPolicy: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.Policy, _fleet_pb2.Policy]
+    SetImage: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.SetImageRequest, _fleet_pb2.AppChange]
+    RolloutStatus: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.RolloutRequest, _fleet_pb2.RolloutInfo]
+    RolloutHistory: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.RolloutRequest, _fleet_pb2.RevisionList]
+    RolloutUndo: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.RolloutRequest, _fleet_pb2.RolloutInfo]
+    RolloutPause: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.RolloutRequest, _fleet_pb2.RolloutInfo]
+    RolloutRestart: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.RolloutRequest, _fleet_pb2.RolloutInfo]
+    Endpoints: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.EndpointList]
 
 @_typing.type_check_only
 class FleetServiceAsyncStub(FleetServiceStub):
@@ -118,6 +125,13 @@ class FleetServiceAsyncStub(FleetServiceStub):
     ListTokens: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.TokenList]  # type: ignore[assignment]
     DeleteToken: _aio.UnaryUnaryMultiCallable[_fleet_pb2.DeleteTokenRequest, _fleet_pb2.DeleteTokenResponse]  # type: ignore[assignment]
     SetPolicy: _aio.UnaryUnaryMultiCallable[_fleet_pb2.Policy, _fleet_pb2.Policy]  # type: ignore[assignment]
+    SetImage: _aio.UnaryUnaryMultiCallable[_fleet_pb2.SetImageRequest, _fleet_pb2.AppChange]  # type: ignore[assignment]
+    RolloutStatus: _aio.UnaryUnaryMultiCallable[_fleet_pb2.RolloutRequest, _fleet_pb2.RolloutInfo]  # type: ignore[assignment]
+    RolloutHistory: _aio.UnaryUnaryMultiCallable[_fleet_pb2.RolloutRequest, _fleet_pb2.RevisionList]  # type: ignore[assignment]
+    RolloutUndo: _aio.UnaryUnaryMultiCallable[_fleet_pb2.RolloutRequest, _fleet_pb2.RolloutInfo]  # type: ignore[assignment]
+    RolloutPause: _aio.UnaryUnaryMultiCallable[_fleet_pb2.RolloutRequest, _fleet_pb2.RolloutInfo]  # type: ignore[assignment]
+    RolloutRestart: _aio.UnaryUnaryMultiCallable[_fleet_pb2.RolloutRequest, _fleet_pb2.RolloutInfo]  # type: ignore[assignment]
+    Endpoints: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.EndpointList]  # type: ignore[assignment]
 
 class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------- API for the CLI"""
@@ -254,5 +268,54 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fleet_pb2.Policy,
         context: _ServicerContext,
     ) -> _typing.Union[_fleet_pb2.Policy, _abc.Awaitable[_fleet_pb2.Policy]]: ...
+
+    @_abc_1.abstractmethod
+    def SetImage(
+        self,
+        request: _fleet_pb2.SetImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.AppChange, _abc.Awaitable[_fleet_pb2.AppChange]]: ...
+
+    @_abc_1.abstractmethod
+    def RolloutStatus(
+        self,
+        request: _fleet_pb2.RolloutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.RolloutInfo, _abc.Awaitable[_fleet_pb2.RolloutInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def RolloutHistory(
+        self,
+        request: _fleet_pb2.RolloutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.RevisionList, _abc.Awaitable[_fleet_pb2.RevisionList]]: ...
+
+    @_abc_1.abstractmethod
+    def RolloutUndo(
+        self,
+        request: _fleet_pb2.RolloutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.RolloutInfo, _abc.Awaitable[_fleet_pb2.RolloutInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def RolloutPause(
+        self,
+        request: _fleet_pb2.RolloutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.RolloutInfo, _abc.Awaitable[_fleet_pb2.RolloutInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def RolloutRestart(
+        self,
+        request: _fleet_pb2.RolloutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.RolloutInfo, _abc.Awaitable[_fleet_pb2.RolloutInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def Endpoints(
+        self,
+        request: _fleet_pb2.GetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.EndpointList, _abc.Awaitable[_fleet_pb2.EndpointList]]: ...
 
 def add_FleetServiceServicer_to_server(servicer: FleetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

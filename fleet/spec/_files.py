@@ -20,13 +20,14 @@ from pydantic_core import ErrorDetails
 
 from fleet.errors import SpecError, SpecProblem
 from fleet.spec._model import (
-    _RESERVED_FIELDS,
     MAX_FILE_BYTES,
     AppSpec,
     Constraint,
+    HealthCheck,
     PortSpec,
     Resources,
     RestartPolicy,
+    UpdateStrategy,
     _show,
     clean_text,
 )
@@ -36,6 +37,8 @@ _NESTED_MODELS: dict[str, type[BaseModel]] = {
     "restart": RestartPolicy,
     "ports": PortSpec,
     "constraints": Constraint,
+    "health": HealthCheck,
+    "update": UpdateStrategy,
 }
 _EXPECTED = {
     "string_type": "a string",
@@ -61,11 +64,6 @@ def _message(error: ErrorDetails) -> str:
         return f"invalid JSON: {error['ctx']['error'] if 'ctx' in error else error['msg']}"
     if kind == "extra_forbidden":
         field = clean_text(str(loc[-1]))
-        if len(loc) == 1 and field in _RESERVED_FIELDS:
-            return (
-                f"the field {field!r} is reserved for {_RESERVED_FIELDS[field]}, which come "
-                "with rolling upgrades and are not supported yet"
-            )
         model = AppSpec if len(loc) == 1 else _NESTED_MODELS.get(str(loc[0]), AppSpec)
         known = list(model.model_fields)
         close = difflib.get_close_matches(field, known, n=1)

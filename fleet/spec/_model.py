@@ -13,6 +13,7 @@ import json
 import math
 import re
 import shlex
+import urllib.parse
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Self
@@ -36,7 +37,8 @@ _MAX_REPLICAS = 10_000
 _MAX_CPU = 1024.0
 _MAX_GRACE = 3600.0
 RESERVED_LABEL_PREFIX = "fleet."  # fleet labels its containers with keys under this prefix
-_RESERVED_FIELDS = {"health": "health checks", "update": "rolling update settings"}
+_MAX_HEALTH_SECONDS = 3600.0
+_MAX_DEADLINE = 24 * 3600.0
 
 # \A...\Z rather than ^...$: "$" would also accept a trailing newline.
 DNS_LABEL = re.compile(r"\A[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
@@ -100,6 +102,10 @@ def _scalar_text(value: object, what: str) -> str:
     if isinstance(value, str):
         if "\0" in value:
             raise ValueError(f"expected {what} without NUL characters")
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # a lone surrogate: no UTF-8 (nor JSON) can carry it
+            raise ValueError(f"expected {what} of valid Unicode text") from None
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -542,6 +548,200 @@ _SELECTOR_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]*((!=|=)[^\s=!]+)?$"
 _ConstraintItem = Annotated[Constraint, _schema(type="string", pattern=_SELECTOR_PATTERN)]
 
 
+def _seconds(low: float, high: float, what: str) -> Callable[[object], float]:
+    def check(value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ValueError(f"expected a duration like 2s or 500ms for {what}, got {_show(value)}")
+        seconds = parse_duration(value)
+        if not low <= seconds <= high:
+            raise ValueError(f"expected {what} from {low:g}s to {high:g}s, got {_show(value)}")
+        return seconds
+
+    return check
+
+
+_DURATION_SCHEMA = {
+    "anyOf": [
+        {"type": "number", "minimum": 0},
+        {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"},
+    ]
+}
+
+
+def _health_port(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ValueError(f"expected a container port from 1 to 65535, got {_show(value)}")
+    return value
+
+
+def _health_url(value: object) -> str:
+    text = value if isinstance(value, str) else ""
+    parsed = urllib.parse.urlsplit(text) if text and text.isprintable() else None
+    try:
+        port = parsed.port if parsed is not None else None
+    except ValueError:
+        port = None
+    if parsed is None or parsed.scheme != "http" or port is None or _has_space(text):
+        raise ValueError(
+            "expected an http URL with the container port, like http://:8080/healthz "
+            f"(the host part is ignored: the check runs inside the container's network), "
+            f"got {_show(value)}"
+        )
+    return text
+
+
+class HealthCheck(_Model):
+    """How the agent tells a replica is healthy: exactly one of ``http`` (a GET that must
+    answer 2xx or 3xx), ``tcp`` (a port that must accept a connection) or ``exec`` (a
+    command run in the container that must exit 0). http and tcp checks run from the
+    agent, inside the container's network namespace; exec checks run as Docker's
+    HEALTHCHECK. Like Docker's: ``retries`` failures in a row after ``start_period``
+    make it unhealthy."""
+
+    http: Annotated[
+        str | None,
+        BeforeValidator(lambda v: None if v is None else _health_url(v)),
+        _schema(type="string", pattern="^http://", examples=["http://:8080/healthz"]),
+    ] = None
+    tcp: Annotated[
+        int | None,
+        BeforeValidator(lambda v: None if v is None else _health_port(v)),
+        _schema(type="integer", minimum=1, maximum=65535, description="a container port"),
+    ] = None
+    exec: Annotated[
+        list[str] | None,
+        BeforeValidator(_command),
+        _schema(
+            anyOf=[{"type": "array", "items": {"type": "string"}}, {"type": "string"}],
+            description="a command run in the container; exit 0 means healthy",
+            examples=[["pg_isready"]],
+        ),
+    ] = None
+    interval: Annotated[
+        float,
+        BeforeValidator(_seconds(0.1, _MAX_HEALTH_SECONDS, "interval")),
+        _schema(**_DURATION_SCHEMA),
+    ] = 2.0
+    timeout: Annotated[
+        float,
+        BeforeValidator(_seconds(0.1, _MAX_HEALTH_SECONDS, "timeout")),
+        _schema(**_DURATION_SCHEMA),
+    ] = 1.0
+    retries: int = Field(default=3, ge=1, le=100)
+    start_period: Annotated[
+        float,
+        BeforeValidator(_seconds(0, _MAX_HEALTH_SECONDS, "start_period")),
+        _schema(**_DURATION_SCHEMA),
+    ] = 0.0
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        given = [k for k in ("http", "tcp", "exec") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "expected exactly one of http, tcp or exec, got "
+                + (" and ".join(given) if given else "none")
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "http" if self.http is not None else "tcp" if self.tcp is not None else "exec"
+
+    def http_target(self) -> tuple[int, str]:
+        """The container port and the path (with its query) an http check asks for."""
+        assert self.http is not None
+        parsed = urllib.parse.urlsplit(self.http)
+        assert parsed.port is not None
+        path = parsed.path or "/"
+        return parsed.port, path + (f"?{parsed.query}" if parsed.query else "")
+
+
+_COUNT_OR_PERCENT = re.compile(r"([0-9]{1,5})%")
+
+
+def _count_or_percent(value: object) -> int | str:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_REPLICAS:
+        return value
+    if isinstance(value, str):
+        match = _COUNT_OR_PERCENT.fullmatch(value.strip())
+        if match and int(match[1]) <= 100:
+            return f"{int(match[1])}%"
+        if value.strip().isdigit():
+            return _count_or_percent(int(value.strip()))
+    raise ValueError(f"expected a count like 1 or a percentage like 25%, got {_show(value)}")
+
+
+def resolve_count(value: int | str, replicas: int, *, round_up: bool) -> int:
+    """A count, or a percentage of ``replicas`` rounded up (surge) or down (unavailable),
+    as Kubernetes rounds them."""
+    if isinstance(value, int):
+        return value
+    percent = int(value.rstrip("%"))
+    whole, rest = divmod(percent * replicas, 100)
+    return whole + (1 if round_up and rest else 0)
+
+
+_CountOrPercent = Annotated[
+    int | str,
+    BeforeValidator(_count_or_percent),
+    _schema(
+        anyOf=[
+            {"type": "integer", "minimum": 0, "maximum": _MAX_REPLICAS},
+            {"type": "string", "pattern": "^[0-9]{1,3}%$"},
+        ]
+    ),
+]
+
+
+class UpdateStrategy(_Model):
+    """How a new revision replaces the old one (Kubernetes' words, Swarm's ``order`` and
+    Nomad's auto-revert). Never more than ``replicas + max_surge`` replicas, never fewer
+    than ``replicas - max_unavailable`` available ones; a replica is available once it
+    has been healthy (or running, without a health check) for ``min_ready``."""
+
+    max_surge: _CountOrPercent = "25%"
+    max_unavailable: _CountOrPercent = 0
+    min_ready: Annotated[
+        float, BeforeValidator(_seconds(0, _MAX_DEADLINE, "min_ready")), _schema(**_DURATION_SCHEMA)
+    ] = 0.0
+    progress_deadline: Annotated[
+        float,
+        BeforeValidator(_seconds(1, _MAX_DEADLINE, "progress_deadline")),
+        _schema(**_DURATION_SCHEMA),
+    ] = 300.0
+    auto_rollback: Annotated[bool, BeforeValidator(_strict_bool)] = True
+    order: Literal["start-first", "stop-first"] = "start-first"
+
+    @model_validator(mode="after")
+    def _can_progress(self) -> Self:
+        if self.order == "stop-first" and self.max_unavailable in (0, "0%"):
+            raise ValueError(
+                "order stop-first stops a replica before its replacement runs, so it needs "
+                "max_unavailable of at least 1 (or use order start-first)"
+            )
+        if self.max_surge in (0, "0%") and self.max_unavailable in (0, "0%"):
+            raise ValueError(
+                "max_surge and max_unavailable cannot both be 0: a rollout could never "
+                "replace a replica"
+            )
+        return self
+
+    def surge(self, replicas: int) -> int:
+        """Extra replicas allowed during a rollout (none with stop-first)."""
+        if self.order == "stop-first":
+            return 0
+        return resolve_count(self.max_surge, replicas, round_up=True)
+
+    def unavailable(self, replicas: int) -> int:
+        """Replicas that may be unavailable during a rollout; at least one when the surge
+        rounds down to none, so a rollout can always move."""
+        allowed = resolve_count(self.max_unavailable, replicas, round_up=False)
+        if allowed == 0 and self.surge(replicas) == 0:
+            return 1
+        return min(allowed, replicas)
+
+
 class AppSpec(_Model):
     """One app: the container template its replicas run, how many, and where they may run."""
 
@@ -655,6 +855,20 @@ class AppSpec(_Model):
             examples=["10s", "1m30s"],
         ),
     ] = 10.0
+    shutdown_delay: Annotated[
+        float,
+        BeforeValidator(_grace),
+        _schema(
+            anyOf=[
+                {"type": "number", "minimum": 0, "maximum": _MAX_GRACE},
+                {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"},
+            ],
+            description="how long a replica that leaves `fleet endpoints` keeps serving "
+            "before it is stopped, so load balancers stop sending to it first (as Nomad's "
+            "shutdown_delay)",
+            examples=["2s"],
+        ),
+    ] = 0.0
     # Privileges: all refused unless the cluster policy (`fleet policy set`) and the
     # host's agent (`fleet agent --allow ...`) both allow them.
     privileged: Annotated[
@@ -680,6 +894,23 @@ class AppSpec(_Model):
             examples=[["data:/var/lib/app", "/var/log:/host-logs:ro"]],
         ),
     ] = Field(default_factory=list)
+
+    health: Annotated[
+        HealthCheck | None,
+        Field(
+            description="how to tell a replica is healthy (http, tcp or exec); "
+            "without one a running replica counts as healthy",
+            examples=[{"http": "http://:8080/healthz", "interval": "2s"}],
+        ),
+    ] = None
+    update: Annotated[
+        UpdateStrategy,
+        _none_as(dict),
+        Field(
+            description="how a new revision rolls out",
+            examples=[{"max_surge": 1, "max_unavailable": 0, "min_ready": "3s"}],
+        ),
+    ] = UpdateStrategy()
 
     def bind_mounts(self) -> list[str]:
         """The host paths this app mounts."""
@@ -730,7 +961,7 @@ class AppSpec(_Model):
 
     def template(self) -> dict[str, Any]:
         """The container template: what each replica runs, without the count and placement."""
-        placement = {"name", "replicas", "constraints", "placement", "max_per_host"}
+        placement = {"name", "replicas", "constraints", "placement", "max_per_host", "update"}
         return self.model_dump(mode="json", exclude=placement)
 
     def secret_names(self) -> set[str]:

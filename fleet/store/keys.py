@@ -6,7 +6,8 @@ top-level folders, so a prefix read or watch of one never drags in the others::
 
     apps/<app>                      desired AppSpec, generation, current revision
     revisions/<app>/<n>             the spec of revision n (bounded history)
-    replicas/<app>/<slot>           a desired replica: slot, revision, host
+    replicas/<app>/<slot>           a desired replica: slot, revision, host (and its next)
+    rollouts/<app>                  the app's current rollout: target, state, progress
     hosts/<host>                    registration: capacity, labels, facts, state
     alive/<host>                    bound to the host's lease while its agent is connected
     status/<host>                   what the agent last reported running (same lease)
@@ -92,6 +93,9 @@ class KeyLayout:
 
     def revisions(self, app: str) -> bytes:
         return self._folder("revisions", check_name(app))
+
+    def rollout(self, app: str) -> bytes:
+        return self._key("rollouts", check_name(app))
 
     # replicas
     def replica(self, app: str, slot: int) -> bytes:

@@ -20,14 +20,18 @@ __all__ = [
     "LiveRecord",
     "PortBinding",
     "ReplicaRecord",
+    "ReplicaTarget",
     "ResourceAmounts",
     "RevisionRecord",
+    "RolloutRecord",
+    "RolloutState",
     "SecretRecord",
     "StatusRecord",
     "TokenRecord",
 ]
 
 HostState = Literal["ready", "cordoned", "draining", "drained", "maintenance"]
+RolloutState = Literal["progressing", "complete", "failed"]
 
 
 class _Record(BaseModel):
@@ -51,6 +55,9 @@ class AppRecord(_Record):
     revision: int
     created_at: str
     updated_at: str
+    # `fleet rollout restart` stamps this: part of the template hash, so the same spec
+    # makes a new revision and every container is replaced.
+    restarted_at: str = ""
 
 
 class RevisionRecord(_Record):
@@ -61,13 +68,25 @@ class RevisionRecord(_Record):
     template_hash: str
     spec: AppSpec
     created_at: str
+    cause: str = ""  # what made it: fleet apply, fleet set image, rollout restart, ...
+
+
+class ReplicaTarget(_Record):
+    """Where a replica's replacement is being started, before it takes over the slot."""
+
+    revision: int
+    host: str
+    resources: ResourceAmounts
+    host_ports: list[str] = []
 
 
 class ReplicaRecord(_Record):
     """A desired replica: which revision runs in slot ``slot`` and on which host.
 
     Reservations and fixed host ports are copied from the revision so that the
-    scheduler can account for a host without joining records.
+    scheduler can account for a host without joining records. ``next`` is the slot's
+    replacement while it starts (make-before-break: a rollout's surge, a drain's move);
+    once it is available it becomes the slot's own and the old container stops.
     """
 
     app: str
@@ -76,6 +95,33 @@ class ReplicaRecord(_Record):
     host: str
     resources: ResourceAmounts
     host_ports: list[str] = []  # "8080/tcp" for every fixed host port it publishes
+    next: ReplicaTarget | None = None
+
+    def instances(self) -> list[tuple[int, str]]:
+        """(revision, host) of every container this slot wants: its own and its next."""
+        own = [(self.revision, self.host)]
+        return own if self.next is None else [*own, (self.next.revision, self.next.host)]
+
+
+class RolloutRecord(_Record):
+    """An app's rollout, kept by the controller so it survives a control-plane restart.
+
+    ``from_revision`` is the last revision that completed before ``revision``: the one
+    an automatic rollback returns to. ``progress_at`` is the last time the rollout moved
+    (the progress deadline counts from it).
+    """
+
+    app: str
+    revision: int
+    from_revision: int
+    state: RolloutState
+    started_at: str
+    progress_at: str
+    updated_at: str
+    message: str = ""
+    paused: bool = False
+    rollback_of: int = 0  # the revision this rollout undoes after it failed
+    ready: int = 0  # replicas of ``revision`` available when it last made progress
 
 
 class HostRecord(_Record):
@@ -88,6 +134,7 @@ class HostRecord(_Record):
     facts: dict[str, str] = {}
     state: HostState = "ready"
     registered_at: str
+    address: str = ""  # where its published ports answer
 
 
 class LiveRecord(_Record):
@@ -115,6 +162,9 @@ class ContainerReport(_Record):
     started_at: str = ""
     ports: list[PortBinding] = []
     message: str = ""
+    health: str = ""  # "" (no check), starting, healthy, unhealthy
+    ready_since: str = ""  # healthy (or running, without a check) since
+    restarts: int = 0
     cpu: float = 0.0  # live usage
     memory: int = 0
     memory_limit: int = 0

@@ -23,6 +23,7 @@ from fleet.store.records import (
     LiveRecord,
     ReplicaRecord,
     RevisionRecord,
+    RolloutRecord,
     SecretRecord,
     StatusRecord,
     TokenRecord,
@@ -49,6 +50,7 @@ class ClusterState:
     apps: dict[str, Versioned[AppRecord]] = field(default_factory=dict)
     revisions: dict[tuple[str, int], Versioned[RevisionRecord]] = field(default_factory=dict)
     replicas: dict[tuple[str, int], Versioned[ReplicaRecord]] = field(default_factory=dict)
+    rollouts: dict[str, Versioned[RolloutRecord]] = field(default_factory=dict)
     hosts: dict[str, Versioned[HostRecord]] = field(default_factory=dict)
     alive: dict[str, Versioned[LiveRecord]] = field(default_factory=dict)
     status: dict[str, Versioned[StatusRecord]] = field(default_factory=dict)
@@ -66,10 +68,24 @@ class ClusterState:
         )
 
     def replicas_on(self, host: str) -> list[ReplicaRecord]:
+        """Replicas with a container on ``host``: their own or their next."""
         return sorted(
-            (v.value for v in self.replicas.values() if v.value.host == host),
+            (
+                v.value
+                for v in self.replicas.values()
+                if v.value.host == host or (v.value.next is not None and v.value.next.host == host)
+            ),
             key=lambda r: (r.app, r.slot),
         )
+
+    def containers_on(self, host: str) -> list[tuple[ReplicaRecord, int]]:
+        """(replica, revision) for every container ``host`` should run."""
+        return [
+            (replica, revision)
+            for replica in self.replicas_on(host)
+            for revision, on in replica.instances()
+            if on == host
+        ]
 
     def revision_spec(self, app: str, revision: int) -> RevisionRecord | None:
         found = self.revisions.get((app, revision))
@@ -94,6 +110,7 @@ def decode_state(layout: KeyLayout, kvs: Iterable[KeyValue], revision: int) -> C
         "apps": (AppRecord, state.apps, lambda p: p[0]),
         "revisions": (RevisionRecord, state.revisions, lambda p: (p[0], int(p[1]))),
         "replicas": (ReplicaRecord, state.replicas, lambda p: (p[0], int(p[1]))),
+        "rollouts": (RolloutRecord, state.rollouts, lambda p: p[0]),
         "hosts": (HostRecord, state.hosts, lambda p: p[0]),
         "alive": (LiveRecord, state.alive, lambda p: p[0]),
         "status": (StatusRecord, state.status, lambda p: p[0]),

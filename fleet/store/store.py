@@ -21,6 +21,7 @@ from fleet.store.records import (
     LiveRecord,
     ReplicaRecord,
     RevisionRecord,
+    RolloutRecord,
     SecretRecord,
     StatusRecord,
     TokenRecord,
@@ -81,6 +82,7 @@ class Store:
             [Compare(self.keys.app(name), expected_mod_revision)],
             [
                 Delete(self.keys.app(name)),
+                Delete(self.keys.rollout(name)),
                 DeletePrefix(self.keys.revisions(name)),
                 DeletePrefix(self.keys.replicas(name)),
             ],
@@ -94,15 +96,29 @@ class Store:
         app_mod_revision: int,
         put: Sequence[tuple[ReplicaRecord, int]],
         delete: Sequence[tuple[int, int]],
+        rollout: tuple[RolloutRecord, int] | None = None,
+        delete_rollout: int | None = None,
+        app_record: AppRecord | None = None,
     ) -> int:
-        """Write and delete replicas of one app in one transaction.
+        """Write and delete replicas of one app in one transaction, with its rollout
+        record and (for an automatic rollback) the app itself.
 
         ``put`` pairs each record with the mod revision its key had when the plan was
-        made (0 for a new slot); ``delete`` pairs slots with theirs. The app's own mod
-        revision guards against planning on a spec that has since changed.
+        made (0 for a new slot); ``delete`` pairs slots with theirs, and so do
+        ``rollout`` and ``delete_rollout``. The app's own mod revision guards against
+        planning on a spec that has since changed.
         """
         guards = [Compare(self.keys.app(app), app_mod_revision)]
         ops: list[Put | Delete | DeletePrefix] = []
+        if app_record is not None:
+            ops.append(Put(self.keys.app(app), app_record.dump()))
+        if rollout is not None:
+            rollout_record, rollout_mod = rollout
+            guards.append(Compare(self.keys.rollout(app), rollout_mod))
+            ops.append(Put(self.keys.rollout(app), rollout_record.dump()))
+        if delete_rollout is not None:
+            guards.append(Compare(self.keys.rollout(app), delete_rollout))
+            ops.append(Delete(self.keys.rollout(app)))
         for record, mod in put:
             key = self.keys.replica(app, record.slot)
             guards.append(Compare(key, mod))
@@ -112,6 +128,14 @@ class Store:
             guards.append(Compare(key, mod))
             ops.append(Delete(key))
         return await self._guarded(guards, ops, f"replicas of {app!r} changed meanwhile")
+
+    async def write_rollout(self, rollout: RolloutRecord, *, expected_mod_revision: int) -> int:
+        """Pause or resume a rollout (the controller writes it otherwise)."""
+        return await self._guarded(
+            [Compare(self.keys.rollout(rollout.app), expected_mod_revision)],
+            [Put(self.keys.rollout(rollout.app), rollout.dump())],
+            f"the rollout of {rollout.app!r} changed meanwhile; run it again",
+        )
 
     async def write_policy(self, policy: Policy, *, expected_mod_revision: int) -> int:
         return await self._guarded(

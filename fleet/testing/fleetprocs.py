@@ -37,6 +37,8 @@ class FleetServerProcess:
     ) -> None:
         self.address = listen or f"127.0.0.1:{free_port()}"
         self.pki = pki
+        self.etcd_endpoint, self.prefix, self.log_dir = etcd_endpoint, prefix, log_dir
+        self.extra_args = list(extra_args or [])
         args = [sys.executable, "-m", "fleet", "server", "--etcd", etcd_endpoint]
         args += ["--listen", self.address, "--prefix", prefix, "--log-level", "debug"]
         args += tls_args(pki.server() if pki else None)
@@ -60,6 +62,24 @@ class FleetServerProcess:
 
     def stop(self) -> None:
         self.process.stop()
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as in a crash."""
+        if self.process.pid is not None and self.process.running:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.stop()  # reaps it
+
+    def again(self, log_name: str) -> FleetServerProcess:
+        """A new server like this one, on the same address (not started)."""
+        return FleetServerProcess(
+            self.etcd_endpoint,
+            self.prefix,
+            self.log_dir,
+            self.pki,
+            listen=self.address,
+            log_name=log_name,
+            extra_args=self.extra_args,
+        )
 
     def transport(self, name: str = "admin", role: str = "admin") -> Transport:
         return self.pki.client_transport(name, role) if self.pki else Transport(None)

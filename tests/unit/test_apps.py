@@ -181,19 +181,33 @@ def test_no_pruning_without_a_new_revision() -> None:
     st.integers(1, 12),
 )
 def test_property_pruning_keeps_at_most_history(kept: set[int], history: int) -> None:
-    """After pruning, at most ``history`` revisions stay, the newest one always among them,
-    and every pruned revision is older than every kept one."""
+    """Pruning removes the oldest revisions beyond ``history``, never the new one nor the
+    app's current one (its replicas run it until the rollout replaces them)."""
     last = max(kept, default=0)
     plan = plan_apply(stored(revision=last), app(image="img:v2"), "now", kept, history)
     assert plan.new_revision is not None
     new = plan.new_revision.revision
     assert new == last + 1
-    remaining = (kept | {new}) - set(plan.prune_revisions)
-    assert len(remaining) == min(history, len(kept) + 1)
-    assert new in remaining
+    numbers = sorted(kept | {new})
+    excess = numbers[: max(0, len(numbers) - history)]
+    assert list(plan.prune_revisions) == [n for n in excess if n != last]
     assert set(plan.prune_revisions) <= kept
-    assert list(plan.prune_revisions) == sorted(plan.prune_revisions)
-    assert all(p < r for p in plan.prune_revisions for r in remaining)
+
+
+def test_revisions_in_use_are_never_pruned() -> None:
+    """A revision a replica still runs, or a rollback would return to, is kept."""
+    plan = plan_apply(
+        stored(revision=5), app(image="img:v2"), "now", [1, 2, 3, 4, 5], history=2, in_use=[2]
+    )
+    assert plan.prune_revisions == (1, 3, 4)
+
+
+def test_new_revision_numbers_follow_every_kept_one() -> None:
+    """After an undo to revision 2, the next change is revision 6, not 3 again."""
+    plan = plan_apply(stored(revision=2), app(image="img:v9"), "now", [1, 2, 3, 4, 5])
+    assert plan.new_revision is not None
+    assert (plan.new_revision.revision, plan.record.revision) == (6, 6)
+    assert plan.new_revision.cause == "fleet apply"
 
 
 def test_plan_scale_keeps_template_and_revision() -> None:

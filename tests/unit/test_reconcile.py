@@ -426,13 +426,13 @@ def test_property_applying_a_plan_converges(
     desired: list[pb.ContainerSpec], observed: list[ObservedContainer], counts: dict[str, int]
 ) -> None:
     """After the planned tasks run, a second plan has nothing to remove or create, and each
-    desired replica has exactly one container, of its template."""
+    desired container (a slot and a template) exists exactly once, and nothing else."""
     tasks, _ = plan(desired, observed, RestartBook(dict(counts)), NOW)
     after = apply(tasks, observed)
 
     keys = [c.key for c in after]
-    assert len(keys) == len(set(keys)), "two containers for one replica"
-    assert {c.key: c.spec_hash for c in after} == {(s.app, s.slot): s.spec_hash for s in desired}
+    assert len(keys) == len(set(keys)), "two containers for one replica and template"
+    assert set(keys) == {(s.app, s.slot, s.spec_hash) for s in desired}
 
     again, _ = plan(desired, after, RestartBook(dict(counts)), NOW)
     assert not [t for t in again if isinstance(t, Remove | Create)], again
@@ -448,7 +448,7 @@ def test_property_never_two_containers_per_replica_at_any_step(
     tasks, _ = plan(desired, observed, RestartBook(), NOW)
     removed = {t.container.container_id for t in tasks if isinstance(t, Remove)}
     kept = [c.key for c in observed if c.container_id not in removed]
-    created = [(t.spec.app, t.spec.slot) for t in tasks if isinstance(t, Create)]
+    created = [(t.spec.app, t.spec.slot, t.spec.spec_hash) for t in tasks if isinstance(t, Create)]
     assert len(kept) == len(set(kept))
     assert set(kept).isdisjoint(created)
     assert len(created) == len(set(created))

@@ -143,7 +143,10 @@ def test_app_at_its_count_needs_nothing() -> None:
     add_replica(state, "web", 0, "h1")
     add_replica(state, "web", 1, "h1")
     plan = plan_replicas(state, "web")
-    assert plan.is_empty()
+    assert (plan.put, plan.delete, plan.pending) == ([], [], {})
+    # The first look at an app starts its rollout record; nothing is available yet.
+    assert plan.rollout is not None
+    assert (plan.rollout[0].revision, plan.rollout[0].state) == (1, "progressing")
     assert plan.pending == {}
 
 

@@ -148,8 +148,19 @@ def test_command_string_is_split_into_words() -> None:
         ("env: {A: null}", "env.A", 3, "expected a value, got nothing (null)"),
         ("command: []", "command", 3, "expected a non-empty list of strings"),
         ("image: x", "image", 3, "duplicate key: YAML would silently keep only the last"),
-        ("health: {}", "health", 3, "'health' is reserved for health checks"),
-        ("update: {}", "update", 3, "'update' is reserved for rolling update settings"),
+        ("health: {}", "health", 3, "expected exactly one of http, tcp or exec, got none"),
+        ("health: {tcp: 80, exec: [x]}", "health", 3, "got tcp and exec"),
+        ("health: {http: 'https://:8/'}", "health.http", 3, "expected an http URL"),
+        ("health: {http: 'http://x/'}", "health.http", 3, "with the container port"),
+        ("health: {tcp: 0}", "health.tcp", 3, "expected a container port from 1 to 65535"),
+        ("health: {tcp: 80, interval: 0s}", "health.interval", 3, "interval from 0.1s"),
+        ("health:\n  tcp: 80\n  retries: 0", "health.retries", 5, "greater than or equal to 1"),
+        ("update: {max_surge: 101%}", "update.max_surge", 3, "a percentage like 25%"),
+        ("update: {max_surge: 0}", "update", 3, "cannot both be 0"),
+        ("update: {order: stop-first}", "update", 3, "needs max_unavailable of at least 1"),
+        ("update: {progress_deadline: 0s}", "update.progress_deadline", 3, "from 1s"),
+        ("update: {auto_rollback: 1}", "update.auto_rollback", 3, "expected true or false"),
+        ("update: {surge: 1}", "update.surge", 3, "did you mean 'max_surge'?"),
     ],
 )
 def test_invalid_field(extra: str, path: str, line: int, expected: str) -> None:
@@ -164,8 +175,37 @@ def test_invalid_field(extra: str, path: str, line: int, expected: str) -> None:
     assert not problem.message.startswith("Value error")
 
 
-def test_reserved_fields_say_not_supported_yet() -> None:
-    assert "not supported yet" in one_problem(BASE + "health: {}\n").message
+def test_update_counts_round_like_kubernetes() -> None:
+    """Surge percentages round up, unavailable ones down; at least one can move."""
+    [app] = load_documents(BASE + "update: {max_surge: 25%, max_unavailable: 25%}\n")
+    assert (app.update.surge(10), app.update.unavailable(10)) == (3, 2)
+    [app] = load_documents(BASE + "update: {max_surge: 0%, max_unavailable: 10%}\n")
+    assert (app.update.surge(5), app.update.unavailable(5)) == (0, 1)
+    [app] = load_documents(BASE + "update: {max_unavailable: 2, order: stop-first}\n")
+    assert (app.update.surge(4), app.update.unavailable(4)) == (0, 2)
+    [app] = load_documents(BASE)
+    assert (app.update.surge(4), app.update.unavailable(4), app.update.order) == (
+        1,
+        0,
+        "start-first",
+    )
+
+
+def test_health_check_forms() -> None:
+    [app] = load_documents(BASE + "health: {http: 'http://:8080/healthz?x=1', interval: 500ms}\n")
+    assert app.health is not None
+    assert (app.health.kind, app.health.http_target(), app.health.interval) == (
+        "http",
+        (8080, "/healthz?x=1"),
+        0.5,
+    )
+    [app] = load_documents(BASE + "health: {exec: 'pg_isready -q', start_period: 1m}\n")
+    assert app.health is not None
+    assert (app.health.kind, app.health.exec, app.health.start_period) == (
+        "exec",
+        ["pg_isready", "-q"],
+        60.0,
+    )
 
 
 def test_bad_name_message() -> None:
@@ -375,6 +415,8 @@ def test_template_hash() -> None:
         "host_pid",
         "cap_add",
         "volumes",
+        "health",
+        "shutdown_delay",
     }
     scaled = spec.model_copy(update={"replicas": 7, "constraints": []})
     assert scaled.template_hash() == spec.template_hash()
@@ -500,8 +542,9 @@ def test_placement_fields_in_json_and_schema_but_not_the_template() -> None:
 
 # Property tests: generated valid specs survive the wire, and the text forms re-parse.
 
-# Strings fleet hands to Docker never hold NUL (refused as input).
-_TEXT = st.text(alphabet=st.characters(blacklist_characters="\0"))
+# Strings fleet hands to Docker never hold NUL nor lone surrogates (refused as input:
+# neither can travel in JSON or be a container label).
+_TEXT = st.text(alphabet=st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)))
 
 ports = st.builds(
     PortSpec,

@@ -1,0 +1,196 @@
+"""Rollouts: how a new revision replaces the old one, gated on availability. Pure.
+
+A replica is **available** once its container has been healthy (or, without a health
+check, running) for the app's ``update.min_ready``, as its agent reports it. The
+rollout step, run on every wake-up of the replica controller, moves each app towards
+its current revision under two bounds (Kubernetes' Deployment rules):
+
+- never more than ``replicas + max_surge`` containers: start-first replacements are
+  started as the slot's ``next`` on a host the scheduler picks, and take the slot over
+  (the old container then stops gracefully) only once they are available;
+- never fewer than ``replicas - max_unavailable`` available: a replica is replaced in
+  place (stop, then start) only while the budget allows, or when it is not available
+  anyway.
+
+The rollout's own record (``rollouts/<app>``) holds what must survive a restart of the
+control plane: the target, the revision it started from (the one an automatic rollback
+returns to), its state and when it last made progress. A rollout fails when a replica of
+the new revision crashes or turns unhealthy, or when it makes no progress for
+``progress_deadline``; with ``auto_rollback`` the app is pointed back at the revision it
+started from, and that rollback runs under the same gates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fleet._time import epoch
+from fleet.proto import fleet_pb2 as pb
+from fleet.spec import AppSpec
+from fleet.store import ClusterState
+from fleet.store.records import ContainerReport, ReplicaRecord
+
+__all__ = [
+    "CRASH_RESTARTS",
+    "Instance",
+    "Observed",
+    "RolloutCounts",
+    "crash_reason",
+    "endpoints",
+    "instances",
+    "observe",
+    "revisions_in_use",
+    "rollout_counts",
+    "template_of",
+]
+
+# A new revision's container restarted this often is crash-looping: the rollout fails.
+CRASH_RESTARTS = 3
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One container a slot wants: the slot's own (``next=False``) or its replacement."""
+
+    slot: int
+    revision: int
+    host: str
+    next: bool
+
+
+class Observed:
+    """What the agents report of one app's containers, by (slot, revision, host)."""
+
+    def __init__(self, reports: dict[tuple[int, int, str], ContainerReport]) -> None:
+        self.reports = reports
+
+    def report(self, instance: Instance) -> ContainerReport | None:
+        return self.reports.get((instance.slot, instance.revision, instance.host))
+
+    def available_at(self, instance: Instance, min_ready: float) -> float | None:
+        """When the instance is (or will be, if nothing changes) available; None if it
+        is not on its way there (not running, unhealthy, or not reported)."""
+        report = self.report(instance)
+        if report is None or report.state != "running" or report.health not in ("", "healthy"):
+            return None
+        since = epoch(report.ready_since) if report.ready_since else None
+        return None if since is None else since + min_ready
+
+    def available(self, instance: Instance, min_ready: float, now: float) -> bool:
+        at = self.available_at(instance, min_ready)
+        return at is not None and at <= now
+
+
+def observe(state: ClusterState, app: str) -> Observed:
+    """The reports of ``app``'s containers from every connected host."""
+    reports = {}
+    for host_id, status in state.status.items():
+        for container in status.value.containers:
+            if container.app == app:
+                reports[(container.slot, container.revision, host_id)] = container
+    return Observed(reports)
+
+
+def instances(replica: ReplicaRecord) -> list[Instance]:
+    own = [Instance(replica.slot, replica.revision, replica.host, next=False)]
+    if replica.next is None:
+        return own
+    return [*own, Instance(replica.slot, replica.next.revision, replica.next.host, next=True)]
+
+
+def crash_reason(report: ContainerReport | None) -> str | None:
+    """Why a container of a new revision counts as failed, or None."""
+    if report is None:
+        return None
+    where = f"replica {report.slot}"
+    if report.state == "refused":
+        return f"{where} was refused by its host: {report.message}"
+    if report.state == "failed":
+        return f"{where} stopped for good: {report.message or 'restart limit reached'}"
+    if report.health == "unhealthy":
+        return f"{where} is unhealthy: {report.message or 'its health check fails'}"
+    if report.restarts >= CRASH_RESTARTS:
+        return (
+            f"{where} is crash-looping ({report.restarts} restarts, exit code {report.exit_code})"
+        )
+    return None
+
+
+def template_of(current: AppSpec, revision_spec: AppSpec) -> AppSpec:
+    """``current`` with the container template of ``revision_spec``: what a rollback or an
+    undo writes, keeping the count, placement and update settings of today."""
+    kept = {"name", "replicas", "constraints", "placement", "max_per_host", "update"}
+    template = {k: v for k, v in revision_spec.model_dump().items() if k not in kept}
+    return AppSpec.model_validate({**current.model_dump(), **template})
+
+
+@dataclass(frozen=True)
+class RolloutCounts:
+    """An app's replicas as ``fleet get apps`` and ``rollout status`` count them."""
+
+    running: int  # containers running, of any revision, replacements included
+    available: int  # available containers, of any revision
+    updated: int  # slots with a container of the current revision
+    updated_available: int  # slots with an available container of the current revision
+    total: int  # containers wanted, replacements included
+
+
+def rollout_counts(state: ClusterState, app: str, now: float) -> RolloutCounts:
+    stored = state.apps.get(app)
+    if stored is None:
+        return RolloutCounts(0, 0, 0, 0, 0)
+    target, min_ready = stored.value.revision, stored.value.spec.update.min_ready
+    observed = observe(state, app)
+    wanted = [i for r in state.replicas_of(app) for i in instances(r)]
+    running = available = 0
+    updated: set[int] = set()
+    ready: set[int] = set()
+    for i in wanted:
+        report = observed.report(i)
+        running += report is not None and report.state == "running"
+        is_available = observed.available(i, min_ready, now)
+        available += is_available
+        if i.revision == target:
+            updated.add(i.slot)
+            if is_available:
+                ready.add(i.slot)
+    return RolloutCounts(running, available, len(updated), len(ready), len(wanted))
+
+
+def endpoints(state: ClusterState, app: str, now: float) -> list[pb.Endpoint]:
+    """host:port of every available container of ``app``, by slot."""
+    stored = state.apps.get(app)
+    if stored is None:
+        return []
+    min_ready = stored.value.spec.update.min_ready
+    observed = observe(state, app)
+    found: list[pb.Endpoint] = []
+    for replica in state.replicas_of(app):
+        for i in instances(replica):
+            report = observed.report(i)
+            host = state.hosts.get(i.host)
+            if report is None or host is None or not observed.available(i, min_ready, now):
+                continue
+            found.extend(
+                pb.Endpoint(
+                    app=app,
+                    slot=i.slot,
+                    host=i.host,
+                    address=host.value.address,
+                    host_port=port.host_port,
+                    container_port=port.container_port,
+                    protocol=port.protocol,
+                    revision=i.revision,
+                )
+                for port in report.ports
+            )
+    return found
+
+
+def revisions_in_use(state: ClusterState, app: str) -> set[int]:
+    """Revisions that must not be pruned: run by a replica, or a rollback's way back."""
+    used = {revision for r in state.replicas_of(app) for revision, _ in r.instances()}
+    rollout = state.rollouts.get(app)
+    if rollout is not None:
+        used |= {rollout.value.revision, rollout.value.from_revision}
+    return used
