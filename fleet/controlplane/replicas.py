@@ -156,6 +156,7 @@ class _AppPlanner:
         self.clock = now if now is not None else 0.0  # without a clock nothing is available
         self.lost = lost
         self.plan = ReplicaPlan()
+        self.blocked = ""  # why a replacement could not be started, if one could not
         stored = state.apps[app]
         self.stored = stored
         self.record = stored.value
@@ -206,15 +207,26 @@ class _AppPlanner:
         )
 
     def _schedule(
-        self, slots: list[int], template: AppSpec, leave_out: frozenset[int] = frozenset()
+        self,
+        slots: list[int],
+        template: AppSpec,
+        leave_out: frozenset[int] = frozenset(),
+        *,
+        replacements: bool = False,
     ) -> dict[int, str]:
-        """Hosts for ``slots`` (to run ``template``); the others get a pending reason."""
+        """Hosts for ``slots`` (to run ``template``). A slot left unplaced is pending;
+        a replacement left unplaced is not (its slot still runs): it blocks the rollout,
+        which says why."""
         if not slots:
             return {}
         snapshot = self._snapshot(leave_out)
         placed: Plan = schedule(snapshot, [_request(self.spec, template, s) for s in slots])
         for (_, slot), _reasons in placed.unplaced.items():
-            self.plan.pending[slot] = placed.explain(self.app, slot, len(snapshot.hosts))
+            why = placed.explain(self.app, slot, len(snapshot.hosts))
+            if replacements:
+                self.blocked = f"waiting for room to start a replacement: {why}"
+            else:
+                self.plan.pending[slot] = why
         return {p.slot: p.host for p in placed.placements}
 
     def _own(self, slot: int, revision: int, host: str) -> ReplicaRecord:
@@ -323,7 +335,7 @@ class _AppPlanner:
         serving = [r for r in outdated if is_available(r)]
         surge_room = max(0, max_total - total)
         surging = [r.slot for r in serving[:surge_room]]
-        hosts = self._schedule(surging, self.template)
+        hosts = self._schedule(surging, self.template, replacements=True)
         for slot in surging:
             if slot in hosts:
                 replica = self.slots[slot]
@@ -453,13 +465,17 @@ def _step_rollout(planner: _AppPlanner, promoted: int) -> None:
     now_text = _iso(planner.clock)
     target = planner.target
     if old is None or old.revision != target:
-        # A new target: an apply, an undo, or the first look at a new app.
+        # A new target: an apply, an undo, or the first look at a new app. What a
+        # rollback would return to is the last revision that completed (none, for an
+        # app whose first rollout never did).
         if old is None:
             start_from = target
         elif old.state == "complete":
             start_from = old.revision
+        elif old.from_revision != old.revision or old.rollback_of:
+            start_from = old.from_revision  # (a rollback's target completed before)
         else:
-            start_from = old.from_revision
+            start_from = target
         rollout = RolloutRecord(
             app=app,
             revision=target,
@@ -475,8 +491,16 @@ def _step_rollout(planner: _AppPlanner, promoted: int) -> None:
         rollout = old
 
     update = planner.spec.update
+    wake = planner.wake_at()  # replacements (a rollout's or a drain's) becoming available
     if rollout.state == "progressing" and not rollout.paused:
         failure = planner.crashed()
+        _, ready = planner.updated_counts()
+        if promoted or ready > rollout.ready:
+            # Progress seen now counts before the deadline is judged (the control plane
+            # may have been away while it happened).
+            rollout = rollout.model_copy(
+                update={"progress_at": now_text, "updated_at": now_text, "ready": ready}
+            )
         deadline = epoch(rollout.progress_at)
         if (
             failure is None
@@ -491,7 +515,6 @@ def _step_rollout(planner: _AppPlanner, promoted: int) -> None:
             _fail(planner, rollout, mod, failure)
             return
         started = planner.replace_outdated()
-        moved = started + promoted
         updated, ready = planner.updated_counts()
         done = (
             updated == len(planner.slots) == planner.spec.replicas
@@ -510,15 +533,18 @@ def _step_rollout(planner: _AppPlanner, promoted: int) -> None:
                 }
             )
             plan.events.append(("rollout-complete", None, rollout.message))
-        elif moved or ready > rollout.ready:
-            rollout = rollout.model_copy(
-                update={"progress_at": now_text, "updated_at": now_text, "ready": ready}
-            )
-        deadline_at = (epoch(rollout.progress_at) or planner.clock) + update.progress_deadline
-        wake = planner.wake_at()
-        if not done:
+        else:
+            if started:
+                rollout = rollout.model_copy(
+                    update={"progress_at": now_text, "updated_at": now_text, "ready": ready}
+                )
+            if planner.blocked and rollout.message != planner.blocked:
+                rollout = rollout.model_copy(
+                    update={"message": planner.blocked, "updated_at": now_text}
+                )
+            deadline_at = (epoch(rollout.progress_at) or planner.clock) + update.progress_deadline
             wake = min(wake, deadline_at + 0.1) if wake is not None else deadline_at + 0.1
-        plan.wake_at = wake
+    plan.wake_at = wake
     if rollout != old:
         plan.rollout = (rollout, mod)
 

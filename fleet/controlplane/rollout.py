@@ -73,6 +73,8 @@ class Observed:
         report = self.report(instance)
         if report is None or report.state != "running" or report.health not in ("", "healthy"):
             return None
+        if crash_reason(report) is not None:
+            return None  # crash-looping: up now, down again soon
         since = epoch(report.ready_since) if report.ready_since else None
         return None if since is None else since + min_ready
 

@@ -93,7 +93,7 @@ def rollouts(
             print(agent.process.log_tail(40))
 
 
-def web_spec(image: str) -> str:
+def web_spec(image: str, min_ready: str = "1s") -> str:
     return f"""
 name: web
 image: {image}
@@ -109,7 +109,7 @@ health:
 update:
   max_surge: 1
   max_unavailable: 0
-  min_ready: 1s
+  min_ready: {min_ready}
   progress_deadline: 60s
 """
 
@@ -148,7 +148,7 @@ class Prober:
             self._stop.wait(max(0.0, 0.1 - (time.monotonic() - began)))
 
     def check(self, at_least: int) -> None:
-        assert len(self.samples) > 20, "the prober barely ran"
+        assert len(self.samples) > 5, "the prober barely ran"
         low = [(t, n) for t, n, _ in self.samples if n < at_least]
         assert not low, f"fewer than {at_least} healthy endpoints at {low[:5]}"
         failed = [f for _, _, fs in self.samples for f in fs]
@@ -246,18 +246,14 @@ def json_image(client: FleetClient) -> str:
 
 def test_rollout_survives_a_control_plane_kill(rollouts: Rollouts, clean_pool: HostPool) -> None:
     client, images = rollouts.client, rollouts.images
-    client.apply(load_documents(web_spec(images["v1"]), "web.yaml"))
+    # min_ready 3s: each of the 4 steps takes a few seconds, time enough to kill midway.
+    client.apply(load_documents(web_spec(images["v1"], min_ready="3s"), "web.yaml"))
     wait_until(lambda: all_serve(clean_pool, "web v1"), 120, what="4 replicas serving v1")
 
     client.set_image("web", images["v2"])
     # Kill the control plane as soon as the rollout has moved, then start it again on
     # the same address: the rollout's state is in etcd, so it carries on.
-    wait_until(
-        lambda: any(b == "web v2" for b in serving(clean_pool).values()),
-        60,
-        what="a first v2 replica",
-        ignore=(urllib.error.URLError, OSError, docker.errors.NotFound),
-    )
+    wait_until(lambda: client.rollout_status("web").updated >= 1, 60, what="a first v2 replica")
     server = rollouts.server
     server.kill()
     assert any(b == "web v1" for b in serving(clean_pool).values()), "finished before the kill"

@@ -9,6 +9,7 @@ their containers, and the app's rollout record."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -37,7 +38,7 @@ from fleet.store.records import (
     RolloutState,
     StatusRecord,
 )
-from tests.unit.test_replicas_plan import Gi, add_app, add_host, add_revision, cluster
+from tests.unit.test_replicas_plan import Gi, add_app, add_revision, cluster
 
 NOW = 1_800_000_000.0
 LONG_AGO = NOW - 3600.0  # ready long before any min_ready used here
@@ -285,7 +286,8 @@ def test_available_replacement_takes_its_slot_over_and_the_next_surge_starts() -
     plan = plan_replicas(state, "web", NOW)
     slots = after(state, plan)
     assert (slots[0].revision, slots[0].host, slots[0].next) == (2, "h2", None)
-    assert slots[0].resources == state.replicas[("web", 0)].value.next.resources  # type: ignore[union-attr]
+    replacement = state.replicas[("web", 0)].value.next
+    assert replacement is not None and slots[0].resources == replacement.resources
     started = [r for r in slots.values() if r.next is not None]
     assert len(started) == 1
     [surged] = started
@@ -308,15 +310,15 @@ def test_replacement_is_not_promoted_before_min_ready_and_the_plan_wakes_then() 
     assert plan.wake_at == pytest.approx(NOW - 10 + 30)
 
 
-@pytest.mark.parametrize("health", ["starting", "unhealthy_old"])
+@pytest.mark.parametrize("how", ["starting", "no-report"])
 def test_replacement_that_is_not_ready_wakes_the_plan_at_the_progress_deadline(
-    health: str,
+    how: str,
 ) -> None:
-    """A ``next`` that is not on its way to available (still starting) gives no wake-up of
-    its own: the plan wakes when the progress deadline passes."""
+    """A ``next`` that is not on its way to available (still starting, or not reported
+    yet) gives no wake-up of its own: the plan wakes when the progress deadline passes."""
     state = rolling("{max_surge: 1, max_unavailable: 0, progress_deadline: 60s}")
     put_replica(state, 0, "h1", 1, next=(2, "h2"))
-    if health == "starting":
+    if how == "starting":
         report(state, "h2", 0, 2, health="starting", ready_since=None)
     plan = plan_replicas(state, "web", NOW)
     assert plan.put == [] and plan.rollout is None
@@ -585,23 +587,25 @@ def test_rollout_is_not_complete_while_a_slot_is_not_available() -> None:
 # ------------------------------------------------------------------ failure and rollback
 
 
-CRASHES = {
-    "unhealthy": {"health": "unhealthy"},
-    "crash-looping": {"restarts": 3},
-    "failed": {"status": "failed", "ready_since": None},
-    "refused": {"status": "refused", "ready_since": None},
-}
+def crash(state: ClusterState, host: str, slot: int, revision: int, how: str) -> None:
+    """``host`` reports that container failing in one of the ways a rollout fails on."""
+    if how == "unhealthy":
+        report(state, host, slot, revision, health="unhealthy")
+    elif how == "crash-looping":
+        report(state, host, slot, revision, restarts=3, ready_since=NOW - 1)
+    else:  # stopped for good, or refused by the agent
+        report(state, host, slot, revision, status=how, ready_since=None)
 
 
-@pytest.mark.parametrize("crash", sorted(CRASHES))
-def test_crashing_replacement_fails_the_rollout_and_rolls_back(crash: str) -> None:
+@pytest.mark.parametrize("how", ["unhealthy", "crash-looping", "failed", "refused"])
+def test_crashing_replacement_fails_the_rollout_and_rolls_back(how: str) -> None:
     """A container of the new revision that turns unhealthy, crash-loops, stops for good
     or is refused fails the rollout; with auto_rollback the app is pointed back at the
     revision the rollout started from (its template, a new generation), the rollout
     record becomes the rollback's, and no replica is written this round."""
     state = rolling()
     put_replica(state, 0, "h1", 1, next=(2, "h2"))
-    report(state, "h2", 0, 2, **CRASHES[crash])  # type: ignore[arg-type]
+    crash(state, "h2", 0, 2, how)
     stored = state.apps["web"].value
     plan = plan_replicas(state, "web", NOW)
     assert plan.put == [] and plan.delete == []
@@ -674,6 +678,19 @@ def test_without_auto_rollback_the_rollout_fails_and_stops() -> None:
     assert (plan.rollout, plan.app) == (None, None)
 
 
+def test_crash_looping_replacement_does_not_take_its_slot_over() -> None:
+    """A replacement that fails the rollout (here: crash-looping, caught while running
+    between restarts, min_ready 0) is not promoted over the healthy old container: with
+    auto_rollback false the slot keeps running revision 1."""
+    state = rolling("{max_surge: 1, max_unavailable: 0, auto_rollback: false}")
+    put_replica(state, 0, "h1", 1, next=(2, "h2"))
+    report(state, "h2", 0, 2, restarts=3, ready_since=NOW - 1)
+    plan = plan_replicas(state, "web", NOW)
+    assert rollout_of(plan).state == "failed"
+    slots = after(state, plan)
+    assert (slots[0].revision, slots[0].host) == (1, "h1")
+
+
 def test_old_revision_crashing_during_a_rollout_is_not_a_failure() -> None:
     """Only containers of the new revision can fail the rollout; an unhealthy old one is
     just unavailable (and replaced in place)."""
@@ -710,6 +727,22 @@ def test_no_progress_for_the_progress_deadline_fails_the_rollout(auto_rollback: 
         assert plan.app is None
         assert (rollout.revision, rollout.state) == (2, "failed")
         assert "progress_deadline" in rollout.message
+
+
+def test_progress_seen_late_still_counts_as_progress() -> None:
+    """A replacement that became available before the deadline passed is progress even
+    when the controller first sees it after (it was down): the slot is promoted, the
+    rollout's progress time is now, and nothing fails."""
+    state = rolling("{max_surge: 1, max_unavailable: 0, progress_deadline: 60s}")
+    set_rollout(state, progress_at=NOW - 61)
+    put_replica(state, 0, "h1", 1, next=(2, "h2"))
+    report(state, "h2", 0, 2, health="healthy", ready_since=NOW - 30)
+    plan = plan_replicas(state, "web", NOW)
+    assert plan.app is None
+    assert "rollout-failed" not in kinds(plan)
+    assert after(state, plan)[0].revision == 2
+    rollout = rollout_of(plan)
+    assert (rollout.state, rollout.progress_at) == ("progressing", iso(NOW))
 
 
 def test_progress_deadline_not_yet_passed_is_no_failure() -> None:
@@ -778,21 +811,48 @@ def test_lost_host_with_both_containers_moves_the_slot() -> None:
     assert slots[0].revision == 1 and slots[0].host in {"h2", "h3"} and slots[0].next is None
 
 
+def test_surge_that_fits_nowhere_does_not_make_a_running_slot_pending() -> None:
+    """With max_per_host 1 on two hosts a replacement has nowhere to start: the rollout
+    waits, but the slot, which runs, is not reported pending (unplaced)."""
+    state = cluster(("h1", 8.0, 16 * Gi), ("h2", 8.0, 16 * Gi))
+    text = f"replicas: 2\nmax_per_host: 1\nupdate: {SURGE_1}\n"
+    add_revision(state, app_spec(1, text), 1)
+    add_app(state, app_spec(2, text), revision=2)
+    for slot, host in ((0, "h1"), (1, "h2")):
+        put_replica(state, slot, host, 1)
+        report(state, host, slot, 1)
+    set_rollout(state)
+    plan = plan_replicas(state, "web", NOW)
+    assert plan.put == []
+    assert plan.pending == {}
+
+
+def test_deleted_app_deletes_its_replicas_and_rollout_record() -> None:
+    """An app that is gone loses its replica records and its rollout record."""
+    state = rolling()
+    put_replica(state, 0, "h1", 1, next=(2, "h2"))
+    del state.apps["web"]
+    plan = plan_replicas(state, "web", NOW)
+    assert plan.delete == [(slot, 50 + slot) for slot in range(4)]
+    assert plan.delete_rollout == 40
+    assert (plan.put, plan.rollout, plan.app) == ([], None, None)
+
+
 # ------------------------------------------------------------------ a new target
 
 
 @pytest.mark.parametrize(
     ("old", "start_from"),
     [
-        ({"revision": 2, "from_revision": 1}, 1),  # progressing 1 -> 2
-        ({"revision": 2, "from_revision": 1, "rollout_state": "failed"}, 1),
-        ({"revision": 2, "from_revision": 1, "rollout_state": "complete"}, 2),
-        ({"revision": 1, "from_revision": 1, "rollback_of": 2}, 1),  # a rollback running
+        ((2, 1, "progressing", 0), 1),
+        ((2, 1, "failed", 0), 1),
+        ((2, 1, "complete", 0), 2),
+        ((1, 1, "progressing", 2), 1),  # a rollback of 2 running
     ],
     ids=["progressing", "failed", "complete", "rollback"],
 )
 def test_new_target_starts_a_new_rollout_from_the_last_complete_revision(
-    old: dict[str, object], start_from: int
+    old: tuple[int, int, RolloutState, int], start_from: int
 ) -> None:
     """A new revision while another rollout is on: the new record targets it and starts
     from the last revision that completed (the old record's from_revision, or its
@@ -800,7 +860,10 @@ def test_new_target_starts_a_new_rollout_from_the_last_complete_revision(
     state = rolling()
     add_revision(state, app_spec(3, "replicas: 4\nupdate: " + SURGE_1 + "\n"), 3)
     add_app(state, app_spec(3, "replicas: 4\nupdate: " + SURGE_1 + "\n"), revision=3)
-    set_rollout(state, **old)  # type: ignore[arg-type]
+    revision, from_revision, rollout_state, rollback_of = old
+    set_rollout(
+        state, revision, from_revision, rollout_state=rollout_state, rollback_of=rollback_of
+    )
     put_replica(state, 0, "h1", 1, next=(2, "h2"))
     report(state, "h2", 0, 2, health="starting", ready_since=None)
     put_replica(state, 1, "h2", 2)
@@ -884,11 +947,12 @@ def _new_target() -> ClusterState:
     [_surge, _promotion, _in_place, _completion, _first_look, _failure, _new_target],
     ids=lambda f: f.__name__.strip("_"),
 )
-def test_planning_again_after_a_commit_changes_nothing(scenario: object) -> None:
+def test_planning_again_after_a_commit_changes_nothing(
+    scenario: Callable[[], ClusterState],
+) -> None:
     """Once a plan's replicas and rollout record are written, planning again at the same
     moment writes nothing."""
-    assert callable(scenario)
-    state: ClusterState = scenario()
+    state = scenario()
     plan = plan_replicas(state, "web", NOW)
     assert not plan.is_empty()
     state = commit(state, plan)
@@ -899,7 +963,6 @@ def test_planning_again_after_a_commit_changes_nothing(scenario: object) -> None
 
 def test_rollback_settles_after_two_commits() -> None:
     """A rollback writes the app; the replicas follow in the next plan; then nothing."""
-    state = _failure()
     state = rolling()
     put_replica(state, 0, "h1", 1, next=(2, "h2"))
     report(state, "h2", 0, 2, health="unhealthy")
@@ -957,7 +1020,7 @@ def test_rollout_counts() -> None:
     assert rollout_counts(state, "web", NOW) == RolloutCounts(
         running=3, available=2, updated=2, updated_available=1, total=5
     )
-    # Ten seconds later slot 1 is available too.
+    # Five seconds later slot 1 has been ready for min_ready too.
     assert rollout_counts(state, "web", NOW + 5) == RolloutCounts(
         running=3, available=3, updated=2, updated_available=2, total=5
     )
