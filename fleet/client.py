@@ -258,3 +258,18 @@ class FleetClient:
         """host:port of every available replica of ``app``."""
         request = pb.GetRequest(name=app)
         return list(self._call(lambda s: s.Endpoints(request, timeout=self.timeout)).endpoints)
+
+    def drain_host(
+        self,
+        host_id: str,
+        *,
+        deadline: float = 0.0,
+        force: bool = False,
+        include_global: bool = False,
+    ) -> pb.HostInfo:
+        """Start emptying ``host_id`` (see ``fleet drain --help``); returns at once."""
+        request = pb.DrainRequest(
+            host_id=host_id, deadline_seconds=deadline, force=force, include_global=include_global
+        )
+        response: pb.HostInfo = self._call(lambda s: s.DrainHost(request, timeout=self.timeout))
+        return response

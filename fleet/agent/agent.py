@@ -72,6 +72,8 @@ class AgentConfig:
     backoff: Backoff = field(default_factory=Backoff)
     # Where this host's published ports answer, for `fleet endpoints` ("" : unknown).
     address: str = ""
+    # The OS's own description (ID, VERSION_ID, ...): an upgrade changes it.
+    os_release: Path = Path("/etc/os-release")
 
 
 def _adopted(containers: list[ObservedContainer]) -> list[pb.ContainerSpec]:
@@ -98,6 +100,25 @@ def _iso(seconds: float | None) -> str:
         return ""
     moment = datetime.fromtimestamp(seconds, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def os_facts(path: Path) -> dict[str, str]:
+    """os_name, os_version and os_id from an os-release file (none if unreadable)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return {}
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip().isidentifier():
+            fields[key.strip()] = value.strip().strip("\"'")
+    facts = {
+        "os_name": fields.get("NAME", ""),
+        "os_version": fields.get("VERSION_ID", "") or fields.get("VERSION", ""),
+        "os_id": fields.get("ID", ""),
+    }
+    return {k: v[:200] for k, v in facts.items() if v}
 
 
 def _address_towards(server: str) -> str:
@@ -353,6 +374,7 @@ class Agent:
 
     async def _register_message(self) -> pb.AgentMessage:
         cpus, memory, facts = await asyncio.to_thread(self.runtime.host_facts)
+        facts.update(await asyncio.to_thread(os_facts, self.config.os_release))
         cpus = min(cpus, self.config.cpus) if self.config.cpus is not None else cpus
         memory = min(memory, self.config.memory) if self.config.memory is not None else memory
         return pb.AgentMessage(

@@ -20,7 +20,7 @@ import yaml
 from rich.live import Live
 from rich.table import Table
 
-from fleet.cli import certs, rollouts
+from fleet.cli import certs, hosts, rollouts
 from fleet.cli.connection import CONNECTION, Connection, connected
 from fleet.cli.output import Format, console, err_console, human_memory, print_records, to_dict
 from fleet.cli.rollouts import TimeoutOpt, WaitOpt, follow_changes, parse_timeout
@@ -158,8 +158,11 @@ def _print_apps(apps: list[pb.AppInfo], output: Format) -> None:
             [
                 a.name,
                 f"{a.running}/{a.desired}",
+                str(a.available),
+                str(a.updated),
                 str(len(a.pending)),
                 str(a.revision),
+                a.rollout or "-",
                 spec["image"],
             ]
         )
@@ -167,7 +170,7 @@ def _print_apps(apps: list[pb.AppInfo], output: Format) -> None:
     print_records(
         apps,
         output,
-        ["NAME", "RUNNING", "PENDING", "REVISION", "IMAGE"],
+        ["NAME", "RUNNING", "AVAILABLE", "UPDATED", "PENDING", "REVISION", "ROLLOUT", "IMAGE"],
         rows,
         wide_columns=["GENERATION", "PORTS", "UPDATED"],
         wide_rows=wide,
@@ -177,10 +180,11 @@ def _print_apps(apps: list[pb.AppInfo], output: Format) -> None:
 def _print_hosts(hosts: list[pb.HostInfo], output: Format) -> None:
     rows, wide = [], []
     for h in hosts:
+        state = h.state if not h.maintenance else f"{h.state} (maintenance slot)"
         rows.append(
             [
                 h.host_id,
-                h.state,
+                state,
                 str(h.containers),
                 f"{h.reserved.cpu:g}/{h.capacity.cpu:g}",
                 f"{human_memory(h.reserved.memory_bytes)}/{human_memory(h.capacity.memory_bytes)}",
@@ -192,8 +196,17 @@ def _print_hosts(hosts: list[pb.HostInfo], output: Format) -> None:
                 f"{h.usage.cpu:.2f}",
                 human_memory(h.usage.memory_bytes),
                 labels,
-                h.facts.get("os", "-"),
+                " ".join(
+                    filter(
+                        None,
+                        [h.facts.get("os_name") or h.facts.get("os"), h.facts.get("os_version")],
+                    )
+                )
+                or "-",
+                h.facts.get("kernel", "-"),
                 h.facts.get("docker_version", "-"),
+                h.facts.get("boot_id", "-")[:8],
+                h.address or "-",
             ]
         )
     print_records(
@@ -201,7 +214,16 @@ def _print_hosts(hosts: list[pb.HostInfo], output: Format) -> None:
         output,
         ["HOST", "STATE", "CONTAINERS", "CPU (RESERVED/CAP)", "MEMORY (RESERVED/CAP)"],
         rows,
-        wide_columns=["CPU USED", "MEMORY USED", "LABELS", "OS", "DOCKER"],
+        wide_columns=[
+            "CPU USED",
+            "MEMORY USED",
+            "LABELS",
+            "OS",
+            "KERNEL",
+            "DOCKER",
+            "BOOT ID",
+            "ADDRESS",
+        ],
         wide_rows=wide,
     )
 
@@ -520,6 +542,7 @@ def delete(
 app.add_typer(rollouts.rollout_app, name="rollout")
 app.add_typer(rollouts.set_app, name="set")
 app.command()(rollouts.endpoints)
+app.command()(hosts.drain)
 
 
 secrets_app = typer.Typer(
@@ -881,6 +904,12 @@ def agent(
             "its address on the route to the control plane.",
         ),
     ] = None,
+    os_release: Annotated[
+        Path,
+        typer.Option(
+            "--os-release", help="The os-release file whose NAME and VERSION_ID it reports."
+        ),
+    ] = Path("/etc/os-release"),
     log_level: LogLevel = "info",
 ) -> None:
     """Run the agent for one Docker host: it runs what the control plane places here.
@@ -907,6 +936,7 @@ def agent(
         if image_gc_after
         else None,
         address=_address_option(advertise_address) if advertise_address else "",
+        os_release=os_release,
     )
     asyncio.run(Agent(config, DockerRuntime(docker_url)).run())
 

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import math
 import secrets as secrets_module
 import time
 from collections.abc import AsyncIterator, Callable
@@ -54,6 +55,9 @@ from fleet.store.events import EventLog
 from fleet.store.records import (
     AppRecord,
     ContainerReport,
+    HostDrain,
+    HostRecord,
+    MaintenanceRecord,
     ReplicaRecord,
     SecretRecord,
     TokenRecord,
@@ -123,6 +127,22 @@ def _status_proto(c: ContainerReport) -> pb.ContainerStatus:
         ready_since=c.ready_since,
         restarts=c.restarts,
     )
+
+
+def _drain_blocked(state: ClusterState, now: float) -> dict[str, list[pb.Pending]]:
+    """For each draining host, the replicas that cannot move yet and why."""
+    draining = {h for h, v in state.hosts.items() if v.value.state == "draining"}
+    apps = sorted({r.value.app for r in state.replicas.values() if r.value.host in draining})
+    found: dict[str, list[pb.Pending]] = {}
+    for app in apps:
+        if app not in state.apps:
+            continue
+        for slot, reason in sorted(plan_replicas(state, app, now).blocked.items()):
+            replica = state.replicas.get((app, slot))
+            if replica is not None:
+                pending = pb.Pending(app=app, slot=slot, reason=reason)
+                found.setdefault(replica.value.host, []).append(pending)
+    return found
 
 
 class FleetService(pb_grpc.FleetServiceServicer):
@@ -503,6 +523,8 @@ class FleetService(pb_grpc.FleetServiceServicer):
         state = await self._state()
         if request.name and request.name not in state.hosts:
             raise NotFound(f"host {request.name!r} not found (see `fleet get hosts`)")
+        holders = state.maintenance.value.holders if state.maintenance else {}
+        blocked = _drain_blocked(state, time.time())
         hosts = []
         for host_id in [request.name] if request.name else sorted(state.hosts):
             record = state.hosts[host_id].value
@@ -531,6 +553,11 @@ class FleetService(pb_grpc.FleetServiceServicer):
                     registered_at=record.registered_at,
                     last_heartbeat_at=status.value.reported_at if status else "",
                     address=record.address,
+                    maintenance=holders.get(host_id, ""),
+                    remaining=sum(1 for r in replicas if r.host == host_id),
+                    blocked=blocked.get(host_id, []),
+                    drain_deadline=record.drain.deadline_at if record.drain else "",
+                    drain_force=record.drain.force if record.drain else False,
                 )
             )
         return pb.HostList(hosts=hosts)
@@ -798,20 +825,91 @@ class FleetService(pb_grpc.FleetServiceServicer):
     async def SetHostState(
         self, request: pb.SetHostStateRequest, context: grpc.aio.ServicerContext
     ) -> pb.HostInfo:
-        """Cordon (no new replicas; what runs stays) or uncordon a host."""
+        """Cordon (no new replicas; what runs stays) or uncordon a host. Either ends a
+        drain and gives its maintenance slot back."""
         host_id = check_host_id(request.host_id)
         if request.state not in ("ready", "cordoned"):
             raise InvalidArgument(f"host state {request.state!r}: use ready or cordoned")
-        stored = (await self._state()).hosts.get(host_id)
+        state = await self._state()
+        stored = state.hosts.get(host_id)
         if stored is None:
             raise NotFound(f"host {host_id!r} not found (see `fleet get hosts`)")
-        if stored.value.state != request.state:
-            record = stored.value.model_copy(update={"state": request.state})
+        record = stored.value.model_copy(update={"state": request.state, "drain": None})
+        maintenance = state.maintenance
+        holders = dict(maintenance.value.holders) if maintenance else {}
+        if host_id in holders:
+            assert maintenance is not None
+            del holders[host_id]
+            released = maintenance.value.model_copy(update={"holders": holders})
+            revision = await self._store.write_host_maintenance(
+                record,
+                released,
+                host_mod_revision=stored.mod_revision,
+                maintenance_mod_revision=maintenance.mod_revision,
+            )
+            await self._caught_up(revision)
+        elif record != stored.value:
             await self._caught_up(
                 await self._store.write_host(record, expected_mod_revision=stored.mod_revision)
             )
         [info] = (await self.GetHosts(pb.GetRequest(name=host_id), context)).hosts
         return info
+
+    @rpc(Permission.HOSTS_WRITE)
+    async def DrainHost(
+        self, request: pb.DrainRequest, context: grpc.aio.ServicerContext
+    ) -> pb.HostInfo:
+        """Cordon a host and move its replicas elsewhere, make-before-break, within each
+        app's disruption budget; it takes a slot of the maintenance semaphore."""
+        host_id = check_host_id(request.host_id)
+        if not (
+            math.isfinite(request.deadline_seconds) and 0 <= request.deadline_seconds <= 7 * 86400
+        ):
+            raise InvalidArgument("the deadline must be from 0 (none) to 7 days, in seconds")
+        state = await self._state()
+        stored = state.hosts.get(host_id)
+        if stored is None:
+            raise NotFound(f"host {host_id!r} not found (see `fleet get hosts`)")
+        record = await self._drain_record(state, host_id, request, "fleet drain")
+        maintenance = state.maintenance
+        semaphore = maintenance.value if maintenance else MaintenanceRecord()
+        holders = dict(semaphore.holders)
+        if host_id not in holders:
+            if len(holders) >= semaphore.max:
+                held = ", ".join(f"{h} ({why})" for h, why in sorted(holders.items()))
+                raise FailedPrecondition(
+                    f"the maintenance semaphore is full: {len(holders)} of {semaphore.max} "
+                    f"slot(s) held by {held}; uncordon a host when it is back, or raise the "
+                    "limit with `fleet upgrade-hosts --max-parallel`"
+                )
+            holders[host_id] = "fleet drain"
+        revision = await self._store.write_host_maintenance(
+            record,
+            semaphore.model_copy(update={"holders": holders}),
+            host_mod_revision=stored.mod_revision,
+            maintenance_mod_revision=maintenance.mod_revision if maintenance else 0,
+        )
+        await self._caught_up(revision)
+        [info] = (await self.GetHosts(pb.GetRequest(name=host_id), context)).hosts
+        return info
+
+    async def _drain_record(
+        self, state: ClusterState, host_id: str, request: pb.DrainRequest, by: str
+    ) -> HostRecord:
+        host = state.hosts[host_id].value
+        if host.state == "drained" and host.drain is not None:
+            return host  # already empty: draining again changes nothing
+        deadline = ""
+        if request.deadline_seconds:
+            deadline = iso_seconds_ago(-request.deadline_seconds)
+        drain = HostDrain(
+            started_at=host.drain.started_at if host.drain else now_iso(),
+            deadline_at=deadline,
+            force=request.force,
+            include_global=request.include_global,
+            by=by,
+        )
+        return host.model_copy(update={"state": "draining", "drain": drain})
 
     # ------------------------------------------------------------------ tokens
 

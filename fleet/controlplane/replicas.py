@@ -45,6 +45,7 @@ class ReplicaPlan:
     put: list[tuple[ReplicaRecord, int]] = field(default_factory=list)  # record, mod revision
     delete: list[tuple[int, int]] = field(default_factory=list)  # slot, mod revision
     pending: dict[int, str] = field(default_factory=dict)  # slot -> why it is unplaced
+    blocked: dict[int, str] = field(default_factory=dict)  # slot -> why a drain cannot move it
     # The rollout record to write (with the mod revision it was read at), or None.
     rollout: tuple[RolloutRecord, int] | None = None
     delete_rollout: int | None = None  # the mod revision of a rollout record to delete
@@ -157,6 +158,11 @@ class _AppPlanner:
         self.lost = lost
         self.plan = ReplicaPlan()
         self.blocked = ""  # why a replacement could not be started, if one could not
+        self.draining = {
+            host_id: host.value.drain
+            for host_id, host in state.hosts.items()
+            if host.value.state == "draining" and host.value.drain is not None
+        }
         stored = state.apps[app]
         self.stored = stored
         self.record = stored.value
@@ -306,6 +312,72 @@ class _AppPlanner:
                 promoted += 1
         return promoted
 
+    def drain_moves(self) -> None:
+        """Move the replicas of draining hosts elsewhere, make-before-break: each gets a
+        replacement of its own revision on another host, which takes the slot over once
+        available (``promote_and_prune``). At most ``replicas - min_available`` (at least
+        one) move at once per app. Past a forced drain's deadline, what is left is
+        stopped and placed again wherever it fits (break-before-make)."""
+        if not self.draining:
+            return
+        for slot, replica in sorted(self.slots.items()):
+            if replica.next is not None and replica.next.host in self.draining:
+                self.slots[slot] = replica.model_copy(update={"next": None})
+        forced = {
+            host_id
+            for host_id, drain in self.draining.items()
+            if drain.force
+            and (not drain.deadline_at or self.clock >= (epoch(drain.deadline_at) or 0))
+        }
+        self._force_off(sorted(s for s, r in self.slots.items() if r.host in forced))
+        budget = max(1, self.spec.replicas - self.spec.budget_min_available())
+        moving = [
+            s for s, r in self.slots.items() if r.host in self.draining and r.next is not None
+        ]
+        waiting = sorted(
+            s for s, r in self.slots.items() if r.host in self.draining and r.next is None
+        )
+        chosen = waiting[: max(0, budget - len(moving))]
+        by_revision: dict[int, list[int]] = {}
+        for slot in chosen:
+            by_revision.setdefault(self.slots[slot].revision, []).append(slot)
+        for revision, slots in sorted(by_revision.items()):
+            snapshot = self._snapshot()
+            placed = schedule(
+                snapshot, [_request(self.spec, self._template(revision), s) for s in slots]
+            )
+            for (_, slot), _reasons in placed.unplaced.items():
+                self.plan.blocked[slot] = placed.explain(self.app, slot, len(snapshot.hosts))
+            for placement in placed.placements:
+                own = self._own(placement.slot, revision, placement.host)
+                self.slots[placement.slot] = self.slots[placement.slot].model_copy(
+                    update={
+                        "next": ReplicaTarget(
+                            revision=revision,
+                            host=placement.host,
+                            resources=own.resources,
+                            host_ports=own.host_ports,
+                        )
+                    }
+                )
+
+    def _force_off(self, slots: list[int]) -> None:
+        """Stop ``slots`` where they are; place them again where they fit, else they wait
+        (pending) with no container at all."""
+        by_revision: dict[int, list[int]] = {}
+        for slot in slots:
+            by_revision.setdefault(self.slots[slot].revision, []).append(slot)
+        for revision, group in sorted(by_revision.items()):
+            hosts = self._schedule(group, self._template(revision), leave_out=frozenset(group))
+            for slot in group:
+                if slot in hosts:
+                    self.slots[slot] = self._own(slot, revision, hosts[slot])
+                    continue
+                self.plan.blocked[slot] = self.plan.pending.get(slot, "no host fits it")
+                if slot in self.mods:
+                    self.plan.delete.append((slot, self.mods[slot]))
+                del self.slots[slot]
+
     def available_count(self) -> int:
         return sum(
             self.observed.available(i, self.min_ready, self.clock)
@@ -452,6 +524,7 @@ def plan_replicas(
     planner = _AppPlanner(state, app, now, lost_hosts)
     planner.place_missing_and_lost()
     promoted = planner.promote_and_prune()
+    planner.drain_moves()
     _step_rollout(planner, promoted)
     return planner.finish()
 
@@ -492,6 +565,10 @@ def _step_rollout(planner: _AppPlanner, promoted: int) -> None:
 
     update = planner.spec.update
     wake = planner.wake_at()  # replacements (a rollout's or a drain's) becoming available
+    for drain in planner.draining.values():
+        deadline = epoch(drain.deadline_at) if drain.force and drain.deadline_at else None
+        if deadline is not None and deadline > planner.clock:
+            wake = deadline if wake is None else min(wake, deadline)
     if rollout.state == "progressing" and not rollout.paused:
         failure = planner.crashed()
         _, ready = planner.updated_counts()
@@ -593,6 +670,20 @@ def _fail(planner: _AppPlanner, rollout: RolloutRecord, mod: int, reason: str) -
         }
     )
     plan.rollout = (failed, mod)
+
+
+def drained_hosts(state: ClusterState) -> list[str]:
+    """Draining hosts that are empty: no replica wants a container there, and the agent
+    reports none left (a stopping one may still be serving its shutdown delay)."""
+    done = []
+    for host_id, host in sorted(state.hosts.items()):
+        if host.value.state != "draining" or state.containers_on(host_id):
+            continue
+        status = state.status.get(host_id)
+        if status is not None and any(c.state == "running" for c in status.value.containers):
+            continue
+        done.append(host_id)
+    return done
 
 
 def lost_hosts(
@@ -737,6 +828,31 @@ class ReplicaController:
         await self._report_unschedulable(pending)
         self.pending = pending
         self._wake_at = wake_at
+        await self._finish_drains(self._informer.state())
+
+    async def _finish_drains(self, state: ClusterState) -> None:
+        for host_id in drained_hosts(state):
+            stored = state.hosts[host_id]
+            record = stored.value.model_copy(update={"state": "drained"})
+            try:
+                await self._store.write_host(record, expected_mod_revision=stored.mod_revision)
+            except Conflict:
+                continue  # changed meanwhile (uncordoned?): the next round decides again
+            except Unavailable as error:
+                log.warning("host %s: cannot mark it drained: %s", host_id, error)
+                continue
+            log.info("host %s is drained", host_id)
+            event = pb.Event(
+                time=now_iso(),
+                source="controlplane",
+                host=host_id,
+                kind="host-drained",
+                message="no fleet container is left on it",
+            )
+            try:
+                await self._events.append("controlplane", [event])
+            except Unavailable as error:
+                log.warning("could not record an event: %s", error)
 
     async def _record_rollout_events(self, app: str, plan: ReplicaPlan) -> None:
         events = [

@@ -713,6 +713,37 @@ class HealthCheck(_message.Message):
 Global___HealthCheck: _TypeAlias = HealthCheck  # noqa: Y015
 
 @_typing.final
+class DrainRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    DEADLINE_SECONDS_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
+    INCLUDE_GLOBAL_FIELD_NUMBER: _builtins.int
+    host_id: _builtins.str
+    deadline_seconds: _builtins.float
+    """0: none"""
+    force: _builtins.bool
+    """past the deadline (or at once, without one),"""
+    include_global: _builtins.bool
+    """stop what could not move"""
+    def __init__(
+        self,
+        *,
+        host_id: _builtins.str = ...,
+        deadline_seconds: _builtins.float = ...,
+        force: _builtins.bool = ...,
+        include_global: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_seconds", b"deadline_seconds", "force", b"force", "host_id", b"host_id", "include_global", b"include_global"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DrainRequest: _TypeAlias = DrainRequest  # noqa: Y015
+
+@_typing.final
 class SetImageRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1289,6 +1320,11 @@ class HostInfo(_message.Message):
     REGISTERED_AT_FIELD_NUMBER: _builtins.int
     LAST_HEARTBEAT_AT_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
+    MAINTENANCE_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    BLOCKED_FIELD_NUMBER: _builtins.int
+    DRAIN_DEADLINE_FIELD_NUMBER: _builtins.int
+    DRAIN_FORCE_FIELD_NUMBER: _builtins.int
     host_id: _builtins.str
     state: _builtins.str
     """ready | down"""
@@ -1297,6 +1333,13 @@ class HostInfo(_message.Message):
     registered_at: _builtins.str
     last_heartbeat_at: _builtins.str
     address: _builtins.str
+    maintenance: _builtins.str
+    """who holds this host's maintenance slot, if any"""
+    remaining: _builtins.int
+    """replicas still on it (draining)"""
+    drain_deadline: _builtins.str
+    """RFC 3339, "" for none"""
+    drain_force: _builtins.bool
     @_builtins.property
     def capacity(self) -> Global___Resources: ...
     @_builtins.property
@@ -1307,6 +1350,10 @@ class HostInfo(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def facts(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def blocked(self) -> _containers.RepeatedCompositeFieldContainer[Global___Pending]:
+        """replicas a drain cannot move yet, and why"""
+
     def __init__(
         self,
         *,
@@ -1322,10 +1369,15 @@ class HostInfo(_message.Message):
         registered_at: _builtins.str = ...,
         last_heartbeat_at: _builtins.str = ...,
         address: _builtins.str = ...,
+        maintenance: _builtins.str = ...,
+        remaining: _builtins.int = ...,
+        blocked: _abc.Iterable[Global___Pending] | None = ...,
+        drain_deadline: _builtins.str = ...,
+        drain_force: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "reserved", b"reserved", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capacity", b"capacity", "connected", b"connected", "containers", b"containers", "facts", b"facts", "host_id", b"host_id", "labels", b"labels", "last_heartbeat_at", b"last_heartbeat_at", "registered_at", b"registered_at", "reserved", b"reserved", "state", b"state", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "blocked", b"blocked", "capacity", b"capacity", "connected", b"connected", "containers", b"containers", "drain_deadline", b"drain_deadline", "drain_force", b"drain_force", "facts", b"facts", "host_id", b"host_id", "labels", b"labels", "last_heartbeat_at", b"last_heartbeat_at", "maintenance", b"maintenance", "registered_at", b"registered_at", "remaining", b"remaining", "reserved", b"reserved", "state", b"state", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -246,6 +246,11 @@ class FleetServiceStub:
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.EndpointList.FromString,
                 _registered_method=True)
+        self.DrainHost = channel.unary_unary(
+                '/fleet.v1.FleetService/DrainHost',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.DrainRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.HostInfo.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -409,6 +414,12 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DrainHost(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -541,6 +552,11 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.Endpoints,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.EndpointList.SerializeToString,
+            ),
+            'DrainHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainHost,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.DrainRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.HostInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1247,6 +1263,33 @@ class FleetService:
             '/fleet.v1.FleetService/Endpoints',
             fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.EndpointList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/DrainHost',
+            fleet_dot_proto_dot_fleet__pb2.DrainRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.HostInfo.FromString,
             options,
             channel_credentials,
             insecure,

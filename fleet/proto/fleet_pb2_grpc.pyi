@@ -100,6 +100,7 @@ class FleetServiceStub:
     RolloutPause: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.RolloutRequest, _fleet_pb2.RolloutInfo]
     RolloutRestart: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.RolloutRequest, _fleet_pb2.RolloutInfo]
     Endpoints: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.EndpointList]
+    DrainHost: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.DrainRequest, _fleet_pb2.HostInfo]
 
 @_typing.type_check_only
 class FleetServiceAsyncStub(FleetServiceStub):
@@ -132,6 +133,7 @@ class FleetServiceAsyncStub(FleetServiceStub):
     RolloutPause: _aio.UnaryUnaryMultiCallable[_fleet_pb2.RolloutRequest, _fleet_pb2.RolloutInfo]  # type: ignore[assignment]
     RolloutRestart: _aio.UnaryUnaryMultiCallable[_fleet_pb2.RolloutRequest, _fleet_pb2.RolloutInfo]  # type: ignore[assignment]
     Endpoints: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.EndpointList]  # type: ignore[assignment]
+    DrainHost: _aio.UnaryUnaryMultiCallable[_fleet_pb2.DrainRequest, _fleet_pb2.HostInfo]  # type: ignore[assignment]
 
 class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------- API for the CLI"""
@@ -317,5 +319,12 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fleet_pb2.GetRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fleet_pb2.EndpointList, _abc.Awaitable[_fleet_pb2.EndpointList]]: ...
+
+    @_abc_1.abstractmethod
+    def DrainHost(
+        self,
+        request: _fleet_pb2.DrainRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.HostInfo, _abc.Awaitable[_fleet_pb2.HostInfo]]: ...
 
 def add_FleetServiceServicer_to_server(servicer: FleetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -903,6 +903,20 @@ class AppSpec(_Model):
             examples=[{"http": "http://:8080/healthz", "interval": "2s"}],
         ),
     ] = None
+    min_available: Annotated[
+        int | str | None,
+        BeforeValidator(lambda v: None if v is None else _count_or_percent(v)),
+        _schema(
+            anyOf=[
+                {"type": "integer", "minimum": 0, "maximum": _MAX_REPLICAS},
+                {"type": "string", "pattern": "^[0-9]{1,3}%$"},
+                {"type": "null"},
+            ],
+            description="the disruption budget of drains: replicas that stay available "
+            "while hosts are emptied (default: replicas - update.max_unavailable)",
+            examples=[5, "80%"],
+        ),
+    ] = None
     update: Annotated[
         UpdateStrategy,
         _none_as(dict),
@@ -911,6 +925,15 @@ class AppSpec(_Model):
             examples=[{"max_surge": 1, "max_unavailable": 0, "min_ready": "3s"}],
         ),
     ] = UpdateStrategy()
+
+    def budget_min_available(self) -> int:
+        """Replicas a drain keeps available: ``min_available`` (a count, or a percentage
+        rounded up, as Kubernetes' PodDisruptionBudget), else replicas - max_unavailable."""
+        if self.min_available is None:
+            return self.replicas - self.update.unavailable(self.replicas)
+        if isinstance(self.min_available, int):
+            return min(self.min_available, self.replicas)
+        return resolve_count(self.min_available, self.replicas, round_up=True)
 
     def bind_mounts(self) -> list[str]:
         """The host paths this app mounts."""
@@ -962,6 +985,7 @@ class AppSpec(_Model):
     def template(self) -> dict[str, Any]:
         """The container template: what each replica runs, without the count and placement."""
         placement = {"name", "replicas", "constraints", "placement", "max_per_host", "update"}
+        placement.add("min_available")
         return self.model_dump(mode="json", exclude=placement)
 
     def secret_names(self) -> set[str]:

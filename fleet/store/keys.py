@@ -13,6 +13,7 @@ top-level folders, so a prefix read or watch of one never drags in the others::
     status/<host>                   what the agent last reported running (same lease)
     secrets/<name>                  an encrypted secret (AES-GCM; the key is not in etcd)
     policy                          what containers may ask of hosts (fleet policy set)
+    maintenance                     the semaphore of hosts out for maintenance (drains)
     tokens/<id>                     a bearer token: its role and the hash of its secret
     events/<time>-<source>-<n>      recent events, bound to a lease (kept about an hour);
                                     not in the informer's cache (see EventLog)
@@ -124,6 +125,9 @@ class KeyLayout:
 
     def token(self, token_id: str) -> bytes:
         return self._key("tokens", check_name(token_id, "token id"))
+
+    def maintenance(self) -> bytes:
+        return self._key("maintenance")
 
     def policy(self) -> bytes:
         return self._key("policy")

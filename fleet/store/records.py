@@ -15,9 +15,11 @@ from fleet.spec import AppSpec
 __all__ = [
     "AppRecord",
     "ContainerReport",
+    "HostDrain",
     "HostRecord",
     "HostState",
     "LiveRecord",
+    "MaintenanceRecord",
     "PortBinding",
     "ReplicaRecord",
     "ReplicaTarget",
@@ -124,6 +126,24 @@ class RolloutRecord(_Record):
     ready: int = 0  # replicas of ``revision`` available when it last made progress
 
 
+class HostDrain(_Record):
+    """A drain in progress: kept in the host record so it survives a restart."""
+
+    started_at: str
+    deadline_at: str = ""  # "" : no deadline
+    force: bool = False  # past the deadline, stop what could not move
+    include_global: bool = False
+    by: str = "fleet drain"
+
+
+class MaintenanceRecord(_Record):
+    """The cluster-wide semaphore of hosts out for maintenance (locksmith's): at most
+    ``max`` holders, each a host being drained, upgraded or waited for."""
+
+    max: int = 1
+    holders: dict[str, str] = {}  # host -> who took the slot (fleet drain, upgrade-hosts)
+
+
 class HostRecord(_Record):
     """A registered host: what its agent reported when it last registered, and the
     state operators set (cordoned, draining, ...)."""
@@ -135,6 +155,7 @@ class HostRecord(_Record):
     state: HostState = "ready"
     registered_at: str
     address: str = ""  # where its published ports answer
+    drain: HostDrain | None = None
 
 
 class LiveRecord(_Record):

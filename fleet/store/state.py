@@ -21,6 +21,7 @@ from fleet.store.records import (
     AppRecord,
     HostRecord,
     LiveRecord,
+    MaintenanceRecord,
     ReplicaRecord,
     RevisionRecord,
     RolloutRecord,
@@ -57,6 +58,7 @@ class ClusterState:
     secrets: dict[str, Versioned[SecretRecord]] = field(default_factory=dict)
     tokens: dict[str, Versioned[TokenRecord]] = field(default_factory=dict)
     policy: Versioned[Policy] | None = None  # None: the default, which allows nothing
+    maintenance: Versioned[MaintenanceRecord] | None = None  # None: nobody holds a slot
 
     @property
     def current_policy(self) -> Policy:
@@ -122,6 +124,9 @@ def decode_state(layout: KeyLayout, kvs: Iterable[KeyValue], revision: int) -> C
         parsed = layout.parse(kv.key)
         if parsed is not None and parsed.kind == "policy" and not parsed.parts:
             state.policy = _decode(Policy, kv)
+            continue
+        if parsed is not None and parsed.kind == "maintenance" and not parsed.parts:
+            state.maintenance = _decode(MaintenanceRecord, kv)
             continue
         if parsed is None or parsed.kind not in table:
             continue

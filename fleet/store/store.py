@@ -19,6 +19,7 @@ from fleet.store.records import (
     AppRecord,
     HostRecord,
     LiveRecord,
+    MaintenanceRecord,
     ReplicaRecord,
     RevisionRecord,
     RolloutRecord,
@@ -188,6 +189,28 @@ class Store:
             [Compare(self.keys.host(host.host_id), expected_mod_revision)],
             [Put(self.keys.host(host.host_id), host.dump())],
             f"host {host.host_id!r} changed while it was being registered",
+        )
+
+    async def write_host_maintenance(
+        self,
+        host: HostRecord,
+        maintenance: MaintenanceRecord,
+        *,
+        host_mod_revision: int,
+        maintenance_mod_revision: int,
+    ) -> int:
+        """A host's state with the maintenance semaphore (a drain takes a slot, an
+        uncordon gives it back): one transaction, so the two never disagree."""
+        return await self._guarded(
+            [
+                Compare(self.keys.host(host.host_id), host_mod_revision),
+                Compare(self.keys.maintenance(), maintenance_mod_revision),
+            ],
+            [
+                Put(self.keys.host(host.host_id), host.dump()),
+                Put(self.keys.maintenance(), maintenance.dump()),
+            ],
+            f"host {host.host_id!r} or the maintenance semaphore changed meanwhile; run it again",
         )
 
     async def mark_alive(self, host_id: str, live: LiveRecord, ttl: int) -> int:

@@ -1,0 +1,140 @@
+"""``fleet drain``: empty a host for maintenance, following it to the end if asked.
+
+The drain runs in the control plane and lives in the host's record in etcd; this
+command starts it and, with ``--wait``, polls the host until it is ``drained``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated, Protocol
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from fleet._time import epoch
+from fleet.cli.connection import CONNECTION, Connection, connected
+from fleet.cli.output import Format, console, err_console, print_records
+from fleet.cli.rollouts import parse_timeout
+from fleet.proto import fleet_pb2 as pb
+
+__all__ = ["drain"]
+
+POLL_INTERVAL = 0.5
+
+HostArg = Annotated[str, typer.Argument(metavar="HOST", help="The host.", show_default=False)]
+
+
+def _blocked_lines(info: pb.HostInfo) -> list[str]:
+    return [f"{b.app}.{b.slot} cannot move: {b.reason}" for b in info.blocked]
+
+
+class HostSource(Protocol):
+    def hosts(self, name: str = "") -> list[pb.HostInfo]: ...
+
+
+def wait_for_drain(
+    client: HostSource, host: str, timeout: float, *, poll_interval: float = POLL_INTERVAL
+) -> int:
+    """Poll ``host`` until it is drained (0), its drain ends otherwise or its deadline
+    passes unforced (1), or ``timeout`` seconds pass (1)."""
+    hosts = client.hosts
+    ends = time.monotonic() + timeout
+    start: int | None = None
+    last_said: list[str] = []
+    progress = Progress(
+        TextColumn("host/{task.fields[host]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("moved"),
+        transient=True,
+        disable=not sys.stderr.isatty(),
+        console=err_console,
+    )
+    with progress:
+        task = progress.add_task("drain", total=None, host=host)
+        while True:
+            [info] = hosts(host)
+            if start is None:
+                start = max(info.remaining, 1)
+                progress.update(task, total=start)
+            progress.update(task, completed=max(0, start - info.remaining))
+            said = _blocked_lines(info)
+            if said != last_said:
+                for line in said:
+                    err_console.print(f"host/{host}: {line}", soft_wrap=True)
+                last_said = said
+            if info.state == "drained":
+                return 0
+            if info.state not in ("draining", "down"):
+                err_console.print(f"[red]error:[/red] host/{host} is {info.state}: the drain ended")
+                return 1
+            deadline = epoch(info.drain_deadline) if info.drain_deadline else None
+            if deadline is not None and time.time() > deadline and not info.drain_force:
+                err_console.print(
+                    f"[red]error:[/red] host/{host}: the deadline passed with {info.remaining} "
+                    "replica(s) left; they stay until they can move (or drain again with --force)"
+                )
+                return 1
+            if time.monotonic() > ends:
+                err_console.print(
+                    f"[red]error:[/red] host/{host}: still draining after the --timeout, "
+                    f"{info.remaining} replica(s) left"
+                )
+                return 1
+            time.sleep(poll_interval)
+
+
+@connected
+def drain(
+    host: HostArg,
+    deadline: Annotated[
+        str | None,
+        typer.Option(
+            "--deadline",
+            help="How long replicas may take to move, e.g. 10m. Past it, --force stops "
+            "what is left; without --force the drain goes on and --wait fails.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="At the deadline (at once, without one), stop the replicas that could "
+            "not move, even below their app's min_available.",
+        ),
+    ] = False,
+    include_global: Annotated[
+        bool, typer.Option("--include-global", help="Stop global apps' replicas too.")
+    ] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Follow the drain until the host is drained.")
+    ] = False,
+    timeout: Annotated[
+        str, typer.Option("--timeout", help="With --wait: give up after this long.")
+    ] = "30m",
+    conn: Connection = CONNECTION,
+    output: Annotated[
+        Format, typer.Option("--output", "-o", help="Output format.", case_sensitive=False)
+    ] = Format.table,
+) -> None:
+    """Empty HOST for maintenance: cordon it, then move every replica elsewhere,
+    make-before-break (the replacement is available before the old one stops),
+    never taking an app below its min_available. It takes a slot of the cluster's
+    maintenance semaphore; `fleet uncordon HOST` ends it and gives the slot back."""
+    seconds = parse_timeout(deadline) if deadline else 0.0
+    limit = parse_timeout(timeout)
+    with conn.client() as client:
+        info = client.drain_host(host, deadline=seconds, force=force, include_global=include_global)
+        if output in (Format.json, Format.yaml):
+            print_records([info], output, [], [])
+        else:
+            console.print(f"host/{host} {info.state}: {info.remaining} replica(s) to move")
+        if not wait:
+            return
+        code = wait_for_drain(client, host, limit)
+    if code:
+        raise typer.Exit(code)
+    if output not in (Format.json, Format.yaml):
+        console.print(f"host/{host} drained")
