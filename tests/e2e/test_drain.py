@@ -1,0 +1,203 @@
+"""Draining hosts end to end on three docker hosts: replicas move make-before-break
+while a prober polls every endpoint; a drain without room stops nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fleet.client import FleetClient
+from fleet.spec import load_documents
+from fleet.testing import EtcdServer, HostPool, wait_until
+from fleet.testing.certs import TestPKI
+from fleet.testing.fleetprocs import FleetAgentProcess, FleetServerProcess
+from fleet.testing.images import ensure_image
+from tests.conftest import PoolFactory
+from tests.helpers import fleet_containers, http_get
+
+IMAGE = "fleet-test/drain:v1"
+
+
+@dataclass
+class Pool3:
+    pool: HostPool
+    server: FleetServerProcess
+    client: FleetClient
+    agents: dict[str, FleetAgentProcess]
+
+    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        pki = self.server.pki
+        assert pki is not None
+        files = pki.client("admin", "admin")
+        command = [sys.executable, "-m", "fleet", *args, "--server", self.server.address]
+        command += ["--tls-ca", str(files.ca), "--tls-cert", str(files.cert)]
+        command += ["--tls-key", str(files.key)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+
+    def running(self, host: str) -> list[str]:
+        """Ids of the fleet containers Docker runs on ``host``."""
+        docker_client = self.pool.host(host).client()
+        return sorted(c.id for c in fleet_containers(docker_client) if c.status == "running")
+
+
+@pytest.fixture
+def three(
+    request: pytest.FixtureRequest,
+    docker_hosts: PoolFactory,
+    etcd_server: EtcdServer,
+    pki: TestPKI,
+    tmp_path: Path,
+) -> Iterator[Pool3]:
+    pool = docker_hosts(3)
+    for host in pool.hosts:
+        host.remove_all_containers(label="fleet.app")
+        ensure_image(host.client(), "fleet-test/drain", "v1", "drain v1\n")
+    prefix = f"/e2e-{request.node.name[:40].replace('_', '-')}/"
+    server = FleetServerProcess(etcd_server.endpoint, prefix, tmp_path, pki).start()
+    memory = getattr(request, "param", "4Gi")
+    agents = {
+        h.name: FleetAgentProcess(
+            [server.address],
+            h.name,
+            h.docker_url,
+            tmp_path,
+            pki,
+            extra_args=["--advertise-address", h.address, "--memory", memory, "--cpus", "2"],
+        ).start()
+        for h in pool.hosts
+    }
+    client = server.client()
+    try:
+        server.process.wait_ready(
+            lambda: len([h for h in client.hosts() if h.connected]) == 3, 30, what="3 agents"
+        )
+        yield Pool3(pool, server, client, agents)
+    finally:
+        client.close()
+        for agent in agents.values():
+            agent.stop()
+        server.stop()
+        print(server.process.log_tail(80))
+        for agent in agents.values():
+            print(agent.process.log_tail(30))
+        for host in pool.hosts:
+            host.remove_all_containers(label="fleet.app")
+
+
+class Prober:
+    """Counts the endpoints that answer, every 100 ms."""
+
+    def __init__(self, client: FleetClient) -> None:
+        self._client = client
+        self._stop = threading.Event()
+        self.samples: list[tuple[float, int, list[str]]] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Prober:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            healthy, failures = 0, []
+            for e in self._client.endpoints("web"):
+                try:
+                    http_get(e.address, e.host_port, 1.0)
+                    healthy += 1
+                except (urllib.error.URLError, OSError) as error:
+                    failures.append(f"{e.host}:{e.host_port}: {error}")
+            self.samples.append((time.time(), healthy, failures))
+            self._stop.wait(0.1)
+
+
+def test_drain_moves_every_replica_without_dropping_below_min_available(three: Pool3) -> None:
+    client = three.client
+    spec = f"""
+name: web
+image: {IMAGE}
+replicas: 6
+placement: spread
+ports: ["8080"]
+resources: {{cpu: 0.1, memory: 32Mi}}
+min_available: 5
+shutdown_delay: 1s
+health: {{http: "http://:8080/index.html", interval: 500ms, retries: 2}}
+update: {{min_ready: 1s}}
+"""
+    client.apply(load_documents(spec, "web.yaml"))
+    wait_until(lambda: len(client.endpoints("web")) == 6, 120, what="6 available replicas")
+    assert {h: len(three.running(h)) for h in ("h1", "h2", "h3")} == {"h1": 2, "h2": 2, "h3": 2}
+
+    with Prober(client) as prober:
+        drained = three.cli("drain", "h1", "--wait", "--timeout", "3m")
+    assert drained.returncode == 0, drained.stdout + drained.stderr
+    assert len(prober.samples) > 10
+    low = [(t, n) for t, n, _ in prober.samples if n < 5]
+    assert not low, f"fewer than 5 healthy endpoints at {low[:5]}"
+    failed = [f for _, _, fs in prober.samples for f in fs]
+    assert not failed, f"listed endpoints that did not answer: {failed[:5]}"
+
+    # What Docker runs: nothing of fleet's on h1, the six on h2 and h3.
+    assert three.running("h1") == []
+    assert len(three.running("h2")) + len(three.running("h3")) == 6
+    [h1] = client.hosts("h1")
+    assert (h1.state, h1.maintenance, h1.remaining) == ("drained", "fleet drain", 0)
+    assert len(client.endpoints("web")) == 6
+
+    # Uncordoned, h1 takes new replicas again (and gives its maintenance slot back).
+    uncordoned = three.cli("uncordon", "h1")
+    assert uncordoned.returncode == 0, uncordoned.stderr
+    [h1] = client.hosts("h1")
+    assert (h1.state, h1.maintenance) == ("ready", "")
+    client.scale("web", 7)
+    wait_until(lambda: len(three.running("h1")) == 1, 60, what="the 7th replica on h1")
+
+
+@pytest.mark.parametrize("three", ["1Gi"], indirect=True)
+def test_a_drain_without_room_reports_the_blocked_replicas_and_stops_nothing(
+    three: Pool3,
+) -> None:
+    client = three.client
+    spec = f"""
+name: big
+image: {IMAGE}
+replicas: 3
+placement: spread
+resources: {{memory: 600Mi}}
+"""
+    client.apply(load_documents(spec, "big.yaml"))
+    wait_until(
+        lambda: all(len(three.running(h)) == 1 for h in ("h1", "h2", "h3")),
+        120,
+        what="one replica per host",
+    )
+    before = three.running("h1")
+
+    started = three.cli("drain", "h1")
+    assert started.returncode == 0, started.stderr
+
+    def blocked() -> list[str] | None:
+        [info] = client.hosts("h1")
+        return [f"{b.app}.{b.slot}: {b.reason}" for b in info.blocked] or None
+
+    reasons = wait_until(blocked, 30, what="the drain to report what cannot move")
+    assert len(reasons) == 1 and "insufficient memory" in reasons[0], reasons
+    # Nothing was stopped: the same container still runs on h1, and all three run.
+    wait = three.cli("drain", "h1", "--wait", "--timeout", "3s")
+    assert wait.returncode == 1 and "cannot move" in wait.stderr, wait.stdout + wait.stderr
+    assert three.running("h1") == before
+    assert all(len(three.running(h)) == 1 for h in ("h2", "h3"))
+    [info] = client.hosts("h1")
+    assert (info.state, info.remaining) == ("draining", 1)
