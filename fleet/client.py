@@ -273,3 +273,26 @@ class FleetClient:
         )
         response: pb.HostInfo = self._call(lambda s: s.DrainHost(request, timeout=self.timeout))
         return response
+
+    def upgrade_hosts(
+        self,
+        action: str,
+        *,
+        selector: Sequence[str] = (),
+        max_parallel: int = 1,
+        command: str = "",
+    ) -> pb.UpgradeInfo:
+        """Start (``action="start"``), stop or resume the OS upgrade walk."""
+        request = pb.UpgradeRequest(
+            action=action, selector=list(selector), max_parallel=max_parallel, command=command
+        )
+        response: pb.UpgradeInfo = self._call(
+            lambda s: s.UpgradeHosts(request, timeout=self.timeout)
+        )
+        return response
+
+    def upgrade(self) -> pb.UpgradeInfo:
+        """The current (or last) upgrade walk; an empty id when there was none."""
+        request = pb.GetRequest()
+        response: pb.UpgradeInfo = self._call(lambda s: s.GetUpgrade(request, timeout=self.timeout))
+        return response

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -74,6 +77,8 @@ class AgentConfig:
     address: str = ""
     # The OS's own description (ID, VERSION_ID, ...): an upgrade changes it.
     os_release: Path = Path("/etc/os-release")
+    # Whether the control plane may have this host run a command (an OS upgrade walk).
+    allow_host_commands: bool = False
 
 
 def _adopted(containers: list[ObservedContainer]) -> list[pb.ContainerSpec]:
@@ -161,6 +166,7 @@ class Agent:
         self._parallel = asyncio.Semaphore(config.parallel_tasks)
         self._stop_events = threading.Event()
         self._prober = Prober(self._report_now.set)
+        self._commands: set[asyncio.Task[None]] = set()  # host commands being waited for
 
     def wake(self) -> None:
         self._wake.set()
@@ -485,12 +491,62 @@ class Agent:
                         self.desired_version = message.desired.version
                         first_set = False
                         self.wake()
+                        if message.desired.HasField("command"):
+                            await self._host_command(message.desired.command)
             finally:
                 for task in (heartbeats, senders):
                     if task is not None:
                         task.cancel()
                 self._requests.cancel_all()
                 call.cancel()
+
+    async def _host_command(self, command: pb.HostCommand) -> None:
+        """Run an upgrade command once per id: detached, so it may restart the agent
+        itself; the id is written down first, so a restart never runs it again."""
+        done_file = (self.config.state_dir or Path(".")) / "commands.json"
+        try:
+            done = set(json.loads(done_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            done = set()
+        if command.id in done:
+            return
+        if not self.config.allow_host_commands:
+            log.warning(
+                "refusing host command %s: start the agent with --allow-host-commands", command.id
+            )
+            self.events.put(
+                own("host-command-refused", "the agent was not started with --allow-host-commands")
+            )
+            done.add(command.id)
+        else:
+            log.info("running host command %s: %s", command.id, command.command)
+            self.events.put(own("host-command", f"running: {command.command}"))
+            done.add(command.id)
+        done_file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = done_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(sorted(done)))
+        temporary.replace(done_file)
+        if self.config.allow_host_commands:
+            output = done_file.parent / f"command-{command.id}.log"
+            with output.open("ab") as log_file:
+                process = await asyncio.create_subprocess_exec(
+                    "sh",
+                    "-c",
+                    command.command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # it outlives the agent if it restarts it
+                    env={**os.environ, "FLEET_HOST_ID": self.config.host_id},
+                )
+            self._commands.add(asyncio.create_task(self._report_exit(command, process)))
+
+    async def _report_exit(
+        self, command: pb.HostCommand, process: asyncio.subprocess.Process
+    ) -> None:
+        code = await process.wait()
+        log.info("host command %s exited with %d", command.id, code)
+        self.events.put(own("host-command-exited", f"exit code {code}: {command.command}"))
 
     async def _send_events(self, outbox: asyncio.Queue[pb.AgentMessage]) -> None:
         while True:

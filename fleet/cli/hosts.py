@@ -1,7 +1,7 @@
-"""``fleet drain``: empty a host for maintenance, following it to the end if asked.
+"""``fleet drain`` and ``fleet upgrade-hosts``: take hosts out for maintenance.
 
-The drain runs in the control plane and lives in the host's record in etcd; this
-command starts it and, with ``--wait``, polls the host until it is ``drained``.
+Drains and upgrade walks run in the control plane and live in etcd; these commands
+start them and, if asked, poll until they are done.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from fleet.cli.output import Format, console, err_console, print_records
 from fleet.cli.rollouts import parse_timeout
 from fleet.proto import fleet_pb2 as pb
 
-__all__ = ["drain"]
+__all__ = ["drain", "follow_upgrade", "upgrade_hosts", "wait_for_drain"]
 
 POLL_INTERVAL = 0.5
 
@@ -138,3 +138,116 @@ def drain(
         raise typer.Exit(code)
     if output not in (Format.json, Format.yaml):
         console.print(f"host/{host} drained")
+
+
+class UpgradeSource(Protocol):
+    def upgrade(self) -> pb.UpgradeInfo: ...
+
+
+def _print_walk(walk: pb.UpgradeInfo) -> None:
+    console.print(
+        f"upgrade {walk.id}: {walk.state}, at most {walk.max_parallel} host(s) at a time"
+        + (f", running `{walk.command}`" if walk.command else ", upgraded by hand")
+    )
+    for h in walk.hosts:
+        console.print(f"  {h.host_id:<16} {h.phase:<10} {h.message}", soft_wrap=True)
+
+
+def follow_upgrade(
+    client: UpgradeSource, timeout: float, *, poll_interval: float = POLL_INTERVAL
+) -> int:
+    """Print each host's phase as it changes until the walk is done (0; 1 if a host
+    failed), stopped (1) or ``timeout`` passes (1)."""
+    ends = time.monotonic() + timeout
+    seen: dict[str, tuple[str, str]] = {}
+    while True:
+        walk = client.upgrade()
+        for h in walk.hosts:
+            if seen.get(h.host_id) != (h.phase, h.message):
+                seen[h.host_id] = (h.phase, h.message)
+                console.print(f"host/{h.host_id} {h.phase}: {h.message}", soft_wrap=True)
+        if walk.state == "done":
+            failed = [h.host_id for h in walk.hosts if h.phase == "failed"]
+            if failed:
+                err_console.print(f"[red]error:[/red] not upgraded: {', '.join(failed)}")
+                return 1
+            console.print(f"upgrade {walk.id}: every host is done")
+            return 0
+        if walk.state == "stopped":
+            err_console.print(f"upgrade {walk.id} is stopped; `fleet upgrade-hosts --resume`")
+            return 1
+        if time.monotonic() > ends:
+            err_console.print(
+                f"[red]error:[/red] upgrade {walk.id} still {walk.state} after the --timeout; "
+                "it goes on (see `fleet upgrade-hosts --status`)"
+            )
+            return 1
+        time.sleep(poll_interval)
+
+
+@connected
+def upgrade_hosts(
+    selector: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--selector", "-l", help="Only hosts with this label or fact: k=v, k!=v or k (repeat)."
+        ),
+    ] = None,
+    max_parallel: Annotated[
+        int, typer.Option("--max-parallel", min=1, max=100, help="Hosts out at once.")
+    ] = 1,
+    command: Annotated[
+        str,
+        typer.Option(
+            "--command",
+            help="Run on each drained host by its agent (which needs --allow-host-commands), "
+            "e.g. 'rpm-ostree upgrade --reboot'. Without it, fleet waits for ops to upgrade "
+            "and reboot each host.",
+        ),
+    ] = "",
+    stop: Annotated[
+        bool, typer.Option("--stop", help="Take no further host (those out finish).")
+    ] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Go on with a stopped walk.")] = False,
+    status: Annotated[bool, typer.Option("--status", help="Show the walk and exit.")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Follow the walk until it is done.")
+    ] = True,
+    timeout: Annotated[
+        str, typer.Option("--timeout", help="With --wait: stop following after this long.")
+    ] = "6h",
+    conn: Connection = CONNECTION,
+    output: Annotated[
+        Format, typer.Option("--output", "-o", help="Output format.", case_sensitive=False)
+    ] = Format.table,
+) -> None:
+    """Upgrade the OS of the pool's hosts a few at a time (CoreOS locksmith's way): each
+    host takes a slot of the maintenance semaphore, is drained, upgraded (by --command,
+    or by ops), waited for until its agent is back with a new boot id or OS version, and
+    uncordoned; then the next host goes. The walk lives in the control plane: Ctrl-C
+    stops following it, not the walk."""
+    limit = parse_timeout(timeout)
+    if sum((stop, resume, status)) > 1:
+        err_console.print("[red]error:[/red] use one of --stop, --resume and --status")
+        raise typer.Exit(2)
+    with conn.client() as client:
+        if status:
+            walk = client.upgrade()
+            if not walk.id:
+                console.print("no upgrade walk has run")
+                return
+        elif stop or resume:
+            walk = client.upgrade_hosts("stop" if stop else "resume")
+        else:
+            walk = client.upgrade_hosts(
+                "start", selector=selector or [], max_parallel=max_parallel, command=command
+            )
+        if output in (Format.json, Format.yaml):
+            print_records([walk], output, [], [])
+            return
+        _print_walk(walk)
+        if status or stop or not wait:
+            return
+        code = follow_upgrade(client, limit)
+    if code:
+        raise typer.Exit(code)

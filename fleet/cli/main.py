@@ -543,6 +543,7 @@ app.add_typer(rollouts.rollout_app, name="rollout")
 app.add_typer(rollouts.set_app, name="set")
 app.command()(rollouts.endpoints)
 app.command()(hosts.drain)
+app.command("upgrade-hosts")(hosts.upgrade_hosts)
 
 
 secrets_app = typer.Typer(
@@ -910,6 +911,14 @@ def agent(
             "--os-release", help="The os-release file whose NAME and VERSION_ID it reports."
         ),
     ] = Path("/etc/os-release"),
+    allow_host_commands: Annotated[
+        bool,
+        typer.Option(
+            "--allow-host-commands",
+            help="Let `fleet upgrade-hosts --command` run its command on this host (as "
+            "the agent's user, once per walk).",
+        ),
+    ] = False,
     log_level: LogLevel = "info",
 ) -> None:
     """Run the agent for one Docker host: it runs what the control plane places here.
@@ -937,6 +946,7 @@ def agent(
         else None,
         address=_address_option(advertise_address) if advertise_address else "",
         os_release=os_release,
+        allow_host_commands=allow_host_commands,
     )
     asyncio.run(Agent(config, DockerRuntime(docker_url)).run())
 

@@ -376,13 +376,14 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 await subscription.wait()
                 state = self._informer.state()
                 containers = desired_containers(state, host_id, self._secrets)
-                print_ = fingerprint(containers)
+                host = state.hosts.get(host_id)
+                command = host.value.command if host is not None else None
+                print_ = fingerprint(containers) + (command.id if command else "")
                 if print_ != sent:
-                    await outbox.put(
-                        pb.ServerMessage(
-                            desired=pb.DesiredSet(version=state.revision, containers=containers)
-                        )
-                    )
+                    desired = pb.DesiredSet(version=state.revision, containers=containers)
+                    if command is not None:
+                        desired.command.id, desired.command.command = command.id, command.command
+                    await outbox.put(pb.ServerMessage(desired=desired))
                     sent = print_
         finally:
             self._informer.unsubscribe(subscription)

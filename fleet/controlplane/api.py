@@ -15,9 +15,10 @@ import json
 import math
 import secrets as secrets_module
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc.aio
+from pydantic import ValidationError
 
 from fleet._time import iso_seconds_ago, now_iso
 from fleet.controlplane._handlers import check_well_formed
@@ -25,6 +26,7 @@ from fleet.controlplane.apps import plan_apply, plan_restart, plan_scale, plan_u
 from fleet.controlplane.auth import Permission, caller, check, rpc
 from fleet.controlplane.replicas import plan_replicas
 from fleet.controlplane.rollout import RolloutCounts, endpoints, revisions_in_use, rollout_counts
+from fleet.controlplane.upgrades import selected_hosts
 from fleet.errors import (
     Conflict,
     FailedPrecondition,
@@ -41,7 +43,7 @@ from fleet.policy import Policy, Privileges, violations
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.secrets import SecretBox
-from fleet.spec import AppSpec, parse_spec_json
+from fleet.spec import AppSpec, Constraint, parse_spec_json
 from fleet.store import (
     AppWrite,
     ClusterState,
@@ -57,10 +59,12 @@ from fleet.store.records import (
     ContainerReport,
     HostDrain,
     HostRecord,
+    HostUpgrade,
     MaintenanceRecord,
     ReplicaRecord,
     SecretRecord,
     TokenRecord,
+    UpgradeRecord,
 )
 
 __all__ = ["FleetService", "Relay"]
@@ -126,6 +130,37 @@ def _status_proto(c: ContainerReport) -> pb.ContainerStatus:
         health=c.health,
         ready_since=c.ready_since,
         restarts=c.restarts,
+    )
+
+
+def _selector(values: Sequence[str]) -> list[str]:
+    if len(values) > 16:
+        raise InvalidArgument("at most 16 selector terms")
+    try:
+        return [str(Constraint.model_validate(v)) for v in values]
+    except ValidationError as error:
+        raise InvalidArgument(f"bad selector: {error.errors()[0]['msg']}") from None
+
+
+def _upgrade_info(walk: UpgradeRecord) -> pb.UpgradeInfo:
+    return pb.UpgradeInfo(
+        id=walk.id,
+        state=walk.state,
+        selector=walk.selector,
+        max_parallel=walk.max_parallel,
+        command=walk.command,
+        created_at=walk.created_at,
+        updated_at=walk.updated_at,
+        hosts=[
+            pb.HostUpgradeInfo(
+                host_id=h,
+                phase=p.phase,
+                message=p.message,
+                started_at=p.started_at,
+                finished_at=p.finished_at,
+            )
+            for h, p in walk.hosts.items()
+        ],
     )
 
 
@@ -892,6 +927,59 @@ class FleetService(pb_grpc.FleetServiceServicer):
         await self._caught_up(revision)
         [info] = (await self.GetHosts(pb.GetRequest(name=host_id), context)).hosts
         return info
+
+    @rpc(Permission.HOSTS_WRITE)
+    async def UpgradeHosts(
+        self, request: pb.UpgradeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpgradeInfo:
+        """Start, stop or resume the coordinated OS upgrade walk."""
+        state = await self._state()
+        stored = state.upgrade
+        now = now_iso()
+        if request.action == "start":
+            if stored is not None and stored.value.state != "done":
+                raise FailedPrecondition(
+                    f"upgrade walk {stored.value.id} is {stored.value.state}; resume it "
+                    "(`fleet upgrade-hosts --resume`) or let it finish first"
+                )
+            if not 1 <= (request.max_parallel or 1) <= 100:
+                raise InvalidArgument("--max-parallel must be from 1 to 100")
+            if len(request.command) > 4096 or "\0" in request.command:
+                raise InvalidArgument("the command must be at most 4096 characters, without NUL")
+            selector = _selector(request.selector)
+            chosen = selected_hosts(state, selector)
+            if not chosen:
+                raise InvalidArgument(f"no host matches {' '.join(selector) or 'the selector'}")
+            walk = UpgradeRecord(
+                id=f"u{int(time.time())}",
+                selector=selector,
+                max_parallel=request.max_parallel or 1,
+                command=request.command,
+                created_at=now,
+                updated_at=now,
+                hosts={h: HostUpgrade() for h in chosen},
+            )
+        elif request.action in ("stop", "resume"):
+            if stored is None or stored.value.state == "done":
+                raise FailedPrecondition("there is no upgrade walk to stop or resume")
+            wanted = "stopped" if request.action == "stop" else "running"
+            walk = stored.value.model_copy(update={"state": wanted, "updated_at": now})
+        else:
+            raise InvalidArgument(
+                f"unknown action {request.action[:32]!r}: use start, stop or resume"
+            )
+        revision = await self._store.commit_upgrade(
+            walk, stored.mod_revision if stored else 0, [], None, 0
+        )
+        await self._caught_up(revision)
+        return _upgrade_info(walk)
+
+    @rpc(Permission.HOSTS_READ)
+    async def GetUpgrade(
+        self, request: pb.GetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpgradeInfo:
+        stored = (await self._state()).upgrade
+        return _upgrade_info(stored.value) if stored else pb.UpgradeInfo()
 
     async def _drain_record(
         self, state: ClusterState, host_id: str, request: pb.DrainRequest, by: str

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from fleet._time import epoch, now_iso
 from fleet.controlplane.metrics import Metrics
 from fleet.controlplane.rollout import Instance, crash_reason, instances, observe, template_of
+from fleet.controlplane.upgrades import step_upgrade
 from fleet.errors import Conflict, Unavailable
 from fleet.proto import fleet_pb2 as pb
 from fleet.scheduler import HostView, PlacedReplica, Plan, ReplicaRequest, Snapshot, schedule
@@ -303,7 +304,8 @@ class _AppPlanner:
             nxt = replica.next
             if nxt is None:
                 continue
-            if nxt.revision not in (self.target, replica.revision):
+            if nxt.revision not in (self.target, replica.revision) or nxt.host in self.draining:
+                # Not wanted any more: the target changed, or its host is being emptied.
                 self.slots[slot] = replica.model_copy(update={"next": None})
                 continue
             instance = Instance(slot, nxt.revision, nxt.host, next=True)
@@ -362,10 +364,14 @@ class _AppPlanner:
                 )
 
     def _force_off(self, slots: list[int]) -> None:
-        """Stop ``slots`` where they are; place them again where they fit, else they wait
-        (pending) with no container at all."""
+        """Stop ``slots`` where they are; a replacement already started takes over, the
+        others are placed again where they fit, else they wait (pending) with no
+        container at all."""
         by_revision: dict[int, list[int]] = {}
         for slot in slots:
+            if self.slots[slot].next is not None:
+                self.slots[slot] = self._promoted(self.slots[slot])
+                continue
             by_revision.setdefault(self.slots[slot].revision, []).append(slot)
         for revision, group in sorted(by_revision.items()):
             hosts = self._schedule(group, self._template(revision), leave_out=frozenset(group))
@@ -674,13 +680,15 @@ def _fail(planner: _AppPlanner, rollout: RolloutRecord, mod: int, reason: str) -
 
 def drained_hosts(state: ClusterState) -> list[str]:
     """Draining hosts that are empty: no replica wants a container there, and the agent
-    reports none left (a stopping one may still be serving its shutdown delay)."""
+    reports none left that could run (a stopping one may still be serving its shutdown
+    delay)."""
     done = []
     for host_id, host in sorted(state.hosts.items()):
         if host.value.state != "draining" or state.containers_on(host_id):
             continue
         status = state.status.get(host_id)
-        if status is not None and any(c.state == "running" for c in status.value.containers):
+        gone = ("exited", "dead", "refused", "failed")
+        if status is not None and any(c.state not in gone for c in status.value.containers):
             continue
         done.append(host_id)
     return done
@@ -829,6 +837,35 @@ class ReplicaController:
         self.pending = pending
         self._wake_at = wake_at
         await self._finish_drains(self._informer.state())
+        await self._step_upgrade(self._informer.state())
+
+    async def _step_upgrade(self, state: ClusterState) -> None:
+        step = step_upgrade(state, now_iso())
+        if step.is_empty():
+            return
+        try:
+            await self._store.commit_upgrade(
+                step.upgrade,
+                state.upgrade.mod_revision if state.upgrade else 0,
+                [(h, state.hosts[h.host_id].mod_revision) for h in step.hosts.values()],
+                step.maintenance,
+                state.maintenance.mod_revision if state.maintenance else 0,
+            )
+        except Conflict:
+            return  # the watch brings the new state; the next round decides again
+        except Unavailable as error:
+            log.warning("upgrade walk: cannot write its step: %s", error)
+            return
+        events = [
+            pb.Event(time=now_iso(), source="controlplane", host=h, kind=k, message=m)
+            for k, h, m in step.events
+        ]
+        for event in events:
+            log.info("upgrade walk: host %s: %s: %s", event.host, event.kind, event.message)
+        try:
+            await self._events.append("controlplane", events)
+        except Unavailable as error:
+            log.warning("could not record %d event(s): %s", len(events), error)
 
     async def _finish_drains(self, state: ClusterState) -> None:
         for host_id in drained_hosts(state):

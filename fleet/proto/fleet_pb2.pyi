@@ -515,23 +515,53 @@ class DesiredSet(_message.Message):
 
     VERSION_FIELD_NUMBER: _builtins.int
     CONTAINERS_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """rises with every change; older sets are ignored"""
     @_builtins.property
     def containers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerSpec]: ...
+    @_builtins.property
+    def command(self) -> Global___HostCommand:
+        """a command to run once on the host (an upgrade)"""
+
     def __init__(
         self,
         *,
         version: _builtins.int = ...,
         containers: _abc.Iterable[Global___ContainerSpec] | None = ...,
+        command: Global___HostCommand | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["containers", b"containers", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "containers", b"containers", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DesiredSet: _TypeAlias = DesiredSet  # noqa: Y015
+
+@_typing.final
+class HostCommand(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """run once per id, even across agent restarts"""
+    command: _builtins.str
+    """run with sh -c, detached from the agent"""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        command: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostCommand: _TypeAlias = HostCommand  # noqa: Y015
 
 @_typing.final
 class ContainerSpec(_message.Message):
@@ -711,6 +741,116 @@ class HealthCheck(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HealthCheck: _TypeAlias = HealthCheck  # noqa: Y015
+
+@_typing.final
+class UpgradeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_FIELD_NUMBER: _builtins.int
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    MAX_PARALLEL_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    action: _builtins.str
+    """start | stop | resume"""
+    max_parallel: _builtins.int
+    """start: hosts out at once (default 1)"""
+    command: _builtins.str
+    """start: run on each drained host ("" : by hand)"""
+    @_builtins.property
+    def selector(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """start: k=v, k!=v or k over labels and facts"""
+
+    def __init__(
+        self,
+        *,
+        action: _builtins.str = ...,
+        selector: _abc.Iterable[_builtins.str] | None = ...,
+        max_parallel: _builtins.int = ...,
+        command: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "command", b"command", "max_parallel", b"max_parallel", "selector", b"selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpgradeRequest: _TypeAlias = UpgradeRequest  # noqa: Y015
+
+@_typing.final
+class UpgradeInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    MAX_PARALLEL_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    HOSTS_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """"" : there is no walk"""
+    state: _builtins.str
+    """running | stopped | done"""
+    max_parallel: _builtins.int
+    command: _builtins.str
+    created_at: _builtins.str
+    updated_at: _builtins.str
+    @_builtins.property
+    def selector(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def hosts(self) -> _containers.RepeatedCompositeFieldContainer[Global___HostUpgradeInfo]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        state: _builtins.str = ...,
+        selector: _abc.Iterable[_builtins.str] | None = ...,
+        max_parallel: _builtins.int = ...,
+        command: _builtins.str = ...,
+        hosts: _abc.Iterable[Global___HostUpgradeInfo] | None = ...,
+        created_at: _builtins.str = ...,
+        updated_at: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "created_at", b"created_at", "hosts", b"hosts", "id", b"id", "max_parallel", b"max_parallel", "selector", b"selector", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpgradeInfo: _TypeAlias = UpgradeInfo  # noqa: Y015
+
+@_typing.final
+class HostUpgradeInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    host_id: _builtins.str
+    phase: _builtins.str
+    """waiting | draining | upgrading | done | failed"""
+    message: _builtins.str
+    started_at: _builtins.str
+    finished_at: _builtins.str
+    def __init__(
+        self,
+        *,
+        host_id: _builtins.str = ...,
+        phase: _builtins.str = ...,
+        message: _builtins.str = ...,
+        started_at: _builtins.str = ...,
+        finished_at: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "host_id", b"host_id", "message", b"message", "phase", b"phase", "started_at", b"started_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostUpgradeInfo: _TypeAlias = HostUpgradeInfo  # noqa: Y015
 
 @_typing.final
 class DrainRequest(_message.Message):

@@ -251,6 +251,16 @@ class FleetServiceStub:
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.DrainRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.HostInfo.FromString,
                 _registered_method=True)
+        self.UpgradeHosts = channel.unary_unary(
+                '/fleet.v1.FleetService/UpgradeHosts',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.UpgradeRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.UpgradeInfo.FromString,
+                _registered_method=True)
+        self.GetUpgrade = channel.unary_unary(
+                '/fleet.v1.FleetService/GetUpgrade',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.UpgradeInfo.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -420,6 +430,18 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpgradeHosts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUpgrade(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -557,6 +579,16 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.DrainHost,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.DrainRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.HostInfo.SerializeToString,
+            ),
+            'UpgradeHosts': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpgradeHosts,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.UpgradeRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.UpgradeInfo.SerializeToString,
+            ),
+            'GetUpgrade': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUpgrade,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.UpgradeInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1290,6 +1322,60 @@ class FleetService:
             '/fleet.v1.FleetService/DrainHost',
             fleet_dot_proto_dot_fleet__pb2.DrainRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.HostInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpgradeHosts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/UpgradeHosts',
+            fleet_dot_proto_dot_fleet__pb2.UpgradeRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.UpgradeInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUpgrade(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/GetUpgrade',
+            fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.UpgradeInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -101,6 +101,8 @@ class FleetServiceStub:
     RolloutRestart: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.RolloutRequest, _fleet_pb2.RolloutInfo]
     Endpoints: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.EndpointList]
     DrainHost: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.DrainRequest, _fleet_pb2.HostInfo]
+    UpgradeHosts: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.UpgradeRequest, _fleet_pb2.UpgradeInfo]
+    GetUpgrade: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.UpgradeInfo]
 
 @_typing.type_check_only
 class FleetServiceAsyncStub(FleetServiceStub):
@@ -134,6 +136,8 @@ class FleetServiceAsyncStub(FleetServiceStub):
     RolloutRestart: _aio.UnaryUnaryMultiCallable[_fleet_pb2.RolloutRequest, _fleet_pb2.RolloutInfo]  # type: ignore[assignment]
     Endpoints: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.EndpointList]  # type: ignore[assignment]
     DrainHost: _aio.UnaryUnaryMultiCallable[_fleet_pb2.DrainRequest, _fleet_pb2.HostInfo]  # type: ignore[assignment]
+    UpgradeHosts: _aio.UnaryUnaryMultiCallable[_fleet_pb2.UpgradeRequest, _fleet_pb2.UpgradeInfo]  # type: ignore[assignment]
+    GetUpgrade: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.UpgradeInfo]  # type: ignore[assignment]
 
 class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------- API for the CLI"""
@@ -326,5 +330,19 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fleet_pb2.DrainRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fleet_pb2.HostInfo, _abc.Awaitable[_fleet_pb2.HostInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def UpgradeHosts(
+        self,
+        request: _fleet_pb2.UpgradeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.UpgradeInfo, _abc.Awaitable[_fleet_pb2.UpgradeInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def GetUpgrade(
+        self,
+        request: _fleet_pb2.GetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.UpgradeInfo, _abc.Awaitable[_fleet_pb2.UpgradeInfo]]: ...
 
 def add_FleetServiceServicer_to_server(servicer: FleetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -14,6 +14,7 @@ top-level folders, so a prefix read or watch of one never drags in the others::
     secrets/<name>                  an encrypted secret (AES-GCM; the key is not in etcd)
     policy                          what containers may ask of hosts (fleet policy set)
     maintenance                     the semaphore of hosts out for maintenance (drains)
+    upgrade                         the coordinated OS upgrade walk (fleet upgrade-hosts)
     tokens/<id>                     a bearer token: its role and the hash of its secret
     events/<time>-<source>-<n>      recent events, bound to a lease (kept about an hour);
                                     not in the informer's cache (see EventLog)
@@ -128,6 +129,9 @@ class KeyLayout:
 
     def maintenance(self) -> bytes:
         return self._key("maintenance")
+
+    def upgrade(self) -> bytes:
+        return self._key("upgrade")
 
     def policy(self) -> bytes:
         return self._key("policy")

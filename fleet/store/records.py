@@ -15,9 +15,11 @@ from fleet.spec import AppSpec
 __all__ = [
     "AppRecord",
     "ContainerReport",
+    "HostCommand",
     "HostDrain",
     "HostRecord",
     "HostState",
+    "HostUpgrade",
     "LiveRecord",
     "MaintenanceRecord",
     "PortBinding",
@@ -30,6 +32,7 @@ __all__ = [
     "SecretRecord",
     "StatusRecord",
     "TokenRecord",
+    "UpgradeRecord",
 ]
 
 HostState = Literal["ready", "cordoned", "draining", "drained", "maintenance"]
@@ -144,6 +147,42 @@ class MaintenanceRecord(_Record):
     holders: dict[str, str] = {}  # host -> who took the slot (fleet drain, upgrade-hosts)
 
 
+class HostCommand(_Record):
+    """A command the host's agent runs once on the host (an OS upgrade), by id."""
+
+    id: str
+    command: str
+    issued_at: str
+
+
+UpgradePhase = Literal["waiting", "draining", "upgrading", "done", "failed"]
+
+
+class HostUpgrade(_Record):
+    """One host's place in an upgrade walk, and what it looked like before."""
+
+    phase: UpgradePhase = "waiting"
+    started_at: str = ""
+    finished_at: str = ""
+    boot_id: str = ""  # before the upgrade: a new one (or a new os_version) means it is back
+    os_version: str = ""
+    message: str = ""
+
+
+class UpgradeRecord(_Record):
+    """A coordinated OS upgrade of the selected hosts, a few at a time (locksmith's walk).
+    The controller moves each host through drain, upgrade, return and uncordon."""
+
+    id: str
+    selector: list[str] = []
+    max_parallel: int = 1
+    command: str = ""  # "" : ops upgrade each host by hand once it is drained
+    state: Literal["running", "stopped", "done"] = "running"
+    created_at: str
+    updated_at: str
+    hosts: dict[str, HostUpgrade] = {}  # in walking order
+
+
 class HostRecord(_Record):
     """A registered host: what its agent reported when it last registered, and the
     state operators set (cordoned, draining, ...)."""
@@ -156,6 +195,7 @@ class HostRecord(_Record):
     registered_at: str
     address: str = ""  # where its published ports answer
     drain: HostDrain | None = None
+    command: HostCommand | None = None
 
 
 class LiveRecord(_Record):

@@ -28,6 +28,7 @@ from fleet.store.records import (
     SecretRecord,
     StatusRecord,
     TokenRecord,
+    UpgradeRecord,
 )
 
 __all__ = ["ClusterState", "Versioned", "decode_state"]
@@ -59,6 +60,7 @@ class ClusterState:
     tokens: dict[str, Versioned[TokenRecord]] = field(default_factory=dict)
     policy: Versioned[Policy] | None = None  # None: the default, which allows nothing
     maintenance: Versioned[MaintenanceRecord] | None = None  # None: nobody holds a slot
+    upgrade: Versioned[UpgradeRecord] | None = None  # the last upgrade walk
 
     @property
     def current_policy(self) -> Policy:
@@ -127,6 +129,9 @@ def decode_state(layout: KeyLayout, kvs: Iterable[KeyValue], revision: int) -> C
             continue
         if parsed is not None and parsed.kind == "maintenance" and not parsed.parts:
             state.maintenance = _decode(MaintenanceRecord, kv)
+            continue
+        if parsed is not None and parsed.kind == "upgrade" and not parsed.parts:
+            state.upgrade = _decode(UpgradeRecord, kv)
             continue
         if parsed is None or parsed.kind not in table:
             continue

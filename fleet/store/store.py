@@ -26,6 +26,7 @@ from fleet.store.records import (
     SecretRecord,
     StatusRecord,
     TokenRecord,
+    UpgradeRecord,
 )
 from fleet.store.state import ClusterState, Versioned, decode_state
 
@@ -212,6 +213,28 @@ class Store:
             ],
             f"host {host.host_id!r} or the maintenance semaphore changed meanwhile; run it again",
         )
+
+    async def commit_upgrade(
+        self,
+        upgrade: UpgradeRecord | None,
+        upgrade_mod_revision: int,
+        hosts: Sequence[tuple[HostRecord, int]],
+        maintenance: MaintenanceRecord | None,
+        maintenance_mod_revision: int,
+    ) -> int:
+        """A step of the upgrade walk: its record, the hosts it drains or uncordons and
+        the semaphore, in one transaction guarded on what the step was planned on."""
+        guards = [Compare(self.keys.upgrade(), upgrade_mod_revision)]
+        ops: list[Put | Delete | DeletePrefix] = []
+        if upgrade is not None:
+            ops.append(Put(self.keys.upgrade(), upgrade.dump()))
+        for host, mod in hosts:
+            guards.append(Compare(self.keys.host(host.host_id), mod))
+            ops.append(Put(self.keys.host(host.host_id), host.dump()))
+        if maintenance is not None:
+            guards.append(Compare(self.keys.maintenance(), maintenance_mod_revision))
+            ops.append(Put(self.keys.maintenance(), maintenance.dump()))
+        return await self._guarded(guards, ops, "the upgrade walk's state changed meanwhile")
 
     async def mark_alive(self, host_id: str, live: LiveRecord, ttl: int) -> int:
         """Grant a lease for a connected host and bind its liveness key to it.

@@ -201,3 +201,114 @@ resources: {{memory: 600Mi}}
     assert all(len(three.running(h)) == 1 for h in ("h2", "h3"))
     [info] = client.hosts("h1")
     assert (info.state, info.remaining) == ("draining", 1)
+
+
+def test_upgrade_hosts_walks_the_pool_one_host_at_a_time_holding_the_budget(
+    docker_hosts: PoolFactory,
+    etcd_server: EtcdServer,
+    pki: TestPKI,
+    tmp_path: Path,
+) -> None:
+    """Each host's "upgrade" writes a new os-release for it and asks this test (standing
+    in for the host's init system) to restart its dockerd and agent."""
+    pool = docker_hosts(3)
+    for host in pool.hosts:
+        host.remove_all_containers(label="fleet.app")
+        ensure_image(host.client(), "fleet-test/drain", "v1", "drain v1\n")
+        (tmp_path / f"os-release-{host.name}").write_text('NAME="Fleet OS"\nVERSION_ID=1\n')
+    server = FleetServerProcess(etcd_server.endpoint, "/e2e-upgrade-walk/", tmp_path, pki).start()
+
+    def agent(name: str) -> FleetAgentProcess:
+        host = pool.host(name)
+        args = ["--advertise-address", host.address, "--memory", "4Gi", "--cpus", "2"]
+        args += ["--os-release", str(tmp_path / f"os-release-{name}"), "--allow-host-commands"]
+        return FleetAgentProcess([server.address], name, host.docker_url, tmp_path, pki, None, args)
+
+    agents = {h.name: agent(h.name).start() for h in pool.hosts}
+    restarts: list[str] = []
+    stop = threading.Event()
+
+    def init_system() -> None:
+        """Restart a host's dockerd and agent when its upgrade command asks for it."""
+        while not stop.is_set():
+            for marker in sorted(tmp_path.glob("restart-h*")):
+                name = marker.name.removeprefix("restart-")
+                agents[name].stop()
+                pool.host(name).stop_daemon()
+                pool.host(name).start_daemon()
+                agents[name] = agent(name).start()
+                marker.unlink()
+                restarts.append(name)
+            stop.wait(0.2)
+
+    restarter = threading.Thread(target=init_system, daemon=True)
+    client = server.client()
+    try:
+        server.process.wait_ready(
+            lambda: len([h for h in client.hosts() if h.connected]) == 3, 30, what="3 agents"
+        )
+        spec = f"""
+name: web
+image: {IMAGE}
+replicas: 6
+placement: spread
+ports: ["8080"]
+resources: {{cpu: 0.1, memory: 32Mi}}
+min_available: 5
+shutdown_delay: 1s
+health: {{http: "http://:8080/index.html", interval: 500ms, retries: 2}}
+update: {{min_ready: 1s}}
+"""
+        client.apply(load_documents(spec, "web.yaml"))
+        wait_until(lambda: len(client.endpoints("web")) == 6, 120, what="6 available replicas")
+        restarter.start()
+        command = (
+            f"printf 'NAME=\"Fleet OS\"\\nVERSION_ID=2\\n' > {tmp_path}/os-release-$FLEET_HOST_ID"
+            f" && touch {tmp_path}/restart-$FLEET_HOST_ID"
+        )
+        out_at_once: list[int] = []
+        with Prober(client) as prober:
+            started = client.upgrade_hosts("start", max_parallel=1, command=command)
+            assert [h.host_id for h in started.hosts] == ["h1", "h2", "h3"]
+
+            def walked() -> bool:
+                hosts = client.hosts()
+                out_at_once.append(sum(1 for h in hosts if h.state in ("draining", "drained")))
+                return client.upgrade().state == "done"
+
+            wait_until(walked, 400, what="the upgrade walk to finish")
+        walk = client.upgrade()
+        assert [(h.host_id, h.phase) for h in walk.hosts] == [
+            ("h1", "done"),
+            ("h2", "done"),
+            ("h3", "done"),
+        ], walk
+        assert sorted(restarts) == ["h1", "h2", "h3"]
+        assert max(out_at_once) == 1, "more than one host out at once"
+        low = [(t, n) for t, n, _ in prober.samples if n < 5]
+        assert not low, f"fewer than 5 healthy endpoints at {low[:5]}"
+        hosts = client.hosts()
+        assert {h.host_id: (h.state, h.facts["os_version"], h.maintenance) for h in hosts} == {
+            name: ("ready", "2", "") for name in ("h1", "h2", "h3")
+        }
+        wait_until(lambda: len(client.endpoints("web")) == 6, 60, what="6 available at the end")
+        running = sum(
+            1
+            for h in pool.hosts
+            for c in fleet_containers(h.client(), "web")
+            if c.status == "running"
+        )
+        assert running == 6
+    finally:
+        stop.set()
+        client.close()
+        for process in agents.values():
+            process.stop()
+        server.stop()
+        print(server.process.log_tail(80))
+        for process in agents.values():
+            print(process.process.log_tail(30))
+        for host in pool.hosts:
+            if not host.ping():
+                host.start_daemon()
+            host.remove_all_containers(label="fleet.app")

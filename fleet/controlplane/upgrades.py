@@ -1,0 +1,166 @@
+"""Coordinated OS upgrades, locksmith-style: walk the selected hosts a few at a time.
+
+Each host goes ``waiting`` -> ``draining`` (it takes a slot of the maintenance semaphore
+and is drained like ``fleet drain``) -> ``upgrading`` (its agent runs the upgrade
+command, or ops do it by hand) -> ``done`` once its agent is back with a new boot id or
+OS version: then it is uncordoned and gives its slot back. At most ``max_parallel``
+hosts are out at once, and never more than the semaphore allows (a manual drain holds a
+slot too). The walk lives in etcd (``upgrade``), so a restarted control plane goes on
+where it was; ``step_upgrade`` is its pure step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fleet.store import ClusterState
+from fleet.store.records import (
+    HostCommand,
+    HostDrain,
+    HostRecord,
+    MaintenanceRecord,
+    UpgradeRecord,
+)
+
+__all__ = ["UpgradeStep", "selected_hosts", "step_upgrade"]
+
+HOLDER = "upgrade-hosts"
+
+
+@dataclass
+class UpgradeStep:
+    upgrade: UpgradeRecord | None = None  # to write, None: unchanged
+    hosts: dict[str, HostRecord] = field(default_factory=dict)  # host records to write
+    maintenance: MaintenanceRecord | None = None  # to write, None: unchanged
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # kind, host, message
+
+    def is_empty(self) -> bool:
+        return self.upgrade is None and not self.hosts and self.maintenance is None
+
+
+def selected_hosts(state: ClusterState, selector: list[str]) -> list[str]:
+    """Registered hosts whose labels and facts match every ``k=v``, ``k!=v`` or ``k``."""
+    from fleet.spec import Constraint
+
+    constraints = [Constraint.model_validate(s) for s in selector]
+    chosen = []
+    for host_id, host in sorted(state.hosts.items()):
+        labels = {**host.value.facts, **host.value.labels}
+        if all(c.matches(labels) for c in constraints):
+            chosen.append(host_id)
+    return chosen
+
+
+def step_upgrade(state: ClusterState, now: str) -> UpgradeStep:
+    """What the walk does next on ``state`` (``now`` stamps what it writes)."""
+    step = UpgradeStep()
+    stored = state.upgrade
+    if stored is None or stored.value.state == "done":
+        return step
+    walk = stored.value
+    semaphore = state.maintenance.value if state.maintenance else MaintenanceRecord()
+    holders = dict(semaphore.holders)
+    hosts = dict(walk.hosts)
+
+    def host_record(host_id: str) -> HostRecord | None:
+        if host_id in step.hosts:
+            return step.hosts[host_id]
+        found = state.hosts.get(host_id)
+        return found.value if found else None
+
+    def release(host_id: str, record: HostRecord) -> None:
+        step.hosts[host_id] = record.model_copy(
+            update={"state": "ready", "drain": None, "command": None}
+        )
+        if holders.get(host_id) == HOLDER:
+            del holders[host_id]
+
+    for host_id, progress in hosts.items():
+        record = host_record(host_id)
+        if progress.phase in ("done", "failed", "waiting"):
+            continue
+        if record is None:
+            hosts[host_id] = progress.model_copy(
+                update={"phase": "failed", "message": "the host is gone", "finished_at": now}
+            )
+            holders.pop(host_id, None)
+            continue
+        if progress.phase == "draining":
+            if record.state == "drained":
+                hosts[host_id] = progress.model_copy(
+                    update={
+                        "phase": "upgrading",
+                        "boot_id": record.facts.get("boot_id", ""),
+                        "os_version": record.facts.get("os_version", ""),
+                        "message": "running the upgrade command"
+                        if walk.command
+                        else "drained: upgrade and reboot it; fleet waits for a new boot id "
+                        "or OS version",
+                    }
+                )
+                if walk.command:
+                    command = HostCommand(
+                        id=f"{walk.id}-{host_id}", command=walk.command, issued_at=now
+                    )
+                    step.hosts[host_id] = record.model_copy(update={"command": command})
+                step.events.append(("host-upgrading", host_id, hosts[host_id].message))
+            elif record.state != "draining":
+                hosts[host_id] = progress.model_copy(
+                    update={
+                        "phase": "failed",
+                        "finished_at": now,
+                        "message": f"the drain ended before the upgrade (host is {record.state})",
+                    }
+                )
+                holders.pop(host_id, None)
+        elif progress.phase == "upgrading":
+            back = host_id in state.alive and (
+                record.facts.get("boot_id", "") != progress.boot_id
+                or record.facts.get("os_version", "") != progress.os_version
+            )
+            if back:
+                version = record.facts.get("os_version", "") or "?"
+                message = f"back with OS version {version}; uncordoned"
+                hosts[host_id] = progress.model_copy(
+                    update={"phase": "done", "finished_at": now, "message": message}
+                )
+                release(host_id, record)
+                step.events.append(("host-upgraded", host_id, message))
+
+    if walk.state == "running":
+        out = sum(1 for p in hosts.values() if p.phase in ("draining", "upgrading"))
+        limit = max(1, walk.max_parallel)
+        for host_id, progress in hosts.items():
+            if out >= limit:
+                break
+            if progress.phase != "waiting":
+                continue
+            record = host_record(host_id)
+            if record is None:
+                continue
+            if host_id not in holders and len(holders) >= max(semaphore.max, limit):
+                break  # the semaphore is full (a manual drain holds a slot): wait
+            holders[host_id] = HOLDER
+            step.hosts[host_id] = record.model_copy(
+                update={
+                    "state": "draining",
+                    "drain": HostDrain(started_at=now, by=HOLDER),
+                    "command": None,
+                }
+            )
+            hosts[host_id] = progress.model_copy(
+                update={"phase": "draining", "started_at": now, "message": "draining"}
+            )
+            step.events.append(("host-draining", host_id, "drained for its OS upgrade"))
+            out += 1
+
+    finished = all(p.phase in ("done", "failed") for p in hosts.values())
+    changed = walk.model_copy(update={"hosts": hosts, "state": "done" if finished else walk.state})
+    if changed != walk:
+        step.upgrade = changed.model_copy(update={"updated_at": now})
+    wanted = semaphore.model_copy(
+        update={"holders": holders, "max": max(semaphore.max, walk.max_parallel)}
+    )
+    if wanted != semaphore:
+        step.maintenance = wanted
+    return step
