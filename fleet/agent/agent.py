@@ -252,12 +252,27 @@ class Agent:
         # New images are pulled before anything stops: a replica replaced in place must
         # not be down for the length of a pull (or for good, if the pull fails).
         await asyncio.gather(*(self._pull(t) for t in tasks if isinstance(t, Create)))
-        # Each phase runs concurrently (stops wait out grace periods in parallel); a new
-        # desired set arriving meanwhile ends the round early, to plan again on it.
-        for phase in (Remove, Create, Start):
+
+        # Removes run beside the creates that cannot clash with them (a replacement has
+        # its own name; only a fixed host port must be freed first), so a rolling wave
+        # does not wait for the last one's stops and shutdown delays. Each phase runs
+        # concurrently; a new desired set arriving meanwhile ends the round early.
+        def fixed_port(task: Task) -> bool:
+            return isinstance(task, Create) and any(p.host_port for p in task.spec.ports)
+
+        phases: list[list[Task]] = [
+            [
+                t
+                for t in tasks
+                if isinstance(t, Remove) or (isinstance(t, Create) and not fixed_port(t))
+            ],
+            [t for t in tasks if fixed_port(t)],
+            [t for t in tasks if isinstance(t, Start)],
+        ]
+        for phase in phases:
             if self.desired_version != version:
                 break
-            await asyncio.gather(*(self._bounded(t) for t in tasks if isinstance(t, phase)))
+            await asyncio.gather(*(self._bounded(t) for t in phase))
         if tasks:
             self.observed = await asyncio.to_thread(self.runtime.list_containers)
             self._prober.sync(self.observed)

@@ -77,13 +77,17 @@ def step_upgrade(state: ClusterState, now: str) -> UpgradeStep:
 
     for host_id, progress in hosts.items():
         record = host_record(host_id)
-        if progress.phase in ("done", "failed", "waiting"):
+        if progress.phase in ("done", "failed"):
             continue
         if record is None:
             hosts[host_id] = progress.model_copy(
                 update={"phase": "failed", "message": "the host is gone", "finished_at": now}
             )
-            holders.pop(host_id, None)
+            if holders.get(host_id) == HOLDER:
+                del holders[host_id]
+            step.events.append(("host-upgrade-failed", host_id, "the host is gone"))
+            continue
+        if progress.phase == "waiting":
             continue
         if progress.phase == "draining":
             if record.state == "drained":
@@ -112,7 +116,9 @@ def step_upgrade(state: ClusterState, now: str) -> UpgradeStep:
                         "message": f"the drain ended before the upgrade (host is {record.state})",
                     }
                 )
-                holders.pop(host_id, None)
+                if holders.get(host_id) == HOLDER:
+                    del holders[host_id]
+                step.events.append(("host-upgrade-failed", host_id, hosts[host_id].message))
         elif progress.phase == "upgrading":
             back = host_id in state.alive and (
                 record.facts.get("boot_id", "") != progress.boot_id

@@ -105,6 +105,10 @@ def test_reapplying_the_same_spec_changes_nothing(fleet: Fleet) -> None:
     spec = web_spec(fleet.image)
     fleet.client.apply([spec])
     ids = {c.id for c in wait_containers(fleet, "web", 3)}
+    # The rollout record follows the replicas becoming available; wait for its end.
+    wait_until(
+        lambda: fleet.client.rollout_status("web").state == "complete", 30, what="the rollout"
+    )
     before = etcd_prefix(fleet.etcd, fleet.prefix)
 
     [change] = fleet.client.apply([spec])
