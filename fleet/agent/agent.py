@@ -37,7 +37,7 @@ import grpc.aio
 from fleet.agent.events import EventQueue, from_docker, own, restart_events
 from fleet.agent.health import Prober
 from fleet.agent.images import ImageKeeper, stale_images
-from fleet.agent.reconcile import Backoff, Create, Remove, RestartBook, Start, Task, plan
+from fleet.agent.reconcile import Backoff, Create, Remove, RestartBook, Start, Stop, Task, plan
 from fleet.agent.requests import RequestHandler
 from fleet.agent.runtime import DockerRuntime, ObservedContainer, container_name
 from fleet.agent.stats import HostUsage, UsageSampler
@@ -267,7 +267,7 @@ class Agent:
                 if isinstance(t, Remove) or (isinstance(t, Create) and not fixed_port(t))
             ],
             [t for t in tasks if fixed_port(t)],
-            [t for t in tasks if isinstance(t, Start)],
+            [t for t in tasks if isinstance(t, Start | Stop)],
         ]
         for phase in phases:
             if self.desired_version != version:
@@ -359,6 +359,11 @@ class Agent:
                 container_id = await asyncio.to_thread(self.runtime.create, spec)
                 await asyncio.to_thread(self.runtime.start, container_id)
                 log.info("started %s.%d (%s)", spec.app, spec.slot, container_id[:12])
+            elif isinstance(task, Stop):
+                log.info("stopping %s: %s", task.container.name, task.reason)
+                await asyncio.to_thread(
+                    self.runtime.stop, task.container.container_id, task.container.stop_grace
+                )
             elif isinstance(task, Start):
                 log.info("starting %s: %s", task.container.name, task.reason)
                 # Until the round lists containers again, `observed` still shows this one

@@ -22,6 +22,7 @@ __all__ = [
     "Remove",
     "RestartBook",
     "Start",
+    "Stop",
     "Task",
     "plan",
     "restart_wanted",
@@ -45,7 +46,15 @@ class Start:
     reason: str
 
 
-Task = Remove | Create | Start
+@dataclass(frozen=True)
+class Stop:
+    """Stop, but keep (a finished job's container, for its logs)."""
+
+    container: ObservedContainer
+    reason: str
+
+
+Task = Remove | Create | Start | Stop
 
 
 @dataclass(frozen=True)
@@ -178,11 +187,17 @@ def plan(
         else:
             keep[container.key] = container
 
-    creates: list[Task] = [Create(spec) for key, spec in sorted(wanted.items()) if key not in keep]
+    creates: list[Task] = [
+        Create(spec) for key, spec in sorted(wanted.items()) if key not in keep and not spec.stopped
+    ]
 
     starts: list[Task] = []
     look_again: float | None = None
-    for container in keep.values():
+    for key, container in keep.items():
+        if wanted[key].stopped:
+            if container.state in ("running", "restarting", "paused"):
+                starts.append(Stop(container, "its job is over"))
+            continue
         if container.state == "created":
             starts.append(Start(container, "created, not yet started"))
             continue

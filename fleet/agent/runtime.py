@@ -335,6 +335,10 @@ class DockerRuntime:
     def start(self, container_id: str) -> None:
         self._call("start", lambda: self.client.api.start(container_id))
 
+    def stop(self, container_id: str, grace: float) -> None:
+        """Stop (SIGTERM, then SIGKILL after ``grace``) and keep the container."""
+        self._call("stop", lambda: self.client.api.stop(container_id, timeout=math.ceil(grace)))
+
     def stop_and_remove(self, container_id: str, grace: float) -> None:
         """SIGTERM, SIGKILL after ``grace`` seconds, then remove."""
         try:

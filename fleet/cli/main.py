@@ -134,9 +134,16 @@ class Kind(StrEnum):
     apps = "apps"
     hosts = "hosts"
     containers = "containers"
+    jobs = "jobs"
 
 
-_KIND_ALIASES = {"app": "apps", "host": "hosts", "container": "containers", "ps": "containers"}
+_KIND_ALIASES = {
+    "app": "apps",
+    "host": "hosts",
+    "container": "containers",
+    "ps": "containers",
+    "job": "jobs",
+}
 
 
 def _kind(value: str) -> Kind:
@@ -174,6 +181,27 @@ def _print_apps(apps: list[pb.AppInfo], output: Format) -> None:
         rows,
         wide_columns=["GENERATION", "PORTS", "UPDATED"],
         wide_rows=wide,
+    )
+
+
+def _print_jobs(apps: list[pb.AppInfo], output: Format) -> None:
+    rows = [
+        [
+            a.name,
+            f"{a.job.succeeded}/{a.job.completions}",
+            str(a.job.running),
+            str(a.job.failed),
+            a.job.state,
+            ",".join(str(c) for _, c in sorted(a.job.exit_codes.items())) or "-",
+            a.job.started_at or "-",
+        ]
+        for a in apps
+    ]
+    print_records(
+        apps,
+        output,
+        ["NAME", "SUCCEEDED", "RUNNING", "FAILED", "STATE", "EXIT CODES", "STARTED"],
+        rows,
     )
 
 
@@ -259,16 +287,20 @@ def _print_containers(containers: list[pb.ContainerInfo], output: Format) -> Non
 @app.command()
 @connected
 def get(
-    kind: Annotated[str, typer.Argument(help="apps, hosts or containers.", show_default=False)],
+    kind: Annotated[
+        str, typer.Argument(help="apps, hosts, containers or jobs.", show_default=False)
+    ],
     name: Annotated[str, typer.Argument(help="Only this one.")] = "",
     conn: Connection = CONNECTION,
     output: OutputOpt = Format.table,
 ) -> None:
-    """List apps, hosts or containers."""
+    """List apps, hosts, containers or jobs."""
     which = _kind(kind)
     with conn.client() as client:
         if which == Kind.apps:
             _print_apps(client.apps(name), output)
+        elif which == Kind.jobs:
+            _print_jobs([a for a in client.apps(name) if a.mode == "job"], output)
         elif which == Kind.hosts:
             _print_hosts(client.hosts(name), output)
         else:
@@ -305,9 +337,21 @@ def describe(
                 f"[bold]app/{info.name}[/bold]  generation {info.generation}, "
                 f"revision {info.revision}, updated {info.updated_at}"
             )
-            console.print(
-                f"replicas: {info.running} running / {info.placed} placed / {info.desired} desired"
-            )
+            if info.mode == "job":
+                job = info.job
+                console.print(
+                    f"job: {job.state}, {job.succeeded}/{job.completions} succeeded, "
+                    f"{job.running} running, {job.failed} failed (backoff_limit "
+                    f"{job.backoff_limit}); exit codes "
+                    + (", ".join(f"{s}={c}" for s, c in sorted(job.exit_codes.items())) or "-")
+                )
+                if job.message:
+                    console.print(f"  {job.message}")
+            else:
+                console.print(
+                    f"{info.mode}: {info.running} running / {info.available} available / "
+                    f"{info.placed} placed / {info.desired} desired"
+                )
             print(yaml.safe_dump(spec, sort_keys=False), end="")
             if info.pending:
                 console.print("[bold]pending[/bold]")
@@ -543,6 +587,7 @@ app.add_typer(rollouts.rollout_app, name="rollout")
 app.add_typer(rollouts.set_app, name="set")
 app.command()(rollouts.endpoints)
 app.command()(hosts.drain)
+app.command()(rollouts.wait)
 app.command("upgrade-hosts")(hosts.upgrade_hosts)
 
 

@@ -34,6 +34,8 @@ __all__ = [
     "rollout_app",
     "rollout_outcome",
     "set_app",
+    "wait",
+    "wait_for_job",
     "wait_for_rollout",
 ]
 
@@ -469,3 +471,55 @@ def endpoints(
     print_records(
         found, output, ["APP", "SLOT", "HOST", "ADDRESS", "CONTAINER PORT", "REVISION"], rows
     )
+
+
+class JobSource(Protocol):
+    def apps(self, name: str = "") -> list[pb.AppInfo]: ...
+
+
+def wait_for_job(
+    client: JobSource, app: str, timeout: float, *, poll_interval: float = POLL_INTERVAL
+) -> int:
+    """Poll a job until it is complete (0) or failed (1), or ``timeout`` passes (1)."""
+    ends = time.monotonic() + timeout
+    said = ""
+    while True:
+        [info] = client.apps(app)
+        job = info.job
+        line = (
+            f"job/{app}: {job.succeeded}/{job.completions} succeeded, "
+            f"{job.running} running, {job.failed} failed"
+        )
+        if line != said:
+            err_console.print(line)
+            said = line
+        if job.state == "complete":
+            console.print(f"job/{app} complete")
+            return EXIT_COMPLETE
+        if job.state == "failed":
+            _error(f"job/{app} failed: {escape(job.message)}")
+            return EXIT_FAILED
+        if time.monotonic() > ends:
+            _error(f"job/{app} still {job.state} after {_human_seconds(timeout)}")
+            return EXIT_FAILED
+        time.sleep(poll_interval)
+
+
+@connected
+def wait(
+    app_name: AppArg,
+    timeout: TimeoutOpt = "10m",
+    conn: Connection = CONNECTION,
+) -> None:
+    """Wait for APP: a job until it completes (exit 1 if it failed), any other app until
+    its rollout is complete (like `fleet rollout status`). For pipelines: run a
+    migration job, `fleet wait` for it, then roll out."""
+    limit = parse_timeout(timeout)
+    with conn.client() as client:
+        [info] = client.apps(app_name)
+        if info.mode == "job":
+            code = wait_for_job(client, app_name, limit)
+        else:
+            code = wait_for_rollout(client, app_name, None, limit, Format.table)
+    if code:
+        raise typer.Exit(code)

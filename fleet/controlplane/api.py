@@ -164,6 +164,28 @@ def _upgrade_info(walk: UpgradeRecord) -> pb.UpgradeInfo:
     )
 
 
+def _job_info(state: ClusterState, app: str, running: int) -> pb.JobInfo | None:
+    stored = state.apps[app].value.spec
+    if stored.mode != "job":
+        return None
+    found = state.jobs.get(app)
+    info = pb.JobInfo(
+        state="running",
+        completions=stored.job_completions,
+        parallelism=stored.job_parallelism,
+        backoff_limit=stored.job_backoff_limit,
+        running=running,
+    )
+    if found is not None:
+        job = found.value
+        info.state, info.message = job.state, job.message
+        info.succeeded, info.failed = len(job.succeeded), job.failure_count
+        info.started_at, info.finished_at = job.started_at, job.finished_at
+        for slot, code in job.exit_codes.items():
+            info.exit_codes[slot] = code
+    return info
+
+
 def _drain_blocked(state: ClusterState, now: float) -> dict[str, list[pb.Pending]]:
     """For each draining host, the replicas that cannot move yet and why."""
     draining = {h for h, v in state.hosts.items() if v.value.state == "draining"}
@@ -529,13 +551,21 @@ class FleetService(pb_grpc.FleetServiceServicer):
             pending = plan_replicas(state, name, now).pending
             counts = rollout_counts(state, name, now)
             rollout = state.rollouts.get(name)
+            spec = record.spec
+            desired = spec.replicas
+            if spec.mode == "global":
+                desired = len(state.replicas_of(name)) + len(pending)
+            elif spec.mode == "job":
+                desired = spec.job_parallelism
             apps.append(
                 pb.AppInfo(
                     name=name,
                     spec_json=record.spec.model_dump_json(),
                     generation=record.generation,
                     revision=record.revision,
-                    desired=record.spec.replicas,
+                    desired=desired,
+                    mode=spec.mode,
+                    job=_job_info(state, name, counts.running),
                     placed=len(state.replicas_of(name)),
                     running=counts.running,
                     available=counts.available,

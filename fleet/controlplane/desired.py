@@ -128,11 +128,11 @@ def desired_containers(
     containers = []
     for replica, revision in placed:
         try:
-            containers.append(
-                container_spec(
-                    revision.spec, replica.slot, revision.revision, revision.template_hash, secrets
-                )
+            container = container_spec(
+                revision.spec, replica.slot, revision.revision, revision.template_hash, secrets
             )
+            container.stopped = replica.stopped
+            containers.append(container)
         except MissingSecret as error:
             # The replica waits for its secret rather than starting without it.
             log.warning("host %s: not sending %s.%d: %s", host_id, replica.app, replica.slot, error)

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 from fleet._time import epoch, now_iso
 from fleet.controlplane.metrics import Metrics
+from fleet.controlplane.modes import global_slots, job_progress, job_slots
 from fleet.controlplane.rollout import Instance, crash_reason, instances, observe, template_of
 from fleet.controlplane.upgrades import step_upgrade
 from fleet.errors import Conflict, Unavailable
@@ -30,6 +31,7 @@ from fleet.spec import AppSpec
 from fleet.store import ClusterState, EventLog, Informer, Store
 from fleet.store.records import (
     AppRecord,
+    JobRecord,
     ReplicaRecord,
     ReplicaTarget,
     ResourceAmounts,
@@ -50,6 +52,8 @@ class ReplicaPlan:
     # The rollout record to write (with the mod revision it was read at), or None.
     rollout: tuple[RolloutRecord, int] | None = None
     delete_rollout: int | None = None  # the mod revision of a rollout record to delete
+    job: tuple[JobRecord, int] | None = None  # a job's record to write, with its mod revision
+    delete_job: int | None = None
     app: AppRecord | None = None  # an automatic rollback rewrites the app (same guard)
     events: list[tuple[str, int | None, str]] = field(default_factory=list)  # kind, slot, text
     wake_at: float | None = None  # when a replica becomes available or a deadline passes
@@ -61,6 +65,8 @@ class ReplicaPlan:
             and self.rollout is None
             and self.delete_rollout is None
             and self.app is None
+            and self.job is None
+            and self.delete_job is None
         )
 
 
@@ -179,7 +185,35 @@ class _AppPlanner:
         self.observed = observe(state, app)
         existing = {slot: v for (a, slot), v in state.replicas.items() if a == app}
         self.mods = {slot: v.mod_revision for slot, v in existing.items()}
-        self.wanted = set(range(self.spec.replicas))
+        self.mode = self.spec.mode
+        self.new_hosts: dict[int, str] = {}  # global: new slot -> its host
+        self.job: JobRecord | None = None  # job: its record after this round
+        self.stop: set[int] = set()  # job: slots whose containers are stopped, kept
+        records = {slot: v.value for slot, v in existing.items()}
+        if self.mode == "global":
+            slots = global_slots(state, self.spec, records)
+            self.wanted = slots.keep | set(slots.new)
+            self.new_hosts = slots.new
+        elif self.mode == "job":
+            stored_job = state.jobs.get(app)
+            self.job, job_events = job_progress(
+                stored_job.value if stored_job else None,
+                app,
+                self.spec,
+                records,
+                self.observed,
+                self.clock,
+            )
+            self.plan.events.extend((kind, None, message) for kind, message in job_events)
+            self.wanted, _, self.stop, expires = job_slots(
+                self.job, self.spec, records, self.observed, self.clock
+            )
+            if expires is not None:
+                self.plan.wake_at = expires
+            if stored_job is None or stored_job.value != self.job:
+                self.plan.job = (self.job, stored_job.mod_revision if stored_job else 0)
+        else:
+            self.wanted = set(range(self.spec.replicas))
         # The slots' records as this plan leaves them (what is written is what differs).
         self.slots: dict[int, ReplicaRecord] = {
             slot: v.value for slot, v in existing.items() if slot in self.wanted
@@ -254,9 +288,34 @@ class _AppPlanner:
 
     # ---------------------------------------------------------------- steps
 
+    def _place_on(self, slot: int, host: str) -> bool:
+        """Place ``slot`` (current revision) on ``host`` if it has room there."""
+        snapshot = self._snapshot()
+        only = Snapshot(
+            hosts=tuple(h for h in snapshot.hosts if h.host_id == host),
+            placed=snapshot.placed,
+            now=snapshot.now,
+            stale_after=snapshot.stale_after,
+        )
+        placed = schedule(only, [_request(self.spec, self.template, slot)])
+        if placed.placements:
+            self.slots[slot] = self._own(slot, self.target, host)
+            return True
+        why = placed.explain(self.app, slot, 1).removeprefix("0/1 hosts fit: ")
+        self.plan.pending[slot] = f"host {host}: {why}"
+        return False
+
     def place_missing_and_lost(self) -> None:
         """New slots get the current revision; a slot whose host is lost keeps its
-        revision and moves (its replacement, if it had one started, takes over)."""
+        revision and moves (its replacement, if it had one started, takes over). A
+        global app's slots are each for one host, and never move."""
+        if self.mode == "global":
+            for slot, host in sorted(self.new_hosts.items()):
+                self._place_on(slot, host)
+            return
+        for slot in self.stop:
+            if slot in self.slots and not self.slots[slot].stopped:
+                self.slots[slot] = self.slots[slot].model_copy(update={"stopped": True})
         moving: list[int] = []
         for slot, replica in sorted(self.slots.items()):
             nxt = replica.next
@@ -394,9 +453,11 @@ class _AppPlanner:
     def replace_outdated(self) -> int:
         """One step of the rollout within the surge and availability budgets; returns
         how many replacements it started."""
-        replicas = self.spec.replicas
+        replicas = len(self.wanted)
         update = self.spec.update
-        max_total = replicas + update.surge(replicas)
+        # A global app has one replica per host: replaced in place, never surged.
+        surge = 0 if self.mode == "global" else update.surge(replicas)
+        max_total = replicas + surge
         min_available = replicas - update.unavailable(replicas)
         total = len(self.slots) + sum(r.next is not None for r in self.slots.values())
         available = self.available_count()
@@ -455,6 +516,12 @@ class _AppPlanner:
                 self.slots[placement.slot] = self._own(placement.slot, self.target, host)
                 remaining.discard(placement.slot)
         elsewhere = sorted(remaining)
+        if self.mode == "global":
+            for slot in elsewhere:  # no room on its own host: it waits, pending
+                self.plan.pending[slot] = (
+                    f"host {self.slots[slot].host}: no room for revision {self.target}"
+                )
+            return len(slots) - len(remaining)
         hosts = self._schedule(elsewhere, self.template, leave_out=frozenset(remaining))
         for slot in elsewhere:
             if slot in hosts:
@@ -526,11 +593,17 @@ def plan_replicas(
         rollout = state.rollouts.get(app)
         if rollout is not None:
             plan.delete_rollout = rollout.mod_revision
+        job = state.jobs.get(app)
+        if job is not None:
+            plan.delete_job = job.mod_revision
         return plan
     planner = _AppPlanner(state, app, now, lost_hosts)
     planner.place_missing_and_lost()
+    if planner.mode == "job":
+        return planner.finish()  # a job's slots run once: no rollout, no moves
     promoted = planner.promote_and_prune()
-    planner.drain_moves()
+    if planner.mode != "global":  # a global replica stops with its host, never moves
+        planner.drain_moves()
     _step_rollout(planner, promoted)
     return planner.finish()
 
@@ -600,9 +673,9 @@ def _step_rollout(planner: _AppPlanner, promoted: int) -> None:
         started = planner.replace_outdated()
         updated, ready = planner.updated_counts()
         done = (
-            updated == len(planner.slots) == planner.spec.replicas
+            updated == len(planner.slots) == len(planner.wanted)
             and all(r.next is None for r in planner.slots.values())
-            and ready >= planner.spec.replicas
+            and ready >= len(planner.wanted)
         )
         if done:
             rollout = rollout.model_copy(
@@ -610,7 +683,7 @@ def _step_rollout(planner: _AppPlanner, promoted: int) -> None:
                     "ready": ready,
                     "state": "complete",
                     "message": f"revision {target} is available on all "
-                    f"{planner.spec.replicas} replica(s)",
+                    f"{len(planner.wanted)} replica(s)",
                     "progress_at": now_text,
                     "updated_at": now_text,
                 }
@@ -679,16 +752,33 @@ def _fail(planner: _AppPlanner, rollout: RolloutRecord, mod: int, reason: str) -
 
 
 def drained_hosts(state: ClusterState) -> list[str]:
-    """Draining hosts that are empty: no replica wants a container there, and the agent
-    reports none left that could run (a stopping one may still be serving its shutdown
-    delay)."""
+    """Draining hosts that are empty: no replica wants a running container there, and
+    the agent reports none left that could run (a stopping one may still be serving its
+    shutdown delay). Global apps' replicas stay and do not count, unless the drain
+    includes them; a job's finished containers (kept for their logs) do not count."""
+    gone = ("exited", "dead", "refused", "failed")
+
+    def mode(app: str) -> str:
+        found = state.apps.get(app)
+        return found.value.spec.mode if found else "replicated"
+
     done = []
     for host_id, host in sorted(state.hosts.items()):
-        if host.value.state != "draining" or state.containers_on(host_id):
+        drain = host.value.drain
+        if host.value.state != "draining" or drain is None:
             continue
         status = state.status.get(host_id)
-        gone = ("exited", "dead", "refused", "failed")
-        if status is not None and any(c.state not in gone for c in status.value.containers):
+        reports = status.value.containers if status else []
+        running = {(c.app, c.slot) for c in reports if c.state not in gone}
+
+        def counts(app: str, slot: int, running: set[tuple[str, int]], everything: bool) -> bool:
+            kind = mode(app)
+            if kind == "global" and not everything:
+                return False
+            return kind != "job" or (app, slot) in running
+
+        wanted = [(r.app, r.slot) for r, _ in state.containers_on(host_id)]
+        if any(counts(a, s, running, drain.include_global) for a, s in [*wanted, *running]):
             continue
         done.append(host_id)
     return done
@@ -788,6 +878,7 @@ class ReplicaController:
         await self._track_liveness(state, now)
         lost = lost_hosts(state, self._down_since, now, self._reschedule_after)
         apps = set(state.apps) | {app for app, _ in state.replicas} | set(state.rollouts)
+        apps |= set(state.jobs)
         pending: dict[str, dict[int, str]] = {}
         wake_at: float | None = None
         for app in sorted(apps):
@@ -811,6 +902,8 @@ class ReplicaController:
                     rollout=plan.rollout,
                     delete_rollout=plan.delete_rollout,
                     app_record=plan.app,
+                    job=plan.job,
+                    delete_job=plan.delete_job,
                 )
                 await self._record_rollout_events(app, plan)
                 log.info(

@@ -122,7 +122,8 @@ def template_of(current: AppSpec, revision_spec: AppSpec) -> AppSpec:
     """``current`` with the container template of ``revision_spec``: what a rollback or an
     undo writes, keeping the count, placement and update settings of today."""
     kept = {"name", "replicas", "constraints", "placement", "max_per_host", "update"}
-    kept.add("min_available")
+    kept |= {"min_available", "mode", "completions", "parallelism", "backoff_limit"}
+    kept.add("ttl_after_finished")
     template = {k: v for k, v in revision_spec.model_dump().items() if k not in kept}
     return AppSpec.model_validate({**current.model_dump(), **template})
 

@@ -626,6 +626,7 @@ class ContainerSpec(_message.Message):
     VOLUMES_FIELD_NUMBER: _builtins.int
     HEALTH_FIELD_NUMBER: _builtins.int
     SHUTDOWN_DELAY_SECONDS_FIELD_NUMBER: _builtins.int
+    STOPPED_FIELD_NUMBER: _builtins.int
     app: _builtins.str
     slot: _builtins.int
     revision: _builtins.int
@@ -641,6 +642,8 @@ class ContainerSpec(_message.Message):
     host_pid: _builtins.bool
     shutdown_delay_seconds: _builtins.float
     """kept running this long once it is not desired"""
+    stopped: _builtins.bool
+    """keep the container, stopped (a finished job's)"""
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -683,10 +686,11 @@ class ContainerSpec(_message.Message):
         volumes: _abc.Iterable[_builtins.str] | None = ...,
         health: Global___HealthCheck | None = ...,
         shutdown_delay_seconds: _builtins.float = ...,
+        stopped: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "cap_add", b"cap_add", "command", b"command", "env", b"env", "health", b"health", "host_network", b"host_network", "host_pid", b"host_pid", "image", b"image", "labels", b"labels", "ports", b"ports", "privileged", b"privileged", "resources", b"resources", "restart", b"restart", "revision", b"revision", "shutdown_delay_seconds", b"shutdown_delay_seconds", "slot", b"slot", "spec_hash", b"spec_hash", "stop_grace_seconds", b"stop_grace_seconds", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "cap_add", b"cap_add", "command", b"command", "env", b"env", "health", b"health", "host_network", b"host_network", "host_pid", b"host_pid", "image", b"image", "labels", b"labels", "ports", b"ports", "privileged", b"privileged", "resources", b"resources", "restart", b"restart", "revision", b"revision", "shutdown_delay_seconds", b"shutdown_delay_seconds", "slot", b"slot", "spec_hash", b"spec_hash", "stop_grace_seconds", b"stop_grace_seconds", "stopped", b"stopped", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1343,6 +1347,8 @@ class AppInfo(_message.Message):
     AVAILABLE_FIELD_NUMBER: _builtins.int
     UPDATED_FIELD_NUMBER: _builtins.int
     ROLLOUT_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     spec_json: _builtins.str
     generation: _builtins.int
@@ -1357,8 +1363,14 @@ class AppInfo(_message.Message):
     """replicas at the current revision"""
     rollout: _builtins.str
     """the rollout's state: progressing, complete, failed"""
+    mode: _builtins.str
+    """replicated | global | job"""
     @_builtins.property
     def pending(self) -> _containers.RepeatedCompositeFieldContainer[Global___Pending]: ...
+    @_builtins.property
+    def job(self) -> Global___JobInfo:
+        """mode job"""
+
     def __init__(
         self,
         *,
@@ -1375,14 +1387,90 @@ class AppInfo(_message.Message):
         available: _builtins.int = ...,
         updated: _builtins.int = ...,
         rollout: _builtins.str = ...,
+        mode: _builtins.str = ...,
+        job: Global___JobInfo | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "created_at", b"created_at", "desired", b"desired", "generation", b"generation", "name", b"name", "pending", b"pending", "placed", b"placed", "revision", b"revision", "rollout", b"rollout", "running", b"running", "spec_json", b"spec_json", "updated", b"updated", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "created_at", b"created_at", "desired", b"desired", "generation", b"generation", "job", b"job", "mode", b"mode", "name", b"name", "pending", b"pending", "placed", b"placed", "revision", b"revision", "rollout", b"rollout", "running", b"running", "spec_json", b"spec_json", "updated", b"updated", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AppInfo: _TypeAlias = AppInfo  # noqa: Y015
+
+@_typing.final
+class JobInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ExitCodesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.int
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.int = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    STATE_FIELD_NUMBER: _builtins.int
+    COMPLETIONS_FIELD_NUMBER: _builtins.int
+    PARALLELISM_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    EXIT_CODES_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    BACKOFF_LIMIT_FIELD_NUMBER: _builtins.int
+    state: _builtins.str
+    """running | complete | failed"""
+    completions: _builtins.int
+    parallelism: _builtins.int
+    succeeded: _builtins.int
+    failed: _builtins.int
+    """failures in total (backoff_limit counts them)"""
+    running: _builtins.int
+    started_at: _builtins.str
+    finished_at: _builtins.str
+    message: _builtins.str
+    backoff_limit: _builtins.int
+    @_builtins.property
+    def exit_codes(self) -> _containers.ScalarMap[_builtins.int, _builtins.int]:
+        """slot -> last exit code"""
+
+    def __init__(
+        self,
+        *,
+        state: _builtins.str = ...,
+        completions: _builtins.int = ...,
+        parallelism: _builtins.int = ...,
+        succeeded: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        running: _builtins.int = ...,
+        exit_codes: _abc.Mapping[_builtins.int, _builtins.int] | None = ...,
+        started_at: _builtins.str = ...,
+        finished_at: _builtins.str = ...,
+        message: _builtins.str = ...,
+        backoff_limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backoff_limit", b"backoff_limit", "completions", b"completions", "exit_codes", b"exit_codes", "failed", b"failed", "finished_at", b"finished_at", "message", b"message", "parallelism", b"parallelism", "running", b"running", "started_at", b"started_at", "state", b"state", "succeeded", b"succeeded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobInfo: _TypeAlias = JobInfo  # noqa: Y015
 
 @_typing.final
 class AppList(_message.Message):

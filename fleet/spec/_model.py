@@ -23,9 +23,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     WithJsonSchema,
     field_serializer,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -742,8 +744,30 @@ class UpdateStrategy(_Model):
         return min(allowed, replicas)
 
 
+_JOB_FIELDS = ("completions", "parallelism", "backoff_limit", "ttl_after_finished")
+
+
+def _job_count(low: int, what: str) -> Callable[[object], int | None]:
+    def check(value: object) -> int | None:
+        if value is None:
+            return None
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or not low <= value <= _MAX_REPLICAS
+        ):
+            raise ValueError(f"expected {what} from {low} to {_MAX_REPLICAS}, got {_show(value)}")
+        return value
+
+    return check
+
+
 class AppSpec(_Model):
-    """One app: the container template its replicas run, how many, and where they may run."""
+    """One app: the container template its replicas run, how many, and where they may run.
+
+    ``mode`` says how many: ``replicated`` (``replicas`` of them), ``global`` (one on
+    every ready host that matches ``constraints``) or ``job`` (``completions`` runs to
+    exit 0, ``parallelism`` at a time)."""
 
     name: Annotated[
         str,
@@ -765,6 +789,15 @@ class AppSpec(_Model):
         BeforeValidator(_replicas),
         _schema(type="integer", minimum=0, maximum=_MAX_REPLICAS, description="how many to run"),
     ] = 1
+    mode: Annotated[
+        Literal["replicated", "global", "job"],
+        _schema(
+            type="string",
+            enum=["replicated", "global", "job"],
+            description="replicated: `replicas` of them; global: one on every matching host; "
+            "job: run to completion",
+        ),
+    ] = "replicated"
     command: Annotated[
         list[str] | None,
         BeforeValidator(_command),
@@ -917,6 +950,29 @@ class AppSpec(_Model):
             examples=[5, "80%"],
         ),
     ] = None
+    completions: Annotated[
+        int | None,
+        BeforeValidator(_job_count(1, "completions")),
+        Field(description="job: successful runs needed (default 1)"),
+    ] = None
+    parallelism: Annotated[
+        int | None,
+        BeforeValidator(_job_count(1, "parallelism")),
+        Field(description="job: runs at a time (default 1)"),
+    ] = None
+    backoff_limit: Annotated[
+        int | None,
+        BeforeValidator(_job_count(0, "backoff_limit")),
+        Field(description="job: failures in total before the job fails (default 6)"),
+    ] = None
+    ttl_after_finished: Annotated[
+        float | None,
+        BeforeValidator(
+            lambda v: None if v is None else _seconds(0, 30 * 86400, "ttl_after_finished")(v)
+        ),
+        _schema(anyOf=[*_DURATION_SCHEMA["anyOf"], {"type": "null"}]),
+        Field(description="job: finished containers are kept this long for their logs (1h)"),
+    ] = None
     update: Annotated[
         UpdateStrategy,
         _none_as(dict),
@@ -925,6 +981,58 @@ class AppSpec(_Model):
             examples=[{"max_surge": 1, "max_unavailable": 0, "min_ready": "3s"}],
         ),
     ] = UpdateStrategy()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_fields(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        mode = data.get("mode", "replicated")
+        if mode in ("global", "job") and "replicas" in data:
+            instead = (
+                "it runs one replica on every matching host"
+                if mode == "global"
+                else "use completions and parallelism"
+            )
+            raise ValueError(f"replicas does not apply to mode {mode}: {instead}")
+        if mode != "job":
+            given = [f for f in _JOB_FIELDS if data.get(f) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} apply only to mode job")
+        elif "restart" not in data:
+            data = {**data, "restart": "on-failure"}  # a job that exits 0 is done
+        return data
+
+    @model_validator(mode="after")
+    def _job_restart(self) -> Self:
+        if self.mode == "job" and self.restart.kind == "always":
+            raise ValueError("restart always would run a job forever: use on-failure[:N] or no")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_replicas(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The count of a global app or a job is not `replicas`: leave it out, so what is
+        # dumped validates again.
+        data: dict[str, Any] = handler(self)
+        if self.mode != "replicated":
+            data.pop("replicas", None)
+        return data
+
+    @property
+    def job_completions(self) -> int:
+        return self.completions or 1
+
+    @property
+    def job_parallelism(self) -> int:
+        return self.parallelism or 1
+
+    @property
+    def job_backoff_limit(self) -> int:
+        return 6 if self.backoff_limit is None else self.backoff_limit
+
+    @property
+    def job_ttl(self) -> float:
+        return 3600.0 if self.ttl_after_finished is None else self.ttl_after_finished
 
     def budget_min_available(self) -> int:
         """Replicas a drain keeps available: ``min_available`` (a count, or a percentage
@@ -985,7 +1093,7 @@ class AppSpec(_Model):
     def template(self) -> dict[str, Any]:
         """The container template: what each replica runs, without the count and placement."""
         placement = {"name", "replicas", "constraints", "placement", "max_per_host", "update"}
-        placement.add("min_available")
+        placement |= {"min_available", "mode", *_JOB_FIELDS}
         return self.model_dump(mode="json", exclude=placement)
 
     def secret_names(self) -> set[str]:

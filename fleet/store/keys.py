@@ -8,6 +8,7 @@ top-level folders, so a prefix read or watch of one never drags in the others::
     revisions/<app>/<n>             the spec of revision n (bounded history)
     replicas/<app>/<slot>           a desired replica: slot, revision, host (and its next)
     rollouts/<app>                  the app's current rollout: target, state, progress
+    jobs/<app>                      a job's progress: what succeeded, what failed
     hosts/<host>                    registration: capacity, labels, facts, state
     alive/<host>                    bound to the host's lease while its agent is connected
     status/<host>                   what the agent last reported running (same lease)
@@ -98,6 +99,9 @@ class KeyLayout:
 
     def rollout(self, app: str) -> bytes:
         return self._key("rollouts", check_name(app))
+
+    def job(self, app: str) -> bytes:
+        return self._key("jobs", check_name(app))
 
     # replicas
     def replica(self, app: str, slot: int) -> bytes:

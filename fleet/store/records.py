@@ -20,6 +20,8 @@ __all__ = [
     "HostRecord",
     "HostState",
     "HostUpgrade",
+    "JobRecord",
+    "JobRun",
     "LiveRecord",
     "MaintenanceRecord",
     "PortBinding",
@@ -101,11 +103,38 @@ class ReplicaRecord(_Record):
     resources: ResourceAmounts
     host_ports: list[str] = []  # "8080/tcp" for every fixed host port it publishes
     next: ReplicaTarget | None = None
+    stopped: bool = False  # keep the container but do not run it (a failed job's)
 
     def instances(self) -> list[tuple[int, str]]:
         """(revision, host) of every container this slot wants: its own and its next."""
         own = [(self.revision, self.host)]
         return own if self.next is None else [*own, (self.next.revision, self.next.host)]
+
+
+class JobRun(_Record):
+    """One completed run of a job."""
+
+    exit_code: int
+    host: str
+    finished_at: str
+
+
+class JobRecord(_Record):
+    """A job's progress, kept by the controller: what succeeded (their containers are
+    kept for ``ttl_after_finished`` so their logs can be read) and what failed."""
+
+    app: str
+    state: Literal["running", "complete", "failed"] = "running"
+    started_at: str
+    finished_at: str = ""
+    succeeded: dict[int, JobRun] = {}  # slot -> its successful run
+    failures: dict[str, int] = {}  # container id -> failed runs seen (exits != 0)
+    exit_codes: dict[int, int] = {}  # slot -> the last exit code seen
+    message: str = ""
+
+    @property
+    def failure_count(self) -> int:
+        return sum(self.failures.values())
 
 
 class RolloutRecord(_Record):

@@ -20,6 +20,7 @@ from fleet.store.keys import KeyLayout
 from fleet.store.records import (
     AppRecord,
     HostRecord,
+    JobRecord,
     LiveRecord,
     MaintenanceRecord,
     ReplicaRecord,
@@ -53,6 +54,7 @@ class ClusterState:
     revisions: dict[tuple[str, int], Versioned[RevisionRecord]] = field(default_factory=dict)
     replicas: dict[tuple[str, int], Versioned[ReplicaRecord]] = field(default_factory=dict)
     rollouts: dict[str, Versioned[RolloutRecord]] = field(default_factory=dict)
+    jobs: dict[str, Versioned[JobRecord]] = field(default_factory=dict)
     hosts: dict[str, Versioned[HostRecord]] = field(default_factory=dict)
     alive: dict[str, Versioned[LiveRecord]] = field(default_factory=dict)
     status: dict[str, Versioned[StatusRecord]] = field(default_factory=dict)
@@ -115,6 +117,7 @@ def decode_state(layout: KeyLayout, kvs: Iterable[KeyValue], revision: int) -> C
         "revisions": (RevisionRecord, state.revisions, lambda p: (p[0], int(p[1]))),
         "replicas": (ReplicaRecord, state.replicas, lambda p: (p[0], int(p[1]))),
         "rollouts": (RolloutRecord, state.rollouts, lambda p: p[0]),
+        "jobs": (JobRecord, state.jobs, lambda p: p[0]),
         "hosts": (HostRecord, state.hosts, lambda p: p[0]),
         "alive": (LiveRecord, state.alive, lambda p: p[0]),
         "status": (StatusRecord, state.status, lambda p: p[0]),

@@ -18,6 +18,7 @@ from fleet.store.keys import KeyLayout
 from fleet.store.records import (
     AppRecord,
     HostRecord,
+    JobRecord,
     LiveRecord,
     MaintenanceRecord,
     ReplicaRecord,
@@ -85,6 +86,7 @@ class Store:
             [
                 Delete(self.keys.app(name)),
                 Delete(self.keys.rollout(name)),
+                Delete(self.keys.job(name)),
                 DeletePrefix(self.keys.revisions(name)),
                 DeletePrefix(self.keys.replicas(name)),
             ],
@@ -101,6 +103,8 @@ class Store:
         rollout: tuple[RolloutRecord, int] | None = None,
         delete_rollout: int | None = None,
         app_record: AppRecord | None = None,
+        job: tuple[JobRecord, int] | None = None,
+        delete_job: int | None = None,
     ) -> int:
         """Write and delete replicas of one app in one transaction, with its rollout
         record and (for an automatic rollback) the app itself.
@@ -121,6 +125,13 @@ class Store:
         if delete_rollout is not None:
             guards.append(Compare(self.keys.rollout(app), delete_rollout))
             ops.append(Delete(self.keys.rollout(app)))
+        if job is not None:
+            job_record, job_mod = job
+            guards.append(Compare(self.keys.job(app), job_mod))
+            ops.append(Put(self.keys.job(app), job_record.dump()))
+        if delete_job is not None:
+            guards.append(Compare(self.keys.job(app), delete_job))
+            ops.append(Delete(self.keys.job(app)))
         for record, mod in put:
             key = self.keys.replica(app, record.slot)
             guards.append(Compare(key, mod))

@@ -221,7 +221,7 @@ def test_unknown_field_names_it_and_lists_the_known_ones() -> None:
     problem = one_problem(BASE + "imgae: x\n")
     assert (problem.path, problem.line) == ("imgae", 3)
     assert problem.message.startswith("unknown field 'imgae' (did you mean 'image'?)")
-    assert "known fields: name, image, replicas, command" in problem.message
+    assert "known fields: name, image, replicas, mode, command" in problem.message
 
 
 def test_missing_fields_point_at_the_document() -> None:
