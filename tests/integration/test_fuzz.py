@@ -211,7 +211,7 @@ def stream(
     return kinds, error
 
 
-def wait_disconnected(plane: Plane, host: str = HOST, timeout: float = 10.0) -> None:
+def wait_disconnected(plane: Plane, host: str = HOST, timeout: float = 30.0) -> None:
     """Until the host's previous session is gone (its lease revoked)."""
     wait_until(
         lambda: not etcd_prefix(plane.etcd, f"{PREFIX}alive/{host}"),
