@@ -823,6 +823,20 @@ def server(
             help="Then, after this long, its replicas are placed elsewhere (default: the same).",
         ),
     ] = None,
+    leader_ttl: Annotated[
+        str,
+        typer.Option(
+            "--leader-ttl",
+            help="Run several servers against one etcd: one leads (runs the controllers), "
+            "all serve. A dead leader is replaced this long after its last lease renewal.",
+        ),
+    ] = "3s",
+    server_id: Annotated[
+        str | None,
+        typer.Option(
+            "--server-id", help="This replica's name in the election (default: host-pid)."
+        ),
+    ] = None,
     secrets_key_file: Annotated[
         Path | None,
         typer.Option(
@@ -860,6 +874,8 @@ def server(
         reschedule_after=_duration_option("--reschedule-after", reschedule_after)
         if reschedule_after
         else None,
+        leader_ttl=max(2, round(_duration_option("--leader-ttl", leader_ttl))),
+        server_id=server_id or "",
     )
     asyncio.run(run_server(config))
 

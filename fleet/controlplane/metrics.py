@@ -11,7 +11,7 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -72,6 +72,11 @@ class Metrics:
         )
         self.etcd_errors = Counter(
             "fleet_etcd_errors", "etcd requests that failed.", registry=self.registry
+        )
+        self.leader = Gauge(
+            "fleet_leader",
+            "1 while this replica leads (runs the controllers).",
+            registry=self.registry,
         )
         self._server: Any = None
 

@@ -27,6 +27,7 @@ from fleet.controlplane.metrics import Metrics
 from fleet.controlplane.replicas import ReplicaController
 from fleet.secrets import load_key_file
 from fleet.store import DEFAULT_PREFIX, Etcd, EventLog, Informer, KeyLayout, Store
+from fleet.store.election import Election, LostLeadership
 from fleet.transport import TlsFiles, Transport
 
 __all__ = ["ControlPlane", "ServerConfig", "run_server"]
@@ -52,6 +53,7 @@ class ServerConfig:
     host_lease_ttl: int = 15  # host_down_after: a silent host's liveness key expires then
     reschedule_after: float | None = None  # then its replicas move (None: host_lease_ttl)
     server_id: str = ""
+    leader_ttl: int = 3  # a dead leader's lease expires this long after its last renewal
 
 
 class ControlPlane:
@@ -66,15 +68,10 @@ class ControlPlane:
         self.informer = Informer(self.etcd, self.store.keys)
         self.events = EventLog(self.etcd, self.store.keys)
         self.metrics = Metrics(self.informer.state, lambda: self.agents.streams)
-        self.controller = ReplicaController(
-            self.store,
-            self.informer,
-            self.events,
-            reschedule_after=config.reschedule_after
-            if config.reschedule_after is not None
-            else config.host_lease_ttl,
-            metrics=self.metrics,
+        self.election = Election(
+            self.etcd, self.store.keys, self.server_id, ttl=max(2, config.leader_ttl)
         )
+        self.controller: ReplicaController | None = None  # while this replica leads
         self.agents = AgentService(
             self.store,
             self.informer,
@@ -135,7 +132,7 @@ class ControlPlane:
             raise OSError(f"cannot listen on {self.config.listen}")
         self._tasks = [
             asyncio.create_task(self.informer.run(), name="informer"),
-            asyncio.create_task(self.controller.run(), name="replica-controller"),
+            asyncio.create_task(self._lead(), name="leadership"),
         ]
         await asyncio.wait_for(self.informer.wait_synced(), 30)
         await self._server.start()
@@ -145,8 +142,46 @@ class ControlPlane:
             self.metrics_port = self.metrics.serve(self.config.metrics_listen)
         log.info("control plane %s listening on %s", self.server_id, self.config.listen)
 
+    async def _lead(self) -> None:
+        """Campaign; while leading, run the controllers with fenced writes; when the
+        leadership is lost, stop them and campaign again. Every replica serves the API
+        and agents all along."""
+        reschedule_after = (
+            self.config.reschedule_after
+            if self.config.reschedule_after is not None
+            else self.config.host_lease_ttl
+        )
+        while True:
+            fence = await self.election.campaign()
+            self.controller = ReplicaController(
+                self.store.fenced(fence),
+                self.informer,
+                self.events,
+                reschedule_after=reschedule_after,
+                metrics=self.metrics,
+            )
+            self.metrics.leader.set(1)
+            controller = asyncio.create_task(self.controller.run(), name="replica-controller")
+            keeper = asyncio.create_task(self.election.keep(), name="leader-lease")
+            try:
+                done, _ = await asyncio.wait(
+                    [controller, keeper], return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    task.result()  # a controller crash or a lost lease, raised here
+            except LostLeadership as error:
+                log.warning("%s is no longer the leader: %s", self.server_id, error)
+            finally:
+                self.metrics.leader.set(0)
+                for task in (controller, keeper):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, LostLeadership):
+                        await task
+                self.controller = None
+
     async def stop(self, grace: float = 2.0) -> None:
         self.metrics.stop()
+        await self.election.resign()
         await self._server.stop(grace)
         for task in self._tasks:
             task.cancel()

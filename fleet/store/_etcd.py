@@ -146,7 +146,10 @@ def _target(endpoints: Sequence[str]) -> str:
 
 
 def _unavailable(error: grpc.aio.AioRpcError) -> Unavailable:
-    return Unavailable(f"etcd: {error.code().name}: {error.details()}")
+    hint = ""
+    if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        hint = " (is etcd down, or has its cluster lost quorum? a majority of members must be up)"
+    return Unavailable(f"etcd: {error.code().name}: {error.details()}{hint}")
 
 
 class Etcd:

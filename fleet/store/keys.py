@@ -16,6 +16,7 @@ top-level folders, so a prefix read or watch of one never drags in the others::
     policy                          what containers may ask of hosts (fleet policy set)
     maintenance                     the semaphore of hosts out for maintenance (drains)
     upgrade                         the coordinated OS upgrade walk (fleet upgrade-hosts)
+    leader                          the leading control plane, bound to its lease
     tokens/<id>                     a bearer token: its role and the hash of its secret
     events/<time>-<source>-<n>      recent events, bound to a lease (kept about an hour);
                                     not in the informer's cache (see EventLog)
@@ -136,6 +137,9 @@ class KeyLayout:
 
     def upgrade(self) -> bytes:
         return self._key("upgrade")
+
+    def leader(self) -> bytes:
+        return self._key("leader")
 
     def policy(self) -> bytes:
         return self._key("policy")

@@ -47,9 +47,18 @@ class AppWrite:
 class Store:
     """fleet's state in one etcd under one prefix."""
 
-    def __init__(self, etcd: Etcd, layout: KeyLayout | None = None) -> None:
+    def __init__(
+        self, etcd: Etcd, layout: KeyLayout | None = None, *, fence: Compare | None = None
+    ) -> None:
         self.etcd = etcd
         self.keys = layout or KeyLayout()
+        # The leader's fence (see fleet.store.election): guards every write of this
+        # store, so a deposed leader's controllers cannot write at all.
+        self.fence = fence
+
+    def fenced(self, fence: Compare) -> Store:
+        """This store for a leader's controllers: every write also carries ``fence``."""
+        return Store(self.etcd, self.keys, fence=fence)
 
     async def snapshot(self) -> ClusterState:
         """Everything under the prefix, read at one revision."""
@@ -283,6 +292,8 @@ class Store:
     async def _guarded(
         self, guards: list[Compare], ops: Sequence[Put | Delete | DeletePrefix], conflict: str
     ) -> int:
+        if self.fence is not None:
+            guards = [*guards, self.fence]
         result = await self.etcd.txn(guards, ops)
         if not result.succeeded:
             raise Conflict(conflict)

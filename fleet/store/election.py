@@ -1,0 +1,107 @@
+"""Leader election among control-plane replicas: an etcd key bound to a lease.
+
+A candidate becomes leader by creating the ``leader`` key (a transaction that only
+succeeds while the key does not exist), bound to a lease it keeps alive. The key's
+creation revision is the **fencing revision**: every controller write is guarded on the
+key still having that revision, so a deposed leader's late writes (after a pause, a
+partition, a lease that expired under it) fail instead of landing. When the leader
+dies its lease expires after ``ttl`` seconds and the key goes with it; a standby that
+polls the key then takes over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from fleet._time import now_iso
+from fleet.errors import Unavailable
+from fleet.store._etcd import Compare, Etcd, Put
+from fleet.store.keys import KeyLayout
+
+__all__ = ["Election", "LostLeadership"]
+
+log = logging.getLogger(__name__)
+
+
+class LostLeadership(Exception):
+    """The lease behind the leader key expired or could not be kept alive in time."""
+
+
+class Election:
+    def __init__(
+        self,
+        etcd: Etcd,
+        layout: KeyLayout,
+        candidate: str,
+        *,
+        ttl: int = 3,
+        poll: float = 0.25,
+    ) -> None:
+        self._etcd = etcd
+        self._key = layout.leader()
+        self.candidate = candidate
+        self.ttl = ttl
+        self._poll = poll
+        self._lease = 0
+        self.fence: Compare | None = None  # set while leading
+
+    async def leader(self) -> str | None:
+        """Who leads now (the candidate id in the key), None when nobody does."""
+        kv = await self._etcd.get(self._key)
+        if kv is None:
+            return None
+        try:
+            return str(json.loads(kv.value)["candidate"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    async def campaign(self) -> Compare:
+        """Wait until this candidate leads; returns the fence its writes carry."""
+        while True:
+            try:
+                if await self._etcd.get(self._key) is None:
+                    lease = await self._etcd.grant(self.ttl)
+                    value = json.dumps({"candidate": self.candidate, "since": now_iso()})
+                    result = await self._etcd.txn(
+                        [Compare(self._key, 0)], [Put(self._key, value.encode(), lease)]
+                    )
+                    if result.succeeded:
+                        self._lease = lease
+                        # The put was the key's creation: its revision is the txn's.
+                        self.fence = Compare(self._key, result.revision)
+                        log.info("%s leads (fencing revision %d)", self.candidate, result.revision)
+                        return self.fence
+                    await self._etcd.revoke(lease)
+            except Unavailable as error:
+                log.warning("election: %s", error)
+            await asyncio.sleep(self._poll)
+
+    async def keep(self) -> None:
+        """Keep the lease alive; raises ``LostLeadership`` when it is lost."""
+        every = max(0.2, self.ttl / 3)
+        last_ok = time.monotonic()
+        while True:
+            await asyncio.sleep(every)
+            try:
+                remaining = await self._etcd.keepalive(self._lease)
+            except Unavailable as error:
+                # Keep trying until the lease would have expired anyway.
+                if time.monotonic() - last_ok >= self.ttl:
+                    raise LostLeadership(f"could not renew the leader lease: {error}") from error
+                continue
+            if remaining <= 0:
+                raise LostLeadership("the leader lease expired")
+            last_ok = time.monotonic()
+
+    async def resign(self) -> None:
+        """Give leadership up at once (a clean shutdown): a standby takes over now."""
+        self.fence = None
+        if self._lease:
+            try:
+                await self._etcd.revoke(self._lease)
+            except Unavailable as error:
+                log.warning("could not resign (the lease will expire): %s", error)
+            self._lease = 0
