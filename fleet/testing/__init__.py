@@ -7,7 +7,7 @@ production code paths, which must not import this package.
 from __future__ import annotations
 
 from fleet.testing.dockerhosts import DockerHost, HostPool, cleanup_stale
-from fleet.testing.etcd import EtcdServer
+from fleet.testing.etcd import EtcdCluster, EtcdServer
 from fleet.testing.images import (
     DEFAULT_CMD,
     HTTP_PORT,
@@ -25,6 +25,7 @@ __all__ = [
     "HTTPD_CMD",
     "HTTP_PORT",
     "DockerHost",
+    "EtcdCluster",
     "EtcdServer",
     "HostPool",
     "ManagedProcess",

@@ -339,6 +339,18 @@ class DockerHost:
         if self._proc is not None:
             self._proc.stop(timeout)
 
+    def power_off(self) -> None:
+        """As if the machine lost power: SIGKILL dockerd, containerd and the shims, and
+        every container process (nothing is stopped cleanly). ``start_daemon()`` boots it."""
+        pid = self.daemon_pid
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+        _kill_processes_mentioning(self.data_dir)
+        _kill_cgroup(self.cgroup_parent)
+        if self._proc is not None:
+            self._proc.stop(1)  # reaps it
+        self.close_client()
+
     def cut_network(self) -> None:
         """Take the host's veth down: the host and its daemon live on but nobody reaches them."""
         _ip("link", "set", self.veth, "down")

@@ -1,4 +1,5 @@
-"""A real single-member etcd on free loopback ports, for tests that need the store.
+"""A real etcd on free loopback ports, for tests that need the store: one member
+(`EtcdServer`) or a cluster of several (`EtcdCluster`, for quorum tests).
 
 Each instance has its own ports, name, cluster token and data dir, so it collides with
 nothing else on the machine; `restart()` keeps ports and data to test etcd restarts.
@@ -41,6 +42,13 @@ class EtcdServer:
         self.start_timeout = start_timeout
         self.start_seconds: float | None = None
         self._proc: ManagedProcess | None = None
+        # Set by EtcdCluster: every member's name=peer URL, and the cluster's token.
+        self.initial_cluster: str | None = None
+        self.cluster_token: str | None = None
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
 
     @property
     def endpoint(self) -> str:
@@ -74,9 +82,9 @@ class EtcdServer:
             "--initial-advertise-peer-urls",
             peer,
             "--initial-cluster",
-            f"{self.name}={peer}",
+            self.initial_cluster or f"{self.name}={peer}",
             "--initial-cluster-token",
-            self.name,
+            self.cluster_token or self.name,
             "--initial-cluster-state",
             "new",
             # One member on loopback: a short election timeout only shortens the wait for
@@ -100,8 +108,9 @@ class EtcdServer:
             return False
         return isinstance(body, dict) and body.get("health") == "true"
 
-    def start(self) -> EtcdServer:
-        """Start etcd and wait until it reports healthy; raise with its log tail if it does not."""
+    def start(self, *, wait: bool = True) -> EtcdServer:
+        """Start etcd and wait until it reports healthy (a cluster member: until the
+        cluster has a leader); raise with its log tail if it does not."""
         if self._proc is not None and self._proc.running:
             return self
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -109,9 +118,14 @@ class EtcdServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
         began = time.monotonic()
         self._proc = ManagedProcess(self._args(), self.log_path, name="etcd", env=env).start()
-        self._proc.wait_ready(self.healthy, self.start_timeout, what=f"etcd at {self.url}")
+        if wait:
+            self.wait_healthy()
         self.start_seconds = time.monotonic() - began
         return self
+
+    def wait_healthy(self) -> None:
+        assert self._proc is not None
+        self._proc.wait_ready(self.healthy, self.start_timeout, what=f"etcd at {self.url}")
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop etcd (SIGTERM, then SIGKILL); keeps the data dir for `restart()`. Idempotent."""
@@ -148,3 +162,41 @@ class EtcdServer:
 
     def __repr__(self) -> str:
         return f"EtcdServer(endpoint={self.endpoint!r}, data_dir={str(self.data_dir)!r})"
+
+
+class EtcdCluster:
+    """``size`` etcd members on loopback forming one cluster (3: one may fail)."""
+
+    def __init__(self, size: int = 3) -> None:
+        token = f"fleet-test-cluster-{os.getpid()}-{id(self) & 0xFFFF:x}"
+        self.members = [EtcdServer(name=f"{token}-m{i}") for i in range(size)]
+        initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        for member in self.members:
+            member.initial_cluster = initial
+            member.cluster_token = token
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.members]
+
+    def start(self) -> EtcdCluster:
+        """Start every member, then wait until each is healthy (the cluster has a leader)."""
+        try:
+            for member in self.members:
+                member.start(wait=False)
+            for member in self.members:
+                member.wait_healthy()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        for member in self.members:
+            member.close()
+
+    def __enter__(self) -> EtcdCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
