@@ -7,6 +7,7 @@ they happen. Each control plane has its own registry, so several can share a pro
 
 from __future__ import annotations
 
+import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from fleet.controlplane.rollout import rollout_counts
 from fleet.store import ClusterState
 
 __all__ = ["Metrics"]
@@ -37,19 +39,19 @@ class _StateCollector(Collector):
         yield hosts
         replicas = GaugeMetricFamily(
             "fleet_replicas",
-            "Replicas per app: desired (spec), placed (on a host), running (reported).",
+            "Replicas per app: desired (spec), placed (on a host), running (reported), "
+            "available (healthy for min_ready).",
             labels=["app", "kind"],
         )
-        running = Tally(
-            c.app
-            for status in state.status.values()
-            for c in status.value.containers
-            if c.state == "running"
-        )
+        now = time.time()
         for name, app in sorted(state.apps.items()):
-            replicas.add_metric([name, "desired"], app.value.spec.replicas)
+            counts = rollout_counts(state, name, now)
+            spec = app.value.spec
+            desired = spec.replicas if spec.mode == "replicated" else len(state.replicas_of(name))
+            replicas.add_metric([name, "desired"], desired)
             replicas.add_metric([name, "placed"], len(state.replicas_of(name)))
-            replicas.add_metric([name, "running"], running.get(name, 0))
+            replicas.add_metric([name, "running"], counts.running)
+            replicas.add_metric([name, "available"], counts.available)
         yield replicas
         streams = GaugeMetricFamily("fleet_agent_streams", "Agents connected to this server.")
         streams.add_metric([], self._streams())

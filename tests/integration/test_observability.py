@@ -59,6 +59,7 @@ def test_health_reflection_and_metrics(
                 text = _metrics(metrics)
                 return (
                     'fleet_replicas{app="web",kind="running"} 2.0' in text
+                    and 'fleet_replicas{app="web",kind="available"} 2.0' in text
                     and 'fleet_hosts{state="ready"} 1.0' in text
                     and "fleet_agent_streams 1.0" in text
                 )
@@ -67,6 +68,7 @@ def test_health_reflection_and_metrics(
         text = _metrics(metrics)
         assert 'fleet_replicas{app="web",kind="desired"} 2.0' in text
         assert "fleet_scheduling_seconds_count" in text and "fleet_reconcile_seconds_count" in text
+        assert "fleet_leader 1.0" in text  # the only replica leads
     finally:
         channel.close()
         agent.stop()
