@@ -56,7 +56,9 @@ from fleet.testing.images import HTTPD_CMD, ensure_image
 client = docker.from_env()
 ensure_image(client, "fleet-demo/hello", "v1",
              "Hello from fleet! This page is served by a container fleet placed.\n", HTTPD_CMD)
-print("fleet-demo/hello:v1 ready")
+ensure_image(client, "fleet-demo/hello", "v2",
+             "Hello from fleet v2, rolled out replica by replica.\n", HTTPD_CMD)
+print("fleet-demo/hello:v1 and v2 ready")
 PY
 
         step "starting fleet up (etcd, control plane, agent) in the background; log: $STATE/up.log"
@@ -88,7 +90,19 @@ print(json.load(sys.stdin)[0]["status"]["ports"][0]["host_port"])')
     url="http://127.0.0.1:$port/"
     step "curl $url"
     curl -fsS "$url"
-    printf '\nfleet is up. Try: %s get apps -o wide | %s scale hello 5 | %s describe app hello\n' \
+
+    step "fleet set image hello fleet-demo/hello:v2 --wait   (a health-gated rolling upgrade)"
+    "$FLEET" set image hello fleet-demo/hello:v2 --wait --timeout 3m
+    step "fleet endpoints hello"
+    "$FLEET" endpoints hello
+    port=$("$FLEET" endpoints hello -o json | "$PY" -c '
+import json, sys
+print(json.load(sys.stdin)[0]["host_port"])')
+    step "curl http://127.0.0.1:$port/"
+    curl -fsS "http://127.0.0.1:$port/"
+    step "fleet rollout history hello"
+    "$FLEET" rollout history hello
+    printf '\nfleet is up. Try: %s get apps -o wide | %s rollout undo hello | %s describe app hello\n' \
         "$FLEET" "$FLEET" "$FLEET"
     echo "Stop it with: make demo-down"
 }
