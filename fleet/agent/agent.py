@@ -147,7 +147,8 @@ class Agent:
         self.observed: list[ObservedContainer] = []
         # Containers this host's policy refused: (app, slot, revision) -> why.
         self.refused: dict[tuple[str, int, int], str] = {}
-        self._sampler = UsageSampler(lambda: runtime.client)
+        # A hollow runtime (fleet.testing.hollow) samples and reports its own events.
+        self._sampler = runtime.sampler or UsageSampler(lambda: runtime.client)
         self.usage = HostUsage(0.0, 0, 0, 0.0)
         self._restarts_file = config.state_dir / "restarts.json" if config.state_dir else None
         self.restarts = (
@@ -174,12 +175,16 @@ class Agent:
     async def run(self) -> None:
         """Run until cancelled."""
         loop = asyncio.get_running_loop()
-        # A daemon thread: a blocking read of Docker's event stream must never hold up
-        # the process's exit.
-        events = threading.Thread(
-            target=self._follow_docker_events, args=(loop,), name="docker-events", daemon=True
-        )
-        events.start()
+        if self.runtime.pushes_events:
+            # A simulated runtime calls back on the loop itself: no thread per host.
+            self.runtime.on_event = lambda raw: self._on_docker_event(loop, raw)
+        else:
+            # A daemon thread: a blocking read of Docker's event stream must never hold
+            # up the process's exit.
+            events = threading.Thread(
+                target=self._follow_docker_events, args=(loop,), name="docker-events", daemon=True
+            )
+            events.start()
         try:
             await asyncio.gather(
                 self._connection_loop(),

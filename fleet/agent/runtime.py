@@ -172,6 +172,12 @@ def _nanos(seconds: float) -> int:
 class DockerRuntime:
     """Create, start, stop and list fleet's containers on one dockerd."""
 
+    # A simulated runtime (fleet.testing.hollow) calls ``on_event`` itself instead of
+    # being followed by a thread, and brings its own usage sampler.
+    pushes_events = False
+    on_event: Callable[[dict[str, Any]], None] | None = None
+    sampler: Any = None
+
     def __init__(self, base_url: str | None = None, *, timeout: int = 60) -> None:
         self._base_url = base_url
         self._timeout = timeout

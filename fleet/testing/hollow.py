@@ -1,0 +1,360 @@
+"""Hollow hosts, as Kubernetes' kubemark: many simulated Docker hosts in one process.
+
+A test and benchmark tool, never part of a real deployment. Each hollow host runs the
+real ``fleet.agent.Agent`` (its stream, registration, heartbeats, reconcile loop,
+restart policies and events) over ``HollowRuntime``, an in-memory stand-in for
+dockerd in which a started container is running ``start_delay`` seconds later. Health
+checks are not simulated: a hollow container is healthy once it runs.
+
+    python -m fleet.testing.hollow --server 127.0.0.1:7400 --hosts 500 --insecure
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fleet.agent.agent import Agent, AgentConfig
+from fleet.agent.runtime import (
+    LABEL_APP,
+    LABEL_GRACE,
+    LABEL_RESTART,
+    LABEL_REVISION,
+    LABEL_SLOT,
+    LABEL_SPEC_HASH,
+    DockerRuntime,
+    ObservedContainer,
+    container_name,
+)
+from fleet.agent.stats import HostUsage
+from fleet.errors import NotFound
+from fleet.proto import fleet_pb2 as pb
+from fleet.transport import Transport
+
+__all__ = ["HollowRuntime", "hollow_agents", "run_hollow"]
+
+log = logging.getLogger(__name__)
+
+_MEMORY_IN_USE = 8 << 20  # what a hollow container "uses"
+
+
+@dataclass
+class _Container:
+    id: str
+    name: str
+    image: str
+    labels: dict[str, str]
+    ports: tuple[tuple[int, int, str], ...]
+    state: str = "created"
+    running_at: float | None = None  # when a start takes effect
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int = 0
+
+
+class _Sampler:
+    def __init__(self, runtime: HollowRuntime) -> None:
+        self._runtime = runtime
+
+    def sample(self) -> HostUsage:
+        running = [c for c in self._runtime.snapshot() if c.state == "running"]
+        return HostUsage(
+            cpu=0.01 * len(running),
+            memory=_MEMORY_IN_USE * len(running),
+            containers=len(running),
+            seconds=0.0,
+            images=tuple(sorted(self._runtime.images)),
+            per_container={c.container_id: (0.01, _MEMORY_IN_USE, 0) for c in running},
+        )
+
+
+@dataclass
+class HollowRuntime(DockerRuntime):
+    """dockerd, simulated: containers are records; a start takes ``start_delay``."""
+
+    host_id: str = "hollow"
+    start_delay: float = 0.2
+    cpus: float = 16.0
+    memory: int = 64 << 30
+    images: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        super().__init__(None)
+        self.pushes_events = True
+        self.sampler = _Sampler(self)
+        self._containers: dict[str, _Container] = {}
+        self._ports = itertools.count(32768)
+        self._lock = threading.Lock()  # agents call in from worker threads
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._boot_id = str(uuid.uuid4())
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    @property
+    def client(self) -> Any:
+        raise NotImplementedError("a hollow host has no Docker daemon")
+
+    def snapshot(self) -> list[ObservedContainer]:
+        return self.list_containers()
+
+    def _emit(self, action: str, container: _Container) -> None:
+        event = {
+            "Type": "container",
+            "Action": action,
+            "Actor": {"ID": container.id, "Attributes": dict(container.labels)},
+            "timeNano": time.time_ns(),
+        }
+        if self.on_event is not None:
+            self.on_event(event)
+
+    # ------------------------------------------------------------------ the runtime
+
+    def ping(self) -> None:
+        return None
+
+    def host_facts(self) -> tuple[float, int, dict[str, str]]:
+        facts = {"os": "hollow", "arch": "x86_64", "kernel": "hollow", "docker_version": "hollow"}
+        return self.cpus, self.memory, {**facts, "boot_id": self._boot_id}
+
+    def list_containers(self) -> list[ObservedContainer]:
+        now = time.time()
+        with self._lock:
+            found = []
+            for c in self._containers.values():
+                state = c.state
+                if state == "running" and c.running_at is not None and c.running_at > now:
+                    state = "created"  # still starting
+                found.append(
+                    ObservedContainer(
+                        container_id=c.id,
+                        name=c.name,
+                        app=c.labels[LABEL_APP],
+                        slot=int(c.labels[LABEL_SLOT]),
+                        revision=int(c.labels[LABEL_REVISION]),
+                        spec_hash=c.labels[LABEL_SPEC_HASH],
+                        restart=c.labels[LABEL_RESTART],
+                        stop_grace=float(c.labels[LABEL_GRACE]),
+                        state=state,
+                        exit_code=c.exit_code,
+                        oom_killed=False,
+                        started_at=_stamp(c.running_at) if state == "running" else "",
+                        finished_at=c.finished_at,
+                        ports=c.ports,
+                        started_epoch=c.running_at if state == "running" else None,
+                    )
+                )
+            return found
+
+    def ensure_image(self, image: str) -> bool:
+        with self._lock:
+            pulled = image not in self.images
+            self.images.add(image)
+            return pulled
+
+    def create(self, spec: pb.ContainerSpec) -> str:
+        labels = {
+            **dict(spec.labels),
+            LABEL_APP: spec.app,
+            LABEL_SLOT: str(spec.slot),
+            LABEL_REVISION: str(spec.revision),
+            LABEL_SPEC_HASH: spec.spec_hash,
+            LABEL_RESTART: spec.restart,
+            LABEL_GRACE: f"{spec.stop_grace_seconds:g}",
+        }
+        with self._lock:
+            ports = tuple(
+                sorted(
+                    (p.host_port or next(self._ports), p.container_port, p.protocol)
+                    for p in spec.ports
+                )
+            )
+            container = _Container(
+                id=uuid.uuid4().hex + uuid.uuid4().hex,
+                name=container_name(spec.app, spec.slot, spec.spec_hash),
+                image=spec.image,
+                labels=labels,
+                ports=ports,
+            )
+            self._containers[container.id] = container
+        return container.id
+
+    def _get(self, container_id: str) -> _Container:
+        found = self._containers.get(container_id)
+        if found is None:
+            raise NotFound(f"no such hollow container {container_id[:12]}")
+        return found
+
+    def start(self, container_id: str) -> None:
+        with self._lock:
+            container = self._get(container_id)
+            if container.state == "running":
+                return
+            container.state = "running"
+            container.running_at = time.time() + self.start_delay
+            container.finished_at = None
+        if self._loop is not None:
+            # The agent hears of it when it runs, as it would from Docker's events.
+            self._loop.call_soon_threadsafe(
+                self._loop.call_later, self.start_delay, self._emit, "start", container
+            )
+
+    def stop(self, container_id: str, grace: float) -> None:
+        with self._lock:
+            container = self._get(container_id)
+            container.state = "exited"
+            container.finished_at = time.time()
+        self._emit_soon("die", container)
+
+    def stop_and_remove(self, container_id: str, grace: float) -> None:
+        with self._lock:
+            container = self._containers.pop(container_id, None)
+        if container is not None:
+            self._emit_soon("destroy", container)
+
+    def remove_by_name(self, name: str) -> None:
+        with self._lock:
+            stale = [c.id for c in self._containers.values() if c.name == name]
+        for container_id in stale:
+            self.stop_and_remove(container_id, 0)
+
+    def _emit_soon(self, action: str, container: _Container) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._emit, action, container)
+
+    def images_in_use(self) -> set[str]:
+        with self._lock:
+            return {c.image for c in self._containers.values()}
+
+    def remove_image(self, image: str) -> bool:
+        with self._lock:
+            if image in self.images:
+                self.images.discard(image)
+                return True
+            return False
+
+    def events(self, on_event: Callable[[dict[str, Any]], None], stop: threading.Event) -> None:
+        raise NotImplementedError("hollow hosts push their events")
+
+    def stop_events(self) -> None:
+        return None
+
+    def kill(self, container_id: str, exit_code: int = 137) -> None:
+        """A container dies (for tests of restart policies at scale)."""
+        with self._lock:
+            container = self._get(container_id)
+            container.state, container.exit_code = "exited", exit_code
+            container.finished_at = time.time()
+        self._emit_soon("die", container)
+
+
+def _stamp(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+def hollow_agents(
+    servers: Sequence[str],
+    count: int,
+    transport_for: Callable[[str], Transport],
+    *,
+    name: str = "hollow",
+    start_delay: float = 0.2,
+    cpus: float = 16.0,
+    memory: int = 64 << 30,
+    stats_seconds: float = 5.0,
+    first: int = 0,
+) -> list[tuple[Agent, HollowRuntime]]:
+    """``count`` hollow hosts ``NAME-00000``...: the real agent over a hollow runtime."""
+    made = []
+    for i in range(first, first + count):
+        host_id = f"{name}-{i:05d}"
+        runtime = HollowRuntime(host_id=host_id, start_delay=start_delay, cpus=cpus, memory=memory)
+        config = AgentConfig(
+            servers=servers,
+            host_id=host_id,
+            transport=transport_for(host_id),
+            stats_seconds=stats_seconds,
+            resync_seconds=30.0,
+            address="127.0.0.1",
+        )
+        made.append((Agent(config, runtime), runtime))
+    return made
+
+
+async def run_hollow(agents: list[tuple[Agent, HollowRuntime]], spread: float = 5.0) -> None:
+    """Run every agent until cancelled; starts are spread over ``spread`` seconds so
+    thousands of hosts do not all connect in the same instant."""
+    loop = asyncio.get_running_loop()
+
+    async def one(index: int, agent: Agent, runtime: HollowRuntime) -> None:
+        runtime.bind(loop)
+        await asyncio.sleep(spread * index / max(1, len(agents)))
+        await agent.run()
+
+    await asyncio.gather(*(one(i, a, r) for i, (a, r) in enumerate(agents)))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--server", required=True, help="control plane address(es), a,b")
+    parser.add_argument("--hosts", type=int, default=100)
+    parser.add_argument("--first", type=int, default=0, help="number of the first host")
+    parser.add_argument("--name", default="hollow", help="host ids are NAME-00000...")
+    parser.add_argument("--start-delay", type=float, default=0.2)
+    parser.add_argument("--cpus", type=float, default=16.0)
+    parser.add_argument("--memory-gib", type=int, default=64)
+    parser.add_argument("--stats-seconds", type=float, default=5.0)
+    parser.add_argument("--spread", type=float, default=5.0, help="seconds to connect all")
+    parser.add_argument("--insecure", action="store_true")
+    parser.add_argument("--pki-dir", type=Path, help="a TestPKI directory (agent certificates)")
+    parser.add_argument("--log-level", default="warning")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.insecure:
+
+        def transport_for(host_id: str) -> Transport:
+            return Transport(None)
+
+    else:
+        from fleet.testing.certs import TestPKI
+
+        if args.pki_dir is None:
+            parser.error("--pki-dir or --insecure is needed")
+        pki = TestPKI(args.pki_dir)
+
+        def transport_for(host_id: str) -> Transport:
+            return Transport(pki.agent(host_id))
+
+    agents = hollow_agents(
+        [s for s in args.server.split(",") if s],
+        args.hosts,
+        transport_for,
+        name=args.name,
+        start_delay=args.start_delay,
+        cpus=args.cpus,
+        memory=args.memory_gib << 30,
+        stats_seconds=args.stats_seconds,
+        first=args.first,
+    )
+    print(f"hollow: {len(agents)} hosts", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_hollow(agents, args.spread))
+
+
+if __name__ == "__main__":
+    main()
