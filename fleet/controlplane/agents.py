@@ -23,7 +23,7 @@ import grpc.aio
 from fleet._time import epoch, now_iso
 from fleet.controlplane._handlers import check_well_formed
 from fleet.controlplane.auth import caller
-from fleet.controlplane.desired import desired_containers, fingerprint
+from fleet.controlplane.desired import desired_containers, desired_inputs, fingerprint
 from fleet.errors import (
     Conflict,
     FailedPrecondition,
@@ -57,6 +57,7 @@ _REGISTER_TIMEOUT = 10.0
 _MAX_EVENTS_PER_BATCH = 500
 _MAX_REPORT_BYTES = 512 * 1024  # etcd takes values up to about 1.5 MiB
 _MAX_IMAGES = 1000
+_PUSH_COALESCE = 0.05  # seconds a session waits after a change before it looks
 _STATUS_REFRESH = 5.0  # seconds: usage is rewritten at most this often when nothing else changed
 
 
@@ -243,7 +244,9 @@ class AgentService(pb_grpc.AgentServiceServicer):
             session.close()
             log.info("host %s disconnected", host_id)
             try:
-                await self._store.mark_gone(lease)
+                # Shielded: the stream's teardown cancels this handler, and a revoke cut
+                # short would leave the host "up" until its lease expires.
+                await asyncio.shield(self._store.mark_gone(lease))
             except FleetError as error:
                 log.warning("host %s: could not revoke its lease: %s", host_id, error)
 
@@ -371,10 +374,20 @@ class AgentService(pb_grpc.AgentServiceServicer):
     async def _push(self, host_id: str, outbox: asyncio.Queue[pb.ServerMessage]) -> None:
         subscription = self._informer.subscribe()
         sent = ""
+        inputs: object = None
         try:
             while True:
                 await subscription.wait()
+                # A moment's delay folds a burst of changes into one look (the state is
+                # read whole, so one look covers them all).
+                await asyncio.sleep(_PUSH_COALESCE)
                 state = self._informer.state()
+                # Most changes (other hosts' reports) do not touch this host's set: a
+                # cheap look at what it is made of skips building it again.
+                now_inputs = desired_inputs(state, host_id)
+                if now_inputs == inputs:
+                    continue
+                inputs = now_inputs
                 containers = desired_containers(state, host_id, self._secrets)
                 host = state.hosts.get(host_id)
                 command = host.value.command if host is not None else None

@@ -548,7 +548,13 @@ class FleetService(pb_grpc.FleetServiceServicer):
         apps = []
         for name in names:
             record = state.apps[name].value
-            pending = plan_replicas(state, name, now).pending
+            complete = (
+                record.spec.mode == "replicated"
+                and len(state.replicas_of(name)) >= record.spec.replicas
+            )
+            # Planning explains what is pending; with every slot placed there is nothing
+            # to explain, and a plan per request would cost O(replicas) at scale.
+            pending = {} if complete else plan_replicas(state, name, now).pending
             counts = rollout_counts(state, name, now)
             rollout = state.rollouts.get(name)
             spec = record.spec

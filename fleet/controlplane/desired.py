@@ -20,6 +20,7 @@ __all__ = [
     "MissingSecret",
     "container_spec",
     "desired_containers",
+    "desired_inputs",
     "fingerprint",
     "open_secrets",
     "resolve_env",
@@ -137,6 +138,26 @@ def desired_containers(
             # The replica waits for its secret rather than starting without it.
             log.warning("host %s: not sending %s.%d: %s", host_id, replica.app, replica.slot, error)
     return containers
+
+
+def desired_inputs(state: ClusterState, host_id: str) -> object:
+    """What ``host_id``'s desired set is built from, cheap to compare: its replicas'
+    records, the revisions and secrets they use (by mod revision), its pending command.
+    Equal inputs make an equal set."""
+    replicas = state.replicas_on(host_id)
+    apps = {r.app for r in replicas}
+    revisions = (
+        tuple(sorted((key, v.mod_revision) for key, v in state.revisions.items() if key[0] in apps))
+        if apps
+        else ()
+    )
+    host = state.hosts.get(host_id)
+    return (
+        tuple((r.app, r.slot, r.revision, r.host, r.next, r.stopped) for r in replicas),
+        revisions,
+        tuple(sorted((name, v.mod_revision) for name, v in state.secrets.items())) if apps else (),
+        host.value.command if host is not None else None,
+    )
 
 
 def fingerprint(containers: list[pb.ContainerSpec]) -> str:

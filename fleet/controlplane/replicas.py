@@ -164,6 +164,7 @@ class _AppPlanner:
         self.clock = now if now is not None else 0.0  # without a clock nothing is available
         self.lost = lost
         self.plan = ReplicaPlan()
+        self._reservations: dict[int, tuple[ResourceAmounts, list[str]]] = {}
         self.blocked = ""  # why a replacement could not be started, if one could not
         self.draining = {
             host_id: host.value.drain
@@ -222,10 +223,10 @@ class _AppPlanner:
         # A slot's reservations and fixed ports are copies of its revision's: repair any
         # copy that disagrees, so the scheduler counts what the containers really ask.
         for slot, replica in sorted(self.slots.items()):
-            own = self._own(slot, replica.revision, replica.host)
-            if (own.resources, own.host_ports) != (replica.resources, replica.host_ports):
+            resources, ports = self._reservation(replica.revision)
+            if (resources, ports) != (replica.resources, replica.host_ports):
                 self.slots[slot] = replica.model_copy(
-                    update={"resources": own.resources, "host_ports": own.host_ports}
+                    update={"resources": resources, "host_ports": list(ports)}
                 )
         self.plan.delete = [
             (slot, v.mod_revision)
@@ -270,16 +271,28 @@ class _AppPlanner:
                 self.plan.pending[slot] = why
         return {p.slot: p.host for p in placed.placements}
 
+    def _reservation(self, revision: int) -> tuple[ResourceAmounts, list[str]]:
+        """What a container of ``revision`` reserves (computed once per revision)."""
+        found = self._reservations.get(revision)
+        if found is None:
+            spec = self._template(revision)
+            found = (
+                ResourceAmounts(cpu=spec.resources.cpu, memory=spec.resources.memory),
+                fixed_host_ports(spec),
+            )
+            self._reservations[revision] = found
+        return found
+
     def _own(self, slot: int, revision: int, host: str) -> ReplicaRecord:
         """A slot running ``revision`` on ``host``, with what that revision reserves."""
-        spec = self._template(revision)
+        resources, ports = self._reservation(revision)
         return ReplicaRecord(
             app=self.app,
             slot=slot,
             revision=revision,
             host=host,
-            resources=ResourceAmounts(cpu=spec.resources.cpu, memory=spec.resources.memory),
-            host_ports=fixed_host_ports(spec),
+            resources=resources,
+            host_ports=list(ports),
         )
 
     def _template(self, revision: int) -> AppSpec:
@@ -806,6 +819,7 @@ class ReplicaController:
         resync: float = 30.0,
         reschedule_after: float = 15.0,
         metrics: Metrics | None = None,
+        min_interval: float = 0.05,
     ) -> None:
         self._metrics = metrics
         self._store = store
@@ -820,6 +834,7 @@ class ReplicaController:
         self._started = False  # past the first look at the state
         self.pending: dict[str, dict[int, str]] = {}  # app -> slot -> reason (for the API)
         self._wake_at: float | None = None  # a replica becomes available, a deadline passes
+        self._min_interval = min_interval
 
     async def run(self) -> None:
         subscription = self._informer.subscribe()
@@ -834,7 +849,12 @@ class ReplicaController:
                 timeout = max(0.05, min(timeout, self._wake_at - time.time()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(subscription.wait(), timeout)
+            # Coalesce a burst of changes (hundreds of agents reporting) into one round:
+            # each round plans every app, so one per change would cost O(changes x apps).
+            began = time.monotonic()
             await self.reconcile_all()
+            spent = time.monotonic() - began
+            await asyncio.sleep(max(self._min_interval, spent))
 
     async def _track_liveness(self, state: ClusterState, now: float) -> None:
         """Note hosts going down and coming back, with an event for each."""

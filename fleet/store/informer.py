@@ -14,7 +14,7 @@ import logging
 from fleet.errors import Unavailable
 from fleet.store._etcd import Etcd, KeyValue, WatchCompacted
 from fleet.store.keys import KeyLayout
-from fleet.store.state import ClusterState, decode_state
+from fleet.store.state import ClusterState, DecodeCache, decode_state
 
 __all__ = ["Informer", "Subscription"]
 
@@ -45,6 +45,7 @@ class Informer:
         self._skip = layout.events()
         self._revision = 0
         self._decoded: ClusterState | None = None
+        self._cache: DecodeCache = {}  # key -> (mod revision, decoded record)
         self._subscriptions: list[Subscription] = []
         self._synced = asyncio.Event()
         self._advanced = asyncio.Condition()
@@ -64,7 +65,9 @@ class Informer:
     def state(self) -> ClusterState:
         """The decoded state at the latest revision seen (decoded once per revision)."""
         if self._decoded is None or self._decoded.revision != self._revision:
-            self._decoded = decode_state(self._layout, self._items.values(), self._revision)
+            self._decoded = decode_state(
+                self._layout, list(self._items.values()), self._revision, self._cache
+            )
         return self._decoded
 
     def subscribe(self) -> Subscription:

@@ -36,6 +36,8 @@ __all__ = ["ClusterState", "Versioned", "decode_state"]
 
 log = logging.getLogger(__name__)
 
+K = TypeVar("K")
+V = TypeVar("V")
 T = TypeVar("T", bound=BaseModel)
 
 
@@ -47,12 +49,42 @@ class Versioned(Generic[T]):
     mod_revision: int
 
 
+class CountingDict(dict[K, V]):
+    """A dict that counts its changes, so an index built on it knows when it is stale."""
+
+    changes = 0
+
+    def __setitem__(self, key: K, value: V) -> None:
+        super().__setitem__(key, value)
+        self.changes += 1
+
+    def __delitem__(self, key: K) -> None:
+        super().__delitem__(key)
+        self.changes += 1
+
+    def pop(self, key: K, *default: Any) -> Any:
+        self.changes += 1
+        return super().pop(key, *default)
+
+    def clear(self) -> None:
+        self.changes += 1
+        super().clear()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self.changes += 1
+        super().update(*args, **kwargs)
+
+    def setdefault(self, key: K, default: Any = None) -> Any:
+        self.changes += 1
+        return super().setdefault(key, default)
+
+
 @dataclass
 class ClusterState:
     revision: int
     apps: dict[str, Versioned[AppRecord]] = field(default_factory=dict)
     revisions: dict[tuple[str, int], Versioned[RevisionRecord]] = field(default_factory=dict)
-    replicas: dict[tuple[str, int], Versioned[ReplicaRecord]] = field(default_factory=dict)
+    replicas: dict[tuple[str, int], Versioned[ReplicaRecord]] = field(default_factory=CountingDict)
     rollouts: dict[str, Versioned[RolloutRecord]] = field(default_factory=dict)
     jobs: dict[str, Versioned[JobRecord]] = field(default_factory=dict)
     hosts: dict[str, Versioned[HostRecord]] = field(default_factory=dict)
@@ -63,26 +95,42 @@ class ClusterState:
     policy: Versioned[Policy] | None = None  # None: the default, which allows nothing
     maintenance: Versioned[MaintenanceRecord] | None = None  # None: nobody holds a slot
     upgrade: Versioned[UpgradeRecord] | None = None  # the last upgrade walk
+    _by_app: dict[str, list[ReplicaRecord]] | None = field(default=None, repr=False)
+    _by_host: dict[str, list[ReplicaRecord]] | None = field(default=None, repr=False)
+    _stamp: tuple[int, int | None] | None = field(default=None, repr=False)
 
     @property
     def current_policy(self) -> Policy:
         return self.policy.value if self.policy else Policy()
 
+    def _indexes(self) -> tuple[dict[str, list[ReplicaRecord]], dict[str, list[ReplicaRecord]]]:
+        """Replicas by app and by host (own or next), built once per state: a state is
+        read many times (once per agent session, app and request) and never changed."""
+        stamp = (id(self.replicas), getattr(self.replicas, "changes", None))
+        if (
+            self._by_app is None
+            or self._by_host is None
+            or stamp != self._stamp
+            or stamp[1] is None
+        ):
+            self._stamp = stamp
+            by_app: dict[str, list[ReplicaRecord]] = {}
+            by_host: dict[str, list[ReplicaRecord]] = {}
+            for (app, _), versioned in sorted(self.replicas.items()):
+                replica = versioned.value
+                by_app.setdefault(app, []).append(replica)
+                by_host.setdefault(replica.host, []).append(replica)
+                if replica.next is not None and replica.next.host != replica.host:
+                    by_host.setdefault(replica.next.host, []).append(replica)
+            self._by_app, self._by_host = by_app, by_host
+        return self._by_app, self._by_host
+
     def replicas_of(self, app: str) -> list[ReplicaRecord]:
-        return sorted(
-            (v.value for (a, _), v in self.replicas.items() if a == app), key=lambda r: r.slot
-        )
+        return list(self._indexes()[0].get(app, []))
 
     def replicas_on(self, host: str) -> list[ReplicaRecord]:
         """Replicas with a container on ``host``: their own or their next."""
-        return sorted(
-            (
-                v.value
-                for v in self.replicas.values()
-                if v.value.host == host or (v.value.next is not None and v.value.next.host == host)
-            ),
-            key=lambda r: (r.app, r.slot),
-        )
+        return list(self._indexes()[1].get(host, []))
 
     def containers_on(self, host: str) -> list[tuple[ReplicaRecord, int]]:
         """(replica, revision) for every container ``host`` should run."""
@@ -98,9 +146,20 @@ class ClusterState:
         return found.value if found else None
 
 
-def _decode(model: type[T], kv: KeyValue) -> Versioned[T] | None:
+DecodeCache = dict[bytes, tuple[int, Any]]
+
+
+def _decode(model: type[T], kv: KeyValue, cache: DecodeCache | None = None) -> Versioned[T] | None:
+    if cache is not None:
+        cached = cache.get(kv.key)
+        if cached is not None and cached[0] == kv.mod_revision:
+            found: Versioned[T] | None = cached[1]
+            return found
     try:
-        return Versioned(model.model_validate_json(kv.value), kv.mod_revision)
+        decoded = Versioned(model.model_validate_json(kv.value), kv.mod_revision)
+        if cache is not None:
+            cache[kv.key] = (kv.mod_revision, decoded)
+        return decoded
     except ValidationError as error:
         # A record this version cannot read is skipped, not fatal: it is logged so an
         # operator can see it, and the rest of the state stays usable.
@@ -108,8 +167,12 @@ def _decode(model: type[T], kv: KeyValue) -> Versioned[T] | None:
         return None
 
 
-def decode_state(layout: KeyLayout, kvs: Iterable[KeyValue], revision: int) -> ClusterState:
-    """Sort raw keys into typed records."""
+def decode_state(
+    layout: KeyLayout, kvs: Iterable[KeyValue], revision: int, cache: DecodeCache | None = None
+) -> ClusterState:
+    """Sort raw keys into typed records. With ``cache`` (key -> (mod revision, record)),
+    only keys changed since the last call are parsed again: records are frozen, so an
+    unchanged key's record is shared between states."""
     state = ClusterState(revision=revision)
     # folder -> (record type, where it goes, how its key segments index it)
     table: dict[str, tuple[type[BaseModel], dict[Any, Any], Callable[[tuple[str, ...]], Any]]] = {
@@ -125,7 +188,9 @@ def decode_state(layout: KeyLayout, kvs: Iterable[KeyValue], revision: int) -> C
         "tokens": (TokenRecord, state.tokens, lambda p: p[0]),
     }
     depth = {"revisions": 2, "replicas": 2}
+    seen: set[bytes] = set()
     for kv in kvs:
+        seen.add(kv.key)
         parsed = layout.parse(kv.key)
         if parsed is not None and parsed.kind == "policy" and not parsed.parts:
             state.policy = _decode(Policy, kv)
@@ -146,7 +211,10 @@ def decode_state(layout: KeyLayout, kvs: Iterable[KeyValue], revision: int) -> C
         except ValueError:
             log.error("skipping key with a malformed segment: %s", kv.key.decode(errors="replace"))
             continue
-        record = _decode(model, kv)
+        record = _decode(model, kv, cache)
         if record is not None:
             target[position] = record
+    if cache is not None and len(cache) > 2 * len(seen) + 1024:
+        for key in [k for k in cache if k not in seen]:
+            del cache[key]  # deleted keys: forget their records
     return state

@@ -31,7 +31,11 @@ from fleet.store.records import (
 )
 from fleet.store.state import ClusterState, Versioned, decode_state
 
-__all__ = ["AppWrite", "Store"]
+__all__ = ["TXN_KEYS", "AppWrite", "Store"]
+
+# Replicas per transaction: etcd refuses more than 128 operations (--max-txn-ops), and
+# a transaction also carries the app's guard, the leader's fence and a few records.
+TXN_KEYS = 100
 
 
 @dataclass(frozen=True)
@@ -115,16 +119,36 @@ class Store:
         job: tuple[JobRecord, int] | None = None,
         delete_job: int | None = None,
     ) -> int:
-        """Write and delete replicas of one app in one transaction, with its rollout
-        record and (for an automatic rollback) the app itself.
+        """Write and delete replicas of one app, with its rollout and job records and
+        (for an automatic rollback) the app itself.
 
         ``put`` pairs each record with the mod revision its key had when the plan was
         made (0 for a new slot); ``delete`` pairs slots with theirs, and so do
         ``rollout`` and ``delete_rollout``. The app's own mod revision guards against
-        planning on a spec that has since changed.
+        planning on a spec that has since changed. etcd takes at most 128 operations
+        per transaction, so a large plan goes in transactions of ``TXN_KEYS`` replicas,
+        each guarded the same way, the records last: a conflict midway leaves the
+        chunks before it, each a consistent step that the next round builds on.
         """
-        guards = [Compare(self.keys.app(app), app_mod_revision)]
-        ops: list[Put | Delete | DeletePrefix] = []
+        replica_guards: list[Compare] = []
+        replica_ops: list[Put | Delete | DeletePrefix] = []
+        for record, mod in put:
+            key = self.keys.replica(app, record.slot)
+            replica_guards.append(Compare(key, mod))
+            replica_ops.append(Put(key, record.dump()))
+        for slot, mod in delete:
+            key = self.keys.replica(app, slot)
+            replica_guards.append(Compare(key, mod))
+            replica_ops.append(Delete(key))
+        app_guard = Compare(self.keys.app(app), app_mod_revision)
+        conflict = f"replicas of {app!r} changed meanwhile"
+        while len(replica_ops) > TXN_KEYS:
+            await self._guarded(
+                [app_guard, *replica_guards[:TXN_KEYS]], replica_ops[:TXN_KEYS], conflict
+            )
+            replica_guards, replica_ops = replica_guards[TXN_KEYS:], replica_ops[TXN_KEYS:]
+        guards = [app_guard, *replica_guards]
+        ops: list[Put | Delete | DeletePrefix] = list(replica_ops)
         if app_record is not None:
             ops.append(Put(self.keys.app(app), app_record.dump()))
         if rollout is not None:
@@ -141,15 +165,7 @@ class Store:
         if delete_job is not None:
             guards.append(Compare(self.keys.job(app), delete_job))
             ops.append(Delete(self.keys.job(app)))
-        for record, mod in put:
-            key = self.keys.replica(app, record.slot)
-            guards.append(Compare(key, mod))
-            ops.append(Put(key, record.dump()))
-        for slot, mod in delete:
-            key = self.keys.replica(app, slot)
-            guards.append(Compare(key, mod))
-            ops.append(Delete(key))
-        return await self._guarded(guards, ops, f"replicas of {app!r} changed meanwhile")
+        return await self._guarded(guards, ops, conflict)
 
     async def write_rollout(self, rollout: RolloutRecord, *, expected_mod_revision: int) -> int:
         """Pause or resume a rollout (the controller writes it otherwise)."""

@@ -185,16 +185,21 @@ def _kill_cgroup(parent: str) -> None:
             d.rmdir()
 
 
-def _kill_processes_mentioning(path: Path) -> None:
-    """Kill processes whose argv names a path under `path` (dockerd, containerd, shims)."""
+def _processes_mentioning(path: Path) -> list[int]:
+    """Live processes whose argv names a path under `path` (dockerd, containerd, shims)."""
     needle = str(path).rstrip("/") + "/"
-    victims = []
+    found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
-        if any(needle in arg for arg in pid_cmdline(int(entry))):
-            victims.append(int(entry))
-    for pid in victims:
+        if any(needle in arg for arg in pid_cmdline(int(entry))) and pid_alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def _kill_processes_mentioning(path: Path) -> None:
+    """Kill processes whose argv names a path under `path` (dockerd, containerd, shims)."""
+    for pid in _processes_mentioning(path):
         kill_pid(pid, timeout=10)
 
 
@@ -325,8 +330,10 @@ class DockerHost:
             )
         except ProcessError:
             if self.storage_driver == "overlay2" and not self._proc.running:
-                log = self._proc.log_tail(80)
-                if "overlay" in log.lower():
+                # Only dockerd's own complaints: its command line (in the log) names
+                # overlay2 whatever happened.
+                log = self._proc.log_tail(80).lower().replace("--storage-driver overlay2", "")
+                if "overlay" in log and "containerd" not in log:
                     self.storage_driver = "vfs"
                     return self.start_daemon(timeout)
             self._proc.stop(5)
@@ -350,6 +357,18 @@ class DockerHost:
         if self._proc is not None:
             self._proc.stop(1)  # reaps it
         self.close_client()
+        # A containerd that outlived dockerd (or a pidfile naming a zombie nobody reaps)
+        # would make the next dockerd wait for it and give up.
+        wait_until(
+            lambda: not _processes_mentioning(self.data_dir),
+            20,
+            what=f"{self.name}'s daemons to be gone",
+        )
+        exec_root = self.data_dir / "exec"
+        for pidfile in exec_root.rglob("*.pid") if exec_root.is_dir() else []:
+            with contextlib.suppress(OSError, ValueError):
+                if not pid_alive(int(pidfile.read_text().strip() or 0)):
+                    pidfile.unlink()
 
     def cut_network(self) -> None:
         """Take the host's veth down: the host and its daemon live on but nobody reaches them."""
