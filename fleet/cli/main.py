@@ -823,6 +823,12 @@ def server(
             help="Then, after this long, its replicas are placed elsewhere (default: the same).",
         ),
     ] = None,
+    heartbeat_interval: Annotated[
+        str,
+        typer.Option(
+            "--heartbeat-interval", help="How often agents report (their liveness and status)."
+        ),
+    ] = "2s",
     leader_ttl: Annotated[
         str,
         typer.Option(
@@ -875,6 +881,7 @@ def server(
         if reschedule_after
         else None,
         leader_ttl=max(2, round(_duration_option("--leader-ttl", leader_ttl))),
+        heartbeat_seconds=max(0.1, _duration_option("--heartbeat-interval", heartbeat_interval)),
         server_id=server_id or "",
     )
     asyncio.run(run_server(config))

@@ -15,7 +15,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
 import grpc.aio
@@ -193,6 +193,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self._heartbeat_seconds = heartbeat_seconds
         self._lease_ttl = lease_ttl
         self._sessions: dict[str, _Session] = {}
+        # Called with the seconds each heartbeat took to handle (lease renewal, report).
+        self.observe_heartbeat: Callable[[float], None] | None = None
 
     async def Connect(
         self,
@@ -305,6 +307,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 continue
             if kind != "heartbeat":
                 raise InvalidArgument("only heartbeats and events may follow Register")
+            handling = time.monotonic()
             if not await self._store.keep_alive(lease):
                 raise InvalidArgument(f"host {host_id}'s lease expired; reconnect")
             status = status_record(host_id, message.heartbeat)
@@ -320,6 +323,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
             if report != last_report or now - last_written > _STATUS_REFRESH:
                 await self._store.report_status(status, lease)
                 last_report, last_written = report, now
+            if self.observe_heartbeat is not None:
+                self.observe_heartbeat(time.monotonic() - handling)
 
     @property
     def streams(self) -> int:

@@ -75,6 +75,12 @@ class Metrics:
         self.etcd_errors = Counter(
             "fleet_etcd_errors", "etcd requests that failed.", registry=self.registry
         )
+        self.heartbeats = Histogram(
+            "fleet_heartbeat_seconds",
+            "Time to handle one agent heartbeat: lease renewal and status report.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )
         self.leader = Gauge(
             "fleet_leader",
             "1 while this replica leads (runs the controllers).",

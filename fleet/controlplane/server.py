@@ -82,6 +82,7 @@ class ControlPlane:
             insecure=config.transport.insecure,
             secrets=box,
         )
+        self.agents.observe_heartbeat = self.metrics.heartbeats.observe
         self.api = FleetService(
             self.store,
             self.informer,
