@@ -68,15 +68,21 @@ class FleetClient:
 
     def _call(self, method: Callable[[pb_grpc.FleetServiceStub], T]) -> T:
         last: grpc.RpcError | None = None
+        answer: grpc.RpcError | None = None  # a server's own "unavailable" (etcd away)
         for server in self.servers:
             try:
                 return method(self._stub(server))
             except grpc.RpcError as error:
                 code = error.code()
-                if code == grpc.StatusCode.UNAVAILABLE:
+                if code != grpc.StatusCode.UNAVAILABLE:
+                    raise error_from_grpc(code, error.details()) from None
+                # Unreachable, or up but without etcd: either way another endpoint may do.
+                if any(k == "fleet-error" for k, _ in error.trailing_metadata() or ()):
+                    answer = error
+                else:
                     last = error
-                    continue  # try the next endpoint
-                raise error_from_grpc(code, error.details()) from None
+        if answer is not None:
+            raise error_from_grpc(answer.code(), answer.details())
         detail = last.details() if last is not None else ""
         raise Unavailable(
             f"cannot reach the fleet control plane at {', '.join(self.servers)}"

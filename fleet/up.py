@@ -9,7 +9,6 @@ apps it left (and the agent adopts the containers still running).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shutil
 import signal
@@ -168,11 +167,17 @@ async def run_up(config: UpConfig) -> None:
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait({agent_task, plane_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         log.info("stopping")
-        for task in (agent_task, plane_task, stopper):
+        tasks = {agent_task, plane_task, stopper}
+        for task in tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await plane.stop()
+        # Bounded: whatever a task is doing when it is cancelled, etcd below is stopped.
+        _, late = await asyncio.wait(tasks, timeout=15)
+        if late:
+            log.warning("%d task(s) did not stop in 15 s; stopping anyway", len(late))
+        try:
+            await asyncio.wait_for(plane.stop(), 15)
+        except TimeoutError:
+            log.warning("the control plane did not stop in 15 s; stopping anyway")
     finally:
         etcd.terminate()
         try:

@@ -124,7 +124,11 @@ def rpc(permission: Permission) -> Callable[[Handler[R]], Handler[R]]:
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, details(error))
                 raise
             except FleetError as error:
-                await context.abort(grpc_code_for(error), details(error))
+                # Marks the answer as fleet's own: a client tells "this server is up but
+                # etcd is not" from "this server cannot be reached".
+                await context.abort(
+                    grpc_code_for(error), details(error), trailing_metadata=(("fleet-error", "1"),)
+                )
                 raise  # abort raises; this line only satisfies the type checker
 
         return wrapper

@@ -182,13 +182,15 @@ class ControlPlane:
 
     async def stop(self, grace: float = 2.0) -> None:
         self.metrics.stop()
-        await self.election.resign()
-        await self._server.stop(grace)
+        # The controllers first (a resigned leader must not campaign again), then the
+        # lease, so a standby takes over at once rather than after it expires.
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.election.resign()
+        await self._server.stop(grace)
         await self.etcd.close()
 
     async def __aenter__(self) -> ControlPlane:
