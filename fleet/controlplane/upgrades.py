@@ -1,8 +1,8 @@
 """Coordinated OS upgrades, locksmith-style: walk the selected hosts a few at a time.
 
 Each host goes ``waiting`` -> ``draining`` (it takes a slot of the maintenance semaphore
-and is drained like ``fleet drain``) -> ``upgrading`` (its agent runs the upgrade
-command, or ops do it by hand) -> ``done`` once its agent is back with a new boot id or
+and is drained like ``fleet drain``) -> ``upgrading`` (host state ``maintenance``: its
+agent runs the upgrade command, or ops do it by hand) -> ``done`` once its agent is back with a new boot id or
 OS version: then it is uncordoned and gives its slot back. At most ``max_parallel``
 hosts are out at once, and never more than the semaphore allows (a manual drain holds a
 slot too). The walk lives in etcd (``upgrade``), so a restarted control plane goes on
@@ -102,13 +102,17 @@ def step_upgrade(state: ClusterState, now: str) -> UpgradeStep:
                         "or OS version",
                     }
                 )
-                if walk.command:
-                    command = HostCommand(
-                        id=f"{walk.id}-{host_id}", command=walk.command, issued_at=now
-                    )
-                    step.hosts[host_id] = record.model_copy(update={"command": command})
+                # Out for its upgrade: "maintenance" until it is back and uncordoned.
+                command = (
+                    HostCommand(id=f"{walk.id}-{host_id}", command=walk.command, issued_at=now)
+                    if walk.command
+                    else None
+                )
+                step.hosts[host_id] = record.model_copy(
+                    update={"state": "maintenance", "command": command}
+                )
                 step.events.append(("host-upgrading", host_id, hosts[host_id].message))
-            elif record.state != "draining":
+            elif record.state not in ("draining", "maintenance"):
                 hosts[host_id] = progress.model_copy(
                     update={
                         "phase": "failed",

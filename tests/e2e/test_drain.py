@@ -273,7 +273,13 @@ update: {{min_ready: 1s}}
 
             def walked() -> bool:
                 hosts = client.hosts()
-                out_at_once.append(sum(1 for h in hosts if h.state in ("draining", "drained")))
+                out_at_once.append(
+                    sum(
+                        1
+                        for h in hosts
+                        if h.state in ("draining", "drained", "maintenance", "down")
+                    )
+                )
                 return client.upgrade().state == "done"
 
             wait_until(walked, 400, what="the upgrade walk to finish")

@@ -207,19 +207,19 @@ def test_drained_host_gets_the_upgrade_command() -> None:
     assert command.id == "u1-h1"
     assert command.command == "rpm-ostree upgrade --reboot"
     assert command.issued_at == "t2"
-    assert step.hosts["h1"].state == "drained"  # it stays drained while it upgrades
+    assert step.hosts["h1"].state == "maintenance"  # out for its upgrade, still empty
     assert step.maintenance is None  # the slot stays held
     assert [(kind, host) for kind, host, _ in step.events] == [("host-upgrading", "h1")]
 
 
 def test_drained_host_without_a_command_is_left_to_ops() -> None:
-    """Without a command nothing is written to the host; the message tells ops to
+    """Without a command the host only turns "maintenance"; the message tells ops to
     upgrade and reboot it by hand."""
     state = walk_state(2)
     advance(state)
     finish_drain(state, "h1")
     step = step_upgrade(state, "t2")
-    assert step.hosts == {}
+    assert {h: r.state for h, r in step.hosts.items()} == {"h1": "maintenance"}
     assert step.upgrade is not None
     progress = step.upgrade.hosts["h1"]
     assert progress.phase == "upgrading"
@@ -528,7 +528,7 @@ def check_invariants(state: ClusterState, max_parallel: int) -> None:
         if progress.phase == "draining":
             assert record.state == "draining"  # a drained one would have moved on
         elif progress.phase == "upgrading":
-            assert record.state == "drained"
+            assert record.state == "maintenance"
         else:
             assert (record.state, record.drain, record.command) == ("ready", None, None)
     if walk.state == "done":
