@@ -269,3 +269,35 @@ def test_rollout_survives_a_control_plane_kill(rollouts: Rollouts, clean_pool: H
     finally:
         restarted.stop()
         print(restarted.process.log_tail(60))
+
+
+def test_rollout_survives_an_agent_and_a_dockerd_restart(
+    rollouts: Rollouts, clean_pool: HostPool
+) -> None:
+    client, images = rollouts.client, rollouts.images
+    client.apply(load_documents(web_spec(images["v1"], min_ready="3s"), "web.yaml"))
+    wait_until(lambda: all_serve(clean_pool, "web v1"), 120, what="4 replicas serving v1")
+    client.set_image("web", images["v2"])
+    wait_until(lambda: client.rollout_status("web").updated >= 1, 60, what="a first v2 replica")
+    # h1's agent is killed and its dockerd restarted (its containers die with it) in the
+    # middle of the rollout; a new agent starts.
+    h1 = clean_pool.host("h1")
+    agent = rollouts.agents[0]
+    agent.kill()
+    h1.stop_daemon()
+    h1.start_daemon()
+    rollouts.agents[0] = FleetAgentProcess(
+        [rollouts.server.address],
+        "h1",
+        h1.docker_url,
+        Path(rollouts.server.log_dir),
+        rollouts.server.pki,
+        extra_args=["--advertise-address", h1.address],
+    ).start()
+    wait_until(
+        lambda: client.rollout_status("web").state == "complete",
+        180,
+        what="the rollout to complete after the restarts",
+    )
+    assert client.rollout_status("web").revision == 2
+    assert wait_until(lambda: all_serve(clean_pool, "web v2"), 60, what="all on v2")

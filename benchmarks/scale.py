@@ -1,0 +1,1036 @@
+"""Scale benchmark: a real control plane and a real etcd, N hollow hosts, R replicas at once.
+
+For each N of ``--hosts``: a fresh etcd and ``fleet server`` (insecure, heartbeats every
+5 s), N hollow hosts (``fleet.testing.hollow``: the real agent over a simulated runtime)
+in several processes, one of them holding exactly 100 "victim" hosts. Once all N are
+connected, apps totalling R replicas (``placement: spread``, so each host gets its
+share) are applied in one call, and the run measures:
+
+* apply -> all R reported running: the sum of ``running`` in ``GetApps``, polled every
+  second;
+* placements per second committed to etcd: R over the time from the apply to R keys
+  under ``<prefix>replicas/`` (etcd's JSON gateway, ``count_only``, every 0.25 s);
+* the control plane's resident memory (peak) and cpu seconds over that window, from
+  /proc (etcd's and the hollow hosts' beside it: they share the machine);
+* etcd's database size (``/v3/maintenance/status``);
+* the latency of ``GetApps`` (what ``fleet get apps`` calls, without the CLI's start)
+  while the load runs: the 1 s polls plus a sample every 0.5 s from a second client in a
+  thread, p50/p99;
+* the latency of handling a heartbeat while the load runs, from the server's
+  ``fleet_heartbeat_seconds`` histogram (scraped at the apply and at all-running; the
+  quantiles are estimated from the buckets' difference as Prometheus does);
+* then the victims' process is SIGKILLed and the time until all R run again with none on
+  a victim host is measured (their connections break, the server revokes their leases
+  at once; the controller moves their replicas ``--reschedule-after`` later).
+
+Every wait has a deadline that grows with N and R; a size that misses one is recorded as
+failed with what it reached, and larger sizes are not tried (``--keep-going`` tries
+them). Figures go to benchmarks/results/scale.json and scale.png (time and memory
+against N).
+
+    .venv/bin/python benchmarks/scale.py [--hosts 200,500,1000] [--replicas-per-host 20]
+    .venv/bin/python benchmarks/scale.py --hosts 1000 --replicas 100000 --output scale-100k
+
+``--profile SECONDS`` records the control plane with py-spy from the apply on (this
+slows it down: the figures of such a run are not the clean ones) and sums the frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from fleet.client import FleetClient
+from fleet.spec import AppSpec, load_documents
+from fleet.testing import EtcdServer
+from fleet.testing.fleetprocs import FleetServerProcess
+from fleet.testing.procs import ManagedProcess, free_port
+from fleet.transport import Transport
+
+VICTIMS = 100  # hosts killed at once
+HOSTS_PER_PROCESS = 250  # hollow hosts per process (the victims have their own)
+APP_MAX = 10_000  # replicas of one app at most (the spec's limit)
+POLL = 1.0  # seconds between two GetApps polls (each one is a latency sample)
+SAMPLE = 0.5  # seconds between two latency samples of the second client
+WATCH = 0.25  # seconds between two looks at etcd's replica count and /proc
+RECOVERY_CHECK = 5.0  # seconds between two reads of every replica key after a kill
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MiB = 1 << 20
+
+
+# ---------------------------------------------------------------------- the machine
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor()
+    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as f:
+        model = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    memory = 0
+    with contextlib.suppress(OSError, StopIteration, ValueError), open("/proc/meminfo") as f:
+        memory = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemTotal"))
+    etcd = subprocess.run(["etcd", "--version"], capture_output=True, text=True, check=False)
+    return {
+        "cpu_count": os.cpu_count(),
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": model,
+        "memory_bytes": memory,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "etcd": (etcd.stdout.splitlines() or ["?"])[0].removeprefix("etcd Version: "),
+        "loadavg_at_start": loadavg(),
+        "fleet_commit": git_state(),
+    }
+
+
+def git_state() -> str:
+    """The commit measured, and whether the tree had changes beside it."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=False, timeout=10
+        ).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD") or "?"
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", "fleet")
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return head + (" with uncommitted changes under fleet/" if dirty else "")
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+# ---------------------------------------------------------------------- /proc
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """utime + stime of a process, seconds (0 once it is gone)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def memory_status(pid: int | None) -> dict[str, int]:
+    """VmRSS and VmHWM (the peak RSS of the process's life), bytes."""
+    found = {"VmRSS": 0, "VmHWM": 0}
+    if pid is None:
+        return found
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in found:
+                found[key] = int(value.split()[0]) * 1024
+    return found
+
+
+# ---------------------------------------------------------------------- etcd
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def etcd_post(etcd: EtcdServer, path: str, body: dict[str, Any], timeout: float = 10) -> Any:
+    request = urllib.request.Request(etcd.url + path, data=json.dumps(body).encode())
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+def etcd_count(etcd: EtcdServer, prefix: str) -> int:
+    """How many keys are under ``prefix`` (a count, no values)."""
+    key = prefix.encode()
+    body = {"key": b64(key), "range_end": b64(prefix_end(key)), "count_only": True}
+    return int(etcd_post(etcd, "/v3/kv/range", body).get("count", 0))
+
+
+def etcd_values(etcd: EtcdServer, prefix: str, page: int = 5_000) -> list[dict[str, Any]]:
+    """Every value under ``prefix`` as JSON, read page by page."""
+    start, end = prefix.encode(), prefix_end(prefix.encode())
+    found: list[dict[str, Any]] = []
+    while True:
+        body = {"key": b64(start), "range_end": b64(end), "limit": page}
+        result = etcd_post(etcd, "/v3/kv/range", body, timeout=60)
+        kvs = result.get("kvs") or []
+        found.extend(json.loads(base64.b64decode(kv["value"])) for kv in kvs)
+        if not result.get("more") or not kvs:
+            return found
+        start = base64.b64decode(kvs[-1]["key"]) + b"\0"
+
+
+def etcd_db(etcd: EtcdServer) -> dict[str, int]:
+    status = etcd_post(etcd, "/v3/maintenance/status", {})
+    return {
+        "db_size_bytes": int(status.get("dbSize", 0)),
+        "db_size_in_use_bytes": int(status.get("dbSizeInUse", 0)),
+        "revision": int(status.get("header", {}).get("revision", 0)),
+    }
+
+
+# ---------------------------------------------------------------------- metrics
+
+
+def scrape_heartbeats(metrics_url: str) -> dict[str, float]:
+    """fleet_heartbeat_seconds as {le: cumulative count} plus "count" and "sum"."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "fleet_heartbeat_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                found[sample.labels["le"]] = float(sample.value)
+            elif sample.name.endswith("_count"):
+                found["count"] = float(sample.value)
+            elif sample.name.endswith("_sum"):
+                found["sum"] = float(sample.value)
+    return found
+
+
+def bucket_quantile(before: dict[str, float], after: dict[str, float], q: float) -> float | None:
+    """The q-quantile of what was observed between two scrapes of a histogram, by linear
+    interpolation inside the bucket it falls in (Prometheus' histogram_quantile); the
+    highest finite bound when it falls in +Inf; None with no observations."""
+    bounds = sorted((float(le), le) for le in after if le not in ("count", "sum"))
+    counts = [(bound, after[le] - before.get(le, 0.0)) for bound, le in bounds]
+    total = counts[-1][1] if counts else 0.0
+    if total <= 0:
+        return None
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound, cumulative in counts:
+        if cumulative >= rank:
+            if math.isinf(bound):
+                return lower
+            inside = cumulative - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = bound, cumulative
+    return lower
+
+
+# ---------------------------------------------------------------------- samplers
+
+
+@dataclass
+class LatencySampler:
+    """A second client timing GetApps every ``SAMPLE`` seconds in a thread."""
+
+    address: str
+    origin: float
+    samples: list[tuple[float, float]] = field(default_factory=list)  # (t, seconds)
+    errors: list[tuple[float, str]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> LatencySampler:
+        self._thread = threading.Thread(target=self._run, name="get-apps", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        client = FleetClient([self.address], Transport(None), timeout=60)
+        try:
+            while not self._stop.is_set():
+                began = time.monotonic()
+                try:
+                    client.apps()
+                    self.samples.append((began - self.origin, time.monotonic() - began))
+                except Exception as error:  # a sample that failed is a figure too
+                    self.errors.append((began - self.origin, repr(error)[:200]))
+                self._stop.wait(max(0.0, SAMPLE - (time.monotonic() - began)))
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(90)
+
+
+@dataclass
+class Watcher:
+    """Every ``WATCH`` seconds: the replica keys in etcd (until ``target``) and the
+    processes' memory; in a thread."""
+
+    etcd: EtcdServer
+    prefix: str
+    target: int
+    origin: float
+    pids: dict[str, int]
+    placed: list[tuple[float, int]] = field(default_factory=list)  # (t, keys) on change
+    all_placed_at: float | None = None
+    peak_rss: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Watcher:
+        self._thread = threading.Thread(target=self._run, name="watcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            began = time.monotonic()
+            for name, pid in self.pids.items():
+                rss = memory_status(pid)["VmRSS"]
+                self.peak_rss[name] = max(self.peak_rss.get(name, 0), rss)
+            if self.all_placed_at is None:
+                try:
+                    count = etcd_count(self.etcd, self.prefix + "replicas/")
+                except Exception as error:
+                    self.errors.append(repr(error)[:200])
+                else:
+                    now = time.monotonic() - self.origin
+                    if not self.placed or self.placed[-1][1] != count:
+                        self.placed.append((round(now, 3), count))
+                    if count >= self.target:
+                        self.all_placed_at = now
+            self._stop.wait(max(0.0, WATCH - (time.monotonic() - began)))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+
+
+# ---------------------------------------------------------------------- py-spy
+
+
+def summarize_profile(raw: Path, top: int = 25) -> dict[str, Any]:
+    """Sum py-spy's collapsed stacks (``frame;frame;... count``): samples per function as
+    the leaf (self) and anywhere on the stack (inclusive, once per stack), and per file."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    files: Counter[str] = Counter()
+    total = 0
+    with open(raw, errors="replace") as f:
+        for line in f:
+            stack, _, count_text = line.rstrip("\n").rpartition(" ")
+            if not stack or not count_text.isdigit():
+                continue
+            count = int(count_text)
+            total += count
+            frames = [_function(frame) for frame in stack.split(";")]
+            frames = [frame for frame in frames if frame]
+            if not frames:
+                continue
+            own[frames[-1]] += count
+            files[_file(frames[-1])] += count
+            for frame in set(frames):
+                inclusive[frame] += count
+
+    def share(counter: Counter[str]) -> list[dict[str, Any]]:
+        return [
+            {"frame": name, "samples": n, "share": round(n / total, 4) if total else 0.0}
+            for name, n in counter.most_common(top)
+        ]
+
+    return {
+        "samples": total,
+        "self": share(own),
+        "inclusive": share(inclusive),
+        "self_by_file": share(files),
+    }
+
+
+def _function(frame: str) -> str:
+    """``name (path/to/file.py:123)`` -> ``name (file.py)``; threads and processes out."""
+    frame = frame.strip()
+    if frame.startswith(("process ", "thread ")):
+        return ""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", "lib/python3."):
+        if marker in where:
+            where = where.split(marker, 1)[1]
+            if marker == "lib/python3.":
+                where = "stdlib/" + where.split("/", 1)[-1]
+            break
+    else:
+        where = where.split("/work/main/", 1)[-1]
+    return f"{name} ({where})" if where else name
+
+
+def _file(frame: str) -> str:
+    return frame.rpartition(" (")[2].rstrip(")") or frame
+
+
+# ---------------------------------------------------------------------- one size
+
+
+def app_specs(replicas: int, per_app: int, cpu: float, memory: str) -> list[AppSpec]:
+    apps = math.ceil(replicas / per_app)
+    docs = []
+    for i in range(apps):
+        count = per_app if i < apps - 1 else replicas - per_app * (apps - 1)
+        docs.append(
+            f"name: scale-{i:03d}\nimage: hollow/app:v1\nreplicas: {count}\n"
+            f"resources: {{cpu: {cpu}, memory: {memory}}}\nplacement: spread\n"
+        )
+    return load_documents("---\n".join(docs), "scale.yaml")
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float | int | None]:
+    if not values:
+        return {"n": 0, "p50": None, "p99": None, "max": None}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+    return {
+        "n": len(ordered),
+        "p50": round(at(0.5), 4),
+        "p99": round(at(0.99), 4),
+        "max": round(ordered[-1], 4),
+    }
+
+
+class Failed(Exception):
+    """A wait missed its deadline; ``reached`` says how far it got."""
+
+    def __init__(self, what: str, reached: dict[str, Any]) -> None:
+        super().__init__(what)
+        self.what, self.reached = what, reached
+
+
+@dataclass
+class Cluster:
+    """etcd, the server and the hollow hosts of one size; ``close()`` ends them all."""
+
+    work: Path
+    etcd: EtcdServer | None = None
+    server: FleetServerProcess | None = None
+    hollow: list[ManagedProcess] = field(default_factory=list)
+    victims: ManagedProcess | None = None
+    client: FleetClient | None = None
+    profiler: subprocess.Popen[bytes] | None = None
+
+    def close(self) -> None:
+        if self.profiler is not None and self.profiler.poll() is None:
+            _quietly("py-spy", lambda: _end(self.profiler))
+        if self.client is not None:
+            _quietly("client", self.client.close)
+        for proc in [*self.hollow, *([self.victims] if self.victims else [])]:
+            _quietly(f"hollow pid {proc.pid}", proc.stop)
+        if self.server is not None:
+            _quietly("server", self.server.stop)
+        if self.etcd is not None:
+            _quietly("etcd", self.etcd.close)
+
+
+def _end(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def _quietly(what: str, step: Callable[[], object]) -> None:
+    try:
+        step()
+    except Exception as error:  # teardown goes on: one failed step must not leak the rest
+        print(f"teardown: {what} failed: {error!r}")
+
+
+def running_sum(client: FleetClient) -> tuple[int, float]:
+    """Replicas reported running over every app, and the seconds GetApps took."""
+    began = time.monotonic()
+    apps = client.apps()
+    return sum(a.running for a in apps), time.monotonic() - began
+
+
+def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """One size, from a fresh etcd to the victims' replicas running elsewhere."""
+    specs = app_specs(replicas, args.per_app, args.replica_cpu, args.replica_memory)
+    prefix = "/scale/"
+    result: dict[str, Any] = {
+        "hosts": hosts,
+        "replicas": replicas,
+        "apps": len(specs),
+        "victims": VICTIMS,
+        "ok": False,
+    }
+    connect_deadline = 60 + 0.1 * hosts
+    load_deadline = args.timeout_factor * (120 + 0.01 * replicas)
+    recovery_deadline = args.timeout_factor * (120 + 0.01 * replicas)
+    result["deadlines_seconds"] = {
+        "connect": connect_deadline,
+        "load": load_deadline,
+        "recovery": recovery_deadline,
+    }
+    cluster = Cluster(work)
+    latency: LatencySampler | None = None
+    watcher: Watcher | None = None
+    try:
+        cluster.etcd = etcd = EtcdServer(data_dir=work / "etcd" / "data").start()
+        metrics_port = free_port()
+        server_args = [
+            "--heartbeat-interval",
+            args.heartbeat_interval,
+            "--host-down-after",
+            args.host_down_after,
+            "--reschedule-after",
+            args.reschedule_after,
+            "--metrics-listen",
+            f"127.0.0.1:{metrics_port}",
+            "--log-level",  # the harness asks for debug; the last one given wins
+            args.server_log_level,
+        ]
+        cluster.server = server = FleetServerProcess(
+            etcd.endpoint, prefix, work, None, extra_args=server_args
+        ).start()
+        assert server.process.pid is not None and etcd.pid is not None
+        cp_pid, etcd_pid = server.process.pid, etcd.pid
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        cluster.client = client = server.client(timeout=120)
+
+        # The hollow hosts: survivors in processes of at most 250, the victims apart.
+        survivors = hosts - VICTIMS
+        processes = math.ceil(survivors / HOSTS_PER_PROCESS)
+        first = 0
+        common = ["--server", server.address, "--insecure", "--cpus", str(args.cpus)]
+        common += ["--memory-gib", str(args.memory_gib)]
+        for i in range(processes):
+            count = survivors // processes + (i < survivors % processes)
+            spread = max(2.0, count / 50)
+            cmd = [sys.executable, "-m", "fleet.testing.hollow", *common, "--hosts", str(count)]
+            cmd += ["--first", str(first), "--name", "hollow", "--spread", f"{spread:g}"]
+            proc = ManagedProcess(cmd, work / f"hollow-{i}.log", name=f"hollow {i}")
+            cluster.hollow.append(proc.start())
+            first += count
+        cmd = [sys.executable, "-m", "fleet.testing.hollow", *common, "--hosts", str(VICTIMS)]
+        cmd += ["--name", "victim", "--spread", "2"]
+        cluster.victims = ManagedProcess(cmd, work / "victims.log", name="victims").start()
+        result["hollow_processes"] = processes + 1
+
+        began = time.monotonic()
+        connected = 0
+        while connected < hosts:
+            for proc in [*cluster.hollow, cluster.victims]:
+                if not proc.running:
+                    raise Failed(f"{proc.name} exited", {"log": proc.log_tail(20)})
+            connected = len([h for h in client.hosts() if h.connected])
+            if time.monotonic() - began > connect_deadline:
+                raise Failed("hosts to connect", {"connected": connected})
+            time.sleep(0.5)
+        result["connect_seconds"] = round(time.monotonic() - began, 2)
+        print(f"  {hosts} hosts connected in {result['connect_seconds']:.1f} s", flush=True)
+
+        # ---------------------------------------------------------------- the load
+        hollow_pids = [p.pid for p in cluster.hollow if p.pid is not None]
+        if cluster.victims.pid is not None:
+            hollow_pids.append(cluster.victims.pid)
+        rest = {"control_plane": memory_status(cp_pid), "etcd": memory_status(etcd_pid)}
+        result["rss_at_rest_bytes"] = {k: v["VmRSS"] for k, v in rest.items()}
+        result["etcd_before"] = etcd_db(etcd)
+        heartbeats_before = scrape_heartbeats(metrics_url)
+        cpu_before = {
+            "control_plane": cpu_seconds(cp_pid),
+            "etcd": cpu_seconds(etcd_pid),
+            "hollow": sum(cpu_seconds(p) for p in hollow_pids),
+        }
+        applied = time.monotonic()
+        latency = LatencySampler(server.address, applied).start()
+        watcher = Watcher(
+            etcd, prefix, replicas, applied, {"control_plane": cp_pid, "etcd": etcd_pid}
+        ).start()
+        if args.profile:
+            cluster.profiler = start_profiler(cp_pid, args.profile, work / "profile.txt")
+        client.apply(specs)
+        result["apply_call_seconds"] = round(time.monotonic() - applied, 3)
+        polls: list[tuple[float, float]] = []
+        running_series: list[tuple[float, int]] = []
+        poll_errors: list[str] = []
+        running = 0
+        while True:
+            poll_began = time.monotonic()
+            try:
+                running, seconds = running_sum(client)
+                polls.append((poll_began - applied, seconds))
+                if not running_series or running_series[-1][1] != running:
+                    running_series.append((round(poll_began - applied, 3), running))
+            except Exception as error:
+                poll_errors.append(repr(error)[:200])
+            if running >= replicas:
+                break
+            if time.monotonic() - applied > load_deadline:
+                raise Failed(
+                    "all replicas running",
+                    {
+                        "running": running,
+                        "replica_keys": watcher.placed[-1][1] if watcher.placed else 0,
+                        "series": running_series,
+                    },
+                )
+            time.sleep(max(0.0, POLL - (time.monotonic() - poll_began)))
+        all_running = time.monotonic() - applied
+        heartbeats_after = scrape_heartbeats(metrics_url)
+        cpu_after = {
+            "control_plane": cpu_seconds(cp_pid),
+            "etcd": cpu_seconds(etcd_pid),
+            "hollow": sum(cpu_seconds(p) for p in hollow_pids),
+        }
+        latency.stop()
+        watcher.stop()
+        # The watcher's last look may have come before the last commit.
+        if watcher.all_placed_at is None and etcd_count(etcd, prefix + "replicas/") >= replicas:
+            watcher.all_placed_at = time.monotonic() - applied
+        placed_at = watcher.all_placed_at
+        first_placed = next((t for t, n in watcher.placed if n > 0), None)
+        samples = [s for _, s in polls] + [s for _, s in latency.samples]
+        heartbeats = int(heartbeats_after.get("count", 0) - heartbeats_before.get("count", 0))
+        result["load"] = {
+            "all_running_seconds": round(all_running, 2),
+            "all_placed_seconds": round(placed_at, 2) if placed_at is not None else None,
+            "first_placed_seconds": first_placed,
+            "placements_per_second": round(replicas / placed_at) if placed_at else None,
+            "running_per_second": round(replicas / all_running),
+            "cpu_seconds": {k: round(cpu_after[k] - cpu_before[k], 1) for k in cpu_after},
+            "cpu_share_of_one_core": {
+                k: round((cpu_after[k] - cpu_before[k]) / all_running, 2) for k in cpu_after
+            },
+            "peak_rss_bytes": dict(watcher.peak_rss),
+            "control_plane_vmhwm_bytes": memory_status(cp_pid)["VmHWM"],
+            "get_apps_seconds": percentiles(samples),
+            "get_apps_poll_seconds": percentiles([s for _, s in polls]),
+            "get_apps_errors": len(latency.errors) + len(poll_errors),
+            "get_apps_error_examples": [e for _, e in latency.errors[:3]] + poll_errors[:3],
+            "heartbeats": heartbeats,
+            "heartbeat_seconds": {
+                "n": heartbeats,
+                "p50": _round(bucket_quantile(heartbeats_before, heartbeats_after, 0.5)),
+                "p99": _round(bucket_quantile(heartbeats_before, heartbeats_after, 0.99)),
+                "mean": round(
+                    (heartbeats_after.get("sum", 0) - heartbeats_before.get("sum", 0)) / heartbeats,
+                    4,
+                )
+                if heartbeats
+                else None,
+            },
+            "heartbeat_buckets_delta": {
+                le: int(heartbeats_after[le] - heartbeats_before.get(le, 0))
+                for le in heartbeats_after
+                if le not in ("count", "sum")
+            },
+            "etcd": etcd_db(etcd),
+            "placed_series": watcher.placed,
+            "running_series": running_series,
+        }
+        load = result["load"]
+        print(
+            f"  {replicas:,} running {all_running:.1f} s after the apply "
+            f"(all placed at {_at(placed_at)} s); control plane peak RSS "
+            f"{load['peak_rss_bytes'].get('control_plane', 0) / MiB:.0f} MiB",
+            flush=True,
+        )
+        if cluster.profiler is not None:
+            result["profile"] = finish_profiler(cluster.profiler, args.profile, work)
+            cluster.profiler = None
+
+        # ---------------------------------------------------------------- the kill
+        on_victims = sum(
+            1 for r in etcd_values(etcd, prefix + "replicas/") if r["host"].startswith("victim-")
+        )
+        result["recovery"] = recover(cluster, prefix, replicas, on_victims, recovery_deadline)
+        result["recovery"]["cpu_seconds_control_plane"] = round(
+            cpu_seconds(cp_pid) - cpu_after["control_plane"], 1
+        )
+        rec = result["recovery"]
+        print(
+            f"  {on_victims:,} replicas of {VICTIMS} killed hosts running elsewhere "
+            f"{rec['seconds']:.1f} s after the kill",
+            flush=True,
+        )
+        result["etcd_end"] = etcd_db(etcd)
+        result["control_plane_vmhwm_bytes"] = memory_status(cp_pid)["VmHWM"]
+        result["ok"] = True
+    except Failed as failure:
+        result["failed"] = {"waiting_for": failure.what, "reached": failure.reached}
+        print(f"  FAILED waiting for {failure.what}: {json.dumps(failure.reached)[:400]}")
+        if cluster.server is not None:
+            print("  server log tail:\n" + cluster.server.process.log_tail(30))
+    finally:
+        if latency is not None:
+            latency.stop()
+        if watcher is not None:
+            watcher.stop()
+        cluster.close()
+    return result
+
+
+def recover(
+    cluster: Cluster, prefix: str, replicas: int, on_victims: int, deadline: float
+) -> dict[str, Any]:
+    """SIGKILL the victims' process; time until all ``replicas`` run with none on a victim."""
+    assert cluster.etcd is not None and cluster.client is not None
+    assert cluster.victims is not None and cluster.victims.pid is not None
+    etcd, client = cluster.etcd, cluster.client
+    killed = time.monotonic()
+    os.kill(cluster.victims.pid, signal.SIGKILL)
+    cluster.victims.stop()  # reaps it
+    gone_at: float | None = None  # no victim's liveness key left in etcd
+    dropped_at: float | None = None  # GetApps counts fewer than all running
+    checked = -math.inf
+    running = replicas
+    left = on_victims
+    series: list[tuple[float, int]] = []
+    while True:
+        began = time.monotonic()
+        if gone_at is None and etcd_count(etcd, prefix + "alive/victim-") == 0:
+            gone_at = began - killed
+        with contextlib.suppress(Exception):
+            running, _ = running_sum(client)
+            if not series or series[-1][1] != running:
+                series.append((round(began - killed, 3), running))
+        if dropped_at is None and running < replicas:
+            dropped_at = began - killed
+        done = gone_at is not None and running >= replicas
+        if done and (dropped_at is not None or began - checked >= RECOVERY_CHECK):
+            # Verified in etcd: no replica left on a victim host.
+            checked = began
+            left = sum(
+                1
+                for r in etcd_values(etcd, prefix + "replicas/")
+                if r["host"].startswith("victim-")
+            )
+            if left == 0:
+                break
+        if began - killed > deadline:
+            raise Failed(
+                "the killed hosts' replicas running elsewhere",
+                {"running": running, "left_on_victims": left, "series": series},
+            )
+        time.sleep(max(0.0, WATCH - (time.monotonic() - began)))
+    return {
+        "replicas_on_victims": on_victims,
+        "seconds": round(time.monotonic() - killed, 2),
+        "leases_gone_seconds": _round(gone_at),
+        "running_dropped_seconds": _round(dropped_at),
+        "running_series": series,
+    }
+
+
+def start_profiler(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    py_spy = Path(sys.executable).parent / "py-spy"
+    cmd = [str(py_spy), "record", "-p", str(pid), "-d", f"{seconds:g}", "-f", "raw"]
+    cmd += ["--nonblocking", "-o", str(out)]
+    log = open(out.with_suffix(".log"), "wb")  # noqa: SIM115 - the child holds it
+    try:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    finally:
+        log.close()
+
+
+def finish_profiler(proc: subprocess.Popen[bytes], seconds: float, work: Path) -> dict[str, Any]:
+    try:
+        proc.wait(seconds + 60)
+    except subprocess.TimeoutExpired:
+        _end(proc)
+    raw = work / "profile.txt"
+    if not raw.exists():
+        log = (work / "profile.log").read_text(errors="replace")[-500:]
+        return {"error": f"py-spy wrote nothing: {log}"}
+    summary = summarize_profile(raw)
+    summary["seconds"] = seconds
+    summary["raw_bytes"] = raw.stat().st_size
+    return summary
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _at(seconds: float | None) -> str:
+    return "?" if seconds is None else f"{seconds:.1f}"
+
+
+# ---------------------------------------------------------------------- output
+
+
+def _ms(value: float | None) -> str:
+    return "?" if value is None else f"{value * 1000:.0f}"
+
+
+def size_table(run: dict[str, Any]) -> str:
+    """The figures of one size, one per line."""
+    head = f"N = {run['hosts']:,} hosts, R = {run['replicas']:,} replicas ({run['apps']} apps)"
+    if "load" not in run:
+        return head + f": FAILED waiting for {run.get('failed', {}).get('waiting_for', '?')}"
+    load, mib = run["load"], MiB
+    cpu, share = load["cpu_seconds"], load["cpu_share_of_one_core"]
+    rows = [
+        ("apply -> all running", f"{load['all_running_seconds']:.1f} s"),
+        ("apply -> all placed in etcd", f"{_at(load['all_placed_seconds'])} s"),
+        ("placements/s committed", f"{load['placements_per_second'] or 0:,}"),
+        ("control plane peak RSS", f"{load['peak_rss_bytes']['control_plane'] / mib:.0f} MiB"),
+        ("control plane RSS at rest", f"{run['rss_at_rest_bytes']['control_plane'] / mib:.0f} MiB"),
+        (
+            "control plane cpu",
+            f"{cpu['control_plane']:.1f} s ({share['control_plane']:.0%} of a core)",
+        ),
+        ("etcd cpu / hollow hosts cpu", f"{cpu['etcd']:.1f} s / {cpu['hollow']:.1f} s"),
+        ("etcd peak RSS", f"{load['peak_rss_bytes'].get('etcd', 0) / mib:.0f} MiB"),
+        ("etcd db size", f"{load['etcd']['db_size_bytes'] / mib:.1f} MiB"),
+        (
+            "get apps p50 / p99",
+            f"{_ms(load['get_apps_seconds']['p50'])} / {_ms(load['get_apps_seconds']['p99'])} "
+            f"ms (n={load['get_apps_seconds']['n']}, errors {load['get_apps_errors']})",
+        ),
+        (
+            "heartbeat p50 / p99",
+            f"{_ms(load['heartbeat_seconds']['p50'])} / {_ms(load['heartbeat_seconds']['p99'])} "
+            f"ms (n={load['heartbeat_seconds']['n']})",
+        ),
+    ]
+    if "recovery" in run:
+        rec = run["recovery"]
+        rows.append(
+            (
+                f"re-place {VICTIMS} killed hosts",
+                f"{rec['seconds']:.1f} s ({rec['replicas_on_victims']:,} replicas; leases "
+                f"gone at {_at(rec['leases_gone_seconds'])} s)",
+            )
+        )
+    else:
+        rows.append((f"re-place {VICTIMS} killed hosts", "FAILED"))
+    width = max(len(r[0]) for r in rows) + 2
+    return "\n".join([head, *(f"  {name:<{width}}{value}" for name, value in rows)])
+
+
+def summary_table(runs: Sequence[dict[str, Any]]) -> str:
+    header = (
+        f"{'hosts':>6} {'replicas':>9} {'running s':>10} {'placed/s':>9} {'CP MiB':>7} "
+        f"{'CP cpu s':>9} {'etcd MiB':>9} {'get apps ms':>12} {'heartbeat ms':>13} "
+        f"{'re-place s':>11}"
+    )
+    lines = [header, "-" * len(header)]
+    for run in runs:
+        load = run.get("load")
+        if load is None:
+            lines.append(f"{run['hosts']:>6,} {run['replicas']:>9,}  FAILED")
+            continue
+        apps, hb = load["get_apps_seconds"], load["heartbeat_seconds"]
+        rec = run.get("recovery")
+        lines.append(
+            f"{run['hosts']:>6,} {run['replicas']:>9,} {load['all_running_seconds']:>10.1f} "
+            f"{load['placements_per_second'] or 0:>9,} "
+            f"{load['peak_rss_bytes']['control_plane'] / MiB:>7.0f} "
+            f"{load['cpu_seconds']['control_plane']:>9.1f} "
+            f"{load['etcd']['db_size_bytes'] / MiB:>9.1f} "
+            f"{_ms(apps['p50']) + '/' + _ms(apps['p99']):>12} "
+            f"{_ms(hb['p50']) + '/' + _ms(hb['p99']):>13} "
+            f"{(format(rec['seconds'], '.1f') if rec else 'FAILED'):>11}"
+        )
+    return "\n".join(lines)
+
+
+def plot(runs: Sequence[dict[str, Any]], path: Path) -> bool:
+    """Time to running (and to re-place 100 hosts) and control-plane memory against N."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in runs if "load" in r]
+    if not done:
+        return False
+    n = [r["hosts"] for r in done]
+    figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    time_axis.plot(n, [r["load"]["all_running_seconds"] for r in done], "o-", label="all running")
+    placed = [(r["hosts"], r["load"]["all_placed_seconds"]) for r in done]
+    placed = [(x, y) for x, y in placed if y is not None]
+    if placed:
+        time_axis.plot(*zip(*placed, strict=True), "s--", label="all placed (etcd)")
+    recovered = [(r["hosts"], r["recovery"]["seconds"]) for r in done if "recovery" in r]
+    if recovered:
+        time_axis.plot(*zip(*recovered, strict=True), "^:", label=f"re-place {VICTIMS} hosts")
+    for r in done:
+        time_axis.annotate(f"{r['replicas']:,}", (r["hosts"], r["load"]["all_running_seconds"]))
+    time_axis.set_xlabel("hosts (N)")
+    time_axis.set_ylabel("seconds after the apply / the kill")
+    time_axis.set_title("time (labels: replicas)")
+    time_axis.set_ylim(bottom=0)
+    time_axis.legend(loc="upper left")
+    memory_axis.plot(
+        n, [r["load"]["peak_rss_bytes"]["control_plane"] / MiB for r in done], "o-", label="peak"
+    )
+    memory_axis.plot(
+        n, [r["rss_at_rest_bytes"]["control_plane"] / MiB for r in done], "s--", label="at rest"
+    )
+    memory_axis.set_xlabel("hosts (N)")
+    memory_axis.set_ylabel("MiB")
+    memory_axis.set_title("control plane resident memory")
+    memory_axis.set_ylim(bottom=0)
+    memory_axis.legend(loc="upper left")
+    figure.suptitle("fleet scale: one control plane, one etcd, N hollow hosts")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
+
+
+def print_profile(profile: dict[str, Any], top: int = 15) -> None:
+    if "error" in profile:
+        print(f"profile: {profile['error']}")
+        return
+    print(f"\nprofile of the control plane: {profile['samples']} samples, {profile['seconds']} s")
+    for kind in ("self", "inclusive", "self_by_file"):
+        print(f"  {kind}:")
+        for row in profile[kind][:top]:
+            print(f"    {row['share']:6.1%}  {row['frame']}")
+
+
+# ---------------------------------------------------------------------- main
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # SIGTERM tears down like Ctrl-C
+
+
+def _memory_bytes(text: str) -> int:
+    [spec] = app_specs(1, 1, 0.1, text)
+    return int(spec.resources.memory)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--hosts", default="200,500,1000", help="sizes N, comma-separated")
+    parser.add_argument("--replicas-per-host", type=int, default=20)
+    parser.add_argument("--replicas", type=int, help="R for every N (overrides per host)")
+    parser.add_argument("--per-app", type=int, default=2_000, help="replicas per app, at most")
+    parser.add_argument("--replica-cpu", type=float, default=0.1)
+    parser.add_argument("--replica-memory", default="64Mi")
+    parser.add_argument("--cpus", type=float, default=16.0, help="of each hollow host")
+    parser.add_argument("--memory-gib", type=int, default=64, help="of each hollow host")
+    parser.add_argument("--heartbeat-interval", default="5s")
+    parser.add_argument("--host-down-after", default="15s")
+    parser.add_argument("--reschedule-after", default="5s")
+    parser.add_argument("--server-log-level", default="info")
+    parser.add_argument("--timeout-factor", type=float, default=1.0, help="scales deadlines")
+    parser.add_argument("--keep-going", action="store_true", help="after a failed size")
+    parser.add_argument("--profile", type=float, default=0, help="py-spy seconds from apply")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--output", default="scale", help="file names: NAME.json, NAME.png")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the logs' directory")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.hosts.split(",") if s.strip()]
+    if not sizes or min(sizes) <= VICTIMS:
+        raise SystemExit(f"every size must have more than the {VICTIMS} victim hosts")
+    if not 1 <= args.per_app <= APP_MAX:
+        raise SystemExit(f"--per-app must be from 1 to {APP_MAX}")
+    memory = _memory_bytes(args.replica_memory)
+    per_host = int(min(args.cpus / args.replica_cpu + 1e-9, (args.memory_gib << 30) // memory))
+    for n in sizes:
+        r = args.replicas or args.replicas_per_host * n
+        if r > 0.9 * per_host * (n - VICTIMS):
+            raise SystemExit(
+                f"{r:,} replicas do not fit on the {n - VICTIMS} hosts left after the kill "
+                f"({per_host} each, 90% full at most): raise --cpus or lower the replicas"
+            )
+    signal.signal(signal.SIGTERM, _interrupt)
+
+    settings = {
+        "hosts": sizes,
+        "replicas": args.replicas,
+        "replicas_per_host": None if args.replicas else args.replicas_per_host,
+        "replicas_per_app": args.per_app,
+        "replica_resources": {"cpu": args.replica_cpu, "memory": args.replica_memory},
+        "placement": "spread",
+        "hollow_host": {"cpus": args.cpus, "memory_gib": args.memory_gib, "start_delay": 0.2},
+        "hollow_hosts_per_process": HOSTS_PER_PROCESS,
+        "victims": VICTIMS,
+        "server": {
+            "heartbeat_interval": args.heartbeat_interval,
+            "host_down_after": args.host_down_after,
+            "reschedule_after": args.reschedule_after,
+            "log_level": args.server_log_level,
+            "tls": False,
+        },
+        "poll_seconds": {"get_apps": POLL, "latency_sample": SAMPLE, "etcd_and_proc": WATCH},
+        "profile_seconds": args.profile,
+    }
+    result: dict[str, Any] = {"settings": settings, "machine": machine(), "runs": []}
+    began = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="fleet-bench-scale-"))
+    try:
+        for n in sizes:
+            r = args.replicas or args.replicas_per_host * n
+            print(f"N = {n:,} hosts, R = {r:,} replicas ...", flush=True)
+            size_dir = work / f"n{n}"
+            size_dir.mkdir()
+            run = run_size(n, r, args, size_dir)
+            run["loadavg_after"] = loadavg()
+            result["runs"].append(run)
+            print(size_table(run), flush=True)
+            if "profile" in run:
+                print_profile(run["profile"])
+            print(flush=True)
+            if not run["ok"] and not args.keep_going:
+                print("stopping here: larger sizes would not do better (--keep-going tries)")
+                break
+    except KeyboardInterrupt:
+        print("interrupted: writing what was measured")
+    finally:
+        result["machine"]["loadavg_at_end"] = loadavg()
+        result["run_seconds"] = round(time.monotonic() - began, 1)
+        if result["runs"]:
+            print(summary_table(result["runs"]))
+            args.out.mkdir(parents=True, exist_ok=True)
+            path = args.out / f"{args.output}.json"
+            path.write_text(json.dumps(result, indent=2) + "\n")
+            print(f"\nwrote {path} ({result['run_seconds']:.0f} s)")
+            png = args.out / f"{args.output}.png"
+            if plot(result["runs"], png):
+                print(f"wrote {png}")
+            else:
+                print("no plot: matplotlib is not installed (pip install -e '.[bench]')")
+        if args.keep_logs:
+            print(f"logs kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
