@@ -31,8 +31,9 @@ against N).
     .venv/bin/python benchmarks/scale.py [--hosts 200,500,1000] [--replicas-per-host 20]
     .venv/bin/python benchmarks/scale.py --hosts 1000 --replicas 100000 --output scale-100k
 
-``--profile SECONDS`` records the control plane with py-spy from the apply on (this
-slows it down: the figures of such a run are not the clean ones) and sums the frames.
+``--profile SECONDS`` records the control plane with py-spy (``--profile-delay`` after
+the apply; this slows it down a little: the figures of such a run are not the clean
+ones) and sums the frames: by asyncio task, by function (self and inclusive), by file.
 """
 
 from __future__ import annotations
@@ -333,10 +334,13 @@ class Watcher:
 
 def summarize_profile(raw: Path, top: int = 25) -> dict[str, Any]:
     """Sum py-spy's collapsed stacks (``frame;frame;... count``): samples per function as
-    the leaf (self) and anywhere on the stack (inclusive, once per stack), and per file."""
+    the leaf (self); per fleet function anywhere on the stack (inclusive, once per
+    stack; the entry points left out); per file of the leaf; and per task, the frame an
+    asyncio callback or a thread starts from (what the event loop was running)."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     files: Counter[str] = Counter()
+    tasks: Counter[str] = Counter()
     total = 0
     with open(raw, errors="replace") as f:
         for line in f:
@@ -344,15 +348,19 @@ def summarize_profile(raw: Path, top: int = 25) -> dict[str, Any]:
             if not stack or not count_text.isdigit():
                 continue
             count = int(count_text)
-            total += count
             frames = [_function(frame) for frame in stack.split(";")]
             frames = [frame for frame in frames if frame]
             if not frames:
                 continue
+            total += count
             own[frames[-1]] += count
             files[_file(frames[-1])] += count
+            tasks[_task(frames)] += count
             for frame in set(frames):
-                inclusive[frame] += count
+                if _file(frame).startswith("fleet/") and not _file(frame).startswith(
+                    ("fleet/__main__", "fleet/cli/")
+                ):
+                    inclusive[frame] += count
 
     def share(counter: Counter[str]) -> list[dict[str, Any]]:
         return [
@@ -363,9 +371,18 @@ def summarize_profile(raw: Path, top: int = 25) -> dict[str, Any]:
     return {
         "samples": total,
         "self": share(own),
-        "inclusive": share(inclusive),
+        "inclusive_fleet": share(inclusive),
         "self_by_file": share(files),
+        "by_task": share(tasks),
     }
+
+
+def _task(frames: Sequence[str]) -> str:
+    """The frame after the event loop's ``Handle._run`` or a thread's ``Thread.run``."""
+    for i, frame in enumerate(frames):
+        if frame.startswith(("Handle._run ", "Thread.run ")):
+            return frames[i + 1] if i + 1 < len(frames) else frame + " [native]"
+    return frames[-1] if len(frames) < 3 else "(stack cut short)"
 
 
 def _function(frame: str) -> str:
@@ -573,8 +590,16 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
         watcher = Watcher(
             etcd, prefix, replicas, applied, {"control_plane": cp_pid, "etcd": etcd_pid}
         ).start()
-        if args.profile:
-            cluster.profiler = start_profiler(cp_pid, args.profile, work / "profile.txt")
+        profile_from: float | None = None  # seconds after the apply
+
+        def profile_now() -> None:
+            nonlocal profile_from
+            due = time.monotonic() - applied >= args.profile_delay
+            if args.profile and profile_from is None and due:
+                profile_from = round(time.monotonic() - applied, 2)
+                cluster.profiler = start_profiler(cp_pid, args.profile, work / "profile.txt")
+
+        profile_now()
         client.apply(specs)
         result["apply_call_seconds"] = round(time.monotonic() - applied, 3)
         polls: list[tuple[float, float]] = []
@@ -582,6 +607,7 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
         poll_errors: list[str] = []
         running = 0
         while True:
+            profile_now()
             poll_began = time.monotonic()
             try:
                 running, seconds = running_sum(client)
@@ -664,6 +690,7 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
         )
         if cluster.profiler is not None:
             result["profile"] = finish_profiler(cluster.profiler, args.profile, work)
+            result["profile"]["from_seconds_after_apply"] = profile_from
             cluster.profiler = None
 
         # ---------------------------------------------------------------- the kill
@@ -916,7 +943,7 @@ def print_profile(profile: dict[str, Any], top: int = 15) -> None:
         print(f"profile: {profile['error']}")
         return
     print(f"\nprofile of the control plane: {profile['samples']} samples, {profile['seconds']} s")
-    for kind in ("self", "inclusive", "self_by_file"):
+    for kind in ("by_task", "self", "inclusive_fleet", "self_by_file"):
         print(f"  {kind}:")
         for row in profile[kind][:top]:
             print(f"    {row['share']:6.1%}  {row['frame']}")
@@ -950,7 +977,8 @@ def main() -> None:
     parser.add_argument("--server-log-level", default="info")
     parser.add_argument("--timeout-factor", type=float, default=1.0, help="scales deadlines")
     parser.add_argument("--keep-going", action="store_true", help="after a failed size")
-    parser.add_argument("--profile", type=float, default=0, help="py-spy seconds from apply")
+    parser.add_argument("--profile", type=float, default=0, help="py-spy seconds")
+    parser.add_argument("--profile-delay", type=float, default=0, help="after the apply")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--output", default="scale", help="file names: NAME.json, NAME.png")
     parser.add_argument("--keep-logs", action="store_true", help="keep the logs' directory")
@@ -990,6 +1018,7 @@ def main() -> None:
         },
         "poll_seconds": {"get_apps": POLL, "latency_sample": SAMPLE, "etcd_and_proc": WATCH},
         "profile_seconds": args.profile,
+        "profile_delay_seconds": args.profile_delay,
     }
     result: dict[str, Any] = {"settings": settings, "machine": machine(), "runs": []}
     began = time.monotonic()

@@ -287,10 +287,15 @@ class FleetClient:
         selector: Sequence[str] = (),
         max_parallel: int = 1,
         command: str = "",
+        canary_app: str = "",
     ) -> pb.UpgradeInfo:
         """Start (``action="start"``), stop or resume the OS upgrade walk."""
         request = pb.UpgradeRequest(
-            action=action, selector=list(selector), max_parallel=max_parallel, command=command
+            action=action,
+            selector=list(selector),
+            max_parallel=max_parallel,
+            command=command,
+            canary_app=canary_app,
         )
         response: pb.UpgradeInfo = self._call(
             lambda s: s.UpgradeHosts(request, timeout=self.timeout)

@@ -205,6 +205,14 @@ def upgrade_hosts(
             "and reboot each host.",
         ),
     ] = "",
+    canary: Annotated[
+        str,
+        typer.Option(
+            "--canary",
+            help="Before uncordoning an upgraded host, run one replica of this app there and "
+            "wait until it is healthy; a failed canary keeps the host out and stops the walk.",
+        ),
+    ] = "",
     stop: Annotated[
         bool, typer.Option("--stop", help="Take no further host (those out finish).")
     ] = False,
@@ -223,9 +231,9 @@ def upgrade_hosts(
 ) -> None:
     """Upgrade the OS of the pool's hosts a few at a time (CoreOS locksmith's way): each
     host takes a slot of the maintenance semaphore, is drained, upgraded (by --command,
-    or by ops), waited for until its agent is back with a new boot id or OS version, and
-    uncordoned; then the next host goes. The walk lives in the control plane: Ctrl-C
-    stops following it, not the walk."""
+    or by ops), waited for until its agent is back with a new boot id or OS version,
+    checked with a --canary replica if asked, and uncordoned; then the next host goes.
+    The walk lives in the control plane: Ctrl-C stops following it, not the walk."""
     limit = parse_timeout(timeout)
     if sum((stop, resume, status)) > 1:
         err_console.print("[red]error:[/red] use one of --stop, --resume and --status")
@@ -240,7 +248,11 @@ def upgrade_hosts(
             walk = client.upgrade_hosts("stop" if stop else "resume")
         else:
             walk = client.upgrade_hosts(
-                "start", selector=selector or [], max_parallel=max_parallel, command=command
+                "start",
+                selector=selector or [],
+                max_parallel=max_parallel,
+                command=command,
+                canary_app=canary,
             )
         if output in (Format.json, Format.yaml):
             print_records([walk], output, [], [])

@@ -149,6 +149,7 @@ def _upgrade_info(walk: UpgradeRecord) -> pb.UpgradeInfo:
         selector=walk.selector,
         max_parallel=walk.max_parallel,
         command=walk.command,
+        canary_app=walk.canary_app,
         created_at=walk.created_at,
         updated_at=walk.updated_at,
         hosts=[
@@ -983,6 +984,13 @@ class FleetService(pb_grpc.FleetServiceServicer):
             if len(request.command) > 4096 or "\0" in request.command:
                 raise InvalidArgument("the command must be at most 4096 characters, without NUL")
             selector = _selector(request.selector)
+            canary = request.canary_app
+            if canary:
+                check_name(canary)
+                if canary not in state.apps:
+                    raise NotFound(
+                        f"the canary app {canary!r} does not exist (see `fleet get apps`)"
+                    )
             chosen = selected_hosts(state, selector)
             if not chosen:
                 raise InvalidArgument(f"no host matches {' '.join(selector) or 'the selector'}")
@@ -991,6 +999,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
                 selector=selector,
                 max_parallel=request.max_parallel or 1,
                 command=request.command,
+                canary_app=request.canary_app,
                 created_at=now,
                 updated_at=now,
                 hosts={h: HostUpgrade() for h in chosen},

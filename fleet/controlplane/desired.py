@@ -10,11 +10,13 @@ import hashlib
 import logging
 from collections.abc import Mapping
 
+from fleet.controlplane.upgrades import CANARY_SLOT, canary_hosts
 from fleet.errors import InvalidArgument, NotFound
 from fleet.proto import fleet_pb2 as pb
 from fleet.secrets import SecretBox
 from fleet.spec import AppSpec, HealthCheck, SecretRef
 from fleet.store import ClusterState
+from fleet.store.records import ReplicaRecord, ResourceAmounts
 
 __all__ = [
     "MissingSecret",
@@ -125,6 +127,16 @@ def desired_containers(
         if revision is None:
             continue  # the revision record lands in the same transaction; never seen apart
         placed.append((replica, revision))
+    canary = canary_hosts(state).get(host_id)
+    app = state.apps.get(canary) if canary else None
+    if app is not None:
+        # An upgrade walk's canary: one replica of the app's current revision, outside
+        # its slots, on the upgraded host before it takes real work again.
+        revision = state.revision_spec(app.value.spec.name, app.value.revision)
+        if revision is not None:
+            placed.append(
+                (_canary_replica(app.value.spec.name, revision.revision, host_id), revision)
+            )
     secrets = open_secrets(state, {n for _, r in placed for n in r.spec.secret_names()}, box)
     containers = []
     for replica, revision in placed:
@@ -138,6 +150,12 @@ def desired_containers(
             # The replica waits for its secret rather than starting without it.
             log.warning("host %s: not sending %s.%d: %s", host_id, replica.app, replica.slot, error)
     return containers
+
+
+def _canary_replica(app: str, revision: int, host_id: str) -> ReplicaRecord:
+    return ReplicaRecord(
+        app=app, slot=CANARY_SLOT, revision=revision, host=host_id, resources=ResourceAmounts()
+    )
 
 
 def desired_inputs(state: ClusterState, host_id: str) -> object:
@@ -157,6 +175,7 @@ def desired_inputs(state: ClusterState, host_id: str) -> object:
         revisions,
         tuple(sorted((name, v.mod_revision) for name, v in state.secrets.items())) if apps else (),
         host.value.command if host is not None else None,
+        canary_hosts(state).get(host_id),
     )
 
 

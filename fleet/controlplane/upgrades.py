@@ -2,8 +2,10 @@
 
 Each host goes ``waiting`` -> ``draining`` (it takes a slot of the maintenance semaphore
 and is drained like ``fleet drain``) -> ``upgrading`` (host state ``maintenance``: its
-agent runs the upgrade command, or ops do it by hand) -> ``done`` once its agent is back with a new boot id or
-OS version: then it is uncordoned and gives its slot back. At most ``max_parallel``
+agent runs the upgrade command, or ops do it by hand) -> ``canary`` (optional: once its
+agent is back with a new boot id or OS version, one replica of a chosen app must run
+healthy there) -> ``done``: it is uncordoned and gives its slot back. A failed canary
+leaves the host out and stops the walk. At most ``max_parallel``
 hosts are out at once, and never more than the semaphore allows (a manual drain holds a
 slot too). The walk lives in etcd (``upgrade``), so a restarted control plane goes on
 where it was; ``step_upgrade`` is its pure step.
@@ -13,18 +15,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fleet._time import epoch
+from fleet.controlplane.rollout import crash_reason
 from fleet.store import ClusterState
 from fleet.store.records import (
     HostCommand,
     HostDrain,
     HostRecord,
+    HostUpgrade,
     MaintenanceRecord,
     UpgradeRecord,
 )
 
-__all__ = ["UpgradeStep", "selected_hosts", "step_upgrade"]
+__all__ = ["CANARY_SLOT", "UpgradeStep", "canary_hosts", "selected_hosts", "step_upgrade"]
 
 HOLDER = "upgrade-hosts"
+# The canary is one replica of the chosen app, outside the app's own slots.
+CANARY_SLOT = 999_999
+CANARY_READY = 3.0  # seconds it must stay healthy
+CANARY_TIMEOUT = 180.0  # seconds it has to get there
 
 
 @dataclass
@@ -49,6 +58,43 @@ def selected_hosts(state: ClusterState, selector: list[str]) -> list[str]:
         if all(c.matches(labels) for c in constraints):
             chosen.append(host_id)
     return chosen
+
+
+def canary_hosts(state: ClusterState) -> dict[str, str]:
+    """Hosts running an upgrade walk's canary now, and the app it is of."""
+    stored = state.upgrade
+    if stored is None or not stored.value.canary_app:
+        return {}
+    return {
+        host_id: stored.value.canary_app
+        for host_id, progress in stored.value.hosts.items()
+        if progress.phase == "canary"
+    }
+
+
+def _canary(state: ClusterState, app: str, host_id: str, progress: HostUpgrade, now: str) -> str:
+    """ "passed", a reason it failed, or "" while it is still on its way."""
+    clock = epoch(now) or 0.0
+    status = state.status.get(host_id)
+    report = next(
+        (
+            c
+            for c in (status.value.containers if status else [])
+            if c.app == app and c.slot == CANARY_SLOT
+        ),
+        None,
+    )
+    crashed = crash_reason(report)
+    if crashed is not None:
+        return crashed
+    if report is not None and report.state == "running" and report.health in ("", "healthy"):
+        since = epoch(report.ready_since) if report.ready_since else None
+        if since is not None and clock - since >= CANARY_READY:
+            return "passed"
+    started = epoch(progress.canary_at) or clock
+    if clock - started > CANARY_TIMEOUT:
+        return f"not healthy within {CANARY_TIMEOUT:g}s"
+    return ""
 
 
 def step_upgrade(state: ClusterState, now: str) -> UpgradeStep:
@@ -128,7 +174,14 @@ def step_upgrade(state: ClusterState, now: str) -> UpgradeStep:
                 record.facts.get("boot_id", "") != progress.boot_id
                 or record.facts.get("os_version", "") != progress.os_version
             )
-            if back:
+            if back and walk.canary_app and walk.canary_app in state.apps:
+                version = record.facts.get("os_version", "") or "?"
+                message = f"back with OS version {version}; running a canary of {walk.canary_app}"
+                hosts[host_id] = progress.model_copy(
+                    update={"phase": "canary", "canary_at": now, "message": message}
+                )
+                step.events.append(("host-canary", host_id, message))
+            elif back:
                 version = record.facts.get("os_version", "") or "?"
                 message = f"back with OS version {version}; uncordoned"
                 hosts[host_id] = progress.model_copy(
@@ -136,6 +189,27 @@ def step_upgrade(state: ClusterState, now: str) -> UpgradeStep:
                 )
                 release(host_id, record)
                 step.events.append(("host-upgraded", host_id, message))
+        elif progress.phase == "canary":
+            verdict = _canary(state, walk.canary_app, host_id, progress, now)
+            if verdict == "passed":
+                version = record.facts.get("os_version", "") or "?"
+                message = (
+                    f"back with OS version {version}; a canary of {walk.canary_app} ran "
+                    "healthy; uncordoned"
+                )
+                hosts[host_id] = progress.model_copy(
+                    update={"phase": "done", "finished_at": now, "message": message}
+                )
+                release(host_id, record)
+                step.events.append(("host-upgraded", host_id, message))
+            elif verdict:
+                # The host stays out (maintenance) and the walk stops: ops look first.
+                message = f"the canary of {walk.canary_app} failed: {verdict}; walk stopped"
+                hosts[host_id] = progress.model_copy(
+                    update={"phase": "failed", "finished_at": now, "message": message}
+                )
+                walk = walk.model_copy(update={"state": "stopped"})
+                step.events.append(("host-upgrade-failed", host_id, message))
 
     if walk.state == "running":
         out = sum(1 for p in hosts.values() if p.phase in ("draining", "upgrading"))
@@ -166,7 +240,7 @@ def step_upgrade(state: ClusterState, now: str) -> UpgradeStep:
 
     finished = all(p.phase in ("done", "failed") for p in hosts.values())
     changed = walk.model_copy(update={"hosts": hosts, "state": "done" if finished else walk.state})
-    if changed != walk:
+    if changed != stored.value:
         step.upgrade = changed.model_copy(update={"updated_at": now})
     wanted = semaphore.model_copy(
         update={"holders": holders, "max": max(semaphore.max, walk.max_parallel)}

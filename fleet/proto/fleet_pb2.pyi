@@ -754,12 +754,15 @@ class UpgradeRequest(_message.Message):
     SELECTOR_FIELD_NUMBER: _builtins.int
     MAX_PARALLEL_FIELD_NUMBER: _builtins.int
     COMMAND_FIELD_NUMBER: _builtins.int
+    CANARY_APP_FIELD_NUMBER: _builtins.int
     action: _builtins.str
     """start | stop | resume"""
     max_parallel: _builtins.int
     """start: hosts out at once (default 1)"""
     command: _builtins.str
     """start: run on each drained host ("" : by hand)"""
+    canary_app: _builtins.str
+    """start: one replica of it must run healthy on"""
     @_builtins.property
     def selector(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """start: k=v, k!=v or k over labels and facts"""
@@ -771,10 +774,11 @@ class UpgradeRequest(_message.Message):
         selector: _abc.Iterable[_builtins.str] | None = ...,
         max_parallel: _builtins.int = ...,
         command: _builtins.str = ...,
+        canary_app: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "command", b"command", "max_parallel", b"max_parallel", "selector", b"selector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "canary_app", b"canary_app", "command", b"command", "max_parallel", b"max_parallel", "selector", b"selector"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -792,6 +796,7 @@ class UpgradeInfo(_message.Message):
     HOSTS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    CANARY_APP_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """"" : there is no walk"""
     state: _builtins.str
@@ -800,6 +805,7 @@ class UpgradeInfo(_message.Message):
     command: _builtins.str
     created_at: _builtins.str
     updated_at: _builtins.str
+    canary_app: _builtins.str
     @_builtins.property
     def selector(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -815,10 +821,11 @@ class UpgradeInfo(_message.Message):
         hosts: _abc.Iterable[Global___HostUpgradeInfo] | None = ...,
         created_at: _builtins.str = ...,
         updated_at: _builtins.str = ...,
+        canary_app: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "created_at", b"created_at", "hosts", b"hosts", "id", b"id", "max_parallel", b"max_parallel", "selector", b"selector", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canary_app", b"canary_app", "command", b"command", "created_at", b"created_at", "hosts", b"hosts", "id", b"id", "max_parallel", b"max_parallel", "selector", b"selector", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

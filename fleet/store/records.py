@@ -184,7 +184,7 @@ class HostCommand(_Record):
     issued_at: str
 
 
-UpgradePhase = Literal["waiting", "draining", "upgrading", "done", "failed"]
+UpgradePhase = Literal["waiting", "draining", "upgrading", "canary", "done", "failed"]
 
 
 class HostUpgrade(_Record):
@@ -196,6 +196,7 @@ class HostUpgrade(_Record):
     boot_id: str = ""  # before the upgrade: a new one (or a new os_version) means it is back
     os_version: str = ""
     message: str = ""
+    canary_at: str = ""  # when its canary was asked for
 
 
 class UpgradeRecord(_Record):
@@ -206,6 +207,7 @@ class UpgradeRecord(_Record):
     selector: list[str] = []
     max_parallel: int = 1
     command: str = ""  # "" : ops upgrade each host by hand once it is drained
+    canary_app: str = ""  # run one replica of this app on each host before uncordoning it
     state: Literal["running", "stopped", "done"] = "running"
     created_at: str
     updated_at: str

@@ -268,7 +268,9 @@ update: {{min_ready: 1s}}
         )
         out_at_once: list[int] = []
         with Prober(client) as prober:
-            started = client.upgrade_hosts("start", max_parallel=1, command=command)
+            started = client.upgrade_hosts(
+                "start", max_parallel=1, command=command, canary_app="web"
+            )
             assert [h.host_id for h in started.hosts] == ["h1", "h2", "h3"]
 
             def walked() -> bool:
@@ -290,6 +292,8 @@ update: {{min_ready: 1s}}
             ("h3", "done"),
         ], walk
         assert sorted(restarts) == ["h1", "h2", "h3"]
+        # Each host ran a healthy canary replica of web before it was uncordoned.
+        assert all("canary of web ran healthy" in h.message for h in walk.hosts), walk
         assert max(out_at_once) == 1, "more than one host out at once"
         low = [(t, n) for t, n, _ in prober.samples if n < 5]
         assert not low, f"fewer than 5 healthy endpoints at {low[:5]}"
@@ -298,13 +302,17 @@ update: {{min_ready: 1s}}
             name: ("ready", "2", "") for name in ("h1", "h2", "h3")
         }
         wait_until(lambda: len(client.endpoints("web")) == 6, 60, what="6 available at the end")
-        running = sum(
-            1
-            for h in pool.hosts
-            for c in fleet_containers(h.client(), "web")
-            if c.status == "running"
-        )
-        assert running == 6
+
+        def running() -> int:
+            return sum(
+                1
+                for h in pool.hosts
+                for c in fleet_containers(h.client(), "web")
+                if c.status == "running"
+            )
+
+        # The last canary leaves after its shutdown delay: then the six replicas remain.
+        wait_until(lambda: running() == 6, 30, what="the six replicas and no canary")
     finally:
         stop.set()
         client.close()

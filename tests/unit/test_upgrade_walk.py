@@ -9,20 +9,26 @@ rounds: a drain finishes, an agent goes away or comes back upgraded."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from fleet.controlplane.upgrades import UpgradeStep, selected_hosts, step_upgrade
+from fleet.controlplane.desired import desired_containers
+from fleet.controlplane.upgrades import CANARY_SLOT, UpgradeStep, selected_hosts, step_upgrade
 from fleet.store import ClusterState, Versioned
 from fleet.store.records import (
+    ContainerReport,
     HostUpgrade,
     LiveRecord,
     MaintenanceRecord,
+    ResourceAmounts,
+    StatusRecord,
     UpgradeRecord,
 )
-from tests.unit.test_replicas_plan import add_host, cluster
+from tests.unit.test_replicas_plan import add_app, add_host, cluster, spec
 
 HOLDER = "upgrade-hosts"
 OUT = ("draining", "upgrading")
@@ -589,3 +595,86 @@ def test_walk_keeps_its_limits_and_finishes(
     assert all(v.value.command is None and v.value.drain is None for v in state.hosts.values())
     assert holders(state) == {}
     assert step_upgrade(state, "end").is_empty()
+
+
+# ------------------------------------------------------------------ the canary
+
+
+T0 = 1_800_000_000.0
+
+
+def at(seconds: float) -> str:
+    return (
+        datetime.fromtimestamp(T0 + seconds, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def canary_walk() -> ClusterState:
+    """Two hosts and a walk with a canary of app ``web``; h1 upgraded and back."""
+    state = walk_state(2)
+    add_app(state, spec("replicas: 2\n"))
+    state.upgrade = Versioned(walk_of(state).model_copy(update={"canary_app": "web"}), 30)
+    advance(state, at(0))
+    finish_drain(state, "h1")
+    advance(state, at(1))
+    go_away(state, "h1")
+    come_back(state, "h1")
+    advance(state, at(2))
+    return state
+
+
+def report_canary(state: ClusterState, *, ready_at: float, restarts: int = 0) -> None:
+    container = ContainerReport(
+        app="web",
+        slot=CANARY_SLOT,
+        revision=1,
+        spec_hash="x",
+        container_id="canary",
+        name="web.999999.x",
+        state="running",
+        ready_since=at(ready_at),
+        restarts=restarts,
+    )
+    status = StatusRecord(
+        host_id="h1",
+        reported_at=at(ready_at),
+        applied_version=1,
+        usage=ResourceAmounts(),
+        containers=[container],
+    )
+    state.status["h1"] = Versioned(status, 70)
+
+
+def test_a_host_back_runs_a_canary_before_it_is_uncordoned() -> None:
+    """Back from its upgrade, the host runs one replica of the canary app (outside the
+    app's slots) and stays out until it has been healthy for a few seconds."""
+    state = canary_walk()
+    assert phases(state) == {"h1": "canary", "h2": "waiting"}
+    assert host_states(state)["h1"] == "maintenance"
+    [canary] = desired_containers(state, "h1")
+    assert (canary.app, canary.slot, canary.revision) == ("web", CANARY_SLOT, 1)
+    report_canary(state, ready_at=3)
+    advance(state, at(4))  # healthy for 1 s only
+    assert phases(state)["h1"] == "canary"
+    advance(state, at(7))
+    assert phases(state) == {"h1": "done", "h2": "draining"}
+    assert host_states(state)["h1"] == "ready"
+    assert "canary of web ran healthy" in walk_of(state).hosts["h1"].message
+    assert desired_containers(state, "h1") == []  # the canary is gone with its phase
+
+
+@pytest.mark.parametrize("how", ["crash-looping", "never healthy"])
+def test_a_failed_canary_keeps_the_host_out_and_stops_the_walk(how: str) -> None:
+    state = canary_walk()
+    if how == "crash-looping":
+        report_canary(state, ready_at=3, restarts=3)
+        advance(state, at(4))
+    else:
+        advance(state, at(2 + 181))
+    walk = walk_of(state)
+    assert (walk.state, phases(state)) == ("stopped", {"h1": "failed", "h2": "waiting"})
+    assert host_states(state)["h1"] == "maintenance"  # not uncordoned
+    assert "canary of web failed" in walk.hosts["h1"].message
+    assert holders(state) == {"h1": HOLDER}  # the slot stays held while ops look
