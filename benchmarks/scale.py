@@ -115,10 +115,10 @@ def git_state() -> str:
 
     try:
         head = git("rev-parse", "--short", "HEAD") or "?"
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", "fleet")
+        dirty = git("diff", "--shortstat", "HEAD", "--", "fleet")
     except (OSError, subprocess.SubprocessError):
         return "?"
-    return head + (" with uncommitted changes under fleet/" if dirty else "")
+    return head + (f" with uncommitted changes under fleet/ ({dirty})" if dirty else "")
 
 
 def loadavg() -> str:
@@ -624,7 +624,11 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
                     {
                         "running": running,
                         "replica_keys": watcher.placed[-1][1] if watcher.placed else 0,
-                        "series": running_series,
+                        "running_series": running_series,
+                        "placed_series": watcher.placed,
+                        "get_apps_seconds": percentiles(
+                            [s for _, s in polls] + [s for _, s in latency.samples]
+                        ),
                     },
                 )
             time.sleep(max(0.0, POLL - (time.monotonic() - poll_began)))
@@ -721,7 +725,20 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
         if watcher is not None:
             watcher.stop()
         cluster.close()
+        if cluster.server is not None:
+            result["server_log"] = log_counts(cluster.server.process.log_path)
     return result
+
+
+def log_counts(path: Path) -> dict[str, int]:
+    """What the server's log says about leadership and trouble (WARNING and above)."""
+    counts = {"leadership_lost": 0, "warnings": 0, "errors": 0}
+    with contextlib.suppress(OSError), open(path, errors="replace") as f:
+        for line in f:
+            counts["leadership_lost"] += "is no longer the leader" in line
+            counts["warnings"] += " WARNING " in line and "INSECURE" not in line
+            counts["errors"] += " ERROR " in line or " CRITICAL " in line
+    return counts
 
 
 def recover(
@@ -820,8 +837,16 @@ def _ms(value: float | None) -> str:
 def size_table(run: dict[str, Any]) -> str:
     """The figures of one size, one per line."""
     head = f"N = {run['hosts']:,} hosts, R = {run['replicas']:,} replicas ({run['apps']} apps)"
+    lost = run.get("server_log", {}).get("leadership_lost", 0)
     if "load" not in run:
-        return head + f": FAILED waiting for {run.get('failed', {}).get('waiting_for', '?')}"
+        failed = run.get("failed", {})
+        reached = failed.get("reached", {})
+        return (
+            head
+            + f": FAILED waiting for {failed.get('waiting_for', '?')}; reached "
+            + ", ".join(f"{k} {v}" for k, v in reached.items() if isinstance(v, int | str))
+            + f"; the server lost its leadership {lost} times"
+        )
     load, mib = run["load"], MiB
     cpu, share = load["cpu_seconds"], load["cpu_share_of_one_core"]
     rows = [
@@ -859,6 +884,7 @@ def size_table(run: dict[str, Any]) -> str:
         )
     else:
         rows.append((f"re-place {VICTIMS} killed hosts", "FAILED"))
+    rows.append(("leadership lost (server log)", f"{lost} times"))
     width = max(len(r[0]) for r in rows) + 2
     return "\n".join([head, *(f"  {name:<{width}}{value}" for name, value in rows)])
 

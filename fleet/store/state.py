@@ -146,20 +146,13 @@ class ClusterState:
         return found.value if found else None
 
 
-DecodeCache = dict[bytes, tuple[int, Any]]
+# key -> (mod revision, folder, position, record): what decode_state made of a key.
+DecodeCache = dict[bytes, tuple[int, str, Any, Any]]
 
 
-def _decode(model: type[T], kv: KeyValue, cache: DecodeCache | None = None) -> Versioned[T] | None:
-    if cache is not None:
-        cached = cache.get(kv.key)
-        if cached is not None and cached[0] == kv.mod_revision:
-            found: Versioned[T] | None = cached[1]
-            return found
+def _decode(model: type[T], kv: KeyValue) -> Versioned[T] | None:
     try:
-        decoded = Versioned(model.model_validate_json(kv.value), kv.mod_revision)
-        if cache is not None:
-            cache[kv.key] = (kv.mod_revision, decoded)
-        return decoded
+        return Versioned(model.model_validate_json(kv.value), kv.mod_revision)
     except ValidationError as error:
         # A record this version cannot read is skipped, not fatal: it is logged so an
         # operator can see it, and the rest of the state stays usable.
@@ -170,15 +163,16 @@ def _decode(model: type[T], kv: KeyValue, cache: DecodeCache | None = None) -> V
 def decode_state(
     layout: KeyLayout, kvs: Iterable[KeyValue], revision: int, cache: DecodeCache | None = None
 ) -> ClusterState:
-    """Sort raw keys into typed records. With ``cache`` (key -> (mod revision, record)),
-    only keys changed since the last call are parsed again: records are frozen, so an
-    unchanged key's record is shared between states."""
+    """Sort raw keys into typed records. With ``cache`` (key -> (mod revision, folder,
+    position, record)), a key unchanged since the last call is neither parsed nor
+    validated again: records are frozen, so they are shared between states."""
     state = ClusterState(revision=revision)
+    replicas: dict[Any, Any] = {}  # filled plain, then wrapped (see CountingDict)
     # folder -> (record type, where it goes, how its key segments index it)
     table: dict[str, tuple[type[BaseModel], dict[Any, Any], Callable[[tuple[str, ...]], Any]]] = {
         "apps": (AppRecord, state.apps, lambda p: p[0]),
         "revisions": (RevisionRecord, state.revisions, lambda p: (p[0], int(p[1]))),
-        "replicas": (ReplicaRecord, state.replicas, lambda p: (p[0], int(p[1]))),
+        "replicas": (ReplicaRecord, replicas, lambda p: (p[0], int(p[1]))),
         "rollouts": (RolloutRecord, state.rollouts, lambda p: p[0]),
         "jobs": (JobRecord, state.jobs, lambda p: p[0]),
         "hosts": (HostRecord, state.hosts, lambda p: p[0]),
@@ -187,23 +181,33 @@ def decode_state(
         "secrets": (SecretRecord, state.secrets, lambda p: p[0]),
         "tokens": (TokenRecord, state.tokens, lambda p: p[0]),
     }
+    singles: dict[str, type[BaseModel]] = {
+        "policy": Policy,
+        "maintenance": MaintenanceRecord,
+        "upgrade": UpgradeRecord,
+    }
     depth = {"revisions": 2, "replicas": 2}
     seen: set[bytes] = set()
     for kv in kvs:
         seen.add(kv.key)
+        hit = cache.get(kv.key) if cache is not None else None
+        if hit is not None and hit[0] == kv.mod_revision:
+            _, kind, position, record = hit
+            if kind in singles:
+                setattr(state, kind, record)
+            else:
+                table[kind][1][position] = record
+            continue
         parsed = layout.parse(kv.key)
-        if parsed is not None and parsed.kind == "policy" and not parsed.parts:
-            state.policy = _decode(Policy, kv)
+        if parsed is None:
             continue
-        if parsed is not None and parsed.kind == "maintenance" and not parsed.parts:
-            state.maintenance = _decode(MaintenanceRecord, kv)
+        if parsed.kind in singles and not parsed.parts:
+            single = _decode(singles[parsed.kind], kv)
+            setattr(state, parsed.kind, single)
+            if cache is not None and single is not None:
+                cache[kv.key] = (kv.mod_revision, parsed.kind, None, single)
             continue
-        if parsed is not None and parsed.kind == "upgrade" and not parsed.parts:
-            state.upgrade = _decode(UpgradeRecord, kv)
-            continue
-        if parsed is None or parsed.kind not in table:
-            continue
-        if len(parsed.parts) != depth.get(parsed.kind, 1):
+        if parsed.kind not in table or len(parsed.parts) != depth.get(parsed.kind, 1):
             continue
         model, target, index = table[parsed.kind]
         try:
@@ -211,9 +215,12 @@ def decode_state(
         except ValueError:
             log.error("skipping key with a malformed segment: %s", kv.key.decode(errors="replace"))
             continue
-        record = _decode(model, kv, cache)
-        if record is not None:
-            target[position] = record
+        decoded = _decode(model, kv)
+        if decoded is not None:
+            target[position] = decoded
+            if cache is not None:
+                cache[kv.key] = (kv.mod_revision, parsed.kind, position, decoded)
+    state.replicas = CountingDict(replicas)
     if cache is not None and len(cache) > 2 * len(seen) + 1024:
         for key in [k for k in cache if k not in seen]:
             del cache[key]  # deleted keys: forget their records
