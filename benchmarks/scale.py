@@ -15,7 +15,11 @@ share) are applied in one call, and the run measures:
 * etcd's database size (``/v3/maintenance/status``);
 * the latency of ``GetApps`` (what ``fleet get apps`` calls, without the CLI's start)
   while the load runs: the 1 s polls plus a sample every 0.5 s from a second client in a
-  thread, p50/p99;
+  thread, p50/p99. ``--progress metrics`` counts running replicas from the server's
+  ``fleet_replicas`` gauge instead, and ``--sample-every`` spaces the second client's
+  calls (0: none): while apps are not all placed, each GetApps plans them again to
+  explain what is pending, on the server's event loop, so watching with it loads the
+  server being measured;
 * the latency of handling a heartbeat while the load runs, from the server's
   ``fleet_heartbeat_seconds`` histogram (scraped at the apply and at all-running; the
   quantiles are estimated from the buckets' difference as Prometheus does);
@@ -73,7 +77,6 @@ VICTIMS = 100  # hosts killed at once
 HOSTS_PER_PROCESS = 250  # hollow hosts per process (the victims have their own)
 APP_MAX = 10_000  # replicas of one app at most (the spec's limit)
 POLL = 1.0  # seconds between two GetApps polls (each one is a latency sample)
-SAMPLE = 0.5  # seconds between two latency samples of the second client
 WATCH = 0.25  # seconds between two looks at etcd's replica count and /proc
 RECOVERY_CHECK = 5.0  # seconds between two reads of every replica key after a kill
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -222,6 +225,17 @@ def scrape_heartbeats(metrics_url: str) -> dict[str, float]:
     return found
 
 
+def scrape_running(metrics_url: str) -> int:
+    """The sum of fleet_replicas{kind="running"} over every app."""
+    with urllib.request.urlopen(metrics_url, timeout=30) as response:
+        text = response.read().decode()
+    running = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == "fleet_replicas":
+            running += sum(s.value for s in family.samples if s.labels.get("kind") == "running")
+    return int(running)
+
+
 def bucket_quantile(before: dict[str, float], after: dict[str, float], q: float) -> float | None:
     """The q-quantile of what was observed between two scrapes of a histogram, by linear
     interpolation inside the bucket it falls in (Prometheus' histogram_quantile); the
@@ -248,10 +262,11 @@ def bucket_quantile(before: dict[str, float], after: dict[str, float], q: float)
 
 @dataclass
 class LatencySampler:
-    """A second client timing GetApps every ``SAMPLE`` seconds in a thread."""
+    """A second client timing GetApps every ``every`` seconds in a thread."""
 
     address: str
     origin: float
+    every: float
     samples: list[tuple[float, float]] = field(default_factory=list)  # (t, seconds)
     errors: list[tuple[float, str]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -272,7 +287,7 @@ class LatencySampler:
                     self.samples.append((began - self.origin, time.monotonic() - began))
                 except Exception as error:  # a sample that failed is a figure too
                     self.errors.append((began - self.origin, repr(error)[:200]))
-                self._stop.wait(max(0.0, SAMPLE - (time.monotonic() - began)))
+                self._stop.wait(max(0.0, self.every - (time.monotonic() - began)))
         finally:
             client.close()
 
@@ -488,8 +503,11 @@ def _quietly(what: str, step: Callable[[], object]) -> None:
         print(f"teardown: {what} failed: {error!r}")
 
 
-def running_sum(client: FleetClient) -> tuple[int, float]:
-    """Replicas reported running over every app, and the seconds GetApps took."""
+def running_sum(client: FleetClient, metrics_url: str | None) -> tuple[int, float | None]:
+    """Replicas reported running over every app: from GetApps (and the seconds it took,
+    a latency sample), or from the server's /metrics when ``metrics_url`` is given."""
+    if metrics_url is not None:
+        return scrape_running(metrics_url), None
     began = time.monotonic()
     apps = client.apps()
     return sum(a.running for a in apps), time.monotonic() - began
@@ -538,6 +556,7 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
         assert server.process.pid is not None and etcd.pid is not None
         cp_pid, etcd_pid = server.process.pid, etcd.pid
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        progress_url = metrics_url if args.progress == "metrics" else None
         cluster.client = client = server.client(timeout=120)
 
         # The hollow hosts: survivors in processes of at most 250, the victims apart.
@@ -586,7 +605,9 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
             "hollow": sum(cpu_seconds(p) for p in hollow_pids),
         }
         applied = time.monotonic()
-        latency = LatencySampler(server.address, applied).start()
+        latency = LatencySampler(server.address, applied, args.sample_every)
+        if args.sample_every > 0:
+            latency.start()
         watcher = Watcher(
             etcd, prefix, replicas, applied, {"control_plane": cp_pid, "etcd": etcd_pid}
         ).start()
@@ -597,6 +618,7 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
             due = time.monotonic() - applied >= args.profile_delay
             if args.profile and profile_from is None and due:
                 profile_from = round(time.monotonic() - applied, 2)
+                result["profile_from_seconds_after_apply"] = profile_from
                 cluster.profiler = start_profiler(cp_pid, args.profile, work / "profile.txt")
 
         profile_now()
@@ -610,8 +632,9 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
             profile_now()
             poll_began = time.monotonic()
             try:
-                running, seconds = running_sum(client)
-                polls.append((poll_began - applied, seconds))
+                running, seconds = running_sum(client, progress_url)
+                if seconds is not None:
+                    polls.append((poll_began - applied, seconds))
                 if not running_series or running_series[-1][1] != running:
                     running_series.append((round(poll_began - applied, 3), running))
             except Exception as error:
@@ -694,14 +717,15 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
         )
         if cluster.profiler is not None:
             result["profile"] = finish_profiler(cluster.profiler, args.profile, work)
-            result["profile"]["from_seconds_after_apply"] = profile_from
             cluster.profiler = None
 
         # ---------------------------------------------------------------- the kill
         on_victims = sum(
             1 for r in etcd_values(etcd, prefix + "replicas/") if r["host"].startswith("victim-")
         )
-        result["recovery"] = recover(cluster, prefix, replicas, on_victims, recovery_deadline)
+        result["recovery"] = recover(
+            cluster, prefix, replicas, on_victims, recovery_deadline, progress_url
+        )
         result["recovery"]["cpu_seconds_control_plane"] = round(
             cpu_seconds(cp_pid) - cpu_after["control_plane"], 1
         )
@@ -716,6 +740,9 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
         result["ok"] = True
     except Failed as failure:
         result["failed"] = {"waiting_for": failure.what, "reached": failure.reached}
+        if cluster.profiler is not None:
+            result["profile"] = finish_profiler(cluster.profiler, args.profile, work)
+            cluster.profiler = None
         print(f"  FAILED waiting for {failure.what}: {json.dumps(failure.reached)[:400]}")
         if cluster.server is not None:
             print("  server log tail:\n" + cluster.server.process.log_tail(30))
@@ -742,7 +769,12 @@ def log_counts(path: Path) -> dict[str, int]:
 
 
 def recover(
-    cluster: Cluster, prefix: str, replicas: int, on_victims: int, deadline: float
+    cluster: Cluster,
+    prefix: str,
+    replicas: int,
+    on_victims: int,
+    deadline: float,
+    progress_url: str | None,
 ) -> dict[str, Any]:
     """SIGKILL the victims' process; time until all ``replicas`` run with none on a victim."""
     assert cluster.etcd is not None and cluster.client is not None
@@ -762,7 +794,7 @@ def recover(
         if gone_at is None and etcd_count(etcd, prefix + "alive/victim-") == 0:
             gone_at = began - killed
         with contextlib.suppress(Exception):
-            running, _ = running_sum(client)
+            running, _ = running_sum(client, progress_url)
             if not series or series[-1][1] != running:
                 series.append((round(began - killed, 3), running))
         if dropped_at is None and running < replicas:
@@ -921,16 +953,27 @@ def plot(runs: Sequence[dict[str, Any]], path: Path) -> bool:
     try:
         import matplotlib
     except ImportError:
+        print("no plot: matplotlib is not installed (pip install -e '.[bench]')")
         return False
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     done = [r for r in runs if "load" in r]
-    if not done:
-        return False
+    failed = [r for r in runs if "load" not in r]
     n = [r["hosts"] for r in done]
     figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    for r in failed:
+        deadline = r["deadlines_seconds"]["load"]
+        time_axis.plot([r["hosts"]], [deadline], "rx", markersize=10)
+        time_axis.annotate(
+            f"{r['replicas']:,}: not all running\nby the {deadline:.0f} s deadline",
+            (r["hosts"], deadline),
+            textcoords="offset points",
+            xytext=(-60, -28),
+            color="red",
+            fontsize=8,
+        )
     time_axis.plot(n, [r["load"]["all_running_seconds"] for r in done], "o-", label="all running")
     placed = [(r["hosts"], r["load"]["all_placed_seconds"]) for r in done]
     placed = [(x, y) for x, y in placed if y is not None]
@@ -997,6 +1040,15 @@ def main() -> None:
     parser.add_argument("--replica-memory", default="64Mi")
     parser.add_argument("--cpus", type=float, default=16.0, help="of each hollow host")
     parser.add_argument("--memory-gib", type=int, default=64, help="of each hollow host")
+    parser.add_argument(
+        "--progress",
+        choices=("apps", "metrics"),
+        default="apps",
+        help="count running replicas with GetApps (a latency sample each) or /metrics",
+    )
+    parser.add_argument(
+        "--sample-every", type=float, default=0.5, help="GetApps from a 2nd client (0: off)"
+    )
     parser.add_argument("--heartbeat-interval", default="5s")
     parser.add_argument("--host-down-after", default="15s")
     parser.add_argument("--reschedule-after", default="5s")
@@ -1042,7 +1094,12 @@ def main() -> None:
             "log_level": args.server_log_level,
             "tls": False,
         },
-        "poll_seconds": {"get_apps": POLL, "latency_sample": SAMPLE, "etcd_and_proc": WATCH},
+        "progress": args.progress,
+        "poll_seconds": {
+            "progress": POLL,
+            "get_apps_sample": args.sample_every or None,
+            "etcd_and_proc": WATCH,
+        },
         "profile_seconds": args.profile,
         "profile_delay_seconds": args.profile_delay,
     }
@@ -1079,8 +1136,6 @@ def main() -> None:
             png = args.out / f"{args.output}.png"
             if plot(result["runs"], png):
                 print(f"wrote {png}")
-            else:
-                print("no plot: matplotlib is not installed (pip install -e '.[bench]')")
         if args.keep_logs:
             print(f"logs kept in {work}")
         else:

@@ -836,7 +836,7 @@ def server(
             help="Run several servers against one etcd: one leads (runs the controllers), "
             "all serve. A dead leader is replaced this long after its last lease renewal.",
         ),
-    ] = "3s",
+    ] = "4s",
     server_id: Annotated[
         str | None,
         typer.Option(

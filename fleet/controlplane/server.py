@@ -53,7 +53,7 @@ class ServerConfig:
     host_lease_ttl: int = 15  # host_down_after: a silent host's liveness key expires then
     reschedule_after: float | None = None  # then its replicas move (None: host_lease_ttl)
     server_id: str = ""
-    leader_ttl: int = 3  # a dead leader's lease expires this long after its last renewal
+    leader_ttl: int = 4  # a dead leader's lease expires this long after its last renewal
 
 
 class ControlPlane:

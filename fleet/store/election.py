@@ -37,8 +37,8 @@ class Election:
         layout: KeyLayout,
         candidate: str,
         *,
-        ttl: int = 3,
-        poll: float = 0.25,
+        ttl: int = 4,
+        poll: float = 0.1,
     ) -> None:
         self._etcd = etcd
         self._key = layout.leader()
@@ -81,7 +81,8 @@ class Election:
 
     async def keep(self) -> None:
         """Keep the lease alive; raises ``LostLeadership`` when it is lost."""
-        every = max(0.2, self.ttl / 3)
+        # Renewed often, so a busy event loop (a stall of a few seconds) does not lose it.
+        every = max(0.2, self.ttl / 4)
         last_ok = time.monotonic()
         while True:
             await asyncio.sleep(every)
