@@ -193,6 +193,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self._heartbeat_seconds = heartbeat_seconds
         self._lease_ttl = lease_ttl
         self._sessions: dict[str, _Session] = {}
+        self._wakers: dict[str, asyncio.Event] = {}  # host -> its session's push wake-up
+        self._dispatcher: asyncio.Task[None] | None = None
         # Called with the seconds each heartbeat took to handle (lease renewal, report).
         self.observe_heartbeat: Callable[[float], None] | None = None
 
@@ -377,18 +379,22 @@ class AgentService(pb_grpc.AgentServiceServicer):
             log.warning("host %s: %d event(s) not stored: %s", host_id, len(cleaned), error)
 
     async def _push(self, host_id: str, outbox: asyncio.Queue[pb.ServerMessage]) -> None:
-        subscription = self._informer.subscribe()
+        """Send the host its whole desired set whenever it changes. The dispatcher wakes
+        this only when something the set is made of changed: with thousands of hosts,
+        waking every session on every change (each report of any host) would cost
+        O(hosts x changes)."""
+        wake = asyncio.Event()
+        wake.set()  # the first set goes out at once
+        self._wakers[host_id] = wake
+        self._ensure_dispatcher()
         sent = ""
         inputs: object = None
         try:
             while True:
-                await subscription.wait()
-                # A moment's delay folds a burst of changes into one look (the state is
-                # read whole, so one look covers them all).
-                await asyncio.sleep(_PUSH_COALESCE)
+                await wake.wait()
+                wake.clear()
                 state = self._informer.state()
-                # Most changes (other hosts' reports) do not touch this host's set: a
-                # cheap look at what it is made of skips building it again.
+                # A cheap look at what the set is made of skips building it again.
                 now_inputs = desired_inputs(state, host_id)
                 if now_inputs == inputs:
                     continue
@@ -403,5 +409,52 @@ class AgentService(pb_grpc.AgentServiceServicer):
                         desired.command.id, desired.command.command = command.id, command.command
                     await outbox.put(pb.ServerMessage(desired=desired))
                     sent = print_
+        finally:
+            if self._wakers.get(host_id) is wake:
+                del self._wakers[host_id]
+
+    async def close(self) -> None:
+        """Stop the dispatcher (the sessions end with the server)."""
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+
+    def _ensure_dispatcher(self) -> None:
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.create_task(self._dispatch(), name="desired-dispatch")
+
+    async def _dispatch(self) -> None:
+        """On every batch of changes, wake the sessions whose inputs changed: their
+        replicas' records, the revisions and secrets, their host record, the upgrade
+        walk, each compared by mod revision (cheap, and never fooled by a reused id)."""
+        subscription = self._informer.subscribe()
+        signatures: dict[str, object] = {}
+        try:
+            while True:
+                await subscription.wait()
+                await asyncio.sleep(_PUSH_COALESCE)  # fold a burst into one look
+                state = self._informer.state()
+                shared = (
+                    tuple(v.mod_revision for v in state.revisions.values()),
+                    tuple(v.mod_revision for v in state.secrets.values()),
+                    state.upgrade.mod_revision if state.upgrade else 0,
+                )
+                for host_id, wake in list(self._wakers.items()):
+                    host = state.hosts.get(host_id)
+                    signature = (
+                        shared,
+                        host.mod_revision if host else 0,
+                        tuple(
+                            state.replicas[(r.app, r.slot)].mod_revision
+                            for r in state.replicas_on(host_id)
+                            if (r.app, r.slot) in state.replicas
+                        ),
+                    )
+                    if signatures.get(host_id) != signature:
+                        signatures[host_id] = signature
+                        wake.set()
+                for gone in signatures.keys() - self._wakers.keys():
+                    del signatures[gone]
         finally:
             self._informer.unsubscribe(subscription)

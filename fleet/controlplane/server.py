@@ -191,6 +191,7 @@ class ControlPlane:
                 await task
         await self.election.resign()
         await self._server.stop(grace)
+        await self.agents.close()
         await self.etcd.close()
 
     async def __aenter__(self) -> ControlPlane:
