@@ -225,6 +225,17 @@ def scrape_heartbeats(metrics_url: str) -> dict[str, float]:
     return found
 
 
+def capped(before: dict[str, float], after: dict[str, float], q: float) -> bool:
+    """Whether the q-quantile falls above the highest finite bucket."""
+    finite = [float(le) for le in after if le not in ("count", "sum", "+Inf")]
+    if not finite or "+Inf" not in after:
+        return False
+    top = max(finite)
+    le = next(k for k in after if k not in ("count", "sum", "+Inf") and float(k) == top)
+    total = after["+Inf"] - before.get("+Inf", 0.0)
+    return total > 0 and after[le] - before.get(le, 0.0) < q * total
+
+
 def scrape_running(metrics_url: str) -> int:
     """The sum of fleet_replicas{kind="running"} over every app."""
     with urllib.request.urlopen(metrics_url, timeout=30) as response:
@@ -239,7 +250,8 @@ def scrape_running(metrics_url: str) -> int:
 def bucket_quantile(before: dict[str, float], after: dict[str, float], q: float) -> float | None:
     """The q-quantile of what was observed between two scrapes of a histogram, by linear
     interpolation inside the bucket it falls in (Prometheus' histogram_quantile); the
-    highest finite bound when it falls in +Inf; None with no observations."""
+    highest finite bound when it falls in +Inf (a lower bound then: see ``capped``);
+    None with no observations."""
     bounds = sorted((float(le), le) for le in after if le not in ("count", "sum"))
     counts = [(bound, after[le] - before.get(le, 0.0)) for bound, le in bounds]
     total = counts[-1][1] if counts else 0.0
@@ -611,6 +623,55 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
         watcher = Watcher(
             etcd, prefix, replicas, applied, {"control_plane": cp_pid, "etcd": etcd_pid}
         ).start()
+
+        def load_figures(window: float) -> dict[str, Any]:
+            """What the load cost from the apply to ``window`` seconds after it."""
+            heartbeats_after = scrape_heartbeats(metrics_url)
+            cpu_after = {
+                "control_plane": cpu_seconds(cp_pid),
+                "etcd": cpu_seconds(etcd_pid),
+                "hollow": sum(cpu_seconds(p) for p in hollow_pids),
+            }
+            placed_at = watcher.all_placed_at
+            first_placed = next((t for t, n in watcher.placed if n > 0), None)
+            samples = [s for _, s in polls] + [s for _, s in latency.samples]
+            heartbeats = int(heartbeats_after.get("count", 0) - heartbeats_before.get("count", 0))
+            hb_sum = heartbeats_after.get("sum", 0) - heartbeats_before.get("sum", 0)
+            return {
+                "all_running_seconds": round(window, 2),
+                "all_placed_seconds": round(placed_at, 2) if placed_at is not None else None,
+                "first_placed_seconds": first_placed,
+                "placements_per_second": round(replicas / placed_at) if placed_at else None,
+                "running_per_second": round(replicas / window),
+                "cpu_seconds": {k: round(cpu_after[k] - cpu_before[k], 1) for k in cpu_after},
+                "cpu_share_of_one_core": {
+                    k: round((cpu_after[k] - cpu_before[k]) / window, 2) for k in cpu_after
+                },
+                "peak_rss_bytes": dict(watcher.peak_rss),
+                "control_plane_vmhwm_bytes": memory_status(cp_pid)["VmHWM"],
+                "get_apps_seconds": percentiles(samples),
+                "get_apps_poll_seconds": percentiles([s for _, s in polls]),
+                "get_apps_errors": len(latency.errors) + len(poll_errors),
+                "get_apps_error_examples": [e for _, e in latency.errors[:3]] + poll_errors[:3],
+                "heartbeats": heartbeats,
+                "heartbeat_seconds": {
+                    "n": heartbeats,
+                    "p50": _round(bucket_quantile(heartbeats_before, heartbeats_after, 0.5)),
+                    "p99": _round(bucket_quantile(heartbeats_before, heartbeats_after, 0.99)),
+                    "mean": round(hb_sum / heartbeats, 4) if heartbeats else None,
+                    "p50_above_top_bucket": capped(heartbeats_before, heartbeats_after, 0.5),
+                    "p99_above_top_bucket": capped(heartbeats_before, heartbeats_after, 0.99),
+                },
+                "heartbeat_buckets_delta": {
+                    le: int(heartbeats_after[le] - heartbeats_before.get(le, 0))
+                    for le in heartbeats_after
+                    if le not in ("count", "sum")
+                },
+                "etcd": etcd_db(etcd),
+                "placed_series": list(watcher.placed),
+                "running_series": list(running_series),
+            }
+
         profile_from: float | None = None  # seconds after the apply
 
         def profile_now() -> None:
@@ -642,6 +703,8 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
             if running >= replicas:
                 break
             if time.monotonic() - applied > load_deadline:
+                with contextlib.suppress(Exception):
+                    result["load_at_deadline"] = load_figures(time.monotonic() - applied)
                 raise Failed(
                     "all replicas running",
                     {
@@ -656,58 +719,13 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
                 )
             time.sleep(max(0.0, POLL - (time.monotonic() - poll_began)))
         all_running = time.monotonic() - applied
-        heartbeats_after = scrape_heartbeats(metrics_url)
-        cpu_after = {
-            "control_plane": cpu_seconds(cp_pid),
-            "etcd": cpu_seconds(etcd_pid),
-            "hollow": sum(cpu_seconds(p) for p in hollow_pids),
-        }
         latency.stop()
         watcher.stop()
         # The watcher's last look may have come before the last commit.
         if watcher.all_placed_at is None and etcd_count(etcd, prefix + "replicas/") >= replicas:
             watcher.all_placed_at = time.monotonic() - applied
+        result["load"] = load_figures(all_running)
         placed_at = watcher.all_placed_at
-        first_placed = next((t for t, n in watcher.placed if n > 0), None)
-        samples = [s for _, s in polls] + [s for _, s in latency.samples]
-        heartbeats = int(heartbeats_after.get("count", 0) - heartbeats_before.get("count", 0))
-        result["load"] = {
-            "all_running_seconds": round(all_running, 2),
-            "all_placed_seconds": round(placed_at, 2) if placed_at is not None else None,
-            "first_placed_seconds": first_placed,
-            "placements_per_second": round(replicas / placed_at) if placed_at else None,
-            "running_per_second": round(replicas / all_running),
-            "cpu_seconds": {k: round(cpu_after[k] - cpu_before[k], 1) for k in cpu_after},
-            "cpu_share_of_one_core": {
-                k: round((cpu_after[k] - cpu_before[k]) / all_running, 2) for k in cpu_after
-            },
-            "peak_rss_bytes": dict(watcher.peak_rss),
-            "control_plane_vmhwm_bytes": memory_status(cp_pid)["VmHWM"],
-            "get_apps_seconds": percentiles(samples),
-            "get_apps_poll_seconds": percentiles([s for _, s in polls]),
-            "get_apps_errors": len(latency.errors) + len(poll_errors),
-            "get_apps_error_examples": [e for _, e in latency.errors[:3]] + poll_errors[:3],
-            "heartbeats": heartbeats,
-            "heartbeat_seconds": {
-                "n": heartbeats,
-                "p50": _round(bucket_quantile(heartbeats_before, heartbeats_after, 0.5)),
-                "p99": _round(bucket_quantile(heartbeats_before, heartbeats_after, 0.99)),
-                "mean": round(
-                    (heartbeats_after.get("sum", 0) - heartbeats_before.get("sum", 0)) / heartbeats,
-                    4,
-                )
-                if heartbeats
-                else None,
-            },
-            "heartbeat_buckets_delta": {
-                le: int(heartbeats_after[le] - heartbeats_before.get(le, 0))
-                for le in heartbeats_after
-                if le not in ("count", "sum")
-            },
-            "etcd": etcd_db(etcd),
-            "placed_series": watcher.placed,
-            "running_series": running_series,
-        }
         load = result["load"]
         print(
             f"  {replicas:,} running {all_running:.1f} s after the apply "
@@ -723,11 +741,12 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
         on_victims = sum(
             1 for r in etcd_values(etcd, prefix + "replicas/") if r["host"].startswith("victim-")
         )
+        cpu_before_kill = cpu_seconds(cp_pid)
         result["recovery"] = recover(
             cluster, prefix, replicas, on_victims, recovery_deadline, progress_url
         )
         result["recovery"]["cpu_seconds_control_plane"] = round(
-            cpu_seconds(cp_pid) - cpu_after["control_plane"], 1
+            cpu_seconds(cp_pid) - cpu_before_kill, 1
         )
         rec = result["recovery"]
         print(
@@ -866,6 +885,11 @@ def _ms(value: float | None) -> str:
     return "?" if value is None else f"{value * 1000:.0f}"
 
 
+def _hb(figures: dict[str, Any], q: str) -> str:
+    """A heartbeat quantile in ms, ">2500" when above the histogram's top bucket."""
+    return (">" if figures.get(f"{q}_above_top_bucket") else "") + _ms(figures[q])
+
+
 def size_table(run: dict[str, Any]) -> str:
     """The figures of one size, one per line."""
     head = f"N = {run['hosts']:,} hosts, R = {run['replicas']:,} replicas ({run['apps']} apps)"
@@ -901,7 +925,7 @@ def size_table(run: dict[str, Any]) -> str:
         ),
         (
             "heartbeat p50 / p99",
-            f"{_ms(load['heartbeat_seconds']['p50'])} / {_ms(load['heartbeat_seconds']['p99'])} "
+            f"{_hb(load['heartbeat_seconds'], 'p50')} / {_hb(load['heartbeat_seconds'], 'p99')} "
             f"ms (n={load['heartbeat_seconds']['n']})",
         ),
     ]
@@ -931,7 +955,23 @@ def summary_table(runs: Sequence[dict[str, Any]]) -> str:
     for run in runs:
         load = run.get("load")
         if load is None:
-            lines.append(f"{run['hosts']:>6,} {run['replicas']:>9,}  FAILED")
+            reached = run.get("failed", {}).get("reached", {})
+            part = run.get("load_at_deadline")
+            note = (
+                f"  FAILED: {reached.get('running', 0):,} running, "
+                f"{reached.get('replica_keys', 0):,} placed at the "
+                f"{run['deadlines_seconds']['load']:.0f} s deadline"
+            )
+            if part:
+                note += (
+                    f"; CP peak {part['peak_rss_bytes'].get('control_plane', 0) / MiB:.0f} MiB, "
+                    f"cpu {part['cpu_seconds']['control_plane']:.0f} s; get apps "
+                    f"{_ms(part['get_apps_seconds']['p50'])}/"
+                    f"{_ms(part['get_apps_seconds']['p99'])} ms; heartbeat "
+                    f"{_hb(part['heartbeat_seconds'], 'p50')}/"
+                    f"{_hb(part['heartbeat_seconds'], 'p99')} ms"
+                )
+            lines.append(f"{run['hosts']:>6,} {run['replicas']:>9,}{note}")
             continue
         apps, hb = load["get_apps_seconds"], load["heartbeat_seconds"]
         rec = run.get("recovery")
@@ -942,7 +982,7 @@ def summary_table(runs: Sequence[dict[str, Any]]) -> str:
             f"{load['cpu_seconds']['control_plane']:>9.1f} "
             f"{load['etcd']['db_size_bytes'] / MiB:>9.1f} "
             f"{_ms(apps['p50']) + '/' + _ms(apps['p99']):>12} "
-            f"{_ms(hb['p50']) + '/' + _ms(hb['p99']):>13} "
+            f"{_hb(hb, 'p50') + '/' + _hb(hb, 'p99'):>13} "
             f"{(format(rec['seconds'], '.1f') if rec else 'FAILED'):>11}"
         )
     return "\n".join(lines)
@@ -995,6 +1035,14 @@ def plot(runs: Sequence[dict[str, Any]], path: Path) -> bool:
     memory_axis.plot(
         n, [r["rss_at_rest_bytes"]["control_plane"] / MiB for r in done], "s--", label="at rest"
     )
+    for r in failed:
+        part = r.get("load_at_deadline")
+        if part:
+            peak = part["peak_rss_bytes"].get("control_plane", 0) / MiB
+            memory_axis.plot([r["hosts"]], [peak], "rx", markersize=10)
+            memory_axis.annotate(
+                "peak until the deadline", (r["hosts"], peak), color="red", fontsize=8
+            )
     memory_axis.set_xlabel("hosts (N)")
     memory_axis.set_ylabel("MiB")
     memory_axis.set_title("control plane resident memory")
