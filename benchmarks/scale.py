@@ -16,8 +16,9 @@ share) are applied in one call, and the run measures:
 * the latency of ``GetApps`` (what ``fleet get apps`` calls, without the CLI's start)
   while the load runs: the 1 s polls plus a sample every 0.5 s from a second client in a
   thread, p50/p99. ``--progress metrics`` counts running replicas from the server's
-  ``fleet_replicas`` gauge instead, and ``--sample-every`` spaces the second client's
-  calls (0: none): while apps are not all placed, each GetApps plans them again to
+  ``fleet_replicas`` gauge instead, ``--progress etcd`` from the agents' reports read
+  straight from etcd (no work for the server), and ``--sample-every`` spaces the second
+  client's calls (0: none): while apps are not all placed, each GetApps plans them again to
   explain what is pending, on the server's event loop, so watching with it loads the
   server being measured;
 * the latency of handling a heartbeat while the load runs, from the server's
@@ -515,14 +516,34 @@ def _quietly(what: str, step: Callable[[], object]) -> None:
         print(f"teardown: {what} failed: {error!r}")
 
 
-def running_sum(client: FleetClient, metrics_url: str | None) -> tuple[int, float | None]:
-    """Replicas reported running over every app: from GetApps (and the seconds it took,
-    a latency sample), or from the server's /metrics when ``metrics_url`` is given."""
-    if metrics_url is not None:
+Progress = Callable[[], tuple[int, float | None]]
+
+
+def progress_counter(
+    how: str, client: FleetClient, metrics_url: str, etcd: EtcdServer, prefix: str
+) -> Progress:
+    """Counts replicas reported running: with GetApps (returning the seconds it took too,
+    a latency sample), the server's /metrics, or the agents' reports read from etcd
+    (slots with a running container; the server does no work for it)."""
+
+    def apps() -> tuple[int, float | None]:
+        began = time.monotonic()
+        found = client.apps()
+        return sum(a.running for a in found), time.monotonic() - began
+
+    def metrics() -> tuple[int, float | None]:
         return scrape_running(metrics_url), None
-    began = time.monotonic()
-    apps = client.apps()
-    return sum(a.running for a in apps), time.monotonic() - began
+
+    def reports() -> tuple[int, float | None]:
+        running = {
+            (c["app"], c["slot"])
+            for status in etcd_values(etcd, prefix + "status/", page=200)
+            for c in status.get("containers", [])
+            if c.get("state") == "running"
+        }
+        return len(running), None
+
+    return {"apps": apps, "metrics": metrics, "etcd": reports}[how]
 
 
 def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -568,8 +589,8 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
         assert server.process.pid is not None and etcd.pid is not None
         cp_pid, etcd_pid = server.process.pid, etcd.pid
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        progress_url = metrics_url if args.progress == "metrics" else None
         cluster.client = client = server.client(timeout=120)
+        progress = progress_counter(args.progress, client, metrics_url, etcd, prefix)
 
         # The hollow hosts: survivors in processes of at most 250, the victims apart.
         survivors = hosts - VICTIMS
@@ -693,7 +714,7 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
             profile_now()
             poll_began = time.monotonic()
             try:
-                running, seconds = running_sum(client, progress_url)
+                running, seconds = progress()
                 if seconds is not None:
                     polls.append((poll_began - applied, seconds))
                 if not running_series or running_series[-1][1] != running:
@@ -743,7 +764,7 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
         )
         cpu_before_kill = cpu_seconds(cp_pid)
         result["recovery"] = recover(
-            cluster, prefix, replicas, on_victims, recovery_deadline, progress_url
+            cluster, prefix, replicas, on_victims, recovery_deadline, progress
         )
         result["recovery"]["cpu_seconds_control_plane"] = round(
             cpu_seconds(cp_pid) - cpu_before_kill, 1
@@ -793,12 +814,12 @@ def recover(
     replicas: int,
     on_victims: int,
     deadline: float,
-    progress_url: str | None,
+    progress: Progress,
 ) -> dict[str, Any]:
     """SIGKILL the victims' process; time until all ``replicas`` run with none on a victim."""
-    assert cluster.etcd is not None and cluster.client is not None
+    assert cluster.etcd is not None
     assert cluster.victims is not None and cluster.victims.pid is not None
-    etcd, client = cluster.etcd, cluster.client
+    etcd = cluster.etcd
     killed = time.monotonic()
     os.kill(cluster.victims.pid, signal.SIGKILL)
     cluster.victims.stop()  # reaps it
@@ -813,7 +834,7 @@ def recover(
         if gone_at is None and etcd_count(etcd, prefix + "alive/victim-") == 0:
             gone_at = began - killed
         with contextlib.suppress(Exception):
-            running, _ = running_sum(client, progress_url)
+            running, _ = progress()
             if not series or series[-1][1] != running:
                 series.append((round(began - killed, 3), running))
         if dropped_at is None and running < replicas:
@@ -1090,9 +1111,10 @@ def main() -> None:
     parser.add_argument("--memory-gib", type=int, default=64, help="of each hollow host")
     parser.add_argument(
         "--progress",
-        choices=("apps", "metrics"),
+        choices=("apps", "metrics", "etcd"),
         default="apps",
-        help="count running replicas with GetApps (a latency sample each) or /metrics",
+        help="count running replicas with GetApps (a latency sample each), the server's "
+        "/metrics, or the agents' reports in etcd",
     )
     parser.add_argument(
         "--sample-every", type=float, default=0.5, help="GetApps from a 2nd client (0: off)"

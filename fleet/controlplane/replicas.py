@@ -471,7 +471,10 @@ class _AppPlanner:
         # A global app has one replica per host: replaced in place, never surged.
         surge = 0 if self.mode == "global" else update.surge(replicas)
         max_total = replicas + surge
-        min_available = replicas - update.unavailable(replicas)
+        unavailable = update.unavailable(replicas)
+        if self.mode == "global":
+            unavailable = max(1, unavailable)  # without a surge, one host at a time at least
+        min_available = replicas - unavailable
         total = len(self.slots) + sum(r.next is not None for r in self.slots.values())
         available = self.available_count()
 

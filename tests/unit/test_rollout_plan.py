@@ -1068,3 +1068,21 @@ def test_available_at() -> None:
     assert observe(state, "web").available_at(Instance(2, 1, "h2", next=False), 10.0) is None
     report(state, "h2", 2, 1, health="healthy", ready_since=None)
     assert observe(state, "web").available_at(Instance(2, 1, "h2", next=False), 10.0) is None
+
+
+def test_a_global_app_rolls_host_by_host_in_place() -> None:
+    """A global app has no surge: its replicas are replaced in place, on their own
+    hosts, one at a time by default (max_unavailable 0 still lets one go)."""
+    state = cluster(("h1", 4, 8 * Gi), ("h2", 4, 8 * Gi), ("h3", 4, 8 * Gi))
+    add_revision(state, app_spec(1, "mode: global\n"), 1)
+    add_app(state, app_spec(2, "mode: global\n"), revision=2)
+    for slot, host in enumerate(("h1", "h2", "h3")):
+        put_replica(state, slot, host, 1)
+        report(state, host, slot, 1, ready_since=LONG_AGO)
+    set_rollout(state, 2, 1)
+    plan = plan_replicas(state, "web", NOW)
+    moved = [(r.slot, r.host, r.revision, r.next) for r, _ in plan.put]
+    assert len(moved) == 1, moved
+    slot, host, revision, nxt = moved[0]
+    assert (revision, nxt) == (2, None)  # in place, no replacement beside it
+    assert host == ("h1", "h2", "h3")[slot]  # on its own host
