@@ -7,7 +7,7 @@ connected, apps totalling R replicas (``placement: spread``, so each host gets i
 share) are applied in one call, and the run measures:
 
 * apply -> all R reported running: the sum of ``running`` in ``GetApps``, polled every
-  second;
+  second (``--poll``);
 * placements per second committed to etcd: R over the time from the apply to R keys
   under ``<prefix>replicas/`` (etcd's JSON gateway, ``count_only``, every 0.25 s);
 * the control plane's resident memory (peak) and cpu seconds over that window, from
@@ -77,7 +77,6 @@ from fleet.transport import Transport
 VICTIMS = 100  # hosts killed at once
 HOSTS_PER_PROCESS = 250  # hollow hosts per process (the victims have their own)
 APP_MAX = 10_000  # replicas of one app at most (the spec's limit)
-POLL = 1.0  # seconds between two GetApps polls (each one is a latency sample)
 WATCH = 0.25  # seconds between two looks at etcd's replica count and /proc
 RECOVERY_CHECK = 5.0  # seconds between two reads of every replica key after a kill
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -738,7 +737,7 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
                         ),
                     },
                 )
-            time.sleep(max(0.0, POLL - (time.monotonic() - poll_began)))
+            time.sleep(max(0.0, args.poll - (time.monotonic() - poll_began)))
         all_running = time.monotonic() - applied
         latency.stop()
         watcher.stop()
@@ -1009,7 +1008,7 @@ def summary_table(runs: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot(runs: Sequence[dict[str, Any]], path: Path) -> bool:
+def plot(runs: Sequence[dict[str, Any]], path: Path, subtitle: str = "") -> bool:
     """Time to running (and to re-place 100 hosts) and control-plane memory against N."""
     try:
         import matplotlib
@@ -1062,18 +1061,41 @@ def plot(runs: Sequence[dict[str, Any]], path: Path) -> bool:
             peak = part["peak_rss_bytes"].get("control_plane", 0) / MiB
             memory_axis.plot([r["hosts"]], [peak], "rx", markersize=10)
             memory_axis.annotate(
-                "peak until the deadline", (r["hosts"], peak), color="red", fontsize=8
+                "peak until the deadline",
+                (r["hosts"], peak),
+                textcoords="offset points",
+                xytext=(-120, -4),
+                color="red",
+                fontsize=8,
             )
     memory_axis.set_xlabel("hosts (N)")
     memory_axis.set_ylabel("MiB")
     memory_axis.set_title("control plane resident memory")
     memory_axis.set_ylim(bottom=0)
     memory_axis.legend(loc="upper left")
-    figure.suptitle("fleet scale: one control plane, one etcd, N hollow hosts")
+    title = "fleet scale: one control plane, one etcd, N hollow hosts"
+    figure.suptitle(title + (f"\n{subtitle}" if subtitle else ""))
+    for axis in (time_axis, memory_axis):
+        low, high = axis.get_xlim()
+        axis.set_xlim(low - 0.05 * (high - low), high + 0.05 * (high - low))
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return True
+
+
+def subtitle(settings: dict[str, Any]) -> str:
+    """How the run watched the load, for the plot."""
+    progress = {
+        "apps": "GetApps",
+        "metrics": "the server's /metrics",
+        "etcd": "the agents' reports in etcd",
+    }[settings.get("progress", "apps")]
+    polls = settings.get("poll_seconds", {})
+    text = f"running counted with {progress} every {polls.get('progress', 1):g} s"
+    sample = polls.get("get_apps_sample")
+    text += f", GetApps also every {sample:g} s" if sample else ", no other GetApps"
+    return text + f"; {settings['victims']} hosts killed at once"
 
 
 def print_profile(profile: dict[str, Any], top: int = 15) -> None:
@@ -1116,6 +1138,7 @@ def main() -> None:
         help="count running replicas with GetApps (a latency sample each), the server's "
         "/metrics, or the agents' reports in etcd",
     )
+    parser.add_argument("--poll", type=float, default=1.0, help="seconds between counts")
     parser.add_argument(
         "--sample-every", type=float, default=0.5, help="GetApps from a 2nd client (0: off)"
     )
@@ -1130,7 +1153,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--output", default="scale", help="file names: NAME.json, NAME.png")
     parser.add_argument("--keep-logs", action="store_true", help="keep the logs' directory")
+    parser.add_argument("--replot", type=Path, help="only draw the plot of a results file")
     args = parser.parse_args()
+    if args.replot is not None:
+        saved = json.loads(args.replot.read_text())
+        png = args.replot.with_suffix(".png")
+        if plot(saved["runs"], png, subtitle(saved["settings"])):
+            print(f"wrote {png}")
+        return
     sizes = [int(s) for s in args.hosts.split(",") if s.strip()]
     if not sizes or min(sizes) <= VICTIMS:
         raise SystemExit(f"every size must have more than the {VICTIMS} victim hosts")
@@ -1166,7 +1196,7 @@ def main() -> None:
         },
         "progress": args.progress,
         "poll_seconds": {
-            "progress": POLL,
+            "progress": args.poll,
             "get_apps_sample": args.sample_every or None,
             "etcd_and_proc": WATCH,
         },
@@ -1204,7 +1234,7 @@ def main() -> None:
             path.write_text(json.dumps(result, indent=2) + "\n")
             print(f"\nwrote {path} ({result['run_seconds']:.0f} s)")
             png = args.out / f"{args.output}.png"
-            if plot(result["runs"], png):
+            if plot(result["runs"], png, subtitle(settings)):
                 print(f"wrote {png}")
         if args.keep_logs:
             print(f"logs kept in {work}")
