@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["epoch", "iso_seconds_ago", "now_iso"]
+__all__ = ["epoch", "iso_at", "iso_seconds_ago", "now_iso"]
 
 
 def now_iso() -> str:
     """The current UTC time, e.g. ``2026-11-28T19:23:34.123Z``."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def iso_at(seconds: float) -> str:
+    """``now_iso()``'s form for a moment given in epoch seconds (pure code's ``now``)."""
+    moment = datetime.fromtimestamp(seconds, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def iso_seconds_ago(seconds: float) -> str:

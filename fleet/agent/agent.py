@@ -27,13 +27,13 @@ import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
 
+from fleet._time import iso_at
 from fleet.agent.events import EventQueue, from_docker, own, restart_events
 from fleet.agent.health import Prober
 from fleet.agent.images import ImageKeeper, stale_images
@@ -101,10 +101,7 @@ def _statuses(containers: list[ObservedContainer]) -> set[tuple[str, str, int, s
 
 
 def _iso(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    moment = datetime.fromtimestamp(seconds, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return "" if seconds is None else iso_at(seconds)
 
 
 def os_facts(path: Path) -> dict[str, str]:

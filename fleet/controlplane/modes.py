@@ -13,8 +13,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
+from fleet._time import epoch, iso_at
 from fleet.controlplane.rollout import Instance, Observed
 from fleet.spec import AppSpec
 from fleet.store import ClusterState
@@ -23,11 +23,6 @@ from fleet.store.records import JobRecord, JobRun, ReplicaRecord
 __all__ = ["GlobalSlots", "global_slots", "job_progress", "job_slots"]
 
 _TERMINAL = ("exited", "dead", "failed")
-
-
-def _iso(seconds: float) -> str:
-    moment = datetime.fromtimestamp(seconds, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _matches(state: ClusterState, spec: AppSpec, host_id: str) -> bool:
@@ -87,7 +82,7 @@ def job_progress(
     clock: float,
 ) -> tuple[JobRecord, list[tuple[str, str]]]:
     """The job's record after what the agents report now, and events (kind, message)."""
-    job = stored or JobRecord(app=app, started_at=_iso(clock))
+    job = stored or JobRecord(app=app, started_at=iso_at(clock))
     succeeded = dict(job.succeeded)
     failures = dict(job.failures)
     exit_codes = dict(job.exit_codes)
@@ -99,7 +94,7 @@ def job_progress(
         if ended:
             exit_codes[slot] = report.exit_code
         if report.state == "exited" and report.exit_code == 0 and slot not in succeeded:
-            succeeded[slot] = JobRun(exit_code=0, host=replica.host, finished_at=_iso(clock))
+            succeeded[slot] = JobRun(exit_code=0, host=replica.host, finished_at=iso_at(clock))
         # Each agent restart of a job container followed a failure (on-failure).
         failed = report.restarts + (1 if ended and report.exit_code != 0 else 0)
         if report.container_id and failed > failures.get(report.container_id, 0):
@@ -112,7 +107,7 @@ def job_progress(
         if len(succeeded) >= spec.job_completions:
             message = f"{len(succeeded)} of {spec.job_completions} completion(s) succeeded"
             updated = updated.model_copy(
-                update={"state": "complete", "finished_at": _iso(clock), "message": message}
+                update={"state": "complete", "finished_at": iso_at(clock), "message": message}
             )
             events.append(("job-complete", message))
         elif updated.failure_count >= max(1, spec.job_backoff_limit):
@@ -121,7 +116,7 @@ def job_progress(
                 f"{spec.job_backoff_limit}; last exit codes {sorted(set(exit_codes.values()))}"
             )
             updated = updated.model_copy(
-                update={"state": "failed", "finished_at": _iso(clock), "message": message}
+                update={"state": "failed", "finished_at": iso_at(clock), "message": message}
             )
             events.append(("job-failed", message))
     return updated, events
@@ -137,7 +132,7 @@ def job_slots(
     """(slots wanted, slots to start now, slots to stop, when the finished containers
     expire). A slot whose container failed for good (its restart policy gave up) is
     dropped and started again as a new container while the job runs."""
-    finished_at = _epoch(job.finished_at)
+    finished_at = epoch(job.finished_at)
     if job.state != "running" and finished_at is not None:
         expires = finished_at + spec.job_ttl
         if clock >= expires:
@@ -165,12 +160,3 @@ def _gave_up(container_state: str, spec: AppSpec) -> bool:
     if container_state == "failed":
         return True  # on-failure:N used up its N
     return container_state in ("exited", "dead") and spec.restart.kind == "no"
-
-
-def _epoch(text: str) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None

@@ -17,9 +17,8 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
-from fleet._time import epoch, now_iso
+from fleet._time import epoch, iso_at, now_iso
 from fleet.controlplane.metrics import Metrics
 from fleet.controlplane.modes import global_slots, job_progress, job_slots
 from fleet.controlplane.rollout import Instance, crash_reason, instances, observe, template_of
@@ -582,14 +581,6 @@ class _AppPlanner:
         return self.plan
 
 
-def _iso(seconds: float) -> str:
-    return (
-        datetime.fromtimestamp(seconds, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
-
-
 def plan_replicas(
     state: ClusterState,
     app: str,
@@ -630,7 +621,7 @@ def _step_rollout(planner: _AppPlanner, promoted: int) -> None:
     stored_rollout = state.rollouts.get(app)
     old = stored_rollout.value if stored_rollout is not None else None
     mod = stored_rollout.mod_revision if stored_rollout is not None else 0
-    now_text = _iso(planner.clock)
+    now_text = iso_at(planner.clock)
     target = planner.target
     if old is None or old.revision != target:
         # A new target: an apply, an undo, or the first look at a new app. What a
@@ -725,7 +716,7 @@ def _fail(planner: _AppPlanner, rollout: RolloutRecord, mod: int, reason: str) -
     """Mark the rollout failed; with auto_rollback, point the app back at the revision
     the rollout started from (written with the same guard as everything else)."""
     plan, target = planner.plan, planner.target
-    now_text = _iso(planner.clock)
+    now_text = iso_at(planner.clock)
     back = rollout.from_revision
     back_spec = planner.state.revision_spec(planner.app, back)
     plan.events.append(("rollout-failed", None, f"revision {target} failed: {reason}"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -80,6 +81,12 @@ class FleetServerProcess:
             log_name=log_name,
             extra_args=self.extra_args,
         )
+
+    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        """The real ``fleet`` CLI against this server, as an admin (output captured)."""
+        command = [sys.executable, "-m", "fleet", *args, "--server", self.address]
+        command += tls_args(self.pki.client("admin", "admin") if self.pki else None)
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
 
     def transport(self, name: str = "admin", role: str = "admin") -> Transport:
         return self.pki.client_transport(name, role) if self.pki else Transport(None)

@@ -21,10 +21,10 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fleet._time import iso_at
 from fleet.agent.agent import Agent, AgentConfig
 from fleet.agent.runtime import (
     LABEL_APP,
@@ -260,9 +260,7 @@ class HollowRuntime(DockerRuntime):
 
 
 def _stamp(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+    return "" if seconds is None else iso_at(seconds)
 
 
 def hollow_agents(

@@ -4,7 +4,6 @@ while a prober polls every endpoint; a drain without room stops nothing."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -34,13 +33,7 @@ class Pool3:
     agents: dict[str, FleetAgentProcess]
 
     def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        pki = self.server.pki
-        assert pki is not None
-        files = pki.client("admin", "admin")
-        command = [sys.executable, "-m", "fleet", *args, "--server", self.server.address]
-        command += ["--tls-ca", str(files.ca), "--tls-cert", str(files.cert)]
-        command += ["--tls-key", str(files.key)]
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        return self.server.cli(*args, timeout=timeout)
 
     def running(self, host: str) -> list[str]:
         """Ids of the fleet containers Docker runs on ``host``."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -47,11 +46,7 @@ class Pool4:
         ).start()
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        files = self.pki.client("admin", "admin")
-        command = [sys.executable, "-m", "fleet", *args, "--server", self.server.address]
-        command += ["--tls-ca", str(files.ca), "--tls-cert", str(files.cert)]
-        command += ["--tls-key", str(files.key)]
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        return self.server.cli(*args, timeout=timeout)
 
     def containers(self, app: str, *, every: bool = False) -> dict[str, list[Any]]:
         """Each host's containers of ``app`` (running ones unless ``every``), via Docker."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -178,13 +177,7 @@ def all_serve(pool: HostPool, body: str) -> dict[str, str] | None:
 
 def cli(rollouts: Rollouts, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     """The real `fleet` CLI against the test server, with an admin certificate."""
-    pki = rollouts.server.pki
-    assert pki is not None
-    files = pki.client("admin", "admin")
-    command = [sys.executable, "-m", "fleet", *args, "--server", rollouts.server.address]
-    command += ["--tls-ca", str(files.ca), "--tls-cert", str(files.cert)]
-    command += ["--tls-key", str(files.key)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    return rollouts.server.cli(*args, timeout=timeout)
 
 
 def test_rolling_upgrade_keeps_every_replica_serving_and_rolls_back_a_broken_release(
