@@ -18,9 +18,8 @@ share) are applied in one call, and the run measures:
   thread, p50/p99. ``--progress metrics`` counts running replicas from the server's
   ``fleet_replicas`` gauge instead, ``--progress etcd`` from the agents' reports read
   straight from etcd (no work for the server), and ``--sample-every`` spaces the second
-  client's calls (0: none): while apps are not all placed, each GetApps plans them again to
-  explain what is pending, on the server's event loop, so watching with it loads the
-  server being measured;
+  client's calls (0: none): each GetApps counts every app's replicas and reports on the
+  server's event loop, so watching with it loads the server being measured;
 * the latency of handling a heartbeat while the load runs, from the server's
   ``fleet_heartbeat_seconds`` histogram (scraped at the apply and at all-running; the
   quantiles are estimated from the buckets' difference as Prometheus does);
@@ -536,8 +535,7 @@ def progress_counter(
     def reports() -> tuple[int, float | None]:
         running = {
             (c["app"], c["slot"])
-            for status in etcd_values(etcd, prefix + "status/", page=200)
-            for c in status.get("containers", [])
+            for c in etcd_values(etcd, prefix + "reports/", page=1000)
             if c.get("state") == "running"
         }
         return len(running), None

@@ -837,6 +837,14 @@ def server(
             "all serve. A dead leader is replaced this long after its last lease renewal.",
         ),
     ] = "4s",
+    compact_interval: Annotated[
+        str,
+        typer.Option(
+            "--compact-interval",
+            help="The leader compacts etcd's history this often, keeping one interval "
+            "of it (0: never, e.g. when etcd auto-compacts).",
+        ),
+    ] = "5m",
     server_id: Annotated[
         str | None,
         typer.Option(
@@ -882,6 +890,7 @@ def server(
         else None,
         leader_ttl=max(2, round(_duration_option("--leader-ttl", leader_ttl))),
         heartbeat_seconds=max(0.1, _duration_option("--heartbeat-interval", heartbeat_interval)),
+        compact_interval=_duration_option("--compact-interval", compact_interval),
         server_id=server_id or "",
     )
     asyncio.run(run_server(config))

@@ -20,16 +20,23 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import grpc
 import grpc.aio
 
-from fleet._time import epoch, now_iso
+from fleet._time import now_iso
 from fleet.controlplane._handlers import check_well_formed
 from fleet.controlplane.auth import caller
-from fleet.controlplane.desired import desired_containers, desired_inputs, fingerprint
+from fleet.controlplane.desired import (
+    SpecCache,
+    desired_containers,
+    desired_inputs,
+    fingerprint,
+)
+from fleet.controlplane.reports import ReportWriter
 from fleet.errors import (
     Conflict,
     FailedPrecondition,
     FleetError,
     InvalidArgument,
     PermissionDenied,
+    Unavailable,
     details,
     grpc_code_for,
 )
@@ -39,12 +46,9 @@ from fleet.secrets import SecretBox
 from fleet.store import Informer, Store, check_host_id
 from fleet.store.events import EventLog
 from fleet.store.records import (
-    ContainerReport,
     HostRecord,
     LiveRecord,
-    PortBinding,
     ResourceAmounts,
-    StatusRecord,
 )
 
 __all__ = ["AgentService"]
@@ -55,10 +59,10 @@ _MAX_LABELS = 64
 _MAX_TEXT = 1024
 _REGISTER_TIMEOUT = 10.0
 _MAX_EVENTS_PER_BATCH = 500
-_MAX_REPORT_BYTES = 512 * 1024  # etcd takes values up to about 1.5 MiB
-_MAX_IMAGES = 1000
 _PUSH_COALESCE = 0.05  # seconds a session waits after a change before it looks
-_STATUS_REFRESH = 5.0  # seconds: usage is rewritten at most this often when nothing else changed
+# Seconds: how often usage alone is rewritten, at least (two heartbeats if longer).
+# The scheduler ignores usage older than STATS_STALE_AFTER (15 s).
+_STATUS_REFRESH = 5.0
 
 
 def _check_map(what: str, values: dict[str, str]) -> dict[str, str]:
@@ -68,23 +72,6 @@ def _check_map(what: str, values: dict[str, str]) -> dict[str, str]:
         if not key or len(key) > 253 or len(value) > _MAX_TEXT or "\0" in key + value:
             raise InvalidArgument(f"invalid {what} entry {key[:64]!r}")
     return dict(values)
-
-
-_HEALTH = frozenset({"", "starting", "healthy", "unhealthy"})
-
-
-def _check_health(value: str) -> str:
-    if value not in _HEALTH:
-        raise InvalidArgument(
-            f"health must be one of starting, healthy, unhealthy, got {value[:32]!r}"
-        )
-    return value
-
-
-def _check_stamp(value: str) -> str:
-    if value and (len(value) > 40 or epoch(value) is None):
-        raise InvalidArgument(f"ready_since must be an RFC 3339 time, got {value[:40]!r}")
-    return value
 
 
 def _check_address(value: str) -> str:
@@ -111,49 +98,6 @@ def host_record(register: pb.Register, old: HostRecord | None) -> HostRecord:
         state=old.state if old else "ready",
         registered_at=now_iso(),
         address=_check_address(register.address),
-    )
-
-
-def status_record(host_id: str, heartbeat: pb.Heartbeat) -> StatusRecord:
-    """The report as stored, refused whole when it is malformed or too large for etcd."""
-    if heartbeat.ByteSize() > _MAX_REPORT_BYTES:
-        raise InvalidArgument(f"a heartbeat may hold at most {_MAX_REPORT_BYTES} bytes")
-    numbers = [heartbeat.usage.cpu] + [c.cpu for c in heartbeat.containers]
-    if not all(math.isfinite(n) and n >= 0 for n in numbers):
-        raise InvalidArgument("cpu usage must be a finite number, 0 or more")
-    return StatusRecord(
-        host_id=host_id,
-        reported_at=now_iso(),
-        applied_version=heartbeat.applied_version,
-        usage=ResourceAmounts(cpu=heartbeat.usage.cpu, memory=heartbeat.usage.memory_bytes),
-        images=sorted(i[:512] for i in heartbeat.images[:_MAX_IMAGES]),
-        containers=[
-            ContainerReport(
-                app=c.app,
-                slot=c.slot,
-                revision=c.revision,
-                spec_hash=c.spec_hash,
-                container_id=c.container_id,
-                name=c.name,
-                state=c.state,
-                exit_code=c.exit_code,
-                started_at=c.started_at,
-                ports=[
-                    PortBinding(
-                        host_port=p.host_port, container_port=p.container_port, protocol=p.protocol
-                    )
-                    for p in c.ports
-                ],
-                message=c.message[:_MAX_TEXT],
-                health=_check_health(c.health),
-                ready_since=_check_stamp(c.ready_since),
-                restarts=c.restarts,
-                cpu=max(0.0, c.cpu),
-                memory=max(0, c.memory_bytes),
-                memory_limit=max(0, c.memory_limit),
-            )
-            for c in heartbeat.containers
-        ],
     )
 
 
@@ -195,6 +139,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self._sessions: dict[str, _Session] = {}
         self._wakers: dict[str, asyncio.Event] = {}  # host -> its session's push wake-up
         self._dispatcher: asyncio.Task[None] | None = None
+        self._specs = SpecCache(secrets)
         # Called with the seconds each heartbeat took to handle (lease renewal, report).
         self.observe_heartbeat: Callable[[float], None] | None = None
 
@@ -291,8 +236,10 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self, session: _Session, lease: int, request_iterator: AsyncIterator[pb.AgentMessage]
     ) -> None:
         host_id = session.host_id
-        last_report: bytes = b""
-        last_written = 0.0
+        # Usage alone is rewritten every two heartbeats, at least every _STATUS_REFRESH.
+        writer = ReportWriter(host_id, max(_STATUS_REFRESH, 2 * self._heartbeat_seconds))
+        renewed_at = time.monotonic()  # the lease was granted just now
+        failing = False  # the last renewal or report failed (logged once)
         async for message in request_iterator:
             check_well_formed(message)
             kind = message.WhichOneof("kind")
@@ -310,21 +257,31 @@ class AgentService(pb_grpc.AgentServiceServicer):
             if kind != "heartbeat":
                 raise InvalidArgument("only heartbeats and events may follow Register")
             handling = time.monotonic()
-            if not await self._store.keep_alive(lease):
-                raise InvalidArgument(f"host {host_id}'s lease expired; reconnect")
-            status = status_record(host_id, message.heartbeat)
-            # Write the report when what runs changed, and the usage now and then.
-            report = status.model_dump_json(
-                exclude={
-                    "reported_at": True,
-                    "usage": True,
-                    "containers": {"__all__": {"cpu", "memory"}},
-                }
-            ).encode()
-            now = time.monotonic()
-            if report != last_report or now - last_written > _STATUS_REFRESH:
-                await self._store.report_status(status, lease)
-                last_report, last_written = report, now
+            report = writer.report(message.heartbeat, handling)
+            # Agents report at once when something changes, more often than they beat:
+            # the lease is renewed when a quarter of it has passed, not at every report.
+            try:
+                if handling - renewed_at >= self._lease_ttl / 4:
+                    if not await self._store.keep_alive(lease):
+                        raise InvalidArgument(f"host {host_id}'s lease expired; reconnect")
+                    renewed_at = handling
+                if report is not None:
+                    await self._store.report_status(
+                        report.status,
+                        lease,
+                        host_id=host_id,
+                        changed=report.changed,
+                        gone=report.gone,
+                    )
+                    writer.written(report, handling)
+                failing = False
+            except Unavailable as error:
+                # etcd slow or away: the session stays, and the next heartbeat renews and
+                # reports again (the lease outlives a few missed renewals). Ending it
+                # would make every agent register again at once, when etcd is busiest.
+                if not failing:
+                    log.warning("host %s: %s; retrying at the next heartbeat", host_id, error)
+                failing = True
             if self.observe_heartbeat is not None:
                 self.observe_heartbeat(time.monotonic() - handling)
 
@@ -399,7 +356,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 if now_inputs == inputs:
                     continue
                 inputs = now_inputs
-                containers = desired_containers(state, host_id, self._secrets)
+                containers = desired_containers(state, host_id, self._secrets, self._specs)
                 host = state.hosts.get(host_id)
                 command = host.value.command if host is not None else None
                 print_ = fingerprint(containers) + (command.id if command else "")
@@ -426,8 +383,9 @@ class AgentService(pb_grpc.AgentServiceServicer):
 
     async def _dispatch(self) -> None:
         """On every batch of changes, wake the sessions whose inputs changed: their
-        replicas' records, the revisions and secrets, their host record, the upgrade
-        walk, each compared by mod revision (cheap, and never fooled by a reused id)."""
+        replicas' records and their host record (the informer counts those per host),
+        or what every set is made of (revisions, secrets, the upgrade walk). A round
+        costs O(connected hosts) comparisons, whatever changed."""
         subscription = self._informer.subscribe()
         signatures: dict[str, object] = {}
         try:
@@ -435,26 +393,18 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 await subscription.wait()
                 await asyncio.sleep(_PUSH_COALESCE)  # fold a burst into one look
                 state = self._informer.state()
-                shared = (
-                    tuple(v.mod_revision for v in state.revisions.values()),
-                    tuple(v.mod_revision for v in state.secrets.values()),
-                    state.upgrade.mod_revision if state.upgrade else 0,
-                )
+                changes = state.changes
+                if changes is None:  # a state that does not say what changed
+                    signatures.clear()
                 for host_id, wake in list(self._wakers.items()):
-                    host = state.hosts.get(host_id)
                     signature = (
-                        shared,
-                        host.mod_revision if host else 0,
-                        tuple(
-                            state.replicas[(r.app, r.slot)].mod_revision
-                            for r in state.replicas_on(host_id)
-                            if (r.app, r.slot) in state.replicas
-                        ),
+                        (changes.shared, changes.host_inputs.get(host_id, 0)) if changes else None
                     )
-                    if signatures.get(host_id) != signature:
+                    if signature is None or signatures.get(host_id) != signature:
                         signatures[host_id] = signature
                         wake.set()
                 for gone in signatures.keys() - self._wakers.keys():
                     del signatures[gone]
+                self._specs.forget_unused(state)
         finally:
             self._informer.unsubscribe(subscription)

@@ -65,6 +65,7 @@ from fleet.store.records import (
     SecretRecord,
     TokenRecord,
     UpgradeRecord,
+    usage_key,
 )
 
 __all__ = ["FleetService", "Relay"]
@@ -75,6 +76,7 @@ Relay = Callable[[str, pb.ContainerRequest], AsyncIterator[pb.ContainerResponse]
 MAX_APPS_PER_APPLY = 100
 MAX_REPLICAS = 10_000
 _CACHE_WAIT = 10.0
+_PENDING_REUSE = 3.0  # seconds a follower reuses its plan of an app's pending slots
 
 
 def _dry_run_state(state: ClusterState, writes: list[AppWrite]) -> ClusterState:
@@ -101,12 +103,15 @@ def _reports(state: ClusterState) -> dict[tuple[str, str, int, int], pb.Containe
     """Every reported fleet container, keyed by (host, app, slot, revision)."""
     found: dict[tuple[str, str, int, int], pb.ContainerStatus] = {}
     for host_id, versioned in state.status.items():
+        usage = versioned.value.container_usage
         for c in versioned.value.containers:
-            found[(host_id, c.app, c.slot, c.revision)] = _status_proto(c)
+            cpu, memory = usage.get(usage_key(c.app, c.slot, c.revision), (0.0, 0))
+            found[(host_id, c.app, c.slot, c.revision)] = _status_proto(c, cpu, memory)
     return found
 
 
-def _status_proto(c: ContainerReport) -> pb.ContainerStatus:
+def _status_proto(c: ContainerReport, cpu: float, memory: int) -> pb.ContainerStatus:
+    """A container's report, with its live usage (from its host's status record)."""
     return pb.ContainerStatus(
         app=c.app,
         slot=c.slot,
@@ -124,8 +129,8 @@ def _status_proto(c: ContainerReport) -> pb.ContainerStatus:
             for p in c.ports
         ],
         message=c.message,
-        cpu=c.cpu,
-        memory_bytes=c.memory,
+        cpu=cpu,
+        memory_bytes=memory,
         memory_limit=c.memory_limit,
         health=c.health,
         ready_since=c.ready_since,
@@ -220,6 +225,39 @@ class FleetService(pb_grpc.FleetServiceServicer):
         self._relay = relay
         self._secrets = secrets
         self.insecure = insecure  # every caller is an anonymous admin (logged at start)
+        # The leading replica's controller: why each unplaced slot is pending, from its
+        # last round (None while this replica does not lead).
+        self.controller_pending: Callable[[], dict[str, dict[int, str]] | None] = lambda: None
+        # app -> (when, why its slots are pending): a follower's own plans, reused for
+        # a few seconds, since each costs a scheduling run over the app's missing slots.
+        self._pending_plans: dict[str, tuple[float, dict[int, str]]] = {}
+
+    def _pending(
+        self, state: ClusterState, app: str, now: float, *, explain: bool
+    ) -> dict[int, str]:
+        """Why ``app``'s unplaced slots are pending: the leader's controller knows from
+        its last round. A follower asked about one app (``explain``) plans it itself, at
+        most every few seconds; asked about all, it says only which slots wait, since a
+        plan of every app at 100,000 replicas took seconds of the server's one thread."""
+        leading = self.controller_pending()
+        if leading is not None:
+            return leading.get(app, {})
+        if not explain:
+            spec = state.apps[app].value.spec
+            if spec.mode != "replicated":
+                return {}
+            placed = state.replica_slots(app)
+            return {
+                slot: "waiting for the leading control plane to place it"
+                for slot in range(spec.replicas)
+                if slot not in placed
+            }
+        found = self._pending_plans.get(app)
+        if found is None or now - found[0] > _PENDING_REUSE:
+            found = self._pending_plans[app] = (now, plan_replicas(state, app, now).pending)
+        for gone in self._pending_plans.keys() - state.apps.keys():
+            del self._pending_plans[gone]
+        return found[1]
 
     async def _state(self) -> ClusterState:
         await self._informer.wait_synced()
@@ -549,19 +587,18 @@ class FleetService(pb_grpc.FleetServiceServicer):
         apps = []
         for name in names:
             record = state.apps[name].value
-            complete = (
-                record.spec.mode == "replicated"
-                and len(state.replicas_of(name)) >= record.spec.replicas
+            placed = state.replica_count(name)
+            complete = record.spec.mode == "replicated" and placed >= record.spec.replicas
+            # With every slot placed there is nothing pending to explain.
+            pending = (
+                {} if complete else self._pending(state, name, now, explain=bool(request.name))
             )
-            # Planning explains what is pending; with every slot placed there is nothing
-            # to explain, and a plan per request would cost O(replicas) at scale.
-            pending = {} if complete else plan_replicas(state, name, now).pending
             counts = rollout_counts(state, name, now)
             rollout = state.rollouts.get(name)
             spec = record.spec
             desired = spec.replicas
             if spec.mode == "global":
-                desired = len(state.replicas_of(name)) + len(pending)
+                desired = placed + len(pending)
             elif spec.mode == "job":
                 desired = spec.job_parallelism
             apps.append(
@@ -573,7 +610,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
                     desired=desired,
                     mode=spec.mode,
                     job=_job_info(state, name, counts.running),
-                    placed=len(state.replicas_of(name)),
+                    placed=placed,
                     running=counts.running,
                     available=counts.available,
                     updated=counts.updated,

@@ -20,6 +20,7 @@ from fleet.store.records import ReplicaRecord, ResourceAmounts
 
 __all__ = [
     "MissingSecret",
+    "SpecCache",
     "container_spec",
     "desired_containers",
     "desired_inputs",
@@ -116,39 +117,83 @@ def open_secrets(state: ClusterState, names: set[str], box: SecretBox | None) ->
     return opened
 
 
+class SpecCache:
+    """Container specs by app revision, built once and copied per replica: a host's set
+    is rebuilt on each change to it, and at 100 containers a host, building every spec
+    again (secrets opened, env resolved) was most of a push. An entry is rebuilt when
+    its revision record or a secret it uses changes (by mod revision)."""
+
+    def __init__(self, box: SecretBox | None = None) -> None:
+        self._box = box
+        # (app, revision) -> (what it was built from, the spec or why it cannot be)
+        self._specs: dict[tuple[str, int], tuple[object, pb.ContainerSpec | MissingSecret]] = {}
+
+    def spec(self, state: ClusterState, app: str, number: int) -> pb.ContainerSpec | None:
+        """The container spec of ``app``'s revision ``number`` with slot 0 (not to be
+        changed); None when there is no such revision. Raises MissingSecret."""
+        stored = state.revisions.get((app, number))
+        if stored is None:
+            return None
+        names = sorted(stored.value.spec.secret_names())
+        inputs = (
+            stored.mod_revision,
+            tuple((n, s.mod_revision if (s := state.secrets.get(n)) else 0) for n in names),
+        )
+        found = self._specs.get((app, number))
+        if found is None or found[0] != inputs:
+            revision = stored.value
+            secrets = open_secrets(state, set(names), self._box)
+            built: pb.ContainerSpec | MissingSecret
+            try:
+                built = container_spec(
+                    revision.spec, 0, revision.revision, revision.template_hash, secrets
+                )
+            except MissingSecret as error:
+                built = error
+            found = self._specs[(app, number)] = (inputs, built)
+        if isinstance(found[1], MissingSecret):
+            raise found[1]
+        return found[1]
+
+    def forget_unused(self, state: ClusterState) -> None:
+        """Drop the specs of revisions that are gone."""
+        for key in [k for k in self._specs if k not in state.revisions]:
+            del self._specs[key]
+
+
 def desired_containers(
-    state: ClusterState, host_id: str, box: SecretBox | None = None
+    state: ClusterState,
+    host_id: str,
+    box: SecretBox | None = None,
+    specs: SpecCache | None = None,
 ) -> list[pb.ContainerSpec]:
     """Every container ``host_id`` should run, in a stable order, with secrets resolved
-    (only those this host's replicas use are opened)."""
-    placed = []
-    for replica, number in state.containers_on(host_id):
-        revision = state.revision_spec(replica.app, number)
-        if revision is None:
-            continue  # the revision record lands in the same transaction; never seen apart
-        placed.append((replica, revision))
+    (only those this host's replicas use are opened). ``specs`` keeps the specs built
+    for a next call."""
+    specs = specs if specs is not None else SpecCache(box)
+    placed = list(state.containers_on(host_id))
     canary = canary_hosts(state).get(host_id)
     app = state.apps.get(canary) if canary else None
     if app is not None:
         # An upgrade walk's canary: one replica of the app's current revision, outside
         # its slots, on the upgraded host before it takes real work again.
-        revision = state.revision_spec(app.value.spec.name, app.value.revision)
-        if revision is not None:
-            placed.append(
-                (_canary_replica(app.value.spec.name, revision.revision, host_id), revision)
-            )
-    secrets = open_secrets(state, {n for _, r in placed for n in r.spec.secret_names()}, box)
+        name, number = app.value.spec.name, app.value.revision
+        placed.append((_canary_replica(name, number, host_id), number))
     containers = []
-    for replica, revision in placed:
+    for replica, number in placed:
         try:
-            container = container_spec(
-                revision.spec, replica.slot, revision.revision, revision.template_hash, secrets
-            )
-            container.stopped = replica.stopped
-            containers.append(container)
+            template = specs.spec(state, replica.app, number)
         except MissingSecret as error:
             # The replica waits for its secret rather than starting without it.
             log.warning("host %s: not sending %s.%d: %s", host_id, replica.app, replica.slot, error)
+            continue
+        if template is None:
+            continue  # the revision record lands in the same transaction; never seen apart
+        container = pb.ContainerSpec()
+        container.CopyFrom(template)
+        container.slot = replica.slot
+        container.stopped = replica.stopped
+        containers.append(container)
     return containers
 
 

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fleet._time import epoch, iso_at, now_iso
@@ -25,7 +28,15 @@ from fleet.controlplane.rollout import Instance, crash_reason, instances, observ
 from fleet.controlplane.upgrades import step_upgrade
 from fleet.errors import Conflict, Unavailable
 from fleet.proto import fleet_pb2 as pb
-from fleet.scheduler import HostView, PlacedReplica, Plan, ReplicaRequest, Snapshot, schedule
+from fleet.scheduler import (
+    HostView,
+    PlacedReplica,
+    Plan,
+    ReplicaRequest,
+    Snapshot,
+    nanocores,
+    schedule,
+)
 from fleet.spec import AppSpec
 from fleet.store import ClusterState, EventLog, Informer, Store
 from fleet.store.records import (
@@ -77,17 +88,27 @@ def _request(spec: AppSpec, template: AppSpec, slot: int) -> ReplicaRequest:
     """What one slot asks of a host: the container ``template``'s reservations, ports and
     image, and where the app's current ``spec`` lets it run (a change of constraints or
     placement alone makes no new revision, so the revision's copy may be older)."""
-    return ReplicaRequest(
-        app=spec.name,
-        slot=slot,
-        cpu=template.resources.cpu,
-        memory=template.resources.memory,
-        host_ports=frozenset(fixed_host_ports(template)),
-        constraints=tuple(spec.constraints),
-        image=template.image,
-        placement=spec.placement,
-        max_per_host=spec.max_per_host,
-    )
+    return _requests(spec, template, [slot])[0]
+
+
+def _requests(spec: AppSpec, template: AppSpec, slots: Sequence[int]) -> list[ReplicaRequest]:
+    """``_request`` for each of ``slots`` (what they ask is worked out once)."""
+    ports = frozenset(fixed_host_ports(template))
+    constraints = tuple(spec.constraints)
+    return [
+        ReplicaRequest(
+            app=spec.name,
+            slot=slot,
+            cpu=template.resources.cpu,
+            memory=template.resources.memory,
+            host_ports=ports,
+            constraints=constraints,
+            image=template.image,
+            placement=spec.placement,
+            max_per_host=spec.max_per_host,
+        )
+        for slot in slots
+    ]
 
 
 # Live usage older than this counts as none (reservations alone): a few of the agents'
@@ -98,6 +119,17 @@ STATS_STALE_AFTER = 15.0
 def _host_view(state: ClusterState, host_id: str) -> HostView:
     host = state.hosts[host_id].value
     status = state.status.get(host_id)
+    cpu = memory = 0
+    apps: dict[str, int] = {}
+    ports: dict[str, int] = {}
+    for replica in state.host_replicas(host_id).values():
+        for on, resources, host_ports in _containers(replica):
+            if on == host_id:
+                cpu += nanocores(resources.cpu)
+                memory += resources.memory
+                apps[replica.app] = apps.get(replica.app, 0) + 1
+                for port in host_ports:
+                    ports[port] = ports.get(port, 0) + 1
     return HostView(
         host_id=host_id,
         cpu=host.capacity.cpu,
@@ -109,6 +141,86 @@ def _host_view(state: ClusterState, host_id: str) -> HostView:
         used_memory=status.value.usage.memory if status else 0,
         stats_at=epoch(status.value.reported_at) if status else None,
         images=frozenset(status.value.images) if status else frozenset(),
+        reserved_nanocpus=cpu,
+        reserved_memory=memory,
+        placed_apps=apps,
+        placed_ports=ports,
+    )
+
+
+def _containers(replica: ReplicaRecord) -> list[tuple[str, ResourceAmounts, list[str]]]:
+    """(host, reservation, fixed ports) of each container a replica holds: its own and
+    its next, if any."""
+    own = [(replica.host, replica.resources, replica.host_ports)]
+    nxt = replica.next
+    return own if nxt is None else [*own, (nxt.host, nxt.resources, nxt.host_ports)]
+
+
+# host id -> (what its view was built from, the view). A view is rebuilt only when one
+# of those objects changed; the informer shares unchanged records and per-host replica
+# indexes between states, so at 5,000 hosts a plan rebuilds only the hosts that changed.
+_views: dict[str, tuple[tuple[object, ...], HostView]] = {}
+
+
+def _cached_view(state: ClusterState, host_id: str) -> HostView:
+    inputs = (
+        state.hosts[host_id],
+        state.status.get(host_id),
+        host_id in state.alive,
+        state.host_replicas(host_id),
+    )
+    found = _views.get(host_id)
+    if (
+        found is not None
+        and len(found[0]) == len(inputs)
+        and all(a is b for a, b in zip(found[0], inputs, strict=True))
+    ):
+        return found[1]
+    view = _host_view(state, host_id)
+    if state.changes is not None:  # a state that may be changed (a test's) is not cached
+        _views[host_id] = (inputs, view)
+    return view
+
+
+@dataclass
+class HostLoad:
+    """Containers put on one host and not yet in the state (written this round)."""
+
+    nanocpus: int = 0
+    memory: int = 0
+    apps: Counter[str] = field(default_factory=Counter)
+    ports: Counter[str] = field(default_factory=Counter)
+
+    def add(self, replica: ReplicaRecord, host: str) -> None:
+        for on, resources, host_ports in _containers(replica):
+            if on == host:
+                self.nanocpus += nanocores(resources.cpu)
+                self.memory += resources.memory
+                self.apps[replica.app] += 1
+                self.ports.update(host_ports)
+
+    def add_to(self, view: HostView) -> HostView:
+        return dataclasses.replace(
+            view,
+            reserved_nanocpus=view.reserved_nanocpus + self.nanocpus,
+            reserved_memory=view.reserved_memory + self.memory,
+            placed_apps=dict(Counter(view.placed_apps) + self.apps),
+            placed_ports=dict(Counter(view.placed_ports) + self.ports),
+        )
+
+
+def _without(view: HostView, taken: list[tuple[ResourceAmounts, list[str]]], app: str) -> HostView:
+    """``view`` without the containers of ``app`` (``taken``: their reservations)."""
+    ports = dict(view.placed_ports)
+    for _, host_ports in taken:
+        for port in host_ports:
+            ports[port] -= 1
+    return dataclasses.replace(
+        view,
+        reserved_nanocpus=view.reserved_nanocpus - sum(nanocores(r.cpu) for r, _ in taken),
+        reserved_memory=view.reserved_memory - sum(r.memory for r, _ in taken),
+        placed_apps={a: n for a, n in view.placed_apps.items() if a != app},
+        placed_ports={p: n for p, n in ports.items() if n > 0},
     )
 
 
@@ -139,25 +251,44 @@ def _placed(replica: ReplicaRecord) -> list[PlacedReplica]:
 
 
 def scheduler_snapshot(
-    state: ClusterState, *, exclude_app: str | None = None, now: float | None = None
+    state: ClusterState,
+    *,
+    exclude_app: str | None = None,
+    now: float | None = None,
+    written: Mapping[str, HostLoad] | None = None,
 ) -> Snapshot:
-    """The scheduler's view: registered hosts (connected or not) with their live usage,
-    and every placed replica's reservation (a replacement being started counts too),
-    optionally leaving out one app's replicas. Without ``now`` live usage is ignored."""
-    hosts = tuple(_host_view(state, host_id) for host_id in state.hosts)
-    placed = tuple(
-        p for r in state.replicas.values() if r.value.app != exclude_app for p in _placed(r.value)
-    )
-    return Snapshot(hosts=hosts, placed=placed, now=now, stale_after=STATS_STALE_AFTER)
+    """The scheduler's view: registered hosts (connected or not) with their live usage
+    and what the placed replicas reserve on each (a replacement being started counts
+    too), optionally leaving out one app's replicas. Without ``now`` live usage is
+    ignored. ``written`` adds containers the state does not show yet. Costs
+    O(hosts + the left-out app's replicas), not O(replicas)."""
+    hosts = [_cached_view(state, host_id) for host_id in state.hosts]
+    if exclude_app is not None:
+        taken: dict[str, list[tuple[ResourceAmounts, list[str]]]] = {}
+        for versioned in state.replica_slots(exclude_app).values():
+            for on, resources, host_ports in _containers(versioned.value):
+                taken.setdefault(on, []).append((resources, host_ports))
+        hosts = [
+            _without(h, taken[h.host_id], exclude_app) if h.host_id in taken else h for h in hosts
+        ]
+    if written:
+        hosts = [written[h.host_id].add_to(h) if h.host_id in written else h for h in hosts]
+    return Snapshot(hosts=tuple(hosts), now=now, stale_after=STATS_STALE_AFTER)
 
 
 class _AppPlanner:
     """Plans one app: the slots it should have, where, and the rollout's next step."""
 
     def __init__(
-        self, state: ClusterState, app: str, now: float | None, lost: frozenset[str]
+        self,
+        state: ClusterState,
+        app: str,
+        now: float | None,
+        lost: frozenset[str],
+        written: Mapping[str, HostLoad] | None = None,
     ) -> None:
         self.state = state
+        self.written = written
         self.app = app
         self.now = now
         self.clock = now if now is not None else 0.0  # without a clock nothing is available
@@ -183,7 +314,8 @@ class _AppPlanner:
         self.ports = fixed_host_ports(self.template)
         self.min_ready = self.spec.update.min_ready
         self.observed = observe(state, app)
-        existing = {slot: v for (a, slot), v in state.replicas.items() if a == app}
+        self._others: Snapshot | None = None  # the other apps' view, built when first needed
+        existing = dict(state.replica_slots(app))
         self.mods = {slot: v.mod_revision for slot, v in existing.items()}
         self.mode = self.spec.mode
         self.new_hosts: dict[int, str] = {}  # global: new slot -> its host
@@ -236,7 +368,11 @@ class _AppPlanner:
     # ---------------------------------------------------------------- scheduling
 
     def _snapshot(self, leave_out: frozenset[int] = frozenset()) -> Snapshot:
-        others = scheduler_snapshot(self.state, exclude_app=self.app, now=self.now)
+        if self._others is None:
+            self._others = scheduler_snapshot(
+                self.state, exclude_app=self.app, now=self.now, written=self.written
+            )
+        others = self._others
         kept = tuple(
             p for slot, r in sorted(self.slots.items()) if slot not in leave_out for p in _placed(r)
         )
@@ -261,7 +397,7 @@ class _AppPlanner:
         if not slots:
             return {}
         snapshot = self._snapshot(leave_out)
-        placed: Plan = schedule(snapshot, [_request(self.spec, template, s) for s in slots])
+        placed: Plan = schedule(snapshot, _requests(self.spec, template, slots))
         for (_, slot), _reasons in placed.unplaced.items():
             why = placed.explain(self.app, slot, len(snapshot.hosts))
             if replacements:
@@ -416,9 +552,7 @@ class _AppPlanner:
             by_revision.setdefault(self.slots[slot].revision, []).append(slot)
         for revision, slots in sorted(by_revision.items()):
             snapshot = self._snapshot()
-            placed = schedule(
-                snapshot, [_request(self.spec, self._template(revision), s) for s in slots]
-            )
+            placed = schedule(snapshot, _requests(self.spec, self._template(revision), slots))
             for (_, slot), _reasons in placed.unplaced.items():
                 self.plan.blocked[slot] = placed.explain(self.app, slot, len(snapshot.hosts))
             for placement in placed.placements:
@@ -526,7 +660,7 @@ class _AppPlanner:
                 now=snapshot.now,
                 stale_after=snapshot.stale_after,
             )
-            placed = schedule(only, [_request(self.spec, self.template, s) for s in sorted(group)])
+            placed = schedule(only, _requests(self.spec, self.template, sorted(group)))
             for placement in placed.placements:
                 self.slots[placement.slot] = self._own(placement.slot, self.target, host)
                 remaining.discard(placement.slot)
@@ -586,16 +720,18 @@ def plan_replicas(
     app: str,
     now: float | None = None,
     lost_hosts: frozenset[str] = frozenset(),
+    written: Mapping[str, HostLoad] | None = None,
 ) -> ReplicaPlan:
     """What to write so ``app``'s replicas match its spec in ``state``, and the next step
     of its rollout. ``now`` (epoch seconds) lets fresh live usage and availability count
     (without it no replica is available). Replicas on ``lost_hosts`` (down for longer
     than the controller waits) are placed again elsewhere, keeping their slots; where
-    nothing fits they stay, pending. Placements that still fit are never moved."""
+    nothing fits they stay, pending. Placements that still fit are never moved.
+    ``written``: other apps' containers written but not yet in ``state``, by host."""
     stored = state.apps.get(app)
     if stored is None:
         plan = ReplicaPlan()
-        existing = {slot: v for (a, slot), v in state.replicas.items() if a == app}
+        existing = state.replica_slots(app)
         plan.delete = [(slot, v.mod_revision) for slot, v in sorted(existing.items())]
         rollout = state.rollouts.get(app)
         if rollout is not None:
@@ -604,7 +740,7 @@ def plan_replicas(
         if job is not None:
             plan.delete_job = job.mod_revision
         return plan
-    planner = _AppPlanner(state, app, now, lost_hosts)
+    planner = _AppPlanner(state, app, now, lost_hosts, written)
     planner.place_missing_and_lost()
     if planner.mode == "job":
         return planner.finish()  # a job's slots run once: no rollout, no moves
@@ -795,9 +931,35 @@ def lost_hosts(
     state: ClusterState, down_since: dict[str, float], now: float, reschedule_after: float
 ) -> frozenset[str]:
     """Hosts whose replicas go elsewhere: down for ``reschedule_after``, or gone."""
-    gone = {r.value.host for r in state.replicas.values()} - state.hosts.keys()
+    gone = set(state.hosts_with_replicas()) - state.hosts.keys()
     waited = {h for h, since in down_since.items() if now - since >= reschedule_after}
     return frozenset(gone | waited)
+
+
+def settled_inputs(
+    state: ClusterState, app: str, lost: frozenset[str], draining: bool
+) -> object | None:
+    """What a plan of ``app`` depends on, cheap to compare, when it depends on nothing
+    else: its own records and reports, the hosts and which of them are lost. None when
+    the plan may change with time or with other apps (a rollout, a job, a drain), or
+    when the state does not say what changed: such an app is planned every round.
+
+    This is what keeps a round's cost with what changed: at 100,000 replicas the agents'
+    reports change every second, yet a settled app is planned again only when its own
+    containers change."""
+    changes = state.changes
+    stored = state.apps.get(app)
+    if changes is None or stored is None or stored.value.spec.mode == "job":
+        return None
+    rollout = state.rollouts.get(app)
+    if rollout is not None and rollout.value.state == "progressing":
+        return None
+    if draining:
+        return None  # a forced drain's deadline is a matter of time
+    return (changes.apps.get(app, 0), changes.reports.get(app, 0), changes.hosts, lost)
+
+
+_COMMITS_IN_FLIGHT = 4  # apps' plans being written while the next is planned
 
 
 class ReplicaController:
@@ -829,6 +991,9 @@ class ReplicaController:
         self.pending: dict[str, dict[int, str]] = {}  # app -> slot -> reason (for the API)
         self._wake_at: float | None = None  # a replica becomes available, a deadline passes
         self._min_interval = min_interval
+        # app -> what its last plan was made from, for apps that plan had nothing to do
+        # for: such an app is not planned again until one of those inputs changes.
+        self._settled: dict[str, object] = {}
 
     async def run(self) -> None:
         subscription = self._informer.subscribe()
@@ -895,56 +1060,96 @@ class ReplicaController:
         apps |= set(state.jobs)
         pending: dict[str, dict[int, str]] = {}
         wake_at: float | None = None
-        for app in sorted(apps):
-            planning = time.monotonic()
-            plan = plan_replicas(state, app, time.time(), lost)
-            if self._metrics is not None:
-                self._metrics.scheduling.observe(time.monotonic() - planning)
-            if plan.pending:
-                pending[app] = plan.pending
-            if plan.wake_at is not None:
-                wake_at = plan.wake_at if wake_at is None else min(wake_at, plan.wake_at)
-            if plan.is_empty():
-                continue
-            stored = state.apps.get(app)
-            try:
-                revision = await self._store.commit_replicas(
-                    app,
-                    app_mod_revision=stored.mod_revision if stored else 0,
-                    put=plan.put,
-                    delete=plan.delete,
-                    rollout=plan.rollout,
-                    delete_rollout=plan.delete_rollout,
-                    app_record=plan.app,
-                    job=plan.job,
-                    delete_job=plan.delete_job,
-                )
-                await self._record_rollout_events(app, plan)
-                log.info(
-                    "app %s: %d replica(s) written, %d removed",
-                    app,
-                    len(plan.put),
-                    len(plan.delete),
-                )
-                # The next app must be planned on a state that counts these placements.
-                try:
-                    await asyncio.wait_for(self._informer.wait_for_revision(revision), 10)
-                except TimeoutError:
-                    log.warning("the watch is behind; planning the other apps later")
-                    break
-                state = self._informer.state()
-            except Conflict:
-                # The state moved on under us; the watch will wake us with the new one.
-                log.debug("app %s: replica plan lost a race; re-planning on the next change", app)
-            except Unavailable as error:
-                log.warning("app %s: cannot commit replicas: %s", app, error)
+        draining = any(h.value.state == "draining" for h in state.hosts.values())
+        # What this round wrote, by host: the next app is planned counting it without
+        # waiting for the watch to show it (at 50 apps that wait was most of a round).
+        written: dict[str, HostLoad] = {}
+        last_write = 0
+        commits: set[asyncio.Task[int]] = set()
+        try:
+            for app in sorted(apps):
+                inputs = settled_inputs(state, app, lost, draining)
+                if inputs is not None and self._settled.get(app) == inputs:
+                    continue  # nothing it is planned from changed, and it had nothing to do
+                planning = time.monotonic()
+                plan = plan_replicas(state, app, time.time(), lost, written)
                 if self._metrics is not None:
-                    self._metrics.etcd_errors.inc()
+                    self._metrics.scheduling.observe(time.monotonic() - planning)
+                if plan.pending:
+                    pending[app] = plan.pending
+                if plan.wake_at is not None:
+                    wake_at = plan.wake_at if wake_at is None else min(wake_at, plan.wake_at)
+                if (
+                    inputs is not None
+                    and plan.is_empty()
+                    and not (plan.pending or plan.blocked or plan.wake_at is not None)
+                ):
+                    self._settled[app] = inputs
+                else:
+                    self._settled.pop(app, None)
+                if plan.is_empty():
+                    continue
+                stored = state.apps.get(app)
+                # Counted as placed from now on (if the commit fails, the round over-counts,
+                # which only errs on the side of room), and committed while the next app is
+                # planned: planning is the server's cpu, committing is etcd's round trips.
+                for replica, _ in plan.put:
+                    for host in {replica.host, *([replica.next.host] if replica.next else [])}:
+                        written.setdefault(host, HostLoad()).add(replica, host)
+                commits.add(
+                    asyncio.create_task(
+                        self._commit(app, plan, stored.mod_revision if stored else 0)
+                    )
+                )
+                if len(commits) >= _COMMITS_IN_FLIGHT:
+                    done, commits = await asyncio.wait(commits, return_when=asyncio.FIRST_COMPLETED)
+                    last_write = max([last_write, *(t.result() for t in done)])
+            if commits:
+                last_write = max([last_write, *await asyncio.gather(*commits)])
+                commits = set()
+        finally:
+            for task in commits:
+                task.cancel()
+        for gone in self._settled.keys() - apps:
+            del self._settled[gone]
+        if last_write:
+            # The next round must see this one's writes, or it would plan them again.
+            try:
+                await asyncio.wait_for(self._informer.wait_for_revision(last_write), 30)
+            except TimeoutError:
+                log.warning("the watch is behind this round's writes; planning again anyway")
         await self._report_unschedulable(pending)
         self.pending = pending
         self._wake_at = wake_at
         await self._finish_drains(self._informer.state())
         await self._step_upgrade(self._informer.state())
+
+    async def _commit(self, app: str, plan: ReplicaPlan, app_mod_revision: int) -> int:
+        """Write one app's plan; the revision it was written at, 0 if it was not."""
+        try:
+            revision = await self._store.commit_replicas(
+                app,
+                app_mod_revision=app_mod_revision,
+                put=plan.put,
+                delete=plan.delete,
+                rollout=plan.rollout,
+                delete_rollout=plan.delete_rollout,
+                app_record=plan.app,
+                job=plan.job,
+                delete_job=plan.delete_job,
+            )
+        except Conflict:
+            # The state moved on under us; the watch will wake us with the new one.
+            log.debug("app %s: replica plan lost a race; re-planning on the next change", app)
+            return 0
+        except Unavailable as error:
+            log.warning("app %s: cannot commit replicas: %s", app, error)
+            if self._metrics is not None:
+                self._metrics.etcd_errors.inc()
+            return 0
+        await self._record_rollout_events(app, plan)
+        log.info("app %s: %d replica(s) written, %d removed", app, len(plan.put), len(plan.delete))
+        return revision
 
     async def _step_upgrade(self, state: ClusterState) -> None:
         step = step_upgrade(state, now_iso())

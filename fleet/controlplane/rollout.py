@@ -22,6 +22,7 @@ started from, and that rollback runs under the same gates.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fleet._time import epoch
@@ -61,7 +62,7 @@ class Instance:
 class Observed:
     """What the agents report of one app's containers, by (slot, revision, host)."""
 
-    def __init__(self, reports: dict[tuple[int, int, str], ContainerReport]) -> None:
+    def __init__(self, reports: Mapping[tuple[int, int, str], ContainerReport]) -> None:
         self.reports = reports
 
     def report(self, instance: Instance) -> ContainerReport | None:
@@ -85,12 +86,7 @@ class Observed:
 
 def observe(state: ClusterState, app: str) -> Observed:
     """The reports of ``app``'s containers from every connected host."""
-    reports = {}
-    for host_id, status in state.status.items():
-        for container in status.value.containers:
-            if container.app == app:
-                reports[(container.slot, container.revision, host_id)] = container
-    return Observed(reports)
+    return Observed(state.reports_of(app))
 
 
 def instances(replica: ReplicaRecord) -> list[Instance]:

@@ -9,6 +9,7 @@ be scheduled again because their host is lost, drained or they were evicted.
 
 from __future__ import annotations
 
+from fleet.scheduler._cluster import nanocores
 from fleet.scheduler._displaced import LOST_STATES, displaced
 from fleet.scheduler._placement import FILTERS, STRATEGIES, Weighted, schedule
 from fleet.scheduler._types import (
@@ -34,5 +35,6 @@ __all__ = [
     "Snapshot",
     "Weighted",
     "displaced",
+    "nanocores",
     "schedule",
 ]

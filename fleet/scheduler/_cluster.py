@@ -57,9 +57,14 @@ class Cluster:
         self.size = len(self.hosts)
         index = {host_id: i for i, host_id in enumerate(self.host_ids)}
 
-        reserved_cpu, reserved_memory = [0] * self.size, [0] * self.size
-        apps: defaultdict[str, list[int]] = defaultdict(list)
+        reserved_cpu = [h.reserved_nanocpus for h in self.hosts]
+        reserved_memory = [h.reserved_memory for h in self.hosts]
+        apps: defaultdict[str, list[int]] = defaultdict(list)  # app -> hosts, from placed
         ports: defaultdict[str, list[int]] = defaultdict(list)
+        for h_index, h in enumerate(self.hosts):
+            for port, count in h.placed_ports.items():
+                if count > 0:
+                    ports[port].append(h_index)
         for replica in snapshot.placed:
             i = index.get(replica.host)
             if i is None:
@@ -92,9 +97,13 @@ class Cluster:
         self.room = self._room()
 
         self.in_use: Bools = self._count(i for at in apps.values() for i in at) > 0
-        self.app_size = Counter({app: len(at) for app, at in apps.items()})
-        self.app_size.update(r.app for r in requests)
-        self._per_app = {app: self._count(at) for app, at in apps.items()}
+        self.in_use |= np.array([bool(h.placed_apps) for h in self.hosts], dtype=bool)
+        self._placed_at = apps
+        self._per_app: dict[str, Ints] = {}
+        # Replicas of each requested app, placed or asked for (the spread scorer's total).
+        self.app_size = Counter(r.app for r in requests)
+        for app in self.app_size:
+            self.app_size[app] += int(self.app_counts(app).sum())
         self._ports = {port: self._count(at) > 0 for port, at in ports.items()}
         self._images: dict[str, Floats] = {}
         self._unmet: dict[Constraint, Bools] = {}
@@ -115,10 +124,13 @@ class Cluster:
         return counts.astype(np.int64)
 
     def app_counts(self, app: str) -> Ints:
-        """Replicas of ``app`` on each host."""
+        """Replicas of ``app`` on each host (kept current as this plan places more)."""
         counts = self._per_app.get(app)
         if counts is None:
-            counts = self._per_app[app] = np.zeros(self.size, dtype=np.int64)
+            counts = _ints(h.placed_apps.get(app, 0) for h in self.hosts)
+            if app in self._placed_at:
+                counts += self._count(self._placed_at[app])
+            self._per_app[app] = counts
         return counts
 
     def port_taken(self, port: str) -> Bools | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -29,7 +30,12 @@ class HostView:
     ``used_cpu``/``used_memory`` are what the host actually uses, from the agent's latest
     stats taken at ``stats_at`` (seconds, the snapshot's clock); ``stats_at=None`` means
     no stats, and the host is judged by its reservations alone. ``images`` are the images
-    its daemon already has."""
+    its daemon already has.
+
+    ``reserved_*``, ``placed_apps`` and ``placed_ports`` sum what the replicas already
+    on the host reserve (nano-cores, bytes, containers per app, containers publishing
+    each fixed host port): the control plane keeps these per host, so a plan need not
+    list every replica in the cluster. ``Snapshot.placed`` adds to them."""
 
     host_id: str
     cpu: float
@@ -41,6 +47,10 @@ class HostView:
     used_memory: int = 0
     stats_at: float | None = None
     images: frozenset[str] = frozenset()
+    reserved_nanocpus: int = 0
+    reserved_memory: int = 0
+    placed_apps: Mapping[str, int] = field(default_factory=dict)
+    placed_ports: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -75,7 +85,8 @@ class ReplicaRequest:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Hosts and the replicas already placed on them. Live usage counts only when fresh:
+    """Hosts and the replicas already placed on them (beyond what the hosts' own sums
+    count). Live usage counts only when fresh:
     taken at most ``stale_after`` seconds before ``now`` (a few agent heartbeats); without
     ``now`` no stats count."""
 

@@ -10,7 +10,10 @@ imports it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -152,6 +155,72 @@ def _unavailable(error: grpc.aio.AioRpcError) -> Unavailable:
     return Unavailable(f"etcd: {error.code().name}: {error.details()}{hint}")
 
 
+KEEPALIVE_STREAMS = 8
+
+
+class _KeepAliveStream:
+    """One bidirectional LeaseKeepAlive stream shared by every keep-alive of a connection.
+
+    Requests go in through a queue; etcd answers each with the lease's ID and TTL, in
+    order, so an answer completes the oldest waiter for that ID. When the stream breaks
+    every waiter fails with ``Unavailable`` and the stream is ``broken`` for good.
+    """
+
+    def __init__(self, stub: Any) -> None:
+        self._requests: asyncio.Queue[Any] = asyncio.Queue()
+        self._waiters: dict[int, deque[asyncio.Future[int]]] = {}
+        self.broken = False
+        self.answered_at = time.monotonic()  # when etcd last answered (or the stream opened)
+        self._call = stub.LeaseKeepAlive(self._outgoing())
+        self._reader = asyncio.create_task(self._read(), name="etcd-lease-keepalive")
+
+    async def _outgoing(self) -> AsyncIterator[Any]:
+        while (request := await self._requests.get()) is not None:
+            yield request
+
+    def send(self, lease_id: int) -> asyncio.Future[int]:
+        """Ask for ``lease_id`` to be refreshed; the future gets the TTL etcd answers."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(lease_id, deque()).append(future)
+        self._requests.put_nowait(rpc.LeaseKeepAliveRequest(ID=lease_id))
+        return future
+
+    async def _read(self) -> None:
+        error = Unavailable("the etcd lease keep-alive stream ended")
+        try:
+            async for response in self._call:
+                self.answered_at = time.monotonic()
+                waiters = self._waiters.get(response.ID)
+                if not waiters:
+                    continue
+                future = waiters.popleft()
+                if not waiters:
+                    del self._waiters[response.ID]
+                if not future.done():  # a waiter that timed out or was cancelled is skipped
+                    future.set_result(max(0, int(response.TTL)))
+        except grpc.aio.AioRpcError as rpc_error:
+            error = _unavailable(rpc_error)
+        finally:
+            self.broken = True
+            self._requests.put_nowait(None)  # ends the request iterator gRPC is reading
+            self._call.cancel()
+            for waiters in self._waiters.values():
+                for future in waiters:
+                    if not future.done():
+                        future.set_exception(error)
+            self._waiters.clear()
+
+    async def close(self, grace: float) -> None:
+        """End the request side and let etcd end the stream; cut it after ``grace``."""
+        self.broken = True
+        self._requests.put_nowait(None)
+        _, pending = await asyncio.wait([self._reader], timeout=grace)
+        for task in pending:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 class Etcd:
     """An etcd connection: reads, transactions, leases and resumable prefix watches."""
 
@@ -162,11 +231,11 @@ class Etcd:
             raise ValueError("at least one etcd endpoint is needed")
         self.endpoints = list(endpoints)
         self.timeout = timeout
-        # etcd's own TLS (--etcd-cacert/--etcd-cert/--etcd-key), with fleet's file loader.
+        # etcd's own TLS (--etcd-cacert/--etcd-cert/--etcd-key), with fleet's file loader
+        # and message limits (a list of every replica can be large).
         self._channel = Transport(tls).aio_channel(
             _target(self.endpoints),
             options=[
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
                 ("grpc.keepalive_time_ms", 10_000),
                 ("grpc.keepalive_timeout_ms", 5_000),
             ],
@@ -174,8 +243,17 @@ class Etcd:
         self._kv = rpc.KVStub(self._channel)
         self._watch = rpc.WatchStub(self._channel)
         self._lease = rpc.LeaseStub(self._channel)
+        # A few LeaseKeepAlive streams shared by every keep-alive (by lease id), each
+        # opened on first use and again after it breaks. A stream per call cost the
+        # control plane its CPU; one stream for all is served one renewal at a time by
+        # etcd, which under a heavy write load fell seconds behind 200 renewals/s.
+        self._keepalives: list[_KeepAliveStream | None] = [None] * KEEPALIVE_STREAMS
+        self.keepalive_streams_opened = 0
 
     async def close(self) -> None:
+        streams = [s for s in self._keepalives if s is not None]
+        self._keepalives = [None] * KEEPALIVE_STREAMS
+        await asyncio.gather(*(stream.close(self.timeout) for stream in streams))
         await self._channel.close()
 
     async def __aenter__(self) -> Etcd:
@@ -207,6 +285,16 @@ class Etcd:
             raise _unavailable(error) from error
         kvs = [KeyValue(kv.key, kv.value, kv.mod_revision, kv.lease) for kv in response.kvs]
         return kvs, response.header.revision
+
+    async def revision(self) -> int:
+        """The store's current revision (a count-only read of one key)."""
+        try:
+            response = await self._kv.Range(
+                rpc.RangeRequest(key=b"\0", count_only=True), timeout=self.timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            raise _unavailable(error) from error
+        return int(response.header.revision)
 
     # ------------------------------------------------------------------ writes
 
@@ -245,13 +333,22 @@ class Etcd:
 
     async def keepalive(self, lease_id: int) -> int:
         """Refresh a lease once; returns its remaining TTL, 0 when it has expired."""
+        shard = lease_id % KEEPALIVE_STREAMS
+        stream = self._keepalives[shard]
+        if stream is None or stream.broken:
+            stream = self._keepalives[shard] = _KeepAliveStream(self._lease)
+            self.keepalive_streams_opened += 1
+        sent = time.monotonic()
         try:
-            call = self._lease.LeaseKeepAlive(iter([rpc.LeaseKeepAliveRequest(ID=lease_id)]))
-            async for response in call:
-                return int(response.TTL)
-        except grpc.aio.AioRpcError as error:
-            raise _unavailable(error) from error
-        return 0
+            return await asyncio.wait_for(stream.send(lease_id), self.timeout)
+        except TimeoutError:
+            if stream.answered_at < sent and self._keepalives[shard] is stream:
+                # Not one answer to anybody since ours was sent: the stream is stuck, so
+                # the next keep-alive opens a new one (and this one's waiters fail).
+                await stream.close(0)
+            raise Unavailable(
+                f"etcd: no answer to a lease keep-alive in {self.timeout:g}s"
+            ) from None
 
     async def revoke(self, lease_id: int) -> None:
         try:
@@ -260,10 +357,29 @@ class Etcd:
             if error.code() != grpc.StatusCode.NOT_FOUND:
                 raise _unavailable(error) from error
 
+    # ------------------------------------------------------------------ history
+
+    async def compact(self, revision: int) -> bool:
+        """Drop the history before ``revision`` (logically; etcd frees space later).
+
+        Returns False when it was already compacted that far, which is not an error.
+        """
+        request = rpc.CompactionRequest(revision=revision, physical=False)
+        try:
+            await self._kv.Compact(request, timeout=self.timeout)
+        except grpc.aio.AioRpcError as error:
+            # etcd: "mvcc: required revision has been compacted" (OUT_OF_RANGE).
+            if error.code() == grpc.StatusCode.OUT_OF_RANGE and "compacted" in (
+                error.details() or ""
+            ):
+                return False
+            raise _unavailable(error) from error
+        return True
+
     # ------------------------------------------------------------------ watches
 
     async def watch_prefix(
-        self, prefix: bytes, start_revision: int
+        self, prefix: bytes, start_revision: int, *, skip: bytes | None = None
     ) -> AsyncIterator[list[WatchEvent]]:
         """Yield batches of changes under ``prefix`` from ``start_revision`` on.
 
@@ -292,15 +408,17 @@ class Etcd:
                     raise WatchCompacted(response.compact_revision)
                 if response.canceled:
                     raise Unavailable(f"etcd cancelled the watch: {response.cancel_reason}")
-                if response.events:
-                    yield [
-                        WatchEvent(
-                            e.kv.key,
-                            None if e.type == rpc.Event.DELETE else e.kv.value,
-                            e.kv.mod_revision,
-                        )
-                        for e in response.events
-                    ]
+                # Keys under ``skip`` are dropped before they cost an object each: the
+                # informer's watch sees every event the agents record.
+                batch = []
+                for event in response.events:
+                    kv = event.kv
+                    if skip is not None and kv.key.startswith(skip):
+                        continue
+                    value = None if event.type == rpc.Event.DELETE else kv.value
+                    batch.append(WatchEvent(kv.key, value, kv.mod_revision))
+                if batch:
+                    yield batch
         except grpc.aio.AioRpcError as error:
             raise _unavailable(error) from error
         finally:

@@ -13,6 +13,7 @@ from google.protobuf import json_format
 from fleet.proto import fleet_pb2 as pb
 from fleet.store._etcd import Etcd, Put
 from fleet.store.keys import KeyLayout
+from fleet.store.store import TXN_KEYS
 
 __all__ = ["EventLog"]
 
@@ -49,7 +50,8 @@ class EventLog:
         return self._lease
 
     async def append(self, source: str, events: Sequence[pb.Event]) -> None:
-        """Store ``events`` (one transaction); keys sort by time."""
+        """Store ``events``, in transactions of at most ``TXN_KEYS`` (etcd takes 128
+        operations at most); keys sort by time."""
         if not events:
             return
         lease = await self._current_lease()
@@ -58,7 +60,8 @@ class EventLog:
             Put(self._keys.event(now_ns, source, next(self._seq) % 1_000_000), _encode(e), lease)
             for e in events
         ]
-        await self._etcd.txn([], ops)
+        for start in range(0, len(ops), TXN_KEYS):
+            await self._etcd.txn([], ops[start : start + TXN_KEYS])
 
     async def history(self) -> tuple[list[pb.Event], int]:
         kvs, revision = await self._etcd.get_prefix(self._keys.events())

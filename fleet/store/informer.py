@@ -1,9 +1,11 @@
 """A watch-driven cache of everything under the prefix, as Kubernetes' informers do.
 
-It lists once, then follows a watch from the next revision. When the watch breaks
-(etcd restarted, a member was lost) it resumes from the last revision it saw; when that
+It lists once, then follows a watch from the next revision, applying each change to a
+``LiveState`` (decoded once, indexed as it goes). When the watch breaks (etcd
+restarted, a member was lost) it resumes from the last revision it saw; when that
 revision was compacted it lists again. Subscribers are woken on every change; they read
-the whole state (level-triggered), so a wake-up that was coalesced loses nothing.
+the whole state (level-triggered), so a wake-up that was coalesced loses nothing, and
+its ``changes`` tell them what they need to look at again.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import asyncio
 import logging
 
 from fleet.errors import Unavailable
-from fleet.store._etcd import Etcd, KeyValue, WatchCompacted
+from fleet.store._etcd import Etcd, WatchCompacted
 from fleet.store.keys import KeyLayout
-from fleet.store.state import ClusterState, DecodeCache, decode_state
+from fleet.store.live import LiveState
+from fleet.store.state import ClusterState
 
 __all__ = ["Informer", "Subscription"]
 
@@ -40,12 +43,10 @@ class Informer:
         self._etcd = etcd
         self._layout = layout
         self._retry_max = retry_max
-        self._items: dict[bytes, KeyValue] = {}
+        self._live = LiveState(layout)
         # Events are many and read only by `fleet events`: kept out of the cache.
         self._skip = layout.events()
         self._revision = 0
-        self._decoded: ClusterState | None = None
-        self._cache: DecodeCache = {}  # key -> (mod revision, decoded record)
         self._subscriptions: list[Subscription] = []
         self._synced = asyncio.Event()
         self._advanced = asyncio.Condition()
@@ -63,12 +64,8 @@ class Informer:
             await self._advanced.wait_for(lambda: self._revision >= revision)
 
     def state(self) -> ClusterState:
-        """The decoded state at the latest revision seen (decoded once per revision)."""
-        if self._decoded is None or self._decoded.revision != self._revision:
-            self._decoded = decode_state(
-                self._layout, list(self._items.values()), self._revision, self._cache
-            )
-        return self._decoded
+        """The state at the latest revision seen (one snapshot per revision)."""
+        return self._live.snapshot()
 
     def subscribe(self) -> Subscription:
         subscription = Subscription()
@@ -88,8 +85,12 @@ class Informer:
 
     async def _list(self) -> None:
         kvs, revision = await self._etcd.get_prefix(self._layout.root)
-        self._items = {kv.key: kv for kv in kvs if not kv.key.startswith(self._skip)}
-        self._revision = revision
+        live = LiveState(self._layout)
+        for kv in kvs:
+            if not kv.key.startswith(self._skip):
+                live.apply(kv.key, kv.value, kv.mod_revision)
+        live.revision = revision
+        self._live, self._revision = live, revision
         self._synced.set()
         await self._notify()
 
@@ -102,18 +103,13 @@ class Informer:
                 if not listed:
                     await self._list()
                     listed = True
-                async for events in self._etcd.watch_prefix(self._layout.root, self._revision + 1):
+                async for events in self._etcd.watch_prefix(
+                    self._layout.root, self._revision + 1, skip=self._skip
+                ):
                     for event in events:
-                        if event.key.startswith(self._skip):
-                            self._revision = max(self._revision, event.mod_revision)
-                            continue
-                        if event.value is None:
-                            self._items.pop(event.key, None)
-                        else:
-                            self._items[event.key] = KeyValue(
-                                event.key, event.value, event.mod_revision
-                            )
+                        self._live.apply(event.key, event.value, event.mod_revision)
                         self._revision = max(self._revision, event.mod_revision)
+                    self._live.revision = self._revision
                     await self._notify()
                     delay = 0.1
             except WatchCompacted as compacted:

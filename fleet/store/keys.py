@@ -11,7 +11,10 @@ top-level folders, so a prefix read or watch of one never drags in the others::
     jobs/<app>                      a job's progress: what succeeded, what failed
     hosts/<host>                    registration: capacity, labels, facts, state
     alive/<host>                    bound to the host's lease while its agent is connected
-    status/<host>                   what the agent last reported running (same lease)
+    status/<host>                   the agent's last report: usage, images (same lease)
+    reports/<host>/<app>/<slot>/<rev>  one container as its agent reports it (same lease);
+                                    written only when it changes, so a report costs
+                                    what changed on the host, not all it runs
     secrets/<name>                  an encrypted secret (AES-GCM; the key is not in etcd)
     policy                          what containers may ask of hosts (fleet policy set)
     maintenance                     the semaphore of hosts out for maintenance (drains)
@@ -122,6 +125,20 @@ class KeyLayout:
 
     def status(self, host_id: str) -> bytes:
         return self._key("status", check_host_id(host_id))
+
+    def report(self, host_id: str, app: str, slot: int, revision: int) -> bytes:
+        return self._key(
+            "reports",
+            check_host_id(host_id),
+            check_name(app),
+            f"{slot:0{_SLOT_DIGITS}d}",
+            f"{revision:0{_REVISION_DIGITS}d}",
+        )
+
+    def reports(self, host_id: str | None = None) -> bytes:
+        if host_id is None:
+            return self._folder("reports")
+        return self._folder("reports", check_host_id(host_id))
 
     def event(self, time_ns: int, source: str, seq: int) -> bytes:
         return self._key("events", f"{time_ns:020d}-{check_host_id(source)}-{seq:06d}")

@@ -35,6 +35,7 @@ __all__ = [
     "StatusRecord",
     "TokenRecord",
     "UpgradeRecord",
+    "usage_key",
 ]
 
 HostState = Literal["ready", "cordoned", "draining", "drained", "maintenance"]
@@ -285,11 +286,19 @@ class TokenRecord(_Record):
 
 
 class StatusRecord(_Record):
-    """What an agent last reported: its fleet containers and the host's usage."""
+    """What an agent last reported: the host's usage and images. Its containers are
+    stored one key each (``reports/``, written when they change) and put back here by
+    the state (never stored in this record); their live usage is ``container_usage``,
+    by ``usage_key``, rewritten with the host's."""
 
     host_id: str
     reported_at: str
     applied_version: int
     usage: ResourceAmounts
-    containers: list[ContainerReport]
+    containers: list[ContainerReport] = []
     images: list[str] = []
+    container_usage: dict[str, tuple[float, int]] = {}  # usage_key -> (cpu, memory bytes)
+
+
+def usage_key(app: str, slot: int, revision: int) -> str:
+    return f"{app}/{slot}/{revision}"

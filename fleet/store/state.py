@@ -8,8 +8,9 @@ which is what a later compare-and-swap is guarded on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -19,6 +20,7 @@ from fleet.store._etcd import KeyValue
 from fleet.store.keys import KeyLayout
 from fleet.store.records import (
     AppRecord,
+    ContainerReport,
     HostRecord,
     JobRecord,
     LiveRecord,
@@ -32,7 +34,7 @@ from fleet.store.records import (
     UpgradeRecord,
 )
 
-__all__ = ["ClusterState", "Versioned", "decode_state"]
+__all__ = ["Changes", "ClusterState", "Versioned", "decode_state", "locate", "with_containers"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,31 @@ class CountingDict(dict[K, V]):
         return super().setdefault(key, default)
 
 
+@dataclass(frozen=True)
+class Changes:
+    """When each part of the state last changed, as the informer's sequence numbers:
+    equal numbers in two states mean that part is the same in both. Consumers compare
+    these instead of walking the state, so their cost follows what changed."""
+
+    apps: Mapping[str, int]  # an app's own keys: app, revisions, replicas, rollout, job
+    reports: Mapping[str, int]  # what agents report of an app's containers (usage aside)
+    host_inputs: Mapping[str, int]  # a host's desired set: its replicas and host record
+    shared: int  # revisions, secrets, the upgrade walk: every host's desired set
+    hosts: int  # host records, liveness, maintenance, the upgrade walk
+    placed: int  # any replica anywhere
+    status: int  # any agent report (usage included)
+
+
+# Replicas of one app by slot; of one host by (app, slot); reports of one app by
+# (slot, revision, host). Shared between states: never changed once handed out.
+AppReplicas = dict[int, Versioned[ReplicaRecord]]
+HostReplicas = dict[tuple[str, int], ReplicaRecord]
+AppReports = dict[tuple[int, int, str], ContainerReport]
+
+
+_EMPTY: Mapping[Any, Any] = MappingProxyType({})
+
+
 @dataclass
 class ClusterState:
     revision: int
@@ -95,17 +122,26 @@ class ClusterState:
     policy: Versioned[Policy] | None = None  # None: the default, which allows nothing
     maintenance: Versioned[MaintenanceRecord] | None = None  # None: nobody holds a slot
     upgrade: Versioned[UpgradeRecord] | None = None  # the last upgrade walk
-    _by_app: dict[str, list[ReplicaRecord]] | None = field(default=None, repr=False)
-    _by_host: dict[str, list[ReplicaRecord]] | None = field(default=None, repr=False)
+    # Set by the informer, which keeps the indexes below as it applies each change;
+    # a state built otherwise (a snapshot read, a test) builds them when first asked.
+    changes: Changes | None = None
+    _by_app: dict[str, AppReplicas] | None = field(default=None, repr=False)
+    _by_host: dict[str, HostReplicas] | None = field(default=None, repr=False)
+    _reports: dict[str, AppReports] | None = field(default=None, repr=False)
     _stamp: tuple[int, int | None] | None = field(default=None, repr=False)
+    # app or host -> (the index entry it was sorted from, the sorted list)
+    _sorted: dict[Any, tuple[object, list[ReplicaRecord]]] = field(default_factory=dict, repr=False)
 
     @property
     def current_policy(self) -> Policy:
         return self.policy.value if self.policy else Policy()
 
-    def _indexes(self) -> tuple[dict[str, list[ReplicaRecord]], dict[str, list[ReplicaRecord]]]:
-        """Replicas by app and by host (own or next), built once per state: a state is
-        read many times (once per agent session, app and request) and never changed."""
+    def _indexes(self) -> tuple[dict[str, AppReplicas], dict[str, HostReplicas]]:
+        """Replicas by app and by host (own or next). The informer hands them over
+        ready; otherwise they are built once per state and rebuilt if ``replicas`` is
+        changed (only tests change a state)."""
+        if self.changes is not None and self._by_app is not None and self._by_host is not None:
+            return self._by_app, self._by_host
         stamp = (id(self.replicas), getattr(self.replicas, "changes", None))
         if (
             self._by_app is None
@@ -114,23 +150,67 @@ class ClusterState:
             or stamp[1] is None
         ):
             self._stamp = stamp
-            by_app: dict[str, list[ReplicaRecord]] = {}
-            by_host: dict[str, list[ReplicaRecord]] = {}
-            for (app, _), versioned in sorted(self.replicas.items()):
+            by_app: dict[str, AppReplicas] = {}
+            by_host: dict[str, HostReplicas] = {}
+            for (app, slot), versioned in self.replicas.items():
                 replica = versioned.value
-                by_app.setdefault(app, []).append(replica)
-                by_host.setdefault(replica.host, []).append(replica)
-                if replica.next is not None and replica.next.host != replica.host:
-                    by_host.setdefault(replica.next.host, []).append(replica)
+                by_app.setdefault(app, {})[slot] = versioned
+                by_host.setdefault(replica.host, {})[(app, slot)] = replica
+                if replica.next is not None:
+                    by_host.setdefault(replica.next.host, {})[(app, slot)] = replica
             self._by_app, self._by_host = by_app, by_host
+            self._sorted = {}
         return self._by_app, self._by_host
 
+    def replica_slots(self, app: str) -> Mapping[int, Versioned[ReplicaRecord]]:
+        """``app``'s replica records by slot (not to be changed)."""
+        return self._indexes()[0].get(app, _EMPTY)
+
+    def replica_count(self, app: str) -> int:
+        return len(self._indexes()[0].get(app, {}))
+
     def replicas_of(self, app: str) -> list[ReplicaRecord]:
-        return list(self._indexes()[0].get(app, []))
+        """``app``'s replicas by slot."""
+        slots = self._indexes()[0].get(app)
+        if not slots:
+            return []
+        memo = self._sorted.get(("app", app))
+        if memo is None or memo[0] is not slots:
+            memo = (slots, [slots[s].value for s in sorted(slots)])
+            self._sorted[("app", app)] = memo
+        return list(memo[1])
 
     def replicas_on(self, host: str) -> list[ReplicaRecord]:
-        """Replicas with a container on ``host``: their own or their next."""
-        return list(self._indexes()[1].get(host, []))
+        """Replicas with a container on ``host`` (their own or their next), by app and
+        slot."""
+        placed = self._indexes()[1].get(host)
+        if not placed:
+            return []
+        memo = self._sorted.get(("host", host))
+        if memo is None or memo[0] is not placed:
+            memo = (placed, [placed[k] for k in sorted(placed)])
+            self._sorted[("host", host)] = memo
+        return list(memo[1])
+
+    def hosts_with_replicas(self) -> Iterable[str]:
+        """Every host some replica record names (registered or not)."""
+        return self._indexes()[1].keys()
+
+    def host_replicas(self, host: str) -> Mapping[tuple[str, int], ReplicaRecord]:
+        """The replicas with a container on ``host`` by (app, slot), unsorted: the same
+        object for as long as they do not change (not to be changed)."""
+        return self._indexes()[1].get(host, _EMPTY)
+
+    def reports_of(self, app: str) -> Mapping[tuple[int, int, str], ContainerReport]:
+        """What the agents report of ``app``'s containers, by (slot, revision, host)."""
+        if self._reports is not None:
+            return self._reports.get(app, _EMPTY)
+        return {
+            (c.slot, c.revision, host_id): c
+            for host_id, status in self.status.items()
+            for c in status.value.containers
+            if c.app == app
+        }
 
     def containers_on(self, host: str) -> list[tuple[ReplicaRecord, int]]:
         """(replica, revision) for every container ``host`` should run."""
@@ -146,82 +226,119 @@ class ClusterState:
         return found.value if found else None
 
 
-# key -> (mod revision, folder, position, record): what decode_state made of a key.
-DecodeCache = dict[bytes, tuple[int, str, Any, Any]]
+# folder -> (record type, the ClusterState field it goes in, how its key segments index
+# it); "singles" are one key each, set as the field itself.
+_FOLDERS: dict[str, tuple[type[BaseModel], str, Callable[[tuple[str, ...]], Any]]] = {
+    "apps": (AppRecord, "apps", lambda p: p[0]),
+    "revisions": (RevisionRecord, "revisions", lambda p: (p[0], int(p[1]))),
+    "replicas": (ReplicaRecord, "replicas", lambda p: (p[0], int(p[1]))),
+    "rollouts": (RolloutRecord, "rollouts", lambda p: p[0]),
+    "jobs": (JobRecord, "jobs", lambda p: p[0]),
+    "hosts": (HostRecord, "hosts", lambda p: p[0]),
+    "alive": (LiveRecord, "alive", lambda p: p[0]),
+    "status": (StatusRecord, "status", lambda p: p[0]),
+    "secrets": (SecretRecord, "secrets", lambda p: p[0]),
+    "tokens": (TokenRecord, "tokens", lambda p: p[0]),
+}
+_SINGLES: dict[str, type[BaseModel]] = {
+    "policy": Policy,
+    "maintenance": MaintenanceRecord,
+    "upgrade": UpgradeRecord,
+}
+_DEPTH = {"revisions": 2, "replicas": 2}
+# reports/<host>/<app>/<slot>/<revision>: containers, put back into their host's status.
+_REPORTS = "reports"
+ReportKey = tuple[str, int, int]  # app, slot, revision
 
 
-def _decode(model: type[T], kv: KeyValue) -> Versioned[T] | None:
+def locate(layout: KeyLayout, key: bytes) -> tuple[str, Any] | None:
+    """(folder, position in its ClusterState field) of ``key``, or None for a key the
+    state does not hold; a single's position is None."""
+    parsed = layout.parse(key)
+    if parsed is None:
+        return None
+    if parsed.kind == _REPORTS:
+        if len(parsed.parts) != 4:
+            return None
+        host, app, slot, revision = parsed.parts
+        try:
+            return _REPORTS, (host, app, int(slot), int(revision))
+        except ValueError:
+            log.error("skipping key with a malformed segment: %s", key.decode(errors="replace"))
+            return None
+    if parsed.kind in _SINGLES:
+        return (parsed.kind, None) if not parsed.parts else None
+    if parsed.kind not in _FOLDERS or len(parsed.parts) != _DEPTH.get(parsed.kind, 1):
+        return None
+    try:
+        return parsed.kind, _FOLDERS[parsed.kind][2](parsed.parts)
+    except ValueError:
+        log.error("skipping key with a malformed segment: %s", key.decode(errors="replace"))
+        return None
+
+
+def decode(kind: str, kv: KeyValue) -> Versioned[Any] | None:
+    """The record ``kv`` holds (``kind`` from ``locate``); None, logged, if unreadable:
+    a record this version cannot read is skipped, not fatal, so the rest of the state
+    stays usable."""
+    model = (
+        ContainerReport
+        if kind == _REPORTS
+        else _SINGLES[kind]
+        if kind in _SINGLES
+        else _FOLDERS[kind][0]
+    )
     try:
         return Versioned(model.model_validate_json(kv.value), kv.mod_revision)
     except ValidationError as error:
-        # A record this version cannot read is skipped, not fatal: it is logged so an
-        # operator can see it, and the rest of the state stays usable.
         log.error("skipping unreadable record %s: %s", kv.key.decode(errors="replace"), error)
         return None
 
 
-def decode_state(
-    layout: KeyLayout, kvs: Iterable[KeyValue], revision: int, cache: DecodeCache | None = None
-) -> ClusterState:
-    """Sort raw keys into typed records. With ``cache`` (key -> (mod revision, folder,
-    position, record)), a key unchanged since the last call is neither parsed nor
-    validated again: records are frozen, so they are shared between states."""
-    state = ClusterState(revision=revision)
-    replicas: dict[Any, Any] = {}  # filled plain, then wrapped (see CountingDict)
-    # folder -> (record type, where it goes, how its key segments index it)
-    table: dict[str, tuple[type[BaseModel], dict[Any, Any], Callable[[tuple[str, ...]], Any]]] = {
-        "apps": (AppRecord, state.apps, lambda p: p[0]),
-        "revisions": (RevisionRecord, state.revisions, lambda p: (p[0], int(p[1]))),
-        "replicas": (ReplicaRecord, replicas, lambda p: (p[0], int(p[1]))),
-        "rollouts": (RolloutRecord, state.rollouts, lambda p: p[0]),
-        "jobs": (JobRecord, state.jobs, lambda p: p[0]),
-        "hosts": (HostRecord, state.hosts, lambda p: p[0]),
-        "alive": (LiveRecord, state.alive, lambda p: p[0]),
-        "status": (StatusRecord, state.status, lambda p: p[0]),
-        "secrets": (SecretRecord, state.secrets, lambda p: p[0]),
-        "tokens": (TokenRecord, state.tokens, lambda p: p[0]),
-    }
-    singles: dict[str, type[BaseModel]] = {
-        "policy": Policy,
-        "maintenance": MaintenanceRecord,
-        "upgrade": UpgradeRecord,
-    }
-    depth = {"revisions": 2, "replicas": 2}
-    seen: set[bytes] = set()
+def place(state: ClusterState, kind: str, position: Any, record: Versioned[Any] | None) -> None:
+    """Put ``record`` (None: remove it) where ``locate`` says it goes in ``state``."""
+    if kind in _SINGLES:
+        setattr(state, kind, record)
+        return
+    target: dict[Any, Any] = getattr(state, _FOLDERS[kind][1])
+    if record is None:
+        target.pop(position, None)
+    else:
+        target[position] = record
+
+
+def with_containers(
+    status: Versioned[StatusRecord], reports: Mapping[ReportKey, ContainerReport]
+) -> Versioned[StatusRecord]:
+    """A host's status record with its containers' reports put back, by key."""
+    containers = [reports[key] for key in sorted(reports)]
+    return Versioned(
+        status.value.model_copy(update={"containers": containers}), status.mod_revision
+    )
+
+
+def decode_state(layout: KeyLayout, kvs: Iterable[KeyValue], revision: int) -> ClusterState:
+    """Sort raw keys (a prefix read) into typed records."""
+    state = ClusterState(revision=revision, replicas={})
+    reports: dict[str, dict[ReportKey, ContainerReport]] = {}
     for kv in kvs:
-        seen.add(kv.key)
-        hit = cache.get(kv.key) if cache is not None else None
-        if hit is not None and hit[0] == kv.mod_revision:
-            _, kind, position, record = hit
-            if kind in singles:
-                setattr(state, kind, record)
-            else:
-                table[kind][1][position] = record
+        found = locate(layout, kv.key)
+        if found is None:
             continue
-        parsed = layout.parse(kv.key)
-        if parsed is None:
+        record = decode(found[0], kv)
+        if record is None:
             continue
-        if parsed.kind in singles and not parsed.parts:
-            single = _decode(singles[parsed.kind], kv)
-            setattr(state, parsed.kind, single)
-            if cache is not None and single is not None:
-                cache[kv.key] = (kv.mod_revision, parsed.kind, None, single)
-            continue
-        if parsed.kind not in table or len(parsed.parts) != depth.get(parsed.kind, 1):
-            continue
-        model, target, index = table[parsed.kind]
-        try:
-            position = index(parsed.parts)
-        except ValueError:
-            log.error("skipping key with a malformed segment: %s", kv.key.decode(errors="replace"))
-            continue
-        decoded = _decode(model, kv)
-        if decoded is not None:
-            target[position] = decoded
-            if cache is not None:
-                cache[kv.key] = (kv.mod_revision, parsed.kind, position, decoded)
-    state.replicas = CountingDict(replicas)
-    if cache is not None and len(cache) > 2 * len(seen) + 1024:
-        for key in [k for k in cache if k not in seen]:
-            del cache[key]  # deleted keys: forget their records
+        if found[0] == _REPORTS:
+            host, app, slot, number = found[1]
+            reports.setdefault(host, {})[(app, slot, number)] = record.value
+        else:
+            place(state, found[0], found[1], record)
+    by_app: dict[str, AppReports] = {}
+    for host, containers in reports.items():
+        for (app, slot, number), report in containers.items():
+            by_app.setdefault(app, {})[(slot, number, host)] = report
+    for host, status in state.status.items():
+        state.status[host] = with_containers(status, reports.get(host, {}))
+    state._reports = by_app  # as the informer's: every report key, status record or not
+    state.replicas = CountingDict(state.replicas)
     return state

@@ -159,7 +159,8 @@ def test_agent_killed_and_restarted_adopts_without_duplicates(fleet: Fleet) -> N
     # Wait for the restarted agent to report that it applied the current desired set.
     def applied() -> bool:
         status = etcd_json(fleet.etcd, f"{fleet.prefix}status/{fleet.host.name}")
-        return bool(status and status["applied_version"] > 0 and len(status["containers"]) == 3)
+        reports = etcd_prefix(fleet.etcd, f"{fleet.prefix}reports/{fleet.host.name}/")
+        return bool(status and status["applied_version"] > 0 and len(reports) == 3)
 
     wait_until(applied, 30, what="the restarted agent to apply and report its desired set")
     assert {c.id for c in wait_containers(fleet, "web", 3)} == ids

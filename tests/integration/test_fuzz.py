@@ -160,6 +160,8 @@ def _allowed(key: str, value: bytes | None, baseline: dict[str, bytes]) -> bool:
     """Whether a change of ``key`` is one the legitimate agent's registration makes."""
     if key in {f"{PREFIX}{folder}/{HOST}" for folder in ("hosts", "alive", "status")}:
         return True
+    if key.startswith(f"{PREFIX}reports/{HOST}/"):
+        return True  # its containers' reports (bound to its lease, like its status)
     if key == f"{PREFIX}leader":
         return True  # leadership is liveness (a lease), not desired state
     if key.startswith(f"{PREFIX}events/") and key not in baseline and value is not None:

@@ -84,14 +84,14 @@ def test_200_hollow_hosts_run_5000_replicas_each_placed_once(
         placed = {(r["app"], r["slot"]): r["host"] for r in replicas}
         reported: Counter[tuple[str, int]] = Counter()
         for key, value in keys.items():
-            if "/status/" not in key:
-                continue
-            status = json.loads(value)
-            for container in status["containers"]:
-                if container["state"] == "running":
-                    where = (container["app"], container["slot"])
-                    reported[where] += 1
-                    assert placed[where] == status["host_id"], where
+            if "/reports/" not in key:
+                continue  # reports/<host>/<app>/<slot>/<revision>: one container each
+            container = json.loads(value)
+            host = key.split("/reports/")[1].split("/")[0]
+            if container["state"] == "running":
+                where = (container["app"], container["slot"])
+                reported[where] += 1
+                assert placed[where] == host, where
         assert len(reported) == APPS * PER_APP
         assert set(reported.values()) == {1}, "a replica runs twice"
     finally:

@@ -7,7 +7,7 @@ import pytest
 
 from fleet.controlplane.desired import desired_containers, fingerprint
 from fleet.controlplane.replicas import ReplicaPlan, _request, plan_replicas, scheduler_snapshot
-from fleet.scheduler import HostView, PlacedReplica, ReplicaRequest
+from fleet.scheduler import HostView, ReplicaRequest
 from fleet.spec import AppSpec, Constraint, load_documents
 from fleet.store import ClusterState, Versioned
 from fleet.store.records import (
@@ -16,6 +16,7 @@ from fleet.store.records import (
     HostState,
     LiveRecord,
     ReplicaRecord,
+    ReplicaTarget,
     ResourceAmounts,
     RevisionRecord,
 )
@@ -406,7 +407,8 @@ def test_request_of_a_slot() -> None:
 
 def test_scheduler_snapshot() -> None:
     """Hosts keep their state and connection; labels override facts of the same name;
-    every replica's reservation is listed, except the excluded app's."""
+    each host sums what its replicas reserve (a replacement's too), except the excluded
+    app's."""
     state = ClusterState(revision=1)
     add_host(
         state,
@@ -419,18 +421,51 @@ def test_scheduler_snapshot() -> None:
     add_host(state, "h2", host_state="cordoned", connected=False)
     add_replica(state, "web", 0, "h1", cpu=0.5, memory=Mi, ports=["80/tcp"])
     add_replica(state, "db", 1, "h2")
+    add_replica(state, "db", 2, "h1", cpu=0.25, memory=2 * Mi)
     snapshot = scheduler_snapshot(state)
+    assert snapshot.placed == ()
     assert sorted(snapshot.hosts, key=lambda h: h.host_id) == [
-        HostView("h1", 2.0, Gi, {"role": "edge", "os": "custom", "arch": "x86_64"}),
-        HostView("h2", 4.0, 8 * Gi, {}, state="cordoned", connected=False),
+        HostView(
+            "h1",
+            2.0,
+            Gi,
+            {"role": "edge", "os": "custom", "arch": "x86_64"},
+            reserved_nanocpus=750_000_000,
+            reserved_memory=3 * Mi,
+            placed_apps={"web": 1, "db": 1},
+            placed_ports={"80/tcp": 1},
+        ),
+        HostView("h2", 4.0, 8 * Gi, {}, state="cordoned", connected=False, placed_apps={"db": 1}),
     ]
-    assert set(snapshot.placed) == {
-        PlacedReplica("web", 0, "h1", 0.5, Mi, frozenset({"80/tcp"})),
-        PlacedReplica("db", 1, "h2", 0.0, 0),
-    }
-    assert scheduler_snapshot(state, exclude_app="web").placed == (
-        PlacedReplica("db", 1, "h2", 0.0, 0),
+    without_web = {h.host_id: h for h in scheduler_snapshot(state, exclude_app="web").hosts}
+    assert without_web["h1"].reserved_nanocpus == 250_000_000
+    assert without_web["h1"].reserved_memory == 2 * Mi
+    assert without_web["h1"].placed_apps == {"db": 1}
+    assert without_web["h1"].placed_ports == {}
+    assert without_web["h2"] == snapshot.hosts[1]
+
+
+def test_scheduler_snapshot_counts_a_replacement_on_its_host() -> None:
+    """A replica with a next holds room on both hosts until the old one stops."""
+    state = ClusterState(revision=1)
+    add_host(state, "h1")
+    add_host(state, "h2")
+    add_replica(state, "web", 0, "h1", cpu=1, memory=Mi)
+    moving = state.replicas[("web", 0)]
+    state.replicas[("web", 0)] = Versioned(
+        moving.value.model_copy(
+            update={
+                "next": ReplicaTarget(
+                    revision=2, host="h2", resources=ResourceAmounts(cpu=2, memory=Mi)
+                )
+            }
+        ),
+        moving.mod_revision,
     )
+    hosts = {h.host_id: h for h in scheduler_snapshot(state).hosts}
+    assert (hosts["h1"].reserved_nanocpus, hosts["h2"].reserved_nanocpus) == (10**9, 2 * 10**9)
+    assert hosts["h2"].placed_apps == {"web": 1}
+    assert all(h.placed_apps == {} for h in scheduler_snapshot(state, exclude_app="web").hosts)
 
 
 # ------------------------------------------------------------------ desired containers

@@ -653,3 +653,35 @@ def test_property_every_request_is_placed_or_unplaced_once(
     for reasons in plan.unplaced.values():
         # Every host rejected it, each for exactly one reason.
         assert sum(reasons.values()) == len(snapshot.hosts)
+
+
+def _folded(snapshot: Snapshot) -> Snapshot:
+    """``snapshot`` with every placed replica summed into its host's view instead, as
+    the control plane builds it."""
+    hosts = []
+    for h in snapshot.hosts:
+        mine = [p for p in snapshot.placed if p.host == h.host_id]
+        apps = Counter(p.app for p in mine)
+        ports = Counter(port for p in mine for port in p.host_ports)
+        hosts.append(
+            replace(
+                h,
+                reserved_nanocpus=sum(round(p.cpu * 1_000_000_000) for p in mine),
+                reserved_memory=sum(p.memory for p in mine),
+                placed_apps=dict(apps),
+                placed_ports=dict(ports),
+            )
+        )
+    return replace(snapshot, hosts=tuple(hosts), placed=())
+
+
+@given(scenario_st())
+def test_property_host_sums_place_as_the_replicas_they_sum(
+    scenario: tuple[Snapshot, list[ReplicaRequest]],
+) -> None:
+    """Hosts given what their replicas reserve as sums place exactly as hosts given the
+    replicas themselves: the control plane's O(hosts) view loses nothing."""
+    snapshot, requests = scenario
+    listed, folded = schedule(snapshot, requests), schedule(_folded(snapshot), requests)
+    assert folded.placements == listed.placements
+    assert folded.unplaced == listed.unplaced

@@ -1,0 +1,173 @@
+"""An agent's heartbeats turned into what is stored, and only what changed.
+
+A heartbeat carries everything the host runs. Stored whole at every heartbeat, 5,000
+hosts would rewrite (and every control plane decode) all 100,000 containers every few
+seconds. So each container is its own key, written when what its agent says of it
+changes (state, health, restarts: not its live usage), and the host's small status
+record (usage, images, each container's usage) is rewritten when the containers change
+or every ``refresh`` seconds. The cost of a report is then what changed on the host.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass
+
+from fleet._time import epoch, now_iso
+from fleet.errors import InvalidArgument
+from fleet.proto import fleet_pb2 as pb
+from fleet.store import check_name
+from fleet.store.records import (
+    ContainerReport,
+    PortBinding,
+    ResourceAmounts,
+    StatusRecord,
+    usage_key,
+)
+
+__all__ = ["MAX_REPORT_BYTES", "Report", "ReportWriter", "container_report"]
+
+log = logging.getLogger(__name__)
+
+MAX_REPORT_BYTES = 512 * 1024  # a heartbeat; etcd takes values up to about 1.5 MiB
+_MAX_IMAGES = 1000
+_MAX_TEXT = 1024
+_HEALTH = frozenset({"", "starting", "healthy", "unhealthy"})
+
+ReportKey = tuple[str, int, int]  # app, slot, revision
+
+
+def _check_health(value: str) -> str:
+    if value not in _HEALTH:
+        raise InvalidArgument(
+            f"health must be one of starting, healthy, unhealthy, got {value[:32]!r}"
+        )
+    return value
+
+
+_OFFSET = re.compile(r"(Z|[+-]\d\d:\d\d)\Z")
+
+
+def _check_stamp(value: str) -> str:
+    """An RFC 3339 time with its offset (without one, it would be read in the control
+    plane's local time)."""
+    if value and (len(value) > 40 or not _OFFSET.search(value) or epoch(value) is None):
+        raise InvalidArgument(
+            f"ready_since must be an RFC 3339 time with an offset (2026-01-02T03:04:05Z), "
+            f"got {value[:40]!r}"
+        )
+    return value
+
+
+def container_report(c: pb.ContainerStatus) -> ContainerReport:
+    """One container as stored (live usage aside: that goes in the host's record)."""
+    return ContainerReport(
+        app=c.app,
+        slot=c.slot,
+        revision=c.revision,
+        spec_hash=c.spec_hash,
+        container_id=c.container_id,
+        name=c.name,
+        state=c.state,
+        exit_code=c.exit_code,
+        started_at=c.started_at,
+        ports=[
+            PortBinding(host_port=p.host_port, container_port=p.container_port, protocol=p.protocol)
+            for p in c.ports
+        ],
+        message=c.message[:_MAX_TEXT],
+        health=_check_health(c.health),
+        ready_since=_check_stamp(c.ready_since),
+        restarts=c.restarts,
+        memory_limit=max(0, c.memory_limit),
+    )
+
+
+@dataclass
+class Report:
+    """What one heartbeat changes: to be written, then confirmed with ``written``."""
+
+    status: StatusRecord | None  # None: the host's record stays as written
+    changed: list[ContainerReport]
+    gone: list[ReportKey]
+    prints: dict[ReportKey, bytes]  # every container as now reported, usage left out
+    host_print: bytes
+
+
+class ReportWriter:
+    """One agent session's view of what it has written, to write only the difference."""
+
+    def __init__(self, host_id: str, refresh: float) -> None:
+        self.host_id = host_id
+        self.refresh = refresh
+        self._prints: dict[ReportKey, bytes] = {}
+        self._host_print = b""
+        self._written_at = -math.inf
+        self._skipped: set[str] = set()  # apps not named as fleet names them (logged once)
+
+    def check(self, heartbeat: pb.Heartbeat) -> None:
+        """Refuse a heartbeat that is malformed or too large for etcd."""
+        if heartbeat.ByteSize() > MAX_REPORT_BYTES:
+            raise InvalidArgument(f"a heartbeat may hold at most {MAX_REPORT_BYTES} bytes")
+        numbers = [heartbeat.usage.cpu] + [c.cpu for c in heartbeat.containers]
+        if not all(math.isfinite(n) and n >= 0 for n in numbers):
+            raise InvalidArgument("cpu usage must be a finite number, 0 or more")
+
+    def report(self, heartbeat: pb.Heartbeat, now: float) -> Report | None:
+        """What to write for ``heartbeat`` at ``now`` (monotonic seconds); None when
+        nothing changed and the usage was written less than ``refresh`` ago."""
+        self.check(heartbeat)
+        current: dict[ReportKey, pb.ContainerStatus] = {}
+        for c in heartbeat.containers:
+            try:
+                check_name(c.app)
+                if c.slot < 0 or c.revision < 0:
+                    raise InvalidArgument(
+                        f"slot and revision must not be negative, got {c.slot} and {c.revision}"
+                    )
+            except InvalidArgument as error:
+                if c.app not in self._skipped:
+                    self._skipped.add(c.app)
+                    log.warning("host %s: not storing a container report: %s", self.host_id, error)
+                continue
+            current[(c.app, c.slot, c.revision)] = c  # the last of a key wins
+        prints: dict[ReportKey, bytes] = {}
+        changed: list[ContainerReport] = []
+        bare = pb.ContainerStatus()
+        for key, c in current.items():
+            bare.CopyFrom(c)
+            bare.cpu, bare.memory_bytes = 0.0, 0
+            prints[key] = bare.SerializeToString(deterministic=True)
+            if self._prints.get(key) != prints[key]:
+                changed.append(container_report(c))
+        gone = [key for key in self._prints if key not in current]
+        images = sorted(i[:512] for i in heartbeat.images[:_MAX_IMAGES])
+        host_print = repr((heartbeat.applied_version, images)).encode()
+        due = now - self._written_at >= self.refresh
+        if not changed and not gone and host_print == self._host_print and not due:
+            return None
+        status = None
+        if host_print != self._host_print or due:
+            # The host's record (and every container's usage) is rewritten when the host
+            # applied a new set or pulled images, and every ``refresh``: not whenever a
+            # container changes, which is most reports while a host starts its work.
+            status = StatusRecord(
+                host_id=self.host_id,
+                reported_at=now_iso(),
+                applied_version=heartbeat.applied_version,
+                usage=ResourceAmounts(
+                    cpu=heartbeat.usage.cpu, memory=max(0, heartbeat.usage.memory_bytes)
+                ),
+                images=images,
+                container_usage={
+                    usage_key(*key): (c.cpu, max(0, c.memory_bytes)) for key, c in current.items()
+                },
+            )
+        return Report(status, changed, gone, prints, host_print)
+
+    def written(self, report: Report, now: float) -> None:
+        self._prints, self._host_print = report.prints, report.host_print
+        if report.status is not None:
+            self._written_at = now

@@ -1,0 +1,27 @@
+"""The event log on a real etcd: a batch larger than etcd's 128 operations per
+transaction is stored whole, in several transactions."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fleet.proto import fleet_pb2 as pb
+from fleet.store import Etcd, EventLog, KeyLayout
+from fleet.testing import EtcdServer
+
+
+def test_appending_300_events_stores_all_300(etcd_server: EtcdServer) -> None:
+    async def scenario() -> None:
+        async with Etcd([etcd_server.endpoint]) as etcd:
+            log = EventLog(etcd, KeyLayout("/t-events-300/"))
+            batch = [
+                pb.Event(source="agent", host="h1", app="web", slot=i, kind="start")
+                for i in range(300)
+            ]
+            await log.append("h1", batch)
+            stored, _ = await log.history()
+            assert sorted(e.slot for e in stored) == list(range(300))
+            # Keys sort by time and sequence: history comes back in the order appended.
+            assert [e.slot for e in stored] == list(range(300))
+
+    asyncio.run(scenario())

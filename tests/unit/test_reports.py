@@ -1,0 +1,317 @@
+"""Tests of fleet.controlplane.reports: a heartbeat becomes the containers that changed
+or are gone and the host's status record; live usage alone is written only every
+``refresh`` seconds; nothing counts as written until ``written``; malformed heartbeats
+are refused with InvalidArgument."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import pytest
+
+from fleet.controlplane.reports import MAX_REPORT_BYTES, Report, ReportWriter, container_report
+from fleet.errors import InvalidArgument
+from fleet.proto import fleet_pb2 as pb
+from fleet.store.records import ContainerReport, PortBinding, ResourceAmounts
+
+HOST = "h1"
+REFRESH = 10.0
+Gi = 1 << 30
+
+
+def container(
+    app: str = "web",
+    slot: int = 0,
+    revision: int = 1,
+    *,
+    state: str = "running",
+    health: str = "",
+    restarts: int = 0,
+    cpu: float = 0.25,
+    memory: int = 100 << 20,
+    **fields: Any,
+) -> pb.ContainerStatus:
+    return pb.ContainerStatus(
+        app=app,
+        slot=slot,
+        revision=revision,
+        spec_hash="abc",
+        container_id=f"id-{app}-{slot}-{revision}",
+        name=f"fleet-{app}-{slot}",
+        state=state,
+        health=health,
+        restarts=restarts,
+        cpu=cpu,
+        memory_bytes=memory,
+        **fields,
+    )
+
+
+def heartbeat(
+    *containers: pb.ContainerStatus,
+    cpu: float = 1.5,
+    memory: int = 2 * Gi,
+    applied_version: int = 7,
+    images: tuple[str, ...] = ("img:v2", "img:v1"),
+) -> pb.Heartbeat:
+    return pb.Heartbeat(
+        usage=pb.Resources(cpu=cpu, memory_bytes=memory),
+        containers=list(containers),
+        applied_version=applied_version,
+        images=list(images),
+    )
+
+
+def two() -> list[pb.ContainerStatus]:
+    return [container("web", 0, 1), container("api", 2, 3, cpu=1.0, memory=50 << 20)]
+
+
+def write(writer: ReportWriter, beat: pb.Heartbeat, now: float) -> Report:
+    """Report ``beat`` at ``now`` and confirm it was written."""
+    report = writer.report(beat, now)
+    assert report is not None
+    writer.written(report, now)
+    return report
+
+
+def without_stamp(report: Report) -> dict[str, Any]:
+    """``report`` as data, but for the wall-clock stamp of its status record."""
+    return {
+        "status": report.status.model_dump(exclude={"reported_at"}) if report.status else None,
+        "changed": report.changed,
+        "gone": report.gone,
+        "prints": report.prints,
+        "host_print": report.host_print,
+    }
+
+
+def test_first_report_writes_every_container_and_the_status() -> None:
+    ports = [pb.PortMapping(host_port=8080, container_port=80, protocol="tcp")]
+    web = container("web", 0, 1, health="healthy", ready_since="2026-01-02T03:04:05.000Z")
+    web.ports.extend(ports)
+    web.memory_limit = 512 << 20
+    api = container("api", 2, 3, cpu=1.0, memory=50 << 20)
+    report = ReportWriter(HOST, REFRESH).report(heartbeat(web, api), now=100.0)
+    assert report is not None
+    assert report.changed == [container_report(web), container_report(api)]
+    assert report.gone == []
+    [stored, _] = report.changed
+    assert (stored.app, stored.slot, stored.revision, stored.state) == ("web", 0, 1, "running")
+    assert stored.ports == [PortBinding(host_port=8080, container_port=80, protocol="tcp")]
+    assert (stored.health, stored.ready_since) == ("healthy", "2026-01-02T03:04:05.000Z")
+    assert stored.memory_limit == 512 << 20
+    # Live usage is not part of a container's record: it goes in the host's.
+    assert (stored.cpu, stored.memory) == (0.0, 0)
+    status = report.status
+    assert status.host_id == HOST
+    assert status.applied_version == 7
+    assert status.usage == ResourceAmounts(cpu=1.5, memory=2 * Gi)
+    assert status.images == ["img:v1", "img:v2"]
+    assert status.containers == []  # stored one key each, never in the record
+    assert status.container_usage == {"web/0/1": (0.25, 100 << 20), "api/2/3": (1.0, 50 << 20)}
+
+
+def test_usage_alone_is_written_only_every_refresh() -> None:
+    writer = ReportWriter(HOST, REFRESH)
+    write(writer, heartbeat(*two()), now=100.0)
+    busier = heartbeat(
+        container("web", 0, 1, cpu=0.9, memory=300 << 20),
+        container("api", 2, 3, cpu=0.1, memory=10 << 20),
+        cpu=3.0,
+        memory=3 * Gi,
+    )
+    assert writer.report(heartbeat(*two()), now=100.0) is None
+    assert writer.report(busier, now=101.0) is None
+    assert writer.report(busier, now=100.0 + REFRESH - 0.001) is None
+    report = writer.report(busier, now=100.0 + REFRESH)
+    assert report is not None
+    assert (report.changed, report.gone) == ([], [])
+    assert report.status.usage == ResourceAmounts(cpu=3.0, memory=3 * Gi)
+    assert report.status.container_usage == {
+        "web/0/1": (0.9, 300 << 20),
+        "api/2/3": (0.1, 10 << 20),
+    }
+    writer.written(report, 100.0 + REFRESH)
+    # The next refresh counts from that write.
+    assert writer.report(busier, now=100.0 + 1.5 * REFRESH) is None
+    assert writer.report(busier, now=100.0 + 2 * REFRESH) is not None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"state": "exited"}, {"health": "unhealthy"}, {"restarts": 1}],
+    ids=["state", "health", "restarts"],
+)
+def test_a_changed_container_alone_is_in_changed(change: dict[str, Any]) -> None:
+    writer = ReportWriter(HOST, REFRESH)
+    write(writer, heartbeat(*two()), now=100.0)
+    api = container("api", 2, 3, cpu=1.0, memory=50 << 20, **change)
+    report = writer.report(heartbeat(container("web", 0, 1), api), now=101.0)  # before refresh
+    assert report is not None
+    assert report.changed == [container_report(api)]
+    assert report.gone == []
+    # The host's record waits for its refresh: a container's change is not the host's.
+    assert report.status is None
+
+
+@pytest.mark.parametrize(
+    "change", [{"applied_version": 8}, {"images": ("img:v3",)}], ids=["applied", "images"]
+)
+def test_a_change_of_the_host_alone_writes_the_status(change: dict[str, Any]) -> None:
+    writer = ReportWriter(HOST, REFRESH)
+    write(writer, heartbeat(*two()), now=100.0)
+    report = writer.report(heartbeat(*two(), **change), now=101.0)
+    assert report is not None
+    assert (report.changed, report.gone) == ([], [])
+
+
+def test_a_container_no_longer_reported_is_gone() -> None:
+    writer = ReportWriter(HOST, REFRESH)
+    write(writer, heartbeat(*two()), now=100.0)
+    report = writer.report(heartbeat(container("web", 0, 1)), now=101.0)
+    assert report is not None
+    assert report.changed == []
+    assert report.gone == [("api", 2, 3)]
+    assert report.status is None
+    writer.written(report, 101.0)
+    assert writer.report(heartbeat(container("web", 0, 1)), now=102.0) is None
+    # At the refresh the host's record holds the usage of what is left.
+    refreshed = writer.report(heartbeat(container("web", 0, 1)), now=100.0 + REFRESH)
+    assert refreshed is not None and refreshed.status is not None
+    assert refreshed.status.container_usage == {"web/0/1": (0.25, 100 << 20)}
+
+
+def test_container_usage_is_by_usage_key() -> None:
+    """Every container's (cpu, memory), negative memory read as 0, the last of a key
+    winning."""
+    beat = heartbeat(
+        container("web", 0, 1, cpu=0.5, memory=-5),
+        container("web", 1, 1, cpu=0.1, memory=1),
+        container("web", 1, 1, cpu=0.2, memory=2),
+        container("web", 1, 2, cpu=0.3, memory=3),
+    )
+    report = ReportWriter(HOST, REFRESH).report(beat, now=0.0)
+    assert report is not None
+    assert report.status.container_usage == {
+        "web/0/1": (0.5, 0),
+        "web/1/1": (0.2, 2),
+        "web/1/2": (0.3, 3),
+    }
+    assert [(c.app, c.slot, c.revision) for c in report.changed] == [
+        ("web", 0, 1),
+        ("web", 1, 1),
+        ("web", 1, 2),
+    ]
+
+
+def test_a_container_of_an_app_not_named_as_fleet_names_them_is_skipped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    writer = ReportWriter(HOST, REFRESH)
+    odd = container("Not_An_App", 0, 1)
+    with caplog.at_level(logging.WARNING, logger="fleet.controlplane.reports"):
+        report = write(writer, heartbeat(odd, *two()), now=100.0)
+    assert [c.app for c in report.changed] == ["web", "api"]
+    assert report.status.container_usage.keys() == {"web/0/1", "api/2/3"}
+    assert "not storing a container report" in caplog.text
+    assert "Not_An_App" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fleet.controlplane.reports"):
+        assert writer.report(heartbeat(odd, *two()), now=101.0) is None
+    assert caplog.text == ""  # logged once per session
+
+
+MALFORMED: list[tuple[str, pb.Heartbeat, str]] = [
+    ("container cpu NaN", heartbeat(container(cpu=math.nan)), "cpu usage must be a finite"),
+    ("container cpu negative", heartbeat(container(cpu=-0.5)), "cpu usage must be a finite"),
+    ("container cpu infinite", heartbeat(container(cpu=math.inf)), "cpu usage must be a finite"),
+    ("host cpu NaN", heartbeat(container(), cpu=math.nan), "cpu usage must be a finite"),
+    ("host cpu negative", heartbeat(container(), cpu=-1.0), "cpu usage must be a finite"),
+    ("bad health", heartbeat(container(health="sick")), "health must be one of"),
+    (
+        "bad ready_since",
+        heartbeat(container(ready_since="yesterday")),
+        "ready_since must be an RFC 3339 time with an offset .*, got 'yesterday'",
+    ),
+    (
+        "overlong ready_since",
+        heartbeat(container(ready_since="2026-01-02T03:04:05" + "0" * 40)),
+        "ready_since must be an RFC 3339 time",
+    ),
+    (
+        "too large",
+        heartbeat(container(), images=tuple(f"img-{n}:" + "x" * 1024 for n in range(600))),
+        f"at most {MAX_REPORT_BYTES} bytes",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("beat", "message"), [case[1:] for case in MALFORMED], ids=[case[0] for case in MALFORMED]
+)
+def test_malformed_heartbeat_is_refused(beat: pb.Heartbeat, message: str) -> None:
+    writer = ReportWriter(HOST, REFRESH)
+    with pytest.raises(InvalidArgument, match=message):
+        writer.report(beat, now=100.0)
+    # Refused, it changed nothing: the next good heartbeat is a first report.
+    report = writer.report(heartbeat(*two()), now=100.0)
+    assert report is not None and len(report.changed) == 2
+
+
+def test_too_large_is_measured_on_the_heartbeat() -> None:
+    just_under = heartbeat(images=("x" * (MAX_REPORT_BYTES - 64),))
+    assert just_under.ByteSize() <= MAX_REPORT_BYTES
+    assert ReportWriter(HOST, REFRESH).report(just_under, now=0.0) is not None
+
+
+def test_negative_host_memory_is_not_stored() -> None:
+    writer = ReportWriter(HOST, REFRESH)
+    try:
+        report = writer.report(heartbeat(*two(), memory=-8 * Gi), now=0.0)
+    except InvalidArgument:
+        return  # refusing it is as good as reading it as 0
+    assert report is not None
+    assert report.status.usage.memory >= 0
+
+
+@pytest.mark.parametrize("stamp", ["2026-01-02", "2026-01-02T03:04:05", "2026-W01-1"])
+def test_ready_since_without_an_offset_is_refused(stamp: str) -> None:
+    with pytest.raises(InvalidArgument, match="ready_since must be an RFC 3339 time"):
+        ReportWriter(HOST, REFRESH).report(heartbeat(container(ready_since=stamp)), now=0.0)
+
+
+def test_nothing_counts_as_written_until_written() -> None:
+    writer = ReportWriter(HOST, REFRESH)
+    first = writer.report(heartbeat(*two()), now=100.0)
+    again = writer.report(heartbeat(*two()), now=100.5)
+    assert first is not None and again is not None
+    assert without_stamp(again) == without_stamp(first)
+    writer.written(first, 100.0)
+    # What is gone or changed is measured against what was written, not reported.
+    unwritten = writer.report(heartbeat(container("web", 0, 1)), now=101.0)
+    assert unwritten is not None and unwritten.gone == [("api", 2, 3)]
+    report = writer.report(heartbeat(container("web", 0, 1)), now=102.0)
+    assert report is not None
+    assert without_stamp(report) == without_stamp(unwritten)
+    assert writer.report(heartbeat(*two()), now=103.0) is None
+
+
+def test_container_report_is_what_is_stored() -> None:
+    c = container("web", 3, 4, state="exited", exit_code=137, message="m" * 5000, memory_limit=-1)
+    stored = container_report(c)
+    assert isinstance(stored, ContainerReport)
+    assert (stored.app, stored.slot, stored.revision, stored.exit_code) == ("web", 3, 4, 137)
+    assert stored.message == "m" * 1024  # texts are bounded
+    assert stored.memory_limit == 0
+
+
+def test_a_container_with_a_negative_revision_is_skipped() -> None:
+    """Report keys are numbered by slot and revision: a negative revision (only a broken
+    or hostile agent sends one; slots are unsigned) is left out, and the rest of the
+    report is stored."""
+    writer = ReportWriter(HOST, REFRESH)
+    report = writer.report(heartbeat(container("api", 2, -3), container("ok", 0, 1)), now=0.0)
+    assert report is not None
+    assert [(c.app, c.slot, c.revision) for c in report.changed] == [("ok", 0, 1)]
