@@ -51,6 +51,8 @@ __all__ = ["Agent", "AgentConfig"]
 
 log = logging.getLogger(__name__)
 
+_REPORT_BATCH = 0.2  # seconds: changes this close together go in one report
+
 
 @dataclass(frozen=True)
 class AgentConfig:
@@ -581,8 +583,15 @@ class Agent:
         while True:
             self._report_now.clear()
             await outbox.put(self._heartbeat())
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._report_now.wait(), max(every, 0.1))
+            except TimeoutError:
+                continue
+            # A change goes out at once, but the changes that follow it within
+            # _REPORT_BATCH go with it (Nomad's client batches allocation updates every
+            # 200 ms too): a host starting a hundred containers sends a few reports, not
+            # a hundred, each of which the control plane compares container by container.
+            await asyncio.sleep(_REPORT_BATCH)
 
     def __repr__(self) -> str:
         return f"Agent({self.config.host_id!r})"

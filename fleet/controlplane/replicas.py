@@ -1056,7 +1056,7 @@ class ReplicaController:
         now = time.time()
         await self._track_liveness(state, now)
         lost = lost_hosts(state, self._down_since, now, self._reschedule_after)
-        apps = set(state.apps) | {app for app, _ in state.replicas} | set(state.rollouts)
+        apps = set(state.apps) | set(state.apps_with_replicas()) | set(state.rollouts)
         apps |= set(state.jobs)
         pending: dict[str, dict[int, str]] = {}
         wake_at: float | None = None

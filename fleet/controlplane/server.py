@@ -223,7 +223,7 @@ class ControlPlane:
 # defaults a full collection ran every 3 s and took 0.7 s (a quarter of the server),
 # stalling the event loop long enough to miss lease renewals. What it makes is almost
 # all freed by reference counting, so collections can be far rarer.
-GC_THRESHOLDS = (50_000, 50, 100)
+GC_THRESHOLDS = (50_000, 20, 100)
 
 
 async def run_server(config: ServerConfig) -> None:

@@ -5,6 +5,7 @@ expire by themselves."""
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import AsyncIterator, Sequence
 
@@ -21,15 +22,21 @@ KEEP_SECONDS = 3600
 _LEASE_EVERY = 600  # a new lease every 10 minutes, each living KEEP + 10 minutes
 
 
-def _encode(event: pb.Event) -> bytes:
-    return json_format.MessageToJson(event, indent=None).encode()
+_EVENTS_PER_KEY = 100  # events stored under one key, as a JSON list
 
 
-def _decode(raw: bytes) -> pb.Event | None:
+def _encode(events: Sequence[pb.Event]) -> bytes:
+    return json.dumps([json_format.MessageToDict(e) for e in events]).encode()
+
+
+def _decode(raw: bytes) -> list[pb.Event]:
+    """The events under one key: a list (a batch), or one event (as stored before)."""
     try:
-        return json_format.Parse(raw, pb.Event())
-    except json_format.ParseError:
-        return None
+        found = json.loads(raw)
+        items = found if isinstance(found, list) else [found]
+        return [json_format.ParseDict(item, pb.Event()) for item in items]
+    except (ValueError, TypeError, json_format.ParseError):
+        return []
 
 
 class EventLog:
@@ -57,19 +64,23 @@ class EventLog:
         lease = await self._current_lease()
         now_ns = time.time_ns()
         ops = [
-            Put(self._keys.event(now_ns, source, next(self._seq) % 1_000_000), _encode(e), lease)
-            for e in events
+            Put(
+                self._keys.event(now_ns, source, next(self._seq) % 1_000_000),
+                _encode(events[start : start + _EVENTS_PER_KEY]),
+                lease,
+            )
+            for start in range(0, len(events), _EVENTS_PER_KEY)
         ]
         for start in range(0, len(ops), TXN_KEYS):
             await self._etcd.txn([], ops[start : start + TXN_KEYS])
 
     async def history(self) -> tuple[list[pb.Event], int]:
         kvs, revision = await self._etcd.get_prefix(self._keys.events())
-        found = [e for kv in kvs if (e := _decode(kv.value)) is not None]
+        found = [e for kv in kvs for e in _decode(kv.value)]
         return found, revision
 
     async def follow(self, after_revision: int) -> AsyncIterator[pb.Event]:
         async for batch in self._etcd.watch_prefix(self._keys.events(), after_revision + 1):
             for change in batch:
-                if change.value is not None and (e := _decode(change.value)) is not None:
-                    yield e
+                for event in _decode(change.value) if change.value is not None else []:
+                    yield event

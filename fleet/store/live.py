@@ -22,8 +22,8 @@ from fleet.store.state import (
     AppReports,
     Changes,
     ClusterState,
-    CountingDict,
     HostReplicas,
+    ReplicaTable,
     ReportKey,
     Versioned,
     decode,
@@ -188,11 +188,12 @@ class LiveState:
                 live.status[host] = with_containers(status, self._host_reports.get(host, {}))
         self._status_hosts.clear()
         tables: dict[str, Any] = {}
+        by_app = dict(self._by_app)
         for name in _TABLES:
-            if previous is not None and name not in self._dirty:
+            if name == "replicas":
+                tables[name] = ReplicaTable(by_app)
+            elif previous is not None and name not in self._dirty:
                 tables[name] = getattr(previous, name)
-            elif name == "replicas":
-                tables[name] = CountingDict(live.replicas)
             else:
                 tables[name] = dict(getattr(live, name))
         snapshot = ClusterState(
@@ -209,7 +210,7 @@ class LiveState:
                 placed=self._placed,
                 status=self._status,
             ),
-            _by_app=dict(self._by_app),
+            _by_app=by_app,
             _by_host=dict(self._by_host),
             _reports=dict(self._reports),
             _sorted=self._sorted,

@@ -165,7 +165,8 @@ def _allowed(key: str, value: bytes | None, baseline: dict[str, bytes]) -> bool:
     if key == f"{PREFIX}leader":
         return True  # leadership is liveness (a lease), not desired state
     if key.startswith(f"{PREFIX}events/") and key not in baseline and value is not None:
-        return bool(json.loads(value).get("host") == HOST)
+        found = json.loads(value)  # a batch (a list) of events, or one event
+        return all(e.get("host") == HOST for e in (found if isinstance(found, list) else [found]))
     return False
 
 
