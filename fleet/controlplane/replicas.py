@@ -962,6 +962,13 @@ def settled_inputs(
 _COMMITS_IN_FLIGHT = 4  # apps' plans being written while the next is planned
 
 
+def _slot_list(slots: list[int], most: int = 10) -> str:
+    """``12 replicas (slots 0, 1, 2, ... and 9 more)``."""
+    shown = ", ".join(str(s) for s in slots[:most])
+    more = f" and {len(slots) - most} more" if len(slots) > most else ""
+    return f"{len(slots)} replicas (slots {shown}{more})"
+
+
 class ReplicaController:
     """Runs ``plan_replicas`` for every app whenever the informer sees a change, and
     moves the replicas of hosts that stay down for ``reschedule_after`` seconds."""
@@ -1226,19 +1233,24 @@ class ReplicaController:
             log.warning("could not record %d event(s): %s", len(events), error)
 
     async def _report_unschedulable(self, pending: dict[str, dict[int, str]]) -> None:
-        """One event per replica when it becomes unschedulable or its reason changes."""
+        """An event when replicas become unschedulable or their reason changes: one per
+        app and reason, naming the slots (as Nomad sums placement failures per task
+        group). One per replica made 100,000 events when a pool went away."""
+        grouped: dict[tuple[str, str], list[int]] = {}
+        for app, slots in sorted(pending.items()):
+            for slot, reason in sorted(slots.items()):
+                if self.pending.get(app, {}).get(slot) != reason:
+                    grouped.setdefault((app, reason), []).append(slot)
         new = [
             pb.Event(
                 time=now_iso(),
                 source="controlplane",
                 app=app,
-                slot=slot,
+                slot=slots[0],
                 kind="unschedulable",
-                message=reason,
+                message=reason if len(slots) == 1 else f"{_slot_list(slots)}: {reason}",
             )
-            for app, slots in sorted(pending.items())
-            for slot, reason in sorted(slots.items())
-            if self.pending.get(app, {}).get(slot) != reason
+            for (app, reason), slots in grouped.items()
         ]
         try:
             await self._events.append("controlplane", new)

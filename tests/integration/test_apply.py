@@ -247,3 +247,19 @@ def test_an_apply_planned_on_an_old_generation_is_refused_not_merged(fleet: Flee
     assert stored["spec"]["env"] == {"GREETING": "hello"}  # nothing of mine was written
     [changed] = fleet.client.apply([mine], base_generations={"web": 2})
     assert changed.action == "changed"
+
+
+def test_replicas_that_fit_nowhere_make_one_event_per_app_and_reason(fleet: Fleet) -> None:
+    """Three slots too big for any host: one `unschedulable` event names them all (one
+    per replica made 100,000 events when a large pool went away)."""
+    spec = web_spec(fleet.image)
+    huge = spec.resources.model_copy(update={"cpu": 1000.0})
+    fleet.client.apply([spec.model_copy(update={"resources": huge})])
+
+    def unschedulable() -> list[Any]:
+        return [e for e in fleet.client.events(app="web") if e.kind == "unschedulable"]
+
+    wait_until(lambda: unschedulable(), 30, what="the unschedulable event")
+    [event] = unschedulable()
+    assert event.message.startswith("3 replicas (slots 0, 1, 2): 0/1 hosts fit"), event.message
+    assert "insufficient cpu" in event.message, event.message
