@@ -119,17 +119,9 @@ STATS_STALE_AFTER = 15.0
 def _host_view(state: ClusterState, host_id: str) -> HostView:
     host = state.hosts[host_id].value
     status = state.status.get(host_id)
-    cpu = memory = 0
-    apps: dict[str, int] = {}
-    ports: dict[str, int] = {}
+    load = HostLoad()
     for replica in state.host_replicas(host_id).values():
-        for on, resources, host_ports in _containers(replica):
-            if on == host_id:
-                cpu += nanocores(resources.cpu)
-                memory += resources.memory
-                apps[replica.app] = apps.get(replica.app, 0) + 1
-                for port in host_ports:
-                    ports[port] = ports.get(port, 0) + 1
+        load.add(replica, host_id)
     return HostView(
         host_id=host_id,
         cpu=host.capacity.cpu,
@@ -141,10 +133,10 @@ def _host_view(state: ClusterState, host_id: str) -> HostView:
         used_memory=status.value.usage.memory if status else 0,
         stats_at=epoch(status.value.reported_at) if status else None,
         images=frozenset(status.value.images) if status else frozenset(),
-        reserved_nanocpus=cpu,
-        reserved_memory=memory,
-        placed_apps=apps,
-        placed_ports=ports,
+        reserved_nanocpus=load.nanocpus,
+        reserved_memory=load.memory,
+        placed_apps=dict(load.apps),
+        placed_ports=dict(load.ports),
     )
 
 
@@ -184,7 +176,8 @@ def _cached_view(state: ClusterState, host_id: str) -> HostView:
 
 @dataclass
 class HostLoad:
-    """Containers put on one host and not yet in the state (written this round)."""
+    """What containers reserve on one host: a host's view is built from it, and a
+    round adds the containers it wrote that the state does not show yet."""
 
     nanocpus: int = 0
     memory: int = 0
@@ -226,28 +219,17 @@ def _without(view: HostView, taken: list[tuple[ResourceAmounts, list[str]]], app
 
 def _placed(replica: ReplicaRecord) -> list[PlacedReplica]:
     """What a replica holds on hosts: its own container and its next one, if any."""
-    placed = [
+    return [
         PlacedReplica(
             app=replica.app,
             slot=replica.slot,
-            host=replica.host,
-            cpu=replica.resources.cpu,
-            memory=replica.resources.memory,
-            host_ports=frozenset(replica.host_ports),
+            host=host,
+            cpu=resources.cpu,
+            memory=resources.memory,
+            host_ports=frozenset(host_ports),
         )
+        for host, resources, host_ports in _containers(replica)
     ]
-    if replica.next is not None:
-        placed.append(
-            PlacedReplica(
-                app=replica.app,
-                slot=replica.slot,
-                host=replica.next.host,
-                cpu=replica.next.resources.cpu,
-                memory=replica.next.resources.memory,
-                host_ports=frozenset(replica.next.host_ports),
-            )
-        )
-    return placed
 
 
 def scheduler_snapshot(
