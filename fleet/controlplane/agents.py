@@ -1,8 +1,9 @@
 """The agent stream: registration, heartbeats and reports in; desired sets out.
 
 Each connected agent holds one bidirectional stream. Registering binds the host's
-liveness key to an etcd lease that every heartbeat refreshes, so a host whose agent
-goes silent disappears from ``alive/`` by itself (no timestamps written for others).
+liveness key to an etcd lease that the ``LeaseKeeper`` renews while the host is heard
+from, so a host whose agent goes silent disappears from ``alive/`` (no timestamps
+written for others).
 The server pushes the host's whole desired set whenever the informer sees it change.
 """
 
@@ -45,6 +46,7 @@ from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.secrets import SecretBox
 from fleet.store import Informer, Store, check_host_id
 from fleet.store.events import EventLog
+from fleet.store.leases import LeaseKeeper
 from fleet.store.records import (
     HostRecord,
     LiveRecord,
@@ -120,6 +122,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self,
         store: Store,
         informer: Informer,
+        keeper: LeaseKeeper,
         *,
         server_id: str,
         heartbeat_seconds: float = 2.0,
@@ -133,6 +136,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self._secrets = secrets
         self._store = store
         self._informer = informer
+        self._keeper = keeper
         self._server_id = server_id
         self._heartbeat_seconds = heartbeat_seconds
         self._lease_ttl = lease_ttl
@@ -192,6 +196,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 del self._sessions[host_id]
             session.close()
             log.info("host %s disconnected", host_id)
+            self._keeper.release(lease)
             try:
                 # Shielded: the stream's teardown cancels this handler, and a revoke cut
                 # short would leave the host "up" until its lease expires.
@@ -230,6 +235,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             raise Conflict(f"host {host_id!r} changed three times while registering; retry")
         live = LiveRecord(server=self._server_id, connected_at=now_iso())
         lease = await self._store.mark_alive(host_id, live, self._lease_ttl)
+        self._keeper.hold_host(lease, self._lease_ttl)
         return host_id, lease
 
     async def _read(
@@ -238,9 +244,9 @@ class AgentService(pb_grpc.AgentServiceServicer):
         host_id = session.host_id
         # Usage alone is rewritten every two heartbeats, at least every _STATUS_REFRESH.
         writer = ReportWriter(host_id, max(_STATUS_REFRESH, 2 * self._heartbeat_seconds))
-        renewed_at = time.monotonic()  # the lease was granted just now
-        failing = False  # the last renewal or report failed (logged once)
+        failing = False  # the last report failed (logged once)
         async for message in request_iterator:
+            self._keeper.heard(lease)
             check_well_formed(message)
             kind = message.WhichOneof("kind")
             if kind == "events":
@@ -257,14 +263,11 @@ class AgentService(pb_grpc.AgentServiceServicer):
             if kind != "heartbeat":
                 raise InvalidArgument("only heartbeats and events may follow Register")
             handling = time.monotonic()
+            why = self._keeper.lost(lease)
+            if why is not None:
+                raise InvalidArgument(f"host {host_id}'s lease {why}; reconnect")
             report = writer.report(message.heartbeat, handling)
-            # Agents report at once when something changes, more often than they beat:
-            # the lease is renewed when a quarter of it has passed, not at every report.
             try:
-                if handling - renewed_at >= self._lease_ttl / 4:
-                    if not await self._store.keep_alive(lease):
-                        raise InvalidArgument(f"host {host_id}'s lease expired; reconnect")
-                    renewed_at = handling
                 if report is not None:
                     await self._store.report_status(
                         report.status,
@@ -276,9 +279,9 @@ class AgentService(pb_grpc.AgentServiceServicer):
                     writer.written(report, handling)
                 failing = False
             except Unavailable as error:
-                # etcd slow or away: the session stays, and the next heartbeat renews and
-                # reports again (the lease outlives a few missed renewals). Ending it
-                # would make every agent register again at once, when etcd is busiest.
+                # etcd slow or away: the session stays, and the next heartbeat reports
+                # again (the keeper renews the lease meanwhile). Ending it would make
+                # every agent register again at once, when etcd is busiest.
                 if not failing:
                     log.warning("host %s: %s; retrying at the next heartbeat", host_id, error)
                 failing = True

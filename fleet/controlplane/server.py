@@ -30,6 +30,7 @@ from fleet.secrets import load_key_file
 from fleet.store import DEFAULT_PREFIX, Etcd, EventLog, Informer, KeyLayout, Store
 from fleet.store.compactor import DEFAULT_COMPACT_INTERVAL, Compactor
 from fleet.store.election import Election, LostLeadership
+from fleet.store.leases import LeaseKeeper
 from fleet.transport import MAX_MESSAGE_BYTES, TlsFiles, Transport
 
 __all__ = ["ControlPlane", "ServerConfig", "run_server"]
@@ -67,19 +68,22 @@ class ControlPlane:
         self.config = config
         self.server_id = config.server_id or f"{socket.gethostname()}-{os.getpid()}"
         self.etcd = Etcd(config.etcd, tls=config.etcd_tls)
+        # Host and leader leases are renewed from a thread of their own (see leases.py).
+        self.keeper = LeaseKeeper(config.etcd, tls=config.etcd_tls)
         box = load_key_file(config.secrets_key) if config.secrets_key else None
         self.store = Store(self.etcd, KeyLayout(config.prefix))
         self.informer = Informer(self.etcd, self.store.keys)
         self.events = EventLog(self.etcd, self.store.keys)
         self.metrics = Metrics(self.informer.state, lambda: self.agents.streams)
         self.election = Election(
-            self.etcd, self.store.keys, self.server_id, ttl=max(2, config.leader_ttl)
+            self.etcd, self.store.keys, self.server_id, self.keeper, ttl=max(2, config.leader_ttl)
         )
         self.controller: ReplicaController | None = None  # while this replica leads
         self.compactor: Compactor | None = None  # while this replica leads (and compacts)
         self.agents = AgentService(
             self.store,
             self.informer,
+            self.keeper,
             server_id=self.server_id,
             heartbeat_seconds=config.heartbeat_seconds,
             lease_ttl=config.host_lease_ttl,
@@ -137,6 +141,7 @@ class ControlPlane:
             )
         if not self.port:
             raise OSError(f"cannot listen on {self.config.listen}")
+        self.keeper.start(asyncio.get_running_loop())
         self._tasks = [
             asyncio.create_task(self.informer.run(), name="informer"),
             asyncio.create_task(self._lead(), name="leadership"),
@@ -202,6 +207,7 @@ class ControlPlane:
         await self.election.resign()
         await self._server.stop(grace)
         await self.agents.close()
+        self.keeper.close()
         await self.etcd.close()
 
     async def __aenter__(self) -> ControlPlane:

@@ -7,6 +7,7 @@ from fleet.store._etcd import Etcd
 from fleet.store.events import EventLog
 from fleet.store.informer import Informer, Subscription
 from fleet.store.keys import DEFAULT_PREFIX, KeyLayout, check_host_id, check_name
+from fleet.store.leases import LeaseKeeper
 from fleet.store.state import ClusterState, Versioned
 from fleet.store.store import AppWrite, Store
 
@@ -18,6 +19,7 @@ __all__ = [
     "EventLog",
     "Informer",
     "KeyLayout",
+    "LeaseKeeper",
     "Store",
     "Subscription",
     "Versioned",

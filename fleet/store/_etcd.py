@@ -10,10 +10,7 @@ imports it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
-import time
-from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -155,74 +152,8 @@ def _unavailable(error: grpc.aio.AioRpcError) -> Unavailable:
     return Unavailable(f"etcd: {error.code().name}: {error.details()}{hint}")
 
 
-KEEPALIVE_STREAMS = 8
-
-
-class _KeepAliveStream:
-    """One bidirectional LeaseKeepAlive stream shared by every keep-alive of a connection.
-
-    Requests go in through a queue; etcd answers each with the lease's ID and TTL, in
-    order, so an answer completes the oldest waiter for that ID. When the stream breaks
-    every waiter fails with ``Unavailable`` and the stream is ``broken`` for good.
-    """
-
-    def __init__(self, stub: Any) -> None:
-        self._requests: asyncio.Queue[Any] = asyncio.Queue()
-        self._waiters: dict[int, deque[asyncio.Future[int]]] = {}
-        self.broken = False
-        self.answered_at = time.monotonic()  # when etcd last answered (or the stream opened)
-        self._call = stub.LeaseKeepAlive(self._outgoing())
-        self._reader = asyncio.create_task(self._read(), name="etcd-lease-keepalive")
-
-    async def _outgoing(self) -> AsyncIterator[Any]:
-        while (request := await self._requests.get()) is not None:
-            yield request
-
-    def send(self, lease_id: int) -> asyncio.Future[int]:
-        """Ask for ``lease_id`` to be refreshed; the future gets the TTL etcd answers."""
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(lease_id, deque()).append(future)
-        self._requests.put_nowait(rpc.LeaseKeepAliveRequest(ID=lease_id))
-        return future
-
-    async def _read(self) -> None:
-        error = Unavailable("the etcd lease keep-alive stream ended")
-        try:
-            async for response in self._call:
-                self.answered_at = time.monotonic()
-                waiters = self._waiters.get(response.ID)
-                if not waiters:
-                    continue
-                future = waiters.popleft()
-                if not waiters:
-                    del self._waiters[response.ID]
-                if not future.done():  # a waiter that timed out or was cancelled is skipped
-                    future.set_result(max(0, int(response.TTL)))
-        except grpc.aio.AioRpcError as rpc_error:
-            error = _unavailable(rpc_error)
-        finally:
-            self.broken = True
-            self._requests.put_nowait(None)  # ends the request iterator gRPC is reading
-            self._call.cancel()
-            for waiters in self._waiters.values():
-                for future in waiters:
-                    if not future.done():
-                        future.set_exception(error)
-            self._waiters.clear()
-
-    async def close(self, grace: float) -> None:
-        """End the request side and let etcd end the stream; cut it after ``grace``."""
-        self.broken = True
-        self._requests.put_nowait(None)
-        _, pending = await asyncio.wait([self._reader], timeout=grace)
-        for task in pending:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
 class Etcd:
-    """An etcd connection: reads, transactions, leases and resumable prefix watches."""
+    """An etcd connection: reads, transactions, lease grants and resumable prefix watches."""
 
     def __init__(
         self, endpoints: Sequence[str], *, tls: TlsFiles | None = None, timeout: float = 5.0
@@ -242,18 +173,10 @@ class Etcd:
         )
         self._kv = rpc.KVStub(self._channel)
         self._watch = rpc.WatchStub(self._channel)
+        # Keep-alives are not here: ``LeaseKeeper`` renews from a thread of its own.
         self._lease = rpc.LeaseStub(self._channel)
-        # A few LeaseKeepAlive streams shared by every keep-alive (by lease id), each
-        # opened on first use and again after it breaks. A stream per call cost the
-        # control plane its CPU; one stream for all is served one renewal at a time by
-        # etcd, which under a heavy write load fell seconds behind 200 renewals/s.
-        self._keepalives: list[_KeepAliveStream | None] = [None] * KEEPALIVE_STREAMS
-        self.keepalive_streams_opened = 0
 
     async def close(self) -> None:
-        streams = [s for s in self._keepalives if s is not None]
-        self._keepalives = [None] * KEEPALIVE_STREAMS
-        await asyncio.gather(*(stream.close(self.timeout) for stream in streams))
         await self._channel.close()
 
     async def __aenter__(self) -> Etcd:
@@ -330,25 +253,6 @@ class Etcd:
         except grpc.aio.AioRpcError as error:
             raise _unavailable(error) from error
         return int(response.ID)
-
-    async def keepalive(self, lease_id: int) -> int:
-        """Refresh a lease once; returns its remaining TTL, 0 when it has expired."""
-        shard = lease_id % KEEPALIVE_STREAMS
-        stream = self._keepalives[shard]
-        if stream is None or stream.broken:
-            stream = self._keepalives[shard] = _KeepAliveStream(self._lease)
-            self.keepalive_streams_opened += 1
-        sent = time.monotonic()
-        try:
-            return await asyncio.wait_for(stream.send(lease_id), self.timeout)
-        except TimeoutError:
-            if stream.answered_at < sent and self._keepalives[shard] is stream:
-                # Not one answer to anybody since ours was sent: the stream is stuck, so
-                # the next keep-alive opens a new one (and this one's waiters fail).
-                await stream.close(0)
-            raise Unavailable(
-                f"etcd: no answer to a lease keep-alive in {self.timeout:g}s"
-            ) from None
 
     async def revoke(self, lease_id: int) -> None:
         try:

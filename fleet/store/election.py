@@ -6,7 +6,8 @@ creation revision is the **fencing revision**: every controller write is guarded
 key still having that revision, so a deposed leader's late writes (after a pause, a
 partition, a lease that expired under it) fail instead of landing. When the leader
 dies its lease expires after ``ttl`` seconds and the key goes with it; a standby that
-polls the key then takes over.
+polls the key then takes over. The ``LeaseKeeper`` renews the lease from its own
+thread while this process's event loop keeps up.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 
 from fleet._time import now_iso
 from fleet.errors import Unavailable
 from fleet.store._etcd import Compare, Etcd, Put
 from fleet.store.keys import KeyLayout
+from fleet.store.leases import LeaseKeeper
 
 __all__ = ["Election", "LostLeadership"]
 
@@ -36,11 +37,13 @@ class Election:
         etcd: Etcd,
         layout: KeyLayout,
         candidate: str,
+        keeper: LeaseKeeper,
         *,
         ttl: int = 4,
         poll: float = 0.1,
     ) -> None:
         self._etcd = etcd
+        self._keeper = keeper
         self._key = layout.leader()
         self.candidate = candidate
         self.ttl = ttl
@@ -70,6 +73,7 @@ class Election:
                     )
                     if result.succeeded:
                         self._lease = lease
+                        self._keeper.hold_leader(lease, self.ttl)
                         # The put was the key's creation: its revision is the txn's.
                         self.fence = Compare(self._key, result.revision)
                         log.info("%s leads (fencing revision %d)", self.candidate, result.revision)
@@ -80,27 +84,16 @@ class Election:
             await asyncio.sleep(self._poll)
 
     async def keep(self) -> None:
-        """Keep the lease alive; raises ``LostLeadership`` when it is lost."""
-        # Renewed often, so a busy event loop (a stall of a few seconds) does not lose it.
-        every = max(0.2, self.ttl / 4)
-        last_ok = time.monotonic()
-        while True:
-            await asyncio.sleep(every)
-            try:
-                remaining = await self._etcd.keepalive(self._lease)
-            except Unavailable as error:
-                # Keep trying until the lease would have expired anyway.
-                if time.monotonic() - last_ok >= self.ttl:
-                    raise LostLeadership(f"could not renew the leader lease: {error}") from error
-                continue
-            if remaining <= 0:
-                raise LostLeadership("the leader lease expired")
-            last_ok = time.monotonic()
+        """Return only by raising ``LostLeadership``, once the keeper lost the lease."""
+        why = await self._keeper.wait_lost(self._lease)
+        self._keeper.release(self._lease)
+        raise LostLeadership(f"the leader lease {why}")
 
     async def resign(self) -> None:
         """Give leadership up at once (a clean shutdown): a standby takes over now."""
         self.fence = None
         if self._lease:
+            self._keeper.release(self._lease)
             try:
                 await self._etcd.revoke(self._lease)
             except Unavailable as error:

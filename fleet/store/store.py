@@ -309,10 +309,6 @@ class Store:
             raise Conflict(f"host {host_id!r} is already connected")
         return lease
 
-    async def keep_alive(self, lease: int) -> bool:
-        """Refresh a host's lease; False when it had already expired."""
-        return await self.etcd.keepalive(lease) > 0
-
     async def report_status(
         self,
         status: StatusRecord | None,

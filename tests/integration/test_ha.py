@@ -14,7 +14,7 @@ from fleet.client import FleetClient
 from fleet.errors import Conflict
 from fleet.policy import Policy
 from fleet.spec import load_documents
-from fleet.store import Store
+from fleet.store import LeaseKeeper, Store
 from fleet.store._etcd import Etcd
 from fleet.store.election import Election
 from fleet.store.keys import KeyLayout
@@ -106,9 +106,11 @@ def test_a_deposed_leader_cannot_write(etcd_server: EtcdServer) -> None:
 
     async def scenario() -> None:
         layout = KeyLayout("/t-ha-fencing/")
+        # The keeper is not started: nothing renews, and A resigns well within the TTL.
+        keeper = LeaseKeeper([etcd_server.endpoint])
         async with Etcd([etcd_server.endpoint]) as etcd:
-            a = Election(etcd, layout, "a", ttl=2, poll=0.05)
-            b = Election(etcd, layout, "b", ttl=2, poll=0.05)
+            a = Election(etcd, layout, "a", keeper, ttl=2, poll=0.05)
+            b = Election(etcd, layout, "b", keeper, ttl=2, poll=0.05)
             fence_a = await a.campaign()
             store_a = Store(etcd, layout).fenced(fence_a)
             # While A leads, its guarded writes land.
@@ -128,5 +130,6 @@ def test_a_deposed_leader_cannot_write(etcd_server: EtcdServer) -> None:
             store_b = Store(etcd, layout).fenced(fence_b)
             await store_b.write_policy(Policy(), expected_mod_revision=written)
             await b.resign()
+        keeper.close()
 
     asyncio.run(scenario())
