@@ -206,22 +206,41 @@ def etcd_db(etcd: EtcdServer) -> dict[str, int]:
 # ---------------------------------------------------------------------- metrics
 
 
-def scrape_heartbeats(metrics_url: str) -> dict[str, float]:
-    """fleet_heartbeat_seconds as {le: cumulative count} plus "count" and "sum"."""
+# The server's histograms the benchmark reads: handling a heartbeat (read, checked,
+# queued) and writing what it changed (from its arrival to etcd's answer).
+HISTOGRAMS = ("fleet_heartbeat_seconds", "fleet_report_write_seconds")
+
+
+def scrape_histograms(metrics_url: str) -> dict[str, dict[str, float]]:
+    """Each of HISTOGRAMS as {le: cumulative count} plus "count" and "sum"."""
     with urllib.request.urlopen(metrics_url, timeout=10) as response:
         text = response.read().decode()
-    found: dict[str, float] = {}
+    found: dict[str, dict[str, float]] = {name: {} for name in HISTOGRAMS}
     for family in text_string_to_metric_families(text):
-        if family.name != "fleet_heartbeat_seconds":
+        if family.name not in found:
             continue
         for sample in family.samples:
             if sample.name.endswith("_bucket"):
-                found[sample.labels["le"]] = float(sample.value)
+                found[family.name][sample.labels["le"]] = float(sample.value)
             elif sample.name.endswith("_count"):
-                found["count"] = float(sample.value)
+                found[family.name]["count"] = float(sample.value)
             elif sample.name.endswith("_sum"):
-                found["sum"] = float(sample.value)
+                found[family.name]["sum"] = float(sample.value)
     return found
+
+
+def histogram_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """n, p50, p99 and mean of what a histogram observed between two scrapes."""
+    n = int(after.get("count", 0) - before.get("count", 0))
+    total = after.get("sum", 0) - before.get("sum", 0)
+    return {
+        "n": n,
+        "p50": _round(bucket_quantile(before, after, 0.5)),
+        "p99": _round(bucket_quantile(before, after, 0.99)),
+        "mean": round(total / n, 4) if n else None,
+        "p50_above_top_bucket": capped(before, after, 0.5),
+        "p99_above_top_bucket": capped(before, after, 0.99),
+    }
 
 
 def capped(before: dict[str, float], after: dict[str, float], q: float) -> bool:
@@ -628,7 +647,7 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
         rest = {"control_plane": memory_status(cp_pid), "etcd": memory_status(etcd_pid)}
         result["rss_at_rest_bytes"] = {k: v["VmRSS"] for k, v in rest.items()}
         result["etcd_before"] = etcd_db(etcd)
-        heartbeats_before = scrape_heartbeats(metrics_url)
+        histograms_before = scrape_histograms(metrics_url)
         cpu_before = {
             "control_plane": cpu_seconds(cp_pid),
             "etcd": cpu_seconds(etcd_pid),
@@ -644,7 +663,9 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
 
         def load_figures(window: float) -> dict[str, Any]:
             """What the load cost from the apply to ``window`` seconds after it."""
-            heartbeats_after = scrape_heartbeats(metrics_url)
+            histograms_after = scrape_histograms(metrics_url)
+            heartbeats_before = histograms_before["fleet_heartbeat_seconds"]
+            heartbeats_after = histograms_after["fleet_heartbeat_seconds"]
             cpu_after = {
                 "control_plane": cpu_seconds(cp_pid),
                 "etcd": cpu_seconds(etcd_pid),
@@ -653,8 +674,7 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
             placed_at = watcher.all_placed_at
             first_placed = next((t for t, n in watcher.placed if n > 0), None)
             samples = [s for _, s in polls] + [s for _, s in latency.samples]
-            heartbeats = int(heartbeats_after.get("count", 0) - heartbeats_before.get("count", 0))
-            hb_sum = heartbeats_after.get("sum", 0) - heartbeats_before.get("sum", 0)
+            heartbeats = histogram_figures(heartbeats_before, heartbeats_after)
             return {
                 "all_running_seconds": round(window, 2),
                 "all_placed_seconds": round(placed_at, 2) if placed_at is not None else None,
@@ -671,15 +691,12 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
                 "get_apps_poll_seconds": percentiles([s for _, s in polls]),
                 "get_apps_errors": len(latency.errors) + len(poll_errors),
                 "get_apps_error_examples": [e for _, e in latency.errors[:3]] + poll_errors[:3],
-                "heartbeats": heartbeats,
-                "heartbeat_seconds": {
-                    "n": heartbeats,
-                    "p50": _round(bucket_quantile(heartbeats_before, heartbeats_after, 0.5)),
-                    "p99": _round(bucket_quantile(heartbeats_before, heartbeats_after, 0.99)),
-                    "mean": round(hb_sum / heartbeats, 4) if heartbeats else None,
-                    "p50_above_top_bucket": capped(heartbeats_before, heartbeats_after, 0.5),
-                    "p99_above_top_bucket": capped(heartbeats_before, heartbeats_after, 0.99),
-                },
+                "heartbeats": heartbeats["n"],
+                "heartbeat_seconds": heartbeats,
+                "report_write_seconds": histogram_figures(
+                    histograms_before["fleet_report_write_seconds"],
+                    histograms_after["fleet_report_write_seconds"],
+                ),
                 "heartbeat_buckets_delta": {
                     le: int(heartbeats_after[le] - heartbeats_before.get(le, 0))
                     for le in heartbeats_after
@@ -947,6 +964,14 @@ def size_table(run: dict[str, Any]) -> str:
             f"ms (n={load['heartbeat_seconds']['n']})",
         ),
     ]
+    if "report_write_seconds" in load:
+        writes = load["report_write_seconds"]
+        rows.append(
+            (
+                "report stored p50 / p99",
+                f"{_hb(writes, 'p50')} / {_hb(writes, 'p99')} ms (n={writes['n']})",
+            )
+        )
     if "recovery" in run:
         rec = run["recovery"]
         rows.append(

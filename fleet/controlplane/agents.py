@@ -30,6 +30,7 @@ from fleet.controlplane.desired import (
     desired_inputs,
     fingerprint,
 )
+from fleet.controlplane.reportqueue import ReportQueue
 from fleet.controlplane.reports import ReportWriter
 from fleet.errors import (
     Conflict,
@@ -37,7 +38,6 @@ from fleet.errors import (
     FleetError,
     InvalidArgument,
     PermissionDenied,
-    Unavailable,
     details,
     grpc_code_for,
 )
@@ -61,6 +61,8 @@ _MAX_LABELS = 64
 _MAX_TEXT = 1024
 _REGISTER_TIMEOUT = 10.0
 _MAX_EVENTS_PER_BATCH = 500
+# Agents' events waiting to be stored; past this (etcd away for long) new ones are dropped.
+_EVENT_BACKLOG = 100_000
 _PUSH_COALESCE = 0.05  # seconds a session waits after a change before it looks
 # Seconds: how often usage alone is rewritten, at least (two heartbeats if longer).
 # The scheduler ignores usage older than STATS_STALE_AFTER (15 s).
@@ -144,7 +146,14 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self._wakers: dict[str, asyncio.Event] = {}  # host -> its session's push wake-up
         self._dispatcher: asyncio.Task[None] | None = None
         self._specs = SpecCache(secrets)
-        # Called with the seconds each heartbeat took to handle (lease renewal, report).
+        self.reports = ReportQueue(store)
+        self._report_writer: asyncio.Task[None] | None = None
+        self._event_backlog: list[pb.Event] = []
+        self._events_waiting = asyncio.Event()
+        self._events_dropped = 0
+        self._event_writer: asyncio.Task[None] | None = None
+        # Called with the seconds each heartbeat took to handle: read, checked, its host
+        # vouched for and its report queued (``reports.observe_write`` times the write).
         self.observe_heartbeat: Callable[[float], None] | None = None
 
     async def Connect(
@@ -196,6 +205,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 del self._sessions[host_id]
             session.close()
             log.info("host %s disconnected", host_id)
+            self.reports.forget(host_id)
             self._keeper.release(lease)
             try:
                 # Shielded: the stream's teardown cancels this handler, and a revoke cut
@@ -244,13 +254,13 @@ class AgentService(pb_grpc.AgentServiceServicer):
         host_id = session.host_id
         # Usage alone is rewritten every two heartbeats, at least every _STATUS_REFRESH.
         writer = ReportWriter(host_id, max(_STATUS_REFRESH, 2 * self._heartbeat_seconds))
-        failing = False  # the last report failed (logged once)
+        self._ensure_report_writer()
         async for message in request_iterator:
             self._keeper.heard(lease)
             check_well_formed(message)
             kind = message.WhichOneof("kind")
             if kind == "events":
-                await self._record_events(host_id, message.events.events)
+                self._queue_events(host_id, message.events.events)
                 continue
             if kind == "response":
                 queue = session.pending.get(message.response.id)
@@ -266,25 +276,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
             why = self._keeper.lost(lease)
             if why is not None:
                 raise InvalidArgument(f"host {host_id}'s lease {why}; reconnect")
-            report = writer.report(message.heartbeat, handling)
-            try:
-                if report is not None:
-                    await self._store.report_status(
-                        report.status,
-                        lease,
-                        host_id=host_id,
-                        changed=report.changed,
-                        gone=report.gone,
-                    )
-                    writer.written(report, handling)
-                failing = False
-            except Unavailable as error:
-                # etcd slow or away: the session stays, and the next heartbeat reports
-                # again (the keeper renews the lease meanwhile). Ending it would make
-                # every agent register again at once, when etcd is busiest.
-                if not failing:
-                    log.warning("host %s: %s; retrying at the next heartbeat", host_id, error)
-                failing = True
+            writer.check(message.heartbeat)
+            self.reports.submit(writer, lease, message.heartbeat)
             if self.observe_heartbeat is not None:
                 self.observe_heartbeat(time.monotonic() - handling)
 
@@ -318,12 +311,15 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 cancel = pb.ContainerRequest(id=request.id, cancel=True)
                 await session.outbox.put(pb.ServerMessage(request=cancel))
 
-    async def _record_events(self, host_id: str, events: Sequence[pb.Event]) -> None:
-        """Store an agent's events as its own: host and source come from the session
-        (its certificate), never from what the agent wrote."""
+    def _queue_events(self, host_id: str, events: Sequence[pb.Event]) -> None:
+        """Queue an agent's events as its own: host and source come from the session
+        (its certificate), never from what the agent wrote. They are stored by
+        ``_store_events``, for all hosts together: the session reads on meanwhile."""
         if len(events) > _MAX_EVENTS_PER_BATCH:
             raise InvalidArgument(f"at most {_MAX_EVENTS_PER_BATCH} events per batch")
-        cleaned = []
+        if len(self._event_backlog) + len(events) > _EVENT_BACKLOG:
+            self._events_dropped += len(events)
+            return
         for event in events:
             copy = pb.Event()
             copy.CopyFrom(event)
@@ -332,11 +328,26 @@ class AgentService(pb_grpc.AgentServiceServicer):
             copy.message = copy.message[:_MAX_TEXT]
             copy.kind = copy.kind[:64]
             copy.app = copy.app[:63]
-            cleaned.append(copy)
-        try:
-            await self._events.append(host_id, cleaned)
-        except FleetError as error:
-            log.warning("host %s: %d event(s) not stored: %s", host_id, len(cleaned), error)
+            self._event_backlog.append(copy)
+        self._events_waiting.set()
+        if self._event_writer is None or self._event_writer.done():
+            self._event_writer = asyncio.create_task(self._store_events(), name="agent-events")
+
+    async def _store_events(self) -> None:
+        """Store what agents sent since the last write, in as few transactions as fit
+        (at 100,000 containers starting, a write per agent's batch was thousands a
+        second)."""
+        while True:
+            await self._events_waiting.wait()
+            self._events_waiting.clear()
+            batch, self._event_backlog = self._event_backlog, []
+            if self._events_dropped:
+                log.warning("%d agent event(s) dropped: etcd fell behind", self._events_dropped)
+                self._events_dropped = 0
+            try:
+                await self._events.append("agents", batch)
+            except FleetError as error:
+                log.warning("%d agent event(s) not stored: %s", len(batch), error)
 
     async def _push(self, host_id: str, outbox: asyncio.Queue[pb.ServerMessage]) -> None:
         """Send the host its whole desired set whenever it changes. The dispatcher wakes
@@ -385,11 +396,16 @@ class AgentService(pb_grpc.AgentServiceServicer):
         return now_inputs, pb.ServerMessage(desired=desired), print_
 
     async def close(self) -> None:
-        """Stop the dispatcher (the sessions end with the server)."""
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._dispatcher
+        """Stop the dispatcher and the writers (the sessions end with the server)."""
+        for task in (self._dispatcher, self._report_writer, self._event_writer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def _ensure_report_writer(self) -> None:
+        if self._report_writer is None or self._report_writer.done():
+            self._report_writer = asyncio.create_task(self.reports.run(), name="report-writer")
 
     def _ensure_dispatcher(self) -> None:
         if self._dispatcher is None or self._dispatcher.done():

@@ -106,14 +106,22 @@ class ReportWriter:
         self._host_print = b""
         self._written_at = -math.inf
         self._skipped: set[str] = set()  # apps not named as fleet names them (logged once)
+        self._stamps: set[str] = set()  # ready_since values already checked
 
     def check(self, heartbeat: pb.Heartbeat) -> None:
-        """Refuse a heartbeat that is malformed or too large for etcd."""
+        """Refuse a heartbeat that is malformed or too large for etcd: at once, in the
+        session (the report is worked out later, when it is written)."""
         if heartbeat.ByteSize() > MAX_REPORT_BYTES:
             raise InvalidArgument(f"a heartbeat may hold at most {MAX_REPORT_BYTES} bytes")
         numbers = [heartbeat.usage.cpu] + [c.cpu for c in heartbeat.containers]
         if not all(math.isfinite(n) and n >= 0 for n in numbers):
             raise InvalidArgument("cpu usage must be a finite number, 0 or more")
+        if len(self._stamps) > 4 * len(heartbeat.containers) + 64:
+            self._stamps.clear()  # a container keeps its stamp: this only drops old ones
+        for c in heartbeat.containers:
+            _check_health(c.health)
+            if c.ready_since not in self._stamps:
+                self._stamps.add(_check_stamp(c.ready_since))
 
     def report(self, heartbeat: pb.Heartbeat, now: float) -> Report | None:
         """What to write for ``heartbeat`` at ``now`` (monotonic seconds); None when

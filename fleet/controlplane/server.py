@@ -92,6 +92,7 @@ class ControlPlane:
             secrets=box,
         )
         self.agents.observe_heartbeat = self.metrics.heartbeats.observe
+        self.agents.reports.observe_write = self.metrics.report_writes.observe
         self.api = FleetService(
             self.store,
             self.informer,

@@ -9,7 +9,7 @@ from fleet.store.informer import Informer, Subscription
 from fleet.store.keys import DEFAULT_PREFIX, KeyLayout, check_host_id, check_name
 from fleet.store.leases import LeaseKeeper
 from fleet.store.state import ClusterState, Versioned
-from fleet.store.store import AppWrite, Store
+from fleet.store.store import AppWrite, HostReport, Store
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -17,6 +17,7 @@ __all__ = [
     "ClusterState",
     "Etcd",
     "EventLog",
+    "HostReport",
     "Informer",
     "KeyLayout",
     "LeaseKeeper",

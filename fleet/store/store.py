@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fleet.errors import Conflict
+from fleet.errors import Conflict, FleetError
 from fleet.policy import Policy
 from fleet.store._etcd import Compare, Delete, DeletePrefix, Etcd, Put
 from fleet.store.keys import KeyLayout
@@ -33,7 +33,7 @@ from fleet.store.records import (
 )
 from fleet.store.state import ClusterState, Versioned, decode_state
 
-__all__ = ["TXN_KEYS", "AppWrite", "Store"]
+__all__ = ["TXN_KEYS", "AppWrite", "HostReport", "Store"]
 
 # Replicas per transaction: etcd refuses more than 128 operations (--max-txn-ops), and
 # a transaction also carries the app's guard, the leader's fence and a few records.
@@ -49,6 +49,17 @@ class AppWrite:
     expected_mod_revision: int
     new_revision: RevisionRecord | None = None
     prune_revisions: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostReport:
+    """What one host's report changes, bound to its lease (see ``Store.report_status``)."""
+
+    host_id: str
+    lease: int
+    status: StatusRecord | None
+    changed: Sequence[ContainerReport] = ()
+    gone: Sequence[tuple[str, int, int]] = ()
 
 
 class Store:
@@ -322,18 +333,62 @@ class Store:
         and the containers that ``changed`` or are ``gone`` (app, slot, revision). Only
         that host's session writes these keys, so nothing is guarded; a report of many
         containers goes in transactions of ``TXN_KEYS``."""
-        ops: list[Put | Delete | DeletePrefix] = []
-        if status is not None:
-            # First: containers count (in every view of the state) once their host has a
-            # record, and a report of many containers takes several transactions.
-            ops.append(Put(self.keys.status(host_id), status.dump(), lease))
-        ops.extend(
-            Put(self.keys.report(host_id, c.app, c.slot, c.revision), c.dump(), lease)
-            for c in changed
+        await self._write_report(
+            self._report_ops(HostReport(host_id, lease, status, changed, gone))
         )
-        ops.extend(Delete(self.keys.report(host_id, *g)) for g in gone)
+
+    async def report_many(self, reports: Sequence[HostReport]) -> list[FleetError | None]:
+        """Several hosts' reports in transactions they share, up to ``TXN_KEYS`` keys
+        each (a host's keys stay together and in order). A shared transaction fails as
+        a whole, for instance when one host's lease has just gone, so then each of its
+        hosts is written alone and no host fails another's report. Returns each
+        report's error, None for those written."""
+        ops = [self._report_ops(report) for report in reports]
+        errors: list[FleetError | None] = [None] * len(reports)
+        groups: list[list[int]] = []  # indexes of reports that share a transaction
+        size = TXN_KEYS
+        for index, host_ops in enumerate(ops):
+            if size + len(host_ops) > TXN_KEYS:
+                groups.append([])
+                size = 0
+            groups[-1].append(index)
+            size += len(host_ops)
+
+        async def write_alone(index: int) -> None:
+            try:
+                await self._write_report(ops[index])
+            except FleetError as error:
+                errors[index] = error
+
+        async def write_group(group: list[int]) -> None:
+            if len(group) == 1:
+                await write_alone(group[0])
+                return
+            try:
+                await self.etcd.txn([], [op for index in group for op in ops[index]])
+            except FleetError:
+                await asyncio.gather(*(write_alone(index) for index in group))
+
+        await asyncio.gather(*(write_group(group) for group in groups))
+        return errors
+
+    async def _write_report(self, ops: Sequence[Put | Delete | DeletePrefix]) -> None:
         for start in range(0, len(ops), TXN_KEYS):
             await self.etcd.txn([], ops[start : start + TXN_KEYS])
+
+    def _report_ops(self, report: HostReport) -> list[Put | Delete | DeletePrefix]:
+        ops: list[Put | Delete | DeletePrefix] = []
+        host_id, lease = report.host_id, report.lease
+        if report.status is not None:
+            # First: containers count (in every view of the state) once their host has a
+            # record, and a report of many containers takes several transactions.
+            ops.append(Put(self.keys.status(host_id), report.status.dump(), lease))
+        ops.extend(
+            Put(self.keys.report(host_id, c.app, c.slot, c.revision), c.dump(), lease)
+            for c in report.changed
+        )
+        ops.extend(Delete(self.keys.report(host_id, *g)) for g in report.gone)
+        return ops
 
     async def mark_gone(self, lease: int) -> None:
         """Revoke a host's lease: its liveness and report keys vanish with it."""

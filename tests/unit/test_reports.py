@@ -253,6 +253,9 @@ MALFORMED: list[tuple[str, pb.Heartbeat, str]] = [
 )
 def test_malformed_heartbeat_is_refused(beat: pb.Heartbeat, message: str) -> None:
     writer = ReportWriter(HOST, REFRESH)
+    # The session's check refuses it at once (the report is worked out later).
+    with pytest.raises(InvalidArgument, match=message):
+        writer.check(beat)
     with pytest.raises(InvalidArgument, match=message):
         writer.report(beat, now=100.0)
     # Refused, it changed nothing: the next good heartbeat is a first report.
