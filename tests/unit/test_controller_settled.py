@@ -1,0 +1,245 @@
+"""Tests of the replica controller's settled apps (``ReplicaController._reconcile_all``):
+an app whose rollout is progressing but whose plan has nothing to do (its replicas are
+placed and running, not yet available) is planned once, then skipped by later rounds
+until its own records or reports change, or until its plan's ``wake_at`` comes.
+
+No etcd: the informer's states come from a ``LiveState`` fed key by key, the store,
+informer and event log are fakes, and the controller's clock is a fake one."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import types
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import pytest
+
+from fleet._time import iso_at
+from fleet.controlplane import replicas
+from fleet.controlplane.replicas import ReplicaController, ReplicaPlan, plan_replicas
+from fleet.spec import AppSpec, load_documents
+from fleet.store import ClusterState, EventLog, Informer, KeyLayout, Store
+from fleet.store.live import LiveState
+from fleet.store.records import (
+    AppRecord,
+    ContainerReport,
+    HostRecord,
+    LiveRecord,
+    ReplicaRecord,
+    ResourceAmounts,
+    RevisionRecord,
+    RolloutRecord,
+    StatusRecord,
+)
+
+LAYOUT = KeyLayout()
+NOW = 1_800_000_000.0
+MIN_READY = 10.0
+READY_SINCE = NOW - 1.0  # running for a second: available at READY_SINCE + MIN_READY
+WAKE_AT = READY_SINCE + MIN_READY
+HOSTS = ("h1", "h2")  # slot s runs on HOSTS[s]
+
+
+def web_spec() -> AppSpec:
+    [parsed] = load_documents(
+        f"name: web\nimage: img:v1\nreplicas: 2\nupdate: {{min_ready: {MIN_READY:g}}}\n",
+        "app.yaml",
+    )
+    return parsed
+
+
+# ---------------------------------------------------------------- the cluster
+
+
+class Cluster:
+    """A ``LiveState`` fed key by key, as the informer's watch feeds it."""
+
+    def __init__(self) -> None:
+        self.live = LiveState(LAYOUT)
+        self.revision = 0
+
+    def put(self, key: bytes, record: Any) -> None:
+        self.revision += 1
+        self.live.apply(key, record.dump(), self.revision)
+
+    def state(self) -> ClusterState:
+        return self.live.snapshot()
+
+    def report(self, slot: int, *, cpu: float = 0.0) -> None:
+        """The agent reports ``web``'s ``slot``: running, not yet available."""
+        container = ContainerReport(
+            app="web",
+            slot=slot,
+            revision=1,
+            spec_hash="x",
+            container_id=f"c-{slot}",
+            name=f"fleet-web-{slot}",
+            state="running",
+            ready_since=iso_at(READY_SINCE),
+            cpu=cpu,
+        )
+        self.put(LAYOUT.report(HOSTS[slot], "web", slot, 1), container)
+
+    def host_status(self, host: str, *, cpu: float = 0.0) -> None:
+        """``host``'s agent refreshes its usage (no container changed)."""
+        status = StatusRecord(
+            host_id=host,
+            reported_at=iso_at(NOW),
+            applied_version=1,
+            usage=ResourceAmounts(cpu=cpu, memory=1 << 30),
+        )
+        self.put(LAYOUT.status(host), status)
+
+
+def settled_cluster() -> Cluster:
+    """``web`` (2 replicas at revision 1, one on each host) running but not available
+    until ``WAKE_AT``, with the rollout record its plan keeps as it is."""
+    cluster = Cluster()
+    spec = web_spec()
+    for host in HOSTS:
+        capacity = ResourceAmounts(cpu=8.0, memory=16 << 30)
+        cluster.put(
+            LAYOUT.host(host), HostRecord(host_id=host, capacity=capacity, registered_at="t0")
+        )
+        cluster.put(LAYOUT.alive(host), LiveRecord(server="cp1", connected_at="t0"))
+        cluster.host_status(host)
+    cluster.put(
+        LAYOUT.revision("web", 1),
+        RevisionRecord(
+            app="web", revision=1, template_hash=spec.template_hash(), spec=spec, created_at="t0"
+        ),
+    )
+    cluster.put(
+        LAYOUT.app("web"),
+        AppRecord(spec=spec, generation=1, revision=1, created_at="t0", updated_at="t0"),
+    )
+    reserved = ResourceAmounts(cpu=spec.resources.cpu, memory=spec.resources.memory)
+    for slot, host in enumerate(HOSTS):
+        replica = ReplicaRecord(app="web", slot=slot, revision=1, host=host, resources=reserved)
+        cluster.put(LAYOUT.replica("web", slot), replica)
+        cluster.report(slot)
+    # Store the rollout record the plan writes until the plan keeps it as it is.
+    for _ in range(3):
+        plan = plan_replicas(cluster.state(), "web", NOW)
+        if plan.rollout is None:
+            break
+        cluster.put(LAYOUT.rollout("web"), plan.rollout[0])
+    assert plan.is_empty() and not (plan.pending or plan.blocked), plan
+    assert plan.wake_at == WAKE_AT
+    assert cluster.state().rollouts["web"].value.state == "progressing"
+    return cluster
+
+
+# ---------------------------------------------------------------- fakes
+
+
+@dataclass
+class FakeStore:
+    """Records the plans committed (only a non-empty plan is)."""
+
+    cluster: Cluster
+    commits: list[tuple[str, RolloutRecord | None]] = field(default_factory=list)
+
+    async def commit_replicas(self, app: str, **plan: Any) -> int:
+        rollout = plan["rollout"]
+        self.commits.append((app, rollout[0] if rollout else None))
+        return self.cluster.revision + 1
+
+
+@dataclass
+class FakeInformer:
+    cluster: Cluster
+
+    def state(self) -> ClusterState:
+        return self.cluster.state()
+
+    async def wait_for_revision(self, revision: int) -> None:
+        pass  # the fake store writes nothing the state would show
+
+
+class FakeEvents:
+    async def append(self, source: str, events: Sequence[object]) -> None:
+        pass
+
+
+@dataclass
+class Harness:
+    cluster: Cluster
+    store: FakeStore
+    controller: ReplicaController
+    planned: Counter[str]  # app -> how many times plan_replicas ran for it
+    clock: types.SimpleNamespace  # .now: what the controller's time.time() returns
+
+    def round(self) -> None:
+        asyncio.run(self.controller.reconcile_all())
+
+
+@pytest.fixture
+def harness(monkeypatch: pytest.MonkeyPatch) -> Harness:
+    cluster = settled_cluster()
+    clock = types.SimpleNamespace(now=NOW)
+    monkeypatch.setattr(
+        replicas, "time", types.SimpleNamespace(time=lambda: clock.now, monotonic=time.monotonic)
+    )
+    planned: Counter[str] = Counter()
+
+    def counting(state: ClusterState, app: str, *args: Any) -> ReplicaPlan:
+        planned[app] += 1
+        return plan_replicas(state, app, *args)
+
+    monkeypatch.setattr(replicas, "plan_replicas", counting)
+    store = FakeStore(cluster)
+    controller = ReplicaController(
+        cast(Store, store),
+        cast(Informer, FakeInformer(cluster)),
+        cast(EventLog, FakeEvents()),
+    )
+    return Harness(cluster, store, controller, planned, clock)
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_progressing_app_with_nothing_to_do_is_planned_once(harness: Harness) -> None:
+    for _ in range(3):
+        harness.round()
+    assert harness.planned["web"] == 1
+    assert harness.store.commits == []
+
+
+def test_a_change_of_its_reports_plans_it_again(harness: Harness) -> None:
+    harness.round()
+    harness.cluster.host_status("h1", cpu=1.5)  # not one of web's inputs
+    harness.round()
+    assert harness.planned["web"] == 1
+
+    harness.cluster.report(1, cpu=0.25)  # state.changes.reports["web"] moves
+    harness.round()
+    assert harness.planned["web"] == 2
+    harness.round()  # settled again on the new state
+    assert harness.planned["web"] == 2
+    assert harness.store.commits == []
+
+
+def test_its_wake_at_plans_it_again(harness: Harness) -> None:
+    harness.round()
+    harness.clock.now = WAKE_AT - 0.5
+    harness.round()
+    assert harness.planned["web"] == 1
+
+    harness.clock.now = WAKE_AT + 0.5  # both replicas are available: the rollout completes
+    harness.round()
+    assert harness.planned["web"] == 2
+    [(app, rollout)] = harness.store.commits
+    assert app == "web" and rollout is not None and rollout.state == "complete"
+
+
+def test_a_skipping_round_still_wakes_at_the_settled_apps_wake_at(harness: Harness) -> None:
+    harness.round()
+    assert harness.controller._wake_at == WAKE_AT
+    harness.round()  # web is skipped
+    assert harness.controller._wake_at == WAKE_AT
