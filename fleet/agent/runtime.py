@@ -173,7 +173,9 @@ class DockerRuntime:
     """Create, start, stop and list fleet's containers on one dockerd."""
 
     # A simulated runtime (fleet.testing.hollow) calls ``on_event`` itself instead of
-    # being followed by a thread, and brings its own usage sampler.
+    # being followed by a thread, brings its own usage sampler, and does not block:
+    # the agent calls it on the loop rather than in a worker thread.
+    blocking = True
     pushes_events = False
     on_event: Callable[[dict[str, Any]], None] | None = None
     sampler: Any = None

@@ -92,6 +92,7 @@ class HollowRuntime(DockerRuntime):
     def __post_init__(self) -> None:
         super().__init__(None)
         self.pushes_events = True
+        self.blocking = False
         self.sampler = _Sampler(self)
         self._containers: dict[str, _Container] = {}
         self._ports = itertools.count(32768)
