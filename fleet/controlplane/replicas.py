@@ -940,6 +940,7 @@ def settled_inputs(
 
 
 _COMMITS_IN_FLIGHT = 4  # apps' plans being written while the next is planned
+_SLOW_ROUND = 1.0  # a round that planned for this long says so in the log
 
 
 def _slot_list(slots: list[int], most: int = 10) -> str:
@@ -1057,6 +1058,7 @@ class ReplicaController:
         # waiting for the watch to show it (at 50 apps that wait was most of a round).
         written: dict[str, HostLoad] = {}
         last_write = 0
+        planned = 0
         commits: set[asyncio.Task[int]] = set()
         try:
             for app in sorted(apps):
@@ -1074,6 +1076,7 @@ class ReplicaController:
                         wake_at = settled[1] if wake_at is None else min(wake_at, settled[1])
                     continue
                 planning = time.monotonic()
+                planned += 1
                 plan = plan_replicas(state, app, time.time(), lost, written)
                 planned_in = time.monotonic() - planning
                 self._planning_seconds += planned_in
@@ -1112,6 +1115,13 @@ class ReplicaController:
                 task.cancel()
         for gone in self._settled.keys() - apps:
             del self._settled[gone]
+        if self._planning_seconds >= _SLOW_ROUND:
+            log.info(
+                "planned %d of %d apps in %.1fs (the rest had nothing to do)",
+                planned,
+                len(apps),
+                self._planning_seconds,
+            )
         if last_write:
             # The next round must see this one's writes, or it would plan them again.
             try:
