@@ -1,9 +1,12 @@
 """The agent stream: registration, heartbeats and reports in; desired sets out.
 
-Each connected agent holds one bidirectional stream. Registering binds the host's
-liveness key to an etcd lease that the ``LeaseKeeper`` renews while the host is heard
-from, so a host whose agent goes silent disappears from ``alive/`` (no timestamps
-written for others).
+Each connected agent holds one bidirectional stream. Registering writes the host's
+liveness key, bound to this replica's own etcd lease, and its revision names the
+session: every report of the session is guarded on it. The session's end (the stream
+closes, or the ``LeaseKeeper`` finds the host silent for its TTL) deletes the host's
+liveness, status and report keys; this replica's death lets its lease expire, and
+them with it. No timestamps written for others, and no lease per host (etcd renews a
+stream's leases one after another: 5,000 of them fell minutes behind under load).
 The server pushes the host's whole desired set whenever the informer sees it change.
 """
 
@@ -108,8 +111,12 @@ def host_record(register: pb.Register, old: HostRecord | None) -> HostRecord:
 class _Session:
     """One connected agent: its outgoing queue and the requests awaiting its answers."""
 
-    def __init__(self, host_id: str, outbox: asyncio.Queue[pb.ServerMessage]) -> None:
+    def __init__(
+        self, host_id: str, revision: int, lease: int, outbox: asyncio.Queue[pb.ServerMessage]
+    ) -> None:
         self.host_id = host_id
+        self.revision = revision  # of the host's liveness key: guards the session's writes
+        self.lease = lease  # this replica's, which the session's keys are bound to
         self.outbox = outbox
         self.pending: dict[str, asyncio.Queue[pb.ContainerResponse]] = {}
 
@@ -147,6 +154,9 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self._dispatcher: asyncio.Task[None] | None = None
         self._specs = SpecCache(secrets)
         self.reports = ReportQueue(store)
+        self._lease: int | None = None  # this replica's (see _serving_lease)
+        self._lease_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
         self._report_writer: asyncio.Task[None] | None = None
         self._event_backlog: list[pb.Event] = []
         self._events_waiting = asyncio.Event()
@@ -167,7 +177,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             if first.WhichOneof("kind") != "register":
                 raise InvalidArgument("the first message on the agent stream must be Register")
             self._check_identity(context, first.register.host_id)
-            host_id, lease = await self._register(first.register)
+            host_id, revision, lease = await self._register(first.register)
         except FleetError as error:
             log.warning("agent registration from %s refused: %s", context.peer(), error)
             await context.abort(grpc_code_for(error), details(error))
@@ -181,9 +191,9 @@ class AgentService(pb_grpc.AgentServiceServicer):
             registered=pb.Registered(host_id=host_id, heartbeat_seconds=self._heartbeat_seconds)
         )
         outbox: asyncio.Queue[pb.ServerMessage] = asyncio.Queue()
-        session = _Session(host_id, outbox)
+        session = _Session(host_id, revision, lease, outbox)
         self._sessions[host_id] = session
-        reader = asyncio.create_task(self._read(session, lease, request_iterator))
+        reader = asyncio.create_task(self._read(session, request_iterator))
         pusher = asyncio.create_task(self._push(host_id, outbox))
         getter: asyncio.Task[pb.ServerMessage] | None = None
         try:
@@ -206,13 +216,35 @@ class AgentService(pb_grpc.AgentServiceServicer):
             session.close()
             log.info("host %s disconnected", host_id)
             self.reports.forget(host_id)
-            self._keeper.release(lease)
-            try:
-                # Shielded: the stream's teardown cancels this handler, and a revoke cut
-                # short would leave the host "up" until its lease expires.
-                await asyncio.shield(self._store.mark_gone(lease))
-            except FleetError as error:
-                log.warning("host %s: could not revoke its lease: %s", host_id, error)
+            self._keeper.unwatch(revision)
+            await self._mark_gone(host_id, revision)
+
+    async def _mark_gone(self, host_id: str, revision: int) -> None:
+        try:
+            # Shielded: the stream's teardown cancels the handler, and a delete cut short
+            # would leave the host "up" until this replica's lease expires.
+            await asyncio.shield(self._store.mark_gone(host_id, revision))
+        except FleetError as error:
+            log.warning("host %s: could not mark it down: %s", host_id, error)
+
+    def _silent(self, host_id: str, revision: int) -> None:
+        """The keeper heard nothing from the host for its TTL: mark it down now (its
+        session ends at its next message, if one ever comes)."""
+        log.warning("host %s: nothing heard for %gs; marking it down", host_id, self._lease_ttl)
+        task = asyncio.create_task(self._mark_gone(host_id, revision))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _serving_lease(self) -> int:
+        """This replica's lease, which its hosts' keys are bound to: granted at the first
+        registration, and again once lost (its sessions then end, and reconnect)."""
+        async with self._lease_lock:
+            if self._lease is None or self._keeper.lost(self._lease) is not None:
+                if self._lease is not None:
+                    self._keeper.release(self._lease)
+                self._lease = await self._store.grant_lease(self._lease_ttl)
+                self._keeper.hold(self._lease, self._lease_ttl)
+            return self._lease
 
     def _check_identity(self, context: grpc.aio.ServicerContext, host_id: str) -> None:
         """An agent speaks only as the host its certificate names (never as another)."""
@@ -229,7 +261,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 f"agent certificate for {identity.name!r} cannot register as {host_id!r}"
             )
 
-    async def _register(self, register: pb.Register) -> tuple[str, int]:
+    async def _register(self, register: pb.Register) -> tuple[str, int, int]:
         host_id = check_host_id(register.host_id)
         for _ in range(3):
             old = await self._store.get_host(host_id)
@@ -244,19 +276,20 @@ class AgentService(pb_grpc.AgentServiceServicer):
         else:
             raise Conflict(f"host {host_id!r} changed three times while registering; retry")
         live = LiveRecord(server=self._server_id, connected_at=now_iso())
-        lease = await self._store.mark_alive(host_id, live, self._lease_ttl)
-        self._keeper.hold_host(lease, self._lease_ttl)
-        return host_id, lease
+        lease = await self._serving_lease()
+        revision = await self._store.mark_alive(host_id, live, lease)
+        self._keeper.watch(revision, self._lease_ttl, lambda: self._silent(host_id, revision))
+        return host_id, revision, lease
 
     async def _read(
-        self, session: _Session, lease: int, request_iterator: AsyncIterator[pb.AgentMessage]
+        self, session: _Session, request_iterator: AsyncIterator[pb.AgentMessage]
     ) -> None:
-        host_id = session.host_id
+        host_id, revision, lease = session.host_id, session.revision, session.lease
         # Usage alone is rewritten every two heartbeats, at least every _STATUS_REFRESH.
         writer = ReportWriter(host_id, max(_STATUS_REFRESH, 2 * self._heartbeat_seconds))
         self._ensure_report_writer()
         async for message in request_iterator:
-            self._keeper.heard(lease)
+            self._keeper.heard(revision)
             check_well_formed(message)
             kind = message.WhichOneof("kind")
             if kind == "events":
@@ -273,11 +306,15 @@ class AgentService(pb_grpc.AgentServiceServicer):
             if kind != "heartbeat":
                 raise InvalidArgument("only heartbeats and events may follow Register")
             handling = time.monotonic()
+            if self._keeper.silent(revision):
+                raise InvalidArgument(
+                    f"host {host_id} was silent for {self._lease_ttl}s and marked down; reconnect"
+                )
             why = self._keeper.lost(lease)
             if why is not None:
-                raise InvalidArgument(f"host {host_id}'s lease {why}; reconnect")
+                raise InvalidArgument(f"this control plane's lease {why}; reconnect")
             writer.check(message.heartbeat)
-            self.reports.submit(writer, lease, message.heartbeat)
+            self.reports.submit(writer, revision, lease, message.heartbeat)
             if self.observe_heartbeat is not None:
                 self.observe_heartbeat(time.monotonic() - handling)
 
@@ -396,12 +433,19 @@ class AgentService(pb_grpc.AgentServiceServicer):
         return now_inputs, pb.ServerMessage(desired=desired), print_
 
     async def close(self) -> None:
-        """Stop the dispatcher and the writers (the sessions end with the server)."""
+        """Stop the dispatcher and the writers (the sessions end with the server), and
+        let this replica's hosts go at once (their keys go with its lease)."""
         for task in (self._dispatcher, self._report_writer, self._event_writer):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self._lease is not None:
+            self._keeper.release(self._lease)
+            try:
+                await self._store.revoke_lease(self._lease)
+            except FleetError as error:
+                log.warning("could not revoke this replica's lease (it expires): %s", error)
 
     def _ensure_report_writer(self) -> None:
         if self._report_writer is None or self._report_writer.done():

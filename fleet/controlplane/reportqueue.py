@@ -37,7 +37,8 @@ _HOSTS_PER_BATCH = 200
 @dataclass
 class _Waiting:
     writer: ReportWriter
-    lease: int
+    session: int  # the host's session (its liveness key's revision)
+    lease: int  # the serving replica's
     heartbeat: pb.Heartbeat
     received: float  # monotonic: when the session read it
 
@@ -54,9 +55,14 @@ class ReportQueue:
         self._failing = False  # the last batch failed (logged once per streak)
         self.observe_write: Callable[[float], None] | None = None
 
-    def submit(self, writer: ReportWriter, lease: int, heartbeat: pb.Heartbeat) -> None:
-        """Queue a checked heartbeat of ``writer``'s host (replacing an unwritten one)."""
-        self._waiting[writer.host_id] = _Waiting(writer, lease, heartbeat, time.monotonic())
+    def submit(
+        self, writer: ReportWriter, session: int, lease: int, heartbeat: pb.Heartbeat
+    ) -> None:
+        """Queue a checked heartbeat of ``writer``'s host's ``session``, its keys to be
+        bound to ``lease`` (it replaces one not written yet)."""
+        self._waiting[writer.host_id] = _Waiting(
+            writer, session, lease, heartbeat, time.monotonic()
+        )
         self._ready.set()
 
     def forget(self, host_id: str) -> None:
@@ -108,7 +114,7 @@ class ReportQueue:
         try:
             errors = await self._store.report_many(
                 [
-                    HostReport(w.writer.host_id, w.lease, r.status, r.changed, r.gone)
+                    HostReport(w.writer.host_id, w.session, w.lease, r.status, r.changed, r.gone)
                     for w, r in batch
                 ]
             )

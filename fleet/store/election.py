@@ -73,7 +73,7 @@ class Election:
                     )
                     if result.succeeded:
                         self._lease = lease
-                        self._keeper.hold_leader(lease, self.ttl)
+                        self._keeper.hold(lease, self.ttl)
                         # The put was the key's creation: its revision is the txn's.
                         self.fence = Compare(self._key, result.revision)
                         log.info("%s leads (fencing revision %d)", self.candidate, result.revision)

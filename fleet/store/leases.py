@@ -1,23 +1,26 @@
-"""Lease keep-alives from a thread of their own, vouched for by the event loop.
+"""Lease keep-alives from a thread of their own, and hosts' silence, as the event loop
+sees it.
 
 The control plane's event loop is busy in bursts: a controller round over 100,000
 replicas, a thousand agents reporting at once. Renewals sent from that loop waited
-behind the work, so at 2,000 hosts the 15 s host leases expired in waves, every agent
-registered again, and that made the next burst. ``LeaseKeeper`` renews from its own
-thread over its own synchronous gRPC channel, so a renewal waits only for etcd.
+behind the work, so leases expired under a busy server. ``LeaseKeeper`` renews from
+its own thread over its own synchronous gRPC channel, so a renewal waits only for etcd.
 
-It still renews only what the loop vouches for, in the loop's own time: ``loop_seen``
-is when the newest probe the loop has run was posted, so everything that reached the
+It renews only what the loop vouches for, in the loop's own time: ``loop_seen`` is
+when the newest probe the loop has run was posted, so everything that reached the
 loop before then has been handled.
 
-- A **host** lease is renewed while the loop has heard from the host within the
-  lease's TTL of ``loop_seen``; a host silent for longer is revoked, so it is down
-  about one TTL after its last word, however far behind the loop runs.
-- A **leader** lease is renewed while the loop itself keeps up.
-- Nothing is renewed once the loop has not run a probe for ``stall_limit``: a wedged
-  process lets its hosts and its leadership go to a healthy replica.
+- A **lease** (the leader's, a control plane's own) is renewed while the loop keeps
+  up; once the loop has not run a probe for ``stall_limit``, nothing is renewed and a
+  wedged process lets its hosts and its leadership go to a healthy replica.
+- A **host** holds no etcd lease of its own (at 5,000 hosts, etcd answered the
+  renewals of one stream one after another, each after its applied index caught up,
+  and fell minutes behind under a write burst). The keeper watches when the loop last
+  heard from it; a host silent for its TTL of ``loop_seen`` is reported silent, so
+  it is down about one TTL after its last word however far behind the loop runs.
 
-If the whole process dies, every lease simply expires one TTL after its last renewal.
+If the whole process dies, its leases expire one TTL after their last renewal, and
+with them every key of the hosts it served.
 """
 
 from __future__ import annotations
@@ -38,43 +41,51 @@ from aetcd import rpc
 from fleet.store._etcd import _target
 from fleet.transport import TlsFiles, Transport
 
-__all__ = ["LeaseKeeper", "Verdict", "verdict"]
+__all__ = ["LeaseKeeper", "Verdict", "is_silent", "verdict"]
 
 log = logging.getLogger(__name__)
 
-# Leases are renewed over this many keep-alive streams at once. etcd answers the
-# renewals of one stream one after another, each after its applied index catches up,
-# so under a write burst one stream for a thousand leases fell seconds behind.
-STREAMS = 8
+# Leases are renewed over this many keep-alive streams at once: etcd answers the
+# renewals of one stream one after another, each after its applied index catches up.
+STREAMS = 4
 
 
 class Verdict(enum.Enum):
     RENEW = "renew"
-    WAIT = "wait"  # renewed recently enough
-    REVOKE = "revoke"  # the holder went silent
+    WAIT = "wait"  # renewed recently enough, or the loop is wedged
     LOST = "lost"  # not renewed within its TTL: it has expired, or is about to
 
 
 @dataclass(slots=True)
 class _Held:
     ttl: float
-    for_host: bool  # renewed while the host is heard (True) or while the loop runs
-    heard: float  # loop time of the holder's last word
     renewed: float  # when the newest renewal etcd acknowledged was sent
     lost: str | None = None  # why it is no longer kept (None: kept)
     waiter: asyncio.Future[str] | None = None  # wait_lost()'s, completed on the loop
+
+
+@dataclass(slots=True)
+class _Watched:
+    ttl: float
+    heard: float  # loop time of the host's last word
+    on_silent: Callable[[], None]  # called on the loop once the host is silent
+    silent: bool = False
 
 
 def verdict(held: _Held, now: float, loop_seen: float, stall_limit: float) -> Verdict:
     """What the keeper does with one lease at ``now`` (pure: time is a parameter)."""
     if now - held.renewed >= held.ttl:
         return Verdict.LOST
-    if held.for_host and loop_seen - held.heard > held.ttl:
-        return Verdict.REVOKE
     if now - loop_seen >= stall_limit:
         return Verdict.WAIT  # the loop is wedged: vouch for nothing until it runs again
     # A quarter of the TTL between renewals leaves three renewals' worth of slack.
     return Verdict.RENEW if now - held.renewed >= held.ttl / 4 else Verdict.WAIT
+
+
+def is_silent(heard: float, ttl: float, loop_seen: float) -> bool:
+    """Whether a host last heard at ``heard`` has been silent for ``ttl`` of the loop's
+    time (pure). A loop running behind has not read what the host sent since."""
+    return loop_seen - heard > ttl
 
 
 class LeaseKeeper:
@@ -100,17 +111,15 @@ class LeaseKeeper:
         self._stall_limit = stall_limit
         self._clock = clock
         self._held: dict[int, _Held] = {}
-        self._lock = threading.Lock()  # guards _held's membership; fields are plain stores
+        self._watched: dict[int, _Watched] = {}  # by session (the host's alive revision)
+        self._lock = threading.Lock()  # guards both dicts' membership; fields are plain
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_seen = clock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(STREAMS, thread_name_prefix="etcd-lease")
         self._streams: list[Future[None] | None] = [None] * STREAMS
-        # The slowest first answer of a renewal stream lately: how far etcd's apply
-        # runs behind (etcd renews only once its applied index has caught up).
-        self.renewal_lag = 0.0
-        self.renewals = 0  # acknowledged renewals, for tests and metrics
+        self.renewals = 0  # acknowledged renewals, for tests
 
     # ------------------------------------------------------------ the loop's side
 
@@ -127,24 +136,31 @@ class LeaseKeeper:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._channel.close()
 
-    def hold_host(self, lease: int, ttl: float) -> None:
-        """Keep a host's lease while the host is heard from (see ``heard``)."""
-        self._hold(lease, ttl, for_host=True)
-
-    def hold_leader(self, lease: int, ttl: float) -> None:
-        """Keep the leader's lease while the event loop keeps up."""
-        self._hold(lease, ttl, for_host=False)
-
-    def _hold(self, lease: int, ttl: float, *, for_host: bool) -> None:
+    def hold(self, lease: int, ttl: float) -> None:
+        """Keep ``lease`` alive while the event loop keeps up."""
         now = self._clock()  # granted just now: as good as renewed
         with self._lock:
-            self._held[lease] = _Held(ttl, for_host, heard=now, renewed=now)
+            self._held[lease] = _Held(ttl, renewed=now)
 
-    def heard(self, lease: int) -> None:
-        """The lease's host spoke just now (called from the loop, at every message)."""
-        held = self._held.get(lease)
-        if held is not None:
-            held.heard = self._clock()
+    def watch(self, session: int, ttl: float, on_silent: Callable[[], None]) -> None:
+        """Watch a host's session for silence; ``on_silent`` runs on the loop once it
+        has been silent for ``ttl`` (see ``heard``)."""
+        with self._lock:
+            self._watched[session] = _Watched(ttl, heard=self._clock(), on_silent=on_silent)
+
+    def heard(self, session: int) -> None:
+        """The session's host spoke just now (called from the loop, at every message)."""
+        watched = self._watched.get(session)
+        if watched is not None:
+            watched.heard = self._clock()
+
+    def silent(self, session: int) -> bool:
+        watched = self._watched.get(session)
+        return watched is not None and watched.silent
+
+    def unwatch(self, session: int) -> None:
+        with self._lock:
+            self._watched.pop(session, None)
 
     def lost(self, lease: int) -> str | None:
         """Why the lease is no longer kept (None while it is, or was never held)."""
@@ -169,7 +185,13 @@ class LeaseKeeper:
 
     # ------------------------------------------------------------ the keeper's side
 
-    def _probe(self, posted: float) -> None:
+    def _probe(self, posted: float, hops: int = 3) -> None:
+        """Runs on the loop. It counts only a few loop iterations later: after a stall
+        the loop runs every queued probe before it polls its sockets, and what the
+        hosts sent meanwhile is read in the iterations after that poll."""
+        if hops > 1 and self._loop is not None:
+            self._loop.call_soon(self._probe, posted, hops - 1)
+            return
         self._loop_seen = max(self._loop_seen, posted)
 
     def _run(self) -> None:
@@ -187,16 +209,19 @@ class LeaseKeeper:
     def _round(self, now: float) -> None:
         with self._lock:
             held = list(self._held.items())
+            watched = list(self._watched.values())
+        loop_seen = self._loop_seen
+        for host in watched:
+            if not host.silent and is_silent(host.heard, host.ttl, loop_seen):
+                host.silent = True
+                self._call_on_loop(host.on_silent)
         due: list[list[int]] = [[] for _ in range(STREAMS)]
         for lease, entry in held:
             if entry.lost is not None:
                 continue
-            match verdict(entry, now, self._loop_seen, self._stall_limit):
+            match verdict(entry, now, loop_seen, self._stall_limit):
                 case Verdict.RENEW:
                     due[lease % STREAMS].append(lease)
-                case Verdict.REVOKE:
-                    self._lose(entry, f"was revoked: nothing heard for {entry.ttl:g}s")
-                    self._pool.submit(self._revoke, lease)
                 case Verdict.LOST:
                     self._lose(entry, f"expired: not renewed for {entry.ttl:g}s")
                 case Verdict.WAIT:
@@ -206,24 +231,26 @@ class LeaseKeeper:
             if leases and (running is None or running.done()):
                 self._streams[shard] = self._pool.submit(self._renew, leases)
 
+    def _call_on_loop(self, callback: Callable[[], None]) -> None:
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(callback)
+
     def _lose(self, held: _Held, why: str) -> None:
         if held.lost is not None:
             return
         held.lost = why
-        waiter, loop = held.waiter, self._loop
-        if waiter is not None and loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(_complete, waiter, why)
+        waiter = held.waiter
+        if waiter is not None:
+            self._call_on_loop(lambda: _complete(waiter, why))
 
     def _renew(self, leases: list[int]) -> None:
         """Renew ``leases`` over one keep-alive stream (etcd answers them in order)."""
         sent = self._clock()
-        first: float | None = None
         try:
             requests: Iterable[object] = (rpc.LeaseKeepAliveRequest(ID=lease) for lease in leases)
             for response in self._stub.LeaseKeepAlive(iter(requests), timeout=self._timeout):
-                if first is None:
-                    first = self._clock() - sent
                 held = self._held.get(int(response.ID))
                 if held is None:
                     continue
@@ -235,16 +262,6 @@ class LeaseKeeper:
         except grpc.RpcError as error:
             # The unanswered leases stay due and go at the next tick.
             log.warning("lease keep-alive: %s", _describe(error))
-        finally:
-            lag = first if first is not None else self._clock() - sent
-            self.renewal_lag = max(lag, self.renewal_lag * 0.5)
-
-    def _revoke(self, lease: int) -> None:
-        try:
-            self._stub.LeaseRevoke(rpc.LeaseRevokeRequest(ID=lease), timeout=self._timeout)
-        except grpc.RpcError as error:
-            if error.code() != grpc.StatusCode.NOT_FOUND:
-                log.warning("lease revoke: %s (it expires by itself)", _describe(error))
 
 
 def _complete(waiter: asyncio.Future[str], why: str) -> None:

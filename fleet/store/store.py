@@ -9,6 +9,7 @@ re-read and decide again. Liveness and reports are bound to the host's lease ins
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -53,9 +54,12 @@ class AppWrite:
 
 @dataclass(frozen=True)
 class HostReport:
-    """What one host's report changes, bound to its lease (see ``Store.report_status``)."""
+    """What one host's report changes (see ``Store.report_many``): the host's record
+    (None: unchanged) and the containers that ``changed`` or are ``gone`` (app, slot,
+    revision), for its ``session``, bound to ``lease``."""
 
     host_id: str
+    session: int
     lease: int
     status: StatusRecord | None
     changed: Sequence[ContainerReport] = ()
@@ -301,48 +305,58 @@ class Store:
             ops.append(Put(self.keys.maintenance(), maintenance.dump()))
         return await self._guarded(guards, ops, "the upgrade walk's state changed meanwhile")
 
-    async def mark_alive(self, host_id: str, live: LiveRecord, ttl: int) -> int:
-        """Grant a lease for a connected host and bind its liveness key to it.
+    async def grant_lease(self, ttl: int) -> int:
+        """A lease for a control plane replica's hosts: their keys go when it expires."""
+        return await self.etcd.grant(ttl)
 
-        A new connection of the same host takes over: the previous session's lease is
-        revoked (an agent that reconnects after a server restart need not wait for it
-        to expire). The put is guarded on the key being absent, so two sessions racing
-        cannot both hold it.
+    async def revoke_lease(self, lease: int) -> None:
+        await self.etcd.revoke(lease)
+
+    async def mark_alive(self, host_id: str, live: LiveRecord, lease: int) -> int:
+        """Mark a host connected, its liveness key bound to ``lease`` (its control plane
+        replica's own); returns the session: the key's mod revision, which guards every
+        later write of the session.
+
+        A new connection of the same host takes over: the previous session's keys go
+        in the same transaction (an agent that reconnects after a server restart need
+        not wait for that server's lease to expire). The transaction is guarded on the
+        key as it was read, so two sessions racing cannot both hold it.
         """
         key = self.keys.alive(host_id)
         previous = await self.etcd.get(key)
-        if previous is not None and previous.lease:
-            await self.etcd.revoke(previous.lease)
-        lease = await self.etcd.grant(ttl)
-        result = await self.etcd.txn([Compare(key, 0)], [Put(key, live.dump(), lease)])
+        ops: list[Put | Delete | DeletePrefix] = []
+        if previous is not None:
+            ops = self._forget_ops(host_id)[1:]  # the liveness key itself is overwritten
+        ops.append(Put(key, live.dump(), lease))
+        guard = Compare(key, previous.mod_revision if previous is not None else 0)
+        result = await self.etcd.txn([guard], ops)
         if not result.succeeded:
-            await self.etcd.revoke(lease)
-            raise Conflict(f"host {host_id!r} is already connected")
-        return lease
+            raise Conflict(f"host {host_id!r} connected twice at once; retry")
+        return result.revision
 
-    async def report_status(
-        self,
-        status: StatusRecord | None,
-        lease: int,
-        *,
-        host_id: str,
-        changed: Sequence[ContainerReport] = (),
-        gone: Sequence[tuple[str, int, int]] = (),
-    ) -> None:
-        """The agent's report, bound to its lease: the host's record (None: unchanged)
-        and the containers that ``changed`` or are ``gone`` (app, slot, revision). Only
-        that host's session writes these keys, so nothing is guarded; a report of many
-        containers goes in transactions of ``TXN_KEYS``."""
-        await self._write_report(
-            self._report_ops(HostReport(host_id, lease, status, changed, gone))
+    async def mark_gone(self, host_id: str, session: int) -> bool:
+        """The host's ``session`` is over: its liveness, status and report keys go,
+        unless a newer session holds them. False when one did."""
+        result = await self.etcd.txn(
+            [Compare(self.keys.alive(host_id), session)], self._forget_ops(host_id)
         )
+        return result.succeeded
+
+    def _forget_ops(self, host_id: str) -> list[Put | Delete | DeletePrefix]:
+        """A session's keys: its liveness key first."""
+        return [
+            Delete(self.keys.alive(host_id)),
+            Delete(self.keys.status(host_id)),
+            DeletePrefix(self.keys.reports(host_id)),
+        ]
 
     async def report_many(self, reports: Sequence[HostReport]) -> list[FleetError | None]:
-        """Several hosts' reports in transactions they share, up to ``TXN_KEYS`` keys
-        each (a host's keys stay together and in order). A shared transaction fails as
-        a whole, for instance when one host's lease has just gone, so then each of its
-        hosts is written alone and no host fails another's report. Returns each
-        report's error, None for those written."""
+        """Agents' reports, each guarded on its host's session and bound to the lease
+        of the replica serving it, in transactions many hosts share, up to ``TXN_KEYS``
+        keys each (a host's keys stay together and in order). A shared transaction
+        fails as a whole (one host's session just ended), so then each of its hosts is
+        written alone and no host fails another's report. Returns each report's error,
+        None for those written. Only the session's writer writes these keys."""
         ops = [self._report_ops(report) for report in reports]
         errors: list[FleetError | None] = [None] * len(reports)
         groups: list[list[int]] = []  # indexes of reports that share a transaction
@@ -354,27 +368,28 @@ class Store:
             groups[-1].append(index)
             size += len(host_ops)
 
+        def guard(index: int) -> Compare:
+            return Compare(self.keys.alive(reports[index].host_id), reports[index].session)
+
         async def write_alone(index: int) -> None:
             try:
-                await self._write_report(ops[index])
+                for start in range(0, len(ops[index]), TXN_KEYS):
+                    chunk = ops[index][start : start + TXN_KEYS]
+                    if not (await self.etcd.txn([guard(index)], chunk)).succeeded:
+                        raise Conflict(f"host {reports[index].host_id}'s session is over")
             except FleetError as error:
                 errors[index] = error
 
         async def write_group(group: list[int]) -> None:
-            if len(group) == 1:
-                await write_alone(group[0])
-                return
-            try:
-                await self.etcd.txn([], [op for index in group for op in ops[index]])
-            except FleetError:
-                await asyncio.gather(*(write_alone(index) for index in group))
+            if len(group) > 1:
+                shared = [op for index in group for op in ops[index]]
+                with contextlib.suppress(FleetError):
+                    if (await self.etcd.txn([guard(i) for i in group], shared)).succeeded:
+                        return
+            await asyncio.gather(*(write_alone(index) for index in group))
 
         await asyncio.gather(*(write_group(group) for group in groups))
         return errors
-
-    async def _write_report(self, ops: Sequence[Put | Delete | DeletePrefix]) -> None:
-        for start in range(0, len(ops), TXN_KEYS):
-            await self.etcd.txn([], ops[start : start + TXN_KEYS])
 
     def _report_ops(self, report: HostReport) -> list[Put | Delete | DeletePrefix]:
         ops: list[Put | Delete | DeletePrefix] = []
@@ -389,10 +404,6 @@ class Store:
         )
         ops.extend(Delete(self.keys.report(host_id, *g)) for g in report.gone)
         return ops
-
-    async def mark_gone(self, lease: int) -> None:
-        """Revoke a host's lease: its liveness and report keys vanish with it."""
-        await self.etcd.revoke(lease)
 
     # ------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """Agents' reports on a real etcd: many hosts' reports share transactions, a host whose
-lease is gone fails only its own report, and the queue writes each host's newest
-heartbeat, one write at a time per host, read back from etcd."""
+session is over fails only its own report, a session's end takes its host's keys, and
+the queue writes each host's newest heartbeat, one write at a time per host, read back
+from etcd."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from fleet.controlplane.reportqueue import ReportQueue
 from fleet.controlplane.reports import ReportWriter
 from fleet.proto import fleet_pb2 as pb
 from fleet.store import Etcd, HostReport, KeyLayout, Store
-from fleet.store.records import ContainerReport, ResourceAmounts, StatusRecord
+from fleet.store.records import ContainerReport, LiveRecord, ResourceAmounts, StatusRecord
 from fleet.store.store import TXN_KEYS
 from fleet.testing import EtcdServer
 from tests.helpers import etcd_prefix
@@ -52,7 +53,13 @@ def stored_hosts(etcd_server: EtcdServer, prefix: str) -> dict[str, int]:
     return counts
 
 
-def test_reports_of_many_hosts_share_transactions_and_stay_bound_to_their_leases(
+async def connect(store: Store, lease: int, *hosts: str) -> dict[str, int]:
+    """Each host's session: its liveness key's revision, bound to ``lease``."""
+    live = LiveRecord(server="test", connected_at="2026-11-29T00:00:00Z")
+    return {host: await store.mark_alive(host, live, lease) for host in hosts}
+
+
+def test_reports_of_many_hosts_share_transactions_and_go_with_their_session(
     etcd_server: EtcdServer,
 ) -> None:
     prefix = "/t-report-many/"
@@ -60,48 +67,60 @@ def test_reports_of_many_hosts_share_transactions_and_stay_bound_to_their_leases
     async def scenario() -> None:
         async with Etcd([etcd_server.endpoint]) as etcd:
             store = Store(etcd, KeyLayout(prefix))
-            leases = {f"h{i}": await etcd.grant(60) for i in range(30)}
+            lease = await etcd.grant(60)
+            sessions = await connect(store, lease, *(f"h{i}" for i in range(30)), "big")
             batch = [
-                HostReport(host, lease, status(host), reports(7)) for host, lease in leases.items()
+                HostReport(host, sessions[host], lease, status(host), reports(7))
+                for host in sessions
+                if host != "big"
             ]
             # One host's report alone is larger than a transaction: it goes on its own.
-            big = await etcd.grant(60)
-            batch.append(HostReport("big", big, status("big"), reports(TXN_KEYS + 30)))
+            big = HostReport("big", sessions["big"], lease, status("big"), reports(TXN_KEYS + 30))
             before = await etcd.revision()
-            assert await store.report_many(batch) == [None] * len(batch)
+            assert await store.report_many([*batch, big]) == [None] * 31
             counts = stored_hosts(etcd_server, prefix)
-            assert counts == {**{host: 7 for host in leases}, "big": TXN_KEYS + 30}
+            assert counts == {**{f"h{i}": 7 for i in range(30)}, "big": TXN_KEYS + 30}
             # 30 reports of 8 keys in transactions of at most 100 keys: 3 of them, and
             # the big one in two; each transaction is one etcd revision.
             assert await etcd.revision() - before == 3 + 2
-            # Each host's keys are bound to its own lease.
-            await etcd.revoke(leases["h3"])
+            # The end of a session takes its host's keys, and only its host's.
+            assert await store.mark_gone("h3", sessions["h3"])
             assert "h3" not in stored_hosts(etcd_server, prefix)
             assert f"{prefix}status/h3" not in etcd_prefix(etcd_server, f"{prefix}status/")
+            assert f"{prefix}alive/h3" not in etcd_prefix(etcd_server, f"{prefix}alive/")
             assert len(stored_hosts(etcd_server, prefix)) == 30
-            for lease in [*leases.values(), big]:
-                await etcd.revoke(lease)
+            # And the lease takes every key of its hosts (its replica died).
+            await etcd.revoke(lease)
+            assert etcd_prefix(etcd_server, prefix) == {}
 
     asyncio.run(scenario())
 
 
-def test_a_host_whose_lease_is_gone_fails_only_its_own_report(etcd_server: EtcdServer) -> None:
+def test_a_host_whose_session_is_over_fails_only_its_own_report(
+    etcd_server: EtcdServer,
+) -> None:
     prefix = "/t-report-gone/"
 
     async def scenario() -> None:
         async with Etcd([etcd_server.endpoint]) as etcd:
             store = Store(etcd, KeyLayout(prefix))
-            leases = {f"h{i}": await etcd.grant(60) for i in range(5)}
-            await etcd.revoke(leases["h2"])  # its session is over; its last report is late
+            lease = await etcd.grant(60)
+            hosts = [f"h{i}" for i in range(5)]
+            old = await connect(store, lease, *hosts)
+            # h2 reconnected (a new session took over): the old session's late report
+            # must not land over the new one's keys.
+            new = await connect(store, lease, "h2")
             errors = await store.report_many(
-                [HostReport(h, lease, status(h), reports(3)) for h, lease in leases.items()]
+                [HostReport(h, old[h], lease, status(h), reports(3)) for h in hosts]
             )
             assert [e is not None for e in errors] == [False, False, True, False, False]
-            assert "lease not found" in str(errors[2])
+            assert "session is over" in str(errors[2])
             assert stored_hosts(etcd_server, prefix) == {"h0": 3, "h1": 3, "h3": 3, "h4": 3}
-            for host, lease in leases.items():
-                if host != "h2":
-                    await etcd.revoke(lease)
+            # Nor does the old session's end take the new session's keys.
+            assert not await store.mark_gone("h2", old["h2"])
+            assert f"{prefix}alive/h2" in etcd_prefix(etcd_server, f"{prefix}alive/")
+            assert await store.mark_gone("h2", new["h2"])
+            await etcd.revoke(lease)
 
     asyncio.run(scenario())
 
@@ -129,30 +148,31 @@ def test_the_queue_stores_each_hosts_newest_heartbeat(etcd_server: EtcdServer) -
 
     async def scenario() -> None:
         async with Etcd([etcd_server.endpoint]) as etcd:
-            queue = ReportQueue(Store(etcd, KeyLayout(prefix)))
+            store = Store(etcd, KeyLayout(prefix))
+            queue = ReportQueue(store)
             waits: list[float] = []
             queue.observe_write = waits.append
             runner = asyncio.create_task(queue.run())
             writers = {f"h{i}": ReportWriter(f"h{i}", refresh=60) for i in range(50)}
-            leases = {host: await etcd.grant(60) for host in writers}
+            lease = await etcd.grant(60)
+            sessions = await connect(store, lease, *writers)
             # Two heartbeats per host before the queue runs: only the newer is written.
             for host, writer in writers.items():
-                queue.submit(writer, leases[host], beat(0, 1, 2, state="created"))
-                queue.submit(writer, leases[host], beat(0, 1))
+                queue.submit(writer, sessions[host], lease, beat(0, 1, 2, state="created"))
+                queue.submit(writer, sessions[host], lease, beat(0, 1))
             await eventually(lambda: stored_hosts(etcd_server, prefix) == {h: 2 for h in writers})
             stored = etcd_prefix(etcd_server, f"{prefix}reports/h7/")
             assert {json.loads(v)["state"] for v in stored.values()} == {"running"}
             assert len(waits) == 50
             # A heartbeat that changes nothing is not written (and is still timed).
             revision = await etcd.revision()
-            queue.submit(writers["h7"], leases["h7"], beat(0, 1))
+            queue.submit(writers["h7"], sessions["h7"], lease, beat(0, 1))
             await eventually(lambda: len(waits) == 51)
             assert await etcd.revision() == revision
             # A container gone from the heartbeat is deleted.
-            queue.submit(writers["h7"], leases["h7"], beat(1))
+            queue.submit(writers["h7"], sessions["h7"], lease, beat(1))
             await eventually(lambda: stored_hosts(etcd_server, prefix)["h7"] == 1)
             runner.cancel()
-            for lease in leases.values():
-                await etcd.revoke(lease)
+            await etcd.revoke(lease)
 
     asyncio.run(scenario())
