@@ -202,6 +202,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
                 if getter in done:
                     yield getter.result()
+                    outbox.task_done()  # sent: the pusher may build the next set
                 getter.cancel()
             reader.result()  # surfaces a refusal raised while reading
         except FleetError as error:
@@ -401,6 +402,11 @@ class AgentService(pb_grpc.AgentServiceServicer):
             while True:
                 await wake.wait()
                 wake.clear()
+                # One set at a time in the outbox: changes that come while a host is
+                # slow to read go out together in the next set, built once it has
+                # taken this one (5,000 sessions each queueing every set of a ramp
+                # held memory for sets that no longer mattered).
+                await outbox.join()
                 inputs, message, sent = self._desired_message(host_id, inputs, sent)
                 if message is not None:
                     await outbox.put(message)
