@@ -873,7 +873,7 @@ def recover(
     return {
         "replicas_on_victims": on_victims,
         "seconds": round(time.monotonic() - killed, 2),
-        "leases_gone_seconds": _round(gone_at),
+        "leases_gone_seconds": _round(gone_at),  # (the name of older runs) alive/ keys gone
         "running_dropped_seconds": _round(dropped_at),
         "running_series": series,
     }
@@ -977,8 +977,8 @@ def size_table(run: dict[str, Any]) -> str:
         rows.append(
             (
                 f"re-place {VICTIMS} killed hosts",
-                f"{rec['seconds']:.1f} s ({rec['replicas_on_victims']:,} replicas; leases "
-                f"gone at {_at(rec['leases_gone_seconds'])} s)",
+                f"{rec['seconds']:.1f} s ({rec['replicas_on_victims']:,} replicas; down "
+                f"at {_at(rec['leases_gone_seconds'])} s)",
             )
         )
     else:

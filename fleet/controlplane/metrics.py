@@ -77,8 +77,8 @@ class Metrics:
         )
         self.heartbeats = Histogram(
             "fleet_heartbeat_seconds",
-            "Time to handle one agent heartbeat: read, checked, its host's lease vouched "
-            "for and its report queued for writing.",
+            "Time to handle one agent heartbeat: read, checked, its host noted as heard "
+            "from and its report queued for writing.",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=self.registry,
         )

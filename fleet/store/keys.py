@@ -10,9 +10,10 @@ top-level folders, so a prefix read or watch of one never drags in the others::
     rollouts/<app>                  the app's current rollout: target, state, progress
     jobs/<app>                      a job's progress: what succeeded, what failed
     hosts/<host>                    registration: capacity, labels, facts, state
-    alive/<host>                    bound to the host's lease while its agent is connected
-    status/<host>                   the agent's last report: usage, images (same lease)
-    reports/<host>/<app>/<slot>/<rev>  one container as its agent reports it (same lease);
+    alive/<host>                    while its agent is connected; its revision names the
+                                    session, and the serving replica's lease holds it
+    status/<host>                   the agent's last report: usage, images (same session)
+    reports/<host>/<app>/<slot>/<rev>  one container as its agent reports it (same session);
                                     written only when it changes, so a report costs
                                     what changed on the host, not all it runs
     secrets/<name>                  an encrypted secret (AES-GCM; the key is not in etcd)

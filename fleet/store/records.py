@@ -231,7 +231,8 @@ class HostRecord(_Record):
 
 
 class LiveRecord(_Record):
-    """Bound to the host's lease: present exactly while its agent is connected."""
+    """Present exactly while the host's agent is connected (bound to the lease of the
+    control plane replica serving it)."""
 
     server: str
     connected_at: str

@@ -3,7 +3,8 @@
 Every write of desired state is one transaction guarded by the mod revisions it was
 based on (a compare-and-swap, as Kubernetes' ``GuaranteedUpdate``): if anything changed
 since it was read, nothing is written and ``Conflict`` is raised for the caller to
-re-read and decide again. Liveness and reports are bound to the host's lease instead.
+re-read and decide again. Liveness and reports are guarded on the host's session
+instead, and bound to the lease of the replica serving it.
 """
 
 from __future__ import annotations

@@ -161,7 +161,7 @@ def _allowed(key: str, value: bytes | None, baseline: dict[str, bytes]) -> bool:
     if key in {f"{PREFIX}{folder}/{HOST}" for folder in ("hosts", "alive", "status")}:
         return True
     if key.startswith(f"{PREFIX}reports/{HOST}/"):
-        return True  # its containers' reports (bound to its lease, like its status)
+        return True  # its containers' reports (its session's, like its status)
     if key == f"{PREFIX}leader":
         return True  # leadership is liveness (a lease), not desired state
     if key.startswith(f"{PREFIX}events/") and key not in baseline and value is not None:
@@ -217,7 +217,7 @@ def stream(
 
 
 def wait_disconnected(plane: Plane, host: str = HOST, timeout: float = 30.0) -> None:
-    """Until the host's previous session is gone (its lease revoked)."""
+    """Until the host's previous session is gone (its keys deleted)."""
     wait_until(
         lambda: not etcd_prefix(plane.etcd, f"{PREFIX}alive/{host}"),
         timeout,
