@@ -216,7 +216,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 del self._sessions[host_id]
             session.close()
             log.info("host %s disconnected", host_id)
-            self.reports.forget(host_id)
+            self.reports.forget(host_id, revision)
             self._keeper.unwatch(revision)
             await self._mark_gone(host_id, revision)
 
@@ -288,7 +288,6 @@ class AgentService(pb_grpc.AgentServiceServicer):
         host_id, revision, lease = session.host_id, session.revision, session.lease
         # Usage alone is rewritten every two heartbeats, at least every _STATUS_REFRESH.
         writer = ReportWriter(host_id, max(_STATUS_REFRESH, 2 * self._heartbeat_seconds))
-        self._ensure_report_writer()
         async for message in request_iterator:
             self._keeper.heard(revision)
             check_well_formed(message)
@@ -316,6 +315,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 raise InvalidArgument(f"this control plane's lease {why}; reconnect")
             writer.check(message.heartbeat)
             self.reports.submit(writer, revision, lease, message.heartbeat)
+            self._ensure_report_writer()
             if self.observe_heartbeat is not None:
                 self.observe_heartbeat(time.monotonic() - handling)
 

@@ -60,14 +60,19 @@ class ReportQueue:
     ) -> None:
         """Queue a checked heartbeat of ``writer``'s host's ``session``, its keys to be
         bound to ``lease`` (it replaces one not written yet)."""
+        waiting = self._waiting.get(writer.host_id)
+        if waiting is not None and waiting.session > session:
+            return  # a session the host has since replaced: its writes would fail anyway
         self._waiting[writer.host_id] = _Waiting(
             writer, session, lease, heartbeat, time.monotonic()
         )
         self._ready.set()
 
-    def forget(self, host_id: str) -> None:
-        """The host's session ended: its unwritten heartbeat goes with it."""
-        self._waiting.pop(host_id, None)
+    def forget(self, host_id: str, session: int) -> None:
+        """The host's ``session`` ended: its unwritten heartbeat goes with it."""
+        waiting = self._waiting.get(host_id)
+        if waiting is not None and waiting.session == session:
+            del self._waiting[host_id]
 
     async def run(self) -> None:
         writes: set[asyncio.Task[None]] = set()
@@ -118,6 +123,9 @@ class ReportQueue:
                     for w, r in batch
                 ]
             )
+        except Exception:  # a bug: say so, and let the hosts' next heartbeats try again
+            log.exception("writing %d host report(s) failed", len(batch))
+            return
         finally:
             self._writing -= hosts
             if self._waiting:

@@ -176,3 +176,29 @@ def test_the_queue_stores_each_hosts_newest_heartbeat(etcd_server: EtcdServer) -
             await etcd.revoke(lease)
 
     asyncio.run(scenario())
+
+
+def test_an_old_session_neither_replaces_nor_forgets_the_new_ones_heartbeat(
+    etcd_server: EtcdServer,
+) -> None:
+    """The host reconnected while its old stream was still open on this replica."""
+    prefix = "/t-report-sessions/"
+
+    async def scenario() -> None:
+        async with Etcd([etcd_server.endpoint]) as etcd:
+            store = Store(etcd, KeyLayout(prefix))
+            lease = await etcd.grant(60)
+            old = (await connect(store, lease, "h1"))["h1"]
+            new = (await connect(store, lease, "h1"))["h1"]
+            queue = ReportQueue(store)
+            queue.submit(ReportWriter("h1", refresh=60), new, lease, beat(0, 1))
+            queue.submit(ReportWriter("h1", refresh=60), old, lease, beat(5))
+            queue.forget("h1", old)  # the old stream closes
+            runner = asyncio.create_task(queue.run())
+            await eventually(lambda: stored_hosts(etcd_server, prefix) == {"h1": 2})
+            keys = etcd_prefix(etcd_server, f"{prefix}reports/h1/")
+            assert sorted(k.split("/")[-2] for k in keys) == ["000000", "000001"]
+            runner.cancel()
+            await etcd.revoke(lease)
+
+    asyncio.run(scenario())
