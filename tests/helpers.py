@@ -3,15 +3,33 @@ fleet's own store code), fetch over HTTP, and list fleet containers through the 
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import inspect
 import json
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import docker.errors
 
 from fleet.testing import EtcdServer, wait_until
+
+
+async def eventually(
+    check: Callable[[], bool | Awaitable[bool]], within: float = 10.0, what: str = "it"
+) -> float:
+    """Wait in a coroutine until ``check()`` (sync or async) is true; the seconds it
+    took. Fails after ``within`` seconds (the asyncio ``wait_until``)."""
+    began = time.monotonic()
+    while True:
+        result = check()
+        if await result if inspect.isawaitable(result) else result:
+            return time.monotonic() - began
+        assert time.monotonic() - began < within, f"{what}: not so after {within}s"
+        await asyncio.sleep(0.02)
 
 
 def b64(data: bytes) -> str:

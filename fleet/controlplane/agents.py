@@ -19,7 +19,8 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -108,6 +109,16 @@ def host_record(register: pb.Register, old: HostRecord | None) -> HostRecord:
     )
 
 
+def _running(
+    task: asyncio.Task[None] | None, start: Callable[[], Coroutine[Any, Any, None]], name: str
+) -> asyncio.Task[None]:
+    """``task`` while it runs; otherwise a new one from ``start`` (a background loop of
+    the service, started on first use and again if it ever ended)."""
+    if task is None or task.done():
+        return asyncio.create_task(start(), name=name)
+    return task
+
+
 class _Session:
     """One connected agent: its outgoing queue and the requests awaiting its answers."""
 
@@ -163,7 +174,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self._events_dropped = 0
         self._event_writer: asyncio.Task[None] | None = None
         # Called with the seconds each heartbeat took to handle: read, checked, its host
-        # vouched for and its report queued (``reports.observe_write`` times the write).
+        # noted as heard from and its report queued (``reports.observe_write`` times
+        # the write).
         self.observe_heartbeat: Callable[[float], None] | None = None
 
     async def Connect(
@@ -315,7 +327,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 raise InvalidArgument(f"this control plane's lease {why}; reconnect")
             writer.check(message.heartbeat)
             self.reports.submit(writer, revision, lease, message.heartbeat)
-            self._ensure_report_writer()
+            self._report_writer = _running(self._report_writer, self.reports.run, "report-writer")
             if self.observe_heartbeat is not None:
                 self.observe_heartbeat(time.monotonic() - handling)
 
@@ -368,8 +380,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             copy.app = copy.app[:63]
             self._event_backlog.append(copy)
         self._events_waiting.set()
-        if self._event_writer is None or self._event_writer.done():
-            self._event_writer = asyncio.create_task(self._store_events(), name="agent-events")
+        self._event_writer = _running(self._event_writer, self._store_events, "agent-events")
 
     async def _store_events(self) -> None:
         """Store what agents sent since the last write, in as few transactions as fit
@@ -395,7 +406,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         wake = asyncio.Event()
         wake.set()  # the first set goes out at once
         self._wakers[host_id] = wake
-        self._ensure_dispatcher()
+        self._dispatcher = _running(self._dispatcher, self._dispatch, "desired-dispatch")
         sent = ""
         inputs: object = None
         try:
@@ -452,14 +463,6 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 await self._store.revoke_lease(self._lease)
             except FleetError as error:
                 log.warning("could not revoke this replica's lease (it expires): %s", error)
-
-    def _ensure_report_writer(self) -> None:
-        if self._report_writer is None or self._report_writer.done():
-            self._report_writer = asyncio.create_task(self.reports.run(), name="report-writer")
-
-    def _ensure_dispatcher(self) -> None:
-        if self._dispatcher is None or self._dispatcher.done():
-            self._dispatcher = asyncio.create_task(self._dispatch(), name="desired-dispatch")
 
     async def _dispatch(self) -> None:
         """On every batch of changes, wake the sessions whose inputs changed: their

@@ -28,10 +28,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -44,10 +45,6 @@ from fleet.transport import TlsFiles, Transport
 __all__ = ["LeaseKeeper", "Verdict", "is_silent", "verdict"]
 
 log = logging.getLogger(__name__)
-
-# Leases are renewed over this many keep-alive streams at once: etcd answers the
-# renewals of one stream one after another, each after its applied index catches up.
-STREAMS = 4
 
 
 class Verdict(enum.Enum):
@@ -117,8 +114,11 @@ class LeaseKeeper:
         self._loop_seen = clock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pool = ThreadPoolExecutor(STREAMS, thread_name_prefix="etcd-lease")
-        self._streams: list[Future[None] | None] = [None] * STREAMS
+        # Renewals go from a worker, so that one waiting on etcd (up to ``timeout``)
+        # does not hold up the rounds; the few leases held (this replica's, the
+        # leader's) share one keep-alive stream a round.
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="etcd-lease")
+        self._renewing: Future[None] | None = None
         self.renewals = 0  # acknowledged renewals, for tests
 
     # ------------------------------------------------------------ the loop's side
@@ -197,10 +197,7 @@ class LeaseKeeper:
     def _run(self) -> None:
         while not self._stop.wait(self._tick):
             now = self._clock()
-            loop = self._loop
-            if loop is not None and not loop.is_closed():
-                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                    loop.call_soon_threadsafe(self._probe, now)
+            self._call_on_loop(functools.partial(self._probe, now))
             try:
                 self._round(now)
             except Exception:  # the thread must outlive any one bad round
@@ -215,21 +212,19 @@ class LeaseKeeper:
             if not host.silent and is_silent(host.heard, host.ttl, loop_seen):
                 host.silent = True
                 self._call_on_loop(host.on_silent)
-        due: list[list[int]] = [[] for _ in range(STREAMS)]
+        due: list[int] = []
         for lease, entry in held:
             if entry.lost is not None:
                 continue
             match verdict(entry, now, loop_seen, self._stall_limit):
                 case Verdict.RENEW:
-                    due[lease % STREAMS].append(lease)
+                    due.append(lease)
                 case Verdict.LOST:
                     self._lose(entry, f"expired: not renewed for {entry.ttl:g}s")
                 case Verdict.WAIT:
                     pass
-        for shard, leases in enumerate(due):
-            running = self._streams[shard]
-            if leases and (running is None or running.done()):
-                self._streams[shard] = self._pool.submit(self._renew, leases)
+        if due and (self._renewing is None or self._renewing.done()):
+            self._renewing = self._pool.submit(self._renew, due)
 
     def _call_on_loop(self, callback: Callable[[], None]) -> None:
         loop = self._loop
@@ -249,8 +244,8 @@ class LeaseKeeper:
         """Renew ``leases`` over one keep-alive stream (etcd answers them in order)."""
         sent = self._clock()
         try:
-            requests: Iterable[object] = (rpc.LeaseKeepAliveRequest(ID=lease) for lease in leases)
-            for response in self._stub.LeaseKeepAlive(iter(requests), timeout=self._timeout):
+            requests = (rpc.LeaseKeepAliveRequest(ID=lease) for lease in leases)
+            for response in self._stub.LeaseKeepAlive(requests, timeout=self._timeout):
                 held = self._held.get(int(response.ID))
                 if held is None:
                     continue

@@ -327,7 +327,7 @@ class Store:
         previous = await self.etcd.get(key)
         ops: list[Put | Delete | DeletePrefix] = []
         if previous is not None:
-            ops = self._forget_ops(host_id)[1:]  # the liveness key itself is overwritten
+            ops = self._session_ops(host_id)  # the liveness key itself is overwritten
         ops.append(Put(key, live.dump(), lease))
         guard = Compare(key, previous.mod_revision if previous is not None else 0)
         result = await self.etcd.txn([guard], ops)
@@ -338,18 +338,15 @@ class Store:
     async def mark_gone(self, host_id: str, session: int) -> bool:
         """The host's ``session`` is over: its liveness, status and report keys go,
         unless a newer session holds them. False when one did."""
+        key = self.keys.alive(host_id)
         result = await self.etcd.txn(
-            [Compare(self.keys.alive(host_id), session)], self._forget_ops(host_id)
+            [Compare(key, session)], [Delete(key), *self._session_ops(host_id)]
         )
         return result.succeeded
 
-    def _forget_ops(self, host_id: str) -> list[Put | Delete | DeletePrefix]:
-        """A session's keys: its liveness key first."""
-        return [
-            Delete(self.keys.alive(host_id)),
-            Delete(self.keys.status(host_id)),
-            DeletePrefix(self.keys.reports(host_id)),
-        ]
+    def _session_ops(self, host_id: str) -> list[Put | Delete | DeletePrefix]:
+        """Deleting what a session reported: the host's status and container reports."""
+        return [Delete(self.keys.status(host_id)), DeletePrefix(self.keys.reports(host_id))]
 
     async def report_many(self, reports: Sequence[HostReport]) -> list[FleetError | None]:
         """Agents' reports, each guarded on its host's session and bound to the lease

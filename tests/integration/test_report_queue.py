@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Callable
 
 from fleet.controlplane.reportqueue import ReportQueue
 from fleet.controlplane.reports import ReportWriter
@@ -17,7 +15,7 @@ from fleet.store import Etcd, HostReport, KeyLayout, Store
 from fleet.store.records import ContainerReport, LiveRecord, ResourceAmounts, StatusRecord
 from fleet.store.store import TXN_KEYS
 from fleet.testing import EtcdServer
-from tests.helpers import etcd_prefix
+from tests.helpers import etcd_prefix, eventually
 
 
 def status(host: str) -> StatusRecord:
@@ -123,13 +121,6 @@ def test_a_host_whose_session_is_over_fails_only_its_own_report(
             await etcd.revoke(lease)
 
     asyncio.run(scenario())
-
-
-async def eventually(check: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, f"not so after {within}s"
-        await asyncio.sleep(0.02)
 
 
 def beat(*slots: int, state: str = "running") -> pb.Heartbeat:
