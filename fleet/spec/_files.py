@@ -28,9 +28,9 @@ from fleet.spec._model import (
     Resources,
     RestartPolicy,
     UpdateStrategy,
-    _show,
-    clean_text,
 )
+from fleet.spec._quote import clean_text
+from fleet.spec._quote import show as _show
 
 _NESTED_MODELS: dict[str, type[BaseModel]] = {
     "resources": Resources,

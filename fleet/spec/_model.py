@@ -32,6 +32,9 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from fleet.spec._image import IMAGE_PATTERN, image_problem
+from fleet.spec._quote import show as _show
+
 MAX_FILE_BYTES = 1 << 20
 MIN_MEMORY = 6 << 20  # dockerd refuses memory limits below 6 MiB
 _MAX_MEMORY = (1 << 63) - 1  # memory travels as int64 in the protobuf messages
@@ -68,30 +71,6 @@ _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 def is_dns_label(s: str) -> bool:
     """Whether ``s`` is an RFC 1123 DNS label, the form of app names."""
     return DNS_LABEL.match(s) is not None
-
-
-def clean_text(text: str, limit: int = 64) -> str:
-    """``text`` safe to print in a message: control characters escaped, at most
-    ``limit`` characters (hostile input must not reach a terminal or a gRPC trailer raw)."""
-    escaped = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text[: limit + 1])
-    return escaped[:limit] + ("..." if len(text) > limit or len(escaped) > limit else "")
-
-
-def _show(value: object) -> str:
-    """How a rejected input is quoted in messages, in YAML terms rather than Python's."""
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return repr(clean_text(value, 60))
-    if isinstance(value, int) and value.bit_length() > 64:
-        return "a number far too large"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "a list" if value else "an empty list"
-    return "a mapping" if isinstance(value, dict) else type(value).__name__
 
 
 def _is_number(value: object) -> bool:
@@ -379,6 +358,9 @@ def _image(value: object) -> str:
             "expected an image reference like nginx:1.27 or registry:5000/web:v1 "
             f"(no spaces, at most 512 characters), got {_show(value)}"
         )
+    problem = image_problem(value)
+    if problem:
+        raise ValueError(f"{_show(value)} is not an image reference: {problem}")
     return value
 
 
@@ -782,7 +764,14 @@ class AppSpec(_Model):
     image: Annotated[
         str,
         BeforeValidator(_image),
-        _schema(type="string", pattern=r"^\S{1,512}$", examples=["127.0.0.1:5000/web:v1"]),
+        _schema(
+            type="string",
+            pattern=IMAGE_PATTERN,
+            maxLength=512,
+            description="an image reference as docker pull takes it: "
+            "[REGISTRY[:PORT]/]REPOSITORY[:TAG][@DIGEST]",
+            examples=["nginx:1.27", "127.0.0.1:5000/web:v1"],
+        ),
     ]
     replicas: Annotated[
         int,

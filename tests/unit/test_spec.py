@@ -4,9 +4,13 @@ JSON round trip the API relies on."""
 from __future__ import annotations
 
 import io
+import json
+import re
 from pathlib import Path
 
 import pytest
+from docker.auth import INDEX_NAME, resolve_repository_name, split_repo_name
+from docker.utils import parse_repository_tag
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -540,6 +544,130 @@ def test_placement_fields_in_json_and_schema_but_not_the_template() -> None:
     assert "description" in props["placement"] and "description" in props["max_per_host"]
 
 
+# Image references: Docker's grammar, the one `docker pull` parses.
+
+H64 = "0123456789abcdef" * 4
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "nginx",
+        "nginx:1.27",
+        "127.0.0.1:5000/web:v1",
+        "registry:5000/hello:v2",
+        "localhost:5000/a/b:c",
+        "localhost/web",
+        "docker.io/library/nginx:latest",
+        "fleet-demo/hello:v1",
+        "a__b/c---d.e_f:X_y.Z-1",
+        "Registry.Example.com/web",
+        "Team/web",  # Docker takes an uppercase first part for a registry host
+        "[::1]:5000/web",
+        f"busybox@sha256:{H64}",
+        f"name:tag@sha256:{H64}",
+        f"web@sha512:{H64 * 2}",
+        "web:_",
+        "web:" + "v" * 128,
+        "a/" * 126 + "bcd",  # 255 characters
+    ],
+)
+def test_valid_image_references(image: str) -> None:
+    [spec] = load_documents(f"name: web\nimage: '{image}'\n")
+    assert spec.image == image
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        ("web::v1", "'web::v1' is not an image reference: a tag follows a single ':'; use web:v1"),
+        ("reg:5000/web:::v1", "a tag follows a single ':'; use reg:5000/web:v1"),
+        ("web:v1:v2", "a reference has at most one tag, after a single ':' (e.g. web:v1)"),
+        (
+            "Web:v1",
+            "'Web:v1' is not an image reference: repository names must be lowercase; use web:v1",
+        ),
+        ("reg.io/Team/Web", "repository names must be lowercase; use reg.io/team/web"),
+        ("Team/Web:v2", "repository names must be lowercase; use team/web:v2"),
+        ("web@sha256:abc", "a sha256 digest is 64 hexadecimal digits (0-9, a-f), got 3"),
+        (f"web@sha256:{H64}0", "a sha256 digest is 64 hexadecimal digits (0-9, a-f), got 65"),
+        (f"web@sha256:{H64[:-1]}g", "a sha256 digest is 64 hexadecimal digits (0-9, a-f), got '"),
+        (f"web@sha256:{H64.upper()}", f"digits (0-9, a-f) in lowercase; use web@sha256:{H64}"),
+        (
+            "web@" + H64,
+            "a digest is sha256: followed by 64 hexadecimal digits (e.g. web@sha256:<64",
+        ),
+        (
+            f"web@md5:{H64}",
+            "Docker knows the digest algorithms sha256, sha384 and sha512, got 'md5'",
+        ),
+        (f"web@sha256:{H64}@x", "a sha256 digest is 64 hexadecimal digits (0-9, a-f), got '"),
+        ("web@", "nothing follows the '@': add a digest (e.g. web@sha256:<64 hexadecimal digits>)"),
+        (
+            "registry:5000//web",
+            "a repository path has no empty parts: no '//' and no '/' at either end; "
+            "use registry:5000/web",
+        ),
+        ("web/", "a repository path has no empty parts: no '//' and no '/' at either end; use web"),
+        ("registry:5000/", "nothing follows the registry: name the repository (e.g. registry"),
+        ("web-", "'web-' ends with '-': each part of a repository name starts and ends with a"),
+        ("web.", "'web.' ends with '.': each part of a repository name starts and ends with a"),
+        ("reg.io/_web:v1", "'_web' starts with '_': each part of a repository name starts"),
+        ("a..b", "'a..b' joins letters with '..': separate them with one '.', one '_', '__' or"),
+        ("a___b", "'a___b' joins letters with '___'"),
+        ("we$b", "'we$b' holds '$': repository names are lowercase letters, digits and the"),
+        ("web:-v1", "a tag starts with a letter, digit or '_', got '-v1'"),
+        ("web:v1+x", "a tag is letters, digits, '_', '.' and '-', got 'v1+x' with '+'"),
+        ("web:" + "v" * 129, "a tag is at most 128 characters, got 129"),
+        (
+            "web:",
+            "nothing follows the ':'; add a tag (e.g. web:v1) or leave the ':' out for latest",
+        ),
+        (":v1", "it names no repository (e.g. web:v1)"),
+        (
+            "registry::5000/web",
+            "a registry's port is a number (e.g. registry:5000/web), got ':5000'",
+        ),
+        ("reg_istry.io/web", "the registry 'reg_istry.io' is not a host name: letters, digits"),
+        ("-reg.io/web", "the registry '-reg.io' is not a host name"),
+        (H64, "64 hexadecimal digits name an image ID, which Docker does not pull; name the"),
+        ("a/" * 127 + "bc", "a repository name is at most 255 characters, got 256"),
+        ("web v1", "expected an image reference like nginx:1.27 or registry:5000/web:v1 (no"),
+        ("w" * 513, "(no spaces, at most 512 characters), got 'wwwwwwww"),
+    ],
+)
+def test_invalid_image_reference(image: str, expected: str) -> None:
+    problem = one_problem(f"name: web\nreplicas: 2\nimage: '{image}'\n")
+    assert (problem.source, problem.document, problem.path, problem.line) == (
+        "app.yaml",
+        1,
+        "image",
+        3,
+    )
+    assert expected in problem.message
+
+
+def test_image_refusal_over_the_api() -> None:
+    """``fleet set image`` and ``fleet apply`` send specs the server checks the same way."""
+    text = json.dumps({"name": "web", "image": "Web::v1"})
+    with pytest.raises(SpecError) as info:
+        parse_spec_json(text, source="<image for web>")
+    [problem] = info.value.problems
+    assert (problem.source, problem.path, problem.line) == ("<image for web>", "image", None)
+    assert (
+        problem.message
+        == "'Web::v1' is not an image reference: a tag follows a single ':' (e.g. web:v1)"
+    )
+
+
+def test_image_schema_pattern() -> None:
+    pattern = json_schema()["properties"]["image"]["pattern"]
+    for good in ["nginx", "127.0.0.1:5000/web:v1", f"name:tag@sha256:{H64}", "[::1]:5000/web"]:
+        assert re.search(pattern, good), good
+    for bad in ["web::v1", "Web", "web@sha256:abc", "registry:5000//web", "web-", "web:-v1"]:
+        assert not re.search(pattern, bad), bad
+
+
 # Property tests: generated valid specs survive the wire, and the text forms re-parse.
 
 # Strings fleet hands to Docker never hold NUL nor lone surrogates (refused as input:
@@ -552,6 +680,39 @@ ports = st.builds(
     container_port=st.integers(1, 65535),
     protocol=st.sampled_from(["tcp", "udp"]),
 )
+_domain_components = st.from_regex(r"[a-zA-Z0-9]{1,6}(-{1,2}[a-zA-Z0-9]{1,6})?", fullmatch=True)
+_hosts = st.one_of(
+    st.just("localhost"),
+    st.just("[::1]"),
+    st.lists(_domain_components, min_size=2, max_size=3).map(".".join),
+    st.lists(st.integers(0, 255), min_size=4, max_size=4).map(lambda ns: ".".join(map(str, ns))),
+)
+_registries = st.one_of(
+    st.none(),
+    st.tuples(_hosts, st.one_of(st.none(), st.integers(1, 65535))).map(
+        lambda h: h[0] if h[1] is None else f"{h[0]}:{h[1]}"
+    ),
+    st.tuples(_domain_components, st.integers(1, 65535)).map(lambda h: f"{h[0]}:{h[1]}"),
+)
+_path_components = st.from_regex(
+    r"[a-z0-9]{1,6}((\.|_|__|-{1,3})[a-z0-9]{1,6}){0,2}", fullmatch=True
+)
+# (registry, repository path, tag, sha256 digest); without a registry, the first part of the
+# path has no '.', else Docker would take it for one.
+image_parts = st.tuples(
+    _registries,
+    st.lists(_path_components, min_size=1, max_size=3).map("/".join),
+    st.one_of(st.none(), st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}", fullmatch=True)),
+    st.one_of(st.none(), st.text("0123456789abcdef", min_size=64, max_size=64)),
+).filter(lambda p: p[0] is not None or "." not in p[1].split("/")[0])
+
+
+def _image_text(registry: str | None, path: str, tag: str | None, digest: str | None) -> str:
+    text = f"{registry}/{path}" if registry else path
+    return text + (f":{tag}" if tag else "") + (f"@sha256:{digest}" if digest else "")
+
+
+images = image_parts.map(lambda p: _image_text(*p))
 label_keys = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,20}", fullmatch=True).filter(
     lambda k: not k.startswith("fleet.")
 )
@@ -560,7 +721,7 @@ specs = st.builds(
     st.fixed_dictionaries(
         {
             "name": st.from_regex(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", fullmatch=True),
-            "image": st.from_regex(r"[a-z0-9][a-z0-9./:_-]{0,40}", fullmatch=True),
+            "image": images,
             "replicas": st.integers(0, 10_000),
             "command": st.one_of(st.none(), st.lists(_TEXT, min_size=1, max_size=4)),
             "env": st.dictionaries(
@@ -622,3 +783,24 @@ def test_memory_format_round_trip_any(n: int) -> None:
 @given(ports)
 def test_port_text_round_trip(port: PortSpec) -> None:
     assert PortSpec.model_validate(str(port)) == port
+
+
+@given(image_parts)
+def test_valid_images_split_like_docker_py(
+    parts: tuple[str | None, str, str | None, str | None],
+) -> None:
+    """What fleet accepts, docker-py (which the agent pulls with) splits into the same
+    repository, tag or digest, and registry."""
+    registry, path, tag, digest = parts
+    image = _image_text(*parts)
+    assert AppSpec.model_validate({"name": "web", "image": image}).image == image
+    name = f"{registry}/{path}" if registry else path
+    if digest:
+        assert parse_repository_tag(image) == (
+            name + (f":{tag}" if tag else ""),
+            f"sha256:{digest}",
+        )
+    else:
+        assert parse_repository_tag(image) == (name, tag)
+    assert split_repo_name(name) == ((registry, path) if registry else (INDEX_NAME, name))
+    resolve_repository_name(name)  # raises when docker-py finds the registry invalid

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 import yaml
+from docker.auth import resolve_repository_name
+from docker.utils import parse_repository_tag
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,6 +32,7 @@ from fleet.spec import (
     MAX_FILE_BYTES,
     RESERVED_LABEL_PREFIX,
     AppSpec,
+    json_schema,
     load_documents,
     load_file,
     parse_spec_json,
@@ -324,7 +327,8 @@ def mutations(draw: st.DrawFn) -> tuple[dict[str, Any], bool, str]:
         return doc, must, f"label key {key!r:.80}"
     if kind == "image":
         doc["image"], piece = draw(injected(VALID["image"]))
-        must = "\n" in piece or len(doc["image"]) > 512
+        # No image reference holds these; only the long pieces may leave a valid one.
+        must = any(c in piece for c in "/\0\n\r") or len(doc["image"]) > 512
         return doc, must, f"image {doc['image']!r:.80}"
     # Free text into a value that may legitimately hold it: either outcome, if clean.
     field = draw(st.sampled_from(["env value", "label value", "command", "constraint"]))
@@ -351,6 +355,29 @@ def test_mutations_of_a_valid_spec(mutation: tuple[dict[str, Any], bool, str]) -
         assert isinstance(from_json, SpecError), f"accepted from JSON: {what}"
     else:
         assert isinstance(from_yaml, SpecError) == isinstance(from_json, SpecError), what
+
+
+# Pieces of image references, so that some random strings of them are references.
+IMAGE_PIECES = ["a", "b0", "Z", "-", "--", ".", "_", "__", ":", "::", "/", "//", "@", "5000"]
+IMAGE_PIECES += ["localhost", "reg.io", "[::1]", "sha256:", "0123456789abcdef" * 4, "v1.2"]
+IMAGE_PATTERN = json_schema()["properties"]["image"]["pattern"]
+
+
+@settings(FAST, max_examples=300)
+@given(st.lists(st.sampled_from(IMAGE_PIECES), min_size=1, max_size=8).map("".join))
+def test_image_references(image: str) -> None:
+    """A refusal names the field and says what is wrong; what is accepted, the schema and
+    docker-py (which pulls it) accept too, and docker-py splits it back into the same text."""
+    result = check_json(json.dumps({**VALID, "image": image}))
+    if isinstance(result, SpecError):
+        [problem] = result.problems
+        assert problem.path == "image", problem
+        assert " is not an image reference: " in problem.message, problem.message
+        return
+    assert re.search(IMAGE_PATTERN, image), image
+    repository, tag = parse_repository_tag(image)
+    assert (f"{repository}{'@' if '@' in image else ':'}{tag}" if tag else repository) == image
+    resolve_repository_name(repository)
 
 
 @pytest.mark.parametrize("field", ["name", "image"])
