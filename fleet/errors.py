@@ -7,7 +7,8 @@
     ├── Conflict             someone else changed the state first; re-read and retry
     ├── FailedPrecondition   the state does not allow it now (a secret still in use)
     ├── PermissionDenied     the caller may not do this
-    └── Unavailable          the control plane or etcd cannot be reached
+    ├── Unavailable          the control plane, etcd or dockerd cannot be reached
+    └── PullFailed           a host could not pull an image (``reason`` says how)
 
 Each maps to one gRPC status code (``GRPC_CODE_BY_ERROR``), so the server raises these
 and the client re-raises the same class from the status it receives.
@@ -27,6 +28,7 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "PermissionDenied",
+    "PullFailed",
     "SpecError",
     "SpecProblem",
     "Unavailable",
@@ -62,6 +64,24 @@ class PermissionDenied(FleetError):
 
 class Unavailable(FleetError):
     """A server fleet depends on (the control plane, etcd, dockerd) did not answer."""
+
+
+class PullFailed(FleetError):
+    """An image could not be pulled; ``reason`` is what kind of failure it was, as
+    Docker tells them apart (Kubernetes' ErrImagePull, split):
+
+    - ``image-not-found``: the registry answered; it has no such repository or tag;
+    - ``unauthorized``: the registry wants credentials this host does not have;
+    - ``registry-unreachable``: the registry did not answer;
+    - ``pull-failed``: anything else (a disk full, a corrupt layer).
+    """
+
+    REASONS = ("image-not-found", "unauthorized", "registry-unreachable", "pull-failed")
+
+    def __init__(self, reason: str, message: str) -> None:
+        assert reason in self.REASONS, reason
+        self.reason = reason
+        super().__init__(message)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,10 @@ It starts a single-member etcd (the ``etcd`` binary, data under ``--data-dir``),
 control plane and an agent for the local Docker daemon in this process, and stops all
 three on Ctrl-C or SIGTERM. The data dir outlives it, so a later ``fleet up`` finds the
 apps it left (and the agent adopts the containers still running).
+
+If a part fails, ``fleet up`` says which and why: the agent is started again (after a
+pause that grows while it keeps failing), as systemd would restart it; a control plane
+or etcd that ends stops everything, with a message naming it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +114,32 @@ def _start_etcd(
     raise Unavailable(f"etcd did not become healthy in 30 s; see {data_dir / 'etcd.log'}")
 
 
+async def _keep_running(name: str, make: Callable[[], Awaitable[None]]) -> None:
+    """Run ``make()`` for good: whenever it ends or fails, say so (with the traceback)
+    and start it again, after 1 s doubling to 30 s (back to 1 s after a minute's run)."""
+    delay = 1.0
+    while True:
+        began = time.monotonic()
+        try:
+            await make()
+            log.error("the %s stopped; starting it again in %gs", name, delay)
+        except Exception as error:
+            log.error("the %s failed; starting it again in %gs", name, delay, exc_info=error)
+        if time.monotonic() - began > 60:
+            delay = 1.0
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
+
+
+def _why_ended(task: asyncio.Task[object], name: str) -> str:
+    if task.cancelled():
+        return f"the {name} was cancelled"
+    error = task.exception()
+    if error is None:
+        return f"the {name} stopped"
+    return f"the {name} failed: {type(error).__name__}: {error}"
+
+
 def _local_pki(directory: Path, host_id: str) -> tuple[LocalPKI, TlsFiles]:
     """fleet up's own CA and certificates (made once, reused), and etcd's client cert."""
     pki = ensure_local_pki(directory, host_id=host_id)
@@ -148,26 +179,38 @@ async def run_up(config: UpConfig) -> None:
         )
         await plane.start()
         agent_tls = TlsFiles(pki.ca.cert, pki.agent.cert, pki.agent.key)
-        agent = Agent(
-            AgentConfig(
-                servers=[config.listen],
-                host_id=host_id,
-                transport=Transport(agent_tls),
-                state_dir=data_dir / "agent",
-            ),
-            runtime,
+        agent_config = AgentConfig(
+            servers=[config.listen],
+            host_id=host_id,
+            transport=Transport(agent_tls),
+            state_dir=data_dir / "agent",
         )
-        agent_task = asyncio.create_task(agent.run())
+        agent_task = asyncio.create_task(
+            _keep_running("agent", lambda: Agent(agent_config, runtime).run())
+        )
         plane_task = asyncio.create_task(plane.wait())
+        etcd_task = asyncio.create_task(asyncio.to_thread(etcd.wait))
         log.info(
             "fleet is up: control plane on %s, etcd on 127.0.0.1:%d",
             config.listen,
             config.etcd_port,
         )
         stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({agent_task, plane_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        log.info("stopping")
-        tasks = {agent_task, plane_task, stopper}
+        tasks = {agent_task, plane_task, etcd_task, stopper}
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        failure = None
+        if plane_task.done():
+            failure = _why_ended(plane_task, "control plane")
+            if plane_task.exception() is not None:
+                log.error("%s", failure, exc_info=plane_task.exception())
+        elif etcd_task.done():
+            failure = f"etcd exited with code {etcd.returncode}; see {data_dir / 'etcd.log'}"
+        elif agent_task.done():  # _keep_running never ends by itself: a bug
+            failure = _why_ended(agent_task, "agent supervisor")
+        if failure is not None:
+            log.error("stopping everything: %s", failure)
+        else:
+            log.info("stopping")
         for task in tasks:
             task.cancel()
         # Bounded: whatever a task is doing when it is cancelled, etcd below is stopped.
@@ -178,6 +221,8 @@ async def run_up(config: UpConfig) -> None:
             await asyncio.wait_for(plane.stop(), 15)
         except TimeoutError:
             log.warning("the control plane did not stop in 15 s; stopping anyway")
+        if failure is not None:
+            raise Unavailable(f"fleet up stopped: {failure}")
     finally:
         etcd.terminate()
         try:

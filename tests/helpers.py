@@ -7,6 +7,7 @@ import asyncio
 import base64
 import inspect
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -94,3 +95,46 @@ def fleet_containers(docker_client: Any, app: str | None = None, *, all: bool = 
         except docker.errors.NotFound:
             continue
     return found
+
+
+class EndpointProber:
+    """Polls ``fleet endpoints APP`` and every endpoint it lists, every 100 ms, in a
+    thread: ``samples`` holds (time, endpoints that answered, failures), ``bodies`` what
+    they served."""
+
+    def __init__(self, client: Any, app: str = "web") -> None:
+        self._client, self._app = client, app
+        self._stop = threading.Event()
+        self.samples: list[tuple[float, int, list[str]]] = []
+        self.bodies: set[str] = set()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> EndpointProber:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            began = time.monotonic()
+            healthy, failures = 0, []
+            for endpoint in self._client.endpoints(self._app):
+                where = f"{endpoint.host} {endpoint.address}:{endpoint.host_port}"
+                try:
+                    self.bodies.add(http_get(endpoint.address, endpoint.host_port, 1.0).strip())
+                    healthy += 1
+                except (urllib.error.URLError, OSError) as error:
+                    failures.append(f"{where} (revision {endpoint.revision}): {error}")
+            self.samples.append((time.time(), healthy, failures))
+            self._stop.wait(max(0.0, 0.1 - (time.monotonic() - began)))
+
+    def check(self, at_least: int) -> None:
+        """Never fewer than ``at_least`` answered, and every listed endpoint answered."""
+        assert len(self.samples) > 5, "the prober barely ran"
+        low = [(t, n) for t, n, _ in self.samples if n < at_least]
+        assert not low, f"fewer than {at_least} healthy endpoints at {low[:5]}"
+        failed = [f for _, _, fs in self.samples for f in fs]
+        assert not failed, f"listed endpoints that did not answer: {failed[:5]}"

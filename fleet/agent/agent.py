@@ -35,13 +35,14 @@ import grpc.aio
 
 from fleet._time import iso_at
 from fleet.agent.events import EventQueue, from_docker, own, restart_events
+from fleet.agent.failures import FailureBook
 from fleet.agent.health import Prober
 from fleet.agent.images import ImageKeeper, stale_images
 from fleet.agent.reconcile import Backoff, Create, Remove, RestartBook, Start, Stop, Task, plan
 from fleet.agent.requests import RequestHandler
 from fleet.agent.runtime import DockerRuntime, ObservedContainer, container_name
 from fleet.agent.stats import HostUsage, UsageSampler
-from fleet.errors import FleetError
+from fleet.errors import FleetError, PullFailed, Unavailable
 from fleet.policy import Policy, Privileges, violations
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 _REPORT_BATCH = 0.2  # seconds: changes this close together go in one report
+_CREATE_FAILURES_SHOWN = 3  # creates refused in a row before the replica says so
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ class AgentConfig:
     state_dir: Path | None = None
     reconnect_max: float = 10.0
     backoff: Backoff = field(default_factory=Backoff)
+    # A pull or a Docker call that failed is tried again after this backoff.
+    failure_backoff: Backoff = field(default_factory=lambda: Backoff(initial=2.0, cap=60.0))
     # Where this host's published ports answer, for `fleet endpoints` ("" : unknown).
     address: str = ""
     # The OS's own description (ID, VERSION_ID, ...): an upgrade changes it.
@@ -101,6 +105,32 @@ def _adopted(containers: list[ObservedContainer]) -> list[pb.ContainerSpec]:
 
 def _statuses(containers: list[ObservedContainer]) -> set[tuple[str, str, int, str]]:
     return {(c.container_id, c.state, c.exit_code, c.docker_health) for c in containers}
+
+
+@dataclass(frozen=True)
+class Held:
+    """A desired container the agent cannot run now, and why: ``state`` is what its
+    status says instead of Docker's (refused, pull-failed, create-failed)."""
+
+    state: str
+    reason: str
+    message: str
+
+
+ReplicaKey = tuple[str, int, int]  # app, slot, revision
+TaskKey = tuple[str, str, int, str]  # what, app or container id, slot, template
+
+
+def _task_key(task: Task) -> TaskKey:
+    if isinstance(task, Create):
+        return ("create", task.spec.app, task.spec.slot, task.spec.spec_hash)
+    return (type(task).__name__.lower(), task.container.container_id, 0, "")
+
+
+def _task_text(task: Task) -> str:
+    if isinstance(task, Create):
+        return f"create {task.spec.app}.{task.spec.slot}"
+    return f"{type(task).__name__.lower()} {task.container.name}"
 
 
 def _iso(seconds: float | None) -> str:
@@ -145,8 +175,15 @@ class Agent:
         self.desired_version = 0
         self.applied_version = 0
         self.observed: list[ObservedContainer] = []
-        # Containers this host's policy refused: (app, slot, revision) -> why.
-        self.refused: dict[tuple[str, int, int], str] = {}
+        # Desired containers that cannot run here now (refused by this host's policy,
+        # their image cannot be pulled, dockerd refuses to create them), and why.
+        self.held: dict[ReplicaKey, Held] = {}
+        # Images whose last pull failed, and tasks whose last try failed: tried again
+        # after a backoff, not on every round.
+        self.pulls: FailureBook[str] = FailureBook(config.failure_backoff)
+        self.task_failures: FailureBook[TaskKey] = FailureBook(config.failure_backoff)
+        self._round_failures: FailureBook[str] = FailureBook(config.failure_backoff)
+        self._tracebacks: set[tuple[str, str]] = set()  # unexpected errors already logged
         # A hollow runtime (fleet.testing.hollow) samples and reports its own events.
         self._sampler = runtime.sampler or UsageSampler(lambda: runtime.client)
         self.usage = HostUsage(0.0, 0, 0, 0.0)
@@ -227,14 +264,32 @@ class Agent:
 
     # ------------------------------------------------------------------ reconcile
 
+    def _log_failure(self, message: str, error: BaseException) -> None:
+        """A failure in the log: fleet's own errors in a line, anything unexpected with
+        its traceback the first time (then in a line: a loop must not fill the disk)."""
+        seen = (type(error).__name__, str(error))
+        if isinstance(error, FleetError) or seen in self._tracebacks:
+            log.warning("%s", message)
+            return
+        self._tracebacks.add(seen)
+        log.error("%s", message, exc_info=error)
+
     async def _reconcile_loop(self) -> None:
         while True:
             look_again: float | None = None
             try:
                 look_again = await self.reconcile_once()
-            except FleetError as error:
-                log.warning("reconcile failed: %s", error)
-                look_again = time.time() + 2.0
+                if self._round_failures.succeeded("round"):
+                    log.info("reconciling works again")
+            except Exception as error:
+                # Whatever a round raises ends that round only: it is said once, and
+                # the next round comes after a backoff (dockerd restarting, say).
+                now = time.time()
+                text = str(error) if isinstance(error, FleetError) else repr(error)
+                if self._round_failures.failed("round", "reconcile-failed", text, now):
+                    self._log_failure(f"reconcile failed: {text}", error)
+                    self.events.put(own("reconcile-failed", text[:500]))
+                look_again = self._round_failures.next_retry()
             timeout = self.config.resync_seconds
             if look_again is not None:
                 timeout = max(0.05, min(timeout, look_again - time.time()))
@@ -245,7 +300,7 @@ class Agent:
     async def reconcile_once(self) -> float | None:
         """One round: observe, plan, act. Returns when a backoff wants a look again."""
         version = self.desired_version
-        observed_before = self.observed
+        observed_before, held_before = self.observed, dict(self.held)
         observed = await self._docker(self.runtime.list_containers)
         self.observed = observed
         self._prober.sync(observed)
@@ -261,10 +316,16 @@ class Agent:
                 self._raised.add(key)
                 self.events.put(event)
         wanted = {(c.app, c.slot, c.revision) for c in desired}
-        self.refused = {k: v for k, v in self.refused.items() if k in wanted}
+        present = {(c.app, c.slot, c.revision) for c in observed}
+        self.held = {k: v for k, v in self.held.items() if k in wanted and k not in present}
+        self.task_failures.forget_except(_task_key(t) for t in tasks)
         # New images are pulled before anything stops: a replica replaced in place must
         # not be down for the length of a pull (or for good, if the pull fails).
-        await asyncio.gather(*(self._pull(t) for t in tasks if isinstance(t, Create)))
+        await self._pull_images([t for t in tasks if isinstance(t, Create)])
+        tasks = self._ready(tasks, desired, time.time())
+        for retry in (self.pulls.next_retry(), self.task_failures.next_retry()):
+            if retry is not None:
+                look_again = retry if look_again is None else min(look_again, retry)
 
         # Removes run beside the creates that cannot clash with them (a replacement has
         # its own name; only a fixed host port must be freed first), so a rolling wave
@@ -290,7 +351,7 @@ class Agent:
             self.observed = await self._docker(self.runtime.list_containers)
             self._prober.sync(self.observed)
         self._starting.clear()
-        if _statuses(self.observed) != _statuses(observed_before):
+        if _statuses(self.observed) != _statuses(observed_before) or self.held != held_before:
             self._report_now.set()  # tell the control plane now, not at the next beat
         self.restarts.forget_except(c.container_id for c in self.observed)
         live_ids = {c.container_id for c in self.observed}
@@ -304,8 +365,43 @@ class Agent:
             self._images.saw([c.image for c in desired if c.image], time.time())
         if self.config.image_gc_after is not None and time.monotonic() >= self._images_due:
             self._images_due = time.monotonic() + min(30.0, self.config.image_gc_after)
-            await self._collect_images()
+            try:
+                await self._collect_images()
+            except Exception as error:  # the containers come first: collect next time
+                self._log_failure(f"image collection failed: {error!r}", error)
         return look_again
+
+    def _ready(self, tasks: list[Task], desired: list[pb.ContainerSpec], now: float) -> list[Task]:
+        """The tasks to run this round: not those waiting out a failure's backoff, nor
+        creates whose image could not be pulled; and a container being replaced in place
+        stays while its replacement's image cannot be pulled (it may serve on, and a
+        rollback will want it back)."""
+        wanted = {(c.app, c.slot, c.spec_hash) for c in desired}
+        unpulled = set()
+        for task in tasks:
+            if not isinstance(task, Create):
+                continue
+            spec = task.spec
+            key = (spec.app, spec.slot, spec.revision)
+            failure = self.pulls.get(spec.image)
+            if failure is not None:
+                unpulled.add((spec.app, spec.slot))
+                self.held[key] = Held("pull-failed", failure.reason, failure.message)
+            elif key in self.held and self.held[key].state == "pull-failed":
+                del self.held[key]
+        ready: list[Task] = []
+        for task in tasks:
+            if isinstance(task, Create) and (task.spec.app, task.spec.slot) in unpulled:
+                continue
+            if (
+                isinstance(task, Remove)
+                and (task.container.app, task.container.slot) in unpulled
+                and task.container.key not in wanted
+            ):
+                continue
+            if self.task_failures.due(_task_key(task), now):
+                ready.append(task)
+        return ready
 
     async def _collect_images(self) -> None:
         """Forget-and-remove images no container has used for ``image_gc_after``."""
@@ -320,19 +416,47 @@ class Agent:
                 self._images.forget(image)
         await asyncio.to_thread(self._images.save)
 
-    async def _pull(self, task: Create) -> None:
-        spec = task.spec
-        if violations(Privileges.of_container(spec), self.config.policy):
-            return  # refused when its turn comes; nothing to pull for it
+    async def _pull_images(self, creates: list[Create]) -> None:
+        """Pull what new containers need: each image once, however many replicas want
+        it; an image whose pull failed waits for its backoff."""
+        by_image: dict[str, list[pb.ContainerSpec]] = {}
+        for task in creates:
+            spec = task.spec
+            if spec.image and not violations(Privileges.of_container(spec), self.config.policy):
+                by_image.setdefault(spec.image, []).append(spec)
+        self.pulls.forget_except(by_image)  # an undo or a fixed image ends a failure
+        now = time.time()
+        await asyncio.gather(
+            *(self._pull(i, specs) for i, specs in by_image.items() if self.pulls.due(i, now))
+        )
+
+    async def _pull(self, image: str, specs: list[pb.ContainerSpec]) -> None:
         async with self._parallel:
             try:
-                if await self._docker(self.runtime.ensure_image, spec.image):
-                    self.events.put(own("image-pulled", spec.image, app=spec.app, slot=spec.slot))
-            except FleetError as error:
-                log.warning(
-                    "pulling %s for %s.%d failed: %s", spec.image, spec.app, spec.slot, error
-                )
-                self.events.put(own("pull-failed", str(error), app=spec.app, slot=spec.slot))
+                pulled = await self._docker(self.runtime.ensure_image, image)
+            except PullFailed as error:
+                self._pull_failed(image, specs, error)
+                return
+            except Exception as error:  # dockerd itself away: the round tries again
+                self._log_failure(f"pulling {image} failed: {error}", error)
+                return
+        if self.pulls.succeeded(image):
+            log.info("pulled %s after failures", image)
+        if pulled:
+            for app in sorted({s.app for s in specs}):
+                self.events.put(own("image-pulled", image, app=app))
+
+    def _pull_failed(self, image: str, specs: list[pb.ContainerSpec], error: PullFailed) -> None:
+        """Remember the failure; say it once per app and reason (not on every retry)."""
+        if not self.pulls.failed(image, error.reason, str(error), time.time()):
+            return
+        failure = self.pulls.get(image)
+        assert failure is not None
+        log.warning("%s; trying again in %gs", error, failure.retry_at - time.time())
+        for app in sorted({s.app for s in specs}):
+            slots = sorted(s.slot for s in specs if s.app == app)
+            replicas = f"{len(slots)} replica{'s' if len(slots) > 1 else ''}"
+            self.events.put(own(error.reason, f"{error} ({replicas})", app=app, slot=slots[0]))
 
     async def _bounded(self, task: Task) -> None:
         if isinstance(task, Remove) and task.container.state == "running":
@@ -346,51 +470,87 @@ class Agent:
             await self._execute(task)
 
     async def _execute(self, task: Task) -> None:
+        """Run one task. Whatever it raises is that task's failure only: said once,
+        tried again after a backoff, while every other container is served."""
         try:
-            if isinstance(task, Remove):
-                log.info("removing %s: %s", task.container.name, task.reason)
-                await self._docker(
-                    self.runtime.stop_and_remove,
-                    task.container.container_id,
-                    task.container.stop_grace,
-                )
-            elif isinstance(task, Create):
-                spec = task.spec
-                refused = violations(Privileges.of_container(spec), self.config.policy)
-                if refused:
-                    message = f"refused by this host's policy: {', '.join(refused)}"
-                    if self.refused.get((spec.app, spec.slot, spec.revision)) != message:
-                        log.warning("not starting %s.%d: %s", spec.app, spec.slot, message)
-                        self.events.put(own("refused", message, app=spec.app, slot=spec.slot))
-                    self.refused[(spec.app, spec.slot, spec.revision)] = message
-                    return
-                if await self._docker(self.runtime.ensure_image, spec.image):
-                    self.events.put(own("image-pulled", spec.image, app=spec.app, slot=spec.slot))
-                await self._docker(
-                    self.runtime.remove_by_name, container_name(spec.app, spec.slot, spec.spec_hash)
-                )
-                container_id = await self._docker(self.runtime.create, spec)
-                await self._docker(self.runtime.start, container_id)
-                log.info("started %s.%d (%s)", spec.app, spec.slot, container_id[:12])
-            elif isinstance(task, Stop):
-                log.info("stopping %s: %s", task.container.name, task.reason)
-                await self._docker(
-                    self.runtime.stop, task.container.container_id, task.container.stop_grace
-                )
-            elif isinstance(task, Start):
-                log.info("starting %s: %s", task.container.name, task.reason)
-                # Until the round lists containers again, `observed` still shows this one
-                # exited: it must not look failed in a heartbeat meanwhile.
-                self._starting.add(task.container.container_id)
-                if task.container.state != "created":
-                    self.restarts.record(task.container, self.config.backoff)
-                    if self._restarts_file is not None:  # before the start: a crash keeps it
-                        await asyncio.to_thread(self.restarts.save, self._restarts_file)
-                await self._docker(self.runtime.start, task.container.container_id)
-        except FleetError as error:
-            log.warning("task %s failed: %s", type(task).__name__, error)
-        except Exception as error:  # one bad container must not stop the others
-            log.exception("task %s failed: %s", type(task).__name__, error)
+            await self._run_task(task)
+        except Exception as error:
+            self._task_failed(task, error)
+        else:
+            if self.task_failures.succeeded(_task_key(task)):
+                log.info("%s worked after failures", _task_text(task))
+
+    def _task_failed(self, task: Task, error: Exception) -> None:
+        if isinstance(error, PullFailed) and isinstance(task, Create):
+            self._pull_failed(task.spec.image, [task.spec], error)
+            return
+        detail = str(error) if isinstance(error, FleetError) else repr(error)
+        message = f"{_task_text(task)} failed: {detail}"
+        news = self.task_failures.failed(_task_key(task), "task-failed", message, time.time())
+        failure = self.task_failures.get(_task_key(task))
+        # dockerd answered and refused, again and again: the replica's status says why
+        # it is not up (and a rollout of it fails). Once may be a hiccup.
+        if (
+            isinstance(task, Create)
+            and not isinstance(error, Unavailable)
+            and failure is not None
+            and failure.count >= _CREATE_FAILURES_SHOWN
+        ):
+            key = (task.spec.app, task.spec.slot, task.spec.revision)
+            self.held[key] = Held("create-failed", "create-failed", message[:1000])
+        if not news:
+            return
+        self._log_failure(message, error)
+        if isinstance(task, Create):
+            app, slot = task.spec.app, task.spec.slot
+        else:
+            app, slot = task.container.app, task.container.slot
+        self.events.put(own("task-failed", message[:1000], app=app, slot=slot))
+
+    async def _run_task(self, task: Task) -> None:
+        if isinstance(task, Remove):
+            log.info("removing %s: %s", task.container.name, task.reason)
+            await self._docker(
+                self.runtime.stop_and_remove,
+                task.container.container_id,
+                task.container.stop_grace,
+            )
+        elif isinstance(task, Create):
+            spec = task.spec
+            key = (spec.app, spec.slot, spec.revision)
+            refused = violations(Privileges.of_container(spec), self.config.policy)
+            if refused:
+                message = f"refused by this host's policy: {', '.join(refused)}"
+                held = Held("refused", "refused", message)
+                if self.held.get(key) != held:
+                    log.warning("not starting %s.%d: %s", spec.app, spec.slot, message)
+                    self.events.put(own("refused", message, app=spec.app, slot=spec.slot))
+                self.held[key] = held
+                return
+            if await self._docker(self.runtime.ensure_image, spec.image):
+                self.events.put(own("image-pulled", spec.image, app=spec.app, slot=spec.slot))
+            await self._docker(
+                self.runtime.remove_by_name, container_name(spec.app, spec.slot, spec.spec_hash)
+            )
+            container_id = await self._docker(self.runtime.create, spec)
+            self.held.pop(key, None)
+            await self._docker(self.runtime.start, container_id)
+            log.info("started %s.%d (%s)", spec.app, spec.slot, container_id[:12])
+        elif isinstance(task, Stop):
+            log.info("stopping %s: %s", task.container.name, task.reason)
+            await self._docker(
+                self.runtime.stop, task.container.container_id, task.container.stop_grace
+            )
+        elif isinstance(task, Start):
+            log.info("starting %s: %s", task.container.name, task.reason)
+            # Until the round lists containers again, `observed` still shows this one
+            # exited: it must not look failed in a heartbeat meanwhile.
+            self._starting.add(task.container.container_id)
+            if task.container.state != "created":
+                self.restarts.record(task.container, self.config.backoff)
+                if self._restarts_file is not None:  # before the start: a crash keeps it
+                    await asyncio.to_thread(self.restarts.save, self._restarts_file)
+            await self._docker(self.runtime.start, task.container.container_id)
 
     # ------------------------------------------------------------------ connection
 
@@ -406,6 +566,8 @@ class Agent:
             except (grpc.aio.AioRpcError, FleetError, OSError) as error:
                 detail = error.details() if isinstance(error, grpc.aio.AioRpcError) else error
                 log.warning("control plane %s: %s; retrying in %.1fs", server, detail, delay)
+            except Exception as error:  # a bug must cost a reconnect, never the agent
+                self._log_failure(f"session with {server} failed: {error!r}", error)
             finally:
                 self.connected.clear()
             await asyncio.sleep(delay)
@@ -476,9 +638,14 @@ class Agent:
                 containers=[self._status(c) for c in self.observed]
                 + [
                     pb.ContainerStatus(
-                        app=app, slot=slot, revision=revision, state="refused", message=message
+                        app=app,
+                        slot=slot,
+                        revision=revision,
+                        state=held.state,
+                        reason=held.reason,
+                        message=held.message,
                     )
-                    for (app, slot, revision), message in sorted(self.refused.items())
+                    for (app, slot, revision), held in sorted(self.held.items())
                 ],
                 applied_version=self.applied_version,
                 images=self.usage.images,

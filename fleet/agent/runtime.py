@@ -22,7 +22,8 @@ import docker.errors
 from docker.utils import parse_repository_tag
 from google.protobuf import json_format
 
-from fleet.errors import Unavailable
+from fleet.agent.dockererrors import DOCKER_ERRORS, pull_failure, translate
+from fleet.errors import FleetError, InvalidArgument, NotFound, PullFailed
 from fleet.proto import fleet_pb2 as pb
 
 __all__ = ["LABEL_APP", "DockerRuntime", "ObservedContainer", "container_name"]
@@ -186,26 +187,31 @@ class DockerRuntime:
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
         self._events_stream: Any = None
+        self._unreadable_seen: set[str] = set()
 
     @property
     def client(self) -> docker.DockerClient:
+        """The SDK's client, made on first use (it asks the daemon for its API version,
+        so making it fails while dockerd is away: ``Unavailable``, tried again later)."""
         with self._lock:
             if self._client is None:
-                if self._base_url:
-                    self._client = docker.DockerClient(
-                        base_url=self._base_url, timeout=self._timeout
-                    )
-                else:
-                    self._client = docker.from_env(timeout=self._timeout)
+                try:
+                    if self._base_url:
+                        self._client = docker.DockerClient(
+                            base_url=self._base_url, timeout=self._timeout
+                        )
+                    else:
+                        self._client = docker.from_env(timeout=self._timeout)
+                except DOCKER_ERRORS as error:
+                    raise translate("connect", error) from error
             return self._client
 
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        """``fn()``, with whatever Docker raises turned into a ``FleetError``."""
         try:
             return fn()
-        except docker.errors.NotFound:
-            raise
-        except (docker.errors.DockerException, OSError) as error:
-            raise Unavailable(f"docker: {what}: {error}") from error
+        except DOCKER_ERRORS as error:
+            raise translate(what, error) from error
 
     def ping(self) -> None:
         self._call("ping", self.client.ping)
@@ -232,30 +238,54 @@ class DockerRuntime:
             found = []
             for summary in self.client.api.containers(all=True, filters={"label": LABEL_APP}):
                 try:
-                    found.append(_observe(self.client.api.inspect_container(summary["Id"])))
+                    attrs = self.client.api.inspect_container(summary["Id"])
                 except docker.errors.NotFound:
                     continue  # removed between the list and the inspect
+                try:
+                    found.append(_observe(attrs))
+                except (KeyError, TypeError, ValueError, AttributeError) as error:
+                    self._unreadable(summary["Id"], error)
             return found
 
         result: list[ObservedContainer] = self._call("list containers", inspect_all)
         return result
+
+    def _unreadable(self, container_id: str, error: Exception) -> None:
+        """A container labelled as fleet's whose labels fleet cannot read (made by
+        someone else, or edited): left alone, and said once."""
+        if container_id not in self._unreadable_seen:
+            self._unreadable_seen.add(container_id)
+            log.warning(
+                "leaving container %s alone: its fleet.* labels are unreadable (%s: %s)",
+                container_id[:12],
+                type(error).__name__,
+                error,
+            )
 
     def ensure_image(self, image: str) -> bool:
         """Pull ``image`` unless the daemon has it; True when it was pulled."""
         try:
             self._call("inspect image", lambda: self.client.images.get(image))
             return False
-        except docker.errors.ImageNotFound:
+        except NotFound:
             pass
+        except InvalidArgument as error:  # dockerd cannot parse the reference
+            raise PullFailed("pull-failed", f"{image} is not a valid image reference") from error
         repository, tag = parse_repository_tag(image)
         log.info("pulling %s", image)
-        self._call(
-            f"pull {image}", lambda: self.client.images.pull(repository, tag=tag or "latest")
-        )
+        try:
+            # A digest reference pulls by digest (docker-py takes it as the "tag").
+            self.client.images.pull(repository, tag=tag or "latest")
+        except DOCKER_ERRORS as error:
+            raise pull_failure(image, error) from error
         return True
 
     def create(self, spec: pb.ContainerSpec) -> str:
         """Create (not start) the container for ``spec``; returns its id."""
+        name = container_name(spec.app, spec.slot, spec.spec_hash)
+        return str(self._call(f"create {name}", lambda: self._create(spec, name)))
+
+    def _create(self, spec: pb.ContainerSpec, name: str) -> str:
         labels = {
             **dict(spec.labels),
             LABEL_APP: spec.app,
@@ -286,7 +316,6 @@ class DockerRuntime:
                     "start_period": _nanos(check.start_period_seconds),
                 }
         api = self.client.api
-        name = container_name(spec.app, spec.slot, spec.spec_hash)
         host_config = api.create_host_config(
             port_bindings={
                 f"{p.container_port}/{p.protocol}": p.host_port or None for p in spec.ports
@@ -303,20 +332,17 @@ class DockerRuntime:
             cap_add=list(spec.cap_add) or None,
             binds=list(spec.volumes) or None,
         )
-        created = self._call(
-            f"create {name}",
-            lambda: api.create_container(
-                spec.image,
-                command=list(spec.command) or None,
-                name=name,
-                labels=labels,
-                environment=dict(spec.env),
-                ports=[(p.container_port, p.protocol) for p in spec.ports],
-                host_config=host_config,
-                # So that a manual `docker stop` honours the app's grace period too.
-                stop_timeout=math.ceil(spec.stop_grace_seconds),
-                healthcheck=healthcheck,
-            ),
+        created = api.create_container(
+            spec.image,
+            command=list(spec.command) or None,
+            name=name,
+            labels=labels,
+            environment=dict(spec.env),
+            ports=[(p.container_port, p.protocol) for p in spec.ports],
+            host_config=host_config,
+            # So that a manual `docker stop` honours the app's grace period too.
+            stop_timeout=math.ceil(spec.stop_grace_seconds),
+            healthcheck=healthcheck,
         )
         return str(created["Id"])
 
@@ -332,12 +358,12 @@ class DockerRuntime:
     def remove_image(self, image: str) -> bool:
         """Remove ``image`` unless a container uses it (Docker refuses then): True if gone."""
         try:
-            self.client.api.remove_image(image)
+            self._call(f"remove image {image}", lambda: self.client.api.remove_image(image))
             return True
-        except docker.errors.NotFound:
+        except NotFound:
             return True
-        except docker.errors.APIError as error:  # in use (409), or the daemon is away
-            log.info("keeping image %s: %s", image, error.explanation or error)
+        except FleetError as error:  # in use (409), or the daemon is away
+            log.info("keeping image %s: %s", image, error)
             return False
 
     def start(self, container_id: str) -> None:
@@ -352,15 +378,15 @@ class DockerRuntime:
         try:
             self._call("stop", lambda: self.client.api.stop(container_id, timeout=math.ceil(grace)))
             self._call("remove", lambda: self.client.api.remove_container(container_id, force=True))
-        except docker.errors.NotFound:
+        except NotFound:
             pass  # already gone: what we wanted
 
     def remove_by_name(self, name: str) -> None:
         """Remove a leftover fleet container that holds ``name`` (a create that failed
         half-way, or one whose labels were stripped: only if it is fleet's)."""
         try:
-            attrs = self.client.api.inspect_container(name)
-        except docker.errors.NotFound:
+            attrs = self._call("inspect", lambda: self.client.api.inspect_container(name))
+        except NotFound:
             return
         if LABEL_APP in (attrs["Config"]["Labels"] or {}):
             self.stop_and_remove(attrs["Id"], 0)

@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from fleet import pki
+from fleet._text import strip_control
 from fleet.errors import FleetError
 
 __all__ = ["app"]
@@ -115,7 +116,8 @@ def show(
         ("sha256", cert.fingerprint(hashes.SHA256()).hex(":")),
     ]
     for label, value in rows:
-        typer.echo(f"{label + ':':<12}{value}")
+        # A certificate is anyone's file: its names reach the terminal without escapes.
+        typer.echo(f"{label + ':':<12}{strip_control(value)}")
 
 
 def _identity_rows(cert: x509.Certificate) -> list[tuple[str, str]]:

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from fleet._time import epoch
 from fleet.cli.connection import CONNECTION, Connection, connected
-from fleet.cli.output import Format, console, err_console, print_records
+from fleet.cli.output import Format, console, err_console, print_error, print_records, safe
 from fleet.cli.rollouts import parse_timeout
 from fleet.proto import fleet_pb2 as pb
 
@@ -53,7 +53,7 @@ def wait_for_drain(
         console=err_console,
     )
     with progress:
-        task = progress.add_task("drain", total=None, host=host)
+        task = progress.add_task("drain", total=None, host=safe(host))
         while True:
             [info] = hosts(host)
             if start is None:
@@ -63,23 +63,23 @@ def wait_for_drain(
             said = _blocked_lines(info)
             if said != last_said:
                 for line in said:
-                    err_console.print(f"host/{host}: {line}", soft_wrap=True)
+                    err_console.print(safe(f"host/{host}: {line}"), soft_wrap=True)
                 last_said = said
             if info.state == "drained":
                 return 0
             if info.state not in ("draining", "down"):
-                err_console.print(f"[red]error:[/red] host/{host} is {info.state}: the drain ended")
+                print_error(f"host/{host} is {info.state}: the drain ended")
                 return 1
             deadline = epoch(info.drain_deadline) if info.drain_deadline else None
             if deadline is not None and time.time() > deadline and not info.drain_force:
-                err_console.print(
-                    f"[red]error:[/red] host/{host}: the deadline passed with {info.remaining} "
+                print_error(
+                    f"host/{host}: the deadline passed with {info.remaining} "
                     "replica(s) left; they stay until they can move (or drain again with --force)"
                 )
                 return 1
             if time.monotonic() > ends:
-                err_console.print(
-                    f"[red]error:[/red] host/{host}: still draining after the --timeout, "
+                print_error(
+                    f"host/{host}: still draining after the --timeout, "
                     f"{info.remaining} replica(s) left"
                 )
                 return 1
@@ -130,14 +130,14 @@ def drain(
         if output in (Format.json, Format.yaml):
             print_records([info], output, [], [])
         else:
-            console.print(f"host/{host} {info.state}: {info.remaining} replica(s) to move")
+            console.print(safe(f"host/{host} {info.state}: {info.remaining} replica(s) to move"))
         if not wait:
             return
         code = wait_for_drain(client, host, limit)
     if code:
         raise typer.Exit(code)
     if output not in (Format.json, Format.yaml):
-        console.print(f"host/{host} drained")
+        console.print(safe(f"host/{host} drained"))
 
 
 class UpgradeSource(Protocol):
@@ -146,11 +146,13 @@ class UpgradeSource(Protocol):
 
 def _print_walk(walk: pb.UpgradeInfo) -> None:
     console.print(
-        f"upgrade {walk.id}: {walk.state}, at most {walk.max_parallel} host(s) at a time"
-        + (f", running `{walk.command}`" if walk.command else ", upgraded by hand")
+        safe(
+            f"upgrade {walk.id}: {walk.state}, at most {walk.max_parallel} host(s) at a time"
+            + (f", running `{walk.command}`" if walk.command else ", upgraded by hand")
+        )
     )
     for h in walk.hosts:
-        console.print(f"  {h.host_id:<16} {h.phase:<10} {h.message}", soft_wrap=True)
+        console.print(safe(f"  {h.host_id:<16} {h.phase:<10} {h.message}"), soft_wrap=True)
 
 
 def follow_upgrade(
@@ -165,20 +167,20 @@ def follow_upgrade(
         for h in walk.hosts:
             if seen.get(h.host_id) != (h.phase, h.message):
                 seen[h.host_id] = (h.phase, h.message)
-                console.print(f"host/{h.host_id} {h.phase}: {h.message}", soft_wrap=True)
+                console.print(safe(f"host/{h.host_id} {h.phase}: {h.message}"), soft_wrap=True)
         if walk.state == "done":
             failed = [h.host_id for h in walk.hosts if h.phase == "failed"]
             if failed:
-                err_console.print(f"[red]error:[/red] not upgraded: {', '.join(failed)}")
+                print_error(f"not upgraded: {', '.join(failed)}")
                 return 1
-            console.print(f"upgrade {walk.id}: every host is done")
+            console.print(safe(f"upgrade {walk.id}: every host is done"))
             return 0
         if walk.state == "stopped":
-            err_console.print(f"upgrade {walk.id} is stopped; `fleet upgrade-hosts --resume`")
+            err_console.print(safe(f"upgrade {walk.id} is stopped; `fleet upgrade-hosts --resume`"))
             return 1
         if time.monotonic() > ends:
-            err_console.print(
-                f"[red]error:[/red] upgrade {walk.id} still {walk.state} after the --timeout; "
+            print_error(
+                f"upgrade {walk.id} still {walk.state} after the --timeout; "
                 "it goes on (see `fleet upgrade-hosts --status`)"
             )
             return 1
@@ -236,7 +238,7 @@ def upgrade_hosts(
     The walk lives in the control plane: Ctrl-C stops following it, not the walk."""
     limit = parse_timeout(timeout)
     if sum((stop, resume, status)) > 1:
-        err_console.print("[red]error:[/red] use one of --stop, --resume and --status")
+        print_error("use one of --stop, --resume and --status")
         raise typer.Exit(2)
     with conn.client() as client:
         if status:

@@ -22,7 +22,16 @@ from rich.table import Table
 
 from fleet.cli import certs, hosts, rollouts
 from fleet.cli.connection import CONNECTION, Connection, connected
-from fleet.cli.output import Format, console, err_console, human_memory, print_records, to_dict
+from fleet.cli.output import (
+    Format,
+    console,
+    err_console,
+    human_memory,
+    print_error,
+    print_records,
+    safe,
+    to_dict,
+)
 from fleet.cli.rollouts import TimeoutOpt, WaitOpt, follow_changes, parse_timeout
 from fleet.client import servers_from
 from fleet.errors import FleetError, SpecError
@@ -52,7 +61,7 @@ FileOpt = Annotated[
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    print_error(message)
     raise typer.Exit(code)
 
 
@@ -90,11 +99,11 @@ def apply(
         suffix = " (dry run)" if dry_run else ""
         for change in changes:
             detail = f" ({', '.join(change.fields)})" if change.action == "changed" else ""
-            console.print(f"app/{change.app} {change.action}{detail}{suffix}")
+            console.print(safe(f"app/{change.app} {change.action}{detail}{suffix}"))
             for placement in change.placements:
-                console.print(f"  {placement.app}.{placement.slot} -> {placement.host}")
+                console.print(safe(f"  {placement.app}.{placement.slot} -> {placement.host}"))
             for pending in change.pending:
-                console.print(f"  {pending.app}.{pending.slot} pending: {pending.reason}")
+                console.print(safe(f"  {pending.app}.{pending.slot} pending: {pending.reason}"))
     if wait and not dry_run:
         follow_changes(conn, changes, seconds, output)
 
@@ -170,16 +179,29 @@ def _print_apps(apps: list[pb.AppInfo], output: Format) -> None:
                 str(len(a.pending)),
                 str(a.revision),
                 a.rollout or "-",
+                a.reason or "-",
                 spec["image"],
             ]
         )
-        wide.append([str(a.generation), ",".join(spec["ports"]) or "-", a.updated_at])
+        wide.append(
+            [str(a.generation), ",".join(spec["ports"]) or "-", a.updated_at, a.message or "-"]
+        )
     print_records(
         apps,
         output,
-        ["NAME", "RUNNING", "AVAILABLE", "UPDATED", "PENDING", "REVISION", "ROLLOUT", "IMAGE"],
+        [
+            "NAME",
+            "RUNNING",
+            "AVAILABLE",
+            "UPDATED",
+            "PENDING",
+            "REVISION",
+            "ROLLOUT",
+            "REASON",
+            "IMAGE",
+        ],
         rows,
-        wide_columns=["GENERATION", "PORTS", "UPDATED"],
+        wide_columns=["GENERATION", "PORTS", "UPDATED", "MESSAGE"],
         wide_rows=wide,
     )
 
@@ -259,9 +281,13 @@ def _print_hosts(hosts: list[pb.HostInfo], output: Format) -> None:
 def _print_containers(containers: list[pb.ContainerInfo], output: Format) -> None:
     rows, wide = [], []
     for c in containers:
-        state = c.status.state or "pending"
+        # A container that cannot run says why in its state (image-not-found, like
+        # kubectl's ErrImagePull), and in words in REASON.
+        state = c.status.reason or c.status.state or "pending"
         if c.status.state == "exited":
             state = f"exited ({c.status.exit_code})"
+        elif c.status.health == "unhealthy":
+            state = "running (unhealthy)"
         if not c.desired:
             state += " (stale)"
         rows.append(
@@ -269,15 +295,17 @@ def _print_containers(containers: list[pb.ContainerInfo], output: Format) -> Non
                 f"{c.app}.{c.slot}",
                 c.host,
                 state,
+                str(c.status.restarts),
                 _ports(c.status),
                 c.status.container_id[:12] or "-",
+                c.status.message or "-",
             ]
         )
         wide.append([str(c.revision), c.status.name or "-", c.status.started_at or "-"])
     print_records(
         containers,
         output,
-        ["REPLICA", "HOST", "STATE", "PORTS", "CONTAINER"],
+        ["REPLICA", "HOST", "STATE", "RESTARTS", "PORTS", "CONTAINER", "REASON"],
         rows,
         wide_columns=["REVISION", "NAME", "STARTED"],
         wide_rows=wide,
@@ -334,36 +362,40 @@ def describe(
             info = client.apps(name)[0]
             spec = json.loads(info.spec_json)
             console.print(
-                f"[bold]app/{info.name}[/bold]  generation {info.generation}, "
-                f"revision {info.revision}, updated {info.updated_at}"
+                f"[bold]app/{safe(info.name)}[/bold]  generation {info.generation}, "
+                f"revision {info.revision}, updated {safe(info.updated_at)}"
             )
             if info.mode == "job":
                 job = info.job
                 console.print(
-                    f"job: {job.state}, {job.succeeded}/{job.completions} succeeded, "
-                    f"{job.running} running, {job.failed} failed (backoff_limit "
-                    f"{job.backoff_limit}); exit codes "
-                    + (", ".join(f"{s}={c}" for s, c in sorted(job.exit_codes.items())) or "-")
+                    safe(
+                        f"job: {job.state}, {job.succeeded}/{job.completions} succeeded, "
+                        f"{job.running} running, {job.failed} failed (backoff_limit "
+                        f"{job.backoff_limit}); exit codes "
+                        + (", ".join(f"{s}={c}" for s, c in sorted(job.exit_codes.items())) or "-")
+                    )
                 )
                 if job.message:
-                    console.print(f"  {job.message}")
+                    console.print(safe(f"  {job.message}"))
             else:
                 console.print(
-                    f"{info.mode}: {info.running} running / {info.available} available / "
-                    f"{info.placed} placed / {info.desired} desired"
+                    safe(
+                        f"{info.mode}: {info.running} running / {info.available} available / "
+                        f"{info.placed} placed / {info.desired} desired"
+                    )
                 )
             print(yaml.safe_dump(spec, sort_keys=False), end="")
             if info.pending:
                 console.print("[bold]pending[/bold]")
                 for p in info.pending:
-                    console.print(f"  {info.name}.{p.slot}: {p.reason}")
+                    console.print(safe(f"  {info.name}.{p.slot}: {p.reason}"))
             console.print("[bold]containers[/bold]")
             _print_containers(client.containers(app=name), Format.table)
         elif which == Kind.hosts:
             host = client.hosts(name)[0]
             _print_hosts([host], Format.wide)
             for key, value in sorted(host.facts.items()):
-                console.print(f"  {key}: {value}")
+                console.print(safe(f"  {key}: {value}"))
             console.print("[bold]containers[/bold]")
             _print_containers(client.containers(host=name), Format.table)
         else:
@@ -403,8 +435,10 @@ def events(
             else:
                 where = f"{event.app}.{event.slot}" if event.app else "-"
                 console.print(
-                    f"{event.time}  {event.host or event.source:<12} {where:<16} "
-                    f"{event.kind:<18} {event.message}",
+                    safe(
+                        f"{event.time}  {event.host or event.source:<12} {where:<16} "
+                        f"{event.kind:<18} {event.message}"
+                    ),
                     soft_wrap=True,
                 )
 
@@ -419,9 +453,9 @@ def _stats_table(containers: list[pb.ContainerInfo]) -> Table:
         limit = c.status.memory_limit
         share = f"{100 * c.status.memory_bytes / limit:.2f}%" if limit else "-"
         table.add_row(
-            f"{c.app}.{c.slot}",
-            c.host,
-            c.status.container_id[:12],
+            safe(f"{c.app}.{c.slot}"),
+            safe(c.host),
+            safe(c.status.container_id[:12]),
             f"{100 * c.status.cpu:.2f}%",
             f"{human_memory(c.status.memory_bytes)} / {human_memory(limit)}",
             share,
@@ -514,7 +548,7 @@ def top(
         is_host = any(h.host_id == target for h in client.hosts())
         entries = client.top(host=target) if is_host else client.top(app=target)
     for entry in entries:
-        console.print(f"[bold]{entry.app}.{entry.slot}[/bold] on {entry.host}")
+        console.print(f"[bold]{safe(entry.app)}.{entry.slot}[/bold] on {safe(entry.host)}")
         print_records(
             [], Format.table, list(entry.titles), [list(p.fields) for p in entry.processes]
         )
@@ -543,7 +577,7 @@ def uncordon(
 def _set_host_state(conn: Connection, host: str, state: str) -> None:
     with conn.client() as client:
         info = client.set_host_state(host, state)
-    console.print(f"host/{info.host_id} {info.state}")
+    console.print(safe(f"host/{info.host_id} {info.state}"))
 
 
 @app.command()
@@ -556,7 +590,7 @@ def scale(
     """Set the number of replicas of APP."""
     with conn.client() as client:
         result = client.scale(app_name, replicas)
-    console.print(f"app/{app_name} scaled {result.previous} -> {replicas}")
+    console.print(safe(f"app/{app_name} scaled {result.previous} -> {replicas}"))
 
 
 @app.command()
@@ -580,7 +614,7 @@ def delete(
     with conn.client() as client:
         for app_name in names:
             client.delete_app(app_name)
-            console.print(f"app/{app_name} deleted")
+            console.print(safe(f"app/{app_name} deleted"))
 
 
 app.add_typer(rollouts.rollout_app, name="rollout")
@@ -618,7 +652,7 @@ def secrets_set(
         value = sys.stdin.buffer.read()
     with conn.client() as client:
         info = client.set_secret(name, value)
-    console.print(f"secret/{info.name} set (version {info.version})")
+    console.print(safe(f"secret/{info.name} set (version {info.version})"))
 
 
 @secrets_app.command("list")
@@ -643,7 +677,7 @@ def secrets_delete(
     """Delete secret NAME (refused while an app uses it)."""
     with conn.client() as client:
         client.delete_secret(name)
-    console.print(f"secret/{name} deleted")
+    console.print(safe(f"secret/{name} deleted"))
 
 
 policy_app = typer.Typer(
@@ -682,7 +716,8 @@ def _print_policy(policy: pb.Policy, output: Format) -> None:
     allowed = [w for w, f in ALLOW_WORDS.items() if getattr(policy, f)]
     allowed += [f"capability {c}" for c in policy.allow_capabilities]
     allowed += [f"bind mounts under {p}" for p in policy.allow_bind_mounts]
-    console.print("containers may ask for: " + (", ".join(allowed) or "nothing beyond the default"))
+    what = ", ".join(allowed) or "nothing beyond the default"
+    console.print(safe(f"containers may ask for: {what}"))
 
 
 @policy_app.command("get")
@@ -729,7 +764,7 @@ def tokens_create(
     --token (or FLEET_TOKEN) against the server's --token-listen address."""
     with conn.client() as client:
         made = client.create_token(name, role)
-    err_console.print(f"token {made.id} for {name} ({role}); it is shown this once:")
+    err_console.print(safe(f"token {made.id} for {name} ({role}); it is shown this once:"))
     print(made.token)
 
 
@@ -751,7 +786,7 @@ def tokens_delete(
     """Revoke a token at once."""
     with conn.client() as client:
         client.delete_token(token_id)
-    console.print(f"token/{token_id} deleted")
+    console.print(safe(f"token/{token_id} deleted"))
 
 
 @app.command()
@@ -1063,8 +1098,8 @@ def main() -> None:
         app()
     except SpecError as error:
         for problem in error.problems:
-            err_console.print(f"[red]error:[/red] {problem}", soft_wrap=True)
+            print_error(str(problem))
         sys.exit(2)
     except FleetError as error:
-        err_console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+        print_error(str(error))
         sys.exit(1)

@@ -12,13 +12,36 @@ import yaml
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-__all__ = ["Format", "console", "err_console", "human_memory", "print_records", "to_dict"]
+from fleet._text import strip_control
+
+__all__ = [
+    "Format",
+    "console",
+    "err_console",
+    "human_memory",
+    "print_error",
+    "print_records",
+    "safe",
+    "to_dict",
+]
 
 # Not a terminal (a pipe, a script): never wrap or truncate table cells.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 4096)
 err_console = Console(stderr=True, highlight=False)
+
+
+def safe(text: object) -> str:
+    """``text`` (a user's, a host's, a server's) for rich: no control characters, and
+    its brackets shown as written, never read as markup."""
+    return escape(strip_control(str(text)))
+
+
+def print_error(message: str) -> None:
+    """``error: message`` on stderr, the message shown as it is."""
+    err_console.print(f"[red]error:[/red] {safe(message)}", soft_wrap=True)
 
 
 class Format(StrEnum):
@@ -68,8 +91,9 @@ def print_records(
         columns = columns + wide_columns
         rows = [row + extra for row, extra in zip(rows, wide_rows, strict=True)]
     table = Table(box=None, pad_edge=False, header_style="bold")
+    # Cells are read as markup too: every one is data (top's titles come from hosts).
     for column in columns:
-        table.add_column(column)
+        table.add_column(safe(column))
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*map(safe, row))
     console.print(table)

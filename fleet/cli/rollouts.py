@@ -15,11 +15,10 @@ from typing import Annotated, Literal, Protocol
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from fleet.cli.connection import CONNECTION, Connection, connected
-from fleet.cli.output import Format, console, err_console, print_records
+from fleet.cli.output import Format, console, err_console, print_error, print_records, safe
 from fleet.errors import NotFound
 from fleet.proto import fleet_pb2 as pb
 from fleet.spec import parse_duration
@@ -82,16 +81,12 @@ class RolloutSource(Protocol):
     def rollout_status(self, app: str) -> pb.RolloutInfo: ...
 
 
-def _error(message: str) -> None:
-    err_console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
-
-
 def parse_timeout(text: str) -> float:
     """Seconds from ``--timeout``; a bad value exits 2 before anything is changed."""
     try:
         return parse_duration(text)
     except ValueError as error:
-        _error(f"--timeout {text!r}: {error}")
+        print_error(f"--timeout {text!r}: {error}")
         raise typer.Exit(2) from None
 
 
@@ -171,8 +166,8 @@ class _Watch:
 
     def show(self, info: pb.RolloutInfo) -> None:
         if self.progress is not None:
-            description = escape(f"app/{self.app} rev {info.revision}")
-            detail = escape(f"{_counts(info)}  {info.message}".rstrip())
+            description = safe(f"app/{self.app} rev {info.revision}")
+            detail = safe(f"{_counts(info)}  {info.message}".rstrip())
             done, total = info.updated_available, info.replicas
             if self.task is None:
                 self.task = self.progress.add_task(
@@ -195,24 +190,30 @@ class _Watch:
         )
         if seen != self.last:
             self.last = seen
-            self.display.print(_status_line(self.app, info), markup=False, soft_wrap=True)
+            self.display.print(safe(_status_line(self.app, info)), soft_wrap=True)
 
 
 def _conclude(app: str, info: pb.RolloutInfo, target: int, outcome: Outcome) -> int:
     if outcome == "complete":
         console.print(
-            f"app/{app}: revision {target} rolled out "
-            f"({info.updated_available}/{info.replicas} available)",
-            markup=False,
+            safe(
+                f"app/{app}: revision {target} rolled out "
+                f"({info.updated_available}/{info.replicas} available)"
+            )
         )
         return EXIT_COMPLETE
     if outcome == "rolled-back":
-        _error(info.message or f"app/{app}: revision {target} rolled back to {info.revision}")
+        # The cause, not the rollback's own progress ("revision 3 failed: image ... not
+        # found in the registry; rolled back to revision 2").
+        if info.failure:
+            print_error(f"app/{app}: {info.failure}; rolled back to revision {info.revision}")
+        else:  # a record from before failures were kept
+            print_error(info.message or f"app/{app}: revision {target} rolled back")
         return EXIT_ROLLED_BACK
     if info.revision != target:
-        _error(f"app/{app}: revision {target} superseded by revision {info.revision}")
+        print_error(f"app/{app}: revision {target} superseded by revision {info.revision}")
     else:
-        _error(info.message or f"app/{app}: revision {target} failed")
+        print_error(info.message or f"app/{app}: revision {target} failed")
     return EXIT_FAILED
 
 
@@ -261,7 +262,7 @@ def wait_for_rollout(
         print_records([info], output, [], [])
     if info is None or target is None or outcome == "waiting":
         what = f" waiting for app/{app} revision {target}" if target is not None else ""
-        _error(f"timed out after {_human_seconds(timeout)}{what}")
+        print_error(f"timed out after {_human_seconds(timeout)}{what}")
         return EXIT_FAILED
     if structured:
         # The document says how it ended; only failures still need saying (on stderr).
@@ -307,9 +308,11 @@ def set_image(
         if output in (Format.json, Format.yaml):
             print_records([change], output, [], [])
         elif change.action == "unchanged":
-            console.print(f"app/{app_name} image already {image} (revision {change.revision})")
+            console.print(
+                safe(f"app/{app_name} image already {image} (revision {change.revision})")
+            )
         else:
-            console.print(f"app/{app_name} image set to {image} (revision {change.revision})")
+            console.print(safe(f"app/{app_name} image set to {image} (revision {change.revision})"))
         if wait:
             code = wait_for_rollout(client, app_name, change.revision, seconds, output)
             if code:
@@ -338,7 +341,7 @@ def rollout_status(
             if output in (Format.json, Format.yaml):
                 print_records([info], output, [], [])
             else:
-                console.print(_status_line(app_name, info), markup=False, soft_wrap=True)
+                console.print(safe(_status_line(app_name, info)), soft_wrap=True)
             return
         code = wait_for_rollout(client, app_name, None, seconds, output)
     if code:
@@ -391,7 +394,7 @@ def rollout_undo(
     seconds = parse_timeout(timeout)
     with conn.client() as client:
         info = client.rollout_undo(app_name, to_revision)
-        console.print(f"app/{app_name} rolling back to revision {info.revision}")
+        console.print(safe(f"app/{app_name} rolling back to revision {info.revision}"))
         if wait:
             code = wait_for_rollout(client, app_name, info.revision, seconds, Format.table)
             if code:
@@ -406,7 +409,7 @@ def rollout_pause(app_name: AppArg, conn: Connection = CONNECTION) -> None:
     Replicas already replaced stay on the new revision; the rest stay as they are."""
     with conn.client() as client:
         client.rollout_pause(app_name, paused=True)
-    console.print(f"app/{app_name} rollout paused")
+    console.print(safe(f"app/{app_name} rollout paused"))
 
 
 @rollout_app.command("resume")
@@ -415,7 +418,7 @@ def rollout_resume(app_name: AppArg, conn: Connection = CONNECTION) -> None:
     """Carry on with APP's paused rollout."""
     with conn.client() as client:
         client.rollout_pause(app_name, paused=False)
-    console.print(f"app/{app_name} rollout resumed")
+    console.print(safe(f"app/{app_name} rollout resumed"))
 
 
 @rollout_app.command("restart")
@@ -432,7 +435,7 @@ def rollout_restart(
     seconds = parse_timeout(timeout)
     with conn.client() as client:
         info = client.rollout_restart(app_name)
-        console.print(f"app/{app_name} restarting (revision {info.revision})")
+        console.print(safe(f"app/{app_name} restarting (revision {info.revision})"))
         if wait:
             code = wait_for_rollout(client, app_name, info.revision, seconds, Format.table)
             if code:
@@ -491,16 +494,16 @@ def wait_for_job(
             f"{job.running} running, {job.failed} failed"
         )
         if line != said:
-            err_console.print(line)
+            err_console.print(safe(line))
             said = line
         if job.state == "complete":
-            console.print(f"job/{app} complete")
+            console.print(safe(f"job/{app} complete"))
             return EXIT_COMPLETE
         if job.state == "failed":
-            _error(f"job/{app} failed: {escape(job.message)}")
+            print_error(f"job/{app} failed: {job.message}")
             return EXIT_FAILED
         if time.monotonic() > ends:
-            _error(f"job/{app} still {job.state} after {_human_seconds(timeout)}")
+            print_error(f"job/{app} still {job.state} after {_human_seconds(timeout)}")
             return EXIT_FAILED
         time.sleep(poll_interval)
 

@@ -25,6 +25,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from fleet._text import strip_control
 from fleet._time import now_iso
 from fleet.controlplane._handlers import check_well_formed
 from fleet.controlplane.auth import caller
@@ -375,9 +376,12 @@ class AgentService(pb_grpc.AgentServiceServicer):
             copy.CopyFrom(event)
             copy.host = host_id
             copy.source = "agent"
-            copy.message = copy.message[:_MAX_TEXT]
-            copy.kind = copy.kind[:64]
-            copy.app = copy.app[:63]
+            # What an agent writes reaches operators' terminals: no escape sequences.
+            copy.message = strip_control(copy.message[:_MAX_TEXT])
+            copy.kind = strip_control(copy.kind[:64])
+            copy.app = strip_control(copy.app[:63])
+            copy.container_id = strip_control(copy.container_id)
+            copy.time = strip_control(copy.time)
             self._event_backlog.append(copy)
         self._events_waiting.set()
         self._event_writer = _running(self._event_writer, self._store_events, "agent-events")

@@ -25,7 +25,13 @@ from fleet.controlplane._handlers import check_well_formed
 from fleet.controlplane.apps import plan_apply, plan_restart, plan_scale, plan_undo
 from fleet.controlplane.auth import Permission, caller, check, rpc
 from fleet.controlplane.replicas import plan_replicas
-from fleet.controlplane.rollout import RolloutCounts, endpoints, revisions_in_use, rollout_counts
+from fleet.controlplane.rollout import (
+    RolloutCounts,
+    app_trouble,
+    endpoints,
+    revisions_in_use,
+    rollout_counts,
+)
 from fleet.controlplane.upgrades import selected_hosts
 from fleet.errors import (
     Conflict,
@@ -62,6 +68,7 @@ from fleet.store.records import (
     HostUpgrade,
     MaintenanceRecord,
     ReplicaRecord,
+    RolloutRecord,
     SecretRecord,
     TokenRecord,
     UpgradeRecord,
@@ -110,6 +117,15 @@ def _reports(state: ClusterState) -> dict[tuple[str, str, int, int], pb.Containe
     return found
 
 
+def _rollout_trouble(rollout: RolloutRecord) -> tuple[str, str]:
+    """Why the app's last rollout did not go through, until the next one starts."""
+    if rollout.state == "failed":
+        return "rollout-failed", rollout.message
+    if rollout.rollback_of and rollout.failure:
+        return "rolled-back", f"{rollout.failure}; rolled back to revision {rollout.revision}"
+    return "", ""
+
+
 def _status_proto(c: ContainerReport, cpu: float, memory: int) -> pb.ContainerStatus:
     """A container's report, with its live usage (from its host's status record)."""
     return pb.ContainerStatus(
@@ -129,6 +145,7 @@ def _status_proto(c: ContainerReport, cpu: float, memory: int) -> pb.ContainerSt
             for p in c.ports
         ],
         message=c.message,
+        reason=c.reason,
         cpu=cpu,
         memory_bytes=memory,
         memory_limit=c.memory_limit,
@@ -445,6 +462,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
         info.from_revision = rollout.from_revision
         info.state = rollout.state
         info.message = rollout.message
+        info.failure = rollout.failure
         info.paused = rollout.paused
         info.rollback_of = rollout.rollback_of
         info.started_at = rollout.started_at
@@ -595,6 +613,13 @@ class FleetService(pb_grpc.FleetServiceServicer):
             )
             counts = rollout_counts(state, name, now)
             rollout = state.rollouts.get(name)
+            # Only an app with a container not up can have one in trouble (a walk of
+            # its replicas is then worth it; at 100,000 replicas most apps are up).
+            reason, message = (
+                app_trouble(state, name) if counts.available < counts.total else ("", "")
+            )
+            if not reason and rollout is not None:
+                reason, message = _rollout_trouble(rollout.value)
             spec = record.spec
             desired = spec.replicas
             if spec.mode == "global":
@@ -615,6 +640,8 @@ class FleetService(pb_grpc.FleetServiceServicer):
                     available=counts.available,
                     updated=counts.updated,
                     rollout=rollout.value.state if rollout else "",
+                    reason=reason,
+                    message=message,
                     pending=[
                         pb.Pending(app=name, slot=slot, reason=reason)
                         for slot, reason in sorted(pending.items())

@@ -861,6 +861,7 @@ def _fail(planner: _AppPlanner, rollout: RolloutRecord, mod: int, reason: str) -
                 message=message,
                 paused=rollout.paused,
                 rollback_of=target,
+                failure=f"revision {target} failed: {reason}",
             ),
             mod,
         )
@@ -870,6 +871,7 @@ def _fail(planner: _AppPlanner, rollout: RolloutRecord, mod: int, reason: str) -
         update={
             "state": "failed",
             "message": f"revision {target} failed: {reason}",
+            "failure": f"revision {target} failed: {reason}",
             "updated_at": now_text,
         }
     )

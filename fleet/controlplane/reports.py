@@ -15,6 +15,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from fleet._text import strip_control
 from fleet._time import epoch, now_iso
 from fleet.errors import InvalidArgument
 from fleet.proto import fleet_pb2 as pb
@@ -43,6 +44,18 @@ def _check_health(value: str) -> str:
     if value not in _HEALTH:
         raise InvalidArgument(
             f"health must be one of starting, healthy, unhealthy, got {value[:32]!r}"
+        )
+    return value
+
+
+_REASON = re.compile(r"[a-z][a-z0-9-]{0,39}")
+
+
+def _check_reason(value: str) -> str:
+    """A short word (image-not-found, create-failed): shown in a column of ``fleet ps``."""
+    if value and _REASON.fullmatch(value) is None:
+        raise InvalidArgument(
+            f"reason must be a short lowercase word like image-not-found, got {value[:40]!r}"
         )
     return value
 
@@ -77,7 +90,8 @@ def container_report(c: pb.ContainerStatus) -> ContainerReport:
             PortBinding(host_port=p.host_port, container_port=p.container_port, protocol=p.protocol)
             for p in c.ports
         ],
-        message=c.message[:_MAX_TEXT],
+        message=strip_control(c.message[:_MAX_TEXT]),  # shown on operators' terminals
+        reason=_check_reason(c.reason),
         health=_check_health(c.health),
         ready_since=_check_stamp(c.ready_since),
         restarts=c.restarts,
@@ -120,6 +134,7 @@ class ReportWriter:
             self._stamps.clear()  # a container keeps its stamp: this only drops old ones
         for c in heartbeat.containers:
             _check_health(c.health)
+            _check_reason(c.reason)
             if c.ready_since not in self._stamps:
                 self._stamps.add(_check_stamp(c.ready_since))
 

@@ -37,6 +37,7 @@ __all__ = [
     "Instance",
     "Observed",
     "RolloutCounts",
+    "app_trouble",
     "crash_reason",
     "endpoints",
     "instances",
@@ -44,6 +45,7 @@ __all__ = [
     "revisions_in_use",
     "rollout_counts",
     "template_of",
+    "trouble",
 ]
 
 # A new revision's container restarted this often is crash-looping: the rollout fails.
@@ -97,22 +99,51 @@ def instances(replica: ReplicaRecord) -> list[Instance]:
     return [*own, Instance(replica.slot, replica.next.revision, replica.next.host, next=True)]
 
 
-def crash_reason(report: ContainerReport | None) -> str | None:
-    """Why a container of a new revision counts as failed, or None."""
+def trouble(report: ContainerReport | None) -> tuple[str, str] | None:
+    """What is wrong with a container, as a word for a column (``image-not-found``,
+    ``crash-looping``) and a sentence; None when nothing is."""
     if report is None:
         return None
     where = f"replica {report.slot}"
+    if report.state == "pull-failed":  # the message names the image, and what happened
+        return report.reason or "pull-failed", report.message or "its image cannot be pulled"
+    if report.state == "create-failed":
+        return "create-failed", f"{where} cannot be created: {report.message}"
     if report.state == "refused":
-        return f"{where} was refused by its host: {report.message}"
+        return "refused", f"{where} was refused by its host: {report.message}"
     if report.state == "failed":
-        return f"{where} stopped for good: {report.message or 'restart limit reached'}"
+        return "failed", f"{where} stopped for good: {report.message or 'restart limit reached'}"
     if report.health == "unhealthy":
-        return f"{where} is unhealthy: {report.message or 'its health check fails'}"
+        return "unhealthy", f"{where} is unhealthy: {report.message or 'its health check fails'}"
     if report.restarts >= CRASH_RESTARTS:
-        return (
+        return "crash-looping", (
             f"{where} is crash-looping ({report.restarts} restarts, exit code {report.exit_code})"
         )
     return None
+
+
+def crash_reason(report: ContainerReport | None) -> str | None:
+    """Why a container of a new revision counts as failed (the rollout fails), or None.
+    A new image that cannot be pulled fails it at once, not at its progress deadline."""
+    found = trouble(report)
+    return None if found is None else found[1]
+
+
+def app_trouble(state: ClusterState, app: str) -> tuple[str, str]:
+    """Why an app's wanted containers are not all up: the commonest word among them,
+    and its first sentence with a count (``("", "")`` when nothing is wrong)."""
+    observed = observe(state, app)
+    found: dict[str, list[str]] = {}
+    for replica in state.replicas_of(app):
+        for i in instances(replica):
+            what = trouble(observed.report(i))
+            if what is not None:
+                found.setdefault(what[0], []).append(what[1])
+    if not found:
+        return "", ""
+    word, texts = max(found.items(), key=lambda item: (len(item[1]), item[0]))
+    count = f" ({len(texts)} replicas)" if len(texts) > 1 else ""
+    return word, texts[0] + count
 
 
 def template_of(current: AppSpec, revision_spec: AppSpec) -> AppSpec:

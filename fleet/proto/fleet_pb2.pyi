@@ -355,6 +355,7 @@ class ContainerStatus(_message.Message):
     HEALTH_FIELD_NUMBER: _builtins.int
     READY_SINCE_FIELD_NUMBER: _builtins.int
     RESTARTS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     app: _builtins.str
     slot: _builtins.int
     revision: _builtins.int
@@ -377,6 +378,11 @@ class ContainerStatus(_message.Message):
     """RFC 3339: healthy (or running, without a check) since"""
     restarts: _builtins.int
     """restarts the agent made of this container"""
+    reason: _builtins.str
+    """Why a desired container does not run, when state is not Docker's own: refused,
+    create-failed, or a pull's failure (image-not-found, unauthorized,
+    registry-unreachable, pull-failed); message says it in words.
+    """
     @_builtins.property
     def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortMapping]:
         """host ports as published"""
@@ -401,10 +407,11 @@ class ContainerStatus(_message.Message):
         health: _builtins.str = ...,
         ready_since: _builtins.str = ...,
         restarts: _builtins.int = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "container_id", b"container_id", "cpu", b"cpu", "exit_code", b"exit_code", "health", b"health", "memory_bytes", b"memory_bytes", "memory_limit", b"memory_limit", "message", b"message", "name", b"name", "ports", b"ports", "ready_since", b"ready_since", "restarts", b"restarts", "revision", b"revision", "slot", b"slot", "spec_hash", b"spec_hash", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "container_id", b"container_id", "cpu", b"cpu", "exit_code", b"exit_code", "health", b"health", "memory_bytes", b"memory_bytes", "memory_limit", b"memory_limit", "message", b"message", "name", b"name", "ports", b"ports", "ready_since", b"ready_since", "reason", b"reason", "restarts", b"restarts", "revision", b"revision", "slot", b"slot", "spec_hash", b"spec_hash", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -966,6 +973,7 @@ class RolloutInfo(_message.Message):
     IMAGE_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
     MIN_READY_SECONDS_FIELD_NUMBER: _builtins.int
+    FAILURE_FIELD_NUMBER: _builtins.int
     app: _builtins.str
     revision: _builtins.int
     """the revision being rolled out (or rolled back to)"""
@@ -992,6 +1000,8 @@ class RolloutInfo(_message.Message):
     image: _builtins.str
     generation: _builtins.int
     min_ready_seconds: _builtins.float
+    failure: _builtins.str
+    """why it (or the revision it rolls back) failed"""
     def __init__(
         self,
         *,
@@ -1012,10 +1022,11 @@ class RolloutInfo(_message.Message):
         image: _builtins.str = ...,
         generation: _builtins.int = ...,
         min_ready_seconds: _builtins.float = ...,
+        failure: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "available", b"available", "from_revision", b"from_revision", "generation", b"generation", "image", b"image", "message", b"message", "min_ready_seconds", b"min_ready_seconds", "paused", b"paused", "replicas", b"replicas", "revision", b"revision", "rollback_of", b"rollback_of", "started_at", b"started_at", "state", b"state", "total", b"total", "updated", b"updated", "updated_at", b"updated_at", "updated_available", b"updated_available"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "available", b"available", "failure", b"failure", "from_revision", b"from_revision", "generation", b"generation", "image", b"image", "message", b"message", "min_ready_seconds", b"min_ready_seconds", "paused", b"paused", "replicas", b"replicas", "revision", b"revision", "rollback_of", b"rollback_of", "started_at", b"started_at", "state", b"state", "total", b"total", "updated", b"updated", "updated_at", b"updated_at", "updated_available", b"updated_available"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1356,6 +1367,8 @@ class AppInfo(_message.Message):
     ROLLOUT_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
     JOB_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     spec_json: _builtins.str
     generation: _builtins.int
@@ -1372,6 +1385,11 @@ class AppInfo(_message.Message):
     """the rollout's state: progressing, complete, failed"""
     mode: _builtins.str
     """replicated | global | job"""
+    reason: _builtins.str
+    """Why not every wanted container is up, as a word (image-not-found, crash-looping,
+    unhealthy, ...) and a sentence; the failed rollout's message when that is why.
+    """
+    message: _builtins.str
     @_builtins.property
     def pending(self) -> _containers.RepeatedCompositeFieldContainer[Global___Pending]: ...
     @_builtins.property
@@ -1396,10 +1414,12 @@ class AppInfo(_message.Message):
         rollout: _builtins.str = ...,
         mode: _builtins.str = ...,
         job: Global___JobInfo | None = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "created_at", b"created_at", "desired", b"desired", "generation", b"generation", "job", b"job", "mode", b"mode", "name", b"name", "pending", b"pending", "placed", b"placed", "revision", b"revision", "rollout", b"rollout", "running", b"running", "spec_json", b"spec_json", "updated", b"updated", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "created_at", b"created_at", "desired", b"desired", "generation", b"generation", "job", b"job", "message", b"message", "mode", b"mode", "name", b"name", "pending", b"pending", "placed", b"placed", "reason", b"reason", "revision", b"revision", "rollout", b"rollout", "running", b"running", "spec_json", b"spec_json", "updated", b"updated", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -156,6 +156,9 @@ class RolloutRecord(_Record):
     message: str = ""
     paused: bool = False
     rollback_of: int = 0  # the revision this rollout undoes after it failed
+    # Why the rollout of ``rollback_of`` failed (kept through the rollback, which has
+    # messages of its own), or why this one did.
+    failure: str = ""
     ready: int = 0  # replicas of ``revision`` available when it last made progress
 
 
@@ -256,6 +259,9 @@ class ContainerReport(_Record):
     started_at: str = ""
     ports: list[PortBinding] = []
     message: str = ""
+    # Why a desired container does not run (state refused, create-failed or
+    # pull-failed): refused, create-failed, image-not-found, unauthorized, ...
+    reason: str = ""
     health: str = ""  # "" (no check), starting, healthy, unhealthy
     ready_since: str = ""  # healthy (or running, without a check) since
     restarts: int = 0

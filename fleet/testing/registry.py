@@ -28,8 +28,12 @@ class Registry:
         port: int | None = None,
         *,
         start_timeout: float = 30.0,
+        require_auth: bool = False,
     ) -> None:
         self.host = host
+        # With require_auth every request needs basic credentials (an htpasswd file the
+        # registry makes with a random password): a pull without them is refused.
+        self.require_auth = require_auth
         self.port = port if port is not None else free_port(host)
         self.start_timeout = start_timeout
         self.base_dir = Path(tempfile.mkdtemp(prefix="fleet-registry-"))
@@ -50,7 +54,7 @@ class Registry:
 
     def _write_config(self) -> None:
         # JSON is YAML: no YAML writer needed for a config this small.
-        config = {
+        config: dict[str, Any] = {
             "version": 0.1,
             "log": {"level": "warn", "accesslog": {"disabled": True}},
             "storage": {
@@ -59,6 +63,10 @@ class Registry:
             },
             "http": {"addr": self.address},
         }
+        if self.require_auth:
+            config["auth"] = {
+                "htpasswd": {"realm": "fleet-test", "path": str(self.base_dir / "htpasswd")}
+            }
         self.config_path.write_text(json.dumps(config, indent=2) + "\n")
 
     def answers(self) -> bool:
@@ -66,7 +74,9 @@ class Registry:
         try:
             with urllib.request.urlopen(f"{self.url}/v2/", timeout=2) as resp:
                 return bool(resp.status == 200)
-        except (OSError, urllib.error.HTTPError):
+        except urllib.error.HTTPError as error:  # asks for credentials: it is up
+            return self.require_auth and error.code == 401
+        except OSError:
             return False
 
     def start(self) -> Registry:

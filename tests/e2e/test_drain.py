@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import threading
-import time
-import urllib.error
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,7 @@ from fleet.testing.certs import TestPKI
 from fleet.testing.fleetprocs import FleetAgentProcess, FleetServerProcess
 from fleet.testing.images import ensure_image
 from tests.conftest import PoolFactory
-from tests.helpers import fleet_containers, http_get
+from tests.helpers import EndpointProber, fleet_containers
 
 IMAGE = "fleet-test/drain:v1"
 
@@ -85,36 +83,6 @@ def three(
             host.remove_all_containers(label="fleet.app")
 
 
-class Prober:
-    """Counts the endpoints that answer, every 100 ms."""
-
-    def __init__(self, client: FleetClient) -> None:
-        self._client = client
-        self._stop = threading.Event()
-        self.samples: list[tuple[float, int, list[str]]] = []
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Prober:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            healthy, failures = 0, []
-            for e in self._client.endpoints("web"):
-                try:
-                    http_get(e.address, e.host_port, 1.0)
-                    healthy += 1
-                except (urllib.error.URLError, OSError) as error:
-                    failures.append(f"{e.host}:{e.host_port}: {error}")
-            self.samples.append((time.time(), healthy, failures))
-            self._stop.wait(0.1)
-
-
 def test_drain_moves_every_replica_without_dropping_below_min_available(three: Pool3) -> None:
     client = three.client
     spec = f"""
@@ -133,7 +101,7 @@ update: {{min_ready: 1s}}
     wait_until(lambda: len(client.endpoints("web")) == 6, 120, what="6 available replicas")
     assert {h: len(three.running(h)) for h in ("h1", "h2", "h3")} == {"h1": 2, "h2": 2, "h3": 2}
 
-    with Prober(client) as prober:
+    with EndpointProber(client) as prober:
         drained = three.cli("drain", "h1", "--wait", "--timeout", "3m")
     assert drained.returncode == 0, drained.stdout + drained.stderr
     assert len(prober.samples) > 10
@@ -260,7 +228,7 @@ update: {{min_ready: 1s}}
             f" && touch {tmp_path}/restart-$FLEET_HOST_ID"
         )
         out_at_once: list[int] = []
-        with Prober(client) as prober:
+        with EndpointProber(client) as prober:
             started = client.upgrade_hosts(
                 "start", max_parallel=1, command=command, canary_app="web"
             )

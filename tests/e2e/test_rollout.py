@@ -7,8 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-import threading
-import time
 import urllib.error
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,7 +21,7 @@ from fleet.testing import EtcdServer, HostPool, Registry, push_image, wait_until
 from fleet.testing.certs import TestPKI
 from fleet.testing.fleetprocs import FleetAgentProcess, FleetServerProcess
 from fleet.testing.images import HTTPD_CMD, ensure_image, graceful_cmd
-from tests.helpers import fleet_containers, http_get
+from tests.helpers import EndpointProber, fleet_containers, http_get
 
 REPLICAS = 4
 
@@ -113,47 +111,6 @@ update:
 """
 
 
-class Prober:
-    """Polls `fleet endpoints` and every endpoint it lists, every 100 ms, in a thread."""
-
-    def __init__(self, client: FleetClient) -> None:
-        self._client = client
-        self._stop = threading.Event()
-        self.samples: list[tuple[float, int, list[str]]] = []  # time, healthy, failures
-        self.bodies: set[str] = set()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Prober:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            began = time.monotonic()
-            endpoints = self._client.endpoints("web")
-            healthy, failures = 0, []
-            for endpoint in endpoints:
-                where = f"{endpoint.address}:{endpoint.host_port}"
-                try:
-                    self.bodies.add(http_get(endpoint.address, endpoint.host_port, 1.0).strip())
-                    healthy += 1
-                except (urllib.error.URLError, OSError) as error:
-                    failures.append(f"{where} (revision {endpoint.revision}): {error}")
-            self.samples.append((time.time(), healthy, failures))
-            self._stop.wait(max(0.0, 0.1 - (time.monotonic() - began)))
-
-    def check(self, at_least: int) -> None:
-        assert len(self.samples) > 5, "the prober barely ran"
-        low = [(t, n) for t, n, _ in self.samples if n < at_least]
-        assert not low, f"fewer than {at_least} healthy endpoints at {low[:5]}"
-        failed = [f for _, _, fs in self.samples for f in fs]
-        assert not failed, f"listed endpoints that did not answer: {failed[:5]}"
-
-
 def serving(pool: HostPool) -> dict[str, str]:
     """What each running web container serves, read through Docker and HTTP."""
     found = {}
@@ -192,7 +149,7 @@ def test_rolling_upgrade_keeps_every_replica_serving_and_rolls_back_a_broken_rel
     assert len(client.endpoints("web")) == REPLICAS
 
     # v1 -> v2 under a prober: never fewer than 4 healthy, every listed address answers.
-    with Prober(client) as prober:
+    with EndpointProber(client) as prober:
         change = client.set_image("web", images["v2"])
         assert change.revision == 2
         status = cli(rollouts, "rollout", "status", "web", "--timeout", "3m")
@@ -208,7 +165,7 @@ def test_rolling_upgrade_keeps_every_replica_serving_and_rolls_back_a_broken_rel
 
     # v2 -> v3 fails its health check: rolled back automatically, v2 serves throughout,
     # and `rollout status` fails the pipeline.
-    with Prober(client) as prober:
+    with EndpointProber(client) as prober:
         client.set_image("web", images["v3"])
         status = cli(rollouts, "rollout", "status", "web", "--timeout", "3m")
         assert status.returncode != 0, status.stdout + status.stderr

@@ -705,6 +705,34 @@ def test_oversized_report_is_refused_cleanly(plane: Plane) -> None:
     assert error is not None, kinds
 
 
+def test_an_event_with_markup_and_escapes_is_stored_and_shown_as_text(plane: Plane) -> None:
+    """One agent event with `[/boom]` in it crashed `fleet events` for every user, and
+    escape sequences reached operators' terminals: the server stores the text without
+    the sequences, and the CLI prints it as text."""
+    wait_disconnected(plane)
+    hostile = pb.Event(
+        kind="die\x1b[2J", message="[/boom] \x1b]0;evil\x07\x1b[31mred\x1b[0m [bold]"
+    )
+    batch = pb.AgentMessage(events=pb.EventBatch(events=[hostile]))
+    kinds, error = stream(plane, "agent: hostile event", [_register(), batch])
+    assert error is None and kinds[:1] == ["registered"], kinds
+
+    def stored() -> list[dict[str, Any]]:
+        found = []
+        for raw in etcd_prefix(plane.etcd, f"{PREFIX}events/").values():
+            batch = json.loads(raw)
+            found += [e for e in batch if "[/boom]" in e.get("message", "")]
+        return found
+
+    [event] = wait_until(stored, 10, what="the hostile event to be stored")
+    assert (event["kind"], event["message"]) == ("die", "[/boom] red [bold]")
+    result = plane.server.cli("events", "--host", HOST)
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    [line] = [line for line in result.stdout.splitlines() if "[/boom]" in line]
+    assert line.endswith(" die                [/boom] red [bold]"), line
+
+
 def test_the_server_survived_and_etcd_is_unchanged(plane: Plane) -> None:
     """Last in the module: still running, still answering, nothing but HOST's keys moved."""
     wait_disconnected(plane)

@@ -32,7 +32,8 @@ def _free_port_pair() -> int:
 
 
 def _etcd_running(data_dir: Path) -> bool:
-    found = subprocess.run(["pgrep", "-f", f"--data-dir={data_dir}"], capture_output=True)
+    # "--": the pattern starts with dashes, which pgrep would take for options.
+    found = subprocess.run(["pgrep", "-f", "--", f"--data-dir={data_dir}"], capture_output=True)
     return found.returncode == 0
 
 
@@ -106,3 +107,64 @@ def test_up_runs_everything_and_a_second_up_finds_the_apps(
         client.close()
         up.stop()
         print(up.log_tail(60))  # shown only when the test failed
+
+
+def _start_up(clean_host: DockerHost, tmp_path: Path) -> tuple[ManagedProcess, FleetClient, Path]:
+    data_dir = tmp_path / "data"
+    listen = f"127.0.0.1:{free_port()}"
+    args = [sys.executable, "-m", "fleet", "up", "--data-dir", str(data_dir), "--listen", listen]
+    args += ["--etcd-port", str(_free_port_pair()), "--docker", clean_host.docker_url]
+    up = ManagedProcess([*args, "--host-id", "solo"], tmp_path / "up.log", name="fleet up")
+    admin = TlsFiles.in_dir(data_dir / "pki", "client", "admin")
+    client = FleetClient([listen], Transport(admin), timeout=5)
+    up.start()
+    up.wait_ready(
+        lambda: any(h.connected for h in client.hosts()), 60, what="the local host to join"
+    )
+    return up, client, data_dir
+
+
+def test_up_lives_through_an_image_that_does_not_exist_and_names_a_part_that_dies(
+    clean_host: DockerHost, tmp_path: Path
+) -> None:
+    """The stop-ship of issue #16: a mistyped tag ended `fleet up` (and its etcd) 1.2 s
+    after the pull, and every later `fleet up` too. Now the replica says why, the rest
+    keeps running; and when a part does die (etcd here), fleet up says which."""
+    image = ensure_image(clean_host)
+    up, client, data_dir = _start_up(clean_host, tmp_path)
+    try:
+        text = f"name: solo-api\nimage: {image}\nreplicas: 1\nupdate: {{progress_deadline: 5m}}\n"
+        client.apply(load_documents(text, "app.yaml"))
+        wait_until(
+            lambda: [c.status.state for c in client.containers("solo-api")] == ["running"],
+            60,
+            what="the first revision to run",
+        )
+        missing = "127.0.0.1:1/nope/solo-api:v9-nope"  # no registry answers there
+        client.apply(load_documents(text.replace(image, missing), "app.yaml"))
+
+        def said_why() -> str | None:
+            found = client.apps("solo-api")[0]
+            return found.message if found.reason else None
+
+        why = wait_until(said_why, 30, what="get apps to say why")
+        assert "127.0.0.1:1" in why, why
+        # Rolled back at once (auto_rollback), not at the 5 minute progress deadline.
+        wait_until(
+            lambda: client.rollout_status("solo-api").failure.startswith("revision 2 failed"),
+            30,
+            what="the rollout to fail",
+        )
+        assert up.running, up.log_tail()
+        assert all(h.connected for h in client.hosts())
+        assert fleet_containers(clean_host.client(), "solo-api")[0].status == "running"
+
+        # etcd killed under it: fleet up stops everything and names the part.
+        subprocess.run(["pkill", "-9", "-f", "--", f"--data-dir={data_dir}"], check=True)
+        wait_until(lambda: not up.running, 40, what="fleet up to stop without its etcd")
+        assert up.returncode == 1
+        assert "etcd exited" in up.log_tail(20), up.log_tail(20)
+    finally:
+        client.close()
+        up.stop()
+        print(up.log_tail(60))

@@ -126,6 +126,17 @@ def test_wait_reports_a_rollback_with_exit_2(capsys: pytest.CaptureFixture[str])
     assert message in capsys.readouterr().err
 
 
+def test_a_rollback_ends_with_the_cause_not_its_own_progress(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cause = "revision 5 failed: image 127.0.0.1:5000/web:v9 not found in the registry"
+    done = info(4, "complete", rollback_of=5, message="revision 4 is available on all 3")
+    done.failure = cause
+    client = ScriptedClient(info(5), done)
+    assert follow(client, 5) == 2
+    assert capsys.readouterr().err.strip() == f"error: app/web: {cause}; rolled back to revision 4"
+
+
 def test_wait_follows_a_rollback_seen_first_to_its_end() -> None:
     client = ScriptedClient(info(4, rollback_of=5), info(4, "complete", rollback_of=5))
     assert follow(client, None) == 0

@@ -310,6 +310,13 @@ def test_container_report_is_what_is_stored() -> None:
     assert stored.memory_limit == 0
 
 
+def test_a_status_message_is_stored_without_terminal_escapes() -> None:
+    """Operators read it in `fleet ps` and `fleet describe`: a host's escape sequences
+    (a window title, colours) are dropped; markup-like text is only text."""
+    c = container(message="[/boom] \x1b]0;evil\x07\x1b[31mred\x1b[0m\r\nnext")
+    assert container_report(c).message == "[/boom] red\nnext"
+
+
 def test_a_container_with_a_negative_revision_is_skipped() -> None:
     """Report keys are numbered by slot and revision: a negative revision (only a broken
     or hostile agent sends one; slots are unsigned) is left out, and the rest of the

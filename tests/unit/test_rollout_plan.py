@@ -111,6 +111,8 @@ def report(
     ready_since: float | None = LONG_AGO,
     restarts: int = 0,
     ports: list[PortBinding] | None = None,
+    reason: str = "",
+    message: str = "",
 ) -> None:
     """``host``'s agent reports the container of ``web``'s ``slot`` at ``revision``
     (replacing what it reported of that container before)."""
@@ -126,6 +128,8 @@ def report(
         ready_since=iso(ready_since) if ready_since is not None else "",
         restarts=restarts,
         ports=ports or [],
+        reason=reason,
+        message=message,
     )
     stored = state.status.get(host)
     others = [
@@ -593,11 +597,23 @@ def crash(state: ClusterState, host: str, slot: int, revision: int, how: str) ->
         report(state, host, slot, revision, health="unhealthy")
     elif how == "crash-looping":
         report(state, host, slot, revision, restarts=3, ready_since=NOW - 1)
+    elif how == "pull-failed":  # the agent could not pull the new image
+        message = "image img:v2 not found in the registry"
+        report(
+            state,
+            host,
+            slot,
+            revision,
+            status=how,
+            ready_since=None,
+            reason="image-not-found",
+            message=message,
+        )
     else:  # stopped for good, or refused by the agent
         report(state, host, slot, revision, status=how, ready_since=None)
 
 
-@pytest.mark.parametrize("how", ["unhealthy", "crash-looping", "failed", "refused"])
+@pytest.mark.parametrize("how", ["unhealthy", "crash-looping", "failed", "refused", "pull-failed"])
 def test_crashing_replacement_fails_the_rollout_and_rolls_back(how: str) -> None:
     """A container of the new revision that turns unhealthy, crash-loops, stops for good
     or is refused fails the rollout; with auto_rollback the app is pointed back at the
@@ -623,6 +639,9 @@ def test_crashing_replacement_fails_the_rollout_and_rolls_back(how: str) -> None
     assert "rolling back to revision 1" in rollout.message
     assert kinds(plan) == ["rollout-failed", "rollback"]
     assert "revision 2 failed" in plan.events[0][2]
+    assert rollout.failure == plan.events[0][2]  # the cause, kept through the rollback
+    if how == "pull-failed":  # said at once, in the words of the agent
+        assert rollout.failure == "revision 2 failed: image img:v2 not found in the registry"
 
     # The next round, on the committed state, drops the failed replacement.
     state = commit(state, plan)
