@@ -14,6 +14,12 @@ is ECDSA P-256 (what gRPC's BoringSSL accepts everywhere); the CA may sign leave
 (path length 0); servers may only serve (serverAuth) and agents and clients may only
 connect (clientAuth).
 
+etcd gets a CA of its own, never fleet's (else every agent and client certificate would
+be a read-write etcd credential): ``init_ca(dir, etcd=True)`` marks it ``OU=etcd``, and
+it signs only ``etcd-member`` certificates (serverAuth and clientAuth: members are each
+other's clients) and ``etcd-client`` ones (the control plane's), which fleet's own CA
+refuses to sign. Neither names an identity the control plane accepts.
+
 A directory holds one PKI: ``ca.crt``, ``ca.key`` and ``<kind>-<name>.crt`` / ``.key``;
 the directory is 0700 when created here, keys 0600, certificates 0644. Keys are
 unencrypted PKCS#8 PEM because the daemons start unattended, with no one to type a
@@ -46,15 +52,18 @@ __all__ = [
     "DEFAULT_SERVER_SANS",
     "CertPaths",
     "Credentials",
+    "EtcdPKI",
     "Identity",
     "Kind",
     "LocalPKI",
     "Role",
+    "ensure_etcd_pki",
     "ensure_local_pki",
     "identity_from_auth_context",
     "identity_from_pem",
     "identity_from_subject",
     "init_ca",
+    "is_etcd_ca",
     "issue",
     "load_credentials",
 ]
@@ -66,6 +75,8 @@ class Kind(StrEnum):
     server = "server"
     agent = "agent"
     client = "client"
+    etcd_member = "etcd-member"  # from etcd's own CA: an etcd member (serves, and peers)
+    etcd_client = "etcd-client"  # from etcd's own CA: the control plane's way into etcd
 
 
 class Role(StrEnum):
@@ -79,7 +90,9 @@ class Role(StrEnum):
 DEFAULT_SERVER_SANS = ("localhost", "127.0.0.1", "::1")
 
 _ORG = "fleet"
-_KINDS = frozenset(k.value for k in Kind)
+_ETCD_KINDS = frozenset({Kind.etcd_member, Kind.etcd_client})
+_IDENTITY_KINDS = frozenset(k.value for k in Kind if k not in _ETCD_KINDS)
+_ETCD_UNIT = "etcd"  # the OU that marks etcd's own CA
 _ROLES = frozenset(r.value for r in Role)
 _ROLE_PREFIX = "role:"
 _CA_NAMES = ("ca.crt", "ca.key")
@@ -119,6 +132,17 @@ class Identity:
 
 
 @dataclass(frozen=True)
+class EtcdPKI:
+    """etcd's own CA, a member certificate and the control plane's client certificate."""
+
+    dir: Path
+    ca: CertPaths
+    member: CertPaths
+    client: CertPaths
+    written: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
 class LocalPKI:
     """What ``ensure_local_pki`` made or found; ``written`` lists the files it wrote."""
 
@@ -151,9 +175,10 @@ def identity_from_subject(subject: x509.Name) -> Identity:
         raise InvalidArgument(f"not a fleet certificate (subject {shown!r}: expected O={_ORG})")
     kinds = [u for u in units if not u.startswith(_ROLE_PREFIX)]
     roles = [u.removeprefix(_ROLE_PREFIX) for u in units if u.startswith(_ROLE_PREFIX)]
-    if len(kinds) != 1 or kinds[0] not in _KINDS:
+    if len(kinds) != 1 or kinds[0] not in _IDENTITY_KINDS:
         raise InvalidArgument(
-            f"subject {shown!r} must have one OU of {', '.join(Kind)} (the certificate's kind)"
+            f"subject {shown!r} must have one OU of {', '.join(sorted(_IDENTITY_KINDS))} "
+            "(the certificate's kind)"
         )
     if len(names) != 1:
         raise InvalidArgument(f"subject {shown!r} must have exactly one CN")
@@ -191,18 +216,21 @@ def identity_from_auth_context(auth_context: Mapping[str, Sequence[bytes]]) -> I
 # ------------------------------------------------------------------ issuing
 
 
-def init_ca(dir: Path | str, days: int = 3650, force: bool = False) -> CertPaths:
-    """Make a self-signed CA in ``dir``; refuses to replace one unless ``force``."""
+def init_ca(
+    dir: Path | str, days: int = 3650, force: bool = False, *, etcd: bool = False
+) -> CertPaths:
+    """Make a self-signed CA in ``dir``; refuses to replace one unless ``force``. With
+    ``etcd``, etcd's own CA, which signs etcd-member and etcd-client certificates only."""
     directory = _ensure_dir(Path(dir))
     paths = CertPaths.for_ca(directory)
     _refuse_overwrite(paths, force, f"a CA exists in {directory} (use --force to replace it)")
     now = datetime.now(UTC)
     key = ec.generate_private_key(ec.SECP256R1())
+    label = "fleet etcd CA" if etcd else "fleet CA"
     subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, _ORG),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"fleet CA {secrets.token_hex(4)}"),
-        ]
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, _ORG)]
+        + ([x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, _ETCD_UNIT)] if etcd else [])
+        + [x509.NameAttribute(NameOID.COMMON_NAME, f"{label} {secrets.token_hex(4)}")]
     )
     key_id = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     cert = (
@@ -246,14 +274,18 @@ def issue(
     chosen_role = _role(role) if kind is Kind.client else None
     days = _check_days(days)
     ca_cert, ca_key = _load_ca(directory)
+    _check_ca_purpose(ca_cert, kind, directory)
     _refuse_overwrite(paths, force, f"{paths.cert.name} exists (use --force to replace it)")
 
     now = datetime.now(UTC)
     key = ec.generate_private_key(ec.SECP256R1())
-    # Servers may only serve, agents and clients may only connect.
-    usage = ExtendedKeyUsageOID.CLIENT_AUTH
+    # Servers may only serve, agents and clients may only connect; an etcd member does
+    # both (its peers are its clients).
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
     if kind is Kind.server:
-        usage = ExtendedKeyUsageOID.SERVER_AUTH
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH]
+    elif kind is Kind.etcd_member:
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
     units = [kind.value] + ([_ROLE_PREFIX + chosen_role] if chosen_role else [])
     subject = x509.Name(
         [x509.NameAttribute(NameOID.ORGANIZATION_NAME, _ORG)]
@@ -271,7 +303,7 @@ def issue(
         .not_valid_after(min(now + timedelta(days=days), ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(cert_sign=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
@@ -299,23 +331,73 @@ def ensure_local_pki(
     rather than silently replaced, since certificates elsewhere may chain to it.
     """
     directory = Path(dir)
+    leaves, written = _ensure(
+        directory,
+        [
+            (Kind.server, server_name, tuple(server_sans), None),
+            (Kind.agent, host_id, (), None),
+            (Kind.client, client_name, (), Role.admin),
+        ],
+    )
+    return LocalPKI(
+        dir=directory,
+        ca=CertPaths.for_ca(directory),
+        server=leaves[Kind.server],
+        agent=leaves[Kind.agent],
+        client=leaves[Kind.client],
+        written=written,
+    )
+
+
+def ensure_etcd_pki(
+    dir: Path | str,
+    *,
+    member: str = "etcd",
+    member_sans: Sequence[str] = DEFAULT_SERVER_SANS,
+    client_name: str = "controlplane",
+) -> EtcdPKI:
+    """etcd's own PKI for ``fleet up``: a CA (``OU=etcd``), one member's certificate and
+    the control plane's client certificate in ``dir``, made or renewed as
+    ``ensure_local_pki`` does. Only the control plane gets the client certificate."""
+    directory = Path(dir)
+    leaves, written = _ensure(
+        directory,
+        [
+            (Kind.etcd_member, member, tuple(member_sans), None),
+            (Kind.etcd_client, client_name, (), None),
+        ],
+        etcd=True,
+    )
+    return EtcdPKI(
+        dir=directory,
+        ca=CertPaths.for_ca(directory),
+        member=leaves[Kind.etcd_member],
+        client=leaves[Kind.etcd_client],
+        written=written,
+    )
+
+
+def _ensure(
+    directory: Path,
+    wanted: list[tuple[Kind, str, tuple[str, ...], Role | None]],
+    *,
+    etcd: bool = False,
+) -> tuple[dict[Kind, CertPaths], tuple[Path, ...]]:
+    """A CA in ``directory`` (made if missing) and the ``wanted`` leaves, each issued
+    when missing, broken, not from this CA, near expiry or lacking a wanted SAN."""
     ca = CertPaths.for_ca(directory)
     written: list[Path] = []
     if not ca.cert.exists() and not ca.key.exists():
-        made = init_ca(directory)
+        made = init_ca(directory, etcd=etcd)
         written += [made.cert, made.key]
     ca_cert, _ = _load_ca(directory)
     now = datetime.now(UTC)
     if ca_cert.not_valid_after_utc <= now:
+        flag = " --etcd" if etcd else ""
         raise InvalidArgument(
             f"the CA in {directory} expired on {ca_cert.not_valid_after_utc:%Y-%m-%d}; "
-            f"make a new one with `fleet certs init --dir {directory} --force`"
+            f"make a new one with `fleet certs init{flag} --dir {directory} --force`"
         )
-    wanted: list[tuple[Kind, str, tuple[str, ...], Role | None]] = [
-        (Kind.server, server_name, tuple(server_sans), None),
-        (Kind.agent, host_id, (), None),
-        (Kind.client, client_name, (), Role.admin),
-    ]
     leaves: dict[Kind, CertPaths] = {}
     for kind, name, sans, role in wanted:
         paths = CertPaths.for_leaf(directory, kind, name)
@@ -323,14 +405,7 @@ def ensure_local_pki(
             issue(directory, kind, name, sans=sans, role=role, force=True)
             written += [paths.cert, paths.key]
         leaves[kind] = paths
-    return LocalPKI(
-        dir=directory,
-        ca=ca,
-        server=leaves[Kind.server],
-        agent=leaves[Kind.agent],
-        client=leaves[Kind.client],
-        written=tuple(written),
-    )
+    return leaves, tuple(written)
 
 
 # ------------------------------------------------------------------ loading
@@ -402,12 +477,33 @@ def _check_days(days: int) -> int:
     return days
 
 
+def is_etcd_ca(cert: x509.Certificate) -> bool:
+    """Whether ``cert`` is etcd's own CA (``init_ca(..., etcd=True)``)."""
+    return _ETCD_UNIT in _values(cert.subject, NameOID.ORGANIZATIONAL_UNIT_NAME)
+
+
+def _check_ca_purpose(ca: x509.Certificate, kind: Kind, directory: Path) -> None:
+    """etcd's CA signs etcd certificates only, fleet's CA never does: a certificate of
+    one must never open the other."""
+    if kind in _ETCD_KINDS and not is_etcd_ca(ca):
+        raise InvalidArgument(
+            f"{kind} certificates come from etcd's own CA, not from the one in {directory} "
+            "that signs agents and clients (else every agent and client could use etcd): "
+            "make one with `fleet certs init --etcd --dir DIR`"
+        )
+    if kind not in _ETCD_KINDS and is_etcd_ca(ca):
+        raise InvalidArgument(
+            f"the CA in {directory} is etcd's own: it signs etcd-member and etcd-client "
+            f"certificates only; {kind} certificates come from fleet's CA"
+        )
+
+
 def _alt_names(kind: Kind, name: str, sans: list[str]) -> list[x509.GeneralName]:
     if kind is Kind.agent:
         if sans:
             raise InvalidArgument("--san applies to server certificates (an agent's is its id)")
         return [x509.DNSName(name)]
-    if kind is Kind.client:
+    if kind in (Kind.client, Kind.etcd_client):
         if sans:
             raise InvalidArgument("--san applies to server certificates, not client ones")
         return []
@@ -514,9 +610,10 @@ def _fix_hint(path: Path, force: bool = False) -> str:
     again = " --force" if force or any(p.exists() for p in pair) else ""
     if path.name in _CA_NAMES:
         return f"run `fleet certs init --dir {directory}{again}`"
-    kind, _, name = path.stem.partition("-")
-    if kind in _KINDS and name:
-        return f"run `fleet certs issue {kind} {name} --dir {directory}{again}`"
+    for kind in sorted(Kind, key=len, reverse=True):  # etcd-member before a shorter kind
+        name = path.stem.removeprefix(f"{kind}-")
+        if name != path.stem and name:
+            return f"run `fleet certs issue {kind} {name} --dir {directory}{again}`"
     return f"check the path, or make a PKI with `fleet certs init --dir {directory}`"
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from fleet.agent import Agent, AgentConfig, DockerRuntime
 from fleet.controlplane import ControlPlane, ServerConfig
 from fleet.errors import FleetError, Unavailable
-from fleet.pki import CertPaths, Kind, LocalPKI, Role, ensure_local_pki, issue
+from fleet.pki import CertPaths, EtcdPKI, Kind, LocalPKI, ensure_etcd_pki, ensure_local_pki
 from fleet.secrets import ensure_key_file
 from fleet.transport import TlsFiles, Transport
 
@@ -64,10 +64,11 @@ def _etcd_healthy(url: str, tls: TlsFiles) -> bool:
 
 
 def _start_etcd(
-    data_dir: Path, port: int, server: TlsFiles, client: TlsFiles
+    data_dir: Path, port: int, member: TlsFiles, client: TlsFiles
 ) -> subprocess.Popen[bytes]:
     """Start etcd with TLS for clients and peers, and wait (blocking, up to 30 s) until
-    it reports healthy. Only holders of a certificate from this CA may talk to it."""
+    it reports healthy. It trusts etcd's own CA, not fleet's: only the control plane's
+    etcd client certificate (and a member's, on the peer port) opens it."""
     binary = shutil.which("etcd")
     if binary is None:
         raise Unavailable("the etcd binary is not installed (Debian: apt-get install etcd-server)")
@@ -76,14 +77,15 @@ def _start_etcd(
     peer = f"https://127.0.0.1:{port + 1}"
     log_file = (data_dir / "etcd.log").open("ab")
     tls = [
-        f"--trusted-ca-file={server.ca}",
-        f"--cert-file={server.cert}",
-        f"--key-file={server.key}",
+        f"--trusted-ca-file={member.ca}",
+        f"--cert-file={member.cert}",
+        f"--key-file={member.key}",
     ]
     peer_tls = [
-        f"--peer-trusted-ca-file={server.ca}",
-        f"--peer-cert-file={server.cert}",
-        f"--peer-key-file={server.key}",
+        f"--peer-trusted-ca-file={member.ca}",
+        f"--peer-cert-file={member.cert}",
+        f"--peer-key-file={member.key}",
+        "--peer-client-cert-auth",
     ]
     process = subprocess.Popen(
         [
@@ -140,14 +142,16 @@ def _why_ended(task: asyncio.Task[object], name: str) -> str:
     return f"the {name} failed: {type(error).__name__}: {error}"
 
 
-def _local_pki(directory: Path, host_id: str) -> tuple[LocalPKI, TlsFiles]:
-    """fleet up's own CA and certificates (made once, reused), and etcd's client cert."""
+def _local_pki(directory: Path, host_id: str) -> tuple[LocalPKI, EtcdPKI]:
+    """fleet up's own CA and certificates, and etcd's own CA in ``etcd/`` beside them
+    (made once, reused): a fleet certificate never opens etcd."""
     pki = ensure_local_pki(directory, host_id=host_id)
-    etcd_client = CertPaths.for_leaf(directory, Kind.client, "controlplane-etcd")
-    if not etcd_client.cert.exists():
-        # Its role only matters if someone misuses it against the API: the least one.
-        issue(directory, Kind.client, "controlplane-etcd", role=Role.viewer)
-    return pki, TlsFiles(pki.ca.cert, etcd_client.cert, etcd_client.key)
+    etcd = ensure_etcd_pki(directory / "etcd", member="fleet-up", member_sans=("127.0.0.1",))
+    # Before etcd had a CA of its own, its client certificate came from fleet's CA.
+    old = CertPaths.for_leaf(directory, Kind.client, "controlplane-etcd")
+    for path in (old.cert, old.key):
+        path.unlink(missing_ok=True)
+    return pki, etcd
 
 
 async def run_up(config: UpConfig) -> None:
@@ -160,9 +164,11 @@ async def run_up(config: UpConfig) -> None:
         ) from error
     data_dir = config.data_dir.resolve()
     host_id = config.host_id or _default_host_id()
-    pki, etcd_client = await asyncio.to_thread(_local_pki, data_dir / "pki", host_id)
+    pki, etcd_pki = await asyncio.to_thread(_local_pki, data_dir / "pki", host_id)
     server_tls = TlsFiles(pki.ca.cert, pki.server.cert, pki.server.key)
-    etcd = await asyncio.to_thread(_start_etcd, data_dir, config.etcd_port, server_tls, etcd_client)
+    member = TlsFiles(etcd_pki.ca.cert, etcd_pki.member.cert, etcd_pki.member.key)
+    etcd_client = TlsFiles(etcd_pki.ca.cert, etcd_pki.client.cert, etcd_pki.client.key)
+    etcd = await asyncio.to_thread(_start_etcd, data_dir, config.etcd_port, member, etcd_client)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

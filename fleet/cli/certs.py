@@ -19,7 +19,8 @@ from fleet.errors import FleetError
 __all__ = ["app"]
 
 app = typer.Typer(
-    help="Mutual TLS certificates: a CA, then server, agent and client certificates.",
+    help="Mutual TLS certificates: a CA, then server, agent and client certificates; "
+    "etcd gets a CA of its own (init --etcd) for its members and the control plane.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -48,11 +49,19 @@ def _fail(error: FleetError) -> NoReturn:
 def init(
     dir: DirOpt = _DEFAULT_DIR,
     days: Annotated[int, typer.Option("--days", help="Validity in days.")] = 3650,
+    etcd: Annotated[
+        bool,
+        typer.Option(
+            "--etcd",
+            help="Make etcd's own CA (in a directory of its own), which signs etcd-member "
+            "and etcd-client certificates only: fleet's CA must never open etcd.",
+        ),
+    ] = False,
     force: ForceOpt = False,
 ) -> None:
     """Make a new CA (ca.crt, ca.key). Refuses to replace one without --force."""
     try:
-        paths = pki.init_ca(dir, days=days, force=force)
+        paths = pki.init_ca(dir, days=days, force=force, etcd=etcd)
     except FleetError as error:
         _fail(error)
     typer.echo(paths.cert)
@@ -125,7 +134,12 @@ def _identity_rows(cert: x509.Certificate) -> list[tuple[str, str]]:
         identity = pki.identity_from_subject(cert.subject)
     except FleetError as error:
         if _is_ca(cert):
-            return [("kind", "ca")]
+            return [("kind", "etcd ca" if pki.is_etcd_ca(cert) else "ca")]
+        units = [a.value for a in cert.subject if a.oid == x509.NameOID.ORGANIZATIONAL_UNIT_NAME]
+        etcd_kinds = {pki.Kind.etcd_member.value, pki.Kind.etcd_client.value}
+        if len(units) == 1 and units[0] in etcd_kinds:
+            names = [a.value for a in cert.subject if a.oid == x509.NameOID.COMMON_NAME]
+            return [("kind", str(units[0])), ("name", str(names[0]) if names else "-")]
         return [("kind", f"- ({error})")]
     rows = [("kind", identity.kind.value), ("name", identity.name)]
     if identity.role is not None:

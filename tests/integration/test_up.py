@@ -3,12 +3,21 @@ all three, and a second ``fleet up`` on the same data dir finds the apps it left
 
 from __future__ import annotations
 
+import json
 import signal
+import ssl
 import subprocess
 import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from fleet.client import FleetClient
+from fleet.errors import FleetError
+from fleet.pki import Kind, Role, issue
 from fleet.spec import load_documents
 from fleet.testing import DockerHost, ManagedProcess, free_port, wait_until
 from fleet.transport import TlsFiles, Transport
@@ -109,11 +118,20 @@ def test_up_runs_everything_and_a_second_up_finds_the_apps(
         print(up.log_tail(60))  # shown only when the test failed
 
 
-def _start_up(clean_host: DockerHost, tmp_path: Path) -> tuple[ManagedProcess, FleetClient, Path]:
+@dataclass
+class Up:
+    process: ManagedProcess
+    client: FleetClient
+    data_dir: Path
+    etcd_port: int  # clients; peers on the next port
+
+
+def _start_up(clean_host: DockerHost, tmp_path: Path) -> Up:
     data_dir = tmp_path / "data"
     listen = f"127.0.0.1:{free_port()}"
+    etcd_port = _free_port_pair()
     args = [sys.executable, "-m", "fleet", "up", "--data-dir", str(data_dir), "--listen", listen]
-    args += ["--etcd-port", str(_free_port_pair()), "--docker", clean_host.docker_url]
+    args += ["--etcd-port", str(etcd_port), "--docker", clean_host.docker_url]
     up = ManagedProcess([*args, "--host-id", "solo"], tmp_path / "up.log", name="fleet up")
     admin = TlsFiles.in_dir(data_dir / "pki", "client", "admin")
     client = FleetClient([listen], Transport(admin), timeout=5)
@@ -121,7 +139,7 @@ def _start_up(clean_host: DockerHost, tmp_path: Path) -> tuple[ManagedProcess, F
     up.wait_ready(
         lambda: any(h.connected for h in client.hosts()), 60, what="the local host to join"
     )
-    return up, client, data_dir
+    return Up(up, client, data_dir, etcd_port)
 
 
 def test_up_lives_through_an_image_that_does_not_exist_and_names_a_part_that_dies(
@@ -131,7 +149,8 @@ def test_up_lives_through_an_image_that_does_not_exist_and_names_a_part_that_die
     after the pull, and every later `fleet up` too. Now the replica says why, the rest
     keeps running; and when a part does die (etcd here), fleet up says which."""
     image = ensure_image(clean_host)
-    up, client, data_dir = _start_up(clean_host, tmp_path)
+    started = _start_up(clean_host, tmp_path)
+    up, client, data_dir = started.process, started.client, started.data_dir
     try:
         text = f"name: solo-api\nimage: {image}\nreplicas: 1\nupdate: {{progress_deadline: 5m}}\n"
         client.apply(load_documents(text, "app.yaml"))
@@ -164,6 +183,75 @@ def test_up_lives_through_an_image_that_does_not_exist_and_names_a_part_that_die
         wait_until(lambda: not up.running, 40, what="fleet up to stop without its etcd")
         assert up.returncode == 1
         assert "etcd exited" in up.log_tail(20), up.log_tail(20)
+    finally:
+        client.close()
+        up.stop()
+        print(up.log_tail(60))
+
+
+def _etcd_answers(url: str, ca: Path, cert: Path | None, key: Path | None) -> bool:
+    """Whether etcd answers over TLS as the holder of ``cert``: a read through its JSON
+    gateway on the client port, its member list on the peer port (``/members``). False
+    when the handshake or the request is refused."""
+    context = ssl.create_default_context(cafile=str(ca))
+    context.check_hostname = False  # the member's certificate names 127.0.0.1, not a host
+    if cert is not None and key is not None:
+        context.load_cert_chain(str(cert), str(key))
+    if url.endswith("/members"):
+        request = urllib.request.Request(url)
+    else:
+        body = json.dumps({"key": "Lw=="}).encode()
+        request = urllib.request.Request(f"{url}/v3/kv/range", data=body, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5, context=context) as response:
+            return response.status == 200 and bool(json.loads(response.read()))
+    except (OSError, ssl.SSLError, urllib.error.URLError, ValueError):
+        return False
+
+
+def test_etcd_opens_only_to_the_control_planes_certificate(
+    clean_host: DockerHost, tmp_path: Path
+) -> None:
+    """Issue #17 (1): etcd trusted fleet's CA, so every agent, viewer or deployer
+    certificate was a read-write etcd credential. Now etcd has a CA of its own and only
+    the control plane holds a client certificate from it: every other certificate of the
+    pool is refused on etcd's client port and on its peer port."""
+    started = _start_up(clean_host, tmp_path)
+    up, client, pki_dir = started.process, started.client, started.data_dir / "pki"
+    try:
+        for kind, name, role in (
+            (Kind.client, "vera", Role.viewer),
+            (Kind.client, "dora", Role.deployer),
+            (Kind.server, "cp2", None),
+        ):
+            issue(pki_dir, kind, name, role=role)
+        fleet_certs = sorted(pki_dir.glob("*.crt"))  # the CA, the server, agent and clients
+        assert {p.stem for p in fleet_certs} >= {"agent-solo", "client-admin", "client-vera"}
+        etcd_pki = pki_dir / "etcd"
+        port = started.etcd_port
+        client_url = f"https://127.0.0.1:{port}"
+        peer_url = f"https://127.0.0.1:{port + 1}/members"
+        etcd_ca = etcd_pki / "ca.crt"
+        # The control plane's certificate opens the client port, a member's the peer
+        # port: the checks can succeed.
+        own = etcd_pki / "etcd-client-controlplane"
+        assert _etcd_answers(client_url, etcd_ca, own.with_suffix(".crt"), own.with_suffix(".key"))
+        member = etcd_pki / "etcd-member-fleet-up"
+        crt, key = member.with_suffix(".crt"), member.with_suffix(".key")
+        assert _etcd_answers(peer_url, etcd_ca, crt, key)
+        for url in (client_url, peer_url):
+            assert not _etcd_answers(url, etcd_ca, None, None), f"{url} without a certificate"
+            for cert in fleet_certs:
+                if cert.stem == "ca":
+                    continue
+                key = cert.with_suffix(".key")
+                assert not _etcd_answers(url, etcd_ca, cert, key), f"{url} opened to {cert.name}"
+        # A fleet CA never signs an etcd certificate, nor etcd's CA a fleet one.
+        with pytest.raises(FleetError, match="etcd's own CA"):
+            issue(pki_dir, Kind.etcd_client, "sneaky")
+        with pytest.raises(FleetError, match="etcd's own"):
+            issue(etcd_pki, Kind.client, "sneaky", role=Role.admin)
+        assert up.running
     finally:
         client.close()
         up.stop()

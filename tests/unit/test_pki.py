@@ -619,3 +619,48 @@ def test_cli_bad_input_exits_2_with_one_line(
 def test_cli_unknown_kind_is_a_usage_error(pki_dir: Path) -> None:
     result = runner.invoke(certs.app, ["issue", "root", "x", "--dir", str(pki_dir)])
     assert result.exit_code == 2
+
+
+# ------------------------------------------------------------------ etcd's own CA
+
+
+def test_etcd_has_a_ca_of_its_own_that_signs_nothing_else(tmp_path: Path) -> None:
+    fleet_dir, etcd_dir = tmp_path / "fleet", tmp_path / "etcd"
+    pki.init_ca(fleet_dir)
+    pki.init_ca(etcd_dir, etcd=True)
+    for kind in (Kind.etcd_member, Kind.etcd_client):
+        with pytest.raises(InvalidArgument, match="etcd's own CA"):
+            pki.issue(fleet_dir, kind, "m1")
+    for kind in (Kind.server, Kind.agent, Kind.client):
+        with pytest.raises(InvalidArgument, match="is etcd's own"):
+            pki.issue(etcd_dir, kind, "h1")
+    member = x509.load_pem_x509_certificate(
+        pki.issue(etcd_dir, Kind.etcd_member, "m1", sans=["10.0.0.11"]).cert.read_bytes()
+    )
+    usages = member.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert set(usages) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+    client = x509.load_pem_x509_certificate(
+        pki.issue(etcd_dir, Kind.etcd_client, "controlplane").cert.read_bytes()
+    )
+    # Neither names an identity the control plane would accept.
+    for cert in (member, client):
+        with pytest.raises(InvalidArgument):
+            pki.identity_from_subject(cert.subject)
+
+
+def test_ensure_etcd_pki_makes_it_once(tmp_path: Path) -> None:
+    made = pki.ensure_etcd_pki(tmp_path / "etcd", member="fleet-up", member_sans=["127.0.0.1"])
+    assert len(made.written) == 6
+    again = pki.ensure_etcd_pki(tmp_path / "etcd", member="fleet-up", member_sans=["127.0.0.1"])
+    assert again.written == () and again.client == made.client
+    ca = x509.load_pem_x509_certificate(made.ca.cert.read_bytes())
+    assert pki.is_etcd_ca(ca)
+
+
+def test_certs_init_etcd_through_the_cli(tmp_path: Path) -> None:
+    result = CliRunner().invoke(certs.app, ["init", "--etcd", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    refused = CliRunner().invoke(certs.app, ["issue", "agent", "h1", "--dir", str(tmp_path)])
+    assert refused.exit_code == 2 and "etcd's own" in refused.output
+    shown = CliRunner().invoke(certs.app, ["show", str(tmp_path / "ca.crt")])
+    assert "etcd ca" in shown.output
