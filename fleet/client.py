@@ -10,14 +10,16 @@ several server endpoints a call that finds one unreachable tries the next.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import grpc
 
-from fleet.errors import InvalidArgument, Unavailable, error_from_grpc
+from fleet.errors import FleetError, InvalidArgument, TlsRefused, Unavailable, error_from_grpc
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
+from fleet.refusals import explain_refusal
 from fleet.spec import AppSpec
 from fleet.transport import Transport
 
@@ -67,7 +69,7 @@ class FleetClient:
         return pb_grpc.FleetServiceStub(self._channels[server])
 
     def _call(self, method: Callable[[pb_grpc.FleetServiceStub], T]) -> T:
-        last: grpc.RpcError | None = None
+        unreachable: list[tuple[str, grpc.RpcError]] = []
         answer: grpc.RpcError | None = None  # a server's own "unavailable" (etcd away)
         for server in self.servers:
             try:
@@ -75,20 +77,42 @@ class FleetClient:
             except grpc.RpcError as error:
                 code = error.code()
                 if code != grpc.StatusCode.UNAVAILABLE:
-                    raise error_from_grpc(code, error.details()) from None
+                    trailers = error.trailing_metadata() or ()
+                    raise error_from_grpc(code, error.details(), trailers) from None
                 # Unreachable, or up but without etcd: either way another endpoint may do.
                 if any(k == "fleet-error" for k, _ in error.trailing_metadata() or ()):
                     answer = error
                 else:
-                    last = error
+                    unreachable.append((server, error))
         if answer is not None:
             raise error_from_grpc(answer.code(), answer.details())
-        detail = last.details() if last is not None else ""
-        raise Unavailable(
+        raise self._unreachable(unreachable)
+
+    def _unreachable(self, failures: list[tuple[str, grpc.RpcError]]) -> Unavailable:
+        """Why no server answered: a refused TLS handshake says who refused what (it is
+        no use asking whether the server runs), anything else that none could be reached."""
+        now = datetime.now(UTC)
+        for server, error in failures:
+            refusal = explain_refusal(error.details() or "", self.transport, server, now)
+            if refusal is not None:
+                return TlsRefused(refusal)
+        detail = failures[-1][1].details() if failures else ""
+        return Unavailable(
             f"cannot reach the fleet control plane at {', '.join(self.servers)}"
             + (f" ({detail})" if detail else "")
             + "; is `fleet server` (or `fleet up`) running? Set --server or FLEET_SERVER."
         )
+
+    def _stream_error(self, error: grpc.RpcError) -> FleetError:
+        """The fleet error for a stream that failed while read (a stream goes to the
+        first server, and its handshake happens at the first read)."""
+        if error.code() == grpc.StatusCode.UNAVAILABLE:
+            refusal = explain_refusal(
+                error.details() or "", self.transport, self.servers[0], datetime.now(UTC)
+            )
+            if refusal is not None:
+                return TlsRefused(refusal)
+        return error_from_grpc(error.code(), error.details())
 
     # ------------------------------------------------------------------ calls
 
@@ -100,7 +124,9 @@ class FleetClient:
         base_generations: dict[str, int] | None = None,
     ) -> list[pb.AppChange]:
         """Create or update ``specs``. With ``base_generations`` (app -> the generation it
-        was planned on, 0 for new) a concurrent change raises ``Conflict``, not an overwrite."""
+        was planned on, 0 for new) a concurrent change raises ``Conflict``, not an overwrite.
+        A ``SpecError`` or ``PolicyDenied`` names each problem by its spec's place in
+        ``specs`` (document i of ``REQUEST``): ``AppFile.locate`` finds its line."""
         request = pb.ApplyRequest(
             specs_json=[s.model_dump_json() for s in specs],
             dry_run=dry_run,
@@ -133,9 +159,32 @@ class FleetClient:
         request = pb.DeleteAppRequest(name=name)
         self._call(lambda s: s.DeleteApp(request, timeout=self.timeout))
 
-    def set_secret(self, name: str, value: bytes) -> pb.SecretInfo:
+    def set_secret(
+        self,
+        name: str,
+        value: bytes,
+        *,
+        apps: Sequence[str] = (),
+        all_apps: bool = False,
+    ) -> pb.SecretInfo:
+        """Create or replace a secret (admin only). A new one needs a scope: the ``apps``
+        that may use it, or ``all_apps``; without one, a new value keeps the stored scope."""
         request = pb.SetSecretRequest(name=name, value=value)
+        if apps or all_apps:
+            request.scope.CopyFrom(pb.SecretScope(apps=apps, all_apps=all_apps))
         response: pb.SecretInfo = self._call(lambda s: s.SetSecret(request, timeout=self.timeout))
+        return response
+
+    def set_secret_scope(
+        self, name: str, *, apps: Sequence[str] = (), all_apps: bool = False
+    ) -> pb.SecretInfo:
+        """Replace which apps may use a secret (admin only), keeping its value."""
+        request = pb.SetSecretScopeRequest(
+            name=name, scope=pb.SecretScope(apps=apps, all_apps=all_apps)
+        )
+        response: pb.SecretInfo = self._call(
+            lambda s: s.SetSecretScope(request, timeout=self.timeout)
+        )
         return response
 
     def secrets(self, name: str = "") -> list[pb.SecretInfo]:
@@ -156,15 +205,24 @@ class FleetClient:
         return response
 
     def events(
-        self, *, app: str = "", host: str = "", since_seconds: float = 0.0, follow: bool = False
+        self,
+        *,
+        app: str = "",
+        host: str = "",
+        since_seconds: float = 0.0,
+        follow: bool = False,
+        limit: int = 0,
     ) -> Iterator[pb.Event]:
-        """Recent events, oldest first; with ``follow`` the iterator waits for new ones."""
-        request = pb.EventsRequest(app=app, host=host, since_seconds=since_seconds, follow=follow)
+        """Recent events, oldest first (the last ``limit`` only, if set); with ``follow``
+        the iterator waits for new ones."""
+        request = pb.EventsRequest(
+            app=app, host=host, since_seconds=since_seconds, follow=follow, limit=limit
+        )
         stream = self._call(lambda s: s.Events(request, timeout=None if follow else self.timeout))
         try:
             yield from stream
         except grpc.RpcError as error:
-            raise error_from_grpc(error.code(), error.details()) from None
+            raise self._stream_error(error) from None
 
     def logs(
         self,
@@ -183,7 +241,7 @@ class FleetClient:
         try:
             yield from stream
         except grpc.RpcError as error:
-            raise error_from_grpc(error.code(), error.details()) from None
+            raise self._stream_error(error) from None
 
     def exec(self, app: str, command: Sequence[str], *, slot: int = -1) -> pb.ExecResponse:
         request = pb.ExecRequest(app=app, slot=slot, command=list(command))
@@ -198,6 +256,23 @@ class FleetClient:
         """``cordoned``: the host takes no new replicas; ``ready``: it does again."""
         request = pb.SetHostStateRequest(host_id=host_id, state=state)
         response: pb.HostInfo = self._call(lambda s: s.SetHostState(request, timeout=self.timeout))
+        return response
+
+    def label_host(
+        self,
+        host_id: str,
+        labels: Mapping[str, str] | None = None,
+        remove: Sequence[str] = (),
+        *,
+        overwrite: bool = False,
+    ) -> pb.HostInfo:
+        """Set ``labels`` on a host and remove the keys in ``remove`` (admin only): the
+        labels constraints match by name; a label with another value changes only with
+        ``overwrite``, as with kubectl label."""
+        request = pb.LabelHostRequest(
+            host_id=host_id, set=dict(labels or {}), remove=list(remove), overwrite=overwrite
+        )
+        response: pb.HostInfo = self._call(lambda s: s.LabelHost(request, timeout=self.timeout))
         return response
 
     def create_token(self, name: str, role: str) -> pb.CreateTokenResponse:

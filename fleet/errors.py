@@ -7,34 +7,47 @@
     ├── Conflict             someone else changed the state first; re-read and retry
     ├── FailedPrecondition   the state does not allow it now (a secret still in use)
     ├── PermissionDenied     the caller may not do this
+    │   └── PolicyDenied     apps ask for what the cluster policy does not allow (every field)
     ├── Unavailable          the control plane, etcd or dockerd cannot be reached
+    │   └── TlsRefused       reached, but TLS failed: the message says who refused what
     └── PullFailed           a host could not pull an image (``reason`` says how)
 
 Each maps to one gRPC status code (``GRPC_CODE_BY_ERROR``), so the server raises these
-and the client re-raises the same class from the status it receives.
+and the client re-raises the same class from the status it receives. The problems of a
+``SpecError`` or ``PolicyDenied`` travel one by one in a trailer (``problems_trailer``),
+so a client can put each at its place in the file it sent.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
 
 __all__ = [
     "GRPC_CODE_BY_ERROR",
+    "REQUEST",
     "Conflict",
     "FailedPrecondition",
     "FleetError",
     "InvalidArgument",
     "NotFound",
     "PermissionDenied",
+    "PolicyDenied",
     "PullFailed",
     "SpecError",
     "SpecProblem",
+    "TlsRefused",
     "Unavailable",
     "details",
     "error_from_grpc",
     "grpc_code_for",
+    "problems_trailer",
 ]
 
 
@@ -66,6 +79,13 @@ class Unavailable(FleetError):
     """A server fleet depends on (the control plane, etcd, dockerd) did not answer."""
 
 
+class TlsRefused(Unavailable):
+    """The server answered, but the TLS handshake failed: it refused this side's
+    certificate, this side refused the server's, or one side spoke plaintext. The
+    message says which, why, and which files were used. Only clients raise it (gRPC
+    says UNAVAILABLE, as for a server that is not running)."""
+
+
 class PullFailed(FleetError):
     """An image could not be pulled; ``reason`` is what kind of failure it was, as
     Docker tells them apart (Kubernetes' ErrImagePull, split):
@@ -88,8 +108,8 @@ class PullFailed(FleetError):
 class SpecProblem:
     """One problem in an app file: where it is and what was expected."""
 
-    source: str  # file name, or "<request>" for specs sent over the API
-    document: int  # 1-based index of the YAML document in the file
+    source: str  # file name, or REQUEST for specs sent over the API
+    document: int  # 1-based index of the YAML document in the file (0: the whole file)
     path: str  # dotted field path, e.g. "resources.memory" or "ports[1]"
     line: int | None  # 1-based line in the file, when known
     message: str
@@ -98,13 +118,28 @@ class SpecProblem:
         where = self.source
         if self.line is not None:
             where += f":{self.line}"
-        where += f" (document {self.document})"
+        if self.document:
+            where += f" (document {self.document})"
         field = f" {self.path}:" if self.path else ""
         return f"{where}:{field} {self.message}"
 
 
+# The source of problems in specs sent over the API: the document is the spec's 1-based
+# place in the request.
+REQUEST = "<request>"
+
+
 class SpecError(InvalidArgument):
     """An app file or spec failed validation; ``problems`` lists every finding."""
+
+    def __init__(self, problems: list[SpecProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class PolicyDenied(PermissionDenied):
+    """Valid apps that ask for what the cluster policy does not allow; ``problems`` names
+    every refused field of every app."""
 
     def __init__(self, problems: list[SpecProblem]) -> None:
         self.problems = problems
@@ -150,6 +185,70 @@ def grpc_code_for(error: FleetError) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
-def error_from_grpc(code: grpc.StatusCode, details: str) -> FleetError:
-    """The fleet error a client raises for a failed call."""
+# The errors whose problems a status carries, by its code.
+_PROBLEM_ERRORS: dict[grpc.StatusCode, type[SpecError | PolicyDenied]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: SpecError,
+    grpc.StatusCode.PERMISSION_DENIED: PolicyDenied,
+}
+PROBLEMS_KEY = "fleet-problems"
+# Metadata is limited (grpc's soft limit is 8 KiB, the details included): the problems
+# go compressed (their messages repeat), and beyond this the trailer ends with one
+# problem saying how many more there were.
+MAX_PROBLEM_BYTES = 4000
+_MAX_UNPACKED = 1 << 20
+
+
+def _pack(rows: list[list[object]]) -> str:
+    return base64.b64encode(zlib.compress(json.dumps(rows).encode(), 9)).decode()
+
+
+def problems_trailer(error: FleetError) -> tuple[tuple[str, str], ...]:
+    """The trailing metadata carrying ``error``'s problems (none for other errors): JSON,
+    compressed, in base64 (metadata is ASCII), at most ``MAX_PROBLEM_BYTES``."""
+    problems = error.problems if isinstance(error, SpecError | PolicyDenied) else []
+    if not problems:
+        return ()
+    rows: list[list[object]] = [[p.source, p.document, p.path, p.line, p.message] for p in problems]
+    packed = _pack(rows)
+    if len(packed) > MAX_PROBLEM_BYTES:
+
+        def cut(kept: int) -> str:
+            more = f"... and {len(rows) - kept} more like these"
+            return _pack([*rows[:kept], [rows[kept][0], 0, "", None, more]])
+
+        low, high = 0, len(rows) - 1  # the most rows that fit with the last line
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (
+                (middle, high) if len(cut(middle)) <= MAX_PROBLEM_BYTES else (low, middle - 1)
+            )
+        packed = cut(low)
+    return ((PROBLEMS_KEY, packed),)
+
+
+def _problems(trailers: Sequence[tuple[str, str | bytes]]) -> list[SpecProblem]:
+    """The problems a status's trailer carries; none when it carries none or garbage."""
+    for key, value in trailers:
+        if key != PROBLEMS_KEY:
+            continue
+        try:
+            packed = base64.b64decode(value, validate=True)
+            rows = json.loads(zlib.decompressobj().decompress(packed, _MAX_UNPACKED))
+            return [
+                SpecProblem(str(s), int(d), str(p), None if n is None else int(n), str(m))
+                for s, d, p, n, m in rows
+            ]
+        except (ValueError, TypeError, binascii.Error, zlib.error):
+            return []
+    return []
+
+
+def error_from_grpc(
+    code: grpc.StatusCode, details: str, trailers: Sequence[tuple[str, str | bytes]] | None = ()
+) -> FleetError:
+    """The fleet error a client raises for a failed call: with its problems one by one
+    when the status carries them (a ``SpecError`` or ``PolicyDenied``)."""
+    problems = _problems(trailers or ())
+    if problems and code in _PROBLEM_ERRORS:
+        return _PROBLEM_ERRORS[code](problems)
     return _ERROR_BY_GRPC_CODE.get(code, FleetError)(details or code.name)

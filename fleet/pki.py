@@ -40,11 +40,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fleet._x509 import issued_by
 from fleet.errors import InvalidArgument, PermissionDenied
 from fleet.store.keys import check_host_id, check_name
 
@@ -426,7 +426,7 @@ def load_credentials(ca: Path | str, cert: Path | str, key: Path | str) -> Crede
         raise InvalidArgument(
             f"{key_path} is not the key of {cert_path}; {_fix_hint(cert_path, force=True)}"
         )
-    issuer = next((c for c in ca_certs if _issued_by(leaf, c)), None)
+    issuer = next((c for c in ca_certs if issued_by(leaf, c)), None)
     if issuer is None:
         raise InvalidArgument(
             f"{cert_path} was not issued by the CA in {ca_path}; {_fix_hint(cert_path, force=True)}"
@@ -655,14 +655,6 @@ def _public_der(key: object) -> bytes:
     )
 
 
-def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
 def _still_good(
     paths: CertPaths, ca: x509.Certificate, alt_names: list[x509.GeneralName], now: datetime
 ) -> bool:
@@ -672,7 +664,7 @@ def _still_good(
         key = serialization.load_pem_private_key(paths.key.read_bytes(), password=None)
     except (OSError, ValueError, TypeError):
         return False
-    if _public_der(key.public_key()) != _public_der(cert.public_key()) or not _issued_by(cert, ca):
+    if _public_der(key.public_key()) != _public_der(cert.public_key()) or not issued_by(cert, ca):
         return False
     if cert.not_valid_after_utc - now < _RENEW_BEFORE:
         return False

@@ -4,7 +4,8 @@ By default nothing: no privileged containers, no host network or PID namespace, 
 added capabilities, no bind mounts of host paths. An admin widens the cluster policy
 (``fleet policy set``), checked at apply; every agent checks again against its own
 (``fleet agent --allow ...``), so a compromised control plane cannot take a host the
-agent was not told to give. Both use ``violations`` below.
+agent was not told to give. Both use ``violations`` below; the agent also looks at what
+each bind mount leads to on its host (``host_violations``, see ``fleet.hostpaths``).
 """
 
 from __future__ import annotations
@@ -13,10 +14,19 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
 
+from fleet.hostpaths import form_problem, symlink_problem
 from fleet.proto import fleet_pb2 as pb
 from fleet.spec import AppSpec
 
-__all__ = ["ALLOW_WORDS", "Policy", "Privileges", "violations"]
+__all__ = [
+    "ALLOW_WORDS",
+    "Policy",
+    "Privileges",
+    "host_violations",
+    "prefix_warnings",
+    "refused_fields",
+    "violations",
+]
 
 # The words of `--allow` on the CLI and the agent, and the policy flag each sets.
 ALLOW_WORDS = {
@@ -80,8 +90,19 @@ def _under(path: str, prefix: str) -> bool:
     return prefix == "/" or path == prefix or path.startswith(prefix + "/")
 
 
+def _bind_by_words(path: str, policy: Policy) -> str | None:
+    """Why the words of ``policy`` refuse a bind mount of ``path``; None if they allow it."""
+    problem = form_problem(path)
+    if problem:
+        return f"bind mount of {path} (it {problem})"
+    if not any(_under(path, prefix) for prefix in policy.allow_bind_mounts):
+        return f"bind mount of {path}"
+    return None
+
+
 def violations(asked: Privileges, policy: Policy) -> list[str]:
-    """What ``asked`` wants that ``policy`` does not allow, one phrase each."""
+    """What ``asked`` wants that ``policy`` does not allow, one phrase each. Bind mounts
+    are judged by their words: an absolute, normal path under an allowed prefix."""
     found = []
     if asked.privileged and not policy.allow_privileged:
         found.append("privileged")
@@ -91,9 +112,70 @@ def violations(asked: Privileges, policy: Policy) -> list[str]:
         found.append("host PID namespace")
     if "ALL" not in policy.allow_capabilities:
         found += [f"capability {c}" for c in asked.cap_add if c not in policy.allow_capabilities]
-    found += [
-        f"bind mount of {path}"
-        for path in asked.bind_mounts
-        if not any(_under(path, prefix) for prefix in policy.allow_bind_mounts)
-    ]
+    found += filter(None, (_bind_by_words(path, policy) for path in asked.bind_mounts))
     return found
+
+
+def host_violations(asked: Privileges, policy: Policy) -> list[str]:
+    """``violations``, and what this host's filesystem says against the bind mounts the
+    words allow: a symlink in the path would take the mount out of its prefix. The
+    agent's check before every create and start (it reads the filesystem)."""
+    found = violations(asked, policy)
+    for path in asked.bind_mounts:
+        if _bind_by_words(path, policy) is None:
+            problem = symlink_problem(path)
+            if problem:
+                found.append(
+                    f"bind mount of {path} ({problem}; "
+                    "bind its target explicitly if that is allowed)"
+                )
+    return found
+
+
+def prefix_warnings(policy: Policy) -> list[str]:
+    """The allowed prefixes that allow nothing on this host, and why: not in normal form,
+    or a symlink among their parts (prefixes are compared as written, and an allowed
+    bind mount has no symlink)."""
+    found = []
+    for prefix in policy.allow_bind_mounts:
+        written = prefix.rstrip("/") or "/"
+        form = form_problem(written)
+        symlink = None if form else symlink_problem(written)
+        if form:
+            found.append(f"--allow-bind {prefix} allows nothing: it {form}")
+        elif symlink:
+            found.append(f"--allow-bind {prefix} allows nothing: {symlink}; allow its real path")
+    return found
+
+
+def refused_fields(spec: AppSpec, policy: Policy) -> list[tuple[str, str]]:
+    """Every field of ``spec`` that ``policy`` refuses, as (field path, message): each
+    asked for alone through ``violations``, so the two never disagree. The control
+    plane's check at apply: the client puts each at its line."""
+    flags = [
+        ("privileged", spec.privileged, Privileges(privileged=True)),
+        ("host_network", spec.host_network, Privileges(host_network=True)),
+        ("host_pid", spec.host_pid, Privileges(host_pid=True)),
+    ]
+    # The word of `--allow` is the field's name with a dash (ALLOW_WORDS).
+    asks = [(name, asked, f"--allow {name.replace('_', '-')}") for name, on, asked in flags if on]
+    asks += [
+        (f"cap_add[{i}]", Privileges(cap_add=(cap,)), f"--allow-cap {cap}")
+        for i, cap in enumerate(spec.cap_add)
+    ]
+    asks += [
+        (f"volumes[{i}]", Privileges(bind_mounts=(path,)), f"--allow-bind {path}")
+        for i, volume in enumerate(spec.volumes)
+        if volume.startswith("/")
+        for path in [volume.split(":", 1)[0]]
+    ]
+    return [
+        (
+            field,
+            f"app {spec.name!r}: {phrase} is not allowed by the cluster policy; an admin "
+            f"can allow it with `fleet policy set {option}` (set replaces the whole "
+            "policy: repeat what `fleet policy get` lists)",
+        )
+        for field, asked, option in asks
+        for phrase in violations(asked, policy)
+    ]

@@ -1,43 +1,85 @@
-"""Secrets: values apps reference from ``env`` (``{secret: NAME}``), encrypted at rest.
+"""Secrets: values apps reference from ``env`` (``{secret: NAME}``), encrypted at rest,
+each usable only by the apps its scope names.
 
 The control plane holds one 256-bit key (``--secrets-key-file``; ``fleet up`` makes one
 in its data dir). etcd only ever sees AES-256-GCM ciphertext, bound to the secret's
 name so a ciphertext copied under another name does not decrypt. Plaintext exists only
 in the control plane's memory while it builds a host's desired set, and on the wire to
 the one agent (mutual TLS) whose host runs a replica that references it.
+
+An admin gives every secret a scope (``fleet secrets set NAME --apps a,b`` or
+``--all-apps``; ``fleet secrets scope`` changes it). An app outside it is refused at
+apply (``scope_refusals``), and its replicas are held, never sent the value, when a
+host's desired set is built (``withheld``): a scope narrowed after an apply takes
+effect for every container made after it.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from fleet._keyfiles import read_private
 from fleet.errors import InvalidArgument
+from fleet.spec import AppSpec, SecretRef
+from fleet.store import ClusterState, check_name
+from fleet.store.records import SecretRecord, SecretScope
 
-__all__ = ["MAX_SECRET_BYTES", "SecretBox", "ensure_key_file", "load_key_file"]
+__all__ = [
+    "MAX_SCOPE_APPS",
+    "MAX_SECRET_BYTES",
+    "SecretBox",
+    "ensure_key_file",
+    "load_key_file",
+    "out_of_scope",
+    "scope_command",
+    "scope_from",
+    "scope_refusals",
+    "scope_words",
+    "withheld",
+]
+
+log = logging.getLogger(__name__)
 
 MAX_SECRET_BYTES = 64 * 1024
+MAX_SCOPE_APPS = 1000  # beyond this, a scope is --all-apps in all but name
 _KEY_BYTES = 32
+_WHAT = "the secrets key"
 
 
 def ensure_key_file(path: Path) -> Path:
-    """Create a random key at ``path`` (mode 0600) unless one is there."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as out:
-            out.write(base64.b64encode(os.urandom(_KEY_BYTES)) + b"\n")
+    """Create a random key at ``path`` (mode 0600) unless one is there; one that is
+    there is loaded once, so a bad one (unreadable, or open to others) stops a server
+    before it starts."""
+    if path.exists():
+        load_key_file(path)
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(base64.b64encode(os.urandom(_KEY_BYTES)) + b"\n")
+    # Every control-plane replica must hold this same key: one that made its own could
+    # not open the secrets the others stored, nor they its.
+    log.warning(
+        "made a new secrets key %s; a control plane of several replicas needs this same "
+        "file on each of them",
+        path,
+    )
     return path
 
 
 def load_key_file(path: Path) -> SecretBox:
+    """The key in ``path``; InvalidArgument if it is unreadable, malformed, or open to
+    anyone but its owner."""
     try:
-        key = base64.b64decode(path.read_bytes().strip(), validate=True)
+        key = base64.b64decode(read_private(path, _WHAT).strip(), validate=True)
     except OSError as error:
         raise InvalidArgument(f"cannot read the secrets key {path}: {error.strerror}") from None
     except ValueError:
@@ -72,3 +114,78 @@ class SecretBox:
             raise InvalidArgument(
                 f"secret {name!r} does not decrypt with this control plane's key"
             ) from None
+
+
+# ---------------------------------------------------------------------- scopes
+
+
+def scope_from(apps: Iterable[str], all_apps: bool) -> SecretScope:
+    """The scope an admin asked for, checked: app names (DNS labels), or every app."""
+    names = sorted({check_name(app, "app name") for app in apps})
+    if all_apps and names:
+        raise InvalidArgument("a secret's scope is --apps or --all-apps, not both")
+    if not all_apps and not names:
+        raise InvalidArgument(
+            "say which apps may use the secret: --apps APP[,APP...], or --all-apps"
+        )
+    if len(names) > MAX_SCOPE_APPS:
+        raise InvalidArgument(
+            f"a secret's scope names at most {MAX_SCOPE_APPS} apps; use --all-apps"
+        )
+    return SecretScope(apps=names, all_apps=all_apps)
+
+
+def scope_words(scope: SecretScope | None) -> str:
+    """Who may use a secret, in words: ``every app`` or ``app a, b``."""
+    if scope is None or scope.all_apps:
+        return "every app"
+    return f"app {', '.join(scope.apps)}"
+
+
+def scope_command(record: SecretRecord, app: str) -> str:
+    """The command that lets ``app`` use ``record`` as well (a scope is replaced whole,
+    so it repeats the apps already in it)."""
+    apps = sorted({*(record.scope.apps if record.scope else []), app})
+    return f"fleet secrets scope {record.name} --apps {','.join(apps)}"
+
+
+def out_of_scope(spec: AppSpec, state: ClusterState) -> list[tuple[str, SecretRecord]]:
+    """(env variable, secret) of every env entry of ``spec`` that references a stored
+    secret whose scope leaves ``spec``'s app out, in the env's order."""
+    found = []
+    for variable, value in spec.env.items():
+        if isinstance(value, SecretRef):
+            stored = state.secrets.get(value.secret)
+            if stored is not None and not stored.value.allows(spec.name):
+                found.append((variable, stored.value))
+    return found
+
+
+def scope_refusals(spec: AppSpec, state: ClusterState) -> list[tuple[str, str]]:
+    """Every env field of ``spec`` whose secret may not be used by its app, as (field
+    path, message): the control plane's check at apply, beside the policy's
+    (``fleet.policy.refused_fields``); the client puts each at its line."""
+    return [
+        (
+            f"env.{variable}",
+            f"app {spec.name!r}: secret {record.name!r} is not for this app (its scope: "
+            f"{scope_words(record.scope)}); an admin can allow it with "
+            f"`{scope_command(record, spec.name)}`",
+        )
+        for variable, record in out_of_scope(spec, state)
+    ]
+
+
+def withheld(spec: AppSpec, state: ClusterState) -> str | None:
+    """Why ``spec``'s replicas may not have their secrets now (a secret's scope leaves
+    their app out), or None. Checked whenever a host's desired set is built, so a scope
+    narrowed after the apply holds every replica made after it."""
+    refused = out_of_scope(spec, state)
+    if not refused:
+        return None
+    names = ", ".join(sorted({record.name for _, record in refused}))
+    _, first = refused[0]
+    return (
+        f"secret {names} is not for app {spec.name!r} (its scope: {scope_words(first.scope)}); "
+        f"an admin can allow it with `{scope_command(first, spec.name)}`"
+    )

@@ -8,24 +8,31 @@ loudly, because whoever reaches a control plane owns every host in the pool.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
-from collections.abc import Sequence
+import socket
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
 
-from fleet.errors import InvalidArgument
+from fleet._keyfiles import read_private
+from fleet.errors import FailedPrecondition, InvalidArgument
+from fleet.refusals import check_certificate
 
 __all__ = [
     "DEFAULT_PKI_DIRS",
     "MAX_MESSAGE_BYTES",
+    "MAX_REQUEST_BYTES",
     "TlsFiles",
     "Transport",
     "client_transport",
+    "listen_problem",
 ]
 
 log = logging.getLogger(__name__)
@@ -36,8 +43,17 @@ DEFAULT_PKI_DIRS = (Path(".fleet/pki"), Path.home() / ".fleet" / "pki")
 
 ChannelOptions = Sequence[tuple[str, Any]]
 
-# The largest gRPC message fleet sends or accepts on a channel (gRPC's default is 4 MiB):
-# `fleet get containers` lists about 250 bytes a replica, past 4 MiB at ~15,000 replicas.
+# How large one gRPC message may be; two limits, because requests and answers differ.
+# A request (an apply, an agent's registration or report) is bounded by what the control
+# plane accepts from anyone, gRPC's default of 4 MiB (the server's receive limit, its
+# MAX_REQUEST_BYTES): apply files are 1 MiB at most, and a report of 500 containers is
+# about 100 KB. Channels send no more than that, so an oversized request fails before it
+# crosses the network. An answer lists the whole pool: `fleet get containers` is about
+# 250 bytes a replica, past 4 MiB at ~15,000 replicas and about 25 MB at the 100,000 of
+# the scale runs (benchmarks/README.md), and etcd's answer to the informer's first list
+# is as large; 64 MiB leaves room for 250,000 replicas. What a client or agent accepts
+# comes from the control plane (or etcd) it trusts, not from anyone who can connect.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
@@ -45,7 +61,7 @@ def _channel_options(options: ChannelOptions) -> list[tuple[str, Any]]:
     """``options`` over fleet's message limits (an option given wins over the default)."""
     merged: dict[str, Any] = {
         "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
-        "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+        "grpc.max_send_message_length": MAX_REQUEST_BYTES,
     }
     merged.update(options)
     return list(merged.items())
@@ -53,18 +69,22 @@ def _channel_options(options: ChannelOptions) -> list[tuple[str, Any]]:
 
 @dataclass(frozen=True)
 class TlsFiles:
-    """A CA bundle and one certificate with its key, as PEM files."""
+    """A CA bundle and one certificate with its key, as PEM files; ``origin`` says where
+    their paths came from (flags, variables, a PKI directory), for error messages."""
 
     ca: Path
     cert: Path
     key: Path
+    origin: str = ""
 
     def read(self) -> tuple[bytes, bytes, bytes]:
-        """(ca, cert, key) bytes, or InvalidArgument naming the file that is missing."""
+        """(ca, cert, key) bytes, or InvalidArgument naming the file that is missing, or
+        the key if anyone but its owner may read it (``fleet._keyfiles``)."""
         contents = []
         for what, path in (("CA", self.ca), ("certificate", self.cert), ("key", self.key)):
             try:
-                contents.append(path.read_bytes())
+                private = what == "key"
+                contents.append(read_private(path, "the TLS key") if private else path.read_bytes())
             except OSError as error:
                 raise InvalidArgument(
                     f"cannot read the TLS {what} {path}: {error.strerror}; "
@@ -73,10 +93,13 @@ class TlsFiles:
         return contents[0], contents[1], contents[2]
 
     @classmethod
-    def in_dir(cls, directory: Path, kind: str, name: str) -> TlsFiles:
+    def in_dir(cls, directory: Path, kind: str, name: str, origin: str = "") -> TlsFiles:
         """The files ``fleet certs issue KIND NAME --dir DIRECTORY`` writes."""
         return cls(
-            directory / "ca.crt", directory / f"{kind}-{name}.crt", directory / f"{kind}-{name}.key"
+            directory / "ca.crt",
+            directory / f"{kind}-{name}.crt",
+            directory / f"{kind}-{name}.key",
+            origin,
         )
 
 
@@ -111,6 +134,8 @@ class Transport:
         if self.tls is None:
             return None
         ca, cert, key = self.tls.read()
+        # A certificate no server can accept now is named here, not in a failed handshake.
+        check_certificate(self.tls, cert, datetime.now(UTC))
         return grpc.ssl_channel_credentials(
             root_certificates=ca, private_key=key, certificate_chain=cert
         )
@@ -135,7 +160,7 @@ class Transport:
             raise InvalidArgument("a token port needs TLS: give the server its certificate")
         _, cert, key = self.tls.read()
         credentials = grpc.ssl_server_credentials([(key, cert)], require_client_auth=False)
-        return int(server.add_secure_port(address, credentials))
+        return _bind(address, lambda: server.add_secure_port(address, credentials))
 
     def add_port(self, server: grpc.aio.Server, address: str) -> int:
         credentials = self.server_credentials()
@@ -145,8 +170,53 @@ class Transport:
                 "reach it controls every host in the pool. Use TLS (fleet certs) outside tests.",
                 address,
             )
-            return int(server.add_insecure_port(address))
-        return int(server.add_secure_port(address, credentials))
+            return _bind(address, lambda: server.add_insecure_port(address))
+        return _bind(address, lambda: server.add_secure_port(address, credentials))
+
+
+def listen_problem(address: str) -> str | None:
+    """Why nothing can listen on ``address`` (HOST:PORT) now, found by binding a socket
+    there for a moment ("another process is using it"); None if something can, or if
+    the address is not HOST:PORT (a unix socket is left to the server's own bind)."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not port.isdigit() or "/" in host:
+        return None
+    try:
+        found = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError:
+        return None
+    for family, kind, proto, _, sockaddr in found:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                # As servers bind: a port whose old connections linger is no conflict.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(sockaddr)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return "another process is using it"
+            if error.errno != errno.EAFNOSUPPORT:  # no IPv6 here: not this address's fault
+                return error.strerror or str(error)
+    return None
+
+
+def _bind(address: str, add_port: Callable[[], int]) -> int:
+    """``add_port()``'s port, or FailedPrecondition saying why ``address`` cannot be
+    listened on. Checked first, because gRPC's own error says only that binding failed
+    (and logs a line of its own)."""
+    problem = listen_problem(address)
+    if problem is None:
+        try:
+            port = int(add_port())
+        except RuntimeError:
+            port = 0
+        if port:
+            return port
+        problem = (
+            listen_problem(address) or "gRPC could not bind it (GRPC_VERBOSITY=debug says why)"
+        )
+    raise FailedPrecondition(f"cannot listen on {address}: {problem}")
 
 
 def _env(name: str) -> Path | None:
@@ -174,6 +244,7 @@ def client_transport(
     token = token or os.environ.get("FLEET_TOKEN") or None
     if token is not None:  # for the server's token port: TLS, and the token instead of a cert
         return Transport(None, token=token, token_ca=ca or _env("FLEET_TLS_CA"))
+    flags = (ca, cert, key)
     given = (
         ca or _env("FLEET_TLS_CA"),
         cert or _env("FLEET_TLS_CERT"),
@@ -185,10 +256,17 @@ def client_transport(
                 "TLS needs all three of --tls-ca, --tls-cert and --tls-key "
                 "(or FLEET_TLS_CA, FLEET_TLS_CERT and FLEET_TLS_KEY)"
             )
-        return Transport(TlsFiles(given[0], given[1], given[2]))  # type: ignore[arg-type]
-    dirs = [d for d in [_env("FLEET_PKI_DIR"), *DEFAULT_PKI_DIRS] if d is not None]
+        origin = "--tls-ca/--tls-cert/--tls-key"
+        if not any(flags):
+            origin = "FLEET_TLS_CA/FLEET_TLS_CERT/FLEET_TLS_KEY"
+        elif not all(flags):
+            origin = "--tls-* and FLEET_TLS_*"
+        return Transport(TlsFiles(given[0], given[1], given[2], origin))  # type: ignore[arg-type]
+    pki_dir = _env("FLEET_PKI_DIR")
+    dirs = [d for d in [pki_dir, *DEFAULT_PKI_DIRS] if d is not None]
     for directory in dirs:
-        files = TlsFiles.in_dir(directory, kind, name)
+        origin = "FLEET_PKI_DIR" if directory == pki_dir else "the default PKI directory"
+        files = TlsFiles.in_dir(directory, kind, name, origin)
         if files.cert.exists():
             return Transport(files)
     raise InvalidArgument(

@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,9 +44,10 @@ from fleet.agent.requests import RequestHandler
 from fleet.agent.runtime import DockerRuntime, ObservedContainer, container_name
 from fleet.agent.stats import HostUsage, UsageSampler
 from fleet.errors import FleetError, PullFailed, Unavailable
-from fleet.policy import Policy, Privileges, violations
+from fleet.policy import Policy, Privileges, host_violations, prefix_warnings
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
+from fleet.refusals import agent_refused, explain_refusal
 from fleet.transport import Transport
 
 __all__ = ["Agent", "AgentConfig"]
@@ -110,7 +112,8 @@ def _statuses(containers: list[ObservedContainer]) -> set[tuple[str, str, int, s
 @dataclass(frozen=True)
 class Held:
     """A desired container the agent cannot run now, and why: ``state`` is what its
-    status says instead of Docker's (refused, pull-failed, create-failed)."""
+    status says instead of Docker's (refused, pull-failed, create-failed, held: the
+    control plane holds it)."""
 
     state: str
     reason: str
@@ -211,6 +214,8 @@ class Agent:
 
     async def run(self) -> None:
         """Run until cancelled."""
+        for warning in prefix_warnings(self.config.policy):
+            log.warning("%s", warning)
         loop = asyncio.get_running_loop()
         if self.runtime.pushes_events:
             # A simulated runtime calls back on the loop itself: no thread per host.
@@ -294,7 +299,8 @@ class Agent:
             if look_again is not None:
                 timeout = max(0.05, min(timeout, look_again - time.time()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):  # (wait_for may swallow a cancel)
+                    await self._wake.wait()
             self._wake.clear()
 
     async def reconcile_once(self) -> float | None:
@@ -318,6 +324,7 @@ class Agent:
         wanted = {(c.app, c.slot, c.revision) for c in desired}
         present = {(c.app, c.slot, c.revision) for c in observed}
         self.held = {k: v for k, v in self.held.items() if k in wanted and k not in present}
+        self._hold(desired, present)
         self.task_failures.forget_except(_task_key(t) for t in tasks)
         # New images are pulled before anything stops: a replica replaced in place must
         # not be down for the length of a pull (or for good, if the pull fails).
@@ -422,7 +429,8 @@ class Agent:
         by_image: dict[str, list[pb.ContainerSpec]] = {}
         for task in creates:
             spec = task.spec
-            if spec.image and not violations(Privileges.of_container(spec), self.config.policy):
+            asked = Privileges.of_container(spec)
+            if spec.image and not host_violations(asked, self.config.policy):
                 by_image.setdefault(spec.image, []).append(spec)
         self.pulls.forget_except(by_image)  # an undo or a fixed image ends a failure
         now = time.time()
@@ -518,14 +526,9 @@ class Agent:
         elif isinstance(task, Create):
             spec = task.spec
             key = (spec.app, spec.slot, spec.revision)
-            refused = violations(Privileges.of_container(spec), self.config.policy)
+            refused = host_violations(Privileges.of_container(spec), self.config.policy)
             if refused:
-                message = f"refused by this host's policy: {', '.join(refused)}"
-                held = Held("refused", "refused", message)
-                if self.held.get(key) != held:
-                    log.warning("not starting %s.%d: %s", spec.app, spec.slot, message)
-                    self.events.put(own("refused", message, app=spec.app, slot=spec.slot))
-                self.held[key] = held
+                self._refuse(key, refused)
                 return
             if await self._docker(self.runtime.ensure_image, spec.image):
                 self.events.put(own("image-pulled", spec.image, app=spec.app, slot=spec.slot))
@@ -533,6 +536,11 @@ class Agent:
                 self.runtime.remove_by_name, container_name(spec.app, spec.slot, spec.spec_hash)
             )
             container_id = await self._docker(self.runtime.create, spec)
+            if Privileges.of_container(spec).bind_mounts:
+                # Again on what Docker recorded, right before the start mounts it.
+                sources = await self._docker(self.runtime.bind_sources, container_id)
+                if await self._refused_mounts(container_id, key, sources):
+                    return
             self.held.pop(key, None)
             await self._docker(self.runtime.start, container_id)
             log.info("started %s.%d (%s)", spec.app, spec.slot, container_id[:12])
@@ -542,6 +550,10 @@ class Agent:
                 self.runtime.stop, task.container.container_id, task.container.stop_grace
             )
         elif isinstance(task, Start):
+            container = task.container
+            key = (container.app, container.slot, container.revision)
+            if await self._refused_mounts(container.container_id, key, container.bind_sources):
+                return
             log.info("starting %s: %s", task.container.name, task.reason)
             # Until the round lists containers again, `observed` still shows this one
             # exited: it must not look failed in a heartbeat meanwhile.
@@ -551,6 +563,48 @@ class Agent:
                 if self._restarts_file is not None:  # before the start: a crash keeps it
                     await asyncio.to_thread(self.restarts.save, self._restarts_file)
             await self._docker(self.runtime.start, task.container.container_id)
+
+    def _hold(self, desired: list[pb.ContainerSpec], present: set[ReplicaKey]) -> None:
+        """Hold the replicas the control plane holds (``plan`` makes none of them) that
+        have no container here: their status says why; said once. One it holds no
+        longer is made this round."""
+        for spec in desired:
+            key = (spec.app, spec.slot, spec.revision)
+            if not spec.held or key in present:
+                if key in self.held and self.held[key].state == "held":
+                    del self.held[key]
+                continue
+            held = Held("held", "held", spec.held[:1000])
+            if self.held.get(key) != held:
+                log.warning("not starting %s.%d: %s", spec.app, spec.slot, held.message)
+                self.events.put(own("held", held.message, app=spec.app, slot=spec.slot))
+            self.held[key] = held
+
+    def _refuse(self, key: ReplicaKey, refused: list[str]) -> None:
+        """Hold a replica this host's policy refuses: its status says why; said once."""
+        app, slot, _ = key
+        message = f"refused by this host's policy: {', '.join(refused)}"
+        held = Held("refused", "refused", message)
+        if self.held.get(key) != held:
+            log.warning("not starting %s.%d: %s", app, slot, message)
+            self.events.put(own("refused", message, app=app, slot=slot))
+        self.held[key] = held
+
+    async def _refused_mounts(
+        self, container_id: str, key: ReplicaKey, sources: tuple[str, ...]
+    ) -> bool:
+        """Whether a container must not start because of what its bind sources lead to
+        now (every start mounts them again, following symlinks: a folder swapped for a
+        symlink since the last check would take the mount out of its prefix). Such a
+        container is removed and its replica held as refused."""
+        if not sources:
+            return False
+        refused = host_violations(Privileges(bind_mounts=sources), self.config.policy)
+        if not refused:
+            return False
+        await self._docker(self.runtime.stop_and_remove, container_id, 0)
+        self._refuse(key, refused)
+        return True
 
     # ------------------------------------------------------------------ connection
 
@@ -563,9 +617,19 @@ class Agent:
             try:
                 await self._session(server)
                 delay = 0.2
-            except (grpc.aio.AioRpcError, FleetError, OSError) as error:
-                detail = error.details() if isinstance(error, grpc.aio.AioRpcError) else error
+            except grpc.aio.AioRpcError as error:
+                details = error.details() or ""
+                refused = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
+                if error.code() in refused:
+                    # The control plane refuses who this agent is (its certificate names
+                    # another host): no retry can change that, so the agent stops.
+                    tls = self.config.transport.tls
+                    raise agent_refused(self.config.host_id, server, details, tls) from None
+                transport, now = self.config.transport, datetime.now(UTC)
+                detail = explain_refusal(details, transport, server, now) or details
                 log.warning("control plane %s: %s; retrying in %.1fs", server, detail, delay)
+            except (FleetError, OSError) as error:
+                log.warning("control plane %s: %s; retrying in %.1fs", server, error, delay)
             except Exception as error:  # a bug must cost a reconnect, never the agent
                 self._log_failure(f"session with {server} failed: {error!r}", error)
             finally:
@@ -760,7 +824,8 @@ class Agent:
             self._report_now.clear()
             await outbox.put(self._heartbeat())
             try:
-                await asyncio.wait_for(self._report_now.wait(), max(every, 0.1))
+                async with asyncio.timeout(max(every, 0.1)):  # (wait_for may swallow a cancel)
+                    await self._report_now.wait()
             except TimeoutError:
                 continue
             # A change goes out at once, but the changes that follow it within

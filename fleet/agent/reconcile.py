@@ -187,8 +187,12 @@ def plan(
         else:
             keep[container.key] = container
 
+    # A held replica (the control plane withholds a secret from it) keeps a container
+    # it has, and gets none made.
     creates: list[Task] = [
-        Create(spec) for key, spec in sorted(wanted.items()) if key not in keep and not spec.stopped
+        Create(spec)
+        for key, spec in sorted(wanted.items())
+        if key not in keep and not spec.stopped and not spec.held
     ]
 
     starts: list[Task] = []

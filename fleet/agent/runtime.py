@@ -73,6 +73,8 @@ class ObservedContainer:
     docker_health: str = ""
     docker_healthy_since: float | None = None
     docker_health_output: str = ""
+    # The host paths Docker bind-mounts into it at every start, as Docker recorded them.
+    bind_sources: tuple[str, ...] = ()
 
     @property
     def key(self) -> tuple[str, int, str]:
@@ -131,6 +133,10 @@ def _docker_health(state: dict[str, Any]) -> tuple[str, float | None, str]:
     return status, since, output
 
 
+def _bind_sources(attrs: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(str(m["Source"]) for m in attrs.get("Mounts") or [] if m.get("Type") == "bind")
+
+
 def _observe(attrs: dict[str, Any]) -> ObservedContainer:
     labels = attrs["Config"]["Labels"] or {}
     state = attrs["State"]
@@ -163,6 +169,7 @@ def _observe(attrs: dict[str, Any]) -> ObservedContainer:
         docker_health=health,
         docker_healthy_since=healthy_since,
         docker_health_output=output,
+        bind_sources=_bind_sources(attrs),
     )
 
 
@@ -330,6 +337,8 @@ class DockerRuntime:
             network_mode="host" if spec.host_network else None,
             pid_mode="host" if spec.host_pid else None,
             cap_add=list(spec.cap_add) or None,
+            # A bind source passed the agent's check only if it is its own real path:
+            # Docker gets the very path that was checked (see bind_sources).
             binds=list(spec.volumes) or None,
         )
         created = api.create_container(
@@ -345,6 +354,12 @@ class DockerRuntime:
             healthcheck=healthcheck,
         )
         return str(created["Id"])
+
+    def bind_sources(self, container_id: str) -> tuple[str, ...]:
+        """The host paths Docker will bind-mount into the container when it starts, as
+        Docker recorded them (cleaned, symlinks not followed): what to check again."""
+        attrs = self._call("inspect", lambda: self.client.api.inspect_container(container_id))
+        return _bind_sources(attrs)
 
     def images_in_use(self) -> set[str]:
         """The image references of every container on the host, fleet's or not, and

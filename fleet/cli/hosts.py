@@ -1,4 +1,5 @@
-"""``fleet drain`` and ``fleet upgrade-hosts``: take hosts out for maintenance.
+"""``fleet drain`` and ``fleet upgrade-hosts``: take hosts out for maintenance;
+``fleet label host``: the labels admins give hosts.
 
 Drains and upgrade walks run in the control plane and live in etcd; these commands
 start them and, if asked, poll until they are done.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from typing import Annotated, Protocol
 
 import typer
@@ -17,9 +19,11 @@ from fleet._time import epoch
 from fleet.cli.connection import CONNECTION, Connection, connected
 from fleet.cli.output import Format, console, err_console, print_error, print_records, safe
 from fleet.cli.rollouts import parse_timeout
+from fleet.errors import InvalidArgument
+from fleet.hostlabels import AGENT_PREFIX
 from fleet.proto import fleet_pb2 as pb
 
-__all__ = ["drain", "follow_upgrade", "upgrade_hosts", "wait_for_drain"]
+__all__ = ["drain", "follow_upgrade", "label", "label_changes", "upgrade_hosts", "wait_for_drain"]
 
 POLL_INTERVAL = 0.5
 
@@ -140,6 +144,74 @@ def drain(
         console.print(safe(f"host/{host} drained"))
 
 
+def label_changes(items: list[str]) -> tuple[dict[str, str], list[str]]:
+    """(labels to set, keys to remove) from ``KEY=VALUE`` and ``KEY-`` arguments;
+    InvalidArgument for anything else."""
+    put: dict[str, str] = {}
+    remove: list[str] = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if sep and key:
+            put[key] = value
+        elif not sep and len(item) > 1 and item.endswith("-"):
+            remove.append(item[:-1])
+        else:
+            raise InvalidArgument(
+                f"{item!r}: expected KEY=VALUE to set a label, KEY- to remove one"
+            )
+    return put, remove
+
+
+def _shown(labels: Mapping[str, str], prefix: str = "") -> str:
+    return ",".join(f"{prefix}{k}={v}" for k, v in sorted(labels.items())) or "-"
+
+
+@connected
+def label(
+    kind: Annotated[str, typer.Argument(metavar="host", help="What to label: host.")],
+    host: HostArg,
+    changes: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="KEY=VALUE|KEY-...",
+            help="Labels to set (KEY=VALUE) and to remove (KEY-).",
+            show_default=False,
+        ),
+    ],
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Change labels that have another value.")
+    ] = False,
+    conn: Connection = CONNECTION,
+    output: Annotated[
+        Format, typer.Option("--output", "-o", help="Output format.", case_sensitive=False)
+    ] = Format.table,
+) -> None:
+    """Set or remove the labels of HOST that constraints match by name (admin only),
+    as kubectl label does: `fleet label host h1 tier=secure disk-`. These are the only
+    labels a host cannot give itself: what its agent claims (`fleet agent --label k=v`)
+    is matched as agent.k."""
+    if kind not in ("host", "hosts"):
+        print_error(f"fleet label takes host, not {kind!r}: fleet label host HOST KEY=VALUE")
+        raise typer.Exit(2)
+    try:
+        put, remove = label_changes(changes)
+    except InvalidArgument as error:
+        print_error(str(error))
+        raise typer.Exit(2) from None
+    with conn.client() as client:
+        info = client.label_host(host, put, remove, overwrite=overwrite)
+    if output in (Format.json, Format.yaml):
+        print_records([info], output, [], [])
+        return
+    console.print(
+        safe(
+            f"host/{info.host_id} labeled: {_shown(info.labels)} "
+            f"(its agent claims {_shown(info.agent_labels, AGENT_PREFIX)})"
+        ),
+        soft_wrap=True,
+    )
+
+
 class UpgradeSource(Protocol):
     def upgrade(self) -> pb.UpgradeInfo: ...
 
@@ -192,7 +264,10 @@ def upgrade_hosts(
     selector: Annotated[
         list[str] | None,
         typer.Option(
-            "--selector", "-l", help="Only hosts with this label or fact: k=v, k!=v or k (repeat)."
+            "--selector",
+            "-l",
+            help="Only hosts with this label (an admin's, agent.* or a fact): k=v, k!=v "
+            "or k (repeat).",
         ),
     ] = None,
     max_parallel: Annotated[

@@ -20,7 +20,7 @@ import yaml
 from rich.live import Live
 from rich.table import Table
 
-from fleet.cli import certs, hosts, rollouts
+from fleet.cli import certs, hosts, rollouts, secrets
 from fleet.cli.connection import CONNECTION, Connection, connected
 from fleet.cli.output import (
     Format,
@@ -34,10 +34,11 @@ from fleet.cli.output import (
 )
 from fleet.cli.rollouts import TimeoutOpt, WaitOpt, follow_changes, parse_timeout
 from fleet.client import servers_from
-from fleet.errors import FleetError, SpecError
+from fleet.errors import FleetError, PolicyDenied, SpecError
+from fleet.hostlabels import AGENT_PREFIX
 from fleet.policy import ALLOW_WORDS, Policy
 from fleet.proto import fleet_pb2 as pb
-from fleet.spec import AppSpec, json_schema, load_file, parse_duration, parse_memory
+from fleet.spec import AppFile, AppSpec, json_schema, load_file, parse_duration, parse_memory
 from fleet.transport import TlsFiles, client_transport
 
 app = typer.Typer(
@@ -85,14 +86,19 @@ def apply(
     output: OutputOpt = Format.table,
 ) -> None:
     """Create or update the apps in FILE (declarative: re-applying changes nothing)."""
-    specs = _load(filename)
+    loaded = AppFile.read(filename)
+    specs = loaded.specs
     seconds = parse_timeout(timeout)
     with conn.client() as client:
         # Plan on what is stored now; if someone changes one of these apps before ours
         # lands, the server refuses instead of overwriting their change.
         stored = {a.name: a.generation for a in client.apps()}
         base = {s.name: stored.get(s.name, 0) for s in specs}
-        changes = client.apply(specs, dry_run=dry_run, base_generations=base)
+        try:
+            changes = client.apply(specs, dry_run=dry_run, base_generations=base)
+        except (SpecError, PolicyDenied) as error:
+            # The control plane names each problem by the app's place in the request.
+            raise type(error)(loaded.located(error.problems)) from None
     if output in (Format.json, Format.yaml):
         print_records(changes, output, [], [])
     else:
@@ -227,6 +233,23 @@ def _print_jobs(apps: list[pb.AppInfo], output: Format) -> None:
     )
 
 
+def _host_labels(h: pb.HostInfo) -> str:
+    """Admin labels as constraints name them, then what its agent claims, as agent.*."""
+    admin = [f"{k}={v}" for k, v in sorted(h.labels.items())]
+    claimed = [f"{AGENT_PREFIX}{k}={v}" for k, v in sorted(h.agent_labels.items())]
+    return ",".join(admin + claimed) or "-"
+
+
+def _capped_claim(h: pb.HostInfo) -> str:
+    """What its agent claims, cpu/memory, where more than placement counts ("" if not)."""
+    claimed, counted = h.reported_capacity, h.capacity
+    if not h.HasField("reported_capacity") or (
+        claimed.cpu <= counted.cpu and claimed.memory_bytes <= counted.memory_bytes
+    ):
+        return ""
+    return f"{claimed.cpu:g}/{human_memory(claimed.memory_bytes)}"
+
+
 def _print_hosts(hosts: list[pb.HostInfo], output: Format) -> None:
     rows, wide = [], []
     for h in hosts:
@@ -240,12 +263,12 @@ def _print_hosts(hosts: list[pb.HostInfo], output: Format) -> None:
                 f"{human_memory(h.reserved.memory_bytes)}/{human_memory(h.capacity.memory_bytes)}",
             ]
         )
-        labels = ",".join(f"{k}={v}" for k, v in sorted(h.labels.items())) or "-"
         wide.append(
             [
                 f"{h.usage.cpu:.2f}",
                 human_memory(h.usage.memory_bytes),
-                labels,
+                _host_labels(h),
+                _capped_claim(h) or "-",
                 " ".join(
                     filter(
                         None,
@@ -268,6 +291,7 @@ def _print_hosts(hosts: list[pb.HostInfo], output: Format) -> None:
             "CPU USED",
             "MEMORY USED",
             "LABELS",
+            "CLAIMED (CAPPED)",
             "OS",
             "KERNEL",
             "DOCKER",
@@ -394,6 +418,23 @@ def describe(
         elif which == Kind.hosts:
             host = client.hosts(name)[0]
             _print_hosts([host], Format.wide)
+            admin = ", ".join(f"{k}={v}" for k, v in sorted(host.labels.items())) or "-"
+            console.print(safe(f"labels (set by admins, `fleet label host`): {admin}"))
+            claimed = ", ".join(
+                f"{AGENT_PREFIX}{k}={v}" for k, v in sorted(host.agent_labels.items())
+            )
+            console.print(safe(f"labels its agent claims (--label): {claimed or '-'}"))
+            if _capped_claim(host):
+                counted, claims = host.capacity, host.reported_capacity
+                console.print(
+                    safe(
+                        f"capacity: {counted.cpu:g} cpus, {human_memory(counted.memory_bytes)} "
+                        f"counted; its agent claims {claims.cpu:g} cpus, "
+                        f"{human_memory(claims.memory_bytes)} (capped by the control plane's "
+                        "--max-host-cpus/--max-host-memory)"
+                    )
+                )
+            console.print("[bold]facts[/bold]")
             for key, value in sorted(host.facts.items()):
                 console.print(safe(f"  {key}: {value}"))
             console.print("[bold]containers[/bold]")
@@ -420,24 +461,32 @@ def events(
     since: Annotated[
         str, typer.Option("--since", help="Only events newer than this, e.g. 10m, 1h.")
     ] = "",
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=0, help="Only the last N (0: all kept).")
+    ] = 0,
     conn: Connection = CONNECTION,
     output: OutputOpt = Format.table,
 ) -> None:
     """Show what happened across the pool: container starts, exits, restarts, pulls,
-    unschedulable replicas (kept about an hour). -o json prints one object per line."""
+    unschedulable replicas (kept about an hour, 32 MiB at most). Repeats are stored once
+    with a count (shown as xN). -o json prints one object per line."""
     seconds = _duration_option("--since", since) if since else 0.0
     with conn.client() as client:
-        for event in client.events(app=app_name, host=host, since_seconds=seconds, follow=follow):
+        for event in client.events(
+            app=app_name, host=host, since_seconds=seconds, follow=follow, limit=limit
+        ):
             if output == Format.json:
                 print(json.dumps(to_dict(event)), flush=True)
             elif output == Format.yaml:
                 print(yaml.safe_dump([to_dict(event)], sort_keys=False), end="", flush=True)
             else:
                 where = f"{event.app}.{event.slot}" if event.app else "-"
+                # Repeats stored once: how many times it happened since the last stored.
+                times = f" (x{event.count})" if event.count > 1 else ""
                 console.print(
                     safe(
                         f"{event.time}  {event.host or event.source:<12} {where:<16} "
-                        f"{event.kind:<18} {event.message}"
+                        f"{event.kind:<18} {event.message}{times}"
                     ),
                     soft_wrap=True,
                 )
@@ -623,61 +672,10 @@ app.command()(rollouts.endpoints)
 app.command()(hosts.drain)
 app.command()(rollouts.wait)
 app.command("upgrade-hosts")(hosts.upgrade_hosts)
+app.command()(hosts.label)
 
 
-secrets_app = typer.Typer(
-    help="Secrets for env values ({secret: NAME}): stored encrypted, never printed.",
-    no_args_is_help=True,
-)
-app.add_typer(secrets_app, name="secrets")
-
-
-@secrets_app.command("set")
-@connected
-def secrets_set(
-    name: Annotated[str, typer.Argument(show_default=False)],
-    from_file: Annotated[
-        Path | None,
-        typer.Option("--from-file", help="Read the value from this file (default: stdin)."),
-    ] = None,
-    conn: Connection = CONNECTION,
-) -> None:
-    """Create or replace secret NAME with the value on stdin (or --from-file); admin only.
-    Running replicas keep the old value until they are replaced."""
-    if from_file is not None:
-        value = from_file.read_bytes()
-    else:
-        if sys.stdin.isatty():
-            err_console.print("Enter the value, then Ctrl-D:")
-        value = sys.stdin.buffer.read()
-    with conn.client() as client:
-        info = client.set_secret(name, value)
-    console.print(safe(f"secret/{info.name} set (version {info.version})"))
-
-
-@secrets_app.command("list")
-@connected
-def secrets_list(
-    conn: Connection = CONNECTION,
-    output: OutputOpt = Format.table,
-) -> None:
-    """List secrets: names, versions and the apps using them (never values)."""
-    with conn.client() as client:
-        found = client.secrets()
-    rows = [[s.name, str(s.version), s.updated_at, ",".join(s.used_by) or "-"] for s in found]
-    print_records(found, output, ["NAME", "VERSION", "UPDATED", "USED BY"], rows)
-
-
-@secrets_app.command("delete")
-@connected
-def secrets_delete(
-    name: Annotated[str, typer.Argument(show_default=False)],
-    conn: Connection = CONNECTION,
-) -> None:
-    """Delete secret NAME (refused while an app uses it)."""
-    with conn.client() as client:
-        client.delete_secret(name)
-    console.print(safe(f"secret/{name} deleted"))
+app.add_typer(secrets.app, name="secrets")
 
 
 policy_app = typer.Typer(
@@ -836,6 +834,15 @@ def server(
     etcd_key: Annotated[
         Path | None, typer.Option("--etcd-key", help="Client key for etcd.")
     ] = None,
+    etcd_max_txn_ops: Annotated[
+        int,
+        typer.Option(
+            "--etcd-max-txn-ops",
+            min=16,
+            help="etcd's --max-txn-ops (checked at start): an apply is one transaction, "
+            "so at most half as many new apps fit in one.",
+        ),
+    ] = 128,
     token_listen: Annotated[
         str | None,
         typer.Option(
@@ -893,6 +900,22 @@ def server(
             help="Key that encrypts secrets at rest (32 random bytes, base64); made if missing.",
         ),
     ] = None,
+    max_host_cpus: Annotated[
+        float | None,
+        typer.Option(
+            "--max-host-cpus",
+            min=0,
+            help="The most cores any host is counted for, whatever its agent claims "
+            "(default: as claimed). Give every replica the same.",
+        ),
+    ] = None,
+    max_host_memory: Annotated[
+        str | None,
+        typer.Option(
+            "--max-host-memory",
+            help="The most memory any host is counted for, e.g. 256Gi (default: as claimed).",
+        ),
+    ] = None,
     log_level: LogLevel = "info",
 ) -> None:
     """Run the control plane (API for the CLI, stream for agents) against etcd.
@@ -900,6 +923,7 @@ def server(
     TLS is required: --tls-ca/--tls-cert/--tls-key (or FLEET_TLS_*), or server-*.crt in
     $FLEET_PKI_DIR; --insecure must be asked for.
     """
+    from fleet.controlplane.agents import HostLimits
     from fleet.controlplane.server import ServerConfig, run_server
     from fleet.secrets import ensure_key_file
 
@@ -927,15 +951,22 @@ def server(
         heartbeat_seconds=max(0.1, _duration_option("--heartbeat-interval", heartbeat_interval)),
         compact_interval=_duration_option("--compact-interval", compact_interval),
         server_id=server_id or "",
+        etcd_max_txn_ops=etcd_max_txn_ops,
+        host_limits=HostLimits(
+            cpus=max_host_cpus,
+            memory=_memory_option(max_host_memory, "--max-host-memory")
+            if max_host_memory
+            else None,
+        ),
     )
     asyncio.run(run_server(config))
 
 
-def _memory_option(text: str) -> int:
+def _memory_option(text: str, flag: str = "--memory") -> int:
     try:
         return parse_memory(text)
     except ValueError as error:
-        _fail(f"--memory {text!r}: {error}", 2)
+        _fail(f"{flag} {text!r}: {error}", 2)
 
 
 def _address_option(text: str) -> str:
@@ -1096,7 +1127,8 @@ def main() -> None:
     """Entry point: fleet errors become one clear line and an exit status."""
     try:
         app()
-    except SpecError as error:
+    except (SpecError, PolicyDenied) as error:
+        # An app file's problems, and the fields the cluster policy refuses, each at its line.
         for problem in error.problems:
             print_error(str(problem))
         sys.exit(2)

@@ -1,10 +1,11 @@
 """gRPC handlers for fleet's services, built from the proto's descriptors, whose request
 decoding never raises: a body that is not the expected protobuf becomes ``Malformed``,
-which the service answers with INVALID_ARGUMENT (grpcio itself would say UNKNOWN)."""
+which the service answers with INVALID_ARGUMENT (grpcio itself would say UNKNOWN).
+Handlers end a failed call with ``refuse``, never ``context.abort``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -13,7 +14,28 @@ from google.protobuf.message import DecodeError
 from fleet.errors import InvalidArgument
 from fleet.proto import fleet_pb2 as pb
 
-__all__ = ["Malformed", "check_well_formed", "service_handler"]
+__all__ = ["Malformed", "check_well_formed", "refuse", "service_handler"]
+
+
+def refuse(
+    context: grpc.aio.ServicerContext,
+    code: grpc.StatusCode,
+    message: str,
+    trailing_metadata: Sequence[tuple[str, str]] = (),
+) -> None:
+    """End the call with ``code`` and ``message`` when its handler returns (which it
+    must do next): the same answer as ``context.abort``, without its garbage.
+
+    grpc.aio keeps the AbortError that ``abort`` raises on the call's state, and the
+    error's traceback holds the handler's frames (the request among them) and the
+    context that holds that state: a reference cycle per refused call, which only the
+    cyclic GC frees, and that runs rarely here (``GC_THRESHOLDS``). Measured: 400
+    refused 4 MiB calls kept 1.7 GiB.
+    """
+    context.set_code(code)
+    context.set_details(message)
+    if trailing_metadata:
+        context.set_trailing_metadata(tuple(trailing_metadata))
 
 
 class Malformed:

@@ -20,6 +20,7 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -27,7 +28,7 @@ import grpc.aio
 
 from fleet._text import strip_control
 from fleet._time import now_iso
-from fleet.controlplane._handlers import check_well_formed
+from fleet.controlplane._handlers import check_well_formed, refuse
 from fleet.controlplane.auth import caller
 from fleet.controlplane.desired import (
     SpecCache,
@@ -35,6 +36,7 @@ from fleet.controlplane.desired import (
     desired_inputs,
     fingerprint,
 )
+from fleet.controlplane.eventgate import EventGate, GateLimits
 from fleet.controlplane.reportqueue import ReportQueue
 from fleet.controlplane.reports import ReportWriter
 from fleet.errors import (
@@ -46,6 +48,7 @@ from fleet.errors import (
     details,
     grpc_code_for,
 )
+from fleet.hostlabels import MAX_LABELS, known_facts
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.secrets import SecretBox
@@ -58,11 +61,10 @@ from fleet.store.records import (
     ResourceAmounts,
 )
 
-__all__ = ["AgentService"]
+__all__ = ["AgentService", "HostLimits", "host_record"]
 
 log = logging.getLogger(__name__)
 
-_MAX_LABELS = 64
 _MAX_TEXT = 1024
 _REGISTER_TIMEOUT = 10.0
 _MAX_EVENTS_PER_BATCH = 500
@@ -75,8 +77,8 @@ _STATUS_REFRESH = 5.0
 
 
 def _check_map(what: str, values: dict[str, str]) -> dict[str, str]:
-    if len(values) > _MAX_LABELS:
-        raise InvalidArgument(f"too many {what}: {len(values)} (at most {_MAX_LABELS})")
+    if len(values) > MAX_LABELS:
+        raise InvalidArgument(f"too many {what}: {len(values)} (at most {MAX_LABELS})")
     for key, value in values.items():
         if not key or len(key) > 253 or len(value) > _MAX_TEXT or "\0" in key + value:
             raise InvalidArgument(f"invalid {what} entry {key[:64]!r}")
@@ -92,19 +94,48 @@ def _check_address(value: str) -> str:
         raise InvalidArgument(f"address must be an IP address, got {value[:64]!r}") from None
 
 
-def host_record(register: pb.Register, old: HostRecord | None) -> HostRecord:
-    """The registration as stored; the operator-set state survives re-registration."""
+@dataclass(frozen=True)
+class HostLimits:
+    """The most any one host is taken to have (``fleet server --max-host-cpus`` and
+    ``--max-host-memory``): an agent reports its capacity itself, so a compromised host
+    could claim 1,000 cores to attract work; placement counts the claim capped to these.
+    None: counted as claimed."""
+
+    cpus: float | None = None
+    memory: int | None = None
+
+    def cap(self, claimed: ResourceAmounts) -> ResourceAmounts:
+        """``claimed`` capped to these limits."""
+        cpu = claimed.cpu if self.cpus is None else min(claimed.cpu, self.cpus)
+        memory = claimed.memory if self.memory is None else min(claimed.memory, self.memory)
+        return ResourceAmounts(cpu=cpu, memory=memory)
+
+
+def host_record(
+    register: pb.Register, old: HostRecord | None, limits: HostLimits = HostLimits()
+) -> HostRecord:
+    """The registration as stored: the capacity placement counts is the claim capped to
+    ``limits`` (the claim is kept beside it); facts fleet does not know are dropped; the
+    operator-set state (and a drain in progress) survives re-registration. Admin labels
+    are not in it (they have a key of their own), so nothing a host sends can set or
+    remove them."""
     host_id = check_host_id(register.host_id)
     if not (math.isfinite(register.capacity.cpu) and 0 <= register.capacity.cpu <= 1e6):
         raise InvalidArgument("capacity cpu must be a number of cores, 0 or more")
     if register.capacity.memory_bytes < 0:
         raise InvalidArgument("capacity memory must not be negative")
+    claimed = ResourceAmounts(cpu=register.capacity.cpu, memory=register.capacity.memory_bytes)
+    facts = _check_map("facts", dict(register.facts))
     return HostRecord(
         host_id=host_id,
-        capacity=ResourceAmounts(cpu=register.capacity.cpu, memory=register.capacity.memory_bytes),
+        capacity=limits.cap(claimed),
+        reported=claimed,
         labels=_check_map("labels", dict(register.labels)),
-        facts=_check_map("facts", dict(register.facts)),
+        facts=known_facts(facts),
         state=old.state if old else "ready",
+        # A drain in progress goes on through a reconnect: without its record (deadline,
+        # --force) a draining host would never be found drained.
+        drain=old.drain if old else None,
         registered_at=now_iso(),
         address=_check_address(register.address),
     )
@@ -151,8 +182,11 @@ class AgentService(pb_grpc.AgentServiceServicer):
         events: EventLog,
         insecure: bool = False,
         secrets: SecretBox | None = None,
+        event_limits: GateLimits | None = None,
+        host_limits: HostLimits = HostLimits(),
     ) -> None:
         self._events = events
+        self._host_limits = host_limits
         self.insecure = insecure
         self._secrets = secrets
         self._store = store
@@ -174,6 +208,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self._events_waiting = asyncio.Event()
         self._events_dropped = 0
         self._event_writer: asyncio.Task[None] | None = None
+        self.event_gate = EventGate(event_limits)
         # Called with the seconds each heartbeat took to handle: read, checked, its host
         # noted as heard from and its report queued (``reports.observe_write`` times
         # the write).
@@ -193,10 +228,10 @@ class AgentService(pb_grpc.AgentServiceServicer):
             host_id, revision, lease = await self._register(first.register)
         except FleetError as error:
             log.warning("agent registration from %s refused: %s", context.peer(), error)
-            await context.abort(grpc_code_for(error), details(error))
+            refuse(context, grpc_code_for(error), details(error))
             return
         except (TimeoutError, StopAsyncIteration):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no Register message received")
+            refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "no Register message received")
             return
 
         log.info("host %s connected", host_id)
@@ -220,7 +255,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             reader.result()  # surfaces a refusal raised while reading
         except FleetError as error:
             log.warning("host %s: %s", host_id, error)
-            await context.abort(grpc_code_for(error), details(error))
+            refuse(context, grpc_code_for(error), details(error))
         finally:
             for task in (pusher, reader, getter):
                 if task is not None:
@@ -279,7 +314,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         host_id = check_host_id(register.host_id)
         for _ in range(3):
             old = await self._store.get_host(host_id)
-            record = host_record(register, old.value if old else None)
+            record = host_record(register, old.value if old else None, self._host_limits)
             try:
                 await self._store.write_host(
                     record, expected_mod_revision=old.mod_revision if old else 0
@@ -289,6 +324,16 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 continue  # someone else wrote the host meanwhile: read again
         else:
             raise Conflict(f"host {host_id!r} changed three times while registering; retry")
+        if record.capacity != record.reported:
+            log.warning(
+                "host %s claims %g cpus and %d bytes of memory; placement counts %g and %d "
+                "(--max-host-cpus/--max-host-memory)",
+                host_id,
+                register.capacity.cpu,
+                register.capacity.memory_bytes,
+                record.capacity.cpu,
+                record.capacity.memory,
+            )
         live = LiveRecord(server=self._server_id, connected_at=now_iso())
         lease = await self._serving_lease()
         revision = await self._store.mark_alive(host_id, live, lease)
@@ -371,18 +416,23 @@ class AgentService(pb_grpc.AgentServiceServicer):
         if len(self._event_backlog) + len(events) > _EVENT_BACKLOG:
             self._events_dropped += len(events)
             return
+        copies = []
         for event in events:
             copy = pb.Event()
             copy.CopyFrom(event)
             copy.host = host_id
             copy.source = "agent"
+            copy.count = 0  # counted here, by the gate, not by the agent
             # What an agent writes reaches operators' terminals: no escape sequences.
             copy.message = strip_control(copy.message[:_MAX_TEXT])
             copy.kind = strip_control(copy.kind[:64])
             copy.app = strip_control(copy.app[:63])
-            copy.container_id = strip_control(copy.container_id)
-            copy.time = strip_control(copy.time)
-            self._event_backlog.append(copy)
+            copy.container_id = strip_control(copy.container_id[:80])
+            copy.time = strip_control(copy.time[:40])
+            copies.append(copy)
+        # Repeats are counted and floods held to a rate, with a notice of what was not
+        # stored (the gate's doc says how).
+        self._event_backlog += self.event_gate.admit(host_id, copies, time.time())
         self._events_waiting.set()
         self._event_writer = _running(self._event_writer, self._store_events, "agent-events")
 
@@ -391,9 +441,16 @@ class AgentService(pb_grpc.AgentServiceServicer):
         (at 100,000 containers starting, a write per agent's batch was thousands a
         second)."""
         while True:
-            await self._events_waiting.wait()
+            # Also woken every second: repeats whose window ended and drop notices are
+            # owed even when no agent sends anything.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):  # (not wait_for: it may swallow a cancel)
+                    await self._events_waiting.wait()
             self._events_waiting.clear()
             batch, self._event_backlog = self._event_backlog, []
+            batch += self.event_gate.due(time.time())
+            if not batch:
+                continue
             if self._events_dropped:
                 log.warning("%d agent event(s) dropped: etcd fell behind", self._events_dropped)
                 self._events_dropped = 0

@@ -21,9 +21,8 @@ import grpc.aio
 from pydantic import ValidationError
 
 from fleet._time import iso_seconds_ago, now_iso
-from fleet.controlplane._handlers import check_well_formed
-from fleet.controlplane.apps import plan_apply, plan_restart, plan_scale, plan_undo
-from fleet.controlplane.auth import Permission, caller, check, rpc
+from fleet.controlplane.apps import plan_apply, plan_restart, plan_scale, plan_undo, too_large
+from fleet.controlplane.auth import Permission, answer, authorize, caller, rpc
 from fleet.controlplane.replicas import plan_replicas
 from fleet.controlplane.rollout import (
     RolloutCounts,
@@ -34,21 +33,23 @@ from fleet.controlplane.rollout import (
 )
 from fleet.controlplane.upgrades import selected_hosts
 from fleet.errors import (
+    REQUEST,
     Conflict,
     FailedPrecondition,
     FleetError,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
+    PolicyDenied,
+    SpecError,
+    SpecProblem,
     Unavailable,
-    details,
-    grpc_code_for,
 )
+from fleet.hostlabels import edit_labels
 from fleet.pki import Identity, Kind, Role
-from fleet.policy import Policy, Privileges, violations
+from fleet.policy import Policy, refused_fields
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
-from fleet.secrets import SecretBox
+from fleet.secrets import SecretBox, scope_from, scope_refusals
 from fleet.spec import AppSpec, Constraint, parse_spec_json
 from fleet.store import (
     AppWrite,
@@ -64,12 +65,14 @@ from fleet.store.records import (
     AppRecord,
     ContainerReport,
     HostDrain,
+    HostLabelsRecord,
     HostRecord,
     HostUpgrade,
     MaintenanceRecord,
     ReplicaRecord,
     RolloutRecord,
     SecretRecord,
+    SecretScope,
     TokenRecord,
     UpgradeRecord,
     usage_key,
@@ -80,7 +83,6 @@ __all__ = ["FleetService", "Relay"]
 # Sends a request to one host's agent and yields its answer (AgentService.relay).
 Relay = Callable[[str, pb.ContainerRequest], AsyncIterator[pb.ContainerResponse]]
 
-MAX_APPS_PER_APPLY = 100
 MAX_REPLICAS = 10_000
 _CACHE_WAIT = 10.0
 _PENDING_REUSE = 3.0  # seconds a follower reuses its plan of an app's pending slots
@@ -297,8 +299,17 @@ class FleetService(pb_grpc.FleetServiceServicer):
     ) -> pb.ApplyResponse:
         if not request.specs_json:
             raise InvalidArgument("apply needs at least one app spec")
-        if len(request.specs_json) > MAX_APPS_PER_APPLY:
-            raise InvalidArgument(f"at most {MAX_APPS_PER_APPLY} apps per apply")
+        # An apply is one etcd transaction (all or nothing), as large as etcd takes.
+        limit = self._store.etcd.max_txn_ops
+        if len(request.specs_json) > limit:
+            message = (
+                f"this apply has {len(request.specs_json)} apps, and etcd takes at most "
+                f"{limit} operations in one transaction (its --max-txn-ops, as `fleet "
+                "server --etcd-max-txn-ops` says), each app at least one; an apply is "
+                f"stored whole or not at all: split the file into applies of at most "
+                f"{limit // 2} apps"
+            )
+            raise SpecError([SpecProblem(REQUEST, 0, "", None, message)])
         specs: list[AppSpec] = []
         for i, text in enumerate(request.specs_json, start=1):
             spec = parse_spec_json(text, source=f"<request spec {i}>")
@@ -324,14 +335,17 @@ class FleetService(pb_grpc.FleetServiceServicer):
                     f"app {spec.name!r} uses secret {missing[0]!r}, which does not exist; "
                     f"create it with `fleet secrets set {missing[0]}`"
                 )
+        # Every refused field of every app at once (what the policy refuses, secrets
+        # outside their scope), each named by its app's place in the request and its
+        # path, for the client to point at its line.
         policy = state.current_policy
-        for spec in specs:
-            refused = violations(Privileges.of_spec(spec), policy)
-            if refused:
-                raise PermissionDenied(
-                    f"app {spec.name!r} asks for {', '.join(refused)}, which the cluster policy "
-                    "does not allow; an admin can allow it with `fleet policy set` (see --help)"
-                )
+        refused = [
+            SpecProblem(REQUEST, i, field, None, message)
+            for i, spec in enumerate(specs, start=1)
+            for field, message in [*refused_fields(spec, policy), *scope_refusals(spec, state)]
+        ]
+        if refused:
+            raise PolicyDenied(refused)
         now = now_iso()
         changes: list[pb.AppChange] = []
         writes: list[AppWrite] = []
@@ -363,6 +377,11 @@ class FleetService(pb_grpc.FleetServiceServicer):
                         plan.prune_revisions,
                     )
                 )
+        size = self._store.apps_txn_size(writes)
+        if size > limit:
+            most = max(self._store.apps_txn_size([write]) for write in writes)
+            message = too_large(len(writes), size, limit, most)
+            raise SpecError([SpecProblem(REQUEST, 0, "", None, message)])
         if request.dry_run:
             future = _dry_run_state(state, writes)
             for change in changes:
@@ -683,8 +702,13 @@ class FleetService(pb_grpc.FleetServiceServicer):
                         cpu=status.value.usage.cpu if status else 0.0,
                         memory_bytes=status.value.usage.memory if status else 0,
                     ),
-                    labels=record.labels,
+                    labels=state.admin_labels(host_id),
+                    agent_labels=record.labels,
                     facts=record.facts,
+                    reported_capacity=pb.Resources(
+                        cpu=(record.reported or record.capacity).cpu,
+                        memory_bytes=(record.reported or record.capacity).memory,
+                    ),
                     containers=len(replicas),
                     registered_at=record.registered_at,
                     last_heartbeat_at=status.value.reported_at if status else "",
@@ -754,6 +778,17 @@ class FleetService(pb_grpc.FleetServiceServicer):
             )
         state = await self._state()
         stored = state.secrets.get(name)
+        # A new secret names who may use it; a new value keeps the scope unless given.
+        scope: SecretScope | None
+        if request.HasField("scope"):
+            scope = scope_from(request.scope.apps, request.scope.all_apps)
+        elif stored is None:
+            raise InvalidArgument(
+                f"secret {name!r} is new: say which apps may use it, with "
+                f"`fleet secrets set {name} --apps APP[,APP...]` (or --all-apps)"
+            )
+        else:
+            scope = stored.value.scope
         nonce, ciphertext = self._secrets.seal(name, request.value)
         now = now_iso()
         record = SecretRecord(
@@ -764,11 +799,30 @@ class FleetService(pb_grpc.FleetServiceServicer):
             version=stored.value.version + 1 if stored else 1,
             created_at=stored.value.created_at if stored else now,
             updated_at=now,
+            scope=scope,
         )
         revision = await self._store.write_secret(
             record, expected_mod_revision=stored.mod_revision if stored else 0
         )
         await self._caught_up(revision)
+        return _secret_info(record, _users(self._informer.state(), name))
+
+    @rpc(Permission.SECRETS_WRITE)
+    async def SetSecretScope(
+        self, request: pb.SetSecretScopeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SecretInfo:
+        """Replace which apps may use a secret, keeping its value. Apps outside the new
+        scope keep what runs; their new containers are held (``fleet.secrets``)."""
+        name = check_name(request.name, "secret name")
+        scope = scope_from(request.scope.apps, request.scope.all_apps)
+        state = await self._state()
+        stored = state.secrets.get(name)
+        if stored is None:
+            raise NotFound(f"secret {name!r} not found (see `fleet secrets list`)")
+        record = stored.value.model_copy(update={"scope": scope, "updated_at": now_iso()})
+        await self._caught_up(
+            await self._store.write_secret(record, expected_mod_revision=stored.mod_revision)
+        )
         return _secret_info(record, _users(self._informer.state(), name))
 
     @rpc(Permission.SECRETS_READ)
@@ -831,17 +885,22 @@ class FleetService(pb_grpc.FleetServiceServicer):
     async def Events(
         self, request: pb.EventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Event]:
-        """Recent events, filtered; with ``follow``, then every new one as it is stored."""
+        """Recent events, filtered, read a page at a time (the whole history may be tens
+        of megabytes); the last ``limit`` only, if set; with ``follow``, then every new
+        one as it is stored."""
         try:
-            check(caller(context, insecure=self.insecure), Permission.APPS_READ)
-            check_well_formed(request)
-            history, revision = await self._events.history()
+            authorize(self, context, Permission.APPS_READ, request)
+            if not math.isfinite(request.since_seconds) or request.since_seconds < 0:
+                raise InvalidArgument("since_seconds must be a finite number, 0 or more")
         except FleetError as error:
-            await context.abort(grpc_code_for(error), details(error))
+            answer(context, error)
             return
-        since = ""
+        since, since_ns = "", 0
         if request.since_seconds > 0:
             since = iso_seconds_ago(request.since_seconds)
+            # A batch is keyed by when it was stored, after its events happened: a
+            # minute's margin, then each event's own time decides.
+            since_ns = time.time_ns() - int((request.since_seconds + 60) * 1e9)
 
         def wanted(event: pb.Event) -> bool:
             return (
@@ -850,9 +909,16 @@ class FleetService(pb_grpc.FleetServiceServicer):
                 and event.time >= since
             )
 
-        for event in history:
-            if wanted(event):
+        revision = 0
+        if request.limit:
+            newest, revision = await self._events.newest(request.limit, wanted, since_ns)
+            for event in newest:
                 yield event
+        else:
+            async for page, revision in self._events.pages(since_ns):  # noqa: B007
+                for event in page:
+                    if wanted(event):
+                        yield event
         if request.follow:
             async for event in self._events.follow(revision):
                 if wanted(event):
@@ -878,12 +944,11 @@ class FleetService(pb_grpc.FleetServiceServicer):
     ) -> AsyncIterator[pb.LogChunk]:
         """The replicas' logs, interleaved as they come (one stream per replica)."""
         try:
-            check(caller(context, insecure=self.insecure), Permission.LOGS)
-            check_well_formed(request)
+            authorize(self, context, Permission.LOGS, request)
             await self._informer.wait_synced()
             replicas = self._replicas(request.app, request.slot)
         except FleetError as error:
-            await context.abort(grpc_code_for(error), details(error))
+            answer(context, error)
             return
         merged: asyncio.Queue[pb.LogChunk | None] = asyncio.Queue(maxsize=1024)
 
@@ -988,6 +1053,34 @@ class FleetService(pb_grpc.FleetServiceServicer):
             await self._caught_up(
                 await self._store.write_host(record, expected_mod_revision=stored.mod_revision)
             )
+        [info] = (await self.GetHosts(pb.GetRequest(name=host_id), context)).hosts
+        return info
+
+    @rpc(Permission.HOSTS_WRITE)
+    async def LabelHost(
+        self, request: pb.LabelHostRequest, context: grpc.aio.ServicerContext
+    ) -> pb.HostInfo:
+        """Set or remove the labels admins give a host, by kubectl label's rules. They
+        are a key of their own, which no agent session writes: a host cannot label
+        itself, and its registration never undoes them."""
+        host_id = check_host_id(request.host_id)
+        state = await self._state()
+        if host_id not in state.hosts:
+            raise NotFound(f"host {host_id!r} not found (see `fleet get hosts`)")
+        stored = state.host_labels.get(host_id)
+        current = stored.value.labels if stored else {}
+        labels = edit_labels(
+            current, request.set, request.remove, overwrite=request.overwrite, host=host_id
+        )
+        if labels != current:
+            who = caller(context, insecure=self.insecure, tokens=self.token_identity)
+            record = HostLabelsRecord(
+                host_id=host_id, labels=labels, updated_at=now_iso(), updated_by=who.name
+            )
+            revision = await self._store.write_host_labels(
+                record, expected_mod_revision=stored.mod_revision if stored else 0
+            )
+            await self._caught_up(revision)
         [info] = (await self.GetHosts(pb.GetRequest(name=host_id), context)).hosts
         return info
 
@@ -1181,10 +1274,16 @@ def _users(state: ClusterState, secret: str) -> list[str]:
 
 
 def _secret_info(record: SecretRecord, used_by: list[str]) -> pb.SecretInfo:
+    scope = record.scope
     return pb.SecretInfo(
         name=record.name,
         version=record.version,
         created_at=record.created_at,
         updated_at=record.updated_at,
         used_by=used_by,
+        # One stored before scopes is used by every app, and says so.
+        scope=pb.SecretScope(apps=scope.apps, all_apps=scope.all_apps)
+        if scope is not None
+        else pb.SecretScope(all_apps=True),
+        unscoped=scope is None,
     )

@@ -24,6 +24,7 @@ __all__ = [
     "plan_scale",
     "plan_undo",
     "revision_hash",
+    "too_large",
 ]
 
 REVISION_HISTORY = 10
@@ -59,6 +60,20 @@ def _prune(kept: Iterable[int], new: int, in_use: Iterable[int], history: int) -
     excess = numbers[: max(0, len(numbers) - history)]
     busy = set(in_use) | {new}
     return tuple(n for n in excess if n not in busy)
+
+
+def too_large(apps: int, operations: int, limit: int, per_app: int) -> str:
+    """Why an apply is refused whole: its ``apps`` apps take ``operations`` etcd
+    operations (the most one of them: ``per_app``), and etcd takes at most ``limit`` in
+    one transaction (its --max-txn-ops). An apply is one transaction: all or nothing."""
+    fit = max(1, limit // max(1, per_app))
+    return (
+        f"this apply writes {apps} apps in {operations} etcd operations (each app's record, "
+        f"its new revision and the old ones it prunes), and etcd takes at most {limit} in "
+        "one transaction (its --max-txn-ops, as `fleet server --etcd-max-txn-ops` says); "
+        "an apply is stored whole or not at all, so nothing was: split the file into "
+        f"applies of at most {fit} apps"
+    )
 
 
 def plan_apply(

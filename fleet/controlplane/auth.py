@@ -16,18 +16,18 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 import grpc.aio
 
-from fleet.controlplane._handlers import check_well_formed
-from fleet.errors import FleetError, PermissionDenied, details, grpc_code_for
+from fleet.controlplane._handlers import check_well_formed, refuse
+from fleet.errors import FleetError, PermissionDenied, details, grpc_code_for, problems_trailer
 from fleet.pki import Identity, Kind, Role, identity_from_auth_context
 
-__all__ = ["ANONYMOUS_ADMIN", "Permission", "caller", "check", "rpc"]
+__all__ = ["ANONYMOUS_ADMIN", "Permission", "TokenGate", "caller", "check", "rpc"]
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +76,59 @@ def caller(
         return ANONYMOUS_ADMIN
     auth = context.auth_context()
     if not auth.get("x509_pem_cert") and tokens is not None:
-        metadata = dict(context.invocation_metadata() or ())
-        bearer = str(metadata.get("authorization", ""))
-        if bearer.startswith("Bearer "):
-            identity = tokens(bearer.removeprefix("Bearer ").strip())
+        token = _bearer(context.invocation_metadata())
+        if token is not None:
+            identity = tokens(token)
             if identity is None:
-                raise PermissionDenied("unknown or revoked token")
+                raise PermissionDenied(_UNKNOWN_TOKEN)
             return identity
     return identity_from_auth_context(auth)
+
+
+_NO_TOKEN = "this port takes a bearer token (--token or FLEET_TOKEN), not a certificate"
+_UNKNOWN_TOKEN = "unknown or revoked token"
+
+
+def _bearer(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
+    """The token of an ``authorization: Bearer TOKEN`` header, if the call has one."""
+    value = str(dict(metadata or ()).get("authorization", ""))
+    return value.removeprefix("Bearer ").strip() if value.startswith("Bearer ") else None
+
+
+def _refusal(message: str) -> grpc.RpcMethodHandler:
+    """A handler that refuses a call without reading its request: given as a streaming
+    handler (whatever the method is), gRPC leaves reading the request to it."""
+
+    async def refuse_unread(requests: object, context: grpc.aio.ServicerContext) -> None:
+        log.warning("refused %s: %s", context.peer(), message)
+        refuse(context, grpc.StatusCode.PERMISSION_DENIED, message)
+
+    return grpc.stream_stream_rpc_method_handler(refuse_unread)
+
+
+class TokenGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """The token port's door: a call without a known bearer token is refused from its
+    headers, before gRPC reads its request (up to 4 MiB), so a peer without a token
+    costs the server no more than its headers. The servicer still checks the token
+    again, with what its role may do (``rpc``)."""
+
+    _no_token = _refusal(_NO_TOKEN)
+    _unknown_token = _refusal(_UNKNOWN_TOKEN)
+
+    def __init__(self, tokens: TokenLookup) -> None:
+        self._tokens = tokens
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        token = _bearer(handler_call_details.invocation_metadata)
+        if token is None:
+            return self._no_token
+        if self._tokens(token) is None:
+            return self._unknown_token
+        return await continuation(handler_call_details)
 
 
 def check(identity: Identity, permission: Permission) -> None:
@@ -106,30 +151,47 @@ R = TypeVar("R")
 Handler = Callable[..., Awaitable[R]]
 
 
+def authorize(
+    servicer: Any, context: grpc.aio.ServicerContext, permission: Permission, request: Any
+) -> Identity:
+    """The caller of a call to ``servicer``, by certificate or (on the token port) by
+    token, if it may ``permission`` and its request decoded; else PermissionDenied or
+    InvalidArgument, for ``answer`` to send."""
+    identity = caller(
+        context, insecure=servicer.insecure, tokens=getattr(servicer, "token_identity", None)
+    )
+    check(identity, permission)
+    check_well_formed(request)
+    return identity
+
+
+def answer(context: grpc.aio.ServicerContext, error: FleetError) -> None:
+    """End the call with ``error``'s status (with ``refuse``, not ``context.abort``); a
+    refusal is logged with the peer's address, whatever the method."""
+    if isinstance(error, PermissionDenied):
+        log.warning("refused %s: %s", context.peer(), error)
+        refuse(context, grpc.StatusCode.PERMISSION_DENIED, details(error), problems_trailer(error))
+        return
+    # Marks the answer as fleet's own: a client tells "this server is up but etcd is
+    # not" from "this server cannot be reached". A spec's problems go one by one
+    # (``problems_trailer``).
+    trailers = (("fleet-error", "1"), *problems_trailer(error))
+    refuse(context, grpc_code_for(error), details(error), trailers)
+
+
 def rpc(permission: Permission) -> Callable[[Handler[R]], Handler[R]]:
-    """Decorate a servicer method: authorise the caller, then map fleet errors to statuses."""
+    """Decorate a unary servicer method: ``authorize`` the caller, then map fleet errors
+    to statuses (``answer``). Streaming methods call the two themselves."""
 
     def decorate(method: Handler[R]) -> Handler[R]:
         @functools.wraps(method)
         async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
             try:
-                identity = caller(
-                    context, insecure=self.insecure, tokens=getattr(self, "token_identity", None)
-                )
-                check(identity, permission)
-                check_well_formed(request)
+                authorize(self, context, permission, request)
                 return await method(self, request, context)
-            except PermissionDenied as error:
-                log.warning("refused %s: %s", context.peer(), error)
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, details(error))
-                raise
             except FleetError as error:
-                # Marks the answer as fleet's own: a client tells "this server is up but
-                # etcd is not" from "this server cannot be reached".
-                await context.abort(
-                    grpc_code_for(error), details(error), trailing_metadata=(("fleet-error", "1"),)
-                )
-                raise  # abort raises; this line only satisfies the type checker
+                answer(context, error)
+            return cast(R, None)  # not sent: the status is no longer OK
 
         return wrapper
 

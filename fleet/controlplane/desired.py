@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from fleet.controlplane.upgrades import CANARY_SLOT, canary_hosts
 from fleet.errors import InvalidArgument, NotFound
 from fleet.proto import fleet_pb2 as pb
-from fleet.secrets import SecretBox
+from fleet.secrets import SecretBox, withheld
 from fleet.spec import AppSpec, HealthCheck, SecretRef
 from fleet.store import ClusterState
-from fleet.store.records import ReplicaRecord, ResourceAmounts
+from fleet.store.records import ReplicaRecord, ResourceAmounts, RevisionRecord
 
 __all__ = [
     "MissingSecret",
@@ -55,7 +55,15 @@ def container_spec(
     revision: int,
     template_hash: str,
     secrets: Mapping[str, bytes] | None = None,
+    held: str = "",
 ) -> pb.ContainerSpec:
+    """The container of ``spec`` as an agent runs it. A ``held`` one (the reason) carries
+    no secret at all: the agent keeps such a container if it exists and creates none."""
+    env = (
+        {k: v for k, v in spec.env.items() if not isinstance(v, SecretRef)}
+        if held
+        else resolve_env(spec, secrets or {})
+    )
     return pb.ContainerSpec(
         app=spec.name,
         slot=slot,
@@ -63,7 +71,8 @@ def container_spec(
         spec_hash=template_hash,
         image=spec.image,
         command=spec.command or [],
-        env=resolve_env(spec, secrets or {}),
+        env=env,
+        held=held,
         ports=[
             pb.PortMapping(
                 host_port=p.host_port, container_port=p.container_port, protocol=p.protocol
@@ -121,16 +130,20 @@ class SpecCache:
     """Container specs by app revision, built once and copied per replica: a host's set
     is rebuilt on each change to it, and at 100 containers a host, building every spec
     again (secrets opened, env resolved) was most of a push. An entry is rebuilt when
-    its revision record or a secret it uses changes (by mod revision)."""
+    its revision record or a secret it uses changes (by mod revision; a secret's scope
+    is in its record)."""
 
     def __init__(self, box: SecretBox | None = None) -> None:
         self._box = box
-        # (app, revision) -> (what it was built from, the spec or why it cannot be)
-        self._specs: dict[tuple[str, int], tuple[object, pb.ContainerSpec | MissingSecret]] = {}
+        # (app, revision) -> (what it was built from, the spec)
+        self._specs: dict[tuple[str, int], tuple[object, pb.ContainerSpec]] = {}
 
     def spec(self, state: ClusterState, app: str, number: int) -> pb.ContainerSpec | None:
         """The container spec of ``app``'s revision ``number`` with slot 0 (not to be
-        changed); None when there is no such revision. Raises MissingSecret."""
+        changed); None when there is no such revision. It is held (``held`` says why,
+        and it carries no secret) while a secret it uses is outside the secret's scope,
+        missing, or cannot be opened: its replicas wait rather than start without it,
+        and a container that runs already is kept."""
         stored = state.revisions.get((app, number))
         if stored is None:
             return None
@@ -141,19 +154,21 @@ class SpecCache:
         )
         found = self._specs.get((app, number))
         if found is None or found[0] != inputs:
-            revision = stored.value
-            secrets = open_secrets(state, set(names), self._box)
-            built: pb.ContainerSpec | MissingSecret
-            try:
-                built = container_spec(
-                    revision.spec, 0, revision.revision, revision.template_hash, secrets
-                )
-            except MissingSecret as error:
-                built = error
-            found = self._specs[(app, number)] = (inputs, built)
-        if isinstance(found[1], MissingSecret):
-            raise found[1]
+            found = self._specs[(app, number)] = (inputs, self._build(state, stored.value))
         return found[1]
+
+    def _build(self, state: ClusterState, revision: RevisionRecord) -> pb.ContainerSpec:
+        spec, number, template = revision.spec, revision.revision, revision.template_hash
+        # The scope first: a secret an app may not use is never opened for it.
+        held = withheld(spec, state)
+        if held is None:
+            secrets = open_secrets(state, spec.secret_names(), self._box)
+            try:
+                return container_spec(spec, 0, number, template, secrets)
+            except MissingSecret as error:
+                held = str(error)
+        log.warning("holding %s revision %d: %s", spec.name, number, held)
+        return container_spec(spec, 0, number, template, held=held)
 
     def forget_unused(self, state: ClusterState) -> None:
         """Drop the specs of revisions that are gone."""
@@ -168,8 +183,8 @@ def desired_containers(
     specs: SpecCache | None = None,
 ) -> list[pb.ContainerSpec]:
     """Every container ``host_id`` should run, in a stable order, with secrets resolved
-    (only those this host's replicas use are opened). ``specs`` keeps the specs built
-    for a next call."""
+    (only those this host's replicas use, and may use, are opened). ``specs`` keeps the
+    specs built for a next call."""
     specs = specs if specs is not None else SpecCache(box)
     placed = list(state.containers_on(host_id))
     canary = canary_hosts(state).get(host_id)
@@ -181,12 +196,7 @@ def desired_containers(
         placed.append((_canary_replica(name, number, host_id), number))
     containers = []
     for replica, number in placed:
-        try:
-            template = specs.spec(state, replica.app, number)
-        except MissingSecret as error:
-            # The replica waits for its secret rather than starting without it.
-            log.warning("host %s: not sending %s.%d: %s", host_id, replica.app, replica.slot, error)
-            continue
+        template = specs.spec(state, replica.app, number)
         if template is None:
             continue  # the revision record lands in the same transaction; never seen apart
         container = pb.ContainerSpec()

@@ -26,8 +26,7 @@ _TERMINAL = ("exited", "dead", "failed")
 
 
 def _matches(state: ClusterState, spec: AppSpec, host_id: str) -> bool:
-    host = state.hosts[host_id].value
-    labels = {**host.facts, **host.labels}
+    labels = state.selectable_labels(host_id)
     return all(c.matches(labels) for c in spec.constraints)
 
 

@@ -126,7 +126,7 @@ def _host_view(state: ClusterState, host_id: str) -> HostView:
         host_id=host_id,
         cpu=host.capacity.cpu,
         memory=host.capacity.memory,
-        labels={**host.facts, **host.labels},
+        labels=state.selectable_labels(host_id),
         state=host.state,
         connected=host_id in state.alive,
         used_cpu=status.value.usage.cpu if status else 0.0,
@@ -157,6 +157,7 @@ _views: dict[str, tuple[tuple[object, ...], HostView]] = {}
 def _cached_view(state: ClusterState, host_id: str) -> HostView:
     inputs = (
         state.hosts[host_id],
+        state.host_labels.get(host_id),
         state.status.get(host_id),
         host_id in state.alive,
         state.host_replicas(host_id),
@@ -883,7 +884,7 @@ def drained_hosts(state: ClusterState) -> list[str]:
     the agent reports none left that could run (a stopping one may still be serving its
     shutdown delay). Global apps' replicas stay and do not count, unless the drain
     includes them; a job's finished containers (kept for their logs) do not count."""
-    gone = ("exited", "dead", "refused", "failed")
+    gone = ("exited", "dead", "refused", "held", "failed")
 
     def mode(app: str) -> str:
         found = state.apps.get(app)
@@ -998,8 +999,11 @@ class ReplicaController:
                 timeout = max(0.1, min(timeout, due)) if due > 0 else self._resync
             if self._wake_at is not None:
                 timeout = max(0.05, min(timeout, self._wake_at - time.time()))
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel
+            # that comes as the wait ends, and a stopping control plane then hung here.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(subscription.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await subscription.wait()
             # Coalesce a burst of changes (hundreds of agents reporting) into one round:
             # each round plans every app, so one per change would cost O(changes x apps).
             self._planning_seconds = 0.0

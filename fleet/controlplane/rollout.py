@@ -111,6 +111,8 @@ def trouble(report: ContainerReport | None) -> tuple[str, str] | None:
         return "create-failed", f"{where} cannot be created: {report.message}"
     if report.state == "refused":
         return "refused", f"{where} was refused by its host: {report.message}"
+    if report.state == "held":
+        return "held", f"{where} is held: {report.message}"
     if report.state == "failed":
         return "failed", f"{where} stopped for good: {report.message or 'restart limit reached'}"
     if report.health == "unhealthy":

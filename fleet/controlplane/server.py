@@ -1,8 +1,9 @@
 """``fleet server``: the control plane process, wired from its parts.
 
-One grpc.aio server hosts the API (for the CLI) and the agent stream; an informer
-keeps a watch-driven cache of etcd that both read; the replica controller places
-replicas whenever that cache changes.
+One grpc.aio server hosts the API (for the CLI) and the agent stream; a second one, on
+the token port, only the API, behind a gate that checks the bearer token before any
+request is read. An informer keeps a watch-driven cache of etcd that both read; the
+replica controller places replicas whenever that cache changes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc.aio
@@ -22,23 +23,68 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from fleet.controlplane._handlers import service_handler
-from fleet.controlplane.agents import AgentService
+from fleet.controlplane.agents import AgentService, HostLimits
 from fleet.controlplane.api import FleetService
+from fleet.controlplane.auth import TokenGate
 from fleet.controlplane.metrics import Metrics
 from fleet.controlplane.replicas import ReplicaController
+from fleet.errors import FailedPrecondition
 from fleet.secrets import load_key_file
-from fleet.store import DEFAULT_PREFIX, Etcd, EventLog, Informer, KeyLayout, Store
+from fleet.store import (
+    DEFAULT_MAX_TXN_OPS,
+    DEFAULT_PREFIX,
+    Etcd,
+    EventLog,
+    Informer,
+    KeyLayout,
+    Store,
+)
 from fleet.store.compactor import DEFAULT_COMPACT_INTERVAL, Compactor
 from fleet.store.election import Election, LostLeadership
 from fleet.store.leases import LeaseKeeper
-from fleet.transport import MAX_MESSAGE_BYTES, TlsFiles, Transport
+from fleet.transport import (
+    MAX_MESSAGE_BYTES,
+    MAX_REQUEST_BYTES,
+    TlsFiles,
+    Transport,
+    listen_problem,
+)
 
 __all__ = ["ControlPlane", "ServerConfig", "run_server"]
 
 log = logging.getLogger(__name__)
 
-# What a caller may send (applies, agent reports); answers may be up to MAX_MESSAGE_BYTES.
-MAX_REQUEST_BYTES = 4 * 1024 * 1024
+# A caller may send MAX_REQUEST_BYTES (applies, agent reports) and receive up to
+# MAX_MESSAGE_BYTES. The same on the token port, where a request is read only once its
+# token is checked (``TokenGate``): a token deploys what a certificate does, and an
+# apply of several app files of up to 1 MiB each is one message.
+_SERVER_OPTIONS = [
+    # A second server on a taken port must fail, not take part of its connections
+    # (gRPC binds with SO_REUSEPORT unless told not to).
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+# The token port is open to anyone who reaches it: bound what its connections hold
+# before a call is refused. With BDP probing, gRPC grew each stream's receive window
+# until a peer without a token had pushed most of its 4 MiB before the refusal (64 such
+# calls at once, on 16 connections: +210 MiB; without: +9 MiB). Without it a stream
+# reads ahead 64 KiB, so a connection holds at most 16 x 64 KiB that no one asked for,
+# 256 connections 256 MiB. The callers are CLI runs and CI jobs, a connection each
+# with a call or a followed stream at a time; more streams on a connection wait (they
+# are not refused).
+_TOKEN_PORT_OPTIONS = [
+    *_SERVER_OPTIONS,
+    ("grpc.http2.bdp_probe", 0),
+    ("grpc.http2.lookahead_bytes", 64 * 1024),
+    ("grpc.max_concurrent_streams", 16),  # per connection
+    ("grpc.max_allowed_incoming_connections", 256),
+    ("grpc.max_connection_idle_ms", 5 * 60_000),
+]
 
 
 @dataclass(frozen=True)
@@ -59,6 +105,9 @@ class ServerConfig:
     server_id: str = ""
     leader_ttl: int = 4  # a dead leader's lease expires this long after its last renewal
     compact_interval: float = DEFAULT_COMPACT_INTERVAL  # the leader compacts etcd (0: never)
+    etcd_max_txn_ops: int = DEFAULT_MAX_TXN_OPS  # etcd's --max-txn-ops (checked at start)
+    # The most capacity a host's claim counts for (--max-host-cpus/--max-host-memory).
+    host_limits: HostLimits = field(default_factory=HostLimits)
 
 
 class ControlPlane:
@@ -67,7 +116,7 @@ class ControlPlane:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.server_id = config.server_id or f"{socket.gethostname()}-{os.getpid()}"
-        self.etcd = Etcd(config.etcd, tls=config.etcd_tls)
+        self.etcd = Etcd(config.etcd, tls=config.etcd_tls, max_txn_ops=config.etcd_max_txn_ops)
         # Host and leader leases are renewed from a thread of their own (see leases.py).
         self.keeper = LeaseKeeper(config.etcd, tls=config.etcd_tls)
         box = load_key_file(config.secrets_key) if config.secrets_key else None
@@ -90,6 +139,7 @@ class ControlPlane:
             events=self.events,
             insecure=config.transport.insecure,
             secrets=box,
+            host_limits=config.host_limits,
         )
         self.agents.observe_heartbeat = self.metrics.heartbeats.observe
         self.agents.reports.observe_write = self.metrics.report_writes.observe
@@ -102,15 +152,7 @@ class ControlPlane:
             secrets=box,
         )
         self.api.controller_pending = lambda: self.controller.pending if self.controller else None
-        self._server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.keepalive_time_ms", 20_000),
-                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-                ("grpc.keepalive_permit_without_calls", 1),
-            ]
-        )
+        self._server = grpc.aio.server(options=_SERVER_OPTIONS)
         self._server.add_generic_rpc_handlers(
             (
                 service_handler("FleetService", self.api),
@@ -129,30 +171,58 @@ class ControlPlane:
             ],
             self._server,
         )
+        # Token callers get the API alone (agents cannot use tokens).
+        self._token_server: grpc.aio.Server | None = None
+        if config.token_listen is not None:
+            self._token_server = grpc.aio.server(
+                interceptors=[TokenGate(self.api.token_identity)], options=_TOKEN_PORT_OPTIONS
+            )
+            self._token_server.add_generic_rpc_handlers(
+                (service_handler("FleetService", self.api),)
+            )
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
         self.token_port = 0
         self.metrics_port = 0
 
     async def start(self) -> None:
+        """Bind every port (FailedPrecondition naming one that is taken), then serve;
+        whatever fails stops what had started (the keeper's thread would keep the
+        process alive)."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop(grace=0)
+            raise
+
+    async def _start(self) -> None:
+        # Ports first: a taken one fails the start before anything else has begun.
         self.port = self.config.transport.add_port(self._server, self.config.listen)
-        if self.config.token_listen is not None:
+        if self._token_server is not None and self.config.token_listen is not None:
             self.token_port = self.config.transport.add_token_port(
-                self._server, self.config.token_listen
+                self._token_server, self.config.token_listen
             )
-        if not self.port:
-            raise OSError(f"cannot listen on {self.config.listen}")
+        if self.config.metrics_listen is not None:
+            _check_listen(self.config.metrics_listen)
         self.keeper.start(asyncio.get_running_loop())
-        self._tasks = [
-            asyncio.create_task(self.informer.run(), name="informer"),
-            asyncio.create_task(self._lead(), name="leadership"),
-        ]
+        self._tasks = [asyncio.create_task(self.informer.run(), name="informer")]
         await asyncio.wait_for(self.informer.wait_synced(), 30)
+        # An apply is one transaction, and the controllers write in chunks: neither
+        # serve nor lead on a wrong idea of how large a transaction etcd takes.
+        await self.store.check_txn_limit()
+        self._tasks.append(asyncio.create_task(self._lead(), name="leadership"))
         await self._server.start()
+        if self._token_server is not None:
+            await self._token_server.start()
         for service in ("", "fleet.v1.FleetService", "fleet.v1.AgentService"):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         if self.config.metrics_listen is not None:
-            self.metrics_port = self.metrics.serve(self.config.metrics_listen)
+            try:
+                self.metrics_port = self.metrics.serve(self.config.metrics_listen)
+            except OSError as error:  # taken since it was checked
+                raise FailedPrecondition(
+                    f"cannot listen on {self.config.metrics_listen}: {error.strerror}"
+                ) from None
         log.info("control plane %s listening on %s", self.server_id, self.config.listen)
 
     async def _lead(self) -> None:
@@ -177,6 +247,9 @@ class ControlPlane:
             tasks = [
                 asyncio.create_task(self.controller.run(), name="replica-controller"),
                 asyncio.create_task(self.election.keep(), name="leader-lease"),
+                # Within their cap even when no agent sends any (a store an older
+                # version, or a flood before the cap, left heavy).
+                asyncio.create_task(self.events.keep_trimmed(), name="events-trim"),
             ]
             if self.config.compact_interval > 0:
                 self.compactor = Compactor(self.etcd, self.config.compact_interval)
@@ -206,6 +279,8 @@ class ControlPlane:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.election.resign()
+        if self._token_server is not None:
+            await self._token_server.stop(grace)
         await self._server.stop(grace)
         await self.agents.close()
         self.keeper.close()
@@ -223,6 +298,12 @@ class ControlPlane:
         done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in done:
             task.result()
+
+
+def _check_listen(address: str) -> None:
+    problem = listen_problem(address)
+    if problem is not None:
+        raise FailedPrecondition(f"cannot listen on {address}: {problem}")
 
 
 # The cyclic GC's thresholds (Python's default: 700, 10, 10). At 100,000 replicas the

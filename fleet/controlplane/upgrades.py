@@ -48,13 +48,14 @@ class UpgradeStep:
 
 
 def selected_hosts(state: ClusterState, selector: list[str]) -> list[str]:
-    """Registered hosts whose labels and facts match every ``k=v``, ``k!=v`` or ``k``."""
+    """Registered hosts whose selectable labels (admin labels, ``agent.*`` and facts, as
+    constraints see them) match every ``k=v``, ``k!=v`` or ``k``."""
     from fleet.spec import Constraint
 
     constraints = [Constraint.model_validate(s) for s in selector]
     chosen = []
-    for host_id, host in sorted(state.hosts.items()):
-        labels = {**host.value.facts, **host.value.labels}
+    for host_id in sorted(state.hosts):
+        labels = state.selectable_labels(host_id)
         if all(c.matches(labels) for c in constraints):
             chosen.append(host_id)
     return chosen

@@ -167,6 +167,7 @@ class Event(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     EXIT_CODE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
     time: _builtins.str
     """RFC 3339, UTC"""
     source: _builtins.str
@@ -180,6 +181,11 @@ class Event(_message.Message):
     message: _builtins.str
     """restart-scheduled, restart-limit, adopted, ..."""
     exit_code: _builtins.int
+    count: _builtins.int
+    """How many times it happened (same host, app, slot, kind and message) since the last
+    time it was stored, this one the last of them: repeats are stored once, counted
+    (Kubernetes' count). 0 or 1: once.
+    """
     def __init__(
         self,
         *,
@@ -192,10 +198,11 @@ class Event(_message.Message):
         kind: _builtins.str = ...,
         message: _builtins.str = ...,
         exit_code: _builtins.int = ...,
+        count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "container_id", b"container_id", "exit_code", b"exit_code", "host", b"host", "kind", b"kind", "message", b"message", "slot", b"slot", "source", b"source", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "container_id", b"container_id", "count", b"count", "exit_code", b"exit_code", "host", b"host", "kind", b"kind", "message", b"message", "slot", b"slot", "source", b"source", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -634,6 +641,7 @@ class ContainerSpec(_message.Message):
     HEALTH_FIELD_NUMBER: _builtins.int
     SHUTDOWN_DELAY_SECONDS_FIELD_NUMBER: _builtins.int
     STOPPED_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
     app: _builtins.str
     slot: _builtins.int
     revision: _builtins.int
@@ -651,6 +659,11 @@ class ContainerSpec(_message.Message):
     """kept running this long once it is not desired"""
     stopped: _builtins.bool
     """keep the container, stopped (a finished job's)"""
+    held: _builtins.str
+    """Non-empty: the control plane holds this replica, and says why (a secret its env
+    references is outside the secret's scope, or missing). Its env lacks every secret;
+    a container of it that exists is kept, none is created.
+    """
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -694,10 +707,11 @@ class ContainerSpec(_message.Message):
         health: Global___HealthCheck | None = ...,
         shutdown_delay_seconds: _builtins.float = ...,
         stopped: _builtins.bool = ...,
+        held: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "cap_add", b"cap_add", "command", b"command", "env", b"env", "health", b"health", "host_network", b"host_network", "host_pid", b"host_pid", "image", b"image", "labels", b"labels", "ports", b"ports", "privileged", b"privileged", "resources", b"resources", "restart", b"restart", "revision", b"revision", "shutdown_delay_seconds", b"shutdown_delay_seconds", "slot", b"slot", "spec_hash", b"spec_hash", "stop_grace_seconds", b"stop_grace_seconds", "stopped", b"stopped", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "cap_add", b"cap_add", "command", b"command", "env", b"env", "health", b"health", "held", b"held", "host_network", b"host_network", "host_pid", b"host_pid", "image", b"image", "labels", b"labels", "ports", b"ports", "privileged", b"privileged", "resources", b"resources", "restart", b"restart", "revision", b"revision", "shutdown_delay_seconds", b"shutdown_delay_seconds", "slot", b"slot", "spec_hash", b"spec_hash", "stop_grace_seconds", b"stop_grace_seconds", "stopped", b"stopped", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1563,6 +1577,26 @@ class HostInfo(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class AgentLabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     HOST_ID_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     CONNECTED_FIELD_NUMBER: _builtins.int
@@ -1580,6 +1614,8 @@ class HostInfo(_message.Message):
     BLOCKED_FIELD_NUMBER: _builtins.int
     DRAIN_DEADLINE_FIELD_NUMBER: _builtins.int
     DRAIN_FORCE_FIELD_NUMBER: _builtins.int
+    AGENT_LABELS_FIELD_NUMBER: _builtins.int
+    REPORTED_CAPACITY_FIELD_NUMBER: _builtins.int
     host_id: _builtins.str
     state: _builtins.str
     """ready | down"""
@@ -1609,6 +1645,16 @@ class HostInfo(_message.Message):
     def blocked(self) -> _containers.RepeatedCompositeFieldContainer[Global___Pending]:
         """replicas a drain cannot move yet, and why"""
 
+    @_builtins.property
+    def agent_labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """HostInfo.labels are the labels admins set (fleet label host); these are what its
+        agent claims (fleet agent --label), which constraints select as agent.<key>.
+        """
+
+    @_builtins.property
+    def reported_capacity(self) -> Global___Resources:
+        """what its agent claims; capacity: what counts"""
+
     def __init__(
         self,
         *,
@@ -1629,10 +1675,12 @@ class HostInfo(_message.Message):
         blocked: _abc.Iterable[Global___Pending] | None = ...,
         drain_deadline: _builtins.str = ...,
         drain_force: _builtins.bool = ...,
+        agent_labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        reported_capacity: Global___Resources | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "reserved", b"reserved", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "reported_capacity", b"reported_capacity", "reserved", b"reserved", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "blocked", b"blocked", "capacity", b"capacity", "connected", b"connected", "containers", b"containers", "drain_deadline", b"drain_deadline", "drain_force", b"drain_force", "facts", b"facts", "host_id", b"host_id", "labels", b"labels", "last_heartbeat_at", b"last_heartbeat_at", "maintenance", b"maintenance", "registered_at", b"registered_at", "remaining", b"remaining", "reserved", b"reserved", "state", b"state", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent_labels", b"agent_labels", "blocked", b"blocked", "capacity", b"capacity", "connected", b"connected", "containers", b"containers", "drain_deadline", b"drain_deadline", "drain_force", b"drain_force", "facts", b"facts", "host_id", b"host_id", "labels", b"labels", "last_heartbeat_at", b"last_heartbeat_at", "maintenance", b"maintenance", "registered_at", b"registered_at", "remaining", b"remaining", "reported_capacity", b"reported_capacity", "reserved", b"reserved", "state", b"state", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1804,22 +1852,76 @@ class SetSecretRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     value: _builtins.bytes
     """never stored in plain, never returned"""
+    @_builtins.property
+    def scope(self) -> Global___SecretScope:
+        """unset: keep the stored one (a new secret needs one)"""
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         value: _builtins.bytes = ...,
+        scope: Global___SecretScope | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "scope", b"scope", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetSecretRequest: _TypeAlias = SetSecretRequest  # noqa: Y015
+
+@_typing.final
+class SecretScope(_message.Message):
+    """Which apps may reference a secret in their env (fleet/secrets.py): these, or every app."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPS_FIELD_NUMBER: _builtins.int
+    ALL_APPS_FIELD_NUMBER: _builtins.int
+    all_apps: _builtins.bool
+    @_builtins.property
+    def apps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        apps: _abc.Iterable[_builtins.str] | None = ...,
+        all_apps: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_apps", b"all_apps", "apps", b"apps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecretScope: _TypeAlias = SecretScope  # noqa: Y015
+
+@_typing.final
+class SetSecretScopeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def scope(self) -> Global___SecretScope: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        scope: Global___SecretScope | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "scope", b"scope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetSecretScopeRequest: _TypeAlias = SetSecretScopeRequest  # noqa: Y015
 
 @_typing.final
 class SecretInfo(_message.Message):
@@ -1830,13 +1932,21 @@ class SecretInfo(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     USED_BY_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    UNSCOPED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.int
     created_at: _builtins.str
     updated_at: _builtins.str
+    unscoped: _builtins.bool
+    """stored before scopes: every app may, until scoped"""
     @_builtins.property
     def used_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """apps whose env references it"""
+
+    @_builtins.property
+    def scope(self) -> Global___SecretScope:
+        """which apps may reference it"""
 
     def __init__(
         self,
@@ -1846,10 +1956,12 @@ class SecretInfo(_message.Message):
         created_at: _builtins.str = ...,
         updated_at: _builtins.str = ...,
         used_by: _abc.Iterable[_builtins.str] | None = ...,
+        scope: Global___SecretScope | None = ...,
+        unscoped: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "name", b"name", "updated_at", b"updated_at", "used_by", b"used_by", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "name", b"name", "scope", b"scope", "unscoped", b"unscoped", "updated_at", b"updated_at", "used_by", b"used_by", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1956,12 +2068,15 @@ class EventsRequest(_message.Message):
     HOST_FIELD_NUMBER: _builtins.int
     SINCE_SECONDS_FIELD_NUMBER: _builtins.int
     FOLLOW_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
     app: _builtins.str
     host: _builtins.str
     since_seconds: _builtins.float
     """0: all kept history"""
     follow: _builtins.bool
     """keep the stream open for new events"""
+    limit: _builtins.int
+    """at most the last N of the history (0: all kept)"""
     def __init__(
         self,
         *,
@@ -1969,10 +2084,11 @@ class EventsRequest(_message.Message):
         host: _builtins.str = ...,
         since_seconds: _builtins.float = ...,
         follow: _builtins.bool = ...,
+        limit: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "follow", b"follow", "host", b"host", "since_seconds", b"since_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "follow", b"follow", "host", b"host", "limit", b"limit", "since_seconds", b"since_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2212,6 +2328,63 @@ class SetHostStateRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetHostStateRequest: _TypeAlias = SetHostStateRequest  # noqa: Y015
+
+@_typing.final
+class LabelHostRequest(_message.Message):
+    """Change the labels admins set on a host, as kubectl label does."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class SetEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    SET_FIELD_NUMBER: _builtins.int
+    REMOVE_FIELD_NUMBER: _builtins.int
+    OVERWRITE_FIELD_NUMBER: _builtins.int
+    host_id: _builtins.str
+    overwrite: _builtins.bool
+    """let set change a label that has another value"""
+    @_builtins.property
+    def set(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """add, or change with overwrite"""
+
+    @_builtins.property
+    def remove(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """keys to remove (absent ones are no change)"""
+
+    def __init__(
+        self,
+        *,
+        host_id: _builtins.str = ...,
+        set: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        remove: _abc.Iterable[_builtins.str] | None = ...,
+        overwrite: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_id", b"host_id", "overwrite", b"overwrite", "remove", b"remove", "set", b"set"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LabelHostRequest: _TypeAlias = LabelHostRequest  # noqa: Y015
 
 @_typing.final
 class CreateTokenRequest(_message.Message):

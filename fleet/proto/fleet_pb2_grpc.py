@@ -161,6 +161,11 @@ class FleetServiceStub:
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.DeleteSecretRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.DeleteSecretResponse.FromString,
                 _registered_method=True)
+        self.SetSecretScope = channel.unary_unary(
+                '/fleet.v1.FleetService/SetSecretScope',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.SetSecretScopeRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.SecretInfo.FromString,
+                _registered_method=True)
         self.GetPolicy = channel.unary_unary(
                 '/fleet.v1.FleetService/GetPolicy',
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
@@ -189,6 +194,11 @@ class FleetServiceStub:
         self.SetHostState = channel.unary_unary(
                 '/fleet.v1.FleetService/SetHostState',
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.SetHostStateRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.HostInfo.FromString,
+                _registered_method=True)
+        self.LabelHost = channel.unary_unary(
+                '/fleet.v1.FleetService/LabelHost',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.LabelHostRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.HostInfo.FromString,
                 _registered_method=True)
         self.CreateToken = channel.unary_unary(
@@ -322,6 +332,12 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetSecretScope(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetPolicy(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -353,6 +369,12 @@ class FleetServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetHostState(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LabelHost(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -490,6 +512,11 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.DeleteSecretRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.DeleteSecretResponse.SerializeToString,
             ),
+            'SetSecretScope': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSecretScope,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.SetSecretScopeRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.SecretInfo.SerializeToString,
+            ),
             'GetPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPolicy,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.FromString,
@@ -518,6 +545,11 @@ def add_FleetServiceServicer_to_server(servicer, server):
             'SetHostState': grpc.unary_unary_rpc_method_handler(
                     servicer.SetHostState,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.SetHostStateRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.HostInfo.SerializeToString,
+            ),
+            'LabelHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.LabelHost,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.LabelHostRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.HostInfo.SerializeToString,
             ),
             'CreateToken': grpc.unary_unary_rpc_method_handler(
@@ -847,6 +879,33 @@ class FleetService:
             _registered_method=True)
 
     @staticmethod
+    def SetSecretScope(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/SetSecretScope',
+            fleet_dot_proto_dot_fleet__pb2.SetSecretScopeRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.SecretInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetPolicy(request,
             target,
             options=(),
@@ -997,6 +1056,33 @@ class FleetService:
             target,
             '/fleet.v1.FleetService/SetHostState',
             fleet_dot_proto_dot_fleet__pb2.SetHostStateRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.HostInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LabelHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/LabelHost',
+            fleet_dot_proto_dot_fleet__pb2.LabelHostRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.HostInfo.FromString,
             options,
             channel_credentials,

@@ -83,12 +83,14 @@ class FleetServiceStub:
     SetSecret: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.SetSecretRequest, _fleet_pb2.SecretInfo]
     ListSecrets: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.SecretList]
     DeleteSecret: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.DeleteSecretRequest, _fleet_pb2.DeleteSecretResponse]
+    SetSecretScope: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.SetSecretScopeRequest, _fleet_pb2.SecretInfo]
     GetPolicy: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.Policy]
     Events: _grpc.UnaryStreamMultiCallable[_fleet_pb2.EventsRequest, _fleet_pb2.Event]
     Logs: _grpc.UnaryStreamMultiCallable[_fleet_pb2.LogsRequest, _fleet_pb2.LogChunk]
     Exec: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.ExecRequest, _fleet_pb2.ExecResponse]
     Top: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.TopRequest, _fleet_pb2.TopList]
     SetHostState: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.SetHostStateRequest, _fleet_pb2.HostInfo]
+    LabelHost: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.LabelHostRequest, _fleet_pb2.HostInfo]
     CreateToken: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.CreateTokenRequest, _fleet_pb2.CreateTokenResponse]
     ListTokens: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.TokenList]
     DeleteToken: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.DeleteTokenRequest, _fleet_pb2.DeleteTokenResponse]
@@ -118,12 +120,14 @@ class FleetServiceAsyncStub(FleetServiceStub):
     SetSecret: _aio.UnaryUnaryMultiCallable[_fleet_pb2.SetSecretRequest, _fleet_pb2.SecretInfo]  # type: ignore[assignment]
     ListSecrets: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.SecretList]  # type: ignore[assignment]
     DeleteSecret: _aio.UnaryUnaryMultiCallable[_fleet_pb2.DeleteSecretRequest, _fleet_pb2.DeleteSecretResponse]  # type: ignore[assignment]
+    SetSecretScope: _aio.UnaryUnaryMultiCallable[_fleet_pb2.SetSecretScopeRequest, _fleet_pb2.SecretInfo]  # type: ignore[assignment]
     GetPolicy: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.Policy]  # type: ignore[assignment]
     Events: _aio.UnaryStreamMultiCallable[_fleet_pb2.EventsRequest, _fleet_pb2.Event]  # type: ignore[assignment]
     Logs: _aio.UnaryStreamMultiCallable[_fleet_pb2.LogsRequest, _fleet_pb2.LogChunk]  # type: ignore[assignment]
     Exec: _aio.UnaryUnaryMultiCallable[_fleet_pb2.ExecRequest, _fleet_pb2.ExecResponse]  # type: ignore[assignment]
     Top: _aio.UnaryUnaryMultiCallable[_fleet_pb2.TopRequest, _fleet_pb2.TopList]  # type: ignore[assignment]
     SetHostState: _aio.UnaryUnaryMultiCallable[_fleet_pb2.SetHostStateRequest, _fleet_pb2.HostInfo]  # type: ignore[assignment]
+    LabelHost: _aio.UnaryUnaryMultiCallable[_fleet_pb2.LabelHostRequest, _fleet_pb2.HostInfo]  # type: ignore[assignment]
     CreateToken: _aio.UnaryUnaryMultiCallable[_fleet_pb2.CreateTokenRequest, _fleet_pb2.CreateTokenResponse]  # type: ignore[assignment]
     ListTokens: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.TokenList]  # type: ignore[assignment]
     DeleteToken: _aio.UnaryUnaryMultiCallable[_fleet_pb2.DeleteTokenRequest, _fleet_pb2.DeleteTokenResponse]  # type: ignore[assignment]
@@ -206,6 +210,13 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_fleet_pb2.DeleteSecretResponse, _abc.Awaitable[_fleet_pb2.DeleteSecretResponse]]: ...
 
     @_abc_1.abstractmethod
+    def SetSecretScope(
+        self,
+        request: _fleet_pb2.SetSecretScopeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.SecretInfo, _abc.Awaitable[_fleet_pb2.SecretInfo]]: ...
+
+    @_abc_1.abstractmethod
     def GetPolicy(
         self,
         request: _fleet_pb2.GetRequest,
@@ -244,6 +255,13 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
     def SetHostState(
         self,
         request: _fleet_pb2.SetHostStateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.HostInfo, _abc.Awaitable[_fleet_pb2.HostInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def LabelHost(
+        self,
+        request: _fleet_pb2.LabelHostRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fleet_pb2.HostInfo, _abc.Awaitable[_fleet_pb2.HostInfo]]: ...
 

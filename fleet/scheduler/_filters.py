@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
+from fleet.hostlabels import agent_claim
 from fleet.scheduler._cluster import Bools, Cluster, nanocores
 from fleet.scheduler._types import ReplicaRequest
 
@@ -53,13 +54,30 @@ class HostState:
 
 
 class Constraints:
-    """The app's label selectors (k=v, k!=v, k) over the host's labels and facts; a host
-    is rejected for the first selector it fails."""
+    """The app's label selectors (k=v, k!=v, k) over the host's selectable labels (admin
+    labels, ``agent.*`` and facts); a host is rejected for the first selector it fails.
+    A host that fails a selector on an admin label only because its agent claims that
+    label as its own (``--label role=edge`` is ``agent.role``) is told apart, with the
+    way to set the label: apps constrained before labels were split say why they stopped
+    matching."""
 
     static = True
 
     def reject(self, cluster: Cluster, request: ReplicaRequest) -> list[Rejection]:
-        return [(f"constraint {c} not met", cluster.unmet(c)) for c in request.constraints]
+        rejections = []
+        for c in request.constraints:
+            unmet = cluster.unmet(c)
+            claim = agent_claim(c)
+            if claim is not None:
+                claimed = unmet & ~cluster.unmet(claim)
+                if claimed.any():
+                    reason = (
+                        f"lack label {c} (their own --label is {claim.key}; an admin sets "
+                        f"{c.key} with `fleet label host`)"
+                    )
+                    rejections.append((reason, claimed))
+            rejections.append((f"constraint {c} not met", unmet))
+        return rejections
 
 
 class Cpu:

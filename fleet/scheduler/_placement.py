@@ -39,7 +39,7 @@ __all__ = ["FILTERS", "STRATEGIES", "Weighted", "schedule"]
 # Cheap and decisive filters first; the first one that rejects a host gives its reason.
 FILTERS: tuple[Filter, ...] = (
     HostState(),  # only connected, ready hosts take new replicas
-    Constraints(),  # the app's label selectors, over host labels and facts
+    Constraints(),  # the app's label selectors: admin labels, agent.* and facts
     Cpu(),  # capacity less the larger of reserved and (freshly) used must hold it
     Memory(),  # the same for memory
     Ports(),  # no two replicas on one fixed host port

@@ -24,8 +24,10 @@ PlacementStrategy = Literal["binpack", "spread"]
 
 @dataclass(frozen=True)
 class HostView:
-    """A host as the scheduler sees it. ``labels`` holds the operator's labels and the
-    facts its agent reported (os, arch, ...), so constraints can use either.
+    """A host as the scheduler sees it. ``labels`` are what constraints select on: the
+    labels admins set, its agent's own as ``agent.<key>`` and the facts its agent
+    reported (os, arch, ...), see ``fleet.hostlabels``. ``cpu``/``memory`` are its
+    capacity as the control plane allows it (the agent's claim, capped).
 
     ``used_cpu``/``used_memory`` are what the host actually uses, from the agent's latest
     stats taken at ``stats_at`` (seconds, the snapshot's clock); ``stats_at=None`` means

@@ -1,14 +1,15 @@
 """The app spec: what an app file asks fleet to run, validated with pydantic.
 
 An app file is YAML holding one app per document. ``load_file`` and ``load_documents`` turn
-it into ``AppSpec`` objects or raise one ``SpecError`` listing every problem with its line;
+it into ``AppSpec`` objects or raise one ``SpecError`` listing every problem with its line
+(``AppFile`` also keeps where each app came from, to place the control plane's problems);
 the server re-validates specs sent over the API (``spec.model_dump_json()``) with
 ``parse_spec_json``. The models live in ``_model``, file reading in ``_files``.
 """
 
 from __future__ import annotations
 
-from fleet.spec._files import json_schema, load_documents, load_file, parse_spec_json
+from fleet.spec._files import AppFile, json_schema, load_documents, load_file, parse_spec_json
 from fleet.spec._model import (
     DNS_LABEL,
     MAX_FILE_BYTES,
@@ -33,6 +34,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "MIN_MEMORY",
     "RESERVED_LABEL_PREFIX",
+    "AppFile",
     "AppSpec",
     "Constraint",
     "HealthCheck",

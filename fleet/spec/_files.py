@@ -1,5 +1,6 @@
 """Reading app files: YAML (as docker compose reads it) to validated ``AppSpec``s, with
-every problem reported at its file, document, field path and line."""
+every problem reported at its file, document, field path and line; and, through
+``AppFile.locate``, the problems the control plane finds later in the same specs."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import functools
 import re
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from fleet.errors import SpecError, SpecProblem
+from fleet.errors import REQUEST, SpecError, SpecProblem
 from fleet.spec._model import (
     MAX_FILE_BYTES,
     AppSpec,
@@ -262,12 +264,63 @@ def _documents(
         loader.dispose()
 
 
+_LOC_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
+
+
+def _loc(path: str) -> tuple[int | str, ...]:
+    """A field path as ``SpecProblem`` writes it (``volumes[1]``, ``resources.memory``)
+    back to the parts ``_node_line`` walks."""
+    return tuple(int(i) if i else name for i, name in _LOC_PART.findall(path))
+
+
+@dataclass(frozen=True)
+class AppFile:
+    """The apps of one app file and where each came from: the control plane names a
+    problem by the app's place in the request (``REQUEST``, document i: the i-th of
+    ``specs``) and a field path; ``locate`` puts it at its file, document and line."""
+
+    source: str
+    specs: list[AppSpec]
+    origins: list[tuple[int, yaml.Node]]  # each spec's document and its YAML node
+
+    @classmethod
+    def read(cls, path: str | Path) -> AppFile:
+        """The apps in a YAML file ("-" reads stdin); raise ``SpecError`` on any problem."""
+        source = "<stdin>" if str(path) == "-" else str(path)
+        return cls.parse(_read_text(path, source), source)
+
+    @classmethod
+    def parse(cls, text: str, source: str = "<stdin>") -> AppFile:
+        """The apps in a YAML text; raise one ``SpecError`` with all problems found."""
+        return _load(text, source)
+
+    def locate(self, problem: SpecProblem) -> SpecProblem:
+        """``problem``, found in a request of ``specs``, at its place in this file."""
+        if problem.source != REQUEST:
+            return problem
+        if not 1 <= problem.document <= len(self.origins):
+            return replace(problem, source=self.source, document=0)
+        document, node = self.origins[problem.document - 1]
+        line = _node_line(node, _loc(problem.path), False)
+        return SpecProblem(self.source, document, problem.path, line, problem.message)
+
+    def located(self, problems: list[SpecProblem]) -> list[SpecProblem]:
+        """Every problem located, in the order of the file."""
+        found = [self.locate(p) for p in problems]
+        return sorted(found, key=lambda p: (p.source != self.source, p.document, p.line or 0))
+
+
 def load_documents(text: str, source: str = "<stdin>") -> list[AppSpec]:
     """Validate every app in a YAML text; raise one ``SpecError`` with all problems found."""
+    return _load(text, source).specs
+
+
+def _load(text: str, source: str) -> AppFile:
     if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
         raise _too_large(source)
     documents, problems = _documents(text, source)
     specs: list[AppSpec] = []
+    origins: list[tuple[int, yaml.Node]] = []
     names: dict[str, tuple[int, int]] = {}  # app name -> (document, line) of its first use
     for document, node, data in documents:
         if data is None:
@@ -296,21 +349,24 @@ def load_documents(text: str, source: str = "<stdin>") -> list[AppSpec]:
             continue
         names[spec.name] = (document, line)
         specs.append(spec)
+        origins.append((document, node))
     if not problems and not specs:
         message = "no apps in the file: expected YAML documents with at least name and image"
         problems.append(SpecProblem(source, 0, "", None, message))
     if problems:
         problems.sort(key=lambda p: (p.document, p.line or 0))
         raise SpecError(problems)
-    return specs
+    return AppFile(source, specs, origins)
 
 
 def load_file(path: str | Path) -> list[AppSpec]:
     """Load the apps in a YAML file ("-" reads stdin); raise ``SpecError`` on any problem."""
-    source = str(path)
+    return AppFile.read(path).specs
+
+
+def _read_text(path: str | Path, source: str) -> str:
     try:
-        if source == "-":
-            source = "<stdin>"
+        if str(path) == "-":
             text = sys.stdin.read(MAX_FILE_BYTES + 1)
         else:
             with open(path, "rb") as f:
@@ -324,10 +380,10 @@ def load_file(path: str | Path) -> list[AppSpec]:
     except OSError as exc:
         message = f"cannot read the app file: {exc.strerror or exc}"
         raise SpecError([SpecProblem(source, 0, "", None, message)]) from None
-    return load_documents(text, source)
+    return text
 
 
-def parse_spec_json(text: str | bytes, source: str = "<request>") -> AppSpec:
+def parse_spec_json(text: str | bytes, source: str = REQUEST) -> AppSpec:
     """Validate one JSON app spec, as sent over the API; raise ``SpecError`` with field paths."""
     try:
         data = text.encode() if isinstance(text, str) else text

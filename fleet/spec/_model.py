@@ -32,6 +32,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from fleet.hostpaths import form_problem
 from fleet.spec._image import IMAGE_PATTERN, image_problem
 from fleet.spec._quote import show as _show
 
@@ -395,11 +396,16 @@ _VOLUME = re.compile(r"(?:(/[^:\0]*)|([A-Za-z0-9][A-Za-z0-9_.-]*)):(/[^:\0]*)(?:
 def _volume(value: object) -> str:
     text = value if isinstance(value, str) else ""
     match = _VOLUME.fullmatch(text)
-    if match is None or ".." in text.split(":")[0].split("/") or ".." in match[3].split("/"):
+    if match is None or ".." in match[3].split("/"):
         raise ValueError(
             "expected NAME:/path or /host/path:/path with an optional :ro or :rw, "
             f"without '..', got {_show(value)}"
         )
+    # A bind mount takes the host path as Docker resolves it: only the one form that says
+    # where it leads can be judged by the policy (the agent then checks for symlinks).
+    problem = match[1] and form_problem(match[1])
+    if problem:
+        raise ValueError(f"bind mount source {match[1]} {problem}")
     return text
 
 
@@ -842,7 +848,9 @@ class AppSpec(_Model):
         list[_ConstraintItem],
         _none_as(list),
         Field(
-            description="host label selectors: k=v, k!=v or k (the label exists)",
+            description="host label selectors: k=v, k!=v or k (the label exists), over the "
+            "labels admins set (fleet label host), agent.<k> for a host's own --label, and "
+            "its facts (os, arch, ...)",
             examples=[["role=edge", "disk!=hdd", "gpu"]],
         ),
     ] = Field(default_factory=list)
@@ -912,7 +920,7 @@ class AppSpec(_Model):
         _none_as(list),
         Field(
             description="like docker -v: NAME:/path (a named volume) or /host/path:/path[:ro] "
-            "(a bind mount: policy)",
+            "(a bind mount: policy; the host path absolute and normal, without symlinks)",
             examples=[["data:/var/lib/app", "/var/log:/host-logs:ro"]],
         ),
     ] = Field(default_factory=list)

@@ -19,13 +19,16 @@ import grpc
 import grpc.aio
 from aetcd import rpc
 
-from fleet.errors import Unavailable
+from fleet.errors import FleetError, InvalidArgument, Unavailable
 from fleet.transport import TlsFiles, Transport
 
 __all__ = [
+    "DEFAULT_MAX_TXN_OPS",
+    "MIN_TXN_OPS",
     "Compare",
     "Delete",
     "DeletePrefix",
+    "DeleteRange",
     "Etcd",
     "KeyValue",
     "Put",
@@ -34,6 +37,12 @@ __all__ = [
     "WatchEvent",
     "prefix_end",
 ]
+
+
+# etcd refuses a transaction with more guards, or more operations, than its
+# --max-txn-ops (128 by default); fleet's own writes need up to this many at least.
+DEFAULT_MAX_TXN_OPS = 128
+MIN_TXN_OPS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +110,20 @@ class DeletePrefix:
         )
 
 
-Op = Put | Delete | DeletePrefix
+@dataclass(frozen=True, slots=True)
+class DeleteRange:
+    """Every key from ``start`` up to, not including, ``end``."""
+
+    start: bytes
+    end: bytes
+
+    def to_proto(self) -> Any:
+        return rpc.RequestOp(
+            request_delete_range=rpc.DeleteRangeRequest(key=self.start, range_end=self.end)
+        )
+
+
+Op = Put | Delete | DeletePrefix | DeleteRange
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,16 +174,42 @@ def _unavailable(error: grpc.aio.AioRpcError) -> Unavailable:
     return Unavailable(f"etcd: {error.code().name}: {error.details()}{hint}")
 
 
+def _txn_refused(error: grpc.aio.AioRpcError, size: int, limit: int) -> FleetError:
+    """etcd's refusals of a transaction too large, in words (the rest: ``_unavailable``)."""
+    text = error.details() or ""
+    if "too many operations in txn request" in text:
+        return InvalidArgument(
+            f"etcd refused a transaction of {size} operations as too many, so nothing was "
+            f"written: its --max-txn-ops is lower than the {limit} this control plane was "
+            "told; start `fleet server` with --etcd-max-txn-ops set to etcd's --max-txn-ops"
+        )
+    if "request is too large" in text:
+        return InvalidArgument(
+            "etcd refused a write as too large (more than its --max-request-bytes, 1.5 MiB "
+            "by default), so nothing was written: write less at once (fewer apps per apply)"
+        )
+    return _unavailable(error)
+
+
 class Etcd:
     """An etcd connection: reads, transactions, lease grants and resumable prefix watches."""
 
     def __init__(
-        self, endpoints: Sequence[str], *, tls: TlsFiles | None = None, timeout: float = 5.0
+        self,
+        endpoints: Sequence[str],
+        *,
+        tls: TlsFiles | None = None,
+        timeout: float = 5.0,
+        max_txn_ops: int = DEFAULT_MAX_TXN_OPS,
     ) -> None:
         if not endpoints:
             raise ValueError("at least one etcd endpoint is needed")
+        if max_txn_ops < MIN_TXN_OPS:
+            raise ValueError(f"etcd's --max-txn-ops must be at least {MIN_TXN_OPS} for fleet")
         self.endpoints = list(endpoints)
         self.timeout = timeout
+        # etcd's --max-txn-ops: larger transactions are refused here, before they are sent.
+        self.max_txn_ops = max_txn_ops
         # etcd's own TLS (--etcd-cacert/--etcd-cert/--etcd-key), with fleet's file loader
         # and message limits (a list of every replica can be large).
         self._channel = Transport(tls).aio_channel(
@@ -199,15 +247,32 @@ class Etcd:
 
     async def get_prefix(self, prefix: bytes) -> tuple[list[KeyValue], int]:
         """Every key under ``prefix`` at one revision, and that revision."""
+        kvs, revision, _ = await self.get_range(prefix, prefix_end(prefix))
+        return kvs, revision
+
+    async def get_range(
+        self,
+        start: bytes,
+        end: bytes,
+        *,
+        revision: int = 0,
+        limit: int = 0,
+        keys_only: bool = False,
+    ) -> tuple[list[KeyValue], int, bool]:
+        """Keys from ``start`` up to ``end`` (not included), in key order, at
+        ``revision`` (0: now), at most ``limit`` of them (0: all); with the revision read
+        and whether more keys were left out."""
+        request = rpc.RangeRequest(
+            key=start, range_end=end, revision=revision, limit=limit, keys_only=keys_only
+        )
         try:
-            response = await self._kv.Range(
-                rpc.RangeRequest(key=prefix, range_end=prefix_end(prefix)),
-                timeout=self.timeout,
-            )
+            response = await self._kv.Range(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.OUT_OF_RANGE:  # compacted since
+                raise WatchCompacted(revision) from error
             raise _unavailable(error) from error
         kvs = [KeyValue(kv.key, kv.value, kv.mod_revision, kv.lease) for kv in response.kvs]
-        return kvs, response.header.revision
+        return kvs, response.header.revision, bool(response.more)
 
     async def revision(self) -> int:
         """The store's current revision (a count-only read of one key)."""
@@ -222,7 +287,18 @@ class Etcd:
     # ------------------------------------------------------------------ writes
 
     async def txn(self, compare: Sequence[Compare], success: Sequence[Op]) -> TxnResult:
-        """Apply ``success`` atomically if every guard in ``compare`` holds."""
+        """Apply ``success`` atomically if every guard in ``compare`` holds.
+
+        etcd counts the guards and the operations apart and refuses a transaction when
+        either is more than its --max-txn-ops; so is it here, before it is sent.
+        """
+        size = max(len(compare), len(success))
+        if size > self.max_txn_ops:
+            raise InvalidArgument(
+                f"a transaction of {size} operations is more than etcd takes at once "
+                f"({self.max_txn_ops}, its --max-txn-ops as `fleet server "
+                "--etcd-max-txn-ops` says), so nothing was written"
+            )
         request = rpc.TxnRequest(
             compare=[c.to_proto() for c in compare],
             success=[op.to_proto() for op in success],
@@ -230,7 +306,7 @@ class Etcd:
         try:
             response = await self._kv.Txn(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as error:
-            raise _unavailable(error) from error
+            raise _txn_refused(error, size, self.max_txn_ops) from error
         return TxnResult(response.succeeded, response.header.revision)
 
     async def put(self, key: bytes, value: bytes, *, lease: int = 0) -> int:

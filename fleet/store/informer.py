@@ -14,7 +14,7 @@ import asyncio
 import logging
 
 from fleet.errors import Unavailable
-from fleet.store._etcd import Etcd, WatchCompacted
+from fleet.store._etcd import Etcd, WatchCompacted, prefix_end
 from fleet.store.keys import KeyLayout
 from fleet.store.live import LiveState
 from fleet.store.state import ClusterState
@@ -84,11 +84,17 @@ class Informer:
             self._advanced.notify_all()
 
     async def _list(self) -> None:
-        kvs, revision = await self._etcd.get_prefix(self._layout.root)
+        # Everything but the events, at one revision: the keys before the events' folder,
+        # then those after it. Events never stand between a control plane and its state
+        # (345 MB of them once kept a restarted one from starting at all).
+        root, skip = self._layout.root, self._skip
+        before, revision, _ = await self._etcd.get_range(root, skip)
+        after, _, _ = await self._etcd.get_range(
+            prefix_end(skip), prefix_end(root), revision=revision
+        )
         live = LiveState(self._layout)
-        for kv in kvs:
-            if not kv.key.startswith(self._skip):
-                live.apply(kv.key, kv.value, kv.mod_revision)
+        for kv in before + after:
+            live.apply(kv.key, kv.value, kv.mod_revision)
         live.revision = revision
         self._live, self._revision = live, revision
         self._synced.set()

@@ -9,7 +9,10 @@ top-level folders, so a prefix read or watch of one never drags in the others::
     replicas/<app>/<slot>           a desired replica: slot, revision, host (and its next)
     rollouts/<app>                  the app's current rollout: target, state, progress
     jobs/<app>                      a job's progress: what succeeded, what failed
-    hosts/<host>                    registration: capacity, labels, facts, state
+    hosts/<host>                    registration: capacity (claimed and allowed), the
+                                    agent's labels, facts, state
+    host-labels/<host>              the labels admins set on it (fleet label host); never
+                                    written by the host's agent session
     alive/<host>                    while its agent is connected; its revision names the
                                     session, and the serving replica's lease holds it
     status/<host>                   the agent's last report: usage, images (same session)
@@ -22,8 +25,10 @@ top-level folders, so a prefix read or watch of one never drags in the others::
     upgrade                         the coordinated OS upgrade walk (fleet upgrade-hosts)
     leader                          the leading control plane, bound to its lease
     tokens/<id>                     a bearer token: its role and the hash of its secret
-    events/<time>-<source>-<n>      recent events, bound to a lease (kept about an hour);
-                                    not in the informer's cache (see EventLog)
+    events/<time>-<source>-<n>-<size>
+                                    a batch of recent events, bound to a lease (kept about
+                                    an hour, within a cap on their total size); not in the
+                                    informer's cache (see EventLog)
 
 Segments are validated before they become keys, so no input can escape its folder.
 """
@@ -121,6 +126,9 @@ class KeyLayout:
     def host(self, host_id: str) -> bytes:
         return self._key("hosts", check_host_id(host_id))
 
+    def host_labels(self, host_id: str) -> bytes:
+        return self._key("host-labels", check_host_id(host_id))
+
     def alive(self, host_id: str) -> bytes:
         return self._key("alive", check_host_id(host_id))
 
@@ -141,11 +149,25 @@ class KeyLayout:
             return self._folder("reports")
         return self._folder("reports", check_host_id(host_id))
 
-    def event(self, time_ns: int, source: str, seq: int) -> bytes:
-        return self._key("events", f"{time_ns:020d}-{check_host_id(source)}-{seq:06d}")
+    def event(self, time_ns: int, source: str, seq: int, size: int = 0) -> bytes:
+        """A batch of events: sorted by time; its value's ``size`` in bytes is in the
+        name, so the kept total can be bounded from a keys-only read."""
+        name = f"{time_ns:020d}-{check_host_id(source)}-{seq:06d}-{size:09d}"
+        return self._key("events", name)
 
     def events(self) -> bytes:
         return self._folder("events")
+
+    def events_since(self, time_ns: int) -> bytes:
+        """The first key an event batch stored at ``time_ns`` or later can have."""
+        return self._key("events", f"{max(0, time_ns):020d}")
+
+    @staticmethod
+    def event_size(key: bytes) -> int:
+        """The value size an event key names (keys from before sizes: 128 KiB, more than
+        a batch of 100 events of the longest message weighs)."""
+        tail = key.rsplit(b"-", 1)[-1]
+        return int(tail) if len(tail) == 9 and tail.isdigit() else 128 * 1024
 
     def token(self, token_id: str) -> bytes:
         return self._key("tokens", check_name(token_id, "token id"))

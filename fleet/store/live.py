@@ -29,6 +29,7 @@ from fleet.store.state import (
     decode,
     locate,
     place,
+    table_of,
     with_containers,
 )
 
@@ -45,6 +46,7 @@ _TABLES = (
     "rollouts",
     "jobs",
     "hosts",
+    "host_labels",
     "alive",
     "status",
     "secrets",
@@ -100,7 +102,7 @@ class LiveState:
             return
         if kind == "replicas":
             self._replica(position, record)
-        self._dirty.add(kind)
+        self._dirty.add(table_of(kind))
         place(self._live, kind, position, record)
         seq = next(_sequence)
         if kind in ("apps", "rollouts", "jobs"):
@@ -110,8 +112,8 @@ class LiveState:
             self._shared = seq
         elif kind == "hosts":
             self._hosts = self._host_inputs[position] = seq
-        elif kind in ("alive", "maintenance"):
-            self._hosts = seq
+        elif kind in ("alive", "maintenance", "host-labels"):
+            self._hosts = seq  # (admin labels: which hosts an app may use)
         elif kind in ("secrets", "upgrade"):
             self._shared = seq
             if kind == "upgrade":

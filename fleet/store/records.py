@@ -17,6 +17,7 @@ __all__ = [
     "ContainerReport",
     "HostCommand",
     "HostDrain",
+    "HostLabelsRecord",
     "HostRecord",
     "HostState",
     "HostUpgrade",
@@ -32,6 +33,7 @@ __all__ = [
     "RolloutRecord",
     "RolloutState",
     "SecretRecord",
+    "SecretScope",
     "StatusRecord",
     "TokenRecord",
     "UpgradeRecord",
@@ -220,10 +222,16 @@ class UpgradeRecord(_Record):
 
 class HostRecord(_Record):
     """A registered host: what its agent reported when it last registered, and the
-    state operators set (cordoned, draining, ...)."""
+    state operators set (cordoned, draining, ...).
+
+    ``capacity`` is what placement counts on: the agent's claim (``reported``) capped by
+    the control plane's ``--max-host-cpus``/``--max-host-memory``. ``labels`` are the
+    agent's own (``--label``), selectable as ``agent.<key>``; the labels admins set are
+    a record of their own (``HostLabelsRecord``), which registration never writes."""
 
     host_id: str
     capacity: ResourceAmounts
+    reported: ResourceAmounts | None = None  # the agent's claim; None: as ``capacity``
     labels: dict[str, str] = {}
     facts: dict[str, str] = {}
     state: HostState = "ready"
@@ -231,6 +239,17 @@ class HostRecord(_Record):
     address: str = ""  # where its published ports answer
     drain: HostDrain | None = None
     command: HostCommand | None = None
+
+
+class HostLabelsRecord(_Record):
+    """The labels admins set on a host (``fleet label host``): kept apart from the host's
+    record, which its agent's registration writes, so that no host labels itself and
+    a registration never undoes them."""
+
+    host_id: str
+    labels: dict[str, str] = {}
+    updated_at: str
+    updated_by: str = ""  # who changed them last (the caller's name)
 
 
 class LiveRecord(_Record):
@@ -259,8 +278,8 @@ class ContainerReport(_Record):
     started_at: str = ""
     ports: list[PortBinding] = []
     message: str = ""
-    # Why a desired container does not run (state refused, create-failed or
-    # pull-failed): refused, create-failed, image-not-found, unauthorized, ...
+    # Why a desired container does not run (state refused, create-failed, pull-failed
+    # or held): refused, create-failed, image-not-found, unauthorized, held, ...
     reason: str = ""
     health: str = ""  # "" (no check), starting, healthy, unhealthy
     ready_since: str = ""  # healthy (or running, without a check) since
@@ -270,8 +289,19 @@ class ContainerReport(_Record):
     memory_limit: int = 0
 
 
+class SecretScope(_Record):
+    """Which apps may reference a secret in their env: those named, or every app."""
+
+    apps: list[str] = []
+    all_apps: bool = False
+
+    def allows(self, app: str) -> bool:
+        return self.all_apps or app in self.apps
+
+
 class SecretRecord(_Record):
-    """A secret's value, sealed with the control plane's key (never stored in plain)."""
+    """A secret's value, sealed with the control plane's key (never stored in plain),
+    and which apps may use it."""
 
     name: str
     key_id: str
@@ -280,6 +310,12 @@ class SecretRecord(_Record):
     version: int
     created_at: str
     updated_at: str
+    # None: stored before secrets had scopes; every app may use it, as then (`fleet
+    # secrets list` warns) until an admin scopes it.
+    scope: SecretScope | None = None
+
+    def allows(self, app: str) -> bool:
+        return self.scope is None or self.scope.allows(app)
 
 
 class TokenRecord(_Record):

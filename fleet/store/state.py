@@ -15,12 +15,14 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from fleet.hostlabels import selectable
 from fleet.policy import Policy
 from fleet.store._etcd import KeyValue
 from fleet.store.keys import KeyLayout
 from fleet.store.records import (
     AppRecord,
     ContainerReport,
+    HostLabelsRecord,
     HostRecord,
     JobRecord,
     LiveRecord,
@@ -91,7 +93,7 @@ class Changes:
     reports: Mapping[str, int]  # what agents report of an app's containers (usage aside)
     host_inputs: Mapping[str, int]  # a host's desired set: its replicas and host record
     shared: int  # revisions, secrets, the upgrade walk: every host's desired set
-    hosts: int  # host records, liveness, maintenance, the upgrade walk
+    hosts: int  # host records and admin labels, liveness, maintenance, the upgrade walk
     placed: int  # any replica anywhere
     status: int  # any agent report (usage included)
 
@@ -142,6 +144,7 @@ class ClusterState:
     rollouts: dict[str, Versioned[RolloutRecord]] = field(default_factory=dict)
     jobs: dict[str, Versioned[JobRecord]] = field(default_factory=dict)
     hosts: dict[str, Versioned[HostRecord]] = field(default_factory=dict)
+    host_labels: dict[str, Versioned[HostLabelsRecord]] = field(default_factory=dict)
     alive: dict[str, Versioned[LiveRecord]] = field(default_factory=dict)
     status: dict[str, Versioned[StatusRecord]] = field(default_factory=dict)
     secrets: dict[str, Versioned[SecretRecord]] = field(default_factory=dict)
@@ -162,6 +165,17 @@ class ClusterState:
     @property
     def current_policy(self) -> Policy:
         return self.policy.value if self.policy else Policy()
+
+    def admin_labels(self, host_id: str) -> dict[str, str]:
+        """The labels admins set on ``host_id`` (``fleet label host``)."""
+        found = self.host_labels.get(host_id)
+        return dict(found.value.labels) if found else {}
+
+    def selectable_labels(self, host_id: str) -> dict[str, str]:
+        """What constraints and selectors match on a registered host: its admin labels,
+        its agent's as ``agent.<key>`` and its facts (see ``fleet.hostlabels``)."""
+        host = self.hosts[host_id].value
+        return selectable(self.admin_labels(host_id), host.labels, host.facts)
 
     def _indexes(self) -> tuple[dict[str, AppReplicas], dict[str, HostReplicas]]:
         """Replicas by app and by host (own or next). The informer hands them over
@@ -266,6 +280,7 @@ _FOLDERS: dict[str, tuple[type[BaseModel], str, Callable[[tuple[str, ...]], Any]
     "rollouts": (RolloutRecord, "rollouts", lambda p: p[0]),
     "jobs": (JobRecord, "jobs", lambda p: p[0]),
     "hosts": (HostRecord, "hosts", lambda p: p[0]),
+    "host-labels": (HostLabelsRecord, "host_labels", lambda p: p[0]),
     "alive": (LiveRecord, "alive", lambda p: p[0]),
     "status": (StatusRecord, "status", lambda p: p[0]),
     "secrets": (SecretRecord, "secrets", lambda p: p[0]),
@@ -324,6 +339,13 @@ def decode(kind: str, kv: KeyValue) -> Versioned[Any] | None:
     except ValidationError as error:
         log.error("skipping unreadable record %s: %s", kv.key.decode(errors="replace"), error)
         return None
+
+
+def table_of(kind: str) -> str:
+    """The ClusterState field that holds the records of folder ``kind`` (a single's own
+    name): ``host-labels`` -> ``host_labels``."""
+    found = _FOLDERS.get(kind)
+    return found[1] if found else kind
 
 
 def place(state: ClusterState, kind: str, position: Any, record: Versioned[Any] | None) -> None:

@@ -21,6 +21,7 @@ from fleet.store.keys import KeyLayout
 from fleet.store.records import (
     AppRecord,
     ContainerReport,
+    HostLabelsRecord,
     HostRecord,
     JobRecord,
     LiveRecord,
@@ -37,9 +38,11 @@ from fleet.store.state import ClusterState, Versioned, decode_state
 
 __all__ = ["TXN_KEYS", "AppWrite", "HostReport", "Store"]
 
-# Replicas per transaction: etcd refuses more than 128 operations (--max-txn-ops), and
-# a transaction also carries the app's guard, the leader's fence and a few records.
+# Replicas (or reported keys) per transaction: etcd refuses more guards or operations
+# than its --max-txn-ops (128 by default), and a chunk of replicas also carries the app's
+# guard, the leader's fence and the rollout and job records with theirs (_TXN_EXTRA).
 TXN_KEYS = 100
+_TXN_EXTRA = 6
 _CHUNKS_IN_FLIGHT = 8  # transactions of one plan sent at once
 
 
@@ -75,6 +78,8 @@ class Store:
     ) -> None:
         self.etcd = etcd
         self.keys = layout or KeyLayout()
+        # Keys per chunk of a large write: TXN_KEYS unless etcd takes fewer at once.
+        self.txn_keys = min(TXN_KEYS, etcd.max_txn_ops - _TXN_EXTRA)
         # The leader's fence (see fleet.store.election): guards every write of this
         # store, so a deposed leader's controllers cannot write at all.
         self.fence = fence
@@ -82,6 +87,11 @@ class Store:
     def fenced(self, fence: Compare) -> Store:
         """This store for a leader's controllers: every write also carries ``fence``."""
         return Store(self.etcd, self.keys, fence=fence)
+
+    async def check_txn_limit(self) -> None:
+        """Raise ``InvalidArgument`` unless etcd takes transactions as large as we were
+        told it does (``Etcd.max_txn_ops``): a read-only one of that many guards."""
+        await self.etcd.txn([Compare(self.keys.root, 0)] * self.etcd.max_txn_ops, [])
 
     async def snapshot(self) -> ClusterState:
         """Everything under the prefix, read at one revision."""
@@ -94,8 +104,25 @@ class Store:
         """Create or update several apps in one transaction: all or none.
 
         Each app's key must still be at the mod revision its change was planned on (0:
-        it must not exist yet); returns the new etcd revision.
+        it must not exist yet); returns the new etcd revision. ``apps_txn_size`` says
+        beforehand whether etcd takes that transaction.
         """
+        guards, ops = self._apps_txn(changes)
+        names = ", ".join(repr(c.record.spec.name) for c in changes)
+        return await self._guarded(
+            guards, ops, f"app {names} changed since this change was planned; run it again"
+        )
+
+    def apps_txn_size(self, changes: Sequence[AppWrite]) -> int:
+        """The size of ``write_apps(changes)``'s one transaction as etcd counts it against
+        its --max-txn-ops (``etcd.max_txn_ops``): its guards or its operations, the more."""
+        guards, ops = self._apps_txn(changes)
+        return max(len(guards) + (self.fence is not None), len(ops))
+
+    def _apps_txn(
+        self, changes: Sequence[AppWrite]
+    ) -> tuple[list[Compare], list[Put | Delete | DeletePrefix]]:
+        """Each app's guard; its record, its new revision and the revisions it prunes."""
         guards: list[Compare] = []
         ops: list[Put | Delete | DeletePrefix] = []
         for change in changes:
@@ -106,10 +133,7 @@ class Store:
                 revision = change.new_revision
                 ops.append(Put(self.keys.revision(name, revision.revision), revision.dump()))
             ops.extend(Delete(self.keys.revision(name, n)) for n in change.prune_revisions)
-        names = ", ".join(repr(c.record.spec.name) for c in changes)
-        return await self._guarded(
-            guards, ops, f"app {names} changed since this change was planned; run it again"
-        )
+        return guards, ops
 
     async def delete_app(self, name: str, *, expected_mod_revision: int) -> int:
         """Delete an app with its revisions and replicas (the agents then stop them)."""
@@ -145,7 +169,7 @@ class Store:
         made (0 for a new slot); ``delete`` pairs slots with theirs, and so do
         ``rollout`` and ``delete_rollout``. The app's own mod revision guards against
         planning on a spec that has since changed. etcd takes at most 128 operations
-        per transaction, so a large plan goes in transactions of ``TXN_KEYS`` replicas,
+        per transaction, so a large plan goes in transactions of ``txn_keys`` replicas,
         each guarded the same way, the records last: a conflict midway leaves the
         chunks before it, each a consistent step that the next round builds on.
         """
@@ -166,16 +190,18 @@ class Store:
         # trips); each is guarded on its own, so any that failed fails the whole.
         limit = asyncio.Semaphore(_CHUNKS_IN_FLIGHT)
 
+        size = self.txn_keys
+
         async def chunk(start: int) -> int:
             async with limit:
-                end = start + TXN_KEYS
+                end = start + size
                 return await self._guarded(
                     [app_guard, *replica_guards[start:end]], replica_ops[start:end], conflict
                 )
 
-        last = max(0, (len(replica_ops) - 1) // TXN_KEYS * TXN_KEYS)
+        last = max(0, (len(replica_ops) - 1) // size * size)
         results = await asyncio.gather(
-            *(chunk(start) for start in range(0, last, TXN_KEYS)), return_exceptions=True
+            *(chunk(start) for start in range(0, last, size)), return_exceptions=True
         )
         for result in results:
             if isinstance(result, BaseException):
@@ -260,6 +286,16 @@ class Store:
             [Compare(self.keys.host(host.host_id), expected_mod_revision)],
             [Put(self.keys.host(host.host_id), host.dump())],
             f"host {host.host_id!r} changed while it was being registered",
+        )
+
+    async def write_host_labels(
+        self, labels: HostLabelsRecord, *, expected_mod_revision: int
+    ) -> int:
+        """The labels admins set on a host (never part of its registration)."""
+        return await self._guarded(
+            [Compare(self.keys.host_labels(labels.host_id), expected_mod_revision)],
+            [Put(self.keys.host_labels(labels.host_id), labels.dump())],
+            f"the labels of host {labels.host_id!r} changed meanwhile; run it again",
         )
 
     async def write_host_maintenance(
@@ -350,7 +386,7 @@ class Store:
 
     async def report_many(self, reports: Sequence[HostReport]) -> list[FleetError | None]:
         """Agents' reports, each guarded on its host's session and bound to the lease
-        of the replica serving it, in transactions many hosts share, up to ``TXN_KEYS``
+        of the replica serving it, in transactions many hosts share, up to ``txn_keys``
         keys each (a host's keys stay together and in order). A shared transaction
         fails as a whole (one host's session just ended), so then each of its hosts is
         written alone and no host fails another's report. Returns each report's error,
@@ -358,9 +394,10 @@ class Store:
         ops = [self._report_ops(report) for report in reports]
         errors: list[FleetError | None] = [None] * len(reports)
         groups: list[list[int]] = []  # indexes of reports that share a transaction
-        size = TXN_KEYS
+        most = self.txn_keys
+        size = most
         for index, host_ops in enumerate(ops):
-            if size + len(host_ops) > TXN_KEYS:
+            if size + len(host_ops) > most:
                 groups.append([])
                 size = 0
             groups[-1].append(index)
@@ -371,8 +408,8 @@ class Store:
 
         async def write_alone(index: int) -> None:
             try:
-                for start in range(0, len(ops[index]), TXN_KEYS):
-                    chunk = ops[index][start : start + TXN_KEYS]
+                for start in range(0, len(ops[index]), most):
+                    chunk = ops[index][start : start + most]
                     if not (await self.etcd.txn([guard(index)], chunk)).succeeded:
                         raise Conflict(f"host {reports[index].host_id}'s session is over")
             except FleetError as error:

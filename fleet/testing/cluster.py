@@ -183,7 +183,8 @@ class LocalFleet:
         return self.options.listen
 
     def agent_labels(self, host_name: str) -> dict[str, str]:
-        """The labels of one host's agent: those of `--label`, plus `host=<name>`."""
+        """The labels of one host's agent: those of `--label`, plus `host=<name>` (its own
+        claims, which constraints match as ``agent.<key>``)."""
         return {**self.options.labels, "host": host_name}
 
     def clear_previous(self) -> None:
@@ -574,7 +575,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=_label,
         default=[],
         metavar="KEY=VALUE",
-        help="a label for every host's agent (repeat); each also gets host=<name>",
+        help="a label for every host's agent (repeat); each also gets host=<name> "
+        "(constraints match these as agent.<key>)",
     )
     up.add_argument(
         "--no-fleet",

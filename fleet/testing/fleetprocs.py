@@ -16,7 +16,7 @@ from pathlib import Path
 from fleet.client import FleetClient
 from fleet.testing.certs import TestPKI, tls_args
 from fleet.testing.procs import ManagedProcess, free_port
-from fleet.transport import Transport
+from fleet.transport import TlsFiles, Transport
 
 __all__ = ["FleetAgentProcess", "FleetServerProcess"]
 
@@ -99,7 +99,8 @@ class FleetServerProcess:
 
 
 class FleetAgentProcess:
-    """``fleet agent`` for one Docker daemon, with an agent certificate for ``host_id``."""
+    """``fleet agent`` for one Docker daemon, with an agent certificate for ``host_id``
+    (or the certificate ``tls``, whatever it names)."""
 
     def __init__(
         self,
@@ -110,10 +111,11 @@ class FleetAgentProcess:
         pki: TestPKI | None,
         labels: dict[str, str] | None = None,
         extra_args: list[str] | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         args = [sys.executable, "-m", "fleet", "agent", "--host-id", host_id, *(extra_args or [])]
         args += ["--server", ",".join(servers), "--docker", docker_url, "--log-level", "debug"]
-        args += tls_args(pki.agent(host_id) if pki else None)
+        args += tls_args(tls or (pki.agent(host_id) if pki else None))
         args += ["--state-dir", str(log_dir / f"agent-{host_id}-state")]
         for key, value in (labels or {}).items():
             args += ["--label", f"{key}={value}"]

@@ -191,6 +191,9 @@ class HollowRuntime(DockerRuntime):
             self._containers[container.id] = container
         return container.id
 
+    def bind_sources(self, container_id: str) -> tuple[str, ...]:
+        return ()  # a hollow container mounts nothing
+
     def _get(self, container_id: str) -> _Container:
         found = self._containers.get(container_id)
         if found is None:

@@ -21,7 +21,9 @@ from tests.conftest import PoolFactory
 from tests.helpers import fleet_containers
 
 IMAGE = "fleet-test/modes:v1"
-LABELS = {"h1": "edge", "h2": "core", "h3": "edge", "h4": "core"}
+# What each host's agent claims (--label role=...): selectable as agent.role only. The
+# role constraints match is the one admins set (fleet label host).
+CLAIMS = {"h1": "edge", "h2": "core", "h3": "edge", "h4": "edge"}
 
 
 @dataclass
@@ -41,7 +43,7 @@ class Pool4:
             host.docker_url,
             self.tmp_path,
             self.pki,
-            {"role": LABELS[name]},
+            {"role": CLAIMS[name]},
             ["--advertise-address", host.address],
         ).start()
 
@@ -96,10 +98,15 @@ def test_global_app_runs_one_replica_on_every_matching_host(four: Pool4) -> None
     for name in ("h1", "h2", "h3"):
         four.start_agent(name)
     wait_until(lambda: connected(client, 3), 30, what="3 agents")
+    for name in ("h1", "h3"):
+        labeled = four.cli("label", "host", name, "role=edge")
+        assert labeled.returncode == 0, labeled.stdout + labeled.stderr
     client.apply(
         load_documents(
             f"name: agent\nimage: {IMAGE}\nmode: global\nresources: {{memory: 16Mi}}\n"
-            f"---\nname: edge\nimage: {IMAGE}\nmode: global\nconstraints: [role=edge]\n",
+            f"---\nname: edge\nimage: {IMAGE}\nmode: global\nconstraints: [role=edge]\n"
+            f"---\nname: claimed\nimage: {IMAGE}\nmode: global\n"
+            "constraints: [agent.role=core]\n",
             "global.yaml",
         )
     )
@@ -113,13 +120,23 @@ def test_global_app_runs_one_replica_on_every_matching_host(four: Pool4) -> None
     wait_until(
         lambda: per_host("edge") == {"h1": 1, "h2": 0, "h3": 1, "h4": 0}, 60, what="edge only"
     )
+    # A constraint on agent.* selects on what the host's agent says of itself.
+    wait_until(
+        lambda: per_host("claimed") == {"h1": 0, "h2": 1, "h3": 0, "h4": 0},
+        60,
+        what="agent.role=core only",
+    )
 
     # A host that joins gets its replica within seconds.
     joined = time.monotonic()
     four.start_agent("h4")
     wait_until(lambda: per_host("agent")["h4"] == 1, 30, what="the new host's replica")
     assert time.monotonic() - joined < 30
-    assert per_host("edge")["h4"] == 0  # h4 is not role=edge
+    assert per_host("edge")["h4"] == 0  # h4 only claims role=edge: no admin labeled it
+    # ... and one that starts matching (an admin labels it) gets one too.
+    labeled = four.cli("label", "host", "h4", "role=edge")
+    assert labeled.returncode == 0, labeled.stdout + labeled.stderr
+    wait_until(lambda: per_host("edge")["h4"] == 1, 30, what="h4's edge replica")
 
     # A drain leaves global replicas (they stop with the host) ...
     drained = four.cli("drain", "h1", "--wait", "--timeout", "60s")

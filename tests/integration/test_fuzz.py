@@ -114,8 +114,11 @@ def plane(
     )
     log_dir = tmp_path_factory.mktemp("fuzz")
     server = FleetServerProcess(etcd_server.endpoint, PREFIX, log_dir, pki).start()
-    api_channel = pki.client_transport().channel(server.address)
-    agent_channel = Transport(pki.agent(HOST)).channel(server.address)
+    # These channels send whatever a test builds (fleet's own send no more than the
+    # server takes), so that the server's own limits are what is tested.
+    unlimited = [("grpc.max_send_message_length", -1)]
+    api_channel = pki.client_transport().channel(server.address, unlimited)
+    agent_channel = Transport(pki.agent(HOST)).channel(server.address, unlimited)
     try:
         with server.client() as client:
             seed = f"name: {APP}\nimage: fuzz/app:v1\nreplicas: 0\nlabels: {{a: b}}\n"
@@ -166,8 +169,26 @@ def _allowed(key: str, value: bytes | None, baseline: dict[str, bytes]) -> bool:
         return True  # leadership is liveness (a lease), not desired state
     if key.startswith(f"{PREFIX}events/") and key not in baseline and value is not None:
         found = json.loads(value)  # a batch (a list) of events, or one event
-        return all(e.get("host") == HOST for e in (found if isinstance(found, list) else [found]))
+        return all(_within_limits(e) for e in (found if isinstance(found, list) else [found]))
     return False
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _within_limits(event: dict[str, Any]) -> bool:
+    """An event an agent made the control plane store: its own host's, cut to size, with
+    no terminal controls, and no count but the gate's (issue #17: events are held to
+    limits, whatever an agent sends)."""
+    text = [str(event.get(f, "")) for f in ("message", "kind", "app", "time", "containerId")]
+    return (
+        event.get("host") == HOST
+        and event.get("source") in ("agent", "controlplane")
+        and len(str(event.get("message", ""))) <= 1024
+        and len(str(event.get("kind", ""))) <= 64
+        and not any(_CONTROL.search(t) or "\x1b" in t for t in text)
+        and int(event.get("count", 0)) < 10**6
+    )
 
 
 def assert_etcd_unchanged(plane: Plane) -> None:
@@ -395,6 +416,7 @@ events = st.builds(
     kind=TEXT,
     message=st.text(max_size=3000),
     exit_code=I32,
+    count=st.integers(10**6, 2**32 - 1),  # a forged count: the control plane counts itself
 )
 
 

@@ -8,10 +8,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from fleet.client import FleetClient
 from fleet.errors import PermissionDenied, Unavailable
@@ -19,12 +15,14 @@ from fleet.pki import Role
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.spec import AppSpec, load_documents
-from fleet.testing import EtcdServer, free_port
+from fleet.testing import EtcdServer, free_port, wait_until
 from fleet.testing.certs import TestPKI
 from fleet.testing.fleetprocs import FleetServerProcess
 from fleet.transport import TlsFiles, Transport
 from tests.helpers import etcd_prefix
 from tests.integration.conftest import Fleet, wait_containers
+
+DAY = datetime.timedelta(days=1)
 
 
 def _spec(image: str, replicas: int = 1) -> AppSpec:
@@ -35,57 +33,29 @@ def _client(fleet: Fleet, files: TlsFiles | None) -> FleetClient:
     return FleetClient([fleet.server.address], Transport(files), timeout=5)
 
 
-def _expired_client_cert(pki: TestPKI, directory: Path) -> TlsFiles:
-    """A client certificate signed by the right CA whose validity ended yesterday."""
-    ca_cert = x509.load_pem_x509_certificate(pki.ca.read_bytes())
-    ca_key = serialization.load_pem_private_key((pki.dir / "ca.key").read_bytes(), None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fleet"),
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "client"),
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "role:admin"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "expired"),
-        ]
-    )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=10))
-        .not_valid_after(now - datetime.timedelta(days=1))
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    (directory / "expired.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "expired.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return TlsFiles(pki.ca, directory / "expired.crt", directory / "expired.key")
-
-
 def test_clients_without_a_valid_certificate_are_refused(fleet: Fleet, tmp_path: Path) -> None:
     before = etcd_prefix(fleet.etcd, fleet.prefix)
     other = TestPKI(tmp_path / "other-ca")
     attempts = {
         "plaintext": None,
         "another CA": other.client(),
-        "expired": _expired_client_cert(fleet.pki, tmp_path),
     }
     for what, files in attempts.items():
         with _client(fleet, files) as client, pytest.raises(Unavailable):
             client.apply([_spec(fleet.image)])
         assert etcd_prefix(fleet.etcd, f"{fleet.prefix}apps/") == {}, what
+    # fleet's client will not send an expired certificate (test_tls_refusals.py); the server
+    # refuses it too, as a channel that skips the client's check shows.
+    now = datetime.datetime.now(datetime.UTC)
+    expired = fleet.pki.dated_client("expired", now - DAY * 10, now - DAY)
+    ca, cert, key = expired.read()
+    credentials = grpc.ssl_channel_credentials(ca, key, cert)
+    with grpc.secure_channel(fleet.server.address, credentials) as channel:
+        request = pb.ApplyRequest(specs_json=[_spec(fleet.image).model_dump_json()])
+        with pytest.raises(grpc.RpcError) as raised:
+            pb_grpc.FleetServiceStub(channel).Apply(request, timeout=5)
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    assert etcd_prefix(fleet.etcd, f"{fleet.prefix}apps/") == {}
     assert etcd_prefix(fleet.etcd, f"{fleet.prefix}apps/") == {
         k: v for k, v in before.items() if "/apps/" in k
     }
@@ -185,6 +155,19 @@ def test_bearer_tokens_carry_a_role_are_stored_hashed_and_can_be_revoked(
             assert [a.name for a in dash.apps()] == ["tok"]
             with pytest.raises(PermissionDenied, match="viewer 'token:dash' may not change apps"):
                 dash.scale("tok", 2)
+            # Streaming calls take tokens too, within the role (issue #17, 12) ...
+            assert isinstance(list(dash.events(limit=5)), list)
+            with pytest.raises(PermissionDenied, match="viewer 'token:dash' may not"):
+                list(dash.logs("tok"))
+        # ... and their refusals are logged with the peer, as every other refusal.
+        wait_until(
+            lambda: (
+                "refused ipv4:127.0.0.1" in server.process.log_tail(200)
+                and "may not read container logs" in server.process.log_tail(200)
+            ),
+            10,
+            what="the refused logs call in the server's log",
+        )
         forged = by_token(made.token.rsplit("_", 1)[0] + "_wrong")
         with forged, pytest.raises(PermissionDenied, match="unknown or revoked token"):
             forged.apps()

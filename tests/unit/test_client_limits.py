@@ -1,5 +1,6 @@
 """The client receives answers past gRPC's default 4 MiB limit (a large `fleet get
-containers`), over a real gRPC round trip to a stand-in FleetService."""
+containers`) and sends requests no larger than the control plane takes (4 MiB), over a
+real gRPC round trip to a stand-in FleetService."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import grpc
 import pytest
 
 from fleet.client import FleetClient
+from fleet.errors import FleetError
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
-from fleet.transport import MAX_MESSAGE_BYTES, Transport
+from fleet.transport import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, Transport
 
 GRPC_DEFAULT_LIMIT = 4 * 1024 * 1024
 REPLICAS = 20_000
@@ -87,3 +89,27 @@ def test_a_channel_without_fleet_limits_refuses_that_answer(
         with pytest.raises(grpc.RpcError) as refused:
             stub.GetContainers(pb.GetRequest(), timeout=30)
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class _TakesAnything(pb_grpc.FleetServiceServicer):  # type: ignore[misc]
+    def GetApps(self, request: pb.GetRequest, context: Any) -> pb.AppList:
+        return pb.AppList()
+
+
+def test_the_client_sends_no_more_than_the_control_plane_takes() -> None:
+    """A request over the server's 4 MiB fails in the client, before it is sent: here to
+    a server that would take it."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=2),
+        options=[("grpc.max_receive_message_length", -1)],
+    )
+    pb_grpc.add_FleetServiceServicer_to_server(_TakesAnything(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with FleetClient([f"127.0.0.1:{port}"], Transport(None), timeout=30) as client:
+            assert client.apps("x" * (MAX_REQUEST_BYTES - 1024)) == []
+            with pytest.raises(FleetError, match="Sent message larger than max"):
+                client.apps("x" * (MAX_REQUEST_BYTES + 1))
+    finally:
+        server.stop(None)

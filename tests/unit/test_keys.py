@@ -41,6 +41,7 @@ def test_keys_of_every_kind() -> None:
     assert LAYOUT.revision("web", 7) == b"/fleet/revisions/web/0000000007"
     assert LAYOUT.replica("web", 3) == b"/fleet/replicas/web/000003"
     assert LAYOUT.host("h1.example.com") == b"/fleet/hosts/h1.example.com"
+    assert LAYOUT.host_labels("h1") == b"/fleet/host-labels/h1"
     assert LAYOUT.alive("h1") == b"/fleet/alive/h1"
     assert LAYOUT.status("h1") == b"/fleet/status/h1"
 
@@ -220,13 +221,19 @@ def test_property_accepted_names_stay_in_their_folder(name: str, slot: int, n: i
     )
 )
 def test_property_accepted_host_ids_stay_in_their_folder(host_id: str) -> None:
-    """Whatever ``check_host_id`` accepts makes one segment under hosts/, alive/, status/."""
+    """Whatever ``check_host_id`` accepts makes one segment under hosts/, host-labels/,
+    alive/, status/."""
     try:
         check_host_id(host_id)
     except InvalidArgument:
         return
     assert "/" not in host_id and ".." not in host_id and "\x00" not in host_id
-    for build, kind in [(LAYOUT.host, "hosts"), (LAYOUT.alive, "alive"), (LAYOUT.status, "status")]:
+    for build, kind in [
+        (LAYOUT.host, "hosts"),
+        (LAYOUT.host_labels, "host-labels"),
+        (LAYOUT.alive, "alive"),
+        (LAYOUT.status, "status"),
+    ]:
         key = build(host_id)
         assert key.startswith(LAYOUT.root)
         assert LAYOUT.parse(key) == ParsedKey(kind, (host_id,))

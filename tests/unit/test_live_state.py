@@ -20,6 +20,7 @@ from fleet.store.live import LiveState
 from fleet.store.records import (
     AppRecord,
     ContainerReport,
+    HostLabelsRecord,
     HostRecord,
     LiveRecord,
     MaintenanceRecord,
@@ -86,6 +87,10 @@ def host_record(host: str, cpu: float = 4.0) -> HostRecord:
     return HostRecord(
         host_id=host, capacity=ResourceAmounts(cpu=cpu, memory=8 << 30), registered_at="t0"
     )
+
+
+def admin_labels(host: str, **labels: str) -> HostLabelsRecord:
+    return HostLabelsRecord(host_id=host, labels=labels, updated_at="t0")
 
 
 def live_record(server: str = "cp1") -> LiveRecord:
@@ -443,6 +448,8 @@ CHANGE_CASES: list[tuple[str, bytes, Any, set[str]]] = [
     ("host record", LAYOUT.host("h2"), host_record("h2", cpu=8.0), {"hosts", "host_inputs:h2"}),
     ("host gone", LAYOUT.host("h2"), None, {"hosts", "host_inputs:h2"}),
     ("liveness", LAYOUT.alive("h2"), None, {"hosts"}),
+    ("admin labels", LAYOUT.host_labels("h2"), admin_labels("h2", tier="secure"), {"hosts"}),
+    ("admin labels gone", LAYOUT.host_labels("h2"), None, {"hosts"}),
     ("revision", LAYOUT.revision("web", 2), revision_record("web", 2), {"shared", "apps:web"}),
     ("secret", LAYOUT.secret("db-password"), secret("db-password", 2), {"shared"}),
     ("app record", LAYOUT.app("api"), app_record("api", 2), {"apps:api"}),
@@ -462,6 +469,24 @@ def test_changes_move_exactly_the_parts_a_key_belongs_to(
     before = changes(live)
     live.apply(key, None if record is None else record.dump(), live.revision + 1)
     assert bumped(before, changes(live)) == expected
+
+
+def test_admin_labels_reach_the_next_snapshot_and_not_an_earlier_one() -> None:
+    """A host's admin labels (their folder, host-labels/, is the table host_labels) are
+    in the snapshot after the change, as decode_state reads them, and not before."""
+    live = seeded()
+    before = live.snapshot()
+    key, record = LAYOUT.host_labels("h2"), admin_labels("h2", tier="secure")
+    live.apply(key, record.dump(), live.revision + 1)
+    after = live.snapshot()
+    assert before.host_labels == {}
+    assert after.host_labels["h2"].value == record
+    assert after.selectable_labels("h2") == {"tier": "secure"}
+    decoded = decode_state(LAYOUT, [KeyValue(key, record.dump(), 7)], 7)
+    assert decoded.host_labels["h2"].value == record
+    live.apply(key, None, live.revision + 1)
+    assert live.snapshot().host_labels == {}
+    assert after.host_labels["h2"].value == record
 
 
 def test_changes_keep_moving_on_every_change_of_a_part() -> None:

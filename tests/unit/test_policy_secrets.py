@@ -65,5 +65,6 @@ def test_key_files_are_private_and_made_once(tmp_path: Path) -> None:
     assert path.read_bytes() == before
     assert load_key_file(path).key_id
     (tmp_path / "short.key").write_bytes(b"c2hvcnQ=\n")
+    (tmp_path / "short.key").chmod(0o600)  # a key open to others is refused before it is read
     with pytest.raises(InvalidArgument, match="32 random bytes"):
         load_key_file(tmp_path / "short.key")

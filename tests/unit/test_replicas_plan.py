@@ -12,6 +12,7 @@ from fleet.spec import AppSpec, Constraint, load_documents
 from fleet.store import ClusterState, Versioned
 from fleet.store.records import (
     AppRecord,
+    HostLabelsRecord,
     HostRecord,
     HostState,
     LiveRecord,
@@ -48,7 +49,10 @@ def add_host(
     facts: dict[str, str] | None = None,
     host_state: HostState = "ready",
     connected: bool = True,
+    admin_labels: dict[str, str] | None = None,
 ) -> None:
+    """A registered host: ``labels`` are its agent's own (``--label``), ``admin_labels``
+    those set with ``fleet label host``."""
     record = HostRecord(
         host_id=host_id,
         capacity=ResourceAmounts(cpu=cpu, memory=memory),
@@ -58,6 +62,9 @@ def add_host(
         registered_at="t0",
     )
     state.hosts[host_id] = Versioned(record, 10)
+    if admin_labels is not None:
+        admin = HostLabelsRecord(host_id=host_id, labels=admin_labels, updated_at="t0")
+        state.host_labels[host_id] = Versioned(admin, 12)
     if connected:
         state.alive[host_id] = Versioned(LiveRecord(server="cp1", connected_at="t0"), 11)
 
@@ -355,8 +362,8 @@ def test_constraints_and_placement_come_from_the_current_spec() -> None:
     """A change of constraints or placement alone makes no new revision: the scheduler
     takes them from the app's spec, not from the (older) revision record."""
     state = cluster()
-    add_host(state, "h1", labels={"role": "edge"})
-    add_host(state, "h2", labels={"role": "core"})
+    add_host(state, "h1", admin_labels={"role": "edge"})
+    add_host(state, "h2", admin_labels={"role": "core"})
     add_revision(state, spec("constraints: [role=edge]\n"), 1)
     state.apps["web"] = Versioned(
         AppRecord(
@@ -406,9 +413,9 @@ def test_request_of_a_slot() -> None:
 
 
 def test_scheduler_snapshot() -> None:
-    """Hosts keep their state and connection; labels override facts of the same name;
-    each host sums what its replicas reserve (a replacement's too), except the excluded
-    app's."""
+    """Hosts keep their state and connection; their labels are the admins', the agent's
+    as agent.* (which shadow no fact) and the facts fleet knows; each host sums what its
+    replicas reserve (a replacement's too), except the excluded app's."""
     state = ClusterState(revision=1)
     add_host(
         state,
@@ -416,7 +423,8 @@ def test_scheduler_snapshot() -> None:
         cpu=2,
         memory=Gi,
         labels={"role": "edge", "os": "custom"},
-        facts={"os": "linux", "arch": "x86_64"},
+        facts={"os": "linux", "arch": "x86_64", "tier": "secure"},
+        admin_labels={"tier": "web"},
     )
     add_host(state, "h2", host_state="cordoned", connected=False)
     add_replica(state, "web", 0, "h1", cpu=0.5, memory=Mi, ports=["80/tcp"])
@@ -429,7 +437,13 @@ def test_scheduler_snapshot() -> None:
             "h1",
             2.0,
             Gi,
-            {"role": "edge", "os": "custom", "arch": "x86_64"},
+            {
+                "tier": "web",
+                "agent.role": "edge",
+                "agent.os": "custom",
+                "os": "linux",
+                "arch": "x86_64",
+            },
             reserved_nanocpus=750_000_000,
             reserved_memory=3 * Mi,
             placed_apps={"web": 1, "db": 1},

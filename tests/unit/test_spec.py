@@ -165,6 +165,11 @@ def test_command_string_is_split_into_words() -> None:
         ("update: {progress_deadline: 0s}", "update.progress_deadline", 3, "from 1s"),
         ("update: {auto_rollback: 1}", "update.auto_rollback", 3, "expected true or false"),
         ("update: {surge: 1}", "update.surge", 3, "did you mean 'max_surge'?"),
+        ("volumes: ['/srv/../etc:/x']", "volumes[0]", 3, "source /srv/../etc contains '..'"),
+        ("volumes:\n- data:/d\n- /srv//y/:/y", "volumes[1]", 5, "normal form (no '.', '//'"),
+        ("volumes: ['/srv/./y:/y:ro']", "volumes[0]", 3, "/srv/./y is not in normal form"),
+        ("volumes: ['/srv/data/:/y']", "volumes[0]", 3, "trailing '/'): write /srv/data"),
+        ("volumes: ['/a:/b/../c']", "volumes[0]", 3, "expected NAME:/path or /host/path:/path"),
     ],
 )
 def test_invalid_field(extra: str, path: str, line: int, expected: str) -> None:

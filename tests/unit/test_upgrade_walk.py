@@ -480,19 +480,21 @@ def test_stepping_twice_without_a_world_change_is_idempotent(stage: str) -> None
 
 
 def test_selected_hosts_over_labels_and_facts() -> None:
-    """``k=v``, ``k!=v`` (absent or different) and ``k`` (exists) match labels and facts
-    alike; a label wins over a fact of the same key; hosts come sorted."""
+    """``k=v``, ``k!=v`` (absent or different) and ``k`` (exists) match admin labels,
+    agent labels (as agent.*) and known facts alike; an agent cannot pass a label off
+    as an admin's or a fact; hosts come sorted."""
     state = cluster()
-    add_host(state, "h3", labels={"pool": "edge"}, facts={"os": "fedora", "arch": "x86_64"})
-    add_host(state, "h1", labels={"pool": "edge", "gpu": "a100"}, facts={"os": "debian"})
-    add_host(state, "h2", labels={"pool": "core"}, facts={"os": "fedora", "arch": "aarch64"})
-    add_host(state, "h4", facts={"os": "fedora", "pool": "edge"})
-    add_host(state, "h5", labels={"os": "custom"}, facts={"os": "fedora"})
+    add_host(state, "h3", admin_labels={"pool": "edge"}, facts={"os": "fedora", "arch": "x86_64"})
+    add_host(state, "h1", admin_labels={"pool": "edge", "gpu": "a100"}, facts={"os": "debian"})
+    add_host(state, "h2", admin_labels={"pool": "core"}, facts={"os": "fedora", "arch": "aarch64"})
+    add_host(state, "h4", facts={"os": "fedora", "pool": "edge"})  # not a fact fleet knows
+    add_host(state, "h5", labels={"os": "custom", "pool": "edge"}, facts={"os": "fedora"})
     assert selected_hosts(state, []) == ["h1", "h2", "h3", "h4", "h5"]
-    assert selected_hosts(state, ["pool=edge"]) == ["h1", "h3", "h4"]  # h4: from a fact
-    assert selected_hosts(state, ["os=fedora"]) == ["h2", "h3", "h4"]  # h5: label wins
-    assert selected_hosts(state, ["pool=edge", "os=fedora"]) == ["h3", "h4"]
-    assert selected_hosts(state, ["os!=fedora"]) == ["h1", "h5"]
+    assert selected_hosts(state, ["pool=edge"]) == ["h1", "h3"]  # h4, h5: their own word
+    assert selected_hosts(state, ["agent.pool=edge"]) == ["h5"]
+    assert selected_hosts(state, ["os=fedora"]) == ["h2", "h3", "h4", "h5"]  # h5: the fact
+    assert selected_hosts(state, ["pool=edge", "os=fedora"]) == ["h3"]
+    assert selected_hosts(state, ["os!=fedora"]) == ["h1"]
     assert selected_hosts(state, ["gpu!=a100"]) == ["h2", "h3", "h4", "h5"]  # absent matches
     assert selected_hosts(state, ["gpu"]) == ["h1"]
     assert selected_hosts(state, ["arch"]) == ["h2", "h3"]
