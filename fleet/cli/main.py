@@ -408,6 +408,8 @@ def describe(
                         f"{info.placed} placed / {info.desired} desired"
                     )
                 )
+            if info.reason:  # why not every container is up, as `get apps` says it
+                console.print(safe(f"{info.reason}: {info.message}"), soft_wrap=True)
             print(yaml.safe_dump(spec, sort_keys=False), end="")
             if info.pending:
                 console.print("[bold]pending[/bold]")

@@ -191,7 +191,7 @@ def test_images_that_cannot_be_pulled_fail_the_rollout_fast_and_take_nothing_dow
     apps = pulls.server.cli("get", "apps", "-o", "wide")
     assert "image-not-found" in apps.stdout and bad in apps.stdout, apps.stdout
     described = pulls.server.cli("describe", "app", "api")
-    assert "image-not-found" in described.stdout, described.stdout
+    assert f"image-not-found: image {bad} not found in the registry" in described.stdout
     assert len(client.endpoints("api")) == REPLICAS  # v1 serves on
 
     # An undo brings it back; so does a corrected image.
