@@ -596,6 +596,7 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
             args.reschedule_after,
             "--metrics-listen",
             f"127.0.0.1:{metrics_port}",
+            "--metrics-insecure",  # the server runs without TLS here (--insecure)
             "--log-level",  # the harness asks for debug; the last one given wins
             args.server_log_level,
         ]

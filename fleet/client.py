@@ -275,6 +275,16 @@ class FleetClient:
         response: pb.HostInfo = self._call(lambda s: s.LabelHost(request, timeout=self.timeout))
         return response
 
+    def remove_host(self, host_id: str, *, force: bool = False) -> pb.RemoveHostResponse:
+        """Take a host out of the pool (admin only): its certificates are denied on every
+        stream, its record goes and its replicas are placed elsewhere; refused while it
+        has replicas unless ``force``."""
+        request = pb.RemoveHostRequest(host_id=host_id, force=force)
+        response: pb.RemoveHostResponse = self._call(
+            lambda s: s.RemoveHost(request, timeout=self.timeout)
+        )
+        return response
+
     def create_token(self, name: str, role: str) -> pb.CreateTokenResponse:
         """A new bearer token (admin only); its secret is in the answer, and nowhere else."""
         request = pb.CreateTokenRequest(name=name, role=role)

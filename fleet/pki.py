@@ -66,6 +66,8 @@ __all__ = [
     "is_etcd_ca",
     "issue",
     "load_credentials",
+    "serial_from_auth_context",
+    "serial_of",
 ]
 
 
@@ -211,6 +213,17 @@ def identity_from_auth_context(auth_context: Mapping[str, Sequence[bytes]]) -> I
         return identity_from_pem(pems[0])
     except InvalidArgument as error:
         raise PermissionDenied(f"peer certificate: {error}") from None
+
+
+def serial_of(cert_pem: bytes) -> str:
+    """A PEM certificate's serial as fleet writes it everywhere: lowercase hex."""
+    return format(_parse_cert(cert_pem, "certificate").serial_number, "x")
+
+
+def serial_from_auth_context(auth_context: Mapping[str, Sequence[bytes]]) -> str:
+    """The serial of the peer's certificate ("" without one: a plaintext server)."""
+    pems = auth_context.get("x509_pem_cert") or []
+    return serial_of(pems[0]) if pems else ""
 
 
 # ------------------------------------------------------------------ issuing

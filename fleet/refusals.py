@@ -218,6 +218,9 @@ def agent_refused(
             f"{host_id!r} (`fleet certs issue agent {host_id}`)"
         )
     shown = f" {files.cert}" if files is not None else ""
+    if "was removed from the pool" in details:
+        # Its certificate is denied: the details say by whom, when and how to rejoin.
+        return PermissionDenied(f"{said}; the certificate it presented:{shown or ' (none)'}")
     return PermissionDenied(
         f"{said}; fix the agent's certificate{shown} or --host-id and start it again"
     )

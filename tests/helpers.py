@@ -7,16 +7,19 @@ import asyncio
 import base64
 import inspect
 import json
+import ssl
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import docker.errors
 
 from fleet.testing import EtcdServer, wait_until
+from fleet.transport import TlsFiles
 
 
 async def eventually(
@@ -82,6 +85,33 @@ def wait_http(address: str, port: int, expected: str, timeout: float = 20.0) -> 
         what=f"http://{address}:{port}/ to answer {expected!r}",
         ignore=(urllib.error.URLError, OSError),
     )
+
+
+def scrape(
+    address: str,
+    *,
+    ca: Path | None = None,
+    cert: TlsFiles | None = None,
+    token: str | None = None,
+    timeout: float = 5.0,
+) -> tuple[int, str, dict[str, str]]:
+    """GET /metrics at ``address`` as Prometheus would: over HTTPS checked against
+    ``ca`` (plain HTTP without one), with the client certificate ``cert`` and/or
+    ``Authorization: Bearer token``; the status, body and headers, whatever the status."""
+    context = None
+    if ca is not None:
+        context = ssl.create_default_context(cafile=ca)
+        if cert is not None:
+            context.load_cert_chain(cert.cert, cert.key)
+    scheme = "https" if context is not None else "http"
+    request = urllib.request.Request(f"{scheme}://{address}/metrics")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+            return response.status, response.read().decode(), dict(response.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(), dict(error.headers)
 
 
 def fleet_containers(docker_client: Any, app: str | None = None, *, all: bool = False) -> list[Any]:

@@ -9,6 +9,10 @@ Three loops share one state:
   nothing);
 - a thread follows Docker's events and wakes the reconcile loop.
 
+A renewed certificate (its files rewritten while the agent runs) is taken up without a
+restart: the stream ends and the next one is opened with the new files
+(``fleet.agent.certwatch``).
+
 Until the first desired set arrives (after a restart, or while the control plane is
 away) the agent takes the containers it finds as desired: it adopts them, never
 duplicates or removes them, and keeps their restart policies.
@@ -35,6 +39,7 @@ import grpc
 import grpc.aio
 
 from fleet._time import iso_at
+from fleet.agent.certwatch import CertificateWatch
 from fleet.agent.events import EventQueue, from_docker, own, restart_events
 from fleet.agent.failures import FailureBook
 from fleet.agent.health import Prober
@@ -88,6 +93,9 @@ class AgentConfig:
     os_release: Path = Path("/etc/os-release")
     # Whether the control plane may have this host run a command (an OS upgrade walk).
     allow_host_commands: bool = False
+    # How often the certificate files are looked at: once changed into a usable set,
+    # the agent reconnects with them (renewal without a restart).
+    cert_check_seconds: float = 2.0
 
 
 def _adopted(containers: list[ObservedContainer]) -> list[pb.ContainerSpec]:
@@ -208,6 +216,8 @@ class Agent:
         self._stop_events = threading.Event()
         self._prober = Prober(self._report_now.set)
         self._commands: set[asyncio.Task[None]] = set()  # host commands being waited for
+        tls = config.transport.tls
+        self._certs = CertificateWatch(tls) if tls is not None else None
 
     def wake(self) -> None:
         self._wake.set()
@@ -615,8 +625,10 @@ class Agent:
             server = self.config.servers[attempt % len(self.config.servers)]
             attempt += 1
             try:
-                await self._session(server)
+                renewed = await self._session(server)
                 delay = 0.2
+                if renewed:
+                    continue  # reconnect at once, with the new certificate
             except grpc.aio.AioRpcError as error:
                 details = error.details() or ""
                 refused = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
@@ -716,7 +728,26 @@ class Agent:
             )
         )
 
-    async def _session(self, server: str) -> None:
+    async def _watch_certificate(self, call: grpc.aio.Call, renewed: asyncio.Event) -> None:
+        """End the stream (``call``) once the certificate files changed into a usable
+        set: the next connection presents the new certificate."""
+        assert self._certs is not None
+        while True:
+            await asyncio.sleep(self.config.cert_check_seconds)
+            serial = await asyncio.to_thread(self._certs.renewed)
+            if serial is not None:
+                log.info(
+                    "the certificate %s changed (serial %s): reconnecting with it",
+                    self._certs.files.cert,
+                    serial,
+                )
+                renewed.set()
+                call.cancel()
+                return
+
+    async def _session(self, server: str) -> bool:
+        """One stream with ``server``, until it ends; True when it ended because the
+        certificate was renewed (reconnect at once)."""
         outbox: asyncio.Queue[pb.AgentMessage] = asyncio.Queue()
         await outbox.put(await self._register_message())
 
@@ -724,11 +755,19 @@ class Agent:
             while True:
                 yield await outbox.get()
 
+        if self._certs is not None:
+            self._certs.mark()  # before the channel reads the files
         async with self.config.transport.aio_channel(server) as channel:
             stub = pb_grpc.AgentServiceStub(channel)
             call = stub.Connect(outgoing())
             heartbeats: asyncio.Task[None] | None = None
             senders: asyncio.Task[None] | None = None
+            renewed = asyncio.Event()
+            watcher = (
+                asyncio.create_task(self._watch_certificate(call, renewed))
+                if self._certs is not None
+                else None
+            )
 
             async def respond(response: pb.ContainerResponse) -> None:
                 await outbox.put(pb.AgentMessage(response=response))
@@ -757,12 +796,18 @@ class Agent:
                         self.wake()
                         if message.desired.HasField("command"):
                             await self._host_command(message.desired.command)
+            except (asyncio.CancelledError, grpc.aio.AioRpcError):
+                current = asyncio.current_task()
+                if renewed.is_set() and not (current is not None and current.cancelling()):
+                    return True  # the stream we ended ourselves, to renew
+                raise
             finally:
-                for task in (heartbeats, senders):
+                for task in (heartbeats, senders, watcher):
                     if task is not None:
                         task.cancel()
                 self._requests.cancel_all()
                 call.cancel()
+            return renewed.is_set()
 
     async def _host_command(self, command: pb.HostCommand) -> None:
         """Run an upgrade command once per id: detached, so it may restart the agent

@@ -1,5 +1,6 @@
 """``fleet drain`` and ``fleet upgrade-hosts``: take hosts out for maintenance;
-``fleet label host``: the labels admins give hosts.
+``fleet label host``: the labels admins give hosts; ``fleet hosts remove``: take one
+out of the pool for good.
 
 Drains and upgrade walks run in the control plane and live in etcd; these commands
 start them and, if asked, poll until they are done.
@@ -23,7 +24,16 @@ from fleet.errors import InvalidArgument
 from fleet.hostlabels import AGENT_PREFIX
 from fleet.proto import fleet_pb2 as pb
 
-__all__ = ["drain", "follow_upgrade", "label", "label_changes", "upgrade_hosts", "wait_for_drain"]
+__all__ = [
+    "drain",
+    "follow_upgrade",
+    "hosts_app",
+    "label",
+    "label_changes",
+    "removed_lines",
+    "upgrade_hosts",
+    "wait_for_drain",
+]
 
 POLL_INTERVAL = 0.5
 
@@ -340,3 +350,59 @@ def upgrade_hosts(
         code = follow_upgrade(client, limit)
     if code:
         raise typer.Exit(code)
+
+
+hosts_app = typer.Typer(
+    help="The pool's hosts (list them with `fleet get hosts`).", no_args_is_help=True
+)
+
+
+def removed_lines(removed: pb.RemoveHostResponse) -> list[str]:
+    """What ``fleet hosts remove`` says it did, and what follows from it."""
+    host = removed.host_id
+    if removed.denied_serials:
+        serials = ", ".join(removed.denied_serials)
+        denied = f"certificate serial(s) {serials} denied on every control plane"
+    else:
+        denied = "no certificate serial known (a plaintext control plane): nothing denied"
+    ended = "its agent's stream ended" if removed.was_connected else "its agent was not connected"
+    lines = [f"host/{host} removed: {denied}; {ended}"]
+    if removed.replicas:
+        lines.append(
+            f"{removed.replicas} replica(s) it had are placed elsewhere (`fleet get containers`)"
+        )
+    lines.append(
+        f"to rejoin, it needs a new certificate: `fleet certs issue agent {host} --force`, "
+        "then start its agent with it"
+    )
+    return lines
+
+
+@hosts_app.command("remove")
+@connected
+def remove(
+    host: HostArg,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Remove it even while replicas are placed on it: they are placed "
+            "elsewhere as a lost host's, without waiting for their replacements.",
+        ),
+    ] = False,
+    conn: Connection = CONNECTION,
+    output: Annotated[
+        Format, typer.Option("--output", "-o", help="Output format.", case_sensitive=False)
+    ] = Format.table,
+) -> None:
+    """Take HOST out of the pool for good (admin only): the certificates it registered
+    with are denied on every control plane, so its agent's stream ends at once and
+    cannot open again; its record and labels go. Refused while it still has replicas:
+    drain it first (`fleet drain HOST --wait`), or give --force."""
+    with conn.client() as client:
+        removed = client.remove_host(host, force=force)
+    if output in (Format.json, Format.yaml):
+        print_records([removed], output, [], [])
+        return
+    for line in removed_lines(removed):
+        console.print(safe(line), soft_wrap=True)

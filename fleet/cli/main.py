@@ -426,6 +426,11 @@ def describe(
                 f"{AGENT_PREFIX}{k}={v}" for k, v in sorted(host.agent_labels.items())
             )
             console.print(safe(f"labels its agent claims (--label): {claimed or '-'}"))
+            serial = host.cert_serial or "- (none: a plaintext control plane)"
+            console.print(
+                safe(f"certificate serial (its agent's, last registration): {serial}"),
+                soft_wrap=True,
+            )
             if _capped_claim(host):
                 counted, claims = host.capacity, host.reported_capacity
                 console.print(
@@ -594,7 +599,8 @@ def top(
     target: Annotated[str, typer.Argument(metavar="APP|HOST", show_default=False)],
     conn: Connection = CONNECTION,
 ) -> None:
-    """The processes of an app's replicas, or of every fleet container on a host."""
+    """The processes of an app's replicas, or of every fleet container on a host
+    (deployers and admins: command lines may hold secrets)."""
     with conn.client() as client:
         is_host = any(h.host_id == target for h in client.hosts())
         entries = client.top(host=target) if is_host else client.top(app=target)
@@ -675,6 +681,7 @@ app.command()(hosts.drain)
 app.command()(rollouts.wait)
 app.command("upgrade-hosts")(hosts.upgrade_hosts)
 app.command()(hosts.label)
+app.add_typer(hosts.hosts_app, name="hosts")
 
 
 app.add_typer(secrets.app, name="secrets")
@@ -761,7 +768,8 @@ def tokens_create(
     conn: Connection = CONNECTION,
 ) -> None:
     """Create a token (admin only) and print it once: only its hash is kept. Use it with
-    --token (or FLEET_TOKEN) against the server's --token-listen address."""
+    --token (or FLEET_TOKEN) against the server's --token-listen address, or as the
+    bearer token that scrapes its /metrics."""
     with conn.client() as client:
         made = client.create_token(name, role)
     err_console.print(safe(f"token {made.id} for {name} ({role}); it is shown this once:"))
@@ -854,8 +862,23 @@ def server(
     ] = None,
     metrics_listen: Annotated[
         str | None,
-        typer.Option("--metrics-listen", help="Serve Prometheus /metrics here, e.g. :7401."),
+        typer.Option(
+            "--metrics-listen",
+            help="Serve Prometheus /metrics here, e.g. :7401: HTTPS with the server's "
+            "certificate, to a client certificate or a bearer token (fleet tokens create).",
+        ),
     ] = None,
+    metrics_insecure: Annotated[
+        bool,
+        typer.Option(
+            "--metrics-insecure",
+            help="Serve /metrics over plain HTTP to anyone who reaches it instead.",
+        ),
+    ] = False,
+    reflection: Annotated[
+        bool,
+        typer.Option("--reflection", help="Serve gRPC server reflection (grpcurl) too."),
+    ] = False,
     host_down_after: Annotated[
         str,
         typer.Option("--host-down-after", help="A host silent this long is down (whole seconds)."),
@@ -946,6 +969,8 @@ def server(
         host_lease_ttl=max(1, round(_duration_option("--host-down-after", host_down_after))),
         token_listen=token_listen,
         metrics_listen=metrics_listen,
+        metrics_insecure=metrics_insecure,
+        reflection=reflection,
         reschedule_after=_duration_option("--reschedule-after", reschedule_after)
         if reschedule_after
         else None,

@@ -8,6 +8,10 @@ liveness, status and report keys; this replica's death lets its lease expire, an
 them with it. No timestamps written for others, and no lease per host (etcd renews a
 stream's leases one after another: 5,000 of them fell minutes behind under load).
 The server pushes the host's whole desired set whenever the informer sees it change.
+
+A certificate denied by ``fleet hosts remove`` (``denied/<serial>``) is refused at
+registration, and every session on every replica that presented it ends as soon as
+that replica's informer sees the denial.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +53,7 @@ from fleet.errors import (
     grpc_code_for,
 )
 from fleet.hostlabels import MAX_LABELS, known_facts
+from fleet.pki import serial_from_auth_context
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.secrets import SecretBox
@@ -56,12 +61,14 @@ from fleet.store import Informer, Store, check_host_id
 from fleet.store.events import EventLog
 from fleet.store.leases import LeaseKeeper
 from fleet.store.records import (
+    DeniedRecord,
     HostRecord,
     LiveRecord,
     ResourceAmounts,
 )
+from fleet.store.state import Versioned
 
-__all__ = ["AgentService", "HostLimits", "host_record"]
+__all__ = ["AgentService", "HostLimits", "denied_message", "host_record"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +81,16 @@ _PUSH_COALESCE = 0.05  # seconds a session waits after a change before it looks
 # Seconds: how often usage alone is rewritten, at least (two heartbeats if longer).
 # The scheduler ignores usage older than STATS_STALE_AFTER (15 s).
 _STATUS_REFRESH = 5.0
+_PAST_SERIALS = 8  # earlier certificate serials a host record keeps (fleet hosts remove)
+
+
+def denied_message(record: DeniedRecord) -> str:
+    """Why a denied certificate is refused, and how its host can rejoin."""
+    return (
+        f"certificate serial {record.serial} of host {record.host_id} was removed from the "
+        f"pool by {record.by} at {record.at}; to rejoin, issue the host a new certificate "
+        f"(`fleet certs issue agent {record.host_id} --force`) and start its agent with it"
+    )
 
 
 def _check_map(what: str, values: dict[str, str]) -> dict[str, str]:
@@ -112,13 +129,17 @@ class HostLimits:
 
 
 def host_record(
-    register: pb.Register, old: HostRecord | None, limits: HostLimits = HostLimits()
+    register: pb.Register,
+    old: HostRecord | None,
+    limits: HostLimits = HostLimits(),
+    serial: str = "",
 ) -> HostRecord:
     """The registration as stored: the capacity placement counts is the claim capped to
     ``limits`` (the claim is kept beside it); facts fleet does not know are dropped; the
     operator-set state (and a drain in progress) survives re-registration. Admin labels
     are not in it (they have a key of their own), so nothing a host sends can set or
-    remove them."""
+    remove them. ``serial`` is the certificate it registered with (the ones before it
+    are kept, a few, for a removal to deny them all)."""
     host_id = check_host_id(register.host_id)
     if not (math.isfinite(register.capacity.cpu) and 0 <= register.capacity.cpu <= 1e6):
         raise InvalidArgument("capacity cpu must be a number of cores, 0 or more")
@@ -126,6 +147,10 @@ def host_record(
         raise InvalidArgument("capacity memory must not be negative")
     claimed = ResourceAmounts(cpu=register.capacity.cpu, memory=register.capacity.memory_bytes)
     facts = _check_map("facts", dict(register.facts))
+    past = list(old.past_serials) if old else []
+    if old and old.cert_serial and old.cert_serial != serial:
+        past = [s for s in past if s != old.cert_serial] + [old.cert_serial]
+    past = [s for s in past if s != serial][-_PAST_SERIALS:]
     return HostRecord(
         host_id=host_id,
         capacity=limits.cap(claimed),
@@ -138,6 +163,8 @@ def host_record(
         drain=old.drain if old else None,
         registered_at=now_iso(),
         address=_check_address(register.address),
+        cert_serial=serial,
+        past_serials=past,
     )
 
 
@@ -155,13 +182,27 @@ class _Session:
     """One connected agent: its outgoing queue and the requests awaiting its answers."""
 
     def __init__(
-        self, host_id: str, revision: int, lease: int, outbox: asyncio.Queue[pb.ServerMessage]
+        self,
+        host_id: str,
+        revision: int,
+        lease: int,
+        outbox: asyncio.Queue[pb.ServerMessage],
+        serial: str = "",
     ) -> None:
         self.host_id = host_id
         self.revision = revision  # of the host's liveness key: guards the session's writes
         self.lease = lease  # this replica's, which the session's keys are bound to
         self.outbox = outbox
+        self.serial = serial  # of the certificate the agent presented ("" : plaintext)
         self.pending: dict[str, asyncio.Queue[pb.ContainerResponse]] = {}
+        self.denied: str | None = None  # why the session must end: its certificate is denied
+        self.ended = asyncio.Event()
+
+    def deny(self, why: str) -> None:
+        """End the session: its certificate was denied (``fleet hosts remove``)."""
+        if self.denied is None:
+            self.denied = why
+            self.ended.set()
 
     def close(self) -> None:
         for queue in self.pending.values():
@@ -224,8 +265,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
             check_well_formed(first)
             if first.WhichOneof("kind") != "register":
                 raise InvalidArgument("the first message on the agent stream must be Register")
-            self._check_identity(context, first.register.host_id)
-            host_id, revision, lease = await self._register(first.register)
+            serial = self._check_identity(context, first.register.host_id)
+            host_id, revision, lease = await self._register(first.register, serial)
         except FleetError as error:
             log.warning("agent registration from %s refused: %s", context.peer(), error)
             refuse(context, grpc_code_for(error), details(error))
@@ -239,25 +280,34 @@ class AgentService(pb_grpc.AgentServiceServicer):
             registered=pb.Registered(host_id=host_id, heartbeat_seconds=self._heartbeat_seconds)
         )
         outbox: asyncio.Queue[pb.ServerMessage] = asyncio.Queue()
-        session = _Session(host_id, revision, lease, outbox)
+        session = _Session(host_id, revision, lease, outbox, serial)
         self._sessions[host_id] = session
+        # Denied between the check and now (the dispatcher looks only at changes).
+        found = self._informer.state().denied.get(serial) if serial else None
+        if found is not None:
+            session.deny(denied_message(found.value))
         reader = asyncio.create_task(self._read(session, request_iterator))
         pusher = asyncio.create_task(self._push(host_id, outbox))
+        ended = asyncio.create_task(session.ended.wait())
         getter: asyncio.Task[pb.ServerMessage] | None = None
         try:
-            while not reader.done():
+            while not reader.done() and session.denied is None:
                 getter = asyncio.create_task(outbox.get())
-                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {getter, reader, ended}, return_when=asyncio.FIRST_COMPLETED
+                )
                 if getter in done:
                     yield getter.result()
                     outbox.task_done()  # sent: the pusher may build the next set
                 getter.cancel()
+            if session.denied is not None:
+                raise PermissionDenied(session.denied)
             reader.result()  # surfaces a refusal raised while reading
         except FleetError as error:
             log.warning("host %s: %s", host_id, error)
             refuse(context, grpc_code_for(error), details(error))
         finally:
-            for task in (pusher, reader, getter):
+            for task in (pusher, reader, getter, ended):
                 if task is not None:
                     task.cancel()
             if self._sessions.get(host_id) is session:
@@ -295,10 +345,12 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 self._keeper.hold(self._lease, self._lease_ttl)
             return self._lease
 
-    def _check_identity(self, context: grpc.aio.ServicerContext, host_id: str) -> None:
-        """An agent speaks only as the host its certificate names (never as another)."""
+    def _check_identity(self, context: grpc.aio.ServicerContext, host_id: str) -> str:
+        """An agent speaks only as the host its certificate names (never as another),
+        with a certificate that is not denied; returns that certificate's serial ("" on
+        a plaintext server, where there is none)."""
         if self.insecure:
-            return
+            return ""
         identity = caller(context, insecure=False, tokens=lambda _token: None)
         if identity.kind != "agent":
             raise PermissionDenied(
@@ -309,19 +361,29 @@ class AgentService(pb_grpc.AgentServiceServicer):
             raise PermissionDenied(
                 f"agent certificate for {identity.name!r} cannot register as {host_id!r}"
             )
+        serial = serial_from_auth_context(context.auth_context())
+        found = self._informer.state().denied.get(serial)
+        if found is not None:
+            raise PermissionDenied(denied_message(found.value))
+        return serial
 
-    async def _register(self, register: pb.Register) -> tuple[str, int, int]:
+    async def _register(self, register: pb.Register, serial: str = "") -> tuple[str, int, int]:
         host_id = check_host_id(register.host_id)
         for _ in range(3):
             old = await self._store.get_host(host_id)
-            record = host_record(register, old.value if old else None, self._host_limits)
+            record = host_record(register, old.value if old else None, self._host_limits, serial)
             try:
                 await self._store.write_host(
                     record, expected_mod_revision=old.mod_revision if old else 0
                 )
                 break
             except Conflict:
-                continue  # someone else wrote the host meanwhile: read again
+                # Someone else wrote the host meanwhile: read again; or its certificate
+                # was denied since this replica's informer looked (another replica).
+                denied = await self._store.get_denied(serial) if serial else None
+                if denied is not None:
+                    raise PermissionDenied(denied_message(denied)) from None
+                continue
         else:
             raise Conflict(f"host {host_id!r} changed three times while registering; retry")
         if record.capacity != record.reported:
@@ -525,6 +587,18 @@ class AgentService(pb_grpc.AgentServiceServicer):
             except FleetError as error:
                 log.warning("could not revoke this replica's lease (it expires): %s", error)
 
+    def _end_denied(self, denied: Mapping[str, Versioned[DeniedRecord]]) -> None:
+        """End every session whose certificate is now denied (``fleet hosts remove``)."""
+        if not denied:
+            return
+        for session in list(self._sessions.values()):
+            found = denied.get(session.serial) if session.serial else None
+            if found is not None:
+                log.warning(
+                    "host %s: its certificate was denied; ending its stream", session.host_id
+                )
+                session.deny(denied_message(found.value))
+
     async def _dispatch(self) -> None:
         """On every batch of changes, wake the sessions whose inputs changed: their
         replicas' records and their host record (the informer counts those per host),
@@ -532,11 +606,15 @@ class AgentService(pb_grpc.AgentServiceServicer):
         costs O(connected hosts) comparisons, whatever changed."""
         subscription = self._informer.subscribe()
         signatures: dict[str, object] = {}
+        denied: object = None
         try:
             while True:
                 await subscription.wait()
                 await asyncio.sleep(_PUSH_COALESCE)  # fold a burst into one look
                 state = self._informer.state()
+                if state.denied is not denied:  # (shared between snapshots until changed)
+                    denied = state.denied
+                    self._end_denied(state.denied)
                 changes = state.changes
                 if changes is None:  # a state that does not say what changed
                     signatures.clear()

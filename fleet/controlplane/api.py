@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import math
 import secrets as secrets_module
 import time
@@ -64,6 +65,7 @@ from fleet.store.events import EventLog
 from fleet.store.records import (
     AppRecord,
     ContainerReport,
+    DeniedRecord,
     HostDrain,
     HostLabelsRecord,
     HostRecord,
@@ -86,6 +88,8 @@ Relay = Callable[[str, pb.ContainerRequest], AsyncIterator[pb.ContainerResponse]
 MAX_REPLICAS = 10_000
 _CACHE_WAIT = 10.0
 _PENDING_REUSE = 3.0  # seconds a follower reuses its plan of an app's pending slots
+
+log = logging.getLogger(__name__)
 
 
 def _dry_run_state(state: ClusterState, writes: list[AppWrite]) -> ClusterState:
@@ -261,6 +265,8 @@ class FleetService(pb_grpc.FleetServiceServicer):
         leading = self.controller_pending()
         if leading is not None:
             return leading.get(app, {})
+        # Replicas on a host that is gone (removed) wait to move, as the leader plans.
+        lost = frozenset(set(state.hosts_with_replicas()) - state.hosts.keys())
         if not explain:
             spec = state.apps[app].value.spec
             if spec.mode != "replicated":
@@ -269,11 +275,11 @@ class FleetService(pb_grpc.FleetServiceServicer):
             return {
                 slot: "waiting for the leading control plane to place it"
                 for slot in range(spec.replicas)
-                if slot not in placed
+                if slot not in placed or placed[slot].value.host in lost
             }
         found = self._pending_plans.get(app)
         if found is None or now - found[0] > _PENDING_REUSE:
-            found = self._pending_plans[app] = (now, plan_replicas(state, app, now).pending)
+            found = self._pending_plans[app] = (now, plan_replicas(state, app, now, lost).pending)
         for gone in self._pending_plans.keys() - state.apps.keys():
             del self._pending_plans[gone]
         return found[1]
@@ -622,10 +628,17 @@ class FleetService(pb_grpc.FleetServiceServicer):
             self._app(state, request.name)
         now = time.time()
         apps = []
+        # Hosts that replicas name but that are gone (removed): their replicas wait to
+        # move, pending (a cheap set of hosts; an app's replicas are walked only then).
+        gone = set(state.hosts_with_replicas()) - state.hosts.keys()
         for name in names:
             record = state.apps[name].value
             placed = state.replica_count(name)
-            complete = record.spec.mode == "replicated" and placed >= record.spec.replicas
+            complete = (
+                record.spec.mode == "replicated"
+                and placed >= record.spec.replicas
+                and not (gone and any(r.host in gone for r in state.replicas_of(name)))
+            )
             # With every slot placed there is nothing pending to explain.
             pending = (
                 {} if complete else self._pending(state, name, now, explain=bool(request.name))
@@ -718,6 +731,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
                     blocked=blocked.get(host_id, []),
                     drain_deadline=record.drain.deadline_at if record.drain else "",
                     drain_force=record.drain.force if record.drain else False,
+                    cert_serial=record.cert_serial,
                 )
             )
         return pb.HostList(hosts=hosts)
@@ -1004,7 +1018,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
                 answer.exit_code = piece.exit_code
         return answer
 
-    @rpc(Permission.APPS_READ)
+    @rpc(Permission.PROCESSES)  # command lines may hold secrets: not for viewers
     async def Top(self, request: pb.TopRequest, context: grpc.aio.ServicerContext) -> pb.TopList:
         await self._informer.wait_synced()
         if request.app:
@@ -1121,6 +1135,73 @@ class FleetService(pb_grpc.FleetServiceServicer):
         await self._caught_up(revision)
         [info] = (await self.GetHosts(pb.GetRequest(name=host_id), context)).hosts
         return info
+
+    @rpc(Permission.HOSTS_WRITE)
+    async def RemoveHost(
+        self, request: pb.RemoveHostRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RemoveHostResponse:
+        """Take a host out of the pool (``fleet hosts remove``): every certificate serial
+        it registered with is denied, so its stream ends on every replica and no new one
+        opens; its record, labels, liveness and reports go, and its replicas are placed
+        elsewhere as a lost host's. Refused while replicas are placed on it, unless
+        ``force``: draining it first moves them make-before-break."""
+        host_id = check_host_id(request.host_id)
+        state = await self._state()
+        stored = state.hosts.get(host_id)
+        if stored is None:
+            raise NotFound(f"host {host_id!r} not found (see `fleet get hosts`)")
+        placed = len(state.containers_on(host_id))
+        if placed and not request.force:
+            raise FailedPrecondition(
+                f"host {host_id} still has {placed} replica(s): drain it first (`fleet drain "
+                f"{host_id} --wait`), or remove it with --force and they are placed "
+                "elsewhere as a lost host's (without waiting for their replacements)"
+            )
+        who = caller(context, insecure=self.insecure, tokens=self.token_identity).name
+        at = now_iso()
+        record = stored.value
+        serials = dict.fromkeys(s for s in [*record.past_serials, record.cert_serial] if s)
+        denied = [DeniedRecord(serial=s, host_id=host_id, by=who, at=at) for s in serials]
+        maintenance = state.maintenance
+        released = None
+        if maintenance is not None and host_id in maintenance.value.holders:
+            holders = {h: w for h, w in maintenance.value.holders.items() if h != host_id}
+            released = (
+                maintenance.value.model_copy(update={"holders": holders}),
+                maintenance.mod_revision,
+            )
+        revision = await self._store.remove_host(
+            host_id, denied, host_mod_revision=stored.mod_revision, maintenance=released
+        )
+        log.warning(
+            "host %s removed from the pool by %s (%d replica(s) to place elsewhere); "
+            "certificate serial(s) denied: %s",
+            host_id,
+            who,
+            placed,
+            ", ".join(serials) or "none known",
+        )
+        shown = ", ".join(serials) or "no certificate (a plaintext control plane)"
+        event = pb.Event(
+            time=at,
+            source="controlplane",
+            host=host_id,
+            kind="host-removed",
+            message=f"removed from the pool by {who}; certificate serial(s) denied: {shown}",
+        )
+        try:
+            await self._events.append("controlplane", [event])
+        except FleetError as error:
+            log.warning("host %s: the removal's event was not stored: %s", host_id, error)
+        await self._caught_up(revision)
+        return pb.RemoveHostResponse(
+            host_id=host_id,
+            denied_serials=list(serials),
+            replicas=placed,
+            was_connected=host_id in state.alive,
+            removed_by=who,
+            removed_at=at,
+        )
 
     @rpc(Permission.HOSTS_WRITE)
     async def UpgradeHosts(

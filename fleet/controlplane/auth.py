@@ -7,8 +7,9 @@ the role (see ``fleet.pki``). Nothing a caller sends in a message decides who it
     role        may
     admin       everything (the only role that sets secrets and the container policy,
                 manages tokens and execs into containers)
-    deployer    read apps and hosts; apply, scale and delete apps; logs; list secret names
-    viewer      read apps and hosts
+    deployer    read apps and hosts; apply, scale and delete apps; logs and top (process
+                lists: command lines may hold secrets); list secret names; /metrics
+    viewer      read apps and hosts; /metrics
     (agent)     only its own stream, as the host its certificate names
 """
 
@@ -27,7 +28,16 @@ from fleet.controlplane._handlers import check_well_formed, refuse
 from fleet.errors import FleetError, PermissionDenied, details, grpc_code_for, problems_trailer
 from fleet.pki import Identity, Kind, Role, identity_from_auth_context
 
-__all__ = ["ANONYMOUS_ADMIN", "Permission", "TokenGate", "caller", "check", "rpc"]
+__all__ = [
+    "ANONYMOUS_ADMIN",
+    "Permission",
+    "TokenGate",
+    "TokenLookup",
+    "bearer",
+    "caller",
+    "check",
+    "rpc",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +52,9 @@ class Permission(StrEnum):
     POLICY_WRITE = "change the container policy"
     TOKENS = "manage API tokens"
     LOGS = "read container logs"
+    PROCESSES = "list container processes"
     EXEC = "run commands in containers"
+    METRICS = "read metrics"
 
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
@@ -54,9 +66,11 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
             Permission.HOSTS_READ,
             Permission.SECRETS_READ,
             Permission.LOGS,
+            Permission.PROCESSES,
+            Permission.METRICS,
         }
     ),
-    "viewer": frozenset({Permission.APPS_READ, Permission.HOSTS_READ}),
+    "viewer": frozenset({Permission.APPS_READ, Permission.HOSTS_READ, Permission.METRICS}),
 }
 
 # Who every caller is on a server started with --insecure (and logged as such).
@@ -91,7 +105,12 @@ _UNKNOWN_TOKEN = "unknown or revoked token"
 
 def _bearer(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
     """The token of an ``authorization: Bearer TOKEN`` header, if the call has one."""
-    value = str(dict(metadata or ()).get("authorization", ""))
+    return bearer(str(dict(metadata or ()).get("authorization", "")))
+
+
+def bearer(authorization: str | None) -> str | None:
+    """The token of an ``Authorization`` value ``Bearer TOKEN`` (gRPC metadata or HTTP)."""
+    value = authorization or ""
     return value.removeprefix("Bearer ").strip() if value.startswith("Bearer ") else None
 
 

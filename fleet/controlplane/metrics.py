@@ -1,4 +1,5 @@
-"""Prometheus metrics of a control plane, on their own HTTP port (``--metrics-listen``).
+"""Prometheus metrics of a control plane, served on a port of their own
+(``--metrics-listen``, ``fleet.controlplane.metricsport``).
 
 State-derived figures (hosts by state, replicas per app, connected agents) are read
 from the informer's cache at scrape time; timings and error counts are recorded where
@@ -10,9 +11,8 @@ from __future__ import annotations
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -93,15 +93,3 @@ class Metrics:
             "1 while this replica leads (runs the controllers).",
             registry=self.registry,
         )
-        self._server: Any = None
-
-    def serve(self, address: str) -> int:
-        """Serve /metrics on ``address`` (HOST:PORT); returns the port."""
-        host, _, port = address.rpartition(":")
-        self._server, _thread = start_http_server(int(port), host, registry=self.registry)
-        return int(self._server.server_port)
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()

@@ -27,6 +27,7 @@ from fleet.controlplane.agents import AgentService, HostLimits
 from fleet.controlplane.api import FleetService
 from fleet.controlplane.auth import TokenGate
 from fleet.controlplane.metrics import Metrics
+from fleet.controlplane.metricsport import MetricsPort, metrics_tls_context
 from fleet.controlplane.replicas import ReplicaController
 from fleet.errors import FailedPrecondition
 from fleet.secrets import load_key_file
@@ -97,7 +98,11 @@ class ServerConfig:
     # A second port for clients with bearer tokens instead of certificates: TLS with the
     # server's certificate, no client certificate asked for (None: no such port).
     token_listen: str | None = None
-    metrics_listen: str | None = None  # Prometheus /metrics over plain HTTP (None: off)
+    # Prometheus /metrics (None: off): HTTPS with the server's certificate, for a client
+    # certificate or a bearer token; plain HTTP to anyone only with metrics_insecure.
+    metrics_listen: str | None = None
+    metrics_insecure: bool = False
+    reflection: bool = False  # gRPC server reflection on the main port (--reflection)
     prefix: str = DEFAULT_PREFIX
     heartbeat_seconds: float = 2.0
     host_lease_ttl: int = 15  # host_down_after: a silent host's liveness key expires then
@@ -159,18 +164,20 @@ class ControlPlane:
                 service_handler("AgentService", self.agents),
             )
         )
-        # The standard health service (for load balancers and probes) and reflection.
+        # The standard health service, for load balancers and probes: any certificate of
+        # fleet's CA may ask (the main port's TLS has checked it), as may agents.
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        reflection.enable_server_reflection(
-            [
-                "fleet.v1.FleetService",
-                "fleet.v1.AgentService",
-                health.SERVICE_NAME,
-                reflection.SERVICE_NAME,
-            ],
-            self._server,
-        )
+        if config.reflection:  # off unless asked: a production API need not describe itself
+            reflection.enable_server_reflection(
+                [
+                    "fleet.v1.FleetService",
+                    "fleet.v1.AgentService",
+                    health.SERVICE_NAME,
+                    reflection.SERVICE_NAME,
+                ],
+                self._server,
+            )
         # Token callers get the API alone (agents cannot use tokens).
         self._token_server: grpc.aio.Server | None = None
         if config.token_listen is not None:
@@ -181,6 +188,7 @@ class ControlPlane:
                 (service_handler("FleetService", self.api),)
             )
         self._tasks: list[asyncio.Task[None]] = []
+        self._metrics_port: MetricsPort | None = None
         self.port = 0
         self.token_port = 0
         self.metrics_port = 0
@@ -196,6 +204,8 @@ class ControlPlane:
             raise
 
     async def _start(self) -> None:
+        if self.config.metrics_listen is not None:
+            self._metrics_port = self._metrics_port_for(self.config)
         # Ports first: a taken one fails the start before anything else has begun.
         self.port = self.config.transport.add_port(self._server, self.config.listen)
         if self._token_server is not None and self.config.token_listen is not None:
@@ -216,14 +226,32 @@ class ControlPlane:
             await self._token_server.start()
         for service in ("", "fleet.v1.FleetService", "fleet.v1.AgentService"):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        if self.config.metrics_listen is not None:
+        if self._metrics_port is not None and self.config.metrics_listen is not None:
             try:
-                self.metrics_port = self.metrics.serve(self.config.metrics_listen)
+                self.metrics_port = self._metrics_port.serve(self.config.metrics_listen)
             except OSError as error:  # taken since it was checked
                 raise FailedPrecondition(
                     f"cannot listen on {self.config.metrics_listen}: {error.strerror}"
                 ) from None
         log.info("control plane %s listening on %s", self.server_id, self.config.listen)
+
+    def _metrics_port_for(self, config: ServerConfig) -> MetricsPort:
+        """The /metrics port: HTTPS with this server's certificate unless plain HTTP
+        was asked for, which a server without TLS needs said explicitly."""
+        tls = config.transport.tls
+        if config.metrics_insecure:
+            return MetricsPort(self.metrics.registry, None, self.api.token_identity)
+        if tls is None:
+            raise FailedPrecondition(
+                "--metrics-listen serves HTTPS with the server's certificate, and this server "
+                "has none (--insecure); to serve /metrics over plain HTTP to anyone, add "
+                "--metrics-insecure"
+            )
+        try:
+            context = metrics_tls_context(tls)
+        except (OSError, ValueError) as error:
+            raise FailedPrecondition(f"cannot serve /metrics over TLS: {error}") from None
+        return MetricsPort(self.metrics.registry, context, self.api.token_identity)
 
     async def _lead(self) -> None:
         """Campaign; while leading, run the controllers with fenced writes; when the
@@ -270,7 +298,8 @@ class ControlPlane:
                 self.compactor = None
 
     async def stop(self, grace: float = 2.0) -> None:
-        self.metrics.stop()
+        if self._metrics_port is not None:
+            self._metrics_port.stop()
         # The controllers first (a resigned leader must not campaign again), then the
         # lease, so a standby takes over at once rather than after it expires.
         for task in self._tasks:

@@ -885,6 +885,72 @@ class HostUpgradeInfo(_message.Message):
 Global___HostUpgradeInfo: _TypeAlias = HostUpgradeInfo  # noqa: Y015
 
 @_typing.final
+class RemoveHostRequest(_message.Message):
+    """Take a host out of the pool: its certificates are denied on every stream, its
+    record goes, its replicas are placed elsewhere (fleet hosts remove).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
+    host_id: _builtins.str
+    force: _builtins.bool
+    """even while replicas are still placed on it"""
+    def __init__(
+        self,
+        *,
+        host_id: _builtins.str = ...,
+        force: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["force", b"force", "host_id", b"host_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveHostRequest: _TypeAlias = RemoveHostRequest  # noqa: Y015
+
+@_typing.final
+class RemoveHostResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    DENIED_SERIALS_FIELD_NUMBER: _builtins.int
+    REPLICAS_FIELD_NUMBER: _builtins.int
+    WAS_CONNECTED_FIELD_NUMBER: _builtins.int
+    REMOVED_BY_FIELD_NUMBER: _builtins.int
+    REMOVED_AT_FIELD_NUMBER: _builtins.int
+    host_id: _builtins.str
+    replicas: _builtins.int
+    """replicas it still had, now placed elsewhere"""
+    was_connected: _builtins.bool
+    removed_by: _builtins.str
+    removed_at: _builtins.str
+    """RFC 3339"""
+    @_builtins.property
+    def denied_serials(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """certificate serials now refused (hex)"""
+
+    def __init__(
+        self,
+        *,
+        host_id: _builtins.str = ...,
+        denied_serials: _abc.Iterable[_builtins.str] | None = ...,
+        replicas: _builtins.int = ...,
+        was_connected: _builtins.bool = ...,
+        removed_by: _builtins.str = ...,
+        removed_at: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["denied_serials", b"denied_serials", "host_id", b"host_id", "removed_at", b"removed_at", "removed_by", b"removed_by", "replicas", b"replicas", "was_connected", b"was_connected"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveHostResponse: _TypeAlias = RemoveHostResponse  # noqa: Y015
+
+@_typing.final
 class DrainRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1616,6 +1682,7 @@ class HostInfo(_message.Message):
     DRAIN_FORCE_FIELD_NUMBER: _builtins.int
     AGENT_LABELS_FIELD_NUMBER: _builtins.int
     REPORTED_CAPACITY_FIELD_NUMBER: _builtins.int
+    CERT_SERIAL_FIELD_NUMBER: _builtins.int
     host_id: _builtins.str
     state: _builtins.str
     """ready | down"""
@@ -1631,6 +1698,8 @@ class HostInfo(_message.Message):
     drain_deadline: _builtins.str
     """RFC 3339, "" for none"""
     drain_force: _builtins.bool
+    cert_serial: _builtins.str
+    """of the agent certificate it registered with (hex)"""
     @_builtins.property
     def capacity(self) -> Global___Resources: ...
     @_builtins.property
@@ -1677,10 +1746,11 @@ class HostInfo(_message.Message):
         drain_force: _builtins.bool = ...,
         agent_labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         reported_capacity: Global___Resources | None = ...,
+        cert_serial: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "reported_capacity", b"reported_capacity", "reserved", b"reserved", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent_labels", b"agent_labels", "blocked", b"blocked", "capacity", b"capacity", "connected", b"connected", "containers", b"containers", "drain_deadline", b"drain_deadline", "drain_force", b"drain_force", "facts", b"facts", "host_id", b"host_id", "labels", b"labels", "last_heartbeat_at", b"last_heartbeat_at", "maintenance", b"maintenance", "registered_at", b"registered_at", "remaining", b"remaining", "reported_capacity", b"reported_capacity", "reserved", b"reserved", "state", b"state", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent_labels", b"agent_labels", "blocked", b"blocked", "capacity", b"capacity", "cert_serial", b"cert_serial", "connected", b"connected", "containers", b"containers", "drain_deadline", b"drain_deadline", "drain_force", b"drain_force", "facts", b"facts", "host_id", b"host_id", "labels", b"labels", "last_heartbeat_at", b"last_heartbeat_at", "maintenance", b"maintenance", "registered_at", b"registered_at", "remaining", b"remaining", "reported_capacity", b"reported_capacity", "reserved", b"reserved", "state", b"state", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -261,6 +261,11 @@ class FleetServiceStub:
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.DrainRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.HostInfo.FromString,
                 _registered_method=True)
+        self.RemoveHost = channel.unary_unary(
+                '/fleet.v1.FleetService/RemoveHost',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.RemoveHostRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.RemoveHostResponse.FromString,
+                _registered_method=True)
         self.UpgradeHosts = channel.unary_unary(
                 '/fleet.v1.FleetService/UpgradeHosts',
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.UpgradeRequest.SerializeToString,
@@ -452,6 +457,12 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RemoveHost(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UpgradeHosts(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -611,6 +622,11 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.DrainHost,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.DrainRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.HostInfo.SerializeToString,
+            ),
+            'RemoveHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveHost,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.RemoveHostRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.RemoveHostResponse.SerializeToString,
             ),
             'UpgradeHosts': grpc.unary_unary_rpc_method_handler(
                     servicer.UpgradeHosts,
@@ -1408,6 +1424,33 @@ class FleetService:
             '/fleet.v1.FleetService/DrainHost',
             fleet_dot_proto_dot_fleet__pb2.DrainRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.HostInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/RemoveHost',
+            fleet_dot_proto_dot_fleet__pb2.RemoveHostRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.RemoveHostResponse.FromString,
             options,
             channel_credentials,
             insecure,

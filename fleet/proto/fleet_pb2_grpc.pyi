@@ -103,6 +103,7 @@ class FleetServiceStub:
     RolloutRestart: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.RolloutRequest, _fleet_pb2.RolloutInfo]
     Endpoints: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.EndpointList]
     DrainHost: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.DrainRequest, _fleet_pb2.HostInfo]
+    RemoveHost: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.RemoveHostRequest, _fleet_pb2.RemoveHostResponse]
     UpgradeHosts: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.UpgradeRequest, _fleet_pb2.UpgradeInfo]
     GetUpgrade: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.UpgradeInfo]
 
@@ -140,6 +141,7 @@ class FleetServiceAsyncStub(FleetServiceStub):
     RolloutRestart: _aio.UnaryUnaryMultiCallable[_fleet_pb2.RolloutRequest, _fleet_pb2.RolloutInfo]  # type: ignore[assignment]
     Endpoints: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.EndpointList]  # type: ignore[assignment]
     DrainHost: _aio.UnaryUnaryMultiCallable[_fleet_pb2.DrainRequest, _fleet_pb2.HostInfo]  # type: ignore[assignment]
+    RemoveHost: _aio.UnaryUnaryMultiCallable[_fleet_pb2.RemoveHostRequest, _fleet_pb2.RemoveHostResponse]  # type: ignore[assignment]
     UpgradeHosts: _aio.UnaryUnaryMultiCallable[_fleet_pb2.UpgradeRequest, _fleet_pb2.UpgradeInfo]  # type: ignore[assignment]
     GetUpgrade: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.UpgradeInfo]  # type: ignore[assignment]
 
@@ -348,6 +350,13 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fleet_pb2.DrainRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fleet_pb2.HostInfo, _abc.Awaitable[_fleet_pb2.HostInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def RemoveHost(
+        self,
+        request: _fleet_pb2.RemoveHostRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.RemoveHostResponse, _abc.Awaitable[_fleet_pb2.RemoveHostResponse]]: ...
 
     @_abc_1.abstractmethod
     def UpgradeHosts(

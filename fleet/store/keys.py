@@ -25,6 +25,8 @@ top-level folders, so a prefix read or watch of one never drags in the others::
     upgrade                         the coordinated OS upgrade walk (fleet upgrade-hosts)
     leader                          the leading control plane, bound to its lease
     tokens/<id>                     a bearer token: its role and the hash of its secret
+    denied/<serial>                 a certificate refused on every stream (fleet hosts
+                                    remove): whose it was, who removed it and when
     events/<time>-<source>-<n>-<size>
                                     a batch of recent events, bound to a lease (kept about
                                     an hour, within a cap on their total size); not in the
@@ -40,13 +42,22 @@ from dataclasses import dataclass
 
 from fleet.errors import InvalidArgument
 
-__all__ = ["DEFAULT_PREFIX", "KeyLayout", "ParsedKey", "check_host_id", "check_name"]
+__all__ = [
+    "DEFAULT_PREFIX",
+    "KeyLayout",
+    "ParsedKey",
+    "check_host_id",
+    "check_name",
+    "check_serial",
+]
 
 DEFAULT_PREFIX = "/fleet/"
 
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 # Host ids may be DNS names with dots (h1.example.com), never '/', '..' or NUL.
 _HOST_ID = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+# Certificate serials as lowercase hex without leading zeros (RFC 5280: at most 20 bytes).
+_SERIAL = re.compile(r"[0-9a-f]{1,40}")
 _SLOT_DIGITS = 6
 _REVISION_DIGITS = 10
 
@@ -69,6 +80,16 @@ def check_host_id(host_id: str) -> str:
             "'-' and '.', at most 253 characters)"
         )
     return host_id
+
+
+def check_serial(serial: str) -> str:
+    """``serial`` if it is a certificate serial in lowercase hex, else InvalidArgument."""
+    if not _SERIAL.fullmatch(serial):
+        raise InvalidArgument(
+            f"invalid certificate serial {serial[:64]!r}: expected lowercase hex digits "
+            "(at most 40)"
+        )
+    return serial
 
 
 @dataclass(frozen=True)
@@ -171,6 +192,10 @@ class KeyLayout:
 
     def token(self, token_id: str) -> bytes:
         return self._key("tokens", check_name(token_id, "token id"))
+
+    def denied(self, serial: str) -> bytes:
+        """A certificate serial refused on every stream (``fleet hosts remove``)."""
+        return self._key("denied", check_serial(serial))
 
     def maintenance(self) -> bytes:
         return self._key("maintenance")

@@ -51,6 +51,7 @@ _TABLES = (
     "status",
     "secrets",
     "tokens",
+    "denied",
 )
 
 
@@ -112,7 +113,7 @@ class LiveState:
             self._shared = seq
         elif kind == "hosts":
             self._hosts = self._host_inputs[position] = seq
-        elif kind in ("alive", "maintenance", "host-labels"):
+        elif kind in ("alive", "maintenance", "host-labels", "denied"):
             self._hosts = seq  # (admin labels: which hosts an app may use)
         elif kind in ("secrets", "upgrade"):
             self._shared = seq

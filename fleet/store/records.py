@@ -15,6 +15,7 @@ from fleet.spec import AppSpec
 __all__ = [
     "AppRecord",
     "ContainerReport",
+    "DeniedRecord",
     "HostCommand",
     "HostDrain",
     "HostLabelsRecord",
@@ -239,6 +240,21 @@ class HostRecord(_Record):
     address: str = ""  # where its published ports answer
     drain: HostDrain | None = None
     command: HostCommand | None = None
+    # The serial (lowercase hex) of the agent certificate it last registered with, and
+    # those it registered with before (newest last, a few): `fleet hosts remove` denies
+    # them all, so an older certificate of the host cannot bring it back either.
+    cert_serial: str = ""
+    past_serials: list[str] = []
+
+
+class DeniedRecord(_Record):
+    """A certificate refused on every agent stream of every control plane replica: the
+    host it was removed with, by whom and when (``fleet hosts remove``)."""
+
+    serial: str
+    host_id: str
+    by: str
+    at: str
 
 
 class HostLabelsRecord(_Record):

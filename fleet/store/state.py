@@ -22,6 +22,7 @@ from fleet.store.keys import KeyLayout
 from fleet.store.records import (
     AppRecord,
     ContainerReport,
+    DeniedRecord,
     HostLabelsRecord,
     HostRecord,
     JobRecord,
@@ -93,7 +94,7 @@ class Changes:
     reports: Mapping[str, int]  # what agents report of an app's containers (usage aside)
     host_inputs: Mapping[str, int]  # a host's desired set: its replicas and host record
     shared: int  # revisions, secrets, the upgrade walk: every host's desired set
-    hosts: int  # host records and admin labels, liveness, maintenance, the upgrade walk
+    hosts: int  # host records, admin labels, liveness, maintenance, upgrades, denials
     placed: int  # any replica anywhere
     status: int  # any agent report (usage included)
 
@@ -149,6 +150,8 @@ class ClusterState:
     status: dict[str, Versioned[StatusRecord]] = field(default_factory=dict)
     secrets: dict[str, Versioned[SecretRecord]] = field(default_factory=dict)
     tokens: dict[str, Versioned[TokenRecord]] = field(default_factory=dict)
+    # Certificate serials refused on every stream, by serial (fleet hosts remove).
+    denied: dict[str, Versioned[DeniedRecord]] = field(default_factory=dict)
     policy: Versioned[Policy] | None = None  # None: the default, which allows nothing
     maintenance: Versioned[MaintenanceRecord] | None = None  # None: nobody holds a slot
     upgrade: Versioned[UpgradeRecord] | None = None  # the last upgrade walk
@@ -285,6 +288,7 @@ _FOLDERS: dict[str, tuple[type[BaseModel], str, Callable[[tuple[str, ...]], Any]
     "status": (StatusRecord, "status", lambda p: p[0]),
     "secrets": (SecretRecord, "secrets", lambda p: p[0]),
     "tokens": (TokenRecord, "tokens", lambda p: p[0]),
+    "denied": (DeniedRecord, "denied", lambda p: p[0]),
 }
 _SINGLES: dict[str, type[BaseModel]] = {
     "policy": Policy,

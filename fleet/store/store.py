@@ -21,6 +21,7 @@ from fleet.store.keys import KeyLayout
 from fleet.store.records import (
     AppRecord,
     ContainerReport,
+    DeniedRecord,
     HostLabelsRecord,
     HostRecord,
     JobRecord,
@@ -282,10 +283,49 @@ class Store:
         return Versioned(HostRecord.model_validate_json(kv.value), kv.mod_revision)
 
     async def write_host(self, host: HostRecord, *, expected_mod_revision: int) -> int:
+        """A host's record; when it names the certificate it registered with, only while
+        that certificate is not denied (a removal racing the registration wins)."""
+        guards = [Compare(self.keys.host(host.host_id), expected_mod_revision)]
+        if host.cert_serial:
+            guards.append(Compare(self.keys.denied(host.cert_serial), 0))
         return await self._guarded(
-            [Compare(self.keys.host(host.host_id), expected_mod_revision)],
+            guards,
             [Put(self.keys.host(host.host_id), host.dump())],
             f"host {host.host_id!r} changed while it was being registered",
+        )
+
+    async def get_denied(self, serial: str) -> DeniedRecord | None:
+        """Whether the certificate ``serial`` is denied, read from etcd now."""
+        kv = await self.etcd.get(self.keys.denied(serial))
+        return DeniedRecord.model_validate_json(kv.value) if kv is not None else None
+
+    async def remove_host(
+        self,
+        host_id: str,
+        denied: Sequence[DeniedRecord],
+        *,
+        host_mod_revision: int,
+        maintenance: tuple[MaintenanceRecord, int] | None = None,
+    ) -> int:
+        """Take a host out of the pool in one transaction: its certificates' serials
+        are denied, and its record, admin labels, liveness and reports go (its replicas
+        are then placed elsewhere, as a lost host's). ``maintenance``: the semaphore
+        without the host's slot, with the mod revision it was read at."""
+        guards = [Compare(self.keys.host(host_id), host_mod_revision)]
+        ops: list[Put | Delete | DeletePrefix] = [
+            Put(self.keys.denied(record.serial), record.dump()) for record in denied
+        ]
+        ops += [
+            Delete(self.keys.host(host_id)),
+            Delete(self.keys.host_labels(host_id)),
+            Delete(self.keys.alive(host_id)),
+            *self._session_ops(host_id),
+        ]
+        if maintenance is not None:
+            guards.append(Compare(self.keys.maintenance(), maintenance[1]))
+            ops.append(Put(self.keys.maintenance(), maintenance[0].dump()))
+        return await self._guarded(
+            guards, ops, f"host {host_id!r} changed while it was being removed; run it again"
         )
 
     async def write_host_labels(

@@ -82,10 +82,13 @@ class FleetServerProcess:
             extra_args=self.extra_args,
         )
 
-    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        """The real ``fleet`` CLI against this server, as an admin (output captured)."""
+    def cli(
+        self, *args: str, timeout: float = 180, name: str = "admin", role: str = "admin"
+    ) -> subprocess.CompletedProcess[str]:
+        """The real ``fleet`` CLI against this server, with a client certificate of
+        ``role`` (an admin's by default; output captured)."""
         command = [sys.executable, "-m", "fleet", *args, "--server", self.address]
-        command += tls_args(self.pki.client("admin", "admin") if self.pki else None)
+        command += tls_args(self.pki.client(name, role) if self.pki else None)
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
 
     def transport(self, name: str = "admin", role: str = "admin") -> Transport:

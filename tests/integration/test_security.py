@@ -185,3 +185,33 @@ def test_bearer_tokens_carry_a_role_are_stored_hashed_and_can_be_revoked(
             ci.apps()
     finally:
         server.stop()
+
+
+def test_a_viewer_may_not_list_processes_as_with_logs(
+    etcd_server: EtcdServer, pki: TestPKI, tmp_path: Path
+) -> None:
+    """`fleet top` shows command lines, which may hold secrets (issue #17, 16): deployers
+    and admins only, as `fleet logs`; the refusal names the role it needs."""
+    server = FleetServerProcess(etcd_server.endpoint, "/t-top/", tmp_path, pki).start()
+    try:
+        top = server.cli("top", "nosuch", name="vera", role="viewer")
+        assert top.returncode == 1, top.stdout + top.stderr
+        assert top.stderr.strip() == (
+            "error: viewer 'vera' may not list container processes; "
+            "that needs the role admin or deployer"
+        )
+        with server.client("vera", Role.viewer) as viewer:
+            with pytest.raises(PermissionDenied, match="may not list container processes"):
+                viewer.top(app="nosuch")
+            with pytest.raises(PermissionDenied, match="may not list container processes"):
+                viewer.top(host="h1")
+        # A deployer gets past the role check to the app, which does not exist.
+        top = server.cli("top", "nosuch", name="dan", role="deployer")
+        assert top.returncode == 1 and "app 'nosuch'" in top.stderr, top.stderr
+        wait_until(
+            lambda: "may not list container processes" in server.process.log_tail(200),
+            10,
+            what="the refused top call in the server's log",
+        )
+    finally:
+        server.stop()

@@ -4,7 +4,6 @@ and refused calls, however large, leave the server's memory where it was."""
 
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +18,7 @@ from fleet.testing import EtcdServer, free_port, wait_until
 from fleet.testing.certs import TestPKI
 from fleet.testing.fleetprocs import FleetServerProcess
 from fleet.transport import MAX_REQUEST_BYTES
+from tests.helpers import scrape
 
 
 @pytest.fixture
@@ -79,8 +79,9 @@ def test_a_second_server_on_a_taken_port_fails_and_the_first_keeps_serving(
             with first.client(timeout=5) as fresh:
                 assert fresh.hosts() == []
         assert client.apps() == []
-    with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5) as response:
-        assert b"fleet_leader" in response.read()
+    assert first.pki is not None
+    status, text, _ = scrape(metrics, ca=first.pki.ca, cert=first.pki.client())
+    assert status == 200 and "fleet_leader" in text
 
 
 def _rss_mib(pid: int) -> int:
