@@ -18,7 +18,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from fleet._time import epoch
 from fleet.cli.connection import CONNECTION, Connection, connected
-from fleet.cli.output import Format, console, err_console, print_error, print_records, safe
+from fleet.cli.output import (
+    Format,
+    OutputOpt,
+    console,
+    err_console,
+    print_error,
+    print_records,
+    safe,
+)
 from fleet.cli.rollouts import parse_timeout
 from fleet.errors import InvalidArgument
 from fleet.hostlabels import AGENT_PREFIX
@@ -129,9 +137,7 @@ def drain(
         str, typer.Option("--timeout", help="With --wait: give up after this long.")
     ] = "30m",
     conn: Connection = CONNECTION,
-    output: Annotated[
-        Format, typer.Option("--output", "-o", help="Output format.", case_sensitive=False)
-    ] = Format.table,
+    output: OutputOpt = Format.table,
 ) -> None:
     """Empty HOST for maintenance: cordon it, then move every replica elsewhere,
     make-before-break (the replacement is available before the old one stops),
@@ -192,9 +198,7 @@ def label(
         bool, typer.Option("--overwrite", help="Change labels that have another value.")
     ] = False,
     conn: Connection = CONNECTION,
-    output: Annotated[
-        Format, typer.Option("--output", "-o", help="Output format.", case_sensitive=False)
-    ] = Format.table,
+    output: OutputOpt = Format.table,
 ) -> None:
     """Set or remove the labels of HOST that constraints match by name (admin only),
     as kubectl label does: `fleet label host h1 tier=secure disk-`. These are the only
@@ -312,9 +316,7 @@ def upgrade_hosts(
         str, typer.Option("--timeout", help="With --wait: stop following after this long.")
     ] = "6h",
     conn: Connection = CONNECTION,
-    output: Annotated[
-        Format, typer.Option("--output", "-o", help="Output format.", case_sensitive=False)
-    ] = Format.table,
+    output: OutputOpt = Format.table,
 ) -> None:
     """Upgrade the OS of the pool's hosts a few at a time (CoreOS locksmith's way): each
     host takes a slot of the maintenance semaphore, is drained, upgraded (by --command,
@@ -391,9 +393,7 @@ def remove(
         ),
     ] = False,
     conn: Connection = CONNECTION,
-    output: Annotated[
-        Format, typer.Option("--output", "-o", help="Output format.", case_sensitive=False)
-    ] = Format.table,
+    output: OutputOpt = Format.table,
 ) -> None:
     """Take HOST out of the pool for good (admin only): the certificates it registered
     with are denied on every control plane, so its agent's stream ends at once and

@@ -24,6 +24,7 @@ from fleet.cli import certs, hosts, rollouts, secrets
 from fleet.cli.connection import CONNECTION, Connection, connected
 from fleet.cli.output import (
     Format,
+    OutputOpt,
     console,
     err_console,
     human_memory,
@@ -52,9 +53,6 @@ app = typer.Typer(
 
 app.add_typer(certs.app, name="certs")
 
-OutputOpt = Annotated[
-    Format, typer.Option("--output", "-o", help="Output format.", case_sensitive=False)
-]
 FileOpt = Annotated[
     Path,
     typer.Option("--filename", "-f", help="App file (YAML, one or more documents; - for stdin)."),

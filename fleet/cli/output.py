@@ -6,8 +6,9 @@ import json
 import sys
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 import yaml
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
@@ -19,6 +20,7 @@ from fleet._text import strip_control
 
 __all__ = [
     "Format",
+    "OutputOpt",
     "console",
     "err_console",
     "human_memory",
@@ -49,6 +51,12 @@ class Format(StrEnum):
     wide = "wide"
     json = "json"
     yaml = "yaml"
+
+
+# The -o option of every command that prints records.
+OutputOpt = Annotated[
+    Format, typer.Option("--output", "-o", help="Output format.", case_sensitive=False)
+]
 
 
 def to_dict(message: Message) -> dict[str, Any]:

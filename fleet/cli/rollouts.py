@@ -18,7 +18,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from fleet.cli.connection import CONNECTION, Connection, connected
-from fleet.cli.output import Format, console, err_console, print_error, print_records, safe
+from fleet.cli.output import (
+    Format,
+    OutputOpt,
+    console,
+    err_console,
+    print_error,
+    print_records,
+    safe,
+)
 from fleet.errors import NotFound
 from fleet.proto import fleet_pb2 as pb
 from fleet.spec import parse_duration
@@ -58,9 +66,6 @@ set_app = typer.Typer(
 )
 
 AppArg = Annotated[str, typer.Argument(metavar="APP", help="The app.", show_default=False)]
-OutputOpt = Annotated[
-    Format, typer.Option("--output", "-o", help="Output format.", case_sensitive=False)
-]
 WaitOpt = Annotated[
     bool,
     typer.Option(

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from fleet.cli.connection import CONNECTION, Connection, connected
-from fleet.cli.output import Format, console, err_console, print_records, safe
+from fleet.cli.output import Format, OutputOpt, console, err_console, print_records, safe
 from fleet.proto import fleet_pb2 as pb
 
 __all__ = ["app", "outside_scope", "scope_text"]
@@ -23,9 +23,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-OutputOpt = Annotated[
-    Format, typer.Option("--output", "-o", help="Output format.", case_sensitive=False)
-]
 NameArg = Annotated[str, typer.Argument(metavar="NAME", show_default=False)]
 AppsOpt = Annotated[
     list[str] | None,
