@@ -154,6 +154,8 @@ def test_the_queue_stores_each_hosts_newest_heartbeat(etcd_server: EtcdServer) -
             await eventually(lambda: stored_hosts(etcd_server, prefix) == {h: 2 for h in writers})
             stored = etcd_prefix(etcd_server, f"{prefix}reports/h7/")
             assert {json.loads(v)["state"] for v in stored.values()} == {"running"}
+            # Timed once the write returns, a moment after etcd shows it.
+            await eventually(lambda: len(waits) >= 50)
             assert len(waits) == 50
             # A heartbeat that changes nothing is not written (and is still timed).
             revision = await etcd.revision()
