@@ -946,7 +946,7 @@ def server(
     TLS is required: --tls-ca/--tls-cert/--tls-key (or FLEET_TLS_*), or server-*.crt in
     $FLEET_PKI_DIR; --insecure must be asked for.
     """
-    from fleet.controlplane.agents import HostLimits
+    from fleet.controlplane.registration import HostLimits
     from fleet.controlplane.server import ServerConfig, run_server
     from fleet.secrets import ensure_key_file
 

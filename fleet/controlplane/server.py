@@ -23,11 +23,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from fleet.controlplane._handlers import service_handler
-from fleet.controlplane.agents import AgentService, HostLimits
+from fleet.controlplane.agents import AgentService
 from fleet.controlplane.api import FleetService
 from fleet.controlplane.auth import TokenGate
 from fleet.controlplane.metrics import Metrics
 from fleet.controlplane.metricsport import MetricsPort, metrics_tls_context
+from fleet.controlplane.registration import HostLimits
 from fleet.controlplane.replicas import ReplicaController
 from fleet.errors import FailedPrecondition
 from fleet.secrets import load_key_file

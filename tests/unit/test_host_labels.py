@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from fleet.cli.connection import Connection
 from fleet.cli.hosts import label_changes
 from fleet.cli.main import app
-from fleet.controlplane.agents import HostLimits, host_record
+from fleet.controlplane.registration import HostLimits, host_record
 from fleet.controlplane.replicas import plan_replicas
 from fleet.errors import FailedPrecondition, InvalidArgument
 from fleet.hostlabels import AGENT_PREFIX, agent_claim, edit_labels, selectable

@@ -12,7 +12,7 @@ from cryptography import x509
 
 from fleet.agent.certwatch import CertificateWatch
 from fleet.cli.hosts import removed_lines
-from fleet.controlplane.agents import denied_message, host_record
+from fleet.controlplane.registration import denied_message, denied_serials, host_record
 from fleet.errors import InvalidArgument
 from fleet.pki import Kind, issue, serial_from_auth_context, serial_of
 from fleet.proto import fleet_pb2 as pb
@@ -85,6 +85,13 @@ def test_a_host_record_keeps_a_few_past_serials_only() -> None:
         record = host_record(_register(), record, serial=format(n, "x"))
     assert record.cert_serial == "13"
     assert record.past_serials == [format(n, "x") for n in range(11, 19)]
+
+
+def test_a_removal_denies_every_serial_the_host_registered_with_once() -> None:
+    record = host_record(_register(), None, serial="a1")
+    record = host_record(_register(), host_record(_register(), record, serial="b2"), serial="a1")
+    assert denied_serials(record) == ["b2", "a1"]
+    assert denied_serials(host_record(_register(), None)) == []  # a plaintext control plane
 
 
 def test_a_denial_says_whose_certificate_by_whom_when_and_how_to_rejoin() -> None:

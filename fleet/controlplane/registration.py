@@ -1,0 +1,117 @@
+"""What a host's registration stores, and the certificates a removal denies: pure
+rules over the Register message and the host record (the agent stream, ``agents``,
+writes them).
+
+An agent reports its own capacity, labels and facts: placement counts the capacity
+capped (``HostLimits``), facts fleet does not know are dropped, and nothing it sends
+sets the operator's state or labels. The record keeps the certificate serials the host
+registered with, for ``fleet hosts remove`` to deny them all.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from dataclasses import dataclass
+
+from fleet._time import now_iso
+from fleet.errors import InvalidArgument
+from fleet.hostlabels import MAX_LABELS, known_facts
+from fleet.proto import fleet_pb2 as pb
+from fleet.store import check_host_id
+from fleet.store.records import DeniedRecord, HostRecord, ResourceAmounts
+
+__all__ = ["MAX_TEXT", "HostLimits", "denied_message", "denied_serials", "host_record"]
+
+MAX_TEXT = 1024  # the longest text an agent may send in a field
+_PAST_SERIALS = 8  # earlier certificate serials a host record keeps (fleet hosts remove)
+
+
+@dataclass(frozen=True)
+class HostLimits:
+    """The most any one host is taken to have (``fleet server --max-host-cpus`` and
+    ``--max-host-memory``): an agent reports its capacity itself, so a compromised host
+    could claim 1,000 cores to attract work; placement counts the claim capped to these.
+    None: counted as claimed."""
+
+    cpus: float | None = None
+    memory: int | None = None
+
+    def cap(self, claimed: ResourceAmounts) -> ResourceAmounts:
+        """``claimed`` capped to these limits."""
+        cpu = claimed.cpu if self.cpus is None else min(claimed.cpu, self.cpus)
+        memory = claimed.memory if self.memory is None else min(claimed.memory, self.memory)
+        return ResourceAmounts(cpu=cpu, memory=memory)
+
+
+def _check_map(what: str, values: dict[str, str]) -> dict[str, str]:
+    if len(values) > MAX_LABELS:
+        raise InvalidArgument(f"too many {what}: {len(values)} (at most {MAX_LABELS})")
+    for key, value in values.items():
+        if not key or len(key) > 253 or len(value) > MAX_TEXT or "\0" in key + value:
+            raise InvalidArgument(f"invalid {what} entry {key[:64]!r}")
+    return dict(values)
+
+
+def _check_address(value: str) -> str:
+    if not value:
+        return ""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise InvalidArgument(f"address must be an IP address, got {value[:64]!r}") from None
+
+
+def host_record(
+    register: pb.Register,
+    old: HostRecord | None,
+    limits: HostLimits = HostLimits(),
+    serial: str = "",
+) -> HostRecord:
+    """The registration as stored: the capacity placement counts is the claim capped to
+    ``limits`` (the claim is kept beside it); facts fleet does not know are dropped; the
+    operator-set state (and a drain in progress) survives re-registration. Admin labels
+    are not in it (they have a key of their own), so nothing a host sends can set or
+    remove them. ``serial`` is the certificate it registered with (the ones before it
+    are kept, a few, for a removal to deny them all)."""
+    host_id = check_host_id(register.host_id)
+    if not (math.isfinite(register.capacity.cpu) and 0 <= register.capacity.cpu <= 1e6):
+        raise InvalidArgument("capacity cpu must be a number of cores, 0 or more")
+    if register.capacity.memory_bytes < 0:
+        raise InvalidArgument("capacity memory must not be negative")
+    claimed = ResourceAmounts(cpu=register.capacity.cpu, memory=register.capacity.memory_bytes)
+    facts = _check_map("facts", dict(register.facts))
+    past = list(old.past_serials) if old else []
+    if old and old.cert_serial and old.cert_serial != serial:
+        past = [s for s in past if s != old.cert_serial] + [old.cert_serial]
+    past = [s for s in past if s != serial][-_PAST_SERIALS:]
+    return HostRecord(
+        host_id=host_id,
+        capacity=limits.cap(claimed),
+        reported=claimed,
+        labels=_check_map("labels", dict(register.labels)),
+        facts=known_facts(facts),
+        state=old.state if old else "ready",
+        # A drain in progress goes on through a reconnect: without its record (deadline,
+        # --force) a draining host would never be found drained.
+        drain=old.drain if old else None,
+        registered_at=now_iso(),
+        address=_check_address(register.address),
+        cert_serial=serial,
+        past_serials=past,
+    )
+
+
+def denied_serials(record: HostRecord) -> list[str]:
+    """The certificate serials ``fleet hosts remove`` denies: every one the host is
+    known to have registered with, oldest first, without repeats."""
+    return list(dict.fromkeys(s for s in [*record.past_serials, record.cert_serial] if s))
+
+
+def denied_message(record: DeniedRecord) -> str:
+    """Why a denied certificate is refused, and how its host can rejoin."""
+    return (
+        f"certificate serial {record.serial} of host {record.host_id} was removed from the "
+        f"pool by {record.by} at {record.at}; to rejoin, issue the host a new certificate "
+        f"(`fleet certs issue agent {record.host_id} --force`) and start its agent with it"
+    )
