@@ -9,22 +9,38 @@ whatever the client checked.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import math
-import secrets as secrets_module
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 
 import grpc.aio
-from pydantic import ValidationError
 
 from fleet._time import iso_seconds_ago, now_iso
-from fleet.controlplane.apps import plan_apply, plan_restart, plan_scale, plan_undo, too_large
-from fleet.controlplane.auth import Permission, answer, authorize, caller, rpc
+from fleet.controlplane.appchanges import (
+    check_apply,
+    plan_apply,
+    plan_restart,
+    plan_scale,
+    plan_undo,
+    too_large,
+    too_many,
+)
+from fleet.controlplane.auth import (
+    Permission,
+    answer,
+    authorize,
+    caller,
+    new_token,
+    rpc,
+    token_identity,
+)
+from fleet.controlplane.maintenance import drain_record, may_take_slot, release_slot
+from fleet.controlplane.registration import denied_serials
 from fleet.controlplane.replicas import plan_replicas
+from fleet.controlplane.reports import status_proto
+from fleet.controlplane.revisions import kept_revisions, undo_target
 from fleet.controlplane.rollout import (
     RolloutCounts,
     app_trouble,
@@ -32,26 +48,24 @@ from fleet.controlplane.rollout import (
     revisions_in_use,
     rollout_counts,
 )
-from fleet.controlplane.upgrades import selected_hosts
+from fleet.controlplane.upgrades import plan_walk
 from fleet.errors import (
     REQUEST,
-    Conflict,
     FailedPrecondition,
     FleetError,
     InvalidArgument,
     NotFound,
-    PolicyDenied,
     SpecError,
     SpecProblem,
     Unavailable,
 )
 from fleet.hostlabels import edit_labels
-from fleet.pki import Identity, Kind, Role
-from fleet.policy import Policy, refused_fields
+from fleet.pki import Identity
+from fleet.policy import Policy
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
-from fleet.secrets import SecretBox, scope_from, scope_refusals
-from fleet.spec import AppSpec, Constraint, parse_spec_json
+from fleet.secrets import SecretBox, scope_from
+from fleet.spec import AppSpec, parse_spec_json
 from fleet.store import (
     AppWrite,
     ClusterState,
@@ -64,18 +78,13 @@ from fleet.store import (
 from fleet.store.events import EventLog
 from fleet.store.records import (
     AppRecord,
-    ContainerReport,
     DeniedRecord,
-    HostDrain,
     HostLabelsRecord,
-    HostRecord,
-    HostUpgrade,
     MaintenanceRecord,
     ReplicaRecord,
     RolloutRecord,
     SecretRecord,
     SecretScope,
-    TokenRecord,
     UpgradeRecord,
     usage_key,
 )
@@ -88,6 +97,7 @@ Relay = Callable[[str, pb.ContainerRequest], AsyncIterator[pb.ContainerResponse]
 MAX_REPLICAS = 10_000
 _CACHE_WAIT = 10.0
 _PENDING_REUSE = 3.0  # seconds a follower reuses its plan of an app's pending slots
+_MAX_DEADLINE = 7 * 86400  # seconds: the longest drain deadline
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +129,7 @@ def _reports(state: ClusterState) -> dict[tuple[str, str, int, int], pb.Containe
         usage = versioned.value.container_usage
         for c in versioned.value.containers:
             cpu, memory = usage.get(usage_key(c.app, c.slot, c.revision), (0.0, 0))
-            found[(host_id, c.app, c.slot, c.revision)] = _status_proto(c, cpu, memory)
+            found[(host_id, c.app, c.slot, c.revision)] = status_proto(c, cpu, memory)
     return found
 
 
@@ -130,44 +140,6 @@ def _rollout_trouble(rollout: RolloutRecord) -> tuple[str, str]:
     if rollout.rollback_of and rollout.failure:
         return "rolled-back", f"{rollout.failure}; rolled back to revision {rollout.revision}"
     return "", ""
-
-
-def _status_proto(c: ContainerReport, cpu: float, memory: int) -> pb.ContainerStatus:
-    """A container's report, with its live usage (from its host's status record)."""
-    return pb.ContainerStatus(
-        app=c.app,
-        slot=c.slot,
-        revision=c.revision,
-        spec_hash=c.spec_hash,
-        container_id=c.container_id,
-        name=c.name,
-        state=c.state,
-        exit_code=c.exit_code,
-        started_at=c.started_at,
-        ports=[
-            pb.PortMapping(
-                host_port=p.host_port, container_port=p.container_port, protocol=p.protocol
-            )
-            for p in c.ports
-        ],
-        message=c.message,
-        reason=c.reason,
-        cpu=cpu,
-        memory_bytes=memory,
-        memory_limit=c.memory_limit,
-        health=c.health,
-        ready_since=c.ready_since,
-        restarts=c.restarts,
-    )
-
-
-def _selector(values: Sequence[str]) -> list[str]:
-    if len(values) > 16:
-        raise InvalidArgument("at most 16 selector terms")
-    try:
-        return [str(Constraint.model_validate(v)) for v in values]
-    except ValidationError as error:
-        raise InvalidArgument(f"bad selector: {error.errors()[0]['msg']}") from None
 
 
 def _upgrade_info(walk: UpgradeRecord) -> pb.UpgradeInfo:
@@ -308,13 +280,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
         # An apply is one etcd transaction (all or nothing), as large as etcd takes.
         limit = self._store.etcd.max_txn_ops
         if len(request.specs_json) > limit:
-            message = (
-                f"this apply has {len(request.specs_json)} apps, and etcd takes at most "
-                f"{limit} operations in one transaction (its --max-txn-ops, as `fleet "
-                "server --etcd-max-txn-ops` says), each app at least one; an apply is "
-                f"stored whole or not at all: split the file into applies of at most "
-                f"{limit // 2} apps"
-            )
+            message = too_many(len(request.specs_json), limit)
             raise SpecError([SpecProblem(REQUEST, 0, "", None, message)])
         specs: list[AppSpec] = []
         for i, text in enumerate(request.specs_json, start=1):
@@ -324,45 +290,17 @@ class FleetService(pb_grpc.FleetServiceServicer):
             specs.append(spec)
 
         state = await self._state()
-        for spec in specs:
-            if spec.name in request.base_generations:
-                stored_app = state.apps.get(spec.name)
-                now_at = stored_app.value.generation if stored_app else 0
-                based_on = request.base_generations[spec.name]
-                if now_at != based_on:
-                    raise Conflict(
-                        f"app {spec.name!r} changed since this apply was planned (generation "
-                        f"{based_on}, now {now_at}): someone else applied meanwhile; "
-                        "run it again to plan on the new state"
-                    )
-            missing = sorted(spec.secret_names() - state.secrets.keys())
-            if missing:
-                raise NotFound(
-                    f"app {spec.name!r} uses secret {missing[0]!r}, which does not exist; "
-                    f"create it with `fleet secrets set {missing[0]}`"
-                )
-        # Every refused field of every app at once (what the policy refuses, secrets
-        # outside their scope), each named by its app's place in the request and its
-        # path, for the client to point at its line.
-        policy = state.current_policy
-        refused = [
-            SpecProblem(REQUEST, i, field, None, message)
-            for i, spec in enumerate(specs, start=1)
-            for field, message in [*refused_fields(spec, policy), *scope_refusals(spec, state)]
-        ]
-        if refused:
-            raise PolicyDenied(refused)
+        check_apply(specs, state, request.base_generations)
         now = now_iso()
         changes: list[pb.AppChange] = []
         writes: list[AppWrite] = []
         for spec in specs:
             stored = state.apps.get(spec.name)
-            kept = [n for (app, n) in state.revisions if app == spec.name]
             plan = plan_apply(
                 stored.value if stored else None,
                 spec,
                 now,
-                kept,
+                kept_revisions(state, spec.name),
                 in_use=revisions_in_use(state, spec.name),
             )
             changes.append(
@@ -445,7 +383,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
             stored.value,
             spec,
             now_iso(),
-            [n for (a, n) in state.revisions if a == request.app],
+            kept_revisions(state, request.app),
             cause=f"fleet set image {spec.image}",
             in_use=revisions_in_use(state, request.app),
         )
@@ -532,30 +470,14 @@ class FleetService(pb_grpc.FleetServiceServicer):
         state = await self._state()
         name = check_name(request.app)
         stored = self._app(state, name)
-        current = stored.value.revision
-        kept = sorted(n for (a, n) in state.revisions if a == name)
-        if request.to_revision < 0:
-            raise InvalidArgument("--to-revision must be a revision number (see rollout history)")
-        if request.to_revision:
-            to = request.to_revision
-            if (name, to) not in state.revisions:
-                raise NotFound(
-                    f"app {name!r} has no revision {to} (kept: "
-                    f"{', '.join(map(str, kept)) or 'none'}; see `fleet rollout history {name}`)"
-                )
-        else:
-            rollout = state.rollouts.get(name)
-            older = [n for n in kept if n < current]
-            if rollout is not None and rollout.value.from_revision != current:
-                to = rollout.value.from_revision
-            elif older:
-                to = older[-1]
-            else:
-                raise FailedPrecondition(
-                    f"app {name!r} has no revision before {current} to go back to"
-                )
-        if to == current:
-            raise FailedPrecondition(f"app {name!r} already runs revision {to}")
+        rollout = state.rollouts.get(name)
+        to = undo_target(
+            name,
+            stored.value.revision,
+            kept_revisions(state, name),
+            rollout.value if rollout is not None else None,
+            request.to_revision,
+        )
         record = plan_undo(stored.value, state.revisions[(name, to)].value, now_iso())
         await self._caught_up(await self._store.write_apps([AppWrite(record, stored.mod_revision)]))
         return self._rollout_info(self._informer.state(), name)
@@ -593,7 +515,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
         plan = plan_restart(
             stored.value,
             now_iso(),
-            [n for (a, n) in state.revisions if a == name],
+            kept_revisions(state, name),
             revisions_in_use(state, name),
         )
         write = AppWrite(plan.record, stored.mod_revision, plan.new_revision, plan.prune_revisions)
@@ -1051,14 +973,10 @@ class FleetService(pb_grpc.FleetServiceServicer):
             raise NotFound(f"host {host_id!r} not found (see `fleet get hosts`)")
         record = stored.value.model_copy(update={"state": request.state, "drain": None})
         maintenance = state.maintenance
-        holders = dict(maintenance.value.holders) if maintenance else {}
-        if host_id in holders:
-            assert maintenance is not None
-            del holders[host_id]
-            released = maintenance.value.model_copy(update={"holders": holders})
+        if maintenance is not None and host_id in maintenance.value.holders:
             revision = await self._store.write_host_maintenance(
                 record,
-                released,
+                release_slot(maintenance.value, host_id),
                 host_mod_revision=stored.mod_revision,
                 maintenance_mod_revision=maintenance.mod_revision,
             )
@@ -1105,27 +1023,32 @@ class FleetService(pb_grpc.FleetServiceServicer):
         """Cordon a host and move its replicas elsewhere, make-before-break, within each
         app's disruption budget; it takes a slot of the maintenance semaphore."""
         host_id = check_host_id(request.host_id)
-        if not (
-            math.isfinite(request.deadline_seconds) and 0 <= request.deadline_seconds <= 7 * 86400
-        ):
+        deadline = request.deadline_seconds
+        if not (math.isfinite(deadline) and 0 <= deadline <= _MAX_DEADLINE):
             raise InvalidArgument("the deadline must be from 0 (none) to 7 days, in seconds")
         state = await self._state()
         stored = state.hosts.get(host_id)
         if stored is None:
             raise NotFound(f"host {host_id!r} not found (see `fleet get hosts`)")
-        record = await self._drain_record(state, host_id, request, "fleet drain")
+        record = drain_record(
+            stored.value,
+            deadline_seconds=deadline,
+            force=request.force,
+            include_global=request.include_global,
+            by="fleet drain",
+            now=time.time(),
+        )
         maintenance = state.maintenance
         semaphore = maintenance.value if maintenance else MaintenanceRecord()
         holders = dict(semaphore.holders)
-        if host_id not in holders:
-            if len(holders) >= semaphore.max:
-                held = ", ".join(f"{h} ({why})" for h, why in sorted(holders.items()))
-                raise FailedPrecondition(
-                    f"the maintenance semaphore is full: {len(holders)} of {semaphore.max} "
-                    f"slot(s) held by {held}; uncordon a host when it is back, or raise the "
-                    "limit with `fleet upgrade-hosts --max-parallel`"
-                )
-            holders[host_id] = "fleet drain"
+        if not may_take_slot(semaphore, holders, host_id):
+            held = ", ".join(f"{h} ({why})" for h, why in sorted(holders.items()))
+            raise FailedPrecondition(
+                f"the maintenance semaphore is full: {len(holders)} of {semaphore.max} "
+                f"slot(s) held by {held}; uncordon a host when it is back, or raise the "
+                "limit with `fleet upgrade-hosts --max-parallel`"
+            )
+        holders.setdefault(host_id, "fleet drain")
         revision = await self._store.write_host_maintenance(
             record,
             semaphore.model_copy(update={"holders": holders}),
@@ -1159,17 +1082,12 @@ class FleetService(pb_grpc.FleetServiceServicer):
             )
         who = caller(context, insecure=self.insecure, tokens=self.token_identity).name
         at = now_iso()
-        record = stored.value
-        serials = dict.fromkeys(s for s in [*record.past_serials, record.cert_serial] if s)
+        serials = denied_serials(stored.value)
         denied = [DeniedRecord(serial=s, host_id=host_id, by=who, at=at) for s in serials]
         maintenance = state.maintenance
         released = None
         if maintenance is not None and host_id in maintenance.value.holders:
-            holders = {h: w for h, w in maintenance.value.holders.items() if h != host_id}
-            released = (
-                maintenance.value.model_copy(update={"holders": holders}),
-                maintenance.mod_revision,
-            )
+            released = (release_slot(maintenance.value, host_id), maintenance.mod_revision)
         revision = await self._store.remove_host(
             host_id, denied, host_mod_revision=stored.mod_revision, maintenance=released
         )
@@ -1196,7 +1114,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
         await self._caught_up(revision)
         return pb.RemoveHostResponse(
             host_id=host_id,
-            denied_serials=list(serials),
+            denied_serials=serials,
             replicas=placed,
             was_connected=host_id in state.alive,
             removed_by=who,
@@ -1210,47 +1128,15 @@ class FleetService(pb_grpc.FleetServiceServicer):
         """Start, stop or resume the coordinated OS upgrade walk."""
         state = await self._state()
         stored = state.upgrade
-        now = now_iso()
-        if request.action == "start":
-            if stored is not None and stored.value.state != "done":
-                raise FailedPrecondition(
-                    f"upgrade walk {stored.value.id} is {stored.value.state}; resume it "
-                    "(`fleet upgrade-hosts --resume`) or let it finish first"
-                )
-            if not 1 <= (request.max_parallel or 1) <= 100:
-                raise InvalidArgument("--max-parallel must be from 1 to 100")
-            if len(request.command) > 4096 or "\0" in request.command:
-                raise InvalidArgument("the command must be at most 4096 characters, without NUL")
-            selector = _selector(request.selector)
-            canary = request.canary_app
-            if canary:
-                check_name(canary)
-                if canary not in state.apps:
-                    raise NotFound(
-                        f"the canary app {canary!r} does not exist (see `fleet get apps`)"
-                    )
-            chosen = selected_hosts(state, selector)
-            if not chosen:
-                raise InvalidArgument(f"no host matches {' '.join(selector) or 'the selector'}")
-            walk = UpgradeRecord(
-                id=f"u{int(time.time())}",
-                selector=selector,
-                max_parallel=request.max_parallel or 1,
-                command=request.command,
-                canary_app=request.canary_app,
-                created_at=now,
-                updated_at=now,
-                hosts={h: HostUpgrade() for h in chosen},
-            )
-        elif request.action in ("stop", "resume"):
-            if stored is None or stored.value.state == "done":
-                raise FailedPrecondition("there is no upgrade walk to stop or resume")
-            wanted = "stopped" if request.action == "stop" else "running"
-            walk = stored.value.model_copy(update={"state": wanted, "updated_at": now})
-        else:
-            raise InvalidArgument(
-                f"unknown action {request.action[:32]!r}: use start, stop or resume"
-            )
+        walk = plan_walk(
+            state,
+            request.action,
+            selector=request.selector,
+            max_parallel=request.max_parallel,
+            command=request.command,
+            canary_app=request.canary_app,
+            now=time.time(),
+        )
         revision = await self._store.commit_upgrade(
             walk, stored.mod_revision if stored else 0, [], None, 0
         )
@@ -1264,60 +1150,20 @@ class FleetService(pb_grpc.FleetServiceServicer):
         stored = (await self._state()).upgrade
         return _upgrade_info(stored.value) if stored else pb.UpgradeInfo()
 
-    async def _drain_record(
-        self, state: ClusterState, host_id: str, request: pb.DrainRequest, by: str
-    ) -> HostRecord:
-        host = state.hosts[host_id].value
-        if host.state == "drained" and host.drain is not None:
-            return host  # already empty: draining again changes nothing
-        deadline = ""
-        if request.deadline_seconds:
-            deadline = iso_seconds_ago(-request.deadline_seconds)
-        drain = HostDrain(
-            started_at=host.drain.started_at if host.drain else now_iso(),
-            deadline_at=deadline,
-            force=request.force,
-            include_global=request.include_global,
-            by=by,
-        )
-        return host.model_copy(update={"state": "draining", "drain": drain})
-
     # ------------------------------------------------------------------ tokens
 
     def token_identity(self, token: str) -> Identity | None:
-        """Who a bearer token ``fleet_<id>_<secret>`` stands for, if it is one of ours."""
-        prefix, _, rest = token.partition("_")
-        token_id, _, secret = rest.partition("_")
-        if prefix != "fleet" or not token_id or not secret:
-            return None
-        stored = self._informer.state().tokens.get(token_id)
-        if stored is None:
-            return None
-        digest = hashlib.sha256(secret.encode()).hexdigest()
-        if not hmac.compare_digest(digest, stored.value.secret_sha256):
-            return None
-        return Identity(
-            kind=Kind.client, name=f"token:{stored.value.name}", role=Role(stored.value.role)
-        )
+        """Who a bearer token stands for, if it is one of ours (``auth.token_identity``)."""
+        return token_identity(self._informer.state().tokens, token)
 
     @rpc(Permission.TOKENS)
     async def CreateToken(
         self, request: pb.CreateTokenRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateTokenResponse:
         name = check_name(request.name, "token name")
-        if request.role not in ("admin", "deployer", "viewer"):
-            raise InvalidArgument(f"role {request.role[:32]!r}: use admin, deployer or viewer")
-        token_id = secrets_module.token_hex(6)
-        secret = secrets_module.token_urlsafe(32).replace("_", "-")
-        record = TokenRecord(
-            id=token_id,
-            name=name,
-            role=request.role,
-            secret_sha256=hashlib.sha256(secret.encode()).hexdigest(),
-            created_at=now_iso(),
-        )
+        record, token = new_token(name, request.role, now_iso())
         await self._caught_up(await self._store.write_token(record))
-        return pb.CreateTokenResponse(id=token_id, token=f"fleet_{token_id}_{secret}")
+        return pb.CreateTokenResponse(id=record.id, token=token)
 
     @rpc(Permission.TOKENS)
     async def ListTokens(

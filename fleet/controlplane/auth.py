@@ -11,13 +11,20 @@ the role (see ``fleet.pki``). Nothing a caller sends in a message decides who it
                 lists: command lines may hold secrets); list secret names; /metrics
     viewer      read apps and hosts; /metrics
     (agent)     only its own stream, as the host its certificate names
+
+On the token port a caller has no certificate: a bearer token ``fleet_<id>_<secret>``
+stands for a name and a role. Only the secret's hash is stored (``TokenRecord``);
+``new_token`` makes one and ``token_identity`` checks one.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+import secrets
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from enum import StrEnum
 from typing import Any, TypeVar, cast
 
@@ -25,8 +32,17 @@ import grpc
 import grpc.aio
 
 from fleet.controlplane._handlers import check_well_formed, refuse
-from fleet.errors import FleetError, PermissionDenied, details, grpc_code_for, problems_trailer
+from fleet.errors import (
+    FleetError,
+    InvalidArgument,
+    PermissionDenied,
+    details,
+    grpc_code_for,
+    problems_trailer,
+)
 from fleet.pki import Identity, Kind, Role, identity_from_auth_context
+from fleet.store import Versioned
+from fleet.store.records import TokenRecord
 
 __all__ = [
     "ANONYMOUS_ADMIN",
@@ -36,7 +52,9 @@ __all__ = [
     "bearer",
     "caller",
     "check",
+    "new_token",
     "rpc",
+    "token_identity",
 ]
 
 log = logging.getLogger(__name__)
@@ -79,6 +97,40 @@ ANONYMOUS_ADMIN = Identity(kind=Kind.client, name="anonymous", role=Role.admin)
 
 # Looks a presented bearer token up: the identity it stands for, or None.
 TokenLookup = Callable[[str], Identity | None]
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def token_identity(tokens: Mapping[str, Versioned[TokenRecord]], token: str) -> Identity | None:
+    """Who a bearer token ``fleet_<id>_<secret>`` stands for, if it is one of ``tokens``
+    (by id) and its secret matches the stored hash; None otherwise."""
+    prefix, _, rest = token.partition("_")
+    token_id, _, secret = rest.partition("_")
+    if prefix != "fleet" or not token_id or not secret:
+        return None
+    stored = tokens.get(token_id)
+    if stored is None:
+        return None
+    if not hmac.compare_digest(_digest(secret), stored.value.secret_sha256):
+        return None
+    return Identity(
+        kind=Kind.client, name=f"token:{stored.value.name}", role=Role(stored.value.role)
+    )
+
+
+def new_token(name: str, role: str, now: str) -> tuple[TokenRecord, str]:
+    """A new token for ``name`` with ``role`` (``now`` stamps it): the record to store,
+    which holds only its secret's hash, and the token to show once."""
+    if role not in ROLE_PERMISSIONS:
+        raise InvalidArgument(f"role {role[:32]!r}: use admin, deployer or viewer")
+    token_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32).replace("_", "-")
+    record = TokenRecord(
+        id=token_id, name=name, role=role, secret_sha256=_digest(secret), created_at=now
+    )
+    return record, f"fleet_{token_id}_{secret}"
 
 
 def caller(

@@ -6,6 +6,9 @@ seconds. So each container is its own key, written when what its agent says of i
 changes (state, health, restarts: not its live usage), and the host's small status
 record (usage, images, each container's usage) is rewritten when the containers change
 or every ``refresh`` seconds. The cost of a report is then what changed on the host.
+
+A container's report crosses here both ways, by one field table: ``container_report``
+stores what an agent sent, ``status_proto`` shows it to clients.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import logging
 import math
 import re
 from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
 
 from fleet._text import strip_control
 from fleet._time import epoch, now_iso
@@ -28,7 +33,7 @@ from fleet.store.records import (
     usage_key,
 )
 
-__all__ = ["MAX_REPORT_BYTES", "Report", "ReportWriter", "container_report"]
+__all__ = ["MAX_REPORT_BYTES", "Report", "ReportWriter", "container_report", "status_proto"]
 
 log = logging.getLogger(__name__)
 
@@ -74,28 +79,54 @@ def _check_stamp(value: str) -> str:
     return value
 
 
+# The fields a container's report carries as they are, both ways (pb.ContainerStatus
+# and ContainerReport name them alike); the ports and the checked ones go by hand.
+_AS_IS = (
+    "app",
+    "slot",
+    "revision",
+    "spec_hash",
+    "container_id",
+    "name",
+    "state",
+    "exit_code",
+    "started_at",
+    "restarts",
+)
+_PORT = ("host_port", "container_port", "protocol")
+_as_is, _port = attrgetter(*_AS_IS), attrgetter(*_PORT)
+
+
+def _fields(names: tuple[str, ...], values: tuple[Any, ...]) -> dict[str, Any]:
+    return dict(zip(names, values, strict=True))
+
+
 def container_report(c: pb.ContainerStatus) -> ContainerReport:
     """One container as stored (live usage aside: that goes in the host's record)."""
     return ContainerReport(
-        app=c.app,
-        slot=c.slot,
-        revision=c.revision,
-        spec_hash=c.spec_hash,
-        container_id=c.container_id,
-        name=c.name,
-        state=c.state,
-        exit_code=c.exit_code,
-        started_at=c.started_at,
-        ports=[
-            PortBinding(host_port=p.host_port, container_port=p.container_port, protocol=p.protocol)
-            for p in c.ports
-        ],
+        **_fields(_AS_IS, _as_is(c)),
+        ports=[PortBinding(**_fields(_PORT, _port(p))) for p in c.ports],
         message=strip_control(c.message[:_MAX_TEXT]),  # shown on operators' terminals
         reason=_check_reason(c.reason),
         health=_check_health(c.health),
         ready_since=_check_stamp(c.ready_since),
-        restarts=c.restarts,
         memory_limit=max(0, c.memory_limit),
+    )
+
+
+def status_proto(c: ContainerReport, cpu: float, memory: int) -> pb.ContainerStatus:
+    """A stored report as the API shows it, with its live usage (from its host's status
+    record)."""
+    return pb.ContainerStatus(
+        **_fields(_AS_IS, _as_is(c)),
+        ports=[pb.PortMapping(**_fields(_PORT, _port(p))) for p in c.ports],
+        message=c.message,
+        reason=c.reason,
+        health=c.health,
+        ready_since=c.ready_since,
+        memory_limit=c.memory_limit,
+        cpu=cpu,
+        memory_bytes=memory,
     )
 
 

@@ -7,17 +7,24 @@ agent is back with a new boot id or OS version, one replica of a chosen app must
 healthy there) -> ``done``: it is uncordoned and gives its slot back. A failed canary
 leaves the host out and stops the walk. At most ``max_parallel``
 hosts are out at once, and never more than the semaphore allows (a manual drain holds a
-slot too). The walk lives in etcd (``upgrade``), so a restarted control plane goes on
-where it was; ``step_upgrade`` is its pure step.
+slot too: ``maintenance.may_take_slot``). The walk lives in etcd (``upgrade``), so a
+restarted control plane goes on where it was; ``step_upgrade`` is its pure step, and
+``plan_walk`` what starting, stopping or resuming it writes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from fleet._time import epoch
+from pydantic import ValidationError
+
+from fleet._time import epoch, iso_at
+from fleet.controlplane.maintenance import may_take_slot
 from fleet.controlplane.rollout import crash_reason
-from fleet.store import ClusterState
+from fleet.errors import FailedPrecondition, InvalidArgument, NotFound
+from fleet.spec import Constraint
+from fleet.store import ClusterState, check_name
 from fleet.store.records import (
     HostCommand,
     HostDrain,
@@ -27,7 +34,15 @@ from fleet.store.records import (
     UpgradeRecord,
 )
 
-__all__ = ["CANARY_SLOT", "UpgradeStep", "canary_hosts", "selected_hosts", "step_upgrade"]
+__all__ = [
+    "CANARY_SLOT",
+    "UpgradeStep",
+    "canary_hosts",
+    "check_selector",
+    "plan_walk",
+    "selected_hosts",
+    "step_upgrade",
+]
 
 HOLDER = "upgrade-hosts"
 # The canary is one replica of the chosen app, outside the app's own slots.
@@ -47,11 +62,19 @@ class UpgradeStep:
         return self.upgrade is None and not self.hosts and self.maintenance is None
 
 
+def check_selector(values: Sequence[str]) -> list[str]:
+    """A walk's host selector, each term as constraints write it (InvalidArgument)."""
+    if len(values) > 16:
+        raise InvalidArgument("at most 16 selector terms")
+    try:
+        return [str(Constraint.model_validate(v)) for v in values]
+    except ValidationError as error:
+        raise InvalidArgument(f"bad selector: {error.errors()[0]['msg']}") from None
+
+
 def selected_hosts(state: ClusterState, selector: list[str]) -> list[str]:
     """Registered hosts whose selectable labels (admin labels, ``agent.*`` and facts, as
     constraints see them) match every ``k=v``, ``k!=v`` or ``k``."""
-    from fleet.spec import Constraint
-
     constraints = [Constraint.model_validate(s) for s in selector]
     chosen = []
     for host_id in sorted(state.hosts):
@@ -59,6 +82,59 @@ def selected_hosts(state: ClusterState, selector: list[str]) -> list[str]:
         if all(c.matches(labels) for c in constraints):
             chosen.append(host_id)
     return chosen
+
+
+def plan_walk(
+    state: ClusterState,
+    action: str,
+    *,
+    selector: Sequence[str] = (),
+    max_parallel: int = 0,
+    command: str = "",
+    canary_app: str = "",
+    now: float,
+) -> UpgradeRecord:
+    """The walk ``fleet upgrade-hosts`` writes: a new one over the selected hosts
+    (``start``, refused while one is not done), or the current one stopped or resumed;
+    ``now`` (epoch seconds) stamps it and names a new one."""
+    stored = state.upgrade
+    stamp = iso_at(now)
+    if action == "start":
+        if stored is not None and stored.value.state != "done":
+            raise FailedPrecondition(
+                f"upgrade walk {stored.value.id} is {stored.value.state}; resume it "
+                "(`fleet upgrade-hosts --resume`) or let it finish first"
+            )
+        if not 1 <= (max_parallel or 1) <= 100:
+            raise InvalidArgument("--max-parallel must be from 1 to 100")
+        if len(command) > 4096 or "\0" in command:
+            raise InvalidArgument("the command must be at most 4096 characters, without NUL")
+        terms = check_selector(selector)
+        if canary_app:
+            check_name(canary_app)
+            if canary_app not in state.apps:
+                raise NotFound(
+                    f"the canary app {canary_app!r} does not exist (see `fleet get apps`)"
+                )
+        chosen = selected_hosts(state, terms)
+        if not chosen:
+            raise InvalidArgument(f"no host matches {' '.join(terms) or 'the selector'}")
+        return UpgradeRecord(
+            id=f"u{int(now)}",
+            selector=terms,
+            max_parallel=max_parallel or 1,
+            command=command,
+            canary_app=canary_app,
+            created_at=stamp,
+            updated_at=stamp,
+            hosts={h: HostUpgrade() for h in chosen},
+        )
+    if action in ("stop", "resume"):
+        if stored is None or stored.value.state == "done":
+            raise FailedPrecondition("there is no upgrade walk to stop or resume")
+        wanted = "stopped" if action == "stop" else "running"
+        return stored.value.model_copy(update={"state": wanted, "updated_at": stamp})
+    raise InvalidArgument(f"unknown action {action[:32]!r}: use start, stop or resume")
 
 
 def canary_hosts(state: ClusterState) -> dict[str, str]:
@@ -223,7 +299,7 @@ def step_upgrade(state: ClusterState, now: str) -> UpgradeStep:
             record = host_record(host_id)
             if record is None:
                 continue
-            if host_id not in holders and len(holders) >= max(semaphore.max, limit):
+            if not may_take_slot(semaphore, holders, host_id, walk_parallel=limit):
                 break  # the semaphore is full (a manual drain holds a slot): wait
             holders[host_id] = HOLDER
             step.hosts[host_id] = record.model_copy(

@@ -11,7 +11,7 @@ from typing import Any, cast
 import grpc
 import pytest
 
-from fleet.controlplane.apps import plan_apply, too_large
+from fleet.controlplane.appchanges import plan_apply, too_large
 from fleet.errors import (
     MAX_PROBLEM_BYTES,
     REQUEST,

@@ -11,7 +11,13 @@ from typing import Any
 
 import pytest
 
-from fleet.controlplane.reports import MAX_REPORT_BYTES, Report, ReportWriter, container_report
+from fleet.controlplane.reports import (
+    MAX_REPORT_BYTES,
+    Report,
+    ReportWriter,
+    container_report,
+    status_proto,
+)
 from fleet.errors import InvalidArgument
 from fleet.proto import fleet_pb2 as pb
 from fleet.store.records import ContainerReport, PortBinding, ResourceAmounts
@@ -325,3 +331,20 @@ def test_a_container_with_a_negative_revision_is_skipped() -> None:
     report = writer.report(heartbeat(container("api", 2, -3), container("ok", 0, 1)), now=0.0)
     assert report is not None
     assert [(c.app, c.slot, c.revision) for c in report.changed] == [("ok", 0, 1)]
+
+
+def test_a_stored_report_is_shown_as_the_agent_sent_it_with_its_usage() -> None:
+    sent = container(
+        exit_code=3,
+        started_at="2026-01-02T03:04:05Z",
+        ports=[pb.PortMapping(host_port=8080, container_port=80, protocol="tcp")],
+        message="ok",
+        reason="held",
+        ready_since="2026-01-02T03:04:06Z",
+        memory_limit=1 << 30,
+        health="healthy",
+        restarts=2,
+    )
+    stored = container_report(sent)
+    assert status_proto(stored, sent.cpu, sent.memory_bytes) == sent
+    assert container_report(status_proto(stored, 0.0, 0)) == stored

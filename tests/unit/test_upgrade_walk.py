@@ -17,7 +17,14 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from fleet.controlplane.desired import desired_containers
-from fleet.controlplane.upgrades import CANARY_SLOT, UpgradeStep, selected_hosts, step_upgrade
+from fleet.controlplane.upgrades import (
+    CANARY_SLOT,
+    UpgradeStep,
+    plan_walk,
+    selected_hosts,
+    step_upgrade,
+)
+from fleet.errors import FailedPrecondition, InvalidArgument, NotFound
 from fleet.store import ClusterState, Versioned
 from fleet.store.records import (
     ContainerReport,
@@ -680,3 +687,54 @@ def test_a_failed_canary_keeps_the_host_out_and_stops_the_walk(how: str) -> None
     assert host_states(state)["h1"] == "maintenance"  # not uncordoned
     assert "canary of web failed" in walk.hosts["h1"].message
     assert holders(state) == {"h1": HOLDER}  # the slot stays held while ops look
+
+
+# ------------------------------------------------------------------ starting and stopping
+
+
+def test_a_walk_starts_over_the_selected_hosts_waiting() -> None:
+    state = walk_state(3, walk_state="done")
+    add_host(state, "other", labels={"pool": "b"})
+    walk = plan_walk(state, "start", selector=["agent.pool!=b"], max_parallel=2, now=1.8e9)
+    assert walk.id == "u1800000000" and walk.state == "running" and walk.max_parallel == 2
+    assert walk.selector == ["agent.pool!=b"]
+    assert {h: p.phase for h, p in walk.hosts.items()} == dict.fromkeys(
+        ["h1", "h2", "h3"], "waiting"
+    )
+    assert walk.created_at == walk.updated_at == "2027-01-15T08:00:00.000Z"
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "message"),
+    [
+        ({"max_parallel": 101}, InvalidArgument, "--max-parallel must be from 1 to 100"),
+        ({"command": "x" * 4097}, InvalidArgument, "at most 4096 characters"),
+        ({"selector": ["=x"]}, InvalidArgument, "bad selector"),
+        ({"selector": ["a"] * 17}, InvalidArgument, "at most 16 selector terms"),
+        ({"selector": ["pool=none"]}, InvalidArgument, "no host matches pool=none"),
+        ({"canary_app": "ghost"}, NotFound, "the canary app 'ghost' does not exist"),
+    ],
+)
+def test_a_walk_that_cannot_start_says_why(
+    changes: dict[str, object], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        plan_walk(walk_state(2, walk_state="done"), "start", now=1e9, **changes)  # type: ignore[arg-type]
+
+
+def test_a_walk_does_not_start_while_another_is_not_done() -> None:
+    with pytest.raises(FailedPrecondition, match="upgrade walk u1 is stopped; resume it"):
+        plan_walk(walk_state(2, walk_state="stopped"), "start", now=1e9)
+
+
+def test_a_walk_is_stopped_and_resumed_as_it_is() -> None:
+    state = walk_state(2)
+    stopped = plan_walk(state, "stop", now=1e9)
+    assert stopped == walk_of(state).model_copy(
+        update={"state": "stopped", "updated_at": "2001-09-09T01:46:40.000Z"}
+    )
+    assert plan_walk(state, "resume", now=1e9).state == "running"
+    with pytest.raises(FailedPrecondition, match="no upgrade walk to stop or resume"):
+        plan_walk(walk_state(2, walk_state="done"), "resume", now=1e9)
+    with pytest.raises(InvalidArgument, match="unknown action 'pause': use start, stop or resume"):
+        plan_walk(state, "pause", now=1e9)

@@ -1,4 +1,4 @@
-"""Tests of fleet.controlplane.apps: what an apply or a scale writes, and when the
+"""Tests of fleet.controlplane.appchanges: what an apply or a scale writes, and when the
 generation and the revision rise."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleet.controlplane.apps import REVISION_HISTORY, plan_apply, plan_scale
+from fleet.controlplane.appchanges import plan_apply, plan_scale
+from fleet.controlplane.revisions import REVISION_HISTORY
 from fleet.spec import AppSpec, load_documents
 from fleet.store.records import AppRecord
 

@@ -1,33 +1,37 @@
-"""What an apply or a scale changes: pure decisions over the stored app record.
+"""What an apply, a scale, a restart or an undo writes: pure decisions over the stored
+app record.
 
 The generation rises with every change of the spec; the revision rises only when the
 container template changes (a change of ``replicas`` alone makes none), as Kubernetes
-does for Deployments and their ReplicaSets.
+does for Deployments and their ReplicaSets. How revisions are numbered and pruned is
+``revisions``' rule.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from fleet.controlplane.revisions import REVISION_HISTORY, next_revision, pruned, revision_hash
 from fleet.controlplane.rollout import template_of
+from fleet.errors import REQUEST, Conflict, NotFound, PolicyDenied, SpecProblem
+from fleet.policy import refused_fields
+from fleet.secrets import scope_refusals
 from fleet.spec import AppSpec
+from fleet.store import ClusterState
 from fleet.store.records import AppRecord, RevisionRecord
 
 __all__ = [
-    "REVISION_HISTORY",
     "AppChangePlan",
+    "check_apply",
     "plan_apply",
     "plan_restart",
     "plan_scale",
     "plan_undo",
-    "revision_hash",
     "too_large",
+    "too_many",
 ]
-
-REVISION_HISTORY = 10
 
 Action = Literal["created", "changed", "unchanged"]
 
@@ -46,20 +50,52 @@ def _changed_fields(old: AppSpec, new: AppSpec) -> tuple[str, ...]:
     return tuple(name for name in after if before.get(name) != after[name])
 
 
-def revision_hash(spec: AppSpec, restarted_at: str = "") -> str:
-    """What identifies a revision's containers: the template, and the restart stamp."""
-    if not restarted_at:
-        return spec.template_hash()
-    return hashlib.sha256(f"{spec.template_hash()}@{restarted_at}".encode()).hexdigest()[:12]
+def check_apply(
+    specs: Sequence[AppSpec], state: ClusterState, base_generations: Mapping[str, int]
+) -> None:
+    """Refuse an apply of ``specs`` on ``state`` before it is planned: Conflict when an
+    app changed since the generation the client planned on (``base_generations``: app
+    -> generation, 0 for new), NotFound when it uses a secret that does not exist, and
+    PolicyDenied with every field of every app that the policy refuses or that uses a
+    secret outside its scope, each named by its app's place in the request and its
+    path, for the client to point at its line."""
+    for spec in specs:
+        if spec.name in base_generations:
+            stored = state.apps.get(spec.name)
+            now_at = stored.value.generation if stored else 0
+            based_on = base_generations[spec.name]
+            if now_at != based_on:
+                raise Conflict(
+                    f"app {spec.name!r} changed since this apply was planned (generation "
+                    f"{based_on}, now {now_at}): someone else applied meanwhile; "
+                    "run it again to plan on the new state"
+                )
+        missing = sorted(spec.secret_names() - state.secrets.keys())
+        if missing:
+            raise NotFound(
+                f"app {spec.name!r} uses secret {missing[0]!r}, which does not exist; "
+                f"create it with `fleet secrets set {missing[0]}`"
+            )
+    policy = state.current_policy
+    refused = [
+        SpecProblem(REQUEST, i, field, None, message)
+        for i, spec in enumerate(specs, start=1)
+        for field, message in [*refused_fields(spec, policy), *scope_refusals(spec, state)]
+    ]
+    if refused:
+        raise PolicyDenied(refused)
 
 
-def _prune(kept: Iterable[int], new: int, in_use: Iterable[int], history: int) -> tuple[int, ...]:
-    """The oldest revisions beyond ``history``, except those still in use (run by a
-    replica, or the one a rollback would return to)."""
-    numbers = sorted(set(kept) | {new})
-    excess = numbers[: max(0, len(numbers) - history)]
-    busy = set(in_use) | {new}
-    return tuple(n for n in excess if n not in busy)
+def too_many(apps: int, limit: int) -> str:
+    """Why an apply of ``apps`` apps is refused before it is read further: etcd takes at
+    most ``limit`` operations in one transaction, and each app takes at least one."""
+    return (
+        f"this apply has {apps} apps, and etcd takes at most "
+        f"{limit} operations in one transaction (its --max-txn-ops, as `fleet "
+        "server --etcd-max-txn-ops` says), each app at least one; an apply is "
+        f"stored whole or not at all: split the file into applies of at most "
+        f"{limit // 2} apps"
+    )
 
 
 def too_large(apps: int, operations: int, limit: int, per_app: int) -> str:
@@ -86,9 +122,8 @@ def plan_apply(
     cause: str = "fleet apply",
     in_use: Iterable[int] = (),
 ) -> AppChangePlan:
-    """Decide what applying ``spec`` over ``old`` writes (``now`` stamps new records).
-    A new revision is numbered after every revision kept, so an undo to an older one
-    never makes a number come back."""
+    """Decide what applying ``spec`` over ``old`` writes (``now`` stamps new records);
+    a new template makes a new revision (``revisions.next_revision``)."""
     if old is None:
         record = AppRecord(spec=spec, generation=1, revision=1, created_at=now, updated_at=now)
         revision = RevisionRecord(
@@ -108,7 +143,7 @@ def plan_apply(
     prune: tuple[int, ...] = ()
     kept = set(kept_revisions)
     if spec.template_hash() != old.spec.template_hash():
-        number = max(kept | {old.revision}) + 1
+        number = next_revision(kept, old.revision)
         new_revision = RevisionRecord(
             app=spec.name,
             revision=number,
@@ -117,7 +152,7 @@ def plan_apply(
             created_at=now,
             cause=cause,
         )
-        prune = _prune(kept, number, {*in_use, old.revision}, history)
+        prune = pruned(kept, number, {*in_use, old.revision}, history)
     record = old.model_copy(
         update={
             "spec": spec,
@@ -139,7 +174,7 @@ def plan_restart(
     """``fleet rollout restart``: a new revision of the same template, so every replica
     is replaced (gated like any rollout)."""
     kept = set(kept_revisions)
-    number = max(kept | {old.revision}) + 1
+    number = next_revision(kept, old.revision)
     revision = RevisionRecord(
         app=old.spec.name,
         revision=number,
@@ -156,7 +191,7 @@ def plan_restart(
             "updated_at": now,
         }
     )
-    prune = _prune(kept, number, {*in_use, old.revision}, history)
+    prune = pruned(kept, number, {*in_use, old.revision}, history)
     return AppChangePlan("changed", record, ("restarted_at",), revision, prune)
 
 
