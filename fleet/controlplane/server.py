@@ -157,7 +157,7 @@ class ControlPlane:
             insecure=config.transport.insecure,
             secrets=box,
         )
-        self.api.controller_pending = lambda: self.controller.pending if self.controller else None
+        self.api.pending.leading = lambda: self.controller.pending if self.controller else None
         self._server = grpc.aio.server(options=_SERVER_OPTIONS)
         self._server.add_generic_rpc_handlers(
             (

@@ -1,0 +1,37 @@
+"""The API the CLI speaks (``FleetService`` in fleet.proto), one module per area:
+
+    apps.py      apply, scale, delete; get apps, containers and endpoints
+    rollouts.py  set image; rollout status, history, undo, pause and restart
+    hosts.py     get hosts; cordon, label, drain and remove; the OS upgrade walk
+    observe.py   events; logs, exec and top (relayed to the host's agent)
+    admin.py     secrets, the container policy, API tokens
+    pending.py   why an app's slots are pending (the leader knows; a follower plans)
+    _service.py  what every area shares: reads from the informer's cache, and writes
+                 that return once it has seen them, so a client reads its own writes
+
+Handlers check the caller (``auth.rpc``), read, decide and write; the rules they
+decide by are pure functions elsewhere in ``fleet.controlplane``: ``appchanges``
+(what an apply writes), ``revisions`` (numbering, pruning, the undo target),
+``maintenance`` (the semaphore, drain records), ``upgrades`` (the walk), ``auth``
+(who may, tokens). Every write is a compare-and-swap on the revision it was planned on.
+"""
+
+from __future__ import annotations
+
+from fleet.controlplane.api._service import Relay
+from fleet.controlplane.api.admin import AdminApi
+from fleet.controlplane.api.apps import AppsApi
+from fleet.controlplane.api.hosts import HostsApi
+from fleet.controlplane.api.observe import ObserveApi
+from fleet.controlplane.api.rollouts import RolloutsApi
+from fleet.proto import fleet_pb2_grpc as pb_grpc
+
+__all__ = ["FleetService", "Relay"]
+
+
+class FleetService(
+    AppsApi, RolloutsApi, HostsApi, ObserveApi, AdminApi, pb_grpc.FleetServiceServicer
+):
+    """Every RPC of ``FleetService``: gRPC binds a service to one object, so the areas'
+    mixins make one class (an RPC none of them has would answer UNIMPLEMENTED, from
+    the generated base; a unit test checks there is none)."""

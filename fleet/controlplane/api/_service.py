@@ -1,0 +1,94 @@
+"""What every area of the API shares: the parts it works on, reads from the informer's
+cache, and writes that return only once that cache has seen them, so a client reads
+its own writes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+from fleet.controlplane.api.pending import PendingReasons
+from fleet.controlplane.appchanges import AppChangePlan
+from fleet.controlplane.auth import token_identity
+from fleet.errors import NotFound, Unavailable
+from fleet.pki import Identity
+from fleet.proto import fleet_pb2 as pb
+from fleet.secrets import SecretBox
+from fleet.store import AppWrite, ClusterState, Informer, Store, Versioned, check_name
+from fleet.store.events import EventLog
+from fleet.store.records import AppRecord
+
+__all__ = ["Relay", "ServiceBase", "app_change", "plan_write"]
+
+# Sends a request to one host's agent and yields its answer (AgentService.relay).
+Relay = Callable[[str, pb.ContainerRequest], AsyncIterator[pb.ContainerResponse]]
+
+_CACHE_WAIT = 10.0
+
+
+class ServiceBase:
+    """The parts every area's handlers use; each area is a mixin of this class."""
+
+    def __init__(
+        self,
+        store: Store,
+        informer: Informer,
+        events: EventLog,
+        relay: Relay,
+        *,
+        insecure: bool = False,
+        secrets: SecretBox | None = None,
+    ) -> None:
+        self._store = store
+        self._informer = informer
+        self._events = events
+        self._relay = relay
+        self._secrets = secrets
+        self.insecure = insecure  # every caller is an anonymous admin (logged at start)
+        self.pending = PendingReasons()
+
+    def token_identity(self, token: str) -> Identity | None:
+        """Who a bearer token stands for, if it is one of ours (``auth.token_identity``);
+        ``rpc`` asks this on the token port."""
+        return token_identity(self._informer.state().tokens, token)
+
+    async def _state(self) -> ClusterState:
+        await self._informer.wait_synced()
+        return self._informer.state()
+
+    async def _caught_up(self, revision: int) -> None:
+        try:
+            await asyncio.wait_for(self._informer.wait_for_revision(revision), _CACHE_WAIT)
+        except TimeoutError:
+            raise Unavailable(
+                "the change was stored, but this server's view of etcd is behind; "
+                "check `fleet get` again shortly"
+            ) from None
+
+    @staticmethod
+    def _app(state: ClusterState, name: str) -> Versioned[AppRecord]:
+        stored = state.apps.get(name)
+        if stored is None:
+            raise NotFound(f"app {name!r} not found (see `fleet get apps`)")
+        return stored
+
+    async def _read_app(self, name: str) -> tuple[ClusterState, Versioned[AppRecord]]:
+        """The state, and the app ``name`` in it (InvalidArgument, NotFound)."""
+        state = await self._state()
+        return state, self._app(state, check_name(name))
+
+
+def plan_write(plan: AppChangePlan, mod_revision: int) -> AppWrite:
+    """The write of ``plan``, guarded on the app record's ``mod_revision`` (0: new)."""
+    return AppWrite(plan.record, mod_revision, plan.new_revision, plan.prune_revisions)
+
+
+def app_change(plan: AppChangePlan) -> pb.AppChange:
+    """What ``plan`` does to its app, as an apply or ``fleet set image`` answers it."""
+    return pb.AppChange(
+        app=plan.record.spec.name,
+        action=plan.action,
+        fields=plan.fields,
+        generation=plan.record.generation,
+        revision=plan.record.revision,
+    )
