@@ -309,41 +309,36 @@ class FleetClient:
         response: pb.AppChange = self._call(lambda s: s.SetImage(request, timeout=self.timeout))
         return response
 
+    def _rollout(
+        self,
+        method: Callable[[pb_grpc.FleetServiceStub], Callable[..., T]],
+        request: pb.RolloutRequest,
+        answer: type[T],
+    ) -> T:
+        """Call a ``Rollout*`` RPC (the stub's ``method``), which answers an ``answer``."""
+        response: T = self._call(lambda s: method(s)(request, timeout=self.timeout))
+        return response
+
     def rollout_status(self, app: str) -> pb.RolloutInfo:
         request = pb.RolloutRequest(app=app)
-        response: pb.RolloutInfo = self._call(
-            lambda s: s.RolloutStatus(request, timeout=self.timeout)
-        )
-        return response
+        return self._rollout(lambda s: s.RolloutStatus, request, pb.RolloutInfo)
 
     def rollout_history(self, app: str) -> pb.RevisionList:
         request = pb.RolloutRequest(app=app)
-        response: pb.RevisionList = self._call(
-            lambda s: s.RolloutHistory(request, timeout=self.timeout)
-        )
-        return response
+        return self._rollout(lambda s: s.RolloutHistory, request, pb.RevisionList)
 
     def rollout_undo(self, app: str, to_revision: int = 0) -> pb.RolloutInfo:
         """Back to ``to_revision`` (0: the revision before the current one)."""
         request = pb.RolloutRequest(app=app, to_revision=to_revision)
-        response: pb.RolloutInfo = self._call(
-            lambda s: s.RolloutUndo(request, timeout=self.timeout)
-        )
-        return response
+        return self._rollout(lambda s: s.RolloutUndo, request, pb.RolloutInfo)
 
     def rollout_pause(self, app: str, paused: bool = True) -> pb.RolloutInfo:
         request = pb.RolloutRequest(app=app, paused=paused)
-        response: pb.RolloutInfo = self._call(
-            lambda s: s.RolloutPause(request, timeout=self.timeout)
-        )
-        return response
+        return self._rollout(lambda s: s.RolloutPause, request, pb.RolloutInfo)
 
     def rollout_restart(self, app: str) -> pb.RolloutInfo:
         request = pb.RolloutRequest(app=app)
-        response: pb.RolloutInfo = self._call(
-            lambda s: s.RolloutRestart(request, timeout=self.timeout)
-        )
-        return response
+        return self._rollout(lambda s: s.RolloutRestart, request, pb.RolloutInfo)
 
     def endpoints(self, app: str) -> list[pb.Endpoint]:
         """host:port of every available replica of ``app``."""
