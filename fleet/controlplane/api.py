@@ -23,16 +23,18 @@ from pydantic import ValidationError
 
 from fleet._time import iso_seconds_ago, now_iso
 from fleet.controlplane.apps import plan_apply, plan_restart, plan_scale, plan_undo, too_large
-from fleet.controlplane.auth import Permission, answer, authorize, caller, rpc
-from fleet.controlplane.replicas import plan_replicas
-from fleet.controlplane.rollout import (
+from fleet.controlplane.appstatus import (
+    CountsCache,
     RolloutCounts,
     app_trouble,
     endpoints,
-    revisions_in_use,
     rollout_counts,
 )
+from fleet.controlplane.auth import Permission, answer, authorize, caller, rpc
+from fleet.controlplane.planner import plan_replicas
+from fleet.controlplane.rollout import revisions_in_use
 from fleet.controlplane.upgrades import selected_hosts
+from fleet.controlplane.view import HostViews
 from fleet.errors import (
     REQUEST,
     Conflict,
@@ -215,7 +217,9 @@ def _job_info(state: ClusterState, app: str, running: int) -> pb.JobInfo | None:
     return info
 
 
-def _drain_blocked(state: ClusterState, now: float) -> dict[str, list[pb.Pending]]:
+def _drain_blocked(
+    state: ClusterState, now: float, views: HostViews
+) -> dict[str, list[pb.Pending]]:
     """For each draining host, the replicas that cannot move yet and why."""
     draining = {h for h, v in state.hosts.items() if v.value.state == "draining"}
     apps = sorted({r.value.app for r in state.replicas.values() if r.value.host in draining})
@@ -223,7 +227,9 @@ def _drain_blocked(state: ClusterState, now: float) -> dict[str, list[pb.Pending
     for app in apps:
         if app not in state.apps:
             continue
-        for slot, reason in sorted(plan_replicas(state, app, now).blocked.items()):
+        for slot, reason in sorted(
+            plan_replicas(state, app, now, views=views).drain_blocked.items()
+        ):
             replica = state.replicas.get((app, slot))
             if replica is not None:
                 pending = pb.Pending(app=app, slot=slot, reason=reason)
@@ -254,6 +260,10 @@ class FleetService(pb_grpc.FleetServiceServicer):
         # app -> (when, why its slots are pending): a follower's own plans, reused for
         # a few seconds, since each costs a scheduling run over the app's missing slots.
         self._pending_plans: dict[str, tuple[float, dict[int, str]]] = {}
+        # The control plane's memos of host views and app counts (its controller and
+        # its metrics use them too).
+        self.views = HostViews()
+        self.counts = CountsCache()
 
     def _pending(
         self, state: ClusterState, app: str, now: float, *, explain: bool
@@ -279,7 +289,10 @@ class FleetService(pb_grpc.FleetServiceServicer):
             }
         found = self._pending_plans.get(app)
         if found is None or now - found[0] > _PENDING_REUSE:
-            found = self._pending_plans[app] = (now, plan_replicas(state, app, now, lost).pending)
+            found = self._pending_plans[app] = (
+                now,
+                plan_replicas(state, app, now, lost, views=self.views).pending,
+            )
         for gone in self._pending_plans.keys() - state.apps.keys():
             del self._pending_plans[gone]
         return found[1]
@@ -464,7 +477,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
 
     def _rollout_info(self, state: ClusterState, name: str) -> pb.RolloutInfo:
         record = self._app(state, name).value
-        counts: RolloutCounts = rollout_counts(state, name, time.time())
+        counts: RolloutCounts = rollout_counts(state, name, time.time(), self.counts)
         info = pb.RolloutInfo(
             app=name,
             replicas=record.spec.replicas,
@@ -643,7 +656,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
             pending = (
                 {} if complete else self._pending(state, name, now, explain=bool(request.name))
             )
-            counts = rollout_counts(state, name, now)
+            counts = rollout_counts(state, name, now, self.counts)
             rollout = state.rollouts.get(name)
             # Only an app with a container not up can have one in trouble (a walk of
             # its replicas is then worth it; at 100,000 replicas most apps are up).
@@ -692,7 +705,7 @@ class FleetService(pb_grpc.FleetServiceServicer):
         if request.name and request.name not in state.hosts:
             raise NotFound(f"host {request.name!r} not found (see `fleet get hosts`)")
         holders = state.maintenance.value.holders if state.maintenance else {}
-        blocked = _drain_blocked(state, time.time())
+        blocked = _drain_blocked(state, time.time(), self.views)
         hosts = []
         for host_id in [request.name] if request.name else sorted(state.hosts):
             record = state.hosts[host_id].value
@@ -749,7 +762,8 @@ class FleetService(pb_grpc.FleetServiceServicer):
         desired_keys: set[tuple[str, str, int, int]] = set()
         replicas: list[ReplicaRecord] = [v.value for v in state.replicas.values()]
         for replica in sorted(replicas, key=lambda r: (r.app, r.slot)):
-            for revision, host in replica.instances():
+            for container in replica.containers():
+                revision, host = container.revision, container.host
                 key = (host, replica.app, replica.slot, revision)
                 desired_keys.add(key)
                 if (app_filter and replica.app != app_filter) or (

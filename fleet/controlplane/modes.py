@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fleet._time import epoch, iso_at
-from fleet.controlplane.rollout import Instance, Observed
+from fleet.controlplane.availability import Observed
 from fleet.spec import AppSpec
 from fleet.store import ClusterState
 from fleet.store.records import JobRecord, JobRun, ReplicaRecord
@@ -86,7 +86,7 @@ def job_progress(
     failures = dict(job.failures)
     exit_codes = dict(job.exit_codes)
     for slot, replica in sorted(existing.items()):
-        report = observed.report(Instance(slot, replica.revision, replica.host, next=False))
+        report = observed.report(replica.containers()[0])
         if report is None:
             continue
         ended = report.state in _TERMINAL
@@ -140,7 +140,7 @@ def job_slots(
         return set(existing), set(), stop, expires
     gave_up = set()
     for slot, replica in existing.items():
-        report = observed.report(Instance(slot, replica.revision, replica.host, next=False))
+        report = observed.report(replica.containers()[0])
         if report is not None and slot not in job.succeeded and _gave_up(report.state, spec):
             gave_up.add(slot)
     keep = set(existing) - gave_up

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fleet._time import epoch
-from fleet.controlplane.rollout import crash_reason
+from fleet.controlplane.availability import crash_reason
 from fleet.store import ClusterState
 from fleet.store.records import (
     HostCommand,

@@ -263,10 +263,10 @@ class ClusterState:
     def containers_on(self, host: str) -> list[tuple[ReplicaRecord, int]]:
         """(replica, revision) for every container ``host`` should run."""
         return [
-            (replica, revision)
+            (replica, c.revision)
             for replica in self.replicas_on(host)
-            for revision, on in replica.instances()
-            if on == host
+            for c in replica.containers()
+            if c.host == host
         ]
 
     def revision_spec(self, app: str, revision: int) -> RevisionRecord | None:

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fleet.agent.reconcile import Create, RestartBook, plan
+from fleet.controlplane.availability import trouble
 from fleet.controlplane.desired import SpecCache, desired_containers
-from fleet.controlplane.rollout import trouble
 from fleet.errors import REQUEST, InvalidArgument, SpecProblem
 from fleet.proto import fleet_pb2 as pb
 from fleet.secrets import (
