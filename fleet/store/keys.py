@@ -103,34 +103,30 @@ _UNSIZED_EVENTS = 128 * 1024
 _NUMBER_DIGITS = 18  # numbers in keys are below 10**18 (etcd's int64 goes a little further)
 
 
+def _checked(pattern: re.Pattern[str], text: str, what: str, expected: str) -> str:
+    if not pattern.fullmatch(text):  # fullmatch: '$' would let a trailing newline in
+        raise InvalidArgument(f"invalid {what} {text[:64]!r}: expected {expected}")
+    return text
+
+
 def check_name(name: str, what: str = "app name") -> str:
     """``name`` if it is a DNS label, else InvalidArgument saying what is expected."""
-    if not _NAME.fullmatch(name):  # fullmatch: '$' would let a trailing newline in
-        raise InvalidArgument(
-            f"invalid {what} {name[:64]!r}: expected a DNS label (lowercase letters, digits "
-            "and '-', at most 63 characters, starting and ending with a letter or digit)"
-        )
-    return name
+    expected = (
+        "a DNS label (lowercase letters, digits and '-', at most 63 characters, starting "
+        "and ending with a letter or digit)"
+    )
+    return _checked(_NAME, name, what, expected)
 
 
 def check_host_id(host_id: str) -> str:
     """``host_id`` if it is a lowercase DNS name, else InvalidArgument."""
-    if not _HOST_ID.fullmatch(host_id):
-        raise InvalidArgument(
-            f"invalid host id {host_id[:64]!r}: expected a lowercase DNS name (letters, digits, "
-            "'-' and '.', at most 253 characters)"
-        )
-    return host_id
+    expected = "a lowercase DNS name (letters, digits, '-' and '.', at most 253 characters)"
+    return _checked(_HOST_ID, host_id, "host id", expected)
 
 
 def check_serial(serial: str) -> str:
     """``serial`` if it is a certificate serial in lowercase hex, else InvalidArgument."""
-    if not _SERIAL.fullmatch(serial):
-        raise InvalidArgument(
-            f"invalid certificate serial {serial[:64]!r}: expected lowercase hex digits "
-            "(at most 40)"
-        )
-    return serial
+    return _checked(_SERIAL, serial, "certificate serial", "lowercase hex digits (at most 40)")
 
 
 # ------------------------------------------------------------------ segments
