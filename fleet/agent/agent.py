@@ -44,8 +44,9 @@ from fleet.agent.events import EventQueue, from_docker, own, restart_events
 from fleet.agent.failures import FailureBook
 from fleet.agent.health import Prober
 from fleet.agent.images import ImageKeeper, stale_images
-from fleet.agent.reconcile import Backoff, Create, Remove, RestartBook, Start, Stop, Task, plan
+from fleet.agent.reconcile import Create, Plan, Remove, Start, Stop, Task, plan
 from fleet.agent.requests import RequestHandler
+from fleet.agent.restarts import Backoff, RestartBook, restart_verdict
 from fleet.agent.runtime import DockerRuntime, ObservedContainer, container_name
 from fleet.agent.stats import HostUsage, UsageSampler
 from fleet.errors import FleetError, PullFailed, Unavailable
@@ -326,7 +327,8 @@ class Agent:
             self._first_round = False
         desired = self.desired if self.desired is not None else _adopted(observed)
         now = time.time()
-        tasks, look_again = plan(desired, observed, self.restarts, now, self.config.backoff)
+        planned = plan(desired, observed, self.restarts, now, self.config.backoff)
+        look_again = planned.look_again
         for key, event in restart_events(observed, self.restarts, self.config.backoff, now):
             if key not in self._raised:
                 self._raised.add(key)
@@ -335,32 +337,18 @@ class Agent:
         present = {(c.app, c.slot, c.revision) for c in observed}
         self.held = {k: v for k, v in self.held.items() if k in wanted and k not in present}
         self._hold(desired, present)
-        self.task_failures.forget_except(_task_key(t) for t in tasks)
+        self.task_failures.forget_except(_task_key(t) for t in planned.tasks)
         # New images are pulled before anything stops: a replica replaced in place must
         # not be down for the length of a pull (or for good, if the pull fails).
-        await self._pull_images([t for t in tasks if isinstance(t, Create)])
-        tasks = self._ready(tasks, desired, time.time())
+        await self._pull_images([t for t in planned.tasks if isinstance(t, Create)])
+        ready = self._ready(planned, desired, time.time())
+        tasks = ready.tasks
         for retry in (self.pulls.next_retry(), self.task_failures.next_retry()):
             if retry is not None:
                 look_again = retry if look_again is None else min(look_again, retry)
-
-        # Removes run beside the creates that cannot clash with them (a replacement has
-        # its own name; only a fixed host port must be freed first), so a rolling wave
-        # does not wait for the last one's stops and shutdown delays. Each phase runs
-        # concurrently; a new desired set arriving meanwhile ends the round early.
-        def fixed_port(task: Task) -> bool:
-            return isinstance(task, Create) and any(p.host_port for p in task.spec.ports)
-
-        phases: list[list[Task]] = [
-            [
-                t
-                for t in tasks
-                if isinstance(t, Remove) or (isinstance(t, Create) and not fixed_port(t))
-            ],
-            [t for t in tasks if fixed_port(t)],
-            [t for t in tasks if isinstance(t, Start | Stop)],
-        ]
-        for phase in phases:
+        # Each phase runs concurrently; a new desired set arriving meanwhile ends the
+        # round early.
+        for phase in ready.phases:
             if self.desired_version != version:
                 break
             await asyncio.gather(*(self._bounded(t) for t in phase))
@@ -388,14 +376,14 @@ class Agent:
                 self._log_failure(f"image collection failed: {error!r}", error)
         return look_again
 
-    def _ready(self, tasks: list[Task], desired: list[pb.ContainerSpec], now: float) -> list[Task]:
+    def _ready(self, planned: Plan, desired: list[pb.ContainerSpec], now: float) -> Plan:
         """The tasks to run this round: not those waiting out a failure's backoff, nor
         creates whose image could not be pulled; and a container being replaced in place
         stays while its replacement's image cannot be pulled (it may serve on, and a
         rollback will want it back)."""
         wanted = {(c.app, c.slot, c.spec_hash) for c in desired}
         unpulled = set()
-        for task in tasks:
+        for task in planned.tasks:
             if not isinstance(task, Create):
                 continue
             spec = task.spec
@@ -406,19 +394,19 @@ class Agent:
                 self.held[key] = Held("pull-failed", failure.reason, failure.message)
             elif key in self.held and self.held[key].state == "pull-failed":
                 del self.held[key]
-        ready: list[Task] = []
-        for task in tasks:
+
+        def ready(task: Task) -> bool:
             if isinstance(task, Create) and (task.spec.app, task.spec.slot) in unpulled:
-                continue
+                return False
             if (
                 isinstance(task, Remove)
                 and (task.container.app, task.container.slot) in unpulled
                 and task.container.key not in wanted
             ):
-                continue
-            if self.task_failures.due(_task_key(task), now):
-                ready.append(task)
-        return ready
+                return False
+            return self.task_failures.due(_task_key(task), now)
+
+        return planned.only(ready)
 
     async def _collect_images(self) -> None:
         """Forget-and-remove images no container has used for ``image_gc_after``."""
@@ -702,7 +690,8 @@ class Agent:
         usage = self.usage.per_container.get(container.container_id)
         if usage is not None and container.state == "running":
             status.cpu, status.memory_bytes, status.memory_limit = usage
-        if container.container_id not in self._starting and self.restarts.failed(container):
+        verdict = restart_verdict(container, self.restarts, self.config.backoff, time.time())
+        if container.container_id not in self._starting and verdict.action == "limit":
             status.state = "failed"
             status.message = f"restart limit of {container.restart} reached; left for ops"
         return status

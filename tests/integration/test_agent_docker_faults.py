@@ -27,7 +27,7 @@ import pytest
 import requests
 
 from fleet.agent import Agent, AgentConfig
-from fleet.agent.reconcile import Backoff
+from fleet.agent.restarts import Backoff
 from fleet.agent.runtime import DockerRuntime
 from fleet.client import FleetClient
 from fleet.spec import load_documents

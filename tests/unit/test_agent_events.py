@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fleet.agent.events import EventQueue, from_docker, restart_events
-from fleet.agent.reconcile import Backoff, RestartBook
+from fleet.agent.restarts import Backoff, RestartBook, restart_verdict
 from fleet.agent.runtime import ObservedContainer
 from fleet.proto import fleet_pb2 as pb
 
@@ -45,7 +45,14 @@ def test_restart_scheduled_then_limit_reached() -> None:
     assert (event.kind, event.message) == ("restart-scheduled", "restart 2 in 2s")
     book.record(_exited("on-failure:2", 1, 100.0), Backoff())
     [(key, event)] = restart_events([_exited("on-failure:2", 1, 100.0)], book, Backoff(), 100.5)
-    assert event.kind == "restart-limit" and book.failed(_exited("on-failure:2", 1, 100.0))
+    assert (event.kind, event.message) == (
+        "restart-limit",
+        "failed: 2 restarts, the limit of on-failure:2",
+    )
+    assert key == ("c1", 2, "restart-limit")
+    assert (
+        restart_verdict(_exited("on-failure:2", 1, 100.0), book, Backoff(), 100.5).action == "limit"
+    )
     assert restart_events([_exited("no", 1, 100.0)], book, Backoff(), 100.5) == []
 
 
