@@ -4,6 +4,6 @@ desired set the control plane pushes, and reports what runs."""
 from __future__ import annotations
 
 from fleet.agent.agent import Agent, AgentConfig
-from fleet.agent.runtime import DockerRuntime
+from fleet.agent.dockerruntime import DockerRuntime
 
 __all__ = ["Agent", "AgentConfig", "DockerRuntime"]

@@ -47,8 +47,15 @@ from fleet.agent.images import ImageKeeper, stale_images
 from fleet.agent.reconcile import Create, Plan, Remove, Start, Stop, Task, plan
 from fleet.agent.requests import RequestHandler
 from fleet.agent.restarts import Backoff, RestartBook, restart_verdict
-from fleet.agent.runtime import DockerRuntime, ObservedContainer, container_name
-from fleet.agent.stats import HostUsage, UsageSampler
+from fleet.agent.runtime import (
+    FollowedEvents,
+    ObservedContainer,
+    PushedEvents,
+    Runtime,
+    call,
+    container_name,
+)
+from fleet.agent.stats import HostUsage
 from fleet.errors import FleetError, PullFailed, Unavailable
 from fleet.policy import Policy, Privileges, host_violations, prefix_warnings
 from fleet.proto import fleet_pb2 as pb
@@ -180,7 +187,7 @@ def _address_towards(server: str) -> str:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, runtime: DockerRuntime) -> None:
+    def __init__(self, config: AgentConfig, runtime: Runtime) -> None:
         self.config = config
         self.runtime = runtime
         self.desired: list[pb.ContainerSpec] | None = None
@@ -196,8 +203,6 @@ class Agent:
         self.task_failures: FailureBook[TaskKey] = FailureBook(config.failure_backoff)
         self._round_failures: FailureBook[str] = FailureBook(config.failure_backoff)
         self._tracebacks: set[tuple[str, str]] = set()  # unexpected errors already logged
-        # A hollow runtime (fleet.testing.hollow) samples and reports its own events.
-        self._sampler = runtime.sampler or UsageSampler(lambda: runtime.client)
         self.usage = HostUsage(0.0, 0, 0, 0.0)
         self._restarts_file = config.state_dir / "restarts.json" if config.state_dir else None
         self.restarts = (
@@ -228,14 +233,17 @@ class Agent:
         for warning in prefix_warnings(self.config.policy):
             log.warning("%s", warning)
         loop = asyncio.get_running_loop()
-        if self.runtime.pushes_events:
-            # A simulated runtime calls back on the loop itself: no thread per host.
-            self.runtime.on_event = lambda raw: self._on_docker_event(loop, raw)
-        else:
+        runtime = self.runtime
+        if isinstance(runtime, PushedEvents):
+            runtime.push_events(lambda raw: self._on_docker_event(loop, raw))
+        elif isinstance(runtime, FollowedEvents):
             # A daemon thread: a blocking read of Docker's event stream must never hold
             # up the process's exit.
             events = threading.Thread(
-                target=self._follow_docker_events, args=(loop,), name="docker-events", daemon=True
+                target=self._follow_docker_events,
+                args=(loop, runtime),
+                name="docker-events",
+                daemon=True,
             )
             events.start()
         try:
@@ -246,15 +254,13 @@ class Agent:
             )
         finally:
             self._stop_events.set()
-            self.runtime.stop_events()
+            if isinstance(runtime, PushedEvents):
+                runtime.push_events(None)
+            elif isinstance(runtime, FollowedEvents):
+                runtime.stop_events()
 
-    async def _docker(self, call: Callable[..., _T], *args: Any) -> _T:
-        """Call the runtime: in a worker thread for dockerd (docker-py blocks), on the
-        loop for a simulated runtime, whose calls return at once (a thread hop per call
-        was half of what a thousand hollow hosts cost their process)."""
-        if self.runtime.blocking:
-            return await asyncio.to_thread(call, *args)
-        return call(*args)
+    async def _docker(self, method: Callable[..., _T], *args: Any) -> _T:
+        return await call(self.runtime, method, *args)
 
     # ------------------------------------------------------------------ docker events
 
@@ -265,11 +271,13 @@ class Agent:
             loop.call_soon_threadsafe(self.events.put, event)
         loop.call_soon_threadsafe(self.wake)
 
-    def _follow_docker_events(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _follow_docker_events(
+        self, loop: asyncio.AbstractEventLoop, runtime: FollowedEvents
+    ) -> None:
         delay = 0.2
         while not self._stop_events.is_set():
             try:
-                self.runtime.events(lambda e: self._on_docker_event(loop, e), self._stop_events)
+                runtime.events(lambda e: self._on_docker_event(loop, e), self._stop_events)
                 delay = 0.2
             except Exception as error:  # dockerd restarting: follow again after a pause
                 log.debug("docker events stream broke: %s", error)
@@ -657,7 +665,7 @@ class Agent:
         """Keep ``self.usage`` fresh for heartbeats; a failed round keeps the last one."""
         while True:
             try:
-                self.usage = await self._docker(self._sampler.sample)
+                self.usage = await self._docker(self.runtime.sample_usage)
             except Exception as error:  # dockerd away: usage is simply not refreshed
                 log.debug("usage sampling failed: %s", error)
             await asyncio.sleep(every)
