@@ -84,9 +84,11 @@ def restart_events(
 
 
 class EventQueue:
-    """A bounded queue of events waiting to be sent; the oldest go first when full."""
+    """A bounded queue of events waiting to be sent; the oldest go first when full.
+    Events taken for a stream that then broke are given back (``give_back``)."""
 
     def __init__(self, limit: int = 1000) -> None:
+        self._limit = limit
         self._events: deque[pb.Event] = deque(maxlen=limit)
         self.ready = asyncio.Event()
 
@@ -101,7 +103,11 @@ class EventQueue:
         return taken
 
     def give_back(self, events: list[pb.Event]) -> None:
-        """Events a broken stream did not deliver: first in line again."""
-        self._events.extendleft(reversed(events))
+        """Events a broken stream did not deliver: first in line again. They are older
+        than any queued since, so when the queue is full they are the ones dropped
+        (the oldest first), as ``put`` drops the oldest."""
+        room = self._limit - len(self._events)
+        kept = events[len(events) - room :] if room < len(events) else events
+        self._events.extendleft(reversed(kept))
         if self._events:
             self.ready.set()

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from fleet.agent.logonce import WarnOnce
 from fleet.agent.runtime import LogStream, ObservedContainer, Runtime, call
 from fleet.errors import FleetError
 from fleet.proto import fleet_pb2 as pb
@@ -26,6 +27,8 @@ class RequestHandler:
         self._runtime = runtime
         self._containers = containers
         self._streams: dict[str, LogStream] = {}  # request id -> open log stream
+        self._closed: set[str] = set()  # log streams closed on purpose, not broken
+        self._broke = WarnOnce(log, "log stream")
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     async def _find(self, app: str, slot: int) -> ObservedContainer | None:
@@ -48,10 +51,15 @@ class RequestHandler:
         self._tasks[request.id] = task
         task.add_done_callback(lambda _: self._tasks.pop(request.id, None))
 
-    def cancel(self, request_id: str) -> None:
+    def _close(self, request_id: str) -> None:
+        """End a log's blocking read in its thread, on purpose."""
         stream = self._streams.pop(request_id, None)
         if stream is not None:
-            stream.close()  # ends the blocking read in its thread
+            self._closed.add(request_id)
+            stream.close()
+
+    def cancel(self, request_id: str) -> None:
+        self._close(request_id)
         task = self._tasks.get(request_id)
         if task is not None:
             task.cancel()
@@ -121,8 +129,13 @@ class RequestHandler:
                 finally:
                     self._streams.pop(request.id, None)
                     stream.close()
-            except Exception as error:  # closed by a cancel, or dockerd went away
-                log.debug("log stream %s ended: %s", request.id, error)
+            except Exception as error:
+                if request.id in self._closed:  # by a cancel, or the end of the request
+                    log.debug("log stream %s ended: %s", request.id, error)
+                else:  # dockerd went away, say
+                    self._broke.failed(error, f" {request.id} ended")
+            else:
+                self._broke.worked()
             finally:
                 asyncio.run_coroutine_threadsafe(chunks.put(None), loop)
 
@@ -131,7 +144,8 @@ class RequestHandler:
             while (chunk := await chunks.get()) is not None:
                 await send(pb.ContainerResponse(id=request.id, data=chunk))
         finally:
-            stream = self._streams.pop(request.id, None)
-            if stream is not None:
-                stream.close()
-            await asyncio.wait([reader], timeout=5)
+            self._close(request.id)
+            try:
+                await asyncio.wait([reader], timeout=5)
+            finally:
+                self._closed.discard(request.id)

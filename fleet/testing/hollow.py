@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleet._time import iso_at
-from fleet.agent.agent import Agent, AgentConfig
+from fleet.agent.agent import Agent
+from fleet.agent.config import AgentConfig
 from fleet.agent.runtime import (
     LABEL_APP,
     LABEL_GRACE,
