@@ -40,7 +40,7 @@ from typing import Any
 
 import docker.errors
 
-from fleet.agent.reconcile import Backoff
+from fleet.agent.restarts import Backoff
 from fleet.agent.stats import UsageSampler
 from fleet.client import FleetClient
 from fleet.spec import load_documents

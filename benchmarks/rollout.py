@@ -47,7 +47,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from fleet.agent.runtime import DockerRuntime
+from fleet.agent.dockerruntime import DockerRuntime
 from fleet.client import FleetClient
 from fleet.spec import AppSpec, load_documents
 from fleet.testing import HTTP_PORT, DockerHost, EtcdServer, HostPool, wait_until
