@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fleet._x509 import issued_by
 from fleet.errors import InvalidArgument, PermissionDenied
+from fleet.pki.pem import issued_by
 
 if TYPE_CHECKING:  # transport imports this module
     from fleet.transport import TlsFiles, Transport
@@ -263,7 +263,8 @@ def _dates(cert: x509.Certificate, now: datetime) -> str | None:
 
 
 def _subject(cert: x509.Certificate) -> tuple[str | None, str | None, str | None]:
-    """(kind, name, role) under fleet's subject convention (``fleet.pki``), else Nones."""
+    """(kind, name, role) under fleet's subject convention (``fleet.pki.subjects``), else
+    Nones."""
     units = [
         str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
     ]

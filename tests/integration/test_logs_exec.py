@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fleet.errors import PermissionDenied
-from fleet.pki import Role
+from fleet.pki.subjects import Role
 from fleet.spec import load_documents
 from fleet.testing import wait_until
 from tests.integration.conftest import Fleet, wait_containers
