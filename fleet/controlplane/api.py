@@ -48,7 +48,7 @@ from fleet.errors import (
     Unavailable,
 )
 from fleet.hostlabels import edit_labels
-from fleet.pki import Identity, Kind, Role
+from fleet.pki.subjects import Identity, Kind, Role
 from fleet.policy import Policy, refused_fields
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc

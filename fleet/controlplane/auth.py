@@ -26,7 +26,7 @@ import grpc.aio
 
 from fleet.controlplane._handlers import check_well_formed, refuse
 from fleet.errors import FleetError, PermissionDenied, details, grpc_code_for, problems_trailer
-from fleet.pki import Identity, Kind, Role, identity_from_auth_context
+from fleet.pki.subjects import Identity, Kind, Role, identity_from_auth_context
 
 __all__ = [
     "ANONYMOUS_ADMIN",

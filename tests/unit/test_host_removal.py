@@ -14,7 +14,8 @@ from fleet.agent.certwatch import CertificateWatch
 from fleet.cli.hosts import removed_lines
 from fleet.controlplane.agents import denied_message, host_record
 from fleet.errors import InvalidArgument
-from fleet.pki import Kind, issue, serial_from_auth_context, serial_of
+from fleet.pki.issuing import issue
+from fleet.pki.subjects import Kind, serial_from_auth_context, serial_of
 from fleet.proto import fleet_pb2 as pb
 from fleet.refusals import agent_refused
 from fleet.store import KeyLayout, keys
