@@ -78,10 +78,10 @@ def job_progress(
     spec: AppSpec,
     existing: dict[int, ReplicaRecord],
     observed: Observed,
-    clock: float,
+    now: float,
 ) -> tuple[JobRecord, list[tuple[str, str]]]:
     """The job's record after what the agents report now, and events (kind, message)."""
-    job = stored or JobRecord(app=app, started_at=iso_at(clock))
+    job = stored or JobRecord(app=app, started_at=iso_at(now))
     succeeded = dict(job.succeeded)
     failures = dict(job.failures)
     exit_codes = dict(job.exit_codes)
@@ -93,7 +93,7 @@ def job_progress(
         if ended:
             exit_codes[slot] = report.exit_code
         if report.state == "exited" and report.exit_code == 0 and slot not in succeeded:
-            succeeded[slot] = JobRun(exit_code=0, host=replica.host, finished_at=iso_at(clock))
+            succeeded[slot] = JobRun(exit_code=0, host=replica.host, finished_at=iso_at(now))
         # Each agent restart of a job container followed a failure (on-failure).
         failed = report.restarts + (1 if ended and report.exit_code != 0 else 0)
         if report.container_id and failed > failures.get(report.container_id, 0):
@@ -106,7 +106,7 @@ def job_progress(
         if len(succeeded) >= spec.job_completions:
             message = f"{len(succeeded)} of {spec.job_completions} completion(s) succeeded"
             updated = updated.model_copy(
-                update={"state": "complete", "finished_at": iso_at(clock), "message": message}
+                update={"state": "complete", "finished_at": iso_at(now), "message": message}
             )
             events.append(("job-complete", message))
         elif updated.failure_count >= max(1, spec.job_backoff_limit):
@@ -115,7 +115,7 @@ def job_progress(
                 f"{spec.job_backoff_limit}; last exit codes {sorted(set(exit_codes.values()))}"
             )
             updated = updated.model_copy(
-                update={"state": "failed", "finished_at": iso_at(clock), "message": message}
+                update={"state": "failed", "finished_at": iso_at(now), "message": message}
             )
             events.append(("job-failed", message))
     return updated, events
@@ -126,7 +126,7 @@ def job_slots(
     spec: AppSpec,
     existing: dict[int, ReplicaRecord],
     observed: Observed,
-    clock: float,
+    now: float,
 ) -> tuple[set[int], set[int], set[int], float | None]:
     """(slots wanted, slots to start now, slots to stop, when the finished containers
     expire). A slot whose container failed for good (its restart policy gave up) is
@@ -134,7 +134,7 @@ def job_slots(
     finished_at = epoch(job.finished_at)
     if job.state != "running" and finished_at is not None:
         expires = finished_at + spec.job_ttl
-        if clock >= expires:
+        if now >= expires:
             return set(), set(), set(), None
         stop = {s for s in existing if s not in job.succeeded}
         return set(existing), set(), stop, expires

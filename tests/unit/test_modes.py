@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleet._time import epoch, iso_at
+from fleet.controlplane.availability import Observed
 from fleet.controlplane.modes import global_slots, job_progress, job_slots
-from fleet.controlplane.rollout import Observed
 from fleet.spec import AppSpec, load_documents
 from fleet.store import ClusterState, Versioned
 from fleet.store.records import (
