@@ -4,14 +4,15 @@ An app file is YAML holding one app per document. ``load_file`` and ``load_docum
 it into ``AppSpec`` objects or raise one ``SpecError`` listing every problem with its line
 (``AppFile`` also keeps where each app came from, to place the control plane's problems);
 the server re-validates specs sent over the API (``spec.model_dump_json()``) with
-``parse_spec_json``. The models live in ``_model``, file reading in ``_files``.
+``parse_spec_json``. The models live in ``_model``, file reading in ``_files``; DNS labels
+(app and secret names) in ``fleet._names``, shared with the key layout.
 """
 
 from __future__ import annotations
 
+from fleet._names import DNS_LABEL, is_dns_label
 from fleet.spec._files import AppFile, json_schema, load_documents, load_file, parse_spec_json
 from fleet.spec._model import (
-    DNS_LABEL,
     MAX_FILE_BYTES,
     MIN_MEMORY,
     RESERVED_LABEL_PREFIX,
@@ -24,7 +25,6 @@ from fleet.spec._model import (
     SecretRef,
     UpdateStrategy,
     format_memory,
-    is_dns_label,
     parse_duration,
     parse_memory,
 )

@@ -32,6 +32,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from fleet._names import DNS_LABEL_SCHEMA, DNS_LABEL_TEXT, is_dns_label
 from fleet.hostpaths import form_problem
 from fleet.spec._image import IMAGE_PATTERN, image_problem
 from fleet.spec._quote import show as _show
@@ -46,12 +47,6 @@ RESERVED_LABEL_PREFIX = "fleet."  # fleet labels its containers with keys under 
 _MAX_HEALTH_SECONDS = 3600.0
 _MAX_DEADLINE = 24 * 3600.0
 
-# \A...\Z rather than ^...$: "$" would also accept a trailing newline.
-DNS_LABEL = re.compile(r"\A[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
-_DNS_LABEL_TEXT = (
-    "a DNS label (lowercase letters, digits and '-', at most 63 characters, "
-    "starting and ending with a letter or digit)"
-)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
 _SELECTOR_VALUE = re.compile(r"[^\s=!]+")
@@ -67,11 +62,6 @@ _DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h))+")
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _DURATION_UNITS = {"ms": Decimal("0.001"), "s": Decimal(1), "m": Decimal(60), "h": Decimal(3600)}
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
-
-
-def is_dns_label(s: str) -> bool:
-    """Whether ``s`` is an RFC 1123 DNS label, the form of app names."""
-    return DNS_LABEL.match(s) is not None
 
 
 def _is_number(value: object) -> bool:
@@ -343,7 +333,7 @@ def _selector_message(text: object) -> str:
 
 def _name(value: object) -> str:
     if not isinstance(value, str) or not is_dns_label(value):
-        raise ValueError(f"expected {_DNS_LABEL_TEXT}, got {_show(value)}")
+        raise ValueError(f"expected {DNS_LABEL_TEXT}, got {_show(value)}")
     return value
 
 
@@ -468,7 +458,7 @@ def _env_value(value: object) -> str | SecretRef:
         if set(value) != {"secret"} or not isinstance(value["secret"], str):
             raise ValueError(f"expected a string or {{secret: NAME}}, got {_show(value)}")
         if not is_dns_label(value["secret"]):
-            raise ValueError(f"expected a secret name that is {_DNS_LABEL_TEXT}")
+            raise ValueError(f"expected a secret name that is {DNS_LABEL_TEXT}")
         return SecretRef(secret=value["secret"])
     return _scalar_text(value, "a string value or {secret: NAME}")
 
@@ -762,8 +752,8 @@ class AppSpec(_Model):
         BeforeValidator(_name),
         _schema(
             type="string",
-            pattern="^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
-            description=f"the app's name, {_DNS_LABEL_TEXT}",
+            pattern=DNS_LABEL_SCHEMA,
+            description=f"the app's name, {DNS_LABEL_TEXT}",
             examples=["web"],
         ),
     ]

@@ -40,6 +40,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from fleet._names import DNS_LABEL_TEXT, is_dns_label
 from fleet.errors import InvalidArgument
 
 __all__ = [
@@ -53,7 +54,6 @@ __all__ = [
 
 DEFAULT_PREFIX = "/fleet/"
 
-_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 # Host ids may be DNS names with dots (h1.example.com), never '/', '..' or NUL.
 _HOST_ID = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 # Certificate serials as lowercase hex without leading zeros (RFC 5280: at most 20 bytes).
@@ -64,11 +64,8 @@ _REVISION_DIGITS = 10
 
 def check_name(name: str, what: str = "app name") -> str:
     """``name`` if it is a DNS label, else InvalidArgument saying what is expected."""
-    if not _NAME.fullmatch(name):  # fullmatch: '$' would let a trailing newline in
-        raise InvalidArgument(
-            f"invalid {what} {name[:64]!r}: expected a DNS label (lowercase letters, digits "
-            "and '-', at most 63 characters, starting and ending with a letter or digit)"
-        )
+    if not is_dns_label(name):
+        raise InvalidArgument(f"invalid {what} {name[:64]!r}: expected {DNS_LABEL_TEXT}")
     return name
 
 
