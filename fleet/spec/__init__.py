@@ -11,8 +11,8 @@ Where things live (every module but this one is private; import from ``fleet.spe
 - ``_files``: reading app files and API specs, and the messages (file, line, fix) of
   every problem; the JSON schema of an app document.
 - ``_model``: ``AppSpec`` and its own fields (name, image, env, labels, volumes, mode,
-  job counts, ...); which fields are the container template (``AppSpec.template``)
-  and which only say how many and where.
+  job counts, ...); which fields are the container template (``AppSpec.template``,
+  ``template_of``) and which only say how many and where.
 - ``_ports``: published ports (``PortSpec``) and their uniqueness in an app.
 - ``_resources``: CPU and memory per replica (``Resources``).
 - ``_restart``: Docker's restart policy (``RestartPolicy``).
@@ -41,7 +41,7 @@ from fleet.spec._files import (
     parse_spec_json,
 )
 from fleet.spec._health import HealthCheck
-from fleet.spec._model import RESERVED_LABEL_PREFIX, AppSpec, SecretRef
+from fleet.spec._model import RESERVED_LABEL_PREFIX, AppSpec, SecretRef, template_of
 from fleet.spec._ports import PortSpec
 from fleet.spec._resources import MIN_MEMORY, Resources
 from fleet.spec._restart import RestartPolicy
@@ -70,4 +70,5 @@ __all__ = [
     "parse_duration",
     "parse_memory",
     "parse_spec_json",
+    "template_of",
 ]

@@ -51,7 +51,7 @@ from fleet.spec._update import (
     resolve_count,
 )
 
-__all__ = ["RESERVED_LABEL_PREFIX", "AppSpec", "SecretRef"]
+__all__ = ["RESERVED_LABEL_PREFIX", "AppSpec", "SecretRef", "template_of"]
 
 RESERVED_LABEL_PREFIX = "fleet."  # fleet labels its containers with keys under this prefix
 _MAX_GRACE = 3600.0
@@ -61,7 +61,7 @@ _VOLUME = re.compile(r"(?:(/[^:\0]*)|([A-Za-z0-9][A-Za-z0-9_.-]*)):(/[^:\0]*)(?:
 _JOB_FIELDS = ("completions", "parallelism", "backoff_limit", "ttl_after_finished")
 # What a spec says besides its container template: the app's name and mode, how many
 # replicas, where they may run and how they roll out. A change of these alone is no new
-# revision of the containers (see ``AppSpec.template``).
+# revision of the containers (see ``AppSpec.template`` and ``template_of``).
 _NOT_TEMPLATE = frozenset(
     {"name", "replicas", "constraints", "placement", "max_per_host", "update"}
     | {"min_available", "mode", *_JOB_FIELDS}
@@ -555,3 +555,10 @@ class AppSpec(Model):
         """A stable short hash of ``template()``: containers with another hash are outdated."""
         canonical = json.dumps(self.template(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def template_of(current: AppSpec, revision_spec: AppSpec) -> AppSpec:
+    """``current`` with the container template of ``revision_spec``: what a rollback or an
+    undo writes, keeping today's name, mode, count, placement and update settings."""
+    template = revision_spec.model_dump(exclude=set(_NOT_TEMPLATE))
+    return AppSpec.model_validate({**current.model_dump(), **template})
