@@ -12,8 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from fleet.controlplane.rollout import template_of
-from fleet.spec import AppSpec
+from fleet.spec import AppSpec, template_of
 from fleet.store.records import AppRecord, RevisionRecord
 
 __all__ = [

@@ -29,21 +29,11 @@ from fleet._time import epoch, iso_at
 from fleet.controlplane.availability import crash_reason
 from fleet.controlplane.drains import drain_wake_at
 from fleet.controlplane.slots import SlotPlanner
-from fleet.spec import AppSpec
+from fleet.spec import template_of
 from fleet.store import ClusterState
 from fleet.store.records import ReplicaRecord, RolloutRecord
 
-__all__ = ["revisions_in_use", "rollback_target", "step_rollout", "template_of"]
-
-
-def template_of(current: AppSpec, revision_spec: AppSpec) -> AppSpec:
-    """``current`` with the container template of ``revision_spec``: what a rollback or an
-    undo writes, keeping the count, placement and update settings of today."""
-    kept = {"name", "replicas", "constraints", "placement", "max_per_host", "update"}
-    kept |= {"min_available", "mode", "completions", "parallelism", "backoff_limit"}
-    kept.add("ttl_after_finished")
-    template = {k: v for k, v in revision_spec.model_dump().items() if k not in kept}
-    return AppSpec.model_validate({**current.model_dump(), **template})
+__all__ = ["revisions_in_use", "rollback_target", "step_rollout"]
 
 
 def revisions_in_use(state: ClusterState, app: str) -> set[int]:

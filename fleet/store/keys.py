@@ -49,6 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+from fleet._names import DNS_LABEL_PATTERN, DNS_LABEL_TEXT
 from fleet.errors import InvalidArgument
 
 __all__ = [
@@ -88,7 +89,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PREFIX = "/fleet/"
 
 # Patterns without capturing groups: each folder's pattern is made of its segments'.
-_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+_NAME = re.compile(DNS_LABEL_PATTERN)
 # Host ids may be DNS names with dots (h1.example.com), never '/', '..' or NUL.
 _HOST_ID = re.compile(r"(?![^/]*\.\.)[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?")
 # Certificate serials as lowercase hex without leading zeros (RFC 5280: at most 20 bytes).
@@ -111,11 +112,7 @@ def _checked(pattern: re.Pattern[str], text: str, what: str, expected: str) -> s
 
 def check_name(name: str, what: str = "app name") -> str:
     """``name`` if it is a DNS label, else InvalidArgument saying what is expected."""
-    expected = (
-        "a DNS label (lowercase letters, digits and '-', at most 63 characters, starting "
-        "and ending with a letter or digit)"
-    )
-    return _checked(_NAME, name, what, expected)
+    return _checked(_NAME, name, what, DNS_LABEL_TEXT)
 
 
 def check_host_id(host_id: str) -> str:
