@@ -28,19 +28,19 @@ import contextlib
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import docker.errors
+from _harness import describe, machine, quietly
 
-from fleet.agent.reconcile import Backoff
+from fleet.agent.restarts import Backoff
 from fleet.agent.stats import UsageSampler
 from fleet.client import FleetClient
 from fleet.spec import load_documents
@@ -62,29 +62,6 @@ RESTART_ROUNDS = 5
 FLEET_FIRST_DELAY = Backoff().delay(0)  # the agent's first backoff, 1 s
 DOCKER_FIRST_DELAY = 0.1  # dockerd's restart manager starts at 100 ms
 MiB = 1 << 20
-
-
-# ---------------------------------------------------------------------- the machine
-
-
-def machine(docker_client: Any) -> dict[str, Any]:
-    model = platform.processor()
-    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as f:
-        model = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    memory = 0
-    with contextlib.suppress(OSError, StopIteration, ValueError), open("/proc/meminfo") as f:
-        memory = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemTotal"))
-    with open("/proc/loadavg") as f:
-        load = f.read().split()[:3]
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu": model,
-        "memory_bytes": memory,
-        "docker": docker_client.version().get("Version", "?"),
-        "python": platform.python_version(),
-        "system": platform.platform(),
-        "loadavg_at_start": " ".join(load),
-    }
 
 
 # ---------------------------------------------------------------------- /proc
@@ -348,11 +325,7 @@ def table(result: dict[str, Any]) -> str:
         ),
     ]
     width = [max(len(row[i]) for row in rows) + 2 for i in range(2)]
-    lines = [
-        f"machine: {m['nproc']} cores, {m['cpu']}, {m['memory_bytes'] / (1 << 30):.1f} GiB, "
-        f"Docker {m['docker']}, Python {m['python']}, load {m['loadavg_at_start']}",
-        "",
-    ]
+    lines = [describe(m), ""]
     for i, row in enumerate(rows):
         lines.append(f"{row[0]:<{width[0]}}{row[1]:<{width[1]}}{row[2]}")
         if i == 0:
@@ -361,13 +334,6 @@ def table(result: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------- main
-
-
-def _quietly(what: str, step: Callable[[], object]) -> None:
-    try:
-        step()
-    except Exception as error:  # teardown goes on: one failed step must not leak the rest
-        print(f"teardown: {what} failed: {error!r}")
 
 
 def main() -> None:
@@ -457,15 +423,15 @@ def main() -> None:
         if not ok and agent is not None:
             print("agent log tail:\n" + agent.process.log_tail(40))
         if client is not None:
-            _quietly("client", client.close)
+            quietly("client", client.close)
         if agent is not None:
-            _quietly("agent", agent.stop)
+            quietly("agent", agent.stop)
         if server is not None:
-            _quietly("server", server.stop)
+            quietly("server", server.stop)
         if pool is not None:
-            _quietly("host pool", pool.close)
+            quietly("host pool", pool.close)
         if etcd is not None:
-            _quietly("etcd", etcd.close)
+            quietly("etcd", etcd.close)
         shutil.rmtree(work, ignore_errors=True)
 
 

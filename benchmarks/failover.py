@@ -44,24 +44,22 @@ import contextlib
 import functools
 import json
 import os
-import platform
 import re
 import shutil
 import signal
 import statistics
-import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import docker.errors
+from _harness import describe, loadavg, machine, quietly, stop_on_sigterm
 
 from fleet.client import FleetClient
 from fleet.errors import FleetError
@@ -82,51 +80,6 @@ HOST_POLL = 0.05  # ... at etcd, the API and Docker while timing a host death
 DOCKER_POLL = 0.1  # ... at Docker while waiting for the probe's new replica
 TIMEOUT = 60.0  # every wait has a deadline
 LINGER = 0.5  # a liveness key still there this long after a SIGKILL: its lease is noted
-
-
-# ---------------------------------------------------------------------- the machine
-
-
-def machine(docker_client: Any) -> dict[str, Any]:
-    model = platform.processor()
-    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as f:
-        model = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    memory = 0
-    with contextlib.suppress(OSError, StopIteration, ValueError), open("/proc/meminfo") as f:
-        memory = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemTotal"))
-    return {
-        "cpu_count": os.cpu_count(),
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu": model,
-        "memory_bytes": memory,
-        "docker": docker_client.version().get("Version", "?"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "loadavg_at_start": loadavg(),
-        "fleet_commit": git_state(),
-    }
-
-
-def git_state() -> str:
-    """The commit measured, and whether the tree had changes beside it."""
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, check=False, timeout=10
-        ).stdout.strip()
-
-    try:
-        head = git("rev-parse", "--short", "HEAD") or "?"
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", "fleet")
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-    return head + (" with uncommitted changes under fleet/" if dirty else "")
-
-
-def loadavg() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
 
 
 # ---------------------------------------------------------------------- etcd, read directly
@@ -739,12 +692,7 @@ def table(result: dict[str, Any]) -> str:
         add("host back -> connected", back["connected"], "dockerd booted, a new agent")
         add("host back -> fenced", back["fenced"], "its stale container removed")
     width = [max(len(row[i]) for row in rows) + 2 for i in range(4)]
-    lines = [
-        f"machine: {m['nproc']} cores ({m['cpu']}), {m['platform']}, Docker {m['docker']}, "
-        f"Python {m['python']}, load {m['loadavg_at_start']} -> {m['loadavg_at_end']}, "
-        f"fleet {m['fleet_commit']}",
-        "",
-    ]
+    lines = [describe(m), ""]
     for i, row in enumerate(rows):
         lines.append(
             f"{row[0]:<{width[0]}}{row[1]:>{width[1]}}{row[2]:>{width[2]}}"
@@ -761,17 +709,6 @@ def run_lines(result: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------- main
-
-
-def _quietly(what: str, step: Callable[[], object]) -> None:
-    try:
-        step()
-    except Exception as error:  # teardown goes on: one failed step must not leak the rest
-        print(f"teardown: {what} failed: {error!r}")
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")  # SIGTERM tears down like Ctrl-C
 
 
 def _seconds(text: str) -> float:
@@ -798,7 +735,7 @@ def main() -> None:
         raise SystemExit("needs root: network namespaces and a dockerd per host")
     if args.runs < 1:
         raise SystemExit("--runs must be at least 1")
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_sigterm()
 
     began = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="fleet-bench-failover-"))
@@ -906,18 +843,18 @@ def main() -> None:
                 for h in bench.pool.hosts:
                     print(f"dockerd {h.name} ({h.storage_driver}) log tail:\n" + h.log_tail(15))
             if bench.client is not None:
-                _quietly("client", bench.client.close)
+                quietly("client", bench.client.close)
             for name, agent in bench.agents.items():
                 if agent.process.pid is not None and agent.process.running:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(agent.process.pid, signal.SIGCONT)  # a frozen one, too
-                _quietly(f"agent {name}", agent.stop)
+                quietly(f"agent {name}", agent.stop)
             for sid, server in bench.servers.items():
-                _quietly(f"server {sid}", server.stop)
+                quietly(f"server {sid}", server.stop)
         if pool is not None:
-            _quietly("host pool", pool.close)
+            quietly("host pool", pool.close)
         if etcd is not None:
-            _quietly("etcd", etcd.close)
+            quietly("etcd", etcd.close)
         if args.keep_logs or not ok:
             print(f"logs kept in {work}")
         else:

@@ -32,22 +32,20 @@ import contextlib
 import json
 import math
 import os
-import platform
 import re
 import shutil
-import signal
 import statistics
-import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from fleet.agent.runtime import DockerRuntime
+from _harness import describe, loadavg, machine, quietly, stop_on_sigterm
+
+from fleet.agent.dockerruntime import DockerRuntime
 from fleet.client import FleetClient
 from fleet.spec import AppSpec, load_documents
 from fleet.testing import HTTP_PORT, DockerHost, EtcdServer, HostPool, wait_until
@@ -71,47 +69,6 @@ TARGET_FACTOR = 1.5
 
 def image(tag: str) -> str:
     return f"{IMAGE_REPO}:{tag}"
-
-
-# ---------------------------------------------------------------------- the machine
-
-
-def machine(docker_client: Any) -> dict[str, Any]:
-    model = platform.processor()
-    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as f:
-        model = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    return {
-        "cpu_count": os.cpu_count(),
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu": model,
-        "docker": docker_client.version().get("Version", "?"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "loadavg_at_start": loadavg(),
-        "fleet_commit": git_state(),
-    }
-
-
-def git_state() -> str:
-    """The commit measured, and whether the tree had changes beside it."""
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, check=False, timeout=10
-        ).stdout.strip()
-
-    try:
-        head = git("rev-parse", "--short", "HEAD") or "?"
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", "fleet")
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-    return head + (" with uncommitted changes under fleet/" if dirty else "")
-
-
-def loadavg() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
 
 
 # ---------------------------------------------------------------------- the floor
@@ -518,12 +475,7 @@ def table(result: dict[str, Any]) -> str:
         ),
     ]
     width = [max(len(row[i]) for row in rows) + 2 for i in range(2)]
-    lines = [
-        f"machine: {m['nproc']} cores ({m['cpu']}), {m['platform']}, Docker {m['docker']}, "
-        f"Python {m['python']}, load {m['loadavg_at_start']} -> {m['loadavg_at_end']}, "
-        f"fleet {m['fleet_commit']}",
-        "",
-    ]
+    lines = [describe(m), ""]
     for i, row in enumerate(rows):
         lines.append(f"{row[0]:<{width[0]}}{row[1]:>{width[1] - 2}}  {row[2]}")
         if i == 0:
@@ -573,17 +525,6 @@ def steps_text(run: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------- main
 
 
-def _quietly(what: str, step: Callable[[], object]) -> None:
-    try:
-        step()
-    except Exception as error:  # teardown goes on: one failed step must not leak the rest
-        print(f"teardown: {what} failed: {error!r}")
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")  # SIGTERM tears down like Ctrl-C
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--replicas", type=int, default=20)
@@ -599,7 +540,7 @@ def main() -> None:
     if args.runs < 1 or args.replicas < 1:
         raise SystemExit("--runs and --replicas must be at least 1")
     spec = app_spec(args.replicas, "v1", args.min_ready, args.health)  # validates the options
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_sigterm()
 
     began = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="fleet-bench-rollout-"))
@@ -725,17 +666,17 @@ def main() -> None:
             for agent in agents:
                 print(f"agent {agent.host_id} log tail:\n" + agent.process.log_tail(30))
         if floor is not None:
-            _quietly("floor threads", floor.close)
+            quietly("floor threads", floor.close)
         if client is not None:
-            _quietly("client", client.close)
+            quietly("client", client.close)
         for agent in agents:
-            _quietly(f"agent {agent.host_id}", agent.stop)
+            quietly(f"agent {agent.host_id}", agent.stop)
         if server is not None:
-            _quietly("server", server.stop)
+            quietly("server", server.stop)
         if pool is not None:
-            _quietly("host pool", pool.close)
+            quietly("host pool", pool.close)
         if etcd is not None:
-            _quietly("etcd", etcd.close)
+            quietly("etcd", etcd.close)
         if args.keep_logs:
             print(f"logs kept in {work}")
         else:

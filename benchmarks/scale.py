@@ -48,7 +48,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -61,9 +60,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
+from _harness import loadavg, machine, quietly, stop_on_sigterm
 from prometheus_client.parser import text_string_to_metric_families
 
 from fleet.client import FleetClient
@@ -85,47 +84,9 @@ MiB = 1 << 20
 # ---------------------------------------------------------------------- the machine
 
 
-def machine() -> dict[str, Any]:
-    model = platform.processor()
-    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as f:
-        model = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    memory = 0
-    with contextlib.suppress(OSError, StopIteration, ValueError), open("/proc/meminfo") as f:
-        memory = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemTotal"))
+def etcd_version() -> str:
     etcd = subprocess.run(["etcd", "--version"], capture_output=True, text=True, check=False)
-    return {
-        "cpu_count": os.cpu_count(),
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu": model,
-        "memory_bytes": memory,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "etcd": (etcd.stdout.splitlines() or ["?"])[0].removeprefix("etcd Version: "),
-        "loadavg_at_start": loadavg(),
-        "fleet_commit": git_state(),
-    }
-
-
-def git_state() -> str:
-    """The commit measured, and whether the tree had changes beside it."""
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, check=False, timeout=10
-        ).stdout.strip()
-
-    try:
-        head = git("rev-parse", "--short", "HEAD") or "?"
-        dirty = git("diff", "--shortstat", "HEAD", "--", "fleet")
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-    return head + (f" with uncommitted changes under fleet/ ({dirty})" if dirty else "")
-
-
-def loadavg() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
+    return (etcd.stdout.splitlines() or ["?"])[0].removeprefix("etcd Version: ")
 
 
 # ---------------------------------------------------------------------- /proc
@@ -505,15 +466,15 @@ class Cluster:
 
     def close(self) -> None:
         if self.profiler is not None and self.profiler.poll() is None:
-            _quietly("py-spy", lambda: _end(self.profiler))
+            quietly("py-spy", lambda: _end(self.profiler))
         if self.client is not None:
-            _quietly("client", self.client.close)
+            quietly("client", self.client.close)
         for proc in [*self.hollow, *([self.victims] if self.victims else [])]:
-            _quietly(f"hollow pid {proc.pid}", proc.stop)
+            quietly(f"hollow pid {proc.pid}", proc.stop)
         if self.server is not None:
-            _quietly("server", self.server.stop)
+            quietly("server", self.server.stop)
         if self.etcd is not None:
-            _quietly("etcd", self.etcd.close)
+            quietly("etcd", self.etcd.close)
 
 
 def _end(proc: subprocess.Popen[bytes] | None) -> None:
@@ -524,13 +485,6 @@ def _end(proc: subprocess.Popen[bytes] | None) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
-
-
-def _quietly(what: str, step: Callable[[], object]) -> None:
-    try:
-        step()
-    except Exception as error:  # teardown goes on: one failed step must not leak the rest
-        print(f"teardown: {what} failed: {error!r}")
 
 
 Progress = Callable[[], tuple[int, float | None]]
@@ -1136,10 +1090,6 @@ def print_profile(profile: dict[str, Any], top: int = 15) -> None:
 # ---------------------------------------------------------------------- main
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")  # SIGTERM tears down like Ctrl-C
-
-
 def _memory_bytes(text: str) -> int:
     [spec] = app_specs(1, 1, 0.1, text)
     return int(spec.resources.memory)
@@ -1199,7 +1149,7 @@ def main() -> None:
                 f"{r:,} replicas do not fit on the {n - VICTIMS} hosts left after the kill "
                 f"({per_host} each, 90% full at most): raise --cpus or lower the replicas"
             )
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_sigterm()
 
     settings = {
         "hosts": sizes,
@@ -1227,7 +1177,11 @@ def main() -> None:
         "profile_seconds": args.profile,
         "profile_delay_seconds": args.profile_delay,
     }
-    result: dict[str, Any] = {"settings": settings, "machine": machine(), "runs": []}
+    result: dict[str, Any] = {
+        "settings": settings,
+        "machine": machine(etcd=etcd_version()),
+        "runs": [],
+    }
     began = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="fleet-bench-scale-"))
     try:

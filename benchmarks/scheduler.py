@@ -23,7 +23,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import random  # noqa: E402
 import time  # noqa: E402
 from collections import defaultdict  # noqa: E402
@@ -33,6 +32,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
+from _harness import machine  # noqa: E402
 
 from fleet.scheduler import (  # noqa: E402
     STRATEGIES,
@@ -320,22 +320,6 @@ def plot(rows: Sequence[dict[str, Any]], bound: int, path: Path) -> bool:
     return True
 
 
-def machine() -> dict[str, str]:
-    model = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    return {
-        "cpu": model,
-        "cores": str(os.cpu_count()),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "system": platform.platform(),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=1)
@@ -391,7 +375,7 @@ def main() -> None:
         "strategies": rows,
         "targets": {"placements_per_second": TARGET_RATE, "hosts_over_bound": TARGET_SLACK},
         "targets_met": {"placements_per_second": rate_ok, "hosts_used": hosts_ok},
-        "machine": machine(),
+        "machine": machine(numpy=np.__version__),
     }
     (args.out / "scheduler.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out / 'scheduler.json'}")

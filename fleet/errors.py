@@ -1,8 +1,8 @@
 """fleet's exceptions: callers catch these, never ``grpc.RpcError`` or etcd's errors.
 
     FleetError
-    ├── SpecError            an app file or spec is invalid (carries every problem found)
     ├── InvalidArgument      a request is malformed (bad name, value out of range)
+    │   └── SpecError        an app file or spec is invalid (carries every problem found)
     ├── NotFound             the named app, host or container does not exist
     ├── Conflict             someone else changed the state first; re-read and retry
     ├── FailedPrecondition   the state does not allow it now (a secret still in use)
@@ -12,8 +12,9 @@
     │   └── TlsRefused       reached, but TLS failed: the message says who refused what
     └── PullFailed           a host could not pull an image (``reason`` says how)
 
-Each maps to one gRPC status code (``GRPC_CODE_BY_ERROR``), so the server raises these
-and the client re-raises the same class from the status it receives. The problems of a
+(``tests/unit/test_errors.py`` checks that this drawing is the classes' tree.) Each
+maps to one gRPC status code (``GRPC_CODE_BY_ERROR``), so the server raises these and
+the client re-raises the same class from the status it receives. The problems of a
 ``SpecError`` or ``PolicyDenied`` travel one by one in a trailer (``problems_trailer``),
 so a client can put each at its place in the file it sent.
 """

@@ -19,7 +19,8 @@ BoringSSL speaks TLS 1.3; each case tried against a real server):
 
 So the server's refusals are diagnosed here from our own files (dates, issuer, usage),
 and a certificate that cannot pass now is refused before connecting
-(``check_certificate``). The server's alerts (``tlsv1 alert unknown ca``, ``sslv3 alert
+(``check_certificate``), as is a key that is not the certificate's (``check_key``, also
+before serving). The server's alerts (``tlsv1 alert unknown ca``, ``sslv3 alert
 bad certificate``) are read too, should a peer ever report one; grpcio 1.85 did not.
 """
 
@@ -33,13 +34,13 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fleet._x509 import issued_by
 from fleet.errors import InvalidArgument, PermissionDenied
+from fleet.pki.pem import issued_by, parse_cert, parse_key, same_key
 
 if TYPE_CHECKING:  # transport imports this module
     from fleet.transport import TlsFiles, Transport
 
-__all__ = ["agent_refused", "check_certificate", "explain_refusal"]
+__all__ = ["agent_refused", "check_certificate", "check_key", "explain_refusal"]
 
 _FAILED_TO_CONNECT = "failed to connect to all addresses"
 _CLOSED = "Socket closed"
@@ -77,6 +78,20 @@ def check_certificate(files: TlsFiles, cert_pem: bytes, now: datetime) -> None:
         raise InvalidArgument(
             f"the certificate {files.cert}{_origin(files)} {problem}, so the server would "
             f"refuse it: {_reissue(cert, files.cert)}"
+        )
+
+
+def check_key(files: TlsFiles, cert_pem: bytes, key_pem: bytes) -> None:
+    """InvalidArgument if the key is not the certificate's: no handshake can pass with
+    such a pair, and gRPC would say only that it failed (or, for a server, that it could
+    not bind its port)."""
+    cert = parse_cert(cert_pem, f"{files.cert}{_origin(files)}")
+    key = parse_key(key_pem, f"the TLS key {files.key}{_origin(files)}")
+    if not same_key(cert, key):
+        raise InvalidArgument(
+            f"the TLS key {files.key} is not the key of the certificate {files.cert}"
+            f"{_origin(files)}: a certificate works only with the key it was issued for; "
+            f"give the key written beside it, or {_reissue(cert, files.cert)}"
         )
 
 
@@ -263,7 +278,8 @@ def _dates(cert: x509.Certificate, now: datetime) -> str | None:
 
 
 def _subject(cert: x509.Certificate) -> tuple[str | None, str | None, str | None]:
-    """(kind, name, role) under fleet's subject convention (``fleet.pki``), else Nones."""
+    """(kind, name, role) under fleet's subject convention (``fleet.pki.subjects``), else
+    Nones."""
     units = [
         str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
     ]

@@ -23,7 +23,7 @@ import grpc.aio
 
 from fleet._keyfiles import read_private
 from fleet.errors import FailedPrecondition, InvalidArgument
-from fleet.refusals import check_certificate
+from fleet.refusals import check_certificate, check_key
 
 __all__ = [
     "DEFAULT_PKI_DIRS",
@@ -78,8 +78,9 @@ class TlsFiles:
     origin: str = ""
 
     def read(self) -> tuple[bytes, bytes, bytes]:
-        """(ca, cert, key) bytes, or InvalidArgument naming the file that is missing, or
-        the key if anyone but its owner may read it (``fleet._keyfiles``)."""
+        """(ca, cert, key) bytes, or InvalidArgument naming the file that is missing, the
+        key if anyone but its owner may read it (``fleet._keyfiles``), or both if the key
+        is not the certificate's (``fleet.refusals.check_key``)."""
         contents = []
         for what, path in (("CA", self.ca), ("certificate", self.cert), ("key", self.key)):
             try:
@@ -90,7 +91,9 @@ class TlsFiles:
                     f"cannot read the TLS {what} {path}: {error.strerror}; "
                     "create one with `fleet certs init` / `fleet certs issue`"
                 ) from None
-        return contents[0], contents[1], contents[2]
+        ca, cert, key = contents
+        check_key(self, cert, key)
+        return ca, cert, key
 
     @classmethod
     def in_dir(cls, directory: Path, kind: str, name: str, origin: str = "") -> TlsFiles:

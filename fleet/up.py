@@ -29,7 +29,9 @@ from pathlib import Path
 from fleet.agent import Agent, AgentConfig, DockerRuntime
 from fleet.controlplane import ControlPlane, ServerConfig
 from fleet.errors import FleetError, Unavailable
-from fleet.pki import CertPaths, EtcdPKI, Kind, LocalPKI, ensure_etcd_pki, ensure_local_pki
+from fleet.pki.files import CertPaths
+from fleet.pki.local import EtcdPKI, LocalPKI, ensure_etcd_pki, ensure_local_pki
+from fleet.pki.subjects import Kind
 from fleet.secrets import ensure_key_file
 from fleet.transport import TlsFiles, Transport
 

@@ -1,9 +1,30 @@
 """The agent: one per Docker host, it keeps the host's fleet containers in line with the
-desired set the control plane pushes, and reports what runs."""
+desired set the control plane pushes, and reports what runs.
+
+Where to look:
+
+- ``agent``: ``Agent``, which runs the parts below together; ``config``: its options;
+- ``session``: the stream to the control plane (register, desired sets, heartbeats,
+  events out, requests in); ``report``: what a heartbeat says; ``requests``: logs,
+  exec and top relayed over the stream; ``hostcommands``: upgrade commands, run once;
+  ``certwatch``: a renewed certificate taken up without a restart;
+- ``reconciler``: the reconcile loop; ``reconcile``: the pure plan (desired vs
+  observed -> phases of tasks); ``executor``: running a plan's tasks; ``restarts``:
+  restart policies and their backoff; ``held``: desired containers that cannot run
+  here, and why; ``failures``: what keeps failing, retried with backoff; ``images``:
+  removing unused images;
+- ``hostwatch``: the runtime's events and live usage; ``events``: fleet's events and
+  their queue; ``health``: http and tcp health checks; ``stats``: usage from cgroups;
+- ``runtime``: the seam to a container runtime (the ``Runtime`` protocol, fleet's
+  labels); ``dockerruntime`` and ``dockererrors``: dockerd behind it (the hollow
+  runtime of the scale tests is ``fleet.testing.hollow``);
+- ``state``: what the loops share; ``logonce``: failures said once.
+"""
 
 from __future__ import annotations
 
-from fleet.agent.agent import Agent, AgentConfig
-from fleet.agent.runtime import DockerRuntime
+from fleet.agent.agent import Agent
+from fleet.agent.config import AgentConfig
+from fleet.agent.dockerruntime import DockerRuntime
 
 __all__ = ["Agent", "AgentConfig", "DockerRuntime"]

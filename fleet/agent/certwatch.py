@@ -16,7 +16,8 @@ import hashlib
 import logging
 
 from fleet.errors import FleetError
-from fleet.pki import load_credentials, serial_of
+from fleet.pki.credentials import load_credentials
+from fleet.pki.subjects import serial_of
 from fleet.transport import TlsFiles
 
 __all__ = ["CertificateWatch", "Stamp", "stamp"]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fleet._time import now_iso
-from fleet.agent.reconcile import Backoff, RestartBook, restart_wanted
+from fleet.agent.restarts import Backoff, RestartBook, restart_verdict
 from fleet.agent.runtime import LABEL_APP, LABEL_SLOT, ObservedContainer
 from fleet.proto import fleet_pb2 as pb
 
@@ -65,43 +65,30 @@ def restart_events(
     restart limit is reached. Keyed so the agent raises each one once."""
     found = []
     for c in observed:
-        if c.state not in ("exited", "dead"):
-            continue
-        count = restarts.count(c.container_id)
-        if restart_wanted(c.restart, c.exit_code, c.oom_killed, count):
-            delay = backoff.delay(restarts.streak(c, backoff))
-            due = (c.finished_at or 0.0) + delay
-            if due > now:
-                found.append(
-                    (
-                        (c.container_id, count, "restart-scheduled"),
-                        own(
-                            "restart-scheduled",
-                            f"restart {count + 1} in {delay:g}s",
-                            c,
-                            exit_code=c.exit_code,
-                        ),
-                    )
-                )
-        elif c.restart.startswith("on-failure:") and (c.exit_code != 0 or c.oom_killed):
-            found.append(
-                (
-                    (c.container_id, count, "restart-limit"),
-                    own(
-                        "restart-limit",
-                        f"failed: {count} restarts, the limit of {c.restart}",
-                        c,
-                        exit_code=c.exit_code,
-                    ),
-                )
+        verdict = restart_verdict(c, restarts, backoff, now)
+        if verdict.action == "wait":
+            kind, message = (
+                "restart-scheduled",
+                f"restart {verdict.restarts + 1} in {verdict.delay:g}s",
             )
+        elif verdict.action == "limit":
+            kind, message = (
+                "restart-limit",
+                f"failed: {verdict.restarts} restarts, the limit of {c.restart}",
+            )
+        else:
+            continue
+        event = own(kind, message, c, exit_code=c.exit_code)
+        found.append(((c.container_id, verdict.restarts, kind), event))
     return found
 
 
 class EventQueue:
-    """A bounded queue of events waiting to be sent; the oldest go first when full."""
+    """A bounded queue of events waiting to be sent; the oldest go first when full.
+    Events taken for a stream that then broke are given back (``give_back``)."""
 
     def __init__(self, limit: int = 1000) -> None:
+        self._limit = limit
         self._events: deque[pb.Event] = deque(maxlen=limit)
         self.ready = asyncio.Event()
 
@@ -116,7 +103,11 @@ class EventQueue:
         return taken
 
     def give_back(self, events: list[pb.Event]) -> None:
-        """Events a broken stream did not deliver: first in line again."""
-        self._events.extendleft(reversed(events))
+        """Events a broken stream did not deliver: first in line again. They are older
+        than any queued since, so when the queue is full they are the ones dropped
+        (the oldest first), as ``put`` drops the oldest."""
+        room = self._limit - len(self._events)
+        kept = events[len(events) - room :] if room < len(events) else events
+        self._events.extendleft(reversed(kept))
         if self._events:
             self.ready.set()

@@ -13,7 +13,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from fleet.agent.reconcile import Backoff
+from fleet.agent.restarts import Backoff
 
 __all__ = ["Failure", "FailureBook"]
 

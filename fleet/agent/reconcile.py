@@ -1,32 +1,29 @@
-"""The agent's reconcile step: desired vs observed -> an ordered list of tasks. Pure.
+"""The agent's reconcile step: desired vs observed -> a plan of ordered tasks. Pure.
 
-Order matters: stale containers go first (so a replaced container frees its fixed host
-port and its name), then missing ones are created, then stopped ones are restarted as
-their policy says. Time comes in as ``now``; a restart held back by its backoff comes
-out as the time to look again.
+Order matters, and the plan carries it as phases (each runs after the one before; the
+tasks of one phase run concurrently):
+
+1. stale containers are removed, and beside them the missing containers that cannot
+   clash with them are created (a replacement has its own name), so a rolling wave
+   does not wait for the last one's stops and shutdown delays;
+2. missing containers with a fixed host port are created once the removes freed it;
+3. stopped containers are restarted as their policy says (``fleet.agent.restarts``),
+   created ones started, and finished jobs stopped.
+
+Time comes in as ``now``; a restart held back by its backoff comes out as the time to
+look again.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 
+from fleet.agent.restarts import Backoff, RestartBook, restart_verdict
 from fleet.agent.runtime import ObservedContainer
 from fleet.proto import fleet_pb2 as pb
 
-__all__ = [
-    "Backoff",
-    "Create",
-    "Remove",
-    "RestartBook",
-    "Start",
-    "Stop",
-    "Task",
-    "plan",
-    "restart_wanted",
-]
+__all__ = ["Create", "Plan", "Remove", "Start", "Stop", "Task", "plan"]
 
 
 @dataclass(frozen=True)
@@ -58,100 +55,26 @@ Task = Remove | Create | Start | Stop
 
 
 @dataclass(frozen=True)
-class Backoff:
-    """Delay before the n-th restart: ``initial * 2**n``, capped (as kubelet does)."""
+class Plan:
+    """The tasks of one round in their phases (see the module's docstring), and when
+    to look again (None: nothing is waiting on a backoff)."""
 
-    initial: float = 1.0
-    cap: float = 300.0
-    reset_after: float = 600.0  # a run this long starts the backoff from `initial` again
+    phases: tuple[tuple[Task, ...], ...]
+    look_again: float | None = None
 
-    def delay(self, restarts: int) -> float:
-        return float(min(self.cap, self.initial * 2.0 ** min(restarts, 32)))
+    @property
+    def tasks(self) -> list[Task]:
+        """Every task, phase after phase."""
+        return [task for phase in self.phases for task in phase]
 
-
-@dataclass
-class RestartBook:
-    """Restarts per container id: ``counts`` all of them (for ``on-failure:N``),
-    ``streaks`` those since the last long run (for the backoff). The agent keeps it
-    between rounds and on disk."""
-
-    counts: dict[str, int] = field(default_factory=dict)
-    streaks: dict[str, int] = field(default_factory=dict)
-
-    def count(self, container_id: str) -> int:
-        return self.counts.get(container_id, 0)
-
-    def streak(self, container: ObservedContainer, backoff: Backoff) -> int:
-        """Restarts that count for the backoff: none once a run lasted ``reset_after``."""
-        return 0 if _ran_long(container, backoff) else self.streaks.get(container.container_id, 0)
-
-    def record(self, container: ObservedContainer, backoff: Backoff) -> None:
-        cid = container.container_id
-        self.streaks[cid] = self.streak(container, backoff) + 1
-        self.counts[cid] = self.count(cid) + 1
-
-    def forget_except(self, container_ids: Iterable[str]) -> None:
-        keep = set(container_ids)
-        self.counts = {cid: n for cid, n in self.counts.items() if cid in keep}
-        self.streaks = {cid: n for cid, n in self.streaks.items() if cid in keep}
-
-    def failed(self, container: ObservedContainer) -> bool:
-        """Stopped for good: a failure after the last restart ``on-failure:N`` allows."""
-        return (
-            container.state in ("exited", "dead")
-            and container.restart.startswith("on-failure:")
-            and (container.exit_code != 0 or container.oom_killed)
-            and not restart_wanted(
-                container.restart,
-                container.exit_code,
-                container.oom_killed,
-                self.count(container.container_id),
-            )
-        )
-
-    def save(self, path: Path) -> None:
-        """Write the counts (atomically), so they survive an agent restart."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(
-            json.dumps({"counts": self.counts, "streaks": self.streaks}, sort_keys=True)
-        )
-        temporary.replace(path)
-
-    @classmethod
-    def load(cls, path: Path) -> RestartBook:
-        try:
-            saved = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return cls()
-        if not isinstance(saved, dict):
-            return cls()
-
-        def ints(key: str) -> dict[str, int]:
-            found = saved.get(key)
-            if not isinstance(found, dict):
-                return {}
-            return {str(k): v for k, v in found.items() if isinstance(v, int)}
-
-        return cls(ints("counts"), ints("streaks"))
+    def only(self, keep: Callable[[Task], bool]) -> Plan:
+        """The same plan with only the tasks ``keep`` says yes to, in their phases."""
+        phases = tuple(tuple(t for t in phase if keep(t)) for phase in self.phases)
+        return Plan(phases, self.look_again)
 
 
-def _ran_long(container: ObservedContainer, backoff: Backoff) -> bool:
-    started, finished = container.started_epoch, container.finished_at
-    return (
-        started is not None and finished is not None and finished - started >= backoff.reset_after
-    )
-
-
-def restart_wanted(policy: str, exit_code: int, oom_killed: bool, restarts: int) -> bool:
-    """Docker's words: ``no``, ``always``, ``on-failure``, ``on-failure:N``."""
-    kind, _, limit = policy.partition(":")
-    if kind == "always":
-        return True
-    if kind == "on-failure":
-        failed = exit_code != 0 or oom_killed
-        return failed and (not limit or restarts < int(limit))
-    return False
+def _fixed_port(task: Task) -> bool:
+    return isinstance(task, Create) and any(p.host_port for p in task.spec.ports)
 
 
 def plan(
@@ -159,10 +82,11 @@ def plan(
     observed: list[ObservedContainer],
     restarts: RestartBook,
     now: float,
-    backoff: Backoff = Backoff(),
-) -> tuple[list[Task], float | None]:
-    """The tasks that bring ``observed`` to ``desired``, and when to look again (None:
-    nothing is waiting on a backoff)."""
+    backoff: Backoff | None = None,
+) -> Plan:
+    """The tasks that bring ``observed`` to ``desired``, and when to look again; restarts
+    wait out ``backoff`` (kubelet's by default)."""
+    backoff = backoff or Backoff()
     # A slot may want two containers at once (its own and its replacement, each with
     # its template), so a container is matched on its slot and its template.
     wanted = {(c.app, c.slot, c.spec_hash): c for c in desired}
@@ -205,18 +129,16 @@ def plan(
         if container.state == "created":
             starts.append(Start(container, "created, not yet started"))
             continue
-        if container.state not in ("exited", "dead"):
-            continue
-        count = restarts.count(container.container_id)
-        if not restart_wanted(container.restart, container.exit_code, container.oom_killed, count):
-            continue
-        # Docker stamps every exit; a container without a stamp is due at once rather
-        # than postponed on every round.
-        due = (container.finished_at or 0.0) + backoff.delay(restarts.streak(container, backoff))
-        if due <= now:
-            starts.append(
-                Start(container, f"restart {count + 1} (exit code {container.exit_code})")
-            )
-        else:
-            look_again = due if look_again is None else min(look_again, due)
-    return removes + creates + starts, look_again
+        verdict = restart_verdict(container, restarts, backoff, now)
+        if verdict.action == "restart":
+            reason = f"restart {verdict.restarts + 1} (exit code {container.exit_code})"
+            starts.append(Start(container, reason))
+        elif verdict.action == "wait":
+            look_again = verdict.due if look_again is None else min(look_again, verdict.due)
+
+    phases = (
+        tuple(removes + [t for t in creates if not _fixed_port(t)]),
+        tuple(t for t in creates if _fixed_port(t)),
+        tuple(starts),
+    )
+    return Plan(phases, look_again)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-from fleet.agent.runtime import DockerRuntime, ObservedContainer
+from fleet.agent.logonce import WarnOnce
+from fleet.agent.runtime import LogStream, ObservedContainer, Runtime, call
 from fleet.errors import FleetError
 from fleet.proto import fleet_pb2 as pb
 
@@ -23,10 +23,12 @@ Send = Callable[[pb.ContainerResponse], Awaitable[None]]
 class RequestHandler:
     """Runs requests concurrently; a followed log runs until cancelled or the stream ends."""
 
-    def __init__(self, runtime: DockerRuntime, containers: Callable[[], list[ObservedContainer]]):
+    def __init__(self, runtime: Runtime, containers: Callable[[], list[ObservedContainer]]):
         self._runtime = runtime
         self._containers = containers
-        self._streams: dict[str, Any] = {}  # request id -> open docker log stream
+        self._streams: dict[str, LogStream] = {}  # request id -> open log stream
+        self._closed: set[str] = set()  # log streams closed on purpose, not broken
+        self._broke = WarnOnce(log, "log stream")
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     async def _find(self, app: str, slot: int) -> ObservedContainer | None:
@@ -34,7 +36,7 @@ class RequestHandler:
         reconcile round has not seen it yet."""
         for containers in (self._containers(), None):
             if containers is None:
-                containers = await asyncio.to_thread(self._runtime.list_containers)
+                containers = await call(self._runtime, self._runtime.list_containers)
             matches = [c for c in containers if c.app == app and c.slot == slot]
             matches.sort(key=lambda c: c.state != "running")
             if matches:
@@ -49,10 +51,15 @@ class RequestHandler:
         self._tasks[request.id] = task
         task.add_done_callback(lambda _: self._tasks.pop(request.id, None))
 
-    def cancel(self, request_id: str) -> None:
+    def _close(self, request_id: str) -> None:
+        """End a log's blocking read in its thread, on purpose."""
         stream = self._streams.pop(request_id, None)
         if stream is not None:
-            stream.close()  # ends the blocking read in its thread
+            self._closed.add(request_id)
+            stream.close()
+
+    def cancel(self, request_id: str) -> None:
+        self._close(request_id)
         task = self._tasks.get(request_id)
         if task is not None:
             task.cancel()
@@ -77,7 +84,8 @@ class RequestHandler:
             if action == "logs":
                 await self._logs(request, container, send)
             elif action == "exec":
-                code, output = await asyncio.to_thread(
+                code, output = await call(
+                    self._runtime,
                     self._runtime.exec,
                     container.container_id,
                     list(request.exec.command),
@@ -85,7 +93,7 @@ class RequestHandler:
                 )
                 await send(pb.ContainerResponse(id=request.id, data=output, exit_code=code))
             elif action == "top":
-                titles, rows = await asyncio.to_thread(self._runtime.top, container.container_id)
+                titles, rows = await call(self._runtime, self._runtime.top, container.container_id)
                 top = pb.TopResponse(
                     app=request.app,
                     slot=request.slot,
@@ -106,17 +114,28 @@ class RequestHandler:
 
         def read() -> None:
             try:
-                self._runtime.logs(
+                stream = self._runtime.logs(
                     c.container_id,
                     follow=request.logs.follow,
                     tail=request.logs.tail,
                     timestamps=request.logs.timestamps,
-                    on_chunk=on_chunk,
-                    streams=self._streams,
-                    key=request.id,
                 )
-            except Exception as error:  # closed by a cancel, or dockerd went away
-                log.debug("log stream %s ended: %s", request.id, error)
+                # Kept where ``cancel`` (or the end of the request) can close it from
+                # another thread to end a followed log.
+                self._streams[request.id] = stream
+                try:
+                    for chunk in stream:
+                        on_chunk(chunk)
+                finally:
+                    self._streams.pop(request.id, None)
+                    stream.close()
+            except Exception as error:
+                if request.id in self._closed:  # by a cancel, or the end of the request
+                    log.debug("log stream %s ended: %s", request.id, error)
+                else:  # dockerd went away, say
+                    self._broke.failed(error, f" {request.id} ended")
+            else:
+                self._broke.worked()
             finally:
                 asyncio.run_coroutine_threadsafe(chunks.put(None), loop)
 
@@ -125,7 +144,8 @@ class RequestHandler:
             while (chunk := await chunks.get()) is not None:
                 await send(pb.ContainerResponse(id=request.id, data=chunk))
         finally:
-            stream = self._streams.pop(request.id, None)
-            if stream is not None:
-                stream.close()
-            await asyncio.wait([reader], timeout=5)
+            self._close(request.id)
+            try:
+                await asyncio.wait([reader], timeout=5)
+            finally:
+                self._closed.discard(request.id)

@@ -1,34 +1,42 @@
-"""The Docker adapter: the only module of the agent that talks to dockerd.
+"""The agent's seam to a container runtime: what it needs of one (``Runtime``), what a
+runtime reports of a container (``ObservedContainer``), and the ``fleet.*`` labels every
+fleet container carries (``container_labels``).
 
-It speaks the docker SDK (blocking), so the agent calls it from worker threads. Every
-container it creates carries ``fleet.*`` labels; it lists, stops and removes only
-containers with those labels, so anything else on the host is left alone.
+Two runtimes implement it: ``fleet.agent.dockerruntime.DockerRuntime`` (dockerd, the
+only module of the agent that talks to it) and ``fleet.testing.hollow.HollowRuntime``
+(simulated hosts for the scale tests). Where they differ, the difference is said here:
+whether calls block (``Runtime.blocking``), and how events arrive (``FollowedEvents``:
+a stream the agent reads in a thread; ``PushedEvents``: the runtime calls back).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import logging
-import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
-import docker
-import docker.errors
-from docker.utils import parse_repository_tag
 from google.protobuf import json_format
 
-from fleet.agent.dockererrors import DOCKER_ERRORS, pull_failure, translate
-from fleet.errors import FleetError, InvalidArgument, NotFound, PullFailed
+from fleet.agent.stats import HostUsage
 from fleet.proto import fleet_pb2 as pb
 
-__all__ = ["LABEL_APP", "DockerRuntime", "ObservedContainer", "container_name"]
+__all__ = [
+    "LABEL_APP",
+    "FollowedEvents",
+    "LogStream",
+    "ObservedContainer",
+    "OnEvent",
+    "PushedEvents",
+    "Runtime",
+    "call",
+    "container_labels",
+    "container_name",
+]
 
-log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 LABEL_APP = "fleet.app"
 LABEL_SLOT = "fleet.slot"
@@ -48,7 +56,7 @@ def container_name(app: str, slot: int, spec_hash: str) -> str:
 
 @dataclass(frozen=True)
 class ObservedContainer:
-    """A fleet container as dockerd reports it."""
+    """A fleet container as the runtime reports it."""
 
     container_id: str
     name: str
@@ -98,376 +106,142 @@ class ObservedContainer:
         )
 
 
-def _epoch(text: str) -> float | None:
-    if not text or text.startswith("0001-"):
-        return None
-    # Docker reports nanoseconds; Python parses microseconds.
-    head, _, tail = text.rstrip("Z").partition(".")
-    return datetime.fromisoformat(f"{head}.{tail[:6] or '0'}+00:00").timestamp()
+def container_labels(spec: pb.ContainerSpec) -> dict[str, str]:
+    """The labels of the container made for ``spec``: its own, then fleet's (which the
+    runtime reads back to know the container, even after an agent restart)."""
+    labels = {
+        **dict(spec.labels),
+        LABEL_APP: spec.app,
+        LABEL_SLOT: str(spec.slot),
+        LABEL_REVISION: str(spec.revision),
+        LABEL_SPEC_HASH: spec.spec_hash,
+        LABEL_RESTART: spec.restart,
+        LABEL_GRACE: f"{spec.stop_grace_seconds:g}",
+    }
+    if spec.shutdown_delay_seconds:
+        labels[LABEL_SHUTDOWN_DELAY] = f"{spec.shutdown_delay_seconds:g}"
+    if spec.HasField("health"):
+        labels[LABEL_HEALTH] = json.dumps(
+            json_format.MessageToDict(spec.health, preserving_proto_field_name=True),
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+    return labels
 
 
-def _health_check(text: str | None) -> pb.HealthCheck | None:
-    if not text:
-        return None
-    try:
-        return json_format.Parse(text, pb.HealthCheck())
-    except json_format.ParseError:
-        log.warning("ignoring an unreadable %s label: %.80s", LABEL_HEALTH, text)
-        return None
+OnEvent = Callable[[dict[str, Any]], None]  # one of Docker's event dicts
 
 
-def _docker_health(state: dict[str, Any]) -> tuple[str, float | None, str]:
-    """Docker's health status, since when it has been healthy (the start of the run of
-    passing checks that ends its log), and the last check's output."""
-    health = state.get("Health") or {}
-    status = str(health.get("Status") or "")
-    log_entries = health.get("Log") or []
-    output = str(log_entries[-1].get("Output") or "").strip()[:200] if log_entries else ""
-    if status != "healthy":
-        return status, None, output
-    since = None
-    for entry in reversed(log_entries):
-        if entry.get("ExitCode") != 0:
-            break
-        since = _epoch(str(entry.get("Start") or ""))
-    return status, since, output
+class LogStream(Protocol):
+    """A container's log in chunks as they are read (blocking); ``close`` from another
+    thread ends a read that waits for more."""
+
+    def __iter__(self) -> Iterator[bytes]: ...
+
+    def close(self) -> None: ...
 
 
-def _bind_sources(attrs: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(str(m["Source"]) for m in attrs.get("Mounts") or [] if m.get("Type") == "bind")
-
-
-def _observe(attrs: dict[str, Any]) -> ObservedContainer:
-    labels = attrs["Config"]["Labels"] or {}
-    state = attrs["State"]
-    health, healthy_since, output = _docker_health(state)
-    ports: list[tuple[int, int, str]] = []
-    for spec, bindings in (attrs["NetworkSettings"].get("Ports") or {}).items():
-        container_port, _, protocol = spec.partition("/")
-        for binding in bindings or []:
-            if binding.get("HostIp") in ("0.0.0.0", ""):
-                ports.append((int(binding["HostPort"]), int(container_port), protocol))
-    return ObservedContainer(
-        container_id=attrs["Id"],
-        name=attrs["Name"].lstrip("/"),
-        app=labels[LABEL_APP],
-        slot=int(labels.get(LABEL_SLOT, "0")),
-        revision=int(labels.get(LABEL_REVISION, "0")),
-        spec_hash=labels.get(LABEL_SPEC_HASH, ""),
-        restart=labels.get(LABEL_RESTART, "always"),
-        stop_grace=float(labels.get(LABEL_GRACE, "10")),
-        state=state["Status"],
-        exit_code=int(state.get("ExitCode") or 0),
-        oom_killed=bool(state.get("OOMKilled")),
-        started_at=state.get("StartedAt", ""),
-        finished_at=_epoch(state.get("FinishedAt", "")),
-        ports=tuple(sorted(ports)),
-        started_epoch=_epoch(state.get("StartedAt", "")),
-        pid=int(state.get("Pid") or 0),
-        shutdown_delay=float(labels.get(LABEL_SHUTDOWN_DELAY, "0") or 0),
-        health_check=_health_check(labels.get(LABEL_HEALTH)),
-        docker_health=health,
-        docker_healthy_since=healthy_since,
-        docker_health_output=output,
-        bind_sources=_bind_sources(attrs),
-    )
-
-
-def _nanos(seconds: float) -> int:
-    return int(seconds * 1e9)
-
-
-class DockerRuntime:
-    """Create, start, stop and list fleet's containers on one dockerd."""
-
-    # A simulated runtime (fleet.testing.hollow) calls ``on_event`` itself instead of
-    # being followed by a thread, brings its own usage sampler, and does not block:
-    # the agent calls it on the loop rather than in a worker thread.
-    blocking = True
-    pushes_events = False
-    on_event: Callable[[dict[str, Any]], None] | None = None
-    sampler: Any = None
-
-    def __init__(self, base_url: str | None = None, *, timeout: int = 60) -> None:
-        self._base_url = base_url
-        self._timeout = timeout
-        self._client: docker.DockerClient | None = None
-        self._lock = threading.Lock()
-        self._events_stream: Any = None
-        self._unreadable_seen: set[str] = set()
+class Runtime(Protocol):
+    """What the agent needs of a container runtime. It lists, stops and removes only
+    containers labelled as fleet's: anything else on the host is left alone. Failures
+    are ``FleetError``s (``PullFailed`` for a pull, ``NotFound``, ``Unavailable``...)."""
 
     @property
-    def client(self) -> docker.DockerClient:
-        """The SDK's client, made on first use (it asks the daemon for its API version,
-        so making it fails while dockerd is away: ``Unavailable``, tried again later)."""
-        with self._lock:
-            if self._client is None:
-                try:
-                    if self._base_url:
-                        self._client = docker.DockerClient(
-                            base_url=self._base_url, timeout=self._timeout
-                        )
-                    else:
-                        self._client = docker.from_env(timeout=self._timeout)
-                except DOCKER_ERRORS as error:
-                    raise translate("connect", error) from error
-            return self._client
-
-    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
-        """``fn()``, with whatever Docker raises turned into a ``FleetError``."""
-        try:
-            return fn()
-        except DOCKER_ERRORS as error:
-            raise translate(what, error) from error
-
-    def ping(self) -> None:
-        self._call("ping", self.client.ping)
+    def blocking(self) -> bool:
+        """True when calls block (docker-py): the agent makes them in worker threads.
+        False when they return at once: made on the event loop (see ``call``)."""
+        ...
 
     def host_facts(self) -> tuple[float, int, dict[str, str]]:
-        """(cpus, memory bytes, facts) as the daemon reports them."""
-        info = self._call("info", self.client.info)
-        facts = {
-            "os": info.get("OperatingSystem", ""),
-            "os_type": info.get("OSType", ""),
-            "arch": info.get("Architecture", ""),
-            "kernel": info.get("KernelVersion", ""),
-            "docker_version": info.get("ServerVersion", ""),
-        }
-        boot_id = Path("/proc/sys/kernel/random/boot_id")
-        if boot_id.exists():
-            facts["boot_id"] = boot_id.read_text().strip()
-        return float(info.get("NCPU", 0)), int(info.get("MemTotal", 0)), facts
+        """(cpus, memory bytes, facts such as os, arch, kernel and boot_id)."""
+        ...
 
     def list_containers(self) -> list[ObservedContainer]:
         """Every fleet container on the host, running or not."""
-
-        def inspect_all() -> list[ObservedContainer]:
-            found = []
-            for summary in self.client.api.containers(all=True, filters={"label": LABEL_APP}):
-                try:
-                    attrs = self.client.api.inspect_container(summary["Id"])
-                except docker.errors.NotFound:
-                    continue  # removed between the list and the inspect
-                try:
-                    found.append(_observe(attrs))
-                except (KeyError, TypeError, ValueError, AttributeError) as error:
-                    self._unreadable(summary["Id"], error)
-            return found
-
-        result: list[ObservedContainer] = self._call("list containers", inspect_all)
-        return result
-
-    def _unreadable(self, container_id: str, error: Exception) -> None:
-        """A container labelled as fleet's whose labels fleet cannot read (made by
-        someone else, or edited): left alone, and said once."""
-        if container_id not in self._unreadable_seen:
-            self._unreadable_seen.add(container_id)
-            log.warning(
-                "leaving container %s alone: its fleet.* labels are unreadable (%s: %s)",
-                container_id[:12],
-                type(error).__name__,
-                error,
-            )
+        ...
 
     def ensure_image(self, image: str) -> bool:
-        """Pull ``image`` unless the daemon has it; True when it was pulled."""
-        try:
-            self._call("inspect image", lambda: self.client.images.get(image))
-            return False
-        except NotFound:
-            pass
-        except InvalidArgument as error:  # dockerd cannot parse the reference
-            raise PullFailed("pull-failed", f"{image} is not a valid image reference") from error
-        repository, tag = parse_repository_tag(image)
-        log.info("pulling %s", image)
-        try:
-            # A digest reference pulls by digest (docker-py takes it as the "tag").
-            self.client.images.pull(repository, tag=tag or "latest")
-        except DOCKER_ERRORS as error:
-            raise pull_failure(image, error) from error
-        return True
+        """Pull ``image`` unless the host has it; True when it was pulled."""
+        ...
 
     def create(self, spec: pb.ContainerSpec) -> str:
-        """Create (not start) the container for ``spec``; returns its id."""
-        name = container_name(spec.app, spec.slot, spec.spec_hash)
-        return str(self._call(f"create {name}", lambda: self._create(spec, name)))
-
-    def _create(self, spec: pb.ContainerSpec, name: str) -> str:
-        labels = {
-            **dict(spec.labels),
-            LABEL_APP: spec.app,
-            LABEL_SLOT: str(spec.slot),
-            LABEL_REVISION: str(spec.revision),
-            LABEL_SPEC_HASH: spec.spec_hash,
-            LABEL_RESTART: spec.restart,
-            LABEL_GRACE: f"{spec.stop_grace_seconds:g}",
-        }
-        if spec.shutdown_delay_seconds:
-            labels[LABEL_SHUTDOWN_DELAY] = f"{spec.shutdown_delay_seconds:g}"
-        healthcheck = None
-        if spec.HasField("health"):
-            check = spec.health
-            labels[LABEL_HEALTH] = json.dumps(
-                json_format.MessageToDict(check, preserving_proto_field_name=True),
-                sort_keys=True,
-                separators=(",", ":"),
-            )
-            if check.kind == "exec":
-                # Docker runs exec checks itself (in the container, with its timeouts)
-                # and the agent reads the status back; http and tcp run from the agent.
-                healthcheck = {
-                    "test": ["CMD", *check.command],
-                    "interval": _nanos(check.interval_seconds),
-                    "timeout": _nanos(check.timeout_seconds),
-                    "retries": check.retries,
-                    "start_period": _nanos(check.start_period_seconds),
-                }
-        api = self.client.api
-        host_config = api.create_host_config(
-            port_bindings={
-                f"{p.container_port}/{p.protocol}": p.host_port or None for p in spec.ports
-            },
-            # fleet's agent enforces restart policies itself: one authority, not two.
-            restart_policy={"Name": "no"},
-            security_opt=["no-new-privileges"],
-            nano_cpus=int(spec.resources.cpu * 1e9) if spec.resources.cpu else None,
-            mem_limit=spec.resources.memory_bytes or None,
-            # Only what the agent's policy allowed reaches this point (see fleet.policy).
-            privileged=spec.privileged,
-            network_mode="host" if spec.host_network else None,
-            pid_mode="host" if spec.host_pid else None,
-            cap_add=list(spec.cap_add) or None,
-            # A bind source passed the agent's check only if it is its own real path:
-            # Docker gets the very path that was checked (see bind_sources).
-            binds=list(spec.volumes) or None,
-        )
-        created = api.create_container(
-            spec.image,
-            command=list(spec.command) or None,
-            name=name,
-            labels=labels,
-            environment=dict(spec.env),
-            ports=[(p.container_port, p.protocol) for p in spec.ports],
-            host_config=host_config,
-            # So that a manual `docker stop` honours the app's grace period too.
-            stop_timeout=math.ceil(spec.stop_grace_seconds),
-            healthcheck=healthcheck,
-        )
-        return str(created["Id"])
+        """Create (not start) the container for ``spec``, named ``container_name`` and
+        labelled ``container_labels``; returns its id."""
+        ...
 
     def bind_sources(self, container_id: str) -> tuple[str, ...]:
-        """The host paths Docker will bind-mount into the container when it starts, as
-        Docker recorded them (cleaned, symlinks not followed): what to check again."""
-        attrs = self._call("inspect", lambda: self.client.api.inspect_container(container_id))
-        return _bind_sources(attrs)
+        """The host paths the container's start will bind-mount, as the runtime
+        recorded them: what the agent checks again right before the start."""
+        ...
 
-    def images_in_use(self) -> set[str]:
-        """The image references of every container on the host, fleet's or not, and
-        their image ids (a container may name its image either way)."""
-        used: set[str] = set()
-        for summary in self._call("list", lambda: self.client.api.containers(all=True)):
-            used.add(summary.get("Image", ""))
-            used.add(summary.get("ImageID", ""))
-        return used
-
-    def remove_image(self, image: str) -> bool:
-        """Remove ``image`` unless a container uses it (Docker refuses then): True if gone."""
-        try:
-            self._call(f"remove image {image}", lambda: self.client.api.remove_image(image))
-            return True
-        except NotFound:
-            return True
-        except FleetError as error:  # in use (409), or the daemon is away
-            log.info("keeping image %s: %s", image, error)
-            return False
-
-    def start(self, container_id: str) -> None:
-        self._call("start", lambda: self.client.api.start(container_id))
+    def start(self, container_id: str) -> None: ...
 
     def stop(self, container_id: str, grace: float) -> None:
         """Stop (SIGTERM, then SIGKILL after ``grace``) and keep the container."""
-        self._call("stop", lambda: self.client.api.stop(container_id, timeout=math.ceil(grace)))
+        ...
 
     def stop_and_remove(self, container_id: str, grace: float) -> None:
-        """SIGTERM, SIGKILL after ``grace`` seconds, then remove."""
-        try:
-            self._call("stop", lambda: self.client.api.stop(container_id, timeout=math.ceil(grace)))
-            self._call("remove", lambda: self.client.api.remove_container(container_id, force=True))
-        except NotFound:
-            pass  # already gone: what we wanted
+        """Stop as ``stop`` does, then remove; a container already gone is no error."""
+        ...
 
     def remove_by_name(self, name: str) -> None:
-        """Remove a leftover fleet container that holds ``name`` (a create that failed
-        half-way, or one whose labels were stripped: only if it is fleet's)."""
-        try:
-            attrs = self._call("inspect", lambda: self.client.api.inspect_container(name))
-        except NotFound:
-            return
-        if LABEL_APP in (attrs["Config"]["Labels"] or {}):
-            self.stop_and_remove(attrs["Id"], 0)
+        """Remove a leftover fleet container that holds ``name``."""
+        ...
 
-    def logs(
-        self,
-        container_id: str,
-        *,
-        follow: bool,
-        tail: int,
-        timestamps: bool,
-        on_chunk: Callable[[bytes], None],
-        streams: dict[str, Any],
-        key: str,
-    ) -> None:
-        """Send the container's log to ``on_chunk`` (blocking). The stream is kept in
-        ``streams[key]`` so another thread can close it to stop a followed log."""
-        stream = self._call(
-            "logs",
-            lambda: self.client.api.logs(
-                container_id,
-                stream=True,
-                follow=follow,
-                tail="all" if tail < 0 else tail,
-                timestamps=timestamps,
-            ),
-        )
-        streams[key] = stream
-        try:
-            for chunk in stream:
-                on_chunk(chunk)
-        finally:
-            streams.pop(key, None)
-            stream.close()
+    def images_in_use(self) -> set[str]:
+        """The images of every container on the host, fleet's or not."""
+        ...
+
+    def remove_image(self, image: str) -> bool:
+        """Remove ``image`` unless a container uses it; True if it is gone."""
+        ...
+
+    def sample_usage(self) -> HostUsage:
+        """Live usage of the host's running containers, fleet's or not."""
+        ...
+
+    def logs(self, container_id: str, *, follow: bool, tail: int, timestamps: bool) -> LogStream:
+        """The container's log (``tail`` < 0: all of it), read in a thread; ``follow``
+        keeps it open for what comes, until the container stops or it is closed."""
+        ...
 
     def exec(self, container_id: str, command: list[str], limit: int) -> tuple[int, bytes]:
         """Run ``command`` in the container; (exit code, first ``limit`` bytes of output)."""
-        api = self.client.api
-        created = self._call("exec", lambda: api.exec_create(container_id, command))
-        output = self._call("exec", lambda: api.exec_start(created["Id"]))
-        code = self._call("exec", lambda: api.exec_inspect(created["Id"]))["ExitCode"]
-        return int(code if code is not None else -1), bytes(output)[:limit]
+        ...
 
     def top(self, container_id: str) -> tuple[list[str], list[list[str]]]:
-        found = self._call("top", lambda: self.client.api.top(container_id))
-        return list(found.get("Titles") or []), [list(p) for p in found.get("Processes") or []]
+        """(titles, one row per process) of the container's processes."""
+        ...
 
-    def events(self, on_event: Callable[[dict[str, Any]], None], stop: threading.Event) -> None:
+
+@runtime_checkable
+class FollowedEvents(Protocol):
+    """A runtime whose events are a blocking stream (dockerd's): the agent follows it
+    from a thread of its own, and follows again when it breaks."""
+
+    def events(self, on_event: OnEvent, stop: threading.Event) -> None:
         """Follow fleet containers' events until ``stop`` is set or the stream breaks."""
-        stream = self.client.api.events(
-            decode=True, filters={"type": "container", "label": LABEL_APP}
-        )
-        self._events_stream = stream
-        try:
-            if stop.is_set():  # stop_events() ran before the stream existed
-                return
-            for event in stream:
-                if stop.is_set():
-                    return
-                on_event(event)
-        finally:
-            self._events_stream = None
-            stream.close()
+        ...
 
     def stop_events(self) -> None:
-        """Unblock ``events`` from another thread: closing the stream ends its read."""
-        stream = self._events_stream
-        if stream is not None:
-            stream.close()
+        """Unblock ``events`` from another thread."""
+        ...
+
+
+@runtime_checkable
+class PushedEvents(Protocol):
+    """A runtime that calls ``on_event`` itself, on the agent's event loop (a simulated
+    one: a thousand hosts in one process cannot have a thread each)."""
+
+    def push_events(self, on_event: OnEvent | None) -> None:
+        """Call ``on_event`` with every event from now on (None: stop)."""
+        ...
+
+
+async def call(runtime: Runtime, method: Callable[..., _T], *args: Any) -> _T:
+    """``method(*args)`` of ``runtime``: in a worker thread when it blocks, on the loop
+    when it does not (a thread hop per call was half of what a thousand hollow hosts
+    cost their process)."""
+    if runtime.blocking:
+        return await asyncio.to_thread(method, *args)
+    return method(*args)

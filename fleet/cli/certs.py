@@ -1,6 +1,6 @@
 """``fleet certs``: make a CA, issue certificates from it, and show what one says.
 
-A thin layer over ``fleet.pki``; the subject convention is documented there.
+A thin layer over ``fleet.pki``; the subject convention is in ``fleet.pki.subjects``.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import typer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from fleet import pki
 from fleet._text import strip_control
 from fleet.errors import FleetError
+from fleet.pki import issuing, subjects
 
 __all__ = ["app"]
 
@@ -61,7 +61,7 @@ def init(
 ) -> None:
     """Make a new CA (ca.crt, ca.key). Refuses to replace one without --force."""
     try:
-        paths = pki.init_ca(dir, days=days, force=force, etcd=etcd)
+        paths = issuing.init_ca(dir, days=days, force=force, etcd=etcd)
     except FleetError as error:
         _fail(error)
     typer.echo(paths.cert)
@@ -70,7 +70,7 @@ def init(
 
 @app.command()
 def issue(
-    kind: Annotated[pki.Kind, typer.Argument(help="What the certificate is for.")],
+    kind: Annotated[subjects.Kind, typer.Argument(help="What the certificate is for.")],
     name: Annotated[str, typer.Argument(help="Server or client name; for an agent, its host id.")],
     dir: DirOpt = _DEFAULT_DIR,
     san: Annotated[
@@ -84,7 +84,7 @@ def issue(
         ),
     ] = None,
     role: Annotated[
-        pki.Role | None,
+        subjects.Role | None,
         typer.Option("--role", help="Client role (default admin).", show_default=False),
     ] = None,
     days: Annotated[int, typer.Option("--days", help="Validity in days.")] = 365,
@@ -92,7 +92,7 @@ def issue(
 ) -> None:
     """Issue a KIND certificate for NAME, signed by the CA in --dir."""
     try:
-        paths = pki.issue(dir, kind, name, sans=san or (), role=role, days=days, force=force)
+        paths = issuing.issue(dir, kind, name, sans=san or (), role=role, days=days, force=force)
     except FleetError as error:
         _fail(error)
     typer.echo(paths.cert)
@@ -131,12 +131,12 @@ def show(
 
 def _identity_rows(cert: x509.Certificate) -> list[tuple[str, str]]:
     try:
-        identity = pki.identity_from_subject(cert.subject)
+        identity = subjects.identity_from_subject(cert.subject)
     except FleetError as error:
         if _is_ca(cert):
-            return [("kind", "etcd ca" if pki.is_etcd_ca(cert) else "ca")]
+            return [("kind", "etcd ca" if subjects.is_etcd_ca(cert) else "ca")]
         units = [a.value for a in cert.subject if a.oid == x509.NameOID.ORGANIZATIONAL_UNIT_NAME]
-        etcd_kinds = {pki.Kind.etcd_member.value, pki.Kind.etcd_client.value}
+        etcd_kinds = {subjects.Kind.etcd_member.value, subjects.Kind.etcd_client.value}
         if len(units) == 1 and units[0] in etcd_kinds:
             names = [a.value for a in cert.subject if a.oid == x509.NameOID.COMMON_NAME]
             return [("kind", str(units[0])), ("name", str(names[0]) if names else "-")]

@@ -47,7 +47,7 @@ from fleet.errors import (
     details,
     grpc_code_for,
 )
-from fleet.pki import serial_from_auth_context
+from fleet.pki.subjects import serial_from_auth_context
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.secrets import SecretBox

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fleet.controlplane.revisions import REVISION_HISTORY, next_revision, pruned, revision_hash
-from fleet.controlplane.rollout import template_of
 from fleet.errors import REQUEST, Conflict, NotFound, PolicyDenied, SpecProblem
 from fleet.policy import refused_fields
 from fleet.secrets import scope_refusals
-from fleet.spec import AppSpec
+from fleet.spec import AppSpec, template_of
 from fleet.store import ClusterState
 from fleet.store.records import AppRecord, RevisionRecord
 

@@ -40,7 +40,7 @@ from fleet.errors import (
     grpc_code_for,
     problems_trailer,
 )
-from fleet.pki import Identity, Kind, Role, identity_from_auth_context
+from fleet.pki.subjects import Identity, Kind, Role, identity_from_auth_context
 from fleet.store import Versioned
 from fleet.store.records import TokenRecord
 

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from fleet.controlplane.rollout import rollout_counts
+from fleet.controlplane.appstatus import CountsCache, rollout_counts
 from fleet.store import ClusterState
 
 __all__ = ["Metrics"]
@@ -26,6 +26,7 @@ class _StateCollector(Collector):
     def __init__(self, state: Callable[[], ClusterState], streams: Callable[[], int]) -> None:
         self._state = state
         self._streams = streams
+        self.counts: CountsCache | None = None  # the control plane's, once it lends it
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         state = self._state()
@@ -45,7 +46,7 @@ class _StateCollector(Collector):
         )
         now = time.time()
         for name, app in sorted(state.apps.items()):
-            counts = rollout_counts(state, name, now)
+            counts = rollout_counts(state, name, now, self.counts)
             spec = app.value.spec
             desired = spec.replicas if spec.mode == "replicated" else len(state.replicas_of(name))
             replicas.add_metric([name, "desired"], desired)
@@ -61,7 +62,8 @@ class _StateCollector(Collector):
 class Metrics:
     def __init__(self, state: Callable[[], ClusterState], streams: Callable[[], int]) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_StateCollector(state, streams))
+        self._collector = _StateCollector(state, streams)
+        self.registry.register(self._collector)
         self.scheduling = Histogram(
             "fleet_scheduling_seconds",
             "Time to plan one app's replicas (placement included).",
@@ -93,3 +95,7 @@ class Metrics:
             "1 while this replica leads (runs the controllers).",
             registry=self.registry,
         )
+
+    def lend_counts(self, counts: CountsCache) -> None:
+        """Count apps with the control plane's memo (its API's), not a walk per scrape."""
+        self._collector.counts = counts

@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 
 from fleet.controlplane.auth import Permission, TokenLookup, bearer, check
 from fleet.errors import InvalidArgument, PermissionDenied
-from fleet.pki import identity_from_pem
+from fleet.pki.subjects import identity_from_pem
 from fleet.transport import TlsFiles
 
 __all__ = ["MetricsPort", "ScrapeVerdict", "judge_scrape", "metrics_tls_context"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fleet._time import epoch, iso_at
-from fleet.controlplane.rollout import Instance, Observed
+from fleet.controlplane.availability import Observed
 from fleet.spec import AppSpec
 from fleet.store import ClusterState
 from fleet.store.records import JobRecord, JobRun, ReplicaRecord
@@ -78,22 +78,22 @@ def job_progress(
     spec: AppSpec,
     existing: dict[int, ReplicaRecord],
     observed: Observed,
-    clock: float,
+    now: float,
 ) -> tuple[JobRecord, list[tuple[str, str]]]:
     """The job's record after what the agents report now, and events (kind, message)."""
-    job = stored or JobRecord(app=app, started_at=iso_at(clock))
+    job = stored or JobRecord(app=app, started_at=iso_at(now))
     succeeded = dict(job.succeeded)
     failures = dict(job.failures)
     exit_codes = dict(job.exit_codes)
     for slot, replica in sorted(existing.items()):
-        report = observed.report(Instance(slot, replica.revision, replica.host, next=False))
+        report = observed.report(replica.containers()[0])
         if report is None:
             continue
         ended = report.state in _TERMINAL
         if ended:
             exit_codes[slot] = report.exit_code
         if report.state == "exited" and report.exit_code == 0 and slot not in succeeded:
-            succeeded[slot] = JobRun(exit_code=0, host=replica.host, finished_at=iso_at(clock))
+            succeeded[slot] = JobRun(exit_code=0, host=replica.host, finished_at=iso_at(now))
         # Each agent restart of a job container followed a failure (on-failure).
         failed = report.restarts + (1 if ended and report.exit_code != 0 else 0)
         if report.container_id and failed > failures.get(report.container_id, 0):
@@ -106,7 +106,7 @@ def job_progress(
         if len(succeeded) >= spec.job_completions:
             message = f"{len(succeeded)} of {spec.job_completions} completion(s) succeeded"
             updated = updated.model_copy(
-                update={"state": "complete", "finished_at": iso_at(clock), "message": message}
+                update={"state": "complete", "finished_at": iso_at(now), "message": message}
             )
             events.append(("job-complete", message))
         elif updated.failure_count >= max(1, spec.job_backoff_limit):
@@ -115,7 +115,7 @@ def job_progress(
                 f"{spec.job_backoff_limit}; last exit codes {sorted(set(exit_codes.values()))}"
             )
             updated = updated.model_copy(
-                update={"state": "failed", "finished_at": iso_at(clock), "message": message}
+                update={"state": "failed", "finished_at": iso_at(now), "message": message}
             )
             events.append(("job-failed", message))
     return updated, events
@@ -126,7 +126,7 @@ def job_slots(
     spec: AppSpec,
     existing: dict[int, ReplicaRecord],
     observed: Observed,
-    clock: float,
+    now: float,
 ) -> tuple[set[int], set[int], set[int], float | None]:
     """(slots wanted, slots to start now, slots to stop, when the finished containers
     expire). A slot whose container failed for good (its restart policy gave up) is
@@ -134,13 +134,13 @@ def job_slots(
     finished_at = epoch(job.finished_at)
     if job.state != "running" and finished_at is not None:
         expires = finished_at + spec.job_ttl
-        if clock >= expires:
+        if now >= expires:
             return set(), set(), set(), None
         stop = {s for s in existing if s not in job.succeeded}
         return set(existing), set(), stop, expires
     gave_up = set()
     for slot, replica in existing.items():
-        report = observed.report(Instance(slot, replica.revision, replica.host, next=False))
+        report = observed.report(replica.containers()[0])
         if report is not None and slot not in job.succeeded and _gave_up(report.state, spec):
             gave_up.add(slot)
     keep = set(existing) - gave_up

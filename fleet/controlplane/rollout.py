@@ -1,9 +1,8 @@
 """Rollouts: how a new revision replaces the old one, gated on availability. Pure.
 
-A replica is **available** once its container has been healthy (or, without a health
-check, running) for the app's ``update.min_ready``, as its agent reports it. The
-rollout step, run on every wake-up of the replica controller, moves each app towards
-its current revision under two bounds (Kubernetes' Deployment rules):
+The rollout step (``step_rollout``), run on every wake-up of the replica controller,
+moves each app towards its current revision under two bounds (Kubernetes' Deployment
+rules; the numbers come from the app's ``update`` strategy, ``fleet.spec``):
 
 - never more than ``replicas + max_surge`` containers: start-first replacements are
   started as the slot's ``next`` on a host the scheduler picks, and take the slot over
@@ -15,263 +14,269 @@ its current revision under two bounds (Kubernetes' Deployment rules):
 The rollout's own record (``rollouts/<app>``) holds what must survive a restart of the
 control plane: the target, the revision it started from (the one an automatic rollback
 returns to), its state and when it last made progress. A rollout fails when a replica of
-the new revision crashes or turns unhealthy, or when it makes no progress for
-``progress_deadline``; with ``auto_rollback`` the app is pointed back at the revision it
-started from, and that rollback runs under the same gates.
+the new revision is in trouble (``availability.crash_reason``), or when it makes no
+progress for ``progress_deadline``; with ``auto_rollback`` the app is pointed back at
+the revision it started from, and that rollback runs under the same gates.
+
+Elsewhere: availability itself is ``availability``; the counts ``rollout status`` shows
+are ``appstatus``; which revision ``rollout undo`` returns to and which revisions are
+kept is ``revisions``; the CLI's exit codes are ``fleet.cli.rollouts``.
 """
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Mapping
-from dataclasses import dataclass
-
-from fleet._time import epoch
-from fleet.proto import fleet_pb2 as pb
-from fleet.spec import AppSpec
+from fleet._time import epoch, iso_at
+from fleet.controlplane.availability import crash_reason
+from fleet.controlplane.drains import drain_wake_at
+from fleet.controlplane.slots import SlotPlanner
+from fleet.spec import template_of
 from fleet.store import ClusterState
-from fleet.store.records import AppRecord, ContainerReport, ReplicaRecord
+from fleet.store.records import ReplicaRecord, RolloutRecord
 
-__all__ = [
-    "CRASH_RESTARTS",
-    "Instance",
-    "Observed",
-    "RolloutCounts",
-    "app_trouble",
-    "crash_reason",
-    "endpoints",
-    "instances",
-    "observe",
-    "revisions_in_use",
-    "rollout_counts",
-    "template_of",
-    "trouble",
-]
-
-# A new revision's container restarted this often is crash-looping: the rollout fails.
-CRASH_RESTARTS = 3
-
-
-@dataclass(frozen=True)
-class Instance:
-    """One container a slot wants: the slot's own (``next=False``) or its replacement."""
-
-    slot: int
-    revision: int
-    host: str
-    next: bool
-
-
-class Observed:
-    """What the agents report of one app's containers, by (slot, revision, host)."""
-
-    def __init__(self, reports: Mapping[tuple[int, int, str], ContainerReport]) -> None:
-        self.reports = reports
-
-    def report(self, instance: Instance) -> ContainerReport | None:
-        return self.reports.get((instance.slot, instance.revision, instance.host))
-
-    def available_at(self, instance: Instance, min_ready: float) -> float | None:
-        """When the instance is (or will be, if nothing changes) available; None if it
-        is not on its way there (not running, unhealthy, or not reported)."""
-        report = self.report(instance)
-        if report is None or report.state != "running" or report.health not in ("", "healthy"):
-            return None
-        if crash_reason(report) is not None:
-            return None  # crash-looping: up now, down again soon
-        since = epoch(report.ready_since) if report.ready_since else None
-        return None if since is None else since + min_ready
-
-    def available(self, instance: Instance, min_ready: float, now: float) -> bool:
-        at = self.available_at(instance, min_ready)
-        return at is not None and at <= now
-
-
-def observe(state: ClusterState, app: str) -> Observed:
-    """The reports of ``app``'s containers from every connected host."""
-    return Observed(state.reports_of(app))
-
-
-def instances(replica: ReplicaRecord) -> list[Instance]:
-    own = [Instance(replica.slot, replica.revision, replica.host, next=False)]
-    if replica.next is None:
-        return own
-    return [*own, Instance(replica.slot, replica.next.revision, replica.next.host, next=True)]
-
-
-def trouble(report: ContainerReport | None) -> tuple[str, str] | None:
-    """What is wrong with a container, as a word for a column (``image-not-found``,
-    ``crash-looping``) and a sentence; None when nothing is."""
-    if report is None:
-        return None
-    where = f"replica {report.slot}"
-    if report.state == "pull-failed":  # the message names the image, and what happened
-        return report.reason or "pull-failed", report.message or "its image cannot be pulled"
-    if report.state == "create-failed":
-        return "create-failed", f"{where} cannot be created: {report.message}"
-    if report.state == "refused":
-        return "refused", f"{where} was refused by its host: {report.message}"
-    if report.state == "held":
-        return "held", f"{where} is held: {report.message}"
-    if report.state == "failed":
-        return "failed", f"{where} stopped for good: {report.message or 'restart limit reached'}"
-    if report.health == "unhealthy":
-        return "unhealthy", f"{where} is unhealthy: {report.message or 'its health check fails'}"
-    if report.restarts >= CRASH_RESTARTS:
-        return "crash-looping", (
-            f"{where} is crash-looping ({report.restarts} restarts, exit code {report.exit_code})"
-        )
-    return None
-
-
-def crash_reason(report: ContainerReport | None) -> str | None:
-    """Why a container of a new revision counts as failed (the rollout fails), or None.
-    A new image that cannot be pulled fails it at once, not at its progress deadline."""
-    found = trouble(report)
-    return None if found is None else found[1]
-
-
-def app_trouble(state: ClusterState, app: str) -> tuple[str, str]:
-    """Why an app's wanted containers are not all up: the commonest word among them,
-    and its first sentence with a count (``("", "")`` when nothing is wrong)."""
-    observed = observe(state, app)
-    found: dict[str, list[str]] = {}
-    for replica in state.replicas_of(app):
-        for i in instances(replica):
-            what = trouble(observed.report(i))
-            if what is not None:
-                found.setdefault(what[0], []).append(what[1])
-    if not found:
-        return "", ""
-    word, texts = max(found.items(), key=lambda item: (len(item[1]), item[0]))
-    count = f" ({len(texts)} replicas)" if len(texts) > 1 else ""
-    return word, texts[0] + count
-
-
-def template_of(current: AppSpec, revision_spec: AppSpec) -> AppSpec:
-    """``current`` with the container template of ``revision_spec``: what a rollback or an
-    undo writes, keeping the count, placement and update settings of today."""
-    kept = {"name", "replicas", "constraints", "placement", "max_per_host", "update"}
-    kept |= {"min_available", "mode", "completions", "parallelism", "backoff_limit"}
-    kept.add("ttl_after_finished")
-    template = {k: v for k, v in revision_spec.model_dump().items() if k not in kept}
-    return AppSpec.model_validate({**current.model_dump(), **template})
-
-
-@dataclass(frozen=True)
-class RolloutCounts:
-    """An app's replicas as ``fleet get apps`` and ``rollout status`` count them."""
-
-    running: int  # containers running, of any revision, replacements included
-    available: int  # available containers, of any revision
-    updated: int  # slots with a container of the current revision
-    updated_available: int  # slots with an available container of the current revision
-    total: int  # containers wanted, replacements included
-
-
-@dataclass(frozen=True)
-class _CountsBasis:
-    """What an app's counts are made of, whatever the time: the times (sorted) at which
-    its containers, and its slots' current-revision containers, are available."""
-
-    running: int
-    total: int
-    updated: int
-    available_at: list[float]
-    updated_available_at: list[float]
-
-
-def _counts_basis(state: ClusterState, app: AppRecord) -> _CountsBasis:
-    target, min_ready = app.revision, app.spec.update.min_ready
-    observed = observe(state, app.spec.name)
-    running = total = 0
-    available_at: list[float] = []
-    slots: dict[int, float | None] = {}  # updated slot -> when it is first available
-    for replica in state.replicas_of(app.spec.name):
-        for i in instances(replica):
-            total += 1
-            report = observed.report(i)
-            running += report is not None and report.state == "running"
-            at = observed.available_at(i, min_ready)
-            if at is not None:
-                available_at.append(at)
-            if i.revision == target:
-                before = slots.get(i.slot)
-                slots[i.slot] = (
-                    at if before is None else (before if at is None else min(at, before))
-                )
-    return _CountsBasis(
-        running,
-        total,
-        len(slots),
-        sorted(available_at),
-        sorted(at for at in slots.values() if at is not None),
-    )
-
-
-# app -> (what its basis was made from, the basis). ``fleet get apps`` and every
-# /metrics scrape count every app: at 100,000 replicas a walk of them all took 2 s of
-# the server's one thread, so each app's walk is kept until its records or reports
-# change (the informer's change numbers); only the time is applied per call.
-_bases: dict[str, tuple[object, _CountsBasis]] = {}
-
-
-def rollout_counts(state: ClusterState, app: str, now: float) -> RolloutCounts:
-    stored = state.apps.get(app)
-    if stored is None:
-        return RolloutCounts(0, 0, 0, 0, 0)
-    changes = state.changes
-    key = (changes.apps.get(app, 0), changes.reports.get(app, 0)) if changes else None
-    found = _bases.get(app)
-    if key is not None and found is not None and found[0] == key:
-        basis = found[1]
-    else:
-        basis = _counts_basis(state, stored.value)
-        if key is not None:
-            _bases[app] = (key, basis)
-    return RolloutCounts(
-        basis.running,
-        bisect.bisect_right(basis.available_at, now),
-        basis.updated,
-        bisect.bisect_right(basis.updated_available_at, now),
-        basis.total,
-    )
-
-
-def endpoints(state: ClusterState, app: str, now: float) -> list[pb.Endpoint]:
-    """host:port of every available container of ``app``, by slot."""
-    stored = state.apps.get(app)
-    if stored is None:
-        return []
-    min_ready = stored.value.spec.update.min_ready
-    observed = observe(state, app)
-    found: list[pb.Endpoint] = []
-    for replica in state.replicas_of(app):
-        for i in instances(replica):
-            report = observed.report(i)
-            host = state.hosts.get(i.host)
-            if report is None or host is None or not observed.available(i, min_ready, now):
-                continue
-            found.extend(
-                pb.Endpoint(
-                    app=app,
-                    slot=i.slot,
-                    host=i.host,
-                    address=host.value.address,
-                    host_port=port.host_port,
-                    container_port=port.container_port,
-                    protocol=port.protocol,
-                    revision=i.revision,
-                )
-                for port in report.ports
-            )
-    return found
+__all__ = ["revisions_in_use", "rollback_target", "step_rollout"]
 
 
 def revisions_in_use(state: ClusterState, app: str) -> set[int]:
     """Revisions that must not be pruned: run by a replica, or a rollback's way back."""
-    used = {revision for r in state.replicas_of(app) for revision, _ in r.instances()}
+    used = {c.revision for r in state.replicas_of(app) for c in r.containers()}
     rollout = state.rollouts.get(app)
     if rollout is not None:
         used |= {rollout.value.revision, rollout.value.from_revision}
     return used
+
+
+def rollback_target(old: RolloutRecord | None, target: int) -> int:
+    """What a rollout to ``target`` would roll back to, given the rollout before it: the
+    last revision that completed (``target`` itself, for an app whose first rollout
+    never did)."""
+    if old is None:
+        return target
+    if old.state == "complete":
+        return old.revision
+    if old.from_revision != old.revision or old.rollback_of:
+        return old.from_revision  # (a rollback's target completed before)
+    return target
+
+
+def step_rollout(planner: SlotPlanner, promoted: int) -> None:
+    """Advance (or fail, or roll back) the app's rollout and keep its record.
+    ``promoted``: how many replacements took their slots over this round."""
+    plan, state, app = planner.plan, planner.state, planner.app
+    stored_rollout = state.rollouts.get(app)
+    old = stored_rollout.value if stored_rollout is not None else None
+    mod = stored_rollout.mod_revision if stored_rollout is not None else 0
+    now_text = iso_at(planner.now)
+    target = planner.target
+    if old is None or old.revision != target:
+        # A new target: an apply, an undo, or the first look at a new app.
+        rollout = RolloutRecord(
+            app=app,
+            revision=target,
+            from_revision=rollback_target(old, target),
+            state="progressing",
+            started_at=now_text,
+            progress_at=now_text,
+            updated_at=now_text,
+            paused=old.paused if old is not None else False,
+            message=f"rolling out revision {target}",
+        )
+    else:
+        rollout = old
+
+    update = planner.spec.update
+    # Replacements (a rollout's or a drain's) becoming available, a forced drain's end.
+    wake = _earliest(planner.wake_at(), drain_wake_at(planner))
+    if rollout.state == "progressing" and not rollout.paused:
+        failure = _failing(planner)
+        _, ready = _updated_counts(planner)
+        if promoted or ready > rollout.ready:
+            # Progress seen now counts before the deadline is judged (the control plane
+            # may have been away while it happened).
+            rollout = rollout.model_copy(
+                update={"progress_at": now_text, "updated_at": now_text, "ready": ready}
+            )
+        deadline = epoch(rollout.progress_at)
+        if (
+            failure is None
+            and deadline is not None
+            and planner.now - deadline > update.progress_deadline
+        ):
+            failure = (
+                f"no progress for {update.progress_deadline:g}s "
+                f"(progress_deadline): revision {target} did not become available"
+            )
+        if failure is not None:
+            _fail(planner, rollout, mod, failure)
+            return
+        started = _replace_outdated(planner)
+        updated, ready = _updated_counts(planner)
+        done = (
+            updated == len(planner.slots) == len(planner.wanted)
+            and all(r.next is None for r in planner.slots.values())
+            and ready >= len(planner.wanted)
+        )
+        if done:
+            rollout = rollout.model_copy(
+                update={
+                    "ready": ready,
+                    "state": "complete",
+                    "message": f"revision {target} is available on all "
+                    f"{len(planner.wanted)} replica(s)",
+                    "progress_at": now_text,
+                    "updated_at": now_text,
+                }
+            )
+            plan.events.append(("rollout-complete", None, rollout.message))
+        else:
+            if started:
+                rollout = rollout.model_copy(
+                    update={"progress_at": now_text, "updated_at": now_text, "ready": ready}
+                )
+            waiting = planner.rollout_waiting
+            if waiting and rollout.message != waiting:
+                rollout = rollout.model_copy(update={"message": waiting, "updated_at": now_text})
+            deadline_at = (epoch(rollout.progress_at) or planner.now) + update.progress_deadline
+            wake = _earliest(wake, deadline_at + 0.1)
+    plan.wake_at = wake
+    if rollout != old:
+        plan.rollout = (rollout, mod)
+
+
+def _earliest(*times: float | None) -> float | None:
+    found = [t for t in times if t is not None]
+    return min(found) if found else None
+
+
+def _replace_outdated(planner: SlotPlanner) -> int:
+    """One step of the rollout within the surge and availability budgets; returns how
+    many replacements it started."""
+    replicas = len(planner.wanted)
+    update = planner.spec.update
+    # A global app has one replica per host: replaced in place, never surged.
+    surge = 0 if planner.mode == "global" else update.surge(replicas)
+    max_total = replicas + surge
+    unavailable = update.unavailable(replicas)
+    if planner.mode == "global":
+        unavailable = max(1, unavailable)  # without a surge, one host at a time at least
+    min_available = replicas - unavailable
+    total = len(planner.slots) + sum(r.next is not None for r in planner.slots.values())
+    available = sum(
+        planner.observed.available(c, planner.min_ready, planner.now)
+        for r in planner.slots.values()
+        for c in r.containers()
+    )
+    outdated = [
+        r for r in planner.slots.values() if r.revision != planner.target and r.next is None
+    ]
+    # Replicas that serve nothing are replaced first: that costs no availability.
+    outdated.sort(key=lambda r: (planner.available(r), r.slot))
+    in_place = [r.slot for r in outdated if not planner.available(r)]
+    serving: list[ReplicaRecord] = [r for r in outdated if planner.available(r)]
+    surge_room = max(0, max_total - total)
+    surging = [r.slot for r in serving[:surge_room]]
+    hosts, why = planner.schedule_slots(surging, planner.template)
+    for slot in surging:
+        if slot in why:  # its slot still runs: the rollout waits, and says why
+            planner.rollout_waiting = f"waiting for room to start a replacement: {why[slot]}"
+    for slot, host in hosts.items():
+        planner.start_replacement(slot, planner.target, host)
+    for replica in serving:
+        if replica.slot in hosts or available - 1 < min_available:
+            continue
+        in_place.append(replica.slot)
+        available -= 1
+    return len(hosts) + _replace_in_place(planner, in_place)
+
+
+def _replace_in_place(planner: SlotPlanner, slots: list[int]) -> int:
+    """Stop-then-start ``slots`` at the target revision: on the same host where the new
+    template still fits there, else wherever the scheduler finds room."""
+    remaining = set(slots)
+    by_host: dict[str, list[int]] = {}
+    for slot in slots:
+        by_host.setdefault(planner.slots[slot].host, []).append(slot)
+    for host, group in sorted(by_host.items()):
+        hosts, _ = planner.schedule_slots(
+            sorted(group), planner.template, frozenset(remaining), host=host
+        )
+        for slot in hosts:
+            planner.slots[slot] = planner.own(slot, planner.target, host)
+            remaining.discard(slot)
+    elsewhere = sorted(remaining)
+    if planner.mode == "global":
+        for slot in elsewhere:  # no room on its own host: it waits, pending
+            planner.plan.pending[slot] = (
+                f"host {planner.slots[slot].host}: no room for revision {planner.target}"
+            )
+        return len(slots) - len(remaining)
+    hosts, why = planner.schedule_slots(elsewhere, planner.template, frozenset(remaining))
+    planner.plan.pending.update(why)
+    for slot, host in hosts.items():
+        planner.slots[slot] = planner.own(slot, planner.target, host)
+    return len(slots) - len(remaining) + len(hosts)
+
+
+def _updated_counts(planner: SlotPlanner) -> tuple[int, int]:
+    """Slots with a container of the target revision, and with an available one."""
+    updated = [
+        c for r in planner.slots.values() for c in r.containers() if c.revision == planner.target
+    ]
+    ready = {
+        c.slot for c in updated if planner.observed.available(c, planner.min_ready, planner.now)
+    }
+    return len({c.slot for c in updated}), len(ready)
+
+
+def _failing(planner: SlotPlanner) -> str | None:
+    """Why the target revision is failing, if a container of it is in trouble."""
+    for r in sorted(planner.slots.values(), key=lambda r: r.slot):
+        for c in r.containers():
+            if c.revision == planner.target:
+                reason = crash_reason(planner.observed.report(c))
+                if reason is not None:
+                    return reason
+    return None
+
+
+def _fail(planner: SlotPlanner, rollout: RolloutRecord, mod: int, reason: str) -> None:
+    """Mark the rollout failed; with auto_rollback, point the app back at the revision
+    the rollout started from (written with the same guard as everything else)."""
+    plan, target = planner.plan, planner.target
+    now_text = iso_at(planner.now)
+    back = rollout.from_revision
+    back_spec = planner.state.revision_spec(planner.app, back)
+    failure = f"revision {target} failed: {reason}"
+    plan.events.append(("rollout-failed", None, failure))
+    if planner.spec.update.auto_rollback and back != target and back_spec is not None:
+        record = planner.record
+        plan.app = record.model_copy(
+            update={
+                "spec": template_of(record.spec, back_spec.spec),
+                "revision": back,
+                "generation": record.generation + 1,
+                "updated_at": now_text,
+            }
+        )
+        message = f"{failure}; rolling back to revision {back}"
+        plan.rollout = (
+            RolloutRecord(
+                app=planner.app,
+                revision=back,
+                from_revision=back,
+                state="progressing",
+                started_at=now_text,
+                progress_at=now_text,
+                updated_at=now_text,
+                message=message,
+                paused=rollout.paused,
+                rollback_of=target,
+                failure=failure,
+            ),
+            mod,
+        )
+        plan.events.append(("rollback", None, message))
+        return
+    failed = rollout.model_copy(
+        update={"state": "failed", "message": failure, "failure": failure, "updated_at": now_text}
+    )
+    plan.rollout = (failed, mod)

@@ -26,10 +26,10 @@ from fleet.controlplane._handlers import service_handler
 from fleet.controlplane.agents import AgentService
 from fleet.controlplane.api import FleetService
 from fleet.controlplane.auth import TokenGate
+from fleet.controlplane.controller import ReplicaController
 from fleet.controlplane.metrics import Metrics
 from fleet.controlplane.metricsport import MetricsPort, metrics_tls_context
 from fleet.controlplane.registration import HostLimits
-from fleet.controlplane.replicas import ReplicaController
 from fleet.errors import FailedPrecondition
 from fleet.secrets import load_key_file
 from fleet.store import (
@@ -158,6 +158,7 @@ class ControlPlane:
             secrets=box,
         )
         self.api.pending.leading = lambda: self.controller.pending if self.controller else None
+        self.metrics.lend_counts(self.api.counts)
         self._server = grpc.aio.server(options=_SERVER_OPTIONS)
         self._server.add_generic_rpc_handlers(
             (
@@ -271,6 +272,7 @@ class ControlPlane:
                 self.events,
                 reschedule_after=reschedule_after,
                 metrics=self.metrics,
+                views=self.api.views,
             )
             self.metrics.leader.set(1)
             tasks = [

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from fleet._time import epoch, iso_at
+from fleet.controlplane.availability import crash_reason
 from fleet.controlplane.maintenance import may_take_slot
-from fleet.controlplane.rollout import crash_reason
 from fleet.errors import FailedPrecondition, InvalidArgument, NotFound
 from fleet.spec import Constraint
 from fleet.store import ClusterState, check_name

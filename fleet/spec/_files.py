@@ -21,19 +21,17 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from fleet.errors import REQUEST, SpecError, SpecProblem
-from fleet.spec._model import (
-    MAX_FILE_BYTES,
-    AppSpec,
-    Constraint,
-    HealthCheck,
-    PortSpec,
-    Resources,
-    RestartPolicy,
-    UpdateStrategy,
-)
+from fleet.spec._constraints import Constraint
+from fleet.spec._health import HealthCheck
+from fleet.spec._model import AppSpec
+from fleet.spec._ports import PortSpec
 from fleet.spec._quote import clean_text
 from fleet.spec._quote import show as _show
+from fleet.spec._resources import Resources
+from fleet.spec._restart import RestartPolicy
+from fleet.spec._update import UpdateStrategy
 
+MAX_FILE_BYTES = 1 << 20  # the largest app file (or spec over the API) fleet reads
 _NESTED_MODELS: dict[str, type[BaseModel]] = {
     "resources": Resources,
     "restart": RestartPolicy,

@@ -1,5 +1,22 @@
-"""Everything etcd: the key layout, typed records, compare-and-swap writes, the
-watch-driven informer cache and leases. Nothing outside this package builds keys."""
+"""Everything etcd: nothing outside this package builds or parses a key.
+
+Where to go for what:
+
+- ``keys``: the key layout, the one place that builds and parses keys: every folder
+  under the prefix, the segments of its keys, name checks (``check_name``).
+- ``records``: what is stored under the keys: the pydantic records, as JSON.
+- ``store``: ``Store``, every write (a compare-and-swap transaction guarded on the mod
+  revisions read, or on a host's session) and the few reads straight from etcd.
+- ``state``: ``ClusterState``, the decoded view of every key at one revision that
+  controllers and the API read, and which record each folder holds there.
+- ``live``: ``LiveState``, that view changed key by key as the watch delivers changes.
+- ``informer``: ``Informer``, the watch-driven cache: list, watch, resume, list again.
+- ``events``: ``EventLog``, recent events in etcd, kept an hour within a size cap.
+- ``leases``: ``LeaseKeeper``, lease keep-alives from a thread, and hosts' silence.
+- ``election``: ``Election``, leader election and the fence a leader's writes carry.
+- ``compactor``: ``Compactor``, the leader's compaction of etcd's history.
+- ``_etcd``: the etcd client itself (channel, calls, error mapping); private.
+"""
 
 from __future__ import annotations
 

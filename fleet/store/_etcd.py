@@ -1,8 +1,8 @@
 """A small etcd v3 client over aetcd's generated stubs, on a grpc.aio channel we build.
 
 aetcd's own ``Client`` dials one ``host:port`` over an insecure channel and its watches
-die with the connection; fleet needs several endpoints, TLS later, and watches that
-resume from a revision. So this module keeps aetcd's protobuf stubs (``aetcd.rpc``)
+die with the connection; fleet needs several endpoints, TLS, and watches that resume
+from a revision. So this module keeps aetcd's protobuf stubs (``aetcd.rpc``)
 and owns the channel, the calls and the error mapping. Nothing outside ``fleet.store``
 imports it.
 """

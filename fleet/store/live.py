@@ -14,10 +14,12 @@ import dataclasses
 import itertools
 from typing import Any
 
+from fleet.store import keys
 from fleet.store._etcd import KeyValue
 from fleet.store.keys import KeyLayout
 from fleet.store.records import ContainerReport, ReplicaRecord, StatusRecord
 from fleet.store.state import (
+    TABLES,
     AppReplicas,
     AppReports,
     Changes,
@@ -39,21 +41,6 @@ __all__ = ["LiveState"]
 # compaction) never equal the old ones by chance.
 _sequence = itertools.count(1)
 
-_TABLES = (
-    "apps",
-    "revisions",
-    "replicas",
-    "rollouts",
-    "jobs",
-    "hosts",
-    "host_labels",
-    "alive",
-    "status",
-    "secrets",
-    "tokens",
-    "denied",
-)
-
 
 class LiveState:
     def __init__(self, layout: KeyLayout) -> None:
@@ -68,7 +55,7 @@ class LiveState:
         self._status_hosts: set[str] = set()  # hosts whose status must be put together again
         # Index entries changed since the last snapshot, so not shared with one.
         self._owned: set[tuple[str, str]] = set()
-        self._dirty: set[str] = set(_TABLES)  # tables changed since the last snapshot
+        self._dirty: set[str] = set(TABLES)  # tables changed since the last snapshot
         self._apps: dict[str, int] = {}
         self._app_reports: dict[str, int] = {}
         self._host_inputs: dict[str, int] = {}
@@ -84,14 +71,14 @@ class LiveState:
         found = locate(self._layout, key)
         if found is None:
             return
-        kind, position = found
-        record = None if value is None else decode(kind, KeyValue(key, value, mod_revision))
+        folder, position = found
+        record = None if value is None else decode(folder, KeyValue(key, value, mod_revision))
         if value is not None and record is None:
             return  # unreadable (logged): the last readable record stays
-        if kind == "reports":
+        if folder is keys.REPORTS:
             self._report(position, record)
             return
-        if kind == "status":
+        if folder is keys.STATUS:
             # Put together with the host's reports when a snapshot is taken.
             if record is None:
                 self._status_records.pop(position, None)
@@ -101,23 +88,23 @@ class LiveState:
             self._dirty.add("status")
             self._status = next(_sequence)
             return
-        if kind == "replicas":
+        if folder is keys.REPLICAS:
             self._replica(position, record)
-        self._dirty.add(table_of(kind))
-        place(self._live, kind, position, record)
+        self._dirty.add(table_of(folder))
+        place(self._live, folder, position, record)
         seq = next(_sequence)
-        if kind in ("apps", "rollouts", "jobs"):
+        if folder in (keys.APPS, keys.ROLLOUTS, keys.JOBS):
             self._apps[position] = seq
-        elif kind == "revisions":
+        elif folder is keys.REVISIONS:
             self._apps[position[0]] = seq
             self._shared = seq
-        elif kind == "hosts":
+        elif folder is keys.HOSTS:
             self._hosts = self._host_inputs[position] = seq
-        elif kind in ("alive", "maintenance", "host-labels", "denied"):
+        elif folder in (keys.ALIVE, keys.MAINTENANCE, keys.HOST_LABELS, keys.DENIED):
             self._hosts = seq  # (admin labels: which hosts an app may use)
-        elif kind in ("secrets", "upgrade"):
+        elif folder in (keys.SECRETS, keys.UPGRADE):
             self._shared = seq
-            if kind == "upgrade":
+            if folder is keys.UPGRADE:
                 self._hosts = seq
 
     def _entry(self, table: dict[str, dict[Any, Any]], tag: str, key: str) -> dict[Any, Any]:
@@ -192,7 +179,7 @@ class LiveState:
         self._status_hosts.clear()
         tables: dict[str, Any] = {}
         by_app = dict(self._by_app)
-        for name in _TABLES:
+        for name in TABLES:
             if name == "replicas":
                 tables[name] = ReplicaTable(by_app)
             elif previous is not None and name not in self._dirty:

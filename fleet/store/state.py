@@ -1,14 +1,18 @@
-"""A decoded, consistent view of everything under the prefix at one etcd revision.
+"""A decoded, consistent view of everything under the prefix at one etcd revision,
+and how keys and values are decoded into it.
 
-Built from a prefix read (``Store.snapshot``) or from the informer's cache; controllers
-and the API read it, never raw keys. Every record keeps the mod revision it was read at,
-which is what a later compare-and-swap is guarded on.
+Built from a prefix read (``decode_state``, ``Store.snapshot``) or from the informer's
+cache (``fleet.store.live``, with the same ``locate``, ``decode`` and ``place``);
+controllers and the API read it, never raw keys. Which record each folder holds and
+where it goes is ``_HELD``; the keys themselves are parsed by ``fleet.store.keys``.
+Every record keeps the mod revision it was read at, which is what a later
+compare-and-swap is guarded on.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
@@ -17,8 +21,9 @@ from pydantic import BaseModel, ValidationError
 
 from fleet.hostlabels import selectable
 from fleet.policy import Policy
+from fleet.store import keys
 from fleet.store._etcd import KeyValue
-from fleet.store.keys import KeyLayout
+from fleet.store.keys import Folder, KeyLayout
 from fleet.store.records import (
     AppRecord,
     ContainerReport,
@@ -37,7 +42,18 @@ from fleet.store.records import (
     UpgradeRecord,
 )
 
-__all__ = ["Changes", "ClusterState", "Versioned", "decode_state", "locate", "with_containers"]
+__all__ = [
+    "TABLES",
+    "Changes",
+    "ClusterState",
+    "Versioned",
+    "decode",
+    "decode_state",
+    "locate",
+    "place",
+    "table_of",
+    "with_containers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -263,10 +279,10 @@ class ClusterState:
     def containers_on(self, host: str) -> list[tuple[ReplicaRecord, int]]:
         """(replica, revision) for every container ``host`` should run."""
         return [
-            (replica, revision)
+            (replica, c.revision)
             for replica in self.replicas_on(host)
-            for revision, on in replica.instances()
-            if on == host
+            for c in replica.containers()
+            if c.host == host
         ]
 
     def revision_spec(self, app: str, revision: int) -> RevisionRecord | None:
@@ -274,90 +290,71 @@ class ClusterState:
         return found.value if found else None
 
 
-# folder -> (record type, the ClusterState field it goes in, how its key segments index
-# it); "singles" are one key each, set as the field itself.
-_FOLDERS: dict[str, tuple[type[BaseModel], str, Callable[[tuple[str, ...]], Any]]] = {
-    "apps": (AppRecord, "apps", lambda p: p[0]),
-    "revisions": (RevisionRecord, "revisions", lambda p: (p[0], int(p[1]))),
-    "replicas": (ReplicaRecord, "replicas", lambda p: (p[0], int(p[1]))),
-    "rollouts": (RolloutRecord, "rollouts", lambda p: p[0]),
-    "jobs": (JobRecord, "jobs", lambda p: p[0]),
-    "hosts": (HostRecord, "hosts", lambda p: p[0]),
-    "host-labels": (HostLabelsRecord, "host_labels", lambda p: p[0]),
-    "alive": (LiveRecord, "alive", lambda p: p[0]),
-    "status": (StatusRecord, "status", lambda p: p[0]),
-    "secrets": (SecretRecord, "secrets", lambda p: p[0]),
-    "tokens": (TokenRecord, "tokens", lambda p: p[0]),
-    "denied": (DeniedRecord, "denied", lambda p: p[0]),
+# What the state holds of each folder: the record its keys hold and the ClusterState
+# field that record goes in, at the values its key names (one value: that value
+# itself; none: the field is the record). Reports are put back into their host's
+# status record. Folders not here (leader, events) are not held.
+_HELD: dict[Folder, tuple[type[BaseModel], str]] = {
+    keys.APPS: (AppRecord, "apps"),
+    keys.REVISIONS: (RevisionRecord, "revisions"),
+    keys.REPLICAS: (ReplicaRecord, "replicas"),
+    keys.ROLLOUTS: (RolloutRecord, "rollouts"),
+    keys.JOBS: (JobRecord, "jobs"),
+    keys.HOSTS: (HostRecord, "hosts"),
+    keys.HOST_LABELS: (HostLabelsRecord, "host_labels"),
+    keys.ALIVE: (LiveRecord, "alive"),
+    keys.STATUS: (StatusRecord, "status"),
+    keys.REPORTS: (ContainerReport, "status"),
+    keys.SECRETS: (SecretRecord, "secrets"),
+    keys.TOKENS: (TokenRecord, "tokens"),
+    keys.DENIED: (DeniedRecord, "denied"),
+    keys.POLICY: (Policy, "policy"),
+    keys.MAINTENANCE: (MaintenanceRecord, "maintenance"),
+    keys.UPGRADE: (UpgradeRecord, "upgrade"),
 }
-_SINGLES: dict[str, type[BaseModel]] = {
-    "policy": Policy,
-    "maintenance": MaintenanceRecord,
-    "upgrade": UpgradeRecord,
-}
-_DEPTH = {"revisions": 2, "replicas": 2}
-# reports/<host>/<app>/<slot>/<revision>: containers, put back into their host's status.
-_REPORTS = "reports"
+# The ClusterState fields that are tables of records by key.
+TABLES = tuple(
+    table for folder, (_, table) in _HELD.items() if folder.segments and folder is not keys.REPORTS
+)
 ReportKey = tuple[str, int, int]  # app, slot, revision
 
 
-def locate(layout: KeyLayout, key: bytes) -> tuple[str, Any] | None:
+def locate(layout: KeyLayout, key: bytes) -> tuple[Folder, Any] | None:
     """(folder, position in its ClusterState field) of ``key``, or None for a key the
-    state does not hold; a single's position is None."""
-    parsed = layout.parse(key)
-    if parsed is None:
+    state does not hold; a single's position is None. A key that does not parse is
+    skipped (warned of once per folder, see ``KeyLayout.parse_or_warn``)."""
+    parsed = layout.parse_or_warn(key)
+    if parsed is None or parsed.folder not in _HELD:
         return None
-    if parsed.kind == _REPORTS:
-        if len(parsed.parts) != 4:
-            return None
-        host, app, slot, revision = parsed.parts
-        try:
-            return _REPORTS, (host, app, int(slot), int(revision))
-        except ValueError:
-            log.error("skipping key with a malformed segment: %s", key.decode(errors="replace"))
-            return None
-    if parsed.kind in _SINGLES:
-        return (parsed.kind, None) if not parsed.parts else None
-    if parsed.kind not in _FOLDERS or len(parsed.parts) != _DEPTH.get(parsed.kind, 1):
-        return None
-    try:
-        return parsed.kind, _FOLDERS[parsed.kind][2](parsed.parts)
-    except ValueError:
-        log.error("skipping key with a malformed segment: %s", key.decode(errors="replace"))
-        return None
+    parts = parsed.parts
+    return parsed.folder, (parts[0] if len(parts) == 1 else parts or None)
 
 
-def decode(kind: str, kv: KeyValue) -> Versioned[Any] | None:
-    """The record ``kv`` holds (``kind`` from ``locate``); None, logged, if unreadable:
+def decode(folder: Folder, kv: KeyValue) -> Versioned[Any] | None:
+    """The record ``kv`` holds (``folder`` from ``locate``); None, logged, if unreadable:
     a record this version cannot read is skipped, not fatal, so the rest of the state
     stays usable."""
-    model = (
-        ContainerReport
-        if kind == _REPORTS
-        else _SINGLES[kind]
-        if kind in _SINGLES
-        else _FOLDERS[kind][0]
-    )
     try:
-        return Versioned(model.model_validate_json(kv.value), kv.mod_revision)
+        return Versioned(_HELD[folder][0].model_validate_json(kv.value), kv.mod_revision)
     except ValidationError as error:
         log.error("skipping unreadable record %s: %s", kv.key.decode(errors="replace"), error)
         return None
 
 
-def table_of(kind: str) -> str:
-    """The ClusterState field that holds the records of folder ``kind`` (a single's own
-    name): ``host-labels`` -> ``host_labels``."""
-    found = _FOLDERS.get(kind)
-    return found[1] if found else kind
+def table_of(folder: Folder) -> str:
+    """The ClusterState field that holds the records of ``folder``: ``host-labels`` ->
+    ``host_labels``."""
+    return _HELD[folder][1]
 
 
-def place(state: ClusterState, kind: str, position: Any, record: Versioned[Any] | None) -> None:
+def place(
+    state: ClusterState, folder: Folder, position: Any, record: Versioned[Any] | None
+) -> None:
     """Put ``record`` (None: remove it) where ``locate`` says it goes in ``state``."""
-    if kind in _SINGLES:
-        setattr(state, kind, record)
+    if not folder.segments:
+        setattr(state, _HELD[folder][1], record)
         return
-    target: dict[Any, Any] = getattr(state, _FOLDERS[kind][1])
+    target: dict[Any, Any] = getattr(state, _HELD[folder][1])
     if record is None:
         target.pop(position, None)
     else:
@@ -385,7 +382,7 @@ def decode_state(layout: KeyLayout, kvs: Iterable[KeyValue], revision: int) -> C
         record = decode(found[0], kv)
         if record is None:
             continue
-        if found[0] == _REPORTS:
+        if found[0] is keys.REPORTS:
             host, app, slot, number = found[1]
             reports.setdefault(host, {})[(app, slot, number)] = record.value
         else:

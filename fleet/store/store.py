@@ -16,25 +16,9 @@ from dataclasses import dataclass
 
 from fleet.errors import Conflict, FleetError
 from fleet.policy import Policy
+from fleet.store import records
 from fleet.store._etcd import Compare, Delete, DeletePrefix, Etcd, Put
 from fleet.store.keys import KeyLayout
-from fleet.store.records import (
-    AppRecord,
-    ContainerReport,
-    DeniedRecord,
-    HostLabelsRecord,
-    HostRecord,
-    JobRecord,
-    LiveRecord,
-    MaintenanceRecord,
-    ReplicaRecord,
-    RevisionRecord,
-    RolloutRecord,
-    SecretRecord,
-    StatusRecord,
-    TokenRecord,
-    UpgradeRecord,
-)
 from fleet.store.state import ClusterState, Versioned, decode_state
 
 __all__ = ["TXN_KEYS", "AppWrite", "HostReport", "Store"]
@@ -51,9 +35,9 @@ _CHUNKS_IN_FLIGHT = 8  # transactions of one plan sent at once
 class AppWrite:
     """One app's part of an apply: its new record, guarded on the revision it was read at."""
 
-    record: AppRecord
+    record: records.AppRecord
     expected_mod_revision: int
-    new_revision: RevisionRecord | None = None
+    new_revision: records.RevisionRecord | None = None
     prune_revisions: tuple[int, ...] = ()
 
 
@@ -66,8 +50,8 @@ class HostReport:
     host_id: str
     session: int
     lease: int
-    status: StatusRecord | None
-    changed: Sequence[ContainerReport] = ()
+    status: records.StatusRecord | None
+    changed: Sequence[records.ContainerReport] = ()
     gone: Sequence[tuple[str, int, int]] = ()
 
 
@@ -155,12 +139,12 @@ class Store:
         app: str,
         *,
         app_mod_revision: int,
-        put: Sequence[tuple[ReplicaRecord, int]],
+        put: Sequence[tuple[records.ReplicaRecord, int]],
         delete: Sequence[tuple[int, int]],
-        rollout: tuple[RolloutRecord, int] | None = None,
+        rollout: tuple[records.RolloutRecord, int] | None = None,
         delete_rollout: int | None = None,
-        app_record: AppRecord | None = None,
-        job: tuple[JobRecord, int] | None = None,
+        app_record: records.AppRecord | None = None,
+        job: tuple[records.JobRecord, int] | None = None,
         delete_job: int | None = None,
     ) -> int:
         """Write and delete replicas of one app, with its rollout and job records and
@@ -228,7 +212,9 @@ class Store:
             ops.append(Delete(self.keys.job(app)))
         return await self._guarded(guards, ops, conflict)
 
-    async def write_rollout(self, rollout: RolloutRecord, *, expected_mod_revision: int) -> int:
+    async def write_rollout(
+        self, rollout: records.RolloutRecord, *, expected_mod_revision: int
+    ) -> int:
         """Pause or resume a rollout (the controller writes it otherwise)."""
         return await self._guarded(
             [Compare(self.keys.rollout(rollout.app), expected_mod_revision)],
@@ -243,7 +229,7 @@ class Store:
             "the policy changed meanwhile; run it again",
         )
 
-    async def write_token(self, token: TokenRecord) -> int:
+    async def write_token(self, token: records.TokenRecord) -> int:
         return await self._guarded(
             [Compare(self.keys.token(token.id), 0)],
             [Put(self.keys.token(token.id), token.dump())],
@@ -259,7 +245,9 @@ class Store:
 
     # ------------------------------------------------------------------ secrets
 
-    async def write_secret(self, secret: SecretRecord, *, expected_mod_revision: int) -> int:
+    async def write_secret(
+        self, secret: records.SecretRecord, *, expected_mod_revision: int
+    ) -> int:
         return await self._guarded(
             [Compare(self.keys.secret(secret.name), expected_mod_revision)],
             [Put(self.keys.secret(secret.name), secret.dump())],
@@ -275,14 +263,14 @@ class Store:
 
     # ------------------------------------------------------------------ hosts
 
-    async def get_host(self, host_id: str) -> Versioned[HostRecord] | None:
+    async def get_host(self, host_id: str) -> Versioned[records.HostRecord] | None:
         """One host's record, read from etcd now (not from a cache)."""
         kv = await self.etcd.get(self.keys.host(host_id))
         if kv is None:
             return None
-        return Versioned(HostRecord.model_validate_json(kv.value), kv.mod_revision)
+        return Versioned(records.HostRecord.model_validate_json(kv.value), kv.mod_revision)
 
-    async def write_host(self, host: HostRecord, *, expected_mod_revision: int) -> int:
+    async def write_host(self, host: records.HostRecord, *, expected_mod_revision: int) -> int:
         """A host's record; when it names the certificate it registered with, only while
         that certificate is not denied (a removal racing the registration wins)."""
         guards = [Compare(self.keys.host(host.host_id), expected_mod_revision)]
@@ -294,18 +282,18 @@ class Store:
             f"host {host.host_id!r} changed while it was being registered",
         )
 
-    async def get_denied(self, serial: str) -> DeniedRecord | None:
+    async def get_denied(self, serial: str) -> records.DeniedRecord | None:
         """Whether the certificate ``serial`` is denied, read from etcd now."""
         kv = await self.etcd.get(self.keys.denied(serial))
-        return DeniedRecord.model_validate_json(kv.value) if kv is not None else None
+        return records.DeniedRecord.model_validate_json(kv.value) if kv is not None else None
 
     async def remove_host(
         self,
         host_id: str,
-        denied: Sequence[DeniedRecord],
+        denied: Sequence[records.DeniedRecord],
         *,
         host_mod_revision: int,
-        maintenance: tuple[MaintenanceRecord, int] | None = None,
+        maintenance: tuple[records.MaintenanceRecord, int] | None = None,
     ) -> int:
         """Take a host out of the pool in one transaction: its certificates' serials
         are denied, and its record, admin labels, liveness and reports go (its replicas
@@ -329,7 +317,7 @@ class Store:
         )
 
     async def write_host_labels(
-        self, labels: HostLabelsRecord, *, expected_mod_revision: int
+        self, labels: records.HostLabelsRecord, *, expected_mod_revision: int
     ) -> int:
         """The labels admins set on a host (never part of its registration)."""
         return await self._guarded(
@@ -340,8 +328,8 @@ class Store:
 
     async def write_host_maintenance(
         self,
-        host: HostRecord,
-        maintenance: MaintenanceRecord,
+        host: records.HostRecord,
+        maintenance: records.MaintenanceRecord,
         *,
         host_mod_revision: int,
         maintenance_mod_revision: int,
@@ -362,10 +350,10 @@ class Store:
 
     async def commit_upgrade(
         self,
-        upgrade: UpgradeRecord | None,
+        upgrade: records.UpgradeRecord | None,
         upgrade_mod_revision: int,
-        hosts: Sequence[tuple[HostRecord, int]],
-        maintenance: MaintenanceRecord | None,
+        hosts: Sequence[tuple[records.HostRecord, int]],
+        maintenance: records.MaintenanceRecord | None,
         maintenance_mod_revision: int,
     ) -> int:
         """A step of the upgrade walk: its record, the hosts it drains or uncordons and
@@ -389,7 +377,7 @@ class Store:
     async def revoke_lease(self, lease: int) -> None:
         await self.etcd.revoke(lease)
 
-    async def mark_alive(self, host_id: str, live: LiveRecord, lease: int) -> int:
+    async def mark_alive(self, host_id: str, live: records.LiveRecord, lease: int) -> int:
         """Mark a host connected, its liveness key bound to ``lease`` (its control plane
         replica's own); returns the session: the key's mod revision, which guards every
         later write of the session.

@@ -12,7 +12,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fleet.pki import CertPaths, Kind, Role, init_ca, issue
+from fleet.pki.files import CertPaths
+from fleet.pki.issuing import init_ca, issue
+from fleet.pki.subjects import Kind, Role
 from fleet.transport import TlsFiles, Transport
 
 __all__ = ["TestPKI", "tls_args"]

@@ -22,8 +22,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import docker
 import docker.errors
@@ -32,6 +31,7 @@ from fleet.testing.procs import (
     SYSTEM_PATH,
     ManagedProcess,
     ProcessError,
+    Service,
     kill_pid,
     pid_alive,
     pid_cmdline,
@@ -472,7 +472,7 @@ def _destroy_host_dir(data_dir: Path, cgroup_parent: str) -> None:
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
-class HostPool:
+class HostPool(Service):
     """`count` Docker hosts (h1, h2, ...) on one private bridge, each with its own dockerd.
 
     `gateway` is the root namespace's bridge address, where a registry for the hosts must
@@ -553,7 +553,7 @@ class HostPool:
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")
         tmp.replace(self.manifest_path)
 
-    def start(self) -> HostPool:
+    def start(self) -> Self:
         """Create bridge, namespaces, veths and start every dockerd (concurrently)."""
         if self._started:
             return self
@@ -658,17 +658,6 @@ class HostPool:
             "bridge": self.bridge,
             "hosts": [h.describe() for h in self.hosts],
         }
-
-    def __enter__(self) -> HostPool:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"HostPool(prefix={self.prefix!r}, subnet={self.subnet!r}, hosts={self.count})"

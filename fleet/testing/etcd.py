@@ -11,16 +11,17 @@ import json
 import os
 import shutil
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
-from fleet.testing.procs import ManagedProcess, ProcessError, free_port, require_binary
+from fleet.testing.procs import Daemon, ManagedProcess, Service, free_port, require_binary
 
 
-class EtcdServer:
+class EtcdServer(Daemon):
     """One `etcd` process on 127.0.0.1 with a temporary data dir, started by `start()`."""
+
+    program = "etcd"
 
     def __init__(
         self,
@@ -38,10 +39,7 @@ class EtcdServer:
             self._tmp_dir = Path(tempfile.mkdtemp(prefix="fleet-etcd-"))
             data_dir = self._tmp_dir / "data"
         self.data_dir = data_dir
-        self.log_path = data_dir.parent / f"{self.name}.log"
-        self.start_timeout = start_timeout
-        self.start_seconds: float | None = None
-        self._proc: ManagedProcess | None = None
+        super().__init__(data_dir.parent / f"{self.name}.log", start_timeout)
         # Set by EtcdCluster: every member's name=peer URL, and the cluster's token.
         self.initial_cluster: str | None = None
         self.cluster_token: str | None = None
@@ -59,11 +57,6 @@ class EtcdServer:
     def url(self) -> str:
         """The client URL, `http://127.0.0.1:PORT`, for the HTTP/JSON gateway."""
         return f"http://{self.endpoint}"
-
-    @property
-    def pid(self) -> int | None:
-        """The pid of the running etcd, None when stopped."""
-        return self._proc.pid if self._proc is not None and self._proc.running else None
 
     def _args(self) -> list[str]:
         peer = f"http://127.0.0.1:{self.peer_port}"
@@ -108,29 +101,21 @@ class EtcdServer:
             return False
         return isinstance(body, dict) and body.get("health") == "true"
 
-    def start(self, *, wait: bool = True) -> EtcdServer:
+    def start(self, *, wait: bool = True) -> Self:
         """Start etcd and wait until it reports healthy (a cluster member: until the
         cluster has a leader); raise with its log tail if it does not."""
-        if self._proc is not None and self._proc.running:
+        if self.running:
             return self
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         # Inherited ETCD_* variables would silently override our flags.
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
-        began = time.monotonic()
-        self._proc = ManagedProcess(self._args(), self.log_path, name="etcd", env=env).start()
-        if wait:
-            self.wait_healthy()
-        self.start_seconds = time.monotonic() - began
+        process = ManagedProcess(self._args(), self.log_path, name=self.program, env=env)
+        self._launch(process, self.healthy if wait else None, f"etcd at {self.url}")
         return self
 
     def wait_healthy(self) -> None:
         assert self._proc is not None
         self._proc.wait_ready(self.healthy, self.start_timeout, what=f"etcd at {self.url}")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop etcd (SIGTERM, then SIGKILL); keeps the data dir for `restart()`. Idempotent."""
-        if self._proc is not None:
-            self._proc.stop(timeout)
 
     def restart(self) -> None:
         """Stop and start again on the same ports and data dir, as a crashed member would."""
@@ -138,33 +123,17 @@ class EtcdServer:
         self.start()
 
     def close(self) -> None:
-        """Stop etcd and delete its temporary directory (when the harness created it)."""
+        """Stop etcd and delete its temporary directory (when the harness created it);
+        ``stop()`` keeps the data dir for ``restart()``."""
         self.stop()
         if self._tmp_dir is not None:
             shutil.rmtree(self._tmp_dir, ignore_errors=True)
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last lines of etcd's log, for assertion messages."""
-        if self._proc is None:
-            raise ProcessError("etcd was never started")
-        return self._proc.log_tail(lines)
-
-    def __enter__(self) -> EtcdServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"EtcdServer(endpoint={self.endpoint!r}, data_dir={str(self.data_dir)!r})"
 
 
-class EtcdCluster:
+class EtcdCluster(Service):
     """``size`` etcd members on loopback forming one cluster (3: one may fail)."""
 
     def __init__(self, size: int = 3) -> None:
@@ -179,7 +148,7 @@ class EtcdCluster:
     def endpoints(self) -> list[str]:
         return [m.endpoint for m in self.members]
 
-    def start(self) -> EtcdCluster:
+    def start(self) -> Self:
         """Start every member, then wait until each is healthy (the cluster has a leader)."""
         try:
             for member in self.members:
@@ -194,9 +163,3 @@ class EtcdCluster:
     def close(self) -> None:
         for member in self.members:
             member.close()
-
-    def __enter__(self) -> EtcdCluster:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

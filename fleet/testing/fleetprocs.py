@@ -7,8 +7,6 @@ through etcd and the Docker SDK; killing one of them is a real SIGKILL. With a
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -66,9 +64,7 @@ class FleetServerProcess:
 
     def kill(self) -> None:
         """SIGKILL: no chance to clean up, as in a crash."""
-        if self.process.pid is not None and self.process.running:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.stop()  # reaps it
+        self.process.kill()
 
     def again(self, log_name: str) -> FleetServerProcess:
         """A new server like this one, on the same address (not started)."""
@@ -134,6 +130,4 @@ class FleetAgentProcess:
 
     def kill(self) -> None:
         """SIGKILL: the agent gets no chance to clean up, as in a crash."""
-        if self.process.pid is not None and self.process.running:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.stop()  # reaps it
+        self.process.kill()

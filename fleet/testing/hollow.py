@@ -2,9 +2,12 @@
 
 A test and benchmark tool, never part of a real deployment. Each hollow host runs the
 real ``fleet.agent.Agent`` (its stream, registration, heartbeats, reconcile loop,
-restart policies and events) over ``HollowRuntime``, an in-memory stand-in for
-dockerd in which a started container is running ``start_delay`` seconds later. Health
-checks are not simulated: a hollow container is healthy once it runs.
+restart policies and events) over ``HollowRuntime``, an in-memory ``Runtime``
+(``fleet.agent.runtime``) in which a started container is running ``start_delay``
+seconds later. Its calls return at once (it is not ``blocking``) and it pushes its
+events on the loop (``PushedEvents``). Health checks are not simulated: a hollow
+container is healthy once it runs; nor are processes: its logs are empty, and exec and
+top are refused.
 
     python -m fleet.testing.hollow --server 127.0.0.1:7400 --hosts 500 --insecure
 """
@@ -19,13 +22,13 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from fleet._time import iso_at
-from fleet.agent.agent import Agent, AgentConfig
+from fleet.agent.agent import Agent
+from fleet.agent.config import AgentConfig
 from fleet.agent.runtime import (
     LABEL_APP,
     LABEL_GRACE,
@@ -33,12 +36,14 @@ from fleet.agent.runtime import (
     LABEL_REVISION,
     LABEL_SLOT,
     LABEL_SPEC_HASH,
-    DockerRuntime,
+    LogStream,
     ObservedContainer,
+    OnEvent,
+    container_labels,
     container_name,
 )
 from fleet.agent.stats import HostUsage
-from fleet.errors import NotFound
+from fleet.errors import NotFound, Unavailable
 from fleet.proto import fleet_pb2 as pb
 from fleet.transport import Transport
 
@@ -63,24 +68,16 @@ class _Container:
     exit_code: int = 0
 
 
-class _Sampler:
-    def __init__(self, runtime: HollowRuntime) -> None:
-        self._runtime = runtime
+class _EmptyLog:
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(())
 
-    def sample(self) -> HostUsage:
-        running = [c for c in self._runtime.snapshot() if c.state == "running"]
-        return HostUsage(
-            cpu=0.01 * len(running),
-            memory=_MEMORY_IN_USE * len(running),
-            containers=len(running),
-            seconds=0.0,
-            images=tuple(sorted(self._runtime.images)),
-            per_container={c.container_id: (0.01, _MEMORY_IN_USE, 0) for c in running},
-        )
+    def close(self) -> None:
+        return None
 
 
 @dataclass
-class HollowRuntime(DockerRuntime):
+class HollowRuntime:
     """dockerd, simulated: containers are records; a start takes ``start_delay``."""
 
     host_id: str = "hollow"
@@ -89,26 +86,21 @@ class HollowRuntime(DockerRuntime):
     memory: int = 64 << 30
     images: set[str] = field(default_factory=set)
 
+    blocking = False  # every call returns at once: the agent makes it on the loop
+
     def __post_init__(self) -> None:
-        super().__init__(None)
-        self.pushes_events = True
-        self.blocking = False
-        self.sampler = _Sampler(self)
         self._containers: dict[str, _Container] = {}
         self._ports = itertools.count(32768)
         self._lock = threading.Lock()  # agents call in from worker threads
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_event: OnEvent | None = None
         self._boot_id = str(uuid.uuid4())
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
-    @property
-    def client(self) -> Any:
-        raise NotImplementedError("a hollow host has no Docker daemon")
-
-    def snapshot(self) -> list[ObservedContainer]:
-        return self.list_containers()
+    def push_events(self, on_event: OnEvent | None) -> None:
+        self._on_event = on_event
 
     def _emit(self, action: str, container: _Container) -> None:
         event = {
@@ -117,13 +109,10 @@ class HollowRuntime(DockerRuntime):
             "Actor": {"ID": container.id, "Attributes": dict(container.labels)},
             "timeNano": time.time_ns(),
         }
-        if self.on_event is not None:
-            self.on_event(event)
+        if self._on_event is not None:
+            self._on_event(event)
 
     # ------------------------------------------------------------------ the runtime
-
-    def ping(self) -> None:
-        return None
 
     def host_facts(self) -> tuple[float, int, dict[str, str]]:
         facts = {"os": "hollow", "arch": "x86_64", "kernel": "hollow", "docker_version": "hollow"}
@@ -165,15 +154,7 @@ class HollowRuntime(DockerRuntime):
             return pulled
 
     def create(self, spec: pb.ContainerSpec) -> str:
-        labels = {
-            **dict(spec.labels),
-            LABEL_APP: spec.app,
-            LABEL_SLOT: str(spec.slot),
-            LABEL_REVISION: str(spec.revision),
-            LABEL_SPEC_HASH: spec.spec_hash,
-            LABEL_RESTART: spec.restart,
-            LABEL_GRACE: f"{spec.stop_grace_seconds:g}",
-        }
+        labels = container_labels(spec)
         with self._lock:
             ports = tuple(
                 sorted(
@@ -248,11 +229,28 @@ class HollowRuntime(DockerRuntime):
                 return True
             return False
 
-    def events(self, on_event: Callable[[dict[str, Any]], None], stop: threading.Event) -> None:
-        raise NotImplementedError("hollow hosts push their events")
+    def sample_usage(self) -> HostUsage:
+        running = [c for c in self.list_containers() if c.state == "running"]
+        return HostUsage(
+            cpu=0.01 * len(running),
+            memory=_MEMORY_IN_USE * len(running),
+            containers=len(running),
+            seconds=0.0,
+            images=tuple(sorted(self.images)),
+            per_container={c.container_id: (0.01, _MEMORY_IN_USE, 0) for c in running},
+        )
 
-    def stop_events(self) -> None:
-        return None
+    def logs(self, container_id: str, *, follow: bool, tail: int, timestamps: bool) -> LogStream:
+        """A hollow container writes nothing: its log is empty."""
+        with self._lock:
+            self._get(container_id)
+        return _EmptyLog()
+
+    def exec(self, container_id: str, command: list[str], limit: int) -> tuple[int, bytes]:
+        raise Unavailable("a hollow host runs no processes")
+
+    def top(self, container_id: str) -> tuple[list[str], list[list[str]]]:
+        raise Unavailable("a hollow host runs no processes")
 
     def kill(self, container_id: str, exit_code: int = 137) -> None:
         """A container dies (for tests of restart policies at scale)."""

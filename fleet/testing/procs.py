@@ -2,6 +2,8 @@
 
 Every wait in the harness goes through `wait_until` (a deadline, never a fixed sleep), and
 every long-running binary goes through `ManagedProcess` so its log tail shows up in errors.
+What a test starts is a `Service` (``with`` starts it and stops it); a server that is one
+process (etcd, a registry) is a `Daemon`, which times its start and stops it.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import signal
 import socket
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TypeVar
+from typing import IO, Self, TypeVar
 
 T = TypeVar("T")
 
@@ -135,7 +138,31 @@ def kill_pid(pid: int, timeout: float = 10.0) -> None:
             return
 
 
-class ManagedProcess:
+class Service(ABC):
+    """Something a test starts and must stop whatever happens: ``with Thing() as thing:``
+    is ``start()``, and ``close()`` on the way out."""
+
+    @abstractmethod
+    def start(self) -> Self:
+        """Start it (if it is not running) and return it, ready to use."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop it and release what it holds. Idempotent."""
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class ManagedProcess(Service):
     """A subprocess whose stdout/stderr go to a log file and whose stop is SIGTERM then SIGKILL.
 
     Errors raised by its methods carry the tail of the log, which is what one needs to see
@@ -159,7 +186,7 @@ class ManagedProcess:
         self._popen: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
-    def start(self) -> ManagedProcess:
+    def start(self) -> Self:
         """Start the process (appending to its log) in its own session so ^C reaches us first."""
         if self.running:
             raise ProcessError(f"{self.name} is already running (pid {self.pid})")
@@ -251,18 +278,63 @@ class ManagedProcess:
         self._close_log()
         return popen.returncode
 
+    def kill(self) -> None:
+        """SIGKILL, as in a crash (no chance to clean up), then reap it."""
+        if self.pid is not None and self.running:
+            os.kill(self.pid, signal.SIGKILL)
+            self.stop()
+
+    def close(self) -> None:
+        self.stop()
+
     def _close_log(self) -> None:
         if self._log is not None:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> ManagedProcess:
-        return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+class Daemon(Service):
+    """A server a test runs as one `ManagedProcess` (etcd, a registry): ready once its
+    own check passes within ``start_timeout``, with the seconds its start took."""
+
+    program = "the daemon"  # what its messages call it
+
+    def __init__(self, log_path: Path, start_timeout: float) -> None:
+        self.log_path = log_path
+        self.start_timeout = start_timeout
+        self.start_seconds: float | None = None
+        self._proc: ManagedProcess | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.running
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the running process, None when stopped."""
+        return self._proc.pid if self._proc is not None and self._proc.running else None
+
+    def _launch(
+        self, process: ManagedProcess, ready: Callable[[], object] | None, what: str
     ) -> None:
+        """Start ``process`` and wait until ``ready()`` (unless None) holds; raise with
+        its log tail if it does not."""
+        began = time.monotonic()
+        self._proc = process.start()
+        if ready is not None:
+            self._proc.wait_ready(ready, self.start_timeout, what=what)
+        self.start_seconds = time.monotonic() - began
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the process (SIGTERM, then SIGKILL after ``timeout``). Idempotent."""
+        if self._proc is not None:
+            self._proc.stop(timeout)
+
+    def close(self) -> None:
         self.stop()
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of its log, for assertion messages."""
+        if self._proc is None:
+            raise ProcessError(f"{self.program} was never started")
+        return self._proc.log_tail(lines)

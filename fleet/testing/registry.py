@@ -9,18 +9,18 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
-from fleet.testing.procs import ManagedProcess, ProcessError, free_port, require_binary
+from fleet.testing.procs import Daemon, ManagedProcess, ProcessError, free_port, require_binary
 
 
-class Registry:
+class Registry(Daemon):
     """One `docker-registry serve` process with filesystem storage in a temporary directory."""
+
+    program = "docker-registry"
 
     def __init__(
         self,
@@ -35,12 +35,9 @@ class Registry:
         # registry makes with a random password): a pull without them is refused.
         self.require_auth = require_auth
         self.port = port if port is not None else free_port(host)
-        self.start_timeout = start_timeout
         self.base_dir = Path(tempfile.mkdtemp(prefix="fleet-registry-"))
         self.config_path = self.base_dir / "config.yml"
-        self.log_path = self.base_dir / "registry.log"
-        self.start_seconds: float | None = None
-        self._proc: ManagedProcess | None = None
+        super().__init__(self.base_dir / "registry.log", start_timeout)
 
     @property
     def address(self) -> str:
@@ -79,24 +76,21 @@ class Registry:
         except OSError:
             return False
 
-    def start(self) -> Registry:
+    def start(self) -> Self:
         """Start the registry and wait until `/v2/` answers; raise with its log tail if not."""
-        if self._proc is not None and self._proc.running:
+        if self.running:
             return self
         self._write_config()
         binary = require_binary("docker-registry", "/usr/bin/docker-registry")
-        began = time.monotonic()
-        self._proc = ManagedProcess(
-            [binary, "serve", str(self.config_path)], self.log_path, name="docker-registry"
-        ).start()
-        self._proc.wait_ready(self.answers, self.start_timeout, what=f"registry at {self.url}")
-        self.start_seconds = time.monotonic() - began
+        process = ManagedProcess(
+            [binary, "serve", str(self.config_path)], self.log_path, name=self.program
+        )
+        self._launch(process, self.answers, f"registry at {self.url}")
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the registry and delete its storage. Idempotent."""
-        if self._proc is not None:
-            self._proc.stop(timeout)
+        super().stop(timeout)
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
     def catalog(self) -> list[str]:
@@ -104,17 +98,6 @@ class Registry:
         with urllib.request.urlopen(f"{self.url}/v2/_catalog", timeout=5) as resp:
             body = json.loads(resp.read())
         return list(body.get("repositories") or [])
-
-    def __enter__(self) -> Registry:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"Registry(address={self.address!r})"

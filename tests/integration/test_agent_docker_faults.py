@@ -27,8 +27,8 @@ import pytest
 import requests
 
 from fleet.agent import Agent, AgentConfig
-from fleet.agent.reconcile import Backoff
-from fleet.agent.runtime import DockerRuntime
+from fleet.agent.dockerruntime import DockerRuntime
+from fleet.agent.restarts import Backoff
 from fleet.client import FleetClient
 from fleet.spec import load_documents
 from fleet.testing import DockerHost, EtcdServer

@@ -15,7 +15,8 @@ import grpc
 import pytest
 
 from fleet.errors import PermissionDenied
-from fleet.pki import Kind, issue, serial_of
+from fleet.pki.issuing import issue
+from fleet.pki.subjects import Kind, serial_of
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.testing import wait_until

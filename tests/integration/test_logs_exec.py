@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fleet.errors import PermissionDenied
-from fleet.pki import Role
+from fleet.pki.subjects import Role
 from fleet.spec import load_documents
 from fleet.testing import wait_until
 from tests.integration.conftest import Fleet, wait_containers
@@ -76,13 +76,17 @@ def test_exec_returns_output_and_exit_code_and_top_lists_processes(fleet: Fleet)
 
 
 def test_logs_and_exec_are_guarded_by_roles(fleet: Fleet) -> None:
-    fleet.client.apply(load_documents(f"name: quiet\nimage: {fleet.image}\n", "q.yaml"))
+    says = "trap 'exit 0' TERM; echo said by quiet; sleep 3600 & wait"
+    spec = f'name: quiet\nimage: {fleet.image}\ncommand: [sh, -c, "{says}"]\n'
+    fleet.client.apply(load_documents(spec, "q.yaml"))
     wait_containers(fleet, "quiet", 1)
     viewer = fleet.server.client("vera", Role.viewer)
     with viewer, pytest.raises(PermissionDenied, match="read container logs"):
         list(viewer.logs("quiet"))
     with fleet.server.client("dan", Role.deployer) as deployer:
-        assert list(deployer.logs("quiet")) is not None
+        chunks = wait_until(lambda: list(deployer.logs("quiet")), 10, what="quiet's line")
+        assert {(c.app, c.slot) for c in chunks} == {("quiet", 0)}
+        assert b"".join(c.data for c in chunks) == b"said by quiet\n"
         with pytest.raises(PermissionDenied, match="run commands in containers"):
             deployer.exec("quiet", ["true"])
 

@@ -13,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from fleet.pki import Role
+from fleet.pki.subjects import Role
 from fleet.spec import load_documents
 from fleet.testing import DockerHost, EtcdServer, free_port, wait_until
 from fleet.testing.certs import TestPKI

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from fleet.errors import InvalidArgument, PermissionDenied, PolicyDenied
-from fleet.pki import Role
+from fleet.pki.subjects import Role
 from fleet.policy import Policy
 from fleet.spec import AppSpec, load_documents
 from fleet.testing import wait_until

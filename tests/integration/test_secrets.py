@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from fleet.errors import FailedPrecondition, NotFound, PermissionDenied
-from fleet.pki import Role
+from fleet.pki.subjects import Role
 from fleet.spec import load_documents
 from fleet.testing import wait_until
 from tests.helpers import b64, etcd_post, etcd_prefix

@@ -11,7 +11,7 @@ import pytest
 
 from fleet.client import FleetClient
 from fleet.errors import PermissionDenied, Unavailable
-from fleet.pki import Role
+from fleet.pki.subjects import Role
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.spec import AppSpec, load_documents

@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from fleet.pki import Role
+from fleet.pki.subjects import Role
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.testing import EtcdServer, free_port, wait_until

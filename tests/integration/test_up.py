@@ -17,7 +17,8 @@ import pytest
 
 from fleet.client import FleetClient
 from fleet.errors import FleetError
-from fleet.pki import Kind, Role, issue
+from fleet.pki.issuing import issue
+from fleet.pki.subjects import Kind, Role
 from fleet.spec import load_documents
 from fleet.testing import DockerHost, ManagedProcess, free_port, wait_until
 from fleet.transport import TlsFiles, Transport

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from fleet.agent.events import EventQueue, from_docker, restart_events
-from fleet.agent.reconcile import Backoff, RestartBook
+from fleet.agent.restarts import Backoff, RestartBook, restart_verdict
 from fleet.agent.runtime import ObservedContainer
 from fleet.proto import fleet_pb2 as pb
 
@@ -45,7 +48,14 @@ def test_restart_scheduled_then_limit_reached() -> None:
     assert (event.kind, event.message) == ("restart-scheduled", "restart 2 in 2s")
     book.record(_exited("on-failure:2", 1, 100.0), Backoff())
     [(key, event)] = restart_events([_exited("on-failure:2", 1, 100.0)], book, Backoff(), 100.5)
-    assert event.kind == "restart-limit" and book.failed(_exited("on-failure:2", 1, 100.0))
+    assert (event.kind, event.message) == (
+        "restart-limit",
+        "failed: 2 restarts, the limit of on-failure:2",
+    )
+    assert key == ("c1", 2, "restart-limit")
+    assert (
+        restart_verdict(_exited("on-failure:2", 1, 100.0), book, Backoff(), 100.5).action == "limit"
+    )
     assert restart_events([_exited("no", 1, 100.0)], book, Backoff(), 100.5) == []
 
 
@@ -57,3 +67,32 @@ def test_the_queue_keeps_the_newest_and_gives_back_in_order() -> None:
     assert [e.kind for e in batch] == ["2", "3", "4"] and not queue.ready.is_set()
     queue.give_back(batch)
     assert [e.kind for e in queue.take(2)] == ["2", "3"] and queue.ready.is_set()
+
+
+def test_given_back_events_are_dropped_first_when_the_queue_is_full() -> None:
+    """Events given back are older than those queued since: a full queue keeps the
+    newest, as ``put`` does."""
+    queue = EventQueue(limit=3)
+    for kind in "abc":
+        queue.put(pb.Event(kind=kind))
+    batch = queue.take()
+    queue.put(pb.Event(kind="d"))
+    queue.put(pb.Event(kind="e"))
+    queue.give_back(batch)
+    assert [e.kind for e in queue.take()] == ["c", "d", "e"]
+    queue.give_back([])
+    assert not queue.ready.is_set()
+
+
+@given(st.lists(st.integers(0, 9), max_size=12), st.integers(1, 6), st.integers(0, 6))
+def test_property_give_back_is_put_in_the_original_order(
+    kinds: list[int], limit: int, taken: int
+) -> None:
+    """Taking some events and giving them back leaves the queue as if they had never
+    been taken: the same events, in the same order, within the same bound."""
+    untouched, queue = EventQueue(limit), EventQueue(limit)
+    for n, kind in enumerate(kinds):
+        for q in (untouched, queue):
+            q.put(pb.Event(kind=str(kind), message=str(n)))
+    queue.give_back(queue.take(taken))
+    assert [e.message for e in queue.take(1000)] == [e.message for e in untouched.take(1000)]

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from fleet.agent.dockererrors import pull_failure, translate
 from fleet.agent.failures import FailureBook
-from fleet.agent.reconcile import Backoff
+from fleet.agent.restarts import Backoff
 from fleet.errors import (
     Conflict,
     FleetError,

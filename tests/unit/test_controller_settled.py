@@ -14,15 +14,18 @@ import types
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
 from fleet._time import iso_at
-from fleet.controlplane import replicas
-from fleet.controlplane.replicas import ReplicaController, ReplicaPlan, plan_replicas
+from fleet.controlplane import controller as controller_module
+from fleet.controlplane.controller import ReplicaController
+from fleet.controlplane.planner import plan_replicas
+from fleet.controlplane.slots import ReplicaPlan
+from fleet.proto import fleet_pb2 as pb
 from fleet.spec import AppSpec, load_documents
-from fleet.store import ClusterState, EventLog, Informer, KeyLayout, Store
+from fleet.store import ClusterState, KeyLayout
 from fleet.store.live import LiveState
 from fleet.store.records import (
     AppRecord,
@@ -128,7 +131,7 @@ def settled_cluster() -> Cluster:
         if plan.rollout is None:
             break
         cluster.put(LAYOUT.rollout("web"), plan.rollout[0])
-    assert plan.is_empty() and not (plan.pending or plan.blocked), plan
+    assert plan.is_empty() and not (plan.pending or plan.drain_blocked), plan
     assert plan.wake_at == WAKE_AT
     assert cluster.state().rollouts["web"].value.state == "progressing"
     return cluster
@@ -149,6 +152,12 @@ class FakeStore:
         self.commits.append((app, rollout[0] if rollout else None))
         return self.cluster.revision + 1
 
+    async def commit_upgrade(self, *step: Any) -> int:
+        raise AssertionError("no upgrade walk runs in these tests")
+
+    async def write_host(self, host: HostRecord, *, expected_mod_revision: int) -> int:
+        raise AssertionError("no host drains in these tests")
+
 
 @dataclass
 class FakeInformer:
@@ -157,12 +166,18 @@ class FakeInformer:
     def state(self) -> ClusterState:
         return self.cluster.state()
 
+    def subscribe(self) -> asyncio.Event:
+        return asyncio.Event()  # rounds are run by hand here
+
+    async def wait_synced(self) -> None:
+        pass
+
     async def wait_for_revision(self, revision: int) -> None:
         pass  # the fake store writes nothing the state would show
 
 
 class FakeEvents:
-    async def append(self, source: str, events: Sequence[object]) -> None:
+    async def append(self, source: str, events: Sequence[pb.Event]) -> None:
         pass
 
 
@@ -183,7 +198,9 @@ def harness(monkeypatch: pytest.MonkeyPatch) -> Harness:
     cluster = settled_cluster()
     clock = types.SimpleNamespace(now=NOW)
     monkeypatch.setattr(
-        replicas, "time", types.SimpleNamespace(time=lambda: clock.now, monotonic=time.monotonic)
+        controller_module,
+        "time",
+        types.SimpleNamespace(time=lambda: clock.now, monotonic=time.monotonic),
     )
     planned: Counter[str] = Counter()
 
@@ -191,13 +208,9 @@ def harness(monkeypatch: pytest.MonkeyPatch) -> Harness:
         planned[app] += 1
         return plan_replicas(state, app, *args)
 
-    monkeypatch.setattr(replicas, "plan_replicas", counting)
+    monkeypatch.setattr(controller_module, "plan_replicas", counting)
     store = FakeStore(cluster)
-    controller = ReplicaController(
-        cast(Store, store),
-        cast(Informer, FakeInformer(cluster)),
-        cast(EventLog, FakeEvents()),
-    )
+    controller = ReplicaController(store, FakeInformer(cluster), FakeEvents())
     return Harness(cluster, store, controller, planned, clock)
 
 

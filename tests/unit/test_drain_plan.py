@@ -12,7 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fleet.controlplane.replicas import ReplicaPlan, drained_hosts, plan_replicas
+from fleet.controlplane.drains import drained_hosts
+from fleet.controlplane.planner import plan_replicas
+from fleet.controlplane.slots import ReplicaPlan
 from fleet.store import ClusterState, Versioned
 from fleet.store.records import HostDrain, ReplicaRecord
 from tests.unit.test_replicas_plan import Gi, add_app, add_revision, cluster
@@ -110,7 +112,7 @@ def test_draining_host_replica_gets_a_next_of_its_revision_and_keeps_running() -
     start_drain(state, "h1")
     before = slots_of(state)
     plan = plan_replicas(state, "web", NOW)
-    assert (plan.delete, plan.pending, plan.blocked) == ([], {}, {})
+    assert (plan.delete, plan.pending, plan.drain_blocked) == ([], {}, {})
     [(record, mod)] = plan.put
     assert (record.slot, mod) == (0, state.replicas[("web", 0)].mod_revision)
     assert record.model_copy(update={"next": None}) == before[0]  # only `next` changes
@@ -219,13 +221,13 @@ def test_next_not_promoted_before_min_ready() -> None:
 
 def test_drain_with_no_room_elsewhere_blocks_and_changes_nothing() -> None:
     """When no other host can take a replica of a draining host, no ``next`` is made;
-    ``plan.blocked`` says why, per host, and nothing is written or deleted (the replica
+    ``plan.drain_blocked`` says why, per host, and nothing is written or deleted (the replica
     keeps running where it is)."""
     state = placed("resources: {memory: 768Mi}\n", ["h1", "h2", "h3"], memory=Gi)
     start_drain(state, "h1")
     plan = plan_replicas(state, "web", NOW)
     assert (plan.put, plan.delete, plan.pending) == ([], [], {})
-    assert plan.blocked == {0: "0/3 hosts fit: 2 insufficient memory, 1 draining"}
+    assert plan.drain_blocked == {0: "0/3 hosts fit: 2 insufficient memory, 1 draining"}
 
 
 # ------------------------------------------------------------------ forced drains
@@ -242,7 +244,7 @@ def test_forced_drain_past_its_deadline_moves_what_is_left_at_once(
     start_drain(state, "h1", force=True, deadline=deadline)
     before = slots_of(state)
     plan = plan_replicas(state, "web", NOW)
-    assert (plan.delete, plan.pending, plan.blocked) == ([], {}, {})
+    assert (plan.delete, plan.pending, plan.drain_blocked) == ([], {}, {})
     slots = after(state, plan)
     for slot in (0, 1):
         assert slots[slot].host in {"h2", "h3"}
@@ -255,7 +257,7 @@ def test_forced_drain_past_its_deadline_moves_what_is_left_at_once(
 
 def test_forced_drain_deletes_what_fits_nowhere_and_says_why() -> None:
     """Past a forced drain's deadline a slot that fits nowhere else is deleted (with the
-    mod revision it was read at) and ``plan.blocked`` says why; one that fits moves."""
+    mod revision it was read at) and ``plan.drain_blocked`` says why; one that fits moves."""
     state = placed("resources: {memory: 1Gi}\n", ["h1", "h1", "h2"], memory=Gi + 512 * Mi)
     start_drain(state, "h1", force=True, deadline=NOW - 1.0)
     plan = plan_replicas(state, "web", NOW)
@@ -265,9 +267,9 @@ def test_forced_drain_deletes_what_fits_nowhere_and_says_why() -> None:
     [kept] = {0, 1} - {gone}
     assert plan.delete == [(gone, mod_of(state, gone))]
     assert (slots[kept].host, slots[kept].next) == ("h3", None)
-    assert set(plan.blocked) == {gone}
-    assert "insufficient memory" in plan.blocked[gone]
-    assert plan.blocked[gone].startswith("0/3 hosts fit")
+    assert set(plan.drain_blocked) == {gone}
+    assert "insufficient memory" in plan.drain_blocked[gone]
+    assert plan.drain_blocked[gone].startswith("0/3 hosts fit")
 
 
 def test_forced_drain_with_no_room_at_all_deletes_every_slot_on_it() -> None:
@@ -277,7 +279,7 @@ def test_forced_drain_with_no_room_at_all_deletes_every_slot_on_it() -> None:
     start_drain(state, "h1", force=True)
     plan = plan_replicas(state, "web", NOW)
     assert plan.delete == [(0, mod_of(state, 0))]
-    assert plan.blocked == {0: "0/3 hosts fit: 2 insufficient memory, 1 draining"}
+    assert plan.drain_blocked == {0: "0/3 hosts fit: 2 insufficient memory, 1 draining"}
     assert plan.put == []
 
 
@@ -494,7 +496,7 @@ def test_one_plan_respects_the_drain_rules(setup: tuple[ClusterState, str, int])
     state, draining, budget = setup
     before = slots_of(state)
     plan: ReplicaPlan = plan_replicas(state, "web", NOW)
-    assert (plan.delete, plan.pending, plan.blocked) == ([], {}, {})
+    assert (plan.delete, plan.pending, plan.drain_blocked) == ([], {}, {})
     slots = after(state, plan)
     assert all(r.next is None or r.next.host != draining for r in slots.values())
     assert len(moving(slots, draining)) <= budget

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from fleet.cli.connection import Connection
 from fleet.cli.hosts import label_changes
 from fleet.cli.main import app
+from fleet.controlplane.planner import plan_replicas
 from fleet.controlplane.registration import HostLimits, host_record
-from fleet.controlplane.replicas import plan_replicas
 from fleet.errors import FailedPrecondition, InvalidArgument
 from fleet.hostlabels import AGENT_PREFIX, agent_claim, edit_labels, selectable
 from fleet.proto import fleet_pb2 as pb
@@ -28,7 +28,7 @@ from fleet.spec import Constraint
 from fleet.store import ClusterState, Versioned
 from fleet.store.records import HostDrain, HostRecord, LiveRecord, ResourceAmounts
 from tests.unit.test_cli_output import HOSTILE, SHOWN, assert_clean
-from tests.unit.test_replicas_plan import add_app, add_host, spec
+from tests.unit.test_replicas_plan import NOW, add_app, add_host, spec
 
 runner = CliRunner()
 
@@ -185,7 +185,7 @@ def test_a_host_claiming_a_label_and_a_huge_capacity_attracts_nothing() -> None:
     state.hosts["h1"] = Versioned(record, 10)
     state.alive["h1"] = Versioned(LiveRecord(server="cp1", connected_at="t0"), 11)
     add_app(state, spec("constraints: [tier=secure]\n"))
-    plan = plan_replicas(state, "web")
+    plan = plan_replicas(state, "web", NOW)
     assert plan.put == []
     assert plan.pending == {
         0: "0/1 hosts fit: 1 lack label tier=secure (their own --label is agent.tier; "
@@ -194,10 +194,10 @@ def test_a_host_claiming_a_label_and_a_huge_capacity_attracts_nothing() -> None:
 
     big = ClusterState(revision=1, hosts=dict(state.hosts), alive=dict(state.alive))
     add_app(big, spec("resources: {cpu: 500}\n"))
-    assert plan_replicas(big, "web").pending == {0: "0/1 hosts fit: 1 insufficient cpu"}
+    assert plan_replicas(big, "web", NOW).pending == {0: "0/1 hosts fit: 1 insufficient cpu"}
 
     add_host(state, "h1", cpu=8, memory=32 * Gi, admin_labels={"tier": "secure"})
-    [placed] = [r for r, _ in plan_replicas(state, "web").put]
+    [placed] = [r for r, _ in plan_replicas(state, "web", NOW).put]
     assert placed.host == "h1"
 
 

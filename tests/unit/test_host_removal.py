@@ -14,12 +14,13 @@ from fleet.agent.certwatch import CertificateWatch
 from fleet.cli.hosts import removed_lines
 from fleet.controlplane.registration import denied_message, denied_serials, host_record
 from fleet.errors import InvalidArgument
-from fleet.pki import Kind, issue, serial_from_auth_context, serial_of
+from fleet.pki.issuing import issue
+from fleet.pki.subjects import Kind, serial_from_auth_context, serial_of
 from fleet.proto import fleet_pb2 as pb
 from fleet.refusals import agent_refused
-from fleet.store import KeyLayout
+from fleet.store import KeyLayout, keys
 from fleet.store._etcd import KeyValue
-from fleet.store.keys import check_serial
+from fleet.store.keys import ParsedKey, check_serial
 from fleet.store.live import LiveState
 from fleet.store.records import DeniedRecord
 from fleet.store.state import decode_state
@@ -37,7 +38,7 @@ def pki(tmp_path: Path) -> TestPKI:
 
 def test_a_denied_serial_has_a_key_of_its_own() -> None:
     assert LAYOUT.denied("3f2a") == b"/t/denied/3f2a"
-    assert LAYOUT.parse(b"/t/denied/3f2a").kind == "denied"  # type: ignore[union-attr]
+    assert LAYOUT.parse(b"/t/denied/3f2a") == ParsedKey(keys.DENIED, ("3f2a",))
 
 
 @pytest.mark.parametrize("bad", ["", "3F2A", "../x", "3f2a/", "g1", "0x3f", "a" * 41, "3f\n"])

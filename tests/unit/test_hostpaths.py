@@ -142,10 +142,10 @@ async def test_a_swap_after_the_check_is_caught_before_the_start(tmp_path: Path)
         app="keeper", slot=0, revision=1, spec_hash="abc", image="img", restart="always"
     )
     spec.volumes.append(f"{allowed}/ok:/ok")
-    agent.desired = [spec]
-    await agent.reconcile_once()
+    agent.state.desired = [spec]
+    await agent.reconciler.reconcile_once()
     assert runtime.list_containers() == []  # created, then removed before any start
-    held = agent.held[("keeper", 0, 1)]
+    held = agent.state.held.replicas[("keeper", 0, 1)]
     assert (held.state, held.message) == (
         "refused",
         f"refused by this host's policy: bind mount of {allowed}/ok (it is a symlink to "

@@ -313,10 +313,10 @@ def test_snapshots_never_see_a_later_change(ops: list[Op]) -> None:
 # ---------------------------------------------------------------- a hand-made state
 
 
-def seeded() -> LiveState:
+def seeded(layout: KeyLayout = LAYOUT) -> LiveState:
     """Apps web and api; web/0 on h1, web/1 on h2 moving to h3, api/0 on h4; hosts
     h1-h4 registered; h1 reports web/0."""
-    live = LiveState(LAYOUT)
+    live = LiveState(layout)
     puts: list[tuple[bytes, Any]] = [
         (LAYOUT.app("web"), app_record("web")),
         (LAYOUT.app("api"), app_record("api")),
@@ -539,3 +539,27 @@ def test_unreadable_value_of_a_new_key_adds_nothing(bad: bytes) -> None:
     live.apply(LAYOUT.report("h3", "db", 0, 1), bad, live.revision + 1)
     after = live.snapshot()
     assert_same_answers(answers(after), {**before, "revision": after.revision})
+
+
+# ---------------------------------------------------------------- keys that do not parse
+
+
+def test_keys_that_do_not_parse_change_nothing_and_are_warned_of_once_a_folder(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A stray key is skipped at every event that touches it, with one warning for its
+    folder (not one an event); the state is as if it were not there."""
+    live = seeded(KeyLayout())  # a layout that has warned of nothing yet
+    before = answers(live.snapshot())
+    stray = [b"/fleet/replicas/web/first", b"/fleet/replicas/web/2", b"/fleet/nothing/x"]
+    with caplog.at_level(logging.WARNING, logger="fleet.store.keys"):
+        for _ in range(3):
+            for key in stray:
+                live.apply(key, replica("web", 2, "h1").dump(), live.revision + 1)
+                live.apply(key, None, live.revision + 1)
+    after = live.snapshot()
+    assert_same_answers(answers(after), {**before, "revision": after.revision})
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2
+    assert "'/fleet/replicas/web/first' does not parse: invalid slot 'first'" in warned[0]
+    assert "'/fleet/nothing/x' does not parse: no folder 'nothing'" in warned[1]

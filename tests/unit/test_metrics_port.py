@@ -20,7 +20,7 @@ from fleet.controlplane.metricsport import (
     judge_scrape,
     metrics_tls_context,
 )
-from fleet.pki import Identity, Kind, Role
+from fleet.pki.subjects import Identity, Kind, Role
 from fleet.testing.certs import TestPKI
 from tests.helpers import scrape
 

@@ -22,10 +22,21 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from typer.testing import CliRunner
 
-from fleet import pki
 from fleet.cli import certs
 from fleet.errors import InvalidArgument, PermissionDenied
-from fleet.pki import CertPaths, Identity, Kind, Role
+from fleet.pki.credentials import load_credentials
+from fleet.pki.files import CertPaths
+from fleet.pki.issuing import init_ca, issue
+from fleet.pki.local import LocalPKI, ensure_etcd_pki, ensure_local_pki
+from fleet.pki.subjects import (
+    Identity,
+    Kind,
+    Role,
+    identity_from_auth_context,
+    identity_from_pem,
+    identity_from_subject,
+    is_etcd_ca,
+)
 
 
 def _cert(path: Path) -> x509.Certificate:
@@ -52,7 +63,7 @@ def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
 @pytest.fixture
 def pki_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "pki"
-    pki.init_ca(directory)
+    init_ca(directory)
     return directory
 
 
@@ -60,7 +71,7 @@ def pki_dir(tmp_path: Path) -> Path:
 
 
 def test_init_makes_a_self_signed_p256_ca_that_signs_leaves_only(tmp_path: Path) -> None:
-    paths = pki.init_ca(tmp_path / "pki")
+    paths = init_ca(tmp_path / "pki")
     assert paths == CertPaths(tmp_path / "pki" / "ca.crt", tmp_path / "pki" / "ca.key")
     ca = _cert(paths.cert)
     assert ca.subject == ca.issuer
@@ -80,13 +91,13 @@ def test_init_makes_a_self_signed_p256_ca_that_signs_leaves_only(tmp_path: Path)
 
 
 def test_each_ca_gets_its_own_name(tmp_path: Path) -> None:
-    first = _cert(pki.init_ca(tmp_path / "a").cert)
-    second = _cert(pki.init_ca(tmp_path / "b").cert)
+    first = _cert(init_ca(tmp_path / "a").cert)
+    second = _cert(init_ca(tmp_path / "b").cert)
     assert first.subject != second.subject
 
 
 def test_files_are_private(pki_dir: Path) -> None:
-    server = pki.issue(pki_dir, "server", "cp")
+    server = issue(pki_dir, "server", "cp")
     assert _mode(pki_dir) == 0o700
     for key in (pki_dir / "ca.key", server.key):
         assert _mode(key) == 0o600
@@ -103,7 +114,7 @@ def test_files_are_private(pki_dir: Path) -> None:
 def test_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
     old = os.umask(0)
     try:
-        paths = pki.init_ca(tmp_path / "pki")
+        paths = init_ca(tmp_path / "pki")
     finally:
         os.umask(old)
     assert (_mode(paths.key), _mode(paths.cert), _mode(tmp_path / "pki")) == (0o600, 0o644, 0o700)
@@ -112,15 +123,15 @@ def test_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
 def test_init_refuses_to_replace_a_ca_unless_forced(pki_dir: Path) -> None:
     before = (pki_dir / "ca.crt").read_bytes()
     with pytest.raises(InvalidArgument, match="--force"):
-        pki.init_ca(pki_dir)
+        init_ca(pki_dir)
     assert (pki_dir / "ca.crt").read_bytes() == before
-    pki.init_ca(pki_dir, force=True)
+    init_ca(pki_dir, force=True)
     assert (pki_dir / "ca.crt").read_bytes() != before
 
 
 def test_issue_needs_a_ca(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="fleet certs init --dir"):
-        pki.issue(tmp_path, "client", "alice")
+        issue(tmp_path, "client", "alice")
 
 
 # ---------------------------------------------------------------------- leaves
@@ -161,11 +172,11 @@ def test_issue_each_kind(
     usage: x509.ObjectIdentifier,
     identity: Identity,
 ) -> None:
-    paths = pki.issue(pki_dir, kind, name, role=role)
+    paths = issue(pki_dir, kind, name, role=role)
     assert paths == CertPaths(pki_dir / f"{kind}-{name}.crt", pki_dir / f"{kind}-{name}.key")
     cert = _cert(paths.cert)
     ca = _cert(pki_dir / "ca.crt")
-    assert pki.identity_from_pem(paths.cert.read_bytes()) == identity
+    assert identity_from_pem(paths.cert.read_bytes()) == identity
     assert cert.issuer == ca.subject
     assert _signed_by(cert, ca)
     cert.verify_directly_issued_by(ca)
@@ -180,26 +191,26 @@ def test_issue_each_kind(
 
 
 def test_agent_subject_and_san_carry_the_host_id(pki_dir: Path) -> None:
-    cert = _cert(pki.issue(pki_dir, Kind.agent, "h7").cert)
+    cert = _cert(issue(pki_dir, Kind.agent, "h7").cert)
     assert cert.subject.rfc4514_string() == "CN=h7,OU=agent,O=fleet"
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert list(sans) == [x509.DNSName("h7")]
 
 
 def test_client_subject_carries_the_role_as_a_second_ou(pki_dir: Path) -> None:
-    cert = _cert(pki.issue(pki_dir, "client", "bob", role="viewer").cert)
+    cert = _cert(issue(pki_dir, "client", "bob", role="viewer").cert)
     assert cert.subject.rfc4514_string() == "CN=bob,OU=role:viewer,OU=client,O=fleet"
 
 
 def test_a_leaf_from_another_ca_does_not_chain(pki_dir: Path, tmp_path: Path) -> None:
-    pki.init_ca(tmp_path / "other")
-    stranger = _cert(pki.issue(tmp_path / "other", "client", "eve").cert)
+    init_ca(tmp_path / "other")
+    stranger = _cert(issue(tmp_path / "other", "client", "eve").cert)
     assert not _signed_by(stranger, _cert(pki_dir / "ca.crt"))
 
 
 def test_server_sans_take_ips_and_names(pki_dir: Path) -> None:
     sans = ["10.1.2.3", "fd00::7", "CP.Example.com", "cp.example.com", "*.fleet.internal"]
-    cert = _cert(pki.issue(pki_dir, "server", "cp", sans=sans).cert)
+    cert = _cert(issue(pki_dir, "server", "cp", sans=sans).cert)
     present = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert list(present) == [
         x509.IPAddress(ipaddress.ip_address("10.1.2.3")),
@@ -210,7 +221,7 @@ def test_server_sans_take_ips_and_names(pki_dir: Path) -> None:
 
 
 def test_server_sans_default_to_the_loopback_names(pki_dir: Path) -> None:
-    cert = _cert(pki.issue(pki_dir, "server", "cp").cert)
+    cert = _cert(issue(pki_dir, "server", "cp").cert)
     present = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert present.get_values_for_type(x509.DNSName) == ["localhost"]
     assert present.get_values_for_type(x509.IPAddress) == [
@@ -220,7 +231,7 @@ def test_server_sans_default_to_the_loopback_names(pki_dir: Path) -> None:
 
 
 def test_client_certificates_have_no_sans(pki_dir: Path) -> None:
-    cert = _cert(pki.issue(pki_dir, "client", "alice").cert)
+    cert = _cert(issue(pki_dir, "client", "alice").cert)
     with pytest.raises(x509.ExtensionNotFound):
         cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
 
@@ -230,7 +241,7 @@ def test_client_certificates_have_no_sans(pki_dir: Path) -> None:
 )
 def test_invalid_agent_names_are_rejected(pki_dir: Path, name: str) -> None:
     with pytest.raises(InvalidArgument, match="host id"):
-        pki.issue(pki_dir, "agent", name)
+        issue(pki_dir, "agent", name)
     assert sorted(p.name for p in pki_dir.iterdir()) == ["ca.crt", "ca.key"]
 
 
@@ -238,7 +249,7 @@ def test_invalid_agent_names_are_rejected(pki_dir: Path, name: str) -> None:
 def test_invalid_client_and_server_names_are_rejected(pki_dir: Path, name: str) -> None:
     for kind in ("client", "server"):
         with pytest.raises(InvalidArgument, match=f"{kind} name"):
-            pki.issue(pki_dir, kind, name)
+            issue(pki_dir, kind, name)
 
 
 @pytest.mark.parametrize(
@@ -256,30 +267,30 @@ def test_invalid_client_and_server_names_are_rejected(pki_dir: Path, name: str) 
 )
 def test_bad_requests_are_rejected(pki_dir: Path, kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
-        pki.issue(pki_dir, **kwargs)  # type: ignore[arg-type]
+        issue(pki_dir, **kwargs)  # type: ignore[arg-type]
 
 
 def test_issue_refuses_to_replace_a_certificate_unless_forced(pki_dir: Path) -> None:
-    paths = pki.issue(pki_dir, "client", "alice")
+    paths = issue(pki_dir, "client", "alice")
     before = paths.cert.read_bytes(), paths.key.read_bytes()
     with pytest.raises(InvalidArgument, match=re.escape("client-alice.crt exists")):
-        pki.issue(pki_dir, "client", "alice", role="viewer")
+        issue(pki_dir, "client", "alice", role="viewer")
     assert (paths.cert.read_bytes(), paths.key.read_bytes()) == before
-    pki.issue(pki_dir, "client", "alice", role="viewer", force=True)
-    assert pki.identity_from_pem(paths.cert.read_bytes()).role is Role.viewer
+    issue(pki_dir, "client", "alice", role="viewer", force=True)
+    assert identity_from_pem(paths.cert.read_bytes()).role is Role.viewer
     assert paths.key.read_bytes() != before[1]
 
 
 def test_days_are_honoured(pki_dir: Path) -> None:
-    cert = _cert(pki.issue(pki_dir, "agent", "h1", days=1).cert)
+    cert = _cert(issue(pki_dir, "agent", "h1", days=1).cert)
     lifetime = cert.not_valid_after_utc - datetime.now(UTC)
     assert timedelta(hours=23, minutes=59) < lifetime <= timedelta(days=1)
     assert cert.not_valid_before_utc <= datetime.now(UTC)
 
 
 def test_a_leaf_never_outlives_its_ca(tmp_path: Path) -> None:
-    pki.init_ca(tmp_path, days=10)
-    cert = _cert(pki.issue(tmp_path, "client", "alice", days=365).cert)
+    init_ca(tmp_path, days=10)
+    cert = _cert(issue(tmp_path, "client", "alice", days=365).cert)
     assert cert.not_valid_after_utc == _cert(tmp_path / "ca.crt").not_valid_after_utc
 
 
@@ -295,9 +306,9 @@ ORG, UNIT, CN = NameOID.ORGANIZATION_NAME, NameOID.ORGANIZATIONAL_UNIT_NAME, Nam
 
 def test_identity_from_subject_reads_the_convention() -> None:
     subject = _name((ORG, "fleet"), (UNIT, "role:viewer"), (UNIT, "client"), (CN, "bob"))
-    assert pki.identity_from_subject(subject) == Identity(Kind.client, "bob", Role.viewer)
+    assert identity_from_subject(subject) == Identity(Kind.client, "bob", Role.viewer)
     subject = _name((CN, "h1"), (UNIT, "agent"), (ORG, "fleet"))  # order does not matter
-    assert pki.identity_from_subject(subject) == Identity(Kind.agent, "h1")
+    assert identity_from_subject(subject) == Identity(Kind.agent, "h1")
 
 
 @pytest.mark.parametrize(
@@ -323,25 +334,25 @@ def test_identity_from_subject_reads_the_convention() -> None:
 )
 def test_identity_from_subject_rejects_anything_else(subject: x509.Name) -> None:
     with pytest.raises(InvalidArgument):
-        pki.identity_from_subject(subject)
+        identity_from_subject(subject)
 
 
 def test_identity_from_pem_rejects_a_ca_and_garbage(pki_dir: Path) -> None:
     with pytest.raises(InvalidArgument, match="OU"):
-        pki.identity_from_pem((pki_dir / "ca.crt").read_bytes())
+        identity_from_pem((pki_dir / "ca.crt").read_bytes())
     with pytest.raises(InvalidArgument, match="not a PEM certificate"):
-        pki.identity_from_pem(b"hello")
+        identity_from_pem(b"hello")
 
 
 def test_identity_from_auth_context(pki_dir: Path) -> None:
-    pem = pki.issue(pki_dir, "agent", "h1").cert.read_bytes()
+    pem = issue(pki_dir, "agent", "h1").cert.read_bytes()
     context = {"x509_pem_cert": [pem], "x509_common_name": [b"h1"]}
-    assert pki.identity_from_auth_context(context) == Identity(Kind.agent, "h1")
+    assert identity_from_auth_context(context) == Identity(Kind.agent, "h1")
     with pytest.raises(PermissionDenied, match="no client certificate"):
-        pki.identity_from_auth_context({"transport_security_type": [b"insecure"]})
+        identity_from_auth_context({"transport_security_type": [b"insecure"]})
     ca_pem = (pki_dir / "ca.crt").read_bytes()
     with pytest.raises(PermissionDenied, match="peer certificate"):
-        pki.identity_from_auth_context({"x509_pem_cert": [ca_pem]})
+        identity_from_auth_context({"x509_pem_cert": [ca_pem]})
 
 
 # ---------------------------------------------------------------------- ensure_local_pki
@@ -356,28 +367,28 @@ def _snapshot(directory: Path) -> dict[str, tuple[int, bytes, int]]:
 
 def test_ensure_local_pki_makes_everything_once(tmp_path: Path) -> None:
     directory = tmp_path / "pki"
-    local = pki.ensure_local_pki(directory, host_id="h1")
+    local = ensure_local_pki(directory, host_id="h1")
     assert local.ca == CertPaths.for_ca(directory)
     assert local.server == CertPaths.for_leaf(directory, "server", "controlplane")
     assert local.agent == CertPaths.for_leaf(directory, "agent", "h1")
     assert local.client == CertPaths.for_leaf(directory, "client", "admin")
     assert len(local.written) == 8
-    assert pki.identity_from_pem(local.client.cert.read_bytes()).role is Role.admin
+    assert identity_from_pem(local.client.cert.read_bytes()).role is Role.admin
     for paths in (local.server, local.agent, local.client):
-        pki.load_credentials(local.ca.cert, paths.cert, paths.key)
+        load_credentials(local.ca.cert, paths.cert, paths.key)
 
     before = _snapshot(directory)
-    again = pki.ensure_local_pki(directory, host_id="h1")
+    again = ensure_local_pki(directory, host_id="h1")
     assert again.written == ()
     assert _snapshot(directory) == before
     assert again == local.__class__(**{**local.__dict__, "written": ()})
 
 
 def test_ensure_local_pki_reissues_only_what_is_missing_or_stale(tmp_path: Path) -> None:
-    local = pki.ensure_local_pki(tmp_path, host_id="h1")
+    local = ensure_local_pki(tmp_path, host_id="h1")
     ca_before = local.ca.cert.read_bytes()
     local.agent.key.unlink()
-    again = pki.ensure_local_pki(tmp_path, host_id="h1", server_sans=["localhost", "10.0.0.9"])
+    again = ensure_local_pki(tmp_path, host_id="h1", server_sans=["localhost", "10.0.0.9"])
     assert set(again.written) == {
         local.agent.cert,
         local.agent.key,
@@ -391,9 +402,9 @@ def test_ensure_local_pki_reissues_only_what_is_missing_or_stale(tmp_path: Path)
 
 
 def test_ensure_local_pki_reissues_leaves_of_a_replaced_ca(tmp_path: Path) -> None:
-    local = pki.ensure_local_pki(tmp_path, host_id="h1")
-    pki.init_ca(tmp_path, force=True)
-    again = pki.ensure_local_pki(tmp_path, host_id="h1")
+    local = ensure_local_pki(tmp_path, host_id="h1")
+    init_ca(tmp_path, force=True)
+    again = ensure_local_pki(tmp_path, host_id="h1")
     assert len(again.written) == 6
     ca = _cert(local.ca.cert)
     for paths in (again.server, again.agent, again.client):
@@ -401,10 +412,10 @@ def test_ensure_local_pki_reissues_leaves_of_a_replaced_ca(tmp_path: Path) -> No
 
 
 def test_ensure_local_pki_will_not_replace_half_a_ca(tmp_path: Path) -> None:
-    local = pki.ensure_local_pki(tmp_path, host_id="h1")
+    local = ensure_local_pki(tmp_path, host_id="h1")
     local.ca.key.unlink()
     with pytest.raises(InvalidArgument) as caught:
-        pki.ensure_local_pki(tmp_path, host_id="h1")
+        ensure_local_pki(tmp_path, host_id="h1")
     assert str(caught.value) == (
         f"{local.ca.key} does not exist; run `fleet certs init --dir {tmp_path} --force`"
     )
@@ -414,8 +425,8 @@ def test_ensure_local_pki_will_not_replace_half_a_ca(tmp_path: Path) -> None:
 
 
 def test_load_credentials_returns_the_three_pems(tmp_path: Path) -> None:
-    local = pki.ensure_local_pki(tmp_path, host_id="h1")
-    ca, cert, key = pki.load_credentials(local.ca.cert, local.agent.cert, local.agent.key)
+    local = ensure_local_pki(tmp_path, host_id="h1")
+    ca, cert, key = load_credentials(local.ca.cert, local.agent.cert, local.agent.key)
     assert ca == local.ca.cert.read_bytes()
     assert cert == local.agent.cert.read_bytes()
     assert key == local.agent.key.read_bytes()
@@ -423,42 +434,42 @@ def test_load_credentials_returns_the_three_pems(tmp_path: Path) -> None:
 
 def test_load_credentials_says_which_file_is_missing_and_how_to_make_it(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument) as caught:
-        pki.load_credentials(tmp_path / "ca.crt", tmp_path / "x.crt", tmp_path / "x.key")
+        load_credentials(tmp_path / "ca.crt", tmp_path / "x.crt", tmp_path / "x.key")
     assert f"{tmp_path / 'ca.crt'} does not exist" in str(caught.value)
     assert f"run `fleet certs init --dir {tmp_path}`" in str(caught.value)
 
-    pki.init_ca(tmp_path)
+    init_ca(tmp_path)
     agent = CertPaths.for_leaf(tmp_path, "agent", "h1.example")
     with pytest.raises(InvalidArgument) as caught:
-        pki.load_credentials(tmp_path / "ca.crt", agent.cert, agent.key)
+        load_credentials(tmp_path / "ca.crt", agent.cert, agent.key)
     assert f"{agent.cert} does not exist" in str(caught.value)
     assert f"run `fleet certs issue agent h1.example --dir {tmp_path}`" in str(caught.value)
 
 
 def test_load_credentials_rejects_a_key_of_another_certificate(tmp_path: Path) -> None:
-    local = pki.ensure_local_pki(tmp_path, host_id="h1")
+    local = ensure_local_pki(tmp_path, host_id="h1")
     with pytest.raises(InvalidArgument, match="is not the key of"):
-        pki.load_credentials(local.ca.cert, local.agent.cert, local.client.key)
+        load_credentials(local.ca.cert, local.agent.cert, local.client.key)
 
 
 def test_load_credentials_rejects_a_certificate_from_another_ca(tmp_path: Path) -> None:
-    local = pki.ensure_local_pki(tmp_path / "a", host_id="h1")
-    other = pki.ensure_local_pki(tmp_path / "b", host_id="h1")
+    local = ensure_local_pki(tmp_path / "a", host_id="h1")
+    other = ensure_local_pki(tmp_path / "b", host_id="h1")
     with pytest.raises(InvalidArgument, match="was not issued by the CA"):
-        pki.load_credentials(local.ca.cert, other.agent.cert, other.agent.key)
+        load_credentials(local.ca.cert, other.agent.cert, other.agent.key)
 
 
 def test_load_credentials_rejects_files_that_are_not_pem(tmp_path: Path) -> None:
-    local = pki.ensure_local_pki(tmp_path, host_id="h1")
+    local = ensure_local_pki(tmp_path, host_id="h1")
     local.agent.key.write_bytes(b"not a key")
     with pytest.raises(InvalidArgument, match=re.escape("agent-h1.key is not an unencrypted PEM")):
-        pki.load_credentials(local.ca.cert, local.agent.cert, local.agent.key)
+        load_credentials(local.ca.cert, local.agent.cert, local.agent.key)
 
 
 def test_load_credentials_explains_permission_denied(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    local = pki.ensure_local_pki(tmp_path, host_id="h1")
+    local = ensure_local_pki(tmp_path, host_id="h1")
     read_bytes = Path.read_bytes
 
     def refuse_the_key(path: Path) -> bytes:  # root reads any file, so fake the refusal
@@ -468,27 +479,27 @@ def test_load_credentials_explains_permission_denied(
 
     monkeypatch.setattr(Path, "read_bytes", refuse_the_key)
     with pytest.raises(InvalidArgument, match=f"cannot read {local.agent.key}: permission"):
-        pki.load_credentials(local.ca.cert, local.agent.cert, local.agent.key)
+        load_credentials(local.ca.cert, local.agent.cert, local.agent.key)
 
 
 # ---------------------------------------------------------------------- gRPC mutual TLS
 
 
 @pytest.fixture
-def mtls_server(tmp_path: Path) -> Iterator[tuple[pki.LocalPKI, int, list[Identity]]]:
+def mtls_server(tmp_path: Path) -> Iterator[tuple[LocalPKI, int, list[Identity]]]:
     """An echo server that requires a client certificate and records who called."""
-    local = pki.ensure_local_pki(tmp_path / "pki", host_id="h1")
+    local = ensure_local_pki(tmp_path / "pki", host_id="h1")
     seen: list[Identity] = []
 
     def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
-        seen.append(pki.identity_from_auth_context(context.auth_context()))
+        seen.append(identity_from_auth_context(context.auth_context()))
         return request
 
     handler = grpc.method_handlers_generic_handler(
         "test.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[handler])
-    ca, cert, key = pki.load_credentials(local.ca.cert, local.server.cert, local.server.key)
+    ca, cert, key = load_credentials(local.ca.cert, local.server.cert, local.server.key)
     credentials = grpc.ssl_server_credentials(
         [(key, cert)], root_certificates=ca, require_client_auth=True
     )
@@ -510,24 +521,24 @@ def _call(port: int, ca: Path, paths: CertPaths) -> bytes:
 
 
 def test_grpc_accepts_the_certificates_for_mutual_tls(
-    mtls_server: tuple[pki.LocalPKI, int, list[Identity]],
+    mtls_server: tuple[LocalPKI, int, list[Identity]],
 ) -> None:
     local, port, seen = mtls_server
     assert _call(port, local.ca.cert, local.client) == b"ping"
     assert _call(port, local.ca.cert, local.agent) == b"ping"
     assert seen == [
-        pki.identity_from_pem(local.client.cert.read_bytes()),
+        identity_from_pem(local.client.cert.read_bytes()),
         Identity(Kind.agent, "h1"),
     ]
     assert seen[0] == Identity(Kind.client, "admin", Role.admin)
 
 
 def test_grpc_refuses_a_client_of_another_ca(
-    mtls_server: tuple[pki.LocalPKI, int, list[Identity]], tmp_path: Path
+    mtls_server: tuple[LocalPKI, int, list[Identity]], tmp_path: Path
 ) -> None:
     local, port, seen = mtls_server
-    pki.init_ca(tmp_path / "other")
-    stranger = pki.issue(tmp_path / "other", "client", "admin")
+    init_ca(tmp_path / "other")
+    stranger = issue(tmp_path / "other", "client", "admin")
     with pytest.raises(grpc.RpcError) as caught:
         _call(port, local.ca.cert, stranger)
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
@@ -535,7 +546,7 @@ def test_grpc_refuses_a_client_of_another_ca(
 
 
 def test_grpc_refuses_a_server_certificate_used_as_a_client(
-    mtls_server: tuple[pki.LocalPKI, int, list[Identity]],
+    mtls_server: tuple[LocalPKI, int, list[Identity]],
 ) -> None:
     # Same CA, but its extended key usage allows serverAuth only: BoringSSL refuses it
     # ("unsupported certificate purpose"), so a stolen server key cannot act as a client.
@@ -570,7 +581,7 @@ def test_cli_init_issue_show(tmp_path: Path) -> None:
         certs.app, ["issue", "client", "ci", "--role", "deployer", "--dir", str(directory)]
     )
     assert result.exit_code == 0, result.output
-    assert pki.identity_from_pem((directory / "client-ci.crt").read_bytes()).role is Role.deployer
+    assert identity_from_pem((directory / "client-ci.crt").read_bytes()).role is Role.deployer
 
     result = runner.invoke(certs.app, ["show", str(directory / "server-cp.crt")])
     assert result.exit_code == 0, result.output
@@ -626,35 +637,35 @@ def test_cli_unknown_kind_is_a_usage_error(pki_dir: Path) -> None:
 
 def test_etcd_has_a_ca_of_its_own_that_signs_nothing_else(tmp_path: Path) -> None:
     fleet_dir, etcd_dir = tmp_path / "fleet", tmp_path / "etcd"
-    pki.init_ca(fleet_dir)
-    pki.init_ca(etcd_dir, etcd=True)
+    init_ca(fleet_dir)
+    init_ca(etcd_dir, etcd=True)
     for kind in (Kind.etcd_member, Kind.etcd_client):
         with pytest.raises(InvalidArgument, match="etcd's own CA"):
-            pki.issue(fleet_dir, kind, "m1")
+            issue(fleet_dir, kind, "m1")
     for kind in (Kind.server, Kind.agent, Kind.client):
         with pytest.raises(InvalidArgument, match="is etcd's own"):
-            pki.issue(etcd_dir, kind, "h1")
+            issue(etcd_dir, kind, "h1")
     member = x509.load_pem_x509_certificate(
-        pki.issue(etcd_dir, Kind.etcd_member, "m1", sans=["10.0.0.11"]).cert.read_bytes()
+        issue(etcd_dir, Kind.etcd_member, "m1", sans=["10.0.0.11"]).cert.read_bytes()
     )
     usages = member.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert set(usages) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
     client = x509.load_pem_x509_certificate(
-        pki.issue(etcd_dir, Kind.etcd_client, "controlplane").cert.read_bytes()
+        issue(etcd_dir, Kind.etcd_client, "controlplane").cert.read_bytes()
     )
     # Neither names an identity the control plane would accept.
     for cert in (member, client):
         with pytest.raises(InvalidArgument):
-            pki.identity_from_subject(cert.subject)
+            identity_from_subject(cert.subject)
 
 
 def test_ensure_etcd_pki_makes_it_once(tmp_path: Path) -> None:
-    made = pki.ensure_etcd_pki(tmp_path / "etcd", member="fleet-up", member_sans=["127.0.0.1"])
+    made = ensure_etcd_pki(tmp_path / "etcd", member="fleet-up", member_sans=["127.0.0.1"])
     assert len(made.written) == 6
-    again = pki.ensure_etcd_pki(tmp_path / "etcd", member="fleet-up", member_sans=["127.0.0.1"])
+    again = ensure_etcd_pki(tmp_path / "etcd", member="fleet-up", member_sans=["127.0.0.1"])
     assert again.written == () and again.client == made.client
     ca = x509.load_pem_x509_certificate(made.ca.cert.read_bytes())
-    assert pki.is_etcd_ca(ca)
+    assert is_etcd_ca(ca)
 
 
 def test_certs_init_etcd_through_the_cli(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""Tests of fleet.agent.reconcile: the order of tasks, duplicates, restart policies and
-their backoff, and the property that applying a plan leaves nothing to remove or create."""
+"""Tests of fleet.agent.reconcile: the order of tasks and their phases, duplicates,
+restart policies and their backoff as the plan applies them, and the property that
+applying a plan leaves nothing to remove or create."""
 
 from __future__ import annotations
 
@@ -10,74 +11,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleet.agent.reconcile import (
-    Backoff,
-    Create,
-    Remove,
-    RestartBook,
-    Start,
-    Task,
-    plan,
-    restart_wanted,
-)
-from fleet.agent.runtime import ObservedContainer, container_name
+from fleet.agent.reconcile import Create, Remove, Start, Stop, Task, plan
+from fleet.agent.restarts import Backoff, RestartBook
+from fleet.agent.runtime import ObservedContainer
 from fleet.proto import fleet_pb2 as pb
-
-NOW = 1000.0
-
-
-def spec(
-    app: str = "web", slot: int = 0, spec_hash: str = "aaaa1111", *, restart: str = "always"
-) -> pb.ContainerSpec:
-    return pb.ContainerSpec(app=app, slot=slot, revision=1, spec_hash=spec_hash, restart=restart)
+from tests.unit.agent_builders import NOW, container, exited, spec
 
 
-def container(
-    app: str = "web",
-    slot: int = 0,
-    spec_hash: str = "aaaa1111",
-    *,
-    state: str = "running",
-    restart: str = "always",
-    exit_code: int = 0,
-    oom_killed: bool = False,
-    finished_at: float | None = None,
-    container_id: str | None = None,
-    name: str | None = None,
-) -> ObservedContainer:
-    return ObservedContainer(
-        container_id=container_id or f"{app}-{slot}-{spec_hash}-{state}",
-        name=name or container_name(app, slot, spec_hash),
-        app=app,
-        slot=slot,
-        revision=1,
-        spec_hash=spec_hash,
-        restart=restart,
-        stop_grace=10.0,
-        state=state,
-        exit_code=exit_code,
-        oom_killed=oom_killed,
-        started_at="",
-        finished_at=finished_at,
-        ports=(),
-    )
-
-
-def exited(
-    *,
-    restart: str = "always",
-    exit_code: int = 1,
-    oom_killed: bool = False,
-    finished_at: float | None = NOW - 3600,
-) -> ObservedContainer:
-    """A stopped replica of web.0 that exited long ago, so no backoff holds it."""
-    return container(
-        state="exited",
-        restart=restart,
-        exit_code=exit_code,
-        oom_killed=oom_killed,
-        finished_at=finished_at,
-    )
+def planned(
+    desired: list[pb.ContainerSpec],
+    observed: list[ObservedContainer],
+    restarts: RestartBook,
+    now: float,
+    backoff: Backoff | None = None,
+) -> tuple[list[Task], float | None]:
+    """The plan's tasks, phase after phase, and when to look again."""
+    result = plan(desired, observed, restarts, now, backoff)
+    return result.tasks, result.look_again
 
 
 def kinds(tasks: list[Task]) -> list[str]:
@@ -89,13 +39,13 @@ def kinds(tasks: list[Task]) -> list[str]:
 
 def test_matching_running_container_needs_nothing() -> None:
     """A running container of the desired template is left alone."""
-    assert plan([spec()], [container()], RestartBook(), NOW) == ([], None)
+    assert planned([spec()], [container()], RestartBook(), NOW) == ([], None)
 
 
 def test_missing_replicas_are_created_in_order() -> None:
     """Every desired replica without a container gets one, in (app, slot) order."""
     desired = [spec("web", 2), spec("api", 0), spec("web", 0), spec("web", 1)]
-    tasks, look_again = plan(desired, [container("web", 1)], RestartBook(), NOW)
+    tasks, look_again = planned(desired, [container("web", 1)], RestartBook(), NOW)
     assert tasks == [Create(spec("api", 0)), Create(spec("web", 0)), Create(spec("web", 2))]
     assert look_again is None
 
@@ -105,7 +55,7 @@ def test_stale_containers_are_removed_before_creates() -> None:
     old = container("web", 0, "0ld0ld00")
     gone = container("db", 0)
     desired = [spec("web", 0, "new0new0"), spec("web", 1, "new0new0")]
-    tasks, _ = plan(desired, [old, gone], RestartBook(), NOW)
+    tasks, _ = planned(desired, [old, gone], RestartBook(), NOW)
     assert kinds(tasks) == ["Remove", "Remove", "Create", "Create"]
     removes = {t.container.container_id: t.reason for t in tasks if isinstance(t, Remove)}
     assert removes == {
@@ -118,7 +68,7 @@ def test_stale_containers_are_removed_before_creates() -> None:
 def test_stopped_container_of_an_old_template_is_removed_not_restarted() -> None:
     """A stale container is replaced, whatever its state and restart policy."""
     stale = container("web", 0, "0ld0ld00", state="exited", exit_code=1, finished_at=0.5)
-    tasks, look_again = plan([spec("web", 0, "new0new0")], [stale], RestartBook(), NOW)
+    tasks, look_again = planned([spec("web", 0, "new0new0")], [stale], RestartBook(), NOW)
     assert tasks == [
         Remove(stale, "replaced by template new0new0"),
         Create(spec("web", 0, "new0new0")),
@@ -129,7 +79,7 @@ def test_stopped_container_of_an_old_template_is_removed_not_restarted() -> None
 def test_nothing_desired_removes_everything() -> None:
     """An empty desired set removes every fleet container on the host."""
     observed = [container("web", 0), container("web", 1, state="exited")]
-    tasks, _ = plan([], observed, RestartBook(), NOW)
+    tasks, _ = planned([], observed, RestartBook(), NOW)
     assert kinds(tasks) == ["Remove", "Remove"]
     assert {t.container.container_id for t in tasks if isinstance(t, Remove)} == {
         c.container_id for c in observed
@@ -140,7 +90,7 @@ def test_duplicate_of_a_running_replica_is_removed_and_the_running_one_kept() ->
     """Two containers of one replica: the running one stays, whatever the names' order."""
     running = container(state="running", container_id="b", name="zzz")
     stopped = container(state="exited", exit_code=1, finished_at=1.0, container_id="a", name="aaa")
-    tasks, look_again = plan([spec()], [stopped, running], RestartBook(), NOW)
+    tasks, look_again = planned([spec()], [stopped, running], RestartBook(), NOW)
     assert tasks == [Remove(stopped, "duplicate of a replica that already runs")]
     assert look_again is None
 
@@ -150,14 +100,14 @@ def test_duplicates_that_all_run_keep_the_first_by_name() -> None:
     first = container(container_id="2", name="web.0.a")
     second = container(container_id="1", name="web.0.b")
     for observed in ([first, second], [second, first]):
-        tasks, _ = plan([spec()], observed, RestartBook(), NOW)
+        tasks, _ = planned([spec()], observed, RestartBook(), NOW)
         assert tasks == [Remove(second, "duplicate of a replica that already runs")]
 
 
 def test_created_container_is_started() -> None:
     """A container that was created but never started is started, with no backoff."""
     created = container(state="created")
-    tasks, look_again = plan([spec()], [created], RestartBook(), NOW)
+    tasks, look_again = planned([spec()], [created], RestartBook(), NOW)
     assert tasks == [Start(created, "created, not yet started")]
     assert look_again is None
 
@@ -165,50 +115,55 @@ def test_created_container_is_started() -> None:
 @pytest.mark.parametrize("state", ["running", "paused", "restarting"])
 def test_live_states_are_left_alone(state: str) -> None:
     """Only created, exited and dead containers are started."""
-    assert plan([spec()], [container(state=state)], RestartBook(), NOW) == ([], None)
+    assert planned([spec()], [container(state=state)], RestartBook(), NOW) == ([], None)
 
 
 def test_starts_come_after_removes_and_creates() -> None:
     """Task order is removes, then creates, then starts."""
     observed = [container("web", 0, state="created"), container("db", 0)]
-    tasks, _ = plan([spec("web", 0), spec("web", 1)], observed, RestartBook(), NOW)
+    tasks, _ = planned([spec("web", 0), spec("web", 1)], observed, RestartBook(), NOW)
     assert kinds(tasks) == ["Remove", "Create", "Start"]
+
+
+def test_phases_removes_beside_creates_then_fixed_ports_then_starts() -> None:
+    """Removes run beside the creates that cannot clash with them; a create that needs a
+    fixed host port waits for the removes (one may hold the port); starts and stops
+    come last."""
+    fixed = spec("web", 1)
+    fixed.ports.append(pb.PortMapping(container_port=80, host_port=8080, protocol="tcp"))
+    job = spec("job", 0)
+    job.stopped = True
+    stale = container("web", 0, "0ld0ld00")
+    created = container("web", 2, state="created")
+    running_job = container("job", 0)
+    desired = [spec("web", 0), fixed, spec("web", 2), job]
+    result = plan(desired, [stale, created, running_job], RestartBook(), NOW)
+    assert result.phases == (
+        (Remove(stale, "replaced by template aaaa1111"), Create(spec("web", 0))),
+        (Create(fixed),),
+        (Stop(running_job, "its job is over"), Start(created, "created, not yet started")),
+    )
+    assert result.look_again is None
+
+
+def test_only_keeps_the_phases_and_when_to_look_again() -> None:
+    """Filtering a plan keeps each task in its phase and the time to look again."""
+    stopped = exited(finished_at=NOW)
+    result = plan(
+        [spec("web", 0), spec("web", 1)], [stopped, container("db", 0)], RestartBook(), NOW
+    )
+    kept = result.only(lambda task: not isinstance(task, Remove))
+    assert kept.phases == ((Create(spec("web", 1)),), (), ())
+    assert kept.look_again == result.look_again == NOW + 1
 
 
 # ------------------------------------------------------------------ restart policies
 
 
-@pytest.mark.parametrize(
-    ("policy", "exit_code", "oom_killed", "restarts", "wanted"),
-    [
-        ("no", 0, False, 0, False),
-        ("no", 1, False, 0, False),
-        ("no", 137, True, 0, False),
-        ("always", 0, False, 0, True),
-        ("always", 1, False, 0, True),
-        ("always", 0, False, 10_000, True),
-        ("on-failure", 0, False, 0, False),
-        ("on-failure", 1, False, 0, True),
-        ("on-failure", 0, True, 0, True),  # OOM-killed counts as a failure
-        ("on-failure", 1, False, 10_000, True),  # no limit
-        ("on-failure:2", 1, False, 0, True),
-        ("on-failure:2", 1, False, 1, True),
-        ("on-failure:2", 1, False, 2, False),
-        ("on-failure:2", 0, False, 0, False),
-        ("on-failure:0", 1, False, 0, False),
-    ],
-)
-def test_restart_wanted(
-    policy: str, exit_code: int, oom_killed: bool, restarts: int, wanted: bool
-) -> None:
-    """Docker's restart policies, decided from the exit and the restarts done so far."""
-    assert restart_wanted(policy, exit_code, oom_killed, restarts) is wanted
-
-
 def test_policy_no_never_restarts() -> None:
     """``no``: a stopped container stays stopped, and nothing waits on a backoff."""
     for code in (0, 1):
-        assert plan([spec()], [exited(restart="no", exit_code=code)], RestartBook(), NOW) == (
+        assert planned([spec()], [exited(restart="no", exit_code=code)], RestartBook(), NOW) == (
             [],
             None,
         )
@@ -217,7 +172,7 @@ def test_policy_no_never_restarts() -> None:
 def test_policy_always_restarts_after_exit_0() -> None:
     """``always`` restarts a container that exited cleanly."""
     stopped = exited(restart="always", exit_code=0)
-    tasks, _ = plan([spec()], [stopped], RestartBook(), NOW)
+    tasks, _ = planned([spec()], [stopped], RestartBook(), NOW)
     assert tasks == [Start(stopped, "restart 1 (exit code 0)")]
 
 
@@ -225,14 +180,14 @@ def test_policy_always_restarts_after_exit_0() -> None:
 def test_policy_on_failure_restarts_after_a_failure(exit_code: int, oom_killed: bool) -> None:
     """``on-failure`` restarts after a non-zero exit code or an OOM kill."""
     stopped = exited(restart="on-failure", exit_code=exit_code, oom_killed=oom_killed)
-    tasks, _ = plan([spec()], [stopped], RestartBook(), NOW)
+    tasks, _ = planned([spec()], [stopped], RestartBook(), NOW)
     assert tasks == [Start(stopped, f"restart 1 (exit code {exit_code})")]
 
 
 def test_policy_on_failure_leaves_a_clean_exit() -> None:
     """``on-failure`` does not restart a container that exited 0 and was not OOM-killed."""
     stopped = exited(restart="on-failure", exit_code=0)
-    assert plan([spec()], [stopped], RestartBook(), NOW) == ([], None)
+    assert planned([spec()], [stopped], RestartBook(), NOW) == ([], None)
 
 
 def test_on_failure_2_stops_after_two_restarts() -> None:
@@ -241,7 +196,7 @@ def test_on_failure_2_stops_after_two_restarts() -> None:
     book = RestartBook()
     reasons = []
     for _ in range(4):
-        tasks, look_again = plan([spec()], [stopped], book, NOW)
+        tasks, look_again = planned([spec()], [stopped], book, NOW)
         assert look_again is None
         for task in tasks:
             assert isinstance(task, Start)
@@ -254,40 +209,8 @@ def test_on_failure_2_stops_after_two_restarts() -> None:
 def test_dead_container_is_restarted_like_an_exited_one() -> None:
     """``dead`` counts as stopped for the restart policy."""
     dead = dataclasses.replace(exited(), state="dead")
-    tasks, _ = plan([spec()], [dead], RestartBook(), NOW)
+    tasks, _ = planned([spec()], [dead], RestartBook(), NOW)
     assert tasks == [Start(dead, "restart 1 (exit code 1)")]
-
-
-def test_restart_book() -> None:
-    """The book counts restarts per container id and forgets containers that are gone."""
-    book = RestartBook()
-    a = dataclasses.replace(exited(), container_id="a")
-    b = dataclasses.replace(exited(), container_id="b")
-    assert book.count("a") == 0
-    book.record(a, Backoff())
-    book.record(a, Backoff())
-    book.record(b, Backoff())
-    assert (book.count("a"), book.count("b")) == (2, 1)
-    book.forget_except(["b", "c"])
-    assert book.counts == {"b": 1} and book.streaks == {"b": 1}
-
-
-def test_a_long_run_resets_the_backoff_but_not_the_restart_count() -> None:
-    """After a run of ``reset_after`` the next restart waits ``initial`` again, while
-    ``on-failure:N`` still counts every restart."""
-    backoff = Backoff(initial=1.0, cap=300.0, reset_after=600.0)
-    book = RestartBook({"c": 5}, {"c": 5})
-    short = dataclasses.replace(
-        exited(), container_id="c", started_epoch=NOW - 20, finished_at=NOW - 10
-    )
-    long = dataclasses.replace(short, started_epoch=NOW - 1000)
-    assert book.streak(short, backoff) == 5 and book.streak(long, backoff) == 0
-    tasks, look_again = plan([spec()], [short], book, NOW, backoff)
-    assert tasks == [] and look_again == NOW - 10 + 32  # 1 s * 2**5
-    tasks, _ = plan([spec()], [long], book, NOW, backoff)
-    assert [t.reason for t in tasks] == ["restart 6 (exit code 1)"]  # due at once
-    book.record(long, backoff)
-    assert (book.count("c"), book.streaks["c"]) == (6, 1)
 
 
 # ------------------------------------------------------------------ backoff
@@ -297,11 +220,11 @@ def test_restart_is_held_until_finished_at_plus_delay() -> None:
     """A restart waits ``delay(restarts)`` after the exit; ``look_again`` is that time."""
     book = RestartBook({"web-0-aaaa1111-exited": 2}, {"web-0-aaaa1111-exited": 2})  # 4 s next
     stopped = exited(finished_at=NOW - 1)
-    tasks, look_again = plan([spec()], [stopped], book, NOW)
+    tasks, look_again = planned([spec()], [stopped], book, NOW)
     assert tasks == []
     assert look_again == NOW + 3
-    assert plan([spec()], [stopped], book, NOW + 2.999) == ([], NOW + 3)
-    tasks, look_again = plan([spec()], [stopped], book, NOW + 3)
+    assert planned([spec()], [stopped], book, NOW + 2.999) == ([], NOW + 3)
+    tasks, look_again = planned([spec()], [stopped], book, NOW + 3)
     assert tasks == [Start(stopped, "restart 3 (exit code 1)")]
     assert look_again is None
 
@@ -311,7 +234,7 @@ def test_look_again_is_the_earliest_due_restart() -> None:
     first = container("web", 0, state="exited", exit_code=1, finished_at=NOW - 0.5)
     second = container("web", 1, state="exited", exit_code=1, finished_at=NOW - 0.75)
     backoff = Backoff(initial=1.0)
-    tasks, look_again = plan(
+    tasks, look_again = planned(
         [spec("web", 0), spec("web", 1)], [first, second], RestartBook(), NOW, backoff
     )
     assert tasks == []
@@ -321,7 +244,7 @@ def test_look_again_is_the_earliest_due_restart() -> None:
 def test_held_restart_does_not_hold_other_tasks() -> None:
     """A backoff delays only its own restart; other replicas are still created."""
     stopped = exited(finished_at=NOW)
-    tasks, look_again = plan([spec("web", 0), spec("web", 1)], [stopped], RestartBook(), NOW)
+    tasks, look_again = planned([spec("web", 0), spec("web", 1)], [stopped], RestartBook(), NOW)
     assert tasks == [Create(spec("web", 1))]
     assert look_again == NOW + 1
 
@@ -330,26 +253,9 @@ def test_restart_without_finish_time_is_due_at_once() -> None:
     """An exited container with no finish time (FinishedAt "0001-01-01T00:00:00Z" is read
     as None) is restarted now, not postponed to ``now + delay`` on every round."""
     stopped = exited(finished_at=None)
-    tasks, look_again = plan([spec()], [stopped], RestartBook(), NOW)
+    tasks, look_again = planned([spec()], [stopped], RestartBook(), NOW)
     assert tasks == [Start(stopped, "restart 1 (exit code 1)")]
     assert look_again is None
-
-
-def test_backoff_delay_doubles_and_caps() -> None:
-    """``delay(n) = initial * 2**n``, never above ``cap``, even for huge n."""
-    backoff = Backoff()
-    assert [backoff.delay(n) for n in range(10)] == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300]
-    assert backoff.delay(10_000) == 300.0
-    custom = Backoff(initial=0.5, cap=3.0)
-    assert [custom.delay(n) for n in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
-    assert isinstance(custom.delay(0), float)
-
-
-@given(st.integers(0, 10**6))
-def test_backoff_is_monotonic(restarts: int) -> None:
-    """More restarts never mean a shorter delay, and the cap always holds."""
-    backoff = Backoff()
-    assert backoff.delay(restarts) <= backoff.delay(restarts + 1) <= backoff.cap
 
 
 # ------------------------------------------------------------------ property: convergence
@@ -365,10 +271,14 @@ def desired_st(draw: st.DrawFn) -> list[pb.ContainerSpec]:
     keys = draw(
         st.lists(st.tuples(st.sampled_from(APPS), st.integers(0, 3)), max_size=6, unique=True)
     )
-    return [
+    found = [
         spec(app, slot, draw(st.sampled_from(HASHES)), restart=draw(st.sampled_from(POLICIES)))
         for app, slot in keys
     ]
+    for each in found:
+        if draw(st.booleans()):  # a fixed host port (its create waits for the removes)
+            each.ports.append(pb.PortMapping(container_port=80, host_port=8000 + each.slot))
+    return found
 
 
 @st.composite
@@ -427,15 +337,33 @@ def test_property_applying_a_plan_converges(
 ) -> None:
     """After the planned tasks run, a second plan has nothing to remove or create, and each
     desired container (a slot and a template) exists exactly once, and nothing else."""
-    tasks, _ = plan(desired, observed, RestartBook(dict(counts)), NOW)
+    tasks, _ = planned(desired, observed, RestartBook(dict(counts)), NOW)
     after = apply(tasks, observed)
 
     keys = [c.key for c in after]
     assert len(keys) == len(set(keys)), "two containers for one replica and template"
     assert set(keys) == {(s.app, s.slot, s.spec_hash) for s in desired}
 
-    again, _ = plan(desired, after, RestartBook(dict(counts)), NOW)
+    again, _ = planned(desired, after, RestartBook(dict(counts)), NOW)
     assert not [t for t in again if isinstance(t, Remove | Create)], again
+
+
+@settings(max_examples=300, deadline=None)
+@given(desired_st(), observed_st())
+def test_property_each_task_is_in_its_phase(
+    desired: list[pb.ContainerSpec], observed: list[ObservedContainer]
+) -> None:
+    """Three phases: removes and port-free creates, then fixed-port creates, then starts
+    and stops; every task in exactly one of them."""
+    result = plan(desired, observed, RestartBook(), NOW)
+    first, second, third = result.phases
+    assert all(isinstance(t, Remove | Create) for t in first)
+    assert all(isinstance(t, Create) and t.spec.ports for t in second)
+    assert all(isinstance(t, Start | Stop) for t in third)
+    assert not [
+        t for t in first if isinstance(t, Create) and any(p.host_port for p in t.spec.ports)
+    ]
+    assert len(result.tasks) == len(first) + len(second) + len(third)
 
 
 @settings(max_examples=300, deadline=None)
@@ -445,7 +373,7 @@ def test_property_never_two_containers_per_replica_at_any_step(
 ) -> None:
     """Applying the tasks one by one, the replicas kept or created are never doubled: a
     create only comes for a replica with no kept container."""
-    tasks, _ = plan(desired, observed, RestartBook(), NOW)
+    tasks, _ = planned(desired, observed, RestartBook(), NOW)
     removed = {t.container.container_id for t in tasks if isinstance(t, Remove)}
     kept = [c.key for c in observed if c.container_id not in removed]
     created = [(t.spec.app, t.spec.slot, t.spec.spec_hash) for t in tasks if isinstance(t, Create)]

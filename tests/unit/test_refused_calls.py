@@ -17,7 +17,7 @@ import pytest
 
 from fleet.controlplane._handlers import service_handler
 from fleet.controlplane.auth import Permission, TokenGate, rpc
-from fleet.pki import Identity, Kind, Role
+from fleet.pki.subjects import Identity, Kind, Role
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 from fleet.controlplane.desired import desired_containers, fingerprint
-from fleet.controlplane.replicas import ReplicaPlan, _request, plan_replicas, scheduler_snapshot
+from fleet.controlplane.planner import plan_replicas
+from fleet.controlplane.slots import ReplicaPlan
+from fleet.controlplane.view import requests, scheduler_snapshot
 from fleet.scheduler import HostView, ReplicaRequest
 from fleet.spec import AppSpec, Constraint, load_documents
 from fleet.store import ClusterState, Versioned
@@ -24,6 +26,9 @@ from fleet.store.records import (
 
 Mi = 1 << 20
 Gi = 1 << 30
+
+# The planners take the time; nothing these tests check depends on it.
+NOW = 1_800_000_000.0
 
 
 def spec(text: str = "") -> AppSpec:
@@ -130,7 +135,7 @@ def test_new_app_places_slots_0_to_n_minus_1_on_connected_ready_hosts() -> None:
     add_host(state, "h5", host_state="cordoned")
     app = spec("replicas: 3\nports: ['80:8080', '9000']\nresources: {cpu: 0.5, memory: 64Mi}\n")
     add_app(state, app)
-    plan = plan_replicas(state, "web")
+    plan = plan_replicas(state, "web", NOW)
     assert plan.delete == []
     assert plan.pending == {}
     assert all(mod == 0 for _, mod in plan.put)
@@ -150,7 +155,7 @@ def test_app_at_its_count_needs_nothing() -> None:
     add_app(state, spec("replicas: 2\n"))
     add_replica(state, "web", 0, "h1")
     add_replica(state, "web", 1, "h1")
-    plan = plan_replicas(state, "web")
+    plan = plan_replicas(state, "web", NOW)
     assert (plan.put, plan.delete, plan.pending) == ([], [], {})
     # The first look at an app starts its rollout record; nothing is available yet.
     assert plan.rollout is not None
@@ -164,7 +169,7 @@ def test_scale_up_fills_the_missing_slots() -> None:
     add_app(state, spec("replicas: 4\n"))
     add_replica(state, "web", 0, "h1")
     add_replica(state, "web", 2, "h2")
-    plan = plan_replicas(state, "web")
+    plan = plan_replicas(state, "web", NOW)
     assert [(r.slot, r.host) for r in new_records(plan)] == [(1, "h1"), (3, "h2")]
     assert len(plan.put) == 2
     assert plan.delete == []
@@ -176,7 +181,7 @@ def test_scale_down_deletes_the_highest_slots_with_their_mod_revisions() -> None
     add_app(state, spec("replicas: 2\n"))
     for slot in range(5):
         add_replica(state, "web", slot, "h1", mod=100 + slot)
-    plan = plan_replicas(state, "web")
+    plan = plan_replicas(state, "web", NOW)
     assert plan.delete == [(2, 102), (3, 103), (4, 104)]
     assert plan.put == []
 
@@ -187,7 +192,7 @@ def test_scale_to_zero_deletes_every_replica() -> None:
     add_app(state, spec("replicas: 0\n"))
     add_replica(state, "web", 0, "h1", mod=7)
     add_replica(state, "web", 1, "h1", mod=8)
-    assert plan_replicas(state, "web").delete == [(0, 7), (1, 8)]
+    assert plan_replicas(state, "web", NOW).delete == [(0, 7), (1, 8)]
 
 
 def test_revision_change_updates_kept_replicas_in_place() -> None:
@@ -200,7 +205,7 @@ def test_revision_change_updates_kept_replicas_in_place() -> None:
     add_app(state, v2, revision=2)
     add_replica(state, "web", 0, "h2", cpu=0.5, ports=["80/tcp"], mod=70)
     add_replica(state, "web", 1, "h1", cpu=0.5, ports=["80/tcp"], mod=71)
-    plan = plan_replicas(state, "web")
+    plan = plan_replicas(state, "web", NOW)
     assert plan.delete == []
     assert plan.pending == {}
     assert [(r.slot, r.host, r.revision, mod) for r, mod in plan.put] == [
@@ -225,7 +230,7 @@ def test_replica_copy_that_disagrees_with_its_revision_is_rewritten(
     state = cluster(("h1", 4, 8 * Gi))
     add_app(state, spec("resources: {cpu: 0.5}\nports: ['80:80']\n"))
     add_replica(state, "web", 0, "h1", cpu=cpu, ports=ports, mod=80)
-    plan = plan_replicas(state, "web")
+    plan = plan_replicas(state, "web", NOW)
     [(record, mod)] = plan.put
     assert (record.slot, record.host, record.revision, mod) == (0, "h1", 1, 80)
     assert (record.resources.cpu, record.host_ports) == (0.5, ["80/tcp"])
@@ -238,7 +243,7 @@ def test_revision_change_with_scale_down_and_up() -> None:
     add_app(state, spec("replicas: 2\nenv: {A: '1'}\n"), revision=2)
     add_replica(state, "web", 0, "h1", mod=60)
     add_replica(state, "web", 5, "h1", mod=65)
-    plan = plan_replicas(state, "web")
+    plan = plan_replicas(state, "web", NOW)
     assert plan.delete == [(5, 65)]
     assert [(r.slot, r.revision, mod) for r, mod in plan.put] == [(0, 2, 60), (1, 2, 0)]
 
@@ -257,7 +262,7 @@ def test_template_comes_from_the_revision_record() -> None:
         ),
         21,
     )
-    [record] = new_records(plan_replicas(state, "web"))
+    [record] = new_records(plan_replicas(state, "web", NOW))
     assert record.resources.cpu == 2.0
 
 
@@ -266,7 +271,7 @@ def test_unplaceable_slots_are_pending_with_the_explanation() -> None:
     state = cluster(("h1", 4, Gi), ("h2", 4, Gi))
     add_host(state, "h3", host_state="draining")
     add_app(state, spec("replicas: 2\nresources: {memory: 2Gi}\n"))
-    plan = plan_replicas(state, "web")
+    plan = plan_replicas(state, "web", NOW)
     assert plan.put == []
     assert plan.pending == {
         0: "0/3 hosts fit: 2 insufficient memory, 1 draining",
@@ -278,7 +283,7 @@ def test_some_slots_placed_and_the_rest_pending() -> None:
     """A fixed host port fits once per host: the slots beyond the hosts stay pending."""
     state = cluster(("h1", 4, 8 * Gi), ("h2", 4, 8 * Gi))
     add_app(state, spec("replicas: 3\nports: ['80:8080']\n"))
-    plan = plan_replicas(state, "web")
+    plan = plan_replicas(state, "web", NOW)
     assert [(r.slot, r.host) for r in new_records(plan)] == [(0, "h1"), (1, "h2")]
     assert plan.pending == {2: "0/2 hosts fit: 2 port 80/tcp taken"}
 
@@ -288,7 +293,7 @@ def test_placement_counts_other_apps_reservations() -> None:
     state = cluster(("h1", 2, 8 * Gi), ("h2", 2, 8 * Gi))
     add_replica(state, "db", 0, "h1", cpu=2.0)
     add_app(state, spec("resources: {cpu: 1}\n"))
-    [record] = new_records(plan_replicas(state, "web"))
+    [record] = new_records(plan_replicas(state, "web", NOW))
     assert record.host == "h2"
 
 
@@ -298,14 +303,14 @@ def test_deleted_app_deletes_all_its_replicas() -> None:
     add_replica(state, "web", 0, "h1", mod=30)
     add_replica(state, "web", 3, "h1", mod=33)
     add_replica(state, "db", 0, "h1", mod=40)
-    plan = plan_replicas(state, "web")
+    plan = plan_replicas(state, "web", NOW)
     assert plan.delete == [(0, 30), (3, 33)]
     assert plan.put == []
     assert plan.pending == {}
 
 
 def test_unknown_app_without_replicas_is_empty() -> None:
-    assert plan_replicas(cluster(), "nope").is_empty()
+    assert plan_replicas(cluster(), "nope", NOW).is_empty()
 
 
 def test_growing_template_does_not_over_commit_with_new_slots() -> None:
@@ -315,7 +320,7 @@ def test_growing_template_does_not_over_commit_with_new_slots() -> None:
     add_revision(state, spec("resources: {cpu: 0.5}\n"), 1)
     add_app(state, spec("replicas: 2\nresources: {cpu: 1.5}\n"), revision=2)
     add_replica(state, "web", 0, "h1", revision=1, cpu=0.5)
-    plan = plan_replicas(state, "web")
+    plan = plan_replicas(state, "web", NOW)
     reserved = sum(r.resources.cpu for r, _ in plan.put if r.host == "h1")
     assert reserved <= 2.0, plan
 
@@ -327,7 +332,7 @@ def test_changed_fixed_port_is_not_planned_twice_on_a_host() -> None:
     add_revision(state, spec("ports: ['80:8080']\n"), 1)
     add_app(state, spec("replicas: 2\nports: ['81:8080']\n"), revision=2)
     add_replica(state, "web", 0, "h1", revision=1, ports=["80/tcp"])
-    plan = plan_replicas(state, "web")
+    plan = plan_replicas(state, "web", NOW)
     on_h1 = [r for r, _ in plan.put if r.host == "h1"]
     assert len(on_h1) <= 1, plan
 
@@ -336,7 +341,7 @@ def test_four_small_replicas_on_two_equal_hosts_go_two_and_two() -> None:
     """Bin-packing by default, yet a small app is split over hosts (the e2e test's case)."""
     state = cluster(("h1", 4, 8 * Gi), ("h2", 4, 8 * Gi))
     add_app(state, spec("replicas: 4\nresources: {cpu: 0.1, memory: 32Mi}\n"))
-    hosts = [r.host for r in new_records(plan_replicas(state, "web"))]
+    hosts = [r.host for r in new_records(plan_replicas(state, "web", NOW))]
     assert sorted(hosts) == ["h1", "h1", "h2", "h2"]
 
 
@@ -346,14 +351,14 @@ def test_placement_comes_from_the_spec(placement: str, host: str) -> None:
     state = cluster(("h1", 4, 8 * Gi), ("h2", 4, 8 * Gi))
     add_replica(state, "db", 0, "h1", cpu=1.0)
     add_app(state, spec(f"placement: {placement}\nresources: {{cpu: 1}}\n"))
-    [record] = new_records(plan_replicas(state, "web"))
+    [record] = new_records(plan_replicas(state, "web", NOW))
     assert record.host == host
 
 
 def test_max_per_host_comes_from_the_spec() -> None:
     state = cluster(("h1", 4, 8 * Gi), ("h2", 4, 8 * Gi))
     add_app(state, spec("replicas: 3\nmax_per_host: 1\n"))
-    plan = plan_replicas(state, "web")
+    plan = plan_replicas(state, "web", NOW)
     assert sorted(r.host for r in new_records(plan)) == ["h1", "h2"]
     assert plan.pending == {2: "0/2 hosts fit: 2 max_per_host 1 reached"}
 
@@ -375,7 +380,7 @@ def test_constraints_and_placement_come_from_the_current_spec() -> None:
         ),
         20,
     )
-    [record] = new_records(plan_replicas(state, "web"))
+    [record] = new_records(plan_replicas(state, "web", NOW))
     assert record.host == "h2"
 
 
@@ -385,7 +390,7 @@ def test_constraints_match_host_facts() -> None:
     add_host(state, "h1", facts={"arch": "x86_64"})
     add_host(state, "h2", facts={"arch": "aarch64"})
     add_app(state, spec("constraints: [arch=aarch64]\n"))
-    [record] = new_records(plan_replicas(state, "web"))
+    [record] = new_records(plan_replicas(state, "web", NOW))
     assert record.host == "h2"
 
 
@@ -395,7 +400,7 @@ def test_request_of_a_slot() -> None:
     template = spec("resources: {cpu: 0.5, memory: 64Mi}\nports: ['80:8080']\n")
     template = template.model_copy(update={"image": "img:v2"})
     current = spec("constraints: [gpu]\nplacement: spread\nmax_per_host: 2\n")
-    request = _request(current, template, 3)
+    [request] = requests(current, template, [3])
     assert request == ReplicaRequest(
         app="web",
         slot=3,
@@ -543,7 +548,7 @@ def test_fingerprint_identifies_a_desired_set() -> None:
 def test_replicas_on_lost_hosts_move_and_the_others_stay() -> None:
     """A lost host's replica keeps its slot and key (guarded on its mod revision) but
     gets a new host; a replica on a healthy host is not touched."""
-    from fleet.controlplane.replicas import lost_hosts
+    from fleet.controlplane.planner import lost_hosts
 
     state = cluster(("h1", 4.0, 8 * Gi), ("h2", 4.0, 8 * Gi))
     add_app(state, spec("replicas: 2\n"))
@@ -553,7 +558,7 @@ def test_replicas_on_lost_hosts_move_and_the_others_stay() -> None:
     lost = lost_hosts(state, {"h1": 100.0}, now=120.0, reschedule_after=15.0)
     assert lost == frozenset({"h1"})
     assert lost_hosts(state, {"h1": 100.0}, now=110.0, reschedule_after=15.0) == frozenset()
-    plan = plan_replicas(state, "web", None, lost)
+    plan = plan_replicas(state, "web", NOW, lost)
     [(record, mod)] = plan.put
     assert (record.slot, record.host) == (0, "h2")
     assert mod == state.replicas[("web", 0)].mod_revision

@@ -16,16 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fleet.controlplane.replicas import ReplicaPlan, plan_replicas
-from fleet.controlplane.rollout import (
-    Instance,
-    RolloutCounts,
-    endpoints,
-    instances,
-    observe,
-    revisions_in_use,
-    rollout_counts,
-)
+from fleet.controlplane.appstatus import RolloutCounts, endpoints, rollout_counts
+from fleet.controlplane.availability import observe
+from fleet.controlplane.planner import plan_replicas
+from fleet.controlplane.rollout import revisions_in_use
+from fleet.controlplane.slots import ReplicaPlan
 from fleet.spec import AppSpec, load_documents
 from fleet.store import ClusterState, Versioned
 from fleet.store.records import (
@@ -36,6 +31,7 @@ from fleet.store.records import (
     ResourceAmounts,
     RolloutRecord,
     RolloutState,
+    SlotContainer,
     StatusRecord,
 )
 from tests.unit.test_replicas_plan import Gi, add_app, add_revision, cluster
@@ -45,6 +41,11 @@ LONG_AGO = NOW - 3600.0  # ready long before any min_ready used here
 SURGE_1 = "{max_surge: 1, max_unavailable: 0}"
 
 Slot = tuple[int, int, str]  # slot, revision, host: one container a slot wants
+
+
+def at(slot: int, revision: int, host: str) -> SlotContainer:
+    """A slot's own container, as the availability checks look it up."""
+    return SlotContainer(slot, revision, host, ResourceAmounts(cpu=0, memory=0), (), False)
 
 
 def iso(seconds: float) -> str:
@@ -215,7 +216,7 @@ def after(state: ClusterState, plan: ReplicaPlan) -> dict[int, ReplicaRecord]:
 
 
 def wanted(slots: dict[int, ReplicaRecord]) -> set[Slot]:
-    return {(i.slot, i.revision, i.host) for r in slots.values() for i in instances(r)}
+    return {(i.slot, i.revision, i.host) for r in slots.values() for i in r.containers()}
 
 
 def commit(state: ClusterState, plan: ReplicaPlan) -> ClusterState:
@@ -443,8 +444,7 @@ def available_containers(state: ClusterState, containers: set[Slot], now: float)
     observed = observe(state, "web")
     min_ready = state.apps["web"].value.spec.update.min_ready
     return sum(
-        observed.available(Instance(slot, rev, host, next=False), min_ready, now)
-        for slot, rev, host in containers
+        observed.available(at(slot, rev, host), min_ready, now) for slot, rev, host in containers
     )
 
 
@@ -469,7 +469,7 @@ def test_one_step_stays_within_surge_and_unavailability(
     observed = observe(state, "web")
     for r in after(state, plan).values():
         if r.revision == 1 and r.next is None:
-            own = Instance(r.slot, 1, r.host, next=False)
+            own = at(r.slot, 1, r.host)
             assert observed.available(own, update.min_ready, NOW)
 
 
@@ -477,7 +477,7 @@ def available_slots(state: ClusterState, slots: dict[int, ReplicaRecord], now: f
     observed = observe(state, "web")
     min_ready = state.apps["web"].value.spec.update.min_ready
     return sum(
-        any(observed.available(i, min_ready, now) for i in instances(r)) for r in slots.values()
+        any(observed.available(i, min_ready, now) for i in r.containers()) for r in slots.values()
     )
 
 
@@ -1080,13 +1080,13 @@ def test_available_at() -> None:
     container, else None."""
     state = counting_state()
     observed = observe(state, "web")
-    assert observed.available_at(Instance(1, 2, "h1", next=False), 10.0) == pytest.approx(NOW + 5)
-    assert observed.available_at(Instance(2, 1, "h2", next=False), 10.0) is None
-    assert observed.available_at(Instance(3, 1, "h2", next=False), 10.0) is None
+    assert observed.available_at(at(1, 2, "h1"), 10.0) == pytest.approx(NOW + 5)
+    assert observed.available_at(at(2, 1, "h2"), 10.0) is None
+    assert observed.available_at(at(3, 1, "h2"), 10.0) is None
     report(state, "h2", 2, 1, health="starting")
-    assert observe(state, "web").available_at(Instance(2, 1, "h2", next=False), 10.0) is None
+    assert observe(state, "web").available_at(at(2, 1, "h2"), 10.0) is None
     report(state, "h2", 2, 1, health="healthy", ready_since=None)
-    assert observe(state, "web").available_at(Instance(2, 1, "h2", next=False), 10.0) is None
+    assert observe(state, "web").available_at(at(2, 1, "h2"), 10.0) is None
 
 
 def test_a_global_app_rolls_host_by_host_in_place() -> None:

@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleet.agent.reconcile import Create, RestartBook, plan
+from fleet.agent.reconcile import Create, plan
+from fleet.agent.restarts import RestartBook
+from fleet.controlplane.availability import trouble
 from fleet.controlplane.desired import SpecCache, desired_containers
-from fleet.controlplane.rollout import trouble
 from fleet.errors import REQUEST, InvalidArgument, SpecProblem
 from fleet.proto import fleet_pb2 as pb
 from fleet.secrets import (
@@ -23,7 +24,7 @@ from fleet.secrets import (
 from fleet.spec import AppFile, load_documents
 from fleet.store import ClusterState, Versioned
 from fleet.store.records import ContainerReport, SecretRecord, SecretScope
-from tests.unit.test_reconcile import container
+from tests.unit.agent_builders import container
 from tests.unit.test_replicas_plan import add_app, add_replica, cluster
 
 BOX = SecretBox(b"k" * 32)
@@ -175,10 +176,10 @@ def _spec(held: str = "") -> pb.ContainerSpec:
 
 
 def test_the_agent_keeps_a_held_container_and_makes_none() -> None:
-    assert plan([_spec("no")], [], RestartBook(), 0.0) == ([], None)
-    assert plan([_spec("no")], [container()], RestartBook(), 0.0) == ([], None)
-    tasks, _ = plan([_spec()], [], RestartBook(), 0.0)
-    assert tasks == [Create(_spec())]
+    for observed in ([], [container()]):
+        result = plan([_spec("no")], observed, RestartBook(), 0.0)
+        assert (result.tasks, result.look_again) == ([], None)
+    assert plan([_spec()], [], RestartBook(), 0.0).tasks == [Create(_spec())]
 
 
 @given(st.lists(st.booleans(), max_size=6), st.lists(st.booleans(), max_size=6))
@@ -188,7 +189,7 @@ def test_no_plan_creates_a_held_replica(held: list[bool], present: list[bool]) -
         for i, h in enumerate(held)
     ]
     observed = [container(slot=i, spec_hash="h") for i, p in enumerate(present) if p]
-    tasks, _ = plan(desired, observed, RestartBook(), 0.0)
+    tasks = plan(desired, observed, RestartBook(), 0.0).tasks
     assert not [t for t in tasks if isinstance(t, Create) and t.spec.held]
 
 

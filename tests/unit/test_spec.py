@@ -22,7 +22,6 @@ from fleet.spec import (
     Resources,
     RestartPolicy,
     format_memory,
-    is_dns_label,
     json_schema,
     load_documents,
     load_file,
@@ -478,12 +477,6 @@ def test_memory_and_duration_helpers() -> None:
     for bad_duration in ["1d", "-1s", "s", "1s2", ""]:
         with pytest.raises(ValueError):
             parse_duration(bad_duration)
-
-
-def test_dns_label() -> None:
-    assert is_dns_label("web-1") and is_dns_label("a" * 63) and is_dns_label("0")
-    for bad in ["", "Web", "-a", "a-", "a_b", "a" * 64, "web\n"]:
-        assert not is_dns_label(bad)
 
 
 def test_json_schema_describes_what_users_write() -> None:

@@ -1,6 +1,7 @@
 """What a refused connection says: gRPC's details (the real strings, recorded from
 grpcio 1.85 against a real server) read as who refused what, our own certificate checked
-before connecting, an agent refused its identity, and key files open to others."""
+before connecting, an agent refused its identity, key files open to others, and keys
+that are not their certificate's."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from fleet._keyfiles import loose_mode_problem, read_private
 from fleet.errors import InvalidArgument, PermissionDenied
@@ -245,6 +250,61 @@ def test_a_loose_tls_key_is_refused(pki: TestPKI) -> None:
         files.read()
     with pytest.raises(InvalidArgument, match="mode 0640"):
         Transport(files).channel_credentials()
+
+
+def test_a_key_that_is_not_the_certificates_is_refused_naming_both(pki: TestPKI) -> None:
+    """gRPC says only that a handshake failed, or a server that it could not bind."""
+    mine, other = pki.client(), pki.agent("h1")
+    files = TlsFiles(pki.ca, mine.cert, other.key, origin="FLEET_PKI_DIR")
+    expected = (
+        f"the TLS key {other.key} is not the key of the certificate {mine.cert} (from "
+        "FLEET_PKI_DIR): a certificate works only with the key it was issued for; give the "
+        "key written beside it, or issue a new one with `fleet certs issue client admin "
+        f"--role admin --dir {pki.dir} --force`"
+    )
+    transport = Transport(files)
+    for read in (files.read, transport.channel_credentials, transport.server_credentials):
+        with pytest.raises(InvalidArgument) as raised:
+            read()
+        assert str(raised.value) == expected
+    assert TlsFiles(pki.ca, mine.cert, mine.key).read()[2] == mine.key.read_bytes()
+
+
+def test_a_key_file_that_holds_no_key_is_refused(pki: TestPKI, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.key"
+    junk.write_bytes(b"not a key")
+    junk.chmod(0o600)
+    with pytest.raises(InvalidArgument, match=f"the TLS key {junk} is not an unencrypted PEM"):
+        TlsFiles(pki.ca, pki.client().cert, junk).read()
+
+
+def test_a_pair_fleet_did_not_make_is_read_whatever_its_key_type(tmp_path: Path) -> None:
+    """etcd's certificates may come from elsewhere (--etcd-cert), with RSA keys."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "etcd")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - DAY)
+        .not_valid_after(now + DAY)
+        .sign(key, hashes.SHA256())
+    )
+    files = TlsFiles(tmp_path / "ca.crt", tmp_path / "etcd.crt", tmp_path / "etcd.key")
+    files.ca.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    files.key.chmod(0o600)
+    assert files.read()[1] == files.cert.read_bytes()
 
 
 # ------------------------------------------------------------------ message limits

@@ -7,7 +7,7 @@ import pytest
 
 from fleet.controlplane.auth import new_token, token_identity
 from fleet.errors import InvalidArgument
-from fleet.pki import Kind, Role
+from fleet.pki.subjects import Kind, Role
 from fleet.store import Versioned
 
 

@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator, Callable
 
 from fleet.controlplane.api.pending import PendingReasons
 from fleet.controlplane.appchanges import AppChangePlan
+from fleet.controlplane.appstatus import CountsCache
 from fleet.controlplane.auth import token_identity
+from fleet.controlplane.view import HostViews
 from fleet.errors import NotFound, Unavailable
-from fleet.pki import Identity
+from fleet.pki.subjects import Identity
 from fleet.proto import fleet_pb2 as pb
 from fleet.secrets import SecretBox
 from fleet.store import AppWrite, ClusterState, Informer, Store, Versioned, check_name
@@ -45,7 +47,11 @@ class ServiceBase:
         self._relay = relay
         self._secrets = secrets
         self.insecure = insecure  # every caller is an anonymous admin (logged at start)
-        self.pending = PendingReasons()
+        # The control plane's memos of host views and app counts (its controller and
+        # its metrics use them too).
+        self.views = HostViews()
+        self.counts = CountsCache()
+        self.pending = PendingReasons(self.views)
 
     def token_identity(self, token: str) -> Identity | None:
         """Who a bearer token stands for, if it is one of ours (``auth.token_identity``);

@@ -20,11 +20,12 @@ from fleet.controlplane.appchanges import (
     too_large,
     too_many,
 )
+from fleet.controlplane.appstatus import app_trouble, endpoints, rollout_counts
 from fleet.controlplane.auth import Permission, rpc
-from fleet.controlplane.replicas import plan_replicas
+from fleet.controlplane.planner import plan_replicas
 from fleet.controlplane.reports import status_proto
 from fleet.controlplane.revisions import kept_revisions
-from fleet.controlplane.rollout import app_trouble, endpoints, revisions_in_use, rollout_counts
+from fleet.controlplane.rollout import revisions_in_use
 from fleet.errors import REQUEST, InvalidArgument, SpecError, SpecProblem
 from fleet.proto import fleet_pb2 as pb
 from fleet.spec import AppSpec, parse_spec_json
@@ -208,7 +209,7 @@ class AppsApi(ServiceBase):
             pending = (
                 {} if complete else self.pending.of(state, name, now, explain=bool(request.name))
             )
-            counts = rollout_counts(state, name, now)
+            counts = rollout_counts(state, name, now, self.counts)
             rollout = state.rollouts.get(name)
             # Only an app with a container not up can have one in trouble (a walk of
             # its replicas is then worth it; at 100,000 replicas most apps are up).
@@ -262,7 +263,8 @@ class AppsApi(ServiceBase):
         desired_keys: set[ReportKey] = set()
         replicas: list[ReplicaRecord] = [v.value for v in state.replicas.values()]
         for replica in sorted(replicas, key=lambda r: (r.app, r.slot)):
-            for revision, host in replica.instances():
+            for container in replica.containers():
+                revision, host = container.revision, container.host
                 key = (host, replica.app, replica.slot, revision)
                 desired_keys.add(key)
                 if (app_filter and replica.app != app_filter) or (

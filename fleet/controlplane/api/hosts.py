@@ -17,9 +17,10 @@ from fleet._time import now_iso
 from fleet.controlplane.api._service import ServiceBase
 from fleet.controlplane.auth import Permission, caller, rpc
 from fleet.controlplane.maintenance import drain_record, may_take_slot, release_slot
+from fleet.controlplane.planner import plan_replicas
 from fleet.controlplane.registration import denied_serials
-from fleet.controlplane.replicas import plan_replicas
 from fleet.controlplane.upgrades import plan_walk
+from fleet.controlplane.view import HostViews
 from fleet.errors import FailedPrecondition, FleetError, InvalidArgument, NotFound
 from fleet.hostlabels import edit_labels
 from fleet.proto import fleet_pb2 as pb
@@ -39,7 +40,9 @@ log = logging.getLogger(__name__)
 _MAX_DEADLINE = 7 * 86400  # seconds: the longest drain deadline
 
 
-def _drain_blocked(state: ClusterState, now: float) -> dict[str, list[pb.Pending]]:
+def _drain_blocked(
+    state: ClusterState, now: float, views: HostViews
+) -> dict[str, list[pb.Pending]]:
     """For each draining host, the replicas that cannot move yet and why."""
     draining = {h for h, v in state.hosts.items() if v.value.state == "draining"}
     apps = sorted({r.value.app for r in state.replicas.values() if r.value.host in draining})
@@ -47,7 +50,9 @@ def _drain_blocked(state: ClusterState, now: float) -> dict[str, list[pb.Pending
     for app in apps:
         if app not in state.apps:
             continue
-        for slot, reason in sorted(plan_replicas(state, app, now).blocked.items()):
+        for slot, reason in sorted(
+            plan_replicas(state, app, now, views=views).drain_blocked.items()
+        ):
             replica = state.replicas.get((app, slot))
             if replica is not None:
                 pending = pb.Pending(app=app, slot=slot, reason=reason)
@@ -98,7 +103,7 @@ class HostsApi(ServiceBase):
         if request.name and request.name not in state.hosts:
             raise _not_found(request.name)
         holders = state.maintenance.value.holders if state.maintenance else {}
-        blocked = _drain_blocked(state, time.time())
+        blocked = _drain_blocked(state, time.time(), self.views)
         hosts = []
         for host_id in [request.name] if request.name else sorted(state.hosts):
             record = state.hosts[host_id].value

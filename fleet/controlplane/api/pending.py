@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fleet.controlplane.replicas import plan_replicas
+from fleet.controlplane.planner import plan_replicas
+from fleet.controlplane.view import HostViews
 from fleet.store import ClusterState
 
 __all__ = ["PendingReasons"]
@@ -15,7 +16,8 @@ _PLAN_REUSE = 3.0  # seconds a follower reuses its plan of an app's pending slot
 
 
 class PendingReasons:
-    def __init__(self) -> None:
+    def __init__(self, views: HostViews) -> None:
+        self._views = views
         # The leading replica's controller: why each unplaced slot is pending, from its
         # last round (None while this replica does not lead).
         self.leading: Callable[[], dict[str, dict[int, str]] | None] = lambda: None
@@ -45,7 +47,10 @@ class PendingReasons:
             }
         found = self._plans.get(app)
         if found is None or now - found[0] > _PLAN_REUSE:
-            found = self._plans[app] = (now, plan_replicas(state, app, now, lost).pending)
+            found = self._plans[app] = (
+                now,
+                plan_replicas(state, app, now, lost, views=self._views).pending,
+            )
         for gone in self._plans.keys() - state.apps.keys():
             del self._plans[gone]
         return found[1]

@@ -12,9 +12,10 @@ import grpc.aio
 from fleet._time import now_iso
 from fleet.controlplane.api._service import ServiceBase, app_change, plan_write
 from fleet.controlplane.appchanges import plan_apply, plan_restart, plan_undo
+from fleet.controlplane.appstatus import RolloutCounts, rollout_counts
 from fleet.controlplane.auth import Permission, rpc
 from fleet.controlplane.revisions import kept_revisions, undo_target
-from fleet.controlplane.rollout import RolloutCounts, revisions_in_use, rollout_counts
+from fleet.controlplane.rollout import revisions_in_use
 from fleet.errors import FailedPrecondition
 from fleet.proto import fleet_pb2 as pb
 from fleet.spec import parse_spec_json
@@ -48,7 +49,7 @@ class RolloutsApi(ServiceBase):
 
     def _rollout_info(self, state: ClusterState, name: str) -> pb.RolloutInfo:
         record = self._app(state, name).value
-        counts: RolloutCounts = rollout_counts(state, name, time.time())
+        counts: RolloutCounts = rollout_counts(state, name, time.time(), self.counts)
         info = pb.RolloutInfo(
             app=name,
             replicas=record.spec.replicas,

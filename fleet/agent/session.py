@@ -1,0 +1,280 @@
+"""The agent's session with the control plane: one stream at a time, to any server in
+``--server`` (with backoff between tries).
+
+On each stream the agent registers (capacity, labels, facts), then sends heartbeats
+(``fleet.agent.report``) and its queued events, and takes what the control plane sends:
+desired sets (stored for the reconcile loop, which is woken), host commands
+(``fleet.agent.hostcommands``) and log/exec/top requests (``fleet.agent.requests``).
+Events that were queued for a stream that then broke go back to the front of the
+queue, for the next one.
+
+A renewed certificate (its files rewritten while the agent runs) is taken up without a
+restart: the stream ends and the next one is opened with the new files
+(``fleet.agent.certwatch``). A control plane that refuses who the agent is (its
+certificate names another host) stops the agent: no retry can change that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import grpc.aio
+
+from fleet.agent.certwatch import CertificateWatch
+from fleet.agent.config import AgentConfig
+from fleet.agent.events import EventQueue
+from fleet.agent.health import Prober
+from fleet.agent.hostcommands import HostCommands
+from fleet.agent.logonce import FailureLog
+from fleet.agent.report import heartbeat
+from fleet.agent.requests import RequestHandler
+from fleet.agent.runtime import Runtime, call
+from fleet.agent.state import HostState
+from fleet.errors import FleetError
+from fleet.proto import fleet_pb2 as pb
+from fleet.proto import fleet_pb2_grpc as pb_grpc
+from fleet.refusals import agent_refused, explain_refusal
+
+__all__ = ["Outbox", "Session", "os_facts"]
+
+log = logging.getLogger(__name__)
+
+_REPORT_BATCH = 0.2  # seconds: changes this close together go in one report
+
+
+def os_facts(path: Path) -> dict[str, str]:
+    """os_name, os_version and os_id from an os-release file (none if unreadable)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return {}
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip().isidentifier():
+            fields[key.strip()] = value.strip().strip("\"'")
+    facts = {
+        "os_name": fields.get("NAME", ""),
+        "os_version": fields.get("VERSION_ID", "") or fields.get("VERSION", ""),
+        "os_id": fields.get("ID", ""),
+    }
+    return {k: v[:200] for k, v in facts.items() if v}
+
+
+def _address_towards(server: str) -> str:
+    """This host's address on the route to ``server`` (no packet is sent)."""
+    host = server.rpartition(":")[0].strip("[]") or "127.0.0.1"
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((host, 9))
+            return str(probe.getsockname()[0])
+    except OSError:
+        return ""
+
+
+class Outbox:
+    """The messages of one stream, in the order they go out. Events taken from the
+    queue for it that it never sent go back to the front of the queue when it closes
+    (a stream that broke delivers nothing more)."""
+
+    def __init__(self, events: EventQueue) -> None:
+        self._events = events
+        self._queue: asyncio.Queue[pb.AgentMessage] = asyncio.Queue()
+
+    async def put(self, message: pb.AgentMessage) -> None:
+        await self._queue.put(message)
+
+    async def send_events(self) -> None:
+        """Move queued events into the outbox, a batch at a time, until cancelled."""
+        while True:
+            await self._events.ready.wait()
+            batch = self._events.take()
+            if batch:
+                await self._queue.put(pb.AgentMessage(events=pb.EventBatch(events=batch)))
+
+    async def messages(self) -> AsyncIterator[pb.AgentMessage]:
+        """What the stream sends (its request iterator)."""
+        while True:
+            yield await self._queue.get()
+
+    def close(self) -> None:
+        """The stream is over: its unsent events go back to the queue, first in line."""
+        unsent: list[pb.Event] = []
+        while not self._queue.empty():
+            message = self._queue.get_nowait()
+            if message.WhichOneof("kind") == "events":
+                unsent.extend(message.events.events)
+        if unsent:
+            self._events.give_back(unsent)
+
+
+class Session:
+    """Keeps the agent connected to a control plane, until cancelled."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        runtime: Runtime,
+        state: HostState,
+        prober: Prober,
+        failures: FailureLog,
+        connected: asyncio.Event,
+    ) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.state = state
+        self.connected = connected
+        self._prober = prober
+        self._failures = failures
+        self._requests = RequestHandler(runtime, lambda: state.observed)
+        self.commands = HostCommands(config, state.events)
+        tls = config.transport.tls
+        self._certs = CertificateWatch(tls) if tls is not None else None
+
+    async def run(self) -> None:
+        """Connect, and connect again whenever a stream ends."""
+        delay = 0.2
+        attempt = 0
+        while True:
+            server = self.config.servers[attempt % len(self.config.servers)]
+            attempt += 1
+            try:
+                renewed = await self._session(server)
+                delay = 0.2
+                if renewed:
+                    continue  # reconnect at once, with the new certificate
+            except grpc.aio.AioRpcError as error:
+                details = error.details() or ""
+                refused = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
+                if error.code() in refused:
+                    # The control plane refuses who this agent is (its certificate names
+                    # another host): no retry can change that, so the agent stops.
+                    tls = self.config.transport.tls
+                    raise agent_refused(self.config.host_id, server, details, tls) from None
+                transport, now = self.config.transport, datetime.now(UTC)
+                detail = explain_refusal(details, transport, server, now) or details
+                log.warning("control plane %s: %s; retrying in %.1fs", server, detail, delay)
+            except (FleetError, OSError) as error:
+                log.warning("control plane %s: %s; retrying in %.1fs", server, error, delay)
+            except Exception as error:  # a bug must cost a reconnect, never the agent
+                self._failures.failed(f"session with {server} failed: {error!r}", error)
+            finally:
+                self.connected.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.config.reconnect_max)
+
+    async def _register_message(self) -> pb.AgentMessage:
+        cpus, memory, facts = await call(self.runtime, self.runtime.host_facts)
+        facts.update(await asyncio.to_thread(os_facts, self.config.os_release))
+        cpus = min(cpus, self.config.cpus) if self.config.cpus is not None else cpus
+        memory = min(memory, self.config.memory) if self.config.memory is not None else memory
+        return pb.AgentMessage(
+            register=pb.Register(
+                host_id=self.config.host_id,
+                capacity=pb.Resources(cpu=cpus, memory_bytes=memory),
+                labels=self.config.labels,
+                facts=facts,
+                address=self.config.address
+                or await asyncio.to_thread(_address_towards, self.config.servers[0]),
+            )
+        )
+
+    async def _watch_certificate(self, call: grpc.aio.Call, renewed: asyncio.Event) -> None:
+        """End the stream (``call``) once the certificate files changed into a usable
+        set: the next connection presents the new certificate."""
+        assert self._certs is not None
+        while True:
+            await asyncio.sleep(self.config.cert_check_seconds)
+            serial = await asyncio.to_thread(self._certs.renewed)
+            if serial is not None:
+                log.info(
+                    "the certificate %s changed (serial %s): reconnecting with it",
+                    self._certs.files.cert,
+                    serial,
+                )
+                renewed.set()
+                call.cancel()
+                return
+
+    async def _session(self, server: str) -> bool:
+        """One stream with ``server``, until it ends; True when it ended because the
+        certificate was renewed (reconnect at once)."""
+        outbox = Outbox(self.state.events)
+        await outbox.put(await self._register_message())
+        if self._certs is not None:
+            self._certs.mark()  # before the channel reads the files
+        async with self.config.transport.aio_channel(server) as channel:
+            stub = pb_grpc.AgentServiceStub(channel)
+            call = stub.Connect(outbox.messages())
+            heartbeats: asyncio.Task[None] | None = None
+            senders: asyncio.Task[None] | None = None
+            renewed = asyncio.Event()
+            watcher = (
+                asyncio.create_task(self._watch_certificate(call, renewed))
+                if self._certs is not None
+                else None
+            )
+
+            async def respond(response: pb.ContainerResponse) -> None:
+                await outbox.put(pb.AgentMessage(response=response))
+
+            first_set = True
+            try:
+                async for message in call:
+                    kind = message.WhichOneof("kind")
+                    if kind == "registered":
+                        log.info("registered with %s as %s", server, message.registered.host_id)
+                        self.connected.set()
+                        heartbeats = asyncio.create_task(
+                            self._send_heartbeats(outbox, message.registered.heartbeat_seconds)
+                        )
+                        senders = asyncio.create_task(outbox.send_events())
+                    elif kind == "request":
+                        self._requests.submit(message.request, respond)
+                    elif kind == "desired" and (
+                        # Versions rise with etcd's revision; an older set from a lagging
+                        # server is ignored, except the first one of a new stream.
+                        first_set or message.desired.version >= self.state.desired_version
+                    ):
+                        self.state.desired = list(message.desired.containers)
+                        self.state.desired_version = message.desired.version
+                        first_set = False
+                        self.state.wake.set()
+                        if message.desired.HasField("command"):
+                            await self.commands.run(message.desired.command)
+            except (asyncio.CancelledError, grpc.aio.AioRpcError):
+                current = asyncio.current_task()
+                if renewed.is_set() and not (current is not None and current.cancelling()):
+                    return True  # the stream we ended ourselves, to renew
+                raise
+            finally:
+                for task in (heartbeats, senders, watcher):
+                    if task is not None:
+                        task.cancel()
+                self._requests.cancel_all()
+                call.cancel()
+                outbox.close()
+            return renewed.is_set()
+
+    async def _send_heartbeats(self, outbox: Outbox, every: float) -> None:
+        report_now = self.state.report_now
+        while True:
+            report_now.clear()
+            await outbox.put(heartbeat(self.state, self._prober, self.config.backoff, time.time()))
+            try:
+                async with asyncio.timeout(max(every, 0.1)):  # (wait_for may swallow a cancel)
+                    await report_now.wait()
+            except TimeoutError:
+                continue
+            # A change goes out at once, but the changes that follow it within
+            # _REPORT_BATCH go with it (Nomad's client batches allocation updates every
+            # 200 ms too): a host starting a hundred containers sends a few reports, not
+            # a hundred, each of which the control plane compares container by container.
+            await asyncio.sleep(_REPORT_BATCH)

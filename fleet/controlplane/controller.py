@@ -1,0 +1,406 @@
+"""The replica controller: keeps every app's replica records in line with its spec.
+
+Level-triggered: on every wake-up it compares the whole desired state (apps) with the
+replica records and writes the difference, one compare-and-swap transaction per app
+(``planner.plan_replicas`` is the pure part). After the apps, a round marks drained
+hosts (``drains.drained_hosts``) and takes the upgrade walk's next step
+(``upgrades.step_upgrade``). It tracks hosts going down, and moves their replicas once
+they stay down for ``reschedule_after``.
+
+What it needs of the store, the informer and the event log is the three protocols
+below (as Nomad's planner sees ``State`` and ``Planner``), so its tests hand it small
+fakes of exactly that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+from fleet._time import now_iso
+from fleet.controlplane.drains import drained_hosts
+from fleet.controlplane.metrics import Metrics
+from fleet.controlplane.planner import lost_hosts, plan_replicas, settled_inputs
+from fleet.controlplane.slots import ReplicaPlan
+from fleet.controlplane.upgrades import step_upgrade
+from fleet.controlplane.view import HostLoad, HostViews
+from fleet.errors import Conflict, Unavailable
+from fleet.proto import fleet_pb2 as pb
+from fleet.store import ClusterState
+from fleet.store.records import (
+    AppRecord,
+    HostRecord,
+    JobRecord,
+    MaintenanceRecord,
+    ReplicaRecord,
+    RolloutRecord,
+    UpgradeRecord,
+)
+
+__all__ = ["ControllerStore", "EventSink", "ReplicaController", "StateSource"]
+
+log = logging.getLogger(__name__)
+
+
+class ControllerStore(Protocol):
+    """The writes a round makes (``fleet.store.Store`` implements them)."""
+
+    async def commit_replicas(
+        self,
+        app: str,
+        *,
+        app_mod_revision: int,
+        put: Sequence[tuple[ReplicaRecord, int]],
+        delete: Sequence[tuple[int, int]],
+        rollout: tuple[RolloutRecord, int] | None = None,
+        delete_rollout: int | None = None,
+        app_record: AppRecord | None = None,
+        job: tuple[JobRecord, int] | None = None,
+        delete_job: int | None = None,
+    ) -> int: ...
+
+    async def commit_upgrade(
+        self,
+        upgrade: UpgradeRecord | None,
+        upgrade_mod_revision: int,
+        hosts: Sequence[tuple[HostRecord, int]],
+        maintenance: MaintenanceRecord | None,
+        maintenance_mod_revision: int,
+    ) -> int: ...
+
+    async def write_host(self, host: HostRecord, *, expected_mod_revision: int) -> int: ...
+
+
+class Wakeup(Protocol):
+    async def wait(self) -> None: ...
+
+
+class StateSource(Protocol):
+    """Where the controller reads the state (``fleet.store.Informer``)."""
+
+    def subscribe(self) -> Wakeup: ...
+
+    async def wait_synced(self) -> None: ...
+
+    def state(self) -> ClusterState: ...
+
+    async def wait_for_revision(self, revision: int) -> None: ...
+
+
+class EventSink(Protocol):
+    """Where the controller's events go (``fleet.store.EventLog``)."""
+
+    async def append(self, source: str, events: Sequence[pb.Event]) -> None: ...
+
+
+_COMMITS_IN_FLIGHT = 4  # apps' plans being written while the next is planned
+_SLOW_ROUND = 1.0  # a round that planned for this long says so in the log
+
+
+def _event(*, kind: str, message: str, host: str = "", app: str = "", slot: int = 0) -> pb.Event:
+    return pb.Event(
+        time=now_iso(),
+        source="controlplane",
+        host=host,
+        app=app,
+        slot=slot,
+        kind=kind,
+        message=message,
+    )
+
+
+def _slot_list(slots: list[int], most: int = 10) -> str:
+    """``12 replicas (slots 0, 1, 2, ... and 9 more)``."""
+    shown = ", ".join(str(s) for s in slots[:most])
+    more = f" and {len(slots) - most} more" if len(slots) > most else ""
+    return f"{len(slots)} replicas (slots {shown}{more})"
+
+
+class ReplicaController:
+    """Runs ``plan_replicas`` for every app whenever the informer sees a change, and
+    moves the replicas of hosts that stay down for ``reschedule_after`` seconds."""
+
+    def __init__(
+        self,
+        store: ControllerStore,
+        informer: StateSource,
+        events: EventSink,
+        *,
+        resync: float = 30.0,
+        reschedule_after: float = 15.0,
+        metrics: Metrics | None = None,
+        min_interval: float = 0.05,
+        views: HostViews | None = None,
+    ) -> None:
+        self._metrics = metrics
+        self._store = store
+        self._informer = informer
+        self._events = events
+        self._resync = resync
+        self._reschedule_after = reschedule_after
+        # When each registered host was first seen without its liveness key. In memory: a
+        # new leader waits the full time again, which errs on the side of not moving.
+        self._down_since: dict[str, float] = {}
+        self._announced: set[str] = set()  # hosts with a host-down event and no host-up yet
+        self._started = False  # past the first look at the state
+        self.pending: dict[str, dict[int, str]] = {}  # app -> slot -> reason (for the API)
+        self._wake_at: float | None = None  # a replica becomes available, a deadline passes
+        self._min_interval = min_interval
+        # app -> what its last plan was made from and when it wanted to look again, for
+        # apps that plan had nothing to do for: such an app is not planned again until
+        # one of those inputs changes or that time comes.
+        self._settled: dict[str, tuple[object, float | None]] = {}
+        self._planning_seconds = 0.0  # the current round's, for the pause after it
+        self.views = views or HostViews()  # the hosts' views, kept between rounds
+
+    async def run(self) -> None:
+        subscription = self._informer.subscribe()
+        await self._informer.wait_synced()
+        while True:
+            # Wake on a change, when a down host's wait is over, or after a while anyway.
+            timeout = self._resync
+            if self._down_since:
+                due = min(self._down_since.values()) + self._reschedule_after - time.time()
+                timeout = max(0.1, min(timeout, due)) if due > 0 else self._resync
+            if self._wake_at is not None:
+                timeout = max(0.05, min(timeout, self._wake_at - time.time()))
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel
+            # that comes as the wait ends, and a stopping control plane then hung here.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await subscription.wait()
+            # Coalesce a burst of changes (hundreds of agents reporting) into one round:
+            # each round plans every app, so one per change would cost O(changes x apps).
+            self._planning_seconds = 0.0
+            await self.reconcile_all()
+            # A round that held the loop long (planning: its waits on etcd and on the
+            # watch do not count) leaves it twice as long to the agents' reports and
+            # heartbeats; at 100,000 replicas a round planning 50 apps took seconds.
+            spent = self._planning_seconds
+            await asyncio.sleep(max(self._min_interval, 2 * spent))
+
+    async def _track_liveness(self, state: ClusterState, now: float) -> None:
+        """Note hosts going down and coming back, with an event for each."""
+        changes = []
+        for host_id in sorted(state.hosts.keys() - state.alive.keys()):
+            if host_id not in self._down_since:
+                self._down_since[host_id] = now
+                # Hosts already down when this controller started are timed but not
+                # announced: at a restart every agent is briefly away and reconnecting.
+                if self._started:
+                    changes.append(("host-down", host_id, "the agent is not connected"))
+                    self._announced.add(host_id)
+        for host_id in sorted(self._down_since.keys() & state.alive.keys()):
+            del self._down_since[host_id]
+            if host_id in self._announced:
+                self._announced.discard(host_id)
+                changes.append(("host-up", host_id, "the agent is connected again"))
+        self._started = True
+        for host_id in sorted(self._down_since.keys() - state.hosts.keys()):
+            del self._down_since[host_id]
+        await self._record([_event(kind=k, host=h, message=m) for k, h, m in changes])
+
+    async def reconcile_all(self) -> None:
+        started = time.monotonic()
+        try:
+            await self._reconcile_all()
+        finally:
+            if self._metrics is not None:
+                self._metrics.reconcile.observe(time.monotonic() - started)
+
+    async def _reconcile_all(self) -> None:
+        state = self._informer.state()
+        now = time.time()
+        await self._track_liveness(state, now)
+        lost = lost_hosts(state, self._down_since, now, self._reschedule_after)
+        apps = set(state.apps) | set(state.apps_with_replicas()) | set(state.rollouts)
+        apps |= set(state.jobs)
+        pending: dict[str, dict[int, str]] = {}
+        wake_at: float | None = None
+        draining = any(h.value.state == "draining" for h in state.hosts.values())
+        # What this round wrote, by host: the next app is planned counting it without
+        # waiting for the watch to show it (at 50 apps that wait was most of a round).
+        written: dict[str, HostLoad] = {}
+        last_write = 0
+        planned = 0
+        commits: set[asyncio.Task[int]] = set()
+        try:
+            for app in sorted(apps):
+                inputs = settled_inputs(state, app, lost, draining)
+                settled = self._settled.get(app)
+                if (
+                    inputs is not None
+                    and settled is not None
+                    and settled[0] == inputs
+                    and (settled[1] is None or now < settled[1])
+                ):
+                    # Nothing it is planned from changed, and it had nothing to do; it
+                    # still wakes the controller when its plan said to look again.
+                    if settled[1] is not None:
+                        wake_at = settled[1] if wake_at is None else min(wake_at, settled[1])
+                    continue
+                planning = time.monotonic()
+                planned += 1
+                plan = plan_replicas(state, app, time.time(), lost, written, self.views)
+                planned_in = time.monotonic() - planning
+                self._planning_seconds += planned_in
+                if self._metrics is not None:
+                    self._metrics.scheduling.observe(planned_in)
+                if plan.pending:
+                    pending[app] = plan.pending
+                if plan.wake_at is not None:
+                    wake_at = plan.wake_at if wake_at is None else min(wake_at, plan.wake_at)
+                if (
+                    inputs is not None
+                    and plan.is_empty()
+                    and not (plan.pending or plan.drain_blocked)
+                ):
+                    self._settled[app] = (inputs, plan.wake_at)
+                else:
+                    self._settled.pop(app, None)
+                if plan.is_empty():
+                    continue
+                stored = state.apps.get(app)
+                # Counted as placed from now on (if the commit fails, the round over-counts,
+                # which only errs on the side of room), and committed while the next app is
+                # planned: planning is the server's cpu, committing is etcd's round trips.
+                for replica, _ in plan.put:
+                    for host in {replica.host, *([replica.next.host] if replica.next else [])}:
+                        written.setdefault(host, HostLoad()).add(replica, host)
+                commits.add(
+                    asyncio.create_task(
+                        self._commit(app, plan, stored.mod_revision if stored else 0)
+                    )
+                )
+                if len(commits) >= _COMMITS_IN_FLIGHT:
+                    done, commits = await asyncio.wait(commits, return_when=asyncio.FIRST_COMPLETED)
+                    last_write = max([last_write, *(t.result() for t in done)])
+            if commits:
+                last_write = max([last_write, *await asyncio.gather(*commits)])
+                commits = set()
+        finally:
+            for task in commits:
+                task.cancel()
+        for gone in self._settled.keys() - apps:
+            del self._settled[gone]
+        if self._planning_seconds >= _SLOW_ROUND:
+            log.info(
+                "planned %d of %d apps in %.1fs (the rest had nothing to do)",
+                planned,
+                len(apps),
+                self._planning_seconds,
+            )
+        if last_write:
+            # The next round must see this one's writes, or it would plan them again.
+            try:
+                await asyncio.wait_for(self._informer.wait_for_revision(last_write), 30)
+            except TimeoutError:
+                log.warning("the watch is behind this round's writes; planning again anyway")
+        await self._report_unschedulable(pending)
+        self.pending = pending
+        self._wake_at = wake_at
+        await self._finish_drains(self._informer.state())
+        await self._step_upgrade(self._informer.state())
+
+    async def _commit(self, app: str, plan: ReplicaPlan, app_mod_revision: int) -> int:
+        """Write one app's plan; the revision it was written at, 0 if it was not."""
+        try:
+            revision = await self._store.commit_replicas(
+                app,
+                app_mod_revision=app_mod_revision,
+                put=plan.put,
+                delete=plan.delete,
+                rollout=plan.rollout,
+                delete_rollout=plan.delete_rollout,
+                app_record=plan.app,
+                job=plan.job,
+                delete_job=plan.delete_job,
+            )
+        except Conflict:
+            # The state moved on under us; the watch will wake us with the new one.
+            log.debug("app %s: replica plan lost a race; re-planning on the next change", app)
+            return 0
+        except Unavailable as error:
+            log.warning("app %s: cannot commit replicas: %s", app, error)
+            if self._metrics is not None:
+                self._metrics.etcd_errors.inc()
+            return 0
+        await self._record_rollout_events(app, plan)
+        log.info("app %s: %d replica(s) written, %d removed", app, len(plan.put), len(plan.delete))
+        return revision
+
+    async def _step_upgrade(self, state: ClusterState) -> None:
+        step = step_upgrade(state, now_iso())
+        if step.is_empty():
+            return
+        try:
+            await self._store.commit_upgrade(
+                step.upgrade,
+                state.upgrade.mod_revision if state.upgrade else 0,
+                [(h, state.hosts[h.host_id].mod_revision) for h in step.hosts.values()],
+                step.maintenance,
+                state.maintenance.mod_revision if state.maintenance else 0,
+            )
+        except Conflict:
+            return  # the watch brings the new state; the next round decides again
+        except Unavailable as error:
+            log.warning("upgrade walk: cannot write its step: %s", error)
+            return
+        for kind, host, message in step.events:
+            log.info("upgrade walk: host %s: %s: %s", host, kind, message)
+        await self._record([_event(kind=k, host=h, message=m) for k, h, m in step.events])
+
+    async def _finish_drains(self, state: ClusterState) -> None:
+        for host_id in drained_hosts(state):
+            stored = state.hosts[host_id]
+            record = stored.value.model_copy(update={"state": "drained"})
+            try:
+                await self._store.write_host(record, expected_mod_revision=stored.mod_revision)
+            except Conflict:
+                continue  # changed meanwhile (uncordoned?): the next round decides again
+            except Unavailable as error:
+                log.warning("host %s: cannot mark it drained: %s", host_id, error)
+                continue
+            log.info("host %s is drained", host_id)
+            message = "no fleet container is left on it"
+            await self._record([_event(kind="host-drained", host=host_id, message=message)])
+
+    async def _record_rollout_events(self, app: str, plan: ReplicaPlan) -> None:
+        for kind, _, message in plan.events:
+            log.info("app %s: %s: %s", app, kind, message)
+        await self._record(
+            [_event(kind=k, app=app, slot=s or 0, message=m) for k, s, m in plan.events]
+        )
+
+    async def _report_unschedulable(self, pending: dict[str, dict[int, str]]) -> None:
+        """An event when replicas become unschedulable or their reason changes: one per
+        app and reason, naming the slots (as Nomad sums placement failures per task
+        group). One per replica made 100,000 events when a pool went away."""
+        grouped: dict[tuple[str, str], list[int]] = {}
+        for app, slots in sorted(pending.items()):
+            for slot, reason in sorted(slots.items()):
+                if self.pending.get(app, {}).get(slot) != reason:
+                    grouped.setdefault((app, reason), []).append(slot)
+        await self._record(
+            [
+                _event(
+                    kind="unschedulable",
+                    app=app,
+                    slot=slots[0],
+                    message=reason if len(slots) == 1 else f"{_slot_list(slots)}: {reason}",
+                )
+                for (app, reason), slots in grouped.items()
+            ]
+        )
+
+    async def _record(self, events: list[pb.Event]) -> None:
+        """Append the controller's events; an event log that is down costs a warning,
+        never a round."""
+        try:
+            await self._events.append("controlplane", events)
+        except Unavailable as error:
+            log.warning("could not record %d event(s): %s", len(events), error)

@@ -1,0 +1,93 @@
+"""One app's plan for one round of the replica controller: which steps run, in which
+order, for each mode. Pure: the state and the time are parameters.
+
+- every app: its new slots are placed and the slots of lost hosts move
+  (``SlotPlanner.place_missing_and_lost``);
+- a job stops there: its slots run once, with no rollout and no moves;
+- then replacements that are available take their slots over
+  (``SlotPlanner.promote_and_prune``), replicas leave draining hosts
+  (``drains.move_off_draining``; a global app's replicas never move), and the rollout
+  takes its step (``rollout.step_rollout``).
+
+The controller (``controller``) runs this for every app that may have something to do
+(``settled_inputs``) and writes the plans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fleet.controlplane.drains import move_off_draining
+from fleet.controlplane.rollout import step_rollout
+from fleet.controlplane.slots import ReplicaPlan, SlotPlanner
+from fleet.controlplane.view import HostLoad, HostViews
+from fleet.store import ClusterState
+
+__all__ = ["lost_hosts", "plan_replicas", "settled_inputs"]
+
+
+def plan_replicas(
+    state: ClusterState,
+    app: str,
+    now: float,
+    lost_hosts: frozenset[str] = frozenset(),
+    written: Mapping[str, HostLoad] | None = None,
+    views: HostViews | None = None,
+) -> ReplicaPlan:
+    """What to write so ``app``'s replicas match its spec in ``state`` at ``now`` (epoch
+    seconds), and the next step of its rollout. Replicas on ``lost_hosts`` (down for
+    longer than the controller waits) are placed again elsewhere, keeping their slots;
+    where nothing fits they stay, pending. Placements that still fit are never moved.
+    ``written``: other apps' containers written but not yet in ``state``, by host;
+    ``views``: host views kept between rounds."""
+    stored = state.apps.get(app)
+    if stored is None:
+        plan = ReplicaPlan()
+        existing = state.replica_slots(app)
+        plan.delete = [(slot, v.mod_revision) for slot, v in sorted(existing.items())]
+        rollout = state.rollouts.get(app)
+        if rollout is not None:
+            plan.delete_rollout = rollout.mod_revision
+        job = state.jobs.get(app)
+        if job is not None:
+            plan.delete_job = job.mod_revision
+        return plan
+    planner = SlotPlanner(state, app, now, lost_hosts, written, views)
+    planner.place_missing_and_lost()
+    if planner.mode == "job":
+        return planner.finish()
+    promoted = planner.promote_and_prune()
+    if planner.mode != "global":
+        move_off_draining(planner)
+    step_rollout(planner, promoted)
+    return planner.finish()
+
+
+def lost_hosts(
+    state: ClusterState, down_since: dict[str, float], now: float, reschedule_after: float
+) -> frozenset[str]:
+    """Hosts whose replicas go elsewhere: down for ``reschedule_after``, or gone."""
+    gone = set(state.hosts_with_replicas()) - state.hosts.keys()
+    waited = {h for h, since in down_since.items() if now - since >= reschedule_after}
+    return frozenset(gone | waited)
+
+
+def settled_inputs(
+    state: ClusterState, app: str, lost: frozenset[str], draining: bool
+) -> object | None:
+    """What a plan of ``app`` depends on, cheap to compare, besides the time: its own
+    records and reports, the hosts and which of them are lost. None when the plan may
+    change with other apps (a job) or with a drain, or when the state does not say what
+    changed: such an app is planned every round.
+
+    This is what keeps a round's cost with what changed: at 100,000 replicas the agents'
+    reports change every second, yet an app whose plan had nothing to do is planned
+    again only when its own containers change, or when its plan's ``wake_at`` comes
+    (a replica of a rollout becoming available, a progress deadline)."""
+    changes = state.changes
+    stored = state.apps.get(app)
+    if changes is None or stored is None or stored.value.spec.mode == "job":
+        return None
+    if draining:
+        return None  # a forced drain's deadline is a matter of time
+    return (changes.apps.get(app, 0), changes.reports.get(app, 0), changes.hosts, lost)

@@ -1,0 +1,52 @@
+"""The agent's outbox to the control plane: events taken for a stream that broke go
+back to the front of the queue, for the next stream."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from fleet.agent.events import EventQueue
+from fleet.agent.session import Outbox, os_facts
+from fleet.proto import fleet_pb2 as pb
+
+
+async def test_events_a_broken_stream_did_not_send_go_back_first_in_line() -> None:
+    queue = EventQueue()
+    outbox = Outbox(queue)
+    await outbox.put(pb.AgentMessage(register=pb.Register(host_id="h1")))
+    for kind in ("a", "b"):
+        queue.put(pb.Event(kind=kind))
+    sender = asyncio.create_task(outbox.send_events())
+    messages = outbox.messages()
+    sent = [await anext(messages), await anext(messages)]  # the stream sends these two
+    assert [m.WhichOneof("kind") for m in sent] == ["register", "events"]
+    queue.put(pb.Event(kind="c"))
+    await asyncio.sleep(0)  # the sender moves "c" into the outbox...
+    await outbox.put(pb.AgentMessage(heartbeat=pb.Heartbeat()))
+    queue.put(pb.Event(kind="d"))
+    await asyncio.sleep(0)  # ... and "d"; then the stream breaks
+    sender.cancel()
+    await asyncio.gather(sender, return_exceptions=True)
+    queue.put(pb.Event(kind="e"))  # raised after the stream broke
+    outbox.close()
+    assert [e.kind for e in queue.take()] == ["c", "d", "e"]
+
+
+async def test_a_closed_outbox_with_nothing_unsent_gives_nothing_back() -> None:
+    queue = EventQueue()
+    outbox = Outbox(queue)
+    await outbox.put(pb.AgentMessage(heartbeat=pb.Heartbeat()))
+    outbox.close()
+    assert queue.take() == [] and not queue.ready.is_set()
+
+
+def test_os_facts_read_the_os_release_file(tmp_path: Path) -> None:
+    release = tmp_path / "os-release"
+    release.write_text('NAME="Debian GNU/Linux"\nVERSION_ID="12"\nID=debian\n# comment\n')
+    assert os_facts(release) == {
+        "os_name": "Debian GNU/Linux",
+        "os_version": "12",
+        "os_id": "debian",
+    }
+    assert os_facts(tmp_path / "missing") == {}

@@ -1,0 +1,128 @@
+"""Tests of the container template: which fields of a spec make a new revision of its
+containers (``AppSpec.template``) and ``template_of``, the spec a rollback or an undo
+writes. Both read the one set of fields that only say how many, where and how."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from fleet.spec import AppSpec, load_documents, template_of
+
+# The fields that are not the container template, as rollout.template_of spelled them
+# before fleet.spec had the one set: the old behaviour the new function must keep.
+_KEPT_BEFORE = {"name", "replicas", "constraints", "placement", "max_per_host", "update"}
+_KEPT_BEFORE |= {"min_available", "mode", "completions", "parallelism", "backoff_limit"}
+_KEPT_BEFORE.add("ttl_after_finished")
+
+
+def template_of_before(current: AppSpec, revision_spec: AppSpec) -> AppSpec:
+    """``controlplane.rollout.template_of`` as it was."""
+    template = {k: v for k, v in revision_spec.model_dump().items() if k not in _KEPT_BEFORE}
+    return AppSpec.model_validate({**current.model_dump(), **template})
+
+
+_MODES: dict[str, dict[str, Any]] = {
+    "replicated": {"replicas": st.integers(0, 20), "min_available": st.sampled_from([1, "50%"])},
+    "global": {"min_available": st.sampled_from([0, "100%"])},
+    "job": {
+        "completions": st.integers(1, 5),
+        "parallelism": st.integers(1, 3),
+        "backoff_limit": st.integers(0, 6),
+        "ttl_after_finished": st.sampled_from(["1m", 30]),
+    },
+}
+_TEMPLATE: dict[str, Any] = {
+    "image": st.sampled_from(["img:v1", "img:v2", "registry:5000/web@sha256:" + "a" * 64]),
+    "command": st.sampled_from([["sleep", "1"], "httpd -f"]),
+    "env": st.dictionaries(st.sampled_from(["A", "B"]), st.sampled_from(["1", "x"])),
+    "ports": st.sampled_from([["8080"], ["80:8080", "53/udp"]]),
+    "resources": st.sampled_from([{"cpu": 0.5}, {"memory": "64Mi"}]),
+    "restart": st.sampled_from(["no", "on-failure", "on-failure:2", "always"]),
+    "labels": st.sampled_from([{"team": "web"}, {}]),
+    "stop_grace_period": st.sampled_from(["1s", 30]),
+    "shutdown_delay": st.sampled_from(["2s", 0]),
+    "privileged": st.booleans(),
+    "cap_add": st.sampled_from([["NET_ADMIN"], []]),
+    "volumes": st.sampled_from([["data:/data"], ["/srv:/srv:ro"]]),
+    "health": st.sampled_from([{"tcp": 80}, {"http": "http://:8080/", "interval": "1s"}]),
+}
+_PLACEMENT: dict[str, Any] = {
+    "constraints": st.sampled_from([["role=edge"], ["gpu", "disk!=hdd"]]),
+    "placement": st.sampled_from(["binpack", "spread"]),
+    "max_per_host": st.integers(1, 3),
+    "update": st.sampled_from([{"max_surge": 0, "max_unavailable": 1}, {"min_ready": "3s"}]),
+}
+
+
+@st.composite
+def specs(draw: st.DrawFn, name: str = "web") -> AppSpec:
+    """A valid spec of any mode, with some of every kind of field."""
+    mode = draw(st.sampled_from(sorted(_MODES)))
+    optional = {**_TEMPLATE, **_PLACEMENT, **_MODES[mode]}
+    keys = draw(st.lists(st.sampled_from(sorted(optional)), unique=True))
+    data = {"name": name, "image": "img", "mode": mode}
+    data.update({key: draw(optional[key]) for key in keys})
+    if mode == "job" and data.get("restart") == "always":
+        data["restart"] = "no"
+    return AppSpec.model_validate(data)
+
+
+def outcome(make: Any) -> AppSpec | list[tuple[Any, ...]]:
+    """The spec ``make`` returns, or what its refusal says where."""
+    try:
+        spec: AppSpec = make()
+    except ValidationError as error:
+        return [(e["type"], e["loc"], e["msg"]) for e in error.errors()]
+    return spec
+
+
+@settings(max_examples=300, deadline=None)
+@given(specs(), specs())
+def test_property_template_of_keeps_the_old_behaviour(current: AppSpec, revision: AppSpec) -> None:
+    """Whatever the modes, ``template_of`` gives the spec the rollout's own did (or the
+    same refusal, as for a job given a revision whose restart is always)."""
+    assert outcome(lambda: template_of(current, revision)) == outcome(
+        lambda: template_of_before(current, revision)
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(specs(), specs())
+def test_property_template_of_takes_the_template_and_keeps_the_rest(
+    current: AppSpec, revision: AppSpec
+) -> None:
+    """The result runs the revision's containers (the same template and hash) and keeps
+    everything else of the current spec."""
+    try:
+        result = template_of(current, revision)
+    except ValidationError:
+        assert current.mode == "job" and revision.restart.kind == "always"
+        return
+    assert result.template() == revision.template()
+    assert result.template_hash() == revision.template_hash()
+    template = set(revision.template())
+    rest = {k: v for k, v in current.model_dump().items() if k not in template}
+    assert {k: v for k, v in result.model_dump().items() if k not in template} == rest
+
+
+def test_the_template_and_the_rest_are_every_field() -> None:
+    """Every field is either the container template or kept by ``template_of``."""
+    [spec] = load_documents("name: web\nimage: img\n")
+    template = set(spec.template())
+    assert template | _KEPT_BEFORE == set(AppSpec.model_fields)
+    assert not template & _KEPT_BEFORE
+
+
+@pytest.mark.parametrize("mode", ["global", "job"])
+def test_template_of_keeps_the_mode_and_its_counts(mode: str) -> None:
+    counts = "" if mode == "global" else "completions: 3\n"
+    [current] = load_documents(f"name: web\nimage: img:v2\nmode: {mode}\n{counts}restart: no\n")
+    [revision] = load_documents("name: web\nimage: img:v1\nreplicas: 5\nrestart: on-failure\n")
+    result = template_of(current, revision)
+    assert (result.mode, result.image, str(result.restart)) == (mode, "img:v1", "on-failure")
+    assert result.completions == current.completions
