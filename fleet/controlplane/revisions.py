@@ -4,7 +4,7 @@ records (``appchanges`` decides when an apply or a restart makes a new revision)
 
 A new revision is numbered after every revision kept, so an undo to an older one
 never makes a number come back; the newest ``REVISION_HISTORY`` are kept, and any
-older one still in use (``rollout.revisions_in_use``).
+older one still in use (``revisions_in_use``).
 """
 
 from __future__ import annotations
@@ -23,10 +23,20 @@ __all__ = [
     "next_revision",
     "pruned",
     "revision_hash",
+    "revisions_in_use",
     "undo_target",
 ]
 
 REVISION_HISTORY = 10
+
+
+def revisions_in_use(state: ClusterState, app: str) -> set[int]:
+    """Revisions that must not be pruned: run by a replica, or a rollback's way back."""
+    used = {c.revision for r in state.replicas_of(app) for c in r.containers()}
+    rollout = state.rollouts.get(app)
+    if rollout is not None:
+        used |= {rollout.value.revision, rollout.value.from_revision}
+    return used
 
 
 def kept_revisions(state: ClusterState, app: str) -> list[int]:

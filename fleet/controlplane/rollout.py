@@ -30,19 +30,9 @@ from fleet.controlplane.availability import crash_reason
 from fleet.controlplane.drains import drain_wake_at
 from fleet.controlplane.slots import SlotPlanner
 from fleet.spec import template_of
-from fleet.store import ClusterState
 from fleet.store.records import ReplicaRecord, RolloutRecord
 
-__all__ = ["revisions_in_use", "rollback_target", "step_rollout"]
-
-
-def revisions_in_use(state: ClusterState, app: str) -> set[int]:
-    """Revisions that must not be pruned: run by a replica, or a rollback's way back."""
-    used = {c.revision for r in state.replicas_of(app) for c in r.containers()}
-    rollout = state.rollouts.get(app)
-    if rollout is not None:
-        used |= {rollout.value.revision, rollout.value.from_revision}
-    return used
+__all__ = ["rollback_target", "step_rollout"]
 
 
 def rollback_target(old: RolloutRecord | None, target: int) -> int:

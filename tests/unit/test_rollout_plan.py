@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from fleet.controlplane.appstatus import RolloutCounts, endpoints, rollout_counts
 from fleet.controlplane.availability import observe
 from fleet.controlplane.planner import plan_replicas
-from fleet.controlplane.rollout import revisions_in_use
+from fleet.controlplane.revisions import revisions_in_use
 from fleet.controlplane.slots import ReplicaPlan
 from fleet.spec import AppSpec, load_documents
 from fleet.store import ClusterState, Versioned

@@ -24,8 +24,7 @@ from fleet.controlplane.appstatus import app_trouble, endpoints, rollout_counts
 from fleet.controlplane.auth import Permission, rpc
 from fleet.controlplane.planner import plan_replicas
 from fleet.controlplane.reports import status_proto
-from fleet.controlplane.revisions import kept_revisions
-from fleet.controlplane.rollout import revisions_in_use
+from fleet.controlplane.revisions import kept_revisions, revisions_in_use
 from fleet.errors import REQUEST, InvalidArgument, SpecError, SpecProblem
 from fleet.proto import fleet_pb2 as pb
 from fleet.spec import AppSpec, parse_spec_json

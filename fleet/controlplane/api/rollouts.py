@@ -14,8 +14,7 @@ from fleet.controlplane.api._service import ServiceBase, app_change, plan_write
 from fleet.controlplane.appchanges import plan_apply, plan_restart, plan_undo
 from fleet.controlplane.appstatus import RolloutCounts, rollout_counts
 from fleet.controlplane.auth import Permission, rpc
-from fleet.controlplane.revisions import kept_revisions, undo_target
-from fleet.controlplane.rollout import revisions_in_use
+from fleet.controlplane.revisions import kept_revisions, revisions_in_use, undo_target
 from fleet.errors import FailedPrecondition
 from fleet.proto import fleet_pb2 as pb
 from fleet.spec import parse_spec_json
