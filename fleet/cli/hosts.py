@@ -18,16 +18,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from fleet._time import epoch
 from fleet.cli.connection import CONNECTION, Connection, connected
+from fleet.cli.options import duration_option
 from fleet.cli.output import (
     Format,
     OutputOpt,
     console,
     err_console,
+    fail,
     print_error,
     print_records,
     safe,
 )
-from fleet.cli.rollouts import parse_timeout
 from fleet.errors import InvalidArgument
 from fleet.hostlabels import AGENT_PREFIX
 from fleet.proto import fleet_pb2 as pb
@@ -143,8 +144,8 @@ def drain(
     make-before-break (the replacement is available before the old one stops),
     never taking an app below its min_available. It takes a slot of the cluster's
     maintenance semaphore; `fleet uncordon HOST` ends it and gives the slot back."""
-    seconds = parse_timeout(deadline) if deadline else 0.0
-    limit = parse_timeout(timeout)
+    seconds = duration_option("--deadline", deadline) if deadline else 0.0
+    limit = duration_option("--timeout", timeout)
     with conn.client() as client:
         info = client.drain_host(host, deadline=seconds, force=force, include_global=include_global)
         if output in (Format.json, Format.yaml):
@@ -205,13 +206,11 @@ def label(
     labels a host cannot give itself: what its agent claims (`fleet agent --label k=v`)
     is matched as agent.k."""
     if kind not in ("host", "hosts"):
-        print_error(f"fleet label takes host, not {kind!r}: fleet label host HOST KEY=VALUE")
-        raise typer.Exit(2)
+        fail(f"fleet label takes host, not {kind!r}: fleet label host HOST KEY=VALUE")
     try:
         put, remove = label_changes(changes)
     except InvalidArgument as error:
-        print_error(str(error))
-        raise typer.Exit(2) from None
+        fail(str(error))
     with conn.client() as client:
         info = client.label_host(host, put, remove, overwrite=overwrite)
     if output in (Format.json, Format.yaml):
@@ -323,10 +322,9 @@ def upgrade_hosts(
     or by ops), waited for until its agent is back with a new boot id or OS version,
     checked with a --canary replica if asked, and uncordoned; then the next host goes.
     The walk lives in the control plane: Ctrl-C stops following it, not the walk."""
-    limit = parse_timeout(timeout)
+    limit = duration_option("--timeout", timeout)
     if sum((stop, resume, status)) > 1:
-        print_error("use one of --stop, --resume and --status")
-        raise typer.Exit(2)
+        fail("use one of --stop, --resume and --status")
     with conn.client() as client:
         if status:
             walk = client.upgrade()

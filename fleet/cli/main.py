@@ -13,7 +13,7 @@ import sys
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 import yaml
@@ -22,24 +22,26 @@ from rich.table import Table
 
 from fleet.cli import certs, hosts, rollouts, secrets
 from fleet.cli.connection import CONNECTION, Connection, connected
+from fleet.cli.options import duration_option, memory_option
 from fleet.cli.output import (
     Format,
     OutputOpt,
     console,
     err_console,
+    fail,
     human_memory,
     print_error,
     print_records,
     safe,
     to_dict,
 )
-from fleet.cli.rollouts import TimeoutOpt, WaitOpt, follow_changes, parse_timeout
+from fleet.cli.rollouts import TimeoutOpt, WaitOpt, follow_changes
 from fleet.client import servers_from
 from fleet.errors import FleetError, PolicyDenied, SpecError
 from fleet.hostlabels import AGENT_PREFIX
 from fleet.policy import ALLOW_WORDS, Policy
 from fleet.proto import fleet_pb2 as pb
-from fleet.spec import AppFile, AppSpec, json_schema, load_file, parse_duration, parse_memory
+from fleet.spec import AppFile, AppSpec, json_schema, load_file
 from fleet.transport import TlsFiles, client_transport
 
 app = typer.Typer(
@@ -57,11 +59,6 @@ FileOpt = Annotated[
     Path,
     typer.Option("--filename", "-f", help="App file (YAML, one or more documents; - for stdin)."),
 ]
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    print_error(message)
-    raise typer.Exit(code)
 
 
 def _load(path: Path) -> list[AppSpec]:
@@ -86,7 +83,7 @@ def apply(
     """Create or update the apps in FILE (declarative: re-applying changes nothing)."""
     loaded = AppFile.read(filename)
     specs = loaded.specs
-    seconds = parse_timeout(timeout)
+    seconds = duration_option("--timeout", timeout)
     with conn.client() as client:
         # Plan on what is stored now; if someone changes one of these apps before ours
         # lands, the server refuses instead of overwriting their change.
@@ -163,7 +160,7 @@ def _kind(value: str) -> Kind:
     try:
         return Kind(_KIND_ALIASES.get(value, value))
     except ValueError:
-        _fail(f"unknown kind {value!r}: use apps, hosts or containers", 2)
+        fail(f"unknown kind {value!r}: use apps, hosts or containers")
 
 
 def _ports(status: pb.ContainerStatus) -> str:
@@ -445,14 +442,7 @@ def describe(
             console.print("[bold]containers[/bold]")
             _print_containers(client.containers(host=name), Format.table)
         else:
-            _fail("describe takes app or host", 2)
-
-
-def _duration_option(flag: str, text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as error:
-        _fail(f"{flag} {text!r}: {error}", 2)
+            fail("describe takes app or host")
 
 
 @app.command()
@@ -475,7 +465,7 @@ def events(
     """Show what happened across the pool: container starts, exits, restarts, pulls,
     unschedulable replicas (kept about an hour, 32 MiB at most). Repeats are stored once
     with a count (shown as xN). -o json prints one object per line."""
-    seconds = _duration_option("--since", since) if since else 0.0
+    seconds = duration_option("--since", since) if since else 0.0
     with conn.client() as client:
         for event in client.events(
             app=app_name, host=host, since_seconds=seconds, follow=follow, limit=limit
@@ -583,7 +573,7 @@ def exec_(
     `fleet exec web/0 -- cat /etc/hostname`."""
     app_name, _, slot_text = target.partition("/")
     if slot_text and not slot_text.isdigit():
-        _fail(f"{target!r}: expected APP or APP/SLOT", 2)
+        fail(f"{target!r}: expected APP or APP/SLOT")
     with conn.client() as client:
         result = client.exec(app_name, command, slot=int(slot_text) if slot_text else -1)
     sys.stdout.buffer.write(result.output)
@@ -665,7 +655,7 @@ def delete(
     elif _kind(kind or "?") == Kind.apps and name:
         names = [name]
     else:
-        _fail("use `fleet delete app NAME` or `fleet delete -f FILE`", 2)
+        fail("use `fleet delete app NAME` or `fleet delete -f FILE`")
     with conn.client() as client:
         for app_name in names:
             client.delete_app(app_name)
@@ -709,7 +699,7 @@ def _policy(allow: list[str], caps: list[str], binds: list[str]) -> Policy:
     flags = {}
     for word in allow:
         if word not in ALLOW_WORDS:
-            _fail(f"--allow {word!r}: use one of {', '.join(ALLOW_WORDS)}", 2)
+            fail(f"--allow {word!r}: use one of {', '.join(ALLOW_WORDS)}")
         flags[ALLOW_WORDS[word]] = True
     return Policy(**flags, allow_capabilities=[c.upper() for c in caps], allow_bind_mounts=binds)
 
@@ -956,7 +946,7 @@ def server(
     )
     etcd_files = (etcd_cacert, etcd_cert, etcd_key)
     if any(etcd_files) and not all(etcd_files):
-        _fail("etcd TLS needs all of --etcd-cacert, --etcd-cert and --etcd-key", 2)
+        fail("etcd TLS needs all of --etcd-cacert, --etcd-cert and --etcd-key")
     config = ServerConfig(
         etcd=[e for e in etcd.split(",") if e],
         transport=transport,
@@ -964,41 +954,32 @@ def server(
         listen=listen,
         prefix=prefix,
         secrets_key=ensure_key_file(secrets_key_file) if secrets_key_file else None,
-        host_lease_ttl=max(1, round(_duration_option("--host-down-after", host_down_after))),
+        host_lease_ttl=max(1, round(duration_option("--host-down-after", host_down_after))),
         token_listen=token_listen,
         metrics_listen=metrics_listen,
         metrics_insecure=metrics_insecure,
         reflection=reflection,
-        reschedule_after=_duration_option("--reschedule-after", reschedule_after)
+        reschedule_after=duration_option("--reschedule-after", reschedule_after)
         if reschedule_after
         else None,
-        leader_ttl=max(2, round(_duration_option("--leader-ttl", leader_ttl))),
-        heartbeat_seconds=max(0.1, _duration_option("--heartbeat-interval", heartbeat_interval)),
-        compact_interval=_duration_option("--compact-interval", compact_interval),
+        leader_ttl=max(2, round(duration_option("--leader-ttl", leader_ttl))),
+        heartbeat_seconds=max(0.1, duration_option("--heartbeat-interval", heartbeat_interval)),
+        compact_interval=duration_option("--compact-interval", compact_interval),
         server_id=server_id or "",
         etcd_max_txn_ops=etcd_max_txn_ops,
         host_limits=HostLimits(
             cpus=max_host_cpus,
-            memory=_memory_option(max_host_memory, "--max-host-memory")
-            if max_host_memory
-            else None,
+            memory=memory_option("--max-host-memory", max_host_memory) if max_host_memory else None,
         ),
     )
     asyncio.run(run_server(config))
-
-
-def _memory_option(text: str, flag: str = "--memory") -> int:
-    try:
-        return parse_memory(text)
-    except ValueError as error:
-        _fail(f"{flag} {text!r}: {error}", 2)
 
 
 def _address_option(text: str) -> str:
     try:
         return str(ipaddress.ip_address(text.strip()))
     except ValueError:
-        _fail(f"--advertise-address must be an IP address, got {text!r}", 2)
+        fail(f"--advertise-address must be an IP address, got {text!r}")
 
 
 def _default_state_dir(host_id: str) -> Path:
@@ -1012,7 +993,7 @@ def _labels(values: list[str]) -> dict[str, str]:
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            _fail(f"--label {item!r} must be KEY=VALUE", 2)
+            fail(f"--label {item!r} must be KEY=VALUE")
         labels[key] = value
     return labels
 
@@ -1108,8 +1089,8 @@ def agent(
         policy=_policy(allow or [], allow_cap or [], allow_bind or []),
         state_dir=state_dir or _default_state_dir(host_id),
         cpus=cpus,
-        memory=_memory_option(memory) if memory else None,
-        image_gc_after=_duration_option("--image-gc-after", image_gc_after)
+        memory=memory_option("--memory", memory) if memory else None,
+        image_gc_after=duration_option("--image-gc-after", image_gc_after)
         if image_gc_after
         else None,
         address=_address_option(advertise_address) if advertise_address else "",

@@ -1,4 +1,8 @@
-"""How the CLI prints: tables for people, JSON and YAML for scripts."""
+"""How the CLI prints: tables for people, JSON and YAML for scripts, and errors.
+
+Everything a user, a host or a server wrote passes ``safe`` on its way to the terminal.
+``print_error`` is the one way errors are shown; ``fail`` shows one and exits 2.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import json
 import sys
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 import yaml
@@ -23,6 +27,7 @@ __all__ = [
     "OutputOpt",
     "console",
     "err_console",
+    "fail",
     "human_memory",
     "print_error",
     "print_records",
@@ -42,8 +47,16 @@ def safe(text: object) -> str:
 
 
 def print_error(message: str) -> None:
-    """``error: message`` on stderr, the message shown as it is."""
+    """``error: message`` on stderr, the message shown as it is. The CLI's only error
+    printer: every command, and ``main`` for the errors the server answers, use it."""
     err_console.print(f"[red]error:[/red] {safe(message)}", soft_wrap=True)
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``message`` as an error and exit 2: the command was given something it
+    cannot use, found before anything was changed."""
+    print_error(message)
+    raise typer.Exit(2)
 
 
 class Format(StrEnum):

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from fleet.cli.connection import CONNECTION, Connection, connected
+from fleet.cli.options import duration_option
 from fleet.cli.output import (
     Format,
     OutputOpt,
@@ -29,7 +30,6 @@ from fleet.cli.output import (
 )
 from fleet.errors import NotFound
 from fleet.proto import fleet_pb2 as pb
-from fleet.spec import parse_duration
 
 __all__ = [
     "POLL_INTERVAL",
@@ -37,7 +37,6 @@ __all__ = [
     "WaitOpt",
     "endpoints",
     "follow_changes",
-    "parse_timeout",
     "rollout_app",
     "rollout_outcome",
     "set_app",
@@ -84,15 +83,6 @@ TimeoutOpt = Annotated[
 
 class RolloutSource(Protocol):
     def rollout_status(self, app: str) -> pb.RolloutInfo: ...
-
-
-def parse_timeout(text: str) -> float:
-    """Seconds from ``--timeout``; a bad value exits 2 before anything is changed."""
-    try:
-        return parse_duration(text)
-    except ValueError as error:
-        print_error(f"--timeout {text!r}: {error}")
-        raise typer.Exit(2) from None
 
 
 def _human_seconds(seconds: float) -> str:
@@ -307,7 +297,7 @@ def set_image(
     """Point APP at IMAGE (a new revision, rolled out like an apply).
 
     The rest of the app's spec stays as stored."""
-    seconds = parse_timeout(timeout)
+    seconds = duration_option("--timeout", timeout)
     with conn.client() as client:
         change = client.set_image(app_name, image)
         if output in (Format.json, Format.yaml):
@@ -339,7 +329,7 @@ def rollout_status(
 
     Exit 0 when it completes; 1 when it fails, another revision supersedes it or
     --timeout passes; 2 when the controller rolled it back."""
-    seconds = parse_timeout(timeout)
+    seconds = duration_option("--timeout", timeout)
     with conn.client() as client:
         if no_follow:
             info = client.rollout_status(app_name)
@@ -396,7 +386,7 @@ def rollout_undo(
     conn: Connection = CONNECTION,
 ) -> None:
     """Roll APP back to an earlier revision (by default the one before the current)."""
-    seconds = parse_timeout(timeout)
+    seconds = duration_option("--timeout", timeout)
     with conn.client() as client:
         info = client.rollout_undo(app_name, to_revision)
         console.print(safe(f"app/{app_name} rolling back to revision {info.revision}"))
@@ -437,7 +427,7 @@ def rollout_restart(
     """Replace every replica of APP with a fresh container of the same spec.
 
     The replacement is rolled out under the app's update rules, like a new image."""
-    seconds = parse_timeout(timeout)
+    seconds = duration_option("--timeout", timeout)
     with conn.client() as client:
         info = client.rollout_restart(app_name)
         console.print(safe(f"app/{app_name} restarting (revision {info.revision})"))
@@ -522,7 +512,7 @@ def wait(
     """Wait for APP: a job until it completes (exit 1 if it failed), any other app until
     its rollout is complete (like `fleet rollout status`). For pipelines: run a
     migration job, `fleet wait` for it, then roll out."""
-    limit = parse_timeout(timeout)
+    limit = duration_option("--timeout", timeout)
     with conn.client() as client:
         [info] = client.apps(app_name)
         if info.mode == "job":
