@@ -1,9 +1,10 @@
-"""``fleet drain`` and ``fleet upgrade-hosts``: take hosts out for maintenance;
-``fleet label host``: the labels admins give hosts; ``fleet hosts remove``: take one
-out of the pool for good.
+"""The host commands: ``fleet cordon``, ``uncordon``, ``drain`` and ``upgrade-hosts``
+take hosts out for maintenance and back; ``fleet label host``: the labels admins give
+hosts; ``fleet hosts remove``: take one out of the pool for good.
 
 Drains and upgrade walks run in the control plane and live in etcd; these commands
-start them and, if asked, poll until they are done.
+start them and, if asked, poll until they are done. ``fleet get hosts`` and
+``describe host`` are with the other listings (``fleet.cli.apps``).
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ from fleet.hostlabels import AGENT_PREFIX
 from fleet.proto import fleet_pb2 as pb
 
 __all__ = [
+    "cordon",
     "drain",
     "follow_upgrade",
     "hosts_app",
     "label",
     "label_changes",
     "removed_lines",
+    "uncordon",
     "upgrade_hosts",
     "wait_for_drain",
 ]
@@ -47,6 +50,34 @@ __all__ = [
 POLL_INTERVAL = 0.5
 
 HostArg = Annotated[str, typer.Argument(metavar="HOST", help="The host.", show_default=False)]
+
+
+# ---------------------------------------------------------------------- cordon
+
+
+# cordon's and uncordon's HOST has no help line in --help, unlike HostArg's.
+BareHostArg = Annotated[str, typer.Argument(metavar="HOST", show_default=False)]
+
+
+@connected
+def cordon(host: BareHostArg, conn: Connection = CONNECTION) -> None:
+    """Take no new replicas on HOST; what runs there stays (admin only)."""
+    _set_host_state(conn, host, "cordoned")
+
+
+@connected
+def uncordon(host: BareHostArg, conn: Connection = CONNECTION) -> None:
+    """Let HOST take new replicas again (admin only)."""
+    _set_host_state(conn, host, "ready")
+
+
+def _set_host_state(conn: Connection, host: str, state: str) -> None:
+    with conn.client() as client:
+        info = client.set_host_state(host, state)
+    console.print(safe(f"host/{info.host_id} {info.state}"))
+
+
+# ---------------------------------------------------------------------- drain
 
 
 def _blocked_lines(info: pb.HostInfo) -> list[str]:
@@ -161,6 +192,9 @@ def drain(
         console.print(safe(f"host/{host} drained"))
 
 
+# ---------------------------------------------------------------------- labels
+
+
 def label_changes(items: list[str]) -> tuple[dict[str, str], list[str]]:
     """(labels to set, keys to remove) from ``KEY=VALUE`` and ``KEY-`` arguments;
     InvalidArgument for anything else."""
@@ -223,6 +257,9 @@ def label(
         ),
         soft_wrap=True,
     )
+
+
+# ---------------------------------------------------------------------- upgrade walks
 
 
 class UpgradeSource(Protocol):
@@ -350,6 +387,9 @@ def upgrade_hosts(
         code = follow_upgrade(client, limit)
     if code:
         raise typer.Exit(code)
+
+
+# ---------------------------------------------------------------------- removal
 
 
 hosts_app = typer.Typer(
