@@ -25,6 +25,7 @@ from fleet.cli.output import (
     OutputOpt,
     console,
     err_console,
+    exit_with,
     fail,
     print_error,
     print_records,
@@ -186,8 +187,7 @@ def drain(
         if not wait:
             return
         code = wait_for_drain(client, host, limit)
-    if code:
-        raise typer.Exit(code)
+    exit_with(code)
     if output not in (Format.json, Format.yaml):
         console.print(safe(f"host/{host} drained"))
 
@@ -385,8 +385,7 @@ def upgrade_hosts(
         if status or stop or not wait:
             return
         code = follow_upgrade(client, limit)
-    if code:
-        raise typer.Exit(code)
+    exit_with(code)
 
 
 # ---------------------------------------------------------------------- removal

@@ -1,4 +1,5 @@
-"""How the CLI prints: tables for people, JSON and YAML for scripts, and errors.
+"""How the CLI prints, and how a command ends: tables for people, JSON and YAML for
+scripts, errors and exit statuses.
 
 Everything a user, a host or a server wrote passes ``safe`` on its way to the terminal.
 ``print_error`` is the one way errors are shown; ``fail`` shows one and exits 2.
@@ -27,6 +28,7 @@ __all__ = [
     "OutputOpt",
     "console",
     "err_console",
+    "exit_with",
     "fail",
     "human_memory",
     "print_error",
@@ -57,6 +59,13 @@ def fail(message: str) -> NoReturn:
     cannot use, found before anything was changed."""
     print_error(message)
     raise typer.Exit(2)
+
+
+def exit_with(code: int) -> None:
+    """End the command with ``code`` (what a followed rollout, drain or walk ended
+    with), unless it is 0: then the command goes on to its end."""
+    if code:
+        raise typer.Exit(code)
 
 
 class Format(StrEnum):

@@ -24,6 +24,7 @@ from fleet.cli.output import (
     OutputOpt,
     console,
     err_console,
+    exit_with,
     print_error,
     print_records,
     safe,
@@ -274,8 +275,7 @@ def follow_changes(
         return
     with conn.client() as client:
         code = max(wait_for_rollout(client, c.app, c.revision, timeout, output) for c in followed)
-    if code:
-        raise typer.Exit(code)
+    exit_with(code)
 
 
 # ---------------------------------------------------------------------- commands
@@ -309,9 +309,7 @@ def set_image(
         else:
             console.print(safe(f"app/{app_name} image set to {image} (revision {change.revision})"))
         if wait:
-            code = wait_for_rollout(client, app_name, change.revision, seconds, output)
-            if code:
-                raise typer.Exit(code)
+            exit_with(wait_for_rollout(client, app_name, change.revision, seconds, output))
 
 
 @rollout_app.command("status")
@@ -339,8 +337,7 @@ def rollout_status(
                 console.print(safe(_status_line(app_name, info)), soft_wrap=True)
             return
         code = wait_for_rollout(client, app_name, None, seconds, output)
-    if code:
-        raise typer.Exit(code)
+    exit_with(code)
 
 
 @rollout_app.command("history")
@@ -391,9 +388,7 @@ def rollout_undo(
         info = client.rollout_undo(app_name, to_revision)
         console.print(safe(f"app/{app_name} rolling back to revision {info.revision}"))
         if wait:
-            code = wait_for_rollout(client, app_name, info.revision, seconds, Format.table)
-            if code:
-                raise typer.Exit(code)
+            exit_with(wait_for_rollout(client, app_name, info.revision, seconds, Format.table))
 
 
 @rollout_app.command("pause")
@@ -432,9 +427,7 @@ def rollout_restart(
         info = client.rollout_restart(app_name)
         console.print(safe(f"app/{app_name} restarting (revision {info.revision})"))
         if wait:
-            code = wait_for_rollout(client, app_name, info.revision, seconds, Format.table)
-            if code:
-                raise typer.Exit(code)
+            exit_with(wait_for_rollout(client, app_name, info.revision, seconds, Format.table))
 
 
 def _address(endpoint: pb.Endpoint) -> str:
@@ -519,5 +512,4 @@ def wait(
             code = wait_for_job(client, app_name, limit)
         else:
             code = wait_for_rollout(client, app_name, None, limit, Format.table)
-    if code:
-        raise typer.Exit(code)
+    exit_with(code)
