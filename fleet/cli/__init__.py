@@ -1,1 +1,16 @@
-"""The ``fleet`` command line (typer), a thin layer over ``fleet.client``."""
+"""The ``fleet`` command line (typer), a thin layer over ``fleet.client``.
+
+Where each command lives (``main.py`` registers them all, in ``fleet --help``'s order):
+
+- ``apps``: apply, diff, delete, scale, get, describe, schema
+- ``observe``: ps, events, stats, logs, top, exec
+- ``rollouts``: rollout status/history/undo/pause/resume/restart, set image, wait,
+  endpoints; and following a rollout for ``apply --wait``
+- ``hosts``: cordon, uncordon, drain, upgrade-hosts, label host, hosts remove
+- ``secrets``, ``policy``, ``tokens``, ``certs``: the groups of those names
+- ``daemons``: server, agent, up
+
+Shared by them: ``output`` (printing, the one error printer, exit statuses, ``-o``),
+``tables`` (the columns of get, ps and describe), ``connection`` (``--server`` and the
+TLS options), ``options`` (duration and memory option values).
+"""

@@ -5,16 +5,19 @@ A thin layer over ``fleet.pki``; the subject convention is in ``fleet.pki.subjec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from fleet._text import strip_control
+from fleet.cli.output import fail
 from fleet.errors import FleetError
 from fleet.pki import issuing, subjects
+from fleet.pki.files import CertPaths
 
 __all__ = ["app"]
 
@@ -40,9 +43,14 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Replace existing files.
 _DEFAULT_DIR = Path(".fleet/pki")
 
 
-def _fail(error: FleetError) -> NoReturn:
-    typer.echo(f"error: {error}", err=True)
-    raise typer.Exit(2)
+def _make(files: Callable[[], CertPaths]) -> None:
+    """Write a CA or certificate and print its two paths; a refusal exits 2."""
+    try:
+        paths = files()
+    except FleetError as error:
+        fail(str(error))
+    typer.echo(paths.cert)
+    typer.echo(paths.key)
 
 
 @app.command()
@@ -60,12 +68,7 @@ def init(
     force: ForceOpt = False,
 ) -> None:
     """Make a new CA (ca.crt, ca.key). Refuses to replace one without --force."""
-    try:
-        paths = issuing.init_ca(dir, days=days, force=force, etcd=etcd)
-    except FleetError as error:
-        _fail(error)
-    typer.echo(paths.cert)
-    typer.echo(paths.key)
+    _make(lambda: issuing.init_ca(dir, days=days, force=force, etcd=etcd))
 
 
 @app.command()
@@ -91,12 +94,7 @@ def issue(
     force: ForceOpt = False,
 ) -> None:
     """Issue a KIND certificate for NAME, signed by the CA in --dir."""
-    try:
-        paths = issuing.issue(dir, kind, name, sans=san or (), role=role, days=days, force=force)
-    except FleetError as error:
-        _fail(error)
-    typer.echo(paths.cert)
-    typer.echo(paths.key)
+    _make(lambda: issuing.issue(dir, kind, name, sans=san or (), role=role, days=days, force=force))
 
 
 @app.command()
@@ -107,11 +105,9 @@ def show(
     try:
         cert = x509.load_pem_x509_certificate(file.read_bytes())
     except OSError as error:
-        typer.echo(f"error: cannot read {file}: {error.strerror}", err=True)
-        raise typer.Exit(2) from None
+        fail(f"cannot read {file}: {error.strerror}")
     except ValueError:
-        typer.echo(f"error: {file} is not a PEM certificate", err=True)
-        raise typer.Exit(2) from None
+        fail(f"{file} is not a PEM certificate")
     rows = [("subject", cert.subject.rfc4514_string()), ("issuer", cert.issuer.rfc4514_string())]
     rows += _identity_rows(cert)
     try:

@@ -1,9 +1,10 @@
-"""``fleet drain`` and ``fleet upgrade-hosts``: take hosts out for maintenance;
-``fleet label host``: the labels admins give hosts; ``fleet hosts remove``: take one
-out of the pool for good.
+"""The host commands: ``fleet cordon``, ``uncordon``, ``drain`` and ``upgrade-hosts``
+take hosts out for maintenance and back; ``fleet label host``: the labels admins give
+hosts; ``fleet hosts remove``: take one out of the pool for good.
 
 Drains and upgrade walks run in the control plane and live in etcd; these commands
-start them and, if asked, poll until they are done.
+start them and, if asked, poll until they are done. ``fleet get hosts`` and
+``describe host`` are with the other listings (``fleet.cli.apps``).
 """
 
 from __future__ import annotations
@@ -18,27 +19,31 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from fleet._time import epoch
 from fleet.cli.connection import CONNECTION, Connection, connected
+from fleet.cli.options import duration_option
 from fleet.cli.output import (
     Format,
     OutputOpt,
     console,
     err_console,
+    exit_with,
+    fail,
     print_error,
     print_records,
     safe,
 )
-from fleet.cli.rollouts import parse_timeout
 from fleet.errors import InvalidArgument
 from fleet.hostlabels import AGENT_PREFIX
 from fleet.proto import fleet_pb2 as pb
 
 __all__ = [
+    "cordon",
     "drain",
     "follow_upgrade",
     "hosts_app",
     "label",
     "label_changes",
     "removed_lines",
+    "uncordon",
     "upgrade_hosts",
     "wait_for_drain",
 ]
@@ -46,6 +51,34 @@ __all__ = [
 POLL_INTERVAL = 0.5
 
 HostArg = Annotated[str, typer.Argument(metavar="HOST", help="The host.", show_default=False)]
+
+
+# ---------------------------------------------------------------------- cordon
+
+
+# cordon's and uncordon's HOST has no help line in --help, unlike HostArg's.
+BareHostArg = Annotated[str, typer.Argument(metavar="HOST", show_default=False)]
+
+
+@connected
+def cordon(host: BareHostArg, conn: Connection = CONNECTION) -> None:
+    """Take no new replicas on HOST; what runs there stays (admin only)."""
+    _set_host_state(conn, host, "cordoned")
+
+
+@connected
+def uncordon(host: BareHostArg, conn: Connection = CONNECTION) -> None:
+    """Let HOST take new replicas again (admin only)."""
+    _set_host_state(conn, host, "ready")
+
+
+def _set_host_state(conn: Connection, host: str, state: str) -> None:
+    with conn.client() as client:
+        info = client.set_host_state(host, state)
+    console.print(safe(f"host/{info.host_id} {info.state}"))
+
+
+# ---------------------------------------------------------------------- drain
 
 
 def _blocked_lines(info: pb.HostInfo) -> list[str]:
@@ -143,8 +176,8 @@ def drain(
     make-before-break (the replacement is available before the old one stops),
     never taking an app below its min_available. It takes a slot of the cluster's
     maintenance semaphore; `fleet uncordon HOST` ends it and gives the slot back."""
-    seconds = parse_timeout(deadline) if deadline else 0.0
-    limit = parse_timeout(timeout)
+    seconds = duration_option("--deadline", deadline) if deadline else 0.0
+    limit = duration_option("--timeout", timeout)
     with conn.client() as client:
         info = client.drain_host(host, deadline=seconds, force=force, include_global=include_global)
         if output in (Format.json, Format.yaml):
@@ -154,10 +187,12 @@ def drain(
         if not wait:
             return
         code = wait_for_drain(client, host, limit)
-    if code:
-        raise typer.Exit(code)
+    exit_with(code)
     if output not in (Format.json, Format.yaml):
         console.print(safe(f"host/{host} drained"))
+
+
+# ---------------------------------------------------------------------- labels
 
 
 def label_changes(items: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -205,13 +240,11 @@ def label(
     labels a host cannot give itself: what its agent claims (`fleet agent --label k=v`)
     is matched as agent.k."""
     if kind not in ("host", "hosts"):
-        print_error(f"fleet label takes host, not {kind!r}: fleet label host HOST KEY=VALUE")
-        raise typer.Exit(2)
+        fail(f"fleet label takes host, not {kind!r}: fleet label host HOST KEY=VALUE")
     try:
         put, remove = label_changes(changes)
     except InvalidArgument as error:
-        print_error(str(error))
-        raise typer.Exit(2) from None
+        fail(str(error))
     with conn.client() as client:
         info = client.label_host(host, put, remove, overwrite=overwrite)
     if output in (Format.json, Format.yaml):
@@ -224,6 +257,9 @@ def label(
         ),
         soft_wrap=True,
     )
+
+
+# ---------------------------------------------------------------------- upgrade walks
 
 
 class UpgradeSource(Protocol):
@@ -323,10 +359,9 @@ def upgrade_hosts(
     or by ops), waited for until its agent is back with a new boot id or OS version,
     checked with a --canary replica if asked, and uncordoned; then the next host goes.
     The walk lives in the control plane: Ctrl-C stops following it, not the walk."""
-    limit = parse_timeout(timeout)
+    limit = duration_option("--timeout", timeout)
     if sum((stop, resume, status)) > 1:
-        print_error("use one of --stop, --resume and --status")
-        raise typer.Exit(2)
+        fail("use one of --stop, --resume and --status")
     with conn.client() as client:
         if status:
             walk = client.upgrade()
@@ -350,8 +385,10 @@ def upgrade_hosts(
         if status or stop or not wait:
             return
         code = follow_upgrade(client, limit)
-    if code:
-        raise typer.Exit(code)
+    exit_with(code)
+
+
+# ---------------------------------------------------------------------- removal
 
 
 hosts_app = typer.Typer(

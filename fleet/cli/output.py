@@ -1,4 +1,9 @@
-"""How the CLI prints: tables for people, JSON and YAML for scripts."""
+"""How the CLI prints, and how a command ends: tables for people, JSON and YAML for
+scripts, errors and exit statuses.
+
+Everything a user, a host or a server wrote passes ``safe`` on its way to the terminal.
+``print_error`` is the one way errors are shown; ``fail`` shows one and exits 2.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 import yaml
@@ -23,6 +28,8 @@ __all__ = [
     "OutputOpt",
     "console",
     "err_console",
+    "exit_with",
+    "fail",
     "human_memory",
     "print_error",
     "print_records",
@@ -42,8 +49,23 @@ def safe(text: object) -> str:
 
 
 def print_error(message: str) -> None:
-    """``error: message`` on stderr, the message shown as it is."""
+    """``error: message`` on stderr, the message shown as it is. The CLI's only error
+    printer: every command, and ``main`` for the errors the server answers, use it."""
     err_console.print(f"[red]error:[/red] {safe(message)}", soft_wrap=True)
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``message`` as an error and exit 2: the command was given something it
+    cannot use, found before anything was changed."""
+    print_error(message)
+    raise typer.Exit(2)
+
+
+def exit_with(code: int) -> None:
+    """End the command with ``code`` (what a followed rollout, drain or walk ended
+    with), unless it is 0: then the command goes on to its end."""
+    if code:
+        raise typer.Exit(code)
 
 
 class Format(StrEnum):

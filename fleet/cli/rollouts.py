@@ -18,18 +18,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from fleet.cli.connection import CONNECTION, Connection, connected
+from fleet.cli.options import duration_option
 from fleet.cli.output import (
     Format,
     OutputOpt,
     console,
     err_console,
+    exit_with,
     print_error,
     print_records,
     safe,
 )
 from fleet.errors import NotFound
 from fleet.proto import fleet_pb2 as pb
-from fleet.spec import parse_duration
 
 __all__ = [
     "POLL_INTERVAL",
@@ -37,7 +38,6 @@ __all__ = [
     "WaitOpt",
     "endpoints",
     "follow_changes",
-    "parse_timeout",
     "rollout_app",
     "rollout_outcome",
     "set_app",
@@ -84,15 +84,6 @@ TimeoutOpt = Annotated[
 
 class RolloutSource(Protocol):
     def rollout_status(self, app: str) -> pb.RolloutInfo: ...
-
-
-def parse_timeout(text: str) -> float:
-    """Seconds from ``--timeout``; a bad value exits 2 before anything is changed."""
-    try:
-        return parse_duration(text)
-    except ValueError as error:
-        print_error(f"--timeout {text!r}: {error}")
-        raise typer.Exit(2) from None
 
 
 def _human_seconds(seconds: float) -> str:
@@ -284,8 +275,7 @@ def follow_changes(
         return
     with conn.client() as client:
         code = max(wait_for_rollout(client, c.app, c.revision, timeout, output) for c in followed)
-    if code:
-        raise typer.Exit(code)
+    exit_with(code)
 
 
 # ---------------------------------------------------------------------- commands
@@ -307,7 +297,7 @@ def set_image(
     """Point APP at IMAGE (a new revision, rolled out like an apply).
 
     The rest of the app's spec stays as stored."""
-    seconds = parse_timeout(timeout)
+    seconds = duration_option("--timeout", timeout)
     with conn.client() as client:
         change = client.set_image(app_name, image)
         if output in (Format.json, Format.yaml):
@@ -319,9 +309,7 @@ def set_image(
         else:
             console.print(safe(f"app/{app_name} image set to {image} (revision {change.revision})"))
         if wait:
-            code = wait_for_rollout(client, app_name, change.revision, seconds, output)
-            if code:
-                raise typer.Exit(code)
+            exit_with(wait_for_rollout(client, app_name, change.revision, seconds, output))
 
 
 @rollout_app.command("status")
@@ -339,7 +327,7 @@ def rollout_status(
 
     Exit 0 when it completes; 1 when it fails, another revision supersedes it or
     --timeout passes; 2 when the controller rolled it back."""
-    seconds = parse_timeout(timeout)
+    seconds = duration_option("--timeout", timeout)
     with conn.client() as client:
         if no_follow:
             info = client.rollout_status(app_name)
@@ -349,8 +337,7 @@ def rollout_status(
                 console.print(safe(_status_line(app_name, info)), soft_wrap=True)
             return
         code = wait_for_rollout(client, app_name, None, seconds, output)
-    if code:
-        raise typer.Exit(code)
+    exit_with(code)
 
 
 @rollout_app.command("history")
@@ -396,14 +383,12 @@ def rollout_undo(
     conn: Connection = CONNECTION,
 ) -> None:
     """Roll APP back to an earlier revision (by default the one before the current)."""
-    seconds = parse_timeout(timeout)
+    seconds = duration_option("--timeout", timeout)
     with conn.client() as client:
         info = client.rollout_undo(app_name, to_revision)
         console.print(safe(f"app/{app_name} rolling back to revision {info.revision}"))
         if wait:
-            code = wait_for_rollout(client, app_name, info.revision, seconds, Format.table)
-            if code:
-                raise typer.Exit(code)
+            exit_with(wait_for_rollout(client, app_name, info.revision, seconds, Format.table))
 
 
 @rollout_app.command("pause")
@@ -437,14 +422,12 @@ def rollout_restart(
     """Replace every replica of APP with a fresh container of the same spec.
 
     The replacement is rolled out under the app's update rules, like a new image."""
-    seconds = parse_timeout(timeout)
+    seconds = duration_option("--timeout", timeout)
     with conn.client() as client:
         info = client.rollout_restart(app_name)
         console.print(safe(f"app/{app_name} restarting (revision {info.revision})"))
         if wait:
-            code = wait_for_rollout(client, app_name, info.revision, seconds, Format.table)
-            if code:
-                raise typer.Exit(code)
+            exit_with(wait_for_rollout(client, app_name, info.revision, seconds, Format.table))
 
 
 def _address(endpoint: pb.Endpoint) -> str:
@@ -522,12 +505,11 @@ def wait(
     """Wait for APP: a job until it completes (exit 1 if it failed), any other app until
     its rollout is complete (like `fleet rollout status`). For pipelines: run a
     migration job, `fleet wait` for it, then roll out."""
-    limit = parse_timeout(timeout)
+    limit = duration_option("--timeout", timeout)
     with conn.client() as client:
         [info] = client.apps(app_name)
         if info.mode == "job":
             code = wait_for_job(client, app_name, limit)
         else:
             code = wait_for_rollout(client, app_name, None, limit, Format.table)
-    if code:
-        raise typer.Exit(code)
+    exit_with(code)

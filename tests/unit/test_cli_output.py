@@ -159,3 +159,15 @@ def test_a_server_error_is_one_clean_line(
     err = capsys.readouterr().err
     assert_clean(err)
     assert err == f"error: host {SHOWN} not found\n"
+
+
+def test_a_certs_error_is_one_clean_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``fleet certs`` reports through the same printer as every other command."""
+    missing = tmp_path / "[/bold]\x1b]0;evil\x07.crt"
+    assert run_main(monkeypatch, "certs", "show", str(missing)) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert_clean(err)
+    assert err == f"error: cannot read {tmp_path}/[/bold].crt: No such file or directory\n"

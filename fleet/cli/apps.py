@@ -1,0 +1,279 @@
+"""The app commands: ``apply``, ``diff``, ``delete`` and ``scale`` change what the
+control plane stores; ``get`` and ``describe`` show apps, jobs, hosts and containers;
+``schema`` prints the app file's JSON Schema.
+
+``apply --wait`` follows its rollouts with ``fleet.cli.rollouts``; the tables ``get``
+and ``describe`` print are in ``fleet.cli.tables``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from fleet.cli.connection import CONNECTION, Connection, connected
+from fleet.cli.options import duration_option
+from fleet.cli.output import Format, OutputOpt, console, fail, human_memory, print_records, safe
+from fleet.cli.rollouts import TimeoutOpt, WaitOpt, follow_changes
+from fleet.cli.tables import capped_claim, print_apps, print_containers, print_hosts, print_jobs
+from fleet.client import FleetClient
+from fleet.errors import PolicyDenied, SpecError
+from fleet.hostlabels import AGENT_PREFIX
+from fleet.spec import AppFile, AppSpec, json_schema, load_file
+
+__all__ = ["apply", "delete", "describe", "diff", "get", "scale", "schema"]
+
+
+FileOpt = Annotated[
+    Path,
+    typer.Option("--filename", "-f", help="App file (YAML, one or more documents; - for stdin)."),
+]
+
+
+def _load(path: Path) -> list[AppSpec]:
+    return load_file(str(path))
+
+
+@connected
+def apply(
+    filename: FileOpt,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would change and where; store nothing.")
+    ] = False,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = "10m",
+    conn: Connection = CONNECTION,
+    output: OutputOpt = Format.table,
+) -> None:
+    """Create or update the apps in FILE (declarative: re-applying changes nothing)."""
+    loaded = AppFile.read(filename)
+    specs = loaded.specs
+    seconds = duration_option("--timeout", timeout)
+    with conn.client() as client:
+        # Plan on what is stored now; if someone changes one of these apps before ours
+        # lands, the server refuses instead of overwriting their change.
+        stored = {a.name: a.generation for a in client.apps()}
+        base = {s.name: stored.get(s.name, 0) for s in specs}
+        try:
+            changes = client.apply(specs, dry_run=dry_run, base_generations=base)
+        except (SpecError, PolicyDenied) as error:
+            # The control plane names each problem by the app's place in the request.
+            raise type(error)(loaded.located(error.problems)) from None
+    if output in (Format.json, Format.yaml):
+        print_records(changes, output, [], [])
+    else:
+        suffix = " (dry run)" if dry_run else ""
+        for change in changes:
+            detail = f" ({', '.join(change.fields)})" if change.action == "changed" else ""
+            console.print(safe(f"app/{change.app} {change.action}{detail}{suffix}"))
+            for placement in change.placements:
+                console.print(safe(f"  {placement.app}.{placement.slot} -> {placement.host}"))
+            for pending in change.pending:
+                console.print(safe(f"  {pending.app}.{pending.slot} pending: {pending.reason}"))
+    if wait and not dry_run:
+        follow_changes(conn, changes, seconds, output)
+
+
+@connected
+def diff(
+    filename: FileOpt,
+    conn: Connection = CONNECTION,
+) -> None:
+    """Show how FILE differs from what the control plane stores (exit 1 if it differs)."""
+    specs = _load(filename)
+    changed = False
+    with conn.client() as client:
+        stored = {a.name: a for a in client.apps()}
+    for spec in specs:
+        before = ""
+        if spec.name in stored:
+            before = yaml.safe_dump(json.loads(stored[spec.name].spec_json), sort_keys=False)
+        after = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+        lines = list(
+            difflib.unified_diff(
+                before.splitlines(keepends=True),
+                after.splitlines(keepends=True),
+                fromfile=f"app/{spec.name} (stored)" if before else "/dev/null",
+                tofile=f"app/{spec.name} ({filename})",
+            )
+        )
+        if lines:
+            changed = True
+            sys.stdout.writelines(lines)
+    if changed:
+        raise typer.Exit(1)
+
+
+class Kind(StrEnum):
+    apps = "apps"
+    hosts = "hosts"
+    containers = "containers"
+    jobs = "jobs"
+
+
+_KIND_ALIASES = {
+    "app": "apps",
+    "host": "hosts",
+    "container": "containers",
+    "ps": "containers",
+    "job": "jobs",
+}
+
+
+def _kind(value: str) -> Kind:
+    try:
+        return Kind(_KIND_ALIASES.get(value, value))
+    except ValueError:
+        fail(f"unknown kind {value!r}: use apps, hosts or containers")
+
+
+@connected
+def get(
+    kind: Annotated[
+        str, typer.Argument(help="apps, hosts, containers or jobs.", show_default=False)
+    ],
+    name: Annotated[str, typer.Argument(help="Only this one.")] = "",
+    conn: Connection = CONNECTION,
+    output: OutputOpt = Format.table,
+) -> None:
+    """List apps, hosts, containers or jobs."""
+    which = _kind(kind)
+    with conn.client() as client:
+        if which == Kind.apps:
+            print_apps(client.apps(name), output)
+        elif which == Kind.jobs:
+            print_jobs([a for a in client.apps(name) if a.mode == "job"], output)
+        elif which == Kind.hosts:
+            print_hosts(client.hosts(name), output)
+        else:
+            print_containers(client.containers(app=name), output)
+
+
+@connected
+def describe(
+    kind: Annotated[str, typer.Argument(help="app or host.", show_default=False)],
+    name: Annotated[str, typer.Argument(help="Its name.", show_default=False)],
+    conn: Connection = CONNECTION,
+) -> None:
+    """Show one app (spec, replicas, why any are pending) or one host in detail."""
+    which = _kind(kind)
+    with conn.client() as client:
+        if which == Kind.apps:
+            _describe_app(client, name)
+        elif which == Kind.hosts:
+            _describe_host(client, name)
+        else:
+            fail("describe takes app or host")
+
+
+def _describe_app(client: FleetClient, name: str) -> None:
+    info = client.apps(name)[0]
+    spec = json.loads(info.spec_json)
+    console.print(
+        f"[bold]app/{safe(info.name)}[/bold]  generation {info.generation}, "
+        f"revision {info.revision}, updated {safe(info.updated_at)}"
+    )
+    if info.mode == "job":
+        job = info.job
+        console.print(
+            safe(
+                f"job: {job.state}, {job.succeeded}/{job.completions} succeeded, "
+                f"{job.running} running, {job.failed} failed (backoff_limit "
+                f"{job.backoff_limit}); exit codes "
+                + (", ".join(f"{s}={c}" for s, c in sorted(job.exit_codes.items())) or "-")
+            )
+        )
+        if job.message:
+            console.print(safe(f"  {job.message}"))
+    else:
+        console.print(
+            safe(
+                f"{info.mode}: {info.running} running / {info.available} available / "
+                f"{info.placed} placed / {info.desired} desired"
+            )
+        )
+    if info.reason:  # why not every container is up, as `get apps` says it
+        console.print(safe(f"{info.reason}: {info.message}"), soft_wrap=True)
+    print(yaml.safe_dump(spec, sort_keys=False), end="")
+    if info.pending:
+        console.print("[bold]pending[/bold]")
+        for p in info.pending:
+            console.print(safe(f"  {info.name}.{p.slot}: {p.reason}"))
+    console.print("[bold]containers[/bold]")
+    print_containers(client.containers(app=name), Format.table)
+
+
+def _describe_host(client: FleetClient, name: str) -> None:
+    host = client.hosts(name)[0]
+    print_hosts([host], Format.wide)
+    admin = ", ".join(f"{k}={v}" for k, v in sorted(host.labels.items())) or "-"
+    console.print(safe(f"labels (set by admins, `fleet label host`): {admin}"))
+    claimed = ", ".join(f"{AGENT_PREFIX}{k}={v}" for k, v in sorted(host.agent_labels.items()))
+    console.print(safe(f"labels its agent claims (--label): {claimed or '-'}"))
+    serial = host.cert_serial or "- (none: a plaintext control plane)"
+    console.print(
+        safe(f"certificate serial (its agent's, last registration): {serial}"),
+        soft_wrap=True,
+    )
+    if capped_claim(host):
+        counted, claims = host.capacity, host.reported_capacity
+        console.print(
+            safe(
+                f"capacity: {counted.cpu:g} cpus, {human_memory(counted.memory_bytes)} "
+                f"counted; its agent claims {claims.cpu:g} cpus, "
+                f"{human_memory(claims.memory_bytes)} (capped by the control plane's "
+                "--max-host-cpus/--max-host-memory)"
+            )
+        )
+    console.print("[bold]facts[/bold]")
+    for key, value in sorted(host.facts.items()):
+        console.print(safe(f"  {key}: {value}"))
+    console.print("[bold]containers[/bold]")
+    print_containers(client.containers(host=name), Format.table)
+
+
+@connected
+def scale(
+    app_name: Annotated[str, typer.Argument(metavar="APP", show_default=False)],
+    replicas: Annotated[int, typer.Argument(metavar="N", min=0, show_default=False)],
+    conn: Connection = CONNECTION,
+) -> None:
+    """Set the number of replicas of APP."""
+    with conn.client() as client:
+        result = client.scale(app_name, replicas)
+    console.print(safe(f"app/{app_name} scaled {result.previous} -> {replicas}"))
+
+
+@connected
+def delete(
+    kind: Annotated[str, typer.Argument(help="app", show_default=False)] = "",
+    name: Annotated[str, typer.Argument(show_default=False)] = "",
+    filename: Annotated[
+        Path | None, typer.Option("--filename", "-f", help="Delete the apps in this file.")
+    ] = None,
+    conn: Connection = CONNECTION,
+) -> None:
+    """Delete an app (`fleet delete app NAME`) or the apps of a file (`-f FILE`); its
+    containers are stopped on every host."""
+    if filename is not None:
+        names = [s.name for s in _load(filename)]
+    elif _kind(kind or "?") == Kind.apps and name:
+        names = [name]
+    else:
+        fail("use `fleet delete app NAME` or `fleet delete -f FILE`")
+    with conn.client() as client:
+        for app_name in names:
+            client.delete_app(app_name)
+            console.print(safe(f"app/{app_name} deleted"))
+
+
+def schema() -> None:
+    """Print the JSON Schema of app files (for editors and linters)."""
+    print(json.dumps(json_schema(), indent=2))

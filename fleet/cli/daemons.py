@@ -1,0 +1,359 @@
+"""The long-running commands: ``fleet server`` (the control plane), ``fleet agent`` (one
+per Docker host) and ``fleet up`` (etcd, a control plane and an agent on one machine).
+
+Each turns its options into the daemon's config and runs it in the foreground; the
+daemons themselves are ``fleet.controlplane.server``, ``fleet.agent`` and ``fleet.up``,
+imported only when one starts so other commands stay quick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fleet.cli.options import duration_option, memory_option
+from fleet.cli.output import fail
+from fleet.cli.policy import AllowBindOpt, AllowCapOpt, AllowOpt, policy_from_options
+from fleet.client import servers_from
+from fleet.transport import TlsFiles, client_transport
+
+__all__ = ["agent", "server", "up"]
+
+
+LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Libraries speak only when something is wrong, even at --log-level debug.
+    for noisy in ("grpc", "urllib3", "docker", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def server(
+    etcd: Annotated[
+        str, typer.Option("--etcd", help="etcd endpoint(s), HOST:PORT[,HOST:PORT...].")
+    ] = "127.0.0.1:2379",
+    listen: Annotated[
+        str, typer.Option("--listen", help="gRPC listen address.")
+    ] = "127.0.0.1:7400",
+    prefix: Annotated[str, typer.Option("--prefix", help="etcd key prefix.")] = "/fleet/",
+    tls_ca: Annotated[
+        Path | None, typer.Option("--tls-ca", help="CA that signs agents' and clients' certs.")
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Server certificate.")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Server key.")] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option("--insecure", help="Serve plaintext with no authentication (tests only)."),
+    ] = False,
+    etcd_cacert: Annotated[Path | None, typer.Option("--etcd-cacert", help="etcd's CA.")] = None,
+    etcd_cert: Annotated[
+        Path | None, typer.Option("--etcd-cert", help="Client cert for etcd.")
+    ] = None,
+    etcd_key: Annotated[
+        Path | None, typer.Option("--etcd-key", help="Client key for etcd.")
+    ] = None,
+    etcd_max_txn_ops: Annotated[
+        int,
+        typer.Option(
+            "--etcd-max-txn-ops",
+            min=16,
+            help="etcd's --max-txn-ops (checked at start): an apply is one transaction, "
+            "so at most half as many new apps fit in one.",
+        ),
+    ] = 128,
+    token_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--token-listen",
+            help="Also serve clients with bearer tokens (no client certificate) here.",
+        ),
+    ] = None,
+    metrics_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-listen",
+            help="Serve Prometheus /metrics here, e.g. :7401: HTTPS with the server's "
+            "certificate, to a client certificate or a bearer token (fleet tokens create).",
+        ),
+    ] = None,
+    metrics_insecure: Annotated[
+        bool,
+        typer.Option(
+            "--metrics-insecure",
+            help="Serve /metrics over plain HTTP to anyone who reaches it instead.",
+        ),
+    ] = False,
+    reflection: Annotated[
+        bool,
+        typer.Option("--reflection", help="Serve gRPC server reflection (grpcurl) too."),
+    ] = False,
+    host_down_after: Annotated[
+        str,
+        typer.Option("--host-down-after", help="A host silent this long is down (whole seconds)."),
+    ] = "15s",
+    reschedule_after: Annotated[
+        str | None,
+        typer.Option(
+            "--reschedule-after",
+            help="Then, after this long, its replicas are placed elsewhere (default: the same).",
+        ),
+    ] = None,
+    heartbeat_interval: Annotated[
+        str,
+        typer.Option(
+            "--heartbeat-interval", help="How often agents report (their liveness and status)."
+        ),
+    ] = "2s",
+    leader_ttl: Annotated[
+        str,
+        typer.Option(
+            "--leader-ttl",
+            help="Run several servers against one etcd: one leads (runs the controllers), "
+            "all serve. A dead leader is replaced this long after its last lease renewal.",
+        ),
+    ] = "4s",
+    compact_interval: Annotated[
+        str,
+        typer.Option(
+            "--compact-interval",
+            help="The leader compacts etcd's history this often, keeping one interval "
+            "of it (0: never, e.g. when etcd auto-compacts).",
+        ),
+    ] = "5m",
+    server_id: Annotated[
+        str | None,
+        typer.Option(
+            "--server-id", help="This replica's name in the election (default: host-pid)."
+        ),
+    ] = None,
+    secrets_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--secrets-key-file",
+            help="Key that encrypts secrets at rest (32 random bytes, base64); made if missing.",
+        ),
+    ] = None,
+    max_host_cpus: Annotated[
+        float | None,
+        typer.Option(
+            "--max-host-cpus",
+            min=0,
+            help="The most cores any host is counted for, whatever its agent claims "
+            "(default: as claimed). Give every replica the same.",
+        ),
+    ] = None,
+    max_host_memory: Annotated[
+        str | None,
+        typer.Option(
+            "--max-host-memory",
+            help="The most memory any host is counted for, e.g. 256Gi (default: as claimed).",
+        ),
+    ] = None,
+    log_level: LogLevel = "info",
+) -> None:
+    """Run the control plane (API for the CLI, stream for agents) against etcd.
+
+    TLS is required: --tls-ca/--tls-cert/--tls-key (or FLEET_TLS_*), or server-*.crt in
+    $FLEET_PKI_DIR; --insecure must be asked for.
+    """
+    from fleet.controlplane.registration import HostLimits
+    from fleet.controlplane.server import ServerConfig, run_server
+    from fleet.secrets import ensure_key_file
+
+    _logging(log_level)
+    transport = client_transport(
+        ca=tls_ca, cert=tls_cert, key=tls_key, insecure=insecure, kind="server", name="controlplane"
+    )
+    etcd_files = (etcd_cacert, etcd_cert, etcd_key)
+    if any(etcd_files) and not all(etcd_files):
+        fail("etcd TLS needs all of --etcd-cacert, --etcd-cert and --etcd-key")
+    config = ServerConfig(
+        etcd=[e for e in etcd.split(",") if e],
+        transport=transport,
+        etcd_tls=TlsFiles(*etcd_files) if all(etcd_files) else None,  # type: ignore[arg-type]
+        listen=listen,
+        prefix=prefix,
+        secrets_key=ensure_key_file(secrets_key_file) if secrets_key_file else None,
+        host_lease_ttl=max(1, round(duration_option("--host-down-after", host_down_after))),
+        token_listen=token_listen,
+        metrics_listen=metrics_listen,
+        metrics_insecure=metrics_insecure,
+        reflection=reflection,
+        reschedule_after=duration_option("--reschedule-after", reschedule_after)
+        if reschedule_after
+        else None,
+        leader_ttl=max(2, round(duration_option("--leader-ttl", leader_ttl))),
+        heartbeat_seconds=max(0.1, duration_option("--heartbeat-interval", heartbeat_interval)),
+        compact_interval=duration_option("--compact-interval", compact_interval),
+        server_id=server_id or "",
+        etcd_max_txn_ops=etcd_max_txn_ops,
+        host_limits=HostLimits(
+            cpus=max_host_cpus,
+            memory=memory_option("--max-host-memory", max_host_memory) if max_host_memory else None,
+        ),
+    )
+    asyncio.run(run_server(config))
+
+
+def _address_option(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        fail(f"--advertise-address must be an IP address, got {text!r}")
+
+
+def _default_state_dir(host_id: str) -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/fleet-agent") / host_id
+    return Path.home() / ".fleet" / f"agent-{host_id}"
+
+
+def _labels(values: list[str]) -> dict[str, str]:
+    labels = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--label {item!r} must be KEY=VALUE")
+        labels[key] = value
+    return labels
+
+
+def agent(
+    host_id: Annotated[str, typer.Option("--host-id", help="This host's name in the pool.")],
+    server_: Annotated[
+        str | None, typer.Option("--server", "-s", help="Control plane address(es).")
+    ] = None,
+    docker_url: Annotated[
+        str | None,
+        typer.Option("--docker", help="Docker daemon URL. Default: $DOCKER_HOST or the socket."),
+    ] = None,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", "-l", help="Host label KEY=VALUE (repeat).")
+    ] = None,
+    tls_ca: Annotated[Path | None, typer.Option("--tls-ca", help="fleet's CA.")] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="This host's agent certificate.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Its key.")] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Plaintext to a server started with --insecure.")
+    ] = False,
+    allow: AllowOpt = None,
+    allow_cap: AllowCapOpt = None,
+    allow_bind: AllowBindOpt = None,
+    cpus: Annotated[
+        float | None,
+        typer.Option("--cpus", help="Cores this host offers fleet (default: all it has)."),
+    ] = None,
+    memory: Annotated[
+        str | None,
+        typer.Option("--memory", help="Memory this host offers fleet, e.g. 6Gi (default: all)."),
+    ] = None,
+    image_gc_after: Annotated[
+        str | None,
+        typer.Option(
+            "--image-gc-after",
+            help="Remove images fleet containers have not used for this long, e.g. 24h "
+            "(never one a container uses). Default: keep them.",
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            help="Keeps restart counts across agent restarts. Default: "
+            "/var/lib/fleet-agent/HOST_ID as root, else ~/.fleet/agent-HOST_ID.",
+        ),
+    ] = None,
+    advertise_address: Annotated[
+        str | None,
+        typer.Option(
+            "--advertise-address",
+            help="Where this host's published ports answer (`fleet endpoints`). Default: "
+            "its address on the route to the control plane.",
+        ),
+    ] = None,
+    os_release: Annotated[
+        Path,
+        typer.Option(
+            "--os-release", help="The os-release file whose NAME and VERSION_ID it reports."
+        ),
+    ] = Path("/etc/os-release"),
+    allow_host_commands: Annotated[
+        bool,
+        typer.Option(
+            "--allow-host-commands",
+            help="Let `fleet upgrade-hosts --command` run its command on this host (as "
+            "the agent's user, once per walk).",
+        ),
+    ] = False,
+    log_level: LogLevel = "info",
+) -> None:
+    """Run the agent for one Docker host: it runs what the control plane places here.
+
+    It authenticates with an agent certificate naming HOST_ID (--tls-*, FLEET_TLS_*, or
+    agent-HOST_ID.crt in $FLEET_PKI_DIR).
+    """
+    from fleet.agent import Agent, AgentConfig, DockerRuntime
+
+    _logging(log_level)
+    transport = client_transport(
+        ca=tls_ca, cert=tls_cert, key=tls_key, insecure=insecure, kind="agent", name=host_id
+    )
+    config = AgentConfig(
+        servers=servers_from(server_),
+        host_id=host_id,
+        transport=transport,
+        labels=_labels(label or []),
+        policy=policy_from_options(allow or [], allow_cap or [], allow_bind or []),
+        state_dir=state_dir or _default_state_dir(host_id),
+        cpus=cpus,
+        memory=memory_option("--memory", memory) if memory else None,
+        image_gc_after=duration_option("--image-gc-after", image_gc_after)
+        if image_gc_after
+        else None,
+        address=_address_option(advertise_address) if advertise_address else "",
+        os_release=os_release,
+        allow_host_commands=allow_host_commands,
+    )
+    asyncio.run(Agent(config, DockerRuntime(docker_url)).run())
+
+
+def up(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Where etcd keeps its data.")] = Path(
+        ".fleet"
+    ),
+    listen: Annotated[
+        str, typer.Option("--listen", help="Control plane address.")
+    ] = "127.0.0.1:7400",
+    etcd_port: Annotated[int, typer.Option("--etcd-port", help="etcd client port.")] = 7479,
+    host_id: Annotated[str | None, typer.Option("--host-id", help="This host's id.")] = None,
+    docker_url: Annotated[str | None, typer.Option("--docker", help="Docker daemon URL.")] = None,
+    log_level: LogLevel = "info",
+) -> None:
+    """Run fleet on this one machine: etcd, the control plane and an agent, in the
+    foreground (Ctrl-C stops all three). A later `fleet up` finds the same apps."""
+    from fleet.up import UpConfig, run_up
+
+    _logging(log_level)
+    config = UpConfig(
+        data_dir=data_dir,
+        listen=listen,
+        etcd_port=etcd_port,
+        host_id=host_id,
+        docker_url=docker_url,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_up(config))

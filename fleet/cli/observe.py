@@ -1,0 +1,197 @@
+"""Watching what runs: ``ps``, ``events``, ``stats``, ``logs``, ``top``, and ``exec`` to
+run a command in a replica.
+
+They only read (but ``exec``); ``ps`` prints the containers table of
+``fleet.cli.tables``, the rest print what they stream as it comes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from typing import Annotated
+
+import typer
+import yaml
+from rich.live import Live
+from rich.table import Table
+
+from fleet.cli.connection import CONNECTION, Connection, connected
+from fleet.cli.options import duration_option
+from fleet.cli.output import (
+    Format,
+    OutputOpt,
+    console,
+    fail,
+    human_memory,
+    print_records,
+    safe,
+    to_dict,
+)
+from fleet.cli.tables import print_containers
+from fleet.proto import fleet_pb2 as pb
+
+__all__ = ["events", "exec_", "logs", "ps", "stats", "top"]
+
+
+@connected
+def ps(
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="Only this app.")] = "",
+    host: Annotated[str, typer.Option("--host", help="Only this host.")] = "",
+    conn: Connection = CONNECTION,
+    output: OutputOpt = Format.table,
+) -> None:
+    """List the containers of every app (or one), with their host, state and ports."""
+    with conn.client() as client:
+        print_containers(client.containers(app=app_name, host=host), output)
+
+
+@connected
+def events(
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events.")
+    ] = False,
+    app_name: Annotated[str, typer.Option("--app", help="Only this app.")] = "",
+    host: Annotated[str, typer.Option("--host", help="Only this host.")] = "",
+    since: Annotated[
+        str, typer.Option("--since", help="Only events newer than this, e.g. 10m, 1h.")
+    ] = "",
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=0, help="Only the last N (0: all kept).")
+    ] = 0,
+    conn: Connection = CONNECTION,
+    output: OutputOpt = Format.table,
+) -> None:
+    """Show what happened across the pool: container starts, exits, restarts, pulls,
+    unschedulable replicas (kept about an hour, 32 MiB at most). Repeats are stored once
+    with a count (shown as xN). -o json prints one object per line."""
+    seconds = duration_option("--since", since) if since else 0.0
+    with conn.client() as client:
+        for event in client.events(
+            app=app_name, host=host, since_seconds=seconds, follow=follow, limit=limit
+        ):
+            if output == Format.json:
+                print(json.dumps(to_dict(event)), flush=True)
+            elif output == Format.yaml:
+                print(yaml.safe_dump([to_dict(event)], sort_keys=False), end="", flush=True)
+            else:
+                where = f"{event.app}.{event.slot}" if event.app else "-"
+                # Repeats stored once: how many times it happened since the last stored.
+                times = f" (x{event.count})" if event.count > 1 else ""
+                console.print(
+                    safe(
+                        f"{event.time}  {event.host or event.source:<12} {where:<16} "
+                        f"{event.kind:<18} {event.message}{times}"
+                    ),
+                    soft_wrap=True,
+                )
+
+
+def _stats_table(containers: list[pb.ContainerInfo]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("REPLICA", "HOST", "CONTAINER", "CPU %", "MEM USAGE / LIMIT", "MEM %"):
+        table.add_column(column)
+    for c in containers:
+        if c.status.state != "running":
+            continue
+        limit = c.status.memory_limit
+        share = f"{100 * c.status.memory_bytes / limit:.2f}%" if limit else "-"
+        table.add_row(
+            safe(f"{c.app}.{c.slot}"),
+            safe(c.host),
+            safe(c.status.container_id[:12]),
+            f"{100 * c.status.cpu:.2f}%",
+            f"{human_memory(c.status.memory_bytes)} / {human_memory(limit)}",
+            share,
+        )
+    return table
+
+
+@connected
+def stats(
+    app_name: Annotated[str, typer.Argument(metavar="[APP]", help="Only this app.")] = "",
+    host: Annotated[str, typer.Option("--host", help="Only this host.")] = "",
+    no_stream: Annotated[
+        bool, typer.Option("--no-stream", help="Print once instead of refreshing.")
+    ] = False,
+    conn: Connection = CONNECTION,
+    output: OutputOpt = Format.table,
+) -> None:
+    """Live cpu and memory of running replicas, like `docker stats` across the pool
+    (sampled by the agents every few seconds). Ctrl-C stops the refresh."""
+    with conn.client() as client:
+        if no_stream or output in (Format.json, Format.yaml):
+            found = client.containers(app=app_name, host=host)
+            if output in (Format.json, Format.yaml):
+                print_records([c for c in found if c.status.state == "running"], output, [], [])
+            else:
+                console.print(_stats_table(found))
+            return
+        with contextlib.suppress(KeyboardInterrupt), Live(console=console) as live:
+            while True:
+                live.update(_stats_table(client.containers(app=app_name, host=host)))
+                time.sleep(2)  # the agents sample every few seconds: no use asking faster
+
+
+@connected
+def logs(
+    target: Annotated[str, typer.Argument(metavar="APP", help="The app.", show_default=False)],
+    slot: Annotated[int, typer.Option("--slot", help="Only this replica.")] = -1,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing.")] = False,
+    tail: Annotated[int, typer.Option("--tail", help="Lines from the end (-1: all).")] = -1,
+    timestamps: Annotated[bool, typer.Option("--timestamps", "-t")] = False,
+    conn: Connection = CONNECTION,
+) -> None:
+    """Print the replicas' logs, each line prefixed with its replica (like docker compose)."""
+    partial: dict[str, str] = {}
+    with conn.client() as client:
+        chunks = client.logs(target, slot=slot, follow=follow, tail=tail, timestamps=timestamps)
+        for chunk in chunks:
+            who = f"{chunk.app}.{chunk.slot}"
+            text = partial.pop(who, "") + chunk.data.decode(errors="replace")
+            *lines, rest = text.split("\n")
+            if rest:
+                partial[who] = rest
+            for line in lines:
+                print(f"{who:<12}| {line}", flush=True)
+    for who, rest in partial.items():
+        print(f"{who:<12}| {rest}")
+
+
+@connected
+def exec_(
+    target: Annotated[
+        str, typer.Argument(metavar="APP[/SLOT]", help="The app, and which replica.")
+    ],
+    command: Annotated[list[str], typer.Argument(help="The command, after --.")],
+    conn: Connection = CONNECTION,
+) -> None:
+    """Run a command in a replica (admin only) and exit with its exit code:
+    `fleet exec web/0 -- cat /etc/hostname`."""
+    app_name, _, slot_text = target.partition("/")
+    if slot_text and not slot_text.isdigit():
+        fail(f"{target!r}: expected APP or APP/SLOT")
+    with conn.client() as client:
+        result = client.exec(app_name, command, slot=int(slot_text) if slot_text else -1)
+    sys.stdout.buffer.write(result.output)
+    sys.stdout.flush()
+    raise typer.Exit(result.exit_code)
+
+
+@connected
+def top(
+    target: Annotated[str, typer.Argument(metavar="APP|HOST", show_default=False)],
+    conn: Connection = CONNECTION,
+) -> None:
+    """The processes of an app's replicas, or of every fleet container on a host
+    (deployers and admins: command lines may hold secrets)."""
+    with conn.client() as client:
+        is_host = any(h.host_id == target for h in client.hosts())
+        entries = client.top(host=target) if is_host else client.top(app=target)
+    for entry in entries:
+        console.print(f"[bold]{safe(entry.app)}.{entry.slot}[/bold] on {safe(entry.host)}")
+        print_records(
+            [], Format.table, list(entry.titles), [list(p.fields) for p in entry.processes]
+        )

@@ -1,0 +1,188 @@
+"""The tables of the pool's records: apps, jobs, hosts and containers, as ``fleet get``,
+``ps`` and ``describe`` print them (``-o wide`` adds the second set of columns).
+
+The columns of those commands are here; a command that lists anything else (secrets,
+tokens, revisions, endpoints, stats) builds its table beside it.
+"""
+
+from __future__ import annotations
+
+import json
+
+from fleet.cli.output import Format, human_memory, print_records
+from fleet.hostlabels import AGENT_PREFIX
+from fleet.proto import fleet_pb2 as pb
+
+__all__ = ["capped_claim", "print_apps", "print_containers", "print_hosts", "print_jobs"]
+
+
+def _ports(status: pb.ContainerStatus) -> str:
+    return ",".join(f"{p.host_port}->{p.container_port}/{p.protocol}" for p in status.ports) or "-"
+
+
+def print_apps(apps: list[pb.AppInfo], output: Format) -> None:
+    """``fleet get apps``."""
+    rows, wide = [], []
+    for a in apps:
+        spec = json.loads(a.spec_json)
+        rows.append(
+            [
+                a.name,
+                f"{a.running}/{a.desired}",
+                str(a.available),
+                str(a.updated),
+                str(len(a.pending)),
+                str(a.revision),
+                a.rollout or "-",
+                a.reason or "-",
+                spec["image"],
+            ]
+        )
+        wide.append(
+            [str(a.generation), ",".join(spec["ports"]) or "-", a.updated_at, a.message or "-"]
+        )
+    print_records(
+        apps,
+        output,
+        [
+            "NAME",
+            "RUNNING",
+            "AVAILABLE",
+            "UPDATED",
+            "PENDING",
+            "REVISION",
+            "ROLLOUT",
+            "REASON",
+            "IMAGE",
+        ],
+        rows,
+        wide_columns=["GENERATION", "PORTS", "UPDATED", "MESSAGE"],
+        wide_rows=wide,
+    )
+
+
+def print_jobs(apps: list[pb.AppInfo], output: Format) -> None:
+    """``fleet get jobs``: the job fields of apps in mode job."""
+    rows = [
+        [
+            a.name,
+            f"{a.job.succeeded}/{a.job.completions}",
+            str(a.job.running),
+            str(a.job.failed),
+            a.job.state,
+            ",".join(str(c) for _, c in sorted(a.job.exit_codes.items())) or "-",
+            a.job.started_at or "-",
+        ]
+        for a in apps
+    ]
+    print_records(
+        apps,
+        output,
+        ["NAME", "SUCCEEDED", "RUNNING", "FAILED", "STATE", "EXIT CODES", "STARTED"],
+        rows,
+    )
+
+
+def _host_labels(h: pb.HostInfo) -> str:
+    """Admin labels as constraints name them, then what its agent claims, as agent.*."""
+    admin = [f"{k}={v}" for k, v in sorted(h.labels.items())]
+    claimed = [f"{AGENT_PREFIX}{k}={v}" for k, v in sorted(h.agent_labels.items())]
+    return ",".join(admin + claimed) or "-"
+
+
+def capped_claim(h: pb.HostInfo) -> str:
+    """What its agent claims, cpu/memory, where more than placement counts ("" if not)."""
+    claimed, counted = h.reported_capacity, h.capacity
+    if not h.HasField("reported_capacity") or (
+        claimed.cpu <= counted.cpu and claimed.memory_bytes <= counted.memory_bytes
+    ):
+        return ""
+    return f"{claimed.cpu:g}/{human_memory(claimed.memory_bytes)}"
+
+
+def print_hosts(hosts: list[pb.HostInfo], output: Format) -> None:
+    """``fleet get hosts``; ``describe host`` prints its wide row."""
+    rows, wide = [], []
+    for h in hosts:
+        state = h.state if not h.maintenance else f"{h.state} (maintenance slot)"
+        rows.append(
+            [
+                h.host_id,
+                state,
+                str(h.containers),
+                f"{h.reserved.cpu:g}/{h.capacity.cpu:g}",
+                f"{human_memory(h.reserved.memory_bytes)}/{human_memory(h.capacity.memory_bytes)}",
+            ]
+        )
+        wide.append(
+            [
+                f"{h.usage.cpu:.2f}",
+                human_memory(h.usage.memory_bytes),
+                _host_labels(h),
+                capped_claim(h) or "-",
+                " ".join(
+                    filter(
+                        None,
+                        [h.facts.get("os_name") or h.facts.get("os"), h.facts.get("os_version")],
+                    )
+                )
+                or "-",
+                h.facts.get("kernel", "-"),
+                h.facts.get("docker_version", "-"),
+                h.facts.get("boot_id", "-")[:8],
+                h.address or "-",
+            ]
+        )
+    print_records(
+        hosts,
+        output,
+        ["HOST", "STATE", "CONTAINERS", "CPU (RESERVED/CAP)", "MEMORY (RESERVED/CAP)"],
+        rows,
+        wide_columns=[
+            "CPU USED",
+            "MEMORY USED",
+            "LABELS",
+            "CLAIMED (CAPPED)",
+            "OS",
+            "KERNEL",
+            "DOCKER",
+            "BOOT ID",
+            "ADDRESS",
+        ],
+        wide_rows=wide,
+    )
+
+
+def print_containers(containers: list[pb.ContainerInfo], output: Format) -> None:
+    """``fleet ps`` and ``get containers``; ``describe`` lists an app's or a host's."""
+    rows, wide = [], []
+    for c in containers:
+        # A container that cannot run says why in its state (image-not-found, like
+        # kubectl's ErrImagePull), and in words in REASON.
+        state = c.status.reason or c.status.state or "pending"
+        if c.status.state == "exited":
+            state = f"exited ({c.status.exit_code})"
+        elif c.status.health == "unhealthy":
+            state = "running (unhealthy)"
+        if not c.desired:
+            state += " (stale)"
+        rows.append(
+            [
+                f"{c.app}.{c.slot}",
+                c.host,
+                state,
+                str(c.status.restarts),
+                _ports(c.status),
+                c.status.container_id[:12] or "-",
+                c.status.message or "-",
+            ]
+        )
+        wide.append([str(c.revision), c.status.name or "-", c.status.started_at or "-"])
+    print_records(
+        containers,
+        output,
+        ["REPLICA", "HOST", "STATE", "RESTARTS", "PORTS", "CONTAINER", "REASON"],
+        rows,
+        wide_columns=["REVISION", "NAME", "STARTED"],
+        wide_rows=wide,
+    )
