@@ -244,7 +244,9 @@ def wait_for_rollout(
             if polled is not None:
                 info = polled
                 if target is None:
-                    target = info.revision
+                    # The latest rollout: a rollback is the end of the one it undid, so
+                    # `set image; rollout status` fails however late the first poll is.
+                    target = info.rollback_of or info.revision
                 started = started or target in (info.revision, info.rollback_of)
                 outcome = rollout_outcome(info, target, started=started)
                 if outcome != "waiting":

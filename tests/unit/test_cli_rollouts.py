@@ -137,9 +137,15 @@ def test_a_rollback_ends_with_the_cause_not_its_own_progress(
     assert capsys.readouterr().err.strip() == f"error: app/web: {cause}; rolled back to revision 4"
 
 
-def test_wait_follows_a_rollback_seen_first_to_its_end() -> None:
-    client = ScriptedClient(info(4, rollback_of=5), info(4, "complete", rollback_of=5))
-    assert follow(client, None) == 0
+def test_without_a_target_a_rollback_seen_first_is_the_failed_rollout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``fleet set image web v5; fleet rollout status web`` fails when v5 was rolled
+    back, even when the rollback had finished before the first poll."""
+    done = info(4, "complete", rollback_of=5, failure="revision 5 failed: unhealthy")
+    assert follow(ScriptedClient(done), None) == 2
+    assert "revision 5 failed: unhealthy; rolled back to revision 4" in capsys.readouterr().err
+    assert follow(ScriptedClient(info(4, rollback_of=5)), None) == 2
 
 
 def test_wait_reports_a_superseded_revision(capsys: pytest.CaptureFixture[str]) -> None:
