@@ -1,5 +1,5 @@
 """Rollouts: ``fleet set image`` and ``fleet rollout`` (status, history, undo, pause,
-restart). The controller steps a rollout (``replicas``, ``rollout``); here it is
+restart). The controller steps a rollout (``controlplane.rollout``); here it is
 started, paused or pointed back, by the rules of ``appchanges`` and ``revisions``."""
 
 from __future__ import annotations
