@@ -1,8 +1,8 @@
 """Watching what runs: ``ps``, ``events``, ``stats``, ``logs``, ``top``, and ``exec`` to
 run a command in a replica.
 
-They only read (but ``exec``); ``ps`` prints the containers table of
-``fleet.cli.tables``, the rest print what they stream as it comes.
+All but ``exec`` only read. ``ps`` prints the containers table of ``fleet.cli.tables``;
+the others print what they are sent as it comes.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
-"""``fleet rollout``, ``fleet set image`` and ``fleet endpoints``: follow and steer how a
-new revision of an app replaces the old one, and find where its replicas answer.
+"""``fleet rollout``, ``fleet set image``, ``fleet wait`` and ``fleet endpoints``: follow
+and steer how a new revision of an app replaces the old one (or a job runs to its end),
+and find where its replicas answer.
 
 The rollout itself runs in the control plane (``fleet.controlplane.rollout``); these
 commands only read its record and ask for changes. ``wait_for_rollout`` is also what
-``fleet apply --wait`` uses.
+``fleet apply --wait`` uses; its exit codes (0 complete, 1 failed, 2 rolled back) are
+defined here.
 """
 
 from __future__ import annotations
