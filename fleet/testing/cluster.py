@@ -7,6 +7,9 @@ state file up to date as things start, runs the optional `--on-ready` hook once 
 is connected, and holds everything until SIGTERM/SIGINT; then it tears down in reverse
 (hook, agents, server, etcd, hosts). `wait`, `status` and `down` are for
 `deploy/local-cluster`, which runs `up` in the background.
+
+Over 600 lines on purpose: one command's start-up and tear-down in reverse order,
+which read best side by side.
 """
 
 from __future__ import annotations

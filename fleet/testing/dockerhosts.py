@@ -2,6 +2,10 @@
 
 The hosts share a private bridge (10.213.X.0/24, gateway .1 in the root namespace), and each
 resource is recorded under /run/fleet-test/<prefix>/ first, so `cleanup_stale` can undo a crash.
+
+Over 600 lines on purpose: it is one recipe (bridge, namespaces, per-host dockerd, the
+records that undo them), each step leaning on the one before; split, a reader would
+chase the order of a setup across files.
 """
 
 from __future__ import annotations
