@@ -101,7 +101,10 @@ _EVENT_NAME = re.compile(r"({})-({})-({})(?:-({}))?".format(*_EVENT_PARTS))
 # The value size assumed of an event batch whose key names none: more than a batch of
 # 100 events of the longest message weighs.
 _UNSIZED_EVENTS = 128 * 1024
-_NUMBER_DIGITS = 18  # numbers in keys are below 10**18 (etcd's int64 goes a little further)
+# Numbers in keys are int64s, as the proto carries them (an agent may report any):
+# at most 19 digits.
+_NUMBER_DIGITS = 19
+_NUMBER_LIMIT = 2**63
 
 
 def _checked(pattern: re.Pattern[str], text: str, what: str, expected: str) -> str:
@@ -192,7 +195,7 @@ class _Checked:
 
 @dataclass(frozen=True)
 class _Number:
-    """A whole number below 10**18, zero-padded to ``digits`` so keys sort like numbers."""
+    """A whole number below 2**63, zero-padded to ``digits`` so keys sort like numbers."""
 
     placeholder: str
     what: str
@@ -205,8 +208,8 @@ class _Number:
         return rf"[0-9]{{{self.digits}}}|[1-9][0-9]{{{self.digits},{_NUMBER_DIGITS - 1}}}"
 
     def text(self, value: int) -> str:
-        if not 0 <= value < 10**_NUMBER_DIGITS:
-            raise InvalidArgument(f"invalid {self.what} {value}: expected 0 to 10**18 - 1")
+        if not 0 <= value < _NUMBER_LIMIT:
+            raise InvalidArgument(f"invalid {self.what} {value}: expected 0 to 2**63 - 1")
         return str(value).zfill(self.digits)
 
     def value(self, text: str) -> int:
