@@ -12,7 +12,7 @@
     │   └── TlsRefused       reached, but TLS failed: the message says who refused what
     └── PullFailed           a host could not pull an image (``reason`` says how)
 
-(``tests/unit/test_errors.py`` checks that this drawing is the classes' tree.) Each
+(``tests/unit/common/test_errors.py`` checks that this drawing is the classes' tree.) Each
 maps to one gRPC status code (``GRPC_CODE_BY_ERROR``), so the server raises these and
 the client re-raises the same class from the status it receives. The problems of a
 ``SpecError`` or ``PolicyDenied`` travel one by one in a trailer (``problems_trailer``),

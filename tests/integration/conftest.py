@@ -6,7 +6,10 @@ Every test gets its own etcd prefix, so tests share one etcd without seeing each
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,4 +95,13 @@ def wait_containers(fleet: Fleet, app: str, count: int, timeout: float = 60.0) -
     return found
 
 
-__all__ = ["Fleet", "wait_containers", "wait_until"]
+def fleet_cli(*args: str, server: str, pki: TestPKI) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it, with the admin certificate found through FLEET_PKI_DIR."""
+    pki.client()  # make sure client-admin.crt exists in the PKI dir
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    env["FLEET_PKI_DIR"] = str(pki.dir)
+    command = [sys.executable, "-m", "fleet", *args, "--server", server]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+
+
+__all__ = ["Fleet", "fleet_cli", "wait_containers", "wait_until"]

@@ -4,9 +4,6 @@ agent restart, each checked through the Docker SDK and etcd rather than through 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +13,7 @@ from fleet.spec import AppSpec, load_documents
 from fleet.testing import wait_until
 from fleet.testing.certs import TestPKI
 from tests.helpers import etcd_json, etcd_prefix, wait_http
-from tests.integration.conftest import Fleet, wait_containers
+from tests.integration.conftest import Fleet, fleet_cli, wait_containers
 
 
 def web_spec(image: str, **changes: Any) -> AppSpec:
@@ -167,32 +164,23 @@ def test_agent_killed_and_restarted_adopts_without_duplicates(fleet: Fleet) -> N
     assert {c.id for c in wait_containers(fleet, "web", 3)} == ids
 
 
-def _fleet_cli(*args: str, server: str, pki: TestPKI) -> subprocess.CompletedProcess[str]:
-    """The CLI as a user runs it, with the admin certificate found through FLEET_PKI_DIR."""
-    pki.client()  # make sure client-admin.crt exists in the PKI dir
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
-    env["FLEET_PKI_DIR"] = str(pki.dir)
-    command = [sys.executable, "-m", "fleet", *args, "--server", server]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
-
-
 def test_cli_apply_ps_and_get_json(fleet: Fleet, tmp_path: Path) -> None:
     app_file = tmp_path / "web.yaml"
     app_file.write_text(web_spec(fleet.image, replicas=2).model_dump_json())
-    dry = _fleet_cli(
+    dry = fleet_cli(
         "apply", "-f", str(app_file), "--dry-run", server=fleet.server.address, pki=fleet.pki
     )
     assert dry.returncode == 0, dry.stderr
     assert "web.0 -> h1" in dry.stdout and "web.1 -> h1" in dry.stdout
     assert not etcd_prefix(fleet.etcd, f"{fleet.prefix}apps/")
 
-    applied = _fleet_cli("apply", "-f", str(app_file), server=fleet.server.address, pki=fleet.pki)
+    applied = fleet_cli("apply", "-f", str(app_file), server=fleet.server.address, pki=fleet.pki)
     assert applied.returncode == 0, applied.stderr
     assert "app/web created" in applied.stdout
     wait_containers(fleet, "web", 2)
 
     def listed() -> list[Any] | None:
-        result = _fleet_cli("ps", "web", "-o", "json", server=fleet.server.address, pki=fleet.pki)
+        result = fleet_cli("ps", "web", "-o", "json", server=fleet.server.address, pki=fleet.pki)
         rows = json.loads(result.stdout)
         return rows if all(r["status"]["state"] == "running" for r in rows) else None
 
@@ -204,7 +192,7 @@ def test_cli_apply_ps_and_get_json(fleet: Fleet, tmp_path: Path) -> None:
     docker_ids = {c.id for c in wait_containers(fleet, "web", 2)}
     assert {r["status"]["container_id"] for r in rows} == docker_ids
 
-    diff = _fleet_cli("diff", "-f", str(app_file), server=fleet.server.address, pki=fleet.pki)
+    diff = fleet_cli("diff", "-f", str(app_file), server=fleet.server.address, pki=fleet.pki)
     assert diff.returncode == 0 and diff.stdout == ""
 
 
@@ -212,7 +200,7 @@ def test_cli_rejects_a_bad_file_and_stores_nothing(fleet: Fleet, tmp_path: Path)
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"name: web\nimage: {fleet.image}\nreplicas: -1\nportz: []\n")
     before = etcd_prefix(fleet.etcd, f"{fleet.prefix}apps/")
-    result = _fleet_cli("apply", "-f", str(bad), server=fleet.server.address, pki=fleet.pki)
+    result = fleet_cli("apply", "-f", str(bad), server=fleet.server.address, pki=fleet.pki)
     assert result.returncode == 2
     assert f"{bad}:3" in result.stderr and "replicas" in result.stderr
     assert f"{bad}:4" in result.stderr and "portz" in result.stderr
@@ -223,7 +211,7 @@ def test_cli_rejects_a_bad_file_and_stores_nothing(fleet: Fleet, tmp_path: Path)
 def test_cli_says_plainly_when_the_server_is_unreachable(pki: TestPKI) -> None:
     from fleet.testing import free_port
 
-    result = _fleet_cli("get", "apps", server=f"127.0.0.1:{free_port()}", pki=pki)
+    result = fleet_cli("get", "apps", server=f"127.0.0.1:{free_port()}", pki=pki)
     assert result.returncode == 1
     assert "cannot reach the fleet control plane" in result.stderr
     assert "Traceback" not in result.stderr

@@ -17,8 +17,7 @@ from fleet.store import Etcd, KeyLayout, Store
 from fleet.store._etcd import Put
 from fleet.testing import EtcdServer
 from tests.helpers import b64, etcd_post, etcd_prefix, prefix_end
-from tests.integration.conftest import Fleet
-from tests.integration.test_apply import _fleet_cli
+from tests.integration.conftest import Fleet, fleet_cli
 
 
 def _apps_file(path: Path, image: str, count: int) -> Path:
@@ -35,7 +34,7 @@ def _stored(fleet: Fleet) -> tuple[dict[str, bytes], dict[str, bytes]]:
 
 
 def _apply(fleet: Fleet, app_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return _fleet_cli(
+    return fleet_cli(
         "apply", "-f", str(app_file), *args, server=fleet.server.address, pki=fleet.pki
     )
 

@@ -36,7 +36,7 @@ from fleet.testing.certs import TestPKI
 from fleet.testing.fleetprocs import FleetServerProcess
 from fleet.transport import Transport
 from tests.helpers import b64, etcd_post, etcd_prefix, prefix_end
-from tests.unit.test_spec_fuzz import VALID, mutations
+from tests.unit.spec.builders import VALID, mutations
 
 PREFIX = "/fuzz/"
 HOST = "fuzzhost"  # the agent certificate these tests hold

@@ -18,8 +18,7 @@ from fleet.pki.subjects import Role
 from fleet.spec import load_documents
 from fleet.testing import wait_until
 from tests.helpers import b64, etcd_post, etcd_prefix
-from tests.integration.conftest import Fleet, wait_containers
-from tests.integration.test_apply import _fleet_cli
+from tests.integration.conftest import Fleet, fleet_cli, wait_containers
 
 
 def _app(image: str, secret: str = "db") -> str:
@@ -98,7 +97,7 @@ def test_only_admins_set_secrets_and_used_ones_cannot_be_deleted(fleet: Fleet) -
 
 
 def _cli(fleet: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
-    return _fleet_cli(*args, server=fleet.server.address, pki=fleet.pki)
+    return fleet_cli(*args, server=fleet.server.address, pki=fleet.pki)
 
 
 def _scoped_app(path: Path, name: str, image: str, replicas: int = 1) -> Path:

@@ -17,12 +17,16 @@ from fleet.controlplane.planner import plan_replicas
 from fleet.controlplane.slots import ReplicaPlan
 from fleet.store import ClusterState, Versioned
 from fleet.store.records import HostDrain, ReplicaRecord
-from tests.unit.test_replicas_plan import Gi, add_app, add_revision, cluster
-from tests.unit.test_rollout_plan import (
+from tests.unit.controlplane.builders import (
     LONG_AGO,
     NOW,
+    Gi,
+    Mi,
+    add_app,
+    add_revision,
     after,
     app_spec,
+    cluster,
     commit,
     iso,
     put_replica,
@@ -30,8 +34,6 @@ from tests.unit.test_rollout_plan import (
     set_rollout,
     wanted,
 )
-
-Mi = 1 << 20
 
 
 def start_drain(

@@ -19,7 +19,7 @@ from fleet.agent.restarts import (
     restart_wanted,
 )
 from fleet.agent.runtime import ObservedContainer
-from tests.unit.agent_builders import NOW, container, exited, spec
+from tests.unit.agent.builders import NOW, container, exited, spec
 
 
 @pytest.mark.parametrize(

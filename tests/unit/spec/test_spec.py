@@ -30,7 +30,7 @@ from fleet.spec import (
     parse_spec_json,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 Mi = 1 << 20
 
 FULL = """\

@@ -10,114 +10,26 @@ from fleet.controlplane.planner import plan_replicas
 from fleet.controlplane.slots import ReplicaPlan
 from fleet.controlplane.view import requests, scheduler_snapshot
 from fleet.scheduler import HostView, ReplicaRequest
-from fleet.spec import AppSpec, Constraint, load_documents
+from fleet.spec import Constraint, load_documents
 from fleet.store import ClusterState, Versioned
 from fleet.store.records import (
     AppRecord,
-    HostLabelsRecord,
-    HostRecord,
-    HostState,
-    LiveRecord,
     ReplicaRecord,
     ReplicaTarget,
     ResourceAmounts,
     RevisionRecord,
 )
-
-Mi = 1 << 20
-Gi = 1 << 30
-
-# The planners take the time; nothing these tests check depends on it.
-NOW = 1_800_000_000.0
-
-
-def spec(text: str = "") -> AppSpec:
-    [parsed] = load_documents("name: web\nimage: img:v1\n" + text, "app.yaml")
-    return parsed
-
-
-def cluster(*hosts: tuple[str, float, int], revision: int = 100) -> ClusterState:
-    """A state with ready, connected hosts given as (id, cpu, memory)."""
-    state = ClusterState(revision=revision)
-    for host_id, cpu, memory in hosts:
-        add_host(state, host_id, cpu=cpu, memory=memory)
-    return state
-
-
-def add_host(
-    state: ClusterState,
-    host_id: str,
-    *,
-    cpu: float = 4.0,
-    memory: int = 8 * Gi,
-    labels: dict[str, str] | None = None,
-    facts: dict[str, str] | None = None,
-    host_state: HostState = "ready",
-    connected: bool = True,
-    admin_labels: dict[str, str] | None = None,
-) -> None:
-    """A registered host: ``labels`` are its agent's own (``--label``), ``admin_labels``
-    those set with ``fleet label host``."""
-    record = HostRecord(
-        host_id=host_id,
-        capacity=ResourceAmounts(cpu=cpu, memory=memory),
-        labels=labels or {},
-        facts=facts or {},
-        state=host_state,
-        registered_at="t0",
-    )
-    state.hosts[host_id] = Versioned(record, 10)
-    if admin_labels is not None:
-        admin = HostLabelsRecord(host_id=host_id, labels=admin_labels, updated_at="t0")
-        state.host_labels[host_id] = Versioned(admin, 12)
-    if connected:
-        state.alive[host_id] = Versioned(LiveRecord(server="cp1", connected_at="t0"), 11)
-
-
-def add_app(state: ClusterState, app: AppSpec, *, revision: int = 1, mod: int = 20) -> None:
-    """The app record at ``revision`` and that revision's record, of the same spec."""
-    state.apps[app.name] = Versioned(
-        AppRecord(spec=app, generation=revision, revision=revision, created_at="t", updated_at="t"),
-        mod,
-    )
-    add_revision(state, app, revision)
-
-
-def add_revision(state: ClusterState, app: AppSpec, revision: int) -> None:
-    state.revisions[(app.name, revision)] = Versioned(
-        RevisionRecord(
-            app=app.name,
-            revision=revision,
-            template_hash=app.template_hash(),
-            spec=app,
-            created_at="t",
-        ),
-        21,
-    )
-
-
-def add_replica(
-    state: ClusterState,
-    app: str,
-    slot: int,
-    host: str,
-    *,
-    revision: int = 1,
-    cpu: float = 0.0,
-    memory: int = 0,
-    ports: list[str] | None = None,
-    mod: int | None = None,
-) -> ReplicaRecord:
-    record = ReplicaRecord(
-        app=app,
-        slot=slot,
-        revision=revision,
-        host=host,
-        resources=ResourceAmounts(cpu=cpu, memory=memory),
-        host_ports=ports or [],
-    )
-    state.replicas[(app, slot)] = Versioned(record, 50 + slot if mod is None else mod)
-    return record
+from tests.unit.controlplane.builders import (
+    NOW,
+    Gi,
+    Mi,
+    add_app,
+    add_host,
+    add_replica,
+    add_revision,
+    cluster,
+    spec,
+)
 
 
 def new_records(plan: ReplicaPlan) -> list[ReplicaRecord]:

@@ -35,7 +35,7 @@ from fleet.store.records import (
     StatusRecord,
     UpgradeRecord,
 )
-from tests.unit.test_replicas_plan import add_app, add_host, cluster, spec
+from tests.unit.controlplane.builders import add_app, add_host, cluster, spec
 
 HOLDER = "upgrade-hosts"
 OUT = ("draining", "upgrading")

@@ -192,7 +192,7 @@ def test_parse_of_folders_and_foreign_keys() -> None:
         b"/fleet/replicas/web/-00003",
         b"/fleet/replicas/web/00 003",
         b"/fleet/replicas/web/\xd9\xa3\xd9\xa3\xd9\xa3\xd9\xa3\xd9\xa3\xd9\xa3",  # arabic digits
-        b"/fleet/revisions/web/1000000000000000000",  # 19 digits
+        b"/fleet/revisions/web/10000000000000000000",  # 20 digits
         b"/fleet/reports/h1/web/000003",  # a report without its revision
         b"/fleet/events/00000000000000000001-h1",  # no batch number
         b"/fleet/events/1-h1-000001-000000001",  # time not padded
@@ -216,15 +216,17 @@ def test_a_refusal_names_the_key_and_its_folder() -> None:
 
 
 def test_numbers_out_of_range_make_no_key() -> None:
-    """Only what parses back becomes a key: no negative slot or revision, none of 19
-    digits; numbers wider than their padding are keys too."""
+    """Only what parses back becomes a key: no negative slot or revision, nothing past
+    int64 (what the proto carries, and an agent may report any of it); numbers wider
+    than their padding are keys too."""
     with pytest.raises(InvalidArgument, match="invalid slot -1"):
         LAYOUT.replica("web", -1)
     with pytest.raises(InvalidArgument, match="invalid revision"):
-        LAYOUT.report("h1", "web", 0, 10**18)
-    assert LAYOUT.parse(LAYOUT.revision("web", 10**18 - 1)) == ParsedKey(
-        REVISIONS, ("web", 10**18 - 1)
-    )
+        LAYOUT.report("h1", "web", 0, 2**63)
+    for n in (10**18, 2**63 - 1):
+        assert LAYOUT.parse(LAYOUT.revision("web", n)) == ParsedKey(REVISIONS, ("web", n))
+        key = LAYOUT.report("h1", "web", 0, n)
+        assert LAYOUT.parse(key) == ParsedKey(REPORTS, ("h1", "web", 0, n))
     assert LAYOUT.parse(LAYOUT.replica("web", 1_234_567)) == ParsedKey(REPLICAS, ("web", 1_234_567))
 
 
@@ -402,8 +404,8 @@ SEGMENT_VALUES: dict[str, st.SearchStrategy[object]] = {
     "<id>": labels,
     "<host>": host_ids,
     "<serial>": st.from_regex(r"[0-9a-f]{1,40}", fullmatch=True),
-    "<slot>": st.integers(0, 10**18 - 1),
-    "<revision>": st.integers(0, 10**18 - 1),
+    "<slot>": st.integers(0, 2**63 - 1),
+    "<revision>": st.integers(0, 2**63 - 1),
     "<time>-<source>-<n>-<size>": st.builds(
         EventName,
         st.integers(0, 10**20 - 1),

@@ -24,8 +24,8 @@ from fleet.secrets import (
 from fleet.spec import AppFile, load_documents
 from fleet.store import ClusterState, Versioned
 from fleet.store.records import ContainerReport, SecretRecord, SecretScope
-from tests.unit.agent_builders import container
-from tests.unit.test_replicas_plan import add_app, add_replica, cluster
+from tests.unit.agent.builders import container
+from tests.unit.controlplane.builders import add_app, add_replica, cluster
 
 BOX = SecretBox(b"k" * 32)
 APP = """\

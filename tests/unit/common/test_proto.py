@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 GENERATED = ["fleet_pb2.py", "fleet_pb2_grpc.py", "fleet_pb2.pyi", "fleet_pb2_grpc.pyi"]
 
 

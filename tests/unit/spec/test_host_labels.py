@@ -27,8 +27,8 @@ from fleet.scheduler._filters import Constraints
 from fleet.spec import Constraint
 from fleet.store import ClusterState, Versioned
 from fleet.store.records import HostDrain, HostRecord, LiveRecord, ResourceAmounts
-from tests.unit.test_cli_output import HOSTILE, SHOWN, assert_clean
-from tests.unit.test_replicas_plan import NOW, add_app, add_host, spec
+from tests.unit.cli.builders import HOSTILE, SHOWN, assert_clean
+from tests.unit.controlplane.builders import NOW, add_app, add_host, spec
 
 runner = CliRunner()
 

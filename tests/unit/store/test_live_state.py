@@ -21,7 +21,6 @@ from fleet.store.records import (
     AppRecord,
     ContainerReport,
     HostLabelsRecord,
-    HostRecord,
     LiveRecord,
     MaintenanceRecord,
     ReplicaRecord,
@@ -29,11 +28,10 @@ from fleet.store.records import (
     ResourceAmounts,
     RevisionRecord,
     SecretRecord,
-    StatusRecord,
 )
 from fleet.store.state import Changes, decode_state
+from tests.unit.store.builders import LAYOUT, host_record, status_record
 
-LAYOUT = KeyLayout()
 # The universe the property draws from: small, so that keys are put, changed and
 # deleted again often.
 APPS = ("web", "api")
@@ -83,28 +81,12 @@ def replica(
     )
 
 
-def host_record(host: str, cpu: float = 4.0) -> HostRecord:
-    return HostRecord(
-        host_id=host, capacity=ResourceAmounts(cpu=cpu, memory=8 << 30), registered_at="t0"
-    )
-
-
 def admin_labels(host: str, **labels: str) -> HostLabelsRecord:
     return HostLabelsRecord(host_id=host, labels=labels, updated_at="t0")
 
 
 def live_record(server: str = "cp1") -> LiveRecord:
     return LiveRecord(server=server, connected_at="t0")
-
-
-def status_record(host: str, cpu: float = 0.0) -> StatusRecord:
-    return StatusRecord(
-        host_id=host,
-        reported_at="t0",
-        applied_version=1,
-        usage=ResourceAmounts(cpu=cpu, memory=1 << 30),
-        container_usage={"web/0/1": (cpu, 1 << 20)},
-    )
 
 
 def container(app: str, slot: int, revision: int, state: str = "running") -> ContainerReport:

@@ -7,7 +7,7 @@ from fleet.controlplane.appstatus import CountsCache, RolloutCounts, rollout_cou
 from fleet.spec import load_documents
 from fleet.store.live import LiveState
 from fleet.store.records import AppRecord, ContainerReport, ReplicaRecord, ResourceAmounts
-from tests.unit.test_live_state import LAYOUT, status_record
+from tests.unit.store.builders import LAYOUT, status_record
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 READY = "2027-01-15T08:00:00Z"

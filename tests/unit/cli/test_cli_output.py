@@ -17,16 +17,9 @@ from fleet.cli.connection import Connection
 from fleet.cli.main import app, main
 from fleet.errors import NotFound
 from fleet.proto import fleet_pb2 as pb
+from tests.unit.cli.builders import HOSTILE, SHOWN, assert_clean
 
 runner = CliRunner()
-
-HOSTILE = "[/boom] [bold]x \x1b]0;evil\x07\x1b[31mred\x1b[0m \x9b2J"
-SHOWN = "[/boom] [bold]x red 2J"  # what is left of it: the text, none of the sequences
-
-
-def assert_clean(output: str) -> None:
-    assert "\x1b" not in output and "\x07" not in output and "\x9b" not in output, output
-    assert "Traceback" not in output and "MarkupError" not in output, output
 
 
 def run_main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:

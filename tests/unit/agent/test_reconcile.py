@@ -15,7 +15,7 @@ from fleet.agent.reconcile import Create, Remove, Start, Stop, Task, plan
 from fleet.agent.restarts import Backoff, RestartBook
 from fleet.agent.runtime import ObservedContainer
 from fleet.proto import fleet_pb2 as pb
-from tests.unit.agent_builders import NOW, container, exited, spec
+from tests.unit.agent.builders import NOW, container, exited, spec
 
 
 def planned(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fleet.controlplane.view import HostViews, scheduler_snapshot
 from fleet.store.live import LiveState
 from fleet.store.records import ReplicaRecord, ResourceAmounts
-from tests.unit.test_live_state import LAYOUT, host_record
+from tests.unit.store.builders import LAYOUT, host_record
 
 
 def pool(hosts: int) -> LiveState:
