@@ -334,7 +334,7 @@ class ReplicaController:
         return revision
 
     async def _step_upgrade(self, state: ClusterState) -> None:
-        step = step_upgrade(state, now_iso())
+        step = step_upgrade(state, time.time())
         if step.is_empty():
             return
         try:

@@ -149,9 +149,8 @@ def canary_hosts(state: ClusterState) -> dict[str, str]:
     }
 
 
-def _canary(state: ClusterState, app: str, host_id: str, progress: HostUpgrade, now: str) -> str:
+def _canary(state: ClusterState, app: str, host_id: str, progress: HostUpgrade, now: float) -> str:
     """ "passed", a reason it failed, or "" while it is still on its way."""
-    clock = epoch(now) or 0.0
     status = state.status.get(host_id)
     report = next(
         (
@@ -166,16 +165,18 @@ def _canary(state: ClusterState, app: str, host_id: str, progress: HostUpgrade, 
         return crashed
     if report is not None and report.state == "running" and report.health in ("", "healthy"):
         since = epoch(report.ready_since) if report.ready_since else None
-        if since is not None and clock - since >= CANARY_READY:
+        if since is not None and now - since >= CANARY_READY:
             return "passed"
-    started = epoch(progress.canary_at) or clock
-    if clock - started > CANARY_TIMEOUT:
+    started = epoch(progress.canary_at) or now
+    if now - started > CANARY_TIMEOUT:
         return f"not healthy within {CANARY_TIMEOUT:g}s"
     return ""
 
 
-def step_upgrade(state: ClusterState, now: str) -> UpgradeStep:
-    """What the walk does next on ``state`` (``now`` stamps what it writes)."""
+def step_upgrade(state: ClusterState, now: float) -> UpgradeStep:
+    """What the walk does next on ``state`` at ``now`` (epoch seconds, which also stamps
+    what it writes)."""
+    stamp = iso_at(now)
     step = UpgradeStep()
     stored = state.upgrade
     if stored is None or stored.value.state == "done":
@@ -204,7 +205,7 @@ def step_upgrade(state: ClusterState, now: str) -> UpgradeStep:
             continue
         if record is None:
             hosts[host_id] = progress.model_copy(
-                update={"phase": "failed", "message": "the host is gone", "finished_at": now}
+                update={"phase": "failed", "message": "the host is gone", "finished_at": stamp}
             )
             if holders.get(host_id) == HOLDER:
                 del holders[host_id]
@@ -227,7 +228,7 @@ def step_upgrade(state: ClusterState, now: str) -> UpgradeStep:
                 )
                 # Out for its upgrade: "maintenance" until it is back and uncordoned.
                 command = (
-                    HostCommand(id=f"{walk.id}-{host_id}", command=walk.command, issued_at=now)
+                    HostCommand(id=f"{walk.id}-{host_id}", command=walk.command, issued_at=stamp)
                     if walk.command
                     else None
                 )
@@ -239,7 +240,7 @@ def step_upgrade(state: ClusterState, now: str) -> UpgradeStep:
                 hosts[host_id] = progress.model_copy(
                     update={
                         "phase": "failed",
-                        "finished_at": now,
+                        "finished_at": stamp,
                         "message": f"the drain ended before the upgrade (host is {record.state})",
                     }
                 )
@@ -255,14 +256,14 @@ def step_upgrade(state: ClusterState, now: str) -> UpgradeStep:
                 version = record.facts.get("os_version", "") or "?"
                 message = f"back with OS version {version}; running a canary of {walk.canary_app}"
                 hosts[host_id] = progress.model_copy(
-                    update={"phase": "canary", "canary_at": now, "message": message}
+                    update={"phase": "canary", "canary_at": stamp, "message": message}
                 )
                 step.events.append(("host-canary", host_id, message))
             elif back:
                 version = record.facts.get("os_version", "") or "?"
                 message = f"back with OS version {version}; uncordoned"
                 hosts[host_id] = progress.model_copy(
-                    update={"phase": "done", "finished_at": now, "message": message}
+                    update={"phase": "done", "finished_at": stamp, "message": message}
                 )
                 release(host_id, record)
                 step.events.append(("host-upgraded", host_id, message))
@@ -275,7 +276,7 @@ def step_upgrade(state: ClusterState, now: str) -> UpgradeStep:
                     "healthy; uncordoned"
                 )
                 hosts[host_id] = progress.model_copy(
-                    update={"phase": "done", "finished_at": now, "message": message}
+                    update={"phase": "done", "finished_at": stamp, "message": message}
                 )
                 release(host_id, record)
                 step.events.append(("host-upgraded", host_id, message))
@@ -283,7 +284,7 @@ def step_upgrade(state: ClusterState, now: str) -> UpgradeStep:
                 # The host stays out (maintenance) and the walk stops: ops look first.
                 message = f"the canary of {walk.canary_app} failed: {verdict}; walk stopped"
                 hosts[host_id] = progress.model_copy(
-                    update={"phase": "failed", "finished_at": now, "message": message}
+                    update={"phase": "failed", "finished_at": stamp, "message": message}
                 )
                 walk = walk.model_copy(update={"state": "stopped"})
                 step.events.append(("host-upgrade-failed", host_id, message))
@@ -305,12 +306,12 @@ def step_upgrade(state: ClusterState, now: str) -> UpgradeStep:
             step.hosts[host_id] = record.model_copy(
                 update={
                     "state": "draining",
-                    "drain": HostDrain(started_at=now, by=HOLDER),
+                    "drain": HostDrain(started_at=stamp, by=HOLDER),
                     "command": None,
                 }
             )
             hosts[host_id] = progress.model_copy(
-                update={"phase": "draining", "started_at": now, "message": "draining"}
+                update={"phase": "draining", "started_at": stamp, "message": "draining"}
             )
             step.events.append(("host-draining", host_id, "drained for its OS upgrade"))
             out += 1
@@ -318,7 +319,7 @@ def step_upgrade(state: ClusterState, now: str) -> UpgradeStep:
     finished = all(p.phase in ("done", "failed") for p in hosts.values())
     changed = walk.model_copy(update={"hosts": hosts, "state": "done" if finished else walk.state})
     if changed != stored.value:
-        step.upgrade = changed.model_copy(update={"updated_at": now})
+        step.upgrade = changed.model_copy(update={"updated_at": stamp})
     wanted = semaphore.model_copy(
         update={"holders": holders, "max": max(semaphore.max, walk.max_parallel)}
     )

@@ -83,7 +83,19 @@ def commit(state: ClusterState, step: UpgradeStep) -> None:
     state.revision += 1
 
 
-def advance(state: ClusterState, now: str = "t1") -> UpgradeStep:
+T0 = 1_800_000_000.0  # the walk's clock: epoch seconds (stamps are made from it)
+
+
+def stamp(seconds: float) -> str:
+    """The record stamp the walk writes at ``T0 + seconds``."""
+    return (
+        datetime.fromtimestamp(T0 + seconds, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def advance(state: ClusterState, now: float = T0 + 1) -> UpgradeStep:
     """One round of the walk, committed."""
     step = step_upgrade(state, now)
     commit(state, step)
@@ -142,11 +154,11 @@ def host_states(state: ClusterState) -> dict[str, str]:
 def upgrade_host(state: ClusterState, host_id: str) -> None:
     """Take ``host_id`` (already draining) through drained, upgrading and back."""
     finish_drain(state, host_id)
-    advance(state, "t2")
+    advance(state, T0 + 2)
     assert phases(state)[host_id] == "upgrading"
     go_away(state, host_id)
     come_back(state, host_id)
-    advance(state, "t3")
+    advance(state, T0 + 3)
     assert phases(state)[host_id] == "done"
 
 
@@ -157,22 +169,22 @@ def test_start_drains_only_the_first_host() -> None:
     """max_parallel 1, three waiting hosts: one step drains the first host only (its
     record draining by the walk, the semaphore slot held) and the walk says so."""
     state = walk_state(3)
-    step = step_upgrade(state, "t1")
+    step = step_upgrade(state, T0 + 1)
     assert set(step.hosts) == {"h1"}
     record = step.hosts["h1"]
     assert record.state == "draining"
     assert record.drain is not None
     assert record.drain.by == HOLDER
-    assert record.drain.started_at == "t1"
+    assert record.drain.started_at == stamp(1)
     assert record.command is None
     assert step.maintenance is not None
     assert step.maintenance.holders == {"h1": HOLDER}
     assert step.maintenance.max >= 1
     assert step.upgrade is not None
-    assert step.upgrade.updated_at == "t1"
+    assert step.upgrade.updated_at == stamp(1)
     walked = step.upgrade.hosts
     assert walked["h1"].phase == "draining"
-    assert walked["h1"].started_at == "t1"
+    assert walked["h1"].started_at == stamp(1)
     assert (walked["h2"].phase, walked["h3"].phase) == ("waiting", "waiting")
     assert list(walked) == ["h1", "h2", "h3"]  # the walking order is kept
     assert step.upgrade.state == "running"
@@ -191,12 +203,12 @@ def test_never_more_than_max_parallel_out() -> None:
     assert host_states(state) == {"h1": "draining", "h2": "draining", "h3": "ready"}
 
     finish_drain(state, "h1")
-    advance(state, "t2")
+    advance(state, T0 + 2)
     assert phases(state) == {"h1": "upgrading", "h2": "draining", "h3": "waiting"}
-    assert step_upgrade(state, "t3").is_empty()  # still two out
+    assert step_upgrade(state, T0 + 3).is_empty()  # still two out
 
     come_back(state, "h1")
-    advance(state, "t4")
+    advance(state, T0 + 4)
     assert phases(state) == {"h1": "done", "h2": "draining", "h3": "draining"}
     assert holders(state) == {"h2": HOLDER, "h3": HOLDER}
     assert host_states(state) == {"h1": "ready", "h2": "draining", "h3": "draining"}
@@ -208,7 +220,7 @@ def test_drained_host_gets_the_upgrade_command() -> None:
     state = walk_state(2, command="rpm-ostree upgrade --reboot")
     advance(state)
     finish_drain(state, "h1")
-    step = step_upgrade(state, "t2")
+    step = step_upgrade(state, T0 + 2)
     assert step.upgrade is not None
     progress = step.upgrade.hosts["h1"]
     assert progress.phase == "upgrading"
@@ -219,7 +231,7 @@ def test_drained_host_gets_the_upgrade_command() -> None:
     assert command is not None
     assert command.id == "u1-h1"
     assert command.command == "rpm-ostree upgrade --reboot"
-    assert command.issued_at == "t2"
+    assert command.issued_at == stamp(2)
     assert step.hosts["h1"].state == "maintenance"  # out for its upgrade, still empty
     assert step.maintenance is None  # the slot stays held
     assert [(kind, host) for kind, host, _ in step.events] == [("host-upgrading", "h1")]
@@ -231,7 +243,7 @@ def test_drained_host_without_a_command_is_left_to_ops() -> None:
     state = walk_state(2)
     advance(state)
     finish_drain(state, "h1")
-    step = step_upgrade(state, "t2")
+    step = step_upgrade(state, T0 + 2)
     assert {h: r.state for h, r in step.hosts.items()} == {"h1": "maintenance"}
     assert step.upgrade is not None
     progress = step.upgrade.hosts["h1"]
@@ -253,7 +265,7 @@ def test_upgrading_host_not_back_changes_nothing(world: str) -> None:
     state = walk_state(2, command="upgrade")
     advance(state)
     finish_drain(state, "h1")
-    advance(state, "t2")
+    advance(state, T0 + 2)
     if world == "new version, not connected":
         come_back(state, "h1", os_version="2", boot_id="boot-h1-1")
         go_away(state, "h1")
@@ -261,7 +273,7 @@ def test_upgrading_host_not_back_changes_nothing(world: str) -> None:
         go_away(state, "h1")
     else:
         come_back(state, "h1", os_version=None)  # reconnected, same facts
-    assert step_upgrade(state, "t3").is_empty()
+    assert step_upgrade(state, T0 + 3).is_empty()
     assert phases(state) == {"h1": "upgrading", "h2": "waiting"}
 
 
@@ -276,14 +288,14 @@ def test_host_back_is_done_and_the_next_starts(os_version: str | None, boot_id: 
     state = walk_state(2, command="upgrade")
     advance(state)
     finish_drain(state, "h1")
-    advance(state, "t2")
+    advance(state, T0 + 2)
     go_away(state, "h1")
     come_back(state, "h1", os_version=os_version, boot_id=boot_id)
-    step = step_upgrade(state, "t3")
+    step = step_upgrade(state, T0 + 3)
     assert step.upgrade is not None
     done = step.upgrade.hosts["h1"]
     assert done.phase == "done"
-    assert done.finished_at == "t3"
+    assert done.finished_at == stamp(3)
     assert "uncordoned" in done.message
     back = step.hosts["h1"]
     assert (back.state, back.drain, back.command) == ("ready", None, None)
@@ -304,13 +316,13 @@ def test_semaphore_is_shared_with_manual_drains() -> None:
     add_host(state, "h9", host_state="draining")
     manual = MaintenanceRecord(max=1, holders={"h9": "fleet drain"})
     state.maintenance = Versioned(manual, 40)
-    step = step_upgrade(state, "t1")
+    step = step_upgrade(state, T0 + 1)
     assert step.is_empty()
 
     # h9 is uncordoned by hand: its slot is given back.
     set_host(state, "h9", state="ready", drain=None)
     state.maintenance = Versioned(MaintenanceRecord(max=1, holders={}), 41)
-    advance(state, "t2")
+    advance(state, T0 + 2)
     assert phases(state) == {"h1": "draining", "h2": "waiting"}
     assert holders(state) == {"h1": HOLDER}
 
@@ -338,11 +350,11 @@ def test_host_uncordoned_while_draining_fails(slot_given_back: bool) -> None:
     set_host(state, "h1", state="ready", drain=None)
     if slot_given_back:  # as `fleet uncordon` does
         state.maintenance = Versioned(MaintenanceRecord(max=1, holders={}), 50)
-    step = step_upgrade(state, "t2")
+    step = step_upgrade(state, T0 + 2)
     assert step.upgrade is not None
     failed = step.upgrade.hosts["h1"]
     assert failed.phase == "failed"
-    assert failed.finished_at == "t2"
+    assert failed.finished_at == stamp(2)
     assert "ready" in failed.message
     assert "h1" not in step.hosts  # the host is left as ops set it
     assert step.upgrade.hosts["h2"].phase == "draining"
@@ -360,15 +372,15 @@ def test_host_that_disappears_fails(phase: str) -> None:
     advance(state)
     if phase == "upgrading":
         finish_drain(state, "h1")
-        advance(state, "t2")
+        advance(state, T0 + 2)
     assert phases(state)["h1"] == phase
     del state.hosts["h1"]
     go_away(state, "h1")
-    step = step_upgrade(state, "t3")
+    step = step_upgrade(state, T0 + 3)
     assert step.upgrade is not None
     gone = step.upgrade.hosts["h1"]
     assert gone.phase == "failed"
-    assert gone.finished_at == "t3"
+    assert gone.finished_at == stamp(3)
     assert "gone" in gone.message
     assert "h1" not in step.hosts
     assert step.upgrade.hosts["h2"].phase == "draining"
@@ -384,7 +396,7 @@ def test_waiting_host_that_disappears_fails_and_the_walk_finishes() -> None:
     del state.hosts["h2"]
     go_away(state, "h2")
     upgrade_host(state, "h1")
-    advance(state, "t4")
+    advance(state, T0 + 4)
     assert phases(state) == {"h1": "done", "h2": "failed"}
     assert walk_of(state).state == "done"
 
@@ -404,11 +416,11 @@ def test_stopped_walk_takes_no_new_host_but_finishes_those_out() -> None:
     assert holders(state) == {}
     assert host_states(state) == {"h1": "ready", "h2": "ready", "h3": "ready"}
     assert walk_of(state).state == "stopped"
-    assert step_upgrade(state, "t9").is_empty()
+    assert step_upgrade(state, T0 + 9).is_empty()
 
     resumed = walk_of(state).model_copy(update={"state": "running"})
     state.upgrade = Versioned(resumed, state.upgrade.mod_revision + 1)  # type: ignore[union-attr]
-    advance(state, "t10")
+    advance(state, T0 + 10)
     assert phases(state)["h3"] == "draining"
 
 
@@ -428,27 +440,27 @@ def test_walk_of_done_and_failed_hosts_is_done() -> None:
     state = walk_state(2)
     advance(state)
     set_host(state, "h1", state="cordoned", drain=None)  # ended by hand: failed
-    advance(state, "t2")
+    advance(state, T0 + 2)
     assert phases(state) == {"h1": "failed", "h2": "draining"}
     assert walk_of(state).state == "running"
     upgrade_host(state, "h2")
     assert phases(state) == {"h1": "failed", "h2": "done"}
     assert walk_of(state).state == "done"
-    assert walk_of(state).updated_at == "t3"
+    assert walk_of(state).updated_at == stamp(3)
     assert holders(state) == {}
 
-    assert step_upgrade(state, "t4").is_empty()
+    assert step_upgrade(state, T0 + 4).is_empty()
     set_host(state, "h1", state="draining")
     del state.hosts["h2"]
     state.maintenance = Versioned(MaintenanceRecord(max=1, holders={"h9": "fleet drain"}), 70)
-    assert step_upgrade(state, "t5").is_empty()
+    assert step_upgrade(state, T0 + 5).is_empty()
 
 
 def test_no_walk_is_an_empty_step() -> None:
     """Without a walk record the step does nothing."""
     state = cluster()
     add_host(state, "h1")
-    assert step_upgrade(state, "t1").is_empty()
+    assert step_upgrade(state, T0 + 1).is_empty()
 
 
 @pytest.mark.parametrize(
@@ -464,20 +476,20 @@ def test_stepping_twice_without_a_world_change_is_idempotent(stage: str) -> None
     if stage == "stopped":
         walk = walk_of(state).model_copy(update={"state": "stopped"})
         state.upgrade = Versioned(walk, 31)
-    advance(state, "t1")
+    advance(state, T0 + 1)
     if stage in ("draining", "upgrading", "one done"):
-        assert step_upgrade(state, "t1b").is_empty()
+        assert step_upgrade(state, T0 + 1.5).is_empty()
     if stage in ("upgrading", "one done"):
         finish_drain(state, "h1")
-        advance(state, "t2")
+        advance(state, T0 + 2)
     if stage == "one done":
         come_back(state, "h1")
-        advance(state, "t3")
+        advance(state, T0 + 3)
     if stage == "failed":
         set_host(state, "h1", state="ready", drain=None)
-        advance(state, "t2")
+        advance(state, T0 + 2)
     before = (walk_of(state), holders(state), host_states(state))
-    step = step_upgrade(state, "t99")
+    step = step_upgrade(state, T0 + 99)
     assert step.is_empty(), step
     assert step.events == []
     assert (walk_of(state), holders(state), host_states(state)) == before
@@ -588,14 +600,14 @@ def test_walk_keeps_its_limits_and_finishes(
     state = walk_state(count, max_parallel=max_parallel, command=command)
     for number, events in enumerate(rounds):
         play_world(state, events)
-        advance(state, f"r{number}")
+        advance(state, T0 + 10 + number)
         check_invariants(state, max_parallel)
     # From now on every drain finishes and every upgrading agent comes back upgraded.
     for number in range(3 * count + 2):
         if walk_of(state).state == "done":
             break
         play_world(state, [(True, True, False)] * 5)
-        advance(state, f"f{number}")
+        advance(state, T0 + 100 + number)
         check_invariants(state, max_parallel)
     walk = walk_of(state)
     assert walk.state == "done"
@@ -603,21 +615,10 @@ def test_walk_keeps_its_limits_and_finishes(
     assert set(host_states(state).values()) == {"ready"}
     assert all(v.value.command is None and v.value.drain is None for v in state.hosts.values())
     assert holders(state) == {}
-    assert step_upgrade(state, "end").is_empty()
+    assert step_upgrade(state, T0 + 10_000).is_empty()
 
 
 # ------------------------------------------------------------------ the canary
-
-
-T0 = 1_800_000_000.0
-
-
-def at(seconds: float) -> str:
-    return (
-        datetime.fromtimestamp(T0 + seconds, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
 
 
 def canary_walk() -> ClusterState:
@@ -625,12 +626,12 @@ def canary_walk() -> ClusterState:
     state = walk_state(2)
     add_app(state, spec("replicas: 2\n"))
     state.upgrade = Versioned(walk_of(state).model_copy(update={"canary_app": "web"}), 30)
-    advance(state, at(0))
+    advance(state, T0 + (0))
     finish_drain(state, "h1")
-    advance(state, at(1))
+    advance(state, T0 + (1))
     go_away(state, "h1")
     come_back(state, "h1")
-    advance(state, at(2))
+    advance(state, T0 + (2))
     return state
 
 
@@ -643,12 +644,12 @@ def report_canary(state: ClusterState, *, ready_at: float, restarts: int = 0) ->
         container_id="canary",
         name="web.999999.x",
         state="running",
-        ready_since=at(ready_at),
+        ready_since=stamp(ready_at),
         restarts=restarts,
     )
     status = StatusRecord(
         host_id="h1",
-        reported_at=at(ready_at),
+        reported_at=stamp(ready_at),
         applied_version=1,
         usage=ResourceAmounts(),
         containers=[container],
@@ -665,9 +666,9 @@ def test_a_host_back_runs_a_canary_before_it_is_uncordoned() -> None:
     [canary] = desired_containers(state, "h1")
     assert (canary.app, canary.slot, canary.revision) == ("web", CANARY_SLOT, 1)
     report_canary(state, ready_at=3)
-    advance(state, at(4))  # healthy for 1 s only
+    advance(state, T0 + (4))  # healthy for 1 s only
     assert phases(state)["h1"] == "canary"
-    advance(state, at(7))
+    advance(state, T0 + (7))
     assert phases(state) == {"h1": "done", "h2": "draining"}
     assert host_states(state)["h1"] == "ready"
     assert "canary of web ran healthy" in walk_of(state).hosts["h1"].message
@@ -679,9 +680,9 @@ def test_a_failed_canary_keeps_the_host_out_and_stops_the_walk(how: str) -> None
     state = canary_walk()
     if how == "crash-looping":
         report_canary(state, ready_at=3, restarts=3)
-        advance(state, at(4))
+        advance(state, T0 + (4))
     else:
-        advance(state, at(2 + 181))
+        advance(state, T0 + (2 + 181))
     walk = walk_of(state)
     assert (walk.state, phases(state)) == ("stopped", {"h1": "failed", "h2": "waiting"})
     assert host_states(state)["h1"] == "maintenance"  # not uncordoned
