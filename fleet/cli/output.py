@@ -38,8 +38,10 @@ __all__ = [
 ]
 
 # Not a terminal (a pipe, a script): never wrap or truncate table cells.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 4096)
-err_console = Console(stderr=True, highlight=False)
+# No highlighting and no emoji codes: text from hosts (":smile:" in a message) is shown
+# as it was sent.
+console = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 4096)
+err_console = Console(stderr=True, highlight=False, emoji=False)
 
 
 def safe(text: object) -> str:

@@ -4,8 +4,8 @@ that nothing of the escapes reached the output."""
 
 from __future__ import annotations
 
-HOSTILE = "[/boom] [bold]x \x1b]0;evil\x07\x1b[31mred\x1b[0m \x9b2J"
-SHOWN = "[/boom] [bold]x red 2J"  # what is left of it: the text, none of the sequences
+HOSTILE = "[/boom] [bold]x :smile: \x1b]0;evil\x07\x1b[31mred\x1b[0m \x9b2J"
+SHOWN = "[/boom] [bold]x :smile: red 2J"  # what is left of it: the text, none of the sequences
 
 
 def assert_clean(output: str) -> None:
