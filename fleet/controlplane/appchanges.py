@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from fleet._time import iso_at
 from fleet.controlplane.revisions import REVISION_HISTORY, next_revision, pruned, revision_hash
 from fleet.errors import REQUEST, Conflict, NotFound, PolicyDenied, SpecProblem
 from fleet.policy import refused_fields
@@ -114,7 +115,7 @@ def too_large(apps: int, operations: int, limit: int, per_app: int) -> str:
 def plan_apply(
     old: AppRecord | None,
     spec: AppSpec,
-    now: str,
+    now: float,
     kept_revisions: Iterable[int] = (),
     history: int = REVISION_HISTORY,
     *,
@@ -123,14 +124,15 @@ def plan_apply(
 ) -> AppChangePlan:
     """Decide what applying ``spec`` over ``old`` writes (``now`` stamps new records);
     a new template makes a new revision (``revisions.next_revision``)."""
+    stamp = iso_at(now)
     if old is None:
-        record = AppRecord(spec=spec, generation=1, revision=1, created_at=now, updated_at=now)
+        record = AppRecord(spec=spec, generation=1, revision=1, created_at=stamp, updated_at=stamp)
         revision = RevisionRecord(
             app=spec.name,
             revision=1,
             template_hash=spec.template_hash(),
             spec=spec,
-            created_at=now,
+            created_at=stamp,
             cause=cause,
         )
         return AppChangePlan("created", record, tuple(type(spec).model_fields), revision, ())
@@ -148,7 +150,7 @@ def plan_apply(
             revision=number,
             template_hash=revision_hash(spec, old.restarted_at),
             spec=spec,
-            created_at=now,
+            created_at=stamp,
             cause=cause,
         )
         prune = pruned(kept, number, {*in_use, old.revision}, history)
@@ -157,7 +159,7 @@ def plan_apply(
             "spec": spec,
             "generation": old.generation + 1,
             "revision": number,
-            "updated_at": now,
+            "updated_at": stamp,
         }
     )
     return AppChangePlan("changed", record, fields, new_revision, prune)
@@ -165,50 +167,53 @@ def plan_apply(
 
 def plan_restart(
     old: AppRecord,
-    now: str,
+    now: float,
     kept_revisions: Iterable[int],
     in_use: Iterable[int] = (),
     history: int = REVISION_HISTORY,
 ) -> AppChangePlan:
     """``fleet rollout restart``: a new revision of the same template, so every replica
     is replaced (gated like any rollout)."""
+    stamp = iso_at(now)
     kept = set(kept_revisions)
     number = next_revision(kept, old.revision)
     revision = RevisionRecord(
         app=old.spec.name,
         revision=number,
-        template_hash=revision_hash(old.spec, now),
+        template_hash=revision_hash(old.spec, stamp),
         spec=old.spec,
-        created_at=now,
+        created_at=stamp,
         cause="fleet rollout restart",
     )
     record = old.model_copy(
         update={
             "generation": old.generation + 1,
             "revision": number,
-            "restarted_at": now,
-            "updated_at": now,
+            "restarted_at": stamp,
+            "updated_at": stamp,
         }
     )
     prune = pruned(kept, number, {*in_use, old.revision}, history)
     return AppChangePlan("changed", record, ("restarted_at",), revision, prune)
 
 
-def plan_undo(old: AppRecord, to: RevisionRecord, now: str) -> AppRecord:
+def plan_undo(old: AppRecord, to: RevisionRecord, now: float) -> AppRecord:
     """Point the app back at revision ``to``: its template, today's count and placement."""
+    stamp = iso_at(now)
     return old.model_copy(
         update={
             "spec": template_of(old.spec, to.spec),
             "revision": to.revision,
             "generation": old.generation + 1,
-            "updated_at": now,
+            "updated_at": stamp,
         }
     )
 
 
-def plan_scale(old: AppRecord, replicas: int, now: str) -> AppRecord:
+def plan_scale(old: AppRecord, replicas: int, now: float) -> AppRecord:
     """The record after ``fleet scale``: same template, same revision."""
+    stamp = iso_at(now)
     spec = old.spec.model_copy(update={"replicas": replicas})
     return old.model_copy(
-        update={"spec": spec, "generation": old.generation + 1, "updated_at": now}
+        update={"spec": spec, "generation": old.generation + 1, "updated_at": stamp}
     )

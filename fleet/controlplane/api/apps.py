@@ -11,7 +11,6 @@ import time
 
 import grpc.aio
 
-from fleet._time import now_iso
 from fleet.controlplane.api._service import ServiceBase, app_change, plan_write
 from fleet.controlplane.appchanges import (
     check_apply,
@@ -121,7 +120,7 @@ class AppsApi(ServiceBase):
 
         state = await self._state()
         check_apply(specs, state, request.base_generations)
-        now = now_iso()
+        now = time.time()
         changes: list[pb.AppChange] = []
         writes: list[AppWrite] = []
         for spec in specs:
@@ -169,7 +168,7 @@ class AppsApi(ServiceBase):
         previous = stored.value.spec.replicas
         if previous == request.replicas:
             return pb.ScaleResponse(generation=stored.value.generation, previous=previous)
-        record = plan_scale(stored.value, request.replicas, now_iso())
+        record = plan_scale(stored.value, request.replicas, time.time())
         await self._caught_up(await self._store.write_apps([AppWrite(record, stored.mod_revision)]))
         return pb.ScaleResponse(generation=record.generation, previous=previous)
 

@@ -35,7 +35,7 @@ class RolloutsApi(ServiceBase):
         plan = plan_apply(
             stored.value,
             spec,
-            now_iso(),
+            time.time(),
             kept_revisions(state, request.app),
             cause=f"fleet set image {spec.image}",
             in_use=revisions_in_use(state, request.app),
@@ -123,7 +123,7 @@ class RolloutsApi(ServiceBase):
             rollout.value if rollout is not None else None,
             request.to_revision,
         )
-        record = plan_undo(stored.value, state.revisions[(name, to)].value, now_iso())
+        record = plan_undo(stored.value, state.revisions[(name, to)].value, time.time())
         await self._caught_up(await self._store.write_apps([AppWrite(record, stored.mod_revision)]))
         return self._rollout_info(self._informer.state(), name)
 
@@ -156,7 +156,7 @@ class RolloutsApi(ServiceBase):
         state, stored = await self._read_app(request.app)
         name = request.app
         plan = plan_restart(
-            stored.value, now_iso(), kept_revisions(state, name), revisions_in_use(state, name)
+            stored.value, time.time(), kept_revisions(state, name), revisions_in_use(state, name)
         )
         await self._caught_up(await self._store.write_apps([plan_write(plan, stored.mod_revision)]))
         return self._rollout_info(self._informer.state(), name)

@@ -167,7 +167,7 @@ def _store(max_txn_ops: int = 128) -> Store:
 
 def _created(name: str) -> AppWrite:
     [spec] = load_documents(f"name: {name}\nimage: busybox:1\n", "a.yaml")
-    plan = plan_apply(None, spec, "2026-01-01T00:00:00Z")
+    plan = plan_apply(None, spec, 1_767_225_600.0)  # 2026-01-01T00:00:00Z
     return AppWrite(plan.record, 0, plan.new_revision, plan.prune_revisions)
 
 
