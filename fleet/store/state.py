@@ -1,8 +1,9 @@
 """A decoded, consistent view of everything under the prefix at one etcd revision,
 and how keys and values are decoded into it.
 
-Built from a prefix read (``decode_state``, ``Store.snapshot``) or from the informer's
-cache (``fleet.store.live``, with the same ``locate``, ``decode`` and ``place``);
+Built from the informer's cache (``fleet.store.live``, with ``locate``, ``decode`` and
+``place``); ``decode_state`` builds it from a whole prefix read, the reference the
+informer's state is tested against;
 controllers and the API read it, never raw keys. Which record each folder holds and
 where it goes is ``_HELD``; the keys themselves are parsed by ``fleet.store.keys``.
 Every record keeps the mod revision it was read at, which is what a later

@@ -19,7 +19,7 @@ from fleet.policy import Policy
 from fleet.store import records
 from fleet.store._etcd import Compare, Delete, DeletePrefix, Etcd, Put
 from fleet.store.keys import KeyLayout
-from fleet.store.state import ClusterState, Versioned, decode_state
+from fleet.store.state import Versioned
 
 __all__ = ["TXN_KEYS", "AppWrite", "HostReport", "Store"]
 
@@ -77,11 +77,6 @@ class Store:
         """Raise ``InvalidArgument`` unless etcd takes transactions as large as we were
         told it does (``Etcd.max_txn_ops``): a read-only one of that many guards."""
         await self.etcd.txn([Compare(self.keys.root, 0)] * self.etcd.max_txn_ops, [])
-
-    async def snapshot(self) -> ClusterState:
-        """Everything under the prefix, read at one revision."""
-        kvs, revision = await self.etcd.get_prefix(self.keys.root)
-        return decode_state(self.keys, kvs, revision)
 
     # ------------------------------------------------------------------ apps
 
