@@ -10,7 +10,9 @@
   has the executor (``fleet.agent.executor``) run the plan, on every push, every
   runtime event and a timer;
 - the host watch (``fleet.agent.hostwatch``) follows the runtime's events, which wake
-  the reconcile loop, and samples live usage for the heartbeats.
+  the reconcile loop, and samples live usage for the heartbeats;
+- host commands an earlier agent started are followed until their exit is reported
+  (``fleet.agent.hostcommands``; they run where the ``CommandRunner`` puts them).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from fleet.agent.config import AgentConfig
 from fleet.agent.events import EventQueue
 from fleet.agent.health import Prober
 from fleet.agent.held import HeldReplicas
+from fleet.agent.hostcommands import CommandRunner
+from fleet.agent.hostprocess import ProcessRunner
 from fleet.agent.hostwatch import HostWatch
 from fleet.agent.logonce import FailureLog
 from fleet.agent.reconciler import Reconciler
@@ -37,9 +41,12 @@ log = logging.getLogger(__name__)
 
 
 class Agent:
-    """One host's agent over ``runtime`` (dockerd, or a simulated one)."""
+    """One host's agent over ``runtime`` (dockerd, or a simulated one); its host
+    commands run as processes unless ``runner`` puts them elsewhere."""
 
-    def __init__(self, config: AgentConfig, runtime: Runtime) -> None:
+    def __init__(
+        self, config: AgentConfig, runtime: Runtime, runner: CommandRunner | None = None
+    ) -> None:
         self.config = config
         self.runtime = runtime
         events = EventQueue()
@@ -54,7 +61,15 @@ class Agent:
         failures = FailureLog(log)
         prober = Prober(self.state.report_now.set)
         self.reconciler = Reconciler(config, runtime, self.state, prober, failures)
-        self.session = Session(config, runtime, self.state, prober, failures, self.connected)
+        self.session = Session(
+            config,
+            runtime,
+            self.state,
+            prober,
+            failures,
+            self.connected,
+            runner or ProcessRunner(config.host_id),
+        )
         self._watch = HostWatch(runtime, self.state)
 
     async def run(self) -> None:
@@ -67,6 +82,7 @@ class Agent:
                 self.session.run(),
                 self.reconciler.run(),
                 self._watch.sample_usage_forever(self.config.stats_seconds),
+                self.session.commands.resume(),
             )
         finally:
             self._watch.stop()

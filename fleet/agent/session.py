@@ -31,7 +31,7 @@ from fleet.agent.certwatch import CertificateWatch
 from fleet.agent.config import AgentConfig
 from fleet.agent.events import EventQueue
 from fleet.agent.health import Prober
-from fleet.agent.hostcommands import HostCommands
+from fleet.agent.hostcommands import CommandRunner, HostCommands
 from fleet.agent.logonce import FailureLog
 from fleet.agent.report import heartbeat
 from fleet.agent.requests import RequestHandler
@@ -126,6 +126,7 @@ class Session:
         prober: Prober,
         failures: FailureLog,
         connected: asyncio.Event,
+        runner: CommandRunner,
     ) -> None:
         self.config = config
         self.runtime = runtime
@@ -134,7 +135,7 @@ class Session:
         self._prober = prober
         self._failures = failures
         self._requests = RequestHandler(runtime, lambda: state.observed)
-        self.commands = HostCommands(config, state.events)
+        self.commands = HostCommands(config, state.events, runner)
         tls = config.transport.tls
         self._certs = CertificateWatch(tls) if tls is not None else None
 

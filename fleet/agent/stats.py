@@ -5,11 +5,17 @@ Docker's ``stats(stream=False)`` blocks about a second per container, and even
 by benchmarks/agent.py). So the sampler reads each container's cgroup files directly
 (microseconds; the agent runs on its host) and asks Docker only where it cannot. Both
 give one cumulative cpu counter; the rate comes from two samples (``cpu_rate``).
+
+An agent in a container reads the host's cgroup tree mounted at ``/sys/fs/cgroup`` (on
+cgroup v1 a container's own mounts show only its own cgroup) and must see other
+containers' cgroup paths whole: in a cgroup namespace of its own (Docker's default on
+cgroup v2) ``/proc/PID/cgroup`` shows them as ``/../..``, relative to the agent's own
+cgroup, which the agent cannot place in the tree. Either mistake is said once, and
+usage then comes from Docker, slowly (``CgroupsUnseen``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
@@ -21,7 +27,17 @@ from typing import Any
 
 import docker.errors
 
-__all__ = ["HostUsage", "UsageSampler", "cpu_rate", "memory_in_use"]
+from fleet.agent.logonce import WarnOnce
+
+__all__ = [
+    "CgroupsUnseen",
+    "HostUsage",
+    "UsageSampler",
+    "cgroup_paths",
+    "cgroup_usage",
+    "cpu_rate",
+    "memory_in_use",
+]
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +61,15 @@ def memory_in_use(stats: dict[str, Any]) -> int:
     return max(0, int(memory.get("usage", 0)) - int(cache))
 
 
-def _cgroup_paths(pid: int) -> dict[str, str]:
-    """Controller -> cgroup path of process ``pid`` ("" is the cgroup v2 unified one)."""
+class CgroupsUnseen(OSError):
+    """Containers' cgroup files cannot be read from where the agent runs, and why."""
+
+
+def cgroup_paths(text: str) -> dict[str, str]:
+    """Controller -> cgroup path, from a ``/proc/PID/cgroup`` ("" is the cgroup v2
+    unified one)."""
     paths: dict[str, str] = {}
-    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+    for line in text.splitlines():
         _, controllers, path = line.split(":", 2)
         for controller in controllers.split(","):
             paths[controller.removeprefix("name=")] = path
@@ -63,11 +84,32 @@ def _stat(path: Path, key: str) -> int:
     return 0
 
 
-def cgroup_usage(pid: int, root: Path = Path("/sys/fs/cgroup")) -> tuple[int, int]:
+def cgroup_usage(
+    pid: int, root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc")
+) -> tuple[int, int]:
     """(cumulative cpu ns, memory in use) of the cgroup of ``pid``, v1 or v2; OSError or
-    ValueError when the files are not there to read."""
-    paths = _cgroup_paths(pid)
-    if "memory" in paths and "cpuacct" in paths:  # cgroup v1
+    ValueError when the files are not there to read (``CgroupsUnseen`` when they never
+    will be)."""
+    paths = cgroup_paths((proc / str(pid) / "cgroup").read_text())
+    v1 = "memory" in paths and "cpuacct" in paths
+    if any(paths[c].startswith("/..") for c in (("memory", "cpuacct") if v1 else ("",))):
+        raise CgroupsUnseen(
+            "containers' cgroups lie outside the agent's cgroup namespace: run the agent's "
+            "container with --cgroupns host"
+        )
+    try:
+        return _read_usage(paths, root, v1)
+    except FileNotFoundError:
+        if (proc / str(pid)).exists():  # (else it just exited)
+            raise CgroupsUnseen(
+                f"containers' cgroup files are not under {root}: mount the host's "
+                f"/sys/fs/cgroup there (read-only) in the agent's container"
+            ) from None
+        raise
+
+
+def _read_usage(paths: dict[str, str], root: Path, v1: bool) -> tuple[int, int]:
+    if v1:
         memory = root / "memory" / paths["memory"].lstrip("/")
         usage = int((memory / "memory.usage_in_bytes").read_text())
         cache = _stat(memory / "memory.stat", "total_inactive_file")
@@ -99,6 +141,7 @@ class UsageSampler:
         self._client = client_factory
         self._threads = threads
         self._last: dict[str, tuple[int, float]] = {}
+        self._from_docker = WarnOnce(log, "live usage comes from Docker's stats API (slow)")
 
     def _one(self, container_id: str) -> tuple[str, int, int, int] | None:
         api = self._client().api
@@ -107,9 +150,13 @@ class UsageSampler:
             limit = int(state["HostConfig"].get("Memory") or 0)
             pid = int(state["State"].get("Pid") or 0)
             if pid:
-                with contextlib.suppress(OSError, ValueError, KeyError):
+                try:
                     cpu, memory = cgroup_usage(pid)
                     return container_id, cpu, memory, limit or _host_memory()
+                except CgroupsUnseen as error:
+                    self._from_docker.failed(error)
+                except (OSError, ValueError, KeyError):
+                    pass
             stats = api.stats(container_id, stream=False, one_shot=True)
         except docker.errors.NotFound:
             return None  # exited between the list and the sample

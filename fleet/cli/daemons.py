@@ -13,6 +13,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -230,6 +231,11 @@ def _labels(values: list[str]) -> dict[str, str]:
     return labels
 
 
+class HostCommandsIn(StrEnum):
+    process = "process"
+    container = "container"
+
+
 def agent(
     host_id: Annotated[str, typer.Option("--host-id", help="This host's name in the pool.")],
     server_: Annotated[
@@ -295,10 +301,30 @@ def agent(
         bool,
         typer.Option(
             "--allow-host-commands",
-            help="Let `fleet upgrade-hosts --command` run its command on this host (as "
-            "the agent's user, once per walk).",
+            help="Let `fleet upgrade-hosts --command` run its command on this host, once "
+            "per walk (as the agent's user; as root with --host-commands-in container).",
         ),
     ] = False,
+    host_commands_in: Annotated[
+        HostCommandsIn,
+        typer.Option(
+            "--host-commands-in",
+            envvar="FLEET_HOST_COMMANDS_IN",
+            help="Where host commands run: process (a process of the agent's own, for an "
+            "agent installed on the host) or container (a privileged sibling container "
+            "that enters the host's namespaces, for an agent in a container: the image's "
+            "default). Either way they outlive the agent.",
+        ),
+    ] = HostCommandsIn.process,
+    host_command_image: Annotated[
+        str | None,
+        typer.Option(
+            "--host-command-image",
+            envvar="FLEET_HOST_COMMAND_IMAGE",
+            help="The image of --host-commands-in container's containers (it needs "
+            "nsenter). Default: the agent's own container's image.",
+        ),
+    ] = None,
     log_level: LogLevel = "info",
 ) -> None:
     """Run the agent for one Docker host: it runs what the control plane places here.
@@ -307,6 +333,9 @@ def agent(
     agent-HOST_ID.crt in $FLEET_PKI_DIR).
     """
     from fleet.agent import Agent, AgentConfig, DockerRuntime
+    from fleet.agent.hostcontainer import ContainerRunner
+    from fleet.agent.incontainer import check_host_pid_namespace
+    from fleet.errors import FailedPrecondition
 
     _logging(log_level)
     transport = client_transport(
@@ -328,7 +357,17 @@ def agent(
         os_release=os_release,
         allow_host_commands=allow_host_commands,
     )
-    asyncio.run(Agent(config, DockerRuntime(docker_url)).run())
+    runtime = DockerRuntime(docker_url)
+    try:
+        check_host_pid_namespace(lambda: runtime.client)
+    except FailedPrecondition as error:
+        fail(str(error))
+    runner = (
+        ContainerRunner(lambda: runtime.client, host_id, host_command_image or "")
+        if host_commands_in is HostCommandsIn.container
+        else None  # a process of the agent's own
+    )
+    asyncio.run(Agent(config, runtime, runner).run())
 
 
 def up(

@@ -1,14 +1,17 @@
 """Host commands: run once per id (the id written down first), refused unless the agent
-allows them, and forgotten by the agent once they exited."""
+allows them, their exit reported once, also when an earlier agent started them."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleet.agent.config import AgentConfig
 from fleet.agent.events import EventQueue
-from fleet.agent.hostcommands import HostCommands
+from fleet.agent.hostcommands import HostCommands, StartedCommand
+from fleet.agent.hostprocess import ProcessRunner
+from fleet.errors import Unavailable
 from fleet.proto import fleet_pb2 as pb
 from fleet.transport import Transport
 from tests.helpers import eventually
@@ -24,9 +27,13 @@ def _config(tmp_path: Path, allow: bool) -> AgentConfig:
     )
 
 
+def _commands(tmp_path: Path, events: EventQueue, allow: bool = True) -> HostCommands:
+    return HostCommands(_config(tmp_path, allow), events, ProcessRunner("h1"))
+
+
 async def test_a_command_runs_once_and_is_forgotten_when_it_exits(tmp_path: Path) -> None:
     events = EventQueue()
-    commands = HostCommands(_config(tmp_path, allow=True), events)
+    commands = _commands(tmp_path, events)
     command = pb.HostCommand(id="up-1", command='echo "$FLEET_HOST_ID"; exit 3')
     await commands.run(command)
     await commands.run(command)  # pushed again with the next desired set
@@ -37,13 +44,14 @@ async def test_a_command_runs_once_and_is_forgotten_when_it_exits(tmp_path: Path
         ("host-command-exited", 'exit code 3: echo "$FLEET_HOST_ID"; exit 3'),
     ]
     assert (tmp_path / "command-up-1.log").read_text() == "h1\n"
-    again = HostCommands(_config(tmp_path, allow=True), events)  # after an agent restart
+    again = _commands(tmp_path, events)  # after an agent restart
     await again.run(command)
+    await again.resume()  # a process runner leaves nothing to follow
     assert not again.running and events.take() == []
 
 
 async def test_many_commands_leave_nothing_behind(tmp_path: Path) -> None:
-    commands = HostCommands(_config(tmp_path, allow=True), EventQueue())
+    commands = _commands(tmp_path, EventQueue())
     for n in range(20):
         await commands.run(pb.HostCommand(id=f"c{n}", command="true"))
     await eventually(lambda: not commands.running, 10, "every command's exit")
@@ -53,9 +61,82 @@ async def test_many_commands_leave_nothing_behind(tmp_path: Path) -> None:
 
 async def test_a_command_is_refused_once_unless_the_agent_allows_it(tmp_path: Path) -> None:
     events = EventQueue()
-    commands = HostCommands(_config(tmp_path, allow=False), events)
+    commands = _commands(tmp_path, events, allow=False)
     command = pb.HostCommand(id="up-1", command="touch ran")
     await commands.run(command)
     await commands.run(command)
     assert [e.kind for e in events.take()] == ["host-command-refused"]
     assert not commands.running and not (tmp_path / "ran").exists()
+
+
+@dataclass
+class _Started:
+    id: str
+    command: str
+    exit_code: int | None
+    log: list[str]
+
+    async def wait(self) -> int | None:
+        return self.exit_code
+
+    async def close(self) -> None:
+        self.log.append(f"closed {self.id}")
+
+
+@dataclass
+class _FakeRunner:
+    """What a container runner does, without containers: an earlier agent's commands
+    are left over until closed; dockerd may be away for the first looks."""
+
+    left: list[_Started] = field(default_factory=list)
+    away: int = 0
+    fail_start: bool = False
+    log: list[str] = field(default_factory=list)
+
+    async def start(self, command: pb.HostCommand, outputs: Path) -> StartedCommand:
+        if self.fail_start:
+            raise Unavailable("docker: create the host command's container: no such image")
+        self.log.append(f"started {command.id}")
+        return _Started(command.id, command.command, 0, self.log)
+
+    async def left_running(self, outputs: Path) -> list[StartedCommand]:
+        if self.away:
+            self.away -= 1
+            raise Unavailable("docker: connect: dockerd is away")
+        return list(self.left)
+
+
+async def test_commands_an_earlier_agent_started_are_reported_once_then_closed(
+    tmp_path: Path,
+) -> None:
+    events = EventQueue()
+    runner = _FakeRunner(away=2)
+    runner.left = [_Started("u1-h1", "upgrade", 0, runner.log), _Started("u0-h1", "x", None, [])]
+    commands = HostCommands(_config(tmp_path, True), events, runner)
+    await commands.resume(retry_every=0.01)  # dockerd comes back on the third look
+    await eventually(lambda: not commands.running, 5, "the leftovers to be reported")
+    assert sorted((e.kind, e.message) for e in events.take()) == [
+        ("host-command-exited", "exit code 0: upgrade"),
+        ("host-command-lost", "exit code unknown: x"),
+    ]
+    assert runner.log == ["closed u1-h1"]
+
+
+async def test_a_command_that_cannot_start_is_reported_and_not_tried_again(
+    tmp_path: Path,
+) -> None:
+    events = EventQueue()
+    runner = _FakeRunner(fail_start=True)
+    commands = HostCommands(_config(tmp_path, True), events, runner)
+    command = pb.HostCommand(id="u1-h1", command="upgrade")
+    await commands.run(command)
+    runner.fail_start = False
+    await commands.run(command)
+    assert [(e.kind, e.message) for e in events.take()] == [
+        ("host-command", "running: upgrade"),
+        (
+            "host-command-failed",
+            "could not start: docker: create the host command's container: no such image",
+        ),
+    ]
+    assert runner.log == [] and not commands.running
