@@ -4,10 +4,13 @@
 A child process of a containerised agent would run in the agent's container, not on
 the host, and die when the agent's container stops (an upgrade may well restart it).
 So the agent asks its dockerd for a sibling container instead: privileged, in the
-host's PID and network namespaces, whose ``nsenter`` enters PID 1's mount, UTS, IPC,
-network and PID namespaces and runs ``sh -c COMMAND`` there, on the host proper. Its
-image is the agent's own (it has nsenter), found by asking dockerd about the agent's
-container, unless ``--host-command-image`` names one.
+host's PID and network namespaces, whose ``nsenter`` enters the mount, UTS, IPC,
+network and PID namespaces of the host's PID 1 (``--host-command-pid``) and runs
+``sh -c COMMAND`` there, on the host proper. Its image is the agent's own (it has
+nsenter), found by asking dockerd about the agent's container, unless
+``--host-command-image`` names one. A dockerd that cannot grant every capability (one
+in a sandboxed VM) starts it with the agent's own capabilities instead, which enter
+the host as well.
 
 The container is labelled with the command's id and the host, so an agent restarted
 while it runs (or after it exited) finds it, reports its exit and removes it; its
@@ -30,12 +33,11 @@ import docker.errors
 
 from fleet.agent.dockererrors import DOCKER_ERRORS, translate
 from fleet.agent.hostcommands import StartedCommand, output_file
-from fleet.agent.incontainer import read_own_container_id
+from fleet.agent.incontainer import capabilities, read_own_container_id
 from fleet.errors import FleetError, InvalidArgument
 from fleet.proto import fleet_pb2 as pb
 
 __all__ = [
-    "ENTER_HOST",
     "LABEL_HOST_COMMAND",
     "LABEL_HOST_ID",
     "ContainerRunner",
@@ -45,12 +47,13 @@ log = logging.getLogger(__name__)
 
 LABEL_HOST_COMMAND = "fleet.host-command"  # the command's id
 LABEL_HOST_ID = "fleet.host-id"  # the host whose agent started it
-# Into every namespace of the host's PID 1 but its user namespace (the container's is
-# already the host's) and its cgroup namespace (the container's cgroup holds it).
-ENTER_HOST = ("nsenter", "-t", "1", "-m", "-u", "-i", "-n", "-p", "--")  # busybox's too
 
 # dockerd away or refusing (the client is made on first use: FleetError).
 _FAILED: tuple[type[BaseException], ...] = (FleetError, *DOCKER_ERRORS)
+
+
+class _PrivilegeRefused(Exception):
+    """dockerd could not give a container every capability."""
 
 
 def _container_name(command_id: str) -> str:
@@ -117,12 +120,17 @@ class ContainerRunner:
         host_id: str,
         image: str = "",
         *,
+        target_pid: int = 1,
         poll_seconds: float = 1.0,
         proc: Path = Path("/proc"),
     ) -> None:
         self.client = client
         self.host_id = host_id
         self.image = image
+        # The commands enter every namespace of this process (the host's init) but its
+        # user namespace (the container's is already the host's) and its cgroup
+        # namespace (the command stays in its container's cgroup).
+        self.target_pid = target_pid
         self.poll_seconds = poll_seconds
         self._proc = proc
 
@@ -148,21 +156,47 @@ class ContainerRunner:
 
     def _start(self, command: pb.HostCommand, outputs: Path) -> StartedCommand:
         image = self.image or self._own_image()
+        try:
+            container_id = self._create_and_start(image, command, privileged=True)
+        except _PrivilegeRefused as refused:
+            log.warning(
+                "host command %s: dockerd cannot start a privileged container (%s); it "
+                "runs with the agent's own capabilities instead",
+                command.id,
+                refused,
+            )
+            container_id = self._create_and_start(image, command, privileged=False)
+        return _Container(
+            self, container_id, command.id, command.command, output_file(outputs, command.id)
+        )
+
+    def _create_and_start(self, image: str, command: pb.HostCommand, privileged: bool) -> str:
         api = self.client().api
+        if privileged:  # root on the host: every capability and device, no seccomp/AppArmor
+            powers: dict[str, Any] = {"privileged": True}
+        else:
+            # A dockerd that lacks some capability itself (a sandboxed VM's) cannot grant
+            # them all; the agent's own are enough to enter the host.
+            status = (self._proc / "self/status").read_text()
+            powers = {
+                "cap_add": capabilities(status),
+                "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
+            }
+        enter = ("nsenter", "-t", str(self.target_pid), "-m", "-u", "-i", "-n", "-p", "--")
         try:
             created = api.create_container(
                 image,
                 ["sh", "-c", command.command],
-                entrypoint=list(ENTER_HOST),
+                entrypoint=list(enter),
                 name=_container_name(command.id),
                 labels={LABEL_HOST_COMMAND: command.id, LABEL_HOST_ID: self.host_id},
                 environment={"FLEET_HOST_ID": self.host_id},
                 user="0",  # the image's default user has no capabilities to enter with
                 host_config=api.create_host_config(
-                    pid_mode="host",  # PID 1 is the host's init
+                    pid_mode="host",  # the target is a host process
                     network_mode="host",
                     userns_mode="host",  # root on the host even under userns-remap
-                    privileged=True,  # setns into every namespace, no seccomp/AppArmor
+                    **powers,
                 ),
             )
         except DOCKER_ERRORS as error:
@@ -173,10 +207,10 @@ class ContainerRunner:
             # Else the next agent finds it "created" and reports it lost.
             with contextlib.suppress(*DOCKER_ERRORS):
                 api.remove_container(created["Id"], force=True)
+            if privileged and "apply caps" in str(error):
+                raise _PrivilegeRefused(str(error)) from error
             raise translate("start the host command's container", error) from error
-        return _Container(
-            self, created["Id"], command.id, command.command, output_file(outputs, command.id)
-        )
+        return str(created["Id"])
 
     async def start(self, command: pb.HostCommand, outputs: Path) -> StartedCommand:
         return await asyncio.to_thread(self._start, command, outputs)

@@ -19,7 +19,24 @@ from typing import Any
 from fleet.agent.dockererrors import DOCKER_ERRORS
 from fleet.errors import FailedPrecondition, FleetError
 
-__all__ = ["check_host_pid_namespace", "own_container_id", "read_own_container_id"]
+__all__ = [
+    "capabilities",
+    "check_host_pid_namespace",
+    "own_container_id",
+    "read_own_container_id",
+]
+
+# Linux's capabilities by number (linux/capability.h), as Docker names them, up to
+# AUDIT_READ: Docker 20.10 refuses PERFMON, BPF and CHECKPOINT_RESTORE by name.
+CAPABILITIES = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID",
+    "SETUID", "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST",
+    "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO",
+    "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE",
+    "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM",
+    "BLOCK_SUSPEND", "AUDIT_READ",
+)  # fmt: skip
 
 # Not the daemon's container (NotFound), or no daemon to ask (FleetError: Unavailable).
 _UNKNOWN: tuple[type[BaseException], ...] = (FleetError, *DOCKER_ERRORS)
@@ -84,3 +101,13 @@ def check_host_pid_namespace(client: Callable[[], Any], proc: Path = Path("/proc
             "namespace, so it cannot reach other containers' processes for health checks "
             "and live usage: run it with --pid host (see the README's install section)"
         )
+
+
+def capabilities(status: str) -> list[str]:
+    """The effective capabilities in a ``/proc/PID/status``, by Docker's names."""
+    for line in status.splitlines():
+        name, _, value = line.partition(":")
+        if name == "CapEff":
+            bits = int(value.strip(), 16)
+            return [c for n, c in enumerate(CAPABILITIES) if bits >> n & 1]
+    return []

@@ -325,6 +325,17 @@ def agent(
             "nsenter). Default: the agent's own container's image.",
         ),
     ] = None,
+    host_command_pid: Annotated[
+        int,
+        typer.Option(
+            "--host-command-pid",
+            envvar="FLEET_HOST_COMMAND_PID",
+            min=1,
+            help="--host-commands-in container: the host process whose namespaces the "
+            "commands enter. Default: 1, the host's init; another host process where PID 1 "
+            "refuses to be entered (a sandboxed VM's init).",
+        ),
+    ] = 1,
     log_level: LogLevel = "info",
 ) -> None:
     """Run the agent for one Docker host: it runs what the control plane places here.
@@ -363,7 +374,9 @@ def agent(
     except FailedPrecondition as error:
         fail(str(error))
     runner = (
-        ContainerRunner(lambda: runtime.client, host_id, host_command_image or "")
+        ContainerRunner(
+            lambda: runtime.client, host_id, host_command_image or "", target_pid=host_command_pid
+        )
         if host_commands_in is HostCommandsIn.container
         else None  # a process of the agent's own
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fleet.agent.incontainer import check_host_pid_namespace, own_container_id
+from fleet.agent.incontainer import capabilities, check_host_pid_namespace, own_container_id
 from fleet.errors import FailedPrecondition, Unavailable
 
 ID = "4c01db0b339c" + "a" * 52
@@ -80,3 +80,16 @@ def test_nothing_to_check_without_a_daemon_to_ask(tmp_path: Path) -> None:
 
     check_host_pid_namespace(away, _proc(tmp_path))
     check_host_pid_namespace(lambda: _Client(4_000_000))  # the real /proc: no container
+
+
+def test_capabilities_by_dockers_names() -> None:
+    # Docker's default set plus SYS_ADMIN and SYS_PTRACE (the agent's run line).
+    status = "Name:\tfleet\nCapPrm:\t00000000a82c25fb\nCapEff:\t00000000a82c25fb\n"
+    assert capabilities(status) == [
+        "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+        "NET_BIND_SERVICE", "NET_RAW", "SYS_CHROOT", "SYS_PTRACE", "SYS_ADMIN", "MKNOD",
+        "AUDIT_WRITE", "SETFCAP",
+    ]  # fmt: skip
+    # Those Docker 20.10 cannot name (PERFMON and later) are left out.
+    assert "CHOWN" in capabilities("CapEff:\t000001ffffffffff\n")
+    assert len(capabilities("CapEff:\t000001ffffffffff\n")) == 38
