@@ -1,0 +1,270 @@
+"""The agent from fleet's image, run as a container in each namespaced Docker host's own
+dockerd with the README's run line: both hosts take replicas, a rollout waits for an
+HTTP health check, live usage comes from the hosts' cgroups, `fleet logs` and `fleet
+exec` reach a replica, and an upgrade walk's command runs on the host proper and
+survives a restart of the agent's container, its exit reported once.
+
+Where the run line differs here, because a test host is a network namespace with a
+dockerd of its own rather than a machine:
+
+- the Docker socket is the test host's (/run/fleet-test/.../docker.sock), mounted at
+  /var/run/docker.sock as on a real host;
+- `--network host` is the test host's network namespace (its dockerd's), so the
+  advertised address is the test host's, as on a machine;
+- /etc/fleet, /var/lib/fleet and the os-release file are per-host directories under
+  tmp_path, and the options are flags rather than /etc/fleet/agent.toml;
+- host commands enter the namespaces of the test host's dockerd
+  (`--host-command-pid`), not PID 1's: this machine's PID 1 (a microVM's init) refuses
+  to be entered. The dockerd shares the machine's mount, UTS, IPC and PID namespaces, so
+  a command writes the machine's files (which a command run inside the agent's
+  container could not reach), and its network namespace is the test host's;
+- the control plane runs on the machine and listens on the pool's gateway, the address
+  the hosts reach it at, with a certificate that names it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleet.client import FleetClient
+from fleet.pki.issuing import issue
+from fleet.pki.subjects import Kind
+from fleet.spec import load_documents
+from fleet.testing import DockerHost, EtcdServer, HostPool, wait_until
+from fleet.testing.certs import TestPKI
+from fleet.testing.fleetprocs import FleetServerProcess
+from fleet.testing.images import ensure_image
+from fleet.testing.procs import free_port
+from tests.helpers import fleet_containers, http_get
+
+WEB = "fleet-test/agent-container"
+AGENT = "fleet-agent"
+ImageLoader = Any
+
+
+@dataclass
+class Pool:
+    hosts: list[DockerHost]
+    server: FleetServerProcess
+    client: FleetClient
+    image: str  # fleet's
+    tmp: Path
+
+    def agent(self, host: DockerHost) -> Any:
+        return host.client().containers.get(AGENT)
+
+    def os_release(self, host: DockerHost) -> Path:
+        return self.tmp / f"os-release-{host.name}"
+
+    def run_agent(self, host: DockerHost) -> Any:
+        """The README's run line, adapted as the module's docstring says."""
+        etc, state = self.tmp / f"etc-{host.name}", self.tmp / f"var-{host.name}"
+        state.mkdir(exist_ok=True)
+        assert host.daemon_pid is not None
+        return host.client().containers.run(
+            self.image,
+            [
+                "agent",
+                *("--host-id", host.name, "--server", self.server.address),
+                *("--tls-ca", "/etc/fleet/pki/ca.crt", "--tls-cert", "/etc/fleet/pki/agent.crt"),
+                *("--tls-key", "/etc/fleet/pki/agent.key", "--state-dir", "/var/lib/fleet/agent"),
+                *("--allow-host-commands", "--host-command-pid", str(host.daemon_pid)),
+                *("--os-release", "/host/os-release", "--log-level", "debug"),
+            ],
+            name=AGENT,
+            detach=True,
+            restart_policy={"Name": "always"},
+            user="0",
+            network_mode="host",
+            pid_mode="host",
+            cgroupns="host",
+            cap_add=["SYS_ADMIN", "SYS_PTRACE"],
+            security_opt=["apparmor=unconfined"],
+            volumes={
+                str(host.socket_path): {"bind": "/var/run/docker.sock", "mode": "rw"},
+                "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"},
+                str(self.os_release(host)): {"bind": "/host/os-release", "mode": "ro"},
+                str(etc): {"bind": "/etc/fleet", "mode": "ro"},
+                str(state): {"bind": "/var/lib/fleet", "mode": "rw"},
+            },
+        )
+
+    def agent_log(self, host: DockerHost) -> str:
+        return str(self.agent(host).logs().decode(errors="replace"))
+
+
+def _web_images(host: DockerHost) -> None:
+    """v1, and v2 running as uid 1000: a health check opens the namespace of a process
+    of another user (the run line's SYS_PTRACE)."""
+    client = host.client()
+    ensure_image(client, WEB, "v1", "web v1\n")
+    ensure_image(client, WEB, "v2-root", "web v2\n")
+    base = client.containers.create(f"{WEB}:v2-root")
+    try:
+        base.commit(WEB, "v2", changes="USER 1000")
+    finally:
+        base.remove()
+
+
+@pytest.fixture
+def pool(
+    request: pytest.FixtureRequest,
+    etcd_server: EtcdServer,
+    clean_pool: HostPool,
+    fleet_image: ImageLoader,
+    tmp_path: Path,
+) -> Iterator[Pool]:
+    pki = TestPKI(tmp_path / "pki")
+    gateway = clean_pool.gateway
+    issue(pki.dir, Kind.server, "controlplane", sans=(gateway, "127.0.0.1", "localhost"))
+    listen = f"{gateway}:{free_port(gateway)}"
+    prefix = f"/e2e-{request.node.name[:40].replace('_', '-')}/"
+    server = FleetServerProcess(etcd_server.endpoint, prefix, tmp_path, pki, listen=listen)
+    server.start()
+    image = ""
+    for host in clean_pool.hosts:
+        image = fleet_image(host)
+        _web_images(host)
+        files = pki.agent(host.name)
+        (tmp_path / f"etc-{host.name}/pki").mkdir(parents=True)
+        for source, name in ((files.ca, "ca.crt"), (files.cert, "agent.crt")):
+            shutil.copy(source, tmp_path / f"etc-{host.name}/pki/{name}")
+        shutil.copy(files.key, tmp_path / f"etc-{host.name}/pki/agent.key")
+        (tmp_path / f"os-release-{host.name}").write_text('NAME="Fleet OS"\nVERSION_ID=1\n')
+    client = server.client()
+    found = Pool(list(clean_pool.hosts), server, client, image, tmp_path)
+    try:
+        for host in clean_pool.hosts:
+            found.run_agent(host)
+        yield found
+    finally:
+        client.close()
+        print(server.process.log_tail(60))  # shown only when the test failed
+        for host in clean_pool.hosts:
+            try:
+                print(f"--- agent {host.name}\n" + found.agent_log(host)[-6000:])
+            except Exception as error:
+                print(f"--- agent {host.name}: {error!r}")
+            for container in host.client().containers.list(all=True):
+                if container.name == AGENT or "fleet.host-command" in container.labels:
+                    container.remove(force=True)
+        server.stop()
+
+
+def _web(image: str) -> str:
+    return f"""
+name: web
+image: {image}
+replicas: 4
+placement: spread
+ports: ["8080"]
+resources: {{cpu: 0.1, memory: 32Mi}}
+health: {{http: "http://:8080/index.html", interval: 500ms, timeout: 1s, retries: 2}}
+update: {{max_surge: 1, max_unavailable: 0, min_ready: 1s, progress_deadline: 90s}}
+"""
+
+
+BURN = """
+name: burn
+image: {image}
+resources: {{cpu: 0.1, memory: 32Mi}}
+command: [sh, -c, "echo burning; while :; do :; done"]
+"""
+
+
+def test_the_agent_in_its_container_runs_the_pool(pool: Pool) -> None:
+    client, h1, h2 = pool.client, *pool.hosts
+
+    # Both agents register from their containers, with the test hosts' addresses (host
+    # networking) and the OS version of the mounted os-release.
+    def registered() -> dict[str, tuple[str, str]] | None:
+        hosts = {h.host_id: (h.address, h.facts.get("os_version", "")) for h in client.hosts()}
+        connected = all(h.connected for h in client.hosts())
+        return hosts if len(hosts) == 2 and connected else None
+
+    hosts = wait_until(registered, 90, what="both agents, from their containers")
+    assert hosts == {h.name: (h.address, "1") for h in pool.hosts}
+    assert all(pool.agent(h).status == "running" for h in pool.hosts)
+
+    # Placement on both hosts, then a rollout gated by the HTTP health check.
+    client.apply(load_documents(_web(f"{WEB}:v1"), "web.yaml"))
+    wait_until(lambda: len(client.endpoints("web")) == 4, 120, what="4 available v1 replicas")
+    assert {h.name: len(fleet_containers(h.client(), "web")) for h in pool.hosts} == {
+        "h1": 2,
+        "h2": 2,
+    }
+    client.apply(load_documents(_web(f"{WEB}:v2"), "web.yaml"))
+    status = pool.server.cli("rollout", "status", "web", "--timeout", "180s")
+    assert status.returncode == 0, status.stdout + status.stderr
+    replicas = client.containers("web")
+    assert len(replicas) == 4 and {r.status.health for r in replicas} == {"healthy"}, replicas
+    for endpoint in client.endpoints("web"):
+        host, port = endpoint.address.rsplit(":", 1)
+        assert http_get(host, int(port)) == "web v2\n"
+
+    # Live usage: a busy container shows in its host's usage, read from the cgroups.
+    client.apply(load_documents(BURN.format(image=f"{WEB}:v1"), "burn.yaml"))
+
+    def burning() -> tuple[str, float] | None:
+        [replica] = client.containers("burn") or [None]
+        if replica is None or replica.status.cpu < 0.3:
+            return None
+        usage = next(h.usage for h in client.hosts() if h.host_id == replica.host)
+        return (replica.host, usage.cpu) if usage.cpu >= 0.3 and usage.memory_bytes else None
+
+    busy_host, _ = wait_until(burning, 60, what="the busy container's cpu in its host's usage")
+    for host in pool.hosts:
+        assert "stats API" not in pool.agent_log(host), "usage did not come from the cgroups"
+
+    # Logs and exec of replicas, relayed by the containerised agents.
+    logs = pool.server.cli("logs", "burn")
+    assert logs.returncode == 0 and "burning" in logs.stdout, logs.stdout + logs.stderr
+    ran = pool.server.cli("exec", "web/0", "--", "cat", "/www/index.html")
+    assert (ran.returncode, ran.stdout) == (0, "web v2\n"), ran.stderr
+    assert pool.server.cli("delete", "app", "burn").returncode == 0
+
+    # An upgrade walk: each host's command runs on the host (it writes the machine's
+    # files), and the agent's container restarts while it runs. Once the command's exit
+    # is reported, the test restarts the agent again as the upgrade's reboot would, and
+    # the agent comes back with the new OS version.
+    command = (
+        f"sleep 3; printf 'NAME=\"Fleet OS\"\\nVERSION_ID=2\\n' > {pool.tmp}/os-release-"
+        f'$FLEET_HOST_ID; echo "upgraded $FLEET_HOST_ID" > {pool.tmp}/upgraded-$FLEET_HOST_ID'
+    )
+    walk = pool.server.cli("upgrade-hosts", "--command", command, "--no-wait")
+    assert walk.returncode == 0, walk.stdout + walk.stderr
+    restarted_mid: set[str] = set()
+    rebooted: set[str] = set()
+
+    def exits(host: str) -> list[str]:
+        return [e.message for e in client.events(host=host) if e.kind == "host-command-exited"]
+
+    def walked() -> bool:
+        for host in pool.hosts:
+            running = host.client().containers.list(filters={"label": "fleet.host-command"})
+            if host.name not in restarted_mid and running:
+                pool.agent(host).restart(timeout=10)
+                restarted_mid.add(host.name)
+            elif host.name in restarted_mid - rebooted and exits(host.name):
+                pool.agent(host).restart(timeout=10)
+                rebooted.add(host.name)
+        return client.upgrade().state == "done" and rebooted == {"h1", "h2"}
+
+    wait_until(walked, 300, interval=0.3, what="the upgrade walk to finish")
+    assert restarted_mid == rebooted == {"h1", "h2"}
+    for host in pool.hosts:
+        assert (pool.tmp / f"upgraded-{host.name}").read_text() == f"upgraded {host.name}\n"
+        assert exits(host.name) == [f"exit code 0: {command}"]
+        # Reported, then removed; its output kept in the agent's state dir.
+        assert not host.client().containers.list(all=True, filters={"label": "fleet.host-command"})
+        logs_kept = list((pool.tmp / f"var-{host.name}/agent").glob("command-*.log"))
+        assert len(logs_kept) == 1
+    final = {h.host_id: (h.state, h.facts.get("os_version")) for h in client.hosts()}
+    assert final == {"h1": ("ready", "2"), "h2": ("ready", "2")}
+    assert busy_host in final
