@@ -1,30 +1,17 @@
 """The agent from fleet's image, run as a container in each namespaced Docker host's own
 dockerd with the README's run line: both hosts take replicas, a rollout waits for an
 HTTP health check, live usage comes from the hosts' cgroups, `fleet logs` and `fleet
-exec` reach a replica, and an upgrade walk's command runs on the host proper and
-survives a restart of the agent's container, its exit reported once.
+exec` reach a replica, and an upgrade walk's command runs on the host proper (it writes
+the machine's files, which the agent's container cannot reach) and survives a restart
+of the agent's container, its exit reported once.
 
-Where the run line differs here, because a test host is a network namespace with a
-dockerd of its own rather than a machine:
-
-- the Docker socket is the test host's (/run/fleet-test/.../docker.sock), mounted at
-  /var/run/docker.sock as on a real host;
-- `--network host` is the test host's network namespace (its dockerd's), so the
-  advertised address is the test host's, as on a machine;
-- /etc/fleet, /var/lib/fleet and the os-release file are per-host directories under
-  tmp_path, and the options are flags rather than /etc/fleet/agent.toml;
-- host commands enter the namespaces of the test host's dockerd
-  (`--host-command-pid`), not PID 1's: this machine's PID 1 (a microVM's init) refuses
-  to be entered. The dockerd shares the machine's mount, UTS, IPC and PID namespaces, so
-  a command writes the machine's files (which a command run inside the agent's
-  container could not reach), and its network namespace is the test host's;
-- the control plane runs on the machine and listens on the pool's gateway, the address
-  the hosts reach it at, with a certificate that names it.
+How the run line differs on a test host (its socket, `--network host` meaning the test
+host's network namespace, the namespaces host commands enter): see
+``fleet.testing.agentcontainer``.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,18 +20,16 @@ from typing import Any
 import pytest
 
 from fleet.client import FleetClient
-from fleet.pki.issuing import issue
-from fleet.pki.subjects import Kind
 from fleet.spec import load_documents
 from fleet.testing import DockerHost, EtcdServer, HostPool, wait_until
-from fleet.testing.certs import TestPKI
+from fleet.testing.agentcontainer import AGENT_NAME, AgentFiles, agent_container, gateway_pki
 from fleet.testing.fleetprocs import FleetServerProcess
 from fleet.testing.images import ensure_image
 from fleet.testing.procs import free_port
 from tests.helpers import fleet_containers, http_get
 
 WEB = "fleet-test/agent-container"
-AGENT = "fleet-agent"
+COMMAND_LABEL = "fleet.host-command"
 ImageLoader = Any
 
 
@@ -53,47 +38,10 @@ class Pool:
     hosts: list[DockerHost]
     server: FleetServerProcess
     client: FleetClient
-    image: str  # fleet's
     tmp: Path
 
     def agent(self, host: DockerHost) -> Any:
-        return host.client().containers.get(AGENT)
-
-    def os_release(self, host: DockerHost) -> Path:
-        return self.tmp / f"os-release-{host.name}"
-
-    def run_agent(self, host: DockerHost) -> Any:
-        """The README's run line, adapted as the module's docstring says."""
-        etc, state = self.tmp / f"etc-{host.name}", self.tmp / f"var-{host.name}"
-        state.mkdir(exist_ok=True)
-        assert host.daemon_pid is not None
-        return host.client().containers.run(
-            self.image,
-            [
-                "agent",
-                *("--host-id", host.name, "--server", self.server.address),
-                *("--tls-ca", "/etc/fleet/pki/ca.crt", "--tls-cert", "/etc/fleet/pki/agent.crt"),
-                *("--tls-key", "/etc/fleet/pki/agent.key", "--state-dir", "/var/lib/fleet/agent"),
-                *("--allow-host-commands", "--host-command-pid", str(host.daemon_pid)),
-                *("--os-release", "/host/os-release", "--log-level", "debug"),
-            ],
-            name=AGENT,
-            detach=True,
-            restart_policy={"Name": "always"},
-            user="0",
-            network_mode="host",
-            pid_mode="host",
-            cgroupns="host",
-            cap_add=["SYS_ADMIN", "SYS_PTRACE"],
-            security_opt=["apparmor=unconfined"],
-            volumes={
-                str(host.socket_path): {"bind": "/var/run/docker.sock", "mode": "rw"},
-                "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"},
-                str(self.os_release(host)): {"bind": "/host/os-release", "mode": "ro"},
-                str(etc): {"bind": "/etc/fleet", "mode": "ro"},
-                str(state): {"bind": "/var/lib/fleet", "mode": "rw"},
-            },
-        )
+        return host.client().containers.get(AGENT_NAME)
 
     def agent_log(self, host: DockerHost) -> str:
         return str(self.agent(host).logs().decode(errors="replace"))
@@ -120,28 +68,20 @@ def pool(
     fleet_image: ImageLoader,
     tmp_path: Path,
 ) -> Iterator[Pool]:
-    pki = TestPKI(tmp_path / "pki")
     gateway = clean_pool.gateway
-    issue(pki.dir, Kind.server, "controlplane", sans=(gateway, "127.0.0.1", "localhost"))
-    listen = f"{gateway}:{free_port(gateway)}"
+    pki = gateway_pki(tmp_path / "pki", gateway)
     prefix = f"/e2e-{request.node.name[:40].replace('_', '-')}/"
+    listen = f"{gateway}:{free_port(gateway)}"
     server = FleetServerProcess(etcd_server.endpoint, prefix, tmp_path, pki, listen=listen)
     server.start()
-    image = ""
-    for host in clean_pool.hosts:
-        image = fleet_image(host)
-        _web_images(host)
-        files = pki.agent(host.name)
-        (tmp_path / f"etc-{host.name}/pki").mkdir(parents=True)
-        for source, name in ((files.ca, "ca.crt"), (files.cert, "agent.crt")):
-            shutil.copy(source, tmp_path / f"etc-{host.name}/pki/{name}")
-        shutil.copy(files.key, tmp_path / f"etc-{host.name}/pki/agent.key")
-        (tmp_path / f"os-release-{host.name}").write_text('NAME="Fleet OS"\nVERSION_ID=1\n')
     client = server.client()
-    found = Pool(list(clean_pool.hosts), server, client, image, tmp_path)
+    found = Pool(list(clean_pool.hosts), server, client, tmp_path)
     try:
         for host in clean_pool.hosts:
-            found.run_agent(host)
+            _web_images(host)
+            files = AgentFiles.make(tmp_path, host.name, pki)
+            # The image's default runs host commands in sibling containers.
+            agent_container(host, fleet_image(host), listen, files, ("--allow-host-commands",))
         yield found
     finally:
         client.close()
@@ -152,7 +92,7 @@ def pool(
             except Exception as error:
                 print(f"--- agent {host.name}: {error!r}")
             for container in host.client().containers.list(all=True):
-                if container.name == AGENT or "fleet.host-command" in container.labels:
+                if container.name == AGENT_NAME or COMMAND_LABEL in container.labels:
                     container.remove(force=True)
         server.stop()
 
@@ -179,7 +119,7 @@ command: [sh, -c, "echo burning; while :; do :; done"]
 
 
 def test_the_agent_in_its_container_runs_the_pool(pool: Pool) -> None:
-    client, h1, h2 = pool.client, *pool.hosts
+    client = pool.client
 
     # Both agents register from their containers, with the test hosts' addresses (host
     # networking) and the OS version of the mounted os-release.
@@ -205,8 +145,7 @@ def test_the_agent_in_its_container_runs_the_pool(pool: Pool) -> None:
     replicas = client.containers("web")
     assert len(replicas) == 4 and {r.status.health for r in replicas} == {"healthy"}, replicas
     for endpoint in client.endpoints("web"):
-        host, port = endpoint.address.rsplit(":", 1)
-        assert http_get(host, int(port)) == "web v2\n"
+        assert http_get(endpoint.address, endpoint.host_port) == "web v2\n"
 
     # Live usage: a busy container shows in its host's usage, read from the cgroups.
     client.apply(load_documents(BURN.format(image=f"{WEB}:v1"), "burn.yaml"))
@@ -239,7 +178,7 @@ def test_the_agent_in_its_container_runs_the_pool(pool: Pool) -> None:
     )
     walk = pool.server.cli("upgrade-hosts", "--command", command, "--no-wait")
     assert walk.returncode == 0, walk.stdout + walk.stderr
-    restarted_mid: set[str] = set()
+    restarted_mid: set[str] = set()  # while its command sleeps
     rebooted: set[str] = set()
 
     def exits(host: str) -> list[str]:
@@ -247,7 +186,7 @@ def test_the_agent_in_its_container_runs_the_pool(pool: Pool) -> None:
 
     def walked() -> bool:
         for host in pool.hosts:
-            running = host.client().containers.list(filters={"label": "fleet.host-command"})
+            running = host.client().containers.list(filters={"label": COMMAND_LABEL})
             if host.name not in restarted_mid and running:
                 pool.agent(host).restart(timeout=10)
                 restarted_mid.add(host.name)
@@ -262,7 +201,7 @@ def test_the_agent_in_its_container_runs_the_pool(pool: Pool) -> None:
         assert (pool.tmp / f"upgraded-{host.name}").read_text() == f"upgraded {host.name}\n"
         assert exits(host.name) == [f"exit code 0: {command}"]
         # Reported, then removed; its output kept in the agent's state dir.
-        assert not host.client().containers.list(all=True, filters={"label": "fleet.host-command"})
+        assert not host.client().containers.list(all=True, filters={"label": COMMAND_LABEL})
         logs_kept = list((pool.tmp / f"var-{host.name}/agent").glob("command-*.log"))
         assert len(logs_kept) == 1
     final = {h.host_id: (h.state, h.facts.get("os_version")) for h in client.hosts()}
