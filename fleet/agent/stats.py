@@ -33,7 +33,6 @@ __all__ = [
     "CgroupsUnseen",
     "HostUsage",
     "UsageSampler",
-    "cgroup_paths",
     "cgroup_usage",
     "cpu_rate",
     "memory_in_use",
@@ -65,7 +64,7 @@ class CgroupsUnseen(OSError):
     """Containers' cgroup files cannot be read from where the agent runs, and why."""
 
 
-def cgroup_paths(text: str) -> dict[str, str]:
+def _cgroup_paths(text: str) -> dict[str, str]:
     """Controller -> cgroup path, from a ``/proc/PID/cgroup`` ("" is the cgroup v2
     unified one)."""
     paths: dict[str, str] = {}
@@ -90,9 +89,12 @@ def cgroup_usage(
     """(cumulative cpu ns, memory in use) of the cgroup of ``pid``, v1 or v2; OSError or
     ValueError when the files are not there to read (``CgroupsUnseen`` when they never
     will be)."""
-    paths = cgroup_paths((proc / str(pid) / "cgroup").read_text())
+    paths = _cgroup_paths((proc / str(pid) / "cgroup").read_text())
     v1 = "memory" in paths and "cpuacct" in paths
-    if any(paths[c].startswith("/..") for c in (("memory", "cpuacct") if v1 else ("",))):
+    # In a cgroup namespace of the agent's own, other containers' cgroups show as
+    # "/../..." and the agent's own as "/", which no container's really is.
+    used = [paths[c] for c in (("memory", "cpuacct") if v1 else ("",))]
+    if any(path == "/" or path.startswith("/..") for path in used):
         raise CgroupsUnseen(
             "containers' cgroups lie outside the agent's cgroup namespace: run the agent's "
             "container with --cgroupns host"
