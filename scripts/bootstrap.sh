@@ -15,6 +15,7 @@ have ip || need+=(iproute2)
 have iptables || need+=(iptables)
 have nsenter || need+=(util-linux)
 have curl || need+=(curl)
+have ignition-validate || need+=(ignition)  # validates deploy/fcos, deploy/flatcar
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "bootstrap: missing ${need[*]}; run as root (or install them) first" >&2
