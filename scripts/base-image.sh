@@ -29,33 +29,49 @@ mirror() {
     echo "${MIRROR:-${url:-http://deb.debian.org/debian}}"
 }
 
+# Whether nothing is mounted under the root any more (unmounting what is): debootstrap
+# binds the host's /dev into it in LXC, and a recursive delete or a tar must never
+# reach through a mount into the host's own files.
+unmounted() {
+    local mounts
+    mounts=$(awk -v r="$1/" 'index($2 "/", r) == 1 { print $2 }' /proc/self/mounts | sort -r)
+    for m in $mounts; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+    ! awk -v r="$1/" 'index($2 "/", r) == 1' /proc/self/mounts | grep -q .
+}
+
+remove_root() {
+    unmounted "$1" || die "something is still mounted under $1: not deleting it"
+    rm -rf "$1"
+}
+
 make_rootfs() {
     [ "$(id -u)" = 0 ] || die "debootstrap needs root (or pass BASE=python:3.11-slim to make image)"
     command -v debootstrap >/dev/null || die "debootstrap is missing: apt-get install debootstrap (scripts/bootstrap.sh does)"
-    local root url began
-    root=$(mktemp -d "${TMPDIR:-/tmp}/fleet-base.XXXXXX")
-    trap 'rm -rf "$root"' EXIT
+    local url began
+    ROOTFS=$(mktemp -d "${TMPDIR:-/tmp}/fleet-base.XXXXXX")
+    trap 'remove_root "$ROOTFS"' EXIT
     url=$(mirror)
     began=$SECONDS
     say "debootstrap $SUITE (minbase + python3) from $url; the first time takes a minute or two"
-    if ! debootstrap --variant=minbase --include=python3,python3-venv "$SUITE" "$root" "$url" \
+    if ! debootstrap --variant=minbase --include=python3,python3-venv "$SUITE" "$ROOTFS" "$url" \
         >"$CACHE/debootstrap.log" 2>&1; then
         tail -n 20 "$CACHE/debootstrap.log" >&2
         die "debootstrap failed (whole log: $CACHE/debootstrap.log); set MIRROR=URL for another mirror"
     fi
+    unmounted "$ROOTFS" || die "something is still mounted under $ROOTFS; unmount it and run again"
     # What a container never reads: docs (copyright notices stay), man and info pages,
     # translations, apt's package lists and downloaded archives, logs.
-    find "$root/usr/share/doc" -mindepth 1 ! -name copyright ! -type d -delete
-    find "$root/usr/share/doc" -mindepth 1 -type d -empty -delete
-    rm -rf "$root"/usr/share/{man,info,locale,lintian,linda} "$root"/var/lib/apt/lists/* \
-        "$root"/var/cache/apt/* "$root"/var/cache/debconf/*-old "$root"/var/log/* \
-        "$root"/dev/* "$root"/proc/* "$root"/sys/* "$root"/tmp/*
-    find "$root/usr/lib/python3.11" -name __pycache__ -prune -exec rm -rf {} +
+    find "$ROOTFS/usr/share/doc" -mindepth 1 ! -name copyright ! -type d -delete
+    find "$ROOTFS/usr/share/doc" -mindepth 1 -type d -empty -delete
+    rm -rf "$ROOTFS"/usr/share/{man,info,locale,lintian,linda} "$ROOTFS"/var/lib/apt/lists/* \
+        "$ROOTFS"/var/cache/apt/* "$ROOTFS"/var/cache/debconf/*-old "$ROOTFS"/var/log/* \
+        "$ROOTFS"/dev/* "$ROOTFS"/proc/* "$ROOTFS"/sys/* "$ROOTFS"/tmp/*
+    find "$ROOTFS/usr/lib/python3.11" -name __pycache__ -prune -exec rm -rf {} +
     # Numeric owners: the tarball means the same on any machine.
-    tar --numeric-owner -C "$root" -cf "$TARBALL.tmp" .
+    tar --numeric-owner -C "$ROOTFS" -cf "$TARBALL.tmp" .
     mv "$TARBALL.tmp" "$TARBALL"
-    rm -rf "$root"
     trap - EXIT
+    remove_root "$ROOTFS"
     say "root filesystem $(du -h "$TARBALL" | cut -f1) in $((SECONDS - began))s, cached as $TARBALL"
 }
 
