@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: deps proto test lint unit demo demo-down clean constraints
+.PHONY: deps proto test lint unit demo demo-down clean constraints image wheels
 
 deps:
 	@./scripts/bootstrap.sh
@@ -28,8 +28,18 @@ demo: deps
 demo-down:
 	@./scripts/demo.sh down
 
+# fleet's image, fleet:<version> and fleet:latest, into the daemon at $$DOCKER_HOST (or
+# the default socket). BASE=python:3.11-slim (or any Python 3.11 image) picks the base;
+# without it: python:3.11-slim if the daemon has it, else a local Debian one.
+image: deps
+	@./scripts/image.sh
+
+# Only the wheels the image installs (build/wheels), for a `docker build` by hand.
+wheels: deps
+	@./scripts/image.sh --wheels
+
 clean:
-	rm -rf $(VENV) .fleet .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build .fleet .mypy_cache .ruff_cache .pytest_cache
 
 # Pin the versions in the current virtualenv as the tested set.
 constraints: deps

@@ -7,10 +7,11 @@ the library the CLI is built on.
 Packages: ``spec`` (the app file), ``store`` (etcd: keys, records, the informer),
 ``scheduler`` (pure placement), ``controlplane`` (the server: API, agent stream,
 controllers), ``agent`` (one per Docker host), ``cli`` (the ``fleet`` command), ``pki``
-(certificates), ``testing`` (test tooling only). Beside them: ``client``, ``transport``
-(mutual TLS), ``errors``, ``policy``, ``secrets``, ``hostlabels``, ``hostpaths``,
-``refusals`` (why a connection was refused), ``up`` (``fleet up``). ARCHITECTURE.md at
-the repository's root says where each rule lives.
+(certificates), ``install`` (Butane to Ignition for ``deploy/``), ``testing`` (test
+tooling only). Beside them: ``client``, ``transport`` (mutual TLS), ``errors``,
+``policy``, ``secrets``, ``hostlabels``, ``hostpaths``, ``refusals`` (why a connection
+was refused), ``up`` (``fleet up``). ARCHITECTURE.md at the repository's root says
+where each rule lives.
 """
 
 from __future__ import annotations

@@ -204,6 +204,14 @@ class FleetClient:
         response: pb.Policy = self._call(lambda s: s.SetPolicy(policy, timeout=self.timeout))
         return response
 
+    def server_info(self) -> pb.ServerInfo:
+        """The version, name and leadership of the first server that answers."""
+        request = pb.GetRequest()
+        response: pb.ServerInfo = self._call(
+            lambda s: s.GetServerInfo(request, timeout=self.timeout)
+        )
+        return response
+
     def events(
         self,
         *,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what fleet needs on a Debian 12 machine, idempotently: Debian packages
-# (docker engine, etcd, busybox for test images, a registry, iproute2) and a virtualenv
-# with the package. Safe to run again; does nothing when everything is there.
+# (docker engine, etcd, busybox for test images, a registry, iproute2, debootstrap for
+# the image's local base) and a virtualenv with the package, its server extra and its
+# dev tools. Safe to run again; does nothing when everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,8 @@ have ip || need+=(iproute2)
 have iptables || need+=(iptables)
 have nsenter || need+=(util-linux)
 have curl || need+=(curl)
+have ignition-validate || need+=(ignition)  # validates deploy/fcos, deploy/flatcar
+have debootstrap || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "bootstrap: missing ${need[*]}; run as root (or install them) first" >&2
@@ -35,7 +38,13 @@ stamp=.venv/.fleet-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
     echo "bootstrap: installing fleet and its dev tools into .venv"
     .venv/bin/pip install -q --upgrade pip >/dev/null
+    # The distribution was called `fleet` before it became fleet-orchestrator: an old
+    # checkout's editable install would shadow the new one's command and import path.
+    if .venv/bin/pip show -q fleet >/dev/null 2>&1; then
+        echo "bootstrap: removing the old 'fleet' distribution from .venv"
+        .venv/bin/pip uninstall -q -y fleet
+    fi
     # constraints.txt pins what was tested (regenerate: make constraints)
-    .venv/bin/pip install -q -c constraints.txt -e '.[dev]'
+    .venv/bin/pip install -q -c constraints.txt -e '.[dev,server]'
     touch "$stamp"
 fi

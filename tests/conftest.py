@@ -15,6 +15,7 @@ import pytest
 from fleet.testing import DockerHost, EtcdServer, HostPool, Registry, cleanup_stale
 from fleet.testing import images as _images
 from fleet.testing.certs import TestPKI
+from fleet.testing.fleetimage import ensure_fleet_image
 
 TESTS_DIR = Path(__file__).resolve().parent
 WEB_REPOSITORY = "fleet-test/web"
@@ -108,6 +109,18 @@ def busybox_image() -> ImageLoader:
     The image serves "hello from v1" with busybox httpd on port 8080.
     """
     return ensure_image
+
+
+@pytest.fixture(scope="session")
+def fleet_image() -> ImageLoader:
+    """A loader `fleet_image(host) -> "fleet:<version>"`: fleet's own image (the
+    Dockerfile, on the local Debian base), built once per session by scripts/image.sh
+    and copied into each host that asks (also tagged fleet:latest there)."""
+
+    def load(host: DockerHost) -> str:
+        return ensure_fleet_image(host.docker_url)
+
+    return load
 
 
 @pytest.fixture(scope="session")

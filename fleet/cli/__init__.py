@@ -9,6 +9,7 @@ Where each command lives (``main.py`` registers them all, in ``fleet --help``'s 
 - ``hosts``: cordon, uncordon, drain, upgrade-hosts, label host, hosts remove
 - ``secrets``, ``policy``, ``tokens``, ``certs``: the groups of those names
 - ``daemons``: server, agent, up
+- ``version``: version, and the root's ``--version``
 
 Shared by them: ``output`` (printing, the one error printer, exit statuses, ``-o``),
 ``tables`` (the columns of get, ps and describe), ``connection`` (``--server`` and the

@@ -105,7 +105,8 @@ class Connection:
     token: str | None
     insecure: bool
 
-    def client(self) -> FleetClient:
+    def client(self, *, timeout: float = 30.0) -> FleetClient:
+        """A client for the servers these options name; ``timeout`` bounds each call."""
         transport = client_transport(
             ca=self.tls_ca,
             cert=self.tls_cert,
@@ -113,7 +114,7 @@ class Connection:
             insecure=self.insecure,
             token=self.token,
         )
-        return FleetClient(servers_from(self.server), transport)
+        return FleetClient(servers_from(self.server), transport, timeout=timeout)
 
 
 def connected(command: Callable[..., R]) -> Callable[..., R]:

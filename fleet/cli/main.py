@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import Annotated
 
 import typer
 
@@ -19,6 +20,7 @@ from fleet.cli import (
     rollouts,
     secrets,
     tokens,
+    version,
 )
 from fleet.cli.output import print_error
 from fleet.errors import FleetError, PolicyDenied, SpecError
@@ -59,6 +61,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "server": daemons.server,
     "agent": daemons.agent,
     "up": daemons.up,
+    "version": version.version,
 }
 # Every group of subcommands, listed after the commands.
 GROUPS: dict[str, typer.Typer] = {
@@ -70,6 +73,24 @@ GROUPS: dict[str, typer.Typer] = {
     "policy": policy.app,
     "tokens": tokens.app,
 }
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=version.print_version,
+            help="Print fleet's version and exit (no connection; `fleet version` asks "
+            "the server too).",
+        ),
+    ] = False,
+) -> None:
+    """Options of the root command itself (the commands are registered below)."""
+
+
 for _name, _command in COMMANDS.items():
     app.command(_name)(_command)
 for _name, _group in GROUPS.items():

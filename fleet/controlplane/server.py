@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from fleet.controlplane._handlers import service_handler
 from fleet.controlplane.agents import AgentService
-from fleet.controlplane.api import FleetService
+from fleet.controlplane.api import FleetService, ServerAbout
 from fleet.controlplane.auth import TokenGate
 from fleet.controlplane.controller import ReplicaController
 from fleet.controlplane.metrics import Metrics
@@ -158,6 +158,7 @@ class ControlPlane:
             secrets=box,
         )
         self.api.pending.leading = lambda: self.controller.pending if self.controller else None
+        self.api.about = ServerAbout(self.server_id, lambda: self.controller is not None)
         self.metrics.lend_counts(self.api.counts)
         self._server = grpc.aio.server(options=_SERVER_OPTIONS)
         self._server.add_generic_rpc_handlers(

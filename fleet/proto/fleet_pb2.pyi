@@ -2584,3 +2584,33 @@ class DeleteTokenResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteTokenResponse: _TypeAlias = DeleteTokenResponse  # noqa: Y015
+
+@_typing.final
+class ServerInfo(_message.Message):
+    """What `fleet version` shows of the control plane that answered."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    SERVER_ID_FIELD_NUMBER: _builtins.int
+    LEADER_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    """fleet's version (fleet.__version__)"""
+    server_id: _builtins.str
+    """this replica's name (--server-id)"""
+    leader: _builtins.bool
+    """whether it leads (runs the controllers) now"""
+    def __init__(
+        self,
+        *,
+        version: _builtins.str = ...,
+        server_id: _builtins.str = ...,
+        leader: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leader", b"leader", "server_id", b"server_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServerInfo: _TypeAlias = ServerInfo  # noqa: Y015

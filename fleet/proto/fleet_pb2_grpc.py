@@ -276,6 +276,11 @@ class FleetServiceStub:
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.UpgradeInfo.FromString,
                 _registered_method=True)
+        self.GetServerInfo = channel.unary_unary(
+                '/fleet.v1.FleetService/GetServerInfo',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.ServerInfo.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -475,6 +480,12 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetServerInfo(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -637,6 +648,11 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.GetUpgrade,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.UpgradeInfo.SerializeToString,
+            ),
+            'GetServerInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServerInfo,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.ServerInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1505,6 +1521,33 @@ class FleetService:
             '/fleet.v1.FleetService/GetUpgrade',
             fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.UpgradeInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServerInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/GetServerInfo',
+            fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.ServerInfo.FromString,
             options,
             channel_credentials,
             insecure,

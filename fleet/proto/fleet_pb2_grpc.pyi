@@ -106,6 +106,7 @@ class FleetServiceStub:
     RemoveHost: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.RemoveHostRequest, _fleet_pb2.RemoveHostResponse]
     UpgradeHosts: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.UpgradeRequest, _fleet_pb2.UpgradeInfo]
     GetUpgrade: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.UpgradeInfo]
+    GetServerInfo: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.ServerInfo]
 
 @_typing.type_check_only
 class FleetServiceAsyncStub(FleetServiceStub):
@@ -144,6 +145,7 @@ class FleetServiceAsyncStub(FleetServiceStub):
     RemoveHost: _aio.UnaryUnaryMultiCallable[_fleet_pb2.RemoveHostRequest, _fleet_pb2.RemoveHostResponse]  # type: ignore[assignment]
     UpgradeHosts: _aio.UnaryUnaryMultiCallable[_fleet_pb2.UpgradeRequest, _fleet_pb2.UpgradeInfo]  # type: ignore[assignment]
     GetUpgrade: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.UpgradeInfo]  # type: ignore[assignment]
+    GetServerInfo: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.ServerInfo]  # type: ignore[assignment]
 
 class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------- API for the CLI"""
@@ -371,5 +373,12 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fleet_pb2.GetRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fleet_pb2.UpgradeInfo, _abc.Awaitable[_fleet_pb2.UpgradeInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def GetServerInfo(
+        self,
+        request: _fleet_pb2.GetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.ServerInfo, _abc.Awaitable[_fleet_pb2.ServerInfo]]: ...
 
 def add_FleetServiceServicer_to_server(servicer: FleetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -5,6 +5,7 @@
     hosts.py     get hosts; cordon, label, drain and remove; the OS upgrade walk
     observe.py   events; logs, exec and top (relayed to the host's agent)
     admin.py     secrets, the container policy, API tokens
+    about.py     the server's version, name and leadership (``fleet version``)
     pending.py   why an app's slots are pending (the leader knows; a follower plans)
     _service.py  what every area shares: reads from the informer's cache, and writes
                  that return once it has seen them, so a client reads its own writes
@@ -19,6 +20,7 @@ decide by are pure functions elsewhere in ``fleet.controlplane``: ``appchanges``
 from __future__ import annotations
 
 from fleet.controlplane.api._service import Relay
+from fleet.controlplane.api.about import AboutApi, ServerAbout
 from fleet.controlplane.api.admin import AdminApi
 from fleet.controlplane.api.apps import AppsApi
 from fleet.controlplane.api.hosts import HostsApi
@@ -26,11 +28,17 @@ from fleet.controlplane.api.observe import ObserveApi
 from fleet.controlplane.api.rollouts import RolloutsApi
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 
-__all__ = ["FleetService", "Relay"]
+__all__ = ["FleetService", "Relay", "ServerAbout"]
 
 
 class FleetService(
-    AppsApi, RolloutsApi, HostsApi, ObserveApi, AdminApi, pb_grpc.FleetServiceServicer
+    AppsApi,
+    RolloutsApi,
+    HostsApi,
+    ObserveApi,
+    AdminApi,
+    AboutApi,
+    pb_grpc.FleetServiceServicer,
 ):
     """Every RPC of ``FleetService``: gRPC binds a service to one object, so the areas'
     mixins make one class (an RPC none of them has would answer UNIMPLEMENTED, from
