@@ -38,8 +38,12 @@ RUN groupadd --system --gid 10001 fleet \
         --no-create-home --shell /usr/sbin/nologin fleet \
     && mkdir -p /etc/fleet /var/lib/fleet \
     && chown fleet:fleet /var/lib/fleet
+# An agent run from this image is in a container: its host commands (upgrade-hosts
+# --command) run in a sibling container that enters the host's namespaces, since a
+# child process would run in the agent's container and die with it.
 ENV PATH=/opt/fleet/bin:$PATH \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    FLEET_HOST_COMMANDS_IN=container
 USER fleet
 WORKDIR /var/lib/fleet
 ENTRYPOINT ["/opt/fleet/bin/fleet"]
