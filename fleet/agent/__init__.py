@@ -6,8 +6,10 @@ Where to look:
 - ``agent``: ``Agent``, which runs the parts below together; ``config``: its options;
 - ``session``: the stream to the control plane (register, desired sets, heartbeats,
   events out, requests in); ``report``: what a heartbeat says; ``requests``: logs,
-  exec and top relayed over the stream; ``hostcommands``: upgrade commands, run once;
-  ``certwatch``: a renewed certificate taken up without a restart;
+  exec and top relayed over the stream; ``hostcommands``: upgrade commands, run once,
+  as processes (``hostprocess``) or in sibling containers that enter the host
+  (``hostcontainer``); ``certwatch``: a renewed certificate taken up without a restart;
+- ``incontainer``: the agent in a container (which one, and whether it sees the host);
 - ``reconciler``: the reconcile loop; ``reconcile``: the pure plan (desired vs
   observed -> phases of tasks); ``executor``: running a plan's tasks; ``restarts``:
   restart policies and their backoff; ``held``: desired containers that cannot run

@@ -7,7 +7,8 @@ Where to go for what: `procs` (waiting with a deadline, `ManagedProcess`, and th
 `Service` and `Daemon` bases of what a test starts and stops), `etcd`, `registry`,
 `dockerhosts` (Docker hosts in network namespaces), `images` (busybox test images),
 `certs` (a throwaway PKI), `fleetimage` (fleet's own image, built once and copied into
-each daemon), `fleetprocs` (`fleet server` and `fleet agent` as processes),
+each daemon), `agentcontainer` (the agent from that image, started with the README's
+run line), `fleetprocs` (`fleet server` and `fleet agent` as processes),
 `hollow` (many simulated hosts in one process) and `cluster` (a local multi-host fleet).
 """
 
