@@ -14,7 +14,7 @@ import gc
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -317,6 +317,7 @@ class ControlPlane:
         await self.agents.close()
         self.keeper.close()
         await self.etcd.close()
+        log.info("control plane %s stopped", self.server_id)
 
     async def __aenter__(self) -> ControlPlane:
         await self.start()
@@ -346,7 +347,28 @@ def _check_listen(address: str) -> None:
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
-async def run_server(config: ServerConfig) -> None:
+async def run_server(
+    config: ServerConfig,
+    *,
+    ready: Callable[[str], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until a background task fails (its error is raised) or ``stop`` is set;
+    then stop cleanly (``ControlPlane.stop``: a leader resigns at once). ``ready`` is
+    called, with a line saying where, once the control plane serves."""
     gc.set_threshold(*GC_THRESHOLDS)
     async with ControlPlane(config) as plane:
-        await plane.wait()
+        if ready is not None:
+            ready(f"serving on {config.listen}")
+        waiting = asyncio.create_task(plane.wait(), name="control-plane")
+        stopping = asyncio.create_task((stop or asyncio.Event()).wait())
+        try:
+            await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if waiting.done():
+                waiting.result()
+        finally:
+            stopping.cancel()
+            if not waiting.done():
+                waiting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiting

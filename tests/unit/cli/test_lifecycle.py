@@ -1,0 +1,105 @@
+"""The daemons' life under a service manager: sd_notify datagrams, and a stop signal
+that lets the daemon wind down and end with status 0."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fleet.cli.lifecycle import Lifecycle, notify, run_daemon
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
+    """A socket listening as systemd's notify socket does (a datagram socket)."""
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(5)
+        yield path, sock
+
+
+def received(sock: socket.socket) -> list[str]:
+    sock.setblocking(False)
+    got = []
+    while True:
+        try:
+            got.append(sock.recv(4096).decode())
+        except BlockingIOError:
+            return got
+
+
+def test_notify_sends_one_datagram(manager: tuple[str, socket.socket]) -> None:
+    path, sock = manager
+    assert notify(path, "READY=1", "STATUS=serving")
+    assert sock.recv(4096) == b"READY=1\nSTATUS=serving"
+
+
+def test_notify_without_a_manager_does_nothing(tmp_path: Path) -> None:
+    assert not notify(None, "READY=1")
+    assert not notify("", "READY=1")
+    assert not notify("vsock:2:1234", "READY=1")
+    assert not notify(str(tmp_path / "nobody"), "READY=1")  # a warning, not an error
+
+
+def test_notify_reaches_an_abstract_socket() -> None:
+    name = f"fleet-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        assert notify("@" + name, "READY=1")
+        assert sock.recv(4096) == b"READY=1"
+
+
+def test_sigterm_stops_the_daemon_cleanly(
+    manager: tuple[str, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, sock = manager
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    seen: list[str] = []
+
+    async def daemon(life: Lifecycle) -> None:
+        life.ready("serving")
+        # A daemon's own children must not speak for it.
+        seen.append(os.environ.get("NOTIFY_SOCKET", "unset"))
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(life.stopping.wait(), 5)
+        seen.append(f"stopping on {life.signal}")
+
+    run_daemon(daemon)  # returns: the command then exits 0
+    assert seen == ["unset", "stopping on SIGTERM"]
+    assert received(sock) == ["READY=1\nSTATUS=serving", "STOPPING=1\nSTATUS=stopping (SIGTERM)"]
+
+
+def test_a_second_signal_cancels_a_daemon_slow_to_stop() -> None:
+    async def daemon(life: Lifecycle) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        await life.stopping.wait()
+        os.kill(os.getpid(), signal.SIGINT)
+        await asyncio.sleep(30)  # winding down too slowly: cancelled
+
+    run_daemon(daemon)
+
+
+def test_a_daemon_that_fails_raises_its_error() -> None:
+    async def daemon(life: Lifecycle) -> None:
+        raise RuntimeError("etcd is gone")
+
+    with pytest.raises(RuntimeError, match="etcd is gone"):
+        run_daemon(daemon)
+
+
+async def test_until_stopped_leaves_the_task_running_for_the_caller() -> None:
+    life = Lifecycle(None)
+    work = asyncio.create_task(asyncio.sleep(30))
+    life.stop("SIGTERM")
+    assert await life.until_stopped(work)
+    assert not work.done()
+    work.cancel()
+    failing = asyncio.create_task(asyncio.sleep(0, result=None))
+    assert await Lifecycle(None).until_stopped(failing) is False
