@@ -264,3 +264,12 @@ def test_read_config_checks_each_kind(tmp_path: Path) -> None:
         "names": [],
         "server_": "a:1",
     }
+
+
+def test_the_clis_token_is_never_a_daemons_credential(built: Built, tmp_path: Path) -> None:
+    """FLEET_TOKEN (for the CLI) in a daemon's environment must not turn its TLS off."""
+    env = {"FLEET_TOKEN": "fleet_abc", "FLEET_TLS_CA": "/pki/ca.crt"}
+    env |= {"FLEET_TLS_CERT": "/pki/server.crt", "FLEET_TLS_KEY": "/pki/server.key"}
+    got = server_config(built, env=env)
+    assert got.transport.token is None and got.transport.tls is not None
+    assert got.transport.tls.cert == Path("/pki/server.crt")
