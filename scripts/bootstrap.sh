@@ -15,6 +15,7 @@ have ip || need+=(iproute2)
 have iptables || need+=(iptables)
 have nsenter || need+=(util-linux)
 have curl || need+=(curl)
+have systemd-analyze || need+=(systemd)  # verifies deploy/systemd's units in the tests
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "bootstrap: missing ${need[*]}; run as root (or install them) first" >&2

@@ -44,8 +44,10 @@ LogFormatOpt = Annotated[
 ]
 
 
-def _logging(level: str, log_format: LogFormat = LogFormat.text) -> None:
-    configure_logging(level, log_format)
+def _logging(level: str, log_format: LogFormat = LogFormat.text) -> bool:
+    """Configure logging; True when its lines are for a machine (journal, JSON), where
+    the error a daemon stops with must be a log entry too."""
+    return configure_logging(level, log_format) is not LogFormat.text
 
 
 def server(
@@ -184,7 +186,7 @@ def server(
     from fleet.controlplane.server import ServerConfig, run_server
     from fleet.secrets import ensure_key_file
 
-    _logging(log_level, log_format)
+    machine_logs = _logging(log_level, log_format)
     transport = client_transport(
         ca=tls_ca, cert=tls_cert, key=tls_key, insecure=insecure, kind="server", name="controlplane"
     )
@@ -216,7 +218,10 @@ def server(
             memory=memory_option("--max-host-memory", max_host_memory) if max_host_memory else None,
         ),
     )
-    lifecycle.run_daemon(lambda life: run_server(config, ready=life.ready, stop=life.stopping))
+    lifecycle.run_daemon(
+        lambda life: run_server(config, ready=life.ready, stop=life.stopping),
+        log_errors=machine_logs,
+    )
 
 
 def _address_option(text: str) -> str:
@@ -337,7 +342,7 @@ def agent(
     """
     from fleet.agent import Agent, AgentConfig, DockerRuntime
 
-    _logging(log_level, log_format)
+    machine_logs = _logging(log_level, log_format)
     host_id = host_id or _default_host_id()
     transport = client_transport(
         ca=tls_ca, cert=tls_cert, key=tls_key, insecure=insecure, kind="agent", name=host_id
@@ -369,7 +374,7 @@ def agent(
 
         await daemon.run_until(life.stopping, started)
 
-    lifecycle.run_daemon(main)
+    lifecycle.run_daemon(main, log_errors=machine_logs)
 
 
 def up(

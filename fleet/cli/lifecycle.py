@@ -18,6 +18,8 @@ import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from fleet.errors import FleetError
+
 __all__ = ["Lifecycle", "notify", "run_daemon"]
 
 log = logging.getLogger(__name__)
@@ -89,11 +91,24 @@ class Lifecycle:
 Main = Callable[[Lifecycle], Coroutine[Any, Any, None]]
 
 
-def run_daemon(main: Main) -> None:
+def run_daemon(main: Main, *, log_errors: bool = False) -> None:
     """Run ``main`` until it returns; the first SIGTERM or SIGINT sets its lifecycle's
     ``stopping`` (the daemon stops cleanly and this returns: exit status 0), a second
-    one cancels it outright."""
-    asyncio.run(_run(main, os.environ.pop("NOTIFY_SOCKET", None)))
+    one cancels it outright. A fleet error is raised for the CLI to print (logged
+    instead with ``log_errors``, when the logs are journal or JSON lines, so it has a
+    priority there too); any other error is logged (one entry, with its traceback).
+    Either way the exit status is 1."""
+    try:
+        asyncio.run(_run(main, os.environ.pop("NOTIFY_SOCKET", None)))
+    except FleetError as error:
+        if not log_errors:
+            raise  # the CLI says it in one line, and exits 1
+        log.error("%s", error)
+        raise SystemExit(1) from None
+    except Exception:
+        # Logged, not printed by Python: in the journal a traceback must be one entry.
+        log.critical("stopped by an unexpected error", exc_info=True)
+        raise SystemExit(1) from None
 
 
 async def _run(main: Main, notify_socket: str | None) -> None:

@@ -30,7 +30,7 @@ from fleet.controlplane.controller import ReplicaController
 from fleet.controlplane.metrics import Metrics
 from fleet.controlplane.metricsport import MetricsPort, metrics_tls_context
 from fleet.controlplane.registration import HostLimits
-from fleet.errors import FailedPrecondition
+from fleet.errors import FailedPrecondition, Unavailable
 from fleet.secrets import load_key_file
 from fleet.store import (
     DEFAULT_MAX_TXN_OPS,
@@ -55,6 +55,8 @@ from fleet.transport import (
 __all__ = ["ControlPlane", "ServerConfig", "run_server"]
 
 log = logging.getLogger(__name__)
+
+_SYNC_TIMEOUT = 30.0  # seconds a starting server waits for its first read of etcd
 
 # A caller may send MAX_REQUEST_BYTES (applies, agent reports) and receive up to
 # MAX_MESSAGE_BYTES. The same on the token port, where a request is read only once its
@@ -218,7 +220,13 @@ class ControlPlane:
             _check_listen(self.config.metrics_listen)
         self.keeper.start(asyncio.get_running_loop())
         self._tasks = [asyncio.create_task(self.informer.run(), name="informer")]
-        await asyncio.wait_for(self.informer.wait_synced(), 30)
+        try:
+            await asyncio.wait_for(self.informer.wait_synced(), _SYNC_TIMEOUT)
+        except TimeoutError:
+            raise Unavailable(
+                f"could not read the state from etcd ({', '.join(self.config.etcd)}) within "
+                f"{_SYNC_TIMEOUT:g}s; the warnings above say why"
+            ) from None
         # An apply is one transaction, and the controllers write in chunks: neither
         # serve nor lead on a wrong idea of how large a transaction etcd takes.
         await self.store.check_txn_limit()

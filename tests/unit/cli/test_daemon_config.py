@@ -49,7 +49,7 @@ def built(monkeypatch: pytest.MonkeyPatch) -> Built:
     monkeypatch.setattr("fleet.controlplane.server.run_server", run_server)
     monkeypatch.setattr("fleet.agent.Agent", Agent)
     monkeypatch.setattr("fleet.agent.DockerRuntime", lambda url: None)
-    monkeypatch.setattr("fleet.cli.daemons._logging", lambda *_: None)
+    monkeypatch.setattr("fleet.cli.daemons._logging", lambda *_: False)
     return found
 
 

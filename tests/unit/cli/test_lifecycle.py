@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from fleet.cli.lifecycle import Lifecycle, notify, run_daemon
+from fleet.errors import Unavailable
 
 
 @pytest.fixture
@@ -86,12 +87,38 @@ def test_a_second_signal_cancels_a_daemon_slow_to_stop() -> None:
     run_daemon(daemon)
 
 
-def test_a_daemon_that_fails_raises_its_error() -> None:
+def test_a_daemon_that_fails_with_a_fleet_error_raises_it() -> None:
     async def daemon(life: Lifecycle) -> None:
-        raise RuntimeError("etcd is gone")
+        raise Unavailable("etcd is gone")
 
-    with pytest.raises(RuntimeError, match="etcd is gone"):
+    with pytest.raises(Unavailable, match="etcd is gone"):
         run_daemon(daemon)
+
+
+def test_a_fleet_error_is_logged_when_the_logs_are_for_a_machine(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def daemon(life: Lifecycle) -> None:
+        raise Unavailable("etcd is gone")
+
+    with pytest.raises(SystemExit) as ended:
+        run_daemon(daemon, log_errors=True)
+    assert ended.value.code == 1
+    [record] = [r for r in caplog.records if r.name == "fleet.cli.lifecycle"]
+    assert record.levelname == "ERROR" and "etcd is gone" in record.getMessage()
+    assert record.exc_info is None  # a fleet error's message says it all
+
+
+def test_a_bug_is_logged_with_its_traceback_and_exits_1(caplog: pytest.LogCaptureFixture) -> None:
+    async def daemon(life: Lifecycle) -> None:
+        raise RuntimeError("a bug")
+
+    with pytest.raises(SystemExit) as ended:
+        run_daemon(daemon)
+    assert ended.value.code == 1
+    [record] = [r for r in caplog.records if r.name == "fleet.cli.lifecycle"]
+    assert record.levelname == "CRITICAL" and record.exc_info is not None
+    assert "RuntimeError: a bug" in caplog.text
 
 
 async def test_until_stopped_leaves_the_task_running_for_the_caller() -> None:
