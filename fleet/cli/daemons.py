@@ -341,9 +341,14 @@ def agent(
     registered or not: the host's containers need no control plane to keep running.
     """
     from fleet.agent import Agent, AgentConfig, DockerRuntime
+    from fleet.errors import InvalidArgument
+    from fleet.store.keys import check_host_id
 
     machine_logs = _logging(log_level, log_format)
-    host_id = host_id or _default_host_id()
+    try:
+        host_id = check_host_id(host_id or _default_host_id())
+    except InvalidArgument as error:
+        fail(f"{error}; give one with --host-id (or FLEET_HOST_ID, or host-id in the config file)")
     transport = client_transport(
         ca=tls_ca, cert=tls_cert, key=tls_key, insecure=insecure, kind="agent", name=host_id
     )

@@ -57,10 +57,6 @@ class Lifecycle:
         """Tell the service manager the daemon is up (``systemctl start`` returns)."""
         self._notify("READY=1", *([f"STATUS={status}"] if status else []))
 
-    def status(self, text: str) -> None:
-        """A line for ``systemctl status``."""
-        self._notify(f"STATUS={text}")
-
     def _notify(self, *fields: str) -> None:
         if self._socket:
             notify(self._socket, *fields)
@@ -73,19 +69,6 @@ class Lifecycle:
         log.info("%s: stopping", name)
         self._notify("STOPPING=1", f"STATUS=stopping ({name})")
         self.stopping.set()
-
-    async def until_stopped(self, task: asyncio.Task[None]) -> bool:
-        """Wait until ``task`` ends (its error is raised here) or a stop is asked for
-        (True; the task is left running, for the caller to wind down)."""
-        stop = asyncio.create_task(self.stopping.wait())
-        try:
-            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-        if task.done():
-            task.result()
-            return self.stopping.is_set()
-        return True
 
 
 Main = Callable[[Lifecycle], Coroutine[Any, Any, None]]

@@ -119,14 +119,3 @@ def test_a_bug_is_logged_with_its_traceback_and_exits_1(caplog: pytest.LogCaptur
     [record] = [r for r in caplog.records if r.name == "fleet.cli.lifecycle"]
     assert record.levelname == "CRITICAL" and record.exc_info is not None
     assert "RuntimeError: a bug" in caplog.text
-
-
-async def test_until_stopped_leaves_the_task_running_for_the_caller() -> None:
-    life = Lifecycle(None)
-    work = asyncio.create_task(asyncio.sleep(30))
-    life.stop("SIGTERM")
-    assert await life.until_stopped(work)
-    assert not work.done()
-    work.cancel()
-    failing = asyncio.create_task(asyncio.sleep(0, result=None))
-    assert await Lifecycle(None).until_stopped(failing) is False
