@@ -2,8 +2,9 @@
 once per id, and only on an agent started with ``--allow-host-commands``.
 
 The id is written down before the command starts, so an agent that the command itself
-restarts never runs it again; the command runs detached (its own session) with its
-output in the state dir, and its exit is reported as an event.
+restarts never runs it again; the command runs detached (its own session, and never
+killed by the agent: it outlives the agent's stop or restart) with its output in the
+state dir, and its exit is reported as an event if the agent still runs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import json
 import logging
 import os
-import subprocess
+from pathlib import Path
 
 from fleet.agent.config import AgentConfig
 from fleet.agent.events import EventQueue, own
@@ -21,6 +22,8 @@ from fleet.proto import fleet_pb2 as pb
 __all__ = ["HostCommands"]
 
 log = logging.getLogger(__name__)
+
+_EXIT_POLL = 0.5  # seconds between looks at whether a command exited
 
 
 class HostCommands:
@@ -59,24 +62,44 @@ class HostCommands:
         temporary.replace(done_file)
         if self.config.allow_host_commands:
             output = done_file.parent / f"command-{command.id}.log"
-            with output.open("ab") as log_file:
-                process = await asyncio.create_subprocess_exec(
-                    "sh",
-                    "-c",
-                    command.command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # it outlives the agent if it restarts it
-                    env={**os.environ, "FLEET_HOST_ID": self.config.host_id},
-                )
-            waiter = asyncio.create_task(self._report_exit(command, process))
+            env = {**os.environ, "FLEET_HOST_ID": self.config.host_id}
+            pid = _spawn(command.command, output, env)
+            waiter = asyncio.create_task(self._report_exit(command, pid))
             self.running.add(waiter)
             waiter.add_done_callback(self.running.discard)
 
-    async def _report_exit(
-        self, command: pb.HostCommand, process: asyncio.subprocess.Process
-    ) -> None:
-        code = await process.wait()
+    async def _report_exit(self, command: pb.HostCommand, pid: int) -> None:
+        while True:
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 (it does not wait)
+            except ChildProcessError:  # reaped by someone else: its status is lost
+                log.warning("host command %s exited; its exit code is unknown", command.id)
+                return
+            if done:
+                break
+            await asyncio.sleep(_EXIT_POLL)
+        code = os.waitstatus_to_exitcode(status)
         log.info("host command %s exited with %d", command.id, code)
         self._events.put(own("host-command-exited", f"exit code {code}: {command.command}"))
+
+
+def _spawn(command: str, output: Path, env: dict[str, str]) -> int:
+    """Start ``sh -c command`` in a session of its own, its output appended to
+    ``output``; its pid. Not with asyncio's subprocesses, nor a Popen: asyncio kills a
+    child still running when its transport is closed (as when the agent stops cleanly),
+    and the command must outlive the agent (an OS upgrade restarts it)."""
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        return os.posix_spawnp(
+            "sh",
+            ["sh", "-c", command],
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, fd, 1),
+                (os.POSIX_SPAWN_DUP2, fd, 2),
+            ],
+            setsid=True,
+        )
+    finally:
+        os.close(fd)
