@@ -237,14 +237,16 @@ def client_transport(
     name: str = "admin",
     token: str | None = None,
 ) -> Transport:
-    """The transport from flags, else ``FLEET_TLS_CA/CERT/KEY``, else the default PKI dirs.
+    """The transport from flags, else ``FLEET_TLS_CA/CERT/KEY``, else the default PKI dirs;
+    for a client, ``token`` or ``FLEET_TOKEN`` first.
 
     Flags and variables must name all three files; with none, the first of
     ``$FLEET_PKI_DIR`` and ``DEFAULT_PKI_DIRS`` holding ``<kind>-<name>.crt`` is used.
     """
     if insecure:
         return Transport(None)
-    token = token or os.environ.get("FLEET_TOKEN") or None
+    if kind == "client":  # a daemon's own credentials are certificates, never the CLI's token
+        token = token or os.environ.get("FLEET_TOKEN") or None
     if token is not None:  # for the server's token port: TLS, and the token instead of a cert
         return Transport(None, token=token, token_ca=ca or _env("FLEET_TLS_CA"))
     flags = (ca, cert, key)

@@ -18,6 +18,7 @@ have nsenter || need+=(util-linux)
 have curl || need+=(curl)
 have ignition-validate || need+=(ignition)  # validates deploy/fcos, deploy/flatcar
 have debootstrap || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+have systemd-analyze || need+=(systemd)  # verifies deploy/systemd's units in the tests
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "bootstrap: missing ${need[*]}; run as root (or install them) first" >&2

@@ -18,7 +18,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Callable
 
 from fleet.agent.config import AgentConfig
 from fleet.agent.events import EventQueue
@@ -86,6 +88,37 @@ class Agent:
             )
         finally:
             self._watch.stop()
+
+    async def run_until(
+        self,
+        stop: asyncio.Event,
+        started: Callable[[bool], None] | None = None,
+        leave_grace: float = 5.0,
+    ) -> None:
+        """Run until ``stop`` is set, then leave the control plane cleanly (its host is
+        disconnected at once; the containers keep running) and stop. ``started`` is
+        called once the first try to register is over: True if it registered; False
+        if not, and the agent carries on alone, trying again."""
+        running = asyncio.create_task(self.run(), name="agent")
+        tried = asyncio.create_task(self.session.tried.wait())
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({running, tried}, return_when=asyncio.FIRST_COMPLETED)
+            if tried.done() and started is not None:
+                started(self.connected.is_set())
+            await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if running.done():
+                running.result()  # the agent stopped itself (refused): its error
+                return
+            await self.session.leave(leave_grace)
+            log.info("stopping (the containers keep running)")
+        finally:
+            for task in (tried, stopping):
+                task.cancel()
+            if not running.done():
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
 
     def __repr__(self) -> str:
         return f"Agent({self.config.host_id!r})"

@@ -12,6 +12,10 @@ A renewed certificate (its files rewritten while the agent runs) is taken up wit
 restart: the stream ends and the next one is opened with the new files
 (``fleet.agent.certwatch``). A control plane that refuses who the agent is (its
 certificate names another host) stops the agent: no retry can change that.
+
+A stopping agent leaves cleanly (``leave``): an ``agent-stopped`` event, then the end
+of its side of the stream; the control plane ends the stream and marks the host
+disconnected at once, without waiting for its silence to be noticed.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import grpc.aio
 
 from fleet.agent.certwatch import CertificateWatch
 from fleet.agent.config import AgentConfig
-from fleet.agent.events import EventQueue
+from fleet.agent.events import EventQueue, own
 from fleet.agent.health import Prober
 from fleet.agent.hostcommands import CommandRunner, HostCommands
 from fleet.agent.logonce import FailureLog
@@ -47,6 +51,7 @@ __all__ = ["Outbox", "Session", "os_facts"]
 log = logging.getLogger(__name__)
 
 _REPORT_BATCH = 0.2  # seconds: changes this close together go in one report
+_END = pb.AgentMessage()  # in an outbox: the stream ends here (compared by identity)
 
 
 def os_facts(path: Path) -> dict[str, str]:
@@ -100,16 +105,24 @@ class Outbox:
                 await self._queue.put(pb.AgentMessage(events=pb.EventBatch(events=batch)))
 
     async def messages(self) -> AsyncIterator[pb.AgentMessage]:
-        """What the stream sends (its request iterator)."""
+        """What the stream sends (its request iterator), until ``finish``."""
         while True:
-            yield await self._queue.get()
+            message = await self._queue.get()
+            if message is _END:
+                return  # the agent's side of the stream is closed: the server sees its end
+            yield message
+
+    async def finish(self, last: pb.AgentMessage) -> None:
+        """Send ``last``, then close the agent's side of the stream."""
+        await self._queue.put(last)
+        await self._queue.put(_END)
 
     def close(self) -> None:
         """The stream is over: its unsent events go back to the queue, first in line."""
         unsent: list[pb.Event] = []
         while not self._queue.empty():
             message = self._queue.get_nowait()
-            if message.WhichOneof("kind") == "events":
+            if message is not _END and message.WhichOneof("kind") == "events":
                 unsent.extend(message.events.events)
         if unsent:
             self._events.give_back(unsent)
@@ -138,12 +151,35 @@ class Session:
         self.commands = HostCommands(config, state.events, runner)
         tls = config.transport.tls
         self._certs = CertificateWatch(tls) if tls is not None else None
+        # Set once the first try to register is over, whichever way it went.
+        self.tried = asyncio.Event()
+        self._leaving = False
+        self._outbox: Outbox | None = None  # the registered stream's, while it is open
+        self._closed = asyncio.Event()  # set while no stream is open
+        self._closed.set()
+
+    async def leave(self, grace: float) -> None:
+        """Close the stream cleanly, for good: an ``agent-stopped`` event, then the end
+        of the agent's side, which the control plane answers by ending the stream and
+        marking the host disconnected at once. Returns once it has, or after ``grace``
+        (the caller then cancels ``run``)."""
+        self._leaving = True
+        outbox = self._outbox
+        if outbox is None:
+            return
+        event = own("agent-stopped", "the agent is stopping; its containers keep running")
+        await outbox.finish(pb.AgentMessage(events=pb.EventBatch(events=[event])))
+        try:
+            async with asyncio.timeout(grace):
+                await self._closed.wait()
+        except TimeoutError:
+            log.warning("the control plane did not close the stream within %gs", grace)
 
     async def run(self) -> None:
-        """Connect, and connect again whenever a stream ends."""
+        """Connect, and connect again whenever a stream ends (until ``leave``)."""
         delay = 0.2
         attempt = 0
-        while True:
+        while not self._leaving:
             server = self.config.servers[attempt % len(self.config.servers)]
             attempt += 1
             try:
@@ -168,6 +204,9 @@ class Session:
                 self._failures.failed(f"session with {server} failed: {error!r}", error)
             finally:
                 self.connected.clear()
+                self.tried.set()
+            if self._leaving:
+                return
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.config.reconnect_max)
 
@@ -233,6 +272,9 @@ class Session:
                     if kind == "registered":
                         log.info("registered with %s as %s", server, message.registered.host_id)
                         self.connected.set()
+                        self.tried.set()
+                        self._outbox = outbox
+                        self._closed.clear()
                         heartbeats = asyncio.create_task(
                             self._send_heartbeats(outbox, message.registered.heartbeat_seconds)
                         )
@@ -262,6 +304,8 @@ class Session:
                 self._requests.cancel_all()
                 call.cancel()
                 outbox.close()
+                self._outbox = None
+                self._closed.set()
             return renewed.is_set()
 
     async def _send_heartbeats(self, outbox: Outbox, every: float) -> None:

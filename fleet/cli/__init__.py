@@ -8,7 +8,9 @@ Where each command lives (``main.py`` registers them all, in ``fleet --help``'s 
   endpoints; and following a rollout for ``apply --wait``
 - ``hosts``: cordon, uncordon, drain, upgrade-hosts, label host, hosts remove
 - ``secrets``, ``policy``, ``tokens``, ``certs``: the groups of those names
-- ``daemons``: server, agent, up
+- ``daemons``: server, agent, up; what they share: ``daemonconfig`` (options from
+  ``FLEET_*`` variables and a ``--config`` file), ``lifecycle`` (SIGTERM, sd_notify),
+  ``logformat`` (text, journal or JSON lines)
 - ``version``: version, and the root's ``--version``
 
 Shared by them: ``output`` (printing, the one error printer, exit statuses, ``-o``),

@@ -3,7 +3,10 @@ per Docker host) and ``fleet up`` (etcd, a control plane and an agent on one mac
 
 Each turns its options into the daemon's config and runs it in the foreground; the
 daemons themselves are ``fleet.controlplane.server``, ``fleet.agent`` and ``fleet.up``,
-imported only when one starts so other commands stay quick.
+imported only when one starts so other commands stay quick. ``server`` and ``agent``
+take every option from ``FLEET_<OPTION>`` and a ``--config`` file too
+(``daemonconfig``), stop cleanly on SIGTERM and tell systemd when they are ready
+(``lifecycle``), and log for a terminal, journald or a shipper (``logformat``).
 """
 
 from __future__ import annotations
@@ -11,14 +14,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import logging
 import os
+import socket
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from fleet.cli import lifecycle
+from fleet.cli.daemonconfig import ConfigOpt
+from fleet.cli.logformat import LogFormat, configure_logging
 from fleet.cli.options import duration_option, memory_option
 from fleet.cli.output import fail
 from fleet.cli.policy import AllowBindOpt, AllowCapOpt, AllowOpt, policy_from_options
@@ -29,16 +35,20 @@ __all__ = ["agent", "server", "up"]
 
 
 LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
+LogFormatOpt = Annotated[
+    LogFormat,
+    typer.Option(
+        "--log-format",
+        help="text (with a time), journal (<priority> prefixes, one line an event), json "
+        "(an object a line), or auto: journal when stderr is systemd's journal, else text.",
+    ),
+]
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Libraries speak only when something is wrong, even at --log-level debug.
-    for noisy in ("grpc", "urllib3", "docker", "asyncio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _logging(level: str, log_format: LogFormat = LogFormat.text) -> bool:
+    """Configure logging; True when its lines are for a machine (journal, JSON), where
+    the error a daemon stops with must be a log entry too."""
+    return configure_logging(level, log_format) is not LogFormat.text
 
 
 def server(
@@ -163,17 +173,21 @@ def server(
         ),
     ] = None,
     log_level: LogLevel = "info",
+    log_format: LogFormatOpt = LogFormat.auto,
+    config_file: ConfigOpt = None,  # read by its callback, into the defaults of the rest
 ) -> None:
     """Run the control plane (API for the CLI, stream for agents) against etcd.
 
     TLS is required: --tls-ca/--tls-cert/--tls-key (or FLEET_TLS_*), or server-*.crt in
-    $FLEET_PKI_DIR; --insecure must be asked for.
+    $FLEET_PKI_DIR; --insecure must be asked for. Every option can also be set by its
+    FLEET_* variable or in the --config file. SIGTERM stops it cleanly (a leader hands
+    over at once); under systemd (Type=notify) it says READY=1 once it serves.
     """
     from fleet.controlplane.registration import HostLimits
     from fleet.controlplane.server import ServerConfig, run_server
     from fleet.secrets import ensure_key_file
 
-    _logging(log_level)
+    machine_logs = _logging(log_level, log_format)
     transport = client_transport(
         ca=tls_ca, cert=tls_cert, key=tls_key, insecure=insecure, kind="server", name="controlplane"
     )
@@ -205,7 +219,10 @@ def server(
             memory=memory_option("--max-host-memory", max_host_memory) if max_host_memory else None,
         ),
     )
-    asyncio.run(run_server(config))
+    lifecycle.run_daemon(
+        lambda life: run_server(config, ready=life.ready, stop=life.stopping),
+        log_errors=machine_logs,
+    )
 
 
 def _address_option(text: str) -> str:
@@ -231,13 +248,24 @@ def _labels(values: list[str]) -> dict[str, str]:
     return labels
 
 
+def _default_host_id() -> str:
+    return socket.gethostname().split(".")[0].lower()
+
+
 class HostCommandsIn(StrEnum):
     process = "process"
     container = "container"
 
 
 def agent(
-    host_id: Annotated[str, typer.Option("--host-id", help="This host's name in the pool.")],
+    host_id: Annotated[
+        str | None,
+        typer.Option(
+            "--host-id",
+            help="This host's name in the pool, which its agent certificate names. "
+            "Default: the machine's short host name.",
+        ),
+    ] = None,
     server_: Annotated[
         str | None, typer.Option("--server", "-s", help="Control plane address(es).")
     ] = None,
@@ -309,7 +337,6 @@ def agent(
         HostCommandsIn,
         typer.Option(
             "--host-commands-in",
-            envvar="FLEET_HOST_COMMANDS_IN",
             help="Where host commands run: process (a process of the agent's own, for an "
             "agent installed on the host) or container (a privileged sibling container "
             "that enters the host's namespaces, for an agent in a container: the image's "
@@ -320,7 +347,6 @@ def agent(
         str | None,
         typer.Option(
             "--host-command-image",
-            envvar="FLEET_HOST_COMMAND_IMAGE",
             help="The image of --host-commands-in container's containers (it needs "
             "nsenter). Default: the agent's own container's image.",
         ),
@@ -329,7 +355,6 @@ def agent(
         int,
         typer.Option(
             "--host-command-pid",
-            envvar="FLEET_HOST_COMMAND_PID",
             min=1,
             help="--host-commands-in container: the host process whose namespaces the "
             "commands enter. Default: 1, the host's init; another host process where PID 1 "
@@ -337,18 +362,29 @@ def agent(
         ),
     ] = 1,
     log_level: LogLevel = "info",
+    log_format: LogFormatOpt = LogFormat.auto,
+    config_file: ConfigOpt = None,  # read by its callback, into the defaults of the rest
 ) -> None:
     """Run the agent for one Docker host: it runs what the control plane places here.
 
     It authenticates with an agent certificate naming HOST_ID (--tls-*, FLEET_TLS_*, or
-    agent-HOST_ID.crt in $FLEET_PKI_DIR).
+    agent-HOST_ID.crt in $FLEET_PKI_DIR). Every option can also be set by its FLEET_*
+    variable or in the --config file. SIGTERM stops it cleanly: it leaves the control
+    plane (its host shows disconnected at once) and the containers keep running. Under
+    systemd (Type=notify) it says READY=1 once its first try to register is over,
+    registered or not: the host's containers need no control plane to keep running.
     """
     from fleet.agent import Agent, AgentConfig, DockerRuntime
     from fleet.agent.hostcontainer import ContainerRunner
     from fleet.agent.incontainer import check_host_pid_namespace
-    from fleet.errors import FailedPrecondition
+    from fleet.errors import FailedPrecondition, InvalidArgument
+    from fleet.store.keys import check_host_id
 
-    _logging(log_level)
+    machine_logs = _logging(log_level, log_format)
+    try:
+        host_id = check_host_id(host_id or _default_host_id())
+    except InvalidArgument as error:
+        fail(f"{error}; give one with --host-id (or FLEET_HOST_ID, or host-id in the config file)")
     transport = client_transport(
         ca=tls_ca, cert=tls_cert, key=tls_key, insecure=insecure, kind="agent", name=host_id
     )
@@ -380,7 +416,18 @@ def agent(
         if host_commands_in is HostCommandsIn.container
         else None  # a process of the agent's own
     )
-    asyncio.run(Agent(config, runtime, runner).run())
+    daemon = Agent(config, runtime, runner)
+
+    async def main(life: lifecycle.Lifecycle) -> None:
+        def started(registered: bool) -> None:
+            if registered:
+                life.ready(f"registered as {host_id}")
+            else:
+                life.ready("no control plane answers yet; running alone and trying again")
+
+        await daemon.run_until(life.stopping, started)
+
+    lifecycle.run_daemon(main, log_errors=machine_logs)
 
 
 def up(

@@ -22,6 +22,7 @@ from fleet.cli import (
     tokens,
     version,
 )
+from fleet.cli.daemonconfig import DaemonCommand
 from fleet.cli.output import print_error
 from fleet.errors import FleetError, PolicyDenied, SpecError
 
@@ -91,8 +92,10 @@ def _root(
     """Options of the root command itself (the commands are registered below)."""
 
 
+# The daemons take every option from a FLEET_* variable and a --config file too.
+CONFIGURABLE = {"server", "agent"}
 for _name, _command in COMMANDS.items():
-    app.command(_name)(_command)
+    app.command(_name, cls=DaemonCommand if _name in CONFIGURABLE else None)(_command)
 for _name, _group in GROUPS.items():
     app.add_typer(_group, name=_name)
 

@@ -88,9 +88,22 @@ class AgentEvents:
             except FleetError as error:
                 log.warning("%d agent event(s) not stored: %s", len(batch), error)
 
-    async def close(self) -> None:
-        """Stop the writer (what it had not stored yet is lost)."""
+    async def close(self, grace: float = 2.0) -> None:
+        """Stop the writer, then store what was still queued (a stopping control plane
+        keeps what its agents said last, their ``agent-stopped`` among it), giving up
+        after ``grace`` seconds. A write the writer was cut off in is lost."""
         if self._writer is not None:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
+        batch, self._backlog = self._backlog, []
+        batch += self.gate.due(time.time())
+        if not batch:
+            return
+        try:
+            async with asyncio.timeout(grace):
+                await self._log.append("agents", batch)
+        except FleetError as error:
+            log.warning("%d agent event(s) not stored before stopping: %s", len(batch), error)
+        except TimeoutError:
+            log.warning("%d agent event(s) not stored: etcd took over %gs", len(batch), grace)

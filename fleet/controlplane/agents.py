@@ -172,6 +172,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         pusher = asyncio.create_task(self._push.run(host_id, outbox))
         ended = asyncio.create_task(session.ended.wait())
         getter: asyncio.Task[pb.ServerMessage] | None = None
+        how = "the stream was cut"  # unless the agent ends its side (a clean stop)
         try:
             while not reader.done() and session.denied is None:
                 getter = asyncio.create_task(outbox.get())
@@ -185,6 +186,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             if session.denied is not None:
                 raise PermissionDenied(session.denied)
             reader.result()  # surfaces a refusal raised while reading
+            how = "its agent closed the stream"
         except FleetError as error:
             log.warning("host %s: %s", host_id, error)
             refuse(context, grpc_code_for(error), details(error))
@@ -195,7 +197,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             if self._sessions.get(host_id) is session:
                 del self._sessions[host_id]
             session.close()
-            log.info("host %s disconnected", host_id)
+            log.info("host %s disconnected: %s", host_id, how)
             self.reports.forget(host_id, revision)
             self._keeper.unwatch(revision)
             await self._mark_gone(host_id, revision)

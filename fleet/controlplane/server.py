@@ -14,7 +14,7 @@ import gc
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from fleet.controlplane.controller import ReplicaController
 from fleet.controlplane.metrics import Metrics
 from fleet.controlplane.metricsport import MetricsPort, metrics_tls_context
 from fleet.controlplane.registration import HostLimits
-from fleet.errors import FailedPrecondition
+from fleet.errors import FailedPrecondition, Unavailable
 from fleet.secrets import load_key_file
 from fleet.store import (
     DEFAULT_MAX_TXN_OPS,
@@ -55,6 +55,8 @@ from fleet.transport import (
 __all__ = ["ControlPlane", "ServerConfig", "run_server"]
 
 log = logging.getLogger(__name__)
+
+_SYNC_TIMEOUT = 30.0  # seconds a starting server waits for its first read of etcd
 
 # A caller may send MAX_REQUEST_BYTES (applies, agent reports) and receive up to
 # MAX_MESSAGE_BYTES. The same on the token port, where a request is read only once its
@@ -219,7 +221,13 @@ class ControlPlane:
             _check_listen(self.config.metrics_listen)
         self.keeper.start(asyncio.get_running_loop())
         self._tasks = [asyncio.create_task(self.informer.run(), name="informer")]
-        await asyncio.wait_for(self.informer.wait_synced(), 30)
+        try:
+            await asyncio.wait_for(self.informer.wait_synced(), _SYNC_TIMEOUT)
+        except TimeoutError:
+            raise Unavailable(
+                f"could not read the state from etcd ({', '.join(self.config.etcd)}) within "
+                f"{_SYNC_TIMEOUT:g}s; the warnings above say why"
+            ) from None
         # An apply is one transaction, and the controllers write in chunks: neither
         # serve nor lead on a wrong idea of how large a transaction etcd takes.
         await self.store.check_txn_limit()
@@ -318,6 +326,7 @@ class ControlPlane:
         await self.agents.close()
         self.keeper.close()
         await self.etcd.close()
+        log.info("control plane %s stopped", self.server_id)
 
     async def __aenter__(self) -> ControlPlane:
         await self.start()
@@ -347,7 +356,28 @@ def _check_listen(address: str) -> None:
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
-async def run_server(config: ServerConfig) -> None:
+async def run_server(
+    config: ServerConfig,
+    *,
+    ready: Callable[[str], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until a background task fails (its error is raised) or ``stop`` is set;
+    then stop cleanly (``ControlPlane.stop``: a leader resigns at once). ``ready`` is
+    called, with a line saying where, once the control plane serves."""
     gc.set_threshold(*GC_THRESHOLDS)
     async with ControlPlane(config) as plane:
-        await plane.wait()
+        if ready is not None:
+            ready(f"serving on {config.listen}")
+        waiting = asyncio.create_task(plane.wait(), name="control-plane")
+        stopping = asyncio.create_task((stop or asyncio.Event()).wait())
+        try:
+            await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if waiting.done():
+                waiting.result()
+        finally:
+            stopping.cancel()
+            if not waiting.done():
+                waiting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiting

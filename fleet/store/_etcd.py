@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -360,7 +360,7 @@ class Etcd:
 
     async def watch_prefix(
         self, prefix: bytes, start_revision: int, *, skip: bytes | None = None
-    ) -> AsyncIterator[list[WatchEvent]]:
+    ) -> AsyncGenerator[list[WatchEvent], None]:
         """Yield batches of changes under ``prefix`` from ``start_revision`` on.
 
         Raises ``WatchCompacted`` when that revision is gone and ``Unavailable`` when the

@@ -4,6 +4,9 @@ allows them, their exit reported once, also when an earlier agent started them."
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from fleet.agent.hostcommands import HostCommands, StartedCommand
 from fleet.agent.hostprocess import ProcessRunner
 from fleet.errors import Unavailable
 from fleet.proto import fleet_pb2 as pb
+from fleet.testing.procs import pid_alive
 from fleet.transport import Transport
 from tests.helpers import eventually
 
@@ -67,6 +71,27 @@ async def test_a_command_is_refused_once_unless_the_agent_allows_it(tmp_path: Pa
     await commands.run(command)
     assert [e.kind for e in events.take()] == ["host-command-refused"]
     assert not commands.running and not (tmp_path / "ran").exists()
+
+
+def test_a_command_outlives_the_agent_that_started_it(tmp_path: Path) -> None:
+    """An agent that stops cleanly (its loop ends, its tasks cancelled) leaves a host
+    command running: an OS upgrade restarts the agent and must not die with it."""
+    pid_file = tmp_path / "pid"
+
+    async def agent_runs_a_command() -> None:
+        commands = _commands(tmp_path, EventQueue())
+        command = f"echo $$ > {pid_file}.tmp && mv {pid_file}.tmp {pid_file} && exec sleep 60"
+        await commands.run(pb.HostCommand(id="upgrade", command=command))
+        await eventually(pid_file.exists, 10, "the command to start")
+
+    asyncio.run(agent_runs_a_command())  # as the agent's asyncio.run ends on SIGTERM
+    gc.collect()  # asyncio kills a child whose transport is collected while it runs
+    pid = int(pid_file.read_text())
+    try:
+        assert pid_alive(pid), "the host command died with the agent"
+        assert os.getsid(pid) == pid  # in a session of its own
+    finally:
+        os.kill(pid, signal.SIGKILL)
 
 
 @dataclass
