@@ -127,8 +127,8 @@ def main() -> None:
         plain.stop()
 
         print("the agent in its container takes them over ...")
-        files = AgentFiles.make(work, host.name, pki)
-        boxed = agent_container(host, image, listen, files)
+        files = AgentFiles.make(work, host.name, pki, listen)
+        boxed = agent_container(host, image, files)
         wait_until(lambda: b"registered with" in boxed.logs(), 60, what="the agent's container")
         time.sleep(SETTLE)
         assert running(dock, f"fleet.app={APP}") == n, "the container agent changed the 50"

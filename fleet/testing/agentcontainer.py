@@ -11,7 +11,7 @@ its own, not a machine):
   network namespace (so the advertised address is the test host's) and the machine's
   PID namespace;
 - /etc/fleet, /var/lib/fleet and the os-release file are per-host directories of the
-  test, and the options are flags rather than /etc/fleet/agent.toml;
+  test;
 - host commands enter the namespaces of the test host's dockerd
   (``--host-command-pid``), not PID 1's: this machine's PID 1 (a microVM's init) refuses
   to be entered. The dockerd shares the machine's mount, UTS, IPC and PID namespaces,
@@ -52,9 +52,18 @@ class AgentFiles:
     os_release: Path
 
     @classmethod
-    def make(cls, directory: Path, host_id: str, pki: TestPKI, version: str = "1") -> AgentFiles:
-        """The host's files under ``directory``: its agent certificate as the shipped
-        /etc/fleet/pki names it, an empty state dir, an os-release of ``version``."""
+    def make(
+        cls,
+        directory: Path,
+        host_id: str,
+        pki: TestPKI,
+        server: str,
+        allow_host_commands: bool = False,
+        version: str = "1",
+    ) -> AgentFiles:
+        """The host's files under ``directory``: an agent.toml like the shipped one (for
+        ``server``), the agent certificate as /etc/fleet/pki names it, an empty state
+        dir, an os-release of ``version``."""
         files = cls(
             directory / f"etc-{host_id}",
             directory / f"var-{host_id}",
@@ -64,6 +73,12 @@ class AgentFiles:
         (files.etc / "pki").mkdir(parents=True, exist_ok=True)
         for source, name in ((tls.ca, "ca.crt"), (tls.cert, "agent.crt"), (tls.key, "agent.key")):
             shutil.copy(source, files.etc / "pki" / name)
+        (files.etc / "agent.toml").write_text(
+            f'server = "{server}"\nhost-id = "{host_id}"\n'
+            'tls-ca = "/etc/fleet/pki/ca.crt"\ntls-cert = "/etc/fleet/pki/agent.crt"\n'
+            'tls-key = "/etc/fleet/pki/agent.key"\nstate-dir = "/var/lib/fleet/agent"\n'
+            f"allow-host-commands = {str(allow_host_commands).lower()}\n"
+        )
         files.state.mkdir(exist_ok=True)
         files.os_release.write_text(f'NAME="Fleet OS"\nVERSION_ID={version}\n')
         return files
@@ -72,21 +87,16 @@ class AgentFiles:
 def agent_container(
     host: DockerHost,
     image: str,
-    server: str,
     files: AgentFiles,
     extra_args: tuple[str, ...] = (),
     name: str = AGENT_NAME,
 ) -> Any:
     """Start the agent of ``host`` from ``image`` (the README's run line, adapted as the
-    module says), connecting to ``server``; returns its container."""
+    module says); returns its container."""
     assert host.daemon_pid is not None, f"{host.name}'s dockerd is not running"
     args = [
-        "agent",
-        *("--host-id", host.name, "--server", server),
-        *("--tls-ca", "/etc/fleet/pki/ca.crt", "--tls-cert", "/etc/fleet/pki/agent.crt"),
-        *("--tls-key", "/etc/fleet/pki/agent.key", "--state-dir", "/var/lib/fleet/agent"),
-        *("--os-release", "/host/os-release", "--host-command-pid", str(host.daemon_pid)),
-        *extra_args,
+        *("agent", "--config", "/etc/fleet/agent.toml", "--os-release", "/host/os-release"),
+        *("--host-command-pid", str(host.daemon_pid), *extra_args),
     ]
     return host.client().containers.run(
         image,

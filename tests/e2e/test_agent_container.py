@@ -82,9 +82,9 @@ def pool(
     try:
         for host in clean_pool.hosts:
             _web_images(host)
-            files = AgentFiles.make(tmp_path, host.name, pki)
+            files = AgentFiles.make(tmp_path, host.name, pki, listen, allow_host_commands=True)
             # The image's default runs host commands in sibling containers.
-            agent_container(host, fleet_image(host), listen, files, ("--allow-host-commands",))
+            agent_container(host, fleet_image(host), files)
         yield found
     finally:
         client.close()
