@@ -20,6 +20,7 @@ from typing import Protocol
 
 from fleet.agent.config import AgentConfig
 from fleet.agent.events import EventQueue, own
+from fleet.agent.logonce import WarnOnce
 from fleet.errors import FleetError
 from fleet.proto import fleet_pb2 as pb
 
@@ -115,12 +116,13 @@ class HostCommands:
     async def resume(self, retry_every: float = 2.0) -> None:
         """Follow the commands an earlier agent started (until their exit is reported),
         once the runner can tell which; tried again while it cannot (dockerd away)."""
+        cannot = WarnOnce(log, "cannot look for host commands left running yet")
         while True:
             try:
                 left = await self.runner.left_running(self.config.commands_file.parent)
                 break
             except (FleetError, OSError) as error:
-                log.warning("cannot look for host commands left running yet: %s", error)
+                cannot.failed(error)
                 await asyncio.sleep(retry_every)
         for started in left:
             log.info("following host command %s, started before a restart", started.id)
