@@ -7,6 +7,7 @@ import asyncio
 import base64
 import inspect
 import json
+import os
 import ssl
 import threading
 import time
@@ -44,7 +45,7 @@ def etcd_post(server: EtcdServer, path: str, body: dict[str, Any]) -> dict[str, 
     request = urllib.request.Request(
         server.url + path, data=json.dumps(body).encode(), method="POST"
     )
-    with urllib.request.urlopen(request, timeout=5) as response:
+    with urllib.request.urlopen(request, timeout=5, context=server.ssl_context()) as response:
         result: dict[str, Any] = json.loads(response.read())
         return result
 
@@ -66,6 +67,32 @@ def etcd_prefix(server: EtcdServer, prefix: str) -> dict[str, bytes]:
 def etcd_json(server: EtcdServer, key: str) -> dict[str, Any] | None:
     found = etcd_prefix(server, key).get(key)
     return json.loads(found) if found is not None else None
+
+
+def tcp_peers(pid: int) -> set[tuple[str, int]]:
+    """The (IPv4 address, port) of every established TCP connection process ``pid``
+    holds, from /proc (its socket inodes, found in its namespace's TCP tables; gRPC's
+    sockets are IPv6 ones with IPv4-mapped addresses)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    peers = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            remote, state, inode = fields[2], fields[3], fields[9]
+            if state != "01" or inode not in inodes:  # 01: ESTABLISHED
+                continue
+            address, port = remote.split(":")
+            # The last 32 bits are the IPv4 address (as is, or mapped), in host order.
+            ip = ".".join(str(b) for b in reversed(bytes.fromhex(address[-8:])))
+            peers.add((ip, int(port, 16)))
+    return peers
 
 
 def http_get(address: str, port: int, timeout: float = 2.0) -> str:

@@ -1,25 +1,25 @@
-"""A small etcd v3 client over aetcd's generated stubs, on a grpc.aio channel we build.
+"""A small etcd v3 client over aetcd's generated stubs, on grpc.aio channels we build.
 
 aetcd's own ``Client`` dials one ``host:port`` over an insecure channel and its watches
 die with the connection; fleet needs several endpoints, TLS, and watches that resume
 from a revision. So this module keeps aetcd's protobuf stubs (``aetcd.rpc``)
-and owns the channel, the calls and the error mapping. Nothing outside ``fleet.store``
-imports it.
+and owns the channels (one per member, ``_members``), the calls and the error mapping.
+Nothing outside ``fleet.store`` imports it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
 from aetcd import rpc
 
 from fleet.errors import FleetError, InvalidArgument, Unavailable
+from fleet.store._members import Members, retryable
 from fleet.transport import TlsFiles, Transport
 
 __all__ = [
@@ -43,6 +43,17 @@ __all__ = [
 # --max-txn-ops (128 by default); fleet's own writes need up to this many at least.
 DEFAULT_MAX_TXN_OPS = 128
 MIN_TXN_OPS = 16
+
+# Keep-alive pings find a member gone silent (a machine off, a cut cable) in 15 s
+# even while no call is waiting on it.
+CHANNEL_OPTIONS = [("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000)]
+# A watch asks its member to end it once the member has lost the cluster's leader
+# (etcd's WithRequireLeader, as kube-apiserver's watches do): a member cut off from
+# the others would otherwise keep the stream open and send nothing, and the informer
+# would never hear of a change again.
+_REQUIRE_LEADER = (("hasleader", "true"),)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,23 +161,6 @@ def prefix_end(prefix: bytes) -> bytes:
     return b"\0"
 
 
-def _target(endpoints: Sequence[str]) -> str:
-    """One gRPC target for all endpoints; several IP endpoints fail over (pick_first)."""
-    cleaned = [e.removeprefix("http://").removeprefix("https://").rstrip("/") for e in endpoints]
-    if len(cleaned) == 1:
-        return cleaned[0]
-    for endpoint in cleaned:
-        host = endpoint.rsplit(":", 1)[0].strip("[]")
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            raise ValueError(
-                f"several etcd endpoints must be IP:PORT (got {endpoint!r}); "
-                "use one DNS name that resolves to every member instead"
-            ) from None
-    return "ipv4:" + ",".join(cleaned)
-
-
 def _unavailable(error: grpc.aio.AioRpcError) -> Unavailable:
     hint = ""
     if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
@@ -202,30 +196,42 @@ class Etcd:
         timeout: float = 5.0,
         max_txn_ops: int = DEFAULT_MAX_TXN_OPS,
     ) -> None:
-        if not endpoints:
-            raise ValueError("at least one etcd endpoint is needed")
         if max_txn_ops < MIN_TXN_OPS:
             raise ValueError(f"etcd's --max-txn-ops must be at least {MIN_TXN_OPS} for fleet")
-        self.endpoints = list(endpoints)
         self.timeout = timeout
         # etcd's --max-txn-ops: larger transactions are refused here, before they are sent.
         self.max_txn_ops = max_txn_ops
         # etcd's own TLS (--etcd-cacert/--etcd-cert/--etcd-key), with fleet's file loader
-        # and message limits (a list of every replica can be large).
-        self._channel = Transport(tls).aio_channel(
-            _target(self.endpoints),
-            options=[
-                ("grpc.keepalive_time_ms", 10_000),
-                ("grpc.keepalive_timeout_ms", 5_000),
-            ],
+        # and message limits (a list of every replica can be large); a channel a member.
+        transport = Transport(tls)
+        self._members = Members(
+            endpoints, lambda target: transport.aio_channel(target, options=CHANNEL_OPTIONS)
         )
-        self._kv = rpc.KVStub(self._channel)
-        self._watch = rpc.WatchStub(self._channel)
+        self.endpoints = self._members.endpoints
+        self._kv = [rpc.KVStub(channel) for channel in self._members.channels]
+        self._watch = [rpc.WatchStub(channel) for channel in self._members.channels]
         # Keep-alives are not here: ``LeaseKeeper`` renews from a thread of its own.
-        self._lease = rpc.LeaseStub(self._channel)
+        self._lease = [rpc.LeaseStub(channel) for channel in self._members.channels]
+
+    async def _call(self, call: Callable[[int], Awaitable[T]], *, idempotent: bool = True) -> T:
+        """``call(member)`` on the member in use; when that member fails, the next one
+        is used from then on, and the call goes again there while ``retryable`` says
+        it may (each member once)."""
+        for attempt in range(len(self._members)):
+            member = self._members.current
+            try:
+                return await call(member)
+            except grpc.aio.AioRpcError as error:
+                code, details = error.code(), error.details()
+                self._members.failed(member, code, details)
+                last = attempt == len(self._members) - 1
+                if last or not retryable(code, details, idempotent=idempotent):
+                    raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def close(self) -> None:
-        await self._channel.close()
+        for channel in self._members.channels:
+            await channel.close()
 
     async def __aenter__(self) -> Etcd:
         return self
@@ -237,7 +243,8 @@ class Etcd:
 
     async def get(self, key: bytes) -> KeyValue | None:
         try:
-            response = await self._kv.Range(rpc.RangeRequest(key=key), timeout=self.timeout)
+            request = rpc.RangeRequest(key=key)
+            response = await self._call(lambda m: self._kv[m].Range(request, timeout=self.timeout))
         except grpc.aio.AioRpcError as error:
             raise _unavailable(error) from error
         if not response.kvs:
@@ -266,7 +273,7 @@ class Etcd:
             key=start, range_end=end, revision=revision, limit=limit, keys_only=keys_only
         )
         try:
-            response = await self._kv.Range(request, timeout=self.timeout)
+            response = await self._call(lambda m: self._kv[m].Range(request, timeout=self.timeout))
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.OUT_OF_RANGE:  # compacted since
                 raise WatchCompacted(revision) from error
@@ -276,10 +283,9 @@ class Etcd:
 
     async def revision(self) -> int:
         """The store's current revision (a count-only read of one key)."""
+        request = rpc.RangeRequest(key=b"\0", count_only=True)
         try:
-            response = await self._kv.Range(
-                rpc.RangeRequest(key=b"\0", count_only=True), timeout=self.timeout
-            )
+            response = await self._call(lambda m: self._kv[m].Range(request, timeout=self.timeout))
         except grpc.aio.AioRpcError as error:
             raise _unavailable(error) from error
         return int(response.header.revision)
@@ -304,17 +310,19 @@ class Etcd:
             success=[op.to_proto() for op in success],
         )
         try:
-            response = await self._kv.Txn(request, timeout=self.timeout)
+            response = await self._call(
+                lambda m: self._kv[m].Txn(request, timeout=self.timeout), idempotent=False
+            )
         except grpc.aio.AioRpcError as error:
             raise _txn_refused(error, size, self.max_txn_ops) from error
         return TxnResult(response.succeeded, response.header.revision)
 
     async def put(self, key: bytes, value: bytes, *, lease: int = 0) -> int:
         """An unguarded put: only for keys one writer owns (liveness, reports)."""
+        request = rpc.PutRequest(key=key, value=value, lease=lease)
         try:
-            response = await self._kv.Put(
-                rpc.PutRequest(key=key, value=value, lease=lease), timeout=self.timeout
-            )
+            # Idempotent: the same value again (these keys have one writer).
+            response = await self._call(lambda m: self._kv[m].Put(request, timeout=self.timeout))
         except grpc.aio.AioRpcError as error:
             raise _unavailable(error) from error
         return int(response.header.revision)
@@ -322,17 +330,20 @@ class Etcd:
     # ------------------------------------------------------------------ leases
 
     async def grant(self, ttl: int) -> int:
+        request = rpc.LeaseGrantRequest(TTL=ttl)
         try:
-            response = await self._lease.LeaseGrant(
-                rpc.LeaseGrantRequest(TTL=ttl), timeout=self.timeout
+            # A grant sent twice leaves one lease unused, to expire: no harm.
+            response = await self._call(
+                lambda m: self._lease[m].LeaseGrant(request, timeout=self.timeout)
             )
         except grpc.aio.AioRpcError as error:
             raise _unavailable(error) from error
         return int(response.ID)
 
     async def revoke(self, lease_id: int) -> None:
+        request = rpc.LeaseRevokeRequest(ID=lease_id)
         try:
-            await self._lease.LeaseRevoke(rpc.LeaseRevokeRequest(ID=lease_id), timeout=self.timeout)
+            await self._call(lambda m: self._lease[m].LeaseRevoke(request, timeout=self.timeout))
         except grpc.aio.AioRpcError as error:
             if error.code() != grpc.StatusCode.NOT_FOUND:
                 raise _unavailable(error) from error
@@ -346,7 +357,7 @@ class Etcd:
         """
         request = rpc.CompactionRequest(revision=revision, physical=False)
         try:
-            await self._kv.Compact(request, timeout=self.timeout)
+            await self._call(lambda m: self._kv[m].Compact(request, timeout=self.timeout))
         except grpc.aio.AioRpcError as error:
             # etcd: "mvcc: required revision has been compacted" (OUT_OF_RANGE).
             if error.code() == grpc.StatusCode.OUT_OF_RANGE and "compacted" in (
@@ -381,7 +392,8 @@ class Etcd:
             # Keep the request side open for as long as the watch lives.
             await asyncio.Event().wait()
 
-        call = self._watch.Watch(requests())
+        member = self._members.current
+        call = self._watch[member].Watch(requests(), metadata=_REQUIRE_LEADER)
         try:
             async for response in call:
                 if response.compact_revision:
@@ -400,6 +412,8 @@ class Etcd:
                 if batch:
                     yield batch
         except grpc.aio.AioRpcError as error:
+            # The caller resumes from its revision, on the next member if this one failed.
+            self._members.failed(member, error.code(), error.details())
             raise _unavailable(error) from error
         finally:
             call.cancel()

@@ -39,7 +39,8 @@ from dataclasses import dataclass
 import grpc
 from aetcd import rpc
 
-from fleet.store._etcd import _target
+from fleet.store._etcd import CHANNEL_OPTIONS
+from fleet.store._members import Members
 from fleet.transport import TlsFiles, Transport
 
 __all__ = ["LeaseKeeper", "Verdict", "is_silent", "verdict"]
@@ -98,11 +99,13 @@ class LeaseKeeper:
         stall_limit: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._channel = Transport(tls).channel(
-            _target(endpoints),
-            options=[("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000)],
+        # A channel per member, as ``Etcd`` has (see ``_members``): renewals that fail on
+        # one go to the next member at the next tick.
+        transport = Transport(tls)
+        self._members = Members(
+            endpoints, lambda target: transport.channel(target, options=CHANNEL_OPTIONS)
         )
-        self._stub = rpc.LeaseStub(self._channel)
+        self._stubs = [rpc.LeaseStub(channel) for channel in self._members.channels]
         self._tick = tick
         self._timeout = timeout
         self._stall_limit = stall_limit
@@ -134,7 +137,8 @@ class LeaseKeeper:
         if self._thread is not None:
             self._thread.join(self._timeout + self._tick)
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._channel.close()
+        for channel in self._members.channels:
+            channel.close()
 
     def hold(self, lease: int, ttl: float) -> None:
         """Keep ``lease`` alive while the event loop keeps up."""
@@ -243,9 +247,11 @@ class LeaseKeeper:
     def _renew(self, leases: list[int]) -> None:
         """Renew ``leases`` over one keep-alive stream (etcd answers them in order)."""
         sent = self._clock()
+        member = self._members.current
         try:
             requests = (rpc.LeaseKeepAliveRequest(ID=lease) for lease in leases)
-            for response in self._stub.LeaseKeepAlive(requests, timeout=self._timeout):
+            stub = self._stubs[member]
+            for response in stub.LeaseKeepAlive(requests, timeout=self._timeout):
                 held = self._held.get(int(response.ID))
                 if held is None:
                     continue
@@ -255,8 +261,10 @@ class LeaseKeeper:
                     held.renewed = sent
                     self.renewals += 1
         except grpc.RpcError as error:
-            # The unanswered leases stay due and go at the next tick.
+            # The unanswered leases stay due and go at the next tick (to the next
+            # member, if this one is in trouble).
             log.warning("lease keep-alive: %s", _describe(error))
+            self._members.failed(member, error.code(), error.details())
 
 
 def _complete(waiter: asyncio.Future[str], why: str) -> None:

@@ -17,7 +17,7 @@ from fleet.pki.issuing import init_ca, issue
 from fleet.pki.subjects import Kind, Role
 from fleet.transport import TlsFiles, Transport
 
-__all__ = ["TestPKI", "tls_args"]
+__all__ = ["TestPKI", "etcd_tls_args", "tls_args"]
 
 
 class TestPKI:
@@ -96,3 +96,12 @@ def tls_args(files: TlsFiles | None) -> list[str]:
     if files is None:
         return ["--insecure"]
     return ["--tls-ca", str(files.ca), "--tls-cert", str(files.cert), "--tls-key", str(files.key)]
+
+
+def etcd_tls_args(files: TlsFiles) -> list[str]:
+    """The flags that hand ``files`` (etcd's CA, a client certificate of it) to
+    ``fleet server`` for its way into etcd."""
+    return [
+        *("--etcd-cacert", str(files.ca), "--etcd-cert", str(files.cert)),
+        *("--etcd-key", str(files.key)),
+    ]

@@ -1,8 +1,11 @@
 """A real etcd on free loopback ports, for tests that need the store: one member
-(`EtcdServer`) or a cluster of several (`EtcdCluster`, for quorum tests).
+(`EtcdServer`) or a cluster of several (`EtcdCluster`, for quorum tests), in plaintext or
+with TLS on the client and peer ports (`EtcdTls`, certificates from `EtcdTestPKI`).
 
 Each instance has its own ports, name, cluster token and data dir, so it collides with
 nothing else on the machine; `restart()` keeps ports and data to test etcd restarts.
+A member can also run in another network namespace (``wrap``: the command that enters
+it) on that namespace's address, as the HA end-to-end test runs one per host.
 """
 
 from __future__ import annotations
@@ -10,12 +13,55 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import tempfile
 import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
+from fleet.pki.files import CertPaths
+from fleet.pki.issuing import init_ca, issue
+from fleet.pki.subjects import Kind
 from fleet.testing.procs import Daemon, ManagedProcess, Service, free_port, require_binary
+from fleet.transport import TlsFiles
+
+
+@dataclass(frozen=True)
+class EtcdTls:
+    """A member's TLS: its own certificate, for its client and its peer port (an
+    etcd-member certificate serves and connects), and a client's, to ask it for /health."""
+
+    member: TlsFiles
+    client: TlsFiles
+
+
+class EtcdTestPKI:
+    """etcd's own CA in ``directory`` (``fleet certs init --etcd``), with a certificate
+    per member for the addresses given (``fleet certs issue etcd-member``) and the
+    control plane's client certificate: made with fleet's tooling, as the deploy docs
+    make them."""
+
+    __test__ = False
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        if not CertPaths.for_ca(directory).cert.exists():
+            init_ca(directory, etcd=True)
+        self.ca = CertPaths.for_ca(directory).cert
+
+    def _files(self, kind: Kind, name: str, sans: Sequence[str] = ()) -> TlsFiles:
+        paths = CertPaths.for_leaf(self.dir, kind, name)
+        if not paths.cert.exists():
+            issue(self.dir, kind, name, sans=sans)
+        return TlsFiles(self.ca, paths.cert, paths.key)
+
+    def client(self, name: str = "controlplane") -> TlsFiles:
+        return self._files(Kind.etcd_client, name)
+
+    def member(self, name: str, sans: Sequence[str]) -> EtcdTls:
+        return EtcdTls(self._files(Kind.etcd_member, name, sans), self.client())
 
 
 class EtcdServer(Daemon):
@@ -29,10 +75,17 @@ class EtcdServer(Daemon):
         name: str | None = None,
         data_dir: Path | None = None,
         start_timeout: float = 30.0,
+        host: str = "127.0.0.1",
+        tls: EtcdTls | None = None,
+        ports: tuple[int, int] | None = None,
+        wrap: Sequence[str] = (),
     ) -> None:
         self.name = name or f"fleet-test-{os.getpid()}-{id(self) & 0xFFFF:x}"
-        self.client_port = free_port()
-        self.peer_port = free_port()
+        self.host = host
+        self.tls = tls
+        # In another network namespace (``wrap``) the ports are that namespace's own.
+        self.client_port, self.peer_port = ports or (free_port(host), free_port(host))
+        self.wrap = list(wrap)
         # The temporary directory we own (and delete in close()), holding data and log.
         self._tmp_dir: Path | None = None
         if data_dir is None:
@@ -45,22 +98,41 @@ class EtcdServer(Daemon):
         self.cluster_token: str | None = None
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"{self.scheme}://{self.host}:{self.peer_port}"
 
     @property
     def endpoint(self) -> str:
         """The client endpoint as `host:port`, the form gRPC clients such as aetcd take."""
-        return f"127.0.0.1:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
 
     @property
     def url(self) -> str:
-        """The client URL, `http://127.0.0.1:PORT`, for the HTTP/JSON gateway."""
-        return f"http://{self.endpoint}"
+        """The client URL, `http(s)://HOST:PORT`, for the HTTP/JSON gateway."""
+        return f"{self.scheme}://{self.endpoint}"
+
+    def _tls_args(self) -> list[str]:
+        """Client and peer TLS, each asking the other side for a certificate of etcd's CA."""
+        if self.tls is None:
+            return []
+        ca, cert, key = (
+            str(p) for p in (self.tls.member.ca, self.tls.member.cert, self.tls.member.key)
+        )
+        return [
+            *("--trusted-ca-file", ca, "--cert-file", cert, "--key-file", key),
+            "--client-cert-auth",
+            *("--peer-trusted-ca-file", ca, "--peer-cert-file", cert, "--peer-key-file", key),
+            "--peer-client-cert-auth",
+        ]
 
     def _args(self) -> list[str]:
-        peer = f"http://127.0.0.1:{self.peer_port}"
+        peer = self.peer_url
         return [
+            *self.wrap,
             require_binary("etcd", "/usr/bin/etcd"),
             "--name",
             self.name,
@@ -90,12 +162,24 @@ class EtcdServer(Daemon):
             "zap",
             "--log-outputs",
             "stderr",
+            *self._tls_args(),
         ]
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """What an HTTPS client of this member needs (None: it speaks plain HTTP)."""
+        if self.tls is None:
+            return None
+        client = self.tls.client
+        context = ssl.create_default_context(cafile=str(client.ca))
+        context.load_cert_chain(str(client.cert), str(client.key))
+        return context
 
     def healthy(self) -> bool:
         """Tell whether etcd answers `GET /health` with `{"health": "true"}`."""
         try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as resp:
+            with urllib.request.urlopen(
+                f"{self.url}/health", timeout=2, context=self.ssl_context()
+            ) as resp:
                 body = json.loads(resp.read())
         except (OSError, ValueError):
             return False
@@ -134,11 +218,27 @@ class EtcdServer(Daemon):
 
 
 class EtcdCluster(Service):
-    """``size`` etcd members on loopback forming one cluster (3: one may fail)."""
+    """``size`` etcd members on loopback forming one cluster (3: one may fail).
 
-    def __init__(self, size: int = 3) -> None:
+    With ``pki``, TLS on every client and peer port, each member on an address of its
+    own (127.0.0.2, .3, ...) with a certificate of its own for that address, as on
+    machines of their own; ``client_tls`` is the control plane's way in. Its SANs also
+    hold 127.0.0.1: every member dials its peers from there on one loopback, and etcd
+    checks a peer's certificate against the address it connects from.
+    """
+
+    def __init__(self, size: int = 3, *, pki: EtcdTestPKI | None = None) -> None:
         token = f"fleet-test-cluster-{os.getpid()}-{id(self) & 0xFFFF:x}"
-        self.members = [EtcdServer(name=f"{token}-m{i}") for i in range(size)]
+        self.pki = pki
+        self.members = []
+        for i in range(size):
+            name = f"{token}-m{i}"
+            if pki is None:
+                self.members.append(EtcdServer(name=name))
+                continue
+            host = f"127.0.0.{i + 2}"
+            tls = pki.member(f"m{i}", (host, "127.0.0.1"))
+            self.members.append(EtcdServer(name=name, host=host, tls=tls))
         initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
         for member in self.members:
             member.initial_cluster = initial
@@ -147,6 +247,11 @@ class EtcdCluster(Service):
     @property
     def endpoints(self) -> list[str]:
         return [m.endpoint for m in self.members]
+
+    @property
+    def client_tls(self) -> TlsFiles | None:
+        """The control plane's certificate for etcd (None: plaintext)."""
+        return self.pki.client() if self.pki else None
 
     def start(self) -> Self:
         """Start every member, then wait until each is healthy (the cluster has a leader)."""
