@@ -1,11 +1,13 @@
 """Secrets: values apps reference from ``env`` (``{secret: NAME}``), encrypted at rest,
 each usable only by the apps its scope names.
 
-The control plane holds one 256-bit key (``--secrets-key-file``; ``fleet up`` makes one
-in its data dir). etcd only ever sees AES-256-GCM ciphertext, bound to the secret's
-name so a ciphertext copied under another name does not decrypt. Plaintext exists only
-in the control plane's memory while it builds a host's desired set, and on the wire to
-the one agent (mutual TLS) whose host runs a replica that references it.
+The control plane holds one 256-bit key (``--secrets-key-file``; the pool's first
+replica, or ``fleet up``, makes it; every other replica gets a copy, which its start
+checks: ``fleet.controlplane.secretskey``). etcd only ever sees AES-256-GCM ciphertext,
+bound to the secret's name so a ciphertext copied under another name does not decrypt.
+Plaintext exists only in the control plane's memory while it builds a host's desired
+set, and on the wire to the one agent (mutual TLS) whose host runs a replica that
+references it.
 
 An admin gives every secret a scope (``fleet secrets set NAME --apps a,b`` or
 ``--all-apps``; ``fleet secrets scope`` changes it). An app outside it is refused at
@@ -38,12 +40,14 @@ __all__ = [
     "SecretBox",
     "ensure_key_file",
     "load_key_file",
+    "new_key",
     "out_of_scope",
     "scope_command",
     "scope_from",
     "scope_refusals",
     "scope_words",
     "withheld",
+    "write_key_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -54,17 +58,17 @@ _KEY_BYTES = 32
 _WHAT = "the secrets key"
 
 
-def ensure_key_file(path: Path) -> Path:
-    """Create a random key at ``path`` (mode 0600) unless one is there; one that is
-    there is loaded once, so a bad one (unreadable, or open to others) stops a server
-    before it starts."""
-    if path.exists():
-        load_key_file(path)
-        return path
+def new_key() -> bytes:
+    """A new random key."""
+    return os.urandom(_KEY_BYTES)
+
+
+def write_key_file(path: Path, key: bytes) -> None:
+    """Write ``key`` to ``path`` (mode 0600), which must not exist yet."""
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as out:
-        out.write(base64.b64encode(os.urandom(_KEY_BYTES)) + b"\n")
+        out.write(base64.b64encode(key) + b"\n")
     # Every control-plane replica must hold this same key: one that made its own could
     # not open the secrets the others stored, nor they its.
     log.warning(
@@ -72,6 +76,15 @@ def ensure_key_file(path: Path) -> Path:
         "file on each of them",
         path,
     )
+
+
+def ensure_key_file(path: Path) -> Path:
+    """Create a random key at ``path`` (mode 0600) unless one is there; one that is
+    there is loaded once, so a bad one (unreadable, or open to others) is named now."""
+    if path.exists():
+        load_key_file(path)
+        return path
+    write_key_file(path, new_key())
     return path
 
 

@@ -32,7 +32,6 @@ from fleet.errors import FleetError, Unavailable
 from fleet.pki.files import CertPaths
 from fleet.pki.local import EtcdPKI, LocalPKI, ensure_etcd_pki, ensure_local_pki
 from fleet.pki.subjects import Kind
-from fleet.secrets import ensure_key_file
 from fleet.transport import TlsFiles, Transport
 
 __all__ = ["UpConfig", "run_up"]
@@ -182,7 +181,8 @@ async def run_up(config: UpConfig) -> None:
                 etcd_tls=etcd_client,
                 transport=Transport(server_tls),
                 listen=config.listen,
-                secrets_key=ensure_key_file(data_dir / "secrets.key"),
+                # Made at the first start: this is the pool's first (and only) replica.
+                secrets_key=data_dir / "secrets.key",
             )
         )
         await plane.start()

@@ -153,7 +153,9 @@ def server(
         Path | None,
         typer.Option(
             "--secrets-key-file",
-            help="Key that encrypts secrets at rest (32 random bytes, base64); made if missing.",
+            help="Key that encrypts secrets at rest (32 random bytes, base64). Every "
+            "replica needs the same file: the pool's first replica makes it if missing, "
+            "any other refuses to start without it.",
         ),
     ] = None,
     max_host_cpus: Annotated[
@@ -185,7 +187,6 @@ def server(
     """
     from fleet.controlplane.registration import HostLimits
     from fleet.controlplane.server import ServerConfig, run_server
-    from fleet.secrets import ensure_key_file
 
     machine_logs = _logging(log_level, log_format)
     transport = client_transport(
@@ -200,7 +201,7 @@ def server(
         etcd_tls=TlsFiles(*etcd_files) if all(etcd_files) else None,  # type: ignore[arg-type]
         listen=listen,
         prefix=prefix,
-        secrets_key=ensure_key_file(secrets_key_file) if secrets_key_file else None,
+        secrets_key=secrets_key_file,
         host_lease_ttl=max(1, round(duration_option("--host-down-after", host_down_after))),
         token_listen=token_listen,
         metrics_listen=metrics_listen,

@@ -30,8 +30,8 @@ from fleet.controlplane.controller import ReplicaController
 from fleet.controlplane.metrics import Metrics
 from fleet.controlplane.metricsport import MetricsPort, metrics_tls_context
 from fleet.controlplane.registration import HostLimits
+from fleet.controlplane.secretskey import open_key, settle_key
 from fleet.errors import FailedPrecondition, Unavailable
-from fleet.secrets import load_key_file
 from fleet.store import (
     DEFAULT_MAX_TXN_OPS,
     DEFAULT_PREFIX,
@@ -96,7 +96,9 @@ class ServerConfig:
     etcd: Sequence[str]
     transport: Transport  # mutual TLS for agents and clients, or explicitly insecure
     etcd_tls: TlsFiles | None = None
-    secrets_key: Path | None = None  # without one, secrets cannot be set
+    # Without one, secrets cannot be set; missing, it is made only if the pool has none
+    # (the first replica), and it must be the pool's (see secretskey.py).
+    secrets_key: Path | None = None
     listen: str = "127.0.0.1:7400"
     # A second port for clients with bearer tokens instead of certificates: TLS with the
     # server's certificate, no client certificate asked for (None: no such port).
@@ -123,11 +125,13 @@ class ControlPlane:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        # A bad key file is refused now; whether it is the pool's is known at start.
+        self._key = open_key(config.secrets_key)
         self.server_id = config.server_id or f"{socket.gethostname()}-{os.getpid()}"
         self.etcd = Etcd(config.etcd, tls=config.etcd_tls, max_txn_ops=config.etcd_max_txn_ops)
         # Host and leader leases are renewed from a thread of their own (see leases.py).
         self.keeper = LeaseKeeper(config.etcd, tls=config.etcd_tls)
-        box = load_key_file(config.secrets_key) if config.secrets_key else None
+        box = self._key.box if self._key is not None else None
         self.store = Store(self.etcd, KeyLayout(config.prefix))
         self.informer = Informer(self.etcd, self.store.keys)
         self.events = EventLog(self.etcd, self.store.keys)
@@ -228,6 +232,10 @@ class ControlPlane:
                 f"could not read the state from etcd ({', '.join(self.config.etcd)}) within "
                 f"{_SYNC_TIMEOUT:g}s; the warnings above say why"
             ) from None
+        # Before anything is served: a replica with another key would seal secrets the
+        # others cannot open, and hand hosts none of theirs.
+        sealed = {name: s.value.key_id for name, s in self.informer.state().secrets.items()}
+        await settle_key(self.store, self._key, sealed, self.server_id)
         # An apply is one transaction, and the controllers write in chunks: neither
         # serve nor lead on a wrong idea of how large a transaction etcd takes.
         await self.store.check_txn_limit()

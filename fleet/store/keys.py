@@ -21,6 +21,8 @@ top-level folders, so a prefix read or watch of one never drags in the others::
                                     written only when it changes, so a report costs
                                     what changed on the host, not all it runs
     secrets/<name>                  an encrypted secret (AES-GCM; the key is not in etcd)
+    secrets-key                     the id of the key the secrets are sealed with (never
+                                    the key): every control-plane replica must hold it
     policy                          what containers may ask of hosts (fleet policy set)
     maintenance                     the semaphore of hosts out for maintenance (drains)
     upgrade                         the coordinated OS upgrade walk (fleet upgrade-hosts)
@@ -70,6 +72,7 @@ __all__ = [
     "REVISIONS",
     "ROLLOUTS",
     "SECRETS",
+    "SECRETS_KEY",
     "STATUS",
     "TOKENS",
     "UPGRADE",
@@ -321,6 +324,7 @@ ALIVE = Folder("alive", (_HOST,))
 STATUS = Folder("status", (_HOST,))
 REPORTS = Folder("reports", (_HOST, _APP, _SLOT, _REVISION))
 SECRETS = Folder("secrets", (_Label("<name>", "secret name"),))
+SECRETS_KEY = Folder("secrets-key")
 POLICY = Folder("policy")
 MAINTENANCE = Folder("maintenance")
 UPGRADE = Folder("upgrade")
@@ -342,6 +346,7 @@ FOLDERS: tuple[Folder, ...] = (
     STATUS,
     REPORTS,
     SECRETS,
+    SECRETS_KEY,
     POLICY,
     MAINTENANCE,
     UPGRADE,
@@ -537,3 +542,6 @@ class KeyLayout:
     # secrets
     def secret(self, name: str) -> bytes:
         return self.key(SECRETS, name)
+
+    def secrets_key(self) -> bytes:
+        return self.key(SECRETS_KEY)

@@ -35,6 +35,7 @@ __all__ = [
     "RolloutState",
     "SecretRecord",
     "SecretScope",
+    "SecretsKeyRecord",
     "SlotContainer",
     "StatusRecord",
     "TokenRecord",
@@ -357,6 +358,15 @@ class SecretRecord(_Record):
 
     def allows(self, app: str) -> bool:
         return self.scope is None or self.scope.allows(app)
+
+
+class SecretsKeyRecord(_Record):
+    """Which key the pool's secrets are sealed with: its id (``SecretBox.key_id``, as
+    each secret records it; never the key), and who recorded it first, and when."""
+
+    key_id: str
+    recorded_by: str
+    recorded_at: str
 
 
 class TokenRecord(_Record):

@@ -249,6 +249,17 @@ class Store:
             f"secret {secret.name!r} changed meanwhile; run it again",
         )
 
+    async def get_secrets_key(self) -> records.SecretsKeyRecord | None:
+        """The id of the key this pool's secrets are sealed with, read from etcd now."""
+        kv = await self.etcd.get(self.keys.secrets_key())
+        return records.SecretsKeyRecord.model_validate_json(kv.value) if kv else None
+
+    async def record_secrets_key(self, record: records.SecretsKeyRecord) -> bool:
+        """Record the pool's key id unless one is recorded already (False then)."""
+        key = self.keys.secrets_key()
+        result = await self.etcd.txn([Compare(key, 0)], [Put(key, record.dump())])
+        return result.succeeded
+
     async def delete_secret(self, name: str, *, expected_mod_revision: int) -> int:
         return await self._guarded(
             [Compare(self.keys.secret(name), expected_mod_revision)],
