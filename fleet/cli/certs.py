@@ -1,11 +1,14 @@
-"""``fleet certs``: make a CA, issue certificates from it, and show what one says.
+"""``fleet certs``: make a CA, issue certificates from it, show what one says, and write
+the bundle of files one machine of a pool needs (``bundle``).
 
-A thin layer over ``fleet.pki``; the subject convention is in ``fleet.pki.subjects``.
+A thin layer over ``fleet.pki``; the subject convention is in ``fleet.pki.subjects``,
+what a bundle holds in ``fleet.pki.bundle``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -16,8 +19,9 @@ from cryptography.hazmat.primitives import hashes
 from fleet._text import strip_control
 from fleet.cli.output import fail
 from fleet.errors import FleetError
+from fleet.pki import bundle as bundles
 from fleet.pki import issuing, subjects
-from fleet.pki.files import CertPaths
+from fleet.pki.files import CertPaths, load_ca
 
 __all__ = ["app"]
 
@@ -95,6 +99,77 @@ def issue(
 ) -> None:
     """Issue a KIND certificate for NAME, signed by the CA in --dir."""
     _make(lambda: issuing.issue(dir, kind, name, sans=san or (), role=role, days=days, force=force))
+
+
+class BundleKind(StrEnum):
+    server = "server"
+    agent = "agent"
+    etcd_member = "etcd-member"
+
+
+SECRETS_KEY_NAME = "secrets.key"  # the pool's secrets key, kept beside fleet's CA
+
+
+@app.command()
+def bundle(
+    kind: Annotated[BundleKind, typer.Argument(help="Whose machine the bundle is for.")],
+    name: Annotated[str, typer.Argument(help="The control plane's name, or the host id.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Where to write it (copy it to /etc/fleet on the machine)."
+        ),
+    ],
+    dir: DirOpt = _DEFAULT_DIR,
+    etcd_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--etcd-dir",
+            help="etcd's own CA (fleet certs init --etcd): a server bundle gets an etcd "
+            "client certificate from it; an etcd-member bundle is made from it alone.",
+        ),
+    ] = None,
+    san: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--san",
+            metavar="ADDRESS",
+            help="The machine's address, an IP or DNS name (repeatable): a server's "
+            "certificate must name every address agents and clients use.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Write what one machine needs into --out, laid out as /etc/fleet.
+
+    server: fleet's CA, a server certificate for NAME, an etcd client certificate
+    (--etcd-dir) and the pool's secrets key, made once as secrets.key beside the CA in
+    --dir: every control-plane replica must hold that same key, and each bundle carries
+    it. agent: fleet's CA and an agent certificate for host NAME. etcd-member: etcd's
+    CA and a member certificate for its client and peer ports (for /etc/etcd/pki).
+    Certificates are issued in --dir (or --etcd-dir) when missing or stale, else reused.
+    """
+    from fleet.secrets import ensure_key_file
+
+    try:
+        if kind is BundleKind.server:
+            if not san:
+                fail("a server bundle needs --san: the addresses agents and clients reach it at")
+            load_ca(dir)  # no key is made beside a CA that is not there
+            key = ensure_key_file(dir / SECRETS_KEY_NAME)
+            written = bundles.server_bundle(
+                out, pki_dir=dir, name=name, sans=san, secrets_key=key, etcd_dir=etcd_dir
+            )
+        elif kind is BundleKind.agent:
+            written = bundles.agent_bundle(out, pki_dir=dir, host_id=name)
+        else:
+            if etcd_dir is None or not san:
+                fail("an etcd-member bundle needs --etcd-dir (etcd's CA) and the member's --san")
+            written = bundles.etcd_member_bundle(out, etcd_dir=etcd_dir, name=name, sans=san)
+    except FleetError as error:
+        fail(str(error))
+    for path in written:
+        typer.echo(path)
 
 
 @app.command()

@@ -31,6 +31,7 @@ __all__ = [
     "parse_ec_key",
     "read",
     "refuse_overwrite",
+    "write_file",
     "write_pair",
 ]
 
@@ -82,11 +83,11 @@ def write_pair(paths: CertPaths, cert: x509.Certificate, key: ec.EllipticCurvePr
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _write(paths.key, key_pem, 0o600)
-    _write(paths.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_file(paths.key, key_pem, 0o600)
+    write_file(paths.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
+def write_file(path: Path, data: bytes, mode: int) -> None:
     """Write ``data`` to ``path`` atomically; the file never exists with a wider mode."""
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:

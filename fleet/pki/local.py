@@ -20,7 +20,7 @@ from fleet.pki.issuing import DEFAULT_SERVER_SANS, alt_names, init_ca, issue
 from fleet.pki.pem import issued_by, same_key
 from fleet.pki.subjects import Kind, Role
 
-__all__ = ["EtcdPKI", "LocalPKI", "ensure_etcd_pki", "ensure_local_pki"]
+__all__ = ["EtcdPKI", "LocalPKI", "ensure_etcd_pki", "ensure_leaves", "ensure_local_pki"]
 
 _RENEW_BEFORE = timedelta(days=30)  # leaves this close to expiry are issued again
 
@@ -64,7 +64,7 @@ def ensure_local_pki(
     rather than silently replaced, since certificates elsewhere may chain to it.
     """
     directory = Path(dir)
-    leaves, written = _ensure(
+    leaves, written = ensure_leaves(
         directory,
         [
             (Kind.server, server_name, tuple(server_sans), None),
@@ -93,7 +93,7 @@ def ensure_etcd_pki(
     the control plane's client certificate in ``dir``, made or renewed as
     ``ensure_local_pki`` does. Only the control plane gets the client certificate."""
     directory = Path(dir)
-    leaves, written = _ensure(
+    leaves, written = ensure_leaves(
         directory,
         [
             (Kind.etcd_member, member, tuple(member_sans), None),
@@ -110,7 +110,7 @@ def ensure_etcd_pki(
     )
 
 
-def _ensure(
+def ensure_leaves(
     directory: Path,
     wanted: list[tuple[Kind, str, tuple[str, ...], Role | None]],
     *,
@@ -144,7 +144,7 @@ def _ensure(
 def _still_good(
     paths: CertPaths, ca: x509.Certificate, wanted_sans: list[x509.GeneralName], now: datetime
 ) -> bool:
-    """Whether a leaf ``_ensure`` found can stay as it is."""
+    """Whether a leaf ``ensure_leaves`` found can stay as it is."""
     try:
         cert = x509.load_pem_x509_certificate(paths.cert.read_bytes())
         key = serialization.load_pem_private_key(paths.key.read_bytes(), password=None)
