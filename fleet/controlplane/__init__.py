@@ -3,7 +3,8 @@ turn desired apps into placed replicas, all over the state in etcd.
 
 Where to go for what:
 
-- the process: ``server`` (wiring, leadership: only the leader runs the controllers);
+- the process: ``server`` (wiring, leadership: only the leader runs the controllers),
+  ``secretskey`` (the secrets key every replica shares, checked at start);
 - the API the CLI speaks: ``api/`` (one module per area: apps, rollouts, hosts,
   observe, admin) over ``auth`` (who may call what) and ``_handlers``;
 - the agents' stream: ``agents`` (sessions), ``registration`` (what a host's

@@ -9,6 +9,7 @@ Where to go for what:
 - ``files``: a PKI directory on disk (``ca.crt``, ``<kind>-<name>.key``), its file
   modes, and the ``fleet certs`` command that makes a missing file again;
 - ``local``: the PKIs ``fleet up`` makes, and renews near expiry;
+- ``bundle``: what one machine of a pool needs, in a directory laid out as /etc/fleet;
 - ``credentials``: a set of TLS files checked as a whole (key, issuer, dates);
 - ``pem``: parsing PEM, and whether a key is a certificate's and a CA signed it.
 

@@ -15,7 +15,9 @@ Where to go for what:
 - ``leases``: ``LeaseKeeper``, lease keep-alives from a thread, and hosts' silence.
 - ``election``: ``Election``, leader election and the fence a leader's writes carry.
 - ``compactor``: ``Compactor``, the leader's compaction of etcd's history.
-- ``_etcd``: the etcd client itself (channel, calls, error mapping); private.
+- ``_etcd``: the etcd client itself (calls, error mapping); private.
+- ``_members``: a channel per etcd member, which one is in use, when a failed call
+  may go again on the next; private.
 """
 
 from __future__ import annotations
