@@ -4,13 +4,18 @@ losing the member it talks to stops nothing."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from fleet.errors import Unavailable
 from fleet.spec import load_documents
+from fleet.store import Etcd
 from fleet.testing import EtcdCluster, EtcdServer, wait_until
 from fleet.testing.certs import TestPKI, etcd_tls_args
 from fleet.testing.etcd import EtcdTestPKI
@@ -101,3 +106,34 @@ def test_losing_the_member_the_server_uses_stops_nothing(
             time.sleep(0.5)
     finally:
         server.stop()
+
+
+def test_a_watch_on_a_member_cut_off_from_the_others_ends(tls_cluster: EtcdCluster) -> None:
+    """A member that has lost the cluster's leader would keep a watch open and send
+    nothing; fleet's watches ask it to end them then, so the informer moves on."""
+    others = tls_cluster.members[1:]
+
+    async def watch_until_it_ends() -> str:
+        async with Etcd(tls_cluster.endpoints, tls=tls_cluster.client_tls) as etcd:
+            revision = await etcd.revision()
+            watch = etcd.watch_prefix(b"/t-cut-off/", revision + 1)
+            for member in others:  # frozen: the first member hears from neither
+                assert member.pid is not None
+                os.kill(member.pid, signal.SIGSTOP)
+            began = time.monotonic()
+            try:
+                async with asyncio.timeout(20):
+                    async for _ in watch:
+                        pass
+            except Unavailable as error:
+                return f"{time.monotonic() - began:.1f}s: {error}"
+            raise AssertionError("the watch ended without an error")
+
+    try:
+        said = asyncio.run(watch_until_it_ends())
+    finally:
+        for member in others:
+            assert member.pid is not None
+            os.kill(member.pid, signal.SIGCONT)
+    print(said)
+    assert "no leader" in said
