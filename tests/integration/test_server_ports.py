@@ -23,13 +23,14 @@ from tests.helpers import scrape
 
 @pytest.fixture
 def token_server(
-    etcd_server: EtcdServer, pki: TestPKI, tmp_path: Path
+    request: pytest.FixtureRequest, etcd_server: EtcdServer, pki: TestPKI, tmp_path: Path
 ) -> Iterator[tuple[FleetServerProcess, str, str]]:
-    """A server with a token port and a metrics port: (server, token, metrics address)."""
+    """A server with a token port and a metrics port: (server, token, metrics address).
+    Each test's is a pool of its own (its prefix), with a secrets key of its own."""
     token, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     server = FleetServerProcess(
         etcd_server.endpoint,
-        "/t-ports/",
+        f"/t-ports-{request.node.name[:40].replace('_', '-')}/",
         tmp_path,
         pki,
         extra_args=["--token-listen", token, "--metrics-listen", metrics],
