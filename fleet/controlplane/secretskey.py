@@ -115,7 +115,7 @@ async def settle_key(
     if key is None or (pool is not None and pool.recorded):
         return
     if key.unwritten is not None:
-        write_key_file(key.path, key.unwritten)
+        _write_first_key(key.path, key.unwritten)
     record = SecretsKeyRecord(key_id=key.box.key_id, recorded_by=server_id, recorded_at=now_iso())
     if await store.record_secrets_key(record):
         log.info("recorded the pool's secrets key id %s (%s)", key.box.key_id, key.path)
@@ -127,3 +127,18 @@ async def settle_key(
     problem = refusal(key, pool) if pool is not None else None
     if problem is not None:
         raise FailedPrecondition(problem)
+
+
+def _write_first_key(path: Path, key: bytes) -> None:
+    """Write the pool's first key; where it cannot be written (a read-only unit), say
+    how to make it instead."""
+    try:
+        write_key_file(path, key)
+    except OSError as error:
+        raise FailedPrecondition(
+            f"this pool has no secrets key yet and {path} does not exist, and it cannot be "
+            f"made here ({error.strerror}): make the pool's key once, with `fleet certs "
+            "bundle server NAME` (it is in every control plane's bundle, deploy/ha) or "
+            f"`(umask 077; head -c 32 /dev/urandom | base64 > {path})`, and copy it to "
+            "every control-plane replica"
+        ) from None

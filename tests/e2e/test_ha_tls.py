@@ -19,7 +19,6 @@ import ssl
 import subprocess
 import sys
 import time
-import tomllib
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -52,13 +51,12 @@ def on_machine(text: str, root: Path) -> str:
     return text
 
 
-def config_flags(path: Path, root: Path) -> list[str]:
-    """A daemon's config file as the flags it stands for (each key is a flag)."""
-    flags = []
-    for key, value in tomllib.loads(path.read_text()).items():
-        for item in value if isinstance(value, list) else [value]:
-            flags += [f"--{key}", on_machine(str(item), root)]
-    return flags
+def config_file(path: Path, root: Path) -> Path:
+    """A daemon's config file with its paths on this machine (under ``root``), for
+    ``--config``: the keys as shipped, read by fleet's own config loader."""
+    local = root / f"{path.stem}.local.toml"
+    local.write_text(on_machine(path.read_text(), root))
+    return local
 
 
 def env_file(path: Path, root: Path) -> dict[str, str]:
@@ -91,15 +89,15 @@ class Machine:
         self.etcd.start()
 
     def start_server(self) -> None:
-        flags = config_flags(self.root / "etc/fleet/server.toml", self.root)
-        args = in_netns(self.host, *FLEET, "server", *flags)
+        config = config_file(self.root / "etc/fleet/server.toml", self.root)
+        args = in_netns(self.host, *FLEET, "server", "--config", str(config))
         self.server = ManagedProcess(args, self.root / "server.log", name=f"server {self.name}")
         self.server.start()
 
     def start_agent(self) -> None:
-        flags = config_flags(self.root / "etc/fleet/agent.toml", self.root)
-        flags += ["--docker", self.host.docker_url]
-        args = in_netns(self.host, *FLEET, "agent", *flags)
+        config = config_file(self.root / "etc/fleet/agent.toml", self.root)
+        args = in_netns(self.host, *FLEET, "agent", "--config", str(config))
+        args += ["--docker", self.host.docker_url]
         self.agent = ManagedProcess(args, self.root / "agent.log", name=f"agent {self.name}")
         self.agent.start()
 

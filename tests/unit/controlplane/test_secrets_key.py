@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fleet.controlplane.secretskey import KeyFile, PoolKey, pool_key, refusal
+import pytest
+
+from fleet.controlplane.secretskey import KeyFile, PoolKey, _write_first_key, pool_key, refusal
+from fleet.errors import FailedPrecondition
 from fleet.secrets import SecretBox
 from fleet.store.records import SecretsKeyRecord
 
@@ -34,3 +37,10 @@ def test_only_the_pools_own_key_from_a_file_may_serve() -> None:
     assert made is not None and f"{path} does not exist, and this pool has one" in made
     missing = refusal(None, pool)
     assert missing is not None and "started without one (--secrets-key-file)" in missing
+
+
+def test_a_first_key_that_cannot_be_written_says_how_to_make_it(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    with pytest.raises(FailedPrecondition, match="make the pool's key once, with `fleet certs"):
+        _write_first_key(not_a_dir / "secrets.key", b"k" * 32)
