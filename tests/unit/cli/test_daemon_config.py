@@ -133,7 +133,8 @@ def test_every_kind_of_value_from_the_file(built: Built, tmp_path: Path) -> None
     assert got.etcd_max_txn_ops == 256
     assert got.host_limits.cpus == 8.0
     assert got.metrics_listen == "127.0.0.1:7401"
-    assert got.secrets_key == key and key.exists()
+    # The server's start makes a missing key, and only for a pool that has none yet.
+    assert got.secrets_key == key and not key.exists()
 
 
 def test_the_images_variable_puts_host_commands_in_sibling_containers(built: Built) -> None:
