@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -28,19 +29,21 @@ import typer
 from fleet.cli import daemons
 from fleet.install.butane import render_file
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
 SYSTEMS = ("fcos", "flatcar")
 FLEET_UID = 10001  # the image's user, as which fleet server runs
 
+
 # The agent's documented run line (the shared contract of issue 19's image and agent).
-DOCUMENTED_AGENT_RUN = """
-docker run -d --name fleet-agent --restart always --user 0 --network host --pid host \
-  --cap-add SYS_ADMIN --cap-add SYS_PTRACE --security-opt apparmor=unconfined \
-  -v /var/run/docker.sock:/var/run/docker.sock -v /sys/fs/cgroup:/sys/fs/cgroup:ro \
-  -v /etc/os-release:/host/os-release:ro -v /etc/fleet:/etc/fleet:ro \
-  -v /var/lib/fleet:/var/lib/fleet \
-  fleet:VERSION agent --config /etc/fleet/agent.toml --os-release /host/os-release
-"""
+def documented_agent_run() -> str:
+    """The run line README.md documents (its block under "The agent as a container"):
+    read from there, so the units cannot drift from what users are told."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### The agent as a container") :]
+    match = re.search(r"```sh\n(docker run .*?)\n```", section, re.S)
+    assert match, "README.md has no docker run block under 'The agent as a container'"
+    return match.group(1).replace("\\\n", " ")  # its continued lines, joined
 
 
 def fleet_cli(*args: str | Path) -> None:
@@ -241,16 +244,13 @@ def test_the_agent_host_config(system: str, files_dirs: dict[str, Path], tmp_pat
 
 
 def expected_agent_run() -> list[str]:
-    """The documented line as a unit runs it: in the foreground (no -d) and restarted by
-    systemd (no --restart), the image from FLEET_IMAGE, and SELinux labels off so
-    Fedora CoreOS's enforcing SELinux lets it reach the docker socket."""
-    args = shlex.split(DOCUMENTED_AGENT_RUN)
+    """The documented line as a unit runs it: in the foreground (no -d), restarted by
+    systemd (no --restart), the image from FLEET_IMAGE."""
+    args = shlex.split(documented_agent_run())
     args.remove("-d")
     at = args.index("--restart")
     del args[at : at + 2]
     args[args.index("fleet:VERSION")] = "${FLEET_IMAGE}"
-    at = args.index("apparmor=unconfined") + 1
-    args[at:at] = ["--security-opt", "label=disable"]
     return ["/usr/bin/docker", *args[1:]]
 
 
