@@ -50,6 +50,8 @@ LABEL_HOST_ID = "fleet.host-id"  # the host whose agent started it
 
 # dockerd away or refusing (the client is made on first use: FleetError).
 _FAILED: tuple[type[BaseException], ...] = (FleetError, *DOCKER_ERRORS)
+# Keeping a command's output: dockerd's errors, or the state dir's (a full disk).
+_OUTPUT_LOST: tuple[type[BaseException], ...] = (*_FAILED, OSError)
 
 
 class _PrivilegeRefused(Exception):
@@ -97,7 +99,7 @@ class _Container:
             self.output.parent.mkdir(parents=True, exist_ok=True)
             with self.output.open("ab") as kept:
                 kept.write(logs)
-        except _FAILED as error:  # a log driver that cannot be read
+        except _OUTPUT_LOST as error:  # a log driver that cannot be read, a full disk
             log.warning("host command %s: its output is lost: %s", self.id, error)
         try:
             self.runner.client().api.remove_container(self.container_id, v=True, force=True)
