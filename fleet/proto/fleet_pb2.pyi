@@ -277,9 +277,14 @@ class Register(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     FACTS_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
+    INGRESS_FIELD_NUMBER: _builtins.int
     host_id: _builtins.str
     address: _builtins.str
     """where the host's published ports answer (endpoints)"""
+    ingress: _builtins.str
+    """Non-empty: this host is an edge (``fleet agent --ingress``): HTTP ADDR:PORT its proxy
+    listens on. The server then also pushes it EdgeConfig.
+    """
     @_builtins.property
     def capacity(self) -> Global___Resources: ...
     @_builtins.property
@@ -296,10 +301,11 @@ class Register(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         facts: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         address: _builtins.str = ...,
+        ingress: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capacity", b"capacity", "facts", b"facts", "host_id", b"host_id", "labels", b"labels"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capacity", b"capacity", "facts", b"facts", "host_id", b"host_id", "ingress", b"ingress", "labels", b"labels"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -431,28 +437,138 @@ class ServerMessage(_message.Message):
     REGISTERED_FIELD_NUMBER: _builtins.int
     DESIRED_FIELD_NUMBER: _builtins.int
     REQUEST_FIELD_NUMBER: _builtins.int
+    EDGE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def registered(self) -> Global___Registered: ...
     @_builtins.property
     def desired(self) -> Global___DesiredSet: ...
     @_builtins.property
     def request(self) -> Global___ContainerRequest: ...
+    @_builtins.property
+    def edge(self) -> Global___EdgeConfig:
+        """to edge hosts only: the whole routing table"""
+
     def __init__(
         self,
         *,
         registered: Global___Registered | None = ...,
         desired: Global___DesiredSet | None = ...,
         request: Global___ContainerRequest | None = ...,
+        edge: Global___EdgeConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["desired", b"desired", "kind", b"kind", "registered", b"registered", "request", b"request"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["desired", b"desired", "edge", b"edge", "kind", b"kind", "registered", b"registered", "request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["desired", b"desired", "kind", b"kind", "registered", b"registered", "request", b"request"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["desired", b"desired", "edge", b"edge", "kind", b"kind", "registered", b"registered", "request", b"request"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["registered", "desired", "request"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["registered", "desired", "request", "edge"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___ServerMessage: _TypeAlias = ServerMessage  # noqa: Y015
+
+@_typing.final
+class EdgeConfig(_message.Message):
+    """What an edge host's proxy routes, whole, pushed whenever it changes. A backend is
+    listed from the moment its container is available (healthy for min_ready) and in
+    state "ready"; once it is no longer desired but still runs (its shutdown_delay) it
+    is listed in state "drain" (no new requests; in-flight ones finish); once it has
+    stopped it is no longer listed, and the edge removes it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    ROUTES_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """rises with every change; older ones are ignored"""
+    @_builtins.property
+    def routes(self) -> _containers.RepeatedCompositeFieldContainer[Global___EdgeRoute]: ...
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        routes: _abc.Iterable[Global___EdgeRoute] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["routes", b"routes", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EdgeConfig: _TypeAlias = EdgeConfig  # noqa: Y015
+
+@_typing.final
+class EdgeRoute(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_FIELD_NUMBER: _builtins.int
+    HOSTS_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    TCP_PORT_FIELD_NUMBER: _builtins.int
+    CHECK_PATH_FIELD_NUMBER: _builtins.int
+    BACKENDS_FIELD_NUMBER: _builtins.int
+    app: _builtins.str
+    path: _builtins.str
+    """HTTP path prefix; "" or "/": every path"""
+    tcp_port: _builtins.int
+    """non-zero: a TCP route listening on this edge port"""
+    check_path: _builtins.str
+    """HTTP health check path for the proxy; "": TCP connect"""
+    @_builtins.property
+    def hosts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """HTTP Host names (HTTP routes)"""
+
+    @_builtins.property
+    def backends(self) -> _containers.RepeatedCompositeFieldContainer[Global___EdgeBackend]: ...
+    def __init__(
+        self,
+        *,
+        app: _builtins.str = ...,
+        hosts: _abc.Iterable[_builtins.str] | None = ...,
+        path: _builtins.str = ...,
+        tcp_port: _builtins.int = ...,
+        check_path: _builtins.str = ...,
+        backends: _abc.Iterable[Global___EdgeBackend] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "backends", b"backends", "check_path", b"check_path", "hosts", b"hosts", "path", b"path", "tcp_port", b"tcp_port"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EdgeRoute: _TypeAlias = EdgeRoute  # noqa: Y015
+
+@_typing.final
+class EdgeBackend(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """stable per container: APP-SLOT-rREVISION-HOST"""
+    address: _builtins.str
+    """the replica's host address"""
+    port: _builtins.int
+    """the host port the container port is published on"""
+    state: _builtins.str
+    """ready | drain"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        address: _builtins.str = ...,
+        port: _builtins.int = ...,
+        state: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "name", b"name", "port", b"port", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EdgeBackend: _TypeAlias = EdgeBackend  # noqa: Y015
 
 @_typing.final
 class ContainerRequest(_message.Message):
