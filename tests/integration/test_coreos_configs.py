@@ -221,13 +221,14 @@ def test_the_agent_host_config(system: str, files_dirs: dict[str, Path], tmp_pat
 
 def expected_agent_run() -> list[str]:
     """The documented line as a unit runs it: in the foreground (no -d), restarted by
-    systemd (no --restart), the image from FLEET_IMAGE."""
+    systemd (no --restart), the image from FLEET_IMAGE, its log lines for the journal
+    (which --log-format auto cannot see from inside the container)."""
     args = shlex.split(documented_agent_run())
     args.remove("-d")
     at = args.index("--restart")
     del args[at : at + 2]
     args[args.index("fleet:VERSION")] = "${FLEET_IMAGE}"
-    return ["/usr/bin/docker", *args[1:]]
+    return ["/usr/bin/docker", *args[1:], "--log-format", "journal"]
 
 
 @pytest.mark.parametrize("system", SYSTEMS)
