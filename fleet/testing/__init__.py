@@ -8,7 +8,9 @@ Where to go for what: `procs` (waiting with a deadline, `ManagedProcess`, and th
 `dockerhosts` (Docker hosts in network namespaces), `images` (busybox test images),
 `certs` (a throwaway PKI), `fleetimage` (fleet's own image, built once and copied into
 each daemon), `agentcontainer` (the agent from that image, started with the README's
-run line), `fleetprocs` (`fleet server` and `fleet agent` as processes),
+run line), `ignition` (a CoreOS host's first boot played: Ignition's files under a
+root dir, a unit's lines run as systemd would), `fleetprocs` (`fleet server` and
+`fleet agent` as processes),
 `hollow` (many simulated hosts in one process) and `cluster` (a local multi-host fleet).
 """
 

@@ -9,7 +9,6 @@ come up (deploy/fcos/README.md says so too).
 from __future__ import annotations
 
 import base64
-import gzip
 import json
 import re
 import shlex
@@ -21,13 +20,13 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 import pytest
 import typer
 
 from fleet.cli import daemons
 from fleet.install.butane import render_file
+from fleet.testing.ignition import decode_contents, unit_directives
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -108,7 +107,9 @@ class Rendered:
     @property
     def files(self) -> dict[str, File]:
         return {
-            f["path"]: File(f.get("mode"), f.get("user", {}).get("id"), decode(f["contents"]))
+            f["path"]: File(
+                f.get("mode"), f.get("user", {}).get("id"), decode_contents(f["contents"])
+            )
             for f in self.config["storage"]["files"]
         }
 
@@ -119,13 +120,6 @@ class Rendered:
     @property
     def units(self) -> dict[str, dict[str, Any]]:
         return {u["name"]: u for u in self.config["systemd"]["units"]}
-
-
-def decode(contents: dict[str, str]) -> bytes:
-    """What Ignition writes for a data URL (RFC 2397; gzip when compression says so)."""
-    meta, _, payload = contents["source"].removeprefix("data:").partition(",")
-    data = base64.b64decode(payload) if meta == ";base64" else unquote_to_bytes(payload)
-    return gzip.decompress(data) if contents["compression"] == "gzip" else data
 
 
 def render(system: str, config: str, files_dirs: dict[str, Path], out: Path) -> Rendered:
@@ -141,24 +135,6 @@ def ignition_validate(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["ignition-validate", str(path)], capture_output=True, text=True, timeout=60
     )
-
-
-def unit_directives(contents: str) -> dict[str, list[str]]:
-    """A unit file's directives (section.Key -> values in order), continuation lines
-    joined as systemd joins them."""
-    directives: dict[str, list[str]] = {}
-    section = ""
-    logical = contents.replace("\\\n", " ")
-    for line in logical.splitlines():
-        line = line.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            section = line.strip("[]")
-            continue
-        key, _, value = line.partition("=")
-        directives.setdefault(f"{section}.{key}", []).append(value)
-    return directives
 
 
 def option_names(command: Any) -> set[str]:
@@ -245,13 +221,14 @@ def test_the_agent_host_config(system: str, files_dirs: dict[str, Path], tmp_pat
 
 def expected_agent_run() -> list[str]:
     """The documented line as a unit runs it: in the foreground (no -d), restarted by
-    systemd (no --restart), the image from FLEET_IMAGE."""
+    systemd (no --restart), the image from FLEET_IMAGE, its log lines for the journal
+    (which --log-format auto cannot see from inside the container)."""
     args = shlex.split(documented_agent_run())
     args.remove("-d")
     at = args.index("--restart")
     del args[at : at + 2]
     args[args.index("fleet:VERSION")] = "${FLEET_IMAGE}"
-    return ["/usr/bin/docker", *args[1:]]
+    return ["/usr/bin/docker", *args[1:], "--log-format", "journal"]
 
 
 @pytest.mark.parametrize("system", SYSTEMS)
