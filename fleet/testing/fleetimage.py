@@ -10,7 +10,6 @@ by ``docker save`` / ``docker load``, so one build serves a whole pool.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import subprocess
 import sys
@@ -31,7 +30,6 @@ __all__ = ["FLEET_IMAGE", "BuiltImage", "build_fleet_image", "copy_image", "ensu
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "image.sh"
-LOCK = REPO / "build" / ".image.lock"
 FLEET_IMAGE = f"fleet:{__version__}"
 # debootstrap (the first time on a machine), the wheels and the build itself.
 BUILD_TIMEOUT = 900.0
@@ -69,20 +67,15 @@ def _run_script(docker_url: str) -> tuple[str, float]:
         "PATH": f"{os.environ.get('PATH', '')}:{SYSTEM_PATH}",
     }
     began = time.monotonic()
-    # One build at a time per tree: pytest-xdist's workers are separate processes that
-    # share build/ (the wheels and the Debian base); the second finds it all cached.
-    LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with LOCK.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        done = subprocess.run(
-            [str(SCRIPT)],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=BUILD_TIMEOUT,
-            check=False,
-        )
+    done = subprocess.run(
+        [str(SCRIPT)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT,
+        check=False,
+    )
     seconds = time.monotonic() - began
     report = (done.stdout + done.stderr).strip()
     if done.returncode != 0:
