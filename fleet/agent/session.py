@@ -24,7 +24,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -140,8 +140,12 @@ class Session:
         failures: FailureLog,
         connected: asyncio.Event,
         runner: CommandRunner,
+        on_edge: Callable[[pb.EdgeConfig], None] | None = None,
     ) -> None:
         self.config = config
+        # An edge host's routing table, each one pushed (the edge proxy's update).
+        self._on_edge = on_edge
+        self.edge_version = 0
         self.runtime = runtime
         self.state = state
         self.connected = connected
@@ -223,6 +227,7 @@ class Session:
                 facts=facts,
                 address=self.config.address
                 or await asyncio.to_thread(_address_towards, self.config.servers[0]),
+                ingress=self.config.ingress,
             )
         )
 
@@ -265,7 +270,7 @@ class Session:
             async def respond(response: pb.ContainerResponse) -> None:
                 await outbox.put(pb.AgentMessage(response=response))
 
-            first_set = True
+            first_set = first_edge = True
             try:
                 async for message in call:
                     kind = message.WhichOneof("kind")
@@ -292,6 +297,15 @@ class Session:
                         self.state.wake.set()
                         if message.desired.HasField("command"):
                             await self.commands.run(message.desired.command)
+                    elif kind == "edge" and (
+                        first_edge or message.edge.version >= self.edge_version
+                    ):
+                        # As desired sets: a lagging server's older table is ignored,
+                        # except the first of a new stream (another server's count).
+                        first_edge = False
+                        self.edge_version = message.edge.version
+                        if self._on_edge is not None:
+                            self._on_edge(message.edge)
             except (asyncio.CancelledError, grpc.aio.AioRpcError):
                 current = asyncio.current_task()
                 if renewed.is_set() and not (current is not None and current.cancelling()):
