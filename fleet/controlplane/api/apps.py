@@ -8,6 +8,7 @@ is one etcd transaction: all of it, or nothing.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 
 import grpc.aio
@@ -36,6 +37,8 @@ from fleet.store.records import ReplicaRecord, RolloutRecord, usage_key
 __all__ = ["MAX_REPLICAS", "AppsApi"]
 
 MAX_REPLICAS = 10_000
+
+log = logging.getLogger(__name__)
 
 ReportKey = tuple[str, str, int, int]  # host, app, slot, revision
 
@@ -169,6 +172,7 @@ class AppsApi(ServiceBase):
             except Conflict:
                 # Another apply may have taken a route first: say whose it is now, not
                 # only that something changed.
+                log.info("apply of %s lost a race; re-reading to say why", [s.name for s in specs])
                 await self._caught_up(await self._store.etcd.revision())
                 plan_routes(specs, await self._state())
                 raise
