@@ -15,6 +15,7 @@ from fleet.proto import fleet_pb2 as pb
 
 __all__ = [
     "capped_claim",
+    "ingress_backends",
     "ingress_text",
     "print_apps",
     "print_containers",
@@ -37,6 +38,34 @@ def ingress_text(spec: dict[str, object]) -> str:
     hosts = ingress.get("host") or [spec.get("name")]
     path = ingress.get("path") or "/"
     return f"{','.join(map(str, hosts))}{path} -> :{ingress['port']}"
+
+
+def ingress_backends(
+    spec: dict[str, object],
+    endpoints: list[pb.Endpoint],
+    containers: list[pb.ContainerInfo],
+    addresses: dict[str, str],
+) -> list[list[str]]:
+    """The rows of an app's edge backends, as the edges are told them: each available
+    container (``endpoints``) on the ingress port, ready; each no longer desired but
+    running (its shutdown delay), drain. ``addresses``: host -> its address."""
+    from fleet.controlplane.edgefeed import backend_name
+
+    ingress = spec.get("ingress")
+    if not isinstance(ingress, dict):
+        return []
+    port, app = ingress["port"], str(spec["name"])
+    rows = [
+        [backend_name(app, e.slot, e.revision, e.host), f"{e.address}:{e.host_port}", "ready"]
+        for e in endpoints
+        if e.container_port == port and e.protocol == "tcp"
+    ]
+    for c in containers:
+        published = [p.host_port for p in c.status.ports if p.container_port == port]
+        if not c.desired and c.status.state == "running" and published and addresses.get(c.host):
+            name = backend_name(app, c.slot, c.revision, c.host)
+            rows.append([name, f"{addresses[c.host]}:{published[0]}", "drain"])
+    return sorted(rows)
 
 
 def print_apps(apps: list[pb.AppInfo], output: Format) -> None:

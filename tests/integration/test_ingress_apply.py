@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -273,6 +274,16 @@ def test_an_edge_host_is_pushed_the_backends_of_a_real_app(fleet: Fleet, tmp_pat
         assert (list(route.hosts), route.path, route.check_path) == (["web.example.com"], "/", "/")
         for _, _, port, _ in expected:
             assert http_get(fleet.host.address, port)  # the published ports really answer
+        # What users see of it.
+        cli = {"server": fleet.server.address, "pki": fleet.pki}
+        described = fleet_cli("describe", "app", "web", **cli).stdout  # type: ignore[arg-type]
+        assert "ingress web.example.com/ -> :8080" in described
+        for name, backend_address, port, _ in expected:
+            assert re.search(rf"{name}\s+{backend_address}:{port}\s+ready", described), described
+        wide = fleet_cli("get", "apps", "-o", "wide", **cli).stdout  # type: ignore[arg-type]
+        assert "INGRESS" in wide and "web.example.com/ -> :8080" in wide
+        wide = fleet_cli("get", "hosts", "-o", "wide", **cli).stdout  # type: ignore[arg-type]
+        assert "INGRESS" in wide and "127.0.0.1:18080" in wide
 
         # Scaled down: the removed replica drains for its shutdown delay, then goes.
         fleet.client.scale("web", 1)
