@@ -17,7 +17,7 @@ from fleet.spec import AppSpec
 from fleet.store import ClusterState
 from fleet.store.records import ContainerReport
 
-__all__ = ["backend_name", "edge_routes", "next_change"]
+__all__ = ["backend_name", "edge_routes", "feed_inputs", "next_change"]
 
 
 def backend_name(app: str, slot: int, revision: int, host: str) -> str:
@@ -89,6 +89,21 @@ def edge_routes(state: ClusterState, now: float) -> list[pb.EdgeRoute]:
             route.path = ingress.route_path()
         routes.append(route)
     return routes
+
+
+def feed_inputs(state: ClusterState) -> object | None:
+    """What ``edge_routes`` reads of ``state``, as the informer's change counters: equal
+    inputs give an equal table at the same time (None: the state does not say). The
+    records of apps with an ingress, their replicas and reports, and the hosts."""
+    changes = state.changes
+    if changes is None:
+        return None
+    apps = tuple(
+        (name, changes.apps.get(name, 0), changes.reports.get(name, 0))
+        for name, stored in state.apps.items()
+        if stored.value.spec.ingress is not None
+    )
+    return changes.hosts, apps
 
 
 def next_change(state: ClusterState, now: float) -> float | None:

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 
 from fleet.controlplane._tasks import running
-from fleet.controlplane.edgefeed import edge_routes, next_change
+from fleet.controlplane.edgefeed import edge_routes, feed_inputs, next_change
 from fleet.proto import fleet_pb2 as pb
 from fleet.store import Informer, Subscription
 
 __all__ = ["EdgePush"]
+
+log = logging.getLogger(__name__)
 
 _COALESCE = 0.05  # seconds the feed waits after a change before it looks
 _LATE = 0.01  # past a container's due time, so that it counts as available then
@@ -71,19 +74,32 @@ class EdgePush:
         await self._informer.wait_synced()
         subscription = self._subscription = self._informer.subscribe()
         due: float | None = None
+        inputs: object = None  # what the last table was made of
         try:
             while True:
                 timeout = None if due is None else max(0.0, due - self._clock()) + _LATE
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(subscription.wait(), timeout)
+                    woken_by_time = False
+                except TimeoutError:
+                    woken_by_time = True
                 await asyncio.sleep(_COALESCE)  # fold a burst into one look
                 if not self._wakers:
                     # No edge connected: nothing to compute, until the next one is.
-                    due = self._config = None
+                    due = self._config = inputs = None
                     continue
                 state, now = self._informer.state(), self._clock()
-                routes = edge_routes(state, now)
-                due = next_change(state, now)
+                now_inputs = feed_inputs(state)
+                if not woken_by_time and now_inputs is not None and now_inputs == inputs:
+                    continue  # a change of other apps' or hosts' reports: the same table
+                try:
+                    routes = edge_routes(state, now)
+                    due = next_change(state, now)
+                except Exception:  # a bug must not end every edge's updates for good
+                    log.exception("edge feed: the routing table could not be computed")
+                    due, inputs = None, None
+                    continue
+                inputs = now_inputs
                 self.computed += 1
                 if self._config is not None and list(self._config.routes) == routes:
                     continue

@@ -4,14 +4,16 @@ order, and when the table is next due to change (a container becoming available)
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleet.controlplane.edgefeed import backend_name, edge_routes, next_change
+from fleet.controlplane.edgefeed import backend_name, edge_routes, feed_inputs, next_change
 from fleet.proto import fleet_pb2 as pb
-from fleet.store import ClusterState, Versioned
-from fleet.store.records import PortBinding
+from fleet.store import ClusterState, KeyLayout, Versioned
+from fleet.store.live import LiveState
+from fleet.store.records import AppRecord, ContainerReport, PortBinding
 from tests.unit.controlplane.builders import (
     NOW,
     add_app,
@@ -209,3 +211,38 @@ def test_routes_are_by_app_name() -> None:
         add_app(state, spec)
     assert [r.app for r in edge_routes(state, NOW)] == ["alpha", "web", "zeta"]
     assert all(isinstance(r, pb.EdgeRoute) for r in edge_routes(state, NOW))
+
+
+def test_feed_inputs_change_with_what_the_table_is_made_of_only() -> None:
+    """The informer's counters: a report of an app without an ingress leaves the inputs
+    as they were (no table is computed for it); one of an app with an ingress, or a
+    host's record, changes them."""
+    layout = KeyLayout()
+    live = LiveState(layout)
+    revision = iter(range(1, 100))
+
+    def put(key: bytes, record: Any) -> None:
+        live.apply(key, record.dump(), next(revision))
+
+    for app, text in (("web", INGRESS), ("batch", "")):
+        spec = app_spec(1, text).model_copy(update={"name": app})
+        record = AppRecord(spec=spec, generation=1, revision=1, created_at="t", updated_at="t")
+        put(layout.app(app), record)
+    add = edge_state("h1")
+    put(layout.host("h1"), add.hosts["h1"].value)
+
+    def container(app: str, state: str) -> ContainerReport:
+        return ContainerReport(
+            app=app, slot=0, revision=1, spec_hash="x", container_id="c", name="n", state=state
+        )
+
+    before = feed_inputs(live.snapshot())
+    assert before is not None
+    put(layout.report("h1", "batch", 0, 1), container("batch", "running"))
+    assert feed_inputs(live.snapshot()) == before
+    put(layout.report("h1", "web", 0, 1), container("web", "running"))
+    after = feed_inputs(live.snapshot())
+    assert after != before
+    put(layout.host("h1"), add.hosts["h1"].value.model_copy(update={"address": "10.0.0.9"}))
+    assert feed_inputs(live.snapshot()) != after
+    assert feed_inputs(ClusterState(revision=1)) is None  # a state that does not say
