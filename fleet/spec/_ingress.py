@@ -22,6 +22,10 @@ HOST_NAME_PATTERN = rf"(?:\*\.)?{DNS_LABEL_PATTERN}(?:\.{DNS_LABEL_PATTERN})*"
 _HOST_NAME = re.compile(HOST_NAME_PATTERN)
 # A URL path as HTTP sends it (RFC 3986 pchar and '/'), without query or fragment.
 _PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
+# Each host name is a route claimed in the apply's one etcd transaction (a guard each):
+# bounded, so an apply of a few apps stays within etcd's --max-txn-ops.
+MAX_HOSTS = 32
+MAX_PATH = 256
 _HOST_TEXT = (
     "a lowercase DNS name like web.example.com (letters, digits, '-' and '.'; "
     "'*.' in front for every name under a domain)"
@@ -48,6 +52,11 @@ def _hosts(value: object) -> list[str] | None:
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, list) or not names:
         raise ValueError(f"expected a host name or a non-empty list of them, got {_show(value)}")
+    if len(names) > MAX_HOSTS:
+        raise ValueError(
+            f"expected at most {MAX_HOSTS} host names, got {len(names)}: route a domain's "
+            "names with one '*.' name"
+        )
     checked = [_host_name(name) for name in names]
     for i, name in enumerate(checked):
         if name in checked[:i]:
@@ -58,10 +67,15 @@ def _hosts(value: object) -> list[str] | None:
 def _path(value: object) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not _PATH.fullmatch(value) or "//" in value:
+    if (
+        not isinstance(value, str)
+        or not _PATH.fullmatch(value)
+        or "//" in value
+        or len(value) > MAX_PATH
+    ):
         raise ValueError(
             "expected a path prefix starting with '/', like /api (no spaces, '?', '#' "
-            f"or '//'), got {_show(value)}"
+            f"or '//', at most {MAX_PATH} characters), got {_show(value)}"
         )
     # "/api/" and "/api" are one prefix: the route is the same, and so is its claim.
     return value.rstrip("/") or "/"

@@ -66,6 +66,13 @@ def test_check_path_is_the_http_health_checks_on_the_same_port() -> None:
         ("ingress: {port: 80, path: '/a?b=1'}", "ingress.path", 3, "'?'"),
         ("ingress: {port: 80, path: '/a//b'}", "ingress.path", 3, "'//'"),
         ("ingress: {port: 80, tcp: 70000}", "ingress.tcp", 3, "from 1 to 65535"),
+        (
+            f"ingress: {{port: 80, host: [{', '.join(f'h{i}' for i in range(33))}]}}",
+            "ingress.host",
+            3,
+            "at most 32 host names",
+        ),
+        (f"ingress: {{port: 80, path: /{'a' * 256}}}", "ingress.path", 3, "at most 256 characters"),
         ("ingress:\n  port: 80\n  tcp: 5432\n  path: /x", "ingress", 4, "remove path"),
         ("ingress: {port: 80, tcp: 1, host: a}", "ingress", 3, "not by host: remove host"),
         ("ingress: {port: 80, hots: a}", "ingress.hots", 3, "did you mean 'host'?"),
