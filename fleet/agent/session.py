@@ -128,6 +128,31 @@ class Outbox:
             self._events.give_back(unsent)
 
 
+class EdgeTables:
+    """An edge host's routing tables as they are pushed: each is handed to ``on_edge``
+    (the edge proxy's update) unless it is older than the last one, as desired sets:
+    a lagging server's is ignored, except the first of a new stream (another server
+    counts its versions from its own state)."""
+
+    def __init__(self, on_edge: Callable[[pb.EdgeConfig], None] | None) -> None:
+        self._on_edge = on_edge
+        self.version = 0
+        self._first = True
+
+    def new_stream(self) -> None:
+        self._first = True
+
+    def take(self, config: pb.EdgeConfig) -> bool:
+        """Hand ``config`` on if it is not older; whether it was."""
+        if not self._first and config.version < self.version:
+            return False
+        self._first = False
+        self.version = config.version
+        if self._on_edge is not None:
+            self._on_edge(config)
+        return True
+
+
 class Session:
     """Keeps the agent connected to a control plane, until cancelled."""
 
@@ -143,9 +168,7 @@ class Session:
         on_edge: Callable[[pb.EdgeConfig], None] | None = None,
     ) -> None:
         self.config = config
-        # An edge host's routing table, each one pushed (the edge proxy's update).
-        self._on_edge = on_edge
-        self.edge_version = 0
+        self.edge = EdgeTables(on_edge)
         self.runtime = runtime
         self.state = state
         self.connected = connected
@@ -270,7 +293,8 @@ class Session:
             async def respond(response: pb.ContainerResponse) -> None:
                 await outbox.put(pb.AgentMessage(response=response))
 
-            first_set = first_edge = True
+            first_set = True
+            self.edge.new_stream()
             try:
                 async for message in call:
                     kind = message.WhichOneof("kind")
@@ -297,15 +321,8 @@ class Session:
                         self.state.wake.set()
                         if message.desired.HasField("command"):
                             await self.commands.run(message.desired.command)
-                    elif kind == "edge" and (
-                        first_edge or message.edge.version >= self.edge_version
-                    ):
-                        # As desired sets: a lagging server's older table is ignored,
-                        # except the first of a new stream (another server's count).
-                        first_edge = False
-                        self.edge_version = message.edge.version
-                        if self._on_edge is not None:
-                            self._on_edge(message.edge)
+                    elif kind == "edge":
+                        self.edge.take(message.edge)
             except (asyncio.CancelledError, grpc.aio.AioRpcError):
                 current = asyncio.current_task()
                 if renewed.is_set() and not (current is not None and current.cancelling()):
