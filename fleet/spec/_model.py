@@ -504,6 +504,10 @@ class AppSpec(Model):
         data: dict[str, Any] = handler(self)
         if self.mode != "replicated":
             data.pop("replicas", None)
+        if self.ingress is None:
+            # Records of apps without one stay as they were before ingresses: a control
+            # plane replica not yet upgraded (a rolling upgrade) reads them still.
+            data.pop("ingress", None)
         return data
 
     @property

@@ -122,3 +122,12 @@ def test_property_routes_are_one_per_host_and_survive_the_round_trip(
     assert len(routes) == len(hosts) and routes == sorted(routes)
     assert all(r.endswith(path.rstrip("/") or "/") for r in routes)
     assert parse_spec_json(app.model_dump_json()) == app
+
+
+def test_an_app_without_ingress_dumps_as_before_ingresses() -> None:
+    """No "ingress" key: a control plane replica of the version before reads the record
+    (its model forbids unknown fields) during a rolling upgrade."""
+    [app] = load_documents(BASE)
+    assert "ingress" not in app.model_dump() and "ingress" not in app.model_dump_json()
+    [app] = load_documents(BASE + "ingress: {port: 80}\n")
+    assert app.model_dump()["ingress"]["port"] == 80
