@@ -36,6 +36,7 @@ from fleet.agent.runtime import Runtime
 from fleet.agent.session import Session
 from fleet.agent.state import HostState
 from fleet.policy import prefix_warnings
+from fleet.proto import fleet_pb2 as pb
 
 __all__ = ["Agent"]
 
@@ -47,8 +48,13 @@ class Agent:
     commands run as processes unless ``runner`` puts them elsewhere."""
 
     def __init__(
-        self, config: AgentConfig, runtime: Runtime, runner: CommandRunner | None = None
+        self,
+        config: AgentConfig,
+        runtime: Runtime,
+        runner: CommandRunner | None = None,
+        on_edge: Callable[[pb.EdgeConfig], None] | None = None,
     ) -> None:
+        """``on_edge`` takes each routing table pushed to an edge host (``--ingress``)."""
         self.config = config
         self.runtime = runtime
         events = EventQueue()
@@ -71,6 +77,7 @@ class Agent:
             failures,
             self.connected,
             runner or ProcessRunner(config.host_id),
+            on_edge,
         )
         self._watch = HostWatch(runtime, self.state)
 

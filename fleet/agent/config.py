@@ -38,6 +38,9 @@ class AgentConfig:
     failure_backoff: Backoff = field(default_factory=lambda: Backoff(initial=2.0, cap=60.0))
     # Where this host's published ports answer, for `fleet endpoints` ("" : unknown).
     address: str = ""
+    # Non-empty: this host is an edge, its proxy listening here (ADDR:PORT); the control
+    # plane then pushes it the ingress routes (EdgeConfig).
+    ingress: str = ""
     # The OS's own description (ID, VERSION_ID, ...): an upgrade changes it.
     os_release: Path = Path("/etc/os-release")
     # Whether the control plane may have this host run a command (an OS upgrade walk).

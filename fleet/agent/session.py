@@ -24,7 +24,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -128,6 +128,31 @@ class Outbox:
             self._events.give_back(unsent)
 
 
+class EdgeTables:
+    """An edge host's routing tables as they are pushed: each is handed to ``on_edge``
+    (the edge proxy's update) unless it is older than the last one, as desired sets:
+    a lagging server's is ignored, except the first of a new stream (another server
+    counts its versions from its own state)."""
+
+    def __init__(self, on_edge: Callable[[pb.EdgeConfig], None] | None) -> None:
+        self._on_edge = on_edge
+        self.version = 0
+        self._first = True
+
+    def new_stream(self) -> None:
+        self._first = True
+
+    def take(self, config: pb.EdgeConfig) -> bool:
+        """Hand ``config`` on if it is not older; whether it was."""
+        if not self._first and config.version < self.version:
+            return False
+        self._first = False
+        self.version = config.version
+        if self._on_edge is not None:
+            self._on_edge(config)
+        return True
+
+
 class Session:
     """Keeps the agent connected to a control plane, until cancelled."""
 
@@ -140,8 +165,10 @@ class Session:
         failures: FailureLog,
         connected: asyncio.Event,
         runner: CommandRunner,
+        on_edge: Callable[[pb.EdgeConfig], None] | None = None,
     ) -> None:
         self.config = config
+        self.edge = EdgeTables(on_edge)
         self.runtime = runtime
         self.state = state
         self.connected = connected
@@ -223,6 +250,7 @@ class Session:
                 facts=facts,
                 address=self.config.address
                 or await asyncio.to_thread(_address_towards, self.config.servers[0]),
+                ingress=self.config.ingress,
             )
         )
 
@@ -266,6 +294,7 @@ class Session:
                 await outbox.put(pb.AgentMessage(response=response))
 
             first_set = True
+            self.edge.new_stream()
             try:
                 async for message in call:
                     kind = message.WhichOneof("kind")
@@ -292,6 +321,8 @@ class Session:
                         self.state.wake.set()
                         if message.desired.HasField("command"):
                             await self.commands.run(message.desired.command)
+                    elif kind == "edge":
+                        self.edge.take(message.edge)
             except (asyncio.CancelledError, grpc.aio.AioRpcError):
                 current = asyncio.current_task()
                 if renewed.is_set() and not (current is not None and current.cancelling()):

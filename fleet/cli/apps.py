@@ -22,10 +22,19 @@ from fleet.cli.connection import CONNECTION, Connection, connected
 from fleet.cli.options import duration_option
 from fleet.cli.output import Format, OutputOpt, console, fail, human_memory, print_records, safe
 from fleet.cli.rollouts import TimeoutOpt, WaitOpt, follow_changes
-from fleet.cli.tables import capped_claim, print_apps, print_containers, print_hosts, print_jobs
+from fleet.cli.tables import (
+    capped_claim,
+    ingress_backends,
+    ingress_text,
+    print_apps,
+    print_containers,
+    print_hosts,
+    print_jobs,
+)
 from fleet.client import FleetClient
 from fleet.errors import PolicyDenied, SpecError
 from fleet.hostlabels import AGENT_PREFIX
+from fleet.proto import fleet_pb2 as pb
 from fleet.spec import AppFile, AppSpec, json_schema, load_file
 
 __all__ = ["apply", "delete", "describe", "diff", "get", "scale", "schema"]
@@ -206,8 +215,24 @@ def _describe_app(client: FleetClient, name: str) -> None:
         console.print("[bold]pending[/bold]")
         for p in info.pending:
             console.print(safe(f"  {info.name}.{p.slot}: {p.reason}"))
+    containers = client.containers(app=name)
+    if spec.get("ingress"):
+        _describe_ingress(client, spec, containers)
     console.print("[bold]containers[/bold]")
-    print_containers(client.containers(app=name), Format.table)
+    print_containers(containers, Format.table)
+
+
+def _describe_ingress(
+    client: FleetClient, spec: dict[str, object], containers: list[pb.ContainerInfo]
+) -> None:
+    """The app's route through the edges and its backends there."""
+    console.print("[bold]ingress[/bold] " + safe(ingress_text(spec)), soft_wrap=True)
+    addresses = {h.host_id: h.address for h in client.hosts()}
+    endpoints = client.endpoints(str(spec["name"]))
+    rows = ingress_backends(spec, endpoints, containers, addresses)
+    if not rows:
+        console.print("  no backends: no container is available yet")
+    print_records([], Format.table, ["BACKEND", "ADDRESS", "STATE"], rows)
 
 
 def _describe_host(client: FleetClient, name: str) -> None:

@@ -320,6 +320,15 @@ def agent(
             "its address on the route to the control plane.",
         ),
     ] = None,
+    ingress: Annotated[
+        str | None,
+        typer.Option(
+            "--ingress",
+            help="Make this host an edge: its proxy listens on ADDR:PORT (e.g. 0.0.0.0:80) "
+            "for HTTP and routes to the apps with an `ingress:` (their tcp routes on "
+            "their own ports).",
+        ),
+    ] = None,
     os_release: Annotated[
         Path,
         typer.Option(
@@ -378,6 +387,7 @@ def agent(
     from fleet.agent import Agent, AgentConfig, DockerRuntime
     from fleet.agent.hostcontainer import ContainerRunner
     from fleet.agent.incontainer import check_host_pid_namespace
+    from fleet.controlplane.registration import check_ingress
     from fleet.errors import FailedPrecondition, InvalidArgument
     from fleet.store.keys import check_host_id
 
@@ -386,6 +396,10 @@ def agent(
         host_id = check_host_id(host_id or _default_host_id())
     except InvalidArgument as error:
         fail(f"{error}; give one with --host-id (or FLEET_HOST_ID, or host-id in the config file)")
+    try:
+        ingress_listen = check_ingress((ingress or "").strip())
+    except InvalidArgument as error:
+        fail(f"--ingress: {error}")
     transport = client_transport(
         ca=tls_ca, cert=tls_cert, key=tls_key, insecure=insecure, kind="agent", name=host_id
     )
@@ -402,6 +416,7 @@ def agent(
         if image_gc_after
         else None,
         address=_address_option(advertise_address) if advertise_address else "",
+        ingress=ingress_listen,
         os_release=os_release,
         allow_host_commands=allow_host_commands,
     )

@@ -13,11 +13,59 @@ from fleet.cli.output import Format, human_memory, print_records
 from fleet.hostlabels import AGENT_PREFIX
 from fleet.proto import fleet_pb2 as pb
 
-__all__ = ["capped_claim", "print_apps", "print_containers", "print_hosts", "print_jobs"]
+__all__ = [
+    "capped_claim",
+    "ingress_backends",
+    "ingress_text",
+    "print_apps",
+    "print_containers",
+    "print_hosts",
+    "print_jobs",
+]
 
 
 def _ports(status: pb.ContainerStatus) -> str:
     return ",".join(f"{p.host_port}->{p.container_port}/{p.protocol}" for p in status.ports) or "-"
+
+
+def ingress_text(spec: dict[str, object]) -> str:
+    """An app's ingress as a column shows it: HOST[,HOST]/PATH -> :PORT, or tcp:PORT."""
+    ingress = spec.get("ingress")
+    if not isinstance(ingress, dict):
+        return "-"
+    if ingress.get("tcp"):
+        return f"tcp:{ingress['tcp']} -> :{ingress['port']}"
+    hosts = ingress.get("host") or [spec.get("name")]
+    path = ingress.get("path") or "/"
+    return f"{','.join(map(str, hosts))}{path} -> :{ingress['port']}"
+
+
+def ingress_backends(
+    spec: dict[str, object],
+    endpoints: list[pb.Endpoint],
+    containers: list[pb.ContainerInfo],
+    addresses: dict[str, str],
+) -> list[list[str]]:
+    """The rows of an app's edge backends, as the edges are told them: each available
+    container (``endpoints``) on the ingress port, ready; each no longer desired but
+    running (its shutdown delay), drain. ``addresses``: host -> its address."""
+    from fleet.controlplane.edgefeed import backend_name
+
+    ingress = spec.get("ingress")
+    if not isinstance(ingress, dict):
+        return []
+    port, app = ingress["port"], str(spec["name"])
+    rows = [
+        [backend_name(app, e.slot, e.revision, e.host), f"{e.address}:{e.host_port}", "ready"]
+        for e in endpoints
+        if e.container_port == port and e.protocol == "tcp"
+    ]
+    for c in containers:
+        published = [p.host_port for p in c.status.ports if p.container_port == port]
+        if not c.desired and c.status.state == "running" and published and addresses.get(c.host):
+            name = backend_name(app, c.slot, c.revision, c.host)
+            rows.append([name, f"{addresses[c.host]}:{published[0]}", "drain"])
+    return sorted(rows)
 
 
 def print_apps(apps: list[pb.AppInfo], output: Format) -> None:
@@ -39,7 +87,13 @@ def print_apps(apps: list[pb.AppInfo], output: Format) -> None:
             ]
         )
         wide.append(
-            [str(a.generation), ",".join(spec["ports"]) or "-", a.updated_at, a.message or "-"]
+            [
+                str(a.generation),
+                ",".join(spec["ports"]) or "-",
+                ingress_text(spec),
+                a.updated_at,
+                a.message or "-",
+            ]
         )
     print_records(
         apps,
@@ -56,7 +110,7 @@ def print_apps(apps: list[pb.AppInfo], output: Format) -> None:
             "IMAGE",
         ],
         rows,
-        wide_columns=["GENERATION", "PORTS", "UPDATED", "MESSAGE"],
+        wide_columns=["GENERATION", "PORTS", "INGRESS", "UPDATED", "MESSAGE"],
         wide_rows=wide,
     )
 
@@ -131,6 +185,7 @@ def print_hosts(hosts: list[pb.HostInfo], output: Format) -> None:
                 h.facts.get("docker_version", "-"),
                 h.facts.get("boot_id", "-")[:8],
                 h.address or "-",
+                h.facts.get("ingress", "-"),
             ]
         )
     print_records(
@@ -148,6 +203,7 @@ def print_hosts(hosts: list[pb.HostInfo], output: Format) -> None:
             "DOCKER",
             "BOOT ID",
             "ADDRESS",
+            "INGRESS",
         ],
         wide_rows=wide,
     )

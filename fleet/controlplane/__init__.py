@@ -10,8 +10,10 @@ Where to go for what:
 - the agents' stream: ``agents`` (sessions), ``registration`` (what a host's
   registration stores), ``reports``/``reportqueue`` (heartbeats into etcd),
   ``agentevents``/``eventgate`` (their events), ``desired``/``desiredpush`` (each
-  host's desired set);
-- deciding, pure: ``appchanges`` (what an apply, scale, restart or undo writes),
+  host's desired set), ``edgefeed``/``edgepush`` (the ingress routing table, to edge
+  hosts);
+- deciding, pure: ``appchanges`` (what an apply, scale, restart or undo writes, and
+  the ingress routes it claims),
   ``revisions`` (revision numbers, history, the undo target), ``planner`` (one app's
   round: the steps in order) over ``slots`` (its slots and placement primitives),
   ``drains``, ``rollout`` and ``modes`` (global apps, jobs), ``view`` (the scheduler's

@@ -1,7 +1,8 @@
 """The agent stream: each connected agent holds one bidirectional stream, and this
 service is its end. Registration comes first; then heartbeats (their reports go to the
 ``ReportQueue``), events (to ``AgentEvents``) and answers to relayed requests come
-in, while desired sets (``DesiredPush``) and relayed requests (logs, exec, top) go out.
+in, while desired sets (``DesiredPush``), the routing table to edge hosts
+(``EdgePush``) and relayed requests (logs, exec, top) go out.
 
 Registering writes the host's record (``registration``) and its liveness key, bound
 to this replica's own etcd lease; the key's revision names the session, and every
@@ -34,6 +35,7 @@ from fleet.controlplane._tasks import running
 from fleet.controlplane.agentevents import AgentEvents
 from fleet.controlplane.auth import caller
 from fleet.controlplane.desiredpush import DesiredPush
+from fleet.controlplane.edgepush import EdgePush
 from fleet.controlplane.eventgate import GateLimits
 from fleet.controlplane.registration import HostLimits, denied_message, host_record
 from fleet.controlplane.reportqueue import ReportQueue
@@ -126,6 +128,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self._sessions: dict[str, _Session] = {}
         self._denied: object = None  # the denials last looked at (see _end_denied)
         self._push = DesiredPush(informer, secrets, on_change=self._end_denied)
+        self.edges = EdgePush(informer)
         self.events = AgentEvents(events, event_limits)
         self.reports = ReportQueue(store)
         self._lease: int | None = None  # this replica's (see _serving_lease)
@@ -170,6 +173,9 @@ class AgentService(pb_grpc.AgentServiceServicer):
             session.deny(denied_message(found.value))
         reader = asyncio.create_task(self._read(session, request_iterator))
         pusher = asyncio.create_task(self._push.run(host_id, outbox))
+        edge = (
+            asyncio.create_task(self.edges.run(host_id, outbox)) if first.register.ingress else None
+        )
         ended = asyncio.create_task(session.ended.wait())
         getter: asyncio.Task[pb.ServerMessage] | None = None
         how = "the stream was cut"  # unless the agent ends its side (a clean stop)
@@ -191,7 +197,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             log.warning("host %s: %s", host_id, error)
             refuse(context, grpc_code_for(error), details(error))
         finally:
-            for task in (pusher, reader, getter, ended):
+            for task in (pusher, edge, reader, getter, ended):
                 if task is not None:
                     task.cancel()
             if self._sessions.get(host_id) is session:
@@ -357,6 +363,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         """Stop the dispatcher and the writers (the sessions end with the server), and
         let this replica's hosts go at once (their keys go with its lease)."""
         await self._push.close()
+        await self.edges.close()
         if self._report_writer is not None:
             self._report_writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

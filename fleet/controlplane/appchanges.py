@@ -15,7 +15,7 @@ from typing import Literal
 
 from fleet._time import iso_at
 from fleet.controlplane.revisions import REVISION_HISTORY, next_revision, pruned, revision_hash
-from fleet.errors import REQUEST, Conflict, NotFound, PolicyDenied, SpecProblem
+from fleet.errors import REQUEST, Conflict, NotFound, PolicyDenied, SpecError, SpecProblem
 from fleet.policy import refused_fields
 from fleet.secrets import scope_refusals
 from fleet.spec import AppSpec, template_of
@@ -24,11 +24,14 @@ from fleet.store.records import AppRecord, RevisionRecord
 
 __all__ = [
     "AppChangePlan",
+    "RoutePlan",
     "check_apply",
     "plan_apply",
     "plan_restart",
+    "plan_routes",
     "plan_scale",
     "plan_undo",
+    "routes_held",
     "too_large",
     "too_many",
 ]
@@ -84,6 +87,75 @@ def check_apply(
     ]
     if refused:
         raise PolicyDenied(refused)
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    """An app's ingress routes after an apply: those it holds, each with the mod
+    revision its claim was read at (0: taken by this apply), and those it gives up."""
+
+    held: tuple[tuple[str, int], ...] = ()
+    released: tuple[tuple[str, int], ...] = ()
+
+
+def routes_held(state: ClusterState, app: str) -> dict[str, int]:
+    """The routes ``app`` holds, with their claims' mod revisions."""
+    return {r: v.mod_revision for r, v in state.routes.items() if v.value.app == app}
+
+
+def _route_words(route: str) -> str:
+    kind, _, rest = route.partition(":")
+    if kind == "tcp":
+        return f"tcp port {rest} of the edges"
+    host, _, path = rest.partition("/")
+    return f"host {host} path /{path}"
+
+
+def plan_routes(specs: Sequence[AppSpec], state: ClusterState) -> dict[str, RoutePlan]:
+    """Each app's routes after an apply of ``specs`` on ``state``, by app name; a
+    ``SpecError`` naming every route another app holds (or that two apps of the
+    request claim), at its app's place in the request, with the holder and the way
+    out. The claims are written in the apply's own transaction (``Store.write_apps``),
+    created only if absent, so of two concurrent applies claiming one route one wins
+    and the other is refused on the state it then re-reads."""
+    plans: dict[str, RoutePlan] = {}
+    problems: list[SpecProblem] = []
+    claimed_here: dict[str, str] = {}  # route -> the app of this request claiming it
+    for i, spec in enumerate(specs, start=1):
+        ingress = spec.ingress
+        wanted = ingress.route_names(spec.name) if ingress is not None else []
+        field = "ingress" if ingress is None else "ingress.tcp" if ingress.tcp else "ingress.host"
+        for route in wanted:
+            holder = state.routes.get(route)
+            other = holder.value.app if holder is not None else claimed_here.get(route)
+            claimed_here.setdefault(route, spec.name)
+            if other is None or other == spec.name:
+                continue
+            where = "" if holder is not None else " in this same apply"
+            fix = (
+                "choose another port for tcp"
+                if route.startswith("tcp:")
+                else "choose another host name or path"
+            )
+            problems.append(
+                SpecProblem(
+                    REQUEST,
+                    i,
+                    field,
+                    None,
+                    f"the ingress route {_route_words(route)} is already claimed by app "
+                    f"{other!r}{where}: {fix}, or first remove the ingress of {other!r} "
+                    f"(apply it without one, or `fleet delete app {other}`)",
+                )
+            )
+        own = routes_held(state, spec.name)
+        plans[spec.name] = RoutePlan(
+            held=tuple((route, own.get(route, 0)) for route in wanted),
+            released=tuple((r, mod) for r, mod in sorted(own.items()) if r not in wanted),
+        )
+    if problems:
+        raise SpecError(problems)
+    return plans
 
 
 def too_many(apps: int, limit: int) -> str:

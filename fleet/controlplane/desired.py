@@ -77,7 +77,7 @@ def container_spec(
             pb.PortMapping(
                 host_port=p.host_port, container_port=p.container_port, protocol=p.protocol
             )
-            for p in spec.ports
+            for p in spec.container_ports()  # with the ingress port, if only it has it
         ],
         resources=pb.Resources(cpu=spec.resources.cpu, memory_bytes=spec.resources.memory),
         restart=str(spec.restart),

@@ -21,7 +21,14 @@ from fleet.proto import fleet_pb2 as pb
 from fleet.store import check_host_id
 from fleet.store.records import DeniedRecord, HostRecord, ResourceAmounts
 
-__all__ = ["MAX_TEXT", "HostLimits", "denied_message", "denied_serials", "host_record"]
+__all__ = [
+    "MAX_TEXT",
+    "HostLimits",
+    "check_ingress",
+    "denied_message",
+    "denied_serials",
+    "host_record",
+]
 
 MAX_TEXT = 1024  # the longest text an agent may send in a field
 _PAST_SERIALS = 8  # earlier certificate serials a host record keeps (fleet hosts remove)
@@ -62,6 +69,25 @@ def _check_address(value: str) -> str:
         raise InvalidArgument(f"address must be an IP address, got {value[:64]!r}") from None
 
 
+def check_ingress(value: str) -> str:
+    """An edge's listen address ``ADDR:PORT`` (``[ADDR]:PORT`` for IPv6) in normal form,
+    "" for none; InvalidArgument saying what is expected otherwise."""
+    if not value:
+        return ""
+    text, _, port = value.rpartition(":")
+    try:
+        address = ipaddress.ip_address(text.removeprefix("[").removesuffix("]"))
+        number = int(port) if port.isdigit() else 0
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 65535:
+        raise InvalidArgument(
+            "the ingress address must be ADDR:PORT, like 0.0.0.0:80 or [::]:80 (an IP "
+            f"address and a port from 1 to 65535), got {value[:64]!r}"
+        )
+    return f"[{address}]:{number}" if address.version == 6 else f"{address}:{number}"
+
+
 def host_record(
     register: pb.Register,
     old: HostRecord | None,
@@ -97,6 +123,7 @@ def host_record(
         drain=old.drain if old else None,
         registered_at=now_iso(),
         address=_check_address(register.address),
+        ingress=check_ingress(register.ingress),
         cert_serial=serial,
         past_serials=past,
     )

@@ -19,6 +19,8 @@ Where things live (every module but this one is private; import from ``fleet.spe
 - ``_constraints``: host label selectors (``Constraint``); what labels a host has is
   ``fleet.hostlabels``.
 - ``_health``: health checks (``HealthCheck``).
+- ``_ingress``: how the edge hosts route to an app (``Ingress``) and the routes it
+  claims.
 - ``_update``: the update strategy (``UpdateStrategy``) and its surge and unavailable
   arithmetic.
 - ``_units``: sizes and durations as users write them (``parse_memory``,
@@ -41,6 +43,7 @@ from fleet.spec._files import (
     parse_spec_json,
 )
 from fleet.spec._health import HealthCheck
+from fleet.spec._ingress import Ingress, http_route, tcp_route
 from fleet.spec._model import RESERVED_LABEL_PREFIX, AppSpec, SecretRef, template_of
 from fleet.spec._ports import PortSpec
 from fleet.spec._resources import MIN_MEMORY, Resources
@@ -57,12 +60,14 @@ __all__ = [
     "AppSpec",
     "Constraint",
     "HealthCheck",
+    "Ingress",
     "PortSpec",
     "Resources",
     "RestartPolicy",
     "SecretRef",
     "UpdateStrategy",
     "format_memory",
+    "http_route",
     "is_dns_label",
     "json_schema",
     "load_documents",
@@ -70,5 +75,6 @@ __all__ = [
     "parse_duration",
     "parse_memory",
     "parse_spec_json",
+    "tcp_route",
     "template_of",
 ]

@@ -23,6 +23,7 @@ from pydantic_core import ErrorDetails
 from fleet.errors import REQUEST, SpecError, SpecProblem
 from fleet.spec._constraints import Constraint
 from fleet.spec._health import HealthCheck
+from fleet.spec._ingress import Ingress
 from fleet.spec._model import AppSpec
 from fleet.spec._ports import PortSpec
 from fleet.spec._quote import clean_text
@@ -39,6 +40,7 @@ _NESTED_MODELS: dict[str, type[BaseModel]] = {
     "constraints": Constraint,
     "health": HealthCheck,
     "update": UpdateStrategy,
+    "ingress": Ingress,
 }
 _EXPECTED = {
     "string_type": "a string",

@@ -22,6 +22,7 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from fleet._names import DNS_LABEL_SCHEMA, DNS_LABEL_TEXT, is_dns_label
 from fleet.hostpaths import form_problem
@@ -39,6 +40,7 @@ from fleet.spec._fields import (
 )
 from fleet.spec._health import HealthCheck
 from fleet.spec._image import IMAGE_PATTERN, image_problem
+from fleet.spec._ingress import Ingress
 from fleet.spec._ports import PortItem, PortSpec, duplicate_ports
 from fleet.spec._quote import show as _show
 from fleet.spec._resources import Resources
@@ -60,11 +62,12 @@ _CAPABILITY = re.compile(r"[A-Z][A-Z_]{1,31}")
 _VOLUME = re.compile(r"(?:(/[^:\0]*)|([A-Za-z0-9][A-Za-z0-9_.-]*)):(/[^:\0]*)(?::(ro|rw))?")
 _JOB_FIELDS = ("completions", "parallelism", "backoff_limit", "ttl_after_finished")
 # What a spec says besides its container template: the app's name and mode, how many
-# replicas, where they may run and how they roll out. A change of these alone is no new
-# revision of the containers (see ``AppSpec.template`` and ``template_of``).
+# replicas, where they may run, how they roll out and how the edges reach them. A change
+# of these alone is no new revision of the containers (see ``AppSpec.template`` and
+# ``template_of``); of the ingress only the port it may publish is (``container_ports``).
 _NOT_TEMPLATE = frozenset(
     {"name", "replicas", "constraints", "placement", "max_per_host", "update"}
-    | {"min_available", "mode", *_JOB_FIELDS}
+    | {"min_available", "mode", "ingress", *_JOB_FIELDS}
 )
 
 
@@ -457,6 +460,15 @@ class AppSpec(Model):
             examples=[{"max_surge": 1, "max_unavailable": 0, "min_ready": "3s"}],
         ),
     ] = UpdateStrategy()
+    ingress: Annotated[
+        Ingress | None,
+        Field(
+            description="how the edge hosts (fleet agent --ingress) route to the app: HTTP "
+            "by host and path, or a tcp port of the edges; to the container `port`, which "
+            "fleet publishes on an ephemeral host port if `ports` does not publish it",
+            examples=[{"port": 8080, "host": "web.example.com", "path": "/"}],
+        ),
+    ] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -492,6 +504,10 @@ class AppSpec(Model):
         data: dict[str, Any] = handler(self)
         if self.mode != "replicated":
             data.pop("replicas", None)
+        if self.ingress is None:
+            # Records of apps without one stay as they were before ingresses: a control
+            # plane replica not yet upgraded (a rolling upgrade) reads them still.
+            data.pop("ingress", None)
         return data
 
     @property
@@ -531,6 +547,43 @@ class AppSpec(Model):
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
 
+    @model_validator(mode="after")
+    def _ingress_serves(self) -> Self:
+        if self.ingress is not None and self.mode == "job":
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError(
+                            "ingress_job",
+                            "ingress does not apply to mode job: a job runs to completion "
+                            "and serves no traffic; remove ingress, or run the app as "
+                            "replicated or global",
+                        ),
+                        loc=("ingress",),
+                        input=self.ingress.model_dump(),
+                    )
+                ],
+            )
+        return self
+
+    def container_ports(self) -> list[PortSpec]:
+        """The ports each container publishes: ``ports``, and the ingress port on an
+        ephemeral host port unless ``ports`` publishes it (over tcp) already."""
+        if self.ingress is None or any(
+            p.container_port == self.ingress.port and p.protocol == "tcp" for p in self.ports
+        ):
+            return list(self.ports)
+        return [*self.ports, PortSpec(container_port=self.ingress.port)]
+
+    def ingress_check_path(self) -> str:
+        """The path the edges' proxy checks a backend with: the app's http health check's,
+        when it checks the ingress port; "" (a TCP connect) otherwise."""
+        if self.ingress is None or self.health is None or self.health.http is None:
+            return ""
+        port, path = self.health.http_target()
+        return path if port == self.ingress.port else ""
+
     @field_serializer("ports")
     def _ports_text(self, ports: list[PortSpec]) -> list[str]:
         return [str(p) for p in ports]
@@ -545,7 +598,13 @@ class AppSpec(Model):
 
     def template(self) -> dict[str, Any]:
         """The container template: what each replica runs, without the count and placement."""
-        return self.model_dump(mode="json", exclude=set(_NOT_TEMPLATE))
+        template = self.model_dump(mode="json", exclude=set(_NOT_TEMPLATE))
+        published = self.container_ports()
+        if len(published) > len(self.ports):
+            # The port the ingress publishes changes the container; without an ingress
+            # the template (and so every app's hash) is what it was before ingresses.
+            template["ingress_port"] = published[-1].container_port
+        return template
 
     def secret_names(self) -> set[str]:
         """The secrets this app's env refers to."""

@@ -20,6 +20,8 @@ top-level folders, so a prefix read or watch of one never drags in the others::
                                     one container as its agent reports it (same session);
                                     written only when it changes, so a report costs
                                     what changed on the host, not all it runs
+    routes/<route>                  the app that holds an ingress route: http:<host><path>
+                                    (its '/' and '%' escaped as %2F and %25) or tcp:<port>
     secrets/<name>                  an encrypted secret (AES-GCM; the key is not in etcd)
     secrets-key                     the id of the key the secrets are sealed with (never
                                     the key): every control-plane replica must hold it
@@ -71,6 +73,7 @@ __all__ = [
     "REPORTS",
     "REVISIONS",
     "ROLLOUTS",
+    "ROUTES",
     "SECRETS",
     "SECRETS_KEY",
     "STATUS",
@@ -268,6 +271,46 @@ class _EventName:
         return _event_name(text)
 
 
+# An ingress route as fleet.spec names it (http:<host><path> or tcp:<port>), with its
+# path's '%' and '/' escaped so it stays one segment. Host names are lowercase DNS names,
+# optionally '*.'; paths what fleet.spec accepts.
+_ROUTE_TEXT = (
+    r"tcp:[1-9][0-9]{0,4}|http:(?:\*\.)?[a-z0-9.-]{1,253}%2F[A-Za-z0-9._~!$&'()*+,;=:@%-]*"
+)
+_ROUTE_NAME = re.compile(r"tcp:[1-9][0-9]{0,4}|http:(?:\*\.)?[a-z0-9.-]{1,253}/[!-~]*")
+
+
+def _route_read(text: str) -> str:
+    if text.startswith("tcp:"):
+        return text
+    host, _, path = text.partition("%2F")
+    return host + "/" + path.replace("%2F", "/").replace("%25", "%")
+
+
+@dataclass(frozen=True)
+class _Route:
+    """An ingress route's claim: ``tcp:5432`` or ``http:web.example.com/api``."""
+
+    placeholder: str
+    pattern: str = _ROUTE_TEXT
+    read: Callable[[str], Any] = _route_read
+
+    def text(self, value: str) -> str:
+        if not _ROUTE_NAME.fullmatch(value):
+            raise InvalidArgument(
+                f"invalid route {value[:64]!r}: expected http:<host><path> or tcp:<port>"
+            )
+        if value.startswith("tcp:"):
+            return value
+        host, _, path = value.partition("/")
+        return host + "%2F" + path.replace("%", "%25").replace("/", "%2F")
+
+    def value(self, text: str) -> str:
+        if not re.fullmatch(self.pattern, text):
+            raise InvalidArgument(f"invalid route {text[:64]!r}: expected {self.placeholder}")
+        return _route_read(text)
+
+
 _APP = _Label("<app>", "app name")
 _HOST = _Checked("<host>", check_host_id, _HOST_ID.pattern)
 _SLOT = _Number("<slot>", "slot", 6)
@@ -323,6 +366,7 @@ HOST_LABELS = Folder("host-labels", (_HOST,))
 ALIVE = Folder("alive", (_HOST,))
 STATUS = Folder("status", (_HOST,))
 REPORTS = Folder("reports", (_HOST, _APP, _SLOT, _REVISION))
+ROUTES = Folder("routes", (_Route("<route>"),))
 SECRETS = Folder("secrets", (_Label("<name>", "secret name"),))
 SECRETS_KEY = Folder("secrets-key")
 POLICY = Folder("policy")
@@ -345,6 +389,7 @@ FOLDERS: tuple[Folder, ...] = (
     ALIVE,
     STATUS,
     REPORTS,
+    ROUTES,
     SECRETS,
     SECRETS_KEY,
     POLICY,
@@ -538,6 +583,11 @@ class KeyLayout:
 
     def policy(self) -> bytes:
         return self.key(POLICY)
+
+    # ingress routes
+    def route(self, route: str) -> bytes:
+        """Who holds an ingress route (``fleet.spec``'s http:HOST/PATH or tcp:PORT)."""
+        return self.key(ROUTES, route)
 
     # secrets
     def secret(self, name: str) -> bytes:

@@ -33,6 +33,7 @@ __all__ = [
     "RevisionRecord",
     "RolloutRecord",
     "RolloutState",
+    "RouteRecord",
     "SecretRecord",
     "SecretScope",
     "SecretsKeyRecord",
@@ -264,6 +265,8 @@ class HostRecord(_Record):
     state: HostState = "ready"
     registered_at: str
     address: str = ""  # where its published ports answer
+    # Non-empty: the host is an edge (fleet agent --ingress): where its proxy listens.
+    ingress: str = ""
     drain: HostDrain | None = None
     command: HostCommand | None = None
     # The serial (lowercase hex) of the agent certificate it last registered with, and
@@ -367,6 +370,14 @@ class SecretsKeyRecord(_Record):
     key_id: str
     recorded_by: str
     recorded_at: str
+
+
+class RouteRecord(_Record):
+    """Which app holds an ingress route (``routes/<route>``): one app per HTTP host and
+    path, and per TCP port of the edges. Its apply creates it in the same transaction
+    as the app's record, only if absent, so two applies cannot both take it."""
+
+    app: str
 
 
 class TokenRecord(_Record):

@@ -37,6 +37,7 @@ from fleet.store.records import (
     ReplicaRecord,
     RevisionRecord,
     RolloutRecord,
+    RouteRecord,
     SecretRecord,
     StatusRecord,
     TokenRecord,
@@ -167,6 +168,8 @@ class ClusterState:
     status: dict[str, Versioned[StatusRecord]] = field(default_factory=dict)
     secrets: dict[str, Versioned[SecretRecord]] = field(default_factory=dict)
     tokens: dict[str, Versioned[TokenRecord]] = field(default_factory=dict)
+    # Ingress routes by name (http:HOST/PATH, tcp:PORT): the app that holds each.
+    routes: dict[str, Versioned[RouteRecord]] = field(default_factory=dict)
     # Certificate serials refused on every stream, by serial (fleet hosts remove).
     denied: dict[str, Versioned[DeniedRecord]] = field(default_factory=dict)
     policy: Versioned[Policy] | None = None  # None: the default, which allows nothing
@@ -308,6 +311,7 @@ _HELD: dict[Folder, tuple[type[BaseModel], str]] = {
     keys.REPORTS: (ContainerReport, "status"),
     keys.SECRETS: (SecretRecord, "secrets"),
     keys.TOKENS: (TokenRecord, "tokens"),
+    keys.ROUTES: (RouteRecord, "routes"),
     keys.DENIED: (DeniedRecord, "denied"),
     keys.POLICY: (Policy, "policy"),
     keys.MAINTENANCE: (MaintenanceRecord, "maintenance"),

@@ -39,6 +39,10 @@ class AppWrite:
     expected_mod_revision: int
     new_revision: records.RevisionRecord | None = None
     prune_revisions: tuple[int, ...] = ()
+    # Ingress routes the app holds after the write, each with the mod revision its
+    # claim was read at (0: taken now, so it must not exist), and those it gives up.
+    routes: tuple[tuple[str, int], ...] = ()
+    released_routes: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -113,18 +117,35 @@ class Store:
                 revision = change.new_revision
                 ops.append(Put(self.keys.revision(name, revision.revision), revision.dump()))
             ops.extend(Delete(self.keys.revision(name, n)) for n in change.prune_revisions)
+            # A route is taken only if nobody holds it, and kept or given up only while
+            # it is still as it was read: two applies cannot both take one.
+            claim = records.RouteRecord(app=name).dump()
+            for route, mod in change.routes:
+                guards.append(Compare(self.keys.route(route), mod))
+                if mod == 0:
+                    ops.append(Put(self.keys.route(route), claim))
+            for route, mod in change.released_routes:
+                guards.append(Compare(self.keys.route(route), mod))
+                ops.append(Delete(self.keys.route(route)))
         return guards, ops
 
-    async def delete_app(self, name: str, *, expected_mod_revision: int) -> int:
-        """Delete an app with its revisions and replicas (the agents then stop them)."""
+    async def delete_app(
+        self, name: str, *, expected_mod_revision: int, routes: Sequence[tuple[str, int]] = ()
+    ) -> int:
+        """Delete an app with its revisions and replicas (the agents then stop them),
+        and give up the ingress ``routes`` it holds (each with its claim's mod revision)."""
         return await self._guarded(
-            [Compare(self.keys.app(name), expected_mod_revision)],
+            [
+                Compare(self.keys.app(name), expected_mod_revision),
+                *(Compare(self.keys.route(route), mod) for route, mod in routes),
+            ],
             [
                 Delete(self.keys.app(name)),
                 Delete(self.keys.rollout(name)),
                 Delete(self.keys.job(name)),
                 DeletePrefix(self.keys.revisions(name)),
                 DeletePrefix(self.keys.replicas(name)),
+                *(Delete(self.keys.route(route)) for route, _ in routes),
             ],
             f"app {name!r} changed while it was being deleted",
         )

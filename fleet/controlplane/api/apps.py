@@ -7,6 +7,8 @@ is one etcd transaction: all of it, or nothing.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
 
 import grpc.aio
@@ -15,7 +17,9 @@ from fleet.controlplane.api._service import ServiceBase, app_change, plan_write
 from fleet.controlplane.appchanges import (
     check_apply,
     plan_apply,
+    plan_routes,
     plan_scale,
+    routes_held,
     too_large,
     too_many,
 )
@@ -24,7 +28,7 @@ from fleet.controlplane.auth import Permission, rpc
 from fleet.controlplane.planner import plan_replicas
 from fleet.controlplane.reports import status_proto
 from fleet.controlplane.revisions import kept_revisions, revisions_in_use
-from fleet.errors import REQUEST, InvalidArgument, SpecError, SpecProblem
+from fleet.errors import REQUEST, Conflict, InvalidArgument, SpecError, SpecProblem
 from fleet.proto import fleet_pb2 as pb
 from fleet.spec import AppSpec, parse_spec_json
 from fleet.store import AppWrite, ClusterState, Versioned, check_name
@@ -33,6 +37,8 @@ from fleet.store.records import ReplicaRecord, RolloutRecord, usage_key
 __all__ = ["MAX_REPLICAS", "AppsApi"]
 
 MAX_REPLICAS = 10_000
+
+log = logging.getLogger(__name__)
 
 ReportKey = tuple[str, str, int, int]  # host, app, slot, revision
 
@@ -120,6 +126,7 @@ class AppsApi(ServiceBase):
 
         state = await self._state()
         check_apply(specs, state, request.base_generations)
+        routes = plan_routes(specs, state)
         now = time.time()
         changes: list[pb.AppChange] = []
         writes: list[AppWrite] = []
@@ -134,7 +141,13 @@ class AppsApi(ServiceBase):
             )
             changes.append(app_change(plan))
             if plan.action != "unchanged":
-                writes.append(plan_write(plan, stored.mod_revision if stored else 0))
+                write = plan_write(plan, stored.mod_revision if stored else 0)
+                route_plan = routes[spec.name]
+                writes.append(
+                    dataclasses.replace(
+                        write, routes=route_plan.held, released_routes=route_plan.released
+                    )
+                )
         size = self._store.apps_txn_size(writes)
         if size > limit:
             most = max(self._store.apps_txn_size([write]) for write in writes)
@@ -154,7 +167,16 @@ class AppsApi(ServiceBase):
                     for slot, reason in sorted(replica_plan.pending.items())
                 )
         elif writes:
-            await self._caught_up(await self._store.write_apps(writes))
+            try:
+                revision = await self._store.write_apps(writes)
+            except Conflict:
+                # Another apply may have taken a route first: say whose it is now, not
+                # only that something changed.
+                log.info("apply of %s lost a race; re-reading to say why", [s.name for s in specs])
+                await self._caught_up(await self._store.etcd.revision())
+                plan_routes(specs, await self._state())
+                raise
+            await self._caught_up(revision)
         return pb.ApplyResponse(changes=changes)
 
     @rpc(Permission.APPS_WRITE)
@@ -177,8 +199,13 @@ class AppsApi(ServiceBase):
         self, request: pb.DeleteAppRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteAppResponse:
         name = check_name(request.name)
-        stored = self._app(await self._state(), name)
-        revision = await self._store.delete_app(name, expected_mod_revision=stored.mod_revision)
+        state = await self._state()
+        stored = self._app(state, name)
+        revision = await self._store.delete_app(
+            name,
+            expected_mod_revision=stored.mod_revision,
+            routes=sorted(routes_held(state, name).items()),
+        )
         await self._caught_up(revision)
         return pb.DeleteAppResponse(deleted=True)
 

@@ -128,7 +128,12 @@ class HostsApi(ServiceBase):
                     ),
                     labels=state.admin_labels(host_id),
                     agent_labels=record.labels,
-                    facts=record.facts,
+                    # An edge's listen address travels as a fact ("ingress"): HostInfo
+                    # has no field of its own for it (agents cannot send this fact).
+                    facts={
+                        **record.facts,
+                        **({"ingress": record.ingress} if record.ingress else {}),
+                    },
                     reported_capacity=pb.Resources(
                         cpu=(record.reported or record.capacity).cpu,
                         memory_bytes=(record.reported or record.capacity).memory,

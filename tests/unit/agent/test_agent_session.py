@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 from fleet.agent.events import EventQueue
-from fleet.agent.session import Outbox, os_facts
+from fleet.agent.session import EdgeTables, Outbox, os_facts
 from fleet.proto import fleet_pb2 as pb
 
 
@@ -50,3 +50,16 @@ def test_os_facts_read_the_os_release_file(tmp_path: Path) -> None:
         "os_id": "debian",
     }
     assert os_facts(tmp_path / "missing") == {}
+
+
+def test_edge_tables_are_handed_on_unless_older_but_the_first_of_a_stream() -> None:
+    got: list[int] = []
+    tables = EdgeTables(lambda config: got.append(config.version))
+    for version in (10, 12, 11, 12, 13):  # 11: from a server that lags behind
+        tables.take(pb.EdgeConfig(version=version))
+    assert got == [10, 12, 12, 13]
+    tables.new_stream()  # another server, counting from its own state
+    tables.take(pb.EdgeConfig(version=5))
+    tables.take(pb.EdgeConfig(version=4))
+    assert got == [10, 12, 12, 13, 5]
+    assert EdgeTables(None).take(pb.EdgeConfig(version=1))  # not an edge: nothing to call

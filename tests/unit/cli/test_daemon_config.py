@@ -286,3 +286,18 @@ def test_the_clis_token_is_never_a_daemons_credential(built: Built, tmp_path: Pa
     got = server_config(built, env=env)
     assert got.transport.token is None and got.transport.tls is not None
     assert got.transport.tls.cert == Path("/pki/server.crt")
+
+
+def test_an_edge_hosts_ingress_from_the_flag_the_variable_or_the_file(
+    built: Built, tmp_path: Path
+) -> None:
+    base = ("--insecure", "--host-id", "edge-1", "--state-dir", str(tmp_path))
+    assert agent_config(built, *base).ingress == ""  # not an edge
+    assert agent_config(built, *base, "--ingress", "0.0.0.0:80").ingress == "0.0.0.0:80"
+    got = agent_config(built, *base, env={"FLEET_INGRESS": "[::]:8443"})
+    assert got.ingress == "[::]:8443"
+    config = toml(tmp_path, 'ingress = "10.0.0.5:80"\n')
+    assert agent_config(built, *base, "--config", str(config)).ingress == "10.0.0.5:80"
+    result = invoke("agent", *base, "--ingress", "edge:80")
+    assert result.exit_code != 0
+    assert "--ingress: the ingress address must be ADDR:PORT" in result.output

@@ -18,6 +18,9 @@ from fleet.spec import AppSpec, load_documents, template_of
 _KEPT_BEFORE = {"name", "replicas", "constraints", "placement", "max_per_host", "update"}
 _KEPT_BEFORE |= {"min_available", "mode", "completions", "parallelism", "backoff_limit"}
 _KEPT_BEFORE.add("ttl_after_finished")
+# The ingress came later and is not the template either (only the port it may publish
+# is, as ``ingress_port``: see test_ingress_port_is_template_only_when_it_publishes).
+_KEPT_BEFORE.add("ingress")
 
 
 def template_of_before(current: AppSpec, revision_spec: AppSpec) -> AppSpec:
@@ -116,6 +119,32 @@ def test_the_template_and_the_rest_are_every_field() -> None:
     template = set(spec.template())
     assert template | _KEPT_BEFORE == set(AppSpec.model_fields)
     assert not template & _KEPT_BEFORE
+
+
+def test_ingress_port_is_template_only_when_it_publishes() -> None:
+    """A host, path or tcp change is no new revision; a port the ingress publishes
+    (``ports`` does not) is, and so is its change; an app without an ingress hashes as
+    it did before ingresses existed."""
+    base = "name: web\nimage: img\n"
+    [plain] = load_documents(base)
+    assert "ingress_port" not in plain.template()
+    [published] = load_documents(base + "ports: ['8080']\ningress: {port: 8080}\n")
+    [other_host] = load_documents(
+        base + "ports: ['8080']\ningress: {port: 8080, host: a.example, path: /x}\n"
+    )
+    assert published.template_hash() == other_host.template_hash()
+    [with_ports] = load_documents(base + "ports: ['8080']\n")
+    assert published.template_hash() == with_ports.template_hash()
+    [own_port] = load_documents(base + "ingress: {port: 8080}\n")
+    [own_other] = load_documents(base + "ingress: {port: 9090}\n")
+    assert own_port.template()["ingress_port"] == 8080
+    assert len({own_port.template_hash(), own_other.template_hash(), plain.template_hash()}) == 3
+    [tcp] = load_documents(base + "ingress: {port: 8080, tcp: 5432}\n")
+    assert tcp.template_hash() == own_port.template_hash()
+    # The published port is a container port like any other, on an ephemeral host port.
+    assert [str(p) for p in own_port.container_ports()] == ["8080"]
+    [udp] = load_documents(base + "ports: ['8080/udp']\ningress: {port: 8080}\n")
+    assert [str(p) for p in udp.container_ports()] == ["8080/udp", "8080"]
 
 
 @pytest.mark.parametrize("mode", ["global", "job"])

@@ -32,6 +32,7 @@ from fleet.store.keys import (
     REPORTS,
     REVISIONS,
     ROLLOUTS,
+    ROUTES,
     SECRETS,
     SECRETS_KEY,
     STATUS,
@@ -137,6 +138,7 @@ BUILT: list[tuple[bytes, Folder, tuple[object, ...]]] = [
     (LAYOUT.leader(), LEADER, ()),
     (LAYOUT.token("ci-bot"), TOKENS, ("ci-bot",)),
     (LAYOUT.denied("3f2a"), DENIED, ("3f2a",)),
+    (LAYOUT.route("http:web.example.com/api/v1"), ROUTES, ("http:web.example.com/api/v1",)),
     (LAYOUT.event(10**18, "cp-1", 5, 2048), EVENTS, (EventName(10**18, "cp-1", 5, 2048),)),
 ]
 
@@ -406,6 +408,13 @@ SEGMENT_VALUES: dict[str, st.SearchStrategy[object]] = {
     "<id>": labels,
     "<host>": host_ids,
     "<serial>": st.from_regex(r"[0-9a-f]{1,40}", fullmatch=True),
+    "<route>": st.one_of(
+        st.integers(1, 65535).map(lambda p: f"tcp:{p}"),
+        st.tuples(
+            st.sampled_from(["web", "*.example.com", "a.b-c.d"]),
+            st.from_regex(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,20}", fullmatch=True),
+        ).map(lambda hp: f"http:{hp[0]}{hp[1]}"),
+    ),
     "<slot>": st.integers(0, 2**63 - 1),
     "<revision>": st.integers(0, 2**63 - 1),
     "<time>-<source>-<n>-<size>": st.builds(
