@@ -185,7 +185,7 @@ def print_hosts(hosts: list[pb.HostInfo], output: Format) -> None:
                 h.facts.get("docker_version", "-"),
                 h.facts.get("boot_id", "-")[:8],
                 h.address or "-",
-                h.facts.get("ingress", "-"),
+                h.ingress or "-",
             ]
         )
     print_records(

@@ -1799,6 +1799,7 @@ class HostInfo(_message.Message):
     AGENT_LABELS_FIELD_NUMBER: _builtins.int
     REPORTED_CAPACITY_FIELD_NUMBER: _builtins.int
     CERT_SERIAL_FIELD_NUMBER: _builtins.int
+    INGRESS_FIELD_NUMBER: _builtins.int
     host_id: _builtins.str
     state: _builtins.str
     """ready | down"""
@@ -1816,6 +1817,8 @@ class HostInfo(_message.Message):
     drain_force: _builtins.bool
     cert_serial: _builtins.str
     """of the agent certificate it registered with (hex)"""
+    ingress: _builtins.str
+    """an edge's HTTP listen address; "" if not an edge"""
     @_builtins.property
     def capacity(self) -> Global___Resources: ...
     @_builtins.property
@@ -1863,10 +1866,11 @@ class HostInfo(_message.Message):
         agent_labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         reported_capacity: Global___Resources | None = ...,
         cert_serial: _builtins.str = ...,
+        ingress: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "reported_capacity", b"reported_capacity", "reserved", b"reserved", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent_labels", b"agent_labels", "blocked", b"blocked", "capacity", b"capacity", "cert_serial", b"cert_serial", "connected", b"connected", "containers", b"containers", "drain_deadline", b"drain_deadline", "drain_force", b"drain_force", "facts", b"facts", "host_id", b"host_id", "labels", b"labels", "last_heartbeat_at", b"last_heartbeat_at", "maintenance", b"maintenance", "registered_at", b"registered_at", "remaining", b"remaining", "reported_capacity", b"reported_capacity", "reserved", b"reserved", "state", b"state", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent_labels", b"agent_labels", "blocked", b"blocked", "capacity", b"capacity", "cert_serial", b"cert_serial", "connected", b"connected", "containers", b"containers", "drain_deadline", b"drain_deadline", "drain_force", b"drain_force", "facts", b"facts", "host_id", b"host_id", "ingress", b"ingress", "labels", b"labels", "last_heartbeat_at", b"last_heartbeat_at", "maintenance", b"maintenance", "registered_at", b"registered_at", "remaining", b"remaining", "reported_capacity", b"reported_capacity", "reserved", b"reserved", "state", b"state", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -253,7 +253,7 @@ def test_an_edge_host_is_pushed_the_backends_of_a_real_app(fleet: Fleet, tmp_pat
             20,
             what="the edge to register",
         )
-        assert info[0].facts["ingress"] == "127.0.0.1:18080"
+        assert info[0].ingress == "127.0.0.1:18080"
         # Connected, it has the table at once: no app has an ingress yet.
         wait_until(lambda: edge.configs, 10, what="the first table")
         assert list(edge.configs[0].routes) == []

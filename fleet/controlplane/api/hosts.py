@@ -128,12 +128,8 @@ class HostsApi(ServiceBase):
                     ),
                     labels=state.admin_labels(host_id),
                     agent_labels=record.labels,
-                    # An edge's listen address travels as a fact ("ingress"): HostInfo
-                    # has no field of its own for it (agents cannot send this fact).
-                    facts={
-                        **record.facts,
-                        **({"ingress": record.ingress} if record.ingress else {}),
-                    },
+                    facts=record.facts,
+                    ingress=record.ingress,
                     reported_capacity=pb.Resources(
                         cpu=(record.reported or record.capacity).cpu,
                         memory_bytes=(record.reported or record.capacity).memory,
