@@ -23,6 +23,7 @@ such server was first seen waiting.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -49,7 +50,11 @@ ServerKey = tuple[str, str]  # (backend, server)
 
 # Names HAProxy accepts for proxies and servers; anything else becomes "_".
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_.:-]")
-_HOST_OK = re.compile(r"^[a-z0-9*]([a-z0-9.*-]*[a-z0-9])?$")
+_HOST_OK = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
+# URL path characters that mean nothing special in HAProxy's config syntax (no quotes,
+# backslash, '#' or '$').
+_PATH_OK = re.compile(r"^/[A-Za-z0-9._~!&()*+,;=:@%/-]*$")
+_CHECK_OK = re.compile(r"^/[A-Za-z0-9._~!&()*+,;=:@%/?-]*$")  # may carry a query
 
 # Order of the phases; a plan's actions are sorted by it (see the module docstring).
 _PHASE: dict[str, int] = {
@@ -157,11 +162,17 @@ def table_from_config(
         hosts = tuple(sorted({h.strip().lower().rstrip(".") for h in r.hosts if h.strip()}))
         bad = [h for h in hosts if not _HOST_OK.match(h)]
         if bad:
-            problems.append(f"route of app {r.app!r}: host names {bad} are not valid; skipped")
+            problems.append(
+                f"route of app {r.app!r}: host names {bad} are not valid (letters, digits, "
+                "'-' and '.'; no wildcards); skipped"
+            )
             continue
         path = r.path if r.path not in ("", "/") else ""
-        if path and (not path.startswith("/") or any(c.isspace() for c in path)):
-            problems.append(f"route of app {r.app!r}: path {r.path!r} must start with '/'")
+        if path and not _PATH_OK.match(path):
+            problems.append(
+                f"route of app {r.app!r}: path {r.path!r} must start with '/' and hold only "
+                "URL path characters (no spaces, quotes, '#', '$' or backslash); skipped"
+            )
             continue
         if r.tcp_port and not 0 < r.tcp_port < 65536:
             problems.append(f"route of app {r.app!r}: tcp_port {r.tcp_port} out of range")
@@ -173,10 +184,10 @@ def table_from_config(
             )
             continue
         check = r.check_path
-        if check and (not check.startswith("/") or any(c.isspace() for c in check)):
+        if check and not _CHECK_OK.match(check):
             problems.append(
                 f"route of app {r.app!r}: check path {check!r} must start with '/' and "
-                "hold no spaces; checking by TCP connect instead"
+                "hold only URL path characters; checking by TCP connect instead"
             )
             check = ""
         if r.tcp_port:
@@ -194,16 +205,31 @@ def table_from_config(
             if name in servers:
                 problems.append(f"app {r.app!r}: backend {b.name!r} is listed twice")
                 continue
-            if b.state not in ("ready", "drain") or not 0 < b.port < 65536 or not b.address:
-                problems.append(
-                    f"app {r.app!r}: backend {b.name!r} ({b.address}:{b.port}, state "
-                    f"{b.state!r}) is not usable; skipped"
-                )
+            why = (
+                f"state {b.state!r} is not ready or drain"
+                if b.state not in ("ready", "drain")
+                else f"port {b.port} is out of range"
+                if not 0 < b.port < 65536
+                else f"address {b.address!r} is not an IP address"
+                if not _ip(b.address)
+                else ""
+            )
+            if why:
+                problems.append(f"app {r.app!r}: backend {b.name!r} skipped: {why}")
                 continue
             state: State = "ready" if b.state == "ready" else "drain"
             servers[name] = Server(name, b.address, b.port, state)
         backends[route.backend] = Backend(route, servers)
     return Table(backends), problems
+
+
+def _ip(address: str) -> bool:
+    """An IP literal: dynamic servers never resolve names (``init-addr none`` in 2.6)."""
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
 
 
 def plan(

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from fleet.agent.edge import table_from_config
 from fleet.agent.edgeproxy import EdgeProxy
-from fleet.agent.haproxy import Sockets
+from fleet.agent.haproxy import Paths, Sockets, render
 from fleet.proto import fleet_pb2 as pb
 from fleet.testing import free_port
 
@@ -111,7 +113,8 @@ class Load:
 
     port: int
     host: str
-    results: list[tuple[float, str, str]] = field(default_factory=list)  # (t, client, body)
+    # (when it ended, how long it took, which client, the body: who answered)
+    results: list[tuple[float, float, str, str]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     stale_retries: int = 0  # a reused keep-alive connection closed by the proxy: resent
     stop: threading.Event = field(default_factory=threading.Event)
@@ -128,6 +131,7 @@ class Load:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         used = False
         while not self.stop.is_set():
+            start = time.monotonic()
             try:
                 body = self._get(conn, "/")
             except (ConnectionError, http.client.RemoteDisconnected) as exc:
@@ -147,15 +151,18 @@ class Load:
                 used = False
                 continue
             used = True
-            self.results.append((time.monotonic(), "keepalive", body))
+            now = time.monotonic()
+            self.results.append((now, now - start, "keepalive", body))
         conn.close()
 
     def fresh(self) -> None:
         while not self.stop.is_set():
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            start = time.monotonic()
             try:
                 body = self._get(conn, "/")
-                self.results.append((time.monotonic(), "fresh", body))
+                now = time.monotonic()
+                self.results.append((now, now - start, "fresh", body))
             except Exception as exc:
                 self.failures.append(f"new connection: {exc!r}")
             finally:
@@ -174,10 +181,16 @@ class Load:
                 t.join(15)
 
     def since(self, t: float) -> set[str]:
-        return {body for when, _, body in list(self.results) if when >= t}
+        return {body for when, _, _, body in list(self.results) if when >= t}
 
     def count_since(self, t: float) -> int:
-        return sum(1 for when, _, _ in list(self.results) if when >= t)
+        return sum(1 for when, *_ in list(self.results) if when >= t)
+
+    def slowest(self, start: float, end: float) -> float:
+        """The longest request that ended in [start, end] (seconds)."""
+        return max(
+            (took for when, took, *_ in list(self.results) if start <= when <= end), default=0
+        )
 
 
 async def until(predicate: Callable[[], object], within: float, what: str) -> None:
@@ -275,15 +288,23 @@ async def test_edge_proxy_serves_through_every_change(tmp_path: Path) -> None:
             hits_b5, reloads = b5.hits, proxy.reloads
             tcp = pb.EdgeRoute(app="db", tcp_port=tcp_port, backends=[b6.edge()])
             api = pb.EdgeRoute(app="api", hosts=["api.test"], path="/v1", backends=[b4.edge()])
-            v5 = config(5, web(b2.edge(), b3.edge(), b5.edge("drain")), api, tcp)
+            # a longer prefix on web's own host wins over web's "every path"
+            sub = pb.EdgeRoute(app="sub", hosts=["web.test"], path="/api/", backends=[b6.edge()])
+            v5 = config(5, web(b2.edge(), b3.edge(), b5.edge("drain")), api, tcp, sub)
+            baseline = load.slowest(t - 1.0, t)
             proxy.update(v5)
             await until(lambda: proxy.applied_version == 5, 15, "config 5 (reload)")
+            reloaded = time.monotonic()
             assert proxy.reloads == reloads + 1
             assert (await servers(proxy))["b5"] == "drain", "the drain state was lost"
             assert await asyncio.to_thread(get, port, "api.test", "/v1/x") == (200, "b4")
             assert (await asyncio.to_thread(get, port, "api.test", "/v1x"))[0] == 503
+            assert await asyncio.to_thread(get, port, "web.test", "/api/x") == (200, "b6")
+            assert await asyncio.to_thread(get, port, "web.test", "/api") == (200, "b6")
+            assert (await asyncio.to_thread(get, port, "web.test", "/apix"))[1] in ("b2", "b3")
             assert await asyncio.to_thread(get, tcp_port, "any") == (200, "b6")
             await until(lambda: load.count_since(time.monotonic() - 0.5) > 50, 10, "traffic")
+            during = load.slowest(t, reloaded + 0.5)
             assert b5.hits == hits_b5
             assert load.since(t) <= {"b2", "b3"}
 
@@ -297,7 +318,7 @@ async def test_edge_proxy_serves_through_every_change(tmp_path: Path) -> None:
             await adopted.start()
             assert adopted.pid == master
             t = time.monotonic()
-            v6 = config(6, web(b3.edge(), b5.edge("drain"), b4.edge()), api, tcp)
+            v6 = config(6, web(b3.edge(), b5.edge("drain"), b4.edge()), api, tcp, sub)
             adopted.update(v6)
             await until(lambda: adopted.applied_version == 6, 10, "config 6 by the adopter")
             await until(lambda: "b4" in load.since(t), 10, "b4 on web")
@@ -308,7 +329,8 @@ async def test_edge_proxy_serves_through_every_change(tmp_path: Path) -> None:
         assert len(load.results) > 1000
         print(
             f"\nrequests {len(load.results)}, failures 0, stale keep-alive resends "
-            f"{load.stale_retries}, reload {proxy.last_reload_seconds * 1000:.0f} ms"
+            f"{load.stale_retries}, reload {proxy.last_reload_seconds * 1000:.0f} ms, slowest "
+            f"request {during * 1000:.0f} ms during it ({baseline * 1000:.0f} ms before)"
         )
         # b1's in-flight request finished during its drain
         assert {await task for task in slow} >= {(200, "b1")}
@@ -369,3 +391,41 @@ async def test_edge_proxy_restarts_haproxy_and_keeps_serving_through_a_refused_r
         await proxy.close_for_good()
         b1.server.shutdown()
         b1.server.server_close()
+
+
+def test_the_rendered_config_passes_haproxys_own_check(tmp_path: Path) -> None:
+    """Every shape of route, on IPv4 and IPv6, is a config HAProxy accepts."""
+    table, problems = table_from_config(
+        config(
+            1,
+            web(pb.EdgeBackend(name="web-0-r1-h.1", address="10.0.0.1", port=80, state="ready")),
+            pb.EdgeRoute(app="catch_all", path="/static/", check_path="/up?x=1"),
+            pb.EdgeRoute(
+                app="v6",
+                hosts=["six.test"],
+                backends=[pb.EdgeBackend(name="v6-0", address="fd00::1", port=8080, state="drain")],
+            ),
+            pb.EdgeRoute(
+                app="db",
+                tcp_port=15432,
+                backends=[
+                    pb.EdgeBackend(name="db-0", address="10.0.0.2", port=5432, state="ready")
+                ],
+            ),
+            pb.EdgeRoute(app="bad", hosts=["*.test"]),
+            pb.EdgeRoute(app="bad", path="/a b#c"),
+            pb.EdgeRoute(
+                app="bad",
+                hosts=["x.test"],
+                backends=[pb.EdgeBackend(name="x", address="db.internal", port=1, state="ready")],
+            ),
+        )
+    )
+    assert len(problems) == 3, problems
+    for listen in ("127.0.0.1:8080", "[::1]:8080", ":8080"):
+        path = tmp_path / "haproxy.cfg"
+        path.write_text(render(table, listen, Paths(tmp_path)))
+        check = subprocess.run(
+            [HAPROXY, "-c", "-q", "-f", str(path)], capture_output=True, text=True, timeout=30
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
