@@ -38,6 +38,9 @@ __all__ = [
     "ProcInfo",
     "ServerRow",
     "Sockets",
+    "parse_proc",
+    "parse_servers_conn",
+    "parse_servers_state",
     "render",
     "split_listen",
 ]
@@ -271,28 +274,11 @@ class Sockets:
         return await self._send(self.paths.master, command)
 
     async def servers_state(self) -> list[ServerRow]:
-        out = await self.admin("show servers state", ok=("1",))
-        rows = []
-        for line in out.splitlines()[1:]:
-            f = line.split()
-            if not f or f[0].startswith("#"):
-                continue
-            # be_id be_name srv_id srv_name srv_addr op admin ... srv_port is field 18
-            rows.append(ServerRow(f[1], f[3], f[4], int(f[18]), int(f[5]), int(f[6])))
-        return rows
+        return parse_servers_state(await self.state_dump())
 
     async def servers_conns(self) -> dict[tuple[str, str], int]:
         """Connections per server (in use + idle): ``del server`` refuses both."""
-        out = await self.admin("show servers conn", ok=("#",))
-        conns = {}
-        for line in out.splitlines()[1:]:
-            f = line.split()
-            if len(f) < 13 or "/" not in f[0]:
-                continue
-            backend, _, server = f[0].partition("/")
-            # used_cur is field 6; idle_cur is 4th from the end of the fixed fields
-            conns[(backend, server)] = int(f[6]) + int(f[12])
-        return conns
+        return parse_servers_conn(await self.admin("show servers conn", ok=("#",)))
 
     async def state_dump(self) -> str:
         return await self.admin("show servers state", ok=("1",))
@@ -322,20 +308,51 @@ class Sockets:
         await self.admin(f"del server {backend}/{server}", ok=("Server deleted",))
 
     async def show_proc(self) -> ProcInfo:
-        out = await self.master("show proc")
-        master, reloads, workers = 0, -1, []
-        section = ""
-        for line in out.splitlines():
-            f = line.split()
-            if not f:
-                continue
-            if f[0].startswith("#"):
-                section = line
-                continue
-            if len(f) >= 3 and f[1] == "master":
-                master, reloads = int(f[0]), int(f[2])
-            elif "# workers" in section and len(f) >= 3 and f[1] == "worker":
-                workers.append((int(f[0]), int(f[2])))
-        if not master:
-            raise HAProxyError("show proc", out.strip() or "no answer")
-        return ProcInfo(master, reloads, tuple(workers))
+        return parse_proc(await self.master("show proc"))
+
+
+def parse_servers_state(text: str) -> list[ServerRow]:
+    """``show servers state`` (format 1): a version line, a header, one server a line."""
+    rows = []
+    for line in text.splitlines()[1:]:
+        f = line.split()
+        if len(f) < 19 or f[0].startswith("#"):
+            continue
+        # be_id be_name srv_id srv_name srv_addr op_state admin_state ... srv_port (19th)
+        rows.append(ServerRow(f[1], f[3], f[4], int(f[18]), int(f[5]), int(f[6])))
+    return rows
+
+
+def parse_servers_conn(text: str) -> dict[tuple[str, str], int]:
+    """``show servers conn``: used_cur + idle_cur per server. The per-thread columns at
+    the end are missing on dynamic servers (2.6), so only the fixed ones are read."""
+    conns = {}
+    for line in text.splitlines()[1:]:
+        f = line.split()
+        if len(f) < 13 or "/" not in f[0]:
+            continue
+        backend, _, server = f[0].partition("/")
+        # bkname/svname bkid/svid addr port - purge_delay used_cur ... idle_lim idle_cur
+        conns[(backend, server)] = int(f[6]) + int(f[12])
+    return conns
+
+
+def parse_proc(text: str) -> ProcInfo:
+    """The master CLI's ``show proc``: the master line, then ``# workers`` (current and,
+    after a failed reload, the one still serving), ``# old workers``, ``# programs``."""
+    master, reloads, workers = 0, -1, []
+    section = ""
+    for line in text.splitlines():
+        f = line.split()
+        if not f:
+            continue
+        if f[0].startswith("#"):
+            section = line
+            continue
+        if len(f) >= 3 and f[1] == "master":
+            master, reloads = int(f[0]), int(f[2])
+        elif section.startswith("# workers") and len(f) >= 3 and f[1] == "worker":
+            workers.append((int(f[0]), int(f[2])))
+    if not master:
+        raise HAProxyError("show proc", text.strip() or "no answer")
+    return ProcInfo(master, reloads, tuple(workers))
