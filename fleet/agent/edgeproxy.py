@@ -26,6 +26,7 @@ from pathlib import Path
 from fleet.agent.edge import (
     Action,
     Backend,
+    EdgePlan,
     Route,
     Server,
     ServerKey,
@@ -333,14 +334,24 @@ class EdgeProxy:
         now = time.monotonic()
         p = plan(current, desired, now=now, waiting_since=self._waiting_since, bound=_REMOVE_BOUND)
         if p.reload:
-            await self._reload(p.base)
-        for action in p.actions:
-            await self._do(action)
-        self._waiting_since = {k: self._waiting_since.get(k, now) for k in p.waiting}
+            try:
+                await self._reload(p.base)
+            except HAProxyError:
+                # One route HAProxy refuses must not freeze the others: their servers
+                # still follow the config, through the runtime API.
+                await self._apply(plan(current, _same_routes(current, desired), now=now))
+                raise
+        await self._apply(p, now)
         if self.applied_version != version:
             self.applied_version = version
             log.info("edge: config %d applied", version)
         return bool(p.waiting)
+
+    async def _apply(self, p: EdgePlan, now: float | None = None) -> None:
+        for action in p.actions:
+            await self._do(action)
+        if now is not None:
+            self._waiting_since = {k: self._waiting_since.get(k, now) for k in p.waiting}
 
     async def _restart(self) -> None:
         self._unwatch()
@@ -435,6 +446,18 @@ class EdgeProxy:
         else:
             await self.sockets.set_state(backend, s.name, action.kind)
         log.info("edge: %s", action)
+
+
+def _same_routes(current: Table, desired: Table) -> Table:
+    """``desired``'s servers on ``current``'s routes: what can change without a reload."""
+    return Table(
+        {
+            name: Backend(b.route, desired.backends[name].servers)
+            if name in desired.backends
+            else b
+            for name, b in current.backends.items()
+        }
+    )
 
 
 def _write(path: Path, text: str) -> None:
