@@ -85,7 +85,7 @@ class EdgeProxy:
         """Adopt the HAProxy this state dir's pidfile names, or start one; then keep it
         in line with ``update`` in the background. Raises ``HAProxyError`` when a new
         one cannot start (its log says why: a taken port, a missing binary)."""
-        self.paths.dir.mkdir(parents=True, exist_ok=True)
+        self.paths.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not await self._adopt():
             await self._spawn(self._desired or Table())
         self._task = asyncio.create_task(self._run(), name="edge-proxy")
@@ -229,6 +229,7 @@ class EdgeProxy:
             stderr=asyncio.subprocess.STDOUT,
         )
         out, _ = await proc.communicate()
+        candidate.unlink(missing_ok=True)
         if proc.returncode != 0:
             raise HAProxyError("check config", out.decode(errors="replace").strip())
 
@@ -476,7 +477,7 @@ def _spawn_haproxy(binary: str, paths: Paths) -> int:
         binary,
         "-W",  # master-worker: reloads on the master CLI
         "-S",
-        f"{paths.master},level,admin",
+        f"{paths.master},level,admin,mode,600",  # the master CLI: root's only
         "-f",
         str(paths.config),
         "-p",
