@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what fleet needs on a Debian 12 machine, idempotently: Debian packages
 # (docker engine, etcd, busybox for test images, a registry, iproute2, debootstrap for
-# the image's local base) and a virtualenv with the package, its server extra and its
-# dev tools. Safe to run again; does nothing when everything is there.
+# the image's local base, haproxy for edge hosts) and a virtualenv with the package,
+# its server extra and its dev tools. Safe to run again; does nothing when everything
+# is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,7 @@ have curl || need+=(curl)
 have ignition-validate || need+=(ignition)  # validates deploy/fcos, deploy/flatcar
 have debootstrap || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 have systemd-analyze || need+=(systemd)  # verifies deploy/systemd's units in the tests
+have haproxy || [ -x /usr/sbin/haproxy ] || need+=(haproxy)  # the edge proxy (--ingress)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "bootstrap: missing ${need[*]}; run as root (or install them) first" >&2
