@@ -16,8 +16,12 @@ lint: deps
 	$(VENV)/bin/ruff format --check fleet tests benchmarks
 	$(VENV)/bin/mypy
 
+# Test files run in TEST_WORKERS processes (pytest-xdist), a file per worker at a time
+# (fixtures are per file or per session): most of the suite waits on daemons, not on
+# the CPU, so three workers on two cores take about two thirds of one's time.
+TEST_WORKERS ?= 3
 test: deps lint
-	$(PY) -m pytest -q --durations=8
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=8
 
 unit: deps
 	$(PY) -m pytest -q tests/unit

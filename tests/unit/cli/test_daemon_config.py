@@ -20,7 +20,8 @@ from fleet.cli.daemonconfig import Setting, read_config
 from fleet.cli.main import app
 from fleet.controlplane.server import ServerConfig
 
-runner = CliRunner()
+# Wide: rich wraps error panels at the width, and tmp paths are long (under xdist too).
+runner = CliRunner(env={"COLUMNS": "400"})
 
 
 class Built:

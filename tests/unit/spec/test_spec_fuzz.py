@@ -319,10 +319,10 @@ def test_yaml_bombs_are_refused_quickly(name: str) -> None:
     traced = "*" in text
     if traced:
         tracemalloc.start()
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: other work on the machine does not count
     try:
         result = check_load(text)
-        elapsed = time.monotonic() - started
+        elapsed = time.process_time() - started
         peak = tracemalloc.get_traced_memory()[1] if traced else 0
     finally:
         tracemalloc.stop()
