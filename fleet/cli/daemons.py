@@ -385,6 +385,8 @@ def agent(
     registered or not: the host's containers need no control plane to keep running.
     """
     from fleet.agent import Agent, AgentConfig, DockerRuntime
+    from fleet.agent.edgeproxy import EdgeProxy
+    from fleet.agent.haproxy import HAProxyError
     from fleet.agent.hostcontainer import ContainerRunner
     from fleet.agent.incontainer import check_host_pid_namespace
     from fleet.controlplane.registration import check_ingress
@@ -432,7 +434,14 @@ def agent(
         if host_commands_in is HostCommandsIn.container
         else None  # a process of the agent's own
     )
-    daemon = Agent(config, runtime, runner)
+    # An edge runs HAProxy as a host process of its own session: it keeps serving
+    # while the agent restarts, and the next agent adopts it (its state dir's pidfile).
+    edge = (
+        EdgeProxy(ingress_listen, (config.state_dir or Path(".")) / "edge")
+        if ingress_listen
+        else None
+    )
+    daemon = Agent(config, runtime, runner, on_edge=edge.update if edge else None)
 
     async def main(life: lifecycle.Lifecycle) -> None:
         def started(registered: bool) -> None:
@@ -441,7 +450,20 @@ def agent(
             else:
                 life.ready("no control plane answers yet; running alone and trying again")
 
-        await daemon.run_until(life.stopping, started)
+        if edge is not None:
+            try:
+                await edge.start()
+            except HAProxyError as error:
+                # Asked to be an edge and cannot: say so and stop, as a proxy whose port
+                # is taken does, rather than register as an edge that routes nothing.
+                raise FailedPrecondition(
+                    f"--ingress {ingress_listen}: HAProxy cannot start: {error}"
+                ) from None
+        try:
+            await daemon.run_until(life.stopping, started)
+        finally:
+            if edge is not None:
+                await edge.stop()  # HAProxy keeps serving; the next agent adopts it
 
     lifecycle.run_daemon(main, log_errors=machine_logs)
 

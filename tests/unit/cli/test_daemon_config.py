@@ -43,14 +43,30 @@ def built(monkeypatch: pytest.MonkeyPatch) -> Built:
         found.server = config
 
     class Agent:
-        def __init__(self, config: AgentConfig, runtime: object, runner: object = None) -> None:
+        def __init__(
+            self, config: AgentConfig, runtime: object, runner: object = None, **_: object
+        ) -> None:
             found.agent = config
             found.runner = runner
 
         async def run_until(self, *_: object) -> None:
             return None
 
+    class EdgeProxy:  # no HAProxy: only the configuration is under test
+        def __init__(self, listen: str, state_dir: Path) -> None:
+            pass
+
+        def update(self, config: object) -> None:
+            pass
+
+        async def start(self) -> None:
+            pass
+
+        async def stop(self) -> None:
+            pass
+
     monkeypatch.setattr("fleet.controlplane.server.run_server", run_server)
+    monkeypatch.setattr("fleet.agent.edgeproxy.EdgeProxy", EdgeProxy)
     monkeypatch.setattr("fleet.agent.Agent", Agent)
     monkeypatch.setattr("fleet.agent.DockerRuntime", lambda url: None)
     monkeypatch.setattr("fleet.cli.daemons._logging", lambda *_: False)
