@@ -82,12 +82,13 @@ class Route:
     path: str = ""
     tcp_port: int = 0
     check_path: str = ""
+    timeout: float = 0.0  # the wait for a server's answer; 0: the config's default
 
     @property
     def backend(self) -> str:
         """A stable backend name: the same route always gets the same one, so its
         servers (and their states) survive a reload caused by other routes. The check
-        path is left out: changing it keeps the backend."""
+        path and the timeout are left out: changing them keeps the backend."""
         key = f"{self.app}\0{','.join(self.hosts)}\0{self.path}\0{self.tcp_port}"
         digest = hashlib.sha256(key.encode()).hexdigest()[:8]
         kind = f"tcp{self.tcp_port}" if self.tcp_port else "http"
@@ -183,6 +184,7 @@ def table_from_config(
                 f"{tcp_ports[r.tcp_port]!r}; skipped"
             )
             continue
+        timeout = r.timeout_seconds if 0 < r.timeout_seconds <= 3600 else 0.0
         check = r.check_path
         if check and not _CHECK_OK.match(check):
             problems.append(
@@ -191,9 +193,9 @@ def table_from_config(
             )
             check = ""
         if r.tcp_port:
-            route = Route(r.app, tcp_port=r.tcp_port, check_path=check)
+            route = Route(r.app, tcp_port=r.tcp_port, check_path=check, timeout=timeout)
         else:
-            route = Route(r.app, hosts, path, check_path=check)
+            route = Route(r.app, hosts, path, check_path=check, timeout=timeout)
         if route.backend in backends:
             problems.append(f"route of app {r.app!r} is listed twice; the first is kept")
             continue

@@ -163,7 +163,14 @@ class EdgeProxy:
                 )
                 return None
             return frozenset(
-                Route(r["app"], tuple(r["hosts"]), r["path"], r["tcp_port"], r["check_path"])
+                Route(
+                    r["app"],
+                    tuple(r["hosts"]),
+                    r["path"],
+                    r["tcp_port"],
+                    r["check_path"],
+                    float(r.get("timeout", 0.0)),  # not in the files of earlier agents
+                )
                 for r in data["routes"]
             )
         except (OSError, ValueError, KeyError, TypeError):
@@ -179,6 +186,7 @@ class EdgeProxy:
                     "path": r.path,
                     "tcp_port": r.tcp_port,
                     "check_path": r.check_path,
+                    "timeout": r.timeout,
                 }
                 for r in sorted(routes)
             ],

@@ -206,6 +206,8 @@ def _backend(b: Backend, mode: str) -> list[str]:
     lines = [f"backend {b.route.backend}", f"    mode {mode}"]
     # Dynamic servers need a dynamic algorithm; leastconn suits long TCP sessions.
     lines.append("    balance roundrobin" if mode == "http" else "    balance leastconn")
+    if b.route.timeout:
+        lines.append(f"    timeout server {round(b.route.timeout * 1000)}ms")
     if mode == "http" and b.route.check_path:
         lines.append(f"    option httpchk GET {b.route.check_path}")
     lines += [_server_line(s) for s in sorted(b.servers.values(), key=lambda s: s.name)]

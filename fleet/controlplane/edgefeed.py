@@ -80,6 +80,7 @@ def edge_routes(state: ClusterState, now: float) -> list[pb.EdgeRoute]:
         route = pb.EdgeRoute(
             app=name,
             check_path=spec.ingress_check_path(),
+            timeout_seconds=ingress.timeout,
             backends=_backends(state, spec, now),
         )
         if ingress.tcp is not None:

@@ -507,6 +507,7 @@ class EdgeRoute(_message.Message):
     TCP_PORT_FIELD_NUMBER: _builtins.int
     CHECK_PATH_FIELD_NUMBER: _builtins.int
     BACKENDS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     app: _builtins.str
     path: _builtins.str
     """HTTP path prefix; "" or "/": every path"""
@@ -514,6 +515,10 @@ class EdgeRoute(_message.Message):
     """non-zero: a TCP route listening on this edge port"""
     check_path: _builtins.str
     """HTTP health check path for the proxy; "": TCP connect"""
+    timeout_seconds: _builtins.float
+    """How long the proxy waits for a backend's answer (HAProxy's timeout server); then an
+    idempotent request is retried on another backend. 0: the proxy's default.
+    """
     @_builtins.property
     def hosts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """HTTP Host names (HTTP routes)"""
@@ -529,10 +534,11 @@ class EdgeRoute(_message.Message):
         tcp_port: _builtins.int = ...,
         check_path: _builtins.str = ...,
         backends: _abc.Iterable[Global___EdgeBackend] | None = ...,
+        timeout_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "backends", b"backends", "check_path", b"check_path", "hosts", b"hosts", "path", b"path", "tcp_port", b"tcp_port"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "backends", b"backends", "check_path", b"check_path", "hosts", b"hosts", "path", b"path", "tcp_port", b"tcp_port", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

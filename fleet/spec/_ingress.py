@@ -14,6 +14,7 @@ from pydantic import BeforeValidator, Field, model_validator
 from fleet._names import DNS_LABEL_PATTERN
 from fleet.spec._fields import Model, schema
 from fleet.spec._quote import show as _show
+from fleet.spec._units import DURATION_PATTERN, parse_duration
 
 __all__ = ["HOST_NAME_PATTERN", "Ingress", "http_route", "tcp_route"]
 
@@ -81,6 +82,22 @@ def _path(value: object) -> str | None:
     return value.rstrip("/") or "/"
 
 
+# The edge's wait for a replica's answer: as long as common proxies' defaults (nginx's
+# proxy_read_timeout), shorter for apps whose answers are quick, so a request caught on
+# a host that vanished is retried elsewhere sooner.
+DEFAULT_TIMEOUT = 60.0
+_MAX_TIMEOUT = 3600.0
+
+
+def _timeout(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"expected a duration like 5s or 1m, got {_show(value)}")
+    seconds = parse_duration(value)
+    if not 0.1 <= seconds <= _MAX_TIMEOUT:
+        raise ValueError(f"expected a duration from 100ms to 1h, got {_show(value)}")
+    return seconds
+
+
 def http_route(host: str, path: str) -> str:
     """The name of an HTTP route's claim: ``http:HOST/PATH``."""
     return f"http:{host}{path}"
@@ -142,6 +159,19 @@ class Ingress(Model):
             examples=[5432],
         ),
     ] = Field(default=None)
+    timeout: Annotated[
+        float,
+        BeforeValidator(_timeout),
+        schema(
+            anyOf=[
+                {"type": "number", "minimum": 0.1, "maximum": _MAX_TIMEOUT},
+                {"type": "string", "pattern": DURATION_PATTERN},
+            ],
+            description="how long an edge waits for a replica's answer; then an idempotent "
+            "request is retried on another replica, any other gets 504 (default 60s)",
+            examples=["5s", "2m"],
+        ),
+    ] = DEFAULT_TIMEOUT
 
     @model_validator(mode="after")
     def _tcp_alone(self) -> Self:

@@ -3,14 +3,19 @@ real haproxy 2.6.12 of Debian 12."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from fleet.agent.edge import Backend, Route, Table
 from fleet.agent.haproxy import (
     HAProxyError,
+    Paths,
     ProcInfo,
     parse_proc,
     parse_servers_conn,
     parse_servers_state,
+    render,
     split_listen,
 )
 
@@ -68,3 +73,14 @@ def test_split_listen(listen: str, expected: tuple[str, int]) -> None:
 def test_split_listen_says_what_is_expected(listen: str) -> None:
     with pytest.raises(ValueError, match="ADDR:PORT"):
         split_listen(listen)
+
+
+def test_a_routes_timeout_is_its_backends_server_timeout(tmp_path: Path) -> None:
+    quick = Route("web", ("web.example",), "/", timeout=2.5)
+    plain = Route("api", ("api.example",), "/")
+    table = Table({r.backend: Backend(r) for r in (quick, plain)})
+    text = render(table, "127.0.0.1:8080", Paths(tmp_path))
+    web = text.split(f"backend {quick.backend}\n")[1].split("\n\n")[0]
+    api = text.split(f"backend {plain.backend}\n")[1].split("\n\n")[0]
+    assert "    timeout server 2500ms" in web.splitlines()
+    assert "timeout server" not in api  # the defaults section's 60s

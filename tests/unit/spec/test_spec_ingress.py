@@ -131,3 +131,13 @@ def test_an_app_without_ingress_dumps_as_before_ingresses() -> None:
     assert "ingress" not in app.model_dump() and "ingress" not in app.model_dump_json()
     [app] = load_documents(BASE + "ingress: {port: 80}\n")
     assert app.model_dump()["ingress"]["port"] == 80
+
+
+def test_timeout_defaults_to_a_minute_and_takes_a_duration() -> None:
+    [app] = load_documents(BASE + "ingress: {port: 8080}\n")
+    assert app.ingress is not None and app.ingress.timeout == 60.0
+    [app] = load_documents(BASE + "ingress: {port: 8080, timeout: 2.5s}\n")
+    assert app.ingress is not None and app.ingress.timeout == 2.5
+    problem = one_problem(BASE + "ingress:\n  port: 8080\n  timeout: 0s\n")
+    assert (problem.path, problem.line) == ("ingress.timeout", 5)
+    assert "from 100ms to 1h" in problem.message
