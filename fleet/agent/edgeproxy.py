@@ -86,6 +86,7 @@ class EdgeProxy:
         in line with ``update`` in the background. Raises ``HAProxyError`` when a new
         one cannot start (its log says why: a taken port, a missing binary)."""
         self.paths.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.paths.socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not await self._adopt():
             await self._spawn(self._desired or Table())
         self._task = asyncio.create_task(self._run(), name="edge-proxy")
@@ -229,7 +230,6 @@ class EdgeProxy:
         proc = await asyncio.create_subprocess_exec(
             self.haproxy,
             "-c",
-            "-q",
             "-f",
             str(candidate),
             stdin=asyncio.subprocess.DEVNULL,

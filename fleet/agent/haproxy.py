@@ -26,6 +26,9 @@ spells its check settings out; errors come back as plain text, never a status.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,11 +71,25 @@ class HAProxyError(Exception):
         self.message = message
 
 
+# A unix socket's path must fit sun_path (108 bytes with its NUL), and HAProxy binds
+# each one as "<path>.<pid>.tmp" first; longer paths fail its config check.
+_SOCKET_PATH_MAX = 107 - len(".4194304.tmp")
+
+
 @dataclass(frozen=True)
 class Paths:
-    """The files of one edge proxy, all in its state dir."""
+    """The files of one edge proxy, all in its state dir; its two sockets too, unless
+    that dir's path is too long for a socket's: then in a short dir named after it
+    (the same state dir always gets the same one, so a restarted agent finds them)."""
 
     dir: Path
+
+    @property
+    def socket_dir(self) -> Path:
+        if len(str(self.dir / "master.sock")) <= _SOCKET_PATH_MAX:
+            return self.dir
+        digest = hashlib.sha256(str(self.dir.resolve()).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"fleet-edge-{os.getuid()}-{digest}"
 
     @property
     def config(self) -> Path:
@@ -88,11 +105,11 @@ class Paths:
 
     @property
     def master(self) -> Path:
-        return self.dir / "master.sock"
+        return self.socket_dir / "master.sock"
 
     @property
     def admin(self) -> Path:
-        return self.dir / "admin.sock"
+        return self.socket_dir / "admin.sock"
 
     @property
     def server_state(self) -> Path:

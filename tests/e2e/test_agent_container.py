@@ -221,6 +221,12 @@ def test_the_agent_in_its_container_runs_the_pool(pool: Pool) -> None:
         assert not host.client().containers.list(all=True, filters={"label": COMMAND_LABEL})
         logs_kept = list((pool.tmp / f"var-{host.name}/agent").glob("command-*.log"))
         assert len(logs_kept) == 1
-    final = {h.host_id: (h.state, h.facts.get("os_version")) for h in client.hosts()}
-    assert final == {"h1": ("ready", "2"), "h2": ("ready", "2")}
-    assert busy_host in final
+
+    def final() -> dict[str, tuple[str, str | None]]:
+        return {h.host_id: (h.state, h.facts.get("os_version")) for h in client.hosts()}
+
+    # The walk is done once the last command's exit is reported; that host's agent was
+    # restarted after it (the "reboot") and may still be registering again.
+    want = {"h1": ("ready", "2"), "h2": ("ready", "2")}
+    wait_until(lambda: final() == want, 30, what="both hosts ready on version 2")
+    assert busy_host in final()

@@ -84,3 +84,13 @@ def test_a_routes_timeout_is_its_backends_server_timeout(tmp_path: Path) -> None
     api = text.split(f"backend {plain.backend}\n")[1].split("\n\n")[0]
     assert "    timeout server 2500ms" in web.splitlines()
     assert "timeout server" not in api  # the defaults section's 60s
+
+
+def test_sockets_move_to_a_short_dir_when_the_state_dirs_path_is_too_long() -> None:
+    short = Paths(Path("/var/lib/fleet/edge"))
+    assert short.master == Path("/var/lib/fleet/edge/master.sock")
+    deep = Paths(Path("/tmp/" + "d" * 90 + "/edge"))
+    assert deep.master.parent == deep.admin.parent != deep.dir
+    assert len(str(deep.admin)) < 96  # sun_path, with HAProxy's ".<pid>.tmp" while binding
+    assert Paths(Path("/tmp/" + "d" * 90 + "/edge")).master == deep.master  # found again
+    assert deep.config.parent == deep.dir
