@@ -3,7 +3,8 @@
 
 A backend is a container its host reports running with the ingress port published:
 ``ready`` while it is desired and available (healthy for ``update.min_ready``, as
-rollouts count it), ``drain`` once it is no longer desired but still runs (its
+rollouts count it; once listed ready, until it is reported in trouble: see
+``_stays_ready``), ``drain`` once it is no longer desired but still runs (its
 ``shutdown_delay``: in-flight requests finish, no new ones come). A desired container
 not yet available and a stopped one are not listed.
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from fleet.controlplane.availability import observe
+from fleet.controlplane.availability import crash_reason, observe
 from fleet.proto import fleet_pb2 as pb
 from fleet.spec import AppSpec
 from fleet.store import ClusterState
@@ -74,6 +75,15 @@ def _port(spec: AppSpec, report: ContainerReport) -> int:
     return spec.ingress.port if spec.host_network else 0
 
 
+def _stays_ready(before: Listed | None, report: ContainerReport) -> bool:
+    """Whether a backend the last table listed ready stays so though its report does
+    not show it available: ``min_ready`` is a new container's proof, and an agent that
+    restarts checks its containers afresh (healthy "since" its first probe, a second
+    ago) while they have served all along. Not once it is reported unhealthy or
+    crash-looping."""
+    return before is not None and before.backend.state == "ready" and crash_reason(report) is None
+
+
 def _backends(
     state: ClusterState, spec: AppSpec, now: float, last: Memory, listed: dict[BackendKey, Listed]
 ) -> list[pb.EdgeBackend]:
@@ -89,10 +99,11 @@ def _backends(
         host = state.hosts.get(host_id)
         if report.state != "running" or host is None or not host.value.address:
             continue
+        key = (app, slot, revision, host_id)
         container = desired.get((slot, revision, host_id))
         if container is None:
             state_word = "drain"  # no longer desired: its shutdown delay
-        elif observed.available(container, min_ready, now):
+        elif observed.available(container, min_ready, now) or _stays_ready(last.get(key), report):
             state_word = "ready"
         else:
             continue
@@ -105,7 +116,7 @@ def _backends(
                 state=state_word,
             )
             backends.append(backend)
-            listed[(app, slot, revision, host_id)] = Listed(backend)
+            listed[key] = Listed(backend)
     for key, before in last.items():
         _, slot, revision, host_id = key
         if key[0] != app or host_id in state.status or host_id not in state.hosts:

@@ -155,6 +155,26 @@ def test_a_silent_hosts_backends_are_held_from_the_last_table_for_a_while() -> N
     assert hold_ends(memory) is None
 
 
+def test_a_ready_backend_stays_ready_when_its_agent_restarts_its_health_checks() -> None:
+    """A restarted agent probes its containers afresh: healthy "since" a second ago,
+    not available for min_ready yet. Found by the ingress e2e test: the edge's own
+    agent restarted, its three replicas left the table for a second, and another
+    host dying then emptied web's backend (thousands of 503s)."""
+    state = edge_state("h1", text=INGRESS + "update: {min_ready: 3s}\n")
+    put_replica(state, 0, "h1")
+    report(state, "h1", 0, 1, ports=PORTS)
+    _, memory = edge_table(state, NOW, {})
+    report(state, "h1", 0, 1, ready_since=NOW, ports=PORTS)  # a new agent's first probe
+    routes, memory = edge_table(state, NOW + 0.5, memory)
+    assert [(b.name, b.state) for b in routes[0].backends] == [("web-0-r1-h1", "ready")]
+    assert backends(state, NOW + 0.5) == []  # a container the table did not list waits
+    # Not when its health check fails, nor when it crash-loops.
+    for kwargs in ({"health": "unhealthy", "ready_since": None}, {"restarts": 10}):
+        report(state, "h1", 0, 1, ports=PORTS, **kwargs)  # type: ignore[arg-type]
+        routes, after = edge_table(state, NOW + 1, memory)
+        assert list(routes[0].backends) == [] and after == {}, kwargs
+
+
 def test_the_hold_ends_in_time_when_moved_or_when_the_host_is_removed() -> None:
     state = edge_state("h1", "h2")
     put_replica(state, 0, "h1")
