@@ -108,6 +108,7 @@ class Reconciler:
     async def _observe(self) -> list[ObservedContainer]:
         observed = await call(self.runtime, self.runtime.list_containers)
         self.state.observed = observed
+        self.state.listed.set()
         self._prober.sync(observed)
         return observed
 

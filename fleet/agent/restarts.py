@@ -9,6 +9,7 @@ the reported status all ask. Pure: time comes in as ``now``.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ class RestartBook:
 
     counts: dict[str, int] = field(default_factory=dict)
     streaks: dict[str, int] = field(default_factory=dict)
+    _saving: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def count(self, container_id: str) -> int:
         return self.counts.get(container_id, 0)
@@ -58,13 +60,18 @@ class RestartBook:
         self.streaks = {cid: n for cid, n in self.streaks.items() if cid in keep}
 
     def save(self, path: Path) -> None:
-        """Write the counts (atomically), so they survive an agent restart."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(
-            json.dumps({"counts": self.counts, "streaks": self.streaks}, sort_keys=True)
-        )
-        temporary.replace(path)
+        """Write the counts (atomically), so they survive an agent restart. Starts run
+        in parallel, each saving from a thread: one writer at a time (they share the
+        temporary file; seen: the second's rename found it gone and its start failed),
+        each writing the counts as they are then, so the last write is the newest."""
+        with self._saving:
+            text = json.dumps(
+                {"counts": dict(self.counts), "streaks": dict(self.streaks)}, sort_keys=True
+            )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(text)
+            temporary.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> RestartBook:

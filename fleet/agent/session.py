@@ -341,6 +341,10 @@ class Session:
 
     async def _send_heartbeats(self, outbox: Outbox, every: float) -> None:
         report_now = self.state.report_now
+        # A heartbeat before the first listing would say the host runs nothing: a
+        # restarted agent's replicas would leave the edges until the next one. So the
+        # first waits for it, but no longer than an interval: the host must be heard.
+        await self.state.wait_listed(max(every, 0.1))
         while True:
             report_now.clear()
             await outbox.put(heartbeat(self.state, self._prober, self.config.backoff, time.time()))

@@ -32,7 +32,18 @@ class HostState:
     desired_version: int = 0
     applied_version: int = 0  # the desired version the last whole round carried out
     observed: list[ObservedContainer] = field(default_factory=list)  # the last listing
+    listed: asyncio.Event = field(default_factory=asyncio.Event)  # `observed` is a listing
     starting: set[str] = field(default_factory=set)  # containers restarted this round
     usage: HostUsage = field(default_factory=lambda: HostUsage(0.0, 0, 0, 0.0))
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # reconcile again now
     report_now: asyncio.Event = field(default_factory=asyncio.Event)  # heartbeat now
+
+    async def wait_listed(self, within: float) -> bool:
+        """Wait at most ``within`` seconds for the first listing of the host's
+        containers; whether there is one."""
+        try:
+            async with asyncio.timeout(within):  # (wait_for may swallow a cancel)
+                await self.listed.wait()
+        except TimeoutError:
+            return False
+        return True

@@ -3,7 +3,9 @@
 
 One feed per server computes the table once per change of the state, for every edge
 session, and again exactly when a container is due to become available
-(``edgefeed.next_change``): a timer, not polling. Sessions only send what the feed
+(``edgefeed.next_change``) or a silent host's backends are due to leave it
+(``edgefeed.hold_ends``): a timer, not polling. It keeps what the last table listed,
+which the next one holds for silent hosts. Sessions only send what the feed
 made, each the newest table once (a slow edge skips tables it had no time to take).
 """
 
@@ -16,7 +18,14 @@ import time
 from collections.abc import Callable
 
 from fleet.controlplane._tasks import running
-from fleet.controlplane.edgefeed import edge_routes, feed_inputs, next_change
+from fleet.controlplane.edgefeed import (
+    BackendKey,
+    Listed,
+    edge_table,
+    feed_inputs,
+    hold_ends,
+    next_change,
+)
 from fleet.proto import fleet_pb2 as pb
 from fleet.store import Informer, Subscription
 
@@ -75,6 +84,7 @@ class EdgePush:
         subscription = self._subscription = self._informer.subscribe()
         due: float | None = None
         inputs: object = None  # what the last table was made of
+        memory: dict[BackendKey, Listed] = {}  # what it listed (edgefeed)
         try:
             while True:
                 timeout = None if due is None else max(0.0, due - self._clock()) + _LATE
@@ -85,7 +95,9 @@ class EdgePush:
                     woken_by_time = True
                 await asyncio.sleep(_COALESCE)  # fold a burst into one look
                 if not self._wakers:
-                    # No edge connected: nothing to compute, until the next one is.
+                    # No edge connected: nothing to compute, until the next one is. The
+                    # memory stays: an edge's own agent restarting is its host falling
+                    # silent too, and the table it finds on its return holds its backends.
                     due = self._config = inputs = None
                     continue
                 state, now = self._informer.state(), self._clock()
@@ -93,8 +105,9 @@ class EdgePush:
                 if not woken_by_time and now_inputs is not None and now_inputs == inputs:
                     continue  # a change of other apps' or hosts' reports: the same table
                 try:
-                    routes = edge_routes(state, now)
-                    due = next_change(state, now)
+                    routes, memory = edge_table(state, now, memory)
+                    ends = [t for t in (next_change(state, now), hold_ends(memory)) if t]
+                    due = min(ends, default=None)
                 except Exception:  # a bug must not end every edge's updates for good
                     log.exception("edge feed: the routing table could not be computed")
                     due, inputs = None, None

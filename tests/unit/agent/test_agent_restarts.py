@@ -5,6 +5,8 @@ when a stopped container restarts or is left for ops."""
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -61,6 +63,28 @@ def test_restart_book() -> None:
     assert (book.count("a"), book.count("b")) == (2, 1)
     book.forget_except(["b", "c"])
     assert book.counts == {"b": 1} and book.streaks == {"b": 1}
+
+
+def test_the_book_saved_from_many_threads_at_once_ends_with_the_newest_counts(
+    tmp_path: Path,
+) -> None:
+    """Parallel starts each save the book from a thread (seen in the ingress e2e test:
+    three replicas restarted at once after a reboot, and one start failed when its
+    rename found the shared temporary file gone)."""
+    book = RestartBook()
+    path = tmp_path / "restarts.json"
+    containers = [dataclasses.replace(exited(), container_id=f"c{i}") for i in range(8)]
+    for c in containers:
+        book.record(c, Backoff())
+
+    def save(_: int) -> None:
+        for _ in range(25):
+            book.save(path)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(save, range(8)))
+    assert RestartBook.load(path).counts == {f"c{i}": 1 for i in range(8)}
+    assert not path.with_suffix(".tmp").exists()
 
 
 def test_a_long_run_resets_the_backoff_but_not_the_restart_count() -> None:

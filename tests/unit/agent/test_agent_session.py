@@ -7,7 +7,10 @@ import asyncio
 from pathlib import Path
 
 from fleet.agent.events import EventQueue
+from fleet.agent.held import HeldReplicas
+from fleet.agent.restarts import RestartBook
 from fleet.agent.session import EdgeTables, Outbox, os_facts
+from fleet.agent.state import HostState
 from fleet.proto import fleet_pb2 as pb
 
 
@@ -63,3 +66,15 @@ def test_edge_tables_are_handed_on_unless_older_but_the_first_of_a_stream() -> N
     tables.take(pb.EdgeConfig(version=4))
     assert got == [10, 12, 12, 13, 5]
     assert EdgeTables(None).take(pb.EdgeConfig(version=1))  # not an edge: nothing to call
+
+
+async def test_the_first_heartbeat_waits_for_the_first_listing_but_not_for_ever() -> None:
+    """A heartbeat before the agent listed its containers would report none (a
+    restarted edge agent's own replicas left the table for a second: ingress e2e)."""
+    state = HostState(events=EventQueue(), held=HeldReplicas(EventQueue()), restarts=RestartBook())
+    assert not await state.wait_listed(0.05)  # dockerd not answering: go on, be heard
+    waiting = asyncio.create_task(state.wait_listed(5.0))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    state.listed.set()  # the reconcile loop's first listing
+    assert await waiting

@@ -9,7 +9,15 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleet.controlplane.edgefeed import backend_name, edge_routes, feed_inputs, next_change
+from fleet.controlplane.edgefeed import (
+    HOLD,
+    backend_name,
+    edge_routes,
+    edge_table,
+    feed_inputs,
+    hold_ends,
+    next_change,
+)
 from fleet.proto import fleet_pb2 as pb
 from fleet.store import ClusterState, KeyLayout, Versioned
 from fleet.store.live import LiveState
@@ -116,7 +124,98 @@ def test_a_rollouts_surge_container_is_ready_beside_the_old_one() -> None:
     assert [b[3] for b in backends(state)] == ["ready", "ready"]
 
 
-def test_a_disconnected_or_removed_host_has_no_backends() -> None:
+def test_a_silent_hosts_backends_are_held_from_the_last_table_for_a_while() -> None:
+    """An agent restarting (or every agent reconnecting to a new control plane) takes
+    its host's reports away for a few seconds while its containers serve on: the edges
+    keep them. Found by the ingress e2e test: h1's agent restarted while h2 died, and
+    web's backend was empty for a second (503s)."""
+    state = edge_state("h1", "h2")
+    put_replica(state, 0, "h1")
+    put_replica(state, 1, "h2")
+    report(state, "h1", 0, 1, ports=PORTS)
+    report(state, "h2", 1, 1, ports=PORTS)
+    routes, memory = edge_table(state, NOW, {})
+    both = [("web-0-r1-h1", "ready"), ("web-1-r1-h2", "ready")]
+    assert [(b.name, b.state) for b in routes[0].backends] == both
+    assert hold_ends(memory) is None
+    del state.status["h1"]  # its session ended: its reports went with it
+    state.alive.pop("h1")
+    assert backends(state) == [("web-1-r1-h2", "10.0.0.2", 32768, "ready")]  # no memory
+    routes, memory = edge_table(state, NOW + 1, memory)
+    assert [(b.name, b.state) for b in routes[0].backends] == both
+    assert hold_ends(memory) == NOW + 1 + HOLD
+    # Still silent later (a new session, not yet reported): held since it fell silent.
+    routes, memory = edge_table(state, NOW + 5, memory)
+    assert [(b.name, b.state) for b in routes[0].backends] == both
+    assert hold_ends(memory) == NOW + 1 + HOLD
+    # Its first report speaks for it again.
+    report(state, "h1", 0, 1, ports=PORTS)
+    routes, memory = edge_table(state, NOW + 6, memory)
+    assert [(b.name, b.state) for b in routes[0].backends] == both
+    assert hold_ends(memory) is None
+
+
+def test_a_ready_backend_stays_ready_when_its_agent_restarts_its_health_checks() -> None:
+    """A restarted agent probes its containers afresh: healthy "since" a second ago,
+    not available for min_ready yet. Found by the ingress e2e test: the edge's own
+    agent restarted, its three replicas left the table for a second, and another
+    host dying then emptied web's backend (thousands of 503s)."""
+    state = edge_state("h1", text=INGRESS + "update: {min_ready: 3s}\n")
+    put_replica(state, 0, "h1")
+    report(state, "h1", 0, 1, ports=PORTS)
+    _, memory = edge_table(state, NOW, {})
+    report(state, "h1", 0, 1, ready_since=NOW, ports=PORTS)  # a new agent's first probe
+    routes, memory = edge_table(state, NOW + 0.5, memory)
+    assert [(b.name, b.state) for b in routes[0].backends] == [("web-0-r1-h1", "ready")]
+    assert backends(state, NOW + 0.5) == []  # a container the table did not list waits
+    # Not when its health check fails, nor when it crash-loops.
+    for kwargs in ({"health": "unhealthy", "ready_since": None}, {"restarts": 10}):
+        report(state, "h1", 0, 1, ports=PORTS, **kwargs)  # type: ignore[arg-type]
+        routes, after = edge_table(state, NOW + 1, memory)
+        assert list(routes[0].backends) == [] and after == {}, kwargs
+
+
+def test_the_hold_ends_in_time_when_moved_or_when_the_host_is_removed() -> None:
+    state = edge_state("h1", "h2")
+    put_replica(state, 0, "h1")
+    report(state, "h1", 0, 1, ports=PORTS)
+    _, memory = edge_table(state, NOW, {})
+    del state.status["h1"]
+    _, held = edge_table(state, NOW, memory)
+    # Its time is up.
+    routes, after = edge_table(state, NOW + HOLD, held)
+    assert list(routes[0].backends) == [] and after == {}
+    # Fleet moved the replica to h2: the silent host's old container is not held.
+    moved = edge_state("h1", "h2")
+    put_replica(moved, 0, "h2")
+    routes, _ = edge_table(moved, NOW + 1, held)
+    assert list(routes[0].backends) == []
+    # The host was removed (fleet hosts remove).
+    del state.hosts["h1"]
+    routes, _ = edge_table(state, NOW + 1, held)
+    assert list(routes[0].backends) == []
+
+
+def test_a_reporting_hosts_word_stands() -> None:
+    """A host that reports has the last word: a container it no longer reports, or
+    reports stopped, is not held."""
+    state = edge_state("h1")
+    put_replica(state, 0, "h1")
+    report(state, "h1", 0, 1, ports=PORTS)
+    _, memory = edge_table(state, NOW, {})
+    report(state, "h1", 0, 1, status="exited", ports=PORTS)
+    routes, memory2 = edge_table(state, NOW + 1, memory)
+    assert list(routes[0].backends) == [] and memory2 == {}
+    # Reporting other containers but not this one: it is gone, not unheard of.
+    other = edge_state("h1")
+    put_replica(other, 0, "h1")
+    put_replica(other, 1, "h1")
+    report(other, "h1", 1, 1, ports=PORTS)
+    routes, _ = edge_table(other, NOW + 1, memory)
+    assert [b.name for b in routes[0].backends] == ["web-1-r1-h1"]
+
+
+def test_a_disconnected_host_without_memory_or_a_removed_one_has_no_backends() -> None:
     state = edge_state("h1", "h2")
     put_replica(state, 0, "h1")
     report(state, "h1", 0, 1, ports=PORTS)

@@ -9,6 +9,7 @@ import asyncio
 import time
 from typing import cast
 
+from fleet.controlplane.edgefeed import HOLD
 from fleet.controlplane.edgepush import EdgePush
 from fleet.proto import fleet_pb2 as pb
 from fleet.store import ClusterState, Informer, Subscription
@@ -123,6 +124,39 @@ async def test_the_table_changes_when_a_container_becomes_available_without_a_ch
         assert [b.state for b in second.routes[0].backends] == ["ready"]
         assert now + 0.3 <= at < now + 1.5  # woken when due, not by a poll
         assert second.version > first.version
+    finally:
+        edge.close()
+        await push.close()
+
+
+async def test_an_edge_back_from_its_agents_restart_finds_its_own_backends_held() -> None:
+    """The only edge's agent restarts: while it is away no table is computed, and when
+    it is back (registered, not yet reported) its own host is silent. The feed's memory
+    of the last table holds its backends until it reports, or for HOLD seconds."""
+    offset = 0.0
+    push_clock = lambda: time.time() + offset  # noqa: E731
+    state = edge_state("h1", "h2")
+    put_replica(state, 0, "h1")
+    report(state, "h1", 0, 1, ready_since=time.time() - 60, ports=PORTS)
+    informer = StubInformer(state)
+    push = EdgePush(cast(Informer, informer), clock=push_clock)
+    edge = Edge(push, "h1")
+    try:
+        first = await edge.until(1)
+        assert [b.name for b in first.routes[0].backends] == ["web-0-r1-h1"]
+        edge.close()  # its agent is killed: its session ends
+        silent = edge_state("h1", "h2")
+        silent.revision = 110
+        put_replica(silent, 0, "h1")  # still desired there; no report (status gone)
+        informer.change(silent)
+        await asyncio.sleep(0.2)
+        edge = Edge(push, "h1")  # back
+        again = await edge.until(1)
+        assert [b.name for b in again.routes[0].backends] == ["web-0-r1-h1"]
+        offset = HOLD  # silent for HOLD seconds: let go
+        informer.change(silent)
+        gone = await edge.until(2)
+        assert list(gone.routes[0].backends) == []
     finally:
         edge.close()
         await push.close()
