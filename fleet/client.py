@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -252,7 +252,9 @@ class FleetClient:
         except grpc.RpcError as error:
             raise self._stream_error(error) from None
 
-    def watch_endpoints(self, app: str, *, retry_rounds: int = 3) -> Iterator[pb.EndpointList]:
+    def watch_endpoints(
+        self, app: str, *, retry_rounds: int = 3
+    ) -> Generator[pb.EndpointList, None, None]:
         """``app``'s whole endpoint list at once, then each time it changes (``version``
         rising), for as long as the caller iterates. A stream that breaks (its server
         stopped or unreachable) is opened again on the next server, which sends its
