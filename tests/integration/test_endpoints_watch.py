@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -33,7 +34,7 @@ from fleet.testing.certs import TestPKI
 from fleet.testing.fleetprocs import FleetAgentProcess, FleetServerProcess
 from fleet.transport import Transport
 from tests.conftest import ensure_image
-from tests.helpers import scrape
+from tests.helpers import http_get, scrape
 
 
 @dataclass
@@ -58,8 +59,14 @@ def pool(
         etcd_server.endpoint, prefix, tmp_path, pki, extra_args=["--metrics-listen", metrics]
     ).start()
     second = FleetServerProcess(etcd_server.endpoint, prefix, tmp_path, pki).start()
+    # The host's own address, where its published ports answer (HAProxy goes there).
     agent = FleetAgentProcess(
-        [first.address], clean_host.name, clean_host.docker_url, tmp_path, pki
+        [first.address],
+        clean_host.name,
+        clean_host.docker_url,
+        tmp_path,
+        pki,
+        extra_args=["--advertise-address", clean_host.address],
     ).start()
     try:
         with first.client() as client:
@@ -129,6 +136,50 @@ class Follower:
         return self.process.returncode, err
 
 
+FOLLOW = Path(__file__).parents[2] / "deploy" / "external-lb" / "haproxy-follow.py"
+
+
+class Balancer:
+    """A real HAProxy with a backend of server slots, kept by the documented follower
+    script (deploy/external-lb/haproxy-follow.py) running the real CLI."""
+
+    def __init__(self, tmp_path: Path, servers: str, pki: TestPKI) -> None:
+        self.socket = str(tmp_path / "haproxy.sock")
+        self.port = free_port()
+        config = tmp_path / "haproxy.cfg"
+        config.write_text(
+            f"global\n    stats socket {self.socket} mode 600 level admin\n"
+            "defaults\n    mode http\n    timeout connect 2s\n    timeout client 10s\n"
+            "    timeout server 10s\n"
+            f"frontend web\n    bind 127.0.0.1:{self.port}\n    default_backend web\n"
+            "backend web\n    server-template s 1-4 127.0.0.1:1 disabled\n"
+        )
+        self.haproxy = subprocess.Popen(["haproxy", "-f", str(config), "-db"])
+        wait_until(lambda: os.path.exists(self.socket), 10, what="haproxy's socket")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+        env["FLEET_PKI_DIR"] = str(pki.dir)
+        env["FLEET"] = f"{sys.executable} -m fleet"
+        self.follower = subprocess.Popen(
+            [sys.executable, str(FOLLOW), "web", "8080", "web", self.socket, "--server", servers],
+            env=env,
+        )
+
+    def in_rotation(self) -> list[tuple[str, str, int]]:
+        """(slot, address, port) of each server not in maintenance (admin state bits 1-2)."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(self.socket)
+            s.sendall(b"show servers state web\n")
+            text = b"".join(iter(lambda: s.recv(65536), b"")).decode()
+        rows = [r.split() for r in text.splitlines()[2:] if r.strip()]
+        return sorted((r[3], r[4], int(r[18])) for r in rows if int(r[6]) & 3 == 0)
+
+    def close(self) -> None:
+        self.follower.send_signal(signal.SIGINT)
+        self.follower.wait(10)
+        self.haproxy.terminate()
+        self.haproxy.wait(10)
+
+
 def host_port(container: Any) -> int:
     container.reload()
     return int(container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"])
@@ -157,7 +208,7 @@ def first(watch: Generator[pb.EndpointList, None, None]) -> pb.EndpointList:
 
 
 def test_a_watch_follows_availability_and_scaling_across_servers_and_sd_lists_targets(
-    pool: Pool, pki: TestPKI
+    pool: Pool, pki: TestPKI, tmp_path: Path
 ) -> None:
     admin = pool.first.client()
     with pytest.raises(NotFound, match="web"):
@@ -165,10 +216,13 @@ def test_a_watch_follows_availability_and_scaling_across_servers_and_sd_lists_ta
     admin.apply(load_documents(web(pool.image, 1)))
 
     # Started on the second server, with the first as the other choice.
-    follower = Follower(f"{pool.second.address},{pool.first.address}", pki)
+    servers = f"{pool.second.address},{pool.first.address}"
+    follower = Follower(servers, pki)
+    balancer = Balancer(tmp_path, servers, pki)
     try:
         wait_until(lambda: follower.slots() == [0], 40, what="slot 0 available in the watch")
-        [address] = [h.address for h in admin.hosts() if h.host_id == pool.host.name]
+        address = pool.host.address
+        assert [h.address for h in admin.hosts() if h.host_id == pool.host.name] == [address]
         [endpoint] = follower.documents[-1]["endpoints"]
         first_port = host_port(containers(pool, 1)[0])
         assert (endpoint["address"], endpoint["host_port"], endpoint["container_port"]) == (
@@ -189,6 +243,11 @@ def test_a_watch_follows_availability_and_scaling_across_servers_and_sd_lists_ta
         admin.scale("web", 2)
         wait_until(lambda: follower.slots() == [0, 1], 40, what="slot 1 in the watch")
         ports = {slot: host_port(c) for slot, c in containers(pool, 2).items()}
+        # The documented HAProxy follower put both in rotation, each in a slot of its own,
+        # and requests through HAProxy reach them.
+        both = [("s1", address, ports[0]), ("s2", address, ports[1])]
+        wait_until(lambda: balancer.in_rotation() == both, 20, what=f"haproxy servers {both}")
+        assert http_get("127.0.0.1", balancer.port)
 
         # Prometheus' http_sd on the metrics port: a target group per replica port.
         status, text, headers = scrape(
@@ -228,7 +287,10 @@ def test_a_watch_follows_availability_and_scaling_across_servers_and_sd_lists_ta
         admin.scale("web", 1)
         wait_until(lambda: follower.slots() == [0], 30, what="slot 1 scaled away in the watch")
         assert len(follower.documents) == seen + 1, follower.documents
+        # HAProxy: slot 1 out of rotation, slot 0's server left where it was.
+        wait_until(lambda: balancer.in_rotation() == both[:1], 20, what="haproxy down to s1")
     finally:
+        balancer.close()
         code, err = follower.interrupt()
     assert code == 130 and "Traceback" not in err, err
     documents = follower.documents
