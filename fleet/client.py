@@ -263,7 +263,7 @@ class FleetClient:
         without sending anything; other refusals (NotFound, PermissionDenied) at once."""
         request = pb.GetRequest(name=app)
         last: list[pb.Endpoint] | None = None
-        failures: list[tuple[str, grpc.RpcError]] = []
+        failures: list[tuple[str, grpc.RpcError | None]] = []  # None: ended, no error
         turn = 0
         while len(failures) < retry_rounds * len(self.servers):
             server = self.servers[turn % len(self.servers)]
@@ -274,7 +274,8 @@ class FleetClient:
                     if last is None or list(found.endpoints) != last:
                         last = list(found.endpoints)
                         yield found
-                # A stream the server ended without an error: it is going away.
+                # The server ended the stream without an error: it is going away.
+                failures.append((server, None))
             except grpc.RpcError as error:
                 if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
                     raise self._stream_error(error) from None
@@ -284,7 +285,7 @@ class FleetClient:
             turn += 1
             if failures and len(failures) % len(self.servers) == 0:
                 time.sleep(min(2.0, 0.25 * len(failures)))  # a round failed: let them restart
-        raise self._unreachable(failures)
+        raise self._unreachable([(s, e) for s, e in failures if e is not None])
 
     def exec(self, app: str, command: Sequence[str], *, slot: int = -1) -> pb.ExecResponse:
         request = pb.ExecRequest(app=app, slot=slot, command=list(command))
