@@ -124,7 +124,8 @@ class _Handler(MetricsHandler):
                 self.server.tokens,
             )
             if verdict.status != 200:
-                log.warning("refused /metrics to %s: %s", self.client_address[0], verdict.reason)
+                path = urlsplit(self.path).path
+                log.warning("refused %s to %s: %s", path, self.client_address[0], verdict.reason)
                 self._refuse(verdict)
                 return
         url = urlsplit(self.path)
