@@ -259,10 +259,12 @@ class FleetClient:
         rising), for as long as the caller iterates. A stream that breaks (its server
         stopped or unreachable) is opened again on the next server, which sends its
         whole list: a list equal to the last one given is skipped, so each item is a
-        change. ``Unavailable`` once every server failed ``retry_rounds`` times in a row
-        without sending anything; other refusals (NotFound, PermissionDenied) at once."""
+        change, its version above the last one given. ``Unavailable`` once every server
+        failed ``retry_rounds`` times in a row without sending anything; other refusals
+        (NotFound, PermissionDenied) at once."""
         request = pb.GetRequest(name=app)
         last: list[pb.Endpoint] | None = None
+        version = 0  # the last version given
         failures: list[tuple[str, grpc.RpcError | None]] = []  # None: ended, no error
         turn = 0
         while len(failures) < retry_rounds * len(self.servers):
@@ -273,6 +275,9 @@ class FleetClient:
                     failures.clear()
                     if last is None or list(found.endpoints) != last:
                         last = list(found.endpoints)
+                        # Another server's count may lag this one's: still rising.
+                        found.version = max(found.version, version + 1)
+                        version = found.version
                         yield found
                 # The server ended the stream without an error: it is going away.
                 failures.append((server, None))
