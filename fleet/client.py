@@ -10,7 +10,8 @@ several server endpoints a call that finds one unreachable tries the next.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -250,6 +251,46 @@ class FleetClient:
             yield from stream
         except grpc.RpcError as error:
             raise self._stream_error(error) from None
+
+    def watch_endpoints(
+        self, app: str, *, retry_rounds: int = 3
+    ) -> Generator[pb.EndpointList, None, None]:
+        """``app``'s whole endpoint list at once, then each time it changes (``version``
+        rising), for as long as the caller iterates. A stream that breaks (its server
+        stopped or unreachable) is opened again on the next server, which sends its
+        whole list: a list equal to the last one given is skipped, so each item is a
+        change, its version above the last one given. ``Unavailable`` once every server
+        failed ``retry_rounds`` times in a row without sending anything; other refusals
+        (NotFound, PermissionDenied) at once."""
+        request = pb.GetRequest(name=app)
+        last: list[pb.Endpoint] | None = None
+        version = 0  # the last version given
+        failures: list[tuple[str, grpc.RpcError | None]] = []  # None: ended, no error
+        turn = 0
+        while len(failures) < retry_rounds * len(self.servers):
+            server = self.servers[turn % len(self.servers)]
+            stream = self._stub(server).WatchEndpoints(request)
+            try:
+                for found in stream:
+                    failures.clear()
+                    if last is None or list(found.endpoints) != last:
+                        last = list(found.endpoints)
+                        # Another server's count may lag this one's: still rising.
+                        found.version = max(found.version, version + 1)
+                        version = found.version
+                        yield found
+                # The server ended the stream without an error: it is going away.
+                failures.append((server, None))
+            except grpc.RpcError as error:
+                if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                    raise self._stream_error(error) from None
+                failures.append((server, error))
+            finally:
+                stream.cancel()  # the caller stopped early: hang up, the server's watch ends
+            turn += 1
+            if failures and len(failures) % len(self.servers) == 0:
+                time.sleep(min(2.0, 0.25 * len(failures)))  # a round failed: let them restart
+        raise self._unreachable([(s, e) for s, e in failures if e is not None])
 
     def exec(self, app: str, command: Sequence[str], *, slot: int = -1) -> pb.ExecResponse:
         request = pb.ExecRequest(app=app, slot=slot, command=list(command))

@@ -121,8 +121,9 @@ def scrape(
     cert: TlsFiles | None = None,
     token: str | None = None,
     timeout: float = 5.0,
+    path: str = "/metrics",
 ) -> tuple[int, str, dict[str, str]]:
-    """GET /metrics at ``address`` as Prometheus would: over HTTPS checked against
+    """GET ``path`` (/metrics) at ``address`` as Prometheus would: over HTTPS checked against
     ``ca`` (plain HTTP without one), with the client certificate ``cert`` and/or
     ``Authorization: Bearer token``; the status, body and headers, whatever the status."""
     context = None
@@ -131,7 +132,7 @@ def scrape(
         if cert is not None:
             context.load_cert_chain(cert.cert, cert.key)
     scheme = "https" if context is not None else "http"
-    request = urllib.request.Request(f"{scheme}://{address}/metrics")
+    request = urllib.request.Request(f"{scheme}://{address}{path}")
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
     try:

@@ -24,6 +24,7 @@ from fleet.cli.output import Format, OutputOpt, console, fail, human_memory, pri
 from fleet.cli.rollouts import TimeoutOpt, WaitOpt, follow_changes
 from fleet.cli.tables import (
     capped_claim,
+    edge_listen,
     ingress_backends,
     ingress_text,
     print_apps,
@@ -227,7 +228,18 @@ def _describe_ingress(
 ) -> None:
     """The app's route through the edges and its backends there."""
     console.print("[bold]ingress[/bold] " + safe(ingress_text(spec)), soft_wrap=True)
-    addresses = {h.host_id: h.address for h in client.hosts()}
+    hosts = client.hosts()
+    addresses = {h.host_id: h.address for h in hosts}
+    # Every connected edge is pushed every app's route: those serve it now.
+    edges = sorted(
+        f"{h.host_id} at {edge_listen(h.ingress, spec)}" for h in hosts if h.ingress and h.connected
+    )
+    if edges:
+        console.print(safe(f"  served by edges: {', '.join(edges)}"), soft_wrap=True)
+    else:
+        console.print(
+            "  served by no edge: none is connected (fleet agent --ingress ADDR:PORT on a host)"
+        )
     endpoints = client.endpoints(str(spec["name"]))
     rows = ingress_backends(spec, endpoints, containers, addresses)
     if not rows:

@@ -10,12 +10,14 @@ defined here.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Annotated, Literal, Protocol
 
 import typer
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
@@ -30,6 +32,7 @@ from fleet.cli.output import (
     print_error,
     print_records,
     safe,
+    to_dict,
 )
 from fleet.errors import NotFound
 from fleet.proto import fleet_pb2 as pb
@@ -441,18 +444,8 @@ def _address(endpoint: pb.Endpoint) -> str:
     return f"{host}:{endpoint.host_port}"
 
 
-@connected
-def endpoints(
-    app_name: AppArg,
-    conn: Connection = CONNECTION,
-    output: OutputOpt = Format.table,
-) -> None:
-    """Where APP answers: host address and published port of each available replica.
-
-    For pointing a load balancer or a client at the app."""
-    with conn.client() as client:
-        found = client.endpoints(app_name)
-    rows = [
+def _endpoint_rows(found: Sequence[pb.Endpoint]) -> list[list[str]]:
+    return [
         [
             e.app,
             str(e.slot),
@@ -463,9 +456,57 @@ def endpoints(
         ]
         for e in found
     ]
-    print_records(
-        found, output, ["APP", "SLOT", "HOST", "ADDRESS", "CONTAINER PORT", "REVISION"], rows
-    )
+
+
+_ENDPOINT_COLUMNS = ["APP", "SLOT", "HOST", "ADDRESS", "CONTAINER PORT", "REVISION"]
+
+
+def _print_change(app: str, change: pb.EndpointList, output: Format) -> None:
+    """One change of a watch: a JSON line, a YAML document, or a titled table."""
+    found = list(change.endpoints)
+    if output == Format.json:
+        document = {"app": app, "version": change.version, "endpoints": [to_dict(e) for e in found]}
+        print(json.dumps(document, separators=(",", ":")), flush=True)
+    elif output == Format.yaml:
+        document = {"app": app, "version": change.version, "endpoints": [to_dict(e) for e in found]}
+        print("---\n" + yaml.safe_dump(document, sort_keys=False), end="", flush=True)
+    else:
+        console.print(safe(f"# {app}: {len(found)} endpoint(s), version {change.version}"))
+        print_records(found, output, _ENDPOINT_COLUMNS, _endpoint_rows(found))
+        console.file.flush()
+
+
+@connected
+def endpoints(
+    app_name: AppArg,
+    conn: Connection = CONNECTION,
+    output: OutputOpt = Format.table,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            "-w",
+            help="Print the whole list now, then again each time it changes, until "
+            "Ctrl-C. With -o json each list is ONE line, a JSON document "
+            '{"app", "version", "endpoints": [...]} (version rises with each change): '
+            "follow it line by line from a script. A broken stream reconnects to "
+            "another --server.",
+        ),
+    ] = False,
+) -> None:
+    """Where APP answers: host address and published port of each available replica.
+
+    For pointing a load balancer or a client at the app (--watch to follow it)."""
+    with conn.client() as client:
+        if watch:
+            try:
+                for change in client.watch_endpoints(app_name):
+                    _print_change(app_name, change, output)
+            except KeyboardInterrupt:
+                raise typer.Exit(130) from None  # Ctrl-C: the usual end of a watch
+            return
+        found = client.endpoints(app_name)
+    print_records(found, output, _ENDPOINT_COLUMNS, _endpoint_rows(found))
 
 
 class JobSource(Protocol):

@@ -15,6 +15,7 @@ from fleet.proto import fleet_pb2 as pb
 
 __all__ = [
     "capped_claim",
+    "edge_listen",
     "ingress_backends",
     "ingress_text",
     "print_apps",
@@ -38,6 +39,16 @@ def ingress_text(spec: dict[str, object]) -> str:
     hosts = ingress.get("host") or [spec.get("name")]
     path = ingress.get("path") or "/"
     return f"{','.join(map(str, hosts))}{path} -> :{ingress['port']}"
+
+
+def edge_listen(listen: str, spec: dict[str, object]) -> str:
+    """Where an edge listening on ``listen`` (its HTTP ADDR:PORT) takes the app's
+    traffic: there for an HTTP route, its address and the route's own port for TCP."""
+    ingress = spec.get("ingress")
+    tcp = ingress.get("tcp") if isinstance(ingress, dict) else None
+    if tcp is None:
+        return listen
+    return f"{listen.rpartition(':')[0]}:{tcp}"
 
 
 def ingress_backends(

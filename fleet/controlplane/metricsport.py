@@ -1,4 +1,5 @@
-"""The /metrics port, as Prometheus scrapes it: HTTPS with the server's certificate, and
+"""The /metrics port, as Prometheus scrapes it (and ``/v1/sd/http``, its HTTP service
+discovery of the apps' endpoints, ``servicediscovery``): HTTPS with the server's certificate, and
 a caller that shows a client certificate of fleet's CA or a bearer token of fleet's own
 (``fleet tokens create prom --role viewer``), whose role may read metrics.
 
@@ -11,13 +12,16 @@ asked for explicitly (and logged loudly), as ``--insecure`` does for gRPC.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import MetricsHandler
 from prometheus_client.registry import Collector
@@ -27,7 +31,14 @@ from fleet.errors import InvalidArgument, PermissionDenied
 from fleet.pki.subjects import identity_from_pem
 from fleet.transport import TlsFiles
 
-__all__ = ["MetricsPort", "ScrapeVerdict", "judge_scrape", "metrics_tls_context"]
+__all__ = [
+    "SD_PATH",
+    "Discovery",
+    "MetricsPort",
+    "ScrapeVerdict",
+    "judge_scrape",
+    "metrics_tls_context",
+]
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +101,15 @@ def metrics_tls_context(tls: TlsFiles) -> ssl.SSLContext:
     return context
 
 
+# Prometheus' http_sd_configs: GET, JSON target groups (``servicediscovery``).
+SD_PATH = "/v1/sd/http"
+
+Discovery = Callable[[str], list[dict[str, Any]]]  # app ("" for all) -> target groups
+
+
 class _Handler(MetricsHandler):
-    """prometheus_client's handler, behind ``judge_scrape`` when the port is HTTPS."""
+    """prometheus_client's handler, behind ``judge_scrape`` when the port is HTTPS; and
+    the service discovery at SD_PATH, behind the same."""
 
     server: _Server
     timeout = HANDSHAKE_SECONDS  # to read the request, once the handshake is done
@@ -106,10 +124,31 @@ class _Handler(MetricsHandler):
                 self.server.tokens,
             )
             if verdict.status != 200:
-                log.warning("refused /metrics to %s: %s", self.client_address[0], verdict.reason)
+                path = urlsplit(self.path).path
+                log.warning("refused %s to %s: %s", path, self.client_address[0], verdict.reason)
                 self._refuse(verdict)
                 return
+        url = urlsplit(self.path)
+        if url.path == SD_PATH and self.server.discovery is not None:
+            self._discover(parse_qs(url.query).get("app", [""])[0])
+            return
         super().do_GET()
+
+    def _discover(self, app: str) -> None:
+        """The target groups as Prometheus' http_sd asks: a JSON list, UTF-8; a
+        failure is a 500 (Prometheus keeps the targets it had)."""
+        assert self.server.discovery is not None
+        try:
+            body = json.dumps(self.server.discovery(app)).encode()
+            status, kind = 200, "application/json"
+        except Exception:  # a bug must not kill the port's thread unanswered
+            log.exception("service discovery: the targets could not be computed")
+            body, status, kind = b"service discovery failed\n", 500, "text/plain; charset=utf-8"
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def _refuse(self, verdict: ScrapeVerdict) -> None:
         body = f"{verdict.reason}\n".encode()
@@ -135,9 +174,10 @@ class _Server(ThreadingHTTPServer):
         handler: type[_Handler],
         tls: ssl.SSLContext | None,
         tokens: TokenLookup,
+        discovery: Discovery | None,
     ) -> None:
         self.address_family = family
-        self.tls, self.tokens = tls, tokens
+        self.tls, self.tokens, self.discovery = tls, tokens, discovery
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, handler)
 
@@ -209,9 +249,14 @@ class MetricsPort:
     that answers anyone."""
 
     def __init__(
-        self, registry: Collector, tls: ssl.SSLContext | None, tokens: TokenLookup
+        self,
+        registry: Collector,
+        tls: ssl.SSLContext | None,
+        tokens: TokenLookup,
+        discovery: Discovery | None = None,
     ) -> None:
         self._handler: type[_Handler] = type("MetricsHandler", (_Handler,), {"registry": registry})
+        self._discovery = discovery
         self._tls, self._tokens = tls, tokens
         self._server: _Server | None = None
         self.port = 0
@@ -231,7 +276,9 @@ class MetricsPort:
                 address,
             )
         bind = (str(sockaddr[0]), int(sockaddr[1]))
-        self._server = _Server(bind, family, self._handler, self._tls, self._tokens)
+        self._server = _Server(
+            bind, family, self._handler, self._tls, self._tokens, self._discovery
+        )
         threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True).start()
         self.port = int(self._server.server_address[1])
         return self.port

@@ -14,9 +14,11 @@ import gc
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -31,6 +33,7 @@ from fleet.controlplane.metrics import Metrics
 from fleet.controlplane.metricsport import MetricsPort, metrics_tls_context
 from fleet.controlplane.registration import HostLimits
 from fleet.controlplane.secretskey import open_key, settle_key
+from fleet.controlplane.servicediscovery import sd_targets
 from fleet.errors import FailedPrecondition, Unavailable
 from fleet.store import (
     DEFAULT_MAX_TXN_OPS,
@@ -254,12 +257,19 @@ class ControlPlane:
                 ) from None
         log.info("control plane %s listening on %s", self.server_id, self.config.listen)
 
+    def _discovery(self, app: str) -> list[dict[str, Any]]:
+        """/v1/sd/http's target groups (called in the metrics port's threads: the
+        informer's state is a snapshot, read as the metrics are)."""
+        return sd_targets(self.informer.state(), time.time(), app)
+
     def _metrics_port_for(self, config: ServerConfig) -> MetricsPort:
         """The /metrics port: HTTPS with this server's certificate unless plain HTTP
         was asked for, which a server without TLS needs said explicitly."""
         tls = config.transport.tls
         if config.metrics_insecure:
-            return MetricsPort(self.metrics.registry, None, self.api.token_identity)
+            return MetricsPort(
+                self.metrics.registry, None, self.api.token_identity, self._discovery
+            )
         if tls is None:
             raise FailedPrecondition(
                 "--metrics-listen serves HTTPS with the server's certificate, and this server "
@@ -270,7 +280,7 @@ class ControlPlane:
             context = metrics_tls_context(tls)
         except (OSError, ValueError) as error:
             raise FailedPrecondition(f"cannot serve /metrics over TLS: {error}") from None
-        return MetricsPort(self.metrics.registry, context, self.api.token_identity)
+        return MetricsPort(self.metrics.registry, context, self.api.token_identity, self._discovery)
 
     async def _lead(self) -> None:
         """Campaign; while leading, run the controllers with fenced writes; when the

@@ -256,6 +256,11 @@ class FleetServiceStub:
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.EndpointList.FromString,
                 _registered_method=True)
+        self.WatchEndpoints = channel.unary_stream(
+                '/fleet.v1.FleetService/WatchEndpoints',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.EndpointList.FromString,
+                _registered_method=True)
         self.DrainHost = channel.unary_unary(
                 '/fleet.v1.FleetService/DrainHost',
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.DrainRequest.SerializeToString,
@@ -456,6 +461,14 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchEndpoints(self, request, context):
+        """The app's whole endpoint list (as Endpoints) at once, then again whenever it
+        changes, each with a higher version; until the client hangs up.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DrainHost(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -626,6 +639,11 @@ def add_FleetServiceServicer_to_server(servicer, server):
             ),
             'Endpoints': grpc.unary_unary_rpc_method_handler(
                     servicer.Endpoints,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.EndpointList.SerializeToString,
+            ),
+            'WatchEndpoints': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEndpoints,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.EndpointList.SerializeToString,
             ),
@@ -1411,6 +1429,33 @@ class FleetService:
             request,
             target,
             '/fleet.v1.FleetService/Endpoints',
+            fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.EndpointList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEndpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fleet.v1.FleetService/WatchEndpoints',
             fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.EndpointList.FromString,
             options,

@@ -102,6 +102,10 @@ class FleetServiceStub:
     RolloutPause: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.RolloutRequest, _fleet_pb2.RolloutInfo]
     RolloutRestart: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.RolloutRequest, _fleet_pb2.RolloutInfo]
     Endpoints: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.EndpointList]
+    WatchEndpoints: _grpc.UnaryStreamMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.EndpointList]
+    """The app's whole endpoint list (as Endpoints) at once, then again whenever it
+    changes, each with a higher version; until the client hangs up.
+    """
     DrainHost: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.DrainRequest, _fleet_pb2.HostInfo]
     RemoveHost: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.RemoveHostRequest, _fleet_pb2.RemoveHostResponse]
     UpgradeHosts: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.UpgradeRequest, _fleet_pb2.UpgradeInfo]
@@ -141,6 +145,10 @@ class FleetServiceAsyncStub(FleetServiceStub):
     RolloutPause: _aio.UnaryUnaryMultiCallable[_fleet_pb2.RolloutRequest, _fleet_pb2.RolloutInfo]  # type: ignore[assignment]
     RolloutRestart: _aio.UnaryUnaryMultiCallable[_fleet_pb2.RolloutRequest, _fleet_pb2.RolloutInfo]  # type: ignore[assignment]
     Endpoints: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.EndpointList]  # type: ignore[assignment]
+    WatchEndpoints: _aio.UnaryStreamMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.EndpointList]  # type: ignore[assignment]
+    """The app's whole endpoint list (as Endpoints) at once, then again whenever it
+    changes, each with a higher version; until the client hangs up.
+    """
     DrainHost: _aio.UnaryUnaryMultiCallable[_fleet_pb2.DrainRequest, _fleet_pb2.HostInfo]  # type: ignore[assignment]
     RemoveHost: _aio.UnaryUnaryMultiCallable[_fleet_pb2.RemoveHostRequest, _fleet_pb2.RemoveHostResponse]  # type: ignore[assignment]
     UpgradeHosts: _aio.UnaryUnaryMultiCallable[_fleet_pb2.UpgradeRequest, _fleet_pb2.UpgradeInfo]  # type: ignore[assignment]
@@ -345,6 +353,16 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fleet_pb2.GetRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fleet_pb2.EndpointList, _abc.Awaitable[_fleet_pb2.EndpointList]]: ...
+
+    @_abc_1.abstractmethod
+    def WatchEndpoints(
+        self,
+        request: _fleet_pb2.GetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_fleet_pb2.EndpointList], _abc.AsyncIterator[_fleet_pb2.EndpointList]]:
+        """The app's whole endpoint list (as Endpoints) at once, then again whenever it
+        changes, each with a higher version; until the client hangs up.
+        """
 
     @_abc_1.abstractmethod
     def DrainHost(

@@ -278,6 +278,7 @@ def test_an_edge_host_is_pushed_the_backends_of_a_real_app(fleet: Fleet, tmp_pat
         cli = {"server": fleet.server.address, "pki": fleet.pki}
         described = fleet_cli("describe", "app", "web", **cli).stdout  # type: ignore[arg-type]
         assert "ingress web.example.com/ -> :8080" in described
+        assert "served by edges: edge1 at 127.0.0.1:18080" in described
         for name, backend_address, port, _ in expected:
             assert re.search(rf"{name}\s+{backend_address}:{port}\s+ready", described), described
         wide = fleet_cli("get", "apps", "-o", "wide", **cli).stdout  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import AsyncIterator
 
 import grpc.aio
 
@@ -24,11 +25,12 @@ from fleet.controlplane.appchanges import (
     too_many,
 )
 from fleet.controlplane.appstatus import app_trouble, endpoints, rollout_counts
-from fleet.controlplane.auth import Permission, rpc
+from fleet.controlplane.auth import Permission, answer, authorize, rpc
+from fleet.controlplane.endpointwatch import watch_endpoints
 from fleet.controlplane.planner import plan_replicas
 from fleet.controlplane.reports import status_proto
 from fleet.controlplane.revisions import kept_revisions, revisions_in_use
-from fleet.errors import REQUEST, Conflict, InvalidArgument, SpecError, SpecProblem
+from fleet.errors import REQUEST, Conflict, FleetError, InvalidArgument, SpecError, SpecProblem
 from fleet.proto import fleet_pb2 as pb
 from fleet.spec import AppSpec, parse_spec_json
 from fleet.store import AppWrite, ClusterState, Versioned, check_name
@@ -325,3 +327,16 @@ class AppsApi(ServiceBase):
     ) -> pb.EndpointList:
         state, _ = await self._read_app(request.name)
         return pb.EndpointList(endpoints=endpoints(state, request.name, time.time()))
+
+    async def WatchEndpoints(
+        self, request: pb.GetRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.EndpointList]:
+        """The app's endpoints now, then whenever they change (``endpointwatch``)."""
+        try:
+            authorize(self, context, Permission.APPS_READ, request)
+            await self._read_app(request.name)  # an unknown app: NotFound, not silence
+        except FleetError as error:
+            answer(context, error)
+            return
+        async for found in watch_endpoints(self._informer, request.name):
+            yield found

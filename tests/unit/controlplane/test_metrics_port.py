@@ -3,10 +3,12 @@ HTTPS with the server's certificate, for a client certificate or a bearer token.
 
 from __future__ import annotations
 
+import json
 import ssl
 import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
@@ -127,5 +129,33 @@ def test_an_insecure_port_serves_plain_http_to_anyone() -> None:
     try:
         status, body, _ = scrape(f"127.0.0.1:{number}")
         assert status == 200 and "fleet_leader 0.0" in body
+    finally:
+        served.stop()
+
+
+def test_service_discovery_is_json_behind_the_same_credentials(pki: TestPKI) -> None:
+    """/v1/sd/http answers what the discovery gives as UTF-8 JSON, to whoever may read
+    metrics (its ?app= passed on); a discovery that fails is a 500, /metrics unharmed."""
+    asked: list[str] = []
+
+    def discovery(app: str) -> list[dict[str, Any]]:
+        asked.append(app)
+        if app == "broken":
+            raise RuntimeError("a bug")
+        return [{"targets": ["10.0.0.1:32768"], "labels": {"__meta_fleet_app": "web"}}]
+
+    registry = CollectorRegistry()
+    Gauge("fleet_leader", "1 while leading.", registry=registry).set(1)
+    served = MetricsPort(registry, metrics_tls_context(pki.server()), _tokens, discovery)
+    address = f"127.0.0.1:{served.serve('127.0.0.1:0')}"
+    try:
+        status, body, headers = scrape(address, ca=pki.ca, token=TOKEN, path="/v1/sd/http?app=web")
+        assert (status, headers["Content-Type"]) == (200, "application/json")
+        assert json.loads(body) == discovery("web")
+        assert scrape(address, ca=pki.ca, path="/v1/sd/http")[0] == 401
+        assert asked == ["web", "web"]  # the refused one never reached it
+        status, body, _ = scrape(address, ca=pki.ca, token=TOKEN, path="/v1/sd/http?app=broken")
+        assert (status, body) == (500, "service discovery failed\n")
+        assert "fleet_leader 1.0" in scrape(address, ca=pki.ca, token=TOKEN)[1]
     finally:
         served.stop()

@@ -1,0 +1,85 @@
+"""Following one app's endpoints (``fleet endpoints APP --watch``, ``WatchEndpoints``):
+its whole list at once, then again each time it changes, with a rising version.
+
+Woken by the informer, not by polling: a change of the app's records, its reports or
+the hosts recomputes the list, and a timer fires exactly when a running container is
+due to become available (``ready_since + update.min_ready``), the one change that time
+alone makes. A list equal to the last one sent is not sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+
+from fleet.controlplane.appstatus import endpoints
+from fleet.controlplane.availability import observe
+from fleet.proto import fleet_pb2 as pb
+from fleet.store import ClusterState, Informer
+
+__all__ = ["endpoints_due", "endpoints_inputs", "watch_endpoints"]
+
+_COALESCE = 0.05  # seconds a watch waits after a change before it looks (a burst: one look)
+_LATE = 0.01  # past a container's due time, so that it counts as available then
+
+
+def endpoints_inputs(state: ClusterState, app: str) -> object | None:
+    """What ``endpoints(state, app, now)`` reads of ``state``, as the informer's change
+    counters (None: the state does not say): the app's record and replicas, its
+    reports, and the hosts (their addresses, their sessions)."""
+    changes = state.changes
+    if changes is None:
+        return None
+    return changes.hosts, changes.apps.get(app, 0), changes.reports.get(app, 0)
+
+
+def endpoints_due(state: ClusterState, app: str, now: float) -> float | None:
+    """The earliest time after ``now`` at which a desired container of ``app`` becomes
+    available if nothing else changes; None when none is on its way."""
+    stored = state.apps.get(app)
+    if stored is None:
+        return None
+    min_ready = stored.value.spec.update.min_ready
+    observed = observe(state, app)
+    due = [
+        at
+        for replica in state.replicas_of(app)
+        for container in replica.containers()
+        if (at := observed.available_at(container, min_ready)) is not None and at > now
+    ]
+    return min(due, default=None)
+
+
+async def watch_endpoints(
+    informer: Informer, app: str, clock: Callable[[], float] = time.time
+) -> AsyncIterator[pb.EndpointList]:
+    """``app``'s endpoint list now, then each new one, until the caller stops iterating.
+    An app deleted meanwhile has no endpoints: an empty list, and the watch goes on (it
+    may be applied again)."""
+    await informer.wait_synced()
+    subscription = informer.subscribe()
+    sent: list[pb.Endpoint] | None = None
+    version = 0
+    inputs: object = None
+    due: float | None = None
+    try:
+        while True:
+            state, now = informer.state(), clock()
+            now_inputs = endpoints_inputs(state, app)
+            woken_by_time = due is not None and now >= due
+            if sent is None or woken_by_time or now_inputs is None or now_inputs != inputs:
+                inputs = now_inputs
+                found = endpoints(state, app, now)
+                due = endpoints_due(state, app, now)
+                if found != sent:
+                    version = max(state.revision, version + 1)
+                    sent = found
+                    yield pb.EndpointList(endpoints=found, version=version)
+            timeout = None if due is None else max(0.0, due - clock()) + _LATE
+            with contextlib.suppress(TimeoutError):  # the timer: a container due
+                await asyncio.wait_for(subscription.wait(), timeout)
+            await asyncio.sleep(_COALESCE)
+    finally:
+        informer.unsubscribe(subscription)
