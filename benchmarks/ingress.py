@@ -24,8 +24,9 @@ index.html, so its health check gets 404s).
    v3 rolled back automatically; ``fleet drain`` of h2 (then uncordoned); ``fleet
    upgrade-hosts`` over h2 and h3 (selector ``agent.role=worker``; the command writes a
    new os-release and asks this script, standing in for the host's init system, to
-   restart dockerd and the agent); a non-edge host killed (its agent SIGKILLed and the
-   host powered off: dockerd, containerd, shims and containers SIGKILLed). Each event's
+   restart dockerd and the agent); a non-edge host killed (its agent SIGKILLed, its
+   network cut so that nothing answers at its address, and the host powered off:
+   dockerd, containerd, shims and containers SIGKILLed). Each event's
    window runs from its start until fleet says it is done (rollout complete, drained,
    walk done, replicas replaced elsewhere) plus ``--settle`` seconds; every request
    started in the window counts: its status (not 200 is a failure), connection errors,
@@ -317,7 +318,10 @@ def upgrade_hosts(bench: Bench) -> str:
 def kill_host(bench: Bench) -> str:
     on = Counter(host for host, _, _ in bench.endpoints() if host != EDGE)
     victim = on.most_common(1)[0][0] if on else "h3"
+    # As a machine losing power: nothing answers any more, not even with a refusal (a
+    # powered-off namespace would still refuse connections, which HAProxy retries at once).
     bench.agents[victim].kill()
+    bench.pool.host(victim).cut_network()
     bench.pool.host(victim).power_off()
 
     def replaced() -> bool:
@@ -325,7 +329,7 @@ def kill_host(bench: Bench) -> str:
         return len(found) == REPLICAS and all(host != victim for host, _, _ in found)
 
     wait_settled(bench, f"{victim}'s replicas replaced elsewhere", replaced, 180)
-    return f"{victim} killed ({on[victim]} replicas): agent SIGKILLed, host powered off"
+    return f"{victim} killed ({on[victim]} replicas): agent SIGKILLed, network cut, powered off"
 
 
 EVENTS: list[tuple[str, Callable[[Bench], str]]] = [
