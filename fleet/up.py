@@ -109,12 +109,32 @@ def _start_etcd(
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise Unavailable(f"etcd exited at start; see {data_dir / 'etcd.log'}")
+            why = _etcd_fatal_line(data_dir / "etcd.log")
+            raise Unavailable(
+                f"etcd exited at start{f': {why}' if why else ''}; see {data_dir / 'etcd.log'}"
+                + (f" (is --etcd-port {port} or {port + 1} in use?)" if "in use" in why else "")
+            )
         if _etcd_healthy(url, client):
             return process
         time.sleep(0.1)  # etcd's health is polled until it answers, within the deadline
     process.terminate()
     raise Unavailable(f"etcd did not become healthy in 30 s; see {data_dir / 'etcd.log'}")
+
+
+def _etcd_fatal_line(log_path: Path) -> str:
+    """The reason etcd gave for stopping: its last critical or error line (capnslog's
+    ``C |``/``E |`` levels, or zap's JSON ``fatal``/``error``), else ""."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()[-50:]
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        for mark in (" C | ", " E | "):
+            if mark in line:
+                return line.split(mark, 1)[1].strip()
+        if '"level":"fatal"' in line or '"level":"error"' in line:
+            return line.strip()
+    return ""
 
 
 async def _keep_running(name: str, make: Callable[[], Awaitable[None]]) -> None:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fleet.agent.haproxy import _SERVER_OPTS, parse_servers_state
+from fleet.agent.haproxy import _SERVER_OPTS, Paths, parse_servers_state
 from fleet.client import FleetClient
 from fleet.testing import EtcdServer, HostPool, free_port, wait_until
 from fleet.testing.certs import TestPKI
@@ -253,7 +253,8 @@ def edge_pool(
 def edge_servers(tmp_path: Path, edge: str, app: str) -> dict[str, str]:
     """The edge's HAProxy servers of ``app``'s backend and their admin states
     (ready, drain, maint; "down" when its checks failed), from its admin socket."""
-    path = tmp_path / f"agent-{edge}-state" / "edge" / "admin.sock"
+    # Paths knows where the socket is: a short dir when the state dir's path is long.
+    path = Paths(tmp_path / f"agent-{edge}-state" / "edge").admin
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(5)
         sock.connect(str(path))

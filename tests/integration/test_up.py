@@ -27,15 +27,25 @@ from tests.helpers import fleet_containers
 
 
 def _free_port_pair() -> int:
-    """A port p with p+1 free too (fleet up's etcd uses p for clients, p+1 for peers)."""
+    """A port p with p+1 free too (fleet up's etcd uses p for clients, p+1 for peers),
+    picked below the kernel's ephemeral range: a port from that range can be taken
+    by any outgoing connection of a parallel test between our check and etcd's bind."""
+    import random
     import socket
 
-    def taken(port: int) -> bool:
+    def free(port: int) -> bool:
         with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+            return True
 
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     return wait_until(
-        lambda: next((p for p in [free_port()] if not taken(p + 1)), None),
+        lambda: next(
+            (p for p in [random.randrange(10000, low - 2)] if free(p) and free(p + 1)), None
+        ),
         10,
         what="two adjacent free ports",
     )
@@ -257,3 +267,24 @@ def test_etcd_opens_only_to_the_control_planes_certificate(
         client.close()
         up.stop()
         print(up.log_tail(60))
+
+
+def test_up_says_why_etcd_could_not_start(clean_host: DockerHost, tmp_path: Path) -> None:
+    """A taken etcd port: fleet up quotes etcd's own reason and names the flag."""
+    import socket
+
+    port = _free_port_pair()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port + 1))  # the peer port
+        squatter.listen()
+        done = subprocess.run(
+            [sys.executable, "-m", "fleet", "up", "--data-dir", str(tmp_path / "data")]
+            + ["--listen", f"127.0.0.1:{free_port()}", "--etcd-port", str(port)]
+            + ["--docker", clean_host.docker_url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1, done.stderr
+    assert f"127.0.0.1:{port + 1}: bind: address already in use" in done.stderr, done.stderr
+    assert f"is --etcd-port {port} or {port + 1} in use?" in done.stderr, done.stderr
