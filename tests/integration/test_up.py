@@ -277,10 +277,10 @@ def test_up_says_why_etcd_could_not_start(clean_host: DockerHost, tmp_path: Path
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port + 1))  # the peer port
         squatter.listen()
+        args = ["up", "--data-dir", str(tmp_path / "data"), "--etcd-port", str(port)]
+        args += ["--listen", f"127.0.0.1:{free_port()}", "--docker", clean_host.docker_url]
         done = subprocess.run(
-            [sys.executable, "-m", "fleet", "up", "--data-dir", str(tmp_path / "data")]
-            + ["--listen", f"127.0.0.1:{free_port()}", "--etcd-port", str(port)]
-            + ["--docker", clean_host.docker_url],
+            [sys.executable, "-m", "fleet", *args],
             capture_output=True,
             text=True,
             timeout=60,
