@@ -4,7 +4,7 @@
 # the tested pins of constraints.txt) and runs this file, which needs no network.
 # By hand: `make wheels && docker build --build-arg BASE=python:3.11-slim -t fleet .`
 # Any base with Python 3.11 and python3 -m venv works; scripts/base-image.sh makes one
-# from Debian's packages (fleet-base:bookworm) where no image registry is reachable.
+# from Debian's packages (fleet-base:bookworm-2) where no image registry is reachable.
 ARG BASE=python:3.11-slim
 
 FROM ${BASE} AS build
@@ -31,6 +31,12 @@ LABEL org.opencontainers.image.title="fleet" \
       org.opencontainers.image.description="fleet: control plane, agent and CLI (entrypoint fleet)" \
       org.opencontainers.image.version="${VERSION}"
 COPY --from=build /opt/fleet /opt/fleet
+# HAProxy for edge hosts (agent --ingress): Debian's 2.6, run by the agent in a sibling
+# container from this image. fleet-base has it already; another Debian-based base gets
+# it from its apt sources (the one step of this build that may need the network).
+RUN command -v haproxy >/dev/null || { apt-get update \
+        && apt-get install -y --no-install-recommends haproxy \
+        && rm -rf /var/lib/apt/lists/*; }
 # A user of its own for the control plane and the CLI; the agent runs as root
 # (--user 0), since it talks to the Docker socket and enters the host's namespaces.
 RUN groupadd --system --gid 10001 fleet \
@@ -40,10 +46,12 @@ RUN groupadd --system --gid 10001 fleet \
     && chown fleet:fleet /var/lib/fleet
 # An agent run from this image is in a container: its host commands (upgrade-hosts
 # --command) run in a sibling container that enters the host's namespaces, since a
-# child process would run in the agent's container and die with it.
+# child process would run in the agent's container and die with it. So does an edge's
+# HAProxy.
 ENV PATH=/opt/fleet/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    FLEET_HOST_COMMANDS_IN=container
+    FLEET_HOST_COMMANDS_IN=container \
+    FLEET_EDGE_PROXY_IN=container
 USER fleet
 WORKDIR /var/lib/fleet
 ENTRYPOINT ["/opt/fleet/bin/fleet"]

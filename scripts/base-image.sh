@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# Builds fleet-base:bookworm, a small Debian 12 root with Python 3.11, from Debian's own
+# Builds fleet-base:bookworm-2, a small Debian 12 root with Python 3.11, from Debian's own
 # packages, for machines that cannot pull python:3.11-slim (no public image registry):
 # `debootstrap --variant=minbase` (coreutils, sh, util-linux's nsenter, useradd) plus
-# python3 and python3-venv, stripped of docs, man pages, locales and apt's lists, then
+# python3, python3-venv and haproxy (edge hosts' proxy), stripped of docs, man pages, locales and apt's lists, then
 # `docker import`ed into the daemon at $DOCKER_HOST (or the default socket).
 #
-# The stripped root is cached as build/base/bookworm-rootfs.tar: only the first run
+# The stripped root is cached as build/base/bookworm-2-rootfs.tar: only the first run
 # downloads (about a minute); later runs, and other daemons, import the tarball.
 # Usage: scripts/base-image.sh [TAG]   (MIRROR=URL overrides the Debian mirror)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TAG=${1:-fleet-base:bookworm}
+TAG=${1:-fleet-base:bookworm-2}
 SUITE=bookworm
+# The -2 of the tag and the tarball is this package set's: a new set, a new number.
+PACKAGES=python3,python3-venv,haproxy
 CACHE=build/base
-TARBALL=$CACHE/$SUITE-rootfs.tar
+TARBALL=$CACHE/$SUITE-2-rootfs.tar
 
 say() { echo "base-image: $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -52,8 +54,8 @@ make_rootfs() {
     trap 'remove_root "$ROOTFS"' EXIT
     url=$(mirror)
     began=$SECONDS
-    say "debootstrap $SUITE (minbase + python3) from $url; the first time takes a minute or two"
-    if ! debootstrap --variant=minbase --include=python3,python3-venv "$SUITE" "$ROOTFS" "$url" \
+    say "debootstrap $SUITE (minbase + $PACKAGES) from $url; the first time takes a minute or two"
+    if ! debootstrap --variant=minbase --include=$PACKAGES "$SUITE" "$ROOTFS" "$url" \
         >"$CACHE/debootstrap.log" 2>&1; then
         tail -n 20 "$CACHE/debootstrap.log" >&2
         die "debootstrap failed (whole log: $CACHE/debootstrap.log); set MIRROR=URL for another mirror"
@@ -89,6 +91,6 @@ docker import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' \
     --change 'CMD ["python3"]' \
-    --message "debootstrap --variant=minbase --include=python3,python3-venv $SUITE" \
+    --message "debootstrap --variant=minbase --include=$PACKAGES $SUITE" \
     "$TARBALL" "$TAG" >/dev/null
 docker image inspect "$TAG" --format "base-image: $TAG, {{.Size}} bytes" >&2

@@ -3,7 +3,7 @@
 # default socket) as fleet:<version> and fleet:latest; `make image` runs it.
 #
 # The base: $BASE if given; else python:3.11-slim if the daemon has it; else
-# fleet-base:bookworm, made from Debian's packages by scripts/base-image.sh (for
+# fleet-base:bookworm-2, made from Debian's packages by scripts/base-image.sh (for
 # machines that reach no image registry). The wheels are built on the host by
 # $VENV's pip (default .venv) with the pins of constraints.txt, so the image build
 # needs no network. An image labelled with the same source hash (the package, the
@@ -19,7 +19,7 @@ WHEELS=build/wheels
 LOG=build/image.log
 HASH_LABEL=fleet.source-hash
 SLIM=python:3.11-slim
-LOCAL_BASE=fleet-base:bookworm
+LOCAL_BASE=fleet-base:bookworm-2
 
 say() { echo "image: $*" >&2; }
 die() { say "$*"; exit 1; }

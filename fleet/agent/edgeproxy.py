@@ -1,6 +1,7 @@
 """The edge proxy of an agent started with ``--ingress ADDR:PORT``: a real HAProxy, run
-as a host process in its own session, kept in line with the newest EdgeConfig by a
-background task.
+as a host process in its own session or in a sibling container
+(``fleet.agent.edgelaunch``), kept in line with the newest EdgeConfig by a background
+task.
 
 Each look is level-triggered: observe HAProxy (``show servers state``/``conn`` and the
 routes its config was rendered from, kept in ``routes.json``), plan
@@ -34,6 +35,7 @@ from fleet.agent.edge import (
     plan,
     table_from_config,
 )
+from fleet.agent.edgelaunch import Launcher, ProcessLauncher
 from fleet.agent.haproxy import HAProxyError, Paths, Sockets, render, split_listen
 from fleet.proto import fleet_pb2 as pb
 
@@ -51,8 +53,15 @@ _BACKOFF_MAX = 30.0
 class EdgeProxy:
     """HAProxy on ``listen`` for this edge host, its files in ``state_dir``."""
 
-    def __init__(self, listen: str, state_dir: Path, haproxy: str = "haproxy") -> None:
+    def __init__(
+        self,
+        listen: str,
+        state_dir: Path,
+        haproxy: str = "haproxy",
+        launcher: Launcher | None = None,
+    ) -> None:
         self.listen = listen
+        self.launcher: Launcher = launcher or ProcessLauncher()
         self._listen_port = split_listen(listen)[1]  # ValueError names a bad address
         self.paths = Paths(Path(state_dir))
         # Debian puts it in /usr/sbin, which a user's PATH may lack.
@@ -123,6 +132,7 @@ class EdgeProxy:
             if self._alive():
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self._pid, signal.SIGKILL)
+        await self.launcher.forget()
         for path in (self.paths.pidfile, self.paths.routes, self.paths.server_state):
             path.unlink(missing_ok=True)
         log.info("edge: haproxy (pid %d) stopped for good", self._pid)
@@ -203,8 +213,7 @@ class EdgeProxy:
         # A fresh start begins from the config: an old state file would be stale.
         for path in (self.paths.server_state, self.paths.master, self.paths.admin):
             path.unlink(missing_ok=True)
-        self._pid = _spawn_haproxy(self.haproxy, self.paths)
-        self._child = True
+        self._pid, self._child = await self.launcher.spawn(self.haproxy, self.paths)
         self._started_at = time.monotonic()
         self._watch()
         deadline = time.monotonic() + _START_TIMEOUT
@@ -474,34 +483,3 @@ def _write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def _spawn_haproxy(binary: str, paths: Paths) -> int:
-    """Start HAProxy's master in a session of its own, its output appended to its log:
-    not as an asyncio subprocess, whose transport kills it when closed, since HAProxy
-    must outlive the agent."""
-    fd = os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    argv = [
-        binary,
-        "-W",  # master-worker: reloads on the master CLI
-        "-S",
-        f"{paths.master},level,admin,mode,600",  # the master CLI: root's only
-        "-f",
-        str(paths.config),
-        "-p",
-        str(paths.pidfile),
-    ]
-    try:
-        return os.posix_spawnp(
-            binary,
-            argv,
-            dict(os.environ),
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, fd, 1),
-                (os.POSIX_SPAWN_DUP2, fd, 2),
-            ],
-            setsid=True,
-        )
-    finally:
-        os.close(fd)

@@ -17,7 +17,7 @@ from pathlib import Path
 from fleet.agent.hostcommands import StartedCommand, output_file
 from fleet.proto import fleet_pb2 as pb
 
-__all__ = ["ProcessRunner"]
+__all__ = ["ProcessRunner", "spawn_detached"]
 
 _EXIT_POLL = 0.5  # seconds between looks at whether a command exited
 
@@ -47,11 +47,17 @@ def _spawn(command: str, output: Path, env: dict[str, str]) -> int:
     ``output``; its pid. Not with asyncio's subprocesses, nor a Popen: asyncio kills a
     child still running when its transport is closed (as when the agent stops cleanly),
     and the command must outlive the agent (an OS upgrade restarts it)."""
+    return spawn_detached(["sh", "-c", command], output, env)
+
+
+def spawn_detached(argv: list[str], output: Path, env: dict[str, str]) -> int:
+    """Start ``argv`` (found on PATH) in a session of its own, stdin from /dev/null,
+    its output appended to ``output``; its pid. It outlives the agent."""
     fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
         return os.posix_spawnp(
-            "sh",
-            ["sh", "-c", command],
+            argv[0],
+            argv,
             env,
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),

@@ -253,7 +253,7 @@ def _default_host_id() -> str:
     return socket.gethostname().split(".")[0].lower()
 
 
-class HostCommandsIn(StrEnum):
+class RunsIn(StrEnum):
     process = "process"
     container = "container"
 
@@ -344,7 +344,7 @@ def agent(
         ),
     ] = False,
     host_commands_in: Annotated[
-        HostCommandsIn,
+        RunsIn,
         typer.Option(
             "--host-commands-in",
             help="Where host commands run: process (a process of the agent's own, for an "
@@ -352,7 +352,18 @@ def agent(
             "that enters the host's namespaces, for an agent in a container: the image's "
             "default). Either way they outlive the agent.",
         ),
-    ] = HostCommandsIn.process,
+    ] = RunsIn.process,
+    edge_proxy_in: Annotated[
+        RunsIn,
+        typer.Option(
+            "--edge-proxy-in",
+            help="With --ingress: where HAProxy runs. process (a process of its own "
+            "session, for an agent installed on the host) or container (a sibling "
+            "container from the agent's image, with the host's network, sharing the "
+            "state dir: for an agent in a container, the image's default). Either way it "
+            "keeps serving while the agent restarts, and the next agent adopts it.",
+        ),
+    ] = RunsIn.process,
     host_command_image: Annotated[
         str | None,
         typer.Option(
@@ -385,6 +396,7 @@ def agent(
     registered or not: the host's containers need no control plane to keep running.
     """
     from fleet.agent import Agent, AgentConfig, DockerRuntime
+    from fleet.agent.edgelaunch import ContainerLauncher
     from fleet.agent.edgeproxy import EdgeProxy
     from fleet.agent.haproxy import HAProxyError
     from fleet.agent.hostcontainer import ContainerRunner
@@ -431,13 +443,19 @@ def agent(
         ContainerRunner(
             lambda: runtime.client, host_id, host_command_image or "", target_pid=host_command_pid
         )
-        if host_commands_in is HostCommandsIn.container
+        if host_commands_in is RunsIn.container
         else None  # a process of the agent's own
     )
-    # An edge runs HAProxy as a host process of its own session: it keeps serving
-    # while the agent restarts, and the next agent adopts it (its state dir's pidfile).
+    # An edge's HAProxy keeps serving while the agent restarts, and the next agent
+    # adopts it (its state dir's pidfile and master socket).
     edge = (
-        EdgeProxy(ingress_listen, (config.state_dir or Path(".")) / "edge")
+        EdgeProxy(
+            ingress_listen,
+            (config.state_dir or Path(".")) / "edge",
+            launcher=ContainerLauncher(lambda: runtime.client, host_id)
+            if edge_proxy_in is RunsIn.container
+            else None,  # a process of its own session
+        )
         if ingress_listen
         else None
     )

@@ -462,7 +462,8 @@ _ENDPOINT_COLUMNS = ["APP", "SLOT", "HOST", "ADDRESS", "CONTAINER PORT", "REVISI
 
 
 def _print_change(app: str, change: pb.EndpointList, output: Format) -> None:
-    """One change of a watch: a JSON line, a YAML document, or a titled table."""
+    """One change of a watch: a JSON line, a YAML document, or a titled table ("app"
+    is "" when the watch follows every app)."""
     found = list(change.endpoints)
     if output == Format.json:
         document = {"app": app, "version": change.version, "endpoints": [to_dict(e) for e in found]}
@@ -471,14 +472,20 @@ def _print_change(app: str, change: pb.EndpointList, output: Format) -> None:
         document = {"app": app, "version": change.version, "endpoints": [to_dict(e) for e in found]}
         print("---\n" + yaml.safe_dump(document, sort_keys=False), end="", flush=True)
     else:
-        console.print(safe(f"# {app}: {len(found)} endpoint(s), version {change.version}"))
+        title = app or "every app"
+        console.print(safe(f"# {title}: {len(found)} endpoint(s), version {change.version}"))
         print_records(found, output, _ENDPOINT_COLUMNS, _endpoint_rows(found))
         console.file.flush()
 
 
 @connected
 def endpoints(
-    app_name: AppArg,
+    app_name: Annotated[
+        str,
+        typer.Argument(
+            metavar="[APP]", help="The app; every app's endpoints without it.", show_default=False
+        ),
+    ] = "",
     conn: Connection = CONNECTION,
     output: OutputOpt = Format.table,
     watch: Annotated[
@@ -494,9 +501,11 @@ def endpoints(
         ),
     ] = False,
 ) -> None:
-    """Where APP answers: host address and published port of each available replica.
+    """Where APP answers (every app, without APP): host address and published port of
+    each available replica.
 
-    For pointing a load balancer or a client at the app (--watch to follow it)."""
+    For pointing a load balancer or a client at the app (--watch to follow it). Edge
+    hosts (agent --ingress) do this by themselves: see `fleet describe app`."""
     with conn.client() as client:
         if watch:
             try:

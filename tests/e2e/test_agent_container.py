@@ -21,12 +21,15 @@ from typing import Any
 
 import pytest
 
+from fleet.agent.edgelaunch import EDGE_CONTAINER, LABEL_EDGE_PROXY
+from fleet.agent.haproxy import Paths
 from fleet.client import FleetClient
 from fleet.spec import load_documents
 from fleet.testing import DockerHost, EtcdServer, HostPool, wait_until
 from fleet.testing.agentcontainer import AGENT_NAME, AgentFiles, agent_container, gateway_pki
-from fleet.testing.certs import tls_args
+from fleet.testing.certs import TestPKI, tls_args
 from fleet.testing.fleetprocs import FleetServerProcess
+from fleet.testing.httpload import Hammer, edge_server_rows, get
 from fleet.testing.images import ensure_image
 from fleet.testing.procs import free_port
 from tests.helpers import fleet_containers, http_get
@@ -42,6 +45,9 @@ class Pool:
     server: FleetServerProcess
     client: FleetClient
     tmp: Path
+    pki: TestPKI
+    listen: str
+    image: ImageLoader
 
     def agent(self, host: DockerHost) -> Any:
         return host.client().containers.get(AGENT_NAME)
@@ -78,7 +84,7 @@ def pool(
     server = FleetServerProcess(etcd_server.endpoint, prefix, tmp_path, pki, listen=listen)
     server.start()
     client = server.client()
-    found = Pool(list(clean_pool.hosts), server, client, tmp_path)
+    found = Pool(list(clean_pool.hosts), server, client, tmp_path, pki, listen, fleet_image)
     try:
         for host in clean_pool.hosts:
             _web_images(host)
@@ -95,7 +101,9 @@ def pool(
             except Exception as error:
                 print(f"--- agent {host.name}: {error!r}")
             for container in host.client().containers.list(all=True):
-                if container.name == AGENT_NAME or COMMAND_LABEL in container.labels:
+                if container.name == AGENT_NAME or {COMMAND_LABEL, LABEL_EDGE_PROXY} & set(
+                    container.labels
+                ):
                     container.remove(force=True)
         server.stop()
 
@@ -230,3 +238,86 @@ def test_the_agent_in_its_container_runs_the_pool(pool: Pool) -> None:
     want = {"h1": ("ready", "2"), "h2": ("ready", "2")}
     wait_until(lambda: final() == want, 30, what="both hosts ready on version 2")
     assert busy_host in final()
+
+
+def _edge_web(image: str, replicas: int) -> str:
+    return f"""
+name: web
+image: {image}
+replicas: {replicas}
+placement: spread
+ports: ["8080"]
+resources: {{cpu: 0.1, memory: 32Mi}}
+health: {{http: "http://:8080/index.html", interval: 500ms, timeout: 1s, retries: 2}}
+update: {{max_surge: 1, max_unavailable: 0, min_ready: 1s}}
+shutdown_delay: 2s
+ingress: {{port: 8080, host: web.test}}
+"""
+
+
+def _ready_servers(state_dir: Path) -> int:
+    """How many servers of web's backend the edge's HAProxy has ready, from its admin
+    socket (in the agent's state dir, which the test reaches from the machine)."""
+    rows = edge_server_rows(state_dir / "agent" / "edge")
+    return sum(1 for r in rows if r.backend.startswith("http_web_") and r.state == "ready")
+
+
+def test_the_agent_in_its_container_runs_an_edge_proxy_that_outlives_it(pool: Pool) -> None:
+    """An edge whose agent runs from the image: HAProxy runs in a sibling container from
+    the same image (host network, the agent's state dir shared), serves the app, keeps
+    serving while the agent's container restarts (not one request lost), and the
+    restarted agent adopts it and changes its servers through the runtime API."""
+    client = pool.client
+    edge = pool.hosts[0]
+    wait_until(
+        lambda: len(client.hosts()) == 2 and all(h.connected for h in client.hosts()),
+        90,
+        what="both agents",
+    )
+    # The operator makes h1 an edge: its agent again, with --ingress.
+    port = 18080
+    files = AgentFiles.make(pool.tmp, edge.name, pool.pki, pool.listen)
+    pool.agent(edge).remove(force=True)
+    agent_container(edge, pool.image(edge), files, ("--ingress", f"{edge.address}:{port}"))
+    wait_until(
+        lambda: any(h.host_id == edge.name and h.ingress and h.connected for h in client.hosts()),
+        90,
+        what="h1 to register as an edge",
+    )
+    client.apply(load_documents(_edge_web(f"{WEB}:v1", 2), "web.yaml"))
+    address = (edge.address, port)
+
+    def serves() -> bool:
+        try:
+            return get(address, "web.test") == (200, "web v1")
+        except OSError:
+            return False
+
+    wait_until(serves, 120, what="the edge to serve web")
+    proxy = edge.client().containers.get(EDGE_CONTAINER)
+    pidfile = Paths(files.state / "agent" / "edge").pidfile
+    pid = int(pidfile.read_text().split()[0])
+    assert proxy.status == "running" and proxy.labels[LABEL_EDGE_PROXY] == edge.name
+    assert proxy.attrs["State"]["Pid"] == pid, "the pidfile names the container's HAProxy"
+    assert proxy.attrs["HostConfig"]["NetworkMode"] == "host"
+
+    with Hammer(address, "web.test") as hammer:
+        hammer.more(50)
+        with hammer.event("agent restart") as restart:
+            pool.agent(edge).restart(timeout=10)
+            wait_until(
+                lambda: "adopted running haproxy" in pool.agent_log(edge),
+                60,
+                what="the restarted agent to adopt HAProxy",
+            )
+            # It still changes HAProxy: 2 more replicas join web's backend.
+            client.apply(load_documents(_edge_web(f"{WEB}:v1", 4), "web.yaml"))
+            wait_until(
+                lambda: _ready_servers(files.state) == 4, 120, what="4 ready servers on the edge"
+            )
+            hammer.more(50)
+    results = restart.results(hammer)
+    failed = [r.text for r in results if not r.ok]
+    assert results and not failed, f"{len(failed)} of {len(results)} failed: {failed[:5]}"
+    again = edge.client().containers.get(EDGE_CONTAINER)
+    assert (again.id, int(pidfile.read_text().split()[0])) == (proxy.id, pid)

@@ -243,6 +243,9 @@ def test_a_watch_follows_availability_and_scaling_across_servers_and_sd_lists_ta
         admin.scale("web", 2)
         wait_until(lambda: follower.slots() == [0, 1], 40, what="slot 1 in the watch")
         ports = {slot: host_port(c) for slot, c in containers(pool, 2).items()}
+        # No app named: every app's, in a list and in a watch (the same two here).
+        assert admin.endpoints("") == admin.endpoints("web")
+        assert list(first(admin.watch_endpoints("")).endpoints) == admin.endpoints("web")
         # The documented HAProxy follower put both in rotation, each in a slot of its own,
         # and requests through HAProxy reach them.
         both = [("s1", address, ports[0]), ("s2", address, ports[1])]

@@ -24,9 +24,9 @@ from fleet.controlplane.appchanges import (
     too_large,
     too_many,
 )
-from fleet.controlplane.appstatus import app_trouble, endpoints, rollout_counts
+from fleet.controlplane.appstatus import app_trouble, rollout_counts
 from fleet.controlplane.auth import Permission, answer, authorize, rpc
-from fleet.controlplane.endpointwatch import watch_endpoints
+from fleet.controlplane.endpointwatch import endpoints_of, watch_endpoints
 from fleet.controlplane.planner import plan_replicas
 from fleet.controlplane.reports import status_proto
 from fleet.controlplane.revisions import kept_revisions, revisions_in_use
@@ -325,8 +325,9 @@ class AppsApi(ServiceBase):
     async def Endpoints(
         self, request: pb.GetRequest, context: grpc.aio.ServicerContext
     ) -> pb.EndpointList:
-        state, _ = await self._read_app(request.name)
-        return pb.EndpointList(endpoints=endpoints(state, request.name, time.time()))
+        # No name: every app's (an unknown name is NotFound, not an empty list).
+        state = (await self._read_app(request.name))[0] if request.name else await self._state()
+        return pb.EndpointList(endpoints=endpoints_of(state, request.name, time.time()))
 
     async def WatchEndpoints(
         self, request: pb.GetRequest, context: grpc.aio.ServicerContext
@@ -334,7 +335,8 @@ class AppsApi(ServiceBase):
         """The app's endpoints now, then whenever they change (``endpointwatch``)."""
         try:
             authorize(self, context, Permission.APPS_READ, request)
-            await self._read_app(request.name)  # an unknown app: NotFound, not silence
+            if request.name:
+                await self._read_app(request.name)  # an unknown app: NotFound, not silence
         except FleetError as error:
             answer(context, error)
             return

@@ -30,6 +30,7 @@ class Built:
     server: ServerConfig | None = None
     agent: AgentConfig | None = None
     runner: object = None  # where the agent's host commands run (None: processes)
+    launcher: object = None  # how an edge's HAProxy starts (None: a process)
 
 
 @pytest.fixture
@@ -53,8 +54,8 @@ def built(monkeypatch: pytest.MonkeyPatch) -> Built:
             return None
 
     class EdgeProxy:  # no HAProxy: only the configuration is under test
-        def __init__(self, listen: str, state_dir: Path) -> None:
-            pass
+        def __init__(self, listen: str, state_dir: Path, launcher: object = None) -> None:
+            found.launcher = launcher
 
         def update(self, config: object) -> None:
             pass
@@ -318,3 +319,19 @@ def test_an_edge_hosts_ingress_from_the_flag_the_variable_or_the_file(
     result = invoke("agent", *base, "--ingress", "edge:80")
     assert result.exit_code != 0
     assert "--ingress: the ingress address must be ADDR:PORT" in result.output
+
+
+def test_an_edges_haproxy_runs_as_a_process_or_in_a_sibling_container(
+    built: Built, tmp_path: Path
+) -> None:
+    from fleet.agent.edgelaunch import ContainerLauncher
+
+    base = ("--insecure", "--host-id", "edge-1", "--state-dir", str(tmp_path))
+    agent_config(built, *base, "--ingress", "0.0.0.0:80")
+    assert built.launcher is None  # a process of its own session
+    agent_config(built, *base, "--ingress", "0.0.0.0:80", "--edge-proxy-in", "container")
+    assert isinstance(built.launcher, ContainerLauncher)
+    built.launcher = None
+    # The image sets FLEET_EDGE_PROXY_IN=container.
+    agent_config(built, *base, "--ingress", "[::]:80", env={"FLEET_EDGE_PROXY_IN": "container"})
+    assert isinstance(built.launcher, ContainerLauncher)
