@@ -350,6 +350,35 @@ class FleetClient:
         request = pb.DeleteTokenRequest(id=token_id)
         self._call(lambda s: s.DeleteToken(request, timeout=self.timeout))
 
+    def create_join_token(
+        self,
+        *,
+        ttl: float = 0.0,
+        uses: int = 0,
+        labels: Mapping[str, str] | None = None,
+        description: str = "",
+    ) -> pb.CreateJoinTokenResponse:
+        """A new join token (admin only); its secret is in the answer, and nowhere else."""
+        request = pb.CreateJoinTokenRequest(
+            ttl_seconds=ttl, uses=uses, labels=dict(labels or {}), description=description
+        )
+        response: pb.CreateJoinTokenResponse = self._call(
+            lambda s: s.CreateJoinToken(request, timeout=self.timeout)
+        )
+        return response
+
+    def join_tokens(self) -> list[pb.JoinTokenInfo]:
+        request = pb.GetRequest()
+        return list(self._call(lambda s: s.ListJoinTokens(request, timeout=self.timeout)).tokens)
+
+    def revoke_certificate(self, host_id: str, serial: str) -> None:
+        request = pb.RevokeCertificateRequest(host_id=host_id, serial=serial)
+        self._call(lambda s: s.RevokeCertificate(request, timeout=self.timeout))
+
+    def delete_join_token(self, token_id: str) -> None:
+        request = pb.DeleteTokenRequest(id=token_id)
+        self._call(lambda s: s.DeleteJoinToken(request, timeout=self.timeout))
+
     # ------------------------------------------------------------------ rollouts
 
     def set_image(self, app: str, image: str) -> pb.AppChange:

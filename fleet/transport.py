@@ -158,11 +158,14 @@ class Transport:
         return grpc.secure_channel(target, credentials, options=merged)
 
     def add_token_port(self, server: grpc.aio.Server, address: str) -> int:
-        """A TLS port that asks no client certificate: callers present bearer tokens."""
+        """A TLS port that asks no client certificate: callers present bearer tokens,
+        or join tokens. Its chain ends with the CA, which a joining agent pins by its
+        fingerprint (it has no CA to check the server with yet)."""
         if self.tls is None:
             raise InvalidArgument("a token port needs TLS: give the server its certificate")
-        _, cert, key = self.tls.read()
-        credentials = grpc.ssl_server_credentials([(key, cert)], require_client_auth=False)
+        ca, cert, key = self.tls.read()
+        chain = cert if ca.strip() in cert else cert.rstrip(b"\n") + b"\n" + ca
+        credentials = grpc.ssl_server_credentials([(key, chain)], require_client_auth=False)
         return _bind(address, lambda: server.add_secure_port(address, credentials))
 
     def add_port(self, server: grpc.aio.Server, address: str) -> int:

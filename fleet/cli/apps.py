@@ -255,10 +255,17 @@ def _describe_host(client: FleetClient, name: str) -> None:
     claimed = ", ".join(f"{AGENT_PREFIX}{k}={v}" for k, v in sorted(host.agent_labels.items()))
     console.print(safe(f"labels its agent claims (--label): {claimed or '-'}"))
     serial = host.cert_serial or "- (none: a plaintext control plane)"
+    until = f", expires {host.cert_expires}" if host.cert_expires else ""
     console.print(
-        safe(f"certificate serial (its agent's, last registration): {serial}"),
+        safe(f"certificate serial (its agent's, last registration): {serial}{until}"),
         soft_wrap=True,
     )
+    if host.past_serials:
+        earlier = ", ".join(host.past_serials)
+        console.print(
+            safe(f"earlier certificates (`fleet hosts revoke-cert` denies one): {earlier}"),
+            soft_wrap=True,
+        )
     if capped_claim(host):
         counted, claims = host.capacity, host.reported_capacity
         console.print(

@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import os
 import socket
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -29,7 +31,7 @@ from fleet.cli.options import duration_option, memory_option
 from fleet.cli.output import fail
 from fleet.cli.policy import AllowBindOpt, AllowCapOpt, AllowOpt, policy_from_options
 from fleet.client import servers_from
-from fleet.transport import TlsFiles, client_transport
+from fleet.transport import TlsFiles, Transport, client_transport
 
 __all__ = ["agent", "server", "up"]
 
@@ -88,9 +90,28 @@ def server(
         str | None,
         typer.Option(
             "--token-listen",
-            help="Also serve clients with bearer tokens (no client certificate) here.",
+            help="Also serve clients with bearer tokens (no client certificate) here, and "
+            "hosts that join with a join token (fleet agent --join).",
         ),
     ] = None,
+    ca_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-key",
+            help="The key of --tls-ca (the ca.key of `fleet certs init`): with it the "
+            "control plane signs the certificates of hosts joining with a token and of "
+            "agents renewing theirs. Keep it only on control-plane machines, readable by "
+            "the server alone; without it hosts get certificates by `fleet certs issue`.",
+        ),
+    ] = None,
+    agent_cert_ttl: Annotated[
+        str,
+        typer.Option(
+            "--agent-cert-ttl",
+            help="The life of the agent certificates it signs (agents renew theirs after "
+            "2/3 of it).",
+        ),
+    ] = "30d",
     metrics_listen: Annotated[
         str | None,
         typer.Option(
@@ -204,6 +225,8 @@ def server(
         secrets_key=secrets_key_file,
         host_lease_ttl=max(1, round(duration_option("--host-down-after", host_down_after))),
         token_listen=token_listen,
+        ca_key=ca_key,
+        agent_cert_ttl=duration_option("--agent-cert-ttl", agent_cert_ttl),
         metrics_listen=metrics_listen,
         metrics_insecure=metrics_insecure,
         reflection=reflection,
@@ -249,6 +272,55 @@ def _labels(values: list[str]) -> dict[str, str]:
     return labels
 
 
+def _joined(
+    token: str,
+    join_server: str | None,
+    fingerprint: str | None,
+    host_id: str,
+    state_dir: Path,
+    tls: tuple[Path | None, Path | None, Path | None],
+) -> Transport:
+    """The agent's transport once it joined the pool with ``token`` (or had already):
+    its files are the --tls-* paths, else its state dir's pki/. A control plane that
+    cannot be reached is tried again (a new host may boot before it); a refusal stops
+    the agent, saying why."""
+    from fleet.agent.joining import join_pool, normalize_fingerprint
+    from fleet.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unavailable
+
+    if not fingerprint:
+        fail("--join needs --ca-fingerprint sha256:HEX (fleet hosts token create prints it)")
+    if not join_server:
+        fail("--join needs --join-server, the control plane's --token-listen address")
+    try:
+        pinned = normalize_fingerprint(fingerprint)
+    except InvalidArgument as error:
+        fail(str(error))
+    pki = state_dir / "pki"
+    files = TlsFiles(
+        tls[0] or pki / "ca.crt",
+        tls[1] or pki / "agent.crt",
+        tls[2] or pki / "agent.key",
+        "the certificate --join got",
+    )
+    delay = 1.0
+    while True:
+        try:
+            join_pool(
+                join_server=join_server,
+                token=token,
+                fingerprint=pinned,
+                host_id=host_id,
+                files=files,
+            )
+            return Transport(files)
+        except (PermissionDenied, FailedPrecondition, InvalidArgument) as error:
+            fail(str(error))
+        except Unavailable as error:
+            logging.getLogger("fleet.agent").warning("%s; trying again in %.0fs", error, delay)
+            time.sleep(delay)  # nothing else to do before the agent has a certificate
+            delay = min(delay * 2, 30.0)
+
+
 def _default_host_id() -> str:
     return socket.gethostname().split(".")[0].lower()
 
@@ -285,6 +357,32 @@ def agent(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Plaintext to a server started with --insecure.")
     ] = False,
+    join: Annotated[
+        str | None,
+        typer.Option(
+            "--join",
+            help="Join the pool with this token (fleet hosts token create): the agent makes "
+            "its own key and gets its certificate from the control plane, into its state "
+            "dir's pki/ (or the --tls-* paths). Once joined, the same command line starts "
+            "it without joining again. Prefer FLEET_JOIN or the config file: a command "
+            "line is visible to every user of the host.",
+        ),
+    ] = None,
+    join_server: Annotated[
+        str | None,
+        typer.Option(
+            "--join-server",
+            help="With --join: where to join, the control plane's --token-listen address.",
+        ),
+    ] = None,
+    ca_fingerprint: Annotated[
+        str | None,
+        typer.Option(
+            "--ca-fingerprint",
+            help="With --join: sha256:HEX of the pool's CA certificate, which the agent "
+            "pins before it sends the token (fleet hosts token create prints it).",
+        ),
+    ] = None,
     allow: AllowOpt = None,
     allow_cap: AllowCapOpt = None,
     allow_bind: AllowBindOpt = None,
@@ -401,6 +499,7 @@ def agent(
     from fleet.agent.haproxy import HAProxyError
     from fleet.agent.hostcontainer import ContainerRunner
     from fleet.agent.incontainer import check_host_pid_namespace
+    from fleet.agent.joining import CertificateRenewer
     from fleet.controlplane.registration import check_ingress
     from fleet.errors import FailedPrecondition, InvalidArgument
     from fleet.store.keys import check_host_id
@@ -414,16 +513,27 @@ def agent(
         ingress_listen = check_ingress((ingress or "").strip())
     except InvalidArgument as error:
         fail(f"--ingress: {error}")
-    transport = client_transport(
-        ca=tls_ca, cert=tls_cert, key=tls_key, insecure=insecure, kind="agent", name=host_id
-    )
+    chosen_state_dir = state_dir or _default_state_dir(host_id)
+    if join:
+        transport = _joined(
+            join,
+            join_server,
+            ca_fingerprint,
+            host_id,
+            chosen_state_dir,
+            (tls_ca, tls_cert, tls_key),
+        )
+    else:
+        transport = client_transport(
+            ca=tls_ca, cert=tls_cert, key=tls_key, insecure=insecure, kind="agent", name=host_id
+        )
     config = AgentConfig(
         servers=servers_from(server_),
         host_id=host_id,
         transport=transport,
         labels=_labels(label or []),
         policy=policy_from_options(allow or [], allow_cap or [], allow_bind or []),
-        state_dir=state_dir or _default_state_dir(host_id),
+        state_dir=chosen_state_dir,
         cpus=cpus,
         memory=memory_option("--memory", memory) if memory else None,
         image_gc_after=duration_option("--image-gc-after", image_gc_after)
@@ -477,9 +587,23 @@ def agent(
                 raise FailedPrecondition(
                     f"--ingress {ingress_listen}: HAProxy cannot start: {error}"
                 ) from None
+        # Two thirds into its certificate's life the agent asks for a new one; its
+        # session's certificate watch reconnects with it.
+        renewal = (
+            asyncio.create_task(
+                CertificateRenewer(transport.tls, transport, list(config.servers), host_id).run(),
+                name="certificate-renewal",
+            )
+            if transport.tls is not None
+            else None
+        )
         try:
             await daemon.run_until(life.stopping, started)
         finally:
+            if renewal is not None:
+                renewal.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewal
             if edge is not None:
                 await edge.stop()  # HAProxy keeps serving; the next agent adopts it
 

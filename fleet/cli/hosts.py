@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from fleet._time import epoch
 from fleet.cli.connection import CONNECTION, Connection, connected
+from fleet.cli.jointokens import token_app
 from fleet.cli.options import duration_option
 from fleet.cli.output import (
     Format,
@@ -394,6 +395,7 @@ def upgrade_hosts(
 hosts_app = typer.Typer(
     help="The pool's hosts (list them with `fleet get hosts`).", no_args_is_help=True
 )
+hosts_app.add_typer(token_app, name="token")
 
 
 def removed_lines(removed: pb.RemoveHostResponse) -> list[str]:
@@ -412,7 +414,7 @@ def removed_lines(removed: pb.RemoveHostResponse) -> list[str]:
         )
     lines.append(
         f"to rejoin, it needs a new certificate: `fleet certs issue agent {host} --force`, "
-        "then start its agent with it"
+        "or a join token (`fleet hosts token create`), then start its agent with it"
     )
     return lines
 
@@ -443,3 +445,24 @@ def remove(
         return
     for line in removed_lines(removed):
         console.print(safe(line), soft_wrap=True)
+
+
+@hosts_app.command("revoke-cert")
+@connected
+def revoke_cert(
+    host: HostArg,
+    serial: Annotated[
+        str,
+        typer.Argument(
+            help="The serial (hex) of a certificate HOST registered with before, as "
+            "`fleet describe host` lists them."
+        ),
+    ],
+    conn: Connection = CONNECTION,
+) -> None:
+    """Deny an earlier certificate of HOST (one it renewed) on every control plane: no
+    agent connects with it again. The host's current certificate is not taken: `fleet
+    hosts remove` takes a host out."""
+    with conn.client() as client:
+        client.revoke_certificate(host, serial)
+    console.print(safe(f"host/{host}: certificate serial {serial} denied"))

@@ -197,6 +197,7 @@ def print_hosts(hosts: list[pb.HostInfo], output: Format) -> None:
                 h.facts.get("boot_id", "-")[:8],
                 h.address or "-",
                 h.ingress or "-",
+                h.cert_expires or "-",
             ]
         )
     print_records(
@@ -215,6 +216,7 @@ def print_hosts(hosts: list[pb.HostInfo], output: Format) -> None:
             "BOOT ID",
             "ADDRESS",
             "INGRESS",
+            "CERT EXPIRES",
         ],
         wide_rows=wide,
     )

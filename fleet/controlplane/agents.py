@@ -25,6 +25,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 
 import grpc
 import grpc.aio
@@ -37,6 +38,7 @@ from fleet.controlplane.auth import caller
 from fleet.controlplane.desiredpush import DesiredPush
 from fleet.controlplane.edgepush import EdgePush
 from fleet.controlplane.eventgate import GateLimits
+from fleet.controlplane.joining import Signer
 from fleet.controlplane.registration import HostLimits, denied_message, host_record
 from fleet.controlplane.reportqueue import ReportQueue
 from fleet.controlplane.reports import ReportWriter
@@ -49,7 +51,7 @@ from fleet.errors import (
     details,
     grpc_code_for,
 )
-from fleet.pki.subjects import serial_from_auth_context
+from fleet.pki.subjects import expiry_from_auth_context, serial_from_auth_context, serial_of
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.secrets import SecretBox
@@ -119,6 +121,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
     ) -> None:
         self._host_limits = host_limits
         self.insecure = insecure
+        self.signer: Signer | None = None  # signs renewed certificates (--ca-key)
         self._store = store
         self._informer = informer
         self._keeper = keeper
@@ -150,8 +153,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
             check_well_formed(first)
             if first.WhichOneof("kind") != "register":
                 raise InvalidArgument("the first message on the agent stream must be Register")
-            serial = self._check_identity(context, first.register.host_id)
-            host_id, revision, lease = await self._register(first.register, serial)
+            serial, expires = self._check_identity(context, first.register.host_id)
+            host_id, revision, lease = await self._register(first.register, serial, expires)
         except FleetError as error:
             log.warning("agent registration from %s refused: %s", context.peer(), error)
             refuse(context, grpc_code_for(error), details(error))
@@ -235,12 +238,46 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 self._keeper.hold(self._lease, self._lease_ttl)
             return self._lease
 
-    def _check_identity(self, context: grpc.aio.ServicerContext, host_id: str) -> str:
+    async def RenewCertificate(
+        self, request: pb.CertificateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CertificateResponse:
+        """A new certificate for the calling agent's own host (never another's), for the
+        key of its CSR: the agent asks before 2/3 of its certificate's life is over."""
+        try:
+            check_well_formed(request)
+            identity = caller(context, insecure=self.insecure, tokens=lambda _token: None)
+            if identity.kind != "agent":
+                raise PermissionDenied(
+                    f"{identity.kind} certificate {identity.name!r} cannot renew an agent "
+                    "certificate: only the agent of a host can, for itself"
+                )
+            state = self._informer.state()
+            found = state.denied.get(serial_from_auth_context(context.auth_context()))
+            if found is not None:
+                raise PermissionDenied(denied_message(found.value))
+            if identity.name not in state.hosts:
+                raise PermissionDenied(
+                    f"host {identity.name!r} is not in the pool (removed?): it cannot renew"
+                )
+            if self.signer is None:
+                raise FailedPrecondition(
+                    "this control plane cannot sign certificates (it has no --ca-key); "
+                    "renew by hand with `fleet certs issue agent HOST --force`"
+                )
+            cert = self.signer.sign(request.csr_pem, identity.name, datetime.now(UTC))
+        except FleetError as error:
+            log.warning("certificate renewal from %s refused: %s", context.peer(), error)
+            refuse(context, grpc_code_for(error), details(error))
+            return pb.CertificateResponse()
+        log.info("host %s renewed its certificate (serial %s)", identity.name, serial_of(cert))
+        return pb.CertificateResponse(certificate_pem=cert, ca_pem=self.signer.ca_pem)
+
+    def _check_identity(self, context: grpc.aio.ServicerContext, host_id: str) -> tuple[str, str]:
         """An agent speaks only as the host its certificate names (never as another),
-        with a certificate that is not denied; returns that certificate's serial ("" on
-        a plaintext server, where there is none)."""
+        with a certificate that is not denied; returns that certificate's serial and
+        expiry (RFC 3339; both "" on a plaintext server, where there is none)."""
         if self.insecure:
-            return ""
+            return "", ""
         identity = caller(context, insecure=False, tokens=lambda _token: None)
         if identity.kind != "agent":
             raise PermissionDenied(
@@ -255,13 +292,17 @@ class AgentService(pb_grpc.AgentServiceServicer):
         found = self._informer.state().denied.get(serial)
         if found is not None:
             raise PermissionDenied(denied_message(found.value))
-        return serial
+        return serial, expiry_from_auth_context(context.auth_context())
 
-    async def _register(self, register: pb.Register, serial: str = "") -> tuple[str, int, int]:
+    async def _register(
+        self, register: pb.Register, serial: str = "", cert_expires: str = ""
+    ) -> tuple[str, int, int]:
         host_id = check_host_id(register.host_id)
         for _ in range(3):
             old = await self._store.get_host(host_id)
-            record = host_record(register, old.value if old else None, self._host_limits, serial)
+            record = host_record(
+                register, old.value if old else None, self._host_limits, serial, cert_expires
+            )
             try:
                 await self._store.write_host(
                     record, expected_mod_revision=old.mod_revision if old else 0

@@ -186,14 +186,18 @@ class TokenGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     _no_token = _refusal(_NO_TOKEN)
     _unknown_token = _refusal(_UNKNOWN_TOKEN)
 
-    def __init__(self, tokens: TokenLookup) -> None:
+    def __init__(self, tokens: TokenLookup, open_methods: frozenset[str] | set[str] = frozenset()):
         self._tokens = tokens
+        # Methods whose request is the credential (a join token): no bearer token asked.
+        self._open = frozenset(open_methods)
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        if handler_call_details.method in self._open:
+            return await continuation(handler_call_details)
         token = _bearer(handler_call_details.invocation_metadata)
         if token is None:
             return self._no_token

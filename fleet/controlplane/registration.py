@@ -93,6 +93,7 @@ def host_record(
     old: HostRecord | None,
     limits: HostLimits = HostLimits(),
     serial: str = "",
+    cert_expires: str = "",
 ) -> HostRecord:
     """The registration as stored: the capacity placement counts is the claim capped to
     ``limits`` (the claim is kept beside it); facts fleet does not know are dropped; the
@@ -126,6 +127,7 @@ def host_record(
         ingress=check_ingress(register.ingress),
         cert_serial=serial,
         past_serials=past,
+        cert_expires=cert_expires,
     )
 
 

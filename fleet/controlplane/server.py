@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ from fleet.controlplane.agents import AgentService
 from fleet.controlplane.api import FleetService, ServerAbout
 from fleet.controlplane.auth import TokenGate
 from fleet.controlplane.controller import ReplicaController
+from fleet.controlplane.joining import Signer
+from fleet.controlplane.joinservice import JOIN_METHOD, JoinService
 from fleet.controlplane.metrics import Metrics
 from fleet.controlplane.metricsport import MetricsPort, metrics_tls_context
 from fleet.controlplane.registration import HostLimits
@@ -121,6 +124,19 @@ class ServerConfig:
     etcd_max_txn_ops: int = DEFAULT_MAX_TXN_OPS  # etcd's --max-txn-ops (checked at start)
     # The most capacity a host's claim counts for (--max-host-cpus/--max-host-memory).
     host_limits: HostLimits = field(default_factory=HostLimits)
+    # The key of the TLS CA: with it this replica signs the certificates of hosts that
+    # join with a token and of agents that renew theirs (None: it signs none).
+    ca_key: Path | None = None
+    agent_cert_ttl: float = 30 * 86400.0  # seconds: the life of the certificates it signs
+
+
+def _signer(config: ServerConfig) -> Signer | None:
+    if config.ca_key is None:
+        return None
+    if config.transport.tls is None:
+        raise FailedPrecondition("--ca-key needs TLS: give the server its --tls-ca and key")
+    lifetime = timedelta(seconds=config.agent_cert_ttl)
+    return Signer.load(config.transport.tls.ca, config.ca_key, lifetime)
 
 
 class ControlPlane:
@@ -166,6 +182,9 @@ class ControlPlane:
             insecure=config.transport.insecure,
             secrets=box,
         )
+        self.signer = _signer(config)
+        self.api.signer = self.agents.signer = self.signer
+        self.api.token_listen = config.token_listen or ""
         self.api.pending.leading = lambda: self.controller.pending if self.controller else None
         self.api.about = ServerAbout(self.server_id, lambda: self.controller is not None)
         self.metrics.lend_counts(self.api.counts)
@@ -194,10 +213,15 @@ class ControlPlane:
         self._token_server: grpc.aio.Server | None = None
         if config.token_listen is not None:
             self._token_server = grpc.aio.server(
-                interceptors=[TokenGate(self.api.token_identity)], options=_TOKEN_PORT_OPTIONS
+                interceptors=[TokenGate(self.api.token_identity, open_methods={JOIN_METHOD})],
+                options=_TOKEN_PORT_OPTIONS,
             )
+            joins = JoinService(self.store, self.informer, lambda: self.signer)
             self._token_server.add_generic_rpc_handlers(
-                (service_handler("FleetService", self.api),)
+                (
+                    service_handler("FleetService", self.api),
+                    service_handler("JoinService", joins),
+                )
             )
         self._tasks: list[asyncio.Task[None]] = []
         self._metrics_port: MetricsPort | None = None

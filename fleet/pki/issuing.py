@@ -38,7 +38,7 @@ from fleet.pki.subjects import (
     parse_role,
 )
 
-__all__ = ["DEFAULT_SERVER_SANS", "alt_names", "init_ca", "issue"]
+__all__ = ["DEFAULT_SERVER_SANS", "alt_names", "init_ca", "issue", "sign_agent_csr"]
 
 DEFAULT_SERVER_SANS = ("localhost", "127.0.0.1", "::1")
 
@@ -108,6 +108,68 @@ def issue(
 
     now = datetime.now(UTC)
     key = ec.generate_private_key(ec.SECP256R1())
+    cert = _sign_leaf(
+        ca_cert,
+        ca_key,
+        key.public_key(),
+        leaf_subject(kind, name, chosen_role),
+        kind,
+        sans_wanted,
+        not_before=now - _CLOCK_SKEW,
+        not_after=now + timedelta(days=days),
+    )
+    write_pair(paths, cert, key)
+    return paths
+
+
+def sign_agent_csr(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    csr_pem: bytes,
+    host_id: str,
+    lifetime: timedelta,
+    now: datetime,
+) -> x509.Certificate:
+    """An agent certificate for ``host_id`` (subject and SAN set here, whatever the CSR
+    asks) for the CSR's key, valid for ``lifetime`` from ``now`` (less its CA's): how a
+    joining or renewing agent gets one without its key leaving its host. InvalidArgument
+    for a CSR that is not PEM, not signed by its own key, or not an ECDSA P-256 key."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError:
+        raise InvalidArgument("the certificate request is not a PEM CSR (PKCS#10)") from None
+    if not csr.is_signature_valid:
+        raise InvalidArgument("the certificate request is not signed by its own key")
+    public_key = csr.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
+        public_key.curve, ec.SECP256R1
+    ):
+        raise InvalidArgument("the certificate request's key must be ECDSA P-256, as fleet's are")
+    # A little before now, for clocks a little behind, but never most of a short life.
+    skew = min(_CLOCK_SKEW, lifetime / 10)
+    return _sign_leaf(
+        ca_cert,
+        ca_key,
+        public_key,
+        leaf_subject(Kind.agent, host_id, None),
+        Kind.agent,
+        alt_names(Kind.agent, host_id, []),
+        not_before=now - skew,
+        not_after=now + lifetime,
+    )
+
+
+def _sign_leaf(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    public_key: ec.EllipticCurvePublicKey,
+    subject: x509.Name,
+    kind: Kind,
+    sans: list[x509.GeneralName],
+    *,
+    not_before: datetime,
+    not_after: datetime,
+) -> x509.Certificate:
     # Servers may only serve, agents and clients may only connect; an etcd member does
     # both (its peers are its clients).
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
@@ -117,25 +179,24 @@ def issue(
         usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
     builder = (
         x509.CertificateBuilder()
-        .subject_name(leaf_subject(kind, name, chosen_role))
+        .subject_name(subject)
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _CLOCK_SKEW)
+        .not_valid_before(not_before)
         # A leaf never outlives its CA: clients would reject it after that anyway.
-        .not_valid_after(min(now + timedelta(days=days), ca_cert.not_valid_after_utc))
+        .not_valid_after(min(not_after, ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(cert_sign=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
         )
     )
-    if sans_wanted:
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans_wanted), critical=False)
-    write_pair(paths, builder.sign(ca_key, hashes.SHA256()), key)
-    return paths
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(ca_key, hashes.SHA256())
 
 
 def alt_names(kind: Kind, name: str, sans: list[str]) -> list[x509.GeneralName]:

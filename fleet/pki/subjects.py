@@ -34,6 +34,7 @@ __all__ = [
     "Role",
     "ca_subject",
     "check_leaf_name",
+    "expiry_from_auth_context",
     "identity_from_auth_context",
     "identity_from_pem",
     "identity_from_subject",
@@ -186,6 +187,15 @@ def is_etcd_ca(cert: x509.Certificate) -> bool:
 def serial_of(cert_pem: bytes) -> str:
     """A PEM certificate's serial as fleet writes it everywhere: lowercase hex."""
     return format(parse_cert(cert_pem, "certificate").serial_number, "x")
+
+
+def expiry_from_auth_context(auth_context: Mapping[str, Sequence[bytes]]) -> str:
+    """When the peer's certificate expires, RFC 3339 UTC ("" without one)."""
+    pems = auth_context.get("x509_pem_cert") or []
+    if not pems:
+        return ""
+    expires = parse_cert(pems[0], "certificate").not_valid_after_utc
+    return expires.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def serial_from_auth_context(auth_context: Mapping[str, Sequence[bytes]]) -> str:

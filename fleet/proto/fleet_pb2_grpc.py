@@ -41,6 +41,11 @@ class AgentServiceStub:
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.AgentMessage.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.ServerMessage.FromString,
                 _registered_method=True)
+        self.RenewCertificate = channel.unary_unary(
+                '/fleet.v1.AgentService/RenewCertificate',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.CertificateRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.CertificateResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -56,6 +61,15 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenewCertificate(self, request, context):
+        """A new certificate for the calling agent's host, for the key of the CSR, signed by
+        the control plane's CA (--ca-key): the agent asks before 2/3 of its certificate's
+        lifetime has passed, and reconnects with it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -63,6 +77,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.Connect,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.AgentMessage.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.ServerMessage.SerializeToString,
+            ),
+            'RenewCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewCertificate,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.CertificateRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.CertificateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -94,6 +113,33 @@ class AgentService:
             '/fleet.v1.AgentService/Connect',
             fleet_dot_proto_dot_fleet__pb2.AgentMessage.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.ServerMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.AgentService/RenewCertificate',
+            fleet_dot_proto_dot_fleet__pb2.CertificateRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.CertificateResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -285,6 +331,26 @@ class FleetServiceStub:
                 '/fleet.v1.FleetService/GetServerInfo',
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.ServerInfo.FromString,
+                _registered_method=True)
+        self.CreateJoinToken = channel.unary_unary(
+                '/fleet.v1.FleetService/CreateJoinToken',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.CreateJoinTokenRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.CreateJoinTokenResponse.FromString,
+                _registered_method=True)
+        self.ListJoinTokens = channel.unary_unary(
+                '/fleet.v1.FleetService/ListJoinTokens',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.JoinTokenList.FromString,
+                _registered_method=True)
+        self.DeleteJoinToken = channel.unary_unary(
+                '/fleet.v1.FleetService/DeleteJoinToken',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.DeleteTokenRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.DeleteTokenResponse.FromString,
+                _registered_method=True)
+        self.RevokeCertificate = channel.unary_unary(
+                '/fleet.v1.FleetService/RevokeCertificate',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.RevokeCertificateRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.RevokeCertificateResponse.FromString,
                 _registered_method=True)
 
 
@@ -499,6 +565,32 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateJoinToken(self, request, context):
+        """Join tokens (admin): hosts join the pool with one (fleet agent --join).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJoinTokens(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteJoinToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeCertificate(self, request, context):
+        """Deny one of a host's earlier certificates (a renewed one) on every replica.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -671,6 +763,26 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.GetServerInfo,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.ServerInfo.SerializeToString,
+            ),
+            'CreateJoinToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateJoinToken,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.CreateJoinTokenRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.CreateJoinTokenResponse.SerializeToString,
+            ),
+            'ListJoinTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJoinTokens,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.JoinTokenList.SerializeToString,
+            ),
+            'DeleteJoinToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJoinToken,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.DeleteTokenRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.DeleteTokenResponse.SerializeToString,
+            ),
+            'RevokeCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeCertificate,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.RevokeCertificateRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.RevokeCertificateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1593,6 +1705,201 @@ class FleetService:
             '/fleet.v1.FleetService/GetServerInfo',
             fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.ServerInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateJoinToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/CreateJoinToken',
+            fleet_dot_proto_dot_fleet__pb2.CreateJoinTokenRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.CreateJoinTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJoinTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/ListJoinTokens',
+            fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.JoinTokenList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJoinToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/DeleteJoinToken',
+            fleet_dot_proto_dot_fleet__pb2.DeleteTokenRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.DeleteTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/RevokeCertificate',
+            fleet_dot_proto_dot_fleet__pb2.RevokeCertificateRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.RevokeCertificateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class JoinServiceStub:
+    """---------------------------------------------------------------- joining hosts
+
+    Served only on the token port (--token-listen), to agents that have no certificate
+    yet: the join token in the request is the credential. The port's TLS chain carries
+    the CA, which the agent pins by its fingerprint before it sends the token.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.JoinHost = channel.unary_unary(
+                '/fleet.v1.JoinService/JoinHost',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.JoinRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.CertificateResponse.FromString,
+                _registered_method=True)
+
+
+class JoinServiceServicer:
+    """---------------------------------------------------------------- joining hosts
+
+    Served only on the token port (--token-listen), to agents that have no certificate
+    yet: the join token in the request is the credential. The port's TLS chain carries
+    the CA, which the agent pins by its fingerprint before it sends the token.
+    """
+
+    def JoinHost(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_JoinServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'JoinHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.JoinHost,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.JoinRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.CertificateResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'fleet.v1.JoinService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('fleet.v1.JoinService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class JoinService:
+    """---------------------------------------------------------------- joining hosts
+
+    Served only on the token port (--token-listen), to agents that have no certificate
+    yet: the join token in the request is the credential. The port's TLS chain carries
+    the CA, which the agent pins by its fingerprint before it sends the token.
+    """
+
+    @staticmethod
+    def JoinHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.JoinService/JoinHost',
+            fleet_dot_proto_dot_fleet__pb2.JoinRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.CertificateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,11 @@ class AgentServiceStub:
     """The agent opens one stream, sends Register first, then heartbeats; the server
     answers Registered and then pushes the host's whole desired set whenever it changes.
     """
+    RenewCertificate: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.CertificateRequest, _fleet_pb2.CertificateResponse]
+    """A new certificate for the calling agent's host, for the key of the CSR, signed by
+    the control plane's CA (--ca-key): the agent asks before 2/3 of its certificate's
+    lifetime has passed, and reconnects with it.
+    """
 
 @_typing.type_check_only
 class AgentServiceAsyncStub(AgentServiceStub):
@@ -50,6 +55,11 @@ class AgentServiceAsyncStub(AgentServiceStub):
     Connect: _aio.StreamStreamMultiCallable[_fleet_pb2.AgentMessage, _fleet_pb2.ServerMessage]  # type: ignore[assignment]
     """The agent opens one stream, sends Register first, then heartbeats; the server
     answers Registered and then pushes the host's whole desired set whenever it changes.
+    """
+    RenewCertificate: _aio.UnaryUnaryMultiCallable[_fleet_pb2.CertificateRequest, _fleet_pb2.CertificateResponse]  # type: ignore[assignment]
+    """A new certificate for the calling agent's host, for the key of the CSR, signed by
+    the control plane's CA (--ca-key): the agent asks before 2/3 of its certificate's
+    lifetime has passed, and reconnects with it.
     """
 
 class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -63,6 +73,17 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_fleet_pb2.ServerMessage], _abc.AsyncIterator[_fleet_pb2.ServerMessage]]:
         """The agent opens one stream, sends Register first, then heartbeats; the server
         answers Registered and then pushes the host's whole desired set whenever it changes.
+        """
+
+    @_abc_1.abstractmethod
+    def RenewCertificate(
+        self,
+        request: _fleet_pb2.CertificateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.CertificateResponse, _abc.Awaitable[_fleet_pb2.CertificateResponse]]:
+        """A new certificate for the calling agent's host, for the key of the CSR, signed by
+        the control plane's CA (--ca-key): the agent asks before 2/3 of its certificate's
+        lifetime has passed, and reconnects with it.
         """
 
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
@@ -111,6 +132,12 @@ class FleetServiceStub:
     UpgradeHosts: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.UpgradeRequest, _fleet_pb2.UpgradeInfo]
     GetUpgrade: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.UpgradeInfo]
     GetServerInfo: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.ServerInfo]
+    CreateJoinToken: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.CreateJoinTokenRequest, _fleet_pb2.CreateJoinTokenResponse]
+    """Join tokens (admin): hosts join the pool with one (fleet agent --join)."""
+    ListJoinTokens: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.JoinTokenList]
+    DeleteJoinToken: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.DeleteTokenRequest, _fleet_pb2.DeleteTokenResponse]
+    RevokeCertificate: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.RevokeCertificateRequest, _fleet_pb2.RevokeCertificateResponse]
+    """Deny one of a host's earlier certificates (a renewed one) on every replica."""
 
 @_typing.type_check_only
 class FleetServiceAsyncStub(FleetServiceStub):
@@ -154,6 +181,12 @@ class FleetServiceAsyncStub(FleetServiceStub):
     UpgradeHosts: _aio.UnaryUnaryMultiCallable[_fleet_pb2.UpgradeRequest, _fleet_pb2.UpgradeInfo]  # type: ignore[assignment]
     GetUpgrade: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.UpgradeInfo]  # type: ignore[assignment]
     GetServerInfo: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.ServerInfo]  # type: ignore[assignment]
+    CreateJoinToken: _aio.UnaryUnaryMultiCallable[_fleet_pb2.CreateJoinTokenRequest, _fleet_pb2.CreateJoinTokenResponse]  # type: ignore[assignment]
+    """Join tokens (admin): hosts join the pool with one (fleet agent --join)."""
+    ListJoinTokens: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.JoinTokenList]  # type: ignore[assignment]
+    DeleteJoinToken: _aio.UnaryUnaryMultiCallable[_fleet_pb2.DeleteTokenRequest, _fleet_pb2.DeleteTokenResponse]  # type: ignore[assignment]
+    RevokeCertificate: _aio.UnaryUnaryMultiCallable[_fleet_pb2.RevokeCertificateRequest, _fleet_pb2.RevokeCertificateResponse]  # type: ignore[assignment]
+    """Deny one of a host's earlier certificates (a renewed one) on every replica."""
 
 class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------- API for the CLI"""
@@ -399,4 +432,77 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_fleet_pb2.ServerInfo, _abc.Awaitable[_fleet_pb2.ServerInfo]]: ...
 
+    @_abc_1.abstractmethod
+    def CreateJoinToken(
+        self,
+        request: _fleet_pb2.CreateJoinTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.CreateJoinTokenResponse, _abc.Awaitable[_fleet_pb2.CreateJoinTokenResponse]]:
+        """Join tokens (admin): hosts join the pool with one (fleet agent --join)."""
+
+    @_abc_1.abstractmethod
+    def ListJoinTokens(
+        self,
+        request: _fleet_pb2.GetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.JoinTokenList, _abc.Awaitable[_fleet_pb2.JoinTokenList]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteJoinToken(
+        self,
+        request: _fleet_pb2.DeleteTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.DeleteTokenResponse, _abc.Awaitable[_fleet_pb2.DeleteTokenResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RevokeCertificate(
+        self,
+        request: _fleet_pb2.RevokeCertificateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.RevokeCertificateResponse, _abc.Awaitable[_fleet_pb2.RevokeCertificateResponse]]:
+        """Deny one of a host's earlier certificates (a renewed one) on every replica."""
+
 def add_FleetServiceServicer_to_server(servicer: FleetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class JoinServiceStub:
+    """---------------------------------------------------------------- joining hosts
+
+    Served only on the token port (--token-listen), to agents that have no certificate
+    yet: the join token in the request is the credential. The port's TLS chain carries
+    the CA, which the agent pins by its fingerprint before it sends the token.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> JoinServiceAsyncStub: ...
+    JoinHost: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.JoinRequest, _fleet_pb2.CertificateResponse]
+
+@_typing.type_check_only
+class JoinServiceAsyncStub(JoinServiceStub):
+    """---------------------------------------------------------------- joining hosts
+
+    Served only on the token port (--token-listen), to agents that have no certificate
+    yet: the join token in the request is the credential. The port's TLS chain carries
+    the CA, which the agent pins by its fingerprint before it sends the token.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    JoinHost: _aio.UnaryUnaryMultiCallable[_fleet_pb2.JoinRequest, _fleet_pb2.CertificateResponse]  # type: ignore[assignment]
+
+class JoinServiceServicer(metaclass=_abc_1.ABCMeta):
+    """---------------------------------------------------------------- joining hosts
+
+    Served only on the token port (--token-listen), to agents that have no certificate
+    yet: the join token in the request is the credential. The port's TLS chain carries
+    the CA, which the agent pins by its fingerprint before it sends the token.
+    """
+
+    @_abc_1.abstractmethod
+    def JoinHost(
+        self,
+        request: _fleet_pb2.JoinRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.CertificateResponse, _abc.Awaitable[_fleet_pb2.CertificateResponse]]: ...
+
+def add_JoinServiceServicer_to_server(servicer: JoinServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -30,6 +30,8 @@ top-level folders, so a prefix read or watch of one never drags in the others::
     upgrade                         the coordinated OS upgrade walk (fleet upgrade-hosts)
     leader                          the leading control plane, bound to its lease
     tokens/<id>                     a bearer token: its role and the hash of its secret
+    join-tokens/<id>                a join token for new hosts: the hash of its secret,
+                                    expiry, uses, the labels it gives, who joined with it
     denied/<serial>                 a certificate refused on every stream (fleet hosts
                                     remove): whose it was, who removed it and when
     events/<time>-<source>-<n>-<size>
@@ -66,6 +68,7 @@ __all__ = [
     "HOSTS",
     "HOST_LABELS",
     "JOBS",
+    "JOIN_TOKENS",
     "LEADER",
     "MAINTENANCE",
     "POLICY",
@@ -374,6 +377,7 @@ MAINTENANCE = Folder("maintenance")
 UPGRADE = Folder("upgrade")
 LEADER = Folder("leader")
 TOKENS = Folder("tokens", (_Label("<id>", "token id"),))
+JOIN_TOKENS = Folder("join-tokens", (_Label("<id>", "join token id"),))
 DENIED = Folder("denied", (_Checked("<serial>", check_serial, _SERIAL.pattern),))
 EVENTS = Folder("events", (_EventName("<time>-<source>-<n>-<size>"),))
 
@@ -397,6 +401,7 @@ FOLDERS: tuple[Folder, ...] = (
     UPGRADE,
     LEADER,
     TOKENS,
+    JOIN_TOKENS,
     DENIED,
     EVENTS,
 )
@@ -567,6 +572,9 @@ class KeyLayout:
 
     def token(self, token_id: str) -> bytes:
         return self.key(TOKENS, token_id)
+
+    def join_token(self, token_id: str) -> bytes:
+        return self.key(JOIN_TOKENS, token_id)
 
     def denied(self, serial: str) -> bytes:
         """A certificate serial refused on every stream (``fleet hosts remove``)."""

@@ -24,6 +24,7 @@ __all__ = [
     "HostUpgrade",
     "JobRecord",
     "JobRun",
+    "JoinTokenRecord",
     "LiveRecord",
     "MaintenanceRecord",
     "PortBinding",
@@ -274,6 +275,7 @@ class HostRecord(_Record):
     # them all, so an older certificate of the host cannot bring it back either.
     cert_serial: str = ""
     past_serials: list[str] = []
+    cert_expires: str = ""  # RFC 3339: when that certificate expires
 
 
 class DeniedRecord(_Record):
@@ -388,6 +390,23 @@ class TokenRecord(_Record):
     role: str
     secret_sha256: str
     created_at: str
+
+
+class JoinTokenRecord(_Record):
+    """A join token (``fleet hosts token create``): only the SHA-256 of its secret is
+    kept. Each join is a compare-and-swap on this record (``used`` and ``hosts``), so
+    a token of N uses lets exactly N hosts in, whichever replica they ask."""
+
+    id: str
+    secret_sha256: str
+    expires_at: str  # RFC 3339
+    uses: int = 0  # hosts that may join with it; 0: no limit
+    used: int = 0
+    labels: dict[str, str] = {}  # the admin labels each host that joins with it gets
+    hosts: list[str] = []  # who joined with it (the last few)
+    created_at: str
+    created_by: str
+    description: str = ""
 
 
 class StatusRecord(_Record):

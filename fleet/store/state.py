@@ -32,6 +32,7 @@ from fleet.store.records import (
     HostLabelsRecord,
     HostRecord,
     JobRecord,
+    JoinTokenRecord,
     LiveRecord,
     MaintenanceRecord,
     ReplicaRecord,
@@ -168,6 +169,7 @@ class ClusterState:
     status: dict[str, Versioned[StatusRecord]] = field(default_factory=dict)
     secrets: dict[str, Versioned[SecretRecord]] = field(default_factory=dict)
     tokens: dict[str, Versioned[TokenRecord]] = field(default_factory=dict)
+    join_tokens: dict[str, Versioned[JoinTokenRecord]] = field(default_factory=dict)
     # Ingress routes by name (http:HOST/PATH, tcp:PORT): the app that holds each.
     routes: dict[str, Versioned[RouteRecord]] = field(default_factory=dict)
     # Certificate serials refused on every stream, by serial (fleet hosts remove).
@@ -311,6 +313,7 @@ _HELD: dict[Folder, tuple[type[BaseModel], str]] = {
     keys.REPORTS: (ContainerReport, "status"),
     keys.SECRETS: (SecretRecord, "secrets"),
     keys.TOKENS: (TokenRecord, "tokens"),
+    keys.JOIN_TOKENS: (JoinTokenRecord, "join_tokens"),
     keys.ROUTES: (RouteRecord, "routes"),
     keys.DENIED: (DeniedRecord, "denied"),
     keys.POLICY: (Policy, "policy"),

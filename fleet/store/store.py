@@ -259,6 +259,46 @@ class Store:
             f"token {token_id!r} changed meanwhile",
         )
 
+    # ------------------------------------------------------------------ join tokens
+
+    async def write_join_token(self, token: records.JoinTokenRecord) -> int:
+        return await self._guarded(
+            [Compare(self.keys.join_token(token.id), 0)],
+            [Put(self.keys.join_token(token.id), token.dump())],
+            f"join token {token.id!r} exists already",
+        )
+
+    async def use_join_token(
+        self,
+        token: records.JoinTokenRecord,
+        *,
+        expected_mod_revision: int,
+        host_id: str,
+        labels: records.HostLabelsRecord | None,
+        labels_mod_revision: int,
+    ) -> int:
+        """A host joins with ``token`` (its ``used`` counted): in one transaction with
+        the admin labels the token gives it, and only while no host ``host_id`` is
+        registered, so two hosts never join under one id."""
+        ops: list[Put | Delete | DeletePrefix] = [Put(self.keys.join_token(token.id), token.dump())]
+        guards = [
+            Compare(self.keys.join_token(token.id), expected_mod_revision),
+            Compare(self.keys.host(host_id), 0),
+        ]
+        if labels is not None:
+            guards.append(Compare(self.keys.host_labels(host_id), labels_mod_revision))
+            ops.append(Put(self.keys.host_labels(host_id), labels.dump()))
+        return await self._guarded(
+            guards, ops, f"join token {token.id!r} or host {host_id!r} changed meanwhile"
+        )
+
+    async def delete_join_token(self, token_id: str, *, expected_mod_revision: int) -> int:
+        return await self._guarded(
+            [Compare(self.keys.join_token(token_id), expected_mod_revision)],
+            [Delete(self.keys.join_token(token_id))],
+            f"join token {token_id!r} changed meanwhile",
+        )
+
     # ------------------------------------------------------------------ secrets
 
     async def write_secret(
@@ -313,6 +353,14 @@ class Store:
         """Whether the certificate ``serial`` is denied, read from etcd now."""
         kv = await self.etcd.get(self.keys.denied(serial))
         return records.DeniedRecord.model_validate_json(kv.value) if kv is not None else None
+
+    async def deny_certificate(self, denied: records.DeniedRecord) -> int:
+        """Refuse a certificate serial on every stream (one not denied yet)."""
+        return await self._guarded(
+            [Compare(self.keys.denied(denied.serial), 0)],
+            [Put(self.keys.denied(denied.serial), denied.dump())],
+            f"certificate serial {denied.serial} is denied already",
+        )
 
     async def remove_host(
         self,

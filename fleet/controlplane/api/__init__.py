@@ -5,6 +5,7 @@
     hosts.py     get hosts; cordon, label, drain and remove; the OS upgrade walk
     observe.py   events; logs, exec and top (relayed to the host's agent)
     admin.py     secrets, the container policy, API tokens
+    jointokens.py  the tokens new hosts join with (the joining itself: ``joinservice``)
     about.py     the server's version, name and leadership (``fleet version``)
     pending.py   why an app's slots are pending (the leader knows; a follower plans)
     _service.py  what every area shares: reads from the informer's cache, and writes
@@ -24,6 +25,7 @@ from fleet.controlplane.api.about import AboutApi, ServerAbout
 from fleet.controlplane.api.admin import AdminApi
 from fleet.controlplane.api.apps import AppsApi
 from fleet.controlplane.api.hosts import HostsApi
+from fleet.controlplane.api.jointokens import JoinTokensApi
 from fleet.controlplane.api.observe import ObserveApi
 from fleet.controlplane.api.rollouts import RolloutsApi
 from fleet.proto import fleet_pb2_grpc as pb_grpc
@@ -37,6 +39,7 @@ class FleetService(
     HostsApi,
     ObserveApi,
     AdminApi,
+    JoinTokensApi,
     AboutApi,
     pb_grpc.FleetServiceServicer,
 ):

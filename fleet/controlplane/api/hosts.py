@@ -144,9 +144,41 @@ class HostsApi(ServiceBase):
                     drain_deadline=record.drain.deadline_at if record.drain else "",
                     drain_force=record.drain.force if record.drain else False,
                     cert_serial=record.cert_serial,
+                    cert_expires=record.cert_expires,
+                    past_serials=record.past_serials,
                 )
             )
         return pb.HostList(hosts=hosts)
+
+    @rpc(Permission.HOSTS_WRITE)
+    async def RevokeCertificate(
+        self, request: pb.RevokeCertificateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RevokeCertificateResponse:
+        """Deny one of the certificates a host registered with before (one it renewed):
+        no replica accepts it again. The one it connects with now is refused here:
+        ``fleet hosts remove`` takes a host out."""
+        host_id = check_host_id(request.host_id)
+        serial = request.serial.strip().lower().removeprefix("0x")
+        state = await self._state()
+        stored = _host(state, host_id)
+        if serial == stored.value.cert_serial:
+            raise FailedPrecondition(
+                f"serial {serial} is the certificate host {host_id} connects with now: to "
+                f"take the host out, `fleet hosts remove {host_id}`"
+            )
+        if serial not in stored.value.past_serials:
+            known = ", ".join(stored.value.past_serials) or "none"
+            raise NotFound(
+                f"host {host_id} registered with no certificate of serial {serial!r} before "
+                f"(its earlier serials: {known})"
+            )
+        if serial in state.denied:
+            return pb.RevokeCertificateResponse()  # done already: asking twice is no error
+        who = caller(context, insecure=self.insecure, tokens=self.token_identity).name
+        record = DeniedRecord(serial=serial, host_id=host_id, by=who, at=now_iso())
+        await self._caught_up(await self._store.deny_certificate(record))
+        log.warning("host %s: certificate serial %s denied by %s", host_id, serial, who)
+        return pb.RevokeCertificateResponse()
 
     async def _host_info(self, host_id: str, context: grpc.aio.ServicerContext) -> pb.HostInfo:
         """The host as ``GetHosts`` shows it: what a change of it answers."""
