@@ -20,6 +20,7 @@ containers never notice.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import os
@@ -172,6 +173,11 @@ def join_pool(
     Unavailable when the control plane cannot be reached (one may)."""
     if _joined_already(files, fingerprint):
         return False
+    for path in {files.ca.parent, files.cert.parent, files.key.parent}:
+        # Before the token is spent: a certificate that cannot be kept is a lost use.
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not os.access(path, os.W_OK):
+            raise OSError(errno.EACCES, "not writable", str(path))
     ca_pem = pinned_ca(join_server, fingerprint)
     key_pem, csr_pem = _new_key_and_csr(host_id)
     credentials = grpc.ssl_channel_credentials(root_certificates=ca_pem)

@@ -315,6 +315,11 @@ def _joined(
             return Transport(files)
         except (PermissionDenied, FailedPrecondition, InvalidArgument) as error:
             fail(str(error))
+        except OSError as error:  # a read-only --tls-* path, a full disk
+            fail(
+                f"--join cannot keep a certificate there: {error}; give it a writable state "
+                "dir (and no --tls-* paths, or writable ones)"
+            )
         except Unavailable as error:
             logging.getLogger("fleet.agent").warning("%s; trying again in %.0fs", error, delay)
             time.sleep(delay)  # nothing else to do before the agent has a certificate

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
 import socket
 import threading
 import time
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fleet.agent.haproxy import Paths, ServerRow, parse_servers_state
+from fleet.agent.haproxy import ServerRow, parse_servers_state
 from fleet.testing.procs import wait_until
 
 __all__ = ["Event", "Hammer", "Result", "edge_server_rows", "get"]
@@ -123,12 +124,16 @@ def get(address: tuple[str, int], host: str, path: str = "/") -> tuple[int, str]
         connection.close()
 
 
-def edge_server_rows(edge_dir: Path) -> list[ServerRow]:
-    """``show servers state`` of the edge HAProxy whose files are in ``edge_dir`` (the
-    agent's state dir's ``edge``), from its admin socket."""
+def edge_server_rows(admin: Path) -> list[ServerRow]:
+    """``show servers state`` of the edge HAProxy whose admin socket is ``admin``. A
+    path too long for a socket's address is reached through its directory's fd."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(5)
-        sock.connect(str(Paths(edge_dir).admin))  # Paths: a short dir for a long path
+        directory = os.open(admin.parent, os.O_PATH)
+        try:
+            sock.connect(f"/proc/self/fd/{directory}/{admin.name}")
+        finally:
+            os.close(directory)
         sock.sendall(b"show servers state\n")
         text = b""
         while chunk := sock.recv(65536):

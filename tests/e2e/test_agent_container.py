@@ -258,7 +258,8 @@ ingress: {{port: 8080, host: web.test}}
 def _ready_servers(state_dir: Path) -> int:
     """How many servers of web's backend the edge's HAProxy has ready, from its admin
     socket (in the agent's state dir, which the test reaches from the machine)."""
-    rows = edge_server_rows(state_dir / "agent" / "edge")
+    # The agent in its container put it in the edge dir: its path there is short.
+    rows = edge_server_rows(state_dir / "agent" / "edge" / "admin.sock")
     return sum(1 for r in rows if r.backend.startswith("http_web_") and r.state == "ready")
 
 

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleet.agent.haproxy import _SERVER_OPTS
+from fleet.agent.haproxy import _SERVER_OPTS, Paths
 from fleet.client import FleetClient
 from fleet.testing import EtcdServer, HostPool, free_port, wait_until
 from fleet.testing.certs import TestPKI
@@ -161,7 +161,8 @@ def edge_servers(tmp_path: Path, edge: str, app: str) -> dict[str, str]:
     (ready, drain, maint; "down" when its checks failed), from its admin socket."""
     return {
         row.name: "down" if row.state == "ready" and row.op_state != 2 else row.state
-        for row in edge_server_rows(tmp_path / f"agent-{edge}-state" / "edge")
+        # Paths knows where the agent put it: a short dir when the state dir's is long.
+        for row in edge_server_rows(Paths(tmp_path / f"agent-{edge}-state" / "edge").admin)
         if row.backend.startswith(f"http_{app}_")
     }
 
