@@ -117,8 +117,24 @@ class Connection:
         return FleetClient(servers_from(self.server), transport, timeout=timeout)
 
 
+# The connection options given before the verb (``fleet -s HOST get apps``): the
+# defaults of the verb's own, which win when given too.
+_BEFORE_THE_VERB: dict[str, Any] = {}
+
+
+def root_options() -> dict[str, tuple[Any, Any]]:
+    """The connection options, for the root command (``fleet [OPTIONS] VERB``)."""
+    return dict(_OPTIONS)
+
+
+def set_before_the_verb(options: dict[str, Any]) -> None:
+    _BEFORE_THE_VERB.clear()
+    _BEFORE_THE_VERB.update({k: v for k, v in options.items() if v not in (None, False)})
+
+
 def connected(command: Callable[..., R]) -> Callable[..., R]:
-    """Replace the command's ``conn: Connection`` parameter by the connection options."""
+    """Replace the command's ``conn: Connection`` parameter by the connection options
+    (given after the verb, else before it)."""
     signature = inspect.signature(command, eval_str=True)
     kept = [p for name, p in signature.parameters.items() if name != "conn"]
     added = [
@@ -129,6 +145,9 @@ def connected(command: Callable[..., R]) -> Callable[..., R]:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> R:
         options = {name: kwargs.pop(name) for name in _OPTIONS}
+        for name, value in _BEFORE_THE_VERB.items():
+            if options[name] in (None, False):
+                options[name] = value
         return command(*args, conn=Connection(**options), **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=kept + added)  # type: ignore[attr-defined]

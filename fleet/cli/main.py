@@ -4,9 +4,10 @@ point, which turns fleet errors into one line and an exit status."""
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,6 +23,7 @@ from fleet.cli import (
     tokens,
     version,
 )
+from fleet.cli.connection import root_options, set_before_the_verb
 from fleet.cli.daemonconfig import DaemonCommand
 from fleet.cli.output import print_error
 from fleet.errors import FleetError, PolicyDenied, SpecError
@@ -76,8 +78,8 @@ GROUPS: dict[str, typer.Typer] = {
 }
 
 
-@app.callback()
 def _root(
+    ctx: typer.Context,
     show_version: Annotated[
         bool,
         typer.Option(
@@ -88,8 +90,32 @@ def _root(
             "the server too).",
         ),
     ] = False,
+    **connection: Any,
 ) -> None:
-    """Options of the root command itself (the commands are registered below)."""
+    """Options of the root command itself (the commands are registered below): the
+    connection options may come before the verb too, as `fleet -s HOST get apps`."""
+    given = {k: v for k, v in connection.items() if v not in (None, False)}
+    if given and ctx.invoked_subcommand in CONFIGURABLE | {"up"}:
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
+        raise typer.BadParameter(
+            f"{flags} before `{ctx.invoked_subcommand}` would be ignored: give "
+            f"{'it' if len(given) == 1 else 'them'} after it (its own options)"
+        )
+    set_before_the_verb(given)
+
+
+# The root command takes the connection options too (each verb's own win).
+_own = list(inspect.signature(_root, eval_str=True).parameters.values())[:2]
+_root.__signature__ = inspect.signature(_root).replace(  # type: ignore[attr-defined]
+    parameters=[
+        *_own,
+        *(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=dflt, annotation=hint)
+            for name, (hint, dflt) in root_options().items()
+        ),
+    ]
+)
+app.callback()(_root)
 
 
 # The daemons take every option from a FLEET_* variable and a --config file too.
