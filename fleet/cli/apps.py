@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import sys
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -20,8 +21,25 @@ import yaml
 
 from fleet.cli.connection import CONNECTION, Connection, connected
 from fleet.cli.options import duration_option
-from fleet.cli.output import Format, OutputOpt, console, fail, human_memory, print_records, safe
-from fleet.cli.rollouts import TimeoutOpt, WaitOpt, follow_changes
+from fleet.cli.output import (
+    Format,
+    OutputOpt,
+    console,
+    err_console,
+    exit_with,
+    fail,
+    human_memory,
+    print_error,
+    print_records,
+    safe,
+)
+from fleet.cli.rollouts import (
+    EXIT_COMPLETE,
+    EXIT_FAILED,
+    TimeoutOpt,
+    WaitOpt,
+    follow_changes,
+)
 from fleet.cli.tables import (
     capped_claim,
     edge_listen,
@@ -33,7 +51,7 @@ from fleet.cli.tables import (
     print_jobs,
 )
 from fleet.client import FleetClient
-from fleet.errors import PolicyDenied, SpecError
+from fleet.errors import NotFound, PolicyDenied, SpecError
 from fleet.hostlabels import AGENT_PREFIX
 from fleet.proto import fleet_pb2 as pb
 from fleet.spec import AppFile, AppSpec, json_schema, load_file
@@ -287,35 +305,102 @@ def _describe_host(client: FleetClient, name: str) -> None:
 def scale(
     app_name: Annotated[str, typer.Argument(metavar="APP", show_default=False)],
     replicas: Annotated[int, typer.Argument(metavar="N", min=0, show_default=False)],
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="Then wait until exactly N replicas run and are available (exit 1 if "
+            "--timeout passes first, saying why the rest are not).",
+        ),
+    ] = False,
+    timeout: TimeoutOpt = "5m",
     conn: Connection = CONNECTION,
 ) -> None:
-    """Set the number of replicas of APP."""
+    """Set the number of replicas of APP.
+
+    Examples:
+      fleet scale web 5
+      fleet scale web 0 --wait        # every replica stopped before it returns"""
+    limit = duration_option("--timeout", timeout)
     with conn.client() as client:
         result = client.scale(app_name, replicas)
-    console.print(safe(f"app/{app_name} scaled {result.previous} -> {replicas}"))
+        console.print(safe(f"app/{app_name} scaled {result.previous} -> {replicas}"))
+        if wait:
+            exit_with(wait_for_scale(client, app_name, replicas, limit))
+
+
+def wait_for_scale(
+    client: FleetClient, app: str, replicas: int, timeout: float, interval: float = 0.5
+) -> int:
+    """Poll until ``app`` runs exactly ``replicas``, all available (0, or 1 when
+    ``timeout`` seconds pass first, saying why)."""
+    ends = time.monotonic() + timeout
+    said = ""
+    while True:
+        [info] = client.apps(app)
+        line = f"app/{app}: {info.running} running, {info.available} available of {replicas}"
+        if line != said:
+            err_console.print(safe(line))
+            said = line
+        if info.running == replicas and info.available == replicas and info.placed == replicas:
+            console.print(safe(f"app/{app}: {replicas} replica(s) available"))
+            return EXIT_COMPLETE
+        if time.monotonic() > ends:
+            why = f": {info.message}" if info.message else ""
+            print_error(f"app/{app} not at {replicas} available replicas in time{why}")
+            return EXIT_FAILED
+        time.sleep(interval)  # polled, as `rollout status` is, within the deadline
 
 
 @connected
 def delete(
     kind: Annotated[str, typer.Argument(help="app", show_default=False)] = "",
-    name: Annotated[str, typer.Argument(show_default=False)] = "",
+    names: Annotated[
+        list[str] | None, typer.Argument(metavar="NAME...", show_default=False)
+    ] = None,
     filename: Annotated[
         Path | None, typer.Option("--filename", "-f", help="Delete the apps in this file.")
     ] = None,
+    ignore_not_found: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-not-found",
+            help="An app that does not exist is no error (exit 0 if the rest went).",
+        ),
+    ] = False,
     conn: Connection = CONNECTION,
 ) -> None:
-    """Delete an app (`fleet delete app NAME`) or the apps of a file (`-f FILE`); its
-    containers are stopped on every host."""
+    """Delete apps (`fleet delete app NAME...`) or the apps of a file (`-f FILE`); their
+    containers are stopped on every host. Every name is tried: a missing one is said
+    and makes the exit status 1, unless --ignore-not-found (a file's missing apps are
+    always skipped, as `kubectl delete -f` does with --ignore-not-found).
+
+    Examples:
+      fleet delete app web worker
+      fleet delete -f app.yaml
+      fleet delete app web --ignore-not-found"""
     if filename is not None:
-        names = [s.name for s in _load(filename)]
-    elif _kind(kind or "?") == Kind.apps and name:
-        names = [name]
+        chosen = [s.name for s in _load(filename)]
+        ignore_not_found = True
+    elif _kind(kind or "?") == Kind.apps and names:
+        chosen = list(dict.fromkeys(names))
     else:
-        fail("use `fleet delete app NAME` or `fleet delete -f FILE`")
+        fail("use `fleet delete app NAME...` or `fleet delete -f FILE`")
+    missing = 0
     with conn.client() as client:
-        for app_name in names:
-            client.delete_app(app_name)
+        for app_name in chosen:
+            try:
+                client.delete_app(app_name)
+            except NotFound as error:
+                if ignore_not_found:
+                    console.print(safe(f"app/{app_name} not found (ignored)"))
+                    continue
+                print_error(str(error))
+                missing += 1
+                continue
             console.print(safe(f"app/{app_name} deleted"))
+    if missing:
+        raise typer.Exit(1)
 
 
 def schema() -> None:

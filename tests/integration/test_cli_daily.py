@@ -1,0 +1,64 @@
+"""Daily habits of kubectl and docker users, through the real CLI against a real
+control plane and agent: `scale --wait`, and `delete` of several names that goes on
+past a missing one (or ignores it when asked)."""
+
+from __future__ import annotations
+
+import subprocess
+
+from fleet.spec import load_documents
+from tests.integration.conftest import Fleet, fleet_cli, wait_containers
+
+
+def _cli(fleet: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
+    return fleet_cli(*args, server=fleet.server.address, pki=fleet.pki)
+
+
+def _apply(fleet: Fleet, *names: str) -> None:
+    text = "\n---\n".join(f"name: {n}\nimage: {fleet.image}\nreplicas: 1\n" for n in names)
+    fleet.client.apply(load_documents(text))
+
+
+def test_scale_wait_returns_once_the_replicas_are_available(fleet: Fleet) -> None:
+    _apply(fleet, "sw")
+    wait_containers(fleet, "sw", 1)
+    up = fleet_cli(
+        "scale", "sw", "3", "--wait", "--timeout", "60s", server=fleet.server.address, pki=fleet.pki
+    )
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "app/sw: 3 replica(s) available" in up.stdout
+    # Returned only once Docker runs them (read back through the SDK, not fleet).
+    running = fleet.docker.containers.list(filters={"label": "fleet.app=sw"})
+    assert len(running) == 3
+    [info] = fleet.client.apps("sw")
+    assert (info.running, info.available) == (3, 3)
+    down = _cli(fleet, "scale", "sw", "0", "--wait")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert fleet.docker.containers.list(filters={"label": "fleet.app=sw"}) == []
+
+
+def test_delete_takes_several_names_and_goes_on_past_a_missing_one(fleet: Fleet) -> None:
+    _apply(fleet, "da", "db", "dc")
+    for name in ("da", "db", "dc"):
+        wait_containers(fleet, name, 1)
+    gone = fleet_cli(
+        "delete", "app", "da", "nope", "db", server=fleet.server.address, pki=fleet.pki
+    )
+    assert gone.returncode == 1
+    assert "app/da deleted" in gone.stdout and "app/db deleted" in gone.stdout
+    assert "nope" in gone.stderr
+    assert [a.name for a in fleet.client.apps()] == ["dc"]
+    ignored = fleet_cli(
+        "delete",
+        "app",
+        "nope",
+        "dc",
+        "--ignore-not-found",
+        server=fleet.server.address,
+        pki=fleet.pki,
+    )
+    assert ignored.returncode == 0, ignored.stdout + ignored.stderr
+    assert "app/nope not found (ignored)" in ignored.stdout
+    assert fleet.client.apps() == []
+    for name in ("da", "db", "dc"):
+        wait_containers(fleet, name, 0)
