@@ -103,7 +103,7 @@ def _stats_table(containers: list[pb.ContainerInfo]) -> Table:
             safe(c.host),
             safe(c.status.container_id[:12]),
             f"{100 * c.status.cpu:.2f}%",
-            f"{human_memory(c.status.memory_bytes)} / {human_memory(limit)}",
+            f"{human_memory(c.status.memory_bytes)} / {human_memory(limit) if limit else '-'}",
             share,
         )
     return table

@@ -94,9 +94,10 @@ def to_dict(message: Message) -> dict[str, Any]:
 
 
 def human_memory(n: int) -> str:
-    """Memory for people: ``96Mi``, ``23.5Gi`` (exact spec values use ``format_memory``)."""
+    """Memory for people: ``96Mi``, ``23.5Gi``, ``0`` (exact spec values use
+    ``format_memory``)."""
     if not n:
-        return "-"
+        return "0"
     for unit, size in (("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
         if n >= size:
             return f"{n / size:.1f}".removesuffix(".0") + unit
