@@ -137,17 +137,32 @@ def stats(
 
 @connected
 def logs(
-    target: Annotated[str, typer.Argument(metavar="APP", help="The app.", show_default=False)],
-    slot: Annotated[int, typer.Option("--slot", help="Only this replica.")] = -1,
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="APP[/SLOT]", help="The app, or one replica of it.", show_default=False
+        ),
+    ],
+    slot: Annotated[int, typer.Option("--slot", help="Only this replica (as APP/SLOT).")] = -1,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing.")] = False,
     tail: Annotated[int, typer.Option("--tail", help="Lines from the end (-1: all).")] = -1,
     timestamps: Annotated[bool, typer.Option("--timestamps", "-t")] = False,
     conn: Connection = CONNECTION,
 ) -> None:
-    """Print the replicas' logs, each line prefixed with its replica (like docker compose)."""
+    """Print the replicas' logs, each line prefixed with its replica (like docker compose).
+
+    Examples:
+      fleet logs web --tail 20
+      fleet logs web/2 -f"""
+    app_name, _, slot_text = target.partition("/")
+    if slot_text and not slot_text.isdigit():
+        fail(f"{target!r}: expected APP or APP/SLOT")
+    if slot_text and slot >= 0 and int(slot_text) != slot:
+        fail(f"{target!r} and --slot {slot} name different replicas")
+    chosen = int(slot_text) if slot_text else slot
     partial: dict[str, str] = {}
     with conn.client() as client:
-        chunks = client.logs(target, slot=slot, follow=follow, tail=tail, timestamps=timestamps)
+        chunks = client.logs(app_name, slot=chosen, follow=follow, tail=tail, timestamps=timestamps)
         for chunk in chunks:
             who = f"{chunk.app}.{chunk.slot}"
             text = partial.pop(who, "") + chunk.data.decode(errors="replace")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 
 from fleet.spec import load_documents
-from tests.integration.conftest import Fleet, fleet_cli, wait_containers
+from tests.integration.conftest import Fleet, fleet_cli, wait_containers, wait_until
 
 
 def _cli(fleet: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
@@ -62,3 +62,28 @@ def test_delete_takes_several_names_and_goes_on_past_a_missing_one(fleet: Fleet)
     assert fleet.client.apps() == []
     for name in ("da", "db", "dc"):
         wait_containers(fleet, name, 0)
+
+
+def test_logs_of_one_replica_by_app_slot(fleet: Fleet) -> None:
+    command = '["sh", "-c", "echo hello; sleep 3600"]'
+    fleet.client.apply(
+        load_documents(f"name: la\nimage: {fleet.image}\nreplicas: 2\ncommand: {command}\n")
+    )
+    wait_containers(fleet, "la", 2)
+
+    def said_hello(*target: str) -> list[str] | None:
+        done = _cli(fleet, "logs", *target)
+        lines = [line for line in done.stdout.splitlines() if "hello" in line]
+        return lines if done.returncode == 0 and lines else None
+
+    both = wait_until(lambda: said_hello("la"), 30, what="both replicas' hello")
+    wait_until(
+        lambda: {line.split()[0] for line in said_hello("la") or []} == {"la.0", "la.1"},
+        30,
+        what="a hello from each replica",
+    )
+    assert both
+    one = said_hello("la/1")
+    assert one and all(line.startswith("la.1 ") for line in one), one
+    bad = _cli(fleet, "logs", "la/x")
+    assert bad.returncode != 0 and "expected APP or APP/SLOT" in bad.stderr
