@@ -13,7 +13,9 @@ or etcd that ends stops everything, with a message naming it.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from fleet.agent import Agent, AgentConfig, DockerRuntime
 from fleet.controlplane import ControlPlane, ServerConfig
-from fleet.errors import FleetError, Unavailable
+from fleet.errors import FailedPrecondition, FleetError, Unavailable
 from fleet.pki.files import CertPaths
 from fleet.pki.local import EtcdPKI, LocalPKI, ensure_etcd_pki, ensure_local_pki
 from fleet.pki.subjects import Kind
@@ -175,6 +177,25 @@ def _local_pki(directory: Path, host_id: str) -> tuple[LocalPKI, EtcdPKI]:
     return pki, etcd
 
 
+def _lock_data_dir(data_dir: Path) -> int:
+    """Hold ``data_dir``'s lock for as long as this process lives; FailedPrecondition
+    when another ``fleet up`` holds it (two would share one etcd data dir)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / "up.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise FailedPrecondition(
+            f"another `fleet up` (pid {holder}) runs on {data_dir}: stop it first, or give "
+            "this one another --data-dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
 async def run_up(config: UpConfig) -> None:
     runtime = DockerRuntime(config.docker_url)
     try:
@@ -184,6 +205,7 @@ async def run_up(config: UpConfig) -> None:
             f"no Docker daemon answers ({error}); start dockerd or pass --docker URL"
         ) from error
     data_dir = config.data_dir.resolve()
+    _lock_data_dir(data_dir)  # its fd stays open (and locked) until this process exits
     host_id = config.host_id or _default_host_id()
     pki, etcd_pki = await asyncio.to_thread(_local_pki, data_dir / "pki", host_id)
     server_tls = TlsFiles(pki.ca.cert, pki.server.cert, pki.server.key)

@@ -88,6 +88,16 @@ def test_up_runs_everything_and_a_second_up_finds_the_apps(
         up.wait_ready(
             lambda: any(h.connected for h in client.hosts()), 60, what="the local host to join"
         )
+        # A second copy on the same data dir is refused before it touches anything.
+        other_ports = ["--listen", f"127.0.0.1:{free_port()}", "--etcd-port", "20000"]
+        second = subprocess.run(
+            [*args[:6], *other_ports, "--docker", clean_host.docker_url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1, second.stderr
+        assert f"another `fleet up` (pid {up.pid}) runs on {data_dir}" in second.stderr
         spec = load_documents(f"name: solo-web\nimage: {image}\nreplicas: 2\n", "app.yaml")[0]
         client.apply([spec])
 
