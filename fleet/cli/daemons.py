@@ -616,13 +616,24 @@ def agent(
 
 
 def up(
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="Where etcd keeps its data.")] = Path(
-        ".fleet"
-    ),
+    data_dir: Annotated[
+        Path,
+        typer.Option(
+            "--data-dir",
+            help="Everything this pool keeps: etcd's data (the apps), the PKI (pki/: the "
+            "CLI's admin certificate too), the secrets key and the agent's state. A later "
+            "`fleet up` on it finds the apps; one `fleet up` at a time may use it.",
+        ),
+    ] = Path(".fleet"),
     listen: Annotated[
         str, typer.Option("--listen", help="Control plane address.")
     ] = "127.0.0.1:7400",
-    etcd_port: Annotated[int, typer.Option("--etcd-port", help="etcd client port.")] = 7479,
+    etcd_port: Annotated[
+        int,
+        typer.Option(
+            "--etcd-port", help="etcd's client port; its peer port is the next one (7480)."
+        ),
+    ] = 7479,
     host_id: Annotated[str | None, typer.Option("--host-id", help="This host's id.")] = None,
     docker_url: Annotated[str | None, typer.Option("--docker", help="Docker daemon URL.")] = None,
     log_level: LogLevel = "info",
