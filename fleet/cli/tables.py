@@ -8,7 +8,9 @@ tokens, revisions, endpoints, stats) builds its table beside it.
 from __future__ import annotations
 
 import json
+import time
 
+from fleet._time import epoch
 from fleet.cli.output import Format, human_memory, print_records
 from fleet.hostlabels import AGENT_PREFIX
 from fleet.proto import fleet_pb2 as pb
@@ -79,9 +81,31 @@ def ingress_backends(
     return sorted(rows)
 
 
+def age(stamp: str, now: float) -> str:
+    """How long ago ``stamp`` (RFC 3339) was, as kubectl's AGE says it: 45s, 12m, 5h,
+    3d (2 units below an hour or a day: 1h20m, 2d5h); "-" when unknown."""
+    then = epoch(stamp) if stamp else None
+    if then is None:
+        return "-"
+    seconds = max(0, int(now - then))
+    if seconds < 120:
+        return f"{seconds}s"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if minutes < 60:
+        return f"{minutes}m"
+    if hours < 10:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if days < 2:
+        return f"{hours}h"
+    if days < 8:
+        return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
+    return f"{days}d"
+
+
 def print_apps(apps: list[pb.AppInfo], output: Format) -> None:
     """``fleet get apps``."""
     rows, wide = [], []
+    now = time.time()
     for a in apps:
         spec = json.loads(a.spec_json)
         rows.append(
@@ -95,6 +119,7 @@ def print_apps(apps: list[pb.AppInfo], output: Format) -> None:
                 a.rollout or "-",
                 a.reason or "-",
                 spec["image"],
+                age(a.created_at, now),
             ]
         )
         wide.append(
@@ -119,9 +144,11 @@ def print_apps(apps: list[pb.AppInfo], output: Format) -> None:
             "ROLLOUT",
             "REASON",
             "IMAGE",
+            "AGE",
         ],
         rows,
-        wide_columns=["GENERATION", "PORTS", "INGRESS", "UPDATED", "MESSAGE"],
+        # UPDATED (the table's) counts replicas at the revision; this is when it changed.
+        wide_columns=["GENERATION", "PORTS", "INGRESS", "CHANGED", "MESSAGE"],
         wide_rows=wide,
     )
 
@@ -168,6 +195,7 @@ def capped_claim(h: pb.HostInfo) -> str:
 def print_hosts(hosts: list[pb.HostInfo], output: Format) -> None:
     """``fleet get hosts``; ``describe host`` prints its wide row."""
     rows, wide = [], []
+    now = time.time()
     for h in hosts:
         state = h.state if not h.maintenance else f"{h.state} (maintenance slot)"
         rows.append(
@@ -177,6 +205,7 @@ def print_hosts(hosts: list[pb.HostInfo], output: Format) -> None:
                 str(h.containers),
                 f"{h.reserved.cpu:g}/{h.capacity.cpu:g}",
                 f"{human_memory(h.reserved.memory_bytes)}/{human_memory(h.capacity.memory_bytes)}",
+                age(h.registered_at, now),
             ]
         )
         wide.append(
@@ -203,7 +232,7 @@ def print_hosts(hosts: list[pb.HostInfo], output: Format) -> None:
     print_records(
         hosts,
         output,
-        ["HOST", "STATE", "CONTAINERS", "CPU (RESERVED/CAP)", "MEMORY (RESERVED/CAP)"],
+        ["HOST", "STATE", "CONTAINERS", "CPU (RESERVED/CAP)", "MEMORY (RESERVED/CAP)", "AGE"],
         rows,
         wide_columns=[
             "CPU USED",
