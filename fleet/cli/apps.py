@@ -30,6 +30,7 @@ from fleet.cli.output import (
     fail,
     human_memory,
     print_error,
+    print_one,
     print_records,
     safe,
 )
@@ -171,10 +172,25 @@ def get(
     conn: Connection = CONNECTION,
     output: OutputOpt = Format.table,
 ) -> None:
-    """List apps, hosts, containers or jobs."""
+    """List apps, hosts, containers or jobs. With NAME and -o json or yaml, an app, job
+    or host is one object (as `kubectl get pod NAME -o json`); containers stay a list
+    (NAME is their app).
+
+    Examples:
+      fleet get apps
+      fleet get hosts -o wide
+      fleet get app web -o json | jq .available
+      fleet get containers web"""
     which = _kind(kind)
     with conn.client() as client:
-        if which == Kind.apps:
+        if name and output in (Format.json, Format.yaml) and which == Kind.hosts:
+            print_one(client.hosts(name)[0], output)
+        elif name and output in (Format.json, Format.yaml) and which != Kind.containers:
+            [app] = client.apps(name)
+            if which == Kind.jobs and app.mode != "job":
+                fail(f"app {name!r} is not a job (its mode is {app.mode})")
+            print_one(app, output)
+        elif which == Kind.apps:
             print_apps(client.apps(name), output)
         elif which == Kind.jobs:
             print_jobs([a for a in client.apps(name) if a.mode == "job"], output)

@@ -15,6 +15,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 import yaml
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from rich.console import Console
@@ -83,11 +84,50 @@ OutputOpt = Annotated[
 ]
 
 
+# Proto3's JSON writes 64-bit integers as strings (for JavaScript's doubles); fleet's
+# readers are jq and scripts, which want numbers, as kubectl gives them.
+_INT64 = {
+    FieldDescriptor.TYPE_INT64,
+    FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_FIXED64,
+    FieldDescriptor.TYPE_SFIXED64,
+}
+
+
+def _numbers(descriptor: Any, data: dict[str, Any]) -> None:
+    """Turn ``data``'s 64-bit integer strings (of ``descriptor``'s message) into ints,
+    and give an unset message field the value null: every record has every key."""
+    for field in descriptor.fields:
+        value = data.get(field.name)
+        if value is None:
+            if field.message_type is not None and field.name not in data:
+                data[field.name] = None
+            continue
+        if field.message_type is not None:
+            if field.message_type.GetOptions().map_entry:
+                value_field = field.message_type.fields_by_name["value"]
+                if value_field.type in _INT64:
+                    data[field.name] = {k: int(v) for k, v in value.items()}
+                elif value_field.message_type is not None:
+                    for item in value.values():
+                        _numbers(value_field.message_type, item)
+            elif isinstance(value, list):
+                for item in value:
+                    _numbers(field.message_type, item)
+            elif isinstance(value, dict):
+                _numbers(field.message_type, value)
+        elif field.type in _INT64:
+            data[field.name] = [int(v) for v in value] if isinstance(value, list) else int(value)
+
+
 def to_dict(message: Message) -> dict[str, Any]:
-    """A proto message as plain data; an embedded ``spec_json`` becomes ``spec``."""
+    """A proto message as plain data: 64-bit integers as numbers, an embedded
+    ``spec_json`` as ``spec``."""
     data = MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
+    _numbers(message.DESCRIPTOR, data)
     if "spec_json" in data:
         data["spec"] = json.loads(data.pop("spec_json"))
     return data
@@ -102,6 +142,14 @@ def human_memory(n: int) -> str:
         if n >= size:
             return f"{n / size:.1f}".removesuffix(".0") + unit
     return str(n)
+
+
+def print_one(message: Message, fmt: Format) -> None:
+    """One record as a JSON object or a YAML document (``get KIND NAME -o json``)."""
+    if fmt == Format.json:
+        console.print_json(json.dumps(to_dict(message)))
+    else:
+        print(yaml.safe_dump(to_dict(message), sort_keys=False), end="")
 
 
 def print_records(

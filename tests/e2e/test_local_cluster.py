@@ -84,7 +84,7 @@ def test_local_cluster_up_apply_hello_and_down(tmp_path: Path) -> None:
 
         def running() -> list[dict[str, Any]]:
             ps = _ok(_run([*fleet, "ps", "hello", "-o", "json", "--server", address], env))
-            rows = [r for r in json.loads(ps) if r.get("status", {}).get("state") == "running"]
+            rows = [r for r in json.loads(ps) if (r.get("status") or {}).get("state") == "running"]
             placed = {r["host"] for r in rows}
             return rows if len(rows) == 4 and placed == {"h1", "h2"} else []
 

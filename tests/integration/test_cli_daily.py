@@ -4,6 +4,7 @@ past a missing one (or ignores it when asked)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 from fleet.spec import load_documents
@@ -87,3 +88,34 @@ def test_logs_of_one_replica_by_app_slot(fleet: Fleet) -> None:
     assert one and all(line.startswith("la.1 ") for line in one), one
     bad = _cli(fleet, "logs", "la/x")
     assert bad.returncode != 0 and "expected APP or APP/SLOT" in bad.stderr
+
+
+# The JSON of `get app NAME` and `get host NAME`: an interface, so these are written
+# out (a renamed key fails here); numbers are numbers, 64-bit ones too.
+APP_KEYS = {
+    "name", "spec", "generation", "revision", "desired", "placed", "running", "pending",
+    "created_at", "updated_at", "available", "updated", "rollout", "mode", "job", "reason",
+    "message",
+}  # fmt: skip
+HOST_KEYS = {
+    "host_id", "state", "connected", "capacity", "reserved", "usage", "labels", "facts",
+    "containers", "registered_at", "last_heartbeat_at", "address", "maintenance",
+    "remaining", "blocked", "drain_deadline", "drain_force", "agent_labels",
+    "reported_capacity", "cert_serial", "ingress", "cert_expires", "past_serials",
+}  # fmt: skip
+
+
+def test_get_one_app_or_host_as_json_is_an_object_with_numbers(fleet: Fleet) -> None:
+    _apply(fleet, "js")
+    wait_containers(fleet, "js", 1)
+    app = json.loads(_cli(fleet, "get", "app", "js", "-o", "json").stdout)
+    assert set(app) == APP_KEYS
+    assert (app["name"], app["generation"], app["revision"], app["desired"]) == ("js", 1, 1, 1)
+    assert app["spec"]["image"] == fleet.image
+    host = json.loads(_cli(fleet, "get", "host", fleet.host.name, "-o", "json").stdout)
+    assert set(host) == HOST_KEYS
+    assert isinstance(host["capacity"]["memory_bytes"], int) and host["connected"] is True
+    listed = json.loads(_cli(fleet, "get", "apps", "-o", "json").stdout)
+    assert [set(a) for a in listed] == [APP_KEYS]  # a list, with the same keys
+    missing = _cli(fleet, "get", "app", "nope", "-o", "json")
+    assert missing.returncode == 1 and "nope" in missing.stderr
