@@ -68,10 +68,17 @@ def events(
     unschedulable replicas (kept about an hour, 32 MiB at most). Repeats are stored once
     with a count (shown as xN). -o json prints one object per line."""
     seconds = duration_option("--since", since) if since else 0.0
+    header = output not in (Format.json, Format.yaml)
     with conn.client() as client:
         for event in client.events(
             app=app_name, host=host, since_seconds=seconds, follow=follow, limit=limit
         ):
+            if header:  # above the first event (with none, nothing: as kubectl's "No resources")
+                console.print(
+                    f"[bold]{'TIME':<24}  {'HOST':<12} {'REPLICA':<16} {'KIND':<18} MESSAGE[/bold]",
+                    soft_wrap=True,
+                )
+                header = False
             if output == Format.json:
                 print(json.dumps(to_dict(event)), flush=True)
             elif output == Format.yaml:

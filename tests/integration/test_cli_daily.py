@@ -29,13 +29,14 @@ def test_scale_wait_returns_once_the_replicas_are_available(fleet: Fleet) -> Non
     assert up.returncode == 0, up.stdout + up.stderr
     assert "app/sw: 3 replica(s) available" in up.stdout
     # Returned only once Docker runs them (read back through the SDK, not fleet).
-    running = fleet.docker.containers.list(filters={"label": "fleet.app=sw"})
+    # (The low-level list: no inspect of a container being removed meanwhile.)
+    running = fleet.docker.api.containers(filters={"label": "fleet.app=sw"})
     assert len(running) == 3
     [info] = fleet.client.apps("sw")
     assert (info.running, info.available) == (3, 3)
     down = _cli(fleet, "scale", "sw", "0", "--wait")
     assert down.returncode == 0, down.stdout + down.stderr
-    assert fleet.docker.containers.list(filters={"label": "fleet.app=sw"}) == []
+    assert fleet.docker.api.containers(filters={"label": "fleet.app=sw"}) == []
 
 
 def test_delete_takes_several_names_and_goes_on_past_a_missing_one(fleet: Fleet) -> None:
@@ -117,5 +118,11 @@ def test_get_one_app_or_host_as_json_is_an_object_with_numbers(fleet: Fleet) -> 
     assert isinstance(host["capacity"]["memory_bytes"], int) and host["connected"] is True
     listed = json.loads(_cli(fleet, "get", "apps", "-o", "json").stdout)
     assert [set(a) for a in listed] == [APP_KEYS]  # a list, with the same keys
+    shown = wait_until(
+        lambda: (out := _cli(fleet, "events", "--app", "js").stdout).count("\n") >= 2 and out,
+        30,
+        what="events of js",
+    )
+    assert shown.split()[:5] == ["TIME", "HOST", "REPLICA", "KIND", "MESSAGE"], shown
     missing = _cli(fleet, "get", "app", "nope", "-o", "json")
     assert missing.returncode == 1 and "nope" in missing.stderr
