@@ -354,11 +354,14 @@ def wait_for_scale(
     said = ""
     while True:
         [info] = client.apps(app)
-        line = f"app/{app}: {info.running} running, {info.available} available of {replicas}"
+        # Every container its hosts run, those leaving too: scaled down, a replica is no
+        # longer desired at once, but runs until its agent has stopped it.
+        running = sum(1 for c in client.containers(app=app) if c.status.state == "running")
+        line = f"app/{app}: {running} running, {info.available} available of {replicas}"
         if line != said:
             err_console.print(safe(line))
             said = line
-        if info.running == replicas and info.available == replicas and info.placed == replicas:
+        if running == replicas and info.available == replicas and info.placed == replicas:
             console.print(safe(f"app/{app}: {replicas} replica(s) available"))
             return EXIT_COMPLETE
         if time.monotonic() > ends:
