@@ -111,6 +111,7 @@ class FleetServiceStub:
     UpgradeHosts: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.UpgradeRequest, _fleet_pb2.UpgradeInfo]
     GetUpgrade: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.UpgradeInfo]
     GetServerInfo: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.ServerInfo]
+    ReleaseHost: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.ReleaseHostRequest, _fleet_pb2.ReleaseHostResponse]
 
 @_typing.type_check_only
 class FleetServiceAsyncStub(FleetServiceStub):
@@ -154,6 +155,7 @@ class FleetServiceAsyncStub(FleetServiceStub):
     UpgradeHosts: _aio.UnaryUnaryMultiCallable[_fleet_pb2.UpgradeRequest, _fleet_pb2.UpgradeInfo]  # type: ignore[assignment]
     GetUpgrade: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.UpgradeInfo]  # type: ignore[assignment]
     GetServerInfo: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.ServerInfo]  # type: ignore[assignment]
+    ReleaseHost: _aio.UnaryUnaryMultiCallable[_fleet_pb2.ReleaseHostRequest, _fleet_pb2.ReleaseHostResponse]  # type: ignore[assignment]
 
 class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------- API for the CLI"""
@@ -398,5 +400,12 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fleet_pb2.GetRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fleet_pb2.ServerInfo, _abc.Awaitable[_fleet_pb2.ServerInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def ReleaseHost(
+        self,
+        request: _fleet_pb2.ReleaseHostRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.ReleaseHostResponse, _abc.Awaitable[_fleet_pb2.ReleaseHostResponse]]: ...
 
 def add_FleetServiceServicer_to_server(servicer: FleetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
