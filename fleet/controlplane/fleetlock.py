@@ -93,10 +93,22 @@ class Answer:
         return self.host is not None and self.maintenance is not None
 
 
+def _operation(path: str) -> Literal["pre-reboot", "steady-state"] | None:
+    """The operation a path names. Zincati joins ``v1/pre-reboot`` onto its base_url,
+    so a base with a path of its own (``https://lb/fleet/``) keeps it: any prefix
+    counts."""
+    path = path.split("?", 1)[0]
+    if path.endswith(PRE_REBOOT):
+        return "pre-reboot"
+    if path.endswith(STEADY_STATE):
+        return "steady-state"
+    return None
+
+
 def parse_request(method: str, path: str, headers: dict[str, str], body: bytes) -> LockRequest:
     """The request, or Refused with the protocol's error (``headers`` by lowercase name)."""
-    operations = {PRE_REBOOT: "pre-reboot", STEADY_STATE: "steady-state"}
-    if path.split("?", 1)[0] not in operations:
+    operation = _operation(path)
+    if operation is None:
         raise Refused(
             404, "not_found", f"no such endpoint {path[:80]!r}: use {PRE_REBOOT} or {STEADY_STATE}"
         )
@@ -111,7 +123,10 @@ def parse_request(method: str, path: str, headers: dict[str, str], body: bytes) 
     params = document.get("client_params") if isinstance(document, dict) else None
     if not isinstance(params, dict):
         raise Refused(400, "bad_body", 'the body needs a "client_params" object')
-    client_id, group = params.get("id"), params.get("group")
+    # Zincati's first releases (2019) sent the id as "node_uuid", before the protocol
+    # named it "id".
+    client_id = params.get("id", params.get("node_uuid"))
+    group = params.get("group")
     if not isinstance(client_id, str) or not 0 < len(client_id) <= _MAX_ID:
         raise Refused(
             400, "bad_body", f"client_params.id must be a non-empty string (<= {_MAX_ID})"
@@ -120,9 +135,6 @@ def parse_request(method: str, path: str, headers: dict[str, str], body: bytes) 
         raise Refused(400, "bad_body", "client_params.id must be printable")
     if not isinstance(group, str) or not _GROUP.match(group) or len(group) > 63:
         raise Refused(400, "bad_body", "client_params.group must match ^[a-zA-Z0-9.-]+$ (<= 63)")
-    operation: Literal["pre-reboot", "steady-state"] = (
-        "pre-reboot" if operations[path.split("?", 1)[0]] == "pre-reboot" else "steady-state"
-    )
     return LockRequest(operation, client_id, group)
 
 

@@ -69,7 +69,9 @@ class Zincati:
     """The FleetLock side of Zincati: base_url (userinfo becomes Basic auth, as its
     HTTP client does), its id and group, POSTs with the protocol's header and body."""
 
-    def __init__(self, base_url: str, client_id: str, group: str, cafile: Path) -> None:
+    def __init__(
+        self, base_url: str, client_id: str, group: str, cafile: Path, cert: Any = None
+    ) -> None:
         url = urlsplit(base_url)
         self.host, self.port = url.hostname or "", url.port or 443
         self.auth = (
@@ -79,6 +81,8 @@ class Zincati:
         )
         self.id, self.group = client_id, group
         self.tls = ssl.create_default_context(cafile=str(cafile))
+        if cert is not None:  # a host's agent certificate (not Zincati's: it has none)
+            self.tls.load_cert_chain(cert.cert, cert.key)
 
     def post(
         self, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
@@ -195,6 +199,11 @@ def test_zincati_hosts_reboot_one_at_a_time_each_drained_first(
                 "unauthorized",
             ),
         ]
+        # An agent certificate speaks for its own host only.
+        as_h2 = Zincati(f"https://127.0.0.1:{port}", h1.id, "workers", pki.ca, pki.agent("h2"))
+        refusals.append((as_h2.pre_reboot(), 403, "forbidden"))
+        as_h1 = Zincati(f"https://127.0.0.1:{port}", h1.id, "workers", pki.ca, pki.agent("h1"))
+        assert as_h1.steady_state()[0] == 200  # it holds no slot: nothing to release
         for (status, body), wanted_status, wanted_kind in refusals:
             assert (status, body.get("kind")) == (wanted_status, wanted_kind), body
             assert body.get("value"), body

@@ -44,6 +44,11 @@ def test_a_zincati_request_parses() -> None:
     assert (request.operation, request.id, request.group) == ("pre-reboot", "abc", "workers")
     request = parse_request("POST", "/v1/steady-state", HEADERS, body())
     assert request.operation == "steady-state"
+    # A base_url with a path of its own keeps it (Zincati joins "v1/pre-reboot" onto it).
+    assert parse_request("POST", "/fleet/v1/pre-reboot", HEADERS, body()).operation == "pre-reboot"
+    # Zincati's first releases named the id node_uuid.
+    old = json.dumps({"client_params": {"node_uuid": "abc", "group": "default"}}).encode()
+    assert parse_request("POST", "/v1/pre-reboot", HEADERS, old).id == "abc"
 
 
 @pytest.mark.parametrize(
