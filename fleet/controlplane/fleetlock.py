@@ -254,6 +254,13 @@ def _semaphore(state: ClusterState) -> MaintenanceRecord:
     return state.maintenance.value if state.maintenance else MaintenanceRecord()
 
 
+def _holds(semaphore: MaintenanceRecord, host_id: str) -> bool:
+    """Whether ``host_id``'s slot is FleetLock's (the upgrade walk may have taken the
+    host over since: then the slot is the walk's to give back)."""
+    holder = semaphore.holders.get(host_id, "")
+    return host_id in semaphore.fleetlock and holder.startswith(HOLDER)
+
+
 def _not_yet(kind: str, value: str) -> Answer:
     return Answer(409, kind, value)
 
@@ -264,9 +271,8 @@ def pre_reboot(state: ClusterState, host_id: str, group: str, now: float) -> Ans
     semaphore is full or another holder (a manual drain, the upgrade walk) has the host."""
     record = state.hosts[host_id].value
     semaphore = _semaphore(state)
-    hold = semaphore.fleetlock.get(host_id)
     holder = semaphore.holders.get(host_id)
-    if hold is not None and holder is not None:
+    if _holds(semaphore, host_id):
         if record.state == "drained":
             return Answer(200, "", f"host {host_id} is drained: reboot")
         if record.state == "draining":
@@ -312,7 +318,7 @@ def steady_state(state: ClusterState, host_id: str) -> Answer:
     record = state.hosts[host_id].value
     semaphore = _semaphore(state)
     hold = semaphore.fleetlock.get(host_id)
-    if hold is None or host_id not in semaphore.holders:
+    if hold is None or not _holds(semaphore, host_id):
         return Answer(200, "", f"host {host_id} holds no FleetLock slot")
     if record.state in ("drained", "maintenance"):
         back = host_id in state.alive and (
