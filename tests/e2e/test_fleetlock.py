@@ -5,8 +5,9 @@ body ``{"client_params": {"id", "group"}}``, retried until 200) all want to rebo
 once. fleet must hand the lock to one host at a time (read from etcd), answer 200 only
 once the host is drained with the app's budget held (a prober counts the replicas that
 answer HTTP), release it once the host is back from its "reboot" (dockerd and agent
-restarted, a new OS version), and keep the slot of a host that never comes back until
-``fleet hosts release``. Bad requests get the protocol's error and write nothing."""
+restarted, a new OS version), and keep the slot of a host that never comes back (across
+a crash of the control plane) until ``fleet hosts release``. Bad requests get the
+protocol's error and write nothing."""
 
 from __future__ import annotations
 
@@ -298,6 +299,13 @@ def test_zincati_hosts_reboot_one_at_a_time_each_drained_first(
         last = order[-1]
         wait_until(lambda: zincati[last].pre_reboot()[0] == 200, 60, what=f"{last} locked again")
         agents[last].kill()  # it never comes back
+        # The control plane crashes and comes back: the lock lives in etcd alone, so
+        # it answers as before.
+        server.kill()
+        server = server.again("server-again.log").start()
+        server.process.wait_ready(
+            lambda: len([h for h in client.hosts() if h.connected]) == 2, 30, what="2 agents"
+        )
         status, body = zincati[last].steady_state()
         assert (status, body["kind"]) == (409, "failed_unlock_not_back"), body
         nxt = order[0]
