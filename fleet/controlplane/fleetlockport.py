@@ -78,7 +78,11 @@ class FleetLockPort:
     async def serve(self) -> int:
         host, _, port = self.config.listen.rpartition(":")
         if self._tls is None and not self.config.tokens and not self.config.insecure:
-            log.warning("FleetLock on %s over plain HTTP: no token file, so anyone may ask")
+            log.warning(
+                "FleetLock on %s: plain HTTP (this server has no TLS) and no token file "
+                "(--fleetlock-tokens), so anyone who reaches it may ask",
+                self.config.listen,
+            )
         if self.config.insecure:
             log.warning(
                 "INSECURE: FleetLock on %s answers anyone (--fleetlock-insecure): any caller "
