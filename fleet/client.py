@@ -334,6 +334,14 @@ class FleetClient:
         )
         return response
 
+    def release_host(self, host_id: str) -> pb.ReleaseHostResponse:
+        """Give back the FleetLock slot ``host_id`` holds (admin only); it stays cordoned."""
+        request = pb.ReleaseHostRequest(host_id=host_id)
+        response: pb.ReleaseHostResponse = self._call(
+            lambda s: s.ReleaseHost(request, timeout=self.timeout)
+        )
+        return response
+
     def create_token(self, name: str, role: str) -> pb.CreateTokenResponse:
         """A new bearer token (admin only); its secret is in the answer, and nowhere else."""
         request = pb.CreateTokenRequest(name=name, role=role)

@@ -41,8 +41,9 @@ __all__ = [
 ]
 
 AGENT_PREFIX = "agent."
-# What agents report of their host (``docker info``, /etc/os-release, the boot id): the
-# only facts stored and selectable; anything else an agent sends is dropped.
+# What agents report of their host (``docker info``, /etc/os-release, the boot id, the
+# id Zincati gives it in FleetLock requests): the only facts stored and selectable;
+# anything else an agent sends is dropped.
 FACTS = frozenset(
     {
         "os",
@@ -54,6 +55,7 @@ FACTS = frozenset(
         "kernel",
         "docker_version",
         "boot_id",
+        "zincati_id",
     }
 )
 MAX_LABELS = 64  # per host and source

@@ -43,6 +43,8 @@ class AgentConfig:
     ingress: str = ""
     # The OS's own description (ID, VERSION_ID, ...): an upgrade changes it.
     os_release: Path = Path("/etc/os-release")
+    # Its machine id, reported as Zincati's id of it (``zincati_id``) for FleetLock.
+    machine_id: Path = Path("/etc/machine-id")
     # Whether the control plane may have this host run a command (an OS upgrade walk).
     allow_host_commands: bool = False
     # How often the certificate files are looked at: once changed into a usable set,

@@ -45,6 +45,7 @@ from fleet.errors import FleetError
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.refusals import agent_refused, explain_refusal
+from fleet.zincati import zincati_id_of
 
 __all__ = ["Outbox", "Session", "os_facts"]
 
@@ -240,6 +241,9 @@ class Session:
     async def _register_message(self) -> pb.AgentMessage:
         cpus, memory, facts = await call(self.runtime, self.runtime.host_facts)
         facts.update(await asyncio.to_thread(os_facts, self.config.os_release))
+        zincati = await asyncio.to_thread(zincati_id_of, self.config.machine_id)
+        if zincati is not None:
+            facts["zincati_id"] = zincati
         cpus = min(cpus, self.config.cpus) if self.config.cpus is not None else cpus
         memory = min(memory, self.config.memory) if self.config.memory is not None else memory
         return pb.AgentMessage(

@@ -300,6 +300,10 @@ def _describe_host(client: FleetClient, name: str) -> None:
             safe(f"earlier certificates (`fleet hosts revoke-cert` denies one): {earlier}"),
             soft_wrap=True,
         )
+    if host.maintenance:
+        # Who holds its slot of the maintenance semaphore: fleet drain, upgrade-hosts,
+        # or FleetLock (Zincati's reboot lock: `fleet hosts release` if it never returns).
+        console.print(safe(f"maintenance slot: held by {host.maintenance}"), soft_wrap=True)
     if capped_claim(host):
         counted, claims = host.capacity, host.reported_capacity
         console.print(

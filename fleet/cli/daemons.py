@@ -20,7 +20,7 @@ import socket
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -32,6 +32,9 @@ from fleet.cli.output import fail
 from fleet.cli.policy import AllowBindOpt, AllowCapOpt, AllowOpt, policy_from_options
 from fleet.client import servers_from
 from fleet.transport import TlsFiles, Transport, client_transport
+
+if TYPE_CHECKING:
+    from fleet.controlplane.fleetlockport import FleetLockConfig
 
 __all__ = ["agent", "server", "up"]
 
@@ -130,6 +133,36 @@ def server(
     reflection: Annotated[
         bool,
         typer.Option("--reflection", help="Serve gRPC server reflection (grpcurl) too."),
+    ] = False,
+    fleetlock_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--fleetlock-listen",
+            help="Serve FleetLock (Zincati's reboot lock) on ADDR:PORT: HTTPS with the "
+            "server's certificate when it has TLS.",
+        ),
+    ] = None,
+    fleetlock_group_label: Annotated[
+        str,
+        typer.Option(
+            "--fleetlock-group-label",
+            help="The host label naming a host's FleetLock group (without it: default).",
+        ),
+    ] = "",
+    fleetlock_tokens: Annotated[
+        Path | None,
+        typer.Option(
+            "--fleetlock-tokens",
+            help="A file of 'GROUP TOKEN' lines: a group's token (Basic or Bearer) may ask "
+            "for that group's hosts.",
+        ),
+    ] = None,
+    fleetlock_insecure: Annotated[
+        bool,
+        typer.Option(
+            "--fleetlock-insecure",
+            help="Let anyone ask FleetLock, without a token or an agent certificate.",
+        ),
     ] = False,
     host_down_after: Annotated[
         str,
@@ -230,6 +263,9 @@ def server(
         metrics_listen=metrics_listen,
         metrics_insecure=metrics_insecure,
         reflection=reflection,
+        fleetlock=_fleetlock_config(
+            fleetlock_listen, fleetlock_group_label, fleetlock_tokens, fleetlock_insecure
+        ),
         reschedule_after=duration_option("--reschedule-after", reschedule_after)
         if reschedule_after
         else None,
@@ -247,6 +283,29 @@ def server(
         lambda life: run_server(config, ready=life.ready, stop=life.stopping),
         log_errors=machine_logs,
     )
+
+
+def _fleetlock_config(
+    listen: str | None, group_label: str, tokens_file: Path | None, insecure: bool
+) -> FleetLockConfig | None:
+    """FleetLock's settings from the server's options (None: not served)."""
+    from fleet.controlplane.fleetlock import parse_tokens
+    from fleet.controlplane.fleetlockport import FleetLockConfig
+
+    if listen is None:
+        if tokens_file or insecure or group_label:
+            fail(
+                "--fleetlock-tokens, --fleetlock-insecure and --fleetlock-group-label "
+                "need --fleetlock-listen"
+            )
+        return None
+    tokens: dict[str, str] = {}
+    if tokens_file is not None:
+        try:
+            tokens = parse_tokens(tokens_file.read_text())
+        except (OSError, ValueError) as error:
+            fail(f"--fleetlock-tokens {tokens_file}: {error}")
+    return FleetLockConfig(listen=listen, group_label=group_label, tokens=tokens, insecure=insecure)
 
 
 def _address_option(text: str) -> str:
@@ -438,6 +497,13 @@ def agent(
             "--os-release", help="The os-release file whose NAME and VERSION_ID it reports."
         ),
     ] = Path("/etc/os-release"),
+    machine_id_file: Annotated[
+        Path,
+        typer.Option(
+            "--machine-id-file",
+            help="The machine id whose Zincati id it reports (FleetLock maps it to this host).",
+        ),
+    ] = Path("/etc/machine-id"),
     allow_host_commands: Annotated[
         bool,
         typer.Option(
@@ -547,6 +613,7 @@ def agent(
         address=_address_option(advertise_address) if advertise_address else "",
         ingress=ingress_listen,
         os_release=os_release,
+        machine_id=machine_id_file,
         allow_host_commands=allow_host_commands,
     )
     runtime = DockerRuntime(docker_url)

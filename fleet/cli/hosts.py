@@ -466,3 +466,35 @@ def revoke_cert(
     with conn.client() as client:
         client.revoke_certificate(host, serial)
     console.print(safe(f"host/{host}: certificate serial {serial} denied"))
+
+
+def released_lines(released: pb.ReleaseHostResponse) -> list[str]:
+    """What ``fleet hosts release`` says it did, and what follows from it."""
+    host = released.host_id
+    if not released.holder:
+        return [f"host/{host} holds no FleetLock slot: nothing to release ({released.state})"]
+    where = "its agent is connected" if released.connected else "its agent is not connected"
+    return [
+        f"host/{host}: its maintenance slot ({released.holder}, taken {released.taken_at}) "
+        "released; the next host may take it",
+        f"host/{host} stays cordoned ({where}): `fleet uncordon {host}` once it is back",
+    ]
+
+
+@hosts_app.command("release")
+@connected
+def release(
+    host: HostArg,
+    conn: Connection = CONNECTION,
+    output: OutputOpt = Format.table,
+) -> None:
+    """Give back the maintenance slot HOST took through FleetLock (Zincati's reboot
+    lock) and never returned, because it did not come back (admin only). The next host
+    may then reboot; HOST stays cordoned until you uncordon it."""
+    with conn.client() as client:
+        released = client.release_host(host)
+    if output in (Format.json, Format.yaml):
+        print_records([released], output, [], [])
+        return
+    for line in released_lines(released):
+        console.print(safe(line), soft_wrap=True)

@@ -40,7 +40,8 @@ def may_take_slot(
 def release_slot(semaphore: MaintenanceRecord, host_id: str) -> MaintenanceRecord:
     """``semaphore`` with ``host_id``'s slot given back (uncordoned, or removed)."""
     holders = {h: why for h, why in semaphore.holders.items() if h != host_id}
-    return semaphore.model_copy(update={"holders": holders})
+    locks = {h: hold for h, hold in semaphore.fleetlock.items() if h != host_id}
+    return semaphore.model_copy(update={"holders": holders, "fleetlock": locks})
 
 
 def drain_record(

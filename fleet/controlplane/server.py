@@ -14,6 +14,7 @@ import gc
 import logging
 import os
 import socket
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from fleet.controlplane.agents import AgentService
 from fleet.controlplane.api import FleetService, ServerAbout
 from fleet.controlplane.auth import TokenGate
 from fleet.controlplane.controller import ReplicaController
+from fleet.controlplane.fleetlockport import FleetLockConfig, FleetLockPort
 from fleet.controlplane.joining import Signer
 from fleet.controlplane.joinservice import JOIN_METHOD, JoinService
 from fleet.controlplane.metrics import Metrics
@@ -113,6 +115,9 @@ class ServerConfig:
     # certificate or a bearer token; plain HTTP to anyone only with metrics_insecure.
     metrics_listen: str | None = None
     metrics_insecure: bool = False
+    # FleetLock for Zincati (None: off): HTTPS with the server's certificate when it
+    # has TLS, for an agent certificate or a group's token (fleetlockport).
+    fleetlock: FleetLockConfig | None = None
     reflection: bool = False  # gRPC server reflection on the main port (--reflection)
     prefix: str = DEFAULT_PREFIX
     heartbeat_seconds: float = 2.0
@@ -225,6 +230,8 @@ class ControlPlane:
             )
         self._tasks: list[asyncio.Task[None]] = []
         self._metrics_port: MetricsPort | None = None
+        self._fleetlock: FleetLockPort | None = None
+        self.fleetlock_port = 0
         self.port = 0
         self.token_port = 0
         self.metrics_port = 0
@@ -279,7 +286,33 @@ class ControlPlane:
                 raise FailedPrecondition(
                     f"cannot listen on {self.config.metrics_listen}: {error.strerror}"
                 ) from None
+        if self.config.fleetlock is not None:
+            self._fleetlock = FleetLockPort(
+                self.config.fleetlock,
+                self._fleetlock_tls(),
+                self.api.state,
+                self.store,
+                self.api.caught_up,
+            )
+            try:
+                self.fleetlock_port = await self._fleetlock.serve()
+            except OSError as error:
+                raise FailedPrecondition(
+                    f"cannot listen on {self.config.fleetlock.listen}: {error.strerror}"
+                ) from None
         log.info("control plane %s listening on %s", self.server_id, self.config.listen)
+
+    def _fleetlock_tls(self) -> ssl.SSLContext | None:
+        """FleetLock's TLS: the server's certificate, an agent certificate optional (a
+        group token may stand in, and Zincati has no client certificate); none on a
+        plaintext server, where only tokens (or --fleetlock-insecure) guard it."""
+        tls = self.config.transport.tls
+        if tls is None:
+            return None
+        try:
+            return metrics_tls_context(tls)
+        except (OSError, ssl.SSLError) as error:
+            raise FailedPrecondition(f"cannot serve FleetLock over TLS: {error}") from None
 
     def _discovery(self, app: str) -> list[dict[str, Any]]:
         """/v1/sd/http's target groups (called in the metrics port's threads: the
@@ -354,6 +387,8 @@ class ControlPlane:
     async def stop(self, grace: float = 2.0) -> None:
         if self._metrics_port is not None:
             self._metrics_port.stop()
+        if self._fleetlock is not None:
+            await self._fleetlock.stop()
         # The controllers first (a resigned leader must not campaign again), then the
         # lease, so a standby takes over at once rather than after it expires.
         for task in self._tasks:

@@ -3040,3 +3040,65 @@ class RevokeCertificateResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevokeCertificateResponse: _TypeAlias = RevokeCertificateResponse  # noqa: Y015
+
+@_typing.final
+class ReleaseHostRequest(_message.Message):
+    """`fleet hosts release HOST`: give back the maintenance slot a host took through
+    FleetLock (Zincati's pre-reboot) and never returned (it did not come back).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    host_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        host_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_id", b"host_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseHostRequest: _TypeAlias = ReleaseHostRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseHostResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    HOLDER_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    TAKEN_AT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CONNECTED_FIELD_NUMBER: _builtins.int
+    host_id: _builtins.str
+    holder: _builtins.str
+    """who held its slot ("" : it held none)"""
+    group: _builtins.str
+    """the FleetLock group it asked in"""
+    taken_at: _builtins.str
+    """when it took the slot"""
+    state: _builtins.str
+    """the host's state now (cordoned: uncordon it when back)"""
+    connected: _builtins.bool
+    """whether its agent is connected"""
+    def __init__(
+        self,
+        *,
+        host_id: _builtins.str = ...,
+        holder: _builtins.str = ...,
+        group: _builtins.str = ...,
+        taken_at: _builtins.str = ...,
+        state: _builtins.str = ...,
+        connected: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "group", b"group", "holder", b"holder", "host_id", b"host_id", "state", b"state", "taken_at", b"taken_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseHostResponse: _TypeAlias = ReleaseHostResponse  # noqa: Y015

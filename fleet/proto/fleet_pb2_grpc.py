@@ -352,6 +352,11 @@ class FleetServiceStub:
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.RevokeCertificateRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.RevokeCertificateResponse.FromString,
                 _registered_method=True)
+        self.ReleaseHost = channel.unary_unary(
+                '/fleet.v1.FleetService/ReleaseHost',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.ReleaseHostRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.ReleaseHostResponse.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -591,6 +596,12 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReleaseHost(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -783,6 +794,11 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.RevokeCertificate,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.RevokeCertificateRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.RevokeCertificateResponse.SerializeToString,
+            ),
+            'ReleaseHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseHost,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.ReleaseHostRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.ReleaseHostResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1813,6 +1829,33 @@ class FleetService:
             '/fleet.v1.FleetService/RevokeCertificate',
             fleet_dot_proto_dot_fleet__pb2.RevokeCertificateRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.RevokeCertificateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/ReleaseHost',
+            fleet_dot_proto_dot_fleet__pb2.ReleaseHostRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.ReleaseHostResponse.FromString,
             options,
             channel_credentials,
             insecure,

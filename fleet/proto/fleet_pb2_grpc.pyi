@@ -138,6 +138,7 @@ class FleetServiceStub:
     DeleteJoinToken: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.DeleteTokenRequest, _fleet_pb2.DeleteTokenResponse]
     RevokeCertificate: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.RevokeCertificateRequest, _fleet_pb2.RevokeCertificateResponse]
     """Deny one of a host's earlier certificates (a renewed one) on every replica."""
+    ReleaseHost: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.ReleaseHostRequest, _fleet_pb2.ReleaseHostResponse]
 
 @_typing.type_check_only
 class FleetServiceAsyncStub(FleetServiceStub):
@@ -187,6 +188,7 @@ class FleetServiceAsyncStub(FleetServiceStub):
     DeleteJoinToken: _aio.UnaryUnaryMultiCallable[_fleet_pb2.DeleteTokenRequest, _fleet_pb2.DeleteTokenResponse]  # type: ignore[assignment]
     RevokeCertificate: _aio.UnaryUnaryMultiCallable[_fleet_pb2.RevokeCertificateRequest, _fleet_pb2.RevokeCertificateResponse]  # type: ignore[assignment]
     """Deny one of a host's earlier certificates (a renewed one) on every replica."""
+    ReleaseHost: _aio.UnaryUnaryMultiCallable[_fleet_pb2.ReleaseHostRequest, _fleet_pb2.ReleaseHostResponse]  # type: ignore[assignment]
 
 class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------- API for the CLI"""
@@ -461,6 +463,13 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_fleet_pb2.RevokeCertificateResponse, _abc.Awaitable[_fleet_pb2.RevokeCertificateResponse]]:
         """Deny one of a host's earlier certificates (a renewed one) on every replica."""
+
+    @_abc_1.abstractmethod
+    def ReleaseHost(
+        self,
+        request: _fleet_pb2.ReleaseHostRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.ReleaseHostResponse, _abc.Awaitable[_fleet_pb2.ReleaseHostResponse]]: ...
 
 def add_FleetServiceServicer_to_server(servicer: FleetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

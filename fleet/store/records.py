@@ -16,6 +16,7 @@ __all__ = [
     "AppRecord",
     "ContainerReport",
     "DeniedRecord",
+    "FleetLockHold",
     "HostCommand",
     "HostDrain",
     "HostLabelsRecord",
@@ -203,12 +204,24 @@ class HostDrain(_Record):
     by: str = "fleet drain"
 
 
+class FleetLockHold(_Record):
+    """A slot a host's OS updater (Zincati) took through FleetLock's ``pre-reboot``:
+    the group it asked in, and the host's boot id and OS version then, so that
+    ``steady-state`` knows it is back from its reboot."""
+
+    group: str
+    boot_id: str = ""
+    os_version: str = ""
+    taken_at: str = ""
+
+
 class MaintenanceRecord(_Record):
     """The cluster-wide semaphore of hosts out for maintenance (locksmith's): at most
     ``max`` holders, each a host being drained, upgraded or waited for."""
 
     max: int = 1
     holders: dict[str, str] = {}  # host -> who took the slot (fleet drain, upgrade-hosts)
+    fleetlock: dict[str, FleetLockHold] = {}  # holders that took theirs through FleetLock
 
 
 class HostCommand(_Record):

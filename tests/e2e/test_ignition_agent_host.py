@@ -165,6 +165,7 @@ def first_boot(site: Site, system: str, host_id: str) -> tuple[Booted, Timing]:
     apply_ignition(config, root)
     # What the OS provides, not Ignition: its os-release, and its dockerd's socket.
     (root / "etc/os-release").write_text(OS_RELEASE[system])
+    (root / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
     (root / "var/run").mkdir(parents=True)
     (root / "var/run/docker.sock").symlink_to(site.host.socket_path)
 

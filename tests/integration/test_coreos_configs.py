@@ -300,9 +300,17 @@ def test_both_systems_run_the_same_units(files_dirs: dict[str, Path], tmp_path: 
         assert fcos.config["passwd"] == flatcar.config["passwd"]
         only_fcos = set(fcos.files) - set(flatcar.files)
         only_flatcar = set(flatcar.files) - set(fcos.files)
-        assert only_fcos == {"/etc/zincati/config.d/90-fleet-updates.toml"}
         assert only_flatcar == {"/etc/flatcar/update.conf"}
-        assert b"enabled = false" in fcos.files[only_fcos.pop()].data
+        if config == "agent":
+            # Agent hosts reboot through FleetLock: fleet drains each first.
+            lock = "/etc/zincati/config.d/55-fleet-lock.toml"
+            assert only_fcos == {lock, "/etc/pki/ca-trust/source/anchors/fleet-ca.crt"}
+            zincati = tomllib.loads(fcos.files[lock].data.decode())
+            assert zincati["updates"]["strategy"] == "fleet_lock"
+            assert zincati["updates"]["fleet_lock"]["base_url"].startswith("https://default:")
+        else:
+            assert only_fcos == {"/etc/zincati/config.d/90-fleet-updates.toml"}
+            assert b"enabled = false" in fcos.files[only_fcos.pop()].data
         assert flatcar.files[only_flatcar.pop()].data == b"REBOOT_STRATEGY=off\n"
         for path in set(fcos.files) & set(flatcar.files):
             if path == "/etc/fleet/agent.toml":  # its comment's upgrade command differs

@@ -62,6 +62,14 @@ class ServiceBase:
         await self._informer.wait_synced()
         return self._informer.state()
 
+    async def state(self) -> ClusterState:
+        """The informer's state once synced (for the control plane's other ports)."""
+        return await self._state()
+
+    async def caught_up(self, revision: int) -> None:
+        """Returns once the informer has seen ``revision`` (Unavailable after a while)."""
+        await self._caught_up(revision)
+
     async def _caught_up(self, revision: int) -> None:
         try:
             await asyncio.wait_for(self._informer.wait_for_revision(revision), _CACHE_WAIT)

@@ -367,3 +367,52 @@ class HostsApi(ServiceBase):
     ) -> pb.UpgradeInfo:
         stored = (await self._state()).upgrade
         return _upgrade_info(stored.value) if stored else pb.UpgradeInfo()
+
+    @rpc(Permission.HOSTS_WRITE)
+    async def ReleaseHost(
+        self, request: pb.ReleaseHostRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReleaseHostResponse:
+        """Give back the maintenance slot ``host_id`` took through FleetLock and never
+        returned (it did not come back from its reboot): the next host may go. It stays
+        cordoned (its drain ended), so nothing is placed on it until an admin uncordons
+        it; a slot of ``fleet drain`` or the upgrade walk is theirs to give back."""
+        host_id = check_host_id(request.host_id)
+        state = await self._state()
+        stored = _host(state, host_id)
+        maintenance = state.maintenance
+        semaphore = maintenance.value if maintenance else MaintenanceRecord()
+        holder = semaphore.holders.get(host_id, "")
+        hold = semaphore.fleetlock.get(host_id)
+        connected = host_id in state.alive
+        if holder and hold is None:
+            raise FailedPrecondition(
+                f"host {host_id}'s maintenance slot is held by {holder}, not FleetLock: "
+                f"uncordon it (`fleet uncordon {host_id}`) to give it back"
+            )
+        if not holder or maintenance is None:
+            return pb.ReleaseHostResponse(
+                host_id=host_id, state=stored.value.state, connected=connected
+            )
+        record = stored.value.model_copy(update={"state": "cordoned", "drain": None})
+        revision = await self._store.write_host_maintenance(
+            record,
+            release_slot(semaphore, host_id),
+            host_mod_revision=stored.mod_revision,
+            maintenance_mod_revision=maintenance.mod_revision,
+        )
+        who = caller(context, insecure=self.insecure, tokens=self.token_identity).name
+        log.warning(
+            "host %s: its FleetLock slot released by %s (held since %s)",
+            host_id,
+            who,
+            hold.taken_at if hold else "?",
+        )
+        await self._caught_up(revision)
+        return pb.ReleaseHostResponse(
+            host_id=host_id,
+            holder=holder,
+            group=hold.group if hold else "",
+            taken_at=hold.taken_at if hold else "",
+            state=record.state,
+            connected=connected,
+        )

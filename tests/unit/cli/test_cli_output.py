@@ -120,7 +120,8 @@ def test_events_are_printed_without_markup_or_escapes() -> None:
         result = runner.invoke(app, ["events"])
     assert result.exit_code == 0, result.output
     assert_clean(result.stdout)
-    [line] = result.stdout.splitlines()
+    header, line = result.stdout.splitlines()
+    assert header.split() == ["TIME", "HOST", "REPLICA", "KIND", "MESSAGE"]
     assert line.split()[2:4] == ["web.0", "die[/x]"]
     assert line.endswith(SHOWN)
 
