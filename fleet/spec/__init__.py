@@ -38,6 +38,7 @@ from fleet._names import DNS_LABEL, is_dns_label
 from fleet.spec._constraints import Constraint
 from fleet.spec._docker import (
     DEFAULT_LOGGING,
+    DOCKER_FIELDS,
     NAMESPACED_SYSCTLS,
     Logging,
     Ulimit,
@@ -64,6 +65,7 @@ from fleet.spec._update import UpdateStrategy
 __all__ = [
     "DEFAULT_LOGGING",
     "DNS_LABEL",
+    "DOCKER_FIELDS",
     "MAX_FILE_BYTES",
     "MIN_MEMORY",
     "NAMESPACED_SYSCTLS",

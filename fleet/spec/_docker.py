@@ -16,7 +16,8 @@ import re
 import signal
 from typing import Annotated, Any, Self
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from fleet.hostpaths import form_problem
 from fleet.spec._fields import Model, has_space, none_as, scalar_text, schema
@@ -65,10 +66,10 @@ _TMPFS_VALUES = {
     "nr_inodes": re.compile(r"[0-9]+[kKmMgG]?"),
 }
 # Docker's ulimit names (`docker run --ulimit`).
-_ULIMITS = (
-    "core cpu data fsize locks memlock msgqueue nice nofile nproc rss rtprio rttime "
-    "sigpending stack"
-).split()
+_ULIMITS = [
+    *("core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile"),
+    *("nproc", "rss", "rtprio", "rttime", "sigpending", "stack"),
+]
 # The sysctls that are per container (a kernel namespace of their own); runc refuses any
 # other, whatever a policy says, since setting it would change the host's.
 NAMESPACED_SYSCTLS = "net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*"
@@ -87,8 +88,7 @@ _PERMISSIONS = re.compile(r"r?w?m?")
 def is_namespaced_sysctl(name: str) -> bool:
     """Whether ``name`` is a sysctl of the container's own kernel namespaces."""
     return (
-        name.startswith(("net.", "kernel.shm", "kernel.msg", "fs.mqueue."))
-        or name == "kernel.sem"
+        name.startswith(("net.", "kernel.shm", "kernel.msg", "fs.mqueue.")) or name == "kernel.sem"
     )
 
 
@@ -99,17 +99,16 @@ def _one_or_list(value: object) -> object:
 
 def _absolute(value: object, what: str) -> str:
     text = scalar_text(value, f"{what} (an absolute path like /app)")
-    if not text.startswith("/") or has_space(text) or ":" in text:
+    if (text and not text.startswith("/")) or has_space(text) or ":" in text:
         raise ValueError(
-            f"expected {what} as an absolute path like /app (no spaces or ':'), "
-            f"got {_show(value)}"
+            f"expected {what} as an absolute path like /app (no spaces or ':'), got {_show(value)}"
         )
     return text
 
 
 def _user(value: object) -> str:
     text = scalar_text(value, "a user")
-    if not _USER.fullmatch(text):
+    if text and not _USER.fullmatch(text):
         raise ValueError(
             "expected USER or USER:GROUP, by name or number (as docker run --user), "
             f"like 1000:1000 or nobody, got {_show(value)}"
@@ -119,7 +118,8 @@ def _user(value: object) -> str:
 
 def _hostname(value: object) -> str:
     text = scalar_text(value, "a host name")
-    if len(text) > 63 or not all(_HOST_LABEL.fullmatch(part) for part in text.split(".")):
+    parts = text.split(".")
+    if text and (len(text) > 63 or not all(_HOST_LABEL.fullmatch(p) for p in parts)):
         raise ValueError(
             "expected a host name of at most 63 characters: letters, digits and '-' in "
             f"dot-separated parts, like web-1 or db.internal, got {_show(value)}"
@@ -158,7 +158,7 @@ _SIGNALS = _signal_names()
 
 def _stop_signal(value: object) -> str:
     text = scalar_text(value, "a signal").strip()
-    if text.isdigit() and 1 <= int(text) <= 64:
+    if not text or (text.isdigit() and 1 <= int(text) <= 64):
         return text
     name = text.upper()
     name = name if name.startswith("SIG") else f"SIG{name}"
@@ -208,7 +208,9 @@ class Ulimit(Model):
 
 def _ulimit_name(value: object) -> str:
     if not isinstance(value, str) or value not in _ULIMITS:
-        raise ValueError(f"expected a ulimit name, one of {', '.join(_ULIMITS)}; got {_show(value)}")
+        raise ValueError(
+            f"expected a ulimit name, one of {', '.join(_ULIMITS)}; got {_show(value)}"
+        )
     return value
 
 
@@ -227,16 +229,16 @@ def _domain(value: object) -> str:
     if text != "." and (
         len(text) > 253 or not all(_HOST_LABEL.fullmatch(p) for p in text.rstrip(".").split("."))
     ):
-        raise ValueError(
-            f"expected a DNS search domain like example.com, got {_show(value)}"
-        )
+        raise ValueError(f"expected a DNS search domain like example.com, got {_show(value)}")
     return text
 
 
 def _extra_hosts(value: object) -> object:
     """Compose's two shapes: a list of HOST:IP (or HOST=IP), or a mapping HOST: IP."""
     if isinstance(value, dict):
-        return [f"{scalar_text(k, 'a host name')}:{scalar_text(v, 'an IP')}" for k, v in value.items()]
+        return [
+            f"{scalar_text(k, 'a host name')}:{scalar_text(v, 'an IP')}" for k, v in value.items()
+        ]
     return _one_or_list(value)
 
 
@@ -274,9 +276,7 @@ def _sysctls(value: object) -> object:
 
 def _sysctl_name(value: object) -> str:
     if not isinstance(value, str) or not _SYSCTL.fullmatch(value):
-        raise ValueError(
-            f"expected a sysctl name like net.core.somaxconn, got {_show(value)}"
-        )
+        raise ValueError(f"expected a sysctl name like net.core.somaxconn, got {_show(value)}")
     if not is_namespaced_sysctl(value):
         raise ValueError(
             f"sysctl {value} is not per container: runc sets only the namespaced ones "
@@ -318,7 +318,8 @@ def _device(value: object) -> str:
         raise ValueError(f"expected a device under /dev, like /dev/fuse, got {_show(parts[0])}")
     if len(parts) == 3 and (not parts[2] or not _PERMISSIONS.fullmatch(parts[2])):
         raise ValueError(
-            f"expected the permissions as letters of rwm (read, write, mknod), got {_show(parts[2])}"
+            "expected the permissions as letters of rwm (read, write, mknod), "
+            f"got {_show(parts[2])}"
         )
     return text
 
@@ -347,16 +348,24 @@ class Logging(Model):
         known = _FILE_DRIVER_OPTIONS.get(self.driver)
         if known is None:
             return self  # other drivers' options are Docker's (and its plugins') to check
+        errors = []
         for key, value in self.options.items():
+            message = None
             if key not in known:
-                raise ValueError(
+                message = (
                     f"{self.driver} takes no option {_show(key)}; it takes "
                     f"{', '.join(sorted(known))}"
                 )
-            if key == "max-size" and not _LOG_SIZE.fullmatch(value):
-                raise ValueError(f"expected max-size like 10m or 1g, got {_show(value)}")
-            if key == "max-file" and not (value.isdigit() and int(value) >= 1):
-                raise ValueError(f"expected max-file as a whole number >= 1, got {_show(value)}")
+            elif key == "max-size" and not _LOG_SIZE.fullmatch(value):
+                message = f"expected max-size like 10m or 1g, got {_show(value)}"
+            elif key == "max-file" and not (value.isdigit() and int(value) >= 1):
+                message = f"expected max-file as a whole number >= 1, got {_show(value)}"
+            if message:
+                # At the option itself ("logging.options.max-size"), so at its line.
+                kind = PydanticCustomError("log_option", message.replace("{", "{{"))
+                errors.append(InitErrorDetails(type=kind, loc=("options", key), input=value))
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
 
 
@@ -402,8 +411,10 @@ Tmpfs = _list(
 StopSignal = Annotated[
     str,
     BeforeValidator(_stop_signal),
-    Field(description="the signal that stops the container (SIGKILL follows after "
-          "stop_grace_period); default: the image's STOPSIGNAL, else SIGTERM"),
+    Field(
+        description="the signal that stops the container (SIGKILL follows after "
+        "stop_grace_period); default: the image's STOPSIGNAL, else SIGTERM"
+    ),
 ]
 Ulimits = Annotated[
     dict[Annotated[str, BeforeValidator(_ulimit_name)], Ulimit],
