@@ -1,0 +1,159 @@
+"""Docker's other container options of an app file, applied through fleet to a real
+dockerd and read back from Docker (``container.attrs``) and from inside the container;
+fleet's bounded log by default; ``fleet logs`` with a driver Docker reads back and with
+one it cannot."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from fleet.policy import Policy
+from fleet.spec import load_documents
+from fleet.testing import wait_until
+from fleet.testing.fleetprocs import FleetAgentProcess
+from tests.integration.conftest import Fleet, wait_containers
+
+EVERY = """\
+name: every
+image: {image}
+entrypoint: [/bin/sh, -c]
+command: ["echo started; exec sleep 3600"]
+user: "1000:1000"
+working_dir: /tmp
+hostname: web-1
+read_only: true
+tmpfs: ["/run:size=8m,mode=1777"]
+stop_signal: SIGINT
+init: true
+ulimits: {{nofile: {{soft: 512, hard: 1024}}, nproc: 300}}
+dns: [10.9.9.9]
+dns_search: [example.internal]
+extra_hosts: ["db:10.0.0.5"]
+sysctls: {{net.core.somaxconn: 321, kernel.shmmax: 65536}}
+shm_size: 16Mi
+cap_drop: [NET_RAW]
+devices: ["/dev/zero:/dev/myzero:r"]
+labels: {{team: web}}
+logging: {{driver: json-file, options: {{max-size: 1m, max-file: 2}}}}
+"""
+
+
+def _cli(fleet: Fleet, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    env["FLEET_PKI_DIR"] = str(fleet.pki.dir)
+    fleet.pki.client()
+    command = [sys.executable, "-m", "fleet", *args, "--server", fleet.server.address]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_every_option_reaches_docker_and_the_container(fleet: Fleet, tmp_path: Path) -> None:
+    # Devices need the cluster policy and the host's agent, as privileges do.
+    fleet.client.set_policy(Policy(allow_devices=["/dev/zero"]).to_proto())
+    fleet.agent.stop()
+    fleet.agent = FleetAgentProcess(
+        [fleet.server.address],
+        fleet.host.name,
+        fleet.host.docker_url,
+        tmp_path,
+        fleet.pki,
+        extra_args=["--allow-device", "/dev/zero"],
+    ).start()
+    fleet.client.apply(load_documents(EVERY.format(image=fleet.image), "every.yaml"))
+    [container] = wait_containers(fleet, "every", 1)
+
+    config, host = container.attrs["Config"], container.attrs["HostConfig"]
+    assert config["Entrypoint"] == ["/bin/sh", "-c"]
+    assert config["Cmd"] == ["echo started; exec sleep 3600"]
+    assert (config["User"], config["WorkingDir"], config["Hostname"]) == (
+        "1000:1000",
+        "/tmp",
+        "web-1",
+    )
+    assert config["StopSignal"] == "SIGINT"
+    assert config["Labels"]["team"] == "web"
+    assert host["ReadonlyRootfs"] is True and host["Init"] is True
+    assert host["Tmpfs"] == {"/run": "size=8m,mode=1777"}
+    assert sorted((u["Name"], u["Soft"], u["Hard"]) for u in host["Ulimits"]) == [
+        ("nofile", 512, 1024),
+        ("nproc", 300, 300),
+    ]
+    assert (host["Dns"], host["DnsSearch"]) == (["10.9.9.9"], ["example.internal"])
+    assert host["ExtraHosts"] == ["db:10.0.0.5"]
+    assert host["Sysctls"] == {"net.core.somaxconn": "321", "kernel.shmmax": "65536"}
+    assert host["ShmSize"] == 16 << 20
+    assert host["CapDrop"] == ["NET_RAW"]
+    assert host["Devices"] == [
+        {"PathOnHost": "/dev/zero", "PathInContainer": "/dev/myzero", "CgroupPermissions": "r"}
+    ]
+    assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "2"}}
+
+    # And they hold inside the running container.
+    probe = (
+        "id -u; id -g; pwd; hostname; ulimit -n; cat /proc/sys/net/core/somaxconn; "
+        "grep -c 'db' /etc/hosts; grep nameserver /etc/resolv.conf; test -c /dev/myzero && "
+        "echo dev; touch /x 2>/dev/null || echo ro; touch /run/x && echo tmpfs; "
+        "cat /proc/1/comm"
+    )
+    code, output = container.exec_run(["sh", "-c", probe])
+    assert output.decode().split("\n")[:-1] == [
+        "1000",
+        "1000",
+        "/tmp",
+        "web-1",
+        "512",
+        "321",
+        "1",
+        "nameserver 10.9.9.9",
+        "dev",
+        "ro",
+        "tmpfs",
+        "docker-init",
+    ], output
+    assert code == 0
+
+    # describe shows them (the spec as stored), the default log is named when none is set.
+    shown = _cli(fleet, "describe", "app", "every")
+    for line in ("user: 1000:1000", "shm_size: 16Mi", "- db:10.0.0.5", "driver: json-file"):
+        assert line in shown, shown
+
+
+def test_default_log_is_bounded_and_fleet_logs_reads_local_and_refuses_none(
+    fleet: Fleet,
+) -> None:
+    say = "command: [sh, -c, 'echo hello from $0; exec sleep 3600', {}]\n"
+    apps = {
+        "plain": "",
+        "local": "logging: {driver: local, options: {max-size: 5m}}\n",
+        "silent": "logging: {driver: none}\n",
+    }
+    text = "---\n".join(
+        f"name: {name}\nimage: {fleet.image}\n" + say.format(name) + extra
+        for name, extra in apps.items()
+    )
+    fleet.client.apply(load_documents(text, "logs.yaml"))
+    logs = {
+        name: wait_containers(fleet, name, 1)[0].attrs["HostConfig"]["LogConfig"] for name in apps
+    }
+    assert logs == {
+        "plain": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}},
+        "local": {"Type": "local", "Config": {"max-size": "5m"}},
+        "silent": {"Type": "none", "Config": {}},
+    }
+
+    def read(app: str) -> str:
+        return b"".join(c.data for c in fleet.client.logs(app)).decode()
+
+    for app in ("plain", "local"):
+        wait_until(lambda a=app: f"hello from {a}" in read(a), 20, what=f"{app}'s log line")
+    refusal = read("silent")
+    assert "the container logs to none, which Docker cannot read back" in refusal, refusal
+    assert "set the app's logging to json-file, local or journald" in refusal
+    # describe names fleet's default for an app without logging.
+    assert "json-file, max-size 10m, max-file 3 (fleet's default)" in _cli(
+        fleet, "describe", "app", "plain"
+    )
