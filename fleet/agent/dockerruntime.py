@@ -48,6 +48,11 @@ __all__ = ["DockerRuntime"]
 log = logging.getLogger(__name__)
 
 
+# fleet's networks on a host: Docker's name of app network NAME, and its label.
+_NETWORK_PREFIX = "fleet-"
+LABEL_NETWORK = "fleet.network"
+
+
 def _epoch(text: str) -> float | None:
     if not text or text.startswith("0001-"):
         return None
@@ -170,6 +175,7 @@ class DockerRuntime:
         self._lock = threading.Lock()
         self._events_stream: Any = None
         self._unreadable_seen: set[str] = set()
+        self._network_lock = threading.Lock()
         self._sampler = UsageSampler(lambda: self.client)
 
     @property
@@ -282,6 +288,11 @@ class DockerRuntime:
                 "start_period": _nanos(check.start_period_seconds),
             }
         api = self.client.api
+        options = spec.options
+        networks = [_NETWORK_PREFIX + n for n in options.networks]
+        for network in networks:
+            self._ensure_network(network)
+        first = networks[0] if networks else None
         host_config = api.create_host_config(
             port_bindings={
                 f"{p.container_port}/{p.protocol}": p.host_port or None for p in spec.ports
@@ -293,7 +304,7 @@ class DockerRuntime:
             mem_limit=spec.resources.memory_bytes or None,
             # Only what the agent's policy allowed reaches this point (see fleet.policy).
             privileged=spec.privileged,
-            network_mode="host" if spec.host_network else None,
+            network_mode="host" if spec.host_network else first,
             pid_mode="host" if spec.host_pid else None,
             cap_add=list(spec.cap_add) or None,
             # A bind source passed the agent's check only if it is its own real path:
@@ -301,7 +312,9 @@ class DockerRuntime:
             binds=list(spec.volumes) or None,
             **_host_options(spec.options),
         )
-        options = spec.options
+        # On its networks the app's name is an alias of each replica: Docker's DNS on the
+        # host answers it with the replicas there.
+        aliases = [spec.app]
         created = api.create_container(
             spec.image,
             command=list(spec.command) or None,
@@ -318,8 +331,37 @@ class DockerRuntime:
             # So that a manual `docker stop` honours the app's grace period too.
             stop_timeout=math.ceil(spec.stop_grace_seconds),
             healthcheck=healthcheck,
+            networking_config=api.create_networking_config(
+                {first: api.create_endpoint_config(aliases=aliases)}
+            )
+            if first
+            else None,
         )
+        for network in networks[1:]:
+            # A create that fails here leaves a created container: the next round's
+            # remove_by_name takes it away before trying again.
+            api.connect_container_to_network(created["Id"], network, aliases=aliases)
         return str(created["Id"])
+
+    def _ensure_network(self, name: str) -> None:
+        """Make fleet's bridge network ``name`` on this host unless it is there (one at
+        a time: creates run in parallel and Docker allows two networks of one name)."""
+        api = self.client.api
+        with self._network_lock:
+            found = [n for n in api.networks(names=[name]) if n.get("Name") == name]
+            if not found:
+                log.info("creating network %s", name)
+                api.create_network(
+                    name,
+                    driver="bridge",
+                    labels={LABEL_NETWORK: name.removeprefix(_NETWORK_PREFIX)},
+                    check_duplicate=True,
+                )
+            elif LABEL_NETWORK not in (found[0].get("Labels") or {}):
+                raise FailedPrecondition(
+                    f"a Docker network {name} exists on this host that fleet did not make; "
+                    "fleet leaves it alone: rename or remove it, or use another network name"
+                )
 
     def bind_sources(self, container_id: str) -> tuple[str, ...]:
         """The host paths Docker will bind-mount into the container when it starts, as

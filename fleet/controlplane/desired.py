@@ -117,6 +117,7 @@ def container_options(spec: AppSpec) -> pb.ContainerOptions | None:
         shm_size_bytes=spec.shm_size or 0,
         cap_drop=spec.cap_drop,
         devices=spec.devices,
+        networks=spec.networks,
     )
     if spec.logging is not None:
         options.logging.CopyFrom(

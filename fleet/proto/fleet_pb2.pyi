@@ -3121,6 +3121,7 @@ class ContainerOptions(_message.Message):
     CAP_DROP_FIELD_NUMBER: _builtins.int
     DEVICES_FIELD_NUMBER: _builtins.int
     LOGGING_FIELD_NUMBER: _builtins.int
+    NETWORKS_FIELD_NUMBER: _builtins.int
     user: _builtins.str
     working_dir: _builtins.str
     hostname: _builtins.str
@@ -3156,6 +3157,10 @@ class ContainerOptions(_message.Message):
     def logging(self) -> Global___LogConfig:
         """unset: fleet's default (DEFAULT_LOGGING)"""
 
+    @_builtins.property
+    def networks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """fleet's bridge networks on this host, by name"""
+
     def __init__(
         self,
         *,
@@ -3176,10 +3181,11 @@ class ContainerOptions(_message.Message):
         cap_drop: _abc.Iterable[_builtins.str] | None = ...,
         devices: _abc.Iterable[_builtins.str] | None = ...,
         logging: Global___LogConfig | None = ...,
+        networks: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["logging", b"logging"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cap_drop", b"cap_drop", "devices", b"devices", "dns", b"dns", "dns_search", b"dns_search", "entrypoint", b"entrypoint", "extra_hosts", b"extra_hosts", "hostname", b"hostname", "init", b"init", "logging", b"logging", "read_only", b"read_only", "shm_size_bytes", b"shm_size_bytes", "stop_signal", b"stop_signal", "sysctls", b"sysctls", "tmpfs", b"tmpfs", "ulimits", b"ulimits", "user", b"user", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cap_drop", b"cap_drop", "devices", b"devices", "dns", b"dns", "dns_search", b"dns_search", "entrypoint", b"entrypoint", "extra_hosts", b"extra_hosts", "hostname", b"hostname", "init", b"init", "logging", b"logging", "networks", b"networks", "read_only", b"read_only", "shm_size_bytes", b"shm_size_bytes", "stop_signal", b"stop_signal", "sysctls", b"sysctls", "tmpfs", b"tmpfs", "ulimits", b"ulimits", "user", b"user", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

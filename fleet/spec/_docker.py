@@ -19,6 +19,7 @@ from typing import Annotated, Any, Self
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from fleet._names import DNS_LABEL_TEXT, is_dns_label
 from fleet.hostpaths import form_problem
 from fleet.spec._fields import Model, has_space, none_as, scalar_text, schema
 from fleet.spec._quote import show as _show
@@ -53,6 +54,7 @@ DOCKER_FIELDS = (
     "cap_drop",
     "devices",
     "logging",
+    "networks",
 )
 
 _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?")
@@ -470,6 +472,37 @@ LoggingField = Annotated[
         description="the log driver and its options; default: fleet's json-file of at "
         "most 3 files of 10m. fleet logs reads json-file, local and journald",
         examples=[{"driver": "local", "options": {"max-size": "20m"}}],
+    ),
+]
+
+
+def _networks(value: object) -> object:
+    """Compose's two shapes: a list of names, or a mapping of names to nothing."""
+    if isinstance(value, dict):
+        for name, settings in value.items():
+            if settings not in (None, {}):
+                raise ValueError(
+                    f"network {_show(name)}: fleet takes no settings for a network (the "
+                    "app's name is its alias on it); write networks: [NAME, ...]"
+                )
+        return list(value)
+    return _one_or_list(value)
+
+
+def _network(value: object) -> str:
+    if not isinstance(value, str) or not is_dns_label(value):
+        raise ValueError(f"expected a network name that is {DNS_LABEL_TEXT}, got {_show(value)}")
+    return value
+
+
+Networks = Annotated[
+    list[Annotated[str, BeforeValidator(_network)]],
+    BeforeValidator(_networks),
+    none_as(list),
+    Field(
+        description="user-defined bridge networks fleet makes on each host that runs the "
+        "app: apps on one host reach each other by app name; not across hosts",
+        examples=[["backend"]],
     ),
 ]
 ENTRYPOINT_SCHEMA = _words_schema("replaces the image's ENTRYPOINT; a string is split into words")

@@ -36,6 +36,7 @@ from fleet.spec._docker import (
     ExtraHosts,
     Hostname,
     LoggingField,
+    Networks,
     ShmSize,
     StopSignal,
     Sysctls,
@@ -475,6 +476,7 @@ class AppSpec(Model):
     ] = Field(default_factory=list)
     devices: Devices = Field(default_factory=list)
     logging: LoggingField = None
+    networks: Networks = Field(default_factory=list)
 
     health: Annotated[
         HealthCheck | None,
@@ -649,7 +651,8 @@ class AppSpec(Model):
         # Docker refuses these with the host's network at create: say so at apply.
         if not self.host_network:
             return self
-        clash = [f for f in ("hostname", "dns", "dns_search", "extra_hosts") if getattr(self, f)]
+        fields = ("hostname", "dns", "dns_search", "extra_hosts", "networks")
+        clash = [f for f in fields if getattr(self, f)]
         clash += [f"sysctls {name}" for name in self.sysctls if name.startswith("net.")]
         if clash:
             raise ValueError(

@@ -8,12 +8,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from fleet.policy import Policy
 from fleet.spec import load_documents
 from fleet.testing import wait_until
 from fleet.testing.fleetprocs import FleetAgentProcess
+from tests.conftest import WEB_INDEX
 from tests.integration.conftest import Fleet, wait_containers
 
 EVERY = """\
@@ -157,3 +161,46 @@ def test_default_log_is_bounded_and_fleet_logs_reads_local_and_refuses_none(
     assert "json-file, max-size 10m, max-file 3 (fleet's default)" in _cli(
         fleet, "describe", "app", "plain"
     )
+
+
+@pytest.fixture
+def networks_removed(fleet: Fleet) -> Iterator[None]:
+    """After the test, fleet's networks go too: the agent leaves them (empty bridges)."""
+    yield
+    fleet.agent.stop()
+    fleet.host.remove_all_containers(label="fleet.app")
+    fleet.docker.networks.prune(filters={"label": "fleet.network"})
+
+
+def test_apps_on_one_network_reach_each_other_by_name(fleet: Fleet, networks_removed: None) -> None:
+    text = "---\n".join(
+        f"name: {name}\nimage: {fleet.image}\n{extra}"
+        for name, extra in {
+            "db": "networks: [backend]\n",
+            "api": "networks: {backend: , front: }\n",
+            "outsider": "",
+        }.items()
+    )
+    fleet.client.apply(load_documents(text, "net.yaml"))
+    containers = {name: wait_containers(fleet, name, 1)[0] for name in ("db", "api", "outsider")}
+    attached = containers["api"].attrs["NetworkSettings"]["Networks"]
+    assert sorted(attached) == ["fleet-backend", "fleet-front"]
+    assert "api" in attached["fleet-backend"]["Aliases"]
+    network = fleet.docker.networks.get("fleet-backend")
+    assert network.attrs["Driver"] == "bridge"
+    assert network.attrs["Labels"] == {"fleet.network": "backend"}
+
+    # Docker's DNS on the network answers the app's name (busybox's own resolver: the
+    # static busybox's wget cannot resolve names itself, so it is given the address).
+    code, output = containers["api"].exec_run(["nslookup", "db"])
+    assert code == 0, output
+    address = output.decode().split("Address: ")[-1].split()[0]
+    db_backend = containers["db"].attrs["NetworkSettings"]["Networks"]["fleet-backend"]
+    assert address == db_backend["IPAddress"]
+    fetch = ["wget", "-qO-", f"http://{address}:8080/index.html"]
+    code, output = containers["api"].exec_run(fetch)
+    assert code == 0 and output.decode() == WEB_INDEX, output
+    # An app on none of db's networks cannot reach it there (Docker isolates bridges);
+    # nc, as this busybox's wget -T crashes.
+    code, output = containers["outsider"].exec_run(["nc", "-w", "2", address, "8080"])
+    assert code != 0 and b"timed out" in output, output

@@ -29,6 +29,7 @@ shm_size: 256Mi
 cap_drop: [net_raw, CAP_MKNOD]
 devices: [/dev/fuse, "/dev/null:/dev/mynull:rw"]
 logging: {driver: local, options: {max-size: 20m, max-file: 5}}
+networks: {backend: , front: {}}
 """
 
 
@@ -66,6 +67,7 @@ def test_every_option_in_compose_shapes_reads_to_what_docker_takes() -> None:
     assert spec.cap_drop == ["NET_RAW", "MKNOD"]
     assert spec.devices == ["/dev/fuse", "/dev/null:/dev/mynull:rw"]
     assert spec.logging is not None
+    assert spec.networks == ["backend", "front"]
     assert (spec.logging.driver, spec.logging.options) == (
         "local",
         {"max-size": "20m", "max-file": "5"},
@@ -126,6 +128,8 @@ def test_extra_hosts_as_a_mapping_and_sysctls_as_a_list() -> None:
         ("devices: [/etc/passwd]\n", "devices[0]", 3, "under /dev, like /dev/fuse"),
         ("devices: ['/dev/sda:/dev/xvda:rwx']\n", "devices[0]", 3, "letters of rwm"),
         ("devices: ['/dev/../etc']\n", "devices[0]", 3, "contains '..'"),
+        ("networks: [Back_End]\n", "networks[0]", 3, "a network name that is"),
+        ("networks:\n  backend: {aliases: [db]}\n", "networks", 4, "write networks: [NAME"),
         ("logging: {driver: Json File}\n", "logging.driver", 3, "json-file, local, journald"),
         ("logging: {drivr: local}\n", "logging.drivr", 3, "did you mean 'driver'"),
         (
@@ -158,9 +162,12 @@ def test_bad_values_are_refused_at_their_field_and_line_with_a_fix(
 
 def test_options_that_clash_with_the_host_network_are_refused() -> None:
     found = problem(
-        "host_network: true\nhostname: web\nsysctls: {net.core.somaxconn: 1, kernel.sem: 1}\n"
+        "host_network: true\nhostname: web\nnetworks: [a]\n"
+        "sysctls: {net.core.somaxconn: 1, kernel.sem: 1}\n"
     )
-    assert "hostname, sysctls net.core.somaxconn cannot be set with host_network" in str(found)
+    assert "hostname, networks, sysctls net.core.somaxconn cannot be set with host_network" in str(
+        found
+    )
     assert "remove them, or host_network" in found.message
     [spec] = load_documents(BASE + "host_network: true\nsysctls: {kernel.sem: '1 2 3 4'}\n")
     assert spec.sysctls == {"kernel.sem": "1 2 3 4"}

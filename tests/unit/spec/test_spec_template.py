@@ -92,6 +92,7 @@ _EVERY_OPTION: dict[str, Any] = {
     "cap_drop": "ALL",
     "devices": "/dev/fuse",
     "logging": {"driver": "none"},
+    "networks": "backend",
 }
 _PLACEMENT: dict[str, Any] = {
     "constraints": st.sampled_from([["role=edge"], ["gpu", "disk!=hdd"]]),
@@ -174,6 +175,7 @@ def test_the_template_and_the_rest_are_every_field() -> None:
         ("logging", {"driver": "local"}),
         ("cap_drop", ["ALL"]),
         ("devices", ["/dev/fuse"]),
+        ("networks", ["backend"]),
     ],
 )
 def test_a_docker_option_changes_the_template_and_leaving_it_out_does_not(
