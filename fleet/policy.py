@@ -97,24 +97,23 @@ def _under(path: str, prefix: str) -> bool:
     return prefix == "/" or path == prefix or path.startswith(prefix + "/")
 
 
-def _bind_by_words(path: str, policy: Policy) -> str | None:
-    """Why the words of ``policy`` refuse a bind mount of ``path``; None if they allow it."""
+def _path_by_words(path: str, prefixes: list[str], what: str) -> str | None:
+    """Why a host ``path`` that is ``what`` ("bind mount of", "device") is refused by
+    the allowed ``prefixes``, judged by their words; None if they allow it."""
     problem = form_problem(path)
     if problem:
-        return f"bind mount of {path} (it {problem})"
-    if not any(_under(path, prefix) for prefix in policy.allow_bind_mounts):
-        return f"bind mount of {path}"
+        return f"{what} {path} (it {problem})"
+    if not any(_under(path, prefix) for prefix in prefixes):
+        return f"{what} {path}"
     return None
+
+
+def _bind_by_words(path: str, policy: Policy) -> str | None:
+    return _path_by_words(path, policy.allow_bind_mounts, "bind mount of")
 
 
 def _device_by_words(path: str, policy: Policy) -> str | None:
-    """Why ``policy`` refuses the host device ``path``; None if it allows it."""
-    problem = form_problem(path)
-    if problem:
-        return f"device {path} (it {problem})"
-    if not any(_under(path, prefix) for prefix in policy.allow_devices):
-        return f"device {path}"
-    return None
+    return _path_by_words(path, policy.allow_devices, "device")
 
 
 def violations(asked: Privileges, policy: Policy) -> list[str]:
