@@ -74,7 +74,7 @@ _ULIMITS = [
 ]
 # The sysctls that are per container (a kernel namespace of their own); runc refuses any
 # other, whatever a policy says, since setting it would change the host's.
-NAMESPACED_SYSCTLS = "net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*"
+NAMESPACED_SYSCTLS = "net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*, kernel.domainname"
 _SYSCTL = re.compile(r"[a-z0-9_]+(?:[./][A-Za-z0-9_-]+)+")
 _LOG_DRIVER = re.compile(r"[a-z0-9][a-z0-9._/-]*(?::[A-Za-z0-9._-]+)?")
 _LOG_SIZE = re.compile(r"[0-9]+(?:\.[0-9]+)? ?[kKmMgGtT]?[iI]?[bB]?")
@@ -89,8 +89,9 @@ _PERMISSIONS = re.compile(r"r?w?m?")
 
 def is_namespaced_sysctl(name: str) -> bool:
     """Whether ``name`` is a sysctl of the container's own kernel namespaces."""
-    return (
-        name.startswith(("net.", "kernel.shm", "kernel.msg", "fs.mqueue.")) or name == "kernel.sem"
+    return name.startswith(("net.", "kernel.shm", "kernel.msg", "fs.mqueue.")) or name in (
+        "kernel.sem",
+        "kernel.domainname",
     )
 
 

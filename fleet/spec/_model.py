@@ -653,7 +653,12 @@ class AppSpec(Model):
             return self
         fields = ("hostname", "dns", "dns_search", "extra_hosts", "networks")
         clash = [f for f in fields if getattr(self, f)]
-        clash += [f"sysctls {name}" for name in self.sysctls if name.startswith("net.")]
+        # The host's network comes with its UTS namespace (its host and domain name).
+        clash += [
+            f"sysctls {name}"
+            for name in self.sysctls
+            if name.startswith("net.") or name == "kernel.domainname"
+        ]
         if clash:
             raise ValueError(
                 f"{', '.join(clash)} cannot be set with host_network: the container uses "

@@ -134,6 +134,11 @@ def test_default_log_is_bounded_and_fleet_logs_reads_local_and_refuses_none(
         "plain": "",
         "local": "logging: {driver: local, options: {max-size: 5m}}\n",
         "silent": "logging: {driver: none}\n",
+        # Docker keeps a local copy of other drivers' output (20.10's "dual logging")
+        # that it reads back, unless told not to.
+        "gelf": "logging: {driver: gelf, options: {gelf-address: 'udp://127.0.0.1:12201'}}\n",
+        "nocache": "logging:\n  driver: gelf\n  options:\n"
+        "    gelf-address: 'udp://127.0.0.1:12201'\n    cache-disabled: 'true'\n",
     }
     text = "---\n".join(
         f"name: {name}\nimage: {fleet.image}\n" + say.format(name) + extra
@@ -147,16 +152,23 @@ def test_default_log_is_bounded_and_fleet_logs_reads_local_and_refuses_none(
         "plain": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}},
         "local": {"Type": "local", "Config": {"max-size": "5m"}},
         "silent": {"Type": "none", "Config": {}},
+        "gelf": {"Type": "gelf", "Config": {"gelf-address": "udp://127.0.0.1:12201"}},
+        "nocache": {
+            "Type": "gelf",
+            "Config": {"gelf-address": "udp://127.0.0.1:12201", "cache-disabled": "true"},
+        },
     }
 
     def read(app: str) -> str:
         return b"".join(c.data for c in fleet.client.logs(app)).decode()
 
-    for app in ("plain", "local"):
+    for app in ("plain", "local", "gelf"):
         wait_until(lambda a=app: f"hello from {a}" in read(a), 20, what=f"{app}'s log line")
     refusal = read("silent")
     assert "the container logs to none, which Docker cannot read back" in refusal, refusal
     assert "set the app's logging to json-file, local or journald" in refusal
+    refusal = read("nocache")
+    assert "the container logs to gelf, which Docker cannot read back" in refusal, refusal
     # describe names fleet's default for an app without logging.
     assert "json-file, max-size 10m, max-file 3 (fleet's default)" in _cli(
         fleet, "describe", "app", "plain"

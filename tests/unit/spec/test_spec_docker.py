@@ -169,6 +169,8 @@ def test_options_that_clash_with_the_host_network_are_refused() -> None:
         found
     )
     assert "remove them, or host_network" in found.message
+    found = problem("host_network: true\nsysctls: {kernel.domainname: x}\n")
+    assert "sysctls kernel.domainname cannot be set with host_network" in found.message
     [spec] = load_documents(BASE + "host_network: true\nsysctls: {kernel.sem: '1 2 3 4'}\n")
     assert spec.sysctls == {"kernel.sem": "1 2 3 4"}
 
