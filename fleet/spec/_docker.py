@@ -11,6 +11,7 @@ fleet rolls no container."""
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 import signal
@@ -355,8 +356,10 @@ class Logging(Model):
         for key, value in self.options.items():
             message = None
             if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
                 message = (
-                    f"{self.driver} takes no option {_show(key)}; it takes "
+                    f"{self.driver} takes no option {_show(key)}{hint}; it takes "
                     f"{', '.join(sorted(known))}"
                 )
             elif key == "max-size" and not _LOG_SIZE.fullmatch(value):
