@@ -136,7 +136,7 @@ def test_extra_hosts_as_a_mapping_and_sysctls_as_a_list() -> None:
             "logging:\n  driver: json-file\n  options: {max-sise: 1m}\n",
             "logging.options.max-sise",
             5,
-            "max-size",
+            "(did you mean 'max-size'?)",
         ),
         (
             "logging:\n  driver: local\n  options: {max-size: lots}\n",
