@@ -125,6 +125,19 @@ def test_every_option_reaches_docker_and_the_container(fleet: Fleet, tmp_path: P
     for line in ("user: 1000:1000", "shm_size: 16Mi", "- db:10.0.0.5", "driver: json-file"):
         assert line in shown, shown
 
+    # A changed option is a new revision, rolled out as a changed command would be.
+    changed = EVERY.format(image=fleet.image).replace("nproc: 300", "nproc: 400")
+    fleet.client.apply(load_documents(changed, "every.yaml"))
+
+    def rolled() -> bool:
+        found = fleet.docker.containers.list(filters={"label": "fleet.app=every"}, all=True)
+        return [c.labels["fleet.revision"] for c in found] == ["2"]
+
+    wait_until(rolled, 30, what="revision 2 to replace revision 1")
+    [container] = wait_containers(fleet, "every", 1)
+    limits = {u["Name"]: u["Hard"] for u in container.attrs["HostConfig"]["Ulimits"]}
+    assert limits == {"nofile": 1024, "nproc": 400}
+
 
 def test_default_log_is_bounded_and_fleet_logs_reads_local_and_refuses_none(
     fleet: Fleet,
