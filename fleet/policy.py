@@ -1,8 +1,8 @@
 """What containers may ask of a host: the cluster policy and each agent's own.
 
 By default nothing: no privileged containers, no host network or PID namespace, no
-added capabilities, no bind mounts of host paths. An admin widens the cluster policy
-(``fleet policy set``), checked at apply; every agent checks again against its own
+added capabilities, no bind mounts of host paths, no host devices. An admin widens the
+cluster policy (``fleet policy set``), checked at apply; every agent checks again against its own
 (``fleet agent --allow ...``), so a compromised control plane cannot take a host the
 agent was not told to give. Both use ``violations`` below; the agent also looks at what
 each bind mount leads to on its host (``host_violations``, see ``fleet.hostpaths``).
@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from fleet.hostpaths import form_problem, symlink_problem
 from fleet.proto import fleet_pb2 as pb
-from fleet.spec import AppSpec
+from fleet.spec import AppSpec, device_host_path
 
 __all__ = [
     "ALLOW_WORDS",
@@ -44,6 +44,7 @@ class Policy(BaseModel):
     allow_host_pid: bool = False
     allow_capabilities: list[str] = []  # "ALL" allows any
     allow_bind_mounts: list[str] = []  # host path prefixes, e.g. /var/log
+    allow_devices: list[str] = []  # host device path prefixes, e.g. /dev/fuse or /dev/snd
 
     def to_proto(self) -> pb.Policy:
         return pb.Policy(**self.model_dump())
@@ -56,6 +57,7 @@ class Policy(BaseModel):
             allow_host_pid=message.allow_host_pid,
             allow_capabilities=[c.upper() for c in message.allow_capabilities],
             allow_bind_mounts=list(message.allow_bind_mounts),
+            allow_devices=list(message.allow_devices),
         )
 
 
@@ -68,6 +70,7 @@ class Privileges:
     host_pid: bool = False
     cap_add: tuple[str, ...] = ()
     bind_mounts: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()  # host device paths
 
     @classmethod
     def of_spec(cls, spec: AppSpec) -> Privileges:
@@ -77,12 +80,16 @@ class Privileges:
             spec.host_pid,
             tuple(spec.cap_add),
             tuple(spec.bind_mounts()),
+            tuple(device_host_path(d) for d in spec.devices),
         )
 
     @classmethod
     def of_container(cls, spec: pb.ContainerSpec) -> Privileges:
         binds = tuple(v.split(":", 1)[0] for v in spec.volumes if v.startswith("/"))
-        return cls(spec.privileged, spec.host_network, spec.host_pid, tuple(spec.cap_add), binds)
+        devices = tuple(device_host_path(d) for d in spec.options.devices)
+        return cls(
+            spec.privileged, spec.host_network, spec.host_pid, tuple(spec.cap_add), binds, devices
+        )
 
 
 def _under(path: str, prefix: str) -> bool:
@@ -90,14 +97,23 @@ def _under(path: str, prefix: str) -> bool:
     return prefix == "/" or path == prefix or path.startswith(prefix + "/")
 
 
-def _bind_by_words(path: str, policy: Policy) -> str | None:
-    """Why the words of ``policy`` refuse a bind mount of ``path``; None if they allow it."""
+def _path_by_words(path: str, prefixes: list[str], what: str) -> str | None:
+    """Why a host ``path`` that is ``what`` ("bind mount of", "device") is refused by
+    the allowed ``prefixes``, judged by their words; None if they allow it."""
     problem = form_problem(path)
     if problem:
-        return f"bind mount of {path} (it {problem})"
-    if not any(_under(path, prefix) for prefix in policy.allow_bind_mounts):
-        return f"bind mount of {path}"
+        return f"{what} {path} (it {problem})"
+    if not any(_under(path, prefix) for prefix in prefixes):
+        return f"{what} {path}"
     return None
+
+
+def _bind_by_words(path: str, policy: Policy) -> str | None:
+    return _path_by_words(path, policy.allow_bind_mounts, "bind mount of")
+
+
+def _device_by_words(path: str, policy: Policy) -> str | None:
+    return _path_by_words(path, policy.allow_devices, "device")
 
 
 def violations(asked: Privileges, policy: Policy) -> list[str]:
@@ -113,6 +129,7 @@ def violations(asked: Privileges, policy: Policy) -> list[str]:
     if "ALL" not in policy.allow_capabilities:
         found += [f"capability {c}" for c in asked.cap_add if c not in policy.allow_capabilities]
     found += filter(None, (_bind_by_words(path, policy) for path in asked.bind_mounts))
+    found += filter(None, (_device_by_words(path, policy) for path in asked.devices))
     return found
 
 
@@ -129,6 +146,12 @@ def host_violations(asked: Privileges, policy: Policy) -> list[str]:
                     f"bind mount of {path} ({problem}; "
                     "bind its target explicitly if that is allowed)"
                 )
+    for path in asked.devices:
+        # Docker follows a symlink to the device it names: /dev/allowed -> /dev/sda.
+        if _device_by_words(path, policy) is None:
+            problem = symlink_problem(path)
+            if problem:
+                found.append(f"device {path} ({problem}; name the device itself)")
     return found
 
 
@@ -168,6 +191,11 @@ def refused_fields(spec: AppSpec, policy: Policy) -> list[tuple[str, str]]:
         for i, volume in enumerate(spec.volumes)
         if volume.startswith("/")
         for path in [volume.split(":", 1)[0]]
+    ]
+    asks += [
+        (f"devices[{i}]", Privileges(devices=(path,)), f"--allow-device {path}")
+        for i, device in enumerate(spec.devices)
+        for path in [device_host_path(device)]
     ]
     return [
         (

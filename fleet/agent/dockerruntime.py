@@ -19,6 +19,7 @@ from typing import Any
 
 import docker
 import docker.errors
+from docker.types import LogConfig, Ulimit
 from docker.utils import parse_repository_tag
 from google.protobuf import json_format
 
@@ -38,12 +39,18 @@ from fleet.agent.runtime import (
     container_name,
 )
 from fleet.agent.stats import HostUsage, UsageSampler
-from fleet.errors import FleetError, InvalidArgument, NotFound, PullFailed
+from fleet.errors import FailedPrecondition, FleetError, InvalidArgument, NotFound, PullFailed
 from fleet.proto import fleet_pb2 as pb
+from fleet.spec import DEFAULT_LOGGING
 
 __all__ = ["DockerRuntime"]
 
 log = logging.getLogger(__name__)
+
+
+# fleet's networks on a host: Docker's name of app network NAME, and its label.
+_NETWORK_PREFIX = "fleet-"
+LABEL_NETWORK = "fleet.network"
 
 
 def _epoch(text: str) -> float | None:
@@ -125,6 +132,37 @@ def _nanos(seconds: float) -> int:
     return int(seconds * 1e9)
 
 
+def _log_config(options: pb.ContainerOptions) -> LogConfig:
+    """The app's log driver, else fleet's bounded default (not the daemon's, which is
+    unbounded unless its admin set otherwise): a new container gets it; one that runs
+    keeps the log it was made with (the default is no part of the template)."""
+    if options.HasField("logging"):
+        return LogConfig(type=options.logging.driver, config=dict(options.logging.options))
+    return LogConfig(type=DEFAULT_LOGGING.driver, config=dict(DEFAULT_LOGGING.options))
+
+
+def _host_options(options: pb.ContainerOptions) -> dict[str, Any]:
+    """The HostConfig part of Docker's other options (None: Docker's own)."""
+    return {
+        "read_only": options.read_only or None,
+        "tmpfs": dict(t.partition(":")[::2] for t in options.tmpfs) or None,
+        "init": options.init or None,
+        "ulimits": [
+            Ulimit(name=name, soft=u.soft, hard=u.hard) for name, u in options.ulimits.items()
+        ]
+        or None,
+        "dns": list(options.dns) or None,
+        "dns_search": list(options.dns_search) or None,
+        "extra_hosts": list(options.extra_hosts) or None,
+        "sysctls": dict(options.sysctls) or None,
+        "shm_size": options.shm_size_bytes or None,
+        "cap_drop": list(options.cap_drop) or None,
+        # Only what the agent's policy allowed reaches this point (--allow-device).
+        "devices": list(options.devices) or None,
+        "log_config": _log_config(options),
+    }
+
+
 class DockerRuntime:
     """Create, start, stop and list fleet's containers on one dockerd."""
 
@@ -137,6 +175,7 @@ class DockerRuntime:
         self._lock = threading.Lock()
         self._events_stream: Any = None
         self._unreadable_seen: set[str] = set()
+        self._network_lock = threading.Lock()
         self._sampler = UsageSampler(lambda: self.client)
 
     @property
@@ -249,6 +288,11 @@ class DockerRuntime:
                 "start_period": _nanos(check.start_period_seconds),
             }
         api = self.client.api
+        options = spec.options
+        networks = [_NETWORK_PREFIX + n for n in options.networks]
+        for network in networks:
+            self._ensure_network(network)
+        first = networks[0] if networks else None
         host_config = api.create_host_config(
             port_bindings={
                 f"{p.container_port}/{p.protocol}": p.host_port or None for p in spec.ports
@@ -260,16 +304,25 @@ class DockerRuntime:
             mem_limit=spec.resources.memory_bytes or None,
             # Only what the agent's policy allowed reaches this point (see fleet.policy).
             privileged=spec.privileged,
-            network_mode="host" if spec.host_network else None,
+            network_mode="host" if spec.host_network else first,
             pid_mode="host" if spec.host_pid else None,
             cap_add=list(spec.cap_add) or None,
             # A bind source passed the agent's check only if it is its own real path:
             # Docker gets the very path that was checked (see bind_sources).
             binds=list(spec.volumes) or None,
+            **_host_options(spec.options),
         )
+        # On its networks the app's name is an alias of each replica: Docker's DNS on the
+        # host answers it with the replicas there.
+        aliases = [spec.app]
         created = api.create_container(
             spec.image,
             command=list(spec.command) or None,
+            entrypoint=list(options.entrypoint) or None,
+            user=options.user or None,
+            working_dir=options.working_dir or None,
+            hostname=options.hostname or None,
+            stop_signal=options.stop_signal or None,
             name=name,
             labels=container_labels(spec),
             environment=dict(spec.env),
@@ -278,8 +331,37 @@ class DockerRuntime:
             # So that a manual `docker stop` honours the app's grace period too.
             stop_timeout=math.ceil(spec.stop_grace_seconds),
             healthcheck=healthcheck,
+            networking_config=api.create_networking_config(
+                {first: api.create_endpoint_config(aliases=aliases)}
+            )
+            if first
+            else None,
         )
+        for network in networks[1:]:
+            # A create that fails here leaves a created container: the next round's
+            # remove_by_name takes it away before trying again.
+            api.connect_container_to_network(created["Id"], network, aliases=aliases)
         return str(created["Id"])
+
+    def _ensure_network(self, name: str) -> None:
+        """Make fleet's bridge network ``name`` on this host unless it is there (one at
+        a time: creates run in parallel and Docker allows two networks of one name)."""
+        api = self.client.api
+        with self._network_lock:
+            found = [n for n in api.networks(names=[name]) if n.get("Name") == name]
+            if not found:
+                log.info("creating network %s", name)
+                api.create_network(
+                    name,
+                    driver="bridge",
+                    labels={LABEL_NETWORK: name.removeprefix(_NETWORK_PREFIX)},
+                    check_duplicate=True,
+                )
+            elif LABEL_NETWORK not in (found[0].get("Labels") or {}):
+                raise FailedPrecondition(
+                    f"a Docker network {name} exists on this host that fleet did not make; "
+                    "fleet leaves it alone: rename or remove it, or use another network name"
+                )
 
     def bind_sources(self, container_id: str) -> tuple[str, ...]:
         """The host paths Docker will bind-mount into the container when it starts, as
@@ -336,17 +418,36 @@ class DockerRuntime:
             self.stop_and_remove(attrs["Id"], 0)
 
     def logs(self, container_id: str, *, follow: bool, tail: int, timestamps: bool) -> LogStream:
-        stream: LogStream = self._call(
-            "logs",
-            lambda: self.client.api.logs(
+        """The container's log as Docker reads it back; ``FailedPrecondition`` naming the
+        driver when Docker cannot read that driver's log (``none``; or one whose local
+        cache is disabled)."""
+        try:
+            stream: LogStream = self.client.api.logs(
                 container_id,
                 stream=True,
                 follow=follow,
                 tail="all" if tail < 0 else tail,
                 timestamps=timestamps,
-            ),
-        )
+            )
+        except DOCKER_ERRORS as error:
+            if "does not support reading" not in str(error):
+                raise translate("logs", error) from error
+            raise FailedPrecondition(self._unreadable_log(container_id)) from error
         return stream
+
+    def _unreadable_log(self, container_id: str) -> str:
+        try:
+            attrs = self.client.api.inspect_container(container_id)
+            driver = str(attrs["HostConfig"]["LogConfig"]["Type"])
+        except DOCKER_ERRORS:
+            driver = "its log driver"
+        except (KeyError, TypeError):
+            driver = "its log driver"
+        return (
+            f"the container logs to {driver}, which Docker cannot read back: read the log "
+            f"where {driver} sends it, or set the app's logging to json-file, local or "
+            "journald (fleet's default is json-file) to use fleet logs"
+        )
 
     def exec(self, container_id: str, command: list[str], limit: int) -> tuple[int, bytes]:
         """Run ``command`` in the container; (exit code, first ``limit`` bytes of output)."""

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from fleet.agent.logonce import WarnOnce
 from fleet.agent.runtime import LogStream, ObservedContainer, Runtime, call
-from fleet.errors import FleetError
+from fleet.errors import FailedPrecondition, FleetError
 from fleet.proto import fleet_pb2 as pb
 
 __all__ = ["RequestHandler"]
@@ -108,6 +108,7 @@ class RequestHandler:
     async def _logs(self, request: pb.ContainerRequest, c: ObservedContainer, send: Send) -> None:
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=256)
+        refused: list[FleetError] = []  # Docker's answer to the request itself
 
         def on_chunk(chunk: bytes) -> None:  # in the reading thread
             asyncio.run_coroutine_threadsafe(chunks.put(chunk), loop).result()
@@ -129,6 +130,8 @@ class RequestHandler:
                 finally:
                     self._streams.pop(request.id, None)
                     stream.close()
+            except FailedPrecondition as error:  # a log Docker cannot read: say why
+                refused.append(error)
             except Exception as error:
                 if request.id in self._closed:  # by a cancel, or the end of the request
                     log.debug("log stream %s ended: %s", request.id, error)
@@ -149,3 +152,5 @@ class RequestHandler:
                 await asyncio.wait([reader], timeout=5)
             finally:
                 self._closed.discard(request.id)
+        if refused:
+            raise refused[0]

@@ -55,7 +55,7 @@ from fleet.client import FleetClient
 from fleet.errors import NotFound, PolicyDenied, SpecError
 from fleet.hostlabels import AGENT_PREFIX
 from fleet.proto import fleet_pb2 as pb
-from fleet.spec import AppFile, AppSpec, json_schema, load_file
+from fleet.spec import DEFAULT_LOGGING, AppFile, AppSpec, json_schema, load_file
 
 __all__ = ["apply", "delete", "describe", "diff", "get", "scale", "schema"]
 
@@ -246,6 +246,9 @@ def _describe_app(client: FleetClient, name: str) -> None:
     if info.reason:  # why not every container is up, as `get apps` says it
         console.print(safe(f"{info.reason}: {info.message}"), soft_wrap=True)
     print(yaml.safe_dump(spec, sort_keys=False), end="")
+    if "logging" not in spec:  # what the agent sets (new containers; running ones keep theirs)
+        options = ", ".join(f"{k} {v}" for k, v in DEFAULT_LOGGING.options.items())
+        console.print(safe(f"logging: {DEFAULT_LOGGING.driver}, {options} (fleet's default)"))
     if info.pending:
         console.print("[bold]pending[/bold]")
         for p in info.pending:

@@ -29,7 +29,13 @@ from fleet.cli.daemonconfig import ConfigOpt
 from fleet.cli.logformat import LogFormat, configure_logging
 from fleet.cli.options import duration_option, memory_option
 from fleet.cli.output import fail
-from fleet.cli.policy import AllowBindOpt, AllowCapOpt, AllowOpt, policy_from_options
+from fleet.cli.policy import (
+    AllowBindOpt,
+    AllowCapOpt,
+    AllowDeviceOpt,
+    AllowOpt,
+    policy_from_options,
+)
 from fleet.client import servers_from
 from fleet.transport import TlsFiles, Transport, client_transport
 
@@ -450,6 +456,7 @@ def agent(
     allow: AllowOpt = None,
     allow_cap: AllowCapOpt = None,
     allow_bind: AllowBindOpt = None,
+    allow_device: AllowDeviceOpt = None,
     cpus: Annotated[
         float | None,
         typer.Option("--cpus", help="Cores this host offers fleet (default: all it has)."),
@@ -603,7 +610,7 @@ def agent(
         host_id=host_id,
         transport=transport,
         labels=_labels(label or []),
-        policy=policy_from_options(allow or [], allow_cap or [], allow_bind or []),
+        policy=policy_from_options(allow or [], allow_cap or [], allow_bind or [], allow_device),
         state_dir=chosen_state_dir,
         cpus=cpus,
         memory=memory_option("--memory", memory) if memory else None,

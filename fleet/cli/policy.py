@@ -15,12 +15,19 @@ from fleet.cli.output import Format, OutputOpt, console, fail, print_records, sa
 from fleet.policy import ALLOW_WORDS, Policy
 from fleet.proto import fleet_pb2 as pb
 
-__all__ = ["AllowBindOpt", "AllowCapOpt", "AllowOpt", "app", "policy_from_options"]
+__all__ = [
+    "AllowBindOpt",
+    "AllowCapOpt",
+    "AllowDeviceOpt",
+    "AllowOpt",
+    "app",
+    "policy_from_options",
+]
 
 
 app = typer.Typer(
     help="What containers may ask of hosts (privileged, host network/PID, capabilities, "
-    "bind mounts). By default: nothing.",
+    "bind mounts, devices). By default: nothing.",
     no_args_is_help=True,
 )
 
@@ -35,16 +42,28 @@ AllowBindOpt = Annotated[
     list[str] | None,
     typer.Option("--allow-bind", help="Host path prefix that may be bind-mounted (repeat)."),
 ]
+AllowDeviceOpt = Annotated[
+    list[str] | None,
+    typer.Option("--allow-device", help="Host device path prefix that may be passed in (repeat)."),
+]
 
 
-def policy_from_options(allow: list[str], caps: list[str], binds: list[str]) -> Policy:
-    """The policy the ``--allow``, ``--allow-cap`` and ``--allow-bind`` values say."""
+def policy_from_options(
+    allow: list[str], caps: list[str], binds: list[str], devices: list[str] | None = None
+) -> Policy:
+    """The policy the ``--allow``, ``--allow-cap``, ``--allow-bind`` and
+    ``--allow-device`` values say."""
     flags = {}
     for word in allow:
         if word not in ALLOW_WORDS:
             fail(f"--allow {word!r}: use one of {', '.join(ALLOW_WORDS)}")
         flags[ALLOW_WORDS[word]] = True
-    return Policy(**flags, allow_capabilities=[c.upper() for c in caps], allow_bind_mounts=binds)
+    return Policy(
+        **flags,
+        allow_capabilities=[c.upper() for c in caps],
+        allow_bind_mounts=binds,
+        allow_devices=devices or [],
+    )
 
 
 def _print_policy(policy: pb.Policy, output: Format) -> None:
@@ -54,6 +73,7 @@ def _print_policy(policy: pb.Policy, output: Format) -> None:
     allowed = [w for w, f in ALLOW_WORDS.items() if getattr(policy, f)]
     allowed += [f"capability {c}" for c in policy.allow_capabilities]
     allowed += [f"bind mounts under {p}" for p in policy.allow_bind_mounts]
+    allowed += [f"devices under {p}" for p in policy.allow_devices]
     what = ", ".join(allowed) or "nothing beyond the default"
     console.print(safe(f"containers may ask for: {what}"))
 
@@ -75,10 +95,11 @@ def policy_set(
     allow: AllowOpt = None,
     allow_cap: AllowCapOpt = None,
     allow_bind: AllowBindOpt = None,
+    allow_device: AllowDeviceOpt = None,
     conn: Connection = CONNECTION,
 ) -> None:
     """Replace the cluster's container policy (admin only); with no option, back to
     allowing nothing. Agents must allow the same (fleet agent --allow ...)."""
-    policy = policy_from_options(allow or [], allow_cap or [], allow_bind or [])
+    policy = policy_from_options(allow or [], allow_cap or [], allow_bind or [], allow_device)
     with conn.client() as client:
         _print_policy(client.set_policy(policy.to_proto()), Format.table)

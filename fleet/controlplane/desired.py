@@ -14,13 +14,14 @@ from fleet.controlplane.upgrades import CANARY_SLOT, canary_hosts
 from fleet.errors import InvalidArgument, NotFound
 from fleet.proto import fleet_pb2 as pb
 from fleet.secrets import SecretBox, withheld
-from fleet.spec import AppSpec, HealthCheck, SecretRef
+from fleet.spec import DOCKER_FIELDS, AppSpec, HealthCheck, SecretRef
 from fleet.store import ClusterState
 from fleet.store.records import ReplicaRecord, ResourceAmounts, RevisionRecord
 
 __all__ = [
     "MissingSecret",
     "SpecCache",
+    "container_options",
     "container_spec",
     "desired_containers",
     "desired_inputs",
@@ -90,7 +91,39 @@ def container_spec(
         volumes=spec.volumes,
         health=health_message(spec.health),
         shutdown_delay_seconds=spec.shutdown_delay,
+        options=container_options(spec),
     )
+
+
+def container_options(spec: AppSpec) -> pb.ContainerOptions | None:
+    """Docker's other options of ``spec``; None when it sets none (its containers' specs
+    are then byte for byte what they were before these options existed)."""
+    if not any(getattr(spec, name) for name in DOCKER_FIELDS):
+        return None
+    options = pb.ContainerOptions(
+        entrypoint=spec.entrypoint or [],
+        user=spec.user,
+        working_dir=spec.working_dir,
+        hostname=spec.hostname,
+        read_only=spec.read_only,
+        tmpfs=spec.tmpfs,
+        stop_signal=spec.stop_signal,
+        init=spec.init,
+        ulimits={k: pb.Ulimit(soft=u.soft, hard=u.hard) for k, u in spec.ulimits.items()},
+        dns=spec.dns,
+        dns_search=spec.dns_search,
+        extra_hosts=spec.extra_hosts,
+        sysctls=spec.sysctls,
+        shm_size_bytes=spec.shm_size or 0,
+        cap_drop=spec.cap_drop,
+        devices=spec.devices,
+        networks=spec.networks,
+    )
+    if spec.logging is not None:
+        options.logging.CopyFrom(
+            pb.LogConfig(driver=spec.logging.driver, options=spec.logging.options)
+        )
+    return options
 
 
 def health_message(check: HealthCheck | None) -> pb.HealthCheck | None:

@@ -764,6 +764,7 @@ class ContainerSpec(_message.Message):
     SHUTDOWN_DELAY_SECONDS_FIELD_NUMBER: _builtins.int
     STOPPED_FIELD_NUMBER: _builtins.int
     HELD_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
     app: _builtins.str
     slot: _builtins.int
     revision: _builtins.int
@@ -806,6 +807,12 @@ class ContainerSpec(_message.Message):
     def health(self) -> Global___HealthCheck:
         """unset: none"""
 
+    @_builtins.property
+    def options(self) -> Global___ContainerOptions:
+        """Docker's other options of the app file (fleet/spec/_docker.py); unset: none set.
+        (30, not 22: a gap left for the other fields of ContainerSpec being added now.)
+        """
+
     def __init__(
         self,
         *,
@@ -830,10 +837,11 @@ class ContainerSpec(_message.Message):
         shutdown_delay_seconds: _builtins.float = ...,
         stopped: _builtins.bool = ...,
         held: _builtins.str = ...,
+        options: Global___ContainerOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "resources", b"resources"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "options", b"options", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "cap_add", b"cap_add", "command", b"command", "env", b"env", "health", b"health", "held", b"held", "host_network", b"host_network", "host_pid", b"host_pid", "image", b"image", "labels", b"labels", "ports", b"ports", "privileged", b"privileged", "resources", b"resources", "restart", b"restart", "revision", b"revision", "shutdown_delay_seconds", b"shutdown_delay_seconds", "slot", b"slot", "spec_hash", b"spec_hash", "stop_grace_seconds", b"stop_grace_seconds", "stopped", b"stopped", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "cap_add", b"cap_add", "command", b"command", "env", b"env", "health", b"health", "held", b"held", "host_network", b"host_network", "host_pid", b"host_pid", "image", b"image", "labels", b"labels", "options", b"options", "ports", b"ports", "privileged", b"privileged", "resources", b"resources", "restart", b"restart", "revision", b"revision", "shutdown_delay_seconds", b"shutdown_delay_seconds", "slot", b"slot", "spec_hash", b"spec_hash", "stop_grace_seconds", b"stop_grace_seconds", "stopped", b"stopped", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2245,6 +2253,7 @@ class Policy(_message.Message):
     ALLOW_HOST_PID_FIELD_NUMBER: _builtins.int
     ALLOW_CAPABILITIES_FIELD_NUMBER: _builtins.int
     ALLOW_BIND_MOUNTS_FIELD_NUMBER: _builtins.int
+    ALLOW_DEVICES_FIELD_NUMBER: _builtins.int
     allow_privileged: _builtins.bool
     allow_host_network: _builtins.bool
     allow_host_pid: _builtins.bool
@@ -2256,6 +2265,10 @@ class Policy(_message.Message):
     def allow_bind_mounts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """host path prefixes"""
 
+    @_builtins.property
+    def allow_devices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """host device path prefixes, e.g. /dev/fuse"""
+
     def __init__(
         self,
         *,
@@ -2264,10 +2277,11 @@ class Policy(_message.Message):
         allow_host_pid: _builtins.bool = ...,
         allow_capabilities: _abc.Iterable[_builtins.str] | None = ...,
         allow_bind_mounts: _abc.Iterable[_builtins.str] | None = ...,
+        allow_devices: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_bind_mounts", b"allow_bind_mounts", "allow_capabilities", b"allow_capabilities", "allow_host_network", b"allow_host_network", "allow_host_pid", b"allow_host_pid", "allow_privileged", b"allow_privileged"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_bind_mounts", b"allow_bind_mounts", "allow_capabilities", b"allow_capabilities", "allow_devices", b"allow_devices", "allow_host_network", b"allow_host_network", "allow_host_pid", b"allow_host_pid", "allow_privileged", b"allow_privileged"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3102,3 +3116,205 @@ class ReleaseHostResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReleaseHostResponse: _TypeAlias = ReleaseHostResponse  # noqa: Y015
+
+@_typing.final
+class ContainerOptions(_message.Message):
+    """A container's options beyond the basics, as Docker takes them; each empty or zero
+    means Docker's (or the image's) own, except logging (unset: fleet's default log).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class UlimitsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___Ulimit: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___Ulimit | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class SysctlsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ENTRYPOINT_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    WORKING_DIR_FIELD_NUMBER: _builtins.int
+    HOSTNAME_FIELD_NUMBER: _builtins.int
+    READ_ONLY_FIELD_NUMBER: _builtins.int
+    TMPFS_FIELD_NUMBER: _builtins.int
+    STOP_SIGNAL_FIELD_NUMBER: _builtins.int
+    INIT_FIELD_NUMBER: _builtins.int
+    ULIMITS_FIELD_NUMBER: _builtins.int
+    DNS_FIELD_NUMBER: _builtins.int
+    DNS_SEARCH_FIELD_NUMBER: _builtins.int
+    EXTRA_HOSTS_FIELD_NUMBER: _builtins.int
+    SYSCTLS_FIELD_NUMBER: _builtins.int
+    SHM_SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    CAP_DROP_FIELD_NUMBER: _builtins.int
+    DEVICES_FIELD_NUMBER: _builtins.int
+    LOGGING_FIELD_NUMBER: _builtins.int
+    NETWORKS_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    working_dir: _builtins.str
+    hostname: _builtins.str
+    read_only: _builtins.bool
+    stop_signal: _builtins.str
+    init: _builtins.bool
+    shm_size_bytes: _builtins.int
+    @_builtins.property
+    def entrypoint(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def tmpfs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """/path[:options]"""
+
+    @_builtins.property
+    def ulimits(self) -> _containers.MessageMap[_builtins.str, Global___Ulimit]: ...
+    @_builtins.property
+    def dns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def dns_search(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def extra_hosts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """HOST:IP"""
+
+    @_builtins.property
+    def sysctls(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def cap_drop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def devices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """HOST[:CONTAINER[:rwm]]; the agent's --allow-device"""
+
+    @_builtins.property
+    def logging(self) -> Global___LogConfig:
+        """unset: fleet's default (DEFAULT_LOGGING)"""
+
+    @_builtins.property
+    def networks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """fleet's bridge networks on this host, by name"""
+
+    def __init__(
+        self,
+        *,
+        entrypoint: _abc.Iterable[_builtins.str] | None = ...,
+        user: _builtins.str = ...,
+        working_dir: _builtins.str = ...,
+        hostname: _builtins.str = ...,
+        read_only: _builtins.bool = ...,
+        tmpfs: _abc.Iterable[_builtins.str] | None = ...,
+        stop_signal: _builtins.str = ...,
+        init: _builtins.bool = ...,
+        ulimits: _abc.Mapping[_builtins.str, Global___Ulimit] | None = ...,
+        dns: _abc.Iterable[_builtins.str] | None = ...,
+        dns_search: _abc.Iterable[_builtins.str] | None = ...,
+        extra_hosts: _abc.Iterable[_builtins.str] | None = ...,
+        sysctls: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        shm_size_bytes: _builtins.int = ...,
+        cap_drop: _abc.Iterable[_builtins.str] | None = ...,
+        devices: _abc.Iterable[_builtins.str] | None = ...,
+        logging: Global___LogConfig | None = ...,
+        networks: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["logging", b"logging"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cap_drop", b"cap_drop", "devices", b"devices", "dns", b"dns", "dns_search", b"dns_search", "entrypoint", b"entrypoint", "extra_hosts", b"extra_hosts", "hostname", b"hostname", "init", b"init", "logging", b"logging", "networks", b"networks", "read_only", b"read_only", "shm_size_bytes", b"shm_size_bytes", "stop_signal", b"stop_signal", "sysctls", b"sysctls", "tmpfs", b"tmpfs", "ulimits", b"ulimits", "user", b"user", "working_dir", b"working_dir"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContainerOptions: _TypeAlias = ContainerOptions  # noqa: Y015
+
+@_typing.final
+class Ulimit(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOFT_FIELD_NUMBER: _builtins.int
+    HARD_FIELD_NUMBER: _builtins.int
+    soft: _builtins.int
+    """-1: unlimited"""
+    hard: _builtins.int
+    def __init__(
+        self,
+        *,
+        soft: _builtins.int = ...,
+        hard: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hard", b"hard", "soft", b"soft"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Ulimit: _TypeAlias = Ulimit  # noqa: Y015
+
+@_typing.final
+class LogConfig(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class OptionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    DRIVER_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    driver: _builtins.str
+    @_builtins.property
+    def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        driver: _builtins.str = ...,
+        options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver", b"driver", "options", b"options"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogConfig: _TypeAlias = LogConfig  # noqa: Y015

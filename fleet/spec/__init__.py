@@ -21,6 +21,8 @@ Where things live (every module but this one is private; import from ``fleet.spe
 - ``_health``: health checks (``HealthCheck``).
 - ``_ingress``: how the edge hosts route to an app (``Ingress``) and the routes it
   claims.
+- ``_docker``: Docker's other container options (entrypoint, user, ulimits, sysctls,
+  devices, logging, ...) in compose's shapes, and fleet's default log (``DEFAULT_LOGGING``).
 - ``_update``: the update strategy (``UpdateStrategy``) and its surge and unavailable
   arithmetic.
 - ``_units``: sizes and durations as users write them (``parse_memory``,
@@ -34,6 +36,15 @@ from __future__ import annotations
 
 from fleet._names import DNS_LABEL, is_dns_label
 from fleet.spec._constraints import Constraint
+from fleet.spec._docker import (
+    DEFAULT_LOGGING,
+    DOCKER_FIELDS,
+    NAMESPACED_SYSCTLS,
+    Logging,
+    Ulimit,
+    device_host_path,
+    is_namespaced_sysctl,
+)
 from fleet.spec._files import (
     MAX_FILE_BYTES,
     AppFile,
@@ -52,23 +63,30 @@ from fleet.spec._units import format_memory, parse_duration, parse_memory
 from fleet.spec._update import UpdateStrategy
 
 __all__ = [
+    "DEFAULT_LOGGING",
     "DNS_LABEL",
+    "DOCKER_FIELDS",
     "MAX_FILE_BYTES",
     "MIN_MEMORY",
+    "NAMESPACED_SYSCTLS",
     "RESERVED_LABEL_PREFIX",
     "AppFile",
     "AppSpec",
     "Constraint",
     "HealthCheck",
     "Ingress",
+    "Logging",
     "PortSpec",
     "Resources",
     "RestartPolicy",
     "SecretRef",
+    "Ulimit",
     "UpdateStrategy",
+    "device_host_path",
     "format_memory",
     "http_route",
     "is_dns_label",
+    "is_namespaced_sysctl",
     "json_schema",
     "load_documents",
     "load_file",

@@ -8,7 +8,7 @@ import shlex
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo, WithJsonSchema
 
 from fleet.spec._quote import show as _show
 from fleet.spec._units import is_number
@@ -75,22 +75,24 @@ def has_space(text: str) -> bool:
     return any(c.isspace() for c in text)
 
 
-def _words(value: object) -> list[str] | None:
-    """A command as its words: a list of strings, or a string split like a shell does;
-    None (leave it out) for the image's own."""
+def _words(value: object, info: ValidationInfo) -> list[str] | None:
+    """A command (or entrypoint) as its words: a list of strings, or a string split like
+    a shell does; None (leave it out) for the image's own."""
+    what = info.field_name or "command"
     if value is None:
-        return None  # the image's CMD
+        return None  # the image's CMD (or ENTRYPOINT)
     if isinstance(value, str):
         try:
             value = shlex.split(value)  # compose splits a string command the same way
         except ValueError as exc:
-            raise ValueError(f"cannot split the command into words: {exc}") from None
+            raise ValueError(f"cannot split the {what} into words: {exc}") from None
     if not isinstance(value, list) or not value:
+        own = {"command": "CMD", "entrypoint": "ENTRYPOINT"}.get(what)
+        hint = f" (leave {what} out to run the image's {own})" if own else ""
         raise ValueError(
-            "expected a non-empty list of strings like [httpd, -f] (leave command out "
-            f"to run the image's CMD), got {_show(value)}"
+            f"expected a non-empty list of strings like [httpd, -f]{hint}, got {_show(value)}"
         )
-    return [scalar_text(arg, f"a string for command[{i}]") for i, arg in enumerate(value)]
+    return [scalar_text(arg, f"a string for {what}[{i}]") for i, arg in enumerate(value)]
 
 
 # A command field: its words, or a string of them; None when left out.

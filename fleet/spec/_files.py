@@ -22,6 +22,7 @@ from pydantic_core import ErrorDetails
 
 from fleet.errors import REQUEST, SpecError, SpecProblem
 from fleet.spec._constraints import Constraint
+from fleet.spec._docker import Logging, Ulimit
 from fleet.spec._health import HealthCheck
 from fleet.spec._ingress import Ingress
 from fleet.spec._model import AppSpec
@@ -41,6 +42,8 @@ _NESTED_MODELS: dict[str, type[BaseModel]] = {
     "health": HealthCheck,
     "update": UpdateStrategy,
     "ingress": Ingress,
+    "ulimits": Ulimit,
+    "logging": Logging,
 }
 _EXPECTED = {
     "string_type": "a string",

@@ -27,6 +27,24 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from fleet._names import DNS_LABEL_SCHEMA, DNS_LABEL_TEXT, is_dns_label
 from fleet.hostpaths import form_problem
 from fleet.spec._constraints import LABEL_KEY, Constraint, ConstraintItem
+from fleet.spec._docker import (
+    DOCKER_FIELDS,
+    ENTRYPOINT_SCHEMA,
+    Devices,
+    Dns,
+    DnsSearch,
+    ExtraHosts,
+    Hostname,
+    LoggingField,
+    Networks,
+    ShmSize,
+    StopSignal,
+    Sysctls,
+    Tmpfs,
+    Ulimits,
+    User,
+    WorkingDir,
+)
 from fleet.spec._fields import (
     MAX_REPLICAS,
     Model,
@@ -45,7 +63,13 @@ from fleet.spec._ports import PortItem, PortSpec, duplicate_ports
 from fleet.spec._quote import show as _show
 from fleet.spec._resources import Resources
 from fleet.spec._restart import RestartPolicy
-from fleet.spec._units import DURATION_PATTERN, DURATION_SCHEMA, parse_duration, seconds
+from fleet.spec._units import (
+    DURATION_PATTERN,
+    DURATION_SCHEMA,
+    format_memory,
+    parse_duration,
+    seconds,
+)
 from fleet.spec._update import (
     COUNT_OR_PERCENT_SCHEMA,
     UpdateStrategy,
@@ -420,6 +444,39 @@ class AppSpec(Model):
             examples=[["data:/var/lib/app", "/var/log:/host-logs:ro"]],
         ),
     ] = Field(default_factory=list)
+    # Docker's other options (``_docker``), in compose's spellings; left out, each is
+    # Docker's or the image's own and not part of the template (see the serializer).
+    entrypoint: Annotated[Words, ENTRYPOINT_SCHEMA] = None
+    user: User = ""
+    working_dir: WorkingDir = ""
+    hostname: Hostname = ""
+    read_only: Annotated[
+        bool,
+        BeforeValidator(strict_bool),
+        Field(description="mount the container's root filesystem read-only"),
+    ] = False
+    tmpfs: Tmpfs = Field(default_factory=list)
+    stop_signal: StopSignal = ""
+    init: Annotated[
+        bool,
+        BeforeValidator(strict_bool),
+        Field(description="run Docker's init (tini) as PID 1 to reap zombies and pass signals"),
+    ] = False
+    ulimits: Ulimits = Field(default_factory=dict)
+    dns: Dns = Field(default_factory=list)
+    dns_search: DnsSearch = Field(default_factory=list)
+    extra_hosts: ExtraHosts = Field(default_factory=list)
+    sysctls: Sysctls = Field(default_factory=dict)
+    shm_size: ShmSize = None
+    cap_drop: Annotated[
+        list[Annotated[str, BeforeValidator(_capability)]],
+        BeforeValidator(lambda v: [v] if isinstance(v, str) else v),
+        none_as(list),
+        Field(description="Linux capabilities to drop, e.g. NET_RAW, or ALL"),
+    ] = Field(default_factory=list)
+    devices: Devices = Field(default_factory=list)
+    logging: LoggingField = None
+    networks: Networks = Field(default_factory=list)
 
     health: Annotated[
         HealthCheck | None,
@@ -508,6 +565,11 @@ class AppSpec(Model):
             # Records of apps without one stay as they were before ingresses: a control
             # plane replica not yet upgraded (a rolling upgrade) reads them still.
             data.pop("ingress", None)
+        for name in DOCKER_FIELDS:
+            # The same for Docker's options left out; and so the template (a dump) of an
+            # app that uses none hashes as before they existed: no mass rollout on upgrade.
+            if name in data and not data[name]:
+                del data[name]
         return data
 
     @property
@@ -584,6 +646,30 @@ class AppSpec(Model):
         port, path = self.health.http_target()
         return path if port == self.ingress.port else ""
 
+    @model_validator(mode="after")
+    def _host_network_options(self) -> Self:
+        # Docker refuses these with the host's network at create: say so at apply.
+        if not self.host_network:
+            return self
+        fields = ("hostname", "dns", "dns_search", "extra_hosts", "networks")
+        clash = [f for f in fields if getattr(self, f)]
+        # The host's network comes with its UTS namespace (its host and domain name).
+        clash += [
+            f"sysctls {name}"
+            for name in self.sysctls
+            if name.startswith("net.") or name == "kernel.domainname"
+        ]
+        if clash:
+            raise ValueError(
+                f"{', '.join(clash)} cannot be set with host_network: the container uses "
+                "the host's own network settings; remove them, or host_network"
+            )
+        return self
+
+    @field_serializer("shm_size")
+    def _shm_text(self, size: int | None) -> str | None:
+        return None if size is None else format_memory(size)
+
     @field_serializer("ports")
     def _ports_text(self, ports: list[PortSpec]) -> list[str]:
         return [str(p) for p in ports]
@@ -619,5 +705,8 @@ class AppSpec(Model):
 def template_of(current: AppSpec, revision_spec: AppSpec) -> AppSpec:
     """``current`` with the container template of ``revision_spec``: what a rollback or an
     undo writes, keeping today's name, mode, count, placement and update settings."""
+    # Only what the current spec keeps: a field the revision leaves out (dumps omit
+    # Docker's options at their defaults) must not stay as the current spec has it.
+    kept = {k: v for k, v in current.model_dump().items() if k in _NOT_TEMPLATE}
     template = revision_spec.model_dump(exclude=set(_NOT_TEMPLATE))
-    return AppSpec.model_validate({**current.model_dump(), **template})
+    return AppSpec.model_validate({**kept, **template})

@@ -150,6 +150,11 @@ class AdminApi(ServiceBase):
         for prefix in policy.allow_bind_mounts:
             if not prefix.startswith("/") or ".." in prefix.split("/") or "\0" in prefix:
                 raise InvalidArgument(f"bind mount prefix {prefix!r} must be an absolute path")
+        for prefix in policy.allow_devices:
+            if not prefix.startswith("/dev/") or ".." in prefix.split("/") or "\0" in prefix:
+                raise InvalidArgument(
+                    f"device prefix {prefix!r} must be an absolute path under /dev, like /dev/fuse"
+                )
         state = await self._state()
         stored = state.policy
         await self._caught_up(

@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from fleet.controlplane.appchanges import plan_apply, too_large
+from fleet.controlplane.desired import container_spec
 from fleet.errors import (
     MAX_PROBLEM_BYTES,
     REQUEST,
@@ -23,7 +24,7 @@ from fleet.errors import (
     error_from_grpc,
     problems_trailer,
 )
-from fleet.policy import Policy, refused_fields
+from fleet.policy import Policy, Privileges, refused_fields, violations
 from fleet.spec import AppFile, load_documents
 from fleet.store import AppWrite, Etcd, Store
 from fleet.store._etcd import Compare, Put
@@ -217,3 +218,37 @@ def test_a_transaction_larger_than_etcd_takes_is_refused_before_it_is_sent() -> 
     asyncio.run(run())
     with pytest.raises(ValueError, match="at least 16"):
         Etcd(["127.0.0.1:9"], max_txn_ops=8)
+
+
+def test_devices_need_the_policy_named_by_their_option() -> None:
+    [spec] = load_documents(
+        "name: a\nimage: x\ndevices: [/dev/fuse, '/dev/snd/pcm0:/dev/snd/pcm0:rw']\n", "a.yaml"
+    )
+    refused = dict(refused_fields(spec, Policy(allow_devices=["/dev/snd"])))
+    assert list(refused) == ["devices[0]"]
+    assert "device /dev/fuse is not allowed by the cluster policy" in refused["devices[0]"]
+    assert "`fleet policy set --allow-device /dev/fuse`" in refused["devices[0]"]
+    assert refused_fields(spec, Policy(allow_devices=["/dev/fuse", "/dev/snd"])) == []
+    # The agent checks the same words on what the control plane sent it.
+    container = container_spec(spec, 0, 1, "h")
+    assert violations(Privileges.of_container(container), Policy()) == [
+        "device /dev/fuse",
+        "device /dev/snd/pcm0",
+    ]
+    # /dev/sndx is not under /dev/snd.
+    assert violations(Privileges(devices=("/dev/sndx",)), Policy(allow_devices=["/dev/snd"]))
+
+
+def test_a_container_without_docker_options_is_sent_as_before() -> None:
+    """No ``options`` at all when an app sets none (its container specs are the bytes
+    they were, so no desired set changes on upgrade); each option when set."""
+    [plain] = load_documents("name: a\nimage: x\n", "a.yaml")
+    assert not container_spec(plain, 0, 1, "h").HasField("options")
+    [spec] = load_documents(
+        "name: a\nimage: x\nuser: '1'\nulimits: {nofile: 8}\nshm_size: 2Mi\n"
+        "logging: {driver: local}\n",
+        "a.yaml",
+    )
+    options = container_spec(spec, 0, 1, "h").options
+    assert (options.user, options.shm_size_bytes, options.logging.driver) == ("1", 2 << 20, "local")
+    assert (options.ulimits["nofile"].soft, options.ulimits["nofile"].hard) == (8, 8)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from fleet.spec import AppSpec, load_documents, template_of
+from fleet.spec import DOCKER_FIELDS, AppSpec, load_documents, template_of
 
 # The fields that are not the container template, as rollout.template_of spelled them
 # before fleet.spec had the one set: the old behaviour the new function must keep.
@@ -54,6 +54,46 @@ _TEMPLATE: dict[str, Any] = {
     "volumes": st.sampled_from([["data:/data"], ["/srv:/srv:ro"]]),
     "health": st.sampled_from([{"tcp": 80}, {"http": "http://:8080/", "interval": "1s"}]),
 }
+# Docker's other options came later still: a spec that leaves them out dumps without them.
+_DOCKER: dict[str, Any] = {
+    "entrypoint": st.sampled_from([["sh", "-c"], "tini --"]),
+    "user": st.sampled_from(["1000:1000", "nobody"]),
+    "working_dir": st.just("/app"),
+    "hostname": st.just("web-1"),
+    "read_only": st.booleans(),
+    "tmpfs": st.sampled_from([["/run:size=64m"], "/tmp"]),
+    "stop_signal": st.sampled_from(["SIGQUIT", "INT"]),
+    "init": st.booleans(),
+    "ulimits": st.sampled_from([{"nofile": 1024}, {"nproc": {"soft": 1, "hard": 2}}]),
+    "dns": st.just(["10.0.0.2"]),
+    "dns_search": st.just("example.com"),
+    "extra_hosts": st.sampled_from([["db:10.0.0.5"], {"gw": "host-gateway"}]),
+    "sysctls": st.sampled_from([{"net.core.somaxconn": 1024}, ["kernel.shmmax=65536"]]),
+    "shm_size": st.sampled_from(["256Mi", None]),
+    "cap_drop": st.sampled_from([["NET_RAW"], "ALL"]),
+    "devices": st.just(["/dev/fuse"]),
+    "logging": st.sampled_from([{"driver": "local"}, {"driver": "none"}, None]),
+}
+_EVERY_OPTION: dict[str, Any] = {
+    "entrypoint": "tini --",
+    "user": "nobody",
+    "working_dir": "/app",
+    "hostname": "web-1",
+    "read_only": True,
+    "tmpfs": "/tmp",
+    "stop_signal": "INT",
+    "init": True,
+    "ulimits": {"nofile": 1024},
+    "dns": "10.0.0.2",
+    "dns_search": "example.com",
+    "extra_hosts": {"gw": "host-gateway"},
+    "sysctls": ["kernel.shmmax=65536"],
+    "shm_size": "256Mi",
+    "cap_drop": "ALL",
+    "devices": "/dev/fuse",
+    "logging": {"driver": "none"},
+    "networks": "backend",
+}
 _PLACEMENT: dict[str, Any] = {
     "constraints": st.sampled_from([["role=edge"], ["gpu", "disk!=hdd"]]),
     "placement": st.sampled_from(["binpack", "spread"]),
@@ -63,10 +103,11 @@ _PLACEMENT: dict[str, Any] = {
 
 
 @st.composite
-def specs(draw: st.DrawFn, name: str = "web") -> AppSpec:
-    """A valid spec of any mode, with some of every kind of field."""
+def specs(draw: st.DrawFn, name: str = "web", docker: bool = False) -> AppSpec:
+    """A valid spec of any mode, with some of every kind of field (and of Docker's
+    other options if ``docker``)."""
     mode = draw(st.sampled_from(sorted(_MODES)))
-    optional = {**_TEMPLATE, **_PLACEMENT, **_MODES[mode]}
+    optional = {**_TEMPLATE, **_PLACEMENT, **_MODES[mode], **(_DOCKER if docker else {})}
     keys = draw(st.lists(st.sampled_from(sorted(optional)), unique=True))
     data = {"name": name, "image": "img", "mode": mode}
     data.update({key: draw(optional[key]) for key in keys})
@@ -95,7 +136,7 @@ def test_property_template_of_keeps_the_old_behaviour(current: AppSpec, revision
 
 
 @settings(max_examples=300, deadline=None)
-@given(specs(), specs())
+@given(specs(docker=True), specs(docker=True))
 def test_property_template_of_takes_the_template_and_keeps_the_rest(
     current: AppSpec, revision: AppSpec
 ) -> None:
@@ -108,17 +149,48 @@ def test_property_template_of_takes_the_template_and_keeps_the_rest(
         return
     assert result.template() == revision.template()
     assert result.template_hash() == revision.template_hash()
-    template = set(revision.template())
-    rest = {k: v for k, v in current.model_dump().items() if k not in template}
-    assert {k: v for k, v in result.model_dump().items() if k not in template} == rest
+    rest = {k: v for k, v in current.model_dump().items() if k in _KEPT_BEFORE}
+    assert {k: v for k, v in result.model_dump().items() if k in _KEPT_BEFORE} == rest
 
 
 def test_the_template_and_the_rest_are_every_field() -> None:
-    """Every field is either the container template or kept by ``template_of``."""
+    """Every field is either the container template or kept by ``template_of``; Docker's
+    other options are the template only when set."""
     [spec] = load_documents("name: web\nimage: img\n")
     template = set(spec.template())
-    assert template | _KEPT_BEFORE == set(AppSpec.model_fields)
-    assert not template & _KEPT_BEFORE
+    assert template | _KEPT_BEFORE | set(DOCKER_FIELDS) == set(AppSpec.model_fields)
+    assert not template & (_KEPT_BEFORE | set(DOCKER_FIELDS))
+    every = AppSpec.model_validate({"name": "web", "image": "img", **_EVERY_OPTION})
+    assert set(DOCKER_FIELDS) <= set(every.template())
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("user", "1000"),
+        ("entrypoint", ["sh"]),
+        ("read_only", True),
+        ("ulimits", {"nofile": 10}),
+        ("sysctls", {"net.ipv4.ip_forward": 1}),
+        ("logging", {"driver": "local"}),
+        ("cap_drop", ["ALL"]),
+        ("devices", ["/dev/fuse"]),
+        ("networks", ["backend"]),
+    ],
+)
+def test_a_docker_option_changes_the_template_and_leaving_it_out_does_not(
+    field: str, value: object
+) -> None:
+    """Setting one makes a new revision (another hash); an app without any hashes as
+    before they existed (so upgrading fleet rolls nothing), and a rollback to such a
+    revision takes the option away again."""
+    [plain] = load_documents("name: web\nimage: img\nenv: {A: b}\nports: ['80']\n")
+    assert plain.template_hash() == "1fce0fa45828"  # what fleet before these options said
+    assert not set(plain.model_dump()) & set(DOCKER_FIELDS)
+    changed = AppSpec.model_validate({**plain.model_dump(), field: value})
+    assert changed.template_hash() != plain.template_hash()
+    assert template_of(changed, plain).template_hash() == plain.template_hash()
+    assert getattr(template_of(changed, plain), field) == getattr(plain, field)
 
 
 def test_ingress_port_is_template_only_when_it_publishes() -> None:
