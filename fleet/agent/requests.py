@@ -31,7 +31,7 @@ class RequestHandler:
         self._broke = WarnOnce(log, "log stream")
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    async def _find(self, app: str, slot: int) -> ObservedContainer | None:
+    async def find(self, app: str, slot: int) -> ObservedContainer | None:
         """The replica's container (a running one first); asks dockerd when the last
         reconcile round has not seen it yet."""
         for containers in (self._containers(), None):
@@ -69,7 +69,7 @@ class RequestHandler:
             self.cancel(request_id)
 
     async def _run(self, request: pb.ContainerRequest, send: Send) -> None:
-        container = await self._find(request.app, request.slot)
+        container = await self.find(request.app, request.slot)
         if container is None:
             await send(
                 pb.ContainerResponse(

@@ -352,6 +352,11 @@ class FleetServiceStub:
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.RevokeCertificateRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.RevokeCertificateResponse.FromString,
                 _registered_method=True)
+        self.ExecStream = channel.stream_stream(
+                '/fleet.v1.FleetService/ExecStream',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.ExecInput.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.ExecOutput.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -591,6 +596,15 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecStream(self, request_iterator, context):
+        """A command in a replica with its input streamed in (and a terminal, with tty): the
+        client sends ExecStart, then input and resizes; the server answers ExecStarted,
+        then output, then ExecExit (admin only, as Exec).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -783,6 +797,11 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.RevokeCertificate,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.RevokeCertificateRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.RevokeCertificateResponse.SerializeToString,
+            ),
+            'ExecStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ExecStream,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.ExecInput.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.ExecOutput.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1813,6 +1832,33 @@ class FleetService:
             '/fleet.v1.FleetService/RevokeCertificate',
             fleet_dot_proto_dot_fleet__pb2.RevokeCertificateRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.RevokeCertificateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/fleet.v1.FleetService/ExecStream',
+            fleet_dot_proto_dot_fleet__pb2.ExecInput.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.ExecOutput.FromString,
             options,
             channel_credentials,
             insecure,

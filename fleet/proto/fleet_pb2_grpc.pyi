@@ -138,6 +138,11 @@ class FleetServiceStub:
     DeleteJoinToken: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.DeleteTokenRequest, _fleet_pb2.DeleteTokenResponse]
     RevokeCertificate: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.RevokeCertificateRequest, _fleet_pb2.RevokeCertificateResponse]
     """Deny one of a host's earlier certificates (a renewed one) on every replica."""
+    ExecStream: _grpc.StreamStreamMultiCallable[_fleet_pb2.ExecInput, _fleet_pb2.ExecOutput]
+    """A command in a replica with its input streamed in (and a terminal, with tty): the
+    client sends ExecStart, then input and resizes; the server answers ExecStarted,
+    then output, then ExecExit (admin only, as Exec).
+    """
 
 @_typing.type_check_only
 class FleetServiceAsyncStub(FleetServiceStub):
@@ -187,6 +192,11 @@ class FleetServiceAsyncStub(FleetServiceStub):
     DeleteJoinToken: _aio.UnaryUnaryMultiCallable[_fleet_pb2.DeleteTokenRequest, _fleet_pb2.DeleteTokenResponse]  # type: ignore[assignment]
     RevokeCertificate: _aio.UnaryUnaryMultiCallable[_fleet_pb2.RevokeCertificateRequest, _fleet_pb2.RevokeCertificateResponse]  # type: ignore[assignment]
     """Deny one of a host's earlier certificates (a renewed one) on every replica."""
+    ExecStream: _aio.StreamStreamMultiCallable[_fleet_pb2.ExecInput, _fleet_pb2.ExecOutput]  # type: ignore[assignment]
+    """A command in a replica with its input streamed in (and a terminal, with tty): the
+    client sends ExecStart, then input and resizes; the server answers ExecStarted,
+    then output, then ExecExit (admin only, as Exec).
+    """
 
 class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------- API for the CLI"""
@@ -461,6 +471,17 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_fleet_pb2.RevokeCertificateResponse, _abc.Awaitable[_fleet_pb2.RevokeCertificateResponse]]:
         """Deny one of a host's earlier certificates (a renewed one) on every replica."""
+
+    @_abc_1.abstractmethod
+    def ExecStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_fleet_pb2.ExecInput],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_fleet_pb2.ExecOutput], _abc.AsyncIterator[_fleet_pb2.ExecOutput]]:
+        """A command in a replica with its input streamed in (and a terminal, with tty): the
+        client sends ExecStart, then input and resizes; the server answers ExecStarted,
+        then output, then ExecExit (admin only, as Exec).
+        """
 
 def add_FleetServiceServicer_to_server(servicer: FleetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
