@@ -23,7 +23,7 @@ import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from fleet.agent.dockerstream import STDERR, Demuxer, FramingError
@@ -171,13 +171,14 @@ class _Session:
                 if task is not None:
                     task.cancel()
             self.credit.close()
-            if not ended:  # cancelled: the client is gone; hang the command up
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self._in_pool(conn.hang_up))
-                why = "overran its input window" if self._overrun else "was cancelled"
-                log.info("exec %s in %s %s", self.id[:8], where, why)
+            # Closed first: a write blocked on a command that reads no input ends with it.
             conn.close()
             self._pool.shutdown(wait=False)
+            if not ended:  # cancelled: the client is gone; hang the command up
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(asyncio.to_thread(conn.hang_up))
+                why = "overran its input window" if self._overrun else "was cancelled"
+                log.info("exec %s in %s %s", self.id[:8], where, why)
 
     async def _pump_input(self, conn: ExecConnection) -> None:
         while True:
@@ -212,7 +213,7 @@ class _Session:
                 data = conn.read()
                 try:
                     asyncio.run_coroutine_threadsafe(reads.put(data), loop).result()
-                except (RuntimeError, asyncio.CancelledError):  # the loop or the pump is gone
+                except (RuntimeError, CancelledError):  # the loop or the pump is gone
                     return
 
         threading.Thread(target=read, name=f"exec-read-{self.id[:8]}", daemon=True).start()

@@ -90,6 +90,8 @@ class Terminal:
             if not self._read(min(deadline, time.monotonic() + 0.2)):
                 break  # the pty closed: the CLI is exiting
         wait_until(lambda: not self.alive(), max(0.1, deadline - time.monotonic()), what="exit")
+        while self._read(time.monotonic() + 0.5):  # what it wrote last
+            pass
         assert self.status is not None
         return os.waitstatus_to_exitcode(self.status)
 
@@ -169,6 +171,20 @@ def test_a_killed_client_hangs_the_command_up(fleet: Fleet) -> None:
         wait_until(lambda: _running(fleet, "sleep 301"), 15, what="the command to run")
         os.kill(term.pid, signal.SIGKILL)  # no goodbye: the stream just breaks
         wait_until(lambda: not _running(fleet, "sleep 301"), 15, what="it to be hung up")
+    finally:
+        term.close()
+
+
+def test_an_agent_that_goes_away_ends_the_session_and_its_command(fleet: Fleet) -> None:
+    _box(fleet)
+    command, env = _cli(fleet, "exec", "-it", "box", "--", "sleep", "302")
+    term = Terminal(command, env)
+    try:
+        wait_until(lambda: _running(fleet, "sleep 302"), 15, what="the command to run")
+        fleet.agent.stop()  # as an upgrade restarts it
+        assert term.wait() == 1
+        assert b"agent disconnected" in term.seen
+        wait_until(lambda: not _running(fleet, "sleep 302"), 15, what="it to be hung up")
     finally:
         term.close()
 
