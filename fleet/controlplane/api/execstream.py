@@ -35,6 +35,7 @@ OpenExec = Callable[[str], ExecRelay]
 _START_TIMEOUT = 10.0  # for the client's ExecStart
 _STARTED_TIMEOUT = 20.0  # for the agent's answer that the command runs
 _MAX_TERMINAL = 10_000  # rows or columns
+_AUDIT_TIMEOUT = 5.0
 
 
 def _check_start(start: pb.ExecStart) -> None:
@@ -142,9 +143,10 @@ class ExecStreamApi(ServiceBase):
             message=f"exec session opened by {who}",
         )
         try:
-            await self._events.append("controlplane", [event])
-        except FleetError as error:  # the log line above is the record then
-            log.warning("could not store the exec event: %s", error)
+            async with asyncio.timeout(_AUDIT_TIMEOUT):  # etcd away: the session still opens
+                await self._events.append("controlplane", [event])
+        except (FleetError, TimeoutError) as error:  # the log line is the record then
+            log.warning("could not store the exec event: %s", error or "timed out")
 
 
 async def _pump_input(
