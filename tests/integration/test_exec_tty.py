@@ -164,7 +164,8 @@ def test_exec_it_relays_a_terminal_keys_resizes_ctrl_c_and_the_exit_code(fleet: 
         logged = f"exec by admin (admin) in box.0 on {fleet.host.name} (tty): sh"
         assert logged in fleet.server.process.log_tail(80)
         [event] = [e for e in fleet.client.events(app="box") if e.kind == "exec"]
-        assert event.message == "exec session opened by admin (tty)" and event.host == fleet.host.name
+        assert event.message == "exec session opened by admin (tty)"
+        assert event.host == fleet.host.name
     finally:
         term.close()
 
