@@ -6,6 +6,7 @@ gives the terminal back as it found it."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pty
@@ -16,6 +17,7 @@ import struct
 import subprocess
 import termios
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -170,30 +172,32 @@ def test_exec_it_relays_a_terminal_keys_resizes_ctrl_c_and_the_exit_code(fleet: 
         term.close()
 
 
-def test_a_killed_client_hangs_the_command_up(fleet: Fleet) -> None:
+@contextlib.contextmanager
+def _sleeping(fleet: Fleet, seconds: int) -> Iterator[Terminal]:
+    """``fleet exec -it box -- sleep SECONDS`` in a terminal, once the sleep runs; on the
+    way out, waits until it no longer does (hung up)."""
     _box(fleet)
-    command, env = _cli(fleet, "exec", "-it", "box", "--", "sleep", "301")
+    command, env = _cli(fleet, "exec", "-it", "box", "--", "sleep", str(seconds))
     term = Terminal(command, env)
+    sleeping = f"sleep {seconds}"
     try:
-        wait_until(lambda: _running(fleet, "sleep 301"), 15, what="the command to run")
-        os.kill(term.pid, signal.SIGKILL)  # no goodbye: the stream just breaks
-        wait_until(lambda: not _running(fleet, "sleep 301"), 15, what="it to be hung up")
+        wait_until(lambda: _running(fleet, sleeping), 15, what="the command to run")
+        yield term
+        wait_until(lambda: not _running(fleet, sleeping), 15, what="it to be hung up")
     finally:
         term.close()
+
+
+def test_a_killed_client_hangs_the_command_up(fleet: Fleet) -> None:
+    with _sleeping(fleet, 301) as term:
+        os.kill(term.pid, signal.SIGKILL)  # no goodbye: the stream just breaks
 
 
 def test_an_agent_that_goes_away_ends_the_session_and_its_command(fleet: Fleet) -> None:
-    _box(fleet)
-    command, env = _cli(fleet, "exec", "-it", "box", "--", "sleep", "302")
-    term = Terminal(command, env)
-    try:
-        wait_until(lambda: _running(fleet, "sleep 302"), 15, what="the command to run")
+    with _sleeping(fleet, 302) as term:
         fleet.agent.stop()  # as an upgrade restarts it
         assert term.wait() == 1
         assert b"agent disconnected" in term.seen
-        wait_until(lambda: not _running(fleet, "sleep 302"), 15, what="it to be hung up")
-    finally:
-        term.close()
 
 
 def test_exec_i_streams_stdin_without_a_terminal(fleet: Fleet) -> None:
