@@ -327,6 +327,17 @@ class FleetClient:
         call = self._call(lambda s: s.ExecStream(inputs))
         return ExecCall(call, self._stream_error)
 
+    def signal_replicas(
+        self, app: str, action: str, *, slot: int = -1, signal: str = ""
+    ) -> pb.SignalResponse:
+        """``pause``, ``unpause`` or ``kill`` (with ``signal``) the app's replicas (one
+        with ``slot``): one result per replica, its ``error`` set where it failed."""
+        request = pb.SignalRequest(app=app, slot=slot, action=action, signal=signal)
+        response: pb.SignalResponse = self._call(
+            lambda s: s.SignalReplicas(request, timeout=self.timeout)
+        )
+        return response
+
     def top(self, *, app: str = "", host: str = "") -> list[pb.TopResponse]:
         request = pb.TopRequest(app=app, host=host)
         return list(self._call(lambda s: s.Top(request, timeout=self.timeout)).entries)

@@ -362,6 +362,17 @@ class DockerRuntime:
     ) -> DockerExec:
         return DockerExec.open(self.client.api, container_id, command, tty=tty, env=env)
 
+    def signal(self, container_id: str, action: str, signal: str) -> None:
+        api = self.client.api
+        if action == "pause":
+            self._call("pause", lambda: api.pause(container_id))
+        elif action == "unpause":
+            self._call("unpause", lambda: api.unpause(container_id))
+        elif action == "kill":
+            self._call("kill", lambda: api.kill(container_id, signal=signal or "KILL"))
+        else:
+            raise InvalidArgument(f"{action!r}: expected pause, unpause or kill")
+
     def top(self, container_id: str) -> tuple[list[str], list[list[str]]]:
         found = self._call("top", lambda: self.client.api.top(container_id))
         return list(found.get("Titles") or []), [list(p) for p in found.get("Processes") or []]

@@ -1,5 +1,6 @@
-"""Logs, exec and top for one container, asked by the control plane over the agent's
-stream and answered on it in pieces (so hosts open no port of their own)."""
+"""Logs, exec, top and signals (pause, unpause, kill) for one container, asked by the
+control plane over the agent's stream and answered on it in pieces (so hosts open no
+port of their own)."""
 
 from __future__ import annotations
 
@@ -101,6 +102,18 @@ class RequestHandler:
                     processes=[pb.ProcessRow(fields=r) for r in rows],
                 )
                 await send(pb.ContainerResponse(id=request.id, top=top))
+            elif action == "signal":
+                signal = request.signal
+                await call(
+                    self._runtime,
+                    self._runtime.signal,
+                    container.container_id,
+                    signal.action,
+                    signal.signal,
+                )
+                log.info("%s %s.%d %s", signal.action, request.app, request.slot, signal.signal)
+                # Said back: an agent older than the request would answer only "done".
+                await send(pb.ContainerResponse(id=request.id, data=signal.action.encode()))
             await send(pb.ContainerResponse(id=request.id, done=True))
         except FleetError as error:
             await send(pb.ContainerResponse(id=request.id, done=True, error=str(error)))

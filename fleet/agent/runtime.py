@@ -251,6 +251,10 @@ class Runtime(Protocol):
         """(titles, one row per process) of the container's processes."""
         ...
 
+    def signal(self, container_id: str, action: str, signal: str) -> None:
+        """``pause``, ``unpause``, or ``kill`` with ``signal`` (a name or number)."""
+        ...
+
 
 @runtime_checkable
 class FollowedEvents(Protocol):

@@ -603,6 +603,7 @@ class ContainerRequest(_message.Message):
     EXEC_FIELD_NUMBER: _builtins.int
     TOP_FIELD_NUMBER: _builtins.int
     CANCEL_FIELD_NUMBER: _builtins.int
+    SIGNAL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     app: _builtins.str
     slot: _builtins.int
@@ -614,6 +615,10 @@ class ContainerRequest(_message.Message):
     def exec(self) -> Global___ExecRequest: ...
     @_builtins.property
     def top(self) -> Global___TopRequest: ...
+    @_builtins.property
+    def signal(self) -> Global___SignalRequest:
+        """pause, unpause or kill the container"""
+
     def __init__(
         self,
         *,
@@ -624,12 +629,13 @@ class ContainerRequest(_message.Message):
         exec: Global___ExecRequest | None = ...,
         top: Global___TopRequest | None = ...,
         cancel: _builtins.bool = ...,
+        signal: Global___SignalRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "cancel", b"cancel", "exec", b"exec", "logs", b"logs", "top", b"top"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "cancel", b"cancel", "exec", b"exec", "logs", b"logs", "signal", b"signal", "top", b"top"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "app", b"app", "cancel", b"cancel", "exec", b"exec", "id", b"id", "logs", b"logs", "slot", b"slot", "top", b"top"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "app", b"app", "cancel", b"cancel", "exec", b"exec", "id", b"id", "logs", b"logs", "signal", b"signal", "slot", b"slot", "top", b"top"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["logs", "exec", "top", "cancel"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["logs", "exec", "top", "cancel", "signal"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 
@@ -3338,3 +3344,88 @@ class ExecRelayOutput(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___ExecRelayOutput: _TypeAlias = ExecRelayOutput  # noqa: Y015
+
+@_typing.final
+class SignalRequest(_message.Message):
+    """---------------------------------------------------------------- pause, unpause, kill"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_FIELD_NUMBER: _builtins.int
+    SLOT_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    SIGNAL_FIELD_NUMBER: _builtins.int
+    app: _builtins.str
+    slot: _builtins.int
+    """-1: every replica of the app"""
+    action: _builtins.str
+    """pause | unpause | kill"""
+    signal: _builtins.str
+    """kill: HUP, SIGHUP or 1 ("" : KILL)"""
+    def __init__(
+        self,
+        *,
+        app: _builtins.str = ...,
+        slot: _builtins.int = ...,
+        action: _builtins.str = ...,
+        signal: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "app", b"app", "signal", b"signal", "slot", b"slot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignalRequest: _TypeAlias = SignalRequest  # noqa: Y015
+
+@_typing.final
+class SignalResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    SIGNAL_FIELD_NUMBER: _builtins.int
+    signal: _builtins.str
+    """kill: the signal sent (SIGHUP, or a number)"""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignalResult]:
+        """one per replica, by slot"""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___SignalResult] | None = ...,
+        signal: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results", "signal", b"signal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignalResponse: _TypeAlias = SignalResponse  # noqa: Y015
+
+@_typing.final
+class SignalResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLOT_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    slot: _builtins.int
+    host: _builtins.str
+    error: _builtins.str
+    """"" : done"""
+    def __init__(
+        self,
+        *,
+        slot: _builtins.int = ...,
+        host: _builtins.str = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "host", b"host", "slot", b"slot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignalResult: _TypeAlias = SignalResult  # noqa: Y015

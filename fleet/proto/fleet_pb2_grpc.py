@@ -357,6 +357,11 @@ class FleetServiceStub:
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.ExecInput.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.ExecOutput.FromString,
                 _registered_method=True)
+        self.SignalReplicas = channel.unary_unary(
+                '/fleet.v1.FleetService/SignalReplicas',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.SignalRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.SignalResponse.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -605,6 +610,14 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SignalReplicas(self, request, context):
+        """Pause, unpause or send a signal to an app's replicas (docker pause/unpause/kill),
+        through each host's agent (deployers and admins).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -802,6 +815,11 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.ExecStream,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.ExecInput.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.ExecOutput.SerializeToString,
+            ),
+            'SignalReplicas': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignalReplicas,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.SignalRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.SignalResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1859,6 +1877,33 @@ class FleetService:
             '/fleet.v1.FleetService/ExecStream',
             fleet_dot_proto_dot_fleet__pb2.ExecInput.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.ExecOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignalReplicas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/SignalReplicas',
+            fleet_dot_proto_dot_fleet__pb2.SignalRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.SignalResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -143,6 +143,10 @@ class FleetServiceStub:
     client sends ExecStart, then input and resizes; the server answers ExecStarted,
     then output, then ExecExit (admin only, as Exec).
     """
+    SignalReplicas: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.SignalRequest, _fleet_pb2.SignalResponse]
+    """Pause, unpause or send a signal to an app's replicas (docker pause/unpause/kill),
+    through each host's agent (deployers and admins).
+    """
 
 @_typing.type_check_only
 class FleetServiceAsyncStub(FleetServiceStub):
@@ -196,6 +200,10 @@ class FleetServiceAsyncStub(FleetServiceStub):
     """A command in a replica with its input streamed in (and a terminal, with tty): the
     client sends ExecStart, then input and resizes; the server answers ExecStarted,
     then output, then ExecExit (admin only, as Exec).
+    """
+    SignalReplicas: _aio.UnaryUnaryMultiCallable[_fleet_pb2.SignalRequest, _fleet_pb2.SignalResponse]  # type: ignore[assignment]
+    """Pause, unpause or send a signal to an app's replicas (docker pause/unpause/kill),
+    through each host's agent (deployers and admins).
     """
 
 class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -481,6 +489,16 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
         """A command in a replica with its input streamed in (and a terminal, with tty): the
         client sends ExecStart, then input and resizes; the server answers ExecStarted,
         then output, then ExecExit (admin only, as Exec).
+        """
+
+    @_abc_1.abstractmethod
+    def SignalReplicas(
+        self,
+        request: _fleet_pb2.SignalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.SignalResponse, _abc.Awaitable[_fleet_pb2.SignalResponse]]:
+        """Pause, unpause or send a signal to an app's replicas (docker pause/unpause/kill),
+        through each host's agent (deployers and admins).
         """
 
 def add_FleetServiceServicer_to_server(servicer: FleetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -258,6 +258,9 @@ class HollowRuntime:
     def top(self, container_id: str) -> tuple[list[str], list[list[str]]]:
         raise Unavailable("a hollow host runs no processes")
 
+    def signal(self, container_id: str, action: str, signal: str) -> None:
+        raise Unavailable("a hollow host runs no processes")
+
     def kill(self, container_id: str, exit_code: int = 137) -> None:
         """A container dies (for tests of restart policies at scale)."""
         with self._lock:
