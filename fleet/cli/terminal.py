@@ -25,12 +25,13 @@ from types import FrameType
 
 from fleet.client import FleetClient
 from fleet.errors import InvalidArgument, Unavailable
+from fleet.execio import CHUNK
 from fleet.proto import fleet_pb2 as pb
 
 __all__ = ["run_session", "terminal_size"]
 
 _STDIN_AHEAD = 32  # reads of stdin waiting to be sent, at most
-_READ = 4096
+_READ = CHUNK  # a tty returns what was typed; a pipe, up to this
 _UNKNOWN_EXIT = 255  # the command's exit code could not be had (as ssh's own failures)
 
 
