@@ -200,7 +200,7 @@ def test_an_agent_that_goes_away_ends_the_session_and_its_command(fleet: Fleet) 
         assert b"agent disconnected" in term.seen
 
 
-def test_exec_i_streams_stdin_without_a_terminal(fleet: Fleet) -> None:
+def test_exec_i_streams_stdin_without_a_terminal_and_is_for_admins_only(fleet: Fleet) -> None:
     _box(fleet)
     command, env = _cli(
         fleet, "exec", "-i", "box", "--", "sh", "-c", "tr a-z A-Z; echo to-stderr >&2; exit 4"
@@ -216,9 +216,7 @@ def test_exec_i_streams_stdin_without_a_terminal(fleet: Fleet) -> None:
     refused = subprocess.run(command, env=env, input=b"", capture_output=True, timeout=60)
     assert refused.returncode == 1 and b"not a terminal" in refused.stderr
 
-
-def test_exec_stream_is_for_admins_only(fleet: Fleet) -> None:
-    _box(fleet)
+    # Admins only: a deployer is refused before anything of the request is read.
     start = pb.ExecStart(app="box", slot=-1, command=["sh"], tty=True, stdin=True)
     deployer = fleet.server.client("dan", Role.deployer)
     with deployer, pytest.raises(PermissionDenied, match="run commands in containers"):
