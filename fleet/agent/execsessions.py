@@ -194,6 +194,8 @@ class _Session:
             except OSError as error:  # the command is gone: its output's end says the rest
                 log.debug("exec %s: input refused: %s", self.id[:8], error)
                 return
+            except Exception as error:  # dockerd refused a resize, say: the session goes on
+                log.warning("exec %s: %s failed: %s", self.id[:8], kind, error)
             cost = input_cost(message)
             self._queued -= cost
             self._written += cost
