@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -24,7 +24,7 @@ from fleet.refusals import explain_refusal
 from fleet.spec import AppSpec
 from fleet.transport import Transport
 
-__all__ = ["DEFAULT_SERVER", "FleetClient", "servers_from"]
+__all__ = ["DEFAULT_SERVER", "ExecCall", "FleetClient", "servers_from"]
 
 DEFAULT_SERVER = "127.0.0.1:7400"
 
@@ -40,6 +40,28 @@ def servers_from(value: str | None) -> list[str]:
         if not sep or not host or not port.isdigit():
             raise InvalidArgument(f"server address {server!r} must be HOST:PORT")
     return servers
+
+
+class ExecCall:
+    """An open ``ExecStream``: iterate it for the answer (fleet errors, never
+    ``grpc.RpcError``); ``cancel`` hangs up (the command is hung up too)."""
+
+    def __init__(self, call: Any, to_error: Callable[[grpc.RpcError], FleetError]) -> None:
+        self._call = call
+        self._to_error = to_error
+        self._hung_up = False
+
+    def __iter__(self) -> Iterator[pb.ExecOutput]:
+        try:
+            yield from self._call
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.CANCELLED and self._hung_up:
+                return  # we hung up ourselves
+            raise self._to_error(error) from None
+
+    def cancel(self) -> None:
+        self._hung_up = True
+        self._call.cancel()
 
 
 class FleetClient:
@@ -295,6 +317,25 @@ class FleetClient:
     def exec(self, app: str, command: Sequence[str], *, slot: int = -1) -> pb.ExecResponse:
         request = pb.ExecRequest(app=app, slot=slot, command=list(command))
         response: pb.ExecResponse = self._call(lambda s: s.Exec(request, timeout=self.timeout))
+        return response
+
+    def exec_stream(self, inputs: Iterator[pb.ExecInput]) -> ExecCall:
+        """A command in a replica with its input streamed (``fleet exec -i``, with a
+        terminal if ``ExecStart.tty``): ``inputs`` starts with ``ExecStart``, then input
+        and resizes as they come (read by gRPC's thread); the answer's messages are
+        ``ExecStarted``, output, and ``ExecExit`` last. No deadline: it is interactive."""
+        call = self._call(lambda s: s.ExecStream(inputs))
+        return ExecCall(call, self._stream_error)
+
+    def signal_replicas(
+        self, app: str, action: str, *, slot: int = -1, signal: str = ""
+    ) -> pb.SignalResponse:
+        """``pause``, ``unpause`` or ``kill`` (with ``signal``) the app's replicas (one
+        with ``slot``): one result per replica, its ``error`` set where it failed."""
+        request = pb.SignalRequest(app=app, slot=slot, action=action, signal=signal)
+        response: pb.SignalResponse = self._call(
+            lambda s: s.SignalReplicas(request, timeout=self.timeout)
+        )
         return response
 
     def top(self, *, app: str = "", host: str = "") -> list[pb.TopResponse]:

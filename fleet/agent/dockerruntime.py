@@ -24,6 +24,7 @@ from docker.utils import parse_repository_tag
 from google.protobuf import json_format
 
 from fleet.agent.dockererrors import DOCKER_ERRORS, pull_failure, translate
+from fleet.agent.dockerexec import DockerExec
 from fleet.agent.runtime import (
     LABEL_APP,
     LABEL_GRACE,
@@ -456,6 +457,22 @@ class DockerRuntime:
         output = self._call("exec", lambda: api.exec_start(created["Id"]))
         code = self._call("exec", lambda: api.exec_inspect(created["Id"]))["ExitCode"]
         return int(code if code is not None else -1), bytes(output)[:limit]
+
+    def exec_open(
+        self, container_id: str, command: list[str], *, tty: bool, env: list[str]
+    ) -> DockerExec:
+        return DockerExec.open(self.client.api, container_id, command, tty=tty, env=env)
+
+    def signal(self, container_id: str, action: str, signal: str) -> None:
+        api = self.client.api
+        if action == "pause":
+            self._call("pause", lambda: api.pause(container_id))
+        elif action == "unpause":
+            self._call("unpause", lambda: api.unpause(container_id))
+        elif action == "kill":
+            self._call("kill", lambda: api.kill(container_id, signal=signal or "KILL"))
+        else:
+            raise InvalidArgument(f"{action!r}: expected pause, unpause or kill")
 
     def top(self, container_id: str) -> tuple[list[str], list[list[str]]]:
         found = self._call("top", lambda: self.client.api.top(container_id))

@@ -1,5 +1,6 @@
-"""Logs, exec and top for one container, asked by the control plane over the agent's
-stream and answered on it in pieces (so hosts open no port of their own)."""
+"""Logs, exec, top and signals (pause, unpause, kill) for one container, asked by the
+control plane over the agent's stream and answered on it in pieces (so hosts open no
+port of their own)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ class RequestHandler:
         self._broke = WarnOnce(log, "log stream")
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    async def _find(self, app: str, slot: int) -> ObservedContainer | None:
+    async def find(self, app: str, slot: int) -> ObservedContainer | None:
         """The replica's container (a running one first); asks dockerd when the last
         reconcile round has not seen it yet."""
         for containers in (self._containers(), None):
@@ -69,7 +70,7 @@ class RequestHandler:
             self.cancel(request_id)
 
     async def _run(self, request: pb.ContainerRequest, send: Send) -> None:
-        container = await self._find(request.app, request.slot)
+        container = await self.find(request.app, request.slot)
         if container is None:
             await send(
                 pb.ContainerResponse(
@@ -101,6 +102,18 @@ class RequestHandler:
                     processes=[pb.ProcessRow(fields=r) for r in rows],
                 )
                 await send(pb.ContainerResponse(id=request.id, top=top))
+            elif action == "signal":
+                signal = request.signal
+                await call(
+                    self._runtime,
+                    self._runtime.signal,
+                    container.container_id,
+                    signal.action,
+                    signal.signal,
+                )
+                log.info("%s %s.%d %s", signal.action, request.app, request.slot, signal.signal)
+                # Said back: an agent older than the request would answer only "done".
+                await send(pb.ContainerResponse(id=request.id, data=signal.action.encode()))
             await send(pb.ContainerResponse(id=request.id, done=True))
         except FleetError as error:
             await send(pb.ContainerResponse(id=request.id, done=True, error=str(error)))

@@ -25,6 +25,7 @@ from fleet.proto import fleet_pb2 as pb
 
 __all__ = [
     "LABEL_APP",
+    "ExecConnection",
     "FollowedEvents",
     "LogStream",
     "ObservedContainer",
@@ -141,6 +142,36 @@ class LogStream(Protocol):
     def close(self) -> None: ...
 
 
+class ExecConnection(Protocol):
+    """A started exec with its input attached (blocking calls: ``read`` in one thread,
+    the others from another). Without a terminal, ``read`` returns Docker's multiplexed
+    stream (``fleet.agent.dockerstream``); with one, the terminal's raw output."""
+
+    tty: bool
+
+    def read(self) -> bytes:
+        """The next output (b"": it ended, or ``close`` was called)."""
+        ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def close_input(self) -> None:
+        """End of input: the command reads EOF."""
+        ...
+
+    def resize(self, rows: int, cols: int, *, first: bool = False) -> None: ...
+
+    def exit_code(self) -> int | None:
+        """The command's exit code once it ended; None if the runtime cannot say."""
+        ...
+
+    def hang_up(self) -> None:
+        """SIGHUP the command if it still runs (its client went away)."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class Runtime(Protocol):
     """What the agent needs of a container runtime. It lists, stops and removes only
     containers labelled as fleet's: anything else on the host is left alone. Failures
@@ -209,8 +240,19 @@ class Runtime(Protocol):
         """Run ``command`` in the container; (exit code, first ``limit`` bytes of output)."""
         ...
 
+    def exec_open(
+        self, container_id: str, command: list[str], *, tty: bool, env: list[str]
+    ) -> ExecConnection:
+        """Start ``command`` in the container with its input attached (and a terminal
+        with ``tty``); ``env``: extra ``NAME=value`` for it."""
+        ...
+
     def top(self, container_id: str) -> tuple[list[str], list[list[str]]]:
         """(titles, one row per process) of the container's processes."""
+        ...
+
+    def signal(self, container_id: str, action: str, signal: str) -> None:
+        """``pause``, ``unpause``, or ``kill`` with ``signal`` (a name or number)."""
         ...
 
 

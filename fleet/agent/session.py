@@ -4,7 +4,8 @@
 On each stream the agent registers (capacity, labels, facts), then sends heartbeats
 (``fleet.agent.report``) and its queued events, and takes what the control plane sends:
 desired sets (stored for the reconcile loop, which is woken), host commands
-(``fleet.agent.hostcommands``) and log/exec/top requests (``fleet.agent.requests``).
+(``fleet.agent.hostcommands``), log/exec/top requests (``fleet.agent.requests``) and
+exec sessions with their input streamed (``fleet.agent.execsessions``).
 Events that were queued for a stream that then broke go back to the front of the
 queue, for the next one.
 
@@ -34,6 +35,7 @@ import grpc.aio
 from fleet.agent.certwatch import CertificateWatch
 from fleet.agent.config import AgentConfig
 from fleet.agent.events import EventQueue, own
+from fleet.agent.execsessions import ExecSessions
 from fleet.agent.health import Prober
 from fleet.agent.hostcommands import CommandRunner, HostCommands
 from fleet.agent.logonce import FailureLog
@@ -176,6 +178,7 @@ class Session:
         self._prober = prober
         self._failures = failures
         self._requests = RequestHandler(runtime, lambda: state.observed)
+        self._execs = ExecSessions(runtime, self._requests.find)
         self.commands = HostCommands(config, state.events, runner)
         tls = config.transport.tls
         self._certs = CertificateWatch(tls) if tls is not None else None
@@ -297,6 +300,9 @@ class Session:
             async def respond(response: pb.ContainerResponse) -> None:
                 await outbox.put(pb.AgentMessage(response=response))
 
+            async def relay_exec(output: pb.ExecRelayOutput) -> None:
+                await outbox.put(pb.AgentMessage(exec_output=output))
+
             first_set = True
             self.edge.new_stream()
             try:
@@ -314,6 +320,8 @@ class Session:
                         senders = asyncio.create_task(outbox.send_events())
                     elif kind == "request":
                         self._requests.submit(message.request, respond)
+                    elif kind == "exec_input":
+                        self._execs.handle(message.exec_input, relay_exec)
                     elif kind == "desired" and (
                         # Versions rise with etcd's revision; an older set from a lagging
                         # server is ignored, except the first one of a new stream.
@@ -337,6 +345,7 @@ class Session:
                     if task is not None:
                         task.cancel()
                 self._requests.cancel_all()
+                self._execs.cancel_all()
                 call.cancel()
                 outbox.close()
                 self._outbox = None

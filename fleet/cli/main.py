@@ -20,6 +20,7 @@ from fleet.cli import (
     policy,
     rollouts,
     secrets,
+    signals,
     tokens,
     version,
 )
@@ -51,6 +52,9 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "logs": observe.logs,
     "exec": observe.exec_,
     "top": observe.top,
+    "pause": signals.pause,
+    "unpause": signals.unpause,
+    "kill": signals.kill,
     "cordon": hosts.cordon,
     "uncordon": hosts.uncordon,
     "scale": apps.scale,

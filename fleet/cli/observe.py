@@ -1,7 +1,8 @@
 """Watching what runs: ``ps``, ``events``, ``stats``, ``logs``, ``top``, and ``exec`` to
 run a command in a replica.
 
-All but ``exec`` only read. ``ps`` prints the containers table of ``fleet.cli.tables``;
+All but ``exec`` only read; ``exec -i``/``-it`` streams input, with a terminal
+(``fleet.cli.terminal``). ``ps`` prints the containers table of ``fleet.cli.tables``;
 the others print what they are sent as it comes.
 """
 
@@ -31,6 +32,7 @@ from fleet.cli.output import (
     to_dict,
 )
 from fleet.cli.tables import print_containers
+from fleet.cli.terminal import run_session
 from fleet.proto import fleet_pb2 as pb
 
 __all__ = ["events", "exec_", "logs", "ps", "stats", "top"]
@@ -188,15 +190,36 @@ def exec_(
         str, typer.Argument(metavar="APP[/SLOT]", help="The app, and which replica.")
     ],
     command: Annotated[list[str], typer.Argument(help="The command, after --.")],
+    interactive: Annotated[
+        bool,
+        typer.Option(
+            "--interactive", "-i", help="Stream this terminal's input to the command (stdin)."
+        ),
+    ] = False,
+    tty: Annotated[
+        bool,
+        typer.Option(
+            "--tty",
+            "-t",
+            help="Give the command a terminal; with -i this one goes raw, so Ctrl-C and "
+            "every other key reach the command, and its size follows this one's.",
+        ),
+    ] = False,
     conn: Connection = CONNECTION,
 ) -> None:
     """Run a command in a replica (admin only) and exit with its exit code:
-    `fleet exec web/0 -- cat /etc/hostname`."""
+    `fleet exec web/0 -- cat /etc/hostname`; a shell: `fleet exec -it web -- sh`."""
     app_name, _, slot_text = target.partition("/")
     if slot_text and not slot_text.isdigit():
         fail(f"{target!r}: expected APP or APP/SLOT")
+    slot = int(slot_text) if slot_text else -1
     with conn.client() as client:
-        result = client.exec(app_name, command, slot=int(slot_text) if slot_text else -1)
+        if interactive or tty:
+            start = pb.ExecStart(
+                app=app_name, slot=slot, command=command, tty=tty, stdin=interactive
+            )
+            raise typer.Exit(run_session(client, start))
+        result = client.exec(app_name, command, slot=slot)
     sys.stdout.buffer.write(result.output)
     sys.stdout.flush()
     raise typer.Exit(result.exit_code)

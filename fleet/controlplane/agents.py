@@ -2,7 +2,8 @@
 service is its end. Registration comes first; then heartbeats (their reports go to the
 ``ReportQueue``), events (to ``AgentEvents``) and answers to relayed requests come
 in, while desired sets (``DesiredPush``), the routing table to edge hosts
-(``EdgePush``) and relayed requests (logs, exec, top) go out.
+(``EdgePush``) and relayed requests (logs, exec, top) go out; exec sessions with
+streamed input go both ways (``ExecRelay``).
 
 Registering writes the host's record (``registration``) and its liveness key, bound
 to this replica's own etcd lease; the key's revision names the session, and every
@@ -38,6 +39,7 @@ from fleet.controlplane.auth import caller
 from fleet.controlplane.desiredpush import DesiredPush
 from fleet.controlplane.edgepush import EdgePush
 from fleet.controlplane.eventgate import GateLimits
+from fleet.controlplane.execrelay import ExecRelay
 from fleet.controlplane.joining import Signer
 from fleet.controlplane.registration import HostLimits, denied_message, host_record
 from fleet.controlplane.reportqueue import ReportQueue
@@ -88,6 +90,7 @@ class _Session:
         self.outbox = outbox
         self.serial = serial  # of the certificate the agent presented ("" : plaintext)
         self.pending: dict[str, asyncio.Queue[pb.ContainerResponse]] = {}
+        self.execs: dict[str, ExecRelay] = {}  # exec sessions with streamed input, by id
         self.denied: str | None = None  # why the session must end: its certificate is denied
         self.ended = asyncio.Event()
 
@@ -101,6 +104,8 @@ class _Session:
         for queue in self.pending.values():
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(pb.ContainerResponse(done=True, error="the host disconnected"))
+        for relay in list(self.execs.values()):
+            relay.fail(f"host {self.host_id}'s agent disconnected", agent_gone=True)
 
 
 class AgentService(pb_grpc.AgentServiceServicer):
@@ -346,6 +351,11 @@ class AgentService(pb_grpc.AgentServiceServicer):
             if kind == "events":
                 self.events.queue(host_id, message.events.events)
                 continue
+            if kind == "exec_output":
+                relay = session.execs.get(message.exec_output.id)
+                if relay is not None:
+                    relay.deliver(message.exec_output)
+                continue
             if kind == "response":
                 queue = session.pending.get(message.response.id)
                 if queue is not None:
@@ -399,6 +409,18 @@ class AgentService(pb_grpc.AgentServiceServicer):
             if not finished:  # the caller went away: stop the agent's side too
                 cancel = pb.ContainerRequest(id=request.id, cancel=True)
                 await session.outbox.put(pb.ServerMessage(request=cancel))
+
+    def open_exec(self, host_id: str) -> ExecRelay:
+        """A new exec session with ``host_id``'s agent (``ExecRelay.open`` starts it)."""
+        session = self._sessions.get(host_id)
+        if session is None:
+            raise FailedPrecondition(f"host {host_id} is not connected to this control plane")
+        session_id = uuid.uuid4().hex
+        relay = ExecRelay(
+            session_id, host_id, session.outbox, lambda: session.execs.pop(session_id, None)
+        )
+        session.execs[session_id] = relay
+        return relay
 
     async def close(self) -> None:
         """Stop the dispatcher and the writers (the sessions end with the server), and

@@ -7,8 +7,9 @@ the role (see ``fleet.pki``). Nothing a caller sends in a message decides who it
     role        may
     admin       everything (the only role that sets secrets and the container policy,
                 manages tokens and execs into containers)
-    deployer    read apps and hosts; apply, scale and delete apps; logs and top (process
-                lists: command lines may hold secrets); list secret names; /metrics
+    deployer    read apps and hosts; apply, scale, delete, pause and kill apps; logs and
+                top (process lists: command lines may hold secrets); list secret names;
+                /metrics
     viewer      read apps and hosts; /metrics
     (agent)     only its own stream, as the host its certificate names
 

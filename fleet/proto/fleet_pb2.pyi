@@ -82,6 +82,7 @@ class AgentMessage(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     RESPONSE_FIELD_NUMBER: _builtins.int
+    EXEC_OUTPUT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def register(self) -> Global___Register: ...
     @_builtins.property
@@ -90,6 +91,10 @@ class AgentMessage(_message.Message):
     def events(self) -> Global___EventBatch: ...
     @_builtins.property
     def response(self) -> Global___ContainerResponse: ...
+    @_builtins.property
+    def exec_output(self) -> Global___ExecRelayOutput:
+        """a terminal session's output (ExecStream)"""
+
     def __init__(
         self,
         *,
@@ -97,12 +102,13 @@ class AgentMessage(_message.Message):
         heartbeat: Global___Heartbeat | None = ...,
         events: Global___EventBatch | None = ...,
         response: Global___ContainerResponse | None = ...,
+        exec_output: Global___ExecRelayOutput | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "heartbeat", b"heartbeat", "kind", b"kind", "register", b"register", "response", b"response"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "exec_output", b"exec_output", "heartbeat", b"heartbeat", "kind", b"kind", "register", b"register", "response", b"response"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "heartbeat", b"heartbeat", "kind", b"kind", "register", b"register", "response", b"response"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "exec_output", b"exec_output", "heartbeat", b"heartbeat", "kind", b"kind", "register", b"register", "response", b"response"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["register", "heartbeat", "events", "response"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["register", "heartbeat", "events", "response", "exec_output"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -438,6 +444,7 @@ class ServerMessage(_message.Message):
     DESIRED_FIELD_NUMBER: _builtins.int
     REQUEST_FIELD_NUMBER: _builtins.int
     EDGE_FIELD_NUMBER: _builtins.int
+    EXEC_INPUT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def registered(self) -> Global___Registered: ...
     @_builtins.property
@@ -448,6 +455,10 @@ class ServerMessage(_message.Message):
     def edge(self) -> Global___EdgeConfig:
         """to edge hosts only: the whole routing table"""
 
+    @_builtins.property
+    def exec_input(self) -> Global___ExecRelayInput:
+        """a terminal session's input (ExecStream)"""
+
     def __init__(
         self,
         *,
@@ -455,12 +466,13 @@ class ServerMessage(_message.Message):
         desired: Global___DesiredSet | None = ...,
         request: Global___ContainerRequest | None = ...,
         edge: Global___EdgeConfig | None = ...,
+        exec_input: Global___ExecRelayInput | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["desired", b"desired", "edge", b"edge", "kind", b"kind", "registered", b"registered", "request", b"request"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["desired", b"desired", "edge", b"edge", "exec_input", b"exec_input", "kind", b"kind", "registered", b"registered", "request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["desired", b"desired", "edge", b"edge", "kind", b"kind", "registered", b"registered", "request", b"request"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["desired", b"desired", "edge", b"edge", "exec_input", b"exec_input", "kind", b"kind", "registered", b"registered", "request", b"request"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["registered", "desired", "request", "edge"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["registered", "desired", "request", "edge", "exec_input"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -591,6 +603,7 @@ class ContainerRequest(_message.Message):
     EXEC_FIELD_NUMBER: _builtins.int
     TOP_FIELD_NUMBER: _builtins.int
     CANCEL_FIELD_NUMBER: _builtins.int
+    SIGNAL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     app: _builtins.str
     slot: _builtins.int
@@ -602,6 +615,10 @@ class ContainerRequest(_message.Message):
     def exec(self) -> Global___ExecRequest: ...
     @_builtins.property
     def top(self) -> Global___TopRequest: ...
+    @_builtins.property
+    def signal(self) -> Global___SignalRequest:
+        """pause, unpause or kill the container"""
+
     def __init__(
         self,
         *,
@@ -612,12 +629,13 @@ class ContainerRequest(_message.Message):
         exec: Global___ExecRequest | None = ...,
         top: Global___TopRequest | None = ...,
         cancel: _builtins.bool = ...,
+        signal: Global___SignalRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "cancel", b"cancel", "exec", b"exec", "logs", b"logs", "top", b"top"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "cancel", b"cancel", "exec", b"exec", "logs", b"logs", "signal", b"signal", "top", b"top"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "app", b"app", "cancel", b"cancel", "exec", b"exec", "id", b"id", "logs", b"logs", "slot", b"slot", "top", b"top"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "app", b"app", "cancel", b"cancel", "exec", b"exec", "id", b"id", "logs", b"logs", "signal", b"signal", "slot", b"slot", "top", b"top"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["logs", "exec", "top", "cancel"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["logs", "exec", "top", "cancel", "signal"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 
@@ -3318,3 +3336,374 @@ class LogConfig(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LogConfig: _TypeAlias = LogConfig  # noqa: Y015
+
+@_typing.final
+class ExecInput(_message.Message):
+    """---------------------------------------------------------------- exec with a terminal
+
+    ExecStream relays a session between the CLI and the agent of the replica's host, over
+    the agent's own stream (ExecRelayInput / ExecRelayOutput, matched by id). The agent's
+    stream carries every session of the host, so each direction has a window of credit
+    (fleet/execio.py): the agent sends at most WINDOW bytes of output the control plane
+    has not passed on ("consumed"), and the control plane at most WINDOW of input cost the
+    agent has not written into the exec; neither side holds more than that per session.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    STDIN_FIELD_NUMBER: _builtins.int
+    RESIZE_FIELD_NUMBER: _builtins.int
+    CLOSE_STDIN_FIELD_NUMBER: _builtins.int
+    stdin: _builtins.bytes
+    close_stdin: _builtins.bool
+    """the input ended (EOF)"""
+    @_builtins.property
+    def start(self) -> Global___ExecStart:
+        """first, once"""
+
+    @_builtins.property
+    def resize(self) -> Global___TerminalSize: ...
+    def __init__(
+        self,
+        *,
+        start: Global___ExecStart | None = ...,
+        stdin: _builtins.bytes = ...,
+        resize: Global___TerminalSize | None = ...,
+        close_stdin: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["close_stdin", b"close_stdin", "kind", b"kind", "resize", b"resize", "start", b"start", "stdin", b"stdin"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["close_stdin", b"close_stdin", "kind", b"kind", "resize", b"resize", "start", b"start", "stdin", b"stdin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["start", "stdin", "resize", "close_stdin"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___ExecInput: _TypeAlias = ExecInput  # noqa: Y015
+
+@_typing.final
+class ExecStart(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_FIELD_NUMBER: _builtins.int
+    SLOT_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    TTY_FIELD_NUMBER: _builtins.int
+    STDIN_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    TERM_FIELD_NUMBER: _builtins.int
+    app: _builtins.str
+    slot: _builtins.int
+    """-1: the first replica"""
+    tty: _builtins.bool
+    """a terminal (docker exec -t)"""
+    stdin: _builtins.bool
+    """input is streamed (docker exec -i)"""
+    term: _builtins.str
+    """tty: TERM for the command ("" : none)"""
+    @_builtins.property
+    def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def size(self) -> Global___TerminalSize:
+        """tty: its size at the start"""
+
+    def __init__(
+        self,
+        *,
+        app: _builtins.str = ...,
+        slot: _builtins.int = ...,
+        command: _abc.Iterable[_builtins.str] | None = ...,
+        tty: _builtins.bool = ...,
+        stdin: _builtins.bool = ...,
+        size: Global___TerminalSize | None = ...,
+        term: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["size", b"size"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "command", b"command", "size", b"size", "slot", b"slot", "stdin", b"stdin", "term", b"term", "tty", b"tty"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecStart: _TypeAlias = ExecStart  # noqa: Y015
+
+@_typing.final
+class TerminalSize(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROWS_FIELD_NUMBER: _builtins.int
+    COLS_FIELD_NUMBER: _builtins.int
+    rows: _builtins.int
+    cols: _builtins.int
+    def __init__(
+        self,
+        *,
+        rows: _builtins.int = ...,
+        cols: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cols", b"cols", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TerminalSize: _TypeAlias = TerminalSize  # noqa: Y015
+
+@_typing.final
+class ExecOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STARTED_FIELD_NUMBER: _builtins.int
+    STDOUT_FIELD_NUMBER: _builtins.int
+    STDERR_FIELD_NUMBER: _builtins.int
+    EXIT_FIELD_NUMBER: _builtins.int
+    stdout: _builtins.bytes
+    """with a tty: everything the terminal shows"""
+    stderr: _builtins.bytes
+    """without a tty only"""
+    @_builtins.property
+    def started(self) -> Global___ExecStarted:
+        """first: the command runs"""
+
+    @_builtins.property
+    def exit(self) -> Global___ExecExit:
+        """last"""
+
+    def __init__(
+        self,
+        *,
+        started: Global___ExecStarted | None = ...,
+        stdout: _builtins.bytes = ...,
+        stderr: _builtins.bytes = ...,
+        exit: Global___ExecExit | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["exit", b"exit", "kind", b"kind", "started", b"started", "stderr", b"stderr", "stdout", b"stdout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit", b"exit", "kind", b"kind", "started", b"started", "stderr", b"stderr", "stdout", b"stdout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["started", "stdout", "stderr", "exit"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___ExecOutput: _TypeAlias = ExecOutput  # noqa: Y015
+
+@_typing.final
+class ExecStarted(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    SLOT_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    slot: _builtins.int
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        slot: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "slot", b"slot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecStarted: _TypeAlias = ExecStarted  # noqa: Y015
+
+@_typing.final
+class ExecExit(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """-1: unknown (its container went away)"""
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecExit: _TypeAlias = ExecExit  # noqa: Y015
+
+@_typing.final
+class ExecRelayInput(_message.Message):
+    """Control plane -> agent, for the session ``id``."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    OPEN_FIELD_NUMBER: _builtins.int
+    STDIN_FIELD_NUMBER: _builtins.int
+    RESIZE_FIELD_NUMBER: _builtins.int
+    CLOSE_STDIN_FIELD_NUMBER: _builtins.int
+    CONSUMED_FIELD_NUMBER: _builtins.int
+    CANCEL_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    stdin: _builtins.bytes
+    close_stdin: _builtins.bool
+    consumed: _builtins.int
+    """output bytes passed on so far (credit)"""
+    cancel: _builtins.bool
+    """the client went away: hang up, forget it"""
+    @_builtins.property
+    def open(self) -> Global___ExecStart:
+        """first; slot is the replica's"""
+
+    @_builtins.property
+    def resize(self) -> Global___TerminalSize: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        open: Global___ExecStart | None = ...,
+        stdin: _builtins.bytes = ...,
+        resize: Global___TerminalSize | None = ...,
+        close_stdin: _builtins.bool = ...,
+        consumed: _builtins.int = ...,
+        cancel: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "close_stdin", b"close_stdin", "consumed", b"consumed", "kind", b"kind", "open", b"open", "resize", b"resize", "stdin", b"stdin"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "close_stdin", b"close_stdin", "consumed", b"consumed", "id", b"id", "kind", b"kind", "open", b"open", "resize", b"resize", "stdin", b"stdin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["open", "stdin", "resize", "close_stdin", "consumed", "cancel"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___ExecRelayInput: _TypeAlias = ExecRelayInput  # noqa: Y015
+
+@_typing.final
+class ExecRelayOutput(_message.Message):
+    """Agent -> control plane, for the session ``id``."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    STARTED_FIELD_NUMBER: _builtins.int
+    STDOUT_FIELD_NUMBER: _builtins.int
+    STDERR_FIELD_NUMBER: _builtins.int
+    CONSUMED_FIELD_NUMBER: _builtins.int
+    EXIT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    started: _builtins.bool
+    """first: the command runs"""
+    stdout: _builtins.bytes
+    stderr: _builtins.bytes
+    consumed: _builtins.int
+    """input cost written into the exec so far (credit)"""
+    error: _builtins.str
+    """last: the session failed (why)"""
+    @_builtins.property
+    def exit(self) -> Global___ExecExit:
+        """last"""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        started: _builtins.bool = ...,
+        stdout: _builtins.bytes = ...,
+        stderr: _builtins.bytes = ...,
+        consumed: _builtins.int = ...,
+        exit: Global___ExecExit | None = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consumed", b"consumed", "error", b"error", "exit", b"exit", "kind", b"kind", "started", b"started", "stderr", b"stderr", "stdout", b"stdout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consumed", b"consumed", "error", b"error", "exit", b"exit", "id", b"id", "kind", b"kind", "started", b"started", "stderr", b"stderr", "stdout", b"stdout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["started", "stdout", "stderr", "consumed", "exit", "error"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___ExecRelayOutput: _TypeAlias = ExecRelayOutput  # noqa: Y015
+
+@_typing.final
+class SignalRequest(_message.Message):
+    """---------------------------------------------------------------- pause, unpause, kill"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_FIELD_NUMBER: _builtins.int
+    SLOT_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    SIGNAL_FIELD_NUMBER: _builtins.int
+    app: _builtins.str
+    slot: _builtins.int
+    """-1: every replica of the app"""
+    action: _builtins.str
+    """pause | unpause | kill"""
+    signal: _builtins.str
+    """kill: HUP, SIGHUP or 1 ("" : KILL)"""
+    def __init__(
+        self,
+        *,
+        app: _builtins.str = ...,
+        slot: _builtins.int = ...,
+        action: _builtins.str = ...,
+        signal: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "app", b"app", "signal", b"signal", "slot", b"slot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignalRequest: _TypeAlias = SignalRequest  # noqa: Y015
+
+@_typing.final
+class SignalResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    SIGNAL_FIELD_NUMBER: _builtins.int
+    signal: _builtins.str
+    """kill: the signal sent (SIGHUP, or a number)"""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignalResult]:
+        """one per replica, by slot"""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___SignalResult] | None = ...,
+        signal: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results", "signal", b"signal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignalResponse: _TypeAlias = SignalResponse  # noqa: Y015
+
+@_typing.final
+class SignalResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLOT_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    slot: _builtins.int
+    host: _builtins.str
+    error: _builtins.str
+    """"" : done"""
+    def __init__(
+        self,
+        *,
+        slot: _builtins.int = ...,
+        host: _builtins.str = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "host", b"host", "slot", b"slot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignalResult: _TypeAlias = SignalResult  # noqa: Y015

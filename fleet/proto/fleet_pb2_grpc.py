@@ -357,6 +357,16 @@ class FleetServiceStub:
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.ReleaseHostRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.ReleaseHostResponse.FromString,
                 _registered_method=True)
+        self.ExecStream = channel.stream_stream(
+                '/fleet.v1.FleetService/ExecStream',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.ExecInput.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.ExecOutput.FromString,
+                _registered_method=True)
+        self.SignalReplicas = channel.unary_unary(
+                '/fleet.v1.FleetService/SignalReplicas',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.SignalRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.SignalResponse.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -602,6 +612,23 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecStream(self, request_iterator, context):
+        """A command in a replica with its input streamed in (and a terminal, with tty): the
+        client sends ExecStart, then input and resizes; the server answers ExecStarted,
+        then output, then ExecExit (admin only, as Exec).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignalReplicas(self, request, context):
+        """Pause, unpause or send a signal to an app's replicas (docker pause/unpause/kill),
+        through each host's agent (deployers and admins).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -799,6 +826,16 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.ReleaseHost,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.ReleaseHostRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.ReleaseHostResponse.SerializeToString,
+            ),
+            'ExecStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ExecStream,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.ExecInput.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.ExecOutput.SerializeToString,
+            ),
+            'SignalReplicas': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignalReplicas,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.SignalRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.SignalResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1856,6 +1893,60 @@ class FleetService:
             '/fleet.v1.FleetService/ReleaseHost',
             fleet_dot_proto_dot_fleet__pb2.ReleaseHostRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.ReleaseHostResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/fleet.v1.FleetService/ExecStream',
+            fleet_dot_proto_dot_fleet__pb2.ExecInput.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.ExecOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignalReplicas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/SignalReplicas',
+            fleet_dot_proto_dot_fleet__pb2.SignalRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.SignalResponse.FromString,
             options,
             channel_credentials,
             insecure,

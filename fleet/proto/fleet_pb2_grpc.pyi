@@ -139,6 +139,15 @@ class FleetServiceStub:
     RevokeCertificate: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.RevokeCertificateRequest, _fleet_pb2.RevokeCertificateResponse]
     """Deny one of a host's earlier certificates (a renewed one) on every replica."""
     ReleaseHost: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.ReleaseHostRequest, _fleet_pb2.ReleaseHostResponse]
+    ExecStream: _grpc.StreamStreamMultiCallable[_fleet_pb2.ExecInput, _fleet_pb2.ExecOutput]
+    """A command in a replica with its input streamed in (and a terminal, with tty): the
+    client sends ExecStart, then input and resizes; the server answers ExecStarted,
+    then output, then ExecExit (admin only, as Exec).
+    """
+    SignalReplicas: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.SignalRequest, _fleet_pb2.SignalResponse]
+    """Pause, unpause or send a signal to an app's replicas (docker pause/unpause/kill),
+    through each host's agent (deployers and admins).
+    """
 
 @_typing.type_check_only
 class FleetServiceAsyncStub(FleetServiceStub):
@@ -189,6 +198,15 @@ class FleetServiceAsyncStub(FleetServiceStub):
     RevokeCertificate: _aio.UnaryUnaryMultiCallable[_fleet_pb2.RevokeCertificateRequest, _fleet_pb2.RevokeCertificateResponse]  # type: ignore[assignment]
     """Deny one of a host's earlier certificates (a renewed one) on every replica."""
     ReleaseHost: _aio.UnaryUnaryMultiCallable[_fleet_pb2.ReleaseHostRequest, _fleet_pb2.ReleaseHostResponse]  # type: ignore[assignment]
+    ExecStream: _aio.StreamStreamMultiCallable[_fleet_pb2.ExecInput, _fleet_pb2.ExecOutput]  # type: ignore[assignment]
+    """A command in a replica with its input streamed in (and a terminal, with tty): the
+    client sends ExecStart, then input and resizes; the server answers ExecStarted,
+    then output, then ExecExit (admin only, as Exec).
+    """
+    SignalReplicas: _aio.UnaryUnaryMultiCallable[_fleet_pb2.SignalRequest, _fleet_pb2.SignalResponse]  # type: ignore[assignment]
+    """Pause, unpause or send a signal to an app's replicas (docker pause/unpause/kill),
+    through each host's agent (deployers and admins).
+    """
 
 class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------- API for the CLI"""
@@ -470,6 +488,27 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fleet_pb2.ReleaseHostRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fleet_pb2.ReleaseHostResponse, _abc.Awaitable[_fleet_pb2.ReleaseHostResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ExecStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_fleet_pb2.ExecInput],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_fleet_pb2.ExecOutput], _abc.AsyncIterator[_fleet_pb2.ExecOutput]]:
+        """A command in a replica with its input streamed in (and a terminal, with tty): the
+        client sends ExecStart, then input and resizes; the server answers ExecStarted,
+        then output, then ExecExit (admin only, as Exec).
+        """
+
+    @_abc_1.abstractmethod
+    def SignalReplicas(
+        self,
+        request: _fleet_pb2.SignalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.SignalResponse, _abc.Awaitable[_fleet_pb2.SignalResponse]]:
+        """Pause, unpause or send a signal to an app's replicas (docker pause/unpause/kill),
+        through each host's agent (deployers and admins).
+        """
 
 def add_FleetServiceServicer_to_server(servicer: FleetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

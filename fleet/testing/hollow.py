@@ -36,6 +36,7 @@ from fleet.agent.runtime import (
     LABEL_REVISION,
     LABEL_SLOT,
     LABEL_SPEC_HASH,
+    ExecConnection,
     LogStream,
     ObservedContainer,
     OnEvent,
@@ -249,7 +250,15 @@ class HollowRuntime:
     def exec(self, container_id: str, command: list[str], limit: int) -> tuple[int, bytes]:
         raise Unavailable("a hollow host runs no processes")
 
+    def exec_open(
+        self, container_id: str, command: list[str], *, tty: bool, env: list[str]
+    ) -> ExecConnection:
+        raise Unavailable("a hollow host runs no processes")
+
     def top(self, container_id: str) -> tuple[list[str], list[list[str]]]:
+        raise Unavailable("a hollow host runs no processes")
+
+    def signal(self, container_id: str, action: str, signal: str) -> None:
         raise Unavailable("a hollow host runs no processes")
 
     def kill(self, container_id: str, exit_code: int = 137) -> None:

@@ -4,6 +4,8 @@
     rollouts.py  set image; rollout status, history, undo, pause and restart
     hosts.py     get hosts; cordon, label, drain and remove; the OS upgrade walk
     observe.py   events; logs, exec and top (relayed to the host's agent)
+    execstream.py  exec with streamed input and a terminal (exec -it), relayed likewise
+    signals.py   pause, unpause and kill an app's replicas (relayed likewise)
     admin.py     secrets, the container policy, API tokens
     jointokens.py  the tokens new hosts join with (the joining itself: ``joinservice``)
     about.py     the server's version, name and leadership (``fleet version``)
@@ -24,10 +26,12 @@ from fleet.controlplane.api._service import Relay
 from fleet.controlplane.api.about import AboutApi, ServerAbout
 from fleet.controlplane.api.admin import AdminApi
 from fleet.controlplane.api.apps import AppsApi
+from fleet.controlplane.api.execstream import ExecStreamApi
 from fleet.controlplane.api.hosts import HostsApi
 from fleet.controlplane.api.jointokens import JoinTokensApi
 from fleet.controlplane.api.observe import ObserveApi
 from fleet.controlplane.api.rollouts import RolloutsApi
+from fleet.controlplane.api.signals import SignalsApi
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 
 __all__ = ["FleetService", "Relay", "ServerAbout"]
@@ -38,6 +42,8 @@ class FleetService(
     RolloutsApi,
     HostsApi,
     ObserveApi,
+    ExecStreamApi,
+    SignalsApi,
     AdminApi,
     JoinTokensApi,
     AboutApi,

@@ -18,7 +18,7 @@ from fleet.proto import fleet_pb2 as pb
 from fleet.secrets import SecretBox
 from fleet.store import AppWrite, ClusterState, Informer, Store, Versioned, check_name
 from fleet.store.events import EventLog
-from fleet.store.records import AppRecord
+from fleet.store.records import AppRecord, ReplicaRecord
 
 __all__ = ["Relay", "ServiceBase", "app_change", "plan_write"]
 
@@ -85,6 +85,20 @@ class ServiceBase:
         if stored is None:
             raise NotFound(f"app {name!r} not found (see `fleet get apps`)")
         return stored
+
+    def _replicas(self, app: str, slot: int = -1, host: str = "") -> list[ReplicaRecord]:
+        """The app's placed replicas (``slot`` < 0: all; ``host``: on it only)."""
+        state = self._informer.state()
+        self._app(state, check_name(app))
+        found = [
+            r
+            for r in state.replicas_of(app)
+            if (slot < 0 or r.slot == slot) and (not host or r.host == host)
+        ]
+        if not found:
+            which = "" if slot < 0 else f" {slot}"
+            raise NotFound(f"app {app!r} has no replica{which} placed")
+        return found
 
     async def _read_app(self, name: str) -> tuple[ClusterState, Versioned[AppRecord]]:
         """The state, and the app ``name`` in it (InvalidArgument, NotFound)."""

@@ -12,9 +12,9 @@ import grpc.aio
 from fleet._time import iso_seconds_ago
 from fleet.controlplane.api._service import ServiceBase
 from fleet.controlplane.auth import Permission, answer, authorize, rpc
-from fleet.errors import FleetError, InvalidArgument, NotFound
+from fleet.errors import FleetError, InvalidArgument
 from fleet.proto import fleet_pb2 as pb
-from fleet.store import check_host_id, check_name
+from fleet.store import check_host_id
 from fleet.store.records import ReplicaRecord
 
 __all__ = ["ObserveApi"]
@@ -62,19 +62,6 @@ class ObserveApi(ServiceBase):
             async for event in self._events.follow(revision):
                 if wanted(event):
                     yield event
-
-    def _replicas(self, app: str, slot: int = -1, host: str = "") -> list[ReplicaRecord]:
-        state = self._informer.state()
-        self._app(state, check_name(app))
-        found = [
-            r
-            for r in state.replicas_of(app)
-            if (slot < 0 or r.slot == slot) and (not host or r.host == host)
-        ]
-        if not found:
-            which = "" if slot < 0 else f" {slot}"
-            raise NotFound(f"app {app!r} has no replica{which} placed")
-        return found
 
     async def Logs(
         self, request: pb.LogsRequest, context: grpc.aio.ServicerContext
