@@ -290,17 +290,34 @@ def test_the_control_plane_config(system: str, files_dirs: dict[str, Path], tmp_
     assert "ETCD_IMAGE=quay.io/coreos/etcd:v3" in images and "FLEET_IMAGE=" in images
 
 
+# Flatcar's agent hosts reboot through fleet-lock (FleetLock's client, as Zincati is
+# Fedora CoreOS's): its script, its settings and its units are Flatcar's own.
+FLATCAR_LOCK_FILES = {"/opt/bin/fleet-lock", "/etc/fleet/fleet-lock.env"}
+FLATCAR_LOCK_UNITS = {
+    "fleet-lock-steady.service",
+    "fleet-lock-reboot.service",
+    "fleet-lock-reboot.timer",
+}
+
+
 def test_both_systems_run_the_same_units(files_dirs: dict[str, Path], tmp_path: Path) -> None:
-    """The units are one text for both systems; the files differ only in the update
-    strategy (and a comment)."""
+    """The units are one text for both systems but Flatcar's fleet-lock ones; the files
+    differ only in the update strategy (and a comment)."""
     for config in ("agent", "controlplane"):
         fcos = render("fcos", config, files_dirs, tmp_path)
         flatcar = render("flatcar", config, files_dirs, tmp_path)
-        assert fcos.config["systemd"] == flatcar.config["systemd"]
+        flatcar_units = flatcar.config["systemd"]["units"]
+        lock_units = {u["name"] for u in flatcar_units} - {
+            u["name"] for u in fcos.config["systemd"]["units"]
+        }
+        assert lock_units == (FLATCAR_LOCK_UNITS if config == "agent" else set())
+        shared = [u for u in flatcar_units if u["name"] not in lock_units]
+        assert fcos.config["systemd"]["units"] == shared
         assert fcos.config["passwd"] == flatcar.config["passwd"]
         only_fcos = set(fcos.files) - set(flatcar.files)
         only_flatcar = set(flatcar.files) - set(fcos.files)
-        assert only_flatcar == {"/etc/flatcar/update.conf"}
+        update_conf = "/etc/flatcar/update.conf"
+        assert only_flatcar == {update_conf} | (FLATCAR_LOCK_FILES if config == "agent" else set())
         if config == "agent":
             # Agent hosts reboot through FleetLock: fleet drains each first.
             lock = "/etc/zincati/config.d/55-fleet-lock.toml"
@@ -308,10 +325,12 @@ def test_both_systems_run_the_same_units(files_dirs: dict[str, Path], tmp_path: 
             zincati = tomllib.loads(fcos.files[lock].data.decode())
             assert zincati["updates"]["strategy"] == "fleet_lock"
             assert zincati["updates"]["fleet_lock"]["base_url"].startswith("https://default:")
+            assert flatcar.files["/opt/bin/fleet-lock"].mode == 0o755
+            assert flatcar.files["/etc/fleet/fleet-lock.env"].mode == 0o600
         else:
             assert only_fcos == {"/etc/zincati/config.d/90-fleet-updates.toml"}
             assert b"enabled = false" in fcos.files[only_fcos.pop()].data
-        assert flatcar.files[only_flatcar.pop()].data == b"REBOOT_STRATEGY=off\n"
+        assert flatcar.files[update_conf].data == b"REBOOT_STRATEGY=off\n"
         for path in set(fcos.files) & set(flatcar.files):
             if path == "/etc/fleet/agent.toml":  # its comment's upgrade command differs
                 same = tomllib.loads(fcos.files[path].data.decode()) == tomllib.loads(
