@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleet.agent import Agent, AgentConfig, DockerRuntime
+from fleet.contexts import Context, Contexts
 from fleet.controlplane import ControlPlane, ServerConfig
 from fleet.errors import FailedPrecondition, FleetError, Unavailable
 from fleet.pki.files import CertPaths
@@ -177,6 +178,37 @@ def _local_pki(directory: Path, host_id: str) -> tuple[LocalPKI, EtcdPKI]:
     return pki, etcd
 
 
+def _remember_context(data_dir: Path, listen: str) -> str:
+    """Save context ``local`` for this pool (its server and the admin certificate in
+    the data dir), current unless another is; say how to connect."""
+    pki = data_dir / "pki"
+    try:
+        contexts = Contexts.load()
+        contexts.put(
+            Context(
+                "local",
+                listen,
+                str(pki / "ca.crt"),
+                str(pki / "client-admin.crt"),
+                str(pki / "client-admin.key"),
+            )
+        )
+        contexts.current = contexts.current or "local"
+        contexts.save()
+    except (FleetError, OSError) as error:  # a read-only home: the flags still work
+        return (
+            f"connect with: fleet --server {listen} --tls-ca {pki}/ca.crt --tls-cert "
+            f"{pki}/client-admin.crt --tls-key {pki}/client-admin.key get hosts "
+            f"(no context saved: {error})"
+        )
+    if contexts.current == "local":
+        return f"the CLI connects to it as context 'local' ({contexts.path}): fleet get hosts"
+    return (
+        f"saved as context 'local' ({contexts.path}); the current one is "
+        f"{contexts.current!r}: fleet --context local get hosts, or fleet context use local"
+    )
+
+
 def _lock_data_dir(data_dir: Path) -> int:
     """Hold ``data_dir``'s lock for as long as this process lives; FailedPrecondition
     when another ``fleet up`` holds it (two would share one etcd data dir)."""
@@ -245,6 +277,7 @@ async def run_up(config: UpConfig) -> None:
             config.listen,
             config.etcd_port,
         )
+        log.info("%s", _remember_context(data_dir, config.listen))
         stopper = asyncio.create_task(stop.wait())
         tasks = {agent_task, plane_task, etcd_task, stopper}
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

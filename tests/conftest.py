@@ -27,6 +27,17 @@ PoolFactory = Callable[[int], HostPool]
 ImageLoader = Callable[[DockerHost], str]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """No test reads or writes the user's own fleet config (contexts: `fleet up` saves
+    one): each test process gets a config path of its own, empty to begin with."""
+    import tempfile
+
+    os.environ["FLEET_CLI_CONFIG"] = str(
+        Path(tempfile.mkdtemp(prefix="fleet-config-")) / "config.toml"
+    )
+    os.environ.pop("FLEET_CONTEXT", None)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark tests by directory: tests/integration -> integration, tests/e2e -> e2e."""
     for item in items:

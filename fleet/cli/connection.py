@@ -1,21 +1,24 @@
 """The options every command that talks to the control plane takes, added in one place.
 
-``@connected`` gives a command ``--server``, ``--tls-ca``, ``--tls-cert``, ``--tls-key``
-and ``--insecure``, and hands it a ``Connection`` in place of those five parameters.
+``@connected`` gives a command ``--server``, ``--tls-ca``, ``--tls-cert``, ``--tls-key``,
+``--token``, ``--context`` and ``--insecure``, and hands it a ``Connection`` in place of
+those parameters. Flags win over ``FLEET_*`` variables, which win over the context.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
 from fleet.client import FleetClient, servers_from
+from fleet.contexts import Contexts
 from fleet.transport import client_transport
 
 __all__ = ["CONNECTION", "Connection", "connected"]
@@ -83,6 +86,18 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
         ],
         None,
     ),
+    "context": (
+        Annotated[
+            str | None,
+            typer.Option(
+                "--context",
+                help="The context to connect with (fleet context list). Default: "
+                "$FLEET_CONTEXT, or the current one.",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
     "insecure": (
         Annotated[
             bool,
@@ -104,17 +119,40 @@ class Connection:
     tls_key: Path | None
     token: str | None
     insecure: bool
+    context: str | None = None
+
+    def resolved(self) -> Connection:
+        """These options with the context's filling what neither a flag nor a FLEET_*
+        variable gave (``fleet.contexts``)."""
+        context = Contexts.load().chosen(self.context)
+        if context is None:
+            return self
+        server = self.server or os.environ.get("FLEET_SERVER") or context.server or None
+        credentials_given = any((self.tls_ca, self.tls_cert, self.tls_key, self.token))
+        credentials_given = credentials_given or self.insecure
+        credentials_given = credentials_given or any(os.environ.get(v) for v in _CREDENTIAL_ENV)
+        if credentials_given:
+            return replace(self, server=server)
+        return replace(
+            self,
+            server=server,
+            tls_ca=Path(context.tls_ca) if context.tls_ca else None,
+            tls_cert=Path(context.tls_cert) if context.tls_cert else None,
+            tls_key=Path(context.tls_key) if context.tls_key else None,
+            token=context.token or None,
+        )
 
     def client(self, *, timeout: float = 30.0) -> FleetClient:
         """A client for the servers these options name; ``timeout`` bounds each call."""
+        chosen = self.resolved()
         transport = client_transport(
-            ca=self.tls_ca,
-            cert=self.tls_cert,
-            key=self.tls_key,
-            insecure=self.insecure,
-            token=self.token,
+            ca=chosen.tls_ca,
+            cert=chosen.tls_cert,
+            key=chosen.tls_key,
+            insecure=chosen.insecure,
+            token=chosen.token,
         )
-        return FleetClient(servers_from(self.server), transport, timeout=timeout)
+        return FleetClient(servers_from(chosen.server), transport, timeout=timeout)
 
 
 # The connection options given before the verb (``fleet -s HOST get apps``): the
@@ -158,4 +196,12 @@ def connected(command: Callable[..., R]) -> Callable[..., R]:
 # real one, built from the options.
 CONNECTION = Connection(
     server=None, tls_ca=None, tls_cert=None, tls_key=None, token=None, insecure=False
+)
+# Credentials from the environment: a context's do not mix with them.
+_CREDENTIAL_ENV = (
+    "FLEET_TLS_CA",
+    "FLEET_TLS_CERT",
+    "FLEET_TLS_KEY",
+    "FLEET_TOKEN",
+    "FLEET_PKI_DIR",
 )

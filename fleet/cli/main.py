@@ -14,6 +14,7 @@ import typer
 from fleet.cli import (
     apps,
     certs,
+    contexts,
     daemons,
     hosts,
     observe,
@@ -73,6 +74,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
 # Every group of subcommands, listed after the commands.
 GROUPS: dict[str, typer.Typer] = {
     "certs": certs.app,
+    "context": contexts.app,
     "rollout": rollouts.rollout_app,
     "set": rollouts.set_app,
     "hosts": hosts.hosts_app,

@@ -144,6 +144,14 @@ def human_memory(n: int) -> str:
     return str(n)
 
 
+def print_json_or_yaml(data: Any, fmt: Format) -> None:
+    """Plain data (not a proto message) as JSON or YAML."""
+    if fmt == Format.json:
+        console.print_json(json.dumps(data))
+    else:
+        print(yaml.safe_dump(data, sort_keys=False), end="")
+
+
 def print_one(message: Message, fmt: Format) -> None:
     """One record as a JSON object or a YAML document (``get KIND NAME -o json``)."""
     if fmt == Format.json:

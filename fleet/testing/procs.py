@@ -338,3 +338,12 @@ class Daemon(Service):
         if self._proc is None:
             raise ProcessError(f"{self.program} was never started")
         return self._proc.log_tail(lines)
+
+
+def without_fleet_env() -> dict[str, str]:
+    """This process's environment without its FLEET_* variables (a CLI run as a user
+    with none set), but for FLEET_CLI_CONFIG: the tests' own contexts file, never the
+    user's."""
+    return {
+        k: v for k, v in os.environ.items() if not k.startswith("FLEET_") or k == "FLEET_CLI_CONFIG"
+    }

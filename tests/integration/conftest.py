@@ -6,7 +6,6 @@ Every test gets its own etcd prefix, so tests share one etcd without seeing each
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from fleet.client import FleetClient
 from fleet.testing import DockerHost, EtcdServer, wait_until
 from fleet.testing.certs import TestPKI
 from fleet.testing.fleetprocs import FleetAgentProcess, FleetServerProcess
+from fleet.testing.procs import without_fleet_env
 from tests.conftest import ensure_image
 
 
@@ -98,7 +98,7 @@ def wait_containers(fleet: Fleet, app: str, count: int, timeout: float = 60.0) -
 def fleet_cli(*args: str, server: str, pki: TestPKI) -> subprocess.CompletedProcess[str]:
     """The CLI as a user runs it, with the admin certificate found through FLEET_PKI_DIR."""
     pki.client()  # make sure client-admin.crt exists in the PKI dir
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    env = without_fleet_env()
     env["FLEET_PKI_DIR"] = str(pki.dir)
     command = [sys.executable, "-m", "fleet", *args, "--server", server]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)

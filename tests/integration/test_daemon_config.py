@@ -6,19 +6,18 @@ variable chose, and the agent registers."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 from fleet.client import FleetClient
 from fleet.testing import DockerHost, EtcdServer, wait_until
 from fleet.testing.certs import TestPKI
-from fleet.testing.procs import ManagedProcess, free_port
+from fleet.testing.procs import ManagedProcess, free_port, without_fleet_env
 
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without FLEET_* variables, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    env = without_fleet_env()
     return {**env, **extra}
 
 

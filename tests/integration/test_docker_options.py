@@ -5,7 +5,6 @@ one it cannot."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from fleet.policy import Policy
 from fleet.spec import load_documents
 from fleet.testing import wait_until
 from fleet.testing.fleetprocs import FleetAgentProcess
+from fleet.testing.procs import without_fleet_env
 from tests.conftest import WEB_INDEX
 from tests.integration.conftest import Fleet, wait_containers
 
@@ -46,7 +46,7 @@ logging: {{driver: json-file, options: {{max-size: 1m, max-file: 2}}}}
 
 
 def _cli(fleet: Fleet, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    env = without_fleet_env()
     env["FLEET_PKI_DIR"] = str(fleet.pki.dir)
     fleet.pki.client()
     command = [sys.executable, "-m", "fleet", *args, "--server", fleet.server.address]

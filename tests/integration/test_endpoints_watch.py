@@ -103,7 +103,11 @@ class Follower:
 
     def __init__(self, servers: str, pki: TestPKI) -> None:
         pki.client()  # the admin certificate, found through FLEET_PKI_DIR
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("FLEET_") or k == "FLEET_CLI_CONFIG"
+        }
         env["FLEET_PKI_DIR"] = str(pki.dir)
         command = [sys.executable, "-m", "fleet", "endpoints", "web", "--watch", "-o", "json"]
         self.process = subprocess.Popen(
@@ -156,7 +160,11 @@ class Balancer:
         )
         self.haproxy = subprocess.Popen(["haproxy", "-f", str(config), "-db"])
         wait_until(lambda: os.path.exists(self.socket), 10, what="haproxy's socket")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("FLEET_") or k == "FLEET_CLI_CONFIG"
+        }
         env["FLEET_PKI_DIR"] = str(pki.dir)
         env["FLEET"] = f"{sys.executable} -m fleet"
         self.follower = subprocess.Popen(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from fleet.errors import PermissionDenied
 from fleet.pki.subjects import Role
 from fleet.spec import load_documents
 from fleet.testing import wait_until
+from fleet.testing.procs import without_fleet_env
 from tests.integration.conftest import Fleet, wait_containers
 
 TICKER = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"
@@ -20,7 +20,7 @@ TICKER = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"
 
 def _cli(fleet: Fleet, *args: str) -> tuple[list[str], dict[str, str]]:
     """The CLI command line and environment, with the admin certificate."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    env = without_fleet_env()
     env["FLEET_PKI_DIR"] = str(fleet.pki.dir)
     fleet.pki.client()
     # Options go before a `--` that starts the command to run.

@@ -17,6 +17,7 @@ from fleet.policy import Policy
 from fleet.spec import AppSpec, load_documents
 from fleet.testing import wait_until
 from fleet.testing.fleetprocs import FleetAgentProcess
+from fleet.testing.procs import without_fleet_env
 from tests.helpers import etcd_prefix, fleet_containers
 from tests.integration.conftest import Fleet, wait_containers
 
@@ -204,7 +205,7 @@ def test_host_paths_that_are_not_normal_are_refused_at_apply(fleet: Fleet, tmp_p
     )
     fleet.client.set_policy(Policy(allow_bind_mounts=["/srv/data"]).to_proto())
     fleet.pki.client()  # the admin certificate, found through FLEET_PKI_DIR
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    env = without_fleet_env()
     env["FLEET_PKI_DIR"] = str(fleet.pki.dir)
     command = [sys.executable, "-m", "fleet", "apply", "-f", str(app_file)]
     done = subprocess.run(

@@ -4,7 +4,6 @@ events and through `fleet events`."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import docker.errors
 from fleet.spec import load_documents
 from fleet.testing import wait_until
 from fleet.testing.fleetprocs import FleetAgentProcess
+from fleet.testing.procs import without_fleet_env
 from tests.conftest import ensure_image
 from tests.helpers import fleet_containers
 from tests.integration.conftest import Fleet
@@ -40,7 +40,7 @@ def _docker_starts(fleet: Fleet, container_id: str, since: float) -> int:
 
 
 def _fleet_events(fleet: Fleet, app: str) -> list[dict[str, Any]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    env = without_fleet_env()
     env["FLEET_PKI_DIR"] = str(fleet.pki.dir)
     fleet.pki.client()
     result = subprocess.run(

@@ -4,7 +4,6 @@ only to the apps each secret's scope names."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from fleet.errors import FailedPrecondition, NotFound, PermissionDenied
 from fleet.pki.subjects import Role
 from fleet.spec import load_documents
 from fleet.testing import wait_until
+from fleet.testing.procs import without_fleet_env
 from tests.helpers import b64, etcd_post, etcd_prefix
 from tests.integration.conftest import Fleet, fleet_cli, wait_containers
 
@@ -48,7 +48,7 @@ def test_a_secret_reaches_the_container_and_nothing_else(fleet: Fleet) -> None:
     assert not [key for key, raw in stored.items() if value.encode() in raw]
 
     # Out: no fleet command prints it, and neither daemon logged it.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    env = without_fleet_env()
     env["FLEET_PKI_DIR"] = str(fleet.pki.dir)
     for args in (
         ["get", "apps", "-o", "json"],

@@ -16,11 +16,13 @@ from pathlib import Path
 import pytest
 
 from fleet.client import FleetClient
+from fleet.contexts import Contexts
 from fleet.errors import FleetError
 from fleet.pki.issuing import issue
 from fleet.pki.subjects import Kind, Role
 from fleet.spec import load_documents
 from fleet.testing import DockerHost, ManagedProcess, free_port, wait_until
+from fleet.testing.procs import without_fleet_env
 from fleet.transport import TlsFiles, Transport
 from tests.conftest import ensure_image
 from tests.helpers import fleet_containers
@@ -88,6 +90,18 @@ def test_up_runs_everything_and_a_second_up_finds_the_apps(
         up.wait_ready(
             lambda: any(h.connected for h in client.hosts()), 60, what="the local host to join"
         )
+        # It saved how to connect as context "local": a CLI with no flag connects.
+        local = Contexts.load().items["local"]
+        assert (local.server, local.tls_cert) == (listen, str(admin.cert))
+        bare = subprocess.run(
+            [sys.executable, "-m", "fleet", "--context", "local", "get", "hosts", "-o", "json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=without_fleet_env(),
+        )
+        assert bare.returncode == 0, bare.stderr
+        assert [h["host_id"] for h in json.loads(bare.stdout)] == ["solo"]
         # A second copy on the same data dir is refused before it touches anything.
         other_ports = ["--listen", f"127.0.0.1:{free_port()}", "--etcd-port", "20000"]
         second = subprocess.run(

@@ -1,0 +1,83 @@
+"""`fleet context`: add, use, list, remove, and what a command connects with (flags over
+FLEET_* variables over the context)."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fleet.cli.connection import CONNECTION
+from fleet.cli.main import app
+from fleet.contexts import Contexts
+from fleet.errors import NotFound
+
+runner = CliRunner(env={"COLUMNS": "400"})
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in ("FLEET_SERVER", "FLEET_TLS_CA", "FLEET_TLS_CERT", "FLEET_TLS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("FLEET_TOKEN", "FLEET_PKI_DIR", "FLEET_CONTEXT"):
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "config.toml"
+    monkeypatch.setenv("FLEET_CLI_CONFIG", str(path))
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    for name in (
+        "ca.crt",
+        "client-admin.crt",
+        "client-admin.key",
+        "client-ci.crt",
+        "client-ci.key",
+    ):
+        (pki / name).write_text("x")
+    return path
+
+
+def test_contexts_are_added_used_listed_and_removed(config: Path) -> None:
+    pki = config.parent / "pki"
+    added = runner.invoke(
+        app, ["context", "add", "prod", "-s", "cp1:7400,cp2:7400", "--pki", str(pki)]
+    )
+    assert added.exit_code == 0, added.output
+    assert "(current)" in added.output  # the first one
+    staged = ["context", "add", "stage", "-s", "st:7400", "--pki", str(pki), "--client", "ci"]
+    assert runner.invoke(app, staged).exit_code == 0
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    listed = json.loads(runner.invoke(app, ["context", "list", "-o", "json"]).stdout)
+    assert [(c["name"], c["current"]) for c in listed] == [("prod", True), ("stage", False)]
+    assert listed[1]["tls_cert"] == str(pki / "client-ci.crt")
+    assert runner.invoke(app, ["context", "use", "stage"]).exit_code == 0
+    assert Contexts.load().current == "stage"
+    assert runner.invoke(app, ["context", "remove", "stage"]).exit_code == 0
+    assert Contexts.load().current == "" and list(Contexts.load().items) == ["prod"]
+    missing = runner.invoke(app, ["context", "use", "nope"])
+    assert missing.exit_code != 0 and "no context 'nope'" in missing.output
+
+
+def test_a_context_refuses_files_that_are_not_there(config: Path) -> None:
+    bad = runner.invoke(app, ["context", "add", "x", "-s", "a:1", "--pki", str(config.parent)])
+    assert bad.exit_code != 0 and "does not exist" in bad.output
+    assert not config.exists()  # nothing written
+
+
+def test_flags_win_over_variables_which_win_over_the_context(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pki = config.parent / "pki"
+    runner.invoke(app, ["context", "add", "prod", "-s", "cp1:7400", "--pki", str(pki)])
+    chosen = CONNECTION.resolved()
+    assert (chosen.server, chosen.tls_cert) == ("cp1:7400", pki / "client-admin.crt")
+    flagged = type(CONNECTION)(**{**CONNECTION.__dict__, "server": "other:1"}).resolved()
+    assert flagged.server == "other:1" and flagged.tls_cert == pki / "client-admin.crt"
+    monkeypatch.setenv("FLEET_SERVER", "env:2")
+    monkeypatch.setenv("FLEET_PKI_DIR", str(pki))
+    from_env = CONNECTION.resolved()
+    assert (from_env.server, from_env.tls_cert) == ("env:2", None)  # the env's credentials
+    with pytest.raises(NotFound, match="no context 'nope'"):
+        type(CONNECTION)(**{**CONNECTION.__dict__, "context": "nope"}).resolved()
