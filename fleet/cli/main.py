@@ -18,6 +18,7 @@ from fleet.cli import (
     hosts,
     observe,
     policy,
+    registries,
     rollouts,
     secrets,
     signals,
@@ -77,6 +78,7 @@ GROUPS: dict[str, typer.Typer] = {
     "set": rollouts.set_app,
     "hosts": hosts.hosts_app,
     "secrets": secrets.app,
+    "registry": registries.app,
     "policy": policy.app,
     "tokens": tokens.app,
 }
