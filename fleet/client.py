@@ -218,6 +218,45 @@ class FleetClient:
         request = pb.DeleteSecretRequest(name=name)
         self._call(lambda s: s.DeleteSecret(request, timeout=self.timeout))
 
+    def registry_login(
+        self,
+        registry: str,
+        username: str,
+        password: bytes,
+        *,
+        apps: Sequence[str] = (),
+        all_apps: bool = False,
+    ) -> pb.RegistryInfo:
+        """Store a registry's credentials, sealed (admin only); used for the pulls of
+        every app (or of ``apps``) whose image names the registry."""
+        request = pb.RegistryLoginRequest(registry=registry, username=username, password=password)
+        if apps or all_apps:
+            request.scope.CopyFrom(pb.SecretScope(apps=apps, all_apps=all_apps))
+        response: pb.RegistryInfo = self._call(
+            lambda s: s.RegistryLogin(request, timeout=self.timeout)
+        )
+        return response
+
+    def registry_logout(self, registry: str) -> None:
+        request = pb.RegistryLogoutRequest(registry=registry)
+        self._call(lambda s: s.RegistryLogout(request, timeout=self.timeout))
+
+    def registries(self) -> pb.RegistryList:
+        """The registries fleet holds credentials for (never a password), and the mirror."""
+        request = pb.GetRequest()
+        response: pb.RegistryList = self._call(
+            lambda s: s.ListRegistries(request, timeout=self.timeout)
+        )
+        return response
+
+    def set_registry_mirror(self, mirror: str) -> pb.RegistryList:
+        """Set the pool's mirror for Docker Hub images ("" clears it; admin only)."""
+        request = pb.RegistryMirrorRequest(mirror=mirror)
+        response: pb.RegistryList = self._call(
+            lambda s: s.SetRegistryMirror(request, timeout=self.timeout)
+        )
+        return response
+
     def policy(self) -> pb.Policy:
         request = pb.GetRequest()
         response: pb.Policy = self._call(lambda s: s.GetPolicy(request, timeout=self.timeout))

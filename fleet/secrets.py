@@ -42,6 +42,7 @@ __all__ = [
     "load_key_file",
     "new_key",
     "out_of_scope",
+    "registry_refs",
     "scope_command",
     "scope_from",
     "scope_refusals",
@@ -174,11 +175,35 @@ def out_of_scope(spec: AppSpec, state: ClusterState) -> list[tuple[str, SecretRe
     return found
 
 
+def registry_refs(spec: AppSpec, state: ClusterState) -> list[tuple[str, SecretRecord]]:
+    """(env variable, secret) of every env entry of ``spec`` that names a registry's
+    credentials (``fleet.registries``): a password for pulls, never an env value."""
+    found = []
+    for variable, value in spec.env.items():
+        if isinstance(value, SecretRef):
+            stored = state.secrets.get(value.secret)
+            if stored is not None and stored.value.registry:
+                found.append((variable, stored.value))
+    return found
+
+
+def _registry_words(record: SecretRecord) -> str:
+    return (
+        f"secret {record.name!r} holds the credentials of registry {record.registry} "
+        "(fleet registry login): they are used for pulls only, never as an env value; "
+        "store the value for env with `fleet secrets set NAME` under another name"
+    )
+
+
 def scope_refusals(spec: AppSpec, state: ClusterState) -> list[tuple[str, str]]:
     """Every env field of ``spec`` whose secret may not be used by its app, as (field
     path, message): the control plane's check at apply, beside the policy's
     (``fleet.policy.refused_fields``); the client puts each at its line."""
-    return [
+    registry = [
+        (f"env.{variable}", f"app {spec.name!r}: {_registry_words(record)}")
+        for variable, record in registry_refs(spec, state)
+    ]
+    return registry + [
         (
             f"env.{variable}",
             f"app {spec.name!r}: secret {record.name!r} is not for this app (its scope: "
@@ -193,6 +218,8 @@ def withheld(spec: AppSpec, state: ClusterState) -> str | None:
     """Why ``spec``'s replicas may not have their secrets now (a secret's scope leaves
     their app out), or None. Checked whenever a host's desired set is built, so a scope
     narrowed after the apply holds every replica made after it."""
+    for _, record in registry_refs(spec, state):
+        return _registry_words(record)
     refused = out_of_scope(spec, state)
     if not refused:
         return None

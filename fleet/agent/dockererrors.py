@@ -123,7 +123,8 @@ def pull_failure(image: str, error: BaseException) -> FleetError:
         return PullFailed(
             "unauthorized",
             f"registry {registry} refused to let this host pull {image} ({detail[:300]}); "
-            "give the host credentials for it",
+            f"store credentials for it with `fleet registry login {registry} --username USER "
+            "--password-stdin` (or check the login's user, password and --apps)",
         )
     if any(f in lowered for f in _UNREACHABLE):
         return PullFailed(

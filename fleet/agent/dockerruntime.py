@@ -42,6 +42,7 @@ from fleet.agent.runtime import (
 from fleet.agent.stats import HostUsage, UsageSampler
 from fleet.errors import FailedPrecondition, FleetError, InvalidArgument, NotFound, PullFailed
 from fleet.proto import fleet_pb2 as pb
+from fleet.registries import mirror_reference
 from fleet.spec import DEFAULT_LOGGING
 
 __all__ = ["DockerRuntime"]
@@ -252,8 +253,12 @@ class DockerRuntime:
                 error,
             )
 
-    def ensure_image(self, image: str) -> bool:
-        """Pull ``image`` unless the daemon has it; True when it was pulled."""
+    def ensure_image(
+        self, image: str, auth: pb.RegistryAuth | None = None, mirror: str = ""
+    ) -> bool:
+        """Pull ``image`` unless the daemon has it, with ``auth`` (Docker's auth_config)
+        and a Docker Hub image through ``mirror`` first (the rules: fleet.registries);
+        True when it was pulled."""
         try:
             self._call("inspect image", lambda: self.client.images.get(image))
             return False
@@ -262,13 +267,37 @@ class DockerRuntime:
         except InvalidArgument as error:  # dockerd cannot parse the reference
             raise PullFailed("pull-failed", f"{image} is not a valid image reference") from error
         repository, tag = parse_repository_tag(image)
-        log.info("pulling %s", image)
+        mirror_failed = ""
+        via = mirror_reference(image, mirror)
+        if via is not None:
+            try:
+                self._pull_through(via, repository, tag or "latest")
+                log.info("pulled %s through the mirror %s", image, mirror)
+                return True
+            except DOCKER_ERRORS as error:
+                mirror_failed = str(pull_failure(via, error))
+                log.warning("the mirror failed (%s); pulling %s itself", mirror_failed, image)
+        log.info("pulling %s%s", image, f" as {auth.username}" if auth is not None else "")
+        config = {"username": auth.username, "password": auth.password} if auth else None
         try:
             # A digest reference pulls by digest (docker-py takes it as the "tag").
-            self.client.images.pull(repository, tag=tag or "latest")
+            self.client.images.pull(repository, tag=tag or "latest", auth_config=config)
         except DOCKER_ERRORS as error:
-            raise pull_failure(image, error) from error
+            failure = pull_failure(image, error)
+            if mirror_failed and isinstance(failure, PullFailed):
+                failure = PullFailed(
+                    failure.reason, f"{failure} (the mirror {mirror} failed first: {mirror_failed})"
+                )
+            raise failure from error
         return True
+
+    def _pull_through(self, via: str, repository: str, tag: str) -> None:
+        """Pull ``via`` (the mirror's name of an image), name it ``repository:tag`` as
+        the app asked, and drop the mirror's name (the layers stay)."""
+        mirrored, mirrored_tag = parse_repository_tag(via)
+        self.client.images.pull(mirrored, tag=mirrored_tag or "latest")
+        self.client.api.tag(f"{mirrored}:{mirrored_tag or 'latest'}", repository, tag)
+        self.client.api.remove_image(f"{mirrored}:{mirrored_tag or 'latest'}", noprune=True)
 
     def create(self, spec: pb.ContainerSpec) -> str:
         """Create (not start) the container for ``spec``; returns its id."""

@@ -48,6 +48,15 @@ def _task_text(task: Task) -> str:
     return f"{type(task).__name__.lower()} {task.container.name}"
 
 
+def _auth(specs: Iterable[pb.ContainerSpec]) -> pb.RegistryAuth | None:
+    """The credentials the control plane sent for these replicas' image (the same for
+    every replica of one image's registry that may use them), or None."""
+    for spec in specs:
+        if spec.HasField("registry_auth"):
+            return spec.registry_auth
+    return None
+
+
 class Executor:
     """Runs the tasks of the reconcile loop's plans on one host."""
 
@@ -63,6 +72,10 @@ class Executor:
         self.pulls: FailureBook[str] = FailureBook(config.failure_backoff)
         self.task_failures: FailureBook[TaskKey] = FailureBook(config.failure_backoff)
         self._parallel = asyncio.Semaphore(config.parallel_tasks)
+        # image -> what its last pull was tried with (credentials, mirror): a failure
+        # is forgotten when that changes, so a login is tried at once, not after a
+        # backoff that grew while the pull had no credentials.
+        self._pulled_with: dict[str, tuple[object, ...]] = {}
 
     # ------------------------------------------------------------------ what is due
 
@@ -102,6 +115,14 @@ class Executor:
             if spec.image and not host_violations(asked, self.config.policy):
                 by_image.setdefault(spec.image, []).append(spec)
         self.pulls.forget_except(by_image)  # an undo or a fixed image ends a failure
+        for image, specs in by_image.items():
+            auth = _auth(specs)
+            tried = (auth.SerializeToString() if auth else b"", self.state.registry_mirror)
+            if self._pulled_with.get(image, tried) != tried:
+                self.pulls.forget(image)
+            self._pulled_with[image] = tried
+        for gone in self._pulled_with.keys() - by_image.keys():
+            del self._pulled_with[gone]
         now = time.time()
         await asyncio.gather(
             *(self._pull(i, specs) for i, specs in by_image.items() if self.pulls.due(i, now))
@@ -110,7 +131,13 @@ class Executor:
     async def _pull(self, image: str, specs: list[pb.ContainerSpec]) -> None:
         async with self._parallel:
             try:
-                pulled = await call(self.runtime, self.runtime.ensure_image, image)
+                pulled = await call(
+                    self.runtime,
+                    self.runtime.ensure_image,
+                    image,
+                    _auth(specs),
+                    self.state.registry_mirror,
+                )
             except PullFailed as error:
                 self._pull_failed(image, specs, error)
                 return
@@ -212,7 +239,9 @@ class Executor:
         if refused:
             self.state.held.refuse(key, refused)
             return
-        if await call(runtime, runtime.ensure_image, spec.image):
+        if await call(
+            runtime, runtime.ensure_image, spec.image, _auth([spec]), self.state.registry_mirror
+        ):
             self.state.events.put(own("image-pulled", spec.image, app=spec.app, slot=spec.slot))
         name = container_name(spec.app, spec.slot, spec.spec_hash)
         await call(runtime, runtime.remove_by_name, name)

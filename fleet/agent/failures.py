@@ -55,6 +55,10 @@ class FailureBook(Generic[K]):
         """Forget ``key``'s failures; True if it had any."""
         return self._failures.pop(key, None) is not None
 
+    def forget(self, key: K) -> None:
+        """Drop ``key``'s failures: what it failed with changed (new credentials)."""
+        self._failures.pop(key, None)
+
     def forget_except(self, keys: Iterable[K]) -> None:
         """Drop what is no longer wanted (an image no replica uses any more)."""
         keep = set(keys)

@@ -191,8 +191,12 @@ class Runtime(Protocol):
         """Every fleet container on the host, running or not."""
         ...
 
-    def ensure_image(self, image: str) -> bool:
-        """Pull ``image`` unless the host has it; True when it was pulled."""
+    def ensure_image(
+        self, image: str, auth: pb.RegistryAuth | None = None, mirror: str = ""
+    ) -> bool:
+        """Pull ``image`` unless the host has it (with ``auth``, Docker's auth_config;
+        a Docker Hub image through ``mirror`` first: fleet.registries); True when it
+        was pulled."""
         ...
 
     def create(self, spec: pb.ContainerSpec) -> str:

@@ -329,6 +329,7 @@ class Session:
                     ):
                         self.state.desired = list(message.desired.containers)
                         self.state.desired_version = message.desired.version
+                        self.state.registry_mirror = message.desired.registry_mirror
                         first_set = False
                         self.state.wake.set()
                         if message.desired.HasField("command"):

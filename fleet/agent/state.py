@@ -30,6 +30,7 @@ class HostState:
     # (until then the agent adopts what it finds).
     desired: list[pb.ContainerSpec] | None = None
     desired_version: int = 0
+    registry_mirror: str = ""  # host[:port] Docker Hub images are pulled through first
     applied_version: int = 0  # the desired version the last whole round carried out
     observed: list[ObservedContainer] = field(default_factory=list)  # the last listing
     listed: asyncio.Event = field(default_factory=asyncio.Event)  # `observed` is a listing

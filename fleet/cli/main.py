@@ -19,6 +19,7 @@ from fleet.cli import (
     hosts,
     observe,
     policy,
+    registries,
     rollouts,
     secrets,
     signals,
@@ -79,6 +80,7 @@ GROUPS: dict[str, typer.Typer] = {
     "set": rollouts.set_app,
     "hosts": hosts.hosts_app,
     "secrets": secrets.app,
+    "registry": registries.app,
     "policy": policy.app,
     "tokens": tokens.app,
 }

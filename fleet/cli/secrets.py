@@ -15,7 +15,7 @@ from fleet.cli.connection import CONNECTION, Connection, connected
 from fleet.cli.output import Format, OutputOpt, console, err_console, print_records, safe
 from fleet.proto import fleet_pb2 as pb
 
-__all__ = ["app", "outside_scope", "scope_text"]
+__all__ = ["AllAppsOpt", "AppsOpt", "app", "app_names", "outside_scope", "scope_text"]
 
 app = typer.Typer(
     help="Secrets for env values ({secret: NAME}): stored encrypted, never printed, each "
@@ -31,7 +31,7 @@ AppsOpt = Annotated[
 AllAppsOpt = Annotated[bool, typer.Option("--all-apps", help="Every app may use it.")]
 
 
-def _names(values: list[str] | None) -> list[str]:
+def app_names(values: list[str] | None) -> list[str]:
     return [name.strip() for value in values or [] for name in value.split(",") if name.strip()]
 
 
@@ -93,7 +93,7 @@ def secrets_set(
             err_console.print("Enter the value, then Ctrl-D:")
         value = sys.stdin.buffer.read()
     with conn.client() as client:
-        info = client.set_secret(name, value, apps=_names(apps), all_apps=all_apps)
+        info = client.set_secret(name, value, apps=app_names(apps), all_apps=all_apps)
     console.print(safe(f"secret/{info.name} set (version {info.version}), for {scope_text(info)}"))
     _warn(info)
 
@@ -110,7 +110,7 @@ def secrets_scope(
     value; admin only. An app left out is refused at apply; its running containers keep
     the value until they are replaced, and new ones are held."""
     with conn.client() as client:
-        info = client.set_secret_scope(name, apps=_names(apps), all_apps=all_apps)
+        info = client.set_secret_scope(name, apps=app_names(apps), all_apps=all_apps)
     console.print(safe(f"secret/{info.name} is for {scope_text(info)}"))
     _warn(info)
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from fleet.controlplane.upgrades import CANARY_SLOT, canary_hosts
 from fleet.errors import InvalidArgument, NotFound
 from fleet.proto import fleet_pb2 as pb
+from fleet.registries import registry_of, secret_name
 from fleet.secrets import SecretBox, withheld
 from fleet.spec import DOCKER_FIELDS, AppSpec, HealthCheck, SecretRef
 from fleet.store import ClusterState
@@ -27,6 +28,7 @@ __all__ = [
     "desired_inputs",
     "fingerprint",
     "open_secrets",
+    "registry_auth",
     "resolve_env",
 ]
 
@@ -150,13 +152,37 @@ def open_secrets(state: ClusterState, names: set[str], box: SecretBox | None) ->
     opened: dict[str, bytes] = {}
     for name in names:
         record = state.secrets.get(name)
-        if record is None or box is None:
-            continue
+        if record is None or box is None or record.value.registry:
+            continue  # (a registry's password is never an env value: fleet.registries)
         try:
             opened[name] = box.open(name, record.value.nonce, record.value.ciphertext)
         except InvalidArgument as error:
             log.error("%s", error)
     return opened
+
+
+def registry_auth(
+    spec: AppSpec, state: ClusterState, box: SecretBox | None
+) -> pb.RegistryAuth | None:
+    """The credentials ``spec``'s replicas pull their image with: those of the registry
+    its image names (``fleet registry login``), if its scope allows the app and they
+    open with ``box``; None: an anonymous pull."""
+    registry = registry_of(spec.image)
+    name = secret_name(registry)
+    stored = state.secrets.get(name)
+    if stored is None or box is None:
+        return None
+    record = stored.value
+    if record.registry != registry or not record.allows(spec.name):
+        return None
+    try:
+        password = box.open(name, record.nonce, record.ciphertext)
+    except InvalidArgument as error:
+        log.error("%s", error)
+        return None
+    return pb.RegistryAuth(
+        registry=registry, username=record.username, password=password.decode(errors="replace")
+    )
 
 
 class SpecCache:
@@ -180,7 +206,9 @@ class SpecCache:
         stored = state.revisions.get((app, number))
         if stored is None:
             return None
-        names = sorted(stored.value.spec.secret_names())
+        # Its env's secrets, and the credentials of the registry its image names.
+        registry_secret = secret_name(registry_of(stored.value.spec.image))
+        names = sorted({*stored.value.spec.secret_names(), registry_secret})
         inputs = (
             stored.mod_revision,
             tuple((n, s.mod_revision if (s := state.secrets.get(n)) else 0) for n in names),
@@ -197,9 +225,14 @@ class SpecCache:
         if held is None:
             secrets = open_secrets(state, spec.secret_names(), self._box)
             try:
-                return container_spec(spec, 0, number, template, secrets)
+                built = container_spec(spec, 0, number, template, secrets)
             except MissingSecret as error:
                 held = str(error)
+            else:
+                auth = registry_auth(spec, state, self._box)
+                if auth is not None:
+                    built.registry_auth.CopyFrom(auth)
+                return built
         log.warning("holding %s revision %d: %s", spec.name, number, held)
         return container_spec(spec, 0, number, template, held=held)
 
@@ -264,6 +297,7 @@ def desired_inputs(state: ClusterState, host_id: str) -> object:
         tuple(sorted((name, v.mod_revision) for name, v in state.secrets.items())) if apps else (),
         host.value.command if host is not None else None,
         canary_hosts(state).get(host_id),
+        state.registry_mirror.mod_revision if state.registry_mirror else 0,
     )
 
 

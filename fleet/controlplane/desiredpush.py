@@ -3,7 +3,8 @@ set is made of changes.
 
 One dispatcher per server watches the informer and wakes only the sessions whose
 inputs changed: their replicas' records and their host record (the informer counts
-those per host), or what every set is made of (revisions, secrets, the upgrade walk).
+those per host), or what every set is made of (revisions, secrets, the registry
+mirror, the upgrade walk).
 With thousands of hosts, waking every session on every change (each report of any
 host) would cost O(hosts x changes); a round costs O(connected hosts) comparisons.
 """
@@ -82,10 +83,13 @@ class DesiredPush:
         containers = desired_containers(state, host_id, self._secrets, self._specs)
         host = state.hosts.get(host_id)
         command = host.value.command if host is not None else None
-        print_ = fingerprint(containers) + (command.id if command else "")
+        mirror = state.registry_mirror.value.mirror if state.registry_mirror else ""
+        print_ = fingerprint(containers) + (command.id if command else "") + "|" + mirror
         if print_ == sent:
             return now_inputs, None, sent
-        desired = pb.DesiredSet(version=state.revision, containers=containers)
+        desired = pb.DesiredSet(
+            version=state.revision, containers=containers, registry_mirror=mirror
+        )
         if command is not None:
             desired.command.id, desired.command.command = command.id, command.command
         return now_inputs, pb.ServerMessage(desired=desired), print_

@@ -670,8 +670,13 @@ class DesiredSet(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     CONTAINERS_FIELD_NUMBER: _builtins.int
     COMMAND_FIELD_NUMBER: _builtins.int
+    REGISTRY_MIRROR_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """rises with every change; older sets are ignored"""
+    registry_mirror: _builtins.str
+    """The pool's registry mirror (host[:port]) Docker Hub images are pulled through
+    first; "" : none (fleet/registries.py says the fallback rules).
+    """
     @_builtins.property
     def containers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerSpec]: ...
     @_builtins.property
@@ -684,10 +689,11 @@ class DesiredSet(_message.Message):
         version: _builtins.int = ...,
         containers: _abc.Iterable[Global___ContainerSpec] | None = ...,
         command: Global___HostCommand | None = ...,
+        registry_mirror: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "containers", b"containers", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "containers", b"containers", "registry_mirror", b"registry_mirror", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -783,6 +789,7 @@ class ContainerSpec(_message.Message):
     STOPPED_FIELD_NUMBER: _builtins.int
     HELD_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
+    REGISTRY_AUTH_FIELD_NUMBER: _builtins.int
     app: _builtins.str
     slot: _builtins.int
     revision: _builtins.int
@@ -831,6 +838,12 @@ class ContainerSpec(_message.Message):
         (30, not 22: a gap left for the other fields of ContainerSpec being added now.)
         """
 
+    @_builtins.property
+    def registry_auth(self) -> Global___RegistryAuth:
+        """The credentials for the registry its image names (fleet registry login), when one
+        is stored and its scope allows the app: the pull's auth_config. Unset: anonymous.
+        """
+
     def __init__(
         self,
         *,
@@ -856,10 +869,11 @@ class ContainerSpec(_message.Message):
         stopped: _builtins.bool = ...,
         held: _builtins.str = ...,
         options: Global___ContainerOptions | None = ...,
+        registry_auth: Global___RegistryAuth | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "options", b"options", "resources", b"resources"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "options", b"options", "registry_auth", b"registry_auth", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "cap_add", b"cap_add", "command", b"command", "env", b"env", "health", b"health", "held", b"held", "host_network", b"host_network", "host_pid", b"host_pid", "image", b"image", "labels", b"labels", "options", b"options", "ports", b"ports", "privileged", b"privileged", "resources", b"resources", "restart", b"restart", "revision", b"revision", "shutdown_delay_seconds", b"shutdown_delay_seconds", "slot", b"slot", "spec_hash", b"spec_hash", "stop_grace_seconds", b"stop_grace_seconds", "stopped", b"stopped", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "cap_add", b"cap_add", "command", b"command", "env", b"env", "health", b"health", "held", b"held", "host_network", b"host_network", "host_pid", b"host_pid", "image", b"image", "labels", b"labels", "options", b"options", "ports", b"ports", "privileged", b"privileged", "registry_auth", b"registry_auth", "resources", b"resources", "restart", b"restart", "revision", b"revision", "shutdown_delay_seconds", b"shutdown_delay_seconds", "slot", b"slot", "spec_hash", b"spec_hash", "stop_grace_seconds", b"stop_grace_seconds", "stopped", b"stopped", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3707,3 +3721,188 @@ class SignalResult(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SignalResult: _TypeAlias = SignalResult  # noqa: Y015
+
+@_typing.final
+class RegistryAuth(_message.Message):
+    """---------------------------------------------------------------- private registries
+
+    Docker's auth_config for one pull: sent to an agent only inside the desired
+    container that needs it, never stored in plain, never shown.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGISTRY_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    registry: _builtins.str
+    """host[:port], as the image reference names it"""
+    username: _builtins.str
+    password: _builtins.str
+    def __init__(
+        self,
+        *,
+        registry: _builtins.str = ...,
+        username: _builtins.str = ...,
+        password: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["password", b"password", "registry", b"registry", "username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegistryAuth: _TypeAlias = RegistryAuth  # noqa: Y015
+
+@_typing.final
+class RegistryLoginRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGISTRY_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    registry: _builtins.str
+    """host[:port] (docker.io for Docker Hub)"""
+    username: _builtins.str
+    password: _builtins.bytes
+    """sealed at once, never returned"""
+    @_builtins.property
+    def scope(self) -> Global___SecretScope:
+        """unset: every app (a new login) or the stored one"""
+
+    def __init__(
+        self,
+        *,
+        registry: _builtins.str = ...,
+        username: _builtins.str = ...,
+        password: _builtins.bytes = ...,
+        scope: Global___SecretScope | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["password", b"password", "registry", b"registry", "scope", b"scope", "username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegistryLoginRequest: _TypeAlias = RegistryLoginRequest  # noqa: Y015
+
+@_typing.final
+class RegistryInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGISTRY_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    USED_BY_FIELD_NUMBER: _builtins.int
+    registry: _builtins.str
+    username: _builtins.str
+    secret: _builtins.str
+    """the fleet secret that holds the password"""
+    version: _builtins.int
+    updated_at: _builtins.str
+    @_builtins.property
+    def scope(self) -> Global___SecretScope: ...
+    @_builtins.property
+    def used_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """apps whose image names this registry"""
+
+    def __init__(
+        self,
+        *,
+        registry: _builtins.str = ...,
+        username: _builtins.str = ...,
+        secret: _builtins.str = ...,
+        scope: Global___SecretScope | None = ...,
+        version: _builtins.int = ...,
+        updated_at: _builtins.str = ...,
+        used_by: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["registry", b"registry", "scope", b"scope", "secret", b"secret", "updated_at", b"updated_at", "used_by", b"used_by", "username", b"username", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegistryInfo: _TypeAlias = RegistryInfo  # noqa: Y015
+
+@_typing.final
+class RegistryLogoutRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGISTRY_FIELD_NUMBER: _builtins.int
+    registry: _builtins.str
+    def __init__(
+        self,
+        *,
+        registry: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["registry", b"registry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegistryLogoutRequest: _TypeAlias = RegistryLogoutRequest  # noqa: Y015
+
+@_typing.final
+class RegistryLogoutResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegistryLogoutResponse: _TypeAlias = RegistryLogoutResponse  # noqa: Y015
+
+@_typing.final
+class RegistryList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGISTRIES_FIELD_NUMBER: _builtins.int
+    MIRROR_FIELD_NUMBER: _builtins.int
+    mirror: _builtins.str
+    """the pool's mirror ("" : none)"""
+    @_builtins.property
+    def registries(self) -> _containers.RepeatedCompositeFieldContainer[Global___RegistryInfo]: ...
+    def __init__(
+        self,
+        *,
+        registries: _abc.Iterable[Global___RegistryInfo] | None = ...,
+        mirror: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mirror", b"mirror", "registries", b"registries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegistryList: _TypeAlias = RegistryList  # noqa: Y015
+
+@_typing.final
+class RegistryMirrorRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIRROR_FIELD_NUMBER: _builtins.int
+    mirror: _builtins.str
+    """host[:port] or http(s)://host[:port]; "" clears"""
+    def __init__(
+        self,
+        *,
+        mirror: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mirror", b"mirror"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegistryMirrorRequest: _TypeAlias = RegistryMirrorRequest  # noqa: Y015

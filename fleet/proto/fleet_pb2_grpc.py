@@ -367,6 +367,26 @@ class FleetServiceStub:
                 request_serializer=fleet_dot_proto_dot_fleet__pb2.SignalRequest.SerializeToString,
                 response_deserializer=fleet_dot_proto_dot_fleet__pb2.SignalResponse.FromString,
                 _registered_method=True)
+        self.RegistryLogin = channel.unary_unary(
+                '/fleet.v1.FleetService/RegistryLogin',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.RegistryLoginRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.RegistryInfo.FromString,
+                _registered_method=True)
+        self.RegistryLogout = channel.unary_unary(
+                '/fleet.v1.FleetService/RegistryLogout',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.RegistryLogoutRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.RegistryLogoutResponse.FromString,
+                _registered_method=True)
+        self.ListRegistries = channel.unary_unary(
+                '/fleet.v1.FleetService/ListRegistries',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.RegistryList.FromString,
+                _registered_method=True)
+        self.SetRegistryMirror = channel.unary_unary(
+                '/fleet.v1.FleetService/SetRegistryMirror',
+                request_serializer=fleet_dot_proto_dot_fleet__pb2.RegistryMirrorRequest.SerializeToString,
+                response_deserializer=fleet_dot_proto_dot_fleet__pb2.RegistryList.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -629,6 +649,33 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegistryLogin(self, request, context):
+        """Private registries (fleet/registries.py): credentials sealed as fleet secrets,
+        sent only to the hosts whose replicas pull from that registry (admin only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegistryLogout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRegistries(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRegistryMirror(self, request, context):
+        """The pool's registry mirror for Docker Hub images ("" clears it; admin only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -836,6 +883,26 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.SignalReplicas,
                     request_deserializer=fleet_dot_proto_dot_fleet__pb2.SignalRequest.FromString,
                     response_serializer=fleet_dot_proto_dot_fleet__pb2.SignalResponse.SerializeToString,
+            ),
+            'RegistryLogin': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegistryLogin,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.RegistryLoginRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.RegistryInfo.SerializeToString,
+            ),
+            'RegistryLogout': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegistryLogout,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.RegistryLogoutRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.RegistryLogoutResponse.SerializeToString,
+            ),
+            'ListRegistries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRegistries,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.GetRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.RegistryList.SerializeToString,
+            ),
+            'SetRegistryMirror': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRegistryMirror,
+                    request_deserializer=fleet_dot_proto_dot_fleet__pb2.RegistryMirrorRequest.FromString,
+                    response_serializer=fleet_dot_proto_dot_fleet__pb2.RegistryList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1947,6 +2014,114 @@ class FleetService:
             '/fleet.v1.FleetService/SignalReplicas',
             fleet_dot_proto_dot_fleet__pb2.SignalRequest.SerializeToString,
             fleet_dot_proto_dot_fleet__pb2.SignalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegistryLogin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/RegistryLogin',
+            fleet_dot_proto_dot_fleet__pb2.RegistryLoginRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.RegistryInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegistryLogout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/RegistryLogout',
+            fleet_dot_proto_dot_fleet__pb2.RegistryLogoutRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.RegistryLogoutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRegistries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/ListRegistries',
+            fleet_dot_proto_dot_fleet__pb2.GetRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.RegistryList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRegistryMirror(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetService/SetRegistryMirror',
+            fleet_dot_proto_dot_fleet__pb2.RegistryMirrorRequest.SerializeToString,
+            fleet_dot_proto_dot_fleet__pb2.RegistryList.FromString,
             options,
             channel_credentials,
             insecure,

@@ -148,6 +148,14 @@ class FleetServiceStub:
     """Pause, unpause or send a signal to an app's replicas (docker pause/unpause/kill),
     through each host's agent (deployers and admins).
     """
+    RegistryLogin: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.RegistryLoginRequest, _fleet_pb2.RegistryInfo]
+    """Private registries (fleet/registries.py): credentials sealed as fleet secrets,
+    sent only to the hosts whose replicas pull from that registry (admin only).
+    """
+    RegistryLogout: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.RegistryLogoutRequest, _fleet_pb2.RegistryLogoutResponse]
+    ListRegistries: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.RegistryList]
+    SetRegistryMirror: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.RegistryMirrorRequest, _fleet_pb2.RegistryList]
+    """The pool's registry mirror for Docker Hub images ("" clears it; admin only)."""
 
 @_typing.type_check_only
 class FleetServiceAsyncStub(FleetServiceStub):
@@ -207,6 +215,14 @@ class FleetServiceAsyncStub(FleetServiceStub):
     """Pause, unpause or send a signal to an app's replicas (docker pause/unpause/kill),
     through each host's agent (deployers and admins).
     """
+    RegistryLogin: _aio.UnaryUnaryMultiCallable[_fleet_pb2.RegistryLoginRequest, _fleet_pb2.RegistryInfo]  # type: ignore[assignment]
+    """Private registries (fleet/registries.py): credentials sealed as fleet secrets,
+    sent only to the hosts whose replicas pull from that registry (admin only).
+    """
+    RegistryLogout: _aio.UnaryUnaryMultiCallable[_fleet_pb2.RegistryLogoutRequest, _fleet_pb2.RegistryLogoutResponse]  # type: ignore[assignment]
+    ListRegistries: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetRequest, _fleet_pb2.RegistryList]  # type: ignore[assignment]
+    SetRegistryMirror: _aio.UnaryUnaryMultiCallable[_fleet_pb2.RegistryMirrorRequest, _fleet_pb2.RegistryList]  # type: ignore[assignment]
+    """The pool's registry mirror for Docker Hub images ("" clears it; admin only)."""
 
 class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------- API for the CLI"""
@@ -509,6 +525,38 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
         """Pause, unpause or send a signal to an app's replicas (docker pause/unpause/kill),
         through each host's agent (deployers and admins).
         """
+
+    @_abc_1.abstractmethod
+    def RegistryLogin(
+        self,
+        request: _fleet_pb2.RegistryLoginRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.RegistryInfo, _abc.Awaitable[_fleet_pb2.RegistryInfo]]:
+        """Private registries (fleet/registries.py): credentials sealed as fleet secrets,
+        sent only to the hosts whose replicas pull from that registry (admin only).
+        """
+
+    @_abc_1.abstractmethod
+    def RegistryLogout(
+        self,
+        request: _fleet_pb2.RegistryLogoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.RegistryLogoutResponse, _abc.Awaitable[_fleet_pb2.RegistryLogoutResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListRegistries(
+        self,
+        request: _fleet_pb2.GetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.RegistryList, _abc.Awaitable[_fleet_pb2.RegistryList]]: ...
+
+    @_abc_1.abstractmethod
+    def SetRegistryMirror(
+        self,
+        request: _fleet_pb2.RegistryMirrorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.RegistryList, _abc.Awaitable[_fleet_pb2.RegistryList]]:
+        """The pool's registry mirror for Docker Hub images ("" clears it; admin only)."""
 
 def add_FleetServiceServicer_to_server(servicer: FleetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

@@ -26,6 +26,7 @@ top-level folders, so a prefix read or watch of one never drags in the others::
     secrets-key                     the id of the key the secrets are sealed with (never
                                     the key): every control-plane replica must hold it
     policy                          what containers may ask of hosts (fleet policy set)
+    registry-mirror                 the pool's registry mirror for Docker Hub images
     maintenance                     the semaphore of hosts out for maintenance (drains)
     upgrade                         the coordinated OS upgrade walk (fleet upgrade-hosts)
     leader                          the leading control plane, bound to its lease
@@ -72,6 +73,7 @@ __all__ = [
     "LEADER",
     "MAINTENANCE",
     "POLICY",
+    "REGISTRY_MIRROR",
     "REPLICAS",
     "REPORTS",
     "REVISIONS",
@@ -373,6 +375,7 @@ ROUTES = Folder("routes", (_Route("<route>"),))
 SECRETS = Folder("secrets", (_Label("<name>", "secret name"),))
 SECRETS_KEY = Folder("secrets-key")
 POLICY = Folder("policy")
+REGISTRY_MIRROR = Folder("registry-mirror")
 MAINTENANCE = Folder("maintenance")
 UPGRADE = Folder("upgrade")
 LEADER = Folder("leader")
@@ -397,6 +400,7 @@ FOLDERS: tuple[Folder, ...] = (
     SECRETS,
     SECRETS_KEY,
     POLICY,
+    REGISTRY_MIRROR,
     MAINTENANCE,
     UPGRADE,
     LEADER,
@@ -591,6 +595,9 @@ class KeyLayout:
 
     def policy(self) -> bytes:
         return self.key(POLICY)
+
+    def registry_mirror(self) -> bytes:
+        return self.key(REGISTRY_MIRROR)
 
     # ingress routes
     def route(self, route: str) -> bytes:

@@ -102,7 +102,7 @@ class LiveState:
             self._hosts = self._host_inputs[position] = seq
         elif folder in (keys.ALIVE, keys.MAINTENANCE, keys.HOST_LABELS, keys.DENIED):
             self._hosts = seq  # (admin labels: which hosts an app may use)
-        elif folder in (keys.SECRETS, keys.UPGRADE):
+        elif folder in (keys.SECRETS, keys.REGISTRY_MIRROR, keys.UPGRADE):
             self._shared = seq
             if folder is keys.UPGRADE:
                 self._hosts = seq
@@ -189,6 +189,7 @@ class LiveState:
         snapshot = ClusterState(
             revision=self.revision,
             policy=live.policy,
+            registry_mirror=live.registry_mirror,
             maintenance=live.maintenance,
             upgrade=live.upgrade,
             changes=Changes(

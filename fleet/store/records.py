@@ -29,6 +29,7 @@ __all__ = [
     "LiveRecord",
     "MaintenanceRecord",
     "PortBinding",
+    "RegistryMirrorRecord",
     "ReplicaRecord",
     "ReplicaTarget",
     "ResourceAmounts",
@@ -373,9 +374,22 @@ class SecretRecord(_Record):
     # None: stored before secrets had scopes; every app may use it, as then (`fleet
     # secrets list` warns) until an admin scopes it.
     scope: SecretScope | None = None
+    # Set: a registry's credentials (fleet registry login; fleet.registries), its
+    # password sealed as the value: never an env value, sent only with the pulls of the
+    # apps in its scope whose image names this registry.
+    registry: str = ""
+    username: str = ""
 
     def allows(self, app: str) -> bool:
         return self.scope is None or self.scope.allows(app)
+
+
+class RegistryMirrorRecord(_Record):
+    """The pool's registry mirror (fleet registry mirror): Docker Hub images are
+    pulled through it first (fleet.registries says the fallback rules)."""
+
+    mirror: str
+    set_at: str
 
 
 class SecretsKeyRecord(_Record):

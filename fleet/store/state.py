@@ -35,6 +35,7 @@ from fleet.store.records import (
     JoinTokenRecord,
     LiveRecord,
     MaintenanceRecord,
+    RegistryMirrorRecord,
     ReplicaRecord,
     RevisionRecord,
     RolloutRecord,
@@ -112,7 +113,7 @@ class Changes:
     apps: Mapping[str, int]  # an app's own keys: app, revisions, replicas, rollout, job
     reports: Mapping[str, int]  # what agents report of an app's containers (usage aside)
     host_inputs: Mapping[str, int]  # a host's desired set: its replicas and host record
-    shared: int  # revisions, secrets, the upgrade walk: every host's desired set
+    shared: int  # revisions, secrets, the mirror, the upgrade walk: every host's desired set
     hosts: int  # host records, admin labels, liveness, maintenance, upgrades, denials
     placed: int  # any replica anywhere
     status: int  # any agent report (usage included)
@@ -175,6 +176,7 @@ class ClusterState:
     # Certificate serials refused on every stream, by serial (fleet hosts remove).
     denied: dict[str, Versioned[DeniedRecord]] = field(default_factory=dict)
     policy: Versioned[Policy] | None = None  # None: the default, which allows nothing
+    registry_mirror: Versioned[RegistryMirrorRecord] | None = None  # None: no mirror
     maintenance: Versioned[MaintenanceRecord] | None = None  # None: nobody holds a slot
     upgrade: Versioned[UpgradeRecord] | None = None  # the last upgrade walk
     # Set by the informer, which keeps the indexes below as it applies each change;
@@ -317,6 +319,7 @@ _HELD: dict[Folder, tuple[type[BaseModel], str]] = {
     keys.ROUTES: (RouteRecord, "routes"),
     keys.DENIED: (DeniedRecord, "denied"),
     keys.POLICY: (Policy, "policy"),
+    keys.REGISTRY_MIRROR: (RegistryMirrorRecord, "registry_mirror"),
     keys.MAINTENANCE: (MaintenanceRecord, "maintenance"),
     keys.UPGRADE: (UpgradeRecord, "upgrade"),
 }

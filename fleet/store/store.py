@@ -245,6 +245,17 @@ class Store:
             "the policy changed meanwhile; run it again",
         )
 
+    async def write_registry_mirror(
+        self, mirror: records.RegistryMirrorRecord | None, *, expected_mod_revision: int
+    ) -> int:
+        """Set the pool's registry mirror (None: clear it)."""
+        key = self.keys.registry_mirror()
+        return await self._guarded(
+            [Compare(key, expected_mod_revision)],
+            [Put(key, mirror.dump()) if mirror is not None else Delete(key)],
+            "the registry mirror changed meanwhile; run it again",
+        )
+
     async def write_token(self, token: records.TokenRecord) -> int:
         return await self._guarded(
             [Compare(self.keys.token(token.id), 0)],

@@ -79,13 +79,25 @@ class FleetServerProcess:
         )
 
     def cli(
-        self, *args: str, timeout: float = 180, name: str = "admin", role: str = "admin"
+        self,
+        *args: str,
+        timeout: float = 180,
+        name: str = "admin",
+        role: str = "admin",
+        input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """The real ``fleet`` CLI against this server, with a client certificate of
-        ``role`` (an admin's by default; output captured)."""
+        ``role`` (an admin's by default; output captured, ``input`` on its stdin)."""
         command = [sys.executable, "-m", "fleet", *args, "--server", self.address]
         command += tls_args(self.pki.client(name, role) if self.pki else None)
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        return subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            input=input,
+        )
 
     def transport(self, name: str = "admin", role: str = "admin") -> Transport:
         return self.pki.client_transport(name, role) if self.pki else Transport(None)

@@ -148,7 +148,9 @@ class HollowRuntime:
                 )
             return found
 
-    def ensure_image(self, image: str) -> bool:
+    def ensure_image(
+        self, image: str, auth: pb.RegistryAuth | None = None, mirror: str = ""
+    ) -> bool:
         with self._lock:
             pulled = image not in self.images
             self.images.add(image)

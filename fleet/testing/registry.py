@@ -6,15 +6,34 @@ or a `HostPool`'s gateway so that every namespace host can pull from it.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import datetime
+import ipaddress
 import json
 import shutil
+import ssl
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
 
-from fleet.testing.procs import Daemon, ManagedProcess, ProcessError, free_port, require_binary
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from fleet.testing.procs import (
+    Daemon,
+    ManagedProcess,
+    ProcessError,
+    free_port,
+    require_binary,
+    run,
+)
 
 
 class Registry(Daemon):
@@ -29,11 +48,19 @@ class Registry(Daemon):
         *,
         start_timeout: float = 30.0,
         require_auth: bool = False,
+        users: dict[str, str] | None = None,
+        tls: bool = False,
     ) -> None:
         self.host = host
         # With require_auth every request needs basic credentials (an htpasswd file the
-        # registry makes with a random password): a pull without them is refused.
-        self.require_auth = require_auth
+        # registry makes with a random password, or of ``users``: name -> password):
+        # a pull without them is refused.
+        self.users = dict(users or {})
+        self.require_auth = require_auth or bool(self.users)
+        # With tls the registry speaks HTTPS only, with a self-signed certificate for
+        # its address (``cert_path``); a daemon that lists it as an insecure registry
+        # takes it unverified, as Docker does for those.
+        self.tls = tls
         self.port = port if port is not None else free_port(host)
         self.base_dir = Path(tempfile.mkdtemp(prefix="fleet-registry-"))
         self.config_path = self.base_dir / "config.yml"
@@ -47,7 +74,65 @@ class Registry(Daemon):
     @property
     def url(self) -> str:
         """The registry's base URL."""
-        return f"http://{self.address}"
+        return f"{'https' if self.tls else 'http'}://{self.address}"
+
+    @property
+    def cert_path(self) -> Path:
+        return self.base_dir / "registry.crt"
+
+    def _write_tls(self) -> None:
+        """A self-signed certificate for the registry's address, and its key."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.host)])
+        now = datetime.datetime.now(datetime.UTC)
+        try:
+            alt: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(self.host))
+        except ValueError:
+            alt = x509.DNSName(self.host)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        # (Its own CA too: Docker's certs.d holds it as the CA to trust.)
+        self.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (self.base_dir / "registry.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+
+    def _write_htpasswd(self) -> None:
+        """The ``users`` with bcrypt hashes (the only kind distribution reads), made by
+        the C library's crypt(3): no bcrypt package or htpasswd binary needed."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # crypt: gone in 3.13
+            import crypt
+
+            lines = [
+                f"{user}:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n"
+                for user, password in self.users.items()
+            ]
+        (self.base_dir / "htpasswd").write_text("".join(lines))
+
+    def _open(self, path: str, user: str | None = None) -> Any:
+        request = urllib.request.Request(f"{self.url}{path}")
+        if user is not None:
+            token = base64.b64encode(f"{user}:{self.users[user]}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        context = None
+        if self.tls:
+            context = ssl.create_default_context(cafile=str(self.cert_path))
+        return urllib.request.urlopen(request, timeout=5, context=context)
 
     def _write_config(self) -> None:
         # JSON is YAML: no YAML writer needed for a config this small.
@@ -60,6 +145,14 @@ class Registry(Daemon):
             },
             "http": {"addr": self.address},
         }
+        if self.tls:
+            self._write_tls()
+            config["http"]["tls"] = {
+                "certificate": str(self.cert_path),
+                "key": str(self.base_dir / "registry.key"),
+            }
+        if self.users:
+            self._write_htpasswd()
         if self.require_auth:
             config["auth"] = {
                 "htpasswd": {"realm": "fleet-test", "path": str(self.base_dir / "htpasswd")}
@@ -69,7 +162,7 @@ class Registry(Daemon):
     def answers(self) -> bool:
         """Tell whether `GET /v2/` answers 200, the API version check every client starts with."""
         try:
-            with urllib.request.urlopen(f"{self.url}/v2/", timeout=2) as resp:
+            with self._open("/v2/") as resp:
                 return bool(resp.status == 200)
         except urllib.error.HTTPError as error:  # asks for credentials: it is up
             return self.require_auth and error.code == 401
@@ -95,7 +188,7 @@ class Registry(Daemon):
 
     def catalog(self) -> list[str]:
         """The repositories the registry holds (`GET /v2/_catalog`)."""
-        with urllib.request.urlopen(f"{self.url}/v2/_catalog", timeout=5) as resp:
+        with self._open("/v2/_catalog", next(iter(self.users), None)) as resp:
             body = json.loads(resp.read())
         return list(body.get("repositories") or [])
 
@@ -109,6 +202,7 @@ def push_image(
     registry_address: str,
     repository: str,
     tag: str,
+    auth: dict[str, str] | None = None,
 ) -> str:
     """Tag `local_ref` as `registry_address/repository:tag`, push it, and return that reference.
 
@@ -119,10 +213,43 @@ def push_image(
     if not docker_client.api.tag(local_ref, remote_repo, tag):
         raise ProcessError(f"could not tag {local_ref} as {remote_repo}:{tag}")
     errors: list[str] = []
-    for msg in docker_client.api.push(remote_repo, tag=tag, stream=True, decode=True):
+    pushed = docker_client.api.push(
+        remote_repo, tag=tag, stream=True, decode=True, auth_config=auth
+    )
+    for msg in pushed:
         if isinstance(msg, dict) and (msg.get("error") or msg.get("errorDetail")):
             detail = msg.get("errorDetail") or {}
             errors.append(str(msg.get("error") or detail.get("message") or msg))
     if errors:
         raise ProcessError(f"pushing {remote_repo}:{tag} failed: {'; '.join(errors)}")
     return f"{remote_repo}:{tag}"
+
+
+DOCKER_CERTS_DIR = Path("/etc/docker/certs.d")
+
+
+@contextlib.contextmanager
+def trusted_tls_registry(pool: Any, users: dict[str, str]) -> Iterator[Registry]:
+    """A registry on HTTPS with htpasswd ``users`` that the daemons of ``pool`` (a
+    ``HostPool``) verify as Docker verifies any registry: not an insecure one (those
+    are taken unverified, and Docker then retries them over plain HTTP, so a refusal
+    reads as a reset connection). It listens on an address of the pool's bridge
+    outside the pool's subnet (which the daemons take as insecure), in 198.18.0.0/15,
+    the range kept for tests, and its certificate is in Docker's
+    ``/etc/docker/certs.d/ADDR:PORT/ca.crt``, where every dockerd of the machine
+    looks; both are removed afterwards."""
+    octets = pool.subnet.split("/")[0].split(".")
+    address = f"198.18.{octets[2]}.{int(octets[1]) % 254 + 1}"
+    ip = require_binary("ip", "/usr/sbin/ip", "/sbin/ip")
+    run([ip, "addr", "add", f"{address}/32", "dev", pool.bridge])
+    registry = Registry(address, users=users, tls=True)
+    trusted = DOCKER_CERTS_DIR / registry.address
+    try:
+        registry.start()
+        trusted.mkdir(parents=True, exist_ok=True)
+        shutil.copy(registry.cert_path, trusted / "ca.crt")
+        yield registry
+    finally:
+        shutil.rmtree(trusted, ignore_errors=True)
+        registry.stop()
+        run([ip, "addr", "del", f"{address}/32", "dev", pool.bridge], check=False)

@@ -7,6 +7,7 @@
     execstream.py  exec with streamed input and a terminal (exec -it), relayed likewise
     signals.py   pause, unpause and kill an app's replicas (relayed likewise)
     admin.py     secrets, the container policy, API tokens
+    registries.py  private registries' logins and the pool's mirror (fleet registry)
     jointokens.py  the tokens new hosts join with (the joining itself: ``joinservice``)
     about.py     the server's version, name and leadership (``fleet version``)
     pending.py   why an app's slots are pending (the leader knows; a follower plans)
@@ -30,6 +31,7 @@ from fleet.controlplane.api.execstream import ExecStreamApi
 from fleet.controlplane.api.hosts import HostsApi
 from fleet.controlplane.api.jointokens import JoinTokensApi
 from fleet.controlplane.api.observe import ObserveApi
+from fleet.controlplane.api.registries import RegistriesApi
 from fleet.controlplane.api.rollouts import RolloutsApi
 from fleet.controlplane.api.signals import SignalsApi
 from fleet.proto import fleet_pb2_grpc as pb_grpc
@@ -45,6 +47,7 @@ class FleetService(
     ExecStreamApi,
     SignalsApi,
     AdminApi,
+    RegistriesApi,
     JoinTokensApi,
     AboutApi,
     pb_grpc.FleetServiceServicer,

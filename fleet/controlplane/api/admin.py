@@ -12,6 +12,7 @@ from fleet.controlplane.auth import Permission, new_token, rpc
 from fleet.errors import FailedPrecondition, InvalidArgument, NotFound
 from fleet.policy import Policy
 from fleet.proto import fleet_pb2 as pb
+from fleet.registries import is_registry_secret
 from fleet.secrets import scope_from
 from fleet.store import ClusterState, check_name
 from fleet.store.records import SecretRecord, SecretScope
@@ -43,6 +44,17 @@ def _secret_not_found(name: str) -> NotFound:
     return NotFound(f"secret {name!r} not found (see `fleet secrets list`)")
 
 
+def _not_a_login(name: str) -> str:
+    """``name``, refused if it is reserved for a registry's credentials, which only
+    ``fleet registry login`` / ``logout`` change (fleet.registries)."""
+    if is_registry_secret(name):
+        raise InvalidArgument(
+            f"secret name {name!r} is reserved for a registry's credentials: use "
+            "`fleet registry login` / `logout` for those, or another name"
+        )
+    return name
+
+
 class AdminApi(ServiceBase):
     # ------------------------------------------------------------------ secrets
 
@@ -50,7 +62,7 @@ class AdminApi(ServiceBase):
     async def SetSecret(
         self, request: pb.SetSecretRequest, context: grpc.aio.ServicerContext
     ) -> pb.SecretInfo:
-        name = check_name(request.name, "secret name")
+        name = _not_a_login(check_name(request.name, "secret name"))
         if self._secrets is None:
             raise FailedPrecondition(
                 "this control plane has no secrets key; start it with --secrets-key-file"
@@ -92,7 +104,7 @@ class AdminApi(ServiceBase):
     ) -> pb.SecretInfo:
         """Replace which apps may use a secret, keeping its value. Apps outside the new
         scope keep what runs; their new containers are held (``fleet.secrets``)."""
-        name = check_name(request.name, "secret name")
+        name = _not_a_login(check_name(request.name, "secret name"))
         scope = scope_from(request.scope.apps, request.scope.all_apps)
         state = await self._state()
         stored = state.secrets.get(name)
@@ -113,7 +125,7 @@ class AdminApi(ServiceBase):
             secrets=[
                 _secret_info(record.value, _users(state, name))
                 for name, record in sorted(state.secrets.items())
-                if not request.name or name == request.name
+                if (not request.name or name == request.name) and not record.value.registry
             ]
         )
 
@@ -121,7 +133,7 @@ class AdminApi(ServiceBase):
     async def DeleteSecret(
         self, request: pb.DeleteSecretRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteSecretResponse:
-        name = check_name(request.name, "secret name")
+        name = _not_a_login(check_name(request.name, "secret name"))
         state = await self._state()
         stored = state.secrets.get(name)
         if stored is None:

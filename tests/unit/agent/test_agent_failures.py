@@ -94,7 +94,7 @@ def test_forgetting_keeps_only_what_is_still_wanted() -> None:
                 'Head "http://10.0.0.1:5000/v2/web/manifests/v1": no basic auth credentials',
             ),
             "unauthorized",
-            "give the host credentials",
+            "fleet registry login",
         ),
         (
             _api_error(500, "write /var/lib/docker/tmp/x: no space left on device"),
