@@ -17,7 +17,7 @@ from fleet.spec._files import MAX_FILE_BYTES, AppFile, _documents, _duplicate_ke
 from fleet.spec._model import AppSpec
 from fleet.spec._quote import show
 from fleet.spec.compose._interpolate import InterpolationError, Interpolator, parse_env_file
-from fleet.spec.compose._report import Path, Report
+from fleet.spec.compose._report import Path, Report, path_text
 from fleet.spec.compose._service import Project, ServiceApp, map_service
 from fleet.spec.compose._values import dns_name
 
@@ -267,7 +267,9 @@ def _service_node(root: yaml.Node, key: str) -> yaml.Node:
     return root
 
 
-def _validate(service: ServiceApp, report: Report) -> AppSpec | None:
+def _validate(service: ServiceApp, report: Report, failed: bool) -> AppSpec | None:
+    """The app as fleet validates it; its problems at the compose keys they came from
+    (a service with errors already has its missing fields left unsaid: they follow)."""
     try:
         return AppSpec.model_validate(service.app)
     except ValidationError as exc:
@@ -279,8 +281,11 @@ def _validate(service: ServiceApp, report: Report) -> AppSpec | None:
             rest = tuple(p for p in loc[1:] if p != "[key]")
             if field and rest and service.origins.get(field, ())[-1:] == (field,):
                 where = (*where, *rest)
+            said = {p.path for p in report.errors}
+            if (failed and where == ("services", service.key)) or path_text(where) in said:
+                continue
             message = _message(error)
-            if where[-1:] != (field,) and field:
+            if field and service.origins.get(field, ())[-1:] != (field,):
                 message = f"(as fleet's {field}) {message}"
             report.error(where, message)
         return None
@@ -352,7 +357,9 @@ def convert(
             continue
         mapped.append(map_service(str(key), settings, shared, report))
     ordered = _order(mapped, report)
-    specs = [s for s in (_validate(m, report) for m in ordered) if s is not None]
+    failed = {p.path.split(".")[1].split("[")[0] for p in report.errors if p.path.count(".")}
+    checked = [_validate(m, report, m.key in failed) for m in ordered]
+    specs = [s for s in checked if s is not None]
     if report.errors:
         raise SpecError(sorted(report.errors, key=lambda p: p.line or 0))
     used: dict[str, list[str]] = {}

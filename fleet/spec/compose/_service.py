@@ -211,8 +211,8 @@ class _Mapper:
             values, bad = parse_env_file(text)
             for number, _line in bad:
                 self.report.error(where, f"{entry} line {number}: expected KEY=VALUE")
-            for name, text in values.items():
-                self.put_env(name, text)
+            for name, setting in values.items():
+                self.put_env(name, setting)
         given = as_mapping(self.data.get("environment"))
         if given is None:
             self.report.error(self.at("environment"), "expected a mapping or a list of KEY=VALUE")
