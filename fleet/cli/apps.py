@@ -98,7 +98,8 @@ def apply(
     with conn.client() as client:
         if conversion is not None:
             compose.guard_project(client, conversion)
-            compose.store_secrets(client, conversion, dry_run)
+            unstored = compose.store_secrets(client, conversion, dry_run)
+            specs = compose.without_secrets(specs, unstored)
         # Plan on what is stored now; if someone changes one of these apps before ours
         # lands, the server refuses instead of overwriting their change.
         stored = {a.name: a.generation for a in client.apps()}

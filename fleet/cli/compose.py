@@ -15,6 +15,7 @@ import typer
 from fleet.cli.output import err_console, fail, safe
 from fleet.client import FleetClient
 from fleet.errors import SpecError, SpecProblem
+from fleet.spec import AppSpec, SecretRef
 from fleet.spec._files import _read_text
 from fleet.spec.compose import Conversion, compose_environ, convert, is_compose
 
@@ -26,6 +27,7 @@ __all__ = [
     "is_compose_file",
     "load",
     "store_secrets",
+    "without_secrets",
 ]
 
 IgnoreOpt = Annotated[
@@ -124,13 +126,15 @@ def guard_project(client: FleetClient, conversion: Conversion) -> None:
         raise SpecError(problems)
 
 
-def store_secrets(client: FleetClient, conversion: Conversion, dry_run: bool) -> None:
+def store_secrets(client: FleetClient, conversion: Conversion, dry_run: bool) -> set[str]:
     """Store each secret the file names that fleet lacks yet, from its file (beside the
     compose file) or variable, scoped to the apps that use it. A secret fleet has is left
-    as it is (never overwritten); an external one it lacks is an error saying how to set it."""
+    as it is (never overwritten); an external one it lacks is an error saying how to set
+    it. Returns the secrets a dry run would have stored."""
     have = {s.name for s in client.secrets()}
     folder = Path(conversion.source).resolve().parent
     missing = []
+    would: set[str] = set()
     for secret in conversion.secrets:
         if not secret.apps or secret.name in have:
             continue
@@ -153,6 +157,7 @@ def store_secrets(client: FleetClient, conversion: Conversion, dry_run: bool) ->
             value = os.environ[secret.environment].encode()
         if dry_run:
             err_console.print(safe(f"secret/{secret.name} would be created (dry run)"))
+            would.add(secret.name)
             continue
         info = client.set_secret(secret.name, value, apps=list(secret.apps))
         err_console.print(
@@ -163,6 +168,22 @@ def store_secrets(client: FleetClient, conversion: Conversion, dry_run: bool) ->
         )
     if missing:
         fail("; ".join(missing))
+    return would
+
+
+def without_secrets(specs: list[AppSpec], names: set[str]) -> list[AppSpec]:
+    """``specs`` with the env values of secrets ``names`` as placeholders: what a dry run
+    sends, since the control plane refuses a reference to a secret it lacks."""
+    out = []
+    for spec in specs:
+        env = {
+            k: f"(secret {v.secret}, stored by the apply)"
+            if isinstance(v, SecretRef) and v.secret in names
+            else v
+            for k, v in spec.env.items()
+        }
+        out.append(spec.model_copy(update={"env": env}))
+    return out
 
 
 def convert_command(

@@ -68,6 +68,14 @@ def test_a_compose_project_applies_and_each_container_is_as_compose_says(
     fleet: Fleet, tmp_path: Path
 ) -> None:
     path = _write(tmp_path, fleet)
+    # A dry run stores neither the apps nor the secret it would store first.
+    dry = fleet_cli(
+        "apply", "-f", str(path), "--dry-run", server=fleet.server.address, pki=fleet.pki
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert "secret/token would be created (dry run)" in dry.stderr
+    assert "app/worker created (dry run)" in dry.stdout
+    assert fleet.client.apps() == [] and fleet.client.secrets() == []
     done = fleet_cli("apply", "-f", str(path), server=fleet.server.address, pki=fleet.pki)
     assert done.returncode == 0, done.stderr
     # The secret was stored from its file, scoped to the one app that uses it.
