@@ -324,15 +324,21 @@ class _Mapper:
             self.report.error(where, f"expected a port like 8080:80, got {show(item)}")
             return []
         spec, _, protocol = text.partition("/")
-        parts = spec.split(":")
-        if len(parts) == 3 or (len(parts) > 3 and spec.startswith("[")):
+        address = ""
+        if spec.startswith("["):
+            address, _, spec = spec.partition("]:")
+            address += "]"
+        elif spec.count(":") == 2:
+            address, _, spec = spec.partition(":")
+        if address and address not in ("0.0.0.0", "[::]"):  # both mean every address
             self.unsupported(
                 where,
-                f"fleet publishes on every address of the host, not only {parts[0]} "
+                f"fleet publishes on every address of the host, not only {address} "
                 "(--ignore-unsupported leaves this port unpublished): publish it on all "
                 "addresses, or reach it through the ingress",
             )
             return []
+        parts = spec.split(":")
         suffix = f"/{protocol}" if protocol and protocol != "tcp" else ""
         ranges = [p.split("-") for p in parts]
         if all(len(r) == 1 for r in ranges):
@@ -571,10 +577,13 @@ class _Mapper:
         if "cpus" in self.data:
             resources["cpu"] = self.data["cpus"]
         for name in ("mem_limit", "mem_reservation"):
-            if name in self.data and "memory" not in resources:
-                text = self.size("", self.data[name], name)
-                if text:
-                    resources["memory"] = text
+            text = self.size("", self.data[name], name) if name in self.data else None
+            if text and resources.setdefault("memory", text) != text:
+                self.unsupported(
+                    self.at(name),
+                    f"fleet reserves what it limits, one amount: mem_limit {resources['memory']} "
+                    "is used for both",
+                )
         if resources:
             self.put("resources", resources, "cpus" if "cpus" in self.data else "mem_limit")
         deploy = self.data.get("deploy")

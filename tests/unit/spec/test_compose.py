@@ -220,6 +220,9 @@ def test_restart_and_old_style_limits() -> None:
     )
     assert (web["restart"], web["replicas"]) == ("on-failure:2", 3)
     assert web["resources"] == {"cpu": 1.5, "memory": "256Mi"}
+    both = _convert("services:\n  web: {image: nginx, mem_limit: 1g, mem_reservation: 512m}\n")
+    assert _report(both) == [(2, "services.web.mem_reservation")]
+    assert both.documents[0]["resources"] == {"memory": "1Gi"}
     any_condition = _app(
         "services:\n  web:\n    image: nginx\n    deploy: {restart_policy: {condition: any}}\n"
     )
@@ -247,7 +250,7 @@ def test_healthcheck_forms() -> None:
 
 
 def test_ports_forms() -> None:
-    web = _app(
+    conversion = _convert(
         """\
         services:
           web:
@@ -258,9 +261,19 @@ def test_ports_forms() -> None:
               - "53:53/udp"
               - "9000-9001:9100-9101"
               - {target: 443, published: "8443", protocol: tcp, mode: host}
+              - "0.0.0.0:8000:8000"
+              - "[::]:8001:8001/udp"
+              - "[::1]:8002:8002"
+              - {target: 8003, published: 8003, host_ip: 10.0.0.1}
         """
     )
-    assert web["ports"] == ["80", "8080:81", "53:53/udp", "9000:9100", "9001:9101", "8443:443"]
+    [web] = conversion.documents
+    assert web["ports"] == [
+        *("80", "8080:81", "53:53/udp", "9000:9100", "9001:9101", "8443:443"),
+        *("8000:8000", "8001:8001/udp"),
+    ]
+    assert _report(conversion) == [(12, "services.web.ports[7]"), (13, "services.web.ports[8]")]
+    assert "not only [::1]" in conversion.unsupported[0].message
 
 
 def test_environment_forms_and_env_file() -> None:
