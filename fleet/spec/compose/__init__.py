@@ -3,7 +3,8 @@ app document (``fleet convert``, ``fleet apply -f compose.yaml``), reports every
 fleet cannot honour at its line, and names the secrets to store.
 
 - ``_convert``: the whole file (top-level volumes, networks, secrets; apply order).
-- ``_service``: one service, key by key.
+- ``_service``: one service's container keys; ``_deploy``: its count, restarts and
+  rollouts; ``_base``: what they share (the project, the app, the report helpers).
 - ``_interpolate``: ``${VAR:-default}`` and the ``.env`` format.
 - ``_values``: compose's value shapes (sizes, lists that may be mappings, names).
 - ``_report``: findings at their compose key and line.

@@ -16,9 +16,10 @@ from fleet.errors import SpecError, SpecProblem
 from fleet.spec._files import MAX_FILE_BYTES, AppFile, _documents, _duplicate_keys, _message
 from fleet.spec._model import AppSpec
 from fleet.spec._quote import show
+from fleet.spec.compose._base import Project, ServiceApp
 from fleet.spec.compose._interpolate import InterpolationError, Interpolator, parse_env_file
 from fleet.spec.compose._report import Path, Report, path_text
-from fleet.spec.compose._service import Project, ServiceApp, map_service
+from fleet.spec.compose._service import map_service
 from fleet.spec.compose._values import dns_name
 
 __all__ = ["ComposeSecret", "Conversion", "compose_environ", "convert", "is_compose"]

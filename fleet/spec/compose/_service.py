@@ -5,17 +5,16 @@ close mapping whose meaning differs a little) is mapped and noted."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from fleet.spec._quote import show
-from fleet.spec._units import parse_duration
+from fleet.spec.compose._base import GENERIC, REASONS, Project, ServiceApp
+from fleet.spec.compose._deploy import DeployMapper
 from fleet.spec.compose._interpolate import parse_env_file
 from fleet.spec.compose._report import Path, Report
-from fleet.spec.compose._values import as_list, as_mapping, size_text
+from fleet.spec.compose._values import as_list, as_mapping
 
-__all__ = ["Project", "ServiceApp", "map_service"]
+__all__ = ["map_service"]
 
 # Keys whose value fleet takes as compose writes it (the docker-run fields of the app file
 # were given compose's spellings and shapes: fleet/spec/_docker.py).
@@ -47,89 +46,19 @@ _HANDLED = {
     *("deploy", "restart", "scale", "shm_size", "mem_limit", "mem_reservation", "cpus"),
     "expose",
 }
-_GENERIC = "fleet has no equivalent of this compose key"
-# Why fleet does not take a key, for the keys sample projects use most.
-_REASONS = {
-    "container_name": "fleet names each replica's container itself; other apps on a shared "
-    "network reach it by the app's name (the service's name)",
-    "links": "legacy links: apps on a shared network reach each other by app name already",
-    "external_links": "fleet reaches other apps by app name on a shared network only",
-    "profiles": "fleet applies every service of the file: remove the services of the "
-    "profiles you do not want",
-    "stdin_open": "replicas run detached, without stdin (use fleet exec -it for a shell)",
-    "tty": "replicas run detached, without a terminal (use fleet exec -it for a shell)",
-    "platform": "fleet has no per-app platform: constrain the app to hosts of that "
-    "architecture (constraints: [arch=x86_64])",
-    "pull_policy": "the agents pull an image when their host lacks it",
-    "configs": "fleet has no config files for containers: build them into the image or "
-    "pass them in env",
-    "volumes_from": "fleet mounts no other container's volumes: name the volumes instead",
-    "security_opt": "fleet sets no security options (seccomp, AppArmor, no-new-privileges)",
-    "ipc": "fleet shares no IPC namespace",
-    "extends": "fleet does not merge services: write the service out in full",
-    "pids_limit": "fleet sets no PID limit",
-    "cpu_shares": "fleet's cpu is cores reserved and limited; use deploy.resources",
-    "mem_swappiness": "fleet sets no swap settings",
-    "memswap_limit": "fleet sets no swap settings",
-    "gpus": "fleet does not hand GPUs to containers (devices: with the policy may do)",
-}
 _NO_EXPOSE = (
     "expose only documents ports: on a shared network every port of a replica is "
     "reachable already; use ports to publish on the host"
 )
 
 
-@dataclass(frozen=True)
-class Project:
-    """What every service of one compose file shares."""
-
-    name: str  # the compose project, as a DNS label
-    volumes: Mapping[str, str]  # compose volume key -> the Docker volume's name
-    networks: Mapping[str, str]  # compose network key -> fleet network name
-    secrets: Mapping[str, str]  # compose secret key -> fleet secret name
-    services: Mapping[str, str]  # compose service key -> app name
-    environ: Mapping[str, str]
-    read_file: Callable[[str], str]  # a file beside the compose file (env_file)
-
-
-@dataclass
-class ServiceApp:
-    """The app a service maps onto, and what the apply and the report need of it."""
-
-    key: str
-    app: dict[str, Any]
-    origins: dict[str, Path] = field(default_factory=dict)  # fleet field -> compose path
-    depends_on: list[str] = field(default_factory=list)
-    secrets: list[str] = field(default_factory=list)  # compose secret keys it uses
-
-
-class _Mapper:
-    def __init__(self, key: str, data: dict[str, Any], project: Project, report: Report):
-        self.key, self.data, self.project, self.report = key, data, project, report
-        self.base: Path = ("services", key)
-        self.out = ServiceApp(key, {"name": project.services[key]})
-        self.env: dict[str, Any] = {}
-
-    def at(self, *parts: str | int) -> Path:
-        return (*self.base, *parts)
-
-    def put(self, fleet_field: str, value: object, *parts: str | int) -> None:
-        self.out.app[fleet_field] = value
-        self.out.origins[fleet_field] = self.at(*parts)
-
-    def unsupported(self, path: Path, reason: str = _GENERIC) -> None:
-        self.report.unsupported(path, reason)
-
-    def unknown_keys(self, mapping: dict[str, Any], known: set[str], *parts: str | int) -> None:
-        """Report every key of a nested mapping fleet does not take."""
-        for name in mapping:
-            if name not in known and not str(name).startswith("x-"):
-                self.unsupported(self.at(*parts, name), _REASONS.get(str(name), _GENERIC))
+class _Mapper(DeployMapper):
+    """Maps the service's container keys; the rest is ``DeployMapper``'s."""
 
     def run(self) -> ServiceApp:
         for name in self.data:
             if name not in _HANDLED and not str(name).startswith("x-"):
-                self.unsupported(self.at(name), _REASONS.get(str(name), _GENERIC))
+                self.unsupported(self.at(name), REASONS.get(str(name), GENERIC))
         self.image()
         for name in _SAME:
             if name in self.data:
@@ -175,17 +104,6 @@ class _Mapper:
                 self.report.error(self.base, "the service has no image: fleet needs one")
             return
         self.put("image", image, "image")
-
-    def size(self, fleet_field: str, value: object, *parts: str | int) -> str | None:
-        text = size_text(value)
-        if text is None:
-            self.report.error(
-                self.at(*parts), f"expected a size like 512m or 1g, got {show(value)}"
-            )
-            return None
-        if fleet_field:
-            self.put(fleet_field, text, *parts)
-        return text
 
     def environment(self) -> None:
         files = self.data.get("env_file")
@@ -554,206 +472,6 @@ class _Mapper:
             self.unknown_keys(logging, {"driver", "options"}, "logging")
             logging = {k: v for k, v in logging.items() if k in ("driver", "options")}
         self.put("logging", logging, "logging")
-
-    # --- how many, how they restart and roll out ---
-
-    def restart(self) -> None:
-        restart = self.data.get("restart")
-        if restart is None:
-            return  # fleet's default, always (as swarm's deploy default, any)
-        if restart == "unless-stopped":
-            self.report.note(
-                self.at("restart"),
-                "unless-stopped becomes always: fleet's agents restart a replica until its "
-                "app is stopped or deleted",
-            )
-            restart = "always"
-        self.put("restart", restart, "restart")
-
-    def deploy(self) -> None:
-        if "scale" in self.data:
-            self.put("replicas", self.data["scale"], "scale")
-        resources: dict[str, object] = {}
-        if "cpus" in self.data:
-            resources["cpu"] = self.data["cpus"]
-        for name in ("mem_limit", "mem_reservation"):
-            text = self.size("", self.data[name], name) if name in self.data else None
-            if text and resources.setdefault("memory", text) != text:
-                self.unsupported(
-                    self.at(name),
-                    f"fleet reserves what it limits, one amount: mem_limit {resources['memory']} "
-                    "is used for both",
-                )
-        if resources:
-            self.put("resources", resources, "cpus" if "cpus" in self.data else "mem_limit")
-        deploy = self.data.get("deploy")
-        if deploy is None:
-            return
-        if not isinstance(deploy, dict):
-            self.report.error(self.at("deploy"), "expected a mapping")
-            return
-        known = {"mode", "replicas", "resources", "restart_policy", "update_config", "placement"}
-        for name in deploy:
-            if name not in known:
-                why = {
-                    "labels": "swarm's service labels: fleet labels containers, move them "
-                    "to the service's labels",
-                    "rollback_config": "fleet rolls back with the update settings, and only "
-                    "when a rollout fails (update.auto_rollback)",
-                    "endpoint_mode": "fleet has no virtual IP: apps reach each other by app "
-                    "name on a network, or through the ingress",
-                }.get(str(name), _GENERIC)
-                self.unsupported(self.at("deploy", name), why)
-        mode = deploy.get("mode", "replicated")
-        if mode in ("replicated", "global"):
-            if mode == "global":
-                self.put("mode", "global", "deploy", "mode")
-        else:
-            self.unsupported(self.at("deploy", "mode"), f"fleet has no mode {mode}")
-        if "replicas" in deploy:
-            self.put("replicas", deploy["replicas"], "deploy", "replicas")
-        if "resources" in deploy:
-            self.resources(deploy["resources"])
-        if "restart_policy" in deploy:
-            self.restart_policy(deploy["restart_policy"])
-        if "update_config" in deploy:
-            self.update_config(deploy["update_config"])
-        if "placement" in deploy:
-            self.placement(deploy["placement"])
-
-    def resources(self, given: object) -> None:
-        if not isinstance(given, dict):
-            self.report.error(self.at("deploy", "resources"), "expected a mapping")
-            return
-        self.unknown_keys(given, {"limits", "reservations"}, "deploy", "resources")
-        found: dict[str, dict[str, object]] = {}
-        for kind in ("limits", "reservations"):
-            part = given.get(kind) or {}
-            if not isinstance(part, dict):
-                self.report.error(self.at("deploy", "resources", kind), "expected a mapping")
-                continue
-            for name in part:
-                if name not in ("cpus", "memory"):
-                    self.unsupported(
-                        self.at("deploy", "resources", kind, name),
-                        "fleet's resources are cpu and memory only",
-                    )
-            values: dict[str, object] = {}
-            if "cpus" in part:
-                values["cpu"] = part["cpus"]
-            if "memory" in part:
-                memory = self.size("", part["memory"], "deploy", "resources", kind, "memory")
-                if memory is not None:
-                    values["memory"] = memory
-            found[kind] = values
-        limits, reservations = found.get("limits", {}), found.get("reservations", {})
-        # fleet reserves what it limits (one amount for placement and for Docker).
-        resources = {**reservations, **limits}
-        for name, value in reservations.items():
-            if name in limits and limits[name] != value:
-                compose = "cpus" if name == "cpu" else "memory"
-                self.unsupported(
-                    self.at("deploy", "resources", "reservations", compose),
-                    f"fleet reserves what it limits, one amount: the limit {limits[name]} "
-                    f"is used for both, not this reservation of {value}",
-                )
-        if resources:
-            self.put("resources", resources, "deploy", "resources")
-
-    def restart_policy(self, given: object) -> None:
-        where = ("deploy", "restart_policy")
-        if not isinstance(given, dict):
-            self.report.error(self.at(*where), "expected a mapping")
-            return
-        for name in given:
-            if name in ("delay", "window"):
-                self.unsupported(
-                    self.at(*where, name),
-                    "fleet's agents back off between restarts as kubelet does (exponential, "
-                    "capped, reset after a long healthy run)",
-                )
-            elif name not in ("condition", "max_attempts"):
-                self.unsupported(self.at(*where, name))
-        condition = given.get("condition", "any")
-        attempts = given.get("max_attempts")
-        if condition == "none":
-            restart = "no"
-        elif condition == "on-failure":
-            restart = "on-failure" if attempts is None else f"on-failure:{attempts}"
-        elif condition == "any":
-            restart = "always"
-            if attempts is not None:
-                self.unsupported(
-                    self.at(*where, "max_attempts"),
-                    "fleet limits restarts only on failure: use condition: on-failure",
-                )
-        else:
-            self.report.error(
-                self.at(*where, "condition"),
-                f"expected none, on-failure or any, got {show(condition)}",
-            )
-            return
-        self.put("restart", restart, *where)
-
-    def update_config(self, given: object) -> None:
-        where = ("deploy", "update_config")
-        if not isinstance(given, dict):
-            self.report.error(self.at(*where), "expected a mapping")
-            return
-        known = {"parallelism", "order", "delay", "monitor", "failure_action"}
-        self.unknown_keys(given, known, *where)
-        order = given.get("order", "stop-first")  # compose's default, not fleet's
-        parallelism = given.get("parallelism", 1)
-        count: object = "100%" if parallelism == 0 else parallelism  # 0: all at once
-        update: dict[str, object] = {"order": order}
-        if order == "stop-first":
-            update |= {"max_unavailable": count, "max_surge": 0}
-        else:
-            update |= {"max_surge": count, "max_unavailable": 0}
-        # Swarm waits delay between batches and watches each for monitor; fleet waits for
-        # a replica to be healthy for min_ready before it counts and the next one goes.
-        waits = [given[k] for k in ("delay", "monitor") if k in given]
-        if len(waits) == 1:
-            update["min_ready"] = waits[0]
-        elif waits:
-            try:
-                update["min_ready"] = sum(parse_duration(w) for w in waits)
-            except (TypeError, ValueError) as exc:
-                self.report.error(self.at(*where, "delay"), str(exc))
-        action = given.get("failure_action", "pause")
-        if action in ("pause", "rollback"):
-            update["auto_rollback"] = action == "rollback"
-        else:
-            self.unsupported(
-                self.at(*where, "failure_action"),
-                "fleet stops a failed rollout (pause) or rolls it back (rollback); it does "
-                "not continue",
-            )
-        self.put("update", update, *where)
-
-    def placement(self, given: object) -> None:
-        where = ("deploy", "placement")
-        if not isinstance(given, dict):
-            self.report.error(self.at(*where), "expected a mapping")
-            return
-        self.unknown_keys(given, {"constraints", "max_replicas_per_node"}, *where)
-        if "max_replicas_per_node" in given:
-            self.put(
-                "max_per_host", given["max_replicas_per_node"], *where, "max_replicas_per_node"
-            )
-        constraints: list[str] = []
-        for i, text in enumerate(given.get("constraints") or []):
-            match = re.fullmatch(r"\s*node\.labels\.([^\s=!]+)\s*(==|!=)\s*(\S+)\s*", str(text))
-            if match is None:
-                self.unsupported(
-                    self.at(*where, "constraints", i),
-                    "fleet matches host labels only (node.labels.KEY == VALUE becomes KEY=VALUE)",
-                )
-                continue
-            operator = "=" if match[2] == "==" else "!="
-            constraints.append(f"{match[1]}{operator}{match[3]}")
-        if constraints:
-            self.put("constraints", constraints, *where, "constraints")
 
 
 def map_service(key: str, data: dict[str, Any], project: Project, report: Report) -> ServiceApp:
