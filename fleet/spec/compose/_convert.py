@@ -202,7 +202,12 @@ def _secrets(data: dict[str, Any], report: Report) -> dict[str, tuple[str, dict[
             if name not in ("file", "environment", "external", "name"):
                 report.unsupported((*where, name), "fleet secrets have a value and a scope only")
         sources = [s for s in ("file", "environment", "external") if settings.get(s)]
-        if len(sources) != 1:
+        wrong = [
+            s for s in ("file", "environment") if s in sources and not isinstance(settings[s], str)
+        ]
+        if wrong:
+            report.error((*where, wrong[0]), f"expected {wrong[0]} as text")
+        elif len(sources) != 1:
             report.error(where, "expected exactly one of file:, environment: or external: true")
             continue
         name = dns_name(str(settings.get("name", key)))

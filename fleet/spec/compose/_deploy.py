@@ -202,7 +202,11 @@ class DeployMapper(Mapper):
                 "max_per_host", given["max_replicas_per_node"], *where, "max_replicas_per_node"
             )
         constraints: list[str] = []
-        for i, text in enumerate(given.get("constraints") or []):
+        listed = given.get("constraints") or []
+        if not isinstance(listed, list):
+            self.report.error(self.at(*where, "constraints"), "expected a list of constraints")
+            listed = []
+        for i, text in enumerate(listed):
             match = re.fullmatch(r"\s*node\.labels\.([^\s=!]+)\s*(==|!=)\s*(\S+)\s*", str(text))
             if match is None:
                 self.unsupported(

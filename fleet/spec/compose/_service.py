@@ -233,6 +233,9 @@ class _Mapper(DeployMapper):
             host_ip = item.get("host_ip")
             target, published = item.get("target"), item.get("published")
             protocol = item.get("protocol", "tcp")
+            if not all(isinstance(v, int | str) for v in (target, published or 0, protocol)):
+                self.report.error(where, "expected target, published and protocol as text")
+                return []
             text = f"{'' if published is None else f'{published}:'}{target}/{protocol}"
             if host_ip:
                 text = f"{host_ip}:{text}"
