@@ -84,9 +84,10 @@ def apply(
     conn: Connection = CONNECTION,
     output: OutputOpt = Format.table,
 ) -> None:
-    """Create or update the apps in FILE (declarative: re-applying changes nothing). FILE
-    may be a compose file: each service becomes an app (see fleet convert); its missing
-    secrets are stored from their files, scoped to the apps that use them."""
+    """Create or update the apps in FILE (declarative: re-applying changes nothing).
+
+    FILE may be a compose file: each service becomes an app (see fleet convert); its
+    missing secrets are stored from their files, scoped to the apps that use them."""
     seconds = duration_option("--timeout", timeout)
     conversion = None
     if compose.is_compose_file(filename):
@@ -127,10 +128,17 @@ def apply(
 @connected
 def diff(
     filename: FileOpt,
+    ignore_unsupported: compose.IgnoreOpt = False,
+    project_name: compose.ProjectOpt = None,
     conn: Connection = CONNECTION,
 ) -> None:
-    """Show how FILE differs from what the control plane stores (exit 1 if it differs)."""
-    specs = _load(filename)
+    """Show how FILE differs from what the control plane stores (exit 1 if it differs).
+
+    FILE may be a compose file, as for apply."""
+    if compose.is_compose_file(filename):
+        specs = compose.load(filename, project_name, ignore_unsupported).specs
+    else:
+        specs = _load(filename)
     changed = False
     with conn.client() as client:
         stored = {a.name: a for a in client.apps()}

@@ -191,8 +191,11 @@ def convert_command(
     ignore_unsupported: IgnoreOpt = False,
     project_name: ProjectOpt = None,
 ) -> None:
-    """Print the fleet app file (one YAML document per service, dependencies first) that
-    a compose file becomes, and on stderr what did not map and how to store its secrets."""
+    """Print the fleet app file a compose file becomes.
+
+    One YAML document per service, dependencies first; on stderr what did not map and
+    the commands that store its secrets. Nothing is printed if a key cannot be honoured,
+    unless --ignore-unsupported."""
     conversion = load(filename, project_name, ignore_unsupported)
     sys.stdout.write(conversion.yaml())
     for secret in conversion.secrets:

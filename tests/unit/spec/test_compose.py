@@ -4,6 +4,7 @@ sample projects converted with exactly the report expected."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from fleet.cli.compose import guard_project
 from fleet.cli.main import app as cli
 from fleet.errors import SpecError
 from fleet.spec import load_documents
@@ -643,3 +645,35 @@ def test_fleet_convert_refuses_then_lists_what_it_ignores(tmp_path: Path) -> Non
     assert "ignored: " in done.stderr and "container_name" in done.stderr
     [spec] = load_documents(done.stdout)
     assert spec.name == "web" and spec.labels["com.docker.compose.project"] == "site"
+
+
+class _Stored:
+    """What ``FleetClient.apps`` answers of one stored app, as far as the guard reads it."""
+
+    def __init__(self, name: str, labels: dict[str, str]) -> None:
+        self.name = name
+        self.spec_json = json.dumps({"name": name, "image": "x", "labels": labels})
+
+
+class _Client:
+    def __init__(self, *stored: _Stored) -> None:
+        self.stored = list(stored)
+
+    def apps(self) -> list[_Stored]:
+        return self.stored
+
+
+def test_apply_refuses_to_overwrite_an_app_another_project_made() -> None:
+    conversion = _convert("services:\n  db: {image: postgres}\n  web: {image: nginx}\n")
+    ours = _Stored("db", {"com.docker.compose.project": "demo"})
+    guard_project(_Client(ours), conversion)  # type: ignore[arg-type]
+    theirs = _Stored("web", {"com.docker.compose.project": "blog"})
+    plain = _Stored("db", {})
+    with pytest.raises(SpecError) as caught:
+        guard_project(_Client(theirs, plain), conversion)  # type: ignore[arg-type]
+    assert [str(p) for p in caught.value.problems] == [
+        "compose.yaml: services.db: app db exists already, made by an app file, not this "
+        "compose project (demo): rename the service, or delete that app first",
+        "compose.yaml: services.web: app web exists already, made by compose project blog "
+        "(demo): rename the service, or delete that app first",
+    ]
