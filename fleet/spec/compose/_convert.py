@@ -13,7 +13,14 @@ import yaml
 from pydantic import ValidationError
 
 from fleet.errors import SpecError, SpecProblem
-from fleet.spec._files import MAX_FILE_BYTES, AppFile, _documents, _duplicate_keys, _message
+from fleet.spec._files import (
+    MAX_FILE_BYTES,
+    AppFile,
+    _documents,
+    _duplicate_keys,
+    _Loader,
+    _message,
+)
 from fleet.spec._model import AppSpec
 from fleet.spec._quote import show
 from fleet.spec.compose._base import Project, ServiceApp
@@ -262,6 +269,15 @@ def _order(mapped: list[ServiceApp], report: Report) -> list[ServiceApp]:
     return done
 
 
+def _unmerged(text: str, node: yaml.Node) -> yaml.Node:
+    """The document's node as written: constructing the data merged every ``<<: *anchor``
+    into the mappings' nodes, where an override of a merged key would look repeated."""
+    for document in yaml.compose_all(text, Loader=_Loader):
+        if isinstance(document, yaml.MappingNode):
+            return document
+    return node
+
+
 def _service_node(root: yaml.Node, key: str) -> yaml.Node:
     """The YAML node of service ``key``, where the control plane's problems of its app go."""
     for name, value in root.value if isinstance(root, yaml.MappingNode) else []:
@@ -321,6 +337,7 @@ def convert(
         raise SpecError([SpecProblem(source, 0, "", None, message)])
     _index, node, raw = documents[0]
     assert isinstance(raw, dict)
+    node = _unmerged(text, node)
     report = Report(source, node)
     for path, line in _duplicate_keys(node):
         message = "duplicate key: YAML would silently keep only the last one"

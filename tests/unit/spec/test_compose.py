@@ -677,3 +677,28 @@ def test_apply_refuses_to_overwrite_an_app_another_project_made() -> None:
         "compose.yaml: services.web: app web exists already, made by compose project blog "
         "(demo): rename the service, or delete that app first",
     ]
+
+
+def test_anchors_and_merge_keys_as_compose_files_use_them() -> None:
+    conversion = _convert(
+        """\
+        x-common: &common
+          restart: always
+          logging: {driver: local}
+          tty: true
+        services:
+          web:
+            <<: *common
+            image: nginx
+            restart: on-failure
+          db:
+            <<: *common
+            image: postgres
+        """
+    )
+    web, db = conversion.documents
+    # An override of a merged key is no duplicate key.
+    assert (web["restart"], db["restart"]) == ("on-failure", "always")
+    assert web["logging"] == db["logging"] == {"driver": "local"}
+    # A merged key is reported where the service merges it (its <<: line).
+    assert _report(conversion) == [(7, "services.web.tty"), (11, "services.db.tty")]
