@@ -443,6 +443,11 @@ class _Mapper(DeployMapper):
         )
         test = check.get("test")
         if check.get("disable") is True or test in (["NONE"], "NONE"):
+            self.report.note(
+                self.at("healthcheck"),
+                "no health check: fleet counts a running replica as healthy and ignores the "
+                "image's HEALTHCHECK (which Docker may still run)",
+            )
             return
         if isinstance(test, str):
             command: list[object] = ["/bin/sh", "-c", test]
