@@ -19,6 +19,7 @@ from typing import Annotated
 import typer
 import yaml
 
+from fleet.cli import compose
 from fleet.cli.connection import CONNECTION, Connection, connected
 from fleet.cli.options import duration_option
 from fleet.cli.output import (
@@ -78,14 +79,28 @@ def apply(
     ] = False,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = "10m",
+    ignore_unsupported: compose.IgnoreOpt = False,
+    project_name: compose.ProjectOpt = None,
     conn: Connection = CONNECTION,
     output: OutputOpt = Format.table,
 ) -> None:
-    """Create or update the apps in FILE (declarative: re-applying changes nothing)."""
-    loaded = AppFile.read(filename)
-    specs = loaded.specs
+    """Create or update the apps in FILE (declarative: re-applying changes nothing).
+
+    FILE may be a compose file: each service becomes an app (see fleet convert); its
+    missing secrets are stored from their files, scoped to the apps that use them."""
     seconds = duration_option("--timeout", timeout)
+    conversion = None
+    if compose.is_compose_file(filename):
+        conversion = compose.load(filename, project_name, ignore_unsupported)
+        loaded = conversion.app_file()
+    else:
+        loaded = AppFile.read(filename)
+    specs = loaded.specs
     with conn.client() as client:
+        if conversion is not None:
+            compose.guard_project(client, conversion)
+            unstored = compose.store_secrets(client, conversion, dry_run)
+            specs = compose.without_secrets(specs, unstored)
         # Plan on what is stored now; if someone changes one of these apps before ours
         # lands, the server refuses instead of overwriting their change.
         stored = {a.name: a.generation for a in client.apps()}
@@ -113,10 +128,17 @@ def apply(
 @connected
 def diff(
     filename: FileOpt,
+    ignore_unsupported: compose.IgnoreOpt = False,
+    project_name: compose.ProjectOpt = None,
     conn: Connection = CONNECTION,
 ) -> None:
-    """Show how FILE differs from what the control plane stores (exit 1 if it differs)."""
-    specs = _load(filename)
+    """Show how FILE differs from what the control plane stores (exit 1 if it differs).
+
+    FILE may be a compose file, as for apply."""
+    if compose.is_compose_file(filename):
+        specs = compose.load(filename, project_name, ignore_unsupported).specs
+    else:
+        specs = _load(filename)
     changed = False
     with conn.client() as client:
         stored = {a.name: a for a in client.apps()}

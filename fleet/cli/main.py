@@ -14,6 +14,7 @@ import typer
 from fleet.cli import (
     apps,
     certs,
+    compose,
     contexts,
     daemons,
     hosts,
@@ -45,6 +46,7 @@ app = typer.Typer(
 # Every command, by name, in the order `fleet --help` lists them.
 COMMANDS: dict[str, Callable[..., None]] = {
     "apply": apps.apply,
+    "convert": compose.convert_command,
     "diff": apps.diff,
     "get": apps.get,
     "ps": observe.ps,
