@@ -34,6 +34,22 @@ from fleet.errors import FleetError, PolicyDenied, SpecError
 
 __all__ = ["COMMANDS", "GROUPS", "app", "main"]
 
+
+def _flags_take_no_value() -> None:
+    """typer 0.29 labels every option's type in help, flags too (`--wait <bool>`), which
+    reads as if a flag took a value; kubectl's and docker's help show a flag bare."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_bool_flag else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
+
 app = typer.Typer(
     name="fleet",
     help="Run containers on a pool of Docker hosts: declare apps, fleet places and keeps them.",
