@@ -87,7 +87,12 @@ def apply(
     """Create or update the apps in FILE (declarative: re-applying changes nothing).
 
     FILE may be a compose file: each service becomes an app (see fleet convert); its
-    missing secrets are stored from their files, scoped to the apps that use them."""
+    missing secrets are stored from their files, scoped to the apps that use them.
+
+    Examples:
+      fleet apply -f app.yaml
+      fleet apply -f app.yaml --dry-run     # what would change, and where
+      fleet apply -f app.yaml --wait        # follow the rollout; exit 1 if it fails"""
     seconds = duration_option("--timeout", timeout)
     conversion = None
     if compose.is_compose_file(filename):
@@ -134,7 +139,10 @@ def diff(
 ) -> None:
     """Show how FILE differs from what the control plane stores (exit 1 if it differs).
 
-    FILE may be a compose file, as for apply."""
+    FILE may be a compose file, as for apply.
+
+    Examples:
+      fleet diff -f app.yaml && echo unchanged"""
     if compose.is_compose_file(filename):
         specs = compose.load(filename, project_name, ignore_unsupported).specs
     else:
@@ -228,7 +236,11 @@ def describe(
     name: Annotated[str, typer.Argument(help="Its name.", show_default=False)],
     conn: Connection = CONNECTION,
 ) -> None:
-    """Show one app (spec, replicas, why any are pending) or one host in detail."""
+    """Show one app (spec, replicas, why any are pending) or one host in detail.
+
+    Examples:
+      fleet describe app web
+      fleet describe host h1"""
     which = _kind(kind)
     with conn.client() as client:
         if which == Kind.apps:

@@ -63,13 +63,19 @@ BareHostArg = Annotated[str, typer.Argument(metavar="HOST", show_default=False)]
 
 @connected
 def cordon(host: BareHostArg, conn: Connection = CONNECTION) -> None:
-    """Take no new replicas on HOST; what runs there stays (admin only)."""
+    """Take no new replicas on HOST; what runs there stays (admin only).
+
+    Examples:
+      fleet cordon h1        # no new replicas on h1; those there stay"""
     _set_host_state(conn, host, "cordoned")
 
 
 @connected
 def uncordon(host: BareHostArg, conn: Connection = CONNECTION) -> None:
-    """Let HOST take new replicas again (admin only)."""
+    """Let HOST take new replicas again (admin only).
+
+    Examples:
+      fleet uncordon h1"""
     _set_host_state(conn, host, "ready")
 
 
@@ -176,7 +182,11 @@ def drain(
     """Empty HOST for maintenance: cordon it, then move every replica elsewhere,
     make-before-break (the replacement is available before the old one stops),
     never taking an app below its min_available. It takes a slot of the cluster's
-    maintenance semaphore; `fleet uncordon HOST` ends it and gives the slot back."""
+    maintenance semaphore; `fleet uncordon HOST` ends it and gives the slot back.
+
+    Examples:
+      fleet drain h1 --wait
+      fleet drain h1 --deadline 30m --wait"""
     seconds = duration_option("--deadline", deadline) if deadline else 0.0
     limit = duration_option("--timeout", timeout)
     with conn.client() as client:
@@ -239,7 +249,11 @@ def label(
     """Set or remove the labels of HOST that constraints match by name (admin only),
     as kubectl label does: `fleet label host h1 tier=secure disk-`. These are the only
     labels a host cannot give itself: what its agent claims (`fleet agent --label k=v`)
-    is matched as agent.k."""
+    is matched as agent.k.
+
+    Examples:
+      fleet label host h1 zone=a
+      fleet label host h1 zone-     # remove it"""
     if kind not in ("host", "hosts"):
         fail(f"fleet label takes host, not {kind!r}: fleet label host HOST KEY=VALUE")
     try:
@@ -359,7 +373,11 @@ def upgrade_hosts(
     host takes a slot of the maintenance semaphore, is drained, upgraded (by --command,
     or by ops), waited for until its agent is back with a new boot id or OS version,
     checked with a --canary replica if asked, and uncordoned; then the next host goes.
-    The walk lives in the control plane: Ctrl-C stops following it, not the walk."""
+    The walk lives in the control plane: Ctrl-C stops following it, not the walk.
+
+    Examples:
+      fleet upgrade-hosts --command 'systemctl reboot' --max-parallel 2
+      fleet upgrade-hosts --status"""
     limit = duration_option("--timeout", timeout)
     if sum((stop, resume, status)) > 1:
         fail("use one of --stop, --resume and --status")
@@ -437,7 +455,10 @@ def remove(
     """Take HOST out of the pool for good (admin only): the certificates it registered
     with are denied on every control plane, so its agent's stream ends at once and
     cannot open again; its record and labels go. Refused while it still has replicas:
-    drain it first (`fleet drain HOST --wait`), or give --force."""
+    drain it first (`fleet drain HOST --wait`), or give --force.
+
+    Examples:
+      fleet drain h7 --wait && fleet hosts remove h7"""
     with conn.client() as client:
         removed = client.remove_host(host, force=force)
     if output in (Format.json, Format.yaml):

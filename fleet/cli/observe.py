@@ -45,7 +45,12 @@ def ps(
     conn: Connection = CONNECTION,
     output: OutputOpt = Format.table,
 ) -> None:
-    """List the containers of every app (or one), with their host, state and ports."""
+    """List the containers of every app (or one), with their host, state and ports.
+
+    Examples:
+      fleet ps
+      fleet ps web -o wide
+      fleet ps --host h1"""
     with conn.client() as client:
         print_containers(client.containers(app=app_name, host=host), output)
 
@@ -68,7 +73,11 @@ def events(
 ) -> None:
     """Show what happened across the pool: container starts, exits, restarts, pulls,
     unschedulable replicas (kept about an hour, 32 MiB at most). Repeats are stored once
-    with a count (shown as xN). -o json prints one object per line."""
+    with a count (shown as xN). -o json prints one object per line.
+
+    Examples:
+      fleet events --app web --since 10m
+      fleet events -f -o json | jq .kind"""
     seconds = duration_option("--since", since) if since else 0.0
     header = output not in (Format.json, Format.yaml)
     with conn.client() as client:
@@ -129,7 +138,11 @@ def stats(
     output: OutputOpt = Format.table,
 ) -> None:
     """Live cpu and memory of running replicas, like `docker stats` across the pool
-    (sampled by the agents every few seconds). Ctrl-C stops the refresh."""
+    (sampled by the agents every few seconds). Ctrl-C stops the refresh.
+
+    Examples:
+      fleet stats
+      fleet stats web"""
     with conn.client() as client:
         if no_stream or output in (Format.json, Format.yaml):
             found = client.containers(app=app_name, host=host)
@@ -208,7 +221,11 @@ def exec_(
     conn: Connection = CONNECTION,
 ) -> None:
     """Run a command in a replica (admin only) and exit with its exit code:
-    `fleet exec web/0 -- cat /etc/hostname`; a shell: `fleet exec -it web -- sh`."""
+    `fleet exec web/0 -- cat /etc/hostname`; a shell: `fleet exec -it web -- sh`.
+
+    Examples:
+      fleet exec web/0 -- cat /etc/hostname
+      fleet exec -it web -- sh"""
     app_name, _, slot_text = target.partition("/")
     if slot_text and not slot_text.isdigit():
         fail(f"{target!r}: expected APP or APP/SLOT")
@@ -231,7 +248,11 @@ def top(
     conn: Connection = CONNECTION,
 ) -> None:
     """The processes of an app's replicas, or of every fleet container on a host
-    (deployers and admins: command lines may hold secrets)."""
+    (deployers and admins: command lines may hold secrets).
+
+    Examples:
+      fleet top web
+      fleet top h1"""
     with conn.client() as client:
         is_host = any(h.host_id == target for h in client.hosts())
         entries = client.top(host=target) if is_host else client.top(app=target)

@@ -303,7 +303,10 @@ def set_image(
 ) -> None:
     """Point APP at IMAGE (a new revision, rolled out like an apply).
 
-    The rest of the app's spec stays as stored."""
+    The rest of the app's spec stays as stored.
+
+    Examples:
+      fleet set image web registry.example:5000/web:v2 --wait"""
     seconds = duration_option("--timeout", timeout)
     with conn.client() as client:
         change = client.set_image(app_name, image)
@@ -333,7 +336,10 @@ def rollout_status(
     """Follow APP's current rollout until it completes, fails or is rolled back.
 
     Exit 0 when it completes; 1 when it fails, another revision supersedes it or
-    --timeout passes; 2 when the controller rolled it back."""
+    --timeout passes; 2 when the controller rolled it back.
+
+    Examples:
+      fleet rollout status web --timeout 5m"""
     seconds = duration_option("--timeout", timeout)
     with conn.client() as client:
         if no_follow:
@@ -356,7 +362,10 @@ def rollout_history(
 ) -> None:
     """List APP's revisions: image, when and why each was made.
 
-    The current one is marked (current)."""
+    The current one is marked (current).
+
+    Examples:
+      fleet rollout history web"""
     with conn.client() as client:
         revisions = list(client.rollout_history(app_name).revisions)
     rows = [
@@ -389,7 +398,11 @@ def rollout_undo(
     timeout: TimeoutOpt = "10m",
     conn: Connection = CONNECTION,
 ) -> None:
-    """Roll APP back to an earlier revision (by default the one before the current)."""
+    """Roll APP back to an earlier revision (by default the one before the current).
+
+    Examples:
+      fleet rollout undo web
+      fleet rollout undo web --to-revision 3"""
     seconds = duration_option("--timeout", timeout)
     with conn.client() as client:
         info = client.rollout_undo(app_name, to_revision)
@@ -505,7 +518,11 @@ def endpoints(
     each available replica.
 
     For pointing a load balancer or a client at the app (--watch to follow it). Edge
-    hosts (agent --ingress) do this by themselves: see `fleet describe app`."""
+    hosts (agent --ingress) do this by themselves: see `fleet describe app`.
+
+    Examples:
+      fleet endpoints web
+      fleet endpoints --watch -o json"""
     with conn.client() as client:
         if watch:
             try:
@@ -558,7 +575,10 @@ def wait(
 ) -> None:
     """Wait for APP: a job until it completes (exit 1 if it failed), any other app until
     its rollout is complete (like `fleet rollout status`). For pipelines: run a
-    migration job, `fleet wait` for it, then roll out."""
+    migration job, `fleet wait` for it, then roll out.
+
+    Examples:
+      fleet apply -f migrate.yaml && fleet wait migrate && fleet apply -f web.yaml"""
     limit = duration_option("--timeout", timeout)
     with conn.client() as client:
         [info] = client.apps(app_name)

@@ -85,7 +85,10 @@ def secrets_set(
     """Create or replace secret NAME with the value on stdin (or --from-file); admin only.
     A new secret needs --apps a,b (the apps that may use it) or --all-apps; a new value
     keeps the scope unless one is given. Running replicas keep the old value until they
-    are replaced."""
+    are replaced.
+
+    Examples:
+      printf %s "$DB_PASSWORD" | fleet secrets set db-password --apps web"""
     if from_file is not None:
         value = from_file.read_bytes()
     else:
