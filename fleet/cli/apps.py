@@ -24,7 +24,11 @@ from fleet.cli.connection import CONNECTION, Connection, connected
 from fleet.cli.options import duration_option
 from fleet.cli.output import (
     Format,
+    ListFormat,
+    ListOutputOpt,
+    NoHeadersOpt,
     OutputOpt,
+    View,
     console,
     err_console,
     exit_with,
@@ -42,6 +46,14 @@ from fleet.cli.rollouts import (
     WaitOpt,
     follow_changes,
 )
+from fleet.cli.selectors import (
+    SelectorOpt,
+    parse_selector,
+    select_apps,
+    select_containers,
+    select_hosts,
+    selected_app_names,
+)
 from fleet.cli.tables import (
     capped_claim,
     edge_listen,
@@ -52,6 +64,7 @@ from fleet.cli.tables import (
     print_hosts,
     print_jobs,
 )
+from fleet.cli.watching import WatchOpt, run_listing, show_selected
 from fleet.client import FleetClient
 from fleet.errors import NotFound, PolicyDenied, SpecError
 from fleet.hostlabels import AGENT_PREFIX
@@ -199,35 +212,55 @@ def get(
         str, typer.Argument(help="apps, hosts, containers or jobs.", show_default=False)
     ],
     name: Annotated[str, typer.Argument(help="Only this one.")] = "",
+    selector: SelectorOpt = "",
+    watch: WatchOpt = False,
+    no_headers: NoHeadersOpt = False,
     conn: Connection = CONNECTION,
-    output: OutputOpt = Format.table,
+    output: ListOutputOpt = ListFormat.table,
 ) -> None:
     """List apps, hosts, containers or jobs. With NAME and -o json or yaml, an app, job
     or host is one object (as `kubectl get pod NAME -o json`); containers stay a list
-    (NAME is their app).
+    (NAME is their app). -l selects by labels: an app's own (containers: their app's),
+    a host's as constraints see them (admin labels, agent.KEY, facts).
 
     Examples:
       fleet get apps
+      fleet get apps -l team=web -o name
       fleet get hosts -o wide
       fleet get app web -o json | jq .available
-      fleet get containers web"""
+      fleet get containers web -w"""
     which = _kind(kind)
+    chosen = parse_selector(selector)
+    view = View(no_headers=no_headers, watch=watch)
+    one = name and output in (ListFormat.json, ListFormat.yaml) and which != Kind.containers
+    if one and (watch or chosen):
+        fail("-w and -l list several: drop NAME, or -o json|yaml for a table")
     with conn.client() as client:
-        if name and output in (Format.json, Format.yaml) and which == Kind.hosts:
-            print_one(client.hosts(name)[0], output)
-        elif name and output in (Format.json, Format.yaml) and which != Kind.containers:
+        if one and which == Kind.hosts:
+            print_one(client.hosts(name)[0], Format(output.value))
+            return
+        if one:
             [app] = client.apps(name)
             if which == Kind.jobs and app.mode != "job":
                 fail(f"app {name!r} is not a job (its mode is {app.mode})")
-            print_one(app, output)
-        elif which == Kind.apps:
-            print_apps(client.apps(name), output)
-        elif which == Kind.jobs:
-            print_jobs([a for a in client.apps(name) if a.mode == "job"], output)
-        elif which == Kind.hosts:
-            print_hosts(client.hosts(name), output)
-        else:
-            print_containers(client.containers(app=name), output)
+            print_one(app, Format(output.value))
+            return
+
+        def show(view: View) -> None:
+            if which == Kind.apps:
+                apps = select_apps(client.apps(name), chosen)
+                show_selected(apps, chosen, output, view, print_apps)
+            elif which == Kind.jobs:
+                jobs = [a for a in select_apps(client.apps(name), chosen) if a.mode == "job"]
+                show_selected(jobs, chosen, output, view, print_jobs)
+            elif which == Kind.hosts:
+                hosts = select_hosts(client.hosts(name), chosen)
+                show_selected(hosts, chosen, output, view, print_hosts)
+            else:
+                containers = select_containers(client, chosen, app=name)
+                show_selected(containers, chosen, output, view, print_containers)
+
+        run_listing(show, view)
 
 
 @connected
@@ -360,8 +393,8 @@ def _describe_host(client: FleetClient, name: str) -> None:
 
 @connected
 def scale(
-    app_name: Annotated[str, typer.Argument(metavar="APP", show_default=False)],
-    replicas: Annotated[int, typer.Argument(metavar="N", min=0, show_default=False)],
+    args: Annotated[list[str], typer.Argument(metavar="[APP...] N", show_default=False)],
+    selector: SelectorOpt = "",
     wait: Annotated[
         bool,
         typer.Option(
@@ -373,17 +406,35 @@ def scale(
     timeout: TimeoutOpt = "5m",
     conn: Connection = CONNECTION,
 ) -> None:
-    """Set the number of replicas of APP.
+    """Set the number of replicas of each APP (or of the apps -l selects).
 
     Examples:
       fleet scale web 5
+      fleet scale -l team=web 2
       fleet scale web 0 --wait        # every replica stopped before it returns"""
+    *names, count = args
+    if not count.isdigit():
+        fail(f"N must be a number of replicas (0 or more), not {count!r}: fleet scale APP N")
+    replicas = int(count)
+    chosen = parse_selector(selector)
+    if bool(names) == bool(chosen):
+        fail("name the apps to scale, or select them with -l (not both)")
     limit = duration_option("--timeout", timeout)
     with conn.client() as client:
-        result = client.scale(app_name, replicas)
-        console.print(safe(f"app/{app_name} scaled {result.previous} -> {replicas}"))
+        if chosen:
+            names = sorted(selected_app_names(client.apps(), chosen))
+            if not names:
+                print_error(f"no app matches -l {chosen}")
+                raise typer.Exit(1)
+        for app_name in dict.fromkeys(names):
+            result = client.scale(app_name, replicas)
+            console.print(safe(f"app/{app_name} scaled {result.previous} -> {replicas}"))
         if wait:
-            exit_with(wait_for_scale(client, app_name, replicas, limit))
+            # One deadline for all: each app's wait takes what is left of it.
+            ends = time.monotonic() + limit
+            for app_name in dict.fromkeys(names):
+                left = max(0.0, ends - time.monotonic())
+                exit_with(wait_for_scale(client, app_name, replicas, left))
 
 
 def wait_for_scale(
@@ -428,26 +479,39 @@ def delete(
             help="An app that does not exist is no error (exit 0 if the rest went).",
         ),
     ] = False,
+    selector: SelectorOpt = "",
     conn: Connection = CONNECTION,
 ) -> None:
-    """Delete apps (`fleet delete app NAME...`) or the apps of a file (`-f FILE`); their
-    containers are stopped on every host. Every name is tried: a missing one is said
-    and makes the exit status 1, unless --ignore-not-found (a file's missing apps are
-    always skipped, as `kubectl delete -f` does with --ignore-not-found).
+    """Delete apps (`fleet delete app NAME...`, or those -l selects) or the apps of a
+    file (`-f FILE`); their containers are stopped on every host. Every name is tried:
+    a missing one is said and makes the exit status 1, unless --ignore-not-found (a
+    file's missing apps are always skipped, as `kubectl delete -f` does with
+    --ignore-not-found).
 
     Examples:
       fleet delete app web worker
+      fleet delete app -l team=web
       fleet delete -f app.yaml
       fleet delete app web --ignore-not-found"""
+    selected = parse_selector(selector)
     if filename is not None:
         chosen = [s.name for s in _load(filename)]
         ignore_not_found = True
-    elif _kind(kind or "?") == Kind.apps and names:
-        chosen = list(dict.fromkeys(names))
+    elif _kind(kind or "?") == Kind.apps and (names or selected):
+        chosen = list(dict.fromkeys(names or []))
     else:
-        fail("use `fleet delete app NAME...` or `fleet delete -f FILE`")
+        fail(
+            "use `fleet delete app NAME...`, `fleet delete app -l KEY=VALUE` or "
+            "`fleet delete -f FILE`"
+        )
     missing = 0
     with conn.client() as client:
+        if selected:
+            found = sorted(selected_app_names(client.apps(), selected))
+            if not found:
+                print_error(f"no app matches -l {selected}")
+                raise typer.Exit(1)
+            chosen += [name for name in found if name not in chosen]
         for app_name in chosen:
             try:
                 client.delete_app(app_name)

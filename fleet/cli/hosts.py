@@ -32,6 +32,8 @@ from fleet.cli.output import (
     print_records,
     safe,
 )
+from fleet.cli.selectors import SelectorOpt, parse_selector, select_hosts
+from fleet.client import FleetClient
 from fleet.errors import InvalidArgument
 from fleet.hostlabels import AGENT_PREFIX
 from fleet.proto import fleet_pb2 as pb
@@ -61,13 +63,35 @@ HostArg = Annotated[str, typer.Argument(metavar="HOST", help="The host.", show_d
 BareHostArg = Annotated[str, typer.Argument(metavar="HOST", show_default=False)]
 
 
+# With -l, no HOST.
+OptionalHostArg = Annotated[str, typer.Argument(metavar="[HOST]", show_default=False)]
+
+
+def _chosen_hosts(client: FleetClient, host: str, selector: str) -> list[str]:
+    """HOST, or the hosts ``selector`` matches (exit 1 when none does)."""
+    chosen = parse_selector(selector)
+    if bool(host) == bool(chosen):
+        fail("name a HOST, or select hosts with -l KEY=VALUE (not both)")
+    if not chosen:
+        return [host]
+    found = [h.host_id for h in select_hosts(client.hosts(), chosen)]
+    if not found:
+        print_error(f"no host matches -l {chosen}")
+        raise typer.Exit(1)
+    return found
+
+
 @connected
-def cordon(host: BareHostArg, conn: Connection = CONNECTION) -> None:
-    """Take no new replicas on HOST; what runs there stays (admin only).
+def cordon(
+    host: OptionalHostArg = "", selector: SelectorOpt = "", conn: Connection = CONNECTION
+) -> None:
+    """Take no new replicas on HOST (or the hosts -l selects); what runs there stays
+    (admin only).
 
     Examples:
-      fleet cordon h1        # no new replicas on h1; those there stay"""
-    _set_host_state(conn, host, "cordoned")
+      fleet cordon h1        # no new replicas on h1; those there stay
+      fleet cordon -l rack=r2"""
+    _set_host_state(conn, host, "cordoned", selector)
 
 
 @connected
@@ -79,10 +103,11 @@ def uncordon(host: BareHostArg, conn: Connection = CONNECTION) -> None:
     _set_host_state(conn, host, "ready")
 
 
-def _set_host_state(conn: Connection, host: str, state: str) -> None:
+def _set_host_state(conn: Connection, host: str, state: str, selector: str = "") -> None:
     with conn.client() as client:
-        info = client.set_host_state(host, state)
-    console.print(safe(f"host/{info.host_id} {info.state}"))
+        for host_id in _chosen_hosts(client, host, selector):
+            info = client.set_host_state(host_id, state)
+            console.print(safe(f"host/{info.host_id} {info.state}"))
 
 
 # ---------------------------------------------------------------------- drain
@@ -150,7 +175,11 @@ def wait_for_drain(
 
 @connected
 def drain(
-    host: HostArg,
+    host: Annotated[
+        str,
+        typer.Argument(metavar="[HOST]", help="The host (or -l).", show_default=False),
+    ] = "",
+    selector: SelectorOpt = "",
     deadline: Annotated[
         str | None,
         typer.Option(
@@ -186,21 +215,34 @@ def drain(
 
     Examples:
       fleet drain h1 --wait
+      fleet drain -l rack=r2 --wait
       fleet drain h1 --deadline 30m --wait"""
     seconds = duration_option("--deadline", deadline) if deadline else 0.0
     limit = duration_option("--timeout", timeout)
+    structured = output in (Format.json, Format.yaml)
+    code = 0
     with conn.client() as client:
-        info = client.drain_host(host, deadline=seconds, force=force, include_global=include_global)
-        if output in (Format.json, Format.yaml):
-            print_records([info], output, [], [])
-        else:
-            console.print(safe(f"host/{host} {info.state}: {info.remaining} replica(s) to move"))
-        if not wait:
-            return
-        code = wait_for_drain(client, host, limit)
+        # Several hosts (-l) are drained one after another, each waited for with --wait:
+        # as many at once as the maintenance semaphore lets through would be a walk
+        # (`fleet upgrade-hosts`).
+        for host_id in _chosen_hosts(client, host, selector):
+            info = client.drain_host(
+                host_id, deadline=seconds, force=force, include_global=include_global
+            )
+            if structured:
+                print_records([info], output, [], [])
+            else:
+                console.print(
+                    safe(f"host/{host_id} {info.state}: {info.remaining} replica(s) to move")
+                )
+            if not wait:
+                continue
+            code = wait_for_drain(client, host_id, limit)
+            if code:
+                break  # the next host would take another maintenance slot: stop here
+            if not structured:
+                console.print(safe(f"host/{host_id} drained"))
     exit_with(code)
-    if output not in (Format.json, Format.yaml):
-        console.print(safe(f"host/{host} drained"))
 
 
 # ---------------------------------------------------------------------- labels

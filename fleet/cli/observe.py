@@ -23,7 +23,11 @@ from fleet.cli.connection import CONNECTION, Connection, connected
 from fleet.cli.options import duration_option
 from fleet.cli.output import (
     Format,
+    ListFormat,
+    ListOutputOpt,
+    NoHeadersOpt,
     OutputOpt,
+    View,
     console,
     fail,
     human_memory,
@@ -31,8 +35,10 @@ from fleet.cli.output import (
     safe,
     to_dict,
 )
+from fleet.cli.selectors import SelectorOpt, parse_selector, select_containers
 from fleet.cli.tables import print_containers
 from fleet.cli.terminal import run_session
+from fleet.cli.watching import WatchOpt, run_listing, show_selected
 from fleet.proto import fleet_pb2 as pb
 
 __all__ = ["events", "exec_", "logs", "ps", "stats", "top"]
@@ -42,17 +48,40 @@ __all__ = ["events", "exec_", "logs", "ps", "stats", "top"]
 def ps(
     app_name: Annotated[str, typer.Argument(metavar="APP", help="Only this app.")] = "",
     host: Annotated[str, typer.Option("--host", help="Only this host.")] = "",
+    selector: SelectorOpt = "",
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only container ids (as docker ps -q).")
+    ] = False,
+    watch: WatchOpt = False,
+    no_headers: NoHeadersOpt = False,
     conn: Connection = CONNECTION,
-    output: OutputOpt = Format.table,
+    output: ListOutputOpt = ListFormat.table,
 ) -> None:
     """List the containers of every app (or one), with their host, state and ports.
+    -l selects by the apps' labels.
 
     Examples:
       fleet ps
       fleet ps web -o wide
-      fleet ps --host h1"""
+      fleet ps -l team=web -w
+      fleet ps -q --host h1"""
+    chosen = parse_selector(selector)
+    view = View(no_headers=no_headers, watch=watch)
     with conn.client() as client:
-        print_containers(client.containers(app=app_name, host=host), output)
+
+        def show(view: View) -> None:
+            found = select_containers(client, chosen, app=app_name, host=host)
+            if quiet:  # ids only: what `docker ps -q` gives a script (none yet: not listed)
+                ids = [c.status.container_id[:12] for c in found if c.status.container_id]
+                fresh = [i for i in ids if i not in view.seen]
+                view.seen.update((i, ()) for i in ids)
+                for container_id in fresh:
+                    print(container_id, flush=True)
+                view.started = True
+            else:
+                show_selected(found, chosen, output, view, print_containers)
+
+        run_listing(show, view)
 
 
 @connected

@@ -7,9 +7,11 @@ Everything a user, a host or a server wrote passes ``safe`` on its way to the te
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, NoReturn
 
@@ -26,7 +28,11 @@ from fleet._text import strip_control
 
 __all__ = [
     "Format",
+    "ListFormat",
+    "ListOutputOpt",
+    "NoHeadersOpt",
     "OutputOpt",
+    "View",
     "console",
     "err_console",
     "exit_with",
@@ -78,10 +84,43 @@ class Format(StrEnum):
     yaml = "yaml"
 
 
+class ListFormat(StrEnum):
+    """The formats of listings (``get``, ``ps``): ``Format``'s and ``name``."""
+
+    table = "table"
+    wide = "wide"
+    json = "json"
+    yaml = "yaml"
+    name = "name"
+
+
 # The -o option of every command that prints records.
 OutputOpt = Annotated[
     Format, typer.Option("--output", "-o", help="Output format.", case_sensitive=False)
 ]
+
+
+# The -o option of listings.
+ListOutputOpt = Annotated[
+    ListFormat,
+    typer.Option(
+        "--output", "-o", help="Output format (name: KIND/NAME a line).", case_sensitive=False
+    ),
+]
+NoHeadersOpt = Annotated[
+    bool, typer.Option("--no-headers", help="Print tables without their header line.")
+]
+
+
+@dataclass
+class View:
+    """How a listing is shown beyond its format: ``--no-headers``; and, for ``-w``, the
+    rows printed so far (by their first column), so a poll prints only what changed."""
+
+    no_headers: bool = False
+    watch: bool = False
+    seen: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    started: bool = False
 
 
 # Proto3's JSON writes 64-bit integers as strings (for JavaScript's doubles); fleet's
@@ -162,27 +201,56 @@ def print_one(message: Message, fmt: Format) -> None:
 
 def print_records(
     messages: Sequence[Message],
-    fmt: Format,
+    output: Format | ListFormat,
     columns: list[str],
     rows: list[list[str]],
     *,
     wide_columns: list[str] | None = None,
     wide_rows: list[list[str]] | None = None,
+    kind: str = "",
+    view: View | None = None,
 ) -> None:
-    """Print ``messages`` as JSON/YAML, or ``rows`` as a table (``wide`` adds columns)."""
-    if fmt == Format.json:
-        console.print_json(json.dumps([to_dict(m) for m in messages]))
-        return
-    if fmt == Format.yaml:
-        print(yaml.safe_dump([to_dict(m) for m in messages], sort_keys=False), end="")
-        return
-    if fmt == Format.wide and wide_columns and wide_rows:
+    """Print ``messages`` as JSON/YAML, or ``rows`` as a table (``wide`` adds columns),
+    or ``-o name``: ``KIND/NAME`` (the first column) a line. Watched (``view.watch``),
+    only the records that changed since the last call are printed, the header once."""
+    view = view or View()
+    fmt = ListFormat(output.value)
+    if fmt == ListFormat.wide and wide_columns and wide_rows:
         columns = columns + wide_columns
         rows = [row + extra for row, extra in zip(rows, wide_rows, strict=True)]
-    table = Table(box=None, pad_edge=False, header_style="bold")
+    if view.watch:
+        # AGE changes every second by itself: a row is reprinted when anything else does.
+        kept = [i for i, column in enumerate(columns) if column != "AGE"]
+        now = {row[0]: tuple(row[i] for i in kept) for row in rows}
+        changed = [i for i, row in enumerate(rows) if view.seen.get(row[0]) != now[row[0]]]
+        view.seen.update(now)
+        if view.started and not changed:
+            return
+        if fmt in (ListFormat.json, ListFormat.yaml):
+            messages = [messages[i] for i in changed]
+        rows = [rows[i] for i in changed]
+    started, view.started = view.started, True
+    if view.watch and fmt == ListFormat.json:  # one object a line, as `kubectl get -w -o json`
+        for message in messages:
+            print(json.dumps(to_dict(message)), flush=True)
+        return
+    if fmt == ListFormat.json:
+        console.print_json(json.dumps([to_dict(m) for m in messages]))
+        return
+    if fmt == ListFormat.yaml:
+        print(yaml.safe_dump([to_dict(m) for m in messages], sort_keys=False), end="", flush=True)
+        return
+    if fmt == ListFormat.name:
+        for row in rows:
+            print(f"{kind}/{row[0]}" if kind else row[0], flush=True)
+        return
+    show_header = not (view.no_headers or started)
+    table = Table(box=None, pad_edge=False, header_style="bold", show_header=show_header)
     # Cells are read as markup too: every one is data (top's titles come from hosts).
     for column in columns:
         table.add_column(safe(column))
     for row in rows:
         table.add_row(*map(safe, row))
     console.print(table)
+    if view.watch:
+        sys.stdout.flush()

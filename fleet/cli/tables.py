@@ -11,7 +11,7 @@ import json
 import time
 
 from fleet._time import epoch
-from fleet.cli.output import Format, human_memory, print_records
+from fleet.cli.output import Format, ListFormat, View, human_memory, print_records
 from fleet.hostlabels import AGENT_PREFIX
 from fleet.proto import fleet_pb2 as pb
 
@@ -102,7 +102,9 @@ def age(stamp: str, now: float) -> str:
     return f"{days}d"
 
 
-def print_apps(apps: list[pb.AppInfo], output: Format) -> None:
+def print_apps(
+    apps: list[pb.AppInfo], output: Format | ListFormat, view: View | None = None
+) -> None:
     """``fleet get apps``."""
     rows, wide = [], []
     now = time.time()
@@ -150,10 +152,14 @@ def print_apps(apps: list[pb.AppInfo], output: Format) -> None:
         # UPDATED (the table's) counts replicas at the revision; this is when it changed.
         wide_columns=["GENERATION", "PORTS", "INGRESS", "CHANGED", "MESSAGE"],
         wide_rows=wide,
+        kind="app",
+        view=view,
     )
 
 
-def print_jobs(apps: list[pb.AppInfo], output: Format) -> None:
+def print_jobs(
+    apps: list[pb.AppInfo], output: Format | ListFormat, view: View | None = None
+) -> None:
     """``fleet get jobs``: the job fields of apps in mode job."""
     rows = [
         [
@@ -172,6 +178,8 @@ def print_jobs(apps: list[pb.AppInfo], output: Format) -> None:
         output,
         ["NAME", "SUCCEEDED", "RUNNING", "FAILED", "STATE", "EXIT CODES", "STARTED"],
         rows,
+        kind="app",
+        view=view,
     )
 
 
@@ -192,7 +200,9 @@ def capped_claim(h: pb.HostInfo) -> str:
     return f"{claimed.cpu:g}/{human_memory(claimed.memory_bytes)}"
 
 
-def print_hosts(hosts: list[pb.HostInfo], output: Format) -> None:
+def print_hosts(
+    hosts: list[pb.HostInfo], output: Format | ListFormat, view: View | None = None
+) -> None:
     """``fleet get hosts``; ``describe host`` prints its wide row."""
     rows, wide = [], []
     now = time.time()
@@ -248,10 +258,14 @@ def print_hosts(hosts: list[pb.HostInfo], output: Format) -> None:
             "CERT EXPIRES",
         ],
         wide_rows=wide,
+        kind="host",
+        view=view,
     )
 
 
-def print_containers(containers: list[pb.ContainerInfo], output: Format) -> None:
+def print_containers(
+    containers: list[pb.ContainerInfo], output: Format | ListFormat, view: View | None = None
+) -> None:
     """``fleet ps`` and ``get containers``; ``describe`` lists an app's or a host's."""
     rows, wide = [], []
     for c in containers:
@@ -283,4 +297,6 @@ def print_containers(containers: list[pb.ContainerInfo], output: Format) -> None
         rows,
         wide_columns=["REVISION", "NAME", "STARTED"],
         wide_rows=wide,
+        kind="container",
+        view=view,
     )
