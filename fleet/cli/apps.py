@@ -20,6 +20,7 @@ import typer
 import yaml
 
 from fleet.cli import compose
+from fleet.cli.completion import complete_apps, complete_names
 from fleet.cli.connection import CONNECTION, Connection, connected
 from fleet.cli.options import duration_option
 from fleet.cli.output import (
@@ -209,9 +210,14 @@ def _kind(value: str) -> Kind:
 @connected
 def get(
     kind: Annotated[
-        str, typer.Argument(help="apps, hosts, containers or jobs.", show_default=False)
+        str,
+        typer.Argument(
+            help="apps, hosts, containers or jobs.",
+            show_default=False,
+            autocompletion=lambda incomplete: [k for k in Kind if k.startswith(incomplete)],
+        ),
     ],
-    name: Annotated[str, typer.Argument(help="Only this one.")] = "",
+    name: Annotated[str, typer.Argument(help="Only this one.", autocompletion=complete_names)] = "",
     selector: SelectorOpt = "",
     watch: WatchOpt = False,
     no_headers: NoHeadersOpt = False,
@@ -266,7 +272,9 @@ def get(
 @connected
 def describe(
     kind: Annotated[str, typer.Argument(help="app or host.", show_default=False)],
-    name: Annotated[str, typer.Argument(help="Its name.", show_default=False)],
+    name: Annotated[
+        str, typer.Argument(help="Its name.", show_default=False, autocompletion=complete_names)
+    ],
     conn: Connection = CONNECTION,
 ) -> None:
     """Show one app (spec, replicas, why any are pending) or one host in detail.
@@ -393,7 +401,10 @@ def _describe_host(client: FleetClient, name: str) -> None:
 
 @connected
 def scale(
-    args: Annotated[list[str], typer.Argument(metavar="[APP...] N", show_default=False)],
+    args: Annotated[
+        list[str],
+        typer.Argument(metavar="[APP...] N", show_default=False, autocompletion=complete_apps),
+    ],
     selector: SelectorOpt = "",
     wait: Annotated[
         bool,
@@ -467,7 +478,8 @@ def wait_for_scale(
 def delete(
     kind: Annotated[str, typer.Argument(help="app", show_default=False)] = "",
     names: Annotated[
-        list[str] | None, typer.Argument(metavar="NAME...", show_default=False)
+        list[str] | None,
+        typer.Argument(metavar="NAME...", show_default=False, autocompletion=complete_names),
     ] = None,
     filename: Annotated[
         Path | None, typer.Option("--filename", "-f", help="Delete the apps in this file.")

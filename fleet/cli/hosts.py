@@ -18,6 +18,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from fleet._time import epoch
+from fleet.cli.completion import complete_hosts
 from fleet.cli.connection import CONNECTION, Connection, connected
 from fleet.cli.jointokens import token_app
 from fleet.cli.options import duration_option
@@ -60,11 +61,15 @@ HostArg = Annotated[str, typer.Argument(metavar="HOST", help="The host.", show_d
 
 
 # cordon's and uncordon's HOST has no help line in --help, unlike HostArg's.
-BareHostArg = Annotated[str, typer.Argument(metavar="HOST", show_default=False)]
+BareHostArg = Annotated[
+    str, typer.Argument(metavar="HOST", show_default=False, autocompletion=complete_hosts)
+]
 
 
 # With -l, no HOST.
-OptionalHostArg = Annotated[str, typer.Argument(metavar="[HOST]", show_default=False)]
+OptionalHostArg = Annotated[
+    str, typer.Argument(metavar="[HOST]", show_default=False, autocompletion=complete_hosts)
+]
 
 
 def _chosen_hosts(client: FleetClient, host: str, selector: str) -> list[str]:
@@ -177,7 +182,12 @@ def wait_for_drain(
 def drain(
     host: Annotated[
         str,
-        typer.Argument(metavar="[HOST]", help="The host (or -l).", show_default=False),
+        typer.Argument(
+            metavar="[HOST]",
+            help="The host (or -l).",
+            show_default=False,
+            autocompletion=complete_hosts,
+        ),
     ] = "",
     selector: SelectorOpt = "",
     deadline: Annotated[

@@ -14,6 +14,7 @@ import typer
 from fleet.cli import (
     apps,
     certs,
+    completion,
     compose,
     contexts,
     daemons,
@@ -89,6 +90,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "agent": daemons.agent,
     "up": daemons.up,
     "version": version.version,
+    "completion": completion.completion,
 }
 # Every group of subcommands, listed after the commands.
 GROUPS: dict[str, typer.Typer] = {
@@ -155,7 +157,7 @@ for _name, _group in GROUPS.items():
 def main() -> None:
     """Entry point: fleet errors become one clear line and an exit status."""
     try:
-        app()
+        app(complete_var=completion.COMPLETE_VAR)  # the same under `python -m fleet`
     except (SpecError, PolicyDenied) as error:
         # An app file's problems, and the fields the cluster policy refuses, each at its line.
         for problem in error.problems:

@@ -19,6 +19,7 @@ import yaml
 from rich.live import Live
 from rich.table import Table
 
+from fleet.cli.completion import complete_apps
 from fleet.cli.connection import CONNECTION, Connection, connected
 from fleet.cli.options import duration_option
 from fleet.cli.output import (
@@ -46,7 +47,9 @@ __all__ = ["events", "exec_", "logs", "ps", "stats", "top"]
 
 @connected
 def ps(
-    app_name: Annotated[str, typer.Argument(metavar="APP", help="Only this app.")] = "",
+    app_name: Annotated[
+        str, typer.Argument(metavar="APP", help="Only this app.", autocompletion=complete_apps)
+    ] = "",
     host: Annotated[str, typer.Option("--host", help="Only this host.")] = "",
     selector: SelectorOpt = "",
     quiet: Annotated[
@@ -191,7 +194,10 @@ def logs(
     target: Annotated[
         str,
         typer.Argument(
-            metavar="APP[/SLOT]", help="The app, or one replica of it.", show_default=False
+            metavar="APP[/SLOT]",
+            help="The app, or one replica of it.",
+            show_default=False,
+            autocompletion=complete_apps,
         ),
     ],
     slot: Annotated[int, typer.Option("--slot", help="Only this replica (as APP/SLOT).")] = -1,

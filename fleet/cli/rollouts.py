@@ -21,6 +21,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
+from fleet.cli.completion import complete_apps
 from fleet.cli.connection import CONNECTION, Connection, connected
 from fleet.cli.options import duration_option
 from fleet.cli.output import (
@@ -70,7 +71,12 @@ set_app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-AppArg = Annotated[str, typer.Argument(metavar="APP", help="The app.", show_default=False)]
+AppArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="APP", help="The app.", show_default=False, autocompletion=complete_apps
+    ),
+]
 WaitOpt = Annotated[
     bool,
     typer.Option(

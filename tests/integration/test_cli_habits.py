@@ -4,9 +4,16 @@ and agent: -l selectors, -o name, --no-headers, ps -q, -w watches, logs --since 
 
 from __future__ import annotations
 
+import os
+import queue
+import signal
 import subprocess
+import sys
+import threading
+import time
 
 from fleet.spec import load_documents
+from fleet.testing.procs import without_fleet_env
 from tests.integration.conftest import Fleet, fleet_cli, wait_containers
 
 
@@ -83,3 +90,115 @@ def test_selectors_and_output_shapes(fleet: Fleet) -> None:
     cordoned = _cli(fleet, "cordon", "-l", "rack=r9")
     assert cordoned.returncode == 0 and f"host/{fleet.host.name} cordoned" in cordoned.stdout
     assert _cli(fleet, "cordon", "-l", "rack=r1").returncode == 1
+
+
+def _env(fleet: Fleet, **extra: str) -> dict[str, str]:
+    fleet.pki.client()
+    env = without_fleet_env()
+    env["FLEET_PKI_DIR"] = str(fleet.pki.dir)
+    env["FLEET_SERVER"] = fleet.server.address
+    env.update(extra)
+    return env
+
+
+def _lines(process: subprocess.Popen[str]) -> tuple[queue.Queue[str], threading.Thread]:
+    """The process's stdout lines as they come (read on a thread, waited on with a
+    deadline)."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return lines, reader
+
+
+def _wait_line(lines: queue.Queue[str], wanted: str, timeout: float) -> list[str]:
+    seen: list[str] = []
+    ends = time.monotonic() + timeout
+    while time.monotonic() < ends:
+        try:
+            line = lines.get(timeout=max(0.0, ends - time.monotonic()))
+        except queue.Empty:
+            break
+        seen.append(line)
+        if wanted in line:
+            return seen
+    raise AssertionError(f"no line with {wanted!r} in {timeout}s; saw {seen}")
+
+
+def test_watch_prints_a_change_and_ends_quietly_on_ctrl_c(fleet: Fleet) -> None:
+    _apply(fleet, _app("ww", fleet.image, "web"))
+    wait_containers(fleet, "ww", 1)
+    command = [sys.executable, "-m", "fleet", "get", "apps", "-w", "-l", "team=web"]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(fleet)
+    ) as process:
+        try:
+            lines, reader = _lines(process)
+            first = _wait_line(lines, "ww", 20)
+            assert first[0].startswith("NAME") and "1/1" in first[-1]
+            fleet.client.scale("ww", 2)
+            # The row again, changed (desired 2); the header only once.
+            changed = _wait_line(lines, "/2", 30)
+            assert changed[-1].split()[0] == "ww"
+            assert not any(line.startswith("NAME") for line in changed)
+            process.send_signal(signal.SIGINT)
+            assert process.wait(10) == 130
+            reader.join(10)  # the rest of stdout read before the pipes close
+            assert process.stderr is not None
+            assert "Traceback" not in process.stderr.read()
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
+def test_completion_script_and_app_names(fleet: Fleet) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "fleet", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=30, env=_env(fleet))
+
+    script = run("completion", "bash")
+    assert script.returncode == 0
+    assert "_FLEET_COMPLETE=complete_bash" in script.stdout
+    assert "complete -o default -F _fleet_completion fleet" in script.stdout
+    for shell in ("zsh", "fish"):
+        assert "_FLEET_COMPLETE" in run("completion", shell).stdout
+    _apply(fleet, _app("comp-web", fleet.image, "web") + "---\n" + _app("other", fleet.image, "x"))
+
+    def complete(words: str) -> list[str]:
+        env = _env(
+            fleet,
+            _FLEET_COMPLETE="complete_bash",
+            COMP_WORDS=words,
+            COMP_CWORD=str(len(words.split()) - (0 if words.endswith(" ") else 1)),
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "fleet"], capture_output=True, text=True, env=env, timeout=30
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert complete("fleet logs comp") == ["comp-web"]
+    assert complete("fleet scale ") == ["comp-web", "other"]
+    assert complete("fleet get hosts ") == [fleet.host.name]
+    assert complete("fleet rollout status o") == ["other"]
+    # No server there: no candidates, no noise.
+    env_less = subprocess.run(
+        [sys.executable, "-m", "fleet"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={
+            **without_fleet_env(),
+            "FLEET_SERVER": "127.0.0.1:1",
+            "_FLEET_COMPLETE": "complete_bash",
+            "COMP_WORDS": "fleet logs ",
+            "COMP_CWORD": "2",
+            "HOME": os.environ.get("HOME", "/root"),
+        },
+    )
+    assert env_less.returncode == 0 and env_less.stdout.strip() == "" and env_less.stderr == ""
