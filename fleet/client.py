@@ -302,10 +302,20 @@ class FleetClient:
         follow: bool = False,
         tail: int = -1,
         timestamps: bool = False,
+        since_seconds: float = 0.0,
+        previous: bool = False,
     ) -> Iterator[pb.LogChunk]:
-        """The replicas' log output as it arrives (each chunk says which replica)."""
+        """The replicas' log output as it arrives (each chunk says which replica):
+        only the last ``since_seconds`` when given, of each replica's last exited
+        container with ``previous``."""
         request = pb.LogsRequest(
-            app=app, slot=slot, follow=follow, tail=tail, timestamps=timestamps
+            app=app,
+            slot=slot,
+            follow=follow,
+            tail=tail,
+            timestamps=timestamps,
+            since_seconds=since_seconds,
+            previous=previous,
         )
         stream = self._call(lambda s: s.Logs(request, timeout=None if follow else self.timeout))
         try:

@@ -447,8 +447,17 @@ class DockerRuntime:
         if LABEL_APP in (attrs["Config"]["Labels"] or {}):
             self.stop_and_remove(attrs["Id"], 0)
 
-    def logs(self, container_id: str, *, follow: bool, tail: int, timestamps: bool) -> LogStream:
-        """The container's log as Docker reads it back; ``FailedPrecondition`` naming the
+    def logs(
+        self,
+        container_id: str,
+        *,
+        follow: bool,
+        tail: int,
+        timestamps: bool,
+        since: float = 0.0,
+    ) -> LogStream:
+        """The container's log as Docker reads it back (lines after the epoch second
+        ``since`` when given); ``FailedPrecondition`` naming the
         driver when Docker cannot read that driver's log (``none``; or one whose local
         cache is disabled)."""
         try:
@@ -458,6 +467,7 @@ class DockerRuntime:
                 follow=follow,
                 tail="all" if tail < 0 else tail,
                 timestamps=timestamps,
+                since=since or None,  # epoch seconds; None: from the start
             )
         except DOCKER_ERRORS as error:
             if "does not support reading" not in str(error):

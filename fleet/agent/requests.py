@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from fleet.agent.logonce import WarnOnce
@@ -32,14 +33,19 @@ class RequestHandler:
         self._broke = WarnOnce(log, "log stream")
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    async def find(self, app: str, slot: int) -> ObservedContainer | None:
+    async def find(self, app: str, slot: int, previous: bool = False) -> ObservedContainer | None:
         """The replica's container (a running one first); asks dockerd when the last
-        reconcile round has not seen it yet."""
+        reconcile round has not seen it yet. ``previous``: its most recently exited
+        container that is not running (as ``kubectl logs --previous``)."""
         for containers in (self._containers(), None):
             if containers is None:
                 containers = await call(self._runtime, self._runtime.list_containers)
             matches = [c for c in containers if c.app == app and c.slot == slot]
-            matches.sort(key=lambda c: c.state != "running")
+            if previous:
+                matches = [c for c in matches if c.state not in ("running", "restarting")]
+                matches.sort(key=lambda c: -(c.finished_at or 0.0))
+            else:
+                matches.sort(key=lambda c: c.state != "running")
             if matches:
                 return matches[0]
         return None
@@ -70,13 +76,15 @@ class RequestHandler:
             self.cancel(request_id)
 
     async def _run(self, request: pb.ContainerRequest, send: Send) -> None:
-        container = await self.find(request.app, request.slot)
+        previous = request.WhichOneof("action") == "logs" and request.logs.previous
+        container = await self.find(request.app, request.slot, previous)
         if container is None:
+            which = "exited container" if previous else "container"
             await send(
                 pb.ContainerResponse(
                     id=request.id,
                     done=True,
-                    error=f"no container of {request.app}.{request.slot} on this host",
+                    error=f"no {which} of {request.app}.{request.slot} on this host",
                 )
             )
             return
@@ -133,6 +141,10 @@ class RequestHandler:
                     follow=request.logs.follow,
                     tail=request.logs.tail,
                     timestamps=request.logs.timestamps,
+                    # Seconds before now, counted on this host's clock (Docker's).
+                    since=time.time() - request.logs.since_seconds
+                    if request.logs.since_seconds
+                    else 0.0,
                 )
                 # Kept where ``cancel`` (or the end of the request) can close it from
                 # another thread to end a followed log.

@@ -235,7 +235,15 @@ class Runtime(Protocol):
         """Live usage of the host's running containers, fleet's or not."""
         ...
 
-    def logs(self, container_id: str, *, follow: bool, tail: int, timestamps: bool) -> LogStream:
+    def logs(
+        self,
+        container_id: str,
+        *,
+        follow: bool,
+        tail: int,
+        timestamps: bool,
+        since: float = 0.0,
+    ) -> LogStream:
         """The container's log (``tail`` < 0: all of it), read in a thread; ``follow``
         keeps it open for what comes, until the container stops or it is closed."""
         ...

@@ -204,13 +204,31 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing.")] = False,
     tail: Annotated[int, typer.Option("--tail", help="Lines from the end (-1: all).")] = -1,
     timestamps: Annotated[bool, typer.Option("--timestamps", "-t")] = False,
+    since: Annotated[
+        str,
+        typer.Option(
+            "--since", help="Only lines newer than this, e.g. 10m, 1h.", show_default=False
+        ),
+    ] = "",
+    previous: Annotated[
+        bool,
+        typer.Option(
+            "--previous",
+            "-p",
+            help="The replica's last exited container (one that crashed, or stopped), "
+            "not the running one.",
+        ),
+    ] = False,
     conn: Connection = CONNECTION,
 ) -> None:
     """Print the replicas' logs, each line prefixed with its replica (like docker compose).
 
     Examples:
       fleet logs web --tail 20
-      fleet logs web/2 -f"""
+      fleet logs web/2 -f
+      fleet logs web --since 10m
+      fleet logs web/0 --previous"""
+    seconds = duration_option("--since", since) if since else 0.0
     app_name, _, slot_text = target.partition("/")
     if slot_text and not slot_text.isdigit():
         fail(f"{target!r}: expected APP or APP/SLOT")
@@ -219,7 +237,15 @@ def logs(
     chosen = int(slot_text) if slot_text else slot
     partial: dict[str, str] = {}
     with conn.client() as client:
-        chunks = client.logs(app_name, slot=chosen, follow=follow, tail=tail, timestamps=timestamps)
+        chunks = client.logs(
+            app_name,
+            slot=chosen,
+            follow=follow,
+            tail=tail,
+            timestamps=timestamps,
+            since_seconds=seconds,
+            previous=previous,
+        )
         for chunk in chunks:
             who = f"{chunk.app}.{chunk.slot}"
             text = partial.pop(who, "") + chunk.data.decode(errors="replace")

@@ -430,11 +430,24 @@ def rollout_pause(app_name: AppArg, conn: Connection = CONNECTION) -> None:
 
 @rollout_app.command("resume")
 @connected
-def rollout_resume(app_name: AppArg, conn: Connection = CONNECTION) -> None:
-    """Carry on with APP's paused rollout."""
+def rollout_resume(
+    app_name: AppArg,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = "10m",
+    conn: Connection = CONNECTION,
+) -> None:
+    """Carry on with APP's paused rollout.
+
+    Examples:
+      fleet rollout resume web
+      fleet rollout resume web --wait      # exit status of the rollout, as apply --wait"""
+    seconds = duration_option("--timeout", timeout)
     with conn.client() as client:
-        client.rollout_pause(app_name, paused=False)
-    console.print(safe(f"app/{app_name} rollout resumed"))
+        info = client.rollout_pause(app_name, paused=False)
+        console.print(safe(f"app/{app_name} rollout resumed"))
+        if wait:
+            # The revision being rolled out when it was paused.
+            exit_with(wait_for_rollout(client, app_name, info.revision, seconds, Format.table))
 
 
 @rollout_app.command("restart")

@@ -2362,6 +2362,8 @@ class LogsRequest(_message.Message):
     FOLLOW_FIELD_NUMBER: _builtins.int
     TAIL_FIELD_NUMBER: _builtins.int
     TIMESTAMPS_FIELD_NUMBER: _builtins.int
+    SINCE_SECONDS_FIELD_NUMBER: _builtins.int
+    PREVIOUS_FIELD_NUMBER: _builtins.int
     app: _builtins.str
     slot: _builtins.int
     """-1: every replica"""
@@ -2369,6 +2371,10 @@ class LogsRequest(_message.Message):
     tail: _builtins.int
     """lines from the end; -1: all"""
     timestamps: _builtins.bool
+    since_seconds: _builtins.float
+    """only lines of the last this many seconds (0: all)"""
+    previous: _builtins.bool
+    """the replica's last exited container, not its running one"""
     def __init__(
         self,
         *,
@@ -2377,10 +2383,12 @@ class LogsRequest(_message.Message):
         follow: _builtins.bool = ...,
         tail: _builtins.int = ...,
         timestamps: _builtins.bool = ...,
+        since_seconds: _builtins.float = ...,
+        previous: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "follow", b"follow", "slot", b"slot", "tail", b"tail", "timestamps", b"timestamps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "follow", b"follow", "previous", b"previous", "since_seconds", b"since_seconds", "slot", b"slot", "tail", b"tail", "timestamps", b"timestamps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

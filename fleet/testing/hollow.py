@@ -243,7 +243,15 @@ class HollowRuntime:
             per_container={c.container_id: (0.01, _MEMORY_IN_USE, 0) for c in running},
         )
 
-    def logs(self, container_id: str, *, follow: bool, tail: int, timestamps: bool) -> LogStream:
+    def logs(
+        self,
+        container_id: str,
+        *,
+        follow: bool,
+        tail: int,
+        timestamps: bool,
+        since: float = 0.0,
+    ) -> LogStream:
         """A hollow container writes nothing: its log is empty."""
         with self._lock:
             self._get(container_id)

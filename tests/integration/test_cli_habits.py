@@ -14,7 +14,7 @@ import time
 
 from fleet.spec import load_documents
 from fleet.testing.procs import without_fleet_env
-from tests.integration.conftest import Fleet, fleet_cli, wait_containers
+from tests.integration.conftest import Fleet, fleet_cli, wait_containers, wait_until
 
 
 def _cli(fleet: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
@@ -202,3 +202,33 @@ def test_completion_script_and_app_names(fleet: Fleet) -> None:
         },
     )
     assert env_less.returncode == 0 and env_less.stdout.strip() == "" and env_less.stderr == ""
+
+
+def test_logs_since_and_previous(fleet: Fleet) -> None:
+    ticker = '["sh", "-c", "i=0; while true; do echo tick$i; i=$((i+1)); sleep 1; done"]'
+    once = '["sh", "-c", "echo last-words; exit 3"]'
+    _apply(
+        fleet,
+        f"name: lt\nimage: {fleet.image}\nreplicas: 1\ncommand: {ticker}\n---\n"
+        f"name: lp\nimage: {fleet.image}\nreplicas: 1\nrestart: 'no'\ncommand: {once}\n",
+    )
+    wait_containers(fleet, "lt", 1)
+    wait_until(lambda: "tick6" in _cli(fleet, "logs", "lt").stdout, 30, what="tick6")
+    recent = _cli(fleet, "logs", "lt", "--since", "2s")
+    assert recent.returncode == 0, recent.stderr
+    ticks = [line.split("| ")[1] for line in recent.stdout.splitlines()]
+    # tick0 is 6 s old or more: only the last two or three seconds' ticks are shown.
+    assert ticks and "tick0" not in ticks and len(ticks) <= 4, ticks
+    bad = _cli(fleet, "logs", "lt", "--since", "soon")
+    assert bad.returncode == 2 and "--since" in bad.stderr
+
+    def exited() -> bool:
+        found = fleet.docker.api.containers(all=True, filters={"label": "fleet.app=lp"})
+        return len(found) == 1 and found[0]["State"] == "exited"
+
+    wait_until(exited, 30, what="lp's container to exit")
+    previous = _cli(fleet, "logs", "lp/0", "--previous")
+    assert previous.returncode == 0, previous.stderr
+    assert "lp.0        | last-words" in previous.stdout
+    none = _cli(fleet, "logs", "lt/0", "--previous")
+    assert "no exited container of lt.0" in none.stdout + none.stderr

@@ -81,7 +81,11 @@ class ObserveApi(ServiceBase):
                 app=replica.app,
                 slot=replica.slot,
                 logs=pb.LogsRequest(
-                    follow=request.follow, tail=request.tail, timestamps=request.timestamps
+                    follow=request.follow,
+                    tail=request.tail,
+                    timestamps=request.timestamps,
+                    since_seconds=request.since_seconds,
+                    previous=request.previous,
                 ),
             )
 

@@ -119,7 +119,15 @@ class _Endless:
 class _Logging(HollowRuntime):
     stream: LogStream | None = None
 
-    def logs(self, container_id: str, *, follow: bool, tail: int, timestamps: bool) -> LogStream:
+    def logs(
+        self,
+        container_id: str,
+        *,
+        follow: bool,
+        tail: int,
+        timestamps: bool,
+        since: float = 0.0,
+    ) -> LogStream:
         assert self.stream is not None
         return self.stream
 
