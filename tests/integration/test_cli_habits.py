@@ -130,7 +130,8 @@ def _wait_line(lines: queue.Queue[str], wanted: str, timeout: float) -> list[str
     raise AssertionError(f"no line with {wanted!r} in {timeout}s; saw {seen}")
 
 
-def test_watch_prints_a_change_and_ends_quietly_on_ctrl_c(fleet: Fleet) -> None:
+def test_watch_prints_a_change_and_completion_names_apps(fleet: Fleet) -> None:
+    # (One test, so one control plane and agent start for both: the file stays fast.)
     _apply(fleet, _app("ww", fleet.image, "web"))
     wait_containers(fleet, "ww", 1)
     command = [sys.executable, "-m", "fleet", "get", "apps", "-w", "-l", "team=web"]
@@ -154,9 +155,12 @@ def test_watch_prints_a_change_and_ends_quietly_on_ctrl_c(fleet: Fleet) -> None:
         finally:
             if process.poll() is None:
                 process.kill()
+    _check_completion(fleet)
 
 
-def test_completion_script_and_app_names(fleet: Fleet) -> None:
+def _check_completion(fleet: Fleet) -> None:
+    """The completion script for each shell, and names completed from the pool."""
+
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "fleet", *args]
         return subprocess.run(command, capture_output=True, text=True, timeout=30, env=_env(fleet))
@@ -183,7 +187,7 @@ def test_completion_script_and_app_names(fleet: Fleet) -> None:
         return done.stdout.split()
 
     assert complete("fleet logs comp") == ["comp-web"]
-    assert complete("fleet scale ") == ["comp-web", "other"]
+    assert sorted(complete("fleet scale ")) == ["comp-web", "other", "ww"]
     assert complete("fleet get hosts ") == [fleet.host.name]
     assert complete("fleet rollout status o") == ["other"]
     # No server there: no candidates, no noise.
