@@ -60,13 +60,8 @@ HostArg = Annotated[str, typer.Argument(metavar="HOST", help="The host.", show_d
 # ---------------------------------------------------------------------- cordon
 
 
-# cordon's and uncordon's HOST has no help line in --help, unlike HostArg's.
-BareHostArg = Annotated[
-    str, typer.Argument(metavar="HOST", show_default=False, autocompletion=complete_hosts)
-]
-
-
-# With -l, no HOST.
+# cordon's and uncordon's HOST (none with -l) has no help line in --help, unlike
+# HostArg's.
 OptionalHostArg = Annotated[
     str, typer.Argument(metavar="[HOST]", show_default=False, autocompletion=complete_hosts)
 ]
@@ -100,12 +95,15 @@ def cordon(
 
 
 @connected
-def uncordon(host: BareHostArg, conn: Connection = CONNECTION) -> None:
-    """Let HOST take new replicas again (admin only).
+def uncordon(
+    host: OptionalHostArg = "", selector: SelectorOpt = "", conn: Connection = CONNECTION
+) -> None:
+    """Let HOST (or the hosts -l selects) take new replicas again (admin only).
 
     Examples:
-      fleet uncordon h1"""
-    _set_host_state(conn, host, "ready")
+      fleet uncordon h1
+      fleet uncordon -l rack=r2"""
+    _set_host_state(conn, host, "ready", selector)
 
 
 def _set_host_state(conn: Connection, host: str, state: str, selector: str = "") -> None:

@@ -49,12 +49,12 @@ def show_selected(
 def run_listing(show: Callable[[View], None], view: View) -> None:
     """``show`` once; watched, again every ``WATCH_INTERVAL`` until Ctrl-C (exit 130,
     nothing more said: the usual end of a watch)."""
-    show(view)
     if not view.watch:
+        show(view)
         return
     try:
         while True:
-            time.sleep(WATCH_INTERVAL)  # polled: the listings have no watch rpc
             show(view)
+            time.sleep(WATCH_INTERVAL)  # polled: the listings have no watch rpc
     except KeyboardInterrupt:
         raise typer.Exit(130) from None

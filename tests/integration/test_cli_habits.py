@@ -90,6 +90,9 @@ def test_selectors_and_output_shapes(fleet: Fleet) -> None:
     cordoned = _cli(fleet, "cordon", "-l", "rack=r9")
     assert cordoned.returncode == 0 and f"host/{fleet.host.name} cordoned" in cordoned.stdout
     assert _cli(fleet, "cordon", "-l", "rack=r1").returncode == 1
+    assert fleet.client.hosts(fleet.host.name)[0].state == "cordoned"
+    assert _cli(fleet, "uncordon", "-l", "rack=r9").returncode == 0
+    assert fleet.client.hosts(fleet.host.name)[0].state == "ready"
 
 
 def _env(fleet: Fleet, **extra: str) -> dict[str, str]:
