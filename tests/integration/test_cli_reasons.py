@@ -61,3 +61,40 @@ def test_ps_lists_an_unplaced_replica_with_why(fleet: Fleet) -> None:
     [unplaced] = [r for r in listed if r["app"] == "huge"]
     assert unplaced["host"] == "" and unplaced["pending"], unplaced
     assert sorted(r["slot"] for r in listed if r["app"] == "fit") == [0, 1]
+
+
+def test_get_apps_never_says_complete_with_nothing_up(fleet: Fleet) -> None:
+    fleet.client.apply(
+        load_documents(
+            f"name: down\nimage: {fleet.image}\nreplicas: 2\ncommand: [sh, -c, 'exit 1']\n"
+            "restart: always\n"
+        )
+    )
+
+    def troubled() -> list[str] | None:
+        done = _cli(fleet, "get", "apps", "-o", "wide")
+        rows = [line.split() for line in done.stdout.splitlines()[1:] if line.startswith("down ")]
+        return rows[0] if rows and "crash-looping" in rows[0] else None
+
+    row = wait_until(troubled, 30, what="get apps to say crash-looping")
+    assert row[1] == "0/2" or row[2] == "0", row
+    assert "complete" not in row, row
+
+
+def test_a_rolled_back_rollout_ends_with_its_cause(fleet: Fleet) -> None:
+    good = f"name: rb\nimage: {fleet.image}\nreplicas: 1\nupdate: {{min_ready: 0}}\n"
+    fleet.client.apply(load_documents(good))
+    wait_until(lambda: fleet.client.rollout_status("rb").state == "complete", 30, what="v1 up")
+    fleet.client.apply(load_documents(good + "command: [sh, -c, 'exit 1']\nrestart: always\n"))
+    done = _cli(fleet, "rollout", "status", "rb", "--timeout", "50s")
+    assert done.returncode == 2, done.stdout + done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "crash-looping" in last and "rolled back to revision 1" in last, last
+    assert "exit code 1" in last, last
+
+    history = json.loads(_cli(fleet, "rollout", "history", "rb", "-o", "json").stdout)
+    by_revision = {r["revision"]: r for r in history}
+    assert by_revision[2]["outcome"] == "rolled back", history
+    assert "crash-looping" in by_revision[2]["outcome_reason"], history
+    table = _cli(fleet, "rollout", "history", "rb")
+    assert "rolled back" in table.stdout and "crash-looping" in table.stdout, table.stdout

@@ -24,7 +24,7 @@ from fleet.controlplane.appchanges import (
     too_large,
     too_many,
 )
-from fleet.controlplane.appstatus import app_trouble, rollout_counts
+from fleet.controlplane.appstatus import app_trouble, rollout_counts, rollout_word
 from fleet.controlplane.auth import Permission, answer, authorize, rpc
 from fleet.controlplane.endpointwatch import endpoints_of, watch_endpoints
 from fleet.controlplane.planner import plan_replicas
@@ -270,7 +270,9 @@ class AppsApi(ServiceBase):
                     running=counts.running,
                     available=counts.available,
                     updated=counts.updated,
-                    rollout=rollout.value.state if rollout else "",
+                    rollout=rollout_word(
+                        rollout.value if rollout else None, counts.available, desired
+                    ),
                     reason=reason,
                     message=message,
                     pending=[
