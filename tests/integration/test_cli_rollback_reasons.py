@@ -53,3 +53,15 @@ def test_a_rolled_back_rollout_ends_with_its_cause(fleet: Fleet) -> None:
     assert set(host_doc) == {"host", "containers", "events"}
     assert host_doc["host"]["host_id"] == fleet.host.name
     assert "blocked" in host_doc["host"]
+
+    # A later rollout (revision 3) leaves revision 2's outcome in its record.
+    fleet.client.apply(load_documents(good + "env: {V: '3'}\n"))
+    wait_until(
+        lambda: (s := fleet.client.rollout_status("rb")).revision == 3 and s.state == "complete",
+        30,
+        what="revision 3 rolled out",
+    )
+    later = json.loads(_cli(fleet, "rollout", "history", "rb", "-o", "json").stdout)
+    outcomes = {r["revision"]: (r["outcome"], r["outcome_reason"]) for r in later}
+    assert outcomes[2][0] == "rolled back" and "crash-looping" in outcomes[2][1], later
+    assert outcomes[3] == ("complete", "") and outcomes[1][0] == "complete", later

@@ -97,7 +97,12 @@ class RolloutsApi(ServiceBase):
         rollout = state.rollouts.get(request.app)
         found = []
         for r in revisions:
-            outcome, why = revision_outcome(rollout.value if rollout else None, r.revision)
+            # Kept in the revision by the controller; else what the rollout record tells
+            # (a revision from before outcomes were kept, or one still rolling out).
+            outcome, why = r.outcome, r.outcome_reason
+            if r.revision == current or not outcome:
+                derived = revision_outcome(rollout.value if rollout else None, r.revision)
+                outcome, why = derived if derived[0] else (outcome, why)
             found.append(
                 pb.RevisionInfo(
                     revision=r.revision,
