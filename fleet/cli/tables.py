@@ -273,7 +273,10 @@ def container_status(c: pb.ContainerInfo) -> tuple[str, str]:
     if s.reason:  # image-not-found, pull-failed, ...: Docker has no container to tell
         status = s.reason
     elif s.state in ("running", "exited", "restarting") and s.restarts >= CRASH_RESTARTS:
-        status = f"crash-looping (exit {s.exit_code}, {s.restarts} restarts)"
+        # Docker clears the exit code when it starts the container again: say it only
+        # while it is known (exited), never "exit 0" for a container that failed.
+        known = s.state == "exited" or s.exit_code != 0
+        status = f"crash-looping ({f'exit {s.exit_code}, ' if known else ''}{s.restarts} restarts)"
     elif s.state == "exited":
         status = f"exited ({s.exit_code})"
     elif s.state == "created" or (s.state == "running" and s.health == "starting"):

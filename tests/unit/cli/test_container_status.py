@@ -35,6 +35,8 @@ def test_pending_assigned_and_starting_are_three_words() -> None:
 def test_trouble_words() -> None:
     looping = info(state="exited", exit_code=1, restarts=5)
     assert container_status(looping)[0] == "crash-looping (exit 1, 5 restarts)"
+    restarted = info(state="running", exit_code=0, restarts=4)  # Docker cleared the code
+    assert container_status(restarted)[0] == "crash-looping (4 restarts)"
     sick = info(state="running", health="unhealthy", message="connect refused :8080")
     assert container_status(sick) == ("unhealthy", "connect refused :8080")
     pull = info(state="pull-failed", reason="image-not-found", message="image x not found")
