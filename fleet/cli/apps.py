@@ -22,6 +22,13 @@ import yaml
 from fleet.cli import compose
 from fleet.cli.completion import complete_apps, complete_names
 from fleet.cli.connection import CONNECTION, Connection, connected
+from fleet.cli.describing import (
+    RECENT_EVENTS,
+    describe_document,
+    print_drain_blockers,
+    print_recent_events,
+    print_rollout,
+)
 from fleet.cli.options import duration_option
 from fleet.cli.output import (
     Format,
@@ -276,18 +283,42 @@ def describe(
         str, typer.Argument(help="Its name.", show_default=False, autocompletion=complete_names)
     ],
     conn: Connection = CONNECTION,
+    output: OutputOpt = Format.table,
 ) -> None:
-    """Show one app (spec, replicas, why any are pending) or one host in detail.
+    """Show one app (spec, replicas, why any are pending, its rollout, recent events)
+    or one host (what runs there, what blocks its drain, recent events) in detail.
+    -o json|yaml prints it as one object.
 
     Examples:
       fleet describe app web
-      fleet describe host h1"""
+      fleet describe host h1
+      fleet describe app web -o json | jq .rollout.state"""
     which = _kind(kind)
+    document = output in (Format.json, Format.yaml)
     with conn.client() as client:
         if which == Kind.apps:
-            _describe_app(client, name)
+            if document:
+                info = client.apps(name)[0]
+                describe_document(
+                    output,
+                    app=info,
+                    # A job is not rolled out: null.
+                    rollout=client.rollout_status(name) if info.mode != "job" else None,
+                    containers=client.containers(app=name),
+                    events=list(client.events(app=name, limit=RECENT_EVENTS)),
+                )
+            else:
+                _describe_app(client, name)
         elif which == Kind.hosts:
-            _describe_host(client, name)
+            if document:
+                describe_document(
+                    output,
+                    host=client.hosts(name)[0],
+                    containers=client.containers(host=name),
+                    events=list(client.events(host=name, limit=RECENT_EVENTS)),
+                )
+            else:
+                _describe_host(client, name)
         else:
             fail("describe takes app or host")
 
@@ -320,6 +351,8 @@ def _describe_app(client: FleetClient, name: str) -> None:
         )
     if info.reason:  # why not every container is up, as `get apps` says it
         console.print(safe(f"{info.reason}: {info.message}"), soft_wrap=True)
+    if info.mode != "job":
+        print_rollout(client.rollout_status(name))
     print(yaml.safe_dump(spec, sort_keys=False), end="")
     if "logging" not in spec:  # what the agent sets (new containers; running ones keep theirs)
         options = ", ".join(f"{k} {v}" for k, v in DEFAULT_LOGGING.options.items())
@@ -333,6 +366,7 @@ def _describe_app(client: FleetClient, name: str) -> None:
         _describe_ingress(client, spec, containers)
     console.print("[bold]containers[/bold]")
     print_containers(containers, Format.table)
+    print_recent_events(list(client.events(app=name, limit=RECENT_EVENTS)))
 
 
 def _describe_ingress(
@@ -395,8 +429,10 @@ def _describe_host(client: FleetClient, name: str) -> None:
     console.print("[bold]facts[/bold]")
     for key, value in sorted(host.facts.items()):
         console.print(safe(f"  {key}: {value}"))
+    print_drain_blockers(host)
     console.print("[bold]containers[/bold]")
     print_containers(client.containers(host=name), Format.table)
+    print_recent_events(list(client.events(host=name, limit=RECENT_EVENTS)))
 
 
 @connected

@@ -366,7 +366,8 @@ def rollout_history(
     conn: Connection = CONNECTION,
     output: OutputOpt = Format.table,
 ) -> None:
-    """List APP's revisions: image, when and why each was made.
+    """List APP's revisions: image, when and why each was made, and how its rollout
+    ended (complete, failed, rolled back, and why) as far as the last rollout tells.
 
     The current one is marked (current).
 
@@ -380,10 +381,14 @@ def rollout_history(
             r.image,
             r.created_at or "-",
             r.cause or "-",
+            r.outcome or "-",
+            r.outcome_reason or "-",
         ]
         for r in revisions
     ]
-    print_records(revisions, output, ["REVISION", "IMAGE", "CREATED", "CAUSE"], rows)
+    print_records(
+        revisions, output, ["REVISION", "IMAGE", "CREATED", "CAUSE", "OUTCOME", "REASON"], rows
+    )
 
 
 @rollout_app.command("undo")

@@ -263,37 +263,70 @@ def print_hosts(
     )
 
 
+def replica_name(c: pb.ContainerInfo) -> str:
+    """``web.0``, and ``web.0+`` for the replacement starting beside it (make-before-break)."""
+    return f"{c.app}.{c.slot}{'+' if c.replacement else ''}"
+
+
+def container_status(c: pb.ContainerInfo) -> tuple[str, str]:
+    """A container's STATUS word and REASON, each a single thing: ``pending`` (no host
+    takes it yet), ``assigned`` (placed, its agent has not started it), ``starting``
+    (created, or its health check has not passed yet), ``running``, ``unhealthy``,
+    ``crash-looping (exit 1, 5 restarts)``, ``exited (N)``, or why it cannot run
+    (``image-not-found``, ``pull-failed``, ``refused``, ...)."""
+    from fleet.controlplane.availability import CRASH_RESTARTS
+
+    s = c.status
+    if c.pending and (not c.host or not s.state):
+        return "pending", c.pending
+    if not s.state:
+        return "assigned", f"placed on {c.host}; its agent has not started it yet"
+    message = s.message
+    if s.reason:  # image-not-found, pull-failed, ...: Docker has no container to tell
+        status = s.reason
+    elif s.state in ("running", "exited", "restarting") and s.restarts >= CRASH_RESTARTS:
+        # Docker clears the exit code when it starts the container again: say it only
+        # while it is known (exited), never "exit 0" for a container that failed.
+        known = s.state == "exited" or s.exit_code != 0
+        status = f"crash-looping ({f'exit {s.exit_code}, ' if known else ''}{s.restarts} restarts)"
+    elif s.state == "exited":
+        status = f"exited ({s.exit_code})"
+    elif s.state == "created" or (s.state == "running" and s.health == "starting"):
+        status = "starting"
+    elif s.state == "running" and s.health == "unhealthy":
+        status = "unhealthy"
+        message = message or "its health check fails"
+    else:
+        status = s.state
+    if not c.desired:
+        status += " (stale)"
+    return status, message
+
+
 def print_containers(
     containers: list[pb.ContainerInfo], output: Format | ListFormat, view: View | None = None
 ) -> None:
-    """``fleet ps`` and ``get containers``; ``describe`` lists an app's or a host's."""
+    """``fleet ps`` and ``get containers``: every replica, placed or not, and what still
+    runs of a replaced one; ``describe`` lists an app's or a host's."""
     rows, wide = [], []
     for c in containers:
-        # A container that cannot run says why in its state (image-not-found, like
-        # kubectl's ErrImagePull), and in words in REASON.
-        state = c.status.reason or c.status.state or "pending"
-        if c.status.state == "exited":
-            state = f"exited ({c.status.exit_code})"
-        elif c.status.health == "unhealthy":
-            state = "running (unhealthy)"
-        if not c.desired:
-            state += " (stale)"
+        status, reason = container_status(c)
         rows.append(
             [
-                f"{c.app}.{c.slot}",
-                c.host,
-                state,
+                replica_name(c),
+                c.host or "-",
+                status,
                 str(c.status.restarts),
                 _ports(c.status),
                 c.status.container_id[:12] or "-",
-                c.status.message or "-",
+                reason or "-",
             ]
         )
-        wide.append([str(c.revision), c.status.name or "-", c.status.started_at or "-"])
+        wide.append([str(c.revision or "-"), c.status.name or "-", c.status.started_at or "-"])
     print_records(
         containers,
         output,
-        ["REPLICA", "HOST", "STATE", "RESTARTS", "PORTS", "CONTAINER", "REASON"],
+        ["REPLICA", "HOST", "STATUS", "RESTARTS", "PORTS", "CONTAINER", "REASON"],
         rows,
         wide_columns=["REVISION", "NAME", "STARTED"],
         wide_rows=wide,

@@ -11,9 +11,53 @@ from dataclasses import dataclass
 from fleet.controlplane.availability import observe, trouble
 from fleet.proto import fleet_pb2 as pb
 from fleet.store import ClusterState
-from fleet.store.records import AppRecord
+from fleet.store.records import AppRecord, RolloutRecord
 
-__all__ = ["CountsCache", "RolloutCounts", "app_trouble", "endpoints", "rollout_counts"]
+__all__ = [
+    "CountsCache",
+    "RolloutCounts",
+    "app_trouble",
+    "endpoints",
+    "revision_outcome",
+    "rollout_counts",
+    "rollout_word",
+]
+
+
+def revision_outcome(rollout: RolloutRecord | None, revision: int) -> tuple[str, str]:
+    """What ``rollout history`` says of ``revision``'s rollout, and why, as far as the
+    app's rollout record tells: the revision it rolls out (complete, progressing,
+    paused, failed), the one it rolled back (rolled back, with the cause), and the one
+    it came from (complete). ``("", "")`` for older ones."""
+    if rollout is None:
+        return "", ""
+    if revision == rollout.rollback_of:
+        return (
+            "rolled back",
+            f"{rollout.failure or 'it failed'}; rolled back to revision {rollout.revision}",
+        )
+    if revision == rollout.revision:
+        if rollout.state == "failed":
+            return "failed", rollout.failure or rollout.message
+        if rollout.state == "progressing" and rollout.paused:
+            return "paused", ""
+        return rollout.state, ""
+    if revision == rollout.from_revision:
+        return "complete", ""
+    return "", ""
+
+
+def rollout_word(rollout: RolloutRecord | None, available: int, desired: int) -> str:
+    """The ROLLOUT column of ``get apps``: the controller's state, but ``paused`` while
+    a progressing rollout is paused, and ``degraded`` for a completed one with fewer
+    replicas available than wanted (never ``complete`` for an app with 0 of 2 up)."""
+    if rollout is None:
+        return ""
+    if rollout.state == "progressing" and rollout.paused:
+        return "paused"
+    if rollout.state == "complete" and available < desired:
+        return "degraded"
+    return rollout.state
 
 
 def app_trouble(state: ClusterState, app: str) -> tuple[str, str]:

@@ -37,6 +37,7 @@ from fleet.store.records import (
     JobRecord,
     MaintenanceRecord,
     ReplicaRecord,
+    RevisionRecord,
     RolloutRecord,
     UpgradeRecord,
 )
@@ -61,6 +62,7 @@ class ControllerStore(Protocol):
         app_record: AppRecord | None = None,
         job: tuple[JobRecord, int] | None = None,
         delete_job: int | None = None,
+        revision: tuple[RevisionRecord, int] | None = None,
     ) -> int: ...
 
     async def commit_upgrade(
@@ -319,6 +321,7 @@ class ReplicaController:
                 app_record=plan.app,
                 job=plan.job,
                 delete_job=plan.delete_job,
+                revision=plan.revision,
             )
         except Conflict:
             # The state moved on under us; the watch will wake us with the new one.

@@ -117,6 +117,7 @@ def step_rollout(planner: SlotPlanner, promoted: int) -> None:
                 }
             )
             plan.events.append(("rollout-complete", None, rollout.message))
+            _keep_outcome(planner, target, "complete", "")
         else:
             if started:
                 rollout = rollout.model_copy(
@@ -265,8 +266,20 @@ def _fail(planner: SlotPlanner, rollout: RolloutRecord, mod: int, reason: str) -
             mod,
         )
         plan.events.append(("rollback", None, message))
+        _keep_outcome(planner, target, "rolled back", f"{failure}; rolled back to revision {back}")
         return
     failed = rollout.model_copy(
         update={"state": "failed", "message": failure, "failure": failure, "updated_at": now_text}
     )
     plan.rollout = (failed, mod)
+    _keep_outcome(planner, target, "failed", failure)
+
+
+def _keep_outcome(planner: SlotPlanner, revision: int, outcome: str, reason: str) -> None:
+    """Keep how ``revision``'s rollout ended in its record, for ``rollout history``
+    (written in the round's transaction, guarded on the record as read)."""
+    stored = planner.state.revisions.get((planner.app, revision))
+    if stored is None or (stored.value.outcome, stored.value.outcome_reason) == (outcome, reason):
+        return
+    record = stored.value.model_copy(update={"outcome": outcome, "outcome_reason": reason})
+    planner.plan.revision = (record, stored.mod_revision)

@@ -34,6 +34,7 @@ from fleet.store.records import (
     ReplicaRecord,
     ReplicaTarget,
     ResourceAmounts,
+    RevisionRecord,
     RolloutRecord,
 )
 
@@ -54,6 +55,8 @@ class ReplicaPlan:
     job: tuple[JobRecord, int] | None = None  # a job's record to write, with its mod revision
     delete_job: int | None = None
     app: AppRecord | None = None  # an automatic rollback rewrites the app (same guard)
+    # A revision whose rollout ended (its outcome kept for `rollout history`), its mod revision.
+    revision: tuple[RevisionRecord, int] | None = None
     events: list[tuple[str, int | None, str]] = field(default_factory=list)  # kind, slot, text
     wake_at: float | None = None  # when a replica becomes available or a deadline passes
 
@@ -64,6 +67,7 @@ class ReplicaPlan:
             and self.rollout is None
             and self.delete_rollout is None
             and self.app is None
+            and self.revision is None
             and self.job is None
             and self.delete_job is None
         )

@@ -1284,12 +1284,18 @@ class RevisionInfo(_message.Message):
     CAUSE_FIELD_NUMBER: _builtins.int
     CURRENT_FIELD_NUMBER: _builtins.int
     TEMPLATE_HASH_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    OUTCOME_REASON_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
     image: _builtins.str
     created_at: _builtins.str
     cause: _builtins.str
     current: _builtins.bool
     template_hash: _builtins.str
+    outcome: _builtins.str
+    """its last rollout's: progressing, complete, failed, rolled back ("" unknown)"""
+    outcome_reason: _builtins.str
+    """why it failed or was rolled back"""
     def __init__(
         self,
         *,
@@ -1299,10 +1305,12 @@ class RevisionInfo(_message.Message):
         cause: _builtins.str = ...,
         current: _builtins.bool = ...,
         template_hash: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        outcome_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "created_at", b"created_at", "current", b"current", "image", b"image", "revision", b"revision", "template_hash", b"template_hash"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "created_at", b"created_at", "current", b"current", "image", b"image", "outcome", b"outcome", "outcome_reason", b"outcome_reason", "revision", b"revision", "template_hash", b"template_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1969,12 +1977,18 @@ class ContainerInfo(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     DESIRED_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    REPLACEMENT_FIELD_NUMBER: _builtins.int
     app: _builtins.str
     slot: _builtins.int
     host: _builtins.str
     revision: _builtins.int
     desired: _builtins.str
     """"running", or "" when the host runs a stale one"""
+    pending: _builtins.str
+    """unplaced (host ""): why no host takes it"""
+    replacement: _builtins.bool
+    """the slot's replacement while it starts (surge, move)"""
     @_builtins.property
     def status(self) -> Global___ContainerStatus:
         """empty when the agent has not reported it yet"""
@@ -1988,10 +2002,12 @@ class ContainerInfo(_message.Message):
         revision: _builtins.int = ...,
         desired: _builtins.str = ...,
         status: Global___ContainerStatus | None = ...,
+        pending: _builtins.str = ...,
+        replacement: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "desired", b"desired", "host", b"host", "revision", b"revision", "slot", b"slot", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "desired", b"desired", "host", b"host", "pending", b"pending", "replacement", b"replacement", "revision", b"revision", "slot", b"slot", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -86,6 +86,10 @@ class RevisionRecord(_Record):
     spec: AppSpec
     created_at: str
     cause: str = ""  # what made it: fleet apply, fleet set image, rollout restart, ...
+    # How its last rollout ended (complete, failed, rolled back) and why, for
+    # ``rollout history``; written by the controller with the rollout record.
+    outcome: str = ""
+    outcome_reason: str = ""
 
 
 class ReplicaTarget(_Record):

@@ -25,9 +25,10 @@ __all__ = ["TXN_KEYS", "AppWrite", "HostReport", "Store"]
 
 # Replicas (or reported keys) per transaction: etcd refuses more guards or operations
 # than its --max-txn-ops (128 by default), and a chunk of replicas also carries the app's
-# guard, the leader's fence and the rollout and job records with theirs (_TXN_EXTRA).
+# guard, the leader's fence and the rollout, revision and job records with theirs
+# (_TXN_EXTRA).
 TXN_KEYS = 100
-_TXN_EXTRA = 6
+_TXN_EXTRA = 6  # app, fence, rollout, job, revision guards (a put each at most), spare
 _CHUNKS_IN_FLIGHT = 8  # transactions of one plan sent at once
 
 
@@ -162,6 +163,7 @@ class Store:
         app_record: records.AppRecord | None = None,
         job: tuple[records.JobRecord, int] | None = None,
         delete_job: int | None = None,
+        revision: tuple[records.RevisionRecord, int] | None = None,
     ) -> int:
         """Write and delete replicas of one app, with its rollout and job records and
         (for an automatic rollback) the app itself.
@@ -219,6 +221,11 @@ class Store:
         if delete_rollout is not None:
             guards.append(Compare(self.keys.rollout(app), delete_rollout))
             ops.append(Delete(self.keys.rollout(app)))
+        if revision is not None:  # its rollout's outcome
+            revision_record, revision_mod = revision
+            key = self.keys.revision(app, revision_record.revision)
+            guards.append(Compare(key, revision_mod))
+            ops.append(Put(key, revision_record.dump()))
         if job is not None:
             job_record, job_mod = job
             guards.append(Compare(self.keys.job(app), job_mod))

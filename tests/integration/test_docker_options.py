@@ -130,8 +130,9 @@ def test_every_option_reaches_docker_and_the_container(fleet: Fleet, tmp_path: P
     fleet.client.apply(load_documents(changed, "every.yaml"))
 
     def rolled() -> bool:
-        found = fleet.docker.containers.list(filters={"label": "fleet.app=every"}, all=True)
-        return [c.labels["fleet.revision"] for c in found] == ["2"]
+        # The low-level list: no inspect of a container removed meanwhile (a 404).
+        found = fleet.docker.api.containers(filters={"label": "fleet.app=every"}, all=True)
+        return [c["Labels"]["fleet.revision"] for c in found] == ["2"]
 
     wait_until(rolled, 30, what="revision 2 to replace revision 1")
     [container] = wait_containers(fleet, "every", 1)

@@ -24,7 +24,7 @@ from fleet.controlplane.appchanges import (
     too_large,
     too_many,
 )
-from fleet.controlplane.appstatus import app_trouble, rollout_counts
+from fleet.controlplane.appstatus import app_trouble, rollout_counts, rollout_word
 from fleet.controlplane.auth import Permission, answer, authorize, rpc
 from fleet.controlplane.endpointwatch import endpoints_of, watch_endpoints
 from fleet.controlplane.planner import plan_replicas
@@ -108,6 +108,20 @@ def _job_info(state: ClusterState, app: str, running: int) -> pb.JobInfo | None:
 
 
 class AppsApi(ServiceBase):
+    def _pending(
+        self, state: ClusterState, name: str, now: float, gone: set[str], *, explain: bool
+    ) -> dict[int, str]:
+        """Why ``name``'s unplaced slots wait (``gone``: hosts that replicas name but
+        that were removed, whose replicas wait to move)."""
+        spec = state.apps[name].value.spec
+        complete = (
+            spec.mode == "replicated"
+            and state.replica_count(name) >= spec.replicas
+            and not (gone and any(r.host in gone for r in state.replicas_of(name)))
+        )
+        # With every slot placed there is nothing pending to explain.
+        return {} if complete else self.pending.of(state, name, now, explain=explain)
+
     @rpc(Permission.APPS_WRITE)
     async def Apply(
         self, request: pb.ApplyRequest, context: grpc.aio.ServicerContext
@@ -227,15 +241,7 @@ class AppsApi(ServiceBase):
         for name in names:
             record = state.apps[name].value
             placed = state.replica_count(name)
-            complete = (
-                record.spec.mode == "replicated"
-                and placed >= record.spec.replicas
-                and not (gone and any(r.host in gone for r in state.replicas_of(name)))
-            )
-            # With every slot placed there is nothing pending to explain.
-            pending = (
-                {} if complete else self.pending.of(state, name, now, explain=bool(request.name))
-            )
+            pending = self._pending(state, name, now, gone, explain=bool(request.name))
             counts = rollout_counts(state, name, now, self.counts)
             rollout = state.rollouts.get(name)
             # Only an app with a container not up can have one in trouble (a walk of
@@ -264,7 +270,9 @@ class AppsApi(ServiceBase):
                     running=counts.running,
                     available=counts.available,
                     updated=counts.updated,
-                    rollout=rollout.value.state if rollout else "",
+                    rollout=rollout_word(
+                        rollout.value if rollout else None, counts.available, desired
+                    ),
                     reason=reason,
                     message=message,
                     pending=[
@@ -304,10 +312,13 @@ class AppsApi(ServiceBase):
                     host=host,
                     revision=revision,
                     desired="running",
+                    replacement=container.next,
                 )
                 if key in reports:
                     info.status.CopyFrom(reports[key])
                 containers.append(info)
+        if not request.host:
+            containers.extend(self._unplaced(state, app_filter, containers))
         # Containers a host still runs although they are no longer desired there.
         for (host_id, app, slot, revision), report in sorted(reports.items()):
             if (host_id, app, slot, revision) in desired_keys:
@@ -319,7 +330,31 @@ class AppsApi(ServiceBase):
                     app=app, slot=slot, host=host_id, revision=report.revision, status=report
                 )
             )
+        # By replica: its own container, its replacement, then what still runs of it.
+        containers.sort(key=lambda c: (c.app, c.slot, c.replacement, not c.desired))
         return pb.ContainerList(containers=containers)
+
+    def _unplaced(
+        self, state: ClusterState, app_filter: str, listed: list[pb.ContainerInfo]
+    ) -> list[pb.ContainerInfo]:
+        """A row for each slot no host takes yet, with why (``fleet ps`` lists every
+        replica, as ``kubectl get pods`` lists Pending ones); a slot placed on a host
+        that is gone keeps its row, and is told why it waits."""
+        now = time.time()
+        gone = set(state.hosts_with_replicas()) - state.hosts.keys()
+        rows = {(c.app, c.slot): c for c in listed if not c.replacement}
+        found: list[pb.ContainerInfo] = []
+        for name in [app_filter] if app_filter else sorted(state.apps):
+            if name not in state.apps or state.apps[name].value.spec.mode == "global":
+                continue  # a global app wants one per fitting host: none is "unplaced"
+            pending = self._pending(state, name, now, gone, explain=bool(app_filter))
+            for slot, reason in sorted(pending.items()):
+                row = rows.get((name, slot))
+                if row is not None:
+                    row.pending = reason
+                else:
+                    found.append(pb.ContainerInfo(app=name, slot=slot, pending=reason))
+        return found
 
     @rpc(Permission.APPS_READ)
     async def Endpoints(

@@ -12,7 +12,7 @@ import grpc.aio
 from fleet._time import now_iso
 from fleet.controlplane.api._service import ServiceBase, app_change, plan_write
 from fleet.controlplane.appchanges import plan_apply, plan_restart, plan_undo
-from fleet.controlplane.appstatus import RolloutCounts, rollout_counts
+from fleet.controlplane.appstatus import RolloutCounts, revision_outcome, rollout_counts
 from fleet.controlplane.auth import Permission, rpc
 from fleet.controlplane.revisions import kept_revisions, revisions_in_use, undo_target
 from fleet.errors import FailedPrecondition
@@ -94,9 +94,16 @@ class RolloutsApi(ServiceBase):
             (v.value for (a, _), v in state.revisions.items() if a == request.app),
             key=lambda r: r.revision,
         )
-        return pb.RevisionList(
-            app=request.app,
-            revisions=[
+        rollout = state.rollouts.get(request.app)
+        found = []
+        for r in revisions:
+            # Kept in the revision by the controller; else what the rollout record tells
+            # (a revision from before outcomes were kept, or one still rolling out).
+            outcome, why = r.outcome, r.outcome_reason
+            if r.revision == current or not outcome:
+                derived = revision_outcome(rollout.value if rollout else None, r.revision)
+                outcome, why = derived if derived[0] else (outcome, why)
+            found.append(
                 pb.RevisionInfo(
                     revision=r.revision,
                     image=r.spec.image,
@@ -104,10 +111,11 @@ class RolloutsApi(ServiceBase):
                     cause=r.cause,
                     current=r.revision == current,
                     template_hash=r.template_hash,
+                    outcome=outcome,
+                    outcome_reason=why,
                 )
-                for r in revisions
-            ],
-        )
+            )
+        return pb.RevisionList(app=request.app, revisions=found)
 
     @rpc(Permission.APPS_WRITE)
     async def RolloutUndo(

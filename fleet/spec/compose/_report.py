@@ -20,10 +20,10 @@ def path_text(path: Path) -> str:
     """``services.web.ports[0]`` from its parts."""
     text = ""
     for part in path:
-        if isinstance(part, int):
+        if isinstance(part, int) and not isinstance(part, bool):
             text += f"[{part}]"
-        else:
-            text += f".{clean_text(part)}" if text else clean_text(part)
+        else:  # a YAML key may be any scalar (0E0 is a float): shown as text
+            text += f".{clean_text(str(part))}" if text else clean_text(str(part))
     return text
 
 

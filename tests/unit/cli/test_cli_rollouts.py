@@ -289,7 +289,7 @@ def test_history_marks_the_current_revision() -> None:
         result = runner.invoke(app, ["rollout", "history", "web"])
     assert result.exit_code == 0, result.output
     rows = [line.split() for line in result.stdout.splitlines()]
-    assert rows[0] == ["REVISION", "IMAGE", "CREATED", "CAUSE"]
+    assert rows[0] == ["REVISION", "IMAGE", "CREATED", "CAUSE", "OUTCOME", "REASON"]
     assert rows[2][:3] == ["2", "(current)", "nginx:1.27"]
 
 

@@ -481,6 +481,10 @@ def test_crashing_replacement_fails_the_rollout_and_rolls_back(how: str) -> None
     assert kinds(plan) == ["rollout-failed", "rollback"]
     assert "revision 2 failed" in plan.events[0][2]
     assert rollout.failure == plan.events[0][2]  # the cause, kept through the rollback
+    # Revision 2 keeps how it ended, for `rollout history`, in the same transaction.
+    assert plan.revision is not None
+    assert (plan.revision[0].revision, plan.revision[0].outcome) == (2, "rolled back")
+    assert plan.revision[0].outcome_reason == f"{rollout.failure}; rolled back to revision 1"
     if how == "pull-failed":  # said at once, in the words of the agent
         assert rollout.failure == "revision 2 failed: image img:v2 not found in the registry"
 
@@ -493,6 +497,7 @@ def test_crashing_replacement_fails_the_rollout_and_rolls_back(how: str) -> None
     assert all((r.revision, r.next) == (1, None) for r in slots.values())
     # Every replica already runs revision 1, available: the rollback is complete.
     assert rollout_of_committed(plan).state == "complete"
+    assert plan.revision is not None and plan.revision[0].outcome == "complete"
 
 
 def rollout_of_committed(plan: ReplicaPlan) -> RolloutRecord:
@@ -525,6 +530,11 @@ def test_without_auto_rollback_the_rollout_fails_and_stops() -> None:
     rollout = rollout_of(plan)
     assert (rollout.state, rollout.revision, rollout.from_revision) == ("failed", 2, 1)
     assert "unhealthy" in rollout.message
+    assert plan.revision is not None
+    assert (plan.revision[0].outcome, plan.revision[0].outcome_reason) == (
+        "failed",
+        rollout.failure,
+    )
     assert kinds(plan) == ["rollout-failed"]
 
     state = commit(state, plan)

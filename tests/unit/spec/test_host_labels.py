@@ -265,6 +265,9 @@ class LabelingClient:
     def hosts(self, name: str = "") -> list[pb.HostInfo]:
         return [self.info]
 
+    def events(self, **kwargs: Any) -> list[pb.Event]:
+        return []
+
     def containers(self, **kwargs: Any) -> list[pb.ContainerInfo]:
         return []
 
