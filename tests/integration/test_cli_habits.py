@@ -133,8 +133,8 @@ def _wait_line(lines: queue.Queue[str], wanted: str, timeout: float) -> list[str
     raise AssertionError(f"no line with {wanted!r} in {timeout}s; saw {seen}")
 
 
-def test_watch_prints_a_change_and_completion_names_apps(fleet: Fleet) -> None:
-    # (One test, so one control plane and agent start for both: the file stays fast.)
+def test_watch_completion_and_logs_since_previous(fleet: Fleet) -> None:
+    # (One test, so one control plane and agent start for all three: the file stays fast.)
     _apply(fleet, _app("ww", fleet.image, "web"))
     wait_containers(fleet, "ww", 1)
     command = [sys.executable, "-m", "fleet", "get", "apps", "-w", "-l", "team=web"]
@@ -159,6 +159,7 @@ def test_watch_prints_a_change_and_completion_names_apps(fleet: Fleet) -> None:
             if process.poll() is None:
                 process.kill()
     _check_completion(fleet)
+    _check_logs_since_and_previous(fleet)
 
 
 def _check_completion(fleet: Fleet) -> None:
@@ -211,7 +212,8 @@ def _check_completion(fleet: Fleet) -> None:
     assert env_less.returncode == 0 and env_less.stdout.strip() == "" and env_less.stderr == ""
 
 
-def test_logs_since_and_previous(fleet: Fleet) -> None:
+def _check_logs_since_and_previous(fleet: Fleet) -> None:
+    """logs --since shows only the recent lines; --previous the exited container's."""
     ticker = '["sh", "-c", "i=0; while true; do echo tick$i; i=$((i+1)); sleep 1; done"]'
     once = '["sh", "-c", "echo last-words; exit 3"]'
     _apply(
