@@ -25,6 +25,9 @@ __all__ = ["CONNECTION", "Connection", "connected"]
 
 R = TypeVar("R")
 
+# Listed apart, after each command's own options, as kubectl's "global" flags are.
+CONNECTION_PANEL = "Connection"
+
 _OPTIONS: dict[str, tuple[Any, Any]] = {
     "server": (
         Annotated[
@@ -35,6 +38,7 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
                 help="Control plane address(es), HOST:PORT[,HOST:PORT...]. Default: "
                 "$FLEET_SERVER or 127.0.0.1:7400.",
                 show_default=False,
+                rich_help_panel=CONNECTION_PANEL,
             ),
         ],
         None,
@@ -47,6 +51,7 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
                 help="CA certificate (PEM). Default: $FLEET_TLS_CA, or ca.crt in "
                 "$FLEET_PKI_DIR or ./.fleet/pki.",
                 show_default=False,
+                rich_help_panel=CONNECTION_PANEL,
             ),
         ],
         None,
@@ -59,6 +64,7 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
                 help="Client certificate. Default: $FLEET_TLS_CERT, or client-admin.crt "
                 "in the PKI dir.",
                 show_default=False,
+                rich_help_panel=CONNECTION_PANEL,
             ),
         ],
         None,
@@ -70,6 +76,7 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
                 "--tls-key",
                 help="Client key. Default: $FLEET_TLS_KEY, or client-admin.key in the PKI dir.",
                 show_default=False,
+                rich_help_panel=CONNECTION_PANEL,
             ),
         ],
         None,
@@ -82,6 +89,7 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
                 help="A bearer token (fleet tokens create) for the server's token port, "
                 "instead of a client certificate. Default: $FLEET_TOKEN.",
                 show_default=False,
+                rich_help_panel=CONNECTION_PANEL,
             ),
         ],
         None,
@@ -94,6 +102,7 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
                 help="The context to connect with (fleet context list). Default: "
                 "$FLEET_CONTEXT, or the current one.",
                 show_default=False,
+                rich_help_panel=CONNECTION_PANEL,
             ),
         ],
         None,
@@ -104,6 +113,7 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
             typer.Option(
                 "--insecure",
                 help="Plaintext, no authentication (only for a server started with --insecure).",
+                rich_help_panel=CONNECTION_PANEL,
             ),
         ],
         False,
