@@ -73,12 +73,14 @@ def test_the_largest_apply_that_fits_is_stored_whole(fleet: Fleet, tmp_path: Pat
     assert result.stdout.count(" created") == 64
     apps, revisions = _stored(fleet)
     assert len(apps) == 64 and len(revisions) == 64
-    # In one transaction: every key was written at the same etcd revision.
+    # In one transaction: every key was created at the same etcd revision (the controller
+    # writes each revision's rollout outcome into it later, so not mod_revision).
     written = set()
     for folder in ("apps/", "revisions/"):
         key = f"{fleet.prefix}{folder}".encode()
         body = {"key": b64(key), "range_end": b64(prefix_end(key))}
-        written |= {kv["mod_revision"] for kv in etcd_post(fleet.etcd, "/v3/kv/range", body)["kvs"]}
+        found = etcd_post(fleet.etcd, "/v3/kv/range", body)["kvs"]
+        written |= {kv["create_revision"] for kv in found}
     assert len(written) == 1
 
 
