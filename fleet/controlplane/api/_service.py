@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 
+from fleet._time import now_iso
 from fleet.controlplane.api.pending import PendingReasons
 from fleet.controlplane.appchanges import AppChangePlan
 from fleet.controlplane.appstatus import CountsCache
@@ -18,7 +19,7 @@ from fleet.proto import fleet_pb2 as pb
 from fleet.secrets import SecretBox
 from fleet.store import AppWrite, ClusterState, Informer, Store, Versioned, check_name
 from fleet.store.events import EventLog
-from fleet.store.records import AppRecord, ReplicaRecord
+from fleet.store.records import AppRecord, ReplicaRecord, SecretRecord, SecretScope
 
 __all__ = ["Relay", "ServiceBase", "app_change", "plan_write"]
 
@@ -57,6 +58,31 @@ class ServiceBase:
         """Who a bearer token stands for, if it is one of ours (``auth.token_identity``);
         ``rpc`` asks this on the token port."""
         return token_identity(self._informer.state().tokens, token)
+
+    def _sealed(
+        self,
+        name: str,
+        value: bytes,
+        stored: Versioned[SecretRecord] | None,
+        scope: SecretScope | None,
+        **extra: str,
+    ) -> SecretRecord:
+        """The record of secret ``name`` holding ``value`` sealed with this server's
+        key: the next version of ``stored`` (its creation time kept), or the first."""
+        assert self._secrets is not None  # the callers refuse a server without a key
+        nonce, ciphertext = self._secrets.seal(name, value)
+        now = now_iso()
+        return SecretRecord(
+            name=name,
+            key_id=self._secrets.key_id,
+            nonce=nonce,
+            ciphertext=ciphertext,
+            version=stored.value.version + 1 if stored else 1,
+            created_at=stored.value.created_at if stored else now,
+            updated_at=now,
+            scope=scope,
+            **extra,
+        )
 
     async def _state(self) -> ClusterState:
         await self._informer.wait_synced()

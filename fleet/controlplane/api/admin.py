@@ -80,18 +80,7 @@ class AdminApi(ServiceBase):
             )
         else:
             scope = stored.value.scope
-        nonce, ciphertext = self._secrets.seal(name, request.value)
-        now = now_iso()
-        record = SecretRecord(
-            name=name,
-            key_id=self._secrets.key_id,
-            nonce=nonce,
-            ciphertext=ciphertext,
-            version=stored.value.version + 1 if stored else 1,
-            created_at=stored.value.created_at if stored else now,
-            updated_at=now,
-            scope=scope,
-        )
+        record = self._sealed(name, request.value, stored, scope)
         revision = await self._store.write_secret(
             record, expected_mod_revision=stored.mod_revision if stored else 0
         )

@@ -79,19 +79,8 @@ class RegistriesApi(ServiceBase):
             scope = stored.value.scope
         else:
             scope = SecretScope(all_apps=True)
-        nonce, ciphertext = self._secrets.seal(name, password)
-        now = now_iso()
-        record = SecretRecord(
-            name=name,
-            key_id=self._secrets.key_id,
-            nonce=nonce,
-            ciphertext=ciphertext,
-            version=stored.value.version + 1 if stored else 1,
-            created_at=stored.value.created_at if stored else now,
-            updated_at=now,
-            scope=scope,
-            registry=registry,
-            username=request.username,
+        record = self._sealed(
+            name, password, stored, scope, registry=registry, username=request.username
         )
         revision = await self._store.write_secret(
             record, expected_mod_revision=stored.mod_revision if stored else 0
