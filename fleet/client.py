@@ -545,7 +545,7 @@ class FleetClient:
         command: str = "",
         canary_app: str = "",
     ) -> pb.UpgradeInfo:
-        """Start (``action="start"``), stop or resume the OS upgrade walk."""
+        """Start (``action="start"``), stop, resume or cancel the OS upgrade walk."""
         request = pb.UpgradeRequest(
             action=action,
             selector=list(selector),

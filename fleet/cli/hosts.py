@@ -30,7 +30,7 @@ from fleet.cli.output import (
     exit_with,
     fail,
     print_error,
-    print_records,
+    print_one,
     safe,
 )
 from fleet.cli.selectors import SelectorOpt, parse_selector, select_hosts
@@ -238,7 +238,7 @@ def drain(
                 host_id, deadline=seconds, force=force, include_global=include_global
             )
             if structured:
-                print_records([info], output, [], [])
+                print_one(info, output)
             else:
                 console.print(
                     safe(f"host/{host_id} {info.state}: {info.remaining} replica(s) to move")
@@ -313,7 +313,7 @@ def label(
     with conn.client() as client:
         info = client.label_host(host, put, remove, overwrite=overwrite)
     if output in (Format.json, Format.yaml):
-        print_records([info], output, [], [])
+        print_one(info, output)
         return
     console.print(
         safe(
@@ -362,6 +362,9 @@ def follow_upgrade(
                 return 1
             console.print(safe(f"upgrade {walk.id}: every host is done"))
             return 0
+        if walk.state == "cancelled":
+            err_console.print(safe(f"upgrade {walk.id} was cancelled"))
+            return 1
         if walk.state == "stopped":
             err_console.print(safe(f"upgrade {walk.id} is stopped; `fleet upgrade-hosts --resume`"))
             return 1
@@ -409,6 +412,16 @@ def upgrade_hosts(
         bool, typer.Option("--stop", help="Take no further host (those out finish).")
     ] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Go on with a stopped walk.")] = False,
+    cancel: Annotated[
+        bool,
+        typer.Option(
+            "--cancel",
+            "--clear",
+            help="End the walk now and give back what it holds: hosts draining are "
+            "uncordoned, hosts upgrading stay cordoned (their upgrade may be under way) "
+            "and every maintenance slot it took is released.",
+        ),
+    ] = False,
     status: Annotated[bool, typer.Option("--status", help="Show the walk and exit.")] = False,
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Follow the walk until it is done.")
@@ -427,18 +440,19 @@ def upgrade_hosts(
 
     Examples:
       fleet upgrade-hosts --command 'systemctl reboot' --max-parallel 2
-      fleet upgrade-hosts --status"""
+      fleet upgrade-hosts --status
+      fleet upgrade-hosts --cancel"""
     limit = duration_option("--timeout", timeout)
-    if sum((stop, resume, status)) > 1:
-        fail("use one of --stop, --resume and --status")
+    if sum((stop, resume, status, cancel)) > 1:
+        fail("use one of --stop, --resume, --cancel and --status")
     with conn.client() as client:
         if status:
             walk = client.upgrade()
             if not walk.id:
                 console.print("no upgrade walk has run")
                 return
-        elif stop or resume:
-            walk = client.upgrade_hosts("stop" if stop else "resume")
+        elif stop or resume or cancel:
+            walk = client.upgrade_hosts("stop" if stop else "resume" if resume else "cancel")
         else:
             walk = client.upgrade_hosts(
                 "start",
@@ -448,10 +462,10 @@ def upgrade_hosts(
                 canary_app=canary,
             )
         if output in (Format.json, Format.yaml):
-            print_records([walk], output, [], [])
+            print_one(walk, output)
             return
         _print_walk(walk)
-        if status or stop or not wait:
+        if status or stop or cancel or not wait:
             return
         code = follow_upgrade(client, limit)
     exit_with(code)
@@ -512,7 +526,7 @@ def remove(
     with conn.client() as client:
         removed = client.remove_host(host, force=force)
     if output in (Format.json, Format.yaml):
-        print_records([removed], output, [], [])
+        print_one(removed, output)
         return
     for line in removed_lines(removed):
         console.print(safe(line), soft_wrap=True)
@@ -565,7 +579,7 @@ def release(
     with conn.client() as client:
         released = client.release_host(host)
     if output in (Format.json, Format.yaml):
-        print_records([released], output, [], [])
+        print_one(released, output)
         return
     for line in released_lines(released):
         console.print(safe(line), soft_wrap=True)

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from fleet.cli.connection import CONNECTION, Connection, connected
-from fleet.cli.output import Format, OutputOpt, console, fail, print_records, safe
+from fleet.cli.output import Format, OutputOpt, console, fail, print_one, safe
 from fleet.policy import ALLOW_WORDS, Policy
 from fleet.proto import fleet_pb2 as pb
 
@@ -68,7 +68,7 @@ def policy_from_options(
 
 def _print_policy(policy: pb.Policy, output: Format) -> None:
     if output in (Format.json, Format.yaml):
-        print_records([policy], output, [], [])
+        print_one(policy, output)
         return
     allowed = [w for w, f in ALLOW_WORDS.items() if getattr(policy, f)]
     allowed += [f"capability {c}" for c in policy.allow_capabilities]

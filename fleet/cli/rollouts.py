@@ -31,6 +31,7 @@ from fleet.cli.output import (
     err_console,
     exit_with,
     print_error,
+    print_one,
     print_records,
     safe,
     to_dict,
@@ -268,7 +269,7 @@ def wait_for_rollout(
                 break
             time.sleep(min(poll_interval, remaining))
     if structured and info is not None:
-        print_records([info], output, [], [])
+        print_one(info, output)
     if info is None or target is None or outcome == "waiting":
         what = f" waiting for app/{app} revision {target}" if target is not None else ""
         print_error(f"timed out after {_human_seconds(timeout)}{what}")
@@ -317,7 +318,7 @@ def set_image(
     with conn.client() as client:
         change = client.set_image(app_name, image)
         if output in (Format.json, Format.yaml):
-            print_records([change], output, [], [])
+            print_one(change, output)
         elif change.action == "unchanged":
             console.print(
                 safe(f"app/{app_name} image already {image} (revision {change.revision})")
@@ -351,7 +352,7 @@ def rollout_status(
         if no_follow:
             info = client.rollout_status(app_name)
             if output in (Format.json, Format.yaml):
-                print_records([info], output, [], [])
+                print_one(info, output)
             else:
                 console.print(safe(_status_line(app_name, info)), soft_wrap=True)
             return

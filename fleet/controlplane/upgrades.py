@@ -8,8 +8,9 @@ healthy there) -> ``done``: it is uncordoned and gives its slot back. A failed c
 leaves the host out and stops the walk. At most ``max_parallel``
 hosts are out at once, and never more than the semaphore allows (a manual drain holds a
 slot too: ``maintenance.may_take_slot``). The walk lives in etcd (``upgrade``), so a
-restarted control plane goes on where it was; ``step_upgrade`` is its pure step, and
-``plan_walk`` what starting, stopping or resuming it writes.
+restarted control plane goes on where it was; ``step_upgrade`` is its pure step,
+``plan_walk`` what starting, stopping or resuming it writes, and ``cancel_walk`` what
+ending it early writes (``fleet upgrade-hosts --cancel``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "CANARY_SLOT",
     "UpgradeStep",
     "canary_hosts",
+    "cancel_walk",
     "check_selector",
     "plan_walk",
     "selected_hosts",
@@ -60,6 +62,11 @@ class UpgradeStep:
 
     def is_empty(self) -> bool:
         return self.upgrade is None and not self.hosts and self.maintenance is None
+
+
+def is_over(walk: UpgradeRecord) -> bool:
+    """Whether the walk ended, every host done or failed, or cancelled."""
+    return walk.state in ("done", "cancelled")
 
 
 def check_selector(values: Sequence[str]) -> list[str]:
@@ -100,10 +107,11 @@ def plan_walk(
     stored = state.upgrade
     stamp = iso_at(now)
     if action == "start":
-        if stored is not None and stored.value.state != "done":
+        if stored is not None and not is_over(stored.value):
             raise FailedPrecondition(
                 f"upgrade walk {stored.value.id} is {stored.value.state}; resume it "
-                "(`fleet upgrade-hosts --resume`) or let it finish first"
+                "(`fleet upgrade-hosts --resume`) and let it finish, or end it "
+                "(`fleet upgrade-hosts --cancel`)"
             )
         if not 1 <= (max_parallel or 1) <= 100:
             raise InvalidArgument("--max-parallel must be from 1 to 100")
@@ -130,11 +138,66 @@ def plan_walk(
             hosts={h: HostUpgrade() for h in chosen},
         )
     if action in ("stop", "resume"):
-        if stored is None or stored.value.state == "done":
+        if stored is None or is_over(stored.value):
             raise FailedPrecondition("there is no upgrade walk to stop or resume")
         wanted = "stopped" if action == "stop" else "running"
         return stored.value.model_copy(update={"state": wanted, "updated_at": stamp})
-    raise InvalidArgument(f"unknown action {action[:32]!r}: use start, stop or resume")
+    raise InvalidArgument(f"unknown action {action[:32]!r}: use start, stop, resume or cancel")
+
+
+def cancel_walk(state: ClusterState, now: float) -> UpgradeStep:
+    """End the walk now (``fleet upgrade-hosts --cancel``) and give back what it holds:
+    every slot of the maintenance semaphore it took, and the hosts it took out. A host
+    still waiting is never touched; one draining or back for its canary is uncordoned
+    (its replicas may stay or return); one upgrading, or whose canary failed, is left
+    cordoned, since its upgrade command or reboot may still be under way: ops uncordon
+    it once it is back. Hosts done or failed keep their phase. ``now`` stamps it."""
+    stored = state.upgrade
+    if stored is None or is_over(stored.value):
+        raise FailedPrecondition(
+            "there is no upgrade walk to cancel (see `fleet upgrade-hosts --status`)"
+        )
+    stamp = iso_at(now)
+    walk = stored.value
+    step = UpgradeStep()
+    semaphore = state.maintenance.value if state.maintenance else MaintenanceRecord()
+    holders = {
+        h: who for h, who in semaphore.holders.items() if who != HOLDER or h not in walk.hosts
+    }
+    hosts = dict(walk.hosts)
+    for host_id, progress in walk.hosts.items():
+        found = state.hosts.get(host_id)
+        record = found.value if found else None
+        taken = semaphore.holders.get(host_id) == HOLDER
+        if progress.phase in ("waiting", "draining", "upgrading", "canary"):
+            message = {
+                "waiting": "cancelled before it started",
+                "draining": "cancelled while draining: uncordoned",
+                "canary": "cancelled during its canary: uncordoned",
+                "upgrading": "cancelled while upgrading: left cordoned; "
+                f"`fleet uncordon {host_id}` once it is back",
+            }[progress.phase]
+            hosts[host_id] = progress.model_copy(
+                update={"phase": "cancelled", "finished_at": stamp, "message": message}
+            )
+            step.events.append(("host-upgrade-cancelled", host_id, message))
+        if record is None or not taken:
+            continue
+        if progress.phase in ("draining", "canary"):
+            state_after = "ready"
+        elif record.state in ("draining", "drained", "maintenance"):
+            state_after = "cordoned"
+        else:
+            state_after = record.state
+        step.hosts[host_id] = record.model_copy(
+            update={"state": state_after, "drain": None, "command": None}
+        )
+    step.upgrade = walk.model_copy(
+        update={"hosts": hosts, "state": "cancelled", "updated_at": stamp}
+    )
+    if holders != semaphore.holders:
+        step.maintenance = semaphore.model_copy(update={"holders": holders})
+    return step
 
 
 def canary_hosts(state: ClusterState) -> dict[str, str]:
@@ -179,7 +242,7 @@ def step_upgrade(state: ClusterState, now: float) -> UpgradeStep:
     stamp = iso_at(now)
     step = UpgradeStep()
     stored = state.upgrade
-    if stored is None or stored.value.state == "done":
+    if stored is None or is_over(stored.value):
         return step
     walk = stored.value
     semaphore = state.maintenance.value if state.maintenance else MaintenanceRecord()

@@ -939,7 +939,7 @@ class UpgradeRequest(_message.Message):
     COMMAND_FIELD_NUMBER: _builtins.int
     CANARY_APP_FIELD_NUMBER: _builtins.int
     action: _builtins.str
-    """start | stop | resume"""
+    """start | stop | resume | cancel"""
     max_parallel: _builtins.int
     """start: hosts out at once (default 1)"""
     command: _builtins.str

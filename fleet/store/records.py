@@ -237,7 +237,7 @@ class HostCommand(_Record):
     issued_at: str
 
 
-UpgradePhase = Literal["waiting", "draining", "upgrading", "canary", "done", "failed"]
+UpgradePhase = Literal["waiting", "draining", "upgrading", "canary", "done", "failed", "cancelled"]
 
 
 class HostUpgrade(_Record):
@@ -261,7 +261,7 @@ class UpgradeRecord(_Record):
     max_parallel: int = 1
     command: str = ""  # "" : ops upgrade each host by hand once it is drained
     canary_app: str = ""  # run one replica of this app on each host before uncordoning it
-    state: Literal["running", "stopped", "done"] = "running"
+    state: Literal["running", "stopped", "done", "cancelled"] = "running"  # the last two: over
     created_at: str
     updated_at: str
     hosts: dict[str, HostUpgrade] = {}  # in walking order

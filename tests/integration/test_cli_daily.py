@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+from typing import Any
 
 from fleet.spec import load_documents
+from fleet.store.keys import KeyLayout
+from tests.helpers import etcd_json
 from tests.integration.conftest import Fleet, fleet_cli, wait_containers, wait_until
 
 
@@ -126,3 +129,44 @@ def test_get_one_app_or_host_as_json_is_an_object_with_numbers(fleet: Fleet) -> 
     assert shown.split()[:5] == ["TIME", "HOST", "REPLICA", "KIND", "MESSAGE"], shown
     missing = _cli(fleet, "get", "app", "nope", "-o", "json")
     assert missing.returncode == 1 and "nope" in missing.stderr
+
+
+def _etcd(fleet: Fleet, key: bytes) -> dict[str, Any] | None:
+    return etcd_json(fleet.etcd, key.decode())
+
+
+def test_upgrade_hosts_cancel_ends_the_walk_and_gives_back_what_it_holds(fleet: Fleet) -> None:
+    """A walk without a command drains the one host and leaves it out for ops
+    ("upgrading"); `--cancel` ends the walk, gives the maintenance slot back and leaves
+    the host cordoned (its upgrade may be under way), as etcd shows; a new walk may
+    start."""
+    keys = KeyLayout(fleet.prefix)
+    host = fleet.host.name
+    started = _cli(fleet, "upgrade-hosts", "--no-wait")
+    assert started.returncode == 0, started.stdout + started.stderr
+
+    def out_for_its_upgrade() -> bool:
+        walk = _etcd(fleet, keys.upgrade())
+        return walk is not None and walk["hosts"][host]["phase"] == "upgrading"
+
+    wait_until(out_for_its_upgrade, 30, what="the host drained and out for its upgrade")
+    assert _etcd(fleet, keys.maintenance())["holders"] == {host: "upgrade-hosts"}  # type: ignore[index]
+    cancelled = _cli(fleet, "upgrade-hosts", "--cancel", "-o", "json")
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    shown = json.loads(cancelled.stdout)
+    assert shown["state"] == "cancelled"
+    assert [(h["host_id"], h["phase"]) for h in shown["hosts"]] == [(host, "cancelled")]
+    # What etcd holds, not what the CLI said.
+    walk = _etcd(fleet, keys.upgrade())
+    assert walk is not None and walk["state"] == "cancelled"
+    assert _etcd(fleet, keys.maintenance())["holders"] == {}  # type: ignore[index]
+    record = _etcd(fleet, keys.host(host))
+    assert record is not None and record["state"] == "cordoned" and record.get("drain") is None
+    again = _cli(fleet, "upgrade-hosts", "--cancel")
+    assert again.returncode != 0 and "no upgrade walk to cancel" in again.stderr
+    status = _cli(fleet, "upgrade-hosts", "--status")
+    assert "cancelled" in status.stdout and f"fleet uncordon {host}" in status.stdout
+    assert _cli(fleet, "uncordon", host).returncode == 0
+    restarted = _cli(fleet, "upgrade-hosts", "--no-wait")
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    assert _cli(fleet, "upgrade-hosts", "--clear").returncode == 0

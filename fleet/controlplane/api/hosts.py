@@ -2,7 +2,8 @@
 
 A drain and the walk take slots of the maintenance semaphore (``maintenance``);
 uncordoning or removing a host gives its slot back. The walk's steps are the
-controller's (``upgrades.step_upgrade``); here it is started, stopped or resumed.
+controller's (``upgrades.step_upgrade``); here it is started, stopped, resumed or
+cancelled.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from fleet.controlplane.auth import Permission, caller, rpc
 from fleet.controlplane.maintenance import drain_record, may_take_slot, release_slot
 from fleet.controlplane.planner import plan_replicas
 from fleet.controlplane.registration import denied_serials
-from fleet.controlplane.upgrades import plan_walk
+from fleet.controlplane.upgrades import cancel_walk, plan_walk
 from fleet.controlplane.view import HostViews
 from fleet.errors import FailedPrecondition, FleetError, InvalidArgument, NotFound
 from fleet.hostlabels import edit_labels
@@ -343,9 +344,11 @@ class HostsApi(ServiceBase):
     async def UpgradeHosts(
         self, request: pb.UpgradeRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpgradeInfo:
-        """Start, stop or resume the coordinated OS upgrade walk."""
+        """Start, stop, resume or cancel the coordinated OS upgrade walk."""
         state = await self._state()
         stored = state.upgrade
+        if request.action == "cancel":
+            return await self._cancel_walk(state, context)
         walk = plan_walk(
             state,
             request.action,
@@ -360,6 +363,32 @@ class HostsApi(ServiceBase):
         )
         await self._caught_up(revision)
         return _upgrade_info(walk)
+
+    async def _cancel_walk(
+        self, state: ClusterState, context: grpc.aio.ServicerContext
+    ) -> pb.UpgradeInfo:
+        step = cancel_walk(state, time.time())
+        assert step.upgrade is not None and state.upgrade is not None
+        revision = await self._store.commit_upgrade(
+            step.upgrade,
+            state.upgrade.mod_revision,
+            [(h, state.hosts[h.host_id].mod_revision) for h in step.hosts.values()],
+            step.maintenance,
+            state.maintenance.mod_revision if state.maintenance else 0,
+        )
+        who = caller(context, insecure=self.insecure, tokens=self.token_identity).name
+        log.warning("upgrade walk %s cancelled by %s", step.upgrade.id, who)
+        at = now_iso()
+        events = [
+            pb.Event(time=at, source="controlplane", host=h, kind=k, message=f"{m} (by {who})")
+            for k, h, m in step.events
+        ]
+        try:
+            await self._events.append("controlplane", events)
+        except FleetError as error:
+            log.warning("the cancelled walk's events were not stored: %s", error)
+        await self._caught_up(revision)
+        return _upgrade_info(step.upgrade)
 
     @rpc(Permission.HOSTS_READ)
     async def GetUpgrade(

@@ -20,6 +20,7 @@ from fleet.controlplane.desired import desired_containers
 from fleet.controlplane.upgrades import (
     CANARY_SLOT,
     UpgradeStep,
+    cancel_walk,
     plan_walk,
     selected_hosts,
     step_upgrade,
@@ -737,5 +738,78 @@ def test_a_walk_is_stopped_and_resumed_as_it_is() -> None:
     assert plan_walk(state, "resume", now=1e9).state == "running"
     with pytest.raises(FailedPrecondition, match="no upgrade walk to stop or resume"):
         plan_walk(walk_state(2, walk_state="done"), "resume", now=1e9)
-    with pytest.raises(InvalidArgument, match="unknown action 'pause': use start, stop or resume"):
+    with pytest.raises(
+        InvalidArgument, match="unknown action 'pause': use start, stop, resume or cancel"
+    ):
         plan_walk(state, "pause", now=1e9)
+
+
+# ------------------------------------------------------------------ cancelling
+
+
+def test_cancel_gives_back_what_the_walk_holds() -> None:
+    """max_parallel 3 over four hosts: h1 done, h2 upgrading, h3 draining, h4 waiting.
+    Cancelling ends the walk and releases its slots: the draining host is uncordoned,
+    the upgrading one stays cordoned (its reboot may be under way), the waiting one is
+    untouched; a manual drain's slot is not the walk's to give back."""
+    state = walk_state(4, max_parallel=3)
+    add_host(state, "m1")
+    state.maintenance = Versioned(MaintenanceRecord(max=4, holders={"m1": "fleet drain"}), 5)
+    advance(state)
+    assert phases(state) == {"h1": "draining", "h2": "draining", "h3": "draining", "h4": "waiting"}
+    upgrade_host(state, "h1")
+    finish_drain(state, "h2")
+    advance(state, T0 + 4)
+    assert phases(state)["h2"] == "upgrading" and phases(state)["h4"] == "draining"
+    step = cancel_walk(state, T0 + 5)
+    commit(state, step)
+    walk = walk_of(state)
+    assert walk.state == "cancelled"
+    assert phases(state) == {
+        "h1": "done",
+        "h2": "cancelled",
+        "h3": "cancelled",
+        "h4": "cancelled",
+    }
+    assert holders(state) == {"m1": "fleet drain"}
+    states = host_states(state)
+    assert (states["h1"], states["h2"], states["h3"], states["h4"]) == (
+        "ready",
+        "cordoned",
+        "ready",
+        "ready",
+    )
+    assert all(state.hosts[h].value.drain is None for h in ("h2", "h3", "h4"))
+    assert state.hosts["h2"].value.command is None
+    assert "fleet uncordon h2" in walk.hosts["h2"].message
+    assert {k for k, _, _ in step.events} == {"host-upgrade-cancelled"}
+    # Over: the walk takes no further step, and a new one may start.
+    assert step_upgrade(state, T0 + 6).is_empty()
+    assert plan_walk(state, "start", now=T0 + 7).state == "running"
+
+
+def test_cancel_before_any_host_went_out_touches_no_host() -> None:
+    state = walk_state(2, walk_state="stopped")
+    step = cancel_walk(state, T0)
+    assert step.hosts == {} and step.maintenance is None
+    assert step.upgrade is not None and step.upgrade.state == "cancelled"
+    assert {p.message for p in step.upgrade.hosts.values()} == {"cancelled before it started"}
+
+
+def test_cancel_after_a_failed_canary_releases_the_slot_and_keeps_the_host_cordoned() -> None:
+    state = canary_walk()
+    advance(state, T0 + (2 + 181))
+    assert holders(state) == {"h1": HOLDER}
+    commit(state, cancel_walk(state, T0 + 200))
+    assert holders(state) == {}
+    assert host_states(state)["h1"] == "cordoned"
+    assert phases(state) == {"h1": "failed", "h2": "cancelled"}
+
+
+@pytest.mark.parametrize("over", ["done", "cancelled", None])
+def test_cancel_without_a_walk_going_on_is_refused(over: str | None) -> None:
+    state = walk_state(2, walk_state=over or "done")
+    if over is None:
+        state.upgrade = None
+    with pytest.raises(FailedPrecondition, match="no upgrade walk to cancel"):
+        cancel_walk(state, T0)
