@@ -56,6 +56,7 @@ FACTS = frozenset(
         "docker_version",
         "boot_id",
         "zincati_id",
+        "docker_daemon",  # which Docker daemon the agent manages: see registration
     }
 )
 MAX_LABELS = 64  # per host and source

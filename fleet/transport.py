@@ -26,20 +26,28 @@ from fleet.errors import FailedPrecondition, InvalidArgument
 from fleet.refusals import check_certificate, check_key
 
 __all__ = [
-    "DEFAULT_PKI_DIRS",
     "MAX_MESSAGE_BYTES",
     "MAX_REQUEST_BYTES",
     "TlsFiles",
     "Transport",
     "client_transport",
+    "default_pki_dirs",
     "listen_problem",
 ]
 
 log = logging.getLogger(__name__)
 
-# Where the CLI looks for its credentials when no flag or variable names them: the
-# PKI `fleet up` makes in its default data dir, then the user's own.
-DEFAULT_PKI_DIRS = (Path(".fleet/pki"), Path.home() / ".fleet" / "pki")
+
+
+def default_pki_dirs() -> list[Path]:
+    """Where credentials are looked for when no flag, variable or context names them:
+    ``pki/`` beside the CLI's config file (``fleet certs``' default), then
+    ``~/.fleet/pki``. Never the current directory: a command must not connect with
+    whatever certificate the directory it runs in happens to hold (``fleet up``
+    saves a context naming its own)."""
+    from fleet.contexts import config_path
+
+    return [config_path().parent / "pki", Path.home() / ".fleet" / "pki"]
 
 ChannelOptions = Sequence[tuple[str, Any]]
 
@@ -244,7 +252,7 @@ def client_transport(
     for a client, ``token`` or ``FLEET_TOKEN`` first.
 
     Flags and variables must name all three files; with none, the first of
-    ``$FLEET_PKI_DIR`` and ``DEFAULT_PKI_DIRS`` holding ``<kind>-<name>.crt`` is used.
+    ``$FLEET_PKI_DIR`` and ``default_pki_dirs()`` holding ``<kind>-<name>.crt`` is used.
     """
     if insecure:
         return Transport(None)
@@ -271,7 +279,8 @@ def client_transport(
             origin = "--tls-* and FLEET_TLS_*"
         return Transport(TlsFiles(given[0], given[1], given[2], origin))  # type: ignore[arg-type]
     pki_dir = _env("FLEET_PKI_DIR")
-    dirs = [d for d in [pki_dir, *DEFAULT_PKI_DIRS] if d is not None]
+    defaults = default_pki_dirs()
+    dirs = [d for d in [pki_dir, *defaults] if d is not None]
     for directory in dirs:
         origin = "FLEET_PKI_DIR" if directory == pki_dir else "the default PKI directory"
         files = TlsFiles.in_dir(directory, kind, name, origin)
@@ -279,6 +288,7 @@ def client_transport(
             return Transport(files)
     raise InvalidArgument(
         "no TLS credentials found: pass --tls-ca/--tls-cert/--tls-key (or set FLEET_TLS_*), "
-        f"or put {kind}-{name}.crt in $FLEET_PKI_DIR or {DEFAULT_PKI_DIRS[0]}; "
+        f"or put {kind}-{name}.crt in $FLEET_PKI_DIR or {defaults[0]}, or use a context "
+        "(fleet context add); "
         "--insecure talks plaintext to a server started with --insecure"
     )

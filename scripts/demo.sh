@@ -9,6 +9,9 @@ STATE=.fleet/demo
 FLEET=.venv/bin/fleet
 PY=.venv/bin/python
 export FLEET_SERVER=127.0.0.1:7400
+# The admin certificate `fleet up` made in its default data dir (.fleet/pki): the CLI
+# never looks in the current directory by itself, so the demo says where.
+export FLEET_PKI_DIR="$PWD/.fleet/pki"
 mkdir -p "$STATE"
 
 # A process that exited but was not reaped (this shell is not its parent) is a zombie
@@ -62,8 +65,8 @@ print("fleet-demo/hello:v1 and v2 ready")
 PY
 
         step "starting fleet up (etcd, control plane, agent) in the background; log: $STATE/up.log"
-        # The default data dir, .fleet: its pki/ holds the CLI's admin certificate, which
-        # the CLI finds there by itself when run from this directory.
+        # The default data dir, .fleet: its pki/ holds the CLI's admin certificate
+        # (FLEET_PKI_DIR above); `fleet up` also saves it as the CLI's context `local`.
         nohup "$FLEET" up >"$STATE/up.log" 2>&1 &
         echo $! >"$STATE/up.pid"
         host_ready() { "$FLEET" get hosts -o json | grep -q '"connected": true'; }

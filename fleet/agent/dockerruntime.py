@@ -9,6 +9,7 @@ anything else on the host is left alone.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import threading
@@ -45,7 +46,7 @@ from fleet.proto import fleet_pb2 as pb
 from fleet.registries import mirror_reference
 from fleet.spec import DEFAULT_LOGGING
 
-__all__ = ["DockerRuntime"]
+__all__ = ["DockerRuntime", "daemon_identity"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,16 @@ log = logging.getLogger(__name__)
 # fleet's networks on a host: Docker's name of app network NAME, and its label.
 _NETWORK_PREFIX = "fleet-"
 LABEL_NETWORK = "fleet.network"
+
+
+def daemon_identity(info: dict[str, Any]) -> str:
+    """Which Docker daemon this is, as ``docker info`` tells (the ``docker_daemon`` fact:
+    the control plane refuses a second host whose agent manages the same daemon).
+    Docker's ID alone is not enough: before Docker 23 it comes from
+    /etc/docker/key.json, which every daemon of one machine shares (and a cloned disk
+    image too); with the daemon's host name and data root it tells daemons apart."""
+    parts = (info.get("ID", ""), info.get("Name", ""), info.get("DockerRootDir", ""))
+    return hashlib.sha256("\0".join(str(p) for p in parts).encode()).hexdigest()[:16]
 
 
 def _epoch(text: str) -> float | None:
@@ -217,6 +228,7 @@ class DockerRuntime:
             "kernel": info.get("KernelVersion", ""),
             "docker_version": info.get("ServerVersion", ""),
         }
+        facts["docker_daemon"] = daemon_identity(info)
         boot_id = Path("/proc/sys/kernel/random/boot_id")
         if boot_id.exists():
             facts["boot_id"] = boot_id.read_text().strip()

@@ -22,6 +22,7 @@ from fleet.errors import FleetError
 from fleet.pki import bundle as bundles
 from fleet.pki import issuing, subjects
 from fleet.pki.files import CertPaths, load_ca
+from fleet.transport import default_pki_dirs
 
 __all__ = ["app"]
 
@@ -39,12 +40,13 @@ DirOpt = Annotated[
         "-d",
         envvar="FLEET_PKI_DIR",
         help="The PKI directory (ca.crt, ca.key, <kind>-<name>.crt/.key). "
-        "Default: $FLEET_PKI_DIR or ./.fleet/pki.",
+        "Default: $FLEET_PKI_DIR, else pki/ beside the CLI's config file "
+        "(~/.config/fleet/pki), where the CLI finds its certificate by itself.",
         show_default=False,
     ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace existing files.")]
-_DEFAULT_DIR = Path(".fleet/pki")
+_DEFAULT_DIR = default_pki_dirs()[0]
 
 
 def _make(files: Callable[[], CertPaths]) -> None:

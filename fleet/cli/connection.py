@@ -49,7 +49,7 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
             typer.Option(
                 "--tls-ca",
                 help="CA certificate (PEM). Default: $FLEET_TLS_CA, or ca.crt in "
-                "$FLEET_PKI_DIR or ./.fleet/pki.",
+                "$FLEET_PKI_DIR or ~/.config/fleet/pki (never the current directory).",
                 show_default=False,
                 rich_help_panel=CONNECTION_PANEL,
             ),

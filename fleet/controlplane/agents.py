@@ -41,7 +41,12 @@ from fleet.controlplane.edgepush import EdgePush
 from fleet.controlplane.eventgate import GateLimits
 from fleet.controlplane.execrelay import ExecRelay
 from fleet.controlplane.joining import Signer
-from fleet.controlplane.registration import HostLimits, denied_message, host_record
+from fleet.controlplane.registration import (
+    HostLimits,
+    daemon_taken,
+    denied_message,
+    host_record,
+)
 from fleet.controlplane.reportqueue import ReportQueue
 from fleet.controlplane.reports import ReportWriter
 from fleet.errors import (
@@ -303,6 +308,9 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self, register: pb.Register, serial: str = "", cert_expires: str = ""
     ) -> tuple[str, int, int]:
         host_id = check_host_id(register.host_id)
+        taken = daemon_taken(self._informer.state(), host_id, dict(register.facts))
+        if taken is not None:
+            raise FailedPrecondition(taken)
         for _ in range(3):
             old = await self._store.get_host(host_id)
             record = host_record(

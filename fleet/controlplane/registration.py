@@ -18,13 +18,14 @@ from fleet._time import now_iso
 from fleet.errors import InvalidArgument
 from fleet.hostlabels import MAX_LABELS, known_facts
 from fleet.proto import fleet_pb2 as pb
-from fleet.store import check_host_id
+from fleet.store import ClusterState, check_host_id
 from fleet.store.records import DeniedRecord, HostRecord, ResourceAmounts
 
 __all__ = [
     "MAX_TEXT",
     "HostLimits",
     "check_ingress",
+    "daemon_taken",
     "denied_message",
     "denied_serials",
     "host_record",
@@ -144,3 +145,26 @@ def denied_message(record: DeniedRecord) -> str:
         f"pool by {record.by} at {record.at}; to rejoin, issue the host a new certificate "
         f"(`fleet certs issue agent {record.host_id} --force`) and start its agent with it"
     )
+
+
+def daemon_taken(state: ClusterState, host_id: str, facts: dict[str, str]) -> str | None:
+    """Why ``host_id`` may not register with these facts: another host, connected now,
+    whose agent manages the same Docker daemon (the ``docker_daemon`` fact). Two agents
+    on one daemon would each take the other's containers for leftovers and remove them;
+    the first keeps it. None when it may. (Checked against the informer's view: two
+    agents registering within the same instant are not told apart, which takes two
+    starts at once, not a second agent started by mistake.)"""
+    daemon = facts.get("docker_daemon", "")
+    if not daemon:
+        return None  # an agent of a version before the fact: nothing to compare
+    for other, stored in sorted(state.hosts.items()):
+        if other == host_id or other not in state.alive:
+            continue
+        if stored.value.facts.get("docker_daemon") == daemon:
+            return (
+                f"the Docker daemon of agent {host_id!r} is already managed by host "
+                f"{other!r}, connected now: two agents must never manage one daemon (each "
+                f"would remove the other's containers); stop the other agent, or run this "
+                f"one as --host-id {other}"
+            )
+    return None
