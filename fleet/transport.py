@@ -38,7 +38,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-
 def default_pki_dirs() -> list[Path]:
     """Where credentials are looked for when no flag, variable or context names them:
     ``pki/`` beside the CLI's config file (``fleet certs``' default), then
@@ -48,6 +47,7 @@ def default_pki_dirs() -> list[Path]:
     from fleet.contexts import config_path
 
     return [config_path().parent / "pki", Path.home() / ".fleet" / "pki"]
+
 
 ChannelOptions = Sequence[tuple[str, Any]]
 
