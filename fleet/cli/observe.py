@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 import time
 from typing import Annotated
 
@@ -279,28 +278,34 @@ def exec_(
             "every other key reach the command, and its size follows this one's.",
         ),
     ] = False,
+    timeout: Annotated[
+        str,
+        typer.Option(
+            "--timeout",
+            help="Hang the command up (SIGHUP) after this long and exit 124, as "
+            "timeout(1) does. Default: none; the command runs as long as it runs.",
+            show_default=False,
+        ),
+    ] = "",
     conn: Connection = CONNECTION,
 ) -> None:
-    """Run a command in a replica (admin only) and exit with its exit code:
-    `fleet exec web/0 -- cat /etc/hostname`; a shell: `fleet exec -it web -- sh`.
+    """Run a command in a replica (admin only) and exit with its exit code; its output
+    comes as it is written, stdout to stdout and stderr to stderr. -i streams this
+    terminal's input to it, -t gives it a terminal.
 
     Examples:
       fleet exec web/0 -- cat /etc/hostname
+      fleet exec --timeout 1m web -- tail -f /var/log/app.log
+      tar c conf/ | fleet exec -i web/0 -- tar x -C /tmp
       fleet exec -it web -- sh"""
     app_name, _, slot_text = target.partition("/")
     if slot_text and not slot_text.isdigit():
         fail(f"{target!r}: expected APP or APP/SLOT")
     slot = int(slot_text) if slot_text else -1
+    limit = duration_option("--timeout", timeout) if timeout else None
+    start = pb.ExecStart(app=app_name, slot=slot, command=command, tty=tty, stdin=interactive)
     with conn.client() as client:
-        if interactive or tty:
-            start = pb.ExecStart(
-                app=app_name, slot=slot, command=command, tty=tty, stdin=interactive
-            )
-            raise typer.Exit(run_session(client, start))
-        result = client.exec(app_name, command, slot=slot)
-    sys.stdout.buffer.write(result.output)
-    sys.stdout.flush()
-    raise typer.Exit(result.exit_code)
+        raise typer.Exit(run_session(client, start, timeout=limit))
 
 
 @connected

@@ -158,6 +158,17 @@ def _numbers(descriptor: Any, data: dict[str, Any]) -> None:
                 _numbers(field.message_type, value)
         elif field.type in _INT64:
             data[field.name] = [int(v) for v in value] if isinstance(value, list) else int(value)
+        elif field.type == FieldDescriptor.TYPE_DOUBLE:
+            data[field.name] = (
+                [_tidy(v) for v in value] if isinstance(value, list) else _tidy(value)
+            )
+
+
+def _tidy(value: float | str) -> float | str:
+    """A double without binary noise: sums the server made (0.1 + 0.2 cpus reserved)
+    print as 0.3, not 0.30000000000000004; 12 significant digits keep every figure
+    fleet shows. ("NaN"/"Infinity", strings in proto's JSON, stay as they are.)"""
+    return float(f"{value:.12g}") if isinstance(value, float | int) else value
 
 
 def to_dict(message: Message) -> dict[str, Any]:

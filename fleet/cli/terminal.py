@@ -32,6 +32,7 @@ __all__ = ["run_session", "terminal_size"]
 
 _STDIN_AHEAD = 32  # reads of stdin waiting to be sent, at most
 _READ = CHUNK  # a tty returns what was typed; a pipe, up to this
+TIMEOUT_EXIT = 124  # as timeout(1)'s
 _UNKNOWN_EXIT = 255  # the command's exit code could not be had (as ssh's own failures)
 
 
@@ -100,8 +101,16 @@ def _raw(fd: int | None) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-def run_session(client: FleetClient, start: pb.ExecStart, *, announce: bool = False) -> int:
-    """Run the session ``start`` describes; its command's exit code."""
+def run_session(
+    client: FleetClient,
+    start: pb.ExecStart,
+    *,
+    announce: bool = False,
+    timeout: float | None = None,
+) -> int:
+    """Run the session ``start`` describes; its command's exit code. Past ``timeout``
+    seconds the session is cancelled, which hangs the command up (SIGHUP, as a closed
+    terminal), and the exit code is 124, as timeout(1)'s."""
     stdin_fd, out_fd, err_fd = sys.stdin.fileno(), sys.stdout.fileno(), sys.stderr.fileno()
     raw_fd = stdin_fd if start.tty and start.stdin and os.isatty(stdin_fd) else None
     if start.tty and start.stdin and raw_fd is None:
@@ -117,6 +126,17 @@ def run_session(client: FleetClient, start: pb.ExecStart, *, announce: bool = Fa
     answers = iter(call)
     code: int | None = None
     previous: dict[int, object] = {}
+    fired = threading.Event()
+    timer = None
+    if timeout is not None:
+
+        def fire() -> None:
+            fired.set()
+            call.cancel()
+
+        timer = threading.Timer(timeout, fire)
+        timer.daemon = True
+        timer.start()
     try:
         first = next(answers, None)  # ExecStarted, or the error says why not
         if first is None or first.WhichOneof("kind") != "started":
@@ -147,11 +167,19 @@ def run_session(client: FleetClient, start: pb.ExecStart, *, announce: bool = Fa
                 elif kind == "exit":
                     code = answer.exit.code
                     break
+    except Exception:
+        if not fired.is_set():
+            raise
     finally:
+        if timer is not None:
+            timer.cancel()
         for signum, handler in previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
         inputs.put(None)
         call.cancel()
+    if code is None and fired.is_set():
+        print(f"fleet: the command ran past --timeout ({timeout:g}s): hung up", file=sys.stderr)
+        return TIMEOUT_EXIT
     if code is None:
         raise Unavailable("the session ended without the command's exit code")
     if code < 0:

@@ -221,3 +221,35 @@ def test_exec_i_streams_stdin_without_a_terminal_and_is_for_admins_only(fleet: F
     deployer = fleet.server.client("dan", Role.deployer)
     with deployer, pytest.raises(PermissionDenied, match="run commands in containers"):
         list(deployer.exec_stream(iter([pb.ExecInput(start=start)])))
+
+
+def test_plain_exec_streams_output_as_it_comes_and_stops_at_its_timeout(fleet: Fleet) -> None:
+    """Without -i/-t: stdout comes before the command ends, stderr stays apart, and
+    --timeout hangs the command up (it no longer runs in the container) with 124."""
+    _box(fleet)
+    command, env = _cli(
+        fleet,
+        "exec",
+        "--timeout",
+        "6s",
+        "box",
+        "--",
+        "sh",
+        "-c",
+        "echo first; echo oops >&2; exec sleep 303",
+    )
+    started = time.monotonic()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == b"first\n"
+        # Streamed: the line came while the command (and the CLI) still ran.
+        assert process.poll() is None and time.monotonic() - started < 6
+        assert _running(fleet, "sleep 303")
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 124, err
+    assert out == b""  # the rest: nothing more
+    assert err.startswith(b"oops\n") and b"ran past --timeout (6s)" in err
+    wait_until(lambda: not _running(fleet, "sleep 303"), 15, what="the command hung up")

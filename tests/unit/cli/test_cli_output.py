@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from fleet.cli.connection import Connection
 from fleet.cli.main import app, main
+from fleet.cli.output import to_dict
 from fleet.errors import NotFound
 from fleet.proto import fleet_pb2 as pb
 from tests.unit.cli.builders import HOSTILE, SHOWN, assert_clean
@@ -165,3 +168,12 @@ def test_a_certs_error_is_one_clean_line(
     assert out == ""
     assert_clean(err)
     assert err == f"error: cannot read {tmp_path}/[/bold].crt: No such file or directory\n"
+
+
+@given(st.lists(st.sampled_from([0.1, 0.2, 0.25, 0.3, 0.7, 1.5]), max_size=40))
+def test_json_has_no_float_noise(cpus: list[float]) -> None:
+    """A sum the server made (reserved cpus) prints as the decimal it is."""
+    total = sum(cpus, 0.0)
+    shown = to_dict(pb.HostInfo(reserved=pb.Resources(cpu=total)))["reserved"]["cpu"]
+    assert shown == round(total, 6)
+    assert repr(shown) == repr(round(total, 6))  # 0.3, never 0.30000000000000004
