@@ -14,7 +14,8 @@ Where to look:
   observed -> phases of tasks); ``executor``: running a plan's tasks; ``restarts``:
   restart policies and their backoff; ``held``: desired containers that cannot run
   here, and why; ``failures``: what keeps failing, retried with backoff; ``images``:
-  removing unused images;
+  removing unused images; ``ownership``: which fleet containers are this pool's
+  (``fleet.pool``; another pool's are reported and left alone);
 - ``hostwatch``: the runtime's events and live usage; ``events``: fleet's events and
   their queue; ``health``: http and tcp health checks; ``stats``: usage from cgroups;
 - ``runtime``: the seam to a container runtime (the ``Runtime`` protocol, fleet's

@@ -62,6 +62,12 @@ class AgentConfig:
         return self.state_dir / "images.json" if self.state_dir else None
 
     @property
+    def pool_file(self) -> Path | None:
+        """The pool's id and the pool-less containers taken as its own
+        (``fleet.agent.ownership``; None: in memory only)."""
+        return self.state_dir / "pool.json" if self.state_dir else None
+
+    @property
     def commands_file(self) -> Path:
         """The host commands already run, by id (beside their output logs)."""
         return (self.state_dir or Path(".")) / "commands.json"

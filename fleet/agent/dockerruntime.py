@@ -30,6 +30,7 @@ from fleet.agent.runtime import (
     LABEL_APP,
     LABEL_GRACE,
     LABEL_HEALTH,
+    LABEL_POOL,
     LABEL_RESTART,
     LABEL_REVISION,
     LABEL_SHUTDOWN_DELAY,
@@ -39,6 +40,7 @@ from fleet.agent.runtime import (
     ObservedContainer,
     container_labels,
     container_name,
+    free_name,
 )
 from fleet.agent.stats import HostUsage, UsageSampler
 from fleet.errors import FailedPrecondition, FleetError, InvalidArgument, NotFound, PullFailed
@@ -138,6 +140,7 @@ def _observe(attrs: dict[str, Any]) -> ObservedContainer:
         docker_healthy_since=healthy_since,
         docker_health_output=output,
         bind_sources=_bind_sources(attrs),
+        pool=labels.get(LABEL_POOL, ""),
     )
 
 
@@ -314,7 +317,21 @@ class DockerRuntime:
     def create(self, spec: pb.ContainerSpec) -> str:
         """Create (not start) the container for ``spec``; returns its id."""
         name = container_name(spec.app, spec.slot, spec.spec_hash)
+        holder = self._holder(name)
+        taken = free_name(name, spec.pool_id, None if holder is None else holder[1])
+        if taken != name:  # another pool's holds it: this one's leftover may hold the other
+            self.remove_by_name(taken, spec.pool_id)
+            name = taken
         return str(self._call(f"create {name}", lambda: self._create(spec, name)))
+
+    def _holder(self, name: str) -> tuple[dict[str, Any], str] | None:
+        """The container that holds ``name`` (its inspection, and its pool: "" for none),
+        or None."""
+        try:
+            attrs = self._call("inspect", lambda: self.client.api.inspect_container(name))
+        except NotFound:
+            return None
+        return attrs, (attrs["Config"]["Labels"] or {}).get(LABEL_POOL, "")
 
     def _create(self, spec: pb.ContainerSpec, name: str) -> str:
         healthcheck = None
@@ -449,14 +466,18 @@ class DockerRuntime:
         except NotFound:
             pass  # already gone: what we wanted
 
-    def remove_by_name(self, name: str) -> None:
-        """Remove a leftover fleet container that holds ``name`` (a create that failed
-        half-way, or one whose labels were stripped: only if it is fleet's)."""
-        try:
-            attrs = self._call("inspect", lambda: self.client.api.inspect_container(name))
-        except NotFound:
+    def remove_by_name(self, name: str, pool_id: str) -> None:
+        """Remove a leftover container of ``pool_id`` that holds ``name`` and does not
+        run (a create that failed half-way). Never a running one: that one is listed
+        as a replica and kept, or it is not this pool's (once, a create here killed
+        whatever fleet container held its name, another pool's included)."""
+        found = self._holder(name)
+        if found is None:
             return
-        if LABEL_APP in (attrs["Config"]["Labels"] or {}):
+        attrs, pool = found
+        labels = attrs["Config"]["Labels"] or {}
+        running = attrs["State"].get("Running") or attrs["State"].get("Restarting")
+        if LABEL_APP in labels and pool == pool_id and not running:
             self.stop_and_remove(attrs["Id"], 0)
 
     def logs(

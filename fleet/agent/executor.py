@@ -243,8 +243,14 @@ class Executor:
             runtime, runtime.ensure_image, spec.image, _auth([spec]), self.state.registry_mirror
         ):
             self.state.events.put(own("image-pulled", spec.image, app=spec.app, slot=spec.slot))
+        pool_id = self.state.pool_id or ""
+        if pool_id:
+            stamped = pb.ContainerSpec()
+            stamped.CopyFrom(spec)
+            stamped.pool_id = pool_id  # its fleet.pool label
+            spec = stamped
         name = container_name(spec.app, spec.slot, spec.spec_hash)
-        await call(runtime, runtime.remove_by_name, name)
+        await call(runtime, runtime.remove_by_name, name, pool_id)
         container_id = await call(runtime, runtime.create, spec)
         if Privileges.of_container(spec).bind_mounts:
             # Again on what Docker recorded, right before the start mounts it.

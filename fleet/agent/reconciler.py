@@ -4,10 +4,12 @@ timer (level-triggered: a missed wake-up costs nothing).
 Each round lists the containers, plans (``fleet.agent.reconcile``, pure), raises the
 restart events, holds what cannot run (``fleet.agent.held``), has the executor pull the
 new images and then run the plan's phases (``fleet.agent.executor``), and reports at
-once when a status changed. Until the first desired set arrives (after a restart, or
-while the control plane is away) it takes the containers it finds as desired: it
-adopts them, never duplicates or removes them, and keeps their restart policies. Now
-and then it removes images no container used for a while (``--image-gc-after``).
+once when a status changed. It acts on this pool's containers only
+(``fleet.agent.ownership``): another pool's are reported once and left alone. Until the
+first desired set arrives (after a restart, or while the control plane is away) it
+takes this pool's containers it finds as desired: it adopts them, never duplicates or
+removes them, and keeps their restart policies. Now and then it removes images no
+container used for a while (``--image-gc-after``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from fleet.agent.health import Prober
 from fleet.agent.held import replica_key
 from fleet.agent.images import ImageKeeper, stale_images
 from fleet.agent.logonce import FailureLog
+from fleet.agent.ownership import Claims, sort_out, stranger_message
 from fleet.agent.reconcile import Create, Plan, Remove, Task, plan
 from fleet.agent.runtime import ObservedContainer, Runtime, call
 from fleet.agent.state import HostState
@@ -76,7 +79,11 @@ class Reconciler:
         self._raised: set[tuple[str, int, str]] = set()  # restart events already raised
         self._images = ImageKeeper(config.images_file)
         self._images_due = 0.0  # monotonic time of the next image collection
-        self._first_round = True
+        self._claims = Claims(config.pool_file)
+        if state.pool_id is None:
+            state.pool_id = self._claims.pool_id  # until the control plane says
+        self._found: set[str] | None = None  # ids of the first listing: adopted if ours
+        self._strangers: set[str] = set()  # ids of other pools' containers already reported
 
     async def run(self) -> None:
         """Reconcile until cancelled: after every wake-up, a backoff that ends, or
@@ -106,9 +113,32 @@ class Reconciler:
             wake.clear()
 
     async def _observe(self) -> list[ObservedContainer]:
-        observed = await call(self.runtime, self.runtime.list_containers)
-        self.state.observed = observed
-        self.state.listed.set()
+        """List the host's fleet containers; this pool's are the round's (and the
+        heartbeats'), the others' are reported once."""
+        state = self.state
+        listing = await call(self.runtime, self.runtime.list_containers)
+        found = sort_out(listing, state.pool_id, state.desired, self._claims.ids)
+        present = [c.container_id for c in listing]
+        if self._claims.update(state.pool_id, found.claimed, present):
+            await asyncio.to_thread(self._claims.save)
+        if self._found is None:
+            self._found = set(present)
+        for container in found.ours:
+            if container.container_id in self._found:
+                self._found.discard(container.container_id)
+                state.events.put(own("adopted", f"found running as {container.name}", container))
+        for container, why in found.strangers:
+            if container.container_id not in self._strangers:
+                message = stranger_message(container, why)
+                log.warning("%s", message)
+                state.events.put(own("foreign-container", message[:1000], container))
+        self._strangers = {c.container_id for c, _ in found.strangers}
+        observed = found.ours
+        state.observed = observed
+        if not found.undecided:
+            # (A heartbeat waits for this, a while: one sent while this pool's
+            # containers are not yet told apart would say the host runs none of them.)
+            state.listed.set()
         self._prober.sync(observed)
         return observed
 
@@ -118,10 +148,6 @@ class Reconciler:
         version = state.desired_version
         observed_before, held_before = state.observed, dict(state.held.replicas)
         observed = await self._observe()
-        if self._first_round:
-            for container in observed:
-                state.events.put(own("adopted", f"found running as {container.name}", container))
-            self._first_round = False
         desired = state.desired if state.desired is not None else _adopted(observed)
         now = time.time()
         planned = plan(desired, observed, state.restarts, now, self.config.backoff)

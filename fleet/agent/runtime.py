@@ -25,6 +25,7 @@ from fleet.proto import fleet_pb2 as pb
 
 __all__ = [
     "LABEL_APP",
+    "LABEL_POOL",
     "ExecConnection",
     "FollowedEvents",
     "LogStream",
@@ -35,6 +36,7 @@ __all__ = [
     "call",
     "container_labels",
     "container_name",
+    "free_name",
 ]
 
 _T = TypeVar("_T")
@@ -47,12 +49,23 @@ LABEL_RESTART = "fleet.restart"
 LABEL_GRACE = "fleet.stop-grace"
 LABEL_SHUTDOWN_DELAY = "fleet.shutdown-delay"
 LABEL_HEALTH = "fleet.health"  # the health check, so a restarted agent still knows it
+LABEL_POOL = "fleet.pool"  # the pool's id: another pool's containers are never adopted
 
 
 def container_name(app: str, slot: int, spec_hash: str) -> str:
     """``web.0.1a2b3c4d``: readable, and distinct per template so a replacement can be
     created before the old container is removed."""
     return f"{app}.{slot}.{spec_hash[:8]}"
+
+
+def free_name(name: str, pool_id: str, holder_pool: str | None) -> str:
+    """The name a new container of ``pool_id`` takes when ``name`` is held by a
+    container of pool ``holder_pool`` (None: by none): ``name`` itself, unless another
+    pool's (or a pool-less) container holds it, which is left alone: then ``name``
+    followed by the pool's id (``web.0.1a2b3c4d.9f8e7d6c``)."""
+    if holder_pool is None or not pool_id or holder_pool == pool_id:
+        return name
+    return f"{name}.{pool_id[:8]}"
 
 
 @dataclass(frozen=True)
@@ -84,6 +97,7 @@ class ObservedContainer:
     docker_health_output: str = ""
     # The host paths Docker bind-mounts into it at every start, as Docker recorded them.
     bind_sources: tuple[str, ...] = ()
+    pool: str = ""  # its fleet.pool label: "" for one made before pools had an id
 
     @property
     def key(self) -> tuple[str, int, str]:
@@ -119,6 +133,8 @@ def container_labels(spec: pb.ContainerSpec) -> dict[str, str]:
         LABEL_RESTART: spec.restart,
         LABEL_GRACE: f"{spec.stop_grace_seconds:g}",
     }
+    if spec.pool_id:
+        labels[LABEL_POOL] = spec.pool_id
     if spec.shutdown_delay_seconds:
         labels[LABEL_SHUTDOWN_DELAY] = f"{spec.shutdown_delay_seconds:g}"
     if spec.HasField("health"):
@@ -200,8 +216,9 @@ class Runtime(Protocol):
         ...
 
     def create(self, spec: pb.ContainerSpec) -> str:
-        """Create (not start) the container for ``spec``, named ``container_name`` and
-        labelled ``container_labels``; returns its id."""
+        """Create (not start) the container for ``spec``, named ``container_name`` (or
+        ``free_name`` of it, when another pool's container holds it) and labelled
+        ``container_labels``; returns its id."""
         ...
 
     def bind_sources(self, container_id: str) -> tuple[str, ...]:
@@ -219,8 +236,10 @@ class Runtime(Protocol):
         """Stop as ``stop`` does, then remove; a container already gone is no error."""
         ...
 
-    def remove_by_name(self, name: str) -> None:
-        """Remove a leftover fleet container that holds ``name``."""
+    def remove_by_name(self, name: str, pool_id: str) -> None:
+        """Remove a leftover container of pool ``pool_id`` that holds ``name`` and does
+        not run (a create that failed half-way). A running one, or another pool's, is
+        never touched: a create must not kill what serves (the round looks again)."""
         ...
 
     def images_in_use(self) -> set[str]:

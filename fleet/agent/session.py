@@ -310,6 +310,7 @@ class Session:
                     kind = message.WhichOneof("kind")
                     if kind == "registered":
                         log.info("registered with %s as %s", server, message.registered.host_id)
+                        self._take_pool(message.registered.pool_id)
                         self.connected.set()
                         self.tried.set()
                         self._outbox = outbox
@@ -352,6 +353,22 @@ class Session:
                 self._outbox = None
                 self._closed.set()
             return renewed.is_set()
+
+    def _take_pool(self, pool_id: str) -> None:
+        """The pool the control plane says this host is in: its containers are told
+        from other pools' by it (``fleet.agent.ownership``)."""
+        before = self.state.pool_id
+        if pool_id == before:
+            return
+        if before:
+            message = (
+                f"this host was in pool {before[:12]} and is now in pool {pool_id[:12] or '(none)'}"
+                ": containers of the pool before are left alone, not adopted"
+            )
+            log.warning("%s", message)
+            self.state.events.put(own("pool-changed", message))
+        self.state.pool_id = pool_id
+        self.state.wake.set()
 
     async def _send_heartbeats(self, outbox: Outbox, every: float) -> None:
         report_now = self.state.report_now

@@ -30,9 +30,13 @@ class HostState:
     # (until then the agent adopts what it finds).
     desired: list[pb.ContainerSpec] | None = None
     desired_version: int = 0
+    # The pool's id, which the control plane sends at registration (remembered in the
+    # state dir); None: not known yet, "": a control plane without one (ownership.py).
+    pool_id: str | None = None
     registry_mirror: str = ""  # host[:port] Docker Hub images are pulled through first
     applied_version: int = 0  # the desired version the last whole round carried out
-    observed: list[ObservedContainer] = field(default_factory=list)  # the last listing
+    # The last listing of this pool's containers (``fleet.agent.ownership``).
+    observed: list[ObservedContainer] = field(default_factory=list)
     listed: asyncio.Event = field(default_factory=asyncio.Event)  # `observed` is a listing
     starting: set[str] = field(default_factory=set)  # containers restarted this round
     usage: HostUsage = field(default_factory=lambda: HostUsage(0.0, 0, 0, 0.0))

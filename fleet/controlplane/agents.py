@@ -130,6 +130,9 @@ class AgentService(pb_grpc.AgentServiceServicer):
         host_limits: HostLimits = _NO_LIMITS,
     ) -> None:
         self._host_limits = host_limits
+        # The pool's id (etcd's ``pool`` key), set by the server before it serves: each
+        # agent learns it at registration and labels its containers with it.
+        self.pool_id = ""
         self.insecure = insecure
         self.signer: Signer | None = None  # signs renewed certificates (--ca-key)
         self._store = store
@@ -175,7 +178,9 @@ class AgentService(pb_grpc.AgentServiceServicer):
 
         log.info("host %s connected", host_id)
         yield pb.ServerMessage(
-            registered=pb.Registered(host_id=host_id, heartbeat_seconds=self._heartbeat_seconds)
+            registered=pb.Registered(
+                host_id=host_id, heartbeat_seconds=self._heartbeat_seconds, pool_id=self.pool_id
+            )
         )
         outbox: asyncio.Queue[pb.ServerMessage] = asyncio.Queue()
         session = _Session(host_id, revision, lease, outbox, serial)

@@ -271,6 +271,10 @@ class ControlPlane:
         # others cannot open, and hand hosts none of theirs.
         sealed = {name: s.value.key_id for name, s in self.informer.state().secrets.items()}
         await settle_key(self.store, self._key, sealed, self.server_id)
+        # Before any agent registers: each is told the pool's id, to label containers.
+        pool = await self.store.pool_identity(self.server_id)
+        self.agents.pool_id = pool.pool_id
+        log.info("pool %s (made by %s at %s)", pool.pool_id, pool.created_by, pool.created_at)
         # An apply is one transaction, and the controllers write in chunks: neither
         # serve nor lead on a wrong idea of how large a transaction etcd takes.
         await self.store.check_txn_limit()

@@ -647,17 +647,23 @@ class Registered(_message.Message):
 
     HOST_ID_FIELD_NUMBER: _builtins.int
     HEARTBEAT_SECONDS_FIELD_NUMBER: _builtins.int
+    POOL_ID_FIELD_NUMBER: _builtins.int
     host_id: _builtins.str
     heartbeat_seconds: _builtins.float
+    pool_id: _builtins.str
+    """The pool's id (etcd's pool key, made once): the agent labels every container it
+    creates with it (fleet.pool) and adopts none labelled with another.
+    """
     def __init__(
         self,
         *,
         host_id: _builtins.str = ...,
         heartbeat_seconds: _builtins.float = ...,
+        pool_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_seconds", b"heartbeat_seconds", "host_id", b"host_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_seconds", b"heartbeat_seconds", "host_id", b"host_id", "pool_id", b"pool_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -790,6 +796,7 @@ class ContainerSpec(_message.Message):
     HELD_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
     REGISTRY_AUTH_FIELD_NUMBER: _builtins.int
+    POOL_ID_FIELD_NUMBER: _builtins.int
     app: _builtins.str
     slot: _builtins.int
     revision: _builtins.int
@@ -811,6 +818,10 @@ class ContainerSpec(_message.Message):
     """Non-empty: the control plane holds this replica, and says why (a secret its env
     references is outside the secret's scope, or missing). Its env lacks every secret;
     a container of it that exists is kept, none is created.
+    """
+    pool_id: _builtins.str
+    """The pool the container belongs to, stamped as its fleet.pool label: set by the
+    agent (from Registered) before it creates it; the control plane leaves it "".
     """
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
@@ -870,10 +881,11 @@ class ContainerSpec(_message.Message):
         held: _builtins.str = ...,
         options: Global___ContainerOptions | None = ...,
         registry_auth: Global___RegistryAuth | None = ...,
+        pool_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "options", b"options", "registry_auth", b"registry_auth", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "cap_add", b"cap_add", "command", b"command", "env", b"env", "health", b"health", "held", b"held", "host_network", b"host_network", "host_pid", b"host_pid", "image", b"image", "labels", b"labels", "options", b"options", "ports", b"ports", "privileged", b"privileged", "registry_auth", b"registry_auth", "resources", b"resources", "restart", b"restart", "revision", b"revision", "shutdown_delay_seconds", b"shutdown_delay_seconds", "slot", b"slot", "spec_hash", b"spec_hash", "stop_grace_seconds", b"stop_grace_seconds", "stopped", b"stopped", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "cap_add", b"cap_add", "command", b"command", "env", b"env", "health", b"health", "held", b"held", "host_network", b"host_network", "host_pid", b"host_pid", "image", b"image", "labels", b"labels", "options", b"options", "pool_id", b"pool_id", "ports", b"ports", "privileged", b"privileged", "registry_auth", b"registry_auth", "resources", b"resources", "restart", b"restart", "revision", b"revision", "shutdown_delay_seconds", b"shutdown_delay_seconds", "slot", b"slot", "spec_hash", b"spec_hash", "stop_grace_seconds", b"stop_grace_seconds", "stopped", b"stopped", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

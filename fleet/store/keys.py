@@ -25,6 +25,7 @@ top-level folders, so a prefix read or watch of one never drags in the others::
     secrets/<name>                  an encrypted secret (AES-GCM; the key is not in etcd)
     secrets-key                     the id of the key the secrets are sealed with (never
                                     the key): every control-plane replica must hold it
+    pool                            the pool's id, made once: agents label containers with it
     policy                          what containers may ask of hosts (fleet policy set)
     registry-mirror                 the pool's registry mirror for Docker Hub images
     maintenance                     the semaphore of hosts out for maintenance (drains)
@@ -73,6 +74,7 @@ __all__ = [
     "LEADER",
     "MAINTENANCE",
     "POLICY",
+    "POOL",
     "REGISTRY_MIRROR",
     "REPLICAS",
     "REPORTS",
@@ -374,6 +376,7 @@ REPORTS = Folder("reports", (_HOST, _APP, _SLOT, _REVISION))
 ROUTES = Folder("routes", (_Route("<route>"),))
 SECRETS = Folder("secrets", (_Label("<name>", "secret name"),))
 SECRETS_KEY = Folder("secrets-key")
+POOL = Folder("pool")
 POLICY = Folder("policy")
 REGISTRY_MIRROR = Folder("registry-mirror")
 MAINTENANCE = Folder("maintenance")
@@ -399,6 +402,7 @@ FOLDERS: tuple[Folder, ...] = (
     ROUTES,
     SECRETS,
     SECRETS_KEY,
+    POOL,
     POLICY,
     REGISTRY_MIRROR,
     MAINTENANCE,
@@ -610,3 +614,7 @@ class KeyLayout:
 
     def secrets_key(self) -> bytes:
         return self.key(SECRETS_KEY)
+
+    def pool(self) -> bytes:
+        """The pool's identity: made once, never changed (``Store.pool_identity``)."""
+        return self.key(POOL)

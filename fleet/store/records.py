@@ -405,6 +405,17 @@ class SecretsKeyRecord(_Record):
     recorded_at: str
 
 
+class PoolRecord(_Record):
+    """The pool's identity (``pool``): a random id made by the first control plane to
+    start on an empty etcd, and kept for good. Agents label every container they create
+    with it, so that containers another pool left on a host (the same app and revision
+    give the same names) are never taken for this pool's."""
+
+    pool_id: str
+    created_by: str
+    created_at: str
+
+
 class RouteRecord(_Record):
     """Which app holds an ingress route (``routes/<route>``): one app per HTTP host and
     path, and per TCP port of the edges. Its apply creates it in the same transaction

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fleet.errors import Conflict, FleetError
+from fleet._time import now_iso
+from fleet.errors import Conflict, FleetError, Unavailable
 from fleet.policy import Policy
 from fleet.store import records
 from fleet.store._etcd import Compare, Delete, DeletePrefix, Etcd, Put
@@ -338,6 +340,21 @@ class Store:
         key = self.keys.secrets_key()
         result = await self.etcd.txn([Compare(key, 0)], [Put(key, record.dump())])
         return result.succeeded
+
+    async def pool_identity(self, server_id: str) -> records.PoolRecord:
+        """The pool's identity: read, or made now if etcd has none (only if absent, so
+        control-plane replicas starting together agree on the first one written)."""
+        key = self.keys.pool()
+        made = records.PoolRecord(
+            pool_id=uuid.uuid4().hex, created_by=server_id, created_at=now_iso()
+        )
+        result = await self.etcd.txn([Compare(key, 0)], [Put(key, made.dump())])
+        if result.succeeded:
+            return made
+        kv = await self.etcd.get(key)
+        if kv is None:
+            raise Unavailable("the pool's identity was deleted while it was being read")
+        return records.PoolRecord.model_validate_json(kv.value)
 
     async def delete_secret(self, name: str, *, expected_mod_revision: int) -> int:
         return await self._guarded(

@@ -32,6 +32,7 @@ from fleet.agent.config import AgentConfig
 from fleet.agent.runtime import (
     LABEL_APP,
     LABEL_GRACE,
+    LABEL_POOL,
     LABEL_RESTART,
     LABEL_REVISION,
     LABEL_SLOT,
@@ -144,6 +145,7 @@ class HollowRuntime:
                         finished_at=c.finished_at,
                         ports=c.ports,
                         started_epoch=c.running_at if state == "running" else None,
+                        pool=c.labels.get(LABEL_POOL, ""),
                     )
                 )
             return found
@@ -211,9 +213,11 @@ class HollowRuntime:
         if container is not None:
             self._emit_soon("destroy", container)
 
-    def remove_by_name(self, name: str) -> None:
+    def remove_by_name(self, name: str, pool_id: str) -> None:
         with self._lock:
-            stale = [c.id for c in self._containers.values() if c.name == name]
+            stale = [
+                c.id for c in self._containers.values() if c.name == name and c.state != "running"
+            ]
         for container_id in stale:
             self.stop_and_remove(container_id, 0)
 

@@ -519,3 +519,32 @@ def test_drain_setups_budget_matches_the_spec() -> None:
     assert spec.budget_min_available() == 4
     assert app_spec(1, "replicas: 4\nmin_available: 75%\n").budget_min_available() == 3
     assert app_spec(1, "replicas: 4\nmin_available: 9\n").budget_min_available() == 4
+
+
+# ------------------------------------------------------------------ one slot on two hosts
+
+
+def test_a_slot_reported_on_two_hosts_moves_nothing_but_the_drain_budget() -> None:
+    """Agents report containers the records do not place there (an earlier pool's
+    leftovers, once adopted: slot 4 on h1 besides h3, slot 0 on h2 besides h1). Such a
+    report counts for nothing: the drain of h1 still starts one replacement at a time
+    (min_available 5 of 6), of slot 0's own revision, and touches no other slot."""
+    state = placed("min_available: 5\n", ["h1", "h1", "h2", "h2", "h3", "h3"])
+    report(state, "h1", 4, 1)
+    report(state, "h2", 0, 1)
+    start_drain(state, "h1")
+    before = slots_of(state)
+    plan = plan_replicas(state, "web", NOW)
+    assert (plan.delete, plan.pending, plan.drain_blocked) == ([], {}, {})
+    slots = after(state, plan)
+    assert moving(slots, "h1") == [0]
+    assert slots[0].next is not None and slots[0].next.revision == 1
+    assert {s: r for s, r in slots.items() if s != 0} == {s: before[s] for s in (1, 2, 3, 4, 5)}
+    # The next round, slot 0's replacement available: it takes the slot over, slot 1
+    # moves next; the stray reports still change nothing else.
+    state = commit(state, plan)
+    report_nexts(state)
+    slots = after(state, plan_replicas(state, "web", NOW + 1))
+    assert slots[0].host != "h1" and slots[0].next is None
+    assert moving(slots, "h1") == [1]
+    assert {s: r for s, r in slots.items() if s > 1} == {s: before[s] for s in (2, 3, 4, 5)}
