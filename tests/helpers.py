@@ -8,6 +8,7 @@ import base64
 import inspect
 import json
 import os
+import re
 import ssl
 import threading
 import time
@@ -196,3 +197,26 @@ class EndpointProber:
         assert not low, f"fewer than {at_least} healthy endpoints at {low[:5]}"
         failed = [f for _, _, fs in self.samples for f in fs]
         assert not failed, f"listed endpoints that did not answer: {failed[:5]}"
+
+
+JSON_DOC = Path(__file__).resolve().parents[1] / "docs" / "cli-json.md"
+_HEADING = re.compile(r"^### `(fleet [^`]+)`\s*$")
+
+
+def documented_json() -> dict[str, tuple[str, set[str]]]:
+    """command -> ("list" | "lines" | "object", its keys), from the document."""
+    found: dict[str, tuple[str, set[str]]] = {}
+    command = ""
+    for line in JSON_DOC.read_text().splitlines():
+        heading = _HEADING.match(line)
+        if heading:
+            command = heading.group(1)
+            continue
+        if command and line.strip():
+            shape = "lines" if "per line" in line else "list" if line.startswith("A list") else ""
+            shape = shape or ("object" if line.startswith("An object") else "")
+            assert shape, f"{command}: the paragraph must start with 'A list' or 'An object'"
+            keys = set(re.findall(r"`([a-z_]+)`", line.partition(":")[2]))
+            found[command] = (shape, keys)
+            command = ""
+    return found

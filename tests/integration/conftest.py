@@ -95,13 +95,16 @@ def wait_containers(fleet: Fleet, app: str, count: int, timeout: float = 60.0) -
     return found
 
 
-def fleet_cli(*args: str, server: str, pki: TestPKI) -> subprocess.CompletedProcess[str]:
-    """The CLI as a user runs it, with the admin certificate found through FLEET_PKI_DIR."""
+def fleet_cli(
+    *args: str, server: str, pki: TestPKI, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it, with the admin certificate found through FLEET_PKI_DIR
+    (and ``stdin`` as its input, if given)."""
     pki.client()  # make sure client-admin.crt exists in the PKI dir
     env = without_fleet_env()
     env["FLEET_PKI_DIR"] = str(pki.dir)
     command = [sys.executable, "-m", "fleet", *args, "--server", server]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env, input=stdin)
 
 
 __all__ = ["Fleet", "fleet_cli", "wait_containers", "wait_until"]

@@ -34,7 +34,7 @@ from fleet.testing import DockerHost, EtcdServer, ManagedProcess, free_port, wai
 from fleet.testing.certs import TestPKI
 from fleet.testing.fleetprocs import FleetServerProcess
 from tests.conftest import ensure_image
-from tests.helpers import fleet_containers
+from tests.helpers import documented_json, fleet_containers
 
 
 def _fingerprint(pem: bytes) -> str:
@@ -100,6 +100,9 @@ def test_a_host_joins_with_a_token_and_bad_joins_change_nothing(
     agent: ManagedProcess | None = None
     try:
         made = pool.token("--uses", "1", "--labels", "zone=a", "--description", "rack 4")
+        # Its JSON is an interface (docs/cli-json.md), as the token list's below.
+        shapes = documented_json()
+        assert set(made) == shapes["fleet hosts token create --ttl 1h -o json"][1]
         # The printed fingerprint is the CA's, as openssl would give it.
         assert made["ca_fingerprint"] == _fingerprint(pki.ca.read_bytes())
         assert made["command"].startswith(f"fleet agent --join {made['token']} ")
@@ -147,6 +150,9 @@ def test_a_host_joins_with_a_token_and_bad_joins_change_nothing(
         assert format(cert.serial_number, "x") == host.cert_serial
         listed = json.loads(pool.server.cli("hosts", "token", "list", "-o", "json").stdout)
         mine = next(t for t in listed if t["id"] == made["info"]["id"])
+        assert {frozenset(t) for t in listed} == {
+            frozenset(shapes["fleet hosts token list -o json"][1])
+        }
         assert (mine["used"], mine["hosts"], mine["description"]) == (1, ["j1"], "rack 4")
         assert "secret" not in json.dumps(listed) and made["token"] not in json.dumps(listed)
 

@@ -14,6 +14,7 @@ from fleet.cli.connection import CONNECTION
 from fleet.cli.main import app
 from fleet.contexts import Contexts
 from fleet.errors import NotFound
+from tests.helpers import documented_json
 
 runner = CliRunner(env={"COLUMNS": "400"})
 
@@ -50,6 +51,8 @@ def test_contexts_are_added_used_listed_and_removed(config: Path) -> None:
     assert runner.invoke(app, staged).exit_code == 0
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     listed = json.loads(runner.invoke(app, ["context", "list", "-o", "json"]).stdout)
+    keys = documented_json()["fleet context list -o json"][1]  # docs/cli-json.md: an interface
+    assert all(set(row) == keys for row in listed)
     assert [(c["name"], c["current"]) for c in listed] == [("prod", True), ("stage", False)]
     assert listed[1]["tls_cert"] == str(pki / "client-ci.crt")
     assert runner.invoke(app, ["context", "use", "stage"]).exit_code == 0
