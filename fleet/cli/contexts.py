@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fleet.cli.output import Format, OutputOpt, console, fail, print_json_or_yaml, safe
+from fleet.cli.output import Format, OutputOpt, console, fail, print_json_or_yaml, print_table, safe
 from fleet.contexts import Context, Contexts
 from fleet.errors import InvalidArgument
 
@@ -127,7 +127,7 @@ def list_(output: OutputOpt = Format.table) -> None:
             safe(c.server),
             safe(credentials),
         )
-    console.print(table)
+    print_table(table)
 
 
 @app.command("remove")

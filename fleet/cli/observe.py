@@ -32,6 +32,7 @@ from fleet.cli.output import (
     fail,
     human_memory,
     print_records,
+    print_table,
     safe,
     to_dict,
 )
@@ -180,7 +181,7 @@ def stats(
             if output in (Format.json, Format.yaml):
                 print_records([c for c in found if c.status.state == "running"], output, [], [])
             else:
-                console.print(_stats_table(found))
+                print_table(_stats_table(found))
             return
         with contextlib.suppress(KeyboardInterrupt), Live(console=console) as live:
             while True:

@@ -22,6 +22,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 
 from fleet._text import strip_control
@@ -40,6 +41,7 @@ __all__ = [
     "human_memory",
     "print_error",
     "print_records",
+    "print_table",
     "safe",
     "to_dict",
 ]
@@ -210,6 +212,25 @@ def print_one(message: Message, fmt: Format) -> None:
         print(yaml.safe_dump(to_dict(message), sort_keys=False), end="")
 
 
+def print_table(table: Table) -> None:
+    """A table as kubectl and docker print one: no value is ever cut ("...") or
+    wrapped inside its cell to fit a narrow terminal. The table keeps its natural
+    width, and a row longer than the terminal is wrapped by the terminal itself."""
+    needed = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    if needed <= console.width:
+        console.print(table)
+        return
+    wide = Console(
+        highlight=False,
+        emoji=False,
+        width=needed,
+        file=console.file,
+        force_terminal=console.is_terminal,
+        color_system=console.color_system,  # type: ignore[arg-type]
+    )
+    wide.print(table, crop=False)
+
+
 def print_records(
     messages: Sequence[Message],
     output: Format | ListFormat,
@@ -262,6 +283,6 @@ def print_records(
         table.add_column(safe(column))
     for row in rows:
         table.add_row(*map(safe, row))
-    console.print(table)
+    print_table(table)
     if view.watch:
         sys.stdout.flush()
