@@ -113,7 +113,7 @@ def apply(
     Examples:
       fleet apply -f app.yaml
       fleet apply -f app.yaml --dry-run     # what would change, and where
-      fleet apply -f app.yaml --wait        # follow the rollout; exit 1 if it fails"""
+      fleet apply -f app.yaml --wait        # then follow the rollout"""
     seconds = duration_option("--timeout", timeout)
     conversion = None
     if compose.is_compose_file(filename):

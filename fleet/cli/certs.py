@@ -73,7 +73,11 @@ def init(
     ] = False,
     force: ForceOpt = False,
 ) -> None:
-    """Make a new CA (ca.crt, ca.key). Refuses to replace one without --force."""
+    """Make a new CA (ca.crt, ca.key). Refuses to replace one without --force.
+
+    Examples:
+      fleet certs init                    # fleet's CA in ~/.config/fleet/pki
+      fleet certs init --etcd --dir etcd-pki"""
     _make(lambda: issuing.init_ca(dir, days=days, force=force, etcd=etcd))
 
 
@@ -99,7 +103,12 @@ def issue(
     days: Annotated[int, typer.Option("--days", help="Validity in days.")] = 365,
     force: ForceOpt = False,
 ) -> None:
-    """Issue a KIND certificate for NAME, signed by the CA in --dir."""
+    """Issue a KIND certificate for NAME, signed by the CA in --dir.
+
+    Examples:
+      fleet certs issue server cp1 --san cp1.example.com --san 10.0.0.5
+      fleet certs issue agent h1
+      fleet certs issue client ci --role deployer"""
     _make(lambda: issuing.issue(dir, kind, name, sans=san or (), role=role, days=days, force=force))
 
 
@@ -150,7 +159,10 @@ def bundle(
     it. agent: fleet's CA and an agent certificate for host NAME. etcd-member: etcd's
     CA and a member certificate for its client and peer ports (for /etc/etcd/pki).
     Certificates are issued in --dir (or --etcd-dir) when missing or stale, else reused.
-    """
+
+    Examples:
+      fleet certs bundle agent h1 --out h1-bundle
+      fleet certs bundle server cp1 --san 10.0.0.5 --out cp1-bundle"""
     from fleet.secrets import ensure_key_file
 
     try:
@@ -178,7 +190,10 @@ def bundle(
 def show(
     file: Annotated[Path, typer.Argument(help="A PEM certificate.")],
 ) -> None:
-    """Print what a certificate says: subject, fleet identity, SANs, validity."""
+    """Print what a certificate says: subject, fleet identity, SANs, validity.
+
+    Examples:
+      fleet certs show"""
     try:
         cert = x509.load_pem_x509_certificate(file.read_bytes())
     except OSError as error:

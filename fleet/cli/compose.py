@@ -195,7 +195,11 @@ def convert_command(
 
     One YAML document per service, dependencies first; on stderr what did not map and
     the commands that store its secrets. Nothing is printed if a key cannot be honoured,
-    unless --ignore-unsupported."""
+    unless --ignore-unsupported.
+
+    Examples:
+      fleet convert compose.yaml > app.yaml
+      fleet convert compose.yaml --ignore-unsupported"""
     conversion = load(filename, project_name, ignore_unsupported)
     sys.stdout.write(conversion.yaml())
     for secret in conversion.secrets:

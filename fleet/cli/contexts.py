@@ -96,7 +96,11 @@ def add(
 
 @app.command("use")
 def use(name: Annotated[str, typer.Argument(help="The context.")]) -> None:
-    """Make NAME the current context: commands without --server use it."""
+    """Make NAME the current context: commands without --server use it.
+
+    Examples:
+      fleet context use prod
+      fleet --context staging get apps   # one command only"""
     contexts = Contexts.load()
     if name not in contexts.items:
         fail(f"no context {name!r} (see `fleet context list`)")
@@ -107,7 +111,11 @@ def use(name: Annotated[str, typer.Argument(help="The context.")]) -> None:
 
 @app.command("list")
 def list_(output: OutputOpt = Format.table) -> None:
-    """The contexts; * marks the current one (never a token's value)."""
+    """The contexts; * marks the current one (never a token's value).
+
+    Examples:
+      fleet context list
+      fleet context list -o json"""
     contexts = Contexts.load()
     items = [contexts.items[n] for n in sorted(contexts.items)]
     if output in (Format.json, Format.yaml):
@@ -132,7 +140,10 @@ def list_(output: OutputOpt = Format.table) -> None:
 
 @app.command("remove")
 def remove(name: Annotated[str, typer.Argument(help="The context.")]) -> None:
-    """Forget a context (its files stay where they are)."""
+    """Forget a context (its files stay where they are).
+
+    Examples:
+      fleet context remove old-lab"""
     contexts = Contexts.load()
     if contexts.items.pop(name, None) is None:
         fail(f"no context {name!r} (see `fleet context list`)")

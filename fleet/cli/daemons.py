@@ -713,7 +713,11 @@ def up(
     log_level: LogLevel = "info",
 ) -> None:
     """Run fleet on this one machine: etcd, the control plane and an agent, in the
-    foreground (Ctrl-C stops all three). A later `fleet up` finds the same apps."""
+    foreground (Ctrl-C stops all three). A later `fleet up` finds the same apps.
+
+    Examples:
+      fleet up                        # then, in another shell: fleet get hosts
+      fleet up --data-dir /srv/fleet --listen 0.0.0.0:7400"""
     from fleet.up import UpConfig, run_up
 
     _logging(log_level)

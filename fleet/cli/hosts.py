@@ -547,7 +547,11 @@ def revoke_cert(
 ) -> None:
     """Deny an earlier certificate of HOST (one it renewed) on every control plane: no
     agent connects with it again. The host's current certificate is not taken: `fleet
-    hosts remove` takes a host out."""
+    hosts remove` takes a host out.
+
+    Examples:
+      fleet get hosts -o wide              # CERT EXPIRES
+      fleet hosts revoke-cert h7 1f3a9c0b2e"""
     with conn.client() as client:
         client.revoke_certificate(host, serial)
     console.print(safe(f"host/{host}: certificate serial {serial} denied"))
@@ -575,7 +579,10 @@ def release(
 ) -> None:
     """Give back the maintenance slot HOST took through FleetLock (Zincati's reboot
     lock) and never returned, because it did not come back (admin only). The next host
-    may then reboot; HOST stays cordoned until you uncordon it."""
+    may then reboot; HOST stays cordoned until you uncordon it.
+
+    Examples:
+      fleet hosts release h4"""
     with conn.client() as client:
         released = client.release_host(host)
     if output in (Format.json, Format.yaml):

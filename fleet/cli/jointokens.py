@@ -77,7 +77,11 @@ def token_create(
     """Make a join token (admin only) and print it once, with the command that starts
     the agent on a new host: the agent makes its own key, pins the control plane's CA
     by its fingerprint and gets a certificate for its host id. Needs a control plane
-    with --ca-key and --token-listen."""
+    with --ca-key and --token-listen.
+
+    Examples:
+      fleet hosts token create --ttl 2h --uses 3 --label zone=b
+      fleet hosts token create -o json | jq -r .command"""
     seconds = duration_option("--ttl", ttl)
     with conn.client() as client:
         made = client.create_join_token(
@@ -104,7 +108,10 @@ def token_create(
 @token_app.command("list")
 @connected
 def token_list(conn: Connection = CONNECTION, output: OutputOpt = Format.table) -> None:
-    """List join tokens (never their secrets): expiry, uses, labels, hosts that joined."""
+    """List join tokens (never their secrets): expiry, uses, labels, hosts that joined.
+
+    Examples:
+      fleet hosts token list"""
     with conn.client() as client:
         found = client.join_tokens()
     rows = [
@@ -128,7 +135,10 @@ def token_revoke(
     token_id: Annotated[str, typer.Argument(metavar="ID")], conn: Connection = CONNECTION
 ) -> None:
     """Revoke a join token at once: no host joins with it any more (the hosts that did
-    keep their certificates; `fleet hosts remove` takes one out)."""
+    keep their certificates; `fleet hosts remove` takes one out).
+
+    Examples:
+      fleet hosts token revoke jt3f9a2c"""
     with conn.client() as client:
         client.delete_join_token(token_id)
     console.print(safe(f"join token {token_id} revoked"))

@@ -36,20 +36,57 @@ from fleet.errors import FleetError, PolicyDenied, SpecError
 __all__ = ["COMMANDS", "GROUPS", "app", "main"]
 
 
-def _flags_take_no_value() -> None:
-    """typer 0.29 labels every option's type in help, flags too (`--wait <bool>`), which
-    reads as if a flag took a value; kubectl's and docker's help show a flag bare."""
-    from typer.core import TyperOption
+def _help_reads_as_kubectls() -> None:
+    """Two patches of typer 0.29's help, so it reads as kubectl's and docker's does.
 
-    shown = TyperOption.display_type_rich
+    Option types: typer labels every option's type, flags too (`--wait <bool>`, as if a
+    flag took a value), a repeatable one as `<list[str]>` and a bounded number as
+    `<int range> [x>=0]`: a flag is shown bare, and the others by what one value is
+    (`<str>`, `<int>`; the help says when an option repeats).
 
-    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
-        return None if self.is_bool_flag else shown(self, ctx)
+    Prose: typer keeps the single line breaks of a help's later paragraphs, so a
+    paragraph written at 88 columns comes out ragged at 80 ("... its" / "missing ...").
+    A paragraph of prose is joined into one line for Rich to wrap at the terminal's
+    width; one with indented lines (Examples) is kept as written."""
+    import re
 
-    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+    import typer.rich_utils
+    from typer.core import TyperArgument, TyperOption
+
+    def one_value(label: str | None) -> str | None:
+        if label is None:
+            return None
+        label = re.sub(r"^<list\[(\w+)\]>", r"<\1>", label)
+        return re.sub(r"^<(int|float) range>.*$", r"<\1>", label)
+
+    option_type = TyperOption.display_type_rich
+    argument_type = TyperArgument.display_type_rich
+
+    def option_display(self: TyperOption, ctx: Any) -> str | None:
+        if self.is_bool_flag:
+            return None
+        label = option_type(self, ctx)
+        return label if self.metavar is not None else one_value(label)
+
+    def argument_display(self: TyperArgument, ctx: Any) -> str | None:
+        return one_value(argument_type(self, ctx))
+
+    TyperOption.display_type_rich = option_display  # type: ignore[method-assign]
+    TyperArgument.display_type_rich = argument_display  # type: ignore[method-assign,assignment]
+
+    def fix_linebreaks(paragraphs: list[str], markup_mode: Any) -> str:
+        def joined(paragraph: str) -> str:
+            lines = paragraph.split("\n")
+            if paragraph.startswith("\b") or any(line[:1].isspace() for line in lines[1:]):
+                return paragraph
+            return " ".join(line.strip() for line in lines)
+
+        return "\n\n".join(joined(p) for p in paragraphs)
+
+    typer.rich_utils._fix_linebreaks = fix_linebreaks
 
 
-_flags_take_no_value()
+_help_reads_as_kubectls()
 
 app = typer.Typer(
     name="fleet",

@@ -98,7 +98,14 @@ class ListFormat(StrEnum):
 
 # The -o option of every command that prints records.
 OutputOpt = Annotated[
-    Format, typer.Option("--output", "-o", help="Output format.", case_sensitive=False)
+    Format,
+    typer.Option(
+        "--output",
+        "-o",
+        metavar="FORMAT",
+        help="Output format: table, wide, json or yaml.",
+        case_sensitive=False,
+    ),
 ]
 
 
@@ -106,7 +113,11 @@ OutputOpt = Annotated[
 ListOutputOpt = Annotated[
     ListFormat,
     typer.Option(
-        "--output", "-o", help="Output format (name: KIND/NAME a line).", case_sensitive=False
+        "--output",
+        "-o",
+        metavar="FORMAT",
+        help="Output format: table, wide, json, yaml or name (KIND/NAME a line).",
+        case_sensitive=False,
     ),
 ]
 NoHeadersOpt = Annotated[

@@ -84,7 +84,11 @@ def policy_get(
     conn: Connection = CONNECTION,
     output: OutputOpt = Format.table,
 ) -> None:
-    """Show the cluster's container policy."""
+    """Show the cluster's container policy.
+
+    Examples:
+      fleet policy get
+      fleet policy get -o json"""
     with conn.client() as client:
         _print_policy(client.policy(), output)
 
@@ -99,7 +103,11 @@ def policy_set(
     conn: Connection = CONNECTION,
 ) -> None:
     """Replace the cluster's container policy (admin only); with no option, back to
-    allowing nothing. Agents must allow the same (fleet agent --allow ...)."""
+    allowing nothing. Agents must allow the same (fleet agent --allow ...).
+
+    Examples:
+      fleet policy set --allow privileged --allow-bind /srv/data
+      fleet policy set                  # back to allowing nothing"""
     policy = policy_from_options(allow or [], allow_cap or [], allow_bind or [], allow_device)
     with conn.client() as client:
         _print_policy(client.set_policy(policy.to_proto()), Format.table)

@@ -49,7 +49,10 @@ def registry_login(
 ) -> None:
     """Store REGISTRY's credentials, encrypted (admin only). Every app whose image names
     REGISTRY pulls with them (or only --apps a,b); only hosts running such an app get
-    them. Containers made before keep running as they are."""
+    them. Containers made before keep running as they are.
+
+    Examples:
+      fleet registry login registry.example:5000 -u ci --password-stdin"""
     if not password_stdin:
         raise InvalidArgument(
             "give the password on standard input, with --password-stdin (never as an "
@@ -73,7 +76,10 @@ def registry_login(
 @app.command("logout")
 @connected
 def registry_logout(registry: RegistryArg, conn: Connection = CONNECTION) -> None:
-    """Forget REGISTRY's credentials (admin only): later pulls from it are anonymous."""
+    """Forget REGISTRY's credentials (admin only): later pulls from it are anonymous.
+
+    Examples:
+      fleet registry logout registry.example:5000"""
     with conn.client() as client:
         client.registry_logout(registry)
     console.print(safe(f"registry/{registry} logged out"))
@@ -83,7 +89,10 @@ def registry_logout(registry: RegistryArg, conn: Connection = CONNECTION) -> Non
 @connected
 def registry_list(conn: Connection = CONNECTION, output: OutputOpt = Format.table) -> None:
     """The registries fleet has logins for (user, scope, apps that pull with them;
-    never a password), and the mirror."""
+    never a password), and the mirror.
+
+    Examples:
+      fleet registry list"""
     with conn.client() as client:
         found = client.registries()
     rows = [
@@ -111,7 +120,11 @@ def registry_mirror(
 ) -> None:
     """Pull Docker Hub images through URL first, with Docker Hub as the fallback when
     the mirror fails (as Docker's registry-mirrors); admin only. Images that name
-    another registry are pulled from it."""
+    another registry are pulled from it.
+
+    Examples:
+      fleet registry mirror https://mirror.example:5000
+      fleet registry mirror --clear"""
     if clear == bool(url):
         raise InvalidArgument("give the mirror's URL, or --clear (one of them)")
     with conn.client() as client:

@@ -428,7 +428,11 @@ def rollout_undo(
 def rollout_pause(app_name: AppArg, conn: Connection = CONNECTION) -> None:
     """Stop replacing APP's replicas until `fleet rollout resume`.
 
-    Replicas already replaced stay on the new revision; the rest stay as they are."""
+    Replicas already replaced stay on the new revision; the rest stay as they are.
+
+    Examples:
+      fleet rollout pause web
+      fleet rollout resume web --wait"""
     with conn.client() as client:
         client.rollout_pause(app_name, paused=True)
     console.print(safe(f"app/{app_name} rollout paused"))
@@ -446,7 +450,7 @@ def rollout_resume(
 
     Examples:
       fleet rollout resume web
-      fleet rollout resume web --wait      # exit status of the rollout, as apply --wait"""
+      fleet rollout resume web --wait     # exit 1 if the rollout fails"""
     seconds = duration_option("--timeout", timeout)
     with conn.client() as client:
         info = client.rollout_pause(app_name, paused=False)
@@ -466,7 +470,11 @@ def rollout_restart(
 ) -> None:
     """Replace every replica of APP with a fresh container of the same spec.
 
-    The replacement is rolled out under the app's update rules, like a new image."""
+    The replacement is rolled out under the app's update rules, like a new image.
+
+    Examples:
+      fleet rollout restart web
+      fleet rollout status web"""
     seconds = duration_option("--timeout", timeout)
     with conn.client() as client:
         info = client.rollout_restart(app_name)

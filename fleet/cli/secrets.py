@@ -111,7 +111,11 @@ def secrets_scope(
 ) -> None:
     """Replace which apps may use secret NAME (--apps a,b or --all-apps), keeping its
     value; admin only. An app left out is refused at apply; its running containers keep
-    the value until they are replaced, and new ones are held."""
+    the value until they are replaced, and new ones are held.
+
+    Examples:
+      fleet secrets scope db-password --apps web,worker
+      fleet secrets scope tls-cert --all-apps"""
     with conn.client() as client:
         info = client.set_secret_scope(name, apps=app_names(apps), all_apps=all_apps)
     console.print(safe(f"secret/{info.name} is for {scope_text(info)}"))
@@ -124,7 +128,11 @@ def secrets_list(
     conn: Connection = CONNECTION,
     output: OutputOpt = Format.table,
 ) -> None:
-    """List secrets: names, versions, which apps may use each and which do (never values)."""
+    """List secrets: names, versions, which apps may use each and which do (never values).
+
+    Examples:
+      fleet secrets list
+      fleet secrets list -o json"""
     with conn.client() as client:
         found = client.secrets()
     rows = [
@@ -139,7 +147,10 @@ def secrets_list(
 @app.command("delete")
 @connected
 def secrets_delete(name: NameArg, conn: Connection = CONNECTION) -> None:
-    """Delete secret NAME (refused while an app uses it)."""
+    """Delete secret NAME (refused while an app uses it).
+
+    Examples:
+      fleet secrets delete db-password"""
     with conn.client() as client:
         client.delete_secret(name)
     console.print(safe(f"secret/{name} deleted"))

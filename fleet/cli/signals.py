@@ -48,13 +48,21 @@ def _run(conn: Connection, target: str, action: str, signal: str = "") -> None:
 @connected
 def pause(target: Target, conn: Connection = CONNECTION) -> None:
     """Pause the replicas' processes (docker pause): they stay in memory, answer nothing,
-    and leave the edges until `fleet unpause`."""
+    and leave the edges until `fleet unpause`.
+
+    Examples:
+      fleet pause web            # every replica
+      fleet pause web/2          # one"""
     _run(conn, target, "pause")
 
 
 @connected
 def unpause(target: Target, conn: Connection = CONNECTION) -> None:
-    """Let paused replicas run again (docker unpause)."""
+    """Let paused replicas run again (docker unpause).
+
+    Examples:
+      fleet unpause web
+      fleet unpause web/2"""
     _run(conn, target, "unpause")
 
 
@@ -69,5 +77,9 @@ def kill(
 ) -> None:
     """Send a signal to the replicas' main process (docker kill): `--signal HUP` to reload.
     A signal that ends the process ends the container, and its restart policy decides
-    what comes next, as for any exit (to stop an app, scale it to 0)."""
+    what comes next, as for any exit (to stop an app, scale it to 0).
+
+    Examples:
+      fleet kill web/0                  # SIGKILL: its restart policy decides
+      fleet kill web --signal HUP       # reload every replica"""
     _run(conn, target, "kill", signal)

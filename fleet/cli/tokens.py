@@ -29,7 +29,11 @@ def tokens_create(
 ) -> None:
     """Create a token (admin only) and print it once: only its hash is kept. Use it with
     --token (or FLEET_TOKEN) against the server's --token-listen address, or as the
-    bearer token that scrapes its /metrics."""
+    bearer token that scrapes its /metrics.
+
+    Examples:
+      fleet tokens create ci --role deployer
+      fleet tokens create grafana --role viewer"""
     with conn.client() as client:
         made = client.create_token(name, role)
     err_console.print(safe(f"token {made.id} for {name} ({role}); it is shown this once:"))
@@ -39,7 +43,10 @@ def tokens_create(
 @app.command("list")
 @connected
 def tokens_list(conn: Connection = CONNECTION, output: OutputOpt = Format.table) -> None:
-    """List tokens: id, name, role (never the secret)."""
+    """List tokens: id, name, role (never the secret).
+
+    Examples:
+      fleet tokens list"""
     with conn.client() as client:
         found = client.tokens()
     rows = [[t.id, t.name, t.role, t.created_at] for t in found]
@@ -51,7 +58,10 @@ def tokens_list(conn: Connection = CONNECTION, output: OutputOpt = Format.table)
 def tokens_delete(
     token_id: Annotated[str, typer.Argument(metavar="ID")], conn: Connection = CONNECTION
 ) -> None:
-    """Revoke a token at once."""
+    """Revoke a token at once.
+
+    Examples:
+      fleet tokens delete tk5b1e07"""
     with conn.client() as client:
         client.delete_token(token_id)
     console.print(safe(f"token/{token_id} deleted"))
