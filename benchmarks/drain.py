@@ -9,7 +9,8 @@ everything else fleet's defaults (make-before-break drains, ``min_available`` = 
 1. fleet: ``fleet drain h1 --wait`` of the host holding 4 replicas, timed from the
    command to its return (the host is then empty: nothing of fleet's runs there).
 2. Swarm (unless ``--no-swarm``): fleet is stopped and its containers removed, the same
-   dockerds form a swarm (h1 the manager), and a service of the same image, 12
+   dockerds form a swarm (h1 the manager), and a service of the same image (by id:
+   ``same_image_everywhere``), 12
    replicas, spread by Swarm over the 3 nodes, with the same check as a Docker
    HEALTHCHECK (``wget`` every 1 s), its port published in host mode (Swarm's routing
    mesh does not work here: no IPVS). ``docker node update --availability drain`` of
@@ -136,7 +137,7 @@ class Watch:
         return None
 
     def summary(self, started: float, ended: float) -> dict[str, Any]:
-        window = [s for s in self.samples if started - 1.0 <= s[0] <= ended + 1.0]
+        window = [s for s in self.samples if started <= s[0] <= ended + 1.0]
         lowest = min(window, key=lambda s: s[2]) if window else None
         return {
             "samples": len(window),
@@ -187,7 +188,7 @@ def run_fleet(pool: HostPool, etcd: EtcdServer, work: Path) -> dict[str, Any]:
         print(f"fleet: web ready, replicas per host {placed}")
         watch = Watch(docker_hosts(pool), FLEET_LABEL, APP)
         with watch:
-            settle(lambda: len(watch.samples) > 10, 30, "the watch to start")
+            settle(lambda: steady(watch), 60, "12 containers answering")
             started = time.time()
             done = server.cli("drain", DRAINED, "--wait", "--timeout", "5m", timeout=400)
             ended = time.time()
@@ -216,7 +217,7 @@ def run_fleet(pool: HostPool, etcd: EtcdServer, work: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------- swarm
 
 
-def run_swarm(pool: HostPool) -> dict[str, Any]:
+def run_swarm(pool: HostPool, image_id: str) -> dict[str, Any]:
     from docker.types import EndpointSpec, Healthcheck, ServiceMode
 
     manager, *workers = pool.hosts
@@ -235,7 +236,7 @@ def run_swarm(pool: HostPool) -> dict[str, Any]:
         settle(lambda: len(client.nodes.list()) == HOSTS, 60, "3 swarm nodes")
         second = 1_000_000_000
         service = client.services.create(
-            f"{IMAGE}:v1",
+            image_id,  # by id: present on every node, so no worker tries to pull it
             name=SWARM_SERVICE,
             mode=ServiceMode("replicated", replicas=REPLICAS),
             # Host mode: each task's port on its own node (plain iptables, no IPVS).
@@ -253,11 +254,7 @@ def run_swarm(pool: HostPool) -> dict[str, Any]:
 
         watch = Watch(hosts, SWARM_LABEL, SWARM_SERVICE)
         with watch:
-            settle(
-                lambda: len(watch.samples) > 0 and watch.samples[-1][2] == REPLICAS,
-                240,
-                "12 swarm tasks answering",
-            )
+            settle(lambda: steady(watch, healthy=True), 240, "12 swarm tasks answering, healthy")
             placed = dict(watch.samples[-1][1])
             result["placed"] = placed
             print(f"swarm: web-swarm ready, tasks per host {placed}")
@@ -266,10 +263,10 @@ def run_swarm(pool: HostPool) -> dict[str, Any]:
                 for n in client.nodes.list()
                 if n.attrs["Status"]["Addr"] == pool.host(DRAINED).address
             )
-            spec = dict(node.attrs["Spec"])
-            spec["Availability"] = "drain"
+            command = ["docker", "-H", manager.docker_url, "node", "update"]
+            command += ["--availability", "drain", node.id]
             started = time.time()
-            node.update(spec)
+            subprocess.run(command, check=True, capture_output=True, timeout=60)
 
             def drained() -> bool:
                 last = watch.samples[-1]
@@ -296,6 +293,35 @@ def run_swarm(pool: HostPool) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def same_image_everywhere(pool: HostPool) -> str:
+    """The app's image on every host with one id (built on h1, loaded on the others).
+
+    Swarm is given the image by id: a Swarm worker pulls a task's image by tag before
+    it starts it, and with no registry reachable here every such pull must time out
+    first (seconds per task); by id (as by digest, which is how ``docker service
+    create`` pins an image once it has resolved it from a registry) it uses the local
+    image at once, as a Swarm with a reachable registry and the image cached would."""
+    first = pool.hosts[0].client()
+    ensure_image(first, IMAGE, "v1", "v1\n")
+    image = first.images.get(f"{IMAGE}:v1")
+    data = b"".join(image.save(named=True))
+    for h in pool.hosts[1:]:
+        h.client().images.load(data)
+    ids = {h.client().images.get(f"{IMAGE}:v1").id for h in pool.hosts}
+    if ids != {image.id}:
+        raise RuntimeError(f"the image has several ids across the hosts: {ids}")
+    return str(image.id)
+
+
+def steady(watch: Watch, healthy: bool = False) -> bool:
+    """The last second's samples (10 at least) all had the 12 answering (and healthy,
+    for Swarm: Docker's health check passing), before a drain starts."""
+    recent = [s for s in watch.samples if s[0] >= time.time() - 1.0]
+    return len(recent) >= 5 and all(
+        s[2] == REPLICAS and (not healthy or s[3] == REPLICAS) for s in recent
+    )
 
 
 def docker_hosts(pool: HostPool) -> list[tuple[str, str, Any]]:
@@ -333,6 +359,7 @@ def main() -> None:
     parser.add_argument("--no-swarm", action="store_true", help="skip Swarm")
     parser.add_argument("--no-fleet", action="store_true", help="skip fleet")
     parser.add_argument("--tag", default="", help="added to the result file's name")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the logs' directory")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -346,8 +373,7 @@ def main() -> None:
     try:
         etcd = EtcdServer(data_dir=work / "etcd").start()
         pool = HostPool(HOSTS, prefix=f"dr{os.getpid() % 100000}").start()
-        for h in pool.hosts:
-            ensure_image(h.client(), IMAGE, "v1", "v1\n")
+        image_id = same_image_everywhere(pool)
         result: dict[str, Any] = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "settings": {"hosts": HOSTS, "replicas": REPLICAS, "drained": DRAINED, "spec": SPEC},
@@ -357,7 +383,7 @@ def main() -> None:
             result["fleet"] = run_fleet(pool, etcd, work)
             print(f"fleet: drained in {result['fleet']['drain_seconds']} s")
         if not args.no_swarm:
-            result["swarm"] = run_swarm(pool)
+            result["swarm"] = run_swarm(pool, image_id)
             print(f"swarm: {result['swarm'].get('drain_seconds', result['swarm'].get('error'))}")
         result["machine"]["loadavg_at_end"] = loadavg()
         result["run_seconds"] = round(time.monotonic() - began, 1)
@@ -374,7 +400,7 @@ def main() -> None:
             quietly("host pool", pool.close)
         if etcd is not None:
             quietly("etcd", etcd.close)
-        if ok:
+        if ok and not args.keep_logs:
             shutil.rmtree(work, ignore_errors=True)
         else:
             print(f"logs kept in {work}")
