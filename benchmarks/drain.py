@@ -199,6 +199,7 @@ def run_fleet(pool: HostPool, etcd: EtcdServer, work: Path) -> dict[str, Any]:
             "placed": placed,
             "command": f"fleet drain {DRAINED} --wait",
             "drain_seconds": round(ended - started, 2),
+            "started_at": datetime.fromtimestamp(started, UTC).isoformat(timespec="milliseconds"),
         }
         at = watch.done_at(started, DRAINED, REPLICAS)
         result["empty_and_12_answering_seconds"] = round(at - started, 2) if at else None
