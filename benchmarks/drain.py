@@ -148,9 +148,11 @@ class Watch:
                 sum(b[0] - a[0] for a, b in itertools.pairwise(window) if a[2] < REPLICAS),
                 2,
             ),
+            # Each change: seconds since the start, running per host, answering, healthy.
             "timeline": [
                 (round(at - started, 2), running, answering, healthy)
-                for at, running, answering, healthy in window
+                for i, (at, running, answering, healthy) in enumerate(window)
+                if i == 0 or window[i - 1][1:] != (running, answering, healthy)
             ],
         }
 
