@@ -9,6 +9,13 @@ exec checks are Docker's own HEALTHCHECK (see ``DockerRuntime.create``).
 Status follows Docker's rules: ``starting`` until the first pass, ``healthy`` after a
 pass, ``unhealthy`` after ``retries`` failures in a row; failures within
 ``start_period`` of the start do not count. ``record`` is that rule, pure.
+
+Until its first pass a container is checked sooner than every ``interval``
+(``check_delay``: 0.1 s, then doubling up to the interval, as Docker's
+``start_interval``), so a replacement that serves at once is seen available at once
+(a make-before-break move or a rollout waits for that) instead of an interval after a
+first check that came a moment too early. Those early checks cannot make it unhealthy
+any sooner: a failure counts only an interval after the last one that counted.
 """
 
 from __future__ import annotations
@@ -27,11 +34,13 @@ from dataclasses import dataclass, replace
 from fleet.agent.runtime import ObservedContainer
 from fleet.proto import fleet_pb2 as pb
 
-__all__ = ["HealthStatus", "Prober", "probe", "record"]
+__all__ = ["HealthStatus", "Prober", "check_delay", "probe", "record"]
 
 log = logging.getLogger(__name__)
 
 _CLONE_NEWNET = 0x40000000
+_FIRST_EARLY_CHECK = 0.1  # seconds after a failed check before a container's first pass
+_SLACK = 0.05  # seconds: a check due an interval after the last is not early, if a bit soon
 _libc = ctypes.CDLL(None, use_errno=True)
 _setns_lock = threading.Lock()
 
@@ -42,6 +51,7 @@ class HealthStatus:
     failures: int = 0
     healthy_since: float | None = None
     message: str = ""
+    counted_at: float | None = None  # when a failure last counted
 
 
 def record(
@@ -58,10 +68,35 @@ def record(
         return HealthStatus("healthy", 0, since, message)
     if previous.status != "healthy" and now < started + check.start_period_seconds:
         return replace(previous, message=message)  # still starting: failures do not count
+    counted = previous.counted_at
+    if (
+        previous.status == "starting"
+        and counted is not None
+        and now < counted + _interval(check) - _SLACK
+    ):
+        return replace(previous, message=message)  # an early check: it does not count
     failures = previous.failures + 1
     if failures >= max(1, check.retries):
-        return HealthStatus("unhealthy", failures, None, message)
-    return replace(previous, failures=failures, message=message)
+        return HealthStatus("unhealthy", failures, None, message, now)
+    return replace(previous, failures=failures, message=message, counted_at=now)
+
+
+def check_delay(status: HealthStatus, check: pb.HealthCheck, early: int, now: float) -> float:
+    """Seconds until the next check after one at ``now``: the interval; before the first
+    pass, the ``early``-th delay of 0.1 s doubling (``early`` counts from 0), but never
+    past the check an interval after the last failure that counted, which keeps its
+    time (so a container that never passes is unhealthy exactly as soon as before)."""
+    interval = _interval(check)
+    if status.status != "starting":
+        return interval
+    delay = min(interval, _FIRST_EARLY_CHECK * (1 << min(early, 16)))
+    if status.counted_at is not None:
+        delay = min(delay, max(_SLACK, status.counted_at + interval - now))
+    return delay
+
+
+def _interval(check: pb.HealthCheck) -> float:
+    return max(0.1, float(check.interval_seconds or 2.0))
 
 
 def _socket_in(pid: int) -> socket.socket:
@@ -168,6 +203,7 @@ class Prober:
         assert check is not None
         started = container.started_epoch or self._clock()
         cid = container.container_id
+        early = 0
         while True:
             passed, message = await probe(check, container.pid)
             before = self.statuses.get(cid, HealthStatus("starting"))
@@ -176,7 +212,8 @@ class Prober:
             if after.status != before.status:
                 log.info("%s is %s: %s", container.name, after.status, message)
                 self._on_change()
-            await asyncio.sleep(max(0.1, check.interval_seconds or 2.0))
+            await asyncio.sleep(check_delay(after, check, early, self._clock()))
+            early += 1
 
     def close(self) -> None:
         for task in self._tasks.values():

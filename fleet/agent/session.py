@@ -1,5 +1,6 @@
 """The agent's session with the control plane: one stream at a time, to any server in
-``--server`` (with backoff between tries).
+``--server`` (with backoff between tries, jittered so that agents cut off together do
+not all come back at the same instant).
 
 On each stream the agent registers (capacity, labels, facts), then sends heartbeats
 (``fleet.agent.report``) and its queued events, and takes what the control plane sends:
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -49,12 +51,25 @@ from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.refusals import agent_refused, explain_refusal
 from fleet.zincati import zincati_id_of
 
-__all__ = ["Outbox", "Session", "os_facts"]
+__all__ = ["Outbox", "Session", "os_facts", "reconnect_backoff"]
 
 log = logging.getLogger(__name__)
 
 _REPORT_BATCH = 0.2  # seconds: changes this close together go in one report
 _END = pb.AgentMessage()  # in an outbox: the stream ends here (compared by identity)
+_FIRST_DELAY = 0.2  # seconds: the backoff after a stream that was open
+
+
+def reconnect_backoff(delay: float, cap: float, draw: float) -> tuple[float, float]:
+    """How long to wait before the next try, and the backoff of the try after it.
+
+    The wait is a uniform share of ``delay`` (``draw`` in [0, 1); "full jitter", as in
+    AWS's "Exponential Backoff And Jitter"): when a control plane fails, its thousands of
+    agents lose their streams at the same instant, and without jitter they would all
+    come back (and register) at the same instants too, again and again. The backoff
+    itself doubles up to ``cap`` whatever was drawn, so repeated failures still slow the
+    tries down."""
+    return delay * min(max(draw, 0.0), 1.0), min(delay * 2, cap)
 
 
 def os_facts(path: Path) -> dict[str, str]:
@@ -208,14 +223,14 @@ class Session:
 
     async def run(self) -> None:
         """Connect, and connect again whenever a stream ends (until ``leave``)."""
-        delay = 0.2
+        delay = _FIRST_DELAY
         attempt = 0
         while not self._leaving:
             server = self.config.servers[attempt % len(self.config.servers)]
             attempt += 1
             try:
                 renewed = await self._session(server)
-                delay = 0.2
+                delay = _FIRST_DELAY
                 if renewed:
                     continue  # reconnect at once, with the new certificate
             except grpc.aio.AioRpcError as error:
@@ -228,9 +243,9 @@ class Session:
                     raise agent_refused(self.config.host_id, server, details, tls) from None
                 transport, now = self.config.transport, datetime.now(UTC)
                 detail = explain_refusal(details, transport, server, now) or details
-                log.warning("control plane %s: %s; retrying in %.1fs", server, detail, delay)
+                log.warning("control plane %s: %s; retrying within %.1fs", server, detail, delay)
             except (FleetError, OSError) as error:
-                log.warning("control plane %s: %s; retrying in %.1fs", server, error, delay)
+                log.warning("control plane %s: %s; retrying within %.1fs", server, error, delay)
             except Exception as error:  # a bug must cost a reconnect, never the agent
                 self._failures.failed(f"session with {server} failed: {error!r}", error)
             finally:
@@ -238,8 +253,8 @@ class Session:
                 self.tried.set()
             if self._leaving:
                 return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.config.reconnect_max)
+            wait, delay = reconnect_backoff(delay, self.config.reconnect_max, random.random())
+            await asyncio.sleep(wait)
 
     async def _register_message(self) -> pb.AgentMessage:
         cpus, memory, facts = await call(self.runtime, self.runtime.host_facts)

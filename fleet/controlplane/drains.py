@@ -3,10 +3,17 @@ host is empty. Pure.
 
 A drained host's replicas each get a replacement of their own revision on another host
 (the slot's ``next``), which takes the slot over once available
-(``SlotPlanner.promote_and_prune``); at most ``replicas - min_available`` (at least one)
-of an app move at once. Past a forced drain's deadline what is left is stopped and
-placed again wherever it fits (break-before-make). A host is drained when nothing that
-counts is left on it (``drained_hosts``); the controller then marks it so.
+(``SlotPlanner.promote_and_prune``). Such a move never lowers availability (the old
+container stops only once its replacement is available), so it needs none of the app's
+disruption budget: every replica of the host moves at once where the pool has room, at
+most ``drain_surge`` of an app at a time when the app sets one (``AppSpec.
+drain_moves_at_once``; Nomad's ``migrate.max_parallel``). A replica that no host has
+room for stays where it is, and ``drain_blocked`` says why. Only past a forced drain's
+deadline is anything stopped before its replacement runs: what is left is stopped and
+placed again wherever it fits (break-before-make, even below ``min_available``, as
+``fleet drain --force`` says). A host is drained when nothing that counts is left on it
+(``drained_hosts``); the controller then marks it so. ``fleet drain`` and the
+``fleet upgrade-hosts`` walk both put hosts in the ``draining`` state this module reads.
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ __all__ = ["drain_wake_at", "drained_hosts", "move_off_draining"]
 
 
 def move_off_draining(planner: SlotPlanner) -> None:
-    """Start replacements elsewhere for the app's replicas on draining hosts, within the
-    app's budget; past a forced drain's deadline, stop what is left (``_force_off``)."""
+    """Start replacements elsewhere for the app's replicas on draining hosts, all at once
+    (within the app's ``drain_surge``, if it sets one); past a forced drain's deadline,
+    stop what is left (``_force_off``)."""
     if not planner.draining:
         return
     slots = planner.slots
@@ -33,10 +41,10 @@ def move_off_draining(planner: SlotPlanner) -> None:
         if drain.force and (not drain.deadline_at or planner.now >= (epoch(drain.deadline_at) or 0))
     }
     _force_off(planner, sorted(s for s, r in slots.items() if r.host in forced))
-    budget = max(1, planner.spec.replicas - planner.spec.budget_min_available())
+    at_once = planner.spec.drain_moves_at_once()
     moving = [s for s, r in slots.items() if r.host in planner.draining and r.next is not None]
     waiting = sorted(s for s, r in slots.items() if r.host in planner.draining and r.next is None)
-    chosen = waiting[: max(0, budget - len(moving))]
+    chosen = waiting if at_once is None else waiting[: max(0, at_once - len(moving))]
     planner.place_each_revision(
         chosen,
         leave_out_moving=False,

@@ -91,7 +91,7 @@ _JOB_FIELDS = ("completions", "parallelism", "backoff_limit", "ttl_after_finishe
 # ``template_of``); of the ingress only the port it may publish is (``container_ports``).
 _NOT_TEMPLATE = frozenset(
     {"name", "replicas", "constraints", "placement", "max_per_host", "update"}
-    | {"min_available", "mode", "ingress", *_JOB_FIELDS}
+    | {"min_available", "drain_surge", "mode", "ingress", *_JOB_FIELDS}
 )
 
 
@@ -117,6 +117,16 @@ def _image(value: object) -> str:
     if problem:
         raise ValueError(f"{_show(value)} is not an image reference: {problem}")
     return value
+
+
+def _drain_surge(value: object) -> int | str:
+    surge = count_or_percent(value)
+    if surge in (0, "0%"):
+        raise ValueError(
+            "a drain_surge of 0 would never move a replica off a draining host: leave it "
+            "out for no limit, or give at least 1"
+        )
+    return surge
 
 
 def _replicas(value: object) -> int:
@@ -496,6 +506,18 @@ class AppSpec(Model):
             examples=[5, "80%"],
         ),
     ] = None
+    drain_surge: Annotated[
+        int | str | None,
+        BeforeValidator(lambda v: None if v is None else _drain_surge(v)),
+        schema(
+            anyOf=[*COUNT_OR_PERCENT_SCHEMA, {"type": "null"}],
+            description="replacements a drain starts at once for the app's replicas on "
+            "draining hosts, each beside the replica it replaces (make-before-break, so "
+            "availability never drops); a count or a percentage of replicas (rounded up). "
+            "Default: no limit, every replica of the host moves at once where there is room",
+            examples=[2, "25%"],
+        ),
+    ] = None
     completions: _JobCount = Field(
         default=None, description="job: successful runs needed (default 1)"
     )
@@ -540,6 +562,11 @@ class AppSpec(Model):
                 else "use completions and parallelism"
             )
             raise ValueError(f"replicas does not apply to mode {mode}: {instead}")
+        if mode in ("global", "job") and data.get("drain_surge") is not None:
+            raise ValueError(
+                f"drain_surge does not apply to mode {mode}: its replicas never move off "
+                "a draining host"
+            )
         if mode != "job":
             given = [f for f in _JOB_FIELDS if data.get(f) is not None]
             if given:
@@ -565,6 +592,8 @@ class AppSpec(Model):
             # Records of apps without one stay as they were before ingresses: a control
             # plane replica not yet upgraded (a rolling upgrade) reads them still.
             data.pop("ingress", None)
+        if self.drain_surge is None:
+            data.pop("drain_surge", None)  # the same: records before it existed stay as they were
         for name in DOCKER_FIELDS:
             # The same for Docker's options left out; and so the template (a dump) of an
             # app that uses none hashes as before they existed: no mass rollout on upgrade.
@@ -596,6 +625,13 @@ class AppSpec(Model):
         if isinstance(self.min_available, int):
             return min(self.min_available, self.replicas)
         return resolve_count(self.min_available, self.replicas, round_up=True)
+
+    def drain_moves_at_once(self) -> int | None:
+        """Make-before-break replacements a drain may have started at once for this app
+        (``drain_surge``, a percentage rounded up, at least one), or None: no limit."""
+        if self.drain_surge is None:
+            return None
+        return max(1, resolve_count(self.drain_surge, self.replicas, round_up=True))
 
     def bind_mounts(self) -> list[str]:
         """The host paths this app mounts."""

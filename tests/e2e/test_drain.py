@@ -1,13 +1,18 @@
 """Draining hosts end to end on three docker hosts: replicas move make-before-break
-while a prober polls every endpoint; a drain without room stops nothing."""
+while a prober polls every endpoint, every replica of the host at once; a drain without
+room stops nothing."""
 
 from __future__ import annotations
 
 import subprocess
 import threading
+import time
+import urllib.error
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +23,7 @@ from fleet.testing.certs import TestPKI
 from fleet.testing.fleetprocs import FleetAgentProcess, FleetServerProcess
 from fleet.testing.images import ensure_image
 from tests.conftest import PoolFactory
-from tests.helpers import EndpointProber, fleet_containers
+from tests.helpers import EndpointProber, fleet_containers, http_get
 
 IMAGE = "fleet-test/drain:v1"
 
@@ -124,6 +129,109 @@ update: {{min_ready: 1s}}
     assert (h1.state, h1.maintenance) == ("ready", "")
     client.scale("web", 7)
     wait_until(lambda: len(three.running("h1")) == 1, 60, what="the 7th replica on h1")
+
+
+class DockerWatch:
+    """Reads Docker on every host every ~100 ms, in a thread: how many of the app's
+    containers run, and how many of them answer HTTP on their published port (each
+    probed directly at its host's address, not through fleet's endpoint list)."""
+
+    def __init__(self, pool: HostPool, app: str = "web") -> None:
+        self._clients = [(h.address, h.client()) for h in pool.hosts]
+        self._app = app
+        self._stop = threading.Event()
+        self.samples: list[tuple[float, int, int]] = []  # time, running, answering
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> DockerWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        label = f"fleet.app={self._app}"
+        while not self._stop.is_set():
+            running = answering = 0
+            for address, docker_client in self._clients:
+                for summary in docker_client.api.containers(filters={"label": label}):
+                    running += 1
+                    ports = [p["PublicPort"] for p in summary["Ports"] if p.get("PublicPort")]
+                    try:
+                        http_get(address, ports[0], 1.0)
+                        answering += 1
+                    except (urllib.error.URLError, OSError, IndexError):
+                        pass
+            self.samples.append((time.time(), running, answering))
+            self._stop.wait(0.1)
+
+
+def started_at(container: Any) -> float:
+    """When Docker started ``container`` (epoch seconds)."""
+    text = container.attrs["State"]["StartedAt"]  # RFC 3339 with nanoseconds
+    whole, _, fraction = text.rstrip("Z").partition(".")
+    stamp = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp()
+    return stamp + float(f"0.{fraction or 0}")
+
+
+def test_a_drain_starts_every_replacement_of_the_host_together(three: Pool3) -> None:
+    """Nine replicas, three on h1, min_available 9: the disruption budget allows no
+    replica to stop at all, which once meant one move at a time (max(1, 9 - 9)), each
+    replacement started only once the one before was available (healthy for min_ready,
+    3 s). A make-before-break move costs no availability, so h1's three replacements
+    start together: Docker started all three before any could be available, and ran them
+    beside the three old ones; every replica (read from Docker, probed directly)
+    answered throughout."""
+    client = three.client
+    spec = f"""
+name: web
+image: {IMAGE}
+replicas: 9
+placement: spread
+ports: ["8080"]
+resources: {{cpu: 0.1, memory: 32Mi}}
+min_available: 9
+shutdown_delay: 1s
+health: {{http: "http://:8080/index.html", interval: 500ms, retries: 2}}
+update: {{min_ready: 3s}}
+"""
+    client.apply(load_documents(spec, "web.yaml"))
+    wait_until(lambda: len(client.endpoints("web")) == 9, 120, what="9 available replicas")
+    assert {h: len(three.running(h)) for h in ("h1", "h2", "h3")} == {"h1": 3, "h2": 3, "h3": 3}
+
+    before = {c.id for h in ("h2", "h3") for c in fleet_containers(three.pool.host(h).client())}
+    began = time.time()
+    with EndpointProber(client) as prober, DockerWatch(three.pool) as docker:
+        drained = three.cli("drain", "h1", "--wait", "--timeout", "2m")
+    assert drained.returncode == 0, drained.stdout + drained.stderr
+    print(f"drain of 3 replicas took {time.time() - began:.1f}s; {len(docker.samples)} samples")
+
+    # The replacements, as Docker started them: all three within less than min_ready,
+    # so each started before any of them could take its slot over (serial moves would
+    # start them at least 3 s apart); and Docker ran them beside the three old ones.
+    new = [
+        c
+        for h in ("h2", "h3")
+        for c in fleet_containers(three.pool.host(h).client())
+        if c.id not in before
+    ]
+    starts = sorted(started_at(c) for c in new)
+    print(f"replacements started at +{[round(t - began, 2) for t in starts]} s")
+    assert len(starts) == 3 and all(t >= began - 1 for t in starts)
+    assert starts[-1] - starts[0] < 3.0, f"replacements started {starts[-1] - starts[0]:.1f}s apart"
+    assert max(running for _, running, _ in docker.samples) == 12
+    # Every replica answered throughout, read from Docker and from fleet's endpoints.
+    assert len(docker.samples) > 5
+    low = [(t, n) for t, _, n in docker.samples if n < 9]
+    assert not low, f"fewer than 9 containers answered at {low[:5]}"
+    prober.check(at_least=9)
+
+    assert three.running("h1") == []
+    assert len(three.running("h2")) + len(three.running("h3")) == 9
+    [h1] = client.hosts("h1")
+    assert (h1.state, h1.remaining) == ("drained", 0)
 
 
 @pytest.mark.parametrize("three", ["1Gi"], indirect=True)

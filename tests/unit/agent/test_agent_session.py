@@ -4,12 +4,16 @@ back to the front of the queue, for the next stream."""
 from __future__ import annotations
 
 import asyncio
+import random
 from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fleet.agent.events import EventQueue
 from fleet.agent.held import HeldReplicas
 from fleet.agent.restarts import RestartBook
-from fleet.agent.session import EdgeTables, Outbox, os_facts
+from fleet.agent.session import EdgeTables, Outbox, os_facts, reconnect_backoff
 from fleet.agent.state import HostState
 from fleet.proto import fleet_pb2 as pb
 
@@ -78,3 +82,34 @@ async def test_the_first_heartbeat_waits_for_the_first_listing_but_not_for_ever(
     assert not waiting.done()
     state.listed.set()  # the reconcile loop's first listing
     assert await waiting
+
+
+def test_reconnect_backoff_doubles_to_its_cap_and_waits_a_jittered_share() -> None:
+    """The backoff doubles up to the cap whatever is drawn; the wait is the drawn share."""
+    delay, waits, delays = 0.2, [], []
+    for draw in (0.0, 0.5, 0.999, 0.25, 0.5, 0.5, 0.5, 0.1):
+        wait, delay = reconnect_backoff(delay, 10.0, draw)
+        waits.append(round(wait, 3))
+        delays.append(round(delay, 3))
+    assert delays == [0.4, 0.8, 1.6, 3.2, 6.4, 10.0, 10.0, 10.0]
+    assert waits == [0.0, 0.2, 0.799, 0.4, 1.6, 3.2, 5.0, 1.0]
+
+
+@given(st.lists(st.floats(0.0, 1.0, exclude_max=True), min_size=1, max_size=30))
+def test_property_reconnect_waits_stay_within_the_backoff(draws: list[float]) -> None:
+    """Every wait lies in [0, backoff] and never beyond the cap; the backoff never shrinks."""
+    delay = 0.2
+    for draw in draws:
+        wait, after = reconnect_backoff(delay, 10.0, draw)
+        assert 0.0 <= wait <= delay <= 10.0
+        assert delay <= after <= 10.0
+        delay = after
+
+
+def test_agents_cut_off_together_come_back_spread_out() -> None:
+    """A hundred agents that lost their streams at once, drawing their own jitter, do not
+    retry at one instant: their first tries spread over the first backoff."""
+    rng = random.Random(7)
+    waits = sorted(reconnect_backoff(0.2, 10.0, rng.random())[0] for _ in range(100))
+    assert waits[0] < 0.02 and waits[-1] > 0.18
+    assert len({round(w, 2) for w in waits}) > 15

@@ -1,10 +1,12 @@
 """Tests of host drains in the replica controller's pure planner, ``plan_replicas``
-(``_AppPlanner.drain_moves`` and ``_force_off``), and of ``drained_hosts``.
+(``drains.move_off_draining`` and ``_force_off``), and of ``drained_hosts``.
 
 A draining host's replicas move make-before-break: each gets a ``next`` of its own
-revision on another ready host, which takes the slot over once available; at most
-``replicas - min_available`` (at least one) move at once per app. Past a forced drain's
-deadline what is left is stopped and placed again wherever it fits, or deleted."""
+revision on another ready host, which takes the slot over once available. That never
+lowers availability, so every replica of the host moves at once where there is room
+(at most the app's ``drain_surge`` at a time, if it sets one), whatever its
+``min_available``. Past a forced drain's deadline what is left is stopped and placed
+again wherever it fits, or deleted."""
 
 from __future__ import annotations
 
@@ -145,45 +147,82 @@ def test_drain_move_of_an_outdated_replica_keeps_its_revision() -> None:
     assert (slots[0].next.revision, slots[0].next.host) == (1, "h2")
 
 
-# ------------------------------------------------------------------ disruption budget
+# ------------------------------------------------------------------ at once, within the surge
 
 
 SIX = ["h1", "h1", "h1", "h2", "h3", "h2"]  # slots 0-2 on the draining h1
 
 
 @pytest.mark.parametrize(
-    ("text", "at_once"),
+    "text",
     [
-        ("min_available: 5\n", 1),
-        ("min_available: 4\n", 2),
-        ("min_available: 3\n", 3),
-        ("min_available: 0\n", 3),  # budget 6, but only 3 to move
-        ("min_available: 50%\n", 3),
-        ("min_available: 90%\n", 1),  # ceil(5.4) = 6 available: still one at a time
-        ("", 1),  # default: replicas - max_unavailable (0)
-        ("update: {max_surge: 1, max_unavailable: 2}\n", 2),
+        "min_available: 5\n",
+        "min_available: 6\n",
+        "min_available: 90%\n",
+        "",  # min_available defaults to replicas - max_unavailable (0): 6 of 6
+        "update: {max_surge: 1, max_unavailable: 2}\n",
+        "drain_surge: 100%\n",
+        "drain_surge: 10\n",
     ],
 )
-def test_moves_at_once_are_limited_by_the_disruption_budget(text: str, at_once: int) -> None:
-    """Six available replicas, three on a draining host: one plan starts
-    max(1, replicas - min_available) replacements (as many as there are to move, at most),
-    the lowest slots first; min_available defaults to replicas - update.max_unavailable."""
+def test_every_replica_of_the_host_moves_at_once_whatever_the_budget(text: str) -> None:
+    """Six available replicas, three on a draining host: one plan starts a replacement for
+    each of the three, even when min_available is every replica (a make-before-break move
+    costs no availability); the old containers stay, nothing is deleted."""
+    state = placed(text, SIX)
+    start_drain(state, "h1")
+    before = slots_of(state)
+    plan = plan_replicas(state, "web", NOW)
+    slots = after(state, plan)
+    assert moving(slots, "h1") == [0, 1, 2]
+    assert all(r.host == SIX[s] for s, r in slots.items())
+    assert all(r.next.host != "h1" for r in slots.values() if r.next is not None)
+    assert (plan.delete, plan.drain_blocked) == ([], {})
+    assert wanted(slots) >= wanted(before)  # nothing stops before its replacement runs
+
+
+@pytest.mark.parametrize(
+    ("text", "at_once"),
+    [
+        ("drain_surge: 1\n", 1),
+        ("drain_surge: 2\n", 2),
+        ("drain_surge: 25%\n", 2),  # 1.5 rounds up
+        ("drain_surge: 1%\n", 1),  # never below one
+        ("drain_surge: 2\nmin_available: 0\n", 2),  # the surge, not the budget
+    ],
+)
+def test_drain_surge_bounds_the_moves_at_once(text: str, at_once: int) -> None:
+    """An app's ``drain_surge`` bounds its replacements started at once, the lowest slots
+    first."""
     state = placed(text, SIX)
     start_drain(state, "h1")
     plan = plan_replicas(state, "web", NOW)
     slots = after(state, plan)
     assert moving(slots, "h1") == list(range(at_once))
-    assert all(r.host == SIX[s] for s, r in slots.items())
-    assert all(r.next.host != "h1" for r in slots.values() if r.next is not None)
     assert plan.delete == []
 
 
+def test_replacements_start_for_as_many_as_the_pool_has_room_for() -> None:
+    """Room for two replacements in the pool: two start at once, the third stays where it
+    is (nothing stops) and ``drain_blocked`` says why."""
+    state = placed("resources: {memory: 768Mi}\n", ["h1", "h1", "h1"], memory=Gi)
+    start_drain(state, "h1")
+    plan = plan_replicas(state, "web", NOW)
+    slots = after(state, plan)
+    assert len(moving(slots, "h1")) == 2
+    assert sorted(r.next.host for r in slots.values() if r.next is not None) == ["h2", "h3"]
+    [blocked] = plan.drain_blocked
+    assert blocked not in moving(slots, "h1")
+    assert "insufficient memory" in plan.drain_blocked[blocked]
+    assert plan.delete == [] and all(r.host == "h1" for r in slots.values())
+
+
 def test_next_move_starts_once_the_previous_one_is_available() -> None:
-    """With min_available 5 of 6 one move at a time: a move in progress (not yet
-    available) holds the budget, so planning again starts nothing; once its ``next`` is
+    """With a drain_surge of 1 one move at a time: a move in progress (not yet
+    available) holds the surge, so planning again starts nothing; once its ``next`` is
     reported running and ready it takes the slot over (own host = the next's, no next)
     and the following slot's move starts in the same plan. Three rounds empty the host."""
-    state = placed("min_available: 5\n", SIX)
+    state = placed("drain_surge: 1\n", SIX)
     start_drain(state, "h1")
     state = commit(state, plan_replicas(state, "web", NOW))
     assert moving(slots_of(state), "h1") == [0]
@@ -286,15 +325,15 @@ def test_forced_drain_with_no_room_at_all_deletes_every_slot_on_it() -> None:
 
 
 def test_deadline_passed_without_force_still_only_moves_make_before_break() -> None:
-    """A drain that is not forced does nothing drastic at its deadline: one ``next`` (the
-    budget), own hosts unchanged, nothing deleted."""
+    """A drain that is not forced does nothing drastic at its deadline: a ``next`` for
+    each replica, own hosts unchanged, nothing deleted."""
     state = placed("", ["h1", "h1", "h2", "h3"])
     start_drain(state, "h1", force=False, deadline=NOW - 100.0)
     plan = plan_replicas(state, "web", NOW)
     assert plan.delete == []
     slots = after(state, plan)
     assert [r.host for _, r in sorted(slots.items())] == ["h1", "h1", "h2", "h3"]
-    assert moving(slots, "h1") == [0]
+    assert moving(slots, "h1") == [0, 1]
     assert wanted(slots) >= wanted(slots_of(state))
 
 
@@ -306,7 +345,7 @@ def test_forced_drain_before_its_deadline_moves_make_before_break_and_wakes_then
     plan = plan_replicas(state, "web", NOW)
     slots = after(state, plan)
     assert [r.host for _, r in sorted(slots.items())] == ["h1", "h1", "h2", "h3"]
-    assert moving(slots, "h1") == [0]
+    assert moving(slots, "h1") == [0, 1]
     assert plan.delete == []
     assert plan.wake_at is not None and plan.wake_at <= NOW + 30.0
 
@@ -465,12 +504,16 @@ def test_drained_host_after_a_whole_drain() -> None:
 def drain_setups(draw: st.DrawFn) -> tuple[ClusterState, str, int]:
     """1-6 replicas at random over three roomy hosts, one of them draining (forced or
     not, deadline in the future), each replica available or not, a random min_available
-    (or none). Returns the state, the draining host, and the budget."""
+    (or none) and drain_surge (or none). Returns the state, the draining host, and the
+    replacements the app may have started at once."""
     replicas = draw(st.integers(1, 6))
     min_available = draw(st.none() | st.integers(0, replicas))
+    surge = draw(st.none() | st.integers(1, 8) | st.sampled_from(["1%", "50%", "100%"]))
     text = f"replicas: {replicas}\n"
     if min_available is not None:
         text += f"min_available: {min_available}\n"
+    if surge is not None:
+        text += f"drain_surge: {surge}\n"
     state = cluster(*((f"h{i}", 64.0, 64 * Gi) for i in (1, 2, 3)))
     add_app(state, app_spec(1, text))
     for slot in range(replicas):
@@ -485,31 +528,133 @@ def drain_setups(draw: st.DrawFn) -> tuple[ClusterState, str, int]:
             report(state, host, slot, 1, health="starting", ready_since=None)
     draining = f"h{draw(st.integers(1, 3))}"
     start_drain(state, draining, force=draw(st.booleans()), deadline=NOW + 60.0)
-    budget = max(1, replicas - (min_available if min_available is not None else replicas))
-    return state, draining, budget
+    if surge is None:
+        at_once = replicas
+    elif isinstance(surge, int):
+        at_once = surge
+    else:
+        at_once = max(1, -(-int(surge[:-1]) * replicas // 100))
+    return state, draining, at_once
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(drain_setups())
 def test_one_plan_respects_the_drain_rules(setup: tuple[ClusterState, str, int]) -> None:
-    """After one plan: no ``next`` targets the draining host; at most
-    max(1, replicas - min_available) slots on it have a next; no slot on a ready host
-    changes host (or is deleted); nothing is pending or deleted with ample room."""
-    state, draining, budget = setup
+    """After one plan: no ``next`` targets the draining host; every slot on it has a next,
+    or as many as the drain_surge allows, whatever min_available says; no slot on a ready
+    host changes host (or is deleted); nothing is pending or deleted with ample room."""
+    state, draining, at_once = setup
     before = slots_of(state)
     plan: ReplicaPlan = plan_replicas(state, "web", NOW)
     assert (plan.delete, plan.pending, plan.drain_blocked) == ([], {}, {})
     slots = after(state, plan)
     assert all(r.next is None or r.next.host != draining for r in slots.values())
-    assert len(moving(slots, draining)) <= budget
     assert len(moving(slots, draining)) == min(
-        budget, sum(r.host == draining for r in before.values())
+        at_once, sum(r.host == draining for r in before.values())
     )
     for slot, replica in before.items():
         if replica.host != draining:
             assert slots[slot] == replica
         else:
             assert slots[slot].host == draining  # make-before-break: own host stays
+
+
+def available_slots(state: ClusterState) -> set[int]:
+    """Slots with a container the plan wants that its agent reports available."""
+    reported = {
+        (c.slot, c.revision, host)
+        for host, stored in state.status.items()
+        for c in stored.value.containers
+        if c.state == "running" and c.health in ("", "healthy") and c.ready_since
+    }
+    return {slot for slot, _, _ in wanted(slots_of(state)) & reported if slot >= 0}
+
+
+def agents_act(state: ClusterState, ready: list[bool]) -> None:
+    """The agents stop the containers no replica wants any more and start the wanted
+    ones: each new one reports starting, then available on a later round if ``ready``
+    says so (one draw per container started)."""
+    containers = wanted(slots_of(state))
+    for host in list(state.status):
+        stored = state.status[host]
+        kept = [c for c in stored.value.containers if (c.slot, c.revision, host) in containers]
+        state.status[host] = Versioned(
+            stored.value.model_copy(update={"containers": kept}), stored.mod_revision
+        )
+    for slot, revision, host in sorted(containers):
+        stored = state.status.get(host)
+        found = [
+            c
+            for c in (stored.value.containers if stored else [])
+            if (c.slot, c.revision) == (slot, revision)
+        ]
+        if not found:
+            report(state, host, slot, revision, health="starting", ready_since=None)
+        elif found[0].health == "starting" and (ready.pop() if ready else True):
+            report(state, host, slot, revision, ready_since=LONG_AGO)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    replicas=st.integers(2, 12),
+    on_drained=st.integers(1, 6),
+    min_available=st.none() | st.sampled_from([0, 1, "50%", "100%"]),
+    surge=st.none() | st.integers(1, 4),
+    room=st.integers(1, 12),
+    ready=st.lists(st.booleans(), max_size=60),
+)
+def test_a_whole_drain_never_lowers_availability(
+    replicas: int,
+    on_drained: int,
+    min_available: int | str | None,
+    surge: int | None,
+    room: int,
+    ready: list[bool],
+) -> None:
+    """A drain run to its end, round after round (plan, commit, the agents act, new
+    containers becoming available at random later rounds), on hosts with room for
+    ``room`` more replicas each: no round has more replacements started than the
+    drain_surge, or fewer than it allows while room and replicas to move are left; no
+    replica stops before its replacement is available, so the available replicas never
+    fall below min_available (nor below what they were: none breaks before it makes, well
+    within the budget); and the host ends empty unless the pool has no room for it."""
+    on_drained = min(on_drained, replicas)
+    hosts = ["h1"] * on_drained + [f"h{2 + s % 2}" for s in range(replicas - on_drained)]
+    text = f"resources: {{memory: 256Mi}}\nreplicas: {replicas}\n"
+    if min_available is not None:
+        text += f"min_available: {min_available}\n"
+    if surge is not None:
+        text += f"drain_surge: {surge}\n"
+    state = cluster(
+        ("h1", 64.0, 64 * Gi),
+        *((h, 64.0, (hosts.count(h) + room) * 256 * Mi) for h in ("h2", "h3")),
+    )
+    add_app(state, app_spec(1, text))
+    for slot, host in enumerate(hosts):
+        put_replica(state, slot, host, 1)
+        report(state, host, slot, 1)
+    spec = state.apps["web"].value.spec
+    floor = spec.budget_min_available()
+    start_drain(state, "h1")
+    for _ in range(4 * replicas + 4):
+        was = available_slots(state)
+        plan = plan_replicas(state, "web", NOW)
+        slots = after(state, plan)
+        started = moving(slots, "h1")
+        on_h1 = [s for s, r in slots.items() if r.host == "h1"]
+        assert len(started) <= (surge or replicas)
+        if len(on_h1) > len(started):  # one that waits: the surge is full, or no room
+            assert len(started) == surge or plan.drain_blocked
+        assert plan.delete == [] and plan.pending == {}
+        state = commit(state, plan)
+        assert was <= available_slots(state)  # no available replica stopped
+        agents_act(state, ready)
+        assert len(available_slots(state)) >= max(floor, len(was))
+        if not on_h1:
+            break
+    emptied = all(r.host != "h1" for r in state.replicas_of("web"))
+    assert emptied == (on_drained <= 2 * room)
+    assert drained_hosts(state) == (["h1"] if emptied else [])
 
 
 def test_drain_setups_budget_matches_the_spec() -> None:

@@ -21,6 +21,8 @@ _KEPT_BEFORE.add("ttl_after_finished")
 # The ingress came later and is not the template either (only the port it may publish
 # is, as ``ingress_port``: see test_ingress_port_is_template_only_when_it_publishes).
 _KEPT_BEFORE.add("ingress")
+# And drain_surge, how many replicas a drain moves at once.
+_KEPT_BEFORE.add("drain_surge")
 
 
 def template_of_before(current: AppSpec, revision_spec: AppSpec) -> AppSpec:
@@ -30,7 +32,11 @@ def template_of_before(current: AppSpec, revision_spec: AppSpec) -> AppSpec:
 
 
 _MODES: dict[str, dict[str, Any]] = {
-    "replicated": {"replicas": st.integers(0, 20), "min_available": st.sampled_from([1, "50%"])},
+    "replicated": {
+        "replicas": st.integers(0, 20),
+        "min_available": st.sampled_from([1, "50%"]),
+        "drain_surge": st.sampled_from([2, "25%"]),
+    },
     "global": {"min_available": st.sampled_from([0, "100%"])},
     "job": {
         "completions": st.integers(1, 5),
