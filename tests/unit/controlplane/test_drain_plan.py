@@ -673,8 +673,8 @@ def test_a_slot_reported_on_two_hosts_moves_nothing_but_the_drain_budget() -> No
     """Agents report containers the records do not place there (an earlier pool's
     leftovers, once adopted: slot 4 on h1 besides h3, slot 0 on h2 besides h1). Such a
     report counts for nothing: the drain of h1 still starts one replacement at a time
-    (min_available 5 of 6), of slot 0's own revision, and touches no other slot."""
-    state = placed("min_available: 5\n", ["h1", "h1", "h2", "h2", "h3", "h3"])
+    (drain_surge 1), of slot 0's own revision, and touches no other slot."""
+    state = placed("min_available: 5\ndrain_surge: 1\n", ["h1", "h1", "h2", "h2", "h3", "h3"])
     report(state, "h1", 4, 1)
     report(state, "h2", 0, 1)
     start_drain(state, "h1")
