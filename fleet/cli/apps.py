@@ -512,7 +512,9 @@ def wait_for_scale(
 
 @connected
 def delete(
-    kind: Annotated[str, typer.Argument(help="app", show_default=False)] = "",
+    kind: Annotated[
+        str, typer.Argument(help="app (apps are what fleet deletes).", show_default=False)
+    ] = "",
     names: Annotated[
         list[str] | None,
         typer.Argument(metavar="NAME...", show_default=False, autocompletion=complete_names),

@@ -37,12 +37,13 @@ __all__ = ["COMMANDS", "GROUPS", "app", "main"]
 
 
 def _help_reads_as_kubectls() -> None:
-    """Two patches of typer 0.29's help, so it reads as kubectl's and docker's does.
+    """Patches of typer 0.29's help, so it reads as kubectl's and docker's does.
 
-    Option types: typer labels every option's type, flags too (`--wait <bool>`, as if a
-    flag took a value), a repeatable one as `<list[str]>` and a bounded number as
-    `<int range> [x>=0]`: a flag is shown bare, and the others by what one value is
-    (`<str>`, `<int>`; the help says when an option repeats).
+    Arguments are named in capitals. Option types: typer labels every option's type,
+    flags too (`--wait <bool>`, as if a flag took a value), a repeatable one as
+    `<list[str]>` and a bounded number as `<int range> [x>=0]`: a flag is shown bare,
+    and the others by what one value is (`<str>`, `<int>`; the help says when an
+    option repeats).
 
     Prose: typer keeps the single line breaks of a help's later paragraphs, so a
     paragraph written at 88 columns comes out ragged at 80 ("... its" / "missing ...").
@@ -71,6 +72,11 @@ def _help_reads_as_kubectls() -> None:
     def argument_display(self: TyperArgument, ctx: Any) -> str | None:
         return one_value(argument_type(self, ctx))
 
+    # An argument without a metavar is named in capitals, as click and kubectl do
+    # (`fleet get KIND [NAME]`, not `{kind} [name]`).
+    TyperArgument.display_name_raw = property(  # type: ignore[method-assign,assignment]
+        lambda self: self.metavar if self.metavar is not None else self.name.upper()
+    )
     TyperOption.display_type_rich = option_display  # type: ignore[method-assign]
     TyperArgument.display_type_rich = argument_display  # type: ignore[method-assign,assignment]
 
@@ -81,7 +87,10 @@ def _help_reads_as_kubectls() -> None:
                 return paragraph
             return " ".join(line.strip() for line in lines)
 
-        return "\n\n".join(joined(p) for p in paragraphs)
+        # After this, typer dedents the text as a docstring (inspect.cleandoc: by the
+        # least indent of every line but the first), which took the Examples' indent
+        # away when they were the only paragraph left: a blank first line keeps it.
+        return "\n" + "\n\n".join(joined(p) for p in paragraphs)
 
     typer.rich_utils._fix_linebreaks = fix_linebreaks
 

@@ -46,6 +46,9 @@ def test_help_fits_80_columns_and_shows_no_python_types(path: str, command: Any)
     assert max(len(line) for line in lines) <= 80, path
     for bad in ("<bool>", "<list[", "range>"):
         assert bad not in result.output, f"{path}: {bad}"
+    if " Examples:" in lines:  # shown indented under their heading, as written
+        after = lines[lines.index(" Examples:") + 1]
+        assert after.startswith("   ") and after.strip(), f"{path}: {after!r}"
 
 
 @pytest.mark.parametrize(("path", "command"), COMMANDS, ids=[p for p, _ in COMMANDS])
