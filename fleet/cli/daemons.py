@@ -73,8 +73,19 @@ def server(
     tls_ca: Annotated[
         Path | None, typer.Option("--tls-ca", help="CA that signs agents' and clients' certs.")
     ] = None,
-    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Server certificate.")] = None,
-    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Server key.")] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-cert",
+            help="Server certificate. Default: server-controlplane.crt in $FLEET_PKI_DIR.",
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-key", help="Server key. Default: server-controlplane.key in $FLEET_PKI_DIR."
+        ),
+    ] = None,
     insecure: Annotated[
         bool,
         typer.Option("--insecure", help="Serve plaintext with no authentication (tests only)."),
@@ -240,10 +251,12 @@ def server(
 ) -> None:
     """Run the control plane (API for the CLI, stream for agents) against etcd.
 
-    TLS is required: --tls-ca/--tls-cert/--tls-key (or FLEET_TLS_*), or server-*.crt in
-    $FLEET_PKI_DIR; --insecure must be asked for. Every option can also be set by its
-    FLEET_* variable or in the --config file. SIGTERM stops it cleanly (a leader hands
-    over at once); under systemd (Type=notify) it says READY=1 once it serves.
+    TLS is required: --tls-ca/--tls-cert/--tls-key (or FLEET_TLS_*), else ca.crt,
+    server-controlplane.crt and server-controlplane.key in $FLEET_PKI_DIR (the names
+    `fleet certs issue server controlplane` writes); --insecure must be asked for.
+    Every option can also be set by its FLEET_* variable or in the --config file.
+    SIGTERM stops it cleanly (a leader hands over at once); under systemd (Type=notify)
+    it says READY=1 once it serves.
     """
     from fleet.controlplane.registration import HostLimits
     from fleet.controlplane.server import ServerConfig, run_server

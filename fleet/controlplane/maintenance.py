@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from fleet._time import iso_at
 from fleet.store.records import HostDrain, HostRecord, MaintenanceRecord
 
-__all__ = ["drain_record", "may_take_slot", "release_slot"]
+__all__ = ["drain_record", "may_take_slot", "release_slot", "semaphore_full"]
 
 
 def may_take_slot(
@@ -29,12 +29,32 @@ def may_take_slot(
     the limit are held. The limit depends, on purpose, on who asks:
 
     - ``fleet drain`` (``walk_parallel`` 0): the stored ``semaphore.max``. A full
-      semaphore refuses the drain; its message points at ``--max-parallel``.
+      semaphore refuses the drain, saying who holds the slots (``semaphore_full``).
     - the upgrade walk (``walk_parallel``: its ``--max-parallel``, at least 1): that
       raises the limit, ``max(semaphore.max, walk_parallel)``, the max the walk's step
       stores in the same transaction; a full semaphore makes the walk wait.
     """
     return host_id in holders or len(holders) < max(semaphore.max, walk_parallel)
+
+
+def semaphore_full(semaphore: MaintenanceRecord, holders: Mapping[str, str]) -> str:
+    """Why ``fleet drain`` may not take a slot, and how each holder gives its slot back
+    (never by starting something pool-wide, as an upgrade walk)."""
+    held = ", ".join(f"{h} ({why})" for h, why in sorted(holders.items()))
+    ways = ["a drained host gives its slot back when uncordoned (`fleet uncordon HOST`)"]
+    if any(why == "upgrade-hosts" for why in holders.values()):
+        ways.append(
+            "the upgrade walk gives back its own when it ends (`fleet upgrade-hosts --cancel`)"
+        )
+    if semaphore.fleetlock:
+        ways.append(
+            "a host that took its slot through FleetLock and never came back gives it "
+            "back with `fleet hosts release HOST`"
+        )
+    return (
+        f"the maintenance semaphore is full: {len(holders)} of {semaphore.max} slot(s) held "
+        f"by {held}; " + "; ".join(ways)
+    )
 
 
 def release_slot(semaphore: MaintenanceRecord, host_id: str) -> MaintenanceRecord:

@@ -17,7 +17,12 @@ import grpc.aio
 from fleet._time import now_iso
 from fleet.controlplane.api._service import ServiceBase
 from fleet.controlplane.auth import Permission, caller, rpc
-from fleet.controlplane.maintenance import drain_record, may_take_slot, release_slot
+from fleet.controlplane.maintenance import (
+    drain_record,
+    may_take_slot,
+    release_slot,
+    semaphore_full,
+)
 from fleet.controlplane.planner import plan_replicas
 from fleet.controlplane.registration import denied_serials
 from fleet.controlplane.upgrades import cancel_walk, plan_walk
@@ -264,12 +269,7 @@ class HostsApi(ServiceBase):
         semaphore = maintenance.value if maintenance else MaintenanceRecord()
         holders = dict(semaphore.holders)
         if not may_take_slot(semaphore, holders, host_id):
-            held = ", ".join(f"{h} ({why})" for h, why in sorted(holders.items()))
-            raise FailedPrecondition(
-                f"the maintenance semaphore is full: {len(holders)} of {semaphore.max} "
-                f"slot(s) held by {held}; uncordon a host when it is back, or raise the "
-                "limit with `fleet upgrade-hosts --max-parallel`"
-            )
+            raise FailedPrecondition(semaphore_full(semaphore, holders))
         holders.setdefault(host_id, "fleet drain")
         revision = await self._store.write_host_maintenance(
             record,

@@ -5,7 +5,7 @@ slot back, and the record a drain puts a host in."""
 from __future__ import annotations
 
 from fleet._time import epoch
-from fleet.controlplane.maintenance import drain_record, may_take_slot, release_slot
+from fleet.controlplane.maintenance import drain_record, may_take_slot, release_slot, semaphore_full
 from fleet.store.records import HostDrain, HostRecord, MaintenanceRecord, ResourceAmounts
 
 
@@ -72,3 +72,15 @@ def test_a_drain_again_keeps_when_it_started_and_a_drained_host_stays() -> None:
         drain_record(drained, deadline_seconds=5, force=True, include_global=True, by="x", now=1e9)
         is drained
     )
+
+
+def test_a_full_semaphore_says_who_holds_it_and_never_advises_a_walk() -> None:
+    """The drain's refusal names the holders and how each gives its slot back: never a
+    command that starts something pool-wide (`fleet upgrade-hosts --max-parallel`)."""
+    semaphore = MaintenanceRecord(max=2, holders={"h1": "fleet drain", "h2": "upgrade-hosts"})
+    said = semaphore_full(semaphore, semaphore.holders)
+    assert "2 of 2 slot(s) held by h1 (fleet drain), h2 (upgrade-hosts)" in said
+    assert "fleet uncordon HOST" in said and "fleet upgrade-hosts --cancel" in said
+    assert "--max-parallel" not in said and "fleet hosts release" not in said
+    only_drains = MaintenanceRecord(max=1, holders={"h1": "fleet drain"})
+    assert "upgrade-hosts" not in semaphore_full(only_drains, only_drains.holders)
