@@ -13,7 +13,7 @@ from fleet.agent.runtime import ObservedContainer
 from fleet.agent.state import HostState
 from fleet.proto import fleet_pb2 as pb
 
-__all__ = ["heartbeat"]
+__all__ = ["desired_revisions", "heartbeat", "reported_revision"]
 
 
 def _iso(seconds: float | None) -> str:
@@ -59,12 +59,43 @@ def _status(
     return status
 
 
+def desired_revisions(
+    desired: list[pb.ContainerSpec] | None,
+) -> dict[tuple[str, int, str], set[int]]:
+    """The revisions the desired set wants of each (app, slot, template)."""
+    wanted: dict[tuple[str, int, str], set[int]] = {}
+    for spec in desired or ():
+        wanted.setdefault((spec.app, spec.slot, spec.spec_hash), set()).add(spec.revision)
+    return wanted
+
+
+def reported_revision(
+    container: ObservedContainer, wanted: dict[tuple[str, int, str], set[int]]
+) -> int:
+    """The revision a container is reported as: the one the desired set places it as.
+    The agent keeps a container whose template the desired set wants (its key), and
+    two revisions of an app can share a template (an image set back, an undo): a
+    container made for revision 9 then serves revision 7 as well, and reported under
+    its label's 9 it would never count as the 7 the control plane waits for (a move
+    that never finished, seen in the soak). Its label's revision when that one is
+    wanted too, or when nothing wants it."""
+    revisions = wanted.get(container.key)
+    if not revisions or container.revision in revisions:
+        return container.revision
+    return max(revisions)
+
+
 def heartbeat(state: HostState, prober: Prober, backoff: Backoff, now: float) -> pb.AgentMessage:
+    wanted = desired_revisions(state.desired)
+    statuses = []
+    for container in state.observed:
+        status = _status(container, state, prober, backoff, now)
+        status.revision = reported_revision(container, wanted)
+        statuses.append(status)
     return pb.AgentMessage(
         heartbeat=pb.Heartbeat(
             usage=pb.Resources(cpu=state.usage.cpu, memory_bytes=state.usage.memory),
-            containers=[_status(c, state, prober, backoff, now) for c in state.observed]
-            + state.held.statuses(),
+            containers=statuses + state.held.statuses(),
             applied_version=state.applied_version,
             images=state.usage.images,
         )
