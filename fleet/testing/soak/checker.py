@@ -60,7 +60,7 @@ class Bounds:
     fence: float = 60.0  # a faulted host's strays are gone this long after it is healed
     settle: float = 40.0  # a faulted host's slots count as available this long after
     orphan: float = 90.0  # an orphaned etcd record is gone within this
-    events_quiet: float = 75.0  # no fault this long around a start for its event to count
+    events_quiet: float = 30.0  # no fault this long around a start for its event to count
     rss: dict[str, int] = field(
         default_factory=lambda: {"server": 600 << 20, "agent": 300 << 20, "etcd": 600 << 20}
     )
