@@ -18,7 +18,7 @@ from fleet.testing.dockerhosts import DockerHost, HostPool, cleanup_stale
 from fleet.testing.etcd import EtcdCluster
 from fleet.testing.fleetprocs import FleetAgentProcess, FleetServerProcess
 from fleet.testing.images import ensure_image
-from fleet.testing.procs import require_binary, run, wait_until
+from fleet.testing.procs import ProcessError, require_binary, run, wait_until
 from fleet.testing.registry import Registry, push_image
 from fleet.testing.soak.observe import EtcdReader
 
@@ -194,6 +194,18 @@ class SoakCluster:
             h.cut_network()
         else:
             h.restore_network()
+
+    def netem_available(self) -> str:
+        """ "" if ``tc netem`` works here, else why not (the kernel may lack sch_netem):
+        tried on the loopback of the first host's namespace, where it harms nothing."""
+        tc = require_binary("tc", "/usr/sbin/tc", "/sbin/tc")
+        netns = self.pool.hosts[0].netns
+        try:
+            run([tc, "-n", netns, "qdisc", "add", "dev", "lo", "root", "netem", "loss", "0%"])
+        except ProcessError as error:
+            return str(error)
+        run([tc, "-n", netns, "qdisc", "del", "dev", "lo", "root"], check=False)
+        return ""
 
     def netem(self, host: DockerHost, on: bool, loss: str = "30%") -> None:
         """Lose ``loss`` of the packets both ways on the host's link (tc netem)."""

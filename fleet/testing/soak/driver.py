@@ -87,6 +87,7 @@ def run_soak(config: SoakConfig) -> SoakReport:
             cluster.pool.hosts, cluster.etcd_reader, cluster.layout, cluster.pids, PROBED_APPS
         )
         driver = FaultDriver(cluster, seed)
+        report.notes += driver.notes
         monitor = Monitor(observer, driver.snapshot, bounds)
         wait_until(
             lambda: not checker.differences(monitor.step(observer.snapshot())),

@@ -61,6 +61,12 @@ class FaultDriver:
         self.gap = gap
         self.windows: list[FaultWindow] = []
         self.errors: list[str] = []
+        self.notes: list[str] = []
+        self.kinds = dict(KINDS)
+        why = cluster.netem_available()
+        if why:
+            del self.kinds["netem"]
+            self.notes.append(f"netem is not drawn: tc netem does not work here ({why})")
         self._lock = threading.Lock()
         self._busy: set[str] = set()  # targets with a fault on
         self._stop = threading.Event()
@@ -93,7 +99,7 @@ class FaultDriver:
     def _plan(self) -> _Plan | None:
         """Draw a fault that the limits allow now (None: the draw found none)."""
         c = self.cluster
-        kind = self.rng.choices(list(KINDS), weights=list(KINDS.values()))[0]
+        kind = self.rng.choices(list(self.kinds), weights=list(self.kinds.values()))[0]
         duration = self.rng.uniform(3, 25)
         with self._lock:
             busy = set(self._busy)

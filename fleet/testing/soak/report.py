@@ -48,6 +48,7 @@ class SoakReport:
     remaining: list[str] = field(default_factory=list)  # differences left, if any
     rss_peak: dict[str, int] = field(default_factory=dict)
     harness_errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the run could not do here
     setup_seconds: float = 0.0
     snapshots: int = 0
     leftovers: int = 0  # the earlier pool's stopped containers the hosts held
@@ -103,6 +104,7 @@ class SoakReport:
             "not_converged": self.remaining,
             "rss_peak_mib": {k: round(v / 2**20, 1) for k, v in sorted(self.rss_peak.items())},
             "harness_errors": self.harness_errors,
+            "notes": self.notes,
             "snapshots": self.snapshots,
             "earlier_pool_leftovers": self.leftovers,
         }
@@ -139,6 +141,8 @@ class SoakReport:
                 f"  VIOLATION {finding.invariant} at "
                 f"+{finding.at - self.started_at:.0f}s: {finding.detail}"
             )
+        for note in self.notes:
+            lines.append(f"  note: {note}")
         for error in self.harness_errors:
             lines.append(f"  HARNESS ERROR {error}")
         if not self.passed:
