@@ -98,6 +98,9 @@ def run_soak(config: SoakConfig) -> SoakReport:
         report.setup_seconds = time.time() - report.started_at
         _say(f"pool up in {report.setup_seconds:.0f}s; faults and clients start")
         monitor.start()
+        # A quiet spell first, so the starts so far can be judged by the events check
+        # (it skips starts within ``events_quiet`` of any fault).
+        time.sleep(bounds.events_quiet + 5)
         workload.start()
         driver.start()
         end = time.time() + config.minutes * 60
