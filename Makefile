@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: deps proto test lint unit demo demo-down clean constraints image wheels
+.PHONY: deps proto test lint unit demo demo-down clean constraints image wheels soak
 
 deps:
 	@./scripts/bootstrap.sh
@@ -25,6 +25,11 @@ test: deps lint
 
 unit: deps
 	$(PY) -m pytest -q tests/unit
+
+# The chaos soak (#25): SOAK_MINUTES of overlapping faults (default 10) with a seed it
+# prints (SOAK_SEED reruns one); the report goes to benchmarks/results/soak-<date>.json.
+soak: deps
+	$(PY) -m fleet.testing.soak
 
 demo: deps
 	@./scripts/demo.sh up

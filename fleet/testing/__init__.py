@@ -11,7 +11,8 @@ each daemon), `agentcontainer` (the agent from that image, started with the READ
 run line), `ignition` (a CoreOS host's first boot played: Ignition's files under a
 root dir, a unit's lines run as systemd would), `fleetprocs` (`fleet server` and
 `fleet agent` as processes),
-`hollow` (many simulated hosts in one process) and `cluster` (a local multi-host fleet).
+`hollow` (many simulated hosts in one process), `cluster` (a local multi-host fleet) and
+`soak` (the chaos soak, `make soak`: overlapping faults, invariants read from Docker and etcd).
 """
 
 from __future__ import annotations
