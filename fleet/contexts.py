@@ -107,11 +107,16 @@ class Contexts:
             out.write("\n".join(lines))
         os.replace(tmp, self.path)
 
-    def put(self, context: Context) -> None:
-        if not _NAME.fullmatch(context.name):
+    @staticmethod
+    def check_name(name: str) -> None:
+        """InvalidArgument unless ``name`` may name a context."""
+        if not _NAME.fullmatch(name):
             raise InvalidArgument(
-                f"context name {context.name!r}: use letters, digits, '-', '_' and '.' (at most 63)"
+                f"context name {name!r}: use letters, digits, '-', '_' and '.' (at most 63)"
             )
+
+    def put(self, context: Context) -> None:
+        self.check_name(context.name)
         self.items[context.name] = context
 
     def chosen(self, name: str | None) -> Context | None:

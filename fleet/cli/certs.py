@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes
 
 from fleet._text import strip_control
 from fleet.cli.output import fail
+from fleet.contexts import Context, Contexts
 from fleet.errors import FleetError
 from fleet.pki import bundle as bundles
 from fleet.pki import issuing, subjects
@@ -49,7 +50,7 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Replace existing files.
 _DEFAULT_DIR = default_pki_dirs()[0]
 
 
-def _make(files: Callable[[], CertPaths]) -> None:
+def _make(files: Callable[[], CertPaths]) -> CertPaths:
     """Write a CA or certificate and print its two paths; a refusal exits 2."""
     try:
         paths = files()
@@ -57,6 +58,7 @@ def _make(files: Callable[[], CertPaths]) -> None:
         fail(str(error))
     typer.echo(paths.cert)
     typer.echo(paths.key)
+    return paths
 
 
 @app.command()
@@ -102,14 +104,66 @@ def issue(
     ] = None,
     days: Annotated[int, typer.Option("--days", help="Validity in days.")] = 365,
     force: ForceOpt = False,
+    context: Annotated[
+        str,
+        typer.Option(
+            "--save-context",
+            metavar="CONTEXT",
+            help="client only: save a CLI context of this name that connects to --server "
+            "with this certificate (`fleet context use CONTEXT` then makes it current).",
+            show_default=False,
+        ),
+    ] = "",
+    server: Annotated[
+        str,
+        typer.Option(
+            "--server",
+            help="With --save-context: the control plane's address(es), HOST:PORT[,...].",
+            show_default=False,
+        ),
+    ] = "",
 ) -> None:
-    """Issue a KIND certificate for NAME, signed by the CA in --dir.
+    """Issue a KIND certificate for NAME, signed by the CA in --dir; for a client, save a
+    context that uses it if asked (as `docker context create` and kubeconfig entries).
 
     Examples:
       fleet certs issue server cp1 --san cp1.example.com --san 10.0.0.5
       fleet certs issue agent h1
-      fleet certs issue client ci --role deployer"""
-    _make(lambda: issuing.issue(dir, kind, name, sans=san or (), role=role, days=days, force=force))
+      fleet certs issue client ci --role deployer
+      fleet certs issue client ann --save-context prod --server cp1.example:7400"""
+    if context and kind is not subjects.Kind.client:
+        fail("--save-context is for client certificates (the CLI's)")
+    if context and not server:
+        fail("--save-context needs --server: the address the context connects to")
+    if server and not context:
+        fail("--server only says where a saved context connects: give --save-context too")
+    if context:
+        try:
+            Contexts.load().check_name(context)
+        except FleetError as error:
+            fail(str(error))
+    paths = _make(
+        lambda: issuing.issue(dir, kind, name, sans=san or (), role=role, days=days, force=force)
+    )
+    if context:
+        _save_context(context, server, dir, paths)
+
+
+def _save_context(name: str, server: str, directory: Path, paths: CertPaths) -> None:
+    contexts = Contexts.load()
+    contexts.put(
+        Context(
+            name=name,
+            server=server,
+            tls_ca=str((directory / "ca.crt").resolve()),
+            tls_cert=str(paths.cert.resolve()),
+            tls_key=str(paths.key.resolve()),
+        )
+    )
+    contexts.current = contexts.current or name
+    contexts.save()
+    now = "the current one" if contexts.current == name else f"use it: fleet context use {name}"
+    typer.echo(f"context {name} saved ({contexts.path}); {now}", err=True)
 
 
 class BundleKind(StrEnum):

@@ -84,3 +84,42 @@ def test_flags_win_over_variables_which_win_over_the_context(
     assert (from_env.server, from_env.tls_cert) == ("env:2", None)  # the env's credentials
     with pytest.raises(NotFound, match="no context 'nope'"):
         type(CONNECTION)(**{**CONNECTION.__dict__, "context": "nope"}).resolved()
+
+
+def test_certs_issue_client_saves_a_context_that_uses_it(config: Path, tmp_path: Path) -> None:
+    pki = tmp_path / "made"
+    assert runner.invoke(app, ["certs", "init", "--dir", str(pki)]).exit_code == 0
+    made = runner.invoke(
+        app,
+        [
+            *("certs", "issue", "client", "ann", "--dir", str(pki), "--role", "viewer"),
+            *("--save-context", "prod", "--server", "cp1.example:7400"),
+        ],
+    )
+    assert made.exit_code == 0, made.output
+    contexts = Contexts.load()
+    prod = contexts.items["prod"]
+    assert contexts.current == "prod"  # the first context becomes the current one
+    assert prod.server == "cp1.example:7400"
+    assert Path(prod.tls_cert) == (pki / "client-ann.crt").resolve()
+    assert Path(prod.tls_key).exists() and Path(prod.tls_ca) == (pki / "ca.crt").resolve()
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["agent", "h1", "--save-context", "x", "--server", "a:1"], "for client certificates"),
+        (["client", "ann", "--save-context", "x"], "needs --server"),
+        (["client", "ann", "--server", "a:1"], "give --save-context too"),
+        (["client", "ann", "--save-context", "bad name", "--server", "a:1"], "context name"),
+    ],
+)
+def test_certs_issue_refuses_a_context_it_cannot_save(
+    config: Path, tmp_path: Path, args: list[str], said: str
+) -> None:
+    pki = tmp_path / "made"
+    assert runner.invoke(app, ["certs", "init", "--dir", str(pki)]).exit_code == 0
+    refused = runner.invoke(app, ["certs", "issue", *args, "--dir", str(pki)])
+    assert refused.exit_code == 2 and said in refused.output, refused.output
+    assert not (pki / "client-ann.crt").exists()  # nothing issued before the refusal
+    assert Contexts.load().items == {}
