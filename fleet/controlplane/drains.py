@@ -8,12 +8,14 @@ container stops only once its replacement is available), so it needs none of the
 disruption budget: every replica of the host moves at once where the pool has room, at
 most ``drain_surge`` of an app at a time when the app sets one (``AppSpec.
 drain_moves_at_once``; Nomad's ``migrate.max_parallel``). A replica that no host has
-room for stays where it is, and ``drain_blocked`` says why. Only past a forced drain's
-deadline is anything stopped before its replacement runs: what is left is stopped and
-placed again wherever it fits (break-before-make, even below ``min_available``, as
-``fleet drain --force`` says). A host is drained when nothing that counts is left on it
-(``drained_hosts``); the controller then marks it so. ``fleet drain`` and the
-``fleet upgrade-hosts`` walk both put hosts in the ``draining`` state this module reads.
+room for stays where it is, and ``drain_blocked`` says why, unless the app's disruption
+budget (``min_available``) lets it be stopped first: then it is, and waits pending
+(``_evict_within_budget``, break-before-make). Past a forced drain's deadline what is
+left is stopped and placed again wherever it fits (break-before-make, even below
+``min_available``, as ``fleet drain --force`` says). A host is drained when nothing
+that counts is left on it (``drained_hosts``); the controller then marks it so.
+``fleet drain`` and the ``fleet upgrade-hosts`` walk both put hosts in the
+``draining`` state this module reads.
 """
 
 from __future__ import annotations
@@ -45,12 +47,42 @@ def move_off_draining(planner: SlotPlanner) -> None:
     moving = [s for s, r in slots.items() if r.host in planner.draining and r.next is not None]
     waiting = sorted(s for s, r in slots.items() if r.host in planner.draining and r.next is None)
     chosen = waiting if at_once is None else waiting[: max(0, at_once - len(moving))]
+    no_room: dict[int, str] = {}
     planner.place_each_revision(
         chosen,
         leave_out_moving=False,
         placed=planner.start_replacement,
-        unplaced=planner.plan.drain_blocked.__setitem__,
+        unplaced=no_room.__setitem__,
     )
+    evicted = _evict_within_budget(planner, sorted(no_room))
+    planner.plan.drain_blocked.update({s: why for s, why in no_room.items() if s not in evicted})
+
+
+def _evict_within_budget(planner: SlotPlanner, slots: list[int]) -> set[int]:
+    """Of ``slots`` (replicas of a draining host that no other host has room for), stop
+    as many as the app's disruption budget allows, break-before-make, as `kubectl
+    drain` evicts within a PodDisruptionBudget: each then waits, pending, for a place
+    (another host's room, once there is some). The budget is what is available beyond
+    ``min_available``; a replica that is not available costs none of it. With the
+    default ``min_available`` (every replica) the budget is 0: nothing stops, and the
+    drain waits, saying why. Replicated apps only (a global app's replica belongs to its
+    host; a job's runs end by themselves). Returns the slots stopped."""
+    if not slots or planner.spec.mode != "replicated":
+        return set()
+    available = sum(1 for r in planner.slots.values() if planner.available(r))
+    budget = available - planner.spec.budget_min_available()
+    evicted: set[int] = set()
+    for slot in slots:
+        cost = 1 if planner.available(planner.slots[slot]) else 0
+        if cost > budget:
+            continue
+        budget -= cost
+        evicted.add(slot)
+        planner.plan.pending[slot] = "evicted from its draining host: no other host has room"
+        if slot in planner.mods:
+            planner.plan.delete.append((slot, planner.mods[slot]))
+        del planner.slots[slot]
+    return evicted
 
 
 def _force_off(planner: SlotPlanner, slots: list[int]) -> None:

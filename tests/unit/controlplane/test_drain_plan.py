@@ -271,6 +271,36 @@ def test_drain_with_no_room_elsewhere_blocks_and_changes_nothing() -> None:
     assert plan.drain_blocked == {0: "0/3 hosts fit: 2 insufficient memory, 1 draining"}
 
 
+def test_with_no_room_a_drain_evicts_within_the_budget_and_no_further() -> None:
+    """No host has room for h1's two replicas (each needs 768Mi of 1Gi hosts) and the
+    app may lose one (min_available 3 of 4): one is stopped where it is and waits
+    pending, as `kubectl drain` evicts within a PodDisruptionBudget; the other stays
+    (blocked, saying why) until the first is placed again or room appears."""
+    state = placed(
+        "resources: {memory: 768Mi}\nmin_available: 3\n", ["h1", "h1", "h2", "h3"], memory=Gi
+    )
+    state.hosts["h1"] = Versioned(
+        state.hosts["h1"].value.model_copy(
+            update={
+                "capacity": state.hosts["h1"].value.capacity.model_copy(update={"memory": 2 * Gi})
+            }
+        ),
+        state.hosts["h1"].mod_revision,
+    )
+    start_drain(state, "h1")
+    plan = plan_replicas(state, "web", NOW)
+    [evicted] = plan.pending
+    assert evicted in (0, 1)
+    assert plan.pending[evicted] == "evicted from its draining host: no other host has room"
+    assert plan.delete == [(evicted, mod_of(state, evicted))]
+    [blocked] = plan.drain_blocked
+    assert blocked == 1 - evicted and "insufficient memory" in plan.drain_blocked[blocked]
+    # Planned again with the first gone (pending, not available): no further eviction.
+    state = commit(state, plan)
+    again = plan_replicas(state, "web", NOW + 1)
+    assert again.delete == [] and set(again.drain_blocked) == {blocked}
+
+
 # ------------------------------------------------------------------ forced drains
 
 
@@ -615,9 +645,10 @@ def test_a_whole_drain_never_lowers_availability(
     containers becoming available at random later rounds), on hosts with room for
     ``room`` more replicas each: no round has more replacements started than the
     drain_surge, or fewer than it allows while room and replicas to move are left; no
-    replica stops before its replacement is available, so the available replicas never
-    fall below min_available (nor below what they were: none breaks before it makes, well
-    within the budget); and the host ends empty unless the pool has no room for it."""
+    replica stops before its replacement is available, but those no host has room for,
+    as far as the budget allows (evicted: pending, break-before-make), so the available
+    replicas never fall below min_available; and the host ends empty when the pool has
+    room for it, else what stays there is blocked and says why."""
     on_drained = min(on_drained, replicas)
     hosts = ["h1"] * on_drained + [f"h{2 + s % 2}" for s in range(replicas - on_drained)]
     text = f"resources: {{memory: 256Mi}}\nreplicas: {replicas}\n"
@@ -643,17 +674,23 @@ def test_a_whole_drain_never_lowers_availability(
         started = moving(slots, "h1")
         on_h1 = [s for s, r in slots.items() if r.host == "h1"]
         assert len(started) <= (surge or replicas)
+        evicted = set(plan.pending)
         if len(on_h1) > len(started):  # one that waits: the surge is full, or no room
-            assert len(started) == surge or plan.drain_blocked
-        assert plan.delete == [] and plan.pending == {}
+            assert len(started) == surge or plan.drain_blocked or evicted
+        assert {s for s, _ in plan.delete} == evicted  # only evictions delete a slot
+        assert all(state.replicas[("web", s)].value.host == "h1" for s in evicted)
+        assert not evicted & {s for s, r in slots.items() if r.next is not None}
         state = commit(state, plan)
-        assert was <= available_slots(state)  # no available replica stopped
+        assert was - evicted <= available_slots(state)  # no other available one stopped
         agents_act(state, ready)
-        assert len(available_slots(state)) >= max(floor, len(was))
+        assert len(available_slots(state)) >= floor
         if not on_h1:
             break
     emptied = all(r.host != "h1" for r in state.replicas_of("web"))
-    assert emptied == (on_drained <= 2 * room)
+    if on_drained <= 2 * room:
+        assert emptied
+    if not emptied:
+        assert plan.drain_blocked  # it says why
     assert drained_hosts(state) == (["h1"] if emptied else [])
 
 
