@@ -395,7 +395,7 @@ def _describe_ingress(
 
 def _describe_host(client: FleetClient, name: str) -> None:
     host = client.hosts(name)[0]
-    print_hosts([host], Format.wide)
+    print_hosts([host], ListFormat.wide)
     admin = ", ".join(f"{k}={v}" for k, v in sorted(host.labels.items())) or "-"
     console.print(safe(f"labels (set by admins, `fleet label host`): {admin}"))
     claimed = ", ".join(f"{AGENT_PREFIX}{k}={v}" for k, v in sorted(host.agent_labels.items()))

@@ -80,8 +80,11 @@ def exit_with(code: int) -> None:
 
 
 class Format(StrEnum):
+    """The formats of a command that prints one thing, or a list with no wider view:
+    no ``wide``, which would print the table unchanged (kubectl refuses what a command
+    cannot print, too)."""
+
     table = "table"
-    wide = "wide"
     json = "json"
     yaml = "yaml"
 
@@ -103,7 +106,7 @@ OutputOpt = Annotated[
         "--output",
         "-o",
         metavar="FORMAT",
-        help="Output format: table, wide, json or yaml.",
+        help="Output format: table, json or yaml.",
         case_sensitive=False,
     ),
 ]

@@ -177,3 +177,11 @@ def test_json_has_no_float_noise(cpus: list[float]) -> None:
     shown = to_dict(pb.HostInfo(reserved=pb.Resources(cpu=total)))["reserved"]["cpu"]
     assert shown == round(total, 6)
     assert repr(shown) == repr(round(total, 6))  # 0.3, never 0.30000000000000004
+
+
+def test_wide_is_refused_where_it_would_print_the_table_unchanged() -> None:
+    """-o wide only where a table has wider columns (get, ps): elsewhere it is refused
+    before anything connects, as kubectl refuses a format a command cannot print."""
+    refused = CliRunner().invoke(app, ["describe", "app", "web", "-o", "wide"])
+    assert refused.exit_code == 2 and "wide" in refused.output
+    assert "'wide' is not one of" in refused.output or "Invalid value" in refused.output
