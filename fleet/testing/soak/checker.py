@@ -79,18 +79,21 @@ def _ours(snapshot: Snapshot) -> list[Container]:
 
 def split_running(snapshot: Snapshot) -> tuple[list[Container], list[Container]]:
     """This pool's running containers as (placed, strays): a placed one is a slot's own
-    or next container on the host and at the revision etcd names; a second container
-    of the same (app, slot, revision, host) is a stray too. Unknown without etcd."""
+    or next container on the host and at the revision etcd names (or one of the same
+    template: ``Placement.places``); a second container placed as the same (app, slot,
+    revision, host) is a stray too. Unknown without etcd."""
     if snapshot.etcd is None:
         return [], []
     placements = {(p.app, p.slot): p for p in snapshot.etcd.replicas}
+    templates = snapshot.etcd.templates
     placed: list[Container] = []
     strays: list[Container] = []
     seen: set[tuple[str, int, int, str]] = set()
     for c in sorted(_ours(snapshot), key=lambda c: (c.started_at, c.id)):
         p = placements.get((c.app, c.slot))
-        key = (c.app, c.slot, c.revision, c.host)
-        if p is not None and p.places(c.host, c.revision) and key not in seen:
+        as_revision = None if p is None else p.places(c.host, c.revision, c.template, templates)
+        key = (c.app, c.slot, as_revision or 0, c.host)
+        if as_revision is not None and key not in seen:
             seen.add(key)
             placed.append(c)
         else:

@@ -37,6 +37,7 @@ class Container:
     started_at: str = ""
     port: int | None = None  # the host port 8080/tcp is published on
     serving: bool | None = None  # it answered HTTP at the host's address (None: not asked)
+    template: str = ""  # its fleet.spec-hash label: the template it runs
 
 
 @dataclass(frozen=True)
@@ -51,12 +52,32 @@ class Placement:
     next_host: str | None = None
     stopped: bool = False  # kept but not run (a failed job's)
 
-    def places(self, host: str, revision: int) -> bool:
-        """Whether a running container of this slot at ``revision`` belongs on ``host``."""
+    def places(
+        self,
+        host: str,
+        revision: int,
+        template: str = "",
+        templates: dict[tuple[str, int], str] | None = None,
+    ) -> int | None:
+        """The revision this slot places a running container of ``revision`` (running
+        ``template``) as on ``host``, None if it does not belong there. Two revisions of
+        an app may share a template (an image set back, an undo), and fleet keeps a
+        container whose template is placed whatever revision made it: the same one."""
+
+        def same(placed: int | None) -> bool:
+            if placed is None:
+                return False
+            if placed == revision:
+                return True
+            return bool(template) and (templates or {}).get((self.app, placed)) == template
+
         if self.stopped:
-            return False
-        own = (self.host, self.revision) == (host, revision)
-        return own or (self.next_host, self.next_revision) == (host, revision)
+            return None
+        if self.host == host and same(self.revision):
+            return self.revision
+        if self.next_host == host and same(self.next_revision):
+            return self.next_revision
+        return None
 
 
 @dataclass(frozen=True)
@@ -87,6 +108,7 @@ class EtcdView:
     status: frozenset[str]
     reports: frozenset[tuple[str, str, int, int]]  # (host, app, slot, revision)
     host_labels: frozenset[str] = frozenset()
+    templates: dict[tuple[str, int], str] = field(default_factory=dict)  # revision's hash
 
 
 @dataclass(frozen=True)

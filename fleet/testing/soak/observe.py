@@ -126,6 +126,10 @@ def read_etcd(reader: EtcdReader, layout: KeyLayout) -> EtcdView:
         return parsed
 
     apps = {parts[0]: _app_view(parts[0], v) for parts, v in folder(layout.apps(), False)}
+    templates = {
+        (p[0], p[1]): str(json.loads(v).get("template_hash", ""))
+        for p, v in folder(layout.folder_prefix(REVISIONS), False)
+    }
     hosts = {
         parts[0]: str(json.loads(v).get("state", "ready"))
         for parts, v in folder(layout.folder_prefix(HOSTS), False)
@@ -134,7 +138,8 @@ def read_etcd(reader: EtcdReader, layout: KeyLayout) -> EtcdView:
         pool_id=pool_id,
         apps=apps,
         replicas=tuple(_placement(v) for _, v in folder(layout.replicas(), False)),
-        revisions=frozenset((p[0], p[1]) for p, _ in folder(layout.folder_prefix(REVISIONS))),
+        revisions=frozenset(templates),
+        templates=templates,
         rollouts=frozenset(p[0] for p, _ in folder(layout.folder_prefix(ROLLOUTS))),
         jobs=frozenset(p[0] for p, _ in folder(layout.folder_prefix(JOBS))),
         hosts=hosts,
@@ -260,6 +265,7 @@ class Observer:
                         slot=int(labels["fleet.slot"]),
                         revision=int(labels["fleet.revision"]),
                         pool=labels.get("fleet.pool", ""),
+                        template=labels.get("fleet.spec-hash", ""),
                         running=s.get("State") == "running",
                         image=str(s.get("Image", "")),
                         started_at=str(s.get("Created", "")),

@@ -260,3 +260,18 @@ def test_differences_are_empty_only_when_everything_matches() -> None:
     wrong_image = [box("h1", 0), box("h2", 1, image="img:v2")]
     assert checker.differences(snap(0, wrong_image, view)) != []
     assert checker.differences(snap(0, [], None)) == ["no etcd member answered"]
+
+
+def test_a_container_of_another_revision_with_the_placed_template_is_placed() -> None:
+    """Revisions 46 and 48 share a template (an image set back): the container made for
+    46 serves 48 where etcd places 48 (fleet keeps it, reported as 48). One of another
+    template at a wrong revision is a stray; and two of one template, one too many."""
+    templates = {("web", 46): "t-a", ("web", 48): "t-a", ("web", 47): "t-b"}
+    view = etcd((Placement("web", 0, 48, "h1"),), templates=templates)
+    kept = box("h1", 0, 46, template="t-a", started_at="1")
+    placed, strays = checker.split_running(snap(0, [kept], view))
+    assert placed == [kept] and strays == []
+    other = box("h1", 0, 47, template="t-b")
+    assert checker.split_running(snap(0, [other], view)) == ([], [other])
+    twin = box("h1", 0, 48, template="t-a", cid="twin", started_at="2")
+    assert checker.split_running(snap(0, [kept, twin], view)) == ([kept], [twin])
