@@ -68,6 +68,12 @@ class AgentConfig:
         return self.state_dir / "pool.json" if self.state_dir else None
 
     @property
+    def previous_logs_dir(self) -> Path | None:
+        """The logs of replicas' removed containers, for ``logs --previous``
+        (``fleet.agent.previouslogs``; None: none kept)."""
+        return self.state_dir / "previous-logs" if self.state_dir else None
+
+    @property
     def commands_file(self) -> Path:
         """The host commands already run, by id (beside their output logs)."""
         return (self.state_dir or Path(".")) / "commands.json"

@@ -20,10 +20,11 @@ from fleet.agent.events import own
 from fleet.agent.failures import Failure, FailureBook
 from fleet.agent.held import ReplicaKey, replica_key
 from fleet.agent.logonce import FailureLog
+from fleet.agent.previouslogs import MAX_LINES, PreviousLogs
 from fleet.agent.reconcile import Create, Plan, Remove, Start, Stop, Task
-from fleet.agent.runtime import Runtime, call, container_name
+from fleet.agent.runtime import ObservedContainer, Runtime, call, container_name
 from fleet.agent.state import HostState
-from fleet.errors import FleetError, PullFailed, Unavailable
+from fleet.errors import FleetError, NotFound, PullFailed, Unavailable
 from fleet.policy import Privileges, host_violations
 from fleet.proto import fleet_pb2 as pb
 
@@ -72,6 +73,7 @@ class Executor:
         self.pulls: FailureBook[str] = FailureBook(config.failure_backoff)
         self.task_failures: FailureBook[TaskKey] = FailureBook(config.failure_backoff)
         self._parallel = asyncio.Semaphore(config.parallel_tasks)
+        self.previous_logs = PreviousLogs(config.previous_logs_dir)
         # image -> what its last pull was tried with (credentials, mirror): a failure
         # is forgotten when that changes, so a login is tried at once, not after a
         # backoff that grew while the pull had no credentials.
@@ -216,12 +218,14 @@ class Executor:
         runtime = self.runtime
         if isinstance(task, Remove):
             log.info("removing %s: %s", task.container.name, task.reason)
-            await call(
-                runtime,
-                runtime.stop_and_remove,
-                task.container.container_id,
-                task.container.stop_grace,
-            )
+            container = task.container
+            try:
+                # Stopped first, its log read whole (its last words too), then removed.
+                await call(runtime, runtime.stop, container.container_id, container.stop_grace)
+            except NotFound:
+                return  # already gone: what we wanted
+            await self._keep_log(container)
+            await call(runtime, runtime.stop_and_remove, container.container_id, 0)
         elif isinstance(task, Create):
             await self._create(task.spec)
         elif isinstance(task, Stop):
@@ -231,6 +235,30 @@ class Executor:
             )
         elif isinstance(task, Start):
             await self._start(task)
+
+    async def _keep_log(self, container: ObservedContainer) -> None:
+        """Keep the end of a container's log before it is removed, for ``fleet logs
+        --previous`` (``fleet.agent.previouslogs``); a log that cannot be read is no
+        reason not to remove the container."""
+        if self.previous_logs.directory is None:
+            return
+        runtime = self.runtime
+
+        def read() -> bytes:
+            stream = runtime.logs(
+                container.container_id, follow=False, tail=MAX_LINES, timestamps=True
+            )
+            try:
+                return b"".join(stream)
+            finally:
+                stream.close()
+
+        try:
+            data = await call(runtime, read)
+        except (FleetError, OSError) as error:
+            log.debug("the log of %s is not kept: %s", container.name, error)
+            return
+        await asyncio.to_thread(self.previous_logs.save, container.app, container.slot, data)
 
     async def _create(self, spec: pb.ContainerSpec) -> None:
         runtime = self.runtime

@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from fleet.agent.logonce import WarnOnce
+from fleet.agent.previouslogs import PreviousLogs, select
 from fleet.agent.runtime import LogStream, ObservedContainer, Runtime, call
 from fleet.errors import FailedPrecondition, FleetError
 from fleet.proto import fleet_pb2 as pb
@@ -19,15 +20,22 @@ __all__ = ["RequestHandler"]
 log = logging.getLogger(__name__)
 
 MAX_EXEC_OUTPUT = 1 << 20
+_CHUNK = 64 * 1024  # of a kept log, a response
 Send = Callable[[pb.ContainerResponse], Awaitable[None]]
 
 
 class RequestHandler:
     """Runs requests concurrently; a followed log runs until cancelled or the stream ends."""
 
-    def __init__(self, runtime: Runtime, containers: Callable[[], list[ObservedContainer]]):
+    def __init__(
+        self,
+        runtime: Runtime,
+        containers: Callable[[], list[ObservedContainer]],
+        previous_logs: PreviousLogs | None = None,
+    ):
         self._runtime = runtime
         self._containers = containers
+        self._previous_logs = previous_logs or PreviousLogs(None)
         self._streams: dict[str, LogStream] = {}  # request id -> open log stream
         self._closed: set[str] = set()  # log streams closed on purpose, not broken
         self._broke = WarnOnce(log, "log stream")
@@ -78,6 +86,13 @@ class RequestHandler:
     async def _run(self, request: pb.ContainerRequest, send: Send) -> None:
         previous = request.WhichOneof("action") == "logs" and request.logs.previous
         container = await self.find(request.app, request.slot, previous)
+        if previous:
+            kept = await asyncio.to_thread(self._previous_logs.read, request.app, request.slot)
+            # The replica's removed container's log, when it ended after any exited
+            # one still on the host (replaced by a rollout, a rollback, a drain).
+            if kept is not None and (container is None or kept[1] > (container.finished_at or 0)):
+                await self._send_kept(request, kept[0], send)
+                return
         if container is None:
             which = "exited container" if previous else "container"
             await send(
@@ -125,6 +140,14 @@ class RequestHandler:
             await send(pb.ContainerResponse(id=request.id, done=True))
         except FleetError as error:
             await send(pb.ContainerResponse(id=request.id, done=True, error=str(error)))
+
+    async def _send_kept(self, request: pb.ContainerRequest, data: bytes, send: Send) -> None:
+        asked = request.logs
+        since = time.time() - asked.since_seconds if asked.since_seconds else 0.0
+        chosen = select(data, tail=asked.tail, since=since, timestamps=asked.timestamps)
+        for start in range(0, len(chosen), _CHUNK):
+            await send(pb.ContainerResponse(id=request.id, data=chosen[start : start + _CHUNK]))
+        await send(pb.ContainerResponse(id=request.id, done=True))
 
     async def _logs(self, request: pb.ContainerRequest, c: ObservedContainer, send: Send) -> None:
         loop = asyncio.get_running_loop()

@@ -41,6 +41,7 @@ from fleet.agent.execsessions import ExecSessions
 from fleet.agent.health import Prober
 from fleet.agent.hostcommands import CommandRunner, HostCommands
 from fleet.agent.logonce import FailureLog
+from fleet.agent.previouslogs import PreviousLogs
 from fleet.agent.report import heartbeat
 from fleet.agent.requests import RequestHandler
 from fleet.agent.runtime import Runtime, call
@@ -192,7 +193,9 @@ class Session:
         self.connected = connected
         self._prober = prober
         self._failures = failures
-        self._requests = RequestHandler(runtime, lambda: state.observed)
+        self._requests = RequestHandler(
+            runtime, lambda: state.observed, PreviousLogs(config.previous_logs_dir)
+        )
         self._execs = ExecSessions(runtime, self._requests.find)
         self.commands = HostCommands(config, state.events, runner)
         tls = config.transport.tls

@@ -241,3 +241,21 @@ def _check_logs_since_and_previous(fleet: Fleet) -> None:
     assert "lp.0        | last-words" in previous.stdout
     none = _cli(fleet, "logs", "lt/0", "--previous")
     assert "no exited container of lt.0" in none.stdout + none.stderr
+
+    # A rollout replaces lt's container (the agent removes the old one, and Docker's
+    # log with it): --previous still shows what the replaced container said, and its
+    # replacement's own lines are not in it.
+    first = fleet.docker.api.containers(filters={"label": "fleet.app=lt"})[0]["Id"]
+    marked = '["sh", "-c", "echo second-container; sleep 3600"]'
+    _apply(fleet, f"name: lt\nimage: {fleet.image}\nreplicas: 1\ncommand: {marked}\n")
+
+    def replaced() -> bool:
+        found = fleet.docker.api.containers(all=True, filters={"label": "fleet.app=lt"})
+        return [c["Id"] for c in found] != [first] and first not in {c["Id"] for c in found}
+
+    wait_until(replaced, 60, what="lt's first container replaced and removed")
+    kept = _cli(fleet, "logs", "lt/0", "--previous", "--tail", "3")
+    assert kept.returncode == 0, kept.stderr
+    lines = [line.split("| ")[1] for line in kept.stdout.splitlines()]
+    assert len(lines) == 3 and all(line.startswith("tick") for line in lines), lines
+    assert "second-container" not in kept.stdout
