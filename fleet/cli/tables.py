@@ -160,24 +160,37 @@ def print_apps(
 def print_jobs(
     apps: list[pb.AppInfo], output: Format | ListFormat, view: View | None = None
 ) -> None:
-    """``fleet get jobs``: the job fields of apps in mode job."""
-    rows = [
-        [
-            a.name,
-            f"{a.job.succeeded}/{a.job.completions}",
-            str(a.job.running),
-            str(a.job.failed),
-            a.job.state,
-            ",".join(str(c) for _, c in sorted(a.job.exit_codes.items())) or "-",
-            a.job.started_at or "-",
-        ]
-        for a in apps
-    ]
+    """``fleet get jobs``: the job fields of apps in mode job (``-o wide``: how they
+    run, as `kubectl get jobs -o wide` adds the containers and images)."""
+    rows, wide = [], []
+    for a in apps:
+        rows.append(
+            [
+                a.name,
+                f"{a.job.succeeded}/{a.job.completions}",
+                str(a.job.running),
+                str(a.job.failed),
+                a.job.state,
+                ",".join(str(c) for _, c in sorted(a.job.exit_codes.items())) or "-",
+                a.job.started_at or "-",
+            ]
+        )
+        wide.append(
+            [
+                str(a.job.parallelism),
+                str(a.job.backoff_limit),
+                a.job.finished_at or "-",
+                json.loads(a.spec_json)["image"] if a.spec_json else "-",
+                a.job.message or "-",
+            ]
+        )
     print_records(
         apps,
         output,
         ["NAME", "SUCCEEDED", "RUNNING", "FAILED", "STATE", "EXIT CODES", "STARTED"],
         rows,
+        wide_columns=["PARALLELISM", "BACKOFF LIMIT", "FINISHED", "IMAGE", "MESSAGE"],
+        wide_rows=wide,
         kind="app",
         view=view,
     )

@@ -8,6 +8,8 @@ import typer
 
 from fleet.cli.output import ListFormat, View, print_records
 from fleet.cli.selectors import parse_selector
+from fleet.cli.tables import print_jobs
+from fleet.proto import fleet_pb2 as pb
 
 
 @pytest.mark.parametrize(
@@ -43,3 +45,23 @@ def test_a_watch_reprints_only_changed_rows(capsys: pytest.CaptureFixture[str]) 
     assert [line.split() for line in capsys.readouterr().out.splitlines()] == [["b", "1/1", "6s"]]
     print_records([], ListFormat.name, columns, [["a", "1/1", "9s"]], kind="app", view=View())
     assert capsys.readouterr().out == "app/a\n"
+
+
+def test_wide_adds_columns_to_every_listing_that_takes_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """-o wide says more than the table (here: get jobs), never the table unchanged."""
+    job = pb.AppInfo(
+        name="migrate",
+        spec_json='{"image": "img:v1"}',
+        job=pb.JobInfo(state="running", completions=2, parallelism=1, backoff_limit=6),
+    )
+    print_jobs([job], ListFormat.table)
+    table = capsys.readouterr().out
+    print_jobs([job], ListFormat.wide)
+    wide = capsys.readouterr().out
+    assert "PARALLELISM" not in table and "img:v1" not in table
+    header = wide.splitlines()[0]
+    for column in ("PARALLELISM", "BACKOFF LIMIT", "FINISHED", "IMAGE", "MESSAGE"):
+        assert column in header
+    assert "img:v1" in wide
