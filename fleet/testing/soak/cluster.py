@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -235,6 +237,13 @@ class SoakCluster:
             member.start()
         else:
             member.stop()
+
+    def freeze_etcd(self, index: int, frozen: bool) -> None:
+        """SIGSTOP an etcd member (it stalls, as on a disk that stops answering), or
+        SIGCONT it."""
+        pid = self.etcd.members[index].pid
+        if pid is not None:
+            os.kill(pid, signal.SIGSTOP if frozen else signal.SIGCONT)
 
     # ------------------------------------------------------------------ the earlier pool
 

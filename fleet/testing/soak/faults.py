@@ -35,6 +35,11 @@ KINDS: dict[str, int] = {
     "net-cut": 3,  # the host's veth down, then up
     "netem": 2,  # 30% packet loss both ways on the host's link
     "etcd-stop": 2,  # one etcd member stopped
+    # One etcd member frozen (SIGSTOP, then SIGCONT): a member whose disk stops
+    # answering (an fsync that hangs) or that stalls; its peers go on without it, and
+    # it comes back with stale state to catch up on. (No slowed disk: this kernel has
+    # no dm-delay, and a frozen member is the worst a slow disk gets.)
+    "etcd-pause": 1,
     "power-off": 2,  # agent, dockerd, containerd, shims and containers SIGKILLed at once
 }
 MAX_HOSTS_FAULTED = 2
@@ -120,18 +125,21 @@ class FaultDriver:
                 lambda: c.stop_server(target, kill=kill),
                 lambda: c.start_server(target),
             )
-        if kind == "etcd-stop":
+        if kind in ("etcd-stop", "etcd-pause"):
             if any(t.startswith("etcd") for t in busy):
                 return None
             index = self.rng.randrange(len(c.etcd.members))
-            return _Plan(
-                kind,
-                f"etcd-m{index}",
-                frozenset(),
-                duration,
-                lambda: c.etcd_member(index, False),
-                lambda: c.etcd_member(index, True),
-            )
+            if kind == "etcd-pause":
+                inject, heal = (
+                    lambda: c.freeze_etcd(index, True),
+                    lambda: c.freeze_etcd(index, False),
+                )
+            else:
+                inject, heal = (
+                    lambda: c.etcd_member(index, False),
+                    lambda: c.etcd_member(index, True),
+                )
+            return _Plan(kind, f"etcd-m{index}", frozenset(), duration, inject, heal)
         if len(hosts_busy) >= MAX_HOSTS_FAULTED or not free_hosts:
             return None
         host = self.rng.choice(sorted(free_hosts))
