@@ -21,6 +21,7 @@ from fleet.testing.soak.model import (
     FaultWindow,
     Finding,
     OpRecord,
+    Placement,
     Snapshot,
 )
 
@@ -96,9 +97,29 @@ def split_running(snapshot: Snapshot) -> tuple[list[Container], list[Container]]
         if as_revision is not None and key not in seen:
             seen.add(key)
             placed.append(c)
+        elif p is not None and _kept_for_unpullable(p, c, snapshot):
+            placed.append(c)
         else:
             strays.append(c)
     return placed, strays
+
+
+def _kept_for_unpullable(p: Placement, c: Container, snapshot: Snapshot) -> bool:
+    """Whether ``c`` is the container an agent keeps while the one etcd places there
+    instead cannot be pulled (fleet's rule: a container replaced in place stays while
+    its replacement's image cannot be pulled; it may serve on, and a rollback will
+    want it back). Judged from the truth: etcd places this slot on ``c``'s host (its own
+    or its next) at a revision whose image the registry does not hold."""
+    assert snapshot.etcd is not None
+    images = snapshot.etcd.images
+    placed_here = [
+        revision
+        for host, revision in ((p.host, p.revision), (p.next_host, p.next_revision))
+        if host == c.host and revision is not None
+    ]
+    return not p.stopped and any(
+        images.get((p.app, revision)) in snapshot.unpullable for revision in placed_here
+    )
 
 
 @dataclass

@@ -84,7 +84,12 @@ def run_soak(config: SoakConfig) -> SoakReport:
         with cluster.client() as client:
             workload.initial(client)
         observer = Observer(
-            cluster.pool.hosts, cluster.etcd_reader, cluster.layout, cluster.pids, PROBED_APPS
+            cluster.pool.hosts,
+            cluster.etcd_reader,
+            cluster.layout,
+            cluster.pids,
+            PROBED_APPS,
+            unpullable=frozenset({cluster.broken_image}),
         )
         driver = FaultDriver(cluster, seed)
         report.notes += driver.notes

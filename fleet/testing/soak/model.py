@@ -109,6 +109,7 @@ class EtcdView:
     reports: frozenset[tuple[str, str, int, int]]  # (host, app, slot, revision)
     host_labels: frozenset[str] = frozenset()
     templates: dict[tuple[str, int], str] = field(default_factory=dict)  # revision's hash
+    images: dict[tuple[str, int], str] = field(default_factory=dict)  # revision's image
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,8 @@ class Snapshot:
     unreadable: frozenset[str]
     etcd: EtcdView | None
     rss: dict[str, int] = field(default_factory=dict)  # process name -> bytes
+    # Images no pull can get (the registry does not hold them: the workload's broken one).
+    unpullable: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -126,10 +126,11 @@ def read_etcd(reader: EtcdReader, layout: KeyLayout) -> EtcdView:
         return parsed
 
     apps = {parts[0]: _app_view(parts[0], v) for parts, v in folder(layout.apps(), False)}
-    templates = {
-        (p[0], p[1]): str(json.loads(v).get("template_hash", ""))
-        for p, v in folder(layout.folder_prefix(REVISIONS), False)
+    revisions = {
+        (p[0], p[1]): json.loads(v) for p, v in folder(layout.folder_prefix(REVISIONS), False)
     }
+    templates = {key: str(r.get("template_hash", "")) for key, r in revisions.items()}
+    images = {key: str((r.get("spec") or {}).get("image", "")) for key, r in revisions.items()}
     hosts = {
         parts[0]: str(json.loads(v).get("state", "ready"))
         for parts, v in folder(layout.folder_prefix(HOSTS), False)
@@ -140,6 +141,7 @@ def read_etcd(reader: EtcdReader, layout: KeyLayout) -> EtcdView:
         replicas=tuple(_placement(v) for _, v in folder(layout.replicas(), False)),
         revisions=frozenset(templates),
         templates=templates,
+        images=images,
         rollouts=frozenset(p[0] for p, _ in folder(layout.folder_prefix(ROLLOUTS))),
         jobs=frozenset(p[0] for p, _ in folder(layout.folder_prefix(JOBS))),
         hosts=hosts,
@@ -211,8 +213,10 @@ class Observer:
         layout: KeyLayout,
         pids: Callable[[], dict[str, int]],
         probe_apps: Sequence[str],
+        unpullable: frozenset[str] = frozenset(),
     ) -> None:
         self.hosts = list(hosts)
+        self.unpullable = unpullable
         self.etcd = etcd
         self.layout = layout
         self.pids = pids
@@ -302,7 +306,7 @@ class Observer:
             value = rss_bytes(pid)
             if value is not None:
                 rss[name] = value
-        return Snapshot(at, tuple(containers), unreadable, etcd, rss)
+        return Snapshot(at, tuple(containers), unreadable, etcd, rss, self.unpullable)
 
 
 def _with_serving(c: Container, serving: bool) -> Container:

@@ -275,3 +275,22 @@ def test_a_container_of_another_revision_with_the_placed_template_is_placed() ->
     assert checker.split_running(snap(0, [other], view)) == ([], [other])
     twin = box("h1", 0, 48, template="t-a", cid="twin", started_at="2")
     assert checker.split_running(snap(0, [kept, twin], view)) == ([kept], [twin])
+
+
+def test_a_container_kept_while_its_replacement_cannot_be_pulled_is_no_stray() -> None:
+    """etcd places web/0 on h1 at revision 5, whose image the registry does not hold:
+    the agent keeps the container of revision 6 that runs there (fleet's rule). The
+    same container is a stray once the placed revision's image can be pulled, or when
+    the slot is placed on another host."""
+    images = {("web", 5): "reg/web:missing", ("web", 6): "reg/web:v1"}
+    templates = {("web", 5): "t5", ("web", 6): "t6"}
+    kept = box("h1", 0, 6, template="t6")
+    here = etcd((Placement("web", 0, 5, "h1"),), templates=templates, images=images)
+    broken = frozenset({"reg/web:missing"})
+    shot = Snapshot(0, (kept,), frozenset(), here, unpullable=broken)
+    assert checker.split_running(shot) == ([kept], [])
+    pullable = Snapshot(0, (kept,), frozenset(), here)
+    assert checker.split_running(pullable) == ([], [kept])
+    elsewhere = etcd((Placement("web", 0, 5, "h2"),), templates=templates, images=images)
+    moved = Snapshot(0, (kept,), frozenset(), elsewhere, unpullable=broken)
+    assert checker.split_running(moved) == ([], [kept])
