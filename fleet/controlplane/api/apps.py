@@ -247,7 +247,9 @@ class AppsApi(ServiceBase):
             # Only an app with a container not up can have one in trouble (a walk of
             # its replicas is then worth it; at 100,000 replicas most apps are up).
             reason, message = (
-                app_trouble(state, name) if counts.available < counts.total else ("", "")
+                app_trouble(state, name, self.counts)
+                if counts.available < counts.total
+                else ("", "")
             )
             if not reason and rollout is not None:
                 reason, message = _rollout_trouble(rollout.value)
