@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 from fleet._time import now_iso
+from fleet.controlplane.api.hostsums import HostSums
 from fleet.controlplane.api.pending import PendingReasons
 from fleet.controlplane.appchanges import AppChangePlan
 from fleet.controlplane.appstatus import CountsCache
@@ -49,9 +50,10 @@ class ServiceBase:
         self._secrets = secrets
         self.insecure = insecure  # every caller is an anonymous admin (logged at start)
         # The control plane's memos of host views and app counts (its controller and
-        # its metrics use them too).
+        # its metrics use them too), and of what `get hosts` sums per host.
         self.views = HostViews()
         self.counts = CountsCache()
+        self.host_sums = HostSums()
         self.pending = PendingReasons(self.views)
 
     def token_identity(self, token: str) -> Identity | None:
