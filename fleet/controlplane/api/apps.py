@@ -387,7 +387,9 @@ class AppsApi(ServiceBase):
     ) -> pb.EndpointList:
         # No name: every app's (an unknown name is NotFound, not an empty list).
         state = (await self._read_app(request.name))[0] if request.name else await self._state()
-        return pb.EndpointList(endpoints=endpoints_of(state, request.name, time.time()))
+        return pb.EndpointList(
+            endpoints=endpoints_of(state, request.name, time.time(), self.endpoint_cache)
+        )
 
     async def WatchEndpoints(
         self, request: pb.GetRequest, context: grpc.aio.ServicerContext
@@ -400,5 +402,5 @@ class AppsApi(ServiceBase):
         except FleetError as error:
             answer(context, error)
             return
-        async for found in watch_endpoints(self._informer, request.name):
+        async for found in watch_endpoints(self._informer, request.name, cache=self.endpoint_cache):
             yield found
