@@ -171,8 +171,9 @@ def etcd_db(etcd: EtcdServer) -> dict[str, int]:
 
 
 # The server's histograms the benchmark reads: handling a heartbeat (read, checked,
-# queued) and writing what it changed (from its arrival to etcd's answer).
-HISTOGRAMS = ("fleet_heartbeat_seconds", "fleet_report_write_seconds")
+# queued), writing what it changed (from its arrival to etcd's answer), and how long
+# a callback waits for the event loop.
+HISTOGRAMS = ("fleet_heartbeat_seconds", "fleet_report_write_seconds", "fleet_loop_lag_seconds")
 
 
 def scrape_histograms(metrics_url: str) -> dict[str, dict[str, float]]:
@@ -717,6 +718,10 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
                     histograms_before["fleet_report_write_seconds"],
                     histograms_after["fleet_report_write_seconds"],
                 ),
+                "loop_lag_seconds": histogram_figures(
+                    histograms_before["fleet_loop_lag_seconds"],
+                    histograms_after["fleet_loop_lag_seconds"],
+                ),
                 "heartbeat_buckets_delta": {
                     le: int(heartbeats_after[le] - heartbeats_before.get(le, 0))
                     for le in heartbeats_after
@@ -987,6 +992,11 @@ def size_table(run: dict[str, Any]) -> str:
             f"ms (n={load['heartbeat_seconds']['n']})",
         ),
     ]
+    if load.get("loop_lag_seconds", {}).get("n"):
+        lag = load["loop_lag_seconds"]
+        rows.append(
+            ("event loop lag p50 / p99", f"{_hb(lag, 'p50')} / {_hb(lag, 'p99')} ms (n={lag['n']})")
+        )
     for name, figures in load.get("reads_seconds", {}).items():
         if isinstance(figures, dict) and figures.get("n"):
             rows.append(
