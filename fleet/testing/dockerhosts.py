@@ -319,9 +319,13 @@ class DockerHost:
         config = self.data_dir / "daemon.json"
         if not config.exists():
             config.write_text("{}\n")  # never read the machine's /etc/docker/daemon.json
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, ValueError):
             stale = int(self.pidfile.read_text().strip() or 0)
-            if not stale or not pid_alive(stale):
+            # Stale unless that pid is still this host's dockerd: after a power-off the
+            # pid may already be another process's (a busy machine reuses pids fast),
+            # and dockerd refuses to start beside a pidfile whose pid is alive.
+            ours = stale and pid_alive(stale) and str(self.data_dir) in " ".join(pid_cmdline(stale))
+            if not ours:
                 self.pidfile.unlink()
         env = {"PATH": SYSTEM_PATH, "HOME": os.environ.get("HOME", "/root")}
         began = time.monotonic()

@@ -21,6 +21,11 @@ MINUTES = 2.0
 
 
 @pytest.mark.timeout(1200)
+# The harness's own Docker clients (this process's) may be left mid-call when a fault
+# powers a host off under them, and one of their sockets be closed only by the garbage
+# collector: a leak of the test's, not of fleet's (whose processes run apart); the
+# soak's invariants are what this test judges.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_two_minute_soak_violates_no_invariant(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("the soak's docker hosts need root (network namespaces, bridges, dockerd)")
