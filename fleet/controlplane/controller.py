@@ -124,7 +124,14 @@ def _slot_list(slots: list[int], most: int = 10) -> str:
 
 class ReplicaController:
     """Runs ``plan_replicas`` for every app whenever the informer sees a change, and
-    moves the replicas of hosts that stay down for ``reschedule_after`` seconds."""
+    moves the replicas of hosts that stay down for ``reschedule_after`` seconds.
+
+    A host already down at the controller's first look is timed from ``start_grace``
+    seconds later: its agent may have lost only the previous leader (whose lease took
+    its liveness key) and be reconnecting, so it gets the time a host that goes silent
+    now would, ``host_down_after`` before it counts as down, then ``reschedule_after``.
+    A restart or a leader change must not move replicas of hosts still on their way
+    back (#24 item 6); a host that is really gone is moved that much later."""
 
     def __init__(
         self,
@@ -134,6 +141,7 @@ class ReplicaController:
         *,
         resync: float = 30.0,
         reschedule_after: float = 15.0,
+        start_grace: float = 0.0,
         metrics: Metrics | None = None,
         min_interval: float = 0.05,
         views: HostViews | None = None,
@@ -144,6 +152,7 @@ class ReplicaController:
         self._events = events
         self._resync = resync
         self._reschedule_after = reschedule_after
+        self._start_grace = start_grace
         # When each registered host was first seen without its liveness key. In memory: a
         # new leader waits the full time again, which errs on the side of not moving.
         self._down_since: dict[str, float] = {}
@@ -190,12 +199,14 @@ class ReplicaController:
         changes = []
         for host_id in sorted(state.hosts.keys() - state.alive.keys()):
             if host_id not in self._down_since:
-                self._down_since[host_id] = now
-                # Hosts already down when this controller started are timed but not
-                # announced: at a restart every agent is briefly away and reconnecting.
                 if self._started:
+                    self._down_since[host_id] = now
                     changes.append(("host-down", host_id, "the agent is not connected"))
                     self._announced.add(host_id)
+                else:
+                    # Down when this controller started: not announced, and timed from
+                    # the grace on (at a restart every agent is away and reconnecting).
+                    self._down_since[host_id] = now + self._start_grace
         for host_id in sorted(self._down_since.keys() & state.alive.keys()):
             del self._down_since[host_id]
             if host_id in self._announced:

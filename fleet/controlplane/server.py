@@ -65,6 +65,10 @@ __all__ = ["ControlPlane", "ServerConfig", "run_server"]
 log = logging.getLogger(__name__)
 
 _SYNC_TIMEOUT = 30.0  # seconds a starting server waits for its first read of etcd
+# An agent that lost its control plane tries again within this (its reconnect backoff's
+# cap, ``AgentConfig.reconnect_max``): a new leader gives hosts it finds away at least
+# this long to come back before it counts them down (``ReplicaController``).
+AGENTS_BACK_WITHIN = 10.0
 
 # A caller may send MAX_REQUEST_BYTES (applies, agent reports) and receive up to
 # MAX_MESSAGE_BYTES. The same on the token port, where a request is read only once its
@@ -360,6 +364,7 @@ class ControlPlane:
                 self.informer,
                 self.events,
                 reschedule_after=reschedule_after,
+                start_grace=max(self.config.host_lease_ttl, AGENTS_BACK_WITHIN),
                 metrics=self.metrics,
                 views=self.api.views,
             )

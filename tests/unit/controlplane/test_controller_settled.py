@@ -1,7 +1,10 @@
-"""Tests of the replica controller's settled apps (``ReplicaController._reconcile_all``):
-an app whose rollout is progressing but whose plan has nothing to do (its replicas are
-placed and running, not yet available) is planned once, then skipped by later rounds
-until its own records or reports change, or until its plan's ``wake_at`` comes.
+"""Tests of the replica controller (``ReplicaController._reconcile_all``).
+
+Settled apps: an app whose rollout is progressing but whose plan has nothing to do (its
+replicas are placed and running, not yet available) is planned once, then skipped by
+later rounds until its own records or reports change, or until its plan's ``wake_at``
+comes. Hosts away at its start: given a grace before they count as down (a restart or
+a leader change must not move the replicas of hosts whose agents are reconnecting).
 
 No etcd: the informer's states come from a ``LiveState`` fed key by key, the store,
 informer and event log are fakes, and the controller's clock is a fake one."""
@@ -9,6 +12,7 @@ informer and event log are fakes, and the controller's clock is a fake one."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import types
 from collections import Counter
@@ -19,9 +23,11 @@ from typing import Any
 import pytest
 
 from fleet._time import iso_at
+from fleet.agent.config import AgentConfig
 from fleet.controlplane import controller as controller_module
 from fleet.controlplane.controller import ReplicaController
 from fleet.controlplane.planner import plan_replicas
+from fleet.controlplane.server import AGENTS_BACK_WITHIN
 from fleet.controlplane.slots import ReplicaPlan
 from fleet.proto import fleet_pb2 as pb
 from fleet.spec import AppSpec, load_documents
@@ -146,10 +152,12 @@ class FakeStore:
 
     cluster: Cluster
     commits: list[tuple[str, RolloutRecord | None]] = field(default_factory=list)
+    put: list[ReplicaRecord] = field(default_factory=list)  # every replica written
 
     async def commit_replicas(self, app: str, **plan: Any) -> int:
         rollout = plan["rollout"]
         self.commits.append((app, rollout[0] if rollout else None))
+        self.put += [replica for replica, _ in plan["put"]]
         return self.cluster.revision + 1
 
     async def commit_upgrade(self, *step: Any) -> int:
@@ -195,6 +203,10 @@ class Harness:
 
 @pytest.fixture
 def harness(monkeypatch: pytest.MonkeyPatch) -> Harness:
+    return make_harness(monkeypatch)
+
+
+def make_harness(monkeypatch: pytest.MonkeyPatch, **controller_args: float) -> Harness:
     cluster = settled_cluster()
     clock = types.SimpleNamespace(now=NOW)
     monkeypatch.setattr(
@@ -210,7 +222,7 @@ def harness(monkeypatch: pytest.MonkeyPatch) -> Harness:
 
     monkeypatch.setattr(controller_module, "plan_replicas", counting)
     store = FakeStore(cluster)
-    controller = ReplicaController(store, FakeInformer(cluster), FakeEvents())
+    controller = ReplicaController(store, FakeInformer(cluster), FakeEvents(), **controller_args)
     return Harness(cluster, store, controller, planned, clock)
 
 
@@ -256,3 +268,49 @@ def test_a_skipping_round_still_wakes_at_the_settled_apps_wake_at(harness: Harne
     assert harness.controller._wake_at == WAKE_AT
     harness.round()  # web is skipped
     assert harness.controller._wake_at == WAKE_AT
+
+
+# ------------------------------------------- hosts down at the controller's first look
+
+
+def cut_off(cluster: Cluster, host: str) -> None:
+    """``host``'s liveness key goes (its lease expired)."""
+    cluster.revision += 1
+    cluster.live.apply(LAYOUT.alive(host), None, cluster.revision)
+
+
+def test_a_host_down_at_the_first_look_is_given_the_start_grace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = make_harness(monkeypatch, reschedule_after=2.0, start_grace=3.0)
+    cut_off(h.cluster, "h2")  # gone with the previous leader's lease, reconnecting
+    h.round()
+    h.clock.now = NOW + 4.0  # past reschedule_after, not past the grace and it
+    h.round()
+    assert h.store.put == [], "a restart moved a reconnecting host's replica"
+    h.clock.now = NOW + 5.5  # grace (3) + reschedule_after (2): it is lost
+    h.round()
+    [moved] = h.store.put
+    assert (moved.slot, moved.host) == (1, "h1")
+
+
+def test_a_host_that_goes_down_later_is_timed_from_then(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = make_harness(monkeypatch, reschedule_after=2.0, start_grace=3.0)
+    h.round()  # every host connected at the first look
+    cut_off(h.cluster, "h2")
+    h.clock.now = NOW + 1.0
+    h.round()  # seen down now
+    h.clock.now = NOW + 2.5
+    h.round()
+    assert h.store.put == []
+    h.clock.now = NOW + 3.5  # reschedule_after later: no grace for it
+    h.round()
+    [moved] = h.store.put
+    assert (moved.slot, moved.host) == (1, "h1")
+
+
+def test_a_new_leaders_grace_covers_an_agents_reconnect_backoff() -> None:
+    [cap] = [f.default for f in dataclasses.fields(AgentConfig) if f.name == "reconnect_max"]
+    assert cap == AGENTS_BACK_WITHIN
