@@ -65,8 +65,10 @@ from typing import Any
 from _harness import loadavg, machine, quietly, stop_on_sigterm
 from prometheus_client.parser import text_string_to_metric_families
 
+from fleet._time import iso_at
 from fleet.client import FleetClient
-from fleet.spec import AppSpec, load_documents
+from fleet.controlplane.server import AGENTS_BACK_WITHIN
+from fleet.spec import AppSpec, load_documents, parse_duration
 from fleet.testing import EtcdServer
 from fleet.testing.fleetprocs import FleetServerProcess
 from fleet.testing.procs import ManagedProcess, free_port
@@ -744,8 +746,20 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
             f"{rec['seconds']:.1f} s after the kill",
             flush=True,
         )
-        result["etcd_end"] = etcd_db(etcd)
         result["control_plane_vmhwm_bytes"] = memory_status(cp_pid)["VmHWM"]
+
+        # ------------------------------------------------------------- the restart
+        if args.restart:
+            result["restart"] = restart(cluster, prefix, hosts - VICTIMS, replicas, args)
+            rs = result["restart"]
+            print(
+                f"  control plane killed and started again: {rs['reconnected']:,} hosts back "
+                f"{_at(rs['reconnected_seconds'])} s, all running again "
+                f"{_at(rs['settled_seconds'])} s after the kill; {rs['hosts_marked_down']} "
+                f"hosts marked down, {rs['replicas_moved']} replicas moved",
+                flush=True,
+            )
+        result["etcd_end"] = etcd_db(etcd)
         result["ok"] = True
     except Failed as failure:
         result["failed"] = {"waiting_for": failure.what, "reached": failure.reached}
@@ -831,6 +845,68 @@ def recover(
         "leases_gone_seconds": _round(gone_at),  # (the name of older runs) alive/ keys gone
         "running_dropped_seconds": _round(dropped_at),
         "running_series": series,
+    }
+
+
+def restart(
+    cluster: Cluster, prefix: str, hosts: int, replicas: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """#24 item 6: SIGKILL the control plane with every host connected and start it again
+    on the same address. Times until every host's liveness key is back in etcd and
+    until every replica is reported running again; then watches, until a host the new
+    leader took for lost would have been moved (its start grace, the reschedule time and
+    a margin), for replicas that change host and for host-down events."""
+    assert cluster.etcd is not None and cluster.server is not None
+    etcd = cluster.etcd
+    before = {(r["app"], r["slot"]): r["host"] for r in etcd_values(etcd, prefix + "replicas/")}
+    killed = time.monotonic()
+    killed_at = time.time()
+    since = iso_at(killed_at)
+    cluster.server.kill()
+    cluster.server = server = cluster.server.again("server-restarted.log").start(timeout=120)
+    if cluster.client is not None:
+        cluster.client.close()
+    cluster.client = client = server.client(timeout=60)
+    deadline = args.timeout_factor * (60 + 0.01 * hosts)
+    reconnected_at = settled_at = None
+    back = running = 0
+    while settled_at is None:
+        now = time.monotonic()
+        if now - killed > deadline:
+            raise Failed("the pool settled after a restart", {"alive": back, "running": running})
+        if reconnected_at is None:
+            # Connected again: a liveness key written since the kill (the old server's
+            # stay until its lease expires).
+            back = sum(
+                1 for r in etcd_values(etcd, prefix + "alive/hollow-") if r["connected_at"] >= since
+            )
+            if back >= hosts:
+                reconnected_at = now - killed
+        else:
+            with contextlib.suppress(Exception):
+                running = sum(a.running for a in client.apps())
+            if running >= replicas:
+                settled_at = now - killed
+        time.sleep(max(0.0, WATCH - (time.monotonic() - now)))
+    grace = max(parse_duration(args.host_down_after), AGENTS_BACK_WITHIN)
+    watch_until = killed + grace + parse_duration(args.reschedule_after) + 5
+    while time.monotonic() < watch_until:
+        time.sleep(1.0)  # the pace of the check below
+    after = {(r["app"], r["slot"]): r["host"] for r in etcd_values(etcd, prefix + "replicas/")}
+    downs = [
+        e.host
+        for e in client.events(since_seconds=time.time() - killed_at + 1)
+        if e.kind == "host-down" and not e.host.startswith("victim-")  # (those are gone)
+    ]
+    return {
+        "hosts": hosts,
+        "reconnected": back,
+        "reconnected_seconds": _round(reconnected_at),
+        "settled_seconds": _round(settled_at),
+        "watched_seconds": round(time.monotonic() - killed, 1),
+        "hosts_marked_down": len(downs),
+        "hosts_marked_down_examples": downs[:5],
+        "replicas_moved": sum(1 for k, h in before.items() if after.get(k) != h),
     }
 
 
@@ -938,6 +1014,16 @@ def size_table(run: dict[str, Any]) -> str:
         )
     else:
         rows.append((f"re-place {VICTIMS} killed hosts", "FAILED"))
+    if "restart" in run:
+        rs = run["restart"]
+        rows.append(
+            (
+                "control plane restart",
+                f"hosts back {_at(rs['reconnected_seconds'])} s, all running "
+                f"{_at(rs['settled_seconds'])} s; {rs['hosts_marked_down']} hosts down, "
+                f"{rs['replicas_moved']} replicas moved",
+            )
+        )
     rows.append(("leadership lost (server log)", f"{lost} times"))
     width = max(len(r[0]) for r in rows) + 2
     return "\n".join([head, *(f"  {name:<{width}}{value}" for name, value in rows)])
@@ -1120,6 +1206,12 @@ def main() -> None:
     parser.add_argument("--host-down-after", default="15s")
     parser.add_argument("--reschedule-after", default="5s")
     parser.add_argument("--server-log-level", default="info")
+    parser.add_argument(
+        "--no-restart",
+        dest="restart",
+        action="store_false",
+        help="skip the control plane's kill and restart after the hosts' kill",
+    )
     parser.add_argument("--timeout-factor", type=float, default=1.0, help="scales deadlines")
     parser.add_argument("--keep-going", action="store_true", help="after a failed size")
     parser.add_argument("--profile", type=float, default=0, help="py-spy seconds")

@@ -126,12 +126,13 @@ class ReplicaController:
     """Runs ``plan_replicas`` for every app whenever the informer sees a change, and
     moves the replicas of hosts that stay down for ``reschedule_after`` seconds.
 
-    A host already down at the controller's first look is timed from ``start_grace``
-    seconds later: its agent may have lost only the previous leader (whose lease took
-    its liveness key) and be reconnecting, so it gets the time a host that goes silent
-    now would, ``host_down_after`` before it counts as down, then ``reschedule_after``.
-    A restart or a leader change must not move replicas of hosts still on their way
-    back (#24 item 6); a host that is really gone is moved that much later."""
+    For ``start_grace`` seconds after its first look, a host found down (at that look,
+    or when the previous leader's lease, which held its liveness key, expires a moment
+    later) is neither announced nor timed: its agent may have lost only the previous
+    leader and be on its way back (the agents' reconnect backoff is capped at some
+    seconds). It is timed from the grace's end: a restart or a leader change must not
+    move the replicas of hosts still reconnecting (#24 item 6); a host that is really
+    gone is announced and moved that much later."""
 
     def __init__(
         self,
@@ -157,7 +158,7 @@ class ReplicaController:
         # new leader waits the full time again, which errs on the side of not moving.
         self._down_since: dict[str, float] = {}
         self._announced: set[str] = set()  # hosts with a host-down event and no host-up yet
-        self._started = False  # past the first look at the state
+        self._grace_until: float | None = None  # set at the first look at the state
         self.pending: dict[str, dict[int, str]] = {}  # app -> slot -> reason (for the API)
         self._wake_at: float | None = None  # a replica becomes available, a deadline passes
         self._min_interval = min_interval
@@ -197,22 +198,26 @@ class ReplicaController:
     async def _track_liveness(self, state: ClusterState, now: float) -> None:
         """Note hosts going down and coming back, with an event for each."""
         changes = []
+        if self._grace_until is None:
+            self._grace_until = now + self._start_grace
+        in_grace = now <= self._grace_until
         for host_id in sorted(state.hosts.keys() - state.alive.keys()):
-            if host_id not in self._down_since:
-                if self._started:
-                    self._down_since[host_id] = now
+            if host_id in self._down_since:
+                if not in_grace and host_id not in self._announced:
+                    # Down since the grace: it did not come back within it.
                     changes.append(("host-down", host_id, "the agent is not connected"))
                     self._announced.add(host_id)
-                else:
-                    # Down when this controller started: not announced, and timed from
-                    # the grace on (at a restart every agent is away and reconnecting).
-                    self._down_since[host_id] = now + self._start_grace
+            elif in_grace:
+                self._down_since[host_id] = self._grace_until  # (the class's docstring)
+            else:
+                self._down_since[host_id] = now
+                changes.append(("host-down", host_id, "the agent is not connected"))
+                self._announced.add(host_id)
         for host_id in sorted(self._down_since.keys() & state.alive.keys()):
             del self._down_since[host_id]
             if host_id in self._announced:
                 self._announced.discard(host_id)
                 changes.append(("host-up", host_id, "the agent is connected again"))
-        self._started = True
         for host_id in sorted(self._down_since.keys() - state.hosts.keys()):
             del self._down_since[host_id]
         await self._record([_event(kind=k, host=h, message=m) for k, h, m in changes])

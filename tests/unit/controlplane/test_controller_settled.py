@@ -185,8 +185,11 @@ class FakeInformer:
 
 
 class FakeEvents:
+    def __init__(self) -> None:
+        self.kinds: list[tuple[str, str]] = []  # (kind, host) of every event recorded
+
     async def append(self, source: str, events: Sequence[pb.Event]) -> None:
-        pass
+        self.kinds += [(e.kind, e.host) for e in events]
 
 
 @dataclass
@@ -196,6 +199,7 @@ class Harness:
     controller: ReplicaController
     planned: Counter[str]  # app -> how many times plan_replicas ran for it
     clock: types.SimpleNamespace  # .now: what the controller's time.time() returns
+    events: FakeEvents
 
     def round(self) -> None:
         asyncio.run(self.controller.reconcile_all())
@@ -222,8 +226,9 @@ def make_harness(monkeypatch: pytest.MonkeyPatch, **controller_args: float) -> H
 
     monkeypatch.setattr(controller_module, "plan_replicas", counting)
     store = FakeStore(cluster)
-    controller = ReplicaController(store, FakeInformer(cluster), FakeEvents(), **controller_args)
-    return Harness(cluster, store, controller, planned, clock)
+    events = FakeEvents()
+    controller = ReplicaController(store, FakeInformer(cluster), events, **controller_args)
+    return Harness(cluster, store, controller, planned, clock, events)
 
 
 # ---------------------------------------------------------------- tests
@@ -294,18 +299,38 @@ def test_a_host_down_at_the_first_look_is_given_the_start_grace(
     assert (moved.slot, moved.host) == (1, "h1")
 
 
-def test_a_host_that_goes_down_later_is_timed_from_then(
+def test_a_host_that_goes_down_after_the_grace_is_timed_from_then(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     h = make_harness(monkeypatch, reschedule_after=2.0, start_grace=3.0)
     h.round()  # every host connected at the first look
     cut_off(h.cluster, "h2")
-    h.clock.now = NOW + 1.0
-    h.round()  # seen down now
-    h.clock.now = NOW + 2.5
+    h.clock.now = NOW + 4.0
+    h.round()  # seen down now: announced, and timed from now
+    assert h.events.kinds == [("host-down", "h2")]
+    h.clock.now = NOW + 5.5
     h.round()
     assert h.store.put == []
-    h.clock.now = NOW + 3.5  # reschedule_after later: no grace for it
+    h.clock.now = NOW + 6.5  # reschedule_after later
+    h.round()
+    [moved] = h.store.put
+    assert (moved.slot, moved.host) == (1, "h1")
+
+
+def test_a_host_lost_during_the_grace_is_timed_from_its_end_and_then_announced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = make_harness(monkeypatch, reschedule_after=2.0, start_grace=3.0)
+    h.round()  # connected at the first look (the previous leader's lease still held)
+    cut_off(h.cluster, "h2")  # that lease expires: the agent is reconnecting
+    h.clock.now = NOW + 1.0
+    h.round()
+    assert h.events.kinds == []
+    h.clock.now = NOW + 4.5  # past the grace: still away, so announced
+    h.round()
+    assert h.events.kinds == [("host-down", "h2")]
+    assert h.store.put == []
+    h.clock.now = NOW + 5.5  # grace + reschedule_after
     h.round()
     [moved] = h.store.put
     assert (moved.slot, moved.host) == (1, "h1")
