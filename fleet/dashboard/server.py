@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 import jinja2
 from aiohttp import web
+from cryptography import x509
 
 from fleet.controlplane.api import FleetService
 from fleet.controlplane.auth import ROLE_PERMISSIONS, LocalCall, Permission, check
@@ -235,8 +236,8 @@ class Dashboard:
         request["session"] = session
         return await handler(request)
 
-    def _client_certificate(self, request: web.Request) -> tuple[Identity, str] | None:
-        """The identity and serial of the client certificate the TLS handshake
+    def _client_certificate(self, request: web.Request) -> tuple[Identity, str, float] | None:
+        """The identity, serial and expiry of the client certificate the TLS handshake
         verified against fleet's CA, if the browser presented one."""
         ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
@@ -244,8 +245,9 @@ class Dashboard:
             return None
         pem = ssl.DER_cert_to_PEM_cert(der).encode()
         try:
-            return identity_from_pem(pem), serial_of(pem)
-        except InvalidArgument:
+            expires = x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
+            return identity_from_pem(pem), serial_of(pem), expires
+        except (InvalidArgument, ValueError):
             return None
 
     def _render(self, template: str, status: int = 200, **values: Any) -> web.Response:
@@ -277,7 +279,9 @@ class Dashboard:
             found = self._client_certificate(request)
             if found is None or found[0].kind != Kind.client or found[0].role is None:
                 return await self._signin_page(request, "no client certificate with a role", 401)
-            identity, serial = found
+            identity, serial, expires = found
+            # Never past the certificate's own expiry: fleet cannot revoke a client's.
+            lifetime = max(0.0, min(lifetime, expires - now))
             session = new_session(
                 identity.name, identity.role or "", f"cert:{serial}", now, lifetime
             )
