@@ -26,6 +26,9 @@ __all__ = ["ChangeHub", "EventFeed", "UsageHistory", "app_usage"]
 log = logging.getLogger(__name__)
 
 MIN_INTERVAL = 0.5  # seconds: at most two notices a second, per browser too
+# Live usage changes with every heartbeat of every host: its notice (which makes the
+# pool and app pages fetch again) goes out at most this often.
+USAGE_INTERVAL = 5.0
 EVENTS_KEPT = 1000
 USAGE_SAMPLES = 60
 
@@ -90,16 +93,26 @@ class ChangeHub:
         async with self._advanced:
             await self._advanced.wait_for(lambda: self.sequence > sequence)
 
-    async def run(self, min_interval: float = MIN_INTERVAL) -> None:
+    async def run(
+        self, min_interval: float = MIN_INTERVAL, usage_interval: float = USAGE_INTERVAL
+    ) -> None:
         subscription = self._informer.subscribe()
         last: dict[str, object] = {}
+        loop = asyncio.get_running_loop()
+        usage_sent = -usage_interval
         try:
             while True:
                 await subscription.wait()
                 state = self._informer.state()
                 self._usage.observe(state)
                 marks = topic_marks(state)
-                await self.publish([t for t, mark in marks.items() if last.get(t) != mark])
+                changed = [t for t, mark in marks.items() if last.get(t) != mark]
+                if "usage" in changed and loop.time() - usage_sent < usage_interval:
+                    changed.remove("usage")  # told with a later heartbeat's
+                    marks["usage"] = last.get("usage")
+                elif "usage" in changed:
+                    usage_sent = loop.time()
+                await self.publish(changed)
                 last = marks
                 await asyncio.sleep(min_interval)  # changes meanwhile: one wake-up
         finally:

@@ -28,7 +28,7 @@ __all__ = [
     "topic_marks",
 ]
 
-TOPICS = ("pool", "apps", "events", "upgrade")
+TOPICS = ("pool", "apps", "events", "upgrade", "usage")
 
 
 @dataclass(frozen=True)
@@ -246,16 +246,17 @@ def sparkline_points(values: Sequence[float], width: int = 120, height: int = 24
 
 def topic_marks(state: ClusterState) -> dict[str, object]:
     """A value per topic that changes when its part of ``state`` changes (the
-    informer's change sequence numbers; the whole revision when it keeps none)."""
+    informer's change sequence numbers; the whole revision when it keeps none).
+    ``usage`` is the agents' reports, live usage included: they change with every
+    heartbeat, so the hub sends it at a slower pace (``live.USAGE_INTERVAL``)."""
     changes = state.changes
     if changes is None:
-        return {"pool": state.revision, "apps": state.revision, "upgrade": state.revision}
+        return dict.fromkeys(("pool", "apps", "upgrade", "usage"), state.revision)
     return {
-        "pool": (changes.hosts, changes.status, changes.placed),
-        # Agents' reports (usage too: the app page's sparkline) change with heartbeats,
-        # every couple of seconds: a page hears of them at the hub's pace at most.
-        "apps": (_newest(changes.apps), changes.status, changes.placed),
+        "pool": (changes.hosts, changes.placed),
+        "apps": (_newest(changes.apps), _newest(changes.reports), changes.placed),
         "upgrade": (changes.hosts, changes.shared),
+        "usage": changes.status,
     }
 
 

@@ -17,6 +17,7 @@ import http.client
 import os
 import shutil
 import ssl
+import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -235,13 +236,20 @@ def test_a_change_from_the_cli_appears_without_a_reload(pool: Pool, browser: Any
     _wait(browser).until(lambda d: _texts(d, "#hosts .state") == ["ready", "ready"])
     browser.execute_script("window.notReloaded = true")
     host = pool.hosts.hosts[1].name
+    began = time.monotonic()
     done = pool.server.cli("cordon", host)
     assert done.returncode == 0, done.stdout + done.stderr
+    answered = time.monotonic()
     try:
         _wait(browser).until(lambda d: _texts(d, "#hosts .state") == ["ready", "cordoned"])
+        shown = time.monotonic()
         assert browser.execute_script("return window.notReloaded === true")
         refreshed = browser.find_element(By.ID, "live").get_attribute("data-refreshed")
         assert int(refreshed or 0) >= 1
+        print(
+            f"cordon: CLI {answered - began:.2f}s, on the page {shown - answered:.2f}s later; "
+            f"{refreshed} view fetch(es) in {shown - began:.1f}s"
+        )
     finally:
         assert pool.server.cli("uncordon", host).returncode == 0
 
