@@ -21,13 +21,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 import jinja2
 from aiohttp import web
 from cryptography import x509
 
 from fleet.controlplane.api import FleetService
-from fleet.controlplane.auth import ROLE_PERMISSIONS, LocalCall, Permission, check
+from fleet.controlplane.auth import ROLE_PERMISSIONS, Permission, check
+from fleet.dashboard.actions import Call, Refused, app_action, call_as, host_action
 from fleet.dashboard.live import MIN_INTERVAL, ChangeHub, EventFeed, UsageHistory
 from fleet.dashboard.sessions import (
     COOKIE,
@@ -43,22 +43,12 @@ from fleet.dashboard.views import app_detail, app_rows, event_rows, host_rows
 from fleet.errors import InvalidArgument, PermissionDenied
 from fleet.pki.subjects import Identity, Kind, Role, identity_from_pem, serial_of
 from fleet.proto import fleet_pb2 as pb
-from fleet.store import EventLog, Informer, check_host_id, check_name
+from fleet.store import EventLog, Informer
 
 __all__ = ["Dashboard", "DashboardConfig"]
 
 log = logging.getLogger(__name__)
 
-_HTTP_STATUS = {
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.ALREADY_EXISTS: 409,
-    grpc.StatusCode.FAILED_PRECONDITION: 409,
-    grpc.StatusCode.ABORTED: 409,
-    grpc.StatusCode.UNAVAILABLE: 503,
-}
 
 # Nothing but this origin's own files; no inline script or style (bars are <meter>s).
 _SECURITY_HEADERS = {
@@ -81,14 +71,6 @@ PAGES = ("pool", "apps", "events", "upgrade")
 class DashboardConfig:
     listen: str  # HOST:PORT
     session_seconds: float = DEFAULT_SESSION_SECONDS
-
-
-class Refused(Exception):
-    """An API handler's refusal, as an HTTP status and the handler's message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def _identity(session: Session) -> Identity:
@@ -316,11 +298,7 @@ class Dashboard:
 
     async def _call(self, session: Session, request: web.Request, method: Any, message: Any) -> Any:
         """Call an API handler as ``session``'s identity; Refused with its status."""
-        call = LocalCall(_identity(session), _peer(request))
-        answer = await method(message, call)
-        if call.code is not None:
-            raise Refused(_HTTP_STATUS.get(call.code, 500), call.details)
-        return answer
+        return await call_as(_identity(session), _peer(request), method, message)
 
     async def _view(self, page: str, request: web.Request, session: Session) -> dict[str, Any]:
         api = self._api
@@ -431,7 +409,7 @@ class Dashboard:
         self,
         request: web.Request,
         what: str,
-        change: Callable[[Session], Awaitable[str]],
+        change: Callable[[Call], Awaitable[str]],
     ) -> web.Response:
         """Check the change came from our own page (CSRF), make it as the session's
         identity, and log who did what with which result."""
@@ -446,7 +424,9 @@ class Dashboard:
             log.warning("dashboard: %s %s: refused: %s", session.name, what, problem)
             return web.json_response({"error": problem}, status=403)
         try:
-            result = await change(session)
+            result = await change(
+                lambda method, message: self._call(session, request, method, message)
+            )
         except Refused as error:
             log.warning(
                 "dashboard: %s (%s) %s: refused (%d): %s",
@@ -466,51 +446,19 @@ class Dashboard:
     async def _app_action(self, request: web.Request) -> web.Response:
         app, action = request.match_info["app"], request.match_info["action"]
         body = await _json_body(request)
-        api = self._api
-
-        async def change(session: Session) -> str:
-            name = check_name(app)
-            rollout = pb.RolloutRequest(app=name)
-            if action == "scale":
-                replicas = body.get("replicas")
-                if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
-                    raise InvalidArgument("replicas must be a whole number, 0 or more")
-                scaled = await self._call(
-                    session, request, api.Scale, pb.ScaleRequest(name=name, replicas=replicas)
-                )
-                return f"scaled {name} from {scaled.previous} to {replicas}"
-            if action == "undo":
-                info = await self._call(session, request, api.RolloutUndo, rollout)
-                return f"rolling {name} back to revision {info.revision}"
-            if action in ("pause", "resume"):
-                rollout.paused = action == "pause"
-                await self._call(session, request, api.RolloutPause, rollout)
-                return f"{name}'s rollout {'paused' if rollout.paused else 'resumed'}"
-            if action == "restart":
-                info = await self._call(session, request, api.RolloutRestart, rollout)
-                return f"restarting {name} (revision {info.revision})"
-            raise Refused(404, f"no app action {action!r}")
-
-        return await self._act(request, f"{action} app {app}", change)
+        return await self._act(
+            request,
+            f"{action} app {app}",
+            lambda call: app_action(self._api, call, app, action, body),
+        )
 
     async def _host_action(self, request: web.Request) -> web.Response:
         host, action = request.match_info["host"], request.match_info["action"]
-        api = self._api
-
-        async def change(session: Session) -> str:
-            host_id = check_host_id(host)
-            if action in ("cordon", "uncordon"):
-                state = "cordoned" if action == "cordon" else "ready"
-                message = pb.SetHostStateRequest(host_id=host_id, state=state)
-                info = await self._call(session, request, api.SetHostState, message)
-                return f"host {host_id} is {info.state}"
-            if action == "drain":
-                drain = pb.DrainRequest(host_id=host_id)
-                info = await self._call(session, request, api.DrainHost, drain)
-                return f"host {host_id} is {info.state}"
-            raise Refused(404, f"no host action {action!r}")
-
-        return await self._act(request, f"{action} host {host}", change)
+        return await self._act(
+            request,
+            f"{action} host {host}",
+            lambda call: host_action(self._api, call, host, action),
+        )
 
 
 def _origin(request: web.Request) -> str:

@@ -272,6 +272,7 @@ def test_a_deployer_scales_from_the_page_and_docker_runs_the_replicas(
     wait_until(lambda: pool.running("web") == 4, 60, what="4 web containers running")
     # And the page, live: no reload.
     _wait(browser).until(ec.text_to_be_present_in_element((By.ID, "running"), "4"))
+    _shot(browser, "app-deployer")
     assert [a.desired for a in pool.client.apps("web")] == [4]
 
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+import pytest
 
 from fleet.controlplane.api import FleetService
 from fleet.controlplane.auth import LocalCall, caller
+from fleet.dashboard.actions import Call, Refused, app_action, call_as, host_action
+from fleet.errors import InvalidArgument
 from fleet.pki.subjects import Identity, Kind, Role
 from fleet.proto import fleet_pb2 as pb
 from fleet.store import AppWrite, ClusterState
@@ -82,3 +85,50 @@ async def test_a_viewer_may_read_apps() -> None:
     apps = await service.GetApps(pb.GetRequest(), call)
     assert call.code is None
     assert [a.name for a in apps.apps] == ["web"]
+
+
+def _call_as(role: Role) -> Call:
+    identity = Identity(kind=Kind.client, name=f"token:{role}", role=role)
+    return lambda method, message: call_as(identity, "https test", method, message)
+
+
+async def test_the_scale_button_is_the_apis_scale_with_its_refusal_as_a_status() -> None:
+    service, store = _service()
+    with pytest.raises(Refused) as refused:
+        await app_action(service, _call_as(Role.viewer), "web", "scale", {"replicas": 3})
+    assert refused.value.status == 403 and "may not change apps" in str(refused.value)
+    assert store.writes == []
+    said = await app_action(service, _call_as(Role.deployer), "web", "scale", {"replicas": 3})
+    assert said == "scaled web from 2 to 3"
+    assert [w.record.spec.replicas for w in store.writes] == [3]
+
+
+@pytest.mark.parametrize("replicas", [None, -1, 1.5, "3", True])
+async def test_a_scale_needs_a_whole_number(replicas: object) -> None:
+    service, store = _service()
+    with pytest.raises(InvalidArgument):
+        await app_action(service, _call_as(Role.admin), "web", "scale", {"replicas": replicas})
+    assert store.writes == []
+
+
+async def test_unknown_apps_hosts_and_actions_are_refused() -> None:
+    service, _ = _service()
+    admin = _call_as(Role.admin)
+    with pytest.raises(Refused) as unknown:
+        await app_action(service, admin, "web", "explode", {})
+    assert unknown.value.status == 404
+    with pytest.raises(Refused) as missing:
+        await app_action(service, admin, "nosuch", "scale", {"replicas": 1})
+    assert missing.value.status == 404 and "not found" in str(missing.value)
+    with pytest.raises(Refused) as host:
+        await host_action(service, admin, "h1", "reboot")
+    assert host.value.status == 404
+    with pytest.raises(InvalidArgument):
+        await host_action(service, admin, "../etc", "drain")
+
+
+async def test_a_deployer_may_not_drain_a_host() -> None:
+    service, _ = _service()
+    with pytest.raises(Refused) as refused:
+        await host_action(service, _call_as(Role.deployer), "h1", "drain")
+    assert refused.value.status == 403 and "admin" in str(refused.value)
