@@ -143,9 +143,7 @@ class Dashboard:
             await self._runner.cleanup()
             self._runner = None
             raise
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else int(port)
+        self.port = int(self._runner.addresses[0][1])  # the one it got, for port 0
         self._tasks = [
             asyncio.create_task(self.hub.run(), name="dashboard-changes"),
             asyncio.create_task(self.feed.run(), name="dashboard-events"),
@@ -284,8 +282,11 @@ class Dashboard:
         return response
 
     async def _signout(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Origin") != _origin(request):
+            # Another site may not sign anyone out either (a nuisance, not a breach).
+            return web.json_response({"error": "cross-origin request refused"}, status=403)
         session = self._session(request)
-        if session is not None and request.headers.get("Origin") == _origin(request):
+        if session is not None:
             log.info("dashboard: %s signed out", session.name)
         response = web.HTTPSeeOther("/signin")
         response.del_cookie(COOKIE, path="/")

@@ -312,6 +312,16 @@ def test_a_viewers_scale_is_refused_by_the_server(pool: Pool, browser: Any) -> N
     assert [a.desired for a in pool.client.apps("api")] == [1]
 
 
+def test_signing_out_ends_the_session(pool: Pool, browser: Any) -> None:
+    _signed_in(browser, pool, "viewer")
+    cookie = browser.get_cookie("fleet_session")["value"]
+    browser.find_element(By.CSS_SELECTOR, "header form button").click()
+    _wait(browser).until(ec.url_to_be(f"{pool.url}/signin"))
+    assert browser.get_cookie("fleet_session") is None
+    # Another site's sign-out form is refused (the cookie would not come along anyway).
+    assert _request(pool, "POST", "/signout", cookie=cookie, origin="https://evil")[0] == 403
+
+
 def test_a_wrong_token_goes_back_to_sign_in(pool: Pool, browser: Any) -> None:
     _sign_in(browser, pool, "fleet_0123456789ab_not-the-secret")
     error = _wait(browser).until(ec.presence_of_element_located((By.ID, "signin-error")))
