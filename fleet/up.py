@@ -35,7 +35,7 @@ from fleet.errors import FailedPrecondition, FleetError, Unavailable
 from fleet.pki.files import CertPaths
 from fleet.pki.local import EtcdPKI, LocalPKI, ensure_etcd_pki, ensure_local_pki
 from fleet.pki.subjects import Kind
-from fleet.transport import TlsFiles, Transport
+from fleet.transport import TlsFiles, Transport, listen_problem
 
 __all__ = ["UpConfig", "run_up"]
 
@@ -49,6 +49,17 @@ class UpConfig:
     etcd_port: int = 7479
     host_id: str | None = None
     docker_url: str | None = None
+    dashboard_listen: str | None = None  # None: no dashboard
+
+
+def _dashboard_listen(listen: str | None) -> str | None:
+    """``listen``, or another free port on its address when it is taken (a second
+    `fleet up` on this machine still gets a dashboard; its URL is printed)."""
+    if listen is None or listen_problem(listen) is None:
+        return listen
+    host = listen.rpartition(":")[0]
+    log.warning("the dashboard's %s is taken: serving it on another free port", listen)
+    return f"{host}:0"
 
 
 def _default_host_id() -> str:
@@ -257,6 +268,7 @@ async def run_up(config: UpConfig) -> None:
                 listen=config.listen,
                 # Made at the first start: this is the pool's first (and only) replica.
                 secrets_key=data_dir / "secrets.key",
+                dashboard_listen=_dashboard_listen(config.dashboard_listen),
             )
         )
         await plane.start()
@@ -278,6 +290,16 @@ async def run_up(config: UpConfig) -> None:
             config.etcd_port,
         )
         log.info("%s", _remember_context(data_dir, config.listen))
+        if plane.dashboard_port:
+            host = (config.dashboard_listen or "").rpartition(":")[0].strip("[]")
+            host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+            log.info(
+                "dashboard: https://%s:%d/ (its certificate is of %s; sign in with a token: "
+                "fleet tokens create NAME --role viewer|deployer|admin)",
+                host,
+                plane.dashboard_port,
+                data_dir / "pki" / "ca.crt",
+            )
         stopper = asyncio.create_task(stop.wait())
         tasks = {agent_task, plane_task, etcd_task, stopper}
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what fleet needs on a Debian 12 machine, idempotently: Debian packages
 # (docker engine, etcd, busybox for test images, a registry, iproute2, debootstrap for
-# the image's local base, haproxy for edge hosts) and a virtualenv with the package,
+# the image's local base, haproxy for edge hosts, chromium for the dashboard's test) and a virtualenv with the package,
 # its server extra and its dev tools. Safe to run again; does nothing when everything
 # is there.
 set -euo pipefail
@@ -21,6 +21,9 @@ have ignition-validate || need+=(ignition)  # validates deploy/fcos, deploy/flat
 have debootstrap || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 have systemd-analyze || need+=(systemd)  # verifies deploy/systemd's units in the tests
 have haproxy || [ -x /usr/sbin/haproxy ] || need+=(haproxy)  # the edge proxy (--ingress)
+# Headless Chromium and its WebDriver: the dashboard's browser test (tests/e2e).
+have chromium || need+=(chromium)
+have chromedriver || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "bootstrap: missing ${need[*]}; run as root (or install them) first" >&2

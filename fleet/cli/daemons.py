@@ -147,6 +147,23 @@ def server(
             help="Serve /metrics over plain HTTP to anyone who reaches it instead.",
         ),
     ] = False,
+    dashboard_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--dashboard-listen",
+            help="Serve the web dashboard here, e.g. 0.0.0.0:7443: HTTPS with the server's "
+            "certificate; sign in with a token (fleet tokens create NAME --role viewer) or a "
+            "client certificate. Example: fleet server --dashboard-listen 127.0.0.1:7443, "
+            "then open https://127.0.0.1:7443/.",
+        ),
+    ] = None,
+    dashboard_session_ttl: Annotated[
+        str,
+        typer.Option(
+            "--dashboard-session-ttl",
+            help="How long a dashboard sign-in lasts (then the page asks again).",
+        ),
+    ] = "8h",
     reflection: Annotated[
         bool,
         typer.Option("--reflection", help="Serve gRPC server reflection (grpcurl) too."),
@@ -257,6 +274,10 @@ def server(
     Every option can also be set by its FLEET_* variable or in the --config file.
     SIGTERM stops it cleanly (a leader hands over at once); under systemd (Type=notify)
     it says READY=1 once it serves.
+
+    Examples:
+      fleet server --etcd 10.0.0.5:2379 --listen 0.0.0.0:7400
+      fleet server --dashboard-listen 0.0.0.0:7443  # then open https://HOST:7443/
     """
     from fleet.controlplane.registration import HostLimits
     from fleet.controlplane.server import ServerConfig, run_server
@@ -282,6 +303,10 @@ def server(
         metrics_listen=metrics_listen,
         metrics_insecure=metrics_insecure,
         reflection=reflection,
+        dashboard_listen=dashboard_listen,
+        dashboard_session_seconds=max(
+            1.0, duration_option("--dashboard-session-ttl", dashboard_session_ttl)
+        ),
         fleetlock=_fleetlock_config(
             fleetlock_listen, fleetlock_group_label, fleetlock_tokens, fleetlock_insecure
         ),
@@ -723,6 +748,14 @@ def up(
     ] = 7479,
     host_id: Annotated[str | None, typer.Option("--host-id", help="This host's id.")] = None,
     docker_url: Annotated[str | None, typer.Option("--docker", help="Docker daemon URL.")] = None,
+    dashboard_listen: Annotated[
+        str,
+        typer.Option(
+            "--dashboard-listen",
+            help="The web dashboard's address (HTTPS; another free port if this one is "
+            "taken; 'off': none). Its URL is printed at start.",
+        ),
+    ] = "127.0.0.1:7443",
     log_level: LogLevel = "info",
 ) -> None:
     """Run fleet on this one machine: etcd, the control plane and an agent, in the
@@ -740,6 +773,7 @@ def up(
         etcd_port=etcd_port,
         host_id=host_id,
         docker_url=docker_url,
+        dashboard_listen=None if dashboard_listen == "off" else dashboard_listen,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_up(config))

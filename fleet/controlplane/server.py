@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -59,6 +59,9 @@ from fleet.transport import (
     Transport,
     listen_problem,
 )
+
+if TYPE_CHECKING:
+    from fleet.dashboard import Dashboard
 
 __all__ = ["ControlPlane", "ServerConfig", "run_server"]
 
@@ -122,6 +125,10 @@ class ServerConfig:
     # FleetLock for Zincati (None: off): HTTPS with the server's certificate when it
     # has TLS, for an agent certificate or a group's token (fleetlockport).
     fleetlock: FleetLockConfig | None = None
+    # The web dashboard (None: off): HTTPS with the server's certificate, sign-in with a
+    # bearer token or a client certificate (fleet.dashboard); sessions last this long.
+    dashboard_listen: str | None = None
+    dashboard_session_seconds: float = 8 * 3600.0
     reflection: bool = False  # gRPC server reflection on the main port (--reflection)
     prefix: str = DEFAULT_PREFIX
     heartbeat_seconds: float = 2.0
@@ -236,6 +243,8 @@ class ControlPlane:
         self._tasks: list[asyncio.Task[None]] = []
         self._metrics_port: MetricsPort | None = None
         self._fleetlock: FleetLockPort | None = None
+        self._dashboard: Dashboard | None = None
+        self.dashboard_port = 0
         self.fleetlock_port = 0
         self.port = 0
         self.token_port = 0
@@ -262,6 +271,9 @@ class ControlPlane:
             )
         if self.config.metrics_listen is not None:
             _check_listen(self.config.metrics_listen)
+        if self.config.dashboard_listen is not None:
+            _check_listen(self.config.dashboard_listen)
+            dashboard_tls = self._dashboard_tls()  # refused now, before anything started
         self.keeper.start(asyncio.get_running_loop())
         self._tasks = [asyncio.create_task(self.informer.run(), name="informer")]
         try:
@@ -309,7 +321,35 @@ class ControlPlane:
                 raise FailedPrecondition(
                     f"cannot listen on {self.config.fleetlock.listen}: {error.strerror}"
                 ) from None
+        if self.config.dashboard_listen is not None:
+            await self._serve_dashboard(self.config.dashboard_listen, dashboard_tls)
         log.info("control plane %s listening on %s", self.server_id, self.config.listen)
+
+    def _dashboard_tls(self) -> ssl.SSLContext:
+        """The dashboard's TLS: the server's certificate; a browser's client certificate
+        of fleet's CA is optional (a token signs in as well). Never plain HTTP."""
+        tls = self.config.transport.tls
+        if tls is None:
+            raise FailedPrecondition(
+                "--dashboard-listen serves HTTPS with the server's certificate, and this "
+                "server has none (--insecure)"
+            )
+        try:
+            return metrics_tls_context(tls)
+        except (OSError, ssl.SSLError) as error:
+            raise FailedPrecondition(f"cannot serve the dashboard over TLS: {error}") from None
+
+    async def _serve_dashboard(self, listen: str, tls: ssl.SSLContext) -> None:
+        from fleet.dashboard import Dashboard, DashboardConfig  # aiohttp: the server extra
+
+        config = DashboardConfig(listen, session_seconds=self.config.dashboard_session_seconds)
+        self._dashboard = Dashboard(config, self.api, self.informer, self.events, tls)
+        try:
+            self.dashboard_port = await self._dashboard.start()
+        except OSError as error:
+            self._dashboard = None
+            raise FailedPrecondition(f"cannot listen on {listen}: {error.strerror}") from None
+        log.info("dashboard on https://%s", _url_address(listen, self.dashboard_port))
 
     def _fleetlock_tls(self) -> ssl.SSLContext | None:
         """FleetLock's TLS: the server's certificate, an agent certificate optional (a
@@ -395,6 +435,9 @@ class ControlPlane:
                 self.compactor = None
 
     async def stop(self, grace: float = 2.0) -> None:
+        if self._dashboard is not None:
+            await self._dashboard.stop()
+            self._dashboard = None
         if self._metrics_port is not None:
             self._metrics_port.stop()
         if self._fleetlock is not None:
@@ -427,6 +470,14 @@ class ControlPlane:
         done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in done:
             task.result()
+
+
+def _url_address(listen: str, port: int) -> str:
+    """``listen`` with the port it got, as a URL's authority (any address: loopback)."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _check_listen(address: str) -> None:

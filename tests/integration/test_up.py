@@ -81,7 +81,10 @@ def test_up_runs_everything_and_a_second_up_finds_the_apps(
         "--host-id",
         "solo",
     ]
-    up = ManagedProcess(args, tmp_path / "up.log", name="fleet up")
+    dashboard = f"127.0.0.1:{free_port()}"
+    up = ManagedProcess(
+        [*args, "--dashboard-listen", dashboard], tmp_path / "up.log", name="fleet up"
+    )
     # fleet up makes its own PKI in the data dir; the CLI's admin certificate is there.
     admin = TlsFiles.in_dir(data_dir / "pki", "client", "admin")
     client = FleetClient([listen], Transport(admin), timeout=5)
@@ -102,6 +105,18 @@ def test_up_runs_everything_and_a_second_up_finds_the_apps(
         )
         assert bare.returncode == 0, bare.stderr
         assert [h["host_id"] for h in json.loads(bare.stdout)] == ["solo"]
+        # It serves the web dashboard, over HTTPS with its own CA, and says where.
+        said = wait_until(
+            lambda: f"dashboard: https://{dashboard}/" in (tmp_path / "up.log").read_text(),
+            30,
+            what="the dashboard's URL in the log",
+        )
+        assert said
+        context = ssl.create_default_context(cafile=str(data_dir / "pki" / "ca.crt"))
+        with urllib.request.urlopen(
+            f"https://{dashboard}/signin", context=context, timeout=10
+        ) as page:
+            assert page.status == 200 and b"API token" in page.read()
         # A second copy on the same data dir is refused before it touches anything.
         other_ports = ["--listen", f"127.0.0.1:{free_port()}", "--etcd-port", "20000"]
         second = subprocess.run(
