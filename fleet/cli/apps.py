@@ -84,7 +84,12 @@ __all__ = ["apply", "delete", "describe", "diff", "get", "scale", "schema"]
 
 FileOpt = Annotated[
     Path,
-    typer.Option("--filename", "-f", help="App file (YAML, one or more documents; - for stdin)."),
+    typer.Option(
+        "--filename",
+        "-f",
+        metavar="FILE",
+        help="App file (YAML, one or more documents; - for stdin).",
+    ),
 ]
 
 
