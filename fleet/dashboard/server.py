@@ -43,6 +43,7 @@ from fleet.dashboard.views import app_detail, app_rows, event_rows, host_rows
 from fleet.errors import InvalidArgument, PermissionDenied
 from fleet.pki.subjects import Identity, Kind, Role, identity_from_pem, serial_of
 from fleet.proto import fleet_pb2 as pb
+from fleet.secrets import SecretBox
 from fleet.store import EventLog, Informer
 
 __all__ = ["Dashboard", "DashboardConfig"]
@@ -95,12 +96,14 @@ class Dashboard:
         informer: Informer,
         events: EventLog,
         tls: ssl.SSLContext,
+        secrets_key: SecretBox | None = None,
     ) -> None:
         self.config = config
         self._api = api
         self._informer = informer
         self._tls = tls
-        self._signer = SessionSigner()
+        # Derived from the pool's secrets key: a session is good on every replica.
+        self._signer = SessionSigner.for_pool(secrets_key)
         self.usage = UsageHistory()
         self.hub = ChangeHub(informer, self.usage)
         self.feed = EventFeed(events, lambda: self.hub.publish(["events"]))
