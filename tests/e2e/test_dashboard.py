@@ -44,7 +44,10 @@ from tests.conftest import PoolFactory
 from tests.helpers import fleet_containers
 
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    NoAlertPresentException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -181,7 +184,9 @@ def browser(pool: Pool, pki: TestPKI, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def _wait(driver: Any, timeout: float = WAIT) -> Any:
-    return WebDriverWait(driver, timeout)
+    # A live page swaps its view in when it changed: an element read just before a
+    # swap is stale by the next read; look again.
+    return WebDriverWait(driver, timeout, ignored_exceptions=[StaleElementReferenceException])
 
 
 def _sign_in(driver: Any, pool: Pool, token: str) -> None:
@@ -298,7 +303,9 @@ def test_a_deployer_scales_from_the_page_and_docker_runs_the_replicas(
 def _click(browser: Any, selector: str, question: str, said: str) -> str:
     """Click a button, check and accept its confirmation, and wait for the server's
     answer in the flash; the answer."""
-    _wait(browser).until(ec.element_to_be_clickable((By.CSS_SELECTOR, selector))).click()
+    # Found and clicked in one go, again if the page's view was swapped in between
+    # (live usage changes it every few seconds).
+    _wait(browser).until(lambda d: d.find_element(By.CSS_SELECTOR, selector).click() or True)
     alert = _wait(browser, 5).until(ec.alert_is_present())
     assert alert.text == question
     alert.accept()
@@ -518,7 +525,7 @@ def test_a_client_certificate_signs_in_with_its_role(pool: Pool, pki: TestPKI) -
     )
     assert (status, location) == (303, "/pool")
     assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
-    value = cookie.split(";")[0].split("=", 1)[1]
+    value = _cookie_value(cookie)
     assert _request(pool, "GET", "/pool", cookie=value)[0] == 200
     # Without a certificate there is nobody to sign in as.
     assert _request(pool, "POST", "/signin", body="method=certificate")[0] == 401
@@ -527,3 +534,40 @@ def test_a_client_certificate_signs_in_with_its_role(pool: Pool, pki: TestPKI) -
         pool, "POST", "/signin", body="method=certificate", tls=context, origin="https://evil"
     )
     assert other[0] == 403 and other[2] == ""
+
+
+def _cookie_value(set_cookie: str) -> str:
+    return set_cookie.split(";")[0].split("=", 1)[1]
+
+
+def test_a_session_is_good_on_every_replica_of_the_pool(pool: Pool, pki: TestPKI) -> None:
+    files = pki.client("dash-ha", "viewer")
+    context = ssl.create_default_context(cafile=str(files.ca))
+    context.load_cert_chain(files.cert, files.key)
+    status, _, cookie = _request(pool, "POST", "/signin", body="method=certificate", tls=context)
+    assert status == 303
+    value = _cookie_value(cookie)
+    # A second control-plane replica of the same pool: the same etcd prefix and the same
+    # secrets key file (the fixture's log directory holds it), a dashboard of its own.
+    dashboard = f"127.0.0.1:{free_port()}"
+    extra = ["--dashboard-listen", dashboard, "--dashboard-session-ttl", f"{SESSION_SECONDS}s"]
+    first = pool.server
+    second = FleetServerProcess(
+        first.etcd_endpoint, PREFIX, first.log_dir, pki, extra_args=extra, log_name="replica.log"
+    ).start()
+    try:
+        other = Pool(pool.hosts, second, pool.client, f"https://{dashboard}", {}, pool.etcd)
+        assert _request(other, "GET", "/pool", cookie=value)[0] == 200
+        # And the other way round: a session the second replica signed is good on the first.
+        status, _, cookie = _request(
+            other, "POST", "/signin", body="method=certificate", tls=context
+        )
+        assert status == 303
+        assert _request(pool, "GET", "/pool", cookie=_cookie_value(cookie))[0] == 200
+        # The same session with the mac of another key is refused by both.
+        mac = base64.urlsafe_b64encode(hashlib.sha256(b"another key").digest()).decode()
+        forged = f"{value.split('.')[0]}.{mac.rstrip('=')}"
+        for replica in (pool, other):
+            assert _request(replica, "GET", "/pool", cookie=forged)[:2] == (303, "/signin")
+    finally:
+        second.stop()
