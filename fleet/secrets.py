@@ -26,7 +26,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fleet._keyfiles import read_private
 from fleet.errors import InvalidArgument
@@ -108,8 +110,16 @@ class SecretBox:
 
     def __init__(self, key: bytes) -> None:
         self._aead = AESGCM(key)
+        self._key = key
         # Names the key in each record, so a record made with another key says so.
         self.key_id = hashlib.sha256(key).hexdigest()[:12]
+
+    def derive(self, info: bytes, length: int = 32) -> bytes:
+        """A key for another purpose (HKDF-SHA256 with ``info`` naming it), the same on
+        every replica that holds this key, from which nothing learns this key back."""
+        return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(
+            self._key
+        )
 
     def seal(self, name: str, value: bytes) -> tuple[str, str]:
         """(nonce, ciphertext), base64, for the secret ``name``."""

@@ -343,7 +343,14 @@ class ControlPlane:
         from fleet.dashboard import Dashboard, DashboardConfig  # aiohttp: the server extra
 
         config = DashboardConfig(listen, session_seconds=self.config.dashboard_session_seconds)
-        self._dashboard = Dashboard(config, self.api, self.informer, self.events, tls)
+        box = self._key.box if self._key is not None else None
+        if box is None:
+            log.warning(
+                "dashboard sessions are signed with a key of this process alone (no "
+                "--secrets-key-file): a restart signs everyone out, and a session is good "
+                "on this replica only"
+            )
+        self._dashboard = Dashboard(config, self.api, self.informer, self.events, tls, box)
         try:
             self.dashboard_port = await self._dashboard.start()
         except OSError as error:

@@ -4,6 +4,7 @@ actions an operator's role allows.
 
     sessions.py  the signed session cookie, its expiry, the CSRF and Origin checks (pure)
     views.py     what each page shows, shaped from the API's answers; what changed (pure)
+    limits.py    failed sign-ins per address, event streams per session and in all (pure)
     live.py      one informer subscription and one event-log watch for every browser
     server.py    the aiohttp port in the control plane's loop; every page and action is
                  a call to the API's own handlers, as the signed-in identity

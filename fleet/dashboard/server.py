@@ -28,6 +28,7 @@ from cryptography import x509
 from fleet.controlplane.api import FleetService
 from fleet.controlplane.auth import ROLE_PERMISSIONS, Permission, check
 from fleet.dashboard.actions import Call, Refused, app_action, call_as, host_action
+from fleet.dashboard.limits import SignInLimiter, StreamLimiter, client_of, retry_header
 from fleet.dashboard.live import MIN_INTERVAL, ChangeHub, EventFeed, UsageHistory
 from fleet.dashboard.sessions import (
     COOKIE,
@@ -43,6 +44,7 @@ from fleet.dashboard.views import app_detail, app_rows, event_rows, host_rows
 from fleet.errors import InvalidArgument, PermissionDenied
 from fleet.pki.subjects import Identity, Kind, Role, identity_from_pem, serial_of
 from fleet.proto import fleet_pb2 as pb
+from fleet.secrets import SecretBox
 from fleet.store import EventLog, Informer
 
 __all__ = ["Dashboard", "DashboardConfig"]
@@ -65,6 +67,12 @@ _SECURITY_HEADERS = {
 }
 
 PAGES = ("pool", "apps", "events", "upgrade")
+# Seconds between an idle event stream's comments: a closed page's stream notices its
+# socket is gone (and frees its place: limits.StreamLimiter) at the latest after this.
+_HEARTBEAT = 15.0
+# The signed-in session, set on the request by the _signed_in middleware (a typed key:
+# aiohttp warns about string keys).
+_SESSION = web.RequestKey("session", Session)
 
 
 @dataclass(frozen=True)
@@ -95,12 +103,16 @@ class Dashboard:
         informer: Informer,
         events: EventLog,
         tls: ssl.SSLContext,
+        secrets_key: SecretBox | None = None,
     ) -> None:
         self.config = config
         self._api = api
         self._informer = informer
         self._tls = tls
-        self._signer = SessionSigner()
+        # Derived from the pool's secrets key: a session is good on every replica.
+        self._signer = SessionSigner.for_pool(secrets_key)
+        self._signins = SignInLimiter()
+        self.streams = StreamLimiter()
         self.usage = UsageHistory()
         self.hub = ChangeHub(informer, self.usage)
         self.feed = EventFeed(events, lambda: self.hub.publish(["events"]))
@@ -213,7 +225,7 @@ class Dashboard:
             ):
                 return web.json_response({"error": "sign in first", "signin": True}, status=401)
             raise web.HTTPSeeOther("/signin")
-        request["session"] = session
+        request[_SESSION] = session
         return await handler(request)
 
     def _client_certificate(self, request: web.Request) -> tuple[Identity, str, float] | None:
@@ -252,12 +264,23 @@ class Dashboard:
         if request.headers.get("Origin") != _origin(request):
             log.warning("dashboard sign-in from %s refused: cross-origin", _peer(request))
             return await self._signin_page(request, "cross-origin sign-in refused", 403)
-        form = await request.post()
         now = time.time()
+        client = client_of(request.remote)
+        # Refused before the credentials are looked at: no more guesses to learn from.
+        wait = self._signins.retry_after(client, now)
+        if wait is not None:
+            log.warning("dashboard sign-in from %s refused: too many failures", _peer(request))
+            seconds = retry_header(wait)
+            why = f"too many failed sign-ins from {client}: try again in {seconds} s"
+            response = await self._signin_page(request, why, 429)
+            response.headers["Retry-After"] = seconds
+            return response
+        form = await request.post()
         lifetime = self.config.session_seconds
         if form.get("method") == "certificate":
             found = self._client_certificate(request)
             if found is None or found[0].kind != Kind.client or found[0].role is None:
+                self._signins.failed(client, now)
                 return await self._signin_page(request, "no client certificate with a role", 401)
             identity, serial, expires = found
             # Never past the certificate's own expiry: fleet cannot revoke a client's.
@@ -270,6 +293,7 @@ class Dashboard:
             identity_or_none = self._api.token_identity(token)
             if identity_or_none is None:
                 log.warning("dashboard sign-in from %s refused: unknown token", _peer(request))
+                self._signins.failed(client, now)
                 return await self._signin_page(request, "unknown or revoked token", 401)
             identity = identity_or_none
             token_id = token.split("_")[1]
@@ -345,7 +369,7 @@ class Dashboard:
         return {"upgrade": upgrade}
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
-        session: Session = request["session"]
+        session = request[_SESSION]
         page = "app" if "app" in request.match_info else request.path.strip("/")
         try:
             view = await self._view(page, request, session)
@@ -371,16 +395,22 @@ class Dashboard:
     async def _live(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: ``changed`` (topics) at most every MIN_INTERVAL, and
         ``signin`` when the session ends (the page then goes to sign-in)."""
-        session: Session = request["session"]
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
-        )
-        await response.prepare(request)
+        session = request[_SESSION]
+        refused = self.streams.open(session.csrf)  # the csrf token: one per session
+        if refused is not None:
+            log.warning("dashboard: %s's event stream refused: %s", session.name, refused)
+            return web.json_response(
+                {"error": refused}, status=429, headers={"Retry-After": retry_header(_HEARTBEAT)}
+            )
         task = asyncio.current_task()
         if task is not None:
             self._streams.add(task)
         seen = self.hub.sequence
         try:
+            response = web.StreamResponse(
+                headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
+            )
+            await response.prepare(request)
             await response.write(b"retry: 2000\n\n")
             while True:
                 remaining = session.expires - time.time()
@@ -388,7 +418,7 @@ class Dashboard:
                     await response.write(b"event: signin\ndata: {}\n\n")
                     break
                 try:
-                    await asyncio.wait_for(self.hub.wait_past(seen), min(15.0, remaining))
+                    await asyncio.wait_for(self.hub.wait_past(seen), min(_HEARTBEAT, remaining))
                 except TimeoutError:
                     await response.write(b": still here\n\n")
                     continue
@@ -400,6 +430,7 @@ class Dashboard:
         except (ConnectionResetError, asyncio.CancelledError):
             pass  # the browser went away, or the server stops
         finally:
+            self.streams.close(session.csrf)
             if task is not None:
                 self._streams.discard(task)
         return response
@@ -414,7 +445,7 @@ class Dashboard:
     ) -> web.Response:
         """Check the change came from our own page (CSRF), make it as the session's
         identity, and log who did what with which result."""
-        session: Session = request["session"]
+        session = request[_SESSION]
         problem = csrf_problem(
             session,
             request.headers.get(CSRF_HEADER),

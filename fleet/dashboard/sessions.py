@@ -2,9 +2,10 @@
 the checks every change must pass (CSRF token, Origin). Pure: time is a parameter.
 
 The cookie is ``<payload>.<mac>``, both base64url: the payload is JSON, the mac an
-HMAC-SHA256 over it with a key only this server process holds (a restart signs
-everyone out, which is also how every session is revoked at once). The payload holds
-no secret: a token's id (to notice its revocation), never the token itself.
+HMAC-SHA256 over it. Its key is derived (HKDF, ``SESSION_KEY_INFO``) from the pool's
+secrets key, which every control-plane replica holds already: a cookie one replica
+signed is good on every other, and after a restart. The payload holds no secret: a
+token's id (to notice its revocation), never the token itself.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ import json
 import secrets
 from dataclasses import asdict, dataclass
 
+from fleet.secrets import SecretBox
+
 __all__ = [
     "COOKIE",
     "CSRF_HEADER",
     "DEFAULT_SESSION_SECONDS",
+    "SESSION_KEY_INFO",
     "Session",
     "SessionSigner",
     "cookie_attributes",
@@ -31,6 +35,8 @@ __all__ = [
 COOKIE = "fleet_session"
 CSRF_HEADER = "X-CSRF-Token"
 DEFAULT_SESSION_SECONDS = 8 * 3600.0
+# HKDF's info: names this use of the secrets key, so the derived key is no other use's.
+SESSION_KEY_INFO = b"fleet-dashboard-session"
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,14 @@ class SessionSigner:
 
     def __init__(self, key: bytes | None = None) -> None:
         self._key = key if key is not None else secrets.token_bytes(32)
+
+    @classmethod
+    def for_pool(cls, secrets_key: SecretBox | None) -> SessionSigner:
+        """The signer every replica sharing ``secrets_key`` has alike; without one (a
+        server with no --secrets-key-file), a key of this process alone."""
+        if secrets_key is None:
+            return cls()
+        return cls(secrets_key.derive(SESSION_KEY_INFO))
 
     def _mac(self, payload: str) -> str:
         return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())

@@ -1,7 +1,9 @@
 """The web dashboard in headless Chromium (Selenium) against a real control plane, etcd
 and two agents on namespaced Docker hosts: sign-in, every page, live updates without a
-reload, a deployer's scale that Docker carries out, a viewer's refused by the server,
-and the ways back to sign-in (a wrong token, an expired session).
+reload, every button (a deployer's scale, pause, resume, restart and undo; an admin's
+cordon, uncordon and drain) confirmed in the browser and checked against what etcd
+holds and Docker runs, a viewer's change refused by the server, and the ways back to
+sign-in (a wrong token, an expired session).
 
 The browser trusts the test server's key alone: Chromium's
 ``--ignore-certificate-errors-spki-list`` with the hash of the server certificate's
@@ -14,11 +16,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import json
 import os
 import shutil
 import ssl
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +34,7 @@ from cryptography.hazmat.primitives import serialization
 
 from fleet.client import FleetClient
 from fleet.spec import load_documents
+from fleet.store.keys import KeyLayout
 from fleet.testing import EtcdServer, HostPool, wait_until
 from fleet.testing.certs import TestPKI
 from fleet.testing.fleetprocs import FleetAgentProcess, FleetServerProcess
@@ -39,12 +44,17 @@ from tests.conftest import PoolFactory
 from tests.helpers import fleet_containers
 
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    NoAlertPresentException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 IMAGE = "fleet-test/dash:v1"
+PREFIX = "/e2e-dashboard/"
+KEYS = KeyLayout(PREFIX)
 SESSION_SECONDS = 25  # short, so that the expiry case waits little; each case signs in anew
 WAIT = 30.0
 SCREENSHOTS = Path(os.environ.get("FLEET_SCREENSHOTS", "build/screenshots"))
@@ -57,14 +67,28 @@ class Pool:
     client: FleetClient
     url: str
     tokens: dict[str, str]  # role -> token
+    etcd: EtcdServer
 
     def running(self, app: str) -> int:
-        return sum(
-            1
-            for h in self.hosts.hosts
-            for c in fleet_containers(h.client(), app)
-            if c.status == "running"
+        return len(self.containers(app))
+
+    def containers(self, app: str, host: int | None = None) -> list[Any]:
+        """``app``'s running containers as Docker lists them (on one host, or all)."""
+        hosts = self.hosts.hosts if host is None else [self.hosts.hosts[host]]
+        return [
+            c for h in hosts for c in fleet_containers(h.client(), app) if c.status == "running"
+        ]
+
+    def stored(self, key: bytes) -> dict[str, Any]:
+        """A record as etcd holds it, read through its JSON gateway (not fleet's API)."""
+        request = urllib.request.Request(
+            self.etcd.url + "/v3/kv/range",
+            data=json.dumps({"key": base64.b64encode(key).decode()}).encode(),
         )
+        with urllib.request.urlopen(request, timeout=5, context=self.etcd.ssl_context()) as answer:
+            kvs = json.load(answer).get("kvs") or []
+        assert kvs, f"{key!r} is not in etcd"
+        return dict(json.loads(base64.b64decode(kvs[0]["value"])))
 
 
 def _spki_hash(cert: Path) -> str:
@@ -90,9 +114,7 @@ def pool(
     logs = tmp_path_factory.mktemp("dashboard")
     dashboard = f"127.0.0.1:{free_port()}"
     extra = ["--dashboard-listen", dashboard, "--dashboard-session-ttl", f"{SESSION_SECONDS}s"]
-    server = FleetServerProcess(
-        etcd_server.endpoint, "/e2e-dashboard/", logs, pki, extra_args=extra
-    )
+    server = FleetServerProcess(etcd_server.endpoint, PREFIX, logs, pki, extra_args=extra)
     server.start()
     agents = [
         FleetAgentProcess(
@@ -111,7 +133,7 @@ def pool(
             lambda: len([h for h in client.hosts() if h.connected]) == 2, 30, what="2 agents"
         )
         tokens = {}
-        for role in ("viewer", "deployer"):
+        for role in ("viewer", "deployer", "admin"):
             made = server.cli("tokens", "create", f"dash-{role}", "--role", role)
             assert made.returncode == 0, made.stderr
             tokens[role] = made.stdout.strip()
@@ -121,7 +143,7 @@ def pool(
             for name, n in (("web", 2), ("api", 1))
         )
         client.apply(load_documents(apps, "apps.yaml"))
-        found = Pool(hosts, server, client, f"https://{dashboard}", tokens)
+        found = Pool(hosts, server, client, f"https://{dashboard}", tokens, etcd_server)
         wait_until(lambda: found.running("web") == 2, 60, what="web's 2 replicas running")
         yield found
     finally:
@@ -162,7 +184,9 @@ def browser(pool: Pool, pki: TestPKI, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def _wait(driver: Any, timeout: float = WAIT) -> Any:
-    return WebDriverWait(driver, timeout)
+    # A live page swaps its view in when it changed: an element read just before a
+    # swap is stale by the next read; look again.
+    return WebDriverWait(driver, timeout, ignored_exceptions=[StaleElementReferenceException])
 
 
 def _sign_in(driver: Any, pool: Pool, token: str) -> None:
@@ -276,6 +300,120 @@ def test_a_deployer_scales_from_the_page_and_docker_runs_the_replicas(
     assert [a.desired for a in pool.client.apps("web")] == [4]
 
 
+def _click(browser: Any, selector: str, question: str, said: str) -> str:
+    """Click a button, check and accept its confirmation, and wait for the server's
+    answer in the flash; the answer."""
+    # Found and clicked in one go, again if the page's view was swapped in between
+    # (live usage changes it every few seconds).
+    _wait(browser).until(lambda d: d.find_element(By.CSS_SELECTOR, selector).click() or True)
+    alert = _wait(browser, 5).until(ec.alert_is_present())
+    assert alert.text == question
+    alert.accept()
+    _wait(browser).until(ec.text_to_be_present_in_element((By.ID, "flash"), said))
+    assert browser.find_element(By.ID, "flash").get_attribute("class") == "ok"
+    return str(browser.find_element(By.ID, "flash").text)
+
+
+def _revisions(pool: Pool, app: str) -> list[tuple[str, str]]:
+    """(container id, fleet.revision label) of ``app``'s running containers, in Docker."""
+    return sorted((c.id, c.labels["fleet.revision"]) for c in pool.containers(app))
+
+
+def _shown_revision(driver: Any) -> str:
+    """The revision the app page's history marks current."""
+    found = driver.find_elements(By.CSS_SELECTOR, "tr.current td")
+    return str(found[0].text) if found else ""
+
+
+def _rolled_out(pool: Pool, app: str, revision: int, old_ids: set[str]) -> bool:
+    """Docker runs ``app``'s one replica at ``revision``, in a container new since
+    ``old_ids``, and the controller recorded that rollout complete."""
+    running = _revisions(pool, app)
+    rollout = pool.stored(KEYS.rollout(app))
+    return (
+        len(running) == 1
+        and running[0][1] == str(revision)
+        and running[0][0] not in old_ids
+        and (rollout["revision"], rollout["state"]) == (revision, "complete")
+    )
+
+
+def test_a_deployer_pauses_resumes_restarts_and_undoes_a_rollout_from_the_page(
+    pool: Pool, browser: Any
+) -> None:
+    _signed_in(browser, pool, "deployer")
+    browser.get(f"{pool.url}/apps/api")
+    first = pool.stored(KEYS.app("api"))["revision"]
+    assert pool.stored(KEYS.rollout("api"))["paused"] is False
+
+    _click(browser, "[data-action$='/pause']", "Pause api's rollout?", "api's rollout paused")
+    assert pool.stored(KEYS.rollout("api"))["paused"] is True
+    _wait(browser).until(lambda d: "(paused)" in d.find_element(By.ID, "live").text)
+    _click(browser, "[data-action$='/resume']", "Resume api's rollout?", "resumed")
+    assert pool.stored(KEYS.rollout("api"))["paused"] is False
+    _wait(browser).until(lambda d: "(paused)" not in d.find_element(By.ID, "live").text)
+
+    # Restart: a new revision of the same template, so Docker runs a new container.
+    before = {i for i, _ in _revisions(pool, "api")}
+    assert len(before) == 1
+    question = "Restart every replica of api (a rolling restart)?"
+    said = _click(browser, "[data-action$='/restart']", question, "restarting api")
+    restarted = pool.stored(KEYS.app("api"))["revision"]
+    assert restarted > first and said == f"restarting api (revision {restarted})"
+    wait_until(lambda: _rolled_out(pool, "api", restarted, before), 60, what="api restarted")
+    _wait(browser).until(lambda d: _shown_revision(d) == str(restarted))  # live, no reload
+
+    # Undo: back to the revision before the restart, again in a new container.
+    before = {i for i, _ in _revisions(pool, "api")}
+    question = "Roll api back to its previous revision?"
+    said = _click(browser, "[data-action$='/undo']", question, "rolling api back")
+    assert said == f"rolling api back to revision {first}"
+    assert pool.stored(KEYS.app("api"))["revision"] == first
+    wait_until(lambda: _rolled_out(pool, "api", first, before), 60, what="api rolled back")
+    _wait(browser).until(lambda d: _shown_revision(d) == str(first))
+
+
+def test_an_admin_cordons_uncordons_and_drains_a_host_from_the_page(
+    pool: Pool, browser: Any
+) -> None:
+    _signed_in(browser, pool, "admin")
+    host = pool.hosts.hosts[1].name
+    row = f"tr[data-host={host}]"
+    _click(
+        browser,
+        f"{row} [data-action$='/cordon']",
+        f"Cordon {host}? No new replicas will land on it.",
+        f"host {host} is cordoned",
+    )
+    assert pool.stored(KEYS.host(host))["state"] == "cordoned"
+    _wait(browser).until(lambda d: _texts(d, f"{row} .state") == ["cordoned"])
+    _click(browser, f"{row} [data-action$='/uncordon']", f"Uncordon {host}?", "is ready")
+    assert pool.stored(KEYS.host(host))["state"] == "ready"
+    _wait(browser).until(lambda d: _texts(d, f"{row} .state") == ["ready"])
+
+    # Drain: every replica moves off the host, which Docker on both hosts shows.
+    [web] = [a.desired for a in pool.client.apps("web")]
+    on_host = len(pool.containers("web", 1)) + len(pool.containers("api", 1))
+    assert on_host > 0
+    question = f"Drain {host}? Its replicas move to other hosts."
+    _click(browser, f"{row} [data-action$='/drain']", question, f"host {host} is draining")
+    assert pool.stored(KEYS.host(host))["state"] in ("draining", "drained")
+    wait_until(
+        lambda: (
+            pool.stored(KEYS.host(host))["state"] == "drained"
+            and (pool.containers("web", 1), pool.containers("api", 1)) == ([], [])
+            and (len(pool.containers("web", 0)), len(pool.containers("api", 0))) == (web, 1)
+        ),
+        60,
+        what=f"{host} drained, its replicas running on the other host",
+    )
+    _wait(browser).until(lambda d: _texts(d, f"{row} .state") == ["drained"])
+    _shot(browser, "pool-admin")
+    # And back into service.
+    _click(browser, f"{row} [data-action$='/uncordon']", f"Uncordon {host}?", "is ready")
+    assert pool.stored(KEYS.host(host))["state"] == "ready"
+
+
 def _post(browser: Any, path: str, body: dict[str, Any], csrf: bool = True) -> Any:
     """A POST made by the page's own script (same origin, the session's cookie)."""
     return browser.execute_async_script(
@@ -387,7 +525,7 @@ def test_a_client_certificate_signs_in_with_its_role(pool: Pool, pki: TestPKI) -
     )
     assert (status, location) == (303, "/pool")
     assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
-    value = cookie.split(";")[0].split("=", 1)[1]
+    value = _cookie_value(cookie)
     assert _request(pool, "GET", "/pool", cookie=value)[0] == 200
     # Without a certificate there is nobody to sign in as.
     assert _request(pool, "POST", "/signin", body="method=certificate")[0] == 401
@@ -396,3 +534,40 @@ def test_a_client_certificate_signs_in_with_its_role(pool: Pool, pki: TestPKI) -
         pool, "POST", "/signin", body="method=certificate", tls=context, origin="https://evil"
     )
     assert other[0] == 403 and other[2] == ""
+
+
+def _cookie_value(set_cookie: str) -> str:
+    return set_cookie.split(";")[0].split("=", 1)[1]
+
+
+def test_a_session_is_good_on_every_replica_of_the_pool(pool: Pool, pki: TestPKI) -> None:
+    files = pki.client("dash-ha", "viewer")
+    context = ssl.create_default_context(cafile=str(files.ca))
+    context.load_cert_chain(files.cert, files.key)
+    status, _, cookie = _request(pool, "POST", "/signin", body="method=certificate", tls=context)
+    assert status == 303
+    value = _cookie_value(cookie)
+    # A second control-plane replica of the same pool: the same etcd prefix and the same
+    # secrets key file (the fixture's log directory holds it), a dashboard of its own.
+    dashboard = f"127.0.0.1:{free_port()}"
+    extra = ["--dashboard-listen", dashboard, "--dashboard-session-ttl", f"{SESSION_SECONDS}s"]
+    first = pool.server
+    second = FleetServerProcess(
+        first.etcd_endpoint, PREFIX, first.log_dir, pki, extra_args=extra, log_name="replica.log"
+    ).start()
+    try:
+        other = Pool(pool.hosts, second, pool.client, f"https://{dashboard}", {}, pool.etcd)
+        assert _request(other, "GET", "/pool", cookie=value)[0] == 200
+        # And the other way round: a session the second replica signed is good on the first.
+        status, _, cookie = _request(
+            other, "POST", "/signin", body="method=certificate", tls=context
+        )
+        assert status == 303
+        assert _request(pool, "GET", "/pool", cookie=_cookie_value(cookie))[0] == 200
+        # The same session with the mac of another key is refused by both.
+        mac = base64.urlsafe_b64encode(hashlib.sha256(b"another key").digest()).decode()
+        forged = f"{value.split('.')[0]}.{mac.rstrip('=')}"
+        for replica in (pool, other):
+            assert _request(replica, "GET", "/pool", cookie=forged)[:2] == (303, "/signin")
+    finally:
+        second.stop()

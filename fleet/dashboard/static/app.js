@@ -47,8 +47,11 @@
     }
   }
 
+  let delay = 2000; // doubled after each closed stream (e.g. 429: too many open pages)
+
   function listen() {
     const source = new EventSource("/live");
+    source.addEventListener("open", () => { delay = 2000; });
     source.addEventListener("changed", (event) => {
       const changed = JSON.parse(event.data).topics || [];
       if (changed.some((topic) => topics.includes(topic))) refresh();
@@ -60,7 +63,8 @@
     source.addEventListener("error", () => {
       // Closed for good (e.g. 401: the session ended): find out by fetching the view.
       if (source.readyState === EventSource.CLOSED) {
-        setTimeout(() => { refresh(); listen(); }, 2000);
+        setTimeout(() => { refresh(); listen(); }, delay);
+        delay = Math.min(delay * 2, 60000);
       }
     });
   }

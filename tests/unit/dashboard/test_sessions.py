@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 
 from fleet.dashboard.sessions import (
+    SESSION_KEY_INFO,
     Session,
     SessionSigner,
     cookie_attributes,
     csrf_problem,
     new_session,
 )
+from fleet.secrets import SecretBox, new_key
 
 NOW = 1_800_000_000.0
 
@@ -42,6 +44,32 @@ def test_a_forged_or_damaged_cookie_is_refused() -> None:
     assert signer.open(f"{admin.split('.')[0]}.{mac}", NOW) is None
     for broken in ("", "nodot", f"{payload}.{mac}x", f"{payload}x.{mac}", "a.b.c", None):
         assert signer.open(broken, NOW) is None
+
+
+def test_every_replica_with_the_pools_secrets_key_accepts_the_others_cookies() -> None:
+    pool_key = new_key()
+    # Two replicas (or one before and after a restart): each loads the same key file.
+    first = SessionSigner.for_pool(SecretBox(pool_key))
+    second = SessionSigner.for_pool(SecretBox(pool_key))
+    session = _session()
+    assert second.open(first.sign(session), NOW) == session
+    assert first.open(second.sign(session), NOW) == session
+    # A replica of another pool (another key) accepts none of them, and neither does a
+    # server without a secrets key (a key of its own process).
+    for stranger in (SessionSigner.for_pool(SecretBox(new_key())), SessionSigner.for_pool(None)):
+        assert stranger.open(first.sign(session), NOW) is None
+        assert first.open(stranger.sign(session), NOW) is None
+
+
+def test_the_session_key_is_derived_not_the_secrets_key_itself() -> None:
+    pool_key = new_key()
+    box = SecretBox(pool_key)
+    derived = box.derive(SESSION_KEY_INFO)
+    assert len(derived) == 32 and derived != pool_key
+    assert derived == SecretBox(pool_key).derive(SESSION_KEY_INFO)  # deterministic
+    assert box.derive(b"another-use") != derived  # the info string separates uses
+    # A cookie signed with the raw secrets key is not one the pool's signer accepts.
+    assert SessionSigner.for_pool(box).open(SessionSigner(pool_key).sign(_session()), NOW) is None
 
 
 def test_each_session_has_its_own_csrf_token() -> None:
