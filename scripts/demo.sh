@@ -105,6 +105,13 @@ print(json.load(sys.stdin)[0]["host_port"])')
     curl -fsS "http://127.0.0.1:$port/"
     step "fleet rollout history hello"
     "$FLEET" rollout history hello
+    dashboard=$(grep -o 'dashboard: https://[^ ]*' "$STATE/up.log" | head -1 | cut -d' ' -f2)
+    if [ -n "$dashboard" ]; then
+        step "the dashboard"
+        token=$("$FLEET" tokens create demo-viewer --role viewer 2>/dev/null | tail -1)
+        echo "open $dashboard and sign in with this viewer token: $token"
+        echo "(the browser warns about the certificate: it is signed by fleet up's own CA, $FLEET_PKI_DIR/ca.crt)"
+    fi
     printf '\nfleet is up. Try: %s get apps -o wide | %s rollout undo hello | %s describe app hello\n' \
         "$FLEET" "$FLEET" "$FLEET"
     echo "Stop it with: make demo-down"
