@@ -20,6 +20,9 @@ share) are applied in one call, and the run measures:
   straight from etcd (no work for the server), and ``--sample-every`` spaces the second
   client's calls (0: none): each GetApps counts every app's replicas and reports on the
   server's event loop, so watching with it loads the server being measured;
+* with ``--sample-reads S``, the latency of the other reads a person makes during an
+  apply (``get hosts``, ``ps scale-000``, ``endpoints scale-000`` and ``endpoints``),
+  one every S seconds in turn from a third client, p50/p99 of each;
 * the latency of handling a heartbeat while the load runs, from the server's
   ``fleet_heartbeat_seconds`` histogram (scraped at the apply and at all-running; the
   quantiles are estimated from the buckets' difference as Prometheus does);
@@ -170,8 +173,9 @@ def etcd_db(etcd: EtcdServer) -> dict[str, int]:
 
 
 # The server's histograms the benchmark reads: handling a heartbeat (read, checked,
-# queued) and writing what it changed (from its arrival to etcd's answer).
-HISTOGRAMS = ("fleet_heartbeat_seconds", "fleet_report_write_seconds")
+# queued), writing what it changed (from its arrival to etcd's answer), and how long
+# a callback waits for the event loop.
+HISTOGRAMS = ("fleet_heartbeat_seconds", "fleet_report_write_seconds", "fleet_loop_lag_seconds")
 
 
 def scrape_histograms(metrics_url: str) -> dict[str, dict[str, float]]:
@@ -283,6 +287,63 @@ class LatencySampler:
                 self._stop.wait(max(0.0, self.every - (time.monotonic() - began)))
         finally:
             client.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(90)
+
+
+# What ``--sample-reads`` times besides GetApps: the calls behind ``fleet get hosts``,
+# ``fleet ps APP`` and ``fleet endpoints [APP]`` (``ps`` of every app is past the
+# client's 4 MiB answer at 30,000 replicas).
+READS: dict[str, Callable[[FleetClient], object]] = {
+    "get_hosts": lambda c: c.hosts(),
+    "ps_app": lambda c: c.containers(app="scale-000"),
+    "endpoints_app": lambda c: c.endpoints("scale-000"),
+    "endpoints_all": lambda c: c.endpoints(""),
+}
+
+
+@dataclass
+class ReadsSampler:
+    """A third client timing each of READS in turn, one call every ``every`` seconds,
+    in a thread."""
+
+    address: str
+    origin: float
+    every: float
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    errors: list[tuple[float, str]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> ReadsSampler:
+        self._thread = threading.Thread(target=self._run, name="reads", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        client = FleetClient([self.address], Transport(None), timeout=60)
+        try:
+            while not self._stop.is_set():
+                for name, call in READS.items():
+                    began = time.monotonic()
+                    try:
+                        call(client)
+                        self.samples.setdefault(name, []).append(time.monotonic() - began)
+                    except Exception as error:  # a sample that failed is a figure too
+                        self.errors.append((began - self.origin, f"{name}: {error!r}"[:200]))
+                    if self._stop.wait(max(0.0, self.every - (time.monotonic() - began))):
+                        return
+        finally:
+            client.close()
+
+    def figures(self) -> dict[str, Any]:
+        found: dict[str, Any] = {n: percentiles(v) for n, v in self.samples.items()}
+        found["errors"] = len(self.errors)
+        found["error_examples"] = [e for _, e in self.errors[:3]]
+        return found
 
     def stop(self) -> None:
         self._stop.set()
@@ -539,6 +600,7 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
     }
     cluster = Cluster(work)
     latency: LatencySampler | None = None
+    reads: ReadsSampler | None = None
     watcher: Watcher | None = None
     try:
         cluster.etcd = etcd = EtcdServer(data_dir=work / "etcd" / "data").start()
@@ -614,6 +676,9 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
         latency = LatencySampler(server.address, applied, args.sample_every)
         if args.sample_every > 0:
             latency.start()
+        reads = ReadsSampler(server.address, applied, args.sample_reads)
+        if args.sample_reads > 0:
+            reads.start()
         watcher = Watcher(
             etcd, prefix, replicas, applied, {"control_plane": cp_pid, "etcd": etcd_pid}
         ).start()
@@ -648,11 +713,16 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
                 "get_apps_poll_seconds": percentiles([s for _, s in polls]),
                 "get_apps_errors": len(latency.errors) + len(poll_errors),
                 "get_apps_error_examples": [e for _, e in latency.errors[:3]] + poll_errors[:3],
+                "reads_seconds": reads.figures(),
                 "heartbeats": heartbeats["n"],
                 "heartbeat_seconds": heartbeats,
                 "report_write_seconds": histogram_figures(
                     histograms_before["fleet_report_write_seconds"],
                     histograms_after["fleet_report_write_seconds"],
+                ),
+                "loop_lag_seconds": histogram_figures(
+                    histograms_before["fleet_loop_lag_seconds"],
+                    histograms_after["fleet_loop_lag_seconds"],
                 ),
                 "heartbeat_buckets_delta": {
                     le: int(heartbeats_after[le] - heartbeats_before.get(le, 0))
@@ -712,6 +782,7 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
             time.sleep(max(0.0, args.poll - (time.monotonic() - poll_began)))
         all_running = time.monotonic() - applied
         latency.stop()
+        reads.stop()
         watcher.stop()
         # The watcher's last look may have come before the last commit.
         if watcher.all_placed_at is None and etcd_count(etcd, prefix + "replicas/") >= replicas:
@@ -772,6 +843,8 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
     finally:
         if latency is not None:
             latency.stop()
+        if reads is not None:
+            reads.stop()
         if watcher is not None:
             watcher.stop()
         cluster.close()
@@ -1022,6 +1095,19 @@ def size_table(run: dict[str, Any]) -> str:
             f"ms (n={load['heartbeat_seconds']['n']})",
         ),
     ]
+    if load.get("loop_lag_seconds", {}).get("n"):
+        lag = load["loop_lag_seconds"]
+        rows.append(
+            ("event loop lag p50 / p99", f"{_hb(lag, 'p50')} / {_hb(lag, 'p99')} ms (n={lag['n']})")
+        )
+    for name, figures in load.get("reads_seconds", {}).items():
+        if isinstance(figures, dict) and figures.get("n"):
+            rows.append(
+                (
+                    f"{name} p50 / p99",
+                    f"{_ms(figures['p50'])} / {_ms(figures['p99'])} ms (n={figures['n']})",
+                )
+            )
     if "report_write_seconds" in load:
         writes = load["report_write_seconds"]
         rows.append(
@@ -1230,6 +1316,12 @@ def main() -> None:
     parser.add_argument(
         "--sample-every", type=float, default=0.5, help="GetApps from a 2nd client (0: off)"
     )
+    parser.add_argument(
+        "--sample-reads",
+        type=float,
+        default=0,
+        help="seconds between calls of get hosts, ps APP and endpoints from a 3rd client (0: off)",
+    )
     parser.add_argument("--heartbeat-interval", default="5s")
     parser.add_argument("--host-down-after", default="15s")
     parser.add_argument("--reschedule-after", default="5s")
@@ -1292,6 +1384,7 @@ def main() -> None:
         "poll_seconds": {
             "progress": args.poll,
             "get_apps_sample": args.sample_every or None,
+            "other_reads_sample": args.sample_reads or None,
             "etcd_and_proc": WATCH,
         },
         "profile_seconds": args.profile,

@@ -21,7 +21,9 @@ Where to go for what:
   ``maintenance`` and ``upgrades`` (the semaphore and the OS upgrade walk);
 - acting: ``controller`` (runs the planner for every app and commits the plans);
 - reading: ``appstatus`` (the counts ``get apps`` and ``rollout status`` show,
-  endpoints), ``endpointwatch`` (an app's endpoints as they change, for
+  endpoints), ``appcounts`` and ``endpointcache`` (those counts and endpoints kept
+  slot by slot, a change redoing only its slots), ``endpointwatch`` (an app's
+  endpoints as they change, for
   ``WatchEndpoints``), ``metrics``/``metricsport`` (Prometheus), ``servicediscovery``
   (the endpoints as Prometheus' http_sd targets, on the metrics port).
 

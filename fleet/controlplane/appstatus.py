@@ -1,17 +1,15 @@
 """The read side of apps: what ``get apps``, ``rollout status``, ``endpoints`` and the
-metrics show of an app's containers. Pure, but for ``CountsCache``, an explicit memo
-that the control plane holds one of.
+metrics show of an app's containers. Pure, but for ``CountsCache`` (``appcounts``), an
+explicit memo that the control plane holds one of.
 """
 
 from __future__ import annotations
 
-import bisect
-from dataclasses import dataclass
-
+from fleet.controlplane.appcounts import CountsCache, RolloutCounts, count_all
 from fleet.controlplane.availability import observe, trouble
 from fleet.proto import fleet_pb2 as pb
 from fleet.store import ClusterState
-from fleet.store.records import AppRecord, RolloutRecord
+from fleet.store.records import RolloutRecord
 
 __all__ = [
     "CountsCache",
@@ -60,9 +58,13 @@ def rollout_word(rollout: RolloutRecord | None, available: int, desired: int) ->
     return rollout.state
 
 
-def app_trouble(state: ClusterState, app: str) -> tuple[str, str]:
+def app_trouble(state: ClusterState, app: str, cache: CountsCache | None = None) -> tuple[str, str]:
     """Why an app's wanted containers are not all up: the commonest word among them,
-    and its first sentence with a count (``("", "")`` when nothing is wrong)."""
+    and its first sentence with a count (``("", "")`` when nothing is wrong). With
+    ``cache``, from its tally's troubled slots."""
+    stored = state.apps.get(app)
+    if cache is not None and stored is not None:
+        return cache.trouble(state, stored.value)
     observed = observe(state, app)
     found: dict[str, list[str]] = {}
     for replica in state.replicas_of(app):
@@ -77,97 +79,17 @@ def app_trouble(state: ClusterState, app: str) -> tuple[str, str]:
     return word, texts[0] + count
 
 
-@dataclass(frozen=True)
-class RolloutCounts:
-    """An app's replicas as ``fleet get apps`` and ``rollout status`` count them."""
-
-    running: int  # containers running, of any revision, replacements included
-    available: int  # available containers, of any revision
-    updated: int  # slots with a container of the current revision
-    updated_available: int  # slots with an available container of the current revision
-    total: int  # containers wanted, replacements included
-
-
-@dataclass(frozen=True)
-class _CountsBasis:
-    """What an app's counts are made of, whatever the time: the times (sorted) at which
-    its containers, and its slots' current-revision containers, are available."""
-
-    running: int
-    total: int
-    updated: int
-    available_at: list[float]
-    updated_available_at: list[float]
-
-
-def _counts_basis(state: ClusterState, app: AppRecord) -> _CountsBasis:
-    target, min_ready = app.revision, app.spec.update.min_ready
-    observed = observe(state, app.spec.name)
-    running = total = 0
-    available_at: list[float] = []
-    slots: dict[int, float | None] = {}  # updated slot -> when it is first available
-    for replica in state.replicas_of(app.spec.name):
-        for container in replica.containers():
-            total += 1
-            report = observed.report(container)
-            running += report is not None and report.state == "running"
-            at = observed.available_at(container, min_ready)
-            if at is not None:
-                available_at.append(at)
-            if container.revision == target:
-                before = slots.get(container.slot)
-                slots[container.slot] = (
-                    at if before is None else (before if at is None else min(at, before))
-                )
-    return _CountsBasis(
-        running,
-        total,
-        len(slots),
-        sorted(available_at),
-        sorted(at for at in slots.values() if at is not None),
-    )
-
-
-class CountsCache:
-    """Each app's walk of its replicas, kept until its records or reports change (the
-    informer's change numbers); only the time is applied per call. ``fleet get apps``
-    and every /metrics scrape count every app: at 100,000 replicas a walk of them all
-    took 2 s of the server's one thread. One per control plane; deleted apps leave it."""
-
-    def __init__(self) -> None:
-        self._bases: dict[str, tuple[object, _CountsBasis]] = {}
-
-    def basis(self, state: ClusterState, app: AppRecord) -> _CountsBasis:
-        name = app.spec.name
-        changes = state.changes
-        if changes is None:  # a state that may be changed in place (a test's): no memo
-            return _counts_basis(state, app)
-        key = (changes.apps.get(name, 0), changes.reports.get(name, 0))
-        found = self._bases.get(name)
-        if found is not None and found[0] == key:
-            return found[1]
-        basis = _counts_basis(state, app)
-        if len(self._bases) > 2 * len(state.apps) + 16:
-            self._bases = {a: b for a, b in self._bases.items() if a in state.apps}
-        self._bases[name] = (key, basis)
-        return basis
-
-
 def rollout_counts(
     state: ClusterState, app: str, now: float, cache: CountsCache | None = None
 ) -> RolloutCounts:
-    """``app``'s counts at ``now``; with ``cache``, its walk is reused while unchanged."""
+    """``app``'s counts at ``now``; with ``cache``, only the slots that changed since
+    the cache last counted the app are counted again (``appcounts``)."""
     stored = state.apps.get(app)
     if stored is None:
         return RolloutCounts(0, 0, 0, 0, 0)
-    basis = cache.basis(state, stored.value) if cache else _counts_basis(state, stored.value)
-    return RolloutCounts(
-        basis.running,
-        bisect.bisect_right(basis.available_at, now),
-        basis.updated,
-        bisect.bisect_right(basis.updated_available_at, now),
-        basis.total,
-    )
+    if cache is not None:
+        return cache.counts(state, stored.value, now)
+    return count_all(state, stored.value).counts(now)
 
 
 def endpoints(state: ClusterState, app: str, now: float) -> list[pb.Endpoint]:

@@ -280,6 +280,10 @@ class ReplicaController:
                     self._settled[app] = (inputs, plan.wake_at)
                 else:
                     self._settled.pop(app, None)
+                # One app's plan at a time, then the loop's other work: reads, heartbeats
+                # and the watch wait behind a round only for the plan of one app, not of
+                # every app (a round of 50 apps at 100,000 replicas held it for seconds).
+                await asyncio.sleep(0)
                 if plan.is_empty():
                     continue
                 stored = state.apps.get(app)

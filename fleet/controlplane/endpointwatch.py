@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 
 from fleet.controlplane.appstatus import endpoints
 from fleet.controlplane.availability import observe
+from fleet.controlplane.endpointcache import EndpointsCache
 from fleet.proto import fleet_pb2 as pb
 from fleet.store import ClusterState, Informer
 
@@ -26,11 +27,15 @@ _COALESCE = 0.05  # seconds a watch waits after a change before it looks (a burs
 _LATE = 0.01  # past a container's due time, so that it counts as available then
 
 
-def endpoints_of(state: ClusterState, app: str, now: float) -> list[pb.Endpoint]:
-    """``app``'s endpoints at ``now``; every app's (by app name) when ``app`` is ""."""
+def endpoints_of(
+    state: ClusterState, app: str, now: float, cache: EndpointsCache | None = None
+) -> list[pb.Endpoint]:
+    """``app``'s endpoints at ``now``; every app's (by app name) when ``app`` is "".
+    With ``cache``, an app's slots are worked out again only when they change."""
+    find = cache.endpoints if cache is not None else endpoints
     if app:
-        return endpoints(state, app, now)
-    return [e for name in sorted(state.apps) for e in endpoints(state, name, now)]
+        return find(state, app, now)
+    return [e for name in sorted(state.apps) for e in find(state, name, now)]
 
 
 def endpoints_inputs(state: ClusterState, app: str) -> object | None:
@@ -69,7 +74,10 @@ def endpoints_due(state: ClusterState, app: str, now: float) -> float | None:
 
 
 async def watch_endpoints(
-    informer: Informer, app: str, clock: Callable[[], float] = time.time
+    informer: Informer,
+    app: str,
+    clock: Callable[[], float] = time.time,
+    cache: EndpointsCache | None = None,
 ) -> AsyncIterator[pb.EndpointList]:
     """``app``'s endpoint list now (every app's for ""), then each new one, until the
     caller stops iterating. An app deleted meanwhile has no endpoints: an empty list,
@@ -87,7 +95,7 @@ async def watch_endpoints(
             woken_by_time = due is not None and now >= due
             if sent is None or woken_by_time or now_inputs is None or now_inputs != inputs:
                 inputs = now_inputs
-                found = endpoints_of(state, app, now)
+                found = endpoints_of(state, app, now, cache)
                 due = endpoints_due(state, app, now)
                 if found != sent:
                     version = max(state.revision, version + 1)

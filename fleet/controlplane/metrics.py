@@ -90,6 +90,14 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=self.registry,
         )
+        self.loop_lag = Histogram(
+            "fleet_loop_lag_seconds",
+            "Time a callback posted to the event loop waits for it to run (the lease "
+            "keeper's probes, a few a second): what every request and heartbeat waits "
+            "for before its handler runs.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
         self.leader = Gauge(
             "fleet_leader",
             "1 while this replica leads (runs the controllers).",

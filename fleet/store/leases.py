@@ -123,6 +123,9 @@ class LeaseKeeper:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="etcd-lease")
         self._renewing: Future[None] | None = None
         self.renewals = 0  # acknowledged renewals, for tests
+        # Called on the loop with each probe's wait: from the keeper posting it to the
+        # loop running it (its few hops included), the wait of anything that arrives.
+        self.observe_lag: Callable[[float], None] | None = None
 
     # ------------------------------------------------------------ the loop's side
 
@@ -197,6 +200,8 @@ class LeaseKeeper:
             self._loop.call_soon(self._probe, posted, hops - 1)
             return
         self._loop_seen = max(self._loop_seen, posted)
+        if self.observe_lag is not None:
+            self.observe_lag(self._clock() - posted)
 
     def _run(self) -> None:
         while not self._stop.wait(self._tick):

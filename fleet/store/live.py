@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from array import array
 from typing import Any
 
 from fleet.store import keys
@@ -41,6 +42,10 @@ __all__ = ["LiveState"]
 # compaction) never equal the old ones by chance.
 _sequence = itertools.count(1)
 
+# Entries of an app's slot log before a new log is started (4 bytes each); a consumer
+# further behind than that recounts the app's slots.
+_SLOT_LOG_MAX = 1 << 15
+
 
 class LiveState:
     def __init__(self, layout: KeyLayout) -> None:
@@ -59,6 +64,7 @@ class LiveState:
         self._apps: dict[str, int] = {}
         self._app_reports: dict[str, int] = {}
         self._host_inputs: dict[str, int] = {}
+        self._slot_logs: dict[str, array[int]] = {}  # app -> slots changed, in order
         self._shared = self._hosts = self._placed = self._status = next(_sequence)
         self._snapshot: ClusterState | None = None
         self._sorted: dict[Any, tuple[object, list[ReplicaRecord]]] = {}
@@ -139,6 +145,13 @@ class LiveState:
                 self._entry(self._by_host, "host", host)[position] = replica
                 self._host_inputs[host] = seq
         self._apps[app] = self._placed = seq
+        self._log_slot(app, slot)
+
+    def _log_slot(self, app: str, slot: int) -> None:
+        log = self._slot_logs.get(app)
+        if log is None or len(log) >= _SLOT_LOG_MAX:
+            log = self._slot_logs[app] = array("l")
+        log.append(slot)
 
     def _report(self, position: tuple[str, str, int, int], record: Versioned[Any] | None) -> None:
         host, app, slot, revision = position
@@ -154,6 +167,7 @@ class LiveState:
             by_app[(slot, revision, host)] = record.value
         # A report is written only when it changes: every write is news for the app.
         self._app_reports[app] = self._status = next(_sequence)
+        self._log_slot(app, slot)
         self._status_hosts.add(host)
         self._dirty.add("status")
 
@@ -200,6 +214,7 @@ class LiveState:
                 hosts=self._hosts,
                 placed=self._placed,
                 status=self._status,
+                slot_logs={app: (log, len(log)) for app, log in self._slot_logs.items()},
             ),
             _by_app=by_app,
             _by_host=dict(self._by_host),
@@ -209,6 +224,14 @@ class LiveState:
         )
         self._owned.clear()
         self._dirty.clear()
+        if len(self._slot_logs) > 2 * (len(self._by_app) + len(self._reports)) + 64:
+            # Apps with neither replicas nor reports left (deleted): a consumer of a
+            # log that is gone recounts the app, which then has nothing to count.
+            self._slot_logs = {
+                a: log
+                for a, log in self._slot_logs.items()
+                if a in self._by_app or a in self._reports
+            }
         if len(self._sorted) > 2 * (len(self._by_app) + len(self._by_host)) + 1024:
             self._sorted.clear()  # entries of apps and hosts that are gone
         self._snapshot = snapshot

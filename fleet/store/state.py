@@ -13,7 +13,7 @@ compare-and-swap is guarded on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
@@ -117,6 +117,11 @@ class Changes:
     hosts: int  # host records, admin labels, liveness, maintenance, upgrades, denials
     placed: int  # any replica anywhere
     status: int  # any agent report (usage included)
+    # app -> (its slot log, how much of it this state has seen): the slots whose replica
+    # or reports changed, in order. A log is only appended to, and replaced by a new one
+    # once long, so a consumer that counted up to position p of the same log recounts
+    # only the slots in log[p:seen] (``appcounts``); another log means: recount all.
+    slot_logs: Mapping[str, tuple[Sequence[int], int]] = field(default_factory=dict)
 
 
 # Replicas of one app by slot; of one host by (app, slot); reports of one app by

@@ -8,10 +8,12 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 from fleet._time import now_iso
+from fleet.controlplane.api.hostsums import HostSums
 from fleet.controlplane.api.pending import PendingReasons
 from fleet.controlplane.appchanges import AppChangePlan
 from fleet.controlplane.appstatus import CountsCache
 from fleet.controlplane.auth import token_identity
+from fleet.controlplane.endpointcache import EndpointsCache
 from fleet.controlplane.view import HostViews
 from fleet.errors import NotFound, Unavailable
 from fleet.pki.subjects import Identity
@@ -49,9 +51,12 @@ class ServiceBase:
         self._secrets = secrets
         self.insecure = insecure  # every caller is an anonymous admin (logged at start)
         # The control plane's memos of host views and app counts (its controller and
-        # its metrics use them too).
+        # its metrics use them too), of what `get hosts` sums per host and of what
+        # `endpoints` lists per app.
         self.views = HostViews()
         self.counts = CountsCache()
+        self.host_sums = HostSums()
+        self.endpoint_cache = EndpointsCache()
         self.pending = PendingReasons(self.views)
 
     def token_identity(self, token: str) -> Identity | None:

@@ -65,10 +65,25 @@ def _dry_run_state(state: ClusterState, writes: list[AppWrite]) -> ClusterState:
     )
 
 
-def _reports(state: ClusterState) -> dict[ReportKey, pb.ContainerStatus]:
-    """Every reported fleet container, keyed by (host, app, slot, revision)."""
+def _reports(
+    state: ClusterState, app: str = "", host: str = ""
+) -> dict[ReportKey, pb.ContainerStatus]:
+    """Every reported fleet container (of ``app``, on ``host``: only those are read),
+    keyed by (host, app, slot, revision)."""
     found: dict[ReportKey, pb.ContainerStatus] = {}
-    for host_id, versioned in state.status.items():
+    if app:
+        for (slot, revision, host_id), c in state.reports_of(app).items():
+            status = state.status.get(host_id)
+            if status is None or (host and host_id != host):
+                continue
+            usage = status.value.container_usage
+            cpu, memory = usage.get(usage_key(app, slot, revision), (0.0, 0))
+            found[(host_id, app, slot, revision)] = status_proto(c, cpu, memory)
+        return found
+    for host_id in [host] if host else state.status:
+        versioned = state.status.get(host_id)
+        if versioned is None:
+            continue
         usage = versioned.value.container_usage
         for c in versioned.value.containers:
             cpu, memory = usage.get(usage_key(c.app, c.slot, c.revision), (0.0, 0))
@@ -247,7 +262,9 @@ class AppsApi(ServiceBase):
             # Only an app with a container not up can have one in trouble (a walk of
             # its replicas is then worth it; at 100,000 replicas most apps are up).
             reason, message = (
-                app_trouble(state, name) if counts.available < counts.total else ("", "")
+                app_trouble(state, name, self.counts)
+                if counts.available < counts.total
+                else ("", "")
             )
             if not reason and rollout is not None:
                 reason, message = _rollout_trouble(rollout.value)
@@ -293,10 +310,18 @@ class AppsApi(ServiceBase):
         app_filter = request.app or request.name
         if app_filter:
             check_name(app_filter)
-        reports = _reports(state)
+        # Only the app's (the host's) replicas and reports are read: at 100,000 replicas
+        # `fleet ps APP` no longer walks every container of every app.
+        reports = _reports(state, app_filter, request.host)
         containers: list[pb.ContainerInfo] = []
         desired_keys: set[ReportKey] = set()
-        replicas: list[ReplicaRecord] = [v.value for v in state.replicas.values()]
+        replicas: list[ReplicaRecord]
+        if app_filter:
+            replicas = state.replicas_of(app_filter)
+        elif request.host:
+            replicas = state.replicas_on(request.host)
+        else:
+            replicas = [v.value for v in state.replicas.values()]
         for replica in sorted(replicas, key=lambda r: (r.app, r.slot)):
             for container in replica.containers():
                 revision, host = container.revision, container.host
@@ -362,7 +387,9 @@ class AppsApi(ServiceBase):
     ) -> pb.EndpointList:
         # No name: every app's (an unknown name is NotFound, not an empty list).
         state = (await self._read_app(request.name))[0] if request.name else await self._state()
-        return pb.EndpointList(endpoints=endpoints_of(state, request.name, time.time()))
+        return pb.EndpointList(
+            endpoints=endpoints_of(state, request.name, time.time(), self.endpoint_cache)
+        )
 
     async def WatchEndpoints(
         self, request: pb.GetRequest, context: grpc.aio.ServicerContext
@@ -375,5 +402,5 @@ class AppsApi(ServiceBase):
         except FleetError as error:
             answer(context, error)
             return
-        async for found in watch_endpoints(self._informer, request.name):
+        async for found in watch_endpoints(self._informer, request.name, cache=self.endpoint_cache):
             yield found

@@ -51,7 +51,11 @@ def _drain_blocked(
 ) -> dict[str, list[pb.Pending]]:
     """For each draining host, the replicas that cannot move yet and why."""
     draining = {h for h, v in state.hosts.items() if v.value.state == "draining"}
-    apps = sorted({r.value.app for r in state.replicas.values() if r.value.host in draining})
+    # The replicas on draining hosts through the per-host index: a walk of every
+    # replica cost `get hosts` a fifth of a second at 100,000, with nothing draining.
+    apps = sorted(
+        {app for h in draining for (app, _), r in state.host_replicas(h).items() if r.host == h}
+    )
     found: dict[str, list[pb.Pending]] = {}
     for app in apps:
         if app not in state.apps:
@@ -113,7 +117,7 @@ class HostsApi(ServiceBase):
         hosts = []
         for host_id in [request.name] if request.name else sorted(state.hosts):
             record = state.hosts[host_id].value
-            replicas = [r for r, _ in state.containers_on(host_id)]
+            sums = self.host_sums.of(state, host_id)
             status = state.status.get(host_id)
             connected = host_id in state.alive
             hosts.append(
@@ -124,10 +128,7 @@ class HostsApi(ServiceBase):
                     capacity=pb.Resources(
                         cpu=record.capacity.cpu, memory_bytes=record.capacity.memory
                     ),
-                    reserved=pb.Resources(
-                        cpu=sum(r.resources.cpu for r in replicas),
-                        memory_bytes=sum(r.resources.memory for r in replicas),
-                    ),
+                    reserved=pb.Resources(cpu=sums.cpu, memory_bytes=sums.memory),
                     usage=pb.Resources(
                         cpu=status.value.usage.cpu if status else 0.0,
                         memory_bytes=status.value.usage.memory if status else 0,
@@ -140,12 +141,12 @@ class HostsApi(ServiceBase):
                         cpu=(record.reported or record.capacity).cpu,
                         memory_bytes=(record.reported or record.capacity).memory,
                     ),
-                    containers=len(replicas),
+                    containers=sums.containers,
                     registered_at=record.registered_at,
                     last_heartbeat_at=status.value.reported_at if status else "",
                     address=record.address,
                     maintenance=holders.get(host_id, ""),
-                    remaining=sum(1 for r in replicas if r.host == host_id),
+                    remaining=sums.remaining,
                     blocked=blocked.get(host_id, []),
                     drain_deadline=record.drain.deadline_at if record.drain else "",
                     drain_force=record.drain.force if record.drain else False,

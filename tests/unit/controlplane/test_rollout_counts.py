@@ -1,12 +1,27 @@
-"""``rollout_counts`` over the informer's state: each app's walk of its replicas is kept
-until its records or reports change, and only the time is applied per call."""
+"""``rollout_counts`` and ``app_trouble`` over the informer's state: each app's counts
+are kept slot by slot (``appcounts``), a change recounts only the slots it touched, and
+only the time is applied per call."""
 
 from __future__ import annotations
 
-from fleet.controlplane.appstatus import CountsCache, RolloutCounts, rollout_counts
+import random
+from typing import Any
+
+import pytest
+
+from fleet.controlplane import appcounts
+from fleet.controlplane.appstatus import CountsCache, RolloutCounts, app_trouble, rollout_counts
 from fleet.spec import load_documents
+from fleet.store import ClusterState
+from fleet.store import live as live_module
 from fleet.store.live import LiveState
-from fleet.store.records import AppRecord, ContainerReport, ReplicaRecord, ResourceAmounts
+from fleet.store.records import (
+    AppRecord,
+    ContainerReport,
+    ReplicaRecord,
+    ReplicaTarget,
+    ResourceAmounts,
+)
 from tests.unit.store.builders import LAYOUT, status_record
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
@@ -80,17 +95,12 @@ def test_a_changed_report_is_counted_at_once() -> None:
     assert rollout_counts(live.snapshot(), "web", T0 + 1, cache) == RolloutCounts(1, 1, 1, 1, 1)
 
 
-def test_the_memo_is_reused_while_nothing_changes_and_forgets_deleted_apps() -> None:
-    """The walk is kept (the same basis object comes back) until the app's records
-    change, and a memo that outgrows the apps it counts drops the deleted ones: one
-    per control plane, not a module-global that grows for the life of the process."""
+def test_the_memo_forgets_deleted_apps() -> None:
+    """A memo that outgrows the apps it counts drops the deleted ones: one per control
+    plane, not a module-global that grows for the life of the process."""
     live = seeded(min_ready=0)
     cache = CountsCache()
     app = live.snapshot().apps["web"].value
-    first = cache.basis(live.snapshot(), app)
-    assert cache.basis(live.snapshot(), app) is first
-    live.apply(LAYOUT.replica("web", 1), None, 100)
-    assert cache.basis(live.snapshot(), app) is not first
     for n in range(40):  # apps counted once, then deleted
         name = f"gone{n}"
         spec = app.spec.model_copy(update={"name": name})
@@ -98,7 +108,198 @@ def test_the_memo_is_reused_while_nothing_changes_and_forgets_deleted_apps() -> 
         rollout_counts(live.snapshot(), name, T0, cache)
         live.apply(LAYOUT.app(name), None, 201 + 2 * n)
     rollout_counts(live.snapshot(), "web", T0, cache)
-    assert set(cache._bases) <= {"web"} | {f"gone{n}" for n in range(40)}
-    # Two apps at most were alive at each walk: the memo stays near twice that (+16),
+    assert set(cache._tallies) <= {"web"} | {f"gone{n}" for n in range(40)}
+    # Two apps at most were alive at each count: the memo stays near twice that (+16),
     # where a memo that never forgot would hold all 41.
-    assert "web" in cache._bases and len(cache._bases) <= 2 * 2 + 16 + 1
+    assert "web" in cache._tallies and len(cache._tallies) <= 2 * 2 + 16 + 1
+
+
+# ---------------------------------------------------------------- counted slot by slot
+
+
+SLOTS = 300
+
+
+class Recounts:
+    """Counts the slots ``appcounts`` recounts (its ``slot_counts`` calls)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.slots: list[int] = []
+        real = appcounts.slot_counts
+
+        def counting(replica: ReplicaRecord, *args: Any) -> appcounts.SlotCounts:
+            self.slots.append(replica.slot)
+            return real(replica, *args)
+
+        monkeypatch.setattr(appcounts, "slot_counts", counting)
+
+    def take(self) -> list[int]:
+        found, self.slots = self.slots, []
+        return found
+
+
+class Feed:
+    """A ``LiveState`` of one app of ``SLOTS`` slots on 3 hosts, fed key by key."""
+
+    def __init__(self) -> None:
+        self.live = LiveState(LAYOUT)
+        self.revision = 0
+        self.record = app_record(min_ready=10).model_copy(
+            update={"spec": app_record(10).spec.model_copy(update={"replicas": SLOTS})}
+        )
+        self.put(LAYOUT.app("web"), self.record.dump())
+        for host in ("h0", "h1", "h2"):
+            self.put(LAYOUT.status(host), status_record(host).dump())
+
+    def put(self, key: bytes, value: bytes | None) -> None:
+        self.revision += 1
+        self.live.apply(key, value, self.revision)
+
+    def replica(self, slot: int, revision: int = 1, host: str = "", next_host: str = "") -> None:
+        record = ReplicaRecord(
+            app="web",
+            slot=slot,
+            revision=revision,
+            host=host or f"h{slot % 3}",
+            resources=ResourceAmounts(),
+            next=ReplicaTarget(revision=2, host=next_host, resources=ResourceAmounts())
+            if next_host
+            else None,
+        )
+        self.put(LAYOUT.replica("web", slot), record.dump())
+
+    def report(
+        self, slot: int, state: str, *, revision: int = 1, host: str = "", **more: Any
+    ) -> None:
+        report = ContainerReport(
+            app="web",
+            slot=slot,
+            revision=revision,
+            spec_hash="abc",
+            container_id=f"c{slot}",
+            name=f"web.{slot}",
+            state=state,
+            **more,
+        )
+        self.put(LAYOUT.report(host or f"h{slot % 3}", "web", slot, revision), report.dump())
+
+
+def uncached(state: ClusterState, now: float) -> tuple[RolloutCounts, tuple[str, str]]:
+    return rollout_counts(state, "web", now), app_trouble(state, "web")
+
+
+def cached(
+    cache: CountsCache, state: ClusterState, now: float
+) -> tuple[RolloutCounts, tuple[str, str]]:
+    return rollout_counts(state, "web", now, cache), app_trouble(state, "web", cache)
+
+
+def recounted(cache: CountsCache, state: ClusterState, now: float, recounts: Recounts) -> list[int]:
+    """The slots the cache recounts to answer for ``state``, once its answer is checked
+    against a count of the whole state."""
+    want = uncached(state, now)
+    recounts.take()
+    assert cached(cache, state, now) == want
+    return sorted(recounts.take())
+
+
+def test_a_change_recounts_only_the_slots_it_touched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``get apps`` during a large apply: every call comes after some reports changed.
+    Each call recounts the slots that changed, never the app's other slots (a walk of
+    every replica per call held the server's loop for seconds at 100,000)."""
+    feed = Feed()
+    for slot in range(SLOTS):
+        feed.replica(slot)
+    recounts = Recounts(monkeypatch)
+    cache = CountsCache()
+    now = T0 + 60
+    assert cached(cache, feed.live.snapshot(), now)[0] == RolloutCounts(0, 0, SLOTS, 0, SLOTS)
+    assert sorted(recounts.take()) == list(range(SLOTS))  # the first count walks them all
+
+    cached(cache, feed.live.snapshot(), now)
+    assert recounts.take() == []  # nothing changed: nothing recounted
+
+    feed.report(7, "running", ready_since=READY)
+    feed.report(8, "running", ready_since=READY)
+    feed.report(7, "running", ready_since=READY, restarts=1)
+    assert recounted(cache, feed.live.snapshot(), now, recounts) == [7, 8]  # each once
+
+    feed.put(LAYOUT.replica("web", 8), None)  # a slot removed (scaled down)
+    feed.report(9, "pull-failed", reason="image-not-found", message="no such image")
+    state = feed.live.snapshot()
+    assert recounted(cache, state, now, recounts) == [9]  # slot 8 has no replica to count
+    assert cached(cache, state, now)[1][0] == "image-not-found"
+
+
+def test_a_new_revision_or_min_ready_recounts_every_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    feed = Feed()
+    for slot in range(SLOTS):
+        feed.replica(slot)
+        feed.report(slot, "running", ready_since=READY)
+    recounts = Recounts(monkeypatch)
+    cache = CountsCache()
+    cached(cache, feed.live.snapshot(), T0 + 60)
+    recounts.take()
+    feed.put(LAYOUT.app("web"), feed.record.model_copy(update={"revision": 2}).dump())
+    state = feed.live.snapshot()
+    assert len(recounted(cache, state, T0 + 60, recounts)) == SLOTS
+    assert cached(cache, state, T0 + 60)[0].updated == 0  # every slot judged anew
+
+
+def test_a_new_slot_log_recounts_every_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log that grew long is replaced: a cache that was behind it recounts all."""
+    monkeypatch.setattr(live_module, "_SLOT_LOG_MAX", 50)
+    feed = Feed()
+    for slot in range(SLOTS):
+        feed.replica(slot)
+    recounts = Recounts(monkeypatch)
+    cache = CountsCache()
+    cached(cache, feed.live.snapshot(), T0)
+    recounts.take()
+    for slot in range(60):  # past the log's 50 entries
+        feed.report(slot, "running", ready_since=READY)
+    assert len(recounted(cache, feed.live.snapshot(), T0 + 60, recounts)) == SLOTS
+
+
+def test_counted_slot_by_slot_equals_counted_whole() -> None:
+    """Random changes of replicas (moves, replacements, removals), reports (states,
+    health, restarts, readiness) and the app record: after each batch the cache's
+    counts and trouble equal a count of the whole state."""
+    rng = random.Random(24)
+    feed = Feed()
+    cache = CountsCache()
+    slots = 40
+    for step in range(300):
+        slot = rng.randrange(slots)
+        what = rng.random()
+        if what < 0.3:
+            feed.replica(
+                slot,
+                revision=rng.choice((1, 2)),
+                host=f"h{rng.randrange(3)}",
+                next_host=rng.choice(("", "h0", "h1")),
+            )
+        elif what < 0.35:
+            feed.put(LAYOUT.replica("web", slot), None)
+        elif what < 0.9:
+            state = rng.choice(("running", "running", "exited", "failed", "created"))
+            feed.report(
+                slot,
+                state,
+                revision=rng.choice((1, 2)),
+                host=f"h{rng.randrange(3)}",
+                ready_since=rng.choice(("", READY, "2027-01-15T08:00:30Z")),
+                health=rng.choice(("", "", "healthy", "unhealthy")),
+                restarts=rng.choice((0, 0, 3)),
+            )
+        elif what < 0.97:
+            host = f"h{rng.randrange(3)}"
+            revision = rng.choice((1, 2))
+            feed.put(LAYOUT.report(host, "web", slot, revision), None)
+        else:
+            record = feed.record.model_copy(update={"revision": rng.choice((1, 2))})
+            feed.put(LAYOUT.app("web"), record.dump())
+        if step % 7 == 0:
+            state_now = feed.live.snapshot()
+            for now in (T0, T0 + 15, T0 + 60):
+                assert cached(cache, state_now, now) == uncached(state_now, now), step

@@ -1,0 +1,215 @@
+"""Each app's counts (``get apps``, ``rollout status``, /metrics) kept up to date slot by
+slot: a change of one replica or one report recounts that slot, not the app.
+
+During a large apply every app's reports change every second, so a memo of each app's
+whole walk was recomputed at every ``get apps``: at 100,000 replicas a call walked
+them all on the server's one thread, and answered in seconds. Here a ``_Tally`` per
+app holds each slot's part of the counts and the sums, and follows the informer's slot
+log (``Changes.slot_logs``: the slots whose replica or reports changed, in order) to
+recount only the slots that changed since it last looked. The app record's revision
+and ``min_ready`` (what every slot is judged by), another log (the informer listed
+again, the log was long) or an older state than the last one mean a recount of all.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from fleet.controlplane.availability import Observed, trouble
+from fleet.store import ClusterState
+from fleet.store.records import AppRecord, ContainerReport, ReplicaRecord
+
+__all__ = ["CountsCache", "RolloutCounts", "SlotCounts", "Tally", "count_all", "slot_counts"]
+
+
+@dataclass(frozen=True)
+class RolloutCounts:
+    """An app's replicas as ``fleet get apps`` and ``rollout status`` count them."""
+
+    running: int  # containers running, of any revision, replacements included
+    available: int  # available containers, of any revision
+    updated: int  # slots with a container of the current revision
+    updated_available: int  # slots with an available container of the current revision
+    total: int  # containers wanted, replacements included
+
+
+@dataclass(frozen=True, slots=True)
+class SlotCounts:
+    """One slot's part of its app's counts."""
+
+    running: int  # its containers running
+    total: int  # its containers wanted (its own and its replacement)
+    available_at: tuple[float, ...]  # when each of its containers is available
+    updated: bool  # it has a container of the app's revision
+    updated_available_at: float | None  # the first such container available, when
+    troubles: tuple[tuple[str, str], ...]  # what is wrong with its containers
+
+
+def slot_counts(
+    replica: ReplicaRecord,
+    reports: Mapping[tuple[int, int, str], ContainerReport],
+    target: int,
+    min_ready: float,
+) -> SlotCounts:
+    """``replica``'s part of the counts of an app at revision ``target``."""
+    observed = Observed(reports)
+    running = total = 0
+    available_at: list[float] = []
+    updated = False
+    updated_at: float | None = None
+    troubles: list[tuple[str, str]] = []
+    for container in replica.containers():
+        total += 1
+        report = observed.report(container)
+        running += report is not None and report.state == "running"
+        at = observed.available_at(container, min_ready)
+        if at is not None:
+            available_at.append(at)
+        if container.revision == target:
+            updated = True
+            if at is not None:
+                updated_at = at if updated_at is None else min(at, updated_at)
+        what = trouble(report)
+        if what is not None:
+            troubles.append(what)
+    return SlotCounts(running, total, tuple(available_at), updated, updated_at, tuple(troubles))
+
+
+def _insert(values: list[float], value: float) -> None:
+    bisect.insort(values, value)
+
+
+def _remove(values: list[float], value: float) -> None:
+    del values[bisect.bisect_left(values, value)]
+
+
+class Tally:
+    """An app's counts as sums of its slots' parts, at one position of its slot log."""
+
+    def __init__(self, key: tuple[int, float], log: Sequence[int] | None, position: int) -> None:
+        self.key = key  # the app's revision and min_ready
+        self.log, self.position = log, position
+        self.slots: dict[int, SlotCounts] = {}
+        self.troubled: dict[int, tuple[tuple[str, str], ...]] = {}
+        self.running = self.total = self.updated = 0
+        self.available_at: list[float] = []  # sorted
+        self.updated_available_at: list[float] = []  # sorted
+
+    def put(self, slot: int, counts: SlotCounts | None) -> None:
+        """Slot ``slot``'s part is now ``counts`` (None: it has no replica)."""
+        old = self.slots.pop(slot, None)
+        if old is not None:
+            self.running -= old.running
+            self.total -= old.total
+            self.updated -= old.updated
+            for at in old.available_at:
+                _remove(self.available_at, at)
+            if old.updated_available_at is not None:
+                _remove(self.updated_available_at, old.updated_available_at)
+            self.troubled.pop(slot, None)
+        if counts is None:
+            return
+        self.slots[slot] = counts
+        self.running += counts.running
+        self.total += counts.total
+        self.updated += counts.updated
+        for at in counts.available_at:
+            _insert(self.available_at, at)
+        if counts.updated_available_at is not None:
+            _insert(self.updated_available_at, counts.updated_available_at)
+        if counts.troubles:
+            self.troubled[slot] = counts.troubles
+
+    def counts(self, now: float) -> RolloutCounts:
+        """The counts at ``now``: the times of availability applied."""
+        return RolloutCounts(
+            self.running,
+            bisect.bisect_right(self.available_at, now),
+            self.updated,
+            bisect.bisect_right(self.updated_available_at, now),
+            self.total,
+        )
+
+    def trouble(self) -> tuple[str, str]:
+        """``appstatus.app_trouble`` from the troubled slots alone."""
+        found: dict[str, list[str]] = {}
+        for slot in sorted(self.troubled):
+            for word, text in self.troubled[slot]:
+                found.setdefault(word, []).append(text)
+        if not found:
+            return "", ""
+        word, texts = max(found.items(), key=lambda item: (len(item[1]), item[0]))
+        count = f" ({len(texts)} replicas)" if len(texts) > 1 else ""
+        return word, texts[0] + count
+
+
+def count_all(state: ClusterState, app: AppRecord) -> Tally:
+    """A tally of every slot of ``app`` in ``state`` (at the end of its slot log)."""
+    name = app.spec.name
+    log, position = _log_of(state, name)
+    tally = Tally((app.revision, app.spec.update.min_ready), log, position)
+    reports = state.reports_of(name)
+    for slot, versioned in state.replica_slots(name).items():
+        tally.put(slot, slot_counts(versioned.value, reports, *tally.key))
+    return tally
+
+
+def _log_of(state: ClusterState, app: str) -> tuple[Sequence[int] | None, int]:
+    changes = state.changes
+    if changes is None:
+        return None, 0
+    return changes.slot_logs.get(app, (None, 0))
+
+
+class CountsCache:
+    """Each app's tally, brought up to each state asked about by recounting the slots
+    that changed. One per control plane, shared by the API's handlers (the event loop)
+    and the /metrics collector (its scrape thread): a lock keeps them from changing a
+    tally at once. Deleted apps leave it."""
+
+    def __init__(self) -> None:
+        self._tallies: dict[str, Tally] = {}
+        self._lock = threading.Lock()
+
+    def counts(self, state: ClusterState, app: AppRecord, now: float) -> RolloutCounts:
+        """``app``'s counts in ``state`` at ``now``."""
+        if state.changes is None:  # a state that may be changed in place (a test's)
+            return count_all(state, app).counts(now)
+        with self._lock:
+            return self._update(state, app).counts(now)
+
+    def trouble(self, state: ClusterState, app: AppRecord) -> tuple[str, str]:
+        """What is wrong with ``app``'s containers in ``state`` (``app_trouble``)."""
+        if state.changes is None:
+            return count_all(state, app).trouble()
+        with self._lock:
+            return self._update(state, app).trouble()
+
+    def _update(self, state: ClusterState, app: AppRecord) -> Tally:
+        name = app.spec.name
+        log, position = _log_of(state, name)
+        key = (app.revision, app.spec.update.min_ready)
+        tally = self._tallies.get(name)
+        if (
+            tally is None
+            or tally.key != key
+            or log is None
+            or tally.log is not log
+            or tally.position > position
+        ):
+            tally = count_all(state, app)
+        elif tally.position < position:
+            reports = state.reports_of(name)
+            slots = state.replica_slots(name)
+            for slot in set(log[tally.position : position]):
+                found = slots.get(slot)
+                counts = None if found is None else slot_counts(found.value, reports, *key)
+                tally.put(slot, counts)
+            tally.position = position
+        if len(self._tallies) > 2 * len(state.apps) + 16:
+            self._tallies = {a: t for a, t in self._tallies.items() if a in state.apps}
+        self._tallies[name] = tally
+        return tally
