@@ -119,6 +119,11 @@ def run_soak(config: SoakConfig) -> SoakReport:
             )
         driver.stop()
         workload.stop()
+        if driver.quiet_spells:
+            report.notes.append(
+                f"{len(driver.quiet_spells)} quiet spell(s) of {driver.quiet_for:g} s without "
+                f"faults, every {driver.quiet_every:g} s (so the events check judges starts)"
+            )
         ends = [w.end for w in driver.windows if w.end is not None]
         last_fault = max(ends) if ends else time.time()
         _say("faults stopped and healed; settling the clients' last calls")

@@ -59,11 +59,22 @@ class FaultDriver:
     """Runs faults from ``start()`` until ``stop()``; ``windows`` is their record."""
 
     def __init__(
-        self, cluster: SoakCluster, seed: int, *, gap: tuple[float, float] = (2, 7)
+        self,
+        cluster: SoakCluster,
+        seed: int,
+        *,
+        gap: tuple[float, float] = (2, 7),
+        quiet_every: float = 300.0,
+        quiet_for: float = 75.0,
     ) -> None:
         self.cluster = cluster
         self.rng = random.Random(f"faults-{seed}")
         self.gap = gap
+        # Every ``quiet_every`` seconds the faults on are let heal and none starts for
+        # ``quiet_for`` more: the events check skips the starts near a fault, and with a
+        # fault every few seconds it would judge almost none (the clients go on).
+        self.quiet_every, self.quiet_for = quiet_every, quiet_for
+        self.quiet_spells: list[tuple[float, float]] = []  # (from, to), epoch seconds
         self.windows: list[FaultWindow] = []
         self.errors: list[str] = []
         self.notes: list[str] = []
@@ -93,13 +104,30 @@ class FaultDriver:
             return list(self.windows)
 
     def _run(self) -> None:
+        next_quiet = time.time() + self.quiet_every
         while not self._stop.is_set():
+            if time.time() >= next_quiet:
+                self._quiet()
+                next_quiet = time.time() + self.quiet_every
+                continue
             plan = self._plan()
             if plan is not None:
                 thread = threading.Thread(target=self._apply, args=(plan,), daemon=True)
                 self._threads.append(thread)
                 thread.start()
             self._stop.wait(self.rng.uniform(*self.gap))
+
+    def _quiet(self) -> None:
+        """Wait for the faults on to heal, then ``quiet_for`` without any."""
+        while not self._stop.is_set():
+            with self._lock:
+                if not self._busy:
+                    break
+            self._stop.wait(1.0)
+        began = time.time()
+        self._stop.wait(self.quiet_for)
+        self.quiet_spells.append((began, time.time()))
+        log.info("a quiet spell of %.0f s without faults", time.time() - began)
 
     def _plan(self) -> _Plan | None:
         """Draw a fault that the limits allow now (None: the draw found none)."""
