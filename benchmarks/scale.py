@@ -631,17 +631,22 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
         survivors = hosts - VICTIMS
         processes = math.ceil(survivors / HOSTS_PER_PROCESS)
         first = 0
+        # The hollow hosts stand for other machines: with --hollow-nice they yield the
+        # cpu to the control plane and etcd they share this one with.
+        niced = ["nice", "-n", str(args.hollow_nice)] if args.hollow_nice else []
         common = ["--server", server.address, "--insecure", "--cpus", str(args.cpus)]
         common += ["--memory-gib", str(args.memory_gib)]
         for i in range(processes):
             count = survivors // processes + (i < survivors % processes)
             spread = max(2.0, count / 50)
-            cmd = [sys.executable, "-m", "fleet.testing.hollow", *common, "--hosts", str(count)]
+            cmd = [*niced, sys.executable, "-m", "fleet.testing.hollow", *common]
+            cmd += ["--hosts", str(count)]
             cmd += ["--first", str(first), "--name", "hollow", "--spread", f"{spread:g}"]
             proc = ManagedProcess(cmd, work / f"hollow-{i}.log", name=f"hollow {i}")
             cluster.hollow.append(proc.start())
             first += count
-        cmd = [sys.executable, "-m", "fleet.testing.hollow", *common, "--hosts", str(VICTIMS)]
+        cmd = [*niced, sys.executable, "-m", "fleet.testing.hollow", *common]
+        cmd += ["--hosts", str(VICTIMS)]
         cmd += ["--name", "victim", "--spread", "2"]
         cluster.victims = ManagedProcess(cmd, work / "victims.log", name="victims").start()
         result["hollow_processes"] = processes + 1
@@ -1327,6 +1332,12 @@ def main() -> None:
     parser.add_argument("--reschedule-after", default="5s")
     parser.add_argument("--server-log-level", default="info")
     parser.add_argument(
+        "--hollow-nice",
+        type=int,
+        default=0,
+        help="run the hollow hosts at this nice level (they stand for other machines)",
+    )
+    parser.add_argument(
         "--no-restart",
         dest="restart",
         action="store_false",
@@ -1372,6 +1383,7 @@ def main() -> None:
         "placement": "spread",
         "hollow_host": {"cpus": args.cpus, "memory_gib": args.memory_gib, "start_delay": 0.2},
         "hollow_hosts_per_process": HOSTS_PER_PROCESS,
+        "hollow_nice": args.hollow_nice,
         "victims": VICTIMS,
         "server": {
             "heartbeat_interval": args.heartbeat_interval,
