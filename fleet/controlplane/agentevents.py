@@ -90,14 +90,15 @@ class AgentEvents:
 
     async def close(self, grace: float = 2.0) -> None:
         """Stop the writer, then store what was still queued (a stopping control plane
-        keeps what its agents said last, their ``agent-stopped`` among it), giving up
-        after ``grace`` seconds. A write the writer was cut off in is lost."""
+        keeps what its agents said last, their ``agent-stopped`` among it, and the repeats
+        its gate counted in windows not yet ended), giving up after ``grace`` seconds. A
+        write the writer was cut off in is lost."""
         if self._writer is not None:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
         batch, self._backlog = self._backlog, []
-        batch += self.gate.due(time.time())
+        batch += self.gate.flush(time.time())  # the repeats counted in open windows too
         if not batch:
             return
         try:

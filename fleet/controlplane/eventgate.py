@@ -130,6 +130,18 @@ class EventGate:
             self._reported_at = now
         return found
 
+    def flush(self, now: float) -> list[pb.Event]:
+        """Everything owed, windows ended or not: each run's repeats counted so far and
+        the drop notices. For a control plane that stops: what it only counted would
+        be lost with it."""
+        found: list[pb.Event] = []
+        for key, repeat in self._repeats.items():
+            self._summary_into(found, key, repeat)
+        self._repeats.clear()
+        found += self._drop_notices(now)
+        self._reported_at = now
+        return found
+
     def _over_rate(self, host: str, app: str, now: float) -> str | None:
         limits = self.limits
         if not _take(self._hosts, host, limits.host_rate, limits.host_burst, now):

@@ -62,6 +62,9 @@ class Bounds:
     settle: float = 40.0  # a faulted host's slots count as available this long after
     orphan: float = 90.0  # an orphaned etcd record is gone within this
     events_quiet: float = 30.0  # no fault this long around a start for its event to count
+    # The control plane's gate counts a start that repeats its slot's last one within
+    # this (``GateLimits.repeat_window``) and stores the count when the window ends.
+    events_repeat: float = 60.0
     rss: dict[str, int] = field(
         default_factory=lambda: {"server": 600 << 20, "agent": 300 << 20, "etcd": 600 << 20}
     )
@@ -406,13 +409,15 @@ def check_events(
     ``starts``: container id -> (host, app, slot, started at); ``stored``: (host,
     container id, app, slot, time, count) of every stored ``start`` event. A start the
     control plane's gate coalesced (same host, app and slot within its window) is in a
-    later event of that slot with a count."""
+    later event of that slot with a count, stored when the window ends: so a start is
+    judged only ``events_repeat`` after it, and not if a control plane was killed (-9)
+    within that time after it (the count was in its memory; a SIGTERM stores it)."""
     ids = {(host, cid) for host, cid, *_ in stored}
     coalesced = [(host, app, slot, t) for host, _, app, slot, t, count in stored if count > 1]
-    quiet = bounds.events_quiet
+    quiet, repeat = bounds.events_quiet, bounds.events_repeat
     checks, findings = 0, []
     for cid, (host, app, slot, at) in sorted(starts.items()):
-        if at > now - quiet:
+        if at > now - max(quiet, repeat + 5):
             continue
         touched = [
             w
@@ -421,7 +426,8 @@ def check_events(
             and w.start <= at + quiet
             and (w.end is None or w.end >= at - quiet)
         ]
-        if touched:
+        killed = [w for w in windows if w.kind == "cp-kill" and at <= w.start <= at + repeat]
+        if touched or killed:
             continue
         checks += 1
         if (host, cid) in ids:

@@ -34,6 +34,17 @@ def test_a_flapping_check_is_stored_once_then_once_a_window_with_its_count() -> 
     assert sum(max(1, e.count) for e in stored) == 240
 
 
+def test_a_stopping_control_plane_flushes_the_repeats_of_open_windows() -> None:
+    gate = EventGate(LIMITS)
+    stored = gate.admit("h1", [event("start", kind="start")], 0.0)
+    stored += gate.admit("h1", [event("start", kind="start") for _ in range(3)], 10.0)
+    assert gate.due(20.0) == []  # the window is open: the 3 repeats are only counted
+    flushed = gate.flush(20.0)
+    assert [e.count for e in flushed] == [3]
+    assert sum(max(1, e.count) for e in stored + flushed) == 4
+    assert gate.flush(21.0) == [] and gate.due(100.0) == []  # nothing owed twice
+
+
 def test_a_flood_is_held_to_the_hosts_rate_and_said() -> None:
     gate = EventGate(LIMITS)
     stored = []

@@ -251,6 +251,19 @@ def test_a_start_without_its_event_is_lost_unless_a_fault_came_near() -> None:
     assert checker.check_events(starts, coalesced, [], BOUNDS, 200) == (2, [])
 
 
+def test_a_start_is_judged_only_once_its_coalesced_count_is_due() -> None:
+    starts = {"c2": ("h2", "web", 1, 100.0)}
+    # Within the gate's repeat window of the check: its count may not be stored yet.
+    assert checker.check_events(starts, [], [], BOUNDS, 150) == (0, [])
+    assert checker.check_events(starts, [], [], BOUNDS, 170)[0] == 1
+    # A control plane killed (-9) within the window after it: the count went with it.
+    killed = FaultWindow("cp-kill", "cp1", frozenset(), 150, 160)
+    assert checker.check_events(starts, [], [killed], BOUNDS, 300) == (0, [])
+    # Stopped with SIGTERM (which stores the counts) 50 s later: judged.
+    termed = FaultWindow("cp-term", "cp1", frozenset(), 150, 160)
+    assert checker.check_events(starts, [], [termed], BOUNDS, 300)[0] == 1
+
+
 def test_differences_are_empty_only_when_everything_matches() -> None:
     view = etcd(PLACED)
     assert checker.differences(snap(0, [box("h1", 0), box("h2", 1)], view)) == []
