@@ -9,9 +9,10 @@ Where each command lives (``main.py`` registers them all, in ``fleet --help``'s 
 - ``hosts``: cordon, uncordon, drain, upgrade-hosts, label host, hosts remove
 - ``secrets``, ``policy``, ``tokens``, ``certs``: the groups of those names
 - ``registries``: the ``registry`` group (login, logout, list, mirror)
-- ``daemons``: server, agent, up; what they share: ``daemonconfig`` (options from
-  ``FLEET_*`` variables and a ``--config`` file), ``lifecycle`` (SIGTERM, sd_notify),
-  ``logformat`` (text, journal or JSON lines)
+- ``servercmd``, ``agentcmd``, ``daemons``: server, agent, up; what they share:
+  ``daemonconfig`` (options from ``FLEET_*`` variables and a ``--config`` file),
+  ``lifecycle`` (SIGTERM, sd_notify), ``logformat`` (text, journal or JSON lines, the
+  logging options)
 - ``version``: version, and the root's ``--version``
 
 Shared by them: ``output`` (printing, the one error printer, exit statuses, ``-o``),

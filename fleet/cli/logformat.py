@@ -20,14 +20,19 @@ import os
 import sys
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TextIO
+from typing import Annotated, TextIO
+
+import typer
 
 __all__ = [
     "JournalFormatter",
     "JsonFormatter",
     "LogFormat",
+    "LogFormatOpt",
+    "LogLevel",
     "TextFormatter",
     "configure_logging",
+    "daemon_logging",
     "resolve_format",
 ]
 
@@ -147,3 +152,21 @@ def configure_logging(level: str, chosen: LogFormat, stream: TextIO | None = Non
     for noisy in ("grpc", "urllib3", "docker", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return used
+
+
+# The daemons' (server, agent, up) logging options.
+LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
+LogFormatOpt = Annotated[
+    LogFormat,
+    typer.Option(
+        "--log-format",
+        help="text (with a time), journal (<priority> prefixes, one line an event), json "
+        "(an object a line), or auto: journal when stderr is systemd's journal, else text.",
+    ),
+]
+
+
+def daemon_logging(level: str, log_format: LogFormat = LogFormat.text) -> bool:
+    """Configure a daemon's logging; True when its lines are for a machine (journal,
+    JSON), where the error a daemon stops with must be a log entry too."""
+    return configure_logging(level, log_format) is not LogFormat.text

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from fleet.cli.daemons import _default_host_id
+from fleet.cli.agentcmd import _default_host_id
 from fleet.client import FleetClient
 from fleet.errors import InvalidArgument
 from fleet.pki.local import EtcdPKI, ensure_etcd_pki

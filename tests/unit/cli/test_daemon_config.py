@@ -70,7 +70,8 @@ def built(monkeypatch: pytest.MonkeyPatch) -> Built:
     monkeypatch.setattr("fleet.agent.edgeproxy.EdgeProxy", EdgeProxy)
     monkeypatch.setattr("fleet.agent.Agent", Agent)
     monkeypatch.setattr("fleet.agent.DockerRuntime", lambda url: None)
-    monkeypatch.setattr("fleet.cli.daemons._logging", lambda *_: False)
+    monkeypatch.setattr("fleet.cli.servercmd.daemon_logging", lambda *_: False)
+    monkeypatch.setattr("fleet.cli.agentcmd.daemon_logging", lambda *_: False)
     return found
 
 
