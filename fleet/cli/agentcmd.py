@@ -301,8 +301,8 @@ def agent(
     from fleet.agent.hostcontainer import ContainerRunner
     from fleet.agent.incontainer import check_host_pid_namespace
     from fleet.agent.joining import CertificateRenewer
-    from fleet.controlplane.registration import check_ingress
     from fleet.errors import FailedPrecondition, InvalidArgument
+    from fleet.ingress import check_ingress
     from fleet.store.keys import check_host_id
 
     machine_logs = daemon_logging(log_level, log_format)

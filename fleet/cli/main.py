@@ -51,8 +51,7 @@ def _help_reads_as_kubectls() -> None:
     width; one with indented lines (Examples) is kept as written."""
     import re
 
-    import typer.rich_utils
-    from typer.core import TyperArgument, TyperOption
+    from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
     def one_value(label: str | None) -> str | None:
         if label is None:
@@ -92,7 +91,21 @@ def _help_reads_as_kubectls() -> None:
         # away when they were the only paragraph left: a blank first line keeps it.
         return "\n" + "\n\n".join(joined(p) for p in paragraphs)
 
-    typer.rich_utils._fix_linebreaks = fix_linebreaks
+    # typer.rich_utils brings Rich's markdown and pygments (7 MiB in every daemon that
+    # never prints a help): patched when a help is first formatted, not at import.
+    def patched_on_first_help(cls: type[TyperCommand] | type[TyperGroup]) -> None:
+        format_help = cls.format_help
+
+        def format_help_patched(self: Any, ctx: Any, formatter: Any) -> None:
+            import typer.rich_utils
+
+            typer.rich_utils._fix_linebreaks = fix_linebreaks
+            format_help(self, ctx, formatter)
+
+        cls.format_help = format_help_patched  # type: ignore[method-assign]
+
+    patched_on_first_help(TyperCommand)
+    patched_on_first_help(TyperGroup)
 
 
 _help_reads_as_kubectls()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from fleet._time import now_iso
 from fleet.errors import InvalidArgument
 from fleet.hostlabels import MAX_LABELS, known_facts
+from fleet.ingress import check_ingress
 from fleet.proto import fleet_pb2 as pb
 from fleet.store import ClusterState, check_host_id
 from fleet.store.records import DeniedRecord, HostRecord, ResourceAmounts
@@ -68,25 +69,6 @@ def _check_address(value: str) -> str:
         return str(ipaddress.ip_address(value))
     except ValueError:
         raise InvalidArgument(f"address must be an IP address, got {value[:64]!r}") from None
-
-
-def check_ingress(value: str) -> str:
-    """An edge's listen address ``ADDR:PORT`` (``[ADDR]:PORT`` for IPv6) in normal form,
-    "" for none; InvalidArgument saying what is expected otherwise."""
-    if not value:
-        return ""
-    text, _, port = value.rpartition(":")
-    try:
-        address = ipaddress.ip_address(text.removeprefix("[").removesuffix("]"))
-        number = int(port) if port.isdigit() else 0
-    except ValueError:
-        number = 0
-    if not 1 <= number <= 65535:
-        raise InvalidArgument(
-            "the ingress address must be ADDR:PORT, like 0.0.0.0:80 or [::]:80 (an IP "
-            f"address and a port from 1 to 65535), got {value[:64]!r}"
-        )
-    return f"[{address}]:{number}" if address.version == 6 else f"{address}:{number}"
 
 
 def host_record(
