@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from fleet.controlplane.appcounts import CountsCache, RolloutCounts, count_all
 from fleet.controlplane.availability import observe, trouble
+from fleet.controlplane.endpointcache import container_endpoints
 from fleet.proto import fleet_pb2 as pb
 from fleet.store import ClusterState
 from fleet.store.records import RolloutRecord
@@ -106,17 +107,5 @@ def endpoints(state: ClusterState, app: str, now: float) -> list[pb.Endpoint]:
             host = state.hosts.get(container.host)
             if report is None or host is None or not observed.available(container, min_ready, now):
                 continue
-            found.extend(
-                pb.Endpoint(
-                    app=app,
-                    slot=container.slot,
-                    host=container.host,
-                    address=host.value.address,
-                    host_port=port.host_port,
-                    container_port=port.container_port,
-                    protocol=port.protocol,
-                    revision=container.revision,
-                )
-                for port in report.ports
-            )
+            found += container_endpoints(app, container, host.value, report)
     return found

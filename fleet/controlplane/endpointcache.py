@@ -16,12 +16,31 @@ from collections.abc import Mapping
 from fleet.controlplane.availability import Observed
 from fleet.proto import fleet_pb2 as pb
 from fleet.store import ClusterState, Versioned
-from fleet.store.records import ContainerReport, HostRecord, ReplicaRecord
+from fleet.store.records import ContainerReport, HostRecord, ReplicaRecord, SlotContainer
 
-__all__ = ["EndpointsCache", "slot_endpoints"]
+__all__ = ["EndpointsCache", "container_endpoints", "slot_endpoints"]
 
 # A slot's containers that have endpoints: when each is available, and its endpoints.
 SlotEndpoints = tuple[tuple[float, tuple[pb.Endpoint, ...]], ...]
+
+
+def container_endpoints(
+    app: str, container: SlotContainer, host: HostRecord, report: ContainerReport
+) -> list[pb.Endpoint]:
+    """One endpoint for each port the agent reports ``container`` publishing."""
+    return [
+        pb.Endpoint(
+            app=app,
+            slot=container.slot,
+            host=container.host,
+            address=host.address,
+            host_port=port.host_port,
+            container_port=port.container_port,
+            protocol=port.protocol,
+            revision=container.revision,
+        )
+        for port in report.ports
+    ]
 
 
 def slot_endpoints(
@@ -42,20 +61,7 @@ def slot_endpoints(
         at = observed.available_at(container, min_ready)
         if at is None:
             continue
-        endpoints = tuple(
-            pb.Endpoint(
-                app=replica.app,
-                slot=container.slot,
-                host=container.host,
-                address=host.value.address,
-                host_port=port.host_port,
-                container_port=port.container_port,
-                protocol=port.protocol,
-                revision=container.revision,
-            )
-            for port in report.ports
-        )
-        found.append((at, endpoints))
+        found.append((at, tuple(container_endpoints(replica.app, container, host.value, report))))
     return tuple(found)
 
 
