@@ -47,6 +47,9 @@ MIN_TXN_OPS = 16
 # Keep-alive pings find a member gone silent (a machine off, a cut cable) in 15 s
 # even while no call is waiting on it.
 CHANNEL_OPTIONS = [("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000)]
+# Keys a paged read asks for at once (``get_all``): a few MB at fleet's record sizes, far
+# under the 64 MiB a channel accepts (``fleet.transport.MAX_MESSAGE_BYTES``).
+LIST_PAGE = 10_000
 # A watch asks its member to end it once the member has lost the cluster's leader
 # (etcd's WithRequireLeader, as kube-apiserver's watches do): a member cut off from
 # the others would otherwise keep the stream open and send nothing, and the informer
@@ -254,8 +257,32 @@ class Etcd:
 
     async def get_prefix(self, prefix: bytes) -> tuple[list[KeyValue], int]:
         """Every key under ``prefix`` at one revision, and that revision."""
-        kvs, revision, _ = await self.get_range(prefix, prefix_end(prefix))
-        return kvs, revision
+        return await self.get_all(prefix, prefix_end(prefix))
+
+    async def get_all(
+        self, start: bytes, end: bytes, *, revision: int = 0, page: int = LIST_PAGE
+    ) -> tuple[list[KeyValue], int]:
+        """Every key from ``start`` up to ``end`` at one revision (0: now), and that
+        revision, read ``page`` keys at a time: one answer for all of them can pass
+        the message limit (100,000 replicas with their agents' reports made 72 MB, past
+        the 64 MiB a control plane accepts, and a restarted one could not list its
+        state). Pages after the first are read at the first one's revision; if that is
+        compacted meanwhile, the read starts again at the newest."""
+        for _ in range(3):
+            found: list[KeyValue] = []
+            at, cursor = revision, start
+            try:
+                while True:
+                    kvs, read_at, more = await self.get_range(cursor, end, revision=at, limit=page)
+                    at = at or read_at
+                    found += kvs
+                    if not more or not kvs:
+                        return found, at
+                    cursor = kvs[-1].key + b"\0"
+            except WatchCompacted:
+                if revision:  # the caller asked for that revision: it is gone
+                    raise
+        raise Unavailable("etcd compacted every revision a paged read began at; try again")
 
     async def get_range(
         self,

@@ -14,7 +14,7 @@ import asyncio
 import logging
 
 from fleet.errors import Unavailable
-from fleet.store._etcd import Etcd, WatchCompacted, prefix_end
+from fleet.store._etcd import LIST_PAGE, Etcd, WatchCompacted, prefix_end
 from fleet.store.keys import KeyLayout
 from fleet.store.live import LiveState
 from fleet.store.state import ClusterState
@@ -39,8 +39,11 @@ class Subscription:
 
 
 class Informer:
-    def __init__(self, etcd: Etcd, layout: KeyLayout, *, retry_max: float = 2.0) -> None:
+    def __init__(
+        self, etcd: Etcd, layout: KeyLayout, *, retry_max: float = 2.0, list_page: int = LIST_PAGE
+    ) -> None:
         self._etcd = etcd
+        self._list_page = list_page  # keys a page of the first list (``Etcd.get_all``)
         self._layout = layout
         self._retry_max = retry_max
         self._live = LiveState(layout)
@@ -88,9 +91,9 @@ class Informer:
         # then those after it. Events never stand between a control plane and its state
         # (345 MB of them once kept a restarted one from starting at all).
         root, skip = self._layout.root, self._skip
-        before, revision, _ = await self._etcd.get_range(root, skip)
-        after, _, _ = await self._etcd.get_range(
-            prefix_end(skip), prefix_end(root), revision=revision
+        before, revision = await self._etcd.get_all(root, skip, page=self._list_page)
+        after, _ = await self._etcd.get_all(
+            prefix_end(skip), prefix_end(root), revision=revision, page=self._list_page
         )
         live = LiveState(self._layout)
         for kv in before + after:
