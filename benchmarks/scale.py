@@ -990,9 +990,11 @@ def restart(
         if reconnected_at is None:
             # Connected again: a liveness key written since the kill (the old server's
             # stay until its lease expires).
-            back = sum(
-                1 for r in etcd_values(etcd, prefix + "alive/hollow-") if r["connected_at"] >= since
-            )
+            try:
+                alive = etcd_values(etcd, prefix + "alive/hollow-")
+            except OSError:  # etcd too slow to answer in the storm (seen at 5,000 hosts)
+                continue
+            back = sum(1 for r in alive if r["connected_at"] >= since)
             if back >= hosts:
                 reconnected_at = now - killed
         else:
