@@ -24,7 +24,13 @@ from typing import Self
 from fleet.pki.files import CertPaths
 from fleet.pki.issuing import init_ca, issue
 from fleet.pki.subjects import Kind
-from fleet.testing.procs import Daemon, ManagedProcess, Service, free_port, require_binary
+from fleet.testing.procs import (
+    Daemon,
+    ManagedProcess,
+    Service,
+    free_ports,
+    require_binary,
+)
 from fleet.transport import TlsFiles
 
 
@@ -84,7 +90,7 @@ class EtcdServer(Daemon):
         self.host = host
         self.tls = tls
         # In another network namespace (``wrap``) the ports are that namespace's own.
-        self.client_port, self.peer_port = ports or (free_port(host), free_port(host))
+        self.client_port, self.peer_port = ports or tuple(free_ports(2, host))
         self.wrap = list(wrap)
         # The temporary directory we own (and delete in close()), holding data and log.
         self._tmp_dir: Path | None = None
