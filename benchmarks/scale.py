@@ -956,7 +956,7 @@ def writes_after(log_path: Path, since: float) -> tuple[int, float | None]:
                 count = int(line.split("replica(s) written")[0].rsplit(":", 1)[1])
             except (ValueError, IndexError):
                 continue
-            if at >= since:
+            if at >= since and count:  # (a rollout's end writes 0 replicas, later)
                 total, last = total + count, at - since
     return total, last
 

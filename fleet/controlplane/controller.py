@@ -80,6 +80,8 @@ class ControllerStore(Protocol):
 class Wakeup(Protocol):
     async def wait(self) -> None: ...
 
+    def notify(self) -> None: ...
+
 
 class StateSource(Protocol):
     """Where the controller reads the state (``fleet.store.Informer``)."""
@@ -101,6 +103,7 @@ class EventSink(Protocol):
 
 _COMMITS_IN_FLIGHT = 4  # apps' plans being written while the next is planned
 _SLOW_ROUND = 1.0  # a round that planned for this long says so in the log
+_MAX_PAUSE = 1.0  # seconds between two rounds, at most (``run``)
 
 
 def _event(*, kind: str, message: str, host: str = "", app: str = "", slot: int = 0) -> pb.Event:
@@ -191,9 +194,25 @@ class ReplicaController:
             await self.reconcile_all()
             # A round that held the loop long (planning: its waits on etcd and on the
             # watch do not count) leaves it twice as long to the agents' reports and
-            # heartbeats; at 100,000 replicas a round planning 50 apps took seconds.
+            # heartbeats (at 100,000 replicas a round planning 50 apps took seconds), up
+            # to _MAX_PAUSE: a round yields after every app's plan anyway, and a longer
+            # pause put off the moves of a host loss by as long.
             spent = self._planning_seconds
-            await asyncio.sleep(max(self._min_interval, 2 * spent))
+            await self._pause(subscription, min(_MAX_PAUSE, max(self._min_interval, 2 * spent)))
+
+    async def _pause(self, subscription: Wakeup, seconds: float) -> None:
+        """Wait ``seconds``, noting hosts that go down or come back meanwhile (a host's
+        wait to be moved starts when it is seen down, not at the next round)."""
+        end = time.monotonic() + seconds
+        changed = False
+        while (left := end - time.monotonic()) > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await subscription.wait()
+                    changed = True
+                    await self._track_liveness(self._informer.state(), time.time())
+        if changed:
+            subscription.notify()  # what changed meanwhile: the next round looks at it
 
     async def _track_liveness(self, state: ClusterState, now: float) -> None:
         """Note hosts going down and coming back, with an event for each."""

@@ -194,8 +194,10 @@ class SpecCache:
 
     def __init__(self, box: SecretBox | None = None) -> None:
         self._box = box
-        # (app, revision) -> (what it was built from, the spec)
-        self._specs: dict[tuple[str, int], tuple[object, pb.ContainerSpec]] = {}
+        # (app, revision) -> (what it was built from, the secrets it names, the spec)
+        self._specs: dict[
+            tuple[str, int], tuple[tuple[int, object], tuple[str, ...], pb.ContainerSpec]
+        ] = {}
 
     def spec(self, state: ClusterState, app: str, number: int) -> pb.ContainerSpec | None:
         """The container spec of ``app``'s revision ``number`` with slot 0 (not to be
@@ -206,17 +208,20 @@ class SpecCache:
         stored = state.revisions.get((app, number))
         if stored is None:
             return None
-        # Its env's secrets, and the credentials of the registry its image names.
-        registry_secret = secret_name(registry_of(stored.value.spec.image))
-        names = sorted({*stored.value.spec.secret_names(), registry_secret})
+        found = self._specs.get((app, number))
+        if found is not None and found[0][0] == stored.mod_revision:
+            names = found[1]  # (worked out once per revision record: a push asks often)
+        else:
+            # Its env's secrets, and the credentials of the registry its image names.
+            registry_secret = secret_name(registry_of(stored.value.spec.image))
+            names = tuple(sorted({*stored.value.spec.secret_names(), registry_secret}))
         inputs = (
             stored.mod_revision,
             tuple((n, s.mod_revision if (s := state.secrets.get(n)) else 0) for n in names),
         )
-        found = self._specs.get((app, number))
         if found is None or found[0] != inputs:
-            found = self._specs[(app, number)] = (inputs, self._build(state, stored.value))
-        return found[1]
+            found = self._specs[(app, number)] = (inputs, names, self._build(state, stored.value))
+        return found[2]
 
     def _build(self, state: ClusterState, revision: RevisionRecord) -> pb.ContainerSpec:
         spec, number, template = revision.spec, revision.revision, revision.template_hash
@@ -261,8 +266,13 @@ def desired_containers(
         name, number = app.value.spec.name, app.value.revision
         placed.append((_canary_replica(name, number, host_id), number))
     containers = []
+    templates: dict[tuple[str, int], pb.ContainerSpec | None] = {}  # (most share one)
     for replica, number in placed:
-        template = specs.spec(state, replica.app, number)
+        key = (replica.app, number)
+        if key in templates:
+            template = templates[key]
+        else:
+            template = templates[key] = specs.spec(state, replica.app, number)
         if template is None:
             continue  # the revision record lands in the same transaction; never seen apart
         container = pb.ContainerSpec()
@@ -285,8 +295,17 @@ def desired_inputs(state: ClusterState, host_id: str) -> object:
     Equal inputs make an equal set."""
     replicas = state.replicas_on(host_id)
     apps = {r.app for r in replicas}
+    # A revision by its template's hash, not its mod revision: the controller rewrites a
+    # revision's record when its rollout ends (the outcome), which changes no container;
+    # by mod revision, 50 rollouts ending rebuilt every host's set 50 times, and at 1,000
+    # hosts that held up the moves of a host loss for seconds. (The agent, too, tells a
+    # container's template by this hash.)
     revisions = (
-        tuple(sorted((key, v.mod_revision) for key, v in state.revisions.items() if key[0] in apps))
+        tuple(
+            sorted(
+                (key, v.value.template_hash) for key, v in state.revisions.items() if key[0] in apps
+            )
+        )
         if apps
         else ()
     )

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import time
 from collections.abc import Callable
 
 from fleet.controlplane._tasks import running
@@ -24,6 +26,11 @@ from fleet.store import ClusterState, Informer
 __all__ = ["DesiredPush"]
 
 _PUSH_COALESCE = 0.05  # seconds a session waits after a change before it looks
+# A host's next set goes out no sooner than this after its last one: changes that keep
+# coming (an apply of 50 apps commits one after another, each a change to every host)
+# go together. At 1,000 hosts a set per commit was 20 sets a host, each built here and
+# reconciled there container by container. A change after a quiet spell goes at once.
+_PUSH_MIN_GAP = 0.5
 
 
 class DesiredPush:
@@ -51,9 +58,13 @@ class DesiredPush:
         self._dispatcher = running(self._dispatcher, self._dispatch, "desired-dispatch")
         sent = ""
         inputs: object = None
+        sent_at = -math.inf
         try:
             while True:
                 await wake.wait()
+                gap = _PUSH_MIN_GAP - (time.monotonic() - sent_at)
+                if gap > 0:
+                    await asyncio.sleep(gap)
                 wake.clear()
                 # One set at a time in the outbox: changes that come while a host is
                 # slow to read go out together in the next set, built once it has
@@ -63,6 +74,7 @@ class DesiredPush:
                 inputs, message, sent = self._message(host_id, inputs, sent)
                 if message is not None:
                     await outbox.put(message)
+                    sent_at = time.monotonic()
         finally:
             if self._wakers.get(host_id) is wake:
                 del self._wakers[host_id]

@@ -108,7 +108,7 @@ class ReportQueue:
             if waiting is None:
                 continue  # its session ended meanwhile (``forget``)
             try:
-                report = waiting.writer.report(waiting.heartbeat, now)
+                report = waiting.writer.report(waiting.heartbeat, now, checked=True)
             except FleetError as error:  # the session checked it: not expected
                 log.warning("host %s: report not stored: %s", host_id, error)
                 continue

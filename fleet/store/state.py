@@ -291,12 +291,16 @@ class ClusterState:
 
     def containers_on(self, host: str) -> list[tuple[ReplicaRecord, int]]:
         """(replica, revision) for every container ``host`` should run."""
-        return [
-            (replica, c.revision)
-            for replica in self.replicas_on(host)
-            for c in replica.containers()
-            if c.host == host
-        ]
+        # ``ReplicaRecord.containers()`` spelled out: this runs for every container of a
+        # host at every push of its desired set, and most replicas have no next.
+        found = []
+        for replica in self.replicas_on(host):
+            if replica.host == host:
+                found.append((replica, replica.revision))
+            nxt = replica.next
+            if nxt is not None and nxt.host == host:
+                found.append((replica, nxt.revision))
+        return found
 
     def revision_spec(self, app: str, revision: int) -> RevisionRecord | None:
         found = self.revisions.get((app, revision))

@@ -68,6 +68,10 @@ class _Container:
     started_at: float | None = None
     finished_at: float | None = None
     exit_code: int = 0
+    # What the last listing made of it, reused while nothing changed (the agent lists
+    # every container at every reconcile: building them again and again was most of
+    # what 250 hollow hosts of a process spent, more than the control plane they test).
+    observed: ObservedContainer | None = None
 
 
 class _EmptyLog:
@@ -128,27 +132,32 @@ class HollowRuntime:
                 state = c.state
                 if state == "running" and c.running_at is not None and c.running_at > now:
                     state = "created"  # still starting
-                found.append(
-                    ObservedContainer(
-                        container_id=c.id,
-                        name=c.name,
-                        app=c.labels[LABEL_APP],
-                        slot=int(c.labels[LABEL_SLOT]),
-                        revision=int(c.labels[LABEL_REVISION]),
-                        spec_hash=c.labels[LABEL_SPEC_HASH],
-                        restart=c.labels[LABEL_RESTART],
-                        stop_grace=float(c.labels[LABEL_GRACE]),
-                        state=state,
-                        exit_code=c.exit_code,
-                        oom_killed=False,
-                        started_at=_stamp(c.running_at) if state == "running" else "",
-                        finished_at=c.finished_at,
-                        ports=c.ports,
-                        started_epoch=c.running_at if state == "running" else None,
-                        pool=c.labels.get(LABEL_POOL, ""),
-                    )
-                )
+                observed = c.observed
+                if observed is None or observed.state != state:
+                    observed = c.observed = self._observe(c, state)
+                found.append(observed)
             return found
+
+    @staticmethod
+    def _observe(c: _Container, state: str) -> ObservedContainer:
+        return ObservedContainer(
+            container_id=c.id,
+            name=c.name,
+            app=c.labels[LABEL_APP],
+            slot=int(c.labels[LABEL_SLOT]),
+            revision=int(c.labels[LABEL_REVISION]),
+            spec_hash=c.labels[LABEL_SPEC_HASH],
+            restart=c.labels[LABEL_RESTART],
+            stop_grace=float(c.labels[LABEL_GRACE]),
+            state=state,
+            exit_code=c.exit_code,
+            oom_killed=False,
+            started_at=_stamp(c.running_at) if state == "running" else "",
+            finished_at=c.finished_at,
+            ports=c.ports,
+            started_epoch=c.running_at if state == "running" else None,
+            pool=c.labels.get(LABEL_POOL, ""),
+        )
 
     def ensure_image(
         self, image: str, auth: pb.RegistryAuth | None = None, mirror: str = ""
@@ -193,7 +202,7 @@ class HollowRuntime:
                 return
             container.state = "running"
             container.running_at = time.time() + self.start_delay
-            container.finished_at = None
+            container.finished_at = container.observed = None
         if self._loop is not None:
             # The agent hears of it when it runs, as it would from Docker's events.
             self._loop.call_soon_threadsafe(
@@ -205,6 +214,7 @@ class HollowRuntime:
             container = self._get(container_id)
             container.state = "exited"
             container.finished_at = time.time()
+            container.observed = None
         self._emit_soon("die", container)
 
     def stop_and_remove(self, container_id: str, grace: float) -> None:
@@ -281,6 +291,7 @@ class HollowRuntime:
             container = self._get(container_id)
             container.state, container.exit_code = "exited", exit_code
             container.finished_at = time.time()
+            container.observed = None
         self._emit_soon("die", container)
 
 

@@ -32,6 +32,7 @@ from fleet.controlplane.slots import ReplicaPlan
 from fleet.proto import fleet_pb2 as pb
 from fleet.spec import AppSpec, load_documents
 from fleet.store import ClusterState, KeyLayout
+from fleet.store.informer import Subscription
 from fleet.store.live import LiveState
 from fleet.store.records import (
     AppRecord,
@@ -339,3 +340,33 @@ def test_a_host_lost_during_the_grace_is_timed_from_its_end_and_then_announced(
 def test_a_new_leaders_grace_covers_an_agents_reconnect_backoff() -> None:
     [cap] = [f.default for f in dataclasses.fields(AgentConfig) if f.name == "reconnect_max"]
     assert cap == AGENTS_BACK_WITHIN
+
+
+def test_a_host_that_goes_down_between_rounds_is_timed_from_then(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pause after a round still watches hosts: a host seen down during it waits
+    ``reschedule_after`` from then, not from the next round (#24 item 2: rounds apart
+    by seconds put off the moves of a host loss by as long)."""
+    h = make_harness(monkeypatch, reschedule_after=2.0)
+    h.round()
+    h.clock.now = NOW + 1.0
+    subscription = Subscription()
+
+    async def pause_while_h2_goes() -> None:
+        pausing = asyncio.create_task(h.controller._pause(subscription, 0.5))
+        await asyncio.sleep(0)
+        cut_off(h.cluster, "h2")
+        subscription.notify()  # the informer's wake-up for that change
+        await pausing
+
+    asyncio.run(pause_while_h2_goes())
+    assert h.events.kinds == [("host-down", "h2")]  # seen during the pause
+    assert subscription._event.is_set(), "the next round must look at the change"
+    h.clock.now = NOW + 2.9
+    h.round()
+    assert h.store.put == []
+    h.clock.now = NOW + 3.1  # reschedule_after after the pause saw it
+    h.round()
+    [moved] = h.store.put
+    assert (moved.slot, moved.host) == (1, "h1")
