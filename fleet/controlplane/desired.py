@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, NamedTuple
 
 from fleet.controlplane.upgrades import CANARY_SLOT, canary_hosts
 from fleet.errors import InvalidArgument, NotFound
@@ -21,18 +22,27 @@ from fleet.store.records import ReplicaRecord, ResourceAmounts, RevisionRecord
 
 __all__ = [
     "MissingSecret",
+    "Placed",
     "SpecCache",
+    "build_containers",
     "container_options",
     "container_spec",
     "desired_containers",
     "desired_inputs",
+    "desired_placed",
     "fingerprint",
     "open_secrets",
+    "placed_fingerprint",
     "registry_auth",
     "resolve_env",
 ]
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+
+    RepeatedContainers = RepeatedCompositeFieldContainer[pb.ContainerSpec]
 
 
 class MissingSecret(NotFound):
@@ -194,9 +204,11 @@ class SpecCache:
 
     def __init__(self, box: SecretBox | None = None) -> None:
         self._box = box
-        # (app, revision) -> (what it was built from, the secrets it names, the spec)
+        # (app, revision) -> (what it was built from, the secrets it names, the spec and
+        # a digest of it)
         self._specs: dict[
-            tuple[str, int], tuple[tuple[int, object], tuple[str, ...], pb.ContainerSpec]
+            tuple[str, int],
+            tuple[tuple[int, object], tuple[str, ...], tuple[pb.ContainerSpec, bytes]],
         ] = {}
 
     def spec(self, state: ClusterState, app: str, number: int) -> pb.ContainerSpec | None:
@@ -205,6 +217,13 @@ class SpecCache:
         and it carries no secret) while a secret it uses is outside the secret's scope,
         missing, or cannot be opened: its replicas wait rather than start without it,
         and a container that runs already is kept."""
+        found = self.spec_and_digest(state, app, number)
+        return None if found is None else found[0]
+
+    def spec_and_digest(
+        self, state: ClusterState, app: str, number: int
+    ) -> tuple[pb.ContainerSpec, bytes] | None:
+        """``spec``, with a digest of it: equal digests, equal specs."""
         stored = state.revisions.get((app, number))
         if stored is None:
             return None
@@ -220,7 +239,9 @@ class SpecCache:
             tuple((n, s.mod_revision if (s := state.secrets.get(n)) else 0) for n in names),
         )
         if found is None or found[0] != inputs:
-            found = self._specs[(app, number)] = (inputs, names, self._build(state, stored.value))
+            built = self._build(state, stored.value)
+            digest = hashlib.sha256(built.SerializeToString(deterministic=True)).digest()
+            found = self._specs[(app, number)] = (inputs, names, (built, digest))
         return found[2]
 
     def _build(self, state: ClusterState, revision: RevisionRecord) -> pb.ContainerSpec:
@@ -247,6 +268,66 @@ class SpecCache:
             del self._specs[key]
 
 
+class Placed(NamedTuple):
+    """One container of a host's desired set, before it is built: its revision's spec
+    (shared, not to be changed), that spec's digest, its slot, and whether it is kept
+    stopped."""
+
+    template: pb.ContainerSpec
+    digest: bytes
+    slot: int
+    stopped: bool
+
+
+def desired_placed(state: ClusterState, host_id: str, specs: SpecCache) -> list[Placed]:
+    """Every container ``host_id`` should run, in a stable order, not yet built: cheap
+    to tell from the last set (``placed_fingerprint``), and built only if it differs
+    (``build_containers``)."""
+    placed = state.containers_on(host_id)
+    canary = canary_hosts(state).get(host_id)
+    app = state.apps.get(canary) if canary else None
+    if app is not None:
+        # An upgrade walk's canary: one replica of the app's current revision, outside
+        # its slots, on the upgraded host before it takes real work again.
+        name, number = app.value.spec.name, app.value.revision
+        placed = [*placed, (_canary_replica(name, number, host_id), number)]
+    found: list[Placed] = []
+    templates: dict[tuple[str, int], tuple[pb.ContainerSpec, bytes] | None] = {}
+    for replica, number in placed:
+        key = (replica.app, number)
+        if key in templates:  # (most of a host's containers share a few revisions)
+            template = templates[key]
+        else:
+            template = templates[key] = specs.spec_and_digest(state, replica.app, number)
+        if template is None:
+            continue  # the revision record lands in the same transaction; never seen apart
+        found.append(Placed(template[0], template[1], replica.slot, replica.stopped))
+    return found
+
+
+def placed_fingerprint(placed: list[Placed]) -> str:
+    """Identifies a desired set without building it: equal prints, equal sets."""
+    digest = hashlib.sha256()
+    for p in placed:
+        digest.update(p.digest + p.slot.to_bytes(8, "little", signed=True) + bytes([p.stopped]))
+    return digest.hexdigest()
+
+
+def build_containers(
+    placed: list[Placed], into: RepeatedContainers | None = None
+) -> list[pb.ContainerSpec]:
+    """The containers of ``placed``, added to ``into`` (a set's repeated field: built in
+    place, not copied there) or to a new list."""
+    built: list[pb.ContainerSpec] = []
+    for p in placed:
+        container = into.add() if into is not None else pb.ContainerSpec()
+        container.CopyFrom(p.template)
+        container.slot = p.slot
+        container.stopped = p.stopped
+        built.append(container)
+    return built
+
+
 def desired_containers(
     state: ClusterState,
     host_id: str,
@@ -257,30 +338,7 @@ def desired_containers(
     (only those this host's replicas use, and may use, are opened). ``specs`` keeps the
     specs built for a next call."""
     specs = specs if specs is not None else SpecCache(box)
-    placed = list(state.containers_on(host_id))
-    canary = canary_hosts(state).get(host_id)
-    app = state.apps.get(canary) if canary else None
-    if app is not None:
-        # An upgrade walk's canary: one replica of the app's current revision, outside
-        # its slots, on the upgraded host before it takes real work again.
-        name, number = app.value.spec.name, app.value.revision
-        placed.append((_canary_replica(name, number, host_id), number))
-    containers = []
-    templates: dict[tuple[str, int], pb.ContainerSpec | None] = {}  # (most share one)
-    for replica, number in placed:
-        key = (replica.app, number)
-        if key in templates:
-            template = templates[key]
-        else:
-            template = templates[key] = specs.spec(state, replica.app, number)
-        if template is None:
-            continue  # the revision record lands in the same transaction; never seen apart
-        container = pb.ContainerSpec()
-        container.CopyFrom(template)
-        container.slot = replica.slot
-        container.stopped = replica.stopped
-        containers.append(container)
-    return containers
+    return build_containers(desired_placed(state, host_id, specs))
 
 
 def _canary_replica(app: str, revision: int, host_id: str) -> ReplicaRecord:

@@ -18,7 +18,13 @@ import time
 from collections.abc import Callable
 
 from fleet.controlplane._tasks import running
-from fleet.controlplane.desired import SpecCache, desired_containers, desired_inputs, fingerprint
+from fleet.controlplane.desired import (
+    SpecCache,
+    build_containers,
+    desired_inputs,
+    desired_placed,
+    placed_fingerprint,
+)
 from fleet.proto import fleet_pb2 as pb
 from fleet.secrets import SecretBox
 from fleet.store import ClusterState, Informer
@@ -92,16 +98,17 @@ class DesiredPush:
         now_inputs = desired_inputs(state, host_id)
         if now_inputs == inputs:
             return inputs, None, sent
-        containers = desired_containers(state, host_id, self._secrets, self._specs)
+        # Told from the last set before it is built: at 1,000 hosts building every
+        # host's set (100 containers each) was most of what a host loss cost here.
+        placed = desired_placed(state, host_id, self._specs)
         host = state.hosts.get(host_id)
         command = host.value.command if host is not None else None
         mirror = state.registry_mirror.value.mirror if state.registry_mirror else ""
-        print_ = fingerprint(containers) + (command.id if command else "") + "|" + mirror
+        print_ = placed_fingerprint(placed) + (command.id if command else "") + "|" + mirror
         if print_ == sent:
             return now_inputs, None, sent
-        desired = pb.DesiredSet(
-            version=state.revision, containers=containers, registry_mirror=mirror
-        )
+        desired = pb.DesiredSet(version=state.revision, registry_mirror=mirror)
+        build_containers(placed, into=desired.containers)
         if command is not None:
             desired.command.id, desired.command.command = command.id, command.command
         return now_inputs, pb.ServerMessage(desired=desired), print_
