@@ -33,10 +33,16 @@ __all__ = ["DesiredPush"]
 
 _PUSH_COALESCE = 0.05  # seconds a session waits after a change before it looks
 # A host's next set goes out no sooner than this after its last one: changes that keep
-# coming (an apply of 50 apps commits one after another, each a change to every host)
-# go together. At 1,000 hosts a set per commit was 20 sets a host, each built here and
-# reconciled there container by container. A change after a quiet spell goes at once.
+# coming go together. A change after a quiet spell goes at once.
 _PUSH_MIN_GAP = 0.5
+# While changes reach many hosts at once (an apply of 50 apps commits one app after
+# another, each a change to every host; a host loss's moves, app by app), the gap is
+# longer: at 1,000 hosts a set per commit was 10-20 sets a host, each built here and
+# reconciled there container by container, and the hosts' reconciles were what the
+# moves of a host loss waited for. A rollout's waves reach a few hosts each: they keep
+# the short gap.
+_PUSH_WIDE_GAP = 2.0
+_WIDE_CHANGE = 64  # hosts whose sets one look of the dispatcher found changed
 
 
 class DesiredPush:
@@ -53,6 +59,7 @@ class DesiredPush:
         self._on_change = on_change
         self._specs = SpecCache(secrets)
         self._wakers: dict[str, asyncio.Event] = {}  # host -> its session's push wake-up
+        self._wide_until = -math.inf  # monotonic: the wide gap holds until then
         self._dispatcher: asyncio.Task[None] | None = None
 
     async def run(self, host_id: str, outbox: asyncio.Queue[pb.ServerMessage]) -> None:
@@ -68,7 +75,10 @@ class DesiredPush:
         try:
             while True:
                 await wake.wait()
-                gap = _PUSH_MIN_GAP - (time.monotonic() - sent_at)
+                now = time.monotonic()
+                gap = (_PUSH_WIDE_GAP if now < self._wide_until else _PUSH_MIN_GAP) - (
+                    now - sent_at
+                )
                 if gap > 0:
                     await asyncio.sleep(gap)
                 wake.clear()
@@ -116,7 +126,7 @@ class DesiredPush:
     async def _dispatch(self) -> None:
         """On every batch of changes, wake the sessions whose inputs changed."""
         subscription = self._informer.subscribe()
-        signatures: dict[str, object] = {}
+        signatures: dict[str, tuple[int, int] | None] = {}
         try:
             while True:
                 await subscription.wait()
@@ -126,13 +136,19 @@ class DesiredPush:
                 changes = state.changes
                 if changes is None:  # a state that does not say what changed
                     signatures.clear()
+                hosts_changed = 0
                 for host_id, wake in list(self._wakers.items()):
                     signature = (
                         (changes.shared, changes.host_inputs.get(host_id, 0)) if changes else None
                     )
-                    if signature is None or signatures.get(host_id) != signature:
+                    before = signatures.get(host_id)
+                    if signature is None or before != signature:
                         signatures[host_id] = signature
                         wake.set()
+                        if signature is not None and before is not None:
+                            hosts_changed += signature[1] != before[1]  # its own replicas
+                if hosts_changed >= _WIDE_CHANGE:
+                    self._wide_until = time.monotonic() + _PUSH_WIDE_GAP
                 for gone in signatures.keys() - self._wakers.keys():
                     del signatures[gone]
                 self._specs.forget_unused(state)

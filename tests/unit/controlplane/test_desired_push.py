@@ -14,8 +14,10 @@ from fleet.controlplane.desiredpush import DesiredPush
 from fleet.proto import fleet_pb2 as pb
 from fleet.store import ClusterState, Informer
 from fleet.store.informer import Subscription
+from fleet.store.records import ReplicaRecord, ResourceAmounts
 from tests.helpers import eventually
 from tests.unit.controlplane.builders import add_app, add_host, app_spec, put_replica
+from tests.unit.controlplane.test_controller_settled import LAYOUT, Cluster, settled_cluster
 
 GAP = 0.6
 
@@ -98,3 +100,53 @@ async def test_changes_that_keep_coming_go_together_after_the_gap(
         reader.cancel()
         await asyncio.gather(session, reader, return_exceptions=True)
         await push.close()
+
+
+async def test_a_change_reaching_many_hosts_takes_the_wide_gap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One look that finds many hosts' replicas changed (an apply, a host loss's moves)
+    gives every host the wide gap: their next sets wait for the changes that follow."""
+    monkeypatch.setattr(desiredpush, "_PUSH_MIN_GAP", 0.1)
+    monkeypatch.setattr(desiredpush, "_PUSH_WIDE_GAP", GAP)
+    monkeypatch.setattr(desiredpush, "_WIDE_CHANGE", 2)
+    cluster = settled_cluster()  # web's slot 0 on h1, slot 1 on h2 (a LiveState's changes)
+    informer = LiveInformer(cluster)
+    push = DesiredPush(cast(Informer, informer), None)
+    sets: dict[str, list[tuple[float, set[int]]]] = {"h1": [], "h2": []}
+    tasks = []
+    for host in sets:
+        outbox: asyncio.Queue[pb.ServerMessage] = asyncio.Queue(maxsize=1)
+        tasks += [
+            asyncio.create_task(push.run(host, outbox)),
+            asyncio.create_task(received(outbox, sets[host])),
+        ]
+    try:
+        await eventually(lambda: all(len(s) == 1 for s in sets.values()))
+        await eventually(lambda: time.monotonic() - max(s[0][0] for s in sets.values()) > 0.2)
+        # Both hosts get a replica in one change: a wide one.
+        for slot, host in ((2, "h1"), (3, "h2")):
+            reserved = ResourceAmounts(cpu=0.0, memory=0)
+            replica = ReplicaRecord(app="web", slot=slot, revision=1, host=host, resources=reserved)
+            cluster.put(LAYOUT.replica("web", slot), replica)
+        informer.changed()
+        await eventually(lambda: all(len(s) == 2 for s in sets.values()))
+        assert sets["h1"][1][1] == {0, 2} and sets["h2"][1][1] == {1, 3}
+        for s in sets.values():
+            assert s[1][0] - s[0][0] >= GAP - 0.01, "a wide change went out before the wide gap"
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await push.close()
+
+
+class LiveInformer(FakeInformer):
+    """Over a ``LiveState`` fed key by key: its snapshots say what changed."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        super().__init__(cluster.state())
+        self._cluster = cluster
+
+    def state(self) -> ClusterState:
+        return self._cluster.state()
