@@ -19,6 +19,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import signal
+import sys
 import threading
 import time
 import uuid
@@ -299,6 +301,13 @@ def _stamp(seconds: float | None) -> str:
     return "" if seconds is None else iso_at(seconds)
 
 
+def _print_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    for task in asyncio.all_tasks(loop):
+        print(f"--- task {task.get_name()}", file=sys.stderr)
+        task.print_stack(limit=12, file=sys.stderr)
+    sys.stderr.flush()
+
+
 def hollow_agents(
     servers: Sequence[str],
     count: int,
@@ -332,6 +341,9 @@ async def run_hollow(agents: list[tuple[Agent, HollowRuntime]], spread: float = 
     """Run every agent until cancelled; starts are spread over ``spread`` seconds so
     thousands of hosts do not all connect in the same instant."""
     loop = asyncio.get_running_loop()
+    # `kill -USR1` prints every task's stack to stderr (the process's log): a host whose
+    # reconciler stopped making progress shows where it waits.
+    loop.add_signal_handler(signal.SIGUSR1, _print_tasks, loop)
 
     async def one(index: int, agent: Agent, runtime: HollowRuntime) -> None:
         runtime.bind(loop)
