@@ -13,37 +13,13 @@ from fleet.controlplane import desiredpush
 from fleet.controlplane.desiredpush import DesiredPush
 from fleet.proto import fleet_pb2 as pb
 from fleet.store import ClusterState, Informer
-from fleet.store.informer import Subscription
 from fleet.store.records import ReplicaRecord, ResourceAmounts
 from tests.helpers import eventually
 from tests.unit.controlplane.builders import add_app, add_host, app_spec, put_replica
 from tests.unit.controlplane.test_controller_settled import LAYOUT, Cluster, settled_cluster
+from tests.unit.controlplane.test_edge_push import StubInformer
 
 GAP = 0.6
-
-
-class FakeInformer:
-    """The informer's surface that ``DesiredPush`` uses, over a state the test changes."""
-
-    def __init__(self, state: ClusterState) -> None:
-        self._state = state
-        self._subscriptions: list[Subscription] = []
-
-    def subscribe(self) -> Subscription:
-        subscription = Subscription()
-        self._subscriptions.append(subscription)
-        subscription.notify()
-        return subscription
-
-    def unsubscribe(self, subscription: Subscription) -> None:
-        self._subscriptions.remove(subscription)
-
-    def state(self) -> ClusterState:
-        return self._state
-
-    def changed(self) -> None:
-        for subscription in self._subscriptions:
-            subscription.notify()
 
 
 def one_replica_state() -> ClusterState:
@@ -69,7 +45,7 @@ async def test_changes_that_keep_coming_go_together_after_the_gap(
 ) -> None:
     monkeypatch.setattr(desiredpush, "_PUSH_MIN_GAP", GAP)
     state = one_replica_state()
-    informer = FakeInformer(state)
+    informer = StubInformer(state)
     push = DesiredPush(cast(Informer, informer), None)
     outbox: asyncio.Queue[pb.ServerMessage] = asyncio.Queue(maxsize=1)
     sets: list[tuple[float, set[int]]] = []
@@ -82,7 +58,7 @@ async def test_changes_that_keep_coming_go_together_after_the_gap(
         # them in one set, not before the gap is over.
         for slot in range(1, 5):
             put_replica(state, slot, "h1")
-            informer.changed()
+            informer.change(informer.state())
             await asyncio.sleep(0.05)
         await eventually(lambda: len(sets) >= 2 and sets[-1][1] == {0, 1, 2, 3, 4})
         assert len(sets) == 2
@@ -91,7 +67,7 @@ async def test_changes_that_keep_coming_go_together_after_the_gap(
         await eventually(lambda: time.monotonic() - sets[1][0] > GAP)
         changed_at = time.monotonic()
         put_replica(state, 5, "h1")
-        informer.changed()
+        informer.change(informer.state())
         await eventually(lambda: len(sets) == 3)
         assert sets[2][1] == {0, 1, 2, 3, 4, 5}
         assert sets[2][0] - changed_at < GAP
@@ -129,7 +105,7 @@ async def test_a_change_reaching_many_hosts_takes_the_wide_gap(
             reserved = ResourceAmounts(cpu=0.0, memory=0)
             replica = ReplicaRecord(app="web", slot=slot, revision=1, host=host, resources=reserved)
             cluster.put(LAYOUT.replica("web", slot), replica)
-        informer.changed()
+        informer.change(informer.state())
         await eventually(lambda: all(len(s) == 2 for s in sets.values()))
         assert sets["h1"][1][1] == {0, 2} and sets["h2"][1][1] == {1, 3}
         for s in sets.values():
@@ -141,7 +117,7 @@ async def test_a_change_reaching_many_hosts_takes_the_wide_gap(
         await push.close()
 
 
-class LiveInformer(FakeInformer):
+class LiveInformer(StubInformer):
     """Over a ``LiveState`` fed key by key: its snapshots say what changed."""
 
     def __init__(self, cluster: Cluster) -> None:
