@@ -79,10 +79,15 @@ class ExecSessions:
         elif kind is not None:
             running.give(message)
 
-    def cancel_all(self) -> None:
-        """The stream ended: every session's client is gone with it."""
+    async def close(self, grace: float = 2.0) -> None:
+        """The stream ended: every session's client is gone with it. Their commands are
+        hung up before this returns (``grace`` seconds at most): an agent stopping right
+        after (an upgrade restarts it) left a command running when its exit came first."""
+        tasks = [s.task for s in self._sessions.values() if s.task is not None]
         for session in list(self._sessions.values()):
             session.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
 
 
 class _Session:

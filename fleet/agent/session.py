@@ -365,11 +365,11 @@ class Session:
                     if task is not None:
                         task.cancel()
                 self._requests.cancel_all()
-                self._execs.cancel_all()
                 call.cancel()
                 outbox.close()
                 self._outbox = None
                 self._closed.set()
+                await self._execs.close()  # last: a second cancel may cut it short
             return renewed.is_set()
 
     def _take_pool(self, pool_id: str) -> None:
