@@ -33,6 +33,7 @@ __all__ = [
     "KeyValue",
     "Put",
     "TxnResult",
+    "WatchBatch",
     "WatchCompacted",
     "WatchEvent",
     "prefix_end",
@@ -74,6 +75,13 @@ class WatchEvent:
     key: bytes
     value: bytes | None
     mod_revision: int
+
+
+class WatchBatch(list[WatchEvent]):
+    """The changes of one watch answer, and the last revision it held: with keys left
+    out (``skip``), a batch may hold none and still say how far the watch has come."""
+
+    revision: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,7 +406,7 @@ class Etcd:
 
     async def watch_prefix(
         self, prefix: bytes, start_revision: int, *, skip: bytes | None = None
-    ) -> AsyncGenerator[list[WatchEvent], None]:
+    ) -> AsyncGenerator[WatchBatch, None]:
         """Yield batches of changes under ``prefix`` from ``start_revision`` on.
 
         Raises ``WatchCompacted`` when that revision is gone and ``Unavailable`` when the
@@ -429,14 +437,15 @@ class Etcd:
                     raise Unavailable(f"etcd cancelled the watch: {response.cancel_reason}")
                 # Keys under ``skip`` are dropped before they cost an object each: the
                 # informer's watch sees every event the agents record.
-                batch = []
+                batch = WatchBatch()
                 for event in response.events:
                     kv = event.kv
+                    batch.revision = max(batch.revision, kv.mod_revision)
                     if skip is not None and kv.key.startswith(skip):
                         continue
                     value = None if event.type == rpc.Event.DELETE else kv.value
                     batch.append(WatchEvent(kv.key, value, kv.mod_revision))
-                if batch:
+                if batch.revision:  # (an answer without events: a progress notice)
                     yield batch
         except grpc.aio.AioRpcError as error:
             # The caller resumes from its revision, on the next member if this one failed.

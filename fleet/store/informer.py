@@ -82,9 +82,11 @@ class Informer:
         if subscription in self._subscriptions:
             self._subscriptions.remove(subscription)
 
-    async def _notify(self) -> None:
-        for subscription in self._subscriptions:
-            subscription.notify()
+    async def _notify(self, changed: bool = True) -> None:
+        """Wake the subscribers (if the state ``changed``) and the revision's waiters."""
+        if changed:
+            for subscription in self._subscriptions:
+                subscription.notify()
         async with self._advanced:
             self._advanced.notify_all()
 
@@ -132,8 +134,13 @@ class Informer:
                             # held every call to the server for a second and more).
                             await asyncio.sleep(0)
                             applied = 0
+                    # The watch is past the keys it left out too (events): a caller
+                    # waiting for etcd's current revision, which an event's write may
+                    # be, is not kept waiting for the next change of the state (an
+                    # apply that lost a race waited 10 s for it once, and failed).
+                    self._revision = max(self._revision, events.revision)
                     self._live.revision = self._revision
-                    await self._notify()
+                    await self._notify(changed=bool(events))
                     delay = 0.1
             except WatchCompacted as compacted:
                 log.warning("watch fell behind compaction (%s); listing again", compacted)
