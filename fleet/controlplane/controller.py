@@ -206,11 +206,14 @@ class ReplicaController:
         end = time.monotonic() + seconds
         changed = False
         while (left := end - time.monotonic()) > 0:
-            with contextlib.suppress(TimeoutError):
+            try:
                 async with asyncio.timeout(left):
                     await subscription.wait()
-                    changed = True
-                    await self._track_liveness(self._informer.state(), time.time())
+            except TimeoutError:
+                break
+            changed = True
+            # Outside the timeout: its events' write must not be cut off halfway.
+            await self._track_liveness(self._informer.state(), time.time())
         if changed:
             subscription.notify()  # what changed meanwhile: the next round looks at it
 
