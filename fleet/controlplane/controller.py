@@ -206,14 +206,11 @@ class ReplicaController:
         end = time.monotonic() + seconds
         changed = False
         while (left := end - time.monotonic()) > 0:
-            try:
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(left):
                     await subscription.wait()
-            except TimeoutError:
-                break
-            changed = True
-            # Outside the timeout: its events' write must not be cut off halfway.
-            await self._track_liveness(self._informer.state(), time.time())
+                    changed = True
+                    await self._track_liveness(self._informer.state(), time.time())
         if changed:
             subscription.notify()  # what changed meanwhile: the next round looks at it
 
