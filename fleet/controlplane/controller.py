@@ -104,6 +104,10 @@ class EventSink(Protocol):
 _COMMITS_IN_FLIGHT = 4  # apps' plans being written while the next is planned
 _SLOW_ROUND = 1.0  # a round that planned for this long says so in the log
 _MAX_PAUSE = 1.0  # seconds between two rounds, at most (``run``)
+# How long a round waits for its events to be stored: an event log that hangs (an etcd
+# member stopped, a lease grant retried member by member) must not hold every app's
+# plan, nor a host loss's moves, for as long.
+_EVENT_WRITE_DEADLINE = 3.0
 
 
 def _event(*, kind: str, message: str, host: str = "", app: str = "", slot: int = 0) -> pb.Event:
@@ -206,11 +210,15 @@ class ReplicaController:
         end = time.monotonic() + seconds
         changed = False
         while (left := end - time.monotonic()) > 0:
-            with contextlib.suppress(TimeoutError):
+            try:
                 async with asyncio.timeout(left):
                     await subscription.wait()
-                    changed = True
-                    await self._track_liveness(self._informer.state(), time.time())
+            except TimeoutError:
+                break
+            changed = True
+            # Outside the pause's timeout: a host counted as announced must not have its
+            # event's write cut off by it (``_record`` has a deadline of its own).
+            await self._track_liveness(self._informer.state(), time.time())
         if changed:
             subscription.notify()  # what changed meanwhile: the next round looks at it
 
@@ -442,7 +450,18 @@ class ReplicaController:
     async def _record(self, events: list[pb.Event]) -> None:
         """Append the controller's events; an event log that is down costs a warning,
         never a round."""
+        if not events:
+            return
         try:
-            await self._events.append("controlplane", events)
+            async with asyncio.timeout(_EVENT_WRITE_DEADLINE):
+                await self._events.append("controlplane", events)
         except Unavailable as error:
             log.warning("could not record %d event(s): %s", len(events), error)
+        except TimeoutError:
+            kinds = ", ".join(sorted({event.kind for event in events}))
+            log.warning(
+                "could not record %d event(s) (%s): the event log took over %.0f s",
+                len(events),
+                kinds,
+                _EVENT_WRITE_DEADLINE,
+            )

@@ -30,7 +30,6 @@ __all__ = [
     "desired_containers",
     "desired_inputs",
     "desired_placed",
-    "fingerprint",
     "open_secrets",
     "placed_fingerprint",
     "registry_auth",
@@ -376,11 +375,3 @@ def desired_inputs(state: ClusterState, host_id: str) -> object:
         canary_hosts(state).get(host_id),
         state.registry_mirror.mod_revision if state.registry_mirror else 0,
     )
-
-
-def fingerprint(containers: list[pb.ContainerSpec]) -> str:
-    """Identifies a desired set, so an unchanged set is not pushed again."""
-    digest = hashlib.sha256()
-    for container in containers:
-        digest.update(container.SerializeToString(deterministic=True))
-    return digest.hexdigest()

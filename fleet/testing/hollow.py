@@ -204,7 +204,8 @@ class HollowRuntime:
                 return
             container.state = "running"
             container.running_at = time.time() + self.start_delay
-            container.finished_at = container.observed = None
+            container.finished_at = None
+            container.observed = None
         if self._loop is not None:
             # The agent hears of it when it runs, as it would from Docker's events.
             self._loop.call_soon_threadsafe(

@@ -370,3 +370,57 @@ def test_a_host_that_goes_down_between_rounds_is_timed_from_then(
     h.round()
     [moved] = h.store.put
     assert (moved.slot, moved.host) == (1, "h1")
+
+
+class SlowEvents(FakeEvents):
+    """An event log whose writes take ``seconds`` (an etcd member away, a lease retried)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    async def append(self, source: str, events: Sequence[pb.Event]) -> None:
+        await asyncio.sleep(self.seconds)
+        await super().append(source, events)
+
+
+def test_a_host_down_event_outlasting_the_pause_is_still_stored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pause's end must not cut off the write of an event for a host it already
+    counted as announced: that host would never get its host-down event."""
+    h = make_harness(monkeypatch)
+    slow = SlowEvents(0.3)
+    h.controller._events = slow
+    h.round()
+    h.clock.now = NOW + 1.0  # past the (zero) start grace
+    subscription = Subscription()
+
+    async def pause_while_h2_goes() -> None:
+        pausing = asyncio.create_task(h.controller._pause(subscription, 0.1))
+        await asyncio.sleep(0)
+        cut_off(h.cluster, "h2")
+        subscription.notify()
+        await pausing
+
+    asyncio.run(pause_while_h2_goes())
+    assert slow.kinds == [("host-down", "h2")]
+
+
+def test_an_event_log_that_hangs_costs_a_round_its_deadline_not_its_moves(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(controller_module, "_EVENT_WRITE_DEADLINE", 0.2)
+    h = make_harness(monkeypatch, reschedule_after=2.0)
+    h.controller._events = SlowEvents(3600)
+    h.round()
+    h.clock.now = NOW + 1.0
+    cut_off(h.cluster, "h2")
+    started = time.monotonic()
+    h.round()  # h2 seen down: its host-down event cannot be stored
+    h.clock.now = NOW + 3.1
+    h.round()
+    assert time.monotonic() - started < 2.0
+    [moved] = h.store.put
+    assert (moved.slot, moved.host) == (1, "h1")
+    assert "could not record 1 event(s) (host-down)" in caplog.text

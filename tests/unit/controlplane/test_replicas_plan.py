@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from fleet.controlplane.desired import desired_containers, fingerprint
+from fleet.controlplane.desired import (
+    Placed,
+    SpecCache,
+    desired_containers,
+    desired_placed,
+    placed_fingerprint,
+)
 from fleet.controlplane.planner import plan_replicas
 from fleet.controlplane.slots import ReplicaPlan
 from fleet.controlplane.view import requests, scheduler_snapshot
@@ -444,17 +450,21 @@ def test_desired_containers_skip_a_replica_without_its_revision() -> None:
 
 def test_fingerprint_identifies_a_desired_set() -> None:
     """Equal sets have equal fingerprints; any change, even of order, gives another."""
+
+    def placed(state: ClusterState) -> list[Placed]:
+        return desired_placed(state, "h1", SpecCache())
+
     state = cluster(("h1", 4, 8 * Gi))
     add_app(state, spec("replicas: 2\n"))
     add_replica(state, "web", 0, "h1")
     add_replica(state, "web", 1, "h1")
-    containers = desired_containers(state, "h1")
-    assert fingerprint(containers) == fingerprint(desired_containers(state, "h1"))
-    assert fingerprint(containers) != fingerprint(containers[::-1])
-    assert fingerprint(containers) != fingerprint(containers[:1])
-    assert fingerprint([]) != fingerprint(containers)
+    containers = placed(state)
+    assert placed_fingerprint(containers) == placed_fingerprint(placed(state))
+    assert placed_fingerprint(containers) != placed_fingerprint(containers[::-1])
+    assert placed_fingerprint(containers) != placed_fingerprint(containers[:1])
+    assert placed_fingerprint([]) != placed_fingerprint(containers)
     add_app(state, spec("replicas: 2\nenv: {A: '2'}\n"))
-    assert fingerprint(containers) != fingerprint(desired_containers(state, "h1"))
+    assert placed_fingerprint(containers) != placed_fingerprint(placed(state))
 
 
 def test_replicas_on_lost_hosts_move_and_the_others_stay() -> None:
