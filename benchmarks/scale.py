@@ -176,7 +176,12 @@ def etcd_db(etcd: EtcdServer) -> dict[str, int]:
 # The server's histograms the benchmark reads: handling a heartbeat (read, checked,
 # queued), writing what it changed (from its arrival to etcd's answer), and how long
 # a callback waits for the event loop.
-HISTOGRAMS = ("fleet_heartbeat_seconds", "fleet_report_write_seconds", "fleet_loop_lag_seconds")
+HISTOGRAMS = (
+    "fleet_heartbeat_seconds",
+    "fleet_report_write_seconds",
+    "fleet_loop_lag_seconds",
+    "fleet_gc_pause_seconds",
+)
 
 
 def scrape_histograms(metrics_url: str) -> dict[str, dict[str, float]]:
@@ -737,6 +742,10 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
                     histograms_before["fleet_loop_lag_seconds"],
                     histograms_after["fleet_loop_lag_seconds"],
                 ),
+                "gc_pause_seconds": histogram_figures(
+                    histograms_before["fleet_gc_pause_seconds"],
+                    histograms_after["fleet_gc_pause_seconds"],
+                ),
                 "heartbeat_buckets_delta": {
                     le: int(heartbeats_after[le] - heartbeats_before.get(le, 0))
                     for le in heartbeats_after
@@ -1114,6 +1123,15 @@ def size_table(run: dict[str, Any]) -> str:
         lag = load["loop_lag_seconds"]
         rows.append(
             ("event loop lag p50 / p99", f"{_hb(lag, 'p50')} / {_hb(lag, 'p99')} ms (n={lag['n']})")
+        )
+    if load.get("gc_pause_seconds", {}).get("n"):
+        pauses = load["gc_pause_seconds"]
+        rows.append(
+            (
+                "gc pauses p50 / p99, total",
+                f"{_hb(pauses, 'p50')} / {_hb(pauses, 'p99')} ms, "
+                f"{pauses['n'] * pauses['mean']:.1f} s (n={pauses['n']})",
+            )
         )
     for name, figures in load.get("reads_seconds", {}).items():
         if isinstance(figures, dict) and figures.get("n"):

@@ -8,6 +8,8 @@ they happen. Each control plane has its own registry, so several can share a pro
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
@@ -98,11 +100,34 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=self.registry,
         )
+        self.gc_pauses = Histogram(
+            "fleet_gc_pause_seconds",
+            "Time of one collection of Python's garbage collector: the process, event "
+            "loop included, does nothing else meanwhile.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )
+        self._gc_started = 0.0
         self.leader = Gauge(
             "fleet_leader",
             "1 while this replica leads (runs the controllers).",
             registry=self.registry,
         )
+
+    def watch_gc(self) -> None:
+        """Time the garbage collector's pauses (``unwatch_gc`` ends it)."""
+        if self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
+
+    def unwatch_gc(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        elif self._gc_started:
+            self.gc_pauses.observe(time.perf_counter() - self._gc_started)
 
     def lend_counts(self, counts: CountsCache) -> None:
         """Count apps with the control plane's memo (its API's), not a walk per scrape."""

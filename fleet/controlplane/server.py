@@ -276,6 +276,7 @@ class ControlPlane:
             _check_listen(self.config.dashboard_listen)
             dashboard_tls = self._dashboard_tls()  # refused now, before anything started
         self.keeper.start(asyncio.get_running_loop())
+        self.metrics.watch_gc()
         self._tasks = [asyncio.create_task(self.informer.run(), name="informer")]
         try:
             await asyncio.wait_for(self.informer.wait_synced(), _SYNC_TIMEOUT)
@@ -463,6 +464,7 @@ class ControlPlane:
         await self._server.stop(grace)
         await self.agents.close()
         self.keeper.close()
+        self.metrics.unwatch_gc()
         await self.etcd.close()
         log.info("control plane %s stopped", self.server_id)
 
