@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
@@ -20,6 +21,8 @@ from prometheus_client.registry import Collector
 
 from fleet.controlplane.appstatus import CountsCache, rollout_counts
 from fleet.store import ClusterState
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Metrics"]
 
@@ -59,6 +62,9 @@ class _StateCollector(Collector):
         streams = GaugeMetricFamily("fleet_agent_streams", "Agents connected to this server.")
         streams.add_metric([], self._streams())
         yield streams
+
+
+_LONG_GC_PAUSE = 0.25  # seconds: a collection this long is logged (what it was)
 
 
 class Metrics:
@@ -127,7 +133,17 @@ class Metrics:
         if phase == "start":
             self._gc_started = time.perf_counter()
         elif self._gc_started:
-            self.gc_pauses.observe(time.perf_counter() - self._gc_started)
+            pause = time.perf_counter() - self._gc_started
+            self.gc_pauses.observe(pause)
+            if pause >= _LONG_GC_PAUSE:
+                log.info(
+                    "garbage collection (generation %d) held the process %.2f s: "
+                    "%d unreachable, %d frozen (not walked)",
+                    info["generation"],
+                    pause,
+                    info["collected"],
+                    gc.get_freeze_count(),
+                )
 
     def lend_counts(self, counts: CountsCache) -> None:
         """Count apps with the control plane's memo (its API's), not a walk per scrape."""

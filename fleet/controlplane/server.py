@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import socket
@@ -32,6 +31,7 @@ from fleet.controlplane.api import FleetService, ServerAbout
 from fleet.controlplane.auth import TokenGate
 from fleet.controlplane.controller import ReplicaController
 from fleet.controlplane.fleetlockport import FleetLockConfig, FleetLockPort
+from fleet.controlplane.gcpolicy import YoungCollections
 from fleet.controlplane.joining import Signer
 from fleet.controlplane.joinservice import JOIN_METHOD, JoinService
 from fleet.controlplane.metrics import Metrics
@@ -496,14 +496,6 @@ def _check_listen(address: str) -> None:
         raise FailedPrecondition(f"cannot listen on {address}: {problem}")
 
 
-# The cyclic GC's thresholds (Python's default: 700, 10, 10). At 100,000 replicas the
-# server holds about 800,000 tracked objects and makes short-lived ones fast; with the
-# defaults a full collection ran every 3 s and took 0.7 s (a quarter of the server),
-# stalling the event loop long enough to miss lease renewals. What it makes is almost
-# all freed by reference counting, so collections can be far rarer.
-GC_THRESHOLDS = (50_000, 20, 100)
-
-
 async def run_server(
     config: ServerConfig,
     *,
@@ -513,11 +505,25 @@ async def run_server(
     """Serve until a background task fails (its error is raised) or ``stop`` is set;
     then stop cleanly (``ControlPlane.stop``: a leader resigns at once). ``ready`` is
     called, with a line saying where, once the control plane serves."""
-    gc.set_threshold(*GC_THRESHOLDS)
+    collections = YoungCollections()
+    collections.install()
+    try:
+        await _serve(config, ready, stop, collections)
+    finally:
+        collections.uninstall()
+
+
+async def _serve(
+    config: ServerConfig,
+    ready: Callable[[str], None] | None,
+    stop: asyncio.Event | None,
+    collections: YoungCollections,
+) -> None:
     async with ControlPlane(config) as plane:
         if ready is not None:
             ready(f"serving on {config.listen}")
         waiting = asyncio.create_task(plane.wait(), name="control-plane")
+        collecting = asyncio.create_task(collections.run(), name="gc")
         stopping = asyncio.create_task((stop or asyncio.Event()).wait())
         try:
             await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -525,6 +531,7 @@ async def run_server(
                 waiting.result()
         finally:
             stopping.cancel()
+            collecting.cancel()
             if not waiting.done():
                 waiting.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
