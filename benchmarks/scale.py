@@ -182,6 +182,7 @@ HISTOGRAMS = (
     "fleet_loop_lag_seconds",
     "fleet_gc_pause_seconds",
 )
+CALLS = "fleet_api_call_seconds"  # one histogram per method: found as CALLS + "/" + method
 
 
 def scrape_histograms(metrics_url: str) -> dict[str, dict[str, float]]:
@@ -190,15 +191,19 @@ def scrape_histograms(metrics_url: str) -> dict[str, dict[str, float]]:
         text = response.read().decode()
     found: dict[str, dict[str, float]] = {name: {} for name in HISTOGRAMS}
     for family in text_string_to_metric_families(text):
-        if family.name not in found:
+        if family.name not in found and family.name != CALLS:
             continue
         for sample in family.samples:
+            name = family.name
+            if "method" in sample.labels:
+                name = f"{CALLS}/{sample.labels['method']}"
+            figures = found.setdefault(name, {})
             if sample.name.endswith("_bucket"):
-                found[family.name][sample.labels["le"]] = float(sample.value)
+                figures[sample.labels["le"]] = float(sample.value)
             elif sample.name.endswith("_count"):
-                found[family.name]["count"] = float(sample.value)
+                figures["count"] = float(sample.value)
             elif sample.name.endswith("_sum"):
-                found[family.name]["sum"] = float(sample.value)
+                figures["sum"] = float(sample.value)
     return found
 
 
@@ -746,6 +751,13 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
                     histograms_before["fleet_gc_pause_seconds"],
                     histograms_after["fleet_gc_pause_seconds"],
                 ),
+                "call_seconds": {
+                    name.rpartition("/")[2]: histogram_figures(
+                        histograms_before.get(name, {}), figures
+                    )
+                    for name, figures in histograms_after.items()
+                    if name.startswith(CALLS + "/")
+                },
                 "heartbeat_buckets_delta": {
                     le: int(heartbeats_after[le] - heartbeats_before.get(le, 0))
                     for le in heartbeats_after
@@ -1133,6 +1145,14 @@ def size_table(run: dict[str, Any]) -> str:
                 f"{pauses['n'] * pauses['mean']:.1f} s (n={pauses['n']})",
             )
         )
+    for method, figures in sorted(load.get("call_seconds", {}).items()):
+        if figures.get("n"):
+            rows.append(
+                (
+                    f"{method} handler p50 / p99",
+                    f"{_hb(figures, 'p50')} / {_hb(figures, 'p99')} ms (n={figures['n']})",
+                )
+            )
     for name, figures in load.get("reads_seconds", {}).items():
         if isinstance(figures, dict) and figures.get("n"):
             rows.append(

@@ -202,6 +202,7 @@ class ControlPlane:
         self.signer = _signer(config)
         self.api.signer = self.agents.signer = self.signer
         self.api.open_exec = self.agents.open_exec
+        self.api.observe_call = self.metrics.observe_call
         self.api.token_listen = config.token_listen or ""
         self.api.pending.leading = lambda: self.controller.pending if self.controller else None
         self.api.about = ServerAbout(self.server_id, lambda: self.controller is not None)

@@ -30,8 +30,11 @@ import contextlib
 import enum
 import functools
 import logging
+import math
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,6 +49,12 @@ from fleet.transport import TlsFiles, Transport
 __all__ = ["LeaseKeeper", "Verdict", "is_silent", "verdict"]
 
 log = logging.getLogger(__name__)
+
+
+# The keeper logs the loop's stack when it has run no probe for this long (seconds).
+STALL_LOGGED = 1.0
+_STALL_LOG_EVERY = 10.0
+_STALL_FRAMES = 14
 
 
 class Verdict(enum.Enum):
@@ -126,12 +135,15 @@ class LeaseKeeper:
         # Called on the loop with each probe's wait: from the keeper posting it to the
         # loop running it (its few hops included), the wait of anything that arrives.
         self.observe_lag: Callable[[float], None] | None = None
+        self._loop_thread: int | None = None
+        self._stall_logged_at = -math.inf  # when a stall's stack was last logged
 
     # ------------------------------------------------------------ the loop's side
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._loop_seen = self._clock()
+        self._loop_thread = threading.get_ident()  # called on the loop
         self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
         self._thread.start()
 
@@ -209,8 +221,28 @@ class LeaseKeeper:
             self._call_on_loop(functools.partial(self._probe, now))
             try:
                 self._round(now)
+                self._log_stall(now)
             except Exception:  # the thread must outlive any one bad round
                 log.exception("lease keeper round failed")
+
+    def _log_stall(self, now: float) -> None:
+        """Log where the loop is when it has run none of the probes for ``STALL_LOGGED``
+        seconds (every request and heartbeat waits that long), at most once every
+        ``_STALL_LOG_EVERY``: what holds it, for whoever looks at the log."""
+        held = now - self._loop_seen
+        if held < STALL_LOGGED or now - self._stall_logged_at < _STALL_LOG_EVERY:
+            return
+        frame = sys._current_frames().get(self._loop_thread or -1)
+        if frame is None:
+            return
+        self._stall_logged_at = now
+        stack = "".join(traceback.format_stack(frame, limit=_STALL_FRAMES))
+        log.warning(
+            "the event loop has run none of the last %.1f s of probes; it is at "
+            "(innermost last):\n%s",
+            held,
+            stack.rstrip(),
+        )
 
     def _round(self, now: float) -> None:
         with self._lock:

@@ -5,13 +5,17 @@ hosts found silent in the loop's own time."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
+
 from fleet.store import Etcd, LeaseKeeper
+from fleet.store.leases import STALL_LOGGED
 from fleet.testing import EtcdServer
 from tests.helpers import eventually
 
@@ -174,3 +178,27 @@ def test_a_lease_revoked_elsewhere_is_reported_lost(etcd_server: EtcdServer) -> 
             assert await asyncio.wait_for(waiting, TTL + 1) == "expired in etcd"
 
     asyncio.run(scenario())
+
+
+def test_a_held_loop_is_logged_with_where_it_is(
+    etcd_server: EtcdServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A loop that runs nothing for over STALL_LOGGED seconds has its stack logged (at
+    most once every ten seconds): what held it is in the log."""
+
+    def a_long_stretch_of_work() -> None:
+        block_the_loop(STALL_LOGGED + 1.0)
+
+    async def scenario() -> None:
+        async with kept(etcd_server):
+            await asyncio.sleep(0.3)
+            assert "event loop" not in caplog.text, "a loop keeping up is not logged"
+            a_long_stretch_of_work()
+            await asyncio.sleep(0.3)
+            a_long_stretch_of_work()  # within ten seconds of the first: not again
+
+    with caplog.at_level(logging.WARNING, logger="fleet.store.leases"):
+        asyncio.run(scenario())
+    [stall] = [r for r in caplog.records if "event loop has run none" in r.getMessage()]
+    assert "a_long_stretch_of_work" in stall.getMessage()
+    assert "block_the_loop" in stall.getMessage()

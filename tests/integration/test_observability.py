@@ -82,6 +82,10 @@ def test_health_reflection_and_metrics(
         assert 'fleet_replicas{app="web",kind="desired"} 2.0' in text
         assert "fleet_scheduling_seconds_count" in text and "fleet_reconcile_seconds_count" in text
         assert "fleet_leader 1.0" in text  # the only replica leads
+        # The apply's handler was timed, and the collector's pauses are (`fleet server`
+        # collects the young every second: there is at least one by now).
+        assert 'fleet_api_call_seconds_count{method="Apply"} 1.0' in text
+        assert _sample(text, "fleet_gc_pause_seconds_count") >= 1
     finally:
         channel.close()
         agent.stop()
@@ -190,3 +194,9 @@ def test_plain_http_metrics_must_be_asked_for(etcd_server: EtcdServer, tmp_path:
         assert f"INSECURE: {metrics} serves /metrics" in server.process.log_tail(200)
     finally:
         server.stop()
+
+
+def _sample(text: str, name: str) -> float:
+    """The value of the unlabelled sample ``name`` in a Prometheus text page."""
+    [line] = [line for line in text.splitlines() if line.startswith(name + " ")]
+    return float(line.split()[1])

@@ -58,6 +58,8 @@ class ServiceBase:
         self.host_sums = HostSums()
         self.endpoint_cache = EndpointsCache()
         self.pending = PendingReasons(self.views)
+        # Each unary call's handler time, by method name (``auth.rpc``; the metrics').
+        self.observe_call: Callable[[str, float], None] | None = None
 
     def token_identity(self, token: str) -> Identity | None:
         """Who a bearer token stands for, if it is one of ours (``auth.token_identity``);

@@ -126,3 +126,38 @@ class LiveInformer(StubInformer):
 
     def state(self) -> ClusterState:
         return self._cluster.state()
+
+
+async def test_sets_woken_together_are_built_one_per_turn_of_the_loop() -> None:
+    """Many hosts' sets woken at once (their first sets here, a change of every host's
+    replicas in a ramp) are built one at a time, each behind what came meanwhile: a
+    call arriving while they wait runs before most of them, not after all."""
+    hosts = [f"h{i}" for i in range(1, 41)]
+    state = ClusterState(revision=100)
+    add_app(state, app_spec(1), revision=1)
+    for slot, host in enumerate(hosts):
+        add_host(state, host)
+        put_replica(state, slot, host)
+    push = DesiredPush(cast(Informer, StubInformer(state)), None)
+    built: list[str] = []
+    building = push._message
+
+    def counted(host_id: str, inputs: object, sent: str) -> tuple[object, object, str]:
+        built.append(host_id)
+        return building(host_id, inputs, sent)
+
+    push._message = counted  # type: ignore[method-assign,assignment]
+    outboxes = {h: asyncio.Queue[pb.ServerMessage](maxsize=1) for h in hosts}
+    sessions = [asyncio.create_task(push.run(h, outboxes[h])) for h in hosts]
+    try:
+        await asyncio.sleep(0)  # every session has started and waits to build
+        seen_at: list[int] = []
+        asyncio.get_running_loop().call_soon(lambda: seen_at.append(len(built)))
+        await eventually(lambda: len(built) == len(hosts))
+        assert seen_at and seen_at[0] <= 2, f"the call ran after {seen_at} builds"
+        assert all(outbox.qsize() == 1 for outbox in outboxes.values())
+    finally:
+        for session in sessions:
+            session.cancel()
+        await asyncio.gather(*sessions, return_exceptions=True)
+        await push.close()
