@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 from fleet._time import iso_at
 from fleet.agent.agent import Agent
@@ -303,10 +304,28 @@ def _stamp(seconds: float | None) -> str:
 
 
 def _print_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """Every task's stack, innermost last, each headed by the host it serves (found in
+    its frames' ``self``): ``grep -A12 'host hollow-00431'`` shows where that host's
+    reconciler, session and watches wait."""
     for task in asyncio.all_tasks(loop):
-        print(f"--- task {task.get_name()}", file=sys.stderr)
-        task.print_stack(limit=12, file=sys.stderr)
+        frames = task.get_stack(limit=12)
+        host = next(filter(None, map(_host_of, frames)), "?")
+        lines = [f"--- task {task.get_name()}, host {host}"]
+        for frame in frames:
+            line = frame.f_lineno or frame.f_code.co_firstlineno
+            lines.append(f"  {frame.f_code.co_filename}:{line} in {frame.f_code.co_name}")
+        print("\n".join(lines), file=sys.stderr)
     sys.stderr.flush()
+
+
+def _host_of(frame: FrameType) -> str | None:
+    """The host id of the agent part whose method ``frame`` runs, if it says."""
+    owner = frame.f_locals.get("self")
+    for holder in (owner, getattr(owner, "config", None), getattr(owner, "_config", None)):
+        host_id = getattr(holder, "host_id", None)
+        if isinstance(host_id, str):
+            return host_id
+    return None
 
 
 def hollow_agents(
