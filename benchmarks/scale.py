@@ -79,6 +79,7 @@ from fleet.testing.procs import ManagedProcess, free_port
 from fleet.transport import Transport
 
 VICTIMS = 100  # hosts killed at once
+STALLED = 60.0  # seconds of no replica starting before the ones not running are looked at
 HOSTS_PER_PROCESS = 250  # hollow hosts per process (the victims have their own)
 APP_MAX = 10_000  # replicas of one app at most (the spec's limit)
 WATCH = 0.25  # seconds between two looks at etcd's replica count and /proc
@@ -534,6 +535,7 @@ class Cluster:
     etcd: EtcdServer | None = None
     server: FleetServerProcess | None = None
     hollow: list[ManagedProcess] = field(default_factory=list)
+    hollow_first: list[int] = field(default_factory=list)  # each process's first host
     victims: ManagedProcess | None = None
     client: FleetClient | None = None
     profiler: subprocess.Popen[bytes] | None = None
@@ -549,6 +551,37 @@ class Cluster:
             quietly("server", self.server.stop)
         if self.etcd is not None:
             quietly("etcd", self.etcd.close)
+
+
+def not_running(cluster: Cluster, prefix: str, most: int = 40) -> list[dict[str, Any]]:
+    """Placed replicas not running (at most ``most``): their host, state and what the
+    host's last status record holds of them (usage is reported for running containers
+    only: usage with a state not running says the control plane kept an old report).
+    Each such hollow host's process is asked for its tasks' stacks (``kill -USR1``:
+    they go to its log, each headed by its host), to see where its agent waits."""
+    assert cluster.client is not None and cluster.etcd is not None
+    found: list[dict[str, Any]] = []
+    for app in cluster.client.apps():
+        if app.running >= app.placed or len(found) >= most:
+            continue
+        for c in cluster.client.containers(app=app.name):
+            if c.status.state != "running" and len(found) < most:
+                found.append(
+                    {"app": app.name, "slot": c.slot, "revision": c.revision, "host": c.host}
+                    | {"state": c.status.state or "(no report)", "reason": c.status.reason}
+                )
+    for host in sorted({f["host"] for f in found}):
+        records = etcd_values(cluster.etcd, f"{prefix}status/{host}")
+        usage = records[0].get("container_usage", {}) if records else {}
+        for f in found:
+            if f["host"] == host:
+                f["usage_in_status"] = usage.get(f"{f['app']}/{f['slot']}/{f['revision']}")
+        number = int(host.rpartition("-")[2]) if host.startswith("hollow-") else -1
+        owners = [i for i, first in enumerate(cluster.hollow_first) if first <= number]
+        if owners and cluster.hollow[owners[-1]].pid is not None:
+            with contextlib.suppress(OSError):
+                os.kill(cluster.hollow[owners[-1]].pid, signal.SIGUSR1)
+    return found
 
 
 def _end(proc: subprocess.Popen[bytes] | None) -> None:
@@ -655,6 +688,7 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
             cmd += ["--first", str(first), "--name", "hollow", "--spread", f"{spread:g}"]
             proc = ManagedProcess(cmd, work / f"hollow-{i}.log", name=f"hollow {i}")
             cluster.hollow.append(proc.start())
+            cluster.hollow_first.append(first)
             first += count
         cmd = [*niced, sys.executable, "-m", "fleet.testing.hollow", *common]
         cmd += ["--hosts", str(VICTIMS)]
@@ -785,6 +819,7 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
         running_series: list[tuple[float, int]] = []
         poll_errors: list[str] = []
         running = 0
+        stalled_since, stalled_at = time.monotonic(), 0  # running unchanged since then
         while True:
             profile_now()
             poll_began = time.monotonic()
@@ -798,6 +833,12 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
                 poll_errors.append(repr(error)[:200])
             if running >= replicas:
                 break
+            if running != stalled_at:
+                stalled_since, stalled_at = time.monotonic(), running
+            elif time.monotonic() - stalled_since > STALLED and "not_running" not in result:
+                # Almost all running and no progress: say which replicas and why.
+                result["not_running"] = found = not_running(cluster, prefix)
+                print(f"  running stalled at {running:,} for {STALLED:.0f} s: {found[:3]}")
             if time.monotonic() - applied > load_deadline:
                 with contextlib.suppress(Exception):
                     result["load_at_deadline"] = load_figures(time.monotonic() - applied)
