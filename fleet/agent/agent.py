@@ -90,6 +90,7 @@ class Agent:
             await asyncio.gather(
                 self.session.run(),
                 self.reconciler.run(),
+                self.reconciler.watch_rounds(),
                 self._watch.sample_usage_forever(self.config.stats_seconds),
                 self.session.commands.resume(),
             )

@@ -17,8 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
+from typing import cast
 
+from fleet._stacks import where_it_waits
 from fleet.agent.config import AgentConfig
 from fleet.agent.events import own, restart_events
 from fleet.agent.executor import Executor
@@ -37,6 +40,13 @@ from fleet.proto import fleet_pb2 as pb
 __all__ = ["Reconciler"]
 
 log = logging.getLogger(__name__)
+
+# A round running this long is said in the log and the host's events, with where it
+# waits (``watch_rounds``), and again every as long: pulls of large images and stops
+# with long graces can take minutes, so it is not called stuck, but a round waiting on
+# something that never comes leaves the host's containers unmanaged while its agent
+# still heartbeats.
+SLOW_ROUND = 300.0
 
 
 def _adopted(containers: list[ObservedContainer]) -> list[pb.ContainerSpec]:
@@ -84,13 +94,18 @@ class Reconciler:
             state.pool_id = self._claims.pool_id  # until the control plane says
         self._found: set[str] | None = None  # ids of the first listing: adopted if ours
         self._strangers: set[str] = set()  # ids of other pools' containers already reported
+        self._round_began: float | None = None  # monotonic, while a round runs
+        self._round_task: asyncio.Task[None] | None = None
+        self._slow_said = -math.inf  # monotonic: when a slow round was last said
 
     async def run(self) -> None:
         """Reconcile until cancelled: after every wake-up, a backoff that ends, or
         ``resync_seconds``."""
         wake = self.state.wake
+        self._round_task = cast("asyncio.Task[None]", asyncio.current_task())
         while True:
             look_again: float | None = None
+            self._round_began = time.monotonic()
             try:
                 look_again = await self.reconcile_once()
                 if self._round_failures.succeeded("round"):
@@ -104,6 +119,7 @@ class Reconciler:
                     self._failures.failed(f"reconcile failed: {text}", error)
                     self.state.events.put(own("reconcile-failed", text[:500]))
                 look_again = self._round_failures.next_retry()
+            self._round_began = None
             timeout = self.config.resync_seconds
             if look_again is not None:
                 timeout = max(0.05, min(timeout, look_again - time.time()))
@@ -111,6 +127,30 @@ class Reconciler:
                 async with asyncio.timeout(timeout):  # (wait_for may swallow a cancel)
                     await wake.wait()
             wake.clear()
+
+    async def watch_rounds(self, every: float = 30.0) -> None:
+        """Look at the running round every ``every`` seconds (``check_round``)."""
+        while True:
+            await asyncio.sleep(every)
+            self.check_round(time.monotonic())
+
+    def check_round(self, now: float) -> None:
+        """Say where the round waits once it has run ``SLOW_ROUND`` seconds, and every
+        ``SLOW_ROUND`` after that."""
+        began, task = self._round_began, self._round_task
+        if began is None or task is None or now - began < SLOW_ROUND:
+            return
+        if now - self._slow_said < SLOW_ROUND:
+            return
+        self._slow_said = now
+        running = now - began
+        log.warning(
+            "a reconcile round has run for %.0f s; it waits at (innermost last):\n%s",
+            running,
+            where_it_waits(task),
+        )
+        message = f"a reconcile round has run for {running:.0f}s; the agent's log says where"
+        self.state.events.put(own("reconcile-slow", message))
 
     async def _observe(self) -> list[ObservedContainer]:
         """List the host's fleet containers; this pool's are the round's (and the

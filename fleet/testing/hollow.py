@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from fleet._stacks import await_chain, where_it_waits
 from fleet._time import iso_at
 from fleet.agent.agent import Agent
 from fleet.agent.config import AgentConfig
@@ -304,17 +305,13 @@ def _stamp(seconds: float | None) -> str:
 
 
 def _print_tasks(loop: asyncio.AbstractEventLoop) -> None:
-    """Every task's stack, innermost last, each headed by the host it serves (found in
+    """Every task's chain of awaits, innermost last, each headed by the host it serves (found in
     its frames' ``self``): ``grep -A12 'host hollow-00431'`` shows where that host's
     reconciler, session and watches wait."""
     for task in asyncio.all_tasks(loop):
-        frames = task.get_stack(limit=12)
-        host = next(filter(None, map(_host_of, frames)), "?")
-        lines = [f"--- task {task.get_name()}, host {host}"]
-        for frame in frames:
-            line = frame.f_lineno or frame.f_code.co_firstlineno
-            lines.append(f"  {frame.f_code.co_filename}:{line} in {frame.f_code.co_name}")
-        print("\n".join(lines), file=sys.stderr)
+        host = next(filter(None, map(_host_of, await_chain(task))), "?")
+        print(f"--- task {task.get_name()}, host {host}", file=sys.stderr)
+        print(where_it_waits(task), file=sys.stderr)
     sys.stderr.flush()
 
 
