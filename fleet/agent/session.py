@@ -368,8 +368,12 @@ class Session:
                 call.cancel()
                 outbox.close()
                 self._outbox = None
-                self._closed.set()
-                await self._execs.close()  # last: a second cancel may cut it short
+                try:
+                    # Before the stream counts as closed: ``leave`` returns then, and
+                    # the agent's exit came before the exec'd commands were hung up.
+                    await self._execs.close()
+                finally:
+                    self._closed.set()
             return renewed.is_set()
 
     def _take_pool(self, pool_id: str) -> None:
