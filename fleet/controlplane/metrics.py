@@ -64,6 +64,8 @@ class _StateCollector(Collector):
         yield streams
 
 
+# Seconds, for waits and pauses of the event loop and the handlers on it.
+_PAUSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _LONG_GC_PAUSE = 0.25  # seconds: a collection this long is logged (what it was)
 
 
@@ -89,7 +91,7 @@ class Metrics:
             "fleet_heartbeat_seconds",
             "Time to handle one agent heartbeat: read, checked, its host noted as heard "
             "from and its report queued for writing.",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            buckets=_PAUSE_BUCKETS,
             registry=self.registry,
         )
         self.report_writes = Histogram(
@@ -103,7 +105,7 @@ class Metrics:
             "Time a callback posted to the event loop waits for it to run (the lease "
             "keeper's probes, a few a second): what every request and heartbeat waits "
             "for before its handler runs.",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            buckets=_PAUSE_BUCKETS,
             registry=self.registry,
         )
         self.calls = Histogram(
@@ -111,14 +113,14 @@ class Metrics:
             "Time in the handler of one API call (authorization and its waits on etcd "
             "included; not the time the call waited for the event loop).",
             ["method"],
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            buckets=_PAUSE_BUCKETS,
             registry=self.registry,
         )
         self.gc_pauses = Histogram(
             "fleet_gc_pause_seconds",
             "Time of one collection of Python's garbage collector: the process, event "
             "loop included, does nothing else meanwhile.",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            buckets=_PAUSE_BUCKETS,
             registry=self.registry,
         )
         self._gc_started = 0.0
