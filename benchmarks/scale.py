@@ -836,8 +836,12 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
             if running != stalled_at:
                 stalled_since, stalled_at = time.monotonic(), running
             elif time.monotonic() - stalled_since > STALLED and "not_running" not in result:
-                # Almost all running and no progress: say which replicas and why.
-                result["not_running"] = found = not_running(cluster, prefix)
+                # Almost all running and no progress: say which replicas and why (a look
+                # that fails, the server being that busy, is said and the wait goes on).
+                try:
+                    result["not_running"] = found = not_running(cluster, prefix)
+                except Exception as error:
+                    result["not_running"] = found = [{"error": repr(error)[:200]}]
                 print(f"  running stalled at {running:,} for {STALLED:.0f} s: {found[:3]}")
             if time.monotonic() - applied > load_deadline:
                 with contextlib.suppress(Exception):
