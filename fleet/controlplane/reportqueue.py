@@ -115,6 +115,11 @@ class ReportQueue:
             if report is None:  # nothing changed, and the usage is fresh enough
                 self._observe(waiting, now)
                 continue
+            # In flight from now, not from when its batch's write starts: a newer
+            # heartbeat that came during this take's turns must wait for this one to be
+            # written, or the next take could send it in a batch of its own that lands
+            # first, and this older report over it.
+            self._writing.add(host_id)
             batch.append((waiting, report))
             if len(batch) >= _HOSTS_PER_BATCH:
                 self._ready.set()  # the rest go in the next batch
@@ -122,8 +127,7 @@ class ReportQueue:
         return batch
 
     async def _write(self, batch: list[tuple[_Waiting, Report]]) -> None:
-        hosts = {waiting.writer.host_id for waiting, _ in batch}
-        self._writing |= hosts
+        hosts = {waiting.writer.host_id for waiting, _ in batch}  # in flight (``_take``)
         try:
             errors = await self._store.report_many(
                 [

@@ -1,0 +1,99 @@
+"""The report queue never has two reports of one host in flight: a heartbeat that comes
+while the host's last report is worked out or written waits for that write, so the two
+cannot be stored in the wrong order. A fake store
+that holds its writes until told; the real one is in tests/integration/test_report_queue.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import cast
+
+from fleet.controlplane.reportqueue import ReportQueue
+from fleet.controlplane.reports import ReportWriter
+from fleet.errors import FleetError
+from fleet.proto import fleet_pb2 as pb
+from fleet.store import HostReport, Store
+from tests.helpers import eventually
+
+
+class HeldStore:
+    """``report_many`` records each batch and returns only once released."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[HostReport]] = []
+        self.release = asyncio.Event()
+
+    async def report_many(self, reports: Sequence[HostReport]) -> list[FleetError | None]:
+        self.batches.append(list(reports))
+        await self.release.wait()
+        return [None] * len(reports)
+
+
+def beat(state: str) -> pb.Heartbeat:
+    return pb.Heartbeat(
+        applied_version=1,
+        containers=[pb.ContainerStatus(app="web", slot=0, revision=1, state=state)],
+    )
+
+
+def test_a_hosts_next_report_waits_for_its_last_to_be_written() -> None:
+    """h1's newer heartbeat comes while the queue works out a batch holding its older
+    one (a batch of 25 hosts takes turns of the loop): it is written after that batch,
+    never beside it."""
+
+    async def scenario() -> None:
+        store = HeldStore()
+        queue = ReportQueue(cast(Store, store))
+        writers = {f"h{i}": ReportWriter(f"h{i}", refresh=60) for i in range(1, 26)}
+        for writer in writers.values():
+            queue.submit(writer, 1, 7, beat("created"))
+
+        async def newer_heartbeat_during_the_take() -> None:
+            for _ in range(10_000):  # turn by turn, until the take has h1
+                if "h1" not in queue._waiting:
+                    queue.submit(writers["h1"], 1, 7, beat("running"))
+                    return
+                await asyncio.sleep(0)
+
+        sender = asyncio.create_task(newer_heartbeat_during_the_take())
+        runner = asyncio.create_task(queue.run())
+        try:
+            await eventually(lambda: len(store.batches) == 1, 5, "the first write")
+            assert sender.done()
+            assert len(store.batches[0]) == 25
+            for _ in range(100):  # the queue's turns: nothing more goes out meanwhile
+                await asyncio.sleep(0)
+            assert len(store.batches) == 1
+            store.release.set()
+            await eventually(lambda: len(store.batches) == 2, 5, "h1's second write")
+            [second] = store.batches[1]
+            assert second.host_id == "h1"
+            assert [c.state for c in second.changed] == ["running"]
+        finally:
+            runner.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_report_with_nothing_to_write_frees_its_host_at_once() -> None:
+    async def scenario() -> None:
+        store = HeldStore()
+        store.release.set()
+        queue = ReportQueue(cast(Store, store))
+        seen: list[float] = []
+        queue.observe_write = seen.append
+        writer = ReportWriter("h1", refresh=60)
+        runner = asyncio.create_task(queue.run())
+        try:
+            queue.submit(writer, 1, 7, beat("running"))
+            await eventually(lambda: len(seen) == 1, 5, "the first report stored")
+            queue.submit(writer, 1, 7, beat("running"))  # the same: nothing to write
+            await eventually(lambda: len(seen) == 2, 5, "the second timed")
+            queue.submit(writer, 1, 7, beat("exited"))
+            await eventually(lambda: len(store.batches) == 2, 5, "the change written")
+            assert [c.state for c in store.batches[1][0].changed] == ["exited"]
+        finally:
+            runner.cancel()
+
+    asyncio.run(scenario())
