@@ -20,9 +20,11 @@ share) are applied in one call, and the run measures:
   straight from etcd (no work for the server), and ``--sample-every`` spaces the second
   client's calls (0: none): each GetApps counts every app's replicas and reports on the
   server's event loop, so watching with it loads the server being measured;
-* with ``--sample-reads S``, the latency of the other reads a person makes during an
-  apply (``get hosts``, ``ps scale-000``, ``endpoints scale-000`` and ``endpoints``),
-  one every S seconds in turn from a third client, p50/p99 of each;
+* with ``--sample-reads S``, the latency of the reads a person makes during an apply
+  (``get apps``, ``get hosts``, ``ps scale-000``, ``endpoints scale-000`` and
+  ``endpoints``), one every S seconds in turn from a third client, p50/p99 of each: on
+  the server's read port (``--read-listen``, which the server gets here), or with
+  ``--reads-from main`` on its main port as the second client's GetApps are;
 * the latency of handling a heartbeat while the load runs, from the server's
   ``fleet_heartbeat_seconds`` histogram (scraped at the apply and at all-running; the
   quantiles are estimated from the buckets' difference as Prometheus does);
@@ -310,6 +312,7 @@ class LatencySampler:
 # ``fleet ps APP`` and ``fleet endpoints [APP]`` (``ps`` of every app is past the
 # client's 4 MiB answer at 30,000 replicas).
 READS: dict[str, Callable[[FleetClient], object]] = {
+    "get_apps": lambda c: c.apps(),
     "get_hosts": lambda c: c.hosts(),
     "ps_app": lambda c: c.containers(app="scale-000"),
     "endpoints_app": lambda c: c.endpoints("scale-000"),
@@ -320,11 +323,12 @@ READS: dict[str, Callable[[FleetClient], object]] = {
 @dataclass
 class ReadsSampler:
     """A third client timing each of READS in turn, one call every ``every`` seconds,
-    in a thread."""
+    in a thread, at ``address`` (the read port's or the main port's: ``port``)."""
 
     address: str
     origin: float
     every: float
+    port: str = "read"
     samples: dict[str, list[float]] = field(default_factory=dict)
     errors: list[tuple[float, str]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -353,6 +357,7 @@ class ReadsSampler:
 
     def figures(self) -> dict[str, Any]:
         found: dict[str, Any] = {n: percentiles(v) for n, v in self.samples.items()}
+        found["port"] = self.port
         found["errors"] = len(self.errors)
         found["error_examples"] = [e for _, e in self.errors[:3]]
         return found
@@ -649,7 +654,10 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
     try:
         cluster.etcd = etcd = EtcdServer(data_dir=work / "etcd" / "data").start()
         metrics_port = free_port()
+        read_address = f"127.0.0.1:{free_port()}"
         server_args = [
+            "--read-listen",
+            read_address,
             "--heartbeat-interval",
             args.heartbeat_interval,
             "--host-down-after",
@@ -733,7 +741,12 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
         latency = LatencySampler(server.address, applied, args.sample_every)
         if args.sample_every > 0:
             latency.start()
-        reads = ReadsSampler(server.address, applied, args.sample_reads)
+        reads = ReadsSampler(
+            read_address if args.reads_from == "read-port" else server.address,
+            applied,
+            args.sample_reads,
+            "read" if args.reads_from == "read-port" else "main",
+        )
         if args.sample_reads > 0:
             reads.start()
         watcher = Watcher(
@@ -1166,7 +1179,7 @@ def size_table(run: dict[str, Any]) -> str:
         ("etcd peak RSS", f"{load['peak_rss_bytes'].get('etcd', 0) / mib:.0f} MiB"),
         ("etcd db size", f"{load['etcd']['db_size_bytes'] / mib:.1f} MiB"),
         (
-            "get apps p50 / p99",
+            "get apps (main port) p50 / p99",
             f"{_ms(load['get_apps_seconds']['p50'])} / {_ms(load['get_apps_seconds']['p99'])} "
             f"ms (n={load['get_apps_seconds']['n']}, errors {load['get_apps_errors']})",
         ),
@@ -1198,11 +1211,12 @@ def size_table(run: dict[str, Any]) -> str:
                     f"{_hb(figures, 'p50')} / {_hb(figures, 'p99')} ms (n={figures['n']})",
                 )
             )
+    port = load.get("reads_seconds", {}).get("port", "main")
     for name, figures in load.get("reads_seconds", {}).items():
         if isinstance(figures, dict) and figures.get("n"):
             rows.append(
                 (
-                    f"{name} p50 / p99",
+                    f"{name} ({port} port) p50 / p99",
                     f"{_ms(figures['p50'])} / {_ms(figures['p99'])} ms (n={figures['n']})",
                 )
             )
@@ -1418,7 +1432,14 @@ def main() -> None:
         "--sample-reads",
         type=float,
         default=0,
-        help="seconds between calls of get hosts, ps APP and endpoints from a 3rd client (0: off)",
+        help="seconds between calls of get apps, get hosts, ps APP and endpoints from a 3rd "
+        "client (0: off)",
+    )
+    parser.add_argument(
+        "--reads-from",
+        choices=("read-port", "main"),
+        default="read-port",
+        help="where the 3rd client reads: the server's read port (--read-listen) or its main port",
     )
     parser.add_argument("--heartbeat-interval", default="5s")
     parser.add_argument("--host-down-after", default="15s")
@@ -1490,6 +1511,7 @@ def main() -> None:
             "progress": args.poll,
             "get_apps_sample": args.sample_every or None,
             "other_reads_sample": args.sample_reads or None,
+            "other_reads_from": args.reads_from,
             "etcd_and_proc": WATCH,
         },
         "profile_seconds": args.profile,

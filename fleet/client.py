@@ -4,7 +4,9 @@
         changes = fleet.apply(load_file("app.yaml"))
 
 Every call raises fleet's own errors (``fleet.errors``), never ``grpc.RpcError``; with
-several server endpoints a call that finds one unreachable tries the next.
+several server endpoints a call that finds one unreachable tries the next. Given
+``read_servers`` (a server's ``--read-listen``), reads go there first, until the client
+writes: from then on it reads where it wrote, so it always sees its own writes.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from fleet.refusals import explain_refusal
 from fleet.spec import AppSpec
 from fleet.transport import Transport
 
-__all__ = ["DEFAULT_SERVER", "ExecCall", "FleetClient", "servers_from"]
+__all__ = [
+    "DEFAULT_SERVER",
+    "ExecCall",
+    "FleetClient",
+    "parse_addresses",
+    "read_servers_from",
+    "servers_from",
+]
 
 DEFAULT_SERVER = "127.0.0.1:7400"
 
@@ -33,12 +42,21 @@ T = TypeVar("T")
 
 def servers_from(value: str | None) -> list[str]:
     """Endpoints from ``--server``, else ``FLEET_SERVER``, else the local default."""
-    text = value or os.environ.get("FLEET_SERVER") or DEFAULT_SERVER
+    return parse_addresses(value or os.environ.get("FLEET_SERVER") or DEFAULT_SERVER, "server")
+
+
+def read_servers_from(value: str | None) -> list[str]:
+    """Read ports from ``FLEET_READ_SERVER``, else ``value`` (a context's), else none."""
+    return parse_addresses(os.environ.get("FLEET_READ_SERVER") or value or "", "read server")
+
+
+def parse_addresses(text: str, what: str) -> list[str]:
+    """HOST:PORT[,HOST:PORT...] as a list (InvalidArgument naming ``what`` otherwise)."""
     servers = [s.strip() for s in text.split(",") if s.strip()]
     for server in servers:
         host, sep, port = server.rpartition(":")
         if not sep or not host or not port.isdigit():
-            raise InvalidArgument(f"server address {server!r} must be HOST:PORT")
+            raise InvalidArgument(f"{what} address {server!r} must be HOST:PORT")
     return servers
 
 
@@ -66,14 +84,21 @@ class ExecCall:
 
 class FleetClient:
     def __init__(
-        self, servers: Sequence[str], transport: Transport, *, timeout: float = 30.0
+        self,
+        servers: Sequence[str],
+        transport: Transport,
+        *,
+        timeout: float = 30.0,
+        read_servers: Sequence[str] = (),
     ) -> None:
         if not servers:
             raise InvalidArgument("no server address given")
         self.servers = list(servers)
+        self.read_servers = list(read_servers)
         self.transport = transport
         self.timeout = timeout
         self._channels: dict[str, grpc.Channel] = {}
+        self._wrote = False  # a call other than a read was made: read from the main port
 
     def __enter__(self) -> FleetClient:
         return self
@@ -91,7 +116,24 @@ class FleetClient:
             self._channels[server] = self.transport.channel(server)
         return pb_grpc.FleetServiceStub(self._channels[server])
 
-    def _call(self, method: Callable[[pb_grpc.FleetServiceStub], T]) -> T:
+    def _read(self, method: Callable[[pb_grpc.FleetServiceStub], T]) -> T:
+        """A read: from a read port while this client has not written, else (and when
+        no read port answers, or it is not one) as any call."""
+        if self.read_servers and not self._wrote:
+            for server in self.read_servers:
+                try:
+                    return method(self._stub(server))
+                except grpc.RpcError as error:
+                    code = error.code()
+                    if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED):
+                        raise error_from_grpc(
+                            code, error.details(), error.trailing_metadata() or ()
+                        ) from None
+        return self._call(method, reading=True)
+
+    def _call(self, method: Callable[[pb_grpc.FleetServiceStub], T], *, reading: bool = False) -> T:
+        if not reading:
+            self._wrote = True  # (or might have: every call but the reads counts)
         unreachable: list[tuple[str, grpc.RpcError]] = []
         answer: grpc.RpcError | None = None  # a server's own "unavailable" (etcd away)
         for server in self.servers:
@@ -160,15 +202,15 @@ class FleetClient:
 
     def apps(self, name: str = "") -> list[pb.AppInfo]:
         request = pb.GetRequest(name=name)
-        return list(self._call(lambda s: s.GetApps(request, timeout=self.timeout)).apps)
+        return list(self._read(lambda s: s.GetApps(request, timeout=self.timeout)).apps)
 
     def hosts(self, name: str = "") -> list[pb.HostInfo]:
         request = pb.GetRequest(name=name)
-        return list(self._call(lambda s: s.GetHosts(request, timeout=self.timeout)).hosts)
+        return list(self._read(lambda s: s.GetHosts(request, timeout=self.timeout)).hosts)
 
     def containers(self, app: str = "", host: str = "") -> list[pb.ContainerInfo]:
         request = pb.GetRequest(app=app, host=host)
-        response = self._call(lambda s: s.GetContainers(request, timeout=self.timeout))
+        response = self._read(lambda s: s.GetContainers(request, timeout=self.timeout))
         return list(response.containers)
 
     def scale(self, name: str, replicas: int) -> pb.ScaleResponse:
@@ -259,7 +301,7 @@ class FleetClient:
 
     def policy(self) -> pb.Policy:
         request = pb.GetRequest()
-        response: pb.Policy = self._call(lambda s: s.GetPolicy(request, timeout=self.timeout))
+        response: pb.Policy = self._read(lambda s: s.GetPolicy(request, timeout=self.timeout))
         return response
 
     def set_policy(self, policy: pb.Policy) -> pb.Policy:
@@ -270,7 +312,7 @@ class FleetClient:
         """The version, name and leadership of the first server that answers."""
         request = pb.GetRequest()
         response: pb.ServerInfo = self._call(
-            lambda s: s.GetServerInfo(request, timeout=self.timeout)
+            lambda s: s.GetServerInfo(request, timeout=self.timeout), reading=True
         )
         return response
 
@@ -490,18 +532,21 @@ class FleetClient:
         method: Callable[[pb_grpc.FleetServiceStub], Callable[..., T]],
         request: pb.RolloutRequest,
         answer: type[T],
+        *,
+        read: bool = False,
     ) -> T:
         """Call a ``Rollout*`` RPC (the stub's ``method``), which answers an ``answer``."""
-        response: T = self._call(lambda s: method(s)(request, timeout=self.timeout))
+        call = self._read if read else self._call
+        response: T = call(lambda s: method(s)(request, timeout=self.timeout))
         return response
 
     def rollout_status(self, app: str) -> pb.RolloutInfo:
         request = pb.RolloutRequest(app=app)
-        return self._rollout(lambda s: s.RolloutStatus, request, pb.RolloutInfo)
+        return self._rollout(lambda s: s.RolloutStatus, request, pb.RolloutInfo, read=True)
 
     def rollout_history(self, app: str) -> pb.RevisionList:
         request = pb.RolloutRequest(app=app)
-        return self._rollout(lambda s: s.RolloutHistory, request, pb.RevisionList)
+        return self._rollout(lambda s: s.RolloutHistory, request, pb.RevisionList, read=True)
 
     def rollout_undo(self, app: str, to_revision: int = 0) -> pb.RolloutInfo:
         """Back to ``to_revision`` (0: the revision before the current one)."""
@@ -519,7 +564,7 @@ class FleetClient:
     def endpoints(self, app: str) -> list[pb.Endpoint]:
         """host:port of every available replica of ``app``."""
         request = pb.GetRequest(name=app)
-        return list(self._call(lambda s: s.Endpoints(request, timeout=self.timeout)).endpoints)
+        return list(self._read(lambda s: s.Endpoints(request, timeout=self.timeout)).endpoints)
 
     def drain_host(
         self,
@@ -561,5 +606,5 @@ class FleetClient:
     def upgrade(self) -> pb.UpgradeInfo:
         """The current (or last) upgrade walk; an empty id when there was none."""
         request = pb.GetRequest()
-        response: pb.UpgradeInfo = self._call(lambda s: s.GetUpgrade(request, timeout=self.timeout))
+        response: pb.UpgradeInfo = self._read(lambda s: s.GetUpgrade(request, timeout=self.timeout))
         return response

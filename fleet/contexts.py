@@ -9,6 +9,7 @@ else ``~/.config/fleet/config.toml`` (mode 0600: a token may be in it)::
 
     [contexts.prod]
     server = "cp1.example:7400,cp2.example:7400"
+    read-server = "cp1.example:7402,cp2.example:7402"   # optional: fleet server --read-listen
     tls-ca = "/home/ann/.config/fleet/prod/ca.crt"
     tls-cert = "/home/ann/.config/fleet/prod/client-admin.crt"
     tls-key = "/home/ann/.config/fleet/prod/client-admin.key"
@@ -32,6 +33,7 @@ __all__ = ["Context", "Contexts", "config_path"]
 
 _KEYS = {"server": "server", "tls-ca": "tls_ca", "tls-cert": "tls_cert", "tls-key": "tls_key"}
 _KEYS["token"] = "token"
+_KEYS["read-server"] = "read_server"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
@@ -50,6 +52,7 @@ class Context:
     tls_cert: str = ""
     tls_key: str = ""
     token: str = ""
+    read_server: str = ""  # the servers' read ports (--read-listen), for reads only
 
     def shown(self) -> dict[str, str]:
         """What ``context list`` shows: never the token itself."""

@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from fleet.client import FleetClient, servers_from
+from fleet.client import FleetClient, read_servers_from, servers_from
 from fleet.contexts import Contexts
 from fleet.transport import client_transport
 
@@ -153,7 +153,9 @@ class Connection:
         )
 
     def client(self, *, timeout: float = 30.0) -> FleetClient:
-        """A client for the servers these options name; ``timeout`` bounds each call."""
+        """A client for the servers these options name; ``timeout`` bounds each call.
+        Reads go to the read ports of ``FLEET_READ_SERVER``, else of the context when the
+        servers are the context's; never with a token (the read port takes certificates)."""
         chosen = self.resolved()
         transport = client_transport(
             ca=chosen.tls_ca,
@@ -162,7 +164,12 @@ class Connection:
             insecure=chosen.insecure,
             token=chosen.token,
         )
-        return FleetClient(servers_from(chosen.server), transport, timeout=timeout)
+        context = Contexts.load().chosen(self.context)
+        theirs = context.read_server if context and context.server == chosen.server else ""
+        reads = [] if chosen.token else read_servers_from(theirs or None)
+        return FleetClient(
+            servers_from(chosen.server), transport, timeout=timeout, read_servers=reads
+        )
 
 
 # The connection options given before the verb (``fleet -s HOST get apps``): the

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from fleet.cli.output import Format, OutputOpt, console, fail, print_json_or_yaml, print_table, safe
+from fleet.client import parse_addresses
 from fleet.contexts import Context, Contexts
 from fleet.errors import InvalidArgument
 
@@ -67,23 +68,38 @@ def add(
         str | None,
         typer.Option("--token", help="A bearer token instead (the server's token port)."),
     ] = None,
+    read_server: Annotated[
+        str,
+        typer.Option(
+            "--read-server",
+            help="The servers' read ports (fleet server --read-listen), HOST:PORT[,...]: "
+            "get, ps, endpoints and rollout status go there, and stay fast while the "
+            "main port is busy. Certificates only (a token context reads from --server).",
+        ),
+    ] = "",
     use: Annotated[bool, typer.Option("--use", help="Make it the current context.")] = False,
 ) -> None:
     """Add (or replace) a context. The first one added becomes current.
 
     Examples:
       fleet context add prod -s cp1:7400,cp2:7400 --pki ~/prod-pki --use
+      fleet context add prod -s cp1:7400 --read-server cp1:7402 --pki ~/prod-pki
       fleet context add ci -s cp1:7401 --token fleet_... --tls-ca ca.crt"""
     contexts = Contexts.load()
     try:
+        parse_addresses(server, "server")  # refused now, not at its first use
         if token:
-            if tls_cert or tls_key or pki:
-                raise InvalidArgument("a token context takes --tls-ca only (to check the server)")
+            if tls_cert or tls_key or pki or read_server:
+                raise InvalidArgument(
+                    "a token context takes --tls-ca only (to check the server); the read "
+                    "port takes certificates"
+                )
             ca = str(tls_ca.resolve()) if tls_ca else ""
             context = Context(name, server, tls_ca=ca, token=token)
         else:
+            parse_addresses(read_server, "read server")
             ca, cert, key = _files(pki, client, tls_ca, tls_cert, tls_key)
-            context = Context(name, server, ca, cert, key)
+            context = Context(name, server, ca, cert, key, read_server=read_server)
         contexts.put(context)
     except InvalidArgument as error:
         fail(str(error))

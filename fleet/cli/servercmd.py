@@ -76,6 +76,17 @@ def server(
             "hosts that join with a join token (fleet agent --join).",
         ),
     ] = None,
+    read_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--read-listen",
+            help="Also answer reads (get, ps, endpoints, rollout status) here, from a "
+            "thread of their own: they stay fast while the main port is busy with a large "
+            "apply. Same TLS as --listen; clients use it with FLEET_READ_SERVER or a "
+            "context's read-server. An answer may be up to a moment older than the main "
+            "port's.",
+        ),
+    ] = None,
     ca_key: Annotated[
         Path | None,
         typer.Option(
@@ -240,6 +251,7 @@ def server(
     Examples:
       fleet server --etcd 10.0.0.5:2379 --listen 0.0.0.0:7400
       fleet server --dashboard-listen 0.0.0.0:7443  # then open https://HOST:7443/
+      fleet server --read-listen 0.0.0.0:7402  # reads: fleet context add --help
     """
     from fleet.controlplane.registration import HostLimits
     from fleet.controlplane.server import ServerConfig, run_server
@@ -260,6 +272,7 @@ def server(
         secrets_key=secrets_key_file,
         host_lease_ttl=max(1, round(duration_option("--host-down-after", host_down_after))),
         token_listen=token_listen,
+        read_listen=read_listen,
         ca_key=ca_key,
         agent_cert_ttl=duration_option("--agent-cert-ttl", agent_cert_ttl),
         metrics_listen=metrics_listen,

@@ -36,6 +36,7 @@ from fleet.controlplane.joining import Signer
 from fleet.controlplane.joinservice import JOIN_METHOD, JoinService
 from fleet.controlplane.metrics import Metrics
 from fleet.controlplane.metricsport import MetricsPort, metrics_tls_context
+from fleet.controlplane.readport import ReadPort, keep_published
 from fleet.controlplane.registration import HostLimits
 from fleet.controlplane.secretskey import open_key, settle_key
 from fleet.controlplane.servicediscovery import sd_targets
@@ -118,6 +119,9 @@ class ServerConfig:
     # A second port for clients with bearer tokens instead of certificates: TLS with the
     # server's certificate, no client certificate asked for (None: no such port).
     token_listen: str | None = None
+    # A port answering only reads (get, ps, endpoints, rollout status), from a thread
+    # of its own: they answer at once while the main port's loop is busy (readport.py).
+    read_listen: str | None = None
     # Prometheus /metrics (None: off): HTTPS with the server's certificate, for a client
     # certificate or a bearer token; plain HTTP to anyone only with metrics_insecure.
     metrics_listen: str | None = None
@@ -246,6 +250,8 @@ class ControlPlane:
         self._metrics_port: MetricsPort | None = None
         self._fleetlock: FleetLockPort | None = None
         self._dashboard: Dashboard | None = None
+        self._read_port: ReadPort | None = None
+        self.read_port = 0
         self.dashboard_port = 0
         self.fleetlock_port = 0
         self.port = 0
@@ -273,6 +279,8 @@ class ControlPlane:
             )
         if self.config.metrics_listen is not None:
             _check_listen(self.config.metrics_listen)
+        if self.config.read_listen is not None:
+            _check_listen(self.config.read_listen)
         if self.config.dashboard_listen is not None:
             _check_listen(self.config.dashboard_listen)
             dashboard_tls = self._dashboard_tls()  # refused now, before anything started
@@ -298,6 +306,8 @@ class ControlPlane:
         # serve nor lead on a wrong idea of how large a transaction etcd takes.
         await self.store.check_txn_limit()
         self._tasks.append(asyncio.create_task(self._lead(), name="leadership"))
+        if self.config.read_listen is not None:
+            await self._serve_reads(self.config.read_listen)
         await self._server.start()
         if self._token_server is not None:
             await self._token_server.start()
@@ -327,6 +337,19 @@ class ControlPlane:
         if self.config.dashboard_listen is not None:
             await self._serve_dashboard(self.config.dashboard_listen, dashboard_tls)
         log.info("control plane %s listening on %s", self.server_id, self.config.listen)
+
+    async def _serve_reads(self, listen: str) -> None:
+        self._read_port = ReadPort(
+            self.api, self.config.transport, self.informer.state(), _SERVER_OPTIONS
+        )
+        # Started in its thread, which binds: the wait is this loop's, before it serves.
+        self.read_port = await asyncio.to_thread(self._read_port.start, listen)
+        self._tasks.append(
+            asyncio.create_task(
+                keep_published(self._read_port, self.informer), name="read-port-state"
+            )
+        )
+        log.info("reads (get, ps, endpoints, rollout status) also on %s", listen)
 
     def _dashboard_tls(self) -> ssl.SSLContext:
         """The dashboard's TLS: the server's certificate; a browser's client certificate
@@ -463,6 +486,9 @@ class ControlPlane:
         if self._token_server is not None:
             await self._token_server.stop(grace)
         await self._server.stop(grace)
+        if self._read_port is not None:
+            await asyncio.to_thread(self._read_port.stop, grace)
+            self._read_port = None
         await self.agents.close()
         self.keeper.close()
         self.metrics.unwatch_gc()

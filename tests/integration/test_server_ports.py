@@ -25,15 +25,20 @@ from tests.helpers import scrape
 def token_server(
     request: pytest.FixtureRequest, etcd_server: EtcdServer, pki: TestPKI, tmp_path: Path
 ) -> Iterator[tuple[FleetServerProcess, str, str]]:
-    """A server with a token port and a metrics port: (server, token, metrics address).
-    Each test's is a pool of its own (its prefix), with a secrets key of its own."""
+    """A server with a token port, a metrics port and a read port: (server, token,
+    metrics address). Each test's is a pool of its own (its prefix), with a secrets key
+    of its own."""
     token, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    reads = f"127.0.0.1:{free_port()}"
     server = FleetServerProcess(
         etcd_server.endpoint,
         f"/t-ports-{request.node.name[:40].replace('_', '-')}/",
         tmp_path,
         pki,
-        extra_args=["--token-listen", token, "--metrics-listen", metrics],
+        extra_args=[
+            *("--token-listen", token, "--metrics-listen", metrics),
+            *("--read-listen", reads),
+        ],
     ).start()
     try:
         yield server, token, metrics
@@ -67,6 +72,7 @@ def test_a_second_server_on_a_taken_port_fails_and_the_first_keeps_serving(
         ("--listen", first.address),
         ("--token-listen", token),
         ("--metrics-listen", metrics),
+        ("--read-listen", first.extra_args[-1]),
     ]:
         returncode, output = _second_server(first, flag, taken)
         assert returncode == 1, output

@@ -35,6 +35,7 @@ from fleet.controlplane.api.registries import RegistriesApi
 from fleet.controlplane.api.rollouts import RolloutsApi
 from fleet.controlplane.api.signals import SignalsApi
 from fleet.proto import fleet_pb2_grpc as pb_grpc
+from fleet.store import Informer
 
 __all__ = ["FleetService", "Relay", "ServerAbout"]
 
@@ -55,3 +56,20 @@ class FleetService(
     """Every RPC of ``FleetService``: gRPC binds a service to one object, so the areas'
     mixins make one class (an RPC none of them has would answer UNIMPLEMENTED, from
     the generated base; a unit test checks there is none)."""
+
+    def sibling(self, informer: Informer) -> FleetService:
+        """A servicer of the same parts and settings over another ``informer``, with
+        memos of its own: the read port's, which answers from a thread of its own
+        (``controlplane.readport``)."""
+        other = FleetService(
+            self._store,
+            informer,
+            self._events,
+            self._relay,
+            insecure=self.insecure,
+            secrets=self._secrets,
+        )
+        other.about = self.about
+        other.token_listen = self.token_listen
+        other.pending.leading = self.pending.leading  # reads the leader's, never changes it
+        return other

@@ -23,7 +23,7 @@ runner = CliRunner(env={"COLUMNS": "400"})
 def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("FLEET_SERVER", "FLEET_TLS_CA", "FLEET_TLS_CERT", "FLEET_TLS_KEY"):
         monkeypatch.delenv(name, raising=False)
-    for name in ("FLEET_TOKEN", "FLEET_PKI_DIR", "FLEET_CONTEXT"):
+    for name in ("FLEET_TOKEN", "FLEET_PKI_DIR", "FLEET_CONTEXT", "FLEET_READ_SERVER"):
         monkeypatch.delenv(name, raising=False)
     path = tmp_path / "config.toml"
     monkeypatch.setenv("FLEET_CLI_CONFIG", str(path))
@@ -84,6 +84,32 @@ def test_flags_win_over_variables_which_win_over_the_context(
     assert (from_env.server, from_env.tls_cert) == ("env:2", None)  # the env's credentials
     with pytest.raises(NotFound, match="no context 'nope'"):
         type(CONNECTION)(**{**CONNECTION.__dict__, "context": "nope"}).resolved()
+
+
+def test_reads_go_to_the_contexts_read_port_only_with_its_servers(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pki = config.parent / "pki"
+    add = ["context", "add", "prod", "-s", "cp1:7400", "--pki", str(pki)]
+    added = runner.invoke(app, [*add, "--read-server", "cp1:7402"])
+    assert added.exit_code == 0, added.output
+    assert Contexts.load().items["prod"].read_server == "cp1:7402"
+    with CONNECTION.client() as client:
+        assert (client.servers, client.read_servers) == (["cp1:7400"], ["cp1:7402"])
+    # Another server given: the context's read port is not its.
+    flagged = type(CONNECTION)(**{**CONNECTION.__dict__, "server": "other:1"})
+    with flagged.client() as client:
+        assert (client.servers, client.read_servers) == (["other:1"], [])
+    monkeypatch.setenv("FLEET_READ_SERVER", "other:2")
+    with flagged.client() as client:
+        assert client.read_servers == ["other:2"]
+    # A token context has no read port (it takes certificates), and a bad address is
+    # refused when the context is added.
+    token = ["context", "add", "ci", "-s", "cp1:7401", "--token", "fleet_x"]
+    refused = runner.invoke(app, [*token, "--read-server", "cp1:7402"])
+    assert refused.exit_code != 0 and "read port takes certificates" in refused.output
+    bad = runner.invoke(app, [*add, "--read-server", "cp1"])
+    assert bad.exit_code != 0 and "read server address 'cp1' must be HOST:PORT" in bad.output
 
 
 def test_certs_issue_client_saves_a_context_that_uses_it(config: Path, tmp_path: Path) -> None:
