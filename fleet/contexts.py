@@ -9,7 +9,7 @@ else ``~/.config/fleet/config.toml`` (mode 0600: a token may be in it)::
 
     [contexts.prod]
     server = "cp1.example:7400,cp2.example:7400"
-    read-server = "cp1.example:7402,cp2.example:7402"   # optional: fleet server --read-listen
+    read-server = "cp1.example:7403,cp2.example:7403"   # optional: fleet server --read-listen
     tls-ca = "/home/ann/.config/fleet/prod/ca.crt"
     tls-cert = "/home/ann/.config/fleet/prod/client-admin.crt"
     tls-key = "/home/ann/.config/fleet/prod/client-admin.key"

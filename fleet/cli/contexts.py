@@ -83,7 +83,7 @@ def add(
 
     Examples:
       fleet context add prod -s cp1:7400,cp2:7400 --pki ~/prod-pki --use
-      fleet context add prod -s cp1:7400 --read-server cp1:7402 --pki ~/prod-pki
+      fleet context add prod -s cp1:7400 --read-server cp1:7403 --pki ~/prod-pki
       fleet context add ci -s cp1:7401 --token fleet_... --tls-ca ca.crt"""
     contexts = Contexts.load()
     try:

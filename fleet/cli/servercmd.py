@@ -251,7 +251,7 @@ def server(
     Examples:
       fleet server --etcd 10.0.0.5:2379 --listen 0.0.0.0:7400
       fleet server --dashboard-listen 0.0.0.0:7443  # then open https://HOST:7443/
-      fleet server --read-listen 0.0.0.0:7402  # reads: fleet context add --help
+      fleet server --read-listen 0.0.0.0:7403  # reads: fleet context add --help
     """
     from fleet.controlplane.registration import HostLimits
     from fleet.controlplane.server import ServerConfig, run_server

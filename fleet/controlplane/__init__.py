@@ -25,7 +25,9 @@ Where to go for what:
   slot by slot, a change redoing only its slots), ``endpointwatch`` (an app's
   endpoints as they change, for
   ``WatchEndpoints``), ``metrics``/``metricsport`` (Prometheus), ``servicediscovery``
-  (the endpoints as Prometheus' http_sd targets, on the metrics port).
+  (the endpoints as Prometheus' http_sd targets, on the metrics port), ``readport``
+  (``--read-listen``: the reads answered from a thread and event loop of their own,
+  over the snapshots the informer publishes).
 
 ARCHITECTURE.md at the repository's root says where each rule lives.
 """

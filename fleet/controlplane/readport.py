@@ -34,6 +34,7 @@ import concurrent.futures
 import contextlib
 import logging
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -66,10 +67,10 @@ READ_METHODS = (
     "GetServerInfo",
 )
 PUBLISH_EVERY = 0.05  # seconds: the most often a new state is handed to the read port
+SWITCH_INTERVAL = 0.001  # seconds (sys.setswitchinterval) while the port serves
 WARM_EVERY = 0.5  # seconds: the most often the memos are brought up to a new state
 WARM_WHILE = 60.0  # seconds after a read that they are
-# What the memos are kept up for: the answers to these (every app, every host).
-_WARMED = ("GetApps", "GetHosts", "Endpoints")
+_HOSTS_A_TURN = 50  # hosts whose sums are brought up between two turns of the loop
 _START_TIMEOUT = 10.0
 
 
@@ -163,6 +164,7 @@ class ReadPort:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._grace = 1.0
+        self._switch_interval = sys.getswitchinterval()
         self.port = 0
 
     def publish(self, state: ClusterState) -> None:
@@ -170,6 +172,13 @@ class ReadPort:
 
     def start(self, listen: str) -> int:
         """Bind ``listen`` and serve; the port bound. FailedPrecondition when it cannot."""
+        # A thread waiting for the interpreter's lock gets it after this long at most;
+        # the port's loop waits for it at every turn (after each poll of its sockets),
+        # and a call takes several turns: 5 ms (Python's default) each, behind a busy
+        # main loop, was much of a read's time. The process's setting, put back by
+        # ``stop``; the main loop pays a switch only while this thread wants the lock.
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._switch_interval, SWITCH_INTERVAL))
         started: concurrent.futures.Future[int] = concurrent.futures.Future()
         self._thread = threading.Thread(
             target=self._run, args=(listen, started), name="fleet-read-port", daemon=True
@@ -184,8 +193,13 @@ class ReadPort:
         return self.port
 
     def _run(self, listen: str, started: concurrent.futures.Future[int]) -> None:
+        # Never closed: gRPC's completion queue is the process's, and the loop that
+        # wakes first for it hands every other loop its completions. One of this
+        # port's coming after its loop was closed would fail that hand-over in the main
+        # loop (a control plane stopped and another started in one process: tests).
+        loop = asyncio.new_event_loop()
         try:
-            asyncio.run(self._serve(listen, started))
+            loop.run_until_complete(self._serve(listen, started))
         except BaseException as error:  # a failure to start is the starter's to raise
             if not started.done():
                 started.set_exception(error)
@@ -222,23 +236,28 @@ class ReadPort:
 
     async def _keep_warm(self) -> None:
         """While someone reads, bring the memos up to each published state (at most
-        every WARM_EVERY seconds), one answer at a time, calls served in between."""
+        every WARM_EVERY seconds), as `get apps`, `get hosts` and `endpoints` would:
+        an app or ``_HOSTS_A_TURN`` hosts at a time, the calls served in between (warming
+        whole answers at once held the port's loop up to half a second)."""
         assert self._published is not None
-        request = pb.GetRequest()
+        service = self._servicer
         while True:
             await self._published.wait()
             self._published.clear()
             if time.monotonic() - self._last_read > WARM_WHILE:
                 continue
-            for method in _WARMED:
-                # The handler itself, not its ``rpc`` wrapper: no caller to authorize,
-                # nothing to observe; its answer is dropped, its memos are kept.
-                handler = getattr(type(self._servicer), method).__wrapped__
-                try:
-                    await handler(self._servicer, request, None)
-                except Exception:  # a bug; the calls themselves still answer
-                    log.exception("read port: keeping the %s memos failed", method)
-                await asyncio.sleep(0)
+            state, now = self.published.state(), time.time()
+            try:
+                for name, stored in list(state.apps.items()):
+                    service.counts.counts(state, stored.value, now)  # GetApps
+                    service.endpoint_cache.endpoints(state, name, now)  # Endpoints
+                    await asyncio.sleep(0)
+                for n, host_id in enumerate(list(state.hosts)):
+                    service.host_sums.of(state, host_id)  # GetHosts
+                    if n % _HOSTS_A_TURN == _HOSTS_A_TURN - 1:
+                        await asyncio.sleep(0)
+            except Exception:  # a bug; the calls themselves still answer
+                log.exception("read port: keeping its memos up failed")
             self.warmed += 1
             await asyncio.sleep(WARM_EVERY)
 
@@ -253,6 +272,7 @@ class ReadPort:
                 loop.call_soon_threadsafe(stopping.set)
         thread.join(grace + 5)
         self._thread = None
+        sys.setswitchinterval(self._switch_interval)
 
 
 async def keep_published(port: ReadPort, informer: Informer, every: float = PUBLISH_EVERY) -> None:

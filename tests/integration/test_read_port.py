@@ -83,8 +83,11 @@ def test_the_read_port_answers_while_the_loop_is_held(
                 held_until = time.monotonic() + HOLD
                 # Held on purpose: the control plane's loop runs nothing meanwhile.
                 time.sleep(HOLD)  # noqa: ASYNC251
-                for thread in (wrote, fresh):
-                    await asyncio.to_thread(thread.join, HOLD * 4)
+                await eventually(
+                    lambda: not (wrote.is_alive() or fresh.is_alive()),
+                    HOLD * 4,
+                    what="both reads answered",
+                )
                 assert [a.name for a in fresh_outcome["answer"]] == ["web"]
                 assert fresh_outcome["ended"] < held_until  # answered while held
                 assert [a.name for a in wrote_outcome["answer"]] == ["web"]
