@@ -193,13 +193,8 @@ class ReadPort:
         return self.port
 
     def _run(self, listen: str, started: concurrent.futures.Future[int]) -> None:
-        # Never closed: gRPC's completion queue is the process's, and the loop that
-        # wakes first for it hands every other loop its completions. One of this
-        # port's coming after its loop was closed would fail that hand-over in the main
-        # loop (a control plane stopped and another started in one process: tests).
-        loop = asyncio.new_event_loop()
         try:
-            loop.run_until_complete(self._serve(listen, started))
+            asyncio.run(self._serve(listen, started))
         except BaseException as error:  # a failure to start is the starter's to raise
             if not started.done():
                 started.set_exception(error)
