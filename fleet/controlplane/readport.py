@@ -91,10 +91,6 @@ class PublishedState:
     def state(self) -> ClusterState:
         return self._state
 
-    @property
-    def revision(self) -> int:
-        return self._state.revision
-
     async def wait_synced(self) -> None:
         """Synced from the start: the port starts with the informer's first state."""
 
@@ -157,7 +153,6 @@ class ReadPort:
         self._servicer = read_service(api, self.published, self._read)
         self._last_read = -math.inf  # monotonic
         self._published: asyncio.Event | None = None  # the port's loop's
-        self.warmed = 0  # times the memos were brought up to a state (for tests)
         self._transport = transport
         self._options = list(options)  # the main port's (message sizes, keepalives)
         self._thread: threading.Thread | None = None
@@ -253,7 +248,6 @@ class ReadPort:
                         await asyncio.sleep(0)
             except Exception:  # a bug; the calls themselves still answer
                 log.exception("read port: keeping its memos up failed")
-            self.warmed += 1
             await asyncio.sleep(WARM_EVERY)
 
     def stop(self, grace: float = 1.0) -> None:
