@@ -1,0 +1,72 @@
+"""Records share what they repeat (their set of given fields, app names, host ids, an
+app's reservations) without any record seeing another's change."""
+
+from __future__ import annotations
+
+import sys
+
+from fleet.store.records import ContainerReport, ReplicaRecord, ReplicaTarget, ResourceAmounts
+
+
+def replica(slot: int, **fields: object) -> ReplicaRecord:
+    raw = {
+        "app": "web",
+        "slot": slot,
+        "revision": 1,
+        "host": "h1",
+        "resources": {"cpu": 0.5, "memory": 64 << 20},
+        **fields,
+    }
+    # Decoded the way the informer decodes them: each from its own JSON.
+    return ReplicaRecord.model_validate_json(ReplicaRecord.model_validate(raw).dump())
+
+
+def test_decoded_records_share_their_fields_set_names_and_reservations() -> None:
+    one, two = replica(0), replica(1)
+    assert one.__pydantic_fields_set__ is two.__pydantic_fields_set__
+    assert one.resources is two.resources
+    assert one.app is two.app and one.host is two.host
+    assert one.host is sys.intern("h1")
+
+
+def test_a_copy_with_an_update_leaves_the_shared_set_alone() -> None:
+    one = ReplicaRecord(
+        app="web", slot=0, revision=1, host="h1", resources=ResourceAmounts(cpu=1, memory=1)
+    )
+    two = ReplicaRecord(
+        app="web", slot=1, revision=1, host="h2", resources=ResourceAmounts(cpu=1, memory=1)
+    )
+    shared = one.__pydantic_fields_set__
+    assert two.__pydantic_fields_set__ is shared and "next" not in shared
+    moved = one.model_copy(
+        update={"next": ReplicaTarget(revision=2, host="h3", resources=one.resources)}
+    )
+    assert "next" in moved.model_fields_set
+    assert "next" not in one.model_fields_set and "next" not in two.model_fields_set
+    assert moved.next is not None and moved.next.host == "h3"
+
+
+def test_shared_values_keep_each_records_own_value() -> None:
+    small, large = replica(0), replica(1, resources={"cpu": 2.0, "memory": 1 << 30})
+    assert small.resources == ResourceAmounts(cpu=0.5, memory=64 << 20)
+    assert large.resources == ResourceAmounts(cpu=2.0, memory=1 << 30)
+    assert replica(0) == small and replica(0) != large
+
+
+def test_reports_share_their_app_revision_hash_and_state() -> None:
+    def report(slot: int, state: str) -> ContainerReport:
+        raw = {
+            "app": "web",
+            "slot": slot,
+            "revision": 3,
+            "spec_hash": "0123abcd" * 2,
+            "container_id": f"{slot:064x}",
+            "name": f"web.{slot}.3",
+            "state": state,
+        }
+        return ContainerReport.model_validate_json(ContainerReport.model_validate(raw).dump())
+
+    one, two, exited = report(0, "running"), report(1, "running"), report(2, "exited")
+    assert one.spec_hash is two.spec_hash and one.state is two.state
+    assert exited.state == "exited" and one.state == "running"
+    assert one.container_id != two.container_id
