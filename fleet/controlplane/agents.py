@@ -46,6 +46,7 @@ from fleet.controlplane.registration import (
     daemon_taken,
     denied_message,
     host_record,
+    unchanged_registration,
 )
 from fleet.controlplane.reportqueue import ReportQueue
 from fleet.controlplane.reports import ReportWriter
@@ -321,6 +322,13 @@ class AgentService(pb_grpc.AgentServiceServicer):
             record = host_record(
                 register, old.value if old else None, self._host_limits, serial, cert_expires
             )
+            if old is not None and unchanged_registration(old.value, record):
+                # A reconnect (a restart of this server, a network cut) that changes
+                # nothing is not written: at 5,000 hosts, 5,000 writes of the host
+                # records, each a change every consumer of hosts looked at, in the
+                # storm of the reconnects. ``registered_at`` stays the first one's.
+                record = old.value
+                break
             try:
                 await self._store.write_host(
                     record, expected_mod_revision=old.mod_revision if old else 0

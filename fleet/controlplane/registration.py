@@ -30,6 +30,7 @@ __all__ = [
     "denied_message",
     "denied_serials",
     "host_record",
+    "unchanged_registration",
 ]
 
 MAX_TEXT = 1024  # the longest text an agent may send in a field
@@ -112,6 +113,12 @@ def host_record(
         past_serials=past,
         cert_expires=cert_expires,
     )
+
+
+def unchanged_registration(stored: HostRecord, registered: HostRecord) -> bool:
+    """Whether ``registered`` (``host_record`` of a new registration) says nothing the
+    stored record does not: only its time differs."""
+    return registered.model_copy(update={"registered_at": stored.registered_at}) == stored
 
 
 def denied_serials(record: HostRecord) -> list[str]:

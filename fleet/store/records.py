@@ -317,7 +317,7 @@ class HostRecord(_Record):
     labels: dict[str, str] = {}
     facts: dict[str, str] = {}
     state: HostState = "ready"
-    registered_at: str
+    registered_at: str  # when it registered first, or last registered with a change
     address: str = ""  # where its published ports answer
     # Non-empty: the host is an edge (fleet agent --ingress): where its proxy listens.
     ingress: str = ""

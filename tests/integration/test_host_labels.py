@@ -18,10 +18,12 @@ from fleet.errors import PermissionDenied
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.spec import load_documents
+from fleet.store import KeyLayout
 from fleet.testing import EtcdServer, wait_until
 from fleet.testing.certs import TestPKI
 from fleet.testing.fleetprocs import FleetServerProcess
 from fleet.transport import Transport
+from tests.helpers import b64, etcd_post
 
 HOST = "sechost"
 Gi = 1 << 30
@@ -176,3 +178,43 @@ def test_a_host_cannot_label_itself_or_inflate_its_capacity(
     finally:
         agent.close()
         client.close()
+
+
+def test_a_reconnect_that_changes_nothing_writes_no_host_record(
+    pki: TestPKI, etcd_server: EtcdServer, tmp_path: Path
+) -> None:
+    """A restart storm is every host registering again: one that says what its stored
+    record says is not written again (nor is its registration time changed); one that
+    says something new is."""
+    prefix = "/t-host-reconnect/"
+    key = KeyLayout(prefix).host(HOST)
+    server = FleetServerProcess(etcd_server.endpoint, prefix, tmp_path, pki).start()
+
+    def stored_revision() -> int:
+        [kv] = etcd_post(etcd_server, "/v3/kv/range", {"key": b64(key)})["kvs"]
+        return int(kv["mod_revision"])
+
+    def session(labels: dict[str, str]) -> pb.HostInfo:
+        agent = RawAgent(server, pki, labels)
+        try:
+            return wait_until(
+                lambda: (info := connected(client)) and dict(info.agent_labels) == labels and info,
+                20,
+                what=f"{HOST} to register with agent labels {labels}",
+            )
+        finally:
+            agent.close()
+            wait_until(lambda: connected(client) is None, 20, what=f"{HOST}'s session to end")
+
+    try:
+        with server.client() as client:
+            first = session({"rack": "r1"})
+            written = stored_revision()
+            again = session({"rack": "r1"})
+            assert stored_revision() == written
+            assert again.registered_at == first.registered_at
+            moved = session({"rack": "r2"})
+            assert stored_revision() > written
+            assert moved.registered_at > first.registered_at
+    finally:
+        server.stop()
