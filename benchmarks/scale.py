@@ -655,9 +655,9 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
         cluster.etcd = etcd = EtcdServer(data_dir=work / "etcd" / "data").start()
         metrics_port = free_port()
         read_address = f"127.0.0.1:{free_port()}"
+        read_port = ["--read-listen", read_address] if args.reads_from != "main-only" else []
         server_args = [
-            "--read-listen",
-            read_address,
+            *read_port,
             "--heartbeat-interval",
             args.heartbeat_interval,
             "--host-down-after",
@@ -1055,7 +1055,9 @@ def restart(
     killed_at = time.time()
     since = iso_at(killed_at)
     cluster.server.kill()
-    cluster.server = server = cluster.server.again("server-restarted.log").start(timeout=120)
+    cluster.server = server = cluster.server.again("server-restarted.log").start(
+        timeout=120, probe="info"
+    )
     if cluster.client is not None:
         cluster.client.close()
     cluster.client = client = server.client(timeout=60)
@@ -1437,9 +1439,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--reads-from",
-        choices=("read-port", "main"),
+        choices=("read-port", "main", "main-only"),
         default="read-port",
-        help="where the 3rd client reads: the server's read port (--read-listen) or its main port",
+        help="where the 3rd client reads: the server's read port (--read-listen) or its main "
+        "port; main-only: the server has no read port (a server's default)",
     )
     parser.add_argument("--heartbeat-interval", default="5s")
     parser.add_argument("--host-down-after", default="15s")

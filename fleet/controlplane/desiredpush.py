@@ -43,7 +43,8 @@ _PUSH_MIN_GAP = 0.5
 # the short gap. Every set a host takes costs a reconcile there and its reports here
 # (stored, counted, watched back): in the 100,000-replica apply at 1,000 hosts (its
 # commits last about 10 s) a 2 s gap built 9,200 sets, first ones included, and all ran
-# in 35-37 s; a 4 s gap built 4,800 and all ran in 27 s; host loss was no slower (16 s).
+# in 35-40 s; a 4 s gap built 4,800, and all ran in 27-35 s (four runs); host loss was
+# no slower (16-20 s).
 _PUSH_WIDE_GAP = 4.0
 _WIDE_CHANGE = 64  # hosts whose sets one look of the dispatcher found changed
 

@@ -47,12 +47,19 @@ class FleetServerProcess:
             args, log_dir / (log_name or f"server-{port}.log"), name="fleet server"
         )
 
-    def start(self, timeout: float = 30.0) -> FleetServerProcess:
+    def start(self, timeout: float = 30.0, *, probe: str = "hosts") -> FleetServerProcess:
+        """Start it and wait until it answers ``probe``: ``hosts`` (GetHosts, by when
+        its informer has listed the pool) or ``info`` (GetServerInfo, the cheapest
+        call: while 5,000 hosts reconnect, a GetHosts takes more than the probe's 2 s)."""
         self.process.start()
         try:
             with self.client(timeout=2) as client:
                 self.process.wait_ready(
-                    lambda: client.hosts() is not None, timeout, what="fleet server to answer"
+                    (lambda: client.hosts() is not None)
+                    if probe == "hosts"
+                    else (lambda: client.server_info() is not None),
+                    timeout,
+                    what="fleet server to answer",
                 )
         except BaseException:
             self.process.stop()
