@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import Protocol
@@ -102,6 +103,9 @@ class EventSink(Protocol):
 
 
 _COMMITS_IN_FLIGHT = 4  # apps' plans being written while the next is planned
+# A new leader's grace goes on while hosts keep coming back (``ReplicaController``).
+GRACE_WHILE_RETURNING = 5.0  # seconds after the last host that came back in it
+GRACE_MAX_FACTOR = 4.0  # times ``start_grace`` from the first look, at most
 _SLOW_ROUND = 1.0  # a round that planned for this long says so in the log
 _MAX_PAUSE = 1.0  # seconds between two rounds, at most (``run``)
 # How long a round waits for its events to be stored: an event log that hangs (an etcd
@@ -139,7 +143,11 @@ class ReplicaController:
     leader and be on its way back (the agents' reconnect backoff is capped at some
     seconds). It is timed from the grace's end: a restart or a leader change must not
     move the replicas of hosts still reconnecting (#24 item 6); a host that is really
-    gone is announced and moved that much later."""
+    gone is announced and moved that much later. While hosts counted down in the grace
+    keep coming back, it lasts until none has for ``GRACE_WHILE_RETURNING`` seconds
+    (at most ``GRACE_MAX_FACTOR`` times ``start_grace``): a thousand hosts reconnecting
+    to a restarted server came back over 20 s, and a fixed grace announced the last 289
+    of them down (nothing moved; the false host-down events were what was wrong)."""
 
     def __init__(
         self,
@@ -166,6 +174,7 @@ class ReplicaController:
         self._down_since: dict[str, float] = {}
         self._announced: set[str] = set()  # hosts with a host-down event and no host-up yet
         self._grace_until: float | None = None  # set at the first look at the state
+        self._grace_cap = math.inf  # the latest the grace may last (from the first look)
         self.pending: dict[str, dict[int, str]] = {}  # app -> slot -> reason (for the API)
         self._wake_at: float | None = None  # a replica becomes available, a deadline passes
         self._min_interval = min_interval
@@ -227,6 +236,18 @@ class ReplicaController:
         changes = []
         if self._grace_until is None:
             self._grace_until = now + self._start_grace
+            self._grace_cap = now + GRACE_MAX_FACTOR * self._start_grace
+        back_in_grace = [
+            h for h in self._down_since.keys() & state.alive.keys() if h not in self._announced
+        ]
+        if back_in_grace and now <= self._grace_until:
+            # Hosts are still coming back: those yet to come get longer, and every host
+            # counted down in the grace is timed from its new end.
+            grace = min(self._grace_cap, max(self._grace_until, now + GRACE_WHILE_RETURNING))
+            for host_id, since in self._down_since.items():
+                if since == self._grace_until:
+                    self._down_since[host_id] = grace
+            self._grace_until = grace
         in_grace = now <= self._grace_until
         for host_id in sorted(state.hosts.keys() - state.alive.keys()):
             if host_id in self._down_since:

@@ -337,6 +337,54 @@ def test_a_host_lost_during_the_grace_is_timed_from_its_end_and_then_announced(
     assert (moved.slot, moved.host) == (1, "h1")
 
 
+def come_back(cluster: Cluster, host: str) -> None:
+    """``host``'s agent registered again (with the new leader)."""
+    cluster.put(LAYOUT.alive(host), LiveRecord(server="cp2", connected_at="t1"))
+
+
+def test_the_grace_lasts_while_hosts_keep_coming_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    h = make_harness(monkeypatch, reschedule_after=2.0, start_grace=3.0)
+    cut_off(h.cluster, "h1")
+    cut_off(h.cluster, "h2")  # both away at the first look: a restart's reconnect storm
+    h.round()
+    h.clock.now = NOW + 2.5
+    come_back(h.cluster, "h1")  # one is back: others may be on their way
+    h.round()
+    h.clock.now = NOW + 4.0  # past the first grace (3 s), within the one extended to 7.5
+    h.round()
+    assert ("host-down", "h2") not in h.events.kinds, "a host still reconnecting announced"
+    h.clock.now = NOW + 8.0  # nobody came back for GRACE_WHILE_RETURNING: it is over
+    h.round()
+    assert [e for e in h.events.kinds if e[0] == "host-down"] == [("host-down", "h2")]
+    h.clock.now = NOW + 9.0
+    h.round()
+    assert h.store.put == [], "timed from the grace's first end, not its last"
+    h.clock.now = NOW + 10.0  # the grace's end (7.5) + reschedule_after
+    h.round()
+    [moved] = h.store.put
+    assert (moved.slot, moved.host) == (1, "h1")
+
+
+def test_a_grace_kept_going_by_returns_ends_at_its_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    h = make_harness(monkeypatch, reschedule_after=2.0, start_grace=3.0)
+    cut_off(h.cluster, "h2")  # away, and never back
+    h.round()
+    cap = NOW + controller_module.GRACE_MAX_FACTOR * 3.0
+    now = NOW
+    while now < cap - 1.0:  # h1 flaps: it keeps coming back within the grace
+        now += 1.0
+        h.clock.now = now
+        cut_off(h.cluster, "h1")
+        h.round()
+        come_back(h.cluster, "h1")
+        h.round()
+        downs = [e for e in h.events.kinds if e[0] == "host-down"]
+        assert downs == [], f"announced at {now - NOW:g} s, before the grace's cap"
+    h.clock.now = cap + 0.5
+    h.round()
+    assert ("host-down", "h2") in h.events.kinds
+
+
 def test_a_new_leaders_grace_covers_an_agents_reconnect_backoff() -> None:
     [cap] = [f.default for f in dataclasses.fields(AgentConfig) if f.name == "reconnect_max"]
     assert cap == AGENTS_BACK_WITHIN
