@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from fleet.agent.runtime import ObservedContainer
 from fleet.proto import fleet_pb2 as pb
 
-__all__ = ["HealthStatus", "Prober", "check_delay", "probe", "record"]
+__all__ = ["HealthStatus", "Prober", "ProcessGone", "check_delay", "probe", "record"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,11 @@ def _interval(check: pb.HealthCheck) -> float:
     return max(0.1, float(check.interval_seconds or 2.0))
 
 
+class ProcessGone(Exception):
+    """The container's main process is gone (it stopped, or the container was removed):
+    there is nothing to check, and nothing to say about its health."""
+
+
 def _socket_in(pid: int) -> socket.socket:
     """A TCP socket in the network namespace of process ``pid`` (needs CAP_SYS_ADMIN).
 
@@ -108,7 +113,10 @@ def _socket_in(pid: int) -> socket.socket:
     with _setns_lock:
         own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         try:
-            target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+            try:
+                target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+            except (FileNotFoundError, ProcessLookupError):
+                raise ProcessGone(pid) from None
             try:
                 if _libc.setns(target, _CLONE_NEWNET) != 0:
                     errno = ctypes.get_errno()
@@ -128,7 +136,8 @@ def _socket_in(pid: int) -> socket.socket:
 
 
 async def probe(check: pb.HealthCheck, pid: int) -> tuple[bool, str]:
-    """Run one http or tcp check against the container whose main process is ``pid``."""
+    """Run one http or tcp check against the container whose main process is ``pid``;
+    ``ProcessGone`` when that process is gone."""
     try:
         return await asyncio.wait_for(_probe(check, pid), check.timeout_seconds or 1.0)
     except TimeoutError:
@@ -205,7 +214,15 @@ class Prober:
         cid = container.container_id
         early = 0
         while True:
-            passed, message = await probe(check, container.pid)
+            try:
+                passed, message = await probe(check, container.pid)
+            except ProcessGone:
+                # Stopped or removed since the last look (the next ``sync`` drops it). Not
+                # "unhealthy": that report outlived the container and failed a rollout
+                # whose new container was placed on this host in the same slot and
+                # revision (the soak, seed 25), before that container's own first check.
+                log.debug("%s: its process is gone; checks end", container.name)
+                return
             before = self.statuses.get(cid, HealthStatus("starting"))
             after = record(before, passed, message, self._clock(), started, check)
             self.statuses[cid] = after

@@ -5,13 +5,15 @@ the interval would."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleet.agent.health import HealthStatus, check_delay, record
+from fleet.agent.health import HealthStatus, Prober, ProcessGone, check_delay, probe, record
+from fleet.agent.runtime import ObservedContainer
 from fleet.proto import fleet_pb2 as pb
 
 START = 1_000.0
@@ -120,3 +122,45 @@ def test_property_early_checks_only_ever_help(
     assert all(
         len([u for u in times if t <= u < t + interval]) <= interval / 0.1 + 2 for t in times
     )
+
+
+def gone_pid() -> int:
+    """A pid no process has (pids above the kernel's pid_max are never given out)."""
+    with open("/proc/sys/kernel/pid_max") as f:
+        return int(f.read()) + 1
+
+
+async def test_a_check_of_a_process_that_is_gone_says_so_not_unhealthy() -> None:
+    with pytest.raises(ProcessGone):
+        await probe(health(), gone_pid())
+
+
+async def test_the_prober_stops_checking_a_container_whose_process_is_gone() -> None:
+    """A container stopped or removed between two looks is not reported unhealthy (its
+    report outlived it and failed the rollout of a new container in its slot)."""
+    changes: list[str] = []
+    prober = Prober(lambda: changes.append("changed"))
+    container = ObservedContainer(
+        container_id="c1",
+        name="web.1.abc",
+        app="web",
+        slot=1,
+        revision=9,
+        spec_hash="abc",
+        restart="always",
+        stop_grace=1.0,
+        state="running",
+        exit_code=0,
+        oom_killed=False,
+        started_at="2026-12-05T00:00:00Z",
+        finished_at=None,
+        ports=(),
+        pid=gone_pid(),
+        health_check=health(retries=1),
+    )
+    prober.sync([container])
+    [task] = prober._tasks.values()
+    await asyncio.wait_for(task, 5)
+    assert prober.statuses["c1"].status == "starting"
+    assert changes == []
+    prober.close()
