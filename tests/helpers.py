@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import inspect
 import json
 import os
@@ -97,9 +98,14 @@ def tcp_peers(pid: int) -> set[tuple[str, int]]:
 
 
 def http_get(address: str, port: int, timeout: float = 2.0) -> str:
-    with urllib.request.urlopen(f"http://{address}:{port}/", timeout=timeout) as response:
-        body: bytes = response.read()
-        return body.decode()
+    """The body at ``/``. An answer cut off (a container stopping mid-answer: http.client's
+    IncompleteRead, which is no OSError) raises ConnectionError, as a refused one does."""
+    try:
+        with urllib.request.urlopen(f"http://{address}:{port}/", timeout=timeout) as response:
+            body: bytes = response.read()
+            return body.decode()
+    except http.client.HTTPException as error:
+        raise ConnectionError(f"{address}:{port}: the answer was cut off: {error!r}") from error
 
 
 def wait_http(address: str, port: int, expected: str, timeout: float = 20.0) -> str:
