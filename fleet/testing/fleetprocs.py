@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal
 
 from fleet.client import FleetClient
 from fleet.testing.certs import TestPKI, tls_args
@@ -47,7 +48,9 @@ class FleetServerProcess:
             args, log_dir / (log_name or f"server-{port}.log"), name="fleet server"
         )
 
-    def start(self, timeout: float = 30.0, *, probe: str = "hosts") -> FleetServerProcess:
+    def start(
+        self, timeout: float = 30.0, *, probe: Literal["hosts", "info"] = "hosts"
+    ) -> FleetServerProcess:
         """Start it and wait until it answers ``probe``: ``hosts`` (GetHosts, by when
         its informer has listed the pool) or ``info`` (GetServerInfo, the cheapest
         call: while 5,000 hosts reconnect, a GetHosts takes more than the probe's 2 s)."""
