@@ -164,6 +164,26 @@ def etcd_values(etcd: EtcdServer, prefix: str, page: int = 5_000) -> list[dict[s
         start = base64.b64decode(kvs[-1]["key"]) + b"\0"
 
 
+def etcd_revision(etcd: EtcdServer) -> int:
+    """etcd's current revision."""
+    result = etcd_post(etcd, "/v3/kv/range", {"key": b64(b"\0"), "count_only": True})
+    return int(result["header"]["revision"])
+
+
+def etcd_written_since(etcd: EtcdServer, prefix: str, revision: int, page: int = 5_000) -> int:
+    """How many keys under ``prefix`` were written after ``revision``."""
+    start, end = prefix.encode(), prefix_end(prefix.encode())
+    written = 0
+    while True:
+        body = {"key": b64(start), "range_end": b64(end), "limit": page, "keys_only": True}
+        result = etcd_post(etcd, "/v3/kv/range", body, timeout=60)
+        kvs = result.get("kvs") or []
+        written += sum(1 for kv in kvs if int(kv["mod_revision"]) > revision)
+        if not result.get("more") or not kvs:
+            return written
+        start = base64.b64decode(kvs[-1]["key"]) + b"\0"
+
+
 def etcd_db(etcd: EtcdServer) -> dict[str, int]:
     status = etcd_post(etcd, "/v3/maintenance/status", {})
     return {
@@ -1051,6 +1071,7 @@ def restart(
     assert cluster.etcd is not None and cluster.server is not None
     etcd = cluster.etcd
     before = {(r["app"], r["slot"]): r["host"] for r in etcd_values(etcd, prefix + "replicas/")}
+    revision_at_kill = etcd_revision(etcd)
     killed = time.monotonic()
     killed_at = time.time()
     since = iso_at(killed_at)
@@ -1062,15 +1083,18 @@ def restart(
         cluster.client.close()
     cluster.client = client = server.client(timeout=60)
     deadline = args.timeout_factor * (60 + 0.01 * hosts)
-    reconnected_at = settled_at = None
-    back = running = 0
+    reconnected_at = reported_at = settled_at = None
+    back = reported = running = 0
     while settled_at is None:
         now = time.monotonic()
         if now - killed > deadline:
-            raise Failed("the pool settled after a restart", {"alive": back, "running": running})
+            raise Failed(
+                "the pool settled after a restart",
+                {"alive": back, "reported": reported, "running": running},
+            )
         if reconnected_at is None:
             # Connected again: a liveness key written since the kill (the old server's
-            # stay until its lease expires).
+            # stay until its lease expires, or are taken over with it).
             try:
                 alive = etcd_values(etcd, prefix + "alive/hollow-")
             except OSError:  # etcd too slow to answer in the storm (seen at 5,000 hosts)
@@ -1078,12 +1102,24 @@ def restart(
             back = sum(1 for r in alive if r["connected_at"] >= since)
             if back >= hosts:
                 reconnected_at = now - killed
+        elif reported_at is None:
+            # Reported again: the host's status record written by its new session (at
+            # its first heartbeat), so what is stored of it is what it says now, not
+            # what it said before the restart (its reports are kept over a restart).
+            try:
+                status = etcd_values(etcd, prefix + "status/hollow-")
+            except OSError:
+                continue
+            reported = sum(1 for r in status if r["reported_at"] >= since)
+            if reported >= hosts:
+                reported_at = now - killed
         else:
             with contextlib.suppress(Exception):
                 running = sum(a.running for a in client.apps())
             if running >= replicas:
                 settled_at = now - killed
         time.sleep(max(0.0, WATCH - (time.monotonic() - now)))
+    rewritten = etcd_written_since(etcd, prefix + "reports/", revision_at_kill)
     grace = max(parse_duration(args.host_down_after), AGENTS_BACK_WITHIN)
     watch_until = killed + grace + parse_duration(args.reschedule_after) + 5
     while time.monotonic() < watch_until:
@@ -1098,7 +1134,9 @@ def restart(
         "hosts": hosts,
         "reconnected": back,
         "reconnected_seconds": _round(reconnected_at),
+        "reported_seconds": _round(reported_at),
         "settled_seconds": _round(settled_at),
+        "reports_rewritten": rewritten,
         "watched_seconds": round(time.monotonic() - killed, 1),
         "hosts_marked_down": len(downs),
         "hosts_marked_down_examples": downs[:5],
@@ -1247,9 +1285,11 @@ def size_table(run: dict[str, Any]) -> str:
         rows.append(
             (
                 "control plane restart",
-                f"hosts back {_at(rs['reconnected_seconds'])} s, all running "
+                f"hosts back {_at(rs['reconnected_seconds'])} s, all reported again "
+                f"{_at(rs.get('reported_seconds'))} s, all running "
                 f"{_at(rs['settled_seconds'])} s; {rs['hosts_marked_down']} hosts down, "
-                f"{rs['replicas_moved']} replicas moved",
+                f"{rs['replicas_moved']} replicas moved, "
+                f"{rs.get('reports_rewritten', '?')} reports written again",
             )
         )
     rows.append(("leadership lost (server log)", f"{lost} times"))

@@ -9,9 +9,11 @@ Registering writes the host's record (``registration``) and its liveness key, bo
 to this replica's own etcd lease; the key's revision names the session, and every
 report of the session is guarded on it. The session's end (the stream closes, or the
 ``LeaseKeeper`` finds the host silent for its TTL) deletes the host's liveness, status
-and report keys; this replica's death lets its lease expire, and them with it. No
-timestamps written for others, and no lease per host (etcd renews a stream's leases
-one after another: 5,000 of them fell minutes behind under load).
+and report keys; this replica's death lets its lease expire, and them with it, unless
+the replica restarted in its seat takes the lease over first (``seats``): then the
+keys stay, and a host's new session keeps its reports and writes only what changed.
+No timestamps written for others, and no lease per host (etcd renews a stream's
+leases one after another: 5,000 of them fell minutes behind under load).
 
 A certificate denied by ``fleet hosts remove`` (``denied/<serial>``) is refused at
 registration, and every session on every replica that presented it ends as soon as
@@ -23,15 +25,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 
 import grpc
 import grpc.aio
 
 from fleet._time import now_iso
+from fleet.controlplane import seats
 from fleet.controlplane._handlers import check_well_formed, refuse
 from fleet.controlplane._tasks import running
 from fleet.controlplane.agentevents import AgentEvents
@@ -63,10 +67,10 @@ from fleet.pki.subjects import expiry_from_auth_context, serial_from_auth_contex
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.secrets import SecretBox
-from fleet.store import ClusterState, Informer, Store, check_host_id
+from fleet.store import Alive, ClusterState, Informer, Store, check_host_id
 from fleet.store.events import EventLog
 from fleet.store.leases import LeaseKeeper
-from fleet.store.records import LiveRecord
+from fleet.store.records import ContainerReport, LiveRecord, ServingRecord
 
 __all__ = ["AgentService"]
 
@@ -89,12 +93,14 @@ class _Session:
         lease: int,
         outbox: asyncio.Queue[pb.ServerMessage],
         serial: str = "",
+        kept: Sequence[ContainerReport] = (),
     ) -> None:
         self.host_id = host_id
         self.revision = revision  # of the host's liveness key: guards the session's writes
         self.lease = lease  # this replica's, which the session's keys are bound to
         self.outbox = outbox
         self.serial = serial  # of the certificate the agent presented ("" : plaintext)
+        self.kept = kept  # the reports stored of the previous session, kept for this one
         self.pending: dict[str, asyncio.Queue[pb.ContainerResponse]] = {}
         self.execs: dict[str, ExecRelay] = {}  # exec sessions with streamed input, by id
         self.denied: str | None = None  # why the session must end: its certificate is denied
@@ -149,6 +155,9 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self.events = AgentEvents(events, event_limits)
         self.reports = ReportQueue(store)
         self._lease: int | None = None  # this replica's (see _serving_lease)
+        self._seat = ""  # where it serves (take_seat): its lease is recorded there
+        self._stopping = False
+        self._boot = seats.boot_id()
         self._lease_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
         self._report_writer: asyncio.Task[None] | None = None
@@ -168,7 +177,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             if first.WhichOneof("kind") != "register":
                 raise InvalidArgument("the first message on the agent stream must be Register")
             serial, expires = self._check_identity(context, first.register.host_id)
-            host_id, revision, lease = await self._register(first.register, serial, expires)
+            host_id, alive, lease = await self._register(first.register, serial, expires)
         except FleetError as error:
             log.warning("agent registration from %s refused: %s", context.peer(), error)
             refuse(context, grpc_code_for(error), details(error))
@@ -184,7 +193,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
             )
         )
         outbox: asyncio.Queue[pb.ServerMessage] = asyncio.Queue()
-        session = _Session(host_id, revision, lease, outbox, serial)
+        revision = alive.session
+        session = _Session(host_id, revision, lease, outbox, serial, alive.reports)
         self._sessions[host_id] = session
         # Denied between the check and now (the dispatcher looks only at changes).
         found = self._informer.state().denied.get(serial) if serial else None
@@ -225,7 +235,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
             log.info("host %s disconnected: %s", host_id, how)
             self.reports.forget(host_id, revision)
             self._keeper.unwatch(revision)
-            await self._mark_gone(host_id, revision)
+            if not self._stopping:  # (see stopping)
+                await self._mark_gone(host_id, revision)
 
     async def _mark_gone(self, host_id: str, revision: int) -> None:
         try:
@@ -243,16 +254,63 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    async def take_seat(self, seat: str) -> None:
+        """Serve from ``seat`` (before any agent registers): take over the lease of the
+        replica that served there before, if it is alive and its holder gone (see
+        ``seats``). Its hosts' keys stay; each is watched for silence as if its host had
+        just spoken, so a host that does not come back is marked down one TTL from now."""
+        self._seat = seat
+        record = await self._store.get_serving(seat)
+        why = (
+            "none recorded"
+            if record is None
+            else seats.why_not_taken(record, seat=seat, boot=self._boot, pid=os.getpid())
+        )
+        seats.held_here.add(seat)
+        if record is None or why is not None:
+            log.info("serving as %s with a new lease (the last one's: %s)", seat, why)
+            return
+        ttl = await asyncio.to_thread(self._keeper.renew_now, record.lease)
+        if ttl <= 0:
+            log.info("serving as %s with a new lease: the last one has expired", seat)
+            return
+        async with self._lease_lock:
+            self._keeper.hold(record.lease, ttl)
+            self._lease = record.lease
+            await self._record_lease(record.lease)
+        sessions = await self._store.sessions_on(record.lease)
+        for host_id, session in sessions:
+            self._watch(host_id, session)
+        log.info(
+            "serving as %s with the lease of %s (pid %d), and its %d hosts' keys",
+            seat,
+            record.server,
+            record.pid,
+            len(sessions),
+        )
+
     async def _serving_lease(self) -> int:
-        """This replica's lease, which its hosts' keys are bound to: granted at the first
-        registration, and again once lost (its sessions then end, and reconnect)."""
+        """This replica's lease, which its hosts' keys are bound to: taken over at start
+        (``take_seat``), or granted at the first registration, and again once lost (its
+        sessions then end, and reconnect)."""
         async with self._lease_lock:
             if self._lease is None or self._keeper.lost(self._lease) is not None:
                 if self._lease is not None:
                     self._keeper.release(self._lease)
                 self._lease = await self._store.grant_lease(self._lease_ttl)
                 self._keeper.hold(self._lease, self._lease_ttl)
+                await self._record_lease(self._lease)
             return self._lease
+
+    async def _record_lease(self, lease: int) -> None:
+        if self._seat:
+            record = ServingRecord(
+                server=self._server_id, lease=lease, boot_id=self._boot, pid=os.getpid()
+            )
+            await self._store.put_serving(self._seat, record)
+
+    def _watch(self, host_id: str, session: int) -> None:
+        self._keeper.watch(session, self._lease_ttl, lambda: self._silent(host_id, session))
 
     async def RenewCertificate(
         self, request: pb.CertificateRequest, context: grpc.aio.ServicerContext
@@ -312,7 +370,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
 
     async def _register(
         self, register: pb.Register, serial: str = "", cert_expires: str = ""
-    ) -> tuple[str, int, int]:
+    ) -> tuple[str, Alive, int]:
         host_id = check_host_id(register.host_id)
         taken = daemon_taken(self._informer.state(), host_id, dict(register.facts))
         if taken is not None:
@@ -355,9 +413,11 @@ class AgentService(pb_grpc.AgentServiceServicer):
             )
         live = LiveRecord(server=self._server_id, connected_at=now_iso())
         lease = await self._serving_lease()
-        revision = await self._store.mark_alive(host_id, live, lease)
-        self._keeper.watch(revision, self._lease_ttl, lambda: self._silent(host_id, revision))
-        return host_id, revision, lease
+        alive = await self._store.mark_alive(host_id, live, lease)
+        if alive.previous:
+            self._keeper.unwatch(alive.previous)  # over: its writes can no longer land
+        self._watch(host_id, alive.session)
+        return host_id, alive, lease
 
     async def _read(
         self, session: _Session, request_iterator: AsyncIterator[pb.AgentMessage]
@@ -365,6 +425,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
         host_id, revision, lease = session.host_id, session.revision, session.lease
         # Usage alone is rewritten every two heartbeats, at least every _STATUS_REFRESH.
         writer = ReportWriter(host_id, max(_STATUS_REFRESH, 2 * self._heartbeat_seconds))
+        writer.start_from(session.kept)
+        session.kept = ()
         async for message in request_iterator:
             self._keeper.heard(revision)
             check_well_formed(message)
@@ -443,9 +505,18 @@ class AgentService(pb_grpc.AgentServiceServicer):
         session.execs[session_id] = relay
         return relay
 
+    def stopping(self) -> None:
+        """The server is stopping: the sessions it cuts leave their hosts' keys as they
+        are, for the replica restarted in this seat to take over with the lease (or for
+        another replica to take over as each agent reconnects there)."""
+        self._stopping = True
+
     async def close(self) -> None:
-        """Stop the dispatcher and the writers (the sessions end with the server), and
-        let this replica's hosts go at once (their keys go with its lease)."""
+        """Stop the dispatcher and the writers (the sessions end with the server). The
+        lease is not revoked: the replica restarted in this seat takes it over, and the
+        hosts' keys with it; if none does, it expires one TTL from now, as a killed
+        replica's does (the agents reconnect to another replica meanwhile, which takes
+        their hosts over at once)."""
         await self._push.close()
         await self.edges.close()
         if self._report_writer is not None:
@@ -455,10 +526,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         await self.events.close()
         if self._lease is not None:
             self._keeper.release(self._lease)
-            try:
-                await self._store.revoke_lease(self._lease)
-            except FleetError as error:
-                log.warning("could not revoke this replica's lease (it expires): %s", error)
+        seats.held_here.discard(self._seat)
 
     def _end_denied(self, state: ClusterState) -> None:
         """End every session whose certificate is now denied (``fleet hosts remove``);

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
@@ -152,6 +153,16 @@ class ReportWriter:
         self._written_at = -math.inf
         self._skipped: set[str] = set()  # apps not named as fleet names them (logged once)
         self._stamps: set[str] = set()  # ready_since values already checked
+
+    def start_from(self, stored: Iterable[ContainerReport]) -> None:
+        """Start from the reports ``stored`` of the host (its previous session's, kept
+        for this one): a container its agent reports as stored is not written again.
+        Each is printed as the agent's report of it would be (``status_proto`` is
+        ``container_report``'s inverse); one that is not (a message cut short, say)
+        is only written again."""
+        for report in stored:
+            key = (report.app, report.slot, report.revision)
+            self._prints[key] = status_proto(report, 0.0, 0).SerializeToString(deterministic=True)
 
     def check(self, heartbeat: pb.Heartbeat) -> None:
         """Refuse a heartbeat that is malformed or too large for etcd: at once, in the

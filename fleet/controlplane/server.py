@@ -25,6 +25,7 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from fleet.controlplane import seats
 from fleet.controlplane._handlers import service_handler
 from fleet.controlplane.agents import AgentService
 from fleet.controlplane.api import FleetService, ServerAbout
@@ -305,6 +306,11 @@ class ControlPlane:
         # An apply is one transaction, and the controllers write in chunks: neither
         # serve nor lead on a wrong idea of how large a transaction etcd takes.
         await self.store.check_txn_limit()
+        # Before any agent registers: the lease of this seat's last replica, with its
+        # hosts' keys, if it is gone (a restart) and the lease is not.
+        await self.agents.take_seat(
+            seats.seat_of(self.config.server_id, socket.gethostname(), self.port)
+        )
         self._tasks.append(asyncio.create_task(self._lead(), name="leadership"))
         if self.config.read_listen is not None:
             await self._serve_reads(self.config.read_listen)
@@ -483,6 +489,7 @@ class ControlPlane:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.election.resign()
+        self.agents.stopping()
         if self._token_server is not None:
             await self._token_server.stop(grace)
         await self._server.stop(grace)

@@ -28,12 +28,13 @@ from fleet.store.informer import Informer, Subscription
 from fleet.store.keys import DEFAULT_PREFIX, KeyLayout, check_host_id, check_name
 from fleet.store.leases import LeaseKeeper
 from fleet.store.state import ClusterState, Versioned
-from fleet.store.store import AppWrite, HostReport, Store
+from fleet.store.store import Alive, AppWrite, HostReport, Store
 
 __all__ = [
     "DEFAULT_MAX_TXN_OPS",
     "DEFAULT_PREFIX",
     "MIN_TXN_OPS",
+    "Alive",
     "AppWrite",
     "ClusterState",
     "Etcd",

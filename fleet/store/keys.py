@@ -31,6 +31,11 @@ top-level folders, so a prefix read or watch of one never drags in the others::
     maintenance                     the semaphore of hosts out for maintenance (drains)
     upgrade                         the coordinated OS upgrade walk (fleet upgrade-hosts)
     leader                          the leading control plane, bound to its lease
+    serving/<seat>                  the lease a control plane replica binds its hosts'
+                                    keys to, bound to that lease: a replica restarted on
+                                    the same machine and address takes it over (see
+                                    ``fleet.controlplane.seats``); not in the informer's
+                                    cache
     tokens/<id>                     a bearer token: its role and the hash of its secret
     join-tokens/<id>                a join token for new hosts: the hash of its secret,
                                     expiry, uses, the labels it gives, who joined with it
@@ -83,6 +88,7 @@ __all__ = [
     "ROUTES",
     "SECRETS",
     "SECRETS_KEY",
+    "SERVING",
     "STATUS",
     "TOKENS",
     "UPGRADE",
@@ -94,6 +100,7 @@ __all__ = [
     "Segment",
     "check_host_id",
     "check_name",
+    "check_seat",
     "check_serial",
 ]
 
@@ -140,6 +147,11 @@ def check_host_id(host_id: str) -> str:
 def check_serial(serial: str) -> str:
     """``serial`` if it is a certificate serial in lowercase hex, else InvalidArgument."""
     return _checked(_SERIAL, serial, "certificate serial", "lowercase hex digits (at most 40)")
+
+
+def check_seat(seat: str) -> str:
+    """``seat`` if it may name a control plane replica's seat (as a host id may be)."""
+    return _checked(_HOST_ID, seat, "replica seat", "a DNS name, as a host id")
 
 
 # ------------------------------------------------------------------ segments
@@ -382,6 +394,7 @@ REGISTRY_MIRROR = Folder("registry-mirror")
 MAINTENANCE = Folder("maintenance")
 UPGRADE = Folder("upgrade")
 LEADER = Folder("leader")
+SERVING = Folder("serving", (_Checked("<seat>", check_seat, _HOST_ID.pattern),))
 TOKENS = Folder("tokens", (_Label("<id>", "token id"),))
 JOIN_TOKENS = Folder("join-tokens", (_Label("<id>", "join token id"),))
 DENIED = Folder("denied", (_Checked("<serial>", check_serial, _SERIAL.pattern),))
@@ -408,6 +421,7 @@ FOLDERS: tuple[Folder, ...] = (
     MAINTENANCE,
     UPGRADE,
     LEADER,
+    SERVING,
     TOKENS,
     JOIN_TOKENS,
     DENIED,
@@ -596,6 +610,10 @@ class KeyLayout:
 
     def leader(self) -> bytes:
         return self.key(LEADER)
+
+    def serving(self, seat: str) -> bytes:
+        """The lease the replica in ``seat`` binds its hosts' keys to."""
+        return self.key(SERVING, seat)
 
     def policy(self) -> bytes:
         return self.key(POLICY)

@@ -197,6 +197,22 @@ class LeaseKeeper:
             return held.lost
         return await asyncio.shield(held.waiter)
 
+    def renew_now(self, lease: int) -> float:
+        """Renew ``lease`` once, at once (blocking: call it from a worker thread); its
+        TTL after the renewal, 0 if it has expired. For a lease taken over from a
+        predecessor, which may have a second left when it is taken."""
+        member = self._members.current
+        request = rpc.LeaseKeepAliveRequest(ID=lease)
+        try:
+            for response in self._stubs[member].LeaseKeepAlive(
+                iter([request]), timeout=self._timeout
+            ):
+                return float(response.TTL)
+        except grpc.RpcError as error:
+            self._members.failed(member, error.code(), error.details())
+            log.warning("lease keep-alive: %s", _describe(error))
+        return 0.0
+
     def release(self, lease: int) -> None:
         """Stop keeping the lease (its owner revokes it, or lets it expire)."""
         with self._lock:

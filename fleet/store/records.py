@@ -41,6 +41,7 @@ __all__ = [
     "SecretRecord",
     "SecretScope",
     "SecretsKeyRecord",
+    "ServingRecord",
     "SlotContainer",
     "StatusRecord",
     "TokenRecord",
@@ -358,6 +359,17 @@ class LiveRecord(_Record):
 
     server: str
     connected_at: str
+
+
+class ServingRecord(_Record):
+    """The lease a control plane replica binds its hosts' keys to, and which process
+    holds it: a replica restarted on the same machine takes the lease over once that
+    process is gone (``fleet.controlplane.seats``)."""
+
+    server: str  # its server id
+    lease: int
+    boot_id: str  # the machine's boot (/proc/sys/kernel/random/boot_id)
+    pid: int
 
 
 class PortBinding(_Record):

@@ -20,10 +20,10 @@ from fleet.errors import Conflict, FleetError, Unavailable
 from fleet.policy import Policy
 from fleet.store import records
 from fleet.store._etcd import Compare, Delete, DeletePrefix, Etcd, Put
-from fleet.store.keys import KeyLayout
+from fleet.store.keys import ALIVE, KeyLayout
 from fleet.store.state import Versioned
 
-__all__ = ["TXN_KEYS", "AppWrite", "HostReport", "Store"]
+__all__ = ["TXN_KEYS", "Alive", "AppWrite", "HostReport", "Store"]
 
 # Replicas (or reported keys) per transaction: etcd refuses more guards or operations
 # than its --max-txn-ops (128 by default), and a chunk of replicas also carries the app's
@@ -46,6 +46,17 @@ class AppWrite:
     # claim was read at (0: taken now, so it must not exist), and those it gives up.
     routes: tuple[tuple[str, int], ...] = ()
     released_routes: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class Alive:
+    """A host's new session (``Store.mark_alive``): its number, the previous one's (0:
+    none) and the reports it kept from it (none unless the previous session's keys were
+    bound to the same lease)."""
+
+    session: int
+    previous: int
+    reports: list[records.ContainerReport]
 
 
 @dataclass(frozen=True)
@@ -487,27 +498,62 @@ class Store:
     async def revoke_lease(self, lease: int) -> None:
         await self.etcd.revoke(lease)
 
-    async def mark_alive(self, host_id: str, live: records.LiveRecord, lease: int) -> int:
-        """Mark a host connected, its liveness key bound to ``lease`` (its control plane
-        replica's own); returns the session: the key's mod revision, which guards every
-        later write of the session.
+    async def get_serving(self, seat: str) -> records.ServingRecord | None:
+        """The lease the replica in ``seat`` bound its hosts' keys to, if it lives."""
+        kv = await self.etcd.get(self.keys.serving(seat))
+        return records.ServingRecord.model_validate_json(kv.value) if kv is not None else None
 
-        A new connection of the same host takes over: the previous session's keys go
-        in the same transaction (an agent that reconnects after a server restart need
-        not wait for that server's lease to expire). The transaction is guarded on the
-        key as it was read, so two sessions racing cannot both hold it.
+    async def put_serving(self, seat: str, record: records.ServingRecord) -> None:
+        """Record the lease of the replica in ``seat``, bound to that lease (one writer:
+        the replica in the seat)."""
+        await self.etcd.put(self.keys.serving(seat), record.dump(), lease=record.lease)
+
+    async def sessions_on(self, lease: int) -> list[tuple[str, int]]:
+        """The hosts whose liveness key is bound to ``lease``, each with its session
+        (the key's mod revision)."""
+        kvs, _ = await self.etcd.get_prefix(self.keys.folder_prefix(ALIVE))
+        sessions = []
+        for kv in kvs:
+            parsed = self.keys.parse_or_warn(kv.key)
+            if kv.lease == lease and parsed is not None and parsed.folder is ALIVE:
+                sessions.append((parsed.parts[0], kv.mod_revision))
+        return sessions
+
+    async def mark_alive(self, host_id: str, live: records.LiveRecord, lease: int) -> Alive:
+        """Mark a host connected, its liveness key bound to ``lease`` (its control plane
+        replica's own); the key's new mod revision names the session and guards every
+        later write of it.
+
+        A new connection of the same host takes over. When the previous session's keys
+        are bound to another lease, they go in the same transaction (an agent that
+        reconnects to another replica need not wait for the old one's lease to expire).
+        When they are bound to ``lease`` (a reconnect to the same replica, or to the one
+        restarted in its seat), the host's status and reports stay, and are read back
+        for the new session's writer to start from: a reconnect writes only what
+        changed. The transaction is guarded on the key as it was read, so two sessions
+        racing cannot both hold it; a write of the previous session, guarded on it, can
+        no longer land after it.
         """
         key = self.keys.alive(host_id)
         previous = await self.etcd.get(key)
+        kept = previous is not None and previous.lease == lease
         ops: list[Put | Delete | DeletePrefix] = []
-        if previous is not None:
+        if previous is not None and not kept:
             ops = self._session_ops(host_id)  # the liveness key itself is overwritten
         ops.append(Put(key, live.dump(), lease))
         guard = Compare(key, previous.mod_revision if previous is not None else 0)
         result = await self.etcd.txn([guard], ops)
         if not result.succeeded:
             raise Conflict(f"host {host_id!r} connected twice at once; retry")
-        return result.revision
+        reports: list[records.ContainerReport] = []
+        if kept:
+            kvs, _ = await self.etcd.get_prefix(self.keys.reports(host_id))
+            reports = [records.ContainerReport.model_validate_json(kv.value) for kv in kvs]
+        return Alive(
+            session=result.revision,
+            previous=previous.mod_revision if previous is not None else 0,
+            reports=reports,
+        )
 
     async def mark_gone(self, host_id: str, session: int) -> bool:
         """The host's ``session`` is over: its liveness, status and report keys go,

@@ -54,7 +54,7 @@ def stored_hosts(etcd_server: EtcdServer, prefix: str) -> dict[str, int]:
 async def connect(store: Store, lease: int, *hosts: str) -> dict[str, int]:
     """Each host's session: its liveness key's revision, bound to ``lease``."""
     live = LiveRecord(server="test", connected_at="2026-11-29T00:00:00Z")
-    return {host: await store.mark_alive(host, live, lease) for host in hosts}
+    return {host: (await store.mark_alive(host, live, lease)).session for host in hosts}
 
 
 def test_reports_of_many_hosts_share_transactions_and_go_with_their_session(

@@ -10,6 +10,8 @@ import math
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fleet.controlplane.reports import (
     MAX_REPORT_BYTES,
@@ -348,3 +350,79 @@ def test_a_stored_report_is_shown_as_the_agent_sent_it_with_its_usage() -> None:
     stored = container_report(sent)
     assert status_proto(stored, sent.cpu, sent.memory_bytes) == sent
     assert container_report(status_proto(stored, 0.0, 0)) == stored
+
+
+# ------------------------------------------------ starting from the stored reports
+
+
+def test_a_writer_started_from_the_stored_reports_writes_only_what_changed() -> None:
+    """A reconnect that keeps the previous session's reports (seats.py): the new
+    session's writer starts from them, so its first report writes the containers that
+    changed and those gone, and the status record (always, on a new session)."""
+    web, api, old = container("web", 0, 1), container("api", 2, 3), container("old", 0, 1)
+    writer = ReportWriter(HOST, REFRESH)
+    writer.start_from([container_report(c) for c in (web, api, old)])
+    restarted = container("api", 2, 3, restarts=1)
+    report = writer.report(heartbeat(web, restarted), 0.0)
+    assert report is not None
+    assert report.changed == [container_report(restarted)]
+    assert report.gone == [("old", 0, 1)]
+    assert report.status is not None
+
+
+def test_a_report_that_does_not_print_as_the_agent_sends_it_is_written_again() -> None:
+    """What is stored is not always what was sent (a message's terminal escapes are
+    taken out): such a container is written again, never taken as stored."""
+    sent = container(message="\x1b[31mboom\x1b[0m")
+    writer = ReportWriter(HOST, REFRESH)
+    writer.start_from([container_report(sent)])
+    report = writer.report(heartbeat(sent), 0.0)
+    assert report is not None
+    assert report.changed == [container_report(sent)]
+
+
+statuses = st.builds(
+    pb.ContainerStatus,
+    app=st.sampled_from(["web", "api"]),
+    slot=st.integers(0, 2**32 - 1),
+    revision=st.integers(0, 2**63 - 1),
+    spec_hash=st.text("0123456789abcdef", max_size=12),
+    container_id=st.text("0123456789abcdef", max_size=64),
+    name=st.text(max_size=20).filter(lambda t: "\x00" not in t),
+    state=st.sampled_from(["created", "running", "exited", "refused"]),
+    exit_code=st.integers(-(2**31), 2**31 - 1),
+    started_at=st.sampled_from(["", "2026-01-02T03:04:05.123456789Z"]),
+    ports=st.lists(
+        st.builds(
+            pb.PortMapping,
+            host_port=st.integers(0, 65535),
+            container_port=st.integers(0, 65535),
+            protocol=st.sampled_from(["tcp", "udp"]),
+        ),
+        max_size=3,
+    ),
+    message=st.text(st.characters(categories=["L", "N", "P", "Zs"]), max_size=40),
+    reason=st.sampled_from(["", "image-not-found", "create-failed"]),
+    health=st.sampled_from(["", "starting", "healthy", "unhealthy"]),
+    ready_since=st.sampled_from(["", "2026-01-02T03:04:05Z", "2026-01-02T03:04:05+02:00"]),
+    memory_limit=st.integers(0, 2**63 - 1),
+    restarts=st.integers(0, 2**32 - 1),
+    cpu=st.floats(0, 64),
+    memory_bytes=st.integers(0, 2**40),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(statuses, max_size=5, unique_by=lambda c: (c.app, c.slot, c.revision)))
+def test_property_stored_reports_print_as_the_agent_sent_them(
+    sent: list[pb.ContainerStatus],
+) -> None:
+    """Whatever an agent sends (well formed, without terminal escapes), a writer started
+    from what was stored of it finds nothing changed: ``status_proto`` inverts
+    ``container_report`` for every field the print covers."""
+    writer = ReportWriter(HOST, REFRESH)
+    writer.start_from([container_report(c) for c in sent])
+    report = writer.report(heartbeat(*sent), 0.0)
+    assert report is not None  # the status record, due on a new session
+    assert report.changed == []
+    assert report.gone == []

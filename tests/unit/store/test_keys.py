@@ -38,6 +38,7 @@ from fleet.store.keys import (
     ROUTES,
     SECRETS,
     SECRETS_KEY,
+    SERVING,
     STATUS,
     TOKENS,
     UPGRADE,
@@ -141,6 +142,7 @@ BUILT: list[tuple[bytes, Folder, tuple[object, ...]]] = [
     (LAYOUT.maintenance(), MAINTENANCE, ()),
     (LAYOUT.upgrade(), UPGRADE, ()),
     (LAYOUT.leader(), LEADER, ()),
+    (LAYOUT.serving("cp1.example.com-7400"), SERVING, ("cp1.example.com-7400",)),
     (LAYOUT.token("ci-bot"), TOKENS, ("ci-bot",)),
     (LAYOUT.join_token("3f2a9c0d11ab"), JOIN_TOKENS, ("3f2a9c0d11ab",)),
     (LAYOUT.denied("3f2a"), DENIED, ("3f2a",)),
@@ -413,6 +415,7 @@ SEGMENT_VALUES: dict[str, st.SearchStrategy[object]] = {
     "<name>": labels,
     "<id>": labels,
     "<host>": host_ids,
+    "<seat>": host_ids,
     "<serial>": st.from_regex(r"[0-9a-f]{1,40}", fullmatch=True),
     "<route>": st.one_of(
         st.integers(1, 65535).map(lambda p: f"tcp:{p}"),

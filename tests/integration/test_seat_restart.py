@@ -1,0 +1,211 @@
+"""A control plane restarted in its seat takes over its hosts' keys (#24 item 6): real
+``fleet server`` processes, a real agent on the namespaced Docker host, real etcd.
+
+Killed (or stopped) and started again on the same address, the replica takes over the
+lease its hosts' keys are bound to: the agent reconnects, the host's reports stay as
+they were (not one rewritten), its containers run on, and it is never marked down. A
+host that does not come back is marked down one TTL after the restart, as it would be
+had nothing restarted.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+from docker.errors import NotFound
+
+from fleet._time import epoch
+from fleet.client import FleetClient
+from fleet.spec import load_documents
+from fleet.store import KeyLayout
+from fleet.testing import DockerHost, EtcdServer, wait_until
+from fleet.testing.certs import TestPKI
+from fleet.testing.fleetprocs import FleetAgentProcess, FleetServerProcess
+from tests.conftest import ensure_image
+from tests.helpers import b64, etcd_json, etcd_post, prefix_end
+
+DOWN_AFTER = 4  # seconds: --host-down-after, short so a lost host shows soon
+
+
+class Stored(NamedTuple):
+    mod_revision: int
+    lease: int
+
+
+def stored(etcd: EtcdServer, prefix: bytes) -> dict[str, Stored]:
+    """Every key under ``prefix`` with its mod revision and lease, from etcd."""
+    body = {"key": b64(prefix), "range_end": b64(prefix_end(prefix))}
+    return {
+        base64.b64decode(kv["key"]).decode(): Stored(
+            int(kv["mod_revision"]), int(kv.get("lease", 0))
+        )
+        for kv in etcd_post(etcd, "/v3/kv/range", body).get("kvs") or []
+    }
+
+
+class Pool(NamedTuple):
+    etcd: EtcdServer
+    layout: KeyLayout
+    server: FleetServerProcess
+    agent: FleetAgentProcess
+    host: DockerHost
+
+
+@pytest.fixture
+def pool(
+    request: pytest.FixtureRequest,
+    etcd_server: EtcdServer,
+    clean_host: DockerHost,
+    pki: TestPKI,
+    tmp_path: Path,
+) -> Iterator[Pool]:
+    prefix = (
+        "/t-seat-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[-30:].strip("-") + "/"
+    )
+    timing = ["--host-down-after", f"{DOWN_AFTER}s", "--heartbeat-interval", "1s"]
+    server = FleetServerProcess(
+        etcd_server.endpoint, prefix, tmp_path, pki, log_name="server-1.log", extra_args=timing
+    ).start()
+    agent = FleetAgentProcess(
+        [server.address], clean_host.name, clean_host.docker_url, tmp_path, pki
+    ).start()
+    running = Pool(etcd_server, KeyLayout(prefix), server, agent, clean_host)
+    try:
+        yield running
+    finally:
+        agent.stop()
+        server.stop()  # unless the test got as far as its restart
+        print(agent.process.log_tail(40))
+
+
+def restart(pool: Pool, how: signal.Signals) -> FleetServerProcess:
+    """The server killed (SIGKILL) or stopped (SIGTERM), and started again on its address."""
+    if how is signal.SIGKILL:
+        pool.server.kill()
+    else:
+        pool.server.stop()
+    print(pool.server.process.log_tail(30))
+    return pool.server.again("server-2.log").start()
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
+def test_a_restarted_replica_takes_over_its_hosts_keys(pool: Pool, how: signal.Signals) -> None:
+    host, layout, etcd = pool.host.name, pool.layout, pool.etcd
+    with pool.server.client() as client:
+        wait_until(lambda: connected(client, host), 20, what="the agent to connect")
+        text = (
+            f"name: kept\nimage: {ensure_image(pool.host)}\nreplicas: 2\ncommand: [sleep, '3600']\n"
+        )
+        client.apply(load_documents(text, "kept.yaml"))
+        before = {c.id for c in wait_containers_of(pool, 2)}
+        reports = wait_until(
+            lambda: (found := running_reports(etcd, layout, host)) and len(found) == 2 and found,
+            30,
+            what="both containers reported running",
+        )
+    alive_key = layout.alive(host).decode()
+    alive = stored(etcd, layout.alive(host))[alive_key]
+    assert alive.lease != 0
+
+    restarted_at = time.time()
+    server = restart(pool, how)
+    try:
+        status_key = layout.status(host).decode()
+        # Back: a new session (the liveness key written again) and its first heartbeat
+        # stored (the host's status record written since the restart).
+        wait_until(
+            lambda: (
+                stored(etcd, layout.alive(host))[alive_key].mod_revision > alive.mod_revision
+                and reported_since(etcd, status_key, restarted_at)
+            ),
+            30,
+            what="the agent back, and its first report since the restart stored",
+        )
+        now = stored(etcd, layout.alive(host))[alive_key]
+        assert now.lease == alive.lease, "the liveness key is bound to a new lease"
+        # Not one report written again: the new session's writer started from them.
+        assert running_reports(etcd, layout, host) == reports
+        assert {c.id for c in wait_containers_of(pool, 2)} == before
+        with server.client() as client:
+            assert connected(client, host)
+            downs = [e for e in client.events(since_seconds=120) if e.kind == "host-down"]
+            assert downs == []
+        assert "with the lease of" in server.process.log_tail(200)
+    finally:
+        server.stop()
+        print(server.process.log_tail(40))
+
+
+def test_a_host_that_does_not_come_back_is_marked_down_one_ttl_after(pool: Pool) -> None:
+    host, layout, etcd = pool.host.name, pool.layout, pool.etcd
+    with pool.server.client() as client:
+        wait_until(lambda: connected(client, host), 20, what="the agent to connect")
+    alive_key = layout.alive(host).decode()
+    # The server first, so it cannot see the agent's stream end and mark the host down.
+    pool.server.kill()
+    pool.agent.kill()
+    server = pool.server.again("server-2.log").start()
+    started = time.monotonic()
+    try:
+        assert alive_key in stored(etcd, layout.alive(host)), "the host's keys went with the kill"
+        wait_until(
+            lambda: alive_key not in stored(etcd, layout.alive(host)),
+            DOWN_AFTER + 10,
+            what="the host that did not come back marked down",
+        )
+        took = time.monotonic() - started
+        assert took >= DOWN_AFTER - 1, f"marked down {took:.1f}s after the restart"
+        assert f"host {host}: nothing heard" in server.process.log_tail(200)
+    finally:
+        server.stop()
+        print(server.process.log_tail(40))
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def connected(client: FleetClient, host: str) -> bool:
+    return any(h.connected for h in client.hosts() if h.host_id == host)
+
+
+def wait_containers_of(pool: Pool, count: int) -> list[Any]:
+    """The host's ``count`` containers of the app, once all run (read through Docker)."""
+    docker = pool.host.client()
+    try:
+        found: list[Any] = []
+
+        def settled() -> bool:
+            nonlocal found
+            found = docker.containers.list(filters={"label": "fleet.app=kept"}, all=True)
+            return len(found) == count and all(c.status == "running" for c in found)
+
+        wait_until(settled, 60, what=f"{count} running containers", ignore=(NotFound,))
+        return found
+    finally:
+        docker.close()
+
+
+def running_reports(etcd: EtcdServer, layout: KeyLayout, host: str) -> dict[str, Stored]:
+    """The host's container reports that say running with their memory limit (which the
+    agent reports once it has sampled the container's stats: the report's last change),
+    with their mod revisions."""
+    keys = stored(etcd, layout.reports(host))
+    reports = {key: etcd_json(etcd, key) or {} for key in keys}
+    return {
+        key: at
+        for key, at in keys.items()
+        if reports[key].get("state") == "running" and reports[key].get("memory_limit", 0) > 0
+    }
+
+
+def reported_since(etcd: EtcdServer, status_key: str, since: float) -> bool:
+    record = etcd_json(etcd, status_key)
+    when = epoch(record["reported_at"]) if record else None
+    return when is not None and when >= since
