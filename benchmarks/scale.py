@@ -164,6 +164,21 @@ def etcd_values(etcd: EtcdServer, prefix: str, page: int = 5_000) -> list[dict[s
         start = base64.b64decode(kvs[-1]["key"]) + b"\0"
 
 
+def niced_group(proc: ManagedProcess, nice: int) -> ManagedProcess:
+    """``proc`` (started in a session of its own) niced as a whole.
+
+    With the kernel's autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled``,
+    on in Debian), every session is a group the cpu is shared between first, and a nice
+    level counts only among the processes of one group: each hollow process, in a
+    session of its own, took as much cpu as the control plane's whole session, however
+    niced (20 of them at 5,000 hosts). Its group's own nice level
+    (``/proc/PID/autogroup``) is what makes it yield."""
+    if nice and proc.pid is not None:
+        with contextlib.suppress(OSError):  # no autogroup here: the plain nice is all there is
+            Path(f"/proc/{proc.pid}/autogroup").write_text(f"{nice}\n")
+    return proc
+
+
 def etcd_revision(etcd: EtcdServer) -> int:
     """etcd's current revision."""
     result = etcd_post(etcd, "/v3/kv/range", {"key": b64(b"\0"), "count_only": True})
@@ -715,13 +730,14 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
             cmd += ["--hosts", str(count)]
             cmd += ["--first", str(first), "--name", "hollow", "--spread", f"{spread:g}"]
             proc = ManagedProcess(cmd, work / f"hollow-{i}.log", name=f"hollow {i}")
-            cluster.hollow.append(proc.start())
+            cluster.hollow.append(niced_group(proc.start(), args.hollow_nice))
             cluster.hollow_first.append(first)
             first += count
         cmd = [*niced, sys.executable, "-m", "fleet.testing.hollow", *common]
         cmd += ["--hosts", str(VICTIMS)]
         cmd += ["--name", "victim", "--spread", "2"]
-        cluster.victims = ManagedProcess(cmd, work / "victims.log", name="victims").start()
+        victims = ManagedProcess(cmd, work / "victims.log", name="victims").start()
+        cluster.victims = niced_group(victims, args.hollow_nice)
         result["hollow_processes"] = processes + 1
 
         began = time.monotonic()

@@ -81,6 +81,10 @@ _REGISTER_TIMEOUT = 10.0
 # The scheduler ignores usage older than STATS_STALE_AFTER (15 s).
 _STATUS_REFRESH = 5.0
 _NO_LIMITS = HostLimits()
+# An agent that lost its control plane tries again within this (its reconnect backoff's
+# cap, ``AgentConfig.reconnect_max``).
+AGENTS_BACK_WITHIN = 10.0
+_COMEBACK_TICK = 1.0  # seconds between looks at the hosts taken over that are not back
 
 
 class _Session:
@@ -157,6 +161,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self._lease: int | None = None  # this replica's (see _serving_lease)
         self._seat = ""  # where it serves (take_seat): its lease is recorded there
         self._stopping = False
+        self._comeback: seats.Comeback | None = None  # the hosts taken over, until back
         self._boot = seats.boot_id()
         self._lease_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
@@ -279,8 +284,12 @@ class AgentService(pb_grpc.AgentServiceServicer):
             self._lease = record.lease
             await self._record_lease(record.lease)
         sessions = await self._store.sessions_on(record.lease)
-        for host_id, session in sessions:
-            self._watch(host_id, session)
+        self._comeback = seats.Comeback(
+            time.monotonic(), self._lease_ttl, AGENTS_BACK_WITHIN, dict(sessions)
+        )
+        task = asyncio.create_task(self._await_comeback(self._comeback), name="comeback")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
         log.info(
             "serving as %s with the lease of %s (pid %d), and its %d hosts' keys",
             seat,
@@ -288,6 +297,20 @@ class AgentService(pb_grpc.AgentServiceServicer):
             record.pid,
             len(sessions),
         )
+
+    async def _await_comeback(self, comeback: seats.Comeback) -> None:
+        """Mark down the hosts taken over that did not come back (see ``Comeback``)."""
+        # (Polled: the deadline moves with every host that comes back.)
+        while comeback.waiting and not comeback.given_up(time.monotonic()):  # noqa: ASYNC110
+            await asyncio.sleep(_COMEBACK_TICK)
+        if comeback.waiting:
+            log.warning(
+                "%d hosts whose keys this replica took over did not come back: marking them down",
+                len(comeback.waiting),
+            )
+        for host_id, session in list(comeback.waiting.items()):
+            self._silent(host_id, session)
+        self._comeback = None
 
     async def _serving_lease(self) -> int:
         """This replica's lease, which its hosts' keys are bound to: taken over at start
@@ -416,6 +439,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
         alive = await self._store.mark_alive(host_id, live, lease)
         if alive.previous:
             self._keeper.unwatch(alive.previous)  # over: its writes can no longer land
+        if self._comeback is not None:
+            self._comeback.back(host_id, time.monotonic())
         self._watch(host_id, alive.session)
         return host_id, alive, lease
 

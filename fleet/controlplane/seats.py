@@ -11,6 +11,10 @@ seat on the same machine takes it over while it is alive: the hosts' keys stay, 
 reconnecting agent's session keeps its reports, and its writer starts from them, so a
 reconnect writes only what changed.
 
+The hosts whose keys come with the lease are waited for (``Comeback``): while they keep
+coming back (at 5,000 hosts a storm of reconnects takes a while), and then one TTL more
+for the rest, which are then marked down as hosts silent for a TTL are.
+
 Only a lease whose holder is gone is taken: the record names the machine's boot and the
 holder's pid, and a holder still running (or on another machine: a seat copied there,
 two replicas given one ``--server-id``) keeps its lease; the newcomer grants its own.
@@ -18,18 +22,23 @@ two replicas given one ``--server-id``) keeps its lease; the newcomer grants its
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleet.store.records import ServingRecord
 
-__all__ = ["boot_id", "held_here", "process_alive", "seat_of", "why_not_taken"]
+__all__ = ["Comeback", "boot_id", "held_here", "process_alive", "seat_of", "why_not_taken"]
 
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 _NOT_IN_SEAT = re.compile(r"[^a-z0-9.-]+")
 _SEAT_MAX = 253
+
+# The longest wait for the hosts taken over, in times their first wait (see Comeback).
+COMEBACK_MAX_FACTOR = 4.0
 
 # Seats held by replicas running in this process (tests run several): a pid check
 # cannot tell them apart, as every one has this pid.
@@ -82,3 +91,34 @@ def why_not_taken(
     if record.pid != pid and alive(record.pid):
         return f"its holder (pid {record.pid}) is still running"
     return None
+
+
+@dataclass
+class Comeback:
+    """The hosts whose keys a replica took over with its predecessor's lease, waited for
+    until each is back (pure: time is a parameter).
+
+    Each is given ``ttl`` (the host TTL) plus ``back_within`` (an agent's reconnect
+    backoff at most) from the takeover to come back, as a host silent for a TTL would
+    be; and while others keep coming back, until none has for a ``ttl``: a thousand
+    agents reconnecting at once are let in one by one, and the last are not down for
+    it. At most ``COMEBACK_MAX_FACTOR`` times the first wait."""
+
+    started: float
+    ttl: float
+    back_within: float
+    waiting: dict[str, int]  # host id -> the session taken over (its liveness key's)
+    last_back: float = field(default=-math.inf)
+
+    def back(self, host_id: str, now: float) -> None:
+        """``host_id`` registered again."""
+        if self.waiting.pop(host_id, None) is not None:
+            self.last_back = now
+
+    def given_up(self, now: float) -> bool:
+        """Whether the hosts still waited for are to be marked down at ``now``."""
+        first = self.ttl + self.back_within
+        waited = now - self.started
+        if waited >= COMEBACK_MAX_FACTOR * first:
+            return True
+        return waited >= first and now - self.last_back >= self.ttl

@@ -27,7 +27,7 @@ from grpc_reflection.v1alpha import reflection
 
 from fleet.controlplane import seats
 from fleet.controlplane._handlers import service_handler
-from fleet.controlplane.agents import AgentService
+from fleet.controlplane.agents import AGENTS_BACK_WITHIN, AgentService
 from fleet.controlplane.api import FleetService, ServerAbout
 from fleet.controlplane.auth import TokenGate
 from fleet.controlplane.controller import ReplicaController
@@ -65,15 +65,11 @@ from fleet.transport import (
 if TYPE_CHECKING:
     from fleet.dashboard import Dashboard
 
-__all__ = ["ControlPlane", "ServerConfig", "run_server"]
+__all__ = ["AGENTS_BACK_WITHIN", "ControlPlane", "ServerConfig", "run_server"]
 
 log = logging.getLogger(__name__)
 
 _SYNC_TIMEOUT = 30.0  # seconds a starting server waits for its first read of etcd
-# An agent that lost its control plane tries again within this (its reconnect backoff's
-# cap, ``AgentConfig.reconnect_max``): a new leader gives hosts it finds away at least
-# this long to come back before it counts them down (``ReplicaController``).
-AGENTS_BACK_WITHIN = 10.0
 
 # A caller may send MAX_REQUEST_BYTES (applies, agent reports) and receive up to
 # MAX_MESSAGE_BYTES. The same on the token port, where a request is read only once its
@@ -88,6 +84,18 @@ _SERVER_OPTIONS = [
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
+]
+
+# The main port, where every agent holds its stream. A grpc.aio server takes in one new
+# call at a time, one turn of the event loop each, and gRPC keeps the calls not yet
+# taken in waiting; past 1,000 waiting it refused more and more of them, all past 3,000
+# (its defaults): when 5,000 agents reconnected at once (a control plane restarted),
+# thousands were refused, each backing off up to 10 s before its next try, and the
+# storm lasted a minute and more. Let them wait instead (they are taken in within
+# seconds, a waiting call is a few KiB; past 30 s gRPC still gives up on one).
+_MAIN_PORT_OPTIONS = [
+    ("grpc.server.max_pending_requests", 20_000),
+    ("grpc.server.max_pending_requests_hard_limit", 40_000),
 ]
 
 # The token port is open to anyone who reaches it: bound what its connections hold
@@ -212,7 +220,7 @@ class ControlPlane:
         self.api.pending.leading = lambda: self.controller.pending if self.controller else None
         self.api.about = ServerAbout(self.server_id, lambda: self.controller is not None)
         self.metrics.lend_counts(self.api.counts)
-        self._server = grpc.aio.server(options=_SERVER_OPTIONS)
+        self._server = grpc.aio.server(options=[*_SERVER_OPTIONS, *_MAIN_PORT_OPTIONS])
         self._server.add_generic_rpc_handlers(
             (
                 service_handler("FleetService", self.api),
@@ -443,6 +451,8 @@ class ControlPlane:
                 self.informer,
                 self.events,
                 reschedule_after=reschedule_after,
+                # Hosts it finds away get at least an agent's reconnect backoff to come
+                # back before it counts them down.
                 start_grace=max(self.config.host_lease_ttl, AGENTS_BACK_WITHIN),
                 metrics=self.metrics,
                 views=self.api.views,
