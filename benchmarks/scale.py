@@ -1095,6 +1095,11 @@ def restart(
     cluster.server = server = cluster.server.again("server-restarted.log").start(
         timeout=120, probe="info"
     )
+    profiler = None
+    profiled = Path(tempfile.mkdtemp(prefix="fleet-bench-restart-profile-"))
+    pid = server.process.pid
+    if args.profile_restart and pid is not None:
+        profiler = start_profiler(pid, args.profile_restart, profiled / "profile.txt")
     if cluster.client is not None:
         cluster.client.close()
     cluster.client = client = server.client(timeout=60)
@@ -1136,6 +1141,7 @@ def restart(
                 settled_at = now - killed
         time.sleep(max(0.0, WATCH - (time.monotonic() - now)))
     rewritten = etcd_written_since(etcd, prefix + "reports/", revision_at_kill)
+    profile = finish_profiler(profiler, args.profile_restart, profiled) if profiler else None
     grace = max(parse_duration(args.host_down_after), AGENTS_BACK_WITHIN)
     watch_until = killed + grace + parse_duration(args.reschedule_after) + 5
     while time.monotonic() < watch_until:
@@ -1157,6 +1163,7 @@ def restart(
         "hosts_marked_down": len(downs),
         "hosts_marked_down_examples": downs[:5],
         "replicas_moved": sum(1 for k, h in before.items() if after.get(k) != h),
+        **({"profile": profile} if profile is not None else {}),
     }
 
 
@@ -1520,6 +1527,9 @@ def main() -> None:
     parser.add_argument("--keep-going", action="store_true", help="after a failed size")
     parser.add_argument("--profile", type=float, default=0, help="py-spy seconds")
     parser.add_argument("--profile-delay", type=float, default=0, help="after the apply")
+    parser.add_argument(
+        "--profile-restart", type=float, default=0, help="py-spy seconds of the restarted server"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--output", default="scale", help="file names: NAME.json, NAME.png")
     parser.add_argument("--keep-logs", action="store_true", help="keep the logs' directory")

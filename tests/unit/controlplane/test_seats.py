@@ -72,3 +72,42 @@ def test_process_alive_on_this_machine() -> None:
     assert seats.process_alive(os.getpid())
     pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
     assert not seats.process_alive(pid_max + 1)
+
+
+# ------------------------------------------------------------------ the comeback
+
+
+def comeback(*hosts: str) -> seats.Comeback:
+    return seats.Comeback(
+        started=100.0, ttl=15.0, back_within=10.0, waiting={h: i for i, h in enumerate(hosts)}
+    )
+
+
+def test_hosts_not_back_are_given_up_a_ttl_and_a_backoff_after_the_takeover() -> None:
+    wait = comeback("h1", "h2")
+    assert not wait.given_up(124.9)
+    assert wait.given_up(125.0)
+
+
+def test_while_hosts_keep_coming_back_the_rest_are_waited_for() -> None:
+    wait = comeback("h1", "h2", "h3")
+    wait.back("h1", 120.0)
+    wait.back("h2", 130.0)
+    assert wait.waiting == {"h3": 2}
+    assert not wait.given_up(144.9)  # 14.9 s since the last came back
+    assert wait.given_up(145.0)
+
+
+def test_the_wait_has_a_cap() -> None:
+    wait = comeback("h1", *(f"h{n}" for n in range(2, 200)))
+    now = 100.0
+    while not wait.given_up(now):
+        wait.back(f"h{int(now)}", now)  # one back every second, on and on
+        now += 1.0
+    assert now - 100.0 == seats.COMEBACK_MAX_FACTOR * 25.0
+
+
+def test_a_host_not_taken_over_does_not_count_as_back() -> None:
+    wait = comeback("h1")
+    wait.back("elsewhere", 124.0)
+    assert wait.given_up(125.0)
