@@ -108,6 +108,7 @@ GRACE_WHILE_RETURNING = 5.0  # seconds after the last host that came back in it
 GRACE_MAX_FACTOR = 4.0  # times ``start_grace`` from the first look, at most
 _SLOW_ROUND = 1.0  # a round that planned for this long says so in the log
 _MAX_PAUSE = 1.0  # seconds between two rounds, at most (``run``)
+_TRACK_EVERY = 0.2  # seconds: hosts going and coming looked at, at most this often in a pause
 # How long a round waits for its events to be stored: an event log that hangs (an etcd
 # member stopped, a lease grant retried member by member) must not hold every app's
 # plan, nor a host loss's moves, for as long.
@@ -218,6 +219,7 @@ class ReplicaController:
         wait to be moved starts when it is seen down, not at the next round)."""
         end = time.monotonic() + seconds
         changed = False
+        looked_at: int | None = None  # the hosts' part of the state last looked at
         while (left := end - time.monotonic()) > 0:
             try:
                 async with asyncio.timeout(left):
@@ -225,9 +227,17 @@ class ReplicaController:
             except TimeoutError:
                 break
             changed = True
+            state = self._informer.state()
+            hosts = state.changes.hosts if state.changes is not None else None
+            if hosts is not None and hosts == looked_at:
+                continue  # no host went or came (most changes are reports)
+            looked_at = hosts
             # Outside the pause's timeout: a host counted as announced must not have its
             # event's write cut off by it (``_record`` has a deadline of its own).
-            await self._track_liveness(self._informer.state(), time.time())
+            await self._track_liveness(state, time.time())
+            # At most every _TRACK_EVERY: in a storm of reconnects every registration
+            # changes the hosts, and each look walks every host.
+            await asyncio.sleep(max(0.0, min(_TRACK_EVERY, end - time.monotonic())))
         if changed:
             subscription.notify()  # what changed meanwhile: the next round looks at it
 

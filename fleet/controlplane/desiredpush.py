@@ -63,6 +63,7 @@ class DesiredPush:
         self._on_change = on_change
         self._specs = SpecCache(secrets)
         self._wakers: dict[str, asyncio.Event] = {}  # host -> its session's push wake-up
+        self._sessions_changed = 0  # counts the sessions' comings and goings
         self._wide_until = -math.inf  # monotonic: the wide gap holds until then
         self._dispatcher: asyncio.Task[None] | None = None
         # One set built a turn of the loop: a change that wakes 1,000 sessions put
@@ -79,6 +80,7 @@ class DesiredPush:
         wake = asyncio.Event()
         wake.set()  # the first set goes out at once
         self._wakers[host_id] = wake
+        self._sessions_changed += 1
         self._dispatcher = running(self._dispatcher, self._dispatch, "desired-dispatch")
         sent = ""
         inputs: object = None
@@ -107,6 +109,7 @@ class DesiredPush:
         finally:
             if self._wakers.get(host_id) is wake:
                 del self._wakers[host_id]
+                self._sessions_changed += 1
 
     def _message(
         self, host_id: str, inputs: object, sent: str
@@ -140,6 +143,7 @@ class DesiredPush:
         """On every batch of changes, wake the sessions whose inputs changed."""
         subscription = self._informer.subscribe()
         signatures: dict[str, tuple[int, int] | None] = {}
+        looked: tuple[int, int, int] | None = None  # what the last look saw
         try:
             while True:
                 await subscription.wait()
@@ -149,6 +153,15 @@ class DesiredPush:
                 changes = state.changes
                 if changes is None:  # a state that does not say what changed
                     signatures.clear()
+                else:
+                    # No host's inputs changed and no session came or went since the
+                    # last look (most changes: reports, reconnects): nothing to wake, and
+                    # no need to look at every session to know it.
+                    now_looking = (changes.shared, changes.host_inputs_seq, self._sessions_changed)
+                    if now_looking == looked:
+                        self._specs.forget_unused(state)
+                        continue
+                    looked = now_looking
                 hosts_changed = 0
                 for host_id, wake in list(self._wakers.items()):
                     signature = (

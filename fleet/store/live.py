@@ -64,6 +64,11 @@ class LiveState:
         self._apps: dict[str, int] = {}
         self._app_reports: dict[str, int] = {}
         self._host_inputs: dict[str, int] = {}
+        self._host_inputs_seq = 0  # the newest of them: no host's inputs changed since
+        # The copies the last snapshot took of _by_host and _host_inputs: shared by the
+        # next while no replica and no host record changes (at 5,000 hosts each copy is
+        # 5,000 entries, and a storm of reconnects or reports takes a snapshot a batch).
+        self._host_copies: tuple[dict[str, HostReplicas], dict[str, int]] | None = None
         self._slot_logs: dict[str, array[int]] = {}  # app -> slots changed, in order
         self._shared = self._hosts = self._placed = self._status = next(_sequence)
         self._snapshot: ClusterState | None = None
@@ -105,7 +110,8 @@ class LiveState:
             self._apps[position[0]] = seq
             self._shared = seq
         elif folder is keys.HOSTS:
-            self._hosts = self._host_inputs[position] = seq
+            self._hosts = self._host_inputs[position] = self._host_inputs_seq = seq
+            self._host_copies = None
         elif folder in (keys.ALIVE, keys.MAINTENANCE, keys.HOST_LABELS, keys.DENIED):
             self._hosts = seq  # (admin labels: which hosts an app may use)
         elif folder in (keys.SECRETS, keys.REGISTRY_MIRROR, keys.UPGRADE):
@@ -129,7 +135,8 @@ class LiveState:
 
     def _replica(self, position: tuple[str, int], record: Versioned[Any] | None) -> None:
         app, slot = position
-        seq = next(_sequence)
+        seq = self._host_inputs_seq = next(_sequence)
+        self._host_copies = None
         old = self._live.replicas.get(position)
         if old is not None:
             for host in {old.value.host, *([old.value.next.host] if old.value.next else [])}:
@@ -193,6 +200,9 @@ class LiveState:
         self._status_hosts.clear()
         tables: dict[str, Any] = {}
         by_app = dict(self._by_app)
+        if self._host_copies is None:
+            self._host_copies = (dict(self._by_host), dict(self._host_inputs))
+        by_host, host_inputs = self._host_copies
         for name in TABLES:
             if name == "replicas":
                 tables[name] = ReplicaTable(by_app)
@@ -209,7 +219,8 @@ class LiveState:
             changes=Changes(
                 apps=dict(self._apps),
                 reports=dict(self._app_reports),
-                host_inputs=dict(self._host_inputs),
+                host_inputs=host_inputs,
+                host_inputs_seq=self._host_inputs_seq,
                 shared=self._shared,
                 hosts=self._hosts,
                 placed=self._placed,
@@ -217,7 +228,7 @@ class LiveState:
                 slot_logs={app: (log, len(log)) for app, log in self._slot_logs.items()},
             ),
             _by_app=by_app,
-            _by_host=dict(self._by_host),
+            _by_host=by_host,
             _reports=dict(self._reports),
             _sorted=self._sorted,
             **tables,

@@ -113,6 +113,7 @@ class Changes:
     apps: Mapping[str, int]  # an app's own keys: app, revisions, replicas, rollout, job
     reports: Mapping[str, int]  # what agents report of an app's containers (usage aside)
     host_inputs: Mapping[str, int]  # a host's desired set: its replicas and host record
+    host_inputs_seq: int  # the newest of host_inputs (unchanged: no host's changed)
     shared: int  # revisions, secrets, the mirror, the upgrade walk: every host's desired set
     hosts: int  # host records, admin labels, liveness, maintenance, upgrades, denials
     placed: int  # any replica anywhere

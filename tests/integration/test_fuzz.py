@@ -170,6 +170,8 @@ def _allowed(key: str, value: bytes | None, baseline: dict[str, bytes]) -> bool:
         return True  # its containers' reports (its session's, like its status)
     if key == f"{PREFIX}leader":
         return True  # leadership is liveness (a lease), not desired state
+    if key.startswith(f"{PREFIX}serving/"):
+        return True  # the lease the server binds its hosts' keys to (liveness too)
     if key.startswith(f"{PREFIX}events/") and key not in baseline and value is not None:
         found = json.loads(value)  # a batch (a list) of events, or one event
         return all(_within_limits(e) for e in (found if isinstance(found, list) else [found]))

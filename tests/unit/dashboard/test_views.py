@@ -180,6 +180,7 @@ def _changes(**extra: object) -> Changes:
         "apps": {"web": 5},
         "reports": {"web": 6},
         "host_inputs": {},
+        "host_inputs_seq": 0,
         "shared": 1,
         "hosts": 2,
         "placed": 3,

@@ -453,6 +453,29 @@ def test_changes_move_exactly_the_parts_a_key_belongs_to(
     assert bumped(before, changes(live)) == expected
 
 
+@pytest.mark.parametrize(
+    ("key", "record", "expected"),
+    [case[1:] for case in CHANGE_CASES],
+    ids=[case[0] for case in CHANGE_CASES],
+)
+def test_host_inputs_seq_moves_exactly_when_a_hosts_inputs_move(
+    key: bytes, record: Any, expected: set[str]
+) -> None:
+    """What DesiredPush's dispatcher looks at before it looks at every session; and while
+    it stays, the next snapshot shares the hosts' tables with the last (a storm of
+    reconnects or reports takes a snapshot a batch, each 5,000 hosts' worth)."""
+    live = seeded()
+    first = live.snapshot()
+    before = changes(live)
+    live.apply(key, None if record is None else record.dump(), live.revision + 1)
+    second = live.snapshot()
+    after = changes(live)
+    moved = any(part.startswith("host_inputs:") for part in expected)
+    assert (after.host_inputs_seq != before.host_inputs_seq) == moved
+    assert (after.host_inputs is before.host_inputs) == (not moved)
+    assert (second._by_host is first._by_host) == (not moved)
+
+
 def test_admin_labels_reach_the_next_snapshot_and_not_an_earlier_one() -> None:
     """A host's admin labels (their folder, host-labels/, is the table host_labels) are
     in the snapshot after the change, as decode_state reads them, and not before."""
