@@ -303,14 +303,22 @@ class AgentService(pb_grpc.AgentServiceServicer):
         # (Polled: the deadline moves with every host that comes back.)
         while comeback.waiting and not comeback.given_up(time.monotonic()):  # noqa: ASYNC110
             await asyncio.sleep(_COMEBACK_TICK)
-        if comeback.waiting:
-            log.warning(
-                "%d hosts whose keys this replica took over did not come back: marking them down",
-                len(comeback.waiting),
-            )
-        for host_id, session in list(comeback.waiting.items()):
-            self._silent(host_id, session)
         self._comeback = None
+        down = []
+        for host_id, session in comeback.waiting.items():
+            try:
+                # Unless a newer session holds it: its agent went to another replica.
+                if await self._store.mark_gone(host_id, session):
+                    down.append(host_id)
+            except FleetError as error:
+                log.warning("host %s: could not mark it down: %s", host_id, error)
+        if down:
+            log.warning(
+                "%d of the hosts this replica took over did not come back: marked down (%s%s)",
+                len(down),
+                ", ".join(sorted(down)[:10]),
+                ", ..." if len(down) > 10 else "",
+            )
 
     async def _serving_lease(self) -> int:
         """This replica's lease, which its hosts' keys are bound to: taken over at start
