@@ -162,6 +162,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self._seat = ""  # where it serves (take_seat): its lease is recorded there
         self._stopping = False
         self._comeback: seats.Comeback | None = None  # the hosts taken over, until back
+        self._comeback_task: asyncio.Task[None] | None = None
         self._boot = seats.boot_id()
         self._lease_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
@@ -262,8 +263,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
     async def take_seat(self, seat: str) -> None:
         """Serve from ``seat`` (before any agent registers): take over the lease of the
         replica that served there before, if it is alive and its holder gone (see
-        ``seats``). Its hosts' keys stay; each is watched for silence as if its host had
-        just spoken, so a host that does not come back is marked down one TTL from now."""
+        ``seats``). Its hosts' keys stay, and the hosts are waited for
+        (``seats.Comeback``); those that do not come back are marked down."""
         self._seat = seat
         record = await self._store.get_serving(seat)
         why = (
@@ -287,9 +288,9 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self._comeback = seats.Comeback(
             time.monotonic(), self._lease_ttl, AGENTS_BACK_WITHIN, dict(sessions)
         )
-        task = asyncio.create_task(self._await_comeback(self._comeback), name="comeback")
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._comeback_task = asyncio.create_task(
+            self._await_comeback(self._comeback), name="comeback"
+        )
         log.info(
             "serving as %s with the lease of %s (pid %d), and its %d hosts' keys",
             seat,
@@ -304,6 +305,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
         while comeback.waiting and not comeback.given_up(time.monotonic()):  # noqa: ASYNC110
             await asyncio.sleep(_COMEBACK_TICK)
         self._comeback = None
+        if self._stopping:
+            return  # (see stopping)
         down = []
         for host_id, session in comeback.waiting.items():
             try:
@@ -557,6 +560,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._report_writer
         await self.events.close()
+        if self._comeback_task is not None:
+            self._comeback_task.cancel()
         if self._lease is not None:
             self._keeper.release(self._lease)
         seats.held_here.discard(self._seat)
