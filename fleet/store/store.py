@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
 from fleet._time import now_iso
 from fleet.errors import Conflict, FleetError, Unavailable
 from fleet.policy import Policy
@@ -548,7 +550,11 @@ class Store:
         reports: list[records.ContainerReport] = []
         if kept:
             kvs, _ = await self.etcd.get_prefix(self.keys.reports(host_id))
-            reports = [records.ContainerReport.model_validate_json(kv.value) for kv in kvs]
+            for kv in kvs:
+                # One this version cannot read (written by another) is not kept: the
+                # agent's next report of it is written over it.
+                with contextlib.suppress(ValidationError):
+                    reports.append(records.ContainerReport.model_validate_json(kv.value))
         return Alive(
             session=result.revision,
             previous=previous.mod_revision if previous is not None else 0,

@@ -205,3 +205,36 @@ def test_an_old_session_neither_replaces_nor_forgets_the_new_ones_heartbeat(
             await etcd.revoke(lease)
 
     asyncio.run(scenario())
+
+
+def test_a_reconnect_keeps_the_reports_of_its_lease_and_skips_an_unreadable_one(
+    etcd_server: EtcdServer,
+) -> None:
+    """A session that follows one bound to the same lease (a reconnect to the replica,
+    or to the one restarted in its seat) keeps the host's reports and reads them back;
+    one this version cannot read is left out, for the agent's next report to replace;
+    a session under another lease starts from nothing (the old keys go)."""
+    prefix = "/t-report-kept/"
+
+    async def scenario() -> None:
+        async with Etcd([etcd_server.endpoint]) as etcd:
+            store = Store(etcd, KeyLayout(prefix))
+            lease, other = await etcd.grant(60), await etcd.grant(60)
+            sessions = await connect(store, lease, "h1")
+            kept = reports(2)
+            assert await store.report_many(
+                [HostReport("h1", sessions["h1"], lease, status("h1"), kept)]
+            ) == [None]
+            await etcd.put(KeyLayout(prefix).report("h1", "web", 9, 1), b"{not json", lease=lease)
+            live = LiveRecord(server="cp", connected_at="2026-01-01T00:00:00Z")
+            again = await store.mark_alive("h1", live, lease)
+            assert again.previous == sessions["h1"] and again.session > again.previous
+            assert sorted(again.reports, key=lambda r: r.slot) == kept
+            assert stored_hosts(etcd_server, prefix) == {"h1": 3}
+            elsewhere = await store.mark_alive("h1", live, other)
+            assert elsewhere.reports == []
+            assert stored_hosts(etcd_server, prefix) == {}
+            await etcd.revoke(lease)
+            await etcd.revoke(other)
+
+    asyncio.run(scenario())
