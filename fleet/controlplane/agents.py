@@ -343,9 +343,6 @@ class AgentService(pb_grpc.AgentServiceServicer):
             )
             await self._store.put_serving(self._seat, record)
 
-    def _watch(self, host_id: str, session: int) -> None:
-        self._keeper.watch(session, self._lease_ttl, lambda: self._silent(host_id, session))
-
     async def RenewCertificate(
         self, request: pb.CertificateRequest, context: grpc.aio.ServicerContext
     ) -> pb.CertificateResponse:
@@ -452,7 +449,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
             self._keeper.unwatch(alive.previous)  # over: its writes can no longer land
         if self._comeback is not None:
             self._comeback.back(host_id, time.monotonic())
-        self._watch(host_id, alive.session)
+        session = alive.session
+        self._keeper.watch(session, self._lease_ttl, lambda: self._silent(host_id, session))
         return host_id, alive, lease
 
     async def _read(

@@ -497,9 +497,6 @@ class Store:
         """A lease for a control plane replica's hosts: their keys go when it expires."""
         return await self.etcd.grant(ttl)
 
-    async def revoke_lease(self, lease: int) -> None:
-        await self.etcd.revoke(lease)
-
     async def get_serving(self, seat: str) -> records.ServingRecord | None:
         """The lease the replica in ``seat`` bound its hosts' keys to, if it lives."""
         kv = await self.etcd.get(self.keys.serving(seat))
