@@ -211,12 +211,16 @@ def _shot(driver: Any, name: str) -> None:
 
 
 def _texts(driver: Any, selector: str) -> list[str]:
-    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, selector)]
+    """The texts of what ``selector`` finds, read in one go in the page: a live page
+    replaces its tables as it refreshes, and an element found, then read in a second
+    call, may be gone by then (StaleElementReferenceException)."""
+    script = "return Array.from(document.querySelectorAll(arguments[0]), e => e.innerText)"
+    return [str(t) for t in driver.execute_script(script, selector)]
 
 
 def _cell(driver: Any, row: str, column: str) -> str:
-    found = driver.find_elements(By.CSS_SELECTOR, f"{row} td.{column}")
-    return str(found[0].text) if found else ""
+    found = _texts(driver, f"{row} td.{column}")
+    return found[0] if found else ""
 
 
 def test_a_viewer_signs_in_and_sees_every_host_and_app(pool: Pool, browser: Any) -> None:
