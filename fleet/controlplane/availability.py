@@ -24,10 +24,16 @@ CRASH_RESTARTS = 3
 
 
 class Observed:
-    """What the agents report of one app's containers, by (slot, revision, host)."""
+    """What the agents report of one app's containers, by (slot, revision, host), as
+    one look at the state sees them (made for each look: it remembers what it worked
+    out, and the reports must not change under it)."""
 
     def __init__(self, reports: Mapping[tuple[int, int, str], ContainerReport]) -> None:
         self.reports = reports
+        # When each reported container became ready, by (slot, revision, host): a
+        # rollout's step asks of every container several times (at 2,000 replicas an
+        # app's plan was mostly parsing the same timestamps again).
+        self._ready_at: dict[tuple[int, int, str], float | None] = {}
 
     def report(self, container: SlotContainer) -> ContainerReport | None:
         return self.reports.get((container.slot, container.revision, container.host))
@@ -35,17 +41,31 @@ class Observed:
     def available_at(self, container: SlotContainer, min_ready: float) -> float | None:
         """When the container is (or will be, if nothing changes) available; None if it
         is not on its way there (not running, unhealthy, or not reported)."""
-        report = self.report(container)
-        if report is None or report.state != "running" or report.health not in ("", "healthy"):
-            return None
-        if crash_reason(report) is not None:
-            return None  # crash-looping: up now, down again soon
-        since = epoch(report.ready_since) if report.ready_since else None
-        return None if since is None else since + min_ready
+        ready_at = self.ready_at(container.slot, container.revision, container.host)
+        return None if ready_at is None else ready_at + min_ready
+
+    def ready_at(self, slot: int, revision: int, host: str) -> float | None:
+        """Since when the container of ``slot`` at ``revision`` on ``host`` is ready
+        (healthy, or running without a check, and not crash-looping); None if it is not."""
+        key = (slot, revision, host)
+        try:
+            return self._ready_at[key]
+        except KeyError:
+            found = self._ready_at[key] = _ready_at(self.reports.get(key))
+            return found
 
     def available(self, container: SlotContainer, min_ready: float, now: float) -> bool:
         at = self.available_at(container, min_ready)
         return at is not None and at <= now
+
+
+def _ready_at(report: ContainerReport | None) -> float | None:
+    """Since when a reported container is ready; None if it is not on its way there."""
+    if report is None or report.state != "running" or report.health not in ("", "healthy"):
+        return None
+    if crash_reason(report) is not None:
+        return None  # crash-looping: up now, down again soon
+    return epoch(report.ready_since) if report.ready_since else None
 
 
 def observe(state: ClusterState, app: str) -> Observed:

@@ -78,7 +78,7 @@ def step_rollout(planner: SlotPlanner, promoted: int) -> None:
     wake = _earliest(planner.wake_at(), drain_wake_at(planner))
     if rollout.state == "progressing" and not rollout.paused:
         failure = _failing(planner)
-        _, ready = _updated_counts(planner)
+        updated, ready = _updated_counts(planner)
         if promoted or ready > rollout.ready:
             # Progress seen now counts before the deadline is judged (the control plane
             # may have been away while it happened).
@@ -99,7 +99,8 @@ def step_rollout(planner: SlotPlanner, promoted: int) -> None:
             _fail(planner, rollout, mod, failure)
             return
         started = _replace_outdated(planner)
-        updated, ready = _updated_counts(planner)
+        if started:  # (nothing started: the slots are as counted above)
+            updated, ready = _updated_counts(planner)
         done = (
             updated == len(planner.slots) == len(planner.wanted)
             and all(r.next is None for r in planner.slots.values())
@@ -152,9 +153,9 @@ def _replace_outdated(planner: SlotPlanner) -> int:
     min_available = replicas - unavailable
     total = len(planner.slots) + sum(r.next is not None for r in planner.slots.values())
     available = sum(
-        planner.observed.available(c, planner.min_ready, planner.now)
+        planner.available(r)
+        + (r.next is not None and planner.available_on(r.slot, r.next.revision, r.next.host))
         for r in planner.slots.values()
-        for c in r.containers()
     )
     outdated = [
         r for r in planner.slots.values() if r.revision != planner.target and r.next is None
@@ -209,24 +210,39 @@ def _replace_in_place(planner: SlotPlanner, slots: list[int]) -> int:
 
 def _updated_counts(planner: SlotPlanner) -> tuple[int, int]:
     """Slots with a container of the target revision, and with an available one."""
-    updated = [
-        c for r in planner.slots.values() for c in r.containers() if c.revision == planner.target
-    ]
-    ready = {
-        c.slot for c in updated if planner.observed.available(c, planner.min_ready, planner.now)
-    }
-    return len({c.slot for c in updated}), len(ready)
+    target = planner.target
+    updated = ready = 0
+    for r in planner.slots.values():
+        nxt = r.next
+        own = r.revision == target
+        new = nxt is not None and nxt.revision == target
+        if not (own or new):
+            continue
+        updated += 1
+        if (own and planner.available_on(r.slot, target, r.host)) or (
+            new and nxt is not None and planner.available_on(r.slot, target, nxt.host)
+        ):
+            ready += 1
+    return updated, ready
 
 
 def _failing(planner: SlotPlanner) -> str | None:
-    """Why the target revision is failing, if a container of it is in trouble."""
-    for r in sorted(planner.slots.values(), key=lambda r: r.slot):
-        for c in r.containers():
-            if c.revision == planner.target:
-                reason = crash_reason(planner.observed.report(c))
-                if reason is not None:
-                    return reason
-    return None
+    """Why the target revision is failing, if a container of it is in trouble (the
+    lowest such slot's)."""
+    target, reports = planner.target, planner.observed.reports
+    first: tuple[int, str] | None = None
+    for r in planner.slots.values():
+        if first is not None and r.slot > first[0]:
+            continue
+        hosts = [r.host] if r.revision == target else []
+        if r.next is not None and r.next.revision == target:
+            hosts.append(r.next.host)
+        for host in hosts:
+            reason = crash_reason(reports.get((r.slot, target, host)))
+            if reason is not None:
+                first = (r.slot, reason)
+                break
+    return None if first is None else first[1]
 
 
 def _fail(planner: SlotPlanner, rollout: RolloutRecord, mod: int, reason: str) -> None:

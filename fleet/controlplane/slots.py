@@ -287,8 +287,14 @@ class SlotPlanner:
 
     def available(self, replica: ReplicaRecord) -> bool:
         """Whether the slot's own container is available now."""
-        own = replica.containers()[0]
-        return self.observed.available(own, self.min_ready, self.now)
+        return self.available_on(replica.slot, replica.revision, replica.host)
+
+    def available_on(self, slot: int, revision: int, host: str) -> bool:
+        """Whether the container of ``slot`` at ``revision`` on ``host`` is available
+        now. (The walks of every slot ask this, not ``Observed.available``: a
+        ``SlotContainer`` made for each question was a large part of a plan.)"""
+        at = self.observed.ready_at(slot, revision, host)
+        return at is not None and at + self.min_ready <= self.now
 
     # ---------------------------------------------------------------- steps
 
@@ -344,26 +350,30 @@ class SlotPlanner:
             if nxt.revision not in (self.target, replica.revision) or nxt.host in self.draining:
                 self.slots[slot] = replica.model_copy(update={"next": None})
                 continue
-            if self.observed.available(replica.containers()[1], self.min_ready, self.now):
+            if self.available_on(slot, nxt.revision, nxt.host):
                 self.slots[slot] = promoted(replica)
                 count += 1
         return count
 
     def wake_at(self) -> float | None:
         """The next time a container of these slots becomes available."""
-        times = [
-            at
-            for r in self.slots.values()
-            for c in r.containers()
-            if (at := self.observed.available_at(c, self.min_ready)) is not None and at > self.now
-        ]
-        return min(times) if times else None
+        ready_at, now, min_ready = self.observed.ready_at, self.now, self.min_ready
+        earliest: float | None = None
+        for r in self.slots.values():
+            places = [(r.revision, r.host)]
+            if r.next is not None:
+                places.append((r.next.revision, r.next.host))
+            for revision, host in places:
+                since = ready_at(r.slot, revision, host)
+                if since is not None and (at := since + min_ready) > now:
+                    earliest = at if earliest is None else min(earliest, at)
+        return earliest
 
     def finish(self) -> ReplicaPlan:
         if self.plan.app is not None:
             return self.plan  # a rollback is this round's change; the slots follow it next
         for slot, replica in sorted(self.slots.items()):
             before = self.original.get(slot)
-            if before != replica:
+            if before is not replica and before != replica:
                 self.plan.put.append((replica, self.mods.get(slot, 0)))
         return self.plan

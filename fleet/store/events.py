@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
 
 from fleet.errors import Unavailable
 from fleet.proto import fleet_pb2 as pb
@@ -43,8 +44,26 @@ _KEYS_PER_TXN = 8
 Wanted = Callable[[pb.Event], bool]
 
 
+# An event's fields as ``json_format.MessageToDict`` names them. Every field is a
+# string or a 32-bit number (JSON values as they are), so an event's dict is its fields
+# not at their default, in field order: what MessageToDict makes, at a fraction of its
+# cost (it was 4% of the control plane's cpu while 100,000 containers started).
+_EVENT_FIELDS = tuple((f.name, f.json_name) for f in pb.Event.DESCRIPTOR.fields)
+_PLAIN = {FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_UINT32}
+assert all(
+    f.type in _PLAIN and not f.is_repeated and not f.has_presence
+    for f in pb.Event.DESCRIPTOR.fields
+), "an Event field that is not a plain string or 32-bit number: _event_dict must learn it"
+
+
+def _event_dict(event: pb.Event) -> dict[str, object]:
+    return {
+        json_name: value for name, json_name in _EVENT_FIELDS if (value := getattr(event, name))
+    }
+
+
 def _encode(events: Sequence[pb.Event]) -> bytes:
-    return json.dumps([json_format.MessageToDict(e) for e in events]).encode()
+    return json.dumps([_event_dict(e) for e in events]).encode()
 
 
 def _decode(raw: bytes) -> list[pb.Event]:
