@@ -36,6 +36,7 @@ from fleet.store.records import (
     ResourceAmounts,
     RevisionRecord,
     RolloutRecord,
+    shared,
 )
 
 __all__ = ["ReplicaPlan", "SlotPlanner", "promoted"]
@@ -166,7 +167,7 @@ class SlotPlanner:
         self.original = dict(self.slots)
         # A slot's reservations and fixed ports are copies of its revision's: repair any
         # copy that disagrees, so the scheduler counts what the containers really ask.
-        for slot, replica in sorted(self.slots.items()):
+        for slot, replica in list(self.slots.items()):
             resources, ports = self._reservation(replica.revision)
             if (resources, ports) != (replica.resources, replica.host_ports):
                 self.slots[slot] = replica.model_copy(
@@ -256,8 +257,10 @@ class SlotPlanner:
         found = self._reservations.get(revision)
         if found is None:
             spec = self.template_for(revision)
+            # Shared: the slots' own (decoded, shared) reservations are then the same
+            # object, and checking every slot's copy (``__init__``) costs no comparison.
             found = (
-                ResourceAmounts(cpu=spec.resources.cpu, memory=spec.resources.memory),
+                shared(ResourceAmounts(cpu=spec.resources.cpu, memory=spec.resources.memory)),
                 fixed_host_ports(spec),
             )
             self._reservations[revision] = found

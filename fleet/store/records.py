@@ -7,7 +7,7 @@ mod revision the old one was read at (see ``fleet.store.store``).
 from __future__ import annotations
 
 import sys
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -46,6 +46,7 @@ __all__ = [
     "StatusRecord",
     "TokenRecord",
     "UpgradeRecord",
+    "shared",
     "usage_key",
 ]
 
@@ -57,6 +58,15 @@ RolloutState = Literal["progressing", "complete", "failed"]
 _FIELDS_SETS: dict[frozenset[str], set[str]] = {}
 _SHARED_VALUES: dict[object, object] = {}
 _SHARED_VALUES_MAX = 10_000  # distinct reservations are a few per app; past this, start over
+_R = TypeVar("_R")
+
+
+def shared(value: _R) -> _R:
+    """The instance of ``value`` that records share (``_Record``): a record made with
+    it holds the very object one decoded from etcd does, so they compare at once."""
+    if len(_SHARED_VALUES) >= _SHARED_VALUES_MAX:
+        _SHARED_VALUES.clear()
+    return cast(_R, _SHARED_VALUES.setdefault(value, value))
 
 
 class _Record(BaseModel):
@@ -84,9 +94,7 @@ class _Record(BaseModel):
                 if type(value) is str:
                     values[name] = sys.intern(value)
                 elif value is not None:
-                    if len(_SHARED_VALUES) >= _SHARED_VALUES_MAX:
-                        _SHARED_VALUES.clear()
-                    values[name] = _SHARED_VALUES.setdefault(value, value)
+                    values[name] = shared(value)
 
     def dump(self) -> bytes:
         return self.model_dump_json().encode()
