@@ -74,9 +74,13 @@ def step_rollout(planner: SlotPlanner, promoted: int) -> None:
         rollout = old
 
     update = planner.spec.update
-    # Replacements (a rollout's or a drain's) becoming available, a forced drain's end.
-    wake = _earliest(planner.wake_at(), drain_wake_at(planner))
-    if rollout.state == "progressing" and not rollout.paused:
+    # Replacements (a rollout's or a drain's) becoming available, a forced drain's end;
+    # and, while the rollout counts its progress, any container becoming available. (A
+    # finished rollout counts nothing: waking for every container of it that turns
+    # available re-planned every app in a storm of reconnecting hosts.)
+    counting = rollout.state == "progressing" and not rollout.paused
+    wake = _earliest(planner.wake_at(replacements_only=not counting), drain_wake_at(planner))
+    if counting:
         failure = _failing(planner)
         updated, ready = _updated_counts(planner)
         if promoted or ready > rollout.ready:

@@ -110,11 +110,7 @@ class SlotPlanner:
         self.plan = ReplicaPlan()
         self._reservations: dict[int, tuple[ResourceAmounts, list[str]]] = {}
         self.rollout_waiting = ""  # why a rollout's replacement could not start, if so
-        self.draining = {
-            host_id: host.value.drain
-            for host_id, host in state.hosts.items()
-            if host.value.state == "draining" and host.value.drain is not None
-        }
+        self.draining = state.draining()
         stored = state.apps[app]
         self.stored = stored
         self.record = stored.value
@@ -358,12 +354,13 @@ class SlotPlanner:
                 count += 1
         return count
 
-    def wake_at(self) -> float | None:
-        """The next time a container of these slots becomes available."""
+    def wake_at(self, *, replacements_only: bool = False) -> float | None:
+        """The next time a container of these slots becomes available (of their
+        replacements only: the containers a round promotes)."""
         ready_at, now, min_ready = self.observed.ready_at, self.now, self.min_ready
         earliest: float | None = None
         for r in self.slots.values():
-            places = [(r.revision, r.host)]
+            places = [] if replacements_only else [(r.revision, r.host)]
             if r.next is not None:
                 places.append((r.next.revision, r.next.host))
             for revision, host in places:

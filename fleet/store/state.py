@@ -29,6 +29,7 @@ from fleet.store.records import (
     AppRecord,
     ContainerReport,
     DeniedRecord,
+    HostDrain,
     HostLabelsRecord,
     HostRecord,
     JobRecord,
@@ -194,6 +195,7 @@ class ClusterState:
     _stamp: tuple[int, int | None] | None = field(default=None, repr=False)
     # app or host -> (the index entry it was sorted from, the sorted list)
     _sorted: dict[Any, tuple[object, list[ReplicaRecord]]] = field(default_factory=dict, repr=False)
+    _draining: tuple[object, dict[str, HostDrain]] | None = field(default=None, repr=False)
 
     @property
     def current_policy(self) -> Policy:
@@ -269,6 +271,20 @@ class ClusterState:
     def apps_with_replicas(self) -> Iterable[str]:
         """Every app some replica record names (its app record may be gone)."""
         return self._indexes()[0].keys()
+
+    def draining(self) -> Mapping[str, HostDrain]:
+        """The hosts being drained, with their drains (not to be changed). Every app's
+        plan asks: an informer's snapshot, whose tables never change, works it out once
+        for its hosts' table (at 5,000 hosts, once per app was 5% of a round)."""
+        memo = self._draining
+        if memo is None or memo[0] is not self.hosts or self.changes is None:
+            found = {
+                host_id: host.value.drain
+                for host_id, host in self.hosts.items()
+                if host.value.state == "draining" and host.value.drain is not None
+            }
+            memo = self._draining = (self.hosts, found)
+        return memo[1]
 
     def hosts_with_replicas(self) -> Iterable[str]:
         """Every host some replica record names (registered or not)."""

@@ -956,3 +956,26 @@ def test_a_global_app_rolls_host_by_host_in_place() -> None:
     slot, host, revision, nxt = moved[0]
     assert (revision, nxt) == (2, None)  # in place, no replacement beside it
     assert host == ("h1", "h2", "h3")[slot]  # on its own host
+
+
+def test_a_finished_rollout_wakes_only_for_its_replacements() -> None:
+    """A complete rollout counts nothing: its containers turning available do not wake
+    the plan (a storm of reconnecting hosts re-planned every app at each), but a
+    replacement of it (a drain's, say) does, to take its slot over then."""
+    state = rolling("{min_ready: 30s}")
+    set_rollout(state, revision=2, rollout_state="complete")
+    put_replica(state, 0, "h1", 2)
+    report(state, "h1", 0, 2, ready_since=NOW - 10)  # available at NOW + 20
+    assert plan_replicas(state, "web", NOW).wake_at is None
+    put_replica(state, 1, "h1", 2, next=(2, "h2"))
+    report(state, "h1", 1, 2)
+    report(state, "h2", 1, 2, ready_since=NOW - 5)  # the replacement: available at NOW + 25
+    assert plan_replicas(state, "web", NOW).wake_at == pytest.approx(NOW + 25)
+
+
+def test_a_progressing_rollout_wakes_when_a_container_of_it_becomes_available() -> None:
+    state = rolling("{min_ready: 30s}")
+    for slot in range(4):
+        put_replica(state, slot, "h1", 2)
+        report(state, "h1", slot, 2, ready_since=NOW - 10 - slot)
+    assert plan_replicas(state, "web", NOW).wake_at == pytest.approx(NOW + 17)
