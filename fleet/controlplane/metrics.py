@@ -97,7 +97,26 @@ class Metrics:
         self.report_writes = Histogram(
             "fleet_report_write_seconds",
             "Time from an agent heartbeat's arrival to what it changed being stored.",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            # Fine around a second, the figure the benchmarks hold it to: a quantile
+            # is interpolated within its bucket, and between 1 and 2.5 that said 2.3 s
+            # of a p99 a little over 1.
+            buckets=(
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                0.75,
+                1.0,
+                1.25,
+                1.5,
+                2.0,
+                2.5,
+                5.0,
+                10.0,
+            ),
             registry=self.registry,
         )
         self.loop_lag = Histogram(

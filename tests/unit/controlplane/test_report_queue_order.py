@@ -9,6 +9,9 @@ import asyncio
 from collections.abc import Sequence
 from typing import cast
 
+import pytest
+
+from fleet.controlplane import reportqueue
 from fleet.controlplane.reportqueue import ReportQueue
 from fleet.controlplane.reports import ReportWriter
 from fleet.errors import FleetError
@@ -37,10 +40,13 @@ def beat(state: str) -> pb.Heartbeat:
     )
 
 
-def test_a_hosts_next_report_waits_for_its_last_to_be_written() -> None:
+def test_a_hosts_next_report_waits_for_its_last_to_be_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """h1's newer heartbeat comes while the queue works out a batch holding its older
     one (a batch of 25 hosts takes turns of the loop): it is written after that batch,
     never beside it."""
+    monkeypatch.setattr(reportqueue, "_TAKE_SECONDS", 60.0)  # one batch, however slow
 
     async def scenario() -> None:
         store = HeldStore()
@@ -93,6 +99,30 @@ def test_a_report_with_nothing_to_write_frees_its_host_at_once() -> None:
             queue.submit(writer, 1, 7, beat("exited"))
             await eventually(lambda: len(store.batches) == 2, 5, "the change written")
             assert [c.state for c in store.batches[1][0].changed] == ["exited"]
+        finally:
+            runner.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_is_written_once_it_has_worked_out_for_long_enough(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a loop too busy to work out a whole batch quickly, what was worked out goes
+    at the next turn past ``_TAKE_SECONDS`` (here at once: every turn is past it), and
+    the rest in the batches after it."""
+    monkeypatch.setattr(reportqueue, "_TAKE_SECONDS", 0.0)
+
+    async def scenario() -> None:
+        store = HeldStore()
+        store.release.set()
+        queue = ReportQueue(cast(Store, store))
+        for i in range(50):
+            queue.submit(ReportWriter(f"h{i}", refresh=60), 1, 7, beat("created"))
+        runner = asyncio.create_task(queue.run())
+        try:
+            await eventually(lambda: sum(map(len, store.batches)) == 50, 5, "every report")
+            assert [len(batch) for batch in store.batches] == [20, 20, 10]
         finally:
             runner.cancel()
 
