@@ -90,4 +90,17 @@ def settled_inputs(
         return None
     if draining:
         return None  # a forced drain's deadline is a matter of time
-    return (changes.apps.get(app, 0), changes.reports.get(app, 0), changes.hosts, lost)
+    # The hosts count while something may be placed on them: a global app's hosts are
+    # its slots, and a rollout under way places replacements where there is room. An
+    # app whose rollout is over (and which had nothing to do) depends on its hosts only
+    # through those lost, which count anyway: in a storm of 5,000 reconnecting hosts
+    # each one's coming back re-planned every app.
+    rollout = state.rollouts.get(app)
+    finished = (
+        stored.value.spec.mode != "global"
+        and rollout is not None
+        and rollout.value.revision == stored.value.revision
+        and rollout.value.state in ("complete", "failed")
+    )
+    hosts = None if finished else changes.hosts
+    return (changes.apps.get(app, 0), changes.reports.get(app, 0), hosts, lost)

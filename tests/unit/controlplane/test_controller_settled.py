@@ -276,6 +276,31 @@ def test_a_skipping_round_still_wakes_at_the_settled_apps_wake_at(harness: Harne
     assert harness.controller._wake_at == WAKE_AT
 
 
+def test_hosts_coming_and_going_plan_a_progressing_app_again(harness: Harness) -> None:
+    """A rollout under way places replacements where there is room: the hosts count."""
+    harness.round()
+    harness.cluster.put(LAYOUT.alive("h1"), LiveRecord(server="cp2", connected_at="t1"))
+    harness.round()
+    assert harness.planned["web"] == 2
+
+
+def test_hosts_coming_and_going_do_not_plan_a_finished_app_again(harness: Harness) -> None:
+    """Once its rollout is over, an app with nothing to do depends on its hosts only
+    through those lost: a storm of reconnecting hosts does not plan it at each one."""
+    harness.clock.now = WAKE_AT + 0.5
+    harness.round()  # the rollout completes
+    [(_, rollout)] = harness.store.commits
+    assert rollout is not None
+    harness.cluster.put(LAYOUT.rollout("web"), rollout)
+    harness.round()  # planned on the stored record: settled
+    planned = harness.planned["web"]
+    for n in range(3):  # an agent reconnects, to another replica: a new liveness key
+        harness.cluster.put(LAYOUT.alive("h1"), LiveRecord(server=f"cp{n}", connected_at="t1"))
+        harness.round()
+    assert harness.planned["web"] == planned
+    assert len(harness.store.commits) == 1
+
+
 # ------------------------------------------- hosts down at the controller's first look
 
 
