@@ -10,6 +10,7 @@ Nothing outside ``fleet.store`` imports it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -278,19 +279,45 @@ class Etcd:
         compacted meanwhile, the read starts again at the newest."""
         for _ in range(3):
             found: list[KeyValue] = []
-            at, cursor = revision, start
+            at = revision
             try:
-                while True:
-                    kvs, read_at, more = await self.get_range(cursor, end, revision=at, limit=page)
-                    at = at or read_at
+                async for kvs, page_at in self.pages(start, end, revision=revision, page=page):
                     found += kvs
-                    if not more or not kvs:
-                        return found, at
-                    cursor = kvs[-1].key + b"\0"
+                    at = page_at
+                return found, at
             except WatchCompacted:
                 if revision:  # the caller asked for that revision: it is gone
                     raise
         raise Unavailable("etcd compacted every revision a paged read began at; try again")
+
+    async def pages(
+        self, start: bytes, end: bytes, *, revision: int = 0, page: int = LIST_PAGE
+    ) -> AsyncIterator[tuple[list[KeyValue], int]]:
+        """The keys from ``start`` up to ``end`` at one revision (0: now), a page of at
+        most ``page`` at a time (at least one, empty when there are none), each with
+        that revision. The next page is read while the caller works on this one (a
+        restarted control plane decodes each page of its state as the next comes).
+        WatchCompacted when the revision is compacted before the last page."""
+        at = revision
+        reading: asyncio.Task[tuple[list[KeyValue], int, bool]] | None = asyncio.ensure_future(
+            self.get_range(start, end, revision=at, limit=page)
+        )
+        try:
+            while reading is not None:
+                kvs, read_at, more = await reading
+                at = at or read_at
+                reading = None
+                if more and kvs:
+                    reading = asyncio.ensure_future(
+                        self.get_range(kvs[-1].key + b"\0", end, revision=at, limit=page)
+                    )
+                    await asyncio.sleep(0)  # its request is sent before this page is used
+                yield kvs, at
+        finally:
+            if reading is not None:
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError, FleetError):
+                    await reading
 
     async def get_range(
         self,

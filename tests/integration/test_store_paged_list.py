@@ -67,3 +67,39 @@ def test_the_informer_lists_its_state_page_by_page(etcd_server: EtcdServer) -> N
                 task.cancel()
 
     asyncio.run(run())
+
+
+def test_pages_read_the_next_page_while_the_caller_has_this_one(etcd_server: EtcdServer) -> None:
+    """The next page's read is under way when a page is handed over (a restarted control
+    plane decodes one page while etcd answers the next); a caller that stops early
+    leaves no read behind."""
+    prefix = b"/t-paged-ahead/"
+
+    async def run() -> None:
+        async with Etcd([etcd_server.endpoint]) as etcd:
+            for i in range(20):
+                await etcd.put(prefix + b"k%03d" % i, b"v")
+            started: list[bytes] = []
+            get_range = etcd.get_range
+
+            async def counted(start: bytes, *args: Any, **kwargs: Any) -> Any:
+                started.append(start)
+                return await get_range(start, *args, **kwargs)
+
+            etcd.get_range = counted  # type: ignore[method-assign]
+            seen: list[tuple[int, int]] = []  # (keys in the page, reads started by then)
+            revisions = set()
+            async for kvs, at in etcd.pages(prefix, prefix_end(prefix), page=6):
+                seen.append((len(kvs), len(started)))
+                revisions.add(at)
+            assert seen == [(6, 2), (6, 3), (6, 4), (2, 4)]
+            assert len(revisions) == 1
+
+            others = asyncio.all_tasks() - {asyncio.current_task()}
+            pages = etcd.pages(prefix, prefix_end(prefix), page=6)
+            async for _ in pages:
+                break
+            await pages.aclose()  # type: ignore[attr-defined]
+            assert asyncio.all_tasks() - {asyncio.current_task()} == others
+
+    asyncio.run(run())
