@@ -11,6 +11,8 @@ its ``changes`` tell them what they need to look at again.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 
 from fleet.errors import Unavailable
@@ -54,7 +56,10 @@ class Informer:
         self._revision = 0
         self._subscriptions: list[Subscription] = []
         self._synced = asyncio.Event()
-        self._advanced = asyncio.Condition()
+        # Callers waiting for a revision, soonest first: (revision, order, future). Woken
+        # only once it is reached (a storm of registrations waits here together).
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiter_order = itertools.count()
 
     @property
     def revision(self) -> int:
@@ -65,8 +70,11 @@ class Informer:
 
     async def wait_for_revision(self, revision: int) -> None:
         """Return once the cache has seen ``revision`` (e.g. a write of our own)."""
-        async with self._advanced:
-            await self._advanced.wait_for(lambda: self._revision >= revision)
+        if self._revision >= revision:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (revision, next(self._waiter_order), waiter))
+        await waiter
 
     def state(self) -> ClusterState:
         """The state at the latest revision seen (one snapshot per revision)."""
@@ -87,8 +95,11 @@ class Informer:
         if changed:
             for subscription in self._subscriptions:
                 subscription.notify()
-        async with self._advanced:
-            self._advanced.notify_all()
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= self._revision:
+            _, _, waiter = heapq.heappop(waiters)
+            if not waiter.done():  # (its caller may have given up: cancelled)
+                waiter.set_result(None)
 
     async def _list(self) -> None:
         # Everything but the events, at one revision: the keys before the events' folder,

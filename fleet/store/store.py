@@ -53,12 +53,13 @@ class AppWrite:
 @dataclass(frozen=True)
 class Alive:
     """A host's new session (``Store.mark_alive``): its number, the previous one's (0:
-    none) and the reports it kept from it (none unless the previous session's keys were
-    bound to the same lease)."""
+    none), whether it kept the previous one's keys (they were bound to the same lease)
+    and the reports it kept (read back, unless the caller reads them itself)."""
 
     session: int
     previous: int
     reports: list[records.ContainerReport]
+    kept: bool = False
 
 
 @dataclass(frozen=True)
@@ -518,7 +519,9 @@ class Store:
                 sessions.append((parsed.parts[0], kv.mod_revision))
         return sessions
 
-    async def mark_alive(self, host_id: str, live: records.LiveRecord, lease: int) -> Alive:
+    async def mark_alive(
+        self, host_id: str, live: records.LiveRecord, lease: int, *, read_reports: bool = True
+    ) -> Alive:
         """Mark a host connected, its liveness key bound to ``lease`` (its control plane
         replica's own); the key's new mod revision names the session and guards every
         later write of it.
@@ -528,10 +531,10 @@ class Store:
         reconnects to another replica need not wait for the old one's lease to expire).
         When they are bound to ``lease`` (a reconnect to the same replica, or to the one
         restarted in its seat), the host's status and reports stay, and are read back
-        for the new session's writer to start from: a reconnect writes only what
-        changed. The transaction is guarded on the key as it was read, so two sessions
-        racing cannot both hold it; a write of the previous session, guarded on it, can
-        no longer land after it.
+        (unless not ``read_reports``: the caller reads them) for the new session's
+        writer to start from: a reconnect writes only what changed. The transaction is
+        guarded on the key as it was read, so two sessions racing cannot both hold it;
+        a write of the previous session, guarded on it, can no longer land after it.
         """
         key = self.keys.alive(host_id)
         previous = await self.etcd.get(key)
@@ -544,19 +547,22 @@ class Store:
         result = await self.etcd.txn([guard], ops)
         if not result.succeeded:
             raise Conflict(f"host {host_id!r} connected twice at once; retry")
-        reports: list[records.ContainerReport] = []
-        if kept:
-            kvs, _ = await self.etcd.get_prefix(self.keys.reports(host_id))
-            for kv in kvs:
-                # One this version cannot read (written by another) is not kept: the
-                # agent's next report of it is written over it.
-                with contextlib.suppress(ValidationError):
-                    reports.append(records.ContainerReport.model_validate_json(kv.value))
         return Alive(
             session=result.revision,
             previous=previous.mod_revision if previous is not None else 0,
-            reports=reports,
+            reports=await self.reports_on(host_id) if kept and read_reports else [],
+            kept=kept,
         )
+
+    async def reports_on(self, host_id: str) -> list[records.ContainerReport]:
+        """The container reports stored for ``host_id``. One this version cannot read
+        (written by another) is left out: the agent's next report of it replaces it."""
+        kvs, _ = await self.etcd.get_prefix(self.keys.reports(host_id))
+        reports: list[records.ContainerReport] = []
+        for kv in kvs:
+            with contextlib.suppress(ValidationError):
+                reports.append(records.ContainerReport.model_validate_json(kv.value))
+        return reports
 
     async def mark_gone(self, host_id: str, session: int) -> bool:
         """The host's ``session`` is over: its liveness, status and report keys go,

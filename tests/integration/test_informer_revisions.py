@@ -47,3 +47,46 @@ def test_an_events_write_is_a_revision_the_informer_reaches(etcd_server: EtcdSer
                 task.cancel()
 
     asyncio.run(run())
+
+
+def test_a_waiter_wakes_when_its_revision_is_reached_and_not_before(
+    etcd_server: EtcdServer,
+) -> None:
+    """Callers wait for revisions of their own writes (a storm of registrations, each for
+    its liveness write): each wakes once the informer has seen its revision, none at an
+    earlier change, and one that gives up leaves the others waiting."""
+    layout = KeyLayout("/t-informer-waiters/")
+    reserved = ResourceAmounts(cpu=0.1, memory=1 << 20)
+
+    async def run() -> None:
+        async with Etcd([etcd_server.endpoint]) as etcd:
+            informer = Informer(etcd, layout)
+            task = asyncio.create_task(informer.run())
+            try:
+                await asyncio.wait_for(informer.wait_synced(), 10)
+                start = await etcd.revision()
+                woken: list[int] = []
+
+                async def wait(ahead: int) -> None:
+                    await informer.wait_for_revision(start + ahead)
+                    woken.append(ahead)
+
+                waiters = [asyncio.create_task(wait(ahead)) for ahead in (3, 1, 2)]
+                gave_up = asyncio.create_task(wait(2))
+                await asyncio.sleep(0.1)
+                gave_up.cancel()
+                for slot in range(3):
+                    replica = ReplicaRecord(
+                        app="web", slot=slot, revision=1, host="h1", resources=reserved
+                    )
+                    await etcd.put(layout.replica("web", slot), replica.dump())
+                    written = start + slot + 1
+                    await asyncio.wait_for(informer.wait_for_revision(written), 5)
+                    await asyncio.sleep(0.05)  # the woken waiters run
+                    assert woken == list(range(1, slot + 2)), (slot, woken)
+                await asyncio.wait_for(asyncio.gather(*waiters), 5)
+                assert gave_up.cancelled()
+            finally:
+                task.cancel()
+
+    asyncio.run(run())
