@@ -95,6 +95,9 @@ def is_silent(heard: float, ttl: float, loop_seen: float) -> bool:
     return loop_seen - heard > ttl
 
 
+_RELEASED_LOST_KEPT = 64  # leases lost and released whose loss is still told
+
+
 class LeaseKeeper:
     """Keeps leases alive from its own thread; ``start(loop)``, then ``close()``."""
 
@@ -120,6 +123,11 @@ class LeaseKeeper:
         self._stall_limit = stall_limit
         self._clock = clock
         self._held: dict[int, _Held] = {}
+        # Leases released once lost, with why: the sessions still bound to one must hear
+        # it is gone (``lost``), however late they ask. A replica that re-granted its lost
+        # lease released it at the first reconnect, and a host whose heartbeat came after
+        # that was never told: its reports failed for minutes (the soak found it).
+        self._released_lost: dict[int, str] = {}
         self._watched: dict[int, _Watched] = {}  # by session (the host's alive revision)
         self._lock = threading.Lock()  # guards both dicts' membership; fields are plain
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -182,9 +190,10 @@ class LeaseKeeper:
             self._watched.pop(session, None)
 
     def lost(self, lease: int) -> str | None:
-        """Why the lease is no longer kept (None while it is, or was never held)."""
+        """Why the lease is no longer kept (None while it is, or was never held, or was
+        released without being lost)."""
         held = self._held.get(lease)
-        return None if held is None else held.lost
+        return self._released_lost.get(lease) if held is None else held.lost
 
     async def wait_lost(self, lease: int) -> str:
         """Wait until the held lease is lost; returns why."""
@@ -216,7 +225,11 @@ class LeaseKeeper:
     def release(self, lease: int) -> None:
         """Stop keeping the lease (its owner revokes it, or lets it expire)."""
         with self._lock:
-            self._held.pop(lease, None)
+            held = self._held.pop(lease, None)
+            if held is not None and held.lost is not None:
+                self._released_lost[lease] = held.lost
+                while len(self._released_lost) > _RELEASED_LOST_KEPT:
+                    del self._released_lost[next(iter(self._released_lost))]
 
     # ------------------------------------------------------------ the keeper's side
 

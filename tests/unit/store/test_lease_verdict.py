@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleet.store.leases import Verdict, _Held, is_silent, verdict
+from fleet.store.leases import LeaseKeeper, Verdict, _Held, is_silent, verdict
 
 STALL = 15.0
 times = st.floats(min_value=0, max_value=1_000, allow_nan=False)
@@ -46,3 +46,17 @@ def test_verdict_rules(ttl: float, renewed: float, now: float, loop_seen: float)
     if result is Verdict.RENEW:
         assert now - loop_seen < STALL
         assert now - renewed >= ttl / 4
+
+
+def test_a_lost_lease_is_still_told_lost_once_released() -> None:
+    """A replica re-grants its lease once lost, and releases the old one; the sessions
+    still bound to the old one must hear it is lost at their next heartbeat, however
+    late (one that asked after the release was never told, and its reports failed)."""
+    keeper = LeaseKeeper(["127.0.0.1:1"])
+    keeper.hold(7, 15.0)
+    keeper.hold(8, 15.0)
+    keeper._lose(keeper._held[7], "expired in etcd")
+    keeper.release(7)
+    keeper.release(8)  # released without being lost (its owner revoked it)
+    assert keeper.lost(7) == "expired in etcd"
+    assert keeper.lost(8) is None
