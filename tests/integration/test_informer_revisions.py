@@ -13,6 +13,7 @@ from fleet.store._etcd import Etcd
 from fleet.store.informer import Informer
 from fleet.store.records import ReplicaRecord, ResourceAmounts
 from fleet.testing import EtcdServer
+from tests.helpers import eventually
 
 
 def test_an_events_write_is_a_revision_the_informer_reaches(etcd_server: EtcdServer) -> None:
@@ -73,7 +74,8 @@ def test_a_waiter_wakes_when_its_revision_is_reached_and_not_before(
 
                 waiters = [asyncio.create_task(wait(ahead)) for ahead in (3, 1, 2)]
                 gave_up = asyncio.create_task(wait(2))
-                await asyncio.sleep(0.1)
+                for _ in range(3):  # every waiter starts waiting
+                    await asyncio.sleep(0)
                 gave_up.cancel()
                 for slot in range(3):
                     replica = ReplicaRecord(
@@ -82,8 +84,11 @@ def test_a_waiter_wakes_when_its_revision_is_reached_and_not_before(
                     await etcd.put(layout.replica("web", slot), replica.dump())
                     written = start + slot + 1
                     await asyncio.wait_for(informer.wait_for_revision(written), 5)
-                    await asyncio.sleep(0.05)  # the woken waiters run
-                    assert woken == list(range(1, slot + 2)), (slot, woken)
+                    # Those reached wake, in order; one woken early would never match.
+                    expected = list(range(1, slot + 2))
+                    await eventually(
+                        lambda expected=expected: woken == expected, 5, f"waiters to {slot + 1}"
+                    )
                 await asyncio.wait_for(asyncio.gather(*waiters), 5)
                 assert gave_up.cancelled()
             finally:
