@@ -292,7 +292,7 @@ class Etcd:
 
     async def pages(
         self, start: bytes, end: bytes, *, revision: int = 0, page: int = LIST_PAGE
-    ) -> AsyncIterator[tuple[list[KeyValue], int]]:
+    ) -> AsyncGenerator[tuple[list[KeyValue], int], None]:
         """The keys from ``start`` up to ``end`` at one revision (0: now), a page of at
         most ``page`` at a time (at least one, empty when there are none), each with
         that revision. The next page is read while the caller works on this one (a

@@ -111,16 +111,13 @@ class Informer:
         # again.
         root, skip = self._layout.root, self._skip
         live = LiveState(self._layout)
-        revision = 0
-        async for kvs, at in self._etcd.pages(root, skip, page=self._list_page):
-            revision = at
-            for kv in kvs:
-                live.apply(kv.key, kv.value, kv.mod_revision)
-        async for kvs, _ in self._etcd.pages(
-            prefix_end(skip), prefix_end(root), revision=revision, page=self._list_page
-        ):
-            for kv in kvs:
-                live.apply(kv.key, kv.value, kv.mod_revision)
+        revision = 0  # the first page's, which the rest are read at
+        for start, end in ((root, skip), (prefix_end(skip), prefix_end(root))):
+            pages = self._etcd.pages(start, end, revision=revision, page=self._list_page)
+            async for kvs, at in pages:
+                revision = at
+                for kv in kvs:
+                    live.apply(kv.key, kv.value, kv.mod_revision)
         live.revision = revision
         self._live, self._revision = live, revision
         self._synced.set()

@@ -99,7 +99,7 @@ def test_pages_read_the_next_page_while_the_caller_has_this_one(etcd_server: Etc
             pages = etcd.pages(prefix, prefix_end(prefix), page=6)
             async for _ in pages:
                 break
-            await pages.aclose()  # type: ignore[attr-defined]
+            await pages.aclose()
             assert asyncio.all_tasks() - {asyncio.current_task()} == others
 
     asyncio.run(run())
