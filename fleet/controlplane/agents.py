@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -71,7 +70,7 @@ from fleet.secrets import SecretBox
 from fleet.store import Alive, ClusterState, Informer, Store, check_host_id
 from fleet.store.events import EventLog
 from fleet.store.leases import LeaseKeeper
-from fleet.store.records import ContainerReport, LiveRecord, ServingRecord
+from fleet.store.records import ContainerReport, LiveRecord
 
 __all__ = ["AgentService"]
 
@@ -85,10 +84,6 @@ _STATUS_REFRESH = 5.0
 # it reads them from etcd.
 _KEPT_WAIT = 5.0
 _NO_LIMITS = HostLimits()
-# An agent that lost its control plane tries again within this (its reconnect backoff's
-# cap, ``AgentConfig.reconnect_max``).
-AGENTS_BACK_WITHIN = 10.0
-_COMEBACK_TICK = 1.0  # seconds between looks at the hosts taken over that are not back
 
 
 class _Session:
@@ -162,13 +157,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self.edges = EdgePush(informer)
         self.events = AgentEvents(events, event_limits)
         self.reports = ReportQueue(store)
-        self._lease: int | None = None  # this replica's (see _serving_lease)
-        self._seat = ""  # where it serves (take_seat): its lease is recorded there
+        self._lease = seats.ServingLease(store, keeper, server_id=server_id, ttl=lease_ttl)
         self._stopping = False
-        self._comeback: seats.Comeback | None = None  # the hosts taken over, until back
-        self._comeback_task: asyncio.Task[None] | None = None
-        self._boot = seats.boot_id()
-        self._lease_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
         self._report_writer: asyncio.Task[None] | None = None
         # Called with the seconds each heartbeat took to handle: read, checked, its host
@@ -265,87 +255,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
         task.add_done_callback(self._background.discard)
 
     async def take_seat(self, seat: str) -> None:
-        """Serve from ``seat`` (before any agent registers): take over the lease of the
-        replica that served there before, if it is alive and its holder gone (see
-        ``seats``). Its hosts' keys stay, and the hosts are waited for
-        (``seats.Comeback``); those that do not come back are marked down."""
-        self._seat = seat
-        record = await self._store.get_serving(seat)
-        why = (
-            "none recorded"
-            if record is None
-            else seats.why_not_taken(record, seat=seat, boot=self._boot, pid=os.getpid())
-        )
-        seats.held_here.add(seat)
-        if record is None or why is not None:
-            log.info("serving as %s with a new lease (the last one's: %s)", seat, why)
-            return
-        ttl = await asyncio.to_thread(self._keeper.renew_now, record.lease)
-        if ttl <= 0:
-            log.info("serving as %s with a new lease: the last one has expired", seat)
-            return
-        async with self._lease_lock:
-            self._keeper.hold(record.lease, ttl)
-            self._lease = record.lease
-            await self._record_lease(record.lease)
-        sessions = await self._store.sessions_on(record.lease)
-        self._comeback = seats.Comeback(
-            time.monotonic(), self._lease_ttl, AGENTS_BACK_WITHIN, dict(sessions)
-        )
-        self._comeback_task = asyncio.create_task(
-            self._await_comeback(self._comeback), name="comeback"
-        )
-        log.info(
-            "serving as %s with the lease of %s (pid %d), and its %d hosts' keys",
-            seat,
-            record.server,
-            record.pid,
-            len(sessions),
-        )
-
-    async def _await_comeback(self, comeback: seats.Comeback) -> None:
-        """Mark down the hosts taken over that did not come back (see ``Comeback``)."""
-        # (Polled: the deadline moves with every host that comes back.)
-        while comeback.waiting and not comeback.given_up(time.monotonic()):  # noqa: ASYNC110
-            await asyncio.sleep(_COMEBACK_TICK)
-        self._comeback = None
-        if self._stopping:
-            return  # (see stopping)
-        down = []
-        for host_id, session in comeback.waiting.items():
-            try:
-                # Unless a newer session holds it: its agent went to another replica.
-                if await self._store.mark_gone(host_id, session):
-                    down.append(host_id)
-            except FleetError as error:
-                log.warning("host %s: could not mark it down: %s", host_id, error)
-        if down:
-            log.warning(
-                "%d of the hosts this replica took over did not come back: marked down (%s%s)",
-                len(down),
-                ", ".join(sorted(down)[:10]),
-                ", ..." if len(down) > 10 else "",
-            )
-
-    async def _serving_lease(self) -> int:
-        """This replica's lease, which its hosts' keys are bound to: taken over at start
-        (``take_seat``), or granted at the first registration, and again once lost (its
-        sessions then end, and reconnect)."""
-        async with self._lease_lock:
-            if self._lease is None or self._keeper.lost(self._lease) is not None:
-                if self._lease is not None:
-                    self._keeper.release(self._lease)
-                self._lease = await self._store.grant_lease(self._lease_ttl)
-                self._keeper.hold(self._lease, self._lease_ttl)
-                await self._record_lease(self._lease)
-            return self._lease
-
-    async def _record_lease(self, lease: int) -> None:
-        if self._seat:
-            record = ServingRecord(
-                server=self._server_id, lease=lease, boot_id=self._boot, pid=os.getpid()
-            )
-            await self._store.put_serving(self._seat, record)
+        """Serve from ``seat``: see ``seats.ServingLease.take``."""
+        await self._lease.take(seat)
 
     async def RenewCertificate(
         self, request: pb.CertificateRequest, context: grpc.aio.ServicerContext
@@ -447,14 +358,13 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 record.capacity.memory,
             )
         live = LiveRecord(server=self._server_id, connected_at=now_iso())
-        lease = await self._serving_lease()
+        lease = await self._lease.current()
         alive = await self._store.mark_alive(host_id, live, lease, read_reports=False)
         if alive.kept:
             alive = dataclasses.replace(alive, reports=await self._kept_reports(host_id, alive))
         if alive.previous:
             self._keeper.unwatch(alive.previous)  # over: its writes can no longer land
-        if self._comeback is not None:
-            self._comeback.back(host_id, time.monotonic())
+        self._lease.back(host_id)
         session = alive.session
         self._keeper.watch(session, self._lease_ttl, lambda: self._silent(host_id, session))
         return host_id, alive, lease
@@ -567,6 +477,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         are, for the replica restarted in this seat to take over with the lease (or for
         another replica to take over as each agent reconnects there)."""
         self._stopping = True
+        self._lease.stopping()
 
     async def close(self) -> None:
         """Stop the dispatcher and the writers (the sessions end with the server). The
@@ -581,11 +492,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._report_writer
         await self.events.close()
-        if self._comeback_task is not None:
-            self._comeback_task.cancel()
-        if self._lease is not None:
-            self._keeper.release(self._lease)
-        seats.held_here.discard(self._seat)
+        self._lease.close()
 
     def _end_denied(self, state: ClusterState) -> None:
         """End every session whose certificate is now denied (``fleet hosts remove``);

@@ -27,7 +27,7 @@ from grpc_reflection.v1alpha import reflection
 
 from fleet.controlplane import seats
 from fleet.controlplane._handlers import service_handler
-from fleet.controlplane.agents import AGENTS_BACK_WITHIN, AgentService
+from fleet.controlplane.agents import AgentService
 from fleet.controlplane.api import FleetService, ServerAbout
 from fleet.controlplane.auth import TokenGate
 from fleet.controlplane.controller import ReplicaController
@@ -39,6 +39,7 @@ from fleet.controlplane.metrics import Metrics
 from fleet.controlplane.metricsport import MetricsPort, metrics_tls_context
 from fleet.controlplane.readport import ReadPort, keep_published
 from fleet.controlplane.registration import HostLimits
+from fleet.controlplane.seats import AGENTS_BACK_WITHIN
 from fleet.controlplane.secretskey import open_key, settle_key
 from fleet.controlplane.servicediscovery import sd_targets
 from fleet.errors import FailedPrecondition, Unavailable
