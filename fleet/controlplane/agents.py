@@ -45,6 +45,7 @@ from fleet.controlplane.edgepush import EdgePush
 from fleet.controlplane.eventgate import GateLimits
 from fleet.controlplane.execrelay import ExecRelay
 from fleet.controlplane.joining import Signer
+from fleet.controlplane.outbox import SessionOutbox
 from fleet.controlplane.registration import (
     HostLimits,
     daemon_taken,
@@ -87,35 +88,46 @@ _NO_LIMITS = HostLimits()
 
 
 class _Session:
-    """One connected agent: its outgoing queue and the requests awaiting its answers."""
+    """One connected agent: its outgoing messages and the requests awaiting its answers."""
+
+    __slots__ = (
+        "denied",
+        "execs",
+        "host_id",
+        "kept",
+        "lease",
+        "outbox",
+        "pending",
+        "revision",
+        "serial",
+    )
 
     def __init__(
         self,
         host_id: str,
         revision: int,
         lease: int,
-        outbox: asyncio.Queue[pb.ServerMessage],
         serial: str = "",
         kept: Sequence[ContainerReport] = (),
     ) -> None:
         self.host_id = host_id
         self.revision = revision  # of the host's liveness key: guards the session's writes
         self.lease = lease  # this replica's, which the session's keys are bound to
-        self.outbox = outbox
+        self.outbox = SessionOutbox()  # ended with the session (the stream's handler stops)
         self.serial = serial  # of the certificate the agent presented ("" : plaintext)
         self.kept = kept  # the reports stored of the previous session, kept for this one
         self.pending: dict[str, asyncio.Queue[pb.ContainerResponse]] = {}
         self.execs: dict[str, ExecRelay] = {}  # exec sessions with streamed input, by id
         self.denied: str | None = None  # why the session must end: its certificate is denied
-        self.ended = asyncio.Event()
 
     def deny(self, why: str) -> None:
         """End the session: its certificate was denied (``fleet hosts remove``)."""
         if self.denied is None:
             self.denied = why
-            self.ended.set()
+            self.outbox.end()
 
     def close(self) -> None:
+        self.outbox.end()
         for queue in self.pending.values():
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(pb.ContainerResponse(done=True, error="the host disconnected"))
@@ -192,32 +204,25 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 host_id=host_id, heartbeat_seconds=self._heartbeat_seconds, pool_id=self.pool_id
             )
         )
-        outbox: asyncio.Queue[pb.ServerMessage] = asyncio.Queue()
         revision = alive.session
-        session = _Session(host_id, revision, lease, outbox, serial, alive.reports)
+        session = _Session(host_id, revision, lease, serial, alive.reports)
+        outbox = session.outbox
         self._sessions[host_id] = session
         # Denied between the check and now (the dispatcher looks only at changes).
         found = self._informer.state().denied.get(serial) if serial else None
         if found is not None:
             session.deny(denied_message(found.value))
         reader = asyncio.create_task(self._read(session, request_iterator))
+        reader.add_done_callback(lambda _reader: outbox.end())  # its end is the session's
         pusher = asyncio.create_task(self._push.run(host_id, outbox))
         edge = (
             asyncio.create_task(self.edges.run(host_id, outbox)) if first.register.ingress else None
         )
-        ended = asyncio.create_task(session.ended.wait())
-        getter: asyncio.Task[pb.ServerMessage] | None = None
         how = "the stream was cut"  # unless the agent ends its side (a clean stop)
         try:
-            while not reader.done() and session.denied is None:
-                getter = asyncio.create_task(outbox.get())
-                done, _ = await asyncio.wait(
-                    {getter, reader, ended}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if getter in done:
-                    yield getter.result()
-                    outbox.task_done()  # sent: the pusher may build the next set
-                getter.cancel()
+            while (message := await outbox.get()) is not None:
+                yield message
+                outbox.task_done()  # sent: the pusher may build the next set
             if session.denied is not None:
                 raise PermissionDenied(session.denied)
             reader.result()  # surfaces a refusal raised while reading
@@ -226,7 +231,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             log.warning("host %s: %s", host_id, error)
             refuse(context, grpc_code_for(error), details(error))
         finally:
-            for task in (pusher, edge, reader, getter, ended):
+            for task in (pusher, edge, reader):
                 if task is not None:
                     task.cancel()
             if self._sessions.get(host_id) is session:

@@ -25,6 +25,7 @@ from fleet.controlplane.desired import (
     desired_placed,
     placed_fingerprint,
 )
+from fleet.controlplane.outbox import SessionOutbox, Wakeup
 from fleet.proto import fleet_pb2 as pb
 from fleet.secrets import SecretBox
 from fleet.store import ClusterState, Informer
@@ -62,7 +63,7 @@ class DesiredPush:
         self._secrets = secrets
         self._on_change = on_change
         self._specs = SpecCache(secrets)
-        self._wakers: dict[str, asyncio.Event] = {}  # host -> its session's push wake-up
+        self._wakers: dict[str, Wakeup] = {}  # host -> its session's push wake-up
         self._sessions_changed = 0  # counts the sessions' comings and goings
         self._wide_until = -math.inf  # monotonic: the wide gap holds until then
         self._dispatcher: asyncio.Task[None] | None = None
@@ -74,10 +75,10 @@ class DesiredPush:
         # meanwhile before the next build (``run``).
         self._building = asyncio.Lock()
 
-    async def run(self, host_id: str, outbox: asyncio.Queue[pb.ServerMessage]) -> None:
+    async def run(self, host_id: str, outbox: SessionOutbox) -> None:
         """Put the host's whole desired set in ``outbox`` now and whenever it changes,
         until cancelled (the session's end)."""
-        wake = asyncio.Event()
+        wake = Wakeup()
         wake.set()  # the first set goes out at once
         self._wakers[host_id] = wake
         self._sessions_changed += 1

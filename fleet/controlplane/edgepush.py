@@ -26,6 +26,7 @@ from fleet.controlplane.edgefeed import (
     hold_ends,
     next_change,
 )
+from fleet.controlplane.outbox import SessionOutbox, Wakeup
 from fleet.proto import fleet_pb2 as pb
 from fleet.store import Informer, Subscription
 
@@ -41,7 +42,7 @@ class EdgePush:
     def __init__(self, informer: Informer, clock: Callable[[], float] = time.time) -> None:
         self._informer = informer
         self._clock = clock
-        self._wakers: dict[str, asyncio.Event] = {}  # edge host -> its session's wake-up
+        self._wakers: dict[str, Wakeup] = {}  # edge host -> its session's wake-up
         self._config: pb.EdgeConfig | None = None  # the newest table (None: none yet)
         self._version = 0  # the last table's version: a next one is newer
         self._feed: asyncio.Task[None] | None = None
@@ -53,10 +54,10 @@ class EdgePush:
         """The newest routing table (None before the first)."""
         return self._config
 
-    async def run(self, host_id: str, outbox: asyncio.Queue[pb.ServerMessage]) -> None:
+    async def run(self, host_id: str, outbox: SessionOutbox) -> None:
         """Put the newest routing table in ``outbox`` now and whenever it changes, until
         cancelled (the session's end)."""
-        wake = asyncio.Event()
+        wake = Wakeup()
         wake.set()  # the table as it is goes out at once
         self._wakers[host_id] = wake
         self._feed = running(self._feed, self._compute, "edge-feed")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from fleet.controlplane.outbox import SessionOutbox
 from fleet.execio import WINDOW, Credit, input_cost
 from fleet.proto import fleet_pb2 as pb
 
@@ -25,7 +26,7 @@ class ExecRelay:
         self,
         session_id: str,
         host_id: str,
-        outbox: asyncio.Queue[pb.ServerMessage],
+        outbox: SessionOutbox,
         forget: Callable[[], object],
     ) -> None:
         self.id = session_id

@@ -151,8 +151,9 @@ class ReportWriter:
         self._prints: dict[ReportKey, bytes] = {}
         self._host_print = b""
         self._written_at = -math.inf
-        self._skipped: set[str] = set()  # apps not named as fleet names them (logged once)
-        self._stamps: set[str] = set()  # ready_since values already checked
+        # Made when first needed: an idle host's session holds neither.
+        self._skipped: set[str] | None = None  # apps not named as fleet names them (logged)
+        self._stamps: set[str] | None = None  # ready_since values already checked
 
     def start_from(self, stored: Iterable[ContainerReport]) -> None:
         """Start from the reports ``stored`` of the host (its previous session's, kept
@@ -172,13 +173,17 @@ class ReportWriter:
         numbers = [heartbeat.usage.cpu] + [c.cpu for c in heartbeat.containers]
         if not all(math.isfinite(n) and n >= 0 for n in numbers):
             raise InvalidArgument("cpu usage must be a finite number, 0 or more")
-        if len(self._stamps) > 4 * len(heartbeat.containers) + 64:
-            self._stamps.clear()  # a container keeps its stamp: this only drops old ones
+        if not heartbeat.containers:
+            return
+        stamps = self._stamps
+        if stamps is None or len(stamps) > 4 * len(heartbeat.containers) + 64:
+            # A container keeps its stamp: this only drops old ones.
+            stamps = self._stamps = set()
         for c in heartbeat.containers:
             _check_health(c.health)
             _check_reason(c.reason)
-            if c.ready_since not in self._stamps:
-                self._stamps.add(_check_stamp(c.ready_since))
+            if c.ready_since not in stamps:
+                stamps.add(_check_stamp(c.ready_since))
 
     def report(
         self, heartbeat: pb.Heartbeat, now: float, *, checked: bool = False
@@ -197,6 +202,8 @@ class ReportWriter:
                         f"slot and revision must not be negative, got {c.slot} and {c.revision}"
                     )
             except InvalidArgument as error:
+                if self._skipped is None:
+                    self._skipped = set()
                 if c.app not in self._skipped:
                     self._skipped.add(c.app)
                     log.warning("host %s: not storing a container report: %s", self.host_id, error)

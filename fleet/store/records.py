@@ -7,7 +7,8 @@ mod revision the old one was read at (see ``fleet.store.store``).
 from __future__ import annotations
 
 import sys
-from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, cast
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, NamedTuple, Self, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -83,10 +84,7 @@ class _Record(BaseModel):
     _shared: ClassVar[tuple[str, ...]] = ()
 
     def model_post_init(self, context: Any, /) -> None:
-        given = self.__pydantic_fields_set__
-        shared_set = _FIELDS_SETS.setdefault(frozenset(given), given)
-        if shared_set is not given:
-            object.__setattr__(self, "__pydantic_fields_set__", shared_set)
+        self._share_fields_set()
         if self._shared:
             values = self.__dict__
             for name in self._shared:
@@ -95,6 +93,20 @@ class _Record(BaseModel):
                     values[name] = sys.intern(value)
                 elif value is not None:
                     values[name] = shared(value)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """As pydantic's, with the copy's set of given fields shared too (pydantic copies
+        it: the informer's status of each host, a copy with its containers put back, held
+        a set of its own)."""
+        copied = super().model_copy(update=update, deep=deep)
+        copied._share_fields_set()
+        return copied
+
+    def _share_fields_set(self) -> None:
+        given = self.__pydantic_fields_set__
+        shared_set = _FIELDS_SETS.setdefault(frozenset(given), given)
+        if shared_set is not given:
+            object.__setattr__(self, "__pydantic_fields_set__", shared_set)
 
     def dump(self) -> bytes:
         return self.model_dump_json().encode()

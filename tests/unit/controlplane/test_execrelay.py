@@ -7,17 +7,18 @@ from __future__ import annotations
 import asyncio
 
 from fleet.controlplane.execrelay import ExecRelay
+from fleet.controlplane.outbox import SessionOutbox
 from fleet.execio import CHUNK, WINDOW
 from fleet.proto import fleet_pb2 as pb
 
 
-def _relay() -> tuple[ExecRelay, asyncio.Queue[pb.ServerMessage], list[str]]:
-    outbox: asyncio.Queue[pb.ServerMessage] = asyncio.Queue()
+def _relay() -> tuple[ExecRelay, SessionOutbox, list[str]]:
+    outbox = SessionOutbox()
     forgotten: list[str] = []
     return ExecRelay("s1", "h1", outbox, lambda: forgotten.append("s1")), outbox, forgotten
 
 
-def _sent(outbox: asyncio.Queue[pb.ServerMessage]) -> list[pb.ExecRelayInput]:
+def _sent(outbox: SessionOutbox) -> list[pb.ExecRelayInput]:
     found = []
     while not outbox.empty():
         found.append(outbox.get_nowait().exec_input)

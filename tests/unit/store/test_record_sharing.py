@@ -44,6 +44,9 @@ def test_a_copy_with_an_update_leaves_the_shared_set_alone() -> None:
     assert "next" in moved.model_fields_set
     assert "next" not in one.model_fields_set and "next" not in two.model_fields_set
     assert moved.next is not None and moved.next.host == "h3"
+    # Copies given the same fields share one set too (the informer's statuses are copies).
+    also_moved = two.model_copy(update={"next": moved.next})
+    assert also_moved.__pydantic_fields_set__ is moved.__pydantic_fields_set__
 
 
 def test_shared_values_keep_each_records_own_value() -> None:
