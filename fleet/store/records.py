@@ -332,6 +332,9 @@ class HostRecord(_Record):
     agent's own (``--label``), selectable as ``agent.<key>``; the labels admins set are
     a record of their own (``HostLabelsRecord``), which registration never writes."""
 
+    # A pool's hosts are alike: their claims and capacities are a few values, shared.
+    _shared = ("host_id", "capacity", "reported")
+
     host_id: str
     capacity: ResourceAmounts
     reported: ResourceAmounts | None = None  # the agent's claim; None: as ``capacity``
@@ -376,6 +379,8 @@ class HostLabelsRecord(_Record):
 class LiveRecord(_Record):
     """Present exactly while the host's agent is connected (bound to the lease of the
     control plane replica serving it)."""
+
+    _shared = ("server",)
 
     server: str
     connected_at: str
@@ -524,6 +529,8 @@ class StatusRecord(_Record):
     stored one key each (``reports/``, written when they change) and put back here by
     the state (never stored in this record); their live usage is ``container_usage``,
     by ``usage_key``, rewritten with the host's."""
+
+    _shared = ("host_id",)
 
     host_id: str
     reported_at: str

@@ -67,9 +67,10 @@ V = TypeVar("V")
 T = TypeVar("T", bound=BaseModel)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Versioned(Generic[T]):
-    """A record and the mod revision of its key when it was read."""
+    """A record and the mod revision of its key when it was read (slots: the informer
+    holds one for every record, 200,000 at 100,000 replicas)."""
 
     value: T
     mod_revision: int
