@@ -20,7 +20,7 @@ second per container for as long as it flaps. So, as Kubernetes does with its ev
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fleet._time import iso_at
 from fleet.proto import fleet_pb2 as pb
@@ -57,11 +57,19 @@ class _Bucket:
         return True
 
 
-@dataclass
+@dataclass(slots=True)
 class _Repeat:
     since: float  # when this window began (its first event was stored then)
     count: int = 0  # repeats since, not stored
-    last: pb.Event = field(default_factory=pb.Event)
+    # The last repeat, a copy of its own: an event of the agent's message keeps all of
+    # that message alive, and the first of a run is not needed (it was stored).
+    last: pb.Event | None = None
+
+    def repeated(self, event: pb.Event) -> None:
+        self.count += 1
+        if self.last is None:
+            self.last = pb.Event()
+        self.last.CopyFrom(event)
 
 
 def _take(buckets: dict[str, _Bucket], name: str, rate: float, burst: float, now: float) -> bool:
@@ -88,8 +96,7 @@ class EventGate:
             key = (host, event.app, event.slot, event.kind, event.message)
             repeat = self._repeats.get(key)
             if repeat is not None and now - repeat.since < self.limits.repeat_window:
-                repeat.count += 1
-                repeat.last = event
+                repeat.repeated(event)
                 continue
             why = self._over_rate(host, event.app, now)
             if why is not None:
@@ -99,7 +106,7 @@ class EventGate:
             if repeat is not None and repeat.count:
                 # A run that goes on: this one is stored with the run's count.
                 event.count = repeat.count + 1
-            self._repeats[key] = _Repeat(since=now, last=event)
+            self._repeats[key] = _Repeat(since=now)
             self._repeats.move_to_end(key)
             stored.append(event)
         self._bound_repeats(stored)
@@ -121,7 +128,7 @@ class EventGate:
             if repeat.count:
                 self._summary_into(found, key, repeat)
                 # It may go on repeating: the next run is counted from now.
-                renewed.append((key, _Repeat(since=now, last=repeat.last)))
+                renewed.append((key, _Repeat(since=now)))
         self._repeats.update(renewed)
         if self._reported_at is None:
             self._reported_at = now
@@ -151,7 +158,7 @@ class EventGate:
         return None
 
     def _summary_into(self, found: list[pb.Event], key: RepeatKey, repeat: _Repeat) -> None:
-        if repeat.count:
+        if repeat.count and repeat.last is not None:
             summary = pb.Event()
             summary.CopyFrom(repeat.last)
             summary.count = repeat.count

@@ -45,6 +45,19 @@ def test_a_stopping_control_plane_flushes_the_repeats_of_open_windows() -> None:
     assert gate.flush(21.0) == [] and gate.due(100.0) == []  # nothing owed twice
 
 
+def test_a_runs_summary_is_its_last_repeat_as_it_came_not_as_the_caller_changed_it() -> None:
+    # The gate keeps a copy of the last repeat, not the agent's message (which holding
+    # one event of would keep alive whole).
+    gate = EventGate(LIMITS)
+    first, repeat = event("oom", kind="oom"), event("oom", kind="oom")
+    repeat.time = "2026-12-05T00:00:10Z"
+    assert gate.admit("h1", [first], 0.0) == [first]
+    assert gate.admit("h1", [repeat], 10.0) == []
+    repeat.time, first.time = "changed", "changed"
+    [summary] = gate.due(61.0)
+    assert (summary.count, summary.time) == (1, "2026-12-05T00:00:10Z")
+
+
 def test_a_flood_is_held_to_the_hosts_rate_and_said() -> None:
     gate = EventGate(LIMITS)
     stored = []
