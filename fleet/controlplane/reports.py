@@ -13,6 +13,7 @@ stores what an agent sent, ``status_proto`` shows it to clients.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import re
@@ -138,8 +139,15 @@ class Report:
     status: StatusRecord | None  # None: the host's record stays as written
     changed: list[ContainerReport]
     gone: list[ReportKey]
-    prints: dict[ReportKey, bytes]  # every container as now reported, usage left out
+    prints: dict[ReportKey, bytes]  # every container as now reported (``_print``)
     host_print: bytes
+
+
+def _print(status: pb.ContainerStatus) -> bytes:
+    """What tells a container's report changed: a digest of its message (usage zeroed by
+    the caller). A session holds one per container, 100,000 at 100,000 replicas: the
+    message itself was 210 bytes each, the digest is 16."""
+    return hashlib.blake2b(status.SerializeToString(deterministic=True), digest_size=16).digest()
 
 
 class ReportWriter:
@@ -163,7 +171,7 @@ class ReportWriter:
         is only written again."""
         for report in stored:
             key = (report.app, report.slot, report.revision)
-            self._prints[key] = status_proto(report, 0.0, 0).SerializeToString(deterministic=True)
+            self._prints[key] = _print(status_proto(report, 0.0, 0))
 
     def check(self, heartbeat: pb.Heartbeat) -> None:
         """Refuse a heartbeat that is malformed or too large for etcd: at once, in the
@@ -217,7 +225,7 @@ class ReportWriter:
             # was the largest part of working out a report).
             cpu, memory = c.cpu, c.memory_bytes
             c.cpu, c.memory_bytes = 0.0, 0
-            prints[key] = c.SerializeToString(deterministic=True)
+            prints[key] = _print(c)
             c.cpu, c.memory_bytes = cpu, memory
             if self._prints.get(key) != prints[key]:
                 changed.append(container_report(c))
