@@ -66,7 +66,13 @@ from fleet.transport import (
 if TYPE_CHECKING:
     from fleet.dashboard import Dashboard
 
-__all__ = ["AGENTS_BACK_WITHIN", "ControlPlane", "ServerConfig", "run_server"]
+__all__ = [
+    "AGENTS_BACK_WITHIN",
+    "MAIN_PORT_SERVER_OPTIONS",
+    "ControlPlane",
+    "ServerConfig",
+    "run_server",
+]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +104,7 @@ _MAIN_PORT_OPTIONS = [
     ("grpc.server.max_pending_requests", 20_000),
     ("grpc.server.max_pending_requests_hard_limit", 40_000),
 ]
+MAIN_PORT_SERVER_OPTIONS = [*_SERVER_OPTIONS, *_MAIN_PORT_OPTIONS]
 
 # The token port is open to anyone who reaches it: bound what its connections hold
 # before a call is refused. With BDP probing, gRPC grew each stream's receive window
@@ -221,7 +228,7 @@ class ControlPlane:
         self.api.pending.leading = lambda: self.controller.pending if self.controller else None
         self.api.about = ServerAbout(self.server_id, lambda: self.controller is not None)
         self.metrics.lend_counts(self.api.counts)
-        self._server = grpc.aio.server(options=[*_SERVER_OPTIONS, *_MAIN_PORT_OPTIONS])
+        self._server = grpc.aio.server(options=MAIN_PORT_SERVER_OPTIONS)
         self._server.add_generic_rpc_handlers(
             (
                 service_handler("FleetService", self.api),
