@@ -1,12 +1,13 @@
 """What one connected agent's stream holds at rest, kept small: its outbox and its
 pushes' wake-ups.
 
-An ``asyncio.Queue`` and ``asyncio.Event`` cost about 3 KiB and 0.7 KiB even empty (a
-queue is four deques, each allocating a block of 64 slots at once), and the stream's
-handler waited on the queue with a task per message and on the session's end with a
-task of its own: at rest, 5,000 connected hosts held about 9 KiB each of these alone
-(#24 item 3). ``SessionOutbox`` has one taker (the stream's handler) and ends when the
-session does, so a taker's wait needs no task; ``Wakeup`` has one waiter.
+An ``asyncio.Queue`` is four deques, each allocating a block of 64 slots at once (about
+3 KiB empty), and an ``asyncio.Event`` one; the stream's handler also waited on the
+queue with a task per message and on the session's end with a task of its own. Counted
+at 1,000 hosts, these were most of what fleet's own part of a host at rest came down
+from (19 to 8 KiB, ``benchmarks/hostcost.py``; #24 item 3). ``SessionOutbox`` has one
+taker (the stream's handler) and ends when the session does, so its wait needs no task;
+``Wakeup`` has one waiter.
 """
 
 from __future__ import annotations

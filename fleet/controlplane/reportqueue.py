@@ -38,7 +38,7 @@ _HOSTS_PER_TURN = 20  # reports worked out between two turns of the loop's other
 _TAKE_SECONDS = 0.1
 
 
-@dataclass
+@dataclass(slots=True)
 class _Waiting:
     writer: ReportWriter
     session: int  # the host's session (its liveness key's revision)
