@@ -368,7 +368,10 @@ def desired_inputs(state: ClusterState, host_id: str) -> object:
     )
     host = state.hosts.get(host_id)
     return (
-        tuple((r.app, r.slot, r.revision, r.host, r.next, r.stopped) for r in replicas),
+        # The records themselves, shared with the informer's state (equal at once while
+        # unchanged): a tuple of six of their fields each, kept by every session until
+        # its next look, was 100,000 tuples at 100,000 replicas (9 MB).
+        tuple(replicas),
         revisions,
         tuple(sorted((name, v.mod_revision) for name, v in state.secrets.items())) if apps else (),
         host.value.command if host is not None else None,

@@ -59,6 +59,8 @@ RolloutState = Literal["progressing", "complete", "failed"]
 _FIELDS_SETS: dict[frozenset[str], set[str]] = {}
 _SHARED_VALUES: dict[object, object] = {}
 _SHARED_VALUES_MAX = 10_000  # distinct reservations are a few per app; past this, start over
+# The empty list records given no items share (nothing changes a record's list in place).
+_NO_ITEMS: list[Any] = []
 _R = TypeVar("_R")
 
 
@@ -78,7 +80,8 @@ class _Record(BaseModel):
     bytes with five names or more, 40% of a replica record's memory). Nothing changes
     that set in place once a frozen record is made (a ``model_copy`` copies it first),
     so records given the same fields share one. The fields a class names in
-    ``_shared`` (an app's name, a host id, an app's reservations) are shared too."""
+    ``_shared`` (an app's name, a host id, an app's reservations, an empty list) are
+    shared too."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     _shared: ClassVar[tuple[str, ...]] = ()
@@ -91,6 +94,9 @@ class _Record(BaseModel):
                 value = values[name]
                 if type(value) is str:
                     values[name] = sys.intern(value)
+                elif type(value) is list:
+                    if not value:
+                        values[name] = _NO_ITEMS
                 elif value is not None:
                     values[name] = shared(value)
 
@@ -153,7 +159,7 @@ class ReplicaTarget(_Record):
     host: str
     resources: ResourceAmounts
     host_ports: list[str] = []
-    _shared = ("host", "resources")
+    _shared = ("host", "resources", "host_ports")
 
 
 class ReplicaRecord(_Record):
@@ -173,7 +179,7 @@ class ReplicaRecord(_Record):
     host_ports: list[str] = []  # "8080/tcp" for every fixed host port it publishes
     next: ReplicaTarget | None = None
     stopped: bool = False  # keep the container but do not run it (a failed job's)
-    _shared = ("app", "host", "resources")
+    _shared = ("app", "host", "resources", "host_ports")
 
     def containers(self) -> list[SlotContainer]:
         """Every container this slot wants: its own and, while one starts, its next."""
@@ -424,7 +430,7 @@ class ContainerReport(_Record):
     cpu: float = 0.0  # live usage
     memory: int = 0
     memory_limit: int = 0
-    _shared = ("app", "spec_hash", "state", "health")
+    _shared = ("app", "spec_hash", "state", "health", "ports")
 
 
 class SecretScope(_Record):

@@ -27,6 +27,9 @@ def test_decoded_records_share_their_fields_set_names_and_reservations() -> None
     assert one.resources is two.resources
     assert one.app is two.app and one.host is two.host
     assert one.host is sys.intern("h1")
+    assert one.host_ports == [] and one.host_ports is two.host_ports  # empty: one list
+    with_ports = replica(2, host_ports=["8080/tcp"])
+    assert with_ports.host_ports == ["8080/tcp"] and one.host_ports == []
 
 
 def test_a_copy_with_an_update_leaves_the_shared_set_alone() -> None:
