@@ -17,6 +17,7 @@ import hashlib
 import logging
 import math
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from operator import attrgetter
@@ -216,7 +217,9 @@ class ReportWriter:
                     self._skipped.add(c.app)
                     log.warning("host %s: not storing a container report: %s", self.host_id, error)
                 continue
-            current[(c.app, c.slot, c.revision)] = c  # the last of a key wins
+            # The last of a key wins. The key's app is interned: a session keeps the keys
+            # of its last heartbeat, and each message has its own copy of each name.
+            current[(sys.intern(c.app), c.slot, c.revision)] = c
         prints: dict[ReportKey, bytes] = {}
         changed: list[ContainerReport] = []
         for key, c in current.items():

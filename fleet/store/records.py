@@ -72,6 +72,29 @@ def shared(value: _R) -> _R:
     return cast(_R, _SHARED_VALUES.setdefault(value, value))
 
 
+def _compact(kind: type, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` in a dict that shares its keys with every other record of ``kind``.
+
+    pydantic gives each instance a dict of its own (464 bytes with a container report's
+    18 fields). CPython lets the instances of a class share their attributes' keys, the
+    dict holding only the values (216 bytes), when the attributes are set in the same
+    order, which fields always are. The dict is made as an attribute dict of a class of
+    ``kind``'s own and handed to the record, which keeps it (frozen: nothing adds a key,
+    which would make it a dict of its own again; a copy with changes gets one, as
+    before). Where CPython does not share, this is an ordinary dict: nothing depends on
+    it but the memory."""
+    holder = _HOLDERS.get(kind)
+    if holder is None:
+        holder = _HOLDERS[kind] = type(f"{kind.__name__}Fields", (), {"__slots__": ("__dict__",)})
+    compact: dict[str, Any] = holder().__dict__
+    for name, value in values.items():
+        compact[name] = value
+    return compact
+
+
+_HOLDERS: dict[type, type] = {}
+
+
 class _Record(BaseModel):
     """Frozen, so that a record can be shared, and so can its parts.
 
@@ -85,11 +108,13 @@ class _Record(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     _shared: ClassVar[tuple[str, ...]] = ()
+    # True: the record's fields go in a key-sharing dict (``_compact``).
+    _compact: ClassVar[bool] = False
 
     def model_post_init(self, context: Any, /) -> None:
         self._share_fields_set()
+        values = self.__dict__
         if self._shared:
-            values = self.__dict__
             for name in self._shared:
                 value = values[name]
                 if type(value) is str:
@@ -99,6 +124,8 @@ class _Record(BaseModel):
                         values[name] = _NO_ITEMS
                 elif value is not None:
                     values[name] = shared(value)
+        if self._compact:
+            object.__setattr__(self, "__dict__", _compact(type(self), values))
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """As pydantic's, with the copy's set of given fields shared too (pydantic copies
@@ -431,6 +458,7 @@ class ContainerReport(_Record):
     memory: int = 0
     memory_limit: int = 0
     _shared = ("app", "spec_hash", "state", "health", "ports")
+    _compact = True  # 100,000 of them at 100,000 replicas: 25 MB less (``_compact``)
 
 
 class SecretScope(_Record):

@@ -3,8 +3,14 @@ app's reservations) without any record seeing another's change."""
 
 from __future__ import annotations
 
+import json
+import platform
 import sys
 
+import pytest
+from pydantic import ValidationError
+
+from fleet.store.keys import KeyLayout
 from fleet.store.records import ContainerReport, ReplicaRecord, ReplicaTarget, ResourceAmounts
 
 
@@ -76,3 +82,44 @@ def test_reports_share_their_app_revision_hash_and_state() -> None:
     assert one.spec_hash is two.spec_hash and one.state is two.state
     assert exited.state == "exited" and one.state == "running"
     assert one.container_id != two.container_id
+
+
+def test_reports_keep_their_fields_in_a_key_sharing_dict() -> None:
+    raw = {
+        "app": "web",
+        "slot": 7,
+        "revision": 3,
+        "spec_hash": "0123abcd" * 2,
+        "container_id": "c" * 64,
+        "name": "web.7.3",
+        "state": "running",
+        "ports": [{"host_port": 8080, "container_port": 80, "protocol": "tcp"}],
+    }
+    reports = [ContainerReport.model_validate_json(json.dumps(raw)) for _ in range(3)]
+    report = reports[-1]
+    # Read, compared, dumped and copied as any record.
+    assert report.slot == 7 and report.ports[0].host_port == 8080
+    assert report == reports[0] == ContainerReport.model_validate(raw)
+    assert json.loads(report.dump()) == ContainerReport.model_validate(raw).model_dump(mode="json")
+    exited = report.model_copy(update={"state": "exited", "exit_code": 1})
+    assert (exited.state, exited.exit_code, report.state, report.exit_code) == (
+        "exited",
+        1,
+        "running",
+        0,
+    )
+    with pytest.raises(ValidationError):
+        report.state = "exited"  # frozen, as every record
+    assert report.state == "running"
+    if platform.python_implementation() == "CPython":
+        # Less than a dict of its own holding the same: the keys are shared.
+        assert sys.getsizeof(report.__dict__) < sys.getsizeof(dict(report.__dict__)) * 0.7
+
+
+def test_parsed_keys_share_app_names_and_host_ids() -> None:
+    layout = KeyLayout("/p/")
+    report = layout.parse(layout.report("host-1", "web", 12, 3)).parts
+    replica = layout.parse(layout.replica("web", 12)).parts
+    status = layout.parse(layout.status("host-1")).parts
+    assert report == ("host-1", "web", 12, 3)
+    assert report[0] is status[0] and report[1] is replica[0]
