@@ -19,6 +19,7 @@ second per container for as long as it flaps. So, as Kubernetes does with its ev
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -93,7 +94,9 @@ class EventGate:
         """The events of ``host`` to store now (the others are counted)."""
         stored: list[pb.Event] = []
         for event in events:
-            key = (host, event.app, event.slot, event.kind, event.message)
+            # Interned: up to ``most_repeats`` keys are kept, and each event of an agent's
+            # message brings copies of its own of the app's name and the kind.
+            key = (host, sys.intern(event.app), event.slot, sys.intern(event.kind), event.message)
             repeat = self._repeats.get(key)
             if repeat is not None and now - repeat.since < self.limits.repeat_window:
                 repeat.repeated(event)
