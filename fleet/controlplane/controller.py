@@ -297,7 +297,7 @@ class ReplicaController:
         apps |= set(state.jobs)
         pending: dict[str, dict[int, str]] = {}
         wake_at: float | None = None
-        draining = any(h.value.state == "draining" for h in state.hosts.values())
+        draining = bool(state.draining())  # (as the plans see drains; a walk of every host was 1%)
         # What this round wrote, by host: the next app is planned counting it without
         # waiting for the watch to show it (at 50 apps that wait was most of a round).
         written: dict[str, HostLoad] = {}
