@@ -62,7 +62,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1106,6 +1106,8 @@ def restart(
     deadline = args.timeout_factor * (60 + 0.01 * hosts)
     reconnected_at = reported_at = settled_at = None
     last_back = last_report = None
+    back_stamps: dict[str, float] = {}
+    report_stamps: dict[str, float] = {}
     back = reported = running = 0
     while settled_at is None:
         now = time.monotonic()
@@ -1126,7 +1128,8 @@ def restart(
                 reconnected_at = now - killed
                 # When the last was written, by its own stamp: a look at 5,000 keys
                 # through etcd's JSON gateway takes a second or more in the storm.
-                last_back = max(epoch(r["connected_at"]) for r in alive) - killed_at
+                back_stamps = spread(epoch(r["connected_at"]) - killed_at for r in alive)
+                last_back = back_stamps["max"]
         elif reported_at is None:
             # Reported again: the host's status record written by its new session (at
             # its first heartbeat), so what is stored of it is what it says now, not
@@ -1140,7 +1143,8 @@ def restart(
                 reported_at = now - killed
                 # The last report's own stamp: when the server worked it out, its write
                 # stored within a report's write time after (``report stored`` above).
-                last_report = max(epoch(r["reported_at"]) for r in status) - killed_at
+                report_stamps = spread(epoch(r["reported_at"]) - killed_at for r in status)
+                last_report = report_stamps["max"]
         else:
             with contextlib.suppress(Exception):
                 running = sum(a.running for a in client.apps())
@@ -1167,6 +1171,9 @@ def restart(
         # By the keys' own stamps, not when a look saw them (see above).
         "reconnected_last_stamp_seconds": _round(last_back),
         "reported_last_stamp_seconds": _round(last_report),
+        # How the hosts came back and reported over time (quantiles of those stamps).
+        "reconnected_stamps": back_stamps,
+        "reported_stamps": report_stamps,
         "settled_seconds": _round(settled_at),
         "reports_rewritten": rewritten,
         "watched_seconds": round(time.monotonic() - killed, 1),
@@ -1201,6 +1208,16 @@ def finish_profiler(proc: subprocess.Popen[bytes], seconds: float, work: Path) -
     summary["seconds"] = seconds
     summary["raw_bytes"] = raw.stat().st_size
     return summary
+
+
+def spread(values: Iterable[float]) -> dict[str, float]:
+    """Quantiles of ``values`` (seconds), for how a storm went over time."""
+    found = sorted(values)
+    if not found:
+        return {}
+    at = {"p10": 0.1, "p50": 0.5, "p90": 0.9, "p99": 0.99}
+    quantiles = {name: found[min(len(found) - 1, int(q * len(found)))] for name, q in at.items()}
+    return {name: round(v, 2) for name, v in {**quantiles, "max": found[-1]}.items()}
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:
