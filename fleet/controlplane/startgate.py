@@ -25,9 +25,9 @@ import grpc.aio
 
 from fleet.controlplane._handlers import refuse
 
-__all__ = ["StartGate"]
+__all__ = ["HEALTH_METHODS", "StartGate"]
 
-_HEALTH_METHODS = "/grpc.health.v1.Health/"  # the prefix of the health service's methods
+HEALTH_METHODS = "/grpc.health.v1.Health/"  # the prefix of the health service's methods
 _STARTING = "the control plane is starting (reading the pool's state); retry"
 
 
@@ -42,9 +42,6 @@ def _starting() -> grpc.RpcMethodHandler:
 
 
 class StartGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Holds the calls to the ``waiting`` methods and refuses the others (health aside)
-    until ``open``."""
-
     def __init__(self, waiting: frozenset[str]) -> None:
         self._waiting = waiting  # full method names held until ``open``
         self._open = asyncio.Event()
@@ -53,6 +50,10 @@ class StartGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def open(self) -> None:
         """The server is ready: let the held calls in, and every call from now on."""
         self._open.set()
+
+    @property
+    def is_open(self) -> bool:
+        return self._open.is_set()
 
     async def intercept_service(
         self,
@@ -63,6 +64,6 @@ class StartGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             method = handler_call_details.method
             if method in self._waiting:
                 await self._open.wait()
-            elif not method.startswith(_HEALTH_METHODS):
+            elif not method.startswith(HEALTH_METHODS):
                 return self._refusal
         return await continuation(handler_call_details)
