@@ -11,6 +11,7 @@ and an agent's reconnect backoff on top.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import signal
 import time
@@ -48,10 +49,19 @@ class Stored(NamedTuple):
 
 def stored(etcd: EtcdServer, prefix: bytes) -> dict[str, Stored]:
     """Every key under ``prefix`` with its mod revision and lease, from etcd."""
+    return {key: at for key, (at, _) in stored_values(etcd, prefix).items()}
+
+
+def stored_values(etcd: EtcdServer, prefix: bytes) -> dict[str, tuple[Stored, bytes]]:
+    """Every key under ``prefix`` with its mod revision, lease and value, in one read
+    (at one revision: a revision and a value read apart can be two writes', and a
+    report's first revision paired with its second's value once passed for a report
+    rewritten after the restart)."""
     body = {"key": b64(prefix), "range_end": b64(prefix_end(prefix))}
     return {
-        base64.b64decode(kv["key"]).decode(): Stored(
-            int(kv["mod_revision"]), int(kv.get("lease", 0))
+        base64.b64decode(kv["key"]).decode(): (
+            Stored(int(kv["mod_revision"]), int(kv.get("lease", 0))),
+            base64.b64decode(kv.get("value", "")),
         )
         for kv in etcd_post(etcd, "/v3/kv/range", body).get("kvs") or []
     }
@@ -114,7 +124,7 @@ def test_a_restarted_replica_takes_over_its_hosts_keys(pool: Pool, how: signal.S
         client.apply(load_documents(text, "kept.yaml"))
         before = {c.id for c in wait_containers_of(pool, 2)}
         reports = wait_until(
-            lambda: (found := running_reports(etcd, layout, host)) and len(found) == 2 and found,
+            lambda: both_running(running_reports(etcd, layout, host)),
             30,
             what="both containers reported running",
         )
@@ -139,7 +149,8 @@ def test_a_restarted_replica_takes_over_its_hosts_keys(pool: Pool, how: signal.S
         now = stored(etcd, layout.alive(host))[alive_key]
         assert now.lease == alive.lease, f"a new lease: {serving_line(server)}"
         # Not one report written again: the new session's writer started from them.
-        assert running_reports(etcd, layout, host) == reports
+        after = running_reports(etcd, layout, host)
+        assert after == reports, written_again(etcd, reports, after)
         assert {c.id for c in wait_containers_of(pool, 2)} == before
         with server.client() as client:
             assert connected(client, host)
@@ -223,17 +234,58 @@ def wait_containers_of(pool: Pool, count: int) -> list[Any]:
         docker.close()
 
 
-def running_reports(etcd: EtcdServer, layout: KeyLayout, host: str) -> dict[str, Stored]:
+def running_reports(
+    etcd: EtcdServer, layout: KeyLayout, host: str
+) -> dict[str, tuple[Stored, dict[str, Any]]]:
     """The host's container reports that say running with their memory limit (which the
     agent reports once it has sampled the container's stats: the report's last change),
     with their mod revisions."""
-    keys = stored(etcd, layout.reports(host))
-    reports = {key: etcd_json(etcd, key) or {} for key in keys}
-    return {
-        key: at
-        for key, at in keys.items()
-        if reports[key].get("state") == "running" and reports[key].get("memory_limit", 0) > 0
+    found = {
+        key: (at, json.loads(value))
+        for key, (at, value) in stored_values(etcd, layout.reports(host)).items()
     }
+    return {
+        key: (at, report)
+        for key, (at, report) in found.items()
+        if report.get("state") == "running" and report.get("memory_limit", 0) > 0
+    }
+
+
+def both_running(
+    reports: dict[str, tuple[Stored, dict[str, Any]]],
+) -> dict[str, tuple[Stored, dict[str, Any]]] | None:
+    return reports if len(reports) == 2 else None
+
+
+def written_again(
+    etcd: EtcdServer,
+    before: dict[str, tuple[Stored, dict[str, Any]]],
+    after: dict[str, tuple[Stored, dict[str, Any]]],
+) -> str:
+    """For a failure's message: which reports changed, in which fields, and the keys
+    written at each revision since the first of them (who wrote, before the restart or
+    after)."""
+    lines = []
+    for key in sorted(before.keys() | after.keys()):
+        (was, old), (now, new) = before.get(key, (None, {})), after.get(key, (None, {}))
+        fields = {
+            f: (old.get(f), new.get(f)) for f in old.keys() | new.keys() if old.get(f) != new.get(f)
+        }
+        lines.append(f"{key}: {was} -> {now}, fields changed: {fields}")
+    revisions = [at.mod_revision for at, _ in [*before.values(), *after.values()]]
+    for revision in range(min(revisions, default=0), max(revisions, default=-1) + 1):
+        body = {
+            "key": b64(b"\0"),
+            "range_end": b64(b"\0"),  # every key
+            "revision": revision,
+            "min_mod_revision": revision,
+            "max_mod_revision": revision,
+            "keys_only": True,
+        }
+        kvs = etcd_post(etcd, "/v3/kv/range", body).get("kvs") or []
+        keys = ", ".join(base64.b64decode(kv["key"]).decode() for kv in kvs)
+        lines.append(f"written at {revision}: {keys}")
+    return "\n".join(lines)
 
 
 def reported_since(etcd: EtcdServer, status_key: str, since: float) -> bool:
