@@ -42,6 +42,7 @@ from fleet.controlplane.registration import HostLimits
 from fleet.controlplane.seats import AGENTS_BACK_WITHIN
 from fleet.controlplane.secretskey import open_key, settle_key
 from fleet.controlplane.servicediscovery import sd_targets
+from fleet.controlplane.startgate import StartGate
 from fleet.errors import FailedPrecondition, Unavailable
 from fleet.store import (
     DEFAULT_MAX_TXN_OPS,
@@ -92,6 +93,8 @@ _SERVER_OPTIONS = [
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
 ]
+
+CONNECT_METHOD = "/fleet.v1.AgentService/Connect"  # an agent's stream
 
 # The main port, where every agent holds its stream. A grpc.aio server takes in one new
 # call at a time, one turn of the event loop each, and gRPC keeps the calls not yet
@@ -228,7 +231,10 @@ class ControlPlane:
         self.api.pending.leading = lambda: self.controller.pending if self.controller else None
         self.api.about = ServerAbout(self.server_id, lambda: self.controller is not None)
         self.metrics.lend_counts(self.api.counts)
-        self._server = grpc.aio.server(options=MAIN_PORT_SERVER_OPTIONS)
+        # The port listens once bound; agents' streams wait at this door until the
+        # server is ready, every other call is refused meanwhile (``startgate``).
+        self._gate = StartGate(frozenset({CONNECT_METHOD}))
+        self._server = grpc.aio.server(interceptors=[self._gate], options=MAIN_PORT_SERVER_OPTIONS)
         self._server.add_generic_rpc_handlers(
             (
                 service_handler("FleetService", self.api),
@@ -303,6 +309,11 @@ class ControlPlane:
             dashboard_tls = self._dashboard_tls()  # refused now, before anything started
         self.keeper.start(asyncio.get_running_loop())
         self.metrics.watch_gc()
+        for service in ("", "fleet.v1.FleetService", "fleet.v1.AgentService"):
+            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        # Listening now, behind the gate: an agent cut off by a restart connects at once
+        # and waits for the listing below, instead of backing off through it.
+        await self._server.start()
         self._tasks = [asyncio.create_task(self.informer.run(), name="informer")]
         try:
             await asyncio.wait_for(self.informer.wait_synced(), _SYNC_TIMEOUT)
@@ -330,7 +341,7 @@ class ControlPlane:
         self._tasks.append(asyncio.create_task(self._lead(), name="leadership"))
         if self.config.read_listen is not None:
             await self._serve_reads(self.config.read_listen)
-        await self._server.start()
+        self._gate.open()
         if self._token_server is not None:
             await self._token_server.start()
         for service in ("", "fleet.v1.FleetService", "fleet.v1.AgentService"):
