@@ -43,6 +43,9 @@ MAX_REPLICAS = 10_000
 
 log = logging.getLogger(__name__)
 
+# Seconds a GetApps of every app counts before it lets the event loop turn.
+TURN_SECONDS = 0.02
+
 ReportKey = tuple[str, str, int, int]  # host, app, slot, revision
 
 
@@ -254,12 +257,20 @@ class AppsApi(ServiceBase):
         # Hosts that replicas name but that are gone (removed): their replicas wait to
         # move, pending (a cheap set of hosts; an app's replicas are walked only then).
         gone = set(state.hosts_with_replicas()) - state.hosts.keys()
-        for n, name in enumerate(names):
-            if n:
-                # The loop turns between apps (each is counted from the one snapshot):
-                # the first count after a restart, 50 apps of 2,000 replicas, held it
-                # for over a second, every agent's heartbeat waiting.
+        turned = time.monotonic()
+        for name in names:
+            if time.monotonic() - turned >= TURN_SECONDS:
+                # The loop turns: the first count after a restart (50 apps of 2,000
+                # replicas) held it for over a second, every agent's heartbeat waiting.
+                # The apps after the turn are read from the newest state: the counts'
+                # cache goes forward, and an older state would be counted from scratch.
                 await asyncio.sleep(0)
+                turned = time.monotonic()
+                if (newer := self._informer.state()) is not state:
+                    state = newer
+                    gone = set(state.hosts_with_replicas()) - state.hosts.keys()
+                if name not in state.apps:
+                    continue  # deleted meanwhile
             record = state.apps[name].value
             placed = state.replica_count(name)
             pending = self._pending(state, name, now, gone, explain=bool(request.name))
