@@ -56,6 +56,14 @@ __all__ = ["Outbox", "Session", "os_facts", "reconnect_backoff"]
 
 log = logging.getLogger(__name__)
 
+# Each try on a connection of its own. gRPC shares a connection between the channels
+# of one process to the same address (its global subchannel pool), and its state: a
+# new channel on one that failed fails at once ("failed to connect to all addresses")
+# until gRPC's own reconnect backoff (1 s, growing by 1.6) lets it try again, whatever
+# the session's backoff says; and hosts simulated in one process (fleet.testing.hollow)
+# shared one TCP connection, where real hosts each have their own.
+_OWN_CONNECTION = (("grpc.use_local_subchannel_pool", 1),)
+
 _REPORT_BATCH = 0.2  # seconds: changes this close together go in one report
 _END = pb.AgentMessage()  # in an outbox: the stream ends here (compared by identity)
 _FIRST_DELAY = 0.2  # seconds: the backoff after a stream that was open
@@ -303,7 +311,7 @@ class Session:
         await outbox.put(await self._register_message())
         if self._certs is not None:
             self._certs.mark()  # before the channel reads the files
-        async with self.config.transport.aio_channel(server) as channel:
+        async with self.config.transport.aio_channel(server, _OWN_CONNECTION) as channel:
             stub = pb_grpc.AgentServiceStub(channel)
             call = stub.Connect(outbox.messages())
             heartbeats: asyncio.Task[None] | None = None

@@ -31,7 +31,7 @@ from fleet.errors import FleetError
 from fleet.spec import load_documents
 from fleet.testing import EtcdServer, wait_until
 from fleet.testing.fleetprocs import FleetServerProcess
-from tests.helpers import etcd_prefix
+from tests.helpers import etcd_prefix, tcp_peers
 
 HOSTS, VICTIMS = 180, 20  # hollow hosts: kept / killed at once
 APPS, PER_APP = 5, 1000  # 5,000 replicas
@@ -156,6 +156,10 @@ def test_200_hollow_hosts_place_5000_replicas_lose_20_hosts_and_a_control_plane(
                 60,
                 what=f"{HOSTS + VICTIMS} hollow hosts",
             )
+            # Each on a connection of its own, as real hosts are (gRPC would have the
+            # hosts of one process share one): the server's peers, etcd aside.
+            agents = {p for p in tcp_peers(server.process.pid) if p[1] != etcd_server.client_port}
+            assert len(agents) >= HOSTS + VICTIMS, f"{len(agents)} connections"
             # Spread, so that the victims hold their share (packing would fill the
             # other hosts first).
             docs = "---\n".join(
