@@ -290,3 +290,20 @@ def commit(state: ClusterState, plan: ReplicaPlan) -> ClusterState:
     if plan.app is not None:
         new.apps["web"] = Versioned(plan.app, revision)
     return new
+
+
+class StaticInformer:
+    """An informer that has synced and shows ``state`` (the API's handlers read it),
+    caught up with every revision; a test may swap ``state`` for another."""
+
+    def __init__(self, state: ClusterState) -> None:
+        self.current = state
+
+    async def wait_synced(self) -> None:
+        pass
+
+    async def wait_for_revision(self, revision: int) -> None:
+        pass
+
+    def state(self) -> ClusterState:
+        return self.current

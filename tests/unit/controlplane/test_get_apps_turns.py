@@ -17,30 +17,15 @@ from fleet.controlplane.auth import LocalCall
 from fleet.pki.subjects import Identity, Kind, Role
 from fleet.proto import fleet_pb2 as pb
 from fleet.spec import load_documents
-from fleet.store import ClusterState
-from tests.unit.controlplane.builders import add_app, cluster
+from tests.unit.controlplane.builders import StaticInformer, add_app, cluster
 
 
-class _Informer:
-    def __init__(self, state: ClusterState) -> None:
-        self._state = state
-
-    async def wait_synced(self) -> None:
-        pass
-
-    async def wait_for_revision(self, revision: int) -> None:
-        pass
-
-    def state(self) -> ClusterState:
-        return self._state
-
-
-def _service(count: int) -> tuple[FleetService, _Informer]:
+def _service(count: int) -> tuple[FleetService, StaticInformer]:
     state = cluster(("h1", 4.0, 2**30))
     for n in range(count):
         [app] = load_documents(f"name: app{n}\nimage: img:v1\nreplicas: 2\n", "app.yaml")
         add_app(state, app)
-    informer = _Informer(state)
+    informer = StaticInformer(state)
     handle: Any = informer
     return FleetService(None, handle, None, None), informer  # type: ignore[arg-type]
 
@@ -84,7 +69,7 @@ async def test_the_apps_after_a_turn_are_read_from_the_newest_state(
     newer.apps = {name: app for name, app in newer.apps.items() if name != "app2"}
 
     async def delete_app2() -> None:
-        informer._state = newer
+        informer.current = newer
 
     swap = asyncio.create_task(delete_app2())  # runs at the GetApps' first turn
     call = _viewer()

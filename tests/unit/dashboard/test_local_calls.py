@@ -14,22 +14,8 @@ from fleet.dashboard.actions import Call, Refused, app_action, call_as, host_act
 from fleet.errors import InvalidArgument
 from fleet.pki.subjects import Identity, Kind, Role
 from fleet.proto import fleet_pb2 as pb
-from fleet.store import AppWrite, ClusterState
-from tests.unit.controlplane.builders import add_app, cluster, spec
-
-
-class _Informer:
-    def __init__(self, state: ClusterState) -> None:
-        self._state = state
-
-    async def wait_synced(self) -> None:
-        pass
-
-    async def wait_for_revision(self, revision: int) -> None:
-        pass
-
-    def state(self) -> ClusterState:
-        return self._state
+from fleet.store import AppWrite
+from tests.unit.controlplane.builders import StaticInformer, add_app, cluster, spec
 
 
 class _Store:
@@ -45,7 +31,7 @@ def _service() -> tuple[FleetService, _Store]:
     state = cluster(("h1", 4.0, 2**30))
     add_app(state, spec("replicas: 2\n"))
     store = _Store()
-    informer: Any = _Informer(state)
+    informer: Any = StaticInformer(state)
     return FleetService(store, informer, None, None), store  # type: ignore[arg-type]
 
 
