@@ -77,10 +77,13 @@ def reported_revision(
     two revisions of an app can share a template (an image set back, an undo): a
     container made for revision 9 then serves revision 7 as well, and reported under
     its label's 9 it would never count as the 7 the control plane waits for (a move
-    that never finished, seen in the soak). Its label's revision when that one is
-    wanted too, or when nothing wants it."""
+    that never finished, seen in the soak). When several revisions of its template are
+    wanted here, the newest: a slot moving from revision 8 to 12 of one template, its
+    replacement placed on the same host, waits for 12's report, and the one container
+    serves both (reported under its label's 8, the move never finished: the soak's
+    seed 25 once). Its label's revision when nothing wants it."""
     revisions = wanted.get(container.key)
-    if not revisions or container.revision in revisions:
+    if not revisions:
         return container.revision
     return max(revisions)
 
