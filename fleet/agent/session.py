@@ -8,7 +8,9 @@ desired sets (stored for the reconcile loop, which is woken), host commands
 (``fleet.agent.hostcommands``), log/exec/top requests (``fleet.agent.requests``) and
 exec sessions with their input streamed (``fleet.agent.execsessions``).
 Events that were queued for a stream that then broke go back to the front of the
-queue, for the next one.
+queue, for the next one. Registering again, the agent names the desired set it holds
+(its fingerprint): a control plane whose set for the host is that one sends none, so a
+restart of the control plane does not send every host the set it already has.
 
 A renewed certificate (its files rewritten while the agent runs) is taken up without a
 restart: the stream ends and the next one is opened with the new files
@@ -284,6 +286,7 @@ class Session:
                 address=self.config.address
                 or await asyncio.to_thread(_address_towards, self.config.servers[0]),
                 ingress=self.config.ingress,
+                held_fingerprint=self.state.desired_fingerprint,
             )
         )
 
@@ -356,6 +359,12 @@ class Session:
                     ):
                         self.state.desired = list(message.desired.containers)
                         self.state.desired_version = message.desired.version
+                        self.state.desired_fingerprint = message.desired.fingerprint
+                        log.debug(
+                            "desired set %d taken: %d containers",
+                            message.desired.version,
+                            len(message.desired.containers),
+                        )
                         self.state.registry_mirror = message.desired.registry_mirror
                         first_set = False
                         self.state.wake.set()

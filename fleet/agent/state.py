@@ -30,6 +30,9 @@ class HostState:
     # (until then the agent adopts what it finds).
     desired: list[pb.ContainerSpec] | None = None
     desired_version: int = 0
+    # Its fingerprint (DesiredSet.fingerprint), sent when registering again: a control
+    # plane that would send the same set does not.
+    desired_fingerprint: str = ""
     # The pool's id, which the control plane sends at registration (remembered in the
     # state dir); None: not known yet, "": a control plane without one (ownership.py).
     pool_id: str | None = None

@@ -214,7 +214,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
             session.deny(denied_message(found.value))
         reader = asyncio.create_task(self._read(session, request_iterator))
         reader.add_done_callback(lambda _reader: outbox.end())  # its end is the session's
-        pusher = asyncio.create_task(self._push.run(host_id, outbox))
+        held = first.register.held_fingerprint  # the set the agent has: not sent again
+        pusher = asyncio.create_task(self._push.run(host_id, outbox, held))
         edge = (
             asyncio.create_task(self.edges.run(host_id, outbox)) if first.register.ingress else None
         )

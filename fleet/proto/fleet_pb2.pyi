@@ -284,12 +284,19 @@ class Register(_message.Message):
     FACTS_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
     INGRESS_FIELD_NUMBER: _builtins.int
+    HELD_FINGERPRINT_FIELD_NUMBER: _builtins.int
     host_id: _builtins.str
     address: _builtins.str
     """where the host's published ports answer (endpoints)"""
     ingress: _builtins.str
     """Non-empty: this host is an edge (``fleet agent --ingress``): HTTP ADDR:PORT its proxy
     listens on. The server then also pushes it EdgeConfig.
+    """
+    held_fingerprint: _builtins.str
+    """The fingerprint of the desired set the agent holds (DesiredSet.fingerprint; "" :
+    none, a started agent). A control plane whose set for the host is that one does not
+    send it again: after a restart of the control plane, 5,000 reconnecting hosts were
+    each sent, and reconciled, a set they already had.
     """
     @_builtins.property
     def capacity(self) -> Global___Resources: ...
@@ -308,10 +315,11 @@ class Register(_message.Message):
         facts: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         address: _builtins.str = ...,
         ingress: _builtins.str = ...,
+        held_fingerprint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capacity", b"capacity", "facts", b"facts", "host_id", b"host_id", "ingress", b"ingress", "labels", b"labels"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capacity", b"capacity", "facts", b"facts", "held_fingerprint", b"held_fingerprint", "host_id", b"host_id", "ingress", b"ingress", "labels", b"labels"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -677,11 +685,16 @@ class DesiredSet(_message.Message):
     CONTAINERS_FIELD_NUMBER: _builtins.int
     COMMAND_FIELD_NUMBER: _builtins.int
     REGISTRY_MIRROR_FIELD_NUMBER: _builtins.int
+    FINGERPRINT_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """rises with every change; older sets are ignored"""
     registry_mirror: _builtins.str
     """The pool's registry mirror (host[:port]) Docker Hub images are pulled through
     first; "" : none (fleet/registries.py says the fallback rules).
+    """
+    fingerprint: _builtins.str
+    """Identifies what the set says (containers, command, mirror), whatever its version;
+    the agent sends it back in its next Register (held_fingerprint).
     """
     @_builtins.property
     def containers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerSpec]: ...
@@ -696,10 +709,11 @@ class DesiredSet(_message.Message):
         containers: _abc.Iterable[Global___ContainerSpec] | None = ...,
         command: Global___HostCommand | None = ...,
         registry_mirror: _builtins.str = ...,
+        fingerprint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "containers", b"containers", "registry_mirror", b"registry_mirror", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "containers", b"containers", "fingerprint", b"fingerprint", "registry_mirror", b"registry_mirror", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

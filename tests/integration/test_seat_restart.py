@@ -162,6 +162,43 @@ def test_a_restarted_replica_takes_over_its_hosts_keys(pool: Pool, how: signal.S
         print(server.process.log_tail(40))
 
 
+def test_a_host_holding_its_set_is_not_sent_it_again(pool: Pool) -> None:
+    """After a restart the agent registers naming the set it holds, which the new server
+    does not send again; the next change to it still reaches the host."""
+    host, layout, etcd = pool.host.name, pool.layout, pool.etcd
+    with pool.server.client() as client:
+        wait_until(lambda: connected(client, host), 20, what="the agent to connect")
+        text = (
+            f"name: kept\nimage: {ensure_image(pool.host)}\nreplicas: 2\ncommand: [sleep, '3600']\n"
+        )
+        client.apply(load_documents(text, "kept.yaml"))
+        wait_until(
+            lambda: both_running(running_reports(etcd, layout, host)),
+            30,
+            what="both containers reported running",
+        )
+    restarted_at = time.time()
+    server = restart(pool, signal.SIGKILL)
+    try:
+        status_key = layout.status(host).decode()
+        wait_until(
+            lambda: reported_since(etcd, status_key, restarted_at),
+            30,
+            what="the agent's first report since the restart stored",
+        )
+        with server.client() as client:
+            client.scale("kept", 3)
+        wait_containers_of(pool, 3)
+        log = pool.agent.process.log_path.read_text(errors="replace")
+        since_restart = log[log.rindex("registered with") :]
+        taken = re.findall(r"desired set \d+ taken: (\d+) containers", since_restart)
+        # One set since the restart: the scaled one (3), not the 2 it held first.
+        assert taken == ["3"], since_restart[-3000:]
+    finally:
+        server.stop()
+        print(server.process.log_tail(40))
+
+
 @pytest.mark.parametrize("pool", [DOWN_AFTER_SHORT], indirect=True, ids=["short-ttl"])
 def test_a_host_that_does_not_come_back_is_marked_down(pool: Pool) -> None:
     host, layout, etcd = pool.host.name, pool.layout, pool.etcd

@@ -161,3 +161,48 @@ async def test_sets_woken_together_are_built_one_per_turn_of_the_loop() -> None:
             session.cancel()
         await asyncio.gather(*sessions, return_exceptions=True)
         await push.close()
+
+
+async def first_set(push: DesiredPush, held: str, within: float) -> pb.DesiredSet | None:
+    """The set a session registering with ``held`` is sent within ``within`` seconds, or
+    None."""
+    outbox: asyncio.Queue[pb.ServerMessage] = asyncio.Queue(maxsize=1)
+    session = asyncio.create_task(push.run("h1", outbox, held))
+    try:
+        async with asyncio.timeout(within):
+            return (await outbox.get()).desired
+    except TimeoutError:
+        return None
+    finally:
+        session.cancel()
+        await asyncio.gather(session, return_exceptions=True)
+
+
+async def test_a_host_holding_its_set_is_not_sent_it_again() -> None:
+    state = one_replica_state()
+    informer = StubInformer(state)
+    push = DesiredPush(cast(Informer, informer), None)
+    try:
+        sent = await first_set(push, held="", within=5)
+        assert sent is not None and [c.slot for c in sent.containers] == [0]
+        assert len(sent.fingerprint) == 64
+        # An agent that registers again holding that set (a restart of the control plane)
+        # is sent none; not even once the state's revision moved on without the set
+        # changing (another host's record).
+        add_host(state, "h2")
+        state.revision += 10
+        informer.change(state)
+        assert await first_set(push, held=sent.fingerprint, within=0.3) is None
+        # Any other fingerprint (another set, or text that is none) is sent the set.
+        for held in ("0" * 64, "not-a-fingerprint", sent.fingerprint.upper()):
+            again = await first_set(push, held=held, within=5)
+            assert again is not None and again.fingerprint == sent.fingerprint
+        # Once the set changes, so does its fingerprint: the holder of the old one is
+        # sent the new set.
+        put_replica(state, 1, "h1")
+        informer.change(state)
+        changed = await first_set(push, held=sent.fingerprint, within=5)
+        assert changed is not None and {c.slot for c in changed.containers} == {0, 1}
+        assert changed.fingerprint != sent.fingerprint
+    finally:
+        await push.close()
