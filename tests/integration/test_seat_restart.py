@@ -116,18 +116,7 @@ def restart(pool: Pool, how: signal.Signals) -> FleetServerProcess:
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
 def test_a_restarted_replica_takes_over_its_hosts_keys(pool: Pool, how: signal.Signals) -> None:
     host, layout, etcd = pool.host.name, pool.layout, pool.etcd
-    with pool.server.client() as client:
-        wait_until(lambda: connected(client, host), 20, what="the agent to connect")
-        text = (
-            f"name: kept\nimage: {ensure_image(pool.host)}\nreplicas: 2\ncommand: [sleep, '3600']\n"
-        )
-        client.apply(load_documents(text, "kept.yaml"))
-        before = {c.id for c in wait_containers_of(pool, 2)}
-        reports = wait_until(
-            lambda: both_running(running_reports(etcd, layout, host)),
-            30,
-            what="both containers reported running",
-        )
+    before, reports = two_kept_running(pool)
     alive_key = layout.alive(host).decode()
     alive = stored(etcd, layout.alive(host))[alive_key]
     assert alive.lease != 0
@@ -166,17 +155,7 @@ def test_a_host_holding_its_set_is_not_sent_it_again(pool: Pool) -> None:
     """After a restart the agent registers naming the set it holds, which the new server
     does not send again; the next change to it still reaches the host."""
     host, layout, etcd = pool.host.name, pool.layout, pool.etcd
-    with pool.server.client() as client:
-        wait_until(lambda: connected(client, host), 20, what="the agent to connect")
-        text = (
-            f"name: kept\nimage: {ensure_image(pool.host)}\nreplicas: 2\ncommand: [sleep, '3600']\n"
-        )
-        client.apply(load_documents(text, "kept.yaml"))
-        wait_until(
-            lambda: both_running(running_reports(etcd, layout, host)),
-            30,
-            what="both containers reported running",
-        )
+    two_kept_running(pool)
     restarted_at = time.time()
     server = restart(pool, signal.SIGKILL)
     try:
@@ -252,6 +231,25 @@ def serving_line(server: FleetServerProcess) -> str:
 
 def connected(client: FleetClient, host: str) -> bool:
     return any(h.connected for h in client.hosts() if h.host_id == host)
+
+
+def two_kept_running(pool: Pool) -> tuple[set[str], dict[str, tuple[Stored, dict[str, Any]]]]:
+    """App ``kept`` applied with 2 replicas, once both run on the host and are reported
+    running: their container ids, and their reports as stored."""
+    host, layout, etcd = pool.host.name, pool.layout, pool.etcd
+    with pool.server.client() as client:
+        wait_until(lambda: connected(client, host), 20, what="the agent to connect")
+        text = (
+            f"name: kept\nimage: {ensure_image(pool.host)}\nreplicas: 2\ncommand: [sleep, '3600']\n"
+        )
+        client.apply(load_documents(text, "kept.yaml"))
+        ids = {c.id for c in wait_containers_of(pool, 2)}
+        reports = wait_until(
+            lambda: both_running(running_reports(etcd, layout, host)),
+            30,
+            what="both containers reported running",
+        )
+    return ids, reports
 
 
 def wait_containers_of(pool: Pool, count: int) -> list[Any]:
