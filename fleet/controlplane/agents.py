@@ -47,6 +47,7 @@ from fleet.controlplane.execrelay import ExecRelay
 from fleet.controlplane.joining import Signer
 from fleet.controlplane.outbox import SessionOutbox
 from fleet.controlplane.registration import (
+    DaemonIndex,
     HostLimits,
     daemon_taken,
     denied_message,
@@ -169,6 +170,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self.edges = EdgePush(informer)
         self.events = AgentEvents(events, event_limits)
         self.reports = ReportQueue(store)
+        self._daemons = DaemonIndex()  # (registration's check that no two share a daemon)
         self._lease = seats.ServingLease(store, keeper, server_id=server_id, ttl=lease_ttl)
         self._stopping = False
         self._background: set[asyncio.Task[None]] = set()
@@ -327,7 +329,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self, register: pb.Register, serial: str = "", cert_expires: str = ""
     ) -> tuple[str, Alive, int]:
         host_id = check_host_id(register.host_id)
-        taken = daemon_taken(self._informer.state(), host_id, dict(register.facts))
+        state = self._informer.state()
+        taken = daemon_taken(state, host_id, dict(register.facts), self._daemons)
         if taken is not None:
             raise FailedPrecondition(taken)
         for _ in range(3):

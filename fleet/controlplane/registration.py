@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fleet._time import now_iso
@@ -19,11 +20,12 @@ from fleet.errors import InvalidArgument
 from fleet.hostlabels import MAX_LABELS, known_facts
 from fleet.ingress import check_ingress
 from fleet.proto import fleet_pb2 as pb
-from fleet.store import ClusterState, check_host_id
+from fleet.store import ClusterState, Versioned, check_host_id
 from fleet.store.records import DeniedRecord, HostRecord, ResourceAmounts
 
 __all__ = [
     "MAX_TEXT",
+    "DaemonIndex",
     "HostLimits",
     "check_ingress",
     "daemon_taken",
@@ -136,20 +138,51 @@ def denied_message(record: DeniedRecord) -> str:
     )
 
 
-def daemon_taken(state: ClusterState, host_id: str, facts: dict[str, str]) -> str | None:
+class DaemonIndex:
+    """Which hosts say they manage which Docker daemon (their ``docker_daemon`` fact), to
+    tell at a registration whether another connected host has its daemon
+    (``daemon_taken``). Worked out again only when the hosts' table changes (an
+    informer's snapshots share a table nothing changed): a walk of every host at every
+    registration was 0.8 ms at 5,000 hosts, 4 s of the event loop in a restart's storm
+    of reconnects, where no host record changes."""
+
+    def __init__(self) -> None:
+        self._table: Mapping[str, Versioned[HostRecord]] | None = None
+        self._hosts: dict[str, list[str]] = {}  # daemon -> host ids
+
+    def hosts_of(self, state: ClusterState, daemon: str) -> list[str]:
+        """The hosts (connected or not) whose records name ``daemon``, sorted."""
+        if self._table is not state.hosts:
+            # (No more than the walk it replaces: while hosts join, each registration
+            # writes a host record, and each finds a new table.)
+            found: dict[str, list[str]] = {}
+            for host_id, stored in state.hosts.items():
+                named = stored.value.facts.get("docker_daemon")
+                if named:
+                    found.setdefault(named, []).append(host_id)
+            self._table, self._hosts = state.hosts, found
+        return sorted(self._hosts.get(daemon, ()))
+
+
+def daemon_taken(
+    state: ClusterState,
+    host_id: str,
+    facts: dict[str, str],
+    index: DaemonIndex | None = None,
+) -> str | None:
     """Why ``host_id`` may not register with these facts: another host, connected now,
     whose agent manages the same Docker daemon (the ``docker_daemon`` fact). Two agents
     on one daemon would each take the other's containers for leftovers and remove them;
     the first keeps it. None when it may. (Checked against the informer's view: two
     agents registering within the same instant are not told apart, which takes two
-    starts at once, not a second agent started by mistake.)"""
+    starts at once, not a second agent started by mistake.) ``index``: the caller's,
+    kept between registrations (a state whose tables change in place, as a test's, wants
+    a new one)."""
     daemon = facts.get("docker_daemon", "")
     if not daemon:
         return None  # an agent of a version before the fact: nothing to compare
-    for other, stored in sorted(state.hosts.items()):
-        if other == host_id or other not in state.alive:
-            continue
-        if stored.value.facts.get("docker_daemon") == daemon:
+    for other in (index or DaemonIndex()).hosts_of(state, daemon):
+        if other != host_id and other in state.alive:
             return (
                 f"the Docker daemon of agent {host_id!r} is already managed by host "
                 f"{other!r}, connected now: two agents must never manage one daemon (each "
