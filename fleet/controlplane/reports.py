@@ -151,6 +151,26 @@ def _print(status: pb.ContainerStatus) -> bytes:
     return hashlib.blake2b(status.SerializeToString(deterministic=True), digest_size=16).digest()
 
 
+def _as_stored(c: pb.ContainerStatus, stored: ContainerReport | None) -> bool:
+    """Whether the agent's report ``c`` says what ``stored`` does (its live usage aside):
+    the fields ``status_proto`` shows, compared one by one. A session's first report
+    compares every container with its kept report: printing each of those as the
+    agent's message would be was 5 us a container, 100,000 of them (half a second of
+    the event loop and more) in a restart's storm of reconnects; this is a third of
+    that. A report that was stored changed (a message cut short, say) only differs, and
+    is written again."""
+    return (
+        stored is not None
+        and _as_is(c) == _as_is(stored)
+        and c.message == stored.message
+        and c.reason == stored.reason
+        and c.health == stored.health
+        and c.ready_since == stored.ready_since
+        and c.memory_limit == stored.memory_limit
+        and [_port(p) for p in c.ports] == [_port(p) for p in stored.ports]
+    )
+
+
 class ReportWriter:
     """One agent session's view of what it has written, to write only the difference."""
 
@@ -158,6 +178,7 @@ class ReportWriter:
         self.host_id = host_id
         self.refresh = refresh
         self._prints: dict[ReportKey, bytes] = {}
+        self._kept: dict[ReportKey, ContainerReport] | None = None  # (``start_from``)
         self._host_print = b""
         self._written_at = -math.inf
         # Made when first needed: an idle host's session holds neither.
@@ -166,13 +187,10 @@ class ReportWriter:
 
     def start_from(self, stored: Iterable[ContainerReport]) -> None:
         """Start from the reports ``stored`` of the host (its previous session's, kept
-        for this one): a container its agent reports as stored is not written again.
-        Each is printed as the agent's report of it would be (``status_proto`` is
-        ``container_report``'s inverse); one that is not (a message cut short, say)
-        is only written again."""
-        for report in stored:
-            key = (report.app, report.slot, report.revision)
-            self._prints[key] = _print(status_proto(report, 0.0, 0))
+        for this one): a container its agent reports as stored is not written again
+        (``_as_stored``), one it no longer reports is removed. Until the first report is
+        written; then the prints are this session's."""
+        self._kept = {(report.app, report.slot, report.revision): report for report in stored}
 
     def check(self, heartbeat: pb.Heartbeat) -> None:
         """Refuse a heartbeat that is malformed or too large for etcd: at once, in the
@@ -222,6 +240,7 @@ class ReportWriter:
             current[(sys.intern(c.app), c.slot, c.revision)] = c
         prints: dict[ReportKey, bytes] = {}
         changed: list[ContainerReport] = []
+        kept = self._kept
         for key, c in current.items():
             # The print leaves the usage out: the usage alone is written every ``refresh``.
             # Zeroed in place and put back (a copy of each container of every heartbeat
@@ -230,9 +249,12 @@ class ReportWriter:
             c.cpu, c.memory_bytes = 0.0, 0
             prints[key] = _print(c)
             c.cpu, c.memory_bytes = cpu, memory
-            if self._prints.get(key) != prints[key]:
+            before = self._prints.get(key)
+            if before != prints[key] and not (
+                before is None and kept is not None and _as_stored(c, kept.get(key))
+            ):
                 changed.append(container_report(c))
-        gone = [key for key in self._prints if key not in current]
+        gone = [key for key in (self._prints if kept is None else kept) if key not in current]
         images = sorted(i[:512] for i in heartbeat.images[:_MAX_IMAGES])
         host_print = repr((heartbeat.applied_version, images)).encode()
         due = now - self._written_at >= self.refresh
@@ -259,5 +281,6 @@ class ReportWriter:
 
     def written(self, report: Report, now: float) -> None:
         self._prints, self._host_print = report.prints, report.host_print
+        self._kept = None  # what is stored is what the prints say now
         if report.status is not None:
             self._written_at = now

@@ -381,6 +381,69 @@ def test_a_report_that_does_not_print_as_the_agent_sends_it_is_written_again() -
     assert report.changed == [container_report(sent)]
 
 
+# A value other than ``container()``'s for each field a report stores (every field of
+# ContainerStatus but the live usage, which goes in the host's record).
+OTHER_VALUES: dict[str, Any] = {
+    "app": "api",
+    "slot": 7,
+    "revision": 9,
+    "spec_hash": "def",
+    "container_id": "id-other",
+    "name": "fleet-other",
+    "state": "exited",
+    "exit_code": 3,
+    "started_at": "2026-01-02T03:04:05Z",
+    "ports": [pb.PortMapping(host_port=8080, container_port=80, protocol="tcp")],
+    "message": "oom",
+    "memory_limit": 1 << 30,
+    "health": "healthy",
+    "ready_since": "2026-01-02T03:04:05Z",
+    "restarts": 2,
+    "reason": "create-failed",
+}
+
+
+def test_every_field_a_report_stores_is_compared_with_the_kept_one() -> None:
+    """A new session's first report compares each container with the report its previous
+    session left: a change of any stored field is written (a field the comparison left
+    out would keep a stale report for good)."""
+    usage = {"cpu", "memory_bytes"}
+    assert {f.name for f in pb.ContainerStatus.DESCRIPTOR.fields} - usage == set(OTHER_VALUES)
+    kept = container()
+    for field, value in OTHER_VALUES.items():
+        now = container()
+        if field == "ports":
+            now.ports.extend(value)
+        else:
+            setattr(now, field, value)
+        writer = ReportWriter(HOST, REFRESH)
+        writer.start_from([container_report(kept)])
+        report = writer.report(heartbeat(now), 0.0)
+        assert report is not None
+        assert report.changed == [container_report(now)], field
+
+
+def test_kept_reports_count_until_the_first_report_is_written() -> None:
+    """Until the session's first report is stored, each heartbeat is compared with the
+    kept reports (a failed write leaves them stored as they were); then with what this
+    session wrote."""
+    web, old = container("web", 0, 1), container("old", 0, 1)
+    writer = ReportWriter(HOST, REFRESH)
+    writer.start_from([container_report(c) for c in (web, old)])
+    first = writer.report(heartbeat(web), 0.0)
+    assert first is not None and first.changed == [] and first.gone == [("old", 0, 1)]
+    # Not written (the transaction failed): the next heartbeat finds the same.
+    again = writer.report(heartbeat(web), 1.0)
+    assert again is not None and again.changed == [] and again.gone == [("old", 0, 1)]
+    writer.written(again, 1.0)
+    # Written: nothing left to say until the usage is due.
+    assert writer.report(heartbeat(web), 2.0) is None
+    restarted = container("web", 0, 1, restarts=1)
+    later = writer.report(heartbeat(restarted), 3.0)
+    assert later is not None and later.changed == [container_report(restarted)]
+    assert later.gone == []
+
+
 statuses = st.builds(
     pb.ContainerStatus,
     app=st.sampled_from(["web", "api"]),
