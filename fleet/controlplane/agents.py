@@ -383,21 +383,14 @@ class AgentService(pb_grpc.AgentServiceServicer):
 
     async def _kept_reports(self, host_id: str, alive: Alive) -> list[ContainerReport]:
         """The reports ``host_id``'s previous session left under this replica's lease:
-        the informer's, once it has seen every write of that session, when they are
+        the informer's, once it has seen the new session's liveness write, when they are
         exactly etcd's (nothing writes them in between: the previous session's writes
-        are guarded on the key the new session's liveness write replaced). Not read
-        from etcd again: in a storm of reconnects, 5,000 reads of 20 reports each, all
-        decoded again. From etcd when the informer is late, or shows no status for the
-        host.
-
-        A session the predecessor in this seat left wrote all it did before the seat
-        was taken over (``seats.previous_writes_by``), which the informer has seen long
-        before the registrations' own writes: in a restart's storm it was 2.7 s behind
-        those (p50 at 5,000 hosts)."""
-        seen = seats.previous_writes_by(alive.previous, alive.session, self._lease.taken_at)
+        are guarded on the key that write replaced). Not read from etcd again: in a
+        storm of reconnects, 5,000 reads of 20 reports each, all decoded again. From
+        etcd when the informer is late, or shows no status for the host."""
         try:
             async with asyncio.timeout(_KEPT_WAIT):
-                await self._informer.wait_for_revision(seen)
+                await self._informer.wait_for_revision(alive.session)
         except TimeoutError:
             return await self._store.reports_on(host_id)
         status = self._informer.state().status.get(host_id)

@@ -43,7 +43,6 @@ __all__ = [
     "ServingLease",
     "boot_id",
     "held_here",
-    "previous_writes_by",
     "process_alive",
     "seat_of",
     "why_not_taken",
@@ -115,17 +114,6 @@ def why_not_taken(
     return None
 
 
-def previous_writes_by(previous: int, session: int, taken_at: int) -> int:
-    """The revision by which every write of a host's previous session (its liveness key's
-    mod revision ``previous``; 0: none) is in etcd, for a new session (``session``) on
-    the same lease: the new session's own liveness write, which every later write of the
-    previous one is guarded against; or, for a session the predecessor in this seat left
-    (at or before ``taken_at``, the revision the seat was taken over at; 0: it was not),
-    ``taken_at``: its holder was gone by then, and this replica registers no host before
-    it has taken the seat. Pure."""
-    return taken_at if 0 < previous <= taken_at else session
-
-
 @dataclass
 class Comeback:
     """The hosts whose keys a replica took over with its predecessor's lease, waited for
@@ -174,9 +162,6 @@ class ServingLease:
         self._comeback: Comeback | None = None  # the hosts taken over, until back
         self._comeback_task: asyncio.Task[None] | None = None
         self._stopping = False
-        # The revision at which every write of the predecessor whose lease was taken
-        # over is in etcd (its holder was gone before it); 0: none was taken over.
-        self.taken_at = 0
 
     async def take(self, seat: str) -> None:
         """Serve from ``seat`` (before any agent registers): take over the lease of the
@@ -202,7 +187,7 @@ class ServingLease:
             self._keeper.hold(record.lease, ttl)
             self._lease = record.lease
             await self._record(record.lease)
-        sessions, self.taken_at = await self._store.sessions_on(record.lease)
+        sessions = await self._store.sessions_on(record.lease)
         self._comeback = Comeback(time.monotonic(), self._ttl, AGENTS_BACK_WITHIN, dict(sessions))
         self._comeback_task = asyncio.create_task(
             self._await_comeback(self._comeback), name="comeback"

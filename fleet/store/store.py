@@ -508,16 +508,16 @@ class Store:
         the replica in the seat)."""
         await self.etcd.put(self.keys.serving(seat), record.dump(), lease=record.lease)
 
-    async def sessions_on(self, lease: int) -> tuple[list[tuple[str, int]], int]:
+    async def sessions_on(self, lease: int) -> list[tuple[str, int]]:
         """The hosts whose liveness key is bound to ``lease``, each with its session
-        (the key's mod revision), and the revision they were read at."""
-        kvs, revision = await self.etcd.get_prefix(self.keys.folder_prefix(ALIVE))
+        (the key's mod revision)."""
+        kvs, _ = await self.etcd.get_prefix(self.keys.folder_prefix(ALIVE))
         sessions = []
         for kv in kvs:
             parsed = self.keys.parse_or_warn(kv.key)
             if kv.lease == lease and parsed is not None and parsed.folder is ALIVE:
                 sessions.append((parsed.parts[0], kv.mod_revision))
-        return sessions, revision
+        return sessions
 
     async def mark_alive(
         self, host_id: str, live: records.LiveRecord, lease: int, *, read_reports: bool = True

@@ -111,31 +111,3 @@ def test_a_host_not_taken_over_does_not_count_as_back() -> None:
     wait = comeback("h1")
     wait.back("elsewhere", 124.0)
     assert wait.given_up(125.0)
-
-
-@given(
-    st.integers(0, 1_000),  # the previous session (0: none)
-    st.integers(1, 1_000),  # the new session's liveness write, after both
-    st.integers(0, 1_000),  # the seat taken over at (0: not taken over)
-)
-def test_previous_writes_are_seen_by_the_takeover_or_the_new_session(
-    previous: int, after: int, taken_at: int
-) -> None:
-    """A session the predecessor left (at or before the takeover) wrote all it did by the
-    takeover's revision, earlier than the new session's write; any other (this replica's
-    own, or none to take over) by the new session's liveness write."""
-    session = max(previous, taken_at) + after  # a session here is after the takeover
-    seen = seats.previous_writes_by(previous, session, taken_at)
-    if 0 < previous <= taken_at:
-        assert seen == taken_at
-    else:
-        assert seen == session
-    assert seen <= session
-
-
-def test_a_restart_waits_for_the_takeover_not_the_registration() -> None:
-    assert seats.previous_writes_by(previous=120, session=5_000, taken_at=300) == 300
-    # This replica's own session (a reconnect after the takeover), or no takeover.
-    assert seats.previous_writes_by(previous=400, session=5_000, taken_at=300) == 5_000
-    assert seats.previous_writes_by(previous=120, session=5_000, taken_at=0) == 5_000
-    assert seats.previous_writes_by(previous=0, session=5_000, taken_at=300) == 5_000
