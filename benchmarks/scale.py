@@ -815,6 +815,8 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
                 },
                 "peak_rss_bytes": dict(watcher.peak_rss),
                 "control_plane_vmhwm_bytes": memory_status(cp_pid)["VmHWM"],
+                # What it holds once all run, against the peak of the ramp to it.
+                "control_plane_rss_bytes": memory_status(cp_pid)["VmRSS"],
                 "get_apps_seconds": percentiles(samples),
                 "get_apps_poll_seconds": percentiles([s for _, s in polls]),
                 "get_apps_errors": len(latency.errors) + len(poll_errors),
@@ -1158,6 +1160,9 @@ def restart(
     while time.monotonic() < watch_until:
         time.sleep(1.0)  # the pace of the check below
     after = {(r["app"], r["slot"]): r["host"] for r in etcd_values(etcd, prefix + "replicas/")}
+    # The restarted server holds the whole state without the apply's ramp: its peak and
+    # what it holds once settled say what the state costs apart from the ramp's work.
+    memory = memory_status(pid)
     downs = [
         e.host
         for e in client.events(since_seconds=time.time() - killed_at + 1)
@@ -1180,6 +1185,8 @@ def restart(
         "hosts_marked_down": len(downs),
         "hosts_marked_down_examples": downs[:5],
         "replicas_moved": sum(1 for k, h in before.items() if after.get(k) != h),
+        "control_plane_rss_bytes": memory["VmRSS"],
+        "control_plane_vmhwm_bytes": memory["VmHWM"],
         **({"profile": profile} if profile is not None else {}),
     }
 
