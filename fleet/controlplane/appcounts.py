@@ -22,7 +22,15 @@ from fleet.controlplane.availability import Observed, trouble
 from fleet.store import ClusterState
 from fleet.store.records import AppRecord, ContainerReport, ReplicaRecord
 
-__all__ = ["CountsCache", "RolloutCounts", "SlotCounts", "Tally", "count_all", "slot_counts"]
+__all__ = [
+    "CountsCache",
+    "PlainSlot",
+    "RolloutCounts",
+    "SlotCounts",
+    "Tally",
+    "count_all",
+    "slot_counts",
+]
 
 
 @dataclass(frozen=True)
@@ -48,12 +56,19 @@ class SlotCounts:
     troubles: tuple[tuple[str, str], ...]  # what is wrong with its containers
 
 
+# A slot's part in the common case: one container, of the app's revision, running and
+# without trouble, available at this time. Held as the time alone: a tally holds a part
+# for every slot (100,000 at 100,000 replicas, on each port), and a ``SlotCounts`` with
+# its tuple was 150 bytes more than the float.
+PlainSlot = float
+
+
 def slot_counts(
     replica: ReplicaRecord,
     reports: Mapping[tuple[int, int, str], ContainerReport],
     target: int,
     min_ready: float,
-) -> SlotCounts:
+) -> SlotCounts | PlainSlot:
     """``replica``'s part of the counts of an app at revision ``target``."""
     observed = Observed(reports)
     running = total = 0
@@ -75,7 +90,15 @@ def slot_counts(
         what = trouble(report)
         if what is not None:
             troubles.append(what)
+    if running == total == 1 and updated_at is not None and len(available_at) == 1 and not troubles:
+        return updated_at
     return SlotCounts(running, total, tuple(available_at), updated, updated_at, tuple(troubles))
+
+
+def _expanded(part: SlotCounts | PlainSlot) -> SlotCounts:
+    if isinstance(part, SlotCounts):
+        return part
+    return SlotCounts(1, 1, (part,), True, part, ())
 
 
 def _insert(values: list[float], value: float) -> None:
@@ -92,16 +115,17 @@ class Tally:
     def __init__(self, key: tuple[int, float], log: Sequence[int] | None, position: int) -> None:
         self.key = key  # the app's revision and min_ready
         self.log, self.position = log, position
-        self.slots: dict[int, SlotCounts] = {}
+        self.slots: dict[int, SlotCounts | PlainSlot] = {}
         self.troubled: dict[int, tuple[tuple[str, str], ...]] = {}
         self.running = self.total = self.updated = 0
         self.available_at: list[float] = []  # sorted
         self.updated_available_at: list[float] = []  # sorted
 
-    def put(self, slot: int, counts: SlotCounts | None) -> None:
-        """Slot ``slot``'s part is now ``counts`` (None: it has no replica)."""
-        old = self.slots.pop(slot, None)
-        if old is not None:
+    def put(self, slot: int, part: SlotCounts | PlainSlot | None) -> None:
+        """Slot ``slot``'s part is now ``part`` (None: it has no replica)."""
+        held = self.slots.pop(slot, None)
+        if held is not None:
+            old = _expanded(held)
             self.running -= old.running
             self.total -= old.total
             self.updated -= old.updated
@@ -110,9 +134,10 @@ class Tally:
             if old.updated_available_at is not None:
                 _remove(self.updated_available_at, old.updated_available_at)
             self.troubled.pop(slot, None)
-        if counts is None:
+        if part is None:
             return
-        self.slots[slot] = counts
+        self.slots[slot] = part
+        counts = _expanded(part)
         self.running += counts.running
         self.total += counts.total
         self.updated += counts.updated

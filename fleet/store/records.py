@@ -207,6 +207,7 @@ class ReplicaRecord(_Record):
     next: ReplicaTarget | None = None
     stopped: bool = False  # keep the container but do not run it (a failed job's)
     _shared = ("app", "host", "resources", "host_ports")
+    _compact = True  # 100,000 of them at 100,000 replicas: 272 bytes each, not 491
 
     def containers(self) -> list[SlotContainer]:
         """Every container this slot wants: its own and, while one starts, its next."""

@@ -127,7 +127,9 @@ class Recounts:
         self.slots: list[int] = []
         real = appcounts.slot_counts
 
-        def counting(replica: ReplicaRecord, *args: Any) -> appcounts.SlotCounts:
+        def counting(
+            replica: ReplicaRecord, *args: Any
+        ) -> appcounts.SlotCounts | appcounts.PlainSlot:
             self.slots.append(replica.slot)
             return real(replica, *args)
 
@@ -303,3 +305,41 @@ def test_counted_slot_by_slot_equals_counted_whole() -> None:
             state_now = feed.live.snapshot()
             for now in (T0, T0 + 15, T0 + 60):
                 assert cached(cache, state_now, now) == uncached(state_now, now), step
+
+
+def test_a_slot_with_one_available_container_is_held_as_its_time() -> None:
+    """The common slot (one container of the app's revision, running, no trouble) is
+    held as the time it is available (a tally holds a part per slot: 100,000 at
+    100,000 replicas); any other slot as its whole counts, which sum the same."""
+    replica = ReplicaRecord(app="web", slot=0, revision=1, host="h1", resources=ResourceAmounts())
+    running = ContainerReport(
+        app="web",
+        slot=0,
+        revision=1,
+        spec_hash="abc",
+        container_id="c0",
+        name="web.0",
+        state="running",
+        ready_since=READY,
+    )
+    reports = {(0, 1, "h1"): running}
+    plain = appcounts.slot_counts(replica, reports, 1, 10.0)
+    assert plain == T0 + 10 and not isinstance(plain, appcounts.SlotCounts)
+    # An older revision, a replacement on its way, a container not ready: whole counts.
+    assert isinstance(appcounts.slot_counts(replica, reports, 2, 10.0), appcounts.SlotCounts)
+    moving = replica.model_copy(
+        update={"next": ReplicaTarget(revision=1, host="h2", resources=ResourceAmounts())}
+    )
+    assert isinstance(appcounts.slot_counts(moving, reports, 1, 10.0), appcounts.SlotCounts)
+    starting = {(0, 1, "h1"): running.model_copy(update={"ready_since": ""})}
+    assert isinstance(appcounts.slot_counts(replica, starting, 1, 10.0), appcounts.SlotCounts)
+    tally = appcounts.Tally((1, 10.0), None, 0)
+    tally.put(0, plain)
+    tally.put(1, appcounts.slot_counts(moving, reports, 1, 10.0))
+    assert tally.counts(T0 + 10) == RolloutCounts(
+        running=2, available=2, updated=2, updated_available=2, total=3
+    )
+    tally.put(0, None)
+    assert tally.counts(T0 + 10) == RolloutCounts(
+        running=1, available=1, updated=1, updated_available=1, total=2
+    )

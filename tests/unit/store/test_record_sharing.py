@@ -116,6 +116,21 @@ def test_reports_keep_their_fields_in_a_key_sharing_dict() -> None:
         assert sys.getsizeof(report.__dict__) < sys.getsizeof(dict(report.__dict__)) * 0.7
 
 
+def test_replicas_keep_their_fields_in_a_key_sharing_dict() -> None:
+    raw = {"app": "web", "slot": 7, "revision": 3, "host": "h1", "resources": {"cpu": 0.5}}
+    replicas = [ReplicaRecord.model_validate_json(json.dumps(raw)) for _ in range(3)]
+    replica = replicas[-1]
+    assert replica == replicas[0] == ReplicaRecord.model_validate(raw)
+    assert (replica.slot, replica.host, replica.resources.cpu) == (7, "h1", 0.5)
+    assert json.loads(replica.dump()) == ReplicaRecord.model_validate(raw).model_dump(mode="json")
+    moved = replica.model_copy(update={"host": "h2"})
+    assert (moved.host, replica.host) == ("h2", "h1")
+    with pytest.raises(ValidationError):
+        replica.host = "h3"
+    if platform.python_implementation() == "CPython":
+        assert sys.getsizeof(replica.__dict__) < sys.getsizeof(dict(replica.__dict__)) * 0.7
+
+
 def test_parsed_keys_share_app_names_and_host_ids() -> None:
     layout = KeyLayout("/p/")
     report = layout.parse(layout.report("host-1", "web", 12, 3)).parts
