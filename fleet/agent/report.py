@@ -6,6 +6,9 @@ Pure but for the health checks' statuses, which come from the ``Prober`` as they
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
+
 from fleet._time import iso_at
 from fleet.agent.health import Prober
 from fleet.agent.restarts import Backoff, restart_verdict
@@ -13,7 +16,7 @@ from fleet.agent.runtime import ObservedContainer
 from fleet.agent.state import HostState
 from fleet.proto import fleet_pb2 as pb
 
-__all__ = ["desired_revisions", "heartbeat", "reported_revision"]
+__all__ = ["containers_digest", "desired_revisions", "heartbeat", "reported_revision"]
 
 
 def _iso(seconds: float | None) -> str:
@@ -95,11 +98,31 @@ def heartbeat(state: HostState, prober: Prober, backoff: Backoff, now: float) ->
         status = _status(container, state, prober, backoff, now)
         status.revision = reported_revision(container, wanted)
         statuses.append(status)
+    statuses += state.held.statuses()
     return pb.AgentMessage(
         heartbeat=pb.Heartbeat(
             usage=pb.Resources(cpu=state.usage.cpu, memory_bytes=state.usage.memory),
-            containers=statuses + state.held.statuses(),
+            containers=statuses,
             applied_version=state.applied_version,
             images=state.usage.images,
+            containers_digest=containers_digest(statuses),
         )
     )
+
+
+def containers_digest(statuses: Iterable[pb.ContainerStatus]) -> bytes:
+    """A digest of ``statuses`` in order, each with its live usage (cpu, memory_bytes)
+    left out: what the control plane stores of them. Most heartbeats say what the last
+    one did, but for the usage; the control plane, told so by an equal digest, skips
+    comparing each container (at 5,000 hosts, a twentieth of its cpu at rest and more
+    after a restart). The cost is here, on each host."""
+    digest = hashlib.blake2b(digest_size=16)
+    for status in statuses:
+        cpu, memory = status.cpu, status.memory_bytes
+        status.cpu, status.memory_bytes = 0.0, 0
+        serialized = status.SerializeToString(deterministic=True)
+        status.cpu, status.memory_bytes = cpu, memory
+        # Each container's length first: no two lists of containers give one stream.
+        digest.update(len(serialized).to_bytes(4, "big"))
+        digest.update(serialized)
+    return digest.digest()

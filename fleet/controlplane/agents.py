@@ -443,8 +443,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
         why = self._keeper.lost(lease)
         if why is not None:
             raise InvalidArgument(f"this control plane's lease {why}; reconnect")
-        writer.check(message.heartbeat)
-        self.reports.submit(writer, revision, lease, message.heartbeat)
+        checked = writer.check(message.heartbeat)
+        self.reports.submit(writer, revision, lease, message.heartbeat, checked=checked)
         self._report_writer = running(self._report_writer, self.reports.run, "report-writer")
         if self.observe_heartbeat is not None:
             self.observe_heartbeat(time.monotonic() - handling)

@@ -45,6 +45,7 @@ class _Waiting:
     lease: int  # the serving replica's
     heartbeat: pb.Heartbeat
     received: float  # monotonic: when the session read it
+    checked: bool  # its containers were checked one by one (``ReportWriter.check``)
 
 
 class ReportQueue:
@@ -60,15 +61,22 @@ class ReportQueue:
         self.observe_write: Callable[[float], None] | None = None
 
     def submit(
-        self, writer: ReportWriter, session: int, lease: int, heartbeat: pb.Heartbeat
+        self,
+        writer: ReportWriter,
+        session: int,
+        lease: int,
+        heartbeat: pb.Heartbeat,
+        *,
+        checked: bool = False,
     ) -> None:
-        """Queue a checked heartbeat of ``writer``'s host's ``session``, its keys to be
-        bound to ``lease`` (it replaces one not written yet)."""
+        """Queue a heartbeat of ``writer``'s host's ``session`` that ``writer.check``
+        passed (``checked``: what it said), its keys to be bound to ``lease`` (it
+        replaces one not written yet)."""
         waiting = self._waiting.get(writer.host_id)
         if waiting is not None and waiting.session > session:
             return  # a session the host has since replaced: its writes would fail anyway
         self._waiting[writer.host_id] = _Waiting(
-            writer, session, lease, heartbeat, time.monotonic()
+            writer, session, lease, heartbeat, time.monotonic(), checked
         )
         self._ready.set()
 
@@ -115,7 +123,7 @@ class ReportQueue:
             if waiting is None:
                 continue  # its session ended meanwhile (``forget``)
             try:
-                report = waiting.writer.report(waiting.heartbeat, now, checked=True)
+                report = waiting.writer.report(waiting.heartbeat, now, checked=waiting.checked)
             except FleetError as error:  # the session checked it: not expected
                 log.warning("host %s: report not stored: %s", host_id, error)
                 continue

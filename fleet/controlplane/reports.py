@@ -142,6 +142,7 @@ class Report:
     gone: list[ReportKey]
     prints: dict[ReportKey, bytes]  # every container as now reported (``_print``)
     host_print: bytes
+    digest: bytes = b""  # the heartbeat's ``containers_digest``
 
 
 def _print(status: pb.ContainerStatus) -> bytes:
@@ -180,6 +181,9 @@ class ReportWriter:
         self._prints: dict[ReportKey, bytes] = {}
         self._kept: dict[ReportKey, ContainerReport] | None = None  # (``start_from``)
         self._host_print = b""
+        # The agent's digest of the containers the prints stand for (b"": none): a
+        # heartbeat with the same digest says nothing new of them (``report``).
+        self._digest = b""
         self._written_at = -math.inf
         # Made when first needed: an idle host's session holds neither.
         self._skipped: set[str] | None = None  # apps not named as fleet names them (logged)
@@ -192,14 +196,31 @@ class ReportWriter:
         written; then the prints are this session's."""
         self._kept = {(report.app, report.slot, report.revision): report for report in stored}
 
-    def check(self, heartbeat: pb.Heartbeat) -> None:
+    def check(self, heartbeat: pb.Heartbeat) -> bool:
         """Refuse a heartbeat that is malformed or too large for etcd: at once, in the
-        session (the report is worked out later, when it is written)."""
+        session (the report is worked out later, when it is written). Whether its
+        containers were checked one by one: not when its digest says they are the ones
+        stored (``report`` then stores nothing of them but their usage, and checks them
+        if it must after all)."""
         if heartbeat.ByteSize() > MAX_REPORT_BYTES:
             raise InvalidArgument(f"a heartbeat may hold at most {MAX_REPORT_BYTES} bytes")
         numbers = [heartbeat.usage.cpu] + [c.cpu for c in heartbeat.containers]
         if not all(math.isfinite(n) and n >= 0 for n in numbers):
             raise InvalidArgument("cpu usage must be a finite number, 0 or more")
+        if self._unchanged(heartbeat):
+            return False
+        self._check_containers(heartbeat)
+        return True
+
+    def _unchanged(self, heartbeat: pb.Heartbeat) -> bool:
+        """Whether the agent says its containers are those the prints stand for. Taken
+        on its word: a digest that lies keeps its own host's reports from being stored,
+        nothing else (nothing of the containers is stored on that word but their usage,
+        by the keys already stored)."""
+        digest = heartbeat.containers_digest
+        return bool(digest) and digest == self._digest and self._kept is None
+
+    def _check_containers(self, heartbeat: pb.Heartbeat) -> None:
         if not heartbeat.containers:
             return
         stamps = self._stamps
@@ -217,9 +238,12 @@ class ReportWriter:
     ) -> Report | None:
         """What to write for ``heartbeat`` at ``now`` (monotonic seconds); None when
         nothing changed and the usage was written less than ``refresh`` ago. A heartbeat
-        not ``checked`` already (the session checks each as it comes) is checked first."""
+        whose containers were not ``checked`` one by one already (the session checks each
+        heartbeat as it comes: ``check`` says) is checked first."""
+        if self._unchanged(heartbeat):
+            return self._usage_only(heartbeat, now)
         if not checked:
-            self.check(heartbeat)
+            self.check(heartbeat)  # (one by one: not ``_unchanged``)
         current: dict[ReportKey, pb.ContainerStatus] = {}
         for c in heartbeat.containers:
             try:
@@ -259,28 +283,51 @@ class ReportWriter:
         host_print = repr((heartbeat.applied_version, images)).encode()
         due = now - self._written_at >= self.refresh
         if not changed and not gone and host_print == self._host_print and not due:
+            if kept is None:
+                self._digest = heartbeat.containers_digest  # the prints stand for these
             return None
         status = None
         if host_print != self._host_print or due:
-            # The host's record (and every container's usage) is rewritten when the host
-            # applied a new set or pulled images, and every ``refresh``: not whenever a
-            # container changes, which is most reports while a host starts its work.
-            status = StatusRecord(
-                host_id=self.host_id,
-                reported_at=now_iso(),
-                applied_version=heartbeat.applied_version,
-                usage=ResourceAmounts(
-                    cpu=heartbeat.usage.cpu, memory=max(0, heartbeat.usage.memory_bytes)
-                ),
-                images=images,
-                container_usage={
-                    usage_key(*key): (c.cpu, max(0, c.memory_bytes)) for key, c in current.items()
-                },
-            )
-        return Report(status, changed, gone, prints, host_print)
+            status = self._status(heartbeat, images, current.items())
+        return Report(status, changed, gone, prints, host_print, heartbeat.containers_digest)
+
+    def _usage_only(self, heartbeat: pb.Heartbeat, now: float) -> Report | None:
+        """``report`` of a heartbeat whose containers are those stored (``_unchanged``):
+        only the host's record may be due, with the usage of the containers stored."""
+        images = sorted(i[:512] for i in heartbeat.images[:_MAX_IMAGES])
+        host_print = repr((heartbeat.applied_version, images)).encode()
+        if host_print == self._host_print and now - self._written_at < self.refresh:
+            return None
+        stored = self._prints
+        usage = (((c.app, c.slot, c.revision), c) for c in heartbeat.containers)
+        status = self._status(heartbeat, images, ((k, c) for k, c in usage if k in stored))
+        return Report(status, [], [], stored, host_print, self._digest)
+
+    def _status(
+        self,
+        heartbeat: pb.Heartbeat,
+        images: list[str],
+        containers: Iterable[tuple[ReportKey, pb.ContainerStatus]],
+    ) -> StatusRecord:
+        """The host's record (and every container's usage): rewritten when the host
+        applied a new set or pulled images, and every ``refresh``; not whenever a
+        container changes, which is most reports while a host starts its work."""
+        return StatusRecord(
+            host_id=self.host_id,
+            reported_at=now_iso(),
+            applied_version=heartbeat.applied_version,
+            usage=ResourceAmounts(
+                cpu=heartbeat.usage.cpu, memory=max(0, heartbeat.usage.memory_bytes)
+            ),
+            images=images,
+            container_usage={
+                usage_key(*key): (c.cpu, max(0, c.memory_bytes)) for key, c in containers
+            },
+        )
 
     def written(self, report: Report, now: float) -> None:
         self._prints, self._host_print = report.prints, report.host_print
+        self._digest = report.digest
         self._kept = None  # what is stored is what the prints say now
         if report.status is not None:
             self._written_at = now

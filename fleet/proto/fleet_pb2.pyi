@@ -333,8 +333,15 @@ class Heartbeat(_message.Message):
     CONTAINERS_FIELD_NUMBER: _builtins.int
     APPLIED_VERSION_FIELD_NUMBER: _builtins.int
     IMAGES_FIELD_NUMBER: _builtins.int
+    CONTAINERS_DIGEST_FIELD_NUMBER: _builtins.int
     applied_version: _builtins.int
     """the DesiredSet version the agent last applied"""
+    containers_digest: _builtins.bytes
+    """A digest of the containers as reported, their live usage (cpu, memory_bytes) left
+    out (``fleet.agent.report.containers_digest``). Equal to an earlier heartbeat's that
+    was stored, nothing but the usage changed, and the control plane compares nothing
+    one by one. Empty: an older agent; each container is compared.
+    """
     @_builtins.property
     def usage(self) -> Global___Resources:
         """what the host uses now, fleet's containers or not"""
@@ -352,10 +359,11 @@ class Heartbeat(_message.Message):
         containers: _abc.Iterable[Global___ContainerStatus] | None = ...,
         applied_version: _builtins.int = ...,
         images: _abc.Iterable[_builtins.str] | None = ...,
+        containers_digest: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_version", b"applied_version", "containers", b"containers", "images", b"images", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_version", b"applied_version", "containers", b"containers", "containers_digest", b"containers_digest", "images", b"images", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -10,10 +10,15 @@ import dataclasses
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleet.agent.report import desired_revisions, reported_revision
+from fleet.agent.events import EventQueue
+from fleet.agent.health import Prober
+from fleet.agent.held import HeldReplicas
+from fleet.agent.report import containers_digest, desired_revisions, heartbeat, reported_revision
+from fleet.agent.restarts import Backoff, RestartBook
 from fleet.agent.runtime import ObservedContainer
+from fleet.agent.state import HostState
 from fleet.proto import fleet_pb2 as pb
-from tests.unit.agent.builders import container, spec
+from tests.unit.agent.builders import NOW, container, spec
 
 
 def _spec(revision: int, spec_hash: str = "aaaa1111", slot: int = 0) -> pb.ContainerSpec:
@@ -50,3 +55,69 @@ def test_always_a_wanted_revision_of_its_template_when_there_is_one(
     wanted = desired_revisions([_spec(r) for r in revisions])
     got = reported_revision(_labelled(label), wanted)
     assert got == (max(revisions) if revisions else label)
+
+
+def _status(**fields: object) -> pb.ContainerStatus:
+    base: dict[str, object] = {
+        "app": "web",
+        "slot": 1,
+        "revision": 2,
+        "container_id": "c1",
+        "state": "running",
+        "cpu": 0.5,
+        "memory_bytes": 100,
+    }
+    return pb.ContainerStatus(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def test_the_containers_digest_leaves_the_live_usage_out() -> None:
+    busy, idle = _status(cpu=3.0, memory_bytes=9 << 20), _status(cpu=0.0, memory_bytes=0)
+    assert containers_digest([busy]) == containers_digest([idle])
+    assert (busy.cpu, busy.memory_bytes) == (3.0, 9 << 20)  # put back
+    assert len(containers_digest([busy])) == 16
+
+
+@given(
+    st.sampled_from(
+        [
+            {"state": "exited"},
+            {"health": "healthy"},
+            {"ready_since": "2026-01-02T03:04:05Z"},
+            {"restarts": 1},
+            {"memory_limit": 1 << 30},
+            {"revision": 3},
+            {"message": "x"},
+        ]
+    )
+)
+def test_the_containers_digest_changes_with_anything_else(change: dict[str, object]) -> None:
+    assert containers_digest([_status()]) != containers_digest([_status(**change)])
+
+
+def test_the_containers_digest_tells_lists_apart() -> None:
+    one, two = _status(slot=1), _status(slot=2)
+    digests = {
+        containers_digest(found) for found in ([], [one], [two], [one, two], [two, one], [one, one])
+    }
+    assert len(digests) == 6
+
+
+def test_a_heartbeat_carries_the_digest_of_its_containers() -> None:
+    state = HostState(events=EventQueue(), held=HeldReplicas(EventQueue()), restarts=RestartBook())
+    state.observed = [
+        container("web", 0, started_epoch=NOW),
+        container("api", 1, state="exited", finished_at=NOW),
+    ]
+    state.usage.per_container["web-0-aaaa1111-running"] = (0.5, 100 << 20, 1 << 30)
+    prober = Prober(lambda: None)
+    beat = heartbeat(state, prober, Backoff(), NOW).heartbeat
+    assert len(beat.containers) == 2 and beat.containers[0].cpu == 0.5
+    assert beat.containers_digest == containers_digest(beat.containers)
+    state.usage.per_container["web-0-aaaa1111-running"] = (1.5, 200 << 20, 1 << 30)
+    busier = heartbeat(state, prober, Backoff(), NOW + 5).heartbeat
+    assert busier.containers_digest == beat.containers_digest  # the usage alone changed
+    state.observed[1] = container("api", 1, started_epoch=NOW + 4)
+    assert heartbeat(state, prober, Backoff(), NOW + 6).heartbeat.containers_digest not in (
+        beat.containers_digest,
+        b"",
+    )

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fleet.agent.report import containers_digest
 from fleet.controlplane.reports import (
     MAX_REPORT_BYTES,
     Report,
@@ -489,3 +490,122 @@ def test_property_stored_reports_print_as_the_agent_sent_them(
     assert report is not None  # the status record, due on a new session
     assert report.changed == []
     assert report.gone == []
+
+
+def digested(beat: pb.Heartbeat) -> pb.Heartbeat:
+    """``beat`` with its containers' digest, as an agent sends it."""
+    beat.containers_digest = containers_digest(beat.containers)
+    return beat
+
+
+def test_containers_the_digest_says_are_stored_are_not_compared() -> None:
+    """A heartbeat whose digest is that of the containers last stored is taken at its
+    word: nothing of its containers is written but their usage, by the keys stored."""
+    writer = ReportWriter(HOST, REFRESH)
+    first = digested(heartbeat(*two()))
+    write(writer, first, now=100.0)
+    # The digest says "as stored"; the containers say otherwise (a lying agent): not
+    # compared, so not written.
+    lie = heartbeat(
+        container("web", 0, 1, state="exited", cpu=0.9, memory=300 << 20),
+        container("api", 2, 3, cpu=0.1, memory=10 << 20),
+        container("new", 5, 1, cpu=2.0),
+    )
+    lie.containers_digest = first.containers_digest
+    assert writer.check(lie) is False  # not one by one
+    assert writer.report(lie, now=101.0) is None
+    # Due: the host's record, with the usage of the containers stored only.
+    report = writer.report(lie, now=100.0 + REFRESH)
+    assert report is not None
+    assert (report.changed, report.gone) == ([], [])
+    assert report.status.container_usage == {
+        "web/0/1": (0.9, 300 << 20),
+        "api/2/3": (0.1, 10 << 20),
+    }
+    writer.written(report, now=100.0 + REFRESH)
+    # A host that applied a new set: its record at once, as without a digest.
+    newer = heartbeat(*two(), applied_version=8)
+    newer.containers_digest = first.containers_digest
+    report = writer.report(newer, now=100.0 + REFRESH + 1)
+    assert report is not None and report.status.applied_version == 8 and report.changed == []
+    writer.written(report, now=100.0 + REFRESH + 1)
+    # Another digest: compared one by one again.
+    exited = container("web", 0, 1, state="exited")
+    honest = digested(heartbeat(exited, two()[1]))
+    assert writer.check(honest) is True
+    report = writer.report(honest, now=100.0 + REFRESH + 2, checked=True)
+    assert report is not None and report.changed == [container_report(exited)]
+
+
+def test_containers_taken_on_the_digests_word_are_checked_before_they_are_stored() -> None:
+    """``check`` skips the containers of a heartbeat the digest says are stored; if the
+    stored ones change before that heartbeat is worked out, ``report`` checks them."""
+    writer = ReportWriter(HOST, REFRESH)
+    first = digested(heartbeat(container("web", 0, 1)))
+    write(writer, first, now=100.0)
+    bad = heartbeat(container("web", 0, 1, health="bogus"))
+    bad.containers_digest = first.containers_digest
+    assert writer.check(bad) is False
+    write(writer, digested(heartbeat(container("web", 0, 1, state="exited"))), now=101.0)
+    with pytest.raises(InvalidArgument, match="health must be one of"):
+        writer.report(bad, now=102.0, checked=False)
+
+
+def test_a_new_session_compares_every_container_whatever_the_digest() -> None:
+    """The kept reports of the previous session are compared one by one: a session
+    knows no digest of what is stored until it has stored something."""
+    writer = ReportWriter(HOST, REFRESH)
+    sent = two()
+    writer.start_from([container_report(sent[0])])
+    beat = digested(heartbeat(*sent))
+    assert writer.check(beat) is True
+    report = writer.report(beat, now=100.0, checked=True)
+    assert report is not None and report.changed == [container_report(sent[1])]
+
+
+variants = st.sampled_from(
+    [
+        container("web", 0, 1),
+        container("web", 0, 1, state="exited"),
+        container("web", 0, 1, cpu=0.9),
+        container("api", 2, 3, health="healthy"),
+        container("api", 2, 3, health="unhealthy", restarts=2),
+        container("db", 1, 1, memory=7),
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(variants, max_size=4),
+            st.sampled_from([7, 8]),
+            st.floats(0, 2 * REFRESH),
+            st.booleans(),
+        ),
+        max_size=12,
+    )
+)
+def test_property_a_writer_told_the_digests_writes_what_one_comparing_each_does(
+    beats: list[tuple[list[pb.ContainerStatus], int, float, bool]],
+) -> None:
+    """Heartbeats with honest digests give the same reports as the same heartbeats
+    without (each container compared), whatever the changes, their timing, and which
+    reports were not stored (``written`` not called)."""
+    told, comparing = ReportWriter(HOST, REFRESH), ReportWriter(HOST, REFRESH)
+    now = 0.0
+    for containers, version, wait, stored in beats:
+        now += wait
+        plain = heartbeat(*containers, applied_version=version)
+        with_digest = digested(heartbeat(*containers, applied_version=version))
+        told.check(with_digest)
+        expected = comparing.report(plain, now)
+        found = told.report(with_digest, now)
+        assert (found is None) == (expected is None)
+        if found is None or expected is None:
+            continue
+        assert without_stamp(found) == without_stamp(expected)
+        if stored:
+            told.written(found, now)
+            comparing.written(expected, now)
