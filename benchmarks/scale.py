@@ -1157,8 +1157,14 @@ def restart(
     profile = finish_profiler(profiler, args.profile_restart, profiled) if profiler else None
     grace = max(parse_duration(args.host_down_after), AGENTS_BACK_WITHIN)
     watch_until = killed + grace + parse_duration(args.reschedule_after) + 5
+    # What the settled pool costs the server: its share of a core while every host
+    # heartbeats and nothing changes (from 2 s after it settled to the watch's end).
+    time.sleep(2.0)
+    settled_cpu, settled_from = cpu_seconds(pid), time.monotonic()
     while time.monotonic() < watch_until:
         time.sleep(1.0)  # the pace of the check below
+    settled_window = time.monotonic() - settled_from
+    settled_share = (cpu_seconds(pid) - settled_cpu) / settled_window
     after = {(r["app"], r["slot"]): r["host"] for r in etcd_values(etcd, prefix + "replicas/")}
     # The restarted server holds the whole state without the apply's ramp: its peak and
     # what it holds once settled say what the state costs apart from the ramp's work.
@@ -1187,6 +1193,8 @@ def restart(
         "replicas_moved": sum(1 for k, h in before.items() if after.get(k) != h),
         "control_plane_rss_bytes": memory["VmRSS"],
         "control_plane_vmhwm_bytes": memory["VmHWM"],
+        "settled_cpu_share_of_one_core": round(settled_share, 3),
+        "settled_window_seconds": round(settled_window, 1),
         **({"profile": profile} if profile is not None else {}),
     }
 
