@@ -1078,6 +1078,9 @@ def writes_after(log_path: Path, since: float) -> tuple[int, float | None]:
     return total, last
 
 
+SETTLED_WINDOW = 15.0  # seconds: the settled pool's cpu (``restart``)
+
+
 def restart(
     cluster: Cluster, prefix: str, hosts: int, replicas: int, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -1157,14 +1160,13 @@ def restart(
     profile = finish_profiler(profiler, args.profile_restart, profiled) if profiler else None
     grace = max(parse_duration(args.host_down_after), AGENTS_BACK_WITHIN)
     watch_until = killed + grace + parse_duration(args.reschedule_after) + 5
-    # What the settled pool costs the server: its share of a core while every host
-    # heartbeats and nothing changes (from 2 s after it settled to the watch's end).
-    time.sleep(2.0)
-    settled_cpu, settled_from = cpu_seconds(pid), time.monotonic()
     while time.monotonic() < watch_until:
         time.sleep(1.0)  # the pace of the check below
-    settled_window = time.monotonic() - settled_from
-    settled_share = (cpu_seconds(pid) - settled_cpu) / settled_window
+    # What the settled pool costs the server: its share of a core over SETTLED_WINDOW
+    # seconds while every host heartbeats and nothing changes.
+    settled_cpu, settled_from = cpu_seconds(pid), time.monotonic()
+    time.sleep(SETTLED_WINDOW)
+    settled_share = (cpu_seconds(pid) - settled_cpu) / (time.monotonic() - settled_from)
     after = {(r["app"], r["slot"]): r["host"] for r in etcd_values(etcd, prefix + "replicas/")}
     # The restarted server holds the whole state without the apply's ramp: its peak and
     # what it holds once settled say what the state costs apart from the ramp's work.
@@ -1194,7 +1196,7 @@ def restart(
         "control_plane_rss_bytes": memory["VmRSS"],
         "control_plane_vmhwm_bytes": memory["VmHWM"],
         "settled_cpu_share_of_one_core": round(settled_share, 3),
-        "settled_window_seconds": round(settled_window, 1),
+        "settled_window_seconds": SETTLED_WINDOW,
         **({"profile": profile} if profile is not None else {}),
     }
 
