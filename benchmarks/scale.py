@@ -212,11 +212,12 @@ def etcd_db(etcd: EtcdServer) -> dict[str, int]:
 
 
 # The server's histograms the benchmark reads: handling a heartbeat (read, checked,
-# queued), writing what it changed (from its arrival to etcd's answer), and how long
-# a callback waits for the event loop.
+# queued), writing what it changed (from its arrival to etcd's answer; and a batch's
+# etcd part of it), and how long a callback waits for the event loop.
 HISTOGRAMS = (
     "fleet_heartbeat_seconds",
     "fleet_report_write_seconds",
+    "fleet_report_batch_write_seconds",
     "fleet_loop_lag_seconds",
     "fleet_gc_pause_seconds",
 )
@@ -827,6 +828,10 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
                 "report_write_seconds": histogram_figures(
                     histograms_before["fleet_report_write_seconds"],
                     histograms_after["fleet_report_write_seconds"],
+                ),
+                "report_batch_write_seconds": histogram_figures(
+                    histograms_before.get("fleet_report_batch_write_seconds", {}),
+                    histograms_after.get("fleet_report_batch_write_seconds", {}),
                 ),
                 "loop_lag_seconds": histogram_figures(
                     histograms_before["fleet_loop_lag_seconds"],

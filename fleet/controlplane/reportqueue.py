@@ -59,6 +59,7 @@ class ReportQueue:
         self._ready = asyncio.Event()
         self._failing = False  # the last batch failed (logged once per streak)
         self.observe_write: Callable[[float], None] | None = None
+        self.observe_batch: Callable[[float], None] | None = None  # a batch's etcd time
 
     def submit(
         self,
@@ -143,6 +144,7 @@ class ReportQueue:
 
     async def _write(self, batch: list[tuple[_Waiting, Report]]) -> None:
         hosts = {waiting.writer.host_id for waiting, _ in batch}  # in flight (``_take``)
+        began = time.monotonic()
         try:
             errors = await self._store.report_many(
                 [
@@ -158,6 +160,8 @@ class ReportQueue:
             if self._waiting:
                 self._ready.set()  # heartbeats that came meanwhile
         now = time.monotonic()
+        if self.observe_batch is not None:
+            self.observe_batch(now - began)
         for (waiting, report), error in zip(batch, errors, strict=True):
             if error is None:
                 waiting.writer.written(report, now)

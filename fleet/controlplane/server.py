@@ -214,6 +214,7 @@ class ControlPlane:
         )
         self.agents.observe_heartbeat = self.metrics.heartbeats.observe
         self.agents.reports.observe_write = self.metrics.report_writes.observe
+        self.agents.reports.observe_batch = self.metrics.report_batches.observe
         self.keeper.observe_lag = self.metrics.loop_lag.observe
         self.api = FleetService(
             self.store,

@@ -86,6 +86,12 @@ def test_health_reflection_and_metrics(
         # collects the young every second: there is at least one by now).
         assert 'fleet_api_call_seconds_count{method="Apply"} 1.0' in text
         assert _sample(text, "fleet_gc_pause_seconds_count") >= 1
+        # The agent's reports were stored: each batch's etcd time is part of the whole.
+        batches = _sample(text, "fleet_report_batch_write_seconds_count")
+        assert 1 <= batches <= _sample(text, "fleet_report_write_seconds_count")
+        assert _sample(text, "fleet_report_batch_write_seconds_sum") <= _sample(
+            text, "fleet_report_write_seconds_sum"
+        )
     finally:
         channel.close()
         agent.stop()
