@@ -114,8 +114,8 @@ def containers_digest(statuses: Iterable[pb.ContainerStatus]) -> bytes:
     """A digest of ``statuses`` in order, each with its live usage (cpu, memory_bytes)
     left out: what the control plane stores of them. Most heartbeats say what the last
     one did, but for the usage; the control plane, told so by an equal digest, skips
-    comparing each container (at 5,000 hosts, a twentieth of its cpu at rest and more
-    after a restart). The cost is here, on each host."""
+    comparing each container (46 us a heartbeat of 20: at 5,000 hosts, 45 ms of every
+    second of its one core). The cost is here, on each host."""
     digest = hashlib.blake2b(digest_size=16)
     for status in statuses:
         cpu, memory = status.cpu, status.memory_bytes
