@@ -30,7 +30,11 @@ __all__ = ["ReportQueue"]
 
 log = logging.getLogger(__name__)
 
-_WRITES_IN_FLIGHT = 4  # batches being written at once
+# Batches being written at once. With 4, in a 1,000-host ramp the queue sat waiting for
+# one of them to finish up to half of every second while hundreds of hosts waited (etcd
+# answers transactions that arrive together in one round); with 16 a report's p50 fell
+# from 0.17-0.29 s to 0.14-0.17 s, its p99 from 1.2-2.1 s to 0.9-1.5 s.
+_WRITES_IN_FLIGHT = 16
 _HOSTS_PER_BATCH = 200
 _HOSTS_PER_TURN = 20  # reports worked out between two turns of the loop's other work
 # A batch is written once it has worked out this long (its first hosts' reports wait for
