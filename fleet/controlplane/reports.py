@@ -152,6 +152,13 @@ def _print(status: pb.ContainerStatus) -> bytes:
     return hashlib.blake2b(status.SerializeToString(deterministic=True), digest_size=16).digest()
 
 
+def _host_part(heartbeat: pb.Heartbeat) -> tuple[list[str], bytes]:
+    """The host's images as stored, and what tells the host's part of a report changed
+    (its applied version and images)."""
+    images = sorted(i[:512] for i in heartbeat.images[:_MAX_IMAGES])
+    return images, repr((heartbeat.applied_version, images)).encode()
+
+
 def _as_stored(c: pb.ContainerStatus, stored: ContainerReport | None) -> bool:
     """Whether the agent's report ``c`` says what ``stored`` does (its live usage aside):
     the fields ``status_proto`` shows, compared one by one. A session's first report
@@ -279,8 +286,7 @@ class ReportWriter:
             ):
                 changed.append(container_report(c))
         gone = [key for key in (self._prints if kept is None else kept) if key not in current]
-        images = sorted(i[:512] for i in heartbeat.images[:_MAX_IMAGES])
-        host_print = repr((heartbeat.applied_version, images)).encode()
+        images, host_print = _host_part(heartbeat)
         due = now - self._written_at >= self.refresh
         if not changed and not gone and host_print == self._host_print and not due:
             if kept is None:
@@ -294,8 +300,7 @@ class ReportWriter:
     def _usage_only(self, heartbeat: pb.Heartbeat, now: float) -> Report | None:
         """``report`` of a heartbeat whose containers are those stored (``_unchanged``):
         only the host's record may be due, with the usage of the containers stored."""
-        images = sorted(i[:512] for i in heartbeat.images[:_MAX_IMAGES])
-        host_print = repr((heartbeat.applied_version, images)).encode()
+        images, host_print = _host_part(heartbeat)
         if host_print == self._host_print and now - self._written_at < self.refresh:
             return None
         stored = self._prints

@@ -35,6 +35,22 @@ def app_record(min_ready: int) -> AppRecord:
     return AppRecord(spec=spec, generation=1, revision=1, created_at="t0", updated_at="t0")
 
 
+def web_report(slot: int, **fields: Any) -> ContainerReport:
+    """Slot ``slot``'s container of web at revision 1 on h1: running and ready since
+    READY, but for ``fields``."""
+    values: dict[str, Any] = {
+        "app": "web",
+        "slot": slot,
+        "revision": 1,
+        "spec_hash": "abc",
+        "container_id": f"c{slot}",
+        "name": f"web.{slot}",
+        "state": "running",
+        "ready_since": READY,
+    }
+    return ContainerReport(**{**values, **fields})
+
+
 def seeded(min_ready: int) -> LiveState:
     live = LiveState(LAYOUT)
     revision = 0
@@ -52,17 +68,7 @@ def seeded(min_ready: int) -> LiveState:
         put(LAYOUT.replica("web", slot), record.dump())
     put(LAYOUT.status("h1"), status_record("h1").dump())
     for slot in (0, 1):
-        report = ContainerReport(
-            app="web",
-            slot=slot,
-            revision=1,
-            spec_hash="abc",
-            container_id=f"c{slot}",
-            name=f"web.{slot}",
-            state="running",
-            ready_since=READY,
-        )
-        put(LAYOUT.report("h1", "web", slot, 1), report.dump())
+        put(LAYOUT.report("h1", "web", slot, 1), web_report(slot).dump())
     return live
 
 
@@ -80,15 +86,7 @@ def test_a_changed_report_is_counted_at_once() -> None:
     live = seeded(min_ready=0)
     cache = CountsCache()
     assert rollout_counts(live.snapshot(), "web", T0 + 1, cache) == RolloutCounts(2, 2, 2, 2, 2)
-    exited = ContainerReport(
-        app="web",
-        slot=1,
-        revision=1,
-        spec_hash="abc",
-        container_id="c1",
-        name="web.1",
-        state="exited",
-    )
+    exited = web_report(1, state="exited", ready_since="")
     live.apply(LAYOUT.report("h1", "web", 1, 1), exited.dump(), 100)
     assert rollout_counts(live.snapshot(), "web", T0 + 1, cache) == RolloutCounts(1, 1, 2, 1, 2)
     live.apply(LAYOUT.replica("web", 1), None, 101)
@@ -312,16 +310,7 @@ def test_a_slot_with_one_available_container_is_held_as_its_time() -> None:
     held as the time it is available (a tally holds a part per slot: 100,000 at
     100,000 replicas); any other slot as its whole counts, which sum the same."""
     replica = ReplicaRecord(app="web", slot=0, revision=1, host="h1", resources=ResourceAmounts())
-    running = ContainerReport(
-        app="web",
-        slot=0,
-        revision=1,
-        spec_hash="abc",
-        container_id="c0",
-        name="web.0",
-        state="running",
-        ready_since=READY,
-    )
+    running = web_report(0)
     reports = {(0, 1, "h1"): running}
     plain = appcounts.slot_counts(replica, reports, 1, 10.0)
     assert plain == T0 + 10 and not isinstance(plain, appcounts.SlotCounts)
