@@ -147,7 +147,12 @@ class Outbox:
         await self._queue.put(_END)
 
     def close(self) -> None:
-        """The stream is over: its unsent events go back to the queue, first in line."""
+        """The stream is over: its unsent events go back to the queue, first in line,
+        and ``messages`` ends. gRPC reads it from a task of its own, which it cancels
+        only with a call cancelled while still open: the sender of a stream the server
+        ended would wait on the outbox until the collector destroyed it, logging
+        "Task was destroyed but it is pending!" in every agent after each restart of
+        the control plane."""
         unsent: list[pb.Event] = []
         while not self._queue.empty():
             message = self._queue.get_nowait()
@@ -155,6 +160,7 @@ class Outbox:
                 unsent.extend(message.events.events)
         if unsent:
             self._events.give_back(unsent)
+        self._queue.put_nowait(_END)
 
 
 class EdgeTables:

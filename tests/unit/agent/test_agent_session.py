@@ -7,6 +7,7 @@ import asyncio
 import random
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -113,3 +114,14 @@ def test_agents_cut_off_together_come_back_spread_out() -> None:
     waits = sorted(reconnect_backoff(0.2, 10.0, rng.random())[0] for _ in range(100))
     assert waits[0] < 0.02 and waits[-1] > 0.18
     assert len({round(w, 2) for w in waits}) > 15
+
+
+async def test_a_closed_outbox_ends_what_the_stream_sends() -> None:
+    """gRPC's sender of a stream the server ended waits on ``messages`` until it ends."""
+    outbox = Outbox(EventQueue())
+    messages = outbox.messages()
+    waiting = asyncio.create_task(anext(messages))
+    await asyncio.sleep(0)
+    outbox.close()
+    with pytest.raises(StopAsyncIteration):
+        await waiting
