@@ -40,7 +40,7 @@ from fleet.pki.pem import issued_by, parse_cert, parse_key, same_key
 if TYPE_CHECKING:  # transport imports this module
     from fleet.transport import TlsFiles, Transport
 
-__all__ = ["agent_refused", "check_certificate", "check_key", "explain_refusal"]
+__all__ = ["agent_refused", "check_certificate", "check_key", "explain_refusal", "stream_trouble"]
 
 _FAILED_TO_CONNECT = "failed to connect to all addresses"
 _CLOSED = "Socket closed"
@@ -135,6 +135,19 @@ def explain_refusal(details: str, transport: Transport, server: str, now: dateti
     if handshake is not None:
         return f"{failed}: {handshake.group(1)}{_used(transport)}"
     return None
+
+
+def stream_trouble(server: str, details: str, *, was_open: bool) -> str:
+    """What went wrong with the stream to ``server``, for an agent's log: gRPC's own
+    words ("Socket closed", "Internal error from Core") say little by themselves."""
+    if was_open:
+        return f"the stream to control plane {server} broke ({details})"
+    if _FAILED_TO_CONNECT in details:
+        return (
+            f"cannot reach control plane {server} ({details}); "
+            "is `fleet server` running there, and the address right (--server)?"
+        )
+    return f"control plane {server}: {details}"
 
 
 def _closed(server: str, transport: Transport, now: datetime) -> str:

@@ -51,7 +51,7 @@ from fleet.agent.state import HostState
 from fleet.errors import FleetError
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
-from fleet.refusals import agent_refused, explain_refusal
+from fleet.refusals import agent_refused, explain_refusal, stream_trouble
 from fleet.zincati import zincati_id_of
 
 __all__ = ["Outbox", "Session", "os_facts", "reconnect_backoff"]
@@ -261,8 +261,12 @@ class Session:
                     tls = self.config.transport.tls
                     raise agent_refused(self.config.host_id, server, details, tls) from None
                 transport, now = self.config.transport, datetime.now(UTC)
-                detail = explain_refusal(details, transport, server, now) or details
-                log.warning("control plane %s: %s; retrying within %.1fs", server, detail, delay)
+                was_open = self.connected.is_set()  # cleared below
+                trouble = explain_refusal(details, transport, server, now) or stream_trouble(
+                    server, details, was_open=was_open
+                )
+                again = "reconnecting" if was_open else "retrying"
+                log.warning("%s; %s within %.1fs", trouble, again, delay)
             except (FleetError, OSError) as error:
                 log.warning("control plane %s: %s; retrying within %.1fs", server, error, delay)
             except Exception as error:  # a bug must cost a reconnect, never the agent

@@ -49,6 +49,7 @@ async def test_a_stream_the_server_ended_leaves_no_sender_behind(
     etcd_server: EtcdServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="asyncio")
+    caplog.set_level(logging.WARNING, logger="fleet.agent.session")
     first = FleetServerProcess(etcd_server.endpoint, "/t-stream-end/", tmp_path, None)
     await asyncio.to_thread(first.start)
     [(agent, runtime)] = hollow_agents([first.address], 1, lambda _: Transport(None), name="ends")
@@ -72,6 +73,12 @@ async def test_a_stream_the_server_ended_leaves_no_sender_behind(
         assert len(senders()) == 1, "the ended stream's sender still waits"
         destroyed = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
         assert destroyed == []
+        said = [r.getMessage() for r in caplog.records if r.name == "fleet.agent.session"]
+        assert any(
+            line.startswith(f"the stream to control plane {first.address} broke (")
+            and "reconnecting within" in line
+            for line in said
+        ), said
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)

@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 
 from fleet._keyfiles import loose_mode_problem, read_private
 from fleet.errors import InvalidArgument, PermissionDenied
-from fleet.refusals import agent_refused, check_certificate, explain_refusal
+from fleet.refusals import agent_refused, check_certificate, explain_refusal, stream_trouble
 from fleet.secrets import ensure_key_file, load_key_file
 from fleet.testing.certs import TestPKI
 from fleet.transport import (
@@ -106,6 +106,18 @@ def test_a_plaintext_server_is_named(pki: TestPKI) -> None:
 def test_a_server_that_is_down_is_no_tls_refusal(pki: TestPKI) -> None:
     assert explain_refusal(DOWN, Transport(pki.client()), SERVER, NOW) is None
     assert explain_refusal("Cancelling all calls", Transport(pki.client()), SERVER, NOW) is None
+
+
+def test_an_agent_says_whether_its_stream_broke_or_no_server_answered() -> None:
+    """gRPC's words for both are terse ("Socket closed", "Internal error from Core");
+    the agent's log says which it was, and where to look when nothing answers."""
+    broke = stream_trouble(SERVER, "Internal error from Core", was_open=True)
+    assert broke == f"the stream to control plane {SERVER} broke (Internal error from Core)"
+    down = stream_trouble(SERVER, DOWN, was_open=False)
+    assert down.startswith(f"cannot reach control plane {SERVER} ({DOWN})")
+    assert "is `fleet server` running there" in down
+    other = stream_trouble(SERVER, "Deadline Exceeded", was_open=False)
+    assert other == f"control plane {SERVER}: Deadline Exceeded"
 
 
 # ------------------------------------------------------------------ the server refused us
