@@ -77,6 +77,7 @@ from fleet.errors import FleetError
 from fleet.spec import AppSpec, load_documents, parse_duration
 from fleet.testing import EtcdServer
 from fleet.testing.fleetprocs import FleetServerProcess
+from fleet.testing.hollow import stalls_in
 from fleet.testing.procs import ManagedProcess, free_port
 from fleet.transport import Transport
 
@@ -983,20 +984,38 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
         if watcher is not None:
             watcher.stop()
         cluster.close()
-        if cluster.server is not None:
-            result["server_log"] = log_counts(cluster.server.process.log_path)
+        # The first server's log and the restarted one's (``restart`` names it).
+        result["server_log"] = log_counts(sorted(work.glob("server-*.log")))
+        result["hollow_stalls"] = hollow_stalls(
+            [p.log_path for p in [*cluster.hollow, cluster.victims] if p is not None]
+        )
     return result
 
 
-def log_counts(path: Path) -> dict[str, int]:
-    """What the server's log says about leadership and trouble (WARNING and above)."""
-    counts = {"leadership_lost": 0, "warnings": 0, "errors": 0}
-    with contextlib.suppress(OSError), open(path, errors="replace") as f:
-        for line in f:
-            counts["leadership_lost"] += "is no longer the leader" in line
-            counts["warnings"] += " WARNING " in line and "INSECURE" not in line
-            counts["errors"] += " ERROR " in line or " CRITICAL " in line
+def log_counts(paths: list[Path]) -> dict[str, int]:
+    """What the server's log says about leadership and trouble (WARNING and above), and
+    how many hosts it marked down for their silence (the killed ones are not: their
+    streams end)."""
+    counts = {"leadership_lost": 0, "warnings": 0, "errors": 0, "hosts_silent": 0}
+    for path in paths:
+        with contextlib.suppress(OSError), open(path, errors="replace") as f:
+            for line in f:
+                counts["leadership_lost"] += "is no longer the leader" in line
+                counts["hosts_silent"] += "nothing heard for" in line
+                counts["warnings"] += " WARNING " in line and "INSECURE" not in line
+                counts["errors"] += " ERROR " in line or " CRITICAL " in line
     return counts
+
+
+def hollow_stalls(paths: list[Path]) -> dict[str, float]:
+    """The hollow processes' own stalls (``fleet.testing.hollow.watch_own_loop``): a
+    host silent because the process standing in for its machine got no cpu is the
+    benchmark's doing, not the control plane's."""
+    found: list[float] = []
+    for path in paths:
+        with contextlib.suppress(OSError), open(path, errors="replace") as f:
+            found += stalls_in(f)
+    return {"count": len(found), "longest_seconds": max(found, default=0.0)}
 
 
 def recover(
@@ -1367,6 +1386,15 @@ def size_table(run: dict[str, Any]) -> str:
             )
         )
     rows.append(("leadership lost (server log)", f"{lost} times"))
+    silent = run.get("server_log", {}).get("hosts_silent", 0)
+    stalls = run.get("hollow_stalls", {})
+    rows.append(
+        (
+            "hosts marked down for silence",
+            f"{silent} (hollow processes stalled {stalls.get('count', 0)} times, "
+            f"the longest {stalls.get('longest_seconds', 0):.1f} s)",
+        )
+    )
     width = max(len(r[0]) for r in rows) + 2
     return "\n".join([head, *(f"  {name:<{width}}{value}" for name, value in rows)])
 

@@ -20,12 +20,13 @@ import contextlib
 import hashlib
 import itertools
 import logging
+import re
 import signal
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -54,7 +55,7 @@ from fleet.errors import NotFound, Unavailable
 from fleet.proto import fleet_pb2 as pb
 from fleet.transport import Transport
 
-__all__ = ["HollowRuntime", "hollow_agents", "run_hollow"]
+__all__ = ["HollowRuntime", "hollow_agents", "run_hollow", "stalls_in", "watch_own_loop"]
 
 log = logging.getLogger(__name__)
 
@@ -372,7 +373,38 @@ async def run_hollow(agents: list[tuple[Agent, HollowRuntime]], spread: float = 
         await asyncio.sleep(spread * index / max(1, len(agents)))
         await agent.run()
 
-    await asyncio.gather(*(one(i, a, r) for i, (a, r) in enumerate(agents)))
+    watch = asyncio.create_task(watch_own_loop(len(agents)))
+    try:
+        await asyncio.gather(*(one(i, a, r) for i, (a, r) in enumerate(agents)))
+    finally:
+        watch.cancel()
+
+
+STALL_LOGGED = 5.0  # seconds: a hollow process whose loop ran nothing this long says so
+_STALLED = (
+    "hollow process stalled: its event loop ran nothing for %.1fs; "
+    "its %d hosts were silent meanwhile"
+)
+_STALL_FOUND = re.compile(r"hollow process stalled: its event loop ran nothing for ([0-9.]+)s")
+
+
+def stalls_in(lines: Iterable[str]) -> list[float]:
+    """The seconds of each stall a hollow process's log (``lines``) tells of."""
+    return [float(m.group(1)) for m in map(_STALL_FOUND.search, lines) if m is not None]
+
+
+async def watch_own_loop(hosts: int, every: float = 0.5, logged: float = STALL_LOGGED) -> None:
+    """Log each time this process's event loop ran nothing for ``logged`` seconds or
+    more (it was starved of cpu, or something blocked it): its hosts sent nothing
+    meanwhile, so a control plane that marks some of them down for silence is right to.
+    Hollow hosts share the benchmark's machine with the control plane; real hosts do not,
+    so a benchmark counts these lines (``benchmarks/scale.py``) apart from the server's."""
+    while True:
+        began = time.monotonic()
+        await asyncio.sleep(every)
+        stalled = time.monotonic() - began - every
+        if stalled >= logged:
+            log.warning(_STALLED, stalled, hosts)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
