@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import socket
 import time
@@ -68,6 +69,11 @@ _OWN_CONNECTION = (("grpc.use_local_subchannel_pool", 1),)
 
 _REPORT_BATCH = 0.2  # seconds: changes this close together go in one report
 _END = pb.AgentMessage()  # in an outbox: the stream ends here (compared by identity)
+_HEARTBEAT = pb.AgentMessage()  # in an outbox: the newest heartbeat goes here (likewise)
+# Seconds a heartbeat may wait in the outbox before the agent says its stream is slow
+# (the control plane marks a host down after 15 s without one, by default).
+HEARTBEAT_LATE = 5.0
+_LATE_SAID_EVERY = 60.0  # seconds between two such warnings
 _FIRST_DELAY = 0.2  # seconds: the backoff after a stream that was open
 
 
@@ -114,16 +120,33 @@ def _address_towards(server: str) -> str:
 
 
 class Outbox:
-    """The messages of one stream, in the order they go out. Events taken from the
-    queue for it that it never sent go back to the front of the queue when it closes
+    """The messages of one stream, in the order they go out, but for heartbeats: one
+    waiting to be sent is replaced by the next (``put_heartbeat``). Events taken from
+    the queue for it that it never sent go back to the front of the queue when it closes
     (a stream that broke delivers nothing more)."""
 
-    def __init__(self, events: EventQueue) -> None:
+    def __init__(self, events: EventQueue, clock: Callable[[], float] = time.monotonic) -> None:
         self._events = events
         self._queue: asyncio.Queue[pb.AgentMessage] = asyncio.Queue()
+        self._clock = clock
+        self._heartbeat: pb.AgentMessage | None = None  # the newest one not yet sent
+        self._heartbeat_since = 0.0  # when the unsent heartbeats began to wait
+        self._late_said = -math.inf
 
     async def put(self, message: pb.AgentMessage) -> None:
         await self._queue.put(message)
+
+    async def put_heartbeat(self, message: pb.AgentMessage) -> None:
+        """Queue ``message``, a heartbeat. It takes the place of one still waiting to
+        be sent, in that one's turn: each says all the host has, so only the newest
+        matters, and a stream that sends slower than heartbeats come (a busy host, a
+        slow link or control plane) sends the newest when it can, not a backlog of stale
+        ones that grows until the control plane hears nothing new for its TTL."""
+        waiting = self._heartbeat is not None
+        self._heartbeat = message
+        if not waiting:
+            self._heartbeat_since = self._clock()
+            await self._queue.put(_HEARTBEAT)
 
     async def send_events(self) -> None:
         """Move queued events into the outbox, a batch at a time, until cancelled."""
@@ -139,7 +162,24 @@ class Outbox:
             message = await self._queue.get()
             if message is _END:
                 return  # the agent's side of the stream is closed: the server sees its end
+            if message is _HEARTBEAT:
+                newest, self._heartbeat = self._heartbeat, None
+                if newest is None:
+                    continue
+                self._say_if_late(self._clock() - self._heartbeat_since)
+                message = newest
             yield message
+
+    def _say_if_late(self, waited: float) -> None:
+        now = self._clock()
+        if waited >= HEARTBEAT_LATE and now - self._late_said >= _LATE_SAID_EVERY:
+            self._late_said = now
+            log.warning(
+                "a heartbeat waited %.1fs to be sent: the stream to the control plane "
+                "sends slower than this host reports (this host busy, or the network or "
+                "the control plane slow); a host not heard from for its TTL is marked down",
+                waited,
+            )
 
     async def finish(self, last: pb.AgentMessage) -> None:
         """Send ``last``, then close the agent's side of the stream."""
@@ -160,6 +200,7 @@ class Outbox:
                 unsent.extend(message.events.events)
         if unsent:
             self._events.give_back(unsent)
+        self._heartbeat = None
         self._queue.put_nowait(_END)
 
 
@@ -427,7 +468,9 @@ class Session:
         await self.state.wait_listed(max(every, 0.1))
         while True:
             report_now.clear()
-            await outbox.put(heartbeat(self.state, self._prober, self.config.backoff, time.time()))
+            await outbox.put_heartbeat(
+                heartbeat(self.state, self._prober, self.config.backoff, time.time())
+            )
             try:
                 async with asyncio.timeout(max(every, 0.1)):  # (wait_for may swallow a cancel)
                     await report_now.wait()

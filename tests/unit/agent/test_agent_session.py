@@ -125,3 +125,45 @@ async def test_a_closed_outbox_ends_what_the_stream_sends() -> None:
     outbox.close()
     with pytest.raises(StopAsyncIteration):
         await waiting
+
+
+def beat(cpu: float) -> pb.AgentMessage:
+    return pb.AgentMessage(heartbeat=pb.Heartbeat(usage=pb.Resources(cpu=cpu)))
+
+
+async def test_a_heartbeat_waiting_to_be_sent_is_replaced_by_the_next_in_its_turn() -> None:
+    """A stream slower than the heartbeats sends the newest, not a backlog of stale ones."""
+    outbox = Outbox(EventQueue())
+    await outbox.put_heartbeat(beat(1))
+    await outbox.put(pb.AgentMessage(events=pb.EventBatch(events=[pb.Event(kind="a")])))
+    await outbox.put_heartbeat(beat(2))
+    await outbox.put_heartbeat(beat(3))
+    messages = outbox.messages()
+    first, second = await anext(messages), await anext(messages)
+    assert first.heartbeat.usage.cpu == 3  # the newest, in the first one's turn
+    assert [e.kind for e in second.events.events] == ["a"]
+    await outbox.put_heartbeat(beat(4))  # sent: the next one waits its own turn
+    assert (await anext(messages)).heartbeat.usage.cpu == 4
+    outbox.close()
+    with pytest.raises(StopAsyncIteration):
+        await anext(messages)
+
+
+async def test_a_heartbeat_that_waited_long_is_said_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [100.0]
+    outbox = Outbox(EventQueue(), clock=lambda: now[0])
+    messages = outbox.messages()
+    for waited in (1.0, 6.0, 7.0):  # the second and third both late: one warning
+        await outbox.put_heartbeat(beat(waited))
+        now[0] += waited
+        await anext(messages)
+    late = [r.getMessage() for r in caplog.records if "heartbeat waited" in r.getMessage()]
+    assert late == [late[0]] and late[0].startswith("a heartbeat waited 6.0s to be sent")
+    now[0] += 60
+    await outbox.put_heartbeat(beat(0))
+    now[0] += 8.0
+    await anext(messages)
+    late = [r.getMessage() for r in caplog.records if "heartbeat waited" in r.getMessage()]
+    assert len(late) == 2 and late[1].startswith("a heartbeat waited 8.0s")
