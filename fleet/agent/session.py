@@ -70,10 +70,24 @@ _OWN_CONNECTION = (("grpc.use_local_subchannel_pool", 1),)
 _REPORT_BATCH = 0.2  # seconds: changes this close together go in one report
 _END = pb.AgentMessage()  # in an outbox: the stream ends here (compared by identity)
 _HEARTBEAT = pb.AgentMessage()  # in an outbox: the newest heartbeat goes here (likewise)
-# Seconds a heartbeat may wait in the outbox before the agent says its stream is slow
-# (the control plane marks a host down after 15 s without one, by default).
+# Seconds a heartbeat may wait in the outbox, or a message take to be sent, before the
+# agent says its stream is slow (the control plane marks a host down after 15 s without
+# a word from it, by default).
 HEARTBEAT_LATE = 5.0
-_LATE_SAID_EVERY = 60.0  # seconds between two such warnings
+_SLOW_SAID_EVERY = 60.0  # seconds between two warnings of one kind
+_SLOW = {
+    "waited": (
+        "a heartbeat waited %.1fs to be sent: the stream to the control plane sends slower "
+        "than this host reports; a host not heard from for its TTL is marked down"
+    ),
+    # gRPC hands a message on once its flow control lets it: the control plane had not
+    # read what came before (it is busy), or the network is slow.
+    "sending": (
+        "a message to the control plane took %.1fs to be sent: it reads this host's "
+        "stream slowly (busy, or the network slow); a host not heard from for its TTL is "
+        "marked down"
+    ),
+}
 _FIRST_DELAY = 0.2  # seconds: the backoff after a stream that was open
 
 
@@ -131,7 +145,7 @@ class Outbox:
         self._clock = clock
         self._heartbeat: pb.AgentMessage | None = None  # the newest one not yet sent
         self._heartbeat_since = 0.0  # when the unsent heartbeats began to wait
-        self._late_said = -math.inf
+        self._slow_said = dict.fromkeys(_SLOW, -math.inf)
 
     async def put(self, message: pb.AgentMessage) -> None:
         await self._queue.put(message)
@@ -166,20 +180,17 @@ class Outbox:
                 newest, self._heartbeat = self._heartbeat, None
                 if newest is None:
                     continue
-                self._say_if_late(self._clock() - self._heartbeat_since)
+                self._say_if_slow("waited", self._clock() - self._heartbeat_since)
                 message = newest
-            yield message
+            handed = self._clock()
+            yield message  # gRPC asks for the next one once this one is sent
+            self._say_if_slow("sending", self._clock() - handed)
 
-    def _say_if_late(self, waited: float) -> None:
+    def _say_if_slow(self, kind: str, seconds: float) -> None:
         now = self._clock()
-        if waited >= HEARTBEAT_LATE and now - self._late_said >= _LATE_SAID_EVERY:
-            self._late_said = now
-            log.warning(
-                "a heartbeat waited %.1fs to be sent: the stream to the control plane "
-                "sends slower than this host reports (this host busy, or the network or "
-                "the control plane slow); a host not heard from for its TTL is marked down",
-                waited,
-            )
+        if seconds >= HEARTBEAT_LATE and now - self._slow_said[kind] >= _SLOW_SAID_EVERY:
+            self._slow_said[kind] = now
+            log.warning(_SLOW[kind], seconds)
 
     async def finish(self, last: pb.AgentMessage) -> None:
         """Send ``last``, then close the agent's side of the stream."""

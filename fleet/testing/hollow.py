@@ -380,7 +380,7 @@ async def run_hollow(agents: list[tuple[Agent, HollowRuntime]], spread: float = 
         watch.cancel()
 
 
-STALL_LOGGED = 5.0  # seconds: a hollow process whose loop ran nothing this long says so
+STALL_LOGGED = 2.0  # seconds: a hollow process whose loop ran nothing this long says so
 _STALLED = (
     "hollow process stalled: its event loop ran nothing for %.1fs; "
     "its %d hosts were silent meanwhile"

@@ -167,3 +167,18 @@ async def test_a_heartbeat_that_waited_long_is_said_once_a_minute(
     await anext(messages)
     late = [r.getMessage() for r in caplog.records if "heartbeat waited" in r.getMessage()]
     assert len(late) == 2 and late[1].startswith("a heartbeat waited 8.0s")
+
+
+async def test_a_message_slow_to_be_sent_is_said(caplog: pytest.LogCaptureFixture) -> None:
+    """gRPC asks for the next message once the last one is sent: the time between is how
+    long the control plane's flow control held it (it had not read what came before)."""
+    now = [0.0]
+    outbox = Outbox(EventQueue(), clock=lambda: now[0])
+    messages = outbox.messages()
+    for message in (beat(1), pb.AgentMessage(events=pb.EventBatch())):
+        await outbox.put(message)
+    await anext(messages)
+    now[0] += 6.5  # the first one's send took this long
+    await anext(messages)
+    [said] = [r.getMessage() for r in caplog.records]
+    assert said.startswith("a message to the control plane took 6.5s to be sent")
