@@ -77,7 +77,7 @@ from fleet.errors import FleetError
 from fleet.spec import AppSpec, load_documents, parse_duration
 from fleet.testing import EtcdServer
 from fleet.testing.fleetprocs import FleetServerProcess
-from fleet.testing.hollow import stalls_in
+from fleet.testing.hollow import most_stalled_within, stalls_in
 from fleet.testing.procs import ManagedProcess, free_port
 from fleet.transport import Transport
 
@@ -987,7 +987,8 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
         # The first server's log and the restarted one's (``restart`` names it).
         result["server_log"] = log_counts(sorted(work.glob("server-*.log")))
         result["hollow_stalls"] = hollow_stalls(
-            [p.log_path for p in [*cluster.hollow, cluster.victims] if p is not None]
+            [p.log_path for p in [*cluster.hollow, cluster.victims] if p is not None],
+            parse_duration(args.host_down_after),
         )
     return result
 
@@ -1007,15 +1008,24 @@ def log_counts(paths: list[Path]) -> dict[str, int]:
     return counts
 
 
-def hollow_stalls(paths: list[Path]) -> dict[str, float]:
+def hollow_stalls(paths: list[Path], ttl: float) -> dict[str, float]:
     """The hollow processes' own stalls (``fleet.testing.hollow.watch_own_loop``): a
     host silent because the process standing in for its machine got no cpu is the
     benchmark's doing, not the control plane's."""
     found: list[float] = []
+    within_ttl = 0.0
     for path in paths:
         with contextlib.suppress(OSError), open(path, errors="replace") as f:
-            found += stalls_in(f)
-    return {"count": len(found), "longest_seconds": max(found, default=0.0)}
+            stalls = stalls_in(f)
+        found += [seconds for _, seconds in stalls]
+        within_ttl = max(within_ttl, most_stalled_within(stalls, ttl))
+    return {
+        "count": len(found),
+        "longest_seconds": max(found, default=0.0),
+        # The most one process was stalled within any TTL of a host's silence.
+        "most_within_ttl_seconds": round(within_ttl, 1),
+        "ttl_seconds": ttl,
+    }
 
 
 def recover(
@@ -1391,8 +1401,10 @@ def size_table(run: dict[str, Any]) -> str:
     rows.append(
         (
             "hosts marked down for silence",
-            f"{silent} (hollow processes stalled {stalls.get('count', 0)} times, "
-            f"the longest {stalls.get('longest_seconds', 0):.1f} s)",
+            f"{silent} (hollow processes stalled {stalls.get('count', 0)} times, the "
+            f"longest {stalls.get('longest_seconds', 0):.1f} s; one process at most "
+            f"{stalls.get('most_within_ttl_seconds', 0):.1f} s within "
+            f"{stalls.get('ttl_seconds', 0):g} s)",
         )
     )
     width = max(len(r[0]) for r in rows) + 2

@@ -84,8 +84,8 @@ _SLOW = {
     # read what came before (it is busy), or the network is slow.
     "sending": (
         "a message to the control plane took %.1fs to be sent: it reads this host's "
-        "stream slowly (busy, or the network slow); a host not heard from for its TTL is "
-        "marked down"
+        "stream slowly (the control plane busy, the network slow, or this agent short of "
+        "cpu); a host not heard from for its TTL is marked down"
     ),
 }
 _FIRST_DELAY = 0.2  # seconds: the backoff after a stream that was open

@@ -28,6 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 
@@ -55,7 +56,14 @@ from fleet.errors import NotFound, Unavailable
 from fleet.proto import fleet_pb2 as pb
 from fleet.transport import Transport
 
-__all__ = ["HollowRuntime", "hollow_agents", "run_hollow", "stalls_in", "watch_own_loop"]
+__all__ = [
+    "HollowRuntime",
+    "hollow_agents",
+    "most_stalled_within",
+    "run_hollow",
+    "stalls_in",
+    "watch_own_loop",
+]
 
 log = logging.getLogger(__name__)
 
@@ -388,9 +396,27 @@ _STALLED = (
 _STALL_FOUND = re.compile(r"hollow process stalled: its event loop ran nothing for ([0-9.]+)s")
 
 
-def stalls_in(lines: Iterable[str]) -> list[float]:
-    """The seconds of each stall a hollow process's log (``lines``) tells of."""
-    return [float(m.group(1)) for m in map(_STALL_FOUND.search, lines) if m is not None]
+def stalls_in(lines: Iterable[str]) -> list[tuple[float, float]]:
+    """Each stall a hollow process's log (``lines``, in ``main``'s format) tells of: when
+    it ended (the line's time, seconds since the epoch) and how long it was."""
+    found = []
+    for line in lines:
+        m = _STALL_FOUND.search(line)
+        if m is not None:
+            ended = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            found.append((ended, float(m.group(1))))
+    return found
+
+
+def most_stalled_within(stalls: Sequence[tuple[float, float]], window: float) -> float:
+    """The most seconds ``stalls`` (of one process, as ``stalls_in`` gives them) add up
+    to within any ``window`` seconds: a host is marked down after its TTL of silence,
+    and several stalls, each short, can make it up."""
+    ends = sorted(stalls)
+    return max(
+        (sum(s for t, s in ends if end - window <= t - s and t <= end) for end, _ in ends),
+        default=0.0,
+    )
 
 
 async def watch_own_loop(hosts: int, every: float = 0.5, logged: float = STALL_LOGGED) -> None:
