@@ -73,7 +73,7 @@ _HEARTBEAT = pb.AgentMessage()  # in an outbox: the newest heartbeat goes here (
 # Seconds a heartbeat may wait in the outbox, or a message take to be sent, before the
 # agent says its stream is slow (the control plane marks a host down after 15 s without
 # a word from it, by default).
-HEARTBEAT_LATE = 5.0
+_SLOW_AFTER = 5.0
 _SLOW_SAID_EVERY = 60.0  # seconds between two warnings of one kind
 _SLOW = {
     "waited": (
@@ -188,7 +188,7 @@ class Outbox:
 
     def _say_if_slow(self, kind: str, seconds: float) -> None:
         now = self._clock()
-        if seconds >= HEARTBEAT_LATE and now - self._slow_said[kind] >= _SLOW_SAID_EVERY:
+        if seconds >= _SLOW_AFTER and now - self._slow_said[kind] >= _SLOW_SAID_EVERY:
             self._slow_said[kind] = now
             log.warning(_SLOW[kind], seconds)
 
