@@ -24,6 +24,7 @@ from fleet.testing import EtcdServer
 from fleet.testing.fleetprocs import FleetServerProcess
 from fleet.testing.hollow import hollow_agents
 from fleet.transport import Transport
+from tests.helpers import eventually
 
 SENDER = "_StreamRequestMixin._consume_request_iterator"  # grpc.aio's request sender
 
@@ -35,14 +36,6 @@ def senders() -> list[asyncio.Task[object]]:
         for task in asyncio.all_tasks()
         if getattr(task.get_coro(), "__qualname__", "") == SENDER and not task.done()
     ]
-
-
-async def until(condition: asyncio.Event, seconds: float, what: str) -> None:
-    try:
-        async with asyncio.timeout(seconds):
-            await condition.wait()
-    except TimeoutError:
-        pytest.fail(f"waited {seconds:g}s for {what}")
 
 
 async def test_a_stream_the_server_ended_leaves_no_sender_behind(
@@ -58,15 +51,13 @@ async def test_a_stream_the_server_ended_leaves_no_sender_behind(
     again = first.again("server-again.log")
     try:
         connected = agent.session.connected
-        await until(connected, 30, "the agent to register")
+        await eventually(connected.is_set, 30, "the agent to register")
         assert len(senders()) == 1  # the open stream's
 
         await asyncio.to_thread(first.kill)
-        async with asyncio.timeout(30):  # the agent sees its stream end (no event says it)
-            while connected.is_set():  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
+        await eventually(lambda: not connected.is_set(), 30, "the agent to see its stream end")
         await asyncio.to_thread(again.start)
-        await until(connected, 30, "the agent to register again")
+        await eventually(connected.is_set, 30, "the agent to register again")
 
         gc.collect()  # a sender left behind and unreachable is destroyed (and logged) here
         await asyncio.sleep(0)
