@@ -10,16 +10,28 @@ first on the path.
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import platform
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-__all__ = ["describe", "git_state", "loadavg", "machine", "quietly", "stop_on_sigterm"]
+__all__ = [
+    "describe",
+    "ended",
+    "git_state",
+    "loadavg",
+    "machine",
+    "quietly",
+    "speed_probe",
+    "stop_on_sigterm",
+]
 
 
 def machine(docker_client: Any = None, **extra: object) -> dict[str, Any]:
@@ -35,7 +47,40 @@ def machine(docker_client: Any = None, **extra: object) -> dict[str, Any]:
     }
     if docker_client is not None:
         facts["docker"] = docker_client.version().get("Version", "?")
-    return {**facts, **extra, "loadavg_at_start": loadavg(), "fleet_commit": git_state()}
+    return {
+        **facts,
+        **extra,
+        "loadavg_at_start": loadavg(),
+        "speed_probe_seconds": speed_probe(),
+        "fleet_commit": git_state(),
+    }
+
+
+def ended(m: dict[str, Any]) -> None:
+    """Add to ``machine``'s facts the load and the speed probe at the benchmark's end."""
+    m["loadavg_at_end"] = loadavg()
+    m["speed_probe_seconds_at_end"] = speed_probe()
+
+
+def speed_probe() -> float:
+    """Seconds for a fixed piece of pure-Python work like the control plane's (JSON,
+    dicts, a sort), the best of three. Figures from two machines, or from one VM whose
+    speed drifts (session 24's: the same run's control plane took 39 s of cpu, then
+    55 s, minutes apart), compare only beside it: lower is faster."""
+    records = [
+        {"app": f"app-{i % 50}", "slot": i, "host": f"h{i % 997:05d}", "cpu": i * 0.001}
+        for i in range(50_000)
+    ]
+    best = math.inf
+    for _ in range(3):
+        began = time.perf_counter()
+        decoded = json.loads(json.dumps(records))
+        by_host: dict[str, list[int]] = {}
+        for record in decoded:
+            by_host.setdefault(record["host"], []).append(record["slot"])
+        decoded.sort(key=lambda record: (record["host"], record["slot"]))
+        best = min(best, time.perf_counter() - began)
+    return round(best, 3)
 
 
 def describe(m: Mapping[str, Any]) -> str:
@@ -43,10 +88,16 @@ def describe(m: Mapping[str, Any]) -> str:
     the end, once the benchmark added ``loadavg_at_end``)."""
     docker = f", Docker {m['docker']}" if "docker" in m else ""
     end = f" -> {m['loadavg_at_end']}" if "loadavg_at_end" in m else ""
+    speed = ""
+    if "speed_probe_seconds" in m:
+        at_end = m.get("speed_probe_seconds_at_end")
+        speed = f", speed probe {m['speed_probe_seconds']:.3f} s" + (
+            f" -> {at_end:.3f} s" if at_end is not None else ""
+        )
     return (
         f"machine: {m['nproc']} cores ({m['cpu']}), {m['memory_bytes'] / (1 << 30):.1f} GiB, "
-        f"{m['platform']}{docker}, Python {m['python']}, load {m['loadavg_at_start']}{end}, "
-        f"fleet {m['fleet_commit']}"
+        f"{m['platform']}{docker}, Python {m['python']}, load {m['loadavg_at_start']}{end}"
+        f"{speed}, fleet {m['fleet_commit']}"
     )
 
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _harness import describe, loadavg, machine, quietly
+from _harness import describe, ended, machine, quietly
 from agent import MiB, at_rest, running
 
 from fleet.agent.stats import memory_in_use
@@ -140,7 +140,7 @@ def main() -> None:
         measured["processes"] = len(dock.api.top(boxed.id)["Processes"])
         result["container"] = measured
         assert running(dock, f"fleet.app={APP}") == n, "a replica stopped while at rest"
-        result["machine"]["loadavg_at_end"] = loadavg()
+        ended(result["machine"])
         result["run_seconds"] = round(time.monotonic() - began, 1)
 
         print()

@@ -48,7 +48,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _harness import describe, loadavg, machine, quietly, stop_on_sigterm
+from _harness import describe, ended, machine, quietly, stop_on_sigterm
 
 from fleet.client import FleetClient
 from fleet.errors import FleetError
@@ -388,7 +388,7 @@ def main() -> None:
         if not args.no_swarm:
             result["swarm"] = run_swarm(pool, image_id)
             print(f"swarm: {result['swarm'].get('drain_seconds', result['swarm'].get('error'))}")
-        result["machine"]["loadavg_at_end"] = loadavg()
+        ended(result["machine"])
         result["run_seconds"] = round(time.monotonic() - began, 1)
         print()
         print(report(result))

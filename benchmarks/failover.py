@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import docker.errors
-from _harness import describe, loadavg, machine, quietly, stop_on_sigterm
+from _harness import describe, ended, loadavg, machine, quietly, stop_on_sigterm
 
 from fleet.client import FleetClient
 from fleet.errors import FleetError
@@ -823,7 +823,7 @@ def main() -> None:
                 },
                 "runs": runs,
             }
-        result["machine"]["loadavg_at_end"] = loadavg()
+        ended(result["machine"])
         result["run_seconds"] = round(time.monotonic() - began, 1)
 
         print()

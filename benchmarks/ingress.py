@@ -63,7 +63,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _harness import describe, loadavg, machine, quietly, stop_on_sigterm
+from _harness import describe, ended, loadavg, machine, quietly, stop_on_sigterm
 
 from fleet.client import FleetClient
 from fleet.errors import FleetError
@@ -570,7 +570,7 @@ def main() -> None:
         result["events_load"] = summary(load.records, phase_seconds)
         result["events_load"]["bodies"] = dict(load.bodies)
         result["upgrade_restarts"] = bench.restarts
-        result["machine"]["loadavg_at_end"] = loadavg()
+        ended(result["machine"])
 
         # fleet is done: stop it before Swarm takes the same daemons.
         for name, agent in bench.agents.items():

@@ -43,7 +43,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from _harness import describe, loadavg, machine, quietly, stop_on_sigterm
+from _harness import describe, ended, machine, quietly, stop_on_sigterm
 
 from fleet.agent.dockerruntime import DockerRuntime
 from fleet.client import FleetClient
@@ -650,7 +650,7 @@ def main() -> None:
             "met": result["fleet"]["median_seconds"] <= target,
             "met_by_max": result["fleet"]["max_seconds"] <= target,
         }
-        result["machine"]["loadavg_at_end"] = loadavg()
+        ended(result["machine"])
         result["run_seconds"] = round(time.monotonic() - began, 1)
 
         print()

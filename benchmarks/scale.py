@@ -67,7 +67,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _harness import loadavg, machine, quietly, stop_on_sigterm
+from _harness import describe, ended, loadavg, machine, quietly, stop_on_sigterm
 from prometheus_client.parser import text_string_to_metric_families
 
 from fleet._time import epoch, iso_at
@@ -1703,10 +1703,11 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted: writing what was measured")
     finally:
-        result["machine"]["loadavg_at_end"] = loadavg()
+        ended(result["machine"])
         result["run_seconds"] = round(time.monotonic() - began, 1)
         if result["runs"]:
             print(summary_table(result["runs"]))
+            print(describe(result["machine"]))
             args.out.mkdir(parents=True, exist_ok=True)
             path = args.out / f"{args.output}.json"
             path.write_text(json.dumps(result, indent=2) + "\n")
