@@ -27,7 +27,15 @@ _INT64_MAX = (1 << 63) - 1
 
 def nanocores(cpu: float) -> int:
     """Cores as whole nano-cores, the unit Docker limits cpu in."""
-    return round(cpu * 1_000_000_000)
+    found = _NANOCORES.get(cpu)
+    if found is None:
+        found = round(cpu * 1_000_000_000)
+        if len(_NANOCORES) < 4096:  # a pool's apps ask for a few amounts, over and over
+            _NANOCORES[cpu] = found
+    return found
+
+
+_NANOCORES: dict[float, int] = {}
 
 
 def _ints(values: Iterable[int]) -> Ints:
@@ -90,10 +98,10 @@ class Cluster:
         )
         self.free_cpu = self.capacity_cpu - self.occupied_cpu
         self.free_memory = self.capacity_memory - self.occupied_memory
-        self._per_cpu = _per_unit(self.capacity_cpu)
-        self._per_byte = _per_unit(self.capacity_memory)
-        self.share_cpu = self.occupied_cpu * self._per_cpu
-        self.share_memory = self.occupied_memory * self._per_byte
+        self.per_cpu = _per_unit(self.capacity_cpu)
+        self.per_byte = _per_unit(self.capacity_memory)
+        self.share_cpu = self.occupied_cpu * self.per_cpu
+        self.share_memory = self.occupied_memory * self.per_byte
         self.room = self._room()
 
         self.in_use: Bools = self._count(i for at in apps.values() for i in at) > 0
@@ -110,6 +118,8 @@ class Cluster:
         self._demand: dict[tuple[int, int], tuple[Floats, Floats]] = {}
         self.zeros: Floats = np.zeros(self.size, dtype=np.float64)
         self.zeros.flags.writeable = False
+        # The host of each placement so far, in order: what changed since a position.
+        self.placed_on: list[int] = []
 
     def _room(self) -> Floats:
         """Each host's free room against the roomiest host's, 0-1, the mean over cpu and
@@ -157,19 +167,20 @@ class Cluster:
         """What ``cpu`` nano-cores and ``memory`` bytes are of each host, as shares."""
         shares = self._demand.get((cpu, memory))
         if shares is None:
-            shares = self._demand[(cpu, memory)] = (cpu * self._per_cpu, memory * self._per_byte)
+            shares = self._demand[(cpu, memory)] = (cpu * self.per_cpu, memory * self.per_byte)
         return shares
 
     def place(self, i: int, request: ReplicaRequest, cpu: int, memory: int) -> None:
         """Count ``request``, asking ``cpu`` nano-cores and ``memory`` bytes, on host ``i``."""
+        self.placed_on.append(i)
         if cpu:
             self.occupied_cpu[i] += cpu
             self.free_cpu[i] -= cpu
-            self.share_cpu[i] = self.occupied_cpu[i] * self._per_cpu[i]
+            self.share_cpu[i] = self.occupied_cpu[i] * self.per_cpu[i]
         if memory:
             self.occupied_memory[i] += memory
             self.free_memory[i] -= memory
-            self.share_memory[i] = self.occupied_memory[i] * self._per_byte[i]
+            self.share_memory[i] = self.occupied_memory[i] * self.per_byte[i]
         self.in_use[i] = True
         self.app_counts(request.app)[i] += 1
         for port in request.host_ports:

@@ -3,7 +3,9 @@
 Every stage judges all hosts at once (numpy arrays over the cluster, see ``_cluster``),
 so a placement costs a few dozen array operations whatever the number of hosts, and
 replicas of one app, which ask for the same things, share the stages that do not
-depend on what is placed. Explanations are worked out only for replicas left unplaced.
+depend on what is placed. A kind of request judged again soon after is judged again only
+on the hosts placed on since (``_Ranking``). Explanations are worked out only for
+replicas left unplaced.
 """
 
 from __future__ import annotations
@@ -129,6 +131,82 @@ def _judge(
     return _Kind(cpu, memory, rejections, fits, strategies[request.placement])
 
 
+# A kind judged again after placements on more hosts than this is judged over every host
+# at once (a few dozen array operations) rather than host by host (a few each).
+_HOST_BY_HOST = 8
+
+
+class _Ranking:
+    """A kind's feasible hosts and weighted scores, kept current as the plan places.
+
+    A placement changes only its own host: the filters' verdicts and the scores there,
+    and possibly a scorer's ``context`` (the same-app penalty's fewest replicas on a
+    feasible host), which rates every host again. So a kind asked again after a few
+    placements judges those hosts alone: an app's replicas scheduled together (as the
+    controller does, one app at a time) cost a few operations each instead of a few
+    dozen over every host. A host's total is summed in the order ``_whole`` sums every
+    host's, so both ways give the same floats, and the same plan."""
+
+    def __init__(
+        self, cluster: Cluster, request: ReplicaRequest, kind: _Kind, dynamic: Sequence[Filter]
+    ) -> None:
+        self._kind, self._dynamic = kind, dynamic
+        self._whole(cluster, request)
+
+    def _whole(self, cluster: Cluster, request: ReplicaRequest) -> None:
+        feasible = self._kind.fits.copy()
+        for f in self._dynamic:
+            for _, hosts in f.reject(cluster, request):
+                feasible &= ~hosts
+        scorers = self._kind.scorers
+        self._contexts = [scorer.context(cluster, request, feasible) for scorer, _ in scorers]
+        total = cluster.zeros
+        for (scorer, weight), context in zip(scorers, self._contexts, strict=True):
+            score = scorer.score(cluster, request, context)
+            total = total + (score if weight == 1.0 else weight * score)
+        self.feasible = feasible
+        # The highest among feasible hosts wins; argmax takes the lowest id of equals
+        # (without scorers: the first feasible host).
+        self.ranked = np.where(feasible, total, -np.inf) if scorers else feasible
+        self._seen = len(cluster.placed_on)
+
+    def best(self, cluster: Cluster, request: ReplicaRequest) -> int | None:
+        """The host to place ``request`` on, None if none fits."""
+        self._refresh(cluster, request)
+        best = int(self.ranked.argmax())
+        return best if self.feasible[best] else None
+
+    def _refresh(self, cluster: Cluster, request: ReplicaRequest) -> None:
+        placed_on, seen = cluster.placed_on, self._seen
+        if len(placed_on) == seen:
+            return
+        hosts = set(placed_on[seen:]) if len(placed_on) - seen <= 2 * _HOST_BY_HOST else None
+        if hosts is None or len(hosts) > _HOST_BY_HOST:
+            self._whole(cluster, request)
+            return
+        fits, feasible, scorers = self._kind.fits, self.feasible, self._kind.scorers
+        for i in hosts:
+            feasible[i] = fits[i] and not any(
+                f.rejects_host(cluster, request, i) for f in self._dynamic
+            )
+        contexts = [scorer.context(cluster, request, feasible) for scorer, _ in scorers]
+        if contexts != self._contexts:  # (rarely) every host's score changed
+            self._whole(cluster, request)
+            return
+        self._seen = len(placed_on)
+        if not scorers:
+            return  # ranked is feasible
+        for i in hosts:
+            if not feasible[i]:
+                self.ranked[i] = -np.inf
+                continue
+            total = 0.0  # summed as in _whole: the same float
+            for (scorer, weight), context in zip(scorers, contexts, strict=True):
+                score = scorer.score_host(cluster, request, i, context)
+                total = total + (score if weight == 1.0 else weight * score)
+            self.ranked[i] = total
+
+
 def schedule(
     snapshot: Snapshot,
     requests: Sequence[ReplicaRequest],
@@ -143,6 +221,7 @@ def schedule(
     cluster = Cluster(snapshot, ordered)
     dynamic = [f for f in FILTERS if not f.static]
     kinds: dict[tuple[object, ...], _Kind] = {}
+    rankings: dict[tuple[object, ...], _Ranking] = {}
     failed: dict[tuple[object, ...], Counter[str]] = {}  # kinds failed since the last placement
     placed: dict[tuple[str, int], Placement] = {}
     unplaced: dict[tuple[str, int], Counter[str]] = {}
@@ -158,25 +237,10 @@ def schedule(
             continue
         if (kind := kinds.get(name)) is None:
             kind = kinds[name] = _judge(cluster, request, strategies)
-
-        # Feasible: passes the kind's static filters and those that depend on what is placed.
-        rejections = [r for f in dynamic for r in f.reject(cluster, request)]
-        feasible = kind.fits
-        if rejections:
-            rejected = rejections[0][1]
-            for _, hosts in rejections[1:]:
-                rejected = rejected | hosts
-            feasible = feasible & ~rejected
-        # Best: the highest weighted sum among feasible hosts; argmax takes the lowest id.
-        if kind.scorers:
-            total = cluster.zeros
-            for scorer, weight in kind.scorers:
-                score = scorer.score(cluster, request, feasible)
-                total = total + (score if weight == 1.0 else weight * score)
-            best = int(np.where(feasible, total, -np.inf).argmax())
-        else:
-            best = int(feasible.argmax())  # no scores: the first host that fits
-        if not feasible[best]:  # then no host fits
+            rankings[name] = _Ranking(cluster, request, kind, dynamic)
+        best = rankings[name].best(cluster, request)
+        if best is None:
+            rejections = [r for f in dynamic for r in f.reject(cluster, request)]
             failed[name] = _explain(cluster, kind.rejections + rejections)
             unplaced[key] = failed[name].copy()
             continue

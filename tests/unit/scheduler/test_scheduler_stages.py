@@ -190,7 +190,7 @@ def test_max_per_host_filter() -> None:
 
 def scores(scorer: Scorer, c: Cluster, r: ReplicaRequest) -> list[float]:
     feasible = np.ones(c.size, dtype=bool)
-    result = scorer.score(c, r, feasible)
+    result = scorer.score(c, r, scorer.context(c, r, feasible))
     assert all(0.0 <= s <= 100.0 for s in result)
     return [round(float(s), 6) for s in result]
 
@@ -230,7 +230,8 @@ def test_same_app_penalty() -> None:
     c = cluster(h("a"), h("b"), h("c"), placed=placed, requests=1)  # 4 replicas of web
     assert scores(SameAppPenalty(), c, req()) == [75.0, 50.0, 0.0]
     # Only feasible hosts set the bar: without c, b holds the fewest.
-    result = SameAppPenalty().score(c, req(), np.array([True, True, False]))
+    penalty, feasible = SameAppPenalty(), np.array([True, True, False])
+    result = penalty.score(c, req(), penalty.context(c, req(), feasible))
     assert result.tolist()[:2] == [75.0, 0.0]
     # An app of one replica has nothing to spread.
     assert scores(SameAppPenalty(), cluster(h("a"), h("b")), req()) == [0.0, 0.0]
