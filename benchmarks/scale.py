@@ -985,7 +985,9 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
             watcher.stop()
         cluster.close()
         # The first server's log and the restarted one's (``restart`` names it).
-        result["server_log"] = log_counts(sorted(work.glob("server-*.log")))
+        result["server_log"] = log_counts(
+            sorted(work.glob("server-*.log")), parse_duration(args.host_down_after)
+        )
         result["hollow_stalls"] = hollow_stalls(
             [p.log_path for p in [*cluster.hollow, cluster.victims] if p is not None],
             parse_duration(args.host_down_after),
@@ -993,19 +995,42 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
     return result
 
 
-def log_counts(paths: list[Path]) -> dict[str, int]:
-    """What the server's log says about leadership and trouble (WARNING and above), and
-    how many hosts it marked down for their silence (the killed ones are not: their
-    streams end)."""
+def log_counts(paths: list[Path], ttl: float) -> dict[str, int]:
+    """What the server's log says about leadership and trouble (WARNING and above), how
+    many hosts it marked down for their silence (the killed ones are not: their streams
+    end), and the most of those marks within any ``ttl`` seconds: whether they came at
+    once (most of the pool, as a control plane's own stall would make them) or spread
+    over the run."""
     counts = {"leadership_lost": 0, "warnings": 0, "errors": 0, "hosts_silent": 0}
+    marks: list[float] = []
     for path in paths:
         with contextlib.suppress(OSError), open(path, errors="replace") as f:
             for line in f:
                 counts["leadership_lost"] += "is no longer the leader" in line
-                counts["hosts_silent"] += "nothing heard for" in line
+                if "nothing heard for" in line:
+                    counts["hosts_silent"] += 1
+                    if (at := _log_time(line)) is not None:
+                        marks.append(at)
                 counts["warnings"] += " WARNING " in line and "INSECURE" not in line
                 counts["errors"] += " ERROR " in line or " CRITICAL " in line
+    counts["hosts_silent_most_within_ttl"] = most_within(marks, ttl)
     return counts
+
+
+def _log_time(line: str) -> float | None:
+    """The seconds of a log line's stamp (``2026-12-06 11:50:31,137 WARNING ...``)."""
+    return epoch(line[:23].replace(" ", "T", 1).replace(",", ".") + "Z")
+
+
+def most_within(times: list[float], window: float) -> int:
+    """The most of ``times`` within any ``window`` seconds."""
+    times = sorted(times)
+    most, start = 0, 0
+    for end, at in enumerate(times):
+        while at - times[start] > window:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
 
 
 def hollow_stalls(paths: list[Path], ttl: float) -> dict[str, float]:
@@ -1397,11 +1422,14 @@ def size_table(run: dict[str, Any]) -> str:
         )
     rows.append(("leadership lost (server log)", f"{lost} times"))
     silent = run.get("server_log", {}).get("hosts_silent", 0)
+    burst = run.get("server_log", {}).get("hosts_silent_most_within_ttl", "?")
     stalls = run.get("hollow_stalls", {})
     rows.append(
         (
             "hosts marked down for silence",
-            f"{silent} (hollow processes stalled {stalls.get('count', 0)} times, the "
+            f"{silent}, at most {burst}"
+            f" within {stalls.get('ttl_seconds', 0):g} s (hollow processes stalled "
+            f"{stalls.get('count', 0)} times, the "
             f"longest {stalls.get('longest_seconds', 0):.1f} s; one process at most "
             f"{stalls.get('most_within_ttl_seconds', 0):.1f} s within "
             f"{stalls.get('ttl_seconds', 0):g} s)",
