@@ -51,6 +51,10 @@ def _status(
     if status.health == "unhealthy":
         status.message = message
     status.restarts = state.restarts.count(container.container_id)
+    if container.state == "running" and status.restarts and not status.exit_code:
+        # Docker clears the exit code when it starts the container again: the exit it was
+        # restarted from is what a crash loop's message and `fleet ps` name.
+        status.exit_code = state.restarts.last_exit(container.container_id)
     usage = state.usage.per_container.get(container.container_id)
     if usage is not None and container.state == "running":
         status.cpu, status.memory_bytes, status.memory_limit = usage

@@ -35,11 +35,13 @@ class Backoff:
 @dataclass
 class RestartBook:
     """Restarts per container id: ``counts`` all of them (for ``on-failure:N``),
-    ``streaks`` those since the last long run (for the backoff). The agent keeps it
-    between rounds and on disk."""
+    ``streaks`` those since the last long run (for the backoff), ``exits`` the exit code
+    the last one was made from (Docker clears it when the container starts again). The
+    agent keeps it between rounds and on disk."""
 
     counts: dict[str, int] = field(default_factory=dict)
     streaks: dict[str, int] = field(default_factory=dict)
+    exits: dict[str, int] = field(default_factory=dict)
     _saving: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def count(self, container_id: str) -> int:
@@ -53,11 +55,17 @@ class RestartBook:
         cid = container.container_id
         self.streaks[cid] = self.streak(container, backoff) + 1
         self.counts[cid] = self.count(cid) + 1
+        self.exits[cid] = container.exit_code
+
+    def last_exit(self, container_id: str) -> int:
+        """The exit code the container's last restart was made from (0: none known)."""
+        return self.exits.get(container_id, 0)
 
     def forget_except(self, container_ids: Iterable[str]) -> None:
         keep = set(container_ids)
         self.counts = {cid: n for cid, n in self.counts.items() if cid in keep}
         self.streaks = {cid: n for cid, n in self.streaks.items() if cid in keep}
+        self.exits = {cid: n for cid, n in self.exits.items() if cid in keep}
 
     def save(self, path: Path) -> None:
         """Write the counts (atomically), so they survive an agent restart. Starts run
@@ -66,7 +74,12 @@ class RestartBook:
         each writing the counts as they are then, so the last write is the newest."""
         with self._saving:
             text = json.dumps(
-                {"counts": dict(self.counts), "streaks": dict(self.streaks)}, sort_keys=True
+                {
+                    "counts": dict(self.counts),
+                    "streaks": dict(self.streaks),
+                    "exits": dict(self.exits),
+                },
+                sort_keys=True,
             )
             path.parent.mkdir(parents=True, exist_ok=True)
             temporary = path.with_suffix(".tmp")
@@ -88,7 +101,7 @@ class RestartBook:
                 return {}
             return {str(k): v for k, v in found.items() if isinstance(v, int)}
 
-        return cls(ints("counts"), ints("streaks"))
+        return cls(ints("counts"), ints("streaks"), ints("exits"))  # (no exits: older agent)
 
 
 def _ran_long(container: ObservedContainer, backoff: Backoff) -> bool:

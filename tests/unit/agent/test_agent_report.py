@@ -6,6 +6,8 @@ finished: a container labelled revision 9 kept for a slot placed at revision 7).
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -121,3 +123,32 @@ def test_a_heartbeat_carries_the_digest_of_its_containers() -> None:
         beat.containers_digest,
         b"",
     )
+
+
+def test_a_container_running_again_after_restarts_is_reported_with_the_exit_it_restarted_from(
+    tmp_path: Path,
+) -> None:
+    """Docker clears the exit code when it starts a container again: a crash loop caught
+    while the container is up would read "exit code 0" (CI saw a rollback's cause say so
+    of a command that exits 1)."""
+    book = RestartBook()
+    crashed = container("web", 0, state="exited", exit_code=1, finished_at=NOW)
+    book.record(crashed, Backoff())
+    state = HostState(events=EventQueue(), held=HeldReplicas(EventQueue()), restarts=book)
+    up_again = dataclasses.replace(crashed, state="running", exit_code=0, started_epoch=NOW + 1)
+    never_restarted = container("api", 0, started_epoch=NOW)
+    state.observed = [up_again, never_restarted]
+    beat = heartbeat(state, Prober(lambda: None), Backoff(), NOW + 2).heartbeat
+    assert [(c.restarts, c.exit_code) for c in beat.containers] == [(1, 1), (0, 0)]
+    # Stopped again, Docker's own exit code stands.
+    state.observed = [dataclasses.replace(crashed, exit_code=2)]
+    beat = heartbeat(state, Prober(lambda: None), Backoff(), NOW + 3).heartbeat
+    assert beat.containers[0].exit_code == 2
+    # The exit survives an agent restart with the counts; an older agent's file has none.
+    path = tmp_path / "restarts.json"
+    book.save(path)
+    assert RestartBook.load(path).last_exit(crashed.container_id) == 1
+    path.write_text(json.dumps({"counts": {crashed.container_id: 1}, "streaks": {}}))
+    assert RestartBook.load(path).last_exit(crashed.container_id) == 0
+    book.forget_except([])
+    assert book.last_exit(crashed.container_id) == 0
