@@ -268,6 +268,11 @@ def run(
     plan = schedule(snapshot, requests, strategies=strategies)
     seconds = time.perf_counter() - started
     check(snapshot, requests, plan)
+    return _row(name, seconds, plan)
+
+
+def _row(name: str, seconds: float, plan: Plan) -> dict[str, Any]:
+    """A strategy's figures, from the plan it made in ``seconds``."""
     return {
         "strategy": name,
         "seconds": round(seconds, 3),
@@ -318,14 +323,7 @@ def run_app_by_app(snapshot: Snapshot, requests: list[ReplicaRequest]) -> dict[s
         unplaced={k: v for plan in plans for k, v in plan.unplaced.items()},
     )
     check(snapshot, requests, whole)
-    return {
-        "strategy": "binpack by app",
-        "seconds": round(seconds, 3),
-        "placed": len(whole.placements),
-        "unplaced": len(whole.unplaced),
-        "placements_per_second": round(len(whole.placements) / seconds),
-        "hosts_used": len({p.host for p in whole.placements}),
-    }
+    return _row("binpack by app", seconds, whole)
 
 
 def table(rows: Sequence[dict[str, Any]], bound: int) -> str:
