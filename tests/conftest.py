@@ -22,6 +22,10 @@ WEB_REPOSITORY = "fleet-test/web"
 WEB_TAG = "v1"
 WEB_INDEX = "hello from v1\n"
 APP_LABEL = "fleet.app"
+# A test that asks for fleet's image may be the session's first to build it: debootstrap of
+# the base and pip, 2-5 minutes on a 2-core machine, all counted in the test's setup
+# (pytest-timeout times setup and call together). Such a test gets that on top of its own.
+IMAGE_BUILD_ALLOWANCE = 600
 
 PoolFactory = Callable[[int], HostPool]
 ImageLoader = Callable[[DockerHost], str]
@@ -39,8 +43,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark tests by directory: tests/integration -> integration, tests/e2e -> e2e."""
+    """Mark tests by directory: tests/integration -> integration, tests/e2e -> e2e; a test
+    using the `fleet_image` fixture gets the image build's allowance on its timeout (a
+    timeout of its own, marked on it, still comes first)."""
+    default_timeout = float(config.getini("timeout") or 0)
     for item in items:
+        if "fleet_image" in getattr(item, "fixturenames", ()) and default_timeout:
+            item.add_marker(pytest.mark.timeout(default_timeout + IMAGE_BUILD_ALLOWANCE))
         try:
             top = item.path.resolve().relative_to(TESTS_DIR).parts[0]
         except (ValueError, IndexError):

@@ -49,7 +49,7 @@ from fleet.testing.ignition import (
     stop_service,
 )
 from fleet.testing.procs import free_port
-from tests.conftest import PoolFactory
+from tests.conftest import ImageLoader, PoolFactory
 from tests.helpers import fleet_containers, http_get
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -83,10 +83,12 @@ def site(
     request: pytest.FixtureRequest,
     docker_hosts: PoolFactory,
     etcd_server: EtcdServer,
+    fleet_image: ImageLoader,
     tmp_path: Path,
 ) -> Iterator[Site]:
     # fleet's image is built once per session in a session pool's daemon (which
     # outlives this test) and copied into the fresh one, as `docker load` would.
+    fleet_image(docker_hosts(1).hosts[0])
     built = build_fleet_image(docker_hosts(1).hosts[0].docker_url)
     pool = HostPool(1).start()  # a host of its own: its dockerd has nothing yet
     try:

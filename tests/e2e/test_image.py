@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from fleet import __version__
 from fleet.testing import HostPool
-from fleet.testing.fleetimage import build_fleet_image, ensure_fleet_image
+from fleet.testing.fleetimage import build_fleet_image
+from tests.conftest import ImageLoader
 
 # About 240 MB today (numpy is 75 MB of it); a new heavy dependency shows here.
 SIZE_CEILING = 350_000_000
@@ -40,10 +39,11 @@ def _run(client: Any, image: str, command: list[str], **kwargs: Any) -> str:
     return out.decode()
 
 
-@pytest.mark.timeout(900)  # a first build on a machine runs debootstrap (1-2 minutes)
-def test_the_image_builds_from_the_repo_and_runs_fleet(host_pool: HostPool) -> None:
+def test_the_image_builds_from_the_repo_and_runs_fleet(
+    host_pool: HostPool, fleet_image: ImageLoader
+) -> None:
     host = host_pool.hosts[0]
-    image = ensure_fleet_image(host.docker_url)
+    image = fleet_image(host)  # the fixture's timeout allows for a first build
     built = build_fleet_image(host.docker_url)
     print(f"\n{built.report}\nfleet image: {built.size / 1e6:.0f} MB, {built.seconds:.0f}s")
     assert image == f"fleet:{__version__}"
@@ -71,11 +71,13 @@ def test_the_image_builds_from_the_repo_and_runs_fleet(host_pool: HostPool) -> N
     assert "server-numpy True" in found
 
 
-def test_the_image_is_copied_into_another_host(host_pool: HostPool) -> None:
+def test_the_image_is_copied_into_another_host(
+    host_pool: HostPool, fleet_image: ImageLoader
+) -> None:
     """A pool needs one build: another daemon gets the same image by save | load."""
     first, second = host_pool.hosts[0], host_pool.hosts[1]
-    image = ensure_fleet_image(first.docker_url)
-    assert ensure_fleet_image(second.docker_url) == image
+    image = fleet_image(first)
+    assert fleet_image(second) == image
     client = second.client()
     assert client.images.get(image).id == first.client().images.get(image).id
     assert client.images.get("fleet:latest").id == client.images.get(image).id
