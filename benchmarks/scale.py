@@ -1000,13 +1000,21 @@ def log_counts(paths: list[Path], ttl: float) -> dict[str, int]:
     many hosts it marked down for their silence (the killed ones are not: their streams
     end), and the most of those marks within any ``ttl`` seconds: whether they came at
     once (most of the pool, as a control plane's own stall would make them) or spread
-    over the run."""
-    counts = {"leadership_lost": 0, "warnings": 0, "errors": 0, "hosts_silent": 0}
+    over the run; and how often the controller held the moves of hosts down because most
+    of the pool was (``--hold-moves-when-down``)."""
+    counts = {
+        "leadership_lost": 0,
+        "warnings": 0,
+        "errors": 0,
+        "hosts_silent": 0,
+        "moves_held": 0,
+    }
     marks: list[float] = []
     for path in paths:
         with contextlib.suppress(OSError), open(path, errors="replace") as f:
             for line in f:
                 counts["leadership_lost"] += "is no longer the leader" in line
+                counts["moves_held"] += "hosts are down at once" in line
                 if "nothing heard for" in line:
                     counts["hosts_silent"] += 1
                     if (at := _log_time(line)) is not None:
@@ -1432,7 +1440,8 @@ def size_table(run: dict[str, Any]) -> str:
             f"{stalls.get('count', 0)} times, the "
             f"longest {stalls.get('longest_seconds', 0):.1f} s; one process at most "
             f"{stalls.get('most_within_ttl_seconds', 0):.1f} s within "
-            f"{stalls.get('ttl_seconds', 0):g} s)",
+            f"{stalls.get('ttl_seconds', 0):g} s); moves held "
+            f"{run.get('server_log', {}).get('moves_held', '?')} times",
         )
     )
     width = max(len(r[0]) for r in rows) + 2

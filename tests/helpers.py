@@ -10,12 +10,16 @@ import inspect
 import json
 import os
 import re
+import signal
 import ssl
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,34 @@ async def eventually(
             return time.monotonic() - began
         assert time.monotonic() - began < within, f"{what}: not so after {within}s"
         await asyncio.sleep(0.02)
+
+
+@contextmanager
+def hollow_hosts(
+    server: str, count: int, name: str, log: Path, cpus: float, memory: int
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``count`` hollow hosts (``fleet.testing.hollow``) named NAME-00000... in one
+    process, connected over 2 s, each of ``cpus`` and ``memory`` bytes; stopped at the
+    end (a process stopped with SIGSTOP is woken to be)."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fleet.testing.hollow",
+                *("--server", server, "--hosts", str(count), "--name", name, "--insecure"),
+                *("--cpus", str(cpus), "--memory-gib", str(memory >> 30), "--spread", "2"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+            proc.wait(30)
 
 
 def b64(data: bytes) -> str:

@@ -1,4 +1,4 @@
-"""Option values typer hands over as text, read in one place: durations and memory sizes.
+"""Option values typer hands over as text, read in one place: durations, memory sizes, shares.
 
 A bad value exits 2 with an error that names the flag the user gave it to (``--deadline
 '10q': ...``), before anything is changed.
@@ -6,10 +6,12 @@ A bad value exits 2 with an error that names the flag the user gave it to (``--d
 
 from __future__ import annotations
 
+import math
+
 from fleet.cli.output import fail
 from fleet.spec import parse_duration, parse_memory
 
-__all__ = ["duration_option", "memory_option"]
+__all__ = ["duration_option", "memory_option", "share_option"]
 
 
 def duration_option(flag: str, text: str) -> float:
@@ -26,3 +28,19 @@ def memory_option(flag: str, text: str) -> int:
         return parse_memory(text)
     except ValueError as error:
         fail(f"{flag} {text!r}: {error}")
+
+
+def share_option(flag: str, text: str) -> float | None:
+    """A share from ``text``, the value of ``flag``: a percentage (55%, more than 0 and at
+    most 100) as a fraction, or None for ``off``."""
+    value = text.strip().lower()
+    if value == "off":
+        return None
+    if value.endswith("%"):
+        try:
+            percent = float(value[:-1])
+        except ValueError:
+            percent = math.nan
+        if 0 < percent <= 100:
+            return percent / 100
+    fail(f"{flag} {text!r}: give a percentage of hosts above 0 and at most 100% (55%), or off")

@@ -14,7 +14,7 @@ import typer
 from fleet.cli import lifecycle
 from fleet.cli.daemonconfig import ConfigOpt
 from fleet.cli.logformat import LogFormat, LogFormatOpt, LogLevel, daemon_logging
-from fleet.cli.options import duration_option, memory_option
+from fleet.cli.options import duration_option, memory_option, share_option
 from fleet.cli.output import fail
 from fleet.transport import TlsFiles, client_transport
 
@@ -182,6 +182,15 @@ def server(
             help="Then, after this long, its replicas are placed elsewhere (default: the same).",
         ),
     ] = None,
+    hold_moves_when_down: Annotated[
+        str,
+        typer.Option(
+            "--hold-moves-when-down",
+            help="While this share of the hosts (at least 3) is down at once, their replicas "
+            "stay put: so many silent at once is likelier this server cut off from them "
+            "than the machines lost ('off': never held).",
+        ),
+    ] = "55%",
     heartbeat_interval: Annotated[
         str,
         typer.Option(
@@ -288,6 +297,7 @@ def server(
         reschedule_after=duration_option("--reschedule-after", reschedule_after)
         if reschedule_after
         else None,
+        hold_moves_when_down=share_option("--hold-moves-when-down", hold_moves_when_down),
         leader_ttl=max(2, round(duration_option("--leader-ttl", leader_ttl))),
         heartbeat_seconds=max(0.1, duration_option("--heartbeat-interval", heartbeat_interval)),
         compact_interval=duration_option("--compact-interval", compact_interval),

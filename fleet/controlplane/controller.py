@@ -25,7 +25,13 @@ from typing import Protocol
 from fleet._time import now_iso
 from fleet.controlplane.drains import drained_hosts
 from fleet.controlplane.metrics import Metrics
-from fleet.controlplane.planner import lost_hosts, plan_replicas, settled_inputs
+from fleet.controlplane.planner import (
+    DEFAULT_HOLD_MOVES_WHEN_DOWN,
+    lost_hosts,
+    moves_held,
+    plan_replicas,
+    settled_inputs,
+)
 from fleet.controlplane.slots import ReplicaPlan
 from fleet.controlplane.upgrades import step_upgrade
 from fleet.controlplane.view import HostLoad, HostViews
@@ -159,6 +165,7 @@ class ReplicaController:
         resync: float = 30.0,
         reschedule_after: float = 15.0,
         start_grace: float = 0.0,
+        hold_moves_when_down: float | None = DEFAULT_HOLD_MOVES_WHEN_DOWN,
         metrics: Metrics | None = None,
         min_interval: float = 0.05,
         views: HostViews | None = None,
@@ -170,6 +177,8 @@ class ReplicaController:
         self._resync = resync
         self._reschedule_after = reschedule_after
         self._start_grace = start_grace
+        self._hold_moves_when_down = hold_moves_when_down
+        self.moves_held = False  # (``_hold_moves``)
         # When each registered host was first seen without its liveness key. In memory: a
         # new leader waits the full time again, which errs on the side of not moving.
         self._down_since: dict[str, float] = {}
@@ -280,6 +289,46 @@ class ReplicaController:
             del self._down_since[host_id]
         await self._record([_event(kind=k, host=h, message=m) for k, h, m in changes])
 
+    async def _hold_moves(self, state: ClusterState, now: float) -> bool:
+        """Whether this round leaves the replicas of down hosts where they are
+        (``planner.moves_held``; counting the hosts announced down, not those a new
+        leader's grace still waits for), saying so in an event and the log when that
+        starts and when it ends.
+
+        Hosts still down when a hold ends are timed from its end: the pool comes back a
+        host at a time, and the hold ends once enough have, with the rest a moment from
+        back (ten hosts woken at once: the last five's replicas moved as the sixth came
+        back)."""
+        registered = len(state.hosts)
+        down = len(self._announced & state.hosts.keys())
+        held = moves_held(down, registered, self._hold_moves_when_down)
+        if held == self.moves_held:
+            return held
+        self.moves_held = held
+        if self._metrics is not None:
+            self._metrics.moves_held.set(int(held))
+        threshold = self._hold_moves_when_down or 0.0
+        if held:
+            kind = "moves-held"
+            message = (
+                f"{down} of {registered} hosts are down at once: their replicas stay where "
+                f"they are while {threshold:.0%} or more are (--hold-moves-when-down); so "
+                "many silent at once is likelier this control plane cut off from them than "
+                "the machines lost"
+            )
+            log.warning("%s", message)
+        else:
+            for host_id, since in self._down_since.items():
+                self._down_since[host_id] = max(since, now)
+            kind = "moves-resumed"
+            message = (
+                f"{down} of {registered} hosts are down: the replicas of a host down "
+                "--reschedule-after from now move again"
+            )
+            log.info("%s", message)
+        await self._record([_event(kind=kind, message=message)])
+        return held
+
     async def reconcile_all(self) -> None:
         started = time.monotonic()
         try:
@@ -292,7 +341,8 @@ class ReplicaController:
         state = self._informer.state()
         now = time.time()
         await self._track_liveness(state, now)
-        lost = lost_hosts(state, self._down_since, now, self._reschedule_after)
+        held = await self._hold_moves(state, now)
+        lost = lost_hosts(state, self._down_since, now, self._reschedule_after, hold=held)
         apps = set(state.apps) | set(state.apps_with_replicas()) | set(state.rollouts)
         apps |= set(state.jobs)
         pending: dict[str, dict[int, str]] = {}

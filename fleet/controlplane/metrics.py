@@ -156,6 +156,12 @@ class Metrics:
             "1 while this replica leads (runs the controllers).",
             registry=self.registry,
         )
+        self.moves_held = Gauge(
+            "fleet_moves_held",
+            "1 while so many hosts are down at once that their replicas are not moved "
+            "(--hold-moves-when-down).",
+            registry=self.registry,
+        )
 
     def observe_call(self, method: str, seconds: float) -> None:
         self.calls.labels(method).observe(seconds)

@@ -23,7 +23,26 @@ from fleet.controlplane.slots import ReplicaPlan, SlotPlanner
 from fleet.controlplane.view import HostLoad, HostViews
 from fleet.store import ClusterState
 
-__all__ = ["lost_hosts", "plan_replicas", "settled_inputs"]
+__all__ = ["lost_hosts", "moves_held", "plan_replicas", "settled_inputs"]
+
+# Most of the pool silent at once is likelier the control plane cut off from its hosts
+# (a network partition, a switch, its own stall) than that many machines lost: moving
+# their replicas would move them off hosts that are fine onto the few still heard, all
+# to move back. So, as Kubernetes' node lifecycle controller stops evicting when most of
+# a zone is NotReady (--unhealthy-zone-threshold, 0.55, and more than 2 nodes), the
+# replicas of silent hosts stay where they are while that many are down.
+DEFAULT_HOLD_MOVES_WHEN_DOWN = 0.55  # of the registered hosts
+HOLD_MOVES_MIN_DOWN = 3  # fewer never hold: a pool of 3 that loses 2 still heals
+
+
+def moves_held(down: int, registered: int, threshold: float | None) -> bool:
+    """Whether the replicas of down hosts stay put: at least ``HOLD_MOVES_MIN_DOWN`` of
+    the ``registered`` hosts are ``down``, and at least ``threshold`` of them (a
+    fraction; None: never)."""
+    if threshold is None or registered <= 0:
+        return False
+    # (A tolerance: 0.55 x 100 is 55.000000000000007 in floats.)
+    return down >= HOLD_MOVES_MIN_DOWN and down / registered >= threshold - 1e-9
 
 
 def plan_replicas(
@@ -64,10 +83,19 @@ def plan_replicas(
 
 
 def lost_hosts(
-    state: ClusterState, down_since: dict[str, float], now: float, reschedule_after: float
+    state: ClusterState,
+    down_since: dict[str, float],
+    now: float,
+    reschedule_after: float,
+    *,
+    hold: bool = False,
 ) -> frozenset[str]:
-    """Hosts whose replicas go elsewhere: down for ``reschedule_after``, or gone."""
+    """Hosts whose replicas go elsewhere: down for ``reschedule_after``, or gone
+    (deregistered). With ``hold`` (``moves_held``) only those gone: an operator's
+    removal of a host is never a partition's doing."""
     gone = set(state.hosts_with_replicas()) - state.hosts.keys()
+    if hold:
+        return frozenset(gone)
     waited = {h for h, since in down_since.items() if now - since >= reschedule_after}
     return frozenset(gone | waited)
 

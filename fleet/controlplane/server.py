@@ -37,6 +37,7 @@ from fleet.controlplane.joining import Signer
 from fleet.controlplane.joinservice import JOIN_METHOD, JoinService
 from fleet.controlplane.metrics import Metrics
 from fleet.controlplane.metricsport import MetricsPort, metrics_tls_context
+from fleet.controlplane.planner import DEFAULT_HOLD_MOVES_WHEN_DOWN
 from fleet.controlplane.readport import ReadPort, keep_published
 from fleet.controlplane.registration import HostLimits
 from fleet.controlplane.seats import AGENTS_BACK_WITHIN
@@ -158,6 +159,8 @@ class ServerConfig:
     heartbeat_seconds: float = 2.0
     host_lease_ttl: int = 15  # host_down_after: a silent host's liveness key expires then
     reschedule_after: float | None = None  # then its replicas move (None: host_lease_ttl)
+    # Unless this share of the hosts (or more) is down at once (None: never held).
+    hold_moves_when_down: float | None = DEFAULT_HOLD_MOVES_WHEN_DOWN
     server_id: str = ""
     leader_ttl: int = 4  # a dead leader's lease expires this long after its last renewal
     compact_interval: float = DEFAULT_COMPACT_INTERVAL  # the leader compacts etcd (0: never)
@@ -471,6 +474,7 @@ class ControlPlane:
                 self.informer,
                 self.events,
                 reschedule_after=reschedule_after,
+                hold_moves_when_down=self.config.hold_moves_when_down,
                 # Hosts it finds away get at least an agent's reconnect backoff to come
                 # back before it counts them down.
                 start_grace=max(self.config.host_lease_ttl, AGENTS_BACK_WITHIN),
@@ -496,6 +500,7 @@ class ControlPlane:
                 log.warning("%s is no longer the leader: %s", self.server_id, error)
             finally:
                 self.metrics.leader.set(0)
+                self.metrics.moves_held.set(0)
                 for task in tasks:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, LostLeadership):

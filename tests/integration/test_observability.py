@@ -82,6 +82,7 @@ def test_health_reflection_and_metrics(
         assert 'fleet_replicas{app="web",kind="desired"} 2.0' in text
         assert "fleet_scheduling_seconds_count" in text and "fleet_reconcile_seconds_count" in text
         assert "fleet_leader 1.0" in text  # the only replica leads
+        assert "fleet_moves_held 0.0" in text  # its one host is up
         # The apply's handler was timed, and the collector's pauses are (`fleet server`
         # collects the young every second: there is at least one by now).
         assert 'fleet_api_call_seconds_count{method="Apply"} 1.0' in text

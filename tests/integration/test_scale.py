@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 from fleet.client import FleetClient
@@ -31,37 +28,13 @@ from fleet.errors import FleetError
 from fleet.spec import load_documents
 from fleet.testing import EtcdServer, wait_until
 from fleet.testing.fleetprocs import FleetServerProcess
-from tests.helpers import etcd_prefix, tcp_peers
+from tests.helpers import etcd_prefix, hollow_hosts, tcp_peers
 
 HOSTS, VICTIMS = 180, 20  # hollow hosts: kept / killed at once
 APPS, PER_APP = 5, 1000  # 5,000 replicas
 CPUS, MEMORY = 4.0, 8 << 30  # each hollow host
 PREFIX = "/t-scale/"
 RESCHEDULE_AFTER = 2  # seconds a down host's replicas wait before they move
-
-
-@contextmanager
-def hollow_hosts(
-    server: str, count: int, name: str, log: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    """``count`` hollow hosts named NAME-00000... in one process."""
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "fleet.testing.hollow",
-                *("--server", server, "--hosts", str(count), "--name", name, "--insecure"),
-                *("--cpus", str(CPUS), "--memory-gib", str(MEMORY >> 30), "--spread", "2"),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            proc.wait(30)
 
 
 class ReadSampler:
@@ -148,8 +121,10 @@ def test_200_hollow_hosts_place_5000_replicas_lose_20_hosts_and_a_control_plane(
     client = server.client()
     try:
         with (
-            hollow_hosts(server.address, HOSTS, "hollow", tmp_path / "hollow.log"),
-            hollow_hosts(server.address, VICTIMS, "victim", tmp_path / "victims.log") as victims,
+            hollow_hosts(server.address, HOSTS, "hollow", tmp_path / "hollow.log", CPUS, MEMORY),
+            hollow_hosts(
+                server.address, VICTIMS, "victim", tmp_path / "victims.log", CPUS, MEMORY
+            ) as victims,
         ):
             wait_until(
                 lambda: len([h for h in client.hosts() if h.connected]) == HOSTS + VICTIMS,

@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer
 
 from fleet.cli.connection import Connection
 from fleet.cli.main import main
+from fleet.cli.options import share_option
 
 BAD = "10q"
 
@@ -33,6 +35,7 @@ def refuse_to_connect(self: Connection) -> None:
         (["events", "--since", BAD], "--since"),
         (["server", "--insecure", "--host-down-after", BAD], "--host-down-after"),
         (["server", "--insecure", "--reschedule-after", BAD], "--reschedule-after"),
+        (["server", "--insecure", "--hold-moves-when-down", BAD], "--hold-moves-when-down"),
         (["server", "--insecure", "--leader-ttl", BAD], "--leader-ttl"),
         (["server", "--insecure", "--heartbeat-interval", BAD], "--heartbeat-interval"),
         (["server", "--insecure", "--compact-interval", BAD], "--compact-interval"),
@@ -59,3 +62,19 @@ def test_a_bad_value_is_refused_naming_its_flag(
     assert out == ""
     [line] = err.splitlines()
     assert line.startswith(f"error: {flag} '{BAD}': "), line
+
+
+@pytest.mark.parametrize(
+    ("text", "share"),
+    [("55%", 0.55), ("100%", 1.0), (" 7.5% ", 0.075), ("off", None), ("OFF", None)],
+)
+def test_a_share_is_a_percentage_or_off(text: str, share: float | None) -> None:
+    assert share_option("--hold-moves-when-down", text) == share
+
+
+@pytest.mark.parametrize("text", ["0%", "101%", "55", "0.55", "%", "x%", "-5%"])
+def test_a_share_out_of_range_is_refused(text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(typer.Exit) as ended:
+        share_option("--hold-moves-when-down", text)
+    assert ended.value.exit_code == 2
+    assert "give a percentage of hosts above 0 and at most 100%" in capsys.readouterr().err

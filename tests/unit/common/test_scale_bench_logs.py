@@ -39,13 +39,16 @@ def test_marks_for_silence_are_counted_with_their_largest_burst(tmp_path: Path) 
         + _mark("2026-12-06 11:50:20,000", "h2")
         + _mark("2026-12-06 11:50:30,500", "h3")
         + _mark("2026-12-06 11:50:34,999", "h4")
+        + "2026-12-06 11:50:34,999 WARNING fleet.controlplane.controller: 4 of 6 hosts are "
+        "down at once: their replicas stay where they are while 55% or more are ...\n"
         + "2026-12-06 11:50:35,000 ERROR fleet.x: something\n"
     )
     restarted.write_text(_mark("2026-12-06 11:50:35,000", "h5"))
     counts = scale().log_counts([first, restarted], 15.0)
     assert counts["hosts_silent"] == 5
     assert counts["hosts_silent_most_within_ttl"] == 4  # 11:50:20-11:50:35
-    assert counts["warnings"] == 5 and counts["errors"] == 1
+    assert counts["warnings"] == 6 and counts["errors"] == 1
+    assert counts["moves_held"] == 1
 
 
 def test_the_most_within_a_window() -> None:

@@ -211,7 +211,7 @@ def harness(monkeypatch: pytest.MonkeyPatch) -> Harness:
     return make_harness(monkeypatch)
 
 
-def make_harness(monkeypatch: pytest.MonkeyPatch, **controller_args: float) -> Harness:
+def make_harness(monkeypatch: pytest.MonkeyPatch, **controller_args: float | None) -> Harness:
     cluster = settled_cluster()
     clock = types.SimpleNamespace(now=NOW)
     monkeypatch.setattr(
@@ -497,3 +497,97 @@ def test_an_event_log_that_hangs_costs_a_round_its_deadline_not_its_moves(
     [moved] = h.store.put
     assert (moved.slot, moved.host) == (1, "h1")
     assert "could not record 1 event(s) (host-down)" in caplog.text
+
+
+# ------------------------------------------- most of the pool down at once: moves held
+
+
+def more_hosts(cluster: Cluster, *hosts: str) -> None:
+    """Hosts with nothing on them, connected."""
+    for host in hosts:
+        capacity = ResourceAmounts(cpu=8.0, memory=16 << 30)
+        cluster.put(
+            LAYOUT.host(host), HostRecord(host_id=host, capacity=capacity, registered_at="t0")
+        )
+        cluster.put(LAYOUT.alive(host), LiveRecord(server="cp1", connected_at="t0"))
+
+
+def six_hosts_some_down(
+    monkeypatch: pytest.MonkeyPatch, down: Sequence[str], **controller_args: float | None
+) -> Harness:
+    """h1-h6 (web's two replicas on h1 and h2), a round with all up, then ``down`` cut
+    off and seen down by a round a second later (reschedule_after: 2 s)."""
+    h = make_harness(monkeypatch, reschedule_after=2.0, **controller_args)
+    more_hosts(h.cluster, "h3", "h4", "h5", "h6")
+    h.round()
+    for host in down:
+        cut_off(h.cluster, host)
+    h.clock.now = NOW + 1.0
+    h.round()
+    return h
+
+
+def test_most_hosts_down_at_once_hold_their_replicas_until_fewer_are(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """4 of 6 hosts down (67% of them, at least 55%): h2's replica stays on h2 however long
+    it waits, with one moves-held event; once two come back (2 of 6 down), a
+    moves-resumed event, and h2 is timed from then: its replica moves reschedule_after
+    later (the rest of a pool coming back may be a moment away)."""
+    h = six_hosts_some_down(monkeypatch, ("h2", "h3", "h4", "h5"))
+    for later in (4.0, 30.0, 600.0):
+        h.clock.now = NOW + later
+        h.round()
+    assert h.store.put == [], "a replica of a host silent with most of the pool moved"
+    assert h.controller.moves_held
+    held = [kind for kind, _ in h.events.kinds if kind.startswith("moves-")]
+    assert held == ["moves-held"]
+    come_back(h.cluster, "h3")
+    come_back(h.cluster, "h4")
+    h.clock.now = NOW + 601.0
+    h.round()
+    assert not h.controller.moves_held
+    h.clock.now = NOW + 602.5
+    h.round()
+    assert h.store.put == [], "a host down in the hold was not given its time after it"
+    h.clock.now = NOW + 603.5
+    h.round()
+    [moved] = h.store.put
+    assert moved.slot == 1 and moved.host in ("h1", "h3", "h4", "h6")
+    assert [k for k, _ in h.events.kinds if k.startswith("moves-")] == [
+        "moves-held",
+        "moves-resumed",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("down", "hold"),
+    [
+        (("h2", "h3", "h4"), 0.55),  # 50%: under the share
+        (("h2", "h3", "h4", "h5"), None),  # the hold turned off
+    ],
+)
+def test_fewer_down_than_the_share_or_the_hold_off_move_as_ever(
+    monkeypatch: pytest.MonkeyPatch, down: tuple[str, ...], hold: float | None
+) -> None:
+    h = six_hosts_some_down(monkeypatch, down, hold_moves_when_down=hold)
+    h.clock.now = NOW + 3.5
+    h.round()
+    [moved] = h.store.put
+    assert moved.slot == 1 and moved.host not in down
+    assert not h.controller.moves_held
+    assert not any(kind.startswith("moves-") for kind, _ in h.events.kinds)
+
+
+def test_hosts_deregistered_move_even_while_moves_are_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Removing a host is an operator's act, never a partition's: its replicas move."""
+    h = six_hosts_some_down(monkeypatch, ("h3", "h4", "h5", "h6"))
+    assert h.controller.moves_held
+    h.cluster.revision += 1
+    h.cluster.live.apply(LAYOUT.host("h2"), None, h.cluster.revision)  # h2 removed
+    h.clock.now = NOW + 2.0
+    h.round()
+    [moved] = h.store.put
+    assert (moved.slot, moved.host) == (1, "h1")

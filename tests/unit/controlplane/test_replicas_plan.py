@@ -485,3 +485,40 @@ def test_replicas_on_lost_hosts_move_and_the_others_stay() -> None:
     assert (record.slot, record.host) == (0, "h2")
     assert mod == state.replicas[("web", 0)].mod_revision
     assert plan.delete == [] and plan.pending == {}
+
+
+@pytest.mark.parametrize(
+    ("down", "registered", "threshold", "held"),
+    [
+        (2, 2, 0.55, False),  # fewer than 3 down never hold
+        (2, 3, 0.55, False),
+        (3, 3, 0.55, True),  # every host of a pool of 3
+        (3, 6, 0.55, False),  # 50%
+        (4, 6, 0.55, True),  # 67%
+        (55, 100, 0.55, True),
+        (54, 100, 0.55, False),
+        (999, 1000, 1.0, False),  # 100%: only when every host is down
+        (1000, 1000, 1.0, True),
+        (1000, 1000, None, False),  # off
+        (3, 0, 0.55, False),
+    ],
+)
+def test_moves_are_held_when_most_hosts_are_down(
+    down: int, registered: int, threshold: float | None, held: bool
+) -> None:
+    from fleet.controlplane.planner import moves_held
+
+    assert moves_held(down, registered, threshold) is held
+
+
+def test_a_hold_keeps_down_hosts_and_still_moves_hosts_gone() -> None:
+    from fleet.controlplane.planner import lost_hosts
+
+    state = cluster(("h1", 4.0, 8 * Gi), ("h2", 4.0, 8 * Gi))
+    add_app(state, spec("replicas: 3\n"))
+    add_replica(state, "web", 0, "h1")
+    add_replica(state, "web", 1, "h2")
+    add_replica(state, "web", 2, "h9")  # h9 deregistered
+    state.alive.pop("h1")
+    assert lost_hosts(state, {"h1": 100.0}, 120.0, 15.0) == {"h1", "h9"}
+    assert lost_hosts(state, {"h1": 100.0}, 120.0, 15.0, hold=True) == {"h9"}
