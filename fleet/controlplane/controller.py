@@ -314,7 +314,8 @@ class ReplicaController:
                 f"{down} of {registered} hosts are down at once: their replicas stay where "
                 f"they are while {threshold:.0%} or more are (--hold-moves-when-down); so "
                 "many silent at once is likelier this control plane cut off from them than "
-                "the machines lost"
+                "the machines lost (hosts really gone: `fleet hosts remove HOST` moves "
+                "theirs)"
             )
             log.warning("%s", message)
         else:
