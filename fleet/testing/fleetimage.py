@@ -6,16 +6,26 @@ The first call in a process builds it with ``scripts/image.sh`` (as ``make image
 wheels from this venv, the local Debian base where python:3.11-slim is missing), which
 keeps an image whose source-hash label matches the tree; every other daemon gets a copy
 by ``docker save`` / ``docker load``, so one build serves a whole pool.
+
+Processes share a build too (pytest's workers, each with pools of its own): the first
+saves the image to ``build/fleet-image-<tree hash>.tar`` and the others load that instead
+of building again (a worker used to wait for the other's build, under the script's lock,
+and then make its own: 250 s of a test's setup in CI).
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import os
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +43,7 @@ SCRIPT = REPO / "scripts" / "image.sh"
 FLEET_IMAGE = f"fleet:{__version__}"
 # debootstrap (the first time on a machine), the wheels and the build itself.
 BUILD_TIMEOUT = 900.0
+SHARED_DIR = REPO / "build"  # the saved image other processes load (``build_fleet_image``)
 
 
 @dataclass(frozen=True)
@@ -84,22 +95,87 @@ def _run_script(docker_url: str) -> tuple[str, float]:
 
 
 def build_fleet_image(docker_url: str) -> BuiltImage:
-    """Build fleet's image in the daemon at ``docker_url`` (or find it up to date there),
-    once per process: later calls return the first one, wherever it was built (so that
-    daemon must outlive the callers: a test session's pools do)."""
+    """Build fleet's image in the daemon at ``docker_url`` (or find it up to date there,
+    or load the one another process saved from this tree), once per process: later
+    calls return the first one, wherever it was built (so that daemon must outlive the
+    callers: a test session's pools do)."""
     global _built
     with _lock:
         if _built is None:
-            report, seconds = _run_script(docker_url)
-            client = _client(docker_url)
-            try:
-                image = client.images.get(FLEET_IMAGE)
-                _built = BuiltImage(
-                    FLEET_IMAGE, image.id, int(image.attrs["Size"]), docker_url, seconds, report
-                )
-            finally:
-                client.close()
+            with _shared_lock():
+                _built = _load_shared(docker_url) or _build_and_share(docker_url)
         return _built
+
+
+def tree_hash() -> str:
+    """A digest of everything the image is made from in this tree (as ``image.sh``'s
+    source hash, without the base's id, which differs from daemon to daemon)."""
+    paths = [p for p in (REPO / "fleet").rglob("*") if p.is_file() and p.suffix != ".pyc"]
+    paths = [p for p in paths if "__pycache__" not in p.parts]
+    names = ("pyproject.toml", "constraints.txt", "Dockerfile", ".dockerignore")
+    paths += [REPO / name for name in names] + [SCRIPT, SCRIPT.with_name("base-image.sh")]
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0")
+        digest.update(path.read_bytes() if path.exists() else b"(missing)")
+    return digest.hexdigest()[:16]
+
+
+@contextmanager
+def _shared_lock() -> Iterator[None]:
+    SHARED_DIR.mkdir(exist_ok=True)
+    with open(SHARED_DIR / ".fleet-image-shared.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other processes wait for one build
+        yield
+
+
+def _shared_paths() -> tuple[Path, Path]:
+    saved = SHARED_DIR / f"fleet-image-{tree_hash()}.tar"
+    return saved, saved.with_suffix(".json")
+
+
+def _load_shared(docker_url: str) -> BuiltImage | None:
+    """The image another process built from this tree and saved, loaded into the daemon
+    at ``docker_url``; None when there is none."""
+    saved, about = _shared_paths()
+    if not (saved.exists() and about.exists()):
+        return None
+    began = time.monotonic()
+    client = _client(docker_url)
+    try:
+        with saved.open("rb") as tar:
+            client.images.load(tar)
+        image = client.images.get(FLEET_IMAGE)
+        image.tag("fleet", "latest")
+        first = BuiltImage(**json.loads(about.read_text()))
+    finally:
+        client.close()
+    if first.image_id != image.id:
+        raise ProcessError(f"{saved} held {image.id}, not the {first.image_id} it was saved as")
+    loaded = f"image: loaded from {saved.name} in {time.monotonic() - began:.0f}s"
+    return replace(first, docker_url=docker_url, report=f"{first.report}\n{loaded}")
+
+
+def _build_and_share(docker_url: str) -> BuiltImage:
+    report, seconds = _run_script(docker_url)
+    client = _client(docker_url)
+    try:
+        image = client.images.get(FLEET_IMAGE)
+        built = BuiltImage(
+            FLEET_IMAGE, image.id, int(image.attrs["Size"]), docker_url, seconds, report
+        )
+        saved, about = _shared_paths()
+        for old in SHARED_DIR.glob("fleet-image-*.*"):
+            old.unlink()  # another tree's
+        partial = saved.with_suffix(".partial")
+        with partial.open("wb") as tar:
+            for chunk in image.save(named=FLEET_IMAGE):
+                tar.write(chunk)
+        partial.rename(saved)
+        about.write_text(json.dumps(built.__dict__))
+    finally:
+        client.close()
+    return built
 
 
 def copy_image(tag: str, source_url: str, target_url: str) -> str:
