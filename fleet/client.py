@@ -205,8 +205,14 @@ class FleetClient:
         return list(self._read(lambda s: s.GetApps(request, timeout=self.timeout)).apps)
 
     def hosts(self, name: str = "") -> list[pb.HostInfo]:
+        return list(self.host_list(name).hosts)
+
+    def host_list(self, name: str = "") -> pb.HostList:
+        """The hosts, and whether the replicas of those down are being held
+        (``moves_held``)."""
         request = pb.GetRequest(name=name)
-        return list(self._read(lambda s: s.GetHosts(request, timeout=self.timeout)).hosts)
+        listing: pb.HostList = self._read(lambda s: s.GetHosts(request, timeout=self.timeout))
+        return listing
 
     def containers(self, app: str = "", host: str = "") -> list[pb.ContainerInfo]:
         request = pb.GetRequest(app=app, host=host)

@@ -272,8 +272,18 @@ def get(
                 jobs = [a for a in select_apps(client.apps(name), chosen) if a.mode == "job"]
                 show_selected(jobs, chosen, output, view, print_jobs)
             elif which == Kind.hosts:
-                hosts = select_hosts(client.hosts(name), chosen)
+                listing = client.host_list(name)
+                hosts = select_hosts(list(listing.hosts), chosen)
                 show_selected(hosts, chosen, output, view, print_hosts)
+                warning = listing.moves_held
+                if (
+                    warning
+                    and warning != view.warned
+                    and output in (ListFormat.table, ListFormat.wide)
+                ):
+                    # (stderr: the table stays the table, for scripts that read it)
+                    err_console.print(safe(f"warning: {warning}"), soft_wrap=True)
+                view.warned = warning
             else:
                 containers = select_containers(client, chosen, app=name)
                 show_selected(containers, chosen, output, view, print_containers)

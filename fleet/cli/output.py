@@ -137,6 +137,7 @@ class View:
     watch: bool = False
     seen: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     started: bool = False
+    warned: str = ""  # the last warning said below the listing (said again once changed)
 
 
 # Proto3's JSON writes 64-bit integers as strings (for JavaScript's doubles); fleet's

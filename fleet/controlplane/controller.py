@@ -29,6 +29,7 @@ from fleet.controlplane.planner import (
     DEFAULT_HOLD_MOVES_WHEN_DOWN,
     lost_hosts,
     moves_held,
+    moves_held_message,
     plan_replicas,
     settled_inputs,
 )
@@ -310,13 +311,7 @@ class ReplicaController:
         threshold = self._hold_moves_when_down or 0.0
         if held:
             kind = "moves-held"
-            message = (
-                f"{down} of {registered} hosts are down at once: their replicas stay where "
-                f"they are while {threshold:.0%} or more are (--hold-moves-when-down); so "
-                "many silent at once is likelier this control plane cut off from them than "
-                "the machines lost (hosts really gone: `fleet hosts remove HOST` moves "
-                "theirs)"
-            )
+            message = moves_held_message(down, registered, threshold)
             log.warning("%s", message)
         else:
             for host_id, since in self._down_since.items():

@@ -23,7 +23,7 @@ from fleet.controlplane.slots import ReplicaPlan, SlotPlanner
 from fleet.controlplane.view import HostLoad, HostViews
 from fleet.store import ClusterState
 
-__all__ = ["lost_hosts", "moves_held", "plan_replicas", "settled_inputs"]
+__all__ = ["lost_hosts", "moves_held", "moves_held_message", "plan_replicas", "settled_inputs"]
 
 # Most of the pool silent at once is likelier the control plane cut off from its hosts
 # (a network partition, a switch, its own stall) than that many machines lost: moving
@@ -80,6 +80,16 @@ def plan_replicas(
         move_off_draining(planner)
     step_rollout(planner, promoted)
     return planner.finish()
+
+
+def moves_held_message(down: int, registered: int, threshold: float) -> str:
+    """What a hold says (the controller's event and log, ``fleet get hosts``)."""
+    return (
+        f"{down} of {registered} hosts are down at once: their replicas stay where they "
+        f"are while {threshold:.0%} or more are (--hold-moves-when-down); so many silent "
+        "at once is likelier this control plane cut off from them than the machines lost "
+        "(hosts really gone: `fleet hosts remove HOST` moves theirs)"
+    )
 
 
 def lost_hosts(

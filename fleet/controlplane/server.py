@@ -232,6 +232,7 @@ class ControlPlane:
         self.api.open_exec = self.agents.open_exec
         self.api.observe_call = self.metrics.observe_call
         self.api.token_listen = config.token_listen or ""
+        self.api.hold_moves_when_down = config.hold_moves_when_down
         self.api.pending.leading = lambda: self.controller.pending if self.controller else None
         self.api.about = ServerAbout(self.server_id, lambda: self.controller is not None)
         self.metrics.lend_counts(self.api.counts)

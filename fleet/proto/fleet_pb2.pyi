@@ -1986,16 +1986,22 @@ class HostList(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     HOSTS_FIELD_NUMBER: _builtins.int
+    MOVES_HELD_FIELD_NUMBER: _builtins.int
+    moves_held: _builtins.str
+    """Why the replicas of the hosts down stay where they are (so many are down at once:
+    --hold-moves-when-down); empty when they move after --reschedule-after.
+    """
     @_builtins.property
     def hosts(self) -> _containers.RepeatedCompositeFieldContainer[Global___HostInfo]: ...
     def __init__(
         self,
         *,
         hosts: _abc.Iterable[Global___HostInfo] | None = ...,
+        moves_held: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hosts", b"hosts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hosts", b"hosts", "moves_held", b"moves_held"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -4,9 +4,10 @@ switch, its own stall) must not move every replica off hosts that are fine.
 6 of 10 hollow hosts (the real agent over a simulated runtime) are stopped with SIGSTOP,
 as a partition or a frozen machine leaves them: connected, saying nothing. The control
 plane marks them down, yet their replicas stay where they are past `--reschedule-after`,
-with a `moves-held` event saying why; woken again, the hosts come back, a
-`moves-resumed` event follows, and no replica has moved. A real control plane and a real
-etcd; the hold's arithmetic is unit-tested in tests/unit/controlplane.
+with a `moves-held` event saying why (and a warning below `fleet get hosts`); woken
+again, the hosts come back, a `moves-resumed` event follows, and no replica has moved. A
+real control plane and a real etcd; the hold's arithmetic is unit-tested in
+tests/unit/controlplane.
 """
 
 from __future__ import annotations
@@ -103,6 +104,13 @@ def test_most_hosts_silent_at_once_are_marked_down_and_nothing_moves(
                 time.sleep(0.5)  # the pace of the reads, not a wait for something
             silent = [h.host_id for h in client.hosts() if not h.connected]
             assert sorted(silent) == [f"stalled-{i:05d}" for i in range(STOPPED)], silent
+            # Where an operator looks: `get hosts` says so below its table (stderr).
+            listed = server.cli("get", "hosts")
+            assert listed.returncode == 0, listed.stderr
+            assert f"warning: {STOPPED} of {KEPT + STOPPED} hosts are down at once" in (
+                listed.stderr
+            ), listed.stderr
+            assert "stalled-00000" in listed.stdout and "warning" not in listed.stdout
 
             stalled.send_signal(signal.SIGCONT)
             wait_until(
@@ -121,6 +129,7 @@ def test_most_hosts_silent_at_once_are_marked_down_and_nothing_moves(
                 what=f"{REPLICAS} replicas running again",
             )
             assert placements(etcd_server) == before
+            assert "warning" not in server.cli("get", "hosts").stderr
     finally:
         client.close()
         server.stop()

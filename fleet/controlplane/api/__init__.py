@@ -71,5 +71,6 @@ class FleetService(
         )
         other.about = self.about
         other.token_listen = self.token_listen
+        other.hold_moves_when_down = self.hold_moves_when_down
         other.pending.leading = self.pending.leading  # reads the leader's, never changes it
         return other

@@ -14,6 +14,7 @@ from fleet.controlplane.appchanges import AppChangePlan
 from fleet.controlplane.appstatus import CountsCache
 from fleet.controlplane.auth import token_identity
 from fleet.controlplane.endpointcache import EndpointsCache
+from fleet.controlplane.planner import DEFAULT_HOLD_MOVES_WHEN_DOWN
 from fleet.controlplane.view import HostViews
 from fleet.errors import NotFound, Unavailable
 from fleet.pki.subjects import Identity
@@ -58,6 +59,8 @@ class ServiceBase:
         self.host_sums = HostSums()
         self.endpoint_cache = EndpointsCache()
         self.pending = PendingReasons(self.views)
+        # The server's --hold-moves-when-down, which `get hosts` says is holding moves.
+        self.hold_moves_when_down: float | None = DEFAULT_HOLD_MOVES_WHEN_DOWN
         # Each unary call's handler time, by method name (``auth.rpc``; the metrics').
         self.observe_call: Callable[[str, float], None] | None = None
 

@@ -23,7 +23,7 @@ from fleet.controlplane.maintenance import (
     release_slot,
     semaphore_full,
 )
-from fleet.controlplane.planner import plan_replicas
+from fleet.controlplane.planner import moves_held, moves_held_message, plan_replicas
 from fleet.controlplane.registration import denied_serials
 from fleet.controlplane.upgrades import cancel_walk, plan_walk
 from fleet.controlplane.view import HostViews
@@ -155,7 +155,17 @@ class HostsApi(ServiceBase):
                     past_serials=record.past_serials,
                 )
             )
-        return pb.HostList(hosts=hosts)
+        return pb.HostList(hosts=hosts, moves_held=self._moves_held(state))
+
+    def _moves_held(self, state: ClusterState) -> str:
+        """What the leader's hold says while it holds (``planner.moves_held``), from the
+        state as any replica sees it: the registered hosts without their liveness key."""
+        threshold = self.hold_moves_when_down
+        registered = len(state.hosts)
+        down = len(state.hosts.keys() - state.alive.keys())
+        if threshold is None or not moves_held(down, registered, threshold):
+            return ""
+        return moves_held_message(down, registered, threshold)
 
     @rpc(Permission.HOSTS_WRITE)
     async def RevokeCertificate(
