@@ -318,7 +318,7 @@ class ReplicaController:
                 self._down_since[host_id] = max(since, now)
             kind = "moves-resumed"
             message = (
-                f"{down} of {registered} hosts are down: the replicas of a host down "
+                f"{down} of {registered} hosts are down: the replicas of a host still down "
                 "--reschedule-after from now move again"
             )
             log.info("%s", message)
