@@ -104,6 +104,9 @@ class HostileClient:
     def hosts(self, name: str = "") -> list[pb.HostInfo]:
         return []
 
+    def host_list(self, name: str = "") -> pb.HostList:
+        return pb.HostList(moves_held=HOSTILE)  # (the server's own text: never so, but)
+
     def rollout_status(self, app: str) -> pb.RolloutInfo:
         return pb.RolloutInfo(app=app, revision=2, state="failed", message=HOSTILE)
 
@@ -138,6 +141,17 @@ def test_tables_show_cells_and_titles_as_written() -> None:
     assert heading == "web.0 on h1"
     assert titles.split() == ["PID", "[/CMD]"]
     assert row.split(maxsplit=1) == ["1", SHOWN]
+
+
+def test_get_hosts_says_moves_are_held_below_a_table_only() -> None:
+    """The warning goes to stderr, as written, under a table; JSON stays the list."""
+    with hostile_server():
+        table = runner.invoke(app, ["get", "hosts"])
+        listed = runner.invoke(app, ["get", "hosts", "-o", "json"])
+    assert table.exit_code == 0 and listed.exit_code == 0, table.output + listed.output
+    assert_clean(table.stderr)
+    assert table.stderr == f"warning: {SHOWN}\n"
+    assert listed.stdout.strip() == "[]" and listed.stderr == ""
 
 
 def test_a_rollout_message_is_shown_as_written() -> None:

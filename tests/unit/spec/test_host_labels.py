@@ -265,6 +265,9 @@ class LabelingClient:
     def hosts(self, name: str = "") -> list[pb.HostInfo]:
         return [self.info]
 
+    def host_list(self, name: str = "") -> pb.HostList:
+        return pb.HostList(hosts=self.hosts(name))
+
     def events(self, **kwargs: Any) -> list[pb.Event]:
         return []
 
