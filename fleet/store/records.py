@@ -6,11 +6,13 @@ mod revision the old one was read at (see ``fleet.store.store``).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, NamedTuple, Self, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from fleet.spec import AppSpec
 
@@ -44,6 +46,7 @@ __all__ = [
     "SecretsKeyRecord",
     "ServingRecord",
     "SlotContainer",
+    "SlottedRecord",
     "StatusRecord",
     "TokenRecord",
     "UpgradeRecord",
@@ -179,6 +182,52 @@ class RevisionRecord(_Record):
     outcome_reason: str = ""
 
 
+class SlottedRecord:
+    """A record of which the control plane holds one per container (100,000 at
+    100,000 replicas), as a frozen pydantic dataclass with slots instead of a model:
+    176 bytes of fields instead of pydantic's instance and its dict (about 320 with
+    ``_key_sharing_dict``), and decoded in half the time. It answers the few model
+    methods fleet calls on records (``model_validate_json``, ``model_validate``,
+    ``model_dump``, ``model_copy``, ``dump``), and shares the fields named in
+    ``_shared`` as ``_Record`` does. Assigning a field raises ``FrozenInstanceError``."""
+
+    __slots__ = ()
+    _shared: ClassVar[tuple[str, ...]] = ()
+    _adapter: ClassVar[TypeAdapter[Any]]
+
+    def __post_init__(self) -> None:
+        for name in self._shared:
+            value = getattr(self, name)
+            if type(value) is str:
+                object.__setattr__(self, name, sys.intern(value))
+            elif type(value) is list:
+                if not value:
+                    object.__setattr__(self, name, _NO_ITEMS)
+            elif value is not None:
+                object.__setattr__(self, name, shared(value))
+
+    @classmethod
+    def model_validate_json(cls, data: str | bytes) -> Self:
+        return cast(Self, cls._adapter.validate_json(data))
+
+    @classmethod
+    def model_validate(cls, data: Any) -> Self:
+        return cast(Self, cls._adapter.validate_python(data))
+
+    def model_dump(self, *, mode: Literal["json", "python"] = "python") -> dict[str, Any]:
+        return cast(dict[str, Any], self._adapter.dump_python(self, mode=mode))
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None) -> Self:
+        """A copy with ``update``'s fields changed (validated, unlike pydantic's)."""
+        return dataclasses.replace(self, **(update or {}))  # type: ignore[type-var]
+
+    def dump(self) -> bytes:
+        return self._adapter.dump_json(self)
+
+
+_SLOTTED = ConfigDict(extra="forbid")
+
+
 class ReplicaTarget(_Record):
     """Where a replica's replacement is being started, before it takes over the slot."""
 
@@ -189,7 +238,8 @@ class ReplicaTarget(_Record):
     _shared = ("host", "resources", "host_ports")
 
 
-class ReplicaRecord(_Record):
+@pydantic_dataclass(frozen=True, slots=True, config=_SLOTTED)
+class ReplicaRecord(SlottedRecord):
     """A desired replica: which revision runs in slot ``slot`` and on which host.
 
     Reservations and fixed host ports are copied from the revision so that the
@@ -203,11 +253,12 @@ class ReplicaRecord(_Record):
     revision: int
     host: str
     resources: ResourceAmounts
-    host_ports: list[str] = []  # "8080/tcp" for every fixed host port it publishes
+    # "8080/tcp" for every fixed host port it publishes
+    host_ports: list[str] = dataclasses.field(default_factory=list)
     next: ReplicaTarget | None = None
     stopped: bool = False  # keep the container but do not run it (a failed job's)
-    _shared = ("app", "host", "resources", "host_ports")
-    _compact = True  # 100,000 of them at 100,000 replicas: 272 bytes each, not 491
+    # One of these per replica: a slotted record (``SlottedRecord``).
+    _shared: ClassVar[tuple[str, ...]] = ("app", "slot", "host", "resources", "host_ports")
 
     def containers(self) -> list[SlotContainer]:
         """Every container this slot wants: its own and, while one starts, its next."""
@@ -223,6 +274,9 @@ class ReplicaRecord(_Record):
                 self.slot, nxt.revision, nxt.host, nxt.resources, tuple(nxt.host_ports), True
             ),
         ]
+
+
+ReplicaRecord._adapter = TypeAdapter(ReplicaRecord)
 
 
 class SlotContainer(NamedTuple):
@@ -437,7 +491,8 @@ class PortBinding(_Record):
     protocol: str
 
 
-class ContainerReport(_Record):
+@pydantic_dataclass(frozen=True, slots=True, config=_SLOTTED)
+class ContainerReport(SlottedRecord):
     app: str
     slot: int
     revision: int
@@ -447,7 +502,7 @@ class ContainerReport(_Record):
     state: str
     exit_code: int = 0
     started_at: str = ""
-    ports: list[PortBinding] = []
+    ports: list[PortBinding] = dataclasses.field(default_factory=list)
     message: str = ""
     # Why a desired container does not run (state refused, create-failed, pull-failed
     # or held): refused, create-failed, image-not-found, unauthorized, held, ...
@@ -458,8 +513,19 @@ class ContainerReport(_Record):
     cpu: float = 0.0  # live usage
     memory: int = 0
     memory_limit: int = 0
-    _shared = ("app", "spec_hash", "state", "health", "ports")
-    _compact = True  # 100,000 of them at 100,000 replicas: 25 MB less (``_key_sharing_dict``)
+    _shared: ClassVar[tuple[str, ...]] = (
+        "app",
+        "slot",
+        "spec_hash",
+        "state",
+        "health",
+        "ports",
+        "cpu",
+        "memory_limit",
+    )
+
+
+ContainerReport._adapter = TypeAdapter(ContainerReport)
 
 
 class SecretScope(_Record):

@@ -42,6 +42,7 @@ from fleet.store.records import (
     RolloutRecord,
     RouteRecord,
     SecretRecord,
+    SlottedRecord,
     StatusRecord,
     TokenRecord,
     UpgradeRecord,
@@ -64,7 +65,7 @@ log = logging.getLogger(__name__)
 
 K = TypeVar("K")
 V = TypeVar("V")
-T = TypeVar("T", bound=BaseModel)
+T = TypeVar("T", bound=BaseModel | SlottedRecord)
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +330,7 @@ class ClusterState:
 # field that record goes in, at the values its key names (one value: that value
 # itself; none: the field is the record). Reports are put back into their host's
 # status record. Folders not here (leader, events) are not held.
-_HELD: dict[Folder, tuple[type[BaseModel], str]] = {
+_HELD: dict[Folder, tuple[type[BaseModel] | type[SlottedRecord], str]] = {
     keys.APPS: (AppRecord, "apps"),
     keys.REVISIONS: (RevisionRecord, "revisions"),
     keys.REPLICAS: (ReplicaRecord, "replicas"),

@@ -3,15 +3,21 @@ app's reservations) without any record seeing another's change."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import platform
 import sys
 
 import pytest
 from pydantic import ValidationError
 
 from fleet.store.keys import KeyLayout
-from fleet.store.records import ContainerReport, ReplicaRecord, ReplicaTarget, ResourceAmounts
+from fleet.store.records import (
+    ContainerReport,
+    ReplicaRecord,
+    ReplicaTarget,
+    ResourceAmounts,
+    StatusRecord,
+)
 
 
 def replica(slot: int, **fields: object) -> ReplicaRecord:
@@ -29,8 +35,8 @@ def replica(slot: int, **fields: object) -> ReplicaRecord:
 
 def test_decoded_records_share_their_fields_set_names_and_reservations() -> None:
     one, two = replica(0), replica(1)
-    assert one.__pydantic_fields_set__ is two.__pydantic_fields_set__
     assert one.resources is two.resources
+    assert replica(700).slot is replica(700).slot  # past CPython's own small ints
     assert one.app is two.app and one.host is two.host
     assert one.host is sys.intern("h1")
     assert one.host_ports == [] and one.host_ports is two.host_ports  # empty: one list
@@ -39,23 +45,24 @@ def test_decoded_records_share_their_fields_set_names_and_reservations() -> None
 
 
 def test_a_copy_with_an_update_leaves_the_shared_set_alone() -> None:
-    one = ReplicaRecord(
-        app="web", slot=0, revision=1, host="h1", resources=ResourceAmounts(cpu=1, memory=1)
-    )
-    two = ReplicaRecord(
-        app="web", slot=1, revision=1, host="h2", resources=ResourceAmounts(cpu=1, memory=1)
-    )
+    def status(host: str) -> StatusRecord:
+        return StatusRecord(
+            host_id=host, reported_at="t", applied_version=1, usage=ResourceAmounts(cpu=1)
+        )
+
+    one, two = status("h1"), status("h2")
     shared = one.__pydantic_fields_set__
-    assert two.__pydantic_fields_set__ is shared and "next" not in shared
-    moved = one.model_copy(
-        update={"next": ReplicaTarget(revision=2, host="h3", resources=one.resources)}
+    assert two.__pydantic_fields_set__ is shared and "containers" not in shared
+    report = ContainerReport(
+        app="web", slot=0, revision=1, spec_hash="x", container_id="c", name="n", state="running"
     )
-    assert "next" in moved.model_fields_set
-    assert "next" not in one.model_fields_set and "next" not in two.model_fields_set
-    assert moved.next is not None and moved.next.host == "h3"
+    filled = one.model_copy(update={"containers": [report]})
+    assert "containers" in filled.model_fields_set
+    assert "containers" not in one.model_fields_set and "containers" not in two.model_fields_set
+    assert filled.containers == [report] and one.containers == []
     # Copies given the same fields share one set too (the informer's statuses are copies).
-    also_moved = two.model_copy(update={"next": moved.next})
-    assert also_moved.__pydantic_fields_set__ is moved.__pydantic_fields_set__
+    also_filled = two.model_copy(update={"containers": [report]})
+    assert also_filled.__pydantic_fields_set__ is filled.__pydantic_fields_set__
 
 
 def test_shared_values_keep_each_records_own_value() -> None:
@@ -84,7 +91,7 @@ def test_reports_share_their_app_revision_hash_and_state() -> None:
     assert one.container_id != two.container_id
 
 
-def test_reports_keep_their_fields_in_a_key_sharing_dict() -> None:
+def test_reports_are_slotted_records_that_act_as_records() -> None:
     raw = {
         "app": "web",
         "slot": 7,
@@ -108,15 +115,21 @@ def test_reports_keep_their_fields_in_a_key_sharing_dict() -> None:
         "running",
         0,
     )
-    with pytest.raises(ValidationError):
-        report.state = "exited"  # frozen, as every record
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        report.state = "exited"  # type: ignore[misc]  # frozen, as every record
     assert report.state == "running"
-    if platform.python_implementation() == "CPython":
-        # Less than a dict of its own holding the same: the keys are shared.
-        assert sys.getsizeof(report.__dict__) < sys.getsizeof(dict(report.__dict__)) * 0.7
+    with pytest.raises(ValidationError, match="surprise"):
+        ContainerReport.model_validate_json(json.dumps({**raw, "surprise": 1}))
+    with pytest.raises(ValidationError):
+        report.model_copy(update={"slot": "seven"})  # a copy is validated
+    # No dict of its own: the fields are slots; numbers all reports hold alike, shared.
+    assert not hasattr(report, "__dict__")
+    assert report.slot is reports[0].slot and report.cpu is reports[0].cpu
+    big = [ContainerReport.model_validate({**raw, "slot": 70_000}) for _ in range(2)]
+    assert big[0].slot is big[1].slot and big[0].ports == report.ports
 
 
-def test_replicas_keep_their_fields_in_a_key_sharing_dict() -> None:
+def test_replicas_are_slotted_records_that_act_as_records() -> None:
     raw = {"app": "web", "slot": 7, "revision": 3, "host": "h1", "resources": {"cpu": 0.5}}
     replicas = [ReplicaRecord.model_validate_json(json.dumps(raw)) for _ in range(3)]
     replica = replicas[-1]
@@ -125,10 +138,14 @@ def test_replicas_keep_their_fields_in_a_key_sharing_dict() -> None:
     assert json.loads(replica.dump()) == ReplicaRecord.model_validate(raw).model_dump(mode="json")
     moved = replica.model_copy(update={"host": "h2"})
     assert (moved.host, replica.host) == ("h2", "h1")
-    with pytest.raises(ValidationError):
-        replica.host = "h3"
-    if platform.python_implementation() == "CPython":
-        assert sys.getsizeof(replica.__dict__) < sys.getsizeof(dict(replica.__dict__)) * 0.7
+    starting = replica.model_copy(
+        update={"next": ReplicaTarget(revision=4, host="h3", resources=replica.resources)}
+    )
+    assert starting.next is not None and replica.next is None
+    assert [c.host for c in starting.containers()] == ["h1", "h3"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        replica.host = "h3"  # type: ignore[misc]
+    assert not hasattr(replica, "__dict__")
 
 
 def test_parsed_keys_share_app_names_and_host_ids() -> None:
@@ -138,3 +155,12 @@ def test_parsed_keys_share_app_names_and_host_ids() -> None:
     status = layout.parse(layout.status("host-1")).parts
     assert report == ("host-1", "web", 12, 3)
     assert report[0] is status[0] and report[1] is replica[0]
+
+
+def test_parsed_keys_share_their_numbers() -> None:
+    layout = KeyLayout("/p/")
+    one = layout.parse(layout.report("host-1", "web", 4_000, 1_000)).parts
+    two = layout.parse(layout.replica("web", 4_000)).parts
+    three = layout.parse(layout.report("host-2", "web", 4_000, 1_000)).parts
+    assert one[2] == 4_000 and one[2] is two[1] is three[2] and one[3] is three[3]
+    assert layout.parse(layout.replica("web", 4_001)).parts[1] == 4_001
