@@ -60,8 +60,12 @@ RolloutState = Literal["progressing", "complete", "failed"]
 
 # What the records below share instead of each holding a copy (see ``_Record``).
 _FIELDS_SETS: dict[frozenset[str], set[str]] = {}
-_SHARED_VALUES: dict[object, object] = {}
-_SHARED_VALUES_MAX = 10_000  # distinct reservations are a few per app; past this, start over
+# By type and value: 0, 0.0 and False are equal keys, and a float field must not be
+# handed an int (nor a slot number a bool).
+_SHARED_VALUES: dict[tuple[type, object], object] = {}
+# Distinct values are a few per app (reservations, memory limits) and the slot numbers;
+# past this, start over.
+_SHARED_VALUES_MAX = 10_000
 # The empty list records given no items share (nothing changes a record's list in place).
 _NO_ITEMS: list[Any] = []
 _R = TypeVar("_R")
@@ -72,30 +76,7 @@ def shared(value: _R) -> _R:
     it holds the very object one decoded from etcd does, so they compare at once."""
     if len(_SHARED_VALUES) >= _SHARED_VALUES_MAX:
         _SHARED_VALUES.clear()
-    return cast(_R, _SHARED_VALUES.setdefault(value, value))
-
-
-def _key_sharing_dict(kind: type, values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` in a dict that shares its keys with every other record of ``kind``.
-
-    pydantic gives each instance a dict of its own (464 bytes with a container report's
-    18 fields). CPython lets the instances of a class share their attributes' keys, the
-    dict holding only the values (about 270 bytes), when the attributes are set in the same
-    order, which fields always are. The dict is made as an attribute dict of a class of
-    ``kind``'s own and handed to the record, which keeps it (frozen: nothing adds a key,
-    which would make it a dict of its own again; a copy with changes gets one, as
-    before). Where CPython does not share, this is an ordinary dict: nothing depends on
-    it but the memory."""
-    holder = _HOLDERS.get(kind)
-    if holder is None:
-        holder = _HOLDERS[kind] = type(f"{kind.__name__}Fields", (), {"__slots__": ("__dict__",)})
-    compact: dict[str, Any] = holder().__dict__
-    for name, value in values.items():
-        compact[name] = value
-    return compact
-
-
-_HOLDERS: dict[type, type] = {}
+    return cast(_R, _SHARED_VALUES.setdefault((type(value), value), value))
 
 
 class _Record(BaseModel):
@@ -111,8 +92,6 @@ class _Record(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     _shared: ClassVar[tuple[str, ...]] = ()
-    # True: the record's fields go in a key-sharing dict (``_key_sharing_dict``).
-    _compact: ClassVar[bool] = False
 
     def model_post_init(self, context: Any, /) -> None:
         self._share_fields_set()
@@ -127,8 +106,6 @@ class _Record(BaseModel):
                         values[name] = _NO_ITEMS
                 elif value is not None:
                     values[name] = shared(value)
-        if self._compact:
-            object.__setattr__(self, "__dict__", _key_sharing_dict(type(self), values))
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """As pydantic's, with the copy's set of given fields shared too (pydantic copies
@@ -185,8 +162,9 @@ class RevisionRecord(_Record):
 class SlottedRecord:
     """A record of which the control plane holds one per container (100,000 at
     100,000 replicas), as a frozen pydantic dataclass with slots instead of a model:
-    176 bytes of fields instead of pydantic's instance and its dict (about 320 with
-    ``_key_sharing_dict``), and decoded in half the time. It answers the few model
+    176 bytes of fields for a report instead of pydantic's instance and its dict (about
+    320, with the dict sharing its keys with every other report's), and decoded in half
+    the time. It answers the few model
     methods fleet calls on records (``model_validate_json``, ``model_validate``,
     ``model_dump``, ``model_copy``, ``dump``), and shares the fields named in
     ``_shared`` as ``_Record`` does. Assigning a field raises ``FrozenInstanceError``."""

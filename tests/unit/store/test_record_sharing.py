@@ -164,3 +164,23 @@ def test_parsed_keys_share_their_numbers() -> None:
     three = layout.parse(layout.report("host-2", "web", 4_000, 1_000)).parts
     assert one[2] == 4_000 and one[2] is two[1] is three[2] and one[3] is three[3]
     assert layout.parse(layout.replica("web", 4_001)).parts[1] == 4_001
+
+
+def test_shared_numbers_keep_their_type() -> None:
+    # 0, 0.0 and False are equal: a report's slot 0 must not hand its cpu an int 0.
+    raw = {
+        "app": "web",
+        "slot": 0,
+        "revision": 1,
+        "spec_hash": "0123abcd",
+        "container_id": "c" * 64,
+        "name": "web.0.1",
+        "state": "running",
+        "cpu": 0.0,
+        "memory_limit": 1,
+    }
+    first = ContainerReport.model_validate(raw)
+    second = ContainerReport.model_validate({**raw, "slot": 1, "cpu": 1.0})
+    assert type(first.cpu) is float and type(second.cpu) is float
+    assert type(second.slot) is int and type(first.memory_limit) is int
+    assert json.loads(second.dump())["cpu"] == 1.0 and '"cpu":0.0' in first.dump().decode()
