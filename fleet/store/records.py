@@ -79,6 +79,16 @@ def shared(value: _R) -> _R:
     return cast(_R, _SHARED_VALUES.setdefault((type(value), value), value))
 
 
+def _held(value: _R) -> _R:
+    """What a record holds for a field it shares (``_shared``): a string interned, an
+    empty list the one empty list, any other value its shared instance."""
+    if type(value) is str:
+        return cast(_R, sys.intern(cast(str, value)))
+    if type(value) is list:
+        return value if value else cast(_R, _NO_ITEMS)
+    return value if value is None else shared(value)
+
+
 class _Record(BaseModel):
     """Frozen, so that a record can be shared, and so can its parts.
 
@@ -96,16 +106,8 @@ class _Record(BaseModel):
     def model_post_init(self, context: Any, /) -> None:
         self._share_fields_set()
         values = self.__dict__
-        if self._shared:
-            for name in self._shared:
-                value = values[name]
-                if type(value) is str:
-                    values[name] = sys.intern(value)
-                elif type(value) is list:
-                    if not value:
-                        values[name] = _NO_ITEMS
-                elif value is not None:
-                    values[name] = shared(value)
+        for name in self._shared:
+            values[name] = _held(values[name])
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """As pydantic's, with the copy's set of given fields shared too (pydantic copies
@@ -163,8 +165,7 @@ class SlottedRecord:
     """A record of which the control plane holds one per container (100,000 at
     100,000 replicas), as a frozen pydantic dataclass with slots instead of a model:
     176 bytes of fields for a report instead of pydantic's instance and its dict (about
-    320, with the dict sharing its keys with every other report's), and decoded in half
-    the time. It answers the few model
+    320, with the dict sharing its keys with every other report's). It answers the few model
     methods fleet calls on records (``model_validate_json``, ``model_validate``,
     ``model_dump``, ``model_copy``, ``dump``), and shares the fields named in
     ``_shared`` as ``_Record`` does. Assigning a field raises ``FrozenInstanceError``."""
@@ -175,14 +176,7 @@ class SlottedRecord:
 
     def __post_init__(self) -> None:
         for name in self._shared:
-            value = getattr(self, name)
-            if type(value) is str:
-                object.__setattr__(self, name, sys.intern(value))
-            elif type(value) is list:
-                if not value:
-                    object.__setattr__(self, name, _NO_ITEMS)
-            elif value is not None:
-                object.__setattr__(self, name, shared(value))
+            object.__setattr__(self, name, _held(getattr(self, name)))
 
     @classmethod
     def model_validate_json(cls, data: str | bytes) -> Self:
