@@ -42,6 +42,8 @@ __all__ = ["LiveState"]
 # compaction) never equal the old ones by chance.
 _sequence = itertools.count(1)
 
+_NO_SLOTS: AppReplicas = {}
+
 # Entries of an app's slot log before a new log is started (4 bytes each); a consumer
 # further behind than that recounts the app's slots.
 _SLOT_LOG_MAX = 1 << 15
@@ -51,7 +53,8 @@ class LiveState:
     def __init__(self, layout: KeyLayout) -> None:
         self._layout = layout
         self.revision = 0
-        self._live = ClusterState(revision=0, replicas={})  # its tables are the live ones
+        # Its tables are the live ones, but for replicas (``_by_app``, ``_by_host``).
+        self._live = ClusterState(revision=0, replicas={})
         self._by_app: dict[str, AppReplicas] = {}
         self._by_host: dict[str, HostReplicas] = {}
         self._reports: dict[str, AppReports] = {}
@@ -100,9 +103,12 @@ class LiveState:
             self._status = next(_sequence)
             return
         if folder is keys.REPLICAS:
+            # Held by app and by host only (snapshots read them through ``ReplicaTable``):
+            # a table of every replica beside them was 53 bytes a replica.
             self._replica(position, record)
+        else:
+            place(self._live, folder, position, record)
         self._dirty.add(table_of(folder))
-        place(self._live, folder, position, record)
         seq = next(_sequence)
         if folder in (keys.APPS, keys.ROLLOUTS, keys.JOBS):
             self._apps[position] = seq
@@ -137,7 +143,7 @@ class LiveState:
         app, slot = position
         seq = self._host_inputs_seq = next(_sequence)
         self._host_copies = None
-        old = self._live.replicas.get(position)
+        old = self._by_app.get(app, _NO_SLOTS).get(slot)
         if old is not None:
             for host in {old.value.host, *([old.value.next.host] if old.value.next else [])}:
                 self._entry(self._by_host, "host", host).pop(position, None)
