@@ -40,6 +40,7 @@ from fleet.testing.procs import (
     pid_alive,
     pid_cmdline,
     pid_start_time,
+    pid_state,
     require_binary,
     run,
     tail,
@@ -214,14 +215,9 @@ def _sigkill_processes_mentioning(path: Path) -> list[int]:
 def _described(pids: list[int]) -> str:
     """``pid (state) argv`` of each, for an error: a process in state D is stuck in
     the kernel, and no signal ends it until its call returns."""
-    lines = []
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
-                state = f.read().rsplit(")", 1)[-1].split()[0]
-        except (OSError, IndexError):
-            state = "?"
-        lines.append(f"{pid} ({state}) {' '.join(pid_cmdline(pid))[:200]}")
+    lines = [
+        f"{pid} ({pid_state(pid) or 'gone'}) {' '.join(pid_cmdline(pid))[:200]}" for pid in pids
+    ]
     return "; ".join(lines) or "nothing (gone since)"
 
 

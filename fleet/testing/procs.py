@@ -108,15 +108,21 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def pid_alive(pid: int) -> bool:
-    """Tell whether a process exists and is not a zombie."""
+def pid_state(pid: int) -> str | None:
+    """A process's state letter (R, S, D: stuck in the kernel, Z: a zombie, ...), or
+    None when it is gone."""
     try:
         with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
             stat = f.read()
     except OSError:
-        return False
+        return None
     # The state field follows the parenthesised command name.
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+    return stat.rsplit(")", 1)[-1].split()[0]
+
+
+def pid_alive(pid: int) -> bool:
+    """Tell whether a process exists and is not a zombie."""
+    return pid_state(pid) not in (None, "Z", "X")
 
 
 def pid_start_time(pid: int) -> int | None:
