@@ -7,14 +7,14 @@ mod revision the old one was read at (see ``fleet.store.store``).
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal, NamedTuple, Self, TypeVar, cast
+from typing import Any, ClassVar, Literal, NamedTuple, Self
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from fleet.spec import AppSpec
+from fleet.store._sharing import SLOTTED, SlottedRecord, held, shared
 
 __all__ = [
     "AppRecord",
@@ -58,35 +58,9 @@ HostState = Literal["ready", "cordoned", "draining", "drained", "maintenance"]
 RolloutState = Literal["progressing", "complete", "failed"]
 
 
-# What the records below share instead of each holding a copy (see ``_Record``).
+# The sets of given fields the models below share (see ``_Record``); the values records
+# share are ``fleet.store._sharing``'s.
 _FIELDS_SETS: dict[frozenset[str], set[str]] = {}
-# By type and value: 0, 0.0 and False are equal keys, and a float field must not be
-# handed an int (nor a slot number a bool).
-_SHARED_VALUES: dict[tuple[type, object], object] = {}
-# Distinct values are a few per app (reservations, memory limits) and the slot numbers;
-# past this, start over.
-_SHARED_VALUES_MAX = 10_000
-# The empty list records given no items share (nothing changes a record's list in place).
-_NO_ITEMS: list[Any] = []
-_R = TypeVar("_R")
-
-
-def shared(value: _R) -> _R:
-    """The instance of ``value`` that records share (``_Record``): a record made with
-    it holds the very object one decoded from etcd does, so they compare at once."""
-    if len(_SHARED_VALUES) >= _SHARED_VALUES_MAX:
-        _SHARED_VALUES.clear()
-    return cast(_R, _SHARED_VALUES.setdefault((type(value), value), value))
-
-
-def _held(value: _R) -> _R:
-    """What a record holds for a field it shares (``_shared``): a string interned, an
-    empty list the one empty list, any other value its shared instance."""
-    if type(value) is str:
-        return cast(_R, sys.intern(cast(str, value)))
-    if type(value) is list:
-        return value if value else cast(_R, _NO_ITEMS)
-    return value if value is None else shared(value)
 
 
 class _Record(BaseModel):
@@ -107,7 +81,7 @@ class _Record(BaseModel):
         self._share_fields_set()
         values = self.__dict__
         for name in self._shared:
-            values[name] = _held(values[name])
+            values[name] = held(values[name])
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """As pydantic's, with the copy's set of given fields shared too (pydantic copies
@@ -161,45 +135,6 @@ class RevisionRecord(_Record):
     outcome_reason: str = ""
 
 
-class SlottedRecord:
-    """A record of which the control plane holds one per container (100,000 at
-    100,000 replicas), as a frozen pydantic dataclass with slots instead of a model:
-    176 bytes of fields for a report instead of pydantic's instance and its dict (about
-    320, with the dict sharing its keys with every other report's). It answers the few model
-    methods fleet calls on records (``model_validate_json``, ``model_validate``,
-    ``model_dump``, ``model_copy``, ``dump``), and shares the fields named in
-    ``_shared`` as ``_Record`` does. Assigning a field raises ``FrozenInstanceError``."""
-
-    __slots__ = ()
-    _shared: ClassVar[tuple[str, ...]] = ()
-    _adapter: ClassVar[TypeAdapter[Any]]
-
-    def __post_init__(self) -> None:
-        for name in self._shared:
-            object.__setattr__(self, name, _held(getattr(self, name)))
-
-    @classmethod
-    def model_validate_json(cls, data: str | bytes) -> Self:
-        return cast(Self, cls._adapter.validate_json(data))
-
-    @classmethod
-    def model_validate(cls, data: Any) -> Self:
-        return cast(Self, cls._adapter.validate_python(data))
-
-    def model_dump(self, *, mode: Literal["json", "python"] = "python") -> dict[str, Any]:
-        return cast(dict[str, Any], self._adapter.dump_python(self, mode=mode))
-
-    def model_copy(self, *, update: Mapping[str, Any] | None = None) -> Self:
-        """A copy with ``update``'s fields changed (validated, unlike pydantic's)."""
-        return dataclasses.replace(self, **(update or {}))  # type: ignore[type-var]
-
-    def dump(self) -> bytes:
-        return self._adapter.dump_json(self)
-
-
-_SLOTTED = ConfigDict(extra="forbid")
-
-
 class ReplicaTarget(_Record):
     """Where a replica's replacement is being started, before it takes over the slot."""
 
@@ -210,7 +145,7 @@ class ReplicaTarget(_Record):
     _shared = ("host", "resources", "host_ports")
 
 
-@pydantic_dataclass(frozen=True, slots=True, config=_SLOTTED)
+@pydantic_dataclass(frozen=True, slots=True, config=SLOTTED)
 class ReplicaRecord(SlottedRecord):
     """A desired replica: which revision runs in slot ``slot`` and on which host.
 
@@ -463,7 +398,7 @@ class PortBinding(_Record):
     protocol: str
 
 
-@pydantic_dataclass(frozen=True, slots=True, config=_SLOTTED)
+@pydantic_dataclass(frozen=True, slots=True, config=SLOTTED)
 class ContainerReport(SlottedRecord):
     app: str
     slot: int
