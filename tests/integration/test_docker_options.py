@@ -96,9 +96,13 @@ def test_every_option_reaches_docker_and_the_container(fleet: Fleet, tmp_path: P
     ]
     assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "2"}}
 
-    # And they hold inside the running container.
+    # And they hold inside the running container. The open-files limit is read from the
+    # container's own first process, not from the exec'd shell: runc 1.1 (Debian 12's)
+    # sometimes hands an exec'd process the wrong soft limit (opencontainers/runc#4195).
     probe = (
-        "id -u; id -g; pwd; hostname; ulimit -n; cat /proc/sys/net/core/somaxconn; "
+        "id -u; id -g; pwd; hostname; "
+        "sed -n 's/^Max open files  *\\([0-9]*\\)  *\\([0-9]*\\).*/\\1 \\2/p' /proc/1/limits; "
+        "cat /proc/sys/net/core/somaxconn; "
         "grep -c 'db' /etc/hosts; grep nameserver /etc/resolv.conf; test -c /dev/myzero && "
         "echo dev; touch /x 2>/dev/null || echo ro; touch /run/x && echo tmpfs; "
         "cat /proc/1/comm"
@@ -109,7 +113,7 @@ def test_every_option_reaches_docker_and_the_container(fleet: Fleet, tmp_path: P
         "1000",
         "/tmp",
         "web-1",
-        "512",
+        "512 1024",
         "321",
         "1",
         "nameserver 10.9.9.9",
