@@ -33,6 +33,7 @@ from fleet.store.records import (
     PortBinding,
     ResourceAmounts,
     StatusRecord,
+    UsageTable,
     usage_key,
 )
 
@@ -325,9 +326,9 @@ class ReportWriter:
                 cpu=heartbeat.usage.cpu, memory=max(0, heartbeat.usage.memory_bytes)
             ),
             images=images,
-            container_usage={
-                usage_key(*key): (c.cpu, max(0, c.memory_bytes)) for key, c in containers
-            },
+            container_usage=UsageTable(
+                {usage_key(*key): (c.cpu, max(0, c.memory_bytes)) for key, c in containers}
+            ),
         )
 
     def written(self, report: Report, now: float) -> None:

@@ -15,6 +15,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from fleet.spec import AppSpec
 from fleet.store._sharing import SLOTTED, SlottedRecord, held, shared
+from fleet.store.usagetable import UsageTable
 
 __all__ = [
     "AppRecord",
@@ -50,6 +51,7 @@ __all__ = [
     "StatusRecord",
     "TokenRecord",
     "UpgradeRecord",
+    "UsageTable",
     "shared",
     "usage_key",
 ]
@@ -546,7 +548,8 @@ class StatusRecord(_Record):
     usage: ResourceAmounts
     containers: list[ContainerReport] = []
     images: list[str] = []
-    container_usage: dict[str, tuple[float, int]] = {}  # usage_key -> (cpu, memory bytes)
+    # usage_key -> (cpu, memory bytes), held compactly (``UsageTable``).
+    container_usage: UsageTable = UsageTable()
 
 
 def usage_key(app: str, slot: int, revision: int) -> str:

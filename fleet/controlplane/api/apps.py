@@ -88,9 +88,9 @@ def _reports(
         versioned = state.status.get(host_id)
         if versioned is None:
             continue
-        usage = versioned.value.container_usage
+        by_key = versioned.value.container_usage.as_dict()  # (a lookup in the table scans)
         for c in versioned.value.containers:
-            cpu, memory = usage.get(usage_key(c.app, c.slot, c.revision), (0.0, 0))
+            cpu, memory = by_key.get(usage_key(c.app, c.slot, c.revision), (0.0, 0))
             found[(host_id, c.app, c.slot, c.revision)] = status_proto(c, cpu, memory)
     return found
 
