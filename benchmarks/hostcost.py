@@ -55,20 +55,26 @@ class _BareAgentService(pb_grpc.AgentServiceServicer):
     def __init__(self) -> None:
         self.streams = 0
 
-    async def Connect(
+    # Read and written as fleet's (``context.read``/``context.write``): gRPC's request
+    # iterator holds the last message it gave, and its loop over answers the last sent.
+    async def Connect(  # type: ignore[override]
         self, request_iterator: AsyncIterator[pb.AgentMessage], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.ServerMessage]:
-        first = await anext(request_iterator)
-        yield pb.ServerMessage(
-            registered=pb.Registered(
-                host_id=first.register.host_id, heartbeat_seconds=HEARTBEAT_SECONDS
+    ) -> None:
+        first = await context.read()
+        if first is grpc.aio.EOF:
+            return
+        host_id = first.register.host_id
+        del first
+        await context.write(
+            pb.ServerMessage(
+                registered=pb.Registered(host_id=host_id, heartbeat_seconds=HEARTBEAT_SECONDS)
             )
         )
         self.streams += 1
         ended = asyncio.get_running_loop().create_future()
 
         async def read() -> None:
-            async for _message in request_iterator:
+            while await context.read() is not grpc.aio.EOF:
                 pass
 
         reader = asyncio.create_task(read())
