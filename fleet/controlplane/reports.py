@@ -34,6 +34,7 @@ from fleet.store.records import (
     ResourceAmounts,
     StatusRecord,
     UsageTable,
+    shared,
     usage_key,
 )
 
@@ -267,9 +268,10 @@ class ReportWriter:
                     self._skipped.add(c.app)
                     log.warning("host %s: not storing a container report: %s", self.host_id, error)
                 continue
-            # The last of a key wins. The key's app is interned: a session keeps the keys
-            # of its last heartbeat, and each message has its own copy of each name.
-            current[(sys.intern(c.app), c.slot, c.revision)] = c
+            # The last of a key wins. The key's app is interned and its numbers shared: a
+            # session keeps the keys of its last heartbeat, and each message has its own
+            # copy of each name and each number past 256 (56 bytes a key).
+            current[(sys.intern(c.app), shared(c.slot), shared(c.revision))] = c
         prints: dict[ReportKey, bytes] = {}
         changed: list[ContainerReport] = []
         kept = self._kept

@@ -38,7 +38,10 @@ class UsageTable(Mapping[str, tuple[float, int]]):
         if self._keys.count(_SEPARATOR) != max(0, len(usage) - 1):
             raise ValueError(f"a usage key holds {_SEPARATOR!r}: expected app/slot/revision")
         cpu, memory = zip(*usage.values(), strict=True) if usage else ((), ())
-        self._cpu, self._memory = array("d", cpu), array("q", memory)
+        try:
+            self._cpu, self._memory = array("d", cpu), array("q", memory)
+        except OverflowError:
+            raise ValueError("a container's memory does not fit in 64 bits") from None
 
     def _position(self, key: object) -> int:
         if not isinstance(key, str) or not key or _SEPARATOR in key:

@@ -70,6 +70,7 @@ def test_an_empty_table_is_shared_and_copies_are_the_table() -> None:
         ({"web/0/1": ["x", 1]}, "valid number"),
         ({"web/0/1": [0.5, 1.5]}, "valid integer"),
         ({"web\n0/1": [0.5, 1]}, "expected app/slot/revision"),
+        ({"web/0/1": [0.5, 2**64]}, "does not fit in 64 bits"),
     ],
 )
 def test_a_malformed_usage_is_refused_saying_where(usage: object, says: str) -> None:
