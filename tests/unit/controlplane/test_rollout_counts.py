@@ -332,3 +332,31 @@ def test_a_slot_with_one_available_container_is_held_as_its_time() -> None:
     assert tally.counts(T0 + 10) == RolloutCounts(
         running=1, available=1, updated=1, updated_available=1, total=2
     )
+
+
+def test_slots_not_yet_ready_share_their_counts() -> None:
+    """Placed and not yet running, or running and not yet ready (most slots while a large
+    apply ramps up): slots alike hold one instance, and count as each their own would."""
+    replicas = [
+        ReplicaRecord(app="web", slot=slot, revision=1, host="h1", resources=ResourceAmounts())
+        for slot in range(4)
+    ]
+    starting = {
+        (slot, 1, "h1"): web_report(slot, ready_since="", health="starting") for slot in (2, 3)
+    }
+    parts = [appcounts.slot_counts(replica, starting, 1, 10.0) for replica in replicas]
+    placed, running = parts[0], parts[2]
+    assert parts[1] is placed and parts[3] is running and placed is not running
+    assert placed == appcounts.SlotCounts(0, 1, (), True, None, ())
+    assert running == appcounts.SlotCounts(1, 1, (), True, None, ())
+    tally = appcounts.Tally((1, 10.0), None, 0)
+    for slot, part in enumerate(parts):
+        tally.put(slot, part)
+    assert tally.counts(T0 + 60) == RolloutCounts(
+        running=2, available=0, updated=4, updated_available=0, total=4
+    )
+    # A trouble is a slot's own.
+    failed = {(0, 1, "h1"): web_report(0, state="failed", ready_since="")}
+    part = appcounts.slot_counts(replicas[0], failed, 1, 10.0)
+    assert isinstance(part, appcounts.SlotCounts) and part is not placed
+    assert [word for word, _ in part.troubles] == ["failed"]
