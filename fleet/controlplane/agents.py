@@ -189,8 +189,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
         """An agent's stream. Read with ``context.read`` and written with
         ``context.write``, not through ``request_iterator`` and by yielding: gRPC's
         iterator and its loop over a handler's answers each hold the last message until
-        the next (a heartbeat of 100 containers is 41 KB parsed, a desired set a third of
-        that: about 55 MB at 1,000 hosts, at rest)."""
+        the next: every host's last heartbeat (41 KB parsed at 100 containers) and
+        desired set. At 1,000 hosts the server holds about 90 MB less without them."""
         try:
             first = await asyncio.wait_for(context.read(), _REGISTER_TIMEOUT)
             if first is grpc.aio.EOF:
