@@ -97,7 +97,7 @@ def test_every_option_reaches_docker_and_the_container(fleet: Fleet, tmp_path: P
     assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "2"}}
 
     # And they hold inside the running container. The open-files limit is read from the
-    # container's own first process, not from the exec'd shell: runc 1.1 (Debian 12's)
+    # container's own first process, not from the exec'd shell: runc 1.1 (Debian 12's 1.1.5)
     # sometimes hands an exec'd process the wrong soft limit (opencontainers/runc#4195).
     probe = (
         "id -u; id -g; pwd; hostname; "
