@@ -65,6 +65,7 @@ from typing import Any, NamedTuple, Protocol
 
 from fleet._names import DNS_LABEL_PATTERN, DNS_LABEL_TEXT
 from fleet.errors import InvalidArgument
+from fleet.store._sharing import shared
 
 __all__ = [
     "ALIVE",
@@ -219,19 +220,12 @@ class _Checked:
         return self.check(text)
 
 
-# The numbers keys name (slots, revisions), one int object each: past 256 CPython makes
-# a new int for every key parsed, and the informer keeps a parsed key for every replica
-# and every report (28 bytes each, 200,000 at 100,000 replicas). Bounded: past
-# _NUMBERS_MAX distinct numbers it starts over.
-_NUMBERS: dict[int, int] = {}
-_NUMBERS_MAX = 10_000
-
-
 def _shared_number(text: str) -> int:
-    number = int(text)
-    if len(_NUMBERS) >= _NUMBERS_MAX:
-        _NUMBERS.clear()
-    return _NUMBERS.setdefault(number, number)
+    """The number a key names (a slot, a revision) as the one int object records share:
+    past 256 CPython makes a new int for every key parsed, and the informer keeps a
+    parsed key for every replica and every report (28 bytes each, 200,000 at 100,000
+    replicas)."""
+    return shared(int(text))
 
 
 @dataclass(frozen=True)
