@@ -107,6 +107,12 @@ CONNECT_METHOD = "/fleet.v1.AgentService/Connect"  # an agent's stream
 _MAIN_PORT_OPTIONS = [
     ("grpc.server.max_pending_requests", 20_000),
     ("grpc.server.max_pending_requests_hard_limit", 40_000),
+    # gRPC reads a connection into 8 KiB blocks, or 64 KiB ones once a read has filled
+    # most of its target (a heartbeat of 100 containers, a few messages queued in a
+    # ramp); the target shrinks by 1% a read, so an agent's connection kept a 64 KiB
+    # block for the ten minutes after (an idle connection holds its last block). Capped,
+    # every connection reads into 8 KiB blocks: a large apply is read in more reads.
+    ("grpc.experimental.tcp_max_read_buffer_size", 8192),
 ]
 MAIN_PORT_SERVER_OPTIONS = [*_SERVER_OPTIONS, *_MAIN_PORT_OPTIONS]
 
