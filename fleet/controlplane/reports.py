@@ -106,18 +106,23 @@ def _fields(names: tuple[str, ...], values: tuple[Any, ...]) -> dict[str, Any]:
     return dict(zip(names, values, strict=True))
 
 
-def container_report(c: pb.ContainerStatus) -> ContainerReport:
+def container_report(c: pb.ContainerStatus, *, checked: bool = False) -> ContainerReport:
     """One container as stored (live usage aside: that goes in the host's record). Its
-    fields are protobuf's (typed) or checked here, so the record is made without
-    validating them again (``model_construct``): a large apply makes one for each change
-    of every container."""
+    fields are protobuf's (typed) or checked here (not again if ``checked``: a
+    ``ReportWriter`` checks every container of a heartbeat before it works out its
+    report), so the record is made without validating them again (``model_construct``):
+    a large apply makes one for each change of every container."""
+    if not checked:
+        _check_reason(c.reason)
+        _check_health(c.health)
+        _check_stamp(c.ready_since)
     return ContainerReport.model_construct(
         **_fields(_AS_IS, _as_is(c)),
-        ports=[PortBinding(**_fields(_PORT, _port(p))) for p in c.ports],
+        ports=[PortBinding(**_fields(_PORT, _port(p))) for p in c.ports] if c.ports else [],
         message=strip_control(c.message[:_MAX_TEXT]),  # shown on operators' terminals
-        reason=_check_reason(c.reason),
-        health=_check_health(c.health),
-        ready_since=_check_stamp(c.ready_since),
+        reason=c.reason,
+        health=c.health,
+        ready_since=c.ready_since,
         memory_limit=max(0, c.memory_limit),
     )
 
@@ -290,7 +295,7 @@ class ReportWriter:
             if before != prints[key] and not (
                 before is None and kept is not None and _as_stored(c, kept.get(key))
             ):
-                changed.append(container_report(c))
+                changed.append(container_report(c, checked=True))  # (``check`` above)
         gone = [key for key in (self._prints if kept is None else kept) if key not in current]
         images, host_print = _host_part(heartbeat)
         due = now - self._written_at >= self.refresh

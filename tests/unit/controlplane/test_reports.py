@@ -392,6 +392,24 @@ def test_a_record_made_unvalidated_needs_each_field_and_no_other() -> None:
         ContainerReport.model_construct(**fields, colour="red")
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("health", "sick", "health must be one of"),
+        ("reason", "Not A Word", "reason must be a short lowercase word"),
+        ("ready_since", "2026-01-02", "ready_since must be an RFC 3339 time"),
+    ],
+)
+def test_container_report_checks_what_it_was_not_told_was_checked(
+    field: str, value: str, message: str
+) -> None:
+    c = container()
+    setattr(c, field, value)
+    with pytest.raises(InvalidArgument, match=message):
+        container_report(c)
+    assert getattr(container_report(c, checked=True), field) == value  # (a writer's check)
+
+
 def test_a_status_message_is_stored_without_terminal_escapes() -> None:
     """Operators read it in `fleet ps` and `fleet describe`: a host's escape sequences
     (a window title, colours) are dropped; markup-like text is only text."""
