@@ -6,7 +6,7 @@ Handlers end a failed call with ``refuse``, never ``context.abort``."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -63,6 +63,17 @@ def _decoder(message_class: Any) -> Callable[[bytes], object]:
     return decode
 
 
+def _encoder(message_class: Any) -> Callable[[object], bytes]:
+    """``message_class``'s serializer, which sends a message already serialized as it is
+    (``outbox.Outgoing``)."""
+    serialize = message_class.SerializeToString
+
+    def encode(message: object) -> bytes:
+        return message if type(message) is bytes else cast(bytes, serialize(message))
+
+    return encode
+
+
 _KINDS = {
     (False, False): grpc.unary_unary_rpc_method_handler,
     (False, True): grpc.unary_stream_rpc_method_handler,
@@ -82,6 +93,6 @@ def service_handler(service_name: str, servicer: object) -> grpc.GenericRpcHandl
         handlers[method.name] = make(
             getattr(servicer, method.name),
             request_deserializer=_decoder(request_class),
-            response_serializer=response_class.SerializeToString,
+            response_serializer=_encoder(response_class),
         )
     return grpc.method_handlers_generic_handler(service.full_name, handlers)

@@ -122,11 +122,10 @@ class DesiredPush:
                 del self._wakers[host_id]
                 self._sessions_changed += 1
 
-    def _message(
-        self, host_id: str, inputs: object, sent: str
-    ) -> tuple[object, pb.ServerMessage | None, str]:
-        """The host's desired set if it changed since ``sent`` (its fingerprint), with
-        what it was made of. A plain function, so that the state it reads is not held
+    def _message(self, host_id: str, inputs: object, sent: str) -> tuple[object, bytes | None, str]:
+        """The host's desired set if it changed since ``sent`` (its fingerprint),
+        serialized (it may wait in the outbox a while: ``outbox.Outgoing``), with what it
+        was made of. A plain function, so that the state it reads is not held
         by the session while it waits: a thousand sessions each holding the snapshot
         of its last push kept a thousand copies of the tables alive (2 GiB at 100,000
         replicas)."""
@@ -149,7 +148,7 @@ class DesiredPush:
         build_containers(placed, into=desired.containers)
         if command is not None:
             desired.command.id, desired.command.command = command.id, command.command
-        return now_inputs, pb.ServerMessage(desired=desired), print_
+        return now_inputs, pb.ServerMessage(desired=desired).SerializeToString(), print_
 
     async def _dispatch(self) -> None:
         """On every batch of changes, wake the sessions whose inputs changed."""

@@ -34,12 +34,10 @@ def one_replica_state() -> ClusterState:
     return state
 
 
-async def received(
-    outbox: asyncio.Queue[pb.ServerMessage], sets: list[tuple[float, set[int]]]
-) -> None:
+async def received(outbox: asyncio.Queue[bytes], sets: list[tuple[float, set[int]]]) -> None:
     """Take every set the host is sent, as its agent's stream does."""
     while True:
-        message = await outbox.get()
+        message = pb.ServerMessage.FromString(await outbox.get())  # (put serialized)
         sets.append((time.monotonic(), {c.slot for c in message.desired.containers}))
         outbox.task_done()
 
@@ -51,7 +49,7 @@ async def test_changes_that_keep_coming_go_together_after_the_gap(
     state = one_replica_state()
     informer = StubInformer(state)
     push = DesiredPush(cast(Informer, informer), None)
-    outbox: asyncio.Queue[pb.ServerMessage] = asyncio.Queue(maxsize=1)
+    outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
     sets: list[tuple[float, set[int]]] = []
     session = asyncio.create_task(push.run("h1", outbox))
     reader = asyncio.create_task(received(outbox, sets))
@@ -96,7 +94,7 @@ async def test_a_change_reaching_many_hosts_takes_the_wide_gap(
     sets: dict[str, list[tuple[float, set[int]]]] = {"h1": [], "h2": []}
     tasks = []
     for host in sets:
-        outbox: asyncio.Queue[pb.ServerMessage] = asyncio.Queue(maxsize=1)
+        outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
         tasks += [
             asyncio.create_task(push.run(host, outbox)),
             asyncio.create_task(received(outbox, sets[host])),
@@ -151,7 +149,7 @@ async def test_sets_woken_together_are_built_one_per_turn_of_the_loop() -> None:
         return building(host_id, inputs, sent)
 
     push._message = counted  # type: ignore[method-assign,assignment]
-    outboxes = {h: asyncio.Queue[pb.ServerMessage](maxsize=1) for h in hosts}
+    outboxes = {h: asyncio.Queue[bytes](maxsize=1) for h in hosts}
     sessions = [asyncio.create_task(push.run(h, outboxes[h])) for h in hosts]
     try:
         await asyncio.sleep(0)  # every session has started and waits to build
@@ -170,11 +168,11 @@ async def test_sets_woken_together_are_built_one_per_turn_of_the_loop() -> None:
 async def first_set(push: DesiredPush, held: str, within: float) -> pb.DesiredSet | None:
     """The set a session registering with ``held`` is sent within ``within`` seconds, or
     None."""
-    outbox: asyncio.Queue[pb.ServerMessage] = asyncio.Queue(maxsize=1)
+    outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
     session = asyncio.create_task(push.run("h1", outbox, held))
     try:
         async with asyncio.timeout(within):
-            return (await outbox.get()).desired
+            return pb.ServerMessage.FromString(await outbox.get()).desired
     except TimeoutError:
         return None
     finally:
