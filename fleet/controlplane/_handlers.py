@@ -63,15 +63,9 @@ def _decoder(message_class: Any) -> Callable[[bytes], object]:
     return decode
 
 
-def _encoder(message_class: Any) -> Callable[[object], bytes]:
-    """``message_class``'s serializer, which sends a message already serialized as it is
-    (``outbox.Outgoing``)."""
-    serialize = message_class.SerializeToString
-
-    def encode(message: object) -> bytes:
-        return message if type(message) is bytes else cast(bytes, serialize(message))
-
-    return encode
+def _encode(message: Any) -> bytes:
+    """A response serialized; one already serialized as it is (``outbox.Outgoing``)."""
+    return message if type(message) is bytes else cast(bytes, message.SerializeToString())
 
 
 _KINDS = {
@@ -88,11 +82,10 @@ def service_handler(service_name: str, servicer: object) -> grpc.GenericRpcHandl
     handlers = {}
     for method in service.methods:
         request_class = getattr(pb, method.input_type.name)
-        response_class = getattr(pb, method.output_type.name)
         make = _KINDS[(method.client_streaming, method.server_streaming)]
         handlers[method.name] = make(
             getattr(servicer, method.name),
             request_deserializer=_decoder(request_class),
-            response_serializer=_encoder(response_class),
+            response_serializer=_encode,
         )
     return grpc.method_handlers_generic_handler(service.full_name, handlers)

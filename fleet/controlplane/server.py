@@ -110,7 +110,7 @@ _MAIN_PORT_OPTIONS = [
     # gRPC reads a connection into 8 KiB blocks, or 64 KiB ones once a read has filled
     # most of its target (a heartbeat of 100 containers, a few messages queued in a
     # ramp); the target shrinks by 1% a read, so an agent's connection kept a 64 KiB
-    # block for the ten minutes after (an idle connection holds its last block). Capped,
+    # block for up to ten minutes after (an idle connection holds its last block). Capped,
     # every connection reads into 8 KiB blocks: a large apply is read in more reads.
     ("grpc.experimental.tcp_max_read_buffer_size", 8192),
 ]

@@ -69,9 +69,10 @@ class SlottedRecord:
     def model_construct(cls, **values: Any) -> Self:
         """A record of ``values`` that are already of their fields' types, made without
         validation (as pydantic's ``model_construct``), its shared fields shared: for
-        values read off a protobuf message, whose types protobuf guarantees. A container's
-        report made from an agent's message took 21 us validated, 5.6 this way, and a
-        1,000-host apply makes 300,000 of them. A missing or unknown field is an error."""
+        values read off a protobuf message, whose types protobuf guarantees. Working out
+        an agent's report of 100 changed containers took 2.50 ms with each record
+        validated, 2.05 this way, and a 1,000-host apply makes 300,000 such records. A
+        missing or unknown field is an error."""
         plan = _PLANS.get(cls)
         if plan is None:
             plan = _PLANS[cls] = _plan(cls)
@@ -111,7 +112,8 @@ SLOTTED = ConfigDict(extra="forbid")
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Plan:
     """How ``model_construct`` fills a record: each field's name, whether it is shared,
-    and its default (shared as a decoded record's would be; MISSING if it has none)."""
+    and its default (MISSING if it has none), made once for every record (as a decoded
+    record's empty list is: nothing changes a record's values in place)."""
 
     names: frozenset[str]
     fields: tuple[tuple[str, bool, object], ...]

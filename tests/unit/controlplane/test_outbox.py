@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from fleet.controlplane._handlers import _encode
 from fleet.controlplane.outbox import SessionOutbox, Wakeup
 from fleet.proto import fleet_pb2 as pb
 
@@ -83,3 +84,13 @@ async def test_a_wakeup_wakes_its_waiter_and_stays_set_until_cleared() -> None:
     waiter.cancel()
     wake.set()  # the cancelled waiter's future is not set again
     assert wake.is_set()
+
+
+def test_what_the_outbox_holds_serialized_is_sent_as_it_is() -> None:
+    """A desired set waits serialized (``Outgoing``); the stream's serializer sends those
+    bytes untouched and serializes a message."""
+    message = pb.ServerMessage(desired=pb.DesiredSet(version=7, fingerprint="f"))
+    data = message.SerializeToString()
+    assert _encode(data) is data
+    assert _encode(message) == data
+    assert pb.ServerMessage.FromString(_encode(data)).desired.version == 7
