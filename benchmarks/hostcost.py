@@ -37,7 +37,7 @@ import grpc.aio
 from _harness import describe, git_state, machine, quietly
 
 from fleet.client import FleetClient
-from fleet.controlplane.server import MAIN_PORT_SERVER_OPTIONS
+from fleet.controlplane.portoptions import MAIN_PORT_SERVER_OPTIONS
 from fleet.errors import FleetError
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
