@@ -176,7 +176,7 @@ class Transport:
         credentials = grpc.ssl_server_credentials([(key, chain)], require_client_auth=False)
         return _bind(address, lambda: server.add_secure_port(address, credentials))
 
-    def add_port(self, server: grpc.aio.Server, address: str) -> int:
+    def add_port(self, server: grpc.Server | grpc.aio.Server, address: str) -> int:
         credentials = self.server_credentials()
         if credentials is None:
             log.warning(

@@ -5,7 +5,7 @@ Handlers end a failed call with ``refuse``, never ``context.abort``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, cast
 
 import grpc
@@ -76,15 +76,27 @@ _KINDS = {
 }
 
 
-def service_handler(service_name: str, servicer: object) -> grpc.GenericRpcHandler:
-    """Every method of ``service_name`` (as in fleet.proto) bound to ``servicer``."""
+def service_handler(
+    service_name: str,
+    servicer: object,
+    *,
+    only: Collection[str] | None = None,
+    through: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
+) -> grpc.GenericRpcHandler:
+    """Every method of ``service_name`` (as in fleet.proto) bound to ``servicer``; or
+    only the methods named in ``only`` (the others answer nothing: gRPC's
+    UNIMPLEMENTED, or the next handler's). ``through`` wraps each bound method (the read
+    port runs the async methods from a sync server's threads)."""
     service = pb.DESCRIPTOR.services_by_name[service_name]
     handlers = {}
     for method in service.methods:
+        if only is not None and method.name not in only:
+            continue
         request_class = getattr(pb, method.input_type.name)
         make = _KINDS[(method.client_streaming, method.server_streaming)]
+        bound = getattr(servicer, method.name)
         handlers[method.name] = make(
-            getattr(servicer, method.name),
+            through(bound) if through is not None else bound,
             request_deserializer=_decoder(request_class),
             response_serializer=_encode,
         )

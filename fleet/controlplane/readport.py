@@ -10,13 +10,24 @@ milliseconds of work answered in 2 to 4 seconds at p99, almost all of it spent w
 to be read. On a loop that does nothing else a call waits only for the interpreter's
 lock, which a busy thread hands over every 5 ms (``sys.getswitchinterval``).
 
+Why gRPC's sync server, not a second grpc.aio one: grpc.aio has one completion queue a
+process, and every event loop that serves a grpc.aio server watches its wake-up socket;
+whichever loop reads it first takes every completion and hands the other loops theirs,
+one ``call_soon_threadsafe`` each (``PollerCompletionQueue._handle_events`` in grpcio).
+An idle port's loop read it first nearly every time: during a 100,000-replica apply its
+thread spent 8% of the control plane's cpu waking for the main port's completions and
+handing them over, each wake taking the interpreter's lock from the busy loop. The sync
+server has a completion queue of its own; its threads take a read's request and hand
+the call to the port's loop (``_on_loop``), which runs no grpc.aio at all.
+
 What it reads: the informer's snapshots, which never change once taken
 (``fleet.store.live``), handed over by the control plane's loop as its state changes
 (``publish``; at most every ``PUBLISH_EVERY`` seconds). So an answer here may be that
 much, plus a turn of the busy loop, older than the main port's; a client that must read
 its own write reads it from the main port, as the CLI's write commands do. The read
 methods' handlers are the API's own (``FleetService``), on an instance of their own
-with memos of their own, so no memo is shared between two threads.
+with memos of their own, all run by the port's loop, so no memo is shared between two
+threads.
 
 The memos (each app's counts, each host's sums, the endpoints) are brought up to a new
 state by redoing what changed since they last saw one: a call every few seconds during
@@ -40,12 +51,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import grpc
-import grpc.aio
 
-from fleet.controlplane._handlers import service_handler
+from fleet.controlplane._handlers import refuse, service_handler
 from fleet.controlplane.api import FleetService
-from fleet.errors import FailedPrecondition
-from fleet.proto import fleet_pb2 as pb
 from fleet.store import ClusterState, Informer
 from fleet.transport import Transport
 
@@ -69,7 +77,7 @@ PUBLISH_EVERY = 0.05  # seconds: the most often a new state is handed to the rea
 WARM_EVERY = 0.5  # seconds: the most often the memos are brought up to a new state
 WARM_WHILE = 60.0  # seconds after a read that they are
 _HOSTS_A_TURN = 50  # hosts whose sums are brought up between two turns of the loop
-_START_TIMEOUT = 10.0
+_CALLS_AT_ONCE = 8  # gRPC threads taking calls; their work is the port's loop's, one at a time
 
 
 class PublishedState:
@@ -114,22 +122,23 @@ def read_service(
 
 
 class _ReadOnly(grpc.GenericRpcHandler):  # type: ignore[misc]
-    """``READ_METHODS`` of ``servicer``; any other method of the API answers
-    UNIMPLEMENTED with where to send it."""
+    """``READ_METHODS`` of ``servicer``, each call run by ``through``; any other method
+    of the API answers UNIMPLEMENTED with where to send it."""
 
-    def __init__(self, servicer: FleetService) -> None:
-        self._reads = service_handler("FleetService", servicer)
-        self._prefix = f"/{pb.DESCRIPTOR.services_by_name['FleetService'].full_name}/"
+    def __init__(
+        self,
+        servicer: FleetService,
+        through: Callable[[Callable[..., Any]], Callable[..., Any]],
+    ) -> None:
+        self._reads = service_handler("FleetService", servicer, only=READ_METHODS, through=through)
+        self._elsewhere = grpc.unary_unary_rpc_method_handler(_elsewhere)
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
-        method = str(handler_call_details.method)
-        if method.startswith(self._prefix) and method[len(self._prefix) :] in READ_METHODS:
-            return self._reads.service(handler_call_details)
-        return grpc.unary_unary_rpc_method_handler(_elsewhere)
+        return self._reads.service(handler_call_details) or self._elsewhere
 
 
-async def _elsewhere(request: bytes, context: grpc.aio.ServicerContext) -> None:
-    await context.abort(
+def _elsewhere(request: bytes, context: grpc.ServicerContext) -> None:
+    context.abort(
         grpc.StatusCode.UNIMPLEMENTED,
         "this is the control plane's read port: it answers get, ps, endpoints and rollout "
         "status; send everything else to its main port (--server)",
@@ -137,8 +146,9 @@ async def _elsewhere(request: bytes, context: grpc.aio.ServicerContext) -> None:
 
 
 class ReadPort:
-    """``start(listen)`` serves the read methods in a thread of their own; ``publish``
-    (from the control plane's loop) hands it each new state; ``stop``."""
+    """``start(listen)`` serves the read methods: gRPC's sync server takes the calls,
+    the port's thread and loop run them; ``publish`` (from the control plane's loop)
+    hands it each new state; ``stop``."""
 
     def __init__(
         self,
@@ -150,13 +160,14 @@ class ReadPort:
         self.published = PublishedState(state)
         self._servicer = read_service(api, self.published, self._read)
         self._last_read = -math.inf  # monotonic
-        self._published: asyncio.Event | None = None  # the port's loop's
         self._transport = transport
         self._options = list(options)  # the main port's (message sizes, keepalives)
-        self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._grace = 1.0
+        self._thread: threading.Thread | None = None
+        self._published = asyncio.Event()  # set and waited on in the port's loop only
+        self._warming: concurrent.futures.Future[None] | None = None  # holds its task
+        self._server: grpc.Server | None = None
+        self._calls: concurrent.futures.ThreadPoolExecutor | None = None  # the server's threads
         self.port = 0
 
     def publish(self, state: ClusterState) -> None:
@@ -164,69 +175,66 @@ class ReadPort:
 
     def start(self, listen: str) -> int:
         """Bind ``listen`` and serve; the port bound. FailedPrecondition when it cannot."""
-        # Python's switch interval (5 ms) is left alone. At 1 ms the port's loop got the
+        # Python's switch interval (5 ms) is left alone. At 1 ms the port got the
         # interpreter's lock sooner at each turn (reads' p50 5-26 ms instead of 14-54;
-        # their p99 did not move), but this loop also takes gRPC's completions for the
-        # whole process (its one completion queue wakes whichever bound loop reads
-        # first) and hands the main loop's over: at 5,000 hosts that hand-over at 1 ms
-        # cost the control plane 19 s of cpu and the apply 22 s (83.5 s to all running
-        # against 61.9 s, the port unread).
-        started: concurrent.futures.Future[int] = concurrent.futures.Future()
+        # their p99 did not move), and the control plane's loop gave it up four times as
+        # often: at 5,000 hosts that cost 19 s of cpu and the apply 22 s.
+        loop = self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
-            target=self._run, args=(listen, started), name="fleet-read-port", daemon=True
+            target=loop.run_forever, name="fleet-read-port", daemon=True
         )
         self._thread.start()
+        self._warming = asyncio.run_coroutine_threadsafe(self._keep_warm(), loop)
+        self.published.on_publish = self._on_publish
+        self._calls = concurrent.futures.ThreadPoolExecutor(_CALLS_AT_ONCE, "fleet-read-call")
+        server = grpc.server(
+            self._calls,
+            handlers=(_ReadOnly(self._servicer, self._on_loop),),
+            options=self._options,
+        )
         try:
-            self.port = started.result(_START_TIMEOUT)
-        except concurrent.futures.TimeoutError:
-            raise FailedPrecondition(
-                f"the read port on {listen} did not start within {_START_TIMEOUT:g}s"
-            ) from None
+            self.port = self._transport.add_port(server, listen)
+            server.start()
+        except BaseException:
+            self.stop()
+            raise
+        self._server = server
         return self.port
 
-    def _run(self, listen: str, started: concurrent.futures.Future[int]) -> None:
-        try:
-            asyncio.run(self._serve(listen, started))
-        except BaseException as error:  # a failure to start is the starter's to raise
-            if not started.done():
-                started.set_exception(error)
-            else:
-                log.exception("the read port stopped")
+    def _on_loop(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        """``method`` (an API coroutine) as a sync handler: run on the port's loop, the
+        gRPC thread waiting for its answer."""
 
-    async def _serve(self, listen: str, started: concurrent.futures.Future[int]) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
-        self._published = asyncio.Event()
-        self.published.on_publish = self._on_publish
-        server = grpc.aio.server(options=self._options)
-        server.add_generic_rpc_handlers((_ReadOnly(self._servicer),))
-        port = self._transport.add_port(server, listen)
-        await server.start()
-        started.set_result(port)
-        warming = asyncio.create_task(self._keep_warm())
-        try:
-            await self._stopping.wait()
-        finally:
-            warming.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await warming
-            await server.stop(self._grace)
+        def call(request: object, context: grpc.ServicerContext) -> object:
+            assert self._loop is not None
+            running = asyncio.run_coroutine_threadsafe(method(request, context), self._loop)
+            try:
+                response = running.result(context.time_remaining())
+            except concurrent.futures.TimeoutError:  # the caller's deadline passed
+                running.cancel()
+                response = None
+                refuse(context, grpc.StatusCode.DEADLINE_EXCEEDED, "the read took too long")
+            if response is None:
+                # Refused (``_handlers.refuse``): the status is set; a sync handler that
+                # returns nothing must say so by aborting (its trailers are kept).
+                context.abort(context.code(), context.details())
+            return response
+
+        return call
 
     def _read(self) -> None:
         self._last_read = time.monotonic()
 
     def _on_publish(self) -> None:
-        loop, published = self._loop, self._published
-        if loop is not None and published is not None:
+        if (loop := self._loop) is not None:
             with contextlib.suppress(RuntimeError):  # its loop already closed
-                loop.call_soon_threadsafe(published.set)
+                loop.call_soon_threadsafe(self._published.set)
 
     async def _keep_warm(self) -> None:
         """While someone reads, bring the memos up to each published state (at most
         every WARM_EVERY seconds), as `get apps`, `get hosts` and `endpoints` would:
         an app or ``_HOSTS_A_TURN`` hosts at a time, the calls served in between (warming
         whole answers at once held the port's loop up to half a second)."""
-        assert self._published is not None
         service = self._servicer
         while True:
             await self._published.wait()
@@ -249,15 +257,34 @@ class ReadPort:
 
     def stop(self, grace: float = 1.0) -> None:
         """Stop serving (calls in progress get ``grace`` seconds) and end the thread."""
-        thread, loop, stopping = self._thread, self._loop, self._stopping
-        if thread is None:
+        if self._server is not None:
+            self._server.stop(grace).wait(grace + 5)
+            self._server = None
+        self._stop_loop(grace)
+        if self._calls is not None:
+            self._calls.shutdown(wait=False, cancel_futures=True)
+            self._calls = None
+
+    def _stop_loop(self, grace: float) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
             return
-        self._grace = grace
-        if loop is not None and stopping is not None:
-            with contextlib.suppress(RuntimeError):  # its loop already closed
-                loop.call_soon_threadsafe(stopping.set)
+        self.published.on_publish = None
+        with contextlib.suppress(concurrent.futures.TimeoutError):
+            asyncio.run_coroutine_threadsafe(_cancel_tasks(), loop).result(grace + 5)
+        loop.call_soon_threadsafe(loop.stop)
         thread.join(grace + 5)
-        self._thread = None
+        if not thread.is_alive():
+            loop.close()
+        self._loop = self._thread = self._warming = None
+
+
+async def _cancel_tasks() -> None:
+    """Cancel the calling loop's other tasks (the warming, any call) and wait for them."""
+    tasks = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def keep_published(port: ReadPort, informer: Informer, every: float = PUBLISH_EVERY) -> None:
