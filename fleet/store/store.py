@@ -86,6 +86,11 @@ class Store:
         self.keys = layout or KeyLayout()
         # Keys per chunk of a large write: TXN_KEYS unless etcd takes fewer at once.
         self.txn_keys = min(TXN_KEYS, etcd.max_txn_ops - _TXN_EXTRA)
+        # Keys per transaction of agents' reports: as many as etcd takes, for they carry
+        # no fence and one guard per host, fewer than their keys. A host's report of 100
+        # containers and its status record is one transaction, not two (a 100,000-replica
+        # ramp at 1,000 hosts wrote about half as many).
+        self.report_keys = etcd.max_txn_ops
         # The leader's fence (see fleet.store.election): guards every write of this
         # store, so a deposed leader's controllers cannot write at all.
         self.fence = fence
@@ -579,7 +584,7 @@ class Store:
 
     async def report_many(self, reports: Sequence[HostReport]) -> list[FleetError | None]:
         """Agents' reports, each guarded on its host's session and bound to the lease
-        of the replica serving it, in transactions many hosts share, up to ``txn_keys``
+        of the replica serving it, in transactions many hosts share, up to ``report_keys``
         keys each (a host's keys stay together and in order). A shared transaction
         fails as a whole (one host's session just ended), so then each of its hosts is
         written alone and no host fails another's report. Returns each report's error,
@@ -587,7 +592,7 @@ class Store:
         ops = [self._report_ops(report) for report in reports]
         errors: list[FleetError | None] = [None] * len(reports)
         groups: list[list[int]] = []  # indexes of reports that share a transaction
-        most = self.txn_keys
+        most = self.report_keys
         size = most
         for index, host_ops in enumerate(ops):
             if size + len(host_ops) > most:

@@ -13,7 +13,6 @@ from fleet.controlplane.reports import ReportWriter
 from fleet.proto import fleet_pb2 as pb
 from fleet.store import Etcd, HostReport, KeyLayout, Store
 from fleet.store.records import ContainerReport, LiveRecord, ResourceAmounts, StatusRecord
-from fleet.store.store import TXN_KEYS
 from fleet.testing import EtcdServer
 from tests.helpers import b64, etcd_post, etcd_prefix, eventually, prefix_end
 
@@ -83,14 +82,16 @@ def test_reports_of_many_hosts_share_transactions_and_go_with_their_session(
                 if host != "big"
             ]
             # One host's report alone is larger than a transaction: it goes on its own.
-            big = HostReport("big", sessions["big"], lease, status("big"), reports(TXN_KEYS + 30))
+            most = store.report_keys  # etcd's --max-txn-ops: 128
+            big = HostReport("big", sessions["big"], lease, status("big"), reports(most + 30))
             before = await etcd.revision()
             assert await store.report_many([*batch, big]) == [None] * 31
             counts = stored_hosts(etcd_server, prefix)
-            assert counts == {**{f"h{i}": 7 for i in range(30)}, "big": TXN_KEYS + 30}
-            # 30 reports of 8 keys in transactions of at most 100 keys: 3 of them, and
-            # the big one in two; each transaction is one etcd revision.
-            assert len(written_since(etcd_server, prefix, before)) == 3 + 2
+            assert counts == {**{f"h{i}": 7 for i in range(30)}, "big": most + 30}
+            # 30 reports of 8 keys in transactions of at most 128 keys: 2 of them (16
+            # hosts and 14), and the big one in two; each transaction is one revision.
+            assert most == 128
+            assert len(written_since(etcd_server, prefix, before)) == 2 + 2
             # The end of a session takes its host's keys, and only its host's.
             assert await store.mark_gone("h3", sessions["h3"])
             assert "h3" not in stored_hosts(etcd_server, prefix)

@@ -262,7 +262,7 @@ def test_live_state_answers_as_decode_state_of_the_same_keys(ops: list[Op]) -> N
 def test_reports_of_a_host_without_status_record() -> None:
     """The informer's state and a prefix read at the same revision disagree while a
     host's report keys exist without its status record (an agent's first report of more
-    than TXN_KEYS containers writes them in earlier transactions than the record)."""
+    than a transaction takes writes them in earlier transactions than the record)."""
     report = LAYOUT.report("h1", "web", 0, 1)
     kvs = [KeyValue(report, container("web", 0, 1).dump(), 1)]
     live = LiveState(LAYOUT)
