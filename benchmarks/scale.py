@@ -368,6 +368,7 @@ class ReadsSampler:
     every: float
     port: str = "read"
     samples: dict[str, list[float]] = field(default_factory=dict)
+    timed: list[tuple[float, str, float]] = field(default_factory=list)  # (t, name, s)
     errors: list[tuple[float, str]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -385,7 +386,9 @@ class ReadsSampler:
                     began = time.monotonic()
                     try:
                         call(client)
-                        self.samples.setdefault(name, []).append(time.monotonic() - began)
+                        took = time.monotonic() - began
+                        self.samples.setdefault(name, []).append(took)
+                        self.timed.append((round(began - self.origin, 2), name, took))
                     except Exception as error:  # a sample that failed is a figure too
                         self.errors.append((began - self.origin, f"{name}: {error!r}"[:200]))
                     if self._stop.wait(max(0.0, self.every - (time.monotonic() - began))):
@@ -398,6 +401,10 @@ class ReadsSampler:
         found["port"] = self.port
         found["errors"] = len(self.errors)
         found["error_examples"] = [e for _, e in self.errors[:3]]
+        # When the slowest calls began (seconds after the apply): an outlier is one
+        # call of ~15 a kind, and its time says what the control plane was doing.
+        slowest = sorted(self.timed, key=lambda t: -t[2])[:5]
+        found["slowest"] = [[t, name, round(s, 4)] for t, name, s in slowest]
         return found
 
     def stop(self) -> None:
