@@ -148,7 +148,7 @@ class ControlPlane:
         self.keeper = LeaseKeeper(config.etcd, tls=config.etcd_tls)
         box = self._key.box if self._key is not None else None
         self.store = Store(self.etcd, KeyLayout(config.prefix))
-        self.informer = Informer(self.etcd, self.store.keys)
+        self.informer = Informer(self.etcd, self.store.keys, written=self.store.written)
         self.events = EventLog(self.etcd, self.store.keys)
         self.metrics = Metrics(self.informer.state, lambda: self.agents.streams)
         self.election = Election(

@@ -20,6 +20,7 @@ from fleet.store._etcd import LIST_PAGE, Etcd, WatchCompacted, prefix_end
 from fleet.store.keys import KeyLayout
 from fleet.store.live import LiveState
 from fleet.store.state import ClusterState
+from fleet.store.written import Written
 
 __all__ = ["Informer", "Subscription"]
 
@@ -44,9 +45,16 @@ class Subscription:
 
 class Informer:
     def __init__(
-        self, etcd: Etcd, layout: KeyLayout, *, retry_max: float = 2.0, list_page: int = LIST_PAGE
+        self,
+        etcd: Etcd,
+        layout: KeyLayout,
+        *,
+        retry_max: float = 2.0,
+        list_page: int = LIST_PAGE,
+        written: Written | None = None,
     ) -> None:
         self._etcd = etcd
+        self._written = written  # records this process wrote (``Store.written``)
         self._list_page = list_page  # keys a page of the first list (``Etcd.get_all``)
         self._layout = layout
         self._retry_max = retry_max
@@ -136,8 +144,12 @@ class Informer:
                     self._layout.root, self._revision + 1, skip=self._skip
                 ):
                     applied = 0
+                    written = self._written
                     for n, event in enumerate(events):
-                        self._live.apply(event.key, event.value, event.mod_revision)
+                        made = None
+                        if written is not None and event.value is not None:
+                            made = written.take(event.key, event.value)
+                        self._live.apply(event.key, event.value, event.mod_revision, made)
                         self._revision = max(self._revision, event.mod_revision)
                         applied += 1
                         if (

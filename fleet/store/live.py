@@ -79,14 +79,22 @@ class LiveState:
 
     # ---------------------------------------------------------------- changes
 
-    def apply(self, key: bytes, value: bytes | None, mod_revision: int) -> None:
-        """Apply one put (``value``) or delete (None) seen at ``mod_revision``."""
+    def apply(
+        self, key: bytes, value: bytes | None, mod_revision: int, made: Any | None = None
+    ) -> None:
+        """Apply one put (``value``) or delete (None) seen at ``mod_revision``; ``made``:
+        the record ``value`` was dumped from, if this process has it (``Written``)."""
         self.revision = max(self.revision, mod_revision)
         found = locate(self._layout, key)
         if found is None:
             return
         folder, position = found
-        record = None if value is None else decode(folder, KeyValue(key, value, mod_revision))
+        if value is None:
+            record = None
+        elif made is not None:
+            record = Versioned(made, mod_revision)
+        else:
+            record = decode(folder, KeyValue(key, value, mod_revision))
         if value is not None and record is None:
             return  # unreadable (logged): the last readable record stays
         if folder is keys.REPORTS:

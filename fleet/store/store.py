@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -24,6 +24,7 @@ from fleet.store import records
 from fleet.store._etcd import Compare, Delete, DeletePrefix, Etcd, Put
 from fleet.store.keys import ALIVE, KeyLayout
 from fleet.store.state import Versioned
+from fleet.store.written import Written
 
 __all__ = ["TXN_KEYS", "Alive", "AppWrite", "HostReport", "Store"]
 
@@ -80,24 +81,30 @@ class Store:
     """fleet's state in one etcd under one prefix."""
 
     def __init__(
-        self, etcd: Etcd, layout: KeyLayout | None = None, *, fence: Compare | None = None
+        self,
+        etcd: Etcd,
+        layout: KeyLayout | None = None,
+        *,
+        fence: Compare | None = None,
+        written: Written | None = None,
     ) -> None:
         self.etcd = etcd
         self.keys = layout or KeyLayout()
         # Keys per chunk of a large write: TXN_KEYS unless etcd takes fewer at once.
         self.txn_keys = min(TXN_KEYS, etcd.max_txn_ops - _TXN_EXTRA)
         # Keys per transaction of agents' reports: as many as etcd takes, for they carry
-        # no fence and one guard per host, fewer than their keys. A host's report of 100
-        # containers and its status record is one transaction, not two (a 100,000-replica
-        # ramp at 1,000 hosts wrote about half as many).
+        # no fence and one guard per host, fewer than their keys. A report of 100
+        # containers and the host's status record is one transaction, not two.
         self.report_keys = etcd.max_txn_ops
         # The leader's fence (see fleet.store.election): guards every write of this
         # store, so a deposed leader's controllers cannot write at all.
         self.fence = fence
+        # Reports this process writes, for its informer to take as they come back.
+        self.written = written if written is not None else Written()
 
     def fenced(self, fence: Compare) -> Store:
         """This store for a leader's controllers: every write also carries ``fence``."""
-        return Store(self.etcd, self.keys, fence=fence)
+        return Store(self.etcd, self.keys, fence=fence, written=self.written)
 
     async def check_txn_limit(self) -> None:
         """Raise ``InvalidArgument`` unless etcd takes transactions as large as we were
@@ -591,6 +598,7 @@ class Store:
         None for those written. Only the session's writer writes these keys."""
         ops = [self._report_ops(report) for report in reports]
         errors: list[FleetError | None] = [None] * len(reports)
+
         groups: list[list[int]] = []  # indexes of reports that share a transaction
         most = self.report_keys
         size = most
@@ -621,8 +629,19 @@ class Store:
                         return
             await asyncio.gather(*(write_alone(index) for index in group))
 
-        await asyncio.gather(*(write_group(group) for group in groups))
+        try:
+            await asyncio.gather(*(write_group(group) for group in groups))
+        except BaseException:
+            self._let_go(op for host_ops in ops for op in host_ops)
+            raise
+        # What was not written never comes back from the watch.
+        self._let_go(op for index, e in enumerate(errors) if e is not None for op in ops[index])
         return errors
+
+    def _let_go(self, ops: Iterable[Put | Delete | DeletePrefix]) -> None:
+        for op in ops:
+            if isinstance(op, Put):
+                self.written.drop(op.key, op.value)
 
     def _report_ops(self, report: HostReport) -> list[Put | Delete | DeletePrefix]:
         ops: list[Put | Delete | DeletePrefix] = []
@@ -631,10 +650,11 @@ class Store:
             # First: containers count (in every view of the state) once their host has a
             # record, and a report of many containers takes several transactions.
             ops.append(Put(self.keys.status(host_id), report.status.dump(), lease))
-        ops.extend(
-            Put(self.keys.report(host_id, c.app, c.slot, c.revision), c.dump(), lease)
-            for c in report.changed
-        )
+        written = self.written
+        for c in report.changed:
+            key, value = self.keys.report(host_id, c.app, c.slot, c.revision), c.dump()
+            written.hold(key, value, c)  # for the informer, as the watch brings it back
+            ops.append(Put(key, value, lease))
         ops.extend(Delete(self.keys.report(host_id, *g)) for g in report.gone)
         return ops
 

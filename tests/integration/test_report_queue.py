@@ -6,13 +6,15 @@ from etcd."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 from fleet.controlplane.reportqueue import ReportQueue
 from fleet.controlplane.reports import ReportWriter
 from fleet.proto import fleet_pb2 as pb
-from fleet.store import Etcd, HostReport, KeyLayout, Store
+from fleet.store import Etcd, HostReport, Informer, KeyLayout, Store
 from fleet.store.records import ContainerReport, LiveRecord, ResourceAmounts, StatusRecord
+from fleet.store.state import decode_state
 from fleet.testing import EtcdServer
 from tests.helpers import b64, etcd_post, etcd_prefix, eventually, prefix_end
 
@@ -130,6 +132,48 @@ def test_a_host_whose_session_is_over_fails_only_its_own_report(
             assert f"{prefix}alive/h2" in etcd_prefix(etcd_server, f"{prefix}alive/")
             assert await store.mark_gone("h2", new["h2"])
             await etcd.revoke(lease)
+
+    asyncio.run(scenario())
+
+
+def test_the_informer_takes_the_reports_this_process_wrote(etcd_server: EtcdServer) -> None:
+    """The reports written come back through the watch as the records that were
+    written (not decoded again), equal to what a prefix read decodes; a report whose
+    write failed is not held."""
+    prefix = "/t-report-written/"
+
+    async def scenario() -> None:
+        async with Etcd([etcd_server.endpoint]) as etcd:
+            store = Store(etcd, KeyLayout(prefix))
+            informer = Informer(etcd, store.keys, written=store.written)
+            following = asyncio.create_task(informer.run())
+            try:
+                await informer.wait_synced()
+                lease = await etcd.grant(60)
+                old = await connect(store, lease, "h0", "h1")
+                new = await connect(store, lease, "h1")  # h1's old session is over
+                sent = {h: reports(3, app="web") for h in ("h0", "h1")}
+                errors = await store.report_many(
+                    [HostReport(h, old[h], lease, status(h), sent[h]) for h in sent]
+                )
+                assert [e is None for e in errors] == [True, False]
+                await informer.wait_for_revision(await etcd.revision())
+                state = informer.state()
+                got = dict(state.reports_of("web"))
+                assert sorted(got) == [(slot, 1, "h0") for slot in range(3)]
+                for c in sent["h0"]:
+                    assert got[(c.slot, 1, "h0")] is c
+                assert len(store.written) == 0
+                # What a reader of etcd decodes is the same.
+                kvs, revision = await etcd.get_prefix(prefix.encode())
+                listed = decode_state(store.keys, kvs, revision)
+                assert dict(listed.reports_of("web")) == got
+                assert new["h1"] > old["h1"]
+                await etcd.revoke(lease)
+            finally:
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await following
 
     asyncio.run(scenario())
 

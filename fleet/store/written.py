@@ -1,0 +1,55 @@
+"""Records this process wrote, held until its watch shows them, so that the informer
+takes the record it already has instead of decoding and validating the bytes it was
+dumped into.
+
+An agent's report is checked as its heartbeat comes, made into a record, dumped and
+written; the watch then brings the same bytes back, and decoding them again was a
+fifth of the informer's work in a 100,000-replica ramp (300,000 container reports).
+A record is taken only for exactly the bytes it was dumped into, so the informer's
+state is what decoding them would give (``SlottedRecord.model_construct`` is held
+equal to the decoded record by a property test). The watch stays the one way the
+state changes; a record not taken in time is only decoded as before.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Written"]
+
+# At most this many records held: past it, the oldest are let go (a record whose write
+# failed and whose key is never written again would otherwise stay for good).
+_MOST = 50_000
+
+
+class Written:
+    """``hold`` each record with its key and bytes as it is sent; ``take`` it as the
+    watch shows that key with those bytes; ``drop`` it if its write failed."""
+
+    def __init__(self, most: int = _MOST) -> None:
+        self._held: dict[bytes, tuple[bytes, Any]] = {}  # key -> (value, record)
+        self._most = most
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def hold(self, key: bytes, value: bytes, record: Any) -> None:
+        held = self._held
+        held.pop(key, None)  # the newest write of a key goes last
+        held[key] = (value, record)
+        if len(held) > self._most:
+            del held[next(iter(held))]
+
+    def take(self, key: bytes, value: bytes) -> Any | None:
+        """The record written as ``value`` at ``key``, once; None if none is held (an
+        older write of the key seen first keeps the newer one held)."""
+        held = self._held.get(key)
+        if held is None or held[0] != value:
+            return None
+        del self._held[key]
+        return held[1]
+
+    def drop(self, key: bytes, value: bytes) -> None:
+        held = self._held.get(key)
+        if held is not None and held[0] == value:
+            del self._held[key]

@@ -1,0 +1,57 @@
+"""``Written``: a record is taken once, only for the bytes it was dumped into; a newer
+write of a key replaces an older one; a failed write is dropped; it holds at most
+``most`` records, letting the oldest go."""
+
+from __future__ import annotations
+
+from fleet.store.written import Written
+
+
+def test_a_record_is_taken_once_for_its_own_bytes() -> None:
+    written = Written()
+    record = object()
+    written.hold(b"k", b"v1", record)
+    assert written.take(b"k", b"other") is None  # other bytes: decoded, it stays held
+    assert written.take(b"other-key", b"v1") is None
+    assert written.take(b"k", b"v1") is record
+    assert written.take(b"k", b"v1") is None  # once
+    assert len(written) == 0
+
+
+def test_a_newer_write_of_a_key_replaces_the_older_and_outlives_its_event() -> None:
+    written = Written()
+    older, newer = object(), object()
+    written.hold(b"k", b"v1", older)
+    written.hold(b"k", b"v2", newer)
+    assert written.take(b"k", b"v1") is None  # the older write's event: decoded
+    assert written.take(b"k", b"v2") is newer
+
+
+def test_a_failed_write_is_dropped_but_not_a_newer_one() -> None:
+    written = Written()
+    written.hold(b"a", b"v1", object())
+    written.drop(b"a", b"v1")
+    assert len(written) == 0
+    newer = object()
+    written.hold(b"b", b"v2", newer)
+    written.drop(b"b", b"v1")  # an older write of b failed: b's newer one stays
+    assert written.take(b"b", b"v2") is newer
+
+
+def test_it_holds_at_most_most_records_letting_the_oldest_go() -> None:
+    written = Written(most=3)
+    records = [object() for _ in range(5)]
+    for n, record in enumerate(records):
+        written.hold(f"k{n}".encode(), b"v", record)
+    assert len(written) == 3
+    assert written.take(b"k0", b"v") is None
+    assert written.take(b"k1", b"v") is None
+    assert [written.take(f"k{n}".encode(), b"v") for n in (2, 3, 4)] == records[2:]
+    # A key written again goes last: it is not the next one let go.
+    written.hold(b"a", b"v", 1)
+    written.hold(b"b", b"v", 2)
+    written.hold(b"a", b"v2", 3)
+    written.hold(b"c", b"v", 4)
+    written.hold(b"d", b"v", 5)
+    assert written.take(b"b", b"v") is None
+    assert written.take(b"a", b"v2") == 3
