@@ -222,6 +222,8 @@ HISTOGRAMS = (
     "fleet_report_batch_write_seconds",
     "fleet_loop_lag_seconds",
     "fleet_gc_pause_seconds",
+    "fleet_scheduling_seconds",
+    "fleet_reconcile_seconds",
 )
 CALLS = "fleet_api_call_seconds"  # one histogram per method: found as CALLS + "/" + method
 
@@ -861,6 +863,15 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
                 "gc_pause_seconds": histogram_figures(
                     histograms_before["fleet_gc_pause_seconds"],
                     histograms_after["fleet_gc_pause_seconds"],
+                ),
+                # The controller's rounds, and its plans of one app each (n: how many).
+                "round_seconds": histogram_figures(
+                    histograms_before["fleet_reconcile_seconds"],
+                    histograms_after["fleet_reconcile_seconds"],
+                ),
+                "plan_seconds": histogram_figures(
+                    histograms_before["fleet_scheduling_seconds"],
+                    histograms_after["fleet_scheduling_seconds"],
                 ),
                 "call_seconds": {
                     name.rpartition("/")[2]: histogram_figures(
