@@ -9,11 +9,20 @@ import asyncio
 import contextlib
 import json
 
+import pytest
+
 from fleet.controlplane.reportqueue import ReportQueue
 from fleet.controlplane.reports import ReportWriter
+from fleet.errors import Conflict
 from fleet.proto import fleet_pb2 as pb
 from fleet.store import Etcd, HostReport, Informer, KeyLayout, Store
-from fleet.store.records import ContainerReport, LiveRecord, ResourceAmounts, StatusRecord
+from fleet.store.records import (
+    ContainerReport,
+    LiveRecord,
+    ReplicaRecord,
+    ResourceAmounts,
+    StatusRecord,
+)
 from fleet.store.state import decode_state
 from fleet.testing import EtcdServer
 from tests.helpers import b64, etcd_post, etcd_prefix, eventually, prefix_end
@@ -136,10 +145,10 @@ def test_a_host_whose_session_is_over_fails_only_its_own_report(
     asyncio.run(scenario())
 
 
-def test_the_informer_takes_the_reports_this_process_wrote(etcd_server: EtcdServer) -> None:
-    """The reports written come back through the watch as the records that were
-    written (not decoded again), equal to what a prefix read decodes; a report whose
-    write failed is not held."""
+def test_the_informer_takes_the_records_this_process_wrote(etcd_server: EtcdServer) -> None:
+    """The reports and replicas written come back through the watch as the records
+    that were written (not decoded again), equal to what a prefix read decodes; a
+    write that failed leaves nothing held."""
     prefix = "/t-report-written/"
 
     async def scenario() -> None:
@@ -169,6 +178,25 @@ def test_the_informer_takes_the_reports_this_process_wrote(etcd_server: EtcdServ
                 listed = decode_state(store.keys, kvs, revision)
                 assert dict(listed.reports_of("web")) == got
                 assert new["h1"] > old["h1"]
+                # The controller's replicas the same way; a commit refused (its guard
+                # failed) holds nothing.
+                reserved = ResourceAmounts(cpu=0.1, memory=1 << 20)
+                placed = [
+                    ReplicaRecord(app="web", slot=n, revision=1, host="h0", resources=reserved)
+                    for n in range(3)
+                ]
+                await store.commit_replicas(
+                    "web", app_mod_revision=0, put=[(r, 0) for r in placed], delete=[]
+                )
+                with pytest.raises(Conflict):
+                    await store.commit_replicas(
+                        "web", app_mod_revision=0, put=[(placed[0], 0)], delete=[]
+                    )
+                await informer.wait_for_revision(await etcd.revision())
+                assert [informer.state().replicas[("web", n)].value for n in range(3)] == placed
+                for n, replica in enumerate(placed):
+                    assert informer.state().replicas[("web", n)].value is replica
+                assert len(store.written) == 0
                 await etcd.revoke(lease)
             finally:
                 following.cancel()
