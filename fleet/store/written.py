@@ -32,7 +32,7 @@ class Written:
     def __init__(self, most: int = _MOST) -> None:
         # key -> (value, record), oldest first. An OrderedDict, not a dict: letting the
         # oldest go from a dict (``next(iter(d))``) walks past every entry deleted before
-        # it, and a burst of 100,000 replicas made that quadratic (an apply took 272 s).
+        # it (100,000 holds past the bound, the watch behind: 1.4 s so, 0.2 s this way).
         self._held: OrderedDict[bytes, tuple[bytes, Any]] = OrderedDict()
         self._most = most
 
