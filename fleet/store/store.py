@@ -207,67 +207,61 @@ class Store:
         replica_guards: list[Compare] = []
         replica_ops: list[Put | Delete | DeletePrefix] = []
         for record, mod in put:
-            key, value = self.keys.replica(app, record.slot), record.dump()
+            key = self.keys.replica(app, record.slot)
             replica_guards.append(Compare(key, mod))
-            replica_ops.append(Put(key, value))
-            self.written.hold(key, value, record)  # for the informer (``Written``)
+            replica_ops.append(Put(key, record.dump()))
         for slot, mod in delete:
             key = self.keys.replica(app, slot)
             replica_guards.append(Compare(key, mod))
             replica_ops.append(Delete(key))
-        held = list(replica_ops)  # (let go if the commit fails)
-        try:
-            app_guard = Compare(self.keys.app(app), app_mod_revision)
-            conflict = f"replicas of {app!r} changed meanwhile"
-            # The chunks but the last go together (etcd folds concurrent proposals into one
-            # raft entry and one fsync: one at a time, a 2,000-replica app took 20 round
-            # trips); each is guarded on its own, so any that failed fails the whole.
-            limit = asyncio.Semaphore(_CHUNKS_IN_FLIGHT)
+        app_guard = Compare(self.keys.app(app), app_mod_revision)
+        conflict = f"replicas of {app!r} changed meanwhile"
+        # The chunks but the last go together (etcd folds concurrent proposals into one
+        # raft entry and one fsync: one at a time, a 2,000-replica app took 20 round
+        # trips); each is guarded on its own, so any that failed fails the whole.
+        limit = asyncio.Semaphore(_CHUNKS_IN_FLIGHT)
 
-            size = self.txn_keys
+        size = self.txn_keys
 
-            async def chunk(start: int) -> int:
-                async with limit:
-                    end = start + size
-                    return await self._guarded(
-                        [app_guard, *replica_guards[start:end]], replica_ops[start:end], conflict
-                    )
+        async def chunk(start: int) -> int:
+            async with limit:
+                end = start + size
+                return await self._guarded(
+                    [app_guard, *replica_guards[start:end]], replica_ops[start:end], conflict
+                )
 
-            last = max(0, (len(replica_ops) - 1) // size * size)
-            results = await asyncio.gather(
-                *(chunk(start) for start in range(0, last, size)), return_exceptions=True
-            )
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
-            replica_guards, replica_ops = replica_guards[last:], replica_ops[last:]
-            guards = [app_guard, *replica_guards]
-            ops: list[Put | Delete | DeletePrefix] = list(replica_ops)
-            if app_record is not None:
-                ops.append(Put(self.keys.app(app), app_record.dump()))
-            if rollout is not None:
-                rollout_record, rollout_mod = rollout
-                guards.append(Compare(self.keys.rollout(app), rollout_mod))
-                ops.append(Put(self.keys.rollout(app), rollout_record.dump()))
-            if delete_rollout is not None:
-                guards.append(Compare(self.keys.rollout(app), delete_rollout))
-                ops.append(Delete(self.keys.rollout(app)))
-            if revision is not None:  # its rollout's outcome
-                revision_record, revision_mod = revision
-                key = self.keys.revision(app, revision_record.revision)
-                guards.append(Compare(key, revision_mod))
-                ops.append(Put(key, revision_record.dump()))
-            if job is not None:
-                job_record, job_mod = job
-                guards.append(Compare(self.keys.job(app), job_mod))
-                ops.append(Put(self.keys.job(app), job_record.dump()))
-            if delete_job is not None:
-                guards.append(Compare(self.keys.job(app), delete_job))
-                ops.append(Delete(self.keys.job(app)))
-            return await self._guarded(guards, ops, conflict)
-        except BaseException:
-            self._let_go(held)
-            raise
+        last = max(0, (len(replica_ops) - 1) // size * size)
+        results = await asyncio.gather(
+            *(chunk(start) for start in range(0, last, size)), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        replica_guards, replica_ops = replica_guards[last:], replica_ops[last:]
+        guards = [app_guard, *replica_guards]
+        ops: list[Put | Delete | DeletePrefix] = list(replica_ops)
+        if app_record is not None:
+            ops.append(Put(self.keys.app(app), app_record.dump()))
+        if rollout is not None:
+            rollout_record, rollout_mod = rollout
+            guards.append(Compare(self.keys.rollout(app), rollout_mod))
+            ops.append(Put(self.keys.rollout(app), rollout_record.dump()))
+        if delete_rollout is not None:
+            guards.append(Compare(self.keys.rollout(app), delete_rollout))
+            ops.append(Delete(self.keys.rollout(app)))
+        if revision is not None:  # its rollout's outcome
+            revision_record, revision_mod = revision
+            key = self.keys.revision(app, revision_record.revision)
+            guards.append(Compare(key, revision_mod))
+            ops.append(Put(key, revision_record.dump()))
+        if job is not None:
+            job_record, job_mod = job
+            guards.append(Compare(self.keys.job(app), job_mod))
+            ops.append(Put(self.keys.job(app), job_record.dump()))
+        if delete_job is not None:
+            guards.append(Compare(self.keys.job(app), delete_job))
+            ops.append(Delete(self.keys.job(app)))
+        return await self._guarded(guards, ops, conflict)
 
     async def write_rollout(
         self, rollout: records.RolloutRecord, *, expected_mod_revision: int

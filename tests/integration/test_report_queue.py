@@ -146,9 +146,9 @@ def test_a_host_whose_session_is_over_fails_only_its_own_report(
 
 
 def test_the_informer_takes_the_records_this_process_wrote(etcd_server: EtcdServer) -> None:
-    """The reports and replicas written come back through the watch as the records
-    that were written (not decoded again), equal to what a prefix read decodes; a
-    write that failed leaves nothing held."""
+    """The reports written come back through the watch as the records that were
+    written (not decoded again), equal to what a prefix read decodes; a write that
+    failed leaves nothing held."""
     prefix = "/t-report-written/"
 
     async def scenario() -> None:
@@ -178,8 +178,9 @@ def test_the_informer_takes_the_records_this_process_wrote(etcd_server: EtcdServ
                 listed = decode_state(store.keys, kvs, revision)
                 assert dict(listed.reports_of("web")) == got
                 assert new["h1"] > old["h1"]
-                # The controller's replicas the same way; a commit refused (its guard
-                # failed) holds nothing.
+                # The controller's replicas are decoded as the watch brings them (held
+                # too, two runs of the 1,000-host benchmark of three collapsed; not
+                # understood yet): equal, not the same objects, and nothing held.
                 reserved = ResourceAmounts(cpu=0.1, memory=1 << 20)
                 placed = [
                     ReplicaRecord(app="web", slot=n, revision=1, host="h0", resources=reserved)
@@ -193,9 +194,9 @@ def test_the_informer_takes_the_records_this_process_wrote(etcd_server: EtcdServ
                         "web", app_mod_revision=0, put=[(placed[0], 0)], delete=[]
                     )
                 await informer.wait_for_revision(await etcd.revision())
-                assert [informer.state().replicas[("web", n)].value for n in range(3)] == placed
-                for n, replica in enumerate(placed):
-                    assert informer.state().replicas[("web", n)].value is replica
+                got_replicas = [informer.state().replicas[("web", n)].value for n in range(3)]
+                assert got_replicas == placed
+                assert not any(a is b for a, b in zip(got_replicas, placed, strict=True))
                 assert len(store.written) == 0
                 await etcd.revoke(lease)
             finally:
