@@ -598,7 +598,6 @@ class Store:
         None for those written. Only the session's writer writes these keys."""
         ops = [self._report_ops(report) for report in reports]
         errors: list[FleetError | None] = [None] * len(reports)
-
         groups: list[list[int]] = []  # indexes of reports that share a transaction
         most = self.report_keys
         size = most
