@@ -11,7 +11,7 @@ bytes it was dumped into, so the informer's state is what decoding them would gi
 test). The watch stays the one way the state changes; a record not taken is decoded.
 
 Only reports are held. The controller's replica records held the same way ran the
-1,000-host benchmark into its hollow hosts' collapse in two runs of three, not
+1,000-host benchmark into its hollow hosts' collapse in two runs of four, not
 understood yet (``benchmarks/README.md``, session 30).
 """
 

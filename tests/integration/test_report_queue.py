@@ -179,7 +179,7 @@ def test_the_informer_takes_the_records_this_process_wrote(etcd_server: EtcdServ
                 assert dict(listed.reports_of("web")) == got
                 assert new["h1"] > old["h1"]
                 # The controller's replicas are decoded as the watch brings them (held
-                # too, two runs of the 1,000-host benchmark of three collapsed; not
+                # too, two runs of the 1,000-host benchmark of four collapsed; not
                 # understood yet): equal, not the same objects, and nothing held.
                 reserved = ResourceAmounts(cpu=0.1, memory=1 << 20)
                 placed = [
