@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -23,6 +23,7 @@ from fleet.policy import Policy
 from fleet.store import records
 from fleet.store._etcd import Compare, Delete, DeletePrefix, Etcd, Put
 from fleet.store.keys import ALIVE, KeyLayout
+from fleet.store.reportwrites import HostReport, write_reports
 from fleet.store.state import Versioned
 from fleet.store.written import Written
 
@@ -61,20 +62,6 @@ class Alive:
     previous: int
     reports: list[records.ContainerReport]
     kept: bool = False
-
-
-@dataclass(frozen=True)
-class HostReport:
-    """What one host's report changes (see ``Store.report_many``): the host's record
-    (None: unchanged) and the containers that ``changed`` or are ``gone`` (app, slot,
-    revision), for its ``session``, bound to ``lease``."""
-
-    host_id: str
-    session: int
-    lease: int
-    status: records.StatusRecord | None
-    changed: Sequence[records.ContainerReport] = ()
-    gone: Sequence[tuple[str, int, int]] = ()
 
 
 class Store:
@@ -590,72 +577,11 @@ class Store:
         return [Delete(self.keys.status(host_id)), DeletePrefix(self.keys.reports(host_id))]
 
     async def report_many(self, reports: Sequence[HostReport]) -> list[FleetError | None]:
-        """Agents' reports, each guarded on its host's session and bound to the lease
-        of the replica serving it, in transactions many hosts share, up to ``report_keys``
-        keys each (a host's keys stay together and in order). A shared transaction
-        fails as a whole (one host's session just ended), so then each of its hosts is
-        written alone and no host fails another's report. Returns each report's error,
-        None for those written. Only the session's writer writes these keys."""
-        ops = [self._report_ops(report) for report in reports]
-        errors: list[FleetError | None] = [None] * len(reports)
-        groups: list[list[int]] = []  # indexes of reports that share a transaction
-        most = self.report_keys
-        size = most
-        for index, host_ops in enumerate(ops):
-            if size + len(host_ops) > most:
-                groups.append([])
-                size = 0
-            groups[-1].append(index)
-            size += len(host_ops)
-
-        def guard(index: int) -> Compare:
-            return Compare(self.keys.alive(reports[index].host_id), reports[index].session)
-
-        async def write_alone(index: int) -> None:
-            try:
-                for start in range(0, len(ops[index]), most):
-                    chunk = ops[index][start : start + most]
-                    if not (await self.etcd.txn([guard(index)], chunk)).succeeded:
-                        raise Conflict(f"host {reports[index].host_id}'s session is over")
-            except FleetError as error:
-                errors[index] = error
-
-        async def write_group(group: list[int]) -> None:
-            if len(group) > 1:
-                shared = [op for index in group for op in ops[index]]
-                with contextlib.suppress(FleetError):
-                    if (await self.etcd.txn([guard(i) for i in group], shared)).succeeded:
-                        return
-            await asyncio.gather(*(write_alone(index) for index in group))
-
-        try:
-            await asyncio.gather(*(write_group(group) for group in groups))
-        except BaseException:
-            self._let_go(op for host_ops in ops for op in host_ops)
-            raise
-        # What was not written never comes back from the watch.
-        self._let_go(op for index, e in enumerate(errors) if e is not None for op in ops[index])
-        return errors
-
-    def _let_go(self, ops: Iterable[Put | Delete | DeletePrefix]) -> None:
-        for op in ops:
-            if isinstance(op, Put):
-                self.written.drop(op.key, op.value)
-
-    def _report_ops(self, report: HostReport) -> list[Put | Delete | DeletePrefix]:
-        ops: list[Put | Delete | DeletePrefix] = []
-        host_id, lease = report.host_id, report.lease
-        if report.status is not None:
-            # First: containers count (in every view of the state) once their host has a
-            # record, and a report of many containers takes several transactions.
-            ops.append(Put(self.keys.status(host_id), report.status.dump(), lease))
-        written = self.written
-        for c in report.changed:
-            key, value = self.keys.report(host_id, c.app, c.slot, c.revision), c.dump()
-            written.hold(key, value, c)  # for the informer, as the watch brings it back
-            ops.append(Put(key, value, lease))
-        ops.extend(Delete(self.keys.report(host_id, *g)) for g in report.gone)
-        return ops
+        """Agents' reports written (``fleet.store.reportwrites.write_reports``): each
+        report's error, None for those written."""
+        return await write_reports(
+            self.etcd, self.keys, self.written, reports, most=self.report_keys
+        )
 
     # ------------------------------------------------------------------
 
