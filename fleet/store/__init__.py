@@ -7,6 +7,9 @@ Where to go for what:
 - ``records``: what is stored under the keys: the pydantic records, as JSON.
 - ``store``: ``Store``, every write (a compare-and-swap transaction guarded on the mod
   revisions read, or on a host's session) and the few reads straight from etcd.
+- ``reportwrites``: agents' reports, many hosts to a transaction (``Store.report_many``).
+- ``written``: ``Written``, the reports this process wrote, which the informer takes as
+  the watch brings them back instead of decoding them again.
 - ``state``: ``ClusterState``, the decoded view of every key at one revision that
   controllers and the API read, and which record each folder holds there.
 - ``live``: ``LiveState``, that view changed key by key as the watch delivers changes.
