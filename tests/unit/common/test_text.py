@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fleet import _text
 from fleet._text import strip_control
 
 
@@ -41,3 +42,9 @@ def test_nothing_a_terminal_acts_on_is_left(text: str) -> None:
     stripped = strip_control(text)
     assert not set(stripped) & CONTROLS
     assert strip_control(stripped) == stripped
+
+
+@given(st.text() | st.text(alphabet="ab\t\n\x1b[]();\x07\\\x9b\x85 ☃"))
+def test_the_shortcut_for_printable_text_strips_what_the_searches_would(text: str) -> None:
+    searched = _text._CONTROL.sub("", _text._SEQUENCE.sub("", text))
+    assert strip_control(text) == searched
