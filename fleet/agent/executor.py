@@ -263,7 +263,8 @@ class Executor:
     async def _create(self, spec: pb.ContainerSpec) -> None:
         runtime = self.runtime
         key = replica_key(spec)
-        refused = host_violations(Privileges.of_container(spec), self.config.policy)
+        privileges = Privileges.of_container(spec)
+        refused = host_violations(privileges, self.config.policy)
         if refused:
             self.state.held.refuse(key, refused)
             return
@@ -280,7 +281,7 @@ class Executor:
         name = container_name(spec.app, spec.slot, spec.spec_hash)
         await call(runtime, runtime.remove_by_name, name, pool_id)
         container_id = await call(runtime, runtime.create, spec)
-        if Privileges.of_container(spec).bind_mounts:
+        if privileges.bind_mounts:  # (stamping the pool id changed none of them)
             # Again on what Docker recorded, right before the start mounts it.
             sources = await call(runtime, runtime.bind_sources, container_id)
             if await self._refused_mounts(container_id, key, sources):

@@ -38,7 +38,7 @@ class HostWatch:
         """Start taking the runtime's events, however it delivers them."""
         runtime = self.runtime
         if isinstance(runtime, PushedEvents):
-            runtime.push_events(lambda raw: self._on_event(loop, raw))
+            runtime.push_events(self._on_pushed_event)
         elif isinstance(runtime, FollowedEvents):
             # A daemon thread: a blocking read of Docker's event stream must never hold
             # up the process's exit.
@@ -56,12 +56,20 @@ class HostWatch:
             runtime.stop_events()
 
     def _on_event(self, loop: asyncio.AbstractEventLoop, raw: dict[str, Any]) -> None:
-        """Queue the event and wake the reconcile loop (called in the events thread, or
-        on the loop by a runtime that pushes its events)."""
+        """Queue the event and wake the reconcile loop, from the events thread."""
         event = from_docker(raw)
         if event is not None:
             loop.call_soon_threadsafe(self.state.events.put, event)
         loop.call_soon_threadsafe(self.state.wake.set)
+
+    def _on_pushed_event(self, raw: dict[str, Any]) -> None:
+        """The same, called on the loop by a runtime that pushes its events: no hop
+        through the loop's wake-up pipe (a write to it per event was a tenth of what a
+        process of 250 hollow hosts spent starting their containers)."""
+        event = from_docker(raw)
+        if event is not None:
+            self.state.events.put(event)
+        self.state.wake.set()
 
     def _follow(self, loop: asyncio.AbstractEventLoop, runtime: FollowedEvents) -> None:
         delay = 0.2

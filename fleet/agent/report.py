@@ -6,6 +6,7 @@ Pure but for the health checks' statuses, which come from the ``Prober`` as they
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
 
@@ -19,7 +20,11 @@ from fleet.proto import fleet_pb2 as pb
 __all__ = ["containers_digest", "desired_revisions", "heartbeat", "reported_revision"]
 
 
+@functools.lru_cache(maxsize=4096)
 def _iso(seconds: float | None) -> str:
+    # The same few moments (containers' starts, health checks' passes) are formatted
+    # again in every heartbeat: kept, the most recent ones (a process of 250 hollow
+    # hosts spent 2% of its cpu formatting them).
     return "" if seconds is None else iso_at(seconds)
 
 

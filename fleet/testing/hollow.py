@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import itertools
 import logging
+import os
 import re
 import signal
 import sys
@@ -110,6 +111,7 @@ class HollowRuntime:
 
     def __post_init__(self) -> None:
         self._containers: dict[str, _Container] = {}
+        self._named: dict[str, set[str]] = {}  # name -> ids (a create looks its name up)
         self._ports = itertools.count(32768)
         self._lock = threading.Lock()  # agents call in from worker threads
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -195,13 +197,14 @@ class HollowRuntime:
                 )
             )
             container = _Container(
-                id=uuid.uuid4().hex + uuid.uuid4().hex,
+                id=os.urandom(32).hex(),
                 name=container_name(spec.app, spec.slot, spec.spec_hash),
                 image=spec.image,
                 labels=labels,
                 ports=ports,
             )
             self._containers[container.id] = container
+            self._named.setdefault(container.name, set()).add(container.id)
         return container.id
 
     def bind_sources(self, container_id: str) -> tuple[str, ...]:
@@ -222,11 +225,8 @@ class HollowRuntime:
             container.running_at = time.time() + self.start_delay
             container.finished_at = None
             container.observed = None
-        if self._loop is not None:
-            # The agent hears of it when it runs, as it would from Docker's events.
-            self._loop.call_soon_threadsafe(
-                self._loop.call_later, self.start_delay, self._emit, "start", container
-            )
+        # The agent hears of it when it runs, as it would from Docker's events.
+        self._on_loop(self._later_emit, "start", container)
 
     def stop(self, container_id: str, grace: float) -> None:
         with self._lock:
@@ -239,20 +239,42 @@ class HollowRuntime:
     def stop_and_remove(self, container_id: str, grace: float) -> None:
         with self._lock:
             container = self._containers.pop(container_id, None)
+            if container is not None:
+                named = self._named[container.name]
+                named.discard(container_id)
+                if not named:
+                    del self._named[container.name]
         if container is not None:
             self._emit_soon("destroy", container)
 
     def remove_by_name(self, name: str, pool_id: str) -> None:
         with self._lock:
-            stale = [
-                c.id for c in self._containers.values() if c.name == name and c.state != "running"
-            ]
+            stale = [i for i in self._named.get(name, ()) if self._containers[i].state != "running"]
         for container_id in stale:
             self.stop_and_remove(container_id, 0)
 
     def _emit_soon(self, action: str, container: _Container) -> None:
+        self._on_loop(self._emit, action, container)
+
+    def _later_emit(self, action: str, container: _Container) -> None:
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._emit, action, container)
+            self._loop.call_later(self.start_delay, self._emit, action, container)
+
+    def _on_loop(self, callback: Callable[..., object], *args: object) -> None:
+        """Call ``callback`` on the bound loop soon: queued there directly when called
+        on it (the agents' calls are: ``blocking`` is False), through its wake-up pipe
+        from another thread (a write to it for every start was a tenth of the process)."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is loop:
+            loop.call_soon(callback, *args)
+        else:
+            loop.call_soon_threadsafe(callback, *args)
 
     def images_in_use(self) -> set[str]:
         with self._lock:
