@@ -119,6 +119,56 @@ async def test_a_change_reaching_many_hosts_takes_the_wide_gap(
         await push.close()
 
 
+async def test_the_wide_gap_ends_once_the_changes_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Changes to many hosts that keep coming go together; once they stop for
+    ``_PUSH_QUIET``, the sets go out without waiting out the rest of the wide gap (a
+    large apply's last sets waited up to 4 s after its last placement)."""
+    quiet = 0.3
+    monkeypatch.setattr(desiredpush, "_PUSH_MIN_GAP", 0.1)
+    monkeypatch.setattr(desiredpush, "_PUSH_WIDE_GAP", 30.0)
+    monkeypatch.setattr(desiredpush, "_WIDE_CHANGE", 2)
+    monkeypatch.setattr(desiredpush, "_PUSH_QUIET", quiet)
+    cluster = settled_cluster()  # web's slot 0 on h1, slot 1 on h2 (a LiveState's changes)
+    informer = LiveInformer(cluster)
+    push = DesiredPush(cast(Informer, informer), None)
+    sets: dict[str, list[tuple[float, set[int]]]] = {"h1": [], "h2": []}
+    tasks = []
+    for host in sets:
+        outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
+        tasks += [
+            asyncio.create_task(push.run(host, outbox)),
+            asyncio.create_task(received(outbox, sets[host])),
+        ]
+    try:
+        await eventually(lambda: all(len(s) == 1 for s in sets.values()))
+        await eventually(lambda: time.monotonic() - max(s[0][0] for s in sets.values()) > 0.2)
+        # Three wide changes 0.15 s apart (each a replica for both hosts), then none.
+        for first in (2, 4, 6):
+            for slot, host in ((first, "h1"), (first + 1, "h2")):
+                reserved = ResourceAmounts(cpu=0.0, memory=0)
+                replica = ReplicaRecord(
+                    app="web", slot=slot, revision=1, host=host, resources=reserved
+                )
+                cluster.put(LAYOUT.replica("web", slot), replica)
+            informer.change(informer.state())
+            last_change = time.monotonic()
+            await asyncio.sleep(0.15)
+        await eventually(lambda: all(len(s) >= 2 for s in sets.values()))
+        # The hosts' first sets had just gone: the changes waited for the wide gap, and
+        # went together once quiet, not 30 s later.
+        assert sets["h1"][-1][1] == {0, 2, 4, 6}
+        assert sets["h2"][-1][1] == {1, 3, 5, 7}
+        for s in sets.values():
+            assert len(s) <= 3, "changes that kept coming were not folded together"
+            assert s[-1][0] - last_change >= quiet - LATE_TAKE, "sent before the changes stopped"
+            assert s[-1][0] - last_change < 5, "the wide gap was waited out"
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await push.close()
+
+
 class LiveInformer(StubInformer):
     """Over a ``LiveState`` fed key by key: its snapshots say what changed."""
 
