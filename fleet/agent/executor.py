@@ -49,6 +49,13 @@ def _task_text(task: Task) -> str:
     return f"{type(task).__name__.lower()} {task.container.name}"
 
 
+def _shutdown_delay(task: Task) -> float:
+    """Seconds ``task`` waits before it stops a container (its shutdown delay), or 0."""
+    if isinstance(task, Remove) and task.container.state == "running":
+        return task.container.shutdown_delay
+    return 0.0
+
+
 def _auth(specs: Iterable[pb.ContainerSpec]) -> pb.RegistryAuth | None:
     """The credentials the control plane sent for these replicas' image (the same for
     every replica of one image's registry that may use them), or None."""
@@ -105,7 +112,18 @@ class Executor:
         for phase in planned.phases:
             if not current():
                 break
-            await asyncio.gather(*(self._bounded(t) for t in phase))
+            if self.runtime.blocking:
+                await asyncio.gather(*(self._bounded(t) for t in phase))
+                continue
+            # A runtime that does not block (the scale simulator's) does a task's calls
+            # at once: an asyncio task for each was only overhead (6% of a process of
+            # 250 hollow hosts starting their containers). Those that first wait out a
+            # shutdown delay still wait together.
+            delayed = [t for t in phase if _shutdown_delay(t)]
+            for task in phase:
+                if not _shutdown_delay(task):
+                    await self._bounded(task)
+            await asyncio.gather(*(self._bounded(t) for t in delayed))
 
     async def pull_images(self, creates: list[Create]) -> None:
         """Pull what new containers need: each image once, however many replicas want
@@ -167,13 +185,13 @@ class Executor:
             )
 
     async def _bounded(self, task: Task) -> None:
-        if isinstance(task, Remove) and task.container.state == "running":
-            delay = task.container.shutdown_delay
-            if delay:
-                # The control plane already took it out of the endpoints; let load
-                # balancers catch up before it stops serving.
-                log.info("stopping %s in %gs: %s", task.container.name, delay, task.reason)
-                await asyncio.sleep(delay)
+        delay = _shutdown_delay(task)
+        if delay:
+            assert isinstance(task, Remove)
+            # The control plane already took it out of the endpoints; let load
+            # balancers catch up before it stops serving.
+            log.info("stopping %s in %gs: %s", task.container.name, delay, task.reason)
+            await asyncio.sleep(delay)
         async with self._parallel:
             await self._execute(task)
 
