@@ -12,7 +12,6 @@ host) would cost O(hosts x changes); a round costs O(connected hosts) comparison
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import hashlib
 import math
@@ -34,13 +33,6 @@ from fleet.store import ClusterState, Informer
 
 __all__ = ["DesiredPush"]
 
-# A host's set as sent (serialized; None when it did not change), what it was made of,
-# and its fingerprint.
-_Built = tuple[object, bytes | None, str]
-# A session waiting for its set: its host, what its last set was made of, the
-# fingerprint of the last it sent, and where its ``_Built`` goes.
-_BuildRequest = tuple[str, object, str, "asyncio.Future[_Built]"]
-
 _PUSH_COALESCE = 0.05  # seconds a session waits after a change before it looks
 # A host's next set goes out no sooner than this after its last one: changes that keep
 # coming go together. A change after a quiet spell goes at once.
@@ -59,14 +51,9 @@ _PUSH_WIDE_GAP = 4.0
 _WIDE_CHANGE = 64  # hosts whose sets one look of the dispatcher found changed
 # The wide gap ends early once no host's set has changed for this long: it is there to
 # fold changes that keep coming into fewer sets, and once they stop nothing more will be
-# folded in. Waiting it out held a large apply's last sets up to 4 s after the last app
-# was placed (3.5 s in a run at 1,000 hosts).
+# folded in. Waiting it out sent a large apply's last sets 3.5-5 s after its last app
+# was placed (two runs at 1,000 hosts).
 _PUSH_QUIET = 1.0
-# Seconds of set building a turn of the event loop, at most (a set begun is finished).
-# One set a turn, as it was, let sets out only as fast as the loop turned: during a large apply
-# each turn holds one app's placement (0.1-0.2 s at 2,000 replicas), so the hosts got
-# their first sets once the last app was placed, and then all at once.
-_BUILD_TURN = 0.02
 
 
 def _is_fingerprint(text: str) -> bool:
@@ -92,13 +79,13 @@ class DesiredPush:
         self._sessions_changed = 0  # counts the sessions' comings and goings
         self._wide_until = -math.inf  # monotonic: the wide gap holds until then
         self._dispatcher: asyncio.Task[None] | None = None
-        # Sets are built by one task, ``_BUILD_TURN`` seconds of them a turn of the
-        # loop, for the sessions waiting in ``_to_build``: a change that wakes 1,000
-        # sessions once put 1,000 builds (about a millisecond each) in the event loop's
-        # queue at once, and every read and heartbeat arriving then waited behind all
-        # of them (a second and more in a 100,000-replica apply).
-        self._to_build: collections.deque[_BuildRequest] = collections.deque()
-        self._builder: asyncio.Task[None] | None = None
+        # One set built a turn of the loop: a change that wakes 1,000 sessions put
+        # 1,000 builds (about a millisecond each) in the event loop's queue at once,
+        # and every read and heartbeat arriving then waited behind all of them (a
+        # second and more in a 100,000-replica apply). A session waiting for this lock
+        # waits outside that queue, and a build's holder lets the loop run what came
+        # meanwhile before the next build (``run``).
+        self._building = asyncio.Lock()
         # Set once no host's set has changed for ``_PUSH_QUIET`` seconds.
         self._quiet = asyncio.Event()
         self._quiet.set()
@@ -137,7 +124,9 @@ class DesiredPush:
                 # taken this one (5,000 sessions each queueing every set of a ramp
                 # held memory for sets that no longer mattered).
                 await outbox.join()
-                inputs, message, sent = await self._built(host_id, inputs, sent)
+                async with self._building:
+                    inputs, message, sent = self._message(host_id, inputs, sent)
+                    await asyncio.sleep(0)  # (the lock's comment)
                 if message is not None:
                     await outbox.put(message)
                     sent_at = time.monotonic()
@@ -146,31 +135,7 @@ class DesiredPush:
                 del self._wakers[host_id]
                 self._sessions_changed += 1
 
-    def _built(self, host_id: str, inputs: object, sent: str) -> asyncio.Future[_Built]:
-        """``_message``, in the builder's turn (``__init__`` says why)."""
-        future: asyncio.Future[_Built] = asyncio.get_running_loop().create_future()
-        self._to_build.append((host_id, inputs, sent, future))
-        self._builder = running(self._builder, self._build, "desired-build")
-        return future
-
-    async def _build(self) -> None:
-        """Build the sets sessions wait for, in the order they asked, for at most
-        ``_BUILD_TURN`` seconds a turn of the loop; then the loop runs what came
-        meanwhile. Ends when none is waiting (``_built`` starts it again)."""
-        waiting = self._to_build
-        while waiting:
-            turn_ends = time.monotonic() + _BUILD_TURN
-            while waiting and time.monotonic() < turn_ends:
-                host_id, inputs, sent, future = waiting.popleft()
-                if future.done():  # its session ended meanwhile
-                    continue
-                try:
-                    future.set_result(self._message(host_id, inputs, sent))
-                except Exception as error:  # the session's to raise, as it did its own build
-                    future.set_exception(error)
-            await asyncio.sleep(0)
-
-    def _message(self, host_id: str, inputs: object, sent: str) -> _Built:
+    def _message(self, host_id: str, inputs: object, sent: str) -> tuple[object, bytes | None, str]:
         """The host's desired set if it changed since ``sent`` (its fingerprint),
         serialized (it may wait in the outbox a while: ``outbox.Outgoing``), with what it
         was made of. A plain function, so that the state it reads is not held
@@ -259,15 +224,11 @@ class DesiredPush:
             self._quiet.set()
 
     async def close(self) -> None:
-        """Stop the dispatcher and the builder (the sessions' pushes end with their
-        sessions; one still waiting for its set is cancelled)."""
-        for task in (self._dispatcher, self._builder):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        while self._to_build:
-            self._to_build.popleft()[3].cancel()
+        """Stop the dispatcher (the sessions' pushes end with their sessions)."""
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
         if self._quiet_timer is not None:
             self._quiet_timer.cancel()
             self._quiet_timer = None
