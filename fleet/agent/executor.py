@@ -107,8 +107,9 @@ class Executor:
     # ------------------------------------------------------------------ running a plan
 
     async def run(self, planned: Plan, current: Callable[[], bool]) -> None:
-        """Run the phases in order, each one's tasks concurrently; once ``current()``
-        says the plan is stale (a new desired set arrived), the next phase is not run."""
+        """Run the phases in order, each one's tasks concurrently (in turn, for a runtime
+        that does not block); once ``current()`` says the plan is stale (a new desired set
+        arrived), the next phase is not run."""
         for phase in planned.phases:
             if not current():
                 break
