@@ -4,7 +4,9 @@ coming go out together, no sooner than ``_PUSH_MIN_GAP`` after the host's last s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import cast
 
 import pytest
@@ -80,6 +82,50 @@ async def test_changes_that_keep_coming_go_together_after_the_gap(
         await push.close()
 
 
+class TwoHosts:
+    """web's slot 0 on h1 and slot 1 on h2 (a ``LiveState``'s changes), each host's
+    sets as it takes them (``sets``), pushed by ``push``."""
+
+    def __init__(self) -> None:
+        self.cluster = settled_cluster()
+        self.informer = LiveInformer(self.cluster)
+        self.push = DesiredPush(cast(Informer, self.informer), None)
+        self.sets: dict[str, list[tuple[float, set[int]]]] = {"h1": [], "h2": []}
+
+    def place(self, *slots: tuple[int, str]) -> None:
+        """Replicas of web for these (slot, host), in one change."""
+        for slot, host in slots:
+            reserved = ResourceAmounts(cpu=0.0, memory=0)
+            replica = ReplicaRecord(app="web", slot=slot, revision=1, host=host, resources=reserved)
+            self.cluster.put(LAYOUT.replica("web", slot), replica)
+        self.informer.change(self.informer.state())
+
+    async def first_sets_taken(self) -> None:
+        """Each host has its first set, and 0.2 s went by (the dispatcher has looked)."""
+        sets = self.sets.values()
+        await eventually(lambda: all(len(s) == 1 for s in sets))
+        await eventually(lambda: time.monotonic() - max(s[0][0] for s in sets) > 0.2)
+
+
+@contextlib.asynccontextmanager
+async def two_hosts() -> AsyncIterator[TwoHosts]:
+    hosts = TwoHosts()
+    tasks = []
+    for host, sets in hosts.sets.items():
+        outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
+        tasks += [
+            asyncio.create_task(hosts.push.run(host, outbox)),
+            asyncio.create_task(received(outbox, sets)),
+        ]
+    try:
+        yield hosts
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await hosts.push.close()
+
+
 async def test_a_change_reaching_many_hosts_takes_the_wide_gap(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -88,35 +134,14 @@ async def test_a_change_reaching_many_hosts_takes_the_wide_gap(
     monkeypatch.setattr(desiredpush, "_PUSH_MIN_GAP", 0.1)
     monkeypatch.setattr(desiredpush, "_PUSH_WIDE_GAP", GAP)
     monkeypatch.setattr(desiredpush, "_WIDE_CHANGE", 2)
-    cluster = settled_cluster()  # web's slot 0 on h1, slot 1 on h2 (a LiveState's changes)
-    informer = LiveInformer(cluster)
-    push = DesiredPush(cast(Informer, informer), None)
-    sets: dict[str, list[tuple[float, set[int]]]] = {"h1": [], "h2": []}
-    tasks = []
-    for host in sets:
-        outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
-        tasks += [
-            asyncio.create_task(push.run(host, outbox)),
-            asyncio.create_task(received(outbox, sets[host])),
-        ]
-    try:
-        await eventually(lambda: all(len(s) == 1 for s in sets.values()))
-        await eventually(lambda: time.monotonic() - max(s[0][0] for s in sets.values()) > 0.2)
-        # Both hosts get a replica in one change: a wide one.
-        for slot, host in ((2, "h1"), (3, "h2")):
-            reserved = ResourceAmounts(cpu=0.0, memory=0)
-            replica = ReplicaRecord(app="web", slot=slot, revision=1, host=host, resources=reserved)
-            cluster.put(LAYOUT.replica("web", slot), replica)
-        informer.change(informer.state())
+    async with two_hosts() as hosts:
+        sets = hosts.sets
+        await hosts.first_sets_taken()
+        hosts.place((2, "h1"), (3, "h2"))  # both hosts get a replica in one change: wide
         await eventually(lambda: all(len(s) == 2 for s in sets.values()))
         assert sets["h1"][1][1] == {0, 2} and sets["h2"][1][1] == {1, 3}
         for s in sets.values():
             assert s[1][0] - s[0][0] >= GAP - LATE_TAKE, "a wide change went before the wide gap"
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await push.close()
 
 
 async def test_the_wide_gap_ends_once_the_changes_stop(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,29 +153,12 @@ async def test_the_wide_gap_ends_once_the_changes_stop(monkeypatch: pytest.Monke
     monkeypatch.setattr(desiredpush, "_PUSH_WIDE_GAP", 30.0)
     monkeypatch.setattr(desiredpush, "_WIDE_CHANGE", 2)
     monkeypatch.setattr(desiredpush, "_PUSH_QUIET", quiet)
-    cluster = settled_cluster()  # web's slot 0 on h1, slot 1 on h2 (a LiveState's changes)
-    informer = LiveInformer(cluster)
-    push = DesiredPush(cast(Informer, informer), None)
-    sets: dict[str, list[tuple[float, set[int]]]] = {"h1": [], "h2": []}
-    tasks = []
-    for host in sets:
-        outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
-        tasks += [
-            asyncio.create_task(push.run(host, outbox)),
-            asyncio.create_task(received(outbox, sets[host])),
-        ]
-    try:
-        await eventually(lambda: all(len(s) == 1 for s in sets.values()))
-        await eventually(lambda: time.monotonic() - max(s[0][0] for s in sets.values()) > 0.2)
+    async with two_hosts() as hosts:
+        sets = hosts.sets
+        await hosts.first_sets_taken()
         # Three wide changes 0.15 s apart (each a replica for both hosts), then none.
         for first in (2, 4, 6):
-            for slot, host in ((first, "h1"), (first + 1, "h2")):
-                reserved = ResourceAmounts(cpu=0.0, memory=0)
-                replica = ReplicaRecord(
-                    app="web", slot=slot, revision=1, host=host, resources=reserved
-                )
-                cluster.put(LAYOUT.replica("web", slot), replica)
-            informer.change(informer.state())
+            hosts.place((first, "h1"), (first + 1, "h2"))
             last_change = time.monotonic()
             await asyncio.sleep(0.15)
         await eventually(lambda: all(len(s) >= 2 for s in sets.values()))
@@ -162,11 +170,6 @@ async def test_the_wide_gap_ends_once_the_changes_stop(monkeypatch: pytest.Monke
             assert len(s) <= 3, "changes that kept coming were not folded together"
             assert s[-1][0] - last_change >= quiet - LATE_TAKE, "sent before the changes stopped"
             assert s[-1][0] - last_change < 5, "the wide gap was waited out"
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await push.close()
 
 
 class LiveInformer(StubInformer):
