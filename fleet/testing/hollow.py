@@ -225,8 +225,9 @@ class HollowRuntime:
             container.running_at = time.time() + self.start_delay
             container.finished_at = None
             container.observed = None
-        # The agent hears of it when it runs, as it would from Docker's events.
-        self._on_loop(self._later_emit, "start", container)
+        if self._loop is not None:
+            # The agent hears of it when it runs, as it would from Docker's events.
+            self._on_loop(self._loop.call_later, self.start_delay, self._emit, "start", container)
 
     def stop(self, container_id: str, grace: float) -> None:
         with self._lock:
@@ -255,10 +256,6 @@ class HollowRuntime:
 
     def _emit_soon(self, action: str, container: _Container) -> None:
         self._on_loop(self._emit, action, container)
-
-    def _later_emit(self, action: str, container: _Container) -> None:
-        if self._loop is not None:
-            self._loop.call_later(self.start_delay, self._emit, action, container)
 
     def _on_loop(self, callback: Callable[..., object], *args: object) -> None:
         """Call ``callback`` on the bound loop soon: queued there directly when called
