@@ -35,11 +35,15 @@ log = logging.getLogger(__name__)
 # answers transactions that arrive together in one round); with 16 a report's p50 fell
 # from 0.17-0.29 s to 0.14-0.17 s, its p99 from 1.2-2.1 s to 0.9-1.5 s.
 _WRITES_IN_FLIGHT = 16
-# A batch's reports are stored when its last transaction is. With 200 hosts a batch, in
-# the busiest second of a 1,000-host ramp every batch took 0.6-0.9 s, and a report's p99
-# was 0.87-1.55 s (under 1 s in 2 runs of 11); with 100, 0.74-0.92 s in 4 runs of 5
-# (1.42 in the fifth), and the peak 30-50 MiB lower: fewer reports held per batch.
-_HOSTS_PER_BATCH = 100
+# A batch's reports are stored when its last transaction is, so a batch is bounded by
+# the keys it writes as well as by its hosts. In the busiest second of a 1,000-host ramp
+# batches of 200 hosts wrote up to 5,000 keys, each batch took 0.6-0.9 s, and a report's
+# p99 was 0.87-1.55 s (under 1 s in 2 runs of 11); with 100 hosts a batch, 0.74-0.92 s in
+# 4 runs of 5 and the peak 30-50 MiB lower. At 5,000 hosts a report changes fewer keys
+# (each host runs fewer containers), and 100 hosts a batch held the queue back: the keys
+# are the bound that matters.
+_HOSTS_PER_BATCH = 200
+_KEYS_PER_BATCH = 2_000
 _HOSTS_PER_TURN = 20  # reports worked out between two turns of the loop's other work
 # A batch is written once it has worked out this long (its first hosts' reports wait for
 # its last): on a busy loop, 200 hosts' reports took up to 0.8 s to work out.
@@ -128,11 +132,13 @@ class ReportQueue:
 
     async def _take(self) -> list[_Taken]:
         """Up to a batch of waiting hosts with nothing in flight, with what to write
-        (up to ``_HOSTS_PER_BATCH`` hosts, or what ``_TAKE_SECONDS`` worked out). The
-        loop runs its other work every few hosts: working out 200 hosts' reports at
-        once held it for a large part of a second in a ramp."""
+        (up to ``_HOSTS_PER_BATCH`` hosts or ``_KEYS_PER_BATCH`` keys, or what
+        ``_TAKE_SECONDS`` worked out). The loop runs its other work every few hosts:
+        working out 200 hosts' reports at once held it for a large part of a second in
+        a ramp."""
         now = started = time.monotonic()
         batch: list[_Taken] = []
+        keys = 0
         for n, host_id in enumerate(list(self._waiting)):
             if n and n % _HOSTS_PER_TURN == 0:
                 await asyncio.sleep(0)
@@ -161,7 +167,8 @@ class ReportQueue:
             batch.append(
                 _Taken(waiting.writer, waiting.session, waiting.lease, waiting.received, report)
             )
-            if len(batch) >= _HOSTS_PER_BATCH:
+            keys += len(report.changed) + len(report.gone) + (report.status is not None)
+            if len(batch) >= _HOSTS_PER_BATCH or keys >= _KEYS_PER_BATCH:
                 self._ready.set()  # the rest go in the next batch
                 break
         return batch

@@ -130,6 +130,39 @@ def test_a_batch_is_written_once_it_has_worked_out_for_long_enough(
     asyncio.run(scenario())
 
 
+def test_a_batch_is_bounded_by_the_keys_it_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hosts whose reports change many containers fill a batch by their keys before its
+    count of hosts: each report here writes its host's record and 9 containers' (10
+    keys), so batches of at most 30 keys hold 3 hosts each."""
+    monkeypatch.setattr(reportqueue, "_TAKE_SECONDS", 60.0)
+    monkeypatch.setattr(reportqueue, "_KEYS_PER_BATCH", 30)
+    many = pb.Heartbeat(
+        applied_version=1,
+        containers=[
+            pb.ContainerStatus(app="web", slot=slot, revision=1, state="running")
+            for slot in range(9)
+        ],
+    )
+
+    async def scenario() -> None:
+        store = HeldStore()
+        store.release.set()
+        queue = ReportQueue(cast(Store, store))
+        for i in range(7):
+            queue.submit(ReportWriter(f"h{i}", refresh=60), 1, 7, many)
+        runner = asyncio.create_task(queue.run())
+        try:
+            await eventually(lambda: sum(map(len, store.batches)) == 7, 5, "every report")
+            assert [len(batch) for batch in store.batches] == [3, 3, 1]
+            keys = [[1 + len(r.changed) for r in batch] for batch in store.batches]
+            assert keys == [[10, 10, 10], [10, 10, 10], [10]]
+            assert all(r.status is not None for batch in store.batches for r in batch)
+        finally:
+            runner.cancel()
+
+    asyncio.run(scenario())
+
+
 def test_a_batch_being_written_holds_its_reports_not_the_heartbeats() -> None:
     """Once worked out, a heartbeat is let go: the batch in flight holds what is written.
     (A parsed heartbeat of 100 containers is 48 KB, and up to 16 batches of 200 hosts
