@@ -1,15 +1,18 @@
 """What one connected host costs the control plane at rest, beside what gRPC's own stream
 costs (#24 item 3).
 
-Two servers, one after the other, each reached by the same hollow hosts
-(``fleet.testing.hollow``: the real agent over an in-memory runtime), in steps of
-``--step`` hosts up to ``--hosts``:
+Three servers, one after the other, in steps of ``--step`` hosts up to ``--hosts``:
 
+* **connection**: the bare server below, reached by plain gRPC channels (one connection
+  each, no call): what grpcio's server holds for a connection alone;
 * **grpc**: a bare grpc.aio server with fleet's agent service and the main port's
   options, whose ``Connect`` answers the Register and then only reads (one task a
-  stream, as fleet's): the floor, what the connection and its stream cost in grpcio;
-* **fleet**: ``fleet server`` (insecure, no apps), each host registered, its liveness
-  kept, its reports written and its desired set pushed (empty).
+  stream, as fleet's), reached by hollow hosts (``fleet.testing.hollow``: the real agent
+  over an in-memory runtime): the floor, what the connection and its stream cost in
+  grpcio;
+* **fleet**: ``fleet server`` (insecure, no apps), reached by the same hollow hosts,
+  each registered, its liveness kept, its reports written and its desired set pushed
+  (empty).
 
 At each step, once every host is connected and a settle time has passed, the server's
 resident memory (VmRSS) is read. A host's cost is the slope between the steps after the
@@ -105,6 +108,21 @@ def _rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+async def _hold_connections(address: str, count: int) -> None:
+    """``count`` connections to ``address``, each its own (no shared subchannel), and no
+    call on any: says ``ready`` once all are up, then holds them."""
+    own = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [grpc.aio.insecure_channel(address, options=own) for _ in range(count)]
+    await asyncio.gather(*(channel.channel_ready() for channel in channels))
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
+def _connections(address: str, count: int, log: Path, nice: int) -> ManagedProcess:
+    command = ["nice", "-n", str(nice), sys.executable, __file__, "--connections"]
+    return ManagedProcess([*command, address, str(count)], log, name="connections").start()
+
+
 def _hollow(address: str, first: int, count: int, log: Path, nice: int) -> ManagedProcess:
     command = ["nice", "-n", str(nice), sys.executable, "-m", "fleet.testing.hollow"]
     command += ["--server", address, "--insecure", "--hosts", str(count), "--first", str(first)]
@@ -116,10 +134,11 @@ def measure(kind: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Start ``kind``'s server, connect hosts step by step, read its RSS at each."""
     etcd: EtcdServer | None = None
     hollows: list[ManagedProcess] = []
+    sized: list[tuple[ManagedProcess, int]] = []  # connection holders and their count
     port = free_port()
     address = f"127.0.0.1:{port}"
     status = work / f"{kind}-streams"
-    if kind == "grpc":
+    if kind in ("connection", "grpc"):
         command = [sys.executable, __file__, "--bare-server", str(port), str(status)]
     else:
         etcd = EtcdServer(data_dir=work / "etcd").start()
@@ -133,6 +152,9 @@ def measure(kind: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     def connected() -> int:
         """Hosts connected now; -1 while the server does not answer yet."""
         try:
+            if kind == "connection":  # (the bare server counts streams, and there are none)
+                ready = sum(p[1] for p in sized if "ready" in p[0].log_tail(5))
+                return ready if status.exists() else -1
             if client is None:
                 return int(status.read_text() or 0) if status.exists() else -1
             return sum(1 for host in client.hosts() if host.connected)
@@ -150,7 +172,11 @@ def measure(kind: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
             while first < target:
                 count = min(HOSTS_PER_PROCESS, target - first)
                 log = work / f"{kind}-hollow-{first}.log"
-                hollows.append(_hollow(address, first, count, log, args.hollow_nice))
+                if kind == "connection":
+                    sized.append((_connections(address, count, log, args.hollow_nice), count))
+                    hollows.append(sized[-1][0])
+                else:
+                    hollows.append(_hollow(address, first, count, log, args.hollow_nice))
                 first += count
             began = time.monotonic()
             wait_until(
@@ -179,21 +205,25 @@ def measure(kind: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def table(result: dict[str, Any]) -> str:
-    bare, fleet = result["grpc"], result["fleet"]
-    lines = [f"{'':28}{'gRPC alone':>14}{'fleet server':>14}"]
-    for alone, served in zip(bare["steps"], fleet["steps"], strict=True):
-        label = f"RSS, {alone['hosts']:,} hosts"
-        lines.append(
-            f"{label:28}{alone['rss_kib'] / 1024:>10.1f} MiB{served['rss_kib'] / 1024:>10.1f} MiB"
-        )
-    per_bare, per_fleet = bare["kib_per_host"], fleet["kib_per_host"]
-    lines.append(f"{'per connected host':28}{per_bare:>10.1f} KiB{per_fleet:>10.1f} KiB")
-    own = "of which fleet's own"
-    lines.append(f"{own:28}{'':14}{per_fleet - per_bare:>10.1f} KiB")
+    kinds = {"connection": "connection", "grpc": "+ stream", "fleet": "fleet server"}
+    lines = [f"{'':28}" + "".join(f"{label:>16}" for label in kinds.values())]
+    for n, step in enumerate(result["fleet"]["steps"]):
+        rss = [result[kind]["steps"][n]["rss_kib"] / 1024 for kind in kinds]
+        label = f"RSS, {step['hosts']:,} hosts"
+        lines.append(f"{label:28}" + "".join(f"{value:>12.1f} MiB" for value in rss))
+    per = [result[kind]["kib_per_host"] for kind in kinds]
+    lines.append(f"{'per connected host':28}" + "".join(f"{value:>12.1f} KiB" for value in per))
+    connection, bare, fleet = per
+    stream, own = "of which the stream", "of which fleet's own"
+    lines.append(f"{stream:28}{'':16}{bare - connection:>12.1f} KiB")
+    lines.append(f"{own:28}{'':32}{fleet - bare:>12.1f} KiB")
     return "\n".join(lines)
 
 
 def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--connections":
+        asyncio.run(_hold_connections(sys.argv[2], int(sys.argv[3])))
+        return
     if len(sys.argv) == 4 and sys.argv[1] == "--bare-server":
         asyncio.run(_serve_bare(int(sys.argv[2]), Path(sys.argv[3])))
         return
@@ -211,7 +241,7 @@ def main() -> None:
     result["args"] = {**vars(args), "out": str(args.out)}
     print(describe(result["machine"]), flush=True)
     with tempfile.TemporaryDirectory(prefix="fleet-hostcost-") as tmp:
-        for kind in ("grpc", "fleet"):
+        for kind in ("connection", "grpc", "fleet"):
             result[kind] = measure(kind, args, Path(tmp))
     print(table(result))
     args.out.mkdir(parents=True, exist_ok=True)
