@@ -1,5 +1,5 @@
-"""What one connected host costs the control plane at rest, beside what gRPC's own stream
-costs (#24 item 3).
+"""What one connected host costs the control plane at rest, beside what gRPC's own
+connection and stream cost (#24 item 3).
 
 Three servers, one after the other, in steps of ``--step`` hosts up to ``--hosts``:
 
@@ -134,7 +134,7 @@ def measure(kind: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Start ``kind``'s server, connect hosts step by step, read its RSS at each."""
     etcd: EtcdServer | None = None
     hollows: list[ManagedProcess] = []
-    sized: list[tuple[ManagedProcess, int]] = []  # connection holders and their count
+    holders: list[tuple[ManagedProcess, int]] = []  # (kind "connection") and their count
     port = free_port()
     address = f"127.0.0.1:{port}"
     status = work / f"{kind}-streams"
@@ -153,7 +153,7 @@ def measure(kind: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         """Hosts connected now; -1 while the server does not answer yet."""
         try:
             if kind == "connection":  # (the bare server counts streams, and there are none)
-                ready = sum(p[1] for p in sized if "ready" in p[0].log_tail(5))
+                ready = sum(n for holder, n in holders if "ready" in holder.log_tail(5))
                 return ready if status.exists() else -1
             if client is None:
                 return int(status.read_text() or 0) if status.exists() else -1
@@ -173,8 +173,9 @@ def measure(kind: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 count = min(HOSTS_PER_PROCESS, target - first)
                 log = work / f"{kind}-hollow-{first}.log"
                 if kind == "connection":
-                    sized.append((_connections(address, count, log, args.hollow_nice), count))
-                    hollows.append(sized[-1][0])
+                    holder = _connections(address, count, log, args.hollow_nice)
+                    holders.append((holder, count))
+                    hollows.append(holder)  # (stopped with the hollow hosts)
                 else:
                     hollows.append(_hollow(address, first, count, log, args.hollow_nice))
                 first += count
