@@ -39,10 +39,10 @@ _WRITES_IN_FLIGHT = 16
 # the keys it writes as well as by its hosts. In the busiest second of a 1,000-host ramp
 # batches of up to 200 hosts wrote up to 5,000 keys and each took 0.6-0.9 s: a report's
 # p99 was 0.87-1.55 s (median 1.17 in 12 runs); bounded at 2,000 keys, 0.88-1.62 s
-# (median 0.93 in 5), the peak about 35 MiB lower. Smaller batches write a rush more
-# slowly: a 5,000-host restart, whose hosts' first reports come at once, settled in
-# 23.6-23.9 s against 20.3-21.5. 100 hosts a batch whatever its keys held a 5,000-host
-# ramp back (p99 4.42 s); 32 batches in flight made both worse.
+# (median 0.93 in 5), the peak about 35 MiB lower. (At 5,000 hosts no better: 1.00-1.74
+# s against 0.79-1.15. A restart's first reports are a key a host, under the bound.)
+# 100 hosts a batch whatever its keys held a 5,000-host ramp back (p99 4.42 s); 32
+# batches in flight made both sizes worse.
 _HOSTS_PER_BATCH = 200
 _KEYS_PER_BATCH = 2_000
 _HOSTS_PER_TURN = 20  # reports worked out between two turns of the loop's other work
