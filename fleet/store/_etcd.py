@@ -32,6 +32,7 @@ __all__ = [
     "DeleteRange",
     "Etcd",
     "KeyValue",
+    "LeaseIs",
     "Put",
     "TxnResult",
     "WatchBatch",
@@ -98,6 +99,19 @@ class Compare:
         guard = compares.add()
         guard.key, guard.mod_revision = self.key, self.mod_revision
         guard.target, guard.result = rpc.Compare.MOD, rpc.Compare.EQUAL
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseIs:
+    """A transaction guard on the lease a key is bound to (0: none, or no key)."""
+
+    key: bytes
+    lease: int
+
+    def add_to(self, compares: Any) -> None:
+        guard = compares.add()
+        guard.key, guard.lease = self.key, self.lease
+        guard.target, guard.result = rpc.Compare.LEASE, rpc.Compare.EQUAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,7 +367,7 @@ class Etcd:
 
     # ------------------------------------------------------------------ writes
 
-    async def txn(self, compare: Sequence[Compare], success: Sequence[Op]) -> TxnResult:
+    async def txn(self, compare: Sequence[Compare | LeaseIs], success: Sequence[Op]) -> TxnResult:
         """Apply ``success`` atomically if every guard in ``compare`` holds.
 
         etcd counts the guards and the operations apart and refuses a transaction when
