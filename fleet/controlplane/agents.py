@@ -85,6 +85,11 @@ _STATUS_REFRESH = 5.0
 # Seconds a registration waits for the informer to show its host's kept reports, before
 # it reads them from etcd.
 _KEPT_WAIT = 5.0
+# Registrations writing to etcd at once. A restart's gate lets every waiting agent in
+# together: at 5,000 hosts, 4,900 etcd calls in flight at once, and the server grew by
+# 70-80 MiB for the second they took (its peak), then gave it back. The storm is bound
+# by the loop's cpu, not by how many calls wait on etcd.
+_REGISTRATIONS_AT_ONCE = 64
 _NO_LIMITS = HostLimits()
 
 
@@ -171,6 +176,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self.events = AgentEvents(events, event_limits)
         self.reports = ReportQueue(store)
         self._daemons = DaemonIndex()  # (registration's check that no two share a daemon)
+        self._registering = asyncio.Semaphore(_REGISTRATIONS_AT_ONCE)
         self._lease = seats.ServingLease(store, keeper, server_id=server_id, ttl=lease_ttl)
         self._stopping = False
         self._background: set[asyncio.Task[None]] = set()
@@ -345,13 +351,14 @@ class AgentService(pb_grpc.AgentServiceServicer):
         if taken is not None:
             raise FailedPrecondition(taken)
         live = LiveRecord(server=self._server_id, connected_at=now_iso())
-        shown = await self._register_as_shown(register, state, live, serial, cert_expires)
-        if shown is not None:
-            record, alive, lease = shown
-        else:
-            record = await self._write_registration(register, serial, cert_expires)
-            lease = await self._lease.current()
-            alive = await self._store.mark_alive(host_id, live, lease, read_reports=False)
+        async with self._registering:
+            shown = await self._register_as_shown(register, state, live, serial, cert_expires)
+            if shown is not None:
+                record, alive, lease = shown
+            else:
+                record = await self._write_registration(register, serial, cert_expires)
+                lease = await self._lease.current()
+                alive = await self._store.mark_alive(host_id, live, lease, read_reports=False)
         if record.capacity != record.reported:
             log.warning(
                 "host %s claims %g cpus and %d bytes of memory; placement counts %g and %d "
