@@ -46,6 +46,7 @@ from fleet.controlplane.eventgate import GateLimits
 from fleet.controlplane.execrelay import ExecRelay
 from fleet.controlplane.joining import Signer
 from fleet.controlplane.outbox import SessionOutbox
+from fleet.controlplane.registering import RegistrationSlots
 from fleet.controlplane.registration import (
     DaemonIndex,
     HostLimits,
@@ -85,11 +86,10 @@ _STATUS_REFRESH = 5.0
 # Seconds a registration waits for the informer to show its host's kept reports, before
 # it reads them from etcd.
 _KEPT_WAIT = 5.0
-# Registrations writing to etcd at once. A restart's gate lets every waiting agent in
-# together: at 5,000 hosts, 4,900 etcd calls in flight at once, and the server grew by
-# 70-80 MiB for the second they took (its peak), then gave it back. The storm is bound
-# by the loop's cpu, not by how many calls wait on etcd.
+# Registrations writing to etcd at once (``RegistrationSlots``), and how long one waits
+# for its turn before it is refused.
 _REGISTRATIONS_AT_ONCE = 64
+_REGISTRATION_TURN_WAIT = 10.0
 _NO_LIMITS = HostLimits()
 
 
@@ -176,7 +176,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self.events = AgentEvents(events, event_limits)
         self.reports = ReportQueue(store)
         self._daemons = DaemonIndex()  # (registration's check that no two share a daemon)
-        self._registering = asyncio.Semaphore(_REGISTRATIONS_AT_ONCE)
+        self._registering = RegistrationSlots(_REGISTRATIONS_AT_ONCE, _REGISTRATION_TURN_WAIT)
         self._lease = seats.ServingLease(store, keeper, server_id=server_id, ttl=lease_ttl)
         self._stopping = False
         self._background: set[asyncio.Task[None]] = set()
@@ -351,7 +351,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         if taken is not None:
             raise FailedPrecondition(taken)
         live = LiveRecord(server=self._server_id, connected_at=now_iso())
-        async with self._registering:
+        async with self._registering.turn():
             shown = await self._register_as_shown(register, state, live, serial, cert_expires)
             if shown is not None:
                 record, alive, lease = shown
