@@ -1177,6 +1177,60 @@ def writes_after(log_path: Path, since: float) -> tuple[int, float | None]:
 
 
 SETTLED_WINDOW = 15.0  # seconds: the settled pool's cpu (``restart``)
+RSS_EVERY = 0.1  # seconds between two reads of the restarted server's RSS
+RSS_STEP = 4 * MiB  # a sample is kept when the RSS moved this much since the last kept
+
+
+class RssSeries:
+    """The RSS of the `fleet server` listening on ``address`` over time, read every
+    ``RSS_EVERY`` s from its start (a thread; the process is found by its command line,
+    since a restarted server's pid is known only once it answers): where a restart's
+    peak is made (session 33: in the half second the start gate opened)."""
+
+    def __init__(self, address: str) -> None:
+        self._needle = f"--listen\0{address}\0".encode()
+        self._began = time.monotonic()
+        self.samples: list[tuple[float, int]] = []  # (seconds, MiB), changes of RSS_STEP
+        self.peak: tuple[float, int] = (0.0, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-series", daemon=True)
+        self._thread.start()
+
+    def _pid(self) -> int | None:
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    command = Path(f"/proc/{entry}/cmdline").read_bytes()
+                    if b"fleet\0server\0" in command and self._needle in command + b"\0":
+                        return int(entry)
+        return None
+
+    def _run(self) -> None:
+        pid = None
+        kept = -RSS_STEP
+        while not self._stop.wait(RSS_EVERY):
+            if pid is None or not Path(f"/proc/{pid}").exists():
+                pid = self._pid()
+                continue
+            rss = memory_status(pid)["VmRSS"]
+            if not rss:  # (it exited: a zombie has no RSS)
+                pid = None
+                continue
+            at = round(time.monotonic() - self._began, 2)
+            if rss > self.peak[1] * MiB:
+                self.peak = (at, rss // MiB)
+            if abs(rss - kept) >= RSS_STEP:
+                self.samples.append((at, rss // MiB))
+                kept = rss
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join()
+        return {
+            "peak_mib": self.peak[1],
+            "peak_seconds": self.peak[0],
+            "series_mib": self.samples,
+        }
 
 
 def restart(
@@ -1195,6 +1249,7 @@ def restart(
     killed_at = time.time()
     since = iso_at(killed_at)
     cluster.server.kill()
+    rss = RssSeries(cluster.server.address)
     cluster.server = server = cluster.server.again("server-restarted.log").start(
         timeout=120, probe="info"
     )
@@ -1269,6 +1324,7 @@ def restart(
     # The restarted server holds the whole state without the apply's ramp: its peak and
     # what it holds once settled say what the state costs apart from the ramp's work.
     memory = memory_status(pid)
+    rss_series = rss.stop()
     downs = [
         e.host
         for e in client.events(since_seconds=time.time() - killed_at + 1)
@@ -1293,6 +1349,8 @@ def restart(
         "replicas_moved": sum(1 for k, h in before.items() if after.get(k) != h),
         "control_plane_rss_bytes": memory["VmRSS"],
         "control_plane_vmhwm_bytes": memory["VmHWM"],
+        # Its RSS from its start (seconds after the kill): when the peak was made.
+        "control_plane_rss_series": rss_series,
         "settled_cpu_share_of_one_core": round(settled_share, 3),
         "settled_window_seconds": SETTLED_WINDOW,
         **({"profile": profile} if profile is not None else {}),
@@ -1459,6 +1517,15 @@ def size_table(run: dict[str, Any]) -> str:
                 f"{rs.get('reports_rewritten', '?')} reports written again",
             )
         )
+        series = rs.get("control_plane_rss_series")
+        if series:
+            rows.append(
+                (
+                    "restarted server's peak RSS",
+                    f"{series['peak_mib']} MiB, {series['peak_seconds']:.1f} s after the kill; "
+                    f"{rs['control_plane_rss_bytes'] // MiB} MiB settled",
+                )
+            )
     rows.append(("leadership lost (server log)", f"{lost} times"))
     silent = run.get("server_log", {}).get("hosts_silent", 0)
     burst = run.get("server_log", {}).get("hosts_silent_most_within_ttl", "?")
