@@ -797,6 +797,7 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
             "etcd": cpu_seconds(etcd_pid),
             "hollow": sum(cpu_seconds(p) for p in hollow_pids),
         }
+        load_rss = RssSeries(server.address)  # where the apply's peak is made
         applied = time.monotonic()
         latency = LatencySampler(server.address, applied, args.sample_every)
         if args.sample_every > 0:
@@ -955,6 +956,7 @@ def run_size(hosts: int, replicas: int, args: argparse.Namespace, work: Path) ->
         if watcher.all_placed_at is None and etcd_count(etcd, prefix + "replicas/") >= replicas:
             watcher.all_placed_at = time.monotonic() - applied
         result["load"] = load_figures(all_running)
+        result["load"]["control_plane_rss_series"] = load_rss.stop()
         placed_at = watcher.all_placed_at
         load = result["load"]
         print(
