@@ -10,6 +10,8 @@ import sys
 import pytest
 from pydantic import ValidationError
 
+from fleet.controlplane.reports import container_report
+from fleet.proto import fleet_pb2 as pb
 from fleet.store.keys import KeyLayout
 from fleet.store.records import (
     ContainerReport,
@@ -89,6 +91,35 @@ def test_reports_share_their_app_revision_hash_and_state() -> None:
     assert one.spec_hash is two.spec_hash and one.state is two.state
     assert exited.state == "exited" and one.state == "running"
     assert one.container_id != two.container_id
+
+
+def test_reports_made_from_agents_messages_share_equal_times() -> None:
+    """A host's containers start in the same millisecond, and ready_since is started_at
+    for a container without a check: a report made from an agent's message (not decoded,
+    where pydantic's string cache shares them) held two strings of its own."""
+
+    def status(slot: int, ready_since: str) -> pb.ContainerStatus:
+        # Each time built anew, as protobuf hands out a new string at every read.
+        started = "".join(["2026-12-07T12:28:02", ".786Z"])
+        return pb.ContainerStatus(
+            app="web",
+            slot=slot,
+            revision=1,
+            spec_hash="0123abcd" * 2,
+            container_id=f"{slot:064x}",
+            name=f"web.{slot}.1",
+            state="running",
+            started_at=started,
+            ready_since=ready_since or started,
+        )
+
+    one, two = container_report(status(0, "")), container_report(status(1, ""))
+    assert one.started_at is two.started_at is one.ready_since is two.ready_since
+    later = container_report(status(2, "2026-12-07T12:28:09.001Z"))
+    assert later.started_at is one.started_at
+    assert later.ready_since == "2026-12-07T12:28:09.001Z" != later.started_at
+    decoded = ContainerReport.model_validate_json(one.dump())
+    assert decoded == one and decoded.started_at is one.started_at
 
 
 def test_reports_are_slotted_records_that_act_as_records() -> None:
