@@ -117,12 +117,13 @@ class EndpointsCache:
             reports, slots = state.reports_of(app), state.replica_slots(app)
             for slot in set(log[found.position : position]):
                 replica = slots.get(slot)
-                found.put(
-                    slot,
-                    ()
-                    if replica is None
-                    else slot_endpoints(replica.value, reports, state.hosts, min_ready),
-                )
+                if replica is None:
+                    found.put(slot, ())
+                else:  # (under the record's shared slot, as ``appcounts`` keeps it)
+                    found.put(
+                        replica.value.slot,
+                        slot_endpoints(replica.value, reports, state.hosts, min_ready),
+                    )
             found.position = position
         if len(self._apps) > 2 * len(state.apps) + 16:
             self._apps = {a: e for a, e in self._apps.items() if a in state.apps}

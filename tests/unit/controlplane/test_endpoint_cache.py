@@ -72,6 +72,25 @@ def test_a_change_redoes_only_the_slots_it_touched(monkeypatch: pytest.MonkeyPat
     assert len(redone.take()) == SLOTS - 1
 
 
+def test_a_slot_redone_is_kept_under_its_records_slot_number() -> None:
+    """As a tally's: a slot read off the log is an int of its own past 256."""
+    feed = Feed()
+    hosts(feed)
+    feed.replica(300)
+    feed.report(300, "running", ready_since=READY, ports=PORTS)
+    cache = EndpointsCache()
+    cache.endpoints(feed.live.snapshot(), "web", T0 + 60)
+    feed.replica(301)  # a slot new since: first seen on the log
+    feed.report(301, "running", ready_since=READY, ports=PORTS)
+    state = feed.live.snapshot()
+    assert len(cache.endpoints(state, "web", T0 + 60)) == 2
+    [kept] = cache._apps.values()
+    assert [slot is state.replica_slots("web")[slot].value.slot for slot in kept.slots] == [
+        True,
+        True,
+    ]
+
+
 def test_endpoints_slot_by_slot_equal_endpoints_of_the_whole_state() -> None:
     rng = random.Random(20)
     feed = Feed()
