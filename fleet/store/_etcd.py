@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -79,11 +86,31 @@ class WatchEvent:
     mod_revision: int
 
 
-class WatchBatch(list[WatchEvent]):
-    """The changes of one watch answer, and the last revision it held: with keys left
-    out (``skip``), a batch may hold none and still say how far the watch has come."""
+class WatchBatch:
+    """The changes of one watch answer, made one at a time as they are read, and the
+    last revision it held: with keys left out (``skip``), a batch may hold none and
+    still say how far the watch has come.
 
-    revision: int = 0
+    Made as read, not all at once: in a 100,000-replica apply at 5,000 hosts one answer
+    of etcd held up to 22,580 changes (6.3 MB of keys and values), and a list of them
+    made from it held a second copy of each key and value, and an object a change,
+    beside the answer until the informer had applied the last."""
+
+    __slots__ = ("_events", "_skip", "revision")
+
+    def __init__(self, events: Sequence[Any] = (), skip: bytes | None = None) -> None:
+        self._events = events  # the answer's (``rpc.Event``), in revision order
+        self._skip = skip
+        self.revision = events[-1].kv.mod_revision if events else 0
+
+    def __iter__(self) -> Iterator[WatchEvent]:
+        skip, delete = self._skip, rpc.Event.DELETE
+        for event in self._events:
+            kv = event.kv
+            key = kv.key
+            if skip is not None and key.startswith(skip):
+                continue  # dropped before it costs an object (the agents' events)
+            yield WatchEvent(key, None if event.type == delete else kv.value, kv.mod_revision)
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,18 +503,10 @@ class Etcd:
                     raise WatchCompacted(response.compact_revision)
                 if response.canceled:
                     raise Unavailable(f"etcd cancelled the watch: {response.cancel_reason}")
-                # Keys under ``skip`` are dropped before they cost an object each: the
-                # informer's watch sees every event the agents record.
-                batch = WatchBatch()
-                for event in response.events:
-                    kv = event.kv
-                    batch.revision = max(batch.revision, kv.mod_revision)
-                    if skip is not None and kv.key.startswith(skip):
-                        continue
-                    value = None if event.type == rpc.Event.DELETE else kv.value
-                    batch.append(WatchEvent(kv.key, value, kv.mod_revision))
-                if batch.revision:  # (an answer without events: a progress notice)
-                    yield batch
+                # Keys under ``skip`` are dropped as the batch is read: the informer's
+                # watch sees every event the agents record.
+                if response.events:  # (an answer without events: a progress notice)
+                    yield WatchBatch(response.events, skip)
         except grpc.aio.AioRpcError as error:
             # The caller resumes from its revision, on the next member if this one failed.
             self._members.failed(member, error.code(), error.details())

@@ -144,31 +144,31 @@ class Informer:
                     self._layout.root, self._revision + 1, skip=self._skip
                 ):
                     applied = 0
+                    last = 0  # the revision of the change applied last
+                    changed = False  # (all of the answer's changes may be left out)
                     written = self._written
-                    for n, event in enumerate(events):
-                        made = None
-                        if written is not None and event.value is not None:
-                            made = written.take(event.key, event.value)
-                        self._live.apply(event.key, event.value, event.mod_revision, made)
-                        self._revision = max(self._revision, event.mod_revision)
-                        applied += 1
-                        if (
-                            applied >= _EVENTS_PER_TURN
-                            and n + 1 < len(events)
-                            and events[n + 1].mod_revision != event.mod_revision
-                        ):
+                    for event in events:
+                        if applied >= _EVENTS_PER_TURN and event.mod_revision != last:
                             # A revision is whole here: readers and heartbeats go before
                             # the rest (one answer of etcd held 8,000 reports, which
                             # held every call to the server for a second and more).
                             await asyncio.sleep(0)
                             applied = 0
+                        made = None
+                        if written is not None and event.value is not None:
+                            made = written.take(event.key, event.value)
+                        self._live.apply(event.key, event.value, event.mod_revision, made)
+                        self._revision = max(self._revision, event.mod_revision)
+                        last = event.mod_revision
+                        applied += 1
+                        changed = True
                     # The watch is past the keys it left out too (events): a caller
                     # waiting for etcd's current revision, which an event's write may
                     # be, is not kept waiting for the next change of the state (an
                     # apply that lost a race waited 10 s for it once, and failed).
                     self._revision = max(self._revision, events.revision)
                     self._live.revision = self._revision
-                    await self._notify(changed=bool(events))
+                    await self._notify(changed=changed)
                     delay = 0.1
             except WatchCompacted as compacted:
                 log.warning("watch fell behind compaction (%s); listing again", compacted)

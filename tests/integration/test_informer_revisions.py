@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from fleet.store import KeyLayout
-from fleet.store._etcd import Etcd
+from fleet.store import informer as informer_module
+from fleet.store._etcd import Etcd, Put
 from fleet.store.informer import Informer
 from fleet.store.records import ReplicaRecord, ResourceAmounts
 from fleet.testing import EtcdServer
@@ -93,5 +96,62 @@ def test_a_waiter_wakes_when_its_revision_is_reached_and_not_before(
                 assert gave_up.cancelled()
             finally:
                 task.cancel()
+
+    asyncio.run(run())
+
+
+def test_a_large_answer_is_applied_in_turns_each_revision_whole(
+    etcd_server: EtcdServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One answer of etcd's watch holding several transactions (a watch that starts
+    behind, as after a slow turn): the informer applies it a revision at a time, lets the
+    loop run between revisions once it has applied enough, and a reader in between sees
+    only whole transactions. An events' write in the answer is left out and still
+    counted in the revision reached."""
+    layout = KeyLayout("/t-informer-turns/")
+    reserved = ResourceAmounts(cpu=0.1, memory=1 << 20)
+    monkeypatch.setattr(informer_module, "_EVENTS_PER_TURN", 40)
+    per_txn, txns = 50, 4
+
+    async def run() -> None:
+        async with Etcd([etcd_server.endpoint]) as etcd:
+            before = await etcd.revision()
+            for n in range(txns):
+                puts = [
+                    Put(
+                        layout.replica("web", slot),
+                        ReplicaRecord(
+                            app="web", slot=slot, revision=1, host="h1", resources=reserved
+                        ).dump(),
+                    )
+                    for slot in range(n * per_txn, (n + 1) * per_txn)
+                ]
+                await etcd.txn([], puts)
+            await etcd.put(layout.events() + b"0001-test", b"[]")
+            last = await etcd.revision()
+            assert last == before + txns + 1
+            informer = Informer(etcd, layout)
+
+            async def listed_before_the_writes() -> None:
+                # As if the informer had listed the prefix (empty) before the writes:
+                # its watch starts behind them, and etcd answers with all of them.
+                informer._live.revision = informer._revision = before
+                informer._synced.set()
+
+            monkeypatch.setattr(informer, "_list", listed_before_the_writes)
+            seen: list[int] = []  # replicas a reader sees at each turn of the loop
+            task = asyncio.create_task(informer.run())
+            try:
+                while informer.revision < last:
+                    seen.append(len(informer.state().replica_slots("web")))
+                    await asyncio.sleep(0)
+            finally:
+                task.cancel()
+            assert len(informer.state().replica_slots("web")) == per_txn * txns
+            assert informer.state().revision == last
+            # Whole transactions only, and the loop ran between each two (each is past
+            # the 40 changes a turn).
+            assert all(count % per_txn == 0 for count in seen), seen
+            assert {per_txn, 2 * per_txn, 3 * per_txn} <= set(seen), seen
 
     asyncio.run(run())
