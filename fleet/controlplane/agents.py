@@ -233,7 +233,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         reader = asyncio.create_task(self._read(session, context))
         reader.add_done_callback(lambda _reader: outbox.end())  # its end is the session's
         held = first.register.held_fingerprint  # the set the agent has: not sent again
-        pusher = asyncio.create_task(self._push.run(host_id, outbox, held))
+        push = self._push.start(host_id, outbox, held)
         edge = (
             asyncio.create_task(self.edges.run(host_id, outbox)) if first.register.ingress else None
         )
@@ -254,7 +254,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
             log.warning("host %s: %s", host_id, error)
             refuse(context, grpc_code_for(error), details(error))
         finally:
-            for task in (pusher, edge, reader):
+            self._push.stop(push)
+            for task in (edge, reader):
                 if task is not None:
                     task.cancel()
             if self._sessions.get(host_id) is session:

@@ -53,7 +53,7 @@ async def test_changes_that_keep_coming_go_together_after_the_gap(
     push = DesiredPush(cast(Informer, informer), None)
     outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
     sets: list[tuple[float, set[int]]] = []
-    session = asyncio.create_task(push.run("h1", outbox))
+    session = push.start("h1", outbox)
     reader = asyncio.create_task(received(outbox, sets))
     try:
         await eventually(lambda: len(sets) == 1)
@@ -76,9 +76,46 @@ async def test_changes_that_keep_coming_go_together_after_the_gap(
         assert sets[2][1] == {0, 1, 2, 3, 4, 5}
         assert sets[2][0] - changed_at < GAP
     finally:
-        session.cancel()
+        push.stop(session)
         reader.cancel()
-        await asyncio.gather(session, reader, return_exceptions=True)
+        await asyncio.gather(reader, return_exceptions=True)
+        await push.close()
+
+
+async def test_a_host_at_rest_holds_no_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host's pushes run in a task only while a set is owed (#24 item 3: a task
+    waiting for the next change was about 1.3 KiB a connected host)."""
+    monkeypatch.setattr(desiredpush, "_PUSH_MIN_GAP", 0.05)
+    state = one_replica_state()
+    informer = StubInformer(state)
+    push = DesiredPush(cast(Informer, informer), None)
+    outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
+    sets: list[tuple[float, set[int]]] = []
+    pushed = push.start("h1", outbox)
+    reader = asyncio.create_task(received(outbox, sets))
+    try:
+        await eventually(lambda: len(sets) == 1 and pushed.task is None)
+        put_replica(state, 1, "h1")
+        informer.change(informer.state())
+        await eventually(lambda: pushed.task is not None or len(sets) == 2)
+        await eventually(lambda: len(sets) == 2 and pushed.task is None)
+        assert sets[1][1] == {0, 1}
+        # Stopped with a set owed (waiting out its gap): its task ends, and no set goes
+        # out after.
+        monkeypatch.setattr(desiredpush, "_PUSH_MIN_GAP", 5.0)
+        put_replica(state, 2, "h1")
+        informer.change(informer.state())
+        await eventually(lambda: pushed.task is not None)
+        task = pushed.task
+        push.stop(pushed)
+        await asyncio.gather(task, return_exceptions=True)
+        assert task is not None and task.cancelled() and pushed.task is None
+        await asyncio.sleep(0.2)
+        assert len(sets) == 2
+    finally:
+        push.stop(pushed)
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
         await push.close()
 
 
@@ -110,16 +147,16 @@ class TwoHosts:
 @contextlib.asynccontextmanager
 async def two_hosts() -> AsyncIterator[TwoHosts]:
     hosts = TwoHosts()
-    tasks = []
+    tasks, pushes = [], []
     for host, sets in hosts.sets.items():
         outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
-        tasks += [
-            asyncio.create_task(hosts.push.run(host, outbox)),
-            asyncio.create_task(received(outbox, sets)),
-        ]
+        pushes.append(hosts.push.start(host, outbox))
+        tasks.append(asyncio.create_task(received(outbox, sets)))
     try:
         yield hosts
     finally:
+        for push in pushes:
+            hosts.push.stop(push)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -203,7 +240,7 @@ async def test_sets_woken_together_are_built_one_per_turn_of_the_loop() -> None:
 
     push._message = counted  # type: ignore[method-assign,assignment]
     outboxes = {h: asyncio.Queue[bytes](maxsize=1) for h in hosts}
-    sessions = [asyncio.create_task(push.run(h, outboxes[h])) for h in hosts]
+    sessions = [push.start(h, outboxes[h]) for h in hosts]
     try:
         await asyncio.sleep(0)  # every session has started and waits to build
         seen_at: list[int] = []
@@ -213,8 +250,7 @@ async def test_sets_woken_together_are_built_one_per_turn_of_the_loop() -> None:
         assert all(outbox.qsize() == 1 for outbox in outboxes.values())
     finally:
         for session in sessions:
-            session.cancel()
-        await asyncio.gather(*sessions, return_exceptions=True)
+            push.stop(session)
         await push.close()
 
 
@@ -222,15 +258,14 @@ async def first_set(push: DesiredPush, held: str, within: float) -> pb.DesiredSe
     """The set a session registering with ``held`` is sent within ``within`` seconds, or
     None."""
     outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
-    session = asyncio.create_task(push.run("h1", outbox, held))
+    session = push.start("h1", outbox, held)
     try:
         async with asyncio.timeout(within):
             return pb.ServerMessage.FromString(await outbox.get()).desired
     except TimeoutError:
         return None
     finally:
-        session.cancel()
-        await asyncio.gather(session, return_exceptions=True)
+        push.stop(session)
 
 
 async def test_a_host_holding_its_set_is_not_sent_it_again() -> None:
