@@ -67,8 +67,8 @@ def _is_fingerprint(text: str) -> bool:
 class HostPush:
     """One connected host's pushes: what it was sent last, and the task that sends its
     next set while one is owed. A host at rest has none: a task waiting for the next
-    change, with its coroutines, future and context, was about 1.3 KiB a connected host
-    (6.5 MiB at 5,000; #24 item 3)."""
+    change, with its coroutines, future and context, was 0.9 KiB of the 9.1 that fleet
+    kept for a connected host (``benchmarks/hostcost.py``; #24 item 3)."""
 
     host_id: str
     outbox: SessionOutbox

@@ -84,7 +84,7 @@ async def test_changes_that_keep_coming_go_together_after_the_gap(
 
 async def test_a_host_at_rest_holds_no_task(monkeypatch: pytest.MonkeyPatch) -> None:
     """A host's pushes run in a task only while a set is owed (#24 item 3: a task
-    waiting for the next change was about 1.3 KiB a connected host)."""
+    waiting for the next change was 0.9 KiB a connected host)."""
     monkeypatch.setattr(desiredpush, "_PUSH_MIN_GAP", 0.05)
     state = one_replica_state()
     informer = StubInformer(state)
