@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -33,6 +34,8 @@ from fleet.secrets import SecretBox
 from fleet.store import ClusterState, Informer
 
 __all__ = ["DesiredPush", "HostPush"]
+
+log = logging.getLogger(__name__)
 
 _PUSH_COALESCE = 0.05  # seconds a session waits after a change before it looks
 # A host's next set goes out no sooner than this after its last one: changes that keep
@@ -163,6 +166,10 @@ class DesiredPush:
                 if message is not None:
                     await push.outbox.put(message)
                     push.sent_at = time.monotonic()
+        except Exception:
+            # Said where operators look, and tried again at the host's next change (a
+            # task's error would otherwise surface only when it is collected, if then).
+            log.exception("host %s: its desired set could not be built", push.host_id)
         finally:
             if push.task is asyncio.current_task():
                 push.task = None

@@ -7,12 +7,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import cast
 
 import pytest
 
 from fleet.controlplane import desiredpush
-from fleet.controlplane.desiredpush import DesiredPush
+from fleet.controlplane.desiredpush import DesiredPush, HostPush
 from fleet.proto import fleet_pb2 as pb
 from fleet.store import ClusterState, Informer
 from fleet.store.records import ReplicaRecord, ResourceAmounts
@@ -44,18 +45,42 @@ async def received(outbox: asyncio.Queue[bytes], sets: list[tuple[float, set[int
         outbox.task_done()
 
 
-async def test_changes_that_keep_coming_go_together_after_the_gap(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(desiredpush, "_PUSH_MIN_GAP", GAP)
+@dataclass
+class OneHost:
+    """h1 holding web's slot 0 (``state``, changed through ``informer``), its pushes
+    started (``pushed``) and every set it takes (``sets``)."""
+
+    state: ClusterState
+    informer: StubInformer
+    push: DesiredPush
+    pushed: HostPush
+    sets: list[tuple[float, set[int]]]
+
+
+@contextlib.asynccontextmanager
+async def one_host() -> AsyncIterator[OneHost]:
     state = one_replica_state()
     informer = StubInformer(state)
     push = DesiredPush(cast(Informer, informer), None)
     outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
     sets: list[tuple[float, set[int]]] = []
-    session = push.start("h1", outbox)
+    pushed = push.start("h1", outbox)
     reader = asyncio.create_task(received(outbox, sets))
     try:
+        yield OneHost(state, informer, push, pushed, sets)
+    finally:
+        push.stop(pushed)
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await push.close()
+
+
+async def test_changes_that_keep_coming_go_together_after_the_gap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(desiredpush, "_PUSH_MIN_GAP", GAP)
+    async with one_host() as host:
+        state, informer, sets = host.state, host.informer, host.sets
         await eventually(lambda: len(sets) == 1)
         assert sets[0][1] == {0}  # the first set goes at once
         # Four changes, one every 50 ms, right after the first set: the host gets
@@ -75,29 +100,17 @@ async def test_changes_that_keep_coming_go_together_after_the_gap(
         await eventually(lambda: len(sets) == 3)
         assert sets[2][1] == {0, 1, 2, 3, 4, 5}
         assert sets[2][0] - changed_at < GAP
-    finally:
-        push.stop(session)
-        reader.cancel()
-        await asyncio.gather(reader, return_exceptions=True)
-        await push.close()
 
 
 async def test_a_host_at_rest_holds_no_task(monkeypatch: pytest.MonkeyPatch) -> None:
     """A host's pushes run in a task only while a set is owed (#24 item 3: a task
     waiting for the next change was 0.9 KiB a connected host)."""
     monkeypatch.setattr(desiredpush, "_PUSH_MIN_GAP", 0.05)
-    state = one_replica_state()
-    informer = StubInformer(state)
-    push = DesiredPush(cast(Informer, informer), None)
-    outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
-    sets: list[tuple[float, set[int]]] = []
-    pushed = push.start("h1", outbox)
-    reader = asyncio.create_task(received(outbox, sets))
-    try:
+    async with one_host() as host:
+        state, informer, pushed, sets = host.state, host.informer, host.pushed, host.sets
         await eventually(lambda: len(sets) == 1 and pushed.task is None)
         put_replica(state, 1, "h1")
         informer.change(informer.state())
-        await eventually(lambda: pushed.task is not None or len(sets) == 2)
         await eventually(lambda: len(sets) == 2 and pushed.task is None)
         assert sets[1][1] == {0, 1}
         # Stopped with a set owed (waiting out its gap): its task ends, and no set goes
@@ -107,16 +120,36 @@ async def test_a_host_at_rest_holds_no_task(monkeypatch: pytest.MonkeyPatch) -> 
         informer.change(informer.state())
         await eventually(lambda: pushed.task is not None)
         task = pushed.task
-        push.stop(pushed)
+        host.push.stop(pushed)
         await asyncio.gather(task, return_exceptions=True)
         assert task is not None and task.cancelled() and pushed.task is None
         await asyncio.sleep(0.2)
         assert len(sets) == 2
-    finally:
-        push.stop(pushed)
-        reader.cancel()
-        await asyncio.gather(reader, return_exceptions=True)
-        await push.close()
+
+
+async def test_a_set_that_fails_to_build_is_logged_and_built_at_the_next_change(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(desiredpush, "_PUSH_MIN_GAP", 0.05)
+    async with one_host() as host:
+        state, informer, pushed, sets = host.state, host.informer, host.pushed, host.sets
+        await eventually(lambda: len(sets) == 1 and pushed.task is None)
+        building = host.push._message
+
+        def failing(host_id: str, inputs: object, sent: str) -> tuple[object, object, str]:
+            raise RuntimeError("a spec that does not build")
+
+        host.push._message = failing  # type: ignore[method-assign,assignment]
+        put_replica(state, 1, "h1")
+        informer.change(informer.state())
+        await eventually(lambda: "could not be built" in caplog.text)
+        assert "host h1" in caplog.text and "a spec that does not build" in caplog.text
+        await eventually(lambda: pushed.task is None)
+        host.push._message = building  # type: ignore[method-assign]
+        put_replica(state, 2, "h1")
+        informer.change(informer.state())
+        await eventually(lambda: len(sets) == 2)
+        assert sets[1][1] == {0, 1, 2}
 
 
 class TwoHosts:

@@ -365,30 +365,20 @@ def test_slots_not_yet_ready_share_their_counts() -> None:
 def test_a_tally_brought_up_to_date_keeps_the_records_slot_numbers() -> None:
     """A slot read off the slot log is an int of its own past 256: the tally keeps its
     slots under the int the slot's records share (100,000 keys at 100,000 replicas)."""
-    live = LiveState(LAYOUT)
-    revision = 0
-
-    def put(key: bytes, value: bytes) -> None:
-        nonlocal revision
-        revision += 1
-        live.apply(key, value, revision)
-
-    put(LAYOUT.app("web"), app_record(0).dump())
+    feed = Feed()
     for slot in (300, 301):
-        record = ReplicaRecord(
-            app="web", slot=slot, revision=1, host="h1", resources=ResourceAmounts()
-        )
-        put(LAYOUT.replica("web", slot), record.dump())
-        put(LAYOUT.report("h1", "web", slot, 1), web_report(slot).dump())
+        feed.replica(slot)
+        feed.report(slot, "running", ready_since=READY)
     cache = CountsCache()
-    assert rollout_counts(live.snapshot(), "web", T0, cache) == RolloutCounts(2, 2, 2, 2, 2)
-    put(LAYOUT.report("h1", "web", 300, 1), web_report(300, state="exited").dump())
-    put(LAYOUT.report("h1", "web", 301, 1), web_report(301, ready_since="").dump())
-    state = live.snapshot()
-    assert rollout_counts(state, "web", T0, cache) == RolloutCounts(1, 0, 2, 0, 2)
+    assert rollout_counts(feed.live.snapshot(), "web", T0 + 60, cache) == RolloutCounts(
+        2, 2, 2, 2, 2
+    )
+    feed.report(300, "exited")
+    feed.report(301, "running")  # (not ready yet)
+    state = feed.live.snapshot()
+    assert rollout_counts(state, "web", T0 + 60, cache) == RolloutCounts(1, 0, 2, 0, 2)
     [tally] = cache._tallies.values()
     records = state.replica_slots("web")
-    assert tally.position > 0  # (brought up to date from the log, not counted again)
     assert sorted(tally.slots) == [300, 301]
     for slot in tally.slots:
         assert slot is records[slot].value.slot
