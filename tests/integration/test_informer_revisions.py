@@ -142,9 +142,10 @@ def test_a_large_answer_is_applied_in_turns_each_revision_whole(
             seen: list[int] = []  # replicas a reader sees at each turn of the loop
             task = asyncio.create_task(informer.run())
             try:
-                while informer.revision < last:
-                    seen.append(len(informer.state().replica_slots("web")))
-                    await asyncio.sleep(0)
+                async with asyncio.timeout(10):  # (a watch that never gets there: fail)
+                    while informer.revision < last:
+                        seen.append(len(informer.state().replica_slots("web")))
+                        await asyncio.sleep(0)
             finally:
                 task.cancel()
             assert len(informer.state().replica_slots("web")) == per_txn * txns
