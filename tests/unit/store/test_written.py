@@ -4,6 +4,8 @@ write of a key replaces an older one; a failed write is dropped; it holds at mos
 
 from __future__ import annotations
 
+import sys
+
 from fleet.store.written import Written
 
 
@@ -55,3 +57,14 @@ def test_it_holds_at_most_most_records_letting_the_oldest_go() -> None:
     written.hold(b"d", b"v", 5)
     assert written.take(b"b", b"v") is None
     assert written.take(b"a", b"v2") == 3
+
+
+def test_it_keeps_the_record_not_the_bytes_it_was_dumped_into() -> None:
+    # In a ramp the watch falls tens of thousands of reports behind the writes: their
+    # bytes go with their transactions, and the watch's copy is matched by its digest.
+    written = Written()
+    value = bytes(400)
+    before = sys.getrefcount(value)
+    written.hold(b"k", value, "record")
+    assert sys.getrefcount(value) == before
+    assert written.take(b"k", bytes(400)) == "record"  # equal bytes, another object
