@@ -70,7 +70,7 @@ from fleet.pki.subjects import expiry_from_auth_context, serial_from_auth_contex
 from fleet.proto import fleet_pb2 as pb
 from fleet.proto import fleet_pb2_grpc as pb_grpc
 from fleet.secrets import SecretBox
-from fleet.store import Alive, ClusterState, Informer, Store, check_host_id
+from fleet.store import Alive, ClusterState, Informer, Store, Versioned, check_host_id
 from fleet.store.events import EventLog
 from fleet.store.leases import LeaseKeeper
 from fleet.store.records import ContainerReport, HostRecord, LiveRecord
@@ -347,13 +347,20 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self, register: pb.Register, serial: str = "", cert_expires: str = ""
     ) -> tuple[str, Alive, int]:
         host_id = check_host_id(register.host_id)
-        state = self._informer.state()
-        taken = daemon_taken(state, host_id, dict(register.facts), self._daemons)
+        facts = dict(register.facts)
+        taken = daemon_taken(self._informer.state(), host_id, facts, self._daemons)
         if taken is not None:
             raise FailedPrecondition(taken)
         live = LiveRecord(server=self._server_id, connected_at=now_iso())
         async with self._registering.turn():
-            shown = await self._register_as_shown(register, state, live, serial, cert_expires)
+            # The host's records as shown at its turn, not a snapshot held while waiting:
+            # in a storm thousands of registrations wait here and dozens take their turn
+            # together, and each held the snapshot it began with (up to 150 at once as
+            # 5,000 hosts connected, each with copies of the host tables of its own).
+            state = self._informer.state()
+            shown_as = state.hosts.get(host_id), state.alive.get(host_id)
+            del state
+            shown = await self._register_as_shown(register, *shown_as, live, serial, cert_expires)
             if shown is not None:
                 record, alive, lease = shown
             else:
@@ -382,26 +389,25 @@ class AgentService(pb_grpc.AgentServiceServicer):
     async def _register_as_shown(
         self,
         register: pb.Register,
-        state: ClusterState,
+        known: Versioned[HostRecord] | None,
+        alive_known: Versioned[LiveRecord] | None,
         live: LiveRecord,
         serial: str,
         cert_expires: str,
     ) -> tuple[HostRecord, Alive, int] | None:
-        """A registration that changes nothing of the host's record the informer shows,
-        its liveness written in one transaction guarded on what the informer shows
-        (``Store.mark_alive_as_shown``); None when the registration changes the record,
-        or etcd holds other than what was shown. A restart's storm is every host
-        registering again unchanged: at 5,000 hosts, 10,000 reads of etcd fewer, each
-        a round trip on the loop the storm is bound by."""
+        """A registration that changes nothing of the host's record the informer shows
+        (``known``, with its liveness ``alive_known``), its liveness written in one
+        transaction guarded on them (``Store.mark_alive_as_shown``); None when the
+        registration changes the record, or etcd holds other than what was shown. A
+        restart's storm is every host registering again unchanged: at 5,000 hosts,
+        10,000 reads of etcd fewer, each a round trip on the loop the storm is bound by."""
         host_id = register.host_id
-        known = state.hosts.get(host_id)
         if known is None:
             return None
         record = host_record(register, known.value, self._host_limits, serial, cert_expires)
         if not unchanged_registration(known.value, record):
             return None
         lease = await self._lease.current()
-        alive_known = state.alive.get(host_id)
         alive = await self._store.mark_alive_as_shown(
             host_id,
             live,
