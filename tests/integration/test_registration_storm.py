@@ -48,8 +48,10 @@ def test_registrations_waiting_for_a_turn_hold_no_snapshot(
                     )
                     for n in range(5)
                 ]
-                await asyncio.sleep(0.1)  # (they begin, and wait for a turn)
-                assert not any(task.done() for task in waiting)
+                slots = agents._registering._slots  # (an asyncio.Semaphore)
+                await eventually(
+                    lambda: len(slots._waiters or ()) == len(waiting), 5, "all five waiting"
+                )
                 # The state moves on: a write the informer shows.
                 replica = ReplicaRecord(
                     app="web",
