@@ -347,8 +347,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self, register: pb.Register, serial: str = "", cert_expires: str = ""
     ) -> tuple[str, Alive, int]:
         host_id = check_host_id(register.host_id)
-        facts = dict(register.facts)
-        taken = daemon_taken(self._informer.state(), host_id, facts, self._daemons)
+        taken = daemon_taken(self._informer.state(), host_id, dict(register.facts), self._daemons)
         if taken is not None:
             raise FailedPrecondition(taken)
         live = LiveRecord(server=self._server_id, connected_at=now_iso())
@@ -358,9 +357,11 @@ class AgentService(pb_grpc.AgentServiceServicer):
             # together, and each held the snapshot it began with (up to 150 at once as
             # 5,000 hosts connected, each with copies of the host tables of its own).
             state = self._informer.state()
-            shown_as = state.hosts.get(host_id), state.alive.get(host_id)
+            known, alive_known = state.hosts.get(host_id), state.alive.get(host_id)
             del state
-            shown = await self._register_as_shown(register, *shown_as, live, serial, cert_expires)
+            shown = await self._register_as_shown(
+                register, known, alive_known, live, serial, cert_expires
+            )
             if shown is not None:
                 record, alive, lease = shown
             else:
