@@ -18,7 +18,7 @@ from typing import Any
 from fleet.store import keys
 from fleet.store._etcd import KeyValue
 from fleet.store.keys import KeyLayout
-from fleet.store.records import ContainerReport, ReplicaRecord, StatusRecord
+from fleet.store.records import ContainerReport, ReplicaRecord
 from fleet.store.state import (
     TABLES,
     AppReplicas,
@@ -27,13 +27,13 @@ from fleet.store.state import (
     ClusterState,
     HostReplicas,
     ReplicaTable,
-    ReportKey,
     Versioned,
     decode,
     locate,
     place,
+    report_order,
     table_of,
-    with_containers,
+    with_report_list,
 )
 
 __all__ = ["LiveState"]
@@ -58,9 +58,16 @@ class LiveState:
         self._by_app: dict[str, AppReplicas] = {}
         self._by_host: dict[str, HostReplicas] = {}
         self._reports: dict[str, AppReports] = {}
-        self._host_reports: dict[str, dict[ReportKey, ContainerReport]] = {}
-        self._status_records: dict[str, Versioned[StatusRecord]] = {}  # without containers
-        self._status_hosts: set[str] = set()  # hosts whose status must be put together again
+        # Each host's reports, in no order: the reports by app are what is looked up; this
+        # puts each host's status together (``snapshot``). A list, changed in place (no
+        # snapshot holds it), where a dict by (app, slot, revision) held a key tuple of its
+        # own for every report: 9 MiB more at 100,000 replicas.
+        self._host_reports: dict[str, list[ContainerReport]] = {}
+        # Hosts whose status (``_live.status``) must be put together again with their
+        # reports: a status record as written, or one whose reports changed. The record
+        # put together is the only one held (the containers a status record is written
+        # with are never read: its reports are), not one as written beside it.
+        self._status_hosts: set[str] = set()
         # Index entries changed since the last snapshot, so not shared with one.
         self._owned: set[tuple[str, str]] = set()
         self._dirty: set[str] = set(TABLES)  # tables changed since the last snapshot
@@ -103,9 +110,9 @@ class LiveState:
         if folder is keys.STATUS:
             # Put together with the host's reports when a snapshot is taken.
             if record is None:
-                self._status_records.pop(position, None)
+                self._live.status.pop(position, None)
             else:
-                self._status_records[position] = record
+                self._live.status[position] = record
             self._status_hosts.add(position)
             self._dirty.add("status")
             self._status = next(_sequence)
@@ -176,16 +183,21 @@ class LiveState:
 
     def _report(self, position: tuple[str, str, int, int], record: Versioned[Any] | None) -> None:
         host, app, slot, revision = position
-        containers = self._entry(self._host_reports, "host-reports", host)
+        key = (slot, revision, host)
         by_app = self._entry(self._reports, "reports", app)
+        containers = self._host_reports.setdefault(host, [])
+        old = by_app.get(key)
+        if old is not None:
+            # By identity: the report as its key placed it, whatever its fields say.
+            del containers[next(i for i, report in enumerate(containers) if report is old)]
         if record is None:
-            containers.pop((app, slot, revision), None)
-            by_app.pop((slot, revision, host), None)
-            self._drop_if_empty(self._host_reports, host)
+            by_app.pop(key, None)
             self._drop_if_empty(self._reports, app)
         else:
-            containers[(app, slot, revision)] = record.value
-            by_app[(slot, revision, host)] = record.value
+            by_app[key] = record.value
+            containers.append(record.value)
+        if not containers:
+            del self._host_reports[host]
         # A report is written only when it changes: every write is news for the app.
         self._app_reports[app] = self._status = next(_sequence)
         self._log_slot(app, slot)
@@ -206,11 +218,10 @@ class LiveState:
             return self._snapshot
         live = self._live
         for host in self._status_hosts:
-            status = self._status_records.get(host)
-            if status is None:
-                live.status.pop(host, None)
-            else:
-                live.status[host] = with_containers(status, self._host_reports.get(host, {}))
+            status = live.status.get(host)
+            if status is not None:
+                reports = sorted(self._host_reports.get(host, ()), key=report_order)
+                live.status[host] = with_report_list(status, reports)
         self._status_hosts.clear()
         tables: dict[str, Any] = {}
         by_app = dict(self._by_app)

@@ -57,8 +57,10 @@ __all__ = [
     "decode_state",
     "locate",
     "place",
+    "report_order",
     "table_of",
     "with_containers",
+    "with_report_list",
 ]
 
 log = logging.getLogger(__name__)
@@ -403,8 +405,20 @@ def place(
 def with_containers(
     status: Versioned[StatusRecord], reports: Mapping[ReportKey, ContainerReport]
 ) -> Versioned[StatusRecord]:
-    """A host's status record with its containers' reports put back, by key."""
-    containers = [reports[key] for key in sorted(reports)]
+    """A host's status record with its containers' reports put back (``report_order``)."""
+    return with_report_list(status, sorted(reports.values(), key=report_order))
+
+
+def report_order(report: ContainerReport) -> ReportKey:
+    """Where a report goes in its host's status record: by app, slot and revision."""
+    return report.app, report.slot, report.revision
+
+
+def with_report_list(
+    status: Versioned[StatusRecord], containers: list[ContainerReport]
+) -> Versioned[StatusRecord]:
+    """A host's status record with its containers' reports put back, in the order given
+    (``report_order``)."""
     return Versioned(
         status.value.model_copy(update={"containers": containers}), status.mod_revision
     )

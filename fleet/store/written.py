@@ -37,11 +37,13 @@ class Written:
     watch shows that key with those bytes; ``drop`` it if its write failed."""
 
     def __init__(self, most: int = _MOST) -> None:
-        # key -> (its value's digest, record), oldest first. An OrderedDict, not a dict:
-        # letting the oldest go from a dict (``next(iter(d))``) walks past every entry
-        # deleted before it (100,000 holds past the bound, the watch behind: 1.4 s so,
-        # 0.2 s this way).
-        self._held: OrderedDict[bytes, tuple[int, Any]] = OrderedDict()
+        # hash(key) -> (its value's digest, record), oldest first. By the key's hash, not
+        # the key (an int of 32 bytes, a report's key 90): a record is taken only if the
+        # value's digest matches too, so two keys sharing a hash by chance (once in 2**64)
+        # cost at most a decode. An OrderedDict, not a dict: letting the oldest go from a
+        # dict (``next(iter(d))``) walks past every entry deleted before it (100,000
+        # holds past the bound, the watch behind: 1.4 s so, 0.2 s this way).
+        self._held: OrderedDict[int, tuple[int, Any]] = OrderedDict()
         self._most = most
 
     def __len__(self) -> int:
@@ -49,24 +51,29 @@ class Written:
 
     def hold(self, key: bytes, value: bytes, record: Any) -> None:
         held = self._held
-        held[key] = (_digest(value), record)
-        held.move_to_end(key)  # the newest write of a key goes last
+        at = hash(key)
+        held[at] = (_digest(value), record)
+        held.move_to_end(at)  # the newest write of a key goes last
         if len(held) > self._most:
             held.popitem(last=False)
 
     def take(self, key: bytes, value: bytes) -> Any | None:
         """The record written as ``value`` at ``key``, once; None if none is held (an
         older write of the key seen first keeps the newer one held)."""
-        held = self._held.get(key)
+        at = hash(key)
+        held = self._held.get(at)
         if held is None or held[0] != _digest(value):
             return None
-        del self._held[key]
+        del self._held[at]
+        if not self._held:
+            self._held.clear()  # gives back the table a ramp grew (a dict never shrinks)
         return held[1]
 
     def drop(self, key: bytes, value: bytes) -> None:
-        held = self._held.get(key)
+        at = hash(key)
+        held = self._held.get(at)
         if held is not None and held[0] == _digest(value):
-            del self._held[key]
+            del self._held[at]
 
 
 def _digest(value: bytes) -> int:

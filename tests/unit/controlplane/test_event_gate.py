@@ -3,6 +3,8 @@ rate, and what was dropped is said with a count."""
 
 from __future__ import annotations
 
+import tracemalloc
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -95,6 +97,25 @@ def test_memory_stays_bounded_and_counts_are_owned_up_to() -> None:
     stored += gate.admit("h1", [event(f"m{i}") for i in range(200, 300)], 1.0)  # repeats
     assert len(gate._repeats) <= 100
     assert len([e for e in stored if not e.count]) == 300
+
+
+def test_a_run_that_does_not_repeat_holds_nothing_of_its_event() -> None:
+    # A ramp stores about 100,000 events that never repeat: each is remembered for its
+    # window, and what it holds must not grow with its message.
+    gate = EventGate(GateLimits(host_rate=1e9, host_burst=1e9, app_rate=1e9, app_burst=1e9))
+    events = [event(f"{i:06d}" + "x" * 2000) for i in range(2000)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        assert len(gate.admit("h1", events, 0.0)) == 2000
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 2000 * 400  # the messages alone are 2,000 x 2 KB
+    # and each is still told by its own repeats: counted, then stored with their count
+    assert gate.admit("h1", [event("000007" + "x" * 2000)], 1.0) == []
+    [again] = gate.admit("h1", [event("000007" + "x" * 2000)], 61.0)
+    assert again.count == 2
 
 
 @given(st.lists(st.tuples(st.sampled_from(["h1", "h2"]), st.sampled_from("abc")), max_size=300))

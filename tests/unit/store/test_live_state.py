@@ -328,6 +328,31 @@ def test_seeded_state() -> None:
     assert list(state.reports_of("api")) == [(0, 1, "h4")]
 
 
+def test_a_report_goes_by_its_key_whatever_its_fields_say() -> None:
+    # A host's reports are listed without keys of their own: one written under a key its
+    # fields do not match (by hand, or an older version) is still replaced and removed
+    # by that key, and the host's status lists its reports by app, slot and revision.
+    live = LiveState(LAYOUT)
+    live.apply(LAYOUT.status("h1"), status_record("h1").dump(), 1)
+    odd = LAYOUT.report("h1", "web", 0, 1)
+    live.apply(odd, container("api", 5, 2).dump(), 2)
+    live.apply(LAYOUT.report("h1", "api", 1, 1), container("api", 1, 1).dump(), 3)
+    live.apply(LAYOUT.report("h1", "db", 0, 1), container("db", 0, 1).dump(), 4)
+    assert [c.app for c in live.snapshot().status["h1"].value.containers] == ["api", "api", "db"]
+    live.apply(odd, container("web", 0, 1, state="exited").dump(), 5)
+    assert [(c.app, c.state) for c in live.snapshot().status["h1"].value.containers] == [
+        ("api", "running"),
+        ("db", "running"),
+        ("web", "exited"),
+    ]
+    live.apply(odd, None, 6)
+    live.apply(LAYOUT.report("h1", "api", 1, 1), None, 7)
+    live.apply(LAYOUT.report("h1", "db", 0, 1), None, 8)
+    state = live.snapshot()
+    assert state.status["h1"].value.containers == []
+    assert dict(state.reports_of("web")) == {}
+
+
 def test_snapshot_is_the_same_object_until_something_is_applied() -> None:
     live = seeded()
     first = live.snapshot()

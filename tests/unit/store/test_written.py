@@ -68,3 +68,19 @@ def test_it_keeps_the_record_not_the_bytes_it_was_dumped_into() -> None:
     written.hold(b"k", value, "record")
     assert sys.getrefcount(value) == before
     assert written.take(b"k", bytes(400)) == "record"  # equal bytes, another object
+
+
+def test_it_holds_neither_the_key_nor_a_table_grown_by_a_ramp_once_emptied() -> None:
+    # A report's key is 90 bytes, and a ramp holds up to 50,000 records while the watch
+    # is behind: the table a dict grew to stays at its largest until it is cleared.
+    written = Written()
+    key = b"/fleet/reports/h1/web/000000/0000000001"
+    before = sys.getrefcount(key)
+    written.hold(key, b"v", "record")
+    assert sys.getrefcount(key) == before
+    for i in range(10_000):
+        written.hold(b"k%d" % i, b"v", i)
+    grown = sys.getsizeof(written._held)
+    assert [written.take(b"k%d" % i, b"v") for i in range(10_000)] == list(range(10_000))
+    assert written.take(key, b"v") == "record"
+    assert sys.getsizeof(written._held) < grown / 100
