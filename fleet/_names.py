@@ -1,4 +1,5 @@
-"""DNS labels (RFC 1123), the one form of fleet's names: apps, secrets, tokens.
+"""DNS labels (RFC 1123), the one form of fleet's names: apps, secrets, tokens; and the
+name a replica's container is given.
 
 The spec checks an app file's names with it and the key layout (``fleet.store.keys``)
 checks every name before it becomes a key, so both accept exactly the same names. It
@@ -14,6 +15,7 @@ __all__ = [
     "DNS_LABEL_PATTERN",
     "DNS_LABEL_SCHEMA",
     "DNS_LABEL_TEXT",
+    "container_name",
     "is_dns_label",
 ]
 
@@ -31,3 +33,11 @@ DNS_LABEL_TEXT = (
 def is_dns_label(s: str) -> bool:
     """Whether ``s`` is an RFC 1123 DNS label, the form of app names."""
     return DNS_LABEL.match(s) is not None
+
+
+def container_name(app: str, slot: int, spec_hash: str) -> str:
+    """``web.0.1a2b3c4d``: readable, and distinct per template so a replacement can be
+    created before the old container is removed. An agent names a replica's container
+    so (unless another pool holds the name); the control plane stores a report of a
+    container so named without its name."""
+    return f"{app}.{slot}.{spec_hash[:8]}"

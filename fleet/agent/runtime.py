@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from google.protobuf import json_format
 
+from fleet._names import container_name
 from fleet.agent.stats import HostUsage
 from fleet.proto import fleet_pb2 as pb
 
@@ -50,12 +51,6 @@ LABEL_GRACE = "fleet.stop-grace"
 LABEL_SHUTDOWN_DELAY = "fleet.shutdown-delay"
 LABEL_HEALTH = "fleet.health"  # the health check, so a restarted agent still knows it
 LABEL_POOL = "fleet.pool"  # the pool's id: another pool's containers are never adopted
-
-
-def container_name(app: str, slot: int, spec_hash: str) -> str:
-    """``web.0.1a2b3c4d``: readable, and distinct per template so a replacement can be
-    created before the old container is removed."""
-    return f"{app}.{slot}.{spec_hash[:8]}"
 
 
 def free_name(name: str, pool_id: str, holder_pool: str | None) -> str:

@@ -407,7 +407,7 @@ class ContainerReport(SlottedRecord):
     revision: int
     spec_hash: str
     container_id: str
-    name: str
+    name: str  # "": the name its agent gives a replica's container (``container_name``)
     state: str
     exit_code: int = 0
     started_at: str = ""
