@@ -19,10 +19,10 @@ from fleet.store import keys
 from fleet.store._etcd import KeyValue
 from fleet.store.keys import KeyLayout
 from fleet.store.records import ContainerReport, ReplicaRecord
+from fleet.store.reportindex import AppReportIndex, chunk_of
 from fleet.store.state import (
     TABLES,
     AppReplicas,
-    AppReports,
     Changes,
     ClusterState,
     HostReplicas,
@@ -57,7 +57,7 @@ class LiveState:
         self._live = ClusterState(revision=0, replicas={})
         self._by_app: dict[str, AppReplicas] = {}
         self._by_host: dict[str, HostReplicas] = {}
-        self._reports: dict[str, AppReports] = {}
+        self._reports: dict[str, AppReportIndex] = {}
         # Each host's reports, in no order: the reports by app are what is looked up; this
         # puts each host's status together (``snapshot``). A list, changed in place (no
         # snapshot holds it), where a dict by (app, slot, revision) held a key tuple of its
@@ -69,7 +69,7 @@ class LiveState:
         # with are never read: its reports are), not one as written beside it.
         self._status_hosts: set[str] = set()
         # Index entries changed since the last snapshot, so not shared with one.
-        self._owned: set[tuple[str, str]] = set()
+        self._owned: set[tuple[str, object]] = set()
         self._dirty: set[str] = set(TABLES)  # tables changed since the last snapshot
         self._apps: dict[str, int] = {}
         self._app_reports: dict[str, int] = {}
@@ -184,17 +184,27 @@ class LiveState:
     def _report(self, position: tuple[str, str, int, int], record: Versioned[Any] | None) -> None:
         host, app, slot, revision = position
         key = (slot, revision, host)
-        by_app = self._entry(self._reports, "reports", app)
+        by_app = self._reports.get(app)
+        if by_app is None:
+            by_app = self._reports[app] = AppReportIndex()
+        elif ("reports", app) not in self._owned:
+            by_app = self._reports[app] = by_app.copy()  # (its chunks still shared)
+        self._owned.add(("reports", app))
         containers = self._host_reports.setdefault(host, [])
         old = by_app.get(key)
+        chunk = ("report-chunk", (app, chunk_of(slot)))
+        shared = chunk not in self._owned
+        if old is not None or record is not None:  # (else the chunk is left as it is)
+            self._owned.add(chunk)
         if old is not None:
             # By identity: the report as its key placed it, whatever its fields say.
             del containers[next(i for i, report in enumerate(containers) if report is old)]
         if record is None:
-            by_app.pop(key, None)
-            self._drop_if_empty(self._reports, app)
+            by_app.pop(key, shared=shared)
+            if not by_app:
+                del self._reports[app]
         else:
-            by_app[key] = record.value
+            by_app.put(key, record.value, shared=shared)
             containers.append(record.value)
         if not containers:
             del self._host_reports[host]

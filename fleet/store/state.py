@@ -195,7 +195,9 @@ class ClusterState:
     changes: Changes | None = None
     _by_app: dict[str, AppReplicas] | None = field(default=None, repr=False)
     _by_host: dict[str, HostReplicas] | None = field(default=None, repr=False)
-    _reports: dict[str, AppReports] | None = field(default=None, repr=False)
+    _reports: Mapping[str, Mapping[tuple[int, int, str], ContainerReport]] | None = field(
+        default=None, repr=False
+    )
     _stamp: tuple[int, int | None] | None = field(default=None, repr=False)
     # app or host -> (the index entry it was sorted from, the sorted list)
     _sorted: dict[Any, tuple[object, list[ReplicaRecord]]] = field(default_factory=dict, repr=False)

@@ -29,6 +29,7 @@ from fleet.store.records import (
     RevisionRecord,
     SecretRecord,
 )
+from fleet.store.reportindex import AppReportIndex
 from fleet.store.state import Changes, decode_state
 from tests.unit.store.builders import LAYOUT, host_record, status_record
 
@@ -384,6 +385,24 @@ def test_unchanged_tables_and_index_entries_are_shared() -> None:
     assert second.replicas_of("web")[0].host == "h2"
     assert [(r.app, r.slot) for r in first.replicas_on("h2")] == [("web", 1)]
     assert [(r.app, r.slot) for r in second.replicas_on("h2")] == [("web", 0), ("web", 1)]
+
+
+def test_a_report_changed_after_a_snapshot_copies_its_chunk_not_the_apps_reports() -> None:
+    # In a ramp nearly every app has a report written between two snapshots: copying
+    # each app's every report then was most of what the informer allocated.
+    live = LiveState(LAYOUT)
+    for slot in range(1000):
+        live.apply(LAYOUT.report("h1", "web", slot, 1), container("web", slot, 1).dump(), slot + 1)
+    first = live.snapshot()
+    live.apply(LAYOUT.report("h1", "web", 700, 1), container("web", 700, 1, "exited").dump(), 1001)
+    second = live.snapshot()
+    before, after = first.reports_of("web"), second.reports_of("web")
+    assert before[(700, 1, "h1")].state == "running" and after[(700, 1, "h1")].state == "exited"
+    assert dict(before.items()).keys() == dict(after.items()).keys() and len(after) == 1000
+    assert isinstance(before, AppReportIndex) and isinstance(after, AppReportIndex)
+    pairs = zip(before._chunks.values(), after._chunks.values(), strict=True)
+    chunks = [chunk_a is chunk_b for chunk_a, chunk_b in pairs]
+    assert chunks.count(False) == 1 and len(chunks) == 16
 
 
 # ---------------------------------------------------------------- Changes
