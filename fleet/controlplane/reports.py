@@ -110,8 +110,8 @@ def _stored_name(c: pb.ContainerStatus) -> str:
     """A container's name as its report stores it: "" for the name its agent gives a
     replica's container (``container_name``), which ``status_proto`` puts back. At
     100,000 replicas each name held was 70 bytes of the control plane's memory (6.6 MiB,
-    #24 item 3), and of each report's value in etcd. One another pool's container holds
-    (its name then ends in this pool's id) is stored as it is."""
+    #24 item 3), and of each report's value in etcd. Any other name (one another pool's
+    container held, to which this pool's id was added) is stored as it is."""
     return "" if c.name == container_name(c.app, c.slot, c.spec_hash) else c.name
 
 

@@ -49,7 +49,7 @@ class AppReportIndex(Mapping[ReportKey, ContainerReport]):
     def __contains__(self, key: object) -> bool:
         try:
             chunk = self._chunks.get(key[0] >> _CHUNK_BITS)  # type: ignore[index]
-        except (TypeError, IndexError, KeyError):
+        except (TypeError, IndexError):  # not a report's key
             return False
         return chunk is not None and key in chunk
 
