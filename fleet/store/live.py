@@ -198,7 +198,10 @@ class LiveState:
             self._owned.add(chunk)
         if old is not None:
             # By identity: the report as its key placed it, whatever its fields say.
-            del containers[next(i for i, report in enumerate(containers) if report is old)]
+            for at, report in enumerate(containers):
+                if report is old:
+                    del containers[at]
+                    break
         if record is None:
             by_app.pop(key, shared=shared)
             if not by_app:
