@@ -25,6 +25,7 @@ from typing import Any
 from fleet._names import container_name
 from fleet._text import strip_control
 from fleet._time import epoch, now_iso
+from fleet.controlplane.reportprints import EMPTY, ContainerPrints, ReportKey
 from fleet.errors import InvalidArgument
 from fleet.proto import fleet_pb2 as pb
 from fleet.store import check_name
@@ -46,8 +47,6 @@ MAX_REPORT_BYTES = 512 * 1024  # a heartbeat; etcd takes values up to about 1.5 
 _MAX_IMAGES = 1000
 _MAX_TEXT = 1024
 _HEALTH = frozenset({"", "starting", "healthy", "unhealthy"})
-
-ReportKey = tuple[str, int, int]  # app, slot, revision
 
 
 def _check_health(value: str) -> str:
@@ -161,7 +160,7 @@ class Report:
     status: StatusRecord | None  # None: the host's record stays as written
     changed: list[ContainerReport]
     gone: list[ReportKey]
-    prints: dict[ReportKey, int]  # every container as now reported (``_print``)
+    prints: ContainerPrints  # every container as now reported (``_print``)
     host_print: bytes
     digest: bytes = b""  # the heartbeat's ``containers_digest``
 
@@ -214,7 +213,7 @@ class ReportWriter:
     def __init__(self, host_id: str, refresh: float) -> None:
         self.host_id = host_id
         self.refresh = refresh
-        self._prints: dict[ReportKey, int] = {}
+        self._prints = EMPTY
         self._kept: dict[ReportKey, ContainerReport] | None = None  # (``start_from``)
         self._host_print = b""
         # The agent's digest of the containers the prints stand for (b"": none): a
@@ -299,23 +298,32 @@ class ReportWriter:
             # session keeps the keys of its last heartbeat, and each message has its own
             # copy of each name and each number past 256 (56 bytes a key).
             current[(sys.intern(c.app), shared(c.slot), shared(c.revision))] = c
-        prints: dict[ReportKey, int] = {}
+        prints: list[int] = []
         changed: list[ContainerReport] = []
         kept = self._kept
+        before_prints = self._prints
+        known = 0  # keys of ``current`` that the prints have
         for key, c in current.items():
             # The print leaves the usage out: the usage alone is written every ``refresh``.
             # Zeroed in place and put back (a copy of each container of every heartbeat
             # was the largest part of working out a report).
             cpu, memory = c.cpu, c.memory_bytes
             c.cpu, c.memory_bytes = 0.0, 0
-            prints[key] = _print(c)
+            now_print = _print(c)
             c.cpu, c.memory_bytes = cpu, memory
-            before = self._prints.get(key)
-            if before != prints[key] and not (
+            prints.append(now_print)
+            before = before_prints.get(key)
+            known += before is not None
+            if before != now_print and not (
                 before is None and kept is not None and _as_stored(c, kept.get(key))
             ):
                 changed.append(container_report(c, checked=True))  # (``check`` above)
-        gone = [key for key in (self._prints if kept is None else kept) if key not in current]
+        if kept is not None:
+            gone = [key for key in kept if key not in current]
+        elif known < len(before_prints):  # (its keys are read back only then)
+            gone = [key for key in before_prints if key not in current]
+        else:
+            gone = []
         images, host_print = _host_part(heartbeat)
         due = now - self._written_at >= self.refresh
         if not changed and not gone and host_print == self._host_print and not due:
@@ -325,7 +333,14 @@ class ReportWriter:
         status = None
         if host_print != self._host_print or due:
             status = self._status(heartbeat, images, current.items())
-        return Report(status, changed, gone, prints, host_print, heartbeat.containers_digest)
+        return Report(
+            status,
+            changed,
+            gone,
+            ContainerPrints(list(current), prints),
+            host_print,
+            heartbeat.containers_digest,
+        )
 
     def _usage_only(self, heartbeat: pb.Heartbeat, now: float) -> Report | None:
         """``report`` of a heartbeat whose containers are those stored (``_unchanged``):
