@@ -17,12 +17,12 @@ from typing import Any
 
 from fleet.store import keys
 from fleet.store._etcd import KeyValue
+from fleet.store.appslots import AppSlots
 from fleet.store.keys import KeyLayout
 from fleet.store.records import ContainerReport, ReplicaRecord
 from fleet.store.reportindex import AppReportIndex, chunk_of
 from fleet.store.state import (
     TABLES,
-    AppReplicas,
     Changes,
     ClusterState,
     HostReplicas,
@@ -42,7 +42,7 @@ __all__ = ["LiveState"]
 # compaction) never equal the old ones by chance.
 _sequence = itertools.count(1)
 
-_NO_SLOTS: AppReplicas = {}
+_NO_SLOTS = AppSlots()
 
 # Entries of an app's slot log before a new log is started (4 bytes each); a consumer
 # further behind than that recounts the app's slots.
@@ -55,7 +55,7 @@ class LiveState:
         self.revision = 0
         # Its tables are the live ones, but for replicas (``_by_app``, ``_by_host``).
         self._live = ClusterState(revision=0, replicas={})
-        self._by_app: dict[str, AppReplicas] = {}
+        self._by_app: dict[str, AppSlots] = {}
         self._by_host: dict[str, HostReplicas] = {}
         self._reports: dict[str, AppReportIndex] = {}
         # Each host's reports, in no order: the reports by app are what is looked up; this
@@ -158,22 +158,33 @@ class LiveState:
         app, slot = position
         seq = self._host_inputs_seq = next(_sequence)
         self._host_copies = None
-        old = self._by_app.get(app, _NO_SLOTS).get(slot)
+        old = self._by_app.get(app, _NO_SLOTS).record(slot)
         if old is not None:
-            for host in {old.value.host, *([old.value.next.host] if old.value.next else [])}:
+            for host in {old.host, *([old.next.host] if old.next else [])}:
                 self._entry(self._by_host, "host", host).pop(position, None)
                 self._drop_if_empty(self._by_host, host)
                 self._host_inputs[host] = seq
-            self._entry(self._by_app, "app", app).pop(slot, None)
-            self._drop_if_empty(self._by_app, app)
+            self._slots(app).pop(slot)
+            if not self._by_app[app]:
+                del self._by_app[app]
         if record is not None:
             replica: ReplicaRecord = record.value
-            self._entry(self._by_app, "app", app)[slot] = record
+            self._slots(app).put(slot, replica, record.mod_revision)
             for host in {replica.host, *([replica.next.host] if replica.next else [])}:
                 self._entry(self._by_host, "host", host)[position] = replica
                 self._host_inputs[host] = seq
         self._apps[app] = self._placed = seq
         self._log_slot(app, slot)
+
+    def _slots(self, app: str) -> AppSlots:
+        """``app``'s replicas ready to be changed: copied first if a snapshot shares them."""
+        slots = self._by_app.get(app)
+        if slots is None:
+            slots = self._by_app[app] = AppSlots()
+        elif ("app", app) not in self._owned:
+            slots = self._by_app[app] = slots.copy()
+        self._owned.add(("app", app))
+        return slots
 
     def _log_slot(self, app: str, slot: int) -> None:
         log = self._slot_logs.get(app)

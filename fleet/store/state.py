@@ -132,7 +132,7 @@ class Changes:
 
 # Replicas of one app by slot; of one host by (app, slot); reports of one app by
 # (slot, revision, host). Shared between states: never changed once handed out.
-AppReplicas = dict[int, Versioned[ReplicaRecord]]
+AppReplicas = Mapping[int, Versioned[ReplicaRecord]]
 HostReplicas = dict[tuple[str, int], ReplicaRecord]
 AppReports = dict[tuple[int, int, str], ContainerReport]
 
@@ -193,7 +193,7 @@ class ClusterState:
     # Set by the informer, which keeps the indexes below as it applies each change;
     # a state built otherwise (a snapshot read, a test) builds them when first asked.
     changes: Changes | None = None
-    _by_app: dict[str, AppReplicas] | None = field(default=None, repr=False)
+    _by_app: Mapping[str, AppReplicas] | None = field(default=None, repr=False)
     _by_host: dict[str, HostReplicas] | None = field(default=None, repr=False)
     _reports: Mapping[str, Mapping[tuple[int, int, str], ContainerReport]] | None = field(
         default=None, repr=False
@@ -218,7 +218,7 @@ class ClusterState:
         host = self.hosts[host_id].value
         return selectable(self.admin_labels(host_id), host.labels, host.facts)
 
-    def _indexes(self) -> tuple[dict[str, AppReplicas], dict[str, HostReplicas]]:
+    def _indexes(self) -> tuple[Mapping[str, AppReplicas], dict[str, HostReplicas]]:
         """Replicas by app and by host (own or next). The informer hands them over
         ready; otherwise they are built once per state and rebuilt if ``replicas`` is
         changed (only tests change a state)."""
@@ -232,7 +232,7 @@ class ClusterState:
             or stamp[1] is None
         ):
             self._stamp = stamp
-            by_app: dict[str, AppReplicas] = {}
+            by_app: dict[str, dict[int, Versioned[ReplicaRecord]]] = {}
             by_host: dict[str, HostReplicas] = {}
             for (app, slot), versioned in self.replicas.items():
                 replica = versioned.value
