@@ -3,10 +3,10 @@ for the hosts whose records changed; one per control plane, and removed hosts le
 
 from __future__ import annotations
 
-from fleet.controlplane.view import HostViews, scheduler_snapshot
+from fleet.controlplane.view import HostView, HostViews, scheduler_snapshot
 from fleet.store.live import LiveState
-from fleet.store.records import ReplicaRecord, ResourceAmounts
-from tests.unit.store.builders import LAYOUT, host_record
+from fleet.store.records import HostLabelsRecord, LiveRecord, ReplicaRecord, ResourceAmounts
+from tests.unit.store.builders import LAYOUT, host_record, status_record
 
 
 def pool(hosts: int) -> LiveState:
@@ -44,3 +44,37 @@ def test_removed_hosts_leave_the_memo() -> None:
     hosts = scheduler_snapshot(live.snapshot(), views=views).hosts
     assert {h.host_id for h in hosts} == {"h0", "new"}
     assert set(views._views) == {"h0", "new"}  # 41 kept views would be a leak
+
+
+def test_a_view_follows_its_hosts_status_labels_and_liveness_and_holds_none_of_them() -> None:
+    """Rebuilt when the host's status, admin labels or liveness change; kept by numbers,
+    so an older state's records and replica index are not held once the informer moved
+    on (a copy of each a host, after a ramp)."""
+    live = pool(2)
+    views = HostViews()
+
+    def view_of_h1() -> HostView:
+        [found] = [
+            h for h in scheduler_snapshot(live.snapshot(), views=views).hosts if h.host_id == "h1"
+        ]
+        return found
+
+    first = view_of_h1()
+    assert view_of_h1() is first
+    status = status_record("h1", cpu=1.5).model_copy(update={"reported_at": "2026-12-07T10:00:00Z"})
+    live.apply(LAYOUT.status("h1"), status.dump(), 20)
+    with_status = view_of_h1()
+    assert with_status is not first and with_status.used_cpu == 1.5
+    labels = HostLabelsRecord(host_id="h1", labels={"zone": "a"}, updated_at="t1")
+    live.apply(LAYOUT.host_labels("h1"), labels.dump(), 21)
+    labelled = view_of_h1()
+    assert labelled is not with_status and labelled.labels["zone"] == "a"
+    alive = LiveRecord(server="s1", connected_at="t2")
+    live.apply(LAYOUT.alive("h1"), alive.dump(), 22)
+    connected = view_of_h1()
+    assert connected is not labelled and connected.connected
+    assert view_of_h1() is connected
+    held = [part for stamp, _ in views._views.values() for part in stamp]
+    state = live.snapshot()
+    assert not any(r is state.status["h1"] or r is state.host_replicas("h1") for r in held)
+    assert all(isinstance(n, (int, bool, type(None))) for n in views._views["h1"][0])
