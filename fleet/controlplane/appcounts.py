@@ -140,7 +140,7 @@ class Tally:
     Each port keeps a tally of every app, so two parts a replica (200,000 at 100,000
     replicas). The plain parts (``PlainSlot``: most slots once running) are an array of
     times indexed by slot, and the sorted times arrays too: as a dict by slot and lists
-    of floats, a tally of 2,000 slots was 227 KB and is now 48 (#24 item 3). A slot far
+    of floats, a tally of 2,000 slots was 154 KB and is now 36 (#24 item 3). A slot far
     past the others (a job's long run) is kept with the other parts, so no array is
     sized by a number anyone can write."""
 
@@ -152,8 +152,11 @@ class Tally:
         self._count = 0  # slots with a part
         self.troubled: dict[int, tuple[tuple[str, str], ...]] = {}
         self.running = self.total = self.updated = 0
-        self.available_at = array("d")  # sorted
-        self.updated_available_at = array("d")  # sorted
+        # Sorted times: of the plain parts (each available, and updated), and of the
+        # other parts' containers available and their updated ones available.
+        self._plain_times = array("d")
+        self._available_at = array("d")
+        self._updated_available_at = array("d")
 
     def part(self, slot: int) -> SlotCounts | PlainSlot | None:
         """Slot ``slot``'s part (None: it has none)."""
@@ -168,29 +171,39 @@ class Tally:
     def put(self, slot: int, part: SlotCounts | PlainSlot | None) -> None:
         """Slot ``slot``'s part is now ``part`` (None: it has no replica)."""
         held = self._take(slot)
-        if held is not None:
-            old = _expanded(held)
-            self.running -= old.running
-            self.total -= old.total
-            self.updated -= old.updated
-            for at in old.available_at:
-                _remove(self.available_at, at)
-            if old.updated_available_at is not None:
-                _remove(self.updated_available_at, old.updated_available_at)
+        if isinstance(held, float):
+            # (A plain part's one time counts as available and as updated and available.)
+            _remove(self._plain_times, held)
+            self.running -= 1
+            self.total -= 1
+            self.updated -= 1
+        elif held is not None:
+            self.running -= held.running
+            self.total -= held.total
+            self.updated -= held.updated
+            for at in held.available_at:
+                _remove(self._available_at, at)
+            if held.updated_available_at is not None:
+                _remove(self._updated_available_at, held.updated_available_at)
             self.troubled.pop(slot, None)
         if part is None:
             return
-        self._keep(slot, part)
-        counts = _expanded(part)
-        self.running += counts.running
-        self.total += counts.total
-        self.updated += counts.updated
-        for at in counts.available_at:
-            _insert(self.available_at, at)
-        if counts.updated_available_at is not None:
-            _insert(self.updated_available_at, counts.updated_available_at)
-        if counts.troubles:
-            self.troubled[slot] = counts.troubles
+        kept = self._keep(slot, part)
+        if isinstance(kept, float):
+            _insert(self._plain_times, kept)
+            self.running += 1
+            self.total += 1
+            self.updated += 1
+            return
+        self.running += kept.running
+        self.total += kept.total
+        self.updated += kept.updated
+        for at in kept.available_at:
+            _insert(self._available_at, at)
+        if kept.updated_available_at is not None:
+            _insert(self._updated_available_at, kept.updated_available_at)
+        if kept.troubles:
+            self.troubled[slot] = kept.troubles
 
     def _take(self, slot: int) -> SlotCounts | PlainSlot | None:
         held = self.part(slot)
@@ -203,28 +216,32 @@ class Tally:
             self._plain[slot] = _NONE
         return held
 
-    def _keep(self, slot: int, part: SlotCounts | PlainSlot) -> None:
+    def _keep(self, slot: int, part: SlotCounts | PlainSlot) -> SlotCounts | PlainSlot:
+        """Hold ``part`` as ``slot``'s; returns it as held (a plain part that cannot be
+        held in the array of times is held expanded)."""
         self._count += 1
         plain = self._plain
         if isinstance(part, SlotCounts) or part != part:  # (a NaN time: kept as it is)
-            self._other[slot] = _expanded(part)
-            return
+            expanded = self._other[slot] = _expanded(part)
+            return expanded
         if len(plain) <= slot < 2 * self._count + _DENSE_SLACK:
             # Grown by a quarter at least: an app scaled up a slot at a time.
             wanted = max(slot + 1, len(plain) + len(plain) // 4)
             plain.extend([_NONE] * (wanted - len(plain)))
         if 0 <= slot < len(plain):
             plain[slot] = part
-        else:
-            self._other[slot] = _expanded(part)
+            return part
+        expanded = self._other[slot] = _expanded(part)
+        return expanded
 
     def counts(self, now: float) -> RolloutCounts:
         """The counts at ``now``: the times of availability applied."""
+        plain_available = bisect.bisect_right(self._plain_times, now)
         return RolloutCounts(
             self.running,
-            bisect.bisect_right(self.available_at, now),
+            bisect.bisect_right(self._available_at, now) + plain_available,
             self.updated,
-            bisect.bisect_right(self.updated_available_at, now),
+            bisect.bisect_right(self._updated_available_at, now) + plain_available,
             self.total,
         )
 
