@@ -1,18 +1,16 @@
 """What ``get hosts`` sums of each host's replicas, kept until they change.
 
-The informer hands out a host's replica index as the same object for as long as no
-replica on the host changes (``ClusterState.host_replicas``), so a host's sums are
-worked out again only then: at 100,000 replicas each ``get hosts`` walked every
-container of every host, and most hosts' replicas do not change between two calls.
+The informer numbers each change of a host's replicas (``Changes.host_inputs``), so a
+host's sums are worked out again only when that number moves: at 100,000 replicas each
+``get hosts`` walked every container of every host, and most hosts' replicas do not
+change between two calls.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fleet.store import ClusterState
-from fleet.store.records import ReplicaRecord
 
 __all__ = ["HostSums"]
 
@@ -36,21 +34,25 @@ def _sums(state: ClusterState, host_id: str) -> Sums:
 
 
 class HostSums:
-    """Each host's sums with the replica index they were made from. One per control
-    plane; removed hosts leave it."""
+    """Each host's sums with the number of the host's inputs they were made from (the
+    informer's ``Changes.host_inputs``, which moves whenever a replica on the host
+    changes): not the replica index itself, which a memo kept until its next call, so an
+    old copy of each host's index once the informer had moved on (#24 item 3). One per
+    control plane; removed hosts leave it."""
 
     def __init__(self) -> None:
-        self._sums: dict[str, tuple[Mapping[tuple[str, int], ReplicaRecord], Sums]] = {}
+        self._sums: dict[str, tuple[int | None, Sums]] = {}
 
     def of(self, state: ClusterState, host_id: str) -> Sums:
-        if state.changes is None:  # a state that may be changed in place (a test's)
+        changes = state.changes
+        if changes is None:  # a state that may be changed in place (a test's)
             return _sums(state, host_id)
-        placed = state.host_replicas(host_id)
+        inputs = changes.host_inputs.get(host_id)
         found = self._sums.get(host_id)
-        if found is not None and found[0] is placed:
+        if found is not None and found[0] == inputs:
             return found[1]
         sums = _sums(state, host_id)
         if len(self._sums) > 2 * len(state.hosts) + 16:
             self._sums = {h: s for h, s in self._sums.items() if h in state.hosts}
-        self._sums[host_id] = (placed, sums)
+        self._sums[host_id] = (inputs, sums)
         return sums

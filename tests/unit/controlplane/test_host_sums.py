@@ -36,3 +36,19 @@ def test_sums_are_redone_only_for_a_host_whose_replicas_changed(
     assert sorted(done) == ["h0", "h1"]
     assert found == {h: real(state, h) for h in ("h0", "h1", "h2")}
     assert (found["h0"].containers, found["h0"].remaining) == (11, 10)  # slot 1's next
+
+
+def test_the_memo_holds_no_replica_index() -> None:
+    """Kept by the informer's number for the host's inputs: an index the informer has
+    since replaced would be an old copy held for each host."""
+    feed = Feed()
+    for slot in range(6):
+        feed.replica(slot)
+    memo = HostSums()
+    state = feed.live.snapshot()
+    memo.of(state, "h0")
+    [(number, _)] = memo._sums.values()
+    assert isinstance(number, int)
+    feed.replica(0, host="h1")  # h0 loses slot 0: its number moves, its sums are redone
+    state = feed.live.snapshot()
+    assert memo.of(state, "h0").containers == 1
