@@ -128,6 +128,10 @@ class Informer:
                     live.apply(kv.key, kv.value, kv.mod_revision)
         live.revision = revision
         self._live, self._revision = live, revision
+        if self._written is not None:
+            # What it holds was listed, or comes after: held, the report queue would take
+            # it for writes the watch has yet to show (``ReportQueue``), for good.
+            self._written.clear()
         self._synced.set()
         await self._notify()
 

@@ -69,6 +69,11 @@ class Written:
             self._held.clear()  # gives back the table a ramp grew (a dict never shrinks)
         return held[1]
 
+    def clear(self) -> None:
+        """Let everything go: the informer listed the state again, and the watch shows
+        nothing it listed (a record written since is decoded when its event comes)."""
+        self._held = OrderedDict()
+
     def drop(self, key: bytes, value: bytes) -> None:
         at = hash(key)
         held = self._held.get(at)

@@ -186,3 +186,50 @@ def test_the_queue_never_holds_a_parsed_heartbeat() -> None:
             runner.cancel()
 
     asyncio.run(scenario())
+
+
+def test_no_batch_starts_while_the_watch_is_far_behind_the_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Writes wait for the informer to catch up (their records are held until it does),
+    a host's newer heartbeat replacing its older one meanwhile; and never for good."""
+    monkeypatch.setattr(reportqueue, "_BEHIND_WAIT", 60.0)
+    behind = [reportqueue._WATCH_BEHIND + 1]
+
+    async def scenario() -> None:
+        store = HeldStore()
+        store.release.set()
+        queue = ReportQueue(cast(Store, store), behind=lambda: behind[0])
+        writer = ReportWriter("h1", refresh=60)
+        queue.submit(writer, 1, 7, beat("created"))
+        runner = asyncio.create_task(queue.run())
+        try:
+            for _ in range(20):  # 0.2 s of the queue's polls
+                await asyncio.sleep(0.01)
+            assert store.batches == []
+            queue.submit(writer, 1, 7, beat("running"))  # replaces the one waiting
+            behind[0] = reportqueue._WATCH_BEHIND
+            await eventually(lambda: len(store.batches) == 1, 5, "the write, once caught up")
+            [[report]] = store.batches
+            assert [c.state for c in report.changed] == ["running"]
+        finally:
+            runner.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_writes_go_on_when_what_is_held_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reportqueue, "_BEHIND_WAIT", 0.2)
+
+    async def scenario() -> None:
+        store = HeldStore()
+        store.release.set()
+        queue = ReportQueue(cast(Store, store), behind=lambda: 10**6)
+        queue.submit(ReportWriter("h1", refresh=60), 1, 7, beat("created"))
+        runner = asyncio.create_task(queue.run())
+        try:
+            await eventually(lambda: len(store.batches) == 1, 5, "the write, after the wait")
+        finally:
+            runner.cancel()
+
+    asyncio.run(scenario())

@@ -84,3 +84,11 @@ def test_it_holds_neither_the_key_nor_a_table_grown_by_a_ramp_once_emptied() -> 
     assert [written.take(b"k%d" % i, b"v") for i in range(10_000)] == list(range(10_000))
     assert written.take(key, b"v") == "record"
     assert sys.getsizeof(written._held) < grown / 100
+
+
+def test_a_listed_state_lets_everything_go() -> None:
+    """The informer listed again: nothing held will be shown by the watch."""
+    written = Written()
+    written.hold(b"k", b"v1", object())
+    written.clear()
+    assert len(written) == 0 and written.take(b"k", b"v1") is None
