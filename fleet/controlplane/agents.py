@@ -181,7 +181,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self._push = DesiredPush(informer, secrets, on_change=self._end_denied)
         self.edges = EdgePush(informer)
         self.events = AgentEvents(events, event_limits)
-        self.reports = ReportQueue(store, behind=store.written.__len__)
+        self.reports = ReportQueue(store)
         self._daemons = DaemonIndex()  # (registration's check that no two share a daemon)
         self._registering = RegistrationSlots(_REGISTRATIONS_AT_ONCE, _REGISTRATION_TURN_WAIT)
         self._lease = seats.ServingLease(store, keeper, server_id=server_id, ttl=lease_ttl)

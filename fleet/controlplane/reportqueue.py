@@ -46,15 +46,6 @@ _WRITES_IN_FLIGHT = 16
 _HOSTS_PER_BATCH = 200
 _KEYS_PER_BATCH = 2_000
 _HOSTS_PER_TURN = 20  # reports worked out between two turns of the loop's other work
-# Our writes the watch has not shown yet (``Written``, held until it does), past which no
-# new batch starts, for at most ``_BEHIND_WAIT`` seconds a batch. At the end of a
-# 5,000-host ramp about 30,000 reports are written in two seconds, and the informer fell
-# up to 44,000 behind: the control plane's RSS followed, 75 MiB up and down again as it
-# caught up. Held back, a host's reports wait as sent, a newer heartbeat replacing an
-# older one, and the informer is no later: it was what the writes waited for.
-_WATCH_BEHIND = 12_000
-_BEHIND_WAIT = 1.0
-_BEHIND_POLL = 0.02
 # A batch is written once it has worked out this long (its first hosts' reports wait for
 # its last): on a busy loop, 200 hosts' reports took up to 0.8 s to work out.
 _TAKE_SECONDS = 0.1
@@ -92,10 +83,8 @@ class ReportQueue:
     """``submit`` from sessions, ``run`` as one task; ``observe_write`` is called with
     the seconds from a heartbeat's arrival to its report being stored."""
 
-    def __init__(self, store: Store, behind: Callable[[], int] = lambda: 0) -> None:
-        """``behind``: how many of this process's writes the watch has not shown yet."""
+    def __init__(self, store: Store) -> None:
         self._store = store
-        self._behind = behind
         self._waiting: dict[str, _Waiting] = {}  # host -> its newest unwritten heartbeat
         self._writing: set[str] = set()  # hosts with a batch in flight
         self._ready = asyncio.Event()
@@ -137,7 +126,6 @@ class ReportQueue:
                 self._ready.clear()
                 while len(writes) >= _WRITES_IN_FLIGHT:
                     _, writes = await asyncio.wait(writes, return_when=asyncio.FIRST_COMPLETED)
-                await self._wait_for_the_watch()
                 batch = await self._take()
                 if batch:
                     writes.add(asyncio.create_task(self._write(batch)))
@@ -146,17 +134,6 @@ class ReportQueue:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-
-    async def _wait_for_the_watch(self) -> None:
-        """Until the watch is less than ``_WATCH_BEHIND`` writes behind, or for
-        ``_BEHIND_WAIT`` seconds (what is held may never be shown: a write whose
-        answer was lost)."""
-        # (Polled: the informer takes what is held one record at a time, and waking on
-        # each would be a call for every event of the watch.)
-        for _ in range(round(_BEHIND_WAIT / _BEHIND_POLL)):
-            if self._behind() <= _WATCH_BEHIND:
-                return
-            await asyncio.sleep(_BEHIND_POLL)
 
     async def _take(self) -> list[_Taken]:
         """Up to a batch of waiting hosts with nothing in flight, with what to write

@@ -129,8 +129,8 @@ class Informer:
         live.revision = revision
         self._live, self._revision = live, revision
         if self._written is not None:
-            # What it holds was listed, or comes after: held, the report queue would take
-            # it for writes the watch has yet to show (``ReportQueue``), for good.
+            # The watch goes on from the listed revision: what was written before it is
+            # never shown, and would stay held until newer writes pushed it out.
             self._written.clear()
         self._synced.set()
         await self._notify()
