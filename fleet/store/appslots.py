@@ -64,10 +64,12 @@ class AppSlots(Mapping[int, Versioned[ReplicaRecord]]):
         return _Values(self)
 
     def _revision(self, slot: int) -> int:
-        if 0 <= slot < len(self._revisions):
-            return self._revisions[slot]
-        assert self._sparse is not None  # (a slot with a record has its revision)
-        return self._sparse[slot]
+        # A slot put past the array keeps its revision in ``_sparse`` though the array
+        # has grown past it since: that one is looked for first.
+        sparse = self._sparse
+        if sparse is not None and slot in sparse:
+            return sparse[slot]
+        return self._revisions[slot]
 
     # ------------------------------------------------------------- changing
 
@@ -86,6 +88,8 @@ class AppSlots(Mapping[int, Versioned[ReplicaRecord]]):
             revisions.frombytes(bytes(8 * (wanted - len(revisions))))
         if 0 <= slot < len(revisions):
             revisions[slot] = revision
+            if self._sparse is not None:  # (put past the array before it grew)
+                self._drop_sparse(slot)
         else:
             if self._sparse is None:
                 self._sparse = {}
@@ -97,19 +101,25 @@ class AppSlots(Mapping[int, Versioned[ReplicaRecord]]):
             return
         if 0 <= slot < len(self._revisions):
             self._revisions[slot] = 0
-        elif self._sparse is not None:
-            self._sparse.pop(slot, None)
-            if not self._sparse:
-                self._sparse = None
+        if self._sparse is not None:
+            self._drop_sparse(slot)
+
+    def _drop_sparse(self, slot: int) -> None:
+        assert self._sparse is not None
+        self._sparse.pop(slot, None)
+        if not self._sparse:
+            self._sparse = None
 
 
 def _versioned(slots: AppSlots) -> Iterator[tuple[int, Versioned[ReplicaRecord]]]:
     """Each slot's record, without a lookup by slot in a Python method for each."""
     revisions, sparse = slots._revisions, slots._sparse
-    dense = len(revisions)
+    if sparse is None:  # (nearly always)
+        for slot, record in slots._records.items():
+            yield slot, Versioned(record, revisions[slot])
+        return
     for slot, record in slots._records.items():
-        revision = revisions[slot] if 0 <= slot < dense else sparse[slot]  # type: ignore[index]
-        yield slot, Versioned(record, revision)
+        yield slot, Versioned(record, sparse[slot] if slot in sparse else revisions[slot])
 
 
 class _Items(ItemsView[int, Versioned[ReplicaRecord]]):

@@ -61,6 +61,18 @@ def test_a_slot_far_past_the_others_sizes_no_array() -> None:
     assert slots._sparse is None and list(slots) == [3]
 
 
+def test_a_slot_put_past_the_array_keeps_its_revision_once_the_array_grows() -> None:
+    slots = AppSlots()
+    slots.put(1500, replica(1500), 9)  # past 2 x 0 + 1024: kept apart
+    for slot in range(1500):
+        slots.put(slot, replica(slot), 100 + slot)
+    assert len(slots._revisions) > 1500  # grown past it
+    assert slots[1500].mod_revision == 9 == dict(slots.items())[1500].mod_revision
+    slots.put(1500, replica(1500), 10)  # now in the array
+    assert slots._sparse is None and slots[1500].mod_revision == 10
+    assert [v.mod_revision for v in slots.values()][:2] == [10, 100]
+
+
 def test_an_apps_slots_hold_no_object_a_replica_but_its_record() -> None:
     records = [replica(slot) for slot in range(2000)]
     tracemalloc.start()
