@@ -171,7 +171,7 @@ class Tally:
     def put(self, slot: int, part: SlotCounts | PlainSlot | None) -> None:
         """Slot ``slot``'s part is now ``part`` (None: it has no replica)."""
         held = self._take(slot)
-        if isinstance(held, float):
+        if held is not None and not isinstance(held, SlotCounts):
             # (A plain part's one time counts as available and as updated and available.)
             _remove(self._plain_times, held)
             self.running -= 1
@@ -189,7 +189,7 @@ class Tally:
         if part is None:
             return
         kept = self._keep(slot, part)
-        if isinstance(kept, float):
+        if not isinstance(kept, SlotCounts):
             _insert(self._plain_times, kept)
             self.running += 1
             self.total += 1
@@ -230,7 +230,7 @@ class Tally:
             plain.extend([_NONE] * (wanted - len(plain)))
         if 0 <= slot < len(plain):
             plain[slot] = part
-            return part
+            return plain[slot]  # (as the array holds it: a float)
         expanded = self._other[slot] = _expanded(part)
         return expanded
 

@@ -44,9 +44,9 @@ class ContainerPrints:
         self._keys = (" ".join(["%s %d %d"] * len(order)) % ordered).encode()
 
     def get(self, key: ReportKey) -> int | None:
-        hashes = self._hashes
-        at = bisect_left(hashes, hash(key))
-        if at < len(hashes) and hashes[at] == hash(key):
+        hashes, wanted = self._hashes, hash(key)
+        at = bisect_left(hashes, wanted)
+        if at < len(hashes) and hashes[at] == wanted:
             return self._prints[at]
         return None
 

@@ -406,3 +406,11 @@ def test_a_slot_far_past_the_others_is_not_an_index_into_an_array() -> None:
     tally.put(10**12, None)
     assert tally.part(10**12) is None and len(tally) == 1
     assert tally.counts(10.0) == RolloutCounts(1, 1, 1, 1, 1)
+
+
+def test_a_plain_part_given_as_a_whole_number_is_a_time_too() -> None:
+    tally = appcounts.Tally((1, 10.0), None, 0)
+    tally.put(4, 6)  # (a time that happens to be whole)
+    assert tally.part(4) == 6.0 and tally.counts(6.0) == RolloutCounts(1, 1, 1, 1, 1)
+    tally.put(4, None)
+    assert tally.counts(6.0) == RolloutCounts(0, 0, 0, 0, 0) and len(tally) == 0
