@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from fleet.controlplane.availability import Observed, trouble
 from fleet.store import ClusterState
+from fleet.store.appslots import room_for
 from fleet.store.records import AppRecord, ContainerReport, ReplicaRecord
 
 __all__ = [
@@ -131,7 +132,6 @@ def _remove(values: array[float], value: float) -> None:
 
 
 _NONE = math.nan  # a slot without a plain part in ``Tally._plain``
-_DENSE_SLACK = 1024  # slots ``Tally._plain`` may run past twice the tally's count
 
 
 class Tally:
@@ -224,10 +224,7 @@ class Tally:
         if isinstance(part, SlotCounts) or part != part:  # (a NaN time: kept as it is)
             expanded = self._other[slot] = _expanded(part)
             return expanded
-        if len(plain) <= slot < 2 * self._count + _DENSE_SLACK:
-            # Grown by a quarter at least: an app scaled up a slot at a time.
-            wanted = max(slot + 1, len(plain) + len(plain) // 4)
-            plain.extend([_NONE] * (wanted - len(plain)))
+        plain.extend([_NONE] * (room_for(slot, len(plain), self._count) - len(plain)))
         if 0 <= slot < len(plain):
             plain[slot] = part
             return plain[slot]  # (as the array holds it: a float)

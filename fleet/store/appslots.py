@@ -19,9 +19,19 @@ from typing import Any
 from fleet.store.records import ReplicaRecord
 from fleet.store.state import Versioned
 
-__all__ = ["AppSlots"]
+__all__ = ["AppSlots", "room_for"]
 
-_DENSE_SLACK = 1024  # slots an array may run past twice the app's count
+_DENSE_SLACK = 1024  # slots an array may run past twice the count it holds
+
+
+def room_for(slot: int, length: int, count: int) -> int:
+    """The length an array indexed by slot, ``length`` long and holding ``count`` slots,
+    should have for ``slot``: grown by a quarter at least (an app scaled up a slot at a
+    time), or left as it is for a slot far past the others, which is kept apart so that
+    no array is sized by a number anyone can write."""
+    if length <= slot < 2 * count + _DENSE_SLACK:
+        return max(slot + 1, length + length // 4)
+    return length
 
 
 class AppSlots(Mapping[int, Versioned[ReplicaRecord]]):
@@ -82,10 +92,8 @@ class AppSlots(Mapping[int, Versioned[ReplicaRecord]]):
 
     def put(self, slot: int, record: ReplicaRecord, revision: int) -> None:
         revisions = self._revisions
-        if slot >= len(revisions) and 0 <= slot < 2 * len(self._records) + _DENSE_SLACK:
-            # Grown by a quarter at least: an app scaled up a slot at a time.
-            wanted = max(slot + 1, len(revisions) + len(revisions) // 4)
-            revisions.frombytes(bytes(8 * (wanted - len(revisions))))
+        wanted = room_for(slot, len(revisions), len(self._records))
+        revisions.frombytes(bytes(8 * (wanted - len(revisions))))
         if 0 <= slot < len(revisions):
             revisions[slot] = revision
             if self._sparse is not None:  # (put past the array before it grew)
