@@ -16,7 +16,7 @@ import itertools
 import logging
 
 from fleet.errors import Unavailable
-from fleet.store._etcd import LIST_PAGE, Etcd, WatchCompacted, prefix_end
+from fleet.store._etcd import LIST_PAGE, Etcd, WatchCompacted, WatchEvent, prefix_end
 from fleet.store.keys import KeyLayout
 from fleet.store.live import LiveState
 from fleet.store.state import ClusterState
@@ -144,14 +144,24 @@ class Informer:
                 if not listed:
                     await self._list()
                     listed = True
-                async for events in self._etcd.watch_prefix(
-                    self._layout.root, self._revision + 1, skip=self._skip
+                # The watch's answers come in pieces of at most etcd's request size
+                # (``fragments``): a watch behind by 20,000 reports otherwise got them in
+                # one answer held whole, and parsed, before the first was applied. A
+                # piece's last revision may go on in the next: it is held back, so that
+                # the state is only ever seen at the end of a revision.
+                held: list[WatchEvent] = []
+                async for batch in self._etcd.watch_prefix(
+                    self._layout.root, self._revision + 1, skip=self._skip, fragments=True
                 ):
                     applied = 0
                     last = 0  # the revision of the change applied last
                     changed = False  # (all of the answer's changes may be left out)
                     written = self._written
-                    for event in events:
+                    tail: list[WatchEvent] = []
+                    for event in itertools.chain(held, batch) if held else batch:
+                        if batch.fragment and event.mod_revision == batch.revision:
+                            tail.append(event)
+                            continue
                         if applied >= _EVENTS_PER_TURN and event.mod_revision != last:
                             # A revision is whole here: readers and heartbeats go before
                             # the rest (one answer of etcd held 8,000 reports, which
@@ -166,11 +176,14 @@ class Informer:
                         last = event.mod_revision
                         applied += 1
                         changed = True
+                    held = tail
                     # The watch is past the keys it left out too (events): a caller
                     # waiting for etcd's current revision, which an event's write may
                     # be, is not kept waiting for the next change of the state (an
-                    # apply that lost a race waited 10 s for it once, and failed).
-                    self._revision = max(self._revision, events.revision)
+                    # apply that lost a race waited 10 s for it once, and failed). A
+                    # piece is past every revision before its last.
+                    past = batch.revision - 1 if batch.fragment else batch.revision
+                    self._revision = max(self._revision, past)
                     self._live.revision = self._revision
                     await self._notify(changed=changed)
                     delay = 0.1
