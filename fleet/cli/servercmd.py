@@ -262,6 +262,7 @@ def server(
       fleet server --dashboard-listen 0.0.0.0:7443  # then open https://HOST:7443/
       fleet server --read-listen 0.0.0.0:7403  # reads: fleet context add --help
     """
+    from fleet.controlplane.mallocpolicy import limit_malloc_arenas
     from fleet.controlplane.registration import HostLimits
     from fleet.controlplane.server import ServerConfig, run_server
 
@@ -308,6 +309,8 @@ def server(
             memory=memory_option("--max-host-memory", max_host_memory) if max_host_memory else None,
         ),
     )
+    # Before any thread of gRPC's starts: one malloc arena for all (``mallocpolicy``).
+    limit_malloc_arenas()
     lifecycle.run_daemon(
         lambda life: run_server(config, ready=life.ready, stop=life.stopping),
         log_errors=machine_logs,
