@@ -40,6 +40,7 @@ import grpc.aio
 from _harness import describe, git_state, machine, quietly
 
 from fleet.client import FleetClient
+from fleet.controlplane.mallocpolicy import limit_malloc_arenas
 from fleet.controlplane.portoptions import MAIN_PORT_SERVER_OPTIONS
 from fleet.errors import FleetError
 from fleet.proto import fleet_pb2 as pb
@@ -226,6 +227,7 @@ def main() -> None:
         asyncio.run(_hold_connections(sys.argv[2], int(sys.argv[3])))
         return
     if len(sys.argv) == 4 and sys.argv[1] == "--bare-server":
+        limit_malloc_arenas()  # as `fleet server` does: the same heap beside it
         asyncio.run(_serve_bare(int(sys.argv[2]), Path(sys.argv[3])))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
