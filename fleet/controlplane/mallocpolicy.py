@@ -6,11 +6,12 @@ and so do parsed protobuf messages and Python's objects of more than 512 bytes (
 replica index, a chunk of reports). glibc gives every thread that allocates an arena of
 its own, up to eight a core, and gRPC's threads allocate and free all through a ramp
 beside what the main thread keeps. Each arena is a heap of its own with its own free
-space: at 5,000 hosts x 100,000 replicas the apply's peak was 484-537 MiB in seven runs,
-with 17-49 MiB free in those heaps at the peak and 70-110 MiB once all ran. With one
-arena for all threads it was 471-479 MiB in three runs (two arenas: 485-508) and the
-apply took as long (``benchmarks/README.md``, session 39). gRPC's threads then take
-one lock where they took several; on two cores that cost nothing measurable.
+space: at 5,000 hosts x 100,000 replicas the apply's peak was 484-537 MiB in seven runs
+(three over 512), with 14-49 MiB free in those heaps at the peak and 70-110 MiB once
+all ran. With one arena for all threads it was 471-502 MiB in nine runs of ten (524 in
+the tenth; two arenas: 485-508) and the apply took as long (``benchmarks/README.md``,
+session 39). gRPC's threads then take one lock where they took several; on two cores
+that cost nothing measurable.
 
 ``MALLOC_ARENA_MAX`` in the environment is glibc's own setting and is left as it is, so
 a machine with many cores serving few hosts can give the threads their arenas back.
